@@ -1,0 +1,252 @@
+//! Bindings: the factory a component crate registers, and what it gets while building.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::model::{BindingConfig, BindingKind, QualifiedName};
+use crate::events::Events;
+use crate::listeners::ListenerPool;
+use crate::metrics::{BindingMetrics, Metrics};
+use crate::properties::Properties;
+use crate::route::{RouteConfig, Routes};
+use crate::stream::StreamKind;
+use crate::vault::Vault;
+
+/// The schemas a binding type contributes for one kind: its `options`, a route's `when` entry
+/// and a route's `with`. `None` means the key is not allowed.
+#[derive(Debug, Clone, Default)]
+pub struct BindingSchema {
+    /// Schema of `options`.
+    pub options: Option<serde_json::Value>,
+    /// Whether `options` must be present.
+    pub options_required: bool,
+    /// Schema of one entry of `routes[].when`.
+    pub when: Option<serde_json::Value>,
+    /// Schema of `routes[].with`.
+    pub with: Option<serde_json::Value>,
+}
+
+impl BindingSchema {
+    /// The JSON schema of a schemars type, for use in a [`BindingSchema`].
+    pub fn of<T: schemars::JsonSchema>() -> serde_json::Value {
+        serde_json::Value::from(schemars::schema_for!(T))
+    }
+}
+
+/// Registered once per binding `type`; builds bindings from config.
+pub trait BindingFactory: Send + Sync + 'static {
+    /// The config `type`, e.g. `tcp`.
+    fn type_name(&self) -> &'static str;
+    /// The kinds this type supports.
+    fn kinds(&self) -> &'static [BindingKind];
+    /// The stream kinds a binding of `kind` accepts when routed to.
+    fn accepts(&self, kind: BindingKind) -> &'static [&'static str];
+    /// The stream kind a binding of `kind` opens on its exits, `None` when it has no exit.
+    fn emits(&self, kind: BindingKind) -> Option<&'static str>;
+    /// The option, `when` and `with` schemas for `kind`.
+    fn schema(&self, kind: BindingKind) -> BindingSchema;
+    /// Builds one binding. Must not start serving: that happens in [`Binding::start`], once the
+    /// whole config has been built.
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError>;
+}
+
+/// A built binding.
+pub trait Binding: Send + Sync + 'static {
+    /// Starts the binding's own activity (accept loops, timers). Called once, after the whole
+    /// config was built and before it replaces the previous one.
+    fn start(&self, _context: &StartContext) {}
+}
+
+/// What a binding gets when it starts.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    /// Cancelled when the binding is retired by a reload: stop accepting and cut connections.
+    pub retired: CancellationToken,
+    /// Cancelled when the gateway shuts down: stop accepting, let connections finish.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them to drain.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// Where the binding's events go.
+    pub events: Events,
+}
+
+/// An error building a binding from a config that passed the schema.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// Config path below the binding where the problem is, e.g. `options.keys`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl BuildError {
+    /// An error at `path` (relative to the binding).
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Handlers a built binding offers, by stream kind name.
+#[derive(Default)]
+pub struct Published {
+    pub(crate) entries: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
+    /// `stream.*.received` of the publishing binding.
+    pub(crate) received: Option<Arc<crate::metrics::StreamMetrics>>,
+}
+
+impl fmt::Debug for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.entries.keys()).finish()
+    }
+}
+
+impl Published {
+    /// Offers `handler` for stream kind `K`.
+    pub fn publish<K: StreamKind>(&mut self, handler: Arc<K::Handler>) {
+        self.entries.insert(K::NAME, Box::new(handler));
+    }
+
+    /// The handler for stream kind `K`, if offered.
+    pub fn get<K: StreamKind>(&self) -> Option<Arc<K::Handler>> {
+        self.entries
+            .get(K::NAME)
+            .and_then(|entry| entry.downcast_ref::<Arc<K::Handler>>())
+            .cloned()
+    }
+}
+
+/// Everything a factory needs to build one binding.
+pub struct BuildContext<'a> {
+    pub(crate) name: &'a QualifiedName,
+    pub(crate) config: &'a BindingConfig,
+    pub(crate) exits: &'a HashMap<QualifiedName, Arc<Published>>,
+    pub(crate) vaults: &'a HashMap<QualifiedName, Arc<dyn Vault>>,
+    pub(crate) published: Published,
+    pub(crate) listeners: &'a ListenerPool,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) properties: &'a Properties,
+    pub(crate) events: Events,
+}
+
+impl fmt::Debug for BuildContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> BuildContext<'a> {
+    /// The binding's qualified name.
+    pub fn name(&self) -> &QualifiedName {
+        self.name
+    }
+
+    /// The binding's config.
+    pub fn config(&self) -> &BindingConfig {
+        self.config
+    }
+
+    /// The binding's kind.
+    pub fn kind(&self) -> BindingKind {
+        self.config.kind
+    }
+
+    /// The typed `options` (already schema-checked); `T::default()` when absent.
+    pub fn options<T: DeserializeOwned + Default>(&self) -> Result<T, BuildError> {
+        match &self.config.options {
+            None => Ok(T::default()),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|error| BuildError::at("options", error.to_string())),
+        }
+    }
+
+    /// The handler for stream kind `K` of the binding named `exit` (relative to this binding's
+    /// namespace). Kinds were checked at load, so a failure here is a bug in a factory.
+    pub fn exit<K: StreamKind>(&self, exit: &str) -> Result<Arc<K::Handler>, BuildError> {
+        let name = self.name.resolve(exit);
+        let published = self.exits.get(&name);
+        published
+            .and_then(|published| published.get::<K>())
+            .map(|handler| {
+                let sent = self.metrics().streams(crate::metrics::Direction::Sent);
+                let received = published.and_then(|p| p.received.clone());
+                K::intercept(handler, sent, received)
+            })
+            .ok_or_else(|| {
+                BuildError::at(
+                    "exit",
+                    format!("`{name}` does not accept {} streams", K::NAME),
+                )
+            })
+    }
+
+    /// The routes with typed conditions and `with`, each exit resolved to a handler of kind `K`.
+    /// `compile` turns a raw `when` entry into the binding's matcher. The binding-level `exit`
+    /// becomes the last, unconditional route.
+    pub fn routes<K, Raw, C, W>(
+        &self,
+        compile: impl Fn(Raw) -> Result<C, String>,
+    ) -> Result<Routes<C, W, Arc<K::Handler>>, BuildError>
+    where
+        K: StreamKind,
+        Raw: DeserializeOwned,
+        W: DeserializeOwned,
+    {
+        Routes::build(self.config, |exit| self.exit::<K>(exit), compile)
+    }
+
+    /// The raw routes, for bindings that interpret them themselves.
+    pub fn route_configs(&self) -> &[RouteConfig] {
+        &self.config.routes
+    }
+
+    /// The vault named by the binding's `vault` key.
+    pub fn vault(&self) -> Result<Option<Arc<dyn Vault>>, BuildError> {
+        match &self.config.vault {
+            None => Ok(None),
+            Some(vault) => {
+                let name = self.name.resolve(vault);
+                self.vaults
+                    .get(&name)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| BuildError::at("vault", format!("unknown vault `{name}`")))
+            }
+        }
+    }
+
+    /// Offers `handler` for stream kind `K` to bindings that exit here.
+    pub fn publish<K: StreamKind>(&mut self, handler: Arc<K::Handler>) {
+        self.published.publish::<K>(handler);
+    }
+
+    /// Listening sockets, kept across reloads.
+    pub fn listeners(&self) -> &ListenerPool {
+        self.listeners
+    }
+
+    /// This binding's metrics (only those the config enables record anything).
+    pub fn metrics(&self) -> BindingMetrics {
+        self.metrics.binding(self.name, &self.config.telemetry_metrics)
+    }
+
+    /// Engine and binding properties given with `-P`.
+    pub fn properties(&self) -> &Properties {
+        self.properties
+    }
+
+    /// Where this binding's events go.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+}

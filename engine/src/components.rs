@@ -1,0 +1,93 @@
+//! The non-binding component kinds besides vaults and guards: catalogs, models (validators),
+//! stores and exporters, and the factory every component type registers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::binding::BuildError;
+use crate::config::model::{ComponentConfig, QualifiedName};
+use crate::events::Event;
+use crate::metrics::Metrics;
+use crate::properties::Properties;
+
+/// Builds one component type (`vaults.x.type`, `telemetry.exporters.x.type`, ...).
+pub trait ComponentFactory<T: ?Sized>: Send + Sync + 'static {
+    /// The config `type`.
+    fn type_name(&self) -> &'static str;
+    /// The schema of `options`; `None` when the type takes none.
+    fn options_schema(&self) -> Option<serde_json::Value>;
+    /// Whether `options` must be present.
+    fn options_required(&self) -> bool {
+        false
+    }
+    /// Builds from config.
+    fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<T>, BuildError>;
+}
+
+/// What a component factory gets.
+#[derive(Debug)]
+pub struct ComponentContext<'a> {
+    /// The component's qualified name.
+    pub name: &'a QualifiedName,
+    /// Its config.
+    pub config: &'a ComponentConfig,
+    /// The directory of the config file: relative paths in options resolve against it.
+    pub base_dir: PathBuf,
+    /// `-P` properties.
+    pub properties: &'a Properties,
+    /// The metric registry (exporters read it).
+    pub metrics: &'a Metrics,
+}
+
+impl ComponentContext<'_> {
+    /// The typed `options`; `T::default()` when absent.
+    pub fn options<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, BuildError> {
+        match &self.config.options {
+            None => Ok(T::default()),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|error| BuildError::at("options", error.to_string())),
+        }
+    }
+
+    /// A path from options, resolved against the config file's directory.
+    pub fn resolve_path(&self, path: &str) -> PathBuf {
+        let path = PathBuf::from(path);
+        if path.is_absolute() {
+            path
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// A schema store (`catalogs:`).
+pub trait Catalog: Send + Sync + 'static {
+    /// The schema id for `subject` at `version` (`latest` allowed).
+    fn resolve_subject(&self, subject: &str, version: &str) -> Option<u32>;
+    /// The schema text for `id`.
+    fn schema(&self, id: u32) -> Option<String>;
+}
+
+/// A model: validates (and may convert) one message.
+pub trait Validator: Send + Sync + 'static {
+    /// `Ok` when `data` is valid; the error says why not.
+    fn validate(&self, data: &[u8]) -> Result<(), String>;
+}
+
+/// A key/value store (`stores:`).
+pub trait Store: Send + Sync + 'static {
+    /// The value under `key`.
+    fn get(&self, key: &str) -> Option<Vec<u8>>;
+    /// Sets `key`.
+    fn put(&self, key: &str, value: Vec<u8>);
+    /// Removes `key`.
+    fn delete(&self, key: &str);
+}
+
+/// Reads metrics and events and sends them somewhere (`telemetry.exporters`).
+pub trait Exporter: Send + Sync + 'static {
+    /// Handles one event. Called on the thread that raised it: must not block.
+    fn event(&self, event: &Event);
+    /// Starts background work (endpoints, push intervals); stops when `stopped` is cancelled.
+    fn start(&self, _stopped: tokio_util::sync::CancellationToken) {}
+}

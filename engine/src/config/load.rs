@@ -1,0 +1,703 @@
+//! The config pipeline up to (not including) building: substituted text → YAML documents →
+//! schema validation (the namespace shape, then each component's own schema) → typed model →
+//! references resolved → pipeline stream kinds checked. Every problem found is reported, each
+//! with file, line, column, config path and what was expected.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::error::{ConfigError, ConfigErrors};
+use super::model::{
+    BindingConfig, BindingKind, ComponentConfig, Config, Namespace, Origin, QualifiedName,
+    RouteConfig, Telemetry, display_path,
+};
+use super::node::Node;
+use super::source::Source;
+use crate::registry::{Category, Registry, namespace_schema};
+
+/// Loads and checks a whole config.
+pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors> {
+    let documents = Node::parse_documents(&source).map_err(ConfigErrors::one)?;
+    let mut config = Config {
+        source,
+        documents,
+        namespaces: Vec::new(),
+        base_dir: std::path::PathBuf::from("."),
+    };
+    let mut errors = Vec::new();
+    let base = jsonschema::validator_for(&namespace_schema()).map_err(|error| {
+        ConfigErrors::one(ConfigError::new(
+            &config.source.file,
+            Default::default(),
+            "",
+            format!("internal schema error: {error}"),
+        ))
+    })?;
+    let mut values = Vec::new();
+    for (index, document) in config.documents.iter().enumerate() {
+        let value = document.to_json();
+        let origin = Origin {
+            document: index,
+            path: Vec::new(),
+        };
+        errors.extend(schema_errors(
+            &config,
+            &base,
+            &namespace_schema(),
+            &value,
+            &origin,
+        ));
+        values.push(value);
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    for (index, value) in values.iter().enumerate() {
+        let origin = Origin {
+            document: index,
+            path: Vec::new(),
+        };
+        errors.extend(check_types(&config, registry, value, &origin));
+    }
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    config.namespaces = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| namespace(index, value))
+        .collect();
+    errors.extend(check_names(&config));
+    errors.extend(check_references(&config));
+    if errors.is_empty() {
+        errors.extend(check_pipeline(&config, registry));
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors.into())
+    }
+}
+
+/// Validates each type-specific part against its component's schema.
+fn check_types(
+    config: &Config,
+    registry: &Registry,
+    document: &Value,
+    origin: &Origin,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if let Some(bindings) = document.get("bindings").and_then(Value::as_object) {
+        for (name, binding) in bindings {
+            let origin = origin.child("bindings").child(name);
+            let type_name = binding.get("type").and_then(Value::as_str).unwrap_or("");
+            let Some(factory) = registry.binding_factory(type_name) else {
+                errors.push(config.error(
+                    &origin.child("type"),
+                    registry.unknown_type(Category::Binding, type_name),
+                ));
+                continue;
+            };
+            let kind_name = binding.get("kind").and_then(Value::as_str).unwrap_or("");
+            let kind = factory.kinds().iter().find(|k| k.as_str() == kind_name);
+            let Some(kind) = kind else {
+                let kinds: Vec<&str> = factory.kinds().iter().map(|k| k.as_str()).collect();
+                errors.push(config.error(
+                    &origin.child("kind"),
+                    format!(
+                        "{type_name} binding has no kind `{kind_name}`; expected one of: {}",
+                        kinds.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let schema = factory.schema(*kind);
+            let what = format!("{type_name} {kind}");
+            errors.extend(check_part(
+                config,
+                binding.get("options"),
+                schema.options.as_ref(),
+                schema.options_required,
+                &origin.child("options"),
+                &format!("{what} binding takes no `options`"),
+            ));
+            if binding.get("entry").is_some()
+                && !matches!(kind, BindingKind::RemoteServer | BindingKind::RemoteClient)
+            {
+                errors.push(config.error(
+                    &origin.child("entry"),
+                    "only remote_server and remote_client bindings have an `entry`",
+                ));
+            }
+            let routes = binding.get("routes").and_then(Value::as_array);
+            for (index, route) in routes.into_iter().flatten().enumerate() {
+                let route_origin = origin.child("routes").child(index.to_string());
+                let when = route.get("when").and_then(Value::as_array);
+                for (entry, condition) in when.into_iter().flatten().enumerate() {
+                    errors.extend(check_part(
+                        config,
+                        Some(condition),
+                        schema.when.as_ref(),
+                        false,
+                        &route_origin.child("when").child(entry.to_string()),
+                        &format!("{what} routes take no `when` conditions"),
+                    ));
+                }
+                errors.extend(check_part(
+                    config,
+                    route.get("with"),
+                    schema.with.as_ref(),
+                    false,
+                    &route_origin.child("with"),
+                    &format!("{what} routes take no `with`"),
+                ));
+            }
+        }
+    }
+    let sections = [
+        (Category::Vault, vec!["vaults"]),
+        (Category::Guard, vec!["guards"]),
+        (Category::Catalog, vec!["catalogs"]),
+        (Category::Store, vec!["stores"]),
+        (Category::Exporter, vec!["telemetry", "exporters"]),
+    ];
+    for (category, path) in sections {
+        let mut value = Some(document);
+        let mut section_origin = origin.clone();
+        for key in &path {
+            value = value.and_then(|v| v.get(*key));
+            section_origin = section_origin.child(*key);
+        }
+        let Some(components) = value.and_then(Value::as_object) else {
+            continue;
+        };
+        for (name, component) in components {
+            let origin = section_origin.child(name);
+            let type_name = component.get("type").and_then(Value::as_str).unwrap_or("");
+            let Some((schema, required)) = registry.component_schema(category, type_name) else {
+                errors.push(config.error(
+                    &origin.child("type"),
+                    registry.unknown_type(category, type_name),
+                ));
+                continue;
+            };
+            errors.extend(check_part(
+                config,
+                component.get("options"),
+                schema.as_ref(),
+                required,
+                &origin.child("options"),
+                &format!("{} type `{type_name}` takes no `options`", category.noun()),
+            ));
+        }
+    }
+    errors
+}
+
+/// Validates one type-specific part against its schema.
+fn check_part(
+    config: &Config,
+    value: Option<&Value>,
+    schema: Option<&Value>,
+    required: bool,
+    origin: &Origin,
+    not_allowed: &str,
+) -> Vec<ConfigError> {
+    match (value, schema) {
+        (None, _) if required => {
+            let parent = Origin {
+                document: origin.document,
+                path: origin.path[..origin.path.len().saturating_sub(1)].to_vec(),
+            };
+            vec![config.error(
+                &parent,
+                format!(
+                    "missing `{}`",
+                    origin.path.last().map(String::as_str).unwrap_or("")
+                ),
+            )]
+        }
+        (None, _) => Vec::new(),
+        (Some(_), None) => vec![config.error(origin, not_allowed)],
+        (Some(value), Some(schema)) => match jsonschema::validator_for(schema) {
+            Ok(validator) => schema_errors(config, &validator, schema, value, origin),
+            Err(error) => vec![config.error(origin, format!("internal schema error: {error}"))],
+        },
+    }
+}
+
+/// Turns schema validation errors into config errors that point at the offending text.
+fn schema_errors(
+    config: &Config,
+    validator: &jsonschema::Validator,
+    schema: &Value,
+    instance: &Value,
+    origin: &Origin,
+) -> Vec<ConfigError> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let mut errors = Vec::new();
+    for error in validator.iter_errors(instance) {
+        let mut at = origin.clone();
+        at.path.extend(pointer_segments(error.instance_path().as_str()));
+        let schema_at = resolve_schema_path(schema, error.schema_path().as_str());
+        let message = match error.kind() {
+            Kind::AdditionalProperties { unexpected } => {
+                let expected: Vec<String> = schema_at
+                    .and_then(|s| s.get("properties"))
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().map(|k| format!("`{k}`")).collect())
+                    .unwrap_or_default();
+                for key in unexpected {
+                    let key_at = at.child(key.clone());
+                    let mut error = config.error(&key_at, format!("unknown key `{key}`"));
+                    // Point at the key rather than its value.
+                    if let Some(document) = config.documents.get(at.document) {
+                        if let Some(key_node) = document.locate(&at.path).key(key) {
+                            error.position = config
+                                .source
+                                .position_of_line_column(key_node.at.line, key_node.at.column);
+                        }
+                    }
+                    if !expected.is_empty() {
+                        error.message.push_str(&format!(
+                            "; expected one of: {}",
+                            expected.join(", ")
+                        ));
+                    }
+                    errors.push(error);
+                }
+                continue;
+            }
+            Kind::AnyOf { .. } | Kind::OneOfNotValid { .. } => {
+                let description = schema_at
+                    .and_then(|s| s.get("description"))
+                    .and_then(Value::as_str);
+                match description {
+                    Some(description) => {
+                        format!("{} is not valid; expected {description}", error.instance())
+                    }
+                    None => error.to_string(),
+                }
+            }
+            _ => {
+                let description = schema_at
+                    .and_then(|s| s.get("description"))
+                    .and_then(Value::as_str);
+                match description {
+                    Some(description) => format!("{error}; expected {description}"),
+                    None => error.to_string(),
+                }
+            }
+        };
+        errors.push(config.error(&at, message));
+    }
+    errors
+}
+
+/// The schema node an error's schema path ends at (its parent for keyword errors), following
+/// `$ref`s.
+fn resolve_schema_path<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
+    let segments = pointer_segments(path);
+    let mut node = root;
+    let mut parent = root;
+    for segment in &segments {
+        if segment == "$ref" {
+            let target = node.get("$ref")?.as_str()?.strip_prefix('#')?;
+            parent = node;
+            node = root.pointer(target)?;
+            continue;
+        }
+        parent = node;
+        node = match node {
+            Value::Object(object) => object.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    // The last segment is the failing keyword: its owner schema is the parent.
+    Some(if segments.is_empty() { node } else { parent })
+}
+
+fn pointer_segments(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|segment| segment.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+fn string_pairs(value: Option<&Value>) -> Vec<(String, String)> {
+    value
+        .and_then(Value::as_object)
+        .map(|object| {
+            object
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn components(value: Option<&Value>, origin: &Origin) -> Vec<(String, ComponentConfig)> {
+    value
+        .and_then(Value::as_object)
+        .map(|object| {
+            object
+                .iter()
+                .map(|(name, component)| {
+                    let text = |key: &str| {
+                        component
+                            .get(key)
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    (
+                        name.clone(),
+                        ComponentConfig {
+                            type_name: text("type").unwrap_or_default(),
+                            options: component.get("options").cloned(),
+                            vault: text("vault"),
+                            store: text("store"),
+                            origin: origin.child(name.clone()),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The typed model of a schema-valid document.
+fn namespace(index: usize, value: &Value) -> Namespace {
+    let root = Origin {
+        document: index,
+        path: Vec::new(),
+    };
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let telemetry = value.get("telemetry");
+    let bindings = value
+        .get("bindings")
+        .and_then(Value::as_object)
+        .map(|bindings| {
+            bindings
+                .iter()
+                .map(|(binding_name, binding)| {
+                    let origin = root.child("bindings").child(binding_name.clone());
+                    (
+                        binding_name.clone(),
+                        binding_config(&name, binding, origin),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Namespace {
+        bindings,
+        vaults: components(value.get("vaults"), &root.child("vaults")),
+        guards: components(value.get("guards"), &root.child("guards")),
+        catalogs: components(value.get("catalogs"), &root.child("catalogs")),
+        stores: components(value.get("stores"), &root.child("stores")),
+        telemetry: Telemetry {
+            attributes: string_pairs(telemetry.and_then(|t| t.get("attributes"))),
+            metrics: strings(telemetry.and_then(|t| t.get("metrics"))),
+            exporters: components(
+                telemetry.and_then(|t| t.get("exporters")),
+                &root.child("telemetry").child("exporters"),
+            ),
+        },
+        name,
+    }
+}
+
+fn binding_config(namespace: &str, binding: &Value, origin: Origin) -> BindingConfig {
+    let text = |key: &str| binding.get(key).and_then(Value::as_str).map(str::to_owned);
+    let kind = binding
+        .get("kind")
+        .cloned()
+        .and_then(|kind| serde_json::from_value(kind).ok())
+        .unwrap_or(BindingKind::Server);
+    let routes = binding
+        .get("routes")
+        .and_then(Value::as_array)
+        .map(|routes| {
+            routes
+                .iter()
+                .enumerate()
+                .map(|(index, route)| RouteConfig {
+                    when: route
+                        .get("when")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    guarded: route
+                        .get("guarded")
+                        .and_then(Value::as_object)
+                        .map(|guarded| {
+                            guarded
+                                .iter()
+                                .map(|(guard, roles)| (guard.clone(), strings(Some(roles))))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    exit: route
+                        .get("exit")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    with: route.get("with").cloned(),
+                    origin: origin.child("routes").child(index.to_string()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let telemetry = binding.get("telemetry");
+    BindingConfig {
+        type_name: text("type").unwrap_or_default(),
+        kind,
+        entry: text("entry"),
+        vault: text("vault"),
+        catalog: binding.get("catalog").cloned(),
+        options: binding.get("options").cloned(),
+        exit: text("exit"),
+        routes,
+        telemetry_metrics: strings(telemetry.and_then(|t| t.get("metrics"))),
+        telemetry_attributes: string_pairs(telemetry.and_then(|t| t.get("attributes"))),
+        json: binding.clone(),
+        origin,
+        namespace: namespace.to_owned(),
+    }
+}
+
+/// Namespace names are unique.
+fn check_names(config: &Config) -> Vec<ConfigError> {
+    let mut seen = HashSet::new();
+    let mut errors = Vec::new();
+    for (index, namespace) in config.namespaces.iter().enumerate() {
+        if !seen.insert(namespace.name.clone()) {
+            errors.push(config.error(
+                &Origin {
+                    document: index,
+                    path: vec!["name".into()],
+                },
+                format!("namespace `{}` is defined twice", namespace.name),
+            ));
+        }
+    }
+    errors
+}
+
+/// The exits (and entry) a binding references, with the config path of each.
+pub fn exits_of(binding: &BindingConfig) -> Vec<(String, Origin)> {
+    let mut exits = Vec::new();
+    if let Some(exit) = &binding.exit {
+        exits.push((exit.clone(), binding.origin.child("exit")));
+    }
+    for route in &binding.routes {
+        exits.push((route.exit.clone(), route.origin.child("exit")));
+    }
+    if let Some(entry) = &binding.entry {
+        exits.push((entry.clone(), binding.origin.child("entry")));
+    }
+    exits
+}
+
+/// Every `exit`, `entry`, `vault` and `guarded` guard names something that exists.
+fn check_references(config: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let bindings: HashSet<QualifiedName> = config.bindings().map(|(name, _)| name).collect();
+    let named = |select: fn(&Namespace) -> &Vec<(String, ComponentConfig)>| -> HashSet<QualifiedName> {
+        config
+            .namespaces
+            .iter()
+            .flat_map(|ns| {
+                select(ns)
+                    .iter()
+                    .map(|(name, _)| QualifiedName::new(&ns.name, name))
+            })
+            .collect()
+    };
+    let vaults = named(|ns| &ns.vaults);
+    let guards = named(|ns| &ns.guards);
+    let stores = named(|ns| &ns.stores);
+    for (name, binding) in config.bindings() {
+        for (exit, origin) in exits_of(binding) {
+            let target = name.resolve(&exit);
+            if !bindings.contains(&target) {
+                errors.push(config.error(
+                    &origin,
+                    format!("unknown binding `{exit}`; expected the name of a binding"),
+                ));
+            }
+        }
+        if let Some(vault) = &binding.vault {
+            if !vaults.contains(&name.resolve(vault)) {
+                errors.push(config.error(
+                    &binding.origin.child("vault"),
+                    format!("unknown vault `{vault}`; expected the name of a vault"),
+                ));
+            }
+        }
+        for route in &binding.routes {
+            for (guard, _) in &route.guarded {
+                if !guards.contains(&name.resolve(guard)) {
+                    let mut origin = route.origin.child("guarded");
+                    origin.path.push(guard.clone());
+                    errors.push(config.error(
+                        &origin,
+                        format!("unknown guard `{guard}`; expected the name of a guard"),
+                    ));
+                }
+            }
+        }
+    }
+    for namespace in &config.namespaces {
+        let here = QualifiedName::new(&namespace.name, "");
+        let components = namespace
+            .guards
+            .iter()
+            .chain(&namespace.catalogs)
+            .chain(&namespace.telemetry.exporters);
+        for (_, component) in components {
+            if let Some(vault) = &component.vault {
+                if !vaults.contains(&here.resolve(vault)) {
+                    errors.push(config.error(
+                        &component.origin.child("vault"),
+                        format!("unknown vault `{vault}`; expected the name of a vault"),
+                    ));
+                }
+            }
+            if let Some(store) = &component.store {
+                if !stores.contains(&here.resolve(store)) {
+                    errors.push(config.error(
+                        &component.origin.child("store"),
+                        format!("unknown store `{store}`; expected the name of a store"),
+                    ));
+                }
+            }
+        }
+    }
+    errors
+}
+
+/// Every exit accepts the stream kind its caller emits, and exits form no cycle.
+fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let by_name: HashMap<QualifiedName, &BindingConfig> = config.bindings().collect();
+    let describe = |binding: &BindingConfig| format!("{} {}", binding.type_name, binding.kind);
+    for (name, binding) in config.bindings() {
+        let Some(factory) = registry.binding_factory(&binding.type_name) else {
+            continue;
+        };
+        let emits = factory.emits(binding.kind);
+        for (exit, origin) in exits_of(binding) {
+            let target_name = name.resolve(&exit);
+            let Some(target) = by_name.get(&target_name) else {
+                continue;
+            };
+            let Some(kind) = emits else {
+                errors.push(config.error(
+                    &origin,
+                    format!("a {} binding has no exit", describe(binding)),
+                ));
+                continue;
+            };
+            let accepts = registry
+                .binding_factory(&target.type_name)
+                .map(|f| f.accepts(target.kind))
+                .unwrap_or_default();
+            if !accepts.contains(&kind) {
+                let accepted = if accepts.is_empty() {
+                    "no streams".to_owned()
+                } else {
+                    format!("only {} streams", accepts.join(", "))
+                };
+                errors.push(config.error(
+                    &origin,
+                    format!(
+                        "`{}` ({}) does not accept {kind} streams, which `{}` ({}) opens; it accepts {accepted}",
+                        target_name.name,
+                        describe(target),
+                        name.name,
+                        describe(binding),
+                    ),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        if let Err(cycle) = build_order(config) {
+            let origin = by_name
+                .get(&cycle[0])
+                .map(|b| b.origin.clone())
+                .unwrap_or_default();
+            let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+            errors.push(config.error(
+                &origin,
+                format!("exits form a cycle: {}", names.join(" -> ")),
+            ));
+        }
+    }
+    errors
+}
+
+/// Bindings ordered so that every exit comes before the bindings that use it. `Err` holds a
+/// cycle.
+pub fn build_order(config: &Config) -> Result<Vec<QualifiedName>, Vec<QualifiedName>> {
+    let by_name: HashMap<QualifiedName, &BindingConfig> = config.bindings().collect();
+    let mut order = Vec::new();
+    let mut done = HashSet::new();
+    let mut visiting = Vec::new();
+    fn visit(
+        name: &QualifiedName,
+        by_name: &HashMap<QualifiedName, &BindingConfig>,
+        order: &mut Vec<QualifiedName>,
+        done: &mut HashSet<QualifiedName>,
+        visiting: &mut Vec<QualifiedName>,
+    ) -> Result<(), Vec<QualifiedName>> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if let Some(start) = visiting.iter().position(|n| n == name) {
+            let mut cycle = visiting[start..].to_vec();
+            cycle.push(name.clone());
+            return Err(cycle);
+        }
+        let Some(binding) = by_name.get(name) else {
+            return Ok(());
+        };
+        visiting.push(name.clone());
+        for (exit, _) in exits_of(binding) {
+            visit(&name.resolve(&exit), by_name, order, done, visiting)?;
+        }
+        visiting.pop();
+        done.insert(name.clone());
+        order.push(name.clone());
+        Ok(())
+    }
+    for (name, _) in config.bindings() {
+        visit(&name, &by_name, &mut order, &mut done, &mut visiting)?;
+    }
+    Ok(order)
+}
+
+/// The message for a config path, for callers that build errors themselves.
+pub fn path_of(origin: &Origin) -> String {
+    display_path(&origin.path)
+}

@@ -1,0 +1,70 @@
+//! Zilla-style events (structured, named occurrences such as a failed TLS handshake), routed to
+//! the configured exporters. With no exporter configured they still reach the process log.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::components::Exporter;
+
+/// One event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The binding or component that raised it: `namespace.name`.
+    pub qname: String,
+    /// When it happened.
+    pub timestamp: SystemTime,
+    /// Trace id of the stream it concerns, 0 when none.
+    pub trace_id: u64,
+    /// The event name in Zilla's form, e.g. `BINDING_TLS_HANDSHAKE_FAILED`.
+    pub name: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Where events go: cheap to clone, shared by every binding; the exporter list is swapped on
+/// reload.
+#[derive(Clone, Default)]
+pub struct Events {
+    exporters: Arc<ArcSwap<Vec<Arc<dyn Exporter>>>>,
+    qname: Arc<str>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("qname", &self.qname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// The same sink, raising events as `qname`.
+    pub fn named(&self, qname: impl Into<Arc<str>>) -> Self {
+        Self {
+            exporters: self.exporters.clone(),
+            qname: qname.into(),
+        }
+    }
+
+    /// Replaces the exporters (on load and reload).
+    pub fn set_exporters(&self, exporters: Vec<Arc<dyn Exporter>>) {
+        self.exporters.store(Arc::new(exporters));
+    }
+
+    /// Raises an event.
+    pub fn emit(&self, name: &'static str, trace_id: u64, message: impl Into<String>) {
+        let event = Event {
+            qname: self.qname.to_string(),
+            timestamp: SystemTime::now(),
+            trace_id,
+            name,
+            message: message.into(),
+        };
+        tracing::debug!(qname = %event.qname, event = event.name, "{}", event.message);
+        for exporter in self.exporters.load().iter() {
+            exporter.event(&event);
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The protocol-agnostic core of zilla-rs.
+//!
+//! - [`config`]: the `zilla.yaml` pipeline (substitution, YAML, schema, references, stream
+//!   kinds), with errors that name file, line, column and config path.
+//! - [`registry`]: the explicit list of component types compiled in.
+//! - [`binding`], [`stream`]: how bindings are built and how they hand streams to each other.
+//! - [`route`], [`pattern`], [`expr`]: Zilla's routing rules, wildcard patterns and runtime
+//!   expressions, compiled once at load.
+//! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
+//! - [`metrics`], [`events`]: Zilla's metric names and event stream, read by exporters.
+//!
+//! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   tcp_server:
+//!     type: tcp
+//!     kind: server
+//!     options:
+//!       host: 0.0.0.0
+//!       port: 12345
+//!     exit: echo_server
+//!   echo_server:
+//!     type: echo
+//!     kind: server
+//! ```
+
+pub mod binding;
+pub mod components;
+pub mod config;
+pub mod engine;
+pub mod events;
+pub mod expr;
+pub mod guard;
+pub mod listeners;
+mod metered;
+pub mod metrics;
+pub mod pattern;
+pub mod properties;
+pub mod registry;
+pub mod route;
+pub mod stream;
+pub mod vault;
+
+pub use binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError, StartContext};
+pub use config::{BindingKind, ConfigError, ConfigErrors, QualifiedName};
+pub use engine::{ApplyReport, Engine};
+pub use registry::Registry;
+pub use stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo, StreamKind};

@@ -1,0 +1,164 @@
+//! `stream.*` metrics for `bytes` streams, recorded where one binding hands a stream to another.
+//! Only wrapped in when a metric is enabled for either side, so there is no cost otherwise.
+//! Data is counted in the initial direction: bytes the routed binding reads.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::metrics::StreamMetrics;
+use crate::stream::{AsyncIo, BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
+
+/// Both sides' metrics of one hop.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HopMetrics {
+    pub(crate) origin: Option<Arc<StreamMetrics>>,
+    pub(crate) routed: Option<Arc<StreamMetrics>>,
+}
+
+impl HopMetrics {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.origin.is_none() && self.routed.is_none()
+    }
+
+    fn each(&self, f: impl Fn(&StreamMetrics)) {
+        if let Some(origin) = &self.origin {
+            f(origin);
+        }
+        if let Some(routed) = &self.routed {
+            f(routed);
+        }
+    }
+}
+
+/// A bytes handler that records `stream.*` metrics around another.
+pub(crate) struct MeteredBytes {
+    pub(crate) inner: Arc<dyn BytesHandler>,
+    pub(crate) metrics: HopMetrics,
+}
+
+impl BytesHandler for MeteredBytes {
+    fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(async move {
+            self.metrics.each(StreamMetrics::opened);
+            let stream = ByteStream {
+                io: Box::new(CountingIo {
+                    inner: stream.io,
+                    metrics: self.metrics.clone(),
+                }),
+                info: stream.info,
+            };
+            let result = self.inner.accept(stream).await;
+            let failed = result.is_err();
+            self.metrics.each(|m| m.closed(failed));
+            result
+        })
+    }
+
+    fn connect(&self, info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+        Box::pin(async move {
+            match self.inner.connect(info).await {
+                Ok(stream) => {
+                    self.metrics.each(StreamMetrics::opened);
+                    Ok(ByteStream {
+                        io: Box::new(ClosingIo {
+                            inner: CountingIo {
+                                inner: stream.io,
+                                metrics: self.metrics.clone(),
+                            },
+                        }),
+                        info: stream.info,
+                    })
+                }
+                Err(error) => {
+                    self.metrics.each(|m| {
+                        m.opened();
+                        m.closed(true);
+                    });
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+struct CountingIo {
+    inner: Box<dyn AsyncIo>,
+    metrics: HopMetrics,
+}
+
+impl AsyncRead for CountingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.metrics.each(|m| m.data(read));
+        }
+        result
+    }
+}
+
+impl AsyncWrite for CountingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Records the close of a connected stream when the caller drops it.
+struct ClosingIo {
+    inner: CountingIo,
+}
+
+impl Drop for ClosingIo {
+    fn drop(&mut self) {
+        self.inner.metrics.each(|m| m.closed(false));
+    }
+}
+
+impl AsyncRead for ClosingIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClosingIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,482 @@
+//! The explicit, static registry of component types. Each component crate exports
+//! `register(&mut Registry)`; the `zilla` crate calls them in one feature-gated list.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::binding::BindingFactory;
+use crate::components::{Catalog, ComponentFactory, Exporter, Store, Validator};
+use crate::config::model::BindingKind;
+use crate::guard::Guard;
+use crate::vault::Vault;
+
+/// The component categories, as named in `zilla.yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    /// `bindings`.
+    Binding,
+    /// `vaults`.
+    Vault,
+    /// `guards`.
+    Guard,
+    /// `catalogs`.
+    Catalog,
+    /// `stores`.
+    Store,
+    /// `telemetry.exporters`.
+    Exporter,
+    /// models referenced from options.
+    Model,
+}
+
+impl Category {
+    /// The word used in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Category::Binding => "binding",
+            Category::Vault => "vault",
+            Category::Guard => "guard",
+            Category::Catalog => "catalog",
+            Category::Store => "store",
+            Category::Exporter => "exporter",
+            Category::Model => "model",
+        }
+    }
+
+    /// Every type Zilla defines in this category, so that a type this distribution lacks is
+    /// told apart from a typo.
+    pub fn zilla_types(self) -> &'static [&'static str] {
+        match self {
+            Category::Binding => &[
+                "amqp",
+                "asyncapi",
+                "echo",
+                "fan",
+                "filesystem",
+                "grpc",
+                "grpc-kafka",
+                "http",
+                "http-filesystem",
+                "http-kafka",
+                "kafka",
+                "kafka-grpc",
+                "mcp",
+                "mcp-http",
+                "mcp-kafka",
+                "mcp-openapi",
+                "mqtt",
+                "mqtt-kafka",
+                "openapi",
+                "openapi-asyncapi",
+                "pgsql",
+                "pgsql-kafka",
+                "proxy",
+                "risingwave",
+                "sse",
+                "sse-kafka",
+                "tcp",
+                "tls",
+                "ws",
+            ],
+            Category::Vault => &["filesystem"],
+            Category::Guard => &["jwt", "inline", "x509"],
+            Category::Catalog => &[
+                "apicurio",
+                "apicurio-registry",
+                "filesystem",
+                "inline",
+                "karapace",
+                "karapace-schema-registry",
+                "schema-registry",
+            ],
+            Category::Store => &["memory"],
+            Category::Exporter => &["otlp", "prometheus", "stdout"],
+            Category::Model => &[
+                "avro", "boolean", "bytes", "double", "float", "int32", "int64", "json",
+                "protobuf", "string",
+            ],
+        }
+    }
+}
+
+/// Every component type compiled into this distribution.
+#[derive(Default)]
+pub struct Registry {
+    bindings: BTreeMap<&'static str, Arc<dyn BindingFactory>>,
+    vaults: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Vault>>>,
+    guards: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Guard>>>,
+    catalogs: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Catalog>>>,
+    stores: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Store>>>,
+    exporters: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Exporter>>>,
+    models: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Validator>>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("bindings", &self.bindings.keys().collect::<Vec<_>>())
+            .field("vaults", &self.vaults.keys().collect::<Vec<_>>())
+            .field("exporters", &self.exporters.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a binding type.
+    pub fn binding(&mut self, factory: impl BindingFactory) -> &mut Self {
+        self.bindings.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// Adds a vault type.
+    pub fn vault(&mut self, factory: impl ComponentFactory<dyn Vault>) -> &mut Self {
+        self.vaults.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// Adds a guard type.
+    pub fn guard(&mut self, factory: impl ComponentFactory<dyn Guard>) -> &mut Self {
+        self.guards.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// Adds a catalog type.
+    pub fn catalog(&mut self, factory: impl ComponentFactory<dyn Catalog>) -> &mut Self {
+        self.catalogs.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// Adds a store type.
+    pub fn store(&mut self, factory: impl ComponentFactory<dyn Store>) -> &mut Self {
+        self.stores.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// Adds an exporter type.
+    pub fn exporter(&mut self, factory: impl ComponentFactory<dyn Exporter>) -> &mut Self {
+        self.exporters.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// Adds a model type.
+    pub fn model(&mut self, factory: impl ComponentFactory<dyn Validator>) -> &mut Self {
+        self.models.insert(factory.type_name(), Arc::new(factory));
+        self
+    }
+
+    /// The binding factory for `type_name`.
+    pub fn binding_factory(&self, type_name: &str) -> Option<&Arc<dyn BindingFactory>> {
+        self.bindings.get(type_name)
+    }
+
+    /// The vault factory for `type_name`.
+    pub fn vault_factory(&self, type_name: &str) -> Option<&Arc<dyn ComponentFactory<dyn Vault>>> {
+        self.vaults.get(type_name)
+    }
+
+    /// The guard factory for `type_name`.
+    pub fn guard_factory(&self, type_name: &str) -> Option<&Arc<dyn ComponentFactory<dyn Guard>>> {
+        self.guards.get(type_name)
+    }
+
+    /// The exporter factory for `type_name`.
+    pub fn exporter_factory(
+        &self,
+        type_name: &str,
+    ) -> Option<&Arc<dyn ComponentFactory<dyn Exporter>>> {
+        self.exporters.get(type_name)
+    }
+
+    /// The registered types of a category.
+    pub fn types(&self, category: Category) -> Vec<&'static str> {
+        match category {
+            Category::Binding => self.bindings.keys().copied().collect(),
+            Category::Vault => self.vaults.keys().copied().collect(),
+            Category::Guard => self.guards.keys().copied().collect(),
+            Category::Catalog => self.catalogs.keys().copied().collect(),
+            Category::Store => self.stores.keys().copied().collect(),
+            Category::Exporter => self.exporters.keys().copied().collect(),
+            Category::Model => self.models.keys().copied().collect(),
+        }
+    }
+
+    /// The options schema of a non-binding component type, `(schema, required)`.
+    pub fn component_schema(
+        &self,
+        category: Category,
+        type_name: &str,
+    ) -> Option<(Option<Value>, bool)> {
+        fn of<T: ?Sized + 'static>(
+            map: &BTreeMap<&'static str, Arc<dyn ComponentFactory<T>>>,
+            type_name: &str,
+        ) -> Option<(Option<Value>, bool)> {
+            map.get(type_name)
+                .map(|factory| (factory.options_schema(), factory.options_required()))
+        }
+        match category {
+            Category::Binding => None,
+            Category::Vault => of(&self.vaults, type_name),
+            Category::Guard => of(&self.guards, type_name),
+            Category::Catalog => of(&self.catalogs, type_name),
+            Category::Store => of(&self.stores, type_name),
+            Category::Exporter => of(&self.exporters, type_name),
+            Category::Model => of(&self.models, type_name),
+        }
+    }
+
+    /// The message for a `type` this registry lacks.
+    pub fn unknown_type(&self, category: Category, type_name: &str) -> String {
+        let noun = category.noun();
+        if category.zilla_types().contains(&type_name) {
+            format!("{noun} type `{type_name}` is not built into this distribution")
+        } else {
+            format!(
+                "unknown {noun} type `{type_name}`; expected one of: {}",
+                self.types(category).join(", ")
+            )
+        }
+    }
+
+    /// The JSON Schema of a whole `zilla.yaml` document with every registered type, as
+    /// `zilla schema` prints it.
+    pub fn schema(&self) -> Value {
+        let mut defs = serde_json::Map::new();
+        let mut binding_cases = Vec::new();
+        for (type_name, factory) in &self.bindings {
+            let kinds: Vec<&str> = factory.kinds().iter().map(|k| k.as_str()).collect();
+            let mut kind_cases = Vec::new();
+            for kind in factory.kinds() {
+                let schema = factory.schema(*kind);
+                let prefix = format!("{type_name}.{kind}");
+                let mut properties = serde_json::Map::new();
+                let mut route_properties = serde_json::Map::new();
+                if let Some(options) = schema.options {
+                    properties.insert(
+                        "options".into(),
+                        hoist(options, &format!("{prefix}.options"), &mut defs),
+                    );
+                }
+                if let Some(when) = schema.when {
+                    route_properties.insert(
+                        "when".into(),
+                        json!({"type": "array", "items": hoist(when, &format!("{prefix}.when"), &mut defs)}),
+                    );
+                }
+                if let Some(with) = schema.with {
+                    route_properties.insert(
+                        "with".into(),
+                        hoist(with, &format!("{prefix}.with"), &mut defs),
+                    );
+                }
+                if !route_properties.is_empty() {
+                    properties.insert(
+                        "routes".into(),
+                        json!({"type": "array", "items": {"properties": route_properties}}),
+                    );
+                }
+                let required: Vec<&str> = if schema.options_required {
+                    vec!["options"]
+                } else {
+                    vec![]
+                };
+                kind_cases.push(json!({
+                    "if": {"properties": {"kind": {"const": kind.as_str()}}},
+                    "then": {"properties": properties, "required": required},
+                }));
+            }
+            binding_cases.push(json!({
+                "if": {"properties": {"type": {"const": type_name}}},
+                "then": {"properties": {"kind": {"enum": kinds}}, "allOf": kind_cases},
+            }));
+        }
+        let component = |category: Category, defs: &mut serde_json::Map<String, Value>| {
+            let types = self.types(category);
+            let cases: Vec<Value> = types
+                .iter()
+                .filter_map(|type_name| {
+                    let (options, required) = self.component_schema(category, type_name)?;
+                    let options = options.map(|options| {
+                        hoist(
+                            options,
+                            &format!("{}.{type_name}.options", category.noun()),
+                            defs,
+                        )
+                    });
+                    Some(json!({
+                        "if": {"properties": {"type": {"const": type_name}}},
+                        "then": {
+                            "properties": {"options": options.unwrap_or(json!(false))},
+                            "required": if required { vec!["options"] } else { vec![] },
+                        },
+                    }))
+                })
+                .collect();
+            json!({
+                "type": "object",
+                "properties": {
+                    "type": {"enum": types},
+                    "options": {},
+                    "vault": {"$ref": "#/$defs/name"},
+                    "store": {"$ref": "#/$defs/name"},
+                },
+                "required": ["type"],
+                "additionalProperties": false,
+                "allOf": cases,
+            })
+        };
+        let vault = component(Category::Vault, &mut defs);
+        let guard = component(Category::Guard, &mut defs);
+        let catalog = component(Category::Catalog, &mut defs);
+        let store = component(Category::Store, &mut defs);
+        let exporter = component(Category::Exporter, &mut defs);
+        let mut document = namespace_schema();
+        let binding_types = self.types(Category::Binding);
+        if let Some(object) = document.as_object_mut() {
+            let defs_entry = object
+                .entry("$defs")
+                .or_insert_with(|| json!({}))
+                .as_object_mut();
+            if let Some(all_defs) = defs_entry {
+                all_defs.extend(defs);
+                all_defs.insert("vault".into(), vault);
+                all_defs.insert("guard".into(), guard);
+                all_defs.insert("catalog".into(), catalog);
+                all_defs.insert("store".into(), store);
+                all_defs.insert("exporter".into(), exporter);
+                if let Some(binding) = all_defs.get_mut("binding").and_then(Value::as_object_mut)
+                {
+                    binding.insert("allOf".into(), Value::Array(binding_cases));
+                    binding["properties"]["type"] = json!({"enum": binding_types});
+                }
+            }
+        }
+        document
+    }
+}
+
+/// The schema of one namespace document, with `type`-specific parts left open: type-specific
+/// parts are validated separately against their own schemas, which gives precise messages.
+pub fn namespace_schema() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "zilla.yaml namespace",
+        "type": "object",
+        "properties": {
+            "name": {"$ref": "#/$defs/name"},
+            "vaults": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/vault"}},
+            "guards": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/guard"}},
+            "catalogs": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/catalog"}},
+            "stores": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/store"}},
+            "telemetry": {
+                "type": "object",
+                "properties": {
+                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "metrics": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+(\\.[a-z]+)+$"}},
+                    "exporters": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/exporter"}},
+                },
+                "additionalProperties": false,
+            },
+            "bindings": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/binding"}},
+        },
+        "required": ["name"],
+        "additionalProperties": false,
+        "$defs": {
+            "name": {"type": "string", "pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$", "description": "a name: a letter, then letters, digits, `.`, `_` or `-`"},
+            "reference": {"type": "string", "pattern": "^([a-zA-Z]+[a-zA-Z0-9\\._\\-]*:)?[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$", "description": "a name, optionally qualified as `namespace:name`"},
+            "component": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "options": {},
+                    "vault": {"$ref": "#/$defs/reference"},
+                    "store": {"$ref": "#/$defs/reference"},
+                },
+                "required": ["type"],
+                "additionalProperties": false,
+            },
+            "vault": {"$ref": "#/$defs/component"},
+            "guard": {"$ref": "#/$defs/component"},
+            "catalog": {"$ref": "#/$defs/component"},
+            "store": {"$ref": "#/$defs/component"},
+            "exporter": {"$ref": "#/$defs/component"},
+            "binding": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "kind": {"enum": BindingKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
+                    "entry": {"$ref": "#/$defs/reference"},
+                    "vault": {"$ref": "#/$defs/reference"},
+                    "catalog": {"type": "object"},
+                    "options": {},
+                    "exit": {"$ref": "#/$defs/reference"},
+                    "routes": {"type": "array", "items": {"$ref": "#/$defs/route"}},
+                    "telemetry": {
+                        "type": "object",
+                        "properties": {
+                            "metrics": {"type": "array", "items": {"type": "string"}},
+                            "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                        "additionalProperties": false,
+                    },
+                },
+                "required": ["type", "kind"],
+                "additionalProperties": false,
+            },
+            "route": {
+                "type": "object",
+                "properties": {
+                    "when": {"type": "array"},
+                    "guarded": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+                    "exit": {"$ref": "#/$defs/reference"},
+                    "with": {},
+                },
+                "required": ["exit"],
+                "additionalProperties": false,
+            },
+        },
+    })
+}
+
+/// Moves a standalone schema's `$defs` into `defs` under `prefix` and rewrites its refs, so it
+/// can be embedded in the composed document.
+fn hoist(mut schema: Value, prefix: &str, defs: &mut serde_json::Map<String, Value>) -> Value {
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+        object.remove("title");
+        if let Some(Value::Object(own)) = object.remove("$defs") {
+            for (name, mut def) in own {
+                rewrite_refs(&mut def, prefix);
+                defs.insert(format!("{prefix}.{name}"), def);
+            }
+        }
+    }
+    rewrite_refs(&mut schema, prefix);
+    schema
+}
+
+fn rewrite_refs(value: &mut Value, prefix: &str) {
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object.iter_mut() {
+                if key == "$ref" {
+                    if let Value::String(reference) = child {
+                        if let Some(name) = reference.strip_prefix("#/$defs/") {
+                            *reference = format!("#/$defs/{prefix}.{name}");
+                        }
+                    }
+                } else {
+                    rewrite_refs(child, prefix);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_refs(item, prefix)),
+        _ => {}
+    }
+}

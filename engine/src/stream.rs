@@ -1,0 +1,177 @@
+//! Stream kinds: what flows between two bindings, as a Rust type.
+//!
+//! Each kind has a handler trait. A built binding publishes one handler per kind it accepts; a
+//! caller gets its exit's handler, typed, at build time ([`crate::binding::BuildContext::exit`]),
+//! so a pipeline whose kinds do not fit fails at load time, not at request time.
+//!
+//! The `bytes` kind lives here because every transport (tcp, tls, proxy) and every protocol
+//! server and client carries it. Protocol kinds (`http`, `kafka`, ...) live in their crates.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A boxed, sendable future: the return type of handler trait methods (they must be object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A kind of stream between bindings, named as in config-facing messages.
+pub trait StreamKind: 'static {
+    /// The name used in messages, e.g. `bytes`, `http`.
+    const NAME: &'static str;
+    /// The handler a binding publishes for this kind.
+    type Handler: ?Sized + Send + Sync + 'static;
+
+    /// Wraps a handler to record `stream.*` metrics of the hop into it. Kinds whose crates
+    /// record their own metrics keep the default, which records nothing here.
+    #[doc(hidden)]
+    fn intercept(
+        handler: Arc<Self::Handler>,
+        _origin: Option<Arc<crate::metrics::StreamMetrics>>,
+        _routed: Option<Arc<crate::metrics::StreamMetrics>>,
+    ) -> Arc<Self::Handler> {
+        handler
+    }
+}
+
+/// A duplex byte stream plus what is known about it: the `bytes` stream kind.
+pub struct ByteStream {
+    /// The bytes.
+    pub io: Box<dyn AsyncIo>,
+    /// Addresses, SNI, ALPN and identity known so far.
+    pub info: StreamInfo,
+}
+
+impl fmt::Debug for ByteStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteStream")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ByteStream {
+    /// Wraps any duplex IO.
+    pub fn new(io: impl AsyncIo + 'static, info: StreamInfo) -> Self {
+        Self {
+            io: Box::new(io),
+            info,
+        }
+    }
+}
+
+/// Anything that reads and writes bytes asynchronously.
+pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncIo for T {}
+
+/// What a byte stream carries besides bytes (Zilla's proxy begin extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The peer that opened the connection (server side) or the local end (client side).
+    pub source: Option<SocketAddr>,
+    /// Where the connection goes: the listening address (server side) or the origin to connect
+    /// to (client side).
+    pub destination: Option<SocketAddr>,
+    /// The host name asked for: TLS SNI, or the origin host a client binding connects to.
+    pub authority: Option<String>,
+    /// The negotiated (server) or wanted (client) ALPN protocols, in preference order.
+    pub alpn: Vec<String>,
+    /// Whether TLS was terminated or originated on this path.
+    pub secure: bool,
+    /// An authenticated identity (e.g. a client certificate subject).
+    pub identity: Option<String>,
+}
+
+/// Handler of the `bytes` stream kind.
+///
+/// `accept` takes a stream coming from the network side (a server pipeline hands its
+/// connection inward); `connect` gives a stream toward the network (a client pipeline asks for
+/// a connection to `info.destination`/`info.authority`). A binding implements the one that is
+/// natural for it; the other has a default that bridges with one copy loop, so any two byte
+/// bindings compose.
+pub trait BytesHandler: Send + Sync + 'static {
+    /// Serves `stream` until it ends.
+    fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(async move {
+            let info = stream.info.clone();
+            let mut inner = self.connect(info).await?;
+            let mut outer = stream.io;
+            tokio::io::copy_bidirectional(&mut outer, &mut inner.io)
+                .await
+                .map(|_| ())
+                .map_err(StreamError::Io)
+        })
+    }
+
+    /// Opens a stream toward the network.
+    fn connect(&self, info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>>;
+}
+
+/// The `bytes` stream kind.
+#[derive(Debug)]
+pub struct Bytes;
+
+impl StreamKind for Bytes {
+    const NAME: &'static str = "bytes";
+    type Handler = dyn BytesHandler;
+
+    fn intercept(
+        handler: Arc<dyn BytesHandler>,
+        origin: Option<Arc<crate::metrics::StreamMetrics>>,
+        routed: Option<Arc<crate::metrics::StreamMetrics>>,
+    ) -> Arc<dyn BytesHandler> {
+        let metrics = crate::metered::HopMetrics { origin, routed };
+        if metrics.is_empty() {
+            handler
+        } else {
+            Arc::new(crate::metered::MeteredBytes {
+                inner: handler,
+                metrics,
+            })
+        }
+    }
+}
+
+/// Why a stream ended abnormally. The class tells callers how to answer on their own protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// No route matched: answered as a TCP close, HTTP 404, MQTT reason code...
+    #[error("no route matched")]
+    NoRoute,
+    /// The stream was not authorized by a guard.
+    #[error("not authorized")]
+    Unauthorized,
+    /// The peer sent something the protocol forbids.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The peer or origin is unreachable or failed.
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// The binding was retired by a config reload or the gateway is shutting down.
+    #[error("binding stopped")]
+    Stopped,
+    /// An I/O error on the stream.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A bytes handler for bindings that only accept (servers): `connect` runs `accept` on one end of
+/// an in-memory pipe and returns the other end, so a client pipeline can end in e.g. `echo`.
+pub fn connect_via_accept(
+    handler: Arc<dyn BytesHandler>,
+    info: StreamInfo,
+) -> Result<ByteStream, StreamError> {
+    const PIPE_BUFFER: usize = 64 * 1024;
+    let (near, far) = tokio::io::duplex(PIPE_BUFFER);
+    let stream = ByteStream::new(far, info.clone());
+    tokio::spawn(async move {
+        if let Err(error) = handler.accept(stream).await {
+            tracing::debug!(%error, "piped stream ended");
+        }
+    });
+    Ok(ByteStream::new(near, info))
+}
