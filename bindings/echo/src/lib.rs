@@ -1,0 +1,1 @@
+//! The echo binding: reflects what it receives

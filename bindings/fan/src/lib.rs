@@ -1,0 +1,1 @@
+//! The fan binding: joins streams into one group

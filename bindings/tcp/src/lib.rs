@@ -1,0 +1,1 @@
+//! The tcp binding: server listeners and client connections

@@ -1,0 +1,1 @@
+//! The tls binding: server, client and proxy, on rustls

@@ -1,0 +1,1 @@
+//! The stdout exporter: events printed in Zilla's line format
