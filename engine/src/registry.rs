@@ -437,7 +437,6 @@ pub fn namespace_schema() -> Value {
                     "exit": {"$ref": "#/$defs/reference"},
                     "with": {},
                 },
-                "required": ["exit"],
                 "additionalProperties": false,
             },
         },

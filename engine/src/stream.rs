@@ -78,6 +78,9 @@ pub struct StreamInfo {
     pub destination: Option<SocketAddr>,
     /// The host name asked for: TLS SNI, or the origin host a client binding connects to.
     pub authority: Option<String>,
+    /// The port to connect to when `destination` is not resolved yet (client side, with
+    /// `authority` as the host name).
+    pub port: Option<u16>,
     /// The negotiated (server) or wanted (client) ALPN protocols, in preference order.
     pub alpn: Vec<String>,
     /// Whether TLS was terminated or originated on this path.

@@ -1,1 +1,420 @@
-//! The tcp binding: server listeners and client connections
+//! The `tcp` binding: the network edge of every pipeline.
+//!
+//! - `server` listens on every configured port and hands each accepted connection to the
+//!   first route whose conditions match (local `port`, remote `cidr`, listening `authority`),
+//!   or to `exit`. A connection no route takes is closed.
+//! - `client` connects where the caller asks (or to `options.host`/`port` when set); its
+//!   routes, which have no exit, are an allow-list of destinations.
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   tcp_server:
+//!     type: tcp
+//!     kind: server
+//!     options:
+//!       host: 0.0.0.0
+//!       port: [8080, "9000-9002"]
+//!     routes:
+//!       - when:
+//!           - port: 8080
+//!         exit: echo_server
+//!   echo_server:
+//!     type: echo
+//!     kind: server
+//! ```
+//!
+//! Options: `host`, `port` (number, `"low-high"` range or a list), `backlog` (1024),
+//! `nodelay` (true), `keepalive` (false). Listening sockets survive config reloads: a
+//! rebuilt server takes over the socket of the one it replaces.
+
+pub mod config;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpStream};
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
+use zilla_engine::pattern::Pattern;
+use zilla_engine::route::Routes;
+use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
+use zilla_engine::{BindingKind, BuildError, Registry};
+
+use config::{Ports, TcpCondition, TcpOptions};
+
+/// Registers the `tcp` binding type.
+pub fn register(registry: &mut Registry) {
+    registry.binding(TcpFactory);
+}
+
+const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Builds tcp bindings.
+#[derive(Debug)]
+pub struct TcpFactory;
+
+impl BindingFactory for TcpFactory {
+    fn type_name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Server, BindingKind::Client]
+    }
+
+    fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
+        match kind {
+            BindingKind::Client => &["bytes"],
+            _ => &[],
+        }
+    }
+
+    fn emits(&self, kind: BindingKind) -> Option<&'static str> {
+        match kind {
+            BindingKind::Server => Some("bytes"),
+            _ => None,
+        }
+    }
+
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema {
+            options: Some(BindingSchema::of::<TcpOptions>()),
+            options_required: false,
+            when: Some(BindingSchema::of::<TcpCondition>()),
+            with: None,
+        }
+    }
+
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: TcpOptions = context.options()?;
+        match context.kind() {
+            BindingKind::Server => TcpServer::build(context, options),
+            _ => TcpClient::build(context, options),
+        }
+    }
+}
+
+/// A compiled route condition.
+#[derive(Debug)]
+struct Condition {
+    authority: Option<Pattern>,
+    cidr: Option<IpNet>,
+    ports: Option<Ports>,
+}
+
+impl Condition {
+    fn compile(raw: TcpCondition) -> Result<Self, String> {
+        Ok(Self {
+            authority: raw
+                .authority
+                .map(|authority| Pattern::compile(&authority, None))
+                .transpose()?,
+            cidr: raw
+                .cidr
+                .map(|cidr| {
+                    cidr.parse::<IpNet>()
+                        .map_err(|_| format!("`{cidr}` is not a CIDR block such as 10.0.0.0/8"))
+                })
+                .transpose()?,
+            ports: raw.port,
+        })
+    }
+
+    fn matches(&self, authority: Option<&str>, address: Option<IpAddr>, port: Option<u16>) -> bool {
+        let authority_ok = self
+            .authority
+            .as_ref()
+            .is_none_or(|pattern| authority.is_some_and(|a| pattern.matches(a)));
+        let cidr_ok = self
+            .cidr
+            .as_ref()
+            .is_none_or(|net| address.is_some_and(|a| net.contains(&canonical(a))));
+        let port_ok = self
+            .ports
+            .as_ref()
+            .is_none_or(|ports| port.is_some_and(|p| ports.contains(p)));
+        authority_ok && cidr_ok && port_ok
+    }
+}
+
+/// IPv4-mapped IPv6 addresses match IPv4 CIDR blocks.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    use std::net::ToSocketAddrs;
+    let mut addresses = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve host `{host}`: {error}"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("host `{host}` resolves to no address"))
+}
+
+struct ServerShared {
+    qname: String,
+    host: String,
+    routes: Routes<Condition, (), Arc<dyn BytesHandler>>,
+    nodelay: bool,
+    keepalive: bool,
+}
+
+/// A listening tcp server.
+struct TcpServer {
+    shared: Arc<ServerShared>,
+    /// Moved into the accept loops on start, so a retired server holds no socket.
+    listeners: Mutex<Vec<Arc<TcpListener>>>,
+}
+
+impl TcpServer {
+    fn build(context: &mut BuildContext<'_>, options: TcpOptions) -> Result<Arc<dyn Binding>, BuildError> {
+        let routes = context.routes::<Bytes, _, _, ()>(Condition::compile)?;
+        if routes.is_empty() {
+            return Err(BuildError::at(
+                "",
+                "a tcp server needs an `exit` or `routes` with exits",
+            ));
+        }
+        let host = options.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned());
+        let Some(ports) = options.port.clone() else {
+            return Err(BuildError::at("options", "missing `port`: a tcp server needs one"));
+        };
+        let backlog = options.backlog.unwrap_or(DEFAULT_BACKLOG);
+        let owner = context.name().to_string();
+        let mut listeners = Vec::new();
+        for port in ports.iter() {
+            let address =
+                resolve_host(&host, port).map_err(|message| BuildError::at("options.host", message))?;
+            let listener = context
+                .listeners()
+                .claim(&owner, address, backlog)
+                .map_err(|error| {
+                    BuildError::at("options.port", format!("cannot listen on {address}: {error}"))
+                })?;
+            listeners.push(listener);
+        }
+        Ok(Arc::new(TcpServer {
+            shared: Arc::new(ServerShared {
+                qname: owner,
+                host,
+                routes,
+                nodelay: options.nodelay.unwrap_or(true),
+                keepalive: options.keepalive.unwrap_or(false),
+            }),
+            listeners: Mutex::new(listeners),
+        }))
+    }
+}
+
+impl Binding for TcpServer {
+    fn start(&self, context: &StartContext) {
+        let listeners = match self.listeners.lock() {
+            Ok(mut listeners) => std::mem::take(&mut *listeners),
+            Err(_) => return,
+        };
+        for listener in listeners {
+            let shared = self.shared.clone();
+            let context = context.clone();
+            tokio::spawn(accept_loop(shared, listener, context));
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<ServerShared>, listener: Arc<TcpListener>, context: StartContext) {
+    loop {
+        let accepted = tokio::select! {
+            _ = context.retired.cancelled() => break,
+            _ = context.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((socket, peer)) => serve(&shared, socket, peer, &context),
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(binding = %shared.qname, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(binding = %shared.qname, "stopped accepting");
+}
+
+fn serve(shared: &Arc<ServerShared>, socket: TcpStream, peer: SocketAddr, context: &StartContext) {
+    let local = socket.local_addr().ok();
+    if let Err(error) = configure(&socket, shared.nodelay, shared.keepalive) {
+        tracing::debug!(%error, "socket options not applied");
+    }
+    let route = shared.routes.resolve(None, |condition| {
+        condition.matches(Some(&shared.host), Some(peer.ip()), local.map(|l| l.port()))
+    });
+    let Some(route) = route else {
+        tracing::debug!(binding = %shared.qname, %peer, "no route: closing");
+        return;
+    };
+    let exit = route.exit.clone();
+    let info = StreamInfo {
+        source: Some(peer),
+        destination: local,
+        ..StreamInfo::default()
+    };
+    let retired = context.retired.clone();
+    let qname = shared.qname.clone();
+    context.tasks.spawn(async move {
+        let stream = ByteStream::new(socket, info);
+        tokio::select! {
+            // A reload replaced this binding or its pipeline: cut the connection.
+            _ = retired.cancelled() => {}
+            result = exit.accept(stream) => {
+                if let Err(error) = result {
+                    tracing::debug!(binding = %qname, %peer, %error, "connection ended");
+                }
+            }
+        }
+    });
+}
+
+fn configure(socket: &TcpStream, nodelay: bool, keepalive: bool) -> std::io::Result<()> {
+    socket.set_nodelay(nodelay)?;
+    if keepalive {
+        socket2::SockRef::from(socket).set_keepalive(true)?;
+    }
+    Ok(())
+}
+
+/// Connects to origins.
+struct TcpClient {
+    host: Option<String>,
+    port: Option<u16>,
+    routes: Routes<Condition, (), ()>,
+    nodelay: bool,
+    keepalive: bool,
+    connect_timeout: Duration,
+}
+
+impl TcpClient {
+    fn build(context: &mut BuildContext<'_>, options: TcpOptions) -> Result<Arc<dyn Binding>, BuildError> {
+        let routes = Routes::build(context.config(), |_| Ok(()), Condition::compile)?;
+        let client = Arc::new(TcpClient {
+            host: options.host,
+            port: options.port.and_then(|ports| ports.iter().next()),
+            routes,
+            nodelay: options.nodelay.unwrap_or(true),
+            keepalive: options.keepalive.unwrap_or(false),
+            connect_timeout: context.properties().millis(
+                "zilla.binding.tcp.client.connect.timeout.millis",
+                Duration::from_secs(10),
+            ),
+        });
+        context.publish::<Bytes>(client.clone());
+        Ok(client)
+    }
+
+    async fn destination(&self, info: &StreamInfo) -> Result<(SocketAddr, Option<String>), StreamError> {
+        let port = self
+            .port
+            .or(info.port)
+            .or(info.destination.map(|d| d.port()));
+        let host = self.host.clone().or_else(|| info.authority.clone());
+        match (host, port) {
+            (Some(host), Some(port)) => {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    return Ok((SocketAddr::new(ip, port), Some(host)));
+                }
+                let resolved = tokio::net::lookup_host((host.as_str(), port))
+                    .await
+                    .map_err(|error| {
+                        StreamError::Upstream(format!("cannot resolve `{host}`: {error}"))
+                    })?
+                    .next();
+                match resolved {
+                    Some(address) => Ok((address, Some(host))),
+                    None => Err(StreamError::Upstream(format!(
+                        "`{host}` resolves to no address"
+                    ))),
+                }
+            }
+            _ => match info.destination {
+                Some(destination) => Ok((destination, None)),
+                None => Err(StreamError::Upstream(
+                    "no destination: set `options.host` and `options.port`".to_owned(),
+                )),
+            },
+        }
+    }
+}
+
+impl Binding for TcpClient {}
+
+impl BytesHandler for TcpClient {
+    fn connect(&self, info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+        Box::pin(async move {
+            let (address, host) = self.destination(&info).await?;
+            if !self.routes.is_empty()
+                && self
+                    .routes
+                    .resolve(None, |condition| {
+                        condition.matches(host.as_deref(), Some(address.ip()), Some(address.port()))
+                    })
+                    .is_none()
+            {
+                return Err(StreamError::NoRoute);
+            }
+            let socket = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address))
+                .await
+                .map_err(|_| StreamError::Upstream(format!("connect to {address} timed out")))?
+                .map_err(|error| StreamError::Upstream(format!("connect to {address}: {error}")))?;
+            configure(&socket, self.nodelay, self.keepalive)?;
+            let info = StreamInfo {
+                source: socket.local_addr().ok(),
+                destination: Some(address),
+                ..info
+            };
+            Ok(ByteStream::new(socket, info))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_match_on_every_field() {
+        let condition = Condition::compile(TcpCondition {
+            authority: Some("*.example.com".into()),
+            cidr: Some("127.0.0.0/8".into()),
+            port: Some(Ports(vec![8080..=8081])),
+        })
+        .unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(condition.matches(Some("a.example.com"), Some(local), Some(8081)));
+        assert!(!condition.matches(Some("a.example.org"), Some(local), Some(8081)));
+        assert!(!condition.matches(Some("a.example.com"), Some("10.0.0.1".parse().unwrap()), Some(8081)));
+        assert!(!condition.matches(Some("a.example.com"), Some(local), Some(9000)));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(condition.matches(Some("a.example.com"), Some(mapped), Some(8080)));
+    }
+
+    #[test]
+    fn bad_cidr_is_a_load_error() {
+        let error = Condition::compile(TcpCondition {
+            authority: None,
+            cidr: Some("127.0.0.1".into()),
+            port: None,
+        })
+        .unwrap_err();
+        assert!(error.contains("CIDR"));
+    }
+}

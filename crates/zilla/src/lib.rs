@@ -1,13 +1,45 @@
-//! zilla-rs as a library: the engine plus the components this build was compiled with.
+//! zilla-rs as a library: the engine plus the components this build was compiled with, chosen
+//! by cargo features (one per component, named after its config type, e.g. `binding-tcp`).
+//!
+//! Embedding chosen bindings:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use zilla::engine::{Engine, properties::Properties};
+//!
+//! let engine = Engine::new(zilla::registry(), Properties::default());
+//! let text = "name: example\nbindings:\n  tcp0:\n    type: tcp\n    kind: server\n    options:\n      port: 12345\n    exit: echo0\n  echo0:\n    type: echo\n    kind: server\n";
+//! let config = engine.load(std::path::Path::new("zilla.yaml"), text)?;
+//! engine.apply(config)?;
+//! # Ok(())
+//! # }
+//! ```
+
 pub use zilla_engine as engine;
 
-/// A registry holding every component compiled into this build (see the crate features).
+/// A registry holding every component compiled into this build.
 pub fn registry() -> zilla_engine::Registry {
     let mut registry = zilla_engine::Registry::new();
     register_all(&mut registry);
     registry
 }
 
-/// Registers every component compiled into this build.
+/// Registers every component compiled into this build: the one feature-gated list.
 #[allow(unused_variables)]
-pub fn register_all(registry: &mut zilla_engine::Registry) {}
+pub fn register_all(registry: &mut zilla_engine::Registry) {
+    #[cfg(feature = "binding-tcp")]
+    zilla_binding_tcp::register(registry);
+    #[cfg(feature = "binding-tls")]
+    zilla_binding_tls::register(registry);
+    #[cfg(feature = "binding-echo")]
+    zilla_binding_echo::register(registry);
+    #[cfg(feature = "binding-fan")]
+    zilla_binding_fan::register(registry);
+    #[cfg(feature = "vault-filesystem")]
+    zilla_vault_filesystem::register(registry);
+    #[cfg(feature = "exporter-stdout")]
+    zilla_exporter_stdout::register(registry);
+}
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

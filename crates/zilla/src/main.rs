@@ -1,1 +1,395 @@
-fn main() {}
+//! The `zilla` command: `start`, `validate`, `schema`, `version`, `stop`, `metrics`.
+
+// A command-line tool reports config errors and failures on its terminal.
+#![allow(clippy::print_stderr)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use zilla::engine::properties::Properties;
+use zilla::engine::{ConfigErrors, Engine};
+
+#[derive(Parser)]
+#[command(name = "zilla", version = zilla::VERSION, about = "A multi-protocol event gateway configured by zilla.yaml")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Starts the gateway and runs until SIGTERM or SIGINT.
+    Start(StartArgs),
+    /// Checks a config without starting anything.
+    Validate {
+        /// The config file.
+        #[arg(short = 'c', long = "config", default_value = "zilla.yaml")]
+        config: PathBuf,
+    },
+    /// Prints the JSON Schema of zilla.yaml for the components in this build.
+    Schema,
+    /// Prints the version.
+    Version,
+    /// Stops the gateway running from this engine directory.
+    Stop(EngineArgs),
+    /// Prints the metrics of the gateway running from this engine directory.
+    Metrics {
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only this binding.
+        binding: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// Sets a property, `name=value` (a bare name means `true`).
+    #[arg(short = 'P', long = "property")]
+    properties: Vec<String>,
+    /// A properties file (`name=value` lines).
+    #[arg(short = 'p', long = "properties")]
+    properties_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StartArgs {
+    /// The config file.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'w', long = "workers")]
+    workers: Option<usize>,
+    /// Prints the loaded config.
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+    /// Shows error causes in full.
+    #[arg(short = 'e', long = "exception-traces")]
+    exception_traces: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Start(args) => start(args),
+        Command::Validate { config } => validate(&config),
+        Command::Schema => print(&format!(
+            "{:#}",
+            serde_json::Value::from(zilla::registry().schema())
+        )),
+        Command::Version => print(&format!("zilla {}", zilla::VERSION)),
+        Command::Stop(engine) => stop(&engine),
+        Command::Metrics {
+            engine,
+            namespace,
+            binding,
+        } => metrics(&engine, namespace.as_deref(), binding.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print(text: &str) -> Result<ExitCode> {
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(errors: &ConfigErrors) {
+    for error in &errors.0 {
+        eprintln!("{error}");
+    }
+}
+
+fn validate(path: &Path) -> Result<ExitCode> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let engine = Engine::new(zilla::registry(), Properties::default());
+    match engine.load(path, &text) {
+        Ok(config) => {
+            let bindings = config.bindings().count();
+            print(&format!("{}: valid ({bindings} bindings)", path.display()))
+        }
+        Err(errors) => {
+            report(&errors);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn properties(args: &EngineArgs) -> Result<Properties> {
+    let mut lines = Vec::new();
+    let file = args
+        .properties_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".zilla/zilla.properties"));
+    if file.exists() {
+        let text = fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        lines.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned),
+        );
+    } else if args.properties_file.is_some() {
+        bail!("properties file {} does not exist", file.display());
+    }
+    lines.extend(args.properties.iter().cloned());
+    Ok(Properties::from_assignments(lines.iter().map(String::as_str)))
+}
+
+fn engine_directory(properties: &Properties) -> PathBuf {
+    PathBuf::from(
+        properties
+            .get("zilla.engine.directory")
+            .unwrap_or(".zilla/engine"),
+    )
+}
+
+fn config_path(args: &StartArgs, properties: &Properties) -> PathBuf {
+    if let Some(path) = &args.config {
+        return path.clone();
+    }
+    let url = properties
+        .get("zilla.engine.config.url")
+        .unwrap_or("file:zilla.yaml");
+    PathBuf::from(url.strip_prefix("file:").unwrap_or(url))
+}
+
+fn start(args: StartArgs) -> Result<ExitCode> {
+    let properties = properties(&args.engine)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("zilla-worker");
+    let workers = args
+        .workers
+        .or_else(|| properties.get("zilla.engine.workers").and_then(|w| w.parse().ok()));
+    if let Some(workers) = workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = runtime.build().context("cannot start the runtime")?;
+    runtime.block_on(run(args, properties))
+}
+
+async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
+    let path = config_path(&args, &properties);
+    let directory = engine_directory(&properties);
+    let watch = properties.bool("zilla.engine.config.watch", true);
+    let drain = properties.millis("zilla.engine.drain.timeout.millis", DEFAULT_DRAIN);
+    let engine = Arc::new(Engine::new(zilla::registry(), properties));
+    let text = fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    if args.verbose {
+        eprintln!("{text}");
+    }
+    let config = match engine.load(&path, &text) {
+        Ok(config) => config,
+        Err(errors) => {
+            report(&errors);
+            eprintln!("engine configuration failed");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Err(errors) = engine.apply(config) {
+        report(&errors);
+        eprintln!("engine configuration failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    fs::create_dir_all(&directory)
+        .with_context(|| format!("cannot create engine directory {}", directory.display()))?;
+    fs::write(
+        directory.join("info"),
+        format!("pid={}\nconfig={}\n", std::process::id(), path.display()),
+    )?;
+    write_ready(&engine, &directory)?;
+    let listening: Vec<String> = engine
+        .listening()
+        .iter()
+        .map(|(binding, address)| format!("{binding}={address}"))
+        .collect();
+    tracing::info!(
+        config = %path.display(),
+        "started; listening on {}",
+        if listening.is_empty() { "nothing".to_owned() } else { listening.join(", ") }
+    );
+    let metrics_task = tokio::spawn(write_metrics(engine.clone(), directory.clone()));
+    let watcher = if watch {
+        Some(watch_config(engine.clone(), path.clone(), directory.clone(), text)?)
+    } else {
+        None
+    };
+    wait_for_signal().await?;
+    tracing::info!("stopping: no new connections; draining open ones");
+    drop(watcher);
+    let drained = engine.shutdown(drain).await;
+    metrics_task.abort();
+    let _ = fs::remove_file(directory.join("ready"));
+    let _ = fs::remove_file(directory.join("info"));
+    if drained {
+        tracing::info!("stopped");
+    } else {
+        tracing::warn!("stopped; connections still open after {drain:?} were closed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// Writes `ready`: one `namespace:binding ip:port` line per listening socket. Written to a
+/// temporary name and renamed, so readers never see half a file.
+fn write_ready(engine: &Engine, directory: &Path) -> Result<()> {
+    let mut text = String::new();
+    for (binding, address) in engine.listening() {
+        text.push_str(&format!("{binding} {address}\n"));
+    }
+    let temporary = directory.join("ready.tmp");
+    fs::write(&temporary, text)?;
+    fs::rename(&temporary, directory.join("ready"))?;
+    Ok(())
+}
+
+async fn write_metrics(engine: Arc<Engine>, directory: PathBuf) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let temporary = directory.join("metrics.tmp");
+        if fs::write(&temporary, engine.metrics().table()).is_ok() {
+            let _ = fs::rename(&temporary, directory.join("metrics"));
+        }
+    }
+}
+
+/// Watches the config file's directory (editors and Kubernetes replace files rather than
+/// write them in place) and reloads when the file's text changes.
+fn watch_config(
+    engine: Arc<Engine>,
+    path: PathBuf,
+    directory: PathBuf,
+    mut current: String,
+) -> Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let (changes, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = changes.try_send(());
+        }
+    })?;
+    let watched = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    watcher.watch(&watched, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while changed.recv().await.is_some() {
+            // Let a burst of writes settle before reading.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while changed.try_recv().is_ok() {}
+            let Ok(text) = fs::read_to_string(&path) else {
+                continue;
+            };
+            if text == current {
+                continue;
+            }
+            current = text.clone();
+            match engine.load(&path, &text).and_then(|config| engine.apply(config)) {
+                Ok(report) => {
+                    tracing::info!(
+                        built = report.built,
+                        kept = report.kept,
+                        retired = report.retired,
+                        "config reloaded"
+                    );
+                    if let Err(error) = write_ready(&engine, &directory) {
+                        tracing::warn!(%error, "cannot update the ready file");
+                    }
+                }
+                Err(errors) => {
+                    tracing::error!("config reload failed; keeping the running config:\n{errors}");
+                }
+            }
+        }
+    });
+    Ok(watcher)
+}
+
+fn read_pid(directory: &Path) -> Result<u32> {
+    let info = fs::read_to_string(directory.join("info"))
+        .with_context(|| format!("no gateway is running from {}", directory.display()))?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("pid="))
+        .and_then(|pid| pid.trim().parse().ok())
+        .context("the engine info file holds no pid")
+}
+
+fn stop(args: &EngineArgs) -> Result<ExitCode> {
+    let directory = engine_directory(&properties(args)?);
+    let pid = read_pid(&directory)?;
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("cannot signal process {pid}");
+    }
+    for _ in 0..300 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return print(&format!("stopped {pid}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("process {pid} did not stop within 30 s")
+}
+
+fn metrics(args: &EngineArgs, namespace: Option<&str>, binding: Option<&str>) -> Result<ExitCode> {
+    let directory = engine_directory(&properties(args)?);
+    read_pid(&directory)?;
+    let table = fs::read_to_string(directory.join("metrics"))
+        .with_context(|| format!("no metrics in {}", directory.display()))?;
+    let mut out = String::from("namespace binding metric value\n");
+    for line in table.lines() {
+        let mut fields = line.split(' ');
+        let (Some(ns), Some(name)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if namespace.is_some_and(|n| n != ns) || binding.is_some_and(|b| b != name) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    print(out.trim_end())
+}

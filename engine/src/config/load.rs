@@ -270,29 +270,52 @@ fn schema_errors(
                 continue;
             }
             Kind::AnyOf { .. } | Kind::OneOfNotValid { .. } => {
-                let description = schema_at
-                    .and_then(|s| s.get("description"))
-                    .and_then(Value::as_str);
-                match description {
-                    Some(description) => {
-                        format!("{} is not valid; expected {description}", error.instance())
+                let expected = expected_of(schema, schema_at).or_else(|| {
+                    schema_at
+                        .and_then(|s| s.get("description"))
+                        .and_then(Value::as_str)
+                        .and_then(|d| d.lines().next())
+                        .map(str::to_owned)
+                });
+                match expected {
+                    Some(expected) => {
+                        format!("{} is not valid; expected {expected}", error.instance())
                     }
                     None => error.to_string(),
                 }
             }
-            _ => {
-                let description = schema_at
-                    .and_then(|s| s.get("description"))
-                    .and_then(Value::as_str);
-                match description {
-                    Some(description) => format!("{error}; expected {description}"),
-                    None => error.to_string(),
-                }
-            }
+            _ => match expected_of(schema, schema_at) {
+                Some(expected) => format!("{error}; expected {expected}"),
+                None => error.to_string(),
+            },
         };
         errors.push(config.error(&at, message));
     }
     errors
+}
+
+/// The `x-expected` phrase a schema gives for messages, e.g. "a port number from 0 to 65535".
+/// Looks in the node and, for `anyOf`/`oneOf`, in its branches (an `Option<T>` field is an
+/// `anyOf` of `T` and null).
+fn expected_of(root: &Value, schema: Option<&Value>) -> Option<String> {
+    let schema = schema?;
+    if let Some(expected) = schema.get("x-expected").and_then(Value::as_str) {
+        return Some(expected.to_owned());
+    }
+    ["anyOf", "oneOf"]
+        .iter()
+        .filter_map(|keyword| schema.get(*keyword).and_then(Value::as_array))
+        .flatten()
+        .find_map(|branch| {
+            let branch = match branch.get("$ref").and_then(Value::as_str) {
+                Some(reference) => root.pointer(reference.strip_prefix('#')?)?,
+                None => branch,
+            };
+            branch
+                .get("x-expected")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
 }
 
 /// The schema node an error's schema path ends at (its parent for keyword errors), following
@@ -509,7 +532,7 @@ pub fn exits_of(binding: &BindingConfig) -> Vec<(String, Origin)> {
     if let Some(exit) = &binding.exit {
         exits.push((exit.clone(), binding.origin.child("exit")));
     }
-    for route in &binding.routes {
+    for route in binding.routes.iter().filter(|route| !route.exit.is_empty()) {
         exits.push((route.exit.clone(), route.origin.child("exit")));
     }
     if let Some(entry) = &binding.entry {
@@ -606,6 +629,14 @@ fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
             continue;
         };
         let emits = factory.emits(binding.kind);
+        if emits.is_some() {
+            for route in binding.routes.iter().filter(|route| route.exit.is_empty()) {
+                errors.push(config.error(
+                    &route.origin,
+                    format!("missing `exit`: routes of a {} binding need one", describe(binding)),
+                ));
+            }
+        }
         for (exit, origin) in exits_of(binding) {
             let target_name = name.resolve(&exit);
             let Some(target) = by_name.get(&target_name) else {

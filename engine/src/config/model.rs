@@ -276,7 +276,7 @@ pub struct RouteConfig {
     pub when: Vec<serde_json::Value>,
     /// `guarded`: guard name → roles that must all be held.
     pub guarded: Vec<(String, Vec<String>)>,
-    /// `exit`.
+    /// `exit`; empty for bindings that end a pipeline (their routes only filter).
     pub exit: String,
     /// `with`.
     pub with: Option<serde_json::Value>,

@@ -152,8 +152,18 @@ impl Node {
     }
 }
 
+/// The parser's message without its own `error: line N column M:` prefix (we give the
+/// position, mapped back through substitution, ourselves).
 fn first_line(message: &str) -> &str {
-    message.lines().next().unwrap_or(message)
+    let line = message.lines().next().unwrap_or(message);
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ") {
+        Some(rest) => match rest.find(": ") {
+            Some(index) if rest[..index].contains("column") => &rest[index + 2..],
+            _ => line,
+        },
+        None => line,
+    }
 }
 
 fn position_of<T>(spanned: &Spanned<T>) -> Position {
