@@ -237,7 +237,8 @@ impl<'a> BuildContext<'a> {
 
     /// This binding's metrics (only those the config enables record anything).
     pub fn metrics(&self) -> BindingMetrics {
-        self.metrics.binding(self.name, &self.config.telemetry_metrics)
+        self.metrics
+            .binding(self.name, &self.config.telemetry_metrics)
     }
 
     /// Engine and binding properties given with `-P`.

@@ -193,9 +193,8 @@ impl Engine {
                         );
                         vaults.insert(qualified, built);
                     }
-                    Err(error) => errors.push(
-                        config.error(&vault.origin.relative(&error.path), error.message),
-                    ),
+                    Err(error) => errors
+                        .push(config.error(&vault.origin.relative(&error.path), error.message)),
                 }
             }
             for (name, exporter) in &namespace.telemetry.exporters {
@@ -206,9 +205,8 @@ impl Engine {
                 let context = self.component_context(config, &qualified, exporter);
                 match factory.build(&context) {
                     Ok(built) => exporters.push(built),
-                    Err(error) => errors.push(
-                        config.error(&exporter.origin.relative(&error.path), error.message),
-                    ),
+                    Err(error) => errors
+                        .push(config.error(&exporter.origin.relative(&error.path), error.message)),
                 }
             }
         }
@@ -237,9 +235,7 @@ impl Engine {
                 .get(&name.namespace)
                 .hash(&mut hasher);
             if let Some(vault) = &binding.vault {
-                vault_signatures
-                    .get(&name.resolve(vault))
-                    .hash(&mut hasher);
+                vault_signatures.get(&name.resolve(vault)).hash(&mut hasher);
             }
             for (exit, _) in exits_of(binding) {
                 signatures.get(&name.resolve(&exit)).hash(&mut hasher);

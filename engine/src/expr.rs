@@ -173,12 +173,19 @@ mod tests {
                 .segments(),
             &[Segment::GuardedAttribute("g".into(), "tenant".into())]
         );
-        assert_eq!(Expression::compile("plain", &[]).unwrap().as_literal(), Some("plain"));
+        assert_eq!(
+            Expression::compile("plain", &[]).unwrap().as_literal(),
+            Some("plain")
+        );
     }
 
     #[test]
     fn unknown_or_missing_values() {
-        assert!(Expression::compile("${nope}", &[]).unwrap_err().contains("unknown expression"));
+        assert!(
+            Expression::compile("${nope}", &[])
+                .unwrap_err()
+                .contains("unknown expression")
+        );
         assert!(Expression::compile("${params.id", &[]).is_err());
         let missing = Expression::compile("${params.other}", &[]).unwrap();
         assert_eq!(missing.evaluate(&Context), None);

@@ -103,8 +103,16 @@ mod tests {
         );
         assert!(!pattern.matches("/items//tags/a"));
         assert!(!pattern.matches("/items/4/2/tags/a"));
-        assert!(Pattern::compile("*.example.com", None).unwrap().matches("a.b.example.com"));
-        assert!(!Pattern::compile("*.example.com", None).unwrap().matches("example.org"));
+        assert!(
+            Pattern::compile("*.example.com", None)
+                .unwrap()
+                .matches("a.b.example.com")
+        );
+        assert!(
+            !Pattern::compile("*.example.com", None)
+                .unwrap()
+                .matches("example.org")
+        );
         assert!(Pattern::compile("a.b", None).unwrap().matches("a.b"));
         assert!(!Pattern::compile("a.b", None).unwrap().matches("axb"));
     }

@@ -161,7 +161,8 @@ impl Registry {
 
     /// Adds an exporter type.
     pub fn exporter(&mut self, factory: impl ComponentFactory<dyn Exporter>) -> &mut Self {
-        self.exporters.insert(factory.type_name(), Arc::new(factory));
+        self.exporters
+            .insert(factory.type_name(), Arc::new(factory));
         self
     }
 
@@ -350,8 +351,7 @@ impl Registry {
                 all_defs.insert("catalog".into(), catalog);
                 all_defs.insert("store".into(), store);
                 all_defs.insert("exporter".into(), exporter);
-                if let Some(binding) = all_defs.get_mut("binding").and_then(Value::as_object_mut)
-                {
+                if let Some(binding) = all_defs.get_mut("binding").and_then(Value::as_object_mut) {
                     binding.insert("allOf".into(), Value::Array(binding_cases));
                     binding["properties"]["type"] = json!({"enum": binding_types});
                 }

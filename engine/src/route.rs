@@ -190,7 +190,10 @@ mod tests {
     fn first_match_wins_or_across_entries_and_within() {
         let config = config(
             vec![
-                (vec![json!({"port": 1, "host": "a"}), json!({"port": 2})], "first"),
+                (
+                    vec![json!({"port": 1, "host": "a"}), json!({"port": 2})],
+                    "first",
+                ),
                 (vec![json!({"port": 1})], "second"),
             ],
             Some("fallback"),

@@ -93,7 +93,8 @@ mod tests {
     async fn echoes_until_the_peer_ends() {
         let (near, far) = tokio::io::duplex(64);
         let task = tokio::spawn(async move {
-            Echo.accept(ByteStream::new(far, StreamInfo::default())).await
+            Echo.accept(ByteStream::new(far, StreamInfo::default()))
+                .await
         });
         let (mut read, mut write) = tokio::io::split(near);
         write.write_all(b"hello").await.unwrap();

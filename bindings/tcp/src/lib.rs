@@ -179,7 +179,10 @@ struct TcpServer {
 }
 
 impl TcpServer {
-    fn build(context: &mut BuildContext<'_>, options: TcpOptions) -> Result<Arc<dyn Binding>, BuildError> {
+    fn build(
+        context: &mut BuildContext<'_>,
+        options: TcpOptions,
+    ) -> Result<Arc<dyn Binding>, BuildError> {
         let routes = context.routes::<Bytes, _, _, ()>(Condition::compile)?;
         if routes.is_empty() {
             return Err(BuildError::at(
@@ -189,19 +192,25 @@ impl TcpServer {
         }
         let host = options.host.clone().unwrap_or_else(|| "0.0.0.0".to_owned());
         let Some(ports) = options.port.clone() else {
-            return Err(BuildError::at("options", "missing `port`: a tcp server needs one"));
+            return Err(BuildError::at(
+                "options",
+                "missing `port`: a tcp server needs one",
+            ));
         };
         let backlog = options.backlog.unwrap_or(DEFAULT_BACKLOG);
         let owner = context.name().to_string();
         let mut listeners = Vec::new();
         for port in ports.iter() {
-            let address =
-                resolve_host(&host, port).map_err(|message| BuildError::at("options.host", message))?;
+            let address = resolve_host(&host, port)
+                .map_err(|message| BuildError::at("options.host", message))?;
             let listener = context
                 .listeners()
                 .claim(&owner, address, backlog)
                 .map_err(|error| {
-                    BuildError::at("options.port", format!("cannot listen on {address}: {error}"))
+                    BuildError::at(
+                        "options.port",
+                        format!("cannot listen on {address}: {error}"),
+                    )
                 })?;
             listeners.push(listener);
         }
@@ -304,7 +313,10 @@ struct TcpClient {
 }
 
 impl TcpClient {
-    fn build(context: &mut BuildContext<'_>, options: TcpOptions) -> Result<Arc<dyn Binding>, BuildError> {
+    fn build(
+        context: &mut BuildContext<'_>,
+        options: TcpOptions,
+    ) -> Result<Arc<dyn Binding>, BuildError> {
         let routes = Routes::build(context.config(), |_| Ok(()), Condition::compile)?;
         let client = Arc::new(TcpClient {
             host: options.host,
@@ -321,7 +333,10 @@ impl TcpClient {
         Ok(client)
     }
 
-    async fn destination(&self, info: &StreamInfo) -> Result<(SocketAddr, Option<String>), StreamError> {
+    async fn destination(
+        &self,
+        info: &StreamInfo,
+    ) -> Result<(SocketAddr, Option<String>), StreamError> {
         let port = self
             .port
             .or(info.port)
@@ -401,7 +416,11 @@ mod tests {
         let local: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(condition.matches(Some("a.example.com"), Some(local), Some(8081)));
         assert!(!condition.matches(Some("a.example.org"), Some(local), Some(8081)));
-        assert!(!condition.matches(Some("a.example.com"), Some("10.0.0.1".parse().unwrap()), Some(8081)));
+        assert!(!condition.matches(
+            Some("a.example.com"),
+            Some("10.0.0.1".parse().unwrap()),
+            Some(8081)
+        ));
         assert!(!condition.matches(Some("a.example.com"), Some(local), Some(9000)));
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(condition.matches(Some("a.example.com"), Some(mapped), Some(8080)));

@@ -118,7 +118,8 @@ fn report(errors: &ConfigErrors) {
 }
 
 fn validate(path: &Path) -> Result<ExitCode> {
-    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let engine = Engine::new(zilla::registry(), Properties::default());
     match engine.load(path, &text) {
         Ok(config) => {
@@ -139,8 +140,8 @@ fn properties(args: &EngineArgs) -> Result<Properties> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(".zilla/zilla.properties"));
     if file.exists() {
-        let text = fs::read_to_string(&file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
         lines.extend(
             text.lines()
                 .map(str::trim)
@@ -151,7 +152,9 @@ fn properties(args: &EngineArgs) -> Result<Properties> {
         bail!("properties file {} does not exist", file.display());
     }
     lines.extend(args.properties.iter().cloned());
-    Ok(Properties::from_assignments(lines.iter().map(String::as_str)))
+    Ok(Properties::from_assignments(
+        lines.iter().map(String::as_str),
+    ))
 }
 
 fn engine_directory(properties: &Properties) -> PathBuf {
@@ -184,9 +187,11 @@ fn start(args: StartArgs) -> Result<ExitCode> {
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("zilla-worker");
-    let workers = args
-        .workers
-        .or_else(|| properties.get("zilla.engine.workers").and_then(|w| w.parse().ok()));
+    let workers = args.workers.or_else(|| {
+        properties
+            .get("zilla.engine.workers")
+            .and_then(|w| w.parse().ok())
+    });
     if let Some(workers) = workers {
         runtime.worker_threads(workers.max(1));
     }
@@ -237,7 +242,12 @@ async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
     );
     let metrics_task = tokio::spawn(write_metrics(engine.clone(), directory.clone()));
     let watcher = if watch {
-        Some(watch_config(engine.clone(), path.clone(), directory.clone(), text)?)
+        Some(watch_config(
+            engine.clone(),
+            path.clone(),
+            directory.clone(),
+            text,
+        )?)
     } else {
         None
     };
@@ -324,7 +334,10 @@ fn watch_config(
                 continue;
             }
             current = text.clone();
-            match engine.load(&path, &text).and_then(|config| engine.apply(config)) {
+            match engine
+                .load(&path, &text)
+                .and_then(|config| engine.apply(config))
+            {
                 Ok(report) => {
                     tracing::info!(
                         built = report.built,

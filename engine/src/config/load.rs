@@ -70,9 +70,7 @@ pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors>
         .collect();
     errors.extend(check_names(&config));
     errors.extend(check_references(&config));
-    if errors.is_empty() {
-        errors.extend(check_pipeline(&config, registry));
-    }
+    errors.extend(check_pipeline(&config, registry));
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -239,7 +237,8 @@ fn schema_errors(
     let mut errors = Vec::new();
     for error in validator.iter_errors(instance) {
         let mut at = origin.clone();
-        at.path.extend(pointer_segments(error.instance_path().as_str()));
+        at.path
+            .extend(pointer_segments(error.instance_path().as_str()));
         let schema_at = resolve_schema_path(schema, error.schema_path().as_str());
         let message = match error.kind() {
             Kind::AdditionalProperties { unexpected } => {
@@ -260,10 +259,9 @@ fn schema_errors(
                         }
                     }
                     if !expected.is_empty() {
-                        error.message.push_str(&format!(
-                            "; expected one of: {}",
-                            expected.join(", ")
-                        ));
+                        error
+                            .message
+                            .push_str(&format!("; expected one of: {}", expected.join(", ")));
                     }
                     errors.push(error);
                 }
@@ -423,10 +421,7 @@ fn namespace(index: usize, value: &Value) -> Namespace {
                 .iter()
                 .map(|(binding_name, binding)| {
                     let origin = root.child("bindings").child(binding_name.clone());
-                    (
-                        binding_name.clone(),
-                        binding_config(&name, binding, origin),
-                    )
+                    (binding_name.clone(), binding_config(&name, binding, origin))
                 })
                 .collect()
         })
@@ -545,17 +540,18 @@ pub fn exits_of(binding: &BindingConfig) -> Vec<(String, Origin)> {
 fn check_references(config: &Config) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let bindings: HashSet<QualifiedName> = config.bindings().map(|(name, _)| name).collect();
-    let named = |select: fn(&Namespace) -> &Vec<(String, ComponentConfig)>| -> HashSet<QualifiedName> {
-        config
-            .namespaces
-            .iter()
-            .flat_map(|ns| {
-                select(ns)
-                    .iter()
-                    .map(|(name, _)| QualifiedName::new(&ns.name, name))
-            })
-            .collect()
-    };
+    let named =
+        |select: fn(&Namespace) -> &Vec<(String, ComponentConfig)>| -> HashSet<QualifiedName> {
+            config
+                .namespaces
+                .iter()
+                .flat_map(|ns| {
+                    select(ns)
+                        .iter()
+                        .map(|(name, _)| QualifiedName::new(&ns.name, name))
+                })
+                .collect()
+        };
     let vaults = named(|ns| &ns.vaults);
     let guards = named(|ns| &ns.guards);
     let stores = named(|ns| &ns.stores);
@@ -633,7 +629,10 @@ fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
             for route in binding.routes.iter().filter(|route| route.exit.is_empty()) {
                 errors.push(config.error(
                     &route.origin,
-                    format!("missing `exit`: routes of a {} binding need one", describe(binding)),
+                    format!(
+                        "missing `exit`: routes of a {} binding need one",
+                        describe(binding)
+                    ),
                 ));
             }
         }
@@ -731,4 +730,157 @@ pub fn build_order(config: &Config) -> Result<Vec<QualifiedName>, Vec<QualifiedN
 /// The message for a config path, for callers that build errors themselves.
 pub fn path_of(origin: &Origin) -> String {
     display_path(&origin.path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError};
+
+    /// A binding type that opens `bytes` streams on its exit when `server`, and accepts them
+    /// when `client`.
+    struct Pipe;
+
+    impl BindingFactory for Pipe {
+        fn type_name(&self) -> &'static str {
+            "pipe"
+        }
+        fn kinds(&self) -> &'static [BindingKind] {
+            &[BindingKind::Server, BindingKind::Client]
+        }
+        fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
+            match kind {
+                BindingKind::Client => &["bytes"],
+                _ => &[],
+            }
+        }
+        fn emits(&self, kind: BindingKind) -> Option<&'static str> {
+            (kind == BindingKind::Server).then_some("bytes")
+        }
+        fn schema(&self, _kind: BindingKind) -> BindingSchema {
+            BindingSchema {
+                options: Some(serde_json::json!({
+                    "type": "object",
+                    "properties": {"size": {"type": "integer", "maximum": 10}},
+                    "additionalProperties": false
+                })),
+                options_required: false,
+                when: Some(serde_json::json!({"type": "object"})),
+                with: None,
+            }
+        }
+        fn build(&self, _context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+            Err(BuildError::at("", "not built in these tests"))
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        registry.binding(Pipe);
+        registry
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load(Source::plain("z.yaml", text), &registry()) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_pipeline_loads_in_build_order() {
+        let text = "name: a\nbindings:\n  in:\n    type: pipe\n    kind: server\n    exit: b:out\n---\nname: b\nbindings:\n  out:\n    type: pipe\n    kind: client\n";
+        let config = load(Source::plain("z.yaml", text), &registry()).unwrap();
+        let order: Vec<String> = build_order(&config)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(order, vec!["b:out", "a:in"]);
+    }
+
+    #[test]
+    fn several_errors_are_reported_at_once_with_positions() {
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: server\n    options:\n      size: 11\n      extra: true\n";
+        let errors = errors(text);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "z.yaml:7:13: bindings.one.options.size: 11 is greater than the maximum of 10"
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("z.yaml:8:7: bindings.one.options.extra: unknown key `extra`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn references_and_kinds_are_checked() {
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: server\n    exit: two\n  two:\n    type: pipe\n    kind: server\n    routes:\n      - exit: nowhere\n        guarded:\n          jwt0: [read]\n";
+        let errors = errors(text);
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "z.yaml:6:11: bindings.one.exit: `two` (pipe server) does not accept bytes streams"
+            )),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("bindings.two.routes[0].exit: unknown binding `nowhere`")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains("unknown guard `jwt0`")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn cycles_are_rejected() {
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: server\n    exit: one\n";
+        let errors = errors(text);
+        assert!(
+            errors.iter().any(|e| e.contains("does not accept")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn names_and_types_are_checked() {
+        let errors = errors("name: 1abc\nbindings:\n  x:\n    type: kafka\n    kind: client\n");
+        assert!(errors[0].starts_with("z.yaml:1:7: name:"), "{errors:?}");
+        let errors = errors_of("name: a\nbindings:\n  x:\n    type: kafka\n    kind: client\n");
+        assert_eq!(
+            errors,
+            vec![
+                "z.yaml:4:11: bindings.x.type: binding type `kafka` is not built into this distribution"
+            ]
+        );
+        let errors = errors_of("name: a\nbindings:\n  x:\n    type: pipe\n    kind: proxy\n");
+        assert_eq!(
+            errors,
+            vec![
+                "z.yaml:5:11: bindings.x.kind: pipe binding has no kind `proxy`; expected one of: server, client"
+            ]
+        );
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        errors(text)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_text_never_panics(text in "(name|bindings|type|kind|pipe|server|exit|:| |\n|-|\\[|\\]|\\{|\\}|'|\"|[a-z0-9]){0,120}") {
+            let _ = load(Source::plain("z.yaml", text), &registry());
+        }
+    }
 }

@@ -290,7 +290,13 @@ mod tests {
         assert_eq!(documents.len(), 2);
         let port = documents[0].locate(&["bindings".into(), "tcp0".into(), "port".into()]);
         assert_eq!(port.value, NodeValue::Int(8080));
-        assert_eq!(port.at, Position { line: 5, column: 11 });
+        assert_eq!(
+            port.at,
+            Position {
+                line: 5,
+                column: 11
+            }
+        );
         let key = documents[0].get("bindings").unwrap().key("tcp0").unwrap();
         assert_eq!(key.at, Position { line: 3, column: 3 });
         assert_eq!(documents[1].get("name").unwrap().as_str(), Some("b"));

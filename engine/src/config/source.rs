@@ -40,8 +40,9 @@ pub struct EnvResolver;
 impl Resolver for EnvResolver {
     fn resolve(&self, resolver: &str, name: &str) -> Result<String, String> {
         match resolver {
-            "env" => std::env::var(name)
-                .map_err(|_| format!("environment variable `{name}` is not set")),
+            "env" => {
+                std::env::var(name).map_err(|_| format!("environment variable `{name}` is not set"))
+            }
             other => Err(format!(
                 "unknown resolver `{other}` in `${{{{{other}.{name}}}}}`; only `env` is supported"
             )),
@@ -185,21 +186,31 @@ mod tests {
 
     #[test]
     fn substitutes_inside_numbers_and_maps_positions_back() {
-        let source = Source::new("z.yaml", "a: ${{ env.LONG }}\nport: 1${{env.PORT}}\nx: y", &Fixed)
-            .unwrap();
+        let source = Source::new(
+            "z.yaml",
+            "a: ${{ env.LONG }}\nport: 1${{env.PORT}}\nx: y",
+            &Fixed,
+        )
+        .unwrap();
         assert_eq!(source.text, "a: a-much-longer-value\nport: 18080\nx: y");
         // `x` on line 3 stays on line 3, column 1.
         let x = source.text.chars().count() - 4;
         assert_eq!(source.position(x), Position { line: 3, column: 1 });
         // Inside the substituted port value: points at the expression.
-        assert_eq!(source.position_of_line_column(2, 8), Position { line: 2, column: 8 });
-        assert_eq!(source.position_of_line_column(1, 4), Position { line: 1, column: 4 });
+        assert_eq!(
+            source.position_of_line_column(2, 8),
+            Position { line: 2, column: 8 }
+        );
+        assert_eq!(
+            source.position_of_line_column(1, 4),
+            Position { line: 1, column: 4 }
+        );
     }
 
     #[test]
     fn every_unset_variable_is_reported_with_its_position() {
-        let errors = Source::new("z.yaml", "a: ${{env.NOPE}}\nb: ${{env.GONE}}\n", &Fixed)
-            .unwrap_err();
+        let errors =
+            Source::new("z.yaml", "a: ${{env.NOPE}}\nb: ${{env.GONE}}\n", &Fixed).unwrap_err();
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[1].position, Position { line: 2, column: 4 });
         assert!(errors[0].message.contains("NOPE"));
