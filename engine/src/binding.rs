@@ -130,6 +130,7 @@ pub struct BuildContext<'a> {
     pub(crate) config: &'a BindingConfig,
     pub(crate) exits: &'a HashMap<QualifiedName, Arc<Published>>,
     pub(crate) vaults: &'a HashMap<QualifiedName, Arc<dyn Vault>>,
+    pub(crate) guards: &'a HashMap<QualifiedName, Arc<dyn crate::guard::Guard>>,
     pub(crate) published: Published,
     pub(crate) listeners: &'a ListenerPool,
     pub(crate) metrics: &'a Metrics,
@@ -223,6 +224,20 @@ impl<'a> BuildContext<'a> {
                     .ok_or_else(|| BuildError::at("vault", format!("unknown vault `{name}`")))
             }
         }
+    }
+
+    /// The guard named `guard` (relative to this binding's namespace), with its qualified name
+    /// as routes' `guarded` and [`crate::guard::Authorization`] key it.
+    pub fn guard(
+        &self,
+        guard: &str,
+    ) -> Result<(String, Arc<dyn crate::guard::Guard>), BuildError> {
+        let name = self.name.resolve(guard);
+        self.guards
+            .get(&name)
+            .cloned()
+            .map(|found| (name.to_string(), found))
+            .ok_or_else(|| BuildError::at("", format!("unknown guard `{name}`")))
     }
 
     /// Offers `handler` for stream kind `K` to bindings that exit here.

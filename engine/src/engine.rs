@@ -178,7 +178,27 @@ impl Engine {
         let mut vaults: HashMap<QualifiedName, Arc<dyn Vault>> = HashMap::new();
         let mut vault_signatures: HashMap<QualifiedName, u64> = HashMap::new();
         let mut exporters: Vec<Arc<dyn Exporter>> = Vec::new();
+        let mut guards: HashMap<QualifiedName, Arc<dyn crate::guard::Guard>> = HashMap::new();
         for namespace in &config.namespaces {
+            for (name, guard) in &namespace.guards {
+                let qualified = QualifiedName::new(&namespace.name, name);
+                let Some(factory) = self.registry.guard_factory(&guard.type_name) else {
+                    continue;
+                };
+                let context = self.component_context(config, &qualified, guard);
+                match factory.build(&context) {
+                    Ok(built) => {
+                        vault_signatures.insert(
+                            qualified.clone(),
+                            hash(&(guard.type_name.as_str(), json_text(&guard.options))),
+                        );
+                        guards.insert(qualified, built);
+                    }
+                    Err(error) => errors.push(
+                        config.error(&guard.origin.relative(&error.path), error.message),
+                    ),
+                }
+            }
             for (name, vault) in &namespace.vaults {
                 let qualified = QualifiedName::new(&namespace.name, name);
                 let Some(factory) = self.registry.vault_factory(&vault.type_name) else {
@@ -240,6 +260,14 @@ impl Engine {
             for (exit, _) in exits_of(binding) {
                 signatures.get(&name.resolve(&exit)).hash(&mut hasher);
             }
+            // Guards a binding uses change its behaviour: their config is part of its signature.
+            for namespace in &config.namespaces {
+                for (guard, _) in &namespace.guards {
+                    vault_signatures
+                        .get(&QualifiedName::new(&namespace.name, guard))
+                        .hash(&mut hasher);
+                }
+            }
             let signature = hasher.finish();
             signatures.insert(name.clone(), signature);
             let reusable = previous
@@ -260,6 +288,7 @@ impl Engine {
                 config: binding,
                 exits: &published,
                 vaults: &vaults,
+                guards: &guards,
                 published: Published {
                     received: binding_metrics.streams(Direction::Received),
                     ..Published::default()
