@@ -228,10 +228,7 @@ impl<'a> BuildContext<'a> {
 
     /// The guard named `guard` (relative to this binding's namespace), with its qualified name
     /// as routes' `guarded` and [`crate::guard::Authorization`] key it.
-    pub fn guard(
-        &self,
-        guard: &str,
-    ) -> Result<(String, Arc<dyn crate::guard::Guard>), BuildError> {
+    pub fn guard(&self, guard: &str) -> Result<(String, Arc<dyn crate::guard::Guard>), BuildError> {
         let name = self.name.resolve(guard);
         self.guards
             .get(&name)

@@ -194,9 +194,8 @@ impl Engine {
                         );
                         guards.insert(qualified, built);
                     }
-                    Err(error) => errors.push(
-                        config.error(&guard.origin.relative(&error.path), error.message),
-                    ),
+                    Err(error) => errors
+                        .push(config.error(&guard.origin.relative(&error.path), error.message)),
                 }
             }
             for (name, vault) in &namespace.vaults {
@@ -348,13 +347,13 @@ impl Engine {
         self.shutdown.cancel();
         self.tasks.close();
         let drained = tokio::time::timeout(drain, self.tasks.wait()).await.is_ok();
-        if let Ok(mut current) = self.current.lock() {
-            if let Some(generation) = current.take() {
-                for built in generation.bindings.values() {
-                    built.retired.cancel();
-                }
-                generation.exporters_stopped.cancel();
+        if let Ok(mut current) = self.current.lock()
+            && let Some(generation) = current.take()
+        {
+            for built in generation.bindings.values() {
+                built.retired.cancel();
             }
+            generation.exporters_stopped.cancel();
         }
         drained
     }

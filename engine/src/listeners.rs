@@ -16,12 +16,15 @@ enum ListenKey {
     Ephemeral(String, SocketAddr),
 }
 
+/// A listening socket and the binding that opened it.
+type BoundListener = (String, Weak<TcpListener>);
+
 /// Shared by every generation of the config. Holds sockets weakly: a socket closes when the
 /// last binding using it is gone.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerPool {
     sockets: Arc<Mutex<HashMap<ListenKey, Weak<TcpListener>>>>,
-    bound: Arc<Mutex<Vec<(String, Weak<TcpListener>)>>>,
+    bound: Arc<Mutex<Vec<BoundListener>>>,
 }
 
 impl ListenerPool {

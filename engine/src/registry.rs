@@ -465,10 +465,10 @@ fn rewrite_refs(value: &mut Value, prefix: &str) {
         Value::Object(object) => {
             for (key, child) in object.iter_mut() {
                 if key == "$ref" {
-                    if let Value::String(reference) = child {
-                        if let Some(name) = reference.strip_prefix("#/$defs/") {
-                            *reference = format!("#/$defs/{prefix}.{name}");
-                        }
+                    if let Value::String(reference) = child
+                        && let Some(name) = reference.strip_prefix("#/$defs/")
+                    {
+                        *reference = format!("#/$defs/{prefix}.{name}");
                     }
                 } else {
                     rewrite_refs(child, prefix);

@@ -84,10 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Start(args) => start(args),
         Command::Validate { config } => validate(&config),
-        Command::Schema => print(&format!(
-            "{:#}",
-            serde_json::Value::from(zilla::registry().schema())
-        )),
+        Command::Schema => print(&format!("{:#}", zilla::registry().schema())),
         Command::Version => print(&format!("zilla {}", zilla::VERSION)),
         Command::Stop(engine) => stop(&engine),
         Command::Metrics {

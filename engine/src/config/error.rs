@@ -97,7 +97,7 @@ impl fmt::Display for ConfigErrors {
 
 impl From<Vec<ConfigError>> for ConfigErrors {
     fn from(mut errors: Vec<ConfigError>) -> Self {
-        errors.sort_by(|a, b| a.position.cmp(&b.position));
+        errors.sort_by_key(|a| a.position);
         errors.dedup();
         Self(errors)
     }

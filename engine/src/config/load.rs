@@ -251,12 +251,12 @@ fn schema_errors(
                     let key_at = at.child(key.clone());
                     let mut error = config.error(&key_at, format!("unknown key `{key}`"));
                     // Point at the key rather than its value.
-                    if let Some(document) = config.documents.get(at.document) {
-                        if let Some(key_node) = document.locate(&at.path).key(key) {
-                            error.position = config
-                                .source
-                                .position_of_line_column(key_node.at.line, key_node.at.column);
-                        }
+                    if let Some(document) = config.documents.get(at.document)
+                        && let Some(key_node) = document.locate(&at.path).key(key)
+                    {
+                        error.position = config
+                            .source
+                            .position_of_line_column(key_node.at.line, key_node.at.column);
                     }
                     if !expected.is_empty() {
                         error
@@ -565,13 +565,13 @@ fn check_references(config: &Config) -> Vec<ConfigError> {
                 ));
             }
         }
-        if let Some(vault) = &binding.vault {
-            if !vaults.contains(&name.resolve(vault)) {
-                errors.push(config.error(
-                    &binding.origin.child("vault"),
-                    format!("unknown vault `{vault}`; expected the name of a vault"),
-                ));
-            }
+        if let Some(vault) = &binding.vault
+            && !vaults.contains(&name.resolve(vault))
+        {
+            errors.push(config.error(
+                &binding.origin.child("vault"),
+                format!("unknown vault `{vault}`; expected the name of a vault"),
+            ));
         }
         for route in &binding.routes {
             for (guard, _) in &route.guarded {
@@ -594,21 +594,21 @@ fn check_references(config: &Config) -> Vec<ConfigError> {
             .chain(&namespace.catalogs)
             .chain(&namespace.telemetry.exporters);
         for (_, component) in components {
-            if let Some(vault) = &component.vault {
-                if !vaults.contains(&here.resolve(vault)) {
-                    errors.push(config.error(
-                        &component.origin.child("vault"),
-                        format!("unknown vault `{vault}`; expected the name of a vault"),
-                    ));
-                }
+            if let Some(vault) = &component.vault
+                && !vaults.contains(&here.resolve(vault))
+            {
+                errors.push(config.error(
+                    &component.origin.child("vault"),
+                    format!("unknown vault `{vault}`; expected the name of a vault"),
+                ));
             }
-            if let Some(store) = &component.store {
-                if !stores.contains(&here.resolve(store)) {
-                    errors.push(config.error(
-                        &component.origin.child("store"),
-                        format!("unknown store `{store}`; expected the name of a store"),
-                    ));
-                }
+            if let Some(store) = &component.store
+                && !stores.contains(&here.resolve(store))
+            {
+                errors.push(config.error(
+                    &component.origin.child("store"),
+                    format!("unknown store `{store}`; expected the name of a store"),
+                ));
             }
         }
     }
@@ -671,18 +671,18 @@ fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
             }
         }
     }
-    if errors.is_empty() {
-        if let Err(cycle) = build_order(config) {
-            let origin = by_name
-                .get(&cycle[0])
-                .map(|b| b.origin.clone())
-                .unwrap_or_default();
-            let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
-            errors.push(config.error(
-                &origin,
-                format!("exits form a cycle: {}", names.join(" -> ")),
-            ));
-        }
+    if errors.is_empty()
+        && let Err(cycle) = build_order(config)
+    {
+        let origin = by_name
+            .get(&cycle[0])
+            .map(|b| b.origin.clone())
+            .unwrap_or_default();
+        let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+        errors.push(config.error(
+            &origin,
+            format!("exits form a cycle: {}", names.join(" -> ")),
+        ));
     }
     errors
 }

@@ -1,0 +1,216 @@
+//! Bad configs fail `zilla validate` and `zilla start` with a non-zero exit code and messages
+//! naming line:column and the config path. The messages are pinned as snapshots.
+
+use std::process::Output;
+
+use anyhow::Result;
+use zilla_tests::{Peer, validate_with_env, zilla_binary};
+
+/// One bad config: a name, the YAML, and the environment it runs in.
+struct Case {
+    name: &'static str,
+    yaml: &'static str,
+    env: &'static [(&'static str, &'static str)],
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "unknown_key",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+      colour: blue
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        name: "wrong_type",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+      nodelay: sometimes
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        name: "unknown_exit",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    routes:
+      - when:
+          - port: 0
+        exit: echo_sever
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        name: "exit_of_wrong_stream_kind",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: other_server
+  other_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        name: "unset_env_var",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: ${{env.ZILLA_TEST_UNSET_PORT}}
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        name: "malformed_yaml",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options: {host: 127.0.0.1, port: [0
+    exit: echo_server
+",
+        env: &[],
+    },
+    Case {
+        name: "port_out_of_range",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: ${{env.ZILLA_TEST_PORT}}
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[("ZILLA_TEST_PORT", "70000")],
+    },
+    Case {
+        name: "type_not_built_in",
+        yaml: "name: test
+telemetry:
+  exporters:
+    prometheus0:
+      type: prometheus
+      options:
+        endpoints:
+          - scheme: http
+            port: 7190
+bindings:
+  mqtt_server:
+    type: mqtt
+    kind: server
+",
+        env: &[],
+    },
+];
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `zilla start` on the case's config; it must fail before listening.
+fn start(case: &Case) -> Result<Output> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("zilla.yaml"), case.yaml)?;
+    let engine = dir.path().join("engine");
+    let mut peer = Peer::new(zilla_binary()?)
+        .args(["start", "-c", "zilla.yaml", "-P"])
+        .arg(format!("zilla.engine.directory={}", engine.display()))
+        .current_dir(dir.path());
+    for (name, value) in case.env {
+        peer = peer.env(name, value);
+    }
+    peer.run()
+}
+
+#[test]
+fn bad_configs_fail_validate_and_start_with_positions() -> Result<()> {
+    for case in CASES {
+        let validated = validate_with_env(case.yaml, case.env)?;
+        assert!(
+            !validated.status.success(),
+            "{}: validate accepted a bad config",
+            case.name
+        );
+        let message = stderr(&validated);
+        for line in message.lines() {
+            // Every line is `zilla.yaml:<line>:<column>: <path>: <message>`.
+            let mut parts = line.splitn(4, ':');
+            assert_eq!(parts.next(), Some("zilla.yaml"), "{}: {line}", case.name);
+            let line_number: usize = parts.next().unwrap_or("").parse()?;
+            let column: usize = parts.next().unwrap_or("").trim().parse()?;
+            assert!(line_number > 0 && column > 0, "{}: {line}", case.name);
+        }
+        insta::assert_snapshot!(case.name, message);
+
+        let started = start(case)?;
+        assert!(
+            !started.status.success(),
+            "{}: start accepted a bad config",
+            case.name
+        );
+        let start_message = stderr(&started);
+        assert!(
+            start_message.contains(message.lines().next().unwrap_or("")),
+            "{}: start said:\n{start_message}\nvalidate said:\n{message}",
+            case.name
+        );
+    }
+    Ok(())
+}
