@@ -1,3 +1,67 @@
-fn main() -> anyhow::Result<()> {
-    Ok(())
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `peers`: installs the third-party programs the tests and benchmarks talk to;
+//! - `test`: installs peers, builds the gateway, runs every test, clippy and rustfmt;
+//! - `demo`: starts the gateway on the examples with their peers and says what to try;
+//! - `bench <scenario>`: runs one benchmark and records it in `docs/benchmarks.md`.
+
+// A command-line tool: what it prints is its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod demo;
+mod peers;
+mod shell;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "zilla-rs project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the test peers (apt packages, a Python virtualenv, tansu, websocat), skipping
+    /// what is already installed.
+    Peers {
+        /// Only these groups (repeat or separate with commas).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<peers::Group>,
+    },
+    /// Install peers, build `zilla`, run `cargo test --workspace`, clippy and rustfmt.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. `-- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Start the gateway on the examples and print what to try; Ctrl-C stops it.
+    Demo,
+    /// Run a benchmark scenario and record its figures in docs/benchmarks.md.
+    Bench {
+        #[arg(value_enum)]
+        scenario: bench::Scenario,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Peers { only } => peers::install(&only),
+        Command::Test { cargo_test_args } => test::run_all(&cargo_test_args),
+        Command::Demo => demo::run(),
+        Command::Bench { scenario } => bench::run(scenario),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,232 @@
-//! The tls binding: server, client and proxy, on rustls
+//! The `tls` binding: terminates (`server`), originates (`client`) or routes without
+//! terminating (`proxy`) TLS on `bytes` streams, on rustls with the aws-lc-rs provider.
+//!
+//! - **server** accepts a byte stream, completes the handshake with a key from the binding's
+//!   `vault` (the one whose certificate names the SNI host, else the first of `keys`),
+//!   negotiates ALPN, verifies client certificates per `mutual`, and hands the plaintext stream
+//!   to the first route whose `when` matches the SNI (`authority`), the negotiated protocol
+//!   (`alpn`) and the destination `port`. The stream then carries the SNI as its authority, the
+//!   negotiated protocol, `secure`, and the client certificate's subject DN as its identity. A
+//!   ClientHello no route can take is answered with a fatal alert (`unrecognized_name` or
+//!   `no_application_protocol`) and closed before any application data.
+//! - **client** opens a stream through the route matching the wanted authority, ALPN and port
+//!   (its exit, typically a tcp client) and runs the client handshake: SNI from `sni` or the
+//!   stream's authority, ALPN from `alpn` or the stream's, trust from `trust` plus, with
+//!   `trustcacerts`, the operating system's CA certificates (read with `rustls-native-certs`;
+//!   they are also used when nothing else is trusted).
+//! - **proxy** reads the ClientHello (at most `zilla.binding.tls.handshake.window.bytes`),
+//!   routes on its SNI and offered ALPN protocols, and forwards every byte untouched.
+//!
+//! ```yaml
+//! name: example
+//! vaults:
+//!   server:
+//!     type: filesystem
+//!     options:
+//!       keys:
+//!         store: localhost.p12
+//!         password: ${{env.KEYSTORE_PASSWORD}}
+//! bindings:
+//!   tcp_server:
+//!     type: tcp
+//!     kind: server
+//!     options:
+//!       port: 9090
+//!     exit: tls_server
+//!   tls_server:
+//!     type: tls
+//!     kind: server
+//!     vault: server
+//!     options:
+//!       keys:
+//!         - localhost
+//!       alpn:
+//!         - echo
+//!     routes:
+//!       - when:
+//!           - authority: localhost
+//!             alpn: echo
+//!         exit: echo_server
+//!   echo_server:
+//!     type: echo
+//!     kind: server
+//! ```
+//!
+//! Options (`server` and `client`; a `proxy` takes none):
+//! - `version`: `TLS` (default) or `TLSv1.3` for TLS 1.2 and 1.3, `TLSv1.2` for TLS 1.2 only.
+//! - `keys`: vault key aliases. Required on a server.
+//! - `trust`: vault certificate aliases to verify the peer against.
+//! - `trustcacerts`: client only; also trust the system CA certificates.
+//! - `sni`: server: the accepted SNI host names; client: the SNI to send.
+//! - `alpn`: server: the protocols that may be negotiated (default: those routes name);
+//!   client: the protocols to offer.
+//! - `mutual`: server: `required` (default when `trust` is given), `requested` or `none`.
+//! - `signers`: not supported; a config naming it is rejected.
+//!
+//! Route conditions: `authority` (wildcards such as `*.example.com`), `alpn`, `port` (a number,
+//! a `"8000-8010"` range or a list). Properties: `zilla.binding.tls.handshake.timeout` (seconds,
+//! 10), `zilla.binding.tls.handshake.window.bytes` (65536),
+//! `zilla.binding.tls.client.https.identification` (true: check the server certificate names
+//! the host), `zilla.binding.tls.client.server.name.indication` (true: send SNI).
+//!
+//! Events: `BINDING_TLS_HANDSHAKE_FAILED`, `BINDING_TLS_HANDSHAKE_TIMEOUT`,
+//! `BINDING_TLS_PEER_NOT_VERIFIED`, `BINDING_TLS_PROTOCOL_REJECTED`, `BINDING_TLS_KEY_REJECTED`
+//! and `BINDING_TLS_TLS_FAILED`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod client;
+pub mod config;
+pub mod events;
+pub mod material;
+pub mod proxy;
+pub mod route;
+pub mod server;
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::SupportedProtocolVersion;
+use rustls::crypto::CryptoProvider;
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
+use zilla_engine::stream::Bytes;
+use zilla_engine::{BindingKind, BuildError, Registry};
+
+use crate::client::TlsClient;
+use crate::config::{TlsCondition, TlsOptions};
+use crate::proxy::TlsProxy;
+use crate::route::{Condition, Settings, TlsRoutes};
+use crate::server::TlsServer;
+
+/// Registers the `tls` binding type.
+pub fn register(registry: &mut Registry) {
+    registry.binding(TlsFactory);
+}
+
+/// Builds tls bindings.
+#[derive(Debug)]
+pub struct TlsFactory;
+
+impl BindingFactory for TlsFactory {
+    fn type_name(&self) -> &'static str {
+        "tls"
+    }
+
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Server, BindingKind::Client, BindingKind::Proxy]
+    }
+
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &["bytes"]
+    }
+
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        Some("bytes")
+    }
+
+    fn schema(&self, kind: BindingKind) -> BindingSchema {
+        BindingSchema {
+            options: (kind != BindingKind::Proxy).then(BindingSchema::of::<TlsOptions>),
+            options_required: kind == BindingKind::Server,
+            when: Some(BindingSchema::of::<TlsCondition>()),
+            with: None,
+        }
+    }
+
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let routes: TlsRoutes =
+            context.routes::<Bytes, TlsCondition, Condition, _>(Condition::compile)?;
+        if routes.is_empty() {
+            return Err(BuildError::at(
+                "exit",
+                "a tls binding needs an `exit` or `routes`",
+            ));
+        }
+        let settings = Settings::from_properties(context.properties());
+        let events = context.events().clone();
+        match context.kind() {
+            BindingKind::Server => {
+                let options: TlsOptions = context.options()?;
+                let vault = context.vault()?.ok_or_else(|| {
+                    BuildError::at("vault", "a tls server needs a `vault` holding its keys")
+                })?;
+                let server = Arc::new(TlsServer::build(
+                    &options,
+                    vault.as_ref(),
+                    routes,
+                    settings,
+                    events,
+                )?);
+                context.publish::<Bytes>(server.clone());
+                Ok(server)
+            }
+            BindingKind::Client => {
+                let options: TlsOptions = context.options()?;
+                let vault = context.vault()?;
+                let client = Arc::new(TlsClient::build(
+                    &options,
+                    vault.as_deref(),
+                    routes,
+                    settings,
+                    events,
+                )?);
+                context.publish::<Bytes>(client.clone());
+                Ok(client)
+            }
+            BindingKind::Proxy => {
+                let proxy = Arc::new(TlsProxy::new(routes, settings, events));
+                context.publish::<Bytes>(proxy.clone());
+                Ok(proxy)
+            }
+            other => Err(BuildError::at(
+                "kind",
+                format!("a tls binding cannot be a {other}"),
+            )),
+        }
+    }
+}
+
+/// The crypto provider every tls binding uses: aws-lc-rs, shared by the process.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}
+
+/// The protocol versions `version` allows. Like Java's `SSLContext` protocol names, a version
+/// names the highest one offered; rustls has nothing older than TLS 1.2.
+pub(crate) fn protocol_versions(
+    version: Option<&str>,
+) -> Result<&'static [&'static SupportedProtocolVersion], BuildError> {
+    static TLS12_ONLY: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    match version {
+        None | Some("TLS" | "TLSv1.3") => Ok(rustls::ALL_VERSIONS),
+        Some("TLSv1.2") => Ok(TLS12_ONLY),
+        Some(other) => Err(BuildError::at(
+            "options.version",
+            format!("unsupported TLS version `{other}`; expected TLS, TLSv1.3 or TLSv1.2"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_name_the_highest_offered() {
+        assert_eq!(protocol_versions(None).unwrap().len(), 2);
+        assert_eq!(protocol_versions(Some("TLSv1.3")).unwrap().len(), 2);
+        let tls12 = protocol_versions(Some("TLSv1.2")).unwrap();
+        assert_eq!(tls12.len(), 1);
+        assert_eq!(tls12[0].version, rustls::ProtocolVersion::TLSv1_2);
+        assert!(protocol_versions(Some("TLSv1.1")).is_err());
+    }
+
+    #[test]
+    fn proxy_takes_no_options_and_server_needs_them() {
+        assert!(TlsFactory.schema(BindingKind::Proxy).options.is_none());
+        assert!(TlsFactory.schema(BindingKind::Server).options_required);
+        assert!(!TlsFactory.schema(BindingKind::Client).options_required);
+    }
+}

@@ -1,4 +1,6 @@
 //! Reload semantics, in process: unchanged bindings keep their connections, a broken config
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! keeps the running one, and a changed binding's connections are cut.
 
 use std::path::Path;
