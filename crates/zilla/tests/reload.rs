@@ -1,7 +1,7 @@
 //! Reload semantics, in process: unchanged bindings keep their connections, a broken config
+//! keeps the running one, and a changed binding's connections are cut.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! keeps the running one, and a changed binding's connections are cut.
 
 use std::path::Path;
 use std::time::Duration;
