@@ -389,8 +389,9 @@ fn namespace_metrics(config: Option<&Config>) -> BTreeMap<String, Vec<String>> {
         .unwrap_or_default()
 }
 
+/// The name events carry, `namespace:name` as Zilla writes it.
 fn qname(name: &QualifiedName) -> String {
-    format!("{}.{}", name.namespace, name.name)
+    name.to_string()
 }
 
 fn json_text(value: &Option<serde_json::Value>) -> String {

@@ -11,7 +11,7 @@ use crate::components::Exporter;
 /// One event.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// The binding or component that raised it: `namespace.name`.
+    /// The binding or component that raised it: `namespace:name`.
     pub qname: String,
     /// When it happened.
     pub timestamp: SystemTime,

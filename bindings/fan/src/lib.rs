@@ -34,12 +34,12 @@
 //! - A member leaves when it closes its sending side or fails; the others are not disturbed.
 //!   As in Zilla, it receives nothing more once it has closed its sending side.
 //! - Memory is bounded: the group queues at most 64 chunks of up to 16 KiB for each member. The
-//!   exit stream is read only while some member has room, so the fastest member sets the pace
-//!   (backpressure reaches the exit and, through it, the senders). A member whose queue is full
-//!   when a chunk arrives, i.e. one that fell that far behind the fastest, is dropped: its
-//!   stream is closed with an error. This keeps a slow or stuck client from stalling the others
-//!   or growing memory without limit, at the price of closing it rather than skipping data
-//!   (skipping would silently corrupt a byte stream).
+//!   exit stream is read only while some member has fewer than 8 chunks queued, so the fastest
+//!   member sets the pace (backpressure reaches the exit and, through it, the senders). A member
+//!   whose queue is full when a chunk arrives, i.e. one that fell 56 chunks behind the fastest,
+//!   is dropped: its stream is closed with an error. This keeps a slow or stuck client from
+//!   stalling the others or growing memory without limit, at the price of closing it rather
+//!   than skipping data (skipping would silently corrupt a byte stream).
 //! - Toward the exit, members share one bounded queue and wait when it is full.
 //! - A member joining mid-stream receives what the exit sends from then on.
 
