@@ -197,11 +197,19 @@ fn start(args: StartArgs) -> Result<ExitCode> {
 }
 
 async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
+    // Registered before anything else, so a signal that arrives while starting is not lost.
+    let signals = Signals::register()?;
     let path = config_path(&args, &properties);
     let directory = engine_directory(&properties);
     let watch = properties.bool("zilla.engine.config.watch", true);
     let drain = properties.millis("zilla.engine.drain.timeout.millis", DEFAULT_DRAIN);
     let engine = Arc::new(Engine::new(zilla::registry(), properties));
+    // Watching starts before the first read, so an edit made while starting is not missed.
+    let watch = if watch {
+        Some(watch_config(&path)?)
+    } else {
+        None
+    };
     let text = fs::read_to_string(&path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     if args.verbose {
@@ -238,17 +246,17 @@ async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
         if listening.is_empty() { "nothing".to_owned() } else { listening.join(", ") }
     );
     let metrics_task = tokio::spawn(write_metrics(engine.clone(), directory.clone()));
-    let watcher = if watch {
-        Some(watch_config(
+    let watcher = watch.map(|(watcher, changed)| {
+        tokio::spawn(reload_on_change(
             engine.clone(),
             path.clone(),
             directory.clone(),
             text,
-        )?)
-    } else {
-        None
-    };
-    wait_for_signal().await?;
+            changed,
+        ));
+        watcher
+    });
+    signals.wait().await;
     tracing::info!("stopping: no new connections; draining open ones");
     drop(watcher);
     let drained = engine.shutdown(drain).await;
@@ -263,15 +271,27 @@ async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT, both meaning "stop".
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Writes `ready`: one `namespace:binding ip:port` line per listening socket. Written to a
@@ -299,15 +319,13 @@ async fn write_metrics(engine: Arc<Engine>, directory: PathBuf) {
 }
 
 /// Watches the config file's directory (editors and Kubernetes replace files rather than
-/// write them in place) and reloads when the file's text changes.
+/// write them in place); the receiver is told of any change there.
 fn watch_config(
-    engine: Arc<Engine>,
-    path: PathBuf,
-    directory: PathBuf,
-    mut current: String,
-) -> Result<notify::RecommendedWatcher> {
+    path: &Path,
+) -> Result<(notify::RecommendedWatcher, tokio::sync::mpsc::Receiver<()>)> {
     use notify::{RecursiveMode, Watcher};
-    let (changes, mut changed) = tokio::sync::mpsc::channel::<()>(1);
+    // One pending notification is enough: the reloader compares the whole text anyway.
+    let (changes, changed) = tokio::sync::mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
             let _ = changes.try_send(());
@@ -319,40 +337,48 @@ fn watch_config(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     watcher.watch(&watched, RecursiveMode::NonRecursive)?;
-    tokio::spawn(async move {
-        while changed.recv().await.is_some() {
-            // Let a burst of writes settle before reading.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            while changed.try_recv().is_ok() {}
-            let Ok(text) = fs::read_to_string(&path) else {
-                continue;
-            };
-            if text == current {
-                continue;
+    Ok((watcher, changed))
+}
+
+/// Reloads when the config file's text differs from what is running.
+async fn reload_on_change(
+    engine: Arc<Engine>,
+    path: PathBuf,
+    directory: PathBuf,
+    mut current: String,
+    mut changed: tokio::sync::mpsc::Receiver<()>,
+) {
+    while changed.recv().await.is_some() {
+        // Let a burst of writes settle before reading.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while changed.try_recv().is_ok() {}
+        let Ok(text) = fs::read_to_string(&path) else {
+            continue;
+        };
+        if text == current {
+            continue;
+        }
+        current = text.clone();
+        match engine
+            .load(&path, &text)
+            .and_then(|config| engine.apply(config))
+        {
+            Ok(report) => {
+                tracing::info!(
+                    built = report.built,
+                    kept = report.kept,
+                    retired = report.retired,
+                    "config reloaded"
+                );
+                if let Err(error) = write_ready(&engine, &directory) {
+                    tracing::warn!(%error, "cannot update the ready file");
+                }
             }
-            current = text.clone();
-            match engine
-                .load(&path, &text)
-                .and_then(|config| engine.apply(config))
-            {
-                Ok(report) => {
-                    tracing::info!(
-                        built = report.built,
-                        kept = report.kept,
-                        retired = report.retired,
-                        "config reloaded"
-                    );
-                    if let Err(error) = write_ready(&engine, &directory) {
-                        tracing::warn!(%error, "cannot update the ready file");
-                    }
-                }
-                Err(errors) => {
-                    tracing::error!("config reload failed; keeping the running config:\n{errors}");
-                }
+            Err(errors) => {
+                tracing::error!("config reload failed; keeping the running config:\n{errors}");
             }
         }
-    });
-    Ok(watcher)
+    }
 }
 
 fn read_pid(directory: &Path) -> Result<u32> {
