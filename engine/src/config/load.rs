@@ -282,6 +282,13 @@ fn schema_errors(
                     None => error.to_string(),
                 }
             }
+            Kind::Type { .. } => {
+                let message = type_message(&error.to_string(), error.instance());
+                match expected_of(schema, schema_at) {
+                    Some(expected) => format!("{message}; expected {expected}"),
+                    None => message,
+                }
+            }
             _ => match expected_of(schema, schema_at) {
                 Some(expected) => format!("{error}; expected {expected}"),
                 None => error.to_string(),
@@ -290,6 +297,53 @@ fn schema_errors(
         errors.push(config.error(&at, message));
     }
     errors
+}
+
+/// `"x" is not of types "null", "boolean"` reads better as `"x" is not a boolean`: an optional
+/// key may be left out, but `null` is never what a user means to write.
+fn type_message(message: &str, instance: &Value) -> String {
+    let Some((_, types)) = message.split_once(" is not of type") else {
+        return message.to_owned();
+    };
+    let names: Vec<&str> = types
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|name| *name != "null")
+        .collect();
+    if names.is_empty() {
+        return message.to_owned();
+    }
+    let described: Vec<String> = names
+        .iter()
+        .map(|name| match *name {
+            "integer" | "object" | "array" => format!("an {name}"),
+            other => format!("a {other}"),
+        })
+        .collect();
+    format!("{instance} is not {}", described.join(" or "))
+}
+
+/// The closest of `candidates` to `name`, when close enough to be a likely typo.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut previous: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut current = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let cost = usize::from(ca != *cb);
+                current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+            }
+            previous = current;
+        }
+        previous[b.len()]
+    }
+    candidates
+        .map(|candidate| (distance(name, candidate), candidate))
+        .filter(|(d, candidate)| *d <= 2.max(candidate.len() / 4) && *d < candidate.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, candidate)| candidate)
 }
 
 /// The `x-expected` phrase a schema gives for messages, e.g. "a port number from 0 to 65535".
@@ -559,9 +613,18 @@ fn check_references(config: &Config) -> Vec<ConfigError> {
         for (exit, origin) in exits_of(binding) {
             let target = name.resolve(&exit);
             if !bindings.contains(&target) {
+                let suggestion = closest(
+                    &target.name,
+                    bindings
+                        .iter()
+                        .filter(|b| b.namespace == target.namespace)
+                        .map(|b| b.name.as_str()),
+                )
+                .map(|name| format!("; did you mean `{name}`?"))
+                .unwrap_or_else(|| "; expected the name of a binding".to_owned());
                 errors.push(config.error(
                     &origin,
-                    format!("unknown binding `{exit}`; expected the name of a binding"),
+                    format!("unknown binding `{exit}`{suggestion}"),
                 ));
             }
         }
