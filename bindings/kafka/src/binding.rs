@@ -1,0 +1,324 @@
+//! The kafka binding factory: `client`, `cache_client` and `cache_server` kinds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
+use zilla_engine::pattern::Pattern;
+use zilla_engine::route::Routes;
+use zilla_engine::stream::{BoxFuture, Bytes, StreamError};
+use zilla_engine::{BindingKind, BuildError};
+
+use crate::cache::{Cache, CacheHandler, CacheTuning};
+use crate::client::{ClientTuning, KafkaClient};
+use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions, SaslMechanism};
+use crate::kind::{
+    FetchBatch, FetchRequest, Kafka, KafkaHandler, MergedRequest, MergedStream, OffsetSpec,
+    ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
+};
+use crate::wire;
+
+/// Builds kafka bindings.
+#[derive(Debug)]
+pub struct KafkaFactory;
+
+impl BindingFactory for KafkaFactory {
+    fn type_name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[
+            BindingKind::Client,
+            BindingKind::CacheClient,
+            BindingKind::CacheServer,
+        ]
+    }
+
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &["kafka"]
+    }
+
+    fn emits(&self, kind: BindingKind) -> Option<&'static str> {
+        match kind {
+            BindingKind::Client => Some("bytes"),
+            _ => Some("kafka"),
+        }
+    }
+
+    fn schema(&self, kind: BindingKind) -> BindingSchema {
+        BindingSchema {
+            options: Some(BindingSchema::of::<KafkaOptions>()),
+            options_required: false,
+            when: match kind {
+                BindingKind::Client => None,
+                _ => Some(BindingSchema::of::<KafkaCondition>()),
+            },
+            with: None,
+        }
+    }
+
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: KafkaOptions = context.options()?;
+        match context.kind() {
+            BindingKind::Client => build_client(context, &options),
+            BindingKind::CacheServer => build_cache_server(context, &options),
+            _ => build_cache_client(context, &options),
+        }
+    }
+}
+
+/// A binding whose handler is all there is.
+struct Passive;
+
+impl Binding for Passive {}
+
+fn build_client(
+    context: &mut BuildContext<'_>,
+    options: &KafkaOptions,
+) -> Result<Arc<dyn Binding>, BuildError> {
+    let Some(exit) = context.config().exit.clone() else {
+        return Err(BuildError::at(
+            "",
+            "a kafka client needs an `exit` (a tcp or tls client)",
+        ));
+    };
+    let connector = context.exit::<Bytes>(&exit)?;
+    let properties = context.properties();
+    let sasl = options.sasl.as_ref().map(|sasl| wire::SaslConfig {
+        mechanism: match sasl.mechanism {
+            SaslMechanism::Plain => wire::SaslMechanism::Plain,
+            SaslMechanism::ScramSha256 => wire::SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512 | SaslMechanism::ScramSha1 => {
+                wire::SaslMechanism::ScramSha512
+            }
+        },
+        username: sasl.username.clone(),
+        password: sasl.password.clone(),
+    });
+    if options
+        .sasl
+        .as_ref()
+        .is_some_and(|sasl| sasl.mechanism == SaslMechanism::ScramSha1)
+    {
+        return Err(BuildError::at(
+            "options.sasl.mechanism",
+            "scram-sha-1 is not supported; use scram-sha-256 or scram-sha-512",
+        ));
+    }
+    if options.authorization.is_some() {
+        return Err(BuildError::at(
+            "options.authorization",
+            "SASL credentials from a guard are not supported yet; use `options.sasl`",
+        ));
+    }
+    // Without `servers`, brokers are reached through the exit's own host and port.
+    let bootstrap = options
+        .servers
+        .clone()
+        .unwrap_or_else(|| vec!["localhost:9092".to_owned()]);
+    let config = wire::ClusterConfig {
+        bootstrap,
+        connection: wire::ConnectionConfig {
+            client_id: properties
+                .get("zilla.binding.kafka.client.id")
+                .unwrap_or("zilla")
+                .to_owned(),
+            sasl,
+            ..wire::ConnectionConfig::default()
+        },
+        metadata_max_age: properties.millis(
+            "zilla.binding.kafka.client.meta.max.age.ms",
+            Duration::from_secs(300),
+        ),
+        ..wire::ClusterConfig::default()
+    };
+    let cluster = wire::Cluster::new(connector, config)
+        .map_err(|error| BuildError::at("options.servers", error.to_string()))?;
+    let tuning = ClientTuning {
+        fetch_max_wait: properties.millis(
+            "zilla.binding.kafka.client.fetch.max.wait.millis",
+            ClientTuning::default().fetch_max_wait,
+        ),
+        fetch_max_bytes: properties.u64(
+            "zilla.binding.kafka.client.fetch.max.bytes",
+            ClientTuning::default().fetch_max_bytes as u64,
+        ) as i32,
+        produce_timeout: properties.millis(
+            "zilla.binding.kafka.client.produce.request.timeout.millis",
+            ClientTuning::default().produce_timeout,
+        ),
+    };
+    context.publish::<Kafka>(Arc::new(KafkaClient::new(cluster, tuning)));
+    Ok(Arc::new(Passive))
+}
+
+fn defaults(options: &KafkaOptions) -> HashMap<String, Start> {
+    options
+        .topics
+        .iter()
+        .flatten()
+        .filter_map(|topic| {
+            topic.default_offset.map(|offset| {
+                let start = match offset {
+                    DefaultOffset::Live => Start::Live,
+                    DefaultOffset::Historical => Start::Historical,
+                };
+                (topic.name.clone(), start)
+            })
+        })
+        .collect()
+}
+
+struct CacheServer {
+    cache: Arc<Cache>,
+    bootstrap: Vec<String>,
+}
+
+impl Binding for CacheServer {
+    fn start(&self, context: &StartContext) {
+        for topic in &self.bootstrap {
+            let cache = self.cache.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                // The broker may not be up yet: keep trying, as the cache would on demand.
+                let mut delay = Duration::from_millis(200);
+                while let Err(error) = cache.bootstrap(&topic).await {
+                    tracing::debug!(%topic, %error, "bootstrap fetch not started yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            });
+        }
+        let cache = self.cache.clone();
+        let retired = context.retired.clone();
+        let shutdown = context.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = retired.cancelled() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            cache.stop();
+        });
+    }
+}
+
+fn build_cache_server(
+    context: &mut BuildContext<'_>,
+    options: &KafkaOptions,
+) -> Result<Arc<dyn Binding>, BuildError> {
+    let Some(exit) = context.config().exit.clone() else {
+        return Err(BuildError::at(
+            "",
+            "a kafka cache_server needs an `exit` (a kafka client)",
+        ));
+    };
+    let upstream = context.exit::<Kafka>(&exit)?;
+    let properties = context.properties();
+    let tuning = CacheTuning {
+        partition_bytes: properties.u64(
+            "zilla.binding.kafka.cache.partition.bytes",
+            CacheTuning::default().partition_bytes as u64,
+        ) as usize,
+        fetch_max_wait_ms: properties
+            .millis(
+                "zilla.binding.kafka.client.fetch.max.wait.millis",
+                Duration::from_millis(CacheTuning::default().fetch_max_wait_ms as u64),
+            )
+            .as_millis() as i32,
+        fetch_max_bytes: CacheTuning::default().fetch_max_bytes,
+    };
+    let cache = Arc::new(Cache::new(upstream, defaults(options), tuning));
+    context.publish::<Kafka>(Arc::new(CacheHandler {
+        cache: cache.clone(),
+    }));
+    Ok(Arc::new(CacheServer {
+        cache,
+        bootstrap: options.bootstrap.clone().unwrap_or_default(),
+    }))
+}
+
+struct Topic(Option<Pattern>);
+
+/// Routes each operation by topic to a cache server, applying the topic's `defaultOffset`.
+struct CacheClient {
+    routes: Routes<Topic, (), Arc<dyn KafkaHandler>>,
+    defaults: HashMap<String, Start>,
+}
+
+impl CacheClient {
+    fn route(&self, topic: &str) -> Result<&Arc<dyn KafkaHandler>, StreamError> {
+        self.routes
+            .resolve(None, |condition| {
+                condition.0.as_ref().is_none_or(|p| p.matches(topic))
+            })
+            .map(|route| &route.exit)
+            .ok_or(StreamError::NoRoute)
+    }
+}
+
+impl KafkaHandler for CacheClient {
+    fn merged(&self, mut request: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+        Box::pin(async move {
+            if request.start == Start::Default {
+                if let Some(start) = self.defaults.get(&request.topic) {
+                    request.start = *start;
+                }
+            }
+            self.route(&request.topic)?.merged(request).await
+        })
+    }
+
+    fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+        Box::pin(async move { self.route(&request.topic)?.produce(request).await })
+    }
+
+    fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.route(&topic)?.metadata(&topic).await })
+    }
+
+    fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.route(&topic)?.describe(&topic).await })
+    }
+
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+        Box::pin(async move { self.route(&request.topic)?.fetch(request).await })
+    }
+
+    fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> BoxFuture<'_, Result<i64, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.route(&topic)?.list_offset(&topic, partition, spec).await })
+    }
+}
+
+fn build_cache_client(
+    context: &mut BuildContext<'_>,
+    options: &KafkaOptions,
+) -> Result<Arc<dyn Binding>, BuildError> {
+    let routes = context.routes::<Kafka, KafkaCondition, Topic, ()>(|condition| {
+        condition
+            .topic
+            .map(|topic| Pattern::compile(&topic, None))
+            .transpose()
+            .map(Topic)
+    })?;
+    if routes.is_empty() {
+        return Err(BuildError::at(
+            "",
+            "a kafka cache_client needs an `exit` or `routes` (to a cache_server)",
+        ));
+    }
+    context.publish::<Kafka>(Arc::new(CacheClient {
+        routes,
+        defaults: defaults(options),
+    }));
+    Ok(Arc::new(Passive))
+}

@@ -1,0 +1,592 @@
+//! The Kafka cache: `cache_server` fetches each topic-partition once per gateway and keeps its
+//! records in memory; every subscriber reads that shared log with its own cursor, so any
+//! number of subscribers cost one fetch per partition, and a slow subscriber only slows itself
+//! (the log is shared, never copied per subscriber). Filters are evaluated on the shared
+//! records; on compacted topics a replay skips records a later one with the same key replaced.
+//!
+//! Memory is bounded per partition (`zilla.binding.kafka.cache.partition.bytes`, default
+//! 64 MiB): past it, superseded records of compacted topics go first, then the oldest. A
+//! subscriber whose cursor falls behind what is kept continues from the oldest kept record.
+//! Records older than the topic's `retention.ms` are dropped as well.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use tokio::sync::{OnceCell, watch};
+use tokio_util::sync::CancellationToken;
+use zilla_engine::stream::{BoxFuture, StreamError};
+
+use crate::kind::{
+    FetchBatch, FetchRequest, Filter, KafkaHandler, MergedItem, MergedRequest, MergedStream,
+    Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start, TopicConfig,
+    TopicMetadata, passes,
+};
+
+/// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTuning {
+    /// Bytes kept per partition.
+    pub partition_bytes: usize,
+    /// Fetch max-wait toward the broker, in milliseconds.
+    pub fetch_max_wait_ms: i32,
+    /// Bytes per fetch.
+    pub fetch_max_bytes: i32,
+}
+
+impl Default for CacheTuning {
+    fn default() -> Self {
+        Self {
+            partition_bytes: 64 * 1024 * 1024,
+            fetch_max_wait_ms: 500,
+            fetch_max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Records read from the log per lock acquisition.
+const READ_CHUNK: usize = 256;
+
+/// Where a partition's fetch stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Fetched {
+    /// Whether at least one fetch answered.
+    ready: bool,
+    /// The next offset the cache will fetch.
+    next: i64,
+    /// The broker's high watermark at the last fetch.
+    high_watermark: i64,
+}
+
+#[derive(Default)]
+struct Log {
+    entries: VecDeque<Arc<Message>>,
+    bytes: usize,
+    /// Latest offset per key (compacted topics only).
+    latest: HashMap<Bytes, i64>,
+    /// The first offset a reader can still get (records before it were dropped or are not in
+    /// Kafka any more).
+    start: i64,
+}
+
+fn size_of(message: &Message) -> usize {
+    message.key.as_ref().map_or(0, Bytes::len)
+        + message.value.as_ref().map_or(0, Bytes::len)
+        + message
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+        + 64
+}
+
+impl Log {
+    fn append(&mut self, messages: Vec<Message>, compacted: bool) {
+        for message in messages {
+            if self
+                .entries
+                .back()
+                .is_some_and(|last| last.offset >= message.offset)
+            {
+                continue; // already have it (a refetch after reconnect)
+            }
+            if compacted {
+                if let Some(key) = &message.key {
+                    self.latest.insert(key.clone(), message.offset);
+                }
+            }
+            self.bytes += size_of(&message);
+            self.entries.push_back(Arc::new(message));
+        }
+    }
+
+    /// Drops records until the log fits `budget` and nothing is older than `retention_ms`.
+    fn trim(&mut self, budget: usize, compacted: bool, retention_ms: i64, now_ms: i64) {
+        if self.bytes > budget && compacted {
+            let latest = &self.latest;
+            let before = self.entries.len();
+            self.entries.retain(|entry| match &entry.key {
+                Some(key) => latest.get(key) == Some(&entry.offset),
+                None => true,
+            });
+            if self.entries.len() != before {
+                self.bytes = self.entries.iter().map(|e| size_of(e)).sum();
+            }
+        }
+        while let Some(front) = self.entries.front() {
+            let expired = retention_ms >= 0 && front.timestamp > 0
+                && now_ms - front.timestamp > retention_ms
+                && !compacted;
+            if self.bytes <= budget && !expired {
+                break;
+            }
+            self.bytes = self.bytes.saturating_sub(size_of(front));
+            let dropped = self.entries.pop_front();
+            if let Some(dropped) = dropped {
+                self.start = self.start.max(dropped.offset + 1);
+                if let Some(key) = &dropped.key {
+                    if self.latest.get(key) == Some(&dropped.offset) {
+                        self.latest.remove(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to [`READ_CHUNK`] records at or after `offset`.
+    fn read_from(&self, offset: i64) -> Vec<Arc<Message>> {
+        let index = self.entries.partition_point(|entry| entry.offset < offset);
+        self.entries
+            .range(index..)
+            .take(READ_CHUNK)
+            .cloned()
+            .collect()
+    }
+
+    fn superseded(&self, message: &Message) -> bool {
+        message
+            .key
+            .as_ref()
+            .and_then(|key| self.latest.get(key))
+            .is_some_and(|latest| *latest > message.offset)
+    }
+}
+
+struct PartitionCache {
+    id: i32,
+    log: RwLock<Log>,
+    fetched: watch::Sender<Fetched>,
+}
+
+struct TopicCache {
+    name: String,
+    config: TopicConfig,
+    partitions: Vec<Arc<PartitionCache>>,
+}
+
+/// The shared cache of a `cache_server` binding.
+pub struct Cache {
+    upstream: Arc<dyn KafkaHandler>,
+    topics: Mutex<HashMap<String, Arc<OnceCell<Arc<TopicCache>>>>>,
+    defaults: HashMap<String, Start>,
+    tuning: CacheTuning,
+    stopped: CancellationToken,
+}
+
+impl Cache {
+    /// A cache in front of `upstream`; `defaults` gives each topic's `defaultOffset`.
+    pub fn new(
+        upstream: Arc<dyn KafkaHandler>,
+        defaults: HashMap<String, Start>,
+        tuning: CacheTuning,
+    ) -> Self {
+        Self {
+            upstream,
+            topics: Mutex::new(HashMap::new()),
+            defaults,
+            tuning,
+            stopped: CancellationToken::new(),
+        }
+    }
+
+    /// Stops every fetch (the binding was retired or the gateway stops).
+    pub fn stop(&self) {
+        self.stopped.cancel();
+    }
+
+    /// Starts fetching `topic` now (a `bootstrap` topic).
+    pub async fn bootstrap(&self, topic: &str) -> Result<(), StreamError> {
+        self.topic(topic).await.map(|_| ())
+    }
+
+    async fn topic(&self, topic: &str) -> Result<Arc<TopicCache>, StreamError> {
+        let cell = {
+            let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            topics.entry(topic.to_owned()).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(|| async {
+                let metadata = self.upstream.metadata(topic).await?;
+                let config = self.upstream.describe(topic).await.unwrap_or_default();
+                let mut partitions = Vec::new();
+                for &id in &metadata.partitions {
+                    let start = self
+                        .upstream
+                        .list_offset(topic, id, OffsetSpec::Earliest)
+                        .await?;
+                    let (fetched, _) = watch::channel(Fetched::default());
+                    let partition = Arc::new(PartitionCache {
+                        id,
+                        log: RwLock::new(Log {
+                            start,
+                            ..Log::default()
+                        }),
+                        fetched,
+                    });
+                    tokio::spawn(fetch_partition(
+                        self.upstream.clone(),
+                        topic.to_owned(),
+                        config.clone(),
+                        partition.clone(),
+                        start,
+                        self.tuning,
+                        self.stopped.clone(),
+                    ));
+                    partitions.push(partition);
+                }
+                tracing::debug!(%topic, partitions = partitions.len(), compacted = config.compacted, "caching topic");
+                Ok::<_, StreamError>(Arc::new(TopicCache {
+                    name: topic.to_owned(),
+                    config,
+                    partitions,
+                }))
+            })
+            .await;
+        match result {
+            Ok(topic) => Ok(topic.clone()),
+            Err(error) => {
+                // Let the next subscriber try again (the topic may be created later).
+                self.topics
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(topic);
+                Err(error)
+            }
+        }
+    }
+
+    /// A merged read served from the cache.
+    pub async fn merged(&self, request: MergedRequest) -> Result<MergedStream, StreamError> {
+        let topic = self.topic(&request.topic).await?;
+        let start = match request.start {
+            Start::Default => self
+                .defaults
+                .get(&request.topic)
+                .copied()
+                .unwrap_or(Start::Historical),
+            other => other,
+        };
+        let mut receivers = Vec::new();
+        let mut cursors = Vec::new();
+        let mut targets = Vec::new();
+        for partition in &topic.partitions {
+            let mut receiver = partition.fetched.subscribe();
+            let fetched = *receiver
+                .wait_for(|fetched| fetched.ready)
+                .await
+                .map_err(|_| StreamError::Stopped)?;
+            let log_start = partition
+                .log
+                .read()
+                .map(|log| log.start)
+                .unwrap_or_default();
+            let given = request
+                .offsets
+                .iter()
+                .find(|offset| offset.partition == partition.id);
+            let cursor = match (given, start) {
+                (Some(given), _) => given.offset,
+                (None, Start::Live) => fetched.high_watermark,
+                (None, _) => log_start,
+            };
+            cursors.push(cursor);
+            targets.push(fetched.high_watermark);
+            receivers.push(receiver);
+        }
+        let reader = Reader {
+            latest_per_key: request.latest_per_key && topic.config.compacted,
+            topic,
+            cursors,
+            targets,
+            receivers,
+            filters: request.filters,
+            synced: false,
+            buffer: VecDeque::new(),
+            next_partition: 0,
+        };
+        Ok(Box::pin(stream::unfold(reader, Reader::next)))
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        self.stopped.cancel();
+    }
+}
+
+async fn fetch_partition(
+    upstream: Arc<dyn KafkaHandler>,
+    topic: String,
+    config: TopicConfig,
+    partition: Arc<PartitionCache>,
+    mut offset: i64,
+    tuning: CacheTuning,
+    stopped: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let request = FetchRequest {
+            topic: topic.clone(),
+            partition: partition.id,
+            offset,
+            max_wait_ms: tuning.fetch_max_wait_ms,
+            max_bytes: tuning.fetch_max_bytes,
+        };
+        let result = tokio::select! {
+            _ = stopped.cancelled() => return,
+            result = upstream.fetch(request) => result,
+        };
+        match result {
+            Ok(FetchBatch {
+                messages,
+                next_offset,
+                high_watermark,
+                log_start_offset,
+            }) => {
+                backoff = Duration::from_millis(50);
+                if let Ok(mut log) = partition.log.write() {
+                    if log.entries.is_empty() && log_start_offset > log.start {
+                        log.start = log_start_offset;
+                    }
+                    log.append(messages, config.compacted);
+                    log.trim(
+                        tuning.partition_bytes,
+                        config.compacted,
+                        config.retention_ms,
+                        now_millis(),
+                    );
+                }
+                offset = next_offset.max(offset);
+                partition.fetched.send_replace(Fetched {
+                    ready: true,
+                    next: offset,
+                    high_watermark: high_watermark.max(offset),
+                });
+            }
+            Err(error) => {
+                tracing::debug!(%topic, partition = partition.id, %error, "cache fetch failed; retrying");
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+struct Reader {
+    topic: Arc<TopicCache>,
+    cursors: Vec<i64>,
+    targets: Vec<i64>,
+    receivers: Vec<watch::Receiver<Fetched>>,
+    filters: Vec<Filter>,
+    latest_per_key: bool,
+    synced: bool,
+    buffer: VecDeque<(usize, Arc<Message>)>,
+    next_partition: usize,
+}
+
+impl Reader {
+    fn progress(&self) -> Arc<[PartitionOffset]> {
+        self.topic
+            .partitions
+            .iter()
+            .zip(&self.cursors)
+            .map(|(partition, offset)| PartitionOffset {
+                partition: partition.id,
+                offset: *offset,
+            })
+            .collect()
+    }
+
+    fn reached_targets(&self) -> bool {
+        self.cursors
+            .iter()
+            .zip(&self.targets)
+            .all(|(cursor, target)| cursor >= target)
+    }
+
+    /// Reads the next chunk of some partition into the buffer; false when nothing is new.
+    fn fill(&mut self) -> bool {
+        let count = self.topic.partitions.len();
+        for step in 0..count {
+            let index = (self.next_partition + step) % count;
+            let partition = &self.topic.partitions[index];
+            let fetched = *self.receivers[index].borrow_and_update();
+            let Ok(log) = partition.log.read() else {
+                continue;
+            };
+            let cursor = &mut self.cursors[index];
+            if *cursor < log.start {
+                tracing::warn!(topic = %self.topic.name, partition = partition.id, from = *cursor, to = log.start, "subscriber fell behind the cache; skipping ahead");
+                *cursor = log.start;
+            }
+            let chunk = log.read_from(*cursor);
+            if chunk.is_empty() {
+                // Nothing cached past the cursor: move over gaps up to what was fetched.
+                if fetched.next > *cursor {
+                    *cursor = fetched.next;
+                    self.next_partition = (index + 1) % count;
+                    return true;
+                }
+                continue;
+            }
+            let historical_end = self.targets[index];
+            for message in chunk {
+                let skip = self.latest_per_key
+                    && message.offset < historical_end
+                    && log.superseded(&message);
+                if skip {
+                    *cursor = message.offset + 1;
+                } else {
+                    self.buffer.push_back((index, message));
+                }
+            }
+            self.next_partition = (index + 1) % count;
+            return true;
+        }
+        false
+    }
+
+    async fn next(mut self) -> Option<(Result<MergedItem, StreamError>, Self)> {
+        loop {
+            if let Some((index, message)) = self.buffer.pop_front() {
+                self.cursors[index] = self.cursors[index].max(message.offset + 1);
+                if passes(&self.filters, &message) {
+                    let progress = self.progress();
+                    return Some((Ok(MergedItem::Message { message, progress }), self));
+                }
+                continue;
+            }
+            if !self.synced && self.reached_targets() {
+                self.synced = true;
+                let progress = self.progress();
+                return Some((Ok(MergedItem::Synced(progress)), self));
+            }
+            if self.fill() {
+                continue;
+            }
+            // Wait for any partition to fetch more.
+            if self.receivers.is_empty() {
+                return None;
+            }
+            let changes = self
+                .receivers
+                .iter_mut()
+                .map(|receiver| Box::pin(receiver.changed()));
+            let (changed, _, _) = futures_util::future::select_all(changes).await;
+            if changed.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// The cache's `kafka` handler: reads from the cache, everything else passes through.
+pub struct CacheHandler {
+    pub(crate) cache: Arc<Cache>,
+}
+
+impl CacheHandler {
+    /// The handler of `cache`.
+    pub fn new(cache: Arc<Cache>) -> Self {
+        Self { cache }
+    }
+}
+
+impl KafkaHandler for CacheHandler {
+    fn merged(&self, request: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+        Box::pin(self.cache.merged(request))
+    }
+
+    fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+        self.cache.upstream.produce(request)
+    }
+
+    fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
+        self.cache.upstream.metadata(topic)
+    }
+
+    fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {
+        self.cache.upstream.describe(topic)
+    }
+
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+        self.cache.upstream.fetch(request)
+    }
+
+    fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> BoxFuture<'_, Result<i64, StreamError>> {
+        self.cache.upstream.list_offset(topic, partition, spec)
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64, key: &str, value: Option<&str>) -> Message {
+        Message {
+            partition: 0,
+            offset,
+            timestamp: 0,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn compacted_log_knows_superseded_records_and_trims_them_first() {
+        let mut log = Log::default();
+        log.append(
+            vec![
+                message(0, "a", Some("1")),
+                message(1, "b", Some("1")),
+                message(2, "a", Some("2")),
+                message(3, "b", None),
+            ],
+            true,
+        );
+        assert!(log.superseded(&log.entries[0]));
+        assert!(!log.superseded(&log.entries[2]));
+        log.trim(0, true, -1, 0);
+        assert!(log.entries.is_empty());
+        let mut log = Log::default();
+        log.append(
+            vec![message(0, "a", Some("1")), message(1, "a", Some("2")), message(2, "c", Some("3"))],
+            true,
+        );
+        let budget = log.bytes - 1;
+        log.trim(budget, true, -1, 0);
+        let offsets: Vec<i64> = log.entries.iter().map(|e| e.offset).collect();
+        assert_eq!(offsets, vec![1, 2]);
+        assert_eq!(log.read_from(2).len(), 1);
+        log.append(vec![message(1, "x", Some("dup"))], true);
+        assert_eq!(log.entries.len(), 2, "refetched records are not duplicated");
+    }
+
+    #[test]
+    fn delete_policy_drops_oldest_over_budget() {
+        let mut log = Log::default();
+        log.append((0..10).map(|i| message(i, "k", Some("v"))).collect(), false);
+        let one = size_of(&log.entries[0]);
+        log.trim(one * 3, false, -1, 0);
+        assert_eq!(log.entries.len(), 3);
+        assert_eq!(log.start, 7);
+    }
+}

@@ -1,0 +1,381 @@
+//! The `client` kind: the `kafka` stream kind answered by talking to brokers through
+//! [`crate::wire::Cluster`], whose connections go through the binding's exit (a tcp or tls
+//! client). Produces to one partition are batched: records that arrive while a request is in
+//! flight go out together in the next one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use zilla_engine::stream::{BoxFuture, StreamError};
+
+use crate::kind::{
+    Acks, FetchBatch, FetchRequest, KafkaHandler, MergedRequest, MergedStream, Message,
+    OffsetSpec, ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
+};
+use crate::merged::{self, FetchTuning, PartitionReader};
+use crate::wire::{self, Cluster, KafkaError};
+
+/// Records per produce request at most.
+const MAX_BATCH_RECORDS: usize = 1024;
+/// Bytes per produce request at most (before compression).
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Records waiting per partition before producers wait.
+const PRODUCE_QUEUE: usize = 4096;
+
+/// Client tuning, from `zilla.binding.kafka.client.*` properties.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTuning {
+    /// `zilla.binding.kafka.client.fetch.max.wait.millis` (default 500).
+    pub fetch_max_wait: Duration,
+    /// `zilla.binding.kafka.client.fetch.max.bytes` (default 50 MiB).
+    pub fetch_max_bytes: i32,
+    /// `zilla.binding.kafka.client.produce.request.timeout.millis` (default 30 s).
+    pub produce_timeout: Duration,
+}
+
+impl Default for ClientTuning {
+    fn default() -> Self {
+        Self {
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 50 * 1024 * 1024,
+            produce_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+type Pending = (wire::Record, oneshot::Sender<Result<Option<i64>, StreamError>>);
+
+/// The `kafka` handler of a `client` binding.
+pub struct KafkaClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster: Cluster,
+    tuning: ClientTuning,
+    queues: Mutex<HashMap<(String, i32, AcksKey), mpsc::Sender<Pending>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AcksKey {
+    None,
+    Leader,
+    All,
+}
+
+impl From<Acks> for AcksKey {
+    fn from(acks: Acks) -> Self {
+        match acks {
+            Acks::None => AcksKey::None,
+            Acks::Leader => AcksKey::Leader,
+            Acks::All => AcksKey::All,
+        }
+    }
+}
+
+fn upstream(error: KafkaError) -> StreamError {
+    StreamError::Upstream(error.to_string())
+}
+
+impl KafkaClient {
+    /// A handler over `cluster`.
+    pub fn new(cluster: Cluster, tuning: ClientTuning) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cluster,
+                tuning,
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The cluster this client talks to.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+}
+
+impl Inner {
+    fn queue(self: &Arc<Self>, topic: &str, partition: i32, acks: Acks) -> mpsc::Sender<Pending> {
+        let key = (topic.to_owned(), partition, AcksKey::from(acks));
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(sender) = queues.get(&key).filter(|s| !s.is_closed()) {
+            return sender.clone();
+        }
+        let (sender, receiver) = mpsc::channel(PRODUCE_QUEUE);
+        queues.insert(key, sender.clone());
+        tokio::spawn(produce_loop(
+            Arc::downgrade(self),
+            topic.to_owned(),
+            partition,
+            acks,
+            receiver,
+        ));
+        sender
+    }
+}
+
+async fn produce_loop(
+    inner: std::sync::Weak<Inner>,
+    topic: String,
+    partition: i32,
+    acks: Acks,
+    mut receiver: mpsc::Receiver<Pending>,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch_bytes(&batch[0].0);
+        while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+            match receiver.try_recv() {
+                Ok(pending) => {
+                    bytes += batch_bytes(&pending.0);
+                    batch.push(pending);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let options = wire::ProduceOptions {
+            acks: match acks {
+                Acks::None => wire::Acks::None,
+                Acks::Leader => wire::Acks::Leader,
+                Acks::All => wire::Acks::All,
+            },
+            timeout: inner.tuning.produce_timeout,
+            ..wire::ProduceOptions::default()
+        };
+        let result = inner
+            .cluster
+            .produce(&topic, partition, &records, &options)
+            .await;
+        match result {
+            Ok(base) => {
+                for (index, reply) in replies.into_iter().enumerate() {
+                    let _ = reply.send(Ok(base.map(|base| base + index as i64)));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%topic, partition, %error, "produce failed");
+                let message = error.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StreamError::Upstream(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn batch_bytes(record: &wire::Record) -> usize {
+    record.key.as_ref().map_or(0, Bytes::len)
+        + record.value.as_ref().map_or(0, Bytes::len)
+        + record
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+        + 16
+}
+
+impl PartitionReader for Inner {
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+        Box::pin(async move {
+            let options = wire::FetchOptions {
+                max_wait: Duration::from_millis(request.max_wait_ms.max(0) as u64),
+                max_bytes: request.max_bytes,
+                partition_max_bytes: request.max_bytes,
+                ..wire::FetchOptions::default()
+            };
+            let partitions = [wire::FetchPartition {
+                partition: request.partition,
+                offset: request.offset,
+            }];
+            let fetched = self
+                .cluster
+                .fetch(&request.topic, &partitions, &options)
+                .await
+                .map_err(upstream)?;
+            let Some(partition) = fetched.into_iter().find(|p| p.partition == request.partition)
+            else {
+                return Err(StreamError::Upstream("fetch answered no partition".into()));
+            };
+            if partition.error == wire::ErrorCode::OFFSET_OUT_OF_RANGE {
+                // The offset is gone (retention) or not there yet: restart at the nearest end.
+                let earliest = self
+                    .cluster
+                    .list_offsets(
+                        &request.topic,
+                        request.partition,
+                        wire::OffsetSpec::Earliest,
+                        wire::Isolation::ReadUncommitted,
+                    )
+                    .await
+                    .map_err(upstream)?
+                    .offset;
+                return Ok(FetchBatch {
+                    messages: Vec::new(),
+                    next_offset: earliest.max(request.offset.min(partition.high_watermark)),
+                    high_watermark: partition.high_watermark,
+                    log_start_offset: earliest,
+                });
+            }
+            if !partition.error.is_ok() {
+                return Err(StreamError::Upstream(format!(
+                    "fetch {}/{}: error {}",
+                    request.topic, request.partition, partition.error.0
+                )));
+            }
+            let messages = partition
+                .records
+                .into_iter()
+                .map(|fetched| Message {
+                    partition: request.partition,
+                    offset: fetched.offset,
+                    timestamp: fetched.timestamp,
+                    key: fetched.key,
+                    value: fetched.value,
+                    headers: fetched.headers,
+                })
+                .collect();
+            Ok(FetchBatch {
+                messages,
+                next_offset: partition.next_offset,
+                high_watermark: partition.high_watermark,
+                log_start_offset: partition.log_start_offset,
+            })
+        })
+    }
+
+    fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let metadata = self.cluster.topic(&topic).await.map_err(upstream)?;
+            let mut partitions: Vec<i32> =
+                metadata.partitions.iter().map(|p| p.partition).collect();
+            partitions.sort_unstable();
+            Ok(TopicMetadata { partitions })
+        })
+    }
+
+    fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> BoxFuture<'_, Result<i64, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let spec = match spec {
+                OffsetSpec::Earliest => wire::OffsetSpec::Earliest,
+                OffsetSpec::Latest => wire::OffsetSpec::Latest,
+            };
+            Ok(self
+                .cluster
+                .list_offsets(&topic, partition, spec, wire::Isolation::ReadUncommitted)
+                .await
+                .map_err(upstream)?
+                .offset)
+        })
+    }
+}
+
+impl KafkaHandler for KafkaClient {
+    fn merged(&self, request: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+        let tuning = FetchTuning {
+            max_wait_ms: self.inner.tuning.fetch_max_wait.as_millis() as i32,
+            max_bytes: self.inner.tuning.fetch_max_bytes,
+        };
+        Box::pin(merged::open(self.inner.clone(), request, tuning))
+    }
+
+    fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+        Box::pin(async move {
+            let partition = match request.partition {
+                Some(partition) => partition,
+                None => {
+                    let key = request.hash_key.as_ref().or(request.key.as_ref());
+                    self.inner
+                        .cluster
+                        .partition_for(&request.topic, key.map(|k| k.as_ref()))
+                        .await
+                        .map_err(upstream)?
+                }
+            };
+            let record = wire::Record {
+                timestamp: request
+                    .timestamp
+                    .unwrap_or_else(|| now_millis()),
+                key: request.key,
+                value: request.value,
+                headers: request.headers,
+            };
+            let (reply, acked) = oneshot::channel();
+            self.inner
+                .queue(&request.topic, partition, request.acks)
+                .send((record, reply))
+                .await
+                .map_err(|_| StreamError::Stopped)?;
+            let offset = acked.await.map_err(|_| StreamError::Stopped)??;
+            Ok(ProduceAck { partition, offset })
+        })
+    }
+
+    fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
+        self.inner.metadata(topic)
+    }
+
+    fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move {
+            let configs = self
+                .inner
+                .cluster
+                .describe_configs(&topic)
+                .await
+                .map_err(upstream)?;
+            Ok(topic_config(&configs))
+        })
+    }
+
+    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+        PartitionReader::fetch(&*self.inner, request)
+    }
+
+    fn list_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> BoxFuture<'_, Result<i64, StreamError>> {
+        self.inner.list_offset(topic, partition, spec)
+    }
+}
+
+/// The configs that matter to readers, from a DescribeConfigs answer with defaults filled in.
+pub(crate) fn topic_config(configs: &wire::TopicConfigs) -> TopicConfig {
+    let value = |name: &str| configs.get(name).and_then(|entry| entry.value.as_deref());
+    let defaults = TopicConfig::default();
+    let policy = value("cleanup.policy").unwrap_or("delete");
+    TopicConfig {
+        compacted: policy.split(',').any(|p| p.trim() == "compact"),
+        deleting: policy.split(',').any(|p| p.trim() == "delete"),
+        retention_ms: value("retention.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.retention_ms),
+        max_message_bytes: value("max.message.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.max_message_bytes),
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! Typed options of the kafka binding, in Zilla's YAML shape (2.x, with the 1.x `sasl` form
+//! still accepted).
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// `options` of a kafka binding (every kind shares one shape, as in Zilla).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOptions {
+    /// client: bootstrap servers as `host:port`. Without it, brokers are reached through the
+    /// exit's own `host`/`port` options, as Zilla 1.x did.
+    pub servers: Option<Vec<String>>,
+    /// cache_server: topics fetched from start-up, even with no subscriber.
+    pub bootstrap: Option<Vec<String>>,
+    /// Per-topic settings.
+    pub topics: Option<Vec<TopicOptions>>,
+    /// client: SASL credentials (Zilla 1.x form).
+    pub sasl: Option<SaslOptions>,
+    /// client: SASL credentials from a guard (Zilla 2.x form):
+    /// `{<guard>: {credentials: {...}}}`.
+    pub authorization: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Deprecated in Zilla; accepted and ignored.
+    pub merged: Option<Vec<String>>,
+    /// Schema catalog references for topics (validation is configured, not yet enforced).
+    pub catalog: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Settings of one topic.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicOptions {
+    /// The topic name.
+    pub name: String,
+    /// Where subscribers that give no offset start: `live` or `historical` (default).
+    #[serde(rename = "defaultOffset")]
+    pub default_offset: Option<DefaultOffset>,
+    /// `none` (default) or `json_patch`.
+    #[serde(rename = "deltaType")]
+    pub delta_type: Option<DeltaType>,
+    /// The key's model.
+    pub key: Option<serde_json::Value>,
+    /// The value's model.
+    pub value: Option<serde_json::Value>,
+    /// Record transforms (extract-key, extract-headers).
+    pub transforms: Option<Vec<serde_json::Value>>,
+}
+
+/// `defaultOffset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultOffset {
+    /// From now on.
+    Live,
+    /// Everything retained.
+    Historical,
+}
+
+/// `deltaType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaType {
+    /// Whole values.
+    None,
+    /// JSON patches between values.
+    JsonPatch,
+}
+
+/// SASL credentials.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaslOptions {
+    /// `plain`, `scram-sha-1`, `scram-sha-256` or `scram-sha-512`.
+    pub mechanism: SaslMechanism,
+    /// The user.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+/// A SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum SaslMechanism {
+    /// PLAIN.
+    #[serde(rename = "plain")]
+    Plain,
+    /// SCRAM-SHA-1.
+    #[serde(rename = "scram-sha-1")]
+    ScramSha1,
+    /// SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+}
+
+/// A route condition of the cache kinds.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaCondition {
+    /// The topic, `*` and `{param}` wildcards allowed.
+    pub topic: Option<String>,
+}
+
+impl KafkaOptions {
+    /// The settings of `topic`, if configured.
+    pub fn topic(&self, topic: &str) -> Option<&TopicOptions> {
+        self.topics.as_ref()?.iter().find(|t| t.name == topic)
+    }
+}

@@ -1,0 +1,47 @@
+//! The `kafka` binding: Zilla's Kafka client, which the protocol-mapping bindings
+//! (`http-kafka`, `sse-kafka`, `mqtt-kafka`, `grpc-kafka`) use to produce to and fetch from a
+//! Kafka cluster.
+//!
+//! This crate holds the Kafka wire-protocol client the binding is built on, in [`wire`]:
+//! broker connections opened through the binding's exit (a `tcp` or `tls` client), API
+//! version negotiation, SASL, cluster metadata and leader routing, record batches with every
+//! Kafka compression codec, Kafka's partitioner, and the produce, fetch, offset, config,
+//! consumer-group and admin calls. See [`wire`] for the API versions used and the broker
+//! behaviours tolerated.
+//!
+//! The binding is configured the way Zilla's is:
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   kafka_client:
+//!     type: kafka
+//!     kind: client
+//!     options:
+//!       servers:
+//!         - localhost:9092
+//!     exit: tcp_client
+//!   tcp_client:
+//!     type: tcp
+//!     kind: client
+//! ```
+//!
+//! Options of the `client` kind: `servers` (bootstrap `host:port` list) and `authorization`
+//! (SASL `plain`, `scram-sha-256` or `scram-sha-512` credentials).
+
+pub mod wire;
+
+pub mod binding;
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod kind;
+mod merged;
+
+pub use binding::KafkaFactory;
+pub use kind::{Kafka, KafkaHandler};
+
+/// Registers the `kafka` binding type.
+pub fn register(registry: &mut zilla_engine::Registry) {
+    registry.binding(KafkaFactory);
+}
