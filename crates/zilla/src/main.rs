@@ -70,7 +70,7 @@ struct StartArgs {
     /// Prints the loaded config.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
-    /// Shows error causes in full.
+    /// Logs the cause of every failed stream (debug level, unless `RUST_LOG` says otherwise).
     #[arg(short = 'e', long = "exception-traces")]
     exception_traces: bool,
     #[command(flatten)]
@@ -174,8 +174,10 @@ fn config_path(args: &StartArgs, properties: &Properties) -> PathBuf {
 
 fn start(args: StartArgs) -> Result<ExitCode> {
     let properties = properties(&args.engine)?;
+    // `-e` logs why each stream failed (those records are at debug level).
+    let default_filter = if args.exception_traces { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
