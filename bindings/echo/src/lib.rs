@@ -1,6 +1,10 @@
 //! The `echo` binding: a `server` that writes back every byte it reads, then ends its side
 //! when the peer ends theirs. Useful as the end of a pipeline to test what is in front of it.
 //!
+//! It also answers `http` exchanges: status 200, the request body streamed back as the
+//! response body, and the request's `content-type` (and `content-length`, when known) copied.
+//! Behind a `ws` server it reflects every WebSocket message, close code included.
+//!
 //! ```yaml
 //! name: example
 //! bindings:
@@ -15,11 +19,32 @@
 //!     kind: server
 //! ```
 //!
-//! No options, no routes, no exit.
+//! No options, no routes, no exit. Behind an `http` server:
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   tcp_server:
+//!     type: tcp
+//!     kind: server
+//!     options:
+//!       port: 8080
+//!     exit: http_server
+//!   http_server:
+//!     type: http
+//!     kind: server
+//!     exit: echo_server
+//!   echo_server:
+//!     type: echo
+//!     kind: server
+//! ```
 
 use std::sync::Arc;
 
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::io::AsyncWriteExt;
+use zilla_binding_http::{Http, HttpHandler};
+use zilla_binding_ws::{Ws, WsEcho};
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
 use zilla_engine::stream::{
     BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo, connect_via_accept,
@@ -45,7 +70,7 @@ impl BindingFactory for EchoFactory {
     }
 
     fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
-        &["bytes"]
+        &["bytes", "http", "ws"]
     }
 
     fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
@@ -59,6 +84,8 @@ impl BindingFactory for EchoFactory {
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
         let echo = Arc::new(Echo);
         context.publish::<Bytes>(echo.clone());
+        context.publish::<Http>(echo.clone());
+        context.publish::<Ws>(Arc::new(WsEcho));
         Ok(echo)
     }
 }
@@ -84,6 +111,24 @@ impl BytesHandler for Echo {
     }
 }
 
+impl HttpHandler for Echo {
+    fn handle(
+        &self,
+        request: zilla_binding_http::Request,
+    ) -> BoxFuture<'_, Result<zilla_binding_http::Response, StreamError>> {
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let mut response = zilla_binding_http::Response::new(body);
+            for name in [CONTENT_TYPE, CONTENT_LENGTH] {
+                if let Some(value) = parts.headers.get(&name) {
+                    response.headers_mut().insert(name, value.clone());
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +148,24 @@ mod tests {
         read.read_to_end(&mut echoed).await.unwrap();
         assert_eq!(echoed, b"hello");
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn reflects_http_exchanges() {
+        use http_body_util::BodyExt;
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("/anything")
+            .header("content-type", "text/plain")
+            .header("x-other", "not copied")
+            .body(zilla_binding_http::kind::full("hello"))
+            .unwrap();
+        let response = Echo.handle(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/plain");
+        assert!(!response.headers().contains_key("x-other"));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello");
     }
 
     #[tokio::test]

@@ -166,8 +166,14 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(pseudo_header(&request, ":method").as_deref(), Some("POST"));
-        assert_eq!(pseudo_header(&request, ":path").as_deref(), Some("/items?x=1"));
-        assert_eq!(pseudo_header(&request, ":authority").as_deref(), Some("example.com:8080"));
+        assert_eq!(
+            pseudo_header(&request, ":path").as_deref(),
+            Some("/items?x=1")
+        );
+        assert_eq!(
+            pseudo_header(&request, ":authority").as_deref(),
+            Some("example.com:8080")
+        );
         assert_eq!(pseudo_header(&request, ":scheme").as_deref(), Some("http"));
         assert_eq!(pseudo_header(&request, "accept").as_deref(), Some("a, b"));
         request.extensions_mut().insert(StreamInfo {
@@ -179,7 +185,10 @@ mod tests {
             .uri("https://example.org/x")
             .body(())
             .unwrap();
-        assert_eq!(pseudo_header(&h2, ":authority").as_deref(), Some("example.org"));
+        assert_eq!(
+            pseudo_header(&h2, ":authority").as_deref(),
+            Some("example.org")
+        );
         assert_eq!(pseudo_header(&h2, ":scheme").as_deref(), Some("https"));
     }
 }

@@ -1,0 +1,371 @@
+//! Body wrappers: the request body limit (413) and the `http.*` metrics, recorded as bodies
+//! stream through without buffering.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use zilla_engine::metrics::{BindingMetrics, Gauge, HistogramHandle};
+
+use crate::kind::{Body, BodyError};
+
+/// The `http.*` metrics of one binding; each is `None` unless the config enables it.
+#[derive(Debug, Clone, Default)]
+pub struct HttpMetrics {
+    request_size: Option<HistogramHandle>,
+    response_size: Option<HistogramHandle>,
+    active: Option<Gauge>,
+    duration: Option<HistogramHandle>,
+}
+
+impl HttpMetrics {
+    /// The handles `metrics` enables.
+    pub fn new(metrics: &BindingMetrics) -> Self {
+        Self {
+            request_size: metrics.histogram("http.request.size"),
+            response_size: metrics.histogram("http.response.size"),
+            active: metrics.gauge("http.active.requests"),
+            duration: metrics.histogram("http.duration"),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.request_size.is_none()
+            && self.response_size.is_none()
+            && self.active.is_none()
+            && self.duration.is_none()
+    }
+
+    /// Starts recording one exchange; `None` when nothing is enabled.
+    pub fn start(self: &Arc<Self>) -> Option<ExchangeRecord> {
+        if self.is_empty() {
+            return None;
+        }
+        if let Some(active) = &self.active {
+            active.add(1);
+        }
+        Some(ExchangeRecord {
+            metrics: self.clone(),
+            started: Instant::now(),
+        })
+    }
+}
+
+/// One exchange being recorded. Finishing it (or dropping it) records the response size and
+/// the duration and ends the active request.
+#[derive(Debug)]
+pub struct ExchangeRecord {
+    metrics: Arc<HttpMetrics>,
+    started: Instant,
+}
+
+impl ExchangeRecord {
+    /// Wraps the request body to record its size.
+    pub fn request_body(&self, body: Body) -> Body {
+        match &self.metrics.request_size {
+            None => body,
+            Some(histogram) => Counted {
+                inner: body,
+                bytes: 0,
+                on_end: Some(RecordSize(histogram.clone())),
+            }
+            .boxed(),
+        }
+    }
+
+    /// Wraps the response body so that its end finishes this record.
+    pub fn response_body(self, body: Body) -> Body {
+        Counted {
+            inner: body,
+            bytes: 0,
+            on_end: Some(self),
+        }
+        .boxed()
+    }
+}
+
+/// What to do with a body's byte count at its end.
+trait OnEnd: Send + Unpin + 'static {
+    fn end(self, bytes: u64);
+}
+
+struct RecordSize(HistogramHandle);
+
+impl OnEnd for RecordSize {
+    fn end(self, bytes: u64) {
+        self.0.record(bytes);
+    }
+}
+
+impl OnEnd for ExchangeRecord {
+    fn end(self, bytes: u64) {
+        if let Some(size) = &self.metrics.response_size {
+            size.record(bytes);
+        }
+        if let Some(duration) = &self.metrics.duration {
+            duration.record(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        }
+        if let Some(active) = &self.metrics.active {
+            active.add(-1);
+        }
+    }
+}
+
+/// Counts data bytes and reports them once, at the end of the body or when it is dropped.
+struct Counted<E: OnEnd> {
+    inner: Body,
+    bytes: u64,
+    on_end: Option<E>,
+}
+
+impl<E: OnEnd> Counted<E> {
+    fn boxed(self) -> Body {
+        crate::kind::boxed(self)
+    }
+
+    fn finish(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end.end(self.bytes);
+        }
+    }
+}
+
+impl<E: OnEnd> Drop for Counted<E> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<E: OnEnd> HttpBody for Counted<E> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The request body was longer than the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body longer than {0} bytes")]
+pub struct TooLarge(pub u64);
+
+/// Fails a body that grows past `limit` bytes, and says so in `exceeded`, so that the
+/// exchange can be answered with 413 if its response has not started.
+pub fn limited(body: Body, limit: u64, exceeded: Arc<AtomicBool>) -> Body {
+    crate::kind::boxed(Limited {
+        inner: body,
+        remaining: limit,
+        limit,
+        exceeded,
+    })
+}
+
+struct Limited {
+    inner: Body,
+    remaining: u64,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl HttpBody for Limited {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            let length = data.len() as u64;
+            if length > self.remaining {
+                self.exceeded.store(true, Ordering::Release);
+                return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
+            }
+            self.remaining -= length;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body` with `first` (a frame already read from it) put back in front.
+pub fn prepend(first: Result<Frame<Bytes>, BodyError>, body: Body) -> Body {
+    crate::kind::boxed(Prepended {
+        first: Some(first),
+        rest: body,
+    })
+}
+
+struct Prepended {
+    first: Option<Result<Frame<Bytes>, BodyError>>,
+    rest: Body,
+}
+
+impl HttpBody for Prepended {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.first.take() {
+            Some(first) => Poll::Ready(Some(first)),
+            None => Pin::new(&mut self.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let length = match &self.first {
+            Some(Ok(first)) => first.data_ref().map_or(0, |data| data.len() as u64),
+            _ => 0,
+        };
+        let mut hint = SizeHint::new();
+        // Upper first: a lower bound above the upper one is refused.
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(length));
+        }
+        hint.set_lower(rest.lower().saturating_add(length));
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::BTreeMap;
+    use zilla_engine::config::model::QualifiedName;
+    use zilla_engine::metrics::{Metric, Metrics};
+
+    fn stream(chunks: &[&'static [u8]]) -> Body {
+        let frames: Vec<Result<Frame<Bytes>, BodyError>> = chunks
+            .iter()
+            .map(|chunk| Ok(Frame::data(Bytes::from_static(chunk))))
+            .collect();
+        crate::kind::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+    }
+
+    #[tokio::test]
+    async fn limit_fails_the_body_past_the_limit() {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = limited(stream(&[b"12345", b"678"]), 8, exceeded.clone());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "12345678");
+        assert!(!exceeded.load(Ordering::Acquire));
+        let body = limited(stream(&[b"12345", b"6789"]), 8, exceeded.clone());
+        let error = body.collect().await.unwrap_err();
+        assert!(error.to_string().contains("longer than 8"));
+        assert!(exceeded.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn metrics_record_sizes_duration_and_active() {
+        let metrics = Metrics::default();
+        let all = [
+            "http.request.size",
+            "http.response.size",
+            "http.active.requests",
+            "http.duration",
+        ];
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            all.iter().map(|m| (*m).to_owned()).collect(),
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
+        let http = Arc::new(HttpMetrics::new(&binding));
+        let record = http.start().unwrap();
+        let request = record.request_body(stream(&[b"abc", b"de"]));
+        let response = record.response_body(stream(&[b"0123456789"]));
+        let value = |name: &str| -> String {
+            metrics
+                .table()
+                .lines()
+                .find(|line| line.contains(name))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(value("http.active.requests").ends_with(" 1"));
+        assert_eq!(request.collect().await.unwrap().to_bytes(), "abcde");
+        assert_eq!(response.collect().await.unwrap().to_bytes(), "0123456789");
+        assert!(value("http.active.requests").ends_with(" 0"));
+        assert!(value("http.request.size").ends_with("count=1 sum=5"));
+        assert!(value("http.response.size").ends_with("count=1 sum=10"));
+        let duration = metrics
+            .snapshot()
+            .into_iter()
+            .find(|(_, _, name, _)| *name == "http.duration")
+            .unwrap();
+        let Metric::Histogram(histogram) = &*duration.3 else {
+            panic!("a histogram")
+        };
+        assert_eq!(histogram.count.load(Ordering::Relaxed), 1);
+
+        // A response dropped unread still ends the request.
+        let record = http.start().unwrap();
+        drop(record.response_body(stream(&[b"x"])));
+        assert!(value("http.active.requests").ends_with(" 0"));
+        assert!(value("http.response.size").ends_with("count=2 sum=10"));
+    }
+
+    #[tokio::test]
+    async fn prepended_frames_come_first() {
+        let mut body = stream(&[b"ab", b"cd"]);
+        let first = body.frame().await.unwrap();
+        let body = prepend(first, body);
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
+        let mut exact = crate::kind::full("abcd");
+        let first = exact.frame().await.unwrap();
+        let exact = prepend(first, exact);
+        assert_eq!(exact.size_hint().exact(), Some(4));
+        assert_eq!(exact.collect().await.unwrap().to_bytes(), "abcd");
+    }
+
+    #[test]
+    fn nothing_enabled_records_nothing() {
+        assert!(Arc::new(HttpMetrics::default()).start().is_none());
+    }
+}

@@ -1,0 +1,443 @@
+//! The http `client`: sends each exchange to its origin through the exit's byte streams,
+//! keeping a pool of open connections per origin.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{StatusCode, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use zilla_engine::binding::{Binding, BuildContext, BuildError};
+use zilla_engine::guard::Authorization;
+use zilla_engine::stream::{AsyncIo, BoxFuture, Bytes, BytesHandler, StreamError, StreamInfo};
+
+use crate::body::HttpMetrics;
+use crate::config::{HttpClientOptions, HttpVersion};
+use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header};
+use crate::limits::Limits;
+use crate::route::{Miss, Overrides, Router};
+
+type OriginClient = Client<Connector, kind::Body>;
+
+/// A built http client.
+pub struct HttpClient {
+    router: Router<OriginClient>,
+    user_agent: Option<http::HeaderValue>,
+    metrics: Arc<HttpMetrics>,
+}
+
+impl HttpClient {
+    /// Builds the client and publishes its `http` handler.
+    pub fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: HttpClientOptions = context.options()?;
+        if options
+            .authorization
+            .as_ref()
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Err(BuildError::at(
+                "options.authorization",
+                "injecting guard credentials into client requests is not supported by this build",
+            ));
+        }
+        if options
+            .requests
+            .as_ref()
+            .is_some_and(|requests| !requests.is_empty())
+        {
+            return Err(BuildError::at(
+                "options.requests",
+                "response validation with models is not supported by this build",
+            ));
+        }
+        let versions = options.versions.clone().unwrap_or_default();
+        let h1 = versions.is_empty() || versions.contains(&HttpVersion::Http11);
+        let h2 = versions.is_empty() || versions.contains(&HttpVersion::H2);
+        let alpn: Vec<String> = match (h1, h2) {
+            (true, true) => vec!["h2".into(), "http/1.1".into()],
+            (false, true) => vec!["h2".into()],
+            _ => vec!["http/1.1".into()],
+        };
+        let limits = Limits::from_properties(context.properties());
+        let overrides = Overrides::compile(options.overrides.as_ref())
+            .map_err(|message| BuildError::at("options.overrides", message))?;
+        // Routes to the same exit share one pool.
+        let clients: RefCell<HashMap<String, OriginClient>> = RefCell::new(HashMap::new());
+        let router = Router::build(
+            context.config(),
+            |exit| {
+                if let Some(client) = clients.borrow().get(exit) {
+                    return Ok(client.clone());
+                }
+                let handler = context.exit::<Bytes>(exit)?;
+                let connector = Connector {
+                    exit: handler,
+                    alpn: Arc::new(alpn.clone()),
+                };
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(limits.client_idle_timeout)
+                    .http2_only(h2 && !h1)
+                    .http2_max_header_list_size(limits.max_header_list_size)
+                    .http2_adaptive_window(true);
+                let client = builder.build(connector);
+                clients.borrow_mut().insert(exit.to_owned(), client.clone());
+                Ok(client)
+            },
+            &overrides,
+        )?;
+        if router.is_empty() {
+            return Err(BuildError::at(
+                "",
+                "an http client needs an `exit` or `routes` with exits",
+            ));
+        }
+        let client = Arc::new(HttpClient {
+            router,
+            user_agent: limits.user_agent_header.clone(),
+            metrics: Arc::new(HttpMetrics::new(&context.metrics())),
+        });
+        context.publish::<Http>(client.clone());
+        Ok(client)
+    }
+
+    async fn send(&self, mut request: Request) -> Result<Response, StreamError> {
+        let authorization = request.extensions_mut().remove::<Authorization>();
+        let routed = self
+            .router
+            .resolve(&request, authorization.as_ref())
+            .map_err(|miss| match miss {
+                Miss::NoRoute => StreamError::NoRoute,
+                Miss::Guarded => StreamError::Unauthorized,
+            })?;
+        if !routed.overrides.is_empty() {
+            let context = self
+                .router
+                .context(&routed.captures, authorization.as_ref());
+            routed
+                .overrides
+                .apply(&mut request, &context)
+                .map_err(StreamError::Protocol)?;
+        }
+        let upgrade = is_upgrade(request.headers());
+        // An upgrade coming from a server binding: this binding joins the two upgraded
+        // connections once the origin switches protocols.
+        let inbound = if upgrade {
+            request.extensions_mut().remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let mut request = outgoing(request, upgrade)?;
+        if let Some(user_agent) = &self.user_agent {
+            request
+                .headers_mut()
+                .entry(USER_AGENT)
+                .or_insert_with(|| user_agent.clone());
+        }
+        let record = self.metrics.start();
+        if let Some(record) = &record {
+            request = request.map(|body| record.request_body(body));
+        }
+        let mut response = routed
+            .exit
+            .request(request)
+            .await
+            .map_err(|error| StreamError::Upstream(describe(&error)))?;
+        let switched = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switched && let Some(inbound) = inbound {
+            let outbound = hyper::upgrade::on(&mut response);
+            tokio::spawn(join_upgraded(inbound, outbound));
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, switched);
+        let body = kind::boxed(body);
+        let body = match record {
+            Some(record) => record.response_body(body),
+            None => body,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl Binding for HttpClient {}
+
+impl HttpHandler for HttpClient {
+    fn handle(&self, request: Request) -> BoxFuture<'_, Result<Response, StreamError>> {
+        Box::pin(self.send(request))
+    }
+}
+
+/// Copies between the two sides of an upgraded connection until both end.
+async fn join_upgraded(inbound: OnUpgrade, outbound: OnUpgrade) {
+    match tokio::join!(inbound, outbound) {
+        (Ok(inbound), Ok(outbound)) => {
+            let mut inbound = TokioIo::new(inbound);
+            let mut outbound = TokioIo::new(outbound);
+            if let Err(error) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                tracing::debug!(%error, "upgraded connection ended");
+            }
+        }
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::debug!(%error, "upgrade not completed");
+        }
+    }
+}
+
+/// Whether the request asks to switch protocols (`connection: upgrade` with `upgrade`).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The request as sent to the origin: an absolute URI (the pool is keyed by its scheme and
+/// authority), HTTP/1.1 as the version asked for (HTTP/2 is used when the connection speaks
+/// it), and no hop-by-hop headers but those of an `upgrade`.
+fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
+    let scheme = match pseudo_header(&request, ":scheme").as_deref() {
+        Some("https") => Scheme::HTTPS,
+        _ => Scheme::HTTP,
+    };
+    let authority: Authority = pseudo_header(&request, ":authority")
+        .ok_or_else(|| StreamError::Protocol("the request names no :authority".into()))?
+        .parse()
+        .map_err(|_| StreamError::Protocol("the request's :authority is not valid".into()))?;
+    let path = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|error| StreamError::Protocol(error.to_string()))?;
+    let (mut parts, body) = request.into_parts();
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // The authority travels in the URI: HTTP/1.1 writes it as `host`, HTTP/2 as `:authority`
+    // (an HTTP/2 origin may refuse both at once).
+    parts.headers.remove(header::HOST);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Removes headers that describe one connection rather than the message (RFC 9110 §7.6.1),
+/// keeping `te: trailers`, which HTTP/2 allows and gRPC needs, and, for an upgrade,
+/// `connection: upgrade` and `upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    let trailers_only = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !trailers_only {
+        headers.remove(header::TE);
+    }
+}
+
+/// An error with its causes, which hyper keeps in its source chain.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Opens origin connections through the exit.
+#[derive(Clone)]
+pub struct Connector {
+    exit: Arc<dyn BytesHandler>,
+    alpn: Arc<Vec<String>>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = OriginIo;
+    type Error = StreamError;
+    type Future = BoxFuture<'static, Result<OriginIo, StreamError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let exit = self.exit.clone();
+        let alpn = self.alpn.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| StreamError::Protocol(format!("`{uri}` names no host")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+            let info = StreamInfo {
+                authority: Some(host.to_owned()),
+                port: Some(port),
+                alpn: alpn.as_ref().clone(),
+                ..StreamInfo::default()
+            };
+            let stream = exit.connect(info).await?;
+            // Only a TLS handshake negotiates; a plain transport just hands our offer back.
+            let h2 = stream.info.secure && stream.info.alpn.as_slice() == ["h2"];
+            Ok(OriginIo {
+                io: TokioIo::new(stream.io),
+                h2,
+            })
+        })
+    }
+}
+
+/// A connection to an origin.
+pub struct OriginIo {
+    io: TokioIo<Box<dyn AsyncIo>>,
+    h2: bool,
+}
+
+impl Connection for OriginIo {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for OriginIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for OriginIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outgoing_requests_are_absolute_and_clean() {
+        let request = http::Request::builder()
+            .uri("/items?x=1")
+            .version(Version::HTTP_10)
+            .header("host", "origin.test:8080")
+            .header("connection", "keep-alive, x-private")
+            .header("x-private", "1")
+            .header("keep-alive", "timeout=5")
+            .header("transfer-encoding", "chunked")
+            .header("te", "trailers")
+            .header("x-kept", "1")
+            .body(kind::empty())
+            .unwrap();
+        let sent = outgoing(request, false).unwrap();
+        assert_eq!(sent.uri().to_string(), "http://origin.test:8080/items?x=1");
+        assert_eq!(sent.version(), Version::HTTP_11);
+        let mut names: Vec<&str> = sent.headers().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["te", "x-kept"]);
+        let h2 = http::Request::builder()
+            .uri("https://origin.test/a")
+            .version(Version::HTTP_2)
+            .header("te", "gzip")
+            .body(kind::empty())
+            .unwrap();
+        let sent = outgoing(h2, false).unwrap();
+        assert_eq!(sent.uri().to_string(), "https://origin.test/a");
+        assert!(sent.headers().is_empty());
+        let nowhere = http::Request::builder()
+            .uri("/")
+            .body(kind::empty())
+            .unwrap();
+        assert!(outgoing(nowhere, false).is_err());
+        let upgrade = http::Request::builder()
+            .uri("/chat")
+            .header("host", "origin.test")
+            .header("connection", "Upgrade, keep-alive")
+            .header("upgrade", "websocket")
+            .body(kind::empty())
+            .unwrap();
+        assert!(is_upgrade(upgrade.headers()));
+        let sent = outgoing(upgrade, true).unwrap();
+        assert_eq!(sent.headers()["connection"], "upgrade");
+        assert_eq!(sent.headers()["upgrade"], "websocket");
+    }
+}

@@ -1,0 +1,453 @@
+//! The http `server`: serves each byte stream with HTTP/1.1 or HTTP/2 and hands every
+//! exchange to the first route that takes it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes as Chunk;
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, SERVER};
+use http::{StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio_util::sync::CancellationToken;
+use zilla_engine::binding::{Binding, BuildContext, BuildError, StartContext};
+use zilla_engine::events::Events;
+use zilla_engine::guard::{Authorization, Guard};
+use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
+
+use crate::body::{ExchangeRecord, HttpMetrics, limited, prepend};
+use crate::config::{HttpServerOptions, HttpVersion};
+use crate::cors::{AccessControl, Decoration, Verdict};
+use crate::credentials::Credentials;
+use crate::io::{Rewind, Sniffed, sniff};
+use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
+use crate::limits::Limits;
+use crate::route::{Miss, Overrides, Router};
+
+/// Raised for every request the server routes, as Zilla does.
+pub const REQUEST_ACCEPTED: &str = "BINDING_HTTP_REQUEST_ACCEPTED";
+
+/// The guard of `options.authorization`.
+struct GuardHook {
+    name: String,
+    guard: Arc<dyn Guard>,
+    credentials: Credentials,
+}
+
+/// Which versions may be spoken.
+#[derive(Debug, Clone, Copy)]
+struct Versions {
+    h1: bool,
+    h2: bool,
+}
+
+impl Versions {
+    fn of(versions: Option<&[HttpVersion]>) -> Self {
+        match versions {
+            None => Self { h1: true, h2: true },
+            Some(versions) => Self {
+                h1: versions.contains(&HttpVersion::Http11),
+                h2: versions.contains(&HttpVersion::H2),
+            },
+        }
+    }
+}
+
+/// Tokens that end connections: a reload retiring the binding cuts them, a shutdown lets
+/// them finish their exchanges.
+#[derive(Debug, Clone, Default)]
+struct Lifecycle {
+    retired: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+struct Shared {
+    qname: String,
+    router: Router<Arc<dyn HttpHandler>>,
+    access: AccessControl,
+    guard: Option<GuardHook>,
+    versions: Versions,
+    limits: Limits,
+    metrics: Arc<HttpMetrics>,
+    events: Events,
+    lifecycle: OnceLock<Lifecycle>,
+}
+
+/// A built http server.
+pub struct HttpServer {
+    shared: Arc<Shared>,
+}
+
+impl HttpServer {
+    /// Builds the server and publishes its `bytes` handler.
+    pub fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: HttpServerOptions = context.options()?;
+        if options
+            .requests
+            .as_ref()
+            .is_some_and(|requests| !requests.is_empty())
+        {
+            return Err(BuildError::at(
+                "options.requests",
+                "request validation with models is not supported by this build",
+            ));
+        }
+        let versions = Versions::of(options.versions.as_deref());
+        if !versions.h1 && !versions.h2 {
+            return Err(BuildError::at(
+                "options.versions",
+                "no version to serve: list `http/1.1`, `h2` or both",
+            ));
+        }
+        let overrides = Overrides::compile(options.overrides.as_ref())
+            .map_err(|message| BuildError::at("options.overrides", message))?;
+        let router = Router::build(
+            context.config(),
+            |exit| context.exit::<Http>(exit),
+            &overrides,
+        )?;
+        if router.is_empty() {
+            return Err(BuildError::at(
+                "",
+                "an http server needs an `exit` or `routes` with exits",
+            ));
+        }
+        let guard = match options.authorization.as_ref().and_then(|a| a.iter().next()) {
+            None => None,
+            Some((name, authorization)) => {
+                let (qualified, guard) = context.guard(name).map_err(|mut error| {
+                    error.path = format!("options.authorization.{name}");
+                    error
+                })?;
+                let credentials =
+                    Credentials::compile(&authorization.credentials).map_err(|message| {
+                        BuildError::at(format!("options.authorization.{name}.credentials"), message)
+                    })?;
+                Some(GuardHook {
+                    name: qualified,
+                    guard,
+                    credentials,
+                })
+            }
+        };
+        let shared = Arc::new(Shared {
+            qname: context.name().to_string(),
+            router,
+            access: options
+                .access_control
+                .as_ref()
+                .map(AccessControl::compile)
+                .unwrap_or_default(),
+            guard,
+            versions,
+            limits: Limits::from_properties(context.properties()),
+            metrics: Arc::new(HttpMetrics::new(&context.metrics())),
+            events: context.events().clone(),
+            lifecycle: OnceLock::new(),
+        });
+        let server = Arc::new(HttpServer { shared });
+        context.publish::<Bytes>(server.clone());
+        Ok(server)
+    }
+}
+
+impl Binding for HttpServer {
+    fn start(&self, context: &StartContext) {
+        let _ = self.shared.lifecycle.set(Lifecycle {
+            retired: context.retired.clone(),
+            shutdown: context.shutdown.clone(),
+        });
+    }
+}
+
+impl BytesHandler for HttpServer {
+    fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(self.shared.clone().serve(stream))
+    }
+
+    fn connect(&self, info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+        let handler: Arc<dyn BytesHandler> = Arc::new(HttpServer {
+            shared: self.shared.clone(),
+        });
+        Box::pin(async move { zilla_engine::stream::connect_via_accept(handler, info) })
+    }
+}
+
+/// The protocol a connection is served with.
+enum Protocol {
+    H1,
+    H2,
+}
+
+impl Shared {
+    async fn serve(self: Arc<Self>, stream: ByteStream) -> Result<(), StreamError> {
+        let ByteStream { mut io, info } = stream;
+        let negotiated = if info.secure {
+            info.alpn.first().map(String::as_str)
+        } else {
+            None
+        };
+        let (protocol, prefix) = match negotiated {
+            Some("h2") if self.versions.h2 => (Protocol::H2, Chunk::new()),
+            Some("http/1.1") if self.versions.h1 => (Protocol::H1, Chunk::new()),
+            _ => {
+                let sniffed =
+                    tokio::time::timeout(self.limits.header_read_timeout, sniff(&mut io)).await;
+                let Ok(sniffed) = sniffed else {
+                    tracing::debug!(binding = %self.qname, "nothing received in time: closing");
+                    return Ok(());
+                };
+                match sniffed? {
+                    (Sniffed::Closed, _) => return Ok(()),
+                    (Sniffed::H2, prefix) if self.versions.h2 => (Protocol::H2, prefix),
+                    (_, prefix) if self.versions.h1 => (Protocol::H1, prefix),
+                    _ => {
+                        tracing::debug!(binding = %self.qname, "version not served: closing");
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let lifecycle = self.lifecycle.get().cloned().unwrap_or_default();
+        let io = TokioIo::new(Rewind::new(prefix, io));
+        let info = Arc::new(info);
+        let shared = self.clone();
+        let service = service_fn(move |request: hyper::Request<Incoming>| {
+            let shared = shared.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(shared.exchange(request, &info).await) }
+        });
+        let limits = &self.limits;
+        let result = match protocol {
+            Protocol::H1 => {
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .max_header_size(limits.max_header_list_size as usize)
+                    // Not `pipeline_flush`: with it, hyper drops the 400 it owes a malformed
+                    // request.
+                    .keep_alive(true);
+                let connection = builder.serve_connection(io, service).with_upgrades();
+                drive(connection, &lifecycle).await
+            }
+            Protocol::H2 => {
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                // Extended CONNECT (RFC 8441) lets a `ws` binding behind serve HTTP/2.
+                builder
+                    .timer(TokioTimer::new())
+                    .enable_connect_protocol()
+                    .max_concurrent_streams(limits.concurrent_streams)
+                    .max_header_list_size(limits.max_header_list_size)
+                    .max_frame_size(limits.max_frame_size);
+                let connection = builder.serve_connection(io, service);
+                drive(connection, &lifecycle).await
+            }
+        };
+        result.map_err(|error| StreamError::Protocol(error.to_string()))
+    }
+
+    async fn exchange(&self, request: hyper::Request<Incoming>, info: &StreamInfo) -> Response {
+        let record = self.metrics.start();
+        let (mut response, decoration) = self.answer(request, info, record.as_ref()).await;
+        if let Some(decoration) = decoration {
+            self.access.decorate(&decoration, response.headers_mut());
+        }
+        if let Some(server) = &self.limits.server_header {
+            response
+                .headers_mut()
+                .entry(SERVER)
+                .or_insert_with(|| server.clone());
+        }
+        match record {
+            Some(record) => response.map(|body| record.response_body(body)),
+            None => response,
+        }
+    }
+
+    async fn answer(
+        &self,
+        request: hyper::Request<Incoming>,
+        info: &StreamInfo,
+        record: Option<&ExchangeRecord>,
+    ) -> (Response, Option<Decoration>) {
+        let limit = self.limits.max_request_body_size;
+        let exceeded = limit.map(|_| Arc::new(AtomicBool::new(false)));
+        let mut request = request.map(|body| {
+            let mut body = kind::boxed(body);
+            if let (Some(limit), Some(exceeded)) = (limit, &exceeded) {
+                body = limited(body, limit, exceeded.clone());
+            }
+            match record {
+                Some(record) => record.request_body(body),
+                None => body,
+            }
+        });
+        if request.version() == Version::HTTP_11 && !request.headers().contains_key(HOST) {
+            return (status_response(StatusCode::BAD_REQUEST), None);
+        }
+        if let Some(limit) = limit
+            && declared_length(&request).is_some_and(|length| length > limit)
+        {
+            return (status_response(StatusCode::PAYLOAD_TOO_LARGE), None);
+        }
+        let decoration = match self.access.check(&request) {
+            Verdict::Answer(response) => return (response, None),
+            Verdict::Pass(decoration) => decoration,
+        };
+        request.extensions_mut().insert(info.clone());
+        let mut carried_credentials = false;
+        let mut authorization = request.extensions_mut().remove::<Authorization>();
+        if let Some(hook) = &self.guard
+            && let Some(credentials) = hook.credentials.extract(&request)
+        {
+            carried_credentials = true;
+            if let Some(session) = hook.guard.reauthorize(&credentials) {
+                authorization
+                    .get_or_insert_with(Authorization::default)
+                    .insert(hook.name.clone(), session);
+            }
+        }
+        let routed = match self.router.resolve(&request, authorization.as_ref()) {
+            Ok(routed) => routed,
+            Err(Miss::NoRoute) => {
+                return (status_response(StatusCode::NOT_FOUND), Some(decoration));
+            }
+            Err(Miss::Guarded) => {
+                let status = if carried_credentials {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                return (status_response(status), Some(decoration));
+            }
+        };
+        self.events
+            .emit(REQUEST_ACCEPTED, 0, accepted_message(&request));
+        if !routed.overrides.is_empty() {
+            let context = self
+                .router
+                .context(&routed.captures, authorization.as_ref());
+            if let Err(message) = routed.overrides.apply(&mut request, &context) {
+                tracing::debug!(binding = %self.qname, %message, "override not applied");
+                return (status_response(StatusCode::BAD_REQUEST), Some(decoration));
+            }
+        }
+        if let Some(authorization) = authorization {
+            request.extensions_mut().insert(authorization);
+        }
+        if expects_continue(&request) {
+            request = read_first_frame(request).await;
+        }
+        let response = match routed.exit.handle(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(binding = %self.qname, %error, "exchange failed");
+                if exceeded.is_some_and(|exceeded| exceeded.load(Ordering::Acquire)) {
+                    status_response(StatusCode::PAYLOAD_TOO_LARGE)
+                } else {
+                    status_response(status_of(&error))
+                }
+            }
+        };
+        (response, Some(decoration))
+    }
+}
+
+/// `scheme method authority path`, as Zilla's request accepted event reads.
+fn accepted_message<B>(request: &http::Request<B>) -> String {
+    let part = |name| pseudo_header(request, name).unwrap_or_default();
+    format!(
+        "{} {} {} {}",
+        part(":scheme"),
+        part(":method"),
+        part(":authority"),
+        part(":path")
+    )
+}
+
+/// Whether an HTTP/1.1 client waits for `100 Continue` before sending its body.
+fn expects_continue<B>(request: &http::Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request
+            .headers()
+            .get(EXPECT)
+            .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// Reads the first body frame, which makes hyper send `100 Continue`, so that a client
+/// waiting for it is not stuck behind a handler that answers before reading (an echo, say,
+/// whose response is the request body).
+async fn read_first_frame(request: kind::Request) -> kind::Request {
+    let (parts, mut body) = request.into_parts();
+    let body = match body.frame().await {
+        None => kind::empty(),
+        Some(first) => prepend(first, body),
+    };
+    kind::Request::from_parts(parts, body)
+}
+
+fn declared_length<B>(request: &http::Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A served connection that can be asked to finish its exchanges and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    Self: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> Graceful for http2::Connection<I, S, E>
+where
+    Self: Future<Output = Result<(), hyper::Error>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs `connection` until it ends; a shutdown lets open exchanges finish, a retirement cuts
+/// them.
+async fn drive<C: Graceful>(connection: C, lifecycle: &Lifecycle) -> Result<(), hyper::Error> {
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = lifecycle.retired.cancelled() => return Ok(()),
+        _ = lifecycle.shutdown.cancelled() => {}
+    }
+    connection.as_mut().graceful();
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = lifecycle.retired.cancelled() => Ok(()),
+    }
+}

@@ -1,0 +1,1396 @@
+//! The http binding end to end: pipelines built by the engine from `zilla.yaml`, driven by
+//! the real `curl`, raw sockets, hyper clients, and a real `nginx` origin.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError};
+use zilla_engine::components::{ComponentContext, ComponentFactory};
+use zilla_engine::guard::{Guard, GuardSession};
+use zilla_engine::properties::Properties;
+use zilla_engine::stream::{ByteStream, Bytes as ByteKind, BytesHandler, StreamInfo};
+use zilla_engine::{BindingKind, Engine, Registry};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// A guard for tests: `options.tokens` maps a token to the roles it holds.
+struct TokenGuard {
+    tokens: BTreeMap<String, Vec<String>>,
+}
+
+struct TokenSession {
+    identity: String,
+    roles: Vec<String>,
+}
+
+impl GuardSession for TokenSession {
+    fn identity(&self) -> Option<&str> {
+        Some(&self.identity)
+    }
+    fn verify(&self, roles: &[String]) -> bool {
+        roles.iter().all(|role| self.roles.contains(role))
+    }
+    fn attribute(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn expires_at(&self) -> Option<SystemTime> {
+        None
+    }
+}
+
+impl Guard for TokenGuard {
+    fn reauthorize(&self, credentials: &str) -> Option<Arc<dyn GuardSession>> {
+        let roles = self.tokens.get(credentials)?;
+        Some(Arc::new(TokenSession {
+            identity: format!("user-{credentials}"),
+            roles: roles.clone(),
+        }))
+    }
+}
+
+struct TokenGuardFactory;
+
+impl ComponentFactory<dyn Guard> for TokenGuardFactory {
+    fn type_name(&self) -> &'static str {
+        "token"
+    }
+    fn options_schema(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"type": "object"}))
+    }
+    fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {
+        #[derive(serde::Deserialize, Default)]
+        struct Options {
+            tokens: BTreeMap<String, Vec<String>>,
+        }
+        let options: Options = context.options()?;
+        Ok(Arc::new(TokenGuard {
+            tokens: options.tokens,
+        }))
+    }
+}
+
+/// Hands the bytes handler of its exit to the test, standing in for a transport such as a
+/// tls server that has negotiated ALPN.
+struct CaptureFactory(Arc<std::sync::Mutex<Option<Arc<dyn BytesHandler>>>>);
+
+struct Captured;
+impl Binding for Captured {}
+
+impl BindingFactory for CaptureFactory {
+    fn type_name(&self) -> &'static str {
+        "capture"
+    }
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Server]
+    }
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &[]
+    }
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        Some("bytes")
+    }
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema::default()
+    }
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let exit = context.config().exit.clone().unwrap_or_default();
+        let handler = context.exit::<ByteKind>(&exit)?;
+        *self.0.lock().unwrap() = Some(handler);
+        Ok(Arc::new(Captured))
+    }
+}
+
+/// An `http` handler that reads the whole request body before answering with its length, as
+/// a service that parses its input does; a body it cannot read fails the exchange.
+struct CollectFactory;
+
+struct Collect;
+impl Binding for Collect {}
+
+impl zilla_binding_http::HttpHandler for Collect {
+    fn handle(
+        &self,
+        request: zilla_binding_http::Request,
+    ) -> zilla_engine::BoxFuture<'_, Result<zilla_binding_http::Response, zilla_engine::StreamError>>
+    {
+        Box::pin(async move {
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| zilla_engine::StreamError::Protocol(error.to_string()))?;
+            let length = body.to_bytes().len();
+            Ok(http::Response::new(zilla_binding_http::kind::full(
+                length.to_string(),
+            )))
+        })
+    }
+}
+
+impl BindingFactory for CollectFactory {
+    fn type_name(&self) -> &'static str {
+        "collect"
+    }
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Server]
+    }
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &["http"]
+    }
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        None
+    }
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema::default()
+    }
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        context.publish::<zilla_binding_http::Http>(Arc::new(Collect));
+        Ok(Arc::new(Collect))
+    }
+}
+
+/// A running gateway.
+struct Gateway {
+    engine: Engine,
+}
+
+impl Gateway {
+    fn start(yaml: &str) -> Result<Self> {
+        Self::start_with(yaml, &[])
+    }
+
+    fn start_with(yaml: &str, properties: &[&str]) -> Result<Self> {
+        Self::start_in(Registry::new(), yaml, properties)
+    }
+
+    fn start_in(mut registry: Registry, yaml: &str, properties: &[&str]) -> Result<Self> {
+        zilla_binding_tcp::register(&mut registry);
+        zilla_binding_echo::register(&mut registry);
+        zilla_binding_http::register(&mut registry);
+        registry.guard(TokenGuardFactory);
+        let engine = Engine::new(
+            registry,
+            Properties::from_assignments(properties.iter().copied()),
+        );
+        let config = engine
+            .load(Path::new("zilla.yaml"), yaml)
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        engine
+            .apply(config)
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+        Ok(Self { engine })
+    }
+
+    fn address(&self) -> SocketAddr {
+        self.engine
+            .listening()
+            .into_iter()
+            .find(|(owner, _)| owner.ends_with(":tcp_server"))
+            .map(|(_, address)| address)
+            .expect("tcp_server listens")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address())
+    }
+}
+
+/// An echo pipeline: `tcp server → http server → echo`, with `http_options` under the
+/// http server.
+fn echo_yaml(http_options: &str) -> String {
+    format!(
+        r#"
+name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+{http_options}
+  echo_server:
+    type: echo
+    kind: server
+"#
+    )
+}
+
+struct CurlOutput {
+    status: std::process::ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl CurlOutput {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+async fn curl(args: &[&str]) -> Result<CurlOutput> {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new("curl")
+            .args(["-sS", "--max-time", "50"])
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("curl timed out")??;
+    Ok(CurlOutput {
+        status: output.status,
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// `curl -w` fields, one per line, after the body.
+async fn curl_status(args: &[&str]) -> Result<(u16, String, CurlOutput)> {
+    let mut all = vec!["-w", "%{http_code}\n%{http_version}\n"];
+    if !args.contains(&"-o") {
+        all.extend(["-o", "/dev/null"]);
+    }
+    all.extend_from_slice(args);
+    let output = curl(&all).await?;
+    let text = output.text();
+    let mut lines = text.lines();
+    let code = lines.next().unwrap_or_default().parse()?;
+    let version = lines.next().unwrap_or_default().to_owned();
+    Ok((code, version, output))
+}
+
+async fn sha256(path: &Path) -> Result<String> {
+    let output = Command::new("sha256sum").arg(path).output().await?;
+    ensure!(output.status.success(), "sha256sum failed");
+    Ok(String::from_utf8(output.stdout)?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// A file of `size` pseudo-random bytes.
+fn random_file(dir: &Path, name: &str, size: usize) -> Result<PathBuf> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ size as u64;
+    let mut bytes = Vec::with_capacity(size);
+    while bytes.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(size);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+/// Sends `raw` on a new connection and reads until the server closes or `WAIT` passes.
+async fn raw_exchange(address: SocketAddr, raw: &[u8]) -> Result<String> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.write_all(raw).await?;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+const GOAWAY: u8 = 0x7;
+
+/// The types of the HTTP/2 frames in `bytes`.
+fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    while bytes.len() >= 9 {
+        let length =
+            usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+        types.push(bytes[3]);
+        bytes = &bytes[(9 + length).min(bytes.len())..];
+    }
+    types
+}
+
+/// A free loopback port (the listener is dropped before the port is used).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A real nginx origin on loopback.
+struct Nginx {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    port: u16,
+    h2_port: u16,
+}
+
+impl Nginx {
+    async fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("static"))?;
+        random_file(&root.join("static"), "1k.bin", 1024)?;
+        let port = free_port()?;
+        let h2_port = free_port()?;
+        let base = dir.path().display();
+        let config = format!(
+            r#"
+user root;
+worker_processes 1;
+error_log {base}/error.log warn;
+pid {base}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {base}/client_body;
+    proxy_temp_path {base}/proxy;
+    fastcgi_temp_path {base}/fastcgi;
+    uwsgi_temp_path {base}/uwsgi;
+    scgi_temp_path {base}/scgi;
+    keepalive_requests 10000000;
+    server {{
+        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{h2_port} http2;
+        root {root};
+        location = /x {{ return 200 "hello from nginx"; }}
+        location = /connection {{ return 200 "$connection"; }}
+        location = /protocol {{ return 200 "$server_protocol"; }}
+        location = /item {{ return 200 "item=$http_x_item_id host=$host"; }}
+        location /static/ {{ }}
+    }}
+}}
+"#,
+            root = root.display()
+        );
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, config)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("nginx is installed (apt-get install nginx-light)")?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let up = TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                && TcpStream::connect(("127.0.0.1", h2_port)).await.is_ok();
+            if up {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self {
+            child,
+            _dir: dir,
+            root,
+            port,
+            h2_port,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM, not KILL: the master then stops its workers, which would outlive a killed
+        // master.
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// `tcp server → http server → http client → tcp client → nginx`.
+fn proxy_yaml(nginx_port: u16, client_options: &str, server_routes: &str) -> String {
+    format!(
+        r#"
+name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+{server_routes}
+  http_client:
+    type: http
+    kind: client
+{client_options}
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: {nginx_port}
+"#
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Server: HTTP/1.1 and HTTP/2 through echo
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_over_http11_and_h2_with_keep_alive() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let dir = tempfile::tempdir()?;
+    let input = random_file(dir.path(), "1k.bin", 1024)?;
+    let data = format!("@{}", input.display());
+    let url = gateway.url("/echo");
+
+    // HTTP/1.1, two requests on one connection.
+    let output = curl(&[
+        "-v",
+        "--http1.1",
+        "-H",
+        "content-type: application/octet-stream",
+        "--data-binary",
+        &data,
+        &url,
+        "--next",
+        "--http1.1",
+        &url,
+    ])
+    .await?;
+    ensure!(output.status.success(), "{}", output.stderr);
+    ensure!(
+        output.stdout == std::fs::read(&input)?,
+        "the echoed body differs"
+    );
+    ensure!(
+        output.stderr.contains("Re-using existing connection"),
+        "the second request used a new connection: {}",
+        output.stderr
+    );
+    ensure!(
+        output
+            .stderr
+            .contains("< content-type: application/octet-stream")
+    );
+
+    // HTTP/2 with prior knowledge.
+    let echoed = dir.path().join("h2.out");
+    let (code, version, output) = curl_status(&[
+        "--http2-prior-knowledge",
+        "--data-binary",
+        &data,
+        "-o",
+        echoed.to_str().unwrap(),
+        &url,
+    ])
+    .await?;
+    ensure!(
+        code == 200 && version == "2",
+        "{code} {version} {}",
+        output.stderr
+    );
+    ensure!(sha256(&echoed).await? == sha256(&input).await?);
+
+    // HTTP/2 refused when only HTTP/1.1 is served: the gateway closes the connection.
+    let h1_only = Gateway::start(&echo_yaml(
+        "    options:\n      versions: [http/1.1]\n    exit: echo_server",
+    ))?;
+    let output = curl(&["--http2-prior-knowledge", &h1_only.url("/")]).await?;
+    ensure!(!output.status.success());
+    let (code, version, _) = curl_status(&["--http1.1", &h1_only.url("/")]).await?;
+    ensure!(code == 200 && version == "1.1");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_of_1k_and_50m_come_back_identical() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let dir = tempfile::tempdir()?;
+    for (name, size) in [("1k.bin", 1024), ("50m.bin", 50 * 1024 * 1024)] {
+        let input = random_file(dir.path(), name, size)?;
+        let expected = sha256(&input).await?;
+        let data = format!("@{}", input.display());
+        for version in ["--http1.1", "--http2-prior-knowledge"] {
+            let output_path = dir.path().join(format!("{name}{version}.out"));
+            let mut args = vec![
+                version,
+                "--data-binary",
+                &data,
+                "-o",
+                output_path.to_str().unwrap(),
+            ];
+            if version == "--http1.1" {
+                args.extend(["-H", "Transfer-Encoding: chunked"]);
+            }
+            let url = gateway.url("/upload");
+            args.push(&url);
+            let (code, _, output) = curl_status(&args).await?;
+            ensure!(code == 200, "{name} {version}: {code} {}", output.stderr);
+            ensure!(
+                sha256(&output_path).await? == expected,
+                "{name} {version}: echoed body differs"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_and_pipelining() -> Result<()> {
+    // Echo answers at once, before reading the body: curl must not wait for a 100 then.
+    let gateway = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let started = Instant::now();
+    let output = curl(&[
+        "--http1.1",
+        "--expect100-timeout",
+        "10",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        "hello",
+        &gateway.url("/"),
+    ])
+    .await?;
+    ensure!(output.text() == "hello", "{}", output.stderr);
+    ensure!(started.elapsed() < Duration::from_secs(5));
+
+    // Two requests written at once are answered in order on the same connection.
+    let response = raw_exchange(
+        gateway.address(),
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirstPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecond",
+    )
+    .await?;
+    let first = response.find("\r\n\r\nfirst").context(response.clone())?;
+    let second = response.find("\r\n\r\nsecond").context(response.clone())?;
+    ensure!(first < second && response.matches("HTTP/1.1 200 OK").count() == 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_from_the_transport_picks_the_version_and_stream_info_reaches_routes() -> Result<()> {
+    let captured = Arc::new(std::sync::Mutex::new(None));
+    let mut registry = Registry::new();
+    registry.binding(CaptureFactory(captured.clone()));
+    let _gateway = Gateway::start_in(
+        registry,
+        r#"
+name: test
+bindings:
+  capture0:
+    type: capture
+    kind: server
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    routes:
+      - when:
+          - headers:
+              :scheme: https
+        exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+"#,
+        &[],
+    )?;
+    let handler = captured.lock().unwrap().clone().context("captured")?;
+    let open = |secure: bool, alpn: &str| {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let handler = handler.clone();
+        let info = StreamInfo {
+            secure,
+            alpn: vec![alpn.to_owned()],
+            ..StreamInfo::default()
+        };
+        tokio::spawn(async move { handler.accept(ByteStream::new(far, info)).await });
+        TokioIo::new(near)
+    };
+
+    // ALPN `h2`: HTTP/2 from the first byte.
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        open(true, "h2"),
+    )
+    .await?;
+    tokio::spawn(connection);
+    let request =
+        http::Request::post("https://gateway/").body(Full::new(Bytes::from_static(b"over h2")))?;
+    let response = sender.send_request(request).await?;
+    ensure!(response.status() == 200 && response.version() == http::Version::HTTP_2);
+    ensure!(response.into_body().collect().await?.to_bytes() == "over h2");
+
+    // ALPN `http/1.1` over TLS: `:scheme` is https for origin-form requests; the same
+    // request on a plain stream is http and finds no route.
+    for (secure, expected) in [(true, 200), (false, 404)] {
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(open(secure, "http/1.1")).await?;
+        tokio::spawn(connection);
+        let request = http::Request::get("/")
+            .header("host", "gateway")
+            .body(Full::new(Bytes::new()))?;
+        let response = sender.send_request(request).await?;
+        ensure!(
+            response.status() == expected,
+            "secure {secure}: {}",
+            response.status()
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Server: routing, CORS, authorization
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_headers_and_answers_404_otherwise() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml(
+        r#"    routes:
+      - when:
+          - headers:
+              :path: /items/{id}
+              :method: POST
+              x-foo: "*"
+        with:
+          headers:
+            overrides:
+              content-type: text/item-${params.id}
+        exit: echo_server"#,
+    ))?;
+    let output = curl(&[
+        "-i",
+        "-H",
+        "x-foo: bar",
+        "--data-binary",
+        "body",
+        &gateway.url("/items/42?q=1"),
+    ])
+    .await?;
+    let text = output.text();
+    ensure!(text.starts_with("HTTP/1.1 200"), "{text}");
+    ensure!(text.contains("content-type: text/item-42"), "{text}");
+    ensure!(text.ends_with("\r\n\r\nbody"), "{text}");
+
+    for args in [
+        vec!["-H", "x-foo: bar", "--data-binary", "b"],
+        vec!["--data-binary", "no x-foo"],
+        vec!["-H", "x-foo: bar"],
+    ] {
+        let path = if args.len() == 4 {
+            "/other/42"
+        } else {
+            "/items/42"
+        };
+        let url = gateway.url(path);
+        let mut all = vec!["-w", "%{http_code} %{size_download}"];
+        all.extend(args.iter().copied());
+        all.push(&url);
+        let output = curl(&all).await?;
+        ensure!(output.text() == "404 0", "{args:?}: {}", output.text());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_and_response_headers() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml(
+        r#"    options:
+      access-control:
+        policy: cross-origin
+        allow:
+          origins: [https://example.net:9090]
+          methods: [GET, DELETE]
+          credentials: true
+        max-age: 600
+    exit: echo_server"#,
+    ))?;
+    let url = gateway.url("/");
+    let preflight = curl(&[
+        "-i",
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://example.net:9090",
+        "-H",
+        "Access-Control-Request-Method: DELETE",
+        "-H",
+        "Access-Control-Request-Headers: x-api-key",
+        &url,
+    ])
+    .await?
+    .text()
+    .to_ascii_lowercase();
+    for expected in [
+        "http/1.1 204",
+        "access-control-allow-origin: https://example.net:9090",
+        "access-control-allow-methods: delete",
+        "access-control-allow-headers: x-api-key",
+        "access-control-allow-credentials: true",
+        "access-control-max-age: 600",
+    ] {
+        ensure!(
+            preflight.contains(expected),
+            "{expected} missing in {preflight}"
+        );
+    }
+    let refused = curl(&[
+        "-i",
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://example.net:9090",
+        "-H",
+        "Access-Control-Request-Method: PUT",
+        &url,
+    ])
+    .await?
+    .text();
+    ensure!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+
+    let get = curl(&[
+        "-i",
+        "-H",
+        "Origin: https://example.net:9090",
+        "-H",
+        "content-type: text/plain",
+        "--data-binary",
+        "x",
+        &url,
+    ])
+    .await?
+    .text()
+    .to_ascii_lowercase();
+    ensure!(get.starts_with("http/1.1 200"), "{get}");
+    ensure!(get.contains("access-control-allow-origin: https://example.net:9090"));
+    ensure!(get.contains("access-control-allow-credentials: true"));
+    ensure!(get.contains("vary: origin"));
+    let foreign = curl(&["-i", "-H", "Origin: https://evil.test", &url])
+        .await?
+        .text();
+    ensure!(foreign.starts_with("HTTP/1.1 403"), "{foreign}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guarded_routes_answer_401_403_or_pass() -> Result<()> {
+    let yaml = r#"
+name: test
+guards:
+  guard0:
+    type: token
+    options:
+      tokens:
+        reader: [read]
+        writer: [read, "write:POST"]
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      authorization:
+        guard0:
+          credentials:
+            headers:
+              authorization: Bearer {credentials}
+            query:
+              access_token: "{credentials}"
+            cookies:
+              session: "{credentials}"
+    routes:
+      - when:
+          - headers:
+              :path: /items
+        guarded:
+          guard0: [read, "write:${method}"]
+        exit: echo_server
+      - when:
+          - headers:
+              :path: /public
+        exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+"#;
+    let gateway = Gateway::start(yaml)?;
+    let items = gateway.url("/items");
+    let with_query = gateway.url("/items?access_token=writer");
+    let public = gateway.url("/public");
+    let nothing = gateway.url("/nothing");
+    let cases: Vec<(Vec<&str>, u16)> = vec![
+        (vec!["-X", "POST", &items], 401),
+        (
+            vec!["-X", "POST", "-H", "authorization: Bearer nobody", &items],
+            403,
+        ),
+        (
+            vec!["-X", "POST", "-H", "authorization: Bearer reader", &items],
+            403,
+        ),
+        (
+            vec!["-X", "POST", "-H", "authorization: Bearer writer", &items],
+            200,
+        ),
+        (
+            vec!["-X", "GET", "-H", "authorization: Bearer writer", &items],
+            403,
+        ),
+        (vec!["-X", "POST", &with_query], 200),
+        (
+            vec!["-X", "POST", "--cookie", "a=1; session=writer", &items],
+            200,
+        ),
+        (vec![&public], 200),
+        (vec![&nothing], 404),
+    ];
+    for (args, expected) in cases {
+        let (code, _, output) = curl_status(&args).await?;
+        ensure!(
+            code == expected,
+            "{args:?}: {code}, expected {expected}: {}",
+            output.stderr
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Server: limits and misbehaving clients
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests() -> Result<()> {
+    let gateway = Gateway::start_with(
+        &echo_yaml("    exit: echo_server"),
+        &[
+            "zilla.binding.http.max.header.list.size=4096",
+            "zilla.binding.http.max.request.body.size=1000",
+        ],
+    )?;
+    let response = raw_exchange(gateway.address(), b"GARBAGE\r\n\r\n").await?;
+    ensure!(response.starts_with("HTTP/1.1 400"), "{response:?}");
+    let response = raw_exchange(gateway.address(), b"GET / HTTP/1.1\r\n\r\n").await?;
+    ensure!(
+        response.starts_with("HTTP/1.1 400"),
+        "no Host: {response:?}"
+    );
+
+    let big = format!("x-big: {}", "a".repeat(5000));
+    let url = gateway.url("/");
+    let (code, _, _) = curl_status(&["--http1.1", "-H", &big, &url]).await?;
+    ensure!(code == 431, "HTTP/1.1 oversized headers: {code}");
+    let (code, _, _) = curl_status(&["--http2-prior-knowledge", "-H", &big, &url]).await?;
+    ensure!(code == 431, "HTTP/2 oversized headers: {code}");
+
+    let dir = tempfile::tempdir()?;
+    let input = random_file(dir.path(), "1k.bin", 1024)?;
+    let data = format!("@{}", input.display());
+    let (code, _, _) = curl_status(&["--data-binary", &data, &url]).await?;
+    ensure!(code == 413, "declared length over the limit: {code}");
+    let (code, _, _) = curl_status(&["--data-binary", "small", &url]).await?;
+    ensure!(code == 200, "a small body passes: {code}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_over_the_limit_are_refused_with_413() -> Result<()> {
+    let mut registry = Registry::new();
+    registry.binding(CollectFactory);
+    let gateway = Gateway::start_in(
+        registry,
+        &echo_yaml("    exit: collect0").replace(
+            "  echo_server:\n    type: echo",
+            "  collect0:\n    type: collect",
+        ),
+        &["zilla.binding.http.max.request.body.size=1000"],
+    )?;
+    let dir = tempfile::tempdir()?;
+    let input = random_file(dir.path(), "1k.bin", 1024)?;
+    let data = format!("@{}", input.display());
+    let url = gateway.url("/");
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let (code, _, output) = curl_status(&[
+            version,
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &data,
+            &url,
+        ])
+        .await?;
+        ensure!(code == 413, "{version}: {code} {}", output.stderr);
+        let output = curl(&[version, "--data-binary", "within", &url]).await?;
+        ensure!(output.text() == "6", "{version}: {}", output.text());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_settings_follow_the_properties() -> Result<()> {
+    let gateway = Gateway::start_with(
+        &echo_yaml("    exit: echo_server"),
+        &[
+            "zilla.binding.http.concurrent.streams=7",
+            "zilla.binding.http.max.frame.size=32768",
+            "zilla.binding.http.server.header=Zilla",
+        ],
+    )?;
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new("nghttp")
+            .args(["-nv", &gateway.url("/")])
+            .output(),
+    )
+    .await??;
+    let text = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        text.contains("SETTINGS_MAX_CONCURRENT_STREAMS(0x03):7"),
+        "{text}"
+    );
+    ensure!(
+        text.contains("SETTINGS_MAX_FRAME_SIZE(0x05):32768"),
+        "{text}"
+    );
+    ensure!(text.contains("server: Zilla"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_keep_alive_connections_and_drains() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let mut idle = TcpStream::connect(gateway.address()).await?;
+    idle.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        .await?;
+    let mut buffer = vec![0; 1024];
+    let read = idle.read(&mut buffer).await?;
+    ensure!(String::from_utf8_lossy(&buffer[..read]).ends_with("ok"));
+    let started = Instant::now();
+    ensure!(
+        gateway.engine.shutdown(Duration::from_secs(10)).await,
+        "not drained"
+    );
+    ensure!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, idle.read_to_end(&mut rest)).await??;
+    ensure!(rest.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed_after_the_header_timeout() -> Result<()> {
+    let gateway = Gateway::start_with(
+        &echo_yaml("    exit: echo_server"),
+        &["zilla.binding.http.header.read.timeout.millis=300"],
+    )?;
+    let closed_within = |mut stream: TcpStream| async move {
+        let started = Instant::now();
+        let mut buffer = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut buffer)).await;
+        ensure!(read.is_ok(), "the connection stayed open");
+        Ok::<_, anyhow::Error>((
+            started.elapsed(),
+            String::from_utf8_lossy(&buffer).into_owned(),
+        ))
+    };
+    // Silent from the start.
+    let silent = TcpStream::connect(gateway.address()).await?;
+    let (elapsed, _) = closed_within(silent).await?;
+    ensure!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // A head that never ends.
+    let mut slow = TcpStream::connect(gateway.address()).await?;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
+    let (elapsed, _) = closed_within(slow).await?;
+    ensure!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // Idle after one exchange on a keep-alive connection.
+    let mut idle = TcpStream::connect(gateway.address()).await?;
+    idle.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        .await?;
+    let (_, response) = closed_within(idle).await?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with("ok"),
+        "{response}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_2000_concurrent_keep_alive_connections() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let address = gateway.address();
+    const CONNECTIONS: usize = 2000;
+    let barrier = Arc::new(tokio::sync::Barrier::new(CONNECTIONS));
+    let mut tasks = Vec::with_capacity(CONNECTIONS);
+    for index in 0..CONNECTIONS {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(address).await?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let driver = tokio::spawn(connection);
+            let mut bodies = Vec::new();
+            for round in 0..2 {
+                let body = format!("connection {index} round {round}");
+                let request = http::Request::post("/")
+                    .header("host", "gateway")
+                    .body(Full::new(Bytes::from(body.clone())))?;
+                let response = sender.send_request(request).await?;
+                ensure!(response.status() == 200);
+                bodies.push((body, response.into_body().collect().await?.to_bytes()));
+                // Every connection is open and has been served once before any goes on.
+                if round == 0 {
+                    barrier.wait().await;
+                }
+            }
+            drop(sender);
+            let _ = driver.await;
+            for (sent, echoed) in bodies {
+                ensure!(echoed == sent.as_bytes());
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(120), task).await???;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_clients_do_not_disturb_others() -> Result<()> {
+    let gateway = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let address = gateway.address();
+    // A client that sends an HTTP/2 preface followed by a frame on stream 0 that is not
+    // allowed there, one that trickles a head byte by byte, and one that sends garbage.
+    let mut broken_h2 = TcpStream::connect(address).await?;
+    broken_h2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await?;
+    broken_h2
+        .write_all(&[0, 0, 4, 0x0, 0x1, 0, 0, 0, 0, b'o', b'o', b'p', b's'])
+        .await?;
+    let trickle = tokio::spawn(async move {
+        let mut slow = TcpStream::connect(address).await?;
+        for byte in b"GET / HTTP/1.1\r\nHost: slow\r\n" {
+            slow.write_all(&[*byte]).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok::<_, anyhow::Error>(slow)
+    });
+    let garbage = raw_exchange(address, &[0xff; 300]).await?;
+    ensure!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+    // Meanwhile well-behaved clients are served promptly, in both versions.
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let started = Instant::now();
+        let output = curl(&[version, "--data-binary", "fine", &gateway.url("/")]).await?;
+        ensure!(output.text() == "fine", "{version}: {}", output.stderr);
+        ensure!(started.elapsed() < Duration::from_secs(5));
+    }
+    // The broken HTTP/2 connection was ended with GOAWAY and closed.
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, broken_h2.read_to_end(&mut rest)).await??;
+    ensure!(frame_types(&rest).contains(&GOAWAY), "{rest:?}");
+    trickle.abort();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Client: the proxy pipeline to a real nginx
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_to_nginx_over_pooled_connections() -> Result<()> {
+    let nginx = Nginx::start().await?;
+    let gateway = Gateway::start(&proxy_yaml(nginx.port, "", "    exit: http_client"))?;
+    let (code, _, _) = curl_status(&[&gateway.url("/x")]).await?;
+    ensure!(code == 200);
+    let output = curl(&[&gateway.url("/x")]).await?;
+    ensure!(output.text() == "hello from nginx", "{}", output.stderr);
+    // A proxied upload is read only once the origin is reached: the client waiting on
+    // `Expect: 100-continue` gets its 100 first.
+    let output = curl(&[
+        "-v",
+        "--http1.1",
+        "--expect100-timeout",
+        "10",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+        "hello",
+        &gateway.url("/x"),
+    ])
+    .await?;
+    ensure!(
+        output.stderr.contains("HTTP/1.1 100 Continue"),
+        "{}",
+        output.stderr
+    );
+    ensure!(output.text() == "hello from nginx");
+
+    let dir = tempfile::tempdir()?;
+    let file = nginx.root.join("static/1k.bin");
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let out = dir.path().join(format!("static{version}"));
+        let (code, _, output) = curl_status(&[
+            version,
+            "-o",
+            out.to_str().unwrap(),
+            &gateway.url("/static/1k.bin"),
+        ])
+        .await?;
+        ensure!(code == 200, "{version}: {code} {}", output.stderr);
+        ensure!(sha256(&out).await? == sha256(&file).await?, "{version}");
+    }
+    // Sequential requests reuse one origin connection.
+    let mut connections = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        connections.insert(curl(&[&gateway.url("/connection")]).await?.text());
+    }
+    ensure!(
+        connections.len() == 1,
+        "origin connections: {connections:?}"
+    );
+    // Concurrent requests share a bounded pool and all succeed.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let url = gateway.url("/x");
+        tasks.push(tokio::spawn(async move { curl(&[&url]).await }));
+    }
+    for task in tasks {
+        ensure!(task.await??.text() == "hello from nginx");
+    }
+    // An origin that is down answers 502.
+    let down = Gateway::start(&proxy_yaml(free_port()?, "", "    exit: http_client"))?;
+    let (code, _, _) = curl_status(&[&down.url("/x")]).await?;
+    ensure!(code == 502, "{code}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_large_bodies_and_speaks_h2_to_the_origin() -> Result<()> {
+    let nginx = Nginx::start().await?;
+    let gateway = Gateway::start(&proxy_yaml(
+        nginx.h2_port,
+        "    options:\n      versions: [h2]",
+        "    exit: http_client",
+    ))?;
+    let output = curl(&[&gateway.url("/protocol")]).await?;
+    ensure!(
+        output.text() == "HTTP/2.0",
+        "{} {}",
+        output.text(),
+        output.stderr
+    );
+    let output = curl(&["--http2-prior-knowledge", &gateway.url("/static/1k.bin")]).await?;
+    ensure!(output.stdout == std::fs::read(nginx.root.join("static/1k.bin"))?);
+    let h1 = Gateway::start(&proxy_yaml(nginx.port, "", "    exit: http_client"))?;
+    let output = curl(&["--http2-prior-knowledge", &h1.url("/protocol")]).await?;
+    ensure!(output.text() == "HTTP/1.1", "{}", output.text());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_overrides_reach_the_origin() -> Result<()> {
+    let nginx = Nginx::start().await?;
+    let routes = r#"    routes:
+      - when:
+          - headers:
+              :path: /items/{id}
+        with:
+          headers:
+            overrides:
+              :path: /item
+              :authority: origin.test
+              x-item-id: ${params.id}
+        exit: http_client"#;
+    let gateway = Gateway::start(&proxy_yaml(nginx.port, "", routes))?;
+    let output = curl(&[&gateway.url("/items/7")]).await?;
+    ensure!(
+        output.text() == "item=7 host=origin.test",
+        "{}",
+        output.text()
+    );
+    let (code, _, _) = curl_status(&[&gateway.url("/other")]).await?;
+    ensure!(code == 404);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_and_streamed_bodies_pass_through_the_client() -> Result<()> {
+    // The origin is a second gateway that echoes, so request trailers come back as response
+    // trailers; the client speaks HTTP/2 to it.
+    let origin = Gateway::start(&echo_yaml("    exit: echo_server"))?;
+    let gateway = Gateway::start(&proxy_yaml(
+        origin.address().port(),
+        "    options:\n      versions: [h2]",
+        "    exit: http_client",
+    ))?;
+    let stream = TcpStream::connect(gateway.address()).await?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
+    let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(http_body::Frame::data(Bytes::from_static(b"first "))),
+        Ok(http_body::Frame::data(Bytes::from_static(b"second"))),
+        Ok(http_body::Frame::trailers(trailers)),
+    ];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let request = http::Request::post(format!("http://{}/", gateway.address()))
+        .header("content-type", "text/plain")
+        .body(body)?;
+    let response = sender.send_request(request).await?;
+    ensure!(response.status() == 200);
+    ensure!(response.headers()["content-type"] == "text/plain");
+    let collected = response.into_body().collect().await?;
+    let trailers = collected.trailers().cloned().context("response trailers")?;
+    ensure!(trailers["x-checksum"] == "abc123");
+    ensure!(collected.to_bytes() == "first second");
+    Ok(())
+}
+
+/// The Python with the `websockets` package (`cargo xtask peers` installs it).
+fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.peers/venv/bin/python")
+}
+
+const WEBSOCKET_ORIGIN: &str = r#"
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for message in ws:
+        await ws.send(message)
+async def main():
+    async with serve(echo, "127.0.0.1", 0) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+const WEBSOCKET_CLIENT: &str = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+async def main():
+    async with connect(sys.argv[1]) as ws:
+        for text in ["hello", "again"]:
+            await ws.send(text)
+            print(await ws.recv())
+asyncio.run(main())
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_proxied_to_a_websocket_origin() -> Result<()> {
+    let mut origin = Command::new(python())
+        .args(["-c", WEBSOCKET_ORIGIN])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("the peers' Python venv has websockets")?;
+    let mut port = String::new();
+    let stdout = origin.stdout.take().context("origin stdout")?;
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut port),
+    )
+    .await??;
+    let gateway = Gateway::start(&proxy_yaml(
+        port.trim().parse()?,
+        "",
+        "    exit: http_client",
+    ))?;
+    let url = format!("ws://{}/chat", gateway.address());
+    let output = tokio::time::timeout(
+        WAIT,
+        Command::new(python())
+            .args(["-c", WEBSOCKET_CLIENT, &url])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await??;
+    ensure!(
+        String::from_utf8_lossy(&output.stdout) == "hello\nagain\n",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_http_metrics() -> Result<()> {
+    let yaml = echo_yaml("    exit: echo_server\n    telemetry:\n      metrics: [http.*]").replace(
+        "name: test\n",
+        "name: test\ntelemetry:\n  metrics: [http.request.size, http.response.size, http.active.requests, http.duration]\n",
+    );
+    let gateway = Gateway::start(&yaml)?;
+    for body in ["abc", "defgh"] {
+        let output = curl(&["--data-binary", body, &gateway.url("/")]).await?;
+        ensure!(output.text() == body);
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let table = gateway.engine.metrics().table();
+        let done = table.contains("test http_server http.request.size count=2 sum=8")
+            && table.contains("test http_server http.response.size count=2 sum=8")
+            && table.contains("test http_server http.active.requests 0")
+            && table.contains("test http_server http.duration count=2");
+        if done {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "metrics: {table}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
