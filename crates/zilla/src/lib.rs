@@ -35,6 +35,18 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_binding_echo::register(registry);
     #[cfg(feature = "binding-fan")]
     zilla_binding_fan::register(registry);
+    #[cfg(feature = "binding-http")]
+    zilla_binding_http::register(registry);
+    #[cfg(feature = "binding-sse")]
+    zilla_binding_sse::register(registry);
+    #[cfg(feature = "binding-ws")]
+    zilla_binding_ws::register(registry);
+    #[cfg(feature = "binding-filesystem")]
+    zilla_binding_filesystem::register(registry);
+    #[cfg(feature = "binding-http-filesystem")]
+    zilla_binding_http_filesystem::register(registry);
+    #[cfg(feature = "binding-kafka")]
+    zilla_binding_kafka::register(registry);
     #[cfg(feature = "vault-filesystem")]
     zilla_vault_filesystem::register(registry);
     #[cfg(feature = "exporter-stdout")]
