@@ -36,7 +36,7 @@ enum Command {
     },
     /// Install peers, build `zilla`, run `cargo test --workspace`, clippy and rustfmt.
     Test {
-        /// Extra arguments for `cargo test` (e.g. `-- --nocapture`).
+        /// Extra arguments for `cargo test`, passed on verbatim (e.g. `-p zilla-tests -- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_test_args: Vec<String>,
     },
@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Peers { only } => peers::install(&only),
-        Command::Test { cargo_test_args } => test::run_all(&cargo_test_args),
+        Command::Test { .. } => test::run_all(&passed_through(std::env::args())),
         Command::Demo => demo::run(),
         Command::Bench { scenario } => bench::run(scenario),
     };
@@ -62,6 +62,41 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// What follows `test` on the command line, verbatim: clap would drop the first `--`, which
+/// `cargo test` needs to tell its own options from the test harness's.
+fn passed_through(argv: impl IntoIterator<Item = String>) -> Vec<String> {
+    argv.into_iter()
+        .skip_while(|arg| arg != "test")
+        .skip(1)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<String> {
+        ["target/debug/xtask", "test"]
+            .iter()
+            .chain(args)
+            .map(|arg| arg.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn test_arguments_reach_cargo_test_verbatim() {
+        for args in [
+            &[][..],
+            &["-p", "zilla-tests"],
+            &["--", "--nocapture"],
+            &["-p", "zilla-tests", "--", "--nocapture", "reload"],
+        ] {
+            assert!(Cli::try_parse_from(argv(args)).is_ok(), "{args:?}");
+            assert_eq!(passed_through(argv(args)), args, "{args:?}");
         }
     }
 }

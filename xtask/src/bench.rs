@@ -1,0 +1,199 @@
+//! `cargo xtask bench <scenario>`: runs one benchmark end to end on a release build, prints one
+//! summary line and records the figures, with the date and commit, in `docs/benchmarks.md`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use zilla_tests::{Gateway, workspace_dir};
+
+use crate::shell::{cargo, cmd, run as run_command, stdout_of};
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// `zilla start` to readiness, and resident memory once idle, on examples/tcp.echo.
+    Startup,
+}
+
+/// Runs `scenario`.
+pub fn run(scenario: Scenario) -> Result<()> {
+    match scenario {
+        Scenario::Startup => startup(),
+    }
+}
+
+/// Measured runs, after one warm-up run.
+const STARTUP_RUNS: usize = 10;
+
+/// How long the gateway sits idle after readiness before its memory is read, so threads and
+/// buffers set up right after start are counted.
+const IDLE_SETTLE: Duration = Duration::from_millis(200);
+
+fn startup() -> Result<()> {
+    run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
+    let binary = zilla_tests::build_zilla(true, false)?;
+    let config = workspace_dir().join("examples/tcp.echo/zilla.yaml");
+    let measure = || -> Result<(Duration, u64)> {
+        let mut gateway = Gateway::from_file(&config)
+            .binary(&binary)
+            .env("ECHO_PORT", "0")
+            .start()?;
+        let started_in = gateway.started_in();
+        std::thread::sleep(IDLE_SETTLE);
+        let rss_kib = gateway.rss_kib()?;
+        let status = gateway.terminate()?;
+        if !status.success() {
+            bail!(
+                "zilla exited with {status} on SIGTERM; stderr:\n{}",
+                gateway.stderr()
+            );
+        }
+        Ok((started_in, rss_kib))
+    };
+    measure().context("warm-up run")?;
+    let mut times = Vec::with_capacity(STARTUP_RUNS);
+    let mut rss = Vec::with_capacity(STARTUP_RUNS);
+    for run in 1..=STARTUP_RUNS {
+        let (time, kib) = measure().with_context(|| format!("run {run}"))?;
+        times.push(time.as_secs_f64() * 1000.0);
+        rss.push(kib as f64 / 1024.0);
+    }
+    let time = Spread::of(&times);
+    let memory = Spread::of(&rss);
+    println!(
+        "startup: median {:.1} ms (min {:.1}, max {:.1}) over {STARTUP_RUNS} runs; idle RSS median {:.1} MiB (min {:.1}, max {:.1})",
+        time.median, time.min, time.max, memory.median, memory.min, memory.max
+    );
+
+    let table = format!(
+        "| date | commit | start-up median | min | max | idle RSS median | min | max |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB | {:.1} MiB | {:.1} MiB |\n",
+        today(),
+        commit(),
+        time.median,
+        time.min,
+        time.max,
+        memory.median,
+        memory.min,
+        memory.max
+    );
+    record("startup", &table)
+}
+
+/// Median, minimum and maximum of a sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(sample: &[f64]) -> Self {
+        let mut sorted = sample.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let count = sorted.len();
+        let median = match count {
+            0 => f64::NAN,
+            _ if count % 2 == 1 => sorted[count / 2],
+            _ => (sorted[count / 2 - 1] + sorted[count / 2]) / 2.0,
+        };
+        Self {
+            median,
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+fn today() -> String {
+    time::OffsetDateTime::now_utc().date().to_string()
+}
+
+/// The commit measured, marked `+dirty` when tracked files have uncommitted changes.
+fn commit() -> String {
+    let root = workspace_dir();
+    let Some(hash) = stdout_of(cmd("git", ["rev-parse", "--short", "HEAD"]).current_dir(&root))
+    else {
+        return "unknown".to_owned();
+    };
+    let dirty =
+        stdout_of(cmd("git", ["status", "--porcelain", "--untracked-files=no"]).current_dir(&root))
+            .is_some_and(|status| !status.is_empty());
+    if dirty { format!("{hash}+dirty") } else { hash }
+}
+
+/// Replaces the figures of `scenario` in docs/benchmarks.md (between its markers, which are
+/// appended with a heading when missing).
+fn record(scenario: &str, figures: &str) -> Result<()> {
+    let path = workspace_dir().join("docs/benchmarks.md");
+    let document = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, with_figures(&document, scenario, figures))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("recorded in {}", relative(&path));
+    Ok(())
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(workspace_dir())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn with_figures(document: &str, scenario: &str, figures: &str) -> String {
+    let begin = format!("<!-- bench:{scenario}:begin -->\n");
+    let end = format!("<!-- bench:{scenario}:end -->");
+    if let Some(start) = document.find(&begin) {
+        let content_start = start + begin.len();
+        if let Some(length) = document[content_start..].find(&end) {
+            return format!(
+                "{}{figures}{}",
+                &document[..content_start],
+                &document[content_start + length..]
+            );
+        }
+    }
+    let mut document = document.trim_end().to_owned();
+    document.push_str(&format!("\n\n## {scenario}\n\n{begin}{figures}{end}\n"));
+    document
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_has_median_min_and_max() {
+        let odd = Spread::of(&[3.0, 1.0, 2.0]);
+        assert_eq!(
+            odd,
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(Spread::of(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
+    }
+
+    #[test]
+    fn figures_replace_what_is_between_the_markers() {
+        let document = "# Benchmarks\n\n<!-- bench:startup:begin -->\nold\n<!-- bench:startup:end -->\n\nmore\n";
+        assert_eq!(
+            with_figures(document, "startup", "new\n"),
+            "# Benchmarks\n\n<!-- bench:startup:begin -->\nnew\n<!-- bench:startup:end -->\n\nmore\n"
+        );
+    }
+
+    #[test]
+    fn missing_markers_are_appended_with_a_heading() {
+        assert_eq!(
+            with_figures("# Benchmarks\n", "startup", "new\n"),
+            "# Benchmarks\n\n## startup\n\n<!-- bench:startup:begin -->\nnew\n<!-- bench:startup:end -->\n"
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! `cargo xtask peers`: installs the third-party programs the tests and benchmarks talk to, and
+//! skips what is already there (tansu alone takes minutes to build).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+
+use crate::shell::{cargo, cmd, find_program, run, stdout_of, succeeds};
+
+/// A group of peers installed the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Group {
+    /// Debian packages: kcat, mosquitto, wrk, h2load, hyperfine, nginx, openssl, nc, jq, curl,
+    /// and what `cargo install` needs to build the others.
+    Apt,
+    /// A Python virtualenv at `.peers/venv` with Kafka, MQTT, gRPC, WebSocket and JWT clients.
+    Python,
+    /// The tansu Kafka broker (cargo install).
+    Tansu,
+    /// The websocat WebSocket client and server (cargo install).
+    Websocat,
+}
+
+const ALL: [Group; 4] = [Group::Apt, Group::Python, Group::Tansu, Group::Websocat];
+
+/// The peers themselves, then what building tansu and websocat needs.
+const APT_PACKAGES: &[&str] = &[
+    "kcat",
+    "mosquitto",
+    "mosquitto-clients",
+    "wrk",
+    "nghttp2-client",
+    "hyperfine",
+    "nginx-light",
+    "openssl",
+    "netcat-openbsd",
+    "jq",
+    "curl",
+    "iproute2",
+    "build-essential",
+    "pkg-config",
+    "libssl-dev",
+];
+
+/// pip names and the modules that show each is importable.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("confluent-kafka", "confluent_kafka"),
+    ("kafka-python", "kafka"),
+    ("paho-mqtt", "paho.mqtt"),
+    ("grpcio", "grpc"),
+    ("grpcio-tools", "grpc_tools"),
+    ("websockets", "websockets"),
+    ("pyjwt", "jwt"),
+    ("cryptography", "cryptography"),
+];
+
+const TANSU_VERSION: &str = "0.6.0";
+
+/// Installs the given groups (all when empty).
+pub fn install(only: &[Group]) -> Result<()> {
+    let groups = if only.is_empty() { &ALL[..] } else { only };
+    for group in groups {
+        match group {
+            Group::Apt => apt()?,
+            Group::Python => python()?,
+            Group::Tansu => tansu()?,
+            Group::Websocat => websocat()?,
+        }
+    }
+    Ok(())
+}
+
+fn apt() -> Result<()> {
+    if find_program("dpkg-query").is_none() {
+        bail!(
+            "apt peers need a Debian-based system (no dpkg-query); install by hand: {APT_PACKAGES:?}"
+        );
+    }
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| !apt_installed(package))
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "apt: skipping, already installed: {}",
+            APT_PACKAGES.join(" ")
+        );
+        return Ok(());
+    }
+    println!("apt: installing {}", missing.join(" "));
+    apt_get(&["update"])?;
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    apt_get(&install)
+}
+
+fn apt_installed(package: &str) -> bool {
+    stdout_of(&mut cmd("dpkg-query", ["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.ends_with(" installed"))
+}
+
+fn apt_get(args: &[&str]) -> Result<()> {
+    let mut command = if is_root() {
+        cmd("apt-get", args)
+    } else {
+        let mut sudo = cmd("sudo", ["apt-get"]);
+        sudo.args(args);
+        sudo
+    };
+    command.env("DEBIAN_FRONTEND", "noninteractive");
+    run(&mut command)
+}
+
+fn is_root() -> bool {
+    stdout_of(&mut cmd("id", ["-u"])).is_some_and(|uid| uid == "0")
+}
+
+fn python() -> Result<()> {
+    let venv = zilla_tests::peers_dir().join("venv");
+    let python = zilla_tests::python();
+    let modules: Vec<&str> = PYTHON_PACKAGES.iter().map(|(_, module)| *module).collect();
+    let check = format!("import {}", modules.join(", "));
+    if succeeds(&mut cmd(&python, ["-c", &check])) {
+        println!(
+            "python: skipping, {} already has {}",
+            venv.display(),
+            pip_names().join(" ")
+        );
+    } else {
+        if !python.exists() {
+            println!("python: creating {}", venv.display());
+            create_venv(&venv)?;
+        }
+        println!("python: installing {}", pip_names().join(" "));
+        let mut pip = cmd(
+            &python,
+            ["-m", "pip", "install", "--disable-pip-version-check", "-q"],
+        );
+        pip.args(pip_names());
+        run(&mut pip)?;
+    }
+    link_librdkafka(&python)
+}
+
+fn pip_names() -> Vec<&'static str> {
+    PYTHON_PACKAGES.iter().map(|(pip, _)| *pip).collect()
+}
+
+fn create_venv(venv: &Path) -> Result<()> {
+    let python3 = find_program("python3").context("python3 is not installed")?;
+    let mut create = cmd(&python3, ["-m", "venv"]);
+    create.arg(venv);
+    if run(&mut create).is_ok() {
+        return Ok(());
+    }
+    // Debian's own python3 ships venv support in a separate package.
+    println!("python: `python3 -m venv` failed; installing python3-venv");
+    let _ = std::fs::remove_dir_all(venv);
+    apt_get(&["update"])?;
+    apt_get(&["install", "-y", "--no-install-recommends", "python3-venv"])?;
+    run(&mut create)
+}
+
+/// Debian's kcat links librdkafka 2.0.2, which cannot parse tansu's ApiVersions reply; the
+/// confluent-kafka wheel bundles a current one. `.peers/lib/librdkafka.so.1` points at it so
+/// tests can run `LD_LIBRARY_PATH=.peers/lib kcat ...`.
+fn link_librdkafka(python: &Path) -> Result<()> {
+    let find = "import confluent_kafka, glob, os; \
+                libs = os.path.join(os.path.dirname(os.path.dirname(confluent_kafka.__file__)), 'confluent_kafka.libs'); \
+                print(sorted(glob.glob(os.path.join(libs, 'librdkafka*.so*')))[0])";
+    let Some(library) = stdout_of(&mut cmd(python, ["-c", find])) else {
+        println!("python: no librdkafka in the confluent-kafka wheel; kcat keeps Debian's");
+        return Ok(());
+    };
+    let lib_dir = zilla_tests::peers_dir().join("lib");
+    std::fs::create_dir_all(&lib_dir)?;
+    let link = lib_dir.join("librdkafka.so.1");
+    if std::fs::read_link(&link).is_ok_and(|target| target == Path::new(&library)) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&library, &link)
+        .with_context(|| format!("cannot link {} to {library}", link.display()))?;
+    println!("python: linked {} -> {library}", link.display());
+    Ok(())
+}
+
+fn tansu() -> Result<()> {
+    let installed = || {
+        find_program("tansu")
+            .and_then(|tansu| stdout_of(&mut cmd(tansu, ["--version"])))
+            .is_some_and(|version| version.split_whitespace().any(|w| w == TANSU_VERSION))
+    };
+    if installed() {
+        println!("tansu: skipping, {TANSU_VERSION} already installed");
+        return Ok(());
+    }
+    if wait_for_running_install("tansu")? && installed() {
+        return Ok(());
+    }
+    println!(
+        "tansu: installing {TANSU_VERSION} with `cargo install` (about 12 minutes on 2 cores)"
+    );
+    let mut install = cargo();
+    install.args([
+        "install",
+        "tansu",
+        "--locked",
+        "--version",
+        TANSU_VERSION,
+        "--features",
+        "libsql,dynostore",
+    ]);
+    run(&mut install)?;
+    check_on_path("tansu")
+}
+
+fn websocat() -> Result<()> {
+    let installed =
+        || find_program("websocat").is_some_and(|w| succeeds(&mut cmd(w, ["--version"])));
+    if installed() {
+        println!("websocat: skipping, already installed");
+        return Ok(());
+    }
+    if wait_for_running_install("websocat")? && installed() {
+        return Ok(());
+    }
+    println!("websocat: installing with `cargo install` (about a minute)");
+    run(cargo().args(["install", "websocat", "--locked"]))?;
+    check_on_path("websocat")
+}
+
+fn check_on_path(program: &str) -> Result<()> {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if let Some(bin) = crate::shell::cargo_bin_dir().filter(|_| !on_path) {
+        println!(
+            "{program}: installed in {}, which is not in PATH: add it so tests find {program}",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
+/// Waits for a `cargo install <krate>` already running on this machine (two would race on the
+/// same files); true when there was one.
+fn wait_for_running_install(krate: &str) -> Result<bool> {
+    let Some(pid) = running_cargo_install(krate) else {
+        return Ok(false);
+    };
+    println!("{krate}: waiting for the `cargo install {krate}` already running (pid {pid})");
+    while PathBuf::from(format!("/proc/{pid}")).exists() {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    println!("{krate}: the running install has finished");
+    Ok(true)
+}
+
+fn running_cargo_install(krate: &str) -> Option<u32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != own)
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| is_cargo_install(&cmdline, krate))
+        })
+}
+
+fn is_cargo_install(cmdline: &[u8], krate: &str) -> bool {
+    let args: Vec<String> = cmdline
+        .split(|byte| *byte == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    let is_cargo = args
+        .first()
+        .is_some_and(|program| Path::new(program).file_name().is_some_and(|n| n == "cargo"));
+    let install_at = args.iter().position(|arg| arg == "install");
+    is_cargo && install_at.is_some_and(|at| args[at + 1..].iter().any(|arg| arg == krate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cargo_install_of_the_crate_is_recognised() {
+        let cmdline = b"/root/.rustup/toolchains/1.95.0/bin/cargo\0install\0tansu\0--locked\0";
+        assert!(is_cargo_install(cmdline, "tansu"));
+        assert!(!is_cargo_install(cmdline, "websocat"));
+        assert!(!is_cargo_install(b"cargo\0build\0-p\0tansu\0", "tansu"));
+        assert!(!is_cargo_install(b"vim\0install\0tansu\0", "tansu"));
+    }
+}
