@@ -356,7 +356,7 @@ impl Gateway {
 
     /// Whether `binding` raised `name` within a few seconds.
     async fn raised(&self, binding: &str, name: &str) -> bool {
-        let qname = format!("test.{binding}");
+        let qname = format!("test:{binding}");
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             let raised = self

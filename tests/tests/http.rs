@@ -1,0 +1,309 @@
+//! HTTP through the real binary: HTTP/1.1 and HTTP/2 over TLS to an nginx origin with
+//! byte-identical bodies, and a WebSocket proxied to a TLS origin.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use zilla_tests::{Gateway, Peer, free_port};
+
+/// A self-signed `localhost` certificate and key, as PEM files `localhost.pem` (key and
+/// certificate) and `ca.pem` (the certificate alone, to trust).
+fn certificates(dir: &Path) -> Result<()> {
+    let output = Peer::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost",
+        ])
+        .current_dir(dir)
+        .run()?;
+    ensure!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
+    let mut both = std::fs::read(dir.join("key.pem"))?;
+    both.extend(std::fs::read(dir.join("ca.pem"))?);
+    std::fs::write(dir.join("localhost.pem"), both)?;
+    Ok(())
+}
+
+/// nginx serving `root` on a free port.
+fn nginx(dir: &Path, root: &Path) -> Result<(zilla_tests::Process, u16)> {
+    let port = free_port()?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let config = format!(
+        "worker_processes 1;
+error_log {dir}/logs/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000000;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+",
+        dir = dir.display(),
+        root = root.display(),
+    );
+    std::fs::write(dir.join("nginx.conf"), config)?;
+    let process = Peer::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .spawn()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((process, port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("nginx did not start: {}", process.stderr())
+}
+
+const TLS_PROXY: &str = "name: test
+vaults:
+  server:
+    type: filesystem
+    options:
+      keys:
+        store: localhost.pem
+        type: pem
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: tls_server
+  tls_server:
+    type: tls
+    kind: server
+    vault: server
+    options:
+      keys:
+        - localhost
+      alpn:
+        - h2
+        - http/1.1
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      versions:
+        - http/1.1
+        - h2
+    routes:
+      - when:
+          - headers:
+              :path: /files/*
+        exit: http_client
+  http_client:
+    type: http
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.ORIGIN_PORT}}
+";
+
+fn sha256(path: &Path) -> Result<String> {
+    let output = Peer::new("sha256sum").arg(path).run()?;
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[test]
+fn http1_and_h2_over_tls_to_nginx_are_byte_identical() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    certificates(dir.path())?;
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("files"))?;
+    let small: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(root.join("files/small.bin"), &small)?;
+    let big: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(root.join("files/big.bin"), &big)?;
+    let (_nginx, origin) = nginx(&dir.path().join("nginx"), &root)?;
+
+    let mut gateway = Gateway::builder(TLS_PROXY)
+        .file("localhost.pem", std::fs::read(dir.path().join("localhost.pem"))?)
+        .env("ORIGIN_PORT", origin.to_string())
+        .start()?;
+    let port = gateway.address("tcp_server").port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    for (version, expected_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        for file in ["small.bin", "big.bin"] {
+            let out = dir.path().join(format!("{file}{version}"));
+            let output = Peer::new("curl")
+                .args(["-sS", "-o"])
+                .arg(&out)
+                .args(["-w", "%{http_version} %{http_code}", version, "--cacert"])
+                .arg(dir.path().join("ca.pem"))
+                .args(["--resolve", &resolve])
+                .arg(format!("https://localhost:{port}/files/{file}"))
+                .timeout(Duration::from_secs(60))
+                .run()?;
+            let written = String::from_utf8_lossy(&output.stdout).into_owned();
+            ensure!(
+                written == format!("{expected_version} 200"),
+                "{version} {file}: {written} {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert_eq!(sha256(&out)?, sha256(&root.join("files").join(file))?, "{version} {file}");
+        }
+    }
+    // No route: 404 with an empty body.
+    let output = Peer::new("curl")
+        .args(["-sS", "-w", "%{http_code}", "--http2", "--cacert"])
+        .arg(dir.path().join("ca.pem"))
+        .args(["--resolve", &resolve])
+        .arg(format!("https://localhost:{port}/elsewhere"))
+        .run()?;
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "404");
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+const WS_PROXY: &str = "name: test
+vaults:
+  client:
+    type: filesystem
+    options:
+      trust:
+        store: ca.pem
+        type: pem
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      versions:
+        - http/1.1
+    exit: ws_server
+  ws_server:
+    type: ws
+    kind: server
+    routes:
+      - when:
+          - protocol: echo
+        exit: ws_client
+  ws_client:
+    type: ws
+    kind: client
+    exit: http_client
+  http_client:
+    type: http
+    kind: client
+    exit: tls_client
+  tls_client:
+    type: tls
+    kind: client
+    vault: client
+    options:
+      trust:
+        - ca
+      sni:
+        - localhost
+      alpn:
+        - http/1.1
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.ORIGIN_PORT}}
+";
+
+/// A WebSocket echo origin over TLS (Python `websockets`), answering the `echo` subprotocol.
+const WSS_ORIGIN: &str = r#"
+import asyncio, ssl, sys
+import websockets
+port, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+async def echo(socket):
+    async for message in socket:
+        await socket.send(message)
+async def main():
+    async with websockets.serve(echo, "127.0.0.1", port, ssl=context, subprotocols=["echo"]):
+        print("ready", flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"#;
+
+const WS_CLIENT: &str = r#"
+import asyncio, sys
+import websockets
+async def main():
+    async with websockets.connect(sys.argv[1], subprotocols=["echo"]) as socket:
+        assert socket.subprotocol == "echo", socket.subprotocol
+        await socket.send("hello over wss")
+        text = await socket.recv()
+        await socket.send(b"\x00\x01binary")
+        data = await socket.recv()
+        print(text, data.hex())
+asyncio.run(main())
+"#;
+
+#[test]
+fn websocket_proxied_to_a_tls_origin() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    certificates(dir.path())?;
+    let origin = free_port()?;
+    let server = Peer::python(WSS_ORIGIN)
+        .arg(origin.to_string())
+        .arg(dir.path().join("ca.pem"))
+        .arg(dir.path().join("key.pem"))
+        .spawn()?;
+    server
+        .wait_for_stdout("ready", Duration::from_secs(20))
+        .context("websocket origin")?;
+    let mut gateway = Gateway::builder(WS_PROXY)
+        .file("ca.pem", std::fs::read(dir.path().join("ca.pem"))?)
+        .env("ORIGIN_PORT", origin.to_string())
+        .start()?;
+    let address = gateway.address("tcp_server");
+    let output = Peer::python(WS_CLIENT)
+        .arg(format!("ws://{address}/chat"))
+        .timeout(Duration::from_secs(20))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "client: {}\ngateway: {}",
+        String::from_utf8_lossy(&output.stderr),
+        gateway.stderr()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("hello over wss {}", "0001".to_owned() + &hex(b"binary"))
+    );
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
