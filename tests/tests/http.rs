@@ -12,13 +12,31 @@ use zilla_tests::{Gateway, Peer, free_port};
 fn certificates(dir: &Path) -> Result<()> {
     let output = Peer::new("openssl")
         .args([
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
         ])
         .current_dir(dir)
         .run()?;
-    ensure!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
+    ensure!(
+        output.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let mut both = std::fs::read(dir.join("key.pem"))?;
     both.extend(std::fs::read(dir.join("ca.pem"))?);
     std::fs::write(dir.join("localhost.pem"), both)?;
@@ -136,12 +154,17 @@ fn http1_and_h2_over_tls_to_nginx_are_byte_identical() -> Result<()> {
     std::fs::create_dir_all(root.join("files"))?;
     let small: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(root.join("files/small.bin"), &small)?;
-    let big: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let big: Vec<u8> = (0..50 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     std::fs::write(root.join("files/big.bin"), &big)?;
     let (_nginx, origin) = nginx(&dir.path().join("nginx"), &root)?;
 
     let mut gateway = Gateway::builder(TLS_PROXY)
-        .file("localhost.pem", std::fs::read(dir.path().join("localhost.pem"))?)
+        .file(
+            "localhost.pem",
+            std::fs::read(dir.path().join("localhost.pem"))?,
+        )
         .env("ORIGIN_PORT", origin.to_string())
         .start()?;
     let port = gateway.address("tcp_server").port();
@@ -164,7 +187,11 @@ fn http1_and_h2_over_tls_to_nginx_are_byte_identical() -> Result<()> {
                 "{version} {file}: {written} {}",
                 String::from_utf8_lossy(&output.stderr)
             );
-            assert_eq!(sha256(&out)?, sha256(&root.join("files").join(file))?, "{version} {file}");
+            assert_eq!(
+                sha256(&out)?,
+                sha256(&root.join("files").join(file))?,
+                "{version} {file}"
+            );
         }
     }
     // No route: 404 with an empty body.

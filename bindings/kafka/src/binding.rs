@@ -259,12 +259,15 @@ impl CacheClient {
 }
 
 impl KafkaHandler for CacheClient {
-    fn merged(&self, mut request: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+    fn merged(
+        &self,
+        mut request: MergedRequest,
+    ) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
         Box::pin(async move {
-            if request.start == Start::Default {
-                if let Some(start) = self.defaults.get(&request.topic) {
-                    request.start = *start;
-                }
+            if request.start == Start::Default
+                && let Some(start) = self.defaults.get(&request.topic)
+            {
+                request.start = *start;
             }
             self.route(&request.topic)?.merged(request).await
         })
@@ -295,7 +298,11 @@ impl KafkaHandler for CacheClient {
         spec: OffsetSpec,
     ) -> BoxFuture<'_, Result<i64, StreamError>> {
         let topic = topic.to_owned();
-        Box::pin(async move { self.route(&topic)?.list_offset(&topic, partition, spec).await })
+        Box::pin(async move {
+            self.route(&topic)?
+                .list_offset(&topic, partition, spec)
+                .await
+        })
     }
 }
 

@@ -92,10 +92,8 @@ impl Log {
             {
                 continue; // already have it (a refetch after reconnect)
             }
-            if compacted {
-                if let Some(key) = &message.key {
-                    self.latest.insert(key.clone(), message.offset);
-                }
+            if compacted && let Some(key) = &message.key {
+                self.latest.insert(key.clone(), message.offset);
             }
             self.bytes += size_of(&message);
             self.entries.push_back(Arc::new(message));
@@ -116,7 +114,8 @@ impl Log {
             }
         }
         while let Some(front) = self.entries.front() {
-            let expired = retention_ms >= 0 && front.timestamp > 0
+            let expired = retention_ms >= 0
+                && front.timestamp > 0
                 && now_ms - front.timestamp > retention_ms
                 && !compacted;
             if self.bytes <= budget && !expired {
@@ -126,10 +125,10 @@ impl Log {
             let dropped = self.entries.pop_front();
             if let Some(dropped) = dropped {
                 self.start = self.start.max(dropped.offset + 1);
-                if let Some(key) = &dropped.key {
-                    if self.latest.get(key) == Some(&dropped.offset) {
-                        self.latest.remove(key);
-                    }
+                if let Some(key) = &dropped.key
+                    && self.latest.get(key) == Some(&dropped.offset)
+                {
+                    self.latest.remove(key);
                 }
             }
         }
@@ -568,7 +567,11 @@ mod tests {
         assert!(log.entries.is_empty());
         let mut log = Log::default();
         log.append(
-            vec![message(0, "a", Some("1")), message(1, "a", Some("2")), message(2, "c", Some("3"))],
+            vec![
+                message(0, "a", Some("1")),
+                message(1, "a", Some("2")),
+                message(2, "c", Some("3")),
+            ],
             true,
         );
         let budget = log.bytes - 1;

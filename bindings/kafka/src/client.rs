@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::kind::{
-    Acks, FetchBatch, FetchRequest, KafkaHandler, MergedRequest, MergedStream, Message,
-    OffsetSpec, ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
+    Acks, FetchBatch, FetchRequest, KafkaHandler, MergedRequest, MergedStream, Message, OffsetSpec,
+    ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
 };
 use crate::merged::{self, FetchTuning, PartitionReader};
 use crate::wire::{self, Cluster, KafkaError};
@@ -46,7 +46,10 @@ impl Default for ClientTuning {
     }
 }
 
-type Pending = (wire::Record, oneshot::Sender<Result<Option<i64>, StreamError>>);
+type Pending = (
+    wire::Record,
+    oneshot::Sender<Result<Option<i64>, StreamError>>,
+);
 
 /// The `kafka` handler of a `client` binding.
 pub struct KafkaClient {
@@ -200,7 +203,9 @@ impl PartitionReader for Inner {
                 .fetch(&request.topic, &partitions, &options)
                 .await
                 .map_err(upstream)?;
-            let Some(partition) = fetched.into_iter().find(|p| p.partition == request.partition)
+            let Some(partition) = fetched
+                .into_iter()
+                .find(|p| p.partition == request.partition)
             else {
                 return Err(StreamError::Upstream("fetch answered no partition".into()));
             };
@@ -307,9 +312,7 @@ impl KafkaHandler for KafkaClient {
                 }
             };
             let record = wire::Record {
-                timestamp: request
-                    .timestamp
-                    .unwrap_or_else(|| now_millis()),
+                timestamp: request.timestamp.unwrap_or_else(now_millis),
                 key: request.key,
                 value: request.value,
                 headers: request.headers,

@@ -107,9 +107,10 @@ impl Condition {
     pub fn matches(&self, message: &Message) -> bool {
         match self {
             Condition::Key(key) => message.key.as_ref() == Some(key),
-            Condition::Header { name, value } => message.headers.iter().any(|header| {
-                header.name == *name && header.value.as_ref() == Some(value)
-            }),
+            Condition::Header { name, value } => message
+                .headers
+                .iter()
+                .any(|header| header.name == *name && header.value.as_ref() == Some(value)),
             Condition::Headers { name, values } => {
                 let actual: Vec<&[u8]> = message
                     .headers
@@ -155,7 +156,9 @@ pub struct Filter {
 impl Filter {
     /// Whether every condition holds.
     pub fn matches(&self, message: &Message) -> bool {
-        self.conditions.iter().all(|condition| condition.matches(message))
+        self.conditions
+            .iter()
+            .all(|condition| condition.matches(message))
     }
 }
 
@@ -393,12 +396,26 @@ mod tests {
             value: Bytes::from_static(b"green"),
         };
         assert!(passes(&[], &m));
-        assert!(passes(&[Filter { conditions: vec![key.clone(), red.clone()] }], &m));
-        assert!(!passes(&[Filter { conditions: vec![key.clone(), green.clone()] }], &m));
+        assert!(passes(
+            &[Filter {
+                conditions: vec![key.clone(), red.clone()]
+            }],
+            &m
+        ));
+        assert!(!passes(
+            &[Filter {
+                conditions: vec![key.clone(), green.clone()]
+            }],
+            &m
+        ));
         assert!(passes(
             &[
-                Filter { conditions: vec![green.clone()] },
-                Filter { conditions: vec![Condition::Not(Box::new(green))] }
+                Filter {
+                    conditions: vec![green.clone()]
+                },
+                Filter {
+                    conditions: vec![Condition::Not(Box::new(green))]
+                }
             ],
             &m
         ));
@@ -406,11 +423,14 @@ mod tests {
 
     #[test]
     fn header_sequences_match_topic_levels() {
-        let m = message("sensor/1/temp", &[
-            ("zilla:filter", "sensor"),
-            ("zilla:filter", "1"),
-            ("zilla:filter", "temp"),
-        ]);
+        let m = message(
+            "sensor/1/temp",
+            &[
+                ("zilla:filter", "sensor"),
+                ("zilla:filter", "1"),
+                ("zilla:filter", "temp"),
+            ],
+        );
         assert!(levels(&["sensor", "1", "temp"]).matches(&m));
         assert!(levels(&["sensor", "+", "temp"]).matches(&m));
         assert!(levels(&["sensor", "#"]).matches(&m));

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::kind::{
-    FetchBatch, FetchRequest, Filter, MergedItem, MergedRequest, MergedStream, Message,
-    OffsetSpec, PartitionOffset, Start, TopicMetadata, passes,
+    FetchBatch, FetchRequest, Filter, MergedItem, MergedRequest, MergedStream, Message, OffsetSpec,
+    PartitionOffset, Start, TopicMetadata, passes,
 };
 
 /// What a merged read needs from below.

@@ -102,7 +102,11 @@ producer.flush(20)
 print("[]")
 "#;
 
-fn produce_with_python(broker: &Broker, topic: &str, records: &[(&str, Option<&str>)]) -> Result<()> {
+fn produce_with_python(
+    broker: &Broker,
+    topic: &str,
+    records: &[(&str, Option<&str>)],
+) -> Result<()> {
     let records: Vec<serde_json::Value> = records
         .iter()
         .map(|(k, v)| serde_json::json!({"k": k, "v": v}))
@@ -139,19 +143,22 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
         synced(&mut stream).await?;
         subscribers.push(stream);
     }
-    assert_eq!(broker_sockets(broker.port)?, with_one, "sockets grew with subscribers");
+    assert_eq!(
+        broker_sockets(broker.port)?,
+        with_one,
+        "sockets grew with subscribers"
+    );
 
-    let records: Vec<(String, String)> =
-        (0..20).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let records: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
     let borrowed: Vec<(&str, Option<&str>)> = records
         .iter()
         .map(|(k, v)| (k.as_str(), Some(v.as_str())))
         .collect();
     produce_with_python(&broker, "events", &borrowed)?;
-    let expected: Vec<(String, Option<String>)> = records
-        .into_iter()
-        .map(|(k, v)| (k, Some(v)))
-        .collect();
+    let expected: Vec<(String, Option<String>)> =
+        records.into_iter().map(|(k, v)| (k, Some(v))).collect();
     let mut readers = Vec::new();
     for mut stream in subscribers {
         readers.push(tokio::spawn(async move { take(&mut stream, 20).await }));
@@ -167,7 +174,13 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
 async fn compacted_topic_replays_latest_value_per_key_with_deletes() -> Result<()> {
     let broker = Broker::start()?;
     let client = client(&broker)?;
-    create_topic(client.cluster(), "items", 1, &[("cleanup.policy", "compact")]).await?;
+    create_topic(
+        client.cluster(),
+        "items",
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
     produce_with_python(
         &broker,
         "items",

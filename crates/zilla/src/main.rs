@@ -175,7 +175,11 @@ fn config_path(args: &StartArgs, properties: &Properties) -> PathBuf {
 fn start(args: StartArgs) -> Result<ExitCode> {
     let properties = properties(&args.engine)?;
     // `-e` logs why each stream failed (those records are at debug level).
-    let default_filter = if args.exception_traces { "debug" } else { "info" };
+    let default_filter = if args.exception_traces {
+        "debug"
+    } else {
+        "info"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()

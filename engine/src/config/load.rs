@@ -333,7 +333,11 @@ fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
             let mut current = vec![i + 1];
             for (j, cb) in b.iter().enumerate() {
                 let cost = usize::from(ca != *cb);
-                current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+                current.push(
+                    (previous[j] + cost)
+                        .min(previous[j + 1] + 1)
+                        .min(current[j] + 1),
+                );
             }
             previous = current;
         }
@@ -622,10 +626,7 @@ fn check_references(config: &Config) -> Vec<ConfigError> {
                 )
                 .map(|name| format!("; did you mean `{name}`?"))
                 .unwrap_or_else(|| "; expected the name of a binding".to_owned());
-                errors.push(config.error(
-                    &origin,
-                    format!("unknown binding `{exit}`{suggestion}"),
-                ));
+                errors.push(config.error(&origin, format!("unknown binding `{exit}`{suggestion}")));
             }
         }
         if let Some(vault) = &binding.vault
