@@ -7,39 +7,81 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use zilla_tests::{Gateway, Peer, free_port};
 
-/// A self-signed `localhost` certificate and key, as PEM files `localhost.pem` (key and
-/// certificate) and `ca.pem` (the certificate alone, to trust).
+/// A test CA (`ca.pem`) and a `localhost` leaf it signed: `key.pem`, `leaf.pem` (leaf then CA)
+/// and `localhost.pem` (key, leaf and CA, for the vault).
 fn certificates(dir: &Path) -> Result<()> {
-    let output = Peer::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
+    let run = |args: &[&str]| -> Result<()> {
+        let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
+        ensure!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
             "-keyout",
-            "key.pem",
+            "ca.key",
             "-out",
             "ca.pem",
             "-days",
             "2",
             "-subj",
+            "/CN=test-ca",
+        ],
+    ]
+    .concat())?;
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
             "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .current_dir(dir)
-        .run()?;
-    ensure!(
-        output.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut both = std::fs::read(dir.join("key.pem"))?;
-    both.extend(std::fs::read(dir.join("ca.pem"))?);
-    std::fs::write(dir.join("localhost.pem"), both)?;
+        ],
+    ]
+    .concat())?;
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf-only.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ])?;
+    let read = |name: &str| std::fs::read(dir.join(name));
+    let chain = [read("leaf-only.pem")?, read("ca.pem")?].concat();
+    std::fs::write(dir.join("leaf.pem"), &chain)?;
+    std::fs::write(
+        dir.join("localhost.pem"),
+        [read("key.pem")?, chain].concat(),
+    )?;
     Ok(())
 }
 
@@ -302,7 +344,7 @@ fn websocket_proxied_to_a_tls_origin() -> Result<()> {
     let origin = free_port()?;
     let server = Peer::python(WSS_ORIGIN)
         .arg(origin.to_string())
-        .arg(dir.path().join("ca.pem"))
+        .arg(dir.path().join("leaf.pem"))
         .arg(dir.path().join("key.pem"))
         .spawn()?;
     server
