@@ -202,7 +202,17 @@ fn start(args: StartArgs) -> Result<ExitCode> {
     runtime.block_on(run(args, properties))
 }
 
+/// Raises the soft limit on open files to the hard limit: every connection is a file, and the
+/// default soft limit (often 1024) is far below what a gateway serves.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
+}
+
 async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
+    raise_open_files_limit();
     // Registered before anything else, so a signal that arrives while starting is not lost.
     let signals = Signals::register()?;
     let path = config_path(&args, &properties);
