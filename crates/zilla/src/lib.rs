@@ -49,6 +49,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_binding_kafka::register(registry);
     #[cfg(feature = "binding-sse-kafka")]
     zilla_binding_sse_kafka::register(registry);
+    #[cfg(feature = "binding-http-kafka")]
+    zilla_binding_http_kafka::register(registry);
     #[cfg(feature = "vault-filesystem")]
     zilla_vault_filesystem::register(registry);
     #[cfg(feature = "exporter-stdout")]

@@ -1,0 +1,210 @@
+//! The `http-kafka` binding: a `proxy` that maps HTTP requests (the `http` stream kind, from an
+//! `http` server) onto Kafka (the `kafka` stream kind, toward a `kafka` cache_client or
+//! client), so a REST API reads and writes Kafka topics.
+//!
+//! A request is matched against the routes: `when` entries of `method` and `path` (the path
+//! without its query; `*` matches anything and `{name}` captures one or more characters,
+//! slashes included). The first route that matches and whose `guarded` roles are held decides
+//! what happens, through its `with`; no match is `404`.
+//!
+//! **fetch** routes read:
+//! - one item (no `merge`, typically `filters: [{key: ${params.id}}]`): the latest record that
+//!   passes the filters (on a compacted topic, the latest per key). `200` with the value as body,
+//!   the record's `content-type`, and an `etag` made of the Kafka progress at that record (plus
+//!   `/<the record's etag header>`, as Zilla writes it); `204` for an empty value; `404` when
+//!   there is no record or the latest one is a delete (tombstone). With `if-none-match` naming
+//!   such a tag, only records after it count: nothing new is `304`. `prefer: wait=N` waits up
+//!   to N seconds for a record to arrive before answering `304` (or `404`).
+//! - a collection (`merge: {content-type: application/json}`): every latest value as one JSON
+//!   array, `[` value `,` value … `]`, deletes and empty values left out, sent as a stream of the
+//!   cached values; the `etag` is the progress the array reflects. `if-none-match` with that tag
+//!   is `304`, and with `prefer: wait=N` the answer waits up to N seconds for a change.
+//!
+//! **produce** routes write the request body as one record on `topic`, with `key` and `acks`
+//! (`none`, `leader_only`, `in_sync_replicas`, the default). Expressions in `topic`, `key`,
+//! `overrides`, `reply-to` and filters are compiled at load: `${params.name}`,
+//! `${guarded['guard'].identity}`, `${guarded['guard'].attributes.name}`, and in `key` and
+//! `overrides` `${idempotencyKey}` (the request's `idempotency-key` header, or a random UUID).
+//! - Without `reply-to`, the record carries the request's `content-type` and the `overrides` as
+//!   headers, a `DELETE` produces a delete (tombstone), and the answer is `204` once Kafka has
+//!   acknowledged the record (at once with `acks: none`).
+//! - With `reply-to`, the record carries every request header (pseudo-headers such as `:method`
+//!   and `:path` included, `content-length` and `prefer` left out, `if-match` reduced to the part
+//!   of the tag after `/`), the reply topic in `zilla:reply-to`, the `overrides`, and the
+//!   correlation id `<idempotency key>-<md5 hex>` in `zilla:correlation-id` (see
+//!   [`correlation`]). The reply topic is read (from where it ends, or from its start when the
+//!   client chose the idempotency key, so a retried request finds its earlier reply) before the
+//!   record is produced, and the first reply with that correlation id answers the request: its
+//!   `:status` header (default `200`), its other headers and its value as body.
+//! - With `async` too, a request with `prefer: respond-async` is answered `202` once produced,
+//!   with the `async` headers (e.g. `location: /items/${params.id};cid=${correlationId}`). A `GET`
+//!   on such a location (it must match one of the route's `when`) answers with the reply, or
+//!   waits up to `prefer: wait=N` for it, or answers `202` with the location again.
+//!
+//! A body larger than the topic's `max.message.bytes` is `413`. Kafka failing is `503`, and
+//! Kafka not answering within `zilla.binding.http.kafka.request.timeout.millis` (default 30000)
+//! is `504`, both with an empty body; a produce is never answered `2xx` before Kafka
+//! acknowledged it. Bodies are passed through as they are: validating them is the job of the
+//! http server's `requests` models.
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   north_http_kafka_mapping:
+//!     type: http-kafka
+//!     kind: proxy
+//!     options:
+//!       idempotency:
+//!         header: idempotency-key
+//!       correlation:
+//!         headers:
+//!           reply-to: zilla:reply-to
+//!           correlation-id: zilla:correlation-id
+//!     routes:
+//!       - when:
+//!           - method: GET
+//!             path: /items
+//!         exit: north_kafka_cache_client
+//!         with:
+//!           capability: fetch
+//!           topic: items-snapshots
+//!           merge:
+//!             content-type: application/json
+//!       - when:
+//!           - method: GET
+//!             path: /items/{id}
+//!         exit: north_kafka_cache_client
+//!         with:
+//!           capability: fetch
+//!           topic: items-snapshots
+//!           filters:
+//!             - key: ${params.id}
+//!       - when:
+//!           - method: PUT
+//!             path: /items/{id}
+//!           - method: GET
+//!             path: /items/{id};cid={correlationId}
+//!         exit: north_kafka_cache_client
+//!         with:
+//!           capability: produce
+//!           topic: items-requests
+//!           acks: leader_only
+//!           key: ${params.id}
+//!           reply-to: items-responses
+//!           async:
+//!             location: /items/${params.id};cid=${correlationId}
+//! ```
+//!
+//! Options: `idempotency.header` (default `idempotency-key`),
+//! `correlation.headers.reply-to` (default `zilla:reply-to`) and
+//! `correlation.headers.correlation-id` (default `zilla:correlation-id`). Every route needs a
+//! `with`; the binding takes no binding-level `exit`.
+
+pub mod config;
+pub mod correlation;
+pub mod etag;
+mod headers;
+mod proxy;
+mod route;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderName;
+use zilla_binding_http::kind::Http;
+use zilla_binding_kafka::kind::Kafka;
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
+use zilla_engine::stream::StreamKind;
+use zilla_engine::{BindingKind, BuildError, Registry};
+
+use config::{HttpKafkaCondition, HttpKafkaOptions, HttpKafkaWith};
+use proxy::HttpKafkaProxy;
+use route::{Condition, Target};
+
+/// How long a request waits for Kafka by default.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Registers the `http-kafka` binding type.
+pub fn register(registry: &mut Registry) {
+    registry.binding(HttpKafkaFactory);
+}
+
+/// Builds http-kafka bindings.
+#[derive(Debug)]
+pub struct HttpKafkaFactory;
+
+impl BindingFactory for HttpKafkaFactory {
+    fn type_name(&self) -> &'static str {
+        "http-kafka"
+    }
+
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Proxy]
+    }
+
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &[Http::NAME]
+    }
+
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        Some(Kafka::NAME)
+    }
+
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema {
+            options: Some(BindingSchema::of::<HttpKafkaOptions>()),
+            options_required: false,
+            when: Some(BindingSchema::of::<HttpKafkaCondition>()),
+            with: Some(BindingSchema::of::<HttpKafkaWith>()),
+        }
+    }
+
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: HttpKafkaOptions = context.options()?;
+        if context.config().exit.is_some() {
+            return Err(BuildError::at(
+                "exit",
+                "an http-kafka proxy takes no binding-level `exit`: each route names its exit and its `with`",
+            ));
+        }
+        let routes = context.routes::<Kafka, _, _, Target>(Condition::compile)?;
+        if routes.is_empty() {
+            return Err(BuildError::at(
+                "routes",
+                "an http-kafka proxy needs `routes`",
+            ));
+        }
+        if let Some(index) = routes.iter().position(|route| route.with.is_none()) {
+            return Err(BuildError::at(
+                format!("routes[{index}]"),
+                "every http-kafka route needs a `with` (capability fetch or produce)",
+            ));
+        }
+        let idempotency_header = options.idempotency_header();
+        let idempotency_header =
+            HeaderName::from_bytes(idempotency_header.as_bytes()).map_err(|_| {
+                BuildError::at(
+                    "options.idempotency.header",
+                    format!("`{idempotency_header}` is not an HTTP header name"),
+                )
+            })?;
+        let proxy = Arc::new(HttpKafkaProxy {
+            qname: context.name().to_string(),
+            namespace: context.name().namespace.clone(),
+            routes,
+            idempotency_header,
+            reply_to_header: Bytes::from(options.reply_to_header()),
+            correlation_header: Bytes::from(options.correlation_id_header()),
+            timeout: context.properties().millis(
+                "zilla.binding.http.kafka.request.timeout.millis",
+                DEFAULT_TIMEOUT,
+            ),
+            limits: Mutex::new(HashMap::new()),
+            stopping: tokio_util::sync::CancellationToken::new(),
+        });
+        context.publish::<Http>(proxy.clone());
+        Ok(proxy)
+    }
+}
