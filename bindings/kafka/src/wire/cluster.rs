@@ -622,7 +622,7 @@ impl Cluster {
         let mut next_offset = offset;
         let mut records = Vec::new();
         for batch in batches {
-            next_offset = next_offset.max(batch.last_offset + 1);
+            next_offset = next_offset.max(batch.last_offset.saturating_add(1));
             if options.isolation == Isolation::ReadCommitted {
                 // Producers whose aborted transaction starts at or before this batch.
                 aborted_from.retain(|(producer, first)| {

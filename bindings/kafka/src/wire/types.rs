@@ -420,7 +420,7 @@ impl ConfigSource {
     pub(crate) fn from_code(code: i8) -> Self {
         match code {
             1 => Self::Topic,
-            2..=4 | 6 | 7 => Self::Broker,
+            2..=4 | 6 => Self::Broker,
             5 => Self::Default,
             other => Self::Other(other),
         }
