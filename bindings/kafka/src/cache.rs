@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -157,6 +157,37 @@ struct PartitionCache {
     id: i32,
     log: RwLock<Log>,
     fetched: watch::Sender<Fetched>,
+    /// The last probe of the broker's end: when it was sent, and what it answered.
+    end_probe: tokio::sync::Mutex<Option<(Instant, i64)>>,
+}
+
+impl PartitionCache {
+    /// The partition's end as the broker knows it now. Concurrent callers share one probe,
+    /// as long as it was sent after they asked, so a burst of readers costs one or two
+    /// requests, not one each.
+    async fn end_now(&self, upstream: &dyn KafkaHandler, topic: &str) -> i64 {
+        let asked = Instant::now();
+        let mut probe = self.end_probe.lock().await;
+        if let Some((sent, end)) = *probe
+            && sent >= asked
+        {
+            return end;
+        }
+        let sent = Instant::now();
+        match upstream
+            .list_offset(topic, self.id, OffsetSpec::Latest)
+            .await
+        {
+            Ok(end) => {
+                *probe = Some((sent, end));
+                end
+            }
+            Err(error) => {
+                tracing::debug!(%topic, partition = self.id, %error, "end probe failed");
+                self.fetched.borrow().high_watermark
+            }
+        }
+    }
 }
 
 struct TopicCache {
@@ -223,6 +254,7 @@ impl Cache {
                             ..Log::default()
                         }),
                         fetched,
+                        end_probe: tokio::sync::Mutex::new(None),
                     });
                     tokio::spawn(fetch_partition(
                         self.upstream.clone(),
@@ -281,17 +313,28 @@ impl Cache {
                 .read()
                 .map(|log| log.start)
                 .unwrap_or_default();
+            // A reader of the past must see every record acknowledged before it started (read
+            // your writes), so its end is the broker's end now, not the cache's last fetch. A
+            // live reader only needs what comes next.
+            let end = if start == Start::Live && request.offsets.is_empty() {
+                fetched.high_watermark
+            } else {
+                partition
+                    .end_now(self.upstream.as_ref(), &request.topic)
+                    .await
+                    .max(fetched.high_watermark)
+            };
             let given = request
                 .offsets
                 .iter()
                 .find(|offset| offset.partition == partition.id);
             let cursor = match (given, start) {
                 (Some(given), _) => given.offset,
-                (None, Start::Live) => fetched.high_watermark,
+                (None, Start::Live) => end,
                 (None, _) => log_start,
             };
             cursors.push(cursor);
-            targets.push(fetched.high_watermark);
+            targets.push(end);
             receivers.push(receiver);
         }
         let reader = Reader {

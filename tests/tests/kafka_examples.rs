@@ -1,0 +1,383 @@
+//! The REST and SSE over Kafka examples in `examples/`, run by the real binary against a real
+//! broker (tansu), driven by `curl`, with the independent Python confluent-kafka client on the
+//! other side of the topics.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use zilla_tests::{Broker, Gateway, Peer, workspace_dir};
+
+fn example(name: &str) -> PathBuf {
+    workspace_dir()
+        .join("examples")
+        .join(name)
+        .join("zilla.yaml")
+}
+
+fn gateway(name: &str, broker: &Broker) -> Result<Gateway> {
+    Gateway::from_file(example(name))
+        .env("HTTP_PORT", "0")
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .env(
+            "WWW_DIR",
+            workspace_dir().join("examples/sse.kafka.fanout/www"),
+        )
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()
+}
+
+/// What curl saw: status, headers (lower-case names) and body.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn curl(args: &[&str]) -> Result<Response> {
+    let output = Peer::new("curl")
+        .args(["-sS", "-i", "--max-time", "30"])
+        .args(args)
+        .timeout(Duration::from_secs(40))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .context("no status")?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
+
+/// Reads `count` records of a topic from the start: `[{"k", "v", "h": [[name, value]...]}]`.
+const CONSUME: &str = r#"
+import json, sys, uuid
+from confluent_kafka import Consumer
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe([topic])
+records = []
+while len(records) < count:
+    message = consumer.poll(20)
+    if message is None:
+        break
+    if message.error():
+        continue
+    text = lambda b: None if b is None else b.decode()
+    records.append({"k": text(message.key()), "v": text(message.value()),
+                    "h": [[n, text(v)] for n, v in (message.headers() or [])]})
+consumer.close()
+print(json.dumps(records))
+"#;
+
+fn consume(broker: &Broker, topic: &str, count: usize) -> Result<Vec<Value>> {
+    let output = Peer::python(CONSUME)
+        .args([broker.address(), topic.to_owned(), count.to_string()])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "consumer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice::<Vec<Value>>(&output.stdout)?)
+}
+
+/// Produces `[key, value]` pairs (value may be null) to a topic.
+const PRODUCE: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+for key, value in json.loads(sys.argv[3]):
+    producer.produce(topic, key=key, value=value, headers=[("content-type", "application/json")])
+producer.flush(20)
+"#;
+
+fn produce(broker: &Broker, topic: &str, records: Value) -> Result<()> {
+    let output = Peer::python(PRODUCE)
+        .args([broker.address(), topic.to_owned(), records.to_string()])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn crud() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-snapshots", 1, true)?;
+    let mut gateway = gateway("http.kafka.crud", &broker)?;
+    let base = format!("http://{}", gateway.address("web_tcp"));
+    let json = ["-H", "content-type: application/json"];
+
+    let created = curl(
+        &[
+            &json[..],
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "idempotency-key: 1",
+                "-d",
+                r#"{"name":"one"}"#,
+                &format!("{base}/items"),
+            ],
+        ]
+        .concat(),
+    )?;
+    assert_eq!(created.status, 204, "{}", created.body);
+    let put = curl(
+        &[
+            &json[..],
+            &[
+                "-X",
+                "PUT",
+                "-d",
+                r#"{"name":"two"}"#,
+                &format!("{base}/items/2"),
+            ],
+        ]
+        .concat(),
+    )?;
+    assert_eq!(put.status, 204);
+
+    let item = curl(&[&format!("{base}/items/2")])?;
+    assert_eq!(item.status, 200);
+    assert_eq!(item.body, r#"{"name":"two"}"#);
+    assert_eq!(item.header("content-type"), Some("application/json"));
+    let all = curl(&[&format!("{base}/items")])?;
+    assert_eq!(all.status, 200);
+    let mut names: Vec<String> = serde_json::from_str::<Vec<Value>>(&all.body)?
+        .iter()
+        .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["one", "two"]);
+
+    assert_eq!(
+        curl(&["-X", "DELETE", &format!("{base}/items/2")])?.status,
+        204
+    );
+    assert_eq!(curl(&[&format!("{base}/items/2")])?.status, 404);
+
+    let records = consume(&broker, "items-snapshots", 3)?;
+    let keys: Vec<&str> = records
+        .iter()
+        .map(|r| r["k"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(keys, ["1", "2", "2"]);
+    assert_eq!(records[2]["v"], Value::Null, "DELETE is a tombstone");
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn cache_etags_and_not_modified() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-snapshots", 1, true)?;
+    produce(
+        &broker,
+        "items-snapshots",
+        serde_json::json!([["a", "{\"v\":1}"]]),
+    )?;
+    let mut gateway = gateway("http.kafka.cache", &broker)?;
+    let base = format!("http://{}", gateway.address("web_tcp"));
+    let item = curl(&[&format!("{base}/items/a")])?;
+    assert_eq!((item.status, item.body.as_str()), (200, "{\"v\":1}"));
+    let etag = item.header("etag").context("no etag")?.to_owned();
+    let unchanged = curl(&[
+        "-H",
+        &format!("if-none-match: {etag}"),
+        &format!("{base}/items/a"),
+    ])?;
+    assert_eq!(unchanged.status, 304);
+    produce(
+        &broker,
+        "items-snapshots",
+        serde_json::json!([["a", "{\"v\":2}"]]),
+    )?;
+    let changed = curl(&[
+        "-H",
+        &format!("if-none-match: {etag}"),
+        "-H",
+        "prefer: wait=10",
+        &format!("{base}/items/a"),
+    ])?;
+    assert_eq!((changed.status, changed.body.as_str()), (200, "{\"v\":2}"));
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// A service that answers every request on `items-requests` on `items-responses`, with the
+/// request's correlation id, status 201 and the request body upper-cased.
+const SERVICE: &str = r#"
+import sys, uuid
+from confluent_kafka import Consumer, Producer
+bootstrap, count = sys.argv[1], int(sys.argv[2])
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                     "auto.offset.reset": "earliest"})
+consumer.subscribe(["items-requests"])
+producer = Producer({"bootstrap.servers": bootstrap})
+print("ready", flush=True)
+answered = 0
+while answered < count:
+    message = consumer.poll(1)
+    if message is None or message.error():
+        continue
+    headers = dict(message.headers() or [])
+    reply = [("zilla:correlation-id", headers["zilla:correlation-id"]), (":status", b"201"),
+             ("content-type", b"text/plain")]
+    producer.produce(headers["zilla:reply-to"].decode(), key=message.key(),
+                     value=message.value().upper(), headers=reply)
+    producer.flush(10)
+    answered += 1
+consumer.close()
+"#;
+
+#[test]
+fn sync_request_reply() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-requests", 1, false)?;
+    broker.create_topic("items-responses", 1, false)?;
+    let mut gateway = gateway("http.kafka.sync", &broker)?;
+    let service = Peer::python(SERVICE)
+        .args([broker.address(), "1".to_owned()])
+        .spawn()?;
+    service.wait_for_stdout("ready", Duration::from_secs(30))?;
+    let base = format!("http://{}", gateway.address("web_tcp"));
+    let reply = curl(&["-X", "PUT", "-d", "hello", &format!("{base}/items/7")])?;
+    assert_eq!((reply.status, reply.body.as_str()), (201, "HELLO"));
+    assert_eq!(reply.header("content-type"), Some("text/plain"));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn async_request_reply() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-requests", 1, false)?;
+    broker.create_topic("items-responses", 1, false)?;
+    let mut gateway = gateway("http.kafka.async", &broker)?;
+    let base = format!("http://{}", gateway.address("web_tcp"));
+    let accepted = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "prefer: respond-async",
+        "-d",
+        "later",
+        &format!("{base}/items/9"),
+    ])?;
+    assert_eq!(accepted.status, 202);
+    let location = accepted
+        .header("location")
+        .context("no location")?
+        .to_owned();
+    assert!(location.starts_with("/items/9;cid="), "{location}");
+    let service = Peer::python(SERVICE)
+        .args([broker.address(), "1".to_owned()])
+        .spawn()?;
+    service.wait_for_stdout("ready", Duration::from_secs(30))?;
+    let reply = curl(&["-H", "prefer: wait=20", &format!("{base}{location}")])?;
+    assert_eq!((reply.status, reply.body.as_str()), (201, "LATER"));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// The `data:` lines and ids of an event stream, in order.
+fn events(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (mut id, mut data) = (String::new(), String::new());
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().to_owned();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data = value.trim().to_owned();
+        } else if line.is_empty() && !data.is_empty() {
+            out.push((std::mem::take(&mut id), std::mem::take(&mut data)));
+        }
+    }
+    out
+}
+
+#[test]
+fn sse_fanout_with_resume_on_another_replica() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("events", 1, false)?;
+    let mut first = gateway("sse.kafka.fanout", &broker)?;
+    let base = format!("http://{}", first.address("web_tcp"));
+
+    let page = curl(&[&format!("{base}/index.html")])?;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("EventSource"));
+
+    let watcher = Peer::new("curl")
+        .args(["-sN", "--max-time", "30", &format!("{base}/events")])
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    for text in ["one", "two"] {
+        let published = curl(&["-X", "POST", "-d", text, &format!("{base}/events")])?;
+        assert_eq!(published.status, 204);
+    }
+    watcher
+        .wait_for_stdout("data:two", Duration::from_secs(20))
+        .or_else(|_| watcher.wait_for_stdout("data: two", Duration::from_secs(1)))?;
+    let seen = events(&watcher.stdout());
+    let data: Vec<&str> = seen.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(data, ["one", "two"]);
+    let last_id = seen[0].0.clone();
+
+    // Published while nobody listens; a second replica resumes after "one".
+    assert_eq!(
+        curl(&["-X", "POST", "-d", "three", &format!("{base}/events")])?.status,
+        204
+    );
+    let mut second = gateway("sse.kafka.fanout", &broker)?;
+    let resumed = Peer::new("curl")
+        .args(["-sN", "--max-time", "30", "-H"])
+        .arg(format!("last-event-id: {last_id}"))
+        .arg(format!("http://{}/events", second.address("web_tcp")))
+        .spawn()?;
+    resumed.wait_for_stdout("three", Duration::from_secs(20))?;
+    let data: Vec<String> = events(&resumed.stdout())
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(data, ["two", "three"], "exactly the missed records");
+    drop((watcher, resumed));
+    assert!(first.terminate()?.success());
+    assert!(second.terminate()?.success());
+    Ok(())
+}
