@@ -35,6 +35,23 @@ struct Setup {
     dir: tempfile::TempDir,
     /// Backends the examples talk to, stopped after the gateways.
     peers: Vec<Process>,
+    /// The Kafka bootstrap server the Kafka examples use.
+    kafka: String,
+}
+
+/// The broker of the Kafka examples: one the user runs, or one the demo starts and stops.
+enum Kafka {
+    External(String),
+    Local(zilla_tests::Broker),
+}
+
+impl Kafka {
+    fn bootstrap(&self) -> String {
+        match self {
+            Kafka::External(bootstrap) => bootstrap.clone(),
+            Kafka::Local(broker) => broker.address(),
+        }
+    }
 }
 
 impl Setup {
@@ -46,14 +63,35 @@ impl Setup {
 /// Runs the demo until Ctrl-C (or SIGTERM).
 pub fn run() -> Result<()> {
     crate::peers::install(&[Group::Apt])?;
+    let kafka = match std::env::var("KAFKA_BOOTSTRAP_SERVER") {
+        Ok(bootstrap) if !bootstrap.is_empty() => {
+            println!("using the Kafka at KAFKA_BOOTSTRAP_SERVER={bootstrap}");
+            Kafka::External(bootstrap)
+        }
+        _ => {
+            // The first run builds the broker (the step says how long it takes).
+            crate::peers::install(&[Group::Tansu])?;
+            let broker = zilla_tests::Broker::start()?;
+            broker.create_topic("items-snapshots", 1, true)?;
+            broker.create_topic("events", 1, false)?;
+            println!("started a local tansu broker at {}", broker.address());
+            Kafka::Local(broker)
+        }
+    };
     run_command(cargo().args(["build", "-p", "zilla", "--bin", "zilla"]))?;
     let binary = zilla_tests::build_zilla(false, false)?;
 
     let mut setup = Setup {
         dir: tempfile::Builder::new().prefix("zilla-demo-").tempdir()?,
         peers: Vec::new(),
+        kafka: kafka.bootstrap(),
     };
-    let examples = vec![tcp_echo(), tls_echo(&mut setup)?];
+    let examples = vec![
+        tcp_echo(),
+        tls_echo(&mut setup)?,
+        kafka_crud(&setup),
+        kafka_fanout(&setup),
+    ];
 
     let mut running = Vec::new();
     for example in examples {
@@ -170,6 +208,103 @@ fn tcp_echo() -> Example {
             )]
         },
     }
+}
+
+fn kafka_crud(setup: &Setup) -> Example {
+    Example {
+        name: "http.kafka.crud",
+        env: vec![
+            ("HTTP_PORT", port_or_any(7114)),
+            ("KAFKA_BOOTSTRAP_SERVER", setup.kafka.clone()),
+        ],
+        check: |gateway, _| {
+            let base = format!("http://{}", gateway.address("web_tcp"));
+            let put = curl_status(&[
+                "-X",
+                "PUT",
+                "-d",
+                r#"{"name":"demo"}"#,
+                &format!("{base}/items/demo"),
+            ])?;
+            if put != "204" {
+                bail!("PUT answered {put}");
+            }
+            let get = curl_status(&[&format!("{base}/items/demo")])?;
+            if get != "200" {
+                bail!("GET answered {get}");
+            }
+            Ok(())
+        },
+        tries: |gateway, _| {
+            let base = format!("http://{}", gateway.address("web_tcp"));
+            vec![
+                format!(
+                    "curl -X PUT {base}/items/1 -H 'content-type: application/json' -d '{{\"name\":\"one\"}}'"
+                ),
+                format!("curl {base}/items/1"),
+                format!("curl {base}/items"),
+                format!("curl -X DELETE {base}/items/1"),
+            ]
+        },
+    }
+}
+
+fn kafka_fanout(setup: &Setup) -> Example {
+    Example {
+        name: "sse.kafka.fanout",
+        env: vec![
+            ("HTTP_PORT", port_or_any(7115)),
+            ("KAFKA_BOOTSTRAP_SERVER", setup.kafka.clone()),
+            (
+                "WWW_DIR",
+                workspace_dir()
+                    .join("examples/sse.kafka.fanout/www")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+        check: |gateway, _| {
+            let base = format!("http://{}", gateway.address("web_tcp"));
+            let status = curl_status(&[
+                "-X",
+                "POST",
+                "-d",
+                "hello from the demo",
+                &format!("{base}/events"),
+            ])?;
+            if status != "204" {
+                bail!("POST answered {status}");
+            }
+            Ok(())
+        },
+        tries: |gateway, _| {
+            let base = format!("http://{}", gateway.address("web_tcp"));
+            vec![
+                format!("curl -N {base}/events                       # watch (leave it running)"),
+                format!(
+                    "curl -X POST {base}/events -d 'hello'       # publish, in another terminal"
+                ),
+                format!("open {base}/index.html in a browser"),
+            ]
+        },
+    }
+}
+
+/// The status code curl got for `args`.
+fn curl_status(args: &[&str]) -> Result<String> {
+    let output = Peer::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .run()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn nc(address: SocketAddr) -> Peer {
