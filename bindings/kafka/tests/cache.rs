@@ -275,3 +275,72 @@ async fn subscribers_ride_out_a_broker_restart_without_gap_or_duplicate() -> Res
     );
     Ok(())
 }
+
+/// Produces records with headers and a null value, compressed with `compression`.
+const PRODUCE_COMPRESSED: &str = r#"
+import sys
+from confluent_kafka import Producer
+bootstrap, topic, compression = sys.argv[1], sys.argv[2], sys.argv[3]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 50,
+                     "compression.type": compression})
+for i in range(50):
+    producer.produce(topic, key=f"k{i}", value=None if i == 7 else f"value-{i}-" + "x" * i,
+                     headers=[("n", str(i).encode()), ("n", b"again")])
+producer.flush(20)
+print("[]")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_compressed_by_another_client_are_served_identically() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    // tansu cannot serve snappy batches back; the wire tests cover snappy decoding.
+    for compression in ["gzip", "lz4", "zstd"] {
+        let topic = format!("compressed-{compression}");
+        create_topic(client.cluster(), &topic, 1, &[]).await?;
+        run_python(
+            PRODUCE_COMPRESSED,
+            &[&broker.address(), &topic, compression],
+            "",
+        )?;
+        let cache = cache(client.clone());
+        let mut stream = cache
+            .merged(MergedRequest {
+                topic: topic.clone(),
+                start: Start::Historical,
+                ..MergedRequest::default()
+            })
+            .await?;
+        let mut seen = 0;
+        while seen < 50 {
+            let item = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .with_context(|| format!("{compression}: only {seen} records"))?;
+            let Some(Ok(MergedItem::Message { message, .. })) = item else {
+                continue;
+            };
+            let i = seen;
+            assert_eq!(message.key.as_deref(), Some(format!("k{i}").as_bytes()));
+            let expected = (i != 7).then(|| format!("value-{i}-{}", "x".repeat(i)));
+            assert_eq!(
+                message.value.as_deref(),
+                expected.as_deref().map(str::as_bytes),
+                "{compression}"
+            );
+            let headers: Vec<(&[u8], Option<&[u8]>)> = message
+                .headers
+                .iter()
+                .map(|h| (h.name.as_ref(), h.value.as_deref()))
+                .collect();
+            assert_eq!(
+                headers,
+                vec![
+                    (&b"n"[..], Some(i.to_string().as_bytes())),
+                    (&b"n"[..], Some(&b"again"[..]))
+                ]
+            );
+            seen += 1;
+        }
+    }
+    Ok(())
+}
