@@ -42,6 +42,8 @@ const APT_PACKAGES: &[&str] = &[
     "build-essential",
     "pkg-config",
     "libssl-dev",
+    // keytool, to check the filesystem vault reads Java-made PKCS#12 stores.
+    "openjdk-17-jre-headless",
 ];
 
 /// pip names and the modules that show each is importable.
