@@ -37,6 +37,7 @@ pub mod listeners;
 mod metered;
 pub mod metrics;
 pub mod pattern;
+pub mod ports;
 pub mod properties;
 pub mod registry;
 pub mod route;

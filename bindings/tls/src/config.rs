@@ -1,11 +1,7 @@
 //! Typed options and route conditions of the tls binding.
 
-use std::borrow::Cow;
-use std::ops::RangeInclusive;
-
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
 
 /// `options` of a tls `server` or `client` binding (a `proxy` takes none).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -61,102 +57,11 @@ pub struct TlsCondition {
     pub port: Option<Ports>,
 }
 
-/// Ports: a number, a `"8080-8090"` range, or a list of those.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ports(pub Vec<RangeInclusive<u16>>);
-
-impl Ports {
-    /// Whether `port` is one of these.
-    pub fn contains(&self, port: u16) -> bool {
-        self.0.iter().any(|range| range.contains(&port))
-    }
-}
-
-fn parse_range(text: &str) -> Result<RangeInclusive<u16>, String> {
-    let parse = |part: &str| {
-        part.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("port `{part}` is not a number from 0 to 65535"))
-    };
-    match text.split_once('-') {
-        Some((low, high)) => {
-            let (low, high) = (parse(low)?, parse(high)?);
-            if low > high {
-                return Err(format!("port range `{text}` ends before it starts"));
-            }
-            Ok(low..=high)
-        }
-        None => parse(text).map(|port| port..=port),
-    }
-}
-
-impl<'de> Deserialize<'de> for Ports {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum One {
-            Number(u64),
-            Text(String),
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(One),
-            Many(Vec<One>),
-        }
-        let one = |value: One| match value {
-            One::Number(port) => u16::try_from(port)
-                .map(|port| port..=port)
-                .map_err(|_| format!("port {port} is out of range 0-65535")),
-            One::Text(text) => parse_range(&text),
-        };
-        let ranges = match OneOrMany::deserialize(deserializer)? {
-            OneOrMany::One(value) => vec![one(value).map_err(de::Error::custom)?],
-            OneOrMany::Many(values) => values
-                .into_iter()
-                .map(|value| one(value).map_err(de::Error::custom))
-                .collect::<Result<_, _>>()?,
-        };
-        Ok(Ports(ranges))
-    }
-}
-
-impl JsonSchema for Ports {
-    fn schema_name() -> Cow<'static, str> {
-        "Ports".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "A port number from 0 to 65535, a range such as \"8080-8090\", or a list of those.",
-            "x-expected": "a port number from 0 to 65535, a range such as \"8080-8090\", or a list of those",
-            "oneOf": [
-                {"type": "integer", "minimum": 0, "maximum": 65535},
-                {"type": "string", "pattern": "^\\d+(-\\d+)?$"},
-                {"type": "array", "items": {"oneOf": [
-                    {"type": "integer", "minimum": 0, "maximum": 65535},
-                    {"type": "string", "pattern": "^\\d+(-\\d+)?$"}
-                ]}}
-            ]
-        })
-    }
-}
+pub use zilla_engine::ports::Ports;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ports_in_every_form() {
-        let ports: Ports = serde_json::from_str("8443").unwrap();
-        assert!(ports.contains(8443) && !ports.contains(8444));
-        let ports: Ports = serde_json::from_str("\"8443-8445\"").unwrap();
-        assert!(ports.contains(8444) && !ports.contains(8446));
-        let ports: Ports = serde_json::from_str("[443, \"8443-8444\"]").unwrap();
-        assert!(ports.contains(443) && ports.contains(8444) && !ports.contains(444));
-        assert!(serde_json::from_str::<Ports>("70000").is_err());
-        assert!(serde_json::from_str::<Ports>("\"9-1\"").is_err());
-    }
 
     #[test]
     fn options_reject_unknown_keys_and_bad_mutual() {
