@@ -2,7 +2,8 @@
 //! `${idempotencyKey}`, compiled at load into segment lists and evaluated per stream without
 //! parsing. (`${{env.X}}` is different: it is substituted as text before YAML parsing.)
 
-use crate::guard::GuardSession;
+use crate::guard::{Authorization, GuardSession};
+use crate::pattern::Captures;
 
 /// One piece of a compiled expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,41 @@ pub trait ExpressionContext {
     /// A binding-specific variable.
     fn variable(&self, _name: &str) -> Option<String> {
         None
+    }
+}
+
+/// What most bindings' `with` expressions read: the `{param}` captures of the route that
+/// matched and the stream's guard sessions (guard names resolve in `namespace`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteScope<'a> {
+    /// The matched route's captures.
+    pub captures: &'a Captures,
+    /// The stream's sessions.
+    pub authorization: Option<&'a Authorization>,
+    /// The binding's namespace.
+    pub namespace: &'a str,
+}
+
+impl ExpressionContext for RouteScope<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        // A parameter that another `when` entry of the route captures is empty, as in Zilla.
+        Some(
+            self.captures
+                .iter()
+                .find(|(captured, _)| captured == name)
+                .map_or("", |(_, value)| value.as_str()),
+        )
+    }
+
+    fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
+        let qualified = if guard.contains(':') {
+            guard.to_owned()
+        } else {
+            format!("{}:{guard}", self.namespace)
+        };
+        self.authorization?
+            .session(&qualified)
+            .map(|session| session.as_ref() as &dyn GuardSession)
     }
 }
 

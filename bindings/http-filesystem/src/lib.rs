@@ -76,8 +76,7 @@ use zilla_binding_http::kind::{
     status_response,
 };
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
-use zilla_engine::expr::{Expression, ExpressionContext, Segment};
-use zilla_engine::guard::{Authorization, GuardSession};
+use zilla_engine::expr::{Expression, RouteScope, Segment};
 use zilla_engine::pattern::{Captures, Pattern};
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError, StreamKind};
@@ -242,7 +241,7 @@ impl Target {
     }
 
     /// The file's path; `None` when a guarded value the expressions use is missing.
-    fn evaluate(&self, context: &RequestContext<'_>) -> Option<String> {
+    fn evaluate(&self, context: &RouteScope<'_>) -> Option<String> {
         let path = self.path.evaluate(context)?;
         match &self.directory {
             None => Some(path),
@@ -251,37 +250,6 @@ impl Target {
                 Some(format!("{}/{path}", directory.trim_end_matches('/')))
             }
         }
-    }
-}
-
-/// What expressions are evaluated against: the route's captures and the request's sessions.
-struct RequestContext<'a> {
-    captures: &'a Captures,
-    authorization: Option<&'a Authorization>,
-    namespace: &'a str,
-}
-
-impl ExpressionContext for RequestContext<'_> {
-    fn param(&self, name: &str) -> Option<&str> {
-        // A parameter captured by another `when` entry than the one that matched is empty,
-        // as in Zilla.
-        Some(
-            self.captures
-                .iter()
-                .find(|(captured, _)| captured == name)
-                .map_or("", |(_, value)| value.as_str()),
-        )
-    }
-
-    fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
-        let qualified = if guard.contains(':') {
-            guard.to_owned()
-        } else {
-            format!("{}:{guard}", self.namespace)
-        };
-        self.authorization?
-            .session(&qualified)
-            .map(|session| &**session as &dyn GuardSession)
     }
 }
 
@@ -331,7 +299,7 @@ impl HttpFileSystemProxy {
             }
         };
         let file = match &route.with {
-            Some(target) => target.evaluate(&RequestContext {
+            Some(target) => target.evaluate(&RouteScope {
                 captures: &captures,
                 authorization: authorization(&request),
                 namespace: &self.namespace,

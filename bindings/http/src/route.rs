@@ -7,8 +7,8 @@ use http::header::{HOST, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use zilla_engine::binding::BuildError;
 use zilla_engine::config::model::BindingConfig;
-use zilla_engine::expr::{Expression, ExpressionContext};
-use zilla_engine::guard::{Authorization, GuardSession};
+use zilla_engine::expr::{Expression, ExpressionContext, RouteScope};
+use zilla_engine::guard::Authorization;
 use zilla_engine::pattern::{Captures, Pattern};
 use zilla_engine::route::{Route, Routes};
 
@@ -296,8 +296,8 @@ impl<E> Router<E> {
         &'a self,
         captures: &'a Captures,
         authorization: Option<&'a Authorization>,
-    ) -> RouteContext<'a> {
-        RouteContext {
+    ) -> RouteScope<'a> {
+        RouteScope {
             captures,
             authorization,
             namespace: &self.namespace,
@@ -330,40 +330,13 @@ fn authorized<C, W, E, B>(
     })
 }
 
-/// Route captures and guard sessions, for override expressions.
-#[derive(Debug)]
-pub struct RouteContext<'a> {
-    captures: &'a Captures,
-    authorization: Option<&'a Authorization>,
-    namespace: &'a str,
-}
-
-impl ExpressionContext for RouteContext<'_> {
-    fn param(&self, name: &str) -> Option<&str> {
-        self.captures
-            .iter()
-            .find(|(captured, _)| captured == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
-        let qualified = if guard.contains(':') {
-            guard.to_owned()
-        } else {
-            format!("{}:{guard}", self.namespace)
-        };
-        self.authorization?
-            .session(&qualified)
-            .map(|session| session.as_ref() as &dyn GuardSession)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::SystemTime;
     use zilla_engine::config::model::{BindingKind, Origin, RouteConfig};
+    use zilla_engine::guard::GuardSession;
 
     fn condition(headers: &[(&str, &str)]) -> Condition {
         Condition::compile(HttpCondition {
@@ -568,7 +541,7 @@ mod tests {
             (":scheme".into(), "https".into()),
         ])))
         .unwrap();
-        let context = RouteContext {
+        let context = RouteScope {
             captures: &Vec::new(),
             authorization: None,
             namespace: "ns",

@@ -9,8 +9,7 @@ use zilla_binding_kafka::kind::{
     Condition, Filter, KafkaHandler, MergedItem, MergedRequest, Message, PartitionOffset, Start,
 };
 use zilla_binding_sse::{SseEvent, SseHandler, SseItem, SseRequest, SseStream};
-use zilla_engine::expr::{Expression, ExpressionContext};
-use zilla_engine::guard::{Authorization, GuardSession};
+use zilla_engine::expr::{Expression, RouteScope};
 use zilla_engine::pattern::{Captures, Pattern};
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
@@ -92,7 +91,7 @@ impl Subscription {
     /// The merged read for one subscriber.
     fn request(
         &self,
-        context: &RequestContext<'_>,
+        context: &RouteScope<'_>,
         last_event_id: Option<&str>,
     ) -> Result<MergedRequest, StreamError> {
         // A guard value with no session behind it must not widen or blank a filter.
@@ -136,36 +135,6 @@ impl Subscription {
     }
 }
 
-/// What `with` expressions are evaluated against.
-struct RequestContext<'a> {
-    captures: &'a Captures,
-    authorization: Option<&'a Authorization>,
-    namespace: &'a str,
-}
-
-impl ExpressionContext for RequestContext<'_> {
-    fn param(&self, name: &str) -> Option<&str> {
-        // A parameter another `when` entry captures is empty here, as in Zilla.
-        Some(
-            self.captures
-                .iter()
-                .find(|(captured, _)| captured == name)
-                .map_or("", |(_, value)| value.as_str()),
-        )
-    }
-
-    fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
-        let qualified = if guard.contains(':') {
-            guard.to_owned()
-        } else {
-            format!("{}:{guard}", self.namespace)
-        };
-        self.authorization?
-            .session(&qualified)
-            .map(|session| session.as_ref() as &dyn GuardSession)
-    }
-}
-
 /// A built sse-kafka proxy.
 pub(crate) struct SseKafkaProxy {
     pub(crate) name: String,
@@ -198,7 +167,7 @@ impl SseKafkaProxy {
             tracing::debug!(binding = %self.name, path, "route has no `with`: nothing to read");
             return Err(StreamError::NoRoute);
         };
-        let context = RequestContext {
+        let context = RouteScope {
             captures: &captures,
             authorization,
             namespace: &self.namespace,
@@ -260,6 +229,7 @@ pub(crate) fn event(
 mod tests {
     use super::*;
     use zilla_binding_kafka::kind::Header;
+    use zilla_engine::guard::{Authorization, GuardSession};
 
     fn message(key: Option<&str>, value: Option<&str>, headers: &[(&str, &str)]) -> Message {
         Message {
@@ -368,7 +338,7 @@ mod tests {
         ];
         let mut authorization = Authorization::default();
         authorization.insert("test:jwt0", Arc::new(Identity("alice")));
-        let context = RequestContext {
+        let context = RouteScope {
             captures: &captures,
             authorization: Some(&authorization),
             namespace: "test",
@@ -399,7 +369,7 @@ mod tests {
             ]
         );
 
-        let anonymous = RequestContext {
+        let anonymous = RouteScope {
             captures: &captures,
             authorization: None,
             namespace: "test",
@@ -414,7 +384,7 @@ mod tests {
     fn last_event_id_resumes_or_is_refused() {
         let subscription = subscription(serde_json::json!({"topic": "t"}));
         let captures = Captures::new();
-        let context = RequestContext {
+        let context = RouteScope {
             captures: &captures,
             authorization: None,
             namespace: "test",
