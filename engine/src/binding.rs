@@ -95,6 +95,18 @@ impl BuildError {
     }
 }
 
+/// Catalogs as one binding's config names them.
+struct NamespaceCatalogs<'a> {
+    name: &'a QualifiedName,
+    catalogs: &'a HashMap<QualifiedName, Arc<dyn crate::components::Catalog>>,
+}
+
+impl crate::components::CatalogLookup for NamespaceCatalogs<'_> {
+    fn catalog(&self, name: &str) -> Option<Arc<dyn crate::components::Catalog>> {
+        self.catalogs.get(&self.name.resolve(name)).cloned()
+    }
+}
+
 /// Handlers a built binding offers, by stream kind name.
 #[derive(Default)]
 pub struct Published {
@@ -131,6 +143,8 @@ pub struct BuildContext<'a> {
     pub(crate) exits: &'a HashMap<QualifiedName, Arc<Published>>,
     pub(crate) vaults: &'a HashMap<QualifiedName, Arc<dyn Vault>>,
     pub(crate) guards: &'a HashMap<QualifiedName, Arc<dyn crate::guard::Guard>>,
+    pub(crate) catalogs: &'a HashMap<QualifiedName, Arc<dyn crate::components::Catalog>>,
+    pub(crate) registry: &'a crate::registry::Registry,
     pub(crate) published: Published,
     pub(crate) listeners: &'a ListenerPool,
     pub(crate) metrics: &'a Metrics,
@@ -235,6 +249,43 @@ impl<'a> BuildContext<'a> {
             .cloned()
             .map(|found| (name.to_string(), found))
             .ok_or_else(|| BuildError::at("", format!("unknown guard `{name}`")))
+    }
+
+    /// A validator for a model reference in this binding's options (`json`, or
+    /// `{model: json, catalog: {...}}`); `path` is where it was written, for errors.
+    pub fn model(
+        &self,
+        reference: &serde_json::Value,
+        path: &str,
+    ) -> Result<Arc<dyn crate::components::Validator>, BuildError> {
+        let reference = match reference {
+            serde_json::Value::String(name) => serde_json::json!({ "model": name }),
+            other => other.clone(),
+        };
+        let type_name = reference
+            .get("model")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let factory = self.registry.model_factory(&type_name).ok_or_else(|| {
+            BuildError::at(
+                path,
+                self.registry
+                    .unknown_type(crate::registry::Category::Model, &type_name),
+            )
+        })?;
+        let lookup = NamespaceCatalogs {
+            name: self.name,
+            catalogs: self.catalogs,
+        };
+        factory.build(&reference, &lookup).map_err(|mut error| {
+            error.path = if error.path.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}.{}", error.path)
+            };
+            error
+        })
     }
 
     /// Offers `handler` for stream kind `K` to bindings that exit here.

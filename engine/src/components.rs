@@ -74,6 +74,28 @@ pub trait Validator: Send + Sync + 'static {
     fn validate(&self, data: &[u8]) -> Result<(), String>;
 }
 
+/// Builds one model type from its inline reference in binding options: a bare type name
+/// (`json`) or an object (`{model: json, catalog: {...}, ...}`).
+pub trait ModelFactory: Send + Sync + 'static {
+    /// The model type, e.g. `json`.
+    fn type_name(&self) -> &'static str;
+    /// The schema of the model object (with `model` and its own keys).
+    fn schema(&self) -> serde_json::Value;
+    /// Builds from the reference (always an object here: a bare name arrives as
+    /// `{"model": "<name>"}`); `catalogs` finds the catalogs it names.
+    fn build(
+        &self,
+        reference: &serde_json::Value,
+        catalogs: &dyn CatalogLookup,
+    ) -> Result<Arc<dyn Validator>, BuildError>;
+}
+
+/// Finds catalogs by the name a config uses (in the referring binding's namespace).
+pub trait CatalogLookup {
+    /// The catalog named `name`.
+    fn catalog(&self, name: &str) -> Option<Arc<dyn Catalog>>;
+}
+
 /// A key/value store (`stores:`).
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`.

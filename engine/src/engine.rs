@@ -179,7 +179,28 @@ impl Engine {
         let mut vault_signatures: HashMap<QualifiedName, u64> = HashMap::new();
         let mut exporters: Vec<Arc<dyn Exporter>> = Vec::new();
         let mut guards: HashMap<QualifiedName, Arc<dyn crate::guard::Guard>> = HashMap::new();
+        let mut catalogs: HashMap<QualifiedName, Arc<dyn crate::components::Catalog>> =
+            HashMap::new();
         for namespace in &config.namespaces {
+            for (name, catalog) in &namespace.catalogs {
+                let qualified = QualifiedName::new(&namespace.name, name);
+                let Some(factory) = self.registry.catalog_factory(&catalog.type_name) else {
+                    continue;
+                };
+                let context = self.component_context(config, &qualified, catalog);
+                match factory.build(&context) {
+                    Ok(built) => {
+                        vault_signatures.insert(
+                            qualified.clone(),
+                            hash(&(catalog.type_name.as_str(), json_text(&catalog.options))),
+                        );
+                        catalogs.insert(qualified, built);
+                    }
+                    Err(error) => errors.push(
+                        config.error(&catalog.origin.relative(&error.path), error.message),
+                    ),
+                }
+            }
             for (name, guard) in &namespace.guards {
                 let qualified = QualifiedName::new(&namespace.name, name);
                 let Some(factory) = self.registry.guard_factory(&guard.type_name) else {
@@ -259,11 +280,12 @@ impl Engine {
             for (exit, _) in exits_of(binding) {
                 signatures.get(&name.resolve(&exit)).hash(&mut hasher);
             }
-            // Guards a binding uses change its behaviour: their config is part of its signature.
+            // Guards and catalogs a binding uses change its behaviour: their config is part of
+            // its signature.
             for namespace in &config.namespaces {
-                for (guard, _) in &namespace.guards {
+                for (component, _) in namespace.guards.iter().chain(&namespace.catalogs) {
                     vault_signatures
-                        .get(&QualifiedName::new(&namespace.name, guard))
+                        .get(&QualifiedName::new(&namespace.name, component))
                         .hash(&mut hasher);
                 }
             }
@@ -288,6 +310,8 @@ impl Engine {
                 exits: &published,
                 vaults: &vaults,
                 guards: &guards,
+                catalogs: &catalogs,
+                registry: &self.registry,
                 published: Published {
                     received: binding_metrics.streams(Direction::Received),
                     ..Published::default()

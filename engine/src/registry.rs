@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::binding::BindingFactory;
-use crate::components::{Catalog, ComponentFactory, Exporter, Store, Validator};
+use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, Store};
 use crate::config::model::BindingKind;
 use crate::guard::Guard;
 use crate::vault::Vault;
@@ -110,7 +110,7 @@ pub struct Registry {
     catalogs: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Catalog>>>,
     stores: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Store>>>,
     exporters: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Exporter>>>,
-    models: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Validator>>>,
+    models: BTreeMap<&'static str, Arc<dyn ModelFactory>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -167,9 +167,22 @@ impl Registry {
     }
 
     /// Adds a model type.
-    pub fn model(&mut self, factory: impl ComponentFactory<dyn Validator>) -> &mut Self {
+    pub fn model(&mut self, factory: impl ModelFactory) -> &mut Self {
         self.models.insert(factory.type_name(), Arc::new(factory));
         self
+    }
+
+    /// The model factory for `type_name`.
+    pub fn model_factory(&self, type_name: &str) -> Option<&Arc<dyn ModelFactory>> {
+        self.models.get(type_name)
+    }
+
+    /// The catalog factory for `type_name`.
+    pub fn catalog_factory(
+        &self,
+        type_name: &str,
+    ) -> Option<&Arc<dyn ComponentFactory<dyn Catalog>>> {
+        self.catalogs.get(type_name)
     }
 
     /// The binding factory for `type_name`.
@@ -228,7 +241,10 @@ impl Registry {
             Category::Catalog => of(&self.catalogs, type_name),
             Category::Store => of(&self.stores, type_name),
             Category::Exporter => of(&self.exporters, type_name),
-            Category::Model => of(&self.models, type_name),
+            Category::Model => self
+                .models
+                .get(type_name)
+                .map(|factory| (Some(factory.schema()), false)),
         }
     }
 
