@@ -196,9 +196,8 @@ impl Engine {
                         );
                         catalogs.insert(qualified, built);
                     }
-                    Err(error) => errors.push(
-                        config.error(&catalog.origin.relative(&error.path), error.message),
-                    ),
+                    Err(error) => errors
+                        .push(config.error(&catalog.origin.relative(&error.path), error.message)),
                 }
             }
             for (name, guard) in &namespace.guards {

@@ -335,18 +335,22 @@ impl Registry {
                     }))
                 })
                 .collect();
-            json!({
+            let mut schema = json!({
                 "type": "object",
                 "properties": {
                     "type": {"enum": types},
                     "options": {},
-                    "vault": {"$ref": "#/$defs/name"},
-                    "store": {"$ref": "#/$defs/name"},
+                    "vault": {"$ref": "#/$defs/reference"},
+                    "store": {"$ref": "#/$defs/reference"},
                 },
                 "required": ["type"],
                 "additionalProperties": false,
-                "allOf": cases,
-            })
+            });
+            // An empty `allOf` is not a valid schema.
+            if !cases.is_empty() {
+                schema["allOf"] = Value::Array(cases);
+            }
+            schema
         };
         let vault = component(Category::Vault, &mut defs);
         let guard = component(Category::Guard, &mut defs);
