@@ -1,5 +1,18 @@
 //! `cargo xtask bench <scenario>`: runs one benchmark end to end on a release build, prints one
-//! summary line and records the figures, with the date and commit, in `docs/benchmarks.md`.
+//! summary line per scenario and records the figures, with the date and commit, in
+//! `docs/benchmarks.md`.
+
+mod http_proxy;
+mod kafka_produce;
+mod load;
+mod optimized;
+mod options;
+mod sse_fanout;
+mod tansu;
+mod usage;
+mod wrk;
+
+pub use options::Options;
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,12 +28,25 @@ use crate::shell::{cargo, cmd, run as run_command, stdout_of};
 pub enum Scenario {
     /// `zilla start` to readiness, and resident memory once idle, on examples/tcp.echo.
     Startup,
+    /// S1 and S2 on examples/http.proxy: reverse-proxy throughput against nginx (wrk), and the
+    /// latency added at a fixed rate, against nginx and a direct client.
+    HttpProxy,
+    /// S4 on examples/sse.kafka.fanout: one Kafka topic fanned out to `--clients` SSE
+    /// subscribers while the producer steps from 1 to 25 msg/s; deliveries, loss, latency and
+    /// the gateway's broker sockets with 1 and with all subscribers.
+    SseFanout,
+    /// S7 on examples/http.kafka.produce: `POST` of 1 KB JSON to Kafka (one way, leader acks)
+    /// against the S1 proxy and a native producer (wrk -c64), and p99 at half load.
+    KafkaProduce,
 }
 
 /// Runs `scenario`.
-pub fn run(scenario: Scenario) -> Result<()> {
+pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
     match scenario {
         Scenario::Startup => startup(),
+        Scenario::HttpProxy => http_proxy::run(),
+        Scenario::SseFanout => sse_fanout::run(options),
+        Scenario::KafkaProduce => kafka_produce::run(options),
     }
 }
 

@@ -46,6 +46,8 @@ enum Command {
     Bench {
         #[arg(value_enum)]
         scenario: bench::Scenario,
+        #[command(flatten)]
+        options: bench::Options,
     },
 }
 
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
         Command::Peers { only } => peers::install(&only),
         Command::Test { .. } => test::run_all(&passed_through(std::env::args())),
         Command::Demo => demo::run(),
-        Command::Bench { scenario } => bench::run(scenario),
+        Command::Bench { scenario, options } => bench::run(scenario, &options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
