@@ -224,6 +224,103 @@ impl HttpBody for Limited {
     }
 }
 
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It is longer than the bound.
+    #[error("body longer than {0} bytes")]
+    TooLarge(u64),
+    /// Reading it failed.
+    #[error("{0}")]
+    Failed(BodyError),
+}
+
+/// A body read whole, up to `bound` bytes: its data and trailers.
+pub async fn read_bounded(
+    mut body: Body,
+    bound: u64,
+) -> Result<(Bytes, Option<http::HeaderMap>), ReadError> {
+    use http_body_util::BodyExt;
+    if body.size_hint().lower() > bound {
+        return Err(ReadError::TooLarge(bound));
+    }
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut length: u64 = 0;
+    let mut trailers: Option<http::HeaderMap> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadError::Failed)?;
+        match frame.into_data() {
+            Ok(data) => {
+                length += data.len() as u64;
+                if length > bound {
+                    return Err(ReadError::TooLarge(bound));
+                }
+                chunks.push(data);
+            }
+            Err(frame) => {
+                if let Ok(more) = frame.into_trailers() {
+                    trailers
+                        .get_or_insert_with(http::HeaderMap::new)
+                        .extend(more);
+                }
+            }
+        }
+    }
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
+    };
+    Ok((data, trailers))
+}
+
+/// Reads and drops a body that is at most `bound` bytes, so that a request answered without
+/// its body ends cleanly (no HTTP/2 stream reset the client may mistake for a failure); a
+/// longer or failing body is left where it is.
+pub async fn drain(body: Body, bound: u64) {
+    let _ = read_bounded(body, bound).await;
+}
+
+/// A body of `data` then `trailers`, as read by [`read_bounded`].
+pub fn replay(data: Bytes, trailers: Option<http::HeaderMap>) -> Body {
+    crate::kind::boxed(Replayed {
+        data: (!data.is_empty()).then_some(data),
+        trailers,
+    })
+}
+
+struct Replayed {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl HttpBody for Replayed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(
+            self.trailers
+                .take()
+                .map(|trailers| Ok(Frame::trailers(trailers))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
+    }
+}
+
 /// `body` with `first` (a frame already read from it) put back in front.
 pub fn prepend(first: Result<Frame<Bytes>, BodyError>, body: Body) -> Body {
     crate::kind::boxed(Prepended {
@@ -348,6 +445,49 @@ mod tests {
         drop(record.response_body(stream(&[b"x"])));
         assert!(value("http.active.requests").ends_with(" 0"));
         assert!(value("http.response.size").ends_with("count=2 sum=10"));
+    }
+
+    #[tokio::test]
+    async fn bounded_reads_keep_data_and_trailers() {
+        let (data, trailers) = read_bounded(stream(&[b"ab", b"cd"]), 4).await.unwrap();
+        assert_eq!(data, "abcd");
+        assert!(trailers.is_none());
+        let replayed = replay(data, None);
+        assert_eq!(replayed.size_hint().exact(), Some(4));
+        assert_eq!(replayed.collect().await.unwrap().to_bytes(), "abcd");
+
+        let error = read_bounded(stream(&[b"ab", b"cde"]), 4).await.unwrap_err();
+        assert!(matches!(error, ReadError::TooLarge(4)), "{error}");
+        let error = read_bounded(crate::kind::full("abcde"), 4)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ReadError::TooLarge(4)), "{error}");
+
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+        let frames: Vec<Result<Frame<Bytes>, BodyError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"x"))),
+            Ok(Frame::trailers(trailers.clone())),
+        ];
+        let body = crate::kind::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )));
+        let (data, read_trailers) = read_bounded(body, 10).await.unwrap();
+        assert_eq!(read_trailers.as_ref(), Some(&trailers));
+        let collected = replay(data, read_trailers).collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes(), "x");
+
+        let (data, _) = read_bounded(crate::kind::empty(), 0).await.unwrap();
+        assert!(data.is_empty());
+        assert!(replay(data, None).is_end_stream());
+
+        let failing: Vec<Result<Frame<Bytes>, BodyError>> = vec![Err("reset".into())];
+        let body = crate::kind::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            failing,
+        )));
+        let error = read_bounded(body, 10).await.unwrap_err();
+        assert!(matches!(error, ReadError::Failed(_)), "{error}");
     }
 
     #[tokio::test]

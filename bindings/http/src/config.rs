@@ -23,8 +23,10 @@ pub struct HttpServerOptions {
     /// Request headers set (or replaced) on every routed request, by name. Pseudo-headers
     /// `:method`, `:scheme`, `:authority` and `:path` are allowed.
     pub overrides: Option<BTreeMap<String, String>>,
-    /// Request validation with models (accepted by the schema; not supported by this build).
-    pub requests: Option<Vec<serde_json::Value>>,
+    /// Request validation: the first entry whose `path`, `method` and `content-type` match a
+    /// request checks its headers, path and query parameters and body with models; a request
+    /// they reject is answered `400` before it reaches the exit.
+    pub requests: Option<Vec<HttpRequestConfig>>,
 }
 
 /// `options` of an http `client`.
@@ -42,7 +44,141 @@ pub struct HttpClientOptions {
     /// `:method`, `:scheme`, `:authority` and `:path` are allowed.
     pub overrides: Option<BTreeMap<String, String>>,
     /// Response validation with models (accepted by the schema; not supported by this build).
-    pub requests: Option<Vec<serde_json::Value>>,
+    pub requests: Option<Vec<HttpRequestConfig>>,
+}
+
+/// One entry of `requests`: which requests it applies to, and the models that check them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [
+    {"required": ["headers"]},
+    {"required": ["params"]},
+    {"required": ["content"]},
+    {"required": ["responses"]},
+]))]
+pub struct HttpRequestConfig {
+    /// The request path, with `{name}` standing for a path parameter (one or more characters).
+    /// A trailing `/` and a query string are allowed after it.
+    pub path: String,
+    /// The method; any when absent.
+    pub method: Option<HttpMethod>,
+    /// The `content-type` values it applies to; any when absent. A request without
+    /// `content-type` matches too.
+    #[serde(rename = "content-type")]
+    pub content_type: Option<Vec<String>>,
+    /// Models for request header values, by header name.
+    #[schemars(extend("propertyNames" = {"pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$"}))]
+    pub headers: Option<BTreeMap<String, ModelReference>>,
+    /// Models for path and query parameters.
+    pub params: Option<HttpParamsConfig>,
+    /// The model for the request body.
+    pub content: Option<ModelReference>,
+    /// Responses, by status and content type (checked at load; an http server does not
+    /// validate responses).
+    pub responses: Option<Vec<HttpResponseConfig>>,
+}
+
+/// `requests[].params`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpParamsConfig {
+    /// Models for the `{name}` parameters of `path`, by name.
+    #[schemars(extend("propertyNames" = {"pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$"}))]
+    pub path: Option<BTreeMap<String, ModelReference>>,
+    /// Models for query parameter values, by name.
+    #[schemars(extend("propertyNames" = {"pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$"}))]
+    pub query: Option<BTreeMap<String, ModelReference>>,
+}
+
+/// `requests[].responses[]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["content"]}, {"required": ["headers"]}]))]
+pub struct HttpResponseConfig {
+    /// The status or statuses it applies to.
+    pub status: Option<HttpStatuses>,
+    /// The `content-type` values it applies to.
+    #[serde(rename = "content-type")]
+    pub content_type: Option<Vec<String>>,
+    /// Models for response header values, by header name.
+    #[schemars(extend("propertyNames" = {"pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$"}))]
+    pub headers: Option<BTreeMap<String, ModelReference>>,
+    /// The model for the response body.
+    pub content: Option<ModelReference>,
+}
+
+/// One status or a list of them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged, expecting = "a status code or a list of them")]
+pub enum HttpStatuses {
+    /// One status.
+    One(u16),
+    /// Several.
+    Many(Vec<u16>),
+}
+
+/// A request method, as `requests[].method` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// `GET`.
+    Get,
+    /// `PUT`.
+    Put,
+    /// `POST`.
+    Post,
+    /// `DELETE`.
+    Delete,
+    /// `OPTIONS`.
+    Options,
+    /// `HEAD`.
+    Head,
+    /// `PATCH`.
+    Patch,
+    /// `TRACE`.
+    Trace,
+}
+
+impl HttpMethod {
+    /// The method as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Post => "POST",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Trace => "TRACE",
+        }
+    }
+}
+
+/// A model reference: a model type name such as `json`, or an object
+/// `{model: json, catalog: {...}, ...}` whose other keys depend on the model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ModelReference(pub serde_json::Value);
+
+impl JsonSchema for ModelReference {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ModelReference".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A model: a type name such as `json`, or `{model: json, catalog: {...}}`.",
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "object",
+                    "properties": {"model": {"type": "string"}},
+                    "required": ["model"],
+                },
+            ],
+        })
+    }
 }
 
 /// An HTTP version, as named in config.
@@ -185,6 +321,63 @@ mod tests {
             serde_json::from_value::<HttpServerOptions>(serde_json::json!({"version": []}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn requests_in_zilla_spelling() {
+        let options: HttpServerOptions = serde_json::from_value(serde_json::json!({
+            "requests": [{
+                "path": "/items/{id}",
+                "method": "POST",
+                "content-type": ["application/json"],
+                "headers": {"x-count": "int32"},
+                "params": {"path": {"id": "string"}, "query": {"limit": {"model": "int32"}}},
+                "content": {"model": "json", "catalog": {"catalog0": [{"subject": "items"}]}},
+                "responses": [
+                    {"status": 200, "content-type": ["application/json"], "content": "json"},
+                    {"status": [400, 404], "headers": {"x-reason": "string"}}
+                ]
+            }]
+        }))
+        .unwrap();
+        let request = &options.requests.unwrap()[0];
+        assert_eq!(request.method, Some(HttpMethod::Post));
+        assert_eq!(
+            request.content_type.as_deref(),
+            Some(&["application/json".to_owned()][..])
+        );
+        assert_eq!(request.content.as_ref().unwrap().0["model"], "json");
+        let responses = request.responses.as_ref().unwrap();
+        assert!(matches!(responses[1].status, Some(HttpStatuses::Many(ref s)) if s == &[400, 404]));
+
+        let schema = serde_json::Value::from(schemars::schema_for!(HttpServerOptions));
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let valid = |requests: serde_json::Value| {
+            validator.is_valid(&serde_json::json!({"requests": requests}))
+        };
+        assert!(valid(
+            serde_json::json!([{"path": "/a", "content": "json"}])
+        ));
+        assert!(valid(
+            serde_json::json!([{"path": "/a", "content": {"model": "json"}}])
+        ));
+        assert!(
+            !valid(serde_json::json!([{"path": "/a", "method": "POST"}])),
+            "nothing to check"
+        );
+        assert!(!valid(serde_json::json!([{"content": "json"}])), "no path");
+        assert!(!valid(
+            serde_json::json!([{"path": "/a", "method": "FETCH", "content": "json"}])
+        ));
+        assert!(!valid(
+            serde_json::json!([{"path": "/a", "content": {"catalog": {}}}])
+        ));
+        assert!(!valid(
+            serde_json::json!([{"path": "/a", "content": "json", "body": "json"}])
+        ));
+        assert!(!valid(
+            serde_json::json!([{"path": "/a", "responses": [{"status": 200}]}])
+        ));
     }
 
     #[test]

@@ -79,7 +79,14 @@
 //!   parameter or `cookies` name (`Bearer {credentials}`, `{credentials}`, or
 //!   `Basic {username}:{password}` for a header).
 //! - `overrides`: request headers set on every routed (server) or sent (client) request.
-//! - `requests`: accepted by the schema, refused at load (no models in this build).
+//! - `requests` (server): request validation with models (see [`requests`]). Each entry has
+//!   `path` (with `{name}` parameters; a trailing `/` and a query string may follow),
+//!   optional `method` and `content-type` list, and models for `headers` (by name),
+//!   `params.path` (by `{name}`), `params.query` (by name) and `content` (the body). The
+//!   first entry matching a routed request applies; a value its model rejects gets `400`
+//!   with an empty body, before the exit sees the request. A validated body is read whole
+//!   first (bounded: see [`limits`]). `responses` are checked at load but not applied, as
+//!   in Zilla's server. A client refuses `requests`.
 //!
 //! Routes: `when: [{headers: {name: pattern}}]` (pseudo-headers allowed, `*` and `{param}`
 //! wildcards), `guarded` (roles may use `${method}` and `${path}`), and
@@ -94,6 +101,7 @@ pub mod credentials;
 pub mod io;
 pub mod kind;
 pub mod limits;
+pub mod requests;
 pub mod route;
 pub mod server;
 

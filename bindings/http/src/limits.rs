@@ -8,7 +8,7 @@
 //! | `zilla.binding.http.server.header` | unset | a `server` header added to every response |
 //! | `zilla.binding.http.user.agent.header` | unset | the `user-agent` a client sends when the request has none |
 //! | `zilla.binding.http.header.read.timeout.millis` | 30000 | time a client has to send a request head, including the first request on a connection and the next one on an idle keep-alive connection; the connection is closed when it runs out |
-//! | `zilla.binding.http.max.request.body.size` | 0 (none) | largest request body in bytes; a larger declared `content-length` is answered 413 before the body is read, a longer streamed body is cut (413 if the response has not started) |
+//! | `zilla.binding.http.max.request.body.size` | 0 (none) | largest request body in bytes; a larger declared `content-length` is answered 413 before the body is read, a longer streamed body is cut (413 if the response has not started). Bodies that `options.requests` validates are read whole first, up to this size (8 MiB when unset), and answered 413 past it |
 //! | `zilla.binding.http.client.idle.timeout.millis` | 90000 | how long a client keeps an idle pooled origin connection |
 
 use std::time::Duration;
@@ -17,6 +17,9 @@ use http::HeaderValue;
 use zilla_engine::properties::Properties;
 
 const PREFIX: &str = "zilla.binding.http.";
+
+/// How much of a body is read to validate it when no body limit is set.
+const DEFAULT_MAX_VALIDATED_BODY_SIZE: u64 = 8 * 1024 * 1024;
 
 /// Resolved limits.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request body, `None` for no limit.
     pub max_request_body_size: Option<u64>,
+    /// Largest request body read whole to be validated.
+    pub max_validated_body_size: u64,
     /// Idle time before a pooled origin connection is closed.
     pub client_idle_timeout: Duration,
 }
@@ -77,6 +82,11 @@ impl Limits {
             header_read_timeout: properties
                 .millis(&name("header.read.timeout.millis"), Duration::from_secs(30)),
             max_request_body_size: (body > 0).then_some(body),
+            max_validated_body_size: if body > 0 {
+                body
+            } else {
+                DEFAULT_MAX_VALIDATED_BODY_SIZE
+            },
             client_idle_timeout: properties
                 .millis(&name("client.idle.timeout.millis"), Duration::from_secs(90)),
         }
@@ -93,6 +103,7 @@ mod tests {
         assert_eq!(defaults.max_header_list_size, 8192);
         assert_eq!(defaults.concurrent_streams, 100);
         assert_eq!(defaults.max_request_body_size, None);
+        assert_eq!(defaults.max_validated_body_size, 8 * 1024 * 1024);
         assert_eq!(defaults.header_read_timeout, Duration::from_secs(30));
         let properties = Properties::from_assignments([
             "zilla.binding.http.max.header.list.size=1024",
@@ -104,6 +115,7 @@ mod tests {
         let limits = Limits::from_properties(&properties);
         assert_eq!(limits.max_header_list_size, 1024);
         assert_eq!(limits.max_request_body_size, Some(10));
+        assert_eq!(limits.max_validated_body_size, 10);
         assert_eq!(limits.header_read_timeout, Duration::from_millis(200));
         assert_eq!(limits.server_header.unwrap(), "Zilla");
         assert_eq!(limits.max_frame_size, 16_384);

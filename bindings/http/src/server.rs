@@ -17,17 +17,21 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::binding::{Binding, BuildContext, BuildError, StartContext};
+use zilla_engine::components::Validator;
 use zilla_engine::events::Events;
 use zilla_engine::guard::{Authorization, Guard};
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
-use crate::body::{ExchangeRecord, HttpMetrics, limited, prepend};
+use crate::body::{
+    ExchangeRecord, HttpMetrics, ReadError, drain, limited, prepend, read_bounded, replay,
+};
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
 use crate::credentials::Credentials;
 use crate::io::{Rewind, Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
 use crate::limits::Limits;
+use crate::requests::RequestTypes;
 use crate::route::{Miss, Overrides, Router};
 
 /// Raised for every request the server routes, as Zilla does.
@@ -73,6 +77,7 @@ struct Shared {
     access: AccessControl,
     guard: Option<GuardHook>,
     versions: Versions,
+    requests: RequestTypes,
     limits: Limits,
     metrics: Arc<HttpMetrics>,
     events: Events,
@@ -88,16 +93,10 @@ impl HttpServer {
     /// Builds the server and publishes its `bytes` handler.
     pub fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
         let options: HttpServerOptions = context.options()?;
-        if options
-            .requests
-            .as_ref()
-            .is_some_and(|requests| !requests.is_empty())
-        {
-            return Err(BuildError::at(
-                "options.requests",
-                "request validation with models is not supported by this build",
-            ));
-        }
+        let requests = RequestTypes::build(
+            options.requests.as_deref().unwrap_or_default(),
+            &|reference, path| context.model(reference, path),
+        )?;
         let versions = Versions::of(options.versions.as_deref());
         if !versions.h1 && !versions.h2 {
             return Err(BuildError::at(
@@ -146,6 +145,7 @@ impl HttpServer {
                 .unwrap_or_default(),
             guard,
             versions,
+            requests,
             limits: Limits::from_properties(context.properties()),
             metrics: Arc::new(HttpMetrics::new(&context.metrics())),
             events: context.events().clone(),
@@ -342,7 +342,28 @@ impl Shared {
         if let Some(authorization) = authorization {
             request.extensions_mut().insert(authorization);
         }
-        if expects_continue(&request) {
+        let mut read_whole = false;
+        if let Some(request_type) = self.requests.resolve(&request) {
+            if let Err(reason) = request_type.check_head(&request) {
+                tracing::debug!(binding = %self.qname, %reason, "request rejected by its model");
+                // A client waiting for `100 Continue` is spared sending its body.
+                if !expects_continue(&request) {
+                    drain(request.into_body(), DRAIN_MAX).await;
+                }
+                return (status_response(StatusCode::BAD_REQUEST), Some(decoration));
+            }
+            if let Some(content) = request_type.content() {
+                match self
+                    .validate_content(request, content, exceeded.as_deref())
+                    .await
+                {
+                    Ok(validated) => request = validated,
+                    Err(status) => return (status_response(status), Some(decoration)),
+                }
+                read_whole = true;
+            }
+        }
+        if !read_whole && expects_continue(&request) {
             request = read_first_frame(request).await;
         }
         let response = match routed.exit.handle(request).await {
@@ -358,7 +379,57 @@ impl Shared {
         };
         (response, Some(decoration))
     }
+
+    /// Reads the body whole (bounded) and checks it with `content`; an empty body is not
+    /// checked, as in Zilla. The error is the status to answer.
+    async fn validate_content(
+        &self,
+        request: kind::Request,
+        content: &Arc<dyn Validator>,
+        exceeded: Option<&AtomicBool>,
+    ) -> Result<kind::Request, StatusCode> {
+        let (parts, body) = request.into_parts();
+        let (data, trailers) = match read_bounded(body, self.limits.max_validated_body_size).await {
+            Ok(read) => read,
+            Err(ReadError::TooLarge(bound)) => {
+                tracing::debug!(binding = %self.qname, bound, "body too large to validate");
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            Err(ReadError::Failed(error)) => {
+                tracing::debug!(binding = %self.qname, %error, "body not read");
+                let too_large = exceeded.is_some_and(|exceeded| exceeded.load(Ordering::Acquire));
+                return Err(if too_large {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                });
+            }
+        };
+        if !data.is_empty() {
+            let verdict = if data.len() <= VALIDATE_INLINE_MAX {
+                content.validate(&data)
+            } else {
+                // Parsing megabytes would hold up the other connections of this worker.
+                let content = content.clone();
+                let data = data.clone();
+                tokio::task::spawn_blocking(move || content.validate(&data))
+                    .await
+                    .unwrap_or_else(|error| Err(error.to_string()))
+            };
+            if let Err(reason) = verdict {
+                tracing::debug!(binding = %self.qname, %reason, "request content rejected by its model");
+                return Err(StatusCode::BAD_REQUEST);
+            }
+        }
+        Ok(kind::Request::from_parts(parts, replay(data, trailers)))
+    }
 }
+
+/// The most of a rejected request's body read before answering.
+const DRAIN_MAX: u64 = 64 * 1024;
+
+/// Bodies up to this size are validated on the connection's task.
+const VALIDATE_INLINE_MAX: usize = 64 * 1024;
 
 /// `scheme method authority path`, as Zilla's request accepted event reads.
 fn accepted_message<B>(request: &http::Request<B>) -> String {

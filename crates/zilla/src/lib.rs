@@ -55,6 +55,10 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_vault_filesystem::register(registry);
     #[cfg(feature = "exporter-stdout")]
     zilla_exporter_stdout::register(registry);
+    #[cfg(feature = "catalog-inline")]
+    zilla_catalog_inline::register(registry);
+    #[cfg(feature = "validator-json")]
+    zilla_validator_json::register(registry);
 }
 
 /// The version of this build.
