@@ -381,3 +381,105 @@ fn sse_fanout_with_resume_on_another_replica() -> Result<()> {
     assert!(second.terminate()?.success());
     Ok(())
 }
+
+/// The end offset of partition 0 of a topic.
+const END_OFFSET: &str = r#"
+import sys, uuid
+from confluent_kafka import Consumer, TopicPartition
+consumer = Consumer({"bootstrap.servers": sys.argv[1], "group.id": str(uuid.uuid4())})
+low, high = consumer.get_watermark_offsets(TopicPartition(sys.argv[2], 0), timeout=20)
+print(high)
+"#;
+
+/// A produce route whose request body must be JSON matching a schema, as Zilla configures it:
+/// an inline catalog, a `json` model, and the http server's `requests`.
+const VALIDATED: &str = r#"name: validated
+catalogs:
+  schemas:
+    type: inline
+    options:
+      subjects:
+        item:
+          schema: |
+            {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+bindings:
+  web_tcp:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: web_http
+  web_http:
+    type: http
+    kind: server
+    options:
+      requests:
+        - path: /items
+          method: POST
+          content-type:
+            - application/json
+          content:
+            model: json
+            catalog:
+              schemas:
+                - subject: item
+    exit: items_mapping
+  items_mapping:
+    type: http-kafka
+    kind: proxy
+    routes:
+      - when:
+          - method: POST
+            path: /items
+        exit: items_cache
+        with:
+          capability: produce
+          topic: items
+  items_cache:
+    type: kafka
+    kind: cache_client
+    exit: items_cache_server
+  items_cache_server:
+    type: kafka
+    kind: cache_server
+    exit: kafka_client
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers:
+        - ${{env.KAFKA_BOOTSTRAP_SERVER}}
+    exit: kafka_tcp
+  kafka_tcp:
+    type: tcp
+    kind: client
+"#;
+
+#[test]
+fn invalid_json_is_refused_and_never_produced() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items", 1, false)?;
+    let mut gateway = Gateway::builder(VALIDATED)
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    let url = format!("http://{}/items", gateway.address("web_tcp"));
+    let json = ["-H", "content-type: application/json", "-X", "POST"];
+    let malformed = curl(&[&json[..], &["-d", "{\"name\": ", &url]].concat())?;
+    assert_eq!((malformed.status, malformed.body.as_str()), (400, ""));
+    let wrong = curl(&[&json[..], &["-d", r#"{"title":"x"}"#, &url]].concat())?;
+    assert_eq!(wrong.status, 400);
+    let valid = curl(&[&json[..], &["-d", r#"{"name":"ok"}"#, &url]].concat())?;
+    assert_eq!(valid.status, 204);
+    // Only the valid body reached Kafka: the partition holds one record, that one.
+    let records = consume(&broker, "items", 1)?;
+    let values: Vec<&str> = records.iter().filter_map(|r| r["v"].as_str()).collect();
+    assert_eq!(values, [r#"{"name":"ok"}"#]);
+    let output = Peer::python(END_OFFSET)
+        .args([broker.address(), "items".to_owned()])
+        .run()?;
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1");
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
