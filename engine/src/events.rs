@@ -12,7 +12,7 @@ use crate::components::Exporter;
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The binding or component that raised it: `namespace:name`.
-    pub qname: String,
+    pub qname: Arc<str>,
     /// When it happened.
     pub timestamp: SystemTime,
     /// Trace id of the stream it concerns, 0 when none.
@@ -53,10 +53,23 @@ impl Events {
         self.exporters.store(Arc::new(exporters));
     }
 
+    /// Whether an event would go anywhere: an exporter is configured or debug logging is on.
+    /// Lets a hot path skip building a message nobody reads.
+    pub fn enabled(&self) -> bool {
+        !self.exporters.load().is_empty() || tracing::enabled!(tracing::Level::DEBUG)
+    }
+
+    /// Raises an event whose message is built only if it goes anywhere.
+    pub fn emit_with(&self, name: &'static str, trace_id: u64, message: impl FnOnce() -> String) {
+        if self.enabled() {
+            self.emit(name, trace_id, message());
+        }
+    }
+
     /// Raises an event.
     pub fn emit(&self, name: &'static str, trace_id: u64, message: impl Into<String>) {
         let event = Event {
-            qname: self.qname.to_string(),
+            qname: self.qname.clone(),
             timestamp: SystemTime::now(),
             trace_id,
             name,

@@ -329,7 +329,7 @@ impl Shared {
             }
         };
         self.events
-            .emit(REQUEST_ACCEPTED, 0, accepted_message(&request));
+            .emit_with(REQUEST_ACCEPTED, 0, || accepted_message(&request));
         if !routed.overrides.is_empty() {
             let context = self
                 .router

@@ -296,7 +296,7 @@ impl Exporter for Capture {
             .events
             .lock()
             .unwrap()
-            .push((event.qname.clone(), event.name.to_owned()));
+            .push((event.qname.to_string(), event.name.to_owned()));
     }
 }
 
