@@ -90,7 +90,8 @@ fn nginx(dir: &Path, root: &Path) -> Result<(zilla_tests::Process, u16)> {
     let port = free_port()?;
     std::fs::create_dir_all(dir.join("logs"))?;
     let config = format!(
-        "worker_processes 1;
+        "master_process off;
+worker_processes 1;
 error_log {dir}/logs/error.log;
 pid {dir}/nginx.pid;
 events {{ worker_connections 1024; }}
