@@ -31,7 +31,7 @@ pub enum Scenario {
     /// S1 and S2 on examples/http.proxy: reverse-proxy throughput against nginx (wrk), and the
     /// latency added at a fixed rate, against nginx and a direct client.
     HttpProxy,
-    /// S4 on examples/sse.kafka.fanout: one Kafka topic fanned out to `--clients` SSE
+    /// S4 on examples/sse.kafka.fanout.bench: one Kafka topic fanned out to `--clients` SSE
     /// subscribers while the producer steps from 1 to 25 msg/s; deliveries, loss, latency and
     /// the gateway's broker sockets with 1 and with all subscribers.
     SseFanout,

@@ -1,0 +1,17 @@
+//! Flags of `cargo xtask bench`; each scenario reads those that apply to it and says so in its
+//! help.
+
+/// Sizes of a benchmark run. Defaults keep every scenario within a few minutes on 2 cores.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Options {
+    /// sse-fanout: SSE subscribers held open at once (default 10000).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// sse-fanout, kafka-produce: measured rounds (default 5); figures are medians over them.
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// sse-fanout: seconds per producer rate step; kafka-produce: seconds per throughput run
+    /// (default 10).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+}

@@ -1,0 +1,184 @@
+//! CPU time and resident memory of running processes, from `/proc`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::shell::{cmd, stdout_of};
+
+/// The user and system CPU time a process has used so far, as counted in `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32, ticks_per_second: u64) -> Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let fields = stat_fields(&stat).with_context(|| format!("unexpected {path}: {stat}"))?;
+    Ok(ticks_to_duration(
+        fields.user_ticks + fields.system_ticks,
+        ticks_per_second,
+    ))
+}
+
+/// The CPU time of `pid` and its direct children together (nginx's master and its workers).
+pub fn tree_cpu_time(pid: u32, ticks_per_second: u64) -> Result<Duration> {
+    let mut total = cpu_time(pid, ticks_per_second)?;
+    for child in children(pid) {
+        // A child may exit between the listing and the read; it then has nothing to add.
+        total += cpu_time(child, ticks_per_second).unwrap_or_default();
+    }
+    Ok(total)
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| {
+            std::fs::read_to_string(format!("/proc/{candidate}/stat"))
+                .ok()
+                .and_then(|stat| stat_fields(&stat))
+                .is_some_and(|fields| fields.parent == pid)
+        })
+        .collect()
+}
+
+/// CPU time of the whole machine: busy (every state but idle and waiting for I/O) and total,
+/// added up over all cores, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineCpu {
+    pub busy_ticks: u64,
+    pub total_ticks: u64,
+}
+
+impl MachineCpu {
+    /// The machine's counters now.
+    pub fn now() -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+        machine_cpu(&stat).with_context(|| format!("unexpected /proc/stat: {stat}"))
+    }
+}
+
+fn machine_cpu(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is
+    // already counted in user and nice.
+    let counted = ticks.get(..8)?;
+    let total: u64 = counted.iter().sum();
+    let idle = counted[3] + counted[4];
+    Some(MachineCpu {
+        busy_ticks: total - idle,
+        total_ticks: total,
+    })
+}
+
+/// The CPU time of this process and of its children that have been waited for (with theirs),
+/// from `/proc/self/stat`: everything a benchmark started and has stopped.
+pub fn own_cpu_with_children(ticks_per_second: u64) -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("cannot read /proc/self/stat")?;
+    let fields =
+        stat_fields(&stat).with_context(|| format!("unexpected /proc/self/stat: {stat}"))?;
+    Ok(ticks_to_duration(
+        fields.user_ticks + fields.system_ticks + fields.children_ticks,
+        ticks_per_second,
+    ))
+}
+
+/// The clock ticks per second that `/proc/<pid>/stat` counts in (`getconf CLK_TCK`; 100 on
+/// every common Linux).
+pub fn ticks_per_second() -> u64 {
+    stdout_of(&mut cmd("getconf", ["CLK_TCK"]))
+        .and_then(|ticks| ticks.parse().ok())
+        .filter(|&ticks| ticks > 0)
+        .unwrap_or(100)
+}
+
+fn ticks_to_duration(ticks: u64, ticks_per_second: u64) -> Duration {
+    let ticks_per_second = ticks_per_second.max(1);
+    Duration::from_secs(ticks / ticks_per_second)
+        + Duration::from_nanos((ticks % ticks_per_second) * 1_000_000_000 / ticks_per_second)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct StatFields {
+    parent: u32,
+    user_ticks: u64,
+    system_ticks: u64,
+    /// User and system time of waited-for children.
+    children_ticks: u64,
+}
+
+/// The fields of a `/proc/<pid>/stat` line this module reads. The command name (field 2) is in
+/// parentheses and may itself hold spaces and parentheses, so fields are counted after the last
+/// `)`: state is field 3, the parent pid 4, user time 14, system time 15, and the children's
+/// 16 and 17.
+fn stat_fields(stat: &str) -> Option<StatFields> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    Some(StatFields {
+        parent: fields.get(1)?.parse().ok()?,
+        user_ticks: fields.get(11)?.parse().ok()?,
+        system_ticks: fields.get(12)?.parse().ok()?,
+        children_ticks: fields.get(13)?.parse::<u64>().ok()?
+            + fields.get(14)?.parse::<u64>().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (nginx: worker) process)) S 4240 4240 100 0 -1 4194624 731 0 0 0 \
+                    1234 567 8 12 20 0 1 0 98765 12345678 900 18446744073709551615";
+        assert_eq!(
+            stat_fields(stat),
+            Some(StatFields {
+                parent: 4240,
+                user_ticks: 1234,
+                system_ticks: 567,
+                children_ticks: 20,
+            })
+        );
+        assert_eq!(stat_fields("4242 (truncated"), None);
+        assert_eq!(stat_fields("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_time_leaves_out_idle_and_guest() {
+        let stat = "cpu  100 5 50 1000 20 3 2 10 40 0\ncpu0 50 2 25 500 10 1 1 5 20 0\nintr 1\n";
+        assert_eq!(
+            machine_cpu(stat),
+            Some(MachineCpu {
+                busy_ticks: 170,
+                total_ticks: 1190,
+            })
+        );
+        assert_eq!(machine_cpu("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(machine_cpu("cpu  1 2 3\n"), None);
+        assert!(MachineCpu::now().is_ok_and(|cpu| cpu.total_ticks >= cpu.busy_ticks));
+    }
+
+    #[test]
+    fn ticks_become_durations() {
+        assert_eq!(ticks_to_duration(250, 100), Duration::from_millis(2500));
+        assert_eq!(ticks_to_duration(1, 3), Duration::from_nanos(333_333_333));
+    }
+
+    #[test]
+    fn a_spawned_process_is_a_child_and_cpu_time_is_readable() -> Result<()> {
+        let ticks = ticks_per_second();
+        assert!(cpu_time(std::process::id(), ticks).is_ok());
+        let mut child = std::process::Command::new("sleep").arg("5").spawn()?;
+        let found = children(std::process::id()).contains(&child.id());
+        child.kill()?;
+        child.wait()?;
+        assert!(found);
+        Ok(())
+    }
+}
