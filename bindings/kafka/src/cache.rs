@@ -401,10 +401,17 @@ async fn fetch_partition(
                     );
                 }
                 offset = next_offset.max(offset);
-                partition.fetched.send_replace(Fetched {
+                let fetched = Fetched {
                     ready: true,
                     next: offset,
                     high_watermark: high_watermark.max(offset),
+                };
+                // Readers wake only when there is something new: an empty fetch (every
+                // max-wait at the end of the log) must not wake every subscriber.
+                partition.fetched.send_if_modified(|current| {
+                    let changed = *current != fetched;
+                    *current = fetched;
+                    changed
                 });
             }
             Err(error) => {
