@@ -24,8 +24,6 @@ const MAX_BATCH_RECORDS: usize = 1024;
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Records waiting per partition before producers wait.
 const PRODUCE_QUEUE: usize = 4096;
-/// Produce requests per partition awaiting their acknowledgement at once.
-const MAX_IN_FLIGHT: usize = 5;
 
 /// Client tuning, from `zilla.binding.kafka.client.*` properties.
 #[derive(Debug, Clone, Copy)]
@@ -130,76 +128,47 @@ async fn produce_loop(
     acks: Acks,
     mut receiver: mpsc::Receiver<Pending>,
 ) {
-    use futures_util::StreamExt;
-    use futures_util::stream::FuturesOrdered;
-
-    // Up to MAX_IN_FLIGHT batches wait for their acknowledgement at once (as Kafka's
-    // `max.in.flight.requests.per.connection`): the broker's round trip no longer bounds the
-    // rate. Batches are started in order; a retried batch may land after a later one.
-    let mut in_flight = FuturesOrdered::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
-        tokio::select! {
-            biased;
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = receiver.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(first) = first else {
-                    open = false;
-                    continue;
-                };
-                let mut batch = vec![first];
-                let mut bytes = batch_bytes(&batch[0].0);
-                while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
-                    match receiver.try_recv() {
-                        Ok(pending) => {
-                            bytes += batch_bytes(&pending.0);
-                            batch.push(pending);
-                        }
-                        Err(_) => break,
-                    }
+    while let Some(first) = receiver.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch_bytes(&batch[0].0);
+        while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+            match receiver.try_recv() {
+                Ok(pending) => {
+                    bytes += batch_bytes(&pending.0);
+                    batch.push(pending);
                 }
-                let Some(inner) = inner.upgrade() else {
-                    return;
-                };
-                in_flight.push_back(send_batch(inner, topic.clone(), partition, acks, batch));
+                Err(_) => break,
             }
         }
-    }
-}
-
-/// Produces one batch and answers each of its records.
-async fn send_batch(
-    inner: Arc<Inner>,
-    topic: String,
-    partition: i32,
-    acks: Acks,
-    batch: Vec<Pending>,
-) {
-    let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let options = wire::ProduceOptions {
-        acks: match acks {
-            Acks::None => wire::Acks::None,
-            Acks::Leader => wire::Acks::Leader,
-            Acks::All => wire::Acks::All,
-        },
-        timeout: inner.tuning.produce_timeout,
-        ..wire::ProduceOptions::default()
-    };
-    let result = inner
-        .cluster
-        .produce(&topic, partition, &records, &options)
-        .await;
-    match result {
-        Ok(base) => {
-            for (index, reply) in replies.into_iter().enumerate() {
-                let _ = reply.send(Ok(base.map(|base| base + index as i64)));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let options = wire::ProduceOptions {
+            acks: match acks {
+                Acks::None => wire::Acks::None,
+                Acks::Leader => wire::Acks::Leader,
+                Acks::All => wire::Acks::All,
+            },
+            timeout: inner.tuning.produce_timeout,
+            ..wire::ProduceOptions::default()
+        };
+        let result = inner
+            .cluster
+            .produce(&topic, partition, &records, &options)
+            .await;
+        match result {
+            Ok(base) => {
+                for (index, reply) in replies.into_iter().enumerate() {
+                    let _ = reply.send(Ok(base.map(|base| base + index as i64)));
+                }
             }
-        }
-        Err(error) => {
-            tracing::warn!(%topic, partition, %error, "produce failed");
-            let message = error.to_string();
-            for reply in replies {
-                let _ = reply.send(Err(StreamError::Upstream(message.clone())));
+            Err(error) => {
+                tracing::warn!(%topic, partition, %error, "produce failed");
+                let message = error.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StreamError::Upstream(message.clone())));
+                }
             }
         }
     }
