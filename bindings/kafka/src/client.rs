@@ -121,6 +121,9 @@ impl Inner {
     }
 }
 
+/// Sends one batch per partition at a time: records that arrive while it is in flight form
+/// the next, larger batch. Pipelining several smaller batches was measured slower (S7:
+/// 19.6 k against 26.5 k req/s against tansu, which commits each request on its own).
 async fn produce_loop(
     inner: std::sync::Weak<Inner>,
     topic: String,
