@@ -64,7 +64,7 @@ async fn next_is_sentinel(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_in_order_with_progress_ids() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("orders", 1)?;
+    broker.create_topic("orders", 1, false)?;
     produce(&broker, "orders", &records("v", 0..3)).await?;
     let gateway = Gateway::start(&broker)?;
 
@@ -90,7 +90,7 @@ async fn events_arrive_in_order_with_progress_ids() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_with_the_last_event_id_gets_exactly_what_was_missed() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("feed", 3)?;
+    broker.create_topic("feed", 3, false)?;
     let all = records("r", 0..15);
     produce(&broker, "feed", &all[..9]).await?;
     let gateway = Gateway::start(&broker)?;
@@ -135,7 +135,7 @@ async fn reconnecting_with_the_last_event_id_gets_exactly_what_was_missed() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_gateway_resumes_where_the_first_left_off() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("shared", 2)?;
+    broker.create_topic("shared", 2, false)?;
     let all = records("s", 0..9);
     produce(&broker, "shared", &all[..6]).await?;
 
@@ -165,7 +165,7 @@ async fn a_second_gateway_resumes_where_the_first_left_off() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_deliver_only_records_with_the_key_and_header() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("items", 2)?;
+    broker.create_topic("items", 2, false)?;
     produce(
         &broker,
         "items",
@@ -206,7 +206,7 @@ async fn filters_deliver_only_records_with_the_key_and_header() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tombstones_are_delete_events_carrying_the_key() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("deletes", 1)?;
+    broker.create_topic("deletes", 1, false)?;
     produce(
         &broker,
         "deletes",
@@ -234,7 +234,7 @@ async fn tombstones_are_delete_events_carrying_the_key() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_and_etag_ids_carry_the_key_and_resume() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("revisions", 1)?;
+    broker.create_topic("revisions", 1, false)?;
     produce(
         &broker,
         "revisions",
@@ -275,7 +275,7 @@ async fn key_and_etag_ids_carry_the_key_and_resume() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_ids_and_unrouted_paths_are_refused() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("known", 1)?;
+    broker.create_topic("known", 1, false)?;
     let gateway = Gateway::start(&broker)?;
     assert_eq!(
         status(

@@ -3,10 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -17,125 +17,8 @@ use zilla_engine::{Engine, Registry};
 /// How long a test waits for anything to arrive.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The tansu executable: `$TANSU`, else `tansu` from `PATH`, else `~/.cargo/bin/tansu`.
-fn tansu_executable() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return path.into();
-    }
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    from_path.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_default();
-        PathBuf::from(home).join(".cargo/bin/tansu")
-    })
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A tansu broker (sqlite storage on tmpfs) with its own data directory, killed and removed
-/// on drop.
-pub struct Broker {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Broker {
-    pub fn start() -> Result<Self> {
-        let port = free_port()?;
-        let dir = tempfile::Builder::new()
-            .prefix("zilla-sse-kafka-")
-            .tempdir_in("/dev/shm")
-            .or_else(|_| {
-                tempfile::Builder::new()
-                    .prefix("zilla-sse-kafka-")
-                    .tempdir()
-            })?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(dir.path().join("broker.log"))?;
-        let child = Command::new(tansu_executable())
-            .current_dir(dir.path())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args([
-                "--storage-engine",
-                "sqlite://tansu.db?maintenance_interval=2s",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting tansu (install it with `cargo xtask peers`)")?;
-        let mut broker = Self { port, dir, child };
-        broker.wait_ready()?;
-        Ok(broker)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("tansu exited with {status}: {}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("tansu did not listen within 10 s: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-
-    /// `127.0.0.1:port`.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Creates a topic with the tansu CLI.
-    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        let output = Command::new(tansu_executable())
-            .current_dir(self.dir.path())
-            .args([
-                "topic",
-                "create",
-                name,
-                "--partitions",
-                &partitions.to_string(),
-            ])
-            .args(["--broker", &format!("tcp://{}", self.address())])
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "creating {name}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A real tansu broker per test: the end-to-end harness's.
+pub use zilla_tests::Broker;
 
 /// One record to produce.
 #[derive(Debug, Clone)]
