@@ -1,0 +1,229 @@
+//! The `mqtt` stream kind: one MQTT session, and the publications and subscriptions made in it.
+//!
+//! A server opens a session on its exit with [`MqttHandler::session`] once it has accepted a
+//! client's CONNECT; the exit answers with what it supports ([`SessionAccepted`]) and a
+//! [`MqttSession`] through which the server publishes, subscribes and unsubscribes. What the
+//! exit delivers (messages matching the session's subscriptions, or the end of the session)
+//! comes back on the [`SessionBegin::events`] channel the server gave it; that channel is
+//! bounded, so a slow subscriber slows the exit down rather than growing a queue.
+//!
+//! Acknowledgements are end to end: [`MqttSession::publish`] completes when the exit has
+//! taken responsibility for the message at its QoS (a broker's PUBACK or PUBREC), and a
+//! [`Delivery`] at QoS 1 or 2 carries a sender the server fires once the subscriber has
+//! acknowledged it. Dropping the session without [`MqttSession::end`] ends it abnormally, so
+//! its will is published.
+//!
+//! The kind is version-neutral: messages carry MQTT 5 properties, and a 3.1.1 server side
+//! simply leaves them empty.
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use zilla_engine::guard::Authorization;
+use zilla_engine::stream::{BoxFuture, StreamError, StreamInfo, StreamKind};
+
+use crate::codec::{Properties, QoS, ReasonCode, SubscriptionOptions};
+
+/// An application message, as published or delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// The topic name.
+    pub topic: String,
+    /// The QoS it is published or delivered at.
+    pub qos: QoS,
+    /// Whether it is (to be) retained.
+    pub retain: bool,
+    /// The payload.
+    pub payload: Bytes,
+    /// Message properties: payload format, expiry, content type, response topic,
+    /// correlation data, user properties; on delivery, also subscription identifiers.
+    pub properties: Properties,
+}
+
+/// A will: the message and its delay (MQTT 5 will delay interval, seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillMessage {
+    /// What is published when the session ends abnormally.
+    pub message: Message,
+    /// Seconds to wait before publishing it.
+    pub delay: u32,
+}
+
+/// The opening of a session (what CONNECT asked for, once the server accepted it).
+#[derive(Debug)]
+pub struct SessionBegin {
+    /// The client identifier (assigned by the server when the client sent none).
+    pub client_id: String,
+    /// Discard any existing session.
+    pub clean_start: bool,
+    /// Seconds the session outlives the connection (3.1.1: 0 for a clean session, otherwise
+    /// `u32::MAX`, i.e. never expires).
+    pub session_expiry: u32,
+    /// The keep alive the client and server agreed, in seconds.
+    pub keep_alive: u16,
+    /// The will.
+    pub will: Option<WillMessage>,
+    /// The user name the client gave, unless the server consumed it as credentials.
+    pub username: Option<String>,
+    /// The password the client gave, unless the server consumed it as credentials.
+    pub password: Option<Bytes>,
+    /// CONNECT user properties.
+    pub user_properties: Vec<(String, String)>,
+    /// The guard sessions the client holds.
+    pub authorization: Authorization,
+    /// The transport's addresses and identity, if the session came over one.
+    pub info: Option<StreamInfo>,
+    /// Where the exit sends deliveries and the end of the session.
+    pub events: mpsc::Sender<SessionEvent>,
+}
+
+/// What the exit supports, for CONNACK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAccepted {
+    /// Whether an existing session was resumed.
+    pub session_present: bool,
+    /// The highest QoS accepted from publishers.
+    pub maximum_qos: QoS,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are supported.
+    pub wildcard_available: bool,
+    /// Whether subscription identifiers are supported.
+    pub subscription_ids_available: bool,
+    /// Whether shared subscriptions are supported.
+    pub shared_available: bool,
+    /// The session expiry the exit grants, when it differs from the one asked for.
+    pub session_expiry: Option<u32>,
+}
+
+impl Default for SessionAccepted {
+    fn default() -> Self {
+        Self {
+            session_present: false,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_available: true,
+            subscription_ids_available: true,
+            shared_available: true,
+            session_expiry: None,
+        }
+    }
+}
+
+/// Why a session was refused: the reason code CONNACK carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session refused with reason code {:#04x}", reason.0)]
+pub struct SessionRefused {
+    /// The CONNACK reason code.
+    pub reason: ReasonCode,
+    /// A human-readable reason, for MQTT 5 clients.
+    pub reason_string: Option<String>,
+}
+
+impl From<StreamError> for SessionRefused {
+    fn from(error: StreamError) -> Self {
+        let reason = match &error {
+            StreamError::NoRoute | StreamError::Unauthorized => ReasonCode::NOT_AUTHORIZED,
+            StreamError::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
+            StreamError::Stopped => ReasonCode::SERVER_SHUTTING_DOWN,
+            StreamError::Upstream(_) | StreamError::Io(_) => ReasonCode::SERVER_UNAVAILABLE,
+        };
+        tracing::debug!(%error, "mqtt session refused");
+        Self {
+            reason,
+            reason_string: None,
+        }
+    }
+}
+
+/// A SUBSCRIBE, as passed to an exit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubscribeRequest {
+    /// The subscription identifier, if the client gave one.
+    pub subscription_id: Option<u32>,
+    /// Topic filters and their options.
+    pub filters: Vec<(String, SubscriptionOptions)>,
+    /// SUBSCRIBE user properties.
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// How a session ends normally.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionEnd {
+    /// The DISCONNECT reason (0x04 asks for the will to be published).
+    pub reason: ReasonCode,
+    /// A new session expiry, if the client changed it on DISCONNECT.
+    pub session_expiry: Option<u32>,
+}
+
+/// A message delivered to the session.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The message, at the QoS it is delivered at.
+    pub message: Message,
+    /// Fired when the subscriber has acknowledged it (PUBACK, or PUBREC for QoS 2); `None`
+    /// at QoS 0.
+    pub acknowledged: Option<oneshot::Sender<()>>,
+}
+
+/// What an exit tells its session.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A message for the subscriber.
+    Deliver(Delivery),
+    /// The exit ended the session: taken over by another connection with the same client
+    /// identifier (0x8E), the exit shutting down, the upstream gone.
+    Ended {
+        /// Why, for DISCONNECT.
+        reason: ReasonCode,
+        /// A human-readable reason.
+        reason_string: Option<String>,
+    },
+}
+
+/// What an exit answers once it has taken responsibility for a request: the outcome for a
+/// publication, one reason code per filter for a subscribe or unsubscribe.
+pub type Acknowledgement<T = ReasonCode> = BoxFuture<'static, Result<T, StreamError>>;
+
+/// An open session on an exit.
+///
+/// Each request completes in two steps so that order is kept without waiting: the returned
+/// future resolves once the request is queued on the exit, in call order (waiting while the
+/// exit's queue is full), and yields the [`Acknowledgement`] to await for the outcome.
+pub trait MqttSession: Send + Sync + 'static {
+    /// Publishes `message` (its acknowledgement is immediate at QoS 0).
+    fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>>;
+
+    /// Subscribes.
+    fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> BoxFuture<'_, Result<Acknowledgement<Vec<ReasonCode>>, StreamError>>;
+
+    /// Unsubscribes.
+    fn unsubscribe(
+        &self,
+        filters: Vec<String>,
+        user_properties: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<Acknowledgement<Vec<ReasonCode>>, StreamError>>;
+
+    /// Ends the session normally (the client sent DISCONNECT).
+    fn end(&self, end: SessionEnd);
+}
+
+/// Handler of the `mqtt` stream kind.
+pub trait MqttHandler: Send + Sync + 'static {
+    /// Opens a session.
+    fn session(
+        &self,
+        begin: SessionBegin,
+    ) -> BoxFuture<'_, Result<(SessionAccepted, Box<dyn MqttSession>), SessionRefused>>;
+}
+
+/// The `mqtt` stream kind.
+#[derive(Debug)]
+pub struct Mqtt;
+
+impl StreamKind for Mqtt {
+    const NAME: &'static str = "mqtt";
+    type Handler = dyn MqttHandler;
+}

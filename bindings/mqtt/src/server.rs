@@ -1,0 +1,1076 @@
+//! The `mqtt` server: speaks MQTT 3.1.1 and 5 to clients and opens `mqtt` sessions on its
+//! routed exits.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use zilla_engine::guard::{Authorization, Guard};
+use zilla_engine::pattern::Pattern;
+use zilla_engine::route::Routes;
+use zilla_engine::stream::{BoxFuture, StreamError, StreamInfo};
+
+use crate::Lifecycle;
+use crate::codec::{
+    self, Ack, ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, Properties,
+    PropertyContext, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Version,
+    topic,
+};
+use crate::kind::{
+    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, SessionBegin, SessionEnd,
+    SessionEvent, SubscribeRequest, WillMessage,
+};
+
+/// A compiled route condition.
+#[derive(Debug)]
+pub(crate) struct Condition {
+    sessions: Option<Vec<Pattern>>,
+    publish: Option<Vec<TopicPattern>>,
+    subscribe: Option<Vec<TopicPattern>>,
+}
+
+/// A topic pattern of a route: `+` matches within one level, `#` anything.
+#[derive(Debug)]
+struct TopicPattern(regex::Regex);
+
+impl TopicPattern {
+    fn compile(pattern: &str) -> Result<Self, String> {
+        let mut source = String::from("^");
+        for part in pattern.split_inclusive(['+', '#']) {
+            let (literal, wildcard) = match part.strip_suffix('+') {
+                Some(literal) => (literal, "[^/]*"),
+                None => match part.strip_suffix('#') {
+                    Some(literal) => (literal, ".*"),
+                    None => (part, ""),
+                },
+            };
+            source.push_str(&regex::escape(literal));
+            source.push_str(wildcard);
+        }
+        source.push('$');
+        regex::Regex::new(&source)
+            .map(TopicPattern)
+            .map_err(|error| format!("invalid topic pattern `{pattern}`: {error}"))
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        self.0.is_match(topic)
+    }
+}
+
+impl Condition {
+    pub(crate) fn compile(raw: crate::config::MqttCondition) -> Result<Self, String> {
+        let topics = |list: Option<Vec<crate::config::MqttTopicCondition>>| {
+            list.map(|list| {
+                list.iter()
+                    .map(|condition| TopicPattern::compile(&condition.topic))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+        };
+        Ok(Self {
+            sessions: raw
+                .session
+                .map(|list| {
+                    list.iter()
+                        .map(|condition| {
+                            Pattern::compile(condition.client_id.as_deref().unwrap_or("*"), None)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+            publish: topics(raw.publish)?,
+            subscribe: topics(raw.subscribe)?,
+        })
+    }
+
+    fn matches_session(&self, client_id: &str) -> bool {
+        self.sessions
+            .as_ref()
+            .is_none_or(|patterns| patterns.iter().any(|p| p.matches(client_id)))
+    }
+
+    fn matches_publish(&self, topic: &str) -> bool {
+        self.publish
+            .as_ref()
+            .is_some_and(|patterns| patterns.iter().any(|p| p.matches(topic)))
+    }
+
+    fn matches_subscribe(&self, filter: &str) -> bool {
+        self.subscribe
+            .as_ref()
+            .is_some_and(|patterns| patterns.iter().any(|p| p.matches(filter)))
+    }
+}
+
+/// Which CONNECT field carries the guard's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CredentialsField {
+    Username,
+    Password,
+}
+
+/// `options.authorization`: the guard and where its credentials are.
+pub(crate) struct Credentials {
+    pub guard_name: String,
+    pub guard: Arc<dyn Guard>,
+    pub field: CredentialsField,
+    pub pattern: Pattern,
+}
+
+/// Limits and capabilities of a server.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub versions: Vec<Version>,
+    pub maximum_packet_size: u32,
+    pub receive_maximum: u16,
+    pub topic_alias_maximum: u16,
+    pub keep_alive_minimum: u16,
+    pub keep_alive_maximum: u16,
+    pub connect_timeout: Duration,
+    pub maximum_qos: QoS,
+    pub retain_available: bool,
+    pub wildcard_available: bool,
+    pub subscription_ids_available: bool,
+    pub shared_available: bool,
+    /// Deliveries in flight toward one client, whatever its receive maximum.
+    pub inflight_maximum: u16,
+    /// Deliveries queued between an exit and one client.
+    pub queue_capacity: usize,
+}
+
+/// The state shared by every connection of one server.
+pub(crate) struct Shared {
+    pub routes: Routes<Condition, (), Arc<dyn MqttHandler>>,
+    pub settings: Settings,
+    pub credentials: Option<Credentials>,
+    pub lifecycle: Lifecycle,
+}
+
+type Route<'a> = &'a zilla_engine::route::Route<Condition, (), Arc<dyn MqttHandler>>;
+
+/// A response waiting for the exit, written in the order its request came.
+enum Pending {
+    PubAck(u16, Result<ReasonCode, StreamError>),
+    PubRec(u16, Result<ReasonCode, StreamError>),
+    SubAck(u16, Vec<ReasonCode>),
+    UnsubAck(u16, Vec<ReasonCode>),
+}
+
+/// A delivery sent to the client and not fully acknowledged.
+struct Outbound {
+    acknowledged: Option<oneshot::Sender<()>>,
+    released: bool,
+}
+
+/// Why a connection ends.
+enum Close {
+    /// After the client's DISCONNECT.
+    Normal,
+    /// With a DISCONNECT carrying this reason (MQTT 5) and the session ended abnormally.
+    Reason(ReasonCode),
+    /// The exit ended the session; tell the client why.
+    Ended(ReasonCode, Option<String>),
+    /// The connection is gone.
+    Gone,
+}
+
+fn close(reason: ReasonCode) -> Close {
+    Close::Reason(reason)
+}
+
+impl From<DecodeError> for Close {
+    fn from(error: DecodeError) -> Self {
+        tracing::debug!(%error, "mqtt packet refused");
+        Close::Reason(error.reason)
+    }
+}
+
+const EVENTS_CAPACITY_MINIMUM: usize = 1;
+
+impl Shared {
+    /// Serves one client connection until it ends.
+    pub(crate) async fn serve<IO>(
+        self: Arc<Self>,
+        io: IO,
+        info: Option<StreamInfo>,
+        authorization: Authorization,
+    ) -> Result<(), StreamError>
+    where
+        IO: AsyncRead + AsyncWrite + Send + Unpin,
+    {
+        let (mut reader, mut writer) = tokio::io::split(io);
+        let mut decoder = Decoder::new(self.settings.maximum_packet_size);
+        let mut buffer = BytesMut::with_capacity(4096);
+        let first = tokio::time::timeout(
+            self.settings.connect_timeout,
+            read_packet(&mut reader, &mut decoder, &mut buffer),
+        )
+        .await;
+        let connect = match first {
+            Ok(Ok(Some(Packet::Connect(connect)))) => connect,
+            Ok(Err(error)) if error.reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => {
+                // Answered as 3.1.1 does, the lowest version a client may understand.
+                let refusal = Packet::ConnAck(ConnAck {
+                    reason: error.reason,
+                    ..ConnAck::default()
+                });
+                let _ = write_packet(&mut writer, &refusal, Version::V3_1_1).await;
+                return Ok(());
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "mqtt CONNECT refused");
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let version = connect.version;
+        let mut connection = match self
+            .clone()
+            .open(*connect, info, authorization, &mut writer)
+            .await?
+        {
+            Some(connection) => connection,
+            None => return Ok(()),
+        };
+        connection.decoder = decoder;
+        connection.buffer = buffer;
+        let close = connection.run(&mut reader, &mut writer).await;
+        let disconnect = match &close {
+            Close::Reason(reason) if version == Version::V5 => {
+                Some(Disconnect::with_reason(*reason))
+            }
+            Close::Ended(reason, reason_string) if version == Version::V5 => Some(Disconnect {
+                reason: *reason,
+                properties: Properties {
+                    reason_string: reason_string.clone(),
+                    ..Properties::default()
+                },
+            }),
+            _ => None,
+        };
+        if let Some(disconnect) = disconnect {
+            let _ = write_packet(&mut writer, &Packet::Disconnect(disconnect), version).await;
+        }
+        let _ = writer.shutdown().await;
+        // Sessions dropped here without `end` end abnormally: their wills are published.
+        drop(connection);
+        Ok(())
+    }
+
+    fn route_session(&self, authorization: &Authorization, client_id: &str) -> Option<Route<'_>> {
+        self.routes
+            .resolve(Some(authorization), |c| c.matches_session(client_id))
+    }
+
+    /// Checks CONNECT, opens the session and answers CONNACK; `None` when refused.
+    async fn open<W: AsyncWrite + Unpin>(
+        self: Arc<Self>,
+        connect: Connect,
+        info: Option<StreamInfo>,
+        mut authorization: Authorization,
+        writer: &mut W,
+    ) -> Result<Option<Connection>, StreamError> {
+        let version = connect.version;
+        let settings = &self.settings;
+        let refuse = |reason: ReasonCode| {
+            Packet::ConnAck(ConnAck {
+                reason,
+                ..ConnAck::default()
+            })
+        };
+        macro_rules! refuse {
+            ($reason:expr) => {{
+                write_packet(writer, &refuse($reason), version).await?;
+                return Ok(None);
+            }};
+        }
+        if !settings.versions.contains(&version) {
+            refuse!(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+        }
+        if connect.properties.auth_method.is_some() {
+            // Extended authentication is not offered: say so rather than ignore it.
+            refuse!(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        let mut assigned_client_id = None;
+        let client_id = if connect.client_id.is_empty() {
+            if version == Version::V3_1_1 && !connect.clean_start {
+                refuse!(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            }
+            let generated = format!("zilla-{}", uuid::Uuid::new_v4().simple());
+            assigned_client_id = Some(generated.clone());
+            generated
+        } else {
+            connect.client_id.clone()
+        };
+        let mut username = connect.username.clone();
+        let mut password = connect.password.clone();
+        if let Some(credentials) = &self.credentials {
+            let field = match credentials.field {
+                CredentialsField::Username => username.take(),
+                CredentialsField::Password => password
+                    .take()
+                    .and_then(|password| String::from_utf8(password.to_vec()).ok()),
+            };
+            let session = field
+                .and_then(|value| credentials.pattern.captures(&value))
+                .and_then(|captures| {
+                    captures
+                        .into_iter()
+                        .find(|(name, _)| name == "credentials")
+                        .map(|(_, value)| value)
+                })
+                .and_then(|value| credentials.guard.reauthorize(&value));
+            match session {
+                Some(session) => authorization.insert(credentials.guard_name.clone(), session),
+                None => refuse!(ReasonCode::BAD_USER_NAME_OR_PASSWORD),
+            }
+        }
+        let Some(route) = self.route_session(&authorization, &client_id) else {
+            refuse!(ReasonCode::NOT_AUTHORIZED);
+        };
+        let keep_alive = match version {
+            Version::V5 if connect.keep_alive != 0 => connect
+                .keep_alive
+                .clamp(settings.keep_alive_minimum, settings.keep_alive_maximum),
+            _ => connect.keep_alive,
+        };
+        let session_expiry = match version {
+            Version::V5 => connect.properties.session_expiry.unwrap_or(0),
+            Version::V3_1_1 if connect.clean_start => 0,
+            Version::V3_1_1 => u32::MAX,
+        };
+        let will = connect.will.clone().map(|will| {
+            let mut properties = will.properties;
+            let delay = properties.will_delay.take().unwrap_or(0);
+            properties.retain_allowed(PropertyContext::Publish);
+            WillMessage {
+                message: Message {
+                    topic: will.topic,
+                    qos: will.qos,
+                    retain: will.retain,
+                    payload: will.payload,
+                    properties,
+                },
+                delay,
+            }
+        });
+        if let Some(will) = &will {
+            if will.message.qos > settings.maximum_qos {
+                refuse!(ReasonCode::QOS_NOT_SUPPORTED);
+            }
+            if will.message.retain && !settings.retain_available {
+                refuse!(ReasonCode::RETAIN_NOT_SUPPORTED);
+            }
+        }
+        let capacity = settings.queue_capacity.max(EVENTS_CAPACITY_MINIMUM);
+        let (events, receiver) = mpsc::channel(capacity);
+        let begin = SessionBegin {
+            client_id: client_id.clone(),
+            clean_start: connect.clean_start,
+            session_expiry,
+            keep_alive,
+            will,
+            username: username.clone(),
+            password: password.clone(),
+            user_properties: connect.properties.user.clone(),
+            authorization: authorization.clone(),
+            info: info.clone(),
+            events: events.clone(),
+        };
+        let exit_name = route.exit_name.clone();
+        let (accepted, session) = match route.exit.session(begin).await {
+            Ok(opened) => opened,
+            Err(refused) => {
+                let connack = ConnAck {
+                    reason: refused.reason,
+                    properties: Properties {
+                        reason_string: refused.reason_string,
+                        ..Properties::default()
+                    },
+                    ..ConnAck::default()
+                };
+                write_packet(writer, &Packet::ConnAck(connack), version).await?;
+                return Ok(None);
+            }
+        };
+        let maximum_qos = accepted.maximum_qos.min(settings.maximum_qos);
+        let retain_available = accepted.retain_available && settings.retain_available;
+        let capabilities = Capabilities {
+            maximum_qos,
+            retain_available,
+            wildcard_available: accepted.wildcard_available && settings.wildcard_available,
+            subscription_ids_available: accepted.subscription_ids_available
+                && settings.subscription_ids_available,
+            shared_available: accepted.shared_available && settings.shared_available,
+        };
+        let mut properties = Properties::default();
+        if version == Version::V5 {
+            let available = |flag: bool| (!flag).then_some(0);
+            properties = Properties {
+                assigned_client_id,
+                server_keep_alive: (keep_alive != connect.keep_alive).then_some(keep_alive),
+                session_expiry: accepted.session_expiry.filter(|&e| e != session_expiry),
+                receive_maximum: Some(settings.receive_maximum),
+                maximum_qos: (maximum_qos != QoS::ExactlyOnce).then_some(maximum_qos as u8),
+                retain_available: available(retain_available),
+                maximum_packet_size: Some(settings.maximum_packet_size),
+                topic_alias_maximum: (settings.topic_alias_maximum > 0)
+                    .then_some(settings.topic_alias_maximum),
+                wildcard_available: available(capabilities.wildcard_available),
+                subscription_ids_available: available(capabilities.subscription_ids_available),
+                shared_available: available(capabilities.shared_available),
+                ..Properties::default()
+            };
+        }
+        let connack = ConnAck {
+            session_present: accepted.session_present && !connect.clean_start,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        };
+        write_packet(writer, &Packet::ConnAck(connack), version).await?;
+        let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        let mut sessions = HashMap::new();
+        sessions.insert(exit_name, Arc::<dyn MqttSession>::from(session));
+        Ok(Some(Connection {
+            shared: self.clone(),
+            version,
+            client_id,
+            clean_start: connect.clean_start,
+            session_expiry,
+            keep_alive,
+            username,
+            password,
+            user_properties: connect.properties.user.clone(),
+            authorization,
+            info,
+            capabilities,
+            events,
+            receiver,
+            sessions,
+            decoder: Decoder::new(self.settings.maximum_packet_size),
+            buffer: BytesMut::new(),
+            aliases: HashMap::new(),
+            pending: FuturesOrdered::new(),
+            inbound_inflight: 0,
+            released: HashSet::new(),
+            outbound: HashMap::new(),
+            next_packet_id: 1,
+            outbound_maximum: client_receive_maximum
+                .min(self.settings.inflight_maximum)
+                .max(1),
+            client_maximum_packet_size: connect.properties.maximum_packet_size.unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+/// What the server and its session exit support together.
+#[derive(Debug, Clone, Copy)]
+struct Capabilities {
+    maximum_qos: QoS,
+    retain_available: bool,
+    wildcard_available: bool,
+    subscription_ids_available: bool,
+    shared_available: bool,
+}
+
+/// One connected client.
+struct Connection {
+    shared: Arc<Shared>,
+    version: Version,
+    client_id: String,
+    clean_start: bool,
+    session_expiry: u32,
+    keep_alive: u16,
+    username: Option<String>,
+    password: Option<bytes::Bytes>,
+    user_properties: Vec<(String, String)>,
+    authorization: Authorization,
+    info: Option<StreamInfo>,
+    capabilities: Capabilities,
+    events: mpsc::Sender<SessionEvent>,
+    receiver: mpsc::Receiver<SessionEvent>,
+    /// Open sessions by exit name: the session route's exit first, others opened when a
+    /// publish or subscribe is routed to them.
+    sessions: HashMap<String, Arc<dyn MqttSession>>,
+    decoder: Decoder,
+    buffer: BytesMut,
+    /// Topic aliases the client set.
+    aliases: HashMap<u16, String>,
+    /// Responses waiting for exits, in request order.
+    pending: FuturesOrdered<BoxFuture<'static, Pending>>,
+    /// QoS 1 and 2 publications received and not fully acknowledged.
+    inbound_inflight: u16,
+    /// QoS 2 packet identifiers answered with PUBREC and waiting for PUBREL.
+    released: HashSet<u16>,
+    /// Deliveries in flight toward the client.
+    outbound: HashMap<u16, Outbound>,
+    next_packet_id: u16,
+    outbound_maximum: u16,
+    client_maximum_packet_size: u32,
+}
+
+/// Reads until one packet is decoded; `Ok(None)` at the end of the stream.
+async fn read_packet<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    decoder: &mut Decoder,
+    buffer: &mut BytesMut,
+) -> Result<Option<Packet>, DecodeError> {
+    loop {
+        if let Some(packet) = decoder.decode(buffer)? {
+            return Ok(Some(packet));
+        }
+        match reader.read_buf(buffer).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_packet<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    packet: &Packet,
+    version: Version,
+) -> Result<(), StreamError> {
+    let mut out = BytesMut::new();
+    codec::encode(packet, version, &mut out)
+        .map_err(|error| StreamError::Protocol(error.to_string()))?;
+    writer.write_all(&out).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+impl Connection {
+    async fn run<R, W>(&mut self, reader: &mut R, writer: &mut W) -> Close
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let keep_alive =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let mut deadline = keep_alive.map(|period| Instant::now() + period);
+        let pending_limit = usize::from(self.shared.settings.receive_maximum) + 64;
+        let retired = self.shared.lifecycle.retired();
+        // Packets already buffered behind CONNECT.
+        if let Err(close) = self.drain(writer).await {
+            return close;
+        }
+        loop {
+            let reading = self.pending.len() < pending_limit;
+            let delivering = self.outbound.len() < usize::from(self.outbound_maximum);
+            tokio::select! {
+                read = reader.read_buf(&mut self.buffer), if reading => {
+                    match read {
+                        Ok(0) | Err(_) => return Close::Gone,
+                        Ok(_) => {}
+                    }
+                    if let Some(period) = keep_alive {
+                        deadline = Some(Instant::now() + period);
+                    }
+                    if let Err(close) = self.drain(writer).await {
+                        return close;
+                    }
+                }
+                Some(pending) = self.pending.next() => {
+                    if let Err(close) = self.respond(pending, writer).await {
+                        return close;
+                    }
+                }
+                Some(event) = self.receiver.recv(), if delivering => {
+                    if let Err(close) = self.deliver(event, writer).await {
+                        return close;
+                    }
+                }
+                _ = sleep_until(deadline) => return close(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                _ = retired.cancelled() => return close(ReasonCode::SERVER_SHUTTING_DOWN),
+            }
+        }
+    }
+
+    /// Writes `packet`; borrows only the writer, so a connection need not be `Sync`.
+    fn write<'w, W: AsyncWrite + Unpin>(
+        &self,
+        writer: &'w mut W,
+        packet: Packet,
+    ) -> impl Future<Output = Result<(), Close>> + 'w {
+        let version = self.version;
+        async move {
+            write_packet(writer, &packet, version)
+                .await
+                .map_err(|_| Close::Gone)
+        }
+    }
+
+    /// Handles every whole packet in the buffer.
+    async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {
+        while let Some(packet) = self.decoder.decode(&mut self.buffer)? {
+            self.handle(packet, writer).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle<W: AsyncWrite + Unpin>(
+        &mut self,
+        packet: Packet,
+        writer: &mut W,
+    ) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(publish) => self.publish(publish, writer).await,
+            Packet::PubRel(ack) => {
+                let reason = if self.released.remove(&ack.packet_id) {
+                    self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                let comp = Ack {
+                    reason,
+                    ..Ack::success(ack.packet_id)
+                };
+                self.write(writer, Packet::PubComp(comp)).await
+            }
+            Packet::PubAck(ack) => {
+                if let Some(outbound) = self.outbound.remove(&ack.packet_id)
+                    && let Some(acknowledged) = outbound.acknowledged
+                {
+                    let _ = acknowledged.send(());
+                }
+                Ok(())
+            }
+            Packet::PubRec(ack) => {
+                let Some(outbound) = self.outbound.get_mut(&ack.packet_id) else {
+                    let rel = Ack {
+                        reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                        ..Ack::success(ack.packet_id)
+                    };
+                    return self.write(writer, Packet::PubRel(rel)).await;
+                };
+                if let Some(acknowledged) = outbound.acknowledged.take() {
+                    let _ = acknowledged.send(());
+                }
+                if ack.reason.is_error() {
+                    self.outbound.remove(&ack.packet_id);
+                    return Ok(());
+                }
+                outbound.released = true;
+                self.write(writer, Packet::PubRel(Ack::success(ack.packet_id)))
+                    .await
+            }
+            Packet::PubComp(ack) => {
+                if self
+                    .outbound
+                    .get(&ack.packet_id)
+                    .is_some_and(|outbound| outbound.released)
+                {
+                    self.outbound.remove(&ack.packet_id);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
+            Packet::PingReq => self.write(writer, Packet::PingResp).await,
+            Packet::Disconnect(disconnect) => {
+                if self.session_expiry == 0
+                    && disconnect.properties.session_expiry.is_some_and(|e| e > 0)
+                {
+                    return Err(close(ReasonCode::PROTOCOL_ERROR));
+                }
+                let end = SessionEnd {
+                    reason: disconnect.reason,
+                    session_expiry: disconnect.properties.session_expiry,
+                };
+                for session in self.sessions.values() {
+                    session.end(end.clone());
+                }
+                Err(Close::Normal)
+            }
+            // No extended authentication was agreed in CONNECT, so AUTH is a protocol error;
+            // so is a second CONNECT and anything only a server sends.
+            Packet::Auth(_)
+            | Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(close(ReasonCode::PROTOCOL_ERROR)),
+        }
+    }
+
+    /// The session on the exit of `route`, opened now if this is its first use.
+    async fn session_for(
+        &mut self,
+        exit_name: &str,
+        exit: Arc<dyn MqttHandler>,
+    ) -> Result<Arc<dyn MqttSession>, ReasonCode> {
+        if let Some(session) = self.sessions.get(exit_name) {
+            return Ok(session.clone());
+        }
+        let begin = SessionBegin {
+            client_id: self.client_id.clone(),
+            clean_start: self.clean_start,
+            session_expiry: self.session_expiry,
+            keep_alive: self.keep_alive,
+            will: None,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            user_properties: self.user_properties.clone(),
+            authorization: self.authorization.clone(),
+            info: self.info.clone(),
+            events: self.events.clone(),
+        };
+        match exit.session(begin).await {
+            Ok((_, session)) => {
+                let session = Arc::<dyn MqttSession>::from(session);
+                self.sessions.insert(exit_name.to_owned(), session.clone());
+                Ok(session)
+            }
+            Err(refused) => Err(refused.reason),
+        }
+    }
+
+    async fn publish<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut publish: Publish,
+        writer: &mut W,
+    ) -> Result<(), Close> {
+        let v5 = self.version == Version::V5;
+        if let Some(alias) = publish.properties.topic_alias.take() {
+            if alias > self.shared.settings.topic_alias_maximum {
+                return Err(close(ReasonCode::TOPIC_ALIAS_INVALID));
+            }
+            if publish.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(topic) => publish.topic = topic.clone(),
+                    None => return Err(close(ReasonCode::PROTOCOL_ERROR)),
+                }
+            } else {
+                self.aliases.insert(alias, publish.topic.clone());
+            }
+        }
+        if !publish.properties.subscription_ids.is_empty() {
+            return Err(close(ReasonCode::PROTOCOL_ERROR));
+        }
+        if publish.qos > self.capabilities.maximum_qos {
+            return Err(close(ReasonCode::QOS_NOT_SUPPORTED));
+        }
+        if publish.retain && !self.capabilities.retain_available {
+            return Err(close(ReasonCode::RETAIN_NOT_SUPPORTED));
+        }
+        let packet_id = publish.packet_id.unwrap_or(0);
+        if publish.qos != QoS::AtMostOnce {
+            if publish.qos == QoS::ExactlyOnce && self.released.contains(&packet_id) {
+                // A redelivery of a message already taken: acknowledge it again only.
+                let rec = Packet::PubRec(Ack::success(packet_id));
+                return self.write(writer, rec).await;
+            }
+            if self.inbound_inflight >= self.shared.settings.receive_maximum {
+                return Err(close(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED));
+            }
+            self.inbound_inflight += 1;
+        }
+        let route = self
+            .shared
+            .routes
+            .resolve(Some(&self.authorization), |c| {
+                c.matches_publish(&publish.topic)
+            })
+            .map(|route| (route.exit_name.clone(), route.exit.clone()));
+        let session = match route {
+            Some((name, exit)) => self.session_for(&name, exit).await,
+            None => Err(ReasonCode::NOT_AUTHORIZED),
+        };
+        let acknowledgement: Acknowledgement = match session {
+            Ok(session) => {
+                let message = Message {
+                    topic: publish.topic,
+                    qos: publish.qos,
+                    retain: publish.retain,
+                    payload: publish.payload,
+                    properties: publish.properties,
+                };
+                match session.publish(message).await {
+                    Ok(acknowledgement) => acknowledgement,
+                    Err(error) => Box::pin(async move { Err(error) }),
+                }
+            }
+            Err(reason) => {
+                if !v5 {
+                    // 3.1.1 has no way to refuse a publication but closing.
+                    return Err(close(reason));
+                }
+                Box::pin(async move { Ok(reason) })
+            }
+        };
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.pending.push_back(Box::pin(async move {
+                Pending::PubAck(packet_id, acknowledgement.await)
+            })),
+            QoS::ExactlyOnce => self.pending.push_back(Box::pin(async move {
+                Pending::PubRec(packet_id, acknowledgement.await)
+            })),
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+        let subscription_id = subscribe.properties.subscription_ids.first().copied();
+        if subscription_id.is_some() && !self.capabilities.subscription_ids_available {
+            return Err(close(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
+        }
+        let count = subscribe.filters.len();
+        let mut reasons = vec![ReasonCode::UNSPECIFIED_ERROR; count];
+        // Filters grouped by exit, with their index in the SUBSCRIBE.
+        let mut groups: Vec<(String, Arc<dyn MqttHandler>, Vec<usize>, SubscribeRequest)> =
+            Vec::new();
+        for (index, (filter, mut options)) in subscribe.filters.into_iter().enumerate() {
+            let refusal = if !topic::valid_filter(&filter) {
+                Some(ReasonCode::TOPIC_FILTER_INVALID)
+            } else if topic::shared(&filter).is_some() && !self.capabilities.shared_available {
+                Some(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+            } else if topic::has_wildcard(&filter) && !self.capabilities.wildcard_available {
+                Some(ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED)
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
+                reasons[index] = reason;
+                continue;
+            }
+            options.qos = options.qos.min(self.capabilities.maximum_qos);
+            let Some(route) = self
+                .shared
+                .routes
+                .resolve(Some(&self.authorization), |c| c.matches_subscribe(&filter))
+            else {
+                reasons[index] = ReasonCode::NOT_AUTHORIZED;
+                continue;
+            };
+            match groups.iter_mut().find(|group| group.0 == route.exit_name) {
+                Some(group) => {
+                    group.2.push(index);
+                    group.3.filters.push((filter, options));
+                }
+                None => groups.push((
+                    route.exit_name.clone(),
+                    route.exit.clone(),
+                    vec![index],
+                    SubscribeRequest {
+                        subscription_id,
+                        filters: vec![(filter, options)],
+                        user_properties: subscribe.properties.user.clone(),
+                    },
+                )),
+            }
+        }
+        let mut waiting = Vec::new();
+        for (name, exit, indexes, request) in groups {
+            let acknowledgement = match self.session_for(&name, exit).await {
+                Ok(session) => session.subscribe(request).await.ok(),
+                Err(reason) => {
+                    for &index in &indexes {
+                        reasons[index] = reason;
+                    }
+                    continue;
+                }
+            };
+            waiting.push((indexes, acknowledgement));
+        }
+        let packet_id = subscribe.packet_id;
+        self.pending.push_back(Box::pin(async move {
+            for (indexes, acknowledgement) in waiting {
+                let granted = match acknowledgement {
+                    Some(acknowledgement) => acknowledgement.await.ok(),
+                    None => None,
+                };
+                for (position, index) in indexes.into_iter().enumerate() {
+                    reasons[index] = granted
+                        .as_ref()
+                        .and_then(|granted| granted.get(position).copied())
+                        .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+                }
+            }
+            Pending::SubAck(packet_id, reasons)
+        }));
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
+        let count = unsubscribe.filters.len();
+        let mut reasons = vec![ReasonCode::NO_SUBSCRIPTION_EXISTED; count];
+        let mut waiting = Vec::new();
+        for (index, filter) in unsubscribe.filters.into_iter().enumerate() {
+            if !topic::valid_filter(&filter) {
+                reasons[index] = ReasonCode::TOPIC_FILTER_INVALID;
+                continue;
+            }
+            let Some(route) = self
+                .shared
+                .routes
+                .resolve(Some(&self.authorization), |c| c.matches_subscribe(&filter))
+            else {
+                reasons[index] = ReasonCode::NOT_AUTHORIZED;
+                continue;
+            };
+            // A filter on an exit never used has no subscription there.
+            let Some(session) = self.sessions.get(&route.exit_name) else {
+                continue;
+            };
+            let acknowledgement = session
+                .unsubscribe(vec![filter], unsubscribe.properties.user.clone())
+                .await
+                .ok();
+            waiting.push((index, acknowledgement));
+        }
+        let packet_id = unsubscribe.packet_id;
+        self.pending.push_back(Box::pin(async move {
+            for (index, acknowledgement) in waiting {
+                let answered = match acknowledgement {
+                    Some(acknowledgement) => acknowledgement.await.ok(),
+                    None => None,
+                };
+                reasons[index] = answered
+                    .and_then(|answered| answered.first().copied())
+                    .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+            }
+            Pending::UnsubAck(packet_id, reasons)
+        }));
+        Ok(())
+    }
+
+    async fn respond<W: AsyncWrite + Unpin>(
+        &mut self,
+        pending: Pending,
+        writer: &mut W,
+    ) -> Result<(), Close> {
+        let v5 = self.version == Version::V5;
+        let outcome = |result: Result<ReasonCode, StreamError>| match result {
+            Ok(reason) => Ok(reason),
+            Err(error) => {
+                tracing::debug!(%error, "mqtt publish failed on the exit");
+                if v5 {
+                    Ok(ReasonCode::UNSPECIFIED_ERROR)
+                } else {
+                    Err(Close::Gone)
+                }
+            }
+        };
+        let packet = match pending {
+            Pending::PubAck(id, result) => {
+                self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
+                let reason = outcome(result)?;
+                if !v5 && reason.is_error() {
+                    return Err(close(reason));
+                }
+                Packet::PubAck(Ack {
+                    reason,
+                    ..Ack::success(id)
+                })
+            }
+            Pending::PubRec(id, result) => {
+                let reason = outcome(result)?;
+                if !v5 && reason.is_error() {
+                    return Err(close(reason));
+                }
+                if reason.is_error() {
+                    self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
+                } else {
+                    self.released.insert(id);
+                }
+                Packet::PubRec(Ack {
+                    reason,
+                    ..Ack::success(id)
+                })
+            }
+            Pending::SubAck(id, reasons) => Packet::SubAck(SubAck {
+                packet_id: id,
+                properties: Properties::default(),
+                reasons,
+            }),
+            Pending::UnsubAck(id, reasons) => Packet::UnsubAck(UnsubAck {
+                packet_id: id,
+                properties: Properties::default(),
+                reasons,
+            }),
+        };
+        self.write(writer, packet).await
+    }
+
+    fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.outbound.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    async fn deliver<W: AsyncWrite + Unpin>(
+        &mut self,
+        event: SessionEvent,
+        writer: &mut W,
+    ) -> Result<(), Close> {
+        let Delivery {
+            message,
+            acknowledged,
+        } = match event {
+            SessionEvent::Deliver(delivery) => delivery,
+            SessionEvent::Ended {
+                reason,
+                reason_string,
+            } => return Err(Close::Ended(reason, reason_string)),
+        };
+        let mut properties = message.properties;
+        properties.topic_alias = None;
+        let mut publish = Publish {
+            dup: false,
+            qos: message.qos,
+            retain: message.retain,
+            topic: message.topic,
+            packet_id: None,
+            properties,
+            payload: message.payload,
+        };
+        if publish.qos != QoS::AtMostOnce {
+            publish.packet_id = Some(self.allocate_packet_id());
+        }
+        let mut out = BytesMut::new();
+        if let Err(error) = codec::encode(&Packet::Publish(publish.clone()), self.version, &mut out)
+        {
+            tracing::debug!(%error, "mqtt delivery cannot be encoded");
+            return Ok(());
+        }
+        if out.len() > self.client_maximum_packet_size as usize {
+            // Over what the client accepts: discarded, as MQTT 5 §3.1.2.11.4 asks.
+            if let Some(acknowledged) = acknowledged {
+                let _ = acknowledged.send(());
+            }
+            return Ok(());
+        }
+        if let Some(id) = publish.packet_id {
+            self.outbound.insert(
+                id,
+                Outbound {
+                    acknowledged,
+                    released: false,
+                },
+            );
+        }
+        writer.write_all(&out).await.map_err(|_| Close::Gone)?;
+        writer.flush().await.map_err(|_| Close::Gone)
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
