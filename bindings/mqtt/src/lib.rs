@@ -267,6 +267,8 @@ impl BindingFactory for MqttFactory {
                     settings,
                     credentials,
                     lifecycle: lifecycle.clone(),
+                    connected: Default::default(),
+                    next_connection: Default::default(),
                 });
                 context.publish::<Bytes>(Arc::new(ServerHandler {
                     shared: shared.clone(),

@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -12,6 +13,7 @@ use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use zilla_engine::guard::{Authorization, Guard};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
@@ -152,6 +154,24 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub credentials: Option<Credentials>,
     pub lifecycle: Lifecycle,
+    /// The connected clients by client identifier, so that a second connection with the same
+    /// identifier takes the session over from the first (MQTT 5 §3.1.4-3).
+    pub connected: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    pub next_connection: AtomicU64,
+}
+
+impl Shared {
+    /// Registers a connection for `client_id`, telling the one it replaces to end.
+    fn take_over(&self, client_id: &str) -> (u64, CancellationToken) {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        if let Ok(mut connected) = self.connected.lock()
+            && let Some((_, previous)) = connected.insert(client_id.to_owned(), (id, token.clone()))
+        {
+            previous.cancel();
+        }
+        (id, token)
+    }
 }
 
 type Route<'a> = &'a zilla_engine::route::Route<Condition, (), Arc<dyn MqttHandler>>;
@@ -370,6 +390,7 @@ impl Shared {
                 refuse!(ReasonCode::RETAIN_NOT_SUPPORTED);
             }
         }
+        let (connection_id, taken_over) = self.take_over(&client_id);
         let capacity = settings.queue_capacity.max(EVENTS_CAPACITY_MINIMUM);
         let (events, receiver) = mpsc::channel(capacity);
         let begin = SessionBegin {
@@ -441,6 +462,8 @@ impl Shared {
         sessions.insert(exit_name, Arc::<dyn MqttSession>::from(session));
         Ok(Some(Connection {
             shared: self.clone(),
+            connection_id,
+            taken_over,
             version,
             client_id,
             clean_start: connect.clean_start,
@@ -484,6 +507,9 @@ struct Capabilities {
 /// One connected client.
 struct Connection {
     shared: Arc<Shared>,
+    connection_id: u64,
+    /// Cancelled when another connection takes this client's session over.
+    taken_over: CancellationToken,
     version: Version,
     client_id: String,
     clean_start: bool,
@@ -515,6 +541,18 @@ struct Connection {
     next_packet_id: u16,
     outbound_maximum: u16,
     client_maximum_packet_size: u32,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Ok(mut connected) = self.shared.connected.lock()
+            && connected
+                .get(&self.client_id)
+                .is_some_and(|(id, _)| *id == self.connection_id)
+        {
+            connected.remove(&self.client_id);
+        }
+    }
 }
 
 /// Reads until one packet is decoded; `Ok(None)` at the end of the stream.
@@ -565,6 +603,9 @@ impl Connection {
         loop {
             let reading = self.pending.len() < pending_limit;
             let delivering = self.outbound.len() < usize::from(self.outbound_maximum);
+            if self.taken_over.is_cancelled() {
+                return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
+            }
             tokio::select! {
                 read = reader.read_buf(&mut self.buffer), if reading => {
                     match read {
@@ -590,6 +631,9 @@ impl Connection {
                 }
                 _ = sleep_until(deadline) => return close(ReasonCode::KEEP_ALIVE_TIMEOUT),
                 _ = retired.cancelled() => return close(ReasonCode::SERVER_SHUTTING_DOWN),
+                _ = self.taken_over.cancelled() => {
+                    return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
+                }
             }
         }
     }
@@ -1025,7 +1069,14 @@ impl Connection {
             SessionEvent::Ended {
                 reason,
                 reason_string,
-            } => return Err(Close::Ended(reason, reason_string)),
+            } => {
+                // A broker may close the replaced connection before this one sees the
+                // takeover.
+                if self.taken_over.is_cancelled() {
+                    return Err(Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None));
+                }
+                return Err(Close::Ended(reason, reason_string));
+            }
         };
         let mut properties = message.properties;
         properties.topic_alias = None;

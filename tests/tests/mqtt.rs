@@ -1,0 +1,259 @@
+//! The mqtt server and client in front of mosquitto, driven by paho-mqtt (3.1.1, 5, and over
+//! WebSocket) and mosquitto's own clients: tcp → mqtt server → mqtt client → tcp → mosquitto.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use zilla_tests::{Gateway, Peer, Process, free_port, python, success, workspace_dir};
+
+const PROXY: &str = "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: mqtt_server
+  http_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_codec
+  http_codec:
+    type: http
+    kind: server
+    options:
+      versions: [http/1.1]
+    exit: ws_server
+  ws_server:
+    type: ws
+    kind: server
+    routes:
+      - when:
+          - protocol: mqtt
+        exit: mqtt_server
+  mqtt_server:
+    type: mqtt
+    kind: server
+    routes:
+      - when:
+          - publish:
+              - topic: '#'
+          - subscribe:
+              - topic: '#'
+        exit: mqtt_client
+  mqtt_client:
+    type: mqtt
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.BROKER_PORT}}
+";
+
+/// A mosquitto broker on a free port, killed when dropped.
+struct Mosquitto {
+    port: u16,
+    _process: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_queued_messages 1000\n"
+            ),
+        )?;
+        let process = Peer::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .context("mosquitto")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("mosquitto did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            port,
+            _process: process,
+            _dir: dir,
+        })
+    }
+}
+
+fn gateway(broker: &Mosquitto) -> Result<Gateway> {
+    Gateway::builder(PROXY)
+        .env("BROKER_PORT", broker.port.to_string())
+        .property("zilla.binding.mqtt.topic.alias.maximum", "8")
+        .property("zilla.binding.mqtt.maximum.packet.size", "4096")
+        .start()
+}
+
+fn scripts() -> PathBuf {
+    workspace_dir().join("tests/tests/mqtt")
+}
+
+/// Runs one paho scenario of `mqtt/scenarios.py`.
+fn scenario(name: &str, port: u16, extra: u16) -> Result<()> {
+    let output = Peer::new(python())
+        .current_dir(scripts())
+        .args(["scenarios.py", name, &port.to_string(), &extra.to_string()])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    success(&output).with_context(|| format!("scenario {name}"))?;
+    Ok(())
+}
+
+fn with_gateway(run: impl FnOnce(&Gateway) -> Result<()>) -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let mut gateway = gateway(&broker)?;
+    let result = run(&gateway);
+    if result.is_err() {
+        eprintln!("gateway log:\n{}", gateway.stderr());
+    }
+    assert!(gateway.terminate()?.success());
+    result
+}
+
+#[test]
+fn publish_subscribe_at_every_qos_in_both_versions() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("pubsub", port, 311)?;
+        scenario("pubsub", port, 5)
+    })
+}
+
+#[test]
+fn retained_messages_are_replayed_and_cleared() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("retained", port, 311)?;
+        scenario("retained", port, 5)
+    })
+}
+
+#[test]
+fn wills_are_published_on_abnormal_close_only() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("will", port, 311)?;
+        scenario("will", port, 5)
+    })
+}
+
+#[test]
+fn sessions_resume_with_queued_messages() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("resume", port, 311)?;
+        scenario("resume", port, 5)
+    })
+}
+
+#[test]
+fn a_second_connection_takes_the_session_over() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("takeover", port, 311)?;
+        scenario("takeover", port, 5)
+    })
+}
+
+#[test]
+fn topic_aliases_and_message_properties() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("alias", port, 5)?;
+        scenario("properties", port, 5)
+    })
+}
+
+#[test]
+fn bad_packets_get_reason_codes_and_others_carry_on() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("malformed", port, 5)
+    })
+}
+
+#[test]
+fn mqtt_over_websocket_meets_mqtt_over_tcp() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        let ws_port = gateway.address("http_server").port();
+        scenario("websocket", port, ws_port)
+    })
+}
+
+/// mosquitto_sub through the gateway receives what mosquitto_pub publishes through it.
+fn mosquitto_clients(port: u16, version: &str, qos: &str) -> Result<()> {
+    let topic = format!("cli/{version}/{qos}");
+    let payload = format!("hello {version} {qos}");
+    let mut subscriber = Peer::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", version])
+        .args(["-t", "cli/#", "-q", qos, "-C", "1", "-W", "20", "-v"])
+        .spawn()?;
+    // The subscriber has no ready signal: publish until it has received one message.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while subscriber.try_status()?.is_none() {
+        if Instant::now() > deadline {
+            bail!("mosquitto_sub received nothing: {}", subscriber.stderr());
+        }
+        let published = Peer::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", version])
+            .args(["-t", &topic, "-q", qos, "-m", &payload])
+            .run()?;
+        success(&published)?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(subscriber.stdout(), format!("{topic} {payload}\n"));
+    Ok(())
+}
+
+#[test]
+fn mosquitto_clients_through_the_gateway() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port();
+        for version in ["mqttv311", "mqttv5"] {
+            for qos in ["0", "1", "2"] {
+                mosquitto_clients(port, version, qos)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn the_mqtt_proxy_example_routes_only_its_topics() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let mut gateway = Gateway::from_file(workspace_dir().join("examples/mqtt.proxy/zilla.yaml"))
+        .env("MQTT_PORT", "0")
+        .env("MQTT_WS_PORT", "0")
+        .env("BROKER_PORT", broker.port.to_string())
+        .start()?;
+    let port = gateway.address("tcp_server").port();
+    let result = scenario("refused", port, 5).and_then(|()| scenario("refused", port, 311));
+    if result.is_err() {
+        eprintln!("gateway log:\n{}", gateway.stderr());
+    }
+    assert!(gateway.terminate()?.success());
+    result
+}

@@ -1,0 +1,260 @@
+"""MQTT scenarios run against the gateway (itself in front of mosquitto); one per argv[1].
+
+Each exits non-zero with FAIL: ... on stderr when the gateway does not behave.
+"""
+import sys
+import time
+import uuid
+
+from common import Client, fail, raw_connect, read_disconnect, string, varint, WAIT
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+def unique(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+
+
+def pubsub(port, version):
+    root = unique("ps")
+    subscriber = Client(port, unique("sub"), version)
+    publisher = Client(port, unique("pub"), version)
+    for qos in (0, 1, 2):
+        codes = subscriber.subscribe("%s/q%d/+/x" % (root, qos), qos)
+        if codes[0].value != qos:
+            fail("granted %s for QoS %d" % (codes, qos))
+        payload = ("qos %d v%d" % (qos, version)).encode()
+        publisher.publish("%s/q%d/a/x" % (root, qos), payload, qos)
+        message = subscriber.expect("%s/q%d/a/x" % (root, qos), payload)
+        if message.qos != qos:
+            fail("delivered at QoS %d, expected %d" % (message.qos, qos))
+    subscriber.subscribe(root + "/multi/#", 1)
+    publisher.publish(root + "/multi/a/b/c", b"deep", 1)
+    subscriber.expect(root + "/multi/a/b/c", b"deep")
+    # Unsubscribed filters deliver no more: the next message seen is on a filter still held.
+    subscriber.client.unsubscribe(root + "/multi/#")
+    kind, _, _ = subscriber.acks.get(timeout=WAIT)
+    if kind != "unsub":
+        fail("no UNSUBACK")
+    publisher.publish(root + "/multi/a", b"gone", 1)
+    publisher.publish(root + "/q1/b/x", b"still", 1)
+    subscriber.expect(root + "/q1/b/x", b"still")
+    subscriber.disconnect()
+    publisher.disconnect()
+
+
+def retained(port, version):
+    topic = unique("ret") + "/state"
+    publisher = Client(port, unique("pub"), version)
+    publisher.publish(topic, b"on", 1, retain=True)
+    first = Client(port, unique("late"), version)
+    first.subscribe(topic, 1)
+    message = first.expect(topic, b"on")
+    if not message.retain:
+        fail("replayed retained message without the retain flag")
+    first.disconnect()
+    # An empty retained message clears it: a new subscriber sees the next live message first.
+    publisher.publish(topic, b"", 1, retain=True)
+    second = Client(port, unique("later"), version)
+    second.subscribe(topic, 1)
+    publisher.publish(topic, b"live", 1)
+    message = second.expect(topic)
+    if message.payload != b"live" or message.retain:
+        fail("cleared retained message was replayed: %r" % message.payload)
+    second.disconnect()
+    publisher.disconnect()
+
+
+def will(port, version):
+    topic = unique("will") + "/gone"
+    watcher = Client(port, unique("watch"), version)
+    watcher.subscribe(topic, 1)
+    dying = Client(port, unique("dying"), version, will=(topic, b"bye", 1, False))
+    # A normal DISCONNECT discards the will...
+    leaving = Client(port, unique("leaving"), version, will=(topic, b"not sent", 1, False))
+    leaving.disconnect()
+    # ...an abnormal end publishes it.
+    dying.drop()
+    watcher.expect(topic, b"bye")
+    watcher.disconnect()
+
+
+def resume(port, version):
+    client_id = unique("durable")
+    topic = unique("queue") + "/jobs"
+    durable = Client(port, client_id, version, clean=False, expiry=300)
+    durable.subscribe(topic, 1)
+    durable.disconnect()
+    publisher = Client(port, unique("pub"), version)
+    for index in range(3):
+        publisher.publish(topic, b"job %d" % index, 1)
+    publisher.disconnect()
+    back = Client(port, client_id, version, clean=False, expiry=300)
+    if not back.session_present:
+        fail("session not present on resume")
+    for index in range(3):
+        back.expect(topic, b"job %d" % index)
+    back.disconnect()
+    # A clean start discards it.
+    fresh = Client(port, client_id, version, clean=True)
+    if fresh.session_present:
+        fail("session present after clean start")
+    fresh.disconnect()
+
+
+def takeover(port, version):
+    client_id = unique("twin")
+    first = Client(port, client_id, version)
+    second = Client(port, client_id, version)
+    code = first.disconnects.get(timeout=WAIT)
+    if version == 5 and code.value != 0x8E:
+        fail("first connection ended with %s, expected session taken over (0x8E)" % code)
+    topic = unique("twin") + "/t"
+    second.subscribe(topic, 1)
+    second.publish(topic, b"alive", 1)
+    second.expect(topic, b"alive")
+    second.disconnect()
+
+
+def alias(port, version):
+    topic = unique("alias") + "/long/topic/name"
+    subscriber = Client(port, unique("sub"), 5)
+    subscriber.subscribe(topic, 1)
+    publisher = Client(port, unique("pub"), 5)
+    maximum = publisher.connack_properties.TopicAliasMaximum
+    if maximum < 1:
+        fail("no topic alias maximum in CONNACK")
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.TopicAlias = 1
+    publisher.publish(topic, b"named", 1, properties=properties)
+    publisher.publish("", b"aliased", 1, properties=properties)
+    subscriber.expect(topic, b"named")
+    subscriber.expect(topic, b"aliased")
+    publisher.disconnect()
+    subscriber.disconnect()
+
+
+def properties(port, version):
+    topic = unique("props") + "/req"
+    subscriber = Client(port, unique("sub"), 5)
+    options_id = Properties(PacketTypes.SUBSCRIBE)
+    options_id.SubscriptionIdentifier = 42
+    result, mid = subscriber.client.subscribe(topic, qos=1, properties=options_id)
+    subscriber.acks.get(timeout=WAIT)
+    publisher = Client(port, unique("pub"), 5)
+    # No-local: the publisher's own subscription does not see its publications.
+    publisher.subscribe(topic, 1, noLocal=True)
+    sent = Properties(PacketTypes.PUBLISH)
+    sent.UserProperty = [("k", "v"), ("k", "w")]
+    sent.ResponseTopic = topic + "/reply"
+    sent.CorrelationData = b"\x01\x02"
+    sent.ContentType = "text/plain"
+    sent.MessageExpiryInterval = 60
+    sent.PayloadFormatIndicator = 1
+    publisher.publish(topic, b"hello", 1, properties=sent)
+    message = subscriber.expect(topic, b"hello")
+    got = message.properties
+    if got.UserProperty != [("k", "v"), ("k", "w")]:
+        fail("user properties %r" % got.UserProperty)
+    if got.ResponseTopic != topic + "/reply" or got.CorrelationData != b"\x01\x02":
+        fail("request/response properties lost")
+    if got.ContentType != "text/plain" or got.PayloadFormatIndicator != 1:
+        fail("content type or payload format lost")
+    if not (0 < got.MessageExpiryInterval <= 60):
+        fail("message expiry %r" % got.MessageExpiryInterval)
+    if got.SubscriptionIdentifier != [42]:
+        fail("subscription identifier %r" % got.SubscriptionIdentifier)
+    publisher.publish(topic + "/marker", b"x", 1)
+    if not publisher.messages.empty():
+        fail("no-local subscription received its own publication")
+    publisher.disconnect()
+    subscriber.disconnect()
+
+
+def malformed(port, version):
+    topic = unique("bystander") + "/t"
+    bystander = Client(port, unique("bystander"), 5)
+    bystander.subscribe(topic, 1)
+    # QoS 3 is malformed (0x81).
+    bad = raw_connect(port, unique("bad"))
+    body = string("a/b") + b"\x00"
+    bad.sendall(bytes([0x36]) + varint(len(body) + 2) + body + b"\x00\x01")
+    reason = read_disconnect(bad)
+    if reason != 0x81:
+        fail("QoS 3 answered with %#x, expected 0x81" % reason)
+    # A wildcard in a topic name (0x90).
+    bad = raw_connect(port, unique("bad"))
+    body = string("a/#") + b"\x00"
+    bad.sendall(b"\x30" + varint(len(body)) + body)
+    reason = read_disconnect(bad)
+    if reason != 0x90:
+        fail("wildcard topic answered with %#x, expected 0x90" % reason)
+    # Over the maximum packet size (0x95), refused from its header.
+    bad = raw_connect(port, unique("big"))
+    body = string("a/b") + b"\x00" + b"x" * 8192
+    bad.sendall(b"\x30" + varint(len(body)) + body)
+    reason = read_disconnect(bad)
+    if reason != 0x95:
+        fail("oversized packet answered with %#x, expected 0x95" % reason)
+    # 3.1.1 has no DISCONNECT from a server: the connection just closes.
+    bad = raw_connect(port, unique("old"), version=4)
+    bad.sendall(b"\x36\x04" + string("a") + b"\x00")
+    if bad.recv(16) != b"":
+        fail("3.1.1 malformed packet not answered by closing")
+    # Meanwhile the bystander still works.
+    bystander.publish(topic, b"unharmed", 1)
+    bystander.expect(topic, b"unharmed")
+    bystander.disconnect()
+
+
+def websocket(port, ws_port):
+    topic = unique("ws") + "/t"
+    over_ws = Client(ws_port, unique("ws"), 5, transport="websockets")
+    over_tcp = Client(port, unique("tcp"), 311)
+    over_ws.subscribe(topic, 1)
+    over_tcp.subscribe(topic, 1)
+    over_tcp.publish(topic, b"from tcp", 1)
+    over_ws.expect(topic, b"from tcp")
+    over_tcp.expect(topic, b"from tcp")
+    over_ws.publish(topic, b"from ws", 2)
+    over_tcp.expect(topic, b"from ws")
+    over_ws.expect(topic, b"from ws")
+    over_ws.disconnect()
+    over_tcp.disconnect()
+
+
+def refused(port, version):
+    """Against examples/mqtt.proxy: only sensors/# is routed."""
+    client = Client(port, unique("outsider"), version)
+    codes = client.subscribe("private/#", 1)
+    if codes[0].value != (0x87 if version == 5 else 0x80):
+        fail("unrouted subscription answered %s" % codes)
+    if version == 5:
+        info = client.client.publish("private/x", b"no", qos=1)
+        kind, mid, code = client.acks.get(timeout=WAIT)
+        if kind != "pub" or code.value != 0x87:
+            fail("unrouted publication answered %s %s" % (kind, code))
+    topic = unique("sensors/s")
+    client.subscribe("sensors/#", 1)
+    client.publish(topic, b"21.5", 1)
+    client.expect(topic, b"21.5")
+    client.disconnect()
+
+
+SCENARIOS = {
+    "refused": refused,
+    "pubsub": pubsub,
+    "retained": retained,
+    "will": will,
+    "resume": resume,
+    "takeover": takeover,
+    "alias": alias,
+    "properties": properties,
+    "malformed": malformed,
+    "websocket": websocket,
+}
+
+if __name__ == "__main__":
+    name, port, extra = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    SCENARIOS[name](port, extra)
+    print("ok " + name)
