@@ -124,10 +124,7 @@ fn scenario(name: &str, port: u16, extra: u16) -> Result<()> {
 fn with_gateway(run: impl FnOnce(&Gateway) -> Result<()>) -> Result<()> {
     let broker = Mosquitto::start()?;
     let mut gateway = gateway(&broker)?;
-    let result = run(&gateway);
-    if result.is_err() {
-        eprintln!("gateway log:\n{}", gateway.stderr());
-    }
+    let result = run(&gateway).with_context(|| format!("gateway log:\n{}", gateway.stderr()));
     assert!(gateway.terminate()?.success());
     result
 }
@@ -250,10 +247,9 @@ fn the_mqtt_proxy_example_routes_only_its_topics() -> Result<()> {
         .env("BROKER_PORT", broker.port.to_string())
         .start()?;
     let port = gateway.address("tcp_server").port();
-    let result = scenario("refused", port, 5).and_then(|()| scenario("refused", port, 311));
-    if result.is_err() {
-        eprintln!("gateway log:\n{}", gateway.stderr());
-    }
+    let result = scenario("refused", port, 5)
+        .and_then(|()| scenario("refused", port, 311))
+        .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
     assert!(gateway.terminate()?.success());
     result
 }

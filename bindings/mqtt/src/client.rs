@@ -18,8 +18,8 @@ use crate::codec::{
     ReasonCode, Subscribe, Unsubscribe, Version, Will,
 };
 use crate::kind::{
-    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, SessionAccepted, SessionBegin,
-    SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
+    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OpenedSession, SessionAccepted,
+    SessionBegin, SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
 };
 
 /// Limits of a client.
@@ -43,7 +43,7 @@ pub(crate) struct MqttClient {
 type Reply<T> = oneshot::Sender<Result<T, StreamError>>;
 
 enum Command {
-    Publish(Message, Reply<ReasonCode>),
+    Publish(Box<Message>, Reply<ReasonCode>),
     Subscribe(SubscribeRequest, Reply<Vec<ReasonCode>>),
     Unsubscribe(Vec<String>, Vec<(String, String)>, Reply<Vec<ReasonCode>>),
 }
@@ -96,10 +96,7 @@ async fn write_packet<W: AsyncWrite + Unpin>(
 }
 
 impl MqttHandler for MqttClient {
-    fn session(
-        &self,
-        begin: SessionBegin,
-    ) -> BoxFuture<'_, Result<(SessionAccepted, Box<dyn MqttSession>), SessionRefused>> {
+    fn session(&self, begin: SessionBegin) -> BoxFuture<'_, Result<OpenedSession, SessionRefused>> {
         Box::pin(async move {
             let stream = self.exit.connect(StreamInfo::default()).await?;
             let (mut reader, mut writer) = tokio::io::split(stream.io);
@@ -209,7 +206,7 @@ impl ClientSession {
 
 impl MqttSession for ClientSession {
     fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
-        Box::pin(self.request(|reply| Command::Publish(message, reply)))
+        Box::pin(self.request(|reply| Command::Publish(Box::new(message), reply)))
     }
 
     fn subscribe(
@@ -411,7 +408,7 @@ impl Upstream {
                         receiver.await.ok().map(|()| (packet_id, qos))
                     }));
                 }
-                let event = SessionEvent::Deliver(Delivery {
+                let event = SessionEvent::Deliver(Box::new(Delivery {
                     message: Message {
                         topic: publish.topic,
                         qos: publish.qos,
@@ -420,7 +417,7 @@ impl Upstream {
                         properties: publish.properties,
                     },
                     acknowledged,
-                });
+                }));
                 match self.events.try_send(event) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(event)) => self.held = Some(event),
@@ -500,6 +497,7 @@ impl Upstream {
     async fn command(&mut self, command: Command) -> Result<(), Stop> {
         match command {
             Command::Publish(message, reply) => {
+                let message = *message;
                 let packet_id = (message.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
                 let publish = Packet::Publish(Publish {
                     dup: false,

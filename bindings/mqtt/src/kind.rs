@@ -168,8 +168,8 @@ pub struct Delivery {
 /// What an exit tells its session.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// A message for the subscriber.
-    Deliver(Delivery),
+    /// A message for the subscriber (boxed: messages carry every MQTT 5 property).
+    Deliver(Box<Delivery>),
     /// The exit ended the session: taken over by another connection with the same client
     /// identifier (0x8E), the exit shutting down, the upstream gone.
     Ended {
@@ -210,13 +210,13 @@ pub trait MqttSession: Send + Sync + 'static {
     fn end(&self, end: SessionEnd);
 }
 
+/// A session an exit opened, and what it supports.
+pub type OpenedSession = (SessionAccepted, Box<dyn MqttSession>);
+
 /// Handler of the `mqtt` stream kind.
 pub trait MqttHandler: Send + Sync + 'static {
     /// Opens a session.
-    fn session(
-        &self,
-        begin: SessionBegin,
-    ) -> BoxFuture<'_, Result<(SessionAccepted, Box<dyn MqttSession>), SessionRefused>>;
+    fn session(&self, begin: SessionBegin) -> BoxFuture<'_, Result<OpenedSession, SessionRefused>>;
 }
 
 /// The `mqtt` stream kind.

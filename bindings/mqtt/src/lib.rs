@@ -91,6 +91,8 @@ pub mod kind;
 
 mod client;
 mod server;
+#[cfg(test)]
+mod server_tests;
 
 use std::future::Future;
 use std::pin::Pin;

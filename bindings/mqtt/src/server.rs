@@ -184,6 +184,14 @@ enum Pending {
     UnsubAck(u16, Vec<ReasonCode>),
 }
 
+/// The filters of one SUBSCRIBE routed to one exit, with their places in the SUBSCRIBE.
+struct SubscribeGroup {
+    exit_name: String,
+    exit: Arc<dyn MqttHandler>,
+    indexes: Vec<usize>,
+    request: SubscribeRequest,
+}
+
 /// A delivery sent to the client and not fully acknowledged.
 struct Outbound {
     acknowledged: Option<oneshot::Sender<()>>,
@@ -871,8 +879,7 @@ impl Connection {
         let count = subscribe.filters.len();
         let mut reasons = vec![ReasonCode::UNSPECIFIED_ERROR; count];
         // Filters grouped by exit, with their index in the SUBSCRIBE.
-        let mut groups: Vec<(String, Arc<dyn MqttHandler>, Vec<usize>, SubscribeRequest)> =
-            Vec::new();
+        let mut groups: Vec<SubscribeGroup> = Vec::new();
         for (index, (filter, mut options)) in subscribe.filters.into_iter().enumerate() {
             let refusal = if !topic::valid_filter(&filter) {
                 Some(ReasonCode::TOPIC_FILTER_INVALID)
@@ -896,26 +903,35 @@ impl Connection {
                 reasons[index] = ReasonCode::NOT_AUTHORIZED;
                 continue;
             };
-            match groups.iter_mut().find(|group| group.0 == route.exit_name) {
+            match groups
+                .iter_mut()
+                .find(|group| group.exit_name == route.exit_name)
+            {
                 Some(group) => {
-                    group.2.push(index);
-                    group.3.filters.push((filter, options));
+                    group.indexes.push(index);
+                    group.request.filters.push((filter, options));
                 }
-                None => groups.push((
-                    route.exit_name.clone(),
-                    route.exit.clone(),
-                    vec![index],
-                    SubscribeRequest {
+                None => groups.push(SubscribeGroup {
+                    exit_name: route.exit_name.clone(),
+                    exit: route.exit.clone(),
+                    indexes: vec![index],
+                    request: SubscribeRequest {
                         subscription_id,
                         filters: vec![(filter, options)],
                         user_properties: subscribe.properties.user.clone(),
                     },
-                )),
+                }),
             }
         }
         let mut waiting = Vec::new();
-        for (name, exit, indexes, request) in groups {
-            let acknowledgement = match self.session_for(&name, exit).await {
+        for SubscribeGroup {
+            exit_name,
+            exit,
+            indexes,
+            request,
+        } in groups
+        {
+            let acknowledgement = match self.session_for(&exit_name, exit).await {
                 Ok(session) => session.subscribe(request).await.ok(),
                 Err(reason) => {
                     for &index in &indexes {
@@ -1065,7 +1081,7 @@ impl Connection {
             message,
             acknowledged,
         } = match event {
-            SessionEvent::Deliver(delivery) => delivery,
+            SessionEvent::Deliver(delivery) => *delivery,
             SessionEvent::Ended {
                 reason,
                 reason_string,

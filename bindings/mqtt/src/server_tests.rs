@@ -1,0 +1,393 @@
+//! The server's own decisions, on an in-memory connection with raw packets from our codec:
+//! credentials through a guard, routing refusals, receive maximum, keep alive. The exit is a
+//! session that records what reached it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use zilla_engine::config::model::{BindingConfig, Origin, RouteConfig};
+use zilla_engine::guard::{Guard, GuardSession};
+use zilla_engine::pattern::Pattern;
+use zilla_engine::route::Routes;
+use zilla_engine::stream::{BoxFuture, StreamError};
+
+use crate::Lifecycle;
+use crate::codec::{self, Connect, Decoder, Packet, Properties, Publish, QoS, ReasonCode, Version};
+use crate::kind::{
+    Acknowledgement, Message, MqttHandler, MqttSession, OpenedSession, SessionAccepted,
+    SessionBegin, SessionEnd, SessionRefused, SubscribeRequest,
+};
+use crate::server::{Condition, Credentials, CredentialsField, Settings, Shared};
+
+/// Accepts the token `good`.
+struct TokenGuard;
+
+struct TokenSession;
+
+impl GuardSession for TokenSession {
+    fn identity(&self) -> Option<&str> {
+        Some("alice")
+    }
+    fn verify(&self, _roles: &[String]) -> bool {
+        true
+    }
+    fn attribute(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn expires_at(&self) -> Option<SystemTime> {
+        None
+    }
+}
+
+impl Guard for TokenGuard {
+    fn reauthorize(&self, credentials: &str) -> Option<Arc<dyn GuardSession>> {
+        (credentials == "good").then(|| Arc::new(TokenSession) as Arc<dyn GuardSession>)
+    }
+}
+
+/// What reached the exit.
+#[derive(Default)]
+struct Seen {
+    usernames: Vec<Option<String>>,
+    identities: Vec<Option<String>>,
+    published: Vec<Message>,
+}
+
+/// An exit that accepts every session and publication, and stalls QoS 1 acknowledgements
+/// when asked, to fill the receive maximum.
+#[derive(Clone, Default)]
+struct Recorder {
+    seen: Arc<Mutex<Seen>>,
+    stall: bool,
+}
+
+struct RecorderSession {
+    recorder: Recorder,
+}
+
+impl MqttHandler for Recorder {
+    fn session(&self, begin: SessionBegin) -> BoxFuture<'_, Result<OpenedSession, SessionRefused>> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.usernames.push(begin.username.clone());
+        seen.identities.push(
+            begin
+                .authorization
+                .session("test:jwt")
+                .and_then(|s| s.identity().map(str::to_owned)),
+        );
+        let session = RecorderSession {
+            recorder: self.clone(),
+        };
+        Box::pin(async move {
+            Ok((
+                SessionAccepted::default(),
+                Box::new(session) as Box<dyn MqttSession>,
+            ))
+        })
+    }
+}
+
+impl MqttSession for RecorderSession {
+    fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        self.recorder.seen.lock().unwrap().published.push(message);
+        let stall = self.recorder.stall;
+        Box::pin(async move {
+            let acknowledgement: Acknowledgement = if stall {
+                Box::pin(std::future::pending())
+            } else {
+                Box::pin(async { Ok(ReasonCode::SUCCESS) })
+            };
+            Ok(acknowledgement)
+        })
+    }
+
+    fn subscribe(
+        &self,
+        request: SubscribeRequest,
+    ) -> BoxFuture<'_, Result<Acknowledgement<Vec<ReasonCode>>, StreamError>> {
+        let granted = request
+            .filters
+            .iter()
+            .map(|(_, options)| ReasonCode(options.qos as u8))
+            .collect();
+        Box::pin(async move {
+            Ok(Box::pin(async move { Ok(granted) }) as Acknowledgement<Vec<ReasonCode>>)
+        })
+    }
+
+    fn unsubscribe(
+        &self,
+        filters: Vec<String>,
+        _user_properties: Vec<(String, String)>,
+    ) -> BoxFuture<'_, Result<Acknowledgement<Vec<ReasonCode>>, StreamError>> {
+        let answered = vec![ReasonCode::SUCCESS; filters.len()];
+        Box::pin(async move {
+            Ok(Box::pin(async move { Ok(answered) }) as Acknowledgement<Vec<ReasonCode>>)
+        })
+    }
+
+    fn end(&self, _end: SessionEnd) {}
+}
+
+fn settings() -> Settings {
+    Settings {
+        versions: vec![Version::V3_1_1, Version::V5],
+        maximum_packet_size: 1024,
+        receive_maximum: 2,
+        topic_alias_maximum: 0,
+        keep_alive_minimum: 1,
+        keep_alive_maximum: 1000,
+        connect_timeout: Duration::from_secs(3),
+        maximum_qos: QoS::ExactlyOnce,
+        retain_available: true,
+        wildcard_available: true,
+        subscription_ids_available: true,
+        shared_available: true,
+        inflight_maximum: 16,
+        queue_capacity: 4,
+    }
+}
+
+fn shared(recorder: Recorder, credentials: bool) -> Arc<Shared> {
+    let config = BindingConfig {
+        type_name: "mqtt".into(),
+        kind: zilla_engine::BindingKind::Server,
+        entry: None,
+        vault: None,
+        catalog: None,
+        options: None,
+        exit: None,
+        routes: vec![RouteConfig {
+            when: vec![json!({"publish": [{"topic": "sensors/#"}]})],
+            guarded: Vec::new(),
+            exit: "exit".into(),
+            with: None,
+            origin: Origin::default(),
+        }],
+        telemetry_metrics: Vec::new(),
+        telemetry_attributes: Vec::new(),
+        json: json!({}),
+        origin: Origin::default(),
+        namespace: "test".into(),
+    };
+    let exit: Arc<dyn MqttHandler> = Arc::new(recorder);
+    let routes: Routes<Condition, (), Arc<dyn MqttHandler>> =
+        Routes::build(&config, |_| Ok(exit.clone()), Condition::compile).unwrap();
+    let credentials = credentials.then(|| Credentials {
+        guard_name: "test:jwt".into(),
+        guard: Arc::new(TokenGuard),
+        field: CredentialsField::Username,
+        pattern: Pattern::compile("Bearer {credentials}", None).unwrap(),
+    });
+    Arc::new(Shared {
+        routes,
+        settings: settings(),
+        credentials,
+        lifecycle: Lifecycle::default(),
+        connected: Default::default(),
+        next_connection: Default::default(),
+    })
+}
+
+/// A client end of an in-memory connection served by `shared`.
+fn connect(shared: Arc<Shared>) -> DuplexStream {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(shared.serve(server, None, Default::default()));
+    client
+}
+
+async fn send(io: &mut DuplexStream, packet: Packet, version: Version) {
+    let mut out = BytesMut::new();
+    codec::encode(&packet, version, &mut out).unwrap();
+    io.write_all(&out).await.unwrap();
+}
+
+/// The next packet, `None` once the server closed.
+async fn receive(io: &mut DuplexStream, version: Version) -> Option<Packet> {
+    let mut decoder = Decoder {
+        version: Some(version),
+        maximum_packet_size: u32::MAX,
+    };
+    let mut buffer = BytesMut::new();
+    loop {
+        if let Some(packet) = decoder.decode(&mut buffer).unwrap() {
+            return Some(packet);
+        }
+        // One byte at a time, so nothing after this packet is consumed.
+        let mut byte = [0u8; 1];
+        if io.read(&mut byte).await.unwrap() == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&byte);
+    }
+}
+
+fn connect_packet(version: Version, username: Option<&str>, keep_alive: u16) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        version,
+        clean_start: true,
+        keep_alive,
+        properties: Properties::default(),
+        client_id: "c1".into(),
+        will: None,
+        username: username.map(str::to_owned),
+        password: None,
+    }))
+}
+
+async fn connack(io: &mut DuplexStream, version: Version) -> ReasonCode {
+    match receive(io, version).await {
+        Some(Packet::ConnAck(connack)) => connack.reason,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn credentials_are_checked_by_the_guard_and_not_passed_on() {
+    let recorder = Recorder::default();
+    let shared = shared(recorder.clone(), true);
+    for version in [Version::V5, Version::V3_1_1] {
+        let mut io = connect(shared.clone());
+        send(
+            &mut io,
+            connect_packet(version, Some("Bearer bad"), 0),
+            version,
+        )
+        .await;
+        assert_eq!(
+            connack(&mut io, version).await,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD
+        );
+        let mut io = connect(shared.clone());
+        send(&mut io, connect_packet(version, None, 0), version).await;
+        assert_eq!(
+            connack(&mut io, version).await,
+            ReasonCode::BAD_USER_NAME_OR_PASSWORD
+        );
+        let mut io = connect(shared.clone());
+        send(
+            &mut io,
+            connect_packet(version, Some("Bearer good"), 0),
+            version,
+        )
+        .await;
+        assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+    }
+    let seen = recorder.seen.lock().unwrap();
+    assert_eq!(seen.usernames, vec![None, None]);
+    assert_eq!(seen.identities, vec![Some("alice".to_owned()); 2]);
+}
+
+fn publish(topic: &str, qos: QoS, packet_id: u16) -> Packet {
+    Packet::Publish(Publish {
+        qos,
+        topic: topic.into(),
+        packet_id: (qos != QoS::AtMostOnce).then_some(packet_id),
+        payload: Bytes::from_static(b"x"),
+        ..Publish::default()
+    })
+}
+
+#[tokio::test]
+async fn unrouted_publications_are_refused_in_5_and_closed_in_3_1_1() {
+    let recorder = Recorder::default();
+    let shared = shared(recorder.clone(), false);
+    let mut io = connect(shared.clone());
+    send(&mut io, connect_packet(Version::V5, None, 0), Version::V5).await;
+    connack(&mut io, Version::V5).await;
+    send(
+        &mut io,
+        publish("private/a", QoS::AtLeastOnce, 7),
+        Version::V5,
+    )
+    .await;
+    send(
+        &mut io,
+        publish("sensors/a", QoS::AtLeastOnce, 8),
+        Version::V5,
+    )
+    .await;
+    let acks: Vec<_> = [
+        receive(&mut io, Version::V5).await,
+        receive(&mut io, Version::V5).await,
+    ]
+    .into_iter()
+    .map(|packet| match packet {
+        Some(Packet::PubAck(ack)) => (ack.packet_id, ack.reason),
+        other => panic!("expected PUBACK, got {other:?}"),
+    })
+    .collect();
+    assert_eq!(
+        acks,
+        vec![(7, ReasonCode::NOT_AUTHORIZED), (8, ReasonCode::SUCCESS)]
+    );
+    let mut io = connect(shared);
+    send(
+        &mut io,
+        connect_packet(Version::V3_1_1, None, 0),
+        Version::V3_1_1,
+    )
+    .await;
+    connack(&mut io, Version::V3_1_1).await;
+    send(
+        &mut io,
+        publish("private/a", QoS::AtLeastOnce, 1),
+        Version::V3_1_1,
+    )
+    .await;
+    assert_eq!(receive(&mut io, Version::V3_1_1).await, None);
+    let published = &recorder.seen.lock().unwrap().published;
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].topic, "sensors/a");
+}
+
+#[tokio::test]
+async fn a_client_over_its_receive_maximum_is_disconnected() {
+    let recorder = Recorder {
+        stall: true,
+        ..Recorder::default()
+    };
+    let mut io = connect(shared(recorder, false));
+    send(&mut io, connect_packet(Version::V5, None, 0), Version::V5).await;
+    let Some(Packet::ConnAck(connack)) = receive(&mut io, Version::V5).await else {
+        panic!("no CONNACK");
+    };
+    assert_eq!(connack.properties.receive_maximum, Some(2));
+    for id in 1..=3 {
+        send(
+            &mut io,
+            publish("sensors/a", QoS::AtLeastOnce, id),
+            Version::V5,
+        )
+        .await;
+    }
+    match receive(&mut io, Version::V5).await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
+    let mut io = connect(shared(Recorder::default(), false));
+    send(&mut io, connect_packet(Version::V5, None, 2), Version::V5).await;
+    connack(&mut io, Version::V5).await;
+    // A ping within the period keeps it alive...
+    tokio::time::sleep(Duration::from_millis(2900)).await;
+    send(&mut io, Packet::PingReq, Version::V5).await;
+    assert_eq!(receive(&mut io, Version::V5).await, Some(Packet::PingResp));
+    // ...silence for 1.5 × 2 s ends it.
+    let started = tokio::time::Instant::now();
+    match receive(&mut io, Version::V5).await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason, ReasonCode::KEEP_ALIVE_TIMEOUT)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+}
