@@ -152,8 +152,8 @@ telemetry:
           - scheme: http
             port: 7190
 bindings:
-  mqtt_server:
-    type: mqtt
+  grpc_server:
+    type: grpc
     kind: server
 ",
         env: &[],
