@@ -152,7 +152,8 @@ fn wills_are_published_on_abnormal_close_only() -> Result<()> {
     with_gateway(|gateway| {
         let port = gateway.address("tcp_server").port();
         scenario("will", port, 311)?;
-        scenario("will", port, 5)
+        scenario("will", port, 5)?;
+        scenario("will_delay", port, 5)
     })
 }
 

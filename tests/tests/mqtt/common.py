@@ -22,7 +22,7 @@ class Client:
     """A paho client whose callbacks feed queues, so a script can wait for what it expects."""
 
     def __init__(self, port, client_id="", version=5, clean=True, transport="tcp", will=None,
-                 expiry=None, username=None, password=None):
+                 expiry=None, username=None, password=None, will_delay=None):
         protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
         kwargs = {"client_id": client_id, "protocol": protocol, "transport": transport}
         if version != 5:
@@ -43,7 +43,12 @@ class Client:
         self.client.on_disconnect = lambda c, u, flags, code, p: self.disconnects.put(code)
         if will is not None:
             topic, payload, qos, retain = will
-            self.client.will_set(topic, payload, qos=qos, retain=retain)
+            will_properties = None
+            if will_delay is not None:
+                will_properties = Properties(PacketTypes.WILLMESSAGE)
+                will_properties.WillDelayInterval = will_delay
+            self.client.will_set(topic, payload, qos=qos, retain=retain,
+                                 properties=will_properties)
         if username is not None:
             self.client.username_pw_set(username, password)
         properties = None

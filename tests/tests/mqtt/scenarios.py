@@ -79,6 +79,29 @@ def will(port, version):
     watcher.disconnect()
 
 
+def will_delay(port, version):
+    """MQTT 5: a delayed will waits, and a reconnection within the delay cancels it."""
+    topic = unique("delayed") + "/gone"
+    watcher = Client(port, unique("watch"), 5)
+    watcher.subscribe(topic, 1)
+    client_id = unique("delayed")
+
+    def connect_with_delayed_will(payload):
+        return Client(port, client_id, 5, clean=False, expiry=60,
+                      will=(topic, payload, 1, False), will_delay=2)
+
+    first = connect_with_delayed_will(b"cancelled")
+    first.drop()
+    again = connect_with_delayed_will(b"published")
+    # Past the first will's delay: it was cancelled by the reconnection.
+    time.sleep(3)
+    watcher.publish(topic, b"marker", 1)
+    watcher.expect(topic, b"marker")
+    again.drop()
+    watcher.expect(topic, b"published")
+    watcher.disconnect()
+
+
 def resume(port, version):
     client_id = unique("durable")
     topic = unique("queue") + "/jobs"
@@ -247,6 +270,7 @@ SCENARIOS = {
     "retained": retained,
     "will": will,
     "resume": resume,
+    "will_delay": will_delay,
     "takeover": takeover,
     "alias": alias,
     "properties": properties,
