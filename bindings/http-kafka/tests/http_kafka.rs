@@ -717,6 +717,83 @@ async fn broker_down_is_never_answered_2xx_and_others_are_unaffected() -> Result
     Ok(())
 }
 
+/// An async route beside the sync one, for waiting on a location.
+const LATER: &str = r#"      - when:
+          - method: PUT
+            path: /later/{id}
+          - method: GET
+            path: /later/{id};cid={correlationId}
+        exit: north_kafka_cache_client
+        with:
+          capability: produce
+          topic: items-requests
+          key: ${params.id}
+          reply-to: items-responses
+          async:
+            location: /later/${params.id};cid=${correlationId}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_request_without_reply_is_504_and_huge_waits_are_clamped() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-requests", &[])?;
+    broker.create_topic("items-responses", &[])?;
+    let routes = format!("{SYNC}\n{LATER}");
+    let gateway = Gateway::start_with(
+        &config(&broker, &["items-responses"], &routes),
+        &[
+            "zilla.binding.http.kafka.reply.timeout.millis=1500",
+            "zilla.binding.http.kafka.maximum.wait.millis=1000",
+        ],
+    );
+
+    // No service answers: 504 once the reply deadline passes, the request record produced.
+    let started = Instant::now();
+    let unanswered = curl(&[
+        "--max-time",
+        "20",
+        "-X",
+        "PUT",
+        &gateway.url("/items/1"),
+        "-d",
+        "nobody listens",
+    ])
+    .await;
+    println!(
+        "sync without reply: {} after {:?}",
+        unanswered.status,
+        started.elapsed()
+    );
+    assert_eq!(unanswered.status, 504, "{unanswered:?}");
+    assert!(unanswered.body.is_empty());
+    let produced = consume(&broker, "items-requests", 1)?;
+    assert_eq!(produced.len(), 1);
+
+    // A wait no timer can hold is cut to the maximum: 202 again, no panic.
+    for wait in ["99999999999", "999999999999999999999999999999"] {
+        let started = Instant::now();
+        let pending = curl(&[
+            "--max-time",
+            "20",
+            "-H",
+            &format!("Prefer: wait={wait}"),
+            &gateway.url("/later/1;cid=1-none"),
+        ])
+        .await;
+        println!(
+            "prefer: wait={wait}: {} after {:?}",
+            pending.status,
+            started.elapsed()
+        );
+        assert_eq!(pending.status, 202, "{pending:?}");
+    }
+    // The gateway still serves.
+    let still = curl(&["--max-time", "20", &gateway.url("/later/1;cid=1-none")]).await;
+    assert_eq!(still.status, 202);
+
+    gateway.stop().await;
+    Ok(())
+}
+
 /// An http-kafka binding in front of a kafka chain that is built but never reached.
 fn mapping(binding: &str) -> String {
     format!(
