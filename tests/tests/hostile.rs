@@ -135,6 +135,30 @@ impl Bystander {
     }
 }
 
+/// Runs `attack` against a gateway started with `extra` properties while a [`Bystander`] makes
+/// `requests` requests, then checks that the gateway is sane and the bystander was served.
+fn under_attack(
+    what: &str,
+    extra: &[(&str, &str)],
+    requests: u32,
+    attack: impl FnOnce(&mut Gateway, SocketAddr) -> Result<()>,
+) -> Result<()> {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut gateway = gateway(extra)?;
+    let address = gateway.address("tcp_server");
+    let bystander = Bystander::start(address, requests)?;
+    attack(&mut gateway, address)?;
+    check_gateway(&mut gateway, what)?;
+    bystander.finish(what)?;
+    ensure!(
+        gateway.terminate()?.success(),
+        "{what}: the gateway did not exit cleanly"
+    );
+    Ok(())
+}
+
 /// Checks the gateway is sane after an attack: bounded RSS, no panic, still running.
 fn check_gateway(gateway: &mut Gateway, what: &str) -> Result<()> {
     let rss = gateway.rss_kib()?;
@@ -199,60 +223,52 @@ fn raw_status(address: SocketAddr, request: &[u8]) -> Result<u16> {
 
 #[test]
 fn slowloris_heads_and_bodies_are_cut_after_the_read_timeout() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut gateway = gateway(&[])?;
-    let address = gateway.address("tcp_server");
-    let bystander = Bystander::start(address, 80)?;
-
-    // Heads trickled one header line every 200 ms, never finished.
-    let mut heads = Vec::new();
-    for _ in 0..50 {
-        let mut stream = TcpStream::connect(address)?;
-        stream.write_all(b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\n")?;
-        heads.push(stream);
-    }
-    // Bodies that promise 1000 bytes, send 10, then stall.
-    let mut bodies = Vec::new();
-    for index in 0..50 {
-        let mut stream = TcpStream::connect(address)?;
-        let head = format!(
-            "POST /upload-{index}.txt HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n0123456789"
-        );
-        stream.write_all(head.as_bytes())?;
-        bodies.push(stream);
-    }
-    let started = Instant::now();
-    let mut closed_heads = 0;
-    while started.elapsed() < Duration::from_secs(10) && closed_heads < heads.len() {
-        std::thread::sleep(Duration::from_millis(200));
-        closed_heads = 0;
-        for stream in &mut heads {
-            if stream.write_all(b"x-slow: 1\r\n").is_err() {
-                closed_heads += 1;
+    under_attack("slowloris", &[], 80, |gateway, address| {
+        // Heads trickled one header line every 200 ms, never finished.
+        let mut heads = Vec::new();
+        for _ in 0..50 {
+            let mut stream = TcpStream::connect(address)?;
+            stream.write_all(b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\n")?;
+            heads.push(stream);
+        }
+        // Bodies that promise 1000 bytes, send 10, then stall.
+        let mut bodies = Vec::new();
+        for index in 0..50 {
+            let mut stream = TcpStream::connect(address)?;
+            let head = format!(
+                "POST /upload-{index}.txt HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n0123456789"
+            );
+            stream.write_all(head.as_bytes())?;
+            bodies.push(stream);
+        }
+        let started = Instant::now();
+        let mut closed_heads = 0;
+        while started.elapsed() < Duration::from_secs(10) && closed_heads < heads.len() {
+            std::thread::sleep(Duration::from_millis(200));
+            closed_heads = 0;
+            for stream in &mut heads {
+                if stream.write_all(b"x-slow: 1\r\n").is_err() {
+                    closed_heads += 1;
+                }
             }
         }
-    }
-    ensure!(
-        closed_heads == heads.len(),
-        "{closed_heads} of {} slow heads closed",
-        heads.len()
-    );
-    eprintln!("slow heads: all closed after {:?}", started.elapsed());
-    for (index, stream) in bodies.iter_mut().enumerate() {
-        let answer = read_until_closed(stream, Duration::from_secs(10))
-            .with_context(|| format!("slow body {index}"))?;
         ensure!(
-            status_of(&answer) == Some(408),
-            "slow body {index} answered {:?}",
-            String::from_utf8_lossy(&answer)
+            closed_heads == heads.len(),
+            "{closed_heads} of {} slow heads closed",
+            heads.len()
         );
-    }
-    check_gateway(&mut gateway, "slowloris")?;
-    bystander.finish("slowloris")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+        eprintln!("slow heads: all closed after {:?}", started.elapsed());
+        for (index, stream) in bodies.iter_mut().enumerate() {
+            let answer = read_until_closed(stream, Duration::from_secs(10))
+                .with_context(|| format!("slow body {index}"))?;
+            ensure!(
+                status_of(&answer) == Some(408),
+                "slow body {index} answered {:?}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    })
 }
 
 /// HTTP/2 frames written by hand: the hostile side needs to send what no client library will.
@@ -333,49 +349,41 @@ mod h2 {
 
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut gateway = gateway(&[])?;
-    let address = gateway.address("tcp_server");
-    let bystander = Bystander::start(address, 80)?;
+    under_attack("idle", &[], 80, |gateway, address| {
+        // HTTP/1.1: one exchange, then silence on the keep-alive connection.
+        let mut h1 = Vec::new();
+        for _ in 0..20 {
+            let mut stream = TcpStream::connect(address)?;
+            stream.write_all(b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\n\r\n")?;
+            h1.push(stream);
+        }
+        for stream in &mut h1 {
+            let received = read_until_closed(stream, Duration::from_secs(10))?;
+            ensure!(status_of(&received) == Some(200), "idle h1 exchange");
+        }
+        // HTTP/2: a connection with no stream gets GOAWAY.
+        let mut h2_streams = Vec::new();
+        for _ in 0..20 {
+            h2_streams.push(h2::connect(address)?);
+        }
+        for stream in &mut h2_streams {
+            let goaway = h2::until_goaway(stream, Duration::from_secs(10))?;
+            ensure!(goaway == Some(0), "idle h2: GOAWAY {goaway:?}");
+            read_until_closed(stream, Duration::from_secs(10))?;
+        }
+        // Plain tcp (echo): silence after an echo.
+        let echo = gateway.address("tcp_echo");
+        let mut stream = TcpStream::connect(echo)?;
+        stream.write_all(b"ping")?;
+        let mut pong = [0; 4];
+        stream.read_exact(&mut pong)?;
+        ensure!(&pong == b"ping");
+        let started = Instant::now();
+        read_until_closed(&mut stream, Duration::from_secs(10))?;
+        eprintln!("idle tcp closed after {:?}", started.elapsed());
 
-    // HTTP/1.1: one exchange, then silence on the keep-alive connection.
-    let mut h1 = Vec::new();
-    for _ in 0..20 {
-        let mut stream = TcpStream::connect(address)?;
-        stream.write_all(b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\n\r\n")?;
-        h1.push(stream);
-    }
-    for stream in &mut h1 {
-        let received = read_until_closed(stream, Duration::from_secs(10))?;
-        ensure!(status_of(&received) == Some(200), "idle h1 exchange");
-    }
-    // HTTP/2: a connection with no stream gets GOAWAY.
-    let mut h2_streams = Vec::new();
-    for _ in 0..20 {
-        h2_streams.push(h2::connect(address)?);
-    }
-    for stream in &mut h2_streams {
-        let goaway = h2::until_goaway(stream, Duration::from_secs(10))?;
-        ensure!(goaway == Some(0), "idle h2: GOAWAY {goaway:?}");
-        read_until_closed(stream, Duration::from_secs(10))?;
-    }
-    // Plain tcp (echo): silence after an echo.
-    let echo = gateway.address("tcp_echo");
-    let mut stream = TcpStream::connect(echo)?;
-    stream.write_all(b"ping")?;
-    let mut pong = [0; 4];
-    stream.read_exact(&mut pong)?;
-    ensure!(&pong == b"ping");
-    let started = Instant::now();
-    read_until_closed(&mut stream, Duration::from_secs(10))?;
-    eprintln!("idle tcp closed after {:?}", started.elapsed());
-
-    check_gateway(&mut gateway, "idle")?;
-    bystander.finish("idle")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Raises this process's open files limit so it can hold the flood's sockets.
@@ -390,322 +398,288 @@ fn raise_open_files(needed: u64) -> Result<()> {
 
 #[test]
 fn a_connection_flood_is_held_at_the_cap_and_served_again_after() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
     const FLOOD: usize = 10_000;
     const CAP: usize = 1_000;
     raise_open_files(FLOOD as u64 + 1024)?;
-    let mut gateway = gateway(&[
+    let properties = [
         ("zilla.binding.tcp.maximum.connections", "1000"),
         // The flood's connections send nothing: keep them until the test closes them.
         ("zilla.binding.http.header.read.timeout.millis", "60000"),
         ("zilla.binding.tcp.idle.timeout.millis", "60000"),
-    ])?;
-    let address = gateway.address("tcp_server");
-    // Connected before the flood, it holds one of the places.
-    let bystander = Bystander::start(address, 300)?;
-
-    let started = Instant::now();
-    let mut flood = Vec::with_capacity(FLOOD);
-    let mut refused_at_connect = 0;
-    for _ in 0..FLOOD {
-        match TcpStream::connect_timeout(&address, Duration::from_secs(10)) {
-            Ok(stream) => flood.push(stream),
-            Err(_) => refused_at_connect += 1,
+    ];
+    // The bystander connects before the flood: it holds one of the places.
+    under_attack("flood", &properties, 300, |gateway, address| {
+        let started = Instant::now();
+        let mut flood = Vec::with_capacity(FLOOD);
+        let mut refused_at_connect = 0;
+        for _ in 0..FLOOD {
+            match TcpStream::connect_timeout(&address, Duration::from_secs(10)) {
+                Ok(stream) => flood.push(stream),
+                Err(_) => refused_at_connect += 1,
+            }
         }
-    }
-    eprintln!(
-        "flood: {FLOOD} connections attempted in {:?}",
-        started.elapsed()
-    );
-    // Give the gateway time to accept (and refuse) the backlog.
-    std::thread::sleep(Duration::from_secs(2));
-    let mut held = 0;
-    let mut refused = refused_at_connect;
-    for stream in &mut flood {
-        stream.set_nonblocking(true)?;
-        let mut byte = [0; 1];
-        match stream.read(&mut byte) {
-            Err(error) if error.kind() == ErrorKind::WouldBlock => held += 1,
-            _ => refused += 1,
-        }
-    }
-    eprintln!("flood: {held} held, {refused} refused");
-    check_gateway(&mut gateway, "flood")?;
-    ensure!(held < CAP, "{held} flood connections held, cap {CAP}");
-    ensure!(held >= CAP - 10, "only {held} flood connections held");
-    ensure!(refused == FLOOD - held);
-    // Those held are served: a request on one is answered.
-    let held_stream = flood
-        .iter_mut()
-        .find(|stream| {
-            let mut byte = [0; 1];
-            matches!((&**stream).read(&mut byte), Err(error) if error.kind() == ErrorKind::WouldBlock)
-        })
-        .context("no held connection")?;
-    held_stream.set_nonblocking(false)?;
-    held_stream
-        .write_all(b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
-    let answer = read_until_closed(held_stream, Duration::from_secs(10))?;
-    ensure!(
-        status_of(&answer) == Some(200),
-        "a held connection is served"
-    );
-
-    drop(flood);
-    // Served again once the flood is gone.
-    let started = Instant::now();
-    loop {
-        let output = Peer::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("http://{address}/hello.txt"))
-            .run()?;
-        if output.stdout == b"200" {
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "not served again after the flood: {}",
-            String::from_utf8_lossy(&output.stdout)
+        eprintln!(
+            "flood: {FLOOD} connections attempted in {:?}",
+            started.elapsed()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    gateway
-        .wait_for_stderr("connection cap reached", Duration::from_secs(5))
-        .context("no refusal logged")?;
-    check_gateway(&mut gateway, "flood")?;
-    bystander.finish("flood")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+        // Give the gateway time to accept (and refuse) the backlog.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut held = 0;
+        let mut refused = refused_at_connect;
+        for stream in &mut flood {
+            stream.set_nonblocking(true)?;
+            let mut byte = [0; 1];
+            match stream.read(&mut byte) {
+                Err(error) if error.kind() == ErrorKind::WouldBlock => held += 1,
+                _ => refused += 1,
+            }
+        }
+        eprintln!("flood: {held} held, {refused} refused");
+        check_gateway(gateway, "flood")?;
+        ensure!(held < CAP, "{held} flood connections held, cap {CAP}");
+        ensure!(held >= CAP - 10, "only {held} flood connections held");
+        ensure!(refused == FLOOD - held);
+        // Those held are served: a request on one is answered.
+        let held_stream = flood
+            .iter_mut()
+            .find(|stream| {
+                let mut byte = [0; 1];
+                matches!((&**stream).read(&mut byte), Err(error) if error.kind() == ErrorKind::WouldBlock)
+            })
+            .context("no held connection")?;
+        held_stream.set_nonblocking(false)?;
+        held_stream.write_all(
+            b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        )?;
+        let answer = read_until_closed(held_stream, Duration::from_secs(10))?;
+        ensure!(
+            status_of(&answer) == Some(200),
+            "a held connection is served"
+        );
+
+        drop(flood);
+        // Served again once the flood is gone.
+        let started = Instant::now();
+        loop {
+            let output = Peer::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .arg(format!("http://{address}/hello.txt"))
+                .run()?;
+            if output.stdout == b"200" {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "not served again after the flood: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        gateway
+            .wait_for_stderr("connection cap reached", Duration::from_secs(5))
+            .context("no refusal logged")?;
+        Ok(())
+    })
 }
 
 #[test]
 fn oversized_heads_bodies_and_frames_are_refused() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut gateway = gateway(&[])?;
-    let address = gateway.address("tcp_server");
-    let bystander = Bystander::start(address, 60)?;
-    let dir = tempfile::tempdir()?;
-    let url = format!("http://{address}/hello.txt");
+    under_attack("oversized", &[], 60, |gateway, address| {
+        let dir = tempfile::tempdir()?;
+        let url = format!("http://{address}/hello.txt");
 
-    // A 16 KiB header against the 8 KiB default: 431.
-    let big_header = format!("x-big: {}", "a".repeat(16 * 1024));
-    for http2 in [false, true] {
-        let mut curl = Peer::new("curl").args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &big_header,
-        ]);
-        if http2 {
-            curl = curl.arg("--http2-prior-knowledge");
+        // A 16 KiB header against the 8 KiB default: 431.
+        let big_header = format!("x-big: {}", "a".repeat(16 * 1024));
+        for http2 in [false, true] {
+            let mut curl = Peer::new("curl").args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &big_header,
+            ]);
+            if http2 {
+                curl = curl.arg("--http2-prior-knowledge");
+            }
+            let output = curl.arg(&url).run()?;
+            let code = String::from_utf8_lossy(&output.stdout).into_owned();
+            eprintln!(
+                "oversized header over h{}: {code}",
+                if http2 { 2 } else { 1 }
+            );
+            ensure!(
+                code == "431",
+                "oversized header (h2: {http2}) answered {code}"
+            );
         }
-        let output = curl.arg(&url).run()?;
-        let code = String::from_utf8_lossy(&output.stdout).into_owned();
-        eprintln!(
-            "oversized header over h{}: {code}",
-            if http2 { 2 } else { 1 }
-        );
-        ensure!(
-            code == "431",
-            "oversized header (h2: {http2}) answered {code}"
-        );
-    }
-    // A 100 KiB body against a 64 KiB limit: 413, declared or chunked.
-    let body = dir.path().join("body.bin");
-    std::fs::write(&body, vec![b'x'; 100 * 1024])?;
-    for chunked in [false, true] {
-        let mut curl = Peer::new("curl").args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "--data-binary",
-        ]);
-        curl = curl.arg(format!("@{}", body.display()));
-        if chunked {
-            curl = curl.args(["-H", "transfer-encoding: chunked"]);
+        // A 100 KiB body against a 64 KiB limit: 413, declared or chunked.
+        let body = dir.path().join("body.bin");
+        std::fs::write(&body, vec![b'x'; 100 * 1024])?;
+        for chunked in [false, true] {
+            let mut curl = Peer::new("curl").args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "POST",
+                "--data-binary",
+            ]);
+            curl = curl.arg(format!("@{}", body.display()));
+            if chunked {
+                curl = curl.args(["-H", "transfer-encoding: chunked"]);
+            }
+            let output = curl
+                .arg(format!("http://{address}/big-{chunked}.txt"))
+                .run()?;
+            let code = String::from_utf8_lossy(&output.stdout).into_owned();
+            ensure!(
+                code == "413",
+                "oversized body (chunked: {chunked}) answered {code}"
+            );
         }
-        let output = curl
-            .arg(format!("http://{address}/big-{chunked}.txt"))
-            .run()?;
-        let code = String::from_utf8_lossy(&output.stdout).into_owned();
         ensure!(
-            code == "413",
-            "oversized body (chunked: {chunked}) answered {code}"
+            !gateway.dir().join("files/big-false.txt").exists()
+                && !gateway.dir().join("files/big-true.txt").exists(),
+            "an oversized body was written"
         );
-    }
-    ensure!(
-        !gateway.dir().join("files/big-false.txt").exists()
-            && !gateway.dir().join("files/big-true.txt").exists(),
-        "an oversized body was written"
-    );
-    // An HTTP/2 DATA frame larger than the 16 KiB maximum frame size: GOAWAY FRAME_SIZE_ERROR.
-    let mut stream = h2::connect(address)?;
-    stream.write_all(&h2::frame(
-        h2::HEADERS,
-        h2::END_HEADERS,
-        1,
-        &h2::request(true, "/frame.txt"),
-    ))?;
-    // Only the frame header and part of the payload may be read before the error.
-    let _ = stream.write_all(&h2::frame(h2::DATA, 0, 1, &vec![0; 20_000]));
-    let goaway = h2::until_goaway(&mut stream, Duration::from_secs(10))?;
-    ensure!(
-        goaway == Some(h2::FRAME_SIZE_ERROR),
-        "oversized frame: GOAWAY {goaway:?}"
-    );
+        // An HTTP/2 DATA frame larger than the 16 KiB maximum frame size: GOAWAY FRAME_SIZE_ERROR.
+        let mut stream = h2::connect(address)?;
+        stream.write_all(&h2::frame(
+            h2::HEADERS,
+            h2::END_HEADERS,
+            1,
+            &h2::request(true, "/frame.txt"),
+        ))?;
+        // Only the frame header and part of the payload may be read before the error.
+        let _ = stream.write_all(&h2::frame(h2::DATA, 0, 1, &vec![0; 20_000]));
+        let goaway = h2::until_goaway(&mut stream, Duration::from_secs(10))?;
+        ensure!(
+            goaway == Some(h2::FRAME_SIZE_ERROR),
+            "oversized frame: GOAWAY {goaway:?}"
+        );
 
-    check_gateway(&mut gateway, "oversized")?;
-    bystander.finish("oversized")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn http2_rapid_reset_ends_the_connection_and_spares_others() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut gateway = gateway(&[])?;
-    let address = gateway.address("tcp_server");
-    let bystander = Bystander::start(address, 80)?;
-    let rss_before = gateway.rss_kib()?;
-    let started = Instant::now();
-    let mut goaways = 0;
-    for _ in 0..20 {
-        let mut stream = h2::connect(address)?;
-        // Streams opened and cancelled at once, in batches, as the attack does.
-        let mut batch = Vec::new();
-        let mut sent = 0;
-        'attack: for id in (1..20_000u32).step_by(2) {
-            batch.extend(h2::frame(
-                h2::HEADERS,
-                h2::END_HEADERS | h2::END_STREAM,
-                id,
-                &h2::request(false, "/hello.txt"),
-            ));
-            batch.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
-            if batch.len() > 32 * 1024 {
-                if stream.write_all(&batch).is_err() {
-                    break 'attack;
+    under_attack("rapid reset", &[], 80, |gateway, address| {
+        let rss_before = gateway.rss_kib()?;
+        let started = Instant::now();
+        let mut goaways = 0;
+        for _ in 0..20 {
+            let mut stream = h2::connect(address)?;
+            // Streams opened and cancelled at once, in batches, as the attack does.
+            let mut batch = Vec::new();
+            let mut sent = 0;
+            'attack: for id in (1..20_000u32).step_by(2) {
+                batch.extend(h2::frame(
+                    h2::HEADERS,
+                    h2::END_HEADERS | h2::END_STREAM,
+                    id,
+                    &h2::request(false, "/hello.txt"),
+                ));
+                batch.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
+                if batch.len() > 32 * 1024 {
+                    if stream.write_all(&batch).is_err() {
+                        break 'attack;
+                    }
+                    batch.clear();
                 }
-                batch.clear();
+                sent += 1;
             }
-            sent += 1;
+            let goaway = h2::until_goaway(&mut stream, Duration::from_secs(10))?;
+            ensure!(
+                goaway == Some(h2::ENHANCE_YOUR_CALM),
+                "rapid reset: GOAWAY {goaway:?} after {sent} streams"
+            );
+            goaways += 1;
         }
-        let goaway = h2::until_goaway(&mut stream, Duration::from_secs(10))?;
-        ensure!(
-            goaway == Some(h2::ENHANCE_YOUR_CALM),
-            "rapid reset: GOAWAY {goaway:?} after {sent} streams"
+        eprintln!(
+            "rapid reset: {goaways} connections ended with GOAWAY ENHANCE_YOUR_CALM in {:?}; RSS {rss_before} KiB before",
+            started.elapsed()
         );
-        goaways += 1;
-    }
-    eprintln!(
-        "rapid reset: {goaways} connections ended with GOAWAY ENHANCE_YOUR_CALM in {:?}; RSS {rss_before} KiB before",
-        started.elapsed()
-    );
-    check_gateway(&mut gateway, "rapid reset")?;
-    bystander.finish("rapid reset")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
 fn a_huge_prefer_wait_is_clamped_and_answered() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut gateway = gateway(&[])?;
-    let address = gateway.address("tcp_server");
-    let bystander = Bystander::start(address, 40)?;
-    let url = format!("http://{address}/hello.txt");
-    let head = Peer::new("curl").args(["-s", "-I", &url]).run()?;
-    let head = String::from_utf8_lossy(&head.stdout).into_owned();
-    let etag = head
-        .lines()
-        .find_map(|line| line.strip_prefix("etag: "))
-        .context("no etag")?
-        .trim()
-        .to_owned();
-    for wait in ["99999999999", "999999999999999999999999999999"] {
-        let started = Instant::now();
-        let output = Peer::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .args(["-H", &format!("if-none-match: {etag}")])
-            .args(["-H", &format!("prefer: wait={wait}")])
-            .arg(&url)
-            .timeout(Duration::from_secs(30))
-            .run()?;
-        let code = String::from_utf8_lossy(&output.stdout).into_owned();
-        eprintln!("prefer: wait={wait}: {code} after {:?}", started.elapsed());
-        ensure!(code == "304", "prefer: wait={wait} answered {code}");
-    }
-    check_gateway(&mut gateway, "prefer wait")?;
-    bystander.finish("prefer wait")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+    under_attack("prefer wait", &[], 40, |gateway, address| {
+        let url = format!("http://{address}/hello.txt");
+        let head = Peer::new("curl").args(["-s", "-I", &url]).run()?;
+        let head = String::from_utf8_lossy(&head.stdout).into_owned();
+        let etag = head
+            .lines()
+            .find_map(|line| line.strip_prefix("etag: "))
+            .context("no etag")?
+            .trim()
+            .to_owned();
+        for wait in ["99999999999", "999999999999999999999999999999"] {
+            let started = Instant::now();
+            let output = Peer::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                .args(["-H", &format!("if-none-match: {etag}")])
+                .args(["-H", &format!("prefer: wait={wait}")])
+                .arg(&url)
+                .timeout(Duration::from_secs(30))
+                .run()?;
+            let code = String::from_utf8_lossy(&output.stdout).into_owned();
+            eprintln!("prefer: wait={wait}: {code} after {:?}", started.elapsed());
+            ensure!(code == "304", "prefer: wait={wait} answered {code}");
+        }
+        Ok(())
+    })
 }
 
 #[test]
 fn invalid_utf8_in_paths_queries_and_headers_is_answered_without_panic() -> Result<()> {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut gateway = gateway(&[])?;
-    let address = gateway.address("tcp_server");
-    let bystander = Bystander::start(address, 40)?;
-    let cases: [(&str, &[u8], &[u16]); 6] = [
-        (
-            "percent-encoded path",
-            b"GET /%FF%FE.txt HTTP/1.1\r\nhost: localhost\r\n\r\n",
-            &[400],
-        ),
-        (
-            "raw path bytes",
-            b"GET /\xff\xfe.txt HTTP/1.1\r\nhost: localhost\r\n\r\n",
-            &[400],
-        ),
-        (
-            "query",
-            b"GET /hello.txt?q=%FF%FE&\xff=1 HTTP/1.1\r\nhost: localhost\r\n\r\n",
-            &[200, 400],
-        ),
-        (
-            "prefer",
-            b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\nprefer: wait=\xff\xfe\r\n\r\n",
-            &[200, 400],
-        ),
-        (
-            "if-none-match",
-            b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\nif-none-match: \"\xff\xfe\"\r\n\r\n",
-            &[200, 400],
-        ),
-        (
-            "host",
-            b"GET /hello.txt HTTP/1.1\r\nhost: \xff\xfe\r\n\r\n",
-            &[400],
-        ),
-    ];
-    for (what, request, expected) in cases {
-        let status = raw_status(address, request).with_context(|| what.to_owned())?;
-        eprintln!("invalid UTF-8 in {what}: {status}");
-        ensure!(
-            expected.contains(&status),
-            "invalid UTF-8 in {what}: {status}"
-        );
-    }
-    check_gateway(&mut gateway, "invalid UTF-8")?;
-    bystander.finish("invalid UTF-8")?;
-    assert!(gateway.terminate()?.success());
-    Ok(())
+    under_attack("invalid UTF-8", &[], 40, |gateway, address| {
+        let cases: [(&str, &[u8], &[u16]); 6] = [
+            (
+                "percent-encoded path",
+                b"GET /%FF%FE.txt HTTP/1.1\r\nhost: localhost\r\n\r\n",
+                &[400],
+            ),
+            (
+                "raw path bytes",
+                b"GET /\xff\xfe.txt HTTP/1.1\r\nhost: localhost\r\n\r\n",
+                &[400],
+            ),
+            (
+                "query",
+                b"GET /hello.txt?q=%FF%FE&\xff=1 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+                &[200, 400],
+            ),
+            (
+                "prefer",
+                b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\nprefer: wait=\xff\xfe\r\n\r\n",
+                &[200, 400],
+            ),
+            (
+                "if-none-match",
+                b"GET /hello.txt HTTP/1.1\r\nhost: localhost\r\nif-none-match: \"\xff\xfe\"\r\n\r\n",
+                &[200, 400],
+            ),
+            (
+                "host",
+                b"GET /hello.txt HTTP/1.1\r\nhost: \xff\xfe\r\n\r\n",
+                &[400],
+            ),
+        ];
+        for (what, request, expected) in cases {
+            let status = raw_status(address, request).with_context(|| what.to_owned())?;
+            eprintln!("invalid UTF-8 in {what}: {status}");
+            ensure!(
+                expected.contains(&status),
+                "invalid UTF-8 in {what}: {status}"
+            );
+        }
+        Ok(())
+    })
 }

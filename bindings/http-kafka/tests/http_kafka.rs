@@ -717,27 +717,18 @@ async fn broker_down_is_never_answered_2xx_and_others_are_unaffected() -> Result
     Ok(())
 }
 
-/// An async route beside the sync one, for waiting on a location.
-const LATER: &str = r#"      - when:
-          - method: PUT
-            path: /later/{id}
-          - method: GET
-            path: /later/{id};cid={correlationId}
-        exit: north_kafka_cache_client
-        with:
-          capability: produce
-          topic: items-requests
-          key: ${params.id}
-          reply-to: items-responses
-          async:
-            location: /later/${params.id};cid=${correlationId}"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_request_without_reply_is_504_and_huge_waits_are_clamped() -> Result<()> {
     let broker = Broker::start()?;
     broker.create_topic("items-requests", &[])?;
     broker.create_topic("items-responses", &[])?;
-    let routes = format!("{SYNC}\n{LATER}");
+    // The async route beside the sync one, on `/later/...`, for waiting on a location.
+    let later = ASYNC
+        .split_once("    routes:\n")
+        .unwrap()
+        .1
+        .replace("/items/", "/later/");
+    let routes = format!("{SYNC}\n{later}");
     let gateway = Gateway::start_with(
         &config(&broker, &["items-responses"], &routes),
         &[
