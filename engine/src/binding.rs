@@ -147,6 +147,7 @@ pub struct BuildContext<'a> {
     pub(crate) registry: &'a crate::registry::Registry,
     pub(crate) published: Published,
     pub(crate) listeners: &'a ListenerPool,
+    pub(crate) connections: &'a Arc<crate::limits::ConnectionGate>,
     pub(crate) metrics: &'a Metrics,
     pub(crate) properties: &'a Properties,
     pub(crate) events: Events,
@@ -296,6 +297,12 @@ impl<'a> BuildContext<'a> {
     /// Listening sockets, kept across reloads.
     pub fn listeners(&self) -> &ListenerPool {
         self.listeners
+    }
+
+    /// The process-wide connection cap (`zilla.engine.maximum.connections`), shared across
+    /// reloads: every listener takes a permit from it for each connection it accepts.
+    pub fn process_connections(&self) -> Arc<crate::limits::ConnectionGate> {
+        self.connections.clone()
     }
 
     /// This binding's metrics (only those the config enables record anything).

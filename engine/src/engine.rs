@@ -59,6 +59,7 @@ pub struct Engine {
     registry: Arc<Registry>,
     properties: Properties,
     listeners: ListenerPool,
+    connections: Arc<crate::limits::ConnectionGate>,
     metrics: Metrics,
     events: Events,
     shutdown: CancellationToken,
@@ -78,6 +79,7 @@ impl Engine {
     /// An engine with nothing running.
     pub fn new(registry: Registry, properties: Properties) -> Self {
         Self {
+            connections: crate::limits::ConnectionGate::from_properties(&properties),
             registry: Arc::new(registry),
             properties,
             listeners: ListenerPool::default(),
@@ -316,6 +318,7 @@ impl Engine {
                     ..Published::default()
                 },
                 listeners: &self.listeners,
+                connections: &self.connections,
                 metrics: &self.metrics,
                 properties: &self.properties,
                 events: self.events.named(qname(&name)),

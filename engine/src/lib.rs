@@ -8,6 +8,8 @@
 //!   expressions, compiled once at load.
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
 //! - [`metrics`], [`events`]: Zilla's metric names and event stream, read by exporters.
+//! - [`limits`]: connection caps, idle timeouts and clamping of client-supplied numbers, shared
+//!   by every listener.
 //!
 //! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
 //!
@@ -33,6 +35,7 @@ pub mod engine;
 pub mod events;
 pub mod expr;
 pub mod guard;
+pub mod limits;
 pub mod listeners;
 mod metered;
 pub mod metrics;

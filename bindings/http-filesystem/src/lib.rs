@@ -37,7 +37,9 @@
 //!   `content-length`, `etag` and, for `GET`, the content streamed from the file.
 //! - `if-none-match` naming the current tag (or `*`): `304` with `content-type` and `etag`.
 //! - `prefer: wait=<seconds>` with `if-none-match`: a long poll. The answer waits until the file
-//!   changes (then `200` with the new content) or the time passes (then `304`).
+//!   changes (then `200` with the new content) or the time passes (then `304`). The wait is at
+//!   most `zilla.binding.http.filesystem.maximum.wait.millis` (default 120000), however large
+//!   the number sent.
 //! - `POST`: creates the file with the request body (`204` with the new `etag`); `409` when
 //!   it exists, `404` when its directory does not.
 //! - `PUT`: replaces an existing file's content with the request body (`204` with the new
@@ -88,6 +90,12 @@ use config::{HttpFileSystemCondition, HttpFileSystemWith};
 pub fn register(registry: &mut Registry) {
     registry.binding(HttpFileSystemFactory);
 }
+
+/// The longest `prefer: wait` honoured, in milliseconds.
+pub const MAXIMUM_WAIT_PROPERTY: &str = "zilla.binding.http.filesystem.maximum.wait.millis";
+
+/// Below the tcp idle timeout (300 s), so a waiting request is not cut as idle.
+const DEFAULT_MAXIMUM_WAIT: Duration = Duration::from_secs(120);
 
 /// Builds http-filesystem bindings.
 #[derive(Debug)]
@@ -147,6 +155,9 @@ impl BindingFactory for HttpFileSystemFactory {
             qname: context.name().to_string(),
             namespace: context.name().namespace.clone(),
             routes,
+            maximum_wait: context
+                .properties()
+                .millis(MAXIMUM_WAIT_PROPERTY, DEFAULT_MAXIMUM_WAIT),
         });
         context.publish::<Http>(proxy.clone());
         Ok(proxy)
@@ -255,6 +266,8 @@ impl Target {
 
 /// A built http-filesystem proxy.
 struct HttpFileSystemProxy {
+    /// The longest `prefer: wait` honoured.
+    maximum_wait: Duration,
     qname: String,
     namespace: String,
     routes: Routes<Condition, Target, Arc<dyn FileSystemHandler>>,
@@ -309,7 +322,7 @@ impl HttpFileSystemProxy {
         let Some(file) = file else {
             return Ok(status_response(StatusCode::NOT_FOUND));
         };
-        let preconditions = Preconditions::of(request.headers());
+        let preconditions = Preconditions::of(request.headers(), self.maximum_wait);
 
         let mut file_request = FileRequest::new(file, capabilities);
         if capabilities.intersects(Capabilities::writes()) {
@@ -382,7 +395,7 @@ struct Preconditions {
 }
 
 impl Preconditions {
-    fn of(headers: &HeaderMap) -> Self {
+    fn of(headers: &HeaderMap, maximum_wait: Duration) -> Self {
         let prefer = HeaderName::from_static("prefer");
         let wait = list_items(headers, &prefer).find_map(|preference| {
             let token = preference.split(';').next()?.trim();
@@ -390,12 +403,7 @@ impl Preconditions {
             if !name.trim().eq_ignore_ascii_case("wait") {
                 return None;
             }
-            value
-                .trim()
-                .trim_matches('"')
-                .parse()
-                .ok()
-                .map(Duration::from_secs)
+            zilla_engine::limits::clamped_seconds(value.trim().trim_matches('"'), maximum_wait)
         });
         Self {
             if_none_match: entity_tags(headers, &IF_NONE_MATCH),
@@ -503,31 +511,37 @@ mod tests {
 
     #[test]
     fn if_none_match_lists_quoted_bare_and_weak() {
-        let preconditions = Preconditions::of(&headers(&[
-            ("if-none-match", r#""a-1", W/"b-2""#),
-            ("if-none-match", "c-3"),
-        ]));
+        let preconditions = Preconditions::of(
+            &headers(&[
+                ("if-none-match", r#""a-1", W/"b-2""#),
+                ("if-none-match", "c-3"),
+            ]),
+            Duration::MAX,
+        );
         assert_eq!(preconditions.if_none_match, ["a-1", "b-2", "c-3"]);
         assert!(preconditions.none_match("b-2"));
         assert!(preconditions.none_match("c-3"));
         assert!(!preconditions.none_match("d-4"));
         assert!(preconditions.if_match.is_empty());
-        let any = Preconditions::of(&headers(&[("if-none-match", "*")]));
+        let any = Preconditions::of(&headers(&[("if-none-match", "*")]), Duration::MAX);
         assert!(any.none_match("whatever"));
-        let none = Preconditions::of(&HeaderMap::new());
+        let none = Preconditions::of(&HeaderMap::new(), Duration::MAX);
         assert!(none.if_none_match.is_empty() && none.wait.is_none());
-        let if_match = Preconditions::of(&headers(&[("if-match", r#""x", *"#)]));
+        let if_match = Preconditions::of(&headers(&[("if-match", r#""x", *"#)]), Duration::MAX);
         assert_eq!(if_match.if_match, ["x", "*"]);
     }
 
     #[test]
     fn prefer_wait_among_other_preferences() {
-        let wait = |value: &str| Preconditions::of(&headers(&[("prefer", value)])).wait;
+        let wait = |value: &str| {
+            Preconditions::of(&headers(&[("prefer", value)]), Duration::from_secs(60)).wait
+        };
         assert_eq!(wait("wait=10"), Some(Duration::from_secs(10)));
         assert_eq!(wait("respond-async, wait=5"), Some(Duration::from_secs(5)));
         assert_eq!(wait("Wait = 3; x=y"), Some(Duration::from_secs(3)));
         assert_eq!(wait("return=minimal"), None);
         assert_eq!(wait("wait=soon"), None);
+        assert_eq!(wait("wait=99999999999"), Some(Duration::from_secs(60)));
     }
 
     #[test]

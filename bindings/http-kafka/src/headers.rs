@@ -79,7 +79,9 @@ pub(crate) struct Preferences {
 }
 
 impl Preferences {
-    pub(crate) fn of(headers: &HeaderMap) -> Self {
+    /// The preferences in `headers`; a `wait` longer than `maximum_wait` (however large the
+    /// number written) is cut to it.
+    pub(crate) fn of(headers: &HeaderMap, maximum_wait: Duration) -> Self {
         let mut preferences = Self::default();
         let items = headers
             .get_all("prefer")
@@ -92,9 +94,12 @@ impl Preferences {
                 preferences.respond_async = true;
             } else if let Some((name, value)) = item.split_once('=')
                 && name.trim().eq_ignore_ascii_case("wait")
-                && let Ok(seconds) = value.trim().trim_matches('"').parse()
+                && let Some(wait) = zilla_engine::limits::clamped_seconds(
+                    value.trim().trim_matches('"'),
+                    maximum_wait,
+                )
             {
-                preferences.wait = Some(Duration::from_secs(seconds));
+                preferences.wait = Some(wait);
             }
         }
         preferences
@@ -217,7 +222,7 @@ mod tests {
         let of = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert("prefer", HeaderValue::from_str(value).unwrap());
-            Preferences::of(&headers)
+            Preferences::of(&headers, Duration::from_secs(120))
         };
         assert_eq!(
             of("respond-async, wait=5"),
@@ -226,7 +231,15 @@ mod tests {
                 wait: Some(Duration::from_secs(5))
             }
         );
-        assert_eq!(of("wait=86400").wait, Some(Duration::from_secs(86400)));
+        assert_eq!(of("wait=86").wait, Some(Duration::from_secs(86)));
+        // A client cannot make the gateway wait longer than the maximum, nor overflow a timer.
+        assert_eq!(of("wait=86400").wait, Some(Duration::from_secs(120)));
+        assert_eq!(of("wait=99999999999").wait, Some(Duration::from_secs(120)));
+        assert_eq!(
+            of("wait=99999999999999999999999999").wait,
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(of("wait=-1").wait, None);
         assert!(of("respond-async;wait=1").respond_async);
         assert_eq!(of("return=minimal"), Preferences::default());
     }

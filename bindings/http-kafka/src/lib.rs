@@ -44,7 +44,13 @@
 //! A body larger than the topic's `max.message.bytes` is `413`. Kafka failing is `503`, and
 //! Kafka not answering within `zilla.binding.http.kafka.request.timeout.millis` (default 30000)
 //! is `504`, both with an empty body; a produce is never answered `2xx` before Kafka
-//! acknowledged it. Bodies are passed through as they are: validating them is the job of the
+//! acknowledged it.
+//!
+//! | property | default | meaning |
+//! |---|---|---|
+//! | `zilla.binding.http.kafka.request.timeout.millis` | 30000 | how long a request waits for Kafka (a fetch to catch up, a produce to be acknowledged) before `504` |
+//! | `zilla.binding.http.kafka.reply.timeout.millis` | 60000 | how long a synchronous produce (`reply-to` without `prefer: respond-async`) waits for its correlated reply once Kafka acknowledged the request record; then `504` (the request record stays produced) |
+//! | `zilla.binding.http.kafka.maximum.wait.millis` | 120000 | the longest `prefer: wait=N` honoured: a larger N (any number of digits) waits this long | Bodies are passed through as they are: validating them is the job of the
 //! http server's `requests` models.
 //!
 //! ```yaml
@@ -126,6 +132,17 @@ use route::{Condition, Target};
 /// How long a request waits for Kafka by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest `prefer: wait` honoured, in milliseconds.
+pub const MAXIMUM_WAIT_PROPERTY: &str = "zilla.binding.http.kafka.maximum.wait.millis";
+
+/// Below the tcp idle timeout (300 s), so a waiting request is not cut as idle.
+const DEFAULT_MAXIMUM_WAIT: Duration = Duration::from_secs(120);
+
+/// How long a synchronous produce waits for its correlated reply, in milliseconds.
+pub const REPLY_TIMEOUT_PROPERTY: &str = "zilla.binding.http.kafka.reply.timeout.millis";
+
+const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Registers the `http-kafka` binding type.
 pub fn register(registry: &mut Registry) {
     registry.binding(HttpKafkaFactory);
@@ -201,6 +218,12 @@ impl BindingFactory for HttpKafkaFactory {
                 "zilla.binding.http.kafka.request.timeout.millis",
                 DEFAULT_TIMEOUT,
             ),
+            maximum_wait: context
+                .properties()
+                .millis(MAXIMUM_WAIT_PROPERTY, DEFAULT_MAXIMUM_WAIT),
+            reply_timeout: context
+                .properties()
+                .millis(REPLY_TIMEOUT_PROPERTY, DEFAULT_REPLY_TIMEOUT),
             limits: Mutex::new(HashMap::new()),
             stopping: tokio_util::sync::CancellationToken::new(),
         });

@@ -22,6 +22,7 @@ use zilla_binding_kafka::kind::{
 };
 use zilla_engine::binding::{Binding, StartContext};
 use zilla_engine::guard::Authorization;
+use zilla_engine::limits::deadline_after;
 use zilla_engine::pattern::Captures;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
@@ -49,6 +50,10 @@ pub(crate) struct HttpKafkaProxy {
     pub(crate) correlation_header: Bytes,
     /// How long to wait for Kafka before answering 504.
     pub(crate) timeout: Duration,
+    /// The longest `prefer: wait` honoured.
+    pub(crate) maximum_wait: Duration,
+    /// How long a synchronous produce waits for its reply after Kafka acknowledged it.
+    pub(crate) reply_timeout: Duration,
     /// `max.message.bytes` per topic, with when it was read.
     pub(crate) limits: Mutex<HashMap<String, (Instant, usize)>>,
     /// Cancelled when the gateway shuts down or a reload retires the binding.
@@ -204,7 +209,7 @@ impl HttpKafkaProxy {
         let topic = scope.render(&target.topic);
         let filters = target.filters(&scope);
         let headers = request.headers();
-        let preferences = Preferences::of(headers);
+        let preferences = Preferences::of(headers, self.maximum_wait);
         let if_none_match = first(headers, IF_NONE_MATCH.as_str()).and_then(etag::parse);
         let result = if target.merge {
             self.fetch_all(exit, topic, filters, if_none_match, preferences)
@@ -243,8 +248,8 @@ impl HttpKafkaProxy {
                 },
             )
             .await?;
-        let catch_up = opened + self.timeout;
-        let wait = preferences.wait.map(|wait| opened + wait);
+        let catch_up = deadline_after(opened, self.timeout);
+        let wait = preferences.wait.map(|wait| deadline_after(opened, wait));
         let mut latest: Option<(Arc<Message>, Arc<[PartitionOffset]>)> = None;
         let mut synced = false;
         loop {
@@ -307,7 +312,13 @@ impl HttpKafkaProxy {
         let mut items = Latest::default();
         let mut progress: Arc<[PartitionOffset]> = Arc::new([]);
         loop {
-            match next(&mut stream, Some(opened + self.timeout), &self.stopping).await {
+            match next(
+                &mut stream,
+                Some(deadline_after(opened, self.timeout)),
+                &self.stopping,
+            )
+            .await
+            {
                 Next::Item(MergedItem::Message { message, .. }) => items.add(message),
                 Next::Item(MergedItem::Synced(synced)) => {
                     progress = synced;
@@ -325,7 +336,14 @@ impl HttpKafkaProxy {
         if known {
             let mut changed = false;
             let waited = match preferences.wait {
-                Some(wait) => next(&mut stream, Some(opened + wait), &self.stopping).await,
+                Some(wait) => {
+                    next(
+                        &mut stream,
+                        Some(deadline_after(opened, wait)),
+                        &self.stopping,
+                    )
+                    .await
+                }
                 None => Next::TimedOut,
             };
             match waited {
@@ -421,7 +439,7 @@ impl HttpKafkaProxy {
             Some(_) => request_headers(request),
             None => Vec::new(),
         };
-        let preferences = Preferences::of(request.headers());
+        let preferences = Preferences::of(request.headers(), self.maximum_wait);
         let deleting = request.method() == Method::DELETE;
         let content_type = request.headers().get(CONTENT_TYPE).cloned();
 
@@ -486,7 +504,13 @@ impl HttpKafkaProxy {
             .await?;
         let mut reply = None;
         loop {
-            match next(&mut replies, Some(opened + self.timeout), &self.stopping).await {
+            match next(
+                &mut replies,
+                Some(deadline_after(opened, self.timeout)),
+                &self.stopping,
+            )
+            .await
+            {
                 Next::Item(MergedItem::Message { message, .. }) => {
                     reply.get_or_insert(message);
                 }
@@ -497,12 +521,18 @@ impl HttpKafkaProxy {
             }
         }
         self.send(exit, record).await?;
+        let produced = Instant::now();
         let reply = match reply {
             Some(reply) => reply,
             None => loop {
-                match next(&mut replies, None, &self.stopping).await {
+                let deadline = deadline_after(produced, self.reply_timeout);
+                match next(&mut replies, Some(deadline), &self.stopping).await {
                     Next::Item(MergedItem::Message { message, .. }) => break message,
-                    Next::Item(MergedItem::Synced(_)) | Next::TimedOut => {}
+                    Next::Item(MergedItem::Synced(_)) => {}
+                    Next::TimedOut => {
+                        tracing::debug!(binding = %self.qname, "no reply in time: 504");
+                        return Err(StatusCode::GATEWAY_TIMEOUT);
+                    }
                     Next::Ended => return Err(StatusCode::SERVICE_UNAVAILABLE),
                     Next::Failed(error) => return Err(failure(&error)),
                 }
@@ -525,7 +555,7 @@ impl HttpKafkaProxy {
         let Some(reply_to) = target.reply_to.as_ref().map(|r| scope.render(r)) else {
             return Err(StatusCode::NOT_FOUND);
         };
-        let preferences = Preferences::of(request.headers());
+        let preferences = Preferences::of(request.headers(), self.maximum_wait);
         let opened = Instant::now();
         let mut replies = self
             .open(
@@ -539,13 +569,13 @@ impl HttpKafkaProxy {
                 },
             )
             .await?;
-        let wait = preferences.wait.map(|wait| opened + wait);
+        let wait = preferences.wait.map(|wait| deadline_after(opened, wait));
         let mut synced = false;
         loop {
             let deadline = if synced {
                 wait
             } else {
-                Some(opened + self.timeout)
+                Some(deadline_after(opened, self.timeout))
             };
             match next(&mut replies, deadline, &self.stopping).await {
                 Next::Item(MergedItem::Message { message, .. }) => {

@@ -717,6 +717,62 @@ async fn broker_down_is_never_answered_2xx_and_others_are_unaffected() -> Result
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_request_without_reply_is_504_and_huge_waits_are_clamped() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-requests", &[])?;
+    broker.create_topic("items-responses", &[])?;
+    // The async route beside the sync one, on `/later/...`, for waiting on a location.
+    let later = ASYNC
+        .split_once("    routes:\n")
+        .unwrap()
+        .1
+        .replace("/items/", "/later/");
+    let routes = format!("{SYNC}\n{later}");
+    let gateway = Gateway::start_with(
+        &config(&broker, &["items-responses"], &routes),
+        &[
+            "zilla.binding.http.kafka.reply.timeout.millis=1500",
+            "zilla.binding.http.kafka.maximum.wait.millis=1000",
+        ],
+    );
+
+    // No service answers: 504 once the reply deadline passes, the request record produced.
+    let unanswered = curl(&[
+        "--max-time",
+        "20",
+        "-X",
+        "PUT",
+        &gateway.url("/items/1"),
+        "-d",
+        "nobody listens",
+    ])
+    .await;
+    assert_eq!(unanswered.status, 504, "{unanswered:?}");
+    assert!(unanswered.body.is_empty());
+    let produced = consume(&broker, "items-requests", 1)?;
+    assert_eq!(produced.len(), 1);
+
+    // A wait no timer can hold is cut to the maximum: 202 again, no panic.
+    for wait in ["99999999999", "999999999999999999999999999999"] {
+        let pending = curl(&[
+            "--max-time",
+            "20",
+            "-H",
+            &format!("Prefer: wait={wait}"),
+            &gateway.url("/later/1;cid=1-none"),
+        ])
+        .await;
+        assert_eq!(pending.status, 202, "{pending:?}");
+    }
+    // The gateway still serves.
+    let still = curl(&["--max-time", "20", &gateway.url("/later/1;cid=1-none")]).await;
+    assert_eq!(still.status, 202);
+
+    gateway.stop().await;
+    Ok(())
+}
+
 /// An http-kafka binding in front of a kafka chain that is built but never reached.
 fn mapping(binding: &str) -> String {
     format!(

@@ -1,6 +1,7 @@
-//! Body wrappers: the request body limit (413) and the `http.*` metrics, recorded as bodies
-//! stream through without buffering.
+//! Body wrappers: the request body limit (413), the body read timeout (408) and the `http.*`
+//! metrics, recorded as bodies stream through without buffering.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -213,6 +214,70 @@ impl HttpBody for Limited {
             self.remaining -= length;
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body that sent nothing for the body read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled for {} ms", .0.as_millis())]
+pub struct Stalled(pub std::time::Duration);
+
+/// Fails a body when no frame arrives for `timeout`, and says so in `stalled`, so that the
+/// exchange can be answered with 408 and a client trickling its body (slowloris) does not hold
+/// the connection. Arrivals only store the time; the timer is re-armed when it fires.
+pub fn read_timeout(body: Body, timeout: std::time::Duration, stalled: Arc<AtomicBool>) -> Body {
+    let now = tokio::time::Instant::now();
+    crate::kind::boxed(ReadTimeout {
+        inner: body,
+        timeout,
+        last_frame: now,
+        timer: Box::pin(tokio::time::sleep_until(
+            zilla_engine::limits::deadline_after(now, timeout),
+        )),
+        stalled,
+    })
+}
+
+struct ReadTimeout {
+    inner: Body,
+    timeout: std::time::Duration,
+    last_frame: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl HttpBody for ReadTimeout {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.last_frame = tokio::time::Instant::now();
+            return Poll::Ready(polled);
+        }
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = zilla_engine::limits::deadline_after(this.last_frame, this.timeout);
+            if due <= tokio::time::Instant::now() {
+                this.stalled.store(true, Ordering::Release);
+                return Poll::Ready(Some(Err(Box::new(Stalled(this.timeout)))));
+            }
+            this.timer.as_mut().reset(due);
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -4,12 +4,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes as Chunk;
-use http::header::{CONTENT_LENGTH, EXPECT, HOST, SERVER};
-use http::{StatusCode, Version};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, RETRY_AFTER, SERVER};
+use http::{HeaderValue, Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -20,10 +21,12 @@ use zilla_engine::binding::{Binding, BuildContext, BuildError, StartContext};
 use zilla_engine::components::Validator;
 use zilla_engine::events::Events;
 use zilla_engine::guard::{Authorization, Guard};
+use zilla_engine::limits::{ConnectionGate, Throttle};
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
-    ExchangeRecord, HttpMetrics, ReadError, drain, limited, prepend, read_bounded, replay,
+    ExchangeRecord, HttpMetrics, ReadError, drain, limited, prepend, read_bounded, read_timeout,
+    replay,
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
@@ -36,6 +39,10 @@ use crate::route::{Miss, Overrides, Router};
 
 /// Raised for every request the server routes, as Zilla does.
 pub const REQUEST_ACCEPTED: &str = "BINDING_HTTP_REQUEST_ACCEPTED";
+
+/// Raised (at most once a second, with the count) when connections over
+/// `zilla.binding.http.maximum.connections` are answered 503.
+pub const CONNECTION_REFUSED: &str = "BINDING_HTTP_CONNECTION_REFUSED";
 
 /// The guard of `options.authorization`.
 struct GuardHook {
@@ -82,6 +89,8 @@ struct Shared {
     metrics: Arc<HttpMetrics>,
     events: Events,
     lifecycle: OnceLock<Lifecycle>,
+    connections: Arc<ConnectionGate>,
+    refusals: Throttle,
 }
 
 /// A built http server.
@@ -135,6 +144,7 @@ impl HttpServer {
                 })
             }
         };
+        let limits = Limits::from_properties(context.properties());
         let shared = Arc::new(Shared {
             qname: context.name().to_string(),
             router,
@@ -146,7 +156,9 @@ impl HttpServer {
             guard,
             versions,
             requests,
-            limits: Limits::from_properties(context.properties()),
+            connections: ConnectionGate::new(limits.maximum_connections),
+            refusals: Throttle::new(Duration::from_secs(1)),
+            limits,
             metrics: Arc::new(HttpMetrics::new(&context.metrics())),
             events: context.events().clone(),
             lifecycle: OnceLock::new(),
@@ -217,12 +229,45 @@ impl Shared {
         let lifecycle = self.lifecycle.get().cloned().unwrap_or_default();
         let io = TokioIo::new(Rewind::new(prefix, io));
         let info = Arc::new(info);
+        // Held until the connection ends; `None` over the cap: every request is answered 503.
+        let permit = self.connections.try_acquire();
+        let refused = permit.is_none();
+        if refused {
+            self.note_refusal(&info);
+        }
+        // Asks the connection to finish its exchanges and close.
+        let closing = CancellationToken::new();
+        let activity = Arc::new(Activity::new());
         let shared = self.clone();
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
-            let shared = shared.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(shared.exchange(request, &info).await) }
-        });
+        let track = matches!(protocol, Protocol::H2) && !self.limits.idle_timeout.is_zero();
+        let service = {
+            let closing = closing.clone();
+            let activity = activity.clone();
+            service_fn(move |request: hyper::Request<Incoming>| {
+                let shared = shared.clone();
+                let info = info.clone();
+                let closing = closing.clone();
+                let activity = activity.clone();
+                async move {
+                    if refused {
+                        closing.cancel();
+                        return Ok::<_, Infallible>(overloaded(request.version()));
+                    }
+                    if !track {
+                        return Ok(shared.exchange(request, &info).await);
+                    }
+                    let open = activity.open();
+                    let response = shared.exchange(request, &info).await;
+                    // The exchange stays open until its response body is done with.
+                    Ok(response.map(move |body| {
+                        kind::boxed(body.map_frame(move |frame| {
+                            let _open = &open;
+                            frame
+                        }))
+                    }))
+                }
+            })
+        };
         let limits = &self.limits;
         let result = match protocol {
             Protocol::H1 => {
@@ -231,11 +276,12 @@ impl Shared {
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_read_timeout)
                     .max_header_size(limits.max_header_list_size as usize)
+                    .max_buf_size(limits.max_buffer_size)
                     // Not `pipeline_flush`: with it, hyper drops the 400 it owes a malformed
                     // request.
-                    .keep_alive(true);
+                    .keep_alive(!refused);
                 let connection = builder.serve_connection(io, service).with_upgrades();
-                drive(connection, &lifecycle).await
+                drive(connection, &lifecycle, closing.cancelled()).await
             }
             Protocol::H2 => {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -245,12 +291,43 @@ impl Shared {
                     .enable_connect_protocol()
                     .max_concurrent_streams(limits.concurrent_streams)
                     .max_header_list_size(limits.max_header_list_size)
-                    .max_frame_size(limits.max_frame_size);
+                    .max_frame_size(limits.max_frame_size)
+                    .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+                    .max_local_error_reset_streams(limits.max_local_error_reset_streams);
+                if !limits.keep_alive_interval.is_zero() {
+                    builder
+                        .keep_alive_interval(limits.keep_alive_interval)
+                        .keep_alive_timeout(limits.keep_alive_timeout);
+                }
                 let connection = builder.serve_connection(io, service);
-                drive(connection, &lifecycle).await
+                let idle = limits.idle_timeout;
+                let stop = async {
+                    tokio::select! {
+                        _ = closing.cancelled() => {}
+                        _ = activity.idle(idle), if track => {
+                            tracing::debug!(binding = %self.qname, "idle HTTP/2 connection: closing");
+                        }
+                    }
+                };
+                drive(connection, &lifecycle, stop).await
             }
         };
+        drop(permit);
         result.map_err(|error| StreamError::Protocol(error.to_string()))
+    }
+
+    fn note_refusal(&self, info: &StreamInfo) {
+        if let Some(count) = self.refusals.note() {
+            let maximum = self.connections.maximum();
+            let peer = info
+                .source
+                .map(|source| source.to_string())
+                .unwrap_or_default();
+            tracing::warn!(binding = %self.qname, count, maximum, %peer, "connection cap reached: answering 503");
+            self.events.emit_with(CONNECTION_REFUSED, 0, || {
+                format!("{count} connection(s) answered 503, latest from {peer}: at most {maximum} served at once")
+            });
+        }
     }
 
     async fn exchange(&self, request: hyper::Request<Incoming>, info: &StreamInfo) -> Response {
@@ -279,8 +356,15 @@ impl Shared {
     ) -> (Response, Option<Decoration>) {
         let limit = self.limits.max_request_body_size;
         let exceeded = limit.map(|_| Arc::new(AtomicBool::new(false)));
+        // Extended CONNECT carries a long-lived stream, not a body to wait for.
+        let stalled = (!self.limits.body_read_timeout.is_zero()
+            && request.method() != Method::CONNECT)
+            .then(|| Arc::new(AtomicBool::new(false)));
         let mut request = request.map(|body| {
             let mut body = kind::boxed(body);
+            if let Some(stalled) = &stalled {
+                body = read_timeout(body, self.limits.body_read_timeout, stalled.clone());
+            }
             if let (Some(limit), Some(exceeded)) = (limit, &exceeded) {
                 body = limited(body, limit, exceeded.clone());
             }
@@ -290,6 +374,14 @@ impl Shared {
             }
         });
         if request.version() == Version::HTTP_11 && !request.headers().contains_key(HOST) {
+            return (status_response(StatusCode::BAD_REQUEST), None);
+        }
+        // The authority is routed on as text: one that is not (invalid UTF-8) is malformed.
+        if request
+            .headers()
+            .get(HOST)
+            .is_some_and(|host| host.to_str().is_err())
+        {
             return (status_response(StatusCode::BAD_REQUEST), None);
         }
         if let Some(limit) = limit
@@ -354,7 +446,7 @@ impl Shared {
             }
             if let Some(content) = request_type.content() {
                 match self
-                    .validate_content(request, content, exceeded.as_deref())
+                    .validate_content(request, content, exceeded.as_deref(), stalled.as_deref())
                     .await
                 {
                     Ok(validated) => request = validated,
@@ -366,15 +458,32 @@ impl Shared {
         if !read_whole && expects_continue(&request) {
             request = read_first_frame(request).await;
         }
+        let cut = |exceeded: &Option<Arc<AtomicBool>>, stalled: &Option<Arc<AtomicBool>>| {
+            if exceeded
+                .as_ref()
+                .is_some_and(|exceeded| exceeded.load(Ordering::Acquire))
+            {
+                Some(status_response(StatusCode::PAYLOAD_TOO_LARGE))
+            } else if stalled
+                .as_ref()
+                .is_some_and(|stalled| stalled.load(Ordering::Acquire))
+            {
+                Some(timed_out())
+            } else {
+                None
+            }
+        };
         let response = match routed.exit.handle(request).await {
+            // A handler that failed because the body was cut answers for the cut.
+            Ok(response)
+                if response.status().is_client_error() || response.status().is_server_error() =>
+            {
+                cut(&exceeded, &stalled).unwrap_or(response)
+            }
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(binding = %self.qname, %error, "exchange failed");
-                if exceeded.is_some_and(|exceeded| exceeded.load(Ordering::Acquire)) {
-                    status_response(StatusCode::PAYLOAD_TOO_LARGE)
-                } else {
-                    status_response(status_of(&error))
-                }
+                cut(&exceeded, &stalled).unwrap_or_else(|| status_response(status_of(&error)))
             }
         };
         (response, Some(decoration))
@@ -387,6 +496,7 @@ impl Shared {
         request: kind::Request,
         content: &Arc<dyn Validator>,
         exceeded: Option<&AtomicBool>,
+        stalled: Option<&AtomicBool>,
     ) -> Result<kind::Request, StatusCode> {
         let (parts, body) = request.into_parts();
         let (data, trailers) = match read_bounded(body, self.limits.max_validated_body_size).await {
@@ -398,8 +508,11 @@ impl Shared {
             Err(ReadError::Failed(error)) => {
                 tracing::debug!(binding = %self.qname, %error, "body not read");
                 let too_large = exceeded.is_some_and(|exceeded| exceeded.load(Ordering::Acquire));
+                let too_slow = stalled.is_some_and(|stalled| stalled.load(Ordering::Acquire));
                 return Err(if too_large {
                     StatusCode::PAYLOAD_TOO_LARGE
+                } else if too_slow {
+                    StatusCode::REQUEST_TIMEOUT
                 } else {
                     StatusCode::BAD_REQUEST
                 });
@@ -422,6 +535,83 @@ impl Shared {
             }
         }
         Ok(kind::Request::from_parts(parts, replay(data, trailers)))
+    }
+}
+
+/// `503` with `retry-after`, for a connection over the cap; HTTP/1.1 closes after it.
+fn overloaded(version: Version) -> Response {
+    let mut response = status_response(StatusCode::SERVICE_UNAVAILABLE);
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    if version < Version::HTTP_2 {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// `408` for a stalled body; the connection closes after it (its body was not read whole).
+fn timed_out() -> Response {
+    let mut response = status_response(StatusCode::REQUEST_TIMEOUT);
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The open exchanges of one HTTP/2 connection, for its idle timeout.
+#[derive(Debug)]
+struct Activity {
+    open: AtomicUsize,
+    /// When the last exchange ended, in milliseconds since `started`.
+    idle_since: AtomicU64,
+    started: tokio::time::Instant,
+}
+
+/// One open exchange; dropping it ends it.
+struct Open(Arc<Activity>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = u64::try_from(activity.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.idle_since.store(now, Ordering::Release);
+        activity.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    fn open(self: &Arc<Self>) -> Open {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Open(self.clone())
+    }
+
+    /// Returns once no exchange has been open for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let since = self.idle_since.load(Ordering::Acquire);
+            let due = zilla_engine::limits::deadline_after(
+                self.started + Duration::from_millis(since),
+                timeout,
+            );
+            tokio::time::sleep_until(due).await;
+            if self.open.load(Ordering::Acquire) == 0
+                && self.idle_since.load(Ordering::Acquire) == since
+            {
+                return;
+            }
+            if self.open.load(Ordering::Acquire) > 0 {
+                // Busy: look again a timeout later rather than at every exchange.
+                tokio::time::sleep(timeout).await;
+            }
+        }
     }
 }
 
@@ -507,14 +697,19 @@ where
     }
 }
 
-/// Runs `connection` until it ends; a shutdown lets open exchanges finish, a retirement cuts
-/// them.
-async fn drive<C: Graceful>(connection: C, lifecycle: &Lifecycle) -> Result<(), hyper::Error> {
+/// Runs `connection` until it ends; a shutdown or `stop` lets open exchanges finish, a
+/// retirement cuts them.
+async fn drive<C: Graceful>(
+    connection: C,
+    lifecycle: &Lifecycle,
+    stop: impl Future<Output = ()>,
+) -> Result<(), hyper::Error> {
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result,
         _ = lifecycle.retired.cancelled() => return Ok(()),
         _ = lifecycle.shutdown.cancelled() => {}
+        _ = stop => {}
     }
     connection.as_mut().graceful();
     tokio::select! {

@@ -27,6 +27,22 @@
 //! Options: `host`, `port` (number, `"low-high"` range or a list), `backlog` (1024),
 //! `nodelay` (true), `keepalive` (false). Listening sockets survive config reloads: a
 //! rebuilt server takes over the socket of the one it replaces.
+//!
+//! Limits (properties):
+//!
+//! | property | default | meaning |
+//! |---|---|---|
+//! | `zilla.binding.tcp.maximum.connections` | 0 (none) | connections one tcp server holds open at once, over all its ports |
+//! | `zilla.engine.maximum.connections` | 0 (none) | connections the whole process holds open at once, over every tcp server |
+//! | `zilla.binding.tcp.idle.timeout.millis` | 300000 | a server connection on which nothing was read or written for this long is closed; 0 turns it off |
+//! | `zilla.binding.tcp.client.connect.timeout.millis` | 10000 | how long a client waits for a connection to an origin |
+//!
+//! At a cap the server keeps accepting, and closes each connection over the cap at once with a
+//! TCP reset (`SO_LINGER` 0), so a client learns of the refusal immediately instead of waiting
+//! in the listen backlog, and the accept loop never spins: it only wakes for a connection that
+//! arrived. Refusals raise `BINDING_TCP_CONNECTION_REFUSED` (at most one event per second per
+//! server, with the count). Connections already open are not disturbed, and new ones are
+//! accepted again as soon as open ones close.
 
 pub mod config;
 
@@ -37,6 +53,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
+use zilla_engine::events::Events;
+use zilla_engine::limits::{ConnectionGate, ConnectionPermit, IdleTimeout, Throttle};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
@@ -50,6 +68,17 @@ pub fn register(registry: &mut Registry) {
 }
 
 const DEFAULT_BACKLOG: u32 = 1024;
+
+/// The per-server connection cap (0 = none).
+pub const MAXIMUM_CONNECTIONS_PROPERTY: &str = "zilla.binding.tcp.maximum.connections";
+
+/// The idle timeout of server connections, in milliseconds (0 = none).
+pub const IDLE_TIMEOUT_PROPERTY: &str = "zilla.binding.tcp.idle.timeout.millis";
+
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Raised when a connection is closed because a connection cap is reached.
+pub const CONNECTION_REFUSED: &str = "BINDING_TCP_CONNECTION_REFUSED";
 
 /// Builds tcp bindings.
 #[derive(Debug)]
@@ -169,6 +198,47 @@ struct ServerShared {
     routes: Routes<Condition, (), Arc<dyn BytesHandler>>,
     nodelay: bool,
     keepalive: bool,
+    /// This server's connections.
+    connections: Arc<ConnectionGate>,
+    /// Every connection of the process.
+    process_connections: Arc<ConnectionGate>,
+    /// Zero: no idle timeout.
+    idle_timeout: Duration,
+    events: Events,
+    refusals: Throttle,
+}
+
+impl ServerShared {
+    /// Permits from the process gate and this server's gate, or `None` when either is full.
+    fn admit(&self) -> Option<(ConnectionPermit, ConnectionPermit)> {
+        let process = self.process_connections.try_acquire()?;
+        let own = self.connections.try_acquire()?;
+        Some((process, own))
+    }
+
+    /// Closes `socket` with a reset and reports the refusal (throttled).
+    fn refuse(&self, socket: TcpStream, peer: SocketAddr) {
+        if let Err(error) = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO)) {
+            tracing::debug!(%error, "linger not set");
+        }
+        drop(socket);
+        if let Some(count) = self.refusals.note() {
+            let (open, maximum) = if self.process_connections.maximum() > 0
+                && self.process_connections.open() >= self.process_connections.maximum()
+            {
+                (
+                    self.process_connections.open(),
+                    self.process_connections.maximum(),
+                )
+            } else {
+                (self.connections.open(), self.connections.maximum())
+            };
+            tracing::warn!(binding = %self.qname, %peer, count, open, maximum, "connection cap reached: refusing");
+            self.events.emit_with(CONNECTION_REFUSED, 0, || {
+                format!("{count} connection(s) refused, latest from {peer}: {open} open of at most {maximum}")
+            });
+        }
+    }
 }
 
 /// A listening tcp server.
@@ -221,6 +291,16 @@ impl TcpServer {
                 routes,
                 nodelay: options.nodelay.unwrap_or(true),
                 keepalive: options.keepalive.unwrap_or(false),
+                connections: ConnectionGate::new(
+                    usize::try_from(context.properties().u64(MAXIMUM_CONNECTIONS_PROPERTY, 0))
+                        .unwrap_or(usize::MAX),
+                ),
+                process_connections: context.process_connections(),
+                idle_timeout: context
+                    .properties()
+                    .millis(IDLE_TIMEOUT_PROPERTY, DEFAULT_IDLE_TIMEOUT),
+                events: context.events().clone(),
+                refusals: Throttle::new(Duration::from_secs(1)),
             }),
             listeners: Mutex::new(listeners),
         }))
@@ -249,7 +329,10 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: Arc<TcpListener>, cont
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((socket, peer)) => serve(&shared, socket, peer, &context),
+            Ok((socket, peer)) => match shared.admit() {
+                Some(permits) => serve(&shared, socket, peer, permits, &context),
+                None => shared.refuse(socket, peer),
+            },
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(binding = %shared.qname, %error, "accept failed");
@@ -260,7 +343,13 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: Arc<TcpListener>, cont
     tracing::debug!(binding = %shared.qname, "stopped accepting");
 }
 
-fn serve(shared: &Arc<ServerShared>, socket: TcpStream, peer: SocketAddr, context: &StartContext) {
+fn serve(
+    shared: &Arc<ServerShared>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    permits: (ConnectionPermit, ConnectionPermit),
+    context: &StartContext,
+) {
     let local = socket.local_addr().ok();
     if let Err(error) = configure(&socket, shared.nodelay, shared.keepalive) {
         tracing::debug!(%error, "socket options not applied");
@@ -280,8 +369,15 @@ fn serve(shared: &Arc<ServerShared>, socket: TcpStream, peer: SocketAddr, contex
     };
     let retired = context.retired.clone();
     let qname = shared.qname.clone();
+    let idle_timeout = shared.idle_timeout;
     context.tasks.spawn(async move {
-        let stream = ByteStream::new(socket, info);
+        // Held until the connection is done with.
+        let _permits = permits;
+        let stream = if idle_timeout.is_zero() {
+            ByteStream::new(socket, info)
+        } else {
+            ByteStream::new(IdleTimeout::new(socket, idle_timeout), info)
+        };
         tokio::select! {
             // A reload replaced this binding or its pipeline: cut the connection.
             _ = retired.cancelled() => {}

@@ -203,16 +203,33 @@ fn start(args: StartArgs) -> Result<ExitCode> {
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection is a file, and the
-/// default soft limit (often 1024) is far below what a gateway serves.
-fn raise_open_files_limit() {
+/// default soft limit (often 1024) is far below what a gateway serves. Returns the limit.
+fn raise_open_files_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open files limit"),
-        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+        Ok(limit) => {
+            tracing::debug!(limit, "open files limit");
+            Some(limit)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open files limit");
+            None
+        }
     }
 }
 
-async fn run(args: StartArgs, properties: Properties) -> Result<ExitCode> {
-    raise_open_files_limit();
+/// Unless set, caps the connections accepted by the process at half the open files limit:
+/// a proxied connection takes two files, and the gateway refuses a connection rather than
+/// running out of files for origins, brokers and its own.
+fn default_connection_cap(properties: &mut Properties, open_files: Option<u64>) {
+    let name = zilla_engine::limits::MAXIMUM_CONNECTIONS_PROPERTY;
+    if let (None, Some(open_files)) = (properties.get(name), open_files) {
+        properties.set(name, (open_files / 2).max(64).to_string());
+    }
+}
+
+async fn run(args: StartArgs, mut properties: Properties) -> Result<ExitCode> {
+    let open_files = raise_open_files_limit();
+    default_connection_cap(&mut properties, open_files);
     // Registered before anything else, so a signal that arrives while starting is not lost.
     let signals = Signals::register()?;
     let path = config_path(&args, &properties);
