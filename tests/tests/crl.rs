@@ -174,6 +174,7 @@ fn exchange(dir: &Path, address: &str, client: &str) -> Result<(String, String)>
         .args([
             "s_client",
             "-quiet",
+            "-no_ign_eof",
             "-connect",
             address,
             "-servername",
