@@ -72,13 +72,15 @@ fn walk(
         }
         return;
     }
-    if let Some(target) = object
-        .get("$ref")
-        .and_then(Value::as_str)
-        .and_then(|reference| reference.strip_prefix('#'))
-        .and_then(|pointer| root.pointer(pointer))
-    {
-        walk(root, target, instance, path, found, depth + 1);
+    if object.contains_key("$ref") {
+        walk(
+            root,
+            resolve(root, schema),
+            instance,
+            path,
+            found,
+            depth + 1,
+        );
     }
     for keyword in ["anyOf", "oneOf", "allOf"] {
         for branch in object
