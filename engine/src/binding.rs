@@ -1,7 +1,8 @@
 //! Bindings: the factory a component crate registers, and what it gets while building.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -65,11 +66,16 @@ pub trait Binding: Send + Sync + 'static {
 /// What a binding gets when it starts.
 #[derive(Debug, Clone)]
 pub struct StartContext {
-    /// Cancelled when the binding is retired by a reload: stop accepting and cut connections.
+    /// Cancelled when what is left of a retired binding's connections must end: the drain
+    /// timeout after a reload replaced it passed (or its connections all ended), or shutdown
+    /// drained. Cut whatever is still open.
     pub retired: CancellationToken,
-    /// Cancelled when the gateway shuts down: stop accepting, let connections finish.
+    /// Cancelled when the binding stops taking new work: the gateway shuts down, or a reload
+    /// replaced the binding. Stop accepting, let open connections and exchanges finish (end
+    /// idle keep-alive connections and long-lived streams at a clean point).
     pub shutdown: CancellationToken,
-    /// Tracks connection tasks so shutdown can wait for them to drain.
+    /// Tracks this binding's connection tasks: a reload waits for those of a replaced binding
+    /// (up to the drain timeout) before cancelling `retired`, and shutdown waits for all.
     pub tasks: tokio_util::task::TaskTracker,
     /// Where the binding's events go.
     pub events: Events,
@@ -95,15 +101,22 @@ impl BuildError {
     }
 }
 
+/// A vault, guard or catalog: its section (`vault`, `guard`, `catalog`) and qualified name.
+pub(crate) type ComponentName = (&'static str, QualifiedName);
+
 /// Catalogs as one binding's config names them.
 struct NamespaceCatalogs<'a> {
     name: &'a QualifiedName,
     catalogs: &'a HashMap<QualifiedName, Arc<dyn crate::components::Catalog>>,
+    used: &'a RefCell<BTreeSet<ComponentName>>,
 }
 
 impl crate::components::CatalogLookup for NamespaceCatalogs<'_> {
     fn catalog(&self, name: &str) -> Option<Arc<dyn crate::components::Catalog>> {
-        self.catalogs.get(&self.name.resolve(name)).cloned()
+        let name = self.name.resolve(name);
+        let found = self.catalogs.get(&name).cloned();
+        self.used.borrow_mut().insert(("catalog", name));
+        found
     }
 }
 
@@ -151,6 +164,9 @@ pub struct BuildContext<'a> {
     pub(crate) metrics: &'a Metrics,
     pub(crate) properties: &'a Properties,
     pub(crate) events: Events,
+    /// The vaults, guards and catalogs the factory looked up: the binding's signature covers
+    /// exactly these, so a reload that changes another component keeps the binding.
+    pub(crate) used: RefCell<BTreeSet<ComponentName>>,
 }
 
 impl fmt::Debug for BuildContext<'_> {
@@ -232,6 +248,7 @@ impl<'a> BuildContext<'a> {
             None => Ok(None),
             Some(vault) => {
                 let name = self.name.resolve(vault);
+                self.used.borrow_mut().insert(("vault", name.clone()));
                 self.vaults
                     .get(&name)
                     .cloned()
@@ -245,6 +262,7 @@ impl<'a> BuildContext<'a> {
     /// as routes' `guarded` and [`crate::guard::Authorization`] key it.
     pub fn guard(&self, guard: &str) -> Result<(String, Arc<dyn crate::guard::Guard>), BuildError> {
         let name = self.name.resolve(guard);
+        self.used.borrow_mut().insert(("guard", name.clone()));
         self.guards
             .get(&name)
             .cloned()
@@ -278,6 +296,7 @@ impl<'a> BuildContext<'a> {
         let lookup = NamespaceCatalogs {
             name: self.name,
             catalogs: self.catalogs,
+            used: &self.used,
         };
         factory.build(&reference, &lookup).map_err(|mut error| {
             error.path = if error.path.is_empty() {

@@ -20,6 +20,11 @@ pub trait ComponentFactory<T: ?Sized>: Send + Sync + 'static {
     fn options_required(&self) -> bool {
         false
     }
+    /// Whether this type uses the component-level `vault` key. A config giving `vault` to a type
+    /// that does not is refused at load rather than ignored.
+    fn uses_vault(&self) -> bool {
+        false
+    }
     /// Builds from config.
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<T>, BuildError>;
 }
@@ -49,14 +54,73 @@ impl ComponentContext<'_> {
         }
     }
 
-    /// A path from options, resolved against the config file's directory.
+    /// A path from options, resolved against the config file's directory. The file is a
+    /// dependency of the component: the engine rebuilds the component, and the bindings that
+    /// use it, when the file's contents change, and the binary watches it.
     pub fn resolve_path(&self, path: &str) -> PathBuf {
         let path = PathBuf::from(path);
-        if path.is_absolute() {
+        let path = if path.is_absolute() {
             path
         } else {
             self.base_dir.join(path)
+        };
+        files::record(&path);
+        path
+    }
+}
+
+/// The files components read while being built, with a digest of their contents taken before
+/// the component reads them: a change made after that shows as a changed digest on the next
+/// reload, never as stale contents under an unchanged digest.
+pub(crate) mod files {
+    use std::cell::RefCell;
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    use std::path::{Path, PathBuf};
+
+    thread_local! {
+        // Building is synchronous, so the files one build reads are those recorded on its
+        // thread between `recording` starting and ending. Keeping the log here, rather than in
+        // `ComponentContext`, leaves that struct's shape unchanged for component crates.
+        static READ: RefCell<Option<Vec<(PathBuf, u64)>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `build`, returning what it returned and the files it resolved with their digests.
+    pub(crate) fn recording<T>(build: impl FnOnce() -> T) -> (T, Vec<(PathBuf, u64)>) {
+        let outer = READ.with(|read| read.borrow_mut().replace(Vec::new()));
+        let result = build();
+        let files = READ
+            .with(|read| std::mem::replace(&mut *read.borrow_mut(), outer))
+            .unwrap_or_default();
+        (result, files)
+    }
+
+    pub(super) fn record(path: &Path) {
+        READ.with(|read| {
+            if let Some(files) = read.borrow_mut().as_mut() {
+                files.push((path.to_owned(), digest(path)));
+            }
+        });
+    }
+
+    /// A digest of a file's contents, or of a directory's file names and contents (one level,
+    /// as PEM stores read them); a missing file digests to a fixed value.
+    pub(crate) fn digest(path: &Path) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        match std::fs::read_dir(path) {
+            Ok(entries) => {
+                let mut names: Vec<PathBuf> = entries
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .collect();
+                names.sort();
+                for name in names {
+                    name.hash(&mut hasher);
+                    std::fs::read(&name).ok().hash(&mut hasher);
+                }
+            }
+            Err(_) => std::fs::read(path).ok().hash(&mut hasher),
         }
+        hasher.finish()
     }
 }
 

@@ -2,24 +2,27 @@
 //! drains on shutdown.
 //!
 //! Reload keeps what did not change: a binding is reused (same instance, same listening
-//! sockets, same connections) when its own config, its vault's and those of every binding it
-//! reaches through exits are unchanged. Everything else is rebuilt; a rebuilt listener takes
-//! over the socket of the one it replaces, so the port stays open. A new config that fails to
-//! build leaves the running one untouched.
+//! sockets, same connections) when its own config, the vaults, guards and catalogs it uses
+//! (their config and the files they read) and the bindings it exits to are unchanged.
+//! Everything else is rebuilt; a rebuilt listener takes over the socket of the one it
+//! replaces, so the port stays open. A replaced binding stops accepting, and the connections it
+//! accepted finish on it, up to the drain timeout (`zilla.engine.drain.timeout.millis`), as
+//! they would at shutdown: a reload cuts no connection that ends within that time. A new
+//! config that fails to build leaves the running one untouched.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::binding::{Binding, BuildContext, Published, StartContext};
-use crate::components::{ComponentContext, Exporter};
+use crate::binding::{Binding, BuildContext, ComponentName, Published, StartContext};
+use crate::components::{ComponentContext, Exporter, files};
 use crate::config::load::{build_order, exits_of};
 use crate::config::model::{Config, QualifiedName};
 use crate::config::{ConfigError, ConfigErrors, EnvResolver, Source};
@@ -31,17 +34,45 @@ use crate::registry::Registry;
 use crate::vault::Vault;
 
 struct Built {
+    /// `own` with the signatures of the components in `uses`.
     signature: u64,
-    _binding: Arc<dyn Binding>,
+    /// The binding's own config, telemetry settings and the signatures of its exits.
+    own: u64,
+    /// The vaults, guards and catalogs the binding looked up while building.
+    uses: Vec<ComponentName>,
+    binding: Arc<dyn Binding>,
     published: Arc<Published>,
+    lifecycle: Lifecycle,
+}
+
+/// The tokens and tasks of one built binding.
+#[derive(Clone)]
+struct Lifecycle {
+    /// Stop accepting: a child of the engine's shutdown token, also cancelled on retirement.
+    shutdown: CancellationToken,
+    /// Cut what is still open.
     retired: CancellationToken,
+    tasks: TaskTracker,
 }
 
 struct Generation {
     config: Config,
     bindings: HashMap<QualifiedName, Arc<Built>>,
     exporters_stopped: CancellationToken,
+    /// Files the components read, with their digests when read.
+    files: Vec<(PathBuf, u64)>,
 }
+
+/// What `build` produced.
+struct Build {
+    bindings: HashMap<QualifiedName, Arc<Built>>,
+    exporters: Vec<Arc<dyn Exporter>>,
+    files: Vec<(PathBuf, u64)>,
+    report: ApplyReport,
+}
+
+/// How long retired bindings' connections may take to finish, unless set.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// What a successful apply did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,7 +94,9 @@ pub struct Engine {
     metrics: Metrics,
     events: Events,
     shutdown: CancellationToken,
-    tasks: TaskTracker,
+    /// Every binding not yet cut: those running and those draining after a reload.
+    lifecycles: Mutex<Vec<Lifecycle>>,
+    drain: Duration,
     current: Mutex<Option<Generation>>,
 }
 
@@ -78,6 +111,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine with nothing running.
     pub fn new(registry: Registry, properties: Properties) -> Self {
+        let drain = properties.millis("zilla.engine.drain.timeout.millis", DEFAULT_DRAIN);
         Self {
             connections: crate::limits::ConnectionGate::from_properties(&properties),
             registry: Arc::new(registry),
@@ -86,9 +120,39 @@ impl Engine {
             metrics: Metrics::default(),
             events: Events::default(),
             shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            lifecycles: Mutex::new(Vec::new()),
+            drain,
             current: Mutex::new(None),
         }
+    }
+
+    /// The files the running config's components read (key stores, ...): a change to one
+    /// calls for a reload even when the config text is unchanged.
+    pub fn dependencies(&self) -> Vec<PathBuf> {
+        self.current
+            .lock()
+            .map(|current| {
+                current
+                    .iter()
+                    .flat_map(|generation| generation.files.iter().map(|(path, _)| path.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a file the running config's components read has changed since.
+    pub fn dependencies_changed(&self) -> bool {
+        self.current
+            .lock()
+            .map(|current| {
+                current.iter().any(|generation| {
+                    generation
+                        .files
+                        .iter()
+                        .any(|(path, digest)| files::digest(path) != *digest)
+                })
+            })
+            .unwrap_or(false)
     }
 
     /// The registry.
@@ -116,7 +180,12 @@ impl Engine {
         self.metrics
             .set_namespace_metrics(namespace_metrics(Some(&config)));
         let result = self.build(&config, current.as_ref());
-        let (bindings, exporters, report) = match result {
+        let Build {
+            bindings,
+            exporters,
+            files,
+            report,
+        } = match result {
             Ok(built) => built,
             Err(errors) => {
                 self.metrics.set_namespace_metrics(previous_metrics);
@@ -137,48 +206,92 @@ impl Engine {
                 .and_then(|g| g.bindings.get(name))
                 .is_some_and(|old| Arc::ptr_eq(old, built));
             if !reused {
-                built._binding.start(&StartContext {
-                    retired: built.retired.clone(),
-                    shutdown: self.shutdown.clone(),
-                    tasks: self.tasks.clone(),
+                built.binding.start(&StartContext {
+                    retired: built.lifecycle.retired.clone(),
+                    shutdown: built.lifecycle.shutdown.clone(),
+                    tasks: built.lifecycle.tasks.clone(),
                     events: self.events.named(qname(name)),
                 });
+                if let Ok(mut lifecycles) = self.lifecycles.lock() {
+                    lifecycles.retain(|lifecycle| !lifecycle.retired.is_cancelled());
+                    lifecycles.push(built.lifecycle.clone());
+                }
             }
         }
         if let Some(previous) = previous {
+            let mut retiring = Vec::new();
             for (name, old) in &previous.bindings {
                 let kept = bindings.get(name).is_some_and(|new| Arc::ptr_eq(new, old));
                 if !kept {
-                    old.retired.cancel();
+                    retiring.push(old.lifecycle.clone());
                     report.retired += 1;
                 }
             }
+            self.retire(retiring);
             previous.exporters_stopped.cancel();
         }
         *current = Some(Generation {
             config,
             bindings,
             exporters_stopped,
+            files,
         });
         Ok(report)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn build(
-        &self,
-        config: &Config,
-        previous: Option<&Generation>,
-    ) -> Result<
-        (
-            HashMap<QualifiedName, Arc<Built>>,
-            Vec<Arc<dyn Exporter>>,
-            ApplyReport,
-        ),
-        ConfigErrors,
-    > {
+    /// Stops the replaced bindings accepting, lets the connections they accepted finish (up to
+    /// the drain timeout), then cuts what remains. The replaced bindings form a closed group: a
+    /// binding is replaced whenever one of its exits is, so no kept or new binding reaches them
+    /// and their connections all run in the group's own tasks.
+    fn retire(&self, retiring: Vec<Lifecycle>) {
+        for lifecycle in &retiring {
+            lifecycle.shutdown.cancel();
+            lifecycle.tasks.close();
+        }
+        let cut = move |retiring: &[Lifecycle]| {
+            for lifecycle in retiring {
+                lifecycle.retired.cancel();
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let drain = self.drain;
+                runtime.spawn(async move {
+                    let finished = async {
+                        for lifecycle in &retiring {
+                            lifecycle.tasks.wait().await;
+                        }
+                    };
+                    if tokio::time::timeout(drain, finished).await.is_err() {
+                        tracing::info!(
+                            "connections of replaced bindings still open after {drain:?}: closing them"
+                        );
+                    }
+                    cut(&retiring);
+                });
+            }
+            Err(_) => cut(&retiring),
+        }
+    }
+
+    fn build(&self, config: &Config, previous: Option<&Generation>) -> Result<Build, ConfigErrors> {
         let mut errors = Vec::new();
         let mut vaults: HashMap<QualifiedName, Arc<dyn Vault>> = HashMap::new();
-        let mut vault_signatures: HashMap<QualifiedName, u64> = HashMap::new();
+        // Each component's config and the contents of the files it read.
+        let mut component_signatures: HashMap<ComponentName, u64> = HashMap::new();
+        let mut all_files: Vec<(PathBuf, u64)> = Vec::new();
+        let mut signed = |section: &'static str,
+                          qualified: &QualifiedName,
+                          component: &crate::config::model::ComponentConfig,
+                          files: Vec<(PathBuf, u64)>| {
+            let signature = hash(&(
+                component.type_name.as_str(),
+                json_text(&component.options),
+                &files,
+            ));
+            all_files.extend(files);
+            component_signatures.insert((section, qualified.clone()), signature);
+        };
         let mut exporters: Vec<Arc<dyn Exporter>> = Vec::new();
         let mut guards: HashMap<QualifiedName, Arc<dyn crate::guard::Guard>> = HashMap::new();
         let mut catalogs: HashMap<QualifiedName, Arc<dyn crate::components::Catalog>> =
@@ -190,15 +303,12 @@ impl Engine {
                     continue;
                 };
                 let context = self.component_context(config, &qualified, catalog);
-                match factory.build(&context) {
-                    Ok(built) => {
-                        vault_signatures.insert(
-                            qualified.clone(),
-                            hash(&(catalog.type_name.as_str(), json_text(&catalog.options))),
-                        );
+                match files::recording(|| factory.build(&context)) {
+                    (Ok(built), files) => {
+                        signed("catalog", &qualified, catalog, files);
                         catalogs.insert(qualified, built);
                     }
-                    Err(error) => errors
+                    (Err(error), _) => errors
                         .push(config.error(&catalog.origin.relative(&error.path), error.message)),
                 }
             }
@@ -208,15 +318,12 @@ impl Engine {
                     continue;
                 };
                 let context = self.component_context(config, &qualified, guard);
-                match factory.build(&context) {
-                    Ok(built) => {
-                        vault_signatures.insert(
-                            qualified.clone(),
-                            hash(&(guard.type_name.as_str(), json_text(&guard.options))),
-                        );
+                match files::recording(|| factory.build(&context)) {
+                    (Ok(built), files) => {
+                        signed("guard", &qualified, guard, files);
                         guards.insert(qualified, built);
                     }
-                    Err(error) => errors
+                    (Err(error), _) => errors
                         .push(config.error(&guard.origin.relative(&error.path), error.message)),
                 }
             }
@@ -226,15 +333,12 @@ impl Engine {
                     continue;
                 };
                 let context = self.component_context(config, &qualified, vault);
-                match factory.build(&context) {
-                    Ok(built) => {
-                        vault_signatures.insert(
-                            qualified.clone(),
-                            hash(&(vault.type_name.as_str(), json_text(&vault.options))),
-                        );
+                match files::recording(|| factory.build(&context)) {
+                    (Ok(built), files) => {
+                        signed("vault", &qualified, vault, files);
                         vaults.insert(qualified, built);
                     }
-                    Err(error) => errors
+                    (Err(error), _) => errors
                         .push(config.error(&vault.origin.relative(&error.path), error.message)),
                 }
             }
@@ -275,27 +379,17 @@ impl Engine {
             namespace_metrics(Some(config))
                 .get(&name.namespace)
                 .hash(&mut hasher);
-            if let Some(vault) = &binding.vault {
-                vault_signatures.get(&name.resolve(vault)).hash(&mut hasher);
-            }
             for (exit, _) in exits_of(binding) {
                 signatures.get(&name.resolve(&exit)).hash(&mut hasher);
             }
-            // Guards and catalogs a binding uses change its behaviour: their config is part of
-            // its signature.
-            for namespace in &config.namespaces {
-                for (component, _) in namespace.guards.iter().chain(&namespace.catalogs) {
-                    vault_signatures
-                        .get(&QualifiedName::new(&namespace.name, component))
-                        .hash(&mut hasher);
-                }
-            }
-            let signature = hasher.finish();
-            signatures.insert(name.clone(), signature);
-            let reusable = previous
-                .and_then(|g| g.bindings.get(&name))
-                .filter(|old| old.signature == signature);
+            let own = hasher.finish();
+            // The same config builds the same way, so the components the running binding
+            // looked up are the ones this config would: compare their signatures now.
+            let reusable = previous.and_then(|g| g.bindings.get(&name)).filter(|old| {
+                old.own == own && signature(own, &old.uses, &component_signatures) == old.signature
+            });
             if let Some(old) = reusable {
+                signatures.insert(name.clone(), old.signature);
                 published.insert(name.clone(), old.published.clone());
                 built.insert(name.clone(), old.clone());
                 report.kept += 1;
@@ -322,14 +416,24 @@ impl Engine {
                 metrics: &self.metrics,
                 properties: &self.properties,
                 events: self.events.named(qname(&name)),
+                used: Default::default(),
             };
             match factory.build(&mut context) {
                 Ok(instance) => {
+                    let uses: Vec<ComponentName> = context.used.take().into_iter().collect();
+                    let signature = signature(own, &uses, &component_signatures);
+                    signatures.insert(name.clone(), signature);
                     let entry = Arc::new(Built {
                         signature,
-                        _binding: instance,
+                        own,
+                        uses,
+                        binding: instance,
                         published: Arc::new(std::mem::take(&mut context.published)),
-                        retired: CancellationToken::new(),
+                        lifecycle: Lifecycle {
+                            shutdown: self.shutdown.child_token(),
+                            retired: CancellationToken::new(),
+                            tasks: TaskTracker::new(),
+                        },
                     });
                     published.insert(name.clone(), entry.published.clone());
                     built.insert(name.clone(), entry);
@@ -341,7 +445,12 @@ impl Engine {
             }
         }
         if errors.is_empty() {
-            Ok((built, exporters, report))
+            Ok(Build {
+                bindings: built,
+                exporters,
+                files: all_files,
+                report,
+            })
         } else {
             Err(errors.into())
         }
@@ -371,14 +480,26 @@ impl Engine {
     /// whether they all did.
     pub async fn shutdown(&self, drain: Duration) -> bool {
         self.shutdown.cancel();
-        self.tasks.close();
-        let drained = tokio::time::timeout(drain, self.tasks.wait()).await.is_ok();
+        let lifecycles = self
+            .lifecycles
+            .lock()
+            .map(|mut lifecycles| std::mem::take(&mut *lifecycles))
+            .unwrap_or_default();
+        for lifecycle in &lifecycles {
+            lifecycle.tasks.close();
+        }
+        let finished = async {
+            for lifecycle in &lifecycles {
+                lifecycle.tasks.wait().await;
+            }
+        };
+        let drained = tokio::time::timeout(drain, finished).await.is_ok();
+        for lifecycle in &lifecycles {
+            lifecycle.retired.cancel();
+        }
         if let Ok(mut current) = self.current.lock()
             && let Some(generation) = current.take()
         {
-            for built in generation.bindings.values() {
-                built.retired.cancel();
-            }
             generation.exporters_stopped.cancel();
         }
         drained
@@ -422,6 +543,17 @@ fn qname(name: &QualifiedName) -> String {
 
 fn json_text(value: &Option<serde_json::Value>) -> String {
     value.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+/// A binding's signature: its own part and the signatures of the components it uses.
+fn signature(own: u64, uses: &[ComponentName], components: &HashMap<ComponentName, u64>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    own.hash(&mut hasher);
+    for component in uses {
+        component.hash(&mut hasher);
+        components.get(component).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 fn hash(value: &impl Hash) -> u64 {

@@ -248,6 +248,25 @@ impl Registry {
         }
     }
 
+    /// Whether a non-binding component type uses its component-level `vault` key.
+    pub fn component_uses_vault(&self, category: Category, type_name: &str) -> bool {
+        fn of<T: ?Sized + 'static>(
+            map: &BTreeMap<&'static str, Arc<dyn ComponentFactory<T>>>,
+            type_name: &str,
+        ) -> bool {
+            map.get(type_name)
+                .is_some_and(|factory| factory.uses_vault())
+        }
+        match category {
+            Category::Binding | Category::Model => false,
+            Category::Vault => of(&self.vaults, type_name),
+            Category::Guard => of(&self.guards, type_name),
+            Category::Catalog => of(&self.catalogs, type_name),
+            Category::Store => of(&self.stores, type_name),
+            Category::Exporter => of(&self.exporters, type_name),
+        }
+    }
+
     /// The message for a `type` this registry lacks.
     pub fn unknown_type(&self, category: Category, type_name: &str) -> String {
         let noun = category.noun();
@@ -433,7 +452,7 @@ pub fn namespace_schema() -> Value {
                     "kind": {"enum": BindingKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
                     "entry": {"$ref": "#/$defs/reference"},
                     "vault": {"$ref": "#/$defs/reference"},
-                    "catalog": {"type": "object"},
+                    "catalog": {"type": "object", "x-unsupported": "a binding-level `catalog` is not supported yet; name catalogs in the options' models"},
                     "options": {},
                     "exit": {"$ref": "#/$defs/reference"},
                     "routes": {"type": "array", "items": {"$ref": "#/$defs/route"}},

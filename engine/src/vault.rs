@@ -42,4 +42,10 @@ pub trait Vault: Send + Sync + 'static {
     fn certificates(&self) -> Vec<Vec<u8>>;
     /// The signer (CA) certificates stored under `alias` in `signers`.
     fn signer(&self, alias: &str) -> Option<Vec<Vec<u8>>>;
+    /// `Some` when peer certificates verified against this vault's trust must be checked for
+    /// revocation: the DER certificate revocation lists to check them against (a certificate
+    /// whose issuer has none is refused). `None`: no revocation checking.
+    fn revocation_lists(&self) -> Option<Vec<Vec<u8>>> {
+        None
+    }
 }

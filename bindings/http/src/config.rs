@@ -36,14 +36,15 @@ pub struct HttpClientOptions {
     /// The HTTP versions the client may speak (default both). `h2` alone means HTTP/2 with
     /// prior knowledge over cleartext; with both, HTTP/2 is used when TLS negotiates it.
     pub versions: Option<Vec<HttpVersion>>,
-    /// Credentials to inject from a guard (accepted by the schema; not supported by this
-    /// build).
+    /// Credentials to inject from a guard. Refused at load: not supported yet.
     #[schemars(extend("maxProperties" = 1))]
+    #[schemars(extend("x-unsupported" = "injecting guard credentials into client requests is not supported yet"))]
     pub authorization: Option<BTreeMap<String, AuthorizationConfig>>,
     /// Request headers set (or replaced) on every request sent, by name. Pseudo-headers
     /// `:method`, `:scheme`, `:authority` and `:path` are allowed.
     pub overrides: Option<BTreeMap<String, String>>,
-    /// Response validation with models (accepted by the schema; not supported by this build).
+    /// Response validation with models. Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "validating responses with models is not supported yet"))]
     pub requests: Option<Vec<HttpRequestConfig>>,
 }
 

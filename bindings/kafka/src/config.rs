@@ -18,11 +18,13 @@ pub struct KafkaOptions {
     /// client: SASL credentials (Zilla 1.x form).
     pub sasl: Option<SaslOptions>,
     /// client: SASL credentials from a guard (Zilla 2.x form):
-    /// `{<guard>: {credentials: {...}}}`.
+    /// `{<guard>: {credentials: {...}}}`. Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "SASL credentials from a guard are not supported yet; use `options.sasl`"))]
     pub authorization: Option<serde_json::Map<String, serde_json::Value>>,
     /// Deprecated in Zilla; accepted and ignored.
     pub merged: Option<Vec<String>>,
-    /// Schema catalog references for topics (validation is configured, not yet enforced).
+    /// Schema catalog references for topics. Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "kafka `catalog` references are not supported yet"))]
     pub catalog: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -35,14 +37,18 @@ pub struct TopicOptions {
     /// Where subscribers that give no offset start: `live` or `historical` (default).
     #[serde(rename = "defaultOffset")]
     pub default_offset: Option<DefaultOffset>,
-    /// `none` (default) or `json_patch`.
+    /// `none` (default) or `json_patch`. Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "kafka topic `deltaType` is not supported yet; values are delivered whole"))]
     #[serde(rename = "deltaType")]
     pub delta_type: Option<DeltaType>,
-    /// The key's model.
+    /// The key's model. Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "kafka topic `key` models are not supported yet"))]
     pub key: Option<serde_json::Value>,
-    /// The value's model.
+    /// The value's model. Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "kafka topic `value` models are not supported yet"))]
     pub value: Option<serde_json::Value>,
-    /// Record transforms (extract-key, extract-headers).
+    /// Record transforms (extract-key, extract-headers). Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "kafka topic `transforms` are not supported yet"))]
     pub transforms: Option<Vec<serde_json::Value>>,
 }
 

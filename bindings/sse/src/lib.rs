@@ -40,7 +40,7 @@
 //! ```
 //!
 //! Options: `retry` (milliseconds, default 2000) and `requests[{path, content}]` (a model
-//! for the events of a path; accepted, not enforced yet). Routes: `when: [{path}]` with `*`
+//! for the events of a path; refused at load: not supported yet). Routes: `when: [{path}]` with `*`
 //! and `{name}` wildcards, on both kinds.
 //!
 //! Properties: `zilla.binding.sse.initial.comment.enabled` (false) writes an empty comment
@@ -115,10 +115,10 @@ impl BindingFactory for SseFactory {
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
         let options: SseOptions = context.options()?;
         if options.requests.as_ref().is_some_and(|r| !r.is_empty()) {
-            tracing::warn!(
-                binding = %context.name(),
-                "sse `options.requests` models are not enforced by this distribution"
-            );
+            return Err(BuildError::at(
+                "options.requests",
+                "sse `requests` models are not supported yet",
+            ));
         }
         if context.config().exit.is_none() && context.config().routes.is_empty() {
             return Err(BuildError::at(

@@ -26,7 +26,9 @@
 //!
 //! Options: `host`, `port` (number, `"low-high"` range or a list), `backlog` (1024),
 //! `nodelay` (true), `keepalive` (false). Listening sockets survive config reloads: a
-//! rebuilt server takes over the socket of the one it replaces.
+//! rebuilt server takes over the socket of the one it replaces, and the connections the
+//! replaced server accepted carry on through the pipeline they started on, up to the drain
+//! timeout.
 //!
 //! Limits (properties):
 //!
@@ -379,7 +381,9 @@ fn serve(
             ByteStream::new(IdleTimeout::new(socket, idle_timeout), info)
         };
         tokio::select! {
-            // A reload replaced this binding or its pipeline: cut the connection.
+            // A reload replaced this binding and the drain timeout passed, or shutdown
+            // drained: cut what is still open. Until then the connection runs on the
+            // pipeline it was accepted by, whatever reloads happen.
             _ = retired.cancelled() => {}
             result = exit.accept(stream) => {
                 if let Err(error) = result {

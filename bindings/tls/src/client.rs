@@ -74,7 +74,14 @@ impl TlsClient {
                 "no trusted certificates: name some with `trust`, or install the system CA certificates",
             ));
         }
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        let mut webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if let Some(lists) = material::revocation_lists(vault) {
+            // A server certificate revoked by, or whose issuer has no, revocation list is
+            // refused: rustls' default for an unknown status, and Zilla's.
+            webpki = webpki.with_crls(lists);
+        }
+        let webpki = webpki
             .build()
             .map_err(|error| BuildError::at("options.trust", error.to_string()))?;
         let verifier: Arc<dyn ServerCertVerifier> = if settings.https_identification {

@@ -29,6 +29,8 @@ pub struct TlsOptions {
     /// given, else `none`).
     pub mutual: Option<Mutual>,
     /// Aliases of signer (CA) certificates in the vault, to present keys issued by them.
+    /// Refused at load: not supported yet.
+    #[schemars(extend("x-unsupported" = "`signers` is not supported yet; name the keys with `keys`"))]
     pub signers: Option<Vec<String>>,
 }
 

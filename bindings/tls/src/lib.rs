@@ -55,13 +55,16 @@
 //! Options (`server` and `client`; a `proxy` takes none):
 //! - `version`: `TLS` (default) or `TLSv1.3` for TLS 1.2 and 1.3, `TLSv1.2` for TLS 1.2 only.
 //! - `keys`: vault key aliases. Required on a server.
-//! - `trust`: vault certificate aliases to verify the peer against.
+//! - `trust`: vault certificate aliases to verify the peer against. When the vault sets
+//!   `revocation: crl`, the peer's certificate chain is also checked against the vault's
+//!   certificate revocation lists: a revoked certificate, or one whose issuer has no list, is
+//!   refused with a TLS alert (`certificate_revoked` for a revoked one).
 //! - `trustcacerts`: client only; also trust the system CA certificates.
 //! - `sni`: server: the accepted SNI host names; client: the SNI to send.
 //! - `alpn`: server: the protocols that may be negotiated (default: those routes name);
 //!   client: the protocols to offer.
 //! - `mutual`: server: `required` (default when `trust` is given), `requested` or `none`.
-//! - `signers`: not supported; a config naming it is rejected.
+//! - `signers`: not supported yet; a config naming it is refused at load.
 //!
 //! Route conditions: `authority` (wildcards such as `*.example.com`), `alpn`, `port` (a number,
 //! a `"8000-8010"` range or a list). Properties: `zilla.binding.tls.handshake.timeout` (seconds,

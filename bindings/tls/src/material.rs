@@ -7,7 +7,8 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer,
+    PrivatePkcs8KeyDer, PrivateSec1KeyDer,
 };
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -109,6 +110,19 @@ pub fn trust_anchors(
             })?;
     }
     Ok(roots)
+}
+
+/// The certificate revocation lists peers are checked against when the vault asks for
+/// revocation checking (`revocation: crl`), `None` when it does not.
+pub fn revocation_lists(
+    vault: Option<&dyn Vault>,
+) -> Option<Vec<CertificateRevocationListDer<'static>>> {
+    vault.and_then(Vault::revocation_lists).map(|lists| {
+        lists
+            .into_iter()
+            .map(CertificateRevocationListDer::from)
+            .collect()
+    })
 }
 
 /// Adds every trusted certificate of the vault that can be a trust anchor.

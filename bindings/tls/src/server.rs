@@ -263,6 +263,11 @@ fn client_verifier(
     if mutual == Mutual::Requested {
         builder = builder.allow_unauthenticated();
     }
+    if let Some(lists) = material::revocation_lists(Some(vault)) {
+        // A client certificate revoked by, or whose issuer has no, revocation list is refused:
+        // rustls' default for an unknown status, and Zilla's.
+        builder = builder.with_crls(lists);
+    }
     builder
         .build()
         .map(Some)

@@ -279,19 +279,21 @@ async fn run(args: StartArgs, mut properties: Properties) -> Result<ExitCode> {
         if listening.is_empty() { "nothing".to_owned() } else { listening.join(", ") }
     );
     let metrics_task = tokio::spawn(write_metrics(engine.clone(), directory.clone()));
-    let watcher = watch.map(|(watcher, changed)| {
+    let reloader = watch.map(|(watcher, changed)| {
         tokio::spawn(reload_on_change(
             engine.clone(),
+            Watched::new(watcher, &path),
             path.clone(),
             directory.clone(),
             text,
             changed,
-        ));
-        watcher
+        ))
     });
     signals.wait().await;
     tracing::info!("stopping: no new connections; draining open ones");
-    drop(watcher);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     let drained = engine.shutdown(drain).await;
     metrics_task.abort();
     let _ = fs::remove_file(directory.join("ready"));
@@ -351,6 +353,14 @@ async fn write_metrics(engine: Arc<Engine>, directory: PathBuf) {
     }
 }
 
+/// The directory a file is in, `.` for a bare name.
+fn directory_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Watches the config file's directory (editors and Kubernetes replace files rather than
 /// write them in place); the receiver is told of any change there.
 fn watch_config(
@@ -364,23 +374,61 @@ fn watch_config(
             let _ = changes.try_send(());
         }
     })?;
-    let watched = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    watcher.watch(&watched, RecursiveMode::NonRecursive)?;
+    watcher.watch(&directory_of(path), RecursiveMode::NonRecursive)?;
     Ok((watcher, changed))
 }
 
-/// Reloads when the config file's text differs from what is running.
+/// The watcher with the directories it watches: the config file's, and those of every file
+/// the running config's components read (key stores, trust stores, ...).
+struct Watched {
+    watcher: notify::RecommendedWatcher,
+    directories: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Watched {
+    fn new(watcher: notify::RecommendedWatcher, config: &Path) -> Self {
+        Self {
+            watcher,
+            directories: [directory_of(config)].into(),
+        }
+    }
+
+    /// Also watches the directories of `files` (and a directory store itself).
+    fn add(&mut self, files: Vec<PathBuf>) {
+        use notify::{RecursiveMode, Watcher};
+        for file in files {
+            let mut directories = vec![directory_of(&file)];
+            if file.is_dir() {
+                directories.push(file);
+            }
+            for directory in directories {
+                if self.directories.contains(&directory) {
+                    continue;
+                }
+                match self.watcher.watch(&directory, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.directories.insert(directory);
+                    }
+                    Err(error) => {
+                        tracing::warn!(directory = %directory.display(), %error, "cannot watch")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reloads when the config file's text differs from what is running, or a file its components
+/// read changed.
 async fn reload_on_change(
     engine: Arc<Engine>,
+    mut watched: Watched,
     path: PathBuf,
     directory: PathBuf,
     mut current: String,
     mut changed: tokio::sync::mpsc::Receiver<()>,
 ) {
+    watched.add(engine.dependencies());
     while changed.recv().await.is_some() {
         // Let a burst of writes settle before reading.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -388,7 +436,7 @@ async fn reload_on_change(
         let Ok(text) = fs::read_to_string(&path) else {
             continue;
         };
-        if text == current {
+        if text == current && !engine.dependencies_changed() {
             continue;
         }
         current = text.clone();
@@ -403,6 +451,7 @@ async fn reload_on_change(
                     retired = report.retired,
                     "config reloaded"
                 );
+                watched.add(engine.dependencies());
                 if let Err(error) = write_ready(&engine, &directory) {
                     tracing::warn!(%error, "cannot update the ready file");
                 }

@@ -1,5 +1,6 @@
 //! Reload semantics, in process: unchanged bindings keep their connections, a broken config
-//! keeps the running one, and a changed binding's connections are cut.
+//! keeps the running one, and a changed binding's connections finish on it, cut only when the
+//! drain timeout passes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,7 +60,10 @@ async fn round_trip(stream: &mut TcpStream, text: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn unchanged_bindings_keep_connections_and_broken_configs_keep_the_old_one() {
     let (first, second, third) = (free_port(), free_port(), free_port());
-    let engine = Engine::new(zilla::registry(), Properties::default());
+    let engine = Engine::new(
+        zilla::registry(),
+        Properties::from_assignments(["zilla.engine.drain.timeout.millis=1500"]),
+    );
     let path = Path::new("zilla.yaml");
     let initial = engine
         .load(path, &config(first, second, "127.0.0.1"))
@@ -67,9 +71,9 @@ async fn unchanged_bindings_keep_connections_and_broken_configs_keep_the_old_one
     engine.apply(initial).unwrap();
 
     let mut kept = TcpStream::connect(("127.0.0.1", first)).await.unwrap();
-    let mut cut = TcpStream::connect(("127.0.0.1", second)).await.unwrap();
+    let mut draining = TcpStream::connect(("127.0.0.1", second)).await.unwrap();
     assert_eq!(round_trip(&mut kept, b"one").await, b"one");
-    assert_eq!(round_trip(&mut cut, b"one").await, b"one");
+    assert_eq!(round_trip(&mut draining, b"one").await, b"one");
 
     // Move the second server to another port: only it is rebuilt.
     let changed = engine
@@ -80,17 +84,20 @@ async fn unchanged_bindings_keep_connections_and_broken_configs_keep_the_old_one
     assert_eq!(report.built, 1, "{report:?}");
     assert_eq!(report.retired, 1, "{report:?}");
     assert_eq!(round_trip(&mut kept, b"two").await, b"two");
+    // The replaced server no longer listens, but the connection it accepted carries on...
+    assert!(TcpStream::connect(("127.0.0.1", second)).await.is_err());
+    assert_eq!(round_trip(&mut draining, b"two").await, b"two");
+    let mut moved = TcpStream::connect(("127.0.0.1", third)).await.unwrap();
+    assert_eq!(round_trip(&mut moved, b"new").await, b"new");
+    // ...until the drain timeout, when what is still open is cut.
     let mut buffer = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(5), cut.read(&mut buffer))
+    let read = tokio::time::timeout(Duration::from_secs(10), draining.read(&mut buffer))
         .await
-        .expect("retired connection was not closed");
+        .expect("a connection of a replaced binding outlived the drain timeout");
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "retired connection still open: {read:?}"
     );
-    let mut moved = TcpStream::connect(("127.0.0.1", third)).await.unwrap();
-    assert_eq!(round_trip(&mut moved, b"new").await, b"new");
-    assert!(TcpStream::connect(("127.0.0.1", second)).await.is_err());
 
     // A config that cannot be built (the host does not resolve) leaves everything running.
     let broken = engine

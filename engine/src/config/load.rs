@@ -13,6 +13,7 @@ use super::model::{
     RouteConfig, Telemetry, display_path,
 };
 use super::node::Node;
+use super::refused::refusals;
 use super::source::Source;
 use crate::registry::{Category, Registry, namespace_schema};
 
@@ -48,6 +49,7 @@ pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors>
             &value,
             &origin,
         ));
+        errors.extend(refusals(&config, &namespace_schema(), &value, &origin));
         values.push(value);
     }
     if !errors.is_empty() {
@@ -188,6 +190,17 @@ fn check_types(
                 &origin.child("options"),
                 &format!("{} type `{type_name}` takes no `options`", category.noun()),
             ));
+            if component.get("vault").is_some()
+                && !registry.component_uses_vault(category, type_name)
+            {
+                errors.push(config.error(
+                    &origin.child("vault"),
+                    format!(
+                        "`vault` is not supported yet by {} type `{type_name}`",
+                        category.noun()
+                    ),
+                ));
+            }
         }
     }
     errors
@@ -219,7 +232,11 @@ fn check_part(
         (None, _) => Vec::new(),
         (Some(_), None) => vec![config.error(origin, not_allowed)],
         (Some(value), Some(schema)) => match jsonschema::validator_for(schema) {
-            Ok(validator) => schema_errors(config, &validator, schema, value, origin),
+            Ok(validator) => {
+                let mut errors = schema_errors(config, &validator, schema, value, origin);
+                errors.extend(refusals(config, schema, value, origin));
+                errors
+            }
             Err(error) => vec![config.error(origin, format!("internal schema error: {error}"))],
         },
     }
@@ -829,8 +846,15 @@ mod tests {
             BindingSchema {
                 options: Some(serde_json::json!({
                     "type": "object",
-                    "properties": {"size": {"type": "integer", "maximum": 10}},
-                    "additionalProperties": false
+                    "properties": {
+                        "size": {"type": "integer", "maximum": 10},
+                        "items": {"type": "array", "items": {"$ref": "#/$defs/item"}},
+                    },
+                    "additionalProperties": false,
+                    "$defs": {"item": {"type": "object", "properties": {
+                        "name": {"type": "string"},
+                        "shape": {"type": "string", "x-unsupported": "item `shape` is not supported yet"},
+                    }}},
                 })),
                 options_required: false,
                 when: Some(serde_json::json!({"type": "object"})),
@@ -938,6 +962,96 @@ mod tests {
 
     fn errors_of(text: &str) -> Vec<String> {
         errors(text)
+    }
+
+    #[test]
+    fn keys_marked_unsupported_are_refused_at_their_position() {
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: client\n    options:\n      items:\n        - name: x\n        - name: z\n          shape: round\n";
+        assert_eq!(
+            errors_of(text),
+            vec![
+                "z.yaml:10:11: bindings.one.options.items[1].shape: item `shape` is not supported yet"
+            ]
+        );
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: client\n    options:\n      items:\n        - name: x\n";
+        assert_eq!(errors_of(text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn entry_is_refused_outside_remote_kinds() {
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: server\n    entry: two\n    exit: two\n  two:\n    type: pipe\n    kind: client\n";
+        assert_eq!(
+            errors_of(text),
+            vec![
+                "z.yaml:6:12: bindings.one.entry: only remote_server and remote_client bindings have an `entry`"
+            ]
+        );
+    }
+
+    #[test]
+    fn types_not_built_are_refused() {
+        let text = "name: a\nguards:\n  g0:\n    type: jwt\n    options: {}\n    store: s0\nstores:\n  s0:\n    type: memory\n    vault: v0\n";
+        let errors = errors_of(text);
+        for expected in [
+            "guards.g0.type: guard type `jwt` is not built into this distribution",
+            "stores.s0.type: store type `memory` is not built into this distribution",
+        ] {
+            assert!(errors.iter().any(|e| e.contains(expected)), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn a_binding_level_catalog_is_refused() {
+        let text = "name: a\nbindings:\n  one:\n    type: pipe\n    kind: client\n    catalog:\n      c0: []\n";
+        let errors = errors_of(text);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "z.yaml:6:5: bindings.one.catalog: a binding-level `catalog` is not supported yet"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn component_vault_is_refused_unless_the_type_uses_it() {
+        use crate::components::{ComponentContext, ComponentFactory};
+        use crate::vault::Vault;
+        struct Plain(bool);
+        impl ComponentFactory<dyn Vault> for Plain {
+            fn type_name(&self) -> &'static str {
+                if self.0 { "keyed" } else { "plain" }
+            }
+            fn options_schema(&self) -> Option<Value> {
+                None
+            }
+            fn uses_vault(&self) -> bool {
+                self.0
+            }
+            fn build(&self, _: &ComponentContext<'_>) -> Result<Arc<dyn Vault>, BuildError> {
+                Err(BuildError::at("", "not built in these tests"))
+            }
+        }
+        let mut registry = registry();
+        registry.vault(Plain(false)).vault(Plain(true));
+        let load = |text: &str| match load(Source::plain("z.yaml", text), &registry) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            load(
+                "name: a\nvaults:\n  v0:\n    type: plain\n  v1:\n    type: plain\n    vault: v0\n"
+            ),
+            vec![
+                "z.yaml:7:12: vaults.v1.vault: `vault` is not supported yet by vault type `plain`"
+            ]
+        );
+        assert_eq!(
+            load(
+                "name: a\nvaults:\n  v0:\n    type: plain\n  v1:\n    type: keyed\n    vault: v0\n"
+            ),
+            Vec::<String>::new()
+        );
     }
 
     proptest! {

@@ -4,6 +4,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod refused;
 pub mod source;
 
 pub use error::{ConfigError, ConfigErrors, Position};

@@ -45,8 +45,22 @@
 //! | `password` | PKCS#12: the store password (absent means the empty password); PEM: decrypts `ENCRYPTED PRIVATE KEY` sections |
 //! | `entries` | only these aliases are visible; each must be in the store |
 //!
-//! `revocation: crl` is accepted as in Zilla and available from
-//! [`FileSystemVault::revocation`]; checking revocation is up to the binding.
+//! `revocation: crl` makes TLS bindings using the vault check peer certificates against the
+//! certificate revocation lists of the `trust` store: a revoked certificate, or one whose
+//! issuer has no list, is refused (as Zilla's PKIX checker without soft-fail refuses a
+//! certificate whose status it cannot tell). Zilla's Java trust store cannot hold CRLs; here
+//! they go in a `type: pem` trust store, as `X509 CRL` sections or `.crl` files (PEM or DER,
+//! e.g. written by `openssl ca -gencrl`). `revocation: crl` without any list is refused at load.
+//!
+//! ```yaml
+//! vaults:
+//!   server:
+//!     type: filesystem
+//!     options:
+//!       keys: {store: tls/localhost.p12, password: generated}
+//!       trust: {store: tls/trust, type: pem}  # ca.pem and ca.crl
+//!       revocation: crl
+//! ```
 //!
 //! # PKCS#12
 //!
@@ -149,12 +163,36 @@ impl FileSystemVault {
                 .map(|store| load_store(role, store, &resolve))
                 .transpose()
         };
-        Ok(Self {
+        let vault = Self {
             keys: load(Role::Keys, &options.keys)?,
             trust: load(Role::Trust, &options.trust)?,
             signers: load(Role::Signers, &options.signers)?,
             revocation: options.revocation,
-        })
+        };
+        if vault.revocation == Some(Revocation::Crl)
+            && vault
+                .trust
+                .as_ref()
+                .is_none_or(|trust| trust.crls.is_empty())
+        {
+            // Checking revocation with no list would refuse every peer (an unknown status is
+            // not trusted); loading without checking would ignore the setting. Neither is
+            // what the config asks for.
+            return Err(BuildError::at(
+                "options.revocation",
+                "`revocation: crl` needs certificate revocation lists in the `trust` store: \
+                 a `type: pem` store holding `X509 CRL` sections or `.crl` files",
+            ));
+        }
+        Ok(vault)
+    }
+
+    /// The certificate revocation lists of `trust` (DER), in store order.
+    pub fn crls(&self) -> Vec<Vec<u8>> {
+        self.trust
+            .as_ref()
+            .map(|trust| trust.crls.clone())
+            .unwrap_or_default()
     }
 
     /// The key entry `alias` of `keys`, or why there is none.
@@ -243,6 +281,10 @@ impl Vault for FileSystemVault {
 
     fn signer(&self, alias: &str) -> Option<Vec<Vec<u8>>> {
         self.find_signer(alias).map_err(missed).ok()
+    }
+
+    fn revocation_lists(&self) -> Option<Vec<Vec<u8>>> {
+        (self.revocation == Some(Revocation::Crl)).then(|| self.crls())
     }
 }
 

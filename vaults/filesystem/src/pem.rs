@@ -8,18 +8,22 @@
 //! An entry with a private key is a key entry: its certificates, in file order, are the chain
 //! (leaf first). An entry without a private key holds trusted certificates: a bundle file keeps
 //! all of them under its one name.
+//!
+//! Certificate revocation lists (`X509 CRL` sections, or `.crl` files in PEM or DER) belong to
+//! no entry: the store keeps them all, for `revocation: crl`.
 
 use std::path::Path;
 
 use pkcs8::EncryptedPrivateKeyInfoRef;
 use pkcs8::der::Document;
 use rustls_pki_types::pem::{PemObject, SectionKind};
+use x509_parser::prelude::FromDer;
 use zilla_engine::vault::{KeyEntry, PrivateKeyFormat};
 
 use crate::error::VaultError;
 use crate::store::{CertificateNames, Store};
 
-const EXTENSIONS: [&str; 4] = ["pem", "crt", "cer", "key"];
+const EXTENSIONS: [&str; 5] = ["pem", "crt", "cer", "key", "crl"];
 const ENCRYPTED_BEGIN: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
 const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
 
@@ -27,6 +31,7 @@ const ENCRYPTED_END: &str = "-----END ENCRYPTED PRIVATE KEY-----";
 struct Entry {
     keys: Vec<(Vec<u8>, PrivateKeyFormat)>,
     certificates: Vec<Vec<u8>>,
+    crls: Vec<Vec<u8>>,
 }
 
 /// Reads the PEM file or directory at `path`; `password` decrypts encrypted PKCS#8 keys.
@@ -77,8 +82,10 @@ pub(crate) fn load(path: &Path, password: Option<&str>) -> Result<Store, VaultEr
         path: path.to_owned(),
         keys: Vec::new(),
         certificates: Vec::new(),
+        crls: Vec::new(),
     };
     for (alias, mut entry) in entries {
+        store.crls.append(&mut entry.crls);
         let entry_error = |reason: String| VaultError::Entry {
             path: path.to_owned(),
             alias: alias.clone(),
@@ -133,7 +140,17 @@ fn read_file(
         format: "pem",
         reason,
     };
-    let found_before = entry.keys.len() + entry.certificates.len();
+    let found_before = entry.keys.len() + entry.certificates.len() + entry.crls.len();
+    let is_crl_file = file
+        .extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("crl"));
+    if is_crl_file && !data.starts_with(b"-----") {
+        // `openssl ca -gencrl -outform DER` and most CA tools write `.crl` files as DER.
+        check_crl(&data).map_err(|reason| format_error(format!("revocation list: {reason}")))?;
+        entry.crls.push(data);
+        return Ok(());
+    }
     let text = String::from_utf8_lossy(&data);
     if text.contains("Proc-Type: 4,ENCRYPTED") {
         return Err(VaultError::Entry {
@@ -156,6 +173,11 @@ fn read_file(
             SectionKind::PrivateKey => entry.keys.push((der, PrivateKeyFormat::Pkcs8)),
             SectionKind::RsaPrivateKey => entry.keys.push((der, PrivateKeyFormat::Pkcs1)),
             SectionKind::EcPrivateKey => entry.keys.push((der, PrivateKeyFormat::Sec1)),
+            SectionKind::Crl => {
+                check_crl(&der)
+                    .map_err(|reason| format_error(format!("revocation list: {reason}")))?;
+                entry.crls.push(der);
+            }
             _ => {}
         }
     }
@@ -185,12 +207,20 @@ fn read_file(
             .push((decrypted.as_bytes().to_vec(), PrivateKeyFormat::Pkcs8));
     }
 
-    if entry.keys.len() + entry.certificates.len() == found_before {
+    if entry.keys.len() + entry.certificates.len() + entry.crls.len() == found_before {
         return Err(format_error(
-            "no CERTIFICATE or PRIVATE KEY sections".into(),
+            "no CERTIFICATE, PRIVATE KEY or X509 CRL sections".into(),
         ));
     }
     Ok(())
+}
+
+/// Whether `der` is a certificate revocation list.
+fn check_crl(der: &[u8]) -> Result<(), String> {
+    use x509_parser::prelude::CertificateRevocationList;
+    CertificateRevocationList::from_der(der)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
 }
 
 /// Each `ENCRYPTED PRIVATE KEY` section, markers included; the PEM reader skips these.

@@ -48,6 +48,7 @@ pub(crate) fn load(path: &Path, password: Option<&str>) -> Result<Store, VaultEr
         path: path.to_owned(),
         keys: Vec::new(),
         certificates: Vec::new(),
+        crls: Vec::new(),
     };
 
     for key in &archive.keys {

@@ -37,6 +37,9 @@ pub(crate) struct Store {
     pub(crate) path: PathBuf,
     pub(crate) keys: Vec<(String, KeyEntry)>,
     pub(crate) certificates: Vec<(String, Vec<u8>)>,
+    /// DER certificate revocation lists (PEM stores only: `X509 CRL` sections and `.crl`
+    /// files). They belong to no alias.
+    pub(crate) crls: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for Store {

@@ -823,8 +823,7 @@ fn engine_builds_the_vault_from_zilla_yaml() -> Result<()> {
                      type: pkcs12\n        \
                      password: {password}\n        \
                      entries:\n          \
-                       - localhost\n      \
-                   revocation: crl\n"
+                       - localhost\n"
         )
     };
     let file: PathBuf = dir.join("zilla.yaml");
@@ -857,7 +856,7 @@ fn engine_builds_the_vault_from_zilla_yaml() -> Result<()> {
         .expect_err("jks")
         .to_string();
     assert!(errors.contains("jks"), "{errors}");
-    let unknown = config(PASSWORD).replace("revocation: crl", "secrets: {}");
+    let unknown = format!("{}      secrets: {{}}\n", config(PASSWORD));
     let errors = engine
         .load(&file, &unknown)
         .and_then(|loaded| engine.apply(loaded))
@@ -867,14 +866,95 @@ fn engine_builds_the_vault_from_zilla_yaml() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn revocation_is_kept() -> Result<()> {
-    let vault = load(
-        Path::new("."),
-        &options(serde_json::json!({"revocation": "crl"})),
+/// `ca.cnf` for `openssl ca`: issues certificates signed by `<dir>/ca.pem` and writes CRLs.
+const CA_CONFIG: &str = "[ca]\ndefault_ca = test_ca\n[test_ca]\ndatabase = index.txt\n\
+    new_certs_dir = .\ncertificate = ca.pem\nprivate_key = ca.key\nserial = serial\n\
+    crlnumber = crlnumber\ndefault_md = sha256\ndefault_days = 2\ndefault_crl_days = 2\n\
+    policy = any_name\n[any_name]\ncommonName = supplied\n";
+
+/// A CA `ca` and its (empty) revocation list `ca.crl.pem`, made with `openssl ca -gencrl`.
+fn ca_with_crl(dir: &Path) -> Result<()> {
+    ca(dir, "ca", Algorithm::Ec)?;
+    std::fs::write(dir.join("ca.cnf"), CA_CONFIG)?;
+    std::fs::write(dir.join("index.txt"), "")?;
+    std::fs::write(dir.join("serial"), "01\n")?;
+    std::fs::write(dir.join("crlnumber"), "01\n")?;
+    openssl(
+        dir,
+        &["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca.crl.pem"],
     )?;
-    assert_eq!(vault.revocation(), Some(Revocation::Crl));
-    assert!(vault.certificates().is_empty());
-    assert!(vault.key("localhost").is_none());
+    Ok(())
+}
+
+#[test]
+fn revocation_lists_come_from_the_pem_trust_store() -> Result<()> {
+    let dir = TempDir::new()?;
+    let dir = dir.path();
+    ca_with_crl(dir)?;
+    let trust = dir.join("trust");
+    std::fs::create_dir(&trust)?;
+    std::fs::copy(dir.join("ca.pem"), trust.join("ca.pem"))?;
+    // One list as a PEM `.crl` file, the same as DER, and one as a section of a PEM bundle.
+    std::fs::copy(dir.join("ca.crl.pem"), trust.join("pem.crl"))?;
+    openssl(
+        dir,
+        &[
+            "crl",
+            "-in",
+            "ca.crl.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "trust/der.crl",
+        ],
+    )?;
+    let mut bundle = std::fs::read(dir.join("ca.pem"))?;
+    bundle.extend(std::fs::read(dir.join("ca.crl.pem"))?);
+    std::fs::write(trust.join("bundle.pem"), bundle)?;
+
+    let checked = load(
+        dir,
+        &options(serde_json::json!({
+            "trust": {"store": "trust", "type": "pem"},
+            "revocation": "crl",
+        })),
+    )?;
+    assert_eq!(checked.revocation(), Some(Revocation::Crl));
+    let lists = Vault::revocation_lists(&checked).expect("revocation is checked");
+    assert_eq!(lists.len(), 3);
+    assert!(
+        lists.iter().all(|list| list == &lists[0]),
+        "the same list three ways"
+    );
+    // The lists are not trusted certificates, and a bundle keeps its certificate.
+    assert_eq!(checked.certificate_aliases(), vec!["bundle", "ca"]);
+
+    // The same store without `revocation`: nothing is checked.
+    let unchecked = load(
+        dir,
+        &options(serde_json::json!({"trust": {"store": "trust", "type": "pem"}})),
+    )?;
+    assert!(Vault::revocation_lists(&unchecked).is_none());
+
+    // `revocation: crl` with no list to check against is refused, not ignored.
+    std::fs::create_dir(dir.join("bare"))?;
+    std::fs::copy(dir.join("ca.pem"), dir.join("bare/ca.pem"))?;
+    for trust in [
+        serde_json::json!({"revocation": "crl"}),
+        serde_json::json!({"trust": {"store": "bare", "type": "pem"}, "revocation": "crl"}),
+    ] {
+        let error = load(dir, &options(trust)).expect_err("no revocation lists");
+        assert_eq!(error.path, "options.revocation");
+        assert!(error.message.contains("revocation lists"), "{error}");
+    }
+
+    // A `.crl` file that is not a revocation list names the file.
+    std::fs::write(trust.join("broken.crl"), b"not a list")?;
+    let error = load(
+        dir,
+        &options(serde_json::json!({"trust": {"store": "trust", "type": "pem"}})),
+    )
+    .expect_err("broken list");
+    assert!(error.message.contains("broken.crl"), "{error}");
     Ok(())
 }
