@@ -77,11 +77,12 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An engine with nothing running.
     pub fn new(registry: Registry, properties: Properties) -> Self {
+        let metrics = Metrics::new(registry.metric_groups());
         Self {
             registry: Arc::new(registry),
             properties,
             listeners: ListenerPool::default(),
-            metrics: Metrics::default(),
+            metrics,
             events: Events::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -147,7 +147,10 @@ impl HttpServer {
             versions,
             requests,
             limits: Limits::from_properties(context.properties()),
-            metrics: Arc::new(HttpMetrics::new(&context.metrics())),
+            metrics: Arc::new(HttpMetrics::new(
+                &context.metrics(),
+                &context.config().telemetry_attributes,
+            )),
             events: context.events().clone(),
             lifecycle: OnceLock::new(),
         });
@@ -254,7 +257,9 @@ impl Shared {
     }
 
     async fn exchange(&self, request: hyper::Request<Incoming>, info: &StreamInfo) -> Response {
-        let record = self.metrics.start();
+        let record = self
+            .metrics
+            .start(request.method(), request.uri(), request.headers());
         let (mut response, decoration) = self.answer(request, info, record.as_ref()).await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
@@ -266,7 +271,10 @@ impl Shared {
                 .or_insert_with(|| server.clone());
         }
         match record {
-            Some(record) => response.map(|body| record.response_body(body)),
+            Some(mut record) => {
+                record.respond(response.status(), response.headers());
+                response.map(|body| record.response_body(body))
+            }
             None => response,
         }
     }

@@ -5,6 +5,7 @@ pub mod load;
 pub mod model;
 pub mod node;
 pub mod source;
+pub mod telemetry;
 
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use load::load;
