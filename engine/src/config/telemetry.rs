@@ -51,7 +51,13 @@ pub fn check_telemetry(config: &Config, registry: &Registry) -> Vec<ConfigError>
 
 fn unknown_metric(registry: &Registry, metric: &str) -> String {
     let group = metric.split('.').next().unwrap_or_default();
-    if ZILLA_METRIC_GROUPS.contains(&group) {
+    if let Some(known) = registry.metric_groups().find(|known| known.name == group) {
+        let names: Vec<&str> = known.metrics.iter().map(|m| m.name).collect();
+        format!(
+            "unknown metric `{metric}`; expected one of: {}",
+            names.join(", ")
+        )
+    } else if ZILLA_METRIC_GROUPS.contains(&group) {
         format!("metric `{metric}` is not recorded by any component built into this distribution")
     } else {
         let known: Vec<&str> = registry
