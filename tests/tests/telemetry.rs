@@ -243,7 +243,10 @@ fn prometheus_scrapes_the_http_metrics_example() -> Result<()> {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
-    assert!(matches!(checked.status.code(), Some(0 | 3)), "promtool: {said}");
+    assert!(
+        matches!(checked.status.code(), Some(0 | 3)),
+        "promtool: {said}"
+    );
     for line in said.lines() {
         assert!(
             line == "http_duration_milliseconds use base unit \"seconds\" instead of \"milliseconds\"",

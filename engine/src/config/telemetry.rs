@@ -96,7 +96,10 @@ fn check_binding(
             Err(error) => {
                 errors.push(config.error(
                     &origin,
-                    format!("`{pattern}` is not a valid regular expression: {error}"),
+                    format!(
+                        "`{pattern}` is not a valid regular expression: {}",
+                        regex_problem(&error)
+                    ),
                 ));
                 continue;
             }
@@ -195,6 +198,15 @@ fn check_binding(
         }
     }
     errors
+}
+
+/// The one-line cause of a regex error (its display spans several lines, with a caret).
+fn regex_problem(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .find_map(|line| line.trim().strip_prefix("error: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 fn is_label_name(name: &str) -> bool {
