@@ -72,6 +72,9 @@ pub struct MetricDescriptor {
     pub description: &'static str,
 }
 
+/// Checks one `telemetry.attributes` value; the error says what is expected.
+pub type AttributeCheck = fn(&str) -> Result<(), String>;
+
 /// The metrics one component records, declared by that component.
 #[derive(Debug)]
 pub struct MetricGroup {
@@ -83,7 +86,7 @@ pub struct MetricGroup {
     pub metrics: &'static [MetricDescriptor],
     /// Checks one binding `telemetry.attributes` value (an expression such as
     /// `${http.request.method}`); `None` when this group records no attributes.
-    pub attribute: Option<fn(&str) -> Result<(), String>>,
+    pub attribute: Option<AttributeCheck>,
 }
 
 impl MetricGroup {

@@ -273,7 +273,7 @@ fn prometheus_scrapes_the_http_metrics_example() -> Result<()> {
         format!(
             "example north_http_server http.request.size{{method=GET,path=/health}} count={GETS} sum=0"
         ),
-        format!("example north_http_server http.active.requests{{method=POST,path=/items}} 0"),
+        "example north_http_server http.active.requests{method=POST,path=/items} 0".to_owned(),
         format!(
             "example north_tcp_server stream.opens.sent {}",
             POSTS + GETS
