@@ -112,12 +112,13 @@ impl Engine {
     /// An engine with nothing running.
     pub fn new(registry: Registry, properties: Properties) -> Self {
         let drain = properties.millis("zilla.engine.drain.timeout.millis", DEFAULT_DRAIN);
+        let metrics = Metrics::new(registry.metric_groups());
         Self {
             connections: crate::limits::ConnectionGate::from_properties(&properties),
             registry: Arc::new(registry),
             properties,
             listeners: ListenerPool::default(),
-            metrics: Metrics::default(),
+            metrics,
             events: Events::default(),
             shutdown: CancellationToken::new(),
             lifecycles: Mutex::new(Vec::new()),

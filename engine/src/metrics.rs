@@ -1,13 +1,28 @@
 //! The metric registry, with Zilla's names, kinds and units so dashboards carry over.
 //!
+//! The engine knows no protocol: each component crate declares the metrics it records as a
+//! [`MetricGroup`] and registers it (`Registry::metric_group`); the engine itself declares only
+//! the generic `stream.*` group ([`STREAM_METRICS`]), recorded wherever one binding hands a byte
+//! stream to another.
+//!
 //! Bindings take handles at build time; recording is one relaxed atomic add. A metric records
 //! only when the namespace lists it in `telemetry.metrics` and the binding's
 //! `telemetry.metrics` has a regex matching it, as in Zilla; otherwise the handle is `None` and
-//! costs nothing. Values survive reloads: the same (namespace, binding, metric) keeps counting.
+//! costs nothing. Values survive reloads: the same (namespace, binding, metric, attributes)
+//! keeps counting.
+//!
+//! Labelled series (binding `telemetry.attributes`) are resolved through a [`Family`]: a
+//! lock-free read of a copy-on-write map, so the hot path takes no lock once a combination of
+//! attribute values has been seen. Each (namespace, binding, metric) holds at most
+//! [`MAX_SERIES_PER_METRIC`] series; further combinations are recorded in one overflow series
+//! whose attribute values are all [`OVERFLOW_VALUE`], and a warning is logged once. Attribute
+//! values longer than [`MAX_ATTRIBUTE_VALUE_BYTES`] are cut to that length.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::config::model::QualifiedName;
 
@@ -33,40 +48,153 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// Every metric name this build knows, with its kind and unit.
-pub const KNOWN_METRICS: &[(&str, MetricKind, Unit)] = &[
-    ("stream.active.received", MetricKind::Gauge, Unit::Count),
-    ("stream.active.sent", MetricKind::Gauge, Unit::Count),
-    ("stream.opens.received", MetricKind::Counter, Unit::Count),
-    ("stream.opens.sent", MetricKind::Counter, Unit::Count),
-    ("stream.data.received", MetricKind::Counter, Unit::Bytes),
-    ("stream.data.sent", MetricKind::Counter, Unit::Bytes),
-    ("stream.errors.received", MetricKind::Counter, Unit::Count),
-    ("stream.errors.sent", MetricKind::Counter, Unit::Count),
-    ("stream.closes.received", MetricKind::Counter, Unit::Count),
-    ("stream.closes.sent", MetricKind::Counter, Unit::Count),
-    ("http.request.size", MetricKind::Histogram, Unit::Bytes),
-    ("http.response.size", MetricKind::Histogram, Unit::Bytes),
-    ("http.active.requests", MetricKind::Gauge, Unit::Count),
-    ("http.duration", MetricKind::Histogram, Unit::Nanoseconds),
-    ("grpc.request.size", MetricKind::Histogram, Unit::Bytes),
-    ("grpc.response.size", MetricKind::Histogram, Unit::Bytes),
-    ("grpc.active.requests", MetricKind::Gauge, Unit::Count),
-    ("grpc.duration", MetricKind::Histogram, Unit::Nanoseconds),
-    ("grpc.requests.per.rpc", MetricKind::Histogram, Unit::Count),
-    ("grpc.responses.per.rpc", MetricKind::Histogram, Unit::Count),
-];
-
-/// The kind and unit of a known metric name.
-pub fn describe(name: &str) -> Option<(MetricKind, Unit)> {
-    KNOWN_METRICS
-        .iter()
-        .find(|(known, _, _)| *known == name)
-        .map(|(_, kind, unit)| (*kind, *unit))
+impl MetricKind {
+    /// The lower-case word exporters print (`counter`, `gauge`, `histogram`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
 }
 
-/// Number of histogram buckets: upper limits 2, 4, ... 2^63, plus one for larger values.
+/// One metric a component records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDescriptor {
+    /// Zilla's name, e.g. `http.request.size`.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: MetricKind,
+    /// What it counts in.
+    pub unit: Unit,
+    /// One line for exporters' help text.
+    pub description: &'static str,
+}
+
+/// Checks one `telemetry.attributes` value; the error says what is expected.
+pub type AttributeCheck = fn(&str) -> Result<(), String>;
+
+/// The metrics one component records, declared by that component.
+#[derive(Debug)]
+pub struct MetricGroup {
+    /// The group name: every metric in it is named `<name>.…`.
+    pub name: &'static str,
+    /// The binding types that record it; empty when every binding does.
+    pub binding_types: &'static [&'static str],
+    /// Its metrics.
+    pub metrics: &'static [MetricDescriptor],
+    /// Checks one binding `telemetry.attributes` value (an expression such as
+    /// `${http.request.method}`); `None` when this group records no attributes.
+    pub attribute: Option<AttributeCheck>,
+}
+
+impl MetricGroup {
+    /// Whether a binding of `type_name` records this group.
+    pub fn recorded_by(&self, type_name: &str) -> bool {
+        self.binding_types.is_empty() || self.binding_types.contains(&type_name)
+    }
+}
+
+/// The generic `stream.*` metrics, recorded by the engine for every binding.
+pub static STREAM_METRICS: MetricGroup = MetricGroup {
+    name: "stream",
+    binding_types: &[],
+    metrics: &[
+        stream_metric(
+            "stream.active.received",
+            MetricKind::Gauge,
+            Unit::Count,
+            "Number of currently active received streams",
+        ),
+        stream_metric(
+            "stream.active.sent",
+            MetricKind::Gauge,
+            Unit::Count,
+            "Number of currently active sent streams",
+        ),
+        stream_metric(
+            "stream.opens.received",
+            MetricKind::Counter,
+            Unit::Count,
+            "Number of opened received streams",
+        ),
+        stream_metric(
+            "stream.opens.sent",
+            MetricKind::Counter,
+            Unit::Count,
+            "Number of opened sent streams",
+        ),
+        stream_metric(
+            "stream.data.received",
+            MetricKind::Counter,
+            Unit::Bytes,
+            "Bytes of data on received streams",
+        ),
+        stream_metric(
+            "stream.data.sent",
+            MetricKind::Counter,
+            Unit::Bytes,
+            "Bytes of data on sent streams",
+        ),
+        stream_metric(
+            "stream.errors.received",
+            MetricKind::Counter,
+            Unit::Count,
+            "Number of errors on received streams",
+        ),
+        stream_metric(
+            "stream.errors.sent",
+            MetricKind::Counter,
+            Unit::Count,
+            "Number of errors on sent streams",
+        ),
+        stream_metric(
+            "stream.closes.received",
+            MetricKind::Counter,
+            Unit::Count,
+            "Number of closed received streams",
+        ),
+        stream_metric(
+            "stream.closes.sent",
+            MetricKind::Counter,
+            Unit::Count,
+            "Number of closed sent streams",
+        ),
+    ],
+    attribute: None,
+};
+
+const fn stream_metric(
+    name: &'static str,
+    kind: MetricKind,
+    unit: Unit,
+    description: &'static str,
+) -> MetricDescriptor {
+    MetricDescriptor {
+        name,
+        kind,
+        unit,
+        description,
+    }
+}
+
+/// The metric groups Zilla defines, so that a metric this distribution lacks is told apart
+/// from a typo.
+pub const ZILLA_METRIC_GROUPS: &[&str] = &["stream", "http", "grpc", "mcp"];
+
+/// Number of histogram buckets kept: bucket `i` counts values `v` with `2^i <= v < 2^(i+1)`
+/// (bucket 0 also holds 0 and 1); the last one also holds everything larger.
 pub const HISTOGRAM_BUCKETS: usize = 64;
+
+/// At most this many series (attribute combinations) per (namespace, binding, metric).
+pub const MAX_SERIES_PER_METRIC: usize = 1000;
+
+/// The value of every attribute of the series that takes combinations beyond the limit.
+pub const OVERFLOW_VALUE: &str = "_overflow";
+
+/// Attribute values are cut to this many bytes.
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 256;
 
 /// One metric's storage.
 #[derive(Debug)]
@@ -77,6 +205,16 @@ pub enum Metric {
     Gauge(AtomicI64),
     /// A histogram.
     Histogram(Box<Histogram>),
+}
+
+impl Metric {
+    fn new(kind: MetricKind) -> Self {
+        match kind {
+            MetricKind::Counter => Metric::Counter(AtomicU64::new(0)),
+            MetricKind::Gauge => Metric::Gauge(AtomicI64::new(0)),
+            MetricKind::Histogram => Metric::Histogram(Box::new(Histogram::new())),
+        }
+    }
 }
 
 /// Power-of-two bucket histogram.
@@ -106,6 +244,26 @@ impl Histogram {
         self.sum.fetch_add(value, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// The bucket counts, sum and count, read now.
+    pub fn read(&self) -> HistogramValues {
+        HistogramValues {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum: self.sum.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A histogram read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistogramValues {
+    /// Per-bucket (not cumulative) counts, as in [`Histogram::buckets`].
+    pub buckets: [u64; HISTOGRAM_BUCKETS],
+    /// Sum of recorded values.
+    pub sum: u64,
+    /// Number of recorded values.
+    pub count: u64,
 }
 
 /// A handle to a counter.
@@ -147,19 +305,91 @@ impl HistogramHandle {
     }
 }
 
-type MetricKey = (String, String, &'static str);
+/// Attribute labels of one series, sorted by name.
+pub type Attributes = Vec<(String, String)>;
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SeriesKey {
+    namespace: String,
+    binding: String,
+    metric: &'static str,
+    attributes: Attributes,
+}
+
+/// One series in a [`Metrics::snapshot`].
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Namespace name.
+    pub namespace: String,
+    /// Binding name.
+    pub binding: String,
+    /// What the metric is.
+    pub descriptor: &'static MetricDescriptor,
+    /// Attribute labels, sorted by name; empty when the binding sets none.
+    pub attributes: Attributes,
+    /// The live storage.
+    pub value: Arc<Metric>,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    series: BTreeMap<SeriesKey, Arc<Metric>>,
+    /// Series per (namespace, binding, metric), to bound attribute combinations.
+    counts: HashMap<(String, String, &'static str), usize>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    descriptors: ArcSwap<HashMap<&'static str, &'static MetricDescriptor>>,
+    store: Mutex<Store>,
+    enabled: Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        let descriptors = STREAM_METRICS.metrics.iter().map(|m| (m.name, m)).collect();
+        Self {
+            descriptors: ArcSwap::from_pointee(descriptors),
+            store: Mutex::default(),
+            enabled: Mutex::default(),
+        }
+    }
+}
 
 /// The process-wide registry. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    metrics: Arc<Mutex<BTreeMap<MetricKey, Arc<Metric>>>>,
-    enabled: Arc<Mutex<BTreeMap<String, Vec<String>>>>,
+    inner: Arc<Inner>,
 }
 
 impl Metrics {
+    /// A registry that knows `stream.*` and the metrics of `groups`.
+    pub fn new<'a>(groups: impl IntoIterator<Item = &'a MetricGroup>) -> Self {
+        let metrics = Self::default();
+        metrics.set_groups(groups);
+        metrics
+    }
+
+    /// Sets the metric groups this registry knows (besides `stream.*`, always known).
+    pub fn set_groups<'a>(&self, groups: impl IntoIterator<Item = &'a MetricGroup>) {
+        let mut descriptors: HashMap<&'static str, &'static MetricDescriptor> =
+            STREAM_METRICS.metrics.iter().map(|m| (m.name, m)).collect();
+        for group in groups {
+            // Descriptors live in statics; copy the `'static` references out of the group.
+            let metrics: &'static [MetricDescriptor] = group.metrics;
+            descriptors.extend(metrics.iter().map(|m| (m.name, m)));
+        }
+        self.inner.descriptors.store(Arc::new(descriptors));
+    }
+
+    /// The descriptor of a known metric.
+    pub fn describe(&self, name: &str) -> Option<&'static MetricDescriptor> {
+        self.inner.descriptors.load().get(name).copied()
+    }
+
     /// Sets the metric names each namespace records (`telemetry.metrics`).
     pub fn set_namespace_metrics(&self, namespaces: BTreeMap<String, Vec<String>>) {
-        if let Ok(mut enabled) = self.enabled.lock() {
+        if let Ok(mut enabled) = self.inner.enabled.lock() {
             *enabled = namespaces;
         }
     }
@@ -167,6 +397,7 @@ impl Metrics {
     /// The handles of one binding; `patterns` are its `telemetry.metrics` regexes.
     pub fn binding(&self, name: &QualifiedName, patterns: &[String]) -> BindingMetrics {
         let namespace_metrics = self
+            .inner
             .enabled
             .lock()
             .ok()
@@ -174,13 +405,13 @@ impl Metrics {
             .unwrap_or_default();
         let regexes: Vec<regex::Regex> = patterns
             .iter()
-            .filter_map(|pattern| regex::Regex::new(&format!("^(?:{pattern})$")).ok())
+            .filter_map(|pattern| metric_pattern(pattern).ok())
             .collect();
-        let enabled = KNOWN_METRICS
+        let descriptors = self.inner.descriptors.load();
+        let enabled = namespace_metrics
             .iter()
-            .map(|(metric, _, _)| *metric)
-            .filter(|metric| namespace_metrics.iter().any(|m| m == metric))
-            .filter(|metric| regexes.iter().any(|regex| regex.is_match(metric)))
+            .filter_map(|metric| descriptors.get(metric.as_str()).copied())
+            .filter(|metric| regexes.iter().any(|regex| regex.is_match(metric.name)))
             .collect();
         BindingMetrics {
             registry: self.clone(),
@@ -189,30 +420,63 @@ impl Metrics {
         }
     }
 
-    fn handle(&self, name: &QualifiedName, metric: &'static str) -> Option<Arc<Metric>> {
-        let (kind, _) = describe(metric)?;
-        let mut metrics = self.metrics.lock().ok()?;
-        let entry = metrics
-            .entry((name.namespace.clone(), name.name.clone(), metric))
-            .or_insert_with(|| {
-                Arc::new(match kind {
-                    MetricKind::Counter => Metric::Counter(AtomicU64::new(0)),
-                    MetricKind::Gauge => Metric::Gauge(AtomicI64::new(0)),
-                    MetricKind::Histogram => Metric::Histogram(Box::new(Histogram::new())),
-                })
-            });
-        Some(entry.clone())
+    /// The storage of one series, created on first use. Beyond the series limit of its
+    /// metric, the overflow series with the same attribute names.
+    fn series(
+        &self,
+        name: &QualifiedName,
+        descriptor: &'static MetricDescriptor,
+        attributes: Attributes,
+    ) -> Option<(Arc<Metric>, bool)> {
+        let mut store = self.inner.store.lock().ok()?;
+        let key = SeriesKey {
+            namespace: name.namespace.clone(),
+            binding: name.name.clone(),
+            metric: descriptor.name,
+            attributes,
+        };
+        if let Some(existing) = store.series.get(&key) {
+            return Some((existing.clone(), false));
+        }
+        let count_key = (key.namespace.clone(), key.binding.clone(), descriptor.name);
+        let count = store.counts.get(&count_key).copied().unwrap_or(0);
+        let (key, overflowed) = if count >= MAX_SERIES_PER_METRIC && !key.attributes.is_empty() {
+            let attributes = key
+                .attributes
+                .iter()
+                .map(|(label, _)| (label.clone(), OVERFLOW_VALUE.to_owned()))
+                .collect();
+            (SeriesKey { attributes, ..key }, true)
+        } else {
+            (key, false)
+        };
+        if let Some(existing) = store.series.get(&key) {
+            return Some((existing.clone(), overflowed));
+        }
+        let metric = Arc::new(Metric::new(descriptor.kind));
+        store.series.insert(key, metric.clone());
+        *store.counts.entry(count_key).or_default() += 1;
+        Some((metric, overflowed))
     }
 
-    /// Every recorded metric: (namespace, binding, name, storage), sorted.
-    pub fn snapshot(&self) -> Vec<(String, String, &'static str, Arc<Metric>)> {
-        self.metrics
+    /// Every recorded series, sorted by namespace, binding, metric and attributes.
+    pub fn snapshot(&self) -> Vec<Series> {
+        let descriptors = self.inner.descriptors.load();
+        self.inner
+            .store
             .lock()
-            .map(|metrics| {
-                metrics
+            .map(|store| {
+                store
+                    .series
                     .iter()
-                    .map(|((ns, binding, metric), value)| {
-                        (ns.clone(), binding.clone(), *metric, value.clone())
+                    .filter_map(|(key, value)| {
+                        Some(Series {
+                            namespace: key.namespace.clone(),
+                            binding: key.binding.clone(),
+                            descriptor: descriptors.get(key.metric).copied()?,
+                            attributes: key.attributes.clone(),
+                            value: value.clone(),
+                        })
                     })
                     .collect()
             })
@@ -220,10 +484,12 @@ impl Metrics {
     }
 
     /// The snapshot as a `namespace binding metric value` table, as `zilla metrics` prints.
+    /// A labelled series shows its attributes after the metric name:
+    /// `http.duration{method=GET,path=/items}`.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        for (namespace, binding, metric, value) in self.snapshot() {
-            let value = match &*value {
+        for series in self.snapshot() {
+            let value = match &*series.value {
                 Metric::Counter(counter) => counter.load(Ordering::Relaxed).to_string(),
                 Metric::Gauge(gauge) => gauge.load(Ordering::Relaxed).to_string(),
                 Metric::Histogram(histogram) => {
@@ -232,10 +498,27 @@ impl Metrics {
                     format!("count={count} sum={sum}")
                 }
             };
-            out.push_str(&format!("{namespace} {binding} {metric} {value}\n"));
+            let mut metric = series.descriptor.name.to_owned();
+            if !series.attributes.is_empty() {
+                let labels: Vec<String> = series
+                    .attributes
+                    .iter()
+                    .map(|(label, value)| format!("{label}={value}"))
+                    .collect();
+                metric = format!("{metric}{{{}}}", labels.join(","));
+            }
+            out.push_str(&format!(
+                "{} {} {metric} {value}\n",
+                series.namespace, series.binding
+            ));
         }
         out
     }
+}
+
+/// A binding `telemetry.metrics` entry as a regex over whole metric names.
+pub fn metric_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
 }
 
 /// The metrics one binding may record.
@@ -243,31 +526,46 @@ impl Metrics {
 pub struct BindingMetrics {
     registry: Metrics,
     name: QualifiedName,
-    enabled: Vec<&'static str>,
+    enabled: Vec<&'static MetricDescriptor>,
 }
 
 impl BindingMetrics {
-    fn enabled_handle(&self, metric: &'static str) -> Option<Arc<Metric>> {
-        if self.enabled.contains(&metric) {
-            self.registry.handle(&self.name, metric)
-        } else {
-            None
-        }
+    fn enabled_descriptor(&self, metric: &str) -> Option<&'static MetricDescriptor> {
+        self.enabled.iter().find(|m| m.name == metric).copied()
+    }
+
+    fn enabled_handle(&self, metric: &str) -> Option<Arc<Metric>> {
+        let descriptor = self.enabled_descriptor(metric)?;
+        self.registry
+            .series(&self.name, descriptor, Vec::new())
+            .map(|(metric, _)| metric)
     }
 
     /// A counter, if enabled.
-    pub fn counter(&self, metric: &'static str) -> Option<Counter> {
+    pub fn counter(&self, metric: &str) -> Option<Counter> {
         self.enabled_handle(metric).map(Counter)
     }
 
     /// A gauge, if enabled.
-    pub fn gauge(&self, metric: &'static str) -> Option<Gauge> {
+    pub fn gauge(&self, metric: &str) -> Option<Gauge> {
         self.enabled_handle(metric).map(Gauge)
     }
 
     /// A histogram, if enabled.
-    pub fn histogram(&self, metric: &'static str) -> Option<HistogramHandle> {
+    pub fn histogram(&self, metric: &str) -> Option<HistogramHandle> {
         self.enabled_handle(metric).map(HistogramHandle)
+    }
+
+    /// The labelled series of one metric, if enabled.
+    pub fn family(&self, metric: &str) -> Option<Family> {
+        let descriptor = self.enabled_descriptor(metric)?;
+        Some(Family {
+            registry: self.registry.clone(),
+            name: self.name.clone(),
+            descriptor,
+            cache: Arc::new(ArcSwap::from_pointee(HashMap::new())),
+            full: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// The `stream.*` handles of one direction (`sent` when this binding opens the stream,
@@ -302,6 +600,87 @@ impl BindingMetrics {
             || metrics.errors.is_some()
             || metrics.closes.is_some();
         any.then(|| Arc::new(metrics))
+    }
+}
+
+/// The series of one metric of one binding, told apart by attribute values.
+///
+/// Looking up a combination already seen reads a shared map without locking; a new
+/// combination takes the registry lock once and republishes the map. Once the metric holds
+/// [`MAX_SERIES_PER_METRIC`] series, new combinations go to the overflow series without
+/// being remembered, so the map stays bounded too.
+#[derive(Debug, Clone)]
+pub struct Family {
+    registry: Metrics,
+    name: QualifiedName,
+    descriptor: &'static MetricDescriptor,
+    cache: Arc<ArcSwap<HashMap<Attributes, Arc<Metric>>>>,
+    full: Arc<AtomicBool>,
+}
+
+impl Family {
+    fn series(&self, mut attributes: Attributes) -> Option<Arc<Metric>> {
+        for (_, value) in attributes.iter_mut() {
+            truncate(value, MAX_ATTRIBUTE_VALUE_BYTES);
+        }
+        attributes.sort();
+        if let Some(metric) = self.cache.load().get(&attributes) {
+            return Some(metric.clone());
+        }
+        if self.full.load(Ordering::Relaxed) && !attributes.is_empty() {
+            for (_, value) in attributes.iter_mut() {
+                *value = OVERFLOW_VALUE.to_owned();
+            }
+            if let Some(metric) = self.cache.load().get(&attributes) {
+                return Some(metric.clone());
+            }
+        }
+        let (metric, overflowed) =
+            self.registry
+                .series(&self.name, self.descriptor, attributes.clone())?;
+        if overflowed {
+            if !self.full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    binding = %self.name,
+                    metric = self.descriptor.name,
+                    "more than {MAX_SERIES_PER_METRIC} attribute combinations; further ones are recorded with every attribute `{OVERFLOW_VALUE}`"
+                );
+            }
+            for (_, value) in attributes.iter_mut() {
+                *value = OVERFLOW_VALUE.to_owned();
+            }
+        }
+        self.cache.rcu(|cache| {
+            let mut cache = HashMap::clone(cache);
+            cache.insert(attributes.clone(), metric.clone());
+            cache
+        });
+        Some(metric)
+    }
+
+    /// The counter for these attribute values.
+    pub fn counter(&self, attributes: Attributes) -> Option<Counter> {
+        self.series(attributes).map(Counter)
+    }
+
+    /// The gauge for these attribute values.
+    pub fn gauge(&self, attributes: Attributes) -> Option<Gauge> {
+        self.series(attributes).map(Gauge)
+    }
+
+    /// The histogram for these attribute values.
+    pub fn histogram(&self, attributes: Attributes) -> Option<HistogramHandle> {
+        self.series(attributes).map(HistogramHandle)
+    }
+}
+
+fn truncate(value: &mut String, max: usize) {
+    if value.len() > max {
+        let mut end = max;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
     }
 }
 
@@ -363,20 +742,50 @@ impl StreamMetrics {
 mod tests {
     use super::*;
 
+    static TEST_GROUP: MetricGroup = MetricGroup {
+        name: "test",
+        binding_types: &["test"],
+        metrics: &[MetricDescriptor {
+            name: "test.size",
+            kind: MetricKind::Histogram,
+            unit: Unit::Bytes,
+            description: "Test sizes",
+        }],
+        attribute: None,
+    };
+
+    fn registry(metrics: &[&str]) -> Metrics {
+        let registry = Metrics::new([&TEST_GROUP]);
+        registry.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            metrics.iter().map(|m| (*m).to_owned()).collect(),
+        )]));
+        registry
+    }
+
     #[test]
     fn records_only_what_namespace_and_binding_enable() {
-        let metrics = Metrics::default();
-        metrics.set_namespace_metrics(BTreeMap::from([(
-            "ns".to_owned(),
-            vec!["stream.opens.sent".to_owned(), "http.duration".to_owned()],
-        )]));
+        let metrics = registry(&["stream.opens.sent", "test.size"]);
         let name = QualifiedName::new("ns", "b");
         let binding = metrics.binding(&name, &["stream.*".to_owned()]);
         assert!(binding.counter("stream.opens.sent").is_some());
         assert!(binding.counter("stream.opens.received").is_none());
-        assert!(binding.histogram("http.duration").is_none());
+        assert!(binding.histogram("test.size").is_none());
         binding.counter("stream.opens.sent").unwrap().add(2);
         assert!(metrics.table().contains("ns b stream.opens.sent 2"));
+    }
+
+    #[test]
+    fn metrics_of_unregistered_groups_are_unknown() {
+        let metrics = Metrics::default();
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            vec!["test.size".to_owned()],
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["test.*".to_owned()]);
+        assert!(binding.histogram("test.size").is_none());
+        assert!(metrics.describe("test.size").is_none());
+        assert!(registry(&[]).describe("test.size").is_some());
     }
 
     #[test]
@@ -385,15 +794,79 @@ mod tests {
         for value in [0, 1, 2, 3, 4, 1024, u64::MAX] {
             histogram.record(value);
         }
-        let counts: Vec<u64> = histogram
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
+        let counts = histogram.read().buckets;
         assert_eq!(counts[0], 2);
         assert_eq!(counts[1], 2);
         assert_eq!(counts[2], 1);
         assert_eq!(counts[10], 1);
         assert_eq!(counts[63], 1);
+    }
+
+    #[test]
+    fn families_keep_one_series_per_attribute_combination() {
+        let metrics = registry(&["test.size"]);
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["test.*".to_owned()]);
+        let family = binding.family("test.size").unwrap();
+        let get = |method: &str| vec![("method".to_owned(), method.to_owned())];
+        family.histogram(get("GET")).unwrap().record(3);
+        family.histogram(get("GET")).unwrap().record(5);
+        family.histogram(get("POST")).unwrap().record(7);
+        let table = metrics.table();
+        assert!(
+            table.contains("ns b test.size{method=GET} count=2 sum=8"),
+            "{table}"
+        );
+        assert!(
+            table.contains("ns b test.size{method=POST} count=1 sum=7"),
+            "{table}"
+        );
+        // A rebuilt binding (reload) keeps counting into the same series.
+        let rebuilt = metrics.binding(&QualifiedName::new("ns", "b"), &["test.*".to_owned()]);
+        let family = rebuilt.family("test.size").unwrap();
+        family.histogram(get("GET")).unwrap().record(1);
+        assert!(
+            metrics
+                .table()
+                .contains("test.size{method=GET} count=3 sum=9")
+        );
+    }
+
+    #[test]
+    fn attribute_combinations_beyond_the_limit_share_the_overflow_series() {
+        let metrics = registry(&["test.size"]);
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["test.*".to_owned()]);
+        let family = binding.family("test.size").unwrap();
+        for index in 0..MAX_SERIES_PER_METRIC + 50 {
+            family
+                .histogram(vec![("path".to_owned(), format!("/{index}"))])
+                .unwrap()
+                .record(1);
+        }
+        let series = metrics.snapshot();
+        assert_eq!(series.len(), MAX_SERIES_PER_METRIC + 1);
+        let overflow = series
+            .iter()
+            .find(|s| s.attributes == vec![("path".to_owned(), OVERFLOW_VALUE.to_owned())])
+            .unwrap();
+        let Metric::Histogram(histogram) = &*overflow.value else {
+            panic!("a histogram")
+        };
+        assert_eq!(histogram.count.load(Ordering::Relaxed), 50);
+        assert!(family.cache.load().len() <= MAX_SERIES_PER_METRIC + 1);
+    }
+
+    #[test]
+    fn long_attribute_values_are_cut_on_a_character_boundary() {
+        let metrics = registry(&["test.size"]);
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["test.*".to_owned()]);
+        let family = binding.family("test.size").unwrap();
+        let long = "é".repeat(MAX_ATTRIBUTE_VALUE_BYTES);
+        family
+            .histogram(vec![("path".to_owned(), long)])
+            .unwrap()
+            .record(1);
+        let value = &metrics.snapshot()[0].attributes[0].1;
+        assert!(value.len() <= MAX_ATTRIBUTE_VALUE_BYTES);
+        assert!(value.chars().all(|c| c == 'é'));
     }
 }

@@ -10,6 +10,7 @@ use crate::binding::BindingFactory;
 use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, Store};
 use crate::config::model::BindingKind;
 use crate::guard::Guard;
+use crate::metrics::{MetricDescriptor, MetricGroup, STREAM_METRICS};
 use crate::vault::Vault;
 
 /// The component categories, as named in `zilla.yaml`.
@@ -111,6 +112,7 @@ pub struct Registry {
     stores: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Store>>>,
     exporters: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Exporter>>>,
     models: BTreeMap<&'static str, Arc<dyn ModelFactory>>,
+    metric_groups: Vec<&'static MetricGroup>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -170,6 +172,30 @@ impl Registry {
     pub fn model(&mut self, factory: impl ModelFactory) -> &mut Self {
         self.models.insert(factory.type_name(), Arc::new(factory));
         self
+    }
+
+    /// Adds the metrics a component records.
+    pub fn metric_group(&mut self, group: &'static MetricGroup) -> &mut Self {
+        if !self
+            .metric_groups
+            .iter()
+            .any(|known| known.name == group.name)
+        {
+            self.metric_groups.push(group);
+        }
+        self
+    }
+
+    /// Every metric group: the engine's `stream.*` first, then those components registered.
+    pub fn metric_groups(&self) -> impl Iterator<Item = &'static MetricGroup> + '_ {
+        std::iter::once(&STREAM_METRICS).chain(self.metric_groups.iter().copied())
+    }
+
+    /// The descriptor of a metric some registered component records.
+    pub fn metric(&self, name: &str) -> Option<&'static MetricDescriptor> {
+        self.metric_groups()
+            .flat_map(|group| group.metrics.iter())
+            .find(|metric| metric.name == name)
     }
 
     /// The model factory for `type_name`.

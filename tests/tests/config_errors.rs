@@ -145,15 +145,55 @@ bindings:
         yaml: "name: test
 telemetry:
   exporters:
-    prometheus0:
-      type: prometheus
+    otlp0:
+      type: otlp
       options:
-        endpoints:
-          - scheme: http
-            port: 7190
+        endpoint:
+          location: http://localhost:4318
 bindings:
   grpc_server:
     type: grpc
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        name: "telemetry_refused",
+        yaml: "name: test
+telemetry:
+  attributes:
+    service: gateway
+  metrics:
+    - http.request.size
+    - grpc.duration
+    - stream.bogus
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+    telemetry:
+      metrics:
+        - http.*
+      attributes:
+        method: ${http.request.method}
+  http_server:
+    type: http
+    kind: server
+    exit: echo_server
+    telemetry:
+      metrics:
+        - http.(request
+        - stream.opens.received
+        - http.*
+      attributes:
+        tenant: acme
+        le: ${http.request.path}
+  echo_server:
+    type: echo
     kind: server
 ",
         env: &[],

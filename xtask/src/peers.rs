@@ -44,6 +44,8 @@ const APT_PACKAGES: &[&str] = &[
     "libssl-dev",
     // keytool, to check the filesystem vault reads Java-made PKCS#12 stores.
     "openjdk-17-jre-headless",
+    // prometheus and promtool: a real scraper of the prometheus exporter.
+    "prometheus",
 ];
 
 /// pip names and the modules that show each is importable.

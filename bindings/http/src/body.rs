@@ -9,28 +9,32 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use zilla_engine::metrics::{BindingMetrics, Gauge, HistogramHandle};
+use zilla_engine::metrics::{Attributes, BindingMetrics, Family, Gauge, HistogramHandle};
 
 use crate::kind::{Body, BodyError};
+use crate::telemetry::AttributeSources;
 
 /// The `http.*` metrics of one binding; each is `None` unless the config enables it.
 #[derive(Debug, Clone, Default)]
 pub struct HttpMetrics {
-    request_size: Option<HistogramHandle>,
-    response_size: Option<HistogramHandle>,
-    active: Option<Gauge>,
-    duration: Option<HistogramHandle>,
+    request_size: Option<Family>,
+    response_size: Option<Family>,
+    active: Option<Family>,
+    duration: Option<Family>,
+    attributes: AttributeSources,
 }
 
 impl HttpMetrics {
-    /// The handles `metrics` enables.
-    pub fn new(metrics: &BindingMetrics) -> Self {
+    /// The handles `metrics` enables, labelled by the binding's `telemetry.attributes`.
+    pub fn new(metrics: &BindingMetrics, attributes: &[(String, String)]) -> Self {
         Self {
-            request_size: metrics.histogram("http.request.size"),
-            response_size: metrics.histogram("http.response.size"),
-            active: metrics.gauge("http.active.requests"),
-            duration: metrics.histogram("http.duration"),
+            request_size: metrics.family("http.request.size"),
+            response_size: metrics.family("http.response.size"),
+            active: metrics.family("http.active.requests"),
+            duration: metrics.family("http.duration"),
+            attributes: AttributeSources::new(attributes),
         }
     }
 
@@ -41,17 +45,35 @@ impl HttpMetrics {
             && self.duration.is_none()
     }
 
-    /// Starts recording one exchange; `None` when nothing is enabled.
-    pub fn start(self: &Arc<Self>) -> Option<ExchangeRecord> {
+    /// Starts recording one exchange; `None` when nothing is enabled. The series are looked
+    /// up once here and at the response; recording itself is atomic adds.
+    pub fn start(
+        self: &Arc<Self>,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Option<ExchangeRecord> {
         if self.is_empty() {
             return None;
         }
-        if let Some(active) = &self.active {
+        let request_attributes = if self.attributes.is_empty() {
+            Attributes::new()
+        } else {
+            self.attributes.of_request(method, uri, headers)
+        };
+        let active = self
+            .active
+            .as_ref()
+            .and_then(|family| family.gauge(request_attributes.clone()));
+        if let Some(active) = &active {
             active.add(1);
         }
         Some(ExchangeRecord {
             metrics: self.clone(),
             started: Instant::now(),
+            active,
+            request_attributes,
+            response_attributes: Attributes::new(),
         })
     }
 }
@@ -62,19 +84,34 @@ impl HttpMetrics {
 pub struct ExchangeRecord {
     metrics: Arc<HttpMetrics>,
     started: Instant,
+    active: Option<Gauge>,
+    request_attributes: Attributes,
+    response_attributes: Attributes,
 }
 
 impl ExchangeRecord {
     /// Wraps the request body to record its size.
     pub fn request_body(&self, body: Body) -> Body {
-        match &self.metrics.request_size {
+        let histogram = self
+            .metrics
+            .request_size
+            .as_ref()
+            .and_then(|family| family.histogram(self.request_attributes.clone()));
+        match histogram {
             None => body,
             Some(histogram) => Counted {
                 inner: body,
                 bytes: 0,
-                on_end: Some(RecordSize(histogram.clone())),
+                on_end: Some(RecordSize(histogram)),
             }
             .boxed(),
+        }
+    }
+
+    /// Takes the response attributes from its head.
+    pub fn respond(&mut self, status: StatusCode, headers: &HeaderMap) {
+        if !self.metrics.attributes.is_empty() {
+            self.response_attributes = self.metrics.attributes.of_response(status, headers);
         }
     }
 
@@ -104,13 +141,20 @@ impl OnEnd for RecordSize {
 
 impl OnEnd for ExchangeRecord {
     fn end(self, bytes: u64) {
-        if let Some(size) = &self.metrics.response_size {
+        if let Some(size) = &self.metrics.response_size
+            && let Some(size) = size.histogram(self.response_attributes.clone())
+        {
             size.record(bytes);
         }
         if let Some(duration) = &self.metrics.duration {
-            duration.record(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            let mut attributes = self.request_attributes;
+            attributes.extend(self.response_attributes);
+            if let Some(duration) = duration.histogram(attributes) {
+                duration
+                    .record(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
         }
-        if let Some(active) = &self.metrics.active {
+        if let Some(active) = &self.active {
             active.add(-1);
         }
     }
@@ -465,7 +509,7 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_record_sizes_duration_and_active() {
-        let metrics = Metrics::default();
+        let metrics = Metrics::new([&crate::telemetry::HTTP_METRICS]);
         let all = [
             "http.request.size",
             "http.response.size",
@@ -477,8 +521,12 @@ mod tests {
             all.iter().map(|m| (*m).to_owned()).collect(),
         )]));
         let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
-        let http = Arc::new(HttpMetrics::new(&binding));
-        let record = http.start().unwrap();
+        let http = Arc::new(HttpMetrics::new(&binding, &[]));
+        let start = || {
+            http.start(&Method::GET, &Uri::from_static("/"), &HeaderMap::new())
+                .unwrap()
+        };
+        let record = start();
         let request = record.request_body(stream(&[b"abc", b"de"]));
         let response = record.response_body(stream(&[b"0123456789"]));
         let value = |name: &str| -> String {
@@ -498,18 +546,67 @@ mod tests {
         let duration = metrics
             .snapshot()
             .into_iter()
-            .find(|(_, _, name, _)| *name == "http.duration")
+            .find(|series| series.descriptor.name == "http.duration")
             .unwrap();
-        let Metric::Histogram(histogram) = &*duration.3 else {
+        let Metric::Histogram(histogram) = &*duration.value else {
             panic!("a histogram")
         };
         assert_eq!(histogram.count.load(Ordering::Relaxed), 1);
 
         // A response dropped unread still ends the request.
-        let record = http.start().unwrap();
+        let record = start();
         drop(record.response_body(stream(&[b"x"])));
         assert!(value("http.active.requests").ends_with(" 0"));
         assert!(value("http.response.size").ends_with("count=2 sum=10"));
+    }
+
+    #[tokio::test]
+    async fn attributes_label_each_metric_as_zilla_does() {
+        let metrics = Metrics::new([&crate::telemetry::HTTP_METRICS]);
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            crate::telemetry::HTTP_METRICS
+                .metrics
+                .iter()
+                .map(|m| m.name.to_owned())
+                .collect(),
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
+        let attributes = [
+            ("method".to_owned(), "${http.request.method}".to_owned()),
+            ("status".to_owned(), "${http.response.status}".to_owned()),
+        ];
+        let http = Arc::new(HttpMetrics::new(&binding, &attributes));
+        for (method, status) in [
+            (Method::GET, StatusCode::OK),
+            (Method::GET, StatusCode::OK),
+            (Method::POST, StatusCode::NOT_FOUND),
+        ] {
+            let mut record = http
+                .start(&method, &Uri::from_static("/items"), &HeaderMap::new())
+                .unwrap();
+            let request = record.request_body(stream(&[b"abc"]));
+            request.collect().await.unwrap();
+            record.respond(status, &HeaderMap::new());
+            record
+                .response_body(stream(&[b"0123456789"]))
+                .collect()
+                .await
+                .unwrap();
+        }
+        let table = metrics.table();
+        for expected in [
+            "ns http0 http.request.size{method=GET} count=2 sum=6",
+            "ns http0 http.request.size{method=POST} count=1 sum=3",
+            "ns http0 http.response.size{status=200} count=2 sum=20",
+            "ns http0 http.response.size{status=404} count=1 sum=10",
+            "ns http0 http.active.requests{method=GET} 0",
+            "ns http0 http.active.requests{method=POST} 0",
+            "ns http0 http.duration{method=GET,status=200} count=2",
+            "ns http0 http.duration{method=POST,status=404} count=1",
+        ] {
+            assert!(table.contains(expected), "{expected} missing from\n{table}");
+        }
     }
 
     #[tokio::test]
@@ -571,6 +668,10 @@ mod tests {
 
     #[test]
     fn nothing_enabled_records_nothing() {
-        assert!(Arc::new(HttpMetrics::default()).start().is_none());
+        assert!(
+            Arc::new(HttpMetrics::default())
+                .start(&Method::GET, &Uri::from_static("/"), &HeaderMap::new())
+                .is_none()
+        );
     }
 }

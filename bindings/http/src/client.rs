@@ -105,7 +105,10 @@ impl HttpClient {
         let client = Arc::new(HttpClient {
             router,
             user_agent: limits.user_agent_header.clone(),
-            metrics: Arc::new(HttpMetrics::new(&context.metrics())),
+            metrics: Arc::new(HttpMetrics::new(
+                &context.metrics(),
+                &context.config().telemetry_attributes,
+            )),
         });
         context.publish::<Http>(client.clone());
         Ok(client)
@@ -144,7 +147,9 @@ impl HttpClient {
                 .entry(USER_AGENT)
                 .or_insert_with(|| user_agent.clone());
         }
-        let record = self.metrics.start();
+        let record = self
+            .metrics
+            .start(request.method(), request.uri(), request.headers());
         if let Some(record) = &record {
             request = request.map(|body| record.request_body(body));
         }
@@ -162,7 +167,10 @@ impl HttpClient {
         strip_hop_by_hop(&mut parts.headers, switched);
         let body = kind::boxed(body);
         let body = match record {
-            Some(record) => record.response_body(body),
+            Some(mut record) => {
+                record.respond(parts.status, &parts.headers);
+                record.response_body(body)
+            }
             None => body,
         };
         Ok(Response::from_parts(parts, body))

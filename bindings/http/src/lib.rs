@@ -104,6 +104,7 @@ pub mod limits;
 pub mod requests;
 pub mod route;
 pub mod server;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -117,6 +118,7 @@ use config::{HttpClientOptions, HttpCondition, HttpServerOptions, HttpWith};
 /// Registers the `http` binding type.
 pub fn register(registry: &mut Registry) {
     registry.binding(HttpFactory);
+    registry.metric_group(&telemetry::HTTP_METRICS);
 }
 
 /// Builds http bindings.

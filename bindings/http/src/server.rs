@@ -159,7 +159,10 @@ impl HttpServer {
             connections: ConnectionGate::new(limits.maximum_connections),
             refusals: Throttle::new(Duration::from_secs(1)),
             limits,
-            metrics: Arc::new(HttpMetrics::new(&context.metrics())),
+            metrics: Arc::new(HttpMetrics::new(
+                &context.metrics(),
+                &context.config().telemetry_attributes,
+            )),
             events: context.events().clone(),
             lifecycle: OnceLock::new(),
         });
@@ -331,7 +334,9 @@ impl Shared {
     }
 
     async fn exchange(&self, request: hyper::Request<Incoming>, info: &StreamInfo) -> Response {
-        let record = self.metrics.start();
+        let record = self
+            .metrics
+            .start(request.method(), request.uri(), request.headers());
         let (mut response, decoration) = self.answer(request, info, record.as_ref()).await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
@@ -343,7 +348,10 @@ impl Shared {
                 .or_insert_with(|| server.clone());
         }
         match record {
-            Some(record) => response.map(|body| record.response_body(body)),
+            Some(mut record) => {
+                record.respond(response.status(), response.headers());
+                response.map(|body| record.response_body(body))
+            }
             None => response,
         }
     }

@@ -73,6 +73,7 @@ pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors>
     errors.extend(check_names(&config));
     errors.extend(check_references(&config));
     errors.extend(check_pipeline(&config, registry));
+    errors.extend(super::telemetry::check_telemetry(&config, registry));
     if errors.is_empty() {
         Ok(config)
     } else {

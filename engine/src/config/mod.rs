@@ -6,6 +6,7 @@ pub mod model;
 pub mod node;
 pub mod refused;
 pub mod source;
+pub mod telemetry;
 
 pub use error::{ConfigError, ConfigErrors, Position};
 pub use load::load;

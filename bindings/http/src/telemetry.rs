@@ -1,0 +1,228 @@
+//! The `http.*` metrics this binding records, declared here rather than in the engine, and the
+//! `telemetry.attributes` expressions they resolve.
+//!
+//! Attributes, as in Zilla: `${http.request.method}`, `${http.request.path}` (path and query),
+//! `${http.request.<header>}`, `${http.response.status}` and `${http.response.<header>}`. A
+//! request attribute labels `http.request.size` and `http.active.requests`; a response
+//! attribute labels `http.response.size`; `http.duration` carries both. An attribute whose
+//! header is absent is left off the series.
+
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
+use zilla_engine::metrics::{MetricDescriptor, MetricGroup, MetricKind, Unit};
+
+/// The `http.*` metrics.
+pub static HTTP_METRICS: MetricGroup = MetricGroup {
+    name: "http",
+    binding_types: &["http"],
+    metrics: &[
+        MetricDescriptor {
+            name: "http.request.size",
+            kind: MetricKind::Histogram,
+            unit: Unit::Bytes,
+            description: "HTTP request content length",
+        },
+        MetricDescriptor {
+            name: "http.response.size",
+            kind: MetricKind::Histogram,
+            unit: Unit::Bytes,
+            description: "HTTP response content length",
+        },
+        MetricDescriptor {
+            name: "http.active.requests",
+            kind: MetricKind::Gauge,
+            unit: Unit::Count,
+            description: "Number of active HTTP requests",
+        },
+        MetricDescriptor {
+            name: "http.duration",
+            kind: MetricKind::Histogram,
+            unit: Unit::Nanoseconds,
+            description: "Duration of HTTP requests",
+        },
+    ],
+    attribute: Some(check_attribute),
+};
+
+/// Where one attribute's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeSource {
+    /// `${http.request.method}`.
+    RequestMethod,
+    /// `${http.request.path}`: the path with its query, as HTTP/2's `:path`.
+    RequestPath,
+    /// `${http.request.<header>}`.
+    RequestHeader(HeaderName),
+    /// `${http.response.status}`.
+    ResponseStatus,
+    /// `${http.response.<header>}`.
+    ResponseHeader(HeaderName),
+}
+
+impl AttributeSource {
+    /// Parses `${http.request.<field>}` or `${http.response.<field>}`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        const EXPECTED: &str = "an http attribute is `${http.request.method}`, `${http.request.path}`, `${http.request.<header>}`, `${http.response.status}` or `${http.response.<header>}`";
+        let inner = value
+            .trim()
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'))
+            .ok_or_else(|| EXPECTED.to_owned())?;
+        let header = |field: &str| {
+            HeaderName::from_bytes(field.as_bytes())
+                .map_err(|_| format!("`{field}` is not a header name; {EXPECTED}"))
+        };
+        if let Some(field) = inner.strip_prefix("http.request.") {
+            match field {
+                "method" => Ok(Self::RequestMethod),
+                "path" => Ok(Self::RequestPath),
+                _ => header(field).map(Self::RequestHeader),
+            }
+        } else if let Some(field) = inner.strip_prefix("http.response.") {
+            match field {
+                "status" => Ok(Self::ResponseStatus),
+                _ => header(field).map(Self::ResponseHeader),
+            }
+        } else {
+            Err(EXPECTED.to_owned())
+        }
+    }
+
+    /// Whether the value is known when the request arrives.
+    pub fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Self::RequestMethod | Self::RequestPath | Self::RequestHeader(_)
+        )
+    }
+}
+
+fn check_attribute(value: &str) -> Result<(), String> {
+    AttributeSource::parse(value).map(|_| ())
+}
+
+/// The configured attributes, split by when their values are known.
+#[derive(Debug, Clone, Default)]
+pub struct AttributeSources {
+    request: Vec<(String, AttributeSource)>,
+    response: Vec<(String, AttributeSource)>,
+}
+
+impl AttributeSources {
+    /// Parses the binding's `telemetry.attributes`; the config check has refused any value
+    /// that does not parse, so one that does not is skipped here.
+    pub fn new(attributes: &[(String, String)]) -> Self {
+        let mut sources = Self::default();
+        for (label, value) in attributes {
+            if let Ok(source) = AttributeSource::parse(value) {
+                let side = if source.is_request() {
+                    &mut sources.request
+                } else {
+                    &mut sources.response
+                };
+                side.push((label.clone(), source));
+            }
+        }
+        sources
+    }
+
+    /// Whether any attribute is configured.
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// The request attributes' values.
+    pub fn of_request(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Vec<(String, String)> {
+        self.request
+            .iter()
+            .filter_map(|(label, source)| {
+                let value = match source {
+                    AttributeSource::RequestMethod => method.as_str().to_owned(),
+                    AttributeSource::RequestPath => uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_else(|| uri.path().to_owned()),
+                    AttributeSource::RequestHeader(name) => header_value(headers, name)?,
+                    _ => return None,
+                };
+                Some((label.clone(), value))
+            })
+            .collect()
+    }
+
+    /// The response attributes' values.
+    pub fn of_response(&self, status: StatusCode, headers: &HeaderMap) -> Vec<(String, String)> {
+        self.response
+            .iter()
+            .filter_map(|(label, source)| {
+                let value = match source {
+                    AttributeSource::ResponseStatus => status.as_u16().to_string(),
+                    AttributeSource::ResponseHeader(name) => header_value(headers, name)?,
+                    _ => return None,
+                };
+                Some((label.clone(), value))
+            })
+            .collect()
+    }
+}
+
+fn header_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_zilla_attribute_expressions() {
+        assert_eq!(
+            AttributeSource::parse("${http.request.method}"),
+            Ok(AttributeSource::RequestMethod)
+        );
+        assert_eq!(
+            AttributeSource::parse("${http.request.path}"),
+            Ok(AttributeSource::RequestPath)
+        );
+        assert_eq!(
+            AttributeSource::parse("${http.response.status}"),
+            Ok(AttributeSource::ResponseStatus)
+        );
+        assert_eq!(
+            AttributeSource::parse("${http.request.user-agent}"),
+            Ok(AttributeSource::RequestHeader(HeaderName::from_static(
+                "user-agent"
+            )))
+        );
+        assert!(AttributeSource::parse("GET").is_err());
+        assert!(AttributeSource::parse("${mqtt.topic}").is_err());
+        assert!(AttributeSource::parse("${http.request.bad header}").is_err());
+    }
+
+    #[test]
+    fn resolves_values_and_leaves_absent_headers_off() {
+        let sources = AttributeSources::new(&[
+            ("method".to_owned(), "${http.request.method}".to_owned()),
+            ("path".to_owned(), "${http.request.path}".to_owned()),
+            ("agent".to_owned(), "${http.request.user-agent}".to_owned()),
+            ("status".to_owned(), "${http.response.status}".to_owned()),
+        ]);
+        let uri: Uri = "/items?id=1".parse().unwrap();
+        let request = sources.of_request(&Method::POST, &uri, &HeaderMap::new());
+        assert_eq!(
+            request,
+            vec![
+                ("method".to_owned(), "POST".to_owned()),
+                ("path".to_owned(), "/items?id=1".to_owned()),
+            ]
+        );
+        let response = sources.of_response(StatusCode::NOT_FOUND, &HeaderMap::new());
+        assert_eq!(response, vec![("status".to_owned(), "404".to_owned())]);
+    }
+}
