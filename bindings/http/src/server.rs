@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use zilla_engine::binding::{Binding, BuildContext, BuildError, StartContext};
 use zilla_engine::components::Validator;
 use zilla_engine::events::Events;
-use zilla_engine::guard::{Authorization, Guard};
+use zilla_engine::guard::{Authorization, ConnectionSessions, Guard};
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
@@ -27,6 +27,7 @@ use crate::body::{
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
+use crate::expiry;
 use crate::credentials::Credentials;
 use crate::io::{Rewind, Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
@@ -218,10 +219,13 @@ impl Shared {
         let io = TokioIo::new(Rewind::new(prefix, io));
         let info = Arc::new(info);
         let shared = self.clone();
+        // Guard sessions are per connection, as in Zilla (see `ConnectionSessions`).
+        let sessions = Arc::new(ConnectionSessions::default());
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let shared = shared.clone();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(shared.exchange(request, &info).await) }
+            let sessions = sessions.clone();
+            async move { Ok::<_, Infallible>(shared.exchange(request, &info, &sessions).await) }
         });
         let limits = &self.limits;
         let result = match protocol {
@@ -253,9 +257,16 @@ impl Shared {
         result.map_err(|error| StreamError::Protocol(error.to_string()))
     }
 
-    async fn exchange(&self, request: hyper::Request<Incoming>, info: &StreamInfo) -> Response {
+    async fn exchange(
+        &self,
+        request: hyper::Request<Incoming>,
+        info: &StreamInfo,
+        sessions: &ConnectionSessions,
+    ) -> Response {
         let record = self.metrics.start();
-        let (mut response, decoration) = self.answer(request, info, record.as_ref()).await;
+        let (mut response, decoration) = self
+            .answer(request, info, sessions, record.as_ref())
+            .await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
         }
@@ -275,6 +286,7 @@ impl Shared {
         &self,
         request: hyper::Request<Incoming>,
         info: &StreamInfo,
+        sessions: &ConnectionSessions,
         record: Option<&ExchangeRecord>,
     ) -> (Response, Option<Decoration>) {
         let limit = self.limits.max_request_body_size;
@@ -304,27 +316,38 @@ impl Shared {
         request.extensions_mut().insert(info.clone());
         let mut carried_credentials = false;
         let mut authorization = request.extensions_mut().remove::<Authorization>();
-        if let Some(hook) = &self.guard
-            && let Some(credentials) = hook.credentials.extract(&request)
-        {
-            carried_credentials = true;
-            if let Some(session) = hook.guard.reauthorize(&credentials) {
-                authorization
-                    .get_or_insert_with(Authorization::default)
-                    .insert(hook.name.clone(), session);
+        if let Some(hook) = &self.guard {
+            let credentials = hook.credentials.extract(&request);
+            if expiry::is_challenge_response(&request) {
+                // Joins the connection's session for the identity, extending its streams.
+                if let Some(credentials) = credentials {
+                    sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials);
+                }
+                return (status_response(StatusCode::NO_CONTENT), Some(decoration));
+            }
+            if let Some(credentials) = credentials {
+                carried_credentials = true;
+                if let Some(session) =
+                    sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials)
+                {
+                    authorization
+                        .get_or_insert_with(Authorization::default)
+                        .insert(hook.name.clone(), session);
+                }
             }
         }
+        let expiring = self.guard.as_ref().and_then(|hook| {
+            let session = authorization.as_ref()?.session(&hook.name)?;
+            session.expires_at().map(|_| session.clone())
+        });
         let routed = match self.router.resolve(&request, authorization.as_ref()) {
             Ok(routed) => routed,
-            Err(Miss::NoRoute) => {
-                return (status_response(StatusCode::NOT_FOUND), Some(decoration));
-            }
-            Err(Miss::Guarded) => {
-                let status = if carried_credentials {
-                    StatusCode::FORBIDDEN
-                } else {
-                    StatusCode::UNAUTHORIZED
-                };
+            Err(Miss::NoRoute | Miss::Guarded) => {
+                let status = expiry::unrouted(
+                    self.guard.as_ref().map(|hook| hook.name.as_str()),
+                    authorization.as_ref(),
+                    carried_credentials,
+                );
                 return (status_response(status), Some(decoration));
             }
         };
@@ -367,7 +390,11 @@ impl Shared {
             request = read_first_frame(request).await;
         }
         let response = match routed.exit.handle(request).await {
-            Ok(response) => response,
+            // A guarded response ends when its session expires (Zilla resets it then).
+            Ok(response) => match expiring {
+                Some(session) => expiry::expire_with(response, session),
+                None => response,
+            },
             Err(error) => {
                 tracing::debug!(binding = %self.qname, %error, "exchange failed");
                 if exceeded.is_some_and(|exceeded| exceeded.load(Ordering::Acquire)) {
