@@ -163,7 +163,9 @@ impl ConnectionSessions {
                     }
                     _ => {
                         let session = Arc::new(SharedSession::new(verified));
-                        state.identities.retain(|_, session| session.strong_count() > 0);
+                        state
+                            .identities
+                            .retain(|_, session| session.strong_count() > 0);
                         if state.identities.len() < SHARED_IDENTITIES {
                             state.identities.insert(key, Arc::downgrade(&session));
                         }

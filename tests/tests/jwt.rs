@@ -286,7 +286,11 @@ fn sse_proxy_jwt_challenges_extends_on_a_fresh_token_and_ends_at_expiry() -> Res
     let url = format!("http://{}/events", gateway.address("tcp_server"));
     let lifetime = 4;
     let output = Peer::python(SSE_CLIENT)
-        .args([&url, &dir.path().join("ec1.pem").display().to_string(), &lifetime.to_string()])
+        .args([
+            &url,
+            &dir.path().join("ec1.pem").display().to_string(),
+            &lifetime.to_string(),
+        ])
         .timeout(Duration::from_secs(60))
         .run()?;
     ensure!(
@@ -319,7 +323,10 @@ fn sse_proxy_jwt_challenges_extends_on_a_fresh_token_and_ends_at_expiry() -> Res
         .filter(|id| id[1].as_f64().unwrap() > exp1 + 0.5)
         .count();
     assert!(after_exp1 > 0, "no event after the first token expired");
-    assert!(ended >= exp2 - 1.0 && ended < exp2 + 3.0, "ended {ended}, exp2 {exp2}");
+    assert!(
+        ended >= exp2 - 1.0 && ended < exp2 + 3.0,
+        "ended {ended}, exp2 {exp2}"
+    );
     // No event lost or repeated, and the resumed stream carries on after the last one seen.
     let numbers: Vec<i64> = ids.iter().map(|id| id[0].as_i64().unwrap()).collect();
     let expected: Vec<i64> = (1..=numbers.len() as i64).collect();
@@ -377,7 +384,11 @@ fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
             .run()?;
         Ok(String::from_utf8(output.stdout)?.trim().parse()?)
     };
-    for (token, body) in [(&alice, "for alice 1"), (&bob, "for bob"), (&alice, "for alice 2")] {
+    for (token, body) in [
+        (&alice, "for alice 1"),
+        (&bob, "for bob"),
+        (&alice, "for alice 2"),
+    ] {
         let status = post(token, body)?;
         ensure!(status / 100 == 2, "produce answered {status}");
     }
@@ -385,7 +396,14 @@ fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
     assert_eq!(post(&reader, "from carol")?, 404);
     let stream = |token: &str| -> Result<String> {
         let output = Peer::new("curl")
-            .args(["-sN", "--max-time", "3", "-H", &format!("authorization: Bearer {token}"), &url])
+            .args([
+                "-sN",
+                "--max-time",
+                "3",
+                "-H",
+                &format!("authorization: Bearer {token}"),
+                &url,
+            ])
             .timeout(Duration::from_secs(10))
             .run()?;
         Ok(String::from_utf8(output.stdout)?)
@@ -395,7 +413,10 @@ fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
     assert!(seen.contains("data:for alice 2\n"), "{seen}");
     assert!(!seen.contains("for bob"), "{seen}");
     let seen = stream(&bob)?;
-    assert!(seen.contains("data:for bob\n") && !seen.contains("alice"), "{seen}");
+    assert!(
+        seen.contains("data:for bob\n") && !seen.contains("alice"),
+        "{seen}"
+    );
     let seen = stream(&reader)?;
     assert!(!seen.contains("data:"), "{seen}");
     assert_eq!(status(&url, None)?.0, 401);

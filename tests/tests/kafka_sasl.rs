@@ -84,7 +84,13 @@ consumer.close()
 fn post(url: &str) -> Result<u16> {
     let output = Peer::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .args(["-H", "content-type: text/plain", "-d", "hello secured kafka", url])
+        .args([
+            "-H",
+            "content-type: text/plain",
+            "-d",
+            "hello secured kafka",
+            url,
+        ])
         .run()?;
     Ok(String::from_utf8(output.stdout)?.trim().parse()?)
 }
@@ -105,7 +111,10 @@ fn kafka_client_authenticates_with_credentials_from_an_inline_guard() -> Result<
         .args([&broker.address(), "s3cret"])
         .timeout(Duration::from_secs(40))
         .run()?;
-    assert_eq!(String::from_utf8(output.stdout)?.trim(), "hello secured kafka");
+    assert_eq!(
+        String::from_utf8(output.stdout)?.trim(),
+        "hello secured kafka"
+    );
     assert!(gateway.terminate()?.success());
 
     // A wrong secret in the guard: the broker refuses the client, so nothing is produced.
@@ -115,7 +124,10 @@ fn kafka_client_authenticates_with_credentials_from_an_inline_guard() -> Result<
         .start()?;
     let url = format!("http://{}/events", refused.address("tcp_server"));
     let status = post(&url)?;
-    assert!(status >= 500, "produce with bad credentials answered {status}");
+    assert!(
+        status >= 500,
+        "produce with bad credentials answered {status}"
+    );
     assert!(refused.terminate()?.success());
     Ok(())
 }

@@ -29,7 +29,11 @@ pub fn is_challenge_response<B>(request: &http::Request<B>) -> bool {
 /// The status for an exchange no route takes, as Zilla decides it: with a guard and no session
 /// of it, 401 when no credentials were found and 403 when they were refused; otherwise 404 (a
 /// session whose roles no route accepts included).
-pub fn unrouted(guard: Option<&str>, authorization: Option<&Authorization>, carried: bool) -> StatusCode {
+pub fn unrouted(
+    guard: Option<&str>,
+    authorization: Option<&Authorization>,
+    carried: bool,
+) -> StatusCode {
     match guard {
         Some(guard) if authorization.and_then(|a| a.session(guard)).is_none() => {
             if carried {

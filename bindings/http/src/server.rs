@@ -27,8 +27,8 @@ use crate::body::{
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
-use crate::expiry;
 use crate::credentials::Credentials;
+use crate::expiry;
 use crate::io::{Rewind, Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
 use crate::limits::Limits;
@@ -264,9 +264,8 @@ impl Shared {
         sessions: &ConnectionSessions,
     ) -> Response {
         let record = self.metrics.start();
-        let (mut response, decoration) = self
-            .answer(request, info, sessions, record.as_ref())
-            .await;
+        let (mut response, decoration) =
+            self.answer(request, info, sessions, record.as_ref()).await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
         }

@@ -103,7 +103,10 @@ fn sasl_from_guard(
                 let Some(value) = value else {
                     return Err(BuildError::at(
                         format!("{path}.credentials.{field}"),
-                        format!("guard `{name}` has no {}", &placeholder[1..placeholder.len() - 1]),
+                        format!(
+                            "guard `{name}` has no {}",
+                            &placeholder[1..placeholder.len() - 1]
+                        ),
                     ));
                 };
                 text = text.replace(placeholder, &value);
@@ -164,8 +167,16 @@ fn build_client(
         let path = if options.sasl.is_some() {
             "options.sasl.mechanism".to_owned()
         } else {
-            let guard = options.authorization.iter().flatten().next().map(|(g, _)| g.as_str());
-            format!("options.authorization.{}.credentials.mechanism", guard.unwrap_or_default())
+            let guard = options
+                .authorization
+                .iter()
+                .flatten()
+                .next()
+                .map(|(g, _)| g.as_str());
+            format!(
+                "options.authorization.{}.credentials.mechanism",
+                guard.unwrap_or_default()
+            )
         };
         return Err(BuildError::at(
             path,

@@ -116,13 +116,16 @@ impl SseServer {
             })
             .ok_or(StreamError::NoRoute)?;
         // The session a challenge is sent for: the one expiring first.
-        let challenged = parts.extensions.get::<Authorization>().and_then(|authorization| {
-            authorization
-                .sessions()
-                .filter_map(|(_, session)| Some((session.expiring_at()?, session)))
-                .min_by_key(|(at, _)| *at)
-                .map(|(_, session)| session.clone())
-        });
+        let challenged = parts
+            .extensions
+            .get::<Authorization>()
+            .and_then(|authorization| {
+                authorization
+                    .sessions()
+                    .filter_map(|(_, session)| Some((session.expiring_at()?, session)))
+                    .min_by_key(|(at, _)| *at)
+                    .map(|(_, session)| session.clone())
+            });
         let subscription = SseRequest {
             scheme: scheme.unwrap_or_else(|| "http".to_owned()),
             authority: authority.unwrap_or_default(),
@@ -240,7 +243,9 @@ impl EventBody {
     fn challenging(mut self, session: Arc<dyn GuardSession>) -> Self {
         if let Some(at) = Challenge::next(session.as_ref(), SystemTime::now()) {
             self.challenge = Some(Challenge {
-                wake: Box::pin(tokio::time::sleep_until(zilla_binding_http::expiry::instant(at))),
+                wake: Box::pin(tokio::time::sleep_until(
+                    zilla_binding_http::expiry::instant(at),
+                )),
                 session,
             });
         }
@@ -268,7 +273,10 @@ impl EventBody {
             }
         }
         if due {
-            self.write(SseItem::Challenge(crate::kind::SseChallenge::default()), out);
+            self.write(
+                SseItem::Challenge(crate::kind::SseChallenge::default()),
+                out,
+            );
         }
     }
 

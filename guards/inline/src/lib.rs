@@ -44,10 +44,10 @@ use std::time::SystemTime;
 use regex::Regex;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use zilla_engine::components::{ComponentContext, ComponentFactory};
 use zilla_engine::BuildError;
-use zilla_engine::guard::{Guard, GuardSession};
 use zilla_engine::Registry;
+use zilla_engine::components::{ComponentContext, ComponentFactory};
+use zilla_engine::guard::{Guard, GuardSession};
 
 /// `options` of an `inline` guard.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -76,7 +76,9 @@ impl ComponentFactory<dyn Guard> for InlineGuardFactory {
     }
 
     fn options_schema(&self) -> Option<serde_json::Value> {
-        Some(serde_json::Value::from(schemars::schema_for!(InlineOptions)))
+        Some(serde_json::Value::from(schemars::schema_for!(
+            InlineOptions
+        )))
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {

@@ -204,7 +204,9 @@ impl KeySet {
                 tracing::debug!(%location, keys = keys.len(), "JWKS loaded");
                 self.keys.store(Arc::new(keys));
             }
-            Err(error) => tracing::warn!(%location, %error, "JWKS not loaded; keeping the keys held"),
+            Err(error) => {
+                tracing::warn!(%location, %error, "JWKS not loaded; keeping the keys held")
+            }
         }
         self.refreshing.store(false, Ordering::Release);
     }
@@ -249,7 +251,10 @@ async fn fetch(uri: &http::Uri) -> Result<Bytes, KeyError> {
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| source(&e))?;
-    let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
     let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(http::header::HOST, authority)
         .header(http::header::ACCEPT, "application/json")

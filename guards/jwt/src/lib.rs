@@ -83,11 +83,11 @@ pub mod verify;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use zilla_engine::components::{ComponentContext, ComponentFactory};
 use zilla_engine::BuildError;
+use zilla_engine::Registry;
+use zilla_engine::components::{ComponentContext, ComponentFactory};
 use zilla_engine::events::Events;
 use zilla_engine::guard::{Guard, GuardSession};
-use zilla_engine::Registry;
 
 use crate::config::{JwtOptions, KeysConfig};
 use crate::keys::{KeyMap, KeySet, Location};
@@ -215,11 +215,7 @@ impl JwtGuard {
     }
 
     /// Verifies `token` at `now`.
-    pub fn authorize(
-        &self,
-        token: &str,
-        now: SystemTime,
-    ) -> Result<verify::JwtSession, Rejection> {
+    pub fn authorize(&self, token: &str, now: SystemTime) -> Result<verify::JwtSession, Rejection> {
         let header = verify::header(token)?;
         let kid = header.kid.as_deref().ok_or(Rejection::MissingKeyId)?;
         let Some(key) = self.keys.get(kid) else {

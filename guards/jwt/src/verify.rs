@@ -93,12 +93,13 @@ impl Claims {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => Rejection::BadSignature,
-                _ => Rejection::Malformed(e.to_string()),
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => Rejection::BadSignature,
+                    _ => Rejection::Malformed(e.to_string()),
+                }
+            })?;
         self.check(&data.claims, now)
     }
 

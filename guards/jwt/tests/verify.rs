@@ -1,5 +1,7 @@
 //! The jwt guard against tokens signed here with RSA, EC and Ed25519 keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -87,7 +89,9 @@ fn valid_tokens_of_every_key_type_are_admitted() {
         assert_eq!(session.attribute("tenant").as_deref(), Some("acme"));
         let expires = session.expires_at().unwrap();
         assert_eq!(
-            expires.duration_since(session.expiring_at().unwrap()).unwrap(),
+            expires
+                .duration_since(session.expiring_at().unwrap())
+                .unwrap(),
             Duration::from_secs(30)
         );
     }
@@ -98,23 +102,53 @@ fn each_failed_check_is_refused_for_its_reason() {
     let t = now();
     let cases: Vec<(String, Rejection)> = vec![
         (
-            sign(Algorithm::RS256, "rsa1", &with(|c| { c.insert("exp".into(), json!(t - 10)); })),
+            sign(
+                Algorithm::RS256,
+                "rsa1",
+                &with(|c| {
+                    c.insert("exp".into(), json!(t - 10));
+                }),
+            ),
             Rejection::Expired,
         ),
         (
-            sign(Algorithm::RS256, "rsa1", &with(|c| { c.insert("nbf".into(), json!(t + 120)); })),
+            sign(
+                Algorithm::RS256,
+                "rsa1",
+                &with(|c| {
+                    c.insert("nbf".into(), json!(t + 120));
+                }),
+            ),
             Rejection::NotYetValid,
         ),
         (
-            sign(Algorithm::RS256, "rsa1", &with(|c| { c.insert("iss".into(), json!("https://evil")); })),
+            sign(
+                Algorithm::RS256,
+                "rsa1",
+                &with(|c| {
+                    c.insert("iss".into(), json!("https://evil"));
+                }),
+            ),
             Rejection::Issuer,
         ),
         (
-            sign(Algorithm::RS256, "rsa1", &with(|c| { c.remove("iss"); })),
+            sign(
+                Algorithm::RS256,
+                "rsa1",
+                &with(|c| {
+                    c.remove("iss");
+                }),
+            ),
             Rejection::Issuer,
         ),
         (
-            sign(Algorithm::RS256, "rsa1", &with(|c| { c.insert("aud".into(), json!("other")); })),
+            sign(
+                Algorithm::RS256,
+                "rsa1",
+                &with(|c| {
+                    c.insert("aud".into(), json!("other"));
+                }),
+            ),
             Rejection::Audience,
         ),
         (
@@ -123,18 +157,33 @@ fn each_failed_check_is_refused_for_its_reason() {
         ),
         (
             sign(Algorithm::RS384, "rsa1", &claims()),
-            Rejection::AlgorithmMismatch { token: "RS384".into(), key: "RS256".into() },
+            Rejection::AlgorithmMismatch {
+                token: "RS384".into(),
+                key: "RS256".into(),
+            },
         ),
         (
             sign(Algorithm::HS256, "rsa1", &claims()),
-            Rejection::AlgorithmMismatch { token: "HS256".into(), key: "RS256".into() },
+            Rejection::AlgorithmMismatch {
+                token: "HS256".into(),
+                key: "RS256".into(),
+            },
         ),
         (
             sign(Algorithm::ES256, "rsa1", &claims()),
-            Rejection::AlgorithmMismatch { token: "ES256".into(), key: "RS256".into() },
+            Rejection::AlgorithmMismatch {
+                token: "ES256".into(),
+                key: "RS256".into(),
+            },
         ),
         (
-            sign(Algorithm::RS256, "rsa1", &with(|c| { c.insert("sub".into(), json!(7)); })),
+            sign(
+                Algorithm::RS256,
+                "rsa1",
+                &with(|c| {
+                    c.insert("sub".into(), json!(7));
+                }),
+            ),
             Rejection::Identity("sub".into()),
         ),
     ];
@@ -147,25 +196,45 @@ fn each_failed_check_is_refused_for_its_reason() {
 fn a_tampered_token_fails_its_signature() {
     let token = sign(Algorithm::RS256, "rsa1", &claims());
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    let forged = sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("sub".into(), json!("mallory"));
-    }));
+    let forged = sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("sub".into(), json!("mallory"));
+        }),
+    );
     parts[1] = forged.split('.').nth(1).unwrap().to_owned();
-    assert_eq!(verdict(&parts.join(".")).unwrap_err(), Rejection::BadSignature);
+    assert_eq!(
+        verdict(&parts.join(".")).unwrap_err(),
+        Rejection::BadSignature
+    );
     // A signature from another key of the same type.
     let other = sign(Algorithm::ES256, "ec1", &claims());
     let mut ec: Vec<&str> = other.split('.').collect();
-    let again = sign(Algorithm::ES256, "ec1", &with(|c| {
-        c.insert("scope".into(), json!("admin"));
-    }));
+    let again = sign(
+        Algorithm::ES256,
+        "ec1",
+        &with(|c| {
+            c.insert("scope".into(), json!("admin"));
+        }),
+    );
     ec[2] = again.split('.').nth(2).unwrap();
     assert_eq!(verdict(&ec.join(".")).unwrap_err(), Rejection::BadSignature);
 }
 
 #[test]
 fn malformed_tokens_are_refused() {
-    for token in ["", "a.b.c", "not a token", "eyJhbGciOiJub25lIn0.e30.", "...."] {
-        assert!(matches!(verdict(token), Err(Rejection::Malformed(_))), "{token}");
+    for token in [
+        "",
+        "a.b.c",
+        "not a token",
+        "eyJhbGciOiJub25lIn0.e30.",
+        "....",
+    ] {
+        assert!(
+            matches!(verdict(token), Err(Rejection::Malformed(_))),
+            "{token}"
+        );
     }
     let no_kid = {
         let key = EncodingKey::from_rsa_pem(RSA).unwrap();
@@ -176,15 +245,23 @@ fn malformed_tokens_are_refused() {
 
 #[test]
 fn roles_come_as_an_array_or_a_spaced_string_and_a_missing_claim_admits_no_guarded_route() {
-    let array = verdict(&sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("scope".into(), json!(["a", "b"]));
-    })))
+    let array = verdict(&sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("scope".into(), json!(["a", "b"]));
+        }),
+    ))
     .unwrap();
     assert!(array.verify(&["a".into(), "b".into()]));
     assert!(!array.verify(&["a b".into()]));
-    let none = verdict(&sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.remove("scope");
-    })))
+    let none = verdict(&sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.remove("scope");
+        }),
+    ))
     .unwrap();
     assert!(!none.verify(&[]));
     assert!(array.verify(&[]));
@@ -192,11 +269,15 @@ fn roles_come_as_an_array_or_a_spaced_string_and_a_missing_claim_admits_no_guard
 
 #[test]
 fn audience_may_be_a_list_and_dates_are_optional() {
-    let session = verdict(&sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("aud".into(), json!(["x", "https://api.example.com"]));
-        c.remove("exp");
-        c.insert("nbf".into(), json!(now() + 2));
-    })))
+    let session = verdict(&sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("aud".into(), json!(["x", "https://api.example.com"]));
+            c.remove("exp");
+            c.insert("nbf".into(), json!(now() + 2));
+        }),
+    ))
     .unwrap();
     assert_eq!(session.expires_at(), None);
 }
@@ -218,16 +299,24 @@ fn a_connection_verifies_a_token_once_and_a_newer_token_extends_the_session() {
     assert_eq!(guard.1.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert!(Arc::ptr_eq(&a, &b));
     let expires = a.expires_at().unwrap();
-    let later = sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("exp".into(), json!(now() + 900));
-    }));
+    let later = sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("exp".into(), json!(now() + 900));
+        }),
+    );
     let c = sessions.reauthorize("ns:jwt0", &guard, &later).unwrap();
     assert!(Arc::ptr_eq(&a, &c), "same identity joins the session");
     assert!(a.expires_at().unwrap() > expires + Duration::from_secs(500));
     // Fewer roles: a session of its own, the shared one untouched.
-    let fewer = sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("scope".into(), json!("read:items"));
-    }));
+    let fewer = sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("scope".into(), json!("read:items"));
+        }),
+    );
     let d = sessions.reauthorize("ns:jwt0", &guard, &fewer).unwrap();
     assert!(!Arc::ptr_eq(&a, &d));
     assert!(a.verify(&["write:items".into()]));
@@ -243,19 +332,33 @@ fn a_connection_verifies_a_token_once_and_a_newer_token_extends_the_session() {
 fn a_session_is_challenged_once_per_expiry() {
     let guard = guard();
     let sessions = ConnectionSessions::default();
-    let token = sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("exp".into(), json!(now() + 20));
-    }));
+    let token = sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("exp".into(), json!(now() + 20));
+        }),
+    );
     let session = sessions.reauthorize("ns:jwt0", &guard, &token).unwrap();
     let now = SystemTime::now();
-    assert!(session.expiring_at().unwrap() <= now, "challenge 30 s > lifetime 20 s");
+    assert!(
+        session.expiring_at().unwrap() <= now,
+        "challenge 30 s > lifetime 20 s"
+    );
     assert!(session.challenge(now));
     assert!(!session.challenge(now), "claimed once");
-    let renewed = sign(Algorithm::RS256, "rsa1", &with(|c| {
-        c.insert("exp".into(), json!(now_secs(now) + 40));
-    }));
+    let renewed = sign(
+        Algorithm::RS256,
+        "rsa1",
+        &with(|c| {
+            c.insert("exp".into(), json!(now_secs(now) + 40));
+        }),
+    );
     sessions.reauthorize("ns:jwt0", &guard, &renewed).unwrap();
-    assert!(!session.challenge(now), "next challenge only at the new expiring-at");
+    assert!(
+        !session.challenge(now),
+        "next challenge only at the new expiring-at"
+    );
     assert!(session.challenge(now + Duration::from_secs(15)));
 }
 
