@@ -25,6 +25,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000000;
     open_file_cache off;
     server {{
         listen 127.0.0.1:{port};
