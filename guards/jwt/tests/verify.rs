@@ -365,3 +365,38 @@ fn a_session_is_challenged_once_per_expiry() {
 fn now_secs(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn segment() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_-]{0,64}"
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_refused_or_admitted_without_panicking(token in ".{0,256}") {
+            let _ = verdict(&token);
+        }
+
+        #[test]
+        fn three_base64url_segments_are_refused(a in segment(), b in segment(), c in segment()) {
+            let token = format!("{a}.{b}.{c}");
+            prop_assert!(verdict(&token).is_err());
+        }
+
+        #[test]
+        fn a_valid_header_with_any_payload_and_signature_is_refused(b in segment(), c in segment()) {
+            let token = sign(Algorithm::RS256, "rsa1", &claims());
+            let header = token.split('.').next().unwrap();
+            let forged = format!("{header}.{b}.{c}");
+            prop_assert!(verdict(&forged).is_err());
+        }
+
+        #[test]
+        fn any_bytes_as_a_jwks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_jwks(&bytes);
+        }
+    }
+}
