@@ -42,6 +42,8 @@ pub struct ComponentContext<'a> {
     pub properties: &'a Properties,
     /// The metric registry (exporters read it).
     pub metrics: &'a Metrics,
+    /// Where the component raises its events (named after it).
+    pub events: crate::events::Events,
 }
 
 impl ComponentContext<'_> {

@@ -469,6 +469,7 @@ impl Engine {
             base_dir: config.base_dir.clone(),
             properties: &self.properties,
             metrics: &self.metrics,
+            events: self.events.named(qname(name)),
         }
     }
 

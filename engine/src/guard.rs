@@ -1,8 +1,15 @@
 //! Guards authorize streams. A binding extracts credentials with its own `authorization`
 //! patterns and asks the guard for a session; routes with `guarded` check the session's roles.
+//!
+//! Sessions are shared per (connection, guard, identity) as in Zilla: a binding keeps one
+//! [`ConnectionSessions`] per network connection and authorizes through it, so a newer token
+//! for the same identity on the same connection joins the existing session and extends its
+//! expiry (continuous authorization), and a token seen before on the connection is not
+//! verified again.
 
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 /// An authorized session.
 pub trait GuardSession: Send + Sync + 'static {
@@ -14,12 +21,36 @@ pub trait GuardSession: Send + Sync + 'static {
     fn attribute(&self, name: &str) -> Option<String>;
     /// When the session ends, if it does.
     fn expires_at(&self) -> Option<SystemTime>;
+    /// The roles held, as the guard's roles claim lists them.
+    fn roles(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// When the holder should be asked for fresh credentials (the guard's `challenge` before
+    /// [`GuardSession::expires_at`]).
+    fn expiring_at(&self) -> Option<SystemTime> {
+        self.expires_at()
+    }
+    /// Whether a challenge is due at `now`; claims it, so each expiry is challenged once per
+    /// session however many streams share it.
+    fn challenge(&self, _now: SystemTime) -> bool {
+        false
+    }
+    /// The secret this session presents onward (an `inline` guard's `credentials`, for Kafka
+    /// SASL), when it has one.
+    fn credentials(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A guard, named under `guards:`.
 pub trait Guard: Send + Sync + 'static {
     /// A session for `credentials`, `None` when they are rejected.
     fn reauthorize(&self, credentials: &str) -> Option<Arc<dyn GuardSession>>;
+    /// The session of a guard that holds configured credentials of its own (`inline`), used
+    /// where no credentials are presented (a Kafka client authenticating to its brokers).
+    fn configured(&self) -> Option<Arc<dyn GuardSession>> {
+        None
+    }
 }
 
 /// The sessions a stream holds, by guard name (qualified).
@@ -44,11 +75,211 @@ impl Authorization {
         self.sessions.push((guard, session));
     }
 
+    /// Every session held, by qualified guard name.
+    pub fn sessions(&self) -> impl Iterator<Item = (&str, &Arc<dyn GuardSession>)> {
+        self.sessions
+            .iter()
+            .map(|(guard, session)| (guard.as_str(), session))
+    }
+
     /// The session for `guard`.
     pub fn session(&self, guard: &str) -> Option<&Arc<dyn GuardSession>> {
         self.sessions
             .iter()
             .find(|(name, _)| name == guard)
             .map(|(_, session)| session)
+    }
+}
+
+/// Tokens remembered per connection: a client resending the same token is not verified again.
+const CACHED_TOKENS: usize = 8;
+/// Identities shared per connection; beyond this a new identity gets an unshared session.
+const SHARED_IDENTITIES: usize = 64;
+
+/// The guard sessions of one network connection (see the module docs). Bounded: a few recent
+/// tokens and weak references to the live sessions by identity.
+#[derive(Default)]
+pub struct ConnectionSessions {
+    inner: Mutex<ConnectionState>,
+}
+
+impl std::fmt::Debug for ConnectionSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSessions").finish_non_exhaustive()
+    }
+}
+
+struct CachedToken {
+    guard: String,
+    token: String,
+    /// The token's own expiry: past it the token is verified (and refused) again.
+    expires_at: Option<SystemTime>,
+    session: Arc<SharedSession>,
+}
+
+#[derive(Default)]
+struct ConnectionState {
+    /// Tokens verified on this connection, most recent last.
+    tokens: VecDeque<CachedToken>,
+    /// (guard, identity) → the session shared by that identity's streams.
+    identities: HashMap<(String, String), Weak<SharedSession>>,
+}
+
+impl ConnectionSessions {
+    /// A session of `guard` (named `guard_name`) for `credentials` on this connection: the
+    /// cached one for a token seen before (while it has not expired), else the guard's verdict,
+    /// joined with the identity's existing session when the new roles include its roles.
+    pub fn reauthorize(
+        &self,
+        guard_name: &str,
+        guard: &dyn Guard,
+        credentials: &str,
+    ) -> Option<Arc<dyn GuardSession>> {
+        let now = SystemTime::now();
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = state
+            .tokens
+            .iter()
+            .position(|cached| cached.guard == guard_name && cached.token == credentials)
+        {
+            let cached = &state.tokens[index];
+            if cached.expires_at.is_none_or(|at| now <= at) {
+                return Some(cached.session.clone());
+            }
+            state.tokens.remove(index);
+        }
+        // Verified under the lock: one connection's requests verify a token once.
+        let verified = guard.reauthorize(credentials)?;
+        let token_expires_at = verified.expires_at();
+        let shared = match verified.identity().map(str::to_owned) {
+            None => Arc::new(SharedSession::new(verified)),
+            Some(identity) => {
+                let key = (guard_name.to_owned(), identity);
+                let existing = state.identities.get(&key).and_then(Weak::upgrade);
+                match existing {
+                    Some(existing) if verified.verify(&existing.roles()) => {
+                        existing.join(verified);
+                        existing
+                    }
+                    _ => {
+                        let session = Arc::new(SharedSession::new(verified));
+                        state
+                            .identities
+                            .retain(|_, session| session.strong_count() > 0);
+                        if state.identities.len() < SHARED_IDENTITIES {
+                            state.identities.insert(key, Arc::downgrade(&session));
+                        }
+                        session
+                    }
+                }
+            }
+        };
+        if state.tokens.len() >= CACHED_TOKENS {
+            state.tokens.pop_front();
+        }
+        state.tokens.push_back(CachedToken {
+            guard: guard_name.to_owned(),
+            token: credentials.to_owned(),
+            expires_at: token_expires_at,
+            session: shared.clone(),
+        });
+        Some(shared)
+    }
+}
+
+/// A session shared by the streams of one identity on one connection.
+pub struct SharedSession {
+    identity: Option<String>,
+    state: Mutex<SharedState>,
+}
+
+struct SharedState {
+    /// The latest token's session: roles and attributes come from it.
+    current: Arc<dyn GuardSession>,
+    /// The latest expiry of any token joined.
+    expires_at: Option<SystemTime>,
+    /// How long before expiry a challenge is due.
+    lead: Duration,
+    /// The expiring-at instant last challenged.
+    challenged: Option<SystemTime>,
+}
+
+impl SharedSession {
+    fn new(session: Arc<dyn GuardSession>) -> Self {
+        let expires_at = session.expires_at();
+        Self {
+            identity: session.identity().map(str::to_owned),
+            state: Mutex::new(SharedState {
+                lead: lead(session.as_ref()),
+                current: session,
+                expires_at,
+                challenged: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A newer token for the same identity: its roles, and the later expiry.
+    fn join(&self, session: Arc<dyn GuardSession>) {
+        let mut state = self.lock();
+        state.expires_at = match (state.expires_at, session.expires_at()) {
+            (Some(old), Some(new)) => Some(old.max(new)),
+            _ => None,
+        };
+        state.lead = lead(session.as_ref());
+        state.current = session;
+    }
+}
+
+fn lead(session: &dyn GuardSession) -> Duration {
+    match (session.expires_at(), session.expiring_at()) {
+        (Some(expires), Some(expiring)) => expires.duration_since(expiring).unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
+}
+
+impl GuardSession for SharedSession {
+    fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    fn verify(&self, roles: &[String]) -> bool {
+        self.lock().current.verify(roles)
+    }
+
+    fn attribute(&self, name: &str) -> Option<String> {
+        self.lock().current.attribute(name)
+    }
+
+    fn expires_at(&self) -> Option<SystemTime> {
+        self.lock().expires_at
+    }
+
+    fn roles(&self) -> Vec<String> {
+        self.lock().current.roles()
+    }
+
+    fn expiring_at(&self) -> Option<SystemTime> {
+        let state = self.lock();
+        state.expires_at.map(|at| at - state.lead)
+    }
+
+    fn challenge(&self, now: SystemTime) -> bool {
+        let mut state = self.lock();
+        let Some(expires_at) = state.expires_at else {
+            return false;
+        };
+        let expiring_at = expires_at - state.lead;
+        let due = self.identity.is_some()
+            && expiring_at <= now
+            && now < expires_at
+            && state.challenged.is_none_or(|at| at < expiring_at);
+        if due {
+            state.challenged = Some(expiring_at);
+        }
+        due
     }
 }

@@ -15,6 +15,8 @@ pub struct Broker {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `tansu broker` arguments (`--authentication`).
+    extra: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -54,6 +56,7 @@ impl Broker {
             port: free_port()?,
             dir,
             child: None,
+            extra: Vec::new(),
         };
         broker.launch()?;
         Ok(broker)
@@ -75,6 +78,7 @@ impl Broker {
                 "--storage-engine",
                 "sqlite://tansu.db?maintenance_interval=2s",
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -136,6 +140,26 @@ impl Broker {
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(())
+    }
+
+    /// Creates SCRAM users (`name`, `secret`), then restarts the broker requiring SASL
+    /// authentication (tansu: SCRAM-SHA-512 only). Create topics before this.
+    pub fn require_authentication(&mut self, users: &[(&str, &str)]) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        for (name, secret) in users {
+            let output = Command::new(tansu())
+                .current_dir(self.dir.path())
+                .args(["user", "create", "--broker", &url, name, secret])
+                .output()
+                .context("tansu user create")?;
+            ensure!(
+                output.status.success(),
+                "tansu user create {name}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        self.extra = vec!["--authentication"];
+        self.restart()
     }
 
     /// Stops the broker and starts it again on the same port and data.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer, free_port};
+use zilla_tests::{Gateway, Peer, free_port, nginx};
 
 /// A test CA (`ca.pem`) and a `localhost` leaf it signed: `key.pem`, `leaf.pem` (leaf then CA)
 /// and `localhost.pem` (key, leaf and CA, for the vault).
@@ -83,50 +83,6 @@ fn certificates(dir: &Path) -> Result<()> {
         [read("key.pem")?, chain].concat(),
     )?;
     Ok(())
-}
-
-/// nginx serving `root` on a free port.
-fn nginx(dir: &Path, root: &Path) -> Result<(zilla_tests::Process, u16)> {
-    let port = free_port()?;
-    std::fs::create_dir_all(dir.join("logs"))?;
-    let config = format!(
-        "master_process off;
-worker_processes 1;
-error_log {dir}/logs/error.log;
-pid {dir}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 10000000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-",
-        dir = dir.display(),
-        root = root.display(),
-    );
-    std::fs::write(dir.join("nginx.conf"), config)?;
-    let process = Peer::new("nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .spawn()?;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((process, port));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    anyhow::bail!("nginx did not start: {}", process.stderr())
 }
 
 const TLS_PROXY: &str = "name: test

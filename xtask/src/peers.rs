@@ -58,6 +58,8 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("websockets", "websockets"),
     ("pyjwt", "jwt"),
     ("cryptography", "cryptography"),
+    // HTTP/2 SSE client for continuous authorization (challenge responses on the stream's connection).
+    ("httpx[http2]", "httpx, h2"),
 ];
 
 const TANSU_VERSION: &str = "0.6.0";

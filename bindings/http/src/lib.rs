@@ -98,6 +98,7 @@ pub mod client;
 pub mod config;
 pub mod cors;
 pub mod credentials;
+pub mod expiry;
 pub mod io;
 pub mod kind;
 pub mod limits;

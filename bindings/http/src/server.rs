@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use zilla_engine::binding::{Binding, BuildContext, BuildError, StartContext};
 use zilla_engine::components::Validator;
 use zilla_engine::events::Events;
-use zilla_engine::guard::{Authorization, Guard};
+use zilla_engine::guard::{Authorization, ConnectionSessions, Guard};
 use zilla_engine::limits::{ConnectionGate, Throttle};
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
@@ -31,6 +31,7 @@ use crate::body::{
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
 use crate::credentials::Credentials;
+use crate::expiry;
 use crate::io::{Rewind, Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
 use crate::limits::Limits;
@@ -243,6 +244,8 @@ impl Shared {
         let activity = Arc::new(Activity::new());
         let shared = self.clone();
         let track = matches!(protocol, Protocol::H2) && !self.limits.idle_timeout.is_zero();
+        // Guard sessions are per connection, as in Zilla (see `ConnectionSessions`).
+        let sessions = Arc::new(ConnectionSessions::default());
         let service = {
             let closing = closing.clone();
             let activity = activity.clone();
@@ -251,16 +254,17 @@ impl Shared {
                 let info = info.clone();
                 let closing = closing.clone();
                 let activity = activity.clone();
+                let sessions = sessions.clone();
                 async move {
                     if refused {
                         closing.cancel();
                         return Ok::<_, Infallible>(overloaded(request.version()));
                     }
                     if !track {
-                        return Ok(shared.exchange(request, &info).await);
+                        return Ok(shared.exchange(request, &info, &sessions).await);
                     }
                     let open = activity.open();
-                    let response = shared.exchange(request, &info).await;
+                    let response = shared.exchange(request, &info, &sessions).await;
                     // The exchange stays open until its response body is done with.
                     Ok(response.map(move |body| {
                         kind::boxed(body.map_frame(move |frame| {
@@ -333,11 +337,17 @@ impl Shared {
         }
     }
 
-    async fn exchange(&self, request: hyper::Request<Incoming>, info: &StreamInfo) -> Response {
+    async fn exchange(
+        &self,
+        request: hyper::Request<Incoming>,
+        info: &StreamInfo,
+        sessions: &ConnectionSessions,
+    ) -> Response {
         let record = self
             .metrics
             .start(request.method(), request.uri(), request.headers());
-        let (mut response, decoration) = self.answer(request, info, record.as_ref()).await;
+        let (mut response, decoration) =
+            self.answer(request, info, sessions, record.as_ref()).await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
         }
@@ -360,6 +370,7 @@ impl Shared {
         &self,
         request: hyper::Request<Incoming>,
         info: &StreamInfo,
+        sessions: &ConnectionSessions,
         record: Option<&ExchangeRecord>,
     ) -> (Response, Option<Decoration>) {
         let limit = self.limits.max_request_body_size;
@@ -404,27 +415,38 @@ impl Shared {
         request.extensions_mut().insert(info.clone());
         let mut carried_credentials = false;
         let mut authorization = request.extensions_mut().remove::<Authorization>();
-        if let Some(hook) = &self.guard
-            && let Some(credentials) = hook.credentials.extract(&request)
-        {
-            carried_credentials = true;
-            if let Some(session) = hook.guard.reauthorize(&credentials) {
-                authorization
-                    .get_or_insert_with(Authorization::default)
-                    .insert(hook.name.clone(), session);
+        if let Some(hook) = &self.guard {
+            let credentials = hook.credentials.extract(&request);
+            if expiry::is_challenge_response(&request) {
+                // Joins the connection's session for the identity, extending its streams.
+                if let Some(credentials) = credentials {
+                    sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials);
+                }
+                return (status_response(StatusCode::NO_CONTENT), Some(decoration));
+            }
+            if let Some(credentials) = credentials {
+                carried_credentials = true;
+                if let Some(session) =
+                    sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials)
+                {
+                    authorization
+                        .get_or_insert_with(Authorization::default)
+                        .insert(hook.name.clone(), session);
+                }
             }
         }
+        let expiring = self.guard.as_ref().and_then(|hook| {
+            let session = authorization.as_ref()?.session(&hook.name)?;
+            session.expires_at().map(|_| session.clone())
+        });
         let routed = match self.router.resolve(&request, authorization.as_ref()) {
             Ok(routed) => routed,
-            Err(Miss::NoRoute) => {
-                return (status_response(StatusCode::NOT_FOUND), Some(decoration));
-            }
-            Err(Miss::Guarded) => {
-                let status = if carried_credentials {
-                    StatusCode::FORBIDDEN
-                } else {
-                    StatusCode::UNAUTHORIZED
-                };
+            Err(Miss::NoRoute | Miss::Guarded) => {
+                let status = expiry::unrouted(
+                    self.guard.as_ref().map(|hook| hook.name.as_str()),
+                    authorization.as_ref(),
+                    carried_credentials,
+                );
                 return (status_response(status), Some(decoration));
             }
         };
@@ -488,7 +510,11 @@ impl Shared {
             {
                 cut(&exceeded, &stalled).unwrap_or(response)
             }
-            Ok(response) => response,
+            // A guarded response ends when its session expires (Zilla resets it then).
+            Ok(response) => match expiring {
+                Some(session) => expiry::expire_with(response, session),
+                None => response,
+            },
             Err(error) => {
                 tracing::debug!(binding = %self.qname, %error, "exchange failed");
                 cut(&exceeded, &stalled).unwrap_or_else(|| status_response(status_of(&error)))

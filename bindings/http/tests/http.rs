@@ -815,6 +815,8 @@ async fn cors_preflight_and_response_headers() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// As Zilla decides: with a guard and no session of it, 401 (no credentials) or 403 (refused);
+/// a session whose roles no route takes, or no route at all with a session, is 404.
 async fn guarded_routes_answer_401_403_or_pass() -> Result<()> {
     let yaml = r#"
 name: test
@@ -874,7 +876,7 @@ bindings:
         ),
         (
             vec!["-X", "POST", "-H", "authorization: Bearer reader", &items],
-            403,
+            404,
         ),
         (
             vec!["-X", "POST", "-H", "authorization: Bearer writer", &items],
@@ -882,7 +884,7 @@ bindings:
         ),
         (
             vec!["-X", "GET", "-H", "authorization: Bearer writer", &items],
-            403,
+            404,
         ),
         (vec!["-X", "POST", &with_query], 200),
         (
@@ -890,7 +892,9 @@ bindings:
             200,
         ),
         (vec![&public], 200),
-        (vec![&nothing], 404),
+        (vec![&nothing], 401),
+        (vec!["-H", "authorization: Bearer nobody", &nothing], 403),
+        (vec!["-H", "authorization: Bearer reader", &nothing], 404),
     ];
     for (args, expected) in cases {
         let (code, _, output) = curl_status(&args).await?;

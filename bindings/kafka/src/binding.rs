@@ -12,7 +12,7 @@ use zilla_engine::{BindingKind, BuildError};
 
 use crate::cache::{Cache, CacheHandler, CacheTuning};
 use crate::client::{ClientTuning, KafkaClient};
-use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions, SaslMechanism};
+use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions, SaslMechanism, SaslOptions};
 use crate::kind::{
     FetchBatch, FetchRequest, Kafka, KafkaHandler, MergedRequest, MergedStream, OffsetSpec,
     ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
@@ -69,6 +69,58 @@ impl BindingFactory for KafkaFactory {
     }
 }
 
+/// SASL credentials from `authorization`'s one guard: its configured identity and secret fill
+/// the `{identity}` and `{credentials}` templates of `username` and `password`.
+fn sasl_from_guard(
+    context: &BuildContext<'_>,
+    authorization: &std::collections::BTreeMap<String, crate::config::KafkaAuthorization>,
+) -> Result<SaslOptions, BuildError> {
+    let mut entries = authorization.iter();
+    let (Some((name, entry)), None) = (entries.next(), entries.next()) else {
+        return Err(BuildError::at(
+            "options.authorization",
+            "name exactly one guard",
+        ));
+    };
+    let path = format!("options.authorization.{name}");
+    let (_, guard) = context.guard(name).map_err(|mut error| {
+        error.path = path.clone();
+        error
+    })?;
+    let Some(session) = guard.configured() else {
+        return Err(BuildError::at(
+            path,
+            format!("guard `{name}` holds no credentials of its own; use an `inline` guard"),
+        ));
+    };
+    let fill = |template: &str, field: &str| -> Result<String, BuildError> {
+        let mut text = template.to_owned();
+        for (placeholder, value) in [
+            ("{identity}", session.identity().map(str::to_owned)),
+            ("{credentials}", session.credentials()),
+        ] {
+            if text.contains(placeholder) {
+                let Some(value) = value else {
+                    return Err(BuildError::at(
+                        format!("{path}.credentials.{field}"),
+                        format!(
+                            "guard `{name}` has no {}",
+                            &placeholder[1..placeholder.len() - 1]
+                        ),
+                    ));
+                };
+                text = text.replace(placeholder, &value);
+            }
+        }
+        Ok(text)
+    };
+    Ok(SaslOptions {
+        mechanism: entry.credentials.mechanism,
+        username: fill(&entry.credentials.username, "username")?,
+        password: fill(&entry.credentials.password, "password")?,
+    })
+}
+
 /// A binding whose handler is all there is.
 struct Passive;
 
@@ -85,8 +137,19 @@ fn build_client(
         ));
     };
     let connector = context.exit::<Bytes>(&exit)?;
+    let sasl_options = match (&options.sasl, &options.authorization) {
+        (Some(_), Some(_)) => {
+            return Err(BuildError::at(
+                "options.authorization",
+                "give SASL credentials as `sasl` or as `authorization`, not both",
+            ));
+        }
+        (Some(sasl), None) => Some(sasl.clone()),
+        (None, Some(authorization)) => Some(sasl_from_guard(context, authorization)?),
+        (None, None) => None,
+    };
     let properties = context.properties();
-    let sasl = options.sasl.as_ref().map(|sasl| wire::SaslConfig {
+    let sasl = sasl_options.as_ref().map(|sasl| wire::SaslConfig {
         mechanism: match sasl.mechanism {
             SaslMechanism::Plain => wire::SaslMechanism::Plain,
             SaslMechanism::ScramSha256 => wire::SaslMechanism::ScramSha256,
@@ -97,20 +160,27 @@ fn build_client(
         username: sasl.username.clone(),
         password: sasl.password.clone(),
     });
-    if options
-        .sasl
+    if sasl_options
         .as_ref()
         .is_some_and(|sasl| sasl.mechanism == SaslMechanism::ScramSha1)
     {
+        let path = if options.sasl.is_some() {
+            "options.sasl.mechanism".to_owned()
+        } else {
+            let guard = options
+                .authorization
+                .iter()
+                .flatten()
+                .next()
+                .map(|(g, _)| g.as_str());
+            format!(
+                "options.authorization.{}.credentials.mechanism",
+                guard.unwrap_or_default()
+            )
+        };
         return Err(BuildError::at(
-            "options.sasl.mechanism",
+            path,
             "scram-sha-1 is not supported; use scram-sha-256 or scram-sha-512",
-        ));
-    }
-    if options.authorization.is_some() {
-        return Err(BuildError::at(
-            "options.authorization",
-            "SASL credentials from a guard are not supported yet; use `options.sasl`",
         ));
     }
     // Without `servers`, brokers are reached through the exit's own host and port.

@@ -17,10 +17,11 @@ pub struct KafkaOptions {
     pub topics: Option<Vec<TopicOptions>>,
     /// client: SASL credentials (Zilla 1.x form).
     pub sasl: Option<SaslOptions>,
-    /// client: SASL credentials from a guard (Zilla 2.x form):
-    /// `{<guard>: {credentials: {...}}}`. Refused at load: not supported yet.
-    #[schemars(extend("x-unsupported" = "SASL credentials from a guard are not supported yet; use `options.sasl`"))]
-    pub authorization: Option<serde_json::Map<String, serde_json::Value>>,
+    /// client: SASL credentials from a guard (Zilla 2.x form): `{<guard>: {credentials:
+    /// {mechanism, username, password}}}`, where `{identity}` and `{credentials}` in `username`
+    /// and `password` are the guard's configured identity and secret.
+    #[schemars(extend("maxProperties" = 1))]
+    pub authorization: Option<std::collections::BTreeMap<String, KafkaAuthorization>>,
     /// Deprecated in Zilla; accepted and ignored.
     pub merged: Option<Vec<String>>,
     /// Schema catalog references for topics. Refused at load: not supported yet.
@@ -70,6 +71,14 @@ pub enum DeltaType {
     None,
     /// JSON patches between values.
     JsonPatch,
+}
+
+/// One guard's entry of `authorization`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaAuthorization {
+    /// The SASL credentials, with `{identity}` / `{credentials}` templates.
+    pub credentials: SaslOptions,
 }
 
 /// SASL credentials.

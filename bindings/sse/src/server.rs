@@ -4,14 +4,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame};
 use zilla_binding_http::kind::{self, BodyError, HttpHandler, Request, Response};
-use zilla_engine::guard::Authorization;
+use zilla_engine::guard::{Authorization, GuardSession};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
@@ -115,6 +115,17 @@ impl SseServer {
                 condition.matches(path)
             })
             .ok_or(StreamError::NoRoute)?;
+        // The session a challenge is sent for: the one expiring first.
+        let challenged = parts
+            .extensions
+            .get::<Authorization>()
+            .and_then(|authorization| {
+                authorization
+                    .sessions()
+                    .filter_map(|(_, session)| Some((session.expiring_at()?, session)))
+                    .min_by_key(|(at, _)| *at)
+                    .map(|(_, session)| session.clone())
+            });
         let subscription = SseRequest {
             scheme: scheme.unwrap_or_else(|| "http".to_owned()),
             authority: authority.unwrap_or_default(),
@@ -128,11 +139,11 @@ impl SseServer {
         } else {
             "text/event-stream"
         };
-        let mut response = Response::new(kind::boxed(EventBody::new(
-            events,
-            self.writing.clone(),
-            timestamps,
-        )));
+        let mut body = EventBody::new(events, self.writing.clone(), timestamps);
+        if let Some(session) = challenged {
+            body = body.challenging(session);
+        }
+        let mut response = Response::new(kind::boxed(body));
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -185,8 +196,27 @@ struct EventBody {
     writing: Writing,
     timestamps: bool,
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    challenge: Option<Challenge>,
     error: Option<StreamError>,
     done: bool,
+}
+
+/// Continuous authorization: a `challenge` event when the subscriber's session is expiring
+/// (the http server ends the response when it expires).
+struct Challenge {
+    session: Arc<dyn GuardSession>,
+    wake: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Challenge {
+    /// The next instant worth looking at the session again: its expiring-at while ahead, then
+    /// its expiry (a challenge response may have moved both on by then).
+    fn next(session: &dyn GuardSession, now: SystemTime) -> Option<SystemTime> {
+        [session.expiring_at(), session.expires_at()]
+            .into_iter()
+            .flatten()
+            .find(|at| *at > now)
+    }
 }
 
 impl EventBody {
@@ -203,8 +233,50 @@ impl EventBody {
             writing,
             timestamps,
             idle,
+            challenge: None,
             error: None,
             done: false,
+        }
+    }
+
+    /// Sends `session`'s challenges.
+    fn challenging(mut self, session: Arc<dyn GuardSession>) -> Self {
+        if let Some(at) = Challenge::next(session.as_ref(), SystemTime::now()) {
+            self.challenge = Some(Challenge {
+                wake: Box::pin(tokio::time::sleep_until(
+                    zilla_binding_http::expiry::instant(at),
+                )),
+                session,
+            });
+        }
+        self
+    }
+
+    /// Writes a challenge when one is due, and arms the next look.
+    fn poll_challenge(&mut self, cx: &mut Context<'_>, out: &mut BytesMut) {
+        let Some(challenge) = self.challenge.as_mut() else {
+            return;
+        };
+        let mut due = false;
+        while challenge.wake.as_mut().poll(cx).is_ready() {
+            let now = SystemTime::now();
+            due |= challenge.session.challenge(now);
+            match Challenge::next(challenge.session.as_ref(), now) {
+                Some(at) => {
+                    let at = zilla_binding_http::expiry::instant(at);
+                    challenge.wake.as_mut().reset(at);
+                }
+                None => {
+                    self.challenge = None;
+                    break;
+                }
+            }
+        }
+        if due {
+            self.write(
+                SseItem::Challenge(crate::kind::SseChallenge::default()),
+                out,
+            );
         }
     }
 
@@ -245,6 +317,7 @@ impl Body for EventBody {
             return Poll::Ready(None);
         }
         let mut out = BytesMut::new();
+        self.poll_challenge(cx, &mut out);
         while out.len() < FRAME_BYTES {
             match self.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(item))) => self.write(item, &mut out),

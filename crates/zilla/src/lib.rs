@@ -63,6 +63,10 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_catalog_inline::register(registry);
     #[cfg(feature = "validator-json")]
     zilla_validator_json::register(registry);
+    #[cfg(feature = "guard-jwt")]
+    zilla_guard_jwt::register(registry);
+    #[cfg(feature = "guard-inline")]
+    zilla_guard_inline::register(registry);
 }
 
 /// The version of this build.

@@ -1,0 +1,55 @@
+//! nginx as a static origin: serves a directory on a free loopback port.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::{Peer, Process, free_port};
+
+/// nginx serving `root` on a free port; its config, logs and temp files live in `dir`.
+/// Files under `root` may be rewritten while it runs (each request reads them anew).
+pub fn nginx(dir: &Path, root: &Path) -> Result<(Process, u16)> {
+    let port = free_port()?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let config = format!(
+        "master_process off;
+worker_processes 1;
+error_log {dir}/logs/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000000;
+    open_file_cache off;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        types {{ application/json json; text/plain txt; }}
+    }}
+}}
+",
+        dir = dir.display(),
+        root = root.display(),
+    );
+    std::fs::write(dir.join("nginx.conf"), config)?;
+    let process = Peer::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .spawn()?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((process, port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!("nginx did not start: {}", process.stderr())
+}
