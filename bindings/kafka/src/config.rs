@@ -38,9 +38,10 @@ pub struct TopicOptions {
     /// `none` (default) or `json_patch`.
     #[serde(rename = "deltaType")]
     pub delta_type: Option<DeltaType>,
-    /// The key's model.
+    /// The key's model: cache_client encodes produced keys with it, cache_server decodes
+    /// keys read from Kafka (see [`crate::models`]).
     pub key: Option<serde_json::Value>,
-    /// The value's model.
+    /// The value's model, applied as the key's.
     pub value: Option<serde_json::Value>,
     /// Record transforms (extract-key, extract-headers).
     pub transforms: Option<Vec<serde_json::Value>>,
