@@ -19,7 +19,8 @@ use futures_util::StreamExt;
 use zilla_engine::BuildError;
 use zilla_engine::binding::BuildContext;
 use zilla_engine::components::Validator;
-use zilla_engine::stream::{BoxFuture, Bytes, StreamError};
+use bytes::Bytes;
+use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::config::KafkaOptions;
 use crate::kind::{
@@ -148,6 +149,24 @@ impl TopicModels {
             };
             std::future::ready(item)
         }))
+    }
+}
+
+/// `inner` with `models` applied (encoding produced records when `encode_produced`, else
+/// decoding read records); `inner` itself when no topic has a model.
+pub fn apply(
+    inner: Arc<dyn KafkaHandler>,
+    models: TopicModels,
+    encode_produced: bool,
+) -> Arc<dyn KafkaHandler> {
+    if models.is_empty() {
+        inner
+    } else {
+        Arc::new(Modeled {
+            inner,
+            models,
+            encode_produced,
+        })
     }
 }
 

@@ -137,7 +137,7 @@ impl Known {
 pub struct FilesystemCatalog {
     known: Arc<RwLock<Known>>,
     // Dropping it stops watching.
-    _watcher: notify::RecommendedWatcher,
+    _watcher: std::sync::Mutex<notify::RecommendedWatcher>,
 }
 
 impl std::fmt::Debug for FilesystemCatalog {
@@ -216,7 +216,7 @@ impl FilesystemCatalog {
         }
         Ok(Self {
             known,
-            _watcher: watcher,
+            _watcher: std::sync::Mutex::new(watcher),
         })
     }
 }

@@ -181,6 +181,7 @@ impl Fetcher {
         let client = self.client.clone();
         let url = format!("{}{path}", self.base);
         let authorization = self.authorization.clone();
+        let path = path.to_owned();
         async move {
             let mut request = http::Request::get(&url).header(
                 http::header::ACCEPT,

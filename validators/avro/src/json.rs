@@ -36,7 +36,7 @@ impl<'a> Walker<'a> {
     }
 
     /// The Avro value `json` stands for under `schema`.
-    pub fn from_json(&self, json: &Json, schema: &Schema, depth: usize) -> Result<Value, String> {
+    pub fn json_to_value(&self, json: &Json, schema: &Schema, depth: usize) -> Result<Value, String> {
         if depth > MAX_DEPTH {
             return Err("nested too deep".to_owned());
         }
@@ -78,7 +78,7 @@ impl<'a> Walker<'a> {
                 let mut values = Vec::with_capacity(items.len());
                 for (index, item) in items.iter().enumerate() {
                     values.push(
-                        self.from_json(item, &array.items, depth + 1)
+                        self.json_to_value(item, &array.items, depth + 1)
                             .map_err(|error| format!("/{index}: {error}"))?,
                     );
                 }
@@ -90,7 +90,7 @@ impl<'a> Walker<'a> {
                 for (key, item) in entries {
                     values.insert(
                         key.clone(),
-                        self.from_json(item, &map.types, depth + 1)
+                        self.json_to_value(item, &map.types, depth + 1)
                             .map_err(|error| format!("/{key}: {error}"))?,
                     );
                 }
@@ -110,9 +110,9 @@ impl<'a> Walker<'a> {
                 let mut fields = Vec::with_capacity(record.fields.len());
                 for field in &record.fields {
                     let value = match (object.get(&field.name), &field.default) {
-                        (Some(value), _) => self.from_json(value, &field.schema, depth + 1),
+                        (Some(value), _) => self.json_to_value(value, &field.schema, depth + 1),
                         (None, Some(default)) => {
-                            self.from_default(default, &field.schema, depth + 1)
+                            self.default_to_value(default, &field.schema, depth + 1)
                         }
                         (None, None) => Err("missing".to_owned()),
                     }
@@ -121,8 +121,8 @@ impl<'a> Walker<'a> {
                 }
                 Value::Record(fields)
             }
-            Schema::Union(union) => self.union_from_json(json, union, depth)?,
-            Schema::Ref { name } => self.from_json(json, self.named(name)?, depth + 1)?,
+            Schema::Union(union) => self.union_to_value(json, union, depth)?,
+            Schema::Ref { name } => self.json_to_value(json, self.named(name)?, depth + 1)?,
             Schema::Date => Value::Date(int(json).ok_or_else(mismatch)?),
             Schema::TimeMillis => Value::TimeMillis(int(json).ok_or_else(mismatch)?),
             Schema::TimeMicros => Value::TimeMicros(json.as_i64().ok_or_else(mismatch)?),
@@ -163,7 +163,7 @@ impl<'a> Walker<'a> {
 
     /// A field default: written as JSON like a value, except that a union's default is for
     /// its first branch, unwrapped.
-    fn from_default(&self, json: &Json, schema: &Schema, depth: usize) -> Result<Value, String> {
+    fn default_to_value(&self, json: &Json, schema: &Schema, depth: usize) -> Result<Value, String> {
         match schema {
             Schema::Union(union) => {
                 let first = union
@@ -172,14 +172,14 @@ impl<'a> Walker<'a> {
                     .ok_or_else(|| "an empty union has no default".to_owned())?;
                 Ok(Value::Union(
                     0,
-                    Box::new(self.from_json(json, first, depth + 1)?),
+                    Box::new(self.json_to_value(json, first, depth + 1)?),
                 ))
             }
-            _ => self.from_json(json, schema, depth),
+            _ => self.json_to_value(json, schema, depth),
         }
     }
 
-    fn union_from_json(
+    fn union_to_value(
         &self,
         json: &Json,
         union: &UnionSchema,
@@ -206,7 +206,7 @@ impl<'a> Walker<'a> {
             .position(|branch| self.branch_name(branch) == *name)
             .ok_or_else(|| format!("`{name}` is not a branch of the union"))?;
         let value = self
-            .from_json(inner, &branches[index], depth + 1)
+            .json_to_value(inner, &branches[index], depth + 1)
             .map_err(|error| format!("/{name}: {error}"))?;
         Ok(Value::Union(index as u32, Box::new(value)))
     }
@@ -227,12 +227,12 @@ impl<'a> Walker<'a> {
     }
 
     /// The JSON for `value` under `schema`.
-    pub fn to_json(&self, value: &Value, schema: &Schema, depth: usize) -> Result<Json, String> {
+    pub fn value_to_json(&self, value: &Value, schema: &Schema, depth: usize) -> Result<Json, String> {
         if depth > MAX_DEPTH {
             return Err("nested too deep".to_owned());
         }
         if let Schema::Ref { name } = schema {
-            return self.to_json(value, self.named(name)?, depth + 1);
+            return self.value_to_json(value, self.named(name)?, depth + 1);
         }
         Ok(match (value, schema) {
             (Value::Null, _) => Json::Null,
@@ -268,7 +268,7 @@ impl<'a> Walker<'a> {
             (Value::Array(items), Schema::Array(array)) => Json::Array(
                 items
                     .iter()
-                    .map(|item| self.to_json(item, &array.items, depth + 1))
+                    .map(|item| self.value_to_json(item, &array.items, depth + 1))
                     .collect::<Result<_, _>>()?,
             ),
             (Value::Map(entries), Schema::Map(map)) => {
@@ -279,7 +279,7 @@ impl<'a> Walker<'a> {
                 for key in keys {
                     object.insert(
                         key.clone(),
-                        self.to_json(&entries[key], &map.types, depth + 1)?,
+                        self.value_to_json(&entries[key], &map.types, depth + 1)?,
                     );
                 }
                 Json::Object(object)
@@ -287,7 +287,7 @@ impl<'a> Walker<'a> {
             (Value::Record(fields), Schema::Record(record)) => {
                 let mut object = serde_json::Map::with_capacity(fields.len());
                 for ((name, value), field) in fields.iter().zip(&record.fields) {
-                    object.insert(name.clone(), self.to_json(value, &field.schema, depth + 1)?);
+                    object.insert(name.clone(), self.value_to_json(value, &field.schema, depth + 1)?);
                 }
                 Json::Object(object)
             }
@@ -302,7 +302,7 @@ impl<'a> Walker<'a> {
                     let mut object = serde_json::Map::with_capacity(1);
                     object.insert(
                         self.branch_name(branch),
-                        self.to_json(inner, branch, depth + 1)?,
+                        self.value_to_json(inner, branch, depth + 1)?,
                     );
                     Json::Object(object)
                 }

@@ -247,7 +247,7 @@ impl AvroValidator {
                 .map_err(|error| Refusal::Malformed(format!("malformed JSON: {error}")))?;
             let walker = json::Walker::new(schema.get_names());
             let value = walker
-                .from_json(&json, schema.get_root_schema(), 0)
+                .json_to_value(&json, schema.get_root_schema(), 0)
                 .map_err(|error| Refusal::Mismatch(format!("does not fit the schema: {error}")))?;
             to_avro_datum(schema.get_root_schema(), value)
                 .map_err(|error| Refusal::Mismatch(format!("does not fit the schema: {error}")))
@@ -323,7 +323,7 @@ impl Validator for AvroValidator {
         }
         let walker = json::Walker::new(schema.get_names());
         let json = walker
-            .to_json(&value, schema.get_root_schema(), 0)
+            .value_to_json(&value, schema.get_root_schema(), 0)
             .map_err(|error| self.refuse(error))?;
         serde_json::to_vec(&json)
             .map(Some)
