@@ -55,7 +55,15 @@ telemetry:
 /// The status curl saw.
 fn status(args: &[&str]) -> Result<u16> {
     let output = Peer::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"])
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
         .args(args)
         .timeout(Duration::from_secs(30))
         .run()?;
@@ -77,8 +85,16 @@ fn core_models_check_headers_and_parameters() -> Result<()> {
     let url = |path: &str| format!("{base}{path}");
     let tenant = |value: &str| format!("x-tenant: {value}");
 
-    for valid in ["/items/1", "/items/42?limit=20", "/items/7?limit=100&ratio=0.5"] {
-        assert_eq!(status(&["-H", &tenant("acme"), &url(valid)])?, 200, "{valid}");
+    for valid in [
+        "/items/1",
+        "/items/42?limit=20",
+        "/items/7?limit=100&ratio=0.5",
+    ] {
+        assert_eq!(
+            status(&["-H", &tenant("acme"), &url(valid)])?,
+            200,
+            "{valid}"
+        );
     }
     // Lenient: out of range is let through (and reported), not-a-number is not.
     assert_eq!(status(&[&url("/items/1?ratio=7.5")])?, 200);
@@ -107,7 +123,10 @@ fn core_models_check_headers_and_parameters() -> Result<()> {
     let events = gateway.stdout();
     assert!(events.contains("int32: out of range"), "{events}");
     assert!(events.contains("double: out of range"), "{events}");
-    assert!(events.contains("string: does not match the pattern"), "{events}");
+    assert!(
+        events.contains("string: does not match the pattern"),
+        "{events}"
+    );
     assert!(gateway.terminate()?.success());
     Ok(())
 }

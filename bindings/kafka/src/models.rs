@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use zilla_engine::BuildError;
 use zilla_engine::binding::BuildContext;
 use zilla_engine::components::Validator;
-use bytes::Bytes;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::config::KafkaOptions;

@@ -36,7 +36,12 @@ impl<'a> Walker<'a> {
     }
 
     /// The Avro value `json` stands for under `schema`.
-    pub fn json_to_value(&self, json: &Json, schema: &Schema, depth: usize) -> Result<Value, String> {
+    pub fn json_to_value(
+        &self,
+        json: &Json,
+        schema: &Schema,
+        depth: usize,
+    ) -> Result<Value, String> {
         if depth > MAX_DEPTH {
             return Err("nested too deep".to_owned());
         }
@@ -79,7 +84,7 @@ impl<'a> Walker<'a> {
                 for (index, item) in items.iter().enumerate() {
                     values.push(
                         self.json_to_value(item, &array.items, depth + 1)
-                            .map_err(|error| format!("/{index}: {error}"))?,
+                            .map_err(|error| at(&index.to_string(), error))?,
                     );
                 }
                 Value::Array(values)
@@ -91,7 +96,7 @@ impl<'a> Walker<'a> {
                     values.insert(
                         key.clone(),
                         self.json_to_value(item, &map.types, depth + 1)
-                            .map_err(|error| format!("/{key}: {error}"))?,
+                            .map_err(|error| at(key, error))?,
                     );
                 }
                 Value::Map(values)
@@ -116,7 +121,7 @@ impl<'a> Walker<'a> {
                         }
                         (None, None) => Err("missing".to_owned()),
                     }
-                    .map_err(|error| format!("/{}: {error}", field.name))?;
+                    .map_err(|error| at(&field.name, error))?;
                     fields.push((field.name.clone(), value));
                 }
                 Value::Record(fields)
@@ -163,7 +168,12 @@ impl<'a> Walker<'a> {
 
     /// A field default: written as JSON like a value, except that a union's default is for
     /// its first branch, unwrapped.
-    fn default_to_value(&self, json: &Json, schema: &Schema, depth: usize) -> Result<Value, String> {
+    fn default_to_value(
+        &self,
+        json: &Json,
+        schema: &Schema,
+        depth: usize,
+    ) -> Result<Value, String> {
         match schema {
             Schema::Union(union) => {
                 let first = union
@@ -207,7 +217,7 @@ impl<'a> Walker<'a> {
             .ok_or_else(|| format!("`{name}` is not a branch of the union"))?;
         let value = self
             .json_to_value(inner, &branches[index], depth + 1)
-            .map_err(|error| format!("/{name}: {error}"))?;
+            .map_err(|error| at(name, error))?;
         Ok(Value::Union(index as u32, Box::new(value)))
     }
 
@@ -227,7 +237,12 @@ impl<'a> Walker<'a> {
     }
 
     /// The JSON for `value` under `schema`.
-    pub fn value_to_json(&self, value: &Value, schema: &Schema, depth: usize) -> Result<Json, String> {
+    pub fn value_to_json(
+        &self,
+        value: &Value,
+        schema: &Schema,
+        depth: usize,
+    ) -> Result<Json, String> {
         if depth > MAX_DEPTH {
             return Err("nested too deep".to_owned());
         }
@@ -287,7 +302,10 @@ impl<'a> Walker<'a> {
             (Value::Record(fields), Schema::Record(record)) => {
                 let mut object = serde_json::Map::with_capacity(fields.len());
                 for ((name, value), field) in fields.iter().zip(&record.fields) {
-                    object.insert(name.clone(), self.value_to_json(value, &field.schema, depth + 1)?);
+                    object.insert(
+                        name.clone(),
+                        self.value_to_json(value, &field.schema, depth + 1)?,
+                    );
                 }
                 Json::Object(object)
             }
@@ -315,6 +333,16 @@ impl<'a> Walker<'a> {
                 ));
             }
         })
+    }
+}
+
+/// `error` found under `segment`: nested locations join into one JSON-pointer-like path
+/// (`/tags/1: expected string`).
+fn at(segment: &str, error: String) -> String {
+    if error.starts_with('/') {
+        format!("/{segment}{error}")
+    } else {
+        format!("/{segment}: {error}")
     }
 }
 

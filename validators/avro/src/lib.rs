@@ -60,8 +60,10 @@ pub mod json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema as AvroNames};
-use apache_avro::{Schema, from_avro_datum, to_avro_datum};
+use apache_avro::writer::datum::GenericDatumWriter;
 use zilla_engine::cataloged::{ResolvedSchema, SchemaReference, Strategy};
 use zilla_engine::components::{Catalog, ModelContext, ModelFactory, ValidateMode, Validator};
 use zilla_engine::events::Events;
@@ -249,7 +251,9 @@ impl AvroValidator {
             let value = walker
                 .json_to_value(&json, schema.get_root_schema(), 0)
                 .map_err(|error| Refusal::Mismatch(format!("does not fit the schema: {error}")))?;
-            to_avro_datum(schema.get_root_schema(), value)
+            GenericDatumWriter::builder(schema.get_root_schema())
+                .build()
+                .and_then(|writer| writer.write_value_to_vec(value))
                 .map_err(|error| Refusal::Mismatch(format!("does not fit the schema: {error}")))
         } else {
             read_datum(schema, data).map_err(Refusal::Mismatch)?;
@@ -269,7 +273,9 @@ enum Refusal {
 /// Reads one whole datum: trailing bytes are an error.
 fn read_datum(schema: &Parsed, data: &[u8]) -> Result<apache_avro::types::Value, String> {
     let mut reader = data;
-    let value = from_avro_datum(schema.get_root_schema(), &mut reader, None)
+    let value = GenericDatumReader::builder(schema.get_root_schema())
+        .build()
+        .and_then(|datum| datum.read_value(&mut reader))
         .map_err(|error| format!("not an Avro datum of the schema: {error}"))?;
     if !reader.is_empty() {
         return Err(format!(
