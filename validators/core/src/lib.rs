@@ -422,7 +422,7 @@ impl Check {
 
 fn decode_utf16(data: &[u8]) -> Result<String, Failure> {
     let malformed = || Failure::Malformed("not UTF-16 text".to_owned());
-    if data.len() % 2 != 0 {
+    if !data.len().is_multiple_of(2) {
         return Err(malformed());
     }
     let (little_endian, body) = match data {
