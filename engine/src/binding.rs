@@ -277,6 +277,18 @@ impl<'a> BuildContext<'a> {
         reference: &serde_json::Value,
         path: &str,
     ) -> Result<Arc<dyn crate::components::Validator>, BuildError> {
+        self.model_with_subject(reference, path, None)
+    }
+
+    /// A validator for a model reference whose messages belong to a Kafka topic:
+    /// `topic_subject` (`<topic>-value` or `<topic>-key`) is what `{strategy: topic}`
+    /// resolves to.
+    pub fn model_with_subject(
+        &self,
+        reference: &serde_json::Value,
+        path: &str,
+        topic_subject: Option<&str>,
+    ) -> Result<Arc<dyn crate::components::Validator>, BuildError> {
         let reference = match reference {
             serde_json::Value::String(name) => serde_json::json!({ "model": name }),
             other => other.clone(),
@@ -298,7 +310,12 @@ impl<'a> BuildContext<'a> {
             catalogs: self.catalogs,
             used: &self.used,
         };
-        factory.build(&reference, &lookup).map_err(|mut error| {
+        let context = crate::components::ModelContext {
+            catalogs: &lookup,
+            events: &self.events,
+            topic_subject,
+        };
+        factory.build(&reference, &context).map_err(|mut error| {
             error.path = if error.path.is_empty() {
                 path.to_owned()
             } else {

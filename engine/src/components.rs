@@ -127,17 +127,65 @@ pub(crate) mod files {
 }
 
 /// A schema store (`catalogs:`).
+///
+/// Lookups may be answered from a cache filled from a remote registry; the error says why a
+/// schema could not be found (unknown, or the registry unreachable, naming it).
 pub trait Catalog: Send + Sync + 'static {
     /// The schema id for `subject` at `version` (`latest` allowed).
-    fn resolve_subject(&self, subject: &str, version: &str) -> Option<u32>;
+    fn resolve_subject(&self, subject: &str, version: &str) -> Result<u32, String>;
     /// The schema text for `id`.
-    fn schema(&self, id: u32) -> Option<String>;
+    fn schema(&self, id: u32) -> Result<Arc<str>, String>;
+    /// The bytes put before an encoded message to name its schema (a schema registry's
+    /// magic byte and id); empty for catalogs whose messages carry no prefix.
+    fn prefix(&self, _id: u32) -> Vec<u8> {
+        Vec::new()
+    }
+    /// The schema id a message's prefix names, and the rest of the message; `Ok(None)` for
+    /// catalogs whose messages carry no prefix.
+    fn unprefix<'a>(&self, _data: &'a [u8]) -> Result<Option<(u32, &'a [u8])>, String> {
+        Ok(None)
+    }
 }
 
 /// A model: validates (and may convert) one message.
+///
+/// A model converts only where it has a `view` different from the stored form (`avro` with
+/// `view: json`): `encode` turns a message a client wrote into the form it is stored in (a
+/// Kafka record the gateway produces), `decode` turns a stored message into the view clients
+/// read. `Ok(None)` means the message passes unchanged.
 pub trait Validator: Send + Sync + 'static {
     /// `Ok` when `data` is valid; the error says why not.
     fn validate(&self, data: &[u8]) -> Result<(), String>;
+
+    /// Validates a message on its way into storage and converts it to the stored form.
+    fn encode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.validate(data).map(|()| None)
+    }
+
+    /// Validates a stored message and converts it to the view clients read.
+    fn decode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.validate(data).map(|()| None)
+    }
+}
+
+/// What a model factory gets besides the reference itself.
+pub struct ModelContext<'a> {
+    /// Finds the catalogs the reference names.
+    pub catalogs: &'a dyn CatalogLookup,
+    /// Where the model raises its `MODEL_<TYPE>_VALIDATION_FAILED` events: the events of the
+    /// binding that uses it.
+    pub events: &'a crate::events::Events,
+    /// The subject a `{strategy: topic}` schema reference resolves to (`<topic>-value` or
+    /// `<topic>-key` for a Kafka topic's models); `None` where messages have no topic.
+    pub topic_subject: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ModelContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelContext")
+            .field("topic_subject", &self.topic_subject)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds one model type from its inline reference in binding options: a bare type name
@@ -148,11 +196,11 @@ pub trait ModelFactory: Send + Sync + 'static {
     /// The schema of the model object (with `model` and its own keys).
     fn schema(&self) -> serde_json::Value;
     /// Builds from the reference (always an object here: a bare name arrives as
-    /// `{"model": "<name>"}`); `catalogs` finds the catalogs it names.
+    /// `{"model": "<name>"}`).
     fn build(
         &self,
         reference: &serde_json::Value,
-        catalogs: &dyn CatalogLookup,
+        context: &ModelContext<'_>,
     ) -> Result<Arc<dyn Validator>, BuildError>;
 }
 
@@ -178,4 +226,61 @@ pub trait Exporter: Send + Sync + 'static {
     fn event(&self, event: &Event);
     /// Starts background work (endpoints, push intervals); stops when `stopped` is cancelled.
     fn start(&self, _stopped: tokio_util::sync::CancellationToken) {}
+}
+
+/// A model reference's `validate`: one mode for both directions, or one per direction
+/// (`{decode, encode}`), strict unless said otherwise. `decode` applies to messages arriving
+/// at the gateway and to stored messages read back (`Validator::validate`,
+/// `Validator::decode`); `encode` to messages the gateway stores (`Validator::encode`).
+#[derive(Debug, Clone, Copy, serde::Deserialize, schemars::JsonSchema)]
+#[serde(untagged, expecting = "`strict`, `lenient` or `{decode, encode}`")]
+pub enum ValidateConfig {
+    /// Both directions.
+    Mode(ValidateMode),
+    /// Per direction.
+    Directions(ValidateDirections),
+}
+
+impl ValidateConfig {
+    /// The mode for messages arriving at the gateway or read from storage.
+    pub fn decode(self) -> ValidateMode {
+        match self {
+            ValidateConfig::Mode(mode) => mode,
+            ValidateConfig::Directions(directions) => {
+                directions.decode.unwrap_or(ValidateMode::Strict)
+            }
+        }
+    }
+
+    /// The mode for messages the gateway stores.
+    pub fn encode(self) -> ValidateMode {
+        match self {
+            ValidateConfig::Mode(mode) => mode,
+            ValidateConfig::Directions(directions) => {
+                directions.encode.unwrap_or(ValidateMode::Strict)
+            }
+        }
+    }
+}
+
+/// `validate: {decode, encode}`.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateDirections {
+    /// For messages arriving at the gateway and stored messages read back.
+    pub decode: Option<ValidateMode>,
+    /// For messages the gateway stores.
+    pub encode: Option<ValidateMode>,
+}
+
+/// Whether a message that breaks its model's constraints is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidateMode {
+    /// Reject it.
+    #[default]
+    Strict,
+    /// Let it through, raising the validation failed event. Malformed messages (which
+    /// cannot be read as the model's type at all) are still rejected.
+    Lenient,
 }

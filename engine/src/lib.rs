@@ -29,6 +29,7 @@
 //! ```
 
 pub mod binding;
+pub mod cataloged;
 pub mod components;
 pub mod config;
 pub mod engine;

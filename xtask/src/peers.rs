@@ -51,6 +51,12 @@ const APT_PACKAGES: &[&str] = &[
 /// pip names and the modules that show each is importable.
 const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("confluent-kafka", "confluent_kafka"),
+    // The schema registry client and Avro serializers (fastavro): the third-party check of
+    // registry-framed Avro the avro model writes and reads.
+    (
+        "confluent-kafka[avro]",
+        "confluent_kafka.schema_registry.avro",
+    ),
     ("kafka-python", "kafka"),
     ("paho-mqtt", "paho.mqtt"),
     ("grpcio", "grpc"),

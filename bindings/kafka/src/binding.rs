@@ -17,6 +17,7 @@ use crate::kind::{
     FetchBatch, FetchRequest, Kafka, KafkaHandler, MergedRequest, MergedStream, OffsetSpec,
     ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
 };
+use crate::models::{self, TopicModels};
 use crate::wire;
 
 /// Builds kafka bindings.
@@ -300,9 +301,11 @@ fn build_cache_server(
         fetch_max_bytes: CacheTuning::default().fetch_max_bytes,
     };
     let cache = Arc::new(Cache::new(upstream, defaults(options), tuning));
-    context.publish::<Kafka>(Arc::new(CacheHandler {
+    let topic_models = TopicModels::build(context, options)?;
+    let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
         cache: cache.clone(),
-    }));
+    });
+    context.publish::<Kafka>(models::apply(handler, topic_models, false));
     Ok(Arc::new(CacheServer {
         cache,
         bootstrap: options.bootstrap.clone().unwrap_or_default(),
@@ -393,9 +396,11 @@ fn build_cache_client(
             "a kafka cache_client needs an `exit` or `routes` (to a cache_server)",
         ));
     }
-    context.publish::<Kafka>(Arc::new(CacheClient {
+    let topic_models = TopicModels::build(context, options)?;
+    let handler: Arc<dyn KafkaHandler> = Arc::new(CacheClient {
         routes,
         defaults: defaults(options),
-    }));
+    });
+    context.publish::<Kafka>(models::apply(handler, topic_models, true));
     Ok(Arc::new(Passive))
 }

@@ -42,11 +42,10 @@ pub struct TopicOptions {
     #[schemars(extend("x-unsupported" = "kafka topic `deltaType` is not supported yet; values are delivered whole"))]
     #[serde(rename = "deltaType")]
     pub delta_type: Option<DeltaType>,
-    /// The key's model. Refused at load: not supported yet.
-    #[schemars(extend("x-unsupported" = "kafka topic `key` models are not supported yet"))]
+    /// The key's model: cache_client encodes produced keys with it, cache_server decodes
+    /// keys read from Kafka (see [`crate::models`]).
     pub key: Option<serde_json::Value>,
-    /// The value's model. Refused at load: not supported yet.
-    #[schemars(extend("x-unsupported" = "kafka topic `value` models are not supported yet"))]
+    /// The value's model, applied as the key's.
     pub value: Option<serde_json::Value>,
     /// Record transforms (extract-key, extract-headers). Refused at load: not supported yet.
     #[schemars(extend("x-unsupported" = "kafka topic `transforms` are not supported yet"))]

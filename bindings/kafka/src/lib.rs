@@ -28,6 +28,10 @@
 //!
 //! Options of the `client` kind: `servers` (bootstrap `host:port` list) and `authorization`
 //! (SASL `plain`, `scram-sha-256` or `scram-sha-512` credentials).
+//!
+//! `topics[].key` and `topics[].value` of the cache kinds are model references (`avro`,
+//! `json`, `string`, ...): a `cache_client` validates and converts what it produces, a
+//! `cache_server` what it reads ([`models`]).
 
 pub mod wire;
 
@@ -37,6 +41,7 @@ pub mod client;
 pub mod config;
 pub mod kind;
 mod merged;
+pub mod models;
 
 pub use binding::KafkaFactory;
 pub use kind::{Kafka, KafkaHandler};

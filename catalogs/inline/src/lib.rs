@@ -118,7 +118,7 @@ struct Wildcard {
 pub struct InlineCatalog {
     exact: HashMap<String, Registered>,
     wildcards: Vec<Wildcard>,
-    schemas: HashMap<u32, String>,
+    schemas: HashMap<u32, Arc<str>>,
 }
 
 impl InlineCatalog {
@@ -129,7 +129,7 @@ impl InlineCatalog {
             let path = || format!("options.subjects.{subject}");
             let id = schema_id(&entry.schema);
             match catalog.schemas.get(&id) {
-                Some(existing) if *existing != entry.schema => {
+                Some(existing) if **existing != *entry.schema => {
                     return Err(BuildError::at(
                         path(),
                         format!("schema id {id} is already taken by a different schema"),
@@ -137,7 +137,7 @@ impl InlineCatalog {
                 }
                 Some(_) => {}
                 None => {
-                    catalog.schemas.insert(id, entry.schema.clone());
+                    catalog.schemas.insert(id, Arc::from(entry.schema.as_str()));
                 }
             }
             let registered = Registered {
@@ -172,10 +172,8 @@ impl InlineCatalog {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
 
-impl Catalog for InlineCatalog {
-    fn resolve_subject(&self, subject: &str, version: &str) -> Option<u32> {
+    fn find(&self, subject: &str, version: &str) -> Option<u32> {
         let accepts = |registered: &Registered| version == LATEST || registered.version == version;
         if let Some(registered) = self.exact.get(subject) {
             return accepts(registered).then_some(registered.id);
@@ -185,9 +183,19 @@ impl Catalog for InlineCatalog {
             .find(|wildcard| wildcard.pattern.is_match(subject) && accepts(&wildcard.registered))
             .map(|wildcard| wildcard.registered.id)
     }
+}
 
-    fn schema(&self, id: u32) -> Option<String> {
-        self.schemas.get(&id).cloned()
+impl Catalog for InlineCatalog {
+    fn resolve_subject(&self, subject: &str, version: &str) -> Result<u32, String> {
+        self.find(subject, version)
+            .ok_or_else(|| format!("no schema for subject `{subject}` version `{version}`"))
+    }
+
+    fn schema(&self, id: u32) -> Result<Arc<str>, String> {
+        self.schemas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("no schema with id {id}"))
     }
 }
 
@@ -234,10 +242,10 @@ mod tests {
         let catalog = catalog(&[("items", "latest", items), ("other", "latest", "{}")]).unwrap();
         let id = catalog.resolve_subject("items", "latest").unwrap();
         assert_eq!(id, schema_id(items));
-        assert_eq!(catalog.schema(id).as_deref(), Some(items));
-        assert_ne!(catalog.resolve_subject("other", "latest"), Some(id));
-        assert_eq!(catalog.resolve_subject("missing", "latest"), None);
-        assert_eq!(catalog.schema(id.wrapping_add(1)), None);
+        assert_eq!(catalog.schema(id).ok().as_deref(), Some(items));
+        assert_ne!(catalog.resolve_subject("other", "latest"), Ok(id));
+        assert!(catalog.resolve_subject("missing", "latest").is_err());
+        assert!(catalog.schema(id.wrapping_add(1)).is_err());
     }
 
     #[test]
@@ -252,9 +260,9 @@ mod tests {
     #[test]
     fn versions_must_match_unless_latest_is_asked() {
         let catalog = catalog(&[("items", "3", "{}")]).unwrap();
-        assert!(catalog.resolve_subject("items", "latest").is_some());
-        assert!(catalog.resolve_subject("items", "3").is_some());
-        assert!(catalog.resolve_subject("items", "2").is_none());
+        assert!(catalog.resolve_subject("items", "latest").is_ok());
+        assert!(catalog.resolve_subject("items", "3").is_ok());
+        assert!(catalog.resolve_subject("items", "2").is_err());
     }
 
     #[test]
@@ -270,6 +278,7 @@ mod tests {
             catalog
                 .resolve_subject(subject, "latest")
                 .and_then(|id| catalog.schema(id))
+                .ok()
         };
         assert_eq!(schema_of("orders.eu-value").as_deref(), Some("{\"b\": 2}"));
         assert_eq!(schema_of("orders.us-value").as_deref(), Some("{\"a\": 1}"));
@@ -277,15 +286,15 @@ mod tests {
         assert_eq!(schema_of("anything").as_deref(), Some("{\"c\": 3}"));
         // Dots are literal, not regex wildcards.
         let strict = self::catalog(&[("a.*", "latest", "{}")]).unwrap();
-        assert!(strict.resolve_subject("ab", "latest").is_none());
-        assert!(strict.resolve_subject("a.b", "latest").is_some());
+        assert!(strict.resolve_subject("ab", "latest").is_err());
+        assert!(strict.resolve_subject("a.b", "latest").is_ok());
     }
 
     #[test]
     fn empty_options_give_an_empty_catalog() {
         let catalog = InlineCatalog::new(&InlineOptions::default()).unwrap();
         assert!(catalog.is_empty());
-        assert_eq!(catalog.resolve_subject("x", "latest"), None);
+        assert!(catalog.resolve_subject("x", "latest").is_err());
     }
 
     proptest! {
@@ -302,7 +311,8 @@ mod tests {
             for (name, schema) in &entries {
                 let id = catalog.resolve_subject(name, "latest").unwrap();
                 prop_assert_eq!(id, schema_id(schema));
-                prop_assert_eq!(catalog.schema(id), Some(schema.clone()));
+                let found = catalog.schema(id).ok();
+                prop_assert_eq!(found.as_deref(), Some(schema.as_str()));
             }
         }
     }

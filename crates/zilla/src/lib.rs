@@ -67,6 +67,14 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_guard_jwt::register(registry);
     #[cfg(feature = "guard-inline")]
     zilla_guard_inline::register(registry);
+    #[cfg(feature = "validator-core")]
+    zilla_validator_core::register(registry);
+    #[cfg(feature = "validator-avro")]
+    zilla_validator_avro::register(registry);
+    #[cfg(feature = "catalog-schema-registry")]
+    zilla_catalog_schema_registry::register(registry);
+    #[cfg(feature = "catalog-filesystem")]
+    zilla_catalog_filesystem::register(registry);
 }
 
 /// The version of this build.

@@ -1,7 +1,5 @@
 //! The typed `json` model reference, spelled as in Zilla's `zilla.yaml`.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -16,85 +14,15 @@ pub struct JsonModelConfig {
     /// entry of the list is used. Without a catalog, messages only need to be well-formed
     /// JSON.
     #[schemars(extend("maxProperties" = 1))]
-    pub catalog: Option<BTreeMap<String, Vec<SchemaReference>>>,
+    pub catalog: Option<zilla_engine::cataloged::CatalogReferences>,
     /// What a schema violation does: `strict` (the default) rejects the message, `lenient`
     /// lets it through and logs the violation. Malformed JSON is always rejected. In the
     /// object form, `decode` applies to messages arriving at the gateway.
     pub validate: Option<ValidateConfig>,
 }
 
-/// One way to name a schema in a catalog: exactly one of `id`, `subject` or `strategy`.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(extend("oneOf" = [
-    {"required": ["id"], "not": {"required": ["version"]}},
-    {"required": ["subject"]},
-    {"required": ["strategy"]},
-]))]
-pub struct SchemaReference {
-    /// The schema id in the catalog (Zilla's signed or unsigned 32-bit spelling).
-    pub id: Option<i64>,
-    /// The subject whose schema to use.
-    pub subject: Option<String>,
-    /// Derive the subject from the message's context (`topic`: a Kafka topic).
-    pub strategy: Option<Strategy>,
-    /// The subject's version; `latest` by default.
-    pub version: Option<String>,
-}
-
-/// How a subject is derived from a message's context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// `<topic>-value` / `<topic>-key` of a Kafka topic.
-    Topic,
-    /// From an id encoded in the message.
-    Encoded,
-    /// As a schema tool names it.
-    Tool,
-}
-
-/// `validate`: one mode, or one per direction.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(untagged, expecting = "`strict`, `lenient` or `{decode, encode}`")]
-pub enum ValidateConfig {
-    /// Both directions.
-    Mode(ValidateMode),
-    /// Per direction.
-    Directions(ValidateDirections),
-}
-
-impl ValidateConfig {
-    /// The mode for messages arriving at the gateway.
-    pub fn decode(self) -> ValidateMode {
-        match self {
-            ValidateConfig::Mode(mode) => mode,
-            ValidateConfig::Directions(directions) => {
-                directions.decode.unwrap_or(ValidateMode::Strict)
-            }
-        }
-    }
-}
-
-/// `validate: {decode, encode}`.
-#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ValidateDirections {
-    /// For messages arriving at the gateway (requests to an http server).
-    pub decode: Option<ValidateMode>,
-    /// For messages the gateway writes.
-    pub encode: Option<ValidateMode>,
-}
-
-/// Whether a schema violation rejects the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ValidateMode {
-    /// Reject it.
-    Strict,
-    /// Let it through, logging why it is not valid.
-    Lenient,
-}
+pub use zilla_engine::cataloged::{SchemaReference, Strategy};
+pub use zilla_engine::components::{ValidateConfig, ValidateDirections, ValidateMode};
 
 #[cfg(test)]
 mod tests {

@@ -56,10 +56,14 @@ pub mod config;
 
 use std::sync::Arc;
 
-use zilla_engine::components::{Catalog, CatalogLookup, ModelFactory, Validator};
+use zilla_engine::components::{ModelContext, ModelFactory, Validator};
+use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
 
-use config::{JsonModelConfig, SchemaReference, ValidateMode};
+use config::{JsonModelConfig, ValidateMode};
+
+/// The event a rejected or (leniently) let-through message raises.
+pub const VALIDATION_FAILED: &str = "MODEL_JSON_VALIDATION_FAILED";
 
 /// Registers the `json` model.
 pub fn register(registry: &mut Registry) {
@@ -82,7 +86,7 @@ impl ModelFactory for JsonModelFactory {
     fn build(
         &self,
         reference: &serde_json::Value,
-        catalogs: &dyn CatalogLookup,
+        context: &ModelContext<'_>,
     ) -> Result<Arc<dyn Validator>, BuildError> {
         let config: JsonModelConfig = serde_json::from_value(reference.clone())
             .map_err(|error| BuildError::at("", error.to_string()))?;
@@ -97,84 +101,19 @@ impl ModelFactory for JsonModelFactory {
             .is_some_and(|validate| validate.decode() == ValidateMode::Lenient);
         let schema = match &config.catalog {
             None => None,
-            Some(catalog) => Some(Arc::new(schema_of(catalog, catalogs)?)),
+            Some(catalog) => {
+                let resolved = zilla_engine::cataloged::resolve(catalog, context)?;
+                let path = format!("catalog.{}[0]", resolved.catalog_name);
+                Some(Arc::new(
+                    compile(&resolved.text).map_err(|message| BuildError::at(path, message))?,
+                ))
+            }
         };
-        Ok(Arc::new(JsonValidator { schema, lenient }))
-    }
-}
-
-/// The compiled schema the catalog entry names.
-fn schema_of(
-    catalog: &std::collections::BTreeMap<String, Vec<SchemaReference>>,
-    catalogs: &dyn CatalogLookup,
-) -> Result<jsonschema::Validator, BuildError> {
-    let mut entries = catalog.iter();
-    let (Some((name, references)), None) = (entries.next(), entries.next()) else {
-        return Err(BuildError::at("catalog", "name exactly one catalog"));
-    };
-    let path = format!("catalog.{name}");
-    let found = catalogs.catalog(name).ok_or_else(|| {
-        BuildError::at(
-            &path,
-            format!("unknown catalog `{name}`; expected the name of a catalog"),
-        )
-    })?;
-    let Some(reference) = references.first() else {
-        return Err(BuildError::at(
-            &path,
-            "name the schema: `{subject: ...}` or `{id: ...}`",
-        ));
-    };
-    let path = format!("{path}[0]");
-    let id =
-        schema_id(reference, found.as_ref()).map_err(|message| BuildError::at(&path, message))?;
-    let text = found.schema(id).ok_or_else(|| {
-        BuildError::at(
-            &path,
-            format!("catalog `{name}` has no schema with id {id}"),
-        )
-    })?;
-    compile(&text).map_err(|message| BuildError::at(&path, message))
-}
-
-/// The id of the schema `reference` names in `catalog`.
-fn schema_id(reference: &SchemaReference, catalog: &dyn Catalog) -> Result<u32, String> {
-    match reference {
-        SchemaReference {
-            id: Some(id),
-            subject: None,
-            strategy: None,
-            version: None,
-        } => i32::try_from(*id)
-            .map(|signed| signed as u32)
-            .or_else(|_| u32::try_from(*id))
-            .map_err(|_| format!("id {id} is out of range: ids are 32-bit")),
-        SchemaReference {
-            id: None,
-            subject: Some(subject),
-            strategy: None,
-            version,
-        } => {
-            let version = version.as_deref().unwrap_or("latest");
-            catalog
-                .resolve_subject(subject, version)
-                .ok_or_else(|| format!("no schema for subject `{subject}` version `{version}`"))
-        }
-        SchemaReference {
-            id: None,
-            subject: None,
-            strategy: Some(_),
-            ..
-        } => Err(
-            "`strategy` takes the subject from the message's context (a Kafka topic), which \
-             is not known here; name a `subject` or an `id`"
-                .to_owned(),
-        ),
-        _ => Err(
-            "name the schema with exactly one of `subject`, `id` or `strategy` \
-                  (`version` goes with `subject` or `strategy`)"
-                .to_owned(),
-        ),
+        Ok(Arc::new(JsonValidator {
+            schema,
+            lenient,
+            events: context.events.clone(),
+        }))
     }
 }
 
@@ -196,6 +135,7 @@ pub fn compile(text: &str) -> Result<jsonschema::Validator, String> {
 pub struct JsonValidator {
     schema: Option<Arc<jsonschema::Validator>>,
     lenient: bool,
+    events: Events,
 }
 
 impl std::fmt::Debug for JsonValidator {
@@ -209,8 +149,11 @@ impl std::fmt::Debug for JsonValidator {
 
 impl Validator for JsonValidator {
     fn validate(&self, data: &[u8]) -> Result<(), String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(data).map_err(|error| format!("malformed JSON: {error}"))?;
+        let value: serde_json::Value = serde_json::from_slice(data).map_err(|error| {
+            let reason = format!("malformed JSON: {error}");
+            self.events.emit(VALIDATION_FAILED, 0, reason.clone());
+            reason
+        })?;
         let Some(schema) = &self.schema else {
             return Ok(());
         };
@@ -221,6 +164,7 @@ impl Validator for JsonValidator {
                 let at = if at.is_empty() { "/" } else { at };
                 // Masked: the reason must not echo message content into logs and events.
                 let reason = format!("`{at}`: {}", error.masked());
+                self.events.emit(VALIDATION_FAILED, 0, reason.clone());
                 if self.lenient {
                     tracing::debug!(%reason, "schema violation let through (lenient)");
                     Ok(())
@@ -240,6 +184,7 @@ mod tests {
     use std::collections::HashMap;
     use zilla_catalog_inline::InlineCatalog;
     use zilla_catalog_inline::config::{InlineOptions, InlineSubject};
+    use zilla_engine::components::{Catalog, CatalogLookup};
 
     const ITEM: &str = r#"{
         "type": "object",
@@ -281,8 +226,21 @@ mod tests {
         Catalogs(HashMap::from([("catalog0".to_owned(), catalog)]))
     }
 
+    fn build_with(
+        reference: &serde_json::Value,
+        catalogs: &Catalogs,
+    ) -> Result<Arc<dyn Validator>, BuildError> {
+        let events = Events::default();
+        let context = ModelContext {
+            catalogs,
+            events: &events,
+            topic_subject: None,
+        };
+        JsonModelFactory.build(reference, &context)
+    }
+
     fn build(reference: serde_json::Value) -> Result<Arc<dyn Validator>, BuildError> {
-        JsonModelFactory.build(&reference, &catalogs(&[("item", ITEM), ("broken", "{")]))
+        build_with(&reference, &catalogs(&[("item", ITEM), ("broken", "{")]))
     }
 
     fn item_validator() -> Arc<dyn Validator> {
@@ -434,7 +392,7 @@ mod tests {
             (
                 json!({"model": "json", "catalog": {"catalog0": [{"strategy": "topic"}]}}),
                 "catalog.catalog0[0]",
-                "`strategy`",
+                "`strategy: topic` takes the subject",
             ),
             (
                 json!({"model": "json", "catalog": {"catalog0": [{"subject": "item", "id": 1}]}}),
@@ -480,7 +438,7 @@ mod tests {
             assert_eq!(error.path, path, "{reference}: {error}");
             assert!(error.message.contains(message), "{reference}: {error}");
         }
-        let Err(invalid_schema) = JsonModelFactory.build(
+        let Err(invalid_schema) = build_with(
             &json!({"model": "json", "catalog": {"catalog0": [{"subject": "s"}]}}),
             &catalogs(&[("s", r#"{"type": "no-such-type"}"#)]),
         ) else {

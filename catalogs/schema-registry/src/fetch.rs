@@ -1,0 +1,232 @@
+//! The registry's HTTP client: one thread of its own running hyper, single-flight requests
+//! keyed by path, and bounded waits for callers on any thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::MAX_RESPONSE_BYTES;
+
+/// The longest one request may take, connecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Answer = Result<serde_json::Value, String>;
+
+/// One request in flight, which every caller asking for the same path waits on.
+#[derive(Default)]
+struct Flight {
+    answer: Mutex<Option<Answer>>,
+    done: Condvar,
+}
+
+/// What to do with an answer besides handing it to waiters.
+type AfterAnswer = Box<dyn FnOnce(&Answer) + Send>;
+
+pub(crate) struct Fetcher {
+    handle: tokio::runtime::Handle,
+    /// Dropping it ends the client's thread (and its runtime, on that thread).
+    _stop: tokio::sync::oneshot::Sender<()>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    base: String,
+    authorization: Option<http::HeaderValue>,
+    flights: Arc<Mutex<HashMap<String, Arc<Flight>>>>,
+}
+
+impl Fetcher {
+    /// A client for the registry at `url` (`http://host:port[/prefix]`).
+    pub(crate) fn new(url: &str, authorization: Option<http::HeaderValue>) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|error| format!("`{url}` is not a URL: {error}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "`{url}`: TLS to the registry is not supported by this build"
+                ));
+            }
+            _ => return Err(format!("`{url}` is not an http:// URL")),
+        }
+        if uri.authority().is_none() || uri.query().is_some() {
+            return Err(format!("`{url}` must be http://host[:port][/path]"));
+        }
+        let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("schema-registry".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = handle_tx.send(Err(error.to_string()));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(|error| format!("no thread for the registry client: {error}"))?;
+        let handle = handle_rx
+            .recv()
+            .map_err(|_| "the registry client's thread did not start".to_owned())??;
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(Self {
+            handle,
+            _stop: stop,
+            client,
+            base: url.trim_end_matches('/').to_owned(),
+            authorization,
+            flights: Arc::default(),
+        })
+    }
+
+    /// The JSON answer for `path`, waiting at most `wait`.
+    pub(crate) fn get_json(&self, path: &str, wait: Duration) -> Answer {
+        let flight = self
+            .join_or_start(path, None)
+            .unwrap_or_else(|joined| joined);
+        let deadline = Instant::now() + wait;
+        let wait_for = || -> Answer {
+            let Ok(mut answer) = flight.answer.lock() else {
+                return Err("the registry client failed".to_owned());
+            };
+            loop {
+                if let Some(answer) = answer.as_ref() {
+                    return answer.clone();
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(format!("no answer within {} ms", wait.as_millis()));
+                }
+                answer = match flight.done.wait_timeout(answer, left) {
+                    Ok((answer, _)) => answer,
+                    Err(_) => return Err("the registry client failed".to_owned()),
+                };
+            }
+        };
+        // On a multi-threaded runtime's worker, let the runtime move its other tasks away
+        // while this one waits.
+        match tokio::runtime::Handle::try_current() {
+            Ok(current)
+                if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(wait_for)
+            }
+            _ => wait_for(),
+        }
+    }
+
+    /// Starts fetching `path` in the background unless it is already in flight; `after` gets
+    /// the answer.
+    pub(crate) fn refresh(&self, path: &str, after: AfterAnswer) {
+        let _ = self.join_or_start(path, Some(after));
+    }
+
+    /// The flight for `path`: `Ok` when this call started it, `Err` when it joined one.
+    fn join_or_start(
+        &self,
+        path: &str,
+        after: Option<AfterAnswer>,
+    ) -> Result<Arc<Flight>, Arc<Flight>> {
+        let flight = {
+            let Ok(mut flights) = self.flights.lock() else {
+                let failed = Arc::new(Flight::default());
+                if let Ok(mut answer) = failed.answer.lock() {
+                    *answer = Some(Err("the registry client failed".to_owned()));
+                }
+                return Err(failed);
+            };
+            if let Some(flight) = flights.get(path) {
+                return Err(flight.clone());
+            }
+            let flight = Arc::new(Flight::default());
+            flights.insert(path.to_owned(), flight.clone());
+            flight
+        };
+        let request = self.request(path);
+        let flights = self.flights.clone();
+        let key = path.to_owned();
+        let landed = flight.clone();
+        self.handle.spawn(async move {
+            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+                Ok(answer) => answer,
+                Err(_) => Err(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())),
+            };
+            if let Ok(mut flights) = flights.lock() {
+                flights.remove(&key);
+            }
+            if let Some(after) = after {
+                after(&answer);
+            }
+            if let Ok(mut slot) = landed.answer.lock() {
+                *slot = Some(answer);
+            }
+            landed.done.notify_all();
+        });
+        Ok(flight)
+    }
+
+    fn request(&self, path: &str) -> impl Future<Output = Answer> + Send + 'static {
+        let client = self.client.clone();
+        let url = format!("{}{path}", self.base);
+        let authorization = self.authorization.clone();
+        let path = path.to_owned();
+        async move {
+            let mut request = http::Request::get(&url).header(
+                http::header::ACCEPT,
+                "application/vnd.schemaregistry.v1+json, application/json",
+            );
+            if let Some(authorization) = authorization {
+                request = request.header(http::header::AUTHORIZATION, authorization);
+            }
+            let request = request
+                .body(Empty::<Bytes>::new())
+                .map_err(|error| error.to_string())?;
+            let response = client
+                .request(request)
+                .await
+                .map_err(|error| format!("GET {path}: {}", source_chain(&error)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|error| format!("GET {path}: {error}"))?
+                .to_bytes();
+            let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+            if !status.is_success() {
+                let message = json
+                    .as_ref()
+                    .and_then(|json| json.get("message"))
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                return Err(format!("GET {path}: {status} {message}")
+                    .trim_end()
+                    .to_owned());
+            }
+            json.ok_or_else(|| format!("GET {path}: the answer is not JSON"))
+        }
+    }
+}
+
+/// An error with its causes, which hyper keeps apart (`connection refused` is a cause).
+fn source_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

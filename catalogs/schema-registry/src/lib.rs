@@ -1,0 +1,394 @@
+//! The `schema-registry` catalog (also registered as `karapace` and
+//! `karapace-schema-registry`): schemas fetched from a Confluent-compatible schema registry
+//! over its REST API, `GET /subjects/{subject}/versions/{version}` and
+//! `GET /schemas/ids/{id}`. Messages it frames carry Confluent's wire prefix: the magic byte
+//! `0x00` and the schema id as 4 big-endian bytes.
+//!
+//! Fetching never holds up messages for long:
+//! - Subjects a config names are resolved when the config loads; a registry that cannot be
+//!   reached then fails the load with an error naming the catalog and its URL.
+//! - A subject's resolution is trusted for `max-age` seconds. After that the next lookup
+//!   still answers at once from the cache and starts one refresh in the background; a
+//!   registry that is down later leaves the cached answers in service.
+//! - Schemas by id never change and stay cached. An id first seen on the wire is fetched
+//!   once however many messages ask for it at the same time (single flight), and each asker
+//!   waits at most [`WIRE_WAIT`] for it (its message is then refused, not held).
+//!
+//! Caches are bounded: [`MAX_CACHED_SCHEMAS`] schemas holding at most
+//! [`MAX_CACHED_SCHEMA_BYTES`] bytes of text, [`MAX_CACHED_SUBJECTS`] subject resolutions,
+//! and no response body above [`MAX_RESPONSE_BYTES`] is read.
+//!
+//! The HTTP client (hyper) runs on one thread of its own per catalog, so lookups work from
+//! any thread, with or without a runtime.
+//!
+//! ```yaml
+//! name: example
+//! catalogs:
+//!   registry0:
+//!     type: schema-registry
+//!     options:
+//!       url: http://localhost:8081
+//!       context: default
+//!       max-age: 300
+//! bindings:
+//!   kafka_cache_client:
+//!     type: kafka
+//!     kind: cache_client
+//!     options:
+//!       topics:
+//!         - name: items
+//!           value:
+//!             model: avro
+//!             view: json
+//!             catalog:
+//!               registry0:
+//!                 - strategy: topic
+//!                   version: latest
+//!     exit: kafka_cache_server
+//! ```
+//!
+//! Options:
+//! - `url` (required): the registry's base URL; `http` only (`https` fails the load: TLS to
+//!   the registry is not supported by this build, and neither is `tls`).
+//! - `context`: the schema context (default `default`); other contexts qualify subjects as
+//!   `:.<context>:<subject>`, Confluent's spelling.
+//! - `max-age`: seconds a subject's resolution is trusted (default 300).
+//! - `credentials.headers.authorization`: sent as the `authorization` header.
+
+pub mod config;
+mod fetch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zilla_engine::components::{Catalog, ComponentContext, ComponentFactory};
+use zilla_engine::{BuildError, Registry};
+
+use config::SchemaRegistryOptions;
+use fetch::Fetcher;
+
+/// The longest a message whose schema id is not cached waits for the registry.
+pub const WIRE_WAIT: Duration = Duration::from_secs(2);
+/// The longest a config load waits for the registry, per lookup.
+pub const LOAD_WAIT: Duration = Duration::from_secs(10);
+/// The most schemas a catalog keeps.
+pub const MAX_CACHED_SCHEMAS: usize = 4096;
+/// The most schema text a catalog keeps, in bytes.
+pub const MAX_CACHED_SCHEMA_BYTES: usize = 64 * 1024 * 1024;
+/// The most subject resolutions a catalog keeps.
+pub const MAX_CACHED_SUBJECTS: usize = 4096;
+/// The largest registry response read, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a subject or version must escape to be one URL path segment: everything but
+/// RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Confluent's magic byte, first of every framed message.
+pub const MAGIC: u8 = 0;
+
+/// Registers `schema-registry` and its aliases.
+pub fn register(registry: &mut Registry) {
+    for type_name in ["schema-registry", "karapace", "karapace-schema-registry"] {
+        registry.catalog(SchemaRegistryCatalogFactory { type_name });
+    }
+}
+
+/// Builds schema-registry catalogs.
+#[derive(Debug)]
+pub struct SchemaRegistryCatalogFactory {
+    type_name: &'static str,
+}
+
+impl ComponentFactory<dyn Catalog> for SchemaRegistryCatalogFactory {
+    fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    fn options_schema(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::from(schemars::schema_for!(
+            SchemaRegistryOptions
+        )))
+    }
+
+    fn options_required(&self) -> bool {
+        true
+    }
+
+    fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Catalog>, BuildError> {
+        if context.config.vault.is_some() {
+            return Err(BuildError::at(
+                "vault",
+                "`vault` (TLS to the registry) is not supported by this build",
+            ));
+        }
+        let options: SchemaRegistryOptions = context.options()?;
+        let catalog = SchemaRegistryCatalog::new(&context.name.to_string(), &options)?;
+        Ok(Arc::new(catalog))
+    }
+}
+
+/// A subject's resolution and when it was fetched.
+#[derive(Debug, Clone, Copy)]
+struct Resolution {
+    id: u32,
+    fetched: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Schemas {
+    by_id: HashMap<u32, Arc<str>>,
+    bytes: usize,
+}
+
+/// What a catalog has learnt from its registry, shared with background refreshes.
+#[derive(Debug)]
+struct Learnt {
+    name: String,
+    url: String,
+    schemas: Mutex<Schemas>,
+    subjects: Mutex<HashMap<(String, String), Resolution>>,
+}
+
+impl Learnt {
+    fn failure(&self, message: impl std::fmt::Display) -> String {
+        format!(
+            "registry `{}` of catalog `{}`: {message}",
+            self.url, self.name
+        )
+    }
+
+    fn cache_schema(&self, id: u32, text: Arc<str>) {
+        let Ok(mut schemas) = self.schemas.lock() else {
+            return;
+        };
+        if schemas.by_id.contains_key(&id) || text.len() > MAX_CACHED_SCHEMA_BYTES {
+            return;
+        }
+        // Over a bound, forget an arbitrary schema: it is fetched again if it is needed.
+        while schemas.by_id.len() >= MAX_CACHED_SCHEMAS
+            || schemas.bytes + text.len() > MAX_CACHED_SCHEMA_BYTES
+        {
+            let Some(victim) = schemas.by_id.keys().next().copied() else {
+                break;
+            };
+            if let Some(removed) = schemas.by_id.remove(&victim) {
+                schemas.bytes -= removed.len();
+            }
+        }
+        schemas.bytes += text.len();
+        schemas.by_id.insert(id, text);
+    }
+
+    fn cached_schema(&self, id: u32) -> Option<Arc<str>> {
+        self.schemas
+            .lock()
+            .ok()
+            .and_then(|schemas| schemas.by_id.get(&id).cloned())
+    }
+
+    fn cache_resolution(&self, key: (String, String), id: u32) {
+        let Ok(mut subjects) = self.subjects.lock() else {
+            return;
+        };
+        if subjects.len() >= MAX_CACHED_SUBJECTS && !subjects.contains_key(&key) {
+            let oldest = subjects
+                .iter()
+                .min_by_key(|(_, resolution)| resolution.fetched)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                subjects.remove(&oldest);
+            }
+        }
+        subjects.insert(
+            key,
+            Resolution {
+                id,
+                fetched: Instant::now(),
+            },
+        );
+    }
+
+    /// Reads a subject version answer, caching its schema and resolution.
+    fn learn_subject(
+        &self,
+        key: (String, String),
+        body: &serde_json::Value,
+    ) -> Result<u32, String> {
+        let id = body
+            .get("id")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| self.failure("the answer has no schema `id`"))?;
+        if let Some(schema) = body.get("schema").and_then(serde_json::Value::as_str) {
+            self.cache_schema(id, Arc::from(schema));
+        }
+        self.cache_resolution(key, id);
+        Ok(id)
+    }
+}
+
+/// A built schema-registry catalog.
+pub struct SchemaRegistryCatalog {
+    context: Option<String>,
+    max_age: Duration,
+    fetcher: Fetcher,
+    learnt: Arc<Learnt>,
+}
+
+impl std::fmt::Debug for SchemaRegistryCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaRegistryCatalog")
+            .field("name", &self.learnt.name)
+            .field("url", &self.learnt.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchemaRegistryCatalog {
+    /// A catalog named `name` (for errors) reading the registry `options` names.
+    pub fn new(name: &str, options: &SchemaRegistryOptions) -> Result<Self, BuildError> {
+        if options.tls.is_some() {
+            return Err(BuildError::at(
+                "options.tls",
+                "TLS to the registry is not supported by this build",
+            ));
+        }
+        let mut authorization = None;
+        for (header, value) in options
+            .credentials
+            .iter()
+            .flat_map(|credentials| credentials.headers.iter().flatten())
+        {
+            if !header.eq_ignore_ascii_case("authorization") {
+                return Err(BuildError::at(
+                    format!("options.credentials.headers.{header}"),
+                    "only `authorization` is supported",
+                ));
+            }
+            authorization = Some(http::HeaderValue::from_str(value).map_err(|_| {
+                BuildError::at(
+                    "options.credentials.headers.authorization",
+                    "not a valid header value",
+                )
+            })?);
+        }
+        let fetcher = Fetcher::new(&options.url, authorization)
+            .map_err(|message| BuildError::at("options.url", message))?;
+        Ok(Self {
+            context: options
+                .context
+                .clone()
+                .filter(|context| context != "default"),
+            max_age: Duration::from_secs(options.max_age.unwrap_or(300)),
+            fetcher,
+            learnt: Arc::new(Learnt {
+                name: name.to_owned(),
+                url: options.url.clone(),
+                schemas: Mutex::new(Schemas::default()),
+                subjects: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn subject_path(&self, subject: &str, version: &str) -> String {
+        let qualified = match &self.context {
+            Some(context) => format!(":.{context}:{subject}"),
+            None => subject.to_owned(),
+        };
+        let encode =
+            |text: &str| percent_encoding::utf8_percent_encode(text, PATH_SEGMENT).to_string();
+        format!(
+            "/subjects/{}/versions/{}",
+            encode(&qualified),
+            encode(version)
+        )
+    }
+}
+
+impl Catalog for SchemaRegistryCatalog {
+    fn resolve_subject(&self, subject: &str, version: &str) -> Result<u32, String> {
+        let key = (subject.to_owned(), version.to_owned());
+        let cached = self
+            .learnt
+            .subjects
+            .lock()
+            .ok()
+            .and_then(|subjects| subjects.get(&key).copied());
+        let path = self.subject_path(subject, version);
+        match cached {
+            Some(resolution) if resolution.fetched.elapsed() < self.max_age => Ok(resolution.id),
+            Some(resolution) => {
+                // Stale: answer from the cache now and refresh behind it. A failed refresh
+                // leaves the cached answer in service.
+                let learnt = self.learnt.clone();
+                self.fetcher.refresh(
+                    &path,
+                    Box::new(move |answer| match answer {
+                        Ok(body) => {
+                            if let Err(error) = learnt.learn_subject(key, body) {
+                                tracing::warn!(%error, "subject not refreshed");
+                            }
+                        }
+                        Err(error) => {
+                            let error = learnt.failure(error);
+                            tracing::warn!(%error, "subject not refreshed; the cached schema stays in use");
+                        }
+                    }),
+                );
+                Ok(resolution.id)
+            }
+            None => {
+                let body = self
+                    .fetcher
+                    .get_json(&path, LOAD_WAIT)
+                    .map_err(|message| self.learnt.failure(message))?;
+                self.learnt.learn_subject(key, &body)
+            }
+        }
+    }
+
+    fn schema(&self, id: u32) -> Result<Arc<str>, String> {
+        if let Some(text) = self.learnt.cached_schema(id) {
+            return Ok(text);
+        }
+        let body = self
+            .fetcher
+            .get_json(&format!("/schemas/ids/{id}"), WIRE_WAIT)
+            .map_err(|message| self.learnt.failure(message))?;
+        let text: Arc<str> = body
+            .get("schema")
+            .and_then(serde_json::Value::as_str)
+            .map(Arc::from)
+            .ok_or_else(|| {
+                self.learnt
+                    .failure(format!("the answer for id {id} has no `schema`"))
+            })?;
+        self.learnt.cache_schema(id, text.clone());
+        Ok(text)
+    }
+
+    fn prefix(&self, id: u32) -> Vec<u8> {
+        let mut prefix = Vec::with_capacity(5);
+        prefix.push(MAGIC);
+        prefix.extend_from_slice(&id.to_be_bytes());
+        prefix
+    }
+
+    fn unprefix<'a>(&self, data: &'a [u8]) -> Result<Option<(u32, &'a [u8])>, String> {
+        match data {
+            [MAGIC, a, b, c, d, rest @ ..] => {
+                Ok(Some((u32::from_be_bytes([*a, *b, *c, *d]), rest)))
+            }
+            _ => Err("no schema registry prefix (magic byte 0 and a 4-byte schema id)".to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

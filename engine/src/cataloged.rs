@@ -1,0 +1,163 @@
+//! Cataloged schema references, shared by the models that read schemas from catalogs
+//! (`json`, `avro`, ...): `catalog: {<catalog>: [{subject, version} | {id} | {strategy}]}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::binding::BuildError;
+use crate::components::{Catalog, ModelContext};
+
+/// `catalog:` of a model reference: one catalog, with the list naming the schema (the first
+/// entry is used).
+pub type CatalogReferences = BTreeMap<String, Vec<SchemaReference>>;
+
+/// One way to name a schema in a catalog: exactly one of `id`, `subject` or `strategy`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["id"], "not": {"required": ["version"]}},
+    {"required": ["subject"]},
+    {"required": ["strategy"]},
+]))]
+pub struct SchemaReference {
+    /// The schema id in the catalog (Zilla's signed or unsigned 32-bit spelling).
+    pub id: Option<i64>,
+    /// The subject whose schema to use.
+    pub subject: Option<String>,
+    /// Derive the subject from the message's context (`topic`: a Kafka topic).
+    pub strategy: Option<Strategy>,
+    /// The subject's version; `latest` by default.
+    pub version: Option<String>,
+}
+
+/// How a subject is derived from a message's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// `<topic>-value` / `<topic>-key` of a Kafka topic.
+    Topic,
+    /// From an id encoded in the message.
+    Encoded,
+    /// As a schema tool names it.
+    Tool,
+}
+
+/// The schema a reference resolved to, in the catalog that holds it.
+#[derive(Clone)]
+pub struct ResolvedSchema {
+    /// The catalog's name as the reference wrote it.
+    pub catalog_name: String,
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// The schema id.
+    pub id: u32,
+    /// The schema text.
+    pub text: Arc<str>,
+}
+
+impl std::fmt::Debug for ResolvedSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedSchema")
+            .field("catalog", &self.catalog_name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves `catalog:` to one schema, at load: an unknown catalog, subject or id, or an
+/// unreachable registry, is a load error at the reference's path (relative to the model
+/// reference).
+pub fn resolve(
+    references: &CatalogReferences,
+    context: &ModelContext<'_>,
+) -> Result<ResolvedSchema, BuildError> {
+    let mut entries = references.iter();
+    let (Some((name, list)), None) = (entries.next(), entries.next()) else {
+        return Err(BuildError::at("catalog", "name exactly one catalog"));
+    };
+    let path = format!("catalog.{name}");
+    let catalog = context.catalogs.catalog(name).ok_or_else(|| {
+        BuildError::at(
+            &path,
+            format!("unknown catalog `{name}`; expected the name of a catalog"),
+        )
+    })?;
+    let Some(reference) = list.first() else {
+        return Err(BuildError::at(
+            &path,
+            "name the schema: `{subject: ...}` or `{id: ...}`",
+        ));
+    };
+    let path = format!("{path}[0]");
+    let id = schema_id(reference, catalog.as_ref(), context.topic_subject)
+        .map_err(|message| BuildError::at(&path, format!("catalog `{name}`: {message}")))?;
+    let text = catalog
+        .schema(id)
+        .map_err(|message| BuildError::at(&path, format!("catalog `{name}`: {message}")))?;
+    Ok(ResolvedSchema {
+        catalog_name: name.clone(),
+        catalog,
+        id,
+        text,
+    })
+}
+
+/// The id of the schema `reference` names in `catalog`.
+fn schema_id(
+    reference: &SchemaReference,
+    catalog: &dyn Catalog,
+    topic_subject: Option<&str>,
+) -> Result<u32, String> {
+    match reference {
+        SchemaReference {
+            id: Some(id),
+            subject: None,
+            strategy: None,
+            version: None,
+        } => i32::try_from(*id)
+            .map(|signed| signed as u32)
+            .or_else(|_| u32::try_from(*id))
+            .map_err(|_| format!("id {id} is out of range: ids are 32-bit")),
+        SchemaReference {
+            id: None,
+            subject: Some(subject),
+            strategy: None,
+            version,
+        } => catalog.resolve_subject(subject, version.as_deref().unwrap_or("latest")),
+        SchemaReference {
+            id: None,
+            subject: None,
+            strategy: Some(Strategy::Topic),
+            version,
+        } => match topic_subject {
+            Some(subject) => {
+                catalog.resolve_subject(subject, version.as_deref().unwrap_or("latest"))
+            }
+            None => Err(
+                "`strategy: topic` takes the subject from the message's Kafka topic, which is \
+                 not known here; name a `subject` or an `id`"
+                    .to_owned(),
+            ),
+        },
+        SchemaReference {
+            id: None,
+            subject: None,
+            strategy: Some(strategy @ (Strategy::Encoded | Strategy::Tool)),
+            ..
+        } => Err(format!(
+            "`strategy: {}` is not supported by this build; name a `subject` or an `id`",
+            match strategy {
+                Strategy::Encoded => "encoded",
+                _ => "tool",
+            }
+        )),
+        _ => Err(
+            "name the schema with exactly one of `subject`, `id` or `strategy` \
+                  (`version` goes with `subject` or `strategy`)"
+                .to_owned(),
+        ),
+    }
+}

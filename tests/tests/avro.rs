@@ -1,0 +1,345 @@
+//! The `http.kafka.avro.json` example end to end: the real binary against a real broker
+//! (tansu), driven by `curl`, with confluent-kafka's schema registry client and its
+//! `AvroSerializer` / `AvroDeserializer` (fastavro underneath) on the other side of the topic.
+//!
+//! No schema registry server ships as a package we can run here, so the test runs a small one
+//! (Python's `http.server`) that implements the documented REST subset the peers use:
+//! `POST /subjects/{subject}/versions` (register), `GET /subjects/{subject}/versions/{version}`
+//! and `GET /schemas/ids/{id}`. It only stores and hands out schema text; the bytes the
+//! gateway writes and reads are checked by confluent-kafka's own Avro serializers, which
+//! fetch the schemas from it exactly as they would from Confluent's registry.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use zilla_tests::{Broker, Gateway, Peer, Process, free_port, workspace_dir};
+
+/// The registry: schemas by id (from 1) and, per subject, the ids of its versions.
+const REGISTRY: &str = r#"
+import json, re, sys
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from urllib.parse import unquote
+schemas, subjects = [], {}
+class Registry(BaseHTTPRequestHandler):
+    def reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def missing(self, what):
+        self.reply(404, {"error_code": 40401, "message": what + " not found"})
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        found = re.fullmatch(r"/schemas/ids/(\d+)", path)
+        if found:
+            index = int(found[1])
+            if 0 < index <= len(schemas):
+                return self.reply(200, {"schema": schemas[index - 1]})
+            return self.missing("Schema")
+        found = re.fullmatch(r"/subjects/([^/]+)/versions/([^/]+)", path)
+        if found:
+            subject, version = unquote(found[1]), unquote(found[2])
+            versions = subjects.get(subject)
+            if not versions:
+                return self.missing("Subject")
+            number = len(versions) if version == "latest" else int(version)
+            if not 0 < number <= len(versions):
+                return self.missing("Version")
+            schema_id = versions[number - 1]
+            return self.reply(200, {"subject": subject, "version": number, "id": schema_id,
+                                    "schema": schemas[schema_id - 1]})
+        self.missing("Path")
+    def do_POST(self):
+        path = self.path.split("?")[0]
+        found = re.fullmatch(r"/subjects/([^/]+)/versions", path)
+        if not found:
+            return self.missing("Path")
+        subject = unquote(found[1])
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if body["schema"] not in schemas:
+            schemas.append(body["schema"])
+        schema_id = schemas.index(body["schema"]) + 1
+        versions = subjects.setdefault(subject, [])
+        if schema_id not in versions:
+            versions.append(schema_id)
+        self.reply(200, {"id": schema_id})
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Registry)
+print("listening", flush=True)
+server.serve_forever()
+"#;
+
+const ITEM_SCHEMA: &str = r#"{"type":"record","name":"Item","namespace":"example","fields":[{"name":"id","type":"string"},{"name":"status","type":"string"}]}"#;
+
+/// Reads `count` records from the start with `AvroDeserializer`: `[{"k", "v"}]`, `v` the
+/// decoded record (or `{"error": ...}` when it does not decode).
+const CONSUME_AVRO: &str = r#"
+import json, sys, uuid
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+bootstrap, registry, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe([topic])
+records = []
+while len(records) < count:
+    message = consumer.poll(20)
+    if message is None:
+        break
+    if message.error():
+        continue
+    try:
+        value = deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
+    except Exception as error:
+        value = {"error": str(error)}
+    records.append({"k": message.key().decode(), "v": value})
+low, high = consumer.get_watermark_offsets(consumer.assignment()[0])
+consumer.close()
+print(json.dumps({"records": records, "end": high}))
+"#;
+
+/// Produces `[key, record]` pairs with `AvroSerializer`, using the latest registered schema.
+const PRODUCE_AVRO: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+bootstrap, registry, topic = sys.argv[1], sys.argv[2], sys.argv[3]
+client = SchemaRegistryClient({"url": registry})
+schema = client.get_latest_version(topic + "-value").schema
+serialize = AvroSerializer(client, schema.schema_str,
+                           conf={"auto.register.schemas": False, "use.latest.version": True})
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+for key, record in json.loads(sys.argv[4]):
+    value = serialize(record, SerializationContext(topic, MessageField.VALUE))
+    producer.produce(topic, key=key, value=value)
+producer.flush(20)
+"#;
+
+struct Setup {
+    broker: Broker,
+    _registry: Process,
+    registry_url: String,
+    gateway: Gateway,
+}
+
+fn setup() -> Result<Setup> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-snapshots", 1, true)?;
+    let port = free_port()?;
+    let registry = Peer::python(REGISTRY).arg(port.to_string()).spawn()?;
+    registry.wait_for_stdout("listening", Duration::from_secs(20))?;
+    let registry_url = format!("http://127.0.0.1:{port}");
+    let registered = Peer::new("curl")
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/vnd.schemaregistry.v1+json",
+            "-d",
+            &json!({ "schema": ITEM_SCHEMA }).to_string(),
+            &format!("{registry_url}/subjects/items-snapshots-value/versions"),
+        ])
+        .run()?;
+    ensure!(
+        String::from_utf8_lossy(&registered.stdout).contains("\"id\": 1"),
+        "schema not registered: {}",
+        String::from_utf8_lossy(&registered.stdout)
+    );
+    let gateway =
+        Gateway::from_file(workspace_dir().join("examples/http.kafka.avro.json/zilla.yaml"))
+            .env("HTTP_PORT", "0")
+            .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+            .env("SCHEMA_REGISTRY_URL", &registry_url)
+            .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+            .start()?;
+    Ok(Setup {
+        broker,
+        _registry: registry,
+        registry_url,
+        gateway,
+    })
+}
+
+/// `curl -i` output as (status, body).
+fn curl(args: &[&str]) -> Result<(u16, String)> {
+    let output = Peer::new("curl")
+        .args(["-sS", "-i", "--max-time", "30"])
+        .args(args)
+        .timeout(Duration::from_secs(40))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no status")?;
+    Ok((status, body.to_owned()))
+}
+
+fn post(base: &str, key: &str, body: &str) -> Result<(u16, String)> {
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        &format!("idempotency-key: {key}"),
+        "-d",
+        body,
+        &format!("{base}/items"),
+    ])
+}
+
+fn consume(setup: &Setup, count: usize) -> Result<Value> {
+    let output = Peer::python(CONSUME_AVRO)
+        .args([
+            setup.broker.address(),
+            setup.registry_url.clone(),
+            "items-snapshots".to_owned(),
+            count.to_string(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "consumer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+#[test]
+fn json_posted_lands_as_registry_framed_avro_and_invalid_json_never_lands() -> Result<()> {
+    let mut setup = setup()?;
+    let base = format!("http://{}", setup.gateway.address("web_tcp"));
+    assert_eq!(post(&base, "1", r#"{"id": "1", "status": "OK"}"#)?.0, 204);
+    for invalid in [
+        r#"{"id": 2, "status": "OK"}"#,
+        r#"{"id": "2"}"#,
+        r#"{"id": "2", "status": "OK", "extra": true}"#,
+        r#"{"id": "2", "#,
+    ] {
+        let (status, _) = post(&base, "2", invalid)?;
+        assert_eq!(status, 400, "{invalid}");
+    }
+    assert_eq!(post(&base, "3", r#"{"status": "DONE", "id": "3"}"#)?.0, 204);
+
+    // confluent-kafka's deserializer reads both records with the registered schema, and the
+    // partition holds nothing else: the refused bodies never reached Kafka.
+    let seen = consume(&setup, 2)?;
+    assert_eq!(
+        seen["records"],
+        json!([
+            {"k": "1", "v": {"id": "1", "status": "OK"}},
+            {"k": "3", "v": {"id": "3", "status": "DONE"}}
+        ]),
+        "{seen}"
+    );
+    assert_eq!(seen["end"], 2, "{seen}");
+
+    // And they read back as JSON.
+    let (status, body) = curl(&[&format!("{base}/items/1")])?;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"id":"1","status":"OK"}"#)
+    );
+    assert!(setup.gateway.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn avro_produced_by_confluent_kafka_reads_as_json_over_get_and_sse() -> Result<()> {
+    let mut setup = setup()?;
+    let base = format!("http://{}", setup.gateway.address("web_tcp"));
+    let watcher = Peer::new("curl")
+        .args(["-sN", "--max-time", "30", &format!("{base}/items/events")])
+        .spawn()?;
+    let output = Peer::python(PRODUCE_AVRO)
+        .args([
+            setup.broker.address(),
+            setup.registry_url.clone(),
+            "items-snapshots".to_owned(),
+            json!([["a", {"id": "a", "status": "NEW"}], ["b", {"id": "b", "status": "OLD"}]])
+                .to_string(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A record that is not Avro of a registered schema is skipped, not served.
+    let garbage = Peer::python(
+        "import sys\nfrom confluent_kafka import Producer\np = Producer({'bootstrap.servers': sys.argv[1]})\np.produce('items-snapshots', key='c', value=b'not avro')\np.flush(20)\n",
+    )
+    .arg(setup.broker.address())
+    .run()?;
+    ensure!(garbage.status.success(), "garbage producer failed");
+
+    let (status, body) = curl(&[&format!("{base}/items/a")])?;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"id":"a","status":"NEW"}"#)
+    );
+    let (status, body) = curl(&[&format!("{base}/items")])?;
+    assert_eq!(status, 200);
+    let mut items: Vec<Value> = serde_json::from_str(&body)?;
+    items.sort_by_key(|item| item["id"].as_str().map(str::to_owned));
+    assert_eq!(
+        items,
+        [
+            json!({"id": "a", "status": "NEW"}),
+            json!({"id": "b", "status": "OLD"})
+        ]
+    );
+    assert_eq!(curl(&[&format!("{base}/items/c")])?.0, 404);
+
+    watcher.wait_for_stdout(r#"{"id":"b","status":"OLD"}"#, Duration::from_secs(20))?;
+    let stream = watcher.stdout();
+    assert!(
+        stream.contains(r#"data:{"id":"a","status":"NEW"}"#),
+        "{stream}"
+    );
+    assert!(!stream.contains("not avro"), "{stream}");
+    setup
+        .gateway
+        .wait_for_stdout("MODEL_AVRO_VALIDATION_FAILED", Duration::from_secs(10))?;
+    assert!(setup.gateway.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn an_unreachable_registry_fails_the_start_naming_it() -> Result<()> {
+    let url = format!("http://127.0.0.1:{}", free_port()?);
+    let started =
+        Gateway::from_file(workspace_dir().join("examples/http.kafka.avro.json/zilla.yaml"))
+            .env("HTTP_PORT", "0")
+            .env("KAFKA_BOOTSTRAP_SERVER", "127.0.0.1:9")
+            .env("SCHEMA_REGISTRY_URL", &url)
+            .start();
+    let Err(error) = started else {
+        anyhow::bail!("the gateway started without its registry");
+    };
+    let log = format!("{error:#}");
+    assert!(log.contains(&url), "{log}");
+    assert!(log.contains("avro:registry"), "{log}");
+    assert!(log.contains("options.topics[0].value"), "{log}");
+    Ok(())
+}
