@@ -191,7 +191,7 @@ impl<'a> BuildContext<'a> {
         let name = self.name.resolve(exit);
         let published = self.exits.get(&name);
         published
-            .and_then(|published| published.get::<K>())
+            .and_then(|published| self.registry.handler::<K>(published))
             .map(|handler| {
                 let sent = self.metrics().streams(crate::metrics::Direction::Sent);
                 let received = published.and_then(|p| p.received.clone());

@@ -3,7 +3,8 @@
 //! - [`config`]: the `zilla.yaml` pipeline (substitution, YAML, schema, references, stream
 //!   kinds), with errors that name file, line, column and config path.
 //! - [`registry`]: the explicit list of component types compiled in.
-//! - [`binding`], [`stream`]: how bindings are built and how they hand streams to each other.
+//! - [`binding`], [`stream`], [`messages`]: how bindings are built and how they hand streams to
+//!   each other; `messages` is the kind generic bindings (`echo`, `fan`) serve.
 //! - [`route`], [`pattern`], [`expr`]: Zilla's routing rules, wildcard patterns and runtime
 //!   expressions, compiled once at load.
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
@@ -34,6 +35,7 @@ pub mod events;
 pub mod expr;
 pub mod guard;
 pub mod listeners;
+pub mod messages;
 mod metered;
 pub mod metrics;
 pub mod pattern;

@@ -1,15 +1,18 @@
 //! The explicit, static registry of component types. Each component crate exports
 //! `register(&mut Registry)`; the `zilla` crate calls them in one feature-gated list.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::binding::BindingFactory;
+use crate::binding::{BindingFactory, Published};
 use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, Store};
 use crate::config::model::BindingKind;
 use crate::guard::Guard;
+use crate::messages::{Messages, bytes_over_messages, messages_over_bytes};
+use crate::stream::{Bytes, StreamKind};
 use crate::vault::Vault;
 
 /// The component categories, as named in `zilla.yaml`.
@@ -101,9 +104,19 @@ impl Category {
     }
 }
 
+/// Turns a published handler (type-erased `Arc<From::Handler>`) into a boxed `Arc<To::Handler>`.
+type Adapt = Arc<dyn Fn(&(dyn Any + Send + Sync)) -> Option<Box<dyn Any>> + Send + Sync>;
+
+/// A way to serve streams of kind `to` with a handler of kind `from`.
+struct Adapter {
+    from: &'static str,
+    to: &'static str,
+    adapt: Adapt,
+}
+
 /// Every component type compiled into this distribution.
-#[derive(Default)]
 pub struct Registry {
+    adapters: Vec<Adapter>,
     bindings: BTreeMap<&'static str, Arc<dyn BindingFactory>>,
     vaults: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Vault>>>,
     guards: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Guard>>>,
@@ -123,10 +136,75 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        let mut registry = Self {
+            adapters: Vec::new(),
+            bindings: BTreeMap::new(),
+            vaults: BTreeMap::new(),
+            guards: BTreeMap::new(),
+            catalogs: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            exporters: BTreeMap::new(),
+            models: BTreeMap::new(),
+        };
+        registry.adapter::<Messages, Bytes>(bytes_over_messages);
+        registry.adapter::<Bytes, Messages>(messages_over_bytes);
+        registry
+    }
+}
+
 impl Registry {
-    /// An empty registry.
+    /// A registry with no component type, and the engine's own adapters between the `bytes`
+    /// and `messages` stream kinds.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets a binding that publishes stream kind `From` be the exit of a caller of kind `To`:
+    /// `adapt` wraps the published handler. A protocol crate registers how its kind is carried
+    /// as [`Messages`], so the generic bindings (`echo`, `fan`) serve it without knowing it.
+    pub fn adapter<From: StreamKind, To: StreamKind>(
+        &mut self,
+        adapt: fn(Arc<From::Handler>) -> Arc<To::Handler>,
+    ) -> &mut Self {
+        let erased = move |published: &(dyn Any + Send + Sync)| {
+            published
+                .downcast_ref::<Arc<From::Handler>>()
+                .map(|handler| Box::new(adapt(handler.clone())) as Box<dyn Any>)
+        };
+        self.adapters.push(Adapter {
+            from: From::NAME,
+            to: To::NAME,
+            adapt: Arc::new(erased),
+        });
+        self
+    }
+
+    /// Whether a caller emitting stream kind `emitted` can use an exit that accepts `accepted`.
+    pub fn carries(&self, emitted: &str, accepted: &str) -> bool {
+        emitted == accepted
+            || self
+                .adapters
+                .iter()
+                .any(|adapter| adapter.from == accepted && adapter.to == emitted)
+    }
+
+    /// The handler of kind `K` that `published` offers, directly or through an adapter.
+    pub(crate) fn handler<K: StreamKind>(&self, published: &Published) -> Option<Arc<K::Handler>> {
+        published.get::<K>().or_else(|| {
+            self.adapters
+                .iter()
+                .filter(|adapter| adapter.to == K::NAME)
+                .find_map(|adapter| {
+                    let entry = published.entries.get(adapter.from)?;
+                    let adapted = (adapter.adapt)(entry.as_ref())?;
+                    adapted
+                        .downcast::<Arc<K::Handler>>()
+                        .ok()
+                        .map(|boxed| *boxed)
+                })
+        })
     }
 
     /// Adds a binding type.

@@ -101,6 +101,7 @@ pub mod credentials;
 pub mod io;
 pub mod kind;
 pub mod limits;
+pub mod messages;
 pub mod requests;
 pub mod route;
 pub mod server;
@@ -117,6 +118,7 @@ use config::{HttpClientOptions, HttpCondition, HttpServerOptions, HttpWith};
 /// Registers the `http` binding type.
 pub fn register(registry: &mut Registry) {
     registry.binding(HttpFactory);
+    registry.adapter::<zilla_engine::messages::Messages, Http>(messages::http_over_messages);
 }
 
 /// Builds http bindings.

@@ -716,7 +716,10 @@ fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
                 .binding_factory(&target.type_name)
                 .map(|f| f.accepts(target.kind))
                 .unwrap_or_default();
-            if !accepts.contains(&kind) {
+            if !accepts
+                .iter()
+                .any(|accepted| registry.carries(kind, accepted))
+            {
                 let accepted = if accepts.is_empty() {
                     "no streams".to_owned()
                 } else {
