@@ -37,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod kind;
 mod merged;
+pub mod progress;
 
 pub use binding::KafkaFactory;
 pub use kind::{Kafka, KafkaHandler};
