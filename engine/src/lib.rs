@@ -34,6 +34,7 @@ pub mod engine;
 pub mod events;
 pub mod expr;
 pub mod guard;
+pub mod kinds;
 pub mod listeners;
 pub mod messages;
 mod metered;

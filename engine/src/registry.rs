@@ -1,122 +1,27 @@
 //! The explicit, static registry of component types. Each component crate exports
 //! `register(&mut Registry)`; the `zilla` crate calls them in one feature-gated list.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::binding::{BindingFactory, Published};
-use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, Store};
+use crate::binding::BindingFactory;
+use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, ModelLookup, Store};
 use crate::config::model::BindingKind;
+use crate::config::types::{BindingSchema, BindingType, Types};
+pub use crate::config::types::{Category, namespace_schema};
 use crate::guard::Guard;
-use crate::messages::{Messages, bytes_over_messages, messages_over_bytes};
-use crate::stream::{Bytes, StreamKind};
+use crate::kinds::Kinds;
+use crate::stream::StreamKind;
 use crate::vault::Vault;
 
-/// The component categories, as named in `zilla.yaml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Category {
-    /// `bindings`.
-    Binding,
-    /// `vaults`.
-    Vault,
-    /// `guards`.
-    Guard,
-    /// `catalogs`.
-    Catalog,
-    /// `stores`.
-    Store,
-    /// `telemetry.exporters`.
-    Exporter,
-    /// models referenced from options.
-    Model,
-}
-
-impl Category {
-    /// The word used in messages.
-    pub fn noun(self) -> &'static str {
-        match self {
-            Category::Binding => "binding",
-            Category::Vault => "vault",
-            Category::Guard => "guard",
-            Category::Catalog => "catalog",
-            Category::Store => "store",
-            Category::Exporter => "exporter",
-            Category::Model => "model",
-        }
-    }
-
-    /// Every type Zilla defines in this category, so that a type this distribution lacks is
-    /// told apart from a typo.
-    pub fn zilla_types(self) -> &'static [&'static str] {
-        match self {
-            Category::Binding => &[
-                "amqp",
-                "asyncapi",
-                "echo",
-                "fan",
-                "filesystem",
-                "grpc",
-                "grpc-kafka",
-                "http",
-                "http-filesystem",
-                "http-kafka",
-                "kafka",
-                "kafka-grpc",
-                "mcp",
-                "mcp-http",
-                "mcp-kafka",
-                "mcp-openapi",
-                "mqtt",
-                "mqtt-kafka",
-                "openapi",
-                "openapi-asyncapi",
-                "pgsql",
-                "pgsql-kafka",
-                "proxy",
-                "risingwave",
-                "sse",
-                "sse-kafka",
-                "tcp",
-                "tls",
-                "ws",
-            ],
-            Category::Vault => &["filesystem"],
-            Category::Guard => &["jwt", "inline", "x509"],
-            Category::Catalog => &[
-                "apicurio",
-                "apicurio-registry",
-                "filesystem",
-                "inline",
-                "karapace",
-                "karapace-schema-registry",
-                "schema-registry",
-            ],
-            Category::Store => &["memory"],
-            Category::Exporter => &["otlp", "prometheus", "stdout"],
-            Category::Model => &[
-                "avro", "boolean", "bytes", "double", "float", "int32", "int64", "json",
-                "protobuf", "string",
-            ],
-        }
-    }
-}
-
-/// Turns a published handler (type-erased `Arc<From::Handler>`) into a boxed `Arc<To::Handler>`.
-type Adapt = Arc<dyn Fn(&(dyn Any + Send + Sync)) -> Option<Box<dyn Any>> + Send + Sync>;
-
-/// A way to serve streams of kind `to` with a handler of kind `from`.
-struct Adapter {
-    from: &'static str,
-    to: &'static str,
-    adapt: Adapt,
-}
-
 /// Every component type compiled into this distribution.
+#[derive(Default)]
 pub struct Registry {
-    adapters: Vec<Adapter>,
+    kinds: Kinds,
+    /// Types the configs this distribution reads may name but that it does not build in.
+    known: BTreeMap<Category, Vec<&'static str>>,
     bindings: BTreeMap<&'static str, Arc<dyn BindingFactory>>,
     vaults: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Vault>>>,
     guards: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Guard>>>,
@@ -136,24 +41,6 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-impl Default for Registry {
-    fn default() -> Self {
-        let mut registry = Self {
-            adapters: Vec::new(),
-            bindings: BTreeMap::new(),
-            vaults: BTreeMap::new(),
-            guards: BTreeMap::new(),
-            catalogs: BTreeMap::new(),
-            stores: BTreeMap::new(),
-            exporters: BTreeMap::new(),
-            models: BTreeMap::new(),
-        };
-        registry.adapter::<Messages, Bytes>(bytes_over_messages);
-        registry.adapter::<Bytes, Messages>(messages_over_bytes);
-        registry
-    }
-}
-
 impl Registry {
     /// A registry with no component type, and the engine's own adapters between the `bytes`
     /// and `messages` stream kinds.
@@ -163,48 +50,32 @@ impl Registry {
 
     /// Lets a binding that publishes stream kind `From` be the exit of a caller of kind `To`:
     /// `adapt` wraps the published handler. A protocol crate registers how its kind is carried
-    /// as [`Messages`], so the generic bindings (`echo`, `fan`) serve it without knowing it.
+    /// as [`crate::messages::Messages`], so the generic bindings (`echo`, `fan`) serve it
+    /// without knowing it.
     pub fn adapter<From: StreamKind, To: StreamKind>(
         &mut self,
         adapt: fn(Arc<From::Handler>) -> Arc<To::Handler>,
     ) -> &mut Self {
-        let erased = move |published: &(dyn Any + Send + Sync)| {
-            published
-                .downcast_ref::<Arc<From::Handler>>()
-                .map(|handler| Box::new(adapt(handler.clone())) as Box<dyn Any>)
-        };
-        self.adapters.push(Adapter {
-            from: From::NAME,
-            to: To::NAME,
-            adapt: Arc::new(erased),
-        });
+        self.kinds.adapter::<From, To>(adapt);
         self
     }
 
     /// Whether a caller emitting stream kind `emitted` can use an exit that accepts `accepted`.
     pub fn carries(&self, emitted: &str, accepted: &str) -> bool {
-        emitted == accepted
-            || self
-                .adapters
-                .iter()
-                .any(|adapter| adapter.from == accepted && adapter.to == emitted)
+        self.kinds.carries(emitted, accepted)
     }
 
-    /// The handler of kind `K` that `published` offers, directly or through an adapter.
-    pub(crate) fn handler<K: StreamKind>(&self, published: &Published) -> Option<Arc<K::Handler>> {
-        published.get::<K>().or_else(|| {
-            self.adapters
-                .iter()
-                .filter(|adapter| adapter.to == K::NAME)
-                .find_map(|adapter| {
-                    let entry = published.entries.get(adapter.from)?;
-                    let adapted = (adapter.adapt)(entry.as_ref())?;
-                    adapted
-                        .downcast::<Arc<K::Handler>>()
-                        .ok()
-                        .map(|boxed| *boxed)
-                })
-        })
+    /// The adapters between stream kinds.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    /// Declares types of `category` that configs may name (Zilla's types, say) whether or not
+    /// they are built in, so that a missing one is reported as not built into this
+    /// distribution rather than as a typo. The engine holds no such list itself.
+    pub fn known_types(&mut self, category: Category, types: &[&'static str]) -> &mut Self {
+        self.known.entry(category).or_default().extend(types);
+        self
     }
 
     /// Adds a binding type.
@@ -329,7 +200,8 @@ impl Registry {
     /// The message for a `type` this registry lacks.
     pub fn unknown_type(&self, category: Category, type_name: &str) -> String {
         let noun = category.noun();
-        if category.zilla_types().contains(&type_name) {
+        let mut known = self.known.get(&category).into_iter().flatten();
+        if known.any(|known| *known == type_name) {
             format!("{noun} type `{type_name}` is not built into this distribution")
         } else {
             format!(
@@ -459,86 +331,51 @@ impl Registry {
     }
 }
 
-/// The schema of one namespace document, with `type`-specific parts left open: type-specific
-/// parts are validated separately against their own schemas, which gives precise messages.
-pub fn namespace_schema() -> Value {
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "zilla.yaml namespace",
-        "type": "object",
-        "properties": {
-            "name": {"$ref": "#/$defs/name"},
-            "vaults": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/vault"}},
-            "guards": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/guard"}},
-            "catalogs": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/catalog"}},
-            "stores": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/store"}},
-            "telemetry": {
-                "type": "object",
-                "properties": {
-                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "metrics": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+(\\.[a-z]+)+$"}},
-                    "exporters": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/exporter"}},
-                },
-                "additionalProperties": false,
-            },
-            "bindings": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/binding"}},
-        },
-        "required": ["name"],
-        "additionalProperties": false,
-        "$defs": {
-            "name": {"type": "string", "pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$", "description": "a name: a letter, then letters, digits, `.`, `_` or `-`"},
-            "reference": {"type": "string", "pattern": "^([a-zA-Z]+[a-zA-Z0-9\\._\\-]*:)?[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$", "description": "a name, optionally qualified as `namespace:name`"},
-            "component": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string"},
-                    "options": {},
-                    "vault": {"$ref": "#/$defs/reference"},
-                    "store": {"$ref": "#/$defs/reference"},
-                },
-                "required": ["type"],
-                "additionalProperties": false,
-            },
-            "vault": {"$ref": "#/$defs/component"},
-            "guard": {"$ref": "#/$defs/component"},
-            "catalog": {"$ref": "#/$defs/component"},
-            "store": {"$ref": "#/$defs/component"},
-            "exporter": {"$ref": "#/$defs/component"},
-            "binding": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string"},
-                    "kind": {"enum": BindingKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
-                    "entry": {"$ref": "#/$defs/reference"},
-                    "vault": {"$ref": "#/$defs/reference"},
-                    "catalog": {"type": "object"},
-                    "options": {},
-                    "exit": {"$ref": "#/$defs/reference"},
-                    "routes": {"type": "array", "items": {"$ref": "#/$defs/route"}},
-                    "telemetry": {
-                        "type": "object",
-                        "properties": {
-                            "metrics": {"type": "array", "items": {"type": "string"}},
-                            "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
-                        },
-                        "additionalProperties": false,
-                    },
-                },
-                "required": ["type", "kind"],
-                "additionalProperties": false,
-            },
-            "route": {
-                "type": "object",
-                "properties": {
-                    "when": {"type": "array"},
-                    "guarded": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-                    "exit": {"$ref": "#/$defs/reference"},
-                    "with": {},
-                },
-                "additionalProperties": false,
-            },
-        },
-    })
+/// A binding factory as the config pipeline sees it.
+struct FactoryType<'a>(&'a dyn BindingFactory);
+
+impl BindingType for FactoryType<'_> {
+    fn kinds(&self) -> &'static [BindingKind] {
+        self.0.kinds()
+    }
+    fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
+        self.0.accepts(kind)
+    }
+    fn emits(&self, kind: BindingKind) -> Option<&'static str> {
+        self.0.emits(kind)
+    }
+    fn schema(&self, kind: BindingKind) -> BindingSchema {
+        self.0.schema(kind)
+    }
+}
+
+impl Types for Registry {
+    fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+        self.bindings
+            .get(type_name)
+            .map(|factory| Box::new(FactoryType(factory.as_ref())) as Box<dyn BindingType + '_>)
+    }
+    fn component_schema(
+        &self,
+        category: Category,
+        type_name: &str,
+    ) -> Option<(Option<Value>, bool)> {
+        Registry::component_schema(self, category, type_name)
+    }
+    fn unknown_type(&self, category: Category, type_name: &str) -> String {
+        Registry::unknown_type(self, category, type_name)
+    }
+    fn carries(&self, emitted: &str, accepted: &str) -> bool {
+        Registry::carries(self, emitted, accepted)
+    }
+}
+
+impl ModelLookup for Registry {
+    fn find_model(&self, type_name: &str) -> Result<&Arc<dyn ModelFactory>, String> {
+        self.models
+            .get(type_name)
+            .ok_or_else(|| self.unknown_type(Category::Model, type_name))
+    }
 }
 
 /// Moves a standalone schema's `$defs` into `defs` under `prefix` and rewrites its refs, so it

@@ -14,10 +14,10 @@ use super::model::{
 };
 use super::node::Node;
 use super::source::Source;
-use crate::registry::{Category, Registry, namespace_schema};
+use super::types::{Category, Types, namespace_schema};
 
 /// Loads and checks a whole config.
-pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors> {
+pub fn load(source: Source, registry: &dyn Types) -> Result<Config, ConfigErrors> {
     let documents = Node::parse_documents(&source).map_err(ConfigErrors::one)?;
     let mut config = Config {
         source,
@@ -81,7 +81,7 @@ pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors>
 /// Validates each type-specific part against its component's schema.
 fn check_types(
     config: &Config,
-    registry: &Registry,
+    registry: &dyn Types,
     document: &Value,
     origin: &Origin,
 ) -> Vec<ConfigError> {
@@ -90,7 +90,7 @@ fn check_types(
         for (name, binding) in bindings {
             let origin = origin.child("bindings").child(name);
             let type_name = binding.get("type").and_then(Value::as_str).unwrap_or("");
-            let Some(factory) = registry.binding_factory(type_name) else {
+            let Some(factory) = registry.binding(type_name) else {
                 errors.push(config.error(
                     &origin.child("type"),
                     registry.unknown_type(Category::Binding, type_name),
@@ -680,12 +680,12 @@ fn check_references(config: &Config) -> Vec<ConfigError> {
 }
 
 /// Every exit accepts the stream kind its caller emits, and exits form no cycle.
-fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
+fn check_pipeline(config: &Config, registry: &dyn Types) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let by_name: HashMap<QualifiedName, &BindingConfig> = config.bindings().collect();
     let describe = |binding: &BindingConfig| format!("{} {}", binding.type_name, binding.kind);
     for (name, binding) in config.bindings() {
-        let Some(factory) = registry.binding_factory(&binding.type_name) else {
+        let Some(factory) = registry.binding(&binding.type_name) else {
             continue;
         };
         let emits = factory.emits(binding.kind);
@@ -713,7 +713,7 @@ fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
                 continue;
             };
             let accepts = registry
-                .binding_factory(&target.type_name)
+                .binding(&target.type_name)
                 .map(|f| f.accepts(target.kind))
                 .unwrap_or_default();
             if !accepts
@@ -801,21 +801,17 @@ pub fn path_of(origin: &Origin) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use proptest::prelude::*;
 
+    use super::super::types::{BindingSchema, BindingType};
     use super::*;
-    use crate::binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError};
 
     /// A binding type that opens `bytes` streams on its exit when `server`, and accepts them
     /// when `client`.
     struct Pipe;
 
-    impl BindingFactory for Pipe {
-        fn type_name(&self) -> &'static str {
-            "pipe"
-        }
+    impl BindingType for Pipe {
         fn kinds(&self) -> &'static [BindingKind] {
             &[BindingKind::Server, BindingKind::Client]
         }
@@ -840,15 +836,35 @@ mod tests {
                 with: None,
             }
         }
-        fn build(&self, _context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
-            Err(BuildError::at("", "not built in these tests"))
+    }
+
+    /// The types of these tests: `pipe` is built in, `kafka` is known but not built in.
+    struct PipeOnly;
+
+    impl Types for PipeOnly {
+        fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+            (type_name == "pipe").then(|| Box::new(Pipe) as Box<dyn BindingType>)
+        }
+        fn component_schema(&self, _: Category, _: &str) -> Option<(Option<Value>, bool)> {
+            None
+        }
+        fn unknown_type(&self, category: Category, type_name: &str) -> String {
+            if type_name == "kafka" {
+                format!(
+                    "{} type `{type_name}` is not built into this distribution",
+                    category.noun()
+                )
+            } else {
+                format!("unknown {} type `{type_name}`", category.noun())
+            }
+        }
+        fn carries(&self, emitted: &str, accepted: &str) -> bool {
+            emitted == accepted
         }
     }
 
-    fn registry() -> Registry {
-        let mut registry = Registry::new();
-        registry.binding(Pipe);
-        registry
+    fn registry() -> PipeOnly {
+        PipeOnly
     }
 
     fn errors(text: &str) -> Vec<String> {
