@@ -1,8 +1,10 @@
 //! The protocol-agnostic core of zilla-rs.
 //!
 //! - [`config`]: the `zilla.yaml` pipeline (substitution, YAML, schema, references, stream
-//!   kinds), with errors that name file, line, column and config path.
-//! - [`registry`]: the explicit list of component types compiled in.
+//!   kinds), with errors that name file, line, column and config path: the `zilla-config`
+//!   crate, re-exported.
+//! - [`registry`]: the explicit list of component types compiled in; [`kinds`]: the adapters
+//!   between stream kinds.
 //! - [`binding`], [`stream`], [`messages`]: how bindings are built and how they hand streams to
 //!   each other; `messages` is the kind generic bindings (`echo`, `fan`) serve.
 //! - [`route`], [`pattern`], [`expr`]: Zilla's routing rules, wildcard patterns and runtime
@@ -29,7 +31,8 @@
 
 pub mod binding;
 pub mod components;
-pub mod config;
+/// The config pipeline, in its own crate (`zilla-config`) and re-exported here.
+pub use zilla_config as config;
 pub mod engine;
 pub mod events;
 pub mod expr;
