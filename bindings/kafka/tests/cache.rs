@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use support::{Broker, BrokerCluster, TcpConnector, create_topic, run_python};
+use support::{Broker, TcpConnector, create_topic, run_python};
 use zilla_binding_kafka::cache::{Cache, CacheHandler, CacheTuning};
 use zilla_binding_kafka::client::{ClientTuning, KafkaClient};
 use zilla_binding_kafka::kind::{

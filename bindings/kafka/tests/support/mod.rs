@@ -4,12 +4,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use zilla_binding_kafka::wire::{Cluster, ClusterConfig, ConnectionConfig, NewTopic};
 use zilla_engine::stream::{BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
 
@@ -169,7 +167,5 @@ pub async fn create_topic(
     }
     Ok(())
 }
-
-pub use zilla_tests::python;
 
 pub use zilla_tests::python_json as run_python;
