@@ -1,6 +1,5 @@
 //! Bindings: the factory a component crate registers, and what it gets while building.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -9,35 +8,20 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::components::BuildError;
+pub use crate::config::types::BindingSchema;
+pub use crate::kinds::Published;
+
+use crate::components::ModelLookup;
 use crate::config::model::{BindingConfig, BindingKind, QualifiedName};
 use crate::events::Events;
+use crate::kinds::Kinds;
 use crate::listeners::ListenerPool;
 use crate::metrics::{BindingMetrics, Metrics};
 use crate::properties::Properties;
 use crate::route::{RouteConfig, Routes};
 use crate::stream::StreamKind;
 use crate::vault::Vault;
-
-/// The schemas a binding type contributes for one kind: its `options`, a route's `when` entry
-/// and a route's `with`. `None` means the key is not allowed.
-#[derive(Debug, Clone, Default)]
-pub struct BindingSchema {
-    /// Schema of `options`.
-    pub options: Option<serde_json::Value>,
-    /// Whether `options` must be present.
-    pub options_required: bool,
-    /// Schema of one entry of `routes[].when`.
-    pub when: Option<serde_json::Value>,
-    /// Schema of `routes[].with`.
-    pub with: Option<serde_json::Value>,
-}
-
-impl BindingSchema {
-    /// The JSON schema of a schemars type, for use in a [`BindingSchema`].
-    pub fn of<T: schemars::JsonSchema>() -> serde_json::Value {
-        serde_json::Value::from(schemars::schema_for!(T))
-    }
-}
 
 /// Registered once per binding `type`; builds bindings from config.
 pub trait BindingFactory: Send + Sync + 'static {
@@ -81,26 +65,6 @@ pub struct StartContext {
     pub events: Events,
 }
 
-/// An error building a binding from a config that passed the schema.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct BuildError {
-    /// Config path below the binding where the problem is, e.g. `options.keys`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl BuildError {
-    /// An error at `path` (relative to the binding).
-    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// A vault, guard or catalog: its section (`vault`, `guard`, `catalog`) and qualified name.
 pub(crate) type ComponentName = (&'static str, QualifiedName);
 
@@ -120,35 +84,6 @@ impl crate::components::CatalogLookup for NamespaceCatalogs<'_> {
     }
 }
 
-/// Handlers a built binding offers, by stream kind name.
-#[derive(Default)]
-pub struct Published {
-    pub(crate) entries: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
-    /// `stream.*.received` of the publishing binding.
-    pub(crate) received: Option<Arc<crate::metrics::StreamMetrics>>,
-}
-
-impl fmt::Debug for Published {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.entries.keys()).finish()
-    }
-}
-
-impl Published {
-    /// Offers `handler` for stream kind `K`.
-    pub fn publish<K: StreamKind>(&mut self, handler: Arc<K::Handler>) {
-        self.entries.insert(K::NAME, Box::new(handler));
-    }
-
-    /// The handler for stream kind `K`, if offered.
-    pub fn get<K: StreamKind>(&self) -> Option<Arc<K::Handler>> {
-        self.entries
-            .get(K::NAME)
-            .and_then(|entry| entry.downcast_ref::<Arc<K::Handler>>())
-            .cloned()
-    }
-}
-
 /// Everything a factory needs to build one binding.
 pub struct BuildContext<'a> {
     pub(crate) name: &'a QualifiedName,
@@ -157,7 +92,8 @@ pub struct BuildContext<'a> {
     pub(crate) vaults: &'a HashMap<QualifiedName, Arc<dyn Vault>>,
     pub(crate) guards: &'a HashMap<QualifiedName, Arc<dyn crate::guard::Guard>>,
     pub(crate) catalogs: &'a HashMap<QualifiedName, Arc<dyn crate::components::Catalog>>,
-    pub(crate) registry: &'a crate::registry::Registry,
+    pub(crate) models: &'a dyn ModelLookup,
+    pub(crate) kinds: &'a Kinds,
     pub(crate) published: Published,
     pub(crate) listeners: &'a ListenerPool,
     pub(crate) connections: &'a Arc<crate::limits::ConnectionGate>,
@@ -208,11 +144,9 @@ impl<'a> BuildContext<'a> {
         let name = self.name.resolve(exit);
         let published = self.exits.get(&name);
         published
-            .and_then(|published| published.get::<K>())
-            .map(|handler| {
+            .and_then(|published| {
                 let sent = self.metrics().streams(crate::metrics::Direction::Sent);
-                let received = published.and_then(|p| p.received.clone());
-                K::intercept(handler, sent, received)
+                self.kinds.handler::<K>(published, sent)
             })
             .ok_or_else(|| {
                 BuildError::at(
@@ -298,13 +232,10 @@ impl<'a> BuildContext<'a> {
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let factory = self.registry.model_factory(&type_name).ok_or_else(|| {
-            BuildError::at(
-                path,
-                self.registry
-                    .unknown_type(crate::registry::Category::Model, &type_name),
-            )
-        })?;
+        let factory = self
+            .models
+            .find_model(&type_name)
+            .map_err(|message| BuildError::at(path, message))?;
         let lookup = NamespaceCatalogs {
             name: self.name,
             catalogs: self.catalogs,

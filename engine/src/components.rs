@@ -4,11 +4,29 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::binding::BuildError;
 use crate::config::model::{ComponentConfig, QualifiedName};
-use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::properties::Properties;
+
+/// An error building a component or binding from a config that passed the schema.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// Config path below the binding where the problem is, e.g. `options.keys`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl BuildError {
+    /// An error at `path` (relative to the binding).
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
 
 /// Builds one component type (`vaults.x.type`, `telemetry.exporters.x.type`, ...).
 pub trait ComponentFactory<T: ?Sized>: Send + Sync + 'static {
@@ -204,6 +222,12 @@ pub trait ModelFactory: Send + Sync + 'static {
     ) -> Result<Arc<dyn Validator>, BuildError>;
 }
 
+/// Finds model factories by type, for bindings that name models in their options.
+pub trait ModelLookup {
+    /// The factory of model type `type_name`; the error says why there is none.
+    fn find_model(&self, type_name: &str) -> Result<&Arc<dyn ModelFactory>, String>;
+}
+
 /// Finds catalogs by the name a config uses (in the referring binding's namespace).
 pub trait CatalogLookup {
     /// The catalog named `name`.
@@ -220,13 +244,7 @@ pub trait Store: Send + Sync + 'static {
     fn delete(&self, key: &str);
 }
 
-/// Reads metrics and events and sends them somewhere (`telemetry.exporters`).
-pub trait Exporter: Send + Sync + 'static {
-    /// Handles one event. Called on the thread that raised it: must not block.
-    fn event(&self, event: &Event);
-    /// Starts background work (endpoints, push intervals); stops when `stopped` is cancelled.
-    fn start(&self, _stopped: tokio_util::sync::CancellationToken) {}
-}
+pub use crate::events::Exporter;
 
 /// A model reference's `validate`: one mode for both directions, or one per direction
 /// (`{decode, encode}`), strict unless said otherwise. `decode` applies to messages arriving

@@ -407,7 +407,8 @@ impl Engine {
                 vaults: &vaults,
                 guards: &guards,
                 catalogs: &catalogs,
-                registry: &self.registry,
+                models: self.registry.as_ref(),
+                kinds: self.registry.kinds(),
                 published: Published {
                     received: binding_metrics.streams(Direction::Received),
                     ..Published::default()

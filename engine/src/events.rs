@@ -6,8 +6,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::components::Exporter;
-
 /// One event.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -80,4 +78,12 @@ impl Events {
             exporter.event(&event);
         }
     }
+}
+
+/// Reads metrics and events and sends them somewhere (`telemetry.exporters`).
+pub trait Exporter: Send + Sync + 'static {
+    /// Handles one event. Called on the thread that raised it: must not block.
+    fn event(&self, event: &Event);
+    /// Starts background work (endpoints, push intervals); stops when `stopped` is cancelled.
+    fn start(&self, _stopped: tokio_util::sync::CancellationToken) {}
 }

@@ -1,9 +1,12 @@
 //! The protocol-agnostic core of zilla-rs.
 //!
 //! - [`config`]: the `zilla.yaml` pipeline (substitution, YAML, schema, references, stream
-//!   kinds), with errors that name file, line, column and config path.
-//! - [`registry`]: the explicit list of component types compiled in.
-//! - [`binding`], [`stream`]: how bindings are built and how they hand streams to each other.
+//!   kinds), with errors that name file, line, column and config path: the `zilla-config`
+//!   crate, re-exported.
+//! - [`registry`]: the explicit list of component types compiled in; [`kinds`]: the adapters
+//!   between stream kinds.
+//! - [`binding`], [`stream`], [`messages`]: how bindings are built and how they hand streams to
+//!   each other; `messages` is the kind generic bindings (`echo`, `fan`) serve.
 //! - [`route`], [`pattern`], [`expr`]: Zilla's routing rules, wildcard patterns and runtime
 //!   expressions, compiled once at load.
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
@@ -31,13 +34,16 @@
 pub mod binding;
 pub mod cataloged;
 pub mod components;
-pub mod config;
+/// The config pipeline, in its own crate (`zilla-config`) and re-exported here.
+pub use zilla_config as config;
 pub mod engine;
 pub mod events;
 pub mod expr;
 pub mod guard;
+pub mod kinds;
 pub mod limits;
 pub mod listeners;
+pub mod messages;
 mod metered;
 pub mod metrics;
 pub mod pattern;
@@ -46,6 +52,7 @@ pub mod properties;
 pub mod registry;
 pub mod route;
 pub mod stream;
+pub mod telemetry;
 pub mod vault;
 
 pub use binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError, StartContext};

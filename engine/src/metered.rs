@@ -12,6 +12,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::metrics::StreamMetrics;
 use crate::stream::{AsyncIo, BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
 
+/// `handler` recording the `stream.*` metrics of both sides of its hop, when either has any.
+pub(crate) fn meter_bytes(
+    handler: Arc<dyn BytesHandler>,
+    origin: Option<Arc<StreamMetrics>>,
+    routed: Option<Arc<StreamMetrics>>,
+) -> Arc<dyn BytesHandler> {
+    let metrics = HopMetrics { origin, routed };
+    if metrics.is_empty() {
+        handler
+    } else {
+        Arc::new(MeteredBytes {
+            inner: handler,
+            metrics,
+        })
+    }
+}
+
 /// Both sides' metrics of one hop.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HopMetrics {

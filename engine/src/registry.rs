@@ -7,104 +7,23 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::binding::BindingFactory;
-use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, Store};
-use crate::config::model::BindingKind;
+use crate::components::{Catalog, ComponentFactory, Exporter, ModelFactory, ModelLookup, Store};
+use crate::config::ConfigError;
+use crate::config::model::{BindingKind, Config};
+use crate::config::types::{BindingSchema, BindingType, Types};
+pub use crate::config::types::{Category, namespace_schema};
 use crate::guard::Guard;
+use crate::kinds::Kinds;
 use crate::metrics::{MetricDescriptor, MetricGroup, STREAM_METRICS};
+use crate::stream::StreamKind;
 use crate::vault::Vault;
-
-/// The component categories, as named in `zilla.yaml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Category {
-    /// `bindings`.
-    Binding,
-    /// `vaults`.
-    Vault,
-    /// `guards`.
-    Guard,
-    /// `catalogs`.
-    Catalog,
-    /// `stores`.
-    Store,
-    /// `telemetry.exporters`.
-    Exporter,
-    /// models referenced from options.
-    Model,
-}
-
-impl Category {
-    /// The word used in messages.
-    pub fn noun(self) -> &'static str {
-        match self {
-            Category::Binding => "binding",
-            Category::Vault => "vault",
-            Category::Guard => "guard",
-            Category::Catalog => "catalog",
-            Category::Store => "store",
-            Category::Exporter => "exporter",
-            Category::Model => "model",
-        }
-    }
-
-    /// Every type Zilla defines in this category, so that a type this distribution lacks is
-    /// told apart from a typo.
-    pub fn zilla_types(self) -> &'static [&'static str] {
-        match self {
-            Category::Binding => &[
-                "amqp",
-                "asyncapi",
-                "echo",
-                "fan",
-                "filesystem",
-                "grpc",
-                "grpc-kafka",
-                "http",
-                "http-filesystem",
-                "http-kafka",
-                "kafka",
-                "kafka-grpc",
-                "mcp",
-                "mcp-http",
-                "mcp-kafka",
-                "mcp-openapi",
-                "mqtt",
-                "mqtt-kafka",
-                "openapi",
-                "openapi-asyncapi",
-                "pgsql",
-                "pgsql-kafka",
-                "proxy",
-                "risingwave",
-                "sse",
-                "sse-kafka",
-                "tcp",
-                "tls",
-                "ws",
-            ],
-            Category::Vault => &["filesystem"],
-            Category::Guard => &["jwt", "inline", "x509"],
-            Category::Catalog => &[
-                "apicurio",
-                "apicurio-registry",
-                "filesystem",
-                "inline",
-                "karapace",
-                "karapace-schema-registry",
-                "schema-registry",
-            ],
-            Category::Store => &["memory"],
-            Category::Exporter => &["otlp", "prometheus", "stdout"],
-            Category::Model => &[
-                "avro", "boolean", "bytes", "double", "float", "int32", "int64", "json",
-                "protobuf", "string",
-            ],
-        }
-    }
-}
 
 /// Every component type compiled into this distribution.
 #[derive(Default)]
 pub struct Registry {
+    kinds: Kinds,
+    /// Types the configs this distribution reads may name but that it does not build in.
+    known: BTreeMap<Category, Vec<&'static str>>,
     bindings: BTreeMap<&'static str, Arc<dyn BindingFactory>>,
     vaults: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Vault>>>,
     guards: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Guard>>>,
@@ -126,9 +45,40 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry.
+    /// A registry with no component type, and the engine's own adapters between the `bytes`
+    /// and `messages` stream kinds.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets a binding that publishes stream kind `From` be the exit of a caller of kind `To`:
+    /// `adapt` wraps the published handler. A protocol crate registers how its kind is carried
+    /// as [`crate::messages::Messages`], so the generic bindings (`echo`, `fan`) serve it
+    /// without knowing it.
+    pub fn adapter<From: StreamKind, To: StreamKind>(
+        &mut self,
+        adapt: fn(Arc<From::Handler>) -> Arc<To::Handler>,
+    ) -> &mut Self {
+        self.kinds.adapter::<From, To>(adapt);
+        self
+    }
+
+    /// Whether a caller emitting stream kind `emitted` can use an exit that accepts `accepted`.
+    pub fn carries(&self, emitted: &str, accepted: &str) -> bool {
+        self.kinds.carries(emitted, accepted)
+    }
+
+    /// The adapters between stream kinds.
+    pub fn kinds(&self) -> &Kinds {
+        &self.kinds
+    }
+
+    /// Declares types of `category` that configs may name (Zilla's types, say) whether or not
+    /// they are built in, so that a missing one is reported as not built into this
+    /// distribution rather than as a typo. The engine holds no such list itself.
+    pub fn known_types(&mut self, category: Category, types: &[&'static str]) -> &mut Self {
+        self.known.entry(category).or_default().extend(types);
+        self
     }
 
     /// Adds a binding type.
@@ -296,7 +246,8 @@ impl Registry {
     /// The message for a `type` this registry lacks.
     pub fn unknown_type(&self, category: Category, type_name: &str) -> String {
         let noun = category.noun();
-        if category.zilla_types().contains(&type_name) {
+        let mut known = self.known.get(&category).into_iter().flatten();
+        if known.any(|known| *known == type_name) {
             format!("{noun} type `{type_name}` is not built into this distribution")
         } else {
             format!(
@@ -426,86 +377,57 @@ impl Registry {
     }
 }
 
-/// The schema of one namespace document, with `type`-specific parts left open: type-specific
-/// parts are validated separately against their own schemas, which gives precise messages.
-pub fn namespace_schema() -> Value {
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "zilla.yaml namespace",
-        "type": "object",
-        "properties": {
-            "name": {"$ref": "#/$defs/name"},
-            "vaults": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/vault"}},
-            "guards": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/guard"}},
-            "catalogs": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/catalog"}},
-            "stores": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/store"}},
-            "telemetry": {
-                "type": "object",
-                "properties": {
-                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "metrics": {"type": "array", "items": {"type": "string", "pattern": "^[a-z]+(\\.[a-z]+)+$"}},
-                    "exporters": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/exporter"}},
-                },
-                "additionalProperties": false,
-            },
-            "bindings": {"type": "object", "propertyNames": {"$ref": "#/$defs/name"}, "additionalProperties": {"$ref": "#/$defs/binding"}},
-        },
-        "required": ["name"],
-        "additionalProperties": false,
-        "$defs": {
-            "name": {"type": "string", "pattern": "^[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$", "description": "a name: a letter, then letters, digits, `.`, `_` or `-`"},
-            "reference": {"type": "string", "pattern": "^([a-zA-Z]+[a-zA-Z0-9\\._\\-]*:)?[a-zA-Z]+[a-zA-Z0-9\\._\\-]*$", "description": "a name, optionally qualified as `namespace:name`"},
-            "component": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string"},
-                    "options": {},
-                    "vault": {"$ref": "#/$defs/reference"},
-                    "store": {"$ref": "#/$defs/reference"},
-                },
-                "required": ["type"],
-                "additionalProperties": false,
-            },
-            "vault": {"$ref": "#/$defs/component"},
-            "guard": {"$ref": "#/$defs/component"},
-            "catalog": {"$ref": "#/$defs/component"},
-            "store": {"$ref": "#/$defs/component"},
-            "exporter": {"$ref": "#/$defs/component"},
-            "binding": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string"},
-                    "kind": {"enum": BindingKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
-                    "entry": {"$ref": "#/$defs/reference"},
-                    "vault": {"$ref": "#/$defs/reference"},
-                    "catalog": {"type": "object", "x-unsupported": "a binding-level `catalog` is not supported yet; name catalogs in the options' models"},
-                    "options": {},
-                    "exit": {"$ref": "#/$defs/reference"},
-                    "routes": {"type": "array", "items": {"$ref": "#/$defs/route"}},
-                    "telemetry": {
-                        "type": "object",
-                        "properties": {
-                            "metrics": {"type": "array", "items": {"type": "string"}},
-                            "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
-                        },
-                        "additionalProperties": false,
-                    },
-                },
-                "required": ["type", "kind"],
-                "additionalProperties": false,
-            },
-            "route": {
-                "type": "object",
-                "properties": {
-                    "when": {"type": "array"},
-                    "guarded": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-                    "exit": {"$ref": "#/$defs/reference"},
-                    "with": {},
-                },
-                "additionalProperties": false,
-            },
-        },
-    })
+/// A binding factory as the config pipeline sees it.
+struct FactoryType<'a>(&'a dyn BindingFactory);
+
+impl BindingType for FactoryType<'_> {
+    fn kinds(&self) -> &'static [BindingKind] {
+        self.0.kinds()
+    }
+    fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
+        self.0.accepts(kind)
+    }
+    fn emits(&self, kind: BindingKind) -> Option<&'static str> {
+        self.0.emits(kind)
+    }
+    fn schema(&self, kind: BindingKind) -> BindingSchema {
+        self.0.schema(kind)
+    }
+}
+
+impl Types for Registry {
+    fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+        self.bindings
+            .get(type_name)
+            .map(|factory| Box::new(FactoryType(factory.as_ref())) as Box<dyn BindingType + '_>)
+    }
+    fn component_schema(
+        &self,
+        category: Category,
+        type_name: &str,
+    ) -> Option<(Option<Value>, bool)> {
+        Registry::component_schema(self, category, type_name)
+    }
+    fn unknown_type(&self, category: Category, type_name: &str) -> String {
+        Registry::unknown_type(self, category, type_name)
+    }
+    fn carries(&self, emitted: &str, accepted: &str) -> bool {
+        Registry::carries(self, emitted, accepted)
+    }
+    fn component_uses_vault(&self, category: Category, type_name: &str) -> bool {
+        Registry::component_uses_vault(self, category, type_name)
+    }
+    fn check_telemetry(&self, config: &Config) -> Vec<ConfigError> {
+        crate::telemetry::check_telemetry(config, self)
+    }
+}
+
+impl ModelLookup for Registry {
+    fn find_model(&self, type_name: &str) -> Result<&Arc<dyn ModelFactory>, String> {
+        self.models
+            .get(type_name)
+            .ok_or_else(|| self.unknown_type(Category::Model, type_name))
+    }
 }
 
 /// Moves a standalone schema's `$defs` into `defs` under `prefix` and rewrites its refs, so it

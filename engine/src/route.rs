@@ -5,7 +5,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::binding::BuildError;
+use crate::components::BuildError;
 use crate::config::model::BindingConfig;
 use crate::guard::Authorization;
 

@@ -25,17 +25,6 @@ pub trait StreamKind: 'static {
     const NAME: &'static str;
     /// The handler a binding publishes for this kind.
     type Handler: ?Sized + Send + Sync + 'static;
-
-    /// Wraps a handler to record `stream.*` metrics of the hop into it. Kinds whose crates
-    /// record their own metrics keep the default, which records nothing here.
-    #[doc(hidden)]
-    fn intercept(
-        handler: Arc<Self::Handler>,
-        _origin: Option<Arc<crate::metrics::StreamMetrics>>,
-        _routed: Option<Arc<crate::metrics::StreamMetrics>>,
-    ) -> Arc<Self::Handler> {
-        handler
-    }
 }
 
 /// A duplex byte stream plus what is known about it: the `bytes` stream kind.
@@ -121,22 +110,6 @@ pub struct Bytes;
 impl StreamKind for Bytes {
     const NAME: &'static str = "bytes";
     type Handler = dyn BytesHandler;
-
-    fn intercept(
-        handler: Arc<dyn BytesHandler>,
-        origin: Option<Arc<crate::metrics::StreamMetrics>>,
-        routed: Option<Arc<crate::metrics::StreamMetrics>>,
-    ) -> Arc<dyn BytesHandler> {
-        let metrics = crate::metered::HopMetrics { origin, routed };
-        if metrics.is_empty() {
-            handler
-        } else {
-            Arc::new(crate::metered::MeteredBytes {
-                inner: handler,
-                metrics,
-            })
-        }
-    }
 }
 
 /// Why a stream ended abnormally. The class tells callers how to answer on their own protocol.

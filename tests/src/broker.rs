@@ -1,6 +1,11 @@
-//! A real Kafka-compatible broker for end-to-end tests: tansu with its sqlite storage engine in
-//! a fresh directory (on tmpfs when there is one), listening and advertising on 127.0.0.1 at a
-//! port chosen at run time. Dropping a [`Broker`] stops it and removes its data.
+//! A real Kafka-compatible broker for tests: tansu with its sqlite storage engine in a fresh
+//! directory (on tmpfs when there is one), listening on 127.0.0.1 at a port chosen at run time.
+//! Dropping a [`Broker`] stops it and removes its data.
+//!
+//! This is the one broker harness of the workspace: the end-to-end tests here and the kafka,
+//! http-kafka and sse-kafka crate tests all start their broker with it. A test that needs to
+//! see the bytes on the wire puts its own forwarder in front and starts the broker with
+//! [`Broker::start_advertising`], so clients that follow metadata go through the forwarder.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,15 +18,18 @@ use crate::peer::free_port;
 /// A running tansu broker.
 pub struct Broker {
     port: u16,
+    advertised: u16,
+    args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    /// Extra `tansu broker` arguments (`--authentication`).
-    extra: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("port", &self.port).finish()
+        f.debug_struct("Broker")
+            .field("port", &self.port)
+            .field("advertised", &self.advertised)
+            .finish()
     }
 }
 
@@ -42,28 +50,42 @@ fn tansu() -> PathBuf {
 }
 
 impl Broker {
-    /// Starts a broker and waits until it listens.
+    /// Starts a broker without authentication and waits until it listens.
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker with extra `tansu broker` arguments (e.g. `--authentication`).
+    pub fn start_with(args: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        Self::start_advertising(port, port, args)
+    }
+
+    /// Starts a broker listening on `port` that advertises `advertised` in metadata: the port
+    /// of a forwarder the test put in front of it.
+    pub fn start_advertising(port: u16, advertised: u16, args: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new()
-            .prefix("zilla-e2e-broker-")
+            .prefix("zilla-test-broker-")
             .tempdir_in("/dev/shm")
             .or_else(|_| {
                 tempfile::Builder::new()
-                    .prefix("zilla-e2e-broker-")
+                    .prefix("zilla-test-broker-")
                     .tempdir()
             })?;
         let mut broker = Self {
-            port: free_port()?,
+            port,
+            advertised,
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             dir,
             child: None,
-            extra: Vec::new(),
         };
         broker.launch()?;
         Ok(broker)
     }
 
     fn launch(&mut self) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let url = self.url();
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
         let child = Command::new(tansu())
             .current_dir(self.dir.path())
@@ -72,19 +94,24 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args([
                 "--storage-engine",
                 "sqlite://tansu.db?maintenance_interval=2s",
             ])
-            .args(&self.extra)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting tansu (install it with `cargo xtask peers`)")?;
         self.child = Some(child);
+        self.wait_until_listening()
+    }
+
+    /// Waits until the broker accepts connections (it may be restarting).
+    pub fn wait_until_listening(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(child) = &mut self.child
@@ -94,7 +121,7 @@ impl Broker {
             }
             ensure!(
                 Instant::now() < deadline,
-                "tansu did not listen: {}",
+                "tansu did not listen within 10 s: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -107,9 +134,24 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The broker's port.
+    /// `tcp://127.0.0.1:<port>`, as the tansu CLI takes it.
+    pub fn url(&self) -> String {
+        format!("tcp://{}", self.address())
+    }
+
+    /// The port the broker listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the broker advertises in metadata (its own unless a forwarder is in front).
+    pub fn advertised(&self) -> u16 {
+        self.advertised
+    }
+
+    /// The broker's process id, for measuring what it uses (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// What the broker logged so far.
@@ -119,46 +161,48 @@ impl Broker {
 
     /// Creates a topic with `partitions`, log-compacted when `compact`.
     pub fn create_topic(&self, name: &str, partitions: u32, compact: bool) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let configs: &[&str] = if compact {
+            &["cleanup.policy=compact"]
+        } else {
+            &[]
+        };
+        self.create_topic_with(name, partitions, configs)
+    }
+
+    /// Creates a topic with `partitions` and topic configs (`name=value`).
+    pub fn create_topic_with(&self, name: &str, partitions: u32, configs: &[&str]) -> Result<()> {
         let partitions = partitions.to_string();
-        let mut command = Command::new(tansu());
-        command.current_dir(self.dir.path()).args([
-            "topic",
-            "create",
-            "--broker",
-            &url,
-            "--partitions",
-            &partitions,
-        ]);
-        if compact {
-            command.args(["--config", "cleanup.policy=compact"]);
+        let mut args = vec!["topic", "create", name, "--partitions", &partitions];
+        for config in configs {
+            args.extend(["--config", config]);
         }
-        let output = command.arg(name).output().context("tansu topic create")?;
+        self.cli(&args).map(|_| ())
+    }
+
+    /// Runs the tansu CLI against this broker (e.g. `["user", "create", "alice", "s3cret"]`)
+    /// and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        let output = Command::new(tansu())
+            .current_dir(self.dir.path())
+            .args(args)
+            .args(["--broker", &self.url()])
+            .output()
+            .context("running the tansu CLI")?;
         ensure!(
             output.status.success(),
-            "tansu topic create {name}: {}",
+            "tansu {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        Ok(())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Creates SCRAM users (`name`, `secret`), then restarts the broker requiring SASL
     /// authentication (tansu: SCRAM-SHA-512 only). Create topics before this.
     pub fn require_authentication(&mut self, users: &[(&str, &str)]) -> Result<()> {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
         for (name, secret) in users {
-            let output = Command::new(tansu())
-                .current_dir(self.dir.path())
-                .args(["user", "create", "--broker", &url, name, secret])
-                .output()
-                .context("tansu user create")?;
-            ensure!(
-                output.status.success(),
-                "tansu user create {name}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            self.cli(&["user", "create", name, secret])?;
         }
-        self.extra = vec!["--authentication"];
+        self.args.push("--authentication".to_owned());
         self.restart()
     }
 
@@ -168,7 +212,14 @@ impl Broker {
         self.launch()
     }
 
-    fn stop(&mut self) {
+    /// Stops the broker and starts it again on the same port and data with other arguments.
+    pub fn restart_with(&mut self, args: &[&str]) -> Result<()> {
+        self.args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self.restart()
+    }
+
+    /// Kills the broker process, keeping its data.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

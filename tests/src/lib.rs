@@ -84,6 +84,6 @@ pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::Broker;
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
 pub use nginx::nginx;
-pub use peer::{DEFAULT_PEER_TIMEOUT, Peer, free_port, peers_dir, python, success};
+pub use peer::{DEFAULT_PEER_TIMEOUT, Peer, free_port, peers_dir, python, python_json, success};
 pub use process::{Process, TERMINATE_TIMEOUT, rss_kib};
 pub use ready::Listener;

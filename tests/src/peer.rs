@@ -160,6 +160,37 @@ pub fn python() -> PathBuf {
     peers_dir().join("venv").join("bin").join("python")
 }
 
+/// Runs a Python script of the peers' virtualenv with arguments and `stdin`, and parses what it
+/// printed as JSON: how the crate tests drive confluent-kafka and other Python clients.
+pub fn python_json(script: &str, args: &[&str], stdin: &str) -> Result<serde_json::Value> {
+    let mut child = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running the peers' python (create it with `cargo xtask peers`)")?;
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        bail!(
+            "python failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "python output is not JSON: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// Where `cargo xtask peers` installs what does not go system-wide (`<workspace>/.peers`).
 pub fn peers_dir() -> PathBuf {
     workspace_dir().join(".peers")

@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod cycles;
 mod demo;
 mod peers;
 mod shell;
@@ -42,6 +43,8 @@ enum Command {
     },
     /// Start the gateway on the examples and print what to try; Ctrl-C stops it.
     Demo,
+    /// Check that no crate has a module cycle (also a test of this crate).
+    Cycles,
     /// Run a benchmark scenario and record its figures in docs/benchmarks.md.
     Bench {
         #[arg(value_enum)]
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Peers { only } => peers::install(&only),
         Command::Test { .. } => test::run_all(&passed_through(std::env::args())),
         Command::Demo => demo::run(),
+        Command::Cycles => cycles::check(&zilla_tests::workspace_dir()),
         Command::Bench { scenario, options } => bench::run(scenario, &options),
     };
     match result {

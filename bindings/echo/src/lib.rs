@@ -1,9 +1,11 @@
 //! The `echo` binding: a `server` that writes back every byte it reads, then ends its side
 //! when the peer ends theirs. Useful as the end of a pipeline to test what is in front of it.
 //!
-//! It also answers `http` exchanges: status 200, the request body streamed back as the
-//! response body, and the request's `content-type` (and `content-length`, when known) copied.
-//! Behind a `ws` server it reflects every WebSocket message, close code included.
+//! It serves every stream kind through the engine's `messages` kind, so it depends on no
+//! protocol crate: behind a `ws` server it reflects every WebSocket message (text stays text,
+//! and the close code comes back); behind an `http` server it answers 200 with the request
+//! body (and trailers) streamed back and the request's `content-type` and `content-length`; behind a `fan` every
+//! client sees what every client sends.
 //!
 //! ```yaml
 //! name: example
@@ -41,13 +43,12 @@
 
 use std::sync::Arc;
 
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::io::AsyncWriteExt;
-use zilla_binding_http::{Http, HttpHandler};
-use zilla_binding_ws::{Ws, WsEcho};
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
+use zilla_engine::messages::{MessageHandler, Messages, Session};
 use zilla_engine::stream::{
-    BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo, connect_via_accept,
+    BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo, StreamKind,
+    connect_via_accept,
 };
 use zilla_engine::{BindingKind, BuildError, Registry};
 
@@ -70,7 +71,7 @@ impl BindingFactory for EchoFactory {
     }
 
     fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
-        &["bytes", "http", "ws"]
+        &[Bytes::NAME, Messages::NAME]
     }
 
     fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
@@ -83,14 +84,14 @@ impl BindingFactory for EchoFactory {
 
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
         let echo = Arc::new(Echo);
+        // Bytes directly (one copy loop), every other kind as messages.
         context.publish::<Bytes>(echo.clone());
-        context.publish::<Http>(echo.clone());
-        context.publish::<Ws>(Arc::new(WsEcho));
+        context.publish::<Messages>(echo.clone());
         Ok(echo)
     }
 }
 
-/// Reflects bytes.
+/// Reflects what it receives.
 #[derive(Debug)]
 pub struct Echo;
 
@@ -111,21 +112,15 @@ impl BytesHandler for Echo {
     }
 }
 
-impl HttpHandler for Echo {
+impl MessageHandler for Echo {
     fn handle(
         &self,
-        request: zilla_binding_http::Request,
-    ) -> BoxFuture<'_, Result<zilla_binding_http::Response, StreamError>> {
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let mut response = zilla_binding_http::Response::new(body);
-            for name in [CONTENT_TYPE, CONTENT_LENGTH] {
-                if let Some(value) = parts.headers.get(&name) {
-                    response.headers_mut().insert(name, value.clone());
-                }
-            }
-            Ok(response)
-        })
+        _info: StreamInfo,
+        incoming: Session,
+    ) -> BoxFuture<'_, Result<Session, StreamError>> {
+        // The identity, as Zilla's echo: what the session was opened with and every message
+        // go back as they came, pulled at the pace of the reader.
+        Box::pin(async move { Ok(incoming) })
     }
 }
 
@@ -151,21 +146,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reflects_http_exchanges() {
-        use http_body_util::BodyExt;
-        let request = http::Request::builder()
-            .method("POST")
-            .uri("/anything")
-            .header("content-type", "text/plain")
-            .header("x-other", "not copied")
-            .body(zilla_binding_http::kind::full("hello"))
-            .unwrap();
-        let response = Echo.handle(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "text/plain");
-        assert!(!response.headers().contains_key("x-other"));
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, "hello");
+    async fn reflects_messages_with_their_tags() {
+        use futures_util::StreamExt;
+        use zilla_engine::messages::Message;
+        let sent = vec![Message::new(1, "text"), Message::new(2, vec![0u8, 255])];
+        let incoming = Session {
+            metadata: vec![("content-type".into(), "text/plain".into())],
+            messages: Box::pin(futures_util::stream::iter(sent.clone().into_iter().map(Ok))),
+        };
+        let outgoing = Echo.handle(StreamInfo::default(), incoming).await.unwrap();
+        assert_eq!(
+            outgoing.metadata,
+            vec![("content-type".to_owned(), "text/plain".to_owned())]
+        );
+        let echoed: Vec<Message> = outgoing.messages.map(|item| item.unwrap()).collect().await;
+        assert_eq!(echoed, sent);
     }
 
     #[tokio::test]

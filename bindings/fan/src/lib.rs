@@ -1,7 +1,12 @@
 //! The `fan` binding (kind `server`): every stream routed to it joins one group, and the group
-//! talks to the `exit` over a single shared stream. Bytes from any member go up that stream
-//! (fan-in); every byte the exit answers with goes down to all current members (fan-out). With
-//! an `echo` exit, each client sees what every client sends, its own data included.
+//! talks to the `exit` over a single shared session. Messages from any member go up that
+//! session (fan-in); every message the exit answers with goes down to all current members
+//! (fan-out). With an `echo` exit, each client sees what every client sends, its own included.
+//!
+//! It works on every stream kind through the engine's `messages` kind: behind a `ws` server
+//! each WebSocket message is one message (text stays text). It also takes `bytes` streams
+//! directly, each read being a message, so that a member that stops reading can be closed
+//! while a write to it is pending. It depends on no protocol crate.
 //!
 //! ```yaml
 //! name: example
@@ -26,27 +31,30 @@
 //! `catalog` or `entry`), as in Zilla.
 //!
 //! Behaviour:
-//! - The exit stream is opened when the first member joins, and closed (after what members
-//!   sent has been written) when the last member leaves. If the exit stream ends while members
-//!   remain, it is reopened; reopening a stream that keeps ending quickly is delayed a little
-//!   more each time. If the exit cannot be opened at all, every member is closed with an
-//!   upstream error.
+//! - The exit session is opened when the first member joins, and closed once what members
+//!   sent was taken by the exit, when the last member leaves. If the exit session ends while
+//!   members remain, it is reopened; reopening a session that keeps ending quickly is delayed a
+//!   little more each time. If the exit cannot be opened at all, every member is closed with
+//!   an upstream error.
 //! - A member leaves when it closes its sending side or fails; the others are not disturbed.
 //!   As in Zilla, it receives nothing more once it has closed its sending side.
-//! - Memory is bounded: the group queues at most 64 chunks of up to 16 KiB for each member. The
-//!   exit stream is read only while some member has fewer than 8 chunks queued, so the fastest
-//!   member sets the pace (backpressure reaches the exit and, through it, the senders). A member
-//!   whose queue is full when a chunk arrives, i.e. one that fell 56 chunks behind the fastest,
-//!   is dropped: its stream is closed with an error. This keeps a slow or stuck client from
-//!   stalling the others or growing memory without limit, at the price of closing it rather
-//!   than skipping data (skipping would silently corrupt a byte stream).
-//! - Toward the exit, members share one bounded queue and wait when it is full.
+//! - Memory is bounded: the group queues at most 1 MiB of messages for each member (a message
+//!   counts its payload plus 64 bytes; a member with nothing queued always takes the next one).
+//!   The exit session is read only while some member has less than 128 KiB queued, so the
+//!   fastest member sets the pace (backpressure reaches the exit and, through it, the
+//!   senders). A member whose queue is full when a message arrives, i.e. one that fell about
+//!   900 KiB behind the fastest, is dropped: its stream is closed with an error. This keeps a
+//!   slow or stuck client from stalling the others or growing memory without limit, at the
+//!   price of closing it rather than skipping data (skipping would silently corrupt a byte
+//!   stream).
+//! - Toward the exit, members share a budget of 1 MiB and wait when it is spent.
 //! - A member joining mid-stream receives what the exit sends from then on.
 
 mod group;
 
 use std::sync::Arc;
 
+use zilla_engine::messages::{MessageHandler, Messages, Session};
 use zilla_engine::stream::{StreamKind, connect_via_accept};
 use zilla_engine::{
     Binding, BindingFactory, BindingKind, BindingSchema, BoxFuture, BuildContext, BuildError,
@@ -74,11 +82,11 @@ impl BindingFactory for FanFactory {
     }
 
     fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
-        &[Bytes::NAME]
+        &[Bytes::NAME, Messages::NAME]
     }
 
     fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
-        Some(Bytes::NAME)
+        Some(Messages::NAME)
     }
 
     fn schema(&self, _kind: BindingKind) -> BindingSchema {
@@ -103,11 +111,13 @@ impl BindingFactory for FanFactory {
             .exit
             .clone()
             .ok_or_else(|| BuildError::at("exit", "a fan binding needs an `exit`"))?;
-        let exit = context.exit::<Bytes>(&exit_name)?;
+        let exit = context.exit::<Messages>(&exit_name)?;
         let group = Group::new(context.name().to_string(), exit);
-        context.publish::<Bytes>(Arc::new(FanHandler {
+        let handler = Arc::new(FanHandler {
             group: group.clone(),
-        }));
+        });
+        context.publish::<Bytes>(handler.clone());
+        context.publish::<Messages>(handler);
         Ok(Arc::new(FanBinding { group }))
     }
 }
@@ -124,14 +134,14 @@ impl Binding for FanBinding {
     }
 }
 
-/// The `bytes` entry of a `fan` binding: each accepted stream is a member of the group.
+/// The entry of a `fan` binding: each stream or session is a member of the group.
 struct FanHandler {
     group: Arc<Group>,
 }
 
 impl BytesHandler for FanHandler {
     fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
-        Box::pin(self.group.clone().serve(stream))
+        Box::pin(self.group.clone().serve_bytes(stream))
     }
 
     fn connect(&self, info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
@@ -139,5 +149,16 @@ impl BytesHandler for FanHandler {
             group: self.group.clone(),
         });
         Box::pin(async move { connect_via_accept(handler, info) })
+    }
+}
+
+impl MessageHandler for FanHandler {
+    fn handle(
+        &self,
+        info: StreamInfo,
+        incoming: Session,
+    ) -> BoxFuture<'_, Result<Session, StreamError>> {
+        // Members share one exit session, so what each was opened with goes nowhere.
+        Box::pin(async move { self.group.join(&info, incoming.messages).map(Session::new) })
     }
 }

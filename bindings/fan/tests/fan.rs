@@ -484,6 +484,9 @@ fn registers_the_fan_type() {
     zilla_binding_fan::register(&mut registry);
     let factory = registry.binding_factory("fan").unwrap();
     assert_eq!(factory.kinds(), &[BindingKind::Server]);
-    assert_eq!(factory.accepts(BindingKind::Server), &["bytes"]);
-    assert_eq!(factory.emits(BindingKind::Server), Some("bytes"));
+    assert_eq!(factory.accepts(BindingKind::Server), &["bytes", "messages"]);
+    assert_eq!(factory.emits(BindingKind::Server), Some("messages"));
+    // Byte streams reach it through the engine's adapter, both ways.
+    assert!(registry.carries("bytes", "messages"));
+    assert!(registry.carries("messages", "bytes"));
 }

@@ -14,12 +14,14 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zilla_binding_http::kind::{
-    Body, HttpHandler, Request, Response, authorization, boxed, empty, full, status_response,
+    Body, HttpHandler, Request, Response, authorization, boxed, empty, full, status_of,
+    status_response,
 };
 use zilla_binding_kafka::kind::{
     Acks, Condition as KafkaCondition, Filter, Header, KafkaHandler, MergedItem, MergedRequest,
     MergedStream, Message, PartitionOffset, ProduceRequest, Start, TopicConfig,
 };
+use zilla_binding_kafka::progress;
 use zilla_engine::binding::{Binding, StartContext};
 use zilla_engine::guard::Authorization;
 use zilla_engine::limits::deadline_after;
@@ -119,18 +121,6 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// The status answering a failure to reach Kafka.
-fn failure(error: &StreamError) -> StatusCode {
-    match error {
-        StreamError::NoRoute => StatusCode::NOT_FOUND,
-        StreamError::Unauthorized => StatusCode::FORBIDDEN,
-        StreamError::Protocol(_) => StatusCode::BAD_REQUEST,
-        StreamError::Upstream(_) | StreamError::Io(_) | StreamError::Stopped => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-}
-
 impl HttpKafkaProxy {
     async fn serve(&self, request: Request) -> Response {
         let method = request.method().clone();
@@ -187,7 +177,7 @@ impl HttpKafkaProxy {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(error)) => {
                 tracing::debug!(binding = %self.qname, %topic, %error, "fetch failed");
-                Err(failure(&error))
+                Err(status_of(&error))
             }
             Err(_) => {
                 tracing::debug!(binding = %self.qname, %topic, "fetch timed out");
@@ -233,7 +223,7 @@ impl HttpKafkaProxy {
     ) -> Result<Response, StatusCode> {
         let offsets = if_none_match
             .as_ref()
-            .and_then(|(tag, _)| etag::decode(tag))
+            .and_then(|(tag, _)| progress::decode(tag).ok())
             .unwrap_or_default();
         let opened = Instant::now();
         let mut stream = self
@@ -270,7 +260,7 @@ impl HttpKafkaProxy {
                 Next::Ended => break,
                 Next::TimedOut if synced => break,
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
-                Next::Failed(error) => return Err(failure(&error)),
+                Next::Failed(error) => return Err(status_of(&error)),
             }
         }
         Ok(match latest {
@@ -326,12 +316,12 @@ impl HttpKafkaProxy {
                 }
                 Next::Ended => break,
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
-                Next::Failed(error) => return Err(failure(&error)),
+                Next::Failed(error) => return Err(status_of(&error)),
             }
         }
         let known = if_none_match
             .as_ref()
-            .and_then(|(tag, _)| etag::decode(tag))
+            .and_then(|(tag, _)| progress::decode(tag).ok())
             .is_some_and(|known| *known == *progress);
         if known {
             let mut changed = false;
@@ -366,21 +356,21 @@ impl HttpKafkaProxy {
                         }
                     }
                 }
-                Next::Failed(error) => return Err(failure(&error)),
+                Next::Failed(error) => return Err(status_of(&error)),
                 Next::Item(MergedItem::Synced(_)) | Next::Ended | Next::TimedOut => {}
             }
             if !changed {
                 let mut response = status_response(StatusCode::NOT_MODIFIED);
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                insert(headers, ETAG, etag::encode(&progress).as_bytes());
+                insert(headers, ETAG, progress::encode(&progress, None).as_bytes());
                 return Ok(response);
             }
         }
         let mut response = Response::new(items.into_json_array());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        insert(headers, ETAG, etag::encode(&progress).as_bytes());
+        insert(headers, ETAG, progress::encode(&progress, None).as_bytes());
         Ok(response)
     }
 
@@ -517,7 +507,7 @@ impl HttpKafkaProxy {
                 Next::Item(MergedItem::Synced(_)) => break,
                 Next::Ended => return Err(StatusCode::SERVICE_UNAVAILABLE),
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
-                Next::Failed(error) => return Err(failure(&error)),
+                Next::Failed(error) => return Err(status_of(&error)),
             }
         }
         self.send(exit, record).await?;
@@ -534,7 +524,7 @@ impl HttpKafkaProxy {
                         return Err(StatusCode::GATEWAY_TIMEOUT);
                     }
                     Next::Ended => return Err(StatusCode::SERVICE_UNAVAILABLE),
-                    Next::Failed(error) => return Err(failure(&error)),
+                    Next::Failed(error) => return Err(status_of(&error)),
                 }
             },
         };
@@ -590,7 +580,7 @@ impl HttpKafkaProxy {
                 Next::Ended => break,
                 Next::TimedOut if synced => break,
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
-                Next::Failed(error) => return Err(failure(&error)),
+                Next::Failed(error) => return Err(status_of(&error)),
             }
         }
         Ok(self.accepted(target, &scope))
@@ -640,7 +630,7 @@ impl HttpKafkaProxy {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => {
                 tracing::debug!(binding = %self.qname, %topic, %error, "produce failed");
-                Err(failure(&error))
+                Err(status_of(&error))
             }
             Err(_) => {
                 tracing::debug!(binding = %self.qname, %topic, "produce timed out");
@@ -822,7 +812,7 @@ fn item(message: &Message, progress: &[PartitionOffset]) -> Response {
     if let Some(content_type) = message.header(b"content-type") {
         insert(headers, CONTENT_TYPE, content_type);
     }
-    let tag = etag::item(progress, message.header(b"etag").map(Bytes::as_ref));
+    let tag = progress::encode(progress, message.header(b"etag").map(Bytes::as_ref));
     insert(headers, ETAG, tag.as_bytes());
     response
 }

@@ -142,7 +142,7 @@ fn json_body(exchange: &Exchange) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_on_a_compacted_topic() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("items-snapshots", &["cleanup.policy=compact"])?;
+    broker.create_topic_with("items-snapshots", 1, &["cleanup.policy=compact"])?;
     let gateway = Gateway::start(&config(&broker, &["items-snapshots"], CRUD));
     let items = gateway.url("/items");
 
@@ -256,7 +256,7 @@ async fn crud_on_a_compacted_topic() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_etags_not_modified_and_waiting_for_changes() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("items-snapshots", &["cleanup.policy=compact"])?;
+    broker.create_topic_with("items-snapshots", 1, &["cleanup.policy=compact"])?;
     let gateway = Gateway::start(&config(&broker, &["items-snapshots"], CRUD));
     let key = "5cf7a1d5-3772-49ef-86e7-ba6f2c7d7d07";
     let item = gateway.url(&format!("/items/{key}"));
@@ -380,8 +380,8 @@ async fn cache_etags_not_modified_and_waiting_for_changes() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_request_reply_through_a_python_service() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("items-requests", &[])?;
-    broker.create_topic("items-responses", &[])?;
+    broker.create_topic_with("items-requests", 1, &[])?;
+    broker.create_topic_with("items-responses", 1, &[])?;
     let gateway = Gateway::start(&config(&broker, &["items-responses"], SYNC));
     let service = spawn_python(SERVICE, &[&broker.address(), "items-requests", "3", "201"])?;
 
@@ -510,8 +510,8 @@ print(json.dumps(md5.hexdigest()))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_accepted_then_location_answers_with_the_reply() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("items-requests", &[])?;
-    broker.create_topic("items-responses", &[])?;
+    broker.create_topic_with("items-requests", 1, &[])?;
+    broker.create_topic_with("items-responses", 1, &[])?;
     let gateway = Gateway::start(&config(&broker, &["items-responses"], ASYNC));
 
     let accepted = curl(&[
@@ -586,8 +586,8 @@ async fn async_accepted_then_location_answers_with_the_reply() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oneway_and_bad_input() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("events", &[])?;
-    broker.create_topic("small", &["max.message.bytes=1024"])?;
+    broker.create_topic_with("events", 1, &[])?;
+    broker.create_topic_with("small", 1, &["max.message.bytes=1024"])?;
     let gateway = Gateway::start(&config(&broker, &[], ONEWAY));
 
     let sent = curl(&[
@@ -659,9 +659,9 @@ async fn oneway_and_bad_input() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_is_never_answered_2xx_and_others_are_unaffected() -> Result<()> {
     let mut broker = Broker::start()?;
-    broker.create_topic("events", &[])?;
-    broker.create_topic("items-requests", &[])?;
-    broker.create_topic("items-responses", &[])?;
+    broker.create_topic_with("events", 1, &[])?;
+    broker.create_topic_with("items-requests", 1, &[])?;
+    broker.create_topic_with("items-responses", 1, &[])?;
     let routes = format!("{ONEWAY}\n{}", SYNC.split_once("    routes:\n").unwrap().1);
     let gateway = Gateway::start_with(
         &config(&broker, &["items-responses"], &routes),
@@ -720,8 +720,8 @@ async fn broker_down_is_never_answered_2xx_and_others_are_unaffected() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_request_without_reply_is_504_and_huge_waits_are_clamped() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("items-requests", &[])?;
-    broker.create_topic("items-responses", &[])?;
+    broker.create_topic_with("items-requests", 1, &[])?;
+    broker.create_topic_with("items-responses", 1, &[])?;
     // The async route beside the sync one, on `/later/...`, for waiting on a location.
     let later = ASYNC
         .split_once("    routes:\n")

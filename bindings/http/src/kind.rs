@@ -79,16 +79,20 @@ pub fn status_response(status: http::StatusCode) -> Response {
     response
 }
 
-/// The status that answers a failed exchange: no route 404, not authorized 403, a protocol
-/// error 400, an unreachable origin 502, a stopping gateway 503.
+/// The status that answers a failed exchange, the one mapping every HTTP-facing binding uses:
+/// no route 404, not authorized 403, a protocol error 400, and 503 when what is behind the
+/// gateway cannot answer (an origin or broker unreachable or failing, an I/O error toward it,
+/// a binding stopping). Zilla answers an unreachable origin with 503 too; 502 would claim the
+/// origin sent an invalid response, which these classes do not say.
 pub fn status_of(error: &StreamError) -> http::StatusCode {
     use http::StatusCode;
     match error {
         StreamError::NoRoute => StatusCode::NOT_FOUND,
         StreamError::Unauthorized => StatusCode::FORBIDDEN,
         StreamError::Protocol(_) => StatusCode::BAD_REQUEST,
-        StreamError::Upstream(_) | StreamError::Io(_) => StatusCode::BAD_GATEWAY,
-        StreamError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        StreamError::Upstream(_) | StreamError::Io(_) | StreamError::Stopped => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -102,6 +102,7 @@ pub mod expiry;
 pub mod io;
 pub mod kind;
 pub mod limits;
+pub mod messages;
 pub mod requests;
 pub mod route;
 pub mod server;
@@ -120,6 +121,7 @@ use config::{HttpClientOptions, HttpCondition, HttpServerOptions, HttpWith};
 pub fn register(registry: &mut Registry) {
     registry.binding(HttpFactory);
     registry.metric_group(&telemetry::HTTP_METRICS);
+    registry.adapter::<zilla_engine::messages::Messages, Http>(messages::http_over_messages);
 }
 
 /// Builds http bindings.

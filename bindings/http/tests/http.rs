@@ -1213,10 +1213,10 @@ async fn proxies_to_nginx_over_pooled_connections() -> Result<()> {
     for task in tasks {
         ensure!(task.await??.text() == "hello from nginx");
     }
-    // An origin that is down answers 502.
+    // An origin that is down answers 503, as Zilla does.
     let down = Gateway::start(&proxy_yaml(free_port()?, "", "    exit: http_client"))?;
     let (code, _, _) = curl_status(&[&down.url("/x")]).await?;
-    ensure!(code == 502, "{code}");
+    ensure!(code == 503, "{code}");
     Ok(())
 }
 

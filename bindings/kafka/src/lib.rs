@@ -42,6 +42,7 @@ pub mod config;
 pub mod kind;
 mod merged;
 pub mod models;
+pub mod progress;
 
 pub use binding::KafkaFactory;
 pub use kind::{Kafka, KafkaHandler};

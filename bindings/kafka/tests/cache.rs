@@ -136,7 +136,7 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
     };
     let mut first = live(cache.clone()).await?;
     synced(&mut first).await?;
-    let with_one = broker_sockets(broker.port)?;
+    let with_one = broker_sockets(broker.port())?;
     let mut subscribers = vec![first];
     for _ in 1..1000 {
         let mut stream = live(cache.clone()).await?;
@@ -144,7 +144,7 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
         subscribers.push(stream);
     }
     assert_eq!(
-        broker_sockets(broker.port)?,
+        broker_sockets(broker.port())?,
         with_one,
         "sockets grew with subscribers"
     );
@@ -166,7 +166,7 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
     for reader in readers {
         assert_eq!(reader.await??, expected);
     }
-    assert_eq!(broker_sockets(broker.port)?, with_one);
+    assert_eq!(broker_sockets(broker.port())?, with_one);
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use support::{Broker, TcpConnector, create_topic, run_python};
+use support::{Broker, BrokerCluster, TcpConnector, create_topic, run_python};
 use zilla_binding_kafka::wire::*;
 
 /// Reads every record of a topic from offset 0 of each partition (assigned, no group) and
@@ -146,7 +146,7 @@ async fn connection_negotiates_versions_with_the_broker() -> Result<()> {
     let connection = Connection::open(
         &TcpConnector,
         "127.0.0.1",
-        broker.port,
+        broker.port(),
         &ConnectionConfig::default(),
     )
     .await?;
@@ -167,7 +167,7 @@ async fn connection_negotiates_versions_with_the_broker() -> Result<()> {
         async move { connection.call(&MetadataRequest::default()).await }
     });
     for metadata in futures_util::future::join_all(calls).await {
-        assert_eq!(metadata?.brokers[0].port, broker.port);
+        assert_eq!(metadata?.brokers[0].port, broker.port());
     }
     Ok(())
 }
@@ -181,7 +181,7 @@ async fn metadata_reports_brokers_and_routes_to_partition_leaders() -> Result<()
     let metadata = cluster.metadata(Some(&["routed"])).await?;
     assert_eq!(metadata.brokers.len(), 1);
     assert_eq!(metadata.brokers[0].host, "127.0.0.1");
-    assert_eq!(metadata.brokers[0].port, broker.port);
+    assert_eq!(metadata.brokers[0].port, broker.port());
     let topic = &metadata.topics[0];
     assert_eq!(topic.name, "routed");
     assert!(!topic.id.is_zero());
@@ -368,7 +368,7 @@ fn batches_in(bytes: &[u8]) -> Vec<RecordBatch> {
 async fn snappy_batches_written_by_librdkafka_decode_identically() -> Result<()> {
     // tansu stores snappy batches but cannot fetch them, so the batches are taken from the
     // produce requests librdkafka sends, through a recording forwarder.
-    let (broker, tap) = Broker::start_tapped().await?;
+    let (broker, tap) = support::start_tapped().await?;
     let cluster = broker.cluster()?;
     create_topic(&cluster, "theirs-snappy", 1, &[]).await?;
     let records = sample_records("snappy");
@@ -489,7 +489,7 @@ async fn consumer_group_join_sync_heartbeat_commit_fetch_leave() -> Result<()> {
     create_topic(&cluster, "grouped", 2, &[]).await?;
 
     let coordinator = cluster.find_coordinator("g1").await?;
-    assert_eq!(coordinator.port, broker.port);
+    assert_eq!(coordinator.port, broker.port());
 
     let join = JoinGroupRequest {
         group_id: "g1".into(),
@@ -737,7 +737,7 @@ async fn scram_sha512_authenticates_against_the_broker() -> Result<()> {
     let wrong = Connection::open(
         &TcpConnector,
         "127.0.0.1",
-        broker.port,
+        broker.port(),
         &sasl(SaslMechanism::ScramSha512, "wrong"),
     )
     .await
@@ -747,7 +747,7 @@ async fn scram_sha512_authenticates_against_the_broker() -> Result<()> {
     let unauthenticated = Connection::open(
         &TcpConnector,
         "127.0.0.1",
-        broker.port,
+        broker.port(),
         &ConnectionConfig::default(),
     )
     .await;

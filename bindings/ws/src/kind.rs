@@ -10,13 +10,17 @@
 //! Both streams are pulled, so backpressure holds end to end: a handler that stops polling
 //! the incoming stream stops reading from the peer.
 //!
-//! An echo is the identity: `Ok(incoming)`.
+//! An echo is the identity: `Ok(incoming)`. A generic binding (`echo`, `fan`) serves `ws`
+//! sessions through [`ws_over_messages`].
 
+use std::future::ready;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use zilla_engine::guard::Authorization;
+use zilla_engine::messages::{Message, MessageHandler, Session};
 use zilla_engine::stream::{BoxFuture, StreamError, StreamInfo, StreamKind};
 
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -118,16 +122,117 @@ impl StreamKind for Ws {
     type Handler = dyn WsHandler;
 }
 
-/// The handler of a binding that reflects every message back, close included.
-#[derive(Debug, Default)]
-pub struct WsEcho;
+/// Tag of a text message carried as a generic message (the WebSocket opcode).
+pub const TEXT: u8 = 1;
+/// Tag of a binary message carried as a generic message (the WebSocket opcode).
+pub const BINARY: u8 = 2;
 
-impl WsHandler for WsEcho {
+/// Carries ws sessions into a `messages` handler (`echo`, `fan`): each text or binary message
+/// is one message tagged [`TEXT`] or [`BINARY`]; the peer's close ends the incoming messages,
+/// and when the handler's messages end the session closes with the code the peer closed with
+/// (RFC 6455 §5.5.1: the answering close echoes the status code), or normally.
+pub fn ws_over_messages(handler: Arc<dyn MessageHandler>) -> Arc<dyn WsHandler> {
+    Arc::new(WsOverMessages(handler))
+}
+
+struct WsOverMessages(Arc<dyn MessageHandler>);
+
+impl WsHandler for WsOverMessages {
     fn handle(
         &self,
-        _request: WsRequest,
+        request: WsRequest,
         incoming: WsStream,
     ) -> BoxFuture<'_, Result<WsStream, StreamError>> {
-        Box::pin(async move { Ok(incoming) })
+        Box::pin(async move {
+            let info = request.stream_info().cloned().unwrap_or_default();
+            let close = Arc::new(OnceLock::<WsClose>::new());
+            let peer_close = close.clone();
+            let messages = incoming.scan((), move |(), item| {
+                ready(match item {
+                    Ok(WsMessage::Text(text)) => Some(Ok(Message::new(TEXT, Bytes::from(text)))),
+                    Ok(WsMessage::Binary(data)) => Some(Ok(Message::new(BINARY, data))),
+                    Ok(WsMessage::Close(code)) => {
+                        if let Some(code) = code {
+                            let _ = peer_close.set(code);
+                        }
+                        None
+                    }
+                    Err(error) => Some(Err(error)),
+                })
+            });
+            let incoming = Session::new(Box::pin(messages));
+            let outgoing = self.0.handle(info, incoming).await?;
+            let replies = outgoing.messages.map(|item| item.and_then(to_ws));
+            let closing = futures_util::stream::once(async move { close.get().cloned() })
+                .filter_map(|code| ready(code.map(|code| Ok(WsMessage::Close(Some(code))))));
+            Ok(Box::pin(replies.chain(closing)) as WsStream)
+        })
+    }
+}
+
+fn to_ws(message: Message) -> Result<WsMessage, StreamError> {
+    if message.tag == TEXT {
+        Utf8Bytes::try_from(message.payload)
+            .map(WsMessage::Text)
+            .map_err(|_| StreamError::Protocol("a text message that is not UTF-8".into()))
+    } else {
+        Ok(WsMessage::Binary(message.payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A messages handler that answers with what it received.
+    struct Identity;
+
+    impl MessageHandler for Identity {
+        fn handle(
+            &self,
+            _info: StreamInfo,
+            incoming: Session,
+        ) -> BoxFuture<'_, Result<Session, StreamError>> {
+            Box::pin(async move { Ok(incoming) })
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_and_the_close_code_come_back_through_a_generic_handler() {
+        let sent = vec![
+            Ok(WsMessage::text("hello")),
+            Ok(WsMessage::binary(vec![0u8, 255])),
+            Ok(WsMessage::Close(Some(WsClose {
+                code: 4001,
+                reason: "bye".into(),
+            }))),
+            Ok(WsMessage::text("after close: never read")),
+        ];
+        let incoming: WsStream = Box::pin(futures_util::stream::iter(sent));
+        let outgoing = ws_over_messages(Arc::new(Identity))
+            .handle(WsRequest::default(), incoming)
+            .await
+            .unwrap();
+        let seen: Vec<WsMessage> = outgoing.map(|item| item.unwrap()).collect().await;
+        assert_eq!(
+            seen,
+            vec![
+                WsMessage::text("hello"),
+                WsMessage::binary(vec![0u8, 255]),
+                WsMessage::Close(Some(WsClose {
+                    code: 4001,
+                    reason: "bye".into()
+                })),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_text_tag_on_bytes_that_are_not_utf8_is_a_protocol_error() {
+        assert!(to_ws(Message::new(TEXT, vec![0xff])).is_err());
+        assert_eq!(
+            to_ws(Message::new(TEXT, "ok")).unwrap(),
+            WsMessage::text("ok")
+        );
     }
 }

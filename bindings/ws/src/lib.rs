@@ -63,7 +63,7 @@ use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext
 use zilla_engine::stream::StreamKind;
 use zilla_engine::{BindingKind, BuildError, Registry};
 
-pub use kind::{Utf8Bytes, Ws, WsClose, WsEcho, WsHandler, WsMessage, WsRequest, WsStream};
+pub use kind::{Utf8Bytes, Ws, WsClose, WsHandler, WsMessage, WsRequest, WsStream};
 
 use config::{WsCondition, WsOptions};
 use server::Condition;
@@ -71,6 +71,7 @@ use server::Condition;
 /// Registers the `ws` binding type.
 pub fn register(registry: &mut Registry) {
     registry.binding(WsFactory);
+    registry.adapter::<zilla_engine::messages::Messages, Ws>(kind::ws_over_messages);
 }
 
 const DEFAULT_MAXIMUM_MESSAGE_SIZE: u64 = 16 << 20;

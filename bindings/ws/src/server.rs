@@ -282,8 +282,20 @@ impl WsServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::WsEcho;
     use serde_json::json;
+
+    /// Answers every session with what it received.
+    struct WsEcho;
+
+    impl WsHandler for WsEcho {
+        fn handle(
+            &self,
+            _request: WsRequest,
+            incoming: WsStream,
+        ) -> BoxFuture<'_, Result<WsStream, StreamError>> {
+            Box::pin(async move { Ok(incoming) })
+        }
+    }
     use zilla_engine::config::model::{BindingConfig, Origin, RouteConfig};
 
     fn compiled(routes: Vec<(serde_json::Value, &str)>) -> Routes<Condition, (), String> {

@@ -17,6 +17,8 @@
 
 pub use zilla_engine as engine;
 
+mod zilla_types;
+
 /// A registry holding every component compiled into this build.
 pub fn registry() -> zilla_engine::Registry {
     let mut registry = zilla_engine::Registry::new();
@@ -27,6 +29,7 @@ pub fn registry() -> zilla_engine::Registry {
 /// Registers every component compiled into this build: the one feature-gated list.
 #[allow(unused_variables)]
 pub fn register_all(registry: &mut zilla_engine::Registry) {
+    zilla_types::declare(registry);
     #[cfg(feature = "binding-tcp")]
     zilla_binding_tcp::register(registry);
     #[cfg(feature = "binding-tls")]

@@ -4,184 +4,20 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use zilla_engine::properties::Properties;
 use zilla_engine::{Engine, Registry};
 
-/// The tansu executable: `$TANSU`, else `tansu` from `PATH`, else `~/.cargo/bin/tansu`.
-fn tansu_executable() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return path.into();
-    }
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    from_path.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_default();
-        PathBuf::from(home).join(".cargo/bin/tansu")
-    })
-}
+pub use zilla_tests::Broker;
 
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
+pub use zilla_tests::python;
 
-/// A tansu broker process with its own data directory on tmpfs (sqlite storage).
-pub struct Broker {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Broker {
-    pub fn start() -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("zilla-http-kafka-")
-            .tempdir_in("/dev/shm")
-            .or_else(|_| {
-                tempfile::Builder::new()
-                    .prefix("zilla-http-kafka-")
-                    .tempdir()
-            })?;
-        let mut broker = Self {
-            port: free_port()?,
-            dir,
-            child: None,
-        };
-        broker.launch()?;
-        Ok(broker)
-    }
-
-    fn launch(&mut self) -> Result<()> {
-        let url = self.url();
-        let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
-        let child = Command::new(tansu_executable())
-            .current_dir(self.dir.path())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args([
-                "--storage-engine",
-                "sqlite://tansu.db?maintenance_interval=2s",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting tansu (install it with `cargo xtask peers`)")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if let Some(child) = &mut self.child
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("tansu exited with {status}: {}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("tansu did not listen within 10 s: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-
-    /// `127.0.0.1:port`.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn url(&self) -> String {
-        format!("tcp://{}", self.address())
-    }
-
-    /// Creates a topic with one partition and the given configs.
-    pub fn create_topic(&self, name: &str, configs: &[&str]) -> Result<()> {
-        let mut command = Command::new(tansu_executable());
-        command.current_dir(self.dir.path()).args([
-            "topic",
-            "create",
-            name,
-            "--partitions",
-            "1",
-            "--broker",
-            &self.url(),
-        ]);
-        for config in configs {
-            command.args(["--config", config]);
-        }
-        let output = command.output()?;
-        if !output.status.success() {
-            bail!(
-                "creating {name}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// Kills the broker process, keeping its data.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The Python of the peers' virtualenv, which has confluent-kafka.
-pub fn python() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.peers/venv/bin/python")
-}
-
-/// Runs a Python script with arguments and stdin, returning stdout parsed as JSON.
-pub fn run_python(script: &str, args: &[&str], stdin: &str) -> Result<serde_json::Value> {
-    use std::io::Write;
-    let mut child = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running the peers' python (create it with `cargo xtask peers`)")?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes())?;
-    }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
-            "python failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    parse_json(&output.stdout)
-}
+pub use zilla_tests::python_json as run_python;
 
 /// Starts a Python script in the background; its JSON output comes with [`finish`].
 pub fn spawn_python(script: &str, args: &[&str]) -> Result<tokio::process::Child> {

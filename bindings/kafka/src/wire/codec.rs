@@ -9,7 +9,6 @@ use std::cmp::{max, min};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages as kp;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes};
 
@@ -80,28 +79,6 @@ pub(crate) fn client_versions(api: ApiKey) -> (i16, i16) {
     match schema::schema(api.code()) {
         Ok(schema) => (max(low, schema.valid.min), min(high, schema.valid.max)),
         Err(_) => (1, 0),
-    }
-}
-
-pub(crate) fn error_is_retriable(code: i16) -> bool {
-    ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable())
-}
-
-/// Kafka's name of an error code (`NOT_LEADER_OR_FOLLOWER`), when known.
-pub(crate) fn error_name(code: i16) -> Option<String> {
-    match ResponseError::try_from_code(code)? {
-        ResponseError::Unknown(_) => None,
-        known => {
-            let camel = known.to_string();
-            let mut name = String::with_capacity(camel.len() + 8);
-            for (index, c) in camel.chars().enumerate() {
-                if c.is_ascii_uppercase() && index > 0 {
-                    name.push('_');
-                }
-                name.push(c.to_ascii_uppercase());
-            }
-            Some(name)
-        }
     }
 }
 
@@ -1303,8 +1280,11 @@ mod tests {
 
     #[test]
     fn error_names_follow_kafka_spelling() {
-        assert_eq!(error_name(6).as_deref(), Some("NOT_LEADER_OR_FOLLOWER"));
-        assert_eq!(error_name(0), None);
+        assert_eq!(
+            super::super::error::error_name(6).as_deref(),
+            Some("NOT_LEADER_OR_FOLLOWER")
+        );
+        assert_eq!(super::super::error::error_name(0), None);
         assert_eq!(ErrorCode(3).to_string(), "UNKNOWN_TOPIC_OR_PARTITION (3)");
         assert!(ErrorCode::NOT_LEADER_OR_FOLLOWER.is_retriable());
     }

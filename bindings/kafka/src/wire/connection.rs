@@ -19,8 +19,11 @@ use zilla_engine::stream::{BytesHandler, StreamInfo};
 
 use super::codec::{self, ApiVersionsRequest, Request};
 use super::error::{ErrorCode, KafkaError};
-use super::sasl::{self, SaslConfig};
-use super::types::ApiKey;
+use super::sasl::{self, SaslChannel, SaslConfig};
+use super::types::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
 
 /// How a connection is opened and bounded.
 #[derive(Debug, Clone)]
@@ -532,6 +535,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 ));
             }
         }
+    }
+}
+
+impl SaslChannel for Connection {
+    async fn handshake(
+        &self,
+        request: &SaslHandshakeRequest,
+    ) -> Result<SaslHandshakeResponse, KafkaError> {
+        self.call(request).await
+    }
+
+    async fn authenticate(
+        &self,
+        request: &SaslAuthenticateRequest,
+    ) -> Result<SaslAuthenticateResponse, KafkaError> {
+        self.call(request).await
     }
 }
 

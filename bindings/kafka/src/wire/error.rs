@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
 use zilla_engine::stream::StreamError;
 
 use super::records::RecordsError;
@@ -61,7 +62,7 @@ impl ErrorCode {
 
     /// Whether Kafka classifies the error as retriable.
     pub fn is_retriable(self) -> bool {
-        super::codec::error_is_retriable(self.0)
+        error_is_retriable(self.0)
     }
 
     /// Whether the error means the client's view of partition leadership is stale.
@@ -102,7 +103,7 @@ impl ErrorCode {
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match super::codec::error_name(self.0) {
+        match error_name(self.0) {
             Some(name) => write!(f, "{name} ({})", self.0),
             None => write!(f, "error code {}", self.0),
         }
@@ -237,6 +238,29 @@ impl KafkaError {
         Self::Malformed {
             api,
             reason: reason.to_string(),
+        }
+    }
+}
+
+/// Whether Kafka classifies an error code as retriable.
+pub(crate) fn error_is_retriable(code: i16) -> bool {
+    ResponseError::try_from_code(code).is_some_and(|e| e.is_retriable())
+}
+
+/// Kafka's name of an error code (`NOT_LEADER_OR_FOLLOWER`), when known.
+pub(crate) fn error_name(code: i16) -> Option<String> {
+    match ResponseError::try_from_code(code)? {
+        ResponseError::Unknown(_) => None,
+        known => {
+            let camel = known.to_string();
+            let mut name = String::with_capacity(camel.len() + 8);
+            for (index, c) in camel.chars().enumerate() {
+                if c.is_ascii_uppercase() && index > 0 {
+                    name.push('_');
+                }
+                name.push(c.to_ascii_uppercase());
+            }
+            Some(name)
         }
     }
 }

@@ -7,9 +7,25 @@ use bytes::Bytes;
 use hmac::{EagerHash, Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha512};
 
-use super::connection::Connection;
 use super::error::{ErrorCode, KafkaError};
-use super::types::{SaslAuthenticateRequest, SaslHandshakeRequest};
+use super::types::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+
+/// Where a SASL exchange runs: a broker connection that has negotiated versions. A trait, so
+/// the exchange does not depend on the connection that drives it.
+pub(crate) trait SaslChannel {
+    /// Sends SaslHandshake.
+    async fn handshake(
+        &self,
+        request: &SaslHandshakeRequest,
+    ) -> Result<SaslHandshakeResponse, KafkaError>;
+    /// Sends SaslAuthenticate.
+    async fn authenticate(
+        &self,
+        request: &SaslAuthenticateRequest,
+    ) -> Result<SaslAuthenticateResponse, KafkaError>;
+}
 
 /// Kafka brokers refuse SCRAM credentials with more iterations than this; a server asking for
 /// more is not a Kafka broker and would only burn CPU.
@@ -59,12 +75,12 @@ impl std::fmt::Debug for SaslConfig {
 
 /// Runs the SASL exchange on a connection that has negotiated versions.
 pub(crate) async fn authenticate(
-    connection: &Connection,
+    connection: &impl SaslChannel,
     config: &SaslConfig,
 ) -> Result<(), KafkaError> {
     let mechanism = config.mechanism.name();
     let handshake = connection
-        .call(&SaslHandshakeRequest {
+        .handshake(&SaslHandshakeRequest {
             mechanism: mechanism.to_owned(),
         })
         .await?;
@@ -101,9 +117,9 @@ pub(crate) async fn authenticate(
     Ok(())
 }
 
-async fn exchange(connection: &Connection, auth_bytes: Bytes) -> Result<Bytes, KafkaError> {
+async fn exchange(connection: &impl SaslChannel, auth_bytes: Bytes) -> Result<Bytes, KafkaError> {
     let response = connection
-        .call(&SaslAuthenticateRequest { auth_bytes })
+        .authenticate(&SaslAuthenticateRequest { auth_bytes })
         .await?;
     if !response.error.is_ok() {
         return Err(KafkaError::Authentication(

@@ -1,19 +1,13 @@
-//! Test support: a real tansu broker per test, a plain TCP connector, and the Python
-//! confluent-kafka client as the independent peer.
-//!
-//! The broker runs with the sqlite storage engine in a fresh directory on tmpfs, listening and
-//! advertising on 127.0.0.1 with a port chosen at run time. Dropping a [`Broker`] kills it and
-//! removes its directory.
+//! Test support: a real tansu broker per test (the shared [`zilla_tests::Broker`]), a recording
+//! forwarder to put in front of it, a plain TCP connector, and the Python confluent-kafka
+//! client as the independent peer.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use zilla_binding_kafka::wire::{Cluster, ClusterConfig, ConnectionConfig, NewTopic};
 use zilla_engine::stream::{BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
 
@@ -39,172 +33,21 @@ impl BytesHandler for TcpConnector {
     }
 }
 
-/// The tansu executable: `$TANSU`, else `tansu` from `PATH`, else `~/.cargo/bin/tansu`.
-fn tansu_executable() -> PathBuf {
-    if let Some(path) = std::env::var_os("TANSU") {
-        return path.into();
-    }
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    from_path.unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_default();
-        PathBuf::from(home).join(".cargo/bin/tansu")
-    })
-}
+pub use zilla_tests::Broker;
 
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A tansu broker process with its own data directory.
-pub struct Broker {
-    pub port: u16,
-    /// The port advertised in metadata (the broker's own unless started behind a [`Tap`]).
-    pub advertised: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Broker {
-    /// Starts a broker without authentication.
-    pub fn start() -> Result<Self> {
-        Self::start_with(&[])
-    }
-
-    /// Starts a broker with extra arguments (e.g. `--authentication`).
-    pub fn start_with(args: &[&str]) -> Result<Self> {
-        let port = free_port()?;
-        Self::start_advertising(port, port, args)
-    }
-
-    /// Starts a broker behind a [`Tap`], which clients reach through the advertised address.
-    pub async fn start_tapped() -> Result<(Self, Tap)> {
-        let port = free_port()?;
-        let tap = Tap::start(port).await?;
-        let broker = Self::start_advertising(port, tap.port, &[])?;
-        Ok((broker, tap))
-    }
-
-    fn start_advertising(port: u16, advertised: u16, args: &[&str]) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("zilla-kafka-wire-")
-            .tempdir_in("/dev/shm")
-            .or_else(|_| {
-                tempfile::Builder::new()
-                    .prefix("zilla-kafka-wire-")
-                    .tempdir()
-            })?;
-        let mut broker = Self {
-            port,
-            advertised,
-            dir,
-            child: None,
-        };
-        broker.launch(args)?;
-        Ok(broker)
-    }
-
-    fn launch(&mut self, args: &[&str]) -> Result<()> {
-        let url = self.url();
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
-        let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
-        let child = Command::new(tansu_executable())
-            .current_dir(self.dir.path())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-            ])
-            .args([
-                "--storage-engine",
-                "sqlite://tansu.db?maintenance_interval=2s",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting tansu (install it with `cargo xtask peers`)")?;
-        self.child = Some(child);
-        self.wait_ready()
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if let Some(child) = &mut self.child
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("tansu exited with {status}: {}", self.log());
-            }
-            if Instant::now() > deadline {
-                bail!("tansu did not listen within 10 s: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The broker's output so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
-    }
-
-    /// `127.0.0.1:port`.
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `tcp://127.0.0.1:port`.
-    pub fn url(&self) -> String {
-        format!("tcp://{}", self.address())
-    }
-
-    /// Kills the broker process, keeping its data.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Stops and starts the broker on the same port and data directory.
-    pub fn restart_with(&mut self, args: &[&str]) -> Result<()> {
-        self.stop();
-        self.launch(args)
-    }
-
-    /// Runs the tansu CLI against this broker (e.g. `["topic", "list"]`).
-    pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new(tansu_executable())
-            .current_dir(self.dir.path())
-            .args(args)
-            .args(["--broker", &self.url()])
-            .output()?;
-        if !output.status.success() {
-            bail!(
-                "tansu {args:?} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    }
-
+/// Our cluster client on a test broker.
+pub trait BrokerCluster {
     /// A cluster client with test-sized timeouts.
-    pub fn cluster(&self) -> Result<Cluster> {
+    fn cluster(&self) -> Result<Cluster> {
         self.cluster_with(ConnectionConfig::default())
     }
 
     /// A cluster client with the given connection settings.
-    pub fn cluster_with(&self, connection: ConnectionConfig) -> Result<Cluster> {
+    fn cluster_with(&self, connection: ConnectionConfig) -> Result<Cluster>;
+}
+
+impl BrokerCluster for Broker {
+    fn cluster_with(&self, connection: ConnectionConfig) -> Result<Cluster> {
         let config = ClusterConfig {
             bootstrap: vec![self.address()],
             connection: ConnectionConfig {
@@ -221,10 +64,12 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Starts a broker behind a [`Tap`], which clients reach through the advertised address.
+pub async fn start_tapped() -> Result<(Broker, Tap)> {
+    let port = zilla_tests::free_port()?;
+    let tap = Tap::start(port).await?;
+    let broker = Broker::start_advertising(port, tap.port, &[])?;
+    Ok((broker, tap))
 }
 
 type Captured = Arc<std::sync::Mutex<Vec<Arc<std::sync::Mutex<Vec<u8>>>>>>;
@@ -323,39 +168,4 @@ pub async fn create_topic(
     Ok(())
 }
 
-/// The Python of the peers' virtualenv, which has confluent-kafka.
-pub fn python() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.join("../../.peers/venv/bin/python")
-}
-
-/// Runs a Python script with arguments and stdin, returning stdout parsed as JSON.
-pub fn run_python(script: &str, args: &[&str], stdin: &str) -> Result<serde_json::Value> {
-    use std::io::Write;
-    let mut child = Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running the peers' python (create it with `cargo xtask peers`)")?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes())?;
-    }
-    let output = child.wait_with_output()?;
-    if !output.status.success() {
-        bail!(
-            "python failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "python output is not JSON: {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
+pub use zilla_tests::python_json as run_python;

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -68,10 +68,7 @@ producer.flush(20)
 print(json.dumps(errors))
 "#;
 
-/// The Python of the peers' virtualenv, which has confluent-kafka.
-fn python() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.peers/venv/bin/python")
-}
+use zilla_tests::python;
 
 /// Produces `records` in order with the Python confluent-kafka client and waits for the acks.
 pub async fn produce(broker: &Broker, topic: &str, records: &[Record]) -> Result<()> {

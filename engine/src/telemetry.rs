@@ -11,8 +11,8 @@
 
 use std::collections::BTreeSet;
 
-use super::error::ConfigError;
-use super::model::{BindingConfig, Config, Origin};
+use crate::config::error::ConfigError;
+use crate::config::model::{BindingConfig, Config, Origin};
 use crate::metrics::{MetricGroup, ZILLA_METRIC_GROUPS, metric_pattern};
 use crate::registry::Registry;
 

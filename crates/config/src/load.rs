@@ -15,10 +15,10 @@ use super::model::{
 use super::node::Node;
 use super::refused::refusals;
 use super::source::Source;
-use crate::registry::{Category, Registry, namespace_schema};
+use super::types::{Category, Types, namespace_schema};
 
 /// Loads and checks a whole config.
-pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors> {
+pub fn load(source: Source, registry: &dyn Types) -> Result<Config, ConfigErrors> {
     let documents = Node::parse_documents(&source).map_err(ConfigErrors::one)?;
     let mut config = Config {
         source,
@@ -73,7 +73,7 @@ pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors>
     errors.extend(check_names(&config));
     errors.extend(check_references(&config));
     errors.extend(check_pipeline(&config, registry));
-    errors.extend(super::telemetry::check_telemetry(&config, registry));
+    errors.extend(registry.check_telemetry(&config));
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -84,7 +84,7 @@ pub fn load(source: Source, registry: &Registry) -> Result<Config, ConfigErrors>
 /// Validates each type-specific part against its component's schema.
 fn check_types(
     config: &Config,
-    registry: &Registry,
+    registry: &dyn Types,
     document: &Value,
     origin: &Origin,
 ) -> Vec<ConfigError> {
@@ -93,7 +93,7 @@ fn check_types(
         for (name, binding) in bindings {
             let origin = origin.child("bindings").child(name);
             let type_name = binding.get("type").and_then(Value::as_str).unwrap_or("");
-            let Some(factory) = registry.binding_factory(type_name) else {
+            let Some(factory) = registry.binding(type_name) else {
                 errors.push(config.error(
                     &origin.child("type"),
                     registry.unknown_type(Category::Binding, type_name),
@@ -698,12 +698,12 @@ fn check_references(config: &Config) -> Vec<ConfigError> {
 }
 
 /// Every exit accepts the stream kind its caller emits, and exits form no cycle.
-fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
+fn check_pipeline(config: &Config, registry: &dyn Types) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let by_name: HashMap<QualifiedName, &BindingConfig> = config.bindings().collect();
     let describe = |binding: &BindingConfig| format!("{} {}", binding.type_name, binding.kind);
     for (name, binding) in config.bindings() {
-        let Some(factory) = registry.binding_factory(&binding.type_name) else {
+        let Some(factory) = registry.binding(&binding.type_name) else {
             continue;
         };
         let emits = factory.emits(binding.kind);
@@ -731,10 +731,13 @@ fn check_pipeline(config: &Config, registry: &Registry) -> Vec<ConfigError> {
                 continue;
             };
             let accepts = registry
-                .binding_factory(&target.type_name)
+                .binding(&target.type_name)
                 .map(|f| f.accepts(target.kind))
                 .unwrap_or_default();
-            if !accepts.contains(&kind) {
+            if !accepts
+                .iter()
+                .any(|accepted| registry.carries(kind, accepted))
+            {
                 let accepted = if accepts.is_empty() {
                     "no streams".to_owned()
                 } else {
@@ -816,21 +819,17 @@ pub fn path_of(origin: &Origin) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use proptest::prelude::*;
 
+    use super::super::types::{BindingSchema, BindingType};
     use super::*;
-    use crate::binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError};
 
     /// A binding type that opens `bytes` streams on its exit when `server`, and accepts them
     /// when `client`.
     struct Pipe;
 
-    impl BindingFactory for Pipe {
-        fn type_name(&self) -> &'static str {
-            "pipe"
-        }
+    impl BindingType for Pipe {
         fn kinds(&self) -> &'static [BindingKind] {
             &[BindingKind::Server, BindingKind::Client]
         }
@@ -862,15 +861,35 @@ mod tests {
                 with: None,
             }
         }
-        fn build(&self, _context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
-            Err(BuildError::at("", "not built in these tests"))
+    }
+
+    /// The types of these tests: `pipe` is built in, `kafka` is known but not built in.
+    struct PipeOnly;
+
+    impl Types for PipeOnly {
+        fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+            (type_name == "pipe").then(|| Box::new(Pipe) as Box<dyn BindingType>)
+        }
+        fn component_schema(&self, _: Category, _: &str) -> Option<(Option<Value>, bool)> {
+            None
+        }
+        fn unknown_type(&self, category: Category, type_name: &str) -> String {
+            if type_name == "kafka" {
+                format!(
+                    "{} type `{type_name}` is not built into this distribution",
+                    category.noun()
+                )
+            } else {
+                format!("unknown {} type `{type_name}`", category.noun())
+            }
+        }
+        fn carries(&self, emitted: &str, accepted: &str) -> bool {
+            emitted == accepted
         }
     }
 
-    fn registry() -> Registry {
-        let mut registry = Registry::new();
-        registry.binding(Pipe);
-        registry
+    fn registry() -> PipeOnly {
+        PipeOnly
     }
 
     fn errors(text: &str) -> Vec<String> {
@@ -1016,25 +1035,32 @@ mod tests {
 
     #[test]
     fn component_vault_is_refused_unless_the_type_uses_it() {
-        use crate::components::{ComponentContext, ComponentFactory};
-        use crate::vault::Vault;
-        struct Plain(bool);
-        impl ComponentFactory<dyn Vault> for Plain {
-            fn type_name(&self) -> &'static str {
-                if self.0 { "keyed" } else { "plain" }
+        /// Vault types `plain` (no vault of its own) and `keyed` (uses one).
+        struct Vaults;
+        impl Types for Vaults {
+            fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+                PipeOnly.binding(type_name)
             }
-            fn options_schema(&self) -> Option<Value> {
-                None
+            fn component_schema(
+                &self,
+                _: Category,
+                type_name: &str,
+            ) -> Option<(Option<Value>, bool)> {
+                ["plain", "keyed"]
+                    .contains(&type_name)
+                    .then_some((None, false))
             }
-            fn uses_vault(&self) -> bool {
-                self.0
+            fn unknown_type(&self, category: Category, type_name: &str) -> String {
+                PipeOnly.unknown_type(category, type_name)
             }
-            fn build(&self, _: &ComponentContext<'_>) -> Result<Arc<dyn Vault>, BuildError> {
-                Err(BuildError::at("", "not built in these tests"))
+            fn carries(&self, emitted: &str, accepted: &str) -> bool {
+                emitted == accepted
+            }
+            fn component_uses_vault(&self, _: Category, type_name: &str) -> bool {
+                type_name == "keyed"
             }
         }
-        let mut registry = registry();
-        registry.vault(Plain(false)).vault(Plain(true));
+        let registry = Vaults;
         let load = |text: &str| match load(Source::plain("z.yaml", text), &registry) {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
