@@ -14,8 +14,8 @@ use crate::cache::{Cache, CacheHandler, CacheTuning};
 use crate::client::{ClientTuning, KafkaClient};
 use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions, SaslMechanism};
 use crate::kind::{
-    FetchBatch, FetchRequest, Kafka, KafkaHandler, MergedRequest, MergedStream, OffsetSpec,
-    ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
+    FetchBatch, FetchRequest, FollowStream, Kafka, KafkaHandler, MergedRequest, MergedStream,
+    OffsetSpec, ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
 };
 use crate::wire;
 
@@ -289,6 +289,13 @@ impl KafkaHandler for CacheClient {
 
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
         Box::pin(async move { self.route(&request.topic)?.fetch(request).await })
+    }
+
+    fn follow(&self, request: FetchRequest) -> FollowStream<'_> {
+        match self.route(&request.topic) {
+            Ok(handler) => handler.follow(request),
+            Err(error) => Box::pin(futures_util::stream::once(async move { Err(error) })),
+        }
     }
 
     fn list_offset(

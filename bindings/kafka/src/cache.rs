@@ -14,15 +14,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::kind::{
-    FetchBatch, FetchRequest, Filter, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start, TopicConfig,
-    TopicMetadata, passes,
+    FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem, MergedRequest,
+    MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
+    TopicConfig, TopicMetadata, passes,
 };
 
 /// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
@@ -238,14 +238,18 @@ impl Cache {
         };
         let result = cell
             .get_or_try_init(|| async {
-                let metadata = self.upstream.metadata(topic).await?;
-                let config = self.upstream.describe(topic).await.unwrap_or_default();
+                let (metadata, config) =
+                    tokio::join!(self.upstream.metadata(topic), self.upstream.describe(topic));
+                let metadata = metadata?;
+                let config = config.unwrap_or_default();
+                // The partitions' starts are asked together: the requests are pipelined on
+                // one connection rather than waiting for each other's round trip.
+                let starts = futures_util::future::try_join_all(metadata.partitions.iter().map(
+                    |&id| self.upstream.list_offset(topic, id, OffsetSpec::Earliest),
+                ))
+                .await?;
                 let mut partitions = Vec::new();
-                for &id in &metadata.partitions {
-                    let start = self
-                        .upstream
-                        .list_offset(topic, id, OffsetSpec::Earliest)
-                        .await?;
+                for (&id, start) in metadata.partitions.iter().zip(starts) {
                     let (fetched, _) = watch::channel(Fetched::default());
                     let partition = Arc::new(PartitionCache {
                         id,
@@ -299,40 +303,48 @@ impl Cache {
                 .unwrap_or(Start::Historical),
             other => other,
         };
+        // Every partition is waited for at once: a reader starts after the slowest
+        // partition's first fetch, not after the sum of them.
+        let starts = topic.partitions.iter().map(|partition| {
+            let request = &request;
+            async move {
+                let mut receiver = partition.fetched.subscribe();
+                let fetched = *receiver
+                    .wait_for(|fetched| fetched.ready)
+                    .await
+                    .map_err(|_| StreamError::Stopped)?;
+                let log_start = partition
+                    .log
+                    .read()
+                    .map(|log| log.start)
+                    .unwrap_or_default();
+                // A reader of the past must see every record acknowledged before it started
+                // (read your writes), so its end is the broker's end now, not the cache's last
+                // fetch. A live reader only needs what comes next.
+                let end = if start == Start::Live && request.offsets.is_empty() {
+                    fetched.high_watermark
+                } else {
+                    partition
+                        .end_now(self.upstream.as_ref(), &request.topic)
+                        .await
+                        .max(fetched.high_watermark)
+                };
+                let given = request
+                    .offsets
+                    .iter()
+                    .find(|offset| offset.partition == partition.id);
+                let cursor = match (given, start) {
+                    (Some(given), _) => given.offset,
+                    (None, Start::Live) => end,
+                    (None, _) => log_start,
+                };
+                Ok::<_, StreamError>((cursor, end, receiver))
+            }
+        });
         let mut receivers = Vec::new();
         let mut cursors = Vec::new();
         let mut targets = Vec::new();
-        for partition in &topic.partitions {
-            let mut receiver = partition.fetched.subscribe();
-            let fetched = *receiver
-                .wait_for(|fetched| fetched.ready)
-                .await
-                .map_err(|_| StreamError::Stopped)?;
-            let log_start = partition
-                .log
-                .read()
-                .map(|log| log.start)
-                .unwrap_or_default();
-            // A reader of the past must see every record acknowledged before it started (read
-            // your writes), so its end is the broker's end now, not the cache's last fetch. A
-            // live reader only needs what comes next.
-            let end = if start == Start::Live && request.offsets.is_empty() {
-                fetched.high_watermark
-            } else {
-                partition
-                    .end_now(self.upstream.as_ref(), &request.topic)
-                    .await
-                    .max(fetched.high_watermark)
-            };
-            let given = request
-                .offsets
-                .iter()
-                .find(|offset| offset.partition == partition.id);
-            let cursor = match (given, start) {
-                (Some(given), _) => given.offset,
-                (None, Start::Live) => end,
-                (None, _) => log_start,
-            };
+        for (cursor, end, receiver) in futures_util::future::try_join_all(starts).await? {
             cursors.push(cursor);
             targets.push(end);
             receivers.push(receiver);
@@ -367,7 +379,6 @@ async fn fetch_partition(
     tuning: CacheTuning,
     stopped: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(50);
     loop {
         let request = FetchRequest {
             topic: topic.clone(),
@@ -376,52 +387,57 @@ async fn fetch_partition(
             max_wait_ms: tuning.fetch_max_wait_ms,
             max_bytes: tuning.fetch_max_bytes,
         };
-        let result = tokio::select! {
-            _ = stopped.cancelled() => return,
-            result = upstream.fetch(request) => result,
-        };
-        match result {
-            Ok(FetchBatch {
+        let mut batches = upstream.follow(request);
+        loop {
+            let next = tokio::select! {
+                _ = stopped.cancelled() => return,
+                next = batches.next() => next,
+            };
+            let batch = match next {
+                None => break,
+                Some(Err(error)) => {
+                    // The follower retries on its own after a backoff.
+                    tracing::debug!(%topic, partition = partition.id, %error, "cache fetch failed; retrying");
+                    continue;
+                }
+                Some(Ok(batch)) => batch,
+            };
+            let FetchBatch {
                 messages,
                 next_offset,
                 high_watermark,
                 log_start_offset,
-            }) => {
-                backoff = Duration::from_millis(50);
-                if let Ok(mut log) = partition.log.write() {
-                    if log.entries.is_empty() && log_start_offset > log.start {
-                        log.start = log_start_offset;
-                    }
-                    log.append(messages, config.compacted);
-                    log.trim(
-                        tuning.partition_bytes,
-                        config.compacted,
-                        config.retention_ms,
-                        now_millis(),
-                    );
+            } = batch;
+            if let Ok(mut log) = partition.log.write() {
+                if log.entries.is_empty() && log_start_offset > log.start {
+                    log.start = log_start_offset;
                 }
-                offset = next_offset.max(offset);
-                let fetched = Fetched {
-                    ready: true,
-                    next: offset,
-                    high_watermark: high_watermark.max(offset),
-                };
-                // Readers wake only when there is something new: an empty fetch (every
-                // max-wait at the end of the log) must not wake every subscriber.
-                partition.fetched.send_if_modified(|current| {
-                    let changed = *current != fetched;
-                    *current = fetched;
-                    changed
-                });
+                log.append(messages, config.compacted);
+                log.trim(
+                    tuning.partition_bytes,
+                    config.compacted,
+                    config.retention_ms,
+                    now_millis(),
+                );
             }
-            Err(error) => {
-                tracing::debug!(%topic, partition = partition.id, %error, "cache fetch failed; retrying");
-                tokio::select! {
-                    _ = stopped.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+            offset = next_offset.max(offset);
+            let fetched = Fetched {
+                ready: true,
+                next: offset,
+                high_watermark: high_watermark.max(offset),
+            };
+            // Readers wake only when there is something new: an empty fetch (every max-wait
+            // at the end of the log) must not wake every subscriber.
+            partition.fetched.send_if_modified(|current| {
+                let changed = *current != fetched;
+                *current = fetched;
+                changed
+            });
+        }
+        // The follow ended (its handler went away): follow again after a pause.
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
@@ -565,6 +581,10 @@ impl KafkaHandler for CacheHandler {
 
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
         self.cache.upstream.fetch(request)
+    }
+
+    fn follow(&self, request: FetchRequest) -> FollowStream<'_> {
+        self.cache.upstream.follow(request)
     }
 
     fn list_offset(

@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -21,6 +21,11 @@ use zilla_binding_kafka::kind::{
 use zilla_binding_kafka::wire::{Cluster, ClusterConfig};
 
 fn client(broker: &Broker) -> Result<Arc<KafkaClient>> {
+    client_waiting(broker, Duration::from_millis(20))
+}
+
+/// A client whose fetches park at the log end for `max_wait`.
+fn client_waiting(broker: &Broker, max_wait: Duration) -> Result<Arc<KafkaClient>> {
     let cluster = Cluster::new(
         Arc::new(TcpConnector),
         ClusterConfig {
@@ -31,15 +36,19 @@ fn client(broker: &Broker) -> Result<Arc<KafkaClient>> {
         },
     )?;
     let tuning = ClientTuning {
-        fetch_max_wait: Duration::from_millis(20),
+        fetch_max_wait: max_wait,
         ..ClientTuning::default()
     };
     Ok(Arc::new(KafkaClient::new(cluster, tuning)))
 }
 
 fn cache(client: Arc<KafkaClient>) -> CacheHandler {
+    cache_waiting(client, Duration::from_millis(20))
+}
+
+fn cache_waiting(client: Arc<KafkaClient>, max_wait: Duration) -> CacheHandler {
     let tuning = CacheTuning {
-        fetch_max_wait_ms: 20,
+        fetch_max_wait_ms: max_wait.as_millis() as i32,
         ..CacheTuning::default()
     };
     CacheHandler::new(Arc::new(Cache::new(client, HashMap::new(), tuning)))
@@ -342,5 +351,173 @@ async fn records_compressed_by_another_client_are_served_identically() -> Result
             seen += 1;
         }
     }
+    Ok(())
+}
+
+/// `future`, or an error naming `what` after ten seconds.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .with_context(|| format!("{what} did not finish within 10 s"))
+}
+
+fn request(topic: &str, start: Start) -> MergedRequest {
+    MergedRequest {
+        topic: topic.into(),
+        start,
+        ..MergedRequest::default()
+    }
+}
+
+fn record(topic: &str, key: &str, value: &str) -> ProduceRequest {
+    ProduceRequest {
+        topic: topic.into(),
+        key: Some(Bytes::from(key.to_owned())),
+        value: Some(Bytes::from(value.to_owned())),
+        ..ProduceRequest::default()
+    }
+}
+
+/// The first message of `stream` as `(key, value)` text, within ten seconds.
+async fn first_message(stream: &mut MergedStream) -> Result<(String, Option<String>)> {
+    let mut got = within("first message", async {
+        let mut got = Vec::new();
+        while got.is_empty() {
+            match stream.next().await {
+                Some(Ok(MergedItem::Message { message, .. })) => got.push((
+                    String::from_utf8_lossy(message.key.as_deref().unwrap_or_default())
+                        .into_owned(),
+                    message
+                        .value
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                )),
+                Some(Ok(MergedItem::Synced(_))) => {}
+                Some(Err(error)) => return Err(anyhow::Error::from(error)),
+                None => anyhow::bail!("stream ended"),
+            }
+        }
+        Ok(got)
+    })
+    .await??;
+    got.pop().context("no message")
+}
+
+/// Fetches here park at the log end for 30 s, longer than any wait of the test: produce,
+/// offsets, metadata and a newly cached topic's first records must not queue behind them, and
+/// every followed partition of the broker shares the same connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_waits_behind_a_parked_fetch() -> Result<()> {
+    let broker = Broker::start()?;
+    let parked_wait = Duration::from_secs(30);
+    let client = client_waiting(&broker, parked_wait)?;
+    create_topic(client.cluster(), "parked", 4, &[]).await?;
+    create_topic(client.cluster(), "fresh", 1, &[]).await?;
+    let cache = cache_waiting(client.clone(), parked_wait);
+    let mut parked = within(
+        "opening parked",
+        cache.merged(request("parked", Start::Live)),
+    )
+    .await??;
+    within("parked sync", synced(&mut parked)).await??;
+    // Let the session's fetch reach the broker and park there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sockets = broker_sockets(broker.port)?;
+
+    let started = Instant::now();
+    let ack = within("produce", client.produce(record("fresh", "k", "v"))).await??;
+    let produced = started.elapsed();
+    assert_eq!(ack.offset, Some(0));
+
+    let started = Instant::now();
+    let mut fresh = within(
+        "opening fresh",
+        cache.merged(request("fresh", Start::Historical)),
+    )
+    .await??;
+    let opened = started.elapsed();
+    assert_eq!(
+        first_message(&mut fresh).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let first = started.elapsed();
+
+    let started = Instant::now();
+    let mut again = within(
+        "opening fresh again",
+        cache.merged(request("fresh", Start::Historical)),
+    )
+    .await??;
+    assert_eq!(
+        first_message(&mut again).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let cached = started.elapsed();
+
+    assert_eq!(
+        broker_sockets(broker.port)?,
+        sockets,
+        "a second topic on the same broker opened more connections"
+    );
+    assert!(sockets <= 3, "{sockets} connections to one broker");
+    println!(
+        "with fetches parked for {parked_wait:?}: produce {produced:?}, uncached topic open \
+         {opened:?} and first record {first:?}, cached topic first record {cached:?}, \
+         {sockets} broker connections"
+    );
+    Ok(())
+}
+
+/// With default fetch waits: how long a new reader waits, and whether produce latency grows
+/// with the number of cached partitions. Figures are printed; behaviour is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_figures_with_default_fetch_wait() -> Result<()> {
+    let broker = Broker::start()?;
+    let wait = ClientTuning::default().fetch_max_wait;
+    let client = client_waiting(&broker, wait)?;
+    create_topic(client.cluster(), "one", 1, &[]).await?;
+    create_topic(client.cluster(), "many", 200, &[]).await?;
+    create_topic(client.cluster(), "target", 1, &[]).await?;
+    client.produce(record("one", "k", "v")).await?;
+    let cache = cache_waiting(client.clone(), wait);
+
+    let started = Instant::now();
+    let mut first = within("opening", cache.merged(request("one", Start::Historical))).await??;
+    let opened = started.elapsed();
+    assert_eq!(
+        first_message(&mut first).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let uncached = started.elapsed();
+    let started = Instant::now();
+    let mut second = within("opening", cache.merged(request("one", Start::Historical))).await??;
+    assert_eq!(
+        first_message(&mut second).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let cached = started.elapsed();
+
+    let p99 = |client: Arc<KafkaClient>| async move {
+        let mut times = Vec::new();
+        for i in 0..200 {
+            let started = Instant::now();
+            client
+                .produce(record("target", &format!("k{i}"), "v"))
+                .await?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        Ok::<_, anyhow::Error>(times[times.len() * 99 / 100 - 1])
+    };
+    let with_one = p99(client.clone()).await?;
+    let mut many = within("opening many", cache.merged(request("many", Start::Live))).await??;
+    within("many sync", synced(&mut many)).await??;
+    tokio::time::sleep(wait).await;
+    let with_many = p99(client.clone()).await?;
+    println!(
+        "fetch max wait {wait:?}: uncached topic open {opened:?}, first record {uncached:?}; \
+         cached topic first record {cached:?}; produce p99 with 1 cached partition \
+         {with_one:?}, with 201 {with_many:?}"
+    );
     Ok(())
 }
