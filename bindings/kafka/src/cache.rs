@@ -5,9 +5,15 @@
 //! records; on compacted topics a replay skips records a later one with the same key replaced.
 //!
 //! Memory is bounded per partition (`zilla.binding.kafka.cache.partition.bytes`, default
-//! 64 MiB): past it, superseded records of compacted topics go first, then the oldest. A
-//! subscriber whose cursor falls behind what is kept continues from the oldest kept record.
-//! Records older than the topic's `retention.ms` are dropped as well.
+//! 64 MiB): past it, superseded records of compacted topics go first, then the oldest.
+//! Records older than the topic's `retention.ms` are dropped as well. A subscriber whose
+//! cursor is before what the cache holds (dropped, or never fetched) is served by read-through
+//! fetches from Kafka until it reaches the cache; only when Kafka no longer has its offset
+//! either does it move on, to Kafka's log start.
+//!
+//! Partitions are followed through the upstream's [`KafkaHandler::follow`]: with the `client`
+//! kind, one fetch session per broker on a connection of its own, so subscribing, produce and
+//! offset probes never queue behind a fetch parked at the log end.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -350,6 +356,8 @@ impl Cache {
             receivers.push(receiver);
         }
         let reader = Reader {
+            upstream: self.upstream.clone(),
+            read_through_bytes: self.tuning.fetch_max_bytes,
             latest_per_key: request.latest_per_key && topic.config.compacted,
             topic,
             cursors,
@@ -442,7 +450,20 @@ async fn fetch_partition(
     }
 }
 
+/// What [`Reader::fill`] found.
+enum Fill {
+    /// Records (or a gap to step over) were taken from the cache.
+    Filled,
+    /// Nothing new in the cache.
+    Nothing,
+    /// Partition `.0` needs records from `.1` on that the cache no longer holds.
+    ReadThrough(usize, i64),
+}
+
 struct Reader {
+    upstream: Arc<dyn KafkaHandler>,
+    /// Bytes per read-through fetch.
+    read_through_bytes: i32,
     topic: Arc<TopicCache>,
     cursors: Vec<i64>,
     targets: Vec<i64>,
@@ -474,8 +495,8 @@ impl Reader {
             .all(|(cursor, target)| cursor >= target)
     }
 
-    /// Reads the next chunk of some partition into the buffer; false when nothing is new.
-    fn fill(&mut self) -> bool {
+    /// Reads the next chunk of some partition into the buffer.
+    fn fill(&mut self) -> Fill {
         let count = self.topic.partitions.len();
         for step in 0..count {
             let index = (self.next_partition + step) % count;
@@ -486,8 +507,10 @@ impl Reader {
             };
             let cursor = &mut self.cursors[index];
             if *cursor < log.start {
-                tracing::warn!(topic = %self.topic.name, partition = partition.id, from = *cursor, to = log.start, "subscriber fell behind the cache; skipping ahead");
-                *cursor = log.start;
+                // Kafka may still have what the cache dropped or never fetched: ask it rather
+                // than skipping ahead.
+                self.next_partition = (index + 1) % count;
+                return Fill::ReadThrough(index, *cursor);
             }
             let chunk = log.read_from(*cursor);
             if chunk.is_empty() {
@@ -495,7 +518,7 @@ impl Reader {
                 if fetched.next > *cursor {
                     *cursor = fetched.next;
                     self.next_partition = (index + 1) % count;
-                    return true;
+                    return Fill::Filled;
                 }
                 continue;
             }
@@ -511,9 +534,52 @@ impl Reader {
                 }
             }
             self.next_partition = (index + 1) % count;
-            return true;
+            return Fill::Filled;
         }
-        false
+        Fill::Nothing
+    }
+
+    /// Reads partition `index` from `offset` on straight from Kafka into the buffer. Only
+    /// when Kafka no longer has `offset` either (retention) does the cursor move on, to
+    /// Kafka's log start.
+    async fn read_through(&mut self, index: usize, offset: i64) -> Result<(), StreamError> {
+        let partition = &self.topic.partitions[index];
+        let batch = self
+            .upstream
+            .fetch(FetchRequest {
+                topic: self.topic.name.clone(),
+                partition: partition.id,
+                offset,
+                max_wait_ms: 0,
+                max_bytes: self.read_through_bytes,
+            })
+            .await?;
+        let historical_end = self.targets[index];
+        let mut next = batch.next_offset.max(offset);
+        {
+            let log = partition.log.read().map_err(|_| StreamError::Stopped)?;
+            for message in batch.messages {
+                if message.offset < offset {
+                    continue;
+                }
+                let skip = self.latest_per_key
+                    && message.offset < historical_end
+                    && log.superseded(&message);
+                if skip {
+                    next = next.max(message.offset + 1);
+                } else {
+                    self.buffer.push_back((index, Arc::new(message)));
+                }
+            }
+        }
+        if self.buffer.iter().all(|(i, _)| *i != index) {
+            if next == offset {
+                // Nothing came back (the broker answered before having it): ask again soon.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.cursors[index] = next;
+        }
+        Ok(())
     }
 
     async fn next(mut self) -> Option<(Result<MergedItem, StreamError>, Self)> {
@@ -531,8 +597,16 @@ impl Reader {
                 let progress = self.progress();
                 return Some((Ok(MergedItem::Synced(progress)), self));
             }
-            if self.fill() {
-                continue;
+            match self.fill() {
+                Fill::Filled => continue,
+                Fill::ReadThrough(index, offset) => {
+                    if let Err(error) = self.read_through(index, offset).await {
+                        tracing::debug!(topic = %self.topic.name, %error, "read-through fetch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+                Fill::Nothing => {}
             }
             // Wait for any partition to fetch more.
             if self.receivers.is_empty() {

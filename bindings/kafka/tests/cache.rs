@@ -521,3 +521,45 @@ async fn latency_figures_with_default_fetch_wait() -> Result<()> {
     );
     Ok(())
 }
+
+/// A cache that keeps almost nothing: a reader starting at the beginning is served from
+/// Kafka (read-through) for what the cache dropped, in order, with no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_behind_the_cache_read_through_from_kafka() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(client.cluster(), "deep", 1, &[]).await?;
+    let records: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{i}"), format!("v{i}")))
+        .collect();
+    let borrowed: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+        .collect();
+    produce_with_python(&broker, "deep", &borrowed)?;
+    let tuning = CacheTuning {
+        fetch_max_wait_ms: 20,
+        partition_bytes: 1,
+        ..CacheTuning::default()
+    };
+    let cache = CacheHandler::new(Arc::new(Cache::new(client, HashMap::new(), tuning)));
+    // The first reader makes the cache fetch everything, keeping only the last record.
+    let mut first = cache.merged(request("deep", Start::Historical)).await?;
+    let got = take(&mut first, 200).await?;
+    let expected: Vec<(String, Option<String>)> =
+        records.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    assert_eq!(got, expected);
+    let mut second = cache.merged(request("deep", Start::Historical)).await?;
+    assert_eq!(take(&mut second, 200).await?, expected);
+    let extra = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            match second.next().await {
+                Some(Ok(MergedItem::Synced(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "more than the 200 records: {extra:?}");
+    Ok(())
+}
