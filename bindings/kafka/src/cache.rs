@@ -16,6 +16,7 @@
 //! offset probes never queue behind a fetch parked at the log end.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ struct Fetched {
     next: i64,
     /// The broker's high watermark at the last fetch.
     high_watermark: i64,
+    /// Batches the partition's [`Tail`] has taken: a change wakes readers of the tail.
+    tail_batches: u64,
 }
 
 #[derive(Default)]
@@ -165,9 +168,39 @@ struct PartitionCache {
     fetched: watch::Sender<Fetched>,
     /// The last probe of the broker's end: when it was sent, and what it answered.
     end_probe: tokio::sync::Mutex<Option<(Instant, i64)>>,
+    /// The partition's end, followed for live readers while the history is still being
+    /// fetched.
+    tail: Mutex<Option<Arc<Tail>>>,
+}
+
+/// While the cache still fetches a partition's history, live readers would wait for all of
+/// it before seeing a new record. A tail follows the partition from the end a live reader
+/// started at, into a log of its own, until the history fetch has caught up with it.
+struct Tail {
+    /// The first offset of the tail.
+    start: i64,
+    log: RwLock<Log>,
+    /// The next offset the tail will fetch.
+    next: AtomicI64,
+    stop: CancellationToken,
 }
 
 impl PartitionCache {
+    fn tail(&self) -> Option<Arc<Tail>> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Ends the tail once the history fetch reached `next`, where the tail has been.
+    fn retire_tail(&self, next: i64) {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail
+            .as_ref()
+            .is_some_and(|tail| next >= tail.next.load(Ordering::Acquire))
+            && let Some(tail) = tail.take()
+        {
+            tail.stop.cancel();
+        }
+    }
     /// The partition's end as the broker knows it now. Concurrent callers share one probe,
     /// as long as it was sent after they asked, so a burst of readers costs one or two
     /// requests, not one each.
@@ -265,6 +298,7 @@ impl Cache {
                         }),
                         fetched,
                         end_probe: tokio::sync::Mutex::new(None),
+                        tail: Mutex::new(None),
                     });
                     tokio::spawn(fetch_partition(
                         self.upstream.clone(),
@@ -313,6 +347,7 @@ impl Cache {
         // partition's first fetch, not after the sum of them.
         let starts = topic.partitions.iter().map(|partition| {
             let request = &request;
+            let topic = &topic;
             async move {
                 let mut receiver = partition.fetched.subscribe();
                 let fetched = *receiver
@@ -344,6 +379,9 @@ impl Cache {
                     (None, Start::Live) => end,
                     (None, _) => log_start,
                 };
+                if given.is_none() && start == Start::Live && fetched.next < end {
+                    self.start_tail(topic, partition, end);
+                }
                 Ok::<_, StreamError>((cursor, end, receiver))
             }
         });
@@ -369,6 +407,39 @@ impl Cache {
             next_partition: 0,
         };
         Ok(Box::pin(stream::unfold(reader, Reader::next)))
+    }
+}
+
+impl Cache {
+    /// Follows `partition`'s end from `end` for live readers, unless a tail already does.
+    fn start_tail(&self, topic: &Arc<TopicCache>, partition: &Arc<PartitionCache>, end: i64) {
+        let mut current = partition.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|tail| tail.start <= end) {
+            return;
+        }
+        if let Some(old) = current.take() {
+            old.stop.cancel();
+        }
+        let tail = Arc::new(Tail {
+            start: end,
+            log: RwLock::new(Log {
+                start: end,
+                ..Log::default()
+            }),
+            next: AtomicI64::new(end),
+            stop: CancellationToken::new(),
+        });
+        *current = Some(tail.clone());
+        tracing::debug!(topic = %topic.name, partition = partition.id, from = end, "following the end while the history is fetched");
+        tokio::spawn(fetch_tail(
+            self.upstream.clone(),
+            topic.name.clone(),
+            topic.config.clone(),
+            partition.clone(),
+            tail,
+            self.tuning,
+            self.stopped.clone(),
+        ));
     }
 }
 
@@ -416,27 +487,18 @@ async fn fetch_partition(
                 high_watermark,
                 log_start_offset,
             } = batch;
-            if let Ok(mut log) = partition.log.write() {
-                if log.entries.is_empty() && log_start_offset > log.start {
-                    log.start = log_start_offset;
-                }
-                log.append(messages, config.compacted);
-                log.trim(
-                    tuning.partition_bytes,
-                    config.compacted,
-                    config.retention_ms,
-                    now_millis(),
-                );
-            }
+            store(&partition.log, messages, log_start_offset, &config, &tuning);
             offset = next_offset.max(offset);
-            let fetched = Fetched {
-                ready: true,
-                next: offset,
-                high_watermark: high_watermark.max(offset),
-            };
+            partition.retire_tail(offset);
             // Readers wake only when there is something new: an empty fetch (every max-wait
             // at the end of the log) must not wake every subscriber.
             partition.fetched.send_if_modified(|current| {
+                let fetched = Fetched {
+                    ready: true,
+                    next: offset,
+                    high_watermark: high_watermark.max(offset),
+                    tail_batches: current.tail_batches,
+                };
                 let changed = *current != fetched;
                 *current = fetched;
                 changed
@@ -446,6 +508,72 @@ async fn fetch_partition(
         tokio::select! {
             _ = stopped.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Adds fetched records to `log` and trims it to the budget.
+fn store(
+    log: &RwLock<Log>,
+    messages: Vec<Message>,
+    log_start_offset: i64,
+    config: &TopicConfig,
+    tuning: &CacheTuning,
+) {
+    if let Ok(mut log) = log.write() {
+        if log.entries.is_empty() && log_start_offset > log.start {
+            log.start = log_start_offset;
+        }
+        log.append(messages, config.compacted);
+        log.trim(
+            tuning.partition_bytes,
+            config.compacted,
+            config.retention_ms,
+            now_millis(),
+        );
+    }
+}
+
+/// Follows a partition's end into its [`Tail`] until the tail is retired.
+async fn fetch_tail(
+    upstream: Arc<dyn KafkaHandler>,
+    topic: String,
+    config: TopicConfig,
+    partition: Arc<PartitionCache>,
+    tail: Arc<Tail>,
+    tuning: CacheTuning,
+    stopped: CancellationToken,
+) {
+    let request = FetchRequest {
+        topic: topic.clone(),
+        partition: partition.id,
+        offset: tail.start,
+        max_wait_ms: tuning.fetch_max_wait_ms,
+        max_bytes: tuning.fetch_max_bytes,
+    };
+    let mut batches = upstream.follow(request);
+    loop {
+        let next = tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = tail.stop.cancelled() => return,
+            next = batches.next() => next,
+        };
+        let batch = match next {
+            None => return,
+            Some(Err(error)) => {
+                tracing::debug!(%topic, partition = partition.id, %error, "tail fetch failed; retrying");
+                continue;
+            }
+            Some(Ok(batch)) => batch,
+        };
+        let news =
+            !batch.messages.is_empty() || batch.next_offset > tail.next.load(Ordering::Acquire);
+        store(&tail.log, batch.messages, -1, &config, &tuning);
+        tail.next.fetch_max(batch.next_offset, Ordering::AcqRel);
+        if news {
+            partition
+                .fetched
+                .send_modify(|fetched| fetched.tail_batches += 1);
         }
     }
 }
@@ -502,6 +630,33 @@ impl Reader {
             let index = (self.next_partition + step) % count;
             let partition = &self.topic.partitions[index];
             let fetched = *self.receivers[index].borrow_and_update();
+            let cursor = self.cursors[index];
+            if cursor >= fetched.next
+                && let Some(tail) = partition.tail().filter(|tail| cursor >= tail.start)
+            {
+                // Past what the history fetch has reached: the tail has it, unless it
+                // dropped it over budget (then the history fetch will bring it).
+                let Ok(log) = tail.log.read() else {
+                    continue;
+                };
+                if cursor < log.start {
+                    continue;
+                }
+                let chunk = log.read_from(cursor);
+                if chunk.is_empty() {
+                    let next = tail.next.load(Ordering::Acquire);
+                    if next > cursor {
+                        self.cursors[index] = next;
+                        self.next_partition = (index + 1) % count;
+                        return Fill::Filled;
+                    }
+                    continue;
+                }
+                self.buffer
+                    .extend(chunk.into_iter().map(|message| (index, message)));
+                self.next_partition = (index + 1) % count;
+                return Fill::Filled;
+            }
             let Ok(log) = partition.log.read() else {
                 continue;
             };

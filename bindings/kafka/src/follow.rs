@@ -45,8 +45,16 @@ pub(crate) struct FollowTuning {
 }
 
 type PartitionKey = (String, i32);
+/// Members are told apart by id: the same partition may be followed twice (the cache follows
+/// a partition's end while it still fetches its history).
+type MemberId = u64;
 
 struct Member {
+    topic: String,
+    partition: i32,
+    /// Rounds since this member was last in a request; of two members of one partition, the
+    /// one that waited longer goes in (a request names a partition once).
+    waited: u32,
     offset: i64,
     high_watermark: i64,
     partition_max_bytes: i32,
@@ -56,11 +64,11 @@ struct Member {
 /// One broker's followed partitions.
 #[derive(Default)]
 struct Session {
-    members: Mutex<HashMap<PartitionKey, Member>>,
+    members: Mutex<HashMap<MemberId, Member>>,
 }
 
 impl Session {
-    fn members(&self) -> MutexGuard<'_, HashMap<PartitionKey, Member>> {
+    fn members(&self) -> MutexGuard<'_, HashMap<MemberId, Member>> {
         self.members.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -70,6 +78,7 @@ pub(crate) struct Follower {
     cluster: Cluster,
     tuning: FollowTuning,
     sessions: Mutex<HashMap<Endpoint, Arc<Session>>>,
+    next_member: std::sync::atomic::AtomicU64,
 }
 
 impl Follower {
@@ -78,6 +87,7 @@ impl Follower {
             cluster,
             tuning,
             sessions: Mutex::new(HashMap::new()),
+            next_member: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -96,19 +106,23 @@ impl Follower {
     ) -> Followed {
         let (sender, receiver) = mpsc::channel(FOLLOW_QUEUE);
         let member = Member {
+            topic: topic.to_owned(),
+            partition,
+            waited: 0,
             offset,
             high_watermark: -1,
             partition_max_bytes: max_bytes.clamp(1, self.tuning.max_bytes.max(1)),
             sender,
         };
-        tokio::spawn(self.clone().start(topic.to_owned(), partition, member));
+        tokio::spawn(self.clone().start(member));
         Box::pin(stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
         }))
     }
 
     /// The first fetch, which does not park, then the leader's session.
-    async fn start(self: Arc<Self>, topic: String, partition: i32, mut member: Member) {
+    async fn start(self: Arc<Self>, mut member: Member) {
+        let (topic, partition) = (member.topic.clone(), member.partition);
         let mut backoff = BACKOFF_START;
         loop {
             if member.sender.is_closed() {
@@ -138,12 +152,13 @@ impl Follower {
                 }
             }
         }
-        self.place(topic, partition, member).await;
+        self.place(member).await;
     }
 
     /// Adds the partition to its leader's session, refreshing metadata until a leader is
     /// known.
-    async fn place(self: Arc<Self>, topic: String, partition: i32, member: Member) {
+    async fn place(self: Arc<Self>, member: Member) {
+        let (topic, partition) = (member.topic.clone(), member.partition);
         let mut backoff = BACKOFF_START;
         loop {
             if member.sender.is_closed() {
@@ -157,7 +172,10 @@ impl Follower {
                         tokio::spawn(self.clone().run(endpoint, session.clone()));
                         session
                     });
-                    session.members().insert((topic, partition), member);
+                    let id = self
+                        .next_member
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    session.members().insert(id, member);
                     return;
                 }
                 Err(error) => {
@@ -170,11 +188,11 @@ impl Follower {
         }
     }
 
-    /// Moves `key`'s member out of `session` and into its (new) leader's session.
-    fn replace(self: &Arc<Self>, session: &Session, key: &PartitionKey) {
-        if let Some(member) = session.members().remove(key) {
-            self.cluster.invalidate(&key.0);
-            tokio::spawn(self.clone().place(key.0.clone(), key.1, member));
+    /// Moves member `id` out of `session` and into its (new) leader's session.
+    fn replace(self: &Arc<Self>, session: &Session, id: MemberId) {
+        if let Some(member) = session.members().remove(&id) {
+            self.cluster.invalidate(&member.topic);
+            tokio::spawn(self.clone().place(member));
         }
     }
 
@@ -198,13 +216,32 @@ impl Follower {
     async fn run(self: Arc<Self>, endpoint: Endpoint, session: Arc<Session>) {
         let mut backoff = BACKOFF_START;
         loop {
-            let wanted: Vec<(PartitionKey, i64, i32)> = {
+            let wanted: Vec<(MemberId, PartitionKey, i64, i32)> = {
                 let mut members = session.members();
                 members.retain(|_, member| !member.sender.is_closed());
-                members
-                    .iter()
-                    .filter(|(_, member)| member.sender.capacity() > 0)
-                    .map(|(key, member)| (key.clone(), member.offset, member.partition_max_bytes))
+                let mut chosen: HashMap<PartitionKey, MemberId> = HashMap::new();
+                for (id, member) in members.iter() {
+                    if member.sender.capacity() == 0 {
+                        continue;
+                    }
+                    let key = (member.topic.clone(), member.partition);
+                    match chosen.get(&key) {
+                        Some(other) if members[other].waited >= member.waited => {}
+                        _ => {
+                            chosen.insert(key, *id);
+                        }
+                    }
+                }
+                for member in members.values_mut() {
+                    member.waited = member.waited.saturating_add(1);
+                }
+                chosen
+                    .into_iter()
+                    .filter_map(|(key, id)| {
+                        let member = members.get_mut(&id)?;
+                        member.waited = 0;
+                        Some((id, key, member.offset, member.partition_max_bytes))
+                    })
                     .collect()
             };
             if wanted.is_empty() {
@@ -216,7 +253,7 @@ impl Follower {
             }
             let mut topics: Vec<wire::FetchTopic> = Vec::new();
             let mut partition_max_bytes = 1;
-            for ((topic, partition), offset, max_bytes) in &wanted {
+            for (id, (topic, partition), offset, max_bytes) in &wanted {
                 partition_max_bytes = partition_max_bytes.max(*max_bytes);
                 let fetch = wire::FetchPartition {
                     partition: *partition,
@@ -230,10 +267,16 @@ impl Follower {
                             id: metadata.id,
                             partitions: vec![fetch],
                         }),
-                        Err(_) => self.replace(&session, &(topic.clone(), *partition)),
+                        Err(_) => self.replace(&session, *id),
                     },
                 }
             }
+            let member_of = |topic: &str, partition: i32| {
+                wanted
+                    .iter()
+                    .find(|(_, key, _, _)| key.0 == topic && key.1 == partition)
+                    .map(|(id, _, _, _)| *id)
+            };
             if topics.is_empty() {
                 continue;
             }
@@ -256,7 +299,9 @@ impl Follower {
                     tracing::debug!(?endpoint, %error, "session fetch failed; finding leaders again");
                     for topic in &topics {
                         for partition in &topic.partitions {
-                            self.replace(&session, &(topic.name.clone(), partition.partition));
+                            if let Some(id) = member_of(&topic.name, partition.partition) {
+                                self.replace(&session, id);
+                            }
                         }
                     }
                     tokio::time::sleep(backoff).await;
@@ -273,12 +318,14 @@ impl Follower {
                     None => continue,
                 };
                 for raw in fetched_topic.partitions {
-                    let key = (name.clone(), raw.partition);
+                    let Some(id) = member_of(&name, raw.partition) else {
+                        continue;
+                    };
                     if raw.error.is_stale_metadata() {
-                        self.replace(&session, &key);
+                        self.replace(&session, id);
                         continue;
                     }
-                    let Some(offset) = session.members().get(&key).map(|member| member.offset)
+                    let Some(offset) = session.members().get(&id).map(|member| member.offset)
                     else {
                         continue;
                     };
@@ -291,7 +338,7 @@ impl Follower {
                         Err(error) => Err(error),
                     };
                     let mut members = session.members();
-                    let Some(member) = members.get_mut(&key) else {
+                    let Some(member) = members.get_mut(&id) else {
                         continue;
                     };
                     match batch {

@@ -563,3 +563,47 @@ async fn readers_behind_the_cache_read_through_from_kafka() -> Result<()> {
     assert!(extra.is_err(), "more than the 200 records: {extra:?}");
     Ok(())
 }
+
+/// The history is fetched one small batch at a time (fetch bytes of 1): a live subscriber that
+/// arrives meanwhile gets the next produced record from a fetch of the partition's end, and a
+/// historical one still gets every record once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_readers_do_not_wait_for_the_history() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client_waiting(&broker, Duration::from_millis(100))?;
+    create_topic(client.cluster(), "long", 1, &[]).await?;
+    let history = 400;
+    for i in 0..history {
+        // One record per batch: each of the cache's fetches brings one.
+        client
+            .produce(record("long", &format!("k{i}"), &format!("v{i}")))
+            .await?;
+    }
+    let tuning = CacheTuning {
+        fetch_max_wait_ms: 100,
+        fetch_max_bytes: 1,
+        ..CacheTuning::default()
+    };
+    let cache = CacheHandler::new(Arc::new(Cache::new(client.clone(), HashMap::new(), tuning)));
+    let mut historical = cache.merged(request("long", Start::Historical)).await?;
+    let mut live = within("opening live", cache.merged(request("long", Start::Live))).await??;
+    let started = Instant::now();
+    client.produce(record("long", "live", "now")).await?;
+    assert_eq!(
+        first_message(&mut live).await?,
+        ("live".into(), Some("now".into()))
+    );
+    let live_after = started.elapsed();
+    let mut expected: Vec<(String, Option<String>)> = (0..history)
+        .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
+        .collect();
+    expected.push(("live".into(), Some("now".into())));
+    let started = Instant::now();
+    assert_eq!(take(&mut historical, history + 1).await?, expected);
+    println!(
+        "live record after {live_after:?} while {history} one-record batches of history were \
+         being fetched; history complete {:?} later",
+        started.elapsed()
+    );
+    Ok(())
+}
