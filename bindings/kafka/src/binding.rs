@@ -227,7 +227,13 @@ fn build_cache_server(
                 Duration::from_millis(CacheTuning::default().fetch_max_wait_ms as u64),
             )
             .as_millis() as i32,
-        fetch_max_bytes: CacheTuning::default().fetch_max_bytes,
+        // Per partition and fetch; the client caps it at its own fetch.max.bytes.
+        fetch_max_bytes: properties
+            .u64(
+                "zilla.binding.kafka.client.fetch.max.bytes",
+                CacheTuning::default().fetch_max_bytes as u64,
+            )
+            .min(i32::MAX as u64) as i32,
     };
     let cache = Arc::new(Cache::new(upstream, defaults(options), tuning));
     context.publish::<Kafka>(Arc::new(CacheHandler {

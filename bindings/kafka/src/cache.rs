@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::kind::{
-    FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem, MergedRequest,
-    MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
-    TopicConfig, TopicMetadata, passes,
+    Condition, FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem,
+    MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
+    Start, TopicConfig, TopicMetadata, passes,
 };
 
 /// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
@@ -78,6 +78,8 @@ struct Log {
     /// The first offset a reader can still get (records before it were dropped or are not in
     /// Kafka any more).
     start: i64,
+    /// Whether records were dropped from the front (over budget or retention).
+    trimmed: bool,
 }
 
 fn size_of(message: &Message) -> usize {
@@ -133,6 +135,7 @@ impl Log {
             self.bytes = self.bytes.saturating_sub(size_of(front));
             let dropped = self.entries.pop_front();
             if let Some(dropped) = dropped {
+                self.trimmed = true;
                 self.start = self.start.max(dropped.offset + 1);
                 if let Some(key) = &dropped.key
                     && self.latest.get(key) == Some(&dropped.offset)
@@ -393,10 +396,30 @@ impl Cache {
             targets.push(end);
             receivers.push(receiver);
         }
+        let latest_per_key = request.latest_per_key && topic.config.compacted;
+        if latest_per_key && let Some(key) = single_key(&request.filters) {
+            // One key of a compacted topic (an item lookup): every earlier record of the key
+            // is superseded and every other key filtered out, so the read starts at the key's
+            // latest record, found in the key index rather than by a scan.
+            for ((partition, cursor), receiver) in
+                topic.partitions.iter().zip(&mut cursors).zip(&receivers)
+            {
+                let Ok(log) = partition.log.read() else {
+                    continue;
+                };
+                match log.latest.get(key) {
+                    Some(&latest) => *cursor = (*cursor).max(latest),
+                    // Not in a log that holds the partition from its start: not before what
+                    // was fetched either.
+                    None if !log.trimmed => *cursor = (*cursor).max(receiver.borrow().next),
+                    None => {}
+                }
+            }
+        }
         let reader = Reader {
             upstream: self.upstream.clone(),
             read_through_bytes: self.tuning.fetch_max_bytes,
-            latest_per_key: request.latest_per_key && topic.config.compacted,
+            latest_per_key,
             topic,
             cursors,
             targets,
@@ -575,6 +598,20 @@ async fn fetch_tail(
                 .fetched
                 .send_modify(|fetched| fetched.tail_batches += 1);
         }
+    }
+}
+
+/// The key of `filters` when they are one filter naming a key.
+fn single_key(filters: &[Filter]) -> Option<&Bytes> {
+    match filters {
+        [filter] => filter
+            .conditions
+            .iter()
+            .find_map(|condition| match condition {
+                Condition::Key(key) => Some(key),
+                _ => None,
+            }),
+        _ => None,
     }
 }
 

@@ -16,7 +16,7 @@ use support::{Broker, TcpConnector, create_topic, run_python};
 use zilla_binding_kafka::cache::{Cache, CacheHandler, CacheTuning};
 use zilla_binding_kafka::client::{ClientTuning, KafkaClient};
 use zilla_binding_kafka::kind::{
-    KafkaHandler, MergedItem, MergedRequest, MergedStream, ProduceRequest, Start,
+    Condition, Filter, KafkaHandler, MergedItem, MergedRequest, MergedStream, ProduceRequest, Start,
 };
 use zilla_binding_kafka::wire::{Cluster, ClusterConfig};
 
@@ -228,6 +228,45 @@ async fn compacted_topic_replays_latest_value_per_key_with_deletes() -> Result<(
             ("c".to_owned(), Some(Bytes::from_static(b"c1"))),
             ("b".to_owned(), None),
         ]
+    );
+    // An item lookup (one key) starts at the key's latest record: the value, then sync.
+    for (key, value) in [("a", Some("a2")), ("b", None), ("c", Some("c1"))] {
+        let mut lookup = cache
+            .merged(MergedRequest {
+                topic: "items".into(),
+                start: Start::Historical,
+                latest_per_key: true,
+                filters: vec![Filter {
+                    conditions: vec![Condition::Key(Bytes::from(key))],
+                }],
+                ..MergedRequest::default()
+            })
+            .await?;
+        assert_eq!(
+            first_message(&mut lookup).await?,
+            (key.to_owned(), value.map(str::to_owned))
+        );
+        let after = within("lookup sync", lookup.next()).await?;
+        assert!(
+            matches!(after, Some(Ok(MergedItem::Synced(_)))),
+            "{key}: {after:?}"
+        );
+    }
+    let mut missing = cache
+        .merged(MergedRequest {
+            topic: "items".into(),
+            start: Start::Historical,
+            latest_per_key: true,
+            filters: vec![Filter {
+                conditions: vec![Condition::Key(Bytes::from("zz"))],
+            }],
+            ..MergedRequest::default()
+        })
+        .await?;
+    let first = within("missing sync", missing.next()).await?;
+    assert!(
+        matches!(first, Some(Ok(MergedItem::Synced(_)))),
+        "{first:?}"
     );
     Ok(())
 }
