@@ -174,6 +174,8 @@ fn defaults(options: &KafkaOptions) -> HashMap<String, Start> {
 struct CacheServer {
     cache: Arc<Cache>,
     bootstrap: Vec<String>,
+    /// How long a topic without readers stays cached.
+    idle: Duration,
 }
 
 impl Binding for CacheServer {
@@ -194,10 +196,21 @@ impl Binding for CacheServer {
         let cache = self.cache.clone();
         let retired = context.retired.clone();
         let shutdown = context.shutdown.clone();
+        let idle = self.idle;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = retired.cancelled() => {}
-                _ = shutdown.cancelled() => {}
+            // Topics nobody reads are evicted once idle for `idle`, checked a few times as
+            // often.
+            let mut sweep = tokio::time::interval(
+                (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            );
+            loop {
+                tokio::select! {
+                    _ = retired.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
+                    _ = sweep.tick() => {
+                        cache.evict_idle(idle);
+                    }
+                }
             }
             cache.stop();
         });
@@ -235,6 +248,10 @@ fn build_cache_server(
             )
             .min(i32::MAX as u64) as i32,
     };
+    let idle = properties.millis(
+        "zilla.binding.kafka.cache.idle.evict.millis",
+        Duration::from_secs(60),
+    );
     let cache = Arc::new(Cache::new(upstream, defaults(options), tuning));
     context.publish::<Kafka>(Arc::new(CacheHandler {
         cache: cache.clone(),
@@ -242,6 +259,7 @@ fn build_cache_server(
     Ok(Arc::new(CacheServer {
         cache,
         bootstrap: options.bootstrap.clone().unwrap_or_default(),
+        idle,
     }))
 }
 

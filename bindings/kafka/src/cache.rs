@@ -11,6 +11,12 @@
 //! fetches from Kafka until it reaches the cache; only when Kafka no longer has its offset
 //! either does it move on, to Kafka's log start.
 //!
+//! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
+//! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
+//! While a partition's history is still being fetched, live readers are served from a second
+//! fetch that follows the partition's end. A read of one key of a compacted topic starts at
+//! the key's latest record (the per-partition key index).
+//!
 //! Partitions are followed through the upstream's [`KafkaHandler::follow`]: with the `client`
 //! kind, one fetch session per broker on a connection of its own, so subscribing, produce and
 //! offset probes never queue behind a fetch parked at the log end.
@@ -236,6 +242,10 @@ struct TopicCache {
     name: String,
     config: TopicConfig,
     partitions: Vec<Arc<PartitionCache>>,
+    /// Stops this topic's fetches (on eviction, or with the whole cache).
+    stopped: CancellationToken,
+    /// When a reader was last seen.
+    last_read: Mutex<Instant>,
 }
 
 /// The shared cache of a `cache_server` binding.
@@ -245,6 +255,8 @@ pub struct Cache {
     defaults: HashMap<String, Start>,
     tuning: CacheTuning,
     stopped: CancellationToken,
+    /// `bootstrap` topics: never evicted.
+    pinned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Cache {
@@ -260,7 +272,51 @@ impl Cache {
             defaults,
             tuning,
             stopped: CancellationToken::new(),
+            pinned: Mutex::new(Default::default()),
         }
+    }
+
+    /// The topics cached now.
+    pub fn cached_topics(&self) -> Vec<String> {
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = topics
+            .iter()
+            .filter(|(_, cell)| cell.initialized())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Stops fetching and drops every topic that has had no reader for `idle`, except
+    /// `bootstrap` topics. Returns the topics evicted.
+    pub fn evict_idle(&self, idle: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = Vec::new();
+        // Readers take their handle on a topic under the same lock (see `topic`), so none can
+        // start reading a topic between the count and the eviction.
+        topics.retain(|name, cell| {
+            let Some(topic) = cell.get() else {
+                return true;
+            };
+            let mut last_read = topic.last_read.lock().unwrap_or_else(|e| e.into_inner());
+            if pinned.contains(name) || Arc::strong_count(topic) > 1 {
+                *last_read = now;
+                return true;
+            }
+            if now.duration_since(*last_read) < idle {
+                return true;
+            }
+            topic.stopped.cancel();
+            evicted.push(name.clone());
+            false
+        });
+        if !evicted.is_empty() {
+            tracing::debug!(topics = ?evicted, "evicted idle topics from the cache");
+        }
+        evicted
     }
 
     /// Stops every fetch (the binding was retired or the gateway stops).
@@ -270,14 +326,34 @@ impl Cache {
 
     /// Starts fetching `topic` now (a `bootstrap` topic).
     pub async fn bootstrap(&self, topic: &str) -> Result<(), StreamError> {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_owned());
         self.topic(topic).await.map(|_| ())
     }
 
     async fn topic(&self, topic: &str) -> Result<Arc<TopicCache>, StreamError> {
-        let cell = {
-            let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-            topics.entry(topic.to_owned()).or_default().clone()
-        };
+        loop {
+            let cell = {
+                let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+                topics.entry(topic.to_owned()).or_default().clone()
+            };
+            self.open(topic, &cell).await?;
+            // The handle is taken under the topics lock, where eviction decides: a topic
+            // evicted since it was opened is opened again.
+            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(current) = topics.get(topic)
+                && Arc::ptr_eq(current, &cell)
+                && let Some(cached) = cell.get()
+            {
+                return Ok(cached.clone());
+            }
+        }
+    }
+
+    /// Starts caching `topic` in `cell`, unless it is already.
+    async fn open(&self, topic: &str, cell: &OnceCell<Arc<TopicCache>>) -> Result<(), StreamError> {
         let result = cell
             .get_or_try_init(|| async {
                 let (metadata, config) =
@@ -290,6 +366,7 @@ impl Cache {
                     |&id| self.upstream.list_offset(topic, id, OffsetSpec::Earliest),
                 ))
                 .await?;
+                let stopped = self.stopped.child_token();
                 let mut partitions = Vec::new();
                 for (&id, start) in metadata.partitions.iter().zip(starts) {
                     let (fetched, _) = watch::channel(Fetched::default());
@@ -310,7 +387,7 @@ impl Cache {
                         partition.clone(),
                         start,
                         self.tuning,
-                        self.stopped.clone(),
+                        stopped.clone(),
                     ));
                     partitions.push(partition);
                 }
@@ -319,11 +396,13 @@ impl Cache {
                     name: topic.to_owned(),
                     config,
                     partitions,
+                    stopped,
+                    last_read: Mutex::new(Instant::now()),
                 }))
             })
             .await;
         match result {
-            Ok(topic) => Ok(topic.clone()),
+            Ok(_) => Ok(()),
             Err(error) => {
                 // Let the next subscriber try again (the topic may be created later).
                 self.topics
@@ -461,7 +540,7 @@ impl Cache {
             partition.clone(),
             tail,
             self.tuning,
-            self.stopped.clone(),
+            topic.stopped.clone(),
         ));
     }
 }

@@ -646,3 +646,41 @@ async fn live_readers_do_not_wait_for_the_history() -> Result<()> {
     );
     Ok(())
 }
+
+/// A topic nobody reads any more is evicted (its fetches stop); a `bootstrap` topic stays, and
+/// an evicted topic read again is cached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_topics_are_evicted_and_bootstrap_topics_stay() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(client.cluster(), "passing", 1, &[]).await?;
+    create_topic(client.cluster(), "pinned", 1, &[]).await?;
+    let tuning = CacheTuning {
+        fetch_max_wait_ms: 20,
+        ..CacheTuning::default()
+    };
+    let cache = Arc::new(Cache::new(client.clone(), HashMap::new(), tuning));
+    within("bootstrap", cache.bootstrap("pinned")).await??;
+    let handler = CacheHandler::new(cache.clone());
+    let mut reader = handler.merged(request("passing", Start::Live)).await?;
+    within("sync", synced(&mut reader)).await??;
+    assert_eq!(cache.cached_topics(), ["passing", "pinned"]);
+    assert!(
+        cache.evict_idle(Duration::ZERO).is_empty(),
+        "evicted while read"
+    );
+    drop(reader);
+    assert_eq!(cache.evict_idle(Duration::ZERO), ["passing"]);
+    assert_eq!(cache.cached_topics(), ["pinned"]);
+
+    client.produce(record("passing", "k", "v")).await?;
+    let mut again = handler
+        .merged(request("passing", Start::Historical))
+        .await?;
+    assert_eq!(
+        first_message(&mut again).await?,
+        ("k".into(), Some("v".into()))
+    );
+    assert_eq!(cache.cached_topics(), ["passing", "pinned"]);
+    Ok(())
+}
