@@ -191,6 +191,7 @@ struct Tail {
     log: RwLock<Log>,
     /// The next offset the tail will fetch.
     next: AtomicI64,
+    /// Ends the tail (a child of the topic's token).
     stop: CancellationToken,
 }
 
@@ -529,7 +530,7 @@ impl Cache {
                 ..Log::default()
             }),
             next: AtomicI64::new(end),
-            stop: CancellationToken::new(),
+            stop: topic.stopped.child_token(),
         });
         *current = Some(tail.clone());
         tracing::debug!(topic = %topic.name, partition = partition.id, from = end, "following the end while the history is fetched");
@@ -540,7 +541,6 @@ impl Cache {
             partition.clone(),
             tail,
             self.tuning,
-            topic.stopped.clone(),
         ));
     }
 }
@@ -570,18 +570,10 @@ async fn fetch_partition(
         };
         let mut batches = upstream.follow(request);
         loop {
-            let next = tokio::select! {
-                _ = stopped.cancelled() => return,
-                next = batches.next() => next,
-            };
-            let batch = match next {
-                None => break,
-                Some(Err(error)) => {
-                    // The follower retries on its own after a backoff.
-                    tracing::debug!(%topic, partition = partition.id, %error, "cache fetch failed; retrying");
-                    continue;
-                }
-                Some(Ok(batch)) => batch,
+            let batch = match next_batch(&mut batches, &stopped, &topic, partition.id).await {
+                Followed::Stopped => return,
+                Followed::Ended => break,
+                Followed::Batch(batch) => batch,
             };
             let FetchBatch {
                 messages,
@@ -610,6 +602,38 @@ async fn fetch_partition(
         tokio::select! {
             _ = stopped.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// What a followed partition gave.
+enum Followed {
+    /// The cache or the topic stopped.
+    Stopped,
+    /// The follow ended (its handler went away).
+    Ended,
+    Batch(FetchBatch),
+}
+
+/// The next batch of `batches`. Errors are logged and skipped: the follower retries by
+/// itself after a backoff.
+async fn next_batch(
+    batches: &mut FollowStream<'_>,
+    stopped: &CancellationToken,
+    topic: &str,
+    partition: i32,
+) -> Followed {
+    loop {
+        let next = tokio::select! {
+            _ = stopped.cancelled() => return Followed::Stopped,
+            next = batches.next() => next,
+        };
+        match next {
+            None => return Followed::Ended,
+            Some(Err(error)) => {
+                tracing::debug!(%topic, partition, %error, "cache fetch failed; retrying");
+            }
+            Some(Ok(batch)) => return Followed::Batch(batch),
         }
     }
 }
@@ -644,7 +668,6 @@ async fn fetch_tail(
     partition: Arc<PartitionCache>,
     tail: Arc<Tail>,
     tuning: CacheTuning,
-    stopped: CancellationToken,
 ) {
     let request = FetchRequest {
         topic: topic.clone(),
@@ -655,18 +678,9 @@ async fn fetch_tail(
     };
     let mut batches = upstream.follow(request);
     loop {
-        let next = tokio::select! {
-            _ = stopped.cancelled() => return,
-            _ = tail.stop.cancelled() => return,
-            next = batches.next() => next,
-        };
-        let batch = match next {
-            None => return,
-            Some(Err(error)) => {
-                tracing::debug!(%topic, partition = partition.id, %error, "tail fetch failed; retrying");
-                continue;
-            }
-            Some(Ok(batch)) => batch,
+        let batch = match next_batch(&mut batches, &tail.stop, &topic, partition.id).await {
+            Followed::Stopped | Followed::Ended => return,
+            Followed::Batch(batch) => batch,
         };
         let news =
             !batch.messages.is_empty() || batch.next_offset > tail.next.load(Ordering::Acquire);

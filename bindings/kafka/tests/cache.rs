@@ -128,6 +128,23 @@ fn produce_with_python(
     Ok(())
 }
 
+/// Produces `k0`=`v0` ... with confluent-kafka; returns them as `take` gives them back.
+fn produce_numbered(
+    broker: &Broker,
+    topic: &str,
+    count: usize,
+) -> Result<Vec<(String, Option<String>)>> {
+    let records: Vec<(String, Option<String>)> = (0..count)
+        .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
+        .collect();
+    let borrowed: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
+    produce_with_python(broker, topic, &borrowed)?;
+    Ok(records)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
     let broker = Broker::start()?;
@@ -158,16 +175,7 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
         "sockets grew with subscribers"
     );
 
-    let records: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("k{i}"), format!("v{i}")))
-        .collect();
-    let borrowed: Vec<(&str, Option<&str>)> = records
-        .iter()
-        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
-        .collect();
-    produce_with_python(&broker, "events", &borrowed)?;
-    let expected: Vec<(String, Option<String>)> =
-        records.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    let expected = produce_numbered(&broker, "events", 20)?;
     let mut readers = Vec::new();
     for mut stream in subscribers {
         readers.push(tokio::spawn(async move { take(&mut stream, 20).await }));
@@ -568,14 +576,7 @@ async fn readers_behind_the_cache_read_through_from_kafka() -> Result<()> {
     let broker = Broker::start()?;
     let client = client(&broker)?;
     create_topic(client.cluster(), "deep", 1, &[]).await?;
-    let records: Vec<(String, String)> = (0..200)
-        .map(|i| (format!("k{i}"), format!("v{i}")))
-        .collect();
-    let borrowed: Vec<(&str, Option<&str>)> = records
-        .iter()
-        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
-        .collect();
-    produce_with_python(&broker, "deep", &borrowed)?;
+    let expected = produce_numbered(&broker, "deep", 200)?;
     let tuning = CacheTuning {
         fetch_max_wait_ms: 20,
         partition_bytes: 1,
@@ -584,10 +585,7 @@ async fn readers_behind_the_cache_read_through_from_kafka() -> Result<()> {
     let cache = CacheHandler::new(Arc::new(Cache::new(client, HashMap::new(), tuning)));
     // The first reader makes the cache fetch everything, keeping only the last record.
     let mut first = cache.merged(request("deep", Start::Historical)).await?;
-    let got = take(&mut first, 200).await?;
-    let expected: Vec<(String, Option<String>)> =
-        records.into_iter().map(|(k, v)| (k, Some(v))).collect();
-    assert_eq!(got, expected);
+    assert_eq!(take(&mut first, 200).await?, expected);
     let mut second = cache.merged(request("deep", Start::Historical)).await?;
     assert_eq!(take(&mut second, 200).await?, expected);
     let extra = tokio::time::timeout(Duration::from_millis(300), async {
