@@ -86,6 +86,9 @@ struct Log {
     start: i64,
     /// Whether records were dropped from the front (over budget or retention).
     trimmed: bool,
+    /// The partition's first offset in Kafka, as last reported: where a historical read
+    /// starts (served from Kafka for what the cache dropped).
+    kafka_start: i64,
 }
 
 fn size_of(message: &Message) -> usize {
@@ -375,6 +378,7 @@ impl Cache {
                         id,
                         log: RwLock::new(Log {
                             start,
+                            kafka_start: start,
                             ..Log::default()
                         }),
                         fetched,
@@ -440,7 +444,7 @@ impl Cache {
                 let log_start = partition
                     .log
                     .read()
-                    .map(|log| log.start)
+                    .map(|log| log.kafka_start)
                     .unwrap_or_default();
                 // A reader of the past must see every record acknowledged before it started
                 // (read your writes), so its end is the broker's end now, not the cache's last
@@ -650,6 +654,7 @@ fn store(
         if log.entries.is_empty() && log_start_offset > log.start {
             log.start = log_start_offset;
         }
+        log.kafka_start = log.kafka_start.max(log_start_offset);
         log.append(messages, config.compacted);
         log.trim(
             tuning.partition_bytes,
@@ -966,6 +971,7 @@ fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::{MergedItem, MergedStream};
 
     fn message(offset: i64, key: &str, value: Option<&str>) -> Message {
         Message {
@@ -1020,5 +1026,245 @@ mod tests {
         log.trim(one * 3, false, -1, 0);
         assert_eq!(log.entries.len(), 3);
         assert_eq!(log.start, 7);
+    }
+
+    /// One partition in memory, for the cache's own logic; the tests in `tests/cache.rs` run
+    /// the same paths against a real broker. Fetches of offsets in `1..gate` wait until the
+    /// gate opens, so a test can hold the history fetch back.
+    struct Partition {
+        records: Mutex<Vec<Message>>,
+        compacted: bool,
+        gate: i64,
+        open: watch::Sender<bool>,
+    }
+
+    impl Partition {
+        fn new(records: Vec<(&str, Option<&str>)>, compacted: bool, gate: i64) -> Arc<Self> {
+            let records = records
+                .into_iter()
+                .enumerate()
+                .map(|(offset, (key, value))| message(offset as i64, key, value))
+                .collect();
+            Arc::new(Self {
+                records: Mutex::new(records),
+                compacted,
+                gate,
+                open: watch::channel(gate <= 1).0,
+            })
+        }
+
+        fn end(&self) -> i64 {
+            self.records.lock().unwrap().len() as i64
+        }
+
+        fn append(&self, key: &str, value: &str) {
+            let mut records = self.records.lock().unwrap();
+            let offset = records.len() as i64;
+            records.push(message(offset, key, Some(value)));
+        }
+    }
+
+    impl KafkaHandler for Partition {
+        fn merged(&self, _: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+            Box::pin(async { Err(StreamError::NoRoute) })
+        }
+
+        fn produce(&self, _: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+            Box::pin(async { Err(StreamError::NoRoute) })
+        }
+
+        fn metadata(&self, _: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
+            Box::pin(async {
+                Ok(TopicMetadata {
+                    partitions: vec![0],
+                })
+            })
+        }
+
+        fn describe(&self, _: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {
+            let compacted = self.compacted;
+            Box::pin(async move {
+                Ok(TopicConfig {
+                    compacted,
+                    ..TopicConfig::default()
+                })
+            })
+        }
+
+        /// One record per fetch.
+        fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+            Box::pin(async move {
+                if (1..self.gate).contains(&request.offset) {
+                    let mut open = self.open.subscribe();
+                    let _ = open.wait_for(|open| *open).await;
+                }
+                let (record, end) = {
+                    let records = self.records.lock().unwrap();
+                    (
+                        records.get(request.offset as usize).cloned(),
+                        records.len() as i64,
+                    )
+                };
+                if record.is_none() {
+                    tokio::time::sleep(Duration::from_millis(request.max_wait_ms as u64)).await;
+                }
+                Ok(FetchBatch {
+                    next_offset: request.offset + i64::from(record.is_some()),
+                    messages: record.into_iter().collect(),
+                    high_watermark: end,
+                    log_start_offset: 0,
+                })
+            })
+        }
+
+        fn list_offset(
+            &self,
+            _: &str,
+            _: i32,
+            spec: OffsetSpec,
+        ) -> BoxFuture<'_, Result<i64, StreamError>> {
+            let end = self.end();
+            Box::pin(async move {
+                Ok(match spec {
+                    OffsetSpec::Earliest => 0,
+                    OffsetSpec::Latest => end,
+                })
+            })
+        }
+    }
+
+    fn cache_of(upstream: Arc<Partition>, partition_bytes: usize) -> Arc<Cache> {
+        let tuning = CacheTuning {
+            partition_bytes,
+            fetch_max_wait_ms: 10,
+            ..CacheTuning::default()
+        };
+        Arc::new(Cache::new(upstream, HashMap::new(), tuning))
+    }
+
+    fn request(start: Start, filters: Vec<Filter>) -> MergedRequest {
+        MergedRequest {
+            topic: "t".into(),
+            start,
+            filters,
+            latest_per_key: true,
+            ..MergedRequest::default()
+        }
+    }
+
+    /// The next `count` messages as (offset, key).
+    async fn messages(stream: &mut MergedStream, count: usize) -> Vec<(i64, String)> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("a message within 10 s after {got:?}"));
+            match item {
+                Some(Ok(MergedItem::Message { message, .. })) => got.push((
+                    message.offset,
+                    String::from_utf8_lossy(message.key.as_deref().unwrap_or_default())
+                        .into_owned(),
+                )),
+                Some(Ok(MergedItem::Synced(_))) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_reader_gets_new_records_while_the_history_is_held_back() {
+        let upstream = Partition::new(vec![("h", Some("v")); 50], false, 50);
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let mut historical = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let mut live = cache
+            .merged(request(Start::Live, Vec::new()))
+            .await
+            .unwrap();
+        upstream.append("live", "now");
+        // The history fetch is stuck at offset 1; only a fetch of the end can bring this.
+        assert_eq!(messages(&mut live, 1).await, [(50, "live".to_owned())]);
+        upstream.open.send_replace(true);
+        let all = messages(&mut historical, 51).await;
+        let offsets: Vec<i64> = all.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (0..51).collect::<Vec<_>>());
+        upstream.append("later", "x");
+        assert_eq!(messages(&mut live, 1).await, [(51, "later".to_owned())]);
+        // The history caught up with the tail: the tail is gone.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while cache.topic("t").await.unwrap().partitions[0]
+                .tail()
+                .is_some()
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the tail retires");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_behind_the_cache_read_through() {
+        let upstream = Partition::new(vec![("k", Some("v")); 40], false, 0);
+        let cache = cache_of(upstream, 1);
+        let mut first = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let _ = messages(&mut first, 40).await;
+        let mut second = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let offsets: Vec<i64> = messages(&mut second, 40)
+            .await
+            .into_iter()
+            .map(|(offset, _)| offset)
+            .collect();
+        assert_eq!(offsets, (0..40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_key_reads_start_at_the_keys_latest_record_and_idle_topics_go() {
+        let upstream = Partition::new(
+            vec![
+                ("a", Some("1")),
+                ("b", Some("1")),
+                ("a", Some("2")),
+                ("c", Some("1")),
+            ],
+            true,
+            0,
+        );
+        let cache = cache_of(upstream, 64 * 1024 * 1024);
+        let mut all = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(
+            messages(&mut all, 3).await,
+            [
+                (1, "b".to_owned()),
+                (2, "a".to_owned()),
+                (3, "c".to_owned())
+            ]
+        );
+        let key = |key: &'static str| {
+            vec![Filter {
+                conditions: vec![Condition::Key(Bytes::from_static(key.as_bytes()))],
+            }]
+        };
+        let mut lookup = cache
+            .merged(request(Start::Historical, key("a")))
+            .await
+            .unwrap();
+        assert_eq!(messages(&mut lookup, 1).await, [(2, "a".to_owned())]);
+        assert!(cache.evict_idle(Duration::ZERO).is_empty(), "read now");
+        drop((all, lookup));
+        assert_eq!(cache.evict_idle(Duration::ZERO), ["t"]);
+        assert!(cache.cached_topics().is_empty());
     }
 }
