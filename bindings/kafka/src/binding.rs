@@ -14,8 +14,8 @@ use crate::cache::{Cache, CacheHandler, CacheTuning};
 use crate::client::{ClientTuning, KafkaClient};
 use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions, SaslMechanism, SaslOptions};
 use crate::kind::{
-    FetchBatch, FetchRequest, Kafka, KafkaHandler, MergedRequest, MergedStream, OffsetSpec,
-    ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
+    FetchBatch, FetchRequest, FollowStream, Kafka, KafkaHandler, MergedRequest, MergedStream,
+    OffsetSpec, ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
 };
 use crate::models::{self, TopicModels};
 use crate::wire;
@@ -245,6 +245,8 @@ fn defaults(options: &KafkaOptions) -> HashMap<String, Start> {
 struct CacheServer {
     cache: Arc<Cache>,
     bootstrap: Vec<String>,
+    /// How long a topic without readers stays cached.
+    idle: Duration,
 }
 
 impl Binding for CacheServer {
@@ -265,10 +267,21 @@ impl Binding for CacheServer {
         let cache = self.cache.clone();
         let retired = context.retired.clone();
         let shutdown = context.shutdown.clone();
+        let idle = self.idle;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = retired.cancelled() => {}
-                _ = shutdown.cancelled() => {}
+            // Topics nobody reads are evicted once idle for `idle`, checked a few times as
+            // often.
+            let mut sweep = tokio::time::interval(
+                (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
+            );
+            loop {
+                tokio::select! {
+                    _ = retired.cancelled() => break,
+                    _ = shutdown.cancelled() => break,
+                    _ = sweep.tick() => {
+                        cache.evict_idle(idle);
+                    }
+                }
             }
             cache.stop();
         });
@@ -298,8 +311,18 @@ fn build_cache_server(
                 Duration::from_millis(CacheTuning::default().fetch_max_wait_ms as u64),
             )
             .as_millis() as i32,
-        fetch_max_bytes: CacheTuning::default().fetch_max_bytes,
+        // Per partition and fetch; the client caps it at its own fetch.max.bytes.
+        fetch_max_bytes: properties
+            .u64(
+                "zilla.binding.kafka.client.fetch.max.bytes",
+                CacheTuning::default().fetch_max_bytes as u64,
+            )
+            .min(i32::MAX as u64) as i32,
     };
+    let idle = properties.millis(
+        "zilla.binding.kafka.cache.idle.evict.millis",
+        Duration::from_secs(60),
+    );
     let cache = Arc::new(Cache::new(upstream, defaults(options), tuning));
     let topic_models = TopicModels::build(context, options)?;
     let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
@@ -309,6 +332,7 @@ fn build_cache_server(
     Ok(Arc::new(CacheServer {
         cache,
         bootstrap: options.bootstrap.clone().unwrap_or_default(),
+        idle,
     }))
 }
 
@@ -362,6 +386,13 @@ impl KafkaHandler for CacheClient {
 
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
         Box::pin(async move { self.route(&request.topic)?.fetch(request).await })
+    }
+
+    fn follow(&self, request: FetchRequest) -> FollowStream<'_> {
+        match self.route(&request.topic) {
+            Ok(handler) => handler.follow(request),
+            Err(error) => Box::pin(futures_util::stream::once(async move { Err(error) })),
+        }
     }
 
     fn list_offset(

@@ -5,24 +5,37 @@
 //! records; on compacted topics a replay skips records a later one with the same key replaced.
 //!
 //! Memory is bounded per partition (`zilla.binding.kafka.cache.partition.bytes`, default
-//! 64 MiB): past it, superseded records of compacted topics go first, then the oldest. A
-//! subscriber whose cursor falls behind what is kept continues from the oldest kept record.
-//! Records older than the topic's `retention.ms` are dropped as well.
+//! 64 MiB): past it, superseded records of compacted topics go first, then the oldest.
+//! Records older than the topic's `retention.ms` are dropped as well. A subscriber whose
+//! cursor is before what the cache holds (dropped, or never fetched) is served by read-through
+//! fetches from Kafka until it reaches the cache; only when Kafka no longer has its offset
+//! either does it move on, to Kafka's log start.
+//!
+//! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
+//! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
+//! While a partition's history is still being fetched, live readers are served from a second
+//! fetch that follows the partition's end. A read of one key of a compacted topic starts at
+//! the key's latest record (the per-partition key index).
+//!
+//! Partitions are followed through the upstream's [`KafkaHandler::follow`]: with the `client`
+//! kind, one fetch session per broker on a connection of its own, so subscribing, produce and
+//! offset probes never queue behind a fetch parked at the log end.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::kind::{
-    FetchBatch, FetchRequest, Filter, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start, TopicConfig,
-    TopicMetadata, passes,
+    Condition, FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem,
+    MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
+    Start, TopicConfig, TopicMetadata, passes,
 };
 
 /// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
@@ -58,6 +71,8 @@ struct Fetched {
     next: i64,
     /// The broker's high watermark at the last fetch.
     high_watermark: i64,
+    /// Batches the partition's [`Tail`] has taken: a change wakes readers of the tail.
+    tail_batches: u64,
 }
 
 #[derive(Default)]
@@ -69,6 +84,11 @@ struct Log {
     /// The first offset a reader can still get (records before it were dropped or are not in
     /// Kafka any more).
     start: i64,
+    /// Whether records were dropped from the front (over budget or retention).
+    trimmed: bool,
+    /// The partition's first offset in Kafka, as last reported: where a historical read
+    /// starts (served from Kafka for what the cache dropped).
+    kafka_start: i64,
 }
 
 fn size_of(message: &Message) -> usize {
@@ -124,6 +144,7 @@ impl Log {
             self.bytes = self.bytes.saturating_sub(size_of(front));
             let dropped = self.entries.pop_front();
             if let Some(dropped) = dropped {
+                self.trimmed = true;
                 self.start = self.start.max(dropped.offset + 1);
                 if let Some(key) = &dropped.key
                     && self.latest.get(key) == Some(&dropped.offset)
@@ -159,9 +180,40 @@ struct PartitionCache {
     fetched: watch::Sender<Fetched>,
     /// The last probe of the broker's end: when it was sent, and what it answered.
     end_probe: tokio::sync::Mutex<Option<(Instant, i64)>>,
+    /// The partition's end, followed for live readers while the history is still being
+    /// fetched.
+    tail: Mutex<Option<Arc<Tail>>>,
+}
+
+/// While the cache still fetches a partition's history, live readers would wait for all of
+/// it before seeing a new record. A tail follows the partition from the end a live reader
+/// started at, into a log of its own, until the history fetch has caught up with it.
+struct Tail {
+    /// The first offset of the tail.
+    start: i64,
+    log: RwLock<Log>,
+    /// The next offset the tail will fetch.
+    next: AtomicI64,
+    /// Ends the tail (a child of the topic's token).
+    stop: CancellationToken,
 }
 
 impl PartitionCache {
+    fn tail(&self) -> Option<Arc<Tail>> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Ends the tail once the history fetch reached `next`, where the tail has been.
+    fn retire_tail(&self, next: i64) {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail
+            .as_ref()
+            .is_some_and(|tail| next >= tail.next.load(Ordering::Acquire))
+            && let Some(tail) = tail.take()
+        {
+            tail.stop.cancel();
+        }
+    }
     /// The partition's end as the broker knows it now. Concurrent callers share one probe,
     /// as long as it was sent after they asked, so a burst of readers costs one or two
     /// requests, not one each.
@@ -194,6 +246,10 @@ struct TopicCache {
     name: String,
     config: TopicConfig,
     partitions: Vec<Arc<PartitionCache>>,
+    /// Stops this topic's fetches (on eviction, or with the whole cache).
+    stopped: CancellationToken,
+    /// When a reader was last seen.
+    last_read: Mutex<Instant>,
 }
 
 /// The shared cache of a `cache_server` binding.
@@ -203,6 +259,8 @@ pub struct Cache {
     defaults: HashMap<String, Start>,
     tuning: CacheTuning,
     stopped: CancellationToken,
+    /// `bootstrap` topics: never evicted.
+    pinned: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Cache {
@@ -218,7 +276,51 @@ impl Cache {
             defaults,
             tuning,
             stopped: CancellationToken::new(),
+            pinned: Mutex::new(Default::default()),
         }
+    }
+
+    /// The topics cached now.
+    pub fn cached_topics(&self) -> Vec<String> {
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = topics
+            .iter()
+            .filter(|(_, cell)| cell.initialized())
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Stops fetching and drops every topic that has had no reader for `idle`, except
+    /// `bootstrap` topics. Returns the topics evicted.
+    pub fn evict_idle(&self, idle: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = Vec::new();
+        // Readers take their handle on a topic under the same lock (see `topic`), so none can
+        // start reading a topic between the count and the eviction.
+        topics.retain(|name, cell| {
+            let Some(topic) = cell.get() else {
+                return true;
+            };
+            let mut last_read = topic.last_read.lock().unwrap_or_else(|e| e.into_inner());
+            if pinned.contains(name) || Arc::strong_count(topic) > 1 {
+                *last_read = now;
+                return true;
+            }
+            if now.duration_since(*last_read) < idle {
+                return true;
+            }
+            topic.stopped.cancel();
+            evicted.push(name.clone());
+            false
+        });
+        if !evicted.is_empty() {
+            tracing::debug!(topics = ?evicted, "evicted idle topics from the cache");
+        }
+        evicted
     }
 
     /// Stops every fetch (the binding was retired or the gateway stops).
@@ -228,33 +330,60 @@ impl Cache {
 
     /// Starts fetching `topic` now (a `bootstrap` topic).
     pub async fn bootstrap(&self, topic: &str) -> Result<(), StreamError> {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_owned());
         self.topic(topic).await.map(|_| ())
     }
 
     async fn topic(&self, topic: &str) -> Result<Arc<TopicCache>, StreamError> {
-        let cell = {
-            let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-            topics.entry(topic.to_owned()).or_default().clone()
-        };
+        loop {
+            let cell = {
+                let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+                topics.entry(topic.to_owned()).or_default().clone()
+            };
+            self.open(topic, &cell).await?;
+            // The handle is taken under the topics lock, where eviction decides: a topic
+            // evicted since it was opened is opened again.
+            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(current) = topics.get(topic)
+                && Arc::ptr_eq(current, &cell)
+                && let Some(cached) = cell.get()
+            {
+                return Ok(cached.clone());
+            }
+        }
+    }
+
+    /// Starts caching `topic` in `cell`, unless it is already.
+    async fn open(&self, topic: &str, cell: &OnceCell<Arc<TopicCache>>) -> Result<(), StreamError> {
         let result = cell
             .get_or_try_init(|| async {
-                let metadata = self.upstream.metadata(topic).await?;
-                let config = self.upstream.describe(topic).await.unwrap_or_default();
+                let (metadata, config) =
+                    tokio::join!(self.upstream.metadata(topic), self.upstream.describe(topic));
+                let metadata = metadata?;
+                let config = config.unwrap_or_default();
+                // The partitions' starts are asked together: the requests are pipelined on
+                // one connection rather than waiting for each other's round trip.
+                let starts = futures_util::future::try_join_all(metadata.partitions.iter().map(
+                    |&id| self.upstream.list_offset(topic, id, OffsetSpec::Earliest),
+                ))
+                .await?;
+                let stopped = self.stopped.child_token();
                 let mut partitions = Vec::new();
-                for &id in &metadata.partitions {
-                    let start = self
-                        .upstream
-                        .list_offset(topic, id, OffsetSpec::Earliest)
-                        .await?;
+                for (&id, start) in metadata.partitions.iter().zip(starts) {
                     let (fetched, _) = watch::channel(Fetched::default());
                     let partition = Arc::new(PartitionCache {
                         id,
                         log: RwLock::new(Log {
                             start,
+                            kafka_start: start,
                             ..Log::default()
                         }),
                         fetched,
                         end_probe: tokio::sync::Mutex::new(None),
+                        tail: Mutex::new(None),
                     });
                     tokio::spawn(fetch_partition(
                         self.upstream.clone(),
@@ -263,7 +392,7 @@ impl Cache {
                         partition.clone(),
                         start,
                         self.tuning,
-                        self.stopped.clone(),
+                        stopped.clone(),
                     ));
                     partitions.push(partition);
                 }
@@ -272,11 +401,13 @@ impl Cache {
                     name: topic.to_owned(),
                     config,
                     partitions,
+                    stopped,
+                    last_read: Mutex::new(Instant::now()),
                 }))
             })
             .await;
         match result {
-            Ok(topic) => Ok(topic.clone()),
+            Ok(_) => Ok(()),
             Err(error) => {
                 // Let the next subscriber try again (the topic may be created later).
                 self.topics
@@ -299,46 +430,80 @@ impl Cache {
                 .unwrap_or(Start::Historical),
             other => other,
         };
+        // Every partition is waited for at once: a reader starts after the slowest
+        // partition's first fetch, not after the sum of them.
+        let starts = topic.partitions.iter().map(|partition| {
+            let request = &request;
+            let topic = &topic;
+            async move {
+                let mut receiver = partition.fetched.subscribe();
+                let fetched = *receiver
+                    .wait_for(|fetched| fetched.ready)
+                    .await
+                    .map_err(|_| StreamError::Stopped)?;
+                let log_start = partition
+                    .log
+                    .read()
+                    .map(|log| log.kafka_start)
+                    .unwrap_or_default();
+                // A reader of the past must see every record acknowledged before it started
+                // (read your writes), so its end is the broker's end now, not the cache's last
+                // fetch. A live reader only needs what comes next.
+                let end = if start == Start::Live && request.offsets.is_empty() {
+                    fetched.high_watermark
+                } else {
+                    partition
+                        .end_now(self.upstream.as_ref(), &request.topic)
+                        .await
+                        .max(fetched.high_watermark)
+                };
+                let given = request
+                    .offsets
+                    .iter()
+                    .find(|offset| offset.partition == partition.id);
+                let cursor = match (given, start) {
+                    (Some(given), _) => given.offset,
+                    (None, Start::Live) => end,
+                    (None, _) => log_start,
+                };
+                if given.is_none() && start == Start::Live && fetched.next < end {
+                    self.start_tail(topic, partition, end);
+                }
+                Ok::<_, StreamError>((cursor, end, receiver))
+            }
+        });
         let mut receivers = Vec::new();
         let mut cursors = Vec::new();
         let mut targets = Vec::new();
-        for partition in &topic.partitions {
-            let mut receiver = partition.fetched.subscribe();
-            let fetched = *receiver
-                .wait_for(|fetched| fetched.ready)
-                .await
-                .map_err(|_| StreamError::Stopped)?;
-            let log_start = partition
-                .log
-                .read()
-                .map(|log| log.start)
-                .unwrap_or_default();
-            // A reader of the past must see every record acknowledged before it started (read
-            // your writes), so its end is the broker's end now, not the cache's last fetch. A
-            // live reader only needs what comes next.
-            let end = if start == Start::Live && request.offsets.is_empty() {
-                fetched.high_watermark
-            } else {
-                partition
-                    .end_now(self.upstream.as_ref(), &request.topic)
-                    .await
-                    .max(fetched.high_watermark)
-            };
-            let given = request
-                .offsets
-                .iter()
-                .find(|offset| offset.partition == partition.id);
-            let cursor = match (given, start) {
-                (Some(given), _) => given.offset,
-                (None, Start::Live) => end,
-                (None, _) => log_start,
-            };
+        for (cursor, end, receiver) in futures_util::future::try_join_all(starts).await? {
             cursors.push(cursor);
             targets.push(end);
             receivers.push(receiver);
         }
+        let latest_per_key = request.latest_per_key && topic.config.compacted;
+        if latest_per_key && let Some(key) = single_key(&request.filters) {
+            // One key of a compacted topic (an item lookup): every earlier record of the key
+            // is superseded and every other key filtered out, so the read starts at the key's
+            // latest record, found in the key index rather than by a scan.
+            for ((partition, cursor), receiver) in
+                topic.partitions.iter().zip(&mut cursors).zip(&receivers)
+            {
+                let Ok(log) = partition.log.read() else {
+                    continue;
+                };
+                match log.latest.get(key) {
+                    Some(&latest) => *cursor = (*cursor).max(latest),
+                    // Not in a log that holds the partition from its start: not before what
+                    // was fetched either.
+                    None if !log.trimmed => *cursor = (*cursor).max(receiver.borrow().next),
+                    None => {}
+                }
+            }
+        }
         let reader = Reader {
-            latest_per_key: request.latest_per_key && topic.config.compacted,
+            upstream: self.upstream.clone(),
+            read_through_bytes: self.tuning.fetch_max_bytes,
+            latest_per_key,
             topic,
             cursors,
             targets,
@@ -349,6 +514,38 @@ impl Cache {
             next_partition: 0,
         };
         Ok(Box::pin(stream::unfold(reader, Reader::next)))
+    }
+}
+
+impl Cache {
+    /// Follows `partition`'s end from `end` for live readers, unless a tail already does.
+    fn start_tail(&self, topic: &Arc<TopicCache>, partition: &Arc<PartitionCache>, end: i64) {
+        let mut current = partition.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().is_some_and(|tail| tail.start <= end) {
+            return;
+        }
+        if let Some(old) = current.take() {
+            old.stop.cancel();
+        }
+        let tail = Arc::new(Tail {
+            start: end,
+            log: RwLock::new(Log {
+                start: end,
+                ..Log::default()
+            }),
+            next: AtomicI64::new(end),
+            stop: topic.stopped.child_token(),
+        });
+        *current = Some(tail.clone());
+        tracing::debug!(topic = %topic.name, partition = partition.id, from = end, "following the end while the history is fetched");
+        tokio::spawn(fetch_tail(
+            self.upstream.clone(),
+            topic.name.clone(),
+            topic.config.clone(),
+            partition.clone(),
+            tail,
+            self.tuning,
+        ));
     }
 }
 
@@ -367,7 +564,6 @@ async fn fetch_partition(
     tuning: CacheTuning,
     stopped: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(50);
     loop {
         let request = FetchRequest {
             topic: topic.clone(),
@@ -376,57 +572,161 @@ async fn fetch_partition(
             max_wait_ms: tuning.fetch_max_wait_ms,
             max_bytes: tuning.fetch_max_bytes,
         };
-        let result = tokio::select! {
-            _ = stopped.cancelled() => return,
-            result = upstream.fetch(request) => result,
-        };
-        match result {
-            Ok(FetchBatch {
+        let mut batches = upstream.follow(request);
+        loop {
+            let batch = match next_batch(&mut batches, &stopped, &topic, partition.id).await {
+                Followed::Stopped => return,
+                Followed::Ended => break,
+                Followed::Batch(batch) => batch,
+            };
+            let FetchBatch {
                 messages,
                 next_offset,
                 high_watermark,
                 log_start_offset,
-            }) => {
-                backoff = Duration::from_millis(50);
-                if let Ok(mut log) = partition.log.write() {
-                    if log.entries.is_empty() && log_start_offset > log.start {
-                        log.start = log_start_offset;
-                    }
-                    log.append(messages, config.compacted);
-                    log.trim(
-                        tuning.partition_bytes,
-                        config.compacted,
-                        config.retention_ms,
-                        now_millis(),
-                    );
-                }
-                offset = next_offset.max(offset);
+            } = batch;
+            store(&partition.log, messages, log_start_offset, &config, &tuning);
+            offset = next_offset.max(offset);
+            partition.retire_tail(offset);
+            // Readers wake only when there is something new: an empty fetch (every max-wait
+            // at the end of the log) must not wake every subscriber.
+            partition.fetched.send_if_modified(|current| {
                 let fetched = Fetched {
                     ready: true,
                     next: offset,
                     high_watermark: high_watermark.max(offset),
+                    tail_batches: current.tail_batches,
                 };
-                // Readers wake only when there is something new: an empty fetch (every
-                // max-wait at the end of the log) must not wake every subscriber.
-                partition.fetched.send_if_modified(|current| {
-                    let changed = *current != fetched;
-                    *current = fetched;
-                    changed
-                });
-            }
-            Err(error) => {
-                tracing::debug!(%topic, partition = partition.id, %error, "cache fetch failed; retrying");
-                tokio::select! {
-                    _ = stopped.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+                let changed = *current != fetched;
+                *current = fetched;
+                changed
+            });
+        }
+        // The follow ended (its handler went away): follow again after a pause.
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
 
+/// What a followed partition gave.
+enum Followed {
+    /// The cache or the topic stopped.
+    Stopped,
+    /// The follow ended (its handler went away).
+    Ended,
+    Batch(FetchBatch),
+}
+
+/// The next batch of `batches`. Errors are logged and skipped: the follower retries by
+/// itself after a backoff.
+async fn next_batch(
+    batches: &mut FollowStream<'_>,
+    stopped: &CancellationToken,
+    topic: &str,
+    partition: i32,
+) -> Followed {
+    loop {
+        let next = tokio::select! {
+            _ = stopped.cancelled() => return Followed::Stopped,
+            next = batches.next() => next,
+        };
+        match next {
+            None => return Followed::Ended,
+            Some(Err(error)) => {
+                tracing::debug!(%topic, partition, %error, "cache fetch failed; retrying");
+            }
+            Some(Ok(batch)) => return Followed::Batch(batch),
+        }
+    }
+}
+
+/// Adds fetched records to `log` and trims it to the budget.
+fn store(
+    log: &RwLock<Log>,
+    messages: Vec<Message>,
+    log_start_offset: i64,
+    config: &TopicConfig,
+    tuning: &CacheTuning,
+) {
+    if let Ok(mut log) = log.write() {
+        if log.entries.is_empty() && log_start_offset > log.start {
+            log.start = log_start_offset;
+        }
+        log.kafka_start = log.kafka_start.max(log_start_offset);
+        log.append(messages, config.compacted);
+        log.trim(
+            tuning.partition_bytes,
+            config.compacted,
+            config.retention_ms,
+            now_millis(),
+        );
+    }
+}
+
+/// Follows a partition's end into its [`Tail`] until the tail is retired.
+async fn fetch_tail(
+    upstream: Arc<dyn KafkaHandler>,
+    topic: String,
+    config: TopicConfig,
+    partition: Arc<PartitionCache>,
+    tail: Arc<Tail>,
+    tuning: CacheTuning,
+) {
+    let request = FetchRequest {
+        topic: topic.clone(),
+        partition: partition.id,
+        offset: tail.start,
+        max_wait_ms: tuning.fetch_max_wait_ms,
+        max_bytes: tuning.fetch_max_bytes,
+    };
+    let mut batches = upstream.follow(request);
+    loop {
+        let batch = match next_batch(&mut batches, &tail.stop, &topic, partition.id).await {
+            Followed::Stopped | Followed::Ended => return,
+            Followed::Batch(batch) => batch,
+        };
+        let news =
+            !batch.messages.is_empty() || batch.next_offset > tail.next.load(Ordering::Acquire);
+        store(&tail.log, batch.messages, -1, &config, &tuning);
+        tail.next.fetch_max(batch.next_offset, Ordering::AcqRel);
+        if news {
+            partition
+                .fetched
+                .send_modify(|fetched| fetched.tail_batches += 1);
+        }
+    }
+}
+
+/// The key of `filters` when they are one filter naming a key.
+fn single_key(filters: &[Filter]) -> Option<&Bytes> {
+    match filters {
+        [filter] => filter
+            .conditions
+            .iter()
+            .find_map(|condition| match condition {
+                Condition::Key(key) => Some(key),
+                _ => None,
+            }),
+        _ => None,
+    }
+}
+
+/// What [`Reader::fill`] found.
+enum Fill {
+    /// Records (or a gap to step over) were taken from the cache.
+    Filled,
+    /// Nothing new in the cache.
+    Nothing,
+    /// Partition `.0` needs records from `.1` on that the cache no longer holds.
+    ReadThrough(usize, i64),
+}
+
 struct Reader {
+    upstream: Arc<dyn KafkaHandler>,
+    /// Bytes per read-through fetch.
+    read_through_bytes: i32,
     topic: Arc<TopicCache>,
     cursors: Vec<i64>,
     targets: Vec<i64>,
@@ -458,20 +758,49 @@ impl Reader {
             .all(|(cursor, target)| cursor >= target)
     }
 
-    /// Reads the next chunk of some partition into the buffer; false when nothing is new.
-    fn fill(&mut self) -> bool {
+    /// Reads the next chunk of some partition into the buffer.
+    fn fill(&mut self) -> Fill {
         let count = self.topic.partitions.len();
         for step in 0..count {
             let index = (self.next_partition + step) % count;
             let partition = &self.topic.partitions[index];
             let fetched = *self.receivers[index].borrow_and_update();
+            let cursor = self.cursors[index];
+            if cursor >= fetched.next
+                && let Some(tail) = partition.tail().filter(|tail| cursor >= tail.start)
+            {
+                // Past what the history fetch has reached: the tail has it, unless it
+                // dropped it over budget (then the history fetch will bring it).
+                let Ok(log) = tail.log.read() else {
+                    continue;
+                };
+                if cursor < log.start {
+                    continue;
+                }
+                let chunk = log.read_from(cursor);
+                if chunk.is_empty() {
+                    let next = tail.next.load(Ordering::Acquire);
+                    if next > cursor {
+                        self.cursors[index] = next;
+                        self.next_partition = (index + 1) % count;
+                        return Fill::Filled;
+                    }
+                    continue;
+                }
+                self.buffer
+                    .extend(chunk.into_iter().map(|message| (index, message)));
+                self.next_partition = (index + 1) % count;
+                return Fill::Filled;
+            }
             let Ok(log) = partition.log.read() else {
                 continue;
             };
             let cursor = &mut self.cursors[index];
             if *cursor < log.start {
-                tracing::warn!(topic = %self.topic.name, partition = partition.id, from = *cursor, to = log.start, "subscriber fell behind the cache; skipping ahead");
-                *cursor = log.start;
+                // Kafka may still have what the cache dropped or never fetched: ask it rather
+                // than skipping ahead.
+                self.next_partition = (index + 1) % count;
+                return Fill::ReadThrough(index, *cursor);
             }
             let chunk = log.read_from(*cursor);
             if chunk.is_empty() {
@@ -479,7 +808,7 @@ impl Reader {
                 if fetched.next > *cursor {
                     *cursor = fetched.next;
                     self.next_partition = (index + 1) % count;
-                    return true;
+                    return Fill::Filled;
                 }
                 continue;
             }
@@ -495,9 +824,52 @@ impl Reader {
                 }
             }
             self.next_partition = (index + 1) % count;
-            return true;
+            return Fill::Filled;
         }
-        false
+        Fill::Nothing
+    }
+
+    /// Reads partition `index` from `offset` on straight from Kafka into the buffer. Only
+    /// when Kafka no longer has `offset` either (retention) does the cursor move on, to
+    /// Kafka's log start.
+    async fn read_through(&mut self, index: usize, offset: i64) -> Result<(), StreamError> {
+        let partition = &self.topic.partitions[index];
+        let batch = self
+            .upstream
+            .fetch(FetchRequest {
+                topic: self.topic.name.clone(),
+                partition: partition.id,
+                offset,
+                max_wait_ms: 0,
+                max_bytes: self.read_through_bytes,
+            })
+            .await?;
+        let historical_end = self.targets[index];
+        let mut next = batch.next_offset.max(offset);
+        {
+            let log = partition.log.read().map_err(|_| StreamError::Stopped)?;
+            for message in batch.messages {
+                if message.offset < offset {
+                    continue;
+                }
+                let skip = self.latest_per_key
+                    && message.offset < historical_end
+                    && log.superseded(&message);
+                if skip {
+                    next = next.max(message.offset + 1);
+                } else {
+                    self.buffer.push_back((index, Arc::new(message)));
+                }
+            }
+        }
+        if self.buffer.iter().all(|(i, _)| *i != index) {
+            if next == offset {
+                // Nothing came back (the broker answered before having it): ask again soon.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.cursors[index] = next;
+        }
+        Ok(())
     }
 
     async fn next(mut self) -> Option<(Result<MergedItem, StreamError>, Self)> {
@@ -515,8 +887,16 @@ impl Reader {
                 let progress = self.progress();
                 return Some((Ok(MergedItem::Synced(progress)), self));
             }
-            if self.fill() {
-                continue;
+            match self.fill() {
+                Fill::Filled => continue,
+                Fill::ReadThrough(index, offset) => {
+                    if let Err(error) = self.read_through(index, offset).await {
+                        tracing::debug!(topic = %self.topic.name, %error, "read-through fetch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+                Fill::Nothing => {}
             }
             // Wait for any partition to fetch more.
             if self.receivers.is_empty() {
@@ -567,6 +947,10 @@ impl KafkaHandler for CacheHandler {
         self.cache.upstream.fetch(request)
     }
 
+    fn follow(&self, request: FetchRequest) -> FollowStream<'_> {
+        self.cache.upstream.follow(request)
+    }
+
     fn list_offset(
         &self,
         topic: &str,
@@ -587,6 +971,7 @@ fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::{MergedItem, MergedStream};
 
     fn message(offset: i64, key: &str, value: Option<&str>) -> Message {
         Message {
@@ -641,5 +1026,245 @@ mod tests {
         log.trim(one * 3, false, -1, 0);
         assert_eq!(log.entries.len(), 3);
         assert_eq!(log.start, 7);
+    }
+
+    /// One partition in memory, for the cache's own logic; the tests in `tests/cache.rs` run
+    /// the same paths against a real broker. Fetches of offsets in `1..gate` wait until the
+    /// gate opens, so a test can hold the history fetch back.
+    struct Partition {
+        records: Mutex<Vec<Message>>,
+        compacted: bool,
+        gate: i64,
+        open: watch::Sender<bool>,
+    }
+
+    impl Partition {
+        fn new(records: Vec<(&str, Option<&str>)>, compacted: bool, gate: i64) -> Arc<Self> {
+            let records = records
+                .into_iter()
+                .enumerate()
+                .map(|(offset, (key, value))| message(offset as i64, key, value))
+                .collect();
+            Arc::new(Self {
+                records: Mutex::new(records),
+                compacted,
+                gate,
+                open: watch::channel(gate <= 1).0,
+            })
+        }
+
+        fn end(&self) -> i64 {
+            self.records.lock().unwrap().len() as i64
+        }
+
+        fn append(&self, key: &str, value: &str) {
+            let mut records = self.records.lock().unwrap();
+            let offset = records.len() as i64;
+            records.push(message(offset, key, Some(value)));
+        }
+    }
+
+    impl KafkaHandler for Partition {
+        fn merged(&self, _: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+            Box::pin(async { Err(StreamError::NoRoute) })
+        }
+
+        fn produce(&self, _: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+            Box::pin(async { Err(StreamError::NoRoute) })
+        }
+
+        fn metadata(&self, _: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
+            Box::pin(async {
+                Ok(TopicMetadata {
+                    partitions: vec![0],
+                })
+            })
+        }
+
+        fn describe(&self, _: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {
+            let compacted = self.compacted;
+            Box::pin(async move {
+                Ok(TopicConfig {
+                    compacted,
+                    ..TopicConfig::default()
+                })
+            })
+        }
+
+        /// One record per fetch.
+        fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+            Box::pin(async move {
+                if (1..self.gate).contains(&request.offset) {
+                    let mut open = self.open.subscribe();
+                    let _ = open.wait_for(|open| *open).await;
+                }
+                let (record, end) = {
+                    let records = self.records.lock().unwrap();
+                    (
+                        records.get(request.offset as usize).cloned(),
+                        records.len() as i64,
+                    )
+                };
+                if record.is_none() {
+                    tokio::time::sleep(Duration::from_millis(request.max_wait_ms as u64)).await;
+                }
+                Ok(FetchBatch {
+                    next_offset: request.offset + i64::from(record.is_some()),
+                    messages: record.into_iter().collect(),
+                    high_watermark: end,
+                    log_start_offset: 0,
+                })
+            })
+        }
+
+        fn list_offset(
+            &self,
+            _: &str,
+            _: i32,
+            spec: OffsetSpec,
+        ) -> BoxFuture<'_, Result<i64, StreamError>> {
+            let end = self.end();
+            Box::pin(async move {
+                Ok(match spec {
+                    OffsetSpec::Earliest => 0,
+                    OffsetSpec::Latest => end,
+                })
+            })
+        }
+    }
+
+    fn cache_of(upstream: Arc<Partition>, partition_bytes: usize) -> Arc<Cache> {
+        let tuning = CacheTuning {
+            partition_bytes,
+            fetch_max_wait_ms: 10,
+            ..CacheTuning::default()
+        };
+        Arc::new(Cache::new(upstream, HashMap::new(), tuning))
+    }
+
+    fn request(start: Start, filters: Vec<Filter>) -> MergedRequest {
+        MergedRequest {
+            topic: "t".into(),
+            start,
+            filters,
+            latest_per_key: true,
+            ..MergedRequest::default()
+        }
+    }
+
+    /// The next `count` messages as (offset, key).
+    async fn messages(stream: &mut MergedStream, count: usize) -> Vec<(i64, String)> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("a message within 10 s after {got:?}"));
+            match item {
+                Some(Ok(MergedItem::Message { message, .. })) => got.push((
+                    message.offset,
+                    String::from_utf8_lossy(message.key.as_deref().unwrap_or_default())
+                        .into_owned(),
+                )),
+                Some(Ok(MergedItem::Synced(_))) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_reader_gets_new_records_while_the_history_is_held_back() {
+        let upstream = Partition::new(vec![("h", Some("v")); 50], false, 50);
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let mut historical = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let mut live = cache
+            .merged(request(Start::Live, Vec::new()))
+            .await
+            .unwrap();
+        upstream.append("live", "now");
+        // The history fetch is stuck at offset 1; only a fetch of the end can bring this.
+        assert_eq!(messages(&mut live, 1).await, [(50, "live".to_owned())]);
+        upstream.open.send_replace(true);
+        let all = messages(&mut historical, 51).await;
+        let offsets: Vec<i64> = all.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (0..51).collect::<Vec<_>>());
+        upstream.append("later", "x");
+        assert_eq!(messages(&mut live, 1).await, [(51, "later".to_owned())]);
+        // The history caught up with the tail: the tail is gone.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while cache.topic("t").await.unwrap().partitions[0]
+                .tail()
+                .is_some()
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the tail retires");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_behind_the_cache_read_through() {
+        let upstream = Partition::new(vec![("k", Some("v")); 40], false, 0);
+        let cache = cache_of(upstream, 1);
+        let mut first = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let _ = messages(&mut first, 40).await;
+        let mut second = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let offsets: Vec<i64> = messages(&mut second, 40)
+            .await
+            .into_iter()
+            .map(|(offset, _)| offset)
+            .collect();
+        assert_eq!(offsets, (0..40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_key_reads_start_at_the_keys_latest_record_and_idle_topics_go() {
+        let upstream = Partition::new(
+            vec![
+                ("a", Some("1")),
+                ("b", Some("1")),
+                ("a", Some("2")),
+                ("c", Some("1")),
+            ],
+            true,
+            0,
+        );
+        let cache = cache_of(upstream, 64 * 1024 * 1024);
+        let mut all = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(
+            messages(&mut all, 3).await,
+            [
+                (1, "b".to_owned()),
+                (2, "a".to_owned()),
+                (3, "c".to_owned())
+            ]
+        );
+        let key = |key: &'static str| {
+            vec![Filter {
+                conditions: vec![Condition::Key(Bytes::from_static(key.as_bytes()))],
+            }]
+        };
+        let mut lookup = cache
+            .merged(request(Start::Historical, key("a")))
+            .await
+            .unwrap();
+        assert_eq!(messages(&mut lookup, 1).await, [(2, "a".to_owned())]);
+        assert!(cache.evict_idle(Duration::ZERO).is_empty(), "read now");
+        drop((all, lookup));
+        assert_eq!(cache.evict_idle(Duration::ZERO), ["t"]);
+        assert!(cache.cached_topics().is_empty());
     }
 }

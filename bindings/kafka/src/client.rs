@@ -1,7 +1,9 @@
 //! The `client` kind: the `kafka` stream kind answered by talking to brokers through
 //! [`crate::wire::Cluster`], whose connections go through the binding's exit (a tcp or tls
 //! client). Produces to one partition are batched: records that arrive while a request is in
-//! flight go out together in the next one.
+//! flight go out together in the next one. Reads follow partitions through one fetch session
+//! per broker ([`crate::follow`]), on a connection of their own, so produce and metadata never
+//! wait behind a fetch parked at the log end.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,11 +13,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use zilla_engine::stream::{BoxFuture, StreamError};
 
+use crate::follow::{FollowTuning, Followed, Follower, fetch_once};
 use crate::kind::{
-    Acks, FetchBatch, FetchRequest, KafkaHandler, MergedRequest, MergedStream, Message, OffsetSpec,
-    ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
+    Acks, FetchBatch, FetchRequest, FollowStream, KafkaHandler, MergedRequest, MergedStream,
+    OffsetSpec, ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
 };
-use crate::merged::{self, FetchTuning, PartitionReader};
+use crate::merged::{self, PartitionReader};
 use crate::wire::{self, Cluster, KafkaError};
 
 /// Records per produce request at most.
@@ -59,6 +62,7 @@ pub struct KafkaClient {
 struct Inner {
     cluster: Cluster,
     tuning: ClientTuning,
+    follower: Arc<Follower>,
     queues: Mutex<HashMap<(String, i32, AcksKey), mpsc::Sender<Pending>>>,
 }
 
@@ -88,6 +92,13 @@ impl KafkaClient {
     pub fn new(cluster: Cluster, tuning: ClientTuning) -> Self {
         Self {
             inner: Arc::new(Inner {
+                follower: Arc::new(Follower::new(
+                    cluster.clone(),
+                    FollowTuning {
+                        max_wait: tuning.fetch_max_wait,
+                        max_bytes: tuning.fetch_max_bytes,
+                    },
+                )),
                 cluster,
                 tuning,
                 queues: Mutex::new(HashMap::new()),
@@ -188,7 +199,8 @@ fn batch_bytes(record: &wire::Record) -> usize {
         + 16
 }
 
-impl PartitionReader for Inner {
+impl Inner {
+    /// One fetch of one partition, outside any session.
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
         Box::pin(async move {
             let options = wire::FetchOptions {
@@ -197,66 +209,22 @@ impl PartitionReader for Inner {
                 partition_max_bytes: request.max_bytes,
                 ..wire::FetchOptions::default()
             };
-            let partitions = [wire::FetchPartition {
-                partition: request.partition,
-                offset: request.offset,
-            }];
-            let fetched = self
-                .cluster
-                .fetch(&request.topic, &partitions, &options)
-                .await
-                .map_err(upstream)?;
-            let Some(partition) = fetched
-                .into_iter()
-                .find(|p| p.partition == request.partition)
-            else {
-                return Err(StreamError::Upstream("fetch answered no partition".into()));
-            };
-            if partition.error == wire::ErrorCode::OFFSET_OUT_OF_RANGE {
-                // The offset is gone (retention) or not there yet: restart at the nearest end.
-                let earliest = self
-                    .cluster
-                    .list_offsets(
-                        &request.topic,
-                        request.partition,
-                        wire::OffsetSpec::Earliest,
-                        wire::Isolation::ReadUncommitted,
-                    )
-                    .await
-                    .map_err(upstream)?
-                    .offset;
-                return Ok(FetchBatch {
-                    messages: Vec::new(),
-                    next_offset: earliest.max(request.offset.min(partition.high_watermark)),
-                    high_watermark: partition.high_watermark,
-                    log_start_offset: earliest,
-                });
-            }
-            if !partition.error.is_ok() {
-                return Err(StreamError::Upstream(format!(
-                    "fetch {}/{}: error {}",
-                    request.topic, request.partition, partition.error.0
-                )));
-            }
-            let messages = partition
-                .records
-                .into_iter()
-                .map(|fetched| Message {
-                    partition: request.partition,
-                    offset: fetched.offset,
-                    timestamp: fetched.timestamp,
-                    key: fetched.key,
-                    value: fetched.value,
-                    headers: fetched.headers,
-                })
-                .collect();
-            Ok(FetchBatch {
-                messages,
-                next_offset: partition.next_offset,
-                high_watermark: partition.high_watermark,
-                log_start_offset: partition.log_start_offset,
-            })
+            fetch_once(
+                &self.cluster,
+                &request.topic,
+                request.partition,
+                request.offset,
+                &options,
+            )
+            .await
         })
+    }
+}
+
+impl PartitionReader for Inner {
+    fn follow(&self, topic: &str, partition: i32, offset: i64) -> Followed {
+        self.follower
+            .follow(topic, partition, offset, self.tuning.fetch_max_bytes)
     }
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
@@ -294,11 +262,7 @@ impl PartitionReader for Inner {
 
 impl KafkaHandler for KafkaClient {
     fn merged(&self, request: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
-        let tuning = FetchTuning {
-            max_wait_ms: self.inner.tuning.fetch_max_wait.as_millis() as i32,
-            max_bytes: self.inner.tuning.fetch_max_bytes,
-        };
-        Box::pin(merged::open(self.inner.clone(), request, tuning))
+        Box::pin(merged::open(self.inner.clone(), request))
     }
 
     fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
@@ -349,7 +313,16 @@ impl KafkaHandler for KafkaClient {
     }
 
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
-        PartitionReader::fetch(&*self.inner, request)
+        self.inner.fetch(request)
+    }
+
+    fn follow(&self, request: FetchRequest) -> FollowStream<'_> {
+        self.inner.follower.follow(
+            &request.topic,
+            request.partition,
+            request.offset,
+            request.max_bytes.min(self.inner.tuning.fetch_max_bytes),
+        )
     }
 
     fn list_offset(

@@ -304,6 +304,12 @@ pub struct FetchBatch {
     pub log_start_offset: i64,
 }
 
+/// What [`KafkaHandler::follow`] yields.
+pub type FollowStream<'a> =
+    Pin<Box<dyn Stream<Item = Result<FetchBatch, StreamError>> + Send + 'a>>;
+
+const FOLLOW_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Which end of a partition [`KafkaHandler::list_offset`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -329,6 +335,28 @@ pub trait KafkaHandler: Send + Sync + 'static {
 
     /// One partition-level fetch.
     fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>>;
+
+    /// Follows one partition from `request.offset`: its batches in order, for as long as the
+    /// stream is read. Errors are reported and retried after a backoff. The `client` kind
+    /// fetches every partition a broker leads in one request; this default fetches in a loop.
+    fn follow(&self, request: FetchRequest) -> FollowStream<'_> {
+        Box::pin(futures_util::stream::unfold(
+            (self, request, FOLLOW_BACKOFF),
+            |(handler, mut request, backoff)| async move {
+                match handler.fetch(request.clone()).await {
+                    Ok(batch) => {
+                        request.offset = batch.next_offset.max(request.offset);
+                        Some((Ok(batch), (handler, request, FOLLOW_BACKOFF)))
+                    }
+                    Err(error) => {
+                        tokio::time::sleep(backoff).await;
+                        let backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                        Some((Err(error), (handler, request, backoff)))
+                    }
+                }
+            },
+        ))
+    }
 
     /// The earliest or latest offset of one partition.
     fn list_offset(

@@ -39,6 +39,7 @@ pub mod binding;
 pub mod cache;
 pub mod client;
 pub mod config;
+mod follow;
 pub mod kind;
 mod merged;
 pub mod models;

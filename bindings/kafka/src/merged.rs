@@ -1,23 +1,23 @@
-//! A merged read built from partition-level fetches: one fetch loop per partition feeding a
-//! bounded channel, merged into one stream that filters records and carries the progress of
+//! A merged read built from followed partitions (see [`crate::follow`]) feeding a bounded
+//! channel, merged into one stream that filters records and carries the progress of
 //! every partition. The `client` kind uses it directly; the cache reads its own log instead.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::stream;
+use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
+use crate::follow::Followed;
 use crate::kind::{
-    FetchBatch, FetchRequest, Filter, MergedItem, MergedRequest, MergedStream, Message, OffsetSpec,
-    PartitionOffset, Start, TopicMetadata, passes,
+    Filter, MergedItem, MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, Start,
+    TopicMetadata, passes,
 };
 
 /// What a merged read needs from below.
 pub(crate) trait PartitionReader: Send + Sync + 'static {
-    fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>>;
+    fn follow(&self, topic: &str, partition: i32, offset: i64) -> Followed;
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>>;
     fn list_offset(
         &self,
@@ -25,13 +25,6 @@ pub(crate) trait PartitionReader: Send + Sync + 'static {
         partition: i32,
         spec: OffsetSpec,
     ) -> BoxFuture<'_, Result<i64, StreamError>>;
-}
-
-/// Fetch tuning of a merged read.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FetchTuning {
-    pub(crate) max_wait_ms: i32,
-    pub(crate) max_bytes: i32,
 }
 
 enum Event {
@@ -82,7 +75,6 @@ impl State {
 pub(crate) async fn open<R: PartitionReader>(
     reader: Arc<R>,
     request: MergedRequest,
-    tuning: FetchTuning,
 ) -> Result<MergedStream, StreamError> {
     let metadata = reader.metadata(&request.topic).await?;
     let (sender, events) = mpsc::channel(64);
@@ -115,7 +107,6 @@ pub(crate) async fn open<R: PartitionReader>(
             request.topic.clone(),
             partition,
             start,
-            tuning,
             sender.clone(),
         ));
     }
@@ -179,21 +170,17 @@ async fn fetch_loop<R: PartitionReader>(
     topic: String,
     partition: i32,
     mut offset: i64,
-    tuning: FetchTuning,
     events: mpsc::Sender<Event>,
 ) {
-    let mut backoff = Duration::from_millis(50);
-    while !events.is_closed() {
-        let request = FetchRequest {
-            topic: topic.clone(),
-            partition,
-            offset,
-            max_wait_ms: tuning.max_wait_ms,
-            max_bytes: tuning.max_bytes,
+    let mut batches = reader.follow(&topic, partition, offset);
+    loop {
+        let next = tokio::select! {
+            _ = events.closed() => return,
+            next = batches.next() => next,
         };
-        match reader.fetch(request).await {
-            Ok(batch) => {
-                backoff = Duration::from_millis(50);
+        match next {
+            None => return,
+            Some(Ok(batch)) => {
                 if batch.messages.is_empty() && batch.next_offset <= offset {
                     continue;
                 }
@@ -207,10 +194,8 @@ async fn fetch_loop<R: PartitionReader>(
                     return;
                 }
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 tracing::debug!(%topic, partition, %error, "fetch failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }

@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -16,11 +16,16 @@ use support::{Broker, TcpConnector, create_topic, run_python};
 use zilla_binding_kafka::cache::{Cache, CacheHandler, CacheTuning};
 use zilla_binding_kafka::client::{ClientTuning, KafkaClient};
 use zilla_binding_kafka::kind::{
-    KafkaHandler, MergedItem, MergedRequest, MergedStream, ProduceRequest, Start,
+    Condition, Filter, KafkaHandler, MergedItem, MergedRequest, MergedStream, ProduceRequest, Start,
 };
 use zilla_binding_kafka::wire::{Cluster, ClusterConfig};
 
 fn client(broker: &Broker) -> Result<Arc<KafkaClient>> {
+    client_waiting(broker, Duration::from_millis(20))
+}
+
+/// A client whose fetches park at the log end for `max_wait`.
+fn client_waiting(broker: &Broker, max_wait: Duration) -> Result<Arc<KafkaClient>> {
     let cluster = Cluster::new(
         Arc::new(TcpConnector),
         ClusterConfig {
@@ -31,15 +36,19 @@ fn client(broker: &Broker) -> Result<Arc<KafkaClient>> {
         },
     )?;
     let tuning = ClientTuning {
-        fetch_max_wait: Duration::from_millis(20),
+        fetch_max_wait: max_wait,
         ..ClientTuning::default()
     };
     Ok(Arc::new(KafkaClient::new(cluster, tuning)))
 }
 
 fn cache(client: Arc<KafkaClient>) -> CacheHandler {
+    cache_waiting(client, Duration::from_millis(20))
+}
+
+fn cache_waiting(client: Arc<KafkaClient>, max_wait: Duration) -> CacheHandler {
     let tuning = CacheTuning {
-        fetch_max_wait_ms: 20,
+        fetch_max_wait_ms: max_wait.as_millis() as i32,
         ..CacheTuning::default()
     };
     CacheHandler::new(Arc::new(Cache::new(client, HashMap::new(), tuning)))
@@ -119,6 +128,23 @@ fn produce_with_python(
     Ok(())
 }
 
+/// Produces `k0`=`v0` ... with confluent-kafka; returns them as `take` gives them back.
+fn produce_numbered(
+    broker: &Broker,
+    topic: &str,
+    count: usize,
+) -> Result<Vec<(String, Option<String>)>> {
+    let records: Vec<(String, Option<String>)> = (0..count)
+        .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
+        .collect();
+    let borrowed: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
+    produce_with_python(broker, topic, &borrowed)?;
+    Ok(records)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
     let broker = Broker::start()?;
@@ -149,16 +175,7 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
         "sockets grew with subscribers"
     );
 
-    let records: Vec<(String, String)> = (0..20)
-        .map(|i| (format!("k{i}"), format!("v{i}")))
-        .collect();
-    let borrowed: Vec<(&str, Option<&str>)> = records
-        .iter()
-        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
-        .collect();
-    produce_with_python(&broker, "events", &borrowed)?;
-    let expected: Vec<(String, Option<String>)> =
-        records.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    let expected = produce_numbered(&broker, "events", 20)?;
     let mut readers = Vec::new();
     for mut stream in subscribers {
         readers.push(tokio::spawn(async move { take(&mut stream, 20).await }));
@@ -219,6 +236,45 @@ async fn compacted_topic_replays_latest_value_per_key_with_deletes() -> Result<(
             ("c".to_owned(), Some(Bytes::from_static(b"c1"))),
             ("b".to_owned(), None),
         ]
+    );
+    // An item lookup (one key) starts at the key's latest record: the value, then sync.
+    for (key, value) in [("a", Some("a2")), ("b", None), ("c", Some("c1"))] {
+        let mut lookup = cache
+            .merged(MergedRequest {
+                topic: "items".into(),
+                start: Start::Historical,
+                latest_per_key: true,
+                filters: vec![Filter {
+                    conditions: vec![Condition::Key(Bytes::from(key))],
+                }],
+                ..MergedRequest::default()
+            })
+            .await?;
+        assert_eq!(
+            first_message(&mut lookup).await?,
+            (key.to_owned(), value.map(str::to_owned))
+        );
+        let after = within("lookup sync", lookup.next()).await?;
+        assert!(
+            matches!(after, Some(Ok(MergedItem::Synced(_)))),
+            "{key}: {after:?}"
+        );
+    }
+    let mut missing = cache
+        .merged(MergedRequest {
+            topic: "items".into(),
+            start: Start::Historical,
+            latest_per_key: true,
+            filters: vec![Filter {
+                conditions: vec![Condition::Key(Bytes::from("zz"))],
+            }],
+            ..MergedRequest::default()
+        })
+        .await?;
+    let first = within("missing sync", missing.next()).await?;
+    assert!(
+        matches!(first, Some(Ok(MergedItem::Synced(_)))),
+        "{first:?}"
     );
     Ok(())
 }
@@ -342,5 +398,287 @@ async fn records_compressed_by_another_client_are_served_identically() -> Result
             seen += 1;
         }
     }
+    Ok(())
+}
+
+/// `future`, or an error naming `what` after ten seconds.
+async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .with_context(|| format!("{what} did not finish within 10 s"))
+}
+
+fn request(topic: &str, start: Start) -> MergedRequest {
+    MergedRequest {
+        topic: topic.into(),
+        start,
+        ..MergedRequest::default()
+    }
+}
+
+fn record(topic: &str, key: &str, value: &str) -> ProduceRequest {
+    ProduceRequest {
+        topic: topic.into(),
+        key: Some(Bytes::from(key.to_owned())),
+        value: Some(Bytes::from(value.to_owned())),
+        ..ProduceRequest::default()
+    }
+}
+
+/// The first message of `stream` as `(key, value)` text, within ten seconds.
+async fn first_message(stream: &mut MergedStream) -> Result<(String, Option<String>)> {
+    let mut got = within("first message", async {
+        let mut got = Vec::new();
+        while got.is_empty() {
+            match stream.next().await {
+                Some(Ok(MergedItem::Message { message, .. })) => got.push((
+                    String::from_utf8_lossy(message.key.as_deref().unwrap_or_default())
+                        .into_owned(),
+                    message
+                        .value
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(v).into_owned()),
+                )),
+                Some(Ok(MergedItem::Synced(_))) => {}
+                Some(Err(error)) => return Err(anyhow::Error::from(error)),
+                None => anyhow::bail!("stream ended"),
+            }
+        }
+        Ok(got)
+    })
+    .await??;
+    got.pop().context("no message")
+}
+
+/// Fetches here park at the log end for 30 s, longer than any wait of the test: produce,
+/// offsets, metadata and a newly cached topic's first records must not queue behind them, and
+/// every followed partition of the broker shares the same connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_waits_behind_a_parked_fetch() -> Result<()> {
+    let broker = Broker::start()?;
+    let parked_wait = Duration::from_secs(30);
+    let client = client_waiting(&broker, parked_wait)?;
+    create_topic(client.cluster(), "parked", 4, &[]).await?;
+    create_topic(client.cluster(), "fresh", 1, &[]).await?;
+    let cache = cache_waiting(client.clone(), parked_wait);
+    let mut parked = within(
+        "opening parked",
+        cache.merged(request("parked", Start::Live)),
+    )
+    .await??;
+    within("parked sync", synced(&mut parked)).await??;
+    // Let the session's fetch reach the broker and park there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sockets = broker_sockets(broker.port)?;
+
+    let started = Instant::now();
+    let ack = within("produce", client.produce(record("fresh", "k", "v"))).await??;
+    let produced = started.elapsed();
+    assert_eq!(ack.offset, Some(0));
+
+    let started = Instant::now();
+    let mut fresh = within(
+        "opening fresh",
+        cache.merged(request("fresh", Start::Historical)),
+    )
+    .await??;
+    let opened = started.elapsed();
+    assert_eq!(
+        first_message(&mut fresh).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let first = started.elapsed();
+
+    let started = Instant::now();
+    let mut again = within(
+        "opening fresh again",
+        cache.merged(request("fresh", Start::Historical)),
+    )
+    .await??;
+    assert_eq!(
+        first_message(&mut again).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let cached = started.elapsed();
+
+    assert_eq!(
+        broker_sockets(broker.port)?,
+        sockets,
+        "a second topic on the same broker opened more connections"
+    );
+    assert!(sockets <= 3, "{sockets} connections to one broker");
+    println!(
+        "with fetches parked for {parked_wait:?}: produce {produced:?}, uncached topic open \
+         {opened:?} and first record {first:?}, cached topic first record {cached:?}, \
+         {sockets} broker connections"
+    );
+    Ok(())
+}
+
+/// With default fetch waits: how long a new reader waits, and whether produce latency grows
+/// with the number of cached partitions. Figures are printed; behaviour is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_figures_with_default_fetch_wait() -> Result<()> {
+    let broker = Broker::start()?;
+    let wait = ClientTuning::default().fetch_max_wait;
+    let client = client_waiting(&broker, wait)?;
+    create_topic(client.cluster(), "one", 1, &[]).await?;
+    create_topic(client.cluster(), "many", 200, &[]).await?;
+    create_topic(client.cluster(), "target", 1, &[]).await?;
+    client.produce(record("one", "k", "v")).await?;
+    let cache = cache_waiting(client.clone(), wait);
+
+    let started = Instant::now();
+    let mut first = within("opening", cache.merged(request("one", Start::Historical))).await??;
+    let opened = started.elapsed();
+    assert_eq!(
+        first_message(&mut first).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let uncached = started.elapsed();
+    let started = Instant::now();
+    let mut second = within("opening", cache.merged(request("one", Start::Historical))).await??;
+    assert_eq!(
+        first_message(&mut second).await?,
+        ("k".into(), Some("v".into()))
+    );
+    let cached = started.elapsed();
+
+    let p99 = |client: Arc<KafkaClient>| async move {
+        let mut times = Vec::new();
+        for i in 0..200 {
+            let started = Instant::now();
+            client
+                .produce(record("target", &format!("k{i}"), "v"))
+                .await?;
+            times.push(started.elapsed());
+        }
+        times.sort();
+        Ok::<_, anyhow::Error>(times[times.len() * 99 / 100 - 1])
+    };
+    let with_one = p99(client.clone()).await?;
+    let mut many = within("opening many", cache.merged(request("many", Start::Live))).await??;
+    within("many sync", synced(&mut many)).await??;
+    tokio::time::sleep(wait).await;
+    let with_many = p99(client.clone()).await?;
+    println!(
+        "fetch max wait {wait:?}: uncached topic open {opened:?}, first record {uncached:?}; \
+         cached topic first record {cached:?}; produce p99 with 1 cached partition \
+         {with_one:?}, with 201 {with_many:?}"
+    );
+    Ok(())
+}
+
+/// A cache that keeps almost nothing: a reader starting at the beginning is served from
+/// Kafka (read-through) for what the cache dropped, in order, with no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_behind_the_cache_read_through_from_kafka() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(client.cluster(), "deep", 1, &[]).await?;
+    let expected = produce_numbered(&broker, "deep", 200)?;
+    let tuning = CacheTuning {
+        fetch_max_wait_ms: 20,
+        partition_bytes: 1,
+        ..CacheTuning::default()
+    };
+    let cache = CacheHandler::new(Arc::new(Cache::new(client, HashMap::new(), tuning)));
+    // The first reader makes the cache fetch everything, keeping only the last record.
+    let mut first = cache.merged(request("deep", Start::Historical)).await?;
+    assert_eq!(take(&mut first, 200).await?, expected);
+    let mut second = cache.merged(request("deep", Start::Historical)).await?;
+    assert_eq!(take(&mut second, 200).await?, expected);
+    let extra = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            match second.next().await {
+                Some(Ok(MergedItem::Synced(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(extra.is_err(), "more than the 200 records: {extra:?}");
+    Ok(())
+}
+
+/// The history is fetched one small batch at a time (fetch bytes of 1): a live subscriber that
+/// arrives meanwhile gets the next produced record from a fetch of the partition's end, and a
+/// historical one still gets every record once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_readers_do_not_wait_for_the_history() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client_waiting(&broker, Duration::from_millis(100))?;
+    create_topic(client.cluster(), "long", 1, &[]).await?;
+    let history = 400;
+    for i in 0..history {
+        // One record per batch: each of the cache's fetches brings one.
+        client
+            .produce(record("long", &format!("k{i}"), &format!("v{i}")))
+            .await?;
+    }
+    let tuning = CacheTuning {
+        fetch_max_wait_ms: 100,
+        fetch_max_bytes: 1,
+        ..CacheTuning::default()
+    };
+    let cache = CacheHandler::new(Arc::new(Cache::new(client.clone(), HashMap::new(), tuning)));
+    let mut historical = cache.merged(request("long", Start::Historical)).await?;
+    let mut live = within("opening live", cache.merged(request("long", Start::Live))).await??;
+    let started = Instant::now();
+    client.produce(record("long", "live", "now")).await?;
+    assert_eq!(
+        first_message(&mut live).await?,
+        ("live".into(), Some("now".into()))
+    );
+    let live_after = started.elapsed();
+    let mut expected: Vec<(String, Option<String>)> = (0..history)
+        .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
+        .collect();
+    expected.push(("live".into(), Some("now".into())));
+    let started = Instant::now();
+    assert_eq!(take(&mut historical, history + 1).await?, expected);
+    println!(
+        "live record after {live_after:?} while {history} one-record batches of history were \
+         being fetched; history complete {:?} later",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// A topic nobody reads any more is evicted (its fetches stop); a `bootstrap` topic stays, and
+/// an evicted topic read again is cached again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_topics_are_evicted_and_bootstrap_topics_stay() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(client.cluster(), "passing", 1, &[]).await?;
+    create_topic(client.cluster(), "pinned", 1, &[]).await?;
+    let tuning = CacheTuning {
+        fetch_max_wait_ms: 20,
+        ..CacheTuning::default()
+    };
+    let cache = Arc::new(Cache::new(client.clone(), HashMap::new(), tuning));
+    within("bootstrap", cache.bootstrap("pinned")).await??;
+    let handler = CacheHandler::new(cache.clone());
+    let mut reader = handler.merged(request("passing", Start::Live)).await?;
+    within("sync", synced(&mut reader)).await??;
+    assert_eq!(cache.cached_topics(), ["passing", "pinned"]);
+    assert!(
+        cache.evict_idle(Duration::ZERO).is_empty(),
+        "evicted while read"
+    );
+    drop(reader);
+    assert_eq!(cache.evict_idle(Duration::ZERO), ["passing"]);
+    assert_eq!(cache.cached_topics(), ["pinned"]);
+
+    client.produce(record("passing", "k", "v")).await?;
+    let mut again = handler
+        .merged(request("passing", Start::Historical))
+        .await?;
+    assert_eq!(
+        first_message(&mut again).await?,
+        ("k".into(), Some("v".into()))
+    );
+    assert_eq!(cache.cached_topics(), ["passing", "pinned"]);
     Ok(())
 }

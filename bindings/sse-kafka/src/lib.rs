@@ -14,7 +14,9 @@
 //!   `?lastEventId=`, both read by the `sse` server) resumes exactly after it, on this or any
 //!   other gateway reading the same Kafka cluster: the id carries the partition offsets.
 //!   Without an id, the read starts where the cache's `defaultOffset` for the topic says
-//!   (historical unless configured). An id that is none of Zilla's shapes is refused (400).
+//!   (historical unless configured). An id that is none of Zilla's shapes replays the
+//!   topic's history, as Zilla does (a 400 would make browsers stop reconnecting); so does an
+//!   id whose offsets Kafka no longer has (the read moves on to the log start).
 //!
 //! ```yaml
 //! name: example

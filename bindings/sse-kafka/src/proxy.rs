@@ -119,10 +119,15 @@ impl Subscription {
             .collect::<Result<_, StreamError>>()?;
         let (start, offsets) = match last_event_id.filter(|id| !id.is_empty()) {
             // Partitions the id does not name are read from the start, so none is skipped.
-            Some(id) => (
-                Start::Historical,
-                event_id::decode(id).map_err(|error| StreamError::Protocol(error.to_string()))?,
-            ),
+            Some(id) => match event_id::decode(id) {
+                Ok(offsets) => (Start::Historical, offsets),
+                // As Zilla does: an id that cannot be read replays the history. Refusing it
+                // (400) would make browsers stop reconnecting for good.
+                Err(error) => {
+                    tracing::debug!(%error, "unreadable last event id; replaying history");
+                    (Start::Historical, Vec::new())
+                }
+            },
             None => (Start::Default, Vec::new()),
         };
         Ok(MergedRequest {
@@ -381,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn last_event_id_resumes_or_is_refused() {
+    fn last_event_id_resumes_or_replays_history() {
         let subscription = subscription(serde_json::json!({"topic": "t"}));
         let captures = Captures::new();
         let context = RouteScope {
@@ -396,10 +401,9 @@ mod tests {
         assert_eq!(resumed.offsets, progress());
         let fresh = subscription.request(&context, Some("")).unwrap();
         assert_eq!(fresh.start, Start::Default);
-        assert!(matches!(
-            subscription.request(&context, Some("garbage!")),
-            Err(StreamError::Protocol(_))
-        ));
+        let unreadable = subscription.request(&context, Some("garbage!")).unwrap();
+        assert_eq!(unreadable.start, Start::Historical);
+        assert!(unreadable.offsets.is_empty());
     }
 
     #[test]

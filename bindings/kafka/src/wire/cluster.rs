@@ -1,5 +1,11 @@
-//! A client of a whole cluster: bootstrap, metadata, one pooled connection per broker, leader
+//! A client of a whole cluster: bootstrap, metadata, pooled broker connections, leader
 //! routing, and retries after stale metadata or lost connections.
+//!
+//! Each broker gets up to three connections, one per [`Lane`]: a broker answers the requests
+//! of one connection in order, so a fetch parked for its `max_wait` holds back everything
+//! queued behind it. Metadata, offsets, configs, produce and group calls use the control lane;
+//! one-off fetches ([`Cluster::fetch`]) the fetch lane; the long-lived parked fetch of a
+//! broker's followed partitions ([`Cluster::fetch_parked`]) the parked lane.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -94,7 +100,21 @@ pub struct FetchedPartition {
     pub next_offset: i64,
 }
 
-type Endpoint = (String, u16);
+/// A broker's `host` and `port`.
+pub type Endpoint = (String, u16);
+
+/// Which of a broker's connections a request uses (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Metadata, offsets, configs, produce, groups and admin: requests the broker answers at
+    /// once.
+    Control,
+    /// One-off fetches.
+    Fetch,
+    /// The fetch that parks at the log end for `max_wait`, shared by every partition followed
+    /// on the broker.
+    Parked,
+}
 
 #[derive(Default)]
 struct Slot {
@@ -126,7 +146,7 @@ struct Inner {
     config: ClusterConfig,
     bootstrap: Vec<Endpoint>,
     state: Mutex<State>,
-    pool: Mutex<HashMap<Endpoint, Arc<Slot>>>,
+    pool: Mutex<HashMap<(Endpoint, Lane), Arc<Slot>>>,
     partitioner: Partitioner,
 }
 
@@ -234,12 +254,24 @@ impl Cluster {
         self.inner.config.connection.request_timeout
     }
 
-    /// The pooled connection to `host:port`, opened (after the broker's backoff) when there is
-    /// none or it has closed.
+    /// The pooled control connection to `host:port`, opened (after the broker's backoff) when
+    /// there is none or it has closed.
     pub async fn connection_to(&self, host: &str, port: u16) -> Result<Connection, KafkaError> {
+        self.connection_on(&(host.to_owned(), port), Lane::Control)
+            .await
+    }
+
+    /// The pooled connection to `endpoint` on `lane`, opened (after the broker's backoff) when
+    /// there is none or it has closed.
+    pub async fn connection_on(
+        &self,
+        endpoint: &Endpoint,
+        lane: Lane,
+    ) -> Result<Connection, KafkaError> {
+        let (host, port) = (endpoint.0.as_str(), endpoint.1);
         let slot = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
-            pool.entry((host.to_owned(), port)).or_default().clone()
+            pool.entry((endpoint.clone(), lane)).or_default().clone()
         };
         let mut state = slot.state.lock().await;
         if let Some(connection) = &state.connection {
@@ -275,7 +307,7 @@ impl Cluster {
     }
 
     async fn connection_to_endpoint(&self, endpoint: &Endpoint) -> Result<Connection, KafkaError> {
-        self.connection_to(&endpoint.0, endpoint.1).await
+        self.connection_on(endpoint, Lane::Control).await
     }
 
     /// A connection to any broker: an open pooled one if there is one, else the known brokers
@@ -290,7 +322,7 @@ impl Cluster {
         {
             let pool = self.inner.pool.lock().unwrap_or_else(|e| e.into_inner());
             for endpoint in &candidates {
-                if let Some(slot) = pool.get(endpoint)
+                if let Some(slot) = pool.get(&(endpoint.clone(), Lane::Control))
                     && let Ok(state) = slot.state.try_lock()
                     && let Some(connection) = &state.connection
                     && !connection.is_closed()
@@ -427,6 +459,12 @@ impl Cluster {
             .get(&leader)
             .cloned()
             .ok_or_else(no_leader)
+    }
+
+    /// The leader of `topic`/`partition`, from the cached metadata when fresh.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<Endpoint, KafkaError> {
+        let metadata = self.topic(topic).await?;
+        self.leader_of(&metadata, partition)
     }
 
     async fn leader_connection(
@@ -589,7 +627,7 @@ impl Cluster {
         partitions: Vec<FetchPartition>,
         options: &FetchOptions,
     ) -> Result<Vec<FetchResponsePartition>, KafkaError> {
-        let connection = self.connection_to_endpoint(endpoint).await?;
+        let connection = self.connection_on(endpoint, Lane::Fetch).await?;
         let request = FetchRequest {
             options: *options,
             topics: vec![FetchTopic {
@@ -609,7 +647,30 @@ impl Cluster {
             .collect())
     }
 
-    fn decode_partition(
+    /// Sends one Fetch of `topics` to the broker at `endpoint` on its [`Lane::Parked`]
+    /// connection, so the broker may park it for `max_wait` without holding back any other
+    /// request. The records are left undecoded ([`Cluster::decode_partition`]).
+    pub async fn fetch_parked(
+        &self,
+        endpoint: &Endpoint,
+        topics: Vec<FetchTopic>,
+        options: &FetchOptions,
+    ) -> Result<FetchResponse, KafkaError> {
+        let connection = self.connection_on(endpoint, Lane::Parked).await?;
+        let request = FetchRequest {
+            options: *options,
+            topics,
+        };
+        let response = connection
+            .call_within(&request, self.request_timeout() + options.max_wait)
+            .await?;
+        response.error.check("Fetch")?;
+        Ok(response)
+    }
+
+    /// Decodes a fetched partition from `offset` on: records of batches that began before
+    /// it, control records and (read-committed) aborted records are left out.
+    pub fn decode_partition(
         &self,
         raw: FetchResponsePartition,
         offset: i64,

@@ -85,7 +85,7 @@ mod sasl;
 mod schema;
 mod types;
 
-pub use cluster::{Cluster, ClusterConfig, FetchedPartition, ProduceOptions};
+pub use cluster::{Cluster, ClusterConfig, Endpoint, FetchedPartition, Lane, ProduceOptions};
 pub use codec::{ApiVersionsRequest, ApiVersionsResponse, Request, check_response};
 pub use configs::{TOPIC_DEFAULTS, fill_topic_defaults};
 pub use connection::{ApiVersions, Connection, ConnectionConfig};
