@@ -469,7 +469,7 @@ async fn nothing_waits_behind_a_parked_fetch() -> Result<()> {
     within("parked sync", synced(&mut parked)).await??;
     // Let the session's fetch reach the broker and park there.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sockets = broker_sockets(broker.port)?;
+    let sockets = broker_sockets(broker.port())?;
 
     let started = Instant::now();
     let ack = within("produce", client.produce(record("fresh", "k", "v"))).await??;
@@ -502,7 +502,7 @@ async fn nothing_waits_behind_a_parked_fetch() -> Result<()> {
     let cached = started.elapsed();
 
     assert_eq!(
-        broker_sockets(broker.port)?,
+        broker_sockets(broker.port())?,
         sockets,
         "a second topic on the same broker opened more connections"
     );
