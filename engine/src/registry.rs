@@ -418,7 +418,8 @@ impl Types for Registry {
         Registry::component_uses_vault(self, category, type_name)
     }
     fn check_telemetry(&self, config: &Config) -> Vec<ConfigError> {
-        crate::telemetry::check_telemetry(config, self)
+        let groups: Vec<&'static MetricGroup> = self.metric_groups().collect();
+        crate::telemetry::check_telemetry(config, &groups)
     }
 }
 

@@ -14,13 +14,12 @@ use std::collections::BTreeSet;
 use crate::config::error::ConfigError;
 use crate::config::model::{BindingConfig, Config, Origin};
 use crate::metrics::{MetricGroup, ZILLA_METRIC_GROUPS, metric_pattern};
-use crate::registry::Registry;
 
 /// Label names the exporters write themselves.
 const RESERVED_LABELS: &[&str] = &["namespace", "binding", "le"];
 
 /// Every problem with the `telemetry` sections of `config`.
-pub fn check_telemetry(config: &Config, registry: &Registry) -> Vec<ConfigError> {
+pub fn check_telemetry(config: &Config, groups: &[&'static MetricGroup]) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for (index, namespace) in config.namespaces.iter().enumerate() {
         let telemetry = Origin {
@@ -36,22 +35,25 @@ pub fn check_telemetry(config: &Config, registry: &Registry) -> Vec<ConfigError>
         let mut listed = BTreeSet::new();
         for (position, metric) in namespace.telemetry.metrics.iter().enumerate() {
             let origin = telemetry.child("metrics").child(position.to_string());
-            if registry.metric(metric).is_some() {
+            if groups
+                .iter()
+                .any(|group| group.metrics.iter().any(|m| m.name == metric))
+            {
                 listed.insert(metric.as_str());
             } else {
-                errors.push(config.error(&origin, unknown_metric(registry, metric)));
+                errors.push(config.error(&origin, unknown_metric(groups, metric)));
             }
         }
         for (_, binding) in &namespace.bindings {
-            errors.extend(check_binding(config, registry, binding, &listed));
+            errors.extend(check_binding(config, groups, binding, &listed));
         }
     }
     errors
 }
 
-fn unknown_metric(registry: &Registry, metric: &str) -> String {
+fn unknown_metric(groups: &[&'static MetricGroup], metric: &str) -> String {
     let group = metric.split('.').next().unwrap_or_default();
-    if let Some(known) = registry.metric_groups().find(|known| known.name == group) {
+    if let Some(known) = groups.iter().copied().find(|known| known.name == group) {
         let names: Vec<&str> = known.metrics.iter().map(|m| m.name).collect();
         format!(
             "unknown metric `{metric}`; expected one of: {}",
@@ -60,8 +62,8 @@ fn unknown_metric(registry: &Registry, metric: &str) -> String {
     } else if ZILLA_METRIC_GROUPS.contains(&group) {
         format!("metric `{metric}` is not recorded by any component built into this distribution")
     } else {
-        let known: Vec<&str> = registry
-            .metric_groups()
+        let known: Vec<&str> = groups
+            .iter()
             .flat_map(|group| group.metrics.iter().map(|m| m.name))
             .collect();
         format!(
@@ -73,14 +75,15 @@ fn unknown_metric(registry: &Registry, metric: &str) -> String {
 
 fn check_binding(
     config: &Config,
-    registry: &Registry,
+    groups: &[&'static MetricGroup],
     binding: &BindingConfig,
     listed: &BTreeSet<&str>,
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     let telemetry = binding.origin.child("telemetry");
-    let groups: Vec<&MetricGroup> = registry
-        .metric_groups()
+    let groups: Vec<&MetricGroup> = groups
+        .iter()
+        .copied()
         .filter(|group| group.recorded_by(&binding.type_name))
         .collect();
     let recordable = |metric: &str| {

@@ -1695,7 +1695,7 @@ async fn bad_model_references_are_load_errors() -> Result<()> {
         (
             "              limit: json",
             "              limit: avro",
-            "model type `avro` is not built into this distribution",
+            "unknown model type `avro`",
         ),
         (
             "              id: json",

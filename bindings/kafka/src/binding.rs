@@ -49,8 +49,28 @@ impl BindingFactory for KafkaFactory {
     }
 
     fn schema(&self, kind: BindingKind) -> BindingSchema {
+        let mut options = BindingSchema::of::<KafkaOptions>();
+        if kind == BindingKind::Client {
+            // Topic models apply where records enter and leave the cache (cache_client and
+            // cache_server); a client passes records through as they are.
+            for model in ["key", "value"] {
+                let pointer = format!("/$defs/TopicOptions/properties/{model}");
+                if let Some(schema) = options.pointer_mut(&pointer) {
+                    schema["x-unsupported"] = serde_json::Value::from(format!(
+                        "topic `{model}` models are not supported on a kafka `client`; give them on the cache_client and cache_server"
+                    ));
+                }
+            }
+        } else {
+            // SASL credentials are the client's: the cache kinds reach Kafka through one.
+            if let Some(authorization) = options.pointer_mut("/properties/authorization") {
+                authorization["x-unsupported"] = serde_json::Value::from(
+                    "`authorization` is not supported on kafka cache kinds: SASL credentials belong to the kafka `client`",
+                );
+            }
+        }
         BindingSchema {
-            options: Some(BindingSchema::of::<KafkaOptions>()),
+            options: Some(options),
             options_required: false,
             when: match kind {
                 BindingKind::Client => None,

@@ -863,7 +863,8 @@ mod tests {
         }
     }
 
-    /// The types of these tests: `pipe` is built in, `kafka` is known but not built in.
+    /// The types of these tests: `pipe` is built in; `kafka`, `jwt` and `memory` are known but
+    /// not built in.
     struct PipeOnly;
 
     impl Types for PipeOnly {
@@ -874,7 +875,7 @@ mod tests {
             None
         }
         fn unknown_type(&self, category: Category, type_name: &str) -> String {
-            if type_name == "kafka" {
+            if ["kafka", "jwt", "memory"].contains(&type_name) {
                 format!(
                     "{} type `{type_name}` is not built into this distribution",
                     category.noun()

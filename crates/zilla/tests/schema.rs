@@ -15,8 +15,8 @@ impl Resolver for ExampleEnv {
         if resolver != "env" {
             return Err(format!("no resolver {resolver}"));
         }
-        // Ports must be numbers; everything else only needs to be a string.
-        let value = if name.ends_with("PORT") {
+        // Ports and durations must be numbers; everything else only needs to be a string.
+        let value = if name.ends_with("PORT") || name.ends_with("CHALLENGE") {
             "0"
         } else {
             "localhost:9092"

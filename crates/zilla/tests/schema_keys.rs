@@ -19,6 +19,10 @@ const UNTESTED: &[&str] = &[
     "bindings.*[kafka][client].options.topics[].defaultOffset",
     "bindings.*[kafka][cache_client].options.topics[].defaultOffset",
     "bindings.*[kafka][cache_server].options.topics[].defaultOffset",
+    "bindings.*[mqtt][server].options.versions",
+    "bindings.*[mqtt][server].routes[].when[].session[].client-id",
+    "guards.*[jwt].options.attributes",
+    "guards.*[jwt].options.keys[].use",
 ];
 
 fn workspace() -> PathBuf {
