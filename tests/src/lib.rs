@@ -74,6 +74,7 @@
 
 mod binary;
 mod broker;
+mod curl;
 mod gateway;
 mod nginx;
 mod peer;
@@ -82,6 +83,7 @@ pub mod ready;
 
 pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::Broker;
+pub use curl::{CurlResponse, curl};
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
 pub use nginx::nginx;
 pub use peer::{DEFAULT_PEER_TIMEOUT, Peer, free_port, peers_dir, python, python_json, success};

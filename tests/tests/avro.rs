@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 use zilla_tests::{Broker, Gateway, Peer, Process, free_port, workspace_dir};
 
@@ -172,24 +172,8 @@ fn setup() -> Result<Setup> {
 
 /// `curl -i` output as (status, body).
 fn curl(args: &[&str]) -> Result<(u16, String)> {
-    let output = Peer::new("curl")
-        .args(["-sS", "-i", "--max-time", "30"])
-        .args(args)
-        .timeout(Duration::from_secs(40))
-        .run()?;
-    ensure!(
-        output.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("no status")?;
-    Ok((status, body.to_owned()))
+    let response = zilla_tests::curl(args)?;
+    Ok((response.status, response.body))
 }
 
 fn post(base: &str, key: &str, body: &str) -> Result<(u16, String)> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use zilla_tests::{Broker, Gateway, Peer, workspace_dir};
+use zilla_tests::{Broker, Gateway, Peer, curl, workspace_dir};
 
 fn example(name: &str) -> PathBuf {
     workspace_dir()
@@ -26,52 +26,6 @@ fn gateway(name: &str, broker: &Broker) -> Result<Gateway> {
         )
         .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
         .start()
-}
-
-/// What curl saw: status, headers (lower-case names) and body.
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn curl(args: &[&str]) -> Result<Response> {
-    let output = Peer::new("curl")
-        .args(["-sS", "-i", "--max-time", "30"])
-        .args(args)
-        .timeout(Duration::from_secs(40))
-        .run()?;
-    ensure!(
-        output.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .context("no status")?;
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    })
 }
 
 /// Reads `count` records of a topic from the start: `[{"k", "v", "h": [[name, value]...]}]`.

@@ -1,0 +1,59 @@
+//! `curl -i` as a test client: one request, its status, headers and body.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::peer::Peer;
+
+/// What curl saw: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct CurlResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names in lower case, with their values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl CurlResponse {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs `curl -sS -i --max-time 30 <args>` and parses what it printed.
+pub fn curl(args: &[&str]) -> Result<CurlResponse> {
+    let output = Peer::new("curl")
+        .args(["-sS", "-i", "--max-time", "30"])
+        .args(args)
+        .timeout(Duration::from_secs(40))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .context("no status")?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(CurlResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
