@@ -80,6 +80,7 @@ mod nginx;
 mod peer;
 mod process;
 pub mod ready;
+mod socket;
 
 pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::Broker;
@@ -89,3 +90,4 @@ pub use nginx::nginx;
 pub use peer::{DEFAULT_PEER_TIMEOUT, Peer, free_port, peers_dir, python, python_json, success};
 pub use process::{Process, TERMINATE_TIMEOUT, rss_kib};
 pub use ready::Listener;
+pub use socket::{connect, echo};

@@ -1,12 +1,11 @@
 //! Process lifecycle of the real binary: hot reload that keeps unaffected connections, a
 //! broken edit that keeps the running config, and SIGTERM that drains instead of cutting.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use zilla_tests::Gateway;
+use anyhow::Result;
+use zilla_tests::{Gateway, connect, echo};
 
 fn config(second_exit: &str) -> String {
     format!(
@@ -35,19 +34,6 @@ bindings:
     exit: echo_server
 "
     )
-}
-
-fn connect(address: SocketAddr) -> Result<TcpStream> {
-    let stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(stream)
-}
-
-fn echo(stream: &mut TcpStream, text: &[u8]) -> Result<Vec<u8>> {
-    stream.write_all(text)?;
-    let mut buffer = vec![0u8; text.len()];
-    stream.read_exact(&mut buffer).context("no echo")?;
-    Ok(buffer)
 }
 
 #[test]

@@ -3,29 +3,16 @@
 //! on the pipeline that accepted them; new ones get the new config. Peers: raw sockets, `curl`
 //! and `openssl s_client`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer, free_port};
+use zilla_tests::{Gateway, Peer, connect, echo, free_port};
 
 const RELOADED: Duration = Duration::from_secs(10);
-
-fn connect(address: SocketAddr) -> Result<TcpStream> {
-    let stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    Ok(stream)
-}
-
-fn echo(stream: &mut TcpStream, text: &[u8]) -> Result<Vec<u8>> {
-    stream.write_all(text)?;
-    let mut buffer = vec![0u8; text.len()];
-    stream.read_exact(&mut buffer).context("no echo")?;
-    Ok(buffer)
-}
 
 /// Waits for the `n`th "config reloaded" line and returns the log from there.
 fn reloaded(gateway: &Gateway, n: usize) -> Result<String> {
