@@ -29,13 +29,16 @@ fn chart_values() -> serde_json::Value {
 #[test]
 fn chart_default_config_loads() {
     let values = chart_values();
-    let config = values["config"].as_str().expect("values.config is the zilla.yaml text");
+    let config = values["config"]
+        .as_str()
+        .expect("values.config is the zilla.yaml text");
     let loaded = zilla::engine::engine::load_config(
         &zilla::registry(),
         Path::new("values.yaml#config"),
         config,
     );
-    let config = loaded.unwrap_or_else(|errors| panic!("the chart's config does not load:\n{errors}"));
+    let config =
+        loaded.unwrap_or_else(|errors| panic!("the chart's config does not load:\n{errors}"));
     assert_eq!(config.bindings().count(), 3);
 
     // Every port the config listens on is one the chart exposes, and the metrics port is the
