@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
@@ -227,81 +226,27 @@ fn read(location: &Location) -> Result<KeyMap, KeyError> {
                 .enable_all()
                 .build()
                 .map_err(|e| KeyError::Source(e.to_string()))?;
-            runtime.block_on(async {
-                tokio::time::timeout(FETCH_TIMEOUT, fetch(uri))
-                    .await
-                    .map_err(|_| KeyError::Source("timed out".into()))?
-            })?
+            runtime.block_on(fetch(uri))?
         }
     };
     parse_jwks(&text)
 }
 
-/// GETs `uri` over HTTP/1.1, with TLS (system roots) for `https`.
+/// GETs `uri`, over TLS (system roots) for `https`.
 async fn fetch(uri: &http::Uri) -> Result<Bytes, KeyError> {
-    let source = |e: &dyn std::fmt::Display| KeyError::Source(e.to_string());
-    let host = uri
-        .host()
-        .ok_or_else(|| KeyError::Source("no host".into()))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let secure = uri.scheme_str() == Some("https");
-    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| source(&e))?;
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
-    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority)
+    let request = http::Request::get(uri.clone())
         .header(http::header::ACCEPT, "application/json")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| source(&e))?;
-    let response = if secure {
-        let mut roots = rustls::RootCertStore::empty();
-        for certificate in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(certificate);
-        }
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| source(&e))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| source(&e))?;
-        send(hyper_util::rt::TokioIo::new(tls), request).await?
-    } else {
-        send(hyper_util::rt::TokioIo::new(tcp), request).await?
+        .body(Bytes::new())
+        .map_err(|e| KeyError::Source(e.to_string()))?;
+    let limits = zilla_fetch::Limits {
+        timeout: FETCH_TIMEOUT,
+        max_body_bytes: MAX_JWKS_BYTES,
     };
-    if !response.status().is_success() {
-        return Err(KeyError::Source(format!("status {}", response.status())));
+    let response = zilla_fetch::send(request, limits)
+        .await
+        .map_err(|e| KeyError::Source(e.to_string()))?;
+    if !response.status.is_success() {
+        return Err(KeyError::Source(format!("status {}", response.status)));
     }
-    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-        .collect()
-        .await
-        .map_err(|e| KeyError::Source(e.to_string()))?;
-    Ok(body.to_bytes())
-}
-
-async fn send<T>(
-    io: T,
-    request: http::Request<Empty<Bytes>>,
-) -> Result<http::Response<hyper::body::Incoming>, KeyError>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| KeyError::Source(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| KeyError::Source(e.to_string()))
+    Ok(response.body)
 }
