@@ -39,6 +39,7 @@ pub struct Gateway {
 enum ConfigSource {
     Yaml(String),
     File(PathBuf),
+    Url(String),
 }
 
 /// Options for starting a [`Gateway`]; see [`Gateway::builder`].
@@ -78,6 +79,11 @@ impl Gateway {
     /// paths in it resolve against its own directory.
     pub fn from_file(path: impl Into<PathBuf>) -> GatewayBuilder {
         GatewayBuilder::new(ConfigSource::File(path.into()))
+    }
+
+    /// A gateway reading its config from `url` (`-c http://...`), which it polls for changes.
+    pub fn from_url(url: &str) -> GatewayBuilder {
+        GatewayBuilder::new(ConfigSource::Url(url.to_owned()))
     }
 
     /// Where clients connect to `binding`'s listener: `binding` is `namespace:name` or just
@@ -317,6 +323,8 @@ impl GatewayBuilder {
                     .with_context(|| format!("no config file {path:?}"))?;
                 (path.clone(), path)
             }
+            // No file to rewrite: the test changes what the server serves.
+            ConfigSource::Url(url) => (PathBuf::from(url), PathBuf::new()),
         };
         let engine_dir = dir.path().join(".zilla").join("engine");
         std::fs::create_dir_all(&engine_dir)?;

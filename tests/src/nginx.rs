@@ -8,7 +8,8 @@ use anyhow::Result;
 use crate::{Peer, Process, free_port};
 
 /// nginx serving `root` on a free port; its config, logs and temp files live in `dir`.
-/// Files under `root` may be rewritten while it runs (each request reads them anew).
+/// Files under `root` may be rewritten while it runs (each request reads them anew). Each
+/// request is logged to `dir/logs/access.log` as `<status> <request line>`.
 pub fn nginx(dir: &Path, root: &Path) -> Result<(Process, u16)> {
     let port = free_port()?;
     std::fs::create_dir_all(dir.join("logs"))?;
@@ -19,7 +20,8 @@ error_log {dir}/logs/error.log;
 pid {dir}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    log_format requests '$status $request';
+    access_log {dir}/logs/access.log requests;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;

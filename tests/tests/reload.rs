@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer, connect, echo, free_port};
+use zilla_tests::{Gateway, Peer, connect, echo, free_port, nginx};
 
 const RELOADED: Duration = Duration::from_secs(10);
 
@@ -342,5 +342,93 @@ fn replacing_a_vault_key_file_rebuilds_the_tls_binding_and_keeps_open_connection
 
     drop(session);
     assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// A config served over HTTP (by nginx, which sends an `ETag` and answers `If-None-Match`) is
+/// polled: an unchanged config costs a 304 and no reload, a changed one is reloaded without
+/// cutting connections, a broken one or an unreachable server keeps the running config.
+#[test]
+fn config_from_a_url_is_polled_and_reloaded() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root)?;
+    let (first, second) = (free_port()?, free_port()?);
+    std::fs::write(root.join("zilla.yaml"), ports_config(&first.to_string()))?;
+    let (mut server, port) = nginx(&dir.path().join("nginx"), &root)?;
+    let access_log = dir.path().join("nginx/logs/access.log");
+
+    let url = format!("http://127.0.0.1:{port}/zilla.yaml");
+    let mut gateway = Gateway::from_url(&url)
+        .property("zilla.engine.config.poll.interval.seconds", "1")
+        .start()?;
+    let address: SocketAddr = format!("127.0.0.1:{first}").parse()?;
+    let mut open = connect(address)?;
+    assert_eq!(echo(&mut open, b"before")?, b"before");
+
+    // Unchanged: the gateway asks with the ETag nginx gave and gets 304s.
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = std::fs::read_to_string(&access_log)?;
+    ensure!(
+        log.lines().next() == Some("200 GET /zilla.yaml HTTP/1.1")
+            && log
+                .lines()
+                .skip(1)
+                .any(|line| line.starts_with("304 GET /zilla.yaml")),
+        "{log}"
+    );
+    ensure!(!gateway.stderr().contains("config reloaded"));
+
+    // Changed: reloaded, the open connection kept, the new port served.
+    std::fs::write(
+        root.join("zilla.yaml"),
+        ports_config(&format!("[{first}, {second}]")),
+    )?;
+    let report = reloaded(&gateway, 1)?;
+    ensure!(
+        report.contains("built=1") && report.contains("retired=1"),
+        "{report}"
+    );
+    assert_eq!(echo(&mut open, b"after")?, b"after");
+    let added: SocketAddr = format!("127.0.0.1:{second}").parse()?;
+    assert_eq!(echo(&mut connect(added)?, b"second")?, b"second");
+
+    // Broken: an error naming the URL, and the running config stays.
+    std::fs::write(root.join("zilla.yaml"), "name: test\nbindings: [\n")?;
+    let deadline = std::time::Instant::now() + RELOADED;
+    while !gateway.stderr().contains("config reload failed") {
+        ensure!(std::time::Instant::now() < deadline, "{}", gateway.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(gateway.stderr().contains(&url), "{}", gateway.stderr());
+    assert_eq!(echo(&mut connect(added)?, b"kept")?, b"kept");
+
+    // Unreachable: a warning, and still the running config.
+    server.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    ensure!(
+        gateway
+            .stderr()
+            .contains(&format!("cannot read config {url}")),
+        "{}",
+        gateway.stderr()
+    );
+    assert_eq!(echo(&mut connect(added)?, b"still")?, b"still");
+    assert_eq!(echo(&mut open, b"open")?, b"open");
+
+    drop(open);
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// A config URL nothing answers on fails the start with the URL in the error.
+#[test]
+fn an_unreachable_config_url_fails_the_start() -> Result<()> {
+    let url = format!("http://127.0.0.1:{}/zilla.yaml", free_port()?);
+    let error = Gateway::from_url(&url).start().unwrap_err().to_string();
+    ensure!(
+        error.contains(&format!("cannot read config {url}")),
+        "{error}"
+    );
     Ok(())
 }

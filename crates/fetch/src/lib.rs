@@ -86,7 +86,10 @@ async fn exchange(
     let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
         return Err(FetchError::Url(uri.to_string()));
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let authority = authority.as_str().to_owned();
 
@@ -97,8 +100,8 @@ async fn exchange(
         .parse()
         .map_err(|e: http::uri::InvalidUri| FetchError::Url(e.to_string()))?;
     if !parts.headers.contains_key(http::header::HOST) {
-        let value = http::HeaderValue::from_str(&authority)
-            .map_err(|e| FetchError::Url(e.to_string()))?;
+        let value =
+            http::HeaderValue::from_str(&authority).map_err(|e| FetchError::Url(e.to_string()))?;
         parts.headers.insert(http::header::HOST, value);
     }
     let request = http::Request::from_parts(parts, Full::new(body));
@@ -212,8 +215,15 @@ mod tests {
         assert_eq!(response.headers["etag"], "\"v1\"");
         assert_eq!(&response.body[..], b"hello");
         let request = server.await.unwrap().unwrap();
-        assert!(request.starts_with("GET /a/b?c=d HTTP/1.1\r\n"), "{request}");
-        assert!(request.to_ascii_lowercase().contains(&format!("host: 127.0.0.1:{port}\r\n")));
+        assert!(
+            request.starts_with("GET /a/b?c=d HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains(&format!("host: 127.0.0.1:{port}\r\n"))
+        );
     }
 
     #[tokio::test]

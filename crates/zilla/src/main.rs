@@ -14,6 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use zilla::engine::properties::Properties;
 use zilla::engine::{ConfigErrors, Engine};
 
+mod config_source;
+use config_source::ConfigSource;
+
 #[derive(Parser)]
 #[command(name = "zilla", version = zilla::VERSION, about = "A multi-protocol event gateway configured by zilla.yaml")]
 struct Cli {
@@ -162,16 +165,6 @@ fn engine_directory(properties: &Properties) -> PathBuf {
     )
 }
 
-fn config_path(args: &StartArgs, properties: &Properties) -> PathBuf {
-    if let Some(path) = &args.config {
-        return path.clone();
-    }
-    let url = properties
-        .get("zilla.engine.config.url")
-        .unwrap_or("file:zilla.yaml");
-    PathBuf::from(url.strip_prefix("file:").unwrap_or(url))
-}
-
 fn start(args: StartArgs) -> Result<ExitCode> {
     let properties = properties(&args.engine)?;
     // `-e` logs why each stream failed (those records are at debug level).
@@ -232,19 +225,20 @@ async fn run(args: StartArgs, mut properties: Properties) -> Result<ExitCode> {
     default_connection_cap(&mut properties, open_files);
     // Registered before anything else, so a signal that arrives while starting is not lost.
     let signals = Signals::register()?;
-    let path = config_path(&args, &properties);
+    let source = ConfigSource::new(args.config.as_deref(), &properties)?;
+    let path = source.name();
     let directory = engine_directory(&properties);
-    let watch = properties.bool("zilla.engine.config.watch", true);
+    let properties_watch = properties.bool("zilla.engine.config.watch", true);
+    let poll_interval = config_source::poll_interval(&properties);
     let drain = properties.millis("zilla.engine.drain.timeout.millis", DEFAULT_DRAIN);
     let engine = Arc::new(Engine::new(zilla::registry(), properties));
     // Watching starts before the first read, so an edit made while starting is not missed.
-    let watch = if watch {
-        Some(watch_config(&path)?)
-    } else {
-        None
+    let watch = match (&source, properties_watch) {
+        (ConfigSource::File(path), true) => Some(watch_config(path)?),
+        _ => None,
     };
-    let text = fs::read_to_string(&path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let fetched = source.read().await?;
+    let text = fetched.text.clone();
     if args.verbose {
         eprintln!("{text}");
     }
@@ -279,16 +273,24 @@ async fn run(args: StartArgs, mut properties: Properties) -> Result<ExitCode> {
         if listening.is_empty() { "nothing".to_owned() } else { listening.join(", ") }
     );
     let metrics_task = tokio::spawn(write_metrics(engine.clone(), directory.clone()));
-    let reloader = watch.map(|(watcher, changed)| {
-        tokio::spawn(reload_on_change(
+    let reloader = match (&source, watch) {
+        (ConfigSource::File(_), Some((watcher, changed))) => Some(tokio::spawn(reload_on_change(
             engine.clone(),
             Watched::new(watcher, &path),
             path.clone(),
             directory.clone(),
             text,
             changed,
-        ))
-    });
+        ))),
+        (ConfigSource::Url(uri), _) if properties_watch => Some(tokio::spawn(reload_on_poll(
+            engine.clone(),
+            uri.clone(),
+            directory.clone(),
+            fetched,
+            poll_interval,
+        ))),
+        _ => None,
+    };
     signals.wait().await;
     tracing::info!("stopping: no new connections; draining open ones");
     if let Some(reloader) = reloader {
@@ -440,25 +442,65 @@ async fn reload_on_change(
             continue;
         }
         current = text.clone();
-        match engine
-            .load(&path, &text)
-            .and_then(|config| engine.apply(config))
-        {
-            Ok(report) => {
-                tracing::info!(
-                    built = report.built,
-                    kept = report.kept,
-                    retired = report.retired,
-                    "config reloaded"
-                );
-                watched.add(engine.dependencies());
-                if let Err(error) = write_ready(&engine, &directory) {
-                    tracing::warn!(%error, "cannot update the ready file");
-                }
+        if reload(&engine, &path, &text, &directory) {
+            watched.add(engine.dependencies());
+        }
+    }
+}
+
+/// Asks the config server every `interval` whether the config changed, and reloads when its
+/// text differs from what is running or a file its components read changed. An unreachable
+/// server keeps the running config.
+async fn reload_on_poll(
+    engine: Arc<Engine>,
+    uri: http::Uri,
+    directory: PathBuf,
+    mut current: config_source::Fetched,
+    interval: Duration,
+) {
+    let name = PathBuf::from(uri.to_string());
+    loop {
+        tokio::time::sleep(interval).await;
+        let text = match config_source::fetch(&uri, Some(&current)).await {
+            Ok(Some(fetched)) => {
+                let changed = fetched.text != current.text;
+                current = fetched;
+                changed
             }
-            Err(errors) => {
-                tracing::error!("config reload failed; keeping the running config:\n{errors}");
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!("{error:#}; keeping the running config");
+                continue;
             }
+        };
+        if text || engine.dependencies_changed() {
+            reload(&engine, &name, &current.text, &directory);
+        }
+    }
+}
+
+/// Loads and applies `text` in place of the running config; on an error the running config
+/// stays. Returns whether the new config runs.
+fn reload(engine: &Engine, path: &Path, text: &str, directory: &Path) -> bool {
+    match engine
+        .load(path, text)
+        .and_then(|config| engine.apply(config))
+    {
+        Ok(report) => {
+            tracing::info!(
+                built = report.built,
+                kept = report.kept,
+                retired = report.retired,
+                "config reloaded"
+            );
+            if let Err(error) = write_ready(engine, directory) {
+                tracing::warn!(%error, "cannot update the ready file");
+            }
+            true
+        }
+        Err(errors) => {
+            tracing::error!("config reload failed; keeping the running config:\n{errors}");
+            false
         }
     }
 }
