@@ -1,6 +1,8 @@
 //! The REST and SSE over Kafka examples in `examples/`, run by the real binary against a real
 //! broker (tansu), driven by `curl`, with the independent Python confluent-kafka client on the
-//! other side of the topics.
+//! other side of the topics. Replicas share nothing but Kafka: an SSE client resumes on another
+//! replica, an async reply is read from a replica that did not take the request, and a replica
+//! killed mid-produce never acknowledged a record that is not in Kafka.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -345,6 +347,13 @@ low, high = consumer.get_watermark_offsets(TopicPartition(sys.argv[2], 0), timeo
 print(high)
 "#;
 
+fn end_offset(broker: &Broker, topic: &str) -> Result<usize> {
+    let output = Peer::python(END_OFFSET)
+        .args([broker.address(), topic.to_owned()])
+        .run()?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
+}
+
 /// A produce route whose request body must be JSON matching a schema, as Zilla configures it:
 /// an inline catalog, a `json` model, and the http server's `requests`.
 const VALIDATED: &str = r#"name: validated
@@ -430,10 +439,124 @@ fn invalid_json_is_refused_and_never_produced() -> Result<()> {
     let records = consume(&broker, "items", 1)?;
     let values: Vec<&str> = records.iter().filter_map(|r| r["v"].as_str()).collect();
     assert_eq!(values, [r#"{"name":"ok"}"#]);
-    let output = Peer::python(END_OFFSET)
-        .args([broker.address(), "items".to_owned()])
-        .run()?;
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1");
+    assert_eq!(end_offset(&broker, "items")?, 1);
     assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// An async request taken by one replica is answered by another: the reply is read back from
+/// Kafka by correlation id, so no replica holds state the client depends on.
+#[test]
+fn async_reply_fetched_from_the_replica_that_did_not_take_the_request() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("items-requests", 1, false)?;
+    broker.create_topic("items-responses", 1, false)?;
+    let mut taker = gateway("http.kafka.async", &broker)?;
+    let mut other = gateway("http.kafka.async", &broker)?;
+    let accepted = curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "prefer: respond-async",
+        "-d",
+        "elsewhere",
+        &format!("http://{}/items/4", taker.address("web_tcp")),
+    ])?;
+    assert_eq!(accepted.status, 202);
+    let location = accepted
+        .header("location")
+        .context("no location")?
+        .to_owned();
+    // The replica that took the request is gone before the reply exists.
+    assert!(taker.terminate()?.success());
+    let service = Peer::python(SERVICE)
+        .args([broker.address(), "1".to_owned()])
+        .spawn()?;
+    service.wait_for_stdout("ready", Duration::from_secs(30))?;
+    let reply = curl(&[
+        "-H",
+        "prefer: wait=20",
+        &format!("http://{}{location}", other.address("web_tcp")),
+    ])?;
+    assert_eq!((reply.status, reply.body.as_str()), (201, "ELSEWHERE"));
+    assert!(other.terminate()?.success());
+    Ok(())
+}
+
+/// POSTs `n-<i>` from several keep-alive connections until the gateway goes away, printing
+/// `acked <i>` for each 204, then `done`.
+const POST_UNTIL_GONE: &str = r#"
+import http.client, sys, threading
+host, port, threads = sys.argv[1], int(sys.argv[2]), 8
+lock, counter = threading.Lock(), [0]
+def run():
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    while True:
+        with lock:
+            counter[0] += 1
+            i = counter[0]
+        try:
+            connection.request("POST", "/events", body=f"n-{i}")
+            response = connection.getresponse()
+            response.read()
+        except Exception:
+            return
+        if response.status == 204:
+            with lock:
+                print(f"acked {i}", flush=True)
+workers = [threading.Thread(target=run) for _ in range(threads)]
+for worker in workers: worker.start()
+for worker in workers: worker.join()
+print("done", flush=True)
+"#;
+
+/// A replica killed (SIGKILL) in the middle of a produce load never answered 204 for a record
+/// that is not in Kafka: every acknowledged record is read back by an independent consumer.
+#[test]
+fn a_replica_killed_mid_produce_left_no_acknowledged_record_behind() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("events", 1, false)?;
+    let gateway = gateway("sse.kafka.fanout", &broker)?;
+    let address = gateway.address("web_tcp");
+    let load = Peer::python(POST_UNTIL_GONE)
+        .args([address.ip().to_string(), address.port().to_string()])
+        .timeout(Duration::from_secs(60))
+        .spawn()?;
+    load.wait_for_stdout("acked 200", Duration::from_secs(60))?;
+    gateway.signal("KILL")?;
+    load.wait_for_stdout("done", Duration::from_secs(30))?;
+    let acked: Vec<String> = load
+        .stdout()
+        .lines()
+        .filter_map(|line| line.strip_prefix("acked "))
+        .map(|i| format!("n-{i}"))
+        .collect();
+    // Acknowledgements come back out of order across the connections.
+    ensure!(acked.len() >= 150, "{} acknowledged", acked.len());
+
+    // Every record in the partition (more than were acknowledged may have been written).
+    let written = end_offset(&broker, "events")?;
+    ensure!(
+        written >= acked.len(),
+        "{written} written, {} acknowledged",
+        acked.len()
+    );
+    let records = consume(&broker, "events", written)?;
+    let stored: std::collections::HashSet<&str> = records
+        .iter()
+        .filter_map(|record| record["v"].as_str())
+        .collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|value| !stored.contains(value.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged records are not in Kafka: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(10)]
+    );
+    drop(gateway);
     Ok(())
 }
