@@ -106,7 +106,7 @@ fn mosquitto_clients_round_trip_through_kafka() -> Result<()> {
         let port = mqtt_port(gateway).to_string();
         let subscriber = Peer::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port, "-V", "5", "-q", "1"])
-            .args(["-t", "devices/+/temp", "-C", "2", "-v", "-W", "60"])
+            .args(["-t", "devices/+/temp", "-v", "-W", "90"])
             .spawn()?;
         // The subscription is live once SUBACK is in: mosquitto_sub prints nothing before,
         // so publish until the first message shows up.

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use zilla_binding_kafka::kind::{
     Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    ProduceAck, ProduceRequest, Start,
+    OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
 };
 use zilla_binding_mqtt::codec::topic;
 use zilla_binding_mqtt::codec::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
@@ -41,6 +41,31 @@ const DELIVERY_WINDOW: usize = 64;
 /// How long a publication is retried while Kafka is unreachable before it is refused.
 const PUBLISH_RETRY_LIMIT: Duration = Duration::from_secs(60);
 const RETRY_BACKOFF_MAXIMUM: Duration = Duration::from_secs(2);
+
+/// A read of `topic` from the broker's end now: every record acknowledged after this call
+/// returns, and none acknowledged before. (A plain live start follows the cache, whose end
+/// may lag what the broker already acknowledged: a just-cleared retained message or a
+/// takeover record written before this session would be read as new.)
+async fn read_from_now(
+    exit: &Arc<dyn KafkaHandler>,
+    topic: &str,
+    filters: Vec<Filter>,
+) -> Result<MergedStream, StreamError> {
+    let metadata = exit.metadata(topic).await?;
+    let ends = futures_util::future::try_join_all(metadata.partitions.iter().map(|&partition| {
+        exit.list_offset(topic, partition, OffsetSpec::Latest)
+            .map(move |end| end.map(|offset| PartitionOffset { partition, offset }))
+    }))
+    .await?;
+    exit.merged(MergedRequest {
+        topic: topic.to_owned(),
+        start: Start::Live,
+        offsets: ends,
+        filters,
+        latest_per_key: false,
+    })
+    .await
+}
 
 /// A compiled route condition.
 #[derive(Debug)]
@@ -225,19 +250,15 @@ impl MqttKafkaProxy {
         let session_id = uuid::Uuid::new_v4().to_string();
         let migrate_key = format!("{}{MIGRATE_SUFFIX}", begin.client_id);
         // Read before writing, so no later takeover record can be missed.
-        let takeovers = self
-            .sessions_exit
-            .merged(MergedRequest {
-                topic: self.topics.sessions.clone(),
-                start: Start::Live,
-                offsets: Vec::new(),
-                filters: vec![Filter {
-                    conditions: vec![Condition::Key(Bytes::from(migrate_key.clone()))],
-                }],
-                latest_per_key: false,
-            })
-            .await
-            .map_err(SessionRefused::from)?;
+        let takeovers = read_from_now(
+            &self.sessions_exit,
+            &self.topics.sessions,
+            vec![Filter {
+                conditions: vec![Condition::Key(Bytes::from(migrate_key.clone()))],
+            }],
+        )
+        .await
+        .map_err(SessionRefused::from)?;
         self.sessions_exit
             .produce(ProduceRequest {
                 topic: self.topics.sessions.clone(),
@@ -717,16 +738,12 @@ async fn subscribe_filters(
             subscription_id: request.subscription_id,
             deliver_retained: false,
         };
-        let live = destination
-            .exit
-            .merged(MergedRequest {
-                topic: destination.topic.clone(),
-                start: Start::Live,
-                offsets: Vec::new(),
-                filters: subscription_filters(&context, &spec),
-                latest_per_key: false,
-            })
-            .await;
+        let live = read_from_now(
+            &destination.exit,
+            &destination.topic,
+            subscription_filters(&context, &spec),
+        )
+        .await;
         let live = match live {
             Ok(live) => live,
             Err(error) => {
