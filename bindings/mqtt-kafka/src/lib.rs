@@ -22,7 +22,9 @@
 //!   MQTT 3.1.1 client is disconnected instead, as it has no reason codes. Publications of
 //!   one session are sent in order, up to 64 awaiting their acks.
 //! - **Subscribe.** Each topic filter of a SUBSCRIBE is served by a merged read of the
-//!   route's messages topic from the moment of the subscription, filtered on the
+//!   route's messages topic from the broker's end at the time of the SUBSCRIBE (asked with
+//!   ListOffsets before SUBACK, so a message acknowledged before SUBACK is not delivered
+//!   and one acknowledged after it is, whatever the cache has fetched), filtered on the
 //!   `zilla:filter` header sequence (`+` = one level, `#` = any number), so through a cache
 //!   the Kafka fetches do not grow with the number of subscribers. Before live messages, the
 //!   retained messages matching the filter are read from the retained topic (latest per key)
@@ -41,9 +43,10 @@
 //! - **Sessions.** The sessions topic must be log-compacted: otherwise sessions are refused
 //!   (CONNACK 0x83) and the `BINDING_MQTT_KAFKA_NON_COMPACT_SESSIONS_TOPIC` event is raised.
 //!   Each new session writes a takeover record (key `<clientId>#migrate`, partitioned by
-//!   client id, header `sender-id` naming the session) and follows that key: a record from
-//!   another session, on this gateway or any other sharing the cluster, ends this one with
-//!   DISCONNECT 0x8E. A will is published when the session ends without DISCONNECT (or with
+//!   client id, header `sender-id` naming the session) and follows that key from the
+//!   broker's end before it writes (so earlier records are not mistaken for a takeover): a
+//!   record from another session, on this gateway or any other sharing the cluster, ends
+//!   this one with DISCONNECT 0x8E. A will is published when the session ends without DISCONNECT (or with
 //!   reason 0x04, or on takeover), after its will delay (capped by the session expiry),
 //!   unless a new session for the client starts within the delay; a DISCONNECT with reason
 //!   0x00 discards it.
