@@ -1,0 +1,228 @@
+//! The `mqtt-kafka` binding: an MQTT broker whose messages, retained messages and session
+//! signals live in Kafka topics, so that gateways sharing a Kafka cluster serve the same
+//! clients, and Kafka producers and consumers exchange messages with MQTT clients.
+//!
+//! A `proxy` (accepts `mqtt`, opens `kafka`; its exit is normally a kafka `cache_client`, so
+//! that one Kafka fetch per partition serves every subscriber of the gateway) takes the
+//! sessions an `mqtt` server opens:
+//!
+//! - **Publish.** Each PUBLISH becomes one record on the Kafka topic of the first route whose
+//!   `when.publish` matches the MQTT topic (`with.messages`, else `options.topics.messages`):
+//!   key = the MQTT topic, value = the payload, headers in Zilla's layout (see [`headers`]:
+//!   `zilla:filter` per topic level, `zilla:local`, `zilla:expiry`, `zilla:content-type`,
+//!   `zilla:format`, `zilla:reply-to`/`zilla:reply-key`/`zilla:reply-filter`,
+//!   `zilla:correlation-id`, user properties, `zilla:qos`). A `clients` pattern whose
+//!   `{identity}` level matches the topic makes that level the partitioning key. A retained
+//!   message is also written to `options.topics.retained`, keyed by topic (an empty retained
+//!   payload writes a tombstone there, clearing the topic's retained message). A QoS 1
+//!   PUBACK or QoS 2 PUBREC is sent only once Kafka has acknowledged every record of the
+//!   message (leader acks; QoS 0 is produced without acks). While Kafka is unreachable a
+//!   publication is retried for up to 60 s before it is refused; a refusal is answered with
+//!   0x87 (no route or not authorized), 0x83 (Kafka rejected the record) or 0x80, and an
+//!   MQTT 3.1.1 client is disconnected instead, as it has no reason codes. Publications of
+//!   one session are sent in order, up to 64 awaiting their acks.
+//! - **Subscribe.** Each topic filter of a SUBSCRIBE is served by a merged read of the
+//!   route's messages topic from the broker's end at the time of the SUBSCRIBE (asked with
+//!   ListOffsets before SUBACK, so a message acknowledged before SUBACK is not delivered
+//!   and one acknowledged after it is, whatever the cache has fetched), filtered on the
+//!   `zilla:filter` header sequence (`+` = one level, `#` = any number), so through a cache
+//!   the Kafka fetches do not grow with the number of subscribers. Before live messages, the
+//!   retained messages matching the filter are read from the retained topic (latest per key)
+//!   and delivered with the retain flag, following the retain handling option (0: on every
+//!   subscribe, 1: only when the filter was not already subscribed, 2: never). Live messages
+//!   are delivered without the retain flag (retain-as-published has no flag to keep: the
+//!   messages topic holds none). No-local excludes records whose `zilla:local` is the
+//!   subscriber. The delivered QoS is the lowest of the record's `zilla:qos` (QoS 2 for
+//!   records without one, such as those written by other Kafka producers), the granted QoS
+//!   and `publish.qosMax`; expired messages (`zilla:expiry` past the record timestamp) are
+//!   skipped and the others carry their remaining expiry. At QoS 1 and 2 a subscription
+//!   reads no further ahead than 64 deliveries the subscriber has not acknowledged.
+//!   Subscription identifiers are carried; shared subscriptions are refused with 0x9E.
+//!   Records written by other Kafka producers are delivered too (topic = key, headers not
+//!   prefixed `zilla:` as user properties).
+//! - **Sessions.** The sessions topic must be log-compacted: otherwise sessions are refused
+//!   (CONNACK 0x83) and the `BINDING_MQTT_KAFKA_NON_COMPACT_SESSIONS_TOPIC` event is raised.
+//!   Each new session writes a takeover record (key `<clientId>#migrate`, partitioned by
+//!   client id, header `sender-id` naming the session) and follows that key from the
+//!   broker's end before it writes (so earlier records are not mistaken for a takeover): a
+//!   record from another session, on this gateway or any other sharing the cluster, ends
+//!   this one with DISCONNECT 0x8E. A will is published when the session ends without DISCONNECT (or with
+//!   reason 0x04, or on takeover), after its will delay (capped by the session expiry),
+//!   unless a new session for the client starts within the delay; a DISCONNECT with reason
+//!   0x00 discards it.
+//!
+//! What is not kept (yet): subscriptions and unacknowledged QoS 1/2 deliveries do not outlive
+//! the connection (CONNACK never reports a session present, so clients re-subscribe;
+//! clean start is therefore always honoured), delivery progress is not committed to a
+//! consumer group, the will lives in the memory of the gateway that holds the connection (a
+//! gateway that is killed publishes none of its clients' wills; Zilla's `#will`, `#expiry`
+//! and `#offsets` records are not written), and QoS 2 publications reach Kafka at least
+//! once, not exactly once (no idempotent producer). The takeover record is this binding's
+//! own; Zilla writes its session state in its own binary encoding under `<clientId>`.
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   mqtt_tcp:
+//!     type: tcp
+//!     kind: server
+//!     options:
+//!       host: 0.0.0.0
+//!       port: 1883
+//!     exit: mqtt_server
+//!   mqtt_server:
+//!     type: mqtt
+//!     kind: server
+//!     exit: mqtt_kafka_proxy
+//!   mqtt_kafka_proxy:
+//!     type: mqtt-kafka
+//!     kind: proxy
+//!     options:
+//!       topics:
+//!         sessions: mqtt-sessions
+//!         messages: mqtt-messages
+//!         retained: mqtt-retained
+//!       clients:
+//!         - place/{identity}/#
+//!     routes:
+//!       - when:
+//!           - publish:
+//!               - topic: place/+/device/#
+//!           - subscribe:
+//!               - topic: place/+/device/#
+//!         with:
+//!           messages: mqtt-devices
+//!         exit: kafka_cache_client
+//!     exit: kafka_cache_client
+//!   kafka_cache_client:
+//!     type: kafka
+//!     kind: cache_client
+//!     exit: kafka_cache_server
+//!   kafka_cache_server:
+//!     type: kafka
+//!     kind: cache_server
+//!     exit: kafka_client
+//!   kafka_client:
+//!     type: kafka
+//!     kind: client
+//!     options:
+//!       servers:
+//!         - localhost:9092
+//!     exit: kafka_tcp
+//!   kafka_tcp:
+//!     type: tcp
+//!     kind: client
+//! ```
+//!
+//! Options: `topics.sessions`, `topics.messages`, `topics.retained` (all required),
+//! `clients` (topic patterns with one `{identity}` level, `+` and `#`), `publish.qosMax`
+//! (`at_most_once`, `at_least_once`, `exactly_once`, the default). `server` (redirection)
+//! is refused as not supported. Routes: `when: [{publish: [{topic}]}, {subscribe:
+//! [{topic}]}]` (MQTT filters; a route with no `publish` condition takes no publication,
+//! one with no `subscribe` condition no subscription, except a route with no `when` and the
+//! binding's `exit`, which take all), `with.messages`, `guarded`. The sessions topic is read
+//! and written through the binding's `exit` (or, without one, the last route's exit).
+
+pub mod config;
+pub mod headers;
+
+mod proxy;
+
+use std::sync::{Arc, Mutex};
+
+use zilla_binding_kafka::kind::Kafka;
+use zilla_binding_mqtt::Mqtt;
+use zilla_binding_mqtt::codec::QoS;
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
+use zilla_engine::stream::StreamKind;
+use zilla_engine::{BindingKind, BuildError, Registry};
+
+use config::{MqttKafkaCondition, MqttKafkaOptions, MqttKafkaWith, QosName};
+use proxy::{ClientPattern, MqttKafkaProxy, ProxyHandler, TopicCondition, Topics};
+
+pub use proxy::NON_COMPACT_SESSIONS_TOPIC;
+
+/// Registers the `mqtt-kafka` binding type.
+pub fn register(registry: &mut Registry) {
+    registry.binding(MqttKafkaFactory);
+}
+
+/// Builds mqtt-kafka bindings.
+#[derive(Debug)]
+pub struct MqttKafkaFactory;
+
+impl BindingFactory for MqttKafkaFactory {
+    fn type_name(&self) -> &'static str {
+        "mqtt-kafka"
+    }
+
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Proxy]
+    }
+
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &[Mqtt::NAME]
+    }
+
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        Some(Kafka::NAME)
+    }
+
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema {
+            options: Some(BindingSchema::of::<MqttKafkaOptions>()),
+            options_required: true,
+            when: Some(BindingSchema::of::<MqttKafkaCondition>()),
+            with: Some(BindingSchema::of::<MqttKafkaWith>()),
+        }
+    }
+
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: MqttKafkaOptions = context.options()?;
+        let routes = context.routes::<Kafka, MqttKafkaCondition, TopicCondition, MqttKafkaWith>(
+            TopicCondition::compile,
+        )?;
+        let Some(sessions_exit) = routes.iter().last().map(|route| route.exit.clone()) else {
+            return Err(BuildError::at(
+                "",
+                "an mqtt-kafka proxy needs `routes` (or an `exit`) to a kafka binding",
+            ));
+        };
+        let clients = options
+            .clients
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(index, pattern)| {
+                ClientPattern::compile(pattern)
+                    .map_err(|message| BuildError::at(format!("options.clients[{index}]"), message))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let maximum_qos = match options.publish.and_then(|publish| publish.qos_max) {
+            Some(QosName::AtMostOnce) => QoS::AtMostOnce,
+            Some(QosName::AtLeastOnce) => QoS::AtLeastOnce,
+            Some(QosName::ExactlyOnce) | None => QoS::ExactlyOnce,
+        };
+        let proxy = Arc::new(MqttKafkaProxy {
+            name: context.name().to_string(),
+            topics: Topics {
+                sessions: options.topics.sessions,
+                messages: options.topics.messages,
+                retained: options.topics.retained,
+            },
+            clients,
+            maximum_qos,
+            routes,
+            sessions_exit,
+            events: context.events().clone(),
+            sessions_compacted: Mutex::new(false),
+        });
+        context.publish::<Mqtt>(Arc::new(ProxyHandler(proxy)));
+        Ok(Arc::new(Built))
+    }
+}
+
+/// A built proxy: its handler is all there is.
+struct Built;
+
+impl Binding for Built {}
