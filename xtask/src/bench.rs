@@ -44,7 +44,7 @@ pub enum Scenario {
 pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
     match scenario {
         Scenario::Startup => startup(),
-        Scenario::HttpProxy => http_proxy::run(),
+        Scenario::HttpProxy => http_proxy::run(options),
         Scenario::SseFanout => sse_fanout::run(options),
         Scenario::KafkaProduce => kafka_produce::run(options),
     }

@@ -2,10 +2,14 @@
 //! proxy (`examples/http.proxy`) in front of a loopback nginx origin serving 1 KB, against nginx
 //! configured as a reverse proxy to the same origin.
 //!
-//! - S1, throughput: `wrk -t2 -c64 -d10s --latency` against nginx and the gateway in turn
-//!   (nginx, gateway, nginx, gateway, ...), five rounds after a warm-up; the median req/s of
-//!   each, their spread, and the ratio. The gateway's resident memory is sampled while wrk
-//!   runs, and the CPU time of both proxies (`/proc/<pid>/stat`) is read before and after.
+//! - S1, throughput: `wrk -t2 -c64 -d10s --latency` in two modes. Mode A: every process
+//!   shares every core, both proxies with as many workers as cores (`zilla start -w N`,
+//!   `worker_processes N`). Mode B: each proxy with one worker, pinned alone to CPU 0
+//!   (`taskset`), wrk and the origin on the other CPUs. In each round: nginx then the gateway
+//!   of mode A, then of mode B; five rounds after a warm-up (`--quick`: three of five seconds,
+//!   printed only). Per run, from `/proc`: the proxy's user and system CPU time and its
+//!   threads' context switches (before and after, per completed request), the machine's idle
+//!   share, and the gateway's peak resident memory. Figures are medians with their spread.
 //! - S2, added latency: an open-loop generator ([`super::load`]) at half the nginx median of
 //!   S1, ten seconds per run, straight to the origin, through nginx and through the gateway in
 //!   turn, five rounds; each round's added latency is the proxied percentile minus the direct
@@ -22,10 +26,13 @@ use zilla_tests::{Gateway, Peer, Process, free_port, rss_kib, workspace_dir};
 
 use super::load::{self, Plan};
 use super::optimized::rerun_optimized;
-use super::usage::{MachineCpu, cpu_time, own_cpu_with_children, ticks_per_second, tree_cpu_time};
+use super::options::Options;
+use super::usage::{
+    MachineCpu, Usage, children, cpu_time, own_cpu_with_children, ticks_per_second, tree_cpu_time,
+};
 use super::wrk;
 use super::{Spread, commit, record, today};
-use crate::shell::{cargo, run as run_command};
+use crate::shell::{cargo, cmd, run as run_command};
 
 /// The path every request asks for.
 const PATH: &str = "/x";
@@ -52,17 +59,27 @@ const FELL_BEHIND: f64 = 0.99;
 const MAX_ERROR_SHARE: f64 = 0.001;
 const NGINX_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs S1 and S2 and records their figures.
-pub fn run() -> Result<()> {
+/// Runs S1 and S2 and records their figures (with `--quick`: a short S1, printed only).
+pub fn run(options: &Options) -> Result<()> {
     // The load generator runs in this process: unoptimised, it would be the bottleneck.
     if rerun_optimized()? {
         return Ok(());
     }
-    run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
-    let binary = zilla_tests::build_zilla(true, false)?;
+    let binary = match &options.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
+            zilla_tests::build_zilla(true, false)?
+        }
+    };
     let ticks = ticks_per_second();
     let machine_before = MachineCpu::now()?;
     let own_before = own_cpu_with_children(ticks)?;
+    let shape = if options.quick {
+        Shape::QUICK
+    } else {
+        Shape::FULL
+    };
 
     let dir = tempfile::Builder::new()
         .prefix("zilla-bench-http-proxy-")
@@ -77,63 +94,213 @@ pub fn run() -> Result<()> {
         &origin_config(origin_port, &body),
         origin_port,
     )?;
-    let proxy_port = free_port()?;
-    let proxy = Nginx::start(
-        &dir.path().join("proxy"),
-        &proxy_config(proxy_port, origin_port),
-        proxy_port,
-    )?;
     let config = workspace_dir().join("examples/http.proxy/zilla.yaml");
-    let mut gateway = Gateway::from_file(&config)
-        .binary(&binary)
-        .env("PROXY_PORT", "0")
-        .env("ORIGIN_PORT", origin_port.to_string())
-        .start()?;
-    let targets = Targets {
-        origin: origin.address(),
-        nginx: proxy.address(),
-        gateway: gateway.address("tcp_server"),
-    };
-    for (name, address) in [
-        ("origin", targets.origin),
-        ("nginx", targets.nginx),
-        ("gateway", targets.gateway),
-    ] {
-        check_target(name, address, &body)?;
+    let mut pairs = Vec::new();
+    for mode in Mode::all() {
+        let proxy_port = free_port()?;
+        let nginx = Nginx::start(
+            &dir.path().join(format!("proxy-{}", mode.name)),
+            &proxy_config(proxy_port, origin_port, mode.workers),
+            proxy_port,
+        )?;
+        let gateway = Gateway::from_file(&config)
+            .binary(&binary)
+            .workers(mode.workers)
+            .env("PROXY_PORT", "0")
+            .env("ORIGIN_PORT", origin_port.to_string())
+            .start()?;
+        if let Some(cpus) = mode.proxy_cpus() {
+            pin(nginx.pid(), true, &cpus)?;
+            pin(gateway.pid(), false, &cpus)?;
+        }
+        let targets = Targets {
+            origin: origin.address(),
+            nginx: nginx.address(),
+            gateway: gateway.address("tcp_server"),
+        };
+        for (name, address) in [
+            ("origin", targets.origin),
+            ("nginx", targets.nginx),
+            ("gateway", targets.gateway),
+        ] {
+            check_target(name, address, &body)?;
+        }
+        let idle_rss_kib = gateway.rss_kib()?;
+        pairs.push(Pair {
+            mode,
+            processes: Processes {
+                nginx: nginx.pid(),
+                gateway: gateway.pid(),
+                ticks_per_second: ticks,
+            },
+            targets,
+            idle_rss_kib,
+            nginx,
+            gateway,
+        });
     }
-    let idle_rss_kib = gateway.rss_kib()?;
-    let processes = Processes {
-        nginx: proxy.pid(),
-        gateway: gateway.pid(),
-        ticks_per_second: ticks,
+
+    let throughput = throughput(&pairs, origin.pid(), shape)?;
+    for mode in &throughput {
+        println!("{}", mode.summary());
+    }
+    let latency = if options.quick {
+        None
+    } else {
+        // S2 runs on mode A's pair: the equal default worker counts, nothing pinned.
+        let shared = &pairs[0];
+        pin(origin.pid(), true, &all_cpus())?;
+        let rate = (throughput[0].nginx_rate.median * LATENCY_LOAD)
+            .round()
+            .max(1.0) as u64;
+        Some(latency(&shared.targets, &shared.processes, rate)?)
     };
 
-    let throughput = throughput(&targets, &processes)?;
-    let rate = (throughput.nginx_rate.median * LATENCY_LOAD)
-        .round()
-        .max(1.0) as u64;
-    let latency = latency(&targets, &processes, rate)?;
-
-    let status = gateway.terminate()?;
-    if !status.success() {
-        bail!(
-            "zilla exited with {status} on SIGTERM; stderr:\n{}",
-            gateway.stderr()
-        );
+    for mut pair in pairs {
+        let status = pair.gateway.terminate()?;
+        if !status.success() {
+            bail!(
+                "zilla exited with {status} on SIGTERM; stderr:\n{}",
+                pair.gateway.stderr()
+            );
+        }
+        drop(pair.nginx);
     }
-    drop(proxy);
     drop(origin);
+    let Some(latency) = latency else {
+        return Ok(());
+    };
     let others_share = others_share(machine_before, own_before, ticks)?;
 
     let figures = Figures {
         throughput,
         latency,
-        idle_rss_mib: idle_rss_kib as f64 / 1024.0,
         others_share,
     };
-    println!("{}", figures.throughput_summary());
     println!("{}", figures.latency_summary());
     record("http-proxy", &figures.table())
+}
+
+/// How long and how often S1 measures.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    rounds: usize,
+    duration: Duration,
+    warm_up: Duration,
+}
+
+impl Shape {
+    const FULL: Self = Self {
+        rounds: ROUNDS,
+        duration: WRK_DURATION,
+        warm_up: WRK_WARM_UP,
+    };
+    const QUICK: Self = Self {
+        rounds: 3,
+        duration: Duration::from_secs(5),
+        warm_up: Duration::from_secs(1),
+    };
+}
+
+/// How the proxies are placed on the machine for S1.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    name: &'static str,
+    /// `zilla start -w` and nginx's `worker_processes`, equal.
+    workers: usize,
+    /// Each proxy alone on CPU 0, wrk and the origin on the other CPUs.
+    pinned: bool,
+}
+
+impl Mode {
+    /// A: everything shares every core, as many workers as cores. B (on two cores or more):
+    /// each proxy with one worker pinned alone to CPU 0, wrk and the origin on the others.
+    fn all() -> Vec<Self> {
+        let cores = cores();
+        let mut modes = vec![Self {
+            name: "A",
+            workers: cores,
+            pinned: false,
+        }];
+        if cores >= 2 {
+            modes.push(Self {
+                name: "B",
+                workers: 1,
+                pinned: true,
+            });
+        }
+        modes
+    }
+
+    fn proxy_cpus(&self) -> Option<String> {
+        self.pinned.then(|| PROXY_CPU.to_string())
+    }
+
+    /// Where wrk and the origin run in this mode.
+    fn load_cpus(&self) -> String {
+        if self.pinned {
+            format!("{}-{}", PROXY_CPU + 1, cores() - 1)
+        } else {
+            all_cpus()
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.pinned {
+            format!(
+                "B: {} worker each, each proxy alone on CPU {PROXY_CPU}, wrk and origin on CPUs {}",
+                self.workers,
+                self.load_cpus()
+            )
+        } else {
+            format!(
+                "A: {} workers each, everything sharing CPUs {}",
+                self.workers,
+                all_cpus()
+            )
+        }
+    }
+}
+
+/// The CPU a pinned proxy runs on in mode B.
+const PROXY_CPU: usize = 0;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn all_cpus() -> String {
+    format!("0-{}", cores() - 1)
+}
+
+/// Sets the CPU affinity of every thread of `pid` (and of its children when `tree`).
+fn pin(pid: u32, tree: bool, cpus: &str) -> Result<()> {
+    let mut pids = vec![pid];
+    if tree {
+        pids.extend(children(pid));
+    }
+    for pid in pids {
+        let output = cmd("taskset", ["-a", "-p", "-c", cpus, &pid.to_string()])
+            .output()
+            .context("cannot run taskset (util-linux)")?;
+        if !output.status.success() {
+            bail!(
+                "taskset -a -p -c {cpus} {pid} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One mode's nginx proxy and gateway.
+struct Pair {
+    mode: Mode,
+    processes: Processes,
+    targets: Targets,
+    idle_rss_kib: u64,
+    nginx: Nginx,
+    gateway: Gateway,
 }
 
 /// Where each target listens.
@@ -164,100 +331,226 @@ fn check_target(name: &str, address: SocketAddr, body: &str) -> Result<()> {
     Ok(())
 }
 
-/// S1's results.
+/// S1's results in one mode.
 struct Throughput {
+    mode: Mode,
+    shape: Shape,
     nginx_rate: Spread,
     gateway_rate: Spread,
     /// Each round's gateway req/s ÷ nginx req/s.
     round_ratios: Spread,
+    gateway_idle_rss_mib: f64,
     gateway_peak_rss_mib: Spread,
+    gateway: ProxyCost,
+    nginx: ProxyCost,
+}
+
+/// What one proxy cost over the rounds of one mode.
+struct ProxyCost {
     /// CPU time over wall time, in % of one core.
-    gateway_cpu_percent: Spread,
-    nginx_cpu_percent: Spread,
-    /// CPU time per completed request, in µs.
-    gateway_cpu_per_request: Spread,
-    nginx_cpu_per_request: Spread,
+    cpu_percent: Spread,
+    /// User and system CPU time per completed request, in µs.
+    user_per_request: Spread,
+    system_per_request: Spread,
+    total_per_request: Spread,
+    /// Context switches of all the proxy's threads per completed request.
+    switches_per_request: Spread,
+    /// The share of the machine's CPU time left idle during the run.
+    machine_idle: Spread,
+}
+
+impl ProxyCost {
+    fn of(runs: &[WrkRun]) -> Self {
+        let spread =
+            |figure: fn(&WrkRun) -> f64| Spread::of(&runs.iter().map(figure).collect::<Vec<_>>());
+        Self {
+            cpu_percent: spread(WrkRun::cpu_percent),
+            user_per_request: spread(|run| run.per_request(run.usage.user.as_secs_f64() * 1e6)),
+            system_per_request: spread(|run| run.per_request(run.usage.system.as_secs_f64() * 1e6)),
+            total_per_request: spread(|run| run.per_request(run.usage.total().as_secs_f64() * 1e6)),
+            switches_per_request: spread(|run| run.per_request(run.usage.context_switches as f64)),
+            machine_idle: spread(|run| run.machine_idle * 100.0),
+        }
+    }
+
+    /// `13.1 (9.0 + 4.1) µs, 0.52 cs, 3 % idle`.
+    fn describe(&self) -> String {
+        format!(
+            "{:.1} µs/request ({:.1} user + {:.1} system), {:.2} context switches/request, {:.0} % CPU, machine {:.0} % idle",
+            self.total_per_request.median,
+            self.user_per_request.median,
+            self.system_per_request.median,
+            self.switches_per_request.median,
+            self.cpu_percent.median,
+            self.machine_idle.median
+        )
+    }
+}
+
+impl Throughput {
+    fn ratio(&self) -> f64 {
+        self.gateway_rate.median / self.nginx_rate.median
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "S1 mode {}: gateway {} req/s, nginx {} req/s; gateway ÷ nginx {:.2} (rounds {:.2} to {:.2}); \
+             gateway {}; nginx {}; gateway RSS {:.1} MiB idle, {:.1} MiB peak",
+            self.mode.describe(),
+            rate(&self.gateway_rate),
+            rate(&self.nginx_rate),
+            self.ratio(),
+            self.round_ratios.min,
+            self.round_ratios.max,
+            self.gateway.describe(),
+            self.nginx.describe(),
+            self.gateway_idle_rss_mib,
+            self.gateway_peak_rss_mib.median,
+        )
+    }
+
+    fn row(&self, date: &str, commit: &str) -> String {
+        let cost = |cost: &ProxyCost| {
+            format!(
+                "{:.1} ({:.1} + {:.1})",
+                cost.total_per_request.median,
+                cost.user_per_request.median,
+                cost.system_per_request.median
+            )
+        };
+        format!(
+            "| {date} | {commit} | {} | {} | {} | {} | **{:.2}** ({:.2} to {:.2}) | {} / {} µs | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} % | {:.1} / {:.1} MiB |\n",
+            self.mode.name,
+            self.mode.workers,
+            rate(&self.gateway_rate),
+            rate(&self.nginx_rate),
+            self.ratio(),
+            self.round_ratios.min,
+            self.round_ratios.max,
+            cost(&self.gateway),
+            cost(&self.nginx),
+            self.gateway.switches_per_request.median,
+            self.nginx.switches_per_request.median,
+            self.gateway.cpu_percent.median,
+            self.nginx.cpu_percent.median,
+            self.gateway.machine_idle.median,
+            self.nginx.machine_idle.median,
+            self.gateway_idle_rss_mib,
+            self.gateway_peak_rss_mib.median,
+        )
+    }
 }
 
 /// One wrk run against one proxy.
 struct WrkRun {
     report: wrk::Report,
-    cpu: Duration,
+    usage: Usage,
     wall: Duration,
+    machine_idle: f64,
     peak_rss_kib: u64,
 }
 
 impl WrkRun {
     fn cpu_percent(&self) -> f64 {
-        100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64()
+        100.0 * self.usage.total().as_secs_f64() / self.wall.as_secs_f64()
     }
 
-    fn cpu_micros_per_request(&self) -> f64 {
-        1e6 * self.cpu.as_secs_f64() / self.report.requests.max(1) as f64
+    fn per_request(&self, figure: f64) -> f64 {
+        figure / self.report.requests.max(1) as f64
     }
 }
 
-fn throughput(targets: &Targets, processes: &Processes) -> Result<Throughput> {
+/// S1 in every mode: in each round, nginx then the gateway of mode A, then of mode B, with the
+/// origin's CPUs set for the mode before its runs.
+fn throughput(pairs: &[Pair], origin: u32, shape: Shape) -> Result<Vec<Throughput>> {
     println!(
-        "S1: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{}s, nginx and gateway in turn, {ROUNDS} rounds after a warm-up",
-        WRK_DURATION.as_secs()
+        "S1: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{}s, nginx and gateway in turn in each mode, {} rounds after a warm-up",
+        shape.duration.as_secs(),
+        shape.rounds
     );
-    for target in [targets.nginx, targets.gateway] {
-        let child = wrk::spawn(target, PATH, WRK_THREADS, WRK_CONNECTIONS, WRK_WARM_UP)?;
-        wrk::finish(child).context("warm-up")?;
+    for pair in pairs {
+        println!("  mode {}", pair.mode.describe());
+        pin(origin, true, &pair.mode.load_cpus())?;
+        for target in [pair.targets.nginx, pair.targets.gateway] {
+            let child = wrk::spawn(
+                pair.mode.pinned.then(|| pair.mode.load_cpus()).as_deref(),
+                target,
+                PATH,
+                WRK_THREADS,
+                WRK_CONNECTIONS,
+                shape.warm_up,
+            )?;
+            wrk::finish(child).context("warm-up")?;
+        }
     }
-    let mut nginx = Vec::with_capacity(ROUNDS);
-    let mut gateway = Vec::with_capacity(ROUNDS);
-    for round in 1..=ROUNDS {
-        let by_nginx = wrk_run(targets.nginx, processes.nginx, true, processes)
-            .with_context(|| format!("round {round}, nginx"))?;
-        let by_gateway = wrk_run(targets.gateway, processes.gateway, false, processes)
-            .with_context(|| format!("round {round}, gateway"))?;
-        println!(
-            "  round {round}: nginx {:.0} req/s ({:.0} % CPU), gateway {:.0} req/s ({:.0} % CPU, {:.1} MiB)",
-            by_nginx.report.requests_per_second,
-            by_nginx.cpu_percent(),
-            by_gateway.report.requests_per_second,
-            by_gateway.cpu_percent(),
-            by_gateway.peak_rss_kib as f64 / 1024.0
-        );
-        nginx.push(by_nginx);
-        gateway.push(by_gateway);
+    let mut nginx: Vec<Vec<WrkRun>> = pairs.iter().map(|_| Vec::new()).collect();
+    let mut gateway: Vec<Vec<WrkRun>> = pairs.iter().map(|_| Vec::new()).collect();
+    for round in 1..=shape.rounds {
+        for (index, pair) in pairs.iter().enumerate() {
+            pin(origin, true, &pair.mode.load_cpus())?;
+            let by_nginx = wrk_run(pair, true, shape)
+                .with_context(|| format!("round {round}, mode {}, nginx", pair.mode.name))?;
+            let by_gateway = wrk_run(pair, false, shape)
+                .with_context(|| format!("round {round}, mode {}, gateway", pair.mode.name))?;
+            println!(
+                "  round {round} mode {}: nginx {:.0} req/s ({:.1} µs/request), gateway {:.0} req/s ({:.1} µs/request, {:.1} MiB)",
+                pair.mode.name,
+                by_nginx.report.requests_per_second,
+                by_nginx.per_request(by_nginx.usage.total().as_secs_f64() * 1e6),
+                by_gateway.report.requests_per_second,
+                by_gateway.per_request(by_gateway.usage.total().as_secs_f64() * 1e6),
+                by_gateway.peak_rss_kib as f64 / 1024.0
+            );
+            nginx[index].push(by_nginx);
+            gateway[index].push(by_gateway);
+        }
     }
-    let spread = |runs: &[WrkRun], figure: fn(&WrkRun) -> f64| {
-        Spread::of(&runs.iter().map(figure).collect::<Vec<_>>())
-    };
-    let ratios: Vec<f64> = nginx
-        .iter()
-        .zip(&gateway)
-        .map(|(nginx, gateway)| {
-            gateway.report.requests_per_second / nginx.report.requests_per_second
-        })
-        .collect();
-    Ok(Throughput {
-        nginx_rate: spread(&nginx, |run| run.report.requests_per_second),
-        gateway_rate: spread(&gateway, |run| run.report.requests_per_second),
-        round_ratios: Spread::of(&ratios),
-        gateway_peak_rss_mib: spread(&gateway, |run| run.peak_rss_kib as f64 / 1024.0),
-        gateway_cpu_percent: spread(&gateway, WrkRun::cpu_percent),
-        nginx_cpu_percent: spread(&nginx, WrkRun::cpu_percent),
-        gateway_cpu_per_request: spread(&gateway, WrkRun::cpu_micros_per_request),
-        nginx_cpu_per_request: spread(&nginx, WrkRun::cpu_micros_per_request),
-    })
+    let mut modes = Vec::new();
+    for ((pair, nginx), gateway) in pairs.iter().zip(nginx).zip(gateway) {
+        let spread = |runs: &[WrkRun], figure: fn(&WrkRun) -> f64| {
+            Spread::of(&runs.iter().map(figure).collect::<Vec<_>>())
+        };
+        let ratios: Vec<f64> = nginx
+            .iter()
+            .zip(&gateway)
+            .map(|(nginx, gateway)| {
+                gateway.report.requests_per_second / nginx.report.requests_per_second
+            })
+            .collect();
+        modes.push(Throughput {
+            mode: pair.mode,
+            shape,
+            nginx_rate: spread(&nginx, |run| run.report.requests_per_second),
+            gateway_rate: spread(&gateway, |run| run.report.requests_per_second),
+            round_ratios: Spread::of(&ratios),
+            gateway_idle_rss_mib: pair.idle_rss_kib as f64 / 1024.0,
+            gateway_peak_rss_mib: spread(&gateway, |run| run.peak_rss_kib as f64 / 1024.0),
+            gateway: ProxyCost::of(&gateway),
+            nginx: ProxyCost::of(&nginx),
+        });
+    }
+    Ok(modes)
 }
 
-/// One measured wrk run against `target`, served by `pid` (with its children when `tree`).
-fn wrk_run(target: SocketAddr, pid: u32, tree: bool, processes: &Processes) -> Result<WrkRun> {
-    let cpu = || {
-        if tree {
-            tree_cpu_time(pid, processes.ticks_per_second)
-        } else {
-            cpu_time(pid, processes.ticks_per_second)
-        }
+/// One measured wrk run against the nginx (`by_nginx`) or the gateway of `pair`.
+fn wrk_run(pair: &Pair, by_nginx: bool, shape: Shape) -> Result<WrkRun> {
+    let (target, pid) = if by_nginx {
+        (pair.targets.nginx, pair.processes.nginx)
+    } else {
+        (pair.targets.gateway, pair.processes.gateway)
     };
-    let cpu_before = cpu()?;
+    let ticks = pair.processes.ticks_per_second;
+    let usage_before = Usage::of(pid, by_nginx, ticks)?;
+    let machine_before = MachineCpu::now()?;
     let started = Instant::now();
-    let mut child = wrk::spawn(target, PATH, WRK_THREADS, WRK_CONNECTIONS, WRK_DURATION)?;
+    let mut child = wrk::spawn(
+        pair.mode.pinned.then(|| pair.mode.load_cpus()).as_deref(),
+        target,
+        PATH,
+        WRK_THREADS,
+        WRK_CONNECTIONS,
+        shape.duration,
+    )?;
     let peak_rss_kib = match sample_rss_until_exit(&mut child, pid) {
         Ok(peak) => peak,
         Err(error) => {
@@ -268,7 +561,8 @@ fn wrk_run(target: SocketAddr, pid: u32, tree: bool, processes: &Processes) -> R
         }
     };
     let wall = started.elapsed();
-    let cpu_used = cpu()?.saturating_sub(cpu_before);
+    let machine_idle = MachineCpu::now()?.idle_share_since(&machine_before);
+    let usage = Usage::of(pid, by_nginx, ticks)?.since(&usage_before);
     let report = wrk::finish(child)?;
     if report.non_success > 0 || report.socket_errors > 0 {
         bail!(
@@ -280,8 +574,9 @@ fn wrk_run(target: SocketAddr, pid: u32, tree: bool, processes: &Processes) -> R
     }
     Ok(WrkRun {
         report,
-        cpu: cpu_used,
+        usage,
         wall,
+        machine_idle,
         peak_rss_kib,
     })
 }
@@ -450,39 +745,18 @@ fn fixed_rate(
 
 /// Everything recorded.
 struct Figures {
-    throughput: Throughput,
+    /// S1 in each mode, A first.
+    throughput: Vec<Throughput>,
     latency: Latency,
-    idle_rss_mib: f64,
     /// The share of the machine's CPU time (all cores) that other work took during the run.
     others_share: f64,
 }
 
 impl Figures {
-    fn throughput_ratio(&self) -> f64 {
-        self.throughput.gateway_rate.median / self.throughput.nginx_rate.median
-    }
-
     /// Our added p99 ÷ nginx's; meaningless (None) when nginx adds nothing measurable.
     fn latency_ratio(&self) -> Option<f64> {
         let nginx = self.latency.nginx_added_p99.median;
         (nginx > 0.0).then(|| self.latency.gateway_added_p99.median / nginx)
-    }
-
-    fn throughput_summary(&self) -> String {
-        let s1 = &self.throughput;
-        format!(
-            "S1 http-proxy: gateway {} req/s, nginx {} req/s; gateway ÷ nginx {:.2} (rounds {:.2} to {:.2}; target ≥ 1.3); \
-             gateway RSS {:.1} MiB idle, {:.1} MiB peak; CPU {:.0} µs/request gateway, {:.0} µs/request nginx",
-            rate(&s1.gateway_rate),
-            rate(&s1.nginx_rate),
-            self.throughput_ratio(),
-            s1.round_ratios.min,
-            s1.round_ratios.max,
-            self.idle_rss_mib,
-            s1.gateway_peak_rss_mib.median,
-            s1.gateway_cpu_per_request.median,
-            s1.nginx_cpu_per_request.median,
-        )
     }
 
     fn latency_summary(&self) -> String {
@@ -531,30 +805,35 @@ impl Figures {
     }
 
     fn table(&self) -> String {
-        let s1 = &self.throughput;
+        let date = today();
+        let commit = commit();
+        let shape = self
+            .throughput
+            .first()
+            .map_or(Shape::FULL, |mode| mode.shape);
+        let mut table = format!(
+            "S1, throughput (`wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{}s`), median (min to max) of {} rounds; \
+             CPU per request is user + system time from `/proc/<pid>/stat` (nginx: master and workers), \
+             context switches are every thread's, idle is the machine's idle share during the run:\n\n\
+             | date | commit | mode | workers each | gateway req/s | nginx req/s | gateway ÷ nginx | CPU per request (user + system), gateway / nginx | context switches per request, gateway / nginx | CPU, gateway / nginx | machine idle, gateway / nginx run | gateway RSS idle / peak |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            shape.duration.as_secs(),
+            shape.rounds,
+        );
+        for mode in &self.throughput {
+            table.push_str(&mode.row(&date, &commit));
+        }
+        table.push('\n');
+        for mode in &self.throughput {
+            table.push_str(&format!("- Mode {}.\n", mode.mode.describe()));
+        }
         let s2 = &self.latency;
-        format!(
-            "S1, throughput (`wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{}s`), median (min to max) of {ROUNDS} rounds:\n\n\
-             | date | commit | gateway req/s | nginx req/s | gateway ÷ nginx | gateway RSS idle / peak | CPU per request, gateway / nginx | CPU, gateway / nginx |\n\
-             |---|---|---|---|---|---|---|---|\n\
-             | {date} | {commit} | {} | {} | **{:.2}** ({:.2} to {:.2}) | {:.1} / {:.1} MiB | {:.0} / {:.0} µs | {:.0} % / {:.0} % |\n\n\
-             S2, latency at a fixed {} req/s (half the nginx median), {}s per run, median (min to max) of {ROUNDS} rounds, in µs:\n\n\
+        table.push_str(&format!(
+            "\nS2, latency at a fixed {} req/s (half the mode A nginx median), mode A's proxies, {}s per run, median (min to max) of {ROUNDS} rounds, in µs:\n\n\
              | date | commit | direct p50 / p99 | nginx added p50 / p99 | gateway added p50 / p99 | gateway ÷ nginx added p99 | achieved req/s, direct / nginx / gateway | CPU at that rate, gateway / nginx / generator |\n\
              |---|---|---|---|---|---|---|---|\n\
              | {date} | {commit} | {:.0} / {:.0} | {} / {} | {} / {} | **{}** | {:.0} / {:.0} / {:.0} | {:.0} % / {:.0} % / {:.0} % |\n\n\
              {}\n",
-            WRK_DURATION.as_secs(),
-            rate(&s1.gateway_rate),
-            rate(&s1.nginx_rate),
-            self.throughput_ratio(),
-            s1.round_ratios.min,
-            s1.round_ratios.max,
-            self.idle_rss_mib,
-            s1.gateway_peak_rss_mib.median,
-            s1.gateway_cpu_per_request.median,
-            s1.nginx_cpu_per_request.median,
-            s1.gateway_cpu_percent.median,
-            s1.nginx_cpu_percent.median,
             s2.rate,
             LATENCY_DURATION.as_secs(),
             s2.direct_p50.median,
@@ -572,9 +851,8 @@ impl Figures {
             s2.nginx_cpu_percent.median,
             s2.generator_cpu_percent.median,
             self.notes(),
-            date = today(),
-            commit = commit(),
-        )
+        ));
+        table
     }
 }
 
@@ -618,9 +896,9 @@ fn response_body() -> String {
 
 /// What both nginx configs share: a prefix-relative pid, log and temporary files, keep-alive
 /// connections that never run out of requests, no access log.
-fn nginx_config(http: &str) -> String {
+fn nginx_config(http: &str, workers: &str) -> String {
     format!(
-        "worker_processes auto;\n\
+        "worker_processes {workers};\n\
          pid nginx.pid;\n\
          error_log error.log warn;\n\
          events {{\n    worker_connections 4096;\n}}\n\
@@ -638,22 +916,27 @@ fn nginx_config(http: &str) -> String {
     )
 }
 
-/// The origin: `GET /x` answers 200 with `body`.
+/// The origin: `GET /x` answers 200 with `body`, on as many workers as cores.
 fn origin_config(port: u16, body: &str) -> String {
-    nginx_config(&format!(
-        "    server {{\n\
+    nginx_config(
+        &format!(
+            "    server {{\n\
          \x20       listen 127.0.0.1:{port};\n\
          \x20       location = {PATH} {{\n\
          \x20           return 200 \"{body}\";\n\
          \x20       }}\n\
          \x20   }}\n"
-    ))
+        ),
+        "auto",
+    )
 }
 
 /// The reference proxy: every request to the origin over a pool of keep-alive connections.
-fn proxy_config(port: u16, origin_port: u16) -> String {
-    nginx_config(&format!(
-        "    upstream origin {{\n\
+/// Stock otherwise: default buffering, no `reuseport`, `workers` worker processes.
+fn proxy_config(port: u16, origin_port: u16, workers: usize) -> String {
+    nginx_config(
+        &format!(
+            "    upstream origin {{\n\
          \x20       server 127.0.0.1:{origin_port};\n\
          \x20       keepalive 64;\n\
          \x20       keepalive_requests 10000000;\n\
@@ -666,7 +949,9 @@ fn proxy_config(port: u16, origin_port: u16) -> String {
          \x20           proxy_set_header Connection \"\";\n\
          \x20       }}\n\
          \x20   }}\n"
-    ))
+        ),
+        &workers.to_string(),
+    )
 }
 
 /// An nginx running in the foreground on a config in its own prefix directory; stopped with
@@ -773,7 +1058,7 @@ mod tests {
         let proxy_port = free_port()?;
         let proxy = Nginx::start(
             &dir.path().join("proxy"),
-            &proxy_config(proxy_port, origin_port),
+            &proxy_config(proxy_port, origin_port, 1),
             proxy_port,
         )?;
         for address in [origin.address(), proxy.address()] {

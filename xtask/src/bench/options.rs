@@ -14,4 +14,12 @@ pub struct Options {
     /// (default 10).
     #[arg(long)]
     pub seconds: Option<u64>,
+    /// http-proxy: a short S1 for iterating (3 rounds of 5 s, no S2), printed and not
+    /// recorded.
+    #[arg(long)]
+    pub quick: bool,
+    /// http-proxy: measure this zilla executable instead of building one (to compare builds,
+    /// e.g. one kept from an earlier commit).
+    #[arg(long)]
+    pub binary: Option<std::path::PathBuf>,
 }

@@ -27,8 +27,83 @@ pub fn tree_cpu_time(pid: u32, ticks_per_second: u64) -> Result<Duration> {
     Ok(total)
 }
 
+/// User and system CPU time apart, and context switches, of a set of processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub user: Duration,
+    pub system: Duration,
+    /// Voluntary and involuntary context switches of every thread, added up.
+    pub context_switches: u64,
+}
+
+impl Usage {
+    /// What `pid` has used so far, with its direct children when `tree` (nginx's master and
+    /// its workers).
+    pub fn of(pid: u32, tree: bool, ticks_per_second: u64) -> Result<Self> {
+        let mut pids = vec![pid];
+        if tree {
+            pids.extend(children(pid));
+        }
+        let mut usage = Self::default();
+        for (index, pid) in pids.into_iter().enumerate() {
+            let path = format!("/proc/{pid}/stat");
+            let stat = match std::fs::read_to_string(&path) {
+                Ok(stat) => stat,
+                // A child may exit between the listing and the read; it then has nothing to add.
+                Err(_) if index > 0 => continue,
+                Err(error) => return Err(error).with_context(|| format!("cannot read {path}")),
+            };
+            let fields =
+                stat_fields(&stat).with_context(|| format!("unexpected {path}: {stat}"))?;
+            usage.user += ticks_to_duration(fields.user_ticks, ticks_per_second);
+            usage.system += ticks_to_duration(fields.system_ticks, ticks_per_second);
+            usage.context_switches += context_switches(pid);
+        }
+        Ok(usage)
+    }
+
+    /// What was used between `before` and `self`.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(before.user),
+            system: self.system.saturating_sub(before.system),
+            context_switches: self
+                .context_switches
+                .saturating_sub(before.context_switches),
+        }
+    }
+
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
+/// Context switches of every thread of `pid`, from `/proc/<pid>/task/*/status` (the
+/// process's own status counts its main thread only).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .map(|status| switches_in_status(&status))
+        .sum()
+}
+
+fn switches_in_status(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|line| {
+            let value = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))?;
+            value.trim().parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// The processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -52,6 +127,16 @@ pub struct MachineCpu {
 }
 
 impl MachineCpu {
+    /// The share of the machine's CPU time (all cores) left idle between `before` and `self`.
+    pub fn idle_share_since(&self, before: &Self) -> f64 {
+        let total = self.total_ticks.saturating_sub(before.total_ticks);
+        let busy = self.busy_ticks.saturating_sub(before.busy_ticks);
+        if total == 0 {
+            return 0.0;
+        }
+        1.0 - busy as f64 / total as f64
+    }
+
     /// The machine's counters now.
     pub fn now() -> Result<Self> {
         let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
@@ -162,6 +247,30 @@ mod tests {
         assert_eq!(machine_cpu("cpu0 1 2 3 4 5 6 7 8\n"), None);
         assert_eq!(machine_cpu("cpu  1 2 3\n"), None);
         assert!(MachineCpu::now().is_ok_and(|cpu| cpu.total_ticks >= cpu.busy_ticks));
+    }
+
+    #[test]
+    fn both_kinds_of_context_switch_are_added() {
+        let status =
+            "Name:\tnginx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(switches_in_status(status), 127);
+        assert_eq!(switches_in_status("Name:\tx\n"), 0);
+        let usage = Usage::of(std::process::id(), false, ticks_per_second());
+        assert!(usage.is_ok_and(|usage| usage.context_switches > 0));
+    }
+
+    #[test]
+    fn idle_share_is_what_busy_time_leaves() {
+        let before = MachineCpu {
+            busy_ticks: 100,
+            total_ticks: 1000,
+        };
+        let after = MachineCpu {
+            busy_ticks: 250,
+            total_ticks: 1200,
+        };
+        assert!((after.idle_share_since(&before) - 0.25).abs() < 1e-9);
+        assert_eq!(before.idle_share_since(&before), 0.0);
     }
 
     #[test]

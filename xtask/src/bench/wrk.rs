@@ -27,28 +27,33 @@ pub struct Report {
 
 /// `wrk -t<threads> -c<connections> -d<seconds>s --latency http://<target><path>`, started in
 /// the background with its output captured; [`finish`] waits for it and reads the report.
+/// Run by `taskset -c <cpus>` when `cpus` is given (a CPU list such as `1`).
 pub fn spawn(
+    cpus: Option<&str>,
     target: SocketAddr,
     path: &str,
     threads: usize,
     connections: usize,
     duration: Duration,
 ) -> Result<std::process::Child> {
-    cmd(
-        "wrk",
-        [
-            format!("-t{threads}"),
-            format!("-c{connections}"),
-            format!("-d{}s", duration.as_secs().max(1)),
-            "--latency".to_owned(),
-            format!("http://{target}{path}"),
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .context("cannot run wrk (install it with `cargo xtask peers --only apt`)")
+    let mut arguments = Vec::new();
+    if let Some(cpus) = cpus {
+        arguments.extend(["-c".to_owned(), cpus.to_owned(), "wrk".to_owned()]);
+    }
+    arguments.extend([
+        format!("-t{threads}"),
+        format!("-c{connections}"),
+        format!("-d{}s", duration.as_secs().max(1)),
+        "--latency".to_owned(),
+        format!("http://{target}{path}"),
+    ]);
+    let program = if cpus.is_some() { "taskset" } else { "wrk" };
+    cmd(program, arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run wrk (install it with `cargo xtask peers --only apt`)")
 }
 
 /// Waits for a `wrk` started by [`spawn`] and parses its report.
