@@ -400,6 +400,32 @@ impl Proxy {
     }
 }
 
+/// Inspects one frame of untrusted bytes the way a proxy does, for fuzzing: the request
+/// header and Produce `acks` of `frame` read as a request, and `frame` read as the response of
+/// `api_key` at `version`, rewritten when that API names brokers (gateway host `proxy`,
+/// broker ports 9100-9103). Malformed input is an error, never a panic.
+pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result<(), String> {
+    if let Ok(header) = frame::request_header(frame)
+        && header.api_key == 0
+    {
+        let _ = frame::produce_acks(frame, header.api_version);
+    }
+    frame::response_correlation_id(frame).map_err(|error| error.to_string())?;
+    let offset = rewrite::body_offset(api_key, version, frame).ok_or("no response body")?;
+    if rewrite::rewrites(api_key) {
+        rewrite::rewrite(
+            api_key,
+            version,
+            frame,
+            offset,
+            "proxy",
+            &Brokers::new(9100..=9103),
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
