@@ -674,3 +674,45 @@ fn kcat_lists_produces_and_consumes_through_the_proxy() -> Result<()> {
     assert!(gateway.terminate()?.success());
     Ok(())
 }
+
+#[test]
+fn routes_on_a_proxy_are_refused_at_start() -> Result<()> {
+    let refused = Gateway::start(
+        r#"
+name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: kafka_proxy
+  kafka_proxy:
+    type: kafka
+    kind: proxy
+    options:
+      servers:
+        - 127.0.0.1:9092
+      external:
+        host: 127.0.0.1
+        port: 9092
+        ports: "9100-9103"
+    routes:
+      - exit: tcp_client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+"#,
+    );
+    let Err(error) = refused else {
+        anyhow::bail!("a kafka proxy with routes started");
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("routes are not supported on a kafka proxy"),
+        "{message}"
+    );
+    Ok(())
+}

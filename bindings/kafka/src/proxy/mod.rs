@@ -44,9 +44,11 @@
 //! included. ApiVersions answers are narrowed only for the three rewritten APIs, to the
 //! versions decoded here.
 //!
-//! Not supported yet: SNI-based broker routing, client authentication at the gateway
-//! (SASL), broker-side SASL credentials and topic allow-lists; a client using SaslHandshake
-//! v0 (raw SASL frames) is not understood.
+//! Clients' own SASL exchanges (SaslHandshake v1, SaslAuthenticate) pass through to the
+//! broker like any other request. Not supported yet: SNI-based broker routing, `routes`
+//! (refused when the binding starts), client authentication at the gateway, broker-side
+//! credentials of the gateway's own and topic allow-lists; a client using SaslHandshake v0
+//! (raw SASL frames) is not understood.
 
 mod brokers;
 mod frame;
@@ -125,6 +127,14 @@ pub(crate) fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, 
             "a kafka proxy needs an `exit` (a tcp or tls client)",
         ));
     };
+    if !context.config().routes.is_empty() {
+        // Routing by topic or identity (`when`, `guarded`) is not built: refuse rather than
+        // forward everything to `exit` regardless.
+        return Err(BuildError::at(
+            "routes",
+            "routes are not supported on a kafka proxy yet; give only `exit`",
+        ));
+    }
     let connector = context.exit::<Bytes>(&exit)?;
     let Some(ports) = parse_ports(&options.external.ports) else {
         return Err(BuildError::at(
