@@ -18,6 +18,7 @@ use crate::peer::free_port;
 /// A running tansu broker.
 pub struct Broker {
     port: u16,
+    advertised_host: String,
     advertised: u16,
     args: Vec<String>,
     dir: tempfile::TempDir,
@@ -64,6 +65,18 @@ impl Broker {
     /// Starts a broker listening on `port` that advertises `advertised` in metadata: the port
     /// of a forwarder the test put in front of it.
     pub fn start_advertising(port: u16, advertised: u16, args: &[&str]) -> Result<Self> {
+        Self::launch_new("127.0.0.1", port, advertised, args)
+    }
+
+    /// Starts a broker listening on 127.0.0.1 that advertises another host with its port
+    /// (e.g. `127.0.0.2`, where nothing listens): a broker on a private network whose
+    /// advertised address clients cannot use.
+    pub fn start_advertising_host(host: &str, args: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        Self::launch_new(host, port, port, args)
+    }
+
+    fn launch_new(host: &str, port: u16, advertised: u16, args: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("zilla-test-broker-")
             .tempdir_in("/dev/shm")
@@ -74,6 +87,7 @@ impl Broker {
             })?;
         let mut broker = Self {
             port,
+            advertised_host: host.to_owned(),
             advertised,
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             dir,
@@ -85,7 +99,7 @@ impl Broker {
 
     fn launch(&mut self) -> Result<()> {
         let url = self.url();
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
+        let advertised = format!("tcp://{}:{}", self.advertised_host, self.advertised);
         let log = std::fs::File::create(self.dir.path().join("broker.log"))?;
         let child = Command::new(tansu())
             .current_dir(self.dir.path())

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::binary::workspace_dir;
 use crate::process::Process;
@@ -202,6 +202,32 @@ pub fn peers_dir() -> PathBuf {
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The first of `count` consecutive ports free on 127.0.0.1 (for a server listening on a
+/// port range, such as a Kafka proxy's one port per broker). They are picked below the
+/// kernel's ephemeral range, so neither [`free_port`] nor an outgoing connection takes one of
+/// them between this check and the server binding them.
+pub fn free_port_block(count: u16) -> Result<u16> {
+    use std::hash::BuildHasher;
+    const FLOOR: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(FLOOR).saturating_sub(count);
+    ensure!(span > 0, "no room for {count} ports below {ephemeral}");
+    for attempt in 0..200u32 {
+        let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+        let first = FLOOR + (random % u64::from(span)) as u16;
+        let bound: std::io::Result<Vec<TcpListener>> = (first..first + count)
+            .map(|port| TcpListener::bind(("127.0.0.1", port)))
+            .collect();
+        if bound.is_ok() {
+            return Ok(first);
+        }
+    }
+    bail!("no {count} consecutive free ports")
 }
 
 /// Checks that `output` is a successful exit, with its stderr in the error otherwise.

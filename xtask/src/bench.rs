@@ -4,6 +4,7 @@
 
 mod http_proxy;
 mod kafka_produce;
+mod kafka_proxy;
 mod load;
 mod optimized;
 mod options;
@@ -38,6 +39,9 @@ pub enum Scenario {
     /// S7 on examples/http.kafka.produce: `POST` of 1 KB JSON to Kafka (one way, leader acks)
     /// against the S1 proxy and a native producer (wrk -c64), and p99 at half load.
     KafkaProduce,
+    /// S8: librdkafka producing, consuming and at a fixed rate through the kafka `proxy`
+    /// against straight to the broker; throughput ratios and added latency.
+    KafkaProxy,
 }
 
 /// Runs `scenario`.
@@ -47,6 +51,7 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
         Scenario::HttpProxy => http_proxy::run(options),
         Scenario::SseFanout => sse_fanout::run(options),
         Scenario::KafkaProduce => kafka_produce::run(options),
+        Scenario::KafkaProxy => kafka_proxy::run(options),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The kafka binding factory: `client`, `cache_client` and `cache_server` kinds.
+//! The kafka binding factory: `client`, `cache_client`, `cache_server` and `proxy` kinds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,21 +34,33 @@ impl BindingFactory for KafkaFactory {
             BindingKind::Client,
             BindingKind::CacheClient,
             BindingKind::CacheServer,
+            BindingKind::Proxy,
         ]
     }
 
-    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
-        &["kafka"]
+    fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
+        match kind {
+            BindingKind::Proxy => &["bytes"],
+            _ => &["kafka"],
+        }
     }
 
     fn emits(&self, kind: BindingKind) -> Option<&'static str> {
         match kind {
-            BindingKind::Client => Some("bytes"),
+            BindingKind::Client | BindingKind::Proxy => Some("bytes"),
             _ => Some("kafka"),
         }
     }
 
     fn schema(&self, kind: BindingKind) -> BindingSchema {
+        if kind == BindingKind::Proxy {
+            return BindingSchema {
+                options: Some(BindingSchema::of::<crate::proxy::KafkaProxyOptions>()),
+                options_required: true,
+                when: None,
+                with: None,
+            };
+        }
         let mut options = BindingSchema::of::<KafkaOptions>();
         if kind == BindingKind::Client {
             // Topic models apply where records enter and leave the cache (cache_client and
@@ -81,6 +93,9 @@ impl BindingFactory for KafkaFactory {
     }
 
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        if context.kind() == BindingKind::Proxy {
+            return crate::proxy::build(context);
+        }
         let options: KafkaOptions = context.options()?;
         match context.kind() {
             BindingKind::Client => build_client(context, &options),

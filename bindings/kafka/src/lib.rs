@@ -29,6 +29,10 @@
 //! Options of the `client` kind: `servers` (bootstrap `host:port` list) and `authorization`
 //! (SASL `plain`, `scram-sha-256` or `scram-sha-512` credentials).
 //!
+//! The `proxy` kind forwards Kafka clients' connections to a cluster, rewriting broker
+//! addresses so every broker is reached through the gateway, and records `kafka.*` metrics
+//! ([`proxy`]).
+//!
 //! `topics[].key` and `topics[].value` of the cache kinds are model references (`avro`,
 //! `json`, `string`, ...): a `cache_client` validates and converts what it produces, a
 //! `cache_server` what it reads ([`models`]).
@@ -44,6 +48,7 @@ pub mod kind;
 mod merged;
 pub mod models;
 pub mod progress;
+pub mod proxy;
 
 pub use binding::KafkaFactory;
 pub use kind::{Kafka, KafkaHandler};
@@ -51,4 +56,5 @@ pub use kind::{Kafka, KafkaHandler};
 /// Registers the `kafka` binding type.
 pub fn register(registry: &mut zilla_engine::Registry) {
     registry.binding(KafkaFactory);
+    registry.metric_group(&proxy::telemetry::KAFKA_METRICS);
 }

@@ -7,11 +7,12 @@ pub struct Options {
     /// sse-fanout: SSE subscribers held open at once (default 10000).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// sse-fanout, kafka-produce: measured rounds (default 5); figures are medians over them.
+    /// sse-fanout, kafka-produce, kafka-proxy: measured rounds (default 5); figures are
+    /// medians over them.
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// sse-fanout: seconds per producer rate step; kafka-produce: seconds per throughput run
-    /// (default 10).
+    /// sse-fanout: seconds per producer rate step; kafka-produce: seconds per throughput run;
+    /// kafka-proxy: seconds per fixed-rate latency run (default 10).
     #[arg(long)]
     pub seconds: Option<u64>,
     /// http-proxy: a short S1 for iterating (3 rounds of 5 s, no S2), printed and not

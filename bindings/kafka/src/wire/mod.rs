@@ -94,3 +94,12 @@ pub use partitioner::{Partitioner, murmur2, partition_for_key};
 pub use records::*;
 pub use sasl::{SaslConfig, SaslMechanism};
 pub use types::*;
+
+pub(crate) use schema::check as check_response_schema;
+
+/// The versions of `api_key`'s response that the schema check knows, if it has its schema.
+pub(crate) fn response_schema_versions(api_key: i16) -> Option<(i16, i16)> {
+    schema::schema(api_key)
+        .ok()
+        .map(|schema| (schema.valid.min, schema.valid.max))
+}

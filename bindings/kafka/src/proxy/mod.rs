@@ -1,0 +1,527 @@
+//! The `proxy` kind: Kafka clients connect to the gateway, and every request they send is
+//! forwarded to the brokers through the binding's exit (a `tcp` or `tls` client).
+//!
+//! ```yaml
+//! tcp_server:
+//!   type: tcp
+//!   kind: server
+//!   options:
+//!     host: 0.0.0.0
+//!     port:
+//!       - 9092        # bootstrap
+//!       - 9100-9109   # one per broker
+//!   exit: kafka_proxy
+//! kafka_proxy:
+//!   type: kafka
+//!   kind: proxy
+//!   options:
+//!     servers:
+//!       - kafka.internal:9092
+//!     external:
+//!       host: kafka.example.com
+//!       port: 9092
+//!       ports: 9100-9109
+//!   exit: tcp_client
+//! tcp_client:
+//!   type: tcp
+//!   kind: client
+//! ```
+//!
+//! A connection arriving on `external.port` goes to a bootstrap server (`servers`, tried in
+//! turn); one arriving on a broker's port goes to that broker's own advertised address. Each
+//! broker id named in a Metadata, FindCoordinator or DescribeCluster response gets a port of
+//! `external.ports` (`low + id` when that is free, else the lowest free one) the first time it
+//! is seen, without a restart, and the response names `external.host` and that port instead
+//! of the broker's address ([`rewrite`]).
+//!
+//! Each client connection has its own broker connection. Frames are read whole and bounded
+//! (`zilla.binding.kafka.proxy.request.max.bytes`, `...response.max.bytes`, Kafka's
+//! `socket.request.max.bytes` default of 100 MiB each); an oversized or malformed frame closes
+//! that connection only. Requests go out as they came, with their correlation ids; responses
+//! are matched to them in order, at most 4096 waiting per connection (the client's reads stop
+//! until answers come back). Only responses that name brokers are decoded: every other API,
+//! version and record set (Produce, Fetch) passes through as the same bytes, unknown API keys
+//! included. ApiVersions answers are narrowed only for the three rewritten APIs, to the
+//! versions decoded here.
+//!
+//! Clients' own SASL exchanges (SaslHandshake v1, SaslAuthenticate) pass through to the
+//! broker like any other request. Not supported yet: SNI-based broker routing, `routes`
+//! (refused when the binding starts), client authentication at the gateway, broker-side
+//! credentials of the gateway's own and topic allow-lists; a client using SaslHandshake v0
+//! (raw SASL frames) is not understood.
+
+mod brokers;
+mod frame;
+mod rewrite;
+pub mod telemetry;
+
+use std::collections::VecDeque;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::Semaphore;
+use zilla_engine::BuildError;
+use zilla_engine::binding::{Binding, BuildContext};
+use zilla_engine::stream::{
+    AsyncIo, BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo,
+};
+
+use brokers::{BrokerAddress, Brokers};
+use frame::{FrameError, FrameReader};
+use telemetry::ProxyMetrics;
+
+/// `options` of a kafka `proxy`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaProxyOptions {
+    /// Bootstrap servers of the cluster behind the gateway, as `host:port`, reached through
+    /// the exit.
+    #[schemars(length(min = 1))]
+    pub servers: Vec<String>,
+    /// Where clients reach the gateway.
+    pub external: ExternalOptions,
+}
+
+/// How clients reach the brokers through the gateway.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalOptions {
+    /// The host name or address clients are given for every broker.
+    pub host: String,
+    /// The bootstrap port: connections arriving on it go to `servers`.
+    pub port: u16,
+    /// The ports given to brokers, `"low-high"`: a connection arriving on a broker's port
+    /// goes to that broker. The server in front must listen on all of them.
+    pub ports: String,
+}
+
+/// The most requests waiting for an answer on one connection.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Kafka's `socket.request.max.bytes` default.
+const DEFAULT_MAX_FRAME: u64 = 100 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn parse_ports(text: &str) -> Option<RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-')?;
+    let low: u16 = low.trim().parse().ok()?;
+    let high: u16 = high.trim().parse().ok()?;
+    (low > 0 && low <= high).then_some(low..=high)
+}
+
+/// A binding whose handler is all there is.
+struct Passive;
+
+impl Binding for Passive {}
+
+/// Builds a kafka `proxy`.
+pub(crate) fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+    let options: KafkaProxyOptions = context.options()?;
+    let Some(exit) = context.config().exit.clone() else {
+        return Err(BuildError::at(
+            "",
+            "a kafka proxy needs an `exit` (a tcp or tls client)",
+        ));
+    };
+    if !context.config().routes.is_empty() {
+        // Routing by topic or identity (`when`, `guarded`) is not built: refuse rather than
+        // forward everything to `exit` regardless.
+        return Err(BuildError::at(
+            "routes",
+            "routes are not supported on a kafka proxy yet; give only `exit`",
+        ));
+    }
+    let connector = context.exit::<Bytes>(&exit)?;
+    let Some(ports) = parse_ports(&options.external.ports) else {
+        return Err(BuildError::at(
+            "options.external.ports",
+            "expected a port range `low-high`",
+        ));
+    };
+    if ports.contains(&options.external.port) {
+        return Err(BuildError::at(
+            "options.external.port",
+            "the bootstrap port must lie outside `external.ports`",
+        ));
+    }
+    let mut servers = Vec::new();
+    for (index, server) in options.servers.iter().enumerate() {
+        let parsed = server
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            .filter(|(host, _)| !host.is_empty());
+        let Some((host, port)) = parsed else {
+            return Err(BuildError::at(
+                format!("options.servers[{index}]"),
+                "expected `host:port`",
+            ));
+        };
+        servers.push(BrokerAddress { host, port });
+    }
+    if servers.is_empty() {
+        return Err(BuildError::at("options.servers", "name a bootstrap server"));
+    }
+    let properties = context.properties();
+    let max_request = properties
+        .u64(
+            "zilla.binding.kafka.proxy.request.max.bytes",
+            DEFAULT_MAX_FRAME,
+        )
+        .min(i32::MAX as u64) as usize;
+    let max_response = properties
+        .u64(
+            "zilla.binding.kafka.proxy.response.max.bytes",
+            DEFAULT_MAX_FRAME,
+        )
+        .min(i32::MAX as u64) as usize;
+    let metrics = ProxyMetrics::new(&context.metrics(), &context.config().telemetry_attributes);
+    let proxy = Arc::new(Proxy {
+        connector,
+        servers,
+        next_server: AtomicUsize::new(0),
+        external_host: options.external.host.clone(),
+        bootstrap_port: options.external.port,
+        brokers: Brokers::new(ports),
+        max_request,
+        max_response,
+        metrics,
+    });
+    context.publish::<Bytes>(Arc::new(ProxyHandler(proxy)));
+    Ok(Arc::new(Passive))
+}
+
+struct Proxy {
+    connector: Arc<dyn BytesHandler>,
+    servers: Vec<BrokerAddress>,
+    next_server: AtomicUsize,
+    external_host: String,
+    bootstrap_port: u16,
+    brokers: Brokers,
+    max_request: usize,
+    max_response: usize,
+    metrics: ProxyMetrics,
+}
+
+/// The `bytes` handler the proxy publishes.
+struct ProxyHandler(Arc<Proxy>);
+
+impl BytesHandler for ProxyHandler {
+    fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
+        Box::pin(self.0.clone().serve(stream))
+    }
+
+    fn connect(&self, info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+        let handler: Arc<dyn BytesHandler> = Arc::new(ProxyHandler(self.0.clone()));
+        Box::pin(async move { zilla_engine::stream::connect_via_accept(handler, info) })
+    }
+}
+
+/// One request waiting for its answer.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    correlation_id: i32,
+    api_key: i16,
+    api_version: i16,
+    /// False for Produce with acks=0, which Kafka does not answer (some brokers do).
+    answered: bool,
+}
+
+/// Counts an open client connection for as long as it lives.
+struct ConnectionGauge<'a>(&'a ProxyMetrics);
+
+impl Drop for ConnectionGauge<'_> {
+    fn drop(&mut self) {
+        self.0.connections(-1);
+    }
+}
+
+fn protocol(error: FrameError) -> StreamError {
+    match error {
+        FrameError::Io(error) => StreamError::Io(error),
+        other => StreamError::Protocol(other.to_string()),
+    }
+}
+
+impl Proxy {
+    async fn serve(self: Arc<Self>, stream: ByteStream) -> Result<(), StreamError> {
+        self.metrics.connections(1);
+        let _gauge = ConnectionGauge(&self.metrics);
+        let port = stream.info.destination.map(|address| address.port());
+        let upstream = match port {
+            Some(port) if port != self.bootstrap_port && self.brokers.in_range(port) => {
+                let Some((id, address)) = self.brokers.broker_at(port) else {
+                    return Err(StreamError::Protocol(format!(
+                        "no broker has been given port {port} yet"
+                    )));
+                };
+                tracing::debug!(broker = id, host = %address.host, port = address.port, "proxying to broker");
+                self.open(&address).await?
+            }
+            _ => self.open_bootstrap().await?,
+        };
+        let result = self.relay(stream.io, upstream.io).await;
+        if let Err(error) = &result {
+            tracing::debug!(%error, "kafka proxy connection closed");
+        }
+        result
+    }
+
+    async fn open(&self, address: &BrokerAddress) -> Result<ByteStream, StreamError> {
+        let info = StreamInfo {
+            authority: Some(address.host.clone()),
+            port: Some(address.port),
+            ..StreamInfo::default()
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(info)).await {
+            Ok(result) => result,
+            Err(_) => Err(StreamError::Upstream(format!(
+                "connecting to {}:{} timed out",
+                address.host, address.port
+            ))),
+        }
+    }
+
+    async fn open_bootstrap(&self) -> Result<ByteStream, StreamError> {
+        let start = self.next_server.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for offset in 0..self.servers.len() {
+            let server = &self.servers[(start + offset) % self.servers.len()];
+            match self.open(server).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => {
+                    tracing::debug!(host = %server.host, port = server.port, %error, "bootstrap server unreachable");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| StreamError::Upstream("no bootstrap server".into())))
+    }
+
+    /// Forwards requests and answers until either side closes or misbehaves.
+    async fn relay(
+        &self,
+        client: Box<dyn AsyncIo>,
+        broker: Box<dyn AsyncIo>,
+    ) -> Result<(), StreamError> {
+        let (client_read, mut client_write) = tokio::io::split(client);
+        let (broker_read, mut broker_write) = tokio::io::split(broker);
+        let pending = Mutex::new(VecDeque::<Pending>::new());
+        let permits = Semaphore::new(MAX_IN_FLIGHT);
+
+        let requests = async {
+            let mut frames = FrameReader::new(client_read, self.max_request);
+            while let Some(frame) = frames.next().await.map_err(protocol)? {
+                let header = frame::request_header(&frame).map_err(protocol)?;
+                let answered = header.api_key != 0
+                    || frame::produce_acks(&frame, header.api_version) != Some(0);
+                if answered {
+                    permits
+                        .acquire()
+                        .await
+                        .map_err(|_| StreamError::Stopped)?
+                        .forget();
+                }
+                {
+                    let mut pending = lock(&pending);
+                    // Unanswered acks=0 produces are forgotten once the queue is full.
+                    if pending.len() >= MAX_IN_FLIGHT
+                        && let Some(index) = pending.iter().position(|p| !p.answered)
+                    {
+                        pending.remove(index);
+                    }
+                    pending.push_back(Pending {
+                        correlation_id: header.correlation_id,
+                        api_key: header.api_key,
+                        api_version: header.api_version,
+                        answered,
+                    });
+                }
+                self.metrics.request(header.api_key, frame.len());
+                broker_write.write_all(&frame).await?;
+                broker_write.flush().await?;
+            }
+            Ok::<(), StreamError>(())
+        };
+
+        let responses = async {
+            let mut frames = FrameReader::new(broker_read, self.max_response);
+            while let Some(frame) = frames.next().await.map_err(protocol)? {
+                let correlation_id = frame::response_correlation_id(&frame).map_err(protocol)?;
+                let request = take_pending(&pending, correlation_id)?;
+                let Some(request) = request else {
+                    // An answer to an acks=0 produce already forgotten: pass it on as is.
+                    write_frame(&mut client_write, &frame).await?;
+                    continue;
+                };
+                if request.answered {
+                    permits.add_permits(1);
+                }
+                let out = self.answer(request, frame)?;
+                write_frame(&mut client_write, &out).await?;
+            }
+            Ok::<(), StreamError>(())
+        };
+
+        tokio::select! {
+            result = requests => result,
+            result = responses => result,
+        }
+    }
+
+    /// The response to hand the client: rewritten when it names brokers.
+    fn answer(&self, request: Pending, frame: bytes::Bytes) -> Result<bytes::Bytes, StreamError> {
+        let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, &frame)
+        else {
+            return Ok(frame);
+        };
+        self.metrics.response(
+            request.api_key,
+            request.api_version,
+            frame.len(),
+            &frame[offset..],
+        );
+        if !rewrite::rewrites(request.api_key) {
+            return Ok(frame);
+        }
+        match rewrite::rewrite(
+            request.api_key,
+            request.api_version,
+            &frame,
+            offset,
+            &self.external_host,
+            &self.brokers,
+        ) {
+            Ok(out) => Ok(out),
+            // An ApiVersions answer the client's version cannot decode names no broker (a
+            // broker answers an unsupported ApiVersions version in v0's shape).
+            Err(error) if request.api_key == 18 => {
+                tracing::debug!(%error, "ApiVersions answer passed on unchanged");
+                Ok(frame)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "kafka proxy cannot rewrite a broker address; closing the connection");
+                Err(StreamError::Upstream(error.to_string()))
+            }
+        }
+    }
+}
+
+/// Inspects one frame of untrusted bytes the way a proxy does, for fuzzing: the request
+/// header and Produce `acks` of `frame` read as a request, and `frame` read as the response of
+/// `api_key` at `version`, rewritten when that API names brokers (gateway host `proxy`,
+/// broker ports 9100-9103). Malformed input is an error, never a panic.
+pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result<(), String> {
+    if let Ok(header) = frame::request_header(frame)
+        && header.api_key == 0
+    {
+        let _ = frame::produce_acks(frame, header.api_version);
+    }
+    frame::response_correlation_id(frame).map_err(|error| error.to_string())?;
+    let offset = rewrite::body_offset(api_key, version, frame).ok_or("no response body")?;
+    if rewrite::rewrites(api_key) {
+        rewrite::rewrite(
+            api_key,
+            version,
+            frame,
+            offset,
+            "proxy",
+            &Brokers::new(9100..=9103),
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The request `correlation_id` answers, dropping acks=0 produces the broker skipped. `None`
+/// when it answers nothing waiting (an acks=0 produce forgotten earlier); an error when the
+/// broker skipped a request it must answer.
+fn take_pending(
+    pending: &Mutex<VecDeque<Pending>>,
+    correlation_id: i32,
+) -> Result<Option<Pending>, StreamError> {
+    let mut pending = lock(pending);
+    let Some(index) = pending
+        .iter()
+        .position(|p| p.correlation_id == correlation_id)
+    else {
+        return if pending.iter().any(|p| p.answered) {
+            Err(StreamError::Protocol(format!(
+                "broker answered correlation id {correlation_id}, which no request carries"
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    if pending.iter().take(index).any(|p| p.answered) {
+        return Err(StreamError::Protocol(format!(
+            "broker answered correlation id {correlation_id} out of order"
+        )));
+    }
+    pending.drain(..index);
+    Ok(pending.pop_front())
+}
+
+async fn write_frame(
+    io: &mut WriteHalf<Box<dyn AsyncIo>>,
+    frame: &[u8],
+) -> Result<(), StreamError> {
+    io.write_all(frame).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(entries: &[(i32, bool)]) -> Mutex<VecDeque<Pending>> {
+        Mutex::new(
+            entries
+                .iter()
+                .map(|&(correlation_id, answered)| Pending {
+                    correlation_id,
+                    api_key: 0,
+                    api_version: 9,
+                    answered,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn answers_match_in_order_and_skip_unanswered_produces() {
+        let pending = waiting(&[(1, false), (2, true), (3, true)]);
+        assert_eq!(
+            take_pending(&pending, 2).unwrap().unwrap().correlation_id,
+            2
+        );
+        assert!(
+            take_pending(&pending, 9).is_err(),
+            "unknown id with 3 waiting"
+        );
+        let pending = waiting(&[(1, true), (2, true)]);
+        assert!(take_pending(&pending, 2).is_err(), "1 skipped");
+        let pending = waiting(&[(1, false)]);
+        assert_eq!(
+            take_pending(&pending, 1).unwrap().unwrap().correlation_id,
+            1
+        );
+        assert!(take_pending(&pending, 5).unwrap().is_none());
+    }
+
+    #[test]
+    fn port_ranges_parse() {
+        assert_eq!(parse_ports("9100-9109"), Some(9100..=9109));
+        assert_eq!(parse_ports("9109-9100"), None);
+        assert_eq!(parse_ports("0-1"), None);
+        assert_eq!(parse_ports("9100"), None);
+    }
+}

@@ -1,0 +1,718 @@
+//! The kafka `proxy` kind through the real binary: confluent-kafka producers, consumer groups
+//! and admin clients reach a tansu broker through the gateway only (the broker advertises an
+//! address nothing listens on, as a broker on a private network would), hostile frames close
+//! only their own connection, and the `kafka.*` metrics count a known workload.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use zilla_tests::{Broker, Gateway, Peer, free_port, python_json};
+
+/// Ports the gateway listens on: the bootstrap port, then `BROKER_PORTS` for brokers.
+const BROKER_PORTS: u16 = 4;
+
+/// The host tansu advertises: loopback, but nothing listens there.
+const PRIVATE_HOST: &str = "127.0.0.2";
+
+/// `1 + BROKER_PORTS` consecutive free ports (bootstrap, then brokers); the first.
+fn port_block() -> Result<u16> {
+    zilla_tests::free_port_block(1 + BROKER_PORTS)
+}
+
+/// A gateway proxying to `broker`, reaching it by its advertised port on 127.0.0.1 (the
+/// private network's route), with the `kafka.*` metrics on a Prometheus endpoint when
+/// `metrics_port` is given.
+fn gateway(broker: &Broker, metrics_port: Option<u16>) -> Result<(Gateway, String)> {
+    let base = port_block()?;
+    let yaml = config(broker, base, metrics_port, false);
+    let gateway = Gateway::start(&yaml)?;
+    Ok((gateway, format!("127.0.0.1:{base}")))
+}
+
+/// The same gateway terminating TLS in front of the proxy with a self-signed `localhost`
+/// certificate made by openssl; returns the directory holding it (`localhost.crt`).
+fn tls_gateway(broker: &Broker) -> Result<(Gateway, String, tempfile::TempDir)> {
+    let certs = tempfile::tempdir()?;
+    let output = Peer::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            "localhost.key",
+            "-out",
+            "localhost.crt",
+        ])
+        .current_dir(certs.path())
+        .run()?;
+    ensure!(output.status.success(), "openssl failed");
+    let base = port_block()?;
+    let gateway = Gateway::builder(&config(broker, base, None, true))
+        .file(
+            "tls/localhost.key",
+            std::fs::read(certs.path().join("localhost.key"))?,
+        )
+        .file(
+            "tls/localhost.crt",
+            std::fs::read(certs.path().join("localhost.crt"))?,
+        )
+        .start()?;
+    Ok((gateway, format!("localhost:{base}"), certs))
+}
+
+fn config(broker: &Broker, base: u16, metrics_port: Option<u16>, tls: bool) -> String {
+    let telemetry = match metrics_port {
+        Some(port) => format!(
+            r#"
+telemetry:
+  metrics:
+    - kafka.requests
+    - kafka.errors
+    - kafka.produce.size
+    - kafka.fetch.size
+    - kafka.active.connections
+  exporters:
+    prometheus:
+      type: prometheus
+      options:
+        endpoints:
+          - scheme: http
+            port: {port}
+            path: /metrics
+"#
+        ),
+        None => String::new(),
+    };
+    let binding_telemetry = if metrics_port.is_some() {
+        "
+    telemetry:
+      metrics:
+        - kafka.*
+      attributes:
+        api: ${kafka.request.api}"
+    } else {
+        ""
+    };
+    let (vault, server_exit, tls_server, host) = if tls {
+        (
+            "
+vaults:
+  server:
+    type: filesystem
+    options:
+      keys:
+        store: tls
+        type: pem",
+            "tls_server",
+            "
+  tls_server:
+    type: tls
+    kind: server
+    vault: server
+    options:
+      keys:
+        - localhost
+    exit: kafka_proxy",
+            "localhost",
+        )
+    } else {
+        ("", "kafka_proxy", "", "127.0.0.1")
+    };
+    format!(
+        r#"
+name: test{telemetry}{vault}
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port:
+        - {base}
+        - "{low}-{high}"
+    exit: {server_exit}{tls_server}
+  kafka_proxy:
+    type: kafka
+    kind: proxy
+    options:
+      servers:
+        - 127.0.0.1:{broker}
+      external:
+        host: {host}
+        port: {base}
+        ports: "{low}-{high}"
+    exit: tcp_client{binding_telemetry}
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+"#,
+        low = base + 1,
+        high = base + BROKER_PORTS,
+        broker = broker.port(),
+    )
+}
+
+const PRODUCE_CONSUME: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# A fourth argument is the CA of a TLS gateway.
+common = {'bootstrap.servers': bootstrap}
+if len(sys.argv) > 4:
+    common.update({'security.protocol': 'SSL', 'ssl.ca.location': sys.argv[4]})
+metadata = AdminClient(common).list_topics(timeout=20)
+brokers = sorted('%s:%d' % (b.host, b.port) for b in metadata.brokers.values())
+partitions = len(metadata.topics[topic].partitions)
+producer = Producer(dict(common, **{'message.timeout.ms': 20000}))
+reports = []
+for i in range(count):
+    producer.produce(topic, key=b'k%d' % i, value=b'v%d' % i, partition=i % partitions,
+        on_delivery=lambda error, m: reports.append((str(error) if error else None, m.partition())))
+producer.flush(30)
+consumer = Consumer(dict(common, **{'group.id': 'reader', 'enable.auto.commit': False}))
+consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+seen, deadline = [], time.time() + 30
+while len(seen) < count and time.time() < deadline:
+    m = consumer.poll(0.5)
+    if m is None:
+        continue
+    if m.error():
+        raise SystemExit(str(m.error()))
+    seen.append(m.value().decode())
+consumer.close()
+print(json.dumps({'brokers': brokers, 'partitions': partitions,
+    'errors': [r[0] for r in reports if r[0]], 'delivered_to': sorted({r[1] for r in reports}),
+    'consumed': sorted(seen)}))
+"#;
+
+const DIRECT_PRODUCE: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+producer = Producer({'bootstrap.servers': sys.argv[1], 'message.timeout.ms': 3000,
+    'log_level': 0})
+reports = []
+producer.produce(sys.argv[2], value=b'direct', on_delivery=lambda e, m: reports.append(str(e)))
+producer.flush(10)
+print(json.dumps(reports))
+"#;
+
+#[test]
+fn clients_reach_a_private_broker_through_the_proxy_only() -> Result<()> {
+    let broker = Broker::start_advertising_host(PRIVATE_HOST, &[])?;
+    broker.create_topic("orders", 3, false)?;
+    let (mut gateway, bootstrap) = gateway(&broker, None)?;
+
+    // Direct, the client follows the advertised address and cannot deliver.
+    let direct = python_json(DIRECT_PRODUCE, &[&broker.address(), "orders"], "")?;
+    let direct = direct.to_string();
+    ensure!(
+        direct.contains("_MSG_TIMED_OUT"),
+        "direct produce: {direct}"
+    );
+
+    let count = 30;
+    let result = python_json(
+        PRODUCE_CONSUME,
+        &[&bootstrap, "orders", &count.to_string()],
+        "",
+    )?;
+    let base: u16 = bootstrap.rsplit(':').next().context("port")?.parse()?;
+    // tansu's broker id (111) lies outside the range: it gets the lowest broker port.
+    assert_eq!(
+        result["brokers"],
+        serde_json::json!([format!("127.0.0.1:{}", base + 1)])
+    );
+    assert_eq!(result["partitions"], 3);
+    assert_eq!(result["errors"], serde_json::json!([]));
+    assert_eq!(result["delivered_to"], serde_json::json!([0, 1, 2]));
+    let mut expected: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
+    expected.sort();
+    assert_eq!(result["consumed"], serde_json::json!(expected));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+const GROUP: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+conf = {'bootstrap.servers': bootstrap, 'group.id': 'workers', 'auto.offset.reset': 'earliest',
+    'enable.auto.commit': False, 'session.timeout.ms': 10000, 'heartbeat.interval.ms': 500}
+def assigned(c):
+    return sorted(tp.partition for tp in c.assignment())
+def until(condition, consumers, what):
+    deadline = time.time() + 60
+    while not condition():
+        if time.time() > deadline:
+            raise SystemExit('timed out waiting for ' + what)
+        for c in consumers:
+            c.poll(0.1)
+first = Consumer(conf)
+first.subscribe([topic])
+until(lambda: assigned(first) == [0, 1], [first], 'the first assignment')
+alone = assigned(first)
+second = Consumer(conf)
+second.subscribe([topic])
+until(lambda: len(assigned(first)) == 1 and len(assigned(second)) == 1, [first, second],
+    'the rebalance')
+split = sorted(assigned(first) + assigned(second))
+producer = Producer({'bootstrap.servers': bootstrap})
+for i in range(10):
+    producer.produce(topic, value=b'm%d' % i, partition=i % 2)
+producer.flush(30)
+consumed, deadline = [], time.time() + 60
+while len(consumed) < 10 and time.time() < deadline:
+    for c in (first, second):
+        m = c.poll(0.1)
+        if m is not None and not m.error():
+            consumed.append(m.value().decode())
+            c.commit(message=m, asynchronous=False)
+first.close()
+second.close()
+third = Consumer(conf)
+third.subscribe([topic])
+until(lambda: assigned(third) == [0, 1], [third], 'the third assignment')
+for i in range(2):
+    producer.produce(topic, value=b'late%d' % i, partition=i % 2)
+producer.flush(30)
+late, deadline = [], time.time() + 30
+while len(late) < 2 and time.time() < deadline:
+    m = third.poll(0.2)
+    if m is not None and not m.error():
+        late.append(m.value().decode())
+third.close()
+print(json.dumps({'alone': alone, 'split': split, 'consumed': sorted(consumed),
+    'after_commit': sorted(late)}))
+"#;
+
+#[test]
+fn a_consumer_group_joins_rebalances_and_commits_through_the_proxy() -> Result<()> {
+    let broker = Broker::start_advertising_host(PRIVATE_HOST, &[])?;
+    broker.create_topic("jobs", 2, false)?;
+    let (mut gateway, bootstrap) = gateway(&broker, None)?;
+    let result = python_json(GROUP, &[&bootstrap, "jobs"], "")?;
+    assert_eq!(result["alone"], serde_json::json!([0, 1]));
+    assert_eq!(result["split"], serde_json::json!([0, 1]));
+    let mut expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    expected.sort();
+    assert_eq!(result["consumed"], serde_json::json!(expected));
+    // Committed offsets hold: the next member of the group reads only what came after.
+    assert_eq!(
+        result["after_commit"],
+        serde_json::json!(["late0", "late1"])
+    );
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+const ADMIN: &str = r#"
+import json, sys
+from confluent_kafka.admin import AdminClient, NewTopic
+admin = AdminClient({'bootstrap.servers': sys.argv[1]})
+if len(sys.argv) > 2:
+    admin.create_topics([NewTopic(sys.argv[2], num_partitions=2, replication_factor=1)])[sys.argv[2]].result(timeout=20)
+metadata = admin.list_topics(timeout=20)
+topics = {name: len(t.partitions) for name, t in metadata.topics.items()}
+cluster = admin.describe_cluster(request_timeout=20).result()
+print(json.dumps({'topics': topics, 'nodes': sorted('%s:%d' % (n.host, n.port) for n in cluster.nodes),
+    'cluster_id': cluster.cluster_id}))
+"#;
+
+#[test]
+fn the_admin_client_works_through_the_proxy_as_direct() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("existing", 1, false)?;
+    let (mut gateway, bootstrap) = gateway(&broker, None)?;
+    let proxied = python_json(ADMIN, &[&bootstrap, "created"], "")?;
+    let direct = python_json(ADMIN, &[&broker.address()], "")?;
+    assert_eq!(proxied["topics"]["created"], 2);
+    assert_eq!(proxied["topics"]["existing"], 1);
+    // The same cluster, seen the same way, but every broker named by the gateway.
+    assert_eq!(proxied["topics"], direct["topics"]);
+    assert_eq!(proxied["cluster_id"], direct["cluster_id"]);
+    assert_eq!(direct["nodes"], serde_json::json!([broker.address()]));
+    let base: u16 = bootstrap.rsplit(':').next().context("port")?.parse()?;
+    assert_eq!(
+        proxied["nodes"],
+        serde_json::json!([format!("127.0.0.1:{}", base + 1)])
+    );
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// An ApiVersions v0 request (no client id).
+fn api_versions(correlation_id: i32, version: i16) -> Vec<u8> {
+    let mut frame = 10i32.to_be_bytes().to_vec();
+    frame.extend(18i16.to_be_bytes());
+    frame.extend(version.to_be_bytes());
+    frame.extend(correlation_id.to_be_bytes());
+    frame.extend((-1i16).to_be_bytes());
+    frame
+}
+
+/// A Heartbeat v0 request of member `nobody` in group `nogroup`.
+fn heartbeat(correlation_id: i32) -> Vec<u8> {
+    let mut body = 12i16.to_be_bytes().to_vec();
+    body.extend(0i16.to_be_bytes());
+    body.extend(correlation_id.to_be_bytes());
+    body.extend((-1i16).to_be_bytes());
+    for (index, text) in [&b"nogroup"[..], &b"nobody"[..]].into_iter().enumerate() {
+        body.extend((text.len() as i16).to_be_bytes());
+        body.extend(text);
+        if index == 0 {
+            body.extend(1i32.to_be_bytes());
+        }
+    }
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend(body);
+    frame
+}
+
+/// Reads one response frame: its correlation id and the rest.
+fn read_response(stream: &mut TcpStream) -> Result<(i32, Vec<u8>)> {
+    let mut size = [0; 4];
+    stream.read_exact(&mut size)?;
+    let mut body = vec![0; usize::try_from(i32::from_be_bytes(size))?];
+    stream.read_exact(&mut body)?;
+    ensure!(body.len() >= 4, "short response");
+    let correlation = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    Ok((correlation, body[4..].to_vec()))
+}
+
+/// Whether the gateway closed `stream` (reads end) within the wait.
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut buffer = [0; 64];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(error) => {
+                return matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                );
+            }
+        }
+    }
+}
+
+fn connect(address: &str) -> Result<TcpStream> {
+    let stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(stream)
+}
+
+#[test]
+fn hostile_frames_close_only_their_own_connection() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("events", 1, false)?;
+    let (mut gateway, bootstrap) = gateway(&broker, None)?;
+
+    let mut bystander = connect(&bootstrap)?;
+    bystander.write_all(&api_versions(1, 0))?;
+    assert_eq!(read_response(&mut bystander)?.0, 1);
+
+    // A size prefix over the limit (Kafka's 100 MiB), a negative one, and a frame too short
+    // for a request header: each connection is closed.
+    for hostile in [
+        i32::MAX.to_be_bytes().to_vec(),
+        (-5i32).to_be_bytes().to_vec(),
+        vec![0, 0, 0, 2, 0, 18],
+    ] {
+        let mut stream = connect(&bootstrap)?;
+        stream.write_all(&hostile)?;
+        assert!(closed(&mut stream), "{hostile:?} left the connection open");
+    }
+    // A port of the brokers' range no broker was given yet is closed too.
+    let base: u16 = bootstrap.rsplit(':').next().context("port")?.parse()?;
+    let mut unmapped = connect(&format!("127.0.0.1:{}", base + 2))?;
+    unmapped.write_all(&api_versions(1, 0))?;
+    assert!(closed(&mut unmapped));
+
+    // The connection opened before carries on, and new clients work.
+    bystander.write_all(&api_versions(2, 0))?;
+    assert_eq!(read_response(&mut bystander)?.0, 2);
+    let result = python_json(PRODUCE_CONSUME, &[&bootstrap, "events", "3"], "")?;
+    assert_eq!(result["errors"], serde_json::json!([]));
+    assert_eq!(result["consumed"], serde_json::json!(["v0", "v1", "v2"]));
+    drop(bystander);
+    assert!(gateway.terminate()?.success(), "{}", gateway.stderr());
+    Ok(())
+}
+
+fn scrape(port: u16) -> Result<String> {
+    let output = Peer::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10"])
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(20))
+        .run()?;
+    ensure!(output.status.success(), "scrape failed");
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The value of the one sample named `series` (name and labels as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[test]
+fn kafka_metrics_count_a_known_workload() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("counted", 1, false)?;
+    let metrics_port = free_port()?;
+    let (mut gateway, bootstrap) = gateway(&broker, Some(metrics_port))?;
+    let labels = r#"namespace="test",binding="kafka_proxy""#;
+
+    // Four ApiVersions requests on one raw connection, then a Heartbeat from a member no
+    // group knows, answered with UNKNOWN_MEMBER_ID.
+    let mut raw = connect(&bootstrap)?;
+    for correlation in 1..=4 {
+        raw.write_all(&api_versions(correlation, 0))?;
+        let (id, body) = read_response(&mut raw)?;
+        assert_eq!((id, &body[..2]), (correlation, &[0u8, 0][..]));
+    }
+    raw.write_all(&heartbeat(5))?;
+    let (id, body) = read_response(&mut raw)?;
+    assert_eq!((id, &body[..2]), (5, &25i16.to_be_bytes()[..]));
+
+    // A producer and a consumer: three records of 100 bytes each.
+    let result = python_json(PRODUCE_CONSUME, &[&bootstrap, "counted", "3"], "")?;
+    assert_eq!(result["consumed"], serde_json::json!(["v0", "v1", "v2"]));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = scrape(metrics_port)?;
+        // The python clients are gone; only the raw connection is open.
+        if sample(&text, &format!("kafka_active_connections{{{labels}}}")) == Some(1.0) {
+            break text;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "active connections never 1:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let api = |name: &str| format!(r#"{{{labels},api="{name}"}}"#);
+    let versions = sample(
+        &text,
+        &format!("kafka_requests_total{}", api("ApiVersions")),
+    )
+    .context("no ApiVersions requests")?;
+    // The raw four, plus at least one per connection the python clients opened.
+    assert!(versions >= 5.0, "{versions}\n{text}");
+    assert_eq!(
+        sample(&text, &format!("kafka_requests_total{}", api("Heartbeat"))),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("kafka_errors_total{}", api("Heartbeat"))),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("kafka_errors_total{}", api("ApiVersions"))).unwrap_or(0.0),
+        0.0,
+        "no ApiVersions answer carried an error: {text}"
+    );
+    assert!(
+        sample(&text, &format!("kafka_requests_total{}", api("Produce"))).unwrap_or(0.0) >= 1.0
+    );
+    assert!(
+        sample(&text, &format!("kafka_requests_total{}", api("Metadata"))).unwrap_or(0.0) >= 1.0
+    );
+    let produced = sample(&text, &format!("kafka_produce_size_bytes_sum{{{labels}}}"))
+        .context("no produce sizes")?;
+    assert!(produced >= 6.0, "{produced}");
+    let fetches = sample(&text, &format!("kafka_fetch_size_bytes_count{{{labels}}}"))
+        .context("no fetch sizes")?;
+    assert!(fetches >= 1.0);
+
+    drop(raw);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sample(
+        &scrape(metrics_port)?,
+        &format!("kafka_active_connections{{{labels}}}"),
+    ) != Some(0.0)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "active connections never back to 0"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+const SCRAM_PRODUCE_CONSUME: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, Producer, TopicPartition
+bootstrap, secret = sys.argv[1], sys.argv[2]
+auth = {'bootstrap.servers': bootstrap, 'security.protocol': 'SASL_PLAINTEXT',
+    'sasl.mechanism': 'SCRAM-SHA-512', 'sasl.username': 'alice', 'sasl.password': secret}
+producer = Producer(dict(auth, **{'message.timeout.ms': 8000}))
+reports = []
+producer.produce('secured', value=b'hello', on_delivery=lambda e, m: reports.append(str(e) if e else None))
+producer.flush(15)
+seen = []
+if reports == [None]:
+    consumer = Consumer(dict(auth, **{'group.id': 'secured', 'enable.auto.commit': False}))
+    consumer.assign([TopicPartition('secured', 0, 0)])
+    deadline = time.time() + 20
+    while not seen and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            seen.append(m.value().decode())
+    consumer.close()
+print(json.dumps({'reports': reports, 'seen': seen}))
+"#;
+
+#[test]
+fn clients_authenticate_to_the_broker_with_scram_through_the_proxy() -> Result<()> {
+    let mut broker = Broker::start()?;
+    broker.create_topic("secured", 1, false)?;
+    broker.require_authentication(&[("alice", "s3cret")])?;
+    let (mut gateway, bootstrap) = gateway(&broker, None)?;
+    let accepted = python_json(SCRAM_PRODUCE_CONSUME, &[&bootstrap, "s3cret"], "")?;
+    assert_eq!(accepted["reports"], serde_json::json!([null]));
+    assert_eq!(accepted["seen"], serde_json::json!(["hello"]));
+    // The broker's own refusal reaches the client: nothing is delivered.
+    let refused = python_json(SCRAM_PRODUCE_CONSUME, &[&bootstrap, "wrong"], "")?;
+    let reports = refused["reports"].to_string();
+    assert!(
+        !reports.contains("null") && reports != "[]",
+        "a wrong secret was accepted: {refused}"
+    );
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn tls_clients_reach_every_broker_through_the_proxy() -> Result<()> {
+    let broker = Broker::start_advertising_host(PRIVATE_HOST, &[])?;
+    broker.create_topic("sealed", 2, false)?;
+    let (mut gateway, bootstrap, certs) = tls_gateway(&broker)?;
+    let ca = certs.path().join("localhost.crt");
+    let ca = ca.to_str().context("path")?;
+    let result = python_json(PRODUCE_CONSUME, &[&bootstrap, "sealed", "10", ca], "")?;
+    let base: u16 = bootstrap.rsplit(':').next().context("port")?.parse()?;
+    assert_eq!(
+        result["brokers"],
+        serde_json::json!([format!("localhost:{}", base + 1)])
+    );
+    assert_eq!(result["errors"], serde_json::json!([]));
+    assert_eq!(result["delivered_to"], serde_json::json!([0, 1]));
+    assert_eq!(result["consumed"].as_array().map(Vec::len), Some(10));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// kcat with the current librdkafka of the peers (Debian's cannot parse tansu's ApiVersions).
+fn kcat(args: &[&str], stdin: &str) -> Result<String> {
+    let output = Peer::new("kcat")
+        .env("LD_LIBRARY_PATH", zilla_tests::peers_dir().join("lib"))
+        .args(args)
+        .stdin(stdin)
+        .timeout(Duration::from_secs(40))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "kcat {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn kcat_lists_produces_and_consumes_through_the_proxy() -> Result<()> {
+    let broker = Broker::start_advertising_host(PRIVATE_HOST, &[])?;
+    broker.create_topic("lines", 1, false)?;
+    let (mut gateway, bootstrap) = gateway(&broker, None)?;
+    let base: u16 = bootstrap.rsplit(':').next().context("port")?.parse()?;
+    let listing = kcat(&["-b", &bootstrap, "-L", "-J"], "")?;
+    let listing: serde_json::Value = serde_json::from_str(&listing)?;
+    assert_eq!(
+        listing["brokers"][0]["name"],
+        format!("127.0.0.1:{}", base + 1),
+        "{listing}"
+    );
+    kcat(
+        &["-b", &bootstrap, "-t", "lines", "-P"],
+        "one\ntwo\nthree\n",
+    )?;
+    let consumed = kcat(
+        &[
+            "-b",
+            &bootstrap,
+            "-t",
+            "lines",
+            "-C",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        "",
+    )?;
+    assert_eq!(consumed, "one\ntwo\nthree\n");
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+#[test]
+fn routes_on_a_proxy_are_refused_at_start() -> Result<()> {
+    let refused = Gateway::start(
+        r#"
+name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: kafka_proxy
+  kafka_proxy:
+    type: kafka
+    kind: proxy
+    options:
+      servers:
+        - 127.0.0.1:9092
+      external:
+        host: 127.0.0.1
+        port: 9092
+        ports: "9100-9103"
+    routes:
+      - exit: tcp_client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+"#,
+    );
+    let Err(error) = refused else {
+        anyhow::bail!("a kafka proxy with routes started");
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("routes are not supported on a kafka proxy"),
+        "{message}"
+    );
+    Ok(())
+}

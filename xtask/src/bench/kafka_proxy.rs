@@ -1,0 +1,293 @@
+//! `cargo xtask bench kafka-proxy`: scenario S8, Kafka clients through the gateway's `kafka`
+//! `proxy` against the same clients straight to the broker (a loopback tansu), in the same
+//! run.
+//!
+//! The load client is librdkafka (the peers' Python confluent-kafka, [`LOAD_CLIENT`]):
+//!
+//! - **produce**: [`RECORDS`] records of [`RECORD_SIZE`] bytes as fast as the producer
+//!   takes them (leader acks, `linger.ms` 5), timed until every one is acknowledged;
+//! - **consume**: the first [`RECORDS`] records of the partition, from offset 0;
+//! - **latency**: one record every `1 / LATENCY_RATE` seconds (no batching wait), each
+//!   measured from the time it was due until its acknowledgement (no coordinated omission).
+//!
+//! Each measured round runs direct, then through the proxy; the figures are the medians over
+//! the rounds, with throughput as proxy ÷ direct and the p99 the proxy adds.
+
+use anyhow::{Context, Result, bail};
+use zilla_tests::{Gateway, python_json};
+
+use super::options::Options;
+use super::tansu::Broker;
+use super::{Spread, commit, record, today};
+use crate::shell::{cargo, run as run_command};
+
+const TOPIC: &str = "proxied";
+const RECORDS: usize = 200_000;
+const RECORD_SIZE: usize = 100;
+const DEFAULT_ROUNDS: usize = 5;
+/// Records per second of the latency runs.
+const LATENCY_RATE: u32 = 1000;
+const DEFAULT_LATENCY_SECONDS: u64 = 10;
+/// Ports the gateway gives brokers (tansu has one).
+const BROKER_PORTS: u16 = 4;
+
+/// The librdkafka load client: `produce N SIZE`, `consume N`, `latency RATE SECONDS`, each
+/// printing one JSON object.
+const LOAD_CLIENT: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, Producer, TopicPartition
+mode, bootstrap, topic = sys.argv[1:4]
+if mode == 'produce':
+    count, size = int(sys.argv[4]), int(sys.argv[5])
+    producer = Producer({'bootstrap.servers': bootstrap, 'acks': 1, 'linger.ms': 5,
+        'queue.buffering.max.messages': 1000000})
+    value, outcome = b'x' * size, {'delivered': 0, 'failed': 0}
+    def report(error, message):
+        outcome['failed' if error else 'delivered'] += 1
+    start = time.perf_counter()
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, value, partition=0, on_delivery=report)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(300)
+    outcome['seconds'] = time.perf_counter() - start
+    print(json.dumps(outcome))
+elif mode == 'consume':
+    count = int(sys.argv[4])
+    consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'bench',
+        'enable.auto.commit': False, 'fetch.wait.max.ms': 10})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    seen, start = 0, time.perf_counter()
+    deadline = start + 300
+    while seen < count and time.perf_counter() < deadline:
+        seen += sum(1 for m in consumer.consume(10000, 1.0) if not m.error())
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    print(json.dumps({'consumed': seen, 'seconds': elapsed}))
+else:
+    rate, seconds = float(sys.argv[4]), float(sys.argv[5])
+    producer = Producer({'bootstrap.servers': bootstrap, 'acks': 1, 'linger.ms': 0})
+    producer.produce(topic, b'warm', partition=0)
+    producer.flush(30)
+    latencies, failed, interval = [], [0], 1.0 / rate
+    start, sent = time.perf_counter(), 0
+    while True:
+        due = start + sent * interval
+        if due > start + seconds:
+            break
+        while time.perf_counter() < due:
+            producer.poll(max(0.0, due - time.perf_counter()))
+        def report(error, message, due=due):
+            if error:
+                failed[0] += 1
+            else:
+                latencies.append(time.perf_counter() - due)
+        producer.produce(topic, b'x' * 100, partition=0, on_delivery=report)
+        sent += 1
+    producer.flush(60)
+    latencies.sort()
+    pick = lambda p: latencies[max(0, int(len(latencies) * p / 100.0 + 0.999999) - 1)] * 1e6
+    print(json.dumps({'sent': sent, 'failed': failed[0], 'p50_us': pick(50), 'p99_us': pick(99)}))
+"#;
+
+/// `1 + BROKER_PORTS` consecutive free ports (bootstrap, then brokers); the first.
+fn port_block() -> Result<u16> {
+    zilla_tests::free_port_block(1 + BROKER_PORTS)
+}
+
+/// Records per second of one produce run, checking every record was acknowledged.
+fn produce(bootstrap: &str) -> Result<f64> {
+    let report = python_json(
+        LOAD_CLIENT,
+        &[
+            "produce",
+            bootstrap,
+            TOPIC,
+            &RECORDS.to_string(),
+            &RECORD_SIZE.to_string(),
+        ],
+        "",
+    )?;
+    let number = |key: &str| {
+        report[key]
+            .as_f64()
+            .with_context(|| format!("no `{key}` in {report}"))
+    };
+    if number("delivered")? as usize != RECORDS {
+        bail!("not every record was acknowledged: {report}");
+    }
+    Ok(RECORDS as f64 / number("seconds")?)
+}
+
+/// Records per second of one consume run.
+fn consume(bootstrap: &str) -> Result<f64> {
+    let report = python_json(
+        LOAD_CLIENT,
+        &["consume", bootstrap, TOPIC, &RECORDS.to_string()],
+        "",
+    )?;
+    let number = |key: &str| {
+        report[key]
+            .as_f64()
+            .with_context(|| format!("no `{key}` in {report}"))
+    };
+    if (number("consumed")? as usize) < RECORDS {
+        bail!("not every record was read: {report}");
+    }
+    Ok(RECORDS as f64 / number("seconds")?)
+}
+
+/// p50 and p99 in µs of one fixed-rate run.
+fn latency(bootstrap: &str, seconds: u64) -> Result<(f64, f64)> {
+    let report = python_json(
+        LOAD_CLIENT,
+        &[
+            "latency",
+            bootstrap,
+            TOPIC,
+            &LATENCY_RATE.to_string(),
+            &seconds.to_string(),
+        ],
+        "",
+    )?;
+    let number = |key: &str| {
+        report[key]
+            .as_f64()
+            .with_context(|| format!("no `{key}` in {report}"))
+    };
+    if number("failed")? > 0.0 {
+        bail!("records failed: {report}");
+    }
+    Ok((number("p50_us")?, number("p99_us")?))
+}
+
+#[derive(Debug, Default)]
+struct Samples {
+    produce_direct: Vec<f64>,
+    produce_proxy: Vec<f64>,
+    consume_direct: Vec<f64>,
+    consume_proxy: Vec<f64>,
+    p50_direct: Vec<f64>,
+    p50_proxy: Vec<f64>,
+    p99_direct: Vec<f64>,
+    p99_proxy: Vec<f64>,
+}
+
+/// Runs S8 and records its figures.
+pub fn run(options: &Options) -> Result<()> {
+    let rounds = options.rounds.unwrap_or(DEFAULT_ROUNDS).max(1);
+    let latency_seconds = options.seconds.unwrap_or(DEFAULT_LATENCY_SECONDS).max(1);
+    run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
+    let binary = zilla_tests::build_zilla(true, false)?;
+    let broker = Broker::start()?;
+    broker.create_topic(TOPIC, 1)?;
+    let base = port_block()?;
+    let yaml = format!(
+        r#"
+name: bench
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port:
+        - {base}
+        - "{low}-{high}"
+    exit: kafka_proxy
+  kafka_proxy:
+    type: kafka
+    kind: proxy
+    options:
+      servers:
+        - {broker}
+      external:
+        host: 127.0.0.1
+        port: {base}
+        ports: "{low}-{high}"
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+"#,
+        low = base + 1,
+        high = base + BROKER_PORTS,
+        broker = broker.address(),
+    );
+    let mut gateway = Gateway::builder(&yaml).binary(&binary).start()?;
+    let direct = broker.address();
+    let proxied = format!("127.0.0.1:{base}");
+
+    // Warm-up: fills the topic the consume runs read, both ways.
+    produce(&direct).context("warm-up produce, direct")?;
+    produce(&proxied).context("warm-up produce, proxied")?;
+    let mut samples = Samples::default();
+    for round in 1..=rounds {
+        let context = || format!("round {round}");
+        samples
+            .produce_direct
+            .push(produce(&direct).with_context(context)?);
+        samples
+            .produce_proxy
+            .push(produce(&proxied).with_context(context)?);
+        samples
+            .consume_direct
+            .push(consume(&direct).with_context(context)?);
+        samples
+            .consume_proxy
+            .push(consume(&proxied).with_context(context)?);
+        let (p50, p99) = latency(&direct, latency_seconds).with_context(context)?;
+        samples.p50_direct.push(p50);
+        samples.p99_direct.push(p99);
+        let (p50, p99) = latency(&proxied, latency_seconds).with_context(context)?;
+        samples.p50_proxy.push(p50);
+        samples.p99_proxy.push(p99);
+    }
+    let status = gateway.terminate()?;
+    if !status.success() {
+        bail!(
+            "zilla exited with {status} on SIGTERM; stderr:\n{}",
+            gateway.stderr()
+        );
+    }
+    drop(broker);
+
+    let median = |sample: &[f64]| Spread::of(sample).median;
+    let produce_ratio = median(&samples.produce_proxy) / median(&samples.produce_direct);
+    let consume_ratio = median(&samples.consume_proxy) / median(&samples.consume_direct);
+    let added_p50 = median(&samples.p50_proxy) - median(&samples.p50_direct);
+    let added_p99 = median(&samples.p99_proxy) - median(&samples.p99_direct);
+    println!(
+        "kafka-proxy: produce {:.0} rec/s through the proxy, {:.0} direct (ratio {produce_ratio:.3}); \
+         consume {:.0} vs {:.0} (ratio {consume_ratio:.3}); at {LATENCY_RATE} rec/s p99 {:.0} µs vs {:.0} µs \
+         (added p50 {added_p50:.0} µs, p99 {added_p99:.0} µs); medians of {rounds} rounds",
+        median(&samples.produce_proxy),
+        median(&samples.produce_direct),
+        median(&samples.consume_proxy),
+        median(&samples.consume_direct),
+        median(&samples.p99_proxy),
+        median(&samples.p99_direct),
+    );
+    let table = format!(
+        "| date | commit | produce rec/s proxy | direct | ratio | consume rec/s proxy | direct | ratio | p99 µs proxy | direct | added p50 µs | added p99 µs |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {:.0} | {:.0} | {produce_ratio:.3} | {:.0} | {:.0} | {consume_ratio:.3} | {:.0} | {:.0} | {added_p50:.0} | {added_p99:.0} |\n\n\
+         {RECORDS} records of {RECORD_SIZE} bytes per produce and consume run (librdkafka, leader acks, one partition); \
+         latency at {LATENCY_RATE} records/s for {latency_seconds} s; medians of {rounds} rounds.\n",
+        today(),
+        commit(),
+        median(&samples.produce_proxy),
+        median(&samples.produce_direct),
+        median(&samples.consume_proxy),
+        median(&samples.consume_direct),
+        median(&samples.p99_proxy),
+        median(&samples.p99_direct),
+    );
+    record("kafka-proxy", &table)?;
+    Ok(())
+}
