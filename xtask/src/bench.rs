@@ -7,6 +7,7 @@ mod kafka_produce;
 mod load;
 mod optimized;
 mod options;
+pub mod soak;
 mod sse_fanout;
 mod tansu;
 mod usage;
