@@ -15,7 +15,7 @@
 //! `docs/soak/`, and records the figures in `docs/benchmarks.md`.
 //!
 //! The long mode (default 60 minutes, 5000 subscribers) uses release builds; `--short` (about
-//! 3 minutes of load, 300 subscribers) uses the debug build `cargo xtask test` has built.
+//! 3 minutes of load, 300 subscribers) uses the debug build (`ZILLA_BIN` when set).
 
 mod check;
 mod clients;
@@ -54,6 +54,8 @@ const RECOVERY_MAX: Duration = Duration::from_secs(60);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// tansu answers a fetch parked at the log end only when its max-wait passes.
 const FETCH_MAX_WAIT_MILLIS: &str = "50";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const PLOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// File descriptors this process keeps beyond one per subscriber.
 const SPARE_FDS: u64 = 512;
 
@@ -156,6 +158,12 @@ impl Plan {
 
 /// Runs the soak; an error when any acknowledged value or delivery was lost or repeated.
 pub fn run(options: &Options) -> Result<()> {
+    run_on(options, None)
+}
+
+/// [`run`] on `binary` when given (`cargo xtask test` passes the build it has just made); else
+/// on a release build in the long mode, and on `ZILLA_BIN` or the debug build in the short one.
+pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
     let plan = Plan::new(options);
     if plan.release && rerun_optimized()? {
         return Ok(());
@@ -171,7 +179,11 @@ pub fn run(options: &Options) -> Result<()> {
             plan.clients as u64 + SPARE_FDS
         );
     }
-    let binary = zilla_tests::build_zilla(plan.release, true)?;
+    let binary = match binary {
+        Some(binary) => binary.to_owned(),
+        None if plan.release => zilla_tests::build_zilla(true, true)?,
+        None => zilla_tests::zilla_binary()?,
+    };
     println!(
         "S10 soak ({} mode): {} subscribers, {} values/s for {} s; faults: {}",
         plan.mode,
@@ -197,10 +209,12 @@ pub fn run(options: &Options) -> Result<()> {
         .as_ref()
         .ok()
         .map(|_| check::read_back(&broker.address(), TOPIC));
+    // How a replica stops says nothing about the run's outcome, which must not be hidden.
     for replica in &mut replicas {
-        let status = replica.gateway.terminate()?;
-        if !status.success() {
-            eprintln!("{} exited with {status} on SIGTERM", replica.name);
+        match replica.gateway.terminate() {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("{} exited with {status} on SIGTERM", replica.name),
+            Err(error) => eprintln!("{}: {error:#}", replica.name),
         }
     }
     drop(balancer);
@@ -300,6 +314,8 @@ fn launch(binary: &Path, yaml: &str, port: u16, broker: &Broker) -> Result<Gatew
             "zilla.binding.kafka.client.fetch.max.wait.millis",
             FETCH_MAX_WAIT_MILLIS,
         )
+        // A restart under load on a busy machine may take longer than the default.
+        .ready_timeout(READY_TIMEOUT)
         .start()
 }
 
@@ -345,8 +361,9 @@ fn haproxy_config(port: u16, replicas: &[Replica]) -> String {
             )
         })
         .collect();
+    // haproxy holds two descriptors per connection: 9000 fits under a 20000 hard limit.
     format!(
-        "global\n  maxconn 100000\n\n\
+        "global\n  maxconn 9000\n\n\
          defaults\n  mode tcp\n  retries 3\n  option redispatch\n  timeout connect 2s\n  \
          timeout client 1h\n  timeout server 1h\n\n\
          frontend soak\n  bind 127.0.0.1:{port}\n  default_backend replicas\n\n\
@@ -362,7 +379,8 @@ struct Outcome {
     samples: Vec<Sample>,
     /// Each fault: when it came (s after the load started) and how long injecting it took.
     faults: Vec<(Fault, f64, Duration)>,
-    /// When the schedule was over: every subscriber had an event after the last fault.
+    /// When the schedule was over: every subscriber had an event after the last fault, or
+    /// [`RECOVERY_MAX`] had passed.
     schedule_end: f64,
     subscribe_time: Duration,
     warm_up_time: Duration,
@@ -476,7 +494,11 @@ fn soak(
     }
     shared.end_schedule();
     let schedule_end = load_start.elapsed().as_secs_f64();
-    println!("  {schedule_end:>5.0} s: schedule over, every subscriber resumed");
+    println!(
+        "  {schedule_end:>5.0} s: schedule over, {} of {} subscribers had an event since the last fault",
+        shared.caught_up(),
+        plan.clients
+    );
 
     let load_end = load_start + schedule.due_at(schedule.total - 1);
     sampler.until(load_end, broker, replicas, balancer)?;
@@ -737,13 +759,16 @@ impl Report<'_> {
             today(),
             commit()
         );
-        let output = Peer::python(PLOT)
+        let plotted = Peer::python(PLOT)
             .arg(&csv)
             .arg(&png)
             .arg(faults.join(","))
             .arg(title)
-            .run()?;
-        if let Err(error) = success(&output) {
+            // The first run builds matplotlib's font cache.
+            .timeout(PLOT_TIMEOUT)
+            .run()
+            .and_then(|output| success(&output));
+        if let Err(error) = plotted {
             println!(
                 "no plot (install matplotlib with `cargo xtask peers --only python`): {error:#}"
             );
@@ -795,10 +820,11 @@ impl Report<'_> {
             ));
         }
         table.push_str(&format!(
-            "\nAfter the schedule (from {} s; it ended at {:.0} s once every subscriber had resumed), per process: \
+            "\nAfter the schedule (from {} s; it ended at {:.0} s, when every subscriber had an event after the last fault or after {} s), per process: \
              mean RSS, RSS drift (least squares), open files min..max, mean CPU:\n\n",
             self.plan.drift_from.as_secs(),
             o.schedule_end,
+            RECOVERY_MAX.as_secs(),
         ));
         for process in ["gateway-a", "gateway-b", "tansu", "haproxy"] {
             table.push_str(&format!("- {}\n", self.drift_text(process)));

@@ -322,6 +322,68 @@ mod tests {
         assert!(fd_count(std::process::id()).is_ok_and(|fds| fds >= 3));
     }
 
+    fn produced(acknowledged: &[u64], total: u64) -> Produced {
+        let mut seen = Seen::new(total);
+        for &seq in acknowledged {
+            seen.insert(seq);
+        }
+        Produced {
+            acknowledged: seen,
+            acknowledged_count: acknowledged.len() as u64,
+            failed: total - acknowledged.len() as u64,
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_value_missing_from_the_topic_fails_the_run() {
+        let topic: Vec<String> = ["warm-0", "soak-0", "soak-2", "soak-3", "soak-3"]
+            .map(str::to_owned)
+            .to_vec();
+        let comparison = Comparison::new(&topic, 4, &produced(&[0, 1, 2], 4), &[], 0);
+        assert_eq!(comparison.in_topic, 3);
+        assert_eq!(comparison.topic_duplicates, 1);
+        assert_eq!(comparison.acknowledged_missing, 1, "soak-1");
+        assert_eq!(comparison.unacknowledged_written, 1, "soak-3");
+        let error = comparison.verdict().err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("1 acknowledged values are not in the topic")
+        );
+        let whole = Comparison::new(&topic, 4, &produced(&[0, 2], 4), &[], 0);
+        assert!(whole.verdict().is_ok(), "{whole:?}");
+    }
+
+    #[test]
+    fn each_subscriber_is_compared_with_the_topic() {
+        use std::net::SocketAddr;
+        let shared = super::super::clients::Shared::new(SocketAddr::from(([127, 0, 0, 1], 1)), 4);
+        let now = tokio::time::Instant::now();
+        let mut whole = Subscription::new(4);
+        let mut partial = Subscription::new(4);
+        for value in ["warm-0", "soak-0", "soak-1", "soak-2"] {
+            whole.event(&shared, None, value.as_bytes(), now);
+        }
+        for value in ["warm-0", "soak-0", "soak-0", "soak-3"] {
+            partial.event(&shared, None, value.as_bytes(), now);
+        }
+        let topic: Vec<String> = ["soak-0", "soak-1", "soak-2"].map(str::to_owned).to_vec();
+        let comparison = Comparison::new(&topic, 4, &produced(&[0, 1, 2], 4), &[whole, partial], 0);
+        assert_eq!(comparison.acknowledged_missing, 0);
+        assert_eq!(comparison.missed, 2);
+        assert_eq!((comparison.duplicates, comparison.most_duplicates), (1, 1));
+        assert_eq!(comparison.phantom, 1, "soak-3 was never written");
+        assert!((comparison.lowest_ratio - 1.0 / 3.0).abs() < 1e-9);
+        assert!((comparison.overall_ratio - 4.0 / 6.0).abs() < 1e-9);
+        let error = comparison
+            .verdict()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("missed 2 deliveries"), "{error}");
+        assert!(error.contains("1 duplicates"), "{error}");
+    }
+
     #[test]
     fn csv_rows_follow_the_header() {
         let row = Sample {

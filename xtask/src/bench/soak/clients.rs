@@ -132,7 +132,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    fn new(total: u64) -> Self {
+    pub(super) fn new(total: u64) -> Self {
         Self {
             seen: Seen::new(total),
             received: 0,
@@ -149,7 +149,7 @@ impl Subscription {
     }
 
     /// One event, received at `now`.
-    fn event(&mut self, shared: &Shared, id: Option<String>, data: &[u8], now: Instant) {
+    pub(super) fn event(&mut self, shared: &Shared, id: Option<String>, data: &[u8], now: Instant) {
         if id.is_some() {
             self.last_id = id;
         }
@@ -314,16 +314,17 @@ pub async fn subscriber(
         } else {
             shared.opening.acquire().await.ok()
         };
-        let ended = stream(&shared, &mut subscription, &mut storm, &mut stop, permit).await;
+        let ended = stream(
+            &shared,
+            &mut subscription,
+            &mut opened_once,
+            (&mut storm, &mut stop),
+            permit,
+        )
+        .await;
         match ended {
             Ok((opened, ended)) => {
                 if opened {
-                    if opened_once {
-                        subscription.reconnects += 1;
-                    } else {
-                        shared.subscribed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    opened_once = true;
                     backoff = BACKOFF_FIRST;
                 }
                 match ended {
@@ -354,8 +355,8 @@ pub async fn subscriber(
 async fn stream(
     shared: &Shared,
     subscription: &mut Subscription,
-    storm: &mut watch::Receiver<u64>,
-    stop: &mut watch::Receiver<bool>,
+    opened_once: &mut bool,
+    (storm, stop): (&mut watch::Receiver<u64>, &mut watch::Receiver<bool>),
     permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> Result<(bool, Ended)> {
     if *stop.borrow() {
@@ -383,6 +384,12 @@ async fn stream(
     if response.status() != hyper::StatusCode::OK {
         connection.abort();
         bail!("GET {PATH} answered {}", response.status());
+    }
+    if *opened_once {
+        subscription.reconnects += 1;
+    } else {
+        *opened_once = true;
+        shared.subscribed.fetch_add(1, Ordering::Relaxed);
     }
     storm.mark_unchanged();
     let mut body = response.into_body();
