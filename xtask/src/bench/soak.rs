@@ -832,7 +832,7 @@ impl Report<'_> {
         table.push_str(&format!(
             "\n- Subscribing took {:.1} s, warming up {:.1} s; {} reconnects, {} failed attempts{}; \
              {} produce requests failed{}, {} of them written anyway; {} malformed events; {} duplicates in the topic.\n\
-             - Samples every {} s: [{}](soak/{}){}.\n",
+             - Samples every {} s: [{}](soak/{}){}\n",
             o.subscribe_time.as_secs_f64(),
             o.warm_up_time.as_secs_f64(),
             c.reconnects,
@@ -854,7 +854,7 @@ impl Report<'_> {
             if png.exists() {
                 format!("; plot:\n\n![soak {}](soak/{})\n", self.plan.mode, name(&png))
             } else {
-                String::new()
+                ".".to_owned()
             },
         ));
         table
