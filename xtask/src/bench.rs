@@ -8,6 +8,7 @@ mod kafka_proxy;
 mod load;
 mod optimized;
 mod options;
+pub mod soak;
 mod sse_fanout;
 mod tansu;
 mod usage;

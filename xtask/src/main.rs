@@ -3,7 +3,8 @@
 //! - `peers`: installs the third-party programs the tests and benchmarks talk to;
 //! - `test`: installs peers, builds the gateway, runs every test, clippy and rustfmt;
 //! - `demo`: starts the gateway on the examples with their peers and says what to try;
-//! - `bench <scenario>`: runs one benchmark and records it in `docs/benchmarks.md`.
+//! - `bench <scenario>`: runs one benchmark and records it in `docs/benchmarks.md`;
+//! - `soak`: two replicas behind haproxy under load and faults, checked for loss (S10).
 
 // A command-line tool: what it prints is its output.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -52,6 +53,12 @@ enum Command {
         #[command(flatten)]
         options: bench::Options,
     },
+    /// S10: two gateway replicas behind haproxy on one broker, SSE subscribers and producers,
+    /// a fault schedule; fails when an acknowledged value or a delivery is lost or repeated.
+    Soak {
+        #[command(flatten)]
+        options: bench::soak::Options,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +69,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run(),
         Command::Cycles => cycles::check(&zilla_tests::workspace_dir()),
         Command::Bench { scenario, options } => bench::run(scenario, &options),
+        Command::Soak { options } => bench::soak::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

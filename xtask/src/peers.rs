@@ -12,8 +12,8 @@ use crate::shell::{cargo, cmd, find_program, run, stdout_of, succeeds};
 /// A group of peers installed the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Group {
-    /// Debian packages: kcat, mosquitto, wrk, h2load, hyperfine, nginx, openssl, nc, jq, curl,
-    /// and what `cargo install` needs to build the others.
+    /// Debian packages: kcat, mosquitto, wrk, h2load, hyperfine, nginx, haproxy, openssl, nc, jq,
+    /// curl, and what `cargo install` needs to build the others.
     Apt,
     /// A Python virtualenv at `.peers/venv` with Kafka, MQTT, gRPC, WebSocket and JWT clients.
     Python,
@@ -46,6 +46,8 @@ const APT_PACKAGES: &[&str] = &[
     "openjdk-17-jre-headless",
     // prometheus and promtool: a real scraper of the prometheus exporter.
     "prometheus",
+    // The load balancer in front of the gateway replicas in `cargo xtask soak`.
+    "haproxy",
 ];
 
 /// pip names and the modules that show each is importable.
@@ -66,6 +68,8 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("cryptography", "cryptography"),
     // HTTP/2 SSE client for continuous authorization (challenge responses on the stream's connection).
     ("httpx[http2]", "httpx, h2"),
+    // The plot of `cargo xtask soak`'s samples.
+    ("matplotlib", "matplotlib"),
 ];
 
 const TANSU_VERSION: &str = "0.6.0";

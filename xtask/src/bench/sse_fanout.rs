@@ -330,15 +330,23 @@ fn unix_micros() -> u64 {
 
 /// Which sequence numbers one subscriber has received.
 #[derive(Debug)]
-struct Seen(Vec<u64>);
+pub(super) struct Seen(Vec<u64>);
 
 impl Seen {
-    fn new(total: u64) -> Self {
+    pub(super) fn new(total: u64) -> Self {
         Self(vec![0; usize::try_from(total.div_ceil(64)).unwrap_or(0)])
     }
 
     /// Marks `seq`; false when it was already marked (a duplicate).
-    fn insert(&mut self, seq: u64) -> bool {
+    /// Whether `seq` is marked.
+    pub(super) fn contains(&self, seq: u64) -> bool {
+        usize::try_from(seq / 64)
+            .ok()
+            .and_then(|at| self.0.get(at))
+            .is_some_and(|word| word & (1 << (seq % 64)) != 0)
+    }
+
+    pub(super) fn insert(&mut self, seq: u64) -> bool {
         let Some(word) = usize::try_from(seq / 64)
             .ok()
             .and_then(|at| self.0.get_mut(at))

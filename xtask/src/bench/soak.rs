@@ -1,0 +1,902 @@
+//! `cargo xtask soak`: scenario S10, bounded in time and traffic, on loopback. Two gateway
+//! replicas run `examples/sse.kafka.fanout` (SSE fan-out of the `events` topic, and `POST
+//! /events` producing to it) behind haproxy in TCP mode, on one tansu broker. The load runs in
+//! this process ([`clients`]): SSE subscribers following the topic through haproxy, resuming
+//! with `Last-Event-ID` whenever a stream ends, and producers `POST`ing unique values at a fixed
+//! rate, each acknowledged value noted. While it runs, a fault schedule kills one replica
+//! (`SIGKILL`) and restarts it, rewrites the other's config (a hot reload), restarts the broker
+//! on the same port and data, and makes every subscriber reconnect at once. Every 10 s the
+//! gateways', tansu's and haproxy's RSS, open files and CPU are sampled.
+//!
+//! Afterwards [`check`] reads the topic back with confluent-kafka and compares: an
+//! acknowledged value missing from the topic, a subscriber missing a value of the topic,
+//! receiving one twice or one that is not there fails the run. It prints a summary line, writes
+//! the samples as CSV (and a PNG plot when matplotlib is in the peers' virtualenv) under
+//! `docs/soak/`, and records the figures in `docs/benchmarks.md`.
+//!
+//! The long mode (default 60 minutes, 5000 subscribers) uses release builds; `--short` (about
+//! 3 minutes of load, 300 subscribers) uses the debug build (`ZILLA_BIN` when set).
+
+mod check;
+mod clients;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::watch;
+use zilla_tests::{Broker, Gateway, Peer, Process, free_port, success, workspace_dir};
+
+use super::load::Schedule;
+use super::optimized::rerun_optimized;
+use super::usage::{cpu_time, ticks_per_second};
+use super::{commit, record, today};
+use crate::shell::find_program;
+use check::{Comparison, Drift, Sample};
+use clients::Shared;
+
+const TOPIC: &str = "events";
+const EXAMPLE: &str = "examples/sse.kafka.fanout";
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(180);
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
+const WARM_UP_INTERVAL: Duration = Duration::from_millis(250);
+/// After producing, deliveries are awaited until none arrives for this long...
+const DRAIN_QUIET: Duration = Duration::from_secs(3);
+/// ...or this long has passed.
+const DRAIN_MAX: Duration = Duration::from_secs(60);
+/// How long subscribers may take to have an event after the last fault before the schedule
+/// is declared over anyway.
+const RECOVERY_MAX: Duration = Duration::from_secs(60);
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// tansu answers a fetch parked at the log end only when its max-wait passes.
+const FETCH_MAX_WAIT_MILLIS: &str = "50";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const PLOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// File descriptors this process keeps beyond one per subscriber.
+const SPARE_FDS: u64 = 512;
+
+/// Flags of `cargo xtask soak`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Minutes of load in the long mode.
+    #[arg(long, default_value_t = 60)]
+    pub minutes: u64,
+    /// The short mode: about 3 minutes of load and 300 subscribers on the debug build.
+    #[arg(long)]
+    pub short: bool,
+    /// SSE subscribers (default 5000; 300 with --short).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Values POSTed per second (default 5; 10 with --short).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Do not write the figures into docs/ (the check still fails on any loss).
+    #[arg(long)]
+    pub no_record: bool,
+}
+
+/// What one run does, derived from the options.
+#[derive(Debug, Clone, PartialEq)]
+struct Plan {
+    mode: &'static str,
+    clients: usize,
+    rate: u64,
+    load: Duration,
+    /// Each fault and how long after the load started it comes.
+    faults: Vec<(Fault, Duration)>,
+    /// Samples from here on count for drift: one fault spacing after the schedule.
+    drift_from: Duration,
+    release: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `SIGKILL` to replica a, then the same replica started again on its port.
+    KillReplica,
+    /// Replica b's config rewritten in place: a hot reload under load.
+    Reload,
+    /// tansu killed and started again on the same port and data.
+    BrokerRestart,
+    /// Every subscriber drops its stream and resumes at once with `Last-Event-ID`.
+    ReconnectStorm,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [
+        Fault::KillReplica,
+        Fault::Reload,
+        Fault::BrokerRestart,
+        Fault::ReconnectStorm,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::KillReplica => "replica kill -9 and restart",
+            Self::Reload => "config reload",
+            Self::BrokerRestart => "broker restart",
+            Self::ReconnectStorm => "reconnect storm",
+        }
+    }
+}
+
+impl Plan {
+    fn new(options: &Options) -> Self {
+        let (mode, clients, rate, load, spacings) = if options.short {
+            ("short", 300, 10, Duration::from_secs(180), 7)
+        } else {
+            (
+                "long",
+                5000,
+                5,
+                Duration::from_secs(options.minutes.max(1) * 60),
+                12,
+            )
+        };
+        // The faults come one spacing apart from the first spacing on, leaving the rest of the
+        // load (at least a third of it) after the schedule.
+        let spacing = load / spacings;
+        let faults = Fault::ALL
+            .iter()
+            .zip(1u32..)
+            .map(|(fault, n)| (*fault, spacing * n))
+            .collect();
+        Self {
+            mode,
+            clients: options.clients.unwrap_or(clients).max(1),
+            rate: options.rate.unwrap_or(rate).max(1),
+            load,
+            faults,
+            drift_from: spacing * (Fault::ALL.len() as u32 + 1),
+            release: !options.short,
+        }
+    }
+}
+
+/// Runs the soak; an error when any acknowledged value or delivery was lost or repeated.
+pub fn run(options: &Options) -> Result<()> {
+    run_on(options, None)
+}
+
+/// [`run`] on `binary` when given (`cargo xtask test` passes the build it has just made); else
+/// on a release build in the long mode, and on `ZILLA_BIN` or the debug build in the short one.
+pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
+    let plan = Plan::new(options);
+    if plan.release && rerun_optimized()? {
+        return Ok(());
+    }
+    let haproxy = find_program("haproxy")
+        .context("haproxy is not installed: run `cargo xtask peers --only apt`")?;
+    let limit =
+        rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-files limit")?;
+    if limit < plan.clients as u64 + SPARE_FDS {
+        bail!(
+            "{} subscribers need {} open files; the hard limit allows {limit}",
+            plan.clients,
+            plan.clients as u64 + SPARE_FDS
+        );
+    }
+    let binary = match binary {
+        Some(binary) => binary.to_owned(),
+        None if plan.release => zilla_tests::build_zilla(true, true)?,
+        None => zilla_tests::zilla_binary()?,
+    };
+    println!(
+        "S10 soak ({} mode): {} subscribers, {} values/s for {} s; faults: {}",
+        plan.mode,
+        plan.clients,
+        plan.rate,
+        plan.load.as_secs(),
+        plan.faults
+            .iter()
+            .map(|(fault, at)| format!("{} at {} s", fault.name(), at.as_secs()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mut broker = Broker::start()?;
+    broker.create_topic(TOPIC, 1, false)?;
+    let mut replicas = [
+        Replica::start("gateway-a", &binary, &broker)?,
+        Replica::start("gateway-b", &binary, &broker)?,
+    ];
+    let balancer = LoadBalancer::start(&haproxy, &replicas)?;
+    let outcome = soak(&plan, &mut broker, &mut replicas, &balancer, &binary);
+    let values = outcome
+        .as_ref()
+        .ok()
+        .map(|_| check::read_back(&broker.address(), TOPIC));
+    // How a replica stops says nothing about the run's outcome, which must not be hidden.
+    for replica in &mut replicas {
+        match replica.gateway.terminate() {
+            Ok(status) if status.success() => {}
+            Ok(status) => eprintln!("{} exited with {status} on SIGTERM", replica.name),
+            Err(error) => eprintln!("{}: {error:#}", replica.name),
+        }
+    }
+    drop(balancer);
+    drop(broker);
+    let outcome = outcome?;
+    let values = values.context("no read-back")??;
+
+    let comparison = Comparison::new(
+        &values,
+        outcome.total,
+        &outcome.produced,
+        &outcome.subscriptions,
+        plan.faults.len(),
+    );
+    let report = Report {
+        plan: &plan,
+        comparison: &comparison,
+        outcome: &outcome,
+    };
+    println!("{}", report.summary());
+    if !options.no_record {
+        report.write_files()?;
+        record(&format!("soak-{}", plan.mode), &report.table())?;
+    }
+    comparison.verdict()
+}
+
+/// One gateway replica on a port of its own, which it keeps across restarts (haproxy's
+/// backends are fixed).
+struct Replica {
+    name: &'static str,
+    port: u16,
+    yaml: String,
+    reloads: usize,
+    gateway: Gateway,
+}
+
+impl Replica {
+    fn start(name: &'static str, binary: &Path, broker: &Broker) -> Result<Self> {
+        let path = workspace_dir().join(EXAMPLE).join("zilla.yaml");
+        let yaml = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let port = free_port()?;
+        let gateway = launch(binary, &yaml, port, broker)?;
+        Ok(Self {
+            name,
+            port,
+            yaml,
+            reloads: 0,
+            gateway,
+        })
+    }
+
+    /// `SIGKILL`, then the same config started again on the same port.
+    fn kill_and_restart(&mut self, binary: &Path, broker: &Broker) -> Result<()> {
+        self.gateway.signal("KILL")?;
+        // A port just released may take a moment to bind again.
+        let mut attempt = 0;
+        self.gateway = loop {
+            attempt += 1;
+            match launch(binary, &self.yaml, self.port, broker) {
+                Ok(gateway) => break gateway,
+                Err(error) if attempt >= 5 => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        Ok(())
+    }
+
+    /// Rewrites the config (a comment more each time) and waits until it is reloaded.
+    fn reload(&mut self) -> Result<()> {
+        self.reloads += 1;
+        self.gateway
+            .write_config(&format!("{}\n# soak reload {}\n", self.yaml, self.reloads))?;
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while self.gateway.stderr().matches("config reloaded").count() < self.reloads {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not reload within {RELOAD_TIMEOUT:?}; stderr:\n{}",
+                    self.name,
+                    self.gateway.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+fn launch(binary: &Path, yaml: &str, port: u16, broker: &Broker) -> Result<Gateway> {
+    Gateway::builder(yaml)
+        .binary(binary)
+        .env("HTTP_PORT", port.to_string())
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .env("WWW_DIR", workspace_dir().join(EXAMPLE).join("www"))
+        .property(
+            "zilla.binding.kafka.client.fetch.max.wait.millis",
+            FETCH_MAX_WAIT_MILLIS,
+        )
+        // A restart under load on a busy machine may take longer than the default.
+        .ready_timeout(READY_TIMEOUT)
+        .start()
+}
+
+/// haproxy in TCP mode in front of the replicas: round robin, a replica that refuses a
+/// connection is retried on the other, and health checks every second take a dead one out.
+struct LoadBalancer {
+    process: Process,
+    address: SocketAddr,
+    // Last: the config goes once the process is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl LoadBalancer {
+    fn start(haproxy: &Path, replicas: &[Replica]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("zilla-soak-").tempdir()?;
+        let port = free_port()?;
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, haproxy_config(port, replicas))?;
+        let process = Peer::new(haproxy).args(["-db", "-f"]).arg(&path).spawn()?;
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(address).is_err() {
+            if Instant::now() > deadline {
+                bail!("haproxy did not listen on {address}: {}", process.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            process,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+fn haproxy_config(port: u16, replicas: &[Replica]) -> String {
+    let servers: String = replicas
+        .iter()
+        .map(|replica| {
+            format!(
+                "  server {} 127.0.0.1:{} check inter 1s fall 1 rise 1\n",
+                replica.name, replica.port
+            )
+        })
+        .collect();
+    // haproxy holds two descriptors per connection: 9000 fits under a 20000 hard limit.
+    format!(
+        "global\n  maxconn 9000\n\n\
+         defaults\n  mode tcp\n  retries 3\n  option redispatch\n  timeout connect 2s\n  \
+         timeout client 1h\n  timeout server 1h\n\n\
+         frontend soak\n  bind 127.0.0.1:{port}\n  default_backend replicas\n\n\
+         backend replicas\n  balance roundrobin\n{servers}"
+    )
+}
+
+/// What the load saw, for the checker.
+struct Outcome {
+    total: u64,
+    produced: clients::Produced,
+    subscriptions: Vec<clients::Subscription>,
+    samples: Vec<Sample>,
+    /// Each fault: when it came (s after the load started) and how long injecting it took.
+    faults: Vec<(Fault, f64, Duration)>,
+    /// When the schedule was over: every subscriber had an event after the last fault, or
+    /// [`RECOVERY_MAX`] had passed.
+    schedule_end: f64,
+    subscribe_time: Duration,
+    warm_up_time: Duration,
+    first_error: Option<String>,
+}
+
+fn soak(
+    plan: &Plan,
+    broker: &mut Broker,
+    replicas: &mut [Replica; 2],
+    balancer: &LoadBalancer,
+    binary: &Path,
+) -> Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the load's runtime")?;
+    let schedule = Schedule::new(plan.rate, plan.load);
+    let shared = Arc::new(Shared::new(balancer.address, schedule.total));
+    let (storm, storm_signal) = watch::channel(0u64);
+    let (stop, stop_signal) = watch::channel(false);
+    let subscribers: Vec<_> = (0..plan.clients)
+        .map(|_| {
+            runtime.spawn(clients::subscriber(
+                shared.clone(),
+                storm_signal.clone(),
+                stop_signal.clone(),
+            ))
+        })
+        .collect();
+
+    let started = Instant::now();
+    while shared.subscribed.load(Ordering::Relaxed) < plan.clients {
+        if started.elapsed() > SUBSCRIBE_TIMEOUT {
+            bail!(
+                "only {} of {} subscribed within {SUBSCRIBE_TIMEOUT:?}: {:?}",
+                shared.subscribed.load(Ordering::Relaxed),
+                plan.clients,
+                shared.first_error.lock().map(|e| e.clone()).ok().flatten()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let subscribe_time = started.elapsed();
+    println!(
+        "  {} subscribed in {:.1} s",
+        plan.clients,
+        subscribe_time.as_secs_f64()
+    );
+    // Live once each has received a value produced after it subscribed.
+    let started = Instant::now();
+    let mut sent = 0;
+    while shared.warmed.load(Ordering::Relaxed) < plan.clients {
+        if started.elapsed() > WARM_UP_TIMEOUT {
+            bail!(
+                "only {} of {} received a warm-up value within {WARM_UP_TIMEOUT:?}",
+                shared.warmed.load(Ordering::Relaxed),
+                plan.clients
+            );
+        }
+        let _ = runtime.block_on(clients::warm_up(balancer.address, sent));
+        sent += 1;
+        std::thread::sleep(WARM_UP_INTERVAL);
+    }
+    let warm_up_time = started.elapsed();
+    println!(
+        "  all live after {sent} warm-up values in {:.1} s",
+        warm_up_time.as_secs_f64()
+    );
+
+    let load_start = Instant::now();
+    let producer = runtime.spawn(clients::produce(
+        balancer.address,
+        schedule,
+        tokio::time::Instant::from_std(load_start),
+    ));
+    let mut sampler = Sampler::new(load_start);
+    let mut faults = Vec::new();
+    for &(fault, at) in &plan.faults {
+        sampler.until(load_start + at, broker, replicas, balancer)?;
+        let injected = Instant::now();
+        println!(
+            "  {:>5.0} s: {}",
+            load_start.elapsed().as_secs_f64(),
+            fault.name()
+        );
+        shared.note_fault();
+        match fault {
+            Fault::KillReplica => replicas[0].kill_and_restart(binary, broker)?,
+            Fault::Reload => replicas[1].reload()?,
+            Fault::BrokerRestart => broker.restart()?,
+            Fault::ReconnectStorm => {
+                storm.send_modify(|generation| *generation += 1);
+            }
+        }
+        faults.push((
+            fault,
+            injected.duration_since(load_start).as_secs_f64(),
+            injected.elapsed(),
+        ));
+    }
+    let recovering = Instant::now();
+    while shared.caught_up() < plan.clients && recovering.elapsed() < RECOVERY_MAX {
+        sampler.until(
+            Instant::now() + Duration::from_millis(20),
+            broker,
+            replicas,
+            balancer,
+        )?;
+    }
+    shared.end_schedule();
+    let schedule_end = load_start.elapsed().as_secs_f64();
+    println!(
+        "  {schedule_end:>5.0} s: schedule over, {} of {} subscribers had an event since the last fault",
+        shared.caught_up(),
+        plan.clients
+    );
+
+    let load_end = load_start + schedule.due_at(schedule.total - 1);
+    sampler.until(load_end, broker, replicas, balancer)?;
+    shared.end_producing(tokio::time::Instant::from_std(load_end));
+    let produced = runtime.block_on(producer)?;
+    let draining = Instant::now();
+    let mut last = (shared.deliveries.load(Ordering::Relaxed), Instant::now());
+    while last.1.elapsed() < DRAIN_QUIET && draining.elapsed() < DRAIN_MAX {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = shared.deliveries.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    sampler.sample(broker, replicas, balancer)?;
+    let _ = stop.send(true);
+    let subscriptions = runtime.block_on(async {
+        let mut done = Vec::with_capacity(subscribers.len());
+        for subscriber in subscribers {
+            done.push(subscriber.await?);
+        }
+        anyhow::Ok(done)
+    })?;
+    let first_error = shared.first_error.lock().ok().and_then(|e| e.clone());
+    Ok(Outcome {
+        total: schedule.total,
+        produced,
+        subscriptions,
+        samples: sampler.samples,
+        faults,
+        schedule_end,
+        subscribe_time,
+        warm_up_time,
+        first_error,
+    })
+}
+
+/// Samples RSS, open files and CPU of every process each [`SAMPLE_INTERVAL`].
+struct Sampler {
+    start: Instant,
+    next: Instant,
+    ticks_per_second: u64,
+    /// The CPU time each process (by pid) had used at its previous sample, and when.
+    previous: Vec<(u32, Duration, Instant)>,
+    samples: Vec<Sample>,
+}
+
+impl Sampler {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            next: start,
+            ticks_per_second: ticks_per_second(),
+            previous: Vec::new(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Sleeps until `deadline`, sampling whenever a sample is due.
+    fn until(
+        &mut self,
+        deadline: Instant,
+        broker: &Broker,
+        replicas: &[Replica],
+        balancer: &LoadBalancer,
+    ) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            if now >= self.next {
+                self.sample(broker, replicas, balancer)?;
+                self.next += SAMPLE_INTERVAL;
+                continue;
+            }
+            if now >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(self.next.min(deadline) - now);
+        }
+    }
+
+    fn sample(
+        &mut self,
+        broker: &Broker,
+        replicas: &[Replica],
+        balancer: &LoadBalancer,
+    ) -> Result<()> {
+        let now = Instant::now();
+        let mut processes: Vec<(&str, u32)> = replicas
+            .iter()
+            .map(|replica| (replica.name, replica.gateway.pid()))
+            .collect();
+        processes.push(("tansu", broker.pid()));
+        processes.push(("haproxy", balancer.process.pid()));
+        for (process, pid) in processes {
+            let cpu = cpu_time(pid, self.ticks_per_second)?;
+            let cpu_percent = match self.previous.iter().find(|(p, _, _)| *p == pid) {
+                Some((_, before, at)) => {
+                    (cpu.saturating_sub(*before)).as_secs_f64()
+                        / now.duration_since(*at).as_secs_f64().max(1e-3)
+                        * 100.0
+                }
+                None => 0.0,
+            };
+            self.previous.retain(|(p, _, _)| *p != pid);
+            self.previous.push((pid, cpu, now));
+            self.samples.push(Sample {
+                seconds: now.duration_since(self.start).as_secs_f64(),
+                process: process.to_owned(),
+                pid,
+                rss_kib: zilla_tests::rss_kib(pid)?,
+                fds: check::fd_count(pid)?,
+                cpu_percent,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Plots RSS, open files and CPU per process over time, with the faults marked.
+const PLOT: &str = r#"
+import csv, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+rows = list(csv.DictReader(open(sys.argv[1])))
+faults = [float(at) for at in sys.argv[3].split(",") if at]
+figure, axes = plt.subplots(3, 1, sharex=True, figsize=(9, 8))
+for name in sorted({row["process"] for row in rows}):
+    own = [row for row in rows if row["process"] == name]
+    seconds = [float(row["seconds"]) for row in own]
+    axes[0].plot(seconds, [int(row["rss_kib"]) / 1024 for row in own], label=name)
+    axes[1].plot(seconds, [int(row["fds"]) for row in own], label=name)
+    axes[2].plot(seconds, [float(row["cpu_percent"]) for row in own], label=name)
+for axis, label in zip(axes, ["RSS (MiB)", "open files", "CPU (% of a core)"]):
+    axis.set_ylabel(label)
+    axis.grid(alpha=0.3)
+    for at in faults:
+        axis.axvline(at, color="grey", linestyle=":")
+axes[0].legend(loc="upper left", fontsize="small")
+axes[2].set_xlabel("seconds since the load started (dotted: faults)")
+figure.suptitle(sys.argv[4], fontsize="medium")
+figure.tight_layout()
+figure.savefig(sys.argv[2], dpi=80)
+"#;
+
+struct Report<'a> {
+    plan: &'a Plan,
+    comparison: &'a Comparison,
+    outcome: &'a Outcome,
+}
+
+impl Report<'_> {
+    fn drift(&self, process: &str) -> Option<Drift> {
+        check::drift(
+            &self.outcome.samples,
+            process,
+            self.plan.drift_from.as_secs_f64(),
+        )
+    }
+
+    fn drift_text(&self, process: &str) -> String {
+        self.drift(process).map_or_else(
+            || format!("{process}: too few samples"),
+            |drift| {
+                format!(
+                    "{process} {:.1} MiB, {:+.1} %/h, fds {}..{}, CPU {:.0} %",
+                    drift.rss_mean_kib / 1024.0,
+                    drift.rss_percent_per_hour,
+                    drift.fds_min,
+                    drift.fds_max,
+                    drift.cpu_mean_percent
+                )
+            },
+        )
+    }
+
+    fn first_events(&self) -> String {
+        self.outcome
+            .faults
+            .iter()
+            .zip(&self.comparison.first_event)
+            .map(|((fault, _, _), first)| {
+                format!(
+                    "{} {:.2}/{:.2} s{}",
+                    fault.name(),
+                    first.median.as_secs_f64(),
+                    first.max.as_secs_f64(),
+                    if first.without > 0 {
+                        format!(" ({} without)", first.without)
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn summary(&self) -> String {
+        let c = self.comparison;
+        format!(
+            "S10 soak ({} mode, {} s, {} subscribers, {} values/s): acknowledged {} of {}, in the topic {}, \
+             acknowledged-but-missing {}; delivered ÷ expected {:.4} (lowest subscriber {:.4}); duplicates {}; \
+             reconnects {}; first event after each fault (median/max): {}; longest stall after the schedule {:.2} s; \
+             drift after {} s: {}",
+            self.plan.mode,
+            self.plan.load.as_secs(),
+            c.subscribers,
+            self.plan.rate,
+            c.acknowledged,
+            self.outcome.total,
+            c.in_topic,
+            c.acknowledged_missing,
+            c.overall_ratio,
+            c.lowest_ratio,
+            c.duplicates,
+            c.reconnects,
+            self.first_events(),
+            c.longest_stall.as_secs_f64(),
+            self.plan.drift_from.as_secs(),
+            ["gateway-a", "gateway-b"]
+                .map(|process| self.drift_text(process))
+                .join("; "),
+        )
+    }
+
+    fn files(&self) -> (PathBuf, PathBuf) {
+        let dir = workspace_dir().join("docs/soak");
+        (
+            dir.join(format!("{}.csv", self.plan.mode)),
+            dir.join(format!("{}.png", self.plan.mode)),
+        )
+    }
+
+    /// The samples as CSV, and their plot when matplotlib is there.
+    fn write_files(&self) -> Result<()> {
+        let (csv, png) = self.files();
+        if let Some(dir) = csv.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut text = format!("{}\n", check::CSV_HEADER);
+        for sample in &self.outcome.samples {
+            text.push_str(&sample.csv());
+            text.push('\n');
+        }
+        std::fs::write(&csv, text).with_context(|| format!("cannot write {}", csv.display()))?;
+        let faults: Vec<String> = self
+            .outcome
+            .faults
+            .iter()
+            .map(|(_, at, _)| format!("{at:.0}"))
+            .collect();
+        let title = format!(
+            "S10 soak, {} mode: {} subscribers, {} values/s, {} ({})",
+            self.plan.mode,
+            self.comparison.subscribers,
+            self.plan.rate,
+            today(),
+            commit()
+        );
+        let plotted = Peer::python(PLOT)
+            .arg(&csv)
+            .arg(&png)
+            .arg(faults.join(","))
+            .arg(title)
+            // The first run builds matplotlib's font cache.
+            .timeout(PLOT_TIMEOUT)
+            .run()
+            .and_then(|output| success(&output));
+        if let Err(error) = plotted {
+            println!(
+                "no plot (install matplotlib with `cargo xtask peers --only python`): {error:#}"
+            );
+            let _ = std::fs::remove_file(&png);
+        }
+        Ok(())
+    }
+
+    fn table(&self) -> String {
+        let c = self.comparison;
+        let o = self.outcome;
+        let (csv, png) = self.files();
+        let name = |path: &Path| {
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let mut table = format!(
+            "| date | commit | load | subscribers | values/s | acknowledged | in the topic | acknowledged-but-missing | delivered ÷ expected (lowest subscriber) | duplicates | longest stall after the schedule |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} | {} s | {} | {} | {} of {} | {} | {} | {:.4} ({:.4}) | {} | {:.2} s |\n\n",
+            today(),
+            commit(),
+            self.plan.load.as_secs(),
+            c.subscribers,
+            self.plan.rate,
+            c.acknowledged,
+            o.total,
+            c.in_topic,
+            c.acknowledged_missing,
+            c.overall_ratio,
+            c.lowest_ratio,
+            c.duplicates,
+            c.longest_stall.as_secs_f64(),
+        );
+        table.push_str("| fault | at | injected in | first event after it, median | max |\n|---|---|---|---|---|\n");
+        for ((fault, at, took), first) in o.faults.iter().zip(&c.first_event) {
+            table.push_str(&format!(
+                "| {} | {at:.0} s | {:.2} s | {:.2} s | {:.2} s{} |\n",
+                fault.name(),
+                took.as_secs_f64(),
+                first.median.as_secs_f64(),
+                first.max.as_secs_f64(),
+                if first.without > 0 {
+                    format!(" ({} subscribers without)", first.without)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        table.push_str(&format!(
+            "\nAfter the schedule (from {} s; it ended at {:.0} s, when every subscriber had an event after the last fault or after {} s), per process: \
+             mean RSS, RSS drift (least squares), open files min..max, mean CPU:\n\n",
+            self.plan.drift_from.as_secs(),
+            o.schedule_end,
+            RECOVERY_MAX.as_secs(),
+        ));
+        for process in ["gateway-a", "gateway-b", "tansu", "haproxy"] {
+            table.push_str(&format!("- {}\n", self.drift_text(process)));
+        }
+        table.push_str(&format!(
+            "\n- Subscribing took {:.1} s, warming up {:.1} s; {} reconnects, {} failed attempts{}; \
+             {} produce requests failed{}, {} of them written anyway; {} malformed events; {} duplicates in the topic.\n\
+             - Samples every {} s: [{}](soak/{}){}\n",
+            o.subscribe_time.as_secs_f64(),
+            o.warm_up_time.as_secs_f64(),
+            c.reconnects,
+            c.failed_attempts,
+            o.first_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" (first: {e})")),
+            o.produced.failed,
+            o.produced
+                .first_error
+                .as_ref()
+                .map_or_else(String::new, |e| format!(" (first: {e})")),
+            c.unacknowledged_written,
+            c.malformed,
+            c.topic_duplicates,
+            SAMPLE_INTERVAL.as_secs(),
+            name(&csv),
+            name(&csv),
+            if png.exists() {
+                format!("; plot:\n\n![soak {}](soak/{})\n", self.plan.mode, name(&png))
+            } else {
+                ".".to_owned()
+            },
+        ));
+        table
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(short: bool) -> Options {
+        Options {
+            minutes: 60,
+            short,
+            clients: None,
+            rate: None,
+            no_record: true,
+        }
+    }
+
+    #[test]
+    fn faults_come_in_order_and_leave_time_after_the_schedule() {
+        for short in [true, false] {
+            let plan = Plan::new(&options(short));
+            let times: Vec<Duration> = plan.faults.iter().map(|(_, at)| *at).collect();
+            assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "{times:?}");
+            assert_eq!(plan.faults.len(), 4);
+            assert!(plan.drift_from > *times.last().unwrap_or(&Duration::MAX));
+            assert!(plan.load >= plan.drift_from + plan.load / 4, "{plan:?}");
+        }
+        let short = Plan::new(&options(true));
+        assert_eq!((short.clients, short.load), (300, Duration::from_secs(180)));
+        assert!(!short.release);
+        let long = Plan::new(&options(false));
+        assert_eq!((long.clients, long.load), (5000, Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn haproxy_balances_every_replica_in_tcp_mode() {
+        let config = haproxy_config(8080, &[]);
+        assert!(config.contains("mode tcp"));
+        assert!(config.contains("bind 127.0.0.1:8080"));
+        assert!(config.contains("option redispatch"));
+    }
+}
