@@ -35,6 +35,12 @@ pub trait BindingFactory: Send + Sync + 'static {
     fn emits(&self, kind: BindingKind) -> Option<&'static str>;
     /// The option, `when` and `with` schemas for `kind`.
     fn schema(&self, kind: BindingKind) -> BindingSchema;
+    /// The schema of the binding-level `catalog` of a binding of `kind`; `None` (the default)
+    /// refuses the key. A type that takes one reads it with
+    /// [`BuildContext::catalog_schemas`].
+    fn catalog_schema(&self, _kind: BindingKind) -> Option<serde_json::Value> {
+        None
+    }
     /// Builds one binding. Must not start serving: that happens in [`Binding::start`], once the
     /// whole config has been built.
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError>;
@@ -254,6 +260,49 @@ impl<'a> BuildContext<'a> {
             };
             error
         })
+    }
+
+    /// Every schema the binding-level `catalog` names (`{<catalog>: [{subject, version} |
+    /// {id}]}`), in the order written, resolved at load: an unknown catalog, subject or id is
+    /// a load error at its path.
+    pub fn catalog_schemas(
+        &self,
+    ) -> Result<
+        Vec<(
+            crate::cataloged::SchemaReference,
+            crate::cataloged::ResolvedSchema,
+        )>,
+        BuildError,
+    > {
+        let Some(raw) = &self.config.catalog else {
+            return Ok(Vec::new());
+        };
+        let references: crate::cataloged::CatalogReferences =
+            serde_json::from_value(raw.clone())
+                .map_err(|error| BuildError::at("catalog", error.to_string()))?;
+        let lookup = NamespaceCatalogs {
+            name: self.name,
+            catalogs: self.catalogs,
+            used: &self.used,
+        };
+        let mut resolved = Vec::new();
+        for (name, list) in &references {
+            for (index, reference) in list.iter().enumerate() {
+                let single = std::iter::once((name.clone(), vec![reference.clone()])).collect();
+                let context = crate::components::ModelContext {
+                    catalogs: &lookup,
+                    events: &self.events,
+                    topic_subject: None,
+                };
+                let schema =
+                    crate::cataloged::resolve(&single, &context).map_err(|mut error| {
+                        error.path = format!("catalog.{name}[{index}]");
+                        error
+                    })?;
+                resolved.push((reference.clone(), schema));
+            }
+        }
+        Ok(resolved)
     }
 
     /// Offers `handler` for stream kind `K` to bindings that exit here.

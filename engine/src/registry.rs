@@ -288,6 +288,12 @@ impl Registry {
                         hoist(with, &format!("{prefix}.with"), &mut defs),
                     );
                 }
+                if let Some(catalog) = factory.catalog_schema(*kind) {
+                    properties.insert(
+                        "catalog".into(),
+                        hoist(catalog, &format!("{prefix}.catalog"), &mut defs),
+                    );
+                }
                 if !route_properties.is_empty() {
                     properties.insert(
                         "routes".into(),
@@ -392,6 +398,9 @@ impl BindingType for FactoryType<'_> {
     }
     fn schema(&self, kind: BindingKind) -> BindingSchema {
         self.0.schema(kind)
+    }
+    fn catalog_schema(&self, kind: BindingKind) -> Option<serde_json::Value> {
+        self.0.catalog_schema(kind)
     }
 }
 

@@ -123,6 +123,31 @@ fn check_types(
                 &origin.child("options"),
                 &format!("{what} binding takes no `options`"),
             ));
+            if let Some(catalog) = binding.get("catalog") {
+                let origin = origin.child("catalog");
+                match factory.catalog_schema(*kind) {
+                    Some(schema) => errors.extend(check_part(
+                        config,
+                        Some(catalog),
+                        Some(&schema),
+                        false,
+                        &origin,
+                        "",
+                    )),
+                    None => {
+                        let reason = format!(
+                            "a binding-level `catalog` is not supported yet by {what} bindings; \
+                             name catalogs in the options' models"
+                        );
+                        let mut refusal = serde_json::Map::new();
+                        refusal.insert(
+                            super::refused::UNSUPPORTED.to_owned(),
+                            Value::String(reason),
+                        );
+                        errors.extend(refusals(config, &Value::Object(refusal), catalog, &origin));
+                    }
+                }
+            }
             if binding.get("entry").is_some()
                 && !matches!(kind, BindingKind::RemoteServer | BindingKind::RemoteClient)
             {

@@ -72,6 +72,11 @@ pub trait BindingType {
     fn emits(&self, kind: BindingKind) -> Option<&'static str>;
     /// The option, `when` and `with` schemas for `kind`.
     fn schema(&self, kind: BindingKind) -> BindingSchema;
+    /// The schema of the binding-level `catalog` of a binding of `kind`; `None` (the default)
+    /// refuses the key.
+    fn catalog_schema(&self, _kind: BindingKind) -> Option<Value> {
+        None
+    }
 }
 
 /// The component types a config is checked against.
@@ -150,7 +155,7 @@ pub fn namespace_schema() -> Value {
                     "kind": {"enum": BindingKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()},
                     "entry": {"$ref": "#/$defs/reference"},
                     "vault": {"$ref": "#/$defs/reference"},
-                    "catalog": {"type": "object", "x-unsupported": "a binding-level `catalog` is not supported yet; name catalogs in the options' models"},
+                    "catalog": {"type": "object"},
                     "options": {},
                     "exit": {"$ref": "#/$defs/reference"},
                     "routes": {"type": "array", "items": {"$ref": "#/$defs/route"}},

@@ -54,6 +54,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_binding_mqtt::register(registry);
     #[cfg(feature = "binding-mqtt-kafka")]
     zilla_binding_mqtt_kafka::register(registry);
+    #[cfg(feature = "binding-grpc")]
+    zilla_binding_grpc::register(registry);
     #[cfg(feature = "binding-sse-kafka")]
     zilla_binding_sse_kafka::register(registry);
     #[cfg(feature = "binding-http-kafka")]

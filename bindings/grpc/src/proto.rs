@@ -1,0 +1,183 @@
+//! Services from `.proto` text: compiled at load with `protox`, messages checked with
+//! `prost-reflect`, so any service works at run time without generated code.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+
+/// `.proto` sources by file name, as imports name them.
+struct Sources(BTreeMap<String, String>);
+
+impl FileResolver for Sources {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        match self.0.get(name) {
+            Some(source) => File::from_source(name, source),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
+/// The file name a catalog subject is compiled under: the subject itself when it ends in
+/// `.proto`, else the subject with `.proto` added (so `import "echo.proto"` finds subject
+/// `echo`).
+pub fn file_name(subject: &str) -> String {
+    if subject.ends_with(".proto") {
+        subject.to_owned()
+    } else {
+        format!("{subject}.proto")
+    }
+}
+
+/// Compiles `sources` (file name, `.proto` text) into one pool; the well-known
+/// `google/protobuf/*.proto` files are available to import. The error names the file and
+/// position protox reports.
+pub fn compile(sources: &[(String, String)]) -> Result<DescriptorPool, String> {
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(Sources(sources.iter().cloned().collect()));
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    compiler.include_imports(true);
+    compiler
+        .open_files(sources.iter().map(|(name, _)| name.as_str()))
+        .map_err(|error| match error.file() {
+            Some(file) => format!("{file}: {error}"),
+            None => error.to_string(),
+        })?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// One method of a service.
+#[derive(Debug, Clone)]
+pub struct Method {
+    input: MessageDescriptor,
+    output: MessageDescriptor,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+impl Method {
+    /// `Ok` when `message` decodes as the method's input type.
+    pub fn check_input(&self, message: &[u8]) -> Result<(), String> {
+        check(&self.input, message)
+    }
+
+    /// `Ok` when `message` decodes as the method's output type.
+    pub fn check_output(&self, message: &[u8]) -> Result<(), String> {
+        check(&self.output, message)
+    }
+
+    /// The input type's full name.
+    pub fn input_name(&self) -> &str {
+        self.input.full_name()
+    }
+
+    /// Whether the client sends a stream of messages.
+    pub fn client_streaming(&self) -> bool {
+        self.client_streaming
+    }
+
+    /// Whether the server answers with a stream of messages.
+    pub fn server_streaming(&self) -> bool {
+        self.server_streaming
+    }
+}
+
+/// `Ok` when `message` decodes as `descriptor`.
+pub fn check(descriptor: &MessageDescriptor, message: &[u8]) -> Result<(), String> {
+    DynamicMessage::decode(descriptor.clone(), message)
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+/// Every method of every service in a pool, by `pkg.Service` and method name.
+#[derive(Debug, Default)]
+pub struct Services {
+    methods: HashMap<String, Method>,
+}
+
+impl Services {
+    /// The services declared in `pool`.
+    pub fn new(pool: &DescriptorPool) -> Self {
+        let mut methods = HashMap::new();
+        for service in pool.services() {
+            for method in service.methods() {
+                methods.insert(
+                    format!("{}/{}", service.full_name(), method.name()),
+                    Method {
+                        input: method.input(),
+                        output: method.output(),
+                        client_streaming: method.is_client_streaming(),
+                        server_streaming: method.is_server_streaming(),
+                    },
+                );
+            }
+        }
+        Self { methods }
+    }
+
+    /// `service`/`method`, if declared.
+    pub fn method(&self, service: &str, method: &str) -> Option<&Method> {
+        self.methods.get(&format!("{service}/{method}"))
+    }
+
+    /// How many methods there are.
+    pub fn len(&self) -> usize {
+        self.methods.len()
+    }
+
+    /// Whether no service declares a method.
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ECHO: &str = r#"
+        syntax = "proto3";
+        package example;
+        import "google/protobuf/timestamp.proto";
+        message EchoMessage { string message = 1; google.protobuf.Timestamp at = 2; }
+        service EchoService {
+          rpc EchoUnary(EchoMessage) returns (EchoMessage);
+          rpc EchoBidiStream(stream EchoMessage) returns (stream EchoMessage);
+        }
+    "#;
+
+    #[test]
+    fn services_compile_and_check_messages() {
+        let pool = compile(&[(file_name("echo"), ECHO.to_owned())]).unwrap();
+        let services = Services::new(&pool);
+        assert_eq!(services.len(), 2);
+        let unary = services.method("example.EchoService", "EchoUnary").unwrap();
+        assert!(!unary.client_streaming() && !unary.server_streaming());
+        let bidi = services
+            .method("example.EchoService", "EchoBidiStream")
+            .unwrap();
+        assert!(bidi.client_streaming() && bidi.server_streaming());
+        assert!(services.method("example.EchoService", "Nope").is_none());
+        // field 1, length 5, "hello"
+        assert!(unary.check_input(b"\x0a\x05hello").is_ok());
+        assert!(unary.check_input(b"").is_ok());
+        // field 1 claims 5 bytes, 2 follow
+        assert!(unary.check_input(b"\x0a\x05he").is_err());
+        // field 1 is a string: invalid UTF-8 is not one
+        assert!(unary.check_input(b"\x0a\x02\xff\xfe").is_err());
+        // field 1 with the varint wire type
+        assert!(unary.check_input(b"\x08\x01").is_err());
+        assert_eq!(unary.input_name(), "example.EchoMessage");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_file() {
+        let error = compile(&[(
+            file_name("bad"),
+            "syntax = \"proto3\"; message {".to_owned(),
+        )])
+        .unwrap_err();
+        assert!(error.contains("bad.proto"), "{error}");
+    }
+}
