@@ -70,6 +70,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_guard_jwt::register(registry);
     #[cfg(feature = "guard-inline")]
     zilla_guard_inline::register(registry);
+    #[cfg(feature = "guard-x509")]
+    zilla_guard_x509::register(registry);
     #[cfg(feature = "validator-core")]
     zilla_validator_core::register(registry);
     #[cfg(feature = "validator-avro")]
