@@ -62,6 +62,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_exporter_stdout::register(registry);
     #[cfg(feature = "exporter-prometheus")]
     zilla_exporter_prometheus::register(registry);
+    #[cfg(feature = "exporter-otlp")]
+    zilla_exporter_otlp::register(registry);
     #[cfg(feature = "catalog-inline")]
     zilla_catalog_inline::register(registry);
     #[cfg(feature = "validator-json")]
