@@ -99,7 +99,6 @@ use std::sync::{Arc, OnceLock};
 use rustls::SupportedProtocolVersion;
 use rustls::crypto::CryptoProvider;
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
-use zilla_engine::guard::Guard;
 use zilla_engine::stream::Bytes;
 use zilla_engine::{BindingKind, BuildError, Registry};
 
@@ -107,7 +106,7 @@ use crate::client::TlsClient;
 use crate::config::{CertificatesFormat, Mutual, TlsCondition, TlsOptions};
 use crate::proxy::TlsProxy;
 use crate::route::{Condition, Settings, TlsRoutes};
-use crate::server::TlsServer;
+use crate::server::{NamedGuard, TlsServer};
 
 /// Registers the `tls` binding type.
 pub fn register(registry: &mut Registry) {
@@ -210,7 +209,7 @@ impl BindingFactory for TlsFactory {
 fn certificate_guard(
     options: &TlsOptions,
     context: &BuildContext<'_>,
-) -> Result<Option<(String, Arc<dyn Guard>)>, BuildError> {
+) -> Result<Option<NamedGuard>, BuildError> {
     let Some(authorization) = &options.authorization else {
         return Ok(None);
     };

@@ -36,8 +36,11 @@ pub struct TlsServer {
     settings: Settings,
     events: Events,
     /// The guard of `options.authorization`, by qualified name.
-    guard: Option<(String, Arc<dyn Guard>)>,
+    guard: Option<NamedGuard>,
 }
+
+/// A guard with the qualified name sessions are kept under.
+pub type NamedGuard = (String, Arc<dyn Guard>);
 
 /// What to do with a ClientHello.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,7 +60,7 @@ impl TlsServer {
         routes: TlsRoutes,
         settings: Settings,
         events: Events,
-        guard: Option<(String, Arc<dyn Guard>)>,
+        guard: Option<NamedGuard>,
     ) -> Result<Self, BuildError> {
         let provider = crate::provider();
         if options.signers.is_some() {

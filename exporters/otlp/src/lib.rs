@@ -48,6 +48,8 @@
 //! owns its own metric pipeline (instruments, readers, aggregation) and cannot send the
 //! engine's existing cumulative series and power-of-two buckets under Zilla's names.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod buffer;
 pub mod encode;
 mod push;

@@ -57,6 +57,8 @@
 //! `revocation`). Credentials that are not a PEM chain are refused with the event
 //! `GUARD_X509_AUTHORIZATION_FAILED`, as in Zilla. Certificates are parsed with `x509-parser`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod fields;
 pub mod roles;
 
