@@ -324,6 +324,8 @@ impl<'a> BuildContext<'a> {
     /// This binding's metrics (only those the config enables record anything).
     pub fn metrics(&self) -> BindingMetrics {
         self.metrics
+            .set_binding_kind(self.name, &self.kind().to_string());
+        self.metrics
             .binding(self.name, &self.config.telemetry_metrics)
     }
 

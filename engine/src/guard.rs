@@ -67,7 +67,26 @@ impl std::fmt::Debug for Authorization {
     }
 }
 
+/// Equal when the same sessions are held under the same guard names.
+impl PartialEq for Authorization {
+    fn eq(&self, other: &Self) -> bool {
+        self.sessions.len() == other.sessions.len()
+            && self
+                .sessions
+                .iter()
+                .zip(&other.sessions)
+                .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
+    }
+}
+
+impl Eq for Authorization {}
+
 impl Authorization {
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
     /// Adds or replaces the session for `guard`.
     pub fn insert(&mut self, guard: impl Into<String>, session: Arc<dyn GuardSession>) {
         let guard = guard.into();

@@ -343,6 +343,8 @@ struct Inner {
     descriptors: ArcSwap<HashMap<&'static str, &'static MetricDescriptor>>,
     store: Mutex<Store>,
     enabled: Mutex<BTreeMap<String, Vec<String>>>,
+    /// (namespace, binding) → the binding's kind, for exporters that name metrics by kind.
+    kinds: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Default for Inner {
@@ -352,6 +354,7 @@ impl Default for Inner {
             descriptors: ArcSwap::from_pointee(descriptors),
             store: Mutex::default(),
             enabled: Mutex::default(),
+            kinds: Mutex::default(),
         }
     }
 }
@@ -392,6 +395,21 @@ impl Metrics {
         if let Ok(mut enabled) = self.inner.enabled.lock() {
             *enabled = namespaces;
         }
+    }
+
+    /// Records the kind (`server`, `client`, ...) of the binding `name`, as built last.
+    pub fn set_binding_kind(&self, name: &QualifiedName, kind: &str) {
+        if let Ok(mut kinds) = self.inner.kinds.lock() {
+            kinds.insert((name.namespace.clone(), name.name.clone()), kind.to_owned());
+        }
+    }
+
+    /// The kind of binding `binding` in `namespace`, when it has been built.
+    pub fn binding_kind(&self, namespace: &str, binding: &str) -> Option<String> {
+        let kinds = self.inner.kinds.lock().ok()?;
+        kinds
+            .get(&(namespace.to_owned(), binding.to_owned()))
+            .cloned()
     }
 
     /// The handles of one binding; `patterns` are its `telemetry.metrics` regexes.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::guard::Authorization;
+
 /// A boxed, sendable future: the return type of handler trait methods (they must be object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -76,6 +78,9 @@ pub struct StreamInfo {
     pub secure: bool,
     /// An authenticated identity (e.g. a client certificate subject).
     pub identity: Option<String>,
+    /// Guard sessions established on this path (a tls server's `x509` guard), which the
+    /// bindings inward authorize `guarded` routes and `${guarded[...]}` expressions with.
+    pub authorization: Authorization,
 }
 
 /// Handler of the `bytes` stream kind.

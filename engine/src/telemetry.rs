@@ -29,7 +29,7 @@ pub fn check_telemetry(config: &Config, groups: &[&'static MetricGroup]) -> Vec<
         if let Some((name, _)) = namespace.telemetry.attributes.first() {
             errors.push(config.error(
                 &telemetry.child("attributes").child(name.clone()),
-                "namespace telemetry attributes are not supported: they are resource attributes of the otlp exporter, which this distribution lacks",
+                "namespace telemetry attributes are not supported: they are resource attributes of the otlp exporter, which sends none in this distribution",
             ));
         }
         let mut listed = BTreeSet::new();

@@ -86,7 +86,7 @@ pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::Broker;
 pub use curl::{CurlResponse, curl};
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
-pub use nginx::nginx;
+pub use nginx::{nginx, nginx_with};
 pub use peer::{
     DEFAULT_PEER_TIMEOUT, Peer, free_port, free_port_block, peers_dir, python, python_json, success,
 };

@@ -11,6 +11,12 @@ use crate::{Peer, Process, free_port};
 /// Files under `root` may be rewritten while it runs (each request reads them anew). Each
 /// request is logged to `dir/logs/access.log` as `<status> <request line>`.
 pub fn nginx(dir: &Path, root: &Path) -> Result<(Process, u16)> {
+    nginx_with(dir, root, "")
+}
+
+/// Like [`nginx`], with `server` directives added to its one `server` block (e.g. a
+/// `location` answering with the request headers it received).
+pub fn nginx_with(dir: &Path, root: &Path, server: &str) -> Result<(Process, u16)> {
     let port = free_port()?;
     std::fs::create_dir_all(dir.join("logs"))?;
     let config = format!(
@@ -33,6 +39,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         types {{ application/json json; text/plain txt; }}
+        {server}
     }}
 }}
 ",

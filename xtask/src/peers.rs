@@ -70,6 +70,12 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("httpx[http2]", "httpx, h2"),
     // The plot of `cargo xtask soak`'s samples.
     ("matplotlib", "matplotlib"),
+    // The official OpenTelemetry protobuf messages: the third-party decoder of what the otlp
+    // exporter pushes (parsed with google.protobuf.json_format).
+    (
+        "opentelemetry-proto",
+        "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+    ),
 ];
 
 const TANSU_VERSION: &str = "0.6.0";

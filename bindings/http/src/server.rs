@@ -414,7 +414,11 @@ impl Shared {
         };
         request.extensions_mut().insert(info.clone());
         let mut carried_credentials = false;
-        let mut authorization = request.extensions_mut().remove::<Authorization>();
+        // Sessions of the transport (a tls server's `x509` guard) authorize routes too.
+        let mut authorization = request
+            .extensions_mut()
+            .remove::<Authorization>()
+            .or_else(|| (!info.authorization.is_empty()).then(|| info.authorization.clone()));
         if let Some(hook) = &self.guard {
             let credentials = hook.credentials.extract(&request);
             if expiry::is_challenge_response(&request) {

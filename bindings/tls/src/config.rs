@@ -1,5 +1,7 @@
 //! Typed options and route conditions of the tls binding.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -32,6 +34,33 @@ pub struct TlsOptions {
     /// Refused at load: not supported yet.
     #[schemars(extend("x-unsupported" = "`signers` is not supported yet; name the keys with `keys`"))]
     pub signers: Option<Vec<String>>,
+    /// Server: the one guard (an `x509` guard) given the verified client certificate chain;
+    /// its session authorizes `guarded` routes here and in the bindings inward.
+    pub authorization: Option<BTreeMap<String, TlsAuthorization>>,
+}
+
+/// One guard of `authorization`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsAuthorization {
+    /// What the guard is given.
+    pub credentials: Option<TlsCredentials>,
+}
+
+/// The credentials a tls server hands its guard.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCredentials {
+    /// The client certificate chain, in this format (`pem`, leaf first).
+    pub certificates: Option<CertificatesFormat>,
+}
+
+/// How a certificate chain is written for a guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificatesFormat {
+    /// Concatenated PEM `CERTIFICATE` blocks.
+    Pem,
 }
 
 /// Client certificate authentication on a server.

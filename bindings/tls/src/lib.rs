@@ -8,7 +8,12 @@
 //!   (`alpn`) and the destination `port`. The stream then carries the SNI as its authority, the
 //!   negotiated protocol, `secure`, and the client certificate's subject DN as its identity. A
 //!   ClientHello no route can take is answered with a fatal alert (`unrecognized_name` or
-//!   `no_application_protocol`) and closed before any application data.
+//!   `no_application_protocol`) and closed before any application data. With
+//!   `authorization`, the verified client certificate chain (PEM, leaf first) goes to that
+//!   guard (an `x509` guard) once the handshake completes; its session decides `guarded`
+//!   routes here, is carried inward on the stream (an http server's `guarded` routes and
+//!   `${guarded[...]}` expressions see it), and a connection no route then takes is closed.
+//!   Routes' `guarded` is ignored while choosing the ALPN protocol, before any guard has run.
 //! - **client** opens a stream through the route matching the wanted authority, ALPN and port
 //!   (its exit, typically a tcp client) and runs the client handshake: SNI from `sni` or the
 //!   stream's authority, ALPN from `alpn` or the stream's, trust from `trust` plus, with
@@ -64,6 +69,9 @@
 //! - `alpn`: server: the protocols that may be negotiated (default: those routes name);
 //!   client: the protocols to offer.
 //! - `mutual`: server: `required` (default when `trust` is given), `requested` or `none`.
+//! - `authorization`: server only: `{<guard>: {credentials: {certificates: pem}}}`, exactly
+//!   one guard, on a server that asks for client certificates (`mutual` not `none`). A client
+//!   naming it is refused at load.
 //! - `signers`: not supported yet; a config naming it is refused at load.
 //!
 //! Route conditions: `authority` (wildcards such as `*.example.com`), `alpn`, `port` (a number,
@@ -95,10 +103,10 @@ use zilla_engine::stream::Bytes;
 use zilla_engine::{BindingKind, BuildError, Registry};
 
 use crate::client::TlsClient;
-use crate::config::{TlsCondition, TlsOptions};
+use crate::config::{CertificatesFormat, Mutual, TlsCondition, TlsOptions};
 use crate::proxy::TlsProxy;
 use crate::route::{Condition, Settings, TlsRoutes};
-use crate::server::TlsServer;
+use crate::server::{NamedGuard, TlsServer};
 
 /// Registers the `tls` binding type.
 pub fn register(registry: &mut Registry) {
@@ -152,18 +160,26 @@ impl BindingFactory for TlsFactory {
                 let vault = context.vault()?.ok_or_else(|| {
                     BuildError::at("vault", "a tls server needs a `vault` holding its keys")
                 })?;
+                let guard = certificate_guard(&options, context)?;
                 let server = Arc::new(TlsServer::build(
                     &options,
                     vault.as_ref(),
                     routes,
                     settings,
                     events,
+                    guard,
                 )?);
                 context.publish::<Bytes>(server.clone());
                 Ok(server)
             }
             BindingKind::Client => {
                 let options: TlsOptions = context.options()?;
+                if options.authorization.is_some() {
+                    return Err(BuildError::at(
+                        "options.authorization",
+                        "a tls client takes no `authorization`: it is where a server hands client certificates to a guard",
+                    ));
+                }
                 let vault = context.vault()?;
                 let client = Arc::new(TlsClient::build(
                     &options,
@@ -186,6 +202,46 @@ impl BindingFactory for TlsFactory {
             )),
         }
     }
+}
+
+/// The guard a server's `options.authorization` names: exactly one, given the client
+/// certificate chain as PEM, on a server that asks for client certificates.
+fn certificate_guard(
+    options: &TlsOptions,
+    context: &BuildContext<'_>,
+) -> Result<Option<NamedGuard>, BuildError> {
+    let Some(authorization) = &options.authorization else {
+        return Ok(None);
+    };
+    let mut guards = authorization.iter();
+    let (Some((name, guard)), None) = (guards.next(), guards.next()) else {
+        return Err(BuildError::at(
+            "options.authorization",
+            "name exactly one guard",
+        ));
+    };
+    let path = format!("options.authorization.{name}");
+    let pem = guard
+        .credentials
+        .as_ref()
+        .and_then(|credentials| credentials.certificates)
+        == Some(CertificatesFormat::Pem);
+    if !pem {
+        return Err(BuildError::at(
+            format!("{path}.credentials"),
+            "the guard is given the client certificate chain: write `credentials: {certificates: pem}`",
+        ));
+    }
+    if server::mutual(options) == Mutual::None {
+        return Err(BuildError::at(
+            "options.mutual",
+            "`authorization` needs client certificates: set `mutual` to `required` or `requested` (or name `trust`)",
+        ));
+    }
+    context
+        .guard(name)
+        .map(Some)
+        .map_err(|error| BuildError::at(path, error.message))
 }
 
 /// The crypto provider every tls binding uses: aws-lc-rs, shared by the process.

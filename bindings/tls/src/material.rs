@@ -184,6 +184,23 @@ pub fn dns_names(certificate: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A certificate chain as concatenated PEM `CERTIFICATE` blocks in the order given (leaf
+/// first), the credentials a tls server hands its `authorization` guard, as Zilla does.
+pub fn pem_chain(chain: &[CertificateDer<'_>]) -> String {
+    use base64::Engine;
+    let mut pem = String::new();
+    for certificate in chain {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem
+}
+
 /// Whether `host` (lowercase) is one of `names`; `*.example.com` stands for one label.
 pub fn names_host(names: &[String], host: &str) -> bool {
     names.iter().any(|name| match name.strip_prefix("*.") {

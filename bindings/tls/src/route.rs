@@ -6,13 +6,16 @@ use std::time::Duration;
 use serde::de::IgnoredAny;
 use zilla_engine::pattern::Pattern;
 use zilla_engine::properties::Properties;
-use zilla_engine::route::Routes;
+use zilla_engine::route::{Route, Routes};
 use zilla_engine::stream::BytesHandler;
 
 use crate::config::{Ports, TlsCondition};
 
 /// The routes of a tls binding: conditions on SNI, ALPN and port, exits taking bytes.
 pub type TlsRoutes = Routes<Condition, IgnoredAny, Arc<dyn BytesHandler>>;
+
+/// One route of a tls binding.
+pub type TlsRoute = Route<Condition, IgnoredAny, Arc<dyn BytesHandler>>;
 
 /// One compiled `when` entry.
 #[derive(Debug, Clone)]
@@ -88,9 +91,18 @@ impl Condition {
 
 /// Whether some route could take a stream on `port`, before anything else is known.
 pub fn routable_on_port(routes: &TlsRoutes, port: Option<u16>) -> bool {
+    first_unguarded(routes, |condition| condition.matches_port(port)).is_some()
+}
+
+/// The first route whose conditions match, ignoring `guarded`: before the handshake no guard
+/// has run, so, as in Zilla, a server checks `guarded` only once the handshake has completed.
+pub fn first_unguarded(
+    routes: &TlsRoutes,
+    matches: impl Fn(&Condition) -> bool,
+) -> Option<&TlsRoute> {
     routes
-        .resolve(None, |condition| condition.matches_port(port))
-        .is_some()
+        .iter()
+        .find(|route| route.when.is_empty() || route.when.iter().any(&matches))
 }
 
 /// Engine properties of the tls binding (`zilla.binding.tls.*`).

@@ -13,13 +13,14 @@ use tokio_rustls::LazyConfigAcceptor;
 use zilla_engine::BuildError;
 use zilla_engine::binding::Binding;
 use zilla_engine::events::Events;
+use zilla_engine::guard::{Authorization, Guard};
 use zilla_engine::stream::{AsyncIo, BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
 use zilla_engine::vault::Vault;
 
 use crate::config::{Mutual, TlsOptions};
 use crate::events;
 use crate::material::{self, NamedKey};
-use crate::route::{Settings, TlsRoutes, routable_on_port};
+use crate::route::{Settings, TlsRoutes, first_unguarded, routable_on_port};
 
 /// TLS alert `unrecognized_name` (RFC 6066): no route for the requested host.
 const UNRECOGNIZED_NAME: u8 = 112;
@@ -34,7 +35,12 @@ pub struct TlsServer {
     alpn: Option<Vec<String>>,
     settings: Settings,
     events: Events,
+    /// The guard of `options.authorization`, by qualified name.
+    guard: Option<NamedGuard>,
 }
+
+/// A guard with the qualified name sessions are kept under.
+pub type NamedGuard = (String, Arc<dyn Guard>);
 
 /// What to do with a ClientHello.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,13 +52,15 @@ enum Verdict {
 }
 
 impl TlsServer {
-    /// Builds a server from its options and the keys and trust of `vault`.
+    /// Builds a server from its options and the keys and trust of `vault`; `guard` is the
+    /// guard `options.authorization` names, given each verified client certificate chain.
     pub fn build(
         options: &TlsOptions,
         vault: &dyn Vault,
         routes: TlsRoutes,
         settings: Settings,
         events: Events,
+        guard: Option<NamedGuard>,
     ) -> Result<Self, BuildError> {
         let provider = crate::provider();
         if options.signers.is_some() {
@@ -91,6 +99,7 @@ impl TlsServer {
             alpn: options.alpn.clone(),
             settings,
             events,
+            guard,
         })
     }
 
@@ -161,9 +170,25 @@ impl TlsServer {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| material::subject_dn(leaf));
+        // A configured guard is the authority for the connection: its verdict replaces what
+        // the network side carried, and a peer without a verified chain gets no session.
+        let authorization = match &self.guard {
+            None => info.authorization.clone(),
+            Some((name, guard)) => {
+                let mut authorization = Authorization::default();
+                let session = connection
+                    .peer_certificates()
+                    .filter(|chain| !chain.is_empty())
+                    .and_then(|chain| guard.reauthorize(&material::pem_chain(chain)));
+                if let Some(session) = session {
+                    authorization.insert(name.clone(), session);
+                }
+                authorization
+            }
+        };
         let exit = self
             .routes
-            .resolve(None, |condition| {
+            .resolve(Some(&authorization), |condition| {
                 condition.matches(sni.as_deref(), alpn.as_deref(), port)
             })
             .map(|route| route.exit.clone());
@@ -178,6 +203,7 @@ impl TlsServer {
             alpn: alpn.into_iter().collect(),
             secure: true,
             identity,
+            authorization,
             ..info
         };
         exit.accept(ByteStream::new(tls, info)).await
@@ -206,9 +232,7 @@ fn decide(
         allowed_alpn.is_none_or(|alpn| alpn.iter().any(|allowed| allowed == *protocol))
     };
     let routed = |protocol: Option<&str>| {
-        routes
-            .resolve(None, |condition| condition.matches(sni, protocol, port))
-            .is_some()
+        first_unguarded(routes, |condition| condition.matches(sni, protocol, port)).is_some()
     };
     let alpn = offered
         .iter()
@@ -219,13 +243,24 @@ fn decide(
     if routed(alpn.as_deref()) {
         return Verdict::Proceed(alpn);
     }
-    let host_routed = routes
-        .resolve(None, |condition| condition.matches_ignoring_alpn(sni, port))
-        .is_some();
+    let host_routed = first_unguarded(routes, |condition| {
+        condition.matches_ignoring_alpn(sni, port)
+    })
+    .is_some();
     Verdict::Reject(if host_routed {
         NO_APPLICATION_PROTOCOL
     } else {
         UNRECOGNIZED_NAME
+    })
+}
+
+/// Whether a server asks for client certificates: `mutual`, by default `required` when `trust`
+/// is given, else `none`.
+pub(crate) fn mutual(options: &TlsOptions) -> Mutual {
+    options.mutual.unwrap_or(if options.trust.is_some() {
+        Mutual::Required
+    } else {
+        Mutual::None
     })
 }
 
@@ -235,11 +270,7 @@ fn client_verifier(
     options: &TlsOptions,
     vault: &dyn Vault,
 ) -> Result<Option<Arc<dyn ClientCertVerifier>>, BuildError> {
-    let mutual = options.mutual.unwrap_or(if options.trust.is_some() {
-        Mutual::Required
-    } else {
-        Mutual::None
-    });
+    let mutual = mutual(options);
     if mutual == Mutual::None {
         return Ok(None);
     }

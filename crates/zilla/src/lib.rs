@@ -66,6 +66,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_exporter_stdout::register(registry);
     #[cfg(feature = "exporter-prometheus")]
     zilla_exporter_prometheus::register(registry);
+    #[cfg(feature = "exporter-otlp")]
+    zilla_exporter_otlp::register(registry);
     #[cfg(feature = "catalog-inline")]
     zilla_catalog_inline::register(registry);
     #[cfg(feature = "validator-json")]
@@ -74,6 +76,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_guard_jwt::register(registry);
     #[cfg(feature = "guard-inline")]
     zilla_guard_inline::register(registry);
+    #[cfg(feature = "guard-x509")]
+    zilla_guard_x509::register(registry);
     #[cfg(feature = "validator-core")]
     zilla_validator_core::register(registry);
     #[cfg(feature = "validator-avro")]

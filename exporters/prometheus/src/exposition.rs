@@ -112,14 +112,15 @@ fn unit(descriptor: &MetricDescriptor) -> Option<&'static str> {
     }
 }
 
-const NANOS_PER_MILLI: u64 = 1_000_000;
+/// Nanoseconds in a millisecond: durations are exported in milliseconds, as Zilla does.
+pub const NANOS_PER_MILLI: u64 = 1_000_000;
 
 /// Zilla keeps 63 buckets with upper limits 2^1 … 2^63, the last written as `+Inf`.
-const EXPOSED_BUCKETS: usize = 63;
+pub const EXPOSED_BUCKETS: usize = 63;
 
 /// Per-bucket counts as exposed: ours folded into 63, re-bucketed into milliseconds for
 /// nanosecond metrics.
-fn exposed_buckets(buckets: &[u64; HISTOGRAM_BUCKETS], unit: Unit) -> [u64; EXPOSED_BUCKETS] {
+pub fn exposed_buckets(buckets: &[u64; HISTOGRAM_BUCKETS], unit: Unit) -> [u64; EXPOSED_BUCKETS] {
     let mut exposed = [0u64; EXPOSED_BUCKETS];
     for (index, count) in buckets.iter().enumerate() {
         let index = index.min(EXPOSED_BUCKETS - 1);

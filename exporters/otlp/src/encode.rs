@@ -1,0 +1,242 @@
+//! OTLP/HTTP JSON bodies as Zilla's otlp exporter writes them.
+//!
+//! Metrics: one `resourceMetrics` entry with the scope `OtlpMetricsSerializer` 1.0.0; each
+//! series is one metric with one data point carrying `namespace` and `binding` attributes and
+//! the series' own. Counters are cumulative monotonic `sum`s, gauges `gauge`s, histograms
+//! cumulative `histogram`s with 62 explicit bounds (2, 4, … 2^62) and 63 bucket counts.
+//! Nanosecond metrics are sent in milliseconds (unit `milliseconds`), bytes with unit `bytes`,
+//! counts with an empty unit. The `http.*` metrics take the OpenTelemetry names by binding
+//! kind, as in Zilla (`http.server.request.size`, `http.client.duration`, ...).
+//!
+//! Logs: each event is one log record: `timeUnixNano` and `observedTimeUnixNano`, the body
+//! `<qname> <message>`, and the attribute `event.name`. Every string goes through
+//! `serde_json`, so quotes and control characters in messages are escaped.
+
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use zilla_engine::events::Event;
+use zilla_engine::metrics::{Metric, MetricDescriptor, Series, Unit};
+use zilla_exporter_prometheus::exposition::{EXPOSED_BUCKETS, NANOS_PER_MILLI, exposed_buckets};
+
+/// Zilla's scope names.
+const METRICS_SCOPE: &str = "OtlpMetricsSerializer";
+const LOGS_SCOPE: &str = "OtlpLogsSerializer";
+const SCOPE_VERSION: &str = "1.0.0";
+/// `AggregationTemporality` CUMULATIVE.
+const CUMULATIVE: u8 = 2;
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The OpenTelemetry name of a metric recorded by a binding of `kind`.
+pub fn metric_name(name: &'static str, kind: Option<&str>) -> &'static str {
+    match (kind, name) {
+        (Some("server"), "http.request.size") => "http.server.request.size",
+        (Some("server"), "http.response.size") => "http.server.response.size",
+        (Some("server"), "http.duration") => "http.server.duration",
+        (Some("server"), "http.active.requests") => "http.server.active_requests",
+        (Some("client"), "http.request.size") => "http.client.request.size",
+        (Some("client"), "http.response.size") => "http.client.response.size",
+        (Some("client"), "http.duration") => "http.client.duration",
+        _ => name,
+    }
+}
+
+fn unit(descriptor: &MetricDescriptor) -> &'static str {
+    match descriptor.unit {
+        Unit::Bytes => "bytes",
+        Unit::Nanoseconds => "milliseconds",
+        Unit::Count => "",
+    }
+}
+
+fn attribute(key: &str, value: &str) -> Value {
+    json!({"key": key, "value": {"stringValue": value}})
+}
+
+fn point_attributes(series: &Series) -> Vec<Value> {
+    let mut attributes = vec![
+        attribute("namespace", &series.namespace),
+        attribute("binding", &series.binding),
+    ];
+    attributes.extend(
+        series
+            .attributes
+            .iter()
+            .map(|(key, value)| attribute(key, value)),
+    );
+    attributes
+}
+
+/// A scalar in the metric's exported unit: `asDouble` milliseconds for nanoseconds.
+fn scalar(value: i64, unit: Unit) -> (&'static str, Value) {
+    match unit {
+        Unit::Nanoseconds => ("asDouble", json!(value as f64 / NANOS_PER_MILLI as f64)),
+        _ => ("asInt", json!(value)),
+    }
+}
+
+/// One metric for `series`; `kind` is the kind of the binding that recorded it.
+pub fn metric(series: &Series, kind: Option<&str>, now: u64) -> Value {
+    let descriptor = series.descriptor;
+    let mut point = serde_json::Map::new();
+    point.insert("timeUnixNano".into(), json!(now));
+    point.insert("attributes".into(), Value::Array(point_attributes(series)));
+    let data = match &*series.value {
+        Metric::Counter(counter) => {
+            let value = i64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            let (field, value) = scalar(value, descriptor.unit);
+            point.insert(field.into(), value);
+            (
+                "sum",
+                json!({"dataPoints": [point], "aggregationTemporality": CUMULATIVE, "isMonotonic": true}),
+            )
+        }
+        Metric::Gauge(gauge) => {
+            let (field, value) = scalar(gauge.load(Ordering::Relaxed), descriptor.unit);
+            point.insert(field.into(), value);
+            ("gauge", json!({"dataPoints": [point]}))
+        }
+        Metric::Histogram(histogram) => {
+            let values = histogram.read();
+            let buckets = exposed_buckets(&values.buckets, descriptor.unit);
+            // The count is the buckets' total, so it always agrees with them.
+            let count: u64 = buckets.iter().sum();
+            let sum = match descriptor.unit {
+                Unit::Nanoseconds => values.sum as f64 / NANOS_PER_MILLI as f64,
+                _ => values.sum as f64,
+            };
+            let bounds: Vec<f64> = (1..EXPOSED_BUCKETS).map(|i| (1u64 << i) as f64).collect();
+            point.insert("sum".into(), json!(sum));
+            point.insert("count".into(), json!(count));
+            point.insert("explicitBounds".into(), json!(bounds));
+            point.insert("bucketCounts".into(), json!(buckets.to_vec()));
+            (
+                "histogram",
+                json!({"aggregationTemporality": CUMULATIVE, "dataPoints": [point]}),
+            )
+        }
+    };
+    let mut metric = serde_json::Map::new();
+    metric.insert("name".into(), json!(metric_name(descriptor.name, kind)));
+    metric.insert("unit".into(), json!(unit(descriptor)));
+    metric.insert("description".into(), json!(descriptor.description));
+    metric.insert(data.0.into(), data.1);
+    Value::Object(metric)
+}
+
+/// The body posted to the metrics endpoint.
+pub fn metrics_body(metrics: Vec<Value>) -> String {
+    json!({
+        "resourceMetrics": [{
+            "resource": {"attributes": []},
+            "scopeMetrics": [{
+                "scope": {"name": METRICS_SCOPE, "version": SCOPE_VERSION},
+                "metrics": metrics,
+            }],
+        }],
+    })
+    .to_string()
+}
+
+/// One event as a log record, already encoded.
+pub fn log_record(event: &Event) -> String {
+    let nanos = unix_nanos(event.timestamp);
+    json!({
+        "timeUnixNano": nanos,
+        "observedTimeUnixNano": nanos,
+        "body": {"stringValue": format!("{} {}", event.qname, event.message)},
+        "attributes": [attribute("event.name", event.name)],
+    })
+    .to_string()
+}
+
+/// The body posted to the logs endpoint for encoded `records`.
+pub fn logs_body<'a>(records: impl Iterator<Item = &'a str>) -> String {
+    let mut body = json!({
+        "resourceLogs": [{
+            "resource": {"attributes": []},
+            "scopeLogs": [{
+                "scope": {"name": LOGS_SCOPE, "version": SCOPE_VERSION},
+                "logRecords": [],
+            }],
+        }],
+    })
+    .to_string();
+    // The records are encoded once, when they are raised; splice them into the empty list.
+    let joined: Vec<&str> = records.collect();
+    let marker = "\"logRecords\":[]";
+    if let Some(at) = body.find(marker) {
+        let insert_at = at + marker.len() - 1;
+        body.insert_str(insert_at, &joined.join(","));
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn http_metrics_take_opentelemetry_names_by_binding_kind() {
+        assert_eq!(
+            metric_name("http.request.size", Some("server")),
+            "http.server.request.size"
+        );
+        assert_eq!(
+            metric_name("http.active.requests", Some("server")),
+            "http.server.active_requests"
+        );
+        assert_eq!(
+            metric_name("http.duration", Some("client")),
+            "http.client.duration"
+        );
+        assert_eq!(
+            metric_name("http.active.requests", Some("client")),
+            "http.active.requests"
+        );
+        assert_eq!(
+            metric_name("stream.opens.received", Some("server")),
+            "stream.opens.received"
+        );
+    }
+
+    #[test]
+    fn event_text_is_escaped_and_records_spliced_into_valid_json() {
+        let event = Event {
+            qname: Arc::from("test:http_server"),
+            timestamp: UNIX_EPOCH + std::time::Duration::from_millis(42),
+            trace_id: 0,
+            name: "BINDING_HTTP_REQUEST_ACCEPTED",
+            message: "said \"hi\"\n\\ back".into(),
+        };
+        let one = log_record(&event);
+        let body = logs_body([one.as_str(), one.as_str()].into_iter());
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        let records = &parsed["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
+        assert_eq!(records.as_array().unwrap().len(), 2);
+        assert_eq!(
+            records[0]["body"]["stringValue"],
+            "test:http_server said \"hi\"\n\\ back"
+        );
+        assert_eq!(records[0]["timeUnixNano"], 42_000_000);
+        assert_eq!(
+            records[0]["attributes"][0]["value"]["stringValue"],
+            "BINDING_HTTP_REQUEST_ACCEPTED"
+        );
+        let empty: Value = serde_json::from_str(&logs_body(std::iter::empty())).unwrap();
+        assert!(
+            empty["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! The push task: every `interval`, the metrics (cumulative, so a failed push loses nothing:
+//! the next one carries the same totals) and the buffered log records, each POSTed as JSON.
+//! A failure is retried sooner, backing off from one second up to `interval`; log records
+//! leave the buffer only once the receiver answered 2xx. The task never touches the data
+//! path: bindings only append to the buffer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+use zilla_engine::metrics::Metrics;
+
+use crate::buffer::LogBuffer;
+use crate::encode;
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first retry delay after a failure.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// How long the last push may take when the exporter stops.
+const FINAL_PUSH: Duration = Duration::from_secs(2);
+
+/// Where and how to push.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The metrics endpoint, when `signals` has `metrics`.
+    pub metrics: Option<Uri>,
+    /// The logs endpoint, when `signals` has `logs`.
+    pub logs: Option<Uri>,
+    /// `credentials.headers.authorization`.
+    pub authorization: Option<HeaderValue>,
+    /// `interval`.
+    pub interval: Duration,
+}
+
+struct Pusher {
+    target: Target,
+    client: Client<HttpConnector, Full<Bytes>>,
+    metrics: Metrics,
+    logs: Arc<LogBuffer>,
+}
+
+/// Runs until `stopped`, then pushes once more.
+pub async fn run(
+    target: Target,
+    metrics: Metrics,
+    logs: Arc<LogBuffer>,
+    stopped: CancellationToken,
+) {
+    let pusher = Pusher {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        target,
+        metrics,
+        logs,
+    };
+    let mut delay = pusher.target.interval;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stopped.cancelled() => {
+                if tokio::time::timeout(FINAL_PUSH, pusher.push()).await.is_err() {
+                    tracing::debug!("otlp: the last push did not finish in time");
+                }
+                return;
+            }
+            () = tokio::time::sleep(delay) => {}
+        }
+        let pushed = pusher.push().await;
+        let dropped = pusher.logs.take_dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "otlp: events dropped: the retry buffer was full while the receiver did not accept them"
+            );
+        }
+        match pushed {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("otlp: the receiver accepts pushes again");
+                }
+                failing = false;
+                delay = pusher.target.interval;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, waiting = pusher.logs.len(), "otlp: push failed; retrying");
+                }
+                delay = if failing {
+                    (delay * 2).min(pusher.target.interval)
+                } else {
+                    FIRST_RETRY.min(pusher.target.interval)
+                };
+                failing = true;
+            }
+        }
+    }
+}
+
+impl Pusher {
+    /// Pushes the metrics and every buffered log record; the first failure stops it.
+    async fn push(&self) -> Result<(), String> {
+        if let Some(uri) = &self.target.metrics {
+            let now = encode::unix_nanos(SystemTime::now());
+            let metrics = self
+                .metrics
+                .snapshot()
+                .iter()
+                .map(|series| {
+                    let kind = self
+                        .metrics
+                        .binding_kind(&series.namespace, &series.binding);
+                    encode::metric(series, kind.as_deref(), now)
+                })
+                .collect();
+            self.post(uri, encode::metrics_body(metrics)).await?;
+        }
+        if let Some(uri) = &self.target.logs {
+            while let Some(batch) = self.logs.batch() {
+                let body = encode::logs_body(batch.records.iter().map(String::as_str));
+                self.post(uri, body).await?;
+                self.logs.acknowledge(batch.last);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post(&self, uri: &Uri, body: String) -> Result<(), String> {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri.clone())
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(authorization) = &self.target.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|error| error.to_string())?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| format!("{uri}: no answer within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|error| format!("{uri}: {error}"))?;
+        let status = response.status();
+        // Read (at most 64 KiB of) the answer so the connection can be reused.
+        let answer = Limited::new(response.into_body(), 64 * 1024).collect();
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer).await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("{uri}: answered {status}"))
+        }
+    }
+}

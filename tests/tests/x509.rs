@@ -1,0 +1,449 @@
+//! The `x509` guard through the real binary: a tls server with `mutual: required` hands each
+//! verified client certificate chain to the guard (`options.authorization`), and the http
+//! server inward routes on the session's roles and writes its identity and attributes into
+//! headers the origin sees. Certificates are made with `openssl`, requests sent by `curl` with
+//! client certificates, and the origin is nginx answering with the headers it received.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use zilla_tests::{Gateway, Peer, nginx_with};
+
+const CONFIG: &str = "name: test
+vaults:
+  server:
+    type: filesystem
+    options:
+      keys:
+        store: keys
+        type: pem
+      trust:
+        store: trust
+        type: pem
+guards:
+  x509_0:
+    type: x509
+    options:
+      identity: subject.cn
+      attributes:
+        organization: subject.o
+        spiffe: san.uri
+        dn: subject.dn
+      roles:
+        internal:
+          - issuer.cn: internal ca
+            subject.ou: Platform
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: tls_server
+  tls_server:
+    type: tls
+    kind: server
+    vault: server
+    options:
+      keys:
+        - localhost
+      trust:
+        - ca
+      mutual: required
+      authorization:
+        x509_0:
+          credentials:
+            certificates: pem
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    routes:
+      - when:
+          - headers:
+              :path: /internal
+        guarded:
+          x509_0:
+            - internal
+        with:
+          headers:
+            overrides:
+              x-identity: ${guarded['x509_0'].identity}
+        exit: http_client
+      - when:
+          - headers:
+              :path: /whoami
+        with:
+          headers:
+            overrides:
+              x-identity: ${guarded['x509_0'].identity}
+              x-organization: ${guarded['x509_0'].attributes.organization}
+              x-spiffe: ${guarded['x509_0'].attributes.spiffe}
+              x-dn: ${guarded['x509_0'].attributes.dn}
+        exit: http_client
+  http_client:
+    type: http
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.ORIGIN_PORT}}
+";
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
+    ensure!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+/// A certificate `<name>.pem` with its key `<name>.key`: issued by `<ca>.pem` when `ca` is
+/// given, else self-signed; `extensions` are `-addext` values.
+fn certificate(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    ca: Option<&str>,
+    extensions: &[&str],
+) -> Result<()> {
+    let (key, certificate) = (format!("{name}.key"), format!("{name}.pem"));
+    let issuer = ca.map(|ca| (format!("{ca}.pem"), format!("{ca}.key")));
+    let mut args = vec!["req", "-x509"];
+    args.extend(EC);
+    args.extend([
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &certificate,
+        "-days",
+        "2",
+        "-subj",
+        subject,
+    ]);
+    if let Some((ca_certificate, ca_key)) = &issuer {
+        args.extend(["-CA", ca_certificate, "-CAkey", ca_key]);
+    }
+    for extension in extensions {
+        args.extend(["-addext", extension]);
+    }
+    openssl(dir, &args)
+}
+
+/// A client certificate issued by `ca`, with one subject alternative name.
+fn client(dir: &Path, name: &str, ca: &str, subject: &str, san: &str) -> Result<()> {
+    let san = format!("subjectAltName={san}");
+    certificate(
+        dir,
+        name,
+        subject,
+        Some(ca),
+        &[
+            &san,
+            "basicConstraints=CA:FALSE",
+            "extendedKeyUsage=clientAuth",
+        ],
+    )
+}
+
+/// Two CAs; the server key; `alice` (OU Platform) and `bob` (OU Sales) from the trusted CA;
+/// `mallory` from the other one.
+fn make_pki(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir.join("keys"))?;
+    std::fs::create_dir_all(dir.join("trust"))?;
+    certificate(dir, "ca", "/O=Example Inc/CN=Internal CA", None, &[])?;
+    certificate(dir, "other", "/O=Other Inc/CN=Other CA", None, &[])?;
+    certificate(
+        dir,
+        "server",
+        "/CN=localhost",
+        None,
+        &["subjectAltName=DNS:localhost"],
+    )?;
+    client(
+        dir,
+        "alice",
+        "ca",
+        "/O=Example Inc/OU=Platform/CN=alice",
+        "URI:spiffe://example.com/alice",
+    )?;
+    client(
+        dir,
+        "bob",
+        "ca",
+        "/O=Example Inc/OU=Sales/CN=bob",
+        "DNS:bob.example.com",
+    )?;
+    client(
+        dir,
+        "mallory",
+        "other",
+        "/O=Example Inc/OU=Platform/CN=mallory",
+        "DNS:mallory.example.com",
+    )?;
+    let mut pem = std::fs::read(dir.join("server.key"))?;
+    pem.extend(std::fs::read(dir.join("server.pem"))?);
+    std::fs::write(dir.join("keys/localhost.pem"), pem)?;
+    std::fs::copy(dir.join("ca.pem"), dir.join("trust/ca.pem"))?;
+    Ok(())
+}
+
+/// nginx answering every request with the headers the gateway set.
+const ORIGIN: &str = "default_type text/plain;
+        location / {
+            return 200 \"identity=$http_x_identity\\norganization=$http_x_organization\\nspiffe=$http_x_spiffe\\ndn=$http_x_dn\\n\";
+        }";
+
+/// What curl got for `path`, presenting `client`'s certificate (or none): exit success, the
+/// status line and body on stdout, and curl's complaint on stderr.
+fn request(
+    dir: &Path,
+    port: u16,
+    path: &str,
+    client: Option<&str>,
+) -> Result<(bool, String, String)> {
+    let url = format!("https://localhost:{port}{path}");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let mut peer = Peer::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "10",
+            "-w",
+            "status=%{http_code}\n",
+        ])
+        .args(["--resolve", &resolve, &url])
+        .current_dir(dir)
+        .timeout(Duration::from_secs(20));
+    if let Some(client) = client {
+        peer = peer.args([
+            "--cert",
+            &format!("{client}.pem"),
+            "--key",
+            &format!("{client}.key"),
+        ]);
+    }
+    let output = peer.run()?;
+    Ok((
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// What `openssl s_client` (presenting `client`'s certificate, or none) printed after sending
+/// a request: the alert the server sent shows on stderr.
+fn handshake(dir: &Path, port: u16, client: Option<&str>) -> Result<(String, String)> {
+    let address = format!("127.0.0.1:{port}");
+    let mut peer = Peer::new("openssl")
+        .args(["s_client", "-quiet", "-no_ign_eof", "-connect", &address])
+        .args(["-servername", "localhost"])
+        .current_dir(dir)
+        .stdin("GET /whoami HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .hold_stdin(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
+    if let Some(client) = client {
+        peer = peer.args([
+            "-cert",
+            &format!("{client}.pem"),
+            "-key",
+            &format!("{client}.key"),
+        ]);
+    }
+    let output = peer.run()?;
+    Ok((
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn certificate_identity_roles_and_attributes_reach_the_http_routes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path();
+    make_pki(pki)?;
+    std::fs::create_dir_all(pki.join("www"))?;
+    let (_origin, origin_port) = nginx_with(&pki.join("nginx"), &pki.join("www"), ORIGIN)?;
+    let mut builder = Gateway::builder(CONFIG).env("ORIGIN_PORT", origin_port.to_string());
+    for file in ["keys/localhost.pem", "trust/ca.pem"] {
+        builder = builder.file(file, std::fs::read(pki.join(file))?);
+    }
+    let mut gateway = builder.start()?;
+    let port = gateway.address("tcp_server").port();
+
+    let (ok, stdout, stderr) = request(pki, port, "/whoami", Some("alice"))?;
+    ensure!(ok, "alice: {stderr}");
+    ensure!(stdout.contains("identity=alice\n"), "{stdout}");
+    ensure!(stdout.contains("organization=Example Inc\n"), "{stdout}");
+    ensure!(
+        stdout.contains("spiffe=spiffe://example.com/alice\n"),
+        "{stdout}"
+    );
+    // Java's canonical form of the subject: RFC 2253 order, lower case.
+    ensure!(
+        stdout.contains("dn=cn=alice,ou=platform,o=example inc\n"),
+        "{stdout}"
+    );
+    ensure!(stdout.contains("status=200"), "{stdout}");
+
+    // The role needs OU Platform: alice holds it, bob does not (his request matches no route).
+    let (_, stdout, _) = request(pki, port, "/internal", Some("alice"))?;
+    ensure!(
+        stdout.contains("identity=alice\n") && stdout.contains("status=200"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = request(pki, port, "/internal", Some("bob"))?;
+    ensure!(stdout.contains("status=404"), "bob was routed: {stdout}");
+    let (_, stdout, _) = request(pki, port, "/whoami", Some("bob"))?;
+    ensure!(
+        stdout.contains("identity=bob\n") && stdout.contains("spiffe=\n"),
+        "{stdout}"
+    );
+
+    // A certificate from another CA, even with the same subject, fails the handshake.
+    let (ok, stdout, _) = request(pki, port, "/whoami", Some("mallory"))?;
+    ensure!(
+        !ok && !stdout.contains("identity="),
+        "mallory was served: {stdout}"
+    );
+    let (stdout, stderr) = handshake(pki, port, Some("mallory"))?;
+    ensure!(
+        !stdout.contains("identity=") && stderr.contains("alert unknown ca"),
+        "mallory: no unknown-CA alert: {stdout}\n{stderr}"
+    );
+
+    // No certificate at all, with `mutual: required`, fails the handshake too.
+    let (ok, stdout, _) = request(pki, port, "/whoami", None)?;
+    ensure!(
+        !ok && !stdout.contains("identity="),
+        "served without a certificate: {stdout}"
+    );
+    let (stdout, stderr) = handshake(pki, port, None)?;
+    ensure!(
+        !stdout.contains("identity=") && stderr.contains("alert certificate required"),
+        "no certificate: no certificate-required alert: {stdout}\n{stderr}"
+    );
+
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// What a failed start said; `key` is the vault's `keys/localhost.pem`.
+fn start_error(yaml: &str, key: &[u8]) -> Result<String> {
+    match Gateway::builder(yaml)
+        .file("keys/localhost.pem", key.to_vec())
+        .start()
+    {
+        Ok(_) => anyhow::bail!("started:\n{yaml}"),
+        Err(error) => Ok(format!("{error:#}")),
+    }
+}
+
+const BAD_BASE: &str = "name: test
+vaults:
+  server:
+    type: filesystem
+    options:
+      keys:
+        store: keys
+        type: pem
+guards:
+  x509_0:
+    type: x509
+bindings:
+  tls:
+    type: tls
+    kind: KIND
+    vault: server
+    options:
+      keys: [localhost]
+OPTIONS
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+";
+
+#[test]
+fn authorization_and_guard_options_that_cannot_work_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    certificate(dir.path(), "server", "/CN=localhost", None, &[])?;
+    let mut key = std::fs::read(dir.path().join("server.key"))?;
+    key.extend(std::fs::read(dir.path().join("server.pem"))?);
+    let case =
+        |kind: &str, options: &str| BAD_BASE.replace("KIND", kind).replace("OPTIONS\n", options);
+    // A client has no client certificates to hand a guard.
+    let error = start_error(
+        &case(
+            "client",
+            "      authorization:\n        x509_0:\n          credentials:\n            certificates: pem\n",
+        ),
+        &key,
+    )?;
+    ensure!(
+        error.contains("options.authorization") && error.contains("tls client"),
+        "{error}"
+    );
+    // A server that asks for no client certificate has nothing to give the guard.
+    let error = start_error(
+        &case(
+            "server",
+            "      mutual: none\n      authorization:\n        x509_0:\n          credentials:\n            certificates: pem\n",
+        ),
+        &key,
+    )?;
+    ensure!(error.contains("options.mutual"), "{error}");
+    // The guard must be told it gets the chain as PEM.
+    let error = start_error(
+        &case(
+            "server",
+            "      mutual: requested\n      authorization:\n        x509_0: {}\n",
+        ),
+        &key,
+    )?;
+    ensure!(
+        error.contains("options.authorization.x509_0.credentials"),
+        "{error}"
+    );
+    // The certificate format is an enumeration.
+    let error = start_error(
+        &case(
+            "server",
+            "      mutual: requested\n      authorization:\n        x509_0:\n          credentials:\n            certificates: der\n",
+        ),
+        &key,
+    )?;
+    ensure!(error.contains("certificates"), "{error}");
+    // A guard field no certificate carries is a typo, refused where it is written.
+    let error = start_error(
+        "name: test
+guards:
+  x509_0:
+    type: x509
+    options:
+      identity: subject.common_name
+      attributes:
+        org: subject.o
+      roles:
+        admin:
+          - subject.ou: Platform
+",
+        &key,
+    )?;
+    ensure!(
+        error.contains("options.identity") && error.contains("subject.common_name"),
+        "{error}"
+    );
+    Ok(())
+}
