@@ -11,8 +11,8 @@
 //!   expressions, compiled once at load.
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
 //! - [`metrics`], [`events`]: Zilla's metric names and event stream, read by exporters.
-//! - [`limits`]: connection caps, idle timeouts and clamping of client-supplied numbers, shared
-//!   by every listener.
+//! - [`limits`], [`idle`]: connection caps, idle timeouts (owned by the protocol on top of a
+//!   connection) and clamping of client-supplied numbers, shared by every listener.
 //!
 //! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
 //!
@@ -40,6 +40,7 @@ pub mod engine;
 pub mod events;
 pub mod expr;
 pub mod guard;
+pub mod idle;
 pub mod kinds;
 pub mod limits;
 pub mod listeners;

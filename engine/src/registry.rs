@@ -1,7 +1,7 @@
 //! The explicit, static registry of component types. Each component crate exports
 //! `register(&mut Registry)`; the `zilla` crate calls them in one feature-gated list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -14,7 +14,9 @@ use crate::config::types::{BindingSchema, BindingType, Types};
 pub use crate::config::types::{Category, namespace_schema};
 use crate::guard::Guard;
 use crate::kinds::Kinds;
+use crate::limits::MAXIMUM_CONNECTIONS_PROPERTY;
 use crate::metrics::{MetricDescriptor, MetricGroup, STREAM_METRICS};
+use crate::properties::Properties;
 use crate::stream::StreamKind;
 use crate::vault::Vault;
 
@@ -32,7 +34,14 @@ pub struct Registry {
     exporters: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Exporter>>>,
     models: BTreeMap<&'static str, Arc<dyn ModelFactory>>,
     metric_groups: Vec<&'static MetricGroup>,
+    properties: BTreeSet<&'static str>,
 }
+
+/// The properties the engine itself reads.
+const ENGINE_PROPERTIES: &[&str] = &[
+    "zilla.engine.drain.timeout.millis",
+    MAXIMUM_CONNECTIONS_PROPERTY,
+];
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,6 +250,23 @@ impl Registry {
             Category::Store => of(&self.stores, type_name),
             Category::Exporter => of(&self.exporters, type_name),
         }
+    }
+
+    /// Declares properties a component (or the program running the engine) reads.
+    pub fn properties(&mut self, names: &[&'static str]) -> &mut Self {
+        self.properties.extend(names);
+        self
+    }
+
+    /// One message per property in `properties` that neither the engine nor a registered
+    /// component declares.
+    pub fn unknown_properties(&self, properties: &Properties) -> Vec<String> {
+        let declared: BTreeSet<&str> = ENGINE_PROPERTIES
+            .iter()
+            .chain(&self.properties)
+            .copied()
+            .collect();
+        properties.undeclared(&declared)
     }
 
     /// The message for a `type` this registry lacks.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::idle::IdleControl;
+
 /// A boxed, sendable future: the return type of handler trait methods (they must be object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -76,6 +78,9 @@ pub struct StreamInfo {
     pub secure: bool,
     /// An authenticated identity (e.g. a client certificate subject).
     pub identity: Option<String>,
+    /// The idle timeout of the network connection under this stream, for the protocol that
+    /// owns the connection to extend, hold or turn off (see [`crate::idle`]).
+    pub idle: IdleControl,
 }
 
 /// Handler of the `bytes` stream kind.

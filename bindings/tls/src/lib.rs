@@ -102,7 +102,7 @@ use crate::server::TlsServer;
 
 /// Registers the `tls` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(TlsFactory);
+    registry.binding(TlsFactory).properties(route::PROPERTIES);
 }
 
 /// Builds tls bindings.
