@@ -34,6 +34,8 @@ pub struct Registry {
     exporters: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Exporter>>>,
     models: BTreeMap<&'static str, Arc<dyn ModelFactory>>,
     metric_groups: Vec<&'static MetricGroup>,
+    /// Metric groups the configs this distribution reads may name (Zilla's).
+    known_metric_groups: Vec<&'static str>,
     properties: BTreeSet<&'static str>,
 }
 
@@ -252,6 +254,13 @@ impl Registry {
         }
     }
 
+    /// Declares the metric groups configs may name although no component built in records
+    /// them, so that such a metric is reported as missing from the distribution, not as a typo.
+    pub fn known_metric_groups(&mut self, groups: &[&'static str]) -> &mut Self {
+        self.known_metric_groups.extend(groups);
+        self
+    }
+
     /// Declares properties a component (or the program running the engine) reads.
     pub fn properties(&mut self, names: &[&'static str]) -> &mut Self {
         self.properties.extend(names);
@@ -445,7 +454,7 @@ impl Types for Registry {
     }
     fn check_telemetry(&self, config: &Config) -> Vec<ConfigError> {
         let groups: Vec<&'static MetricGroup> = self.metric_groups().collect();
-        crate::telemetry::check_telemetry(config, &groups)
+        crate::telemetry::check_telemetry(config, &groups, &self.known_metric_groups)
     }
 }
 
