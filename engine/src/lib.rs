@@ -10,9 +10,10 @@
 //! - [`route`], [`pattern`], [`expr`]: Zilla's routing rules, wildcard patterns and runtime
 //!   expressions, compiled once at load.
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
-//! - [`metrics`], [`events`]: Zilla's metric names and event stream, read by exporters.
-//! - [`limits`]: connection caps, idle timeouts and clamping of client-supplied numbers, shared
-//!   by every listener.
+//! - [`metrics`], [`events`], [`telemetry`]: Zilla's metric names and event stream, read by
+//!   exporters, and the checks of `telemetry` sections: the `zilla-telemetry` crate, re-exported.
+//! - [`limits`], [`idle`]: connection caps, idle timeouts (owned by the protocol on top of a
+//!   connection) and clamping of client-supplied numbers, shared by every listener.
 //!
 //! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
 //!
@@ -32,27 +33,27 @@
 //! ```
 
 pub mod binding;
-pub mod cataloged;
 pub mod components;
 /// The config pipeline, in its own crate (`zilla-config`) and re-exported here.
 pub use zilla_config as config;
 pub mod engine;
-pub mod events;
+/// Metrics, events and the telemetry checks, in their own crate (`zilla-telemetry`).
+pub use zilla_telemetry::{events, metrics, telemetry};
 pub mod expr;
 pub mod guard;
+pub mod idle;
 pub mod kinds;
 pub mod limits;
 pub mod listeners;
 pub mod messages;
 mod metered;
-pub mod metrics;
 pub mod pattern;
-pub mod ports;
+/// Port sets in tcp and tls options, from the config crate.
+pub use zilla_config::ports;
 pub mod properties;
 pub mod registry;
 pub mod route;
 pub mod stream;
-pub mod telemetry;
 pub mod vault;
 
 pub use binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError, StartContext};

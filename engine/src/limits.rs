@@ -1,6 +1,6 @@
 //! Resource limits at the edge, shared by every listener and protocol stack: connection caps,
-//! idle timeouts on byte streams, throttled reporting of refusals, and clamping of numbers a
-//! client supplies.
+//! idle timeouts on byte streams (in [`crate::idle`]), throttled reporting of refusals, and
+//! clamping of numbers a client supplies.
 //!
 //! Everything here is lock-free (atomics only) and cheap to clone, so a per-worker runtime can
 //! hold the same gates as a shared one. The engine holds one process-wide [`ConnectionGate`]
@@ -9,16 +9,11 @@
 //! per-binding cap. A connection holds one [`ConnectionPermit`] per gate it passed, and gives
 //! them back when it is dropped.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::properties::Properties;
 
@@ -124,125 +119,6 @@ impl Throttle {
     }
 }
 
-/// A byte stream that fails with [`io::ErrorKind::TimedOut`] once nothing was read or written
-/// for the idle timeout, so a silent or vanished peer does not hold a connection forever.
-///
-/// Activity only stores the time; the timer is re-armed lazily when it fires, so a busy stream
-/// costs no timer updates.
-pub struct IdleTimeout<T> {
-    inner: T,
-    timeout: Duration,
-    last_activity: Instant,
-    timer: Pin<Box<Sleep>>,
-}
-
-impl<T> std::fmt::Debug for IdleTimeout<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdleTimeout")
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T> IdleTimeout<T> {
-    /// Wraps `inner`; `timeout` must be non-zero.
-    pub fn new(inner: T, timeout: Duration) -> Self {
-        let now = Instant::now();
-        Self {
-            inner,
-            timeout,
-            last_activity: now,
-            timer: Box::pin(tokio::time::sleep_until(deadline_after(now, timeout))),
-        }
-    }
-
-    /// Ready with an error once the stream has been idle for the timeout.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        loop {
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            let due = deadline_after(self.last_activity, self.timeout);
-            if due <= Instant::now() {
-                return Poll::Ready(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("idle for {} ms", self.timeout.as_millis()),
-                ));
-            }
-            self.timer.as_mut().reset(due);
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(written) if written > 0) {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            // A peer that stopped reading is idle too.
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(written) if written > 0) {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 /// `now + wait`, saturating far in the future instead of overflowing.
 pub fn deadline_after(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
@@ -264,7 +140,6 @@ pub fn clamped_seconds(text: &str, maximum: Duration) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn gate_admits_up_to_its_cap_and_frees_places_on_drop() {
@@ -333,32 +208,6 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1001)).await;
         assert_eq!(throttle.note(), Some(3));
         assert_eq!(throttle.note(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_stream_times_out_and_busy_one_does_not() {
-        let (near, mut far) = tokio::io::duplex(64);
-        let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
-        // Activity every 6 s keeps it open past the timeout.
-        for _ in 0..3 {
-            tokio::time::advance(Duration::from_secs(6)).await;
-            far.write_all(b"x").await.unwrap();
-            let mut byte = [0; 1];
-            idle.read_exact(&mut byte).await.unwrap();
-        }
-        let started = Instant::now();
-        let mut byte = [0; 1];
-        let error = idle.read(&mut byte).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_peer_that_stops_reading_times_out_a_write() {
-        let (near, _far) = tokio::io::duplex(8);
-        let mut idle = IdleTimeout::new(near, Duration::from_secs(5));
-        let error = idle.write_all(&[0; 64]).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The explicit, static registry of component types. Each component crate exports
 //! `register(&mut Registry)`; the `zilla` crate calls them in one feature-gated list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -14,7 +14,9 @@ use crate::config::types::{BindingSchema, BindingType, Types};
 pub use crate::config::types::{Category, namespace_schema};
 use crate::guard::Guard;
 use crate::kinds::Kinds;
+use crate::limits::MAXIMUM_CONNECTIONS_PROPERTY;
 use crate::metrics::{MetricDescriptor, MetricGroup, STREAM_METRICS};
+use crate::properties::Properties;
 use crate::stream::StreamKind;
 use crate::vault::Vault;
 
@@ -32,7 +34,16 @@ pub struct Registry {
     exporters: BTreeMap<&'static str, Arc<dyn ComponentFactory<dyn Exporter>>>,
     models: BTreeMap<&'static str, Arc<dyn ModelFactory>>,
     metric_groups: Vec<&'static MetricGroup>,
+    /// Metric groups the configs this distribution reads may name (Zilla's).
+    known_metric_groups: Vec<&'static str>,
+    properties: BTreeSet<&'static str>,
 }
+
+/// The properties the engine itself reads.
+const ENGINE_PROPERTIES: &[&str] = &[
+    "zilla.engine.drain.timeout.millis",
+    MAXIMUM_CONNECTIONS_PROPERTY,
+];
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,6 +254,30 @@ impl Registry {
         }
     }
 
+    /// Declares the metric groups configs may name although no component built in records
+    /// them, so that such a metric is reported as missing from the distribution, not as a typo.
+    pub fn known_metric_groups(&mut self, groups: &[&'static str]) -> &mut Self {
+        self.known_metric_groups.extend(groups);
+        self
+    }
+
+    /// Declares properties a component (or the program running the engine) reads.
+    pub fn properties(&mut self, names: &[&'static str]) -> &mut Self {
+        self.properties.extend(names);
+        self
+    }
+
+    /// One message per property in `properties` that neither the engine nor a registered
+    /// component declares.
+    pub fn unknown_properties(&self, properties: &Properties) -> Vec<String> {
+        let declared: BTreeSet<&str> = ENGINE_PROPERTIES
+            .iter()
+            .chain(&self.properties)
+            .copied()
+            .collect();
+        properties.undeclared(&declared)
+    }
+
     /// The message for a `type` this registry lacks.
     pub fn unknown_type(&self, category: Category, type_name: &str) -> String {
         let noun = category.noun();
@@ -428,7 +463,7 @@ impl Types for Registry {
     }
     fn check_telemetry(&self, config: &Config) -> Vec<ConfigError> {
         let groups: Vec<&'static MetricGroup> = self.metric_groups().collect();
-        crate::telemetry::check_telemetry(config, &groups)
+        crate::telemetry::check_telemetry(config, &groups, &self.known_metric_groups)
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::guard::Authorization;
+use crate::idle::IdleControl;
 
 /// A boxed, sendable future: the return type of handler trait methods (they must be object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -81,6 +82,9 @@ pub struct StreamInfo {
     /// Guard sessions established on this path (a tls server's `x509` guard), which the
     /// bindings inward authorize `guarded` routes and `${guarded[...]}` expressions with.
     pub authorization: Authorization,
+    /// The idle timeout of the network connection under this stream, for the protocol that
+    /// owns the connection to extend, hold or turn off (see [`crate::idle`]).
+    pub idle: IdleControl,
 }
 
 /// Handler of the `bytes` stream kind.

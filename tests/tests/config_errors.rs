@@ -254,3 +254,78 @@ fn bad_configs_fail_validate_and_start_with_positions() -> Result<()> {
     }
     Ok(())
 }
+
+const ECHO: &str = "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+";
+
+/// `zilla <command> -c zilla.yaml` on the echo config with `-P` assignments.
+fn with_properties(command: &str, assignments: &[&str]) -> Result<Output> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("zilla.yaml"), ECHO)?;
+    let mut peer = Peer::new(zilla_binary()?)
+        .args([command, "-c", "zilla.yaml"])
+        .current_dir(dir.path());
+    let engine = format!(
+        "zilla.engine.directory={}",
+        dir.path().join("engine").display()
+    );
+    for assignment in assignments.iter().copied().chain([engine.as_str()]) {
+        peer = peer.args(["-P", assignment]);
+    }
+    peer.run()
+}
+
+#[test]
+fn properties_no_component_reads_fail_validate_and_start_naming_them() -> Result<()> {
+    let misspelt = [
+        "zilla.binding.tcp.idle.timout.millis=1000",
+        "zilla.engine.drain.timeout=5",
+        "zilla.binding.nope.size=1",
+    ];
+    for command in ["validate", "start"] {
+        let output = with_properties(command, &misspelt)?;
+        assert!(
+            !output.status.success(),
+            "{command} accepted unknown properties"
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains(
+                "unknown property `zilla.binding.tcp.idle.timout.millis`; the `zilla.binding.tcp.*` properties are: zilla.binding.tcp.client.connect.timeout.millis, zilla.binding.tcp.idle.timeout.millis, zilla.binding.tcp.maximum.connections"
+            ),
+            "{command}: {message}"
+        );
+        assert!(
+            message.contains("unknown property `zilla.engine.drain.timeout`; the `zilla.engine.*` properties are: zilla.engine.config.url, zilla.engine.config.watch, zilla.engine.directory, zilla.engine.drain.timeout.millis, zilla.engine.maximum.connections, zilla.engine.workers"),
+            "{command}: {message}"
+        );
+        assert!(
+            message.contains("unknown property `zilla.binding.nope.size`: no component of this distribution reads it"),
+            "{command}: {message}"
+        );
+    }
+    // Zilla's names that this distribution reads are accepted.
+    let known = [
+        "zilla.binding.tcp.idle.timeout.millis=1000",
+        "zilla.binding.http.server.header=zilla",
+        "zilla.binding.kafka.client.meta.max.age.ms=1000",
+        "zilla.binding.mqtt.keep.alive.maximum=60",
+        "zilla.binding.sse.maximum.idle.time=1000",
+        "zilla.engine.workers=1",
+        "zilla.engine.drain.timeout.millis=100",
+    ];
+    let output = with_properties("validate", &known)?;
+    assert!(output.status.success(), "{}", stderr(&output));
+    Ok(())
+}

@@ -254,3 +254,31 @@ fn the_mqtt_proxy_example_routes_only_its_topics() -> Result<()> {
     assert!(gateway.terminate()?.success());
     result
 }
+
+/// MQTT owns its connection's idleness: a client whose keep-alive (6 s) is longer than the tcp
+/// idle timeout (1.5 s here) stays connected through a quiet spell, while a connection that
+/// never sends CONNECT is still closed.
+#[test]
+fn a_keep_alive_longer_than_the_tcp_idle_timeout_keeps_the_client_connected() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let mut gateway = Gateway::builder(PROXY)
+        .env("BROKER_PORT", broker.port.to_string())
+        .property("zilla.binding.tcp.idle.timeout.millis", "1500")
+        .start()?;
+    let port = gateway.address("tcp_server").port();
+    let silent = TcpStream::connect(gateway.address("tcp_server"))?;
+    // Quiet for 5 s: longer than the tcp idle timeout, shorter than the keep-alive.
+    scenario("quiet", port, 5)?;
+
+    let mut silent = silent;
+    silent.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut byte = [0; 1];
+    let read = std::io::Read::read(&mut silent, &mut byte);
+    assert!(
+        matches!(read, Ok(0))
+            || read.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a connection that never sent CONNECT is still open"
+    );
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}

@@ -71,7 +71,9 @@ use kind::{
 
 /// Registers the `filesystem` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(FileSystemFactory);
+    registry
+        .binding(FileSystemFactory)
+        .properties(&[SERVER_ROOT_PROPERTY, POLL_INTERVAL_PROPERTY]);
 }
 
 /// The property relative `location`s resolve against (Zilla's name).

@@ -120,7 +120,9 @@ use config::{GrpcCondition, GrpcOptions, MethodCondition};
 /// Registers the `grpc` binding type and the adapter that carries `grpc` calls to generic
 /// bindings.
 pub fn register(registry: &mut Registry) {
-    registry.binding(GrpcFactory);
+    registry
+        .binding(GrpcFactory)
+        .properties(&["zilla.binding.grpc.maximum.message.size"]);
     registry.adapter::<zilla_engine::messages::Messages, Grpc>(messages::grpc_over_messages);
 }
 

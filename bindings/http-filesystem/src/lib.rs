@@ -88,7 +88,9 @@ use config::{HttpFileSystemCondition, HttpFileSystemWith};
 
 /// Registers the `http-filesystem` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(HttpFileSystemFactory);
+    registry
+        .binding(HttpFileSystemFactory)
+        .properties(&[MAXIMUM_WAIT_PROPERTY]);
 }
 
 /// The longest `prefer: wait` honoured, in milliseconds.

@@ -145,8 +145,16 @@ const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Registers the `http-kafka` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(HttpKafkaFactory);
+    registry.binding(HttpKafkaFactory).properties(&[
+        MAXIMUM_WAIT_PROPERTY,
+        REPLY_TIMEOUT_PROPERTY,
+        REQUEST_TIMEOUT_PROPERTY,
+    ]);
 }
+
+/// How long a request waits for Kafka (a fetch to catch up, a produce to be acknowledged), in
+/// milliseconds, before `504`.
+pub const REQUEST_TIMEOUT_PROPERTY: &str = "zilla.binding.http.kafka.request.timeout.millis";
 
 /// Builds http-kafka bindings.
 #[derive(Debug)]
@@ -214,10 +222,9 @@ impl BindingFactory for HttpKafkaFactory {
             idempotency_header,
             reply_to_header: Bytes::from(options.reply_to_header()),
             correlation_header: Bytes::from(options.correlation_id_header()),
-            timeout: context.properties().millis(
-                "zilla.binding.http.kafka.request.timeout.millis",
-                DEFAULT_TIMEOUT,
-            ),
+            timeout: context
+                .properties()
+                .millis(REQUEST_TIMEOUT_PROPERTY, DEFAULT_TIMEOUT),
             maximum_wait: context
                 .properties()
                 .millis(MAXIMUM_WAIT_PROPERTY, DEFAULT_MAXIMUM_WAIT),

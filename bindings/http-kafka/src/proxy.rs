@@ -173,14 +173,54 @@ impl HttpKafkaProxy {
         request: MergedRequest,
     ) -> Result<MergedStream, StatusCode> {
         let topic = request.topic.clone();
-        match tokio::time::timeout(self.timeout, exit.merged(request)).await {
-            Ok(Ok(stream)) => Ok(stream),
+        self.within("fetch", &topic, exit.merged(request)).await
+    }
+
+    /// The next item of `stream`, waiting at most the Kafka timeout counted from `opened`.
+    async fn next_in_time(&self, stream: &mut MergedStream, opened: Instant) -> Next {
+        next(
+            stream,
+            Some(deadline_after(opened, self.timeout)),
+            &self.stopping,
+        )
+        .await
+    }
+
+    /// Opens the latest record per key of `topic` passing `filters`, read from `offsets` on
+    /// (from the start where it names no partition): both ways to fetch start here.
+    async fn open_latest(
+        &self,
+        exit: &dyn KafkaHandler,
+        topic: String,
+        offsets: Vec<PartitionOffset>,
+        filters: Vec<Filter>,
+    ) -> Result<MergedStream, StatusCode> {
+        let request = MergedRequest {
+            topic,
+            start: Start::Historical,
+            offsets,
+            filters,
+            latest_per_key: true,
+        };
+        self.open(exit, request).await
+    }
+
+    /// Waits at most the Kafka timeout for one request to Kafka (`what`: `fetch`, `produce`)
+    /// on `topic`; a failure is answered with its status, the timeout with `504`.
+    async fn within<T>(
+        &self,
+        what: &str,
+        topic: &str,
+        request: impl Future<Output = Result<T, StreamError>>,
+    ) -> Result<T, StatusCode> {
+        match tokio::time::timeout(self.timeout, request).await {
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
-                tracing::debug!(binding = %self.qname, %topic, %error, "fetch failed");
+                tracing::debug!(binding = %self.qname, topic, %error, "{what} failed");
                 Err(status_of(&error))
             }
             Err(_) => {
-                tracing::debug!(binding = %self.qname, %topic, "fetch timed out");
+                tracing::debug!(binding = %self.qname, topic, "{what} timed out");
                 Err(StatusCode::GATEWAY_TIMEOUT)
             }
         }
@@ -200,13 +240,16 @@ impl HttpKafkaProxy {
         let filters = target.filters(&scope);
         let headers = request.headers();
         let preferences = Preferences::of(headers, self.maximum_wait);
-        let if_none_match = first(headers, IF_NONE_MATCH.as_str()).and_then(etag::parse);
+        let query = FetchQuery {
+            topic,
+            filters,
+            if_none_match: first(headers, IF_NONE_MATCH.as_str()).and_then(etag::parse),
+            preferences,
+        };
         let result = if target.merge {
-            self.fetch_all(exit, topic, filters, if_none_match, preferences)
-                .await
+            self.fetch_all(exit, query).await
         } else {
-            self.fetch_one(exit, topic, filters, if_none_match, preferences)
-                .await
+            self.fetch_one(exit, query).await
         };
         result.unwrap_or_else(status_response)
     }
@@ -216,28 +259,20 @@ impl HttpKafkaProxy {
     async fn fetch_one(
         &self,
         exit: &dyn KafkaHandler,
-        topic: String,
-        filters: Vec<Filter>,
-        if_none_match: Option<(String, Option<String>)>,
-        preferences: Preferences,
+        query: FetchQuery,
     ) -> Result<Response, StatusCode> {
+        let FetchQuery {
+            topic,
+            filters,
+            if_none_match,
+            preferences,
+        } = query;
         let offsets = if_none_match
             .as_ref()
             .and_then(|(tag, _)| progress::decode(tag).ok())
             .unwrap_or_default();
         let opened = Instant::now();
-        let mut stream = self
-            .open(
-                exit,
-                MergedRequest {
-                    topic,
-                    start: Start::Historical,
-                    offsets,
-                    filters,
-                    latest_per_key: true,
-                },
-            )
-            .await?;
+        let mut stream = self.open_latest(exit, topic, offsets, filters).await?;
         let catch_up = deadline_after(opened, self.timeout);
         let wait = preferences.wait.map(|wait| deadline_after(opened, wait));
         let mut latest: Option<(Arc<Message>, Arc<[PartitionOffset]>)> = None;
@@ -281,34 +316,17 @@ impl HttpKafkaProxy {
     async fn fetch_all(
         &self,
         exit: &dyn KafkaHandler,
-        topic: String,
-        filters: Vec<Filter>,
-        if_none_match: Option<(String, Option<String>)>,
-        preferences: Preferences,
+        query: FetchQuery,
     ) -> Result<Response, StatusCode> {
         let opened = Instant::now();
         let mut stream = self
-            .open(
-                exit,
-                MergedRequest {
-                    topic,
-                    start: Start::Historical,
-                    offsets: Vec::new(),
-                    filters,
-                    latest_per_key: true,
-                },
-            )
+            .open_latest(exit, query.topic, Vec::new(), query.filters)
             .await?;
+        let (if_none_match, preferences) = (query.if_none_match, query.preferences);
         let mut items = Latest::default();
         let mut progress: Arc<[PartitionOffset]> = Arc::new([]);
         loop {
-            match next(
-                &mut stream,
-                Some(deadline_after(opened, self.timeout)),
-                &self.stopping,
-            )
-            .await
-            {
+            match self.next_in_time(&mut stream, opened).await {
                 Next::Item(MergedItem::Message { message, .. }) => items.add(message),
                 Next::Item(MergedItem::Synced(synced)) => {
                     progress = synced;
@@ -494,13 +512,7 @@ impl HttpKafkaProxy {
             .await?;
         let mut reply = None;
         loop {
-            match next(
-                &mut replies,
-                Some(deadline_after(opened, self.timeout)),
-                &self.stopping,
-            )
-            .await
-            {
+            match self.next_in_time(&mut replies, opened).await {
                 Next::Item(MergedItem::Message { message, .. }) => {
                     reply.get_or_insert(message);
                 }
@@ -626,17 +638,9 @@ impl HttpKafkaProxy {
         record: ProduceRequest,
     ) -> Result<(), StatusCode> {
         let topic = record.topic.clone();
-        match tokio::time::timeout(self.timeout, exit.produce(record)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => {
-                tracing::debug!(binding = %self.qname, %topic, %error, "produce failed");
-                Err(status_of(&error))
-            }
-            Err(_) => {
-                tracing::debug!(binding = %self.qname, %topic, "produce timed out");
-                Err(StatusCode::GATEWAY_TIMEOUT)
-            }
-        }
+        self.within("produce", &topic, exit.produce(record))
+            .await
+            .map(|_| ())
     }
 
     /// The topic's `max.message.bytes`, asked of Kafka at most once a minute. When Kafka does
@@ -673,6 +677,15 @@ impl HttpKafkaProxy {
             Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
         }
     }
+}
+
+/// What a fetch asks for: the topic and filters its route gives, and the client's
+/// `if-none-match` (a tag and its trailing part) and `prefer`.
+struct FetchQuery {
+    topic: String,
+    filters: Vec<Filter>,
+    if_none_match: Option<(String, Option<String>)>,
+    preferences: Preferences,
 }
 
 /// What a produced record is made of, before the correlation id is known.

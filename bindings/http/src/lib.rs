@@ -119,7 +119,7 @@ use config::{HttpClientOptions, HttpCondition, HttpServerOptions, HttpWith};
 
 /// Registers the `http` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(HttpFactory);
+    registry.binding(HttpFactory).properties(limits::PROPERTIES);
     registry.metric_group(&telemetry::HTTP_METRICS);
     registry.adapter::<zilla_engine::messages::Messages, Http>(messages::http_over_messages);
 }

@@ -29,6 +29,25 @@ use zilla_engine::properties::Properties;
 
 const PREFIX: &str = "zilla.binding.http.";
 
+/// Every property [`Limits::from_properties`] reads, declared to the registry.
+pub const PROPERTIES: &[&str] = &[
+    "zilla.binding.http.body.read.timeout.millis",
+    "zilla.binding.http.client.idle.timeout.millis",
+    "zilla.binding.http.concurrent.streams",
+    "zilla.binding.http.header.read.timeout.millis",
+    "zilla.binding.http.idle.timeout.millis",
+    "zilla.binding.http.keep.alive.interval.millis",
+    "zilla.binding.http.keep.alive.timeout.millis",
+    "zilla.binding.http.max.frame.size",
+    "zilla.binding.http.max.header.list.size",
+    "zilla.binding.http.max.local.error.reset.streams",
+    "zilla.binding.http.max.pending.accept.reset.streams",
+    "zilla.binding.http.max.request.body.size",
+    "zilla.binding.http.maximum.connections",
+    "zilla.binding.http.server.header",
+    "zilla.binding.http.user.agent.header",
+];
+
 /// How much of a body is read to validate it when no body limit is set.
 const DEFAULT_MAX_VALIDATED_BODY_SIZE: u64 = 8 * 1024 * 1024;
 

@@ -260,15 +260,15 @@ impl Shared {
                         closing.cancel();
                         return Ok::<_, Infallible>(overloaded(request.version()));
                     }
-                    if !track {
-                        return Ok(shared.exchange(request, &info, &sessions).await);
-                    }
-                    let open = activity.open();
+                    // An exchange in progress (an SSE stream, a long poll) keeps the
+                    // connection from timing out as idle underneath.
+                    let held = info.idle.hold();
+                    let open = track.then(|| activity.open());
                     let response = shared.exchange(request, &info, &sessions).await;
                     // The exchange stays open until its response body is done with.
                     Ok(response.map(move |body| {
                         kind::boxed(body.map_frame(move |frame| {
-                            let _open = &open;
+                            let _open = (&open, &held);
                             frame
                         }))
                     }))

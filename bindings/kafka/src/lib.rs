@@ -55,6 +55,16 @@ pub use kind::{Kafka, KafkaHandler};
 
 /// Registers the `kafka` binding type.
 pub fn register(registry: &mut zilla_engine::Registry) {
-    registry.binding(KafkaFactory);
+    registry.binding(KafkaFactory).properties(&[
+        "zilla.binding.kafka.cache.idle.evict.millis",
+        "zilla.binding.kafka.cache.partition.bytes",
+        "zilla.binding.kafka.client.fetch.max.bytes",
+        "zilla.binding.kafka.client.fetch.max.wait.millis",
+        "zilla.binding.kafka.client.id",
+        "zilla.binding.kafka.client.meta.max.age.ms",
+        "zilla.binding.kafka.client.produce.request.timeout.millis",
+        "zilla.binding.kafka.proxy.request.max.bytes",
+        "zilla.binding.kafka.proxy.response.max.bytes",
+    ]);
     registry.metric_group(&proxy::telemetry::KAFKA_METRICS);
 }

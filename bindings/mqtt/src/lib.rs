@@ -5,7 +5,8 @@
 //!   CONNECT (3.1.1 or 5, limited by `options.versions`), checks credentials with the guard
 //!   named in `options.authorization`, opens the client's session on the exit its `session`
 //!   route chooses and answers CONNACK with what server and exit support together. It then
-//!   runs the connection: keep alive (the client's, clamped for MQTT 5, enforced at 1.5×),
+//!   runs the connection: keep alive (the client's, clamped for MQTT 5, enforced at 1.5×;
+//!   it also replaces the transport's idle timeout, which a keep-alive of 0 turns off),
 //!   QoS 0, 1 and 2 with their acknowledgement flows in both directions, receive maximum
 //!   both ways, topic aliases from the client, SUBSCRIBE options and subscription
 //!   identifiers, UNSUBSCRIBE, PINGREQ, DISCONNECT (with session expiry and "with will").
@@ -121,8 +122,25 @@ use config::{MqttCondition, MqttOptions, MqttVersionName};
 
 /// Registers the `mqtt` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(MqttFactory);
+    registry.binding(MqttFactory).properties(PROPERTIES);
 }
+
+/// Every `zilla.binding.mqtt.*` property the binding reads, declared to the registry.
+const PROPERTIES: &[&str] = &[
+    "zilla.binding.mqtt.connect.timeout",
+    "zilla.binding.mqtt.inflight.maximum",
+    "zilla.binding.mqtt.keep.alive.maximum",
+    "zilla.binding.mqtt.keep.alive.minimum",
+    "zilla.binding.mqtt.maximum.packet.size",
+    "zilla.binding.mqtt.maximum.qos",
+    "zilla.binding.mqtt.queue.capacity",
+    "zilla.binding.mqtt.receive.maximum",
+    "zilla.binding.mqtt.retain.available",
+    "zilla.binding.mqtt.shared.subscription.available",
+    "zilla.binding.mqtt.subscription.identifiers.available",
+    "zilla.binding.mqtt.topic.alias.maximum",
+    "zilla.binding.mqtt.wildcard.subscription.available",
+];
 
 /// Builds mqtt bindings.
 #[derive(Debug)]

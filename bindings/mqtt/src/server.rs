@@ -268,6 +268,13 @@ impl Shared {
             Some(connection) => connection,
             None => return Ok(()),
         };
+        // Past CONNECT, MQTT owns the connection's idleness: 1.5 times the keep-alive, as it
+        // specifies, and none for a keep-alive of 0.
+        if let Some(info) = &connection.info {
+            info.idle.set_timeout(Duration::from_millis(
+                u64::from(connection.keep_alive) * 1500,
+            ));
+        }
         connection.decoder = decoder;
         connection.buffer = buffer;
         let close = connection.run(&mut reader, &mut writer).await;

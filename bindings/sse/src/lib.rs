@@ -71,7 +71,12 @@ use server::PathCondition;
 
 /// Registers the `sse` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(SseFactory);
+    registry.binding(SseFactory).properties(&[
+        "zilla.binding.sse.maximum.idle.time",
+        "zilla.binding.sse.initial.comment.enabled",
+        "zilla.binding.sse.challenge.event.type",
+        "zilla.binding.sse.client.maximum.event.size",
+    ]);
 }
 
 const DEFAULT_MAXIMUM_EVENT_SIZE: u64 = 1 << 20;

@@ -36,7 +36,7 @@
 //! |---|---|---|
 //! | `zilla.binding.tcp.maximum.connections` | 0 (none) | connections one tcp server holds open at once, over all its ports |
 //! | `zilla.engine.maximum.connections` | 0 (none) | connections the whole process holds open at once, over every tcp server |
-//! | `zilla.binding.tcp.idle.timeout.millis` | 300000 | a server connection on which nothing was read or written for this long is closed; 0 turns it off |
+//! | `zilla.binding.tcp.idle.timeout.millis` | 300000 | a server connection on which nothing was read or written for this long is closed; 0 turns it off. The protocol on top owns the timeout once past its handshake: an HTTP exchange in progress (SSE, long polls, HTTP/2 streams) and a WebSocket session hold the connection, MQTT sets 1.5 times the client's keep-alive |
 //! | `zilla.binding.tcp.client.connect.timeout.millis` | 10000 | how long a client waits for a connection to an origin |
 //!
 //! At a cap the server keeps accepting, and closes each connection over the cap at once with a
@@ -56,7 +56,8 @@ use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
 use zilla_engine::events::Events;
-use zilla_engine::limits::{ConnectionGate, ConnectionPermit, IdleTimeout, Throttle};
+use zilla_engine::idle::IdleTimeout;
+use zilla_engine::limits::{ConnectionGate, ConnectionPermit, Throttle};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
@@ -66,7 +67,11 @@ use config::{Ports, TcpCondition, TcpOptions};
 
 /// Registers the `tcp` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(TcpFactory);
+    registry.binding(TcpFactory).properties(&[
+        MAXIMUM_CONNECTIONS_PROPERTY,
+        IDLE_TIMEOUT_PROPERTY,
+        CONNECT_TIMEOUT_PROPERTY,
+    ]);
 }
 
 const DEFAULT_BACKLOG: u32 = 1024;
@@ -76,6 +81,9 @@ pub const MAXIMUM_CONNECTIONS_PROPERTY: &str = "zilla.binding.tcp.maximum.connec
 
 /// The idle timeout of server connections, in milliseconds (0 = none).
 pub const IDLE_TIMEOUT_PROPERTY: &str = "zilla.binding.tcp.idle.timeout.millis";
+
+/// How long a client waits for a connection to an origin, in milliseconds.
+pub const CONNECT_TIMEOUT_PROPERTY: &str = "zilla.binding.tcp.client.connect.timeout.millis";
 
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -364,7 +372,7 @@ fn serve(
         return;
     };
     let exit = route.exit.clone();
-    let info = StreamInfo {
+    let mut info = StreamInfo {
         source: Some(peer),
         destination: local,
         ..StreamInfo::default()
@@ -378,7 +386,10 @@ fn serve(
         let stream = if idle_timeout.is_zero() {
             ByteStream::new(socket, info)
         } else {
-            ByteStream::new(IdleTimeout::new(socket, idle_timeout), info)
+            // The protocol on top takes over the timeout once past its handshake.
+            let socket = IdleTimeout::new(socket, idle_timeout);
+            info.idle = socket.control();
+            ByteStream::new(socket, info)
         };
         tokio::select! {
             // A reload replaced this binding and the drain timeout passed, or shutdown
@@ -424,10 +435,9 @@ impl TcpClient {
             routes,
             nodelay: options.nodelay.unwrap_or(true),
             keepalive: options.keepalive.unwrap_or(false),
-            connect_timeout: context.properties().millis(
-                "zilla.binding.tcp.client.connect.timeout.millis",
-                Duration::from_secs(10),
-            ),
+            connect_timeout: context
+                .properties()
+                .millis(CONNECT_TIMEOUT_PROPERTY, Duration::from_secs(10)),
         });
         context.publish::<Bytes>(client.clone());
         Ok(client)

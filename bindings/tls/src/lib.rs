@@ -110,7 +110,7 @@ use crate::server::{NamedGuard, TlsServer};
 
 /// Registers the `tls` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(TlsFactory);
+    registry.binding(TlsFactory).properties(route::PROPERTIES);
 }
 
 /// Builds tls bindings.

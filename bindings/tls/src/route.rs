@@ -118,6 +118,14 @@ pub struct Settings {
     pub server_name_indication: bool,
 }
 
+/// Every property [`Settings::from_properties`] reads, declared to the registry.
+pub const PROPERTIES: &[&str] = &[
+    "zilla.binding.tls.client.https.identification",
+    "zilla.binding.tls.client.server.name.indication",
+    "zilla.binding.tls.handshake.timeout",
+    "zilla.binding.tls.handshake.window.bytes",
+];
+
 impl Settings {
     /// Reads the properties, with Zilla's defaults.
     pub fn from_properties(properties: &Properties) -> Self {

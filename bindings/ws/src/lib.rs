@@ -70,7 +70,9 @@ use server::Condition;
 
 /// Registers the `ws` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(WsFactory);
+    registry
+        .binding(WsFactory)
+        .properties(&["zilla.binding.ws.maximum.message.size"]);
     registry.adapter::<zilla_engine::messages::Messages, Ws>(kind::ws_over_messages);
 }
 

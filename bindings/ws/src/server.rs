@@ -16,7 +16,7 @@ use zilla_binding_http::kind::{self, HttpHandler, Request, Response};
 use zilla_engine::guard::Authorization;
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
-use zilla_engine::stream::{BoxFuture, StreamError};
+use zilla_engine::stream::{BoxFuture, StreamError, StreamInfo};
 
 use crate::Runtime;
 use crate::kind::{WsHandler, WsRequest, WsStream};
@@ -227,6 +227,12 @@ impl WsServer {
         }
         let on_upgrade = hyper::upgrade::on(&mut request);
         let (parts, _body) = request.into_parts();
+        // A WebSocket may rightly stay quiet: the session holds the connection from timing out
+        // as idle underneath for as long as it lasts.
+        let held = parts
+            .extensions
+            .get::<StreamInfo>()
+            .map(|info| info.idle.hold());
         let failure: FailureCode = Arc::new(AtomicU16::new(0));
         let (deliver, wire) = oneshot::channel();
         let session = WsRequest {
@@ -260,6 +266,7 @@ impl WsServer {
             // When the handler dropped its incoming stream, nobody reads: only write.
             let _ = deliver.send(stream);
             session::write(sink, outgoing, failure, stopped).await;
+            drop(held);
         });
         let mut response = kind::status_response(if extended_connect {
             StatusCode::OK

@@ -7,6 +7,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod ports;
 pub mod refused;
 pub mod source;
 pub mod types;

@@ -33,6 +33,8 @@ enum Command {
         /// The config file.
         #[arg(short = 'c', long = "config", default_value = "zilla.yaml")]
         config: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Prints the JSON Schema of zilla.yaml for the components in this build.
     Schema,
@@ -86,7 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(args) => start(args),
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, engine } => validate(&config, &engine),
         Command::Schema => print(&format!("{:#}", zilla::registry().schema())),
         Command::Version => print(&format!("zilla {}", zilla::VERSION)),
         Command::Stop(engine) => stop(&engine),
@@ -117,10 +119,35 @@ fn report(errors: &ConfigErrors) {
     }
 }
 
-fn validate(path: &Path) -> Result<ExitCode> {
+/// The properties this command reads itself; components declare theirs to the registry.
+const COMMAND_PROPERTIES: &[&str] = &[
+    "zilla.engine.config.url",
+    "zilla.engine.config.watch",
+    config_source::POLL_INTERVAL_PROPERTY,
+    "zilla.engine.directory",
+    "zilla.engine.workers",
+];
+
+/// Reports every property that nothing reads (a misspelt name would otherwise be a setting
+/// silently left at its default); `false` when there is one.
+fn known_properties(properties: &Properties) -> bool {
+    let mut registry = zilla::registry();
+    registry.properties(COMMAND_PROPERTIES);
+    let unknown = registry.unknown_properties(properties);
+    for message in &unknown {
+        eprintln!("{message}");
+    }
+    unknown.is_empty()
+}
+
+fn validate(path: &Path, args: &EngineArgs) -> Result<ExitCode> {
+    let properties = properties(args)?;
+    if !known_properties(&properties) {
+        return Ok(ExitCode::FAILURE);
+    }
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let engine = Engine::new(zilla::registry(), Properties::default());
+    let engine = Engine::new(zilla::registry(), properties);
     match engine.load(path, &text) {
         Ok(config) => {
             let bindings = config.bindings().count();
@@ -167,6 +194,10 @@ fn engine_directory(properties: &Properties) -> PathBuf {
 
 fn start(args: StartArgs) -> Result<ExitCode> {
     let properties = properties(&args.engine)?;
+    if !known_properties(&properties) {
+        eprintln!("engine configuration failed");
+        return Ok(ExitCode::FAILURE);
+    }
     // `-e` logs why each stream failed (those records are at debug level).
     let default_filter = if args.exception_traces {
         "debug"

@@ -1,6 +1,6 @@
-//! Every component type Zilla defines, by category: a config written for Zilla may name any of
-//! them, and one this build lacks is reported as "not built into this distribution", not as a
-//! typo. The list lives here, with the distribution, because the engine knows no component.
+//! Every component type Zilla defines, by category, and every metric group: a config written
+//! for Zilla may name any of them, and one this build lacks is reported as "not built into this
+//! distribution", not as a typo. The list lives here, with the distribution, because the engine knows no component.
 
 use zilla_engine::registry::Category;
 
@@ -64,9 +64,13 @@ const ZILLA_TYPES: &[(Category, &[&str])] = &[
     ),
 ];
 
-/// Declares Zilla's types in `registry`.
+/// The metric groups Zilla defines (`http.*`, `grpc.*`, ...).
+const ZILLA_METRIC_GROUPS: &[&str] = &["stream", "http", "grpc", "mcp"];
+
+/// Declares Zilla's types and metric groups in `registry`.
 pub(crate) fn declare(registry: &mut zilla_engine::Registry) {
     for (category, types) in ZILLA_TYPES {
         registry.known_types(*category, types);
     }
+    registry.known_metric_groups(ZILLA_METRIC_GROUPS);
 }

@@ -22,7 +22,7 @@ class Client:
     """A paho client whose callbacks feed queues, so a script can wait for what it expects."""
 
     def __init__(self, port, client_id="", version=5, clean=True, transport="tcp", will=None,
-                 expiry=None, username=None, password=None, will_delay=None):
+                 expiry=None, username=None, password=None, will_delay=None, keepalive=30):
         protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
         kwargs = {"client_id": client_id, "protocol": protocol, "transport": transport}
         if version != 5:
@@ -57,9 +57,10 @@ class Client:
             if expiry is not None:
                 properties.SessionExpiryInterval = expiry
         if version == 5:
-            self.client.connect(HOST, port, keepalive=30, clean_start=clean, properties=properties)
+            self.client.connect(HOST, port, keepalive=keepalive, clean_start=clean,
+                                properties=properties)
         else:
-            self.client.connect(HOST, port, keepalive=30)
+            self.client.connect(HOST, port, keepalive=keepalive)
         self.client.loop_start()
         flags, code, props = self.connacks.get(timeout=WAIT)
         self.session_present = flags.session_present

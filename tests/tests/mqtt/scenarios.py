@@ -264,7 +264,24 @@ def refused(port, version):
     client.disconnect()
 
 
+def quiet(port, seconds):
+    """A subscriber with a 6 s keep-alive stays quiet for `seconds`, then still receives; paho
+    reconnects by itself, so a cut connection shows as a disconnect and a second CONNACK."""
+    topic = unique("quiet/t")
+    subscriber = Client(port, unique("sub"), 5, keepalive=6)
+    subscriber.subscribe(topic, 1)
+    time.sleep(seconds)
+    publisher = Client(port, unique("pub"), 5)
+    publisher.publish(topic, b"after the quiet", 1)
+    subscriber.expect(topic, b"after the quiet")
+    if not subscriber.disconnects.empty() or not subscriber.connacks.empty():
+        fail("the quiet subscriber was disconnected")
+    subscriber.disconnect()
+    publisher.disconnect()
+
+
 SCENARIOS = {
+    "quiet": quiet,
     "refused": refused,
     "pubsub": pubsub,
     "retained": retained,

@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use zilla_engine::cataloged::CatalogReferences;
+use zilla_cataloged::CatalogReferences;
 use zilla_engine::components::ValidateConfig;
 
 /// `{model: avro, catalog: {...}, view: json, validate: ...}`.

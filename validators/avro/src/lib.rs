@@ -64,7 +64,7 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema as AvroNames};
 use apache_avro::writer::datum::GenericDatumWriter;
-use zilla_engine::cataloged::{ResolvedSchema, SchemaReference, Strategy};
+use zilla_cataloged::{ResolvedSchema, SchemaReference, Strategy};
 use zilla_engine::components::{Catalog, ModelContext, ModelFactory, ValidateMode, Validator};
 use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
@@ -111,7 +111,7 @@ impl ModelFactory for AvroModelFactory {
                 format!("`{}` is not the avro model", config.model),
             ));
         }
-        let resolved = zilla_engine::cataloged::resolve(&config.catalog, context)?;
+        let resolved = zilla_cataloged::resolve(&config.catalog, context)?;
         let path = format!("catalog.{}[0]", resolved.catalog_name);
         let parsed = parse(&resolved.text).map_err(|message| BuildError::at(&path, message))?;
         // Which subject to ask the catalog about on each encode, if the reference names one.

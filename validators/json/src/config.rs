@@ -14,14 +14,14 @@ pub struct JsonModelConfig {
     /// entry of the list is used. Without a catalog, messages only need to be well-formed
     /// JSON.
     #[schemars(extend("maxProperties" = 1))]
-    pub catalog: Option<zilla_engine::cataloged::CatalogReferences>,
+    pub catalog: Option<zilla_cataloged::CatalogReferences>,
     /// What a schema violation does: `strict` (the default) rejects the message, `lenient`
     /// lets it through and logs the violation. Malformed JSON is always rejected. In the
     /// object form, `decode` applies to messages arriving at the gateway.
     pub validate: Option<ValidateConfig>,
 }
 
-pub use zilla_engine::cataloged::{SchemaReference, Strategy};
+pub use zilla_cataloged::{SchemaReference, Strategy};
 pub use zilla_engine::components::{ValidateConfig, ValidateDirections, ValidateMode};
 
 #[cfg(test)]

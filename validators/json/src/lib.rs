@@ -102,7 +102,7 @@ impl ModelFactory for JsonModelFactory {
         let schema = match &config.catalog {
             None => None,
             Some(catalog) => {
-                let resolved = zilla_engine::cataloged::resolve(catalog, context)?;
+                let resolved = zilla_cataloged::resolve(catalog, context)?;
                 let path = format!("catalog.{}[0]", resolved.catalog_name);
                 Some(Arc::new(
                     compile(&resolved.text).map_err(|message| BuildError::at(path, message))?,

@@ -1,5 +1,17 @@
 //! Cataloged schema references, shared by the models that read schemas from catalogs
 //! (`json`, `avro`, ...): `catalog: {<catalog>: [{subject, version} | {id} | {strategy}]}`.
+//!
+//! A model reading its schema from a catalog, as a Kafka topic's `value` names it:
+//!
+//! ```yaml
+//! value:
+//!   model: avro
+//!   view: json
+//!   catalog:
+//!     registry:
+//!       - subject: items-value
+//!         version: latest
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,8 +19,8 @@ use std::sync::Arc;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::binding::BuildError;
-use crate::components::{Catalog, ModelContext};
+use zilla_engine::binding::BuildError;
+use zilla_engine::components::{Catalog, ModelContext};
 
 /// `catalog:` of a model reference: one catalog, with the list naming the schema (the first
 /// entry is used).

@@ -179,10 +179,6 @@ const fn stream_metric(
     }
 }
 
-/// The metric groups Zilla defines, so that a metric this distribution lacks is told apart
-/// from a typo.
-pub const ZILLA_METRIC_GROUPS: &[&str] = &["stream", "http", "grpc", "mcp"];
-
 /// Number of histogram buckets kept: bucket `i` counts values `v` with `2^i <= v < 2^(i+1)`
 /// (bucket 0 also holds 0 and 1); the last one also holds everything larger.
 pub const HISTOGRAM_BUCKETS: usize = 64;

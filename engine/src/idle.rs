@@ -1,0 +1,438 @@
+//! Idleness of a network connection, owned by the protocol that speaks on it.
+//!
+//! A transport (the `tcp` server) wraps each connection in an [`IdleTimeout`] with its default
+//! timeout, and hands the connection's [`IdleControl`] up in the stream's
+//! [`StreamInfo`](crate::stream::StreamInfo). Only the protocol on top knows how long its
+//! connection may rightly stay silent, so once past its handshake it says so through that handle:
+//!
+//! - MQTT replaces the timeout by 1.5 times the negotiated keep-alive (turning it off for a
+//!   keep-alive of 0, as MQTT specifies);
+//! - an HTTP exchange in progress (an SSE stream, a long poll, an HTTP/2 stream) and a WebSocket
+//!   session hold the connection ([`IdleControl::hold`]) until they end, after which the timeout
+//!   counts again from that moment.
+//!
+//! A connection that never gets past a protocol's handshake keeps the transport's timeout. Held
+//! or not, a connection whose peer stops reading is still closed once a write has waited for
+//! the timeout, so a hold never pins a dead peer's buffers.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::limits::deadline_after;
+
+/// How a protocol changes the idle timeout of the connection it runs on. Cheap to clone; a
+/// detached handle (the default, for streams no transport times out) does nothing.
+#[derive(Clone, Default)]
+pub struct IdleControl {
+    shared: Option<Arc<IdleShared>>,
+}
+
+#[derive(Debug)]
+struct IdleShared {
+    /// Milliseconds; 0: never idle.
+    timeout_millis: AtomicU64,
+    holds: AtomicUsize,
+    /// Milliseconds after `origin` at which the last hold was released.
+    released_millis: AtomicU64,
+    origin: Instant,
+    /// Bumped on every change, so the timer re-reads the settings.
+    generation: AtomicU64,
+    waker: AtomicWaker,
+}
+
+impl IdleShared {
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.waker.wake();
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_millis.load(Ordering::Acquire))
+    }
+
+    fn released_at(&self) -> Instant {
+        self.origin + Duration::from_millis(self.released_millis.load(Ordering::Acquire))
+    }
+}
+
+impl std::fmt::Debug for IdleControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shared {
+            None => f.write_str("IdleControl(detached)"),
+            Some(shared) => f
+                .debug_struct("IdleControl")
+                .field("timeout", &shared.timeout())
+                .field("holds", &shared.holds.load(Ordering::Relaxed))
+                .finish(),
+        }
+    }
+}
+
+/// Two handles are equal when they control the same connection (or are both detached).
+impl PartialEq for IdleControl {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.shared, &other.shared) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for IdleControl {}
+
+impl IdleControl {
+    /// Replaces the connection's idle timeout; `Duration::ZERO` turns it off.
+    pub fn set_timeout(&self, timeout: Duration) {
+        if let Some(shared) = &self.shared {
+            let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+            shared.timeout_millis.store(millis, Ordering::Release);
+            shared.changed();
+        }
+    }
+
+    /// The connection's idle timeout, `None` for a detached handle or when it is off.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.shared
+            .as_ref()
+            .map(|shared| shared.timeout())
+            .filter(|timeout| !timeout.is_zero())
+    }
+
+    /// Keeps the connection from timing out while silent until the hold is dropped.
+    pub fn hold(&self) -> IdleHold {
+        if let Some(shared) = &self.shared {
+            shared.holds.fetch_add(1, Ordering::AcqRel);
+            shared.changed();
+        }
+        IdleHold {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A protocol's claim that its connection is rightly silent (see [`IdleControl::hold`]).
+#[derive(Debug)]
+pub struct IdleHold {
+    shared: Option<Arc<IdleShared>>,
+}
+
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            let elapsed = u64::try_from(shared.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+            shared.released_millis.fetch_max(elapsed, Ordering::AcqRel);
+            shared.holds.fetch_sub(1, Ordering::AcqRel);
+            shared.changed();
+        }
+    }
+}
+
+/// A byte stream that fails with [`io::ErrorKind::TimedOut`] once nothing was read or written
+/// for the idle timeout, so a silent or vanished peer does not hold a connection forever. The
+/// protocol on top changes the timeout through [`IdleTimeout::control`].
+///
+/// Activity only stores the time; the timer is re-armed lazily when it fires or when the
+/// control changes, so a busy stream costs no timer updates.
+pub struct IdleTimeout<T> {
+    inner: T,
+    shared: Arc<IdleShared>,
+    last_activity: Instant,
+    /// Since when a write has been waiting for the peer to read.
+    write_blocked_since: Option<Instant>,
+    /// The control generation the timer was armed for.
+    seen: u64,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<T> std::fmt::Debug for IdleTimeout<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdleTimeout")
+            .field("timeout", &self.shared.timeout())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> IdleTimeout<T> {
+    /// Wraps `inner` with `timeout` (`Duration::ZERO`: none until a protocol sets one).
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        let now = Instant::now();
+        let shared = Arc::new(IdleShared {
+            timeout_millis: AtomicU64::new(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            holds: AtomicUsize::new(0),
+            released_millis: AtomicU64::new(0),
+            origin: now,
+            generation: AtomicU64::new(0),
+            waker: AtomicWaker::new(),
+        });
+        let mut idle = Self {
+            inner,
+            shared,
+            last_activity: now,
+            write_blocked_since: None,
+            seen: 0,
+            timer: Box::pin(tokio::time::sleep_until(now)),
+        };
+        idle.rearm();
+        idle
+    }
+
+    /// The handle the protocol on top uses to change this stream's timeout.
+    pub fn control(&self) -> IdleControl {
+        IdleControl {
+            shared: Some(self.shared.clone()),
+        }
+    }
+
+    /// When the stream is idle as things stand, `None` for never.
+    fn deadline(&self) -> Option<Instant> {
+        let timeout = self.shared.timeout();
+        if timeout.is_zero() {
+            return None;
+        }
+        if let Some(blocked) = self.write_blocked_since {
+            return Some(deadline_after(blocked.max(self.last_activity), timeout));
+        }
+        if self.shared.holds.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = self.last_activity.max(self.shared.released_at());
+        Some(deadline_after(since, timeout))
+    }
+
+    fn rearm(&mut self) {
+        let due = self
+            .deadline()
+            .unwrap_or_else(|| deadline_after(Instant::now(), Duration::MAX));
+        self.timer.as_mut().reset(due);
+    }
+
+    /// Ready with an error once the stream has been idle for the timeout.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.shared.waker.register(cx.waker());
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.seen {
+            self.seen = generation;
+            self.rearm();
+        }
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            match self.deadline() {
+                Some(due) if due <= Instant::now() => {
+                    return Poll::Ready(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("idle for {} ms", self.shared.timeout().as_millis()),
+                    ));
+                }
+                _ => self.rearm(),
+            }
+        }
+    }
+
+    fn wrote(&mut self, result: &io::Result<usize>) {
+        self.write_blocked_since = None;
+        if matches!(result, Ok(written) if *written > 0) {
+            self.last_activity = Instant::now();
+        }
+    }
+
+    /// A write waits for the peer: idle from now on, whatever holds the connection.
+    fn poll_write_blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.write_blocked_since.is_none() {
+            self.write_blocked_since = Some(Instant::now());
+            self.rearm();
+        }
+        self.poll_idle(cx).map(Err)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.last_activity = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_idle(cx).map(Err),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                this.wrote(&result);
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_write_blocked(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                this.wrote(&result);
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.poll_write_blocked(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn read_error(idle: &mut IdleTimeout<tokio::io::DuplexStream>) -> io::ErrorKind {
+        let mut byte = [0; 1];
+        match idle.read(&mut byte).await {
+            Ok(read) => panic!("read {read} bytes instead of timing out"),
+            Err(error) => error.kind(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_stream_times_out_and_busy_one_does_not() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
+        // Activity every 6 s keeps it open past the timeout.
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(6)).await;
+            far.write_all(b"x").await.unwrap();
+            let mut byte = [0; 1];
+            idle.read_exact(&mut byte).await.unwrap();
+        }
+        let started = Instant::now();
+        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_times_out_a_write() {
+        let (near, _far) = tokio::io::duplex(8);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(5));
+        let error = idle.write_all(&[0; 64]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_keeps_a_silent_stream_and_the_timeout_restarts_at_release() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
+        let hold = idle.control().hold();
+        let started = Instant::now();
+        let release = async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(hold);
+        };
+        let (kind, ()) = tokio::join!(read_error(&mut idle), release);
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(70));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_stream_whose_peer_stops_reading_still_times_out() {
+        let (near, _far) = tokio::io::duplex(8);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(5));
+        let _hold = idle.control().hold();
+        let started = Instant::now();
+        let error = idle.write_all(&[0; 64]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_protocol_on_top_lengthens_shortens_or_turns_off_the_timeout() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(300));
+        let control = idle.control();
+        let started = Instant::now();
+        let shorten = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            control.set_timeout(Duration::from_secs(15));
+        };
+        let (kind, ()) = tokio::join!(read_error(&mut idle), shorten);
+        assert_eq!(kind, io::ErrorKind::TimedOut);
+        // Counted from the last activity (the start), not from the change.
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+
+        let (near, _far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
+        idle.control().set_timeout(Duration::from_secs(600));
+        let started = Instant::now();
+        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(600));
+
+        let (near, _far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
+        let control = idle.control();
+        control.set_timeout(Duration::ZERO);
+        assert_eq!(control.timeout(), None);
+        let mut byte = [0; 1];
+        let waited = tokio::time::timeout(Duration::from_secs(86_400), idle.read(&mut byte)).await;
+        assert!(waited.is_err(), "a stream with the timeout off timed out");
+    }
+
+    #[test]
+    fn detached_controls_do_nothing_and_compare_by_connection() {
+        let detached = IdleControl::default();
+        detached.set_timeout(Duration::from_secs(1));
+        drop(detached.hold());
+        assert_eq!(detached.timeout(), None);
+        assert_eq!(detached, IdleControl::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (near, _far) = tokio::io::duplex(8);
+            let idle = IdleTimeout::new(near, Duration::from_secs(3));
+            assert_eq!(idle.control(), idle.control());
+            assert_ne!(idle.control(), detached);
+            assert_eq!(idle.control().timeout(), Some(Duration::from_secs(3)));
+        });
+    }
+}
