@@ -10,7 +10,7 @@ use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, Bytes, StreamError};
 use zilla_engine::{BindingKind, BuildError};
 
-use crate::cache::{Cache, CacheHandler, CacheTuning};
+use crate::cache::{Cache, CacheHandler, CacheTuning, MemoryBudget};
 use crate::client::{ClientTuning, KafkaClient};
 use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions, SaslMechanism, SaslOptions};
 use crate::kind::{
@@ -238,6 +238,10 @@ fn build_client(
             "zilla.binding.kafka.client.meta.max.age.ms",
             Duration::from_secs(300),
         ),
+        decode_limits: decode_limits(properties.u64(
+            "zilla.binding.kafka.client.decompress.max.bytes",
+            wire::DecodeLimits::default().max_fetch_decompressed_bytes as u64,
+        )),
         ..wire::ClusterConfig::default()
     };
     let cluster = wire::Cluster::new(connector, config)
@@ -258,6 +262,15 @@ fn build_client(
     };
     context.publish::<Kafka>(Arc::new(KafkaClient::new(cluster, tuning)));
     Ok(Arc::new(Passive))
+}
+
+/// Decompression bounded to `bytes` per fetch response (and so per batch too).
+fn decode_limits(bytes: u64) -> wire::DecodeLimits {
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    wire::DecodeLimits {
+        max_decompressed_bytes: bytes,
+        max_fetch_decompressed_bytes: bytes,
+    }
 }
 
 fn defaults(options: &KafkaOptions) -> HashMap<String, Start> {
@@ -353,12 +366,23 @@ fn build_cache_server(
                 CacheTuning::default().fetch_max_bytes as u64,
             )
             .min(i32::MAX as u64) as i32,
+        memory_bytes: properties.u64(
+            "zilla.binding.kafka.cache.memory.bytes",
+            CacheTuning::default().memory_bytes as u64,
+        ) as usize,
     };
     let idle = properties.millis(
         "zilla.binding.kafka.cache.idle.evict.millis",
         Duration::from_secs(60),
     );
-    let cache = Arc::new(Cache::new(upstream, defaults(options), tuning));
+    // One budget for every cache_server of the gateway.
+    let budget = MemoryBudget::shared(tuning.memory_bytes);
+    let cache = Arc::new(Cache::with_budget(
+        upstream,
+        defaults(options),
+        tuning,
+        budget,
+    ));
     let topic_models = TopicModels::build(context, options)?;
     let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
         cache: cache.clone(),

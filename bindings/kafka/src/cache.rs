@@ -4,25 +4,33 @@
 //! (the log is shared, never copied per subscriber). Filters are evaluated on the shared
 //! records; on compacted topics a replay skips records a later one with the same key replaced.
 //!
-//! Memory is bounded per partition (`zilla.binding.kafka.cache.partition.bytes`, default
-//! 64 MiB): past it, superseded records of compacted topics go first, then the oldest.
-//! Records older than the topic's `retention.ms` are dropped as well. A subscriber whose
-//! cursor is before what the cache holds (dropped, or never fetched) is served by read-through
-//! fetches from Kafka until it reaches the cache; only when Kafka no longer has its offset
-//! either does it move on, to Kafka's log start.
+//! Memory is bounded for the whole gateway (`zilla.binding.kafka.cache.memory.bytes`, default
+//! 256 MiB, shared by every `cache_server`; see [`MemoryBudget`]) and per partition
+//! (`zilla.binding.kafka.cache.partition.bytes`, default 64 MiB). The count is of the bytes
+//! really held: records are copied out of their fetch response, so none keeps a fetch frame
+//! or a decompressed batch alive. Past a bound, superseded records of compacted topics go
+//! first, then the oldest records of the coldest partitions (unread ones, then the least
+//! recently read). Records older than the topic's `retention.ms` are dropped as well. A
+//! subscriber whose cursor is before what the cache holds, or at a record dropped from the
+//! middle, is served by read-through fetches from Kafka until it reaches the cache; only when
+//! Kafka no longer has its offset either does it move on, to Kafka's log start. What a
+//! reader reads through is copied into its own buffer, at most 1 MiB per fetch (more only
+//! for a single batch larger than that).
 //!
 //! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
 //! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
 //! While a partition's history is still being fetched, live readers are served from a second
 //! fetch that follows the partition's end. A read of one key of a compacted topic starts at
-//! the key's latest record (the per-partition key index).
+//! the key's latest record and then skips everything else the key index covers (the
+//! per-partition key index, which outlives eviction), so an item lookup costs one small
+//! fetch of its record whether or not the cache still holds it.
 //!
 //! Partitions are followed through the upstream's [`KafkaHandler::follow`]: with the `client`
 //! kind, one fetch session per broker on a connection of its own, so subscribing, produce and
 //! offset probes never queue behind a fetch parked at the log end.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,6 +40,9 @@ use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
+use crate::cache_budget::Evictable;
+pub use crate::cache_budget::MemoryBudget;
+use crate::cache_log::{Chunk, Log, compact};
 use crate::kind::{
     Condition, FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem,
     MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
@@ -47,6 +58,9 @@ pub struct CacheTuning {
     pub fetch_max_wait_ms: i32,
     /// Bytes per fetch.
     pub fetch_max_bytes: i32,
+    /// The memory budget of a cache made with [`Cache::new`] (a `cache_server` binding
+    /// shares the gateway's, [`MemoryBudget::shared`]).
+    pub memory_bytes: usize,
 }
 
 impl Default for CacheTuning {
@@ -55,12 +69,10 @@ impl Default for CacheTuning {
             partition_bytes: 64 * 1024 * 1024,
             fetch_max_wait_ms: 500,
             fetch_max_bytes: 8 * 1024 * 1024,
+            memory_bytes: 256 * 1024 * 1024,
         }
     }
 }
-
-/// Records read from the log per lock acquisition.
-const READ_CHUNK: usize = 256;
 
 /// Where a partition's fetch stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,105 +87,6 @@ struct Fetched {
     tail_batches: u64,
 }
 
-#[derive(Default)]
-struct Log {
-    entries: VecDeque<Arc<Message>>,
-    bytes: usize,
-    /// Latest offset per key (compacted topics only).
-    latest: HashMap<Bytes, i64>,
-    /// The first offset a reader can still get (records before it were dropped or are not in
-    /// Kafka any more).
-    start: i64,
-    /// Whether records were dropped from the front (over budget or retention).
-    trimmed: bool,
-    /// The partition's first offset in Kafka, as last reported: where a historical read
-    /// starts (served from Kafka for what the cache dropped).
-    kafka_start: i64,
-}
-
-fn size_of(message: &Message) -> usize {
-    message.key.as_ref().map_or(0, Bytes::len)
-        + message.value.as_ref().map_or(0, Bytes::len)
-        + message
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
-            .sum::<usize>()
-        + 64
-}
-
-impl Log {
-    fn append(&mut self, messages: Vec<Message>, compacted: bool) {
-        for message in messages {
-            if self
-                .entries
-                .back()
-                .is_some_and(|last| last.offset >= message.offset)
-            {
-                continue; // already have it (a refetch after reconnect)
-            }
-            if compacted && let Some(key) = &message.key {
-                self.latest.insert(key.clone(), message.offset);
-            }
-            self.bytes += size_of(&message);
-            self.entries.push_back(Arc::new(message));
-        }
-    }
-
-    /// Drops records until the log fits `budget` and nothing is older than `retention_ms`.
-    fn trim(&mut self, budget: usize, compacted: bool, retention_ms: i64, now_ms: i64) {
-        if self.bytes > budget && compacted {
-            let latest = &self.latest;
-            let before = self.entries.len();
-            self.entries.retain(|entry| match &entry.key {
-                Some(key) => latest.get(key) == Some(&entry.offset),
-                None => true,
-            });
-            if self.entries.len() != before {
-                self.bytes = self.entries.iter().map(|e| size_of(e)).sum();
-            }
-        }
-        while let Some(front) = self.entries.front() {
-            let expired = retention_ms >= 0
-                && front.timestamp > 0
-                && now_ms - front.timestamp > retention_ms
-                && !compacted;
-            if self.bytes <= budget && !expired {
-                break;
-            }
-            self.bytes = self.bytes.saturating_sub(size_of(front));
-            let dropped = self.entries.pop_front();
-            if let Some(dropped) = dropped {
-                self.trimmed = true;
-                self.start = self.start.max(dropped.offset + 1);
-                if let Some(key) = &dropped.key
-                    && self.latest.get(key) == Some(&dropped.offset)
-                {
-                    self.latest.remove(key);
-                }
-            }
-        }
-    }
-
-    /// Up to [`READ_CHUNK`] records at or after `offset`.
-    fn read_from(&self, offset: i64) -> Vec<Arc<Message>> {
-        let index = self.entries.partition_point(|entry| entry.offset < offset);
-        self.entries
-            .range(index..)
-            .take(READ_CHUNK)
-            .cloned()
-            .collect()
-    }
-
-    fn superseded(&self, message: &Message) -> bool {
-        message
-            .key
-            .as_ref()
-            .and_then(|key| self.latest.get(key))
-            .is_some_and(|latest| *latest > message.offset)
-    }
-}
-
 struct PartitionCache {
     id: i32,
     log: RwLock<Log>,
@@ -183,6 +96,27 @@ struct PartitionCache {
     /// The partition's end, followed for live readers while the history is still being
     /// fetched.
     tail: Mutex<Option<Arc<Tail>>>,
+    /// Readers of the partition now.
+    readers: AtomicUsize,
+    /// When it was last read, on the budget's clock.
+    last_read: AtomicU64,
+    budget: Arc<MemoryBudget>,
+}
+
+impl Evictable for PartitionCache {
+    fn temperature(&self) -> (bool, u64) {
+        (
+            self.readers.load(Ordering::Relaxed) > 0,
+            self.last_read.load(Ordering::Relaxed),
+        )
+    }
+
+    fn evict(&self, want: usize, keep: usize) -> usize {
+        self.log
+            .write()
+            .map(|mut log| log.evict(want, keep))
+            .unwrap_or(0)
+    }
 }
 
 /// While the cache still fetches a partition's history, live readers would wait for all of
@@ -255,6 +189,7 @@ struct TopicCache {
 /// The shared cache of a `cache_server` binding.
 pub struct Cache {
     upstream: Arc<dyn KafkaHandler>,
+    budget: Arc<MemoryBudget>,
     topics: Mutex<HashMap<String, Arc<OnceCell<Arc<TopicCache>>>>>,
     defaults: HashMap<String, Start>,
     tuning: CacheTuning,
@@ -270,14 +205,31 @@ impl Cache {
         defaults: HashMap<String, Start>,
         tuning: CacheTuning,
     ) -> Self {
+        let budget = MemoryBudget::new(tuning.memory_bytes);
+        Self::with_budget(upstream, defaults, tuning, budget)
+    }
+
+    /// A cache in front of `upstream` that counts what it holds against `budget`.
+    pub fn with_budget(
+        upstream: Arc<dyn KafkaHandler>,
+        defaults: HashMap<String, Start>,
+        tuning: CacheTuning,
+        budget: Arc<MemoryBudget>,
+    ) -> Self {
         Self {
             upstream,
+            budget,
             topics: Mutex::new(HashMap::new()),
             defaults,
             tuning,
             stopped: CancellationToken::new(),
             pinned: Mutex::new(Default::default()),
         }
+    }
+
+    /// The memory budget the cache counts against.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     /// The topics cached now.
@@ -376,15 +328,16 @@ impl Cache {
                     let (fetched, _) = watch::channel(Fetched::default());
                     let partition = Arc::new(PartitionCache {
                         id,
-                        log: RwLock::new(Log {
-                            start,
-                            kafka_start: start,
-                            ..Log::default()
-                        }),
+                        log: RwLock::new(Log::new(self.budget.clone(), start)),
                         fetched,
                         end_probe: tokio::sync::Mutex::new(None),
                         tail: Mutex::new(None),
+                        readers: AtomicUsize::new(0),
+                        last_read: AtomicU64::new(self.budget.now()),
+                        budget: self.budget.clone(),
                     });
+                    let evictable: Arc<dyn Evictable> = partition.clone();
+                    self.budget.register(Arc::downgrade(&evictable));
                     tokio::spawn(fetch_partition(
                         self.upstream.clone(),
                         topic.to_owned(),
@@ -481,28 +434,24 @@ impl Cache {
             receivers.push(receiver);
         }
         let latest_per_key = request.latest_per_key && topic.config.compacted;
-        if latest_per_key && let Some(key) = single_key(&request.filters) {
-            // One key of a compacted topic (an item lookup): every earlier record of the key
-            // is superseded and every other key filtered out, so the read starts at the key's
-            // latest record, found in the key index rather than by a scan.
-            for ((partition, cursor), receiver) in
-                topic.partitions.iter().zip(&mut cursors).zip(&receivers)
-            {
-                let Ok(log) = partition.log.read() else {
-                    continue;
-                };
-                match log.latest.get(key) {
-                    Some(&latest) => *cursor = (*cursor).max(latest),
-                    // Not in a log that holds the partition from its start: not before what
-                    // was fetched either.
-                    None if !log.trimmed => *cursor = (*cursor).max(receiver.borrow().next),
-                    None => {}
-                }
-            }
+        let key = single_key(&request.filters)
+            .filter(|_| latest_per_key)
+            .cloned();
+        for partition in &topic.partitions {
+            partition.readers.fetch_add(1, Ordering::Relaxed);
         }
+        // Read-through fetches land in the reader's own buffer: an item lookup needs only the
+        // batch of its record, a replay a bounded slice of the partition at a time.
+        let read_through_bytes = if key.is_some() {
+            64 * 1024
+        } else {
+            self.tuning.fetch_max_bytes.min(READ_THROUGH_BYTES)
+        };
         let reader = Reader {
             upstream: self.upstream.clone(),
-            read_through_bytes: self.tuning.fetch_max_bytes,
+            read_through_bytes,
+            fetch_max_bytes: self.tuning.fetch_max_bytes,
+            key,
             latest_per_key,
             topic,
             cursors,
@@ -529,10 +478,7 @@ impl Cache {
         }
         let tail = Arc::new(Tail {
             start: end,
-            log: RwLock::new(Log {
-                start: end,
-                ..Log::default()
-            }),
+            log: RwLock::new(Log::new(self.budget.clone(), end)),
             next: AtomicI64::new(end),
             stop: topic.stopped.child_token(),
         });
@@ -579,13 +525,8 @@ async fn fetch_partition(
                 Followed::Ended => break,
                 Followed::Batch(batch) => batch,
             };
-            let FetchBatch {
-                messages,
-                next_offset,
-                high_watermark,
-                log_start_offset,
-            } = batch;
-            store(&partition.log, messages, log_start_offset, &config, &tuning);
+            let (next_offset, high_watermark) = (batch.next_offset, batch.high_watermark);
+            store(&partition.log, batch, &config, &tuning, &partition.budget);
             offset = next_offset.max(offset);
             partition.retire_tail(offset);
             // Readers wake only when there is something new: an empty fetch (every max-wait
@@ -645,24 +586,27 @@ async fn next_batch(
 /// Adds fetched records to `log` and trims it to the budget.
 fn store(
     log: &RwLock<Log>,
-    messages: Vec<Message>,
-    log_start_offset: i64,
+    batch: FetchBatch,
     config: &TopicConfig,
     tuning: &CacheTuning,
+    budget: &MemoryBudget,
 ) {
     if let Ok(mut log) = log.write() {
-        if log.entries.is_empty() && log_start_offset > log.start {
-            log.start = log_start_offset;
+        if log.is_empty() && batch.log_start_offset > log.start {
+            log.start = batch.log_start_offset;
         }
-        log.kafka_start = log.kafka_start.max(log_start_offset);
-        log.append(messages, config.compacted);
-        log.trim(
-            tuning.partition_bytes,
-            config.compacted,
-            config.retention_ms,
-            now_millis(),
-        );
+        log.kafka_start = log.kafka_start.max(batch.log_start_offset);
+        log.append(batch.messages, batch.next_offset, config.compacted);
+        if !config.compacted {
+            log.expire(config.retention_ms, now_millis());
+        }
+        let over = log.record_bytes().saturating_sub(tuning.partition_bytes);
+        if over > 0 {
+            log.evict(over, 0);
+        }
     }
+    // Outside the lock: eviction may take this partition's lock too.
+    budget.enforce();
 }
 
 /// Follows a partition's end into its [`Tail`] until the tail is retired.
@@ -674,6 +618,11 @@ async fn fetch_tail(
     tail: Arc<Tail>,
     tuning: CacheTuning,
 ) {
+    // The tail's records are read by offset only: its log needs no key index.
+    let config = TopicConfig {
+        compacted: false,
+        ..config
+    };
     let request = FetchRequest {
         topic: topic.clone(),
         partition: partition.id,
@@ -689,8 +638,13 @@ async fn fetch_tail(
         };
         let news =
             !batch.messages.is_empty() || batch.next_offset > tail.next.load(Ordering::Acquire);
-        store(&tail.log, batch.messages, -1, &config, &tuning);
-        tail.next.fetch_max(batch.next_offset, Ordering::AcqRel);
+        let next = batch.next_offset;
+        let batch = FetchBatch {
+            log_start_offset: -1,
+            ..batch
+        };
+        store(&tail.log, batch, &config, &tuning, &partition.budget);
+        tail.next.fetch_max(next, Ordering::AcqRel);
         if news {
             partition
                 .fetched
@@ -713,6 +667,9 @@ fn single_key(filters: &[Filter]) -> Option<&Bytes> {
     }
 }
 
+/// Bytes per read-through fetch of a replay: what one reader buffers from Kafka at most.
+const READ_THROUGH_BYTES: i32 = 1024 * 1024;
+
 /// What [`Reader::fill`] found.
 enum Fill {
     /// Records (or a gap to step over) were taken from the cache.
@@ -727,15 +684,27 @@ struct Reader {
     upstream: Arc<dyn KafkaHandler>,
     /// Bytes per read-through fetch.
     read_through_bytes: i32,
+    /// The most a read-through fetch asks for (the cache's own fetch size).
+    fetch_max_bytes: i32,
     topic: Arc<TopicCache>,
     cursors: Vec<i64>,
     targets: Vec<i64>,
     receivers: Vec<watch::Receiver<Fetched>>,
     filters: Vec<Filter>,
+    /// The one key of an item lookup on a compacted topic.
+    key: Option<Bytes>,
     latest_per_key: bool,
     synced: bool,
     buffer: VecDeque<(usize, Arc<Message>)>,
     next_partition: usize,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        for partition in &self.topic.partitions {
+            partition.readers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Reader {
@@ -777,7 +746,9 @@ impl Reader {
                 if cursor < log.start {
                     continue;
                 }
-                let chunk = log.read_from(cursor);
+                let Chunk::Records(chunk) = log.read_from(cursor, true) else {
+                    continue;
+                };
                 if chunk.is_empty() {
                     let next = tail.next.load(Ordering::Acquire);
                     if next > cursor {
@@ -792,17 +763,43 @@ impl Reader {
                 self.next_partition = (index + 1) % count;
                 return Fill::Filled;
             }
+            partition
+                .last_read
+                .store(partition.budget.now(), Ordering::Relaxed);
             let Ok(log) = partition.log.read() else {
                 continue;
             };
             let cursor = &mut self.cursors[index];
+            if let Some(key) = &self.key {
+                // An item lookup: the key index knows every record of the key below
+                // `log.next`, so the cursor goes straight to the key's latest record, and
+                // once past it, past everything the index covers.
+                match log.latest_of(key) {
+                    Some(latest) if *cursor <= latest => *cursor = latest,
+                    _ if *cursor < log.next => {
+                        *cursor = log.next;
+                        self.next_partition = (index + 1) % count;
+                        return Fill::Filled;
+                    }
+                    _ => {}
+                }
+            }
             if *cursor < log.start {
                 // Kafka may still have what the cache dropped or never fetched: ask it rather
                 // than skipping ahead.
                 self.next_partition = (index + 1) % count;
                 return Fill::ReadThrough(index, *cursor);
             }
-            let chunk = log.read_from(*cursor);
+            let chunk = match log.read_from(*cursor, self.latest_per_key) {
+                Chunk::Records(chunk) => chunk,
+                Chunk::Hole(offset) => {
+                    // A record dropped from the middle (superseded, so only latest-per-key
+                    // readers may step over it): Kafka still has it.
+                    *cursor = offset;
+                    self.next_partition = (index + 1) % count;
+                    return Fill::ReadThrough(index, offset);
+                }
+            };
             if chunk.is_empty() {
                 // Nothing cached past the cursor: move over gaps up to what was fetched.
                 if fetched.next > *cursor {
@@ -834,7 +831,7 @@ impl Reader {
     /// Kafka's log start.
     async fn read_through(&mut self, index: usize, offset: i64) -> Result<(), StreamError> {
         let partition = &self.topic.partitions[index];
-        let batch = self
+        let mut batch = self
             .upstream
             .fetch(FetchRequest {
                 topic: self.topic.name.clone(),
@@ -848,7 +845,7 @@ impl Reader {
         let mut next = batch.next_offset.max(offset);
         {
             let log = partition.log.read().map_err(|_| StreamError::Stopped)?;
-            for message in batch.messages {
+            for message in std::mem::take(&mut batch.messages) {
                 if message.offset < offset {
                     continue;
                 }
@@ -858,14 +855,25 @@ impl Reader {
                 if skip {
                     next = next.max(message.offset + 1);
                 } else {
-                    self.buffer.push_back((index, Arc::new(message)));
+                    // A copy, so the buffer does not keep the whole fetch alive.
+                    self.buffer.push_back((index, Arc::new(compact(message))));
                 }
             }
         }
         if self.buffer.iter().all(|(i, _)| *i != index) {
             if next == offset {
-                // Nothing came back (the broker answered before having it): ask again soon.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if batch.high_watermark > offset && self.read_through_bytes < self.fetch_max_bytes {
+                    // The record there is larger than the fetch asked for, and the broker
+                    // answered with part of its batch: ask for more.
+                    self.read_through_bytes = self
+                        .read_through_bytes
+                        .saturating_mul(2)
+                        .min(self.fetch_max_bytes);
+                } else {
+                    // Nothing came back (the broker answered before having it): ask again
+                    // soon.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
             self.cursors[index] = next;
         }
@@ -982,50 +990,6 @@ mod tests {
             value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
             headers: Vec::new(),
         }
-    }
-
-    #[test]
-    fn compacted_log_knows_superseded_records_and_trims_them_first() {
-        let mut log = Log::default();
-        log.append(
-            vec![
-                message(0, "a", Some("1")),
-                message(1, "b", Some("1")),
-                message(2, "a", Some("2")),
-                message(3, "b", None),
-            ],
-            true,
-        );
-        assert!(log.superseded(&log.entries[0]));
-        assert!(!log.superseded(&log.entries[2]));
-        log.trim(0, true, -1, 0);
-        assert!(log.entries.is_empty());
-        let mut log = Log::default();
-        log.append(
-            vec![
-                message(0, "a", Some("1")),
-                message(1, "a", Some("2")),
-                message(2, "c", Some("3")),
-            ],
-            true,
-        );
-        let budget = log.bytes - 1;
-        log.trim(budget, true, -1, 0);
-        let offsets: Vec<i64> = log.entries.iter().map(|e| e.offset).collect();
-        assert_eq!(offsets, vec![1, 2]);
-        assert_eq!(log.read_from(2).len(), 1);
-        log.append(vec![message(1, "x", Some("dup"))], true);
-        assert_eq!(log.entries.len(), 2, "refetched records are not duplicated");
-    }
-
-    #[test]
-    fn delete_policy_drops_oldest_over_budget() {
-        let mut log = Log::default();
-        log.append((0..10).map(|i| message(i, "k", Some("v"))).collect(), false);
-        let one = size_of(&log.entries[0]);
-        log.trim(one * 3, false, -1, 0);
-        assert_eq!(log.entries.len(), 3);
-        assert_eq!(log.start, 7);
     }
 
     /// One partition in memory, for the cache's own logic; the tests in `tests/cache.rs` run

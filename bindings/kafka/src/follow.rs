@@ -309,6 +309,8 @@ impl Follower {
                     continue;
                 }
             };
+            // One decompression budget for the whole response.
+            let mut decompress = self.cluster.decompress_budget();
             for fetched_topic in response.topics {
                 let name = match topics.iter().find(|t| {
                     t.name == fetched_topic.name
@@ -331,7 +333,7 @@ impl Follower {
                     };
                     let decoded = self
                         .cluster
-                        .decode_partition(raw, offset, &options)
+                        .decode_partition_within(raw, offset, &options, &mut decompress)
                         .map_err(upstream);
                     let batch = match decoded {
                         Ok(fetched) => batch_of(&self.cluster, &name, offset, fetched).await,

@@ -41,6 +41,8 @@ pub mod wire;
 
 pub mod binding;
 pub mod cache;
+mod cache_budget;
+mod cache_log;
 pub mod client;
 pub mod config;
 mod follow;

@@ -756,3 +756,89 @@ async fn scram_sha512_authenticates_against_the_broker() -> Result<()> {
     }
     Ok(())
 }
+
+/// Batches that decompress to far more than they weigh (4 MiB of zeros in ~200 bytes of
+/// zstd each), many in one fetch response: decoding stops at the fetch's decompression
+/// budget, and the next fetches bring the rest, so every record arrives and no fetch
+/// decompresses more than its budget (the first batch of a response aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decompression_is_bounded_per_fetch() -> Result<()> {
+    let broker = Broker::start()?;
+    let producer = broker.cluster()?;
+    create_topic(&producer, "bombs", 1, &[]).await?;
+    let record = Record {
+        value: Some(Bytes::from(vec![0u8; 4 << 20])),
+        ..Record::default()
+    };
+    let options = ProduceOptions {
+        compression: Compression::Zstd,
+        ..ProduceOptions::default()
+    };
+    let count = 12;
+    for _ in 0..count {
+        producer
+            .produce("bombs", 0, std::slice::from_ref(&record), &options)
+            .await?;
+    }
+    let cluster = Cluster::new(
+        std::sync::Arc::new(TcpConnector),
+        ClusterConfig {
+            bootstrap: vec![broker.address()],
+            decode_limits: DecodeLimits {
+                max_decompressed_bytes: 8 << 20,
+                max_fetch_decompressed_bytes: 8 << 20,
+            },
+            ..ClusterConfig::default()
+        },
+    )?;
+    let fetch = FetchOptions {
+        max_wait: Duration::ZERO,
+        max_bytes: 50 << 20,
+        partition_max_bytes: 50 << 20,
+        ..FetchOptions::default()
+    };
+    // With the default 64 MiB budget one response brings them all: the broker does send many
+    // batches at once, so it is the budget that holds the bounded client back below.
+    let unbounded = producer
+        .fetch(
+            "bombs",
+            &[FetchPartition {
+                partition: 0,
+                offset: 0,
+            }],
+            &fetch,
+        )
+        .await?;
+    assert!(
+        unbounded[0].records.len() > 2,
+        "one response held several batches"
+    );
+    let mut offset = 0;
+    let mut fetches = 0;
+    while offset < count {
+        let fetched = cluster
+            .fetch(
+                "bombs",
+                &[FetchPartition {
+                    partition: 0,
+                    offset,
+                }],
+                &fetch,
+            )
+            .await?;
+        let records = &fetched[0].records;
+        assert!(
+            records.len() <= 2,
+            "{} records of 4 MiB decompressed in one fetch with an 8 MiB budget",
+            records.len()
+        );
+        for record in records {
+            assert_eq!(record.offset, offset);
+            assert_eq!(record.value.as_deref(), Some(&[0u8; 4 << 20][..]));
+            offset += 1;
+        }
+        fetches += 1;
+        assert!(fetches <= count, "no progress at offset {offset}");
+    }
+    Ok(())
+}

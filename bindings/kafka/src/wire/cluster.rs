@@ -21,7 +21,8 @@ use super::connection::{Connection, ConnectionConfig};
 use super::error::{ErrorCode, KafkaError};
 use super::partitioner::Partitioner;
 use super::records::{
-    BatchOptions, Compression, DecodeLimits, FetchedRecord, Record, decode_batches, encode_batch,
+    BatchOptions, Compression, DecodeLimits, DecompressBudget, FetchedRecord, Record,
+    decode_batches_within, encode_batch,
 };
 use super::types::*;
 
@@ -551,6 +552,8 @@ impl Cluster {
         let mut results: BTreeMap<i32, FetchedPartition> = BTreeMap::new();
         let mut pending: Vec<FetchPartition> = partitions.to_vec();
         let mut retry = self.retry();
+        // One decompression budget for everything this fetch brings.
+        let mut decompress = self.decompress_budget();
         while !pending.is_empty() {
             let mut failed = Vec::new();
             let mut last_error = None;
@@ -597,7 +600,12 @@ impl Cluster {
                                         continue;
                                     }
                                     let offset = wanted.get(&raw.partition).copied().unwrap_or(0);
-                                    let decoded = self.decode_partition(raw, offset, options)?;
+                                    let decoded = self.decode_partition_within(
+                                        raw,
+                                        offset,
+                                        options,
+                                        &mut decompress,
+                                    )?;
                                     results.insert(decoded.partition, decoded);
                                 }
                             }
@@ -676,7 +684,25 @@ impl Cluster {
         offset: i64,
         options: &FetchOptions,
     ) -> Result<FetchedPartition, KafkaError> {
-        let batches = decode_batches(raw.records, &self.inner.config.decode_limits)?;
+        self.decode_partition_within(raw, offset, options, &mut self.decompress_budget())
+    }
+
+    /// The decompression budget of one fetch response ([`DecodeLimits`]).
+    pub fn decompress_budget(&self) -> DecompressBudget {
+        DecompressBudget::new(&self.inner.config.decode_limits)
+    }
+
+    /// [`Cluster::decode_partition`], taking what decompression uses from `budget`, shared by
+    /// the partitions of one response. Batches past the budget are left for the next fetch
+    /// (the partition's next offset stops before them).
+    pub fn decode_partition_within(
+        &self,
+        raw: FetchResponsePartition,
+        offset: i64,
+        options: &FetchOptions,
+        budget: &mut DecompressBudget,
+    ) -> Result<FetchedPartition, KafkaError> {
+        let (batches, _) = decode_batches_within(raw.records, budget)?;
         let mut aborted_from: Vec<(i64, i64)> = raw.aborted_transactions.clone();
         aborted_from.sort_by_key(|(_, first)| *first);
         let mut aborting: HashSet<i64> = HashSet::new();

@@ -256,12 +256,45 @@ pub struct RecordBatch {
 pub struct DecodeLimits {
     /// Maximum decompressed size of one batch's records.
     pub max_decompressed_bytes: usize,
+    /// Maximum decompressed size of all the batches of one fetch response together
+    /// ([`DecompressBudget`]); the first compressed batch of a response is always decoded
+    /// (within `max_decompressed_bytes`), so a fetch always makes progress.
+    pub max_fetch_decompressed_bytes: usize,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
             max_decompressed_bytes: 64 * 1024 * 1024,
+            max_fetch_decompressed_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the rest of one fetch response may still decompress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecompressBudget {
+    remaining: usize,
+    per_batch: usize,
+    first: bool,
+}
+
+impl DecompressBudget {
+    /// The budget of one fetch response under `limits`.
+    pub fn new(limits: &DecodeLimits) -> Self {
+        Self {
+            remaining: limits.max_fetch_decompressed_bytes,
+            per_batch: limits.max_decompressed_bytes,
+            first: true,
+        }
+    }
+
+    /// The bound of the next compressed batch.
+    fn next_limit(&self) -> usize {
+        if self.first {
+            self.per_batch
+        } else {
+            self.per_batch.min(self.remaining)
         }
     }
 }
@@ -361,9 +394,23 @@ fn put_varlong(out: &mut BytesMut, value: i64) {
 /// Decodes every complete batch in `bytes`. A partial batch at the end, which brokers send
 /// when a fetch size limit cuts a batch, is ignored.
 pub fn decode_batches(
-    mut bytes: Bytes,
+    bytes: Bytes,
     limits: &DecodeLimits,
 ) -> Result<Vec<RecordBatch>, RecordsError> {
+    let mut budget = DecompressBudget {
+        remaining: usize::MAX,
+        ..DecompressBudget::new(limits)
+    };
+    Ok(decode_batches_within(bytes, &mut budget)?.0)
+}
+
+/// Decodes the complete batches in `bytes` while `budget` allows, taking what their
+/// decompression used from it. Returns the batches, and whether it stopped before the end
+/// because the budget ran out (the rest is for the next fetch).
+pub fn decode_batches_within(
+    mut bytes: Bytes,
+    budget: &mut DecompressBudget,
+) -> Result<(Vec<RecordBatch>, bool), RecordsError> {
     let mut batches = Vec::new();
     while bytes.len() >= LOG_OVERHEAD {
         let batch_length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -373,14 +420,33 @@ pub fn decode_batches(
         if bytes.len() < total {
             break;
         }
+        let limit = budget.next_limit();
         let batch = bytes.split_to(total);
-        batches.push(decode_batch(batch, limits)?);
+        match decode_bounded(batch, limit) {
+            Ok((batch, decompressed)) => {
+                if batch.compression != Compression::None {
+                    budget.remaining = budget.remaining.saturating_sub(decompressed);
+                    budget.first = false;
+                }
+                batches.push(batch);
+            }
+            Err(RecordsError::TooLarge { .. }) if limit < budget.per_batch => {
+                return Ok((batches, true));
+            }
+            Err(error) => return Err(error),
+        }
     }
-    Ok(batches)
+    Ok((batches, false))
 }
 
 /// Decodes one complete batch.
-pub fn decode_batch(mut batch: Bytes, limits: &DecodeLimits) -> Result<RecordBatch, RecordsError> {
+pub fn decode_batch(batch: Bytes, limits: &DecodeLimits) -> Result<RecordBatch, RecordsError> {
+    Ok(decode_bounded(batch, limits.max_decompressed_bytes)?.0)
+}
+
+/// Decodes one complete batch whose records may decompress to `limit` bytes; returns it with
+/// the decompressed size.
+fn decode_bounded(mut batch: Bytes, limit: usize) -> Result<(RecordBatch, usize), RecordsError> {
     if batch.len() < BATCH_HEADER_SIZE {
         // A batch too short for its header may still be an old-format message set.
         if batch.len() > CRC_OFFSET - 1 && batch[16] != 2 {
@@ -418,7 +484,8 @@ pub fn decode_batch(mut batch: Bytes, limits: &DecodeLimits) -> Result<RecordBat
     } else {
         TimestampType::CreateTime
     };
-    let mut body = decompress(compression, batch, limits.max_decompressed_bytes)?;
+    let mut body = decompress(compression, batch, limit)?;
+    let decompressed = body.len();
 
     // Every record takes at least seven bytes, which bounds what an inflated count reserves.
     let mut records = Vec::with_capacity(count.min(body.len() / 7));
@@ -432,7 +499,7 @@ pub fn decode_batch(mut batch: Bytes, limits: &DecodeLimits) -> Result<RecordBat
             ..record
         });
     }
-    Ok(RecordBatch {
+    let batch = RecordBatch {
         base_offset,
         last_offset: base_offset.wrapping_add(i64::from(last_offset_delta)),
         partition_leader_epoch,
@@ -445,7 +512,8 @@ pub fn decode_batch(mut batch: Bytes, limits: &DecodeLimits) -> Result<RecordBat
         base_sequence,
         max_timestamp,
         records,
-    })
+    };
+    Ok((batch, decompressed))
 }
 
 fn decode_record(
@@ -720,12 +788,51 @@ mod tests {
             assert!(bytes.len() < 64 * 1024, "{codec} compresses zeros");
             let limits = DecodeLimits {
                 max_decompressed_bytes: 512 * 1024,
+                ..DecodeLimits::default()
             };
             let error = decode_batches(bytes, &limits).unwrap_err();
             assert!(
                 matches!(error, RecordsError::TooLarge { .. }),
                 "{codec}: {error}"
             );
+        }
+    }
+
+    /// Batches that each decompress within the per-batch bound, many of them in one
+    /// response: decoding stops when the response's budget is spent, after at least one.
+    #[test]
+    fn decompressed_size_is_bounded_per_fetch() {
+        let records = vec![Record {
+            value: Some(Bytes::from(vec![0u8; 1 << 20])),
+            ..Record::default()
+        }];
+        for codec in &CODECS[1..] {
+            let options = BatchOptions {
+                compression: *codec,
+                ..BatchOptions::default()
+            };
+            let one = encode_batch(&records, &options).unwrap();
+            let mut response = BytesMut::new();
+            for _ in 0..100 {
+                response.extend_from_slice(&one);
+            }
+            let limits = DecodeLimits {
+                max_decompressed_bytes: 2 << 20,
+                max_fetch_decompressed_bytes: (5 << 20) / 2,
+            };
+            let mut budget = DecompressBudget::new(&limits);
+            let (batches, stopped) =
+                decode_batches_within(response.clone().freeze(), &mut budget).unwrap();
+            assert!(stopped, "{codec}");
+            assert_eq!(batches.len(), 2, "{codec}: 2.5 MiB holds two 1 MiB batches");
+            // A response whose first batch alone passes the fetch budget still gets it.
+            let limits = DecodeLimits {
+                max_decompressed_bytes: 2 << 20,
+                max_fetch_decompressed_bytes: 1,
+            };
+            let mut budget = DecompressBudget::new(&limits);
+            let (batches, stopped) = decode_batches_within(response.freeze(), &mut budget).unwrap();
+            assert_eq!((batches.len(), stopped), (1, true), "{codec}");
         }
     }
 

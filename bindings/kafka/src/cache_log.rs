@@ -1,0 +1,454 @@
+//! One cached partition's records in memory, and what they cost.
+//!
+//! Records are copied out of the fetch response into one allocation each (key, value and
+//! headers together), so a cached record keeps only its own bytes alive, never the fetch
+//! frame or the decompressed batch it came from; the copy is what makes the count in the
+//! [`MemoryBudget`] the memory really held. Counting the frames instead would charge a
+//! partition the whole frame (up to `fetch.max.bytes`) for as long as one of its records is
+//! kept, which compaction and eviction make the common case.
+//!
+//! Records sit in offset order in slots; a record dropped from the middle (superseded on a
+//! compacted topic) leaves its slot empty until the front reaches it, so no change is a scan.
+//! On compacted topics a key index maps a hash of each key to the key's latest offset: it
+//! answers item lookups and "is this record superseded" in O(1), and stays complete when
+//! records are evicted. The hash is keyed per process (`RandomState`), so producers cannot
+//! make two keys collide on purpose; an accidental 64-bit collision would hide the older key's
+//! records from latest-per-key reads.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::mem::size_of;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cache_budget::MemoryBudget;
+use crate::kind::{Header, Message};
+
+/// Records read from the log per lock acquisition.
+pub(crate) const READ_CHUNK: usize = 256;
+
+/// What a record costs besides its payload: its `Arc<Message>`, the shared-bytes header of
+/// its allocation, and the allocator's rounding of two allocations.
+const RECORD_OVERHEAD: usize = size_of::<Message>() + 16 + 32 + 32;
+
+/// What [`Log::read_from`] gives.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Records in offset order (none when nothing is held at or after the offset).
+    Records(Vec<Arc<Message>>),
+    /// A dropped record at this offset comes first.
+    Hole(i64),
+}
+
+/// One offset of the log: a record, or a record dropped from the middle.
+struct Slot {
+    offset: i64,
+    message: Option<Arc<Message>>,
+}
+
+/// The records of one partition that the cache holds, counted against a [`MemoryBudget`].
+pub(crate) struct Log {
+    budget: Arc<MemoryBudget>,
+    slots: VecDeque<Slot>,
+    /// Bytes counted for the records held.
+    record_bytes: usize,
+    /// Bytes counted for the slots and indexes (their capacity).
+    structure_bytes: usize,
+    /// Key hash → latest offset (compacted topics only).
+    keys: HashMap<u64, i64>,
+    hasher: RandomState,
+    /// Offsets of records held that a later record of the same key replaced, oldest first:
+    /// what goes first over a budget.
+    superseded: VecDeque<i64>,
+    /// The first offset a reader can still get here (records before it were dropped or are
+    /// not in Kafka any more).
+    pub(crate) start: i64,
+    /// The partition's first offset in Kafka, as last reported: where a historical read
+    /// starts (served from Kafka for what the cache dropped).
+    pub(crate) kafka_start: i64,
+    /// The offset after the last appended batch: the key index is complete below it.
+    pub(crate) next: i64,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self::new(MemoryBudget::new(usize::MAX), 0)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.budget
+            .release(self.record_bytes + self.structure_bytes);
+    }
+}
+
+/// The bytes a record costs in the cache.
+pub(crate) fn size_of_message(message: &Message) -> usize {
+    payload_of(message) + RECORD_OVERHEAD + message.headers.len() * size_of::<Header>()
+}
+
+fn payload_of(message: &Message) -> usize {
+    message.key.as_ref().map_or(0, Bytes::len)
+        + message.value.as_ref().map_or(0, Bytes::len)
+        + message
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
+            .sum::<usize>()
+}
+
+/// `message` with its key, value and headers copied into one allocation of their own.
+pub(crate) fn compact(message: Message) -> Message {
+    let mut buffer = BytesMut::with_capacity(payload_of(&message));
+    let mut put = |bytes: &Bytes| {
+        let at = buffer.len();
+        buffer.extend_from_slice(bytes);
+        at..buffer.len()
+    };
+    let key = message.key.as_ref().map(&mut put);
+    let value = message.value.as_ref().map(&mut put);
+    let headers: Vec<_> = message
+        .headers
+        .iter()
+        .map(|header| (put(&header.name), header.value.as_ref().map(&mut put)))
+        .collect();
+    let buffer = buffer.freeze();
+    Message {
+        key: key.map(|range| buffer.slice(range)),
+        value: value.map(|range| buffer.slice(range)),
+        headers: headers
+            .into_iter()
+            .map(|(name, value)| Header {
+                name: buffer.slice(name),
+                value: value.map(|range| buffer.slice(range)),
+            })
+            .collect(),
+        ..message
+    }
+}
+
+impl Log {
+    /// An empty log whose first readable offset is `start`, counted against `budget`.
+    pub(crate) fn new(budget: Arc<MemoryBudget>, start: i64) -> Self {
+        Self {
+            budget,
+            slots: VecDeque::new(),
+            record_bytes: 0,
+            structure_bytes: 0,
+            keys: HashMap::new(),
+            hasher: RandomState::new(),
+            superseded: VecDeque::new(),
+            start,
+            kafka_start: start,
+            next: start,
+        }
+    }
+
+    /// Bytes counted for this log.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.record_bytes + self.structure_bytes
+    }
+
+    /// Whether no record is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Bytes counted for the records held (what eviction can free).
+    pub(crate) fn record_bytes(&self) -> usize {
+        self.record_bytes
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The latest offset of `key` fetched so far (compacted topics).
+    pub(crate) fn latest_of(&self, key: &[u8]) -> Option<i64> {
+        self.keys.get(&self.hash(key)).copied()
+    }
+
+    /// Whether a later record of the same key replaced `message` (compacted topics).
+    pub(crate) fn superseded(&self, message: &Message) -> bool {
+        message
+            .key
+            .as_ref()
+            .and_then(|key| self.latest_of(key))
+            .is_some_and(|latest| latest > message.offset)
+    }
+
+    fn recount_structure(&mut self) {
+        let bytes = self.slots.capacity() * size_of::<Slot>()
+            + self.keys.capacity() * (size_of::<(u64, i64)>() + 1)
+            + self.superseded.capacity() * size_of::<i64>();
+        if bytes > self.structure_bytes {
+            self.budget.charge(bytes - self.structure_bytes);
+        } else {
+            self.budget.release(self.structure_bytes - bytes);
+        }
+        self.structure_bytes = bytes;
+    }
+
+    /// Appends fetched records (copied out of their fetch), indexing keys when `compacted`;
+    /// `next` is the offset the fetch reached.
+    pub(crate) fn append(&mut self, messages: Vec<Message>, next: i64, compacted: bool) {
+        let mut added = 0;
+        for message in messages {
+            if self
+                .slots
+                .back()
+                .is_some_and(|last| last.offset >= message.offset)
+                || message.offset < self.next
+            {
+                continue; // already have it (a refetch after reconnect)
+            }
+            if compacted && let Some(key) = &message.key {
+                let hash = self.hash(key);
+                if let Some(previous) = self.keys.insert(hash, message.offset)
+                    && previous >= self.start
+                {
+                    self.superseded.push_back(previous);
+                }
+            }
+            let message = compact(message);
+            added += size_of_message(&message);
+            self.next = self.next.max(message.offset + 1);
+            self.slots.push_back(Slot {
+                offset: message.offset,
+                message: Some(Arc::new(message)),
+            });
+        }
+        self.next = self.next.max(next);
+        self.record_bytes += added;
+        self.budget.charge(added);
+        self.recount_structure();
+    }
+
+    /// Drops records oldest first (superseded ones before any other) until `want` bytes are
+    /// freed or the records held are down to `keep` bytes. Returns the bytes freed.
+    pub(crate) fn evict(&mut self, want: usize, keep: usize) -> usize {
+        let mut freed = 0;
+        while freed < want && self.record_bytes > keep {
+            let Some(offset) = self.superseded.pop_front() else {
+                break;
+            };
+            freed += self.clear(offset);
+        }
+        while freed < want && self.record_bytes > keep {
+            let Some(slot) = self.slots.pop_front() else {
+                break;
+            };
+            self.start = self.start.max(slot.offset + 1);
+            if let Some(message) = slot.message {
+                let size = size_of_message(&message);
+                self.record_bytes -= size;
+                freed += size;
+            }
+        }
+        self.drop_empty_front();
+        self.budget.release(freed);
+        self.recount_structure();
+        freed
+    }
+
+    /// Empties the slot of `offset`; returns the bytes it held (not yet released).
+    fn clear(&mut self, offset: i64) -> usize {
+        let index = self.slots.partition_point(|slot| slot.offset < offset);
+        let Some(slot) = self.slots.get_mut(index).filter(|s| s.offset == offset) else {
+            return 0;
+        };
+        let size = slot.message.take().map_or(0, |m| size_of_message(&m));
+        self.record_bytes -= size;
+        size
+    }
+
+    fn drop_empty_front(&mut self) {
+        while self
+            .slots
+            .front()
+            .is_some_and(|slot| slot.message.is_none())
+        {
+            if let Some(slot) = self.slots.pop_front() {
+                self.start = self.start.max(slot.offset + 1);
+            }
+        }
+    }
+
+    /// Drops the oldest records timestamped before `now_ms - retention_ms`.
+    pub(crate) fn expire(&mut self, retention_ms: i64, now_ms: i64) {
+        if retention_ms < 0 {
+            return;
+        }
+        let mut freed = 0;
+        while let Some(front) = self.slots.front() {
+            let expired = front
+                .message
+                .as_ref()
+                .is_none_or(|m| m.timestamp > 0 && now_ms - m.timestamp > retention_ms);
+            if !expired {
+                break;
+            }
+            if let Some(slot) = self.slots.pop_front() {
+                self.start = self.start.max(slot.offset + 1);
+                freed += slot.message.map_or(0, |m| size_of_message(&m));
+            }
+        }
+        self.record_bytes -= freed;
+        self.budget.release(freed);
+    }
+
+    /// Up to [`READ_CHUNK`] records at or after `offset`. Unless `skip_holes`, the chunk ends
+    /// before the first record dropped from the middle, and when that is the first thing at
+    /// or after `offset`, its offset comes back instead (the reader must get it from Kafka).
+    /// Only latest-per-key readers of compacted topics skip holes: what is dropped from the
+    /// middle is always superseded.
+    pub(crate) fn read_from(&self, offset: i64, skip_holes: bool) -> Chunk {
+        let index = self.slots.partition_point(|slot| slot.offset < offset);
+        let mut records = Vec::new();
+        for slot in self.slots.range(index..) {
+            match &slot.message {
+                Some(message) => records.push(message.clone()),
+                None if skip_holes => {}
+                None if records.is_empty() => return Chunk::Hole(slot.offset),
+                None => break,
+            }
+            if records.len() == READ_CHUNK {
+                break;
+            }
+        }
+        Chunk::Records(records)
+    }
+
+    /// The offsets of the records held, in order.
+    #[cfg(test)]
+    pub(crate) fn offsets(&self) -> Vec<i64> {
+        self.slots
+            .iter()
+            .filter(|slot| slot.message.is_some())
+            .map(|slot| slot.offset)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64, key: &str, value: Option<&str>) -> Message {
+        Message {
+            partition: 0,
+            offset,
+            timestamp: 0,
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: vec![Header::new("h", "x")],
+        }
+    }
+
+    #[test]
+    fn compacted_log_knows_superseded_records_and_evicts_them_first() {
+        let budget = MemoryBudget::new(usize::MAX);
+        let mut log = Log::new(budget.clone(), 0);
+        log.append(
+            vec![
+                message(0, "a", Some("1")),
+                message(1, "b", Some("1")),
+                message(2, "a", Some("2")),
+                message(3, "c", None),
+            ],
+            4,
+            true,
+        );
+        assert_eq!(budget.held(), log.bytes());
+        let one = size_of_message(&message(0, "a", Some("1")));
+        assert!(log.superseded(&message(0, "a", Some("1"))));
+        assert!(!log.superseded(&message(2, "a", Some("2"))));
+        assert_eq!(log.latest_of(b"a"), Some(2));
+        assert_eq!(log.latest_of(b"z"), None);
+        assert_eq!(log.evict(1, 0), one, "the superseded record goes first");
+        assert_eq!(log.offsets(), [1, 2, 3]);
+        assert_eq!(log.start, 1);
+        assert!(matches!(log.read_from(0, false), Chunk::Records(r) if r.len() == 3));
+        log.append(vec![message(4, "b", Some("2"))], 5, true);
+        log.evict(1, 0);
+        assert_eq!(log.offsets(), [2, 3, 4], "the superseded b@1 went");
+        log.append(vec![message(5, "a", Some("3"))], 6, true);
+        log.evict(1, 0);
+        assert_eq!(log.offsets(), [3, 4, 5], "then a@2");
+        log.append(vec![message(6, "c", Some("2"))], 7, true);
+        log.evict(1, 0);
+        assert_eq!(log.offsets(), [4, 5, 6], "then c@3");
+        log.append(
+            vec![message(7, "x", Some("1")), message(8, "b", Some("3"))],
+            9,
+            true,
+        );
+        log.evict(1, 0);
+        assert_eq!(log.offsets(), [5, 6, 7, 8], "then b@4");
+        log.append(vec![message(9, "x", Some("2"))], 10, true);
+        log.evict(1, 0);
+        assert_eq!(log.offsets(), [5, 6, 8, 9], "x@7 from the middle");
+        let offsets = |chunk: Chunk| match chunk {
+            Chunk::Records(records) => records.iter().map(|r| r.offset).collect(),
+            Chunk::Hole(offset) => vec![-offset],
+        };
+        assert_eq!(offsets(log.read_from(5, false)), [5, 6], "up to the hole");
+        assert_eq!(offsets(log.read_from(7, false)), [-7], "the hole first");
+        assert_eq!(offsets(log.read_from(7, true)), [8, 9]);
+        assert_eq!(offsets(log.read_from(5, true)), [5, 6, 8, 9]);
+        log.append(vec![message(8, "x", Some("dup"))], 10, true);
+        assert_eq!(
+            log.offsets(),
+            [5, 6, 8, 9],
+            "refetched records are not duplicated"
+        );
+        log.evict(usize::MAX, 0);
+        assert!(log.offsets().is_empty());
+        assert_eq!(log.start, 10);
+        assert_eq!(
+            log.latest_of(b"a"),
+            Some(5),
+            "the key index outlives eviction"
+        );
+        drop(log);
+        assert_eq!(budget.held(), 0, "a dropped log gives its bytes back");
+    }
+
+    #[test]
+    fn delete_policy_drops_oldest_and_keeps_what_it_is_told() {
+        let mut log = Log::default();
+        log.append(
+            (0..10).map(|i| message(i, "k", Some("v"))).collect(),
+            10,
+            false,
+        );
+        let one = size_of_message(&message(0, "k", Some("v")));
+        log.evict(usize::MAX, one * 3);
+        assert_eq!(log.offsets(), [7, 8, 9]);
+        assert_eq!(log.start, 7);
+    }
+
+    #[test]
+    fn copies_keep_only_their_own_bytes() {
+        let frame = Bytes::from(vec![7u8; 1 << 20]);
+        let record = Message {
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: Some(frame.slice(0..4)),
+            value: Some(frame.slice(10..20)),
+            headers: vec![Header {
+                name: frame.slice(30..31),
+                value: None,
+            }],
+        };
+        let copy = compact(record.clone());
+        assert_eq!(copy, record);
+        drop(record);
+        // The frame is the only owner left: the copy does not reference it.
+        assert!(frame.is_unique());
+    }
+}
