@@ -59,7 +59,9 @@ pub use kind::{Kafka, KafkaHandler};
 pub fn register(registry: &mut zilla_engine::Registry) {
     registry.binding(KafkaFactory).properties(&[
         "zilla.binding.kafka.cache.idle.evict.millis",
+        "zilla.binding.kafka.cache.memory.bytes",
         "zilla.binding.kafka.cache.partition.bytes",
+        "zilla.binding.kafka.client.decompress.max.bytes",
         "zilla.binding.kafka.client.fetch.max.bytes",
         "zilla.binding.kafka.client.fetch.max.wait.millis",
         "zilla.binding.kafka.client.id",
