@@ -37,7 +37,7 @@ pub trait BindingFactory: Send + Sync + 'static {
     fn schema(&self, kind: BindingKind) -> BindingSchema;
     /// The schema of the binding-level `catalog` of a binding of `kind`; `None` (the default)
     /// refuses the key. A type that takes one reads it with
-    /// [`BuildContext::catalog_schemas`].
+    /// `zilla_cataloged::binding_catalog_schemas`.
     fn catalog_schema(&self, _kind: BindingKind) -> Option<serde_json::Value> {
         None
     }
@@ -262,47 +262,23 @@ impl<'a> BuildContext<'a> {
         })
     }
 
-    /// Every schema the binding-level `catalog` names (`{<catalog>: [{subject, version} |
-    /// {id}]}`), in the order written, resolved at load: an unknown catalog, subject or id is
-    /// a load error at its path.
-    pub fn catalog_schemas(
+    /// Runs `resolve` with this binding's catalogs and events, as a model would see them: how
+    /// a component resolves schema references of its own (the binding-level `catalog`, read
+    /// with `zilla_cataloged::binding_catalog_schemas`).
+    pub fn with_model_context<R>(
         &self,
-    ) -> Result<
-        Vec<(
-            crate::cataloged::SchemaReference,
-            crate::cataloged::ResolvedSchema,
-        )>,
-        BuildError,
-    > {
-        let Some(raw) = &self.config.catalog else {
-            return Ok(Vec::new());
-        };
-        let references: crate::cataloged::CatalogReferences =
-            serde_json::from_value(raw.clone())
-                .map_err(|error| BuildError::at("catalog", error.to_string()))?;
+        resolve: impl FnOnce(&crate::components::ModelContext<'_>) -> R,
+    ) -> R {
         let lookup = NamespaceCatalogs {
             name: self.name,
             catalogs: self.catalogs,
             used: &self.used,
         };
-        let mut resolved = Vec::new();
-        for (name, list) in &references {
-            for (index, reference) in list.iter().enumerate() {
-                let single = std::iter::once((name.clone(), vec![reference.clone()])).collect();
-                let context = crate::components::ModelContext {
-                    catalogs: &lookup,
-                    events: &self.events,
-                    topic_subject: None,
-                };
-                let schema =
-                    crate::cataloged::resolve(&single, &context).map_err(|mut error| {
-                        error.path = format!("catalog.{name}[{index}]");
-                        error
-                    })?;
-                resolved.push((reference.clone(), schema));
-            }
-        }
-        Ok(resolved)
+        resolve(&crate::components::ModelContext {
+            catalogs: &lookup,
+            events: &self.events,
+            topic_subject: None,
+        })
     }
 
     /// Offers `handler` for stream kind `K` to bindings that exit here.

@@ -213,7 +213,7 @@ impl BindingFactory for GrpcFactory {
 
 /// The services of the binding-level `catalog`, compiled; `None` when it names none.
 fn load_services(context: &BuildContext<'_>) -> Result<Option<Arc<proto::Services>>, BuildError> {
-    let schemas = context.catalog_schemas()?;
+    let schemas = zilla_cataloged::binding_catalog_schemas(context)?;
     if schemas.is_empty() {
         return Ok(None);
     }

@@ -173,3 +173,30 @@ fn schema_id(
         ),
     }
 }
+
+/// Every schema the binding-level `catalog` of the binding being built names (`{<catalog>:
+/// [{subject, version} | {id}]}`), in the order written, resolved at load: an unknown catalog,
+/// subject or id is a load error at its path.
+pub fn binding_catalog_schemas(
+    context: &zilla_engine::BuildContext<'_>,
+) -> Result<Vec<(SchemaReference, ResolvedSchema)>, BuildError> {
+    let Some(raw) = &context.config().catalog else {
+        return Ok(Vec::new());
+    };
+    let references: CatalogReferences = serde_json::from_value(raw.clone())
+        .map_err(|error| BuildError::at("catalog", error.to_string()))?;
+    let mut resolved = Vec::new();
+    for (name, list) in &references {
+        for (index, reference) in list.iter().enumerate() {
+            let single = std::iter::once((name.clone(), vec![reference.clone()])).collect();
+            let schema = context
+                .with_model_context(|models| resolve(&single, models))
+                .map_err(|mut error| {
+                    error.path = format!("catalog.{name}[{index}]");
+                    error
+                })?;
+            resolved.push((reference.clone(), schema));
+        }
+    }
+    Ok(resolved)
+}
