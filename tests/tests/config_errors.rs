@@ -143,16 +143,14 @@ bindings:
     Case {
         name: "type_not_built_in",
         yaml: "name: test
-telemetry:
-  exporters:
-    otlp0:
-      type: otlp
-      options:
-        endpoint:
-          location: http://localhost:4318
+catalogs:
+  registry0:
+    type: apicurio
+    options:
+      url: http://localhost:8080
 bindings:
-  grpc_server:
-    type: grpc
+  spec_server:
+    type: asyncapi
     kind: server
 ",
         env: &[],
@@ -307,7 +305,7 @@ fn properties_no_component_reads_fail_validate_and_start_naming_them() -> Result
             "{command}: {message}"
         );
         assert!(
-            message.contains("unknown property `zilla.engine.drain.timeout`; the `zilla.engine.*` properties are: zilla.engine.config.url, zilla.engine.config.watch, zilla.engine.directory, zilla.engine.drain.timeout.millis, zilla.engine.maximum.connections, zilla.engine.workers"),
+            message.contains("unknown property `zilla.engine.drain.timeout`; the `zilla.engine.*` properties are: zilla.engine.config.poll.interval.seconds, zilla.engine.config.url, zilla.engine.config.watch, zilla.engine.directory, zilla.engine.drain.timeout.millis, zilla.engine.maximum.connections, zilla.engine.workers"),
             "{command}: {message}"
         );
         assert!(

@@ -592,6 +592,80 @@ fn subscription_filters(context: &SessionContext, spec: &SubscriptionSpec) -> Ve
     vec![Filter { conditions }]
 }
 
+/// The most retained messages one subscription replays.
+const RETAINED_REPLAY_MAXIMUM: usize = 65_536;
+
+/// The retained messages matching `filters`, by key (MQTT topic), as of the broker's end when
+/// called. The cache's end may lag the broker's, so the read goes on until every partition
+/// reached the broker's end: a retained message cleared (a tombstone, which carries no
+/// headers to filter on, so the read is unfiltered) just before this subscription is not
+/// replayed.
+async fn retained_messages(
+    exit: &Arc<dyn KafkaHandler>,
+    topic: &str,
+    filters: &[Filter],
+    cancelled: &CancellationToken,
+) -> Result<std::collections::BTreeMap<Bytes, Arc<zilla_binding_kafka::kind::Message>>, StreamError>
+{
+    let metadata = exit.metadata(topic).await?;
+    let ends = futures_util::future::try_join_all(metadata.partitions.iter().map(|&partition| {
+        exit.list_offset(topic, partition, OffsetSpec::Latest)
+            .map(move |end| end.map(|offset| PartitionOffset { partition, offset }))
+    }))
+    .await?;
+    let reached = |progress: &[PartitionOffset]| {
+        ends.iter().all(|end| {
+            end.offset <= 0
+                || progress
+                    .iter()
+                    .any(|p| p.partition == end.partition && p.offset >= end.offset)
+        })
+    };
+    let mut retained = std::collections::BTreeMap::new();
+    if reached(&[]) {
+        return Ok(retained);
+    }
+    let mut replay = exit
+        .merged(MergedRequest {
+            topic: topic.to_owned(),
+            start: Start::Historical,
+            offsets: Vec::new(),
+            filters: Vec::new(),
+            latest_per_key: true,
+        })
+        .await?;
+    loop {
+        let item = tokio::select! {
+            biased;
+            () = cancelled.cancelled() => return Ok(std::collections::BTreeMap::new()),
+            item = replay.next() => item,
+        };
+        let progress = match item {
+            Some(Ok(MergedItem::Message { message, progress })) => {
+                if let Some(key) = message.key.clone() {
+                    if message.value.is_none() {
+                        retained.remove(&key);
+                    } else if zilla_binding_kafka::kind::passes(filters, &message)
+                        && (retained.len() < RETAINED_REPLAY_MAXIMUM || retained.contains_key(&key))
+                    {
+                        retained.insert(key, message);
+                    } else {
+                        retained.remove(&key);
+                    }
+                }
+                progress
+            }
+            Some(Ok(MergedItem::Synced(progress))) => progress,
+            Some(Err(error)) => return Err(error),
+            None => break,
+        };
+        if reached(&progress) {
+            break;
+        }
+    }
+    Ok(retained)
+}
+
 /// Delivers the retained messages matching a new subscription, then the messages of `live`
 /// (opened before the subscription was acknowledged, so nothing published after SUBACK is
 /// missed, nor anything published during the retained replay).
@@ -609,38 +683,18 @@ async fn subscription(
         unacknowledged: FuturesOrdered::new(),
     };
     if spec.deliver_retained {
-        {
-            let replay = destination.exit.merged(MergedRequest {
-                topic: context.proxy.topics.retained.clone(),
-                start: Start::Historical,
-                offsets: Vec::new(),
-                filters: filters.clone(),
-                latest_per_key: true,
-            });
-            match replay.await {
-                Ok(mut replay) => loop {
-                    let item = tokio::select! {
-                        biased;
-                        () = cancelled.cancelled() => return,
-                        item = replay.next() => item,
-                    };
-                    match item {
-                        Some(Ok(MergedItem::Message { message, .. })) => {
-                            if let Some(message) = headers::message_of(&message)
-                                && !deliveries.deliver(message, true).await
-                            {
-                                return;
-                            }
-                        }
-                        Some(Ok(MergedItem::Synced(_))) | None => break,
-                        Some(Err(error)) => {
-                            tracing::debug!(%error, "retained replay failed");
-                            break;
-                        }
+        let topic = &context.proxy.topics.retained;
+        match retained_messages(&destination.exit, topic, &filters, &cancelled).await {
+            Ok(retained) => {
+                for message in retained.values() {
+                    if let Some(message) = headers::message_of(message)
+                        && !deliveries.deliver(message, true).await
+                    {
+                        return;
                     }
-                },
-                Err(error) => tracing::debug!(%error, "retained topic cannot be read"),
+                }
             }
+            Err(error) => tracing::debug!(%error, "retained topic cannot be read"),
         }
     }
     loop {
