@@ -10,10 +10,6 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 use zilla_engine::metrics::Metrics;
 
@@ -22,6 +18,8 @@ use crate::encode;
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a receiver's answer read (its body is only a partial-success report).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// The first retry delay after a failure.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// How long the last push may take when the exporter stops.
@@ -42,7 +40,6 @@ pub struct Target {
 
 struct Pusher {
     target: Target,
-    client: Client<HttpConnector, Full<Bytes>>,
     metrics: Metrics,
     logs: Arc<LogBuffer>,
 }
@@ -55,7 +52,6 @@ pub async fn run(
     stopped: CancellationToken,
 ) {
     let pusher = Pusher {
-        client: Client::builder(TokioExecutor::new()).build_http(),
         target,
         metrics,
         logs,
@@ -140,16 +136,16 @@ impl Pusher {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
         let request = request
-            .body(Full::new(Bytes::from(body)))
+            .body(Bytes::from(body))
             .map_err(|error| error.to_string())?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request))
+        let limits = zilla_fetch::Limits {
+            timeout: REQUEST_TIMEOUT,
+            max_body_bytes: MAX_ANSWER_BYTES,
+        };
+        let status = zilla_fetch::send(request, limits)
             .await
-            .map_err(|_| format!("{uri}: no answer within {REQUEST_TIMEOUT:?}"))?
-            .map_err(|error| format!("{uri}: {error}"))?;
-        let status = response.status();
-        // Read (at most 64 KiB of) the answer so the connection can be reused.
-        let answer = Limited::new(response.into_body(), 64 * 1024).collect();
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer).await;
+            .map_err(|error| format!("{uri}: {error}"))?
+            .status;
         if status.is_success() {
             Ok(())
         } else {
