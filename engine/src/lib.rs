@@ -14,6 +14,8 @@
 //!   exporters, and the checks of `telemetry` sections: the `zilla-telemetry` crate, re-exported.
 //! - [`limits`], [`idle`]: connection caps, idle timeouts (owned by the protocol on top of a
 //!   connection) and clamping of client-supplied numbers, shared by every listener.
+//! - [`workers`]: thread-per-core connection workers (one single-threaded runtime each);
+//!   [`signal`]: waiting on shared signals without touching their locks on every poll.
 //!
 //! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
 //!
@@ -53,8 +55,10 @@ pub use zilla_config::ports;
 pub mod properties;
 pub mod registry;
 pub mod route;
+pub mod signal;
 pub mod stream;
 pub mod vault;
+pub mod workers;
 
 pub use binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError, StartContext};
 pub use config::{BindingKind, ConfigError, ConfigErrors, QualifiedName};

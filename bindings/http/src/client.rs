@@ -1,5 +1,5 @@
 //! The http `client`: sends each exchange to its origin through the exit's byte streams,
-//! keeping a pool of open connections per origin.
+//! keeping a pool of open connections per origin and worker.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use zilla_engine::binding::{Binding, BuildContext, BuildError};
 use zilla_engine::guard::Authorization;
 use zilla_engine::stream::{AsyncIo, BoxFuture, Bytes, BytesHandler, StreamError, StreamInfo};
+use zilla_engine::workers;
 
 use crate::body::HttpMetrics;
 use crate::config::{HttpClientOptions, HttpVersion};
@@ -27,9 +28,22 @@ use crate::route::{Miss, Overrides, Router};
 
 type OriginClient = Client<Connector, kind::Body>;
 
+/// One pool of origin connections per worker: a request goes out on a connection its own
+/// worker opened, so neither the pool's lock nor the connection's task is shared between
+/// threads.
+#[derive(Clone)]
+struct OriginClients(Arc<[OriginClient]>);
+
+impl OriginClients {
+    /// The pool of the worker running this thread.
+    fn current(&self) -> &OriginClient {
+        &self.0[workers::slot() % self.0.len()]
+    }
+}
+
 /// A built http client.
 pub struct HttpClient {
-    router: Router<OriginClient>,
+    router: Router<OriginClients>,
     user_agent: Option<http::HeaderValue>,
     metrics: Arc<HttpMetrics>,
 }
@@ -70,7 +84,7 @@ impl HttpClient {
         let overrides = Overrides::compile(options.overrides.as_ref())
             .map_err(|message| BuildError::at("options.overrides", message))?;
         // Routes to the same exit share one pool.
-        let clients: RefCell<HashMap<String, OriginClient>> = RefCell::new(HashMap::new());
+        let clients: RefCell<HashMap<String, OriginClients>> = RefCell::new(HashMap::new());
         let router = Router::build(
             context.config(),
             |exit| {
@@ -90,7 +104,11 @@ impl HttpClient {
                     .http2_only(h2 && !h1)
                     .http2_max_header_list_size(limits.max_header_list_size)
                     .http2_adaptive_window(true);
-                let client = builder.build(connector);
+                let client = OriginClients(
+                    (0..workers::count())
+                        .map(|_| builder.build(connector.clone()))
+                        .collect(),
+                );
                 clients.borrow_mut().insert(exit.to_owned(), client.clone());
                 Ok(client)
             },
@@ -155,6 +173,7 @@ impl HttpClient {
         }
         let mut response = routed
             .exit
+            .current()
             .request(request)
             .await
             .map_err(|error| StreamError::Upstream(describe(&error)))?;

@@ -82,7 +82,31 @@ enum Target {
 /// Header overrides, in order; later ones win.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    entries: Vec<(Target, Expression)>,
+    entries: Vec<(Target, Expression, Option<Literal>)>,
+}
+
+/// A literal `:authority` or header override, parsed once at load: applying it then costs a
+/// reference count, not a parse and copies per request. (A literal that does not parse is left
+/// to fail per request, as any value does.)
+#[derive(Debug, Clone)]
+enum Literal {
+    Authority(Authority, HeaderValue),
+    Header(HeaderValue),
+}
+
+impl Literal {
+    fn of(target: &Target, expression: &Expression) -> Option<Self> {
+        let value = expression.as_literal()?;
+        match target {
+            Target::Authority => {
+                let authority: Authority = value.parse().ok()?;
+                let host = HeaderValue::from_str(authority.as_str()).ok()?;
+                Some(Self::Authority(authority, host))
+            }
+            Target::Header(_) => HeaderValue::from_str(value).ok().map(Self::Header),
+            _ => None,
+        }
+    }
 }
 
 impl Overrides {
@@ -102,7 +126,8 @@ impl Overrides {
                 ),
             };
             let expression = Expression::compile(value, &[])?;
-            entries.push((target, expression));
+            let literal = Literal::of(&target, &expression);
+            entries.push((target, expression, literal));
         }
         Ok(Self { entries })
     }
@@ -126,7 +151,18 @@ impl Overrides {
         request: &mut http::Request<B>,
         context: &dyn ExpressionContext,
     ) -> Result<(), String> {
-        for (target, expression) in &self.entries {
+        for (target, expression, literal) in &self.entries {
+            match (target, literal) {
+                (Target::Authority, Some(Literal::Authority(authority, host))) => {
+                    set_authority(request, authority.clone(), || Ok(host.clone()))?;
+                    continue;
+                }
+                (Target::Header(name), Some(Literal::Header(value))) => {
+                    request.headers_mut().insert(name.clone(), value.clone());
+                    continue;
+                }
+                _ => {}
+            }
             let Some(value) = expression.evaluate(context) else {
                 continue;
             };
@@ -151,14 +187,10 @@ impl Overrides {
                     let authority: Authority = value
                         .parse()
                         .map_err(|_| format!("`{value}` is not an authority"))?;
-                    if request.headers().contains_key(HOST) || request.uri().authority().is_none() {
-                        let host =
-                            HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
-                        request.headers_mut().insert(HOST, host);
-                    }
-                    if request.uri().authority().is_some() {
-                        set_uri(request, None, Some(authority), None)?;
-                    }
+                    let host = authority.clone();
+                    set_authority(request, authority, || {
+                        HeaderValue::from_str(host.as_str()).map_err(|e| e.to_string())
+                    })?;
                 }
                 Target::Path => {
                     let path: PathAndQuery = value
@@ -175,6 +207,22 @@ impl Overrides {
         }
         Ok(())
     }
+}
+
+/// Sets the request's authority: as `host` when the request has one or no authority in its
+/// URI, and in the URI when it has one there.
+fn set_authority<B>(
+    request: &mut http::Request<B>,
+    authority: Authority,
+    host: impl FnOnce() -> Result<HeaderValue, String>,
+) -> Result<(), String> {
+    if request.headers().contains_key(HOST) || request.uri().authority().is_none() {
+        request.headers_mut().insert(HOST, host()?);
+    }
+    if request.uri().authority().is_some() {
+        set_uri(request, None, Some(authority), None)?;
+    }
+    Ok(())
 }
 
 fn set_uri<B>(

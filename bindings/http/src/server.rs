@@ -22,6 +22,7 @@ use zilla_engine::components::Validator;
 use zilla_engine::events::Events;
 use zilla_engine::guard::{Authorization, ConnectionSessions, Guard};
 use zilla_engine::limits::{ConnectionGate, Throttle};
+use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
@@ -743,15 +744,22 @@ async fn drive<C: Graceful>(
     stop: impl Future<Output = ()>,
 ) -> Result<(), hyper::Error> {
     tokio::pin!(connection);
+    // The signals are shared by every connection of the binding (or the process): polled only
+    // once they fire, not on every wake of the connection.
+    let mut retired = OnWake::new(lifecycle.retired.clone().cancelled_owned());
+    let shutdown = OnWake::new(lifecycle.shutdown.clone().cancelled_owned());
+    let stop = OnWake::new(stop);
     tokio::select! {
+        biased;
         result = connection.as_mut() => return result,
-        _ = lifecycle.retired.cancelled() => return Ok(()),
-        _ = lifecycle.shutdown.cancelled() => {}
+        _ = &mut retired => return Ok(()),
+        _ = shutdown => {}
         _ = stop => {}
     }
     connection.as_mut().graceful();
     tokio::select! {
+        biased;
         result = connection.as_mut() => result,
-        _ = lifecycle.retired.cancelled() => Ok(()),
+        _ = retired => Ok(()),
     }
 }

@@ -60,8 +60,9 @@ use zilla_engine::idle::IdleTimeout;
 use zilla_engine::limits::{ConnectionGate, ConnectionPermit, Throttle};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
+use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
-use zilla_engine::{BindingKind, BuildError, Registry};
+use zilla_engine::{BindingKind, BuildError, Registry, workers};
 
 use config::{Ports, TcpCondition, TcpOptions};
 
@@ -380,9 +381,24 @@ fn serve(
     let retired = context.retired.clone();
     let qname = shared.qname.clone();
     let idle_timeout = shared.idle_timeout;
-    context.tasks.spawn(async move {
+    // Handed to a worker: the socket leaves this runtime's reactor for the worker's.
+    let socket = match socket.into_std() {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::debug!(binding = %qname, %peer, %error, "connection not handed over");
+            return;
+        }
+    };
+    let connection = context.tasks.track_future(async move {
         // Held until the connection is done with.
         let _permits = permits;
+        let socket = match TcpStream::from_std(socket) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::debug!(binding = %qname, %peer, %error, "connection not registered");
+                return;
+            }
+        };
         let stream = if idle_timeout.is_zero() {
             ByteStream::new(socket, info)
         } else {
@@ -392,10 +408,11 @@ fn serve(
             ByteStream::new(socket, info)
         };
         tokio::select! {
+            biased;
             // A reload replaced this binding and the drain timeout passed, or shutdown
             // drained: cut what is still open. Until then the connection runs on the
-            // pipeline it was accepted by, whatever reloads happen.
-            _ = retired.cancelled() => {}
+            // pipeline it was accepted by, whatever reloads happen. Polled only once it fires.
+            _ = OnWake::new(retired.cancelled_owned()) => {}
             result = exit.accept(stream) => {
                 if let Err(error) = result {
                     tracing::debug!(binding = %qname, %peer, %error, "connection ended");
@@ -403,6 +420,7 @@ fn serve(
             }
         }
     });
+    workers::spawn(connection);
 }
 
 fn configure(socket: &TcpStream, nodelay: bool, keepalive: bool) -> std::io::Result<()> {

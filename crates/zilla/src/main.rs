@@ -69,7 +69,8 @@ struct StartArgs {
     /// The config file.
     #[arg(short = 'c', long = "config")]
     config: Option<PathBuf>,
-    /// Worker threads (default: one per core).
+    /// Connection workers: threads with a single-threaded runtime each, connections handed to
+    /// them in turn (default: one per core).
     #[arg(short = 'w', long = "workers")]
     workers: Option<usize>,
     /// Prints the loaded config.
@@ -212,17 +213,22 @@ fn start(args: StartArgs) -> Result<ExitCode> {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all().thread_name("zilla-worker");
-    let workers = args.workers.or_else(|| {
-        properties
-            .get("zilla.engine.workers")
-            .and_then(|w| w.parse().ok())
-    });
-    if let Some(workers) = workers {
-        runtime.worker_threads(workers.max(1));
-    }
-    let runtime = runtime.build().context("cannot start the runtime")?;
+    // Connections run on the workers (thread-per-core, see `zilla_engine::workers`); the main
+    // runtime keeps the accept loops, reload, metrics files and bindings' background tasks.
+    let workers = args
+        .workers
+        .or_else(|| {
+            properties
+                .get("zilla.engine.workers")
+                .and_then(|w| w.parse().ok())
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    zilla::engine::workers::start(workers).context("cannot start the workers")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("zilla-main")
+        .build()
+        .context("cannot start the runtime")?;
     runtime.block_on(run(args, properties))
 }
 
