@@ -15,7 +15,8 @@
 //! - [`limits`], [`idle`]: connection caps, idle timeouts (owned by the protocol on top of a
 //!   connection) and clamping of client-supplied numbers, shared by every listener.
 //! - [`workers`]: thread-per-core connection workers (one single-threaded runtime each);
-//!   [`signal`]: waiting on shared signals without touching their locks on every poll.
+//!   [`signal`]: waiting on shared signals without touching their locks on every poll: the
+//!   `zilla-runtime` crate, re-exported.
 //!
 //! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
 //!
@@ -41,6 +42,8 @@ pub use zilla_config as config;
 pub mod engine;
 /// Metrics, events and the telemetry checks, in their own crate (`zilla-telemetry`).
 pub use zilla_telemetry::{events, metrics, telemetry};
+/// Connection workers and shared-signal waits, in their own crate (`zilla-runtime`).
+pub use zilla_runtime::{signal, workers};
 pub mod expr;
 pub mod guard;
 pub mod idle;
@@ -55,10 +58,8 @@ pub use zilla_config::ports;
 pub mod properties;
 pub mod registry;
 pub mod route;
-pub mod signal;
 pub mod stream;
 pub mod vault;
-pub mod workers;
 
 pub use binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError, StartContext};
 pub use config::{BindingKind, ConfigError, ConfigErrors, QualifiedName};

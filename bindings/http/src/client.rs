@@ -24,20 +24,41 @@ use crate::body::HttpMetrics;
 use crate::config::{HttpClientOptions, HttpVersion};
 use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header};
 use crate::limits::Limits;
+use crate::origin::{DirectOrigins, Outcome};
 use crate::route::{Miss, Overrides, Router};
 
 type OriginClient = Client<Connector, kind::Body>;
 
-/// One pool of origin connections per worker: a request goes out on a connection its own
-/// worker opened, so neither the pool's lock nor the connection's task is shared between
-/// threads.
+/// The connections of one exit. HTTP/1.1 exchanges run in the request's task on connections
+/// of its own worker ([`DirectOrigins`]); upgrades and HTTP/2 go through a pooled client, one
+/// per worker, so neither a pool's lock nor a connection's task is shared between threads.
 #[derive(Clone)]
-struct OriginClients(Arc<[OriginClient]>);
+struct OriginClients {
+    pooled: Arc<[OriginClient]>,
+    direct: Option<Arc<DirectOrigins>>,
+}
 
 impl OriginClients {
-    /// The pool of the worker running this thread.
+    /// The pooled client of the worker running this thread.
     fn current(&self) -> &OriginClient {
-        &self.0[workers::slot() % self.0.len()]
+        &self.pooled[workers::slot() % self.pooled.len()]
+    }
+
+    /// Sends `request` (with an absolute URI) to its origin.
+    async fn send(&self, request: Request, upgrade: bool) -> Result<Response, StreamError> {
+        let request = match &self.direct {
+            Some(direct) if !upgrade => match direct.send(request).await? {
+                Outcome::Response(response) => return Ok(response),
+                Outcome::Elsewhere(request) => request,
+            },
+            _ => request,
+        };
+        let response = self
+            .current()
+            .request(request)
+            .await
+            .map_err(|error| StreamError::Upstream(describe(&error)))?;
+        Ok(response.map(kind::boxed))
     }
 }
 
@@ -104,11 +125,18 @@ impl HttpClient {
                     .http2_only(h2 && !h1)
                     .http2_max_header_list_size(limits.max_header_list_size)
                     .http2_adaptive_window(true);
-                let client = OriginClients(
-                    (0..workers::count())
+                let client = OriginClients {
+                    pooled: (0..workers::count())
                         .map(|_| builder.build(connector.clone()))
                         .collect(),
-                );
+                    direct: h1.then(|| {
+                        Arc::new(DirectOrigins::new(
+                            connector.clone(),
+                            limits.client_idle_timeout,
+                            limits.client_max_idle_connections,
+                        ))
+                    }),
+                };
                 clients.borrow_mut().insert(exit.to_owned(), client.clone());
                 Ok(client)
             },
@@ -171,12 +199,7 @@ impl HttpClient {
         if let Some(record) = &record {
             request = request.map(|body| record.request_body(body));
         }
-        let mut response = routed
-            .exit
-            .current()
-            .request(request)
-            .await
-            .map_err(|error| StreamError::Upstream(describe(&error)))?;
+        let mut response = routed.exit.send(request, upgrade).await?;
         let switched = upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switched && let Some(inbound) = inbound {
             let outbound = hyper::upgrade::on(&mut response);
@@ -184,7 +207,6 @@ impl HttpClient {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, switched);
-        let body = kind::boxed(body);
         let body = match record {
             Some(mut record) => {
                 record.respond(parts.status, &parts.headers);
@@ -304,7 +326,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// An error with its causes, which hyper keeps in its source chain.
-fn describe(error: &dyn std::error::Error) -> String {
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -332,30 +354,44 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let exit = self.exit.clone();
-        let alpn = self.alpn.clone();
+        let connector = self.clone();
         Box::pin(async move {
-            let host = uri
-                .host()
+            let authority = uri
+                .authority()
                 .ok_or_else(|| StreamError::Protocol(format!("`{uri}` names no host")))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-                Some("https") => 443,
-                _ => 80,
-            });
-            let info = StreamInfo {
-                authority: Some(host.to_owned()),
-                port: Some(port),
-                alpn: alpn.as_ref().clone(),
-                ..StreamInfo::default()
-            };
-            let stream = exit.connect(info).await?;
-            // Only a TLS handshake negotiates; a plain transport just hands our offer back.
-            let h2 = stream.info.secure && stream.info.alpn.as_slice() == ["h2"];
-            Ok(OriginIo {
-                io: TokioIo::new(stream.io),
-                h2,
-            })
+            connector
+                .connect(uri.scheme() == Some(&Scheme::HTTPS), authority)
+                .await
+        })
+    }
+}
+
+impl Connector {
+    /// Opens a connection to `authority` (port 443 or 80 by `https` when it names none).
+    pub(crate) async fn connect(
+        &self,
+        https: bool,
+        authority: &Authority,
+    ) -> Result<OriginIo, StreamError> {
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority
+            .port_u16()
+            .unwrap_or(if https { 443 } else { 80 });
+        let info = StreamInfo {
+            authority: Some(host.to_owned()),
+            port: Some(port),
+            alpn: self.alpn.as_ref().clone(),
+            ..StreamInfo::default()
+        };
+        let stream = self.exit.connect(info).await?;
+        // Only a TLS handshake negotiates; a plain transport just hands our offer back.
+        let h2 = stream.info.secure && stream.info.alpn.as_slice() == ["h2"];
+        Ok(OriginIo {
+            io: TokioIo::new(stream.io),
+            h2,
         })
     }
 }
@@ -364,6 +400,13 @@ impl tower_service::Service<Uri> for Connector {
 pub struct OriginIo {
     io: TokioIo<Box<dyn AsyncIo>>,
     h2: bool,
+}
+
+impl OriginIo {
+    /// Whether the connection negotiated HTTP/2.
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2
+    }
 }
 
 impl Connection for OriginIo {

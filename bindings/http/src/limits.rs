@@ -33,6 +33,7 @@ const PREFIX: &str = "zilla.binding.http.";
 pub const PROPERTIES: &[&str] = &[
     "zilla.binding.http.body.read.timeout.millis",
     "zilla.binding.http.client.idle.timeout.millis",
+    "zilla.binding.http.client.max.idle.connections",
     "zilla.binding.http.concurrent.streams",
     "zilla.binding.http.header.read.timeout.millis",
     "zilla.binding.http.idle.timeout.millis",
@@ -76,6 +77,8 @@ pub struct Limits {
     pub max_validated_body_size: u64,
     /// Idle time before a pooled origin connection is closed.
     pub client_idle_timeout: Duration,
+    /// Idle HTTP/1.1 origin connections kept per worker and origin.
+    pub client_max_idle_connections: usize,
     /// Longest wait for the next piece of a request body; zero for none.
     pub body_read_timeout: Duration,
     /// Connections served at once; 0 for no cap.
@@ -158,6 +161,7 @@ impl Limits {
             },
             client_idle_timeout: properties
                 .millis(&name("client.idle.timeout.millis"), Duration::from_secs(90)),
+            client_max_idle_connections: count("client.max.idle.connections", 256),
         }
     }
 }

@@ -376,6 +376,7 @@ http {{
         root {root};
         location = /x {{ return 200 "hello from nginx"; }}
         location = /connection {{ return 200 "$connection"; }}
+        location = /brief {{ keepalive_timeout 1s; return 200 "$connection"; }}
         location = /protocol {{ return 200 "$server_protocol"; }}
         location = /item {{ return 200 "item=$http_x_item_id host=$host"; }}
         location /static/ {{ }}
@@ -1217,6 +1218,29 @@ async fn proxies_to_nginx_over_pooled_connections() -> Result<()> {
     let down = Gateway::start(&proxy_yaml(free_port()?, "", "    exit: http_client"))?;
     let (code, _, _) = curl_status(&[&down.url("/x")]).await?;
     ensure!(code == 503, "{code}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_closed_while_idle_are_replaced_unseen() -> Result<()> {
+    let nginx = Nginx::start().await?;
+    let gateway = Gateway::start(&proxy_yaml(nginx.port, "", "    exit: http_client"))?;
+    // nginx closes this connection one second after the answer, while it sits idle in the pool.
+    let first = curl(&[&gateway.url("/brief")]).await?.text();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The next request finds it closed before sending and goes out on a new one.
+    let output = curl(&[&gateway.url("/connection")]).await?;
+    let second = output.text();
+    ensure!(
+        !second.is_empty() && second.chars().all(|c| c.is_ascii_digit()),
+        "{second} {}",
+        output.stderr
+    );
+    ensure!(second != first, "the closed connection {first} was used again");
+    for _ in 0..5 {
+        let output = curl(&[&gateway.url("/x")]).await?;
+        ensure!(output.text() == "hello from nginx", "{}", output.stderr);
+    }
     Ok(())
 }
 

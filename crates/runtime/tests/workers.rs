@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use zilla_engine::workers;
+use zilla_runtime::workers;
 
 #[tokio::test]
 async fn work_is_handed_to_each_worker_in_turn_and_stays_there() -> Result<(), String> {
