@@ -290,6 +290,10 @@ fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
 /// keeping `te: trailers`, which HTTP/2 allows and gRPC needs, and, for an upgrade,
 /// `connection: upgrade` and `upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -323,6 +327,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if !trailers_only {
         headers.remove(header::TE);
     }
+}
+
+/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::UPGRADE,
+        header::TE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// An error with its causes, which hyper keeps in its source chain.

@@ -12,7 +12,6 @@
 //! Only HTTP/1.1 runs this way. Upgrades and HTTP/2 origins (which multiplex one connection
 //! between requests, and so need a task of their own) stay with the pooled client.
 
-use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,7 +47,8 @@ struct Idle {
 
 #[derive(Default)]
 struct WorkerPool {
-    idle: HashMap<OriginKey, Vec<Idle>>,
+    /// Idle connections by origin: a list, as an exit reaches one origin or very few.
+    idle: Vec<(OriginKey, Vec<Idle>)>,
     /// Origins whose connections negotiated HTTP/2: their requests go to the pooled client.
     h2: Vec<OriginKey>,
 }
@@ -147,7 +147,7 @@ impl DirectOrigins {
         loop {
             let idle = {
                 let mut pool = self.pool();
-                let list = pool.idle.get_mut(key)?;
+                let (_, list) = pool.idle.iter_mut().find(|(origin, _)| origin == key)?;
                 list.pop()?
             };
             if idle.since.elapsed() >= self.idle_timeout {
@@ -208,7 +208,14 @@ impl DirectOrigins {
     fn put_back(&self, key: OriginKey, driven: Driven) {
         let now = Instant::now();
         let mut pool = self.pool();
-        let list = pool.idle.entry(key).or_default();
+        let index = match pool.idle.iter().position(|(origin, _)| *origin == key) {
+            Some(index) => index,
+            None => {
+                pool.idle.push((key, Vec::new()));
+                pool.idle.len() - 1
+            }
+        };
+        let list = &mut pool.idle[index].1;
         list.retain(|idle| now.duration_since(idle.since) < self.idle_timeout);
         if list.len() < self.max_idle {
             list.push(Idle { driven, since: now });

@@ -375,9 +375,14 @@ impl Shared {
         record: Option<&ExchangeRecord>,
     ) -> (Response, Option<Decoration>) {
         let limit = self.limits.max_request_body_size;
-        let exceeded = limit.map(|_| Arc::new(AtomicBool::new(false)));
+        // A request that has no body (most GETs) needs neither a limit nor a read timer.
+        let bodiless = http_body::Body::is_end_stream(request.body());
+        let exceeded = limit
+            .filter(|_| !bodiless)
+            .map(|_| Arc::new(AtomicBool::new(false)));
         // Extended CONNECT carries a long-lived stream, not a body to wait for.
-        let stalled = (!self.limits.body_read_timeout.is_zero()
+        let stalled = (!bodiless
+            && !self.limits.body_read_timeout.is_zero()
             && request.method() != Method::CONNECT)
             .then(|| Arc::new(AtomicBool::new(false)));
         let mut request = request.map(|body| {
