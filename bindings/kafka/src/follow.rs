@@ -59,6 +59,11 @@ struct Member {
     high_watermark: i64,
     partition_max_bytes: i32,
     sender: mpsc::Sender<Result<FetchBatch, StreamError>>,
+    /// Failed fetches of this member in a row, and when it may be fetched again: a partition
+    /// whose records cannot be decoded (a batch over the decompression limit, a corrupt
+    /// batch) is asked for again after a growing pause, not in every round.
+    failures: u32,
+    retry_at: Option<tokio::time::Instant>,
 }
 
 /// One broker's followed partitions.
@@ -113,6 +118,8 @@ impl Follower {
             high_watermark: -1,
             partition_max_bytes: max_bytes.clamp(1, self.tuning.max_bytes.max(1)),
             sender,
+            failures: 0,
+            retry_at: None,
         };
         tokio::spawn(self.clone().start(member));
         Box::pin(stream::unfold(receiver, |mut receiver| async move {
@@ -220,8 +227,11 @@ impl Follower {
                 let mut members = session.members();
                 members.retain(|_, member| !member.sender.is_closed());
                 let mut chosen: HashMap<PartitionKey, MemberId> = HashMap::new();
+                let now = tokio::time::Instant::now();
                 for (id, member) in members.iter() {
-                    if member.sender.capacity() == 0 {
+                    if member.sender.capacity() == 0
+                        || member.retry_at.is_some_and(|retry_at| retry_at > now)
+                    {
                         continue;
                     }
                     let key = (member.topic.clone(), member.partition);
@@ -345,6 +355,8 @@ impl Follower {
                     };
                     match batch {
                         Ok(batch) => {
+                            member.failures = 0;
+                            member.retry_at = None;
                             let news = !batch.messages.is_empty()
                                 || batch.next_offset != member.offset
                                 || batch.high_watermark != member.high_watermark;
@@ -360,6 +372,9 @@ impl Follower {
                             }
                         }
                         Err(error) => {
+                            member.failures = member.failures.saturating_add(1);
+                            member.retry_at =
+                                Some(tokio::time::Instant::now() + retry_pause(member.failures));
                             let _ = member.sender.try_send(Err(error));
                         }
                     }
@@ -367,6 +382,14 @@ impl Follower {
             }
         }
     }
+}
+
+/// The pause before a member that failed `failures` times in a row is fetched again:
+/// doubling from [`BACKOFF_START`] up to [`BACKOFF_MAX`].
+fn retry_pause(failures: u32) -> Duration {
+    BACKOFF_START
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
 }
 
 /// One fetch of one partition that does not wait in any session.
@@ -442,4 +465,18 @@ async fn batch_of(
         high_watermark: fetched.high_watermark,
         log_start_offset: fetched.log_start_offset,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_pauses_double_up_to_the_maximum() {
+        assert_eq!(retry_pause(1), BACKOFF_START);
+        assert_eq!(retry_pause(2), BACKOFF_START * 2);
+        assert_eq!(retry_pause(3), BACKOFF_START * 4);
+        assert_eq!(retry_pause(40), BACKOFF_MAX);
+        assert_eq!(retry_pause(u32::MAX), BACKOFF_MAX);
+    }
 }
