@@ -80,8 +80,70 @@ fn mqtt_clients_get_what_a_broker_gives_them() -> Result<()> {
         broker_scenario("retained", port, 311)?;
         broker_scenario("will", port, 5)?;
         broker_scenario("will_delay", port, 5)?;
-        broker_scenario("takeover", port, 5)
+        broker_scenario("takeover", port, 5)?;
+        broker_scenario("resume", port, 5)?;
+        broker_scenario("resume", port, 311)
     })
+}
+
+#[test]
+fn sessions_expire_and_qos2_is_not_written_twice_when_resent() -> Result<()> {
+    with_gateway(|gateway, broker| {
+        let port = mqtt_port(gateway);
+        kafka_scenario("session_expires", port, broker, &[])?;
+        kafka_scenario("qos2_resent", port, broker, &[])?;
+        kafka_scenario("overlapping", port, broker, &[])
+    })
+}
+
+#[test]
+fn a_session_moves_to_another_gateway_with_its_queued_messages() -> Result<()> {
+    let broker = broker(true)?;
+    let mut first = gateway(&broker)?;
+    let mut second = gateway(&broker)?;
+    let result = kafka_scenario(
+        "session_moves",
+        mqtt_port(&first),
+        &broker,
+        &[&mqtt_port(&second).to_string()],
+    )
+    .with_context(|| format!("logs:\n{}\n---\n{}", first.stderr(), second.stderr()));
+    assert!(first.terminate()?.success());
+    assert!(second.terminate()?.success());
+    result
+}
+
+#[test]
+fn the_will_of_a_killed_gateways_client_is_published_once_by_another() -> Result<()> {
+    let broker = broker(true)?;
+    let mut doomed = gateway(&broker)?;
+    let mut survivor = gateway(&broker)?;
+    let result = (|| -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let go = dir.path().join("go");
+        let mut scenario = Peer::new(python())
+            .current_dir(workspace_dir().join("tests/tests/mqtt_kafka"))
+            .args([
+                "scenarios.py",
+                "will_of_killed",
+                &mqtt_port(&doomed).to_string(),
+                &broker.address(),
+                &mqtt_port(&survivor).to_string(),
+            ])
+            .arg(&go)
+            .timeout(Duration::from_secs(120))
+            .spawn()?;
+        scenario.wait_for_stdout("connected", Duration::from_secs(30))?;
+        doomed.signal("KILL")?;
+        doomed.wait(Duration::from_secs(10))?;
+        std::fs::write(&go, b"")?;
+        let status = scenario.wait(Duration::from_secs(100))?;
+        ensure!(status.success(), "scenario failed: {}", scenario.stderr());
+        Ok(())
+    })();
+    let result = result.with_context(|| format!("survivor log:\n{}", survivor.stderr()));
+    assert!(survivor.terminate()?.success());
+    result
 }
 
 #[test]
