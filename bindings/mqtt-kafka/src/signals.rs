@@ -88,19 +88,6 @@ impl Signals {
         }
     }
 
-    fn alive(&self, instance: &str, now: i64) -> bool {
-        if instance == self.me {
-            return true;
-        }
-        let last = self
-            .instances
-            .get(instance)
-            .or_else(|| self.first_named.get(instance))
-            .copied()
-            .unwrap_or(now);
-        now - last < millis(LEASE)
-    }
-
     fn name(&mut self, instance: &str, now: i64) {
         if !self.instances.contains_key(instance) {
             self.first_named.entry(instance.to_owned()).or_insert(now);
@@ -146,60 +133,20 @@ impl Signals {
                 }
             }
             k if k == WILL_SIGNAL.as_bytes() => {
-                let Some(client_id) = key.strip_suffix("#will") else {
-                    return;
-                };
-                match record
-                    .value
-                    .as_deref()
-                    .and_then(records::decode::<WillSignal>)
-                {
-                    Some(signal) => {
-                        self.name(&signal.instance_id, now);
-                        let claimed = self.wills.get(client_id).is_some_and(|previous| {
-                            previous.signal.instance_id != signal.instance_id
-                        });
-                        self.wills.insert(
-                            client_id.to_owned(),
-                            Tracked {
-                                signal,
-                                read_at: now,
-                                claimed,
-                                acted: false,
-                            },
-                        );
-                    }
-                    None => {
-                        self.wills.remove(client_id);
+                if let Some(client_id) = key.strip_suffix("#will") {
+                    let signal = record.value.as_deref().and_then(records::decode);
+                    let owner = track(&mut self.wills, client_id, signal, now);
+                    if let Some(owner) = owner {
+                        self.name(&owner, now);
                     }
                 }
             }
             k if k == EXPIRY_SIGNAL.as_bytes() => {
-                let Some(client_id) = key.strip_suffix("#expiry") else {
-                    return;
-                };
-                match record
-                    .value
-                    .as_deref()
-                    .and_then(records::decode::<ExpirySignal>)
-                {
-                    Some(signal) => {
-                        self.name(&signal.instance_id, now);
-                        let claimed = self.expiries.get(client_id).is_some_and(|previous| {
-                            previous.signal.instance_id != signal.instance_id
-                        });
-                        self.expiries.insert(
-                            client_id.to_owned(),
-                            Tracked {
-                                signal,
-                                read_at: now,
-                                claimed,
-                                acted: false,
-                            },
-                        );
-                    }
-                    None => {
-                        self.expiries.remove(client_id);
+                if let Some(client_id) = key.strip_suffix("#expiry") {
+                    let signal = record.value.as_deref().and_then(records::decode);
+                    let owner = track(&mut self.expiries, client_id, signal, now);
+                    if let Some(owner) = owner {
+                        self.name(&owner, now);
                     }
                 }
             }
@@ -213,75 +160,23 @@ impl Signals {
         if !self.synced {
             return actions;
         }
-        let me = self.me.clone();
-        let settle = millis(CLAIM_SETTLE);
-        let mut wills: Vec<_> = self.wills.keys().cloned().collect();
-        wills.sort();
-        for client_id in wills {
-            let owner_alive = self
-                .wills
-                .get(&client_id)
-                .is_some_and(|tracked| self.alive(&tracked.signal.instance_id, now));
-            let Some(tracked) = self.wills.get_mut(&client_id) else {
-                continue;
-            };
-            if tracked.acted {
-                continue;
-            }
-            let signal = &tracked.signal;
-            if signal.instance_id == *me {
-                let settled = !tracked.claimed || tracked.read_at + settle <= now;
-                if (0..=now).contains(&signal.deliver_at) && settled {
-                    tracked.acted = true;
-                    actions.push(Action::DeliverWill(signal.clone()));
-                }
-            } else if !owner_alive {
-                tracked.acted = true;
-                let deliver_at = if signal.deliver_at < 0 {
-                    now + i64::from(signal.delay) * 1000
-                } else {
-                    signal.deliver_at
-                };
-                actions.push(Action::ClaimWill(WillSignal {
-                    instance_id: me.clone(),
-                    deliver_at,
-                    ..signal.clone()
-                }));
-            }
+        let is_alive =
+            |instance: &str| alive(&self.me, &self.instances, &self.first_named, instance, now);
+        for (signal, claim) in due_of(&mut self.wills, is_alive, &self.me, now) {
+            actions.push(if claim {
+                Action::ClaimWill(signal)
+            } else {
+                Action::DeliverWill(signal)
+            });
         }
-        let mut expiries: Vec<_> = self.expiries.keys().cloned().collect();
-        expiries.sort();
-        for client_id in expiries {
-            let owner_alive = self
-                .expiries
-                .get(&client_id)
-                .is_some_and(|tracked| self.alive(&tracked.signal.instance_id, now));
-            let Some(tracked) = self.expiries.get_mut(&client_id) else {
-                continue;
-            };
-            if tracked.acted {
-                continue;
-            }
-            let signal = &tracked.signal;
-            if signal.instance_id == *me {
-                let settled = !tracked.claimed || tracked.read_at + settle <= now;
-                if (0..=now).contains(&signal.expire_at) && settled {
-                    tracked.acted = true;
-                    actions.push(Action::Expire(signal.clone()));
-                }
-            } else if !owner_alive {
-                tracked.acted = true;
-                let expire_at = if signal.expire_at < 0 {
-                    now + i64::from(signal.delay) * 1000
-                } else {
-                    signal.expire_at
-                };
-                actions.push(Action::ClaimExpiry(ExpirySignal {
-                    instance_id: me.clone(),
-                    expire_at,
-                    ..signal.clone()
-                }));
-            }
+        let is_alive =
+            |instance: &str| alive(&self.me, &self.instances, &self.first_named, instance, now);
+        for (signal, claim) in due_of(&mut self.expiries, is_alive, &self.me, now) {
+            actions.push(if claim {
+                Action::ClaimExpiry(signal)
+            } else {
+                Action::Expire(signal)
+            });
         }
         let forget = millis(FORGET_AFTER);
         let silent: Vec<String> = self
@@ -309,6 +204,132 @@ impl Signals {
             .get(&signal.client_id)
             .is_some_and(|tracked| tracked.signal == *signal)
     }
+}
+
+/// What will and expiry signals have in common: an owner, and a time they are due.
+trait Signal: Clone + PartialEq {
+    fn owner(&self) -> &str;
+    /// Milliseconds since the epoch; -1 while the session is connected.
+    fn due_at(&self) -> i64;
+    /// Seconds from the end of the session to when it is due.
+    fn delay(&self) -> u32;
+    /// The same signal, owned by `owner` and due at `due_at`.
+    fn claimed(&self, owner: &str, due_at: i64) -> Self;
+}
+
+impl Signal for WillSignal {
+    fn owner(&self) -> &str {
+        &self.instance_id
+    }
+    fn due_at(&self) -> i64 {
+        self.deliver_at
+    }
+    fn delay(&self) -> u32 {
+        self.delay
+    }
+    fn claimed(&self, owner: &str, due_at: i64) -> Self {
+        Self {
+            instance_id: owner.to_owned(),
+            deliver_at: due_at,
+            ..self.clone()
+        }
+    }
+}
+
+impl Signal for ExpirySignal {
+    fn owner(&self) -> &str {
+        &self.instance_id
+    }
+    fn due_at(&self) -> i64 {
+        self.expire_at
+    }
+    fn delay(&self) -> u32 {
+        self.delay
+    }
+    fn claimed(&self, owner: &str, due_at: i64) -> Self {
+        Self {
+            instance_id: owner.to_owned(),
+            expire_at: due_at,
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether `instance` said it was alive within the lease (or was first named within it).
+fn alive(
+    me: &str,
+    instances: &HashMap<String, i64>,
+    first_named: &HashMap<String, i64>,
+    instance: &str,
+    now: i64,
+) -> bool {
+    if instance == me {
+        return true;
+    }
+    let last = instances
+        .get(instance)
+        .or_else(|| first_named.get(instance))
+        .copied()
+        .unwrap_or(now);
+    now - last < millis(LEASE)
+}
+
+/// Records the signal read for `client_id` (`None`: cancelled); the owner it names.
+fn track<T: Signal>(
+    signals: &mut HashMap<String, Tracked<T>>,
+    client_id: &str,
+    signal: Option<T>,
+    now: i64,
+) -> Option<String> {
+    let Some(signal) = signal else {
+        signals.remove(client_id);
+        return None;
+    };
+    let owner = signal.owner().to_owned();
+    let claimed = signals
+        .get(client_id)
+        .is_some_and(|previous| previous.signal.owner() != owner);
+    signals.insert(
+        client_id.to_owned(),
+        Tracked {
+            signal,
+            read_at: now,
+            claimed,
+            acted: false,
+        },
+    );
+    Some(owner)
+}
+
+/// The signals to act on now, each once: this instance's that are due (a claim once it
+/// settled), with `false`; those of silent instances, claimed by this one, with `true`.
+fn due_of<T: Signal>(
+    signals: &mut HashMap<String, Tracked<T>>,
+    alive: impl Fn(&str) -> bool,
+    me: &str,
+    now: i64,
+) -> Vec<(T, bool)> {
+    let settle = millis(CLAIM_SETTLE);
+    let mut due = Vec::new();
+    for tracked in signals.values_mut().filter(|tracked| !tracked.acted) {
+        let signal = &tracked.signal;
+        if signal.owner() == me {
+            let settled = !tracked.claimed || tracked.read_at + settle <= now;
+            if (0..=now).contains(&signal.due_at()) && settled {
+                tracked.acted = true;
+                due.push((signal.clone(), false));
+            }
+        } else if !alive(signal.owner()) {
+            tracked.acted = true;
+            let due_at = if signal.due_at() < 0 {
+                now + i64::from(signal.delay()) * 1000
+            } else {
+                signal.due_at()
+            };
+            due.push((signal.claimed(me, due_at), true));
+        }
+    }
+    due
 }
 
 enum Action {
