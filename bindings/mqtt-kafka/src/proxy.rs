@@ -1042,17 +1042,18 @@ async fn subscription(
             Some(progress) = deliveries.unacknowledged.next() => deliveries.settled(progress),
             item = live.next() => match item {
                 Some(Ok(MergedItem::Message { message, progress })) => {
-                    match headers::message_of(&message) {
-                        Some(message) => {
-                            if !deliveries.deliver(message, false, Some(progress)).await {
-                                return;
-                            }
-                        }
+                    let delivered = match headers::message_of(&message) {
+                        Some(message) => deliveries.deliver(message, false, Some(progress)).await,
                         // Nothing to deliver: acknowledged as far as the subscriber is.
-                        None if deliveries.unacknowledged.is_empty() => {
-                            deliveries.settled(Some(progress));
+                        None => {
+                            if deliveries.unacknowledged.is_empty() {
+                                deliveries.settled(Some(progress));
+                            }
+                            true
                         }
-                        None => {}
+                    };
+                    if !delivered {
+                        return;
                     }
                 }
                 Some(Ok(MergedItem::Synced(progress))) => {
