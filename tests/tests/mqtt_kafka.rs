@@ -98,19 +98,7 @@ fn sessions_expire_and_qos2_is_not_written_twice_when_resent() -> Result<()> {
 
 #[test]
 fn a_session_moves_to_another_gateway_with_its_queued_messages() -> Result<()> {
-    let broker = broker(true)?;
-    let mut first = gateway(&broker)?;
-    let mut second = gateway(&broker)?;
-    let result = kafka_scenario(
-        "session_moves",
-        mqtt_port(&first),
-        &broker,
-        &[&mqtt_port(&second).to_string()],
-    )
-    .with_context(|| format!("logs:\n{}\n---\n{}", first.stderr(), second.stderr()));
-    assert!(first.terminate()?.success());
-    assert!(second.terminate()?.success());
-    result
+    two_gateway_scenario("session_moves")
 }
 
 #[test]
@@ -270,11 +258,16 @@ consumer.close()
 
 #[test]
 fn a_session_on_another_gateway_takes_over() -> Result<()> {
+    two_gateway_scenario("takeover_other")
+}
+
+/// Runs a scenario with two gateways on one broker: the first's port, then the second's.
+fn two_gateway_scenario(name: &str) -> Result<()> {
     let broker = broker(true)?;
     let mut first = gateway(&broker)?;
     let mut second = gateway(&broker)?;
     let result = kafka_scenario(
-        "takeover_other",
+        name,
         mqtt_port(&first),
         &broker,
         &[&mqtt_port(&second).to_string()],

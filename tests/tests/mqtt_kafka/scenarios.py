@@ -56,6 +56,15 @@ def keys_in(bootstrap, topic, seconds):
     return keys
 
 
+def nothing_more(client, seconds, what):
+    """Fails if `client` gets another message within `seconds`."""
+    try:
+        extra = client.messages.get(timeout=seconds)
+    except queue.Empty:
+        return
+    fail("%s: %s %r" % (what, extra.topic, extra.payload))
+
+
 def publish_headers(port, bootstrap):
     """A PUBLISH with every property becomes a record with Zilla's key and headers."""
     topic = unique("sensor") + "/one"
@@ -116,12 +125,7 @@ def from_kafka(port, bootstrap):
         user = dict(message.properties.UserProperty)
         if user.get("source") != "kafka":
             fail("user properties %r" % user)
-    try:
-        extra = subscriber.messages.get(timeout=1)
-    except queue.Empty:
-        extra = None
-    if extra is not None:
-        fail("unmatched record delivered: %s" % extra.topic)
+    nothing_more(subscriber, 1, "unmatched record delivered")
     subscriber.disconnect()
 
 
@@ -306,12 +310,7 @@ def will_of_killed(port, bootstrap, other_port, go_file):
         fail("the will of the killed gateway's client was not published")
     if message.payload != b"orphaned":
         fail("got %r" % message.payload)
-    try:
-        extra = watcher.messages.get(timeout=5)
-    except queue.Empty:
-        extra = None
-    if extra is not None:
-        fail("the will was published twice")
+    nothing_more(watcher, 5, "the will was published twice")
     watcher.disconnect()
 
 
@@ -415,12 +414,7 @@ def overlapping(port, bootstrap):
         identifiers.update(message.properties.SubscriptionIdentifier)
     if identifiers != {1, 2}:
         fail("subscription identifiers %r" % identifiers)
-    try:
-        extra = client.messages.get(timeout=1)
-    except queue.Empty:
-        extra = None
-    if extra is not None:
-        fail("a third copy: %r" % extra.payload)
+    nothing_more(client, 1, "a third copy")
     client.disconnect()
 
 
