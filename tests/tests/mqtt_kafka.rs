@@ -80,8 +80,58 @@ fn mqtt_clients_get_what_a_broker_gives_them() -> Result<()> {
         broker_scenario("retained", port, 311)?;
         broker_scenario("will", port, 5)?;
         broker_scenario("will_delay", port, 5)?;
-        broker_scenario("takeover", port, 5)
+        broker_scenario("takeover", port, 5)?;
+        broker_scenario("resume", port, 5)?;
+        broker_scenario("resume", port, 311)
     })
+}
+
+#[test]
+fn sessions_expire_and_qos2_is_not_written_twice_when_resent() -> Result<()> {
+    with_gateway(|gateway, broker| {
+        let port = mqtt_port(gateway);
+        kafka_scenario("session_expires", port, broker, &[])?;
+        kafka_scenario("qos2_resent", port, broker, &[])?;
+        kafka_scenario("overlapping", port, broker, &[])
+    })
+}
+
+#[test]
+fn a_session_moves_to_another_gateway_with_its_queued_messages() -> Result<()> {
+    two_gateway_scenario("session_moves")
+}
+
+#[test]
+fn the_will_of_a_killed_gateways_client_is_published_once_by_another() -> Result<()> {
+    let broker = broker(true)?;
+    let mut doomed = gateway(&broker)?;
+    let mut survivor = gateway(&broker)?;
+    let result = (|| -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let go = dir.path().join("go");
+        let mut scenario = Peer::new(python())
+            .current_dir(workspace_dir().join("tests/tests/mqtt_kafka"))
+            .args([
+                "scenarios.py",
+                "will_of_killed",
+                &mqtt_port(&doomed).to_string(),
+                &broker.address(),
+                &mqtt_port(&survivor).to_string(),
+            ])
+            .arg(&go)
+            .timeout(Duration::from_secs(120))
+            .spawn()?;
+        scenario.wait_for_stdout("connected", Duration::from_secs(30))?;
+        doomed.signal("KILL")?;
+        doomed.wait(Duration::from_secs(10))?;
+        std::fs::write(&go, b"")?;
+        let status = scenario.wait(Duration::from_secs(100))?;
+        ensure!(status.success(), "scenario failed: {}", scenario.stderr());
+        Ok(())
+    })();
+    let result = result.with_context(|| format!("survivor log:\n{}", survivor.stderr()));
+    assert!(survivor.terminate()?.success());
+    result
 }
 
 #[test]
@@ -208,11 +258,16 @@ consumer.close()
 
 #[test]
 fn a_session_on_another_gateway_takes_over() -> Result<()> {
+    two_gateway_scenario("takeover_other")
+}
+
+/// Runs a scenario with two gateways on one broker: the first's port, then the second's.
+fn two_gateway_scenario(name: &str) -> Result<()> {
     let broker = broker(true)?;
     let mut first = gateway(&broker)?;
     let mut second = gateway(&broker)?;
     let result = kafka_scenario(
-        "takeover_other",
+        name,
         mqtt_port(&first),
         &broker,
         &[&mqtt_port(&second).to_string()],

@@ -42,23 +42,52 @@
 //!   prefixed `zilla:` as user properties).
 //! - **Sessions.** The sessions topic must be log-compacted: otherwise sessions are refused
 //!   (CONNACK 0x83) and the `BINDING_MQTT_KAFKA_NON_COMPACT_SESSIONS_TOPIC` event is raised.
-//!   Each new session writes a takeover record (key `<clientId>#migrate`, partitioned by
-//!   client id, header `sender-id` naming the session) and follows that key from the
-//!   broker's end before it writes (so earlier records are not mistaken for a takeover): a
-//!   record from another session, on this gateway or any other sharing the cluster, ends
-//!   this one with DISCONNECT 0x8E. A will is published when the session ends without DISCONNECT (or with
-//!   reason 0x04, or on takeover), after its will delay (capped by the session expiry),
-//!   unless a new session for the client starts within the delay; a DISCONNECT with reason
-//!   0x00 discards it.
+//!   Everything a session leaves behind lives there, keyed by client identifier and
+//!   partitioned by it, so any gateway sharing
+//!   the cluster can resume it:
+//!   - *Takeover.* Each new session writes a takeover record (`<clientId>#migrate`, header
+//!     `sender-id` naming the session) and follows that key from the broker's end before it
+//!     writes: a record from another session, on this gateway or any other, ends this one
+//!     with DISCONNECT 0x8E.
+//!   - *State.* A session with a session expiry (MQTT 5) or without clean session (3.1.1)
+//!     writes its state under `<clientId>` whenever it changes: its subscriptions, how far
+//!     the subscriber acknowledged each (the next offset per partition of the messages topic
+//!     after the last message acknowledged, all before it acknowledged too), and the QoS 2
+//!     packet identifiers awaiting PUBREL. A CONNECT without clean start reads it back: CONNACK
+//!     says session present, the subscriptions are served again from those offsets, so QoS 1
+//!     and 2 messages published while the client was away, and those it received but never
+//!     acknowledged, are delivered (with new packet identifiers, retained messages not
+//!     replayed), and a QoS 2 PUBLISH sent again with an identifier awaiting PUBREL is
+//!     answered PUBREC without a second record. The PUBREC of a QoS 2 publication of such a
+//!     session is sent once that identifier is in Kafka too. A clean start deletes the state.
+//!   - *Expiry.* While a session is connected its expiry signal (`<clientId>#expiry`) says
+//!     "not yet"; when it ends, its gateway makes the signal due the session expiry interval
+//!     later, and deletes the state then (a session expiry of 0 deletes it at once; 3.1.1
+//!     sessions without clean session never expire). A new connection cancels the signal.
+//!   - *Will.* The will message is written at CONNECT (`<clientId>#will-<lifetimeId>`) with its
+//!     signal (`<clientId>#will`). When the session ends without DISCONNECT (or with reason
+//!     0x04) the signal becomes due after the will delay (capped by the session expiry), and
+//!     the will is then published to the messages topic (and the retained topic if flagged),
+//!     unless a new session for the client replaced the signal meanwhile; DISCONNECT with
+//!     0x00 deletes both records. A session taken over publishes a will without delay itself.
+//!   - *Gateways that stop.* Every gateway follows the signals of the sessions topic and
+//!     writes a liveness record (`#instance-<id>`) every 2 s. When a gateway has been silent
+//!     for 10 s (killed, or cut off from Kafka), another one claims its signals by rewriting
+//!     them under its own name, a signal still "not yet" becoming due its delay from the claim,
+//!     and acts on the last claim 1 s after reading it: the will of a client of a killed
+//!     gateway is published once, by one survivor, about 10 s plus its delay after the kill.
 //!
-//! What is not kept (yet): subscriptions and unacknowledged QoS 1/2 deliveries do not outlive
-//! the connection (CONNACK never reports a session present, so clients re-subscribe;
-//! clean start is therefore always honoured), delivery progress is not committed to a
-//! consumer group, the will lives in the memory of the gateway that holds the connection (a
-//! gateway that is killed publishes none of its clients' wills; Zilla's `#will`, `#expiry`
-//! and `#offsets` records are not written), and QoS 2 publications reach Kafka at least
-//! once, not exactly once (no idempotent producer). The takeover record is this binding's
-//! own; Zilla writes its session state in its own binary encoding under `<clientId>`.
+//! What is not kept the way Zilla keeps it: record values in the sessions topic are JSON
+//! documents of this binding, not Zilla's binary encodings, and delivery progress is kept in
+//! the session state instead of a consumer group `zilla:<ns>-<binding>-<clientId>` (the
+//! `kafka` stream kind has no consumer-group operations yet), so a sessions topic is not
+//! shared with Java Zilla gateways (messages and retained topics are). QoS 2 publications are
+//! written with leader acks, not an idempotent producer: a gateway killed after Kafka took a
+//! QoS 2 message but before the packet identifier was written lets a resend write it twice.
+//! Redelivered messages carry new packet identifiers and no DUP flag. A will published by a
+//! gateway that did not hold the session goes through the first route matching its topic,
+//! without guards, and only if the session's own authorization allowed that topic at
+//! CONNECT.
 //!
 //! ```yaml
 //! name: example
@@ -127,13 +156,15 @@ pub mod config;
 pub mod headers;
 
 mod proxy;
+mod records;
+mod signals;
 
 use std::sync::{Arc, Mutex};
 
 use zilla_binding_kafka::kind::Kafka;
 use zilla_binding_mqtt::Mqtt;
 use zilla_binding_mqtt::codec::QoS;
-use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
 use zilla_engine::stream::StreamKind;
 use zilla_engine::{BindingKind, BuildError, Registry};
 
@@ -203,6 +234,7 @@ impl BindingFactory for MqttKafkaFactory {
             Some(QosName::AtLeastOnce) => QoS::AtLeastOnce,
             Some(QosName::ExactlyOnce) | None => QoS::ExactlyOnce,
         };
+        let instance_id = signals::instance_id(&context.name().to_string());
         let proxy = Arc::new(MqttKafkaProxy {
             name: context.name().to_string(),
             topics: Topics {
@@ -216,13 +248,21 @@ impl BindingFactory for MqttKafkaFactory {
             sessions_exit,
             events: context.events().clone(),
             sessions_compacted: Mutex::new(false),
+            instance_id: instance_id.clone(),
+            signals: Mutex::new(signals::Signals::new(instance_id)),
         });
-        context.publish::<Mqtt>(Arc::new(ProxyHandler(proxy)));
-        Ok(Arc::new(Built))
+        context.publish::<Mqtt>(Arc::new(ProxyHandler(proxy.clone())));
+        Ok(Arc::new(Built(proxy)))
     }
 }
 
-/// A built proxy: its handler is all there is.
-struct Built;
+/// A built proxy: its handler, and the follower of the sessions topic's signals.
+struct Built(Arc<MqttKafkaProxy>);
 
-impl Binding for Built {}
+impl Binding for Built {
+    fn start(&self, context: &StartContext) {
+        // Wills and expiries are due whether or not this gateway holds sessions: it may
+        // have to deliver those of a gateway that stopped.
+        tokio::spawn(signals::run(self.0.clone(), context.shutdown.clone()));
+    }
+}

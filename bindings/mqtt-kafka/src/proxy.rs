@@ -1,17 +1,18 @@
 //! The `proxy` kind: MQTT sessions, publications and subscriptions served by Kafka topics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zilla_binding_kafka::kind::{
     Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
+    Message as KafkaRecord, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
 };
 use zilla_binding_mqtt::codec::topic;
 use zilla_binding_mqtt::codec::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
@@ -26,6 +27,8 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::config::{MqttKafkaCondition, MqttKafkaTopicCondition, MqttKafkaWith};
 use crate::headers;
+use crate::records::{self, ExpirySignal, SavedSubscription, SessionState, WillHeader, WillSignal};
+use crate::signals::{Signals, signal_record};
 
 /// The event raised when the sessions topic is not log-compacted (Zilla's name).
 pub const NON_COMPACT_SESSIONS_TOPIC: &str = "BINDING_MQTT_KAFKA_NON_COMPACT_SESSIONS_TOPIC";
@@ -42,29 +45,42 @@ const DELIVERY_WINDOW: usize = 64;
 const PUBLISH_RETRY_LIMIT: Duration = Duration::from_secs(60);
 const RETRY_BACKOFF_MAXIMUM: Duration = Duration::from_secs(2);
 
-/// A read of `topic` from the broker's end now: every record acknowledged after this call
-/// returns, and none acknowledged before. (A plain live start follows the cache, whose end
-/// may lag what the broker already acknowledged: a just-cleared retained message or a
-/// takeover record written before this session would be read as new.)
-async fn read_from_now(
+/// A read of `topic` from `resume` (next offsets per partition), and for partitions it does
+/// not name from the broker's end now: every record acknowledged after this call returns,
+/// and none acknowledged before. (A plain live start follows the cache, whose end may lag
+/// what the broker already acknowledged: a just-cleared retained message or a takeover
+/// record written before this session would be read as new.) Also returns where the read
+/// starts.
+async fn read_from(
     exit: &Arc<dyn KafkaHandler>,
     topic: &str,
     filters: Vec<Filter>,
-) -> Result<MergedStream, StreamError> {
+    resume: &[PartitionOffset],
+) -> Result<(MergedStream, Vec<PartitionOffset>), StreamError> {
     let metadata = exit.metadata(topic).await?;
-    let ends = futures_util::future::try_join_all(metadata.partitions.iter().map(|&partition| {
-        exit.list_offset(topic, partition, OffsetSpec::Latest)
-            .map(move |end| end.map(|offset| PartitionOffset { partition, offset }))
+    let starts = futures_util::future::try_join_all(metadata.partitions.iter().map(|&partition| {
+        let resumed = resume.iter().find(|p| p.partition == partition).copied();
+        async move {
+            match resumed {
+                Some(resumed) => Ok(resumed),
+                None => exit
+                    .list_offset(topic, partition, OffsetSpec::Latest)
+                    .await
+                    .map(|offset| PartitionOffset { partition, offset }),
+            }
+        }
     }))
     .await?;
-    exit.merged(MergedRequest {
-        topic: topic.to_owned(),
-        start: Start::Live,
-        offsets: ends,
-        filters,
-        latest_per_key: false,
-    })
-    .await
+    let stream = exit
+        .merged(MergedRequest {
+            topic: topic.to_owned(),
+            start: Start::Live,
+            offsets: starts.clone(),
+            filters,
+            latest_per_key: false,
+        })
+        .await?;
+    Ok((stream, starts))
 }
 
 /// A compiled route condition.
@@ -164,6 +180,10 @@ pub(crate) struct MqttKafkaProxy {
     pub events: Events,
     /// Whether the sessions topic was found compacted (checked until it is).
     pub sessions_compacted: Mutex<bool>,
+    /// This gateway instance, as will and expiry signals name it.
+    pub instance_id: String,
+    /// The will and expiry signals of the sessions topic, as last read.
+    pub signals: Mutex<Signals>,
 }
 
 /// Where a topic's messages go: the Kafka topic and the exit.
@@ -245,73 +265,225 @@ impl MqttKafkaProxy {
         Ok(())
     }
 
+    /// A record of the sessions topic, partitioned by client.
+    fn session_record(&self, client_id: &str, key: Bytes, value: Option<Bytes>) -> ProduceRequest {
+        ProduceRequest {
+            topic: self.topics.sessions.clone(),
+            key: Some(key),
+            hash_key: Some(Bytes::from(client_id.to_owned())),
+            value,
+            acks: Acks::Leader,
+            ..ProduceRequest::default()
+        }
+    }
+
+    /// The state a client's earlier session left, unless it expired.
+    async fn saved_state(&self, client_id: &str) -> Result<Option<SessionState>, StreamError> {
+        let key = records::state_key(client_id);
+        let filters = vec![Filter {
+            conditions: vec![Condition::Key(key.clone())],
+        }];
+        let never = CancellationToken::new();
+        let latest = latest_records(
+            &self.sessions_exit,
+            &self.topics.sessions,
+            &filters,
+            true,
+            &never,
+        )
+        .await?;
+        let expired = self
+            .signals
+            .lock()
+            .map(|signals| signals.expired(client_id, records::now_millis()))
+            .unwrap_or(false);
+        Ok(latest
+            .get(&key)
+            .and_then(|record| record.value.as_deref())
+            .and_then(records::decode::<SessionState>)
+            .filter(|_| !expired))
+    }
+
     async fn open(self: Arc<Self>, begin: SessionBegin) -> Result<OpenedSession, SessionRefused> {
         self.check_sessions_topic().await?;
+        let client_id = begin.client_id.clone();
         let session_id = uuid::Uuid::new_v4().to_string();
-        let migrate_key = format!("{}{MIGRATE_SUFFIX}", begin.client_id);
+        let migrate_key = format!("{client_id}{MIGRATE_SUFFIX}");
         // Read before writing, so no later takeover record can be missed.
-        let takeovers = read_from_now(
+        let (takeovers, _) = read_from(
             &self.sessions_exit,
             &self.topics.sessions,
             vec![Filter {
                 conditions: vec![Condition::Key(Bytes::from(migrate_key.clone()))],
             }],
+            &[],
         )
         .await
         .map_err(SessionRefused::from)?;
+        let mut migrate =
+            self.session_record(&client_id, Bytes::from(migrate_key), Some(Bytes::new()));
+        migrate.headers = vec![Header::new(
+            Bytes::from_static(SENDER_ID.as_bytes()),
+            Bytes::from(session_id.clone()),
+        )];
         self.sessions_exit
-            .produce(ProduceRequest {
-                topic: self.topics.sessions.clone(),
-                key: Some(Bytes::from(migrate_key)),
-                hash_key: Some(Bytes::from(begin.client_id.clone())),
-                value: Some(Bytes::new()),
-                headers: vec![Header::new(
-                    Bytes::from_static(SENDER_ID.as_bytes()),
-                    Bytes::from(session_id.clone()),
-                )],
-                acks: Acks::Leader,
-                ..ProduceRequest::default()
-            })
+            .produce(migrate)
             .await
             .map_err(SessionRefused::from)?;
+        let resumed = if begin.clean_start {
+            None
+        } else {
+            self.saved_state(&client_id)
+                .await
+                .map_err(SessionRefused::from)?
+        };
+        let session_present = resumed.is_some();
+        let persistent = begin.session_expiry > 0;
+        let mut writes = Vec::new();
+        if resumed.is_none() {
+            // A clean start, or nothing to resume: what an earlier session left is discarded.
+            writes.push(self.session_record(&client_id, records::state_key(&client_id), None));
+        }
+        let will = begin.will.map(|will| {
+            let authorized = self
+                .publish_destination(&begin.authorization, &will.message.topic)
+                .is_some();
+            SessionWill {
+                // The will waits no longer than the session lives.
+                delay: will.delay.min(begin.session_expiry),
+                message: will.message,
+                lifetime_id: uuid::Uuid::new_v4().to_string(),
+                will_id: uuid::Uuid::new_v4().to_string(),
+                authorized,
+            }
+        });
+        // The new session's signals replace the earlier session's, cancelling what was due.
+        match &will {
+            Some(will) => {
+                let mut message = self.session_record(
+                    &client_id,
+                    records::will_message_key(&client_id, &will.lifetime_id),
+                    Some(will.message.payload.clone()),
+                );
+                message.headers = vec![Header::new(
+                    Bytes::from_static(records::WILL.as_bytes()),
+                    records::encode(&WillHeader::of(
+                        &will.message,
+                        &will.will_id,
+                        will.authorized,
+                    )),
+                )];
+                writes.push(message);
+                writes.push(self.will_signal(&client_id, will, -1));
+            }
+            None => writes.push(signal_record(
+                &self,
+                records::WILL_SIGNAL,
+                records::will_signal_key(&client_id),
+                Some(&client_id),
+                None,
+            )),
+        }
+        writes.push(self.expiry_signal(&client_id, begin.session_expiry, -1));
+        futures_util::future::try_join_all(
+            writes
+                .into_iter()
+                .map(|record| self.sessions_exit.produce(record)),
+        )
+        .await
+        .map_err(SessionRefused::from)?;
         let (published, queue) = mpsc::channel(PUBLISH_WINDOW);
         let (ending, ended) = oneshot::channel();
+        let awaiting_release = resumed
+            .as_ref()
+            .map(|state| state.awaiting_release.iter().copied().collect())
+            .unwrap_or_default();
         let context = Arc::new(SessionContext {
             proxy: self.clone(),
-            client_id: begin.client_id.clone(),
+            client_id: client_id.clone(),
             authorization: begin.authorization.clone(),
             events: begin.events.clone(),
             closed: CancellationToken::new(),
+            persistent,
+            expiry: AtomicU32::new(begin.session_expiry),
+            subscriptions: Mutex::new(HashMap::new()),
+            awaiting_release: Mutex::new(awaiting_release),
+            changed: Notify::new(),
+            version: AtomicU64::new(0),
+            written: watch::channel(0).0,
         });
+        if let Some(state) = resumed {
+            restore_subscriptions(&context, state.subscriptions).await;
+        }
+        let awaiting_release = context
+            .awaiting_release
+            .lock()
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default();
+        if persistent {
+            context.change();
+            tokio::spawn(state_writer(context.clone()));
+        }
         tokio::spawn(publish_loop(queue));
         tokio::spawn(lifetime(
             context.clone(),
             session_id,
             takeovers,
-            begin.will.map(|will| {
-                // The will waits no longer than the session lives.
-                let delay = will.delay.min(begin.session_expiry);
-                (will.message, delay)
-            }),
+            will,
             ended,
         ));
-        tracing::debug!(binding = %self.name, client_id = %begin.client_id, "session opened");
+        tracing::debug!(binding = %self.name, %client_id, session_present, "session opened");
         let accepted = SessionAccepted {
-            session_present: false,
+            session_present,
             maximum_qos: self.maximum_qos,
             retain_available: true,
             wildcard_available: true,
             subscription_ids_available: true,
             shared_available: false,
             session_expiry: None,
+            awaiting_release,
         };
         let session = KafkaSession {
             context,
             published,
-            subscriptions: Arc::new(Mutex::new(HashMap::new())),
             ending: Mutex::new(Some(ending)),
         };
         Ok((accepted, Box::new(session)))
+    }
+
+    /// The will signal of `will`, due at `deliver_at` (-1: not while connected).
+    fn will_signal(&self, client_id: &str, will: &SessionWill, deliver_at: i64) -> ProduceRequest {
+        let signal = WillSignal {
+            instance_id: self.instance_id.clone(),
+            client_id: client_id.to_owned(),
+            delay: will.delay,
+            deliver_at,
+            lifetime_id: will.lifetime_id.clone(),
+            will_id: will.will_id.clone(),
+        };
+        signal_record(
+            self,
+            records::WILL_SIGNAL,
+            records::will_signal_key(client_id),
+            Some(client_id),
+            Some(records::encode(&signal)),
+        )
+    }
+
+    /// The expiry signal of a session expiring `expiry` seconds after it ends, due at
+    /// `expire_at` (-1: not while connected); its cancellation for a session that does not
+    /// outlive its connection or never expires.
+    fn expiry_signal(&self, client_id: &str, expiry: u32, expire_at: i64) -> ProduceRequest {
+        let key = records::expiry_signal_key(client_id);
+        let value = (expiry > 0 && expiry != u32::MAX).then(|| {
+            records::encode(&ExpirySignal {
+                instance_id: self.instance_id.clone(),
+                client_id: client_id.to_owned(),
+                delay: expiry,
+                expire_at,
+            })
+        });
+        signal_record(self, records::EXPIRY_SIGNAL, key, Some(client_id), value)
     }
 }
 
@@ -324,6 +496,23 @@ impl MqttHandler for ProxyHandler {
     }
 }
 
+/// A session's will, as kept in the sessions topic.
+struct SessionWill {
+    message: Message,
+    /// Seconds, already capped by the session expiry.
+    delay: u32,
+    lifetime_id: String,
+    will_id: String,
+    authorized: bool,
+}
+
+/// A subscription being served.
+struct ActiveSubscription {
+    cancel: CancellationToken,
+    /// What is saved of it, its acknowledged progress included.
+    saved: SavedSubscription,
+}
+
 /// What one session shares with its tasks.
 struct SessionContext {
     proxy: Arc<MqttKafkaProxy>,
@@ -332,12 +521,117 @@ struct SessionContext {
     events: mpsc::Sender<SessionEvent>,
     /// Cancelled when the session is over (ended, dropped or taken over).
     closed: CancellationToken,
+    /// Whether the session outlives its connection (its state is written to Kafka).
+    persistent: bool,
+    /// Session expiry interval, seconds (DISCONNECT may change it).
+    expiry: AtomicU32,
+    /// Subscriptions by topic filter.
+    subscriptions: Mutex<HashMap<String, ActiveSubscription>>,
+    /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
+    awaiting_release: Mutex<BTreeSet<u16>>,
+    /// Notified when the state to save changed.
+    changed: Notify,
+    /// Counts the changes of the state to save.
+    version: AtomicU64,
+    /// The version last written to Kafka.
+    written: watch::Sender<u64>,
+}
+
+impl SessionContext {
+    /// Marks the state changed; the version that will hold the change.
+    fn change(&self) -> u64 {
+        let version = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.notify_one();
+        version
+    }
+
+    /// Waits until the state as of `version` is in Kafka (or the session is over).
+    async fn saved(&self, version: u64) {
+        let mut written = self.written.subscribe();
+        tokio::select! {
+            _ = written.wait_for(|written| *written >= version) => {}
+            () = self.closed.cancelled() => {}
+        }
+    }
+
+    fn state(&self) -> SessionState {
+        SessionState {
+            expiry: self.expiry.load(Ordering::Relaxed),
+            subscriptions: self
+                .subscriptions
+                .lock()
+                .map(|subscriptions| {
+                    let mut saved: Vec<_> =
+                        subscriptions.values().map(|s| s.saved.clone()).collect();
+                    saved.sort_by(|a, b| a.filter.cmp(&b.filter));
+                    saved
+                })
+                .unwrap_or_default(),
+            awaiting_release: self
+                .awaiting_release
+                .lock()
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn state_record(&self) -> ProduceRequest {
+        self.proxy.session_record(
+            &self.client_id,
+            records::state_key(&self.client_id),
+            Some(records::encode(&self.state())),
+        )
+    }
+
+    /// Records how far the subscriber acknowledged the subscription of `filter`.
+    fn acknowledged(&self, filter: &str, progress: &[PartitionOffset]) {
+        if let Ok(mut subscriptions) = self.subscriptions.lock()
+            && let Some(subscription) = subscriptions.get_mut(filter)
+        {
+            subscription.saved.offsets = progress.iter().map(|p| (p.partition, p.offset)).collect();
+        }
+        if self.persistent {
+            self.change();
+        }
+    }
+}
+
+/// How long state changes are gathered into one write.
+const STATE_WRITE_DELAY: Duration = Duration::from_millis(20);
+
+/// Writes the session's state whenever it changes, one write at a time, until the session
+/// is over (its last state is written when it ends, see [`lifetime`]).
+async fn state_writer(context: Arc<SessionContext>) {
+    loop {
+        tokio::select! {
+            () = context.closed.cancelled() => return,
+            () = context.changed.notified() => {}
+        }
+        tokio::time::sleep(STATE_WRITE_DELAY).await;
+        if context.closed.is_cancelled() {
+            return;
+        }
+        let version = context.version.load(Ordering::Acquire);
+        let record = context.state_record();
+        match produce_reliably(context.proxy.sessions_exit.clone(), record).await {
+            Ok(_) => {
+                context.written.send_replace(version);
+            }
+            Err(error) => {
+                tracing::debug!(%error, client_id = %context.client_id, "session state not written");
+                // Tried again with the next change.
+                context.changed.notify_one();
+            }
+        }
+    }
 }
 
 /// How a session ended.
 enum Ending {
     /// DISCONNECT; with reason 0x04 the will is published all the same.
     Normal { publish_will: bool },
+    /// Another connection with the same client identifier took the session over.
+    TakenOver,
     /// The connection went away without DISCONNECT.
     Abnormal,
 }
@@ -352,8 +646,6 @@ struct Publication {
 struct KafkaSession {
     context: Arc<SessionContext>,
     published: mpsc::Sender<Publication>,
-    /// Subscription tasks by topic filter.
-    subscriptions: Arc<Mutex<HashMap<String, CancellationToken>>>,
     ending: Mutex<Option<oneshot::Sender<Ending>>>,
 }
 
@@ -482,14 +774,29 @@ async fn publish_loop(mut queue: mpsc::Receiver<Publication>) {
     }
 }
 
-/// Publishes a will (or any message) on behalf of `client_id`.
-async fn publish_message(
+/// The first route that takes publications to `topic`, its guards aside.
+fn unguarded_destination(proxy: &MqttKafkaProxy, topic: &str) -> Option<Destination> {
+    proxy
+        .routes
+        .iter()
+        .find(|route| route.when.is_empty() || route.when.iter().any(|c| c.matches_publish(topic)))
+        .map(|route| proxy.destination(route))
+}
+
+/// Publishes a will on behalf of `client_id`. `authorized` says the session's guards allowed
+/// its topic when it connected: the gateway delivering it may not hold that session.
+pub(crate) async fn publish_will(
     proxy: &MqttKafkaProxy,
     client_id: &str,
-    authorization: &Authorization,
+    authorized: bool,
     message: Message,
 ) {
-    let Some(destination) = proxy.publish_destination(authorization, &message.topic) else {
+    let destination = if authorized {
+        unguarded_destination(proxy, &message.topic)
+    } else {
+        None
+    };
+    let Some(destination) = destination else {
         tracing::debug!(topic = %message.topic, "no route for the will");
         return;
     };
@@ -500,13 +807,15 @@ async fn publish_message(
 
 /// Follows a session from open to end: ends it when another session with the same client
 /// identifier starts (here or on another gateway sharing the cluster: the takeover record
-/// in the sessions topic), and publishes the will when it ends abnormally, after its delay,
-/// unless a new session for the client started meanwhile.
+/// in the sessions topic), and once it ended writes what outlives it: its last state, its
+/// expiry signal, and its will signal due after the will delay when it ended abnormally
+/// (delivered by the signal readers, see [`crate::signals`]). A session taken over writes
+/// none of these (the new session's replace them) and publishes a will without delay itself.
 async fn lifetime(
     context: Arc<SessionContext>,
     session_id: String,
     mut takeovers: MergedStream,
-    will: Option<(Message, u32)>,
+    will: Option<SessionWill>,
     ended: oneshot::Receiver<Ending>,
 ) {
     let is_takeover = |item: Option<Result<MergedItem, StreamError>>| -> Option<bool> {
@@ -528,51 +837,71 @@ async fn lifetime(
             item = takeovers.next() => match is_takeover(item) {
                 Some(true) => {
                     tracing::debug!(client_id = %context.client_id, "session taken over");
+                    context.closed.cancel();
                     let taken_over = SessionEvent::Ended {
                         reason: ReasonCode::SESSION_TAKEN_OVER,
                         reason_string: None,
                     };
                     let _ = context.events.send(taken_over).await;
                     // The server drops the session once it has told the client.
-                    break ended.await.unwrap_or(Ending::Abnormal);
+                    let _ = ended.await;
+                    break Ending::TakenOver;
                 }
                 Some(false) => {}
                 None => break ended.await.unwrap_or(Ending::Abnormal),
             },
         }
     };
-    let Some((message, delay)) = will else { return };
+    drop(takeovers);
+    let proxy = &context.proxy;
+    let client_id = &context.client_id;
     let publish = match ending {
+        Ending::TakenOver => {
+            if let Some(will) = will {
+                if will.delay == 0 {
+                    publish_will(proxy, client_id, will.authorized, will.message).await;
+                }
+                let key = records::will_message_key(client_id, &will.lifetime_id);
+                let removed = proxy.session_record(client_id, key, None);
+                let _ = produce_reliably(proxy.sessions_exit.clone(), removed).await;
+            }
+            return;
+        }
         Ending::Normal { publish_will } => publish_will,
         Ending::Abnormal => true,
     };
-    if !publish {
-        return;
+    let expiry = context.expiry.load(Ordering::Relaxed);
+    let now = records::now_millis();
+    let mut writes = Vec::new();
+    if context.persistent && expiry > 0 {
+        writes.push(context.state_record());
+    } else {
+        writes.push(proxy.session_record(client_id, records::state_key(client_id), None));
     }
-    let deadline = tokio::time::sleep(Duration::from_secs(u64::from(delay)));
-    tokio::pin!(deadline);
-    if delay > 0 {
-        loop {
-            tokio::select! {
-                () = &mut deadline => break,
-                item = takeovers.next() => match is_takeover(item) {
-                    Some(true) => {
-                        tracing::debug!(client_id = %context.client_id, "reconnected within the will delay");
-                        return;
-                    }
-                    Some(false) => {}
-                    None => { (&mut deadline).await; break; }
-                },
-            }
+    if expiry != u32::MAX {
+        writes.push(proxy.expiry_signal(client_id, expiry, now + i64::from(expiry) * 1000));
+    }
+    if let Some(will) = &will {
+        if publish {
+            let delay = will.delay.min(expiry);
+            writes.push(proxy.will_signal(client_id, will, now + i64::from(delay) * 1000));
+        } else {
+            let key = records::will_message_key(client_id, &will.lifetime_id);
+            writes.push(proxy.session_record(client_id, key, None));
+            writes.push(signal_record(
+                proxy,
+                records::WILL_SIGNAL,
+                records::will_signal_key(client_id),
+                Some(client_id),
+                None,
+            ));
         }
     }
-    publish_message(
-        &context.proxy,
-        &context.client_id,
-        &context.authorization,
-        message,
-    )
-    .await;
+    for record in writes {
+        if let Err(error) = produce_reliably(proxy.sessions_exit.clone(), record).await {
+            tracing::debug!(%error, %client_id, "session end not written");
+        }
+    }
 }
 
 /// One subscription of a session: its filter and options.
@@ -592,21 +921,23 @@ fn subscription_filters(context: &SessionContext, spec: &SubscriptionSpec) -> Ve
     vec![Filter { conditions }]
 }
 
-/// The most retained messages one subscription replays.
-const RETAINED_REPLAY_MAXIMUM: usize = 65_536;
+/// The most records one read of latest values keeps (retained messages replayed to one
+/// subscription).
+const LATEST_RECORDS_MAXIMUM: usize = 65_536;
 
-/// The retained messages matching `filters`, by key (MQTT topic), as of the broker's end when
-/// called. The cache's end may lag the broker's, so the read goes on until every partition
-/// reached the broker's end: a retained message cleared (a tombstone, which carries no
-/// headers to filter on, so the read is unfiltered) just before this subscription is not
-/// replayed.
-async fn retained_messages(
+/// The latest record of every key of the compacted `topic` matching `filters`, as of the
+/// broker's end when called. The cache's end may lag the broker's, so the read goes on
+/// until every partition reached the broker's end: a record deleted just before is not
+/// returned. With `filter_in_read` the read itself is filtered (on keys: their tombstones
+/// match too); otherwise it reads everything and filters values (header filters: a
+/// tombstone carries no headers, yet must delete what it replaces).
+pub(crate) async fn latest_records(
     exit: &Arc<dyn KafkaHandler>,
     topic: &str,
     filters: &[Filter],
+    filter_in_read: bool,
     cancelled: &CancellationToken,
-) -> Result<std::collections::BTreeMap<Bytes, Arc<zilla_binding_kafka::kind::Message>>, StreamError>
-{
+) -> Result<BTreeMap<Bytes, Arc<KafkaRecord>>, StreamError> {
     let metadata = exit.metadata(topic).await?;
     let ends = futures_util::future::try_join_all(metadata.partitions.iter().map(|&partition| {
         exit.list_offset(topic, partition, OffsetSpec::Latest)
@@ -621,36 +952,41 @@ async fn retained_messages(
                     .any(|p| p.partition == end.partition && p.offset >= end.offset)
         })
     };
-    let mut retained = std::collections::BTreeMap::new();
+    let mut latest = BTreeMap::new();
     if reached(&[]) {
-        return Ok(retained);
+        return Ok(latest);
     }
     let mut replay = exit
         .merged(MergedRequest {
             topic: topic.to_owned(),
             start: Start::Historical,
             offsets: Vec::new(),
-            filters: Vec::new(),
+            filters: if filter_in_read {
+                filters.to_vec()
+            } else {
+                Vec::new()
+            },
             latest_per_key: true,
         })
         .await?;
     loop {
         let item = tokio::select! {
             biased;
-            () = cancelled.cancelled() => return Ok(std::collections::BTreeMap::new()),
+            () = cancelled.cancelled() => return Ok(BTreeMap::new()),
             item = replay.next() => item,
         };
         let progress = match item {
             Some(Ok(MergedItem::Message { message, progress })) => {
                 if let Some(key) = message.key.clone() {
                     if message.value.is_none() {
-                        retained.remove(&key);
-                    } else if zilla_binding_kafka::kind::passes(filters, &message)
-                        && (retained.len() < RETAINED_REPLAY_MAXIMUM || retained.contains_key(&key))
+                        latest.remove(&key);
+                    } else if (filter_in_read
+                        || zilla_binding_kafka::kind::passes(filters, &message))
+                        && (latest.len() < LATEST_RECORDS_MAXIMUM || latest.contains_key(&key))
                     {
-                        retained.insert(key, message);
+                        latest.insert(key, message);
                     } else {
-                        retained.remove(&key);
+                        latest.remove(&key);
                     }
                 }
                 progress
@@ -663,12 +999,13 @@ async fn retained_messages(
             break;
         }
     }
-    Ok(retained)
+    Ok(latest)
 }
 
 /// Delivers the retained messages matching a new subscription, then the messages of `live`
 /// (opened before the subscription was acknowledged, so nothing published after SUBACK is
-/// missed, nor anything published during the retained replay).
+/// missed, nor anything published during the retained replay), recording how far the
+/// subscriber acknowledged them.
 async fn subscription(
     context: Arc<SessionContext>,
     destination: Destination,
@@ -684,11 +1021,11 @@ async fn subscription(
     };
     if spec.deliver_retained {
         let topic = &context.proxy.topics.retained;
-        match retained_messages(&destination.exit, topic, &filters, &cancelled).await {
+        match latest_records(&destination.exit, topic, &filters, false, &cancelled).await {
             Ok(retained) => {
                 for message in retained.values() {
                     if let Some(message) = headers::message_of(message)
-                        && !deliveries.deliver(message, true).await
+                        && !deliveries.deliver(message, true, None).await
                     {
                         return;
                     }
@@ -699,41 +1036,70 @@ async fn subscription(
     }
     loop {
         // An unsubscribed filter delivers nothing more, even what is already read.
-        let item = tokio::select! {
+        tokio::select! {
             biased;
             () = cancelled.cancelled() => return,
-            item = live.next() => item,
-        };
-        match item {
-            Some(Ok(MergedItem::Message { message, .. })) => {
-                if let Some(message) = headers::message_of(&message)
-                    && !deliveries.deliver(message, false).await
-                {
-                    return;
+            Some(progress) = deliveries.unacknowledged.next() => deliveries.settled(progress),
+            item = live.next() => match item {
+                Some(Ok(MergedItem::Message { message, progress })) => {
+                    let delivered = match headers::message_of(&message) {
+                        Some(message) => deliveries.deliver(message, false, Some(progress)).await,
+                        // Nothing to deliver: acknowledged as far as the subscriber is.
+                        None => {
+                            if deliveries.unacknowledged.is_empty() {
+                                deliveries.settled(Some(progress));
+                            }
+                            true
+                        }
+                    };
+                    if !delivered {
+                        return;
+                    }
                 }
-            }
-            Some(Ok(MergedItem::Synced(_))) => {}
-            Some(Err(error)) => tracing::debug!(%error, "subscription read failed; retrying"),
-            None => return,
+                Some(Ok(MergedItem::Synced(progress))) => {
+                    if deliveries.unacknowledged.is_empty() {
+                        deliveries.settled(Some(progress));
+                    }
+                }
+                Some(Err(error)) => tracing::debug!(%error, "subscription read failed; retrying"),
+                None => return,
+            },
         }
     }
 }
+
+/// What a delivery's acknowledgement resolves to: the read's progress past it (`None` for a
+/// retained message, which is not read from the messages topic).
+type Settled = BoxFuture<'static, Option<Arc<[PartitionOffset]>>>;
 
 /// Deliveries of one subscription not yet acknowledged by the subscriber.
 struct Deliveries<'a> {
     context: &'a SessionContext,
     spec: &'a SubscriptionSpec,
-    unacknowledged: FuturesOrdered<oneshot::Receiver<()>>,
+    unacknowledged: FuturesOrdered<Settled>,
 }
 
 impl Deliveries<'_> {
+    /// Records the progress of a delivery the subscriber acknowledged (with every one
+    /// before it).
+    fn settled(&self, progress: Option<Arc<[PartitionOffset]>>) {
+        if let Some(progress) = progress {
+            self.context.acknowledged(&self.spec.filter, &progress);
+        }
+    }
+
     /// Delivers one message; false once the session is gone.
-    async fn deliver(&mut self, mut message: Message, replayed: bool) -> bool {
+    async fn deliver(
+        &mut self,
+        mut message: Message,
+        replayed: bool,
+        progress: Option<Arc<[PartitionOffset]>>,
+    ) -> bool {
         // A full window waits for the subscriber: the Kafka read does not run ahead of
         // what the subscriber acknowledges by more than the window.
         while self.unacknowledged.len() >= DELIVERY_WINDOW {
             tokio::select! {
-                _ = self.unacknowledged.next() => {}
+                Some(settled) = self.unacknowledged.next() => self.settled(settled),
                 () = self.context.closed.cancelled() => return false,
             }
         }
@@ -747,10 +1113,15 @@ impl Deliveries<'_> {
         message.retain = replayed;
         message.properties.subscription_ids = self.spec.subscription_id.into_iter().collect();
         let acknowledged = if message.qos == QoS::AtMostOnce {
+            self.unacknowledged
+                .push_back(Box::pin(std::future::ready(progress)));
             None
         } else {
-            let (sender, receiver) = oneshot::channel();
-            self.unacknowledged.push_back(receiver);
+            let (sender, receiver) = oneshot::channel::<()>();
+            self.unacknowledged.push_back(Box::pin(async move {
+                // A delivery the session dropped unacknowledged settles nothing.
+                receiver.await.ok().and(progress)
+            }));
             Some(sender)
         };
         let delivery = SessionEvent::Deliver(Box::new(Delivery {
@@ -764,11 +1135,96 @@ impl Deliveries<'_> {
     }
 }
 
+/// Starts serving one subscription: opens its read (from `resume`, else from now), and
+/// registers it under its filter, replacing (and ending) one with the same filter. Whether
+/// a subscription with that filter existed before.
+async fn start_subscription(
+    context: &Arc<SessionContext>,
+    destination: Destination,
+    mut spec: SubscriptionSpec,
+    resume: &[PartitionOffset],
+    retain_handling: Option<RetainHandling>,
+) -> Result<bool, StreamError> {
+    let (live, starts) = read_from(
+        &destination.exit,
+        &destination.topic,
+        subscription_filters(context, &spec),
+        resume,
+    )
+    .await?;
+    let cancel = context.closed.child_token();
+    let saved = SavedSubscription::new(
+        &spec.filter,
+        &spec.options,
+        spec.subscription_id,
+        &destination.topic,
+        &starts,
+    );
+    let previous = context
+        .subscriptions
+        .lock()
+        .ok()
+        .and_then(|mut subscriptions| {
+            subscriptions.insert(
+                spec.filter.clone(),
+                ActiveSubscription {
+                    cancel: cancel.clone(),
+                    saved,
+                },
+            )
+        });
+    let existed = previous.is_some();
+    if let Some(previous) = previous {
+        previous.cancel.cancel();
+    }
+    spec.deliver_retained = match retain_handling {
+        Some(RetainHandling::OnSubscribe) => true,
+        Some(RetainHandling::OnNewSubscribe) => !existed,
+        Some(RetainHandling::Never) | None => false,
+    };
+    context.change();
+    tokio::spawn(subscription(
+        context.clone(),
+        destination,
+        spec,
+        live,
+        cancel,
+    ));
+    Ok(existed)
+}
+
+/// Serves again the subscriptions of a resumed session, each from where its subscriber
+/// acknowledged (so what was published meanwhile is delivered), without retained messages.
+/// A subscription the session's authorization no longer routes is dropped.
+async fn restore_subscriptions(context: &Arc<SessionContext>, saved: Vec<SavedSubscription>) {
+    for subscription in saved {
+        let Some(destination) = context
+            .proxy
+            .subscribe_destination(&context.authorization, &subscription.filter)
+        else {
+            continue;
+        };
+        let resume = if destination.topic == subscription.topic {
+            subscription.partition_offsets()
+        } else {
+            Vec::new()
+        };
+        let spec = SubscriptionSpec {
+            filter: subscription.filter.clone(),
+            options: subscription.options(),
+            subscription_id: subscription.subscription_id,
+            deliver_retained: false,
+        };
+        if let Err(error) = start_subscription(context, destination, spec, &resume, None).await {
+            tracing::debug!(%error, filter = %subscription.filter, "subscription not restored");
+        }
+    }
+}
+
 /// Subscribes each filter: opens its live read, then starts delivering; the reason codes
 /// for SUBACK.
 async fn subscribe_filters(
     context: Arc<SessionContext>,
-    subscriptions: Arc<Mutex<HashMap<String, CancellationToken>>>,
     request: SubscribeRequest,
 ) -> Vec<ReasonCode> {
     let proxy = context.proxy.clone();
@@ -783,7 +1239,7 @@ async fn subscribe_filters(
             continue;
         };
         let granted = options.qos.min(proxy.maximum_qos);
-        let mut spec = SubscriptionSpec {
+        let spec = SubscriptionSpec {
             filter,
             options: SubscriptionOptions {
                 qos: granted,
@@ -792,42 +1248,35 @@ async fn subscribe_filters(
             subscription_id: request.subscription_id,
             deliver_retained: false,
         };
-        let live = read_from_now(
-            &destination.exit,
-            &destination.topic,
-            subscription_filters(&context, &spec),
-        )
-        .await;
-        let live = match live {
-            Ok(live) => live,
-            Err(error) => {
-                tracing::debug!(%error, topic = %destination.topic, "subscription cannot read");
-                reasons.push(ReasonCode::UNSPECIFIED_ERROR);
-                continue;
-            }
-        };
-        let token = context.closed.child_token();
-        let previous = subscriptions
+        // A subscription replacing one with the same filter goes on from where the
+        // subscriber acknowledged the replaced one: no message is lost to the replacement.
+        let resume = context
+            .subscriptions
             .lock()
             .ok()
-            .and_then(|mut subscriptions| subscriptions.insert(spec.filter.clone(), token.clone()));
-        let existed = previous.is_some();
-        if let Some(previous) = previous {
-            previous.cancel();
-        }
-        spec.deliver_retained = match options.retain_handling {
-            RetainHandling::OnSubscribe => true,
-            RetainHandling::OnNewSubscribe => !existed,
-            RetainHandling::Never => false,
-        };
-        reasons.push(ReasonCode(granted as u8));
-        tokio::spawn(subscription(
-            context.clone(),
+            .and_then(|subscriptions| {
+                subscriptions
+                    .get(&spec.filter)
+                    .filter(|existing| existing.saved.topic == destination.topic)
+                    .map(|existing| existing.saved.partition_offsets())
+            })
+            .unwrap_or_default();
+        let topic = destination.topic.clone();
+        match start_subscription(
+            &context,
             destination,
             spec,
-            live,
-            token,
-        ));
+            &resume,
+            Some(options.retain_handling),
+        )
+        .await
+        {
+            Ok(_) => reasons.push(ReasonCode(granted as u8)),
+            Err(error) => {
+                tracing::debug!(%error, %topic, "subscription cannot read");
+                reasons.push(ReasonCode::UNSPECIFIED_ERROR);
+            }
+        }
     }
     reasons
 }
@@ -865,8 +1314,7 @@ impl MqttSession for KafkaSession {
         &self,
         request: SubscribeRequest,
     ) -> BoxFuture<'_, Result<Acknowledgement<Vec<ReasonCode>>, StreamError>> {
-        let subscribed =
-            subscribe_filters(self.context.clone(), self.subscriptions.clone(), request);
+        let subscribed = subscribe_filters(self.context.clone(), request);
         Box::pin(async move {
             let acknowledgement: Acknowledgement<Vec<ReasonCode>> =
                 Box::pin(async move { Ok(subscribed.await) });
@@ -883,19 +1331,21 @@ impl MqttSession for KafkaSession {
             .iter()
             .map(|filter| {
                 match self
+                    .context
                     .subscriptions
                     .lock()
                     .ok()
                     .and_then(|mut subscriptions| subscriptions.remove(filter))
                 {
-                    Some(token) => {
-                        token.cancel();
+                    Some(subscription) => {
+                        subscription.cancel.cancel();
                         ReasonCode::SUCCESS
                     }
                     None => ReasonCode::NO_SUBSCRIPTION_EXISTED,
                 }
             })
             .collect();
+        self.context.change();
         Box::pin(async move {
             let acknowledgement: Acknowledgement<Vec<ReasonCode>> =
                 Box::pin(async move { Ok(reasons) });
@@ -903,10 +1353,43 @@ impl MqttSession for KafkaSession {
         })
     }
 
+    fn received(&self, packet_id: u16) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let context = &self.context;
+            if !context.persistent {
+                return;
+            }
+            if let Ok(mut ids) = context.awaiting_release.lock() {
+                ids.insert(packet_id);
+            }
+            let version = context.change();
+            context.saved(version).await;
+        })
+    }
+
+    fn released(&self, packet_id: u16) {
+        let removed = self
+            .context
+            .awaiting_release
+            .lock()
+            .is_ok_and(|mut ids| ids.remove(&packet_id));
+        if removed && self.context.persistent {
+            self.context.change();
+        }
+    }
+
     fn end(&self, end: SessionEnd) {
-        self.finish(Ending::Normal {
-            publish_will: end.reason == ReasonCode::DISCONNECT_WITH_WILL,
-        });
+        if let Some(expiry) = end.session_expiry {
+            self.context.expiry.store(expiry, Ordering::Relaxed);
+        }
+        let ending = if end.reason == ReasonCode::SESSION_TAKEN_OVER {
+            Ending::TakenOver
+        } else {
+            Ending::Normal {
+                publish_will: end.reason == ReasonCode::DISCONNECT_WITH_WILL,
+            }
+        };
+        self.finish(ending);
     }
 }
 

@@ -146,6 +146,8 @@ impl MqttHandler for MqttClient {
                 subscription_ids_available: available(properties.subscription_ids_available),
                 shared_available: available(properties.shared_available),
                 session_expiry: properties.session_expiry,
+                // The broker keeps its QoS 2 state: a publication sent again reaches it.
+                awaiting_release: Vec::new(),
             };
             let keep_alive = properties.server_keep_alive.unwrap_or(begin.keep_alive);
             let (commands, receiver) = mpsc::channel(self.settings.queue_capacity.max(1));
@@ -225,6 +227,11 @@ impl MqttSession for ClientSession {
     }
 
     fn end(&self, end: SessionEnd) {
+        if end.reason == ReasonCode::SESSION_TAKEN_OVER {
+            // Closed without DISCONNECT when dropped, as the client's own connection was:
+            // the broker then does what a takeover asks of it (will, session).
+            return;
+        }
         if let Ok(mut slot) = self.end.lock()
             && let Some(sender) = slot.take()
         {

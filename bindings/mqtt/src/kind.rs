@@ -93,6 +93,10 @@ pub struct SessionAccepted {
     pub shared_available: bool,
     /// The session expiry the exit grants, when it differs from the one asked for.
     pub session_expiry: Option<u32>,
+    /// Of a resumed session: the QoS 2 packet identifiers whose message the exit took and
+    /// whose PUBREL has not come (see [`MqttSession::received`]), so that a client sending
+    /// one of them again gets PUBREC without a second publication.
+    pub awaiting_release: Vec<u16>,
 }
 
 impl Default for SessionAccepted {
@@ -105,6 +109,7 @@ impl Default for SessionAccepted {
             subscription_ids_available: true,
             shared_available: true,
             session_expiry: None,
+            awaiting_release: Vec::new(),
         }
     }
 }
@@ -206,7 +211,19 @@ pub trait MqttSession: Send + Sync + 'static {
         user_properties: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<Acknowledgement<Vec<ReasonCode>>, StreamError>>;
 
-    /// Ends the session normally (the client sent DISCONNECT).
+    /// The QoS 2 publication `packet_id` was taken (the server is about to send PUBREC):
+    /// an exit whose sessions outlive their connections keeps the identifier until
+    /// [`Self::released`], and the returned future completes once it is kept.
+    fn received(&self, _packet_id: u16) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// The client released the QoS 2 publication `packet_id` (PUBREL).
+    fn released(&self, _packet_id: u16) {}
+
+    /// Ends the session normally (the client sent DISCONNECT), or, with reason 0x8E, because
+    /// another connection with the same client identifier took it over (the session goes on
+    /// there: nothing due at an abnormal end is).
     fn end(&self, end: SessionEnd);
 }
 

@@ -278,6 +278,17 @@ impl Shared {
         connection.decoder = decoder;
         connection.buffer = buffer;
         let close = connection.run(&mut reader, &mut writer).await;
+        if let Close::Ended(ReasonCode::SESSION_TAKEN_OVER, _) = close {
+            // The session goes on in the connection that took it over: its exits must not
+            // end it as an abnormal close would (no will with a delay, no expiry).
+            let end = SessionEnd {
+                reason: ReasonCode::SESSION_TAKEN_OVER,
+                session_expiry: None,
+            };
+            for session in connection.sessions.values() {
+                session.end(end.clone());
+            }
+        }
         let disconnect = match &close {
             Close::Reason(reason) if version == Version::V5 => {
                 Some(Disconnect::with_reason(*reason))
@@ -473,6 +484,12 @@ impl Shared {
         };
         write_packet(writer, &Packet::ConnAck(connack), version).await?;
         let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        // A resumed session's QoS 2 publications waiting for PUBREL stay in flight.
+        let released: HashSet<u16> = if connect.clean_start {
+            HashSet::new()
+        } else {
+            accepted.awaiting_release.iter().copied().collect()
+        };
         let mut sessions = HashMap::new();
         sessions.insert(exit_name, Arc::<dyn MqttSession>::from(session));
         Ok(Some(Connection {
@@ -497,8 +514,8 @@ impl Shared {
             buffer: BytesMut::new(),
             aliases: HashMap::new(),
             pending: FuturesOrdered::new(),
-            inbound_inflight: 0,
-            released: HashSet::new(),
+            inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
+            released,
             outbound: HashMap::new(),
             next_packet_id: 1,
             outbound_maximum: client_receive_maximum
@@ -685,6 +702,9 @@ impl Connection {
             Packet::PubRel(ack) => {
                 let reason = if self.released.remove(&ack.packet_id) {
                     self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
+                    for session in self.sessions.values() {
+                        session.released(ack.packet_id);
+                    }
                     ReasonCode::SUCCESS
                 } else {
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
@@ -844,6 +864,7 @@ impl Connection {
             Some((name, exit)) => self.session_for(&name, exit).await,
             None => Err(ReasonCode::NOT_AUTHORIZED),
         };
+        let keeper = session.as_ref().ok().cloned();
         let acknowledgement: Acknowledgement = match session {
             Ok(session) => {
                 let message = Message {
@@ -872,7 +893,15 @@ impl Connection {
                 Pending::PubAck(packet_id, acknowledgement.await)
             })),
             QoS::ExactlyOnce => self.pending.push_back(Box::pin(async move {
-                Pending::PubRec(packet_id, acknowledgement.await)
+                let result = acknowledgement.await;
+                // The exit keeps the identifier before PUBREC tells the client it may
+                // release: a resend after a reconnection is then known.
+                if let (Ok(reason), Some(session)) = (&result, &keeper)
+                    && !reason.is_error()
+                {
+                    session.received(packet_id).await;
+                }
+                Pending::PubRec(packet_id, result)
             })),
         }
         Ok(())

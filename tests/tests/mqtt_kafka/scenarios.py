@@ -56,6 +56,15 @@ def keys_in(bootstrap, topic, seconds):
     return keys
 
 
+def nothing_more(client, seconds, what):
+    """Fails if `client` gets another message within `seconds`."""
+    try:
+        extra = client.messages.get(timeout=seconds)
+    except queue.Empty:
+        return
+    fail("%s: %s %r" % (what, extra.topic, extra.payload))
+
+
 def publish_headers(port, bootstrap):
     """A PUBLISH with every property becomes a record with Zilla's key and headers."""
     topic = unique("sensor") + "/one"
@@ -116,12 +125,7 @@ def from_kafka(port, bootstrap):
         user = dict(message.properties.UserProperty)
         if user.get("source") != "kafka":
             fail("user properties %r" % user)
-    try:
-        extra = subscriber.messages.get(timeout=1)
-    except queue.Empty:
-        extra = None
-    if extra is not None:
-        fail("unmatched record delivered: %s" % extra.topic)
+    nothing_more(subscriber, 1, "unmatched record delivered")
     subscriber.disconnect()
 
 
@@ -227,6 +231,193 @@ def qos_max(port, bootstrap):
     client.disconnect()
 
 
+def session_moves(port, bootstrap, other_port):
+    """A persistent session left on one gateway resumes on the other: CONNACK says session
+    present, its subscription is served again, the QoS 1 messages published while it was
+    away arrive, and so does one it received but never acknowledged."""
+    client_id = unique("mover")
+    topic = unique("moving") + "/jobs"
+    first = Client(port, client_id, 5, clean=False, expiry=300)
+    first.client.manual_ack_set(True)
+    first.subscribe(topic, 1)
+    publisher = Client(port, unique("pub"), 5)
+    publisher.publish(topic, b"unacked", 1)
+    first.expect(topic, b"unacked")
+    # Gone without acknowledging it, nor saying goodbye.
+    first.drop()
+    for index in range(3):
+        publisher.publish(topic, b"queued %d" % index, 1)
+    publisher.disconnect()
+    back = Client(other_port, client_id, 5, clean=False, expiry=300)
+    if not back.session_present:
+        fail("session not present on the other gateway")
+    got = []
+    deadline = time.time() + 30
+    while len(set(got)) < 4 and time.time() < deadline:
+        try:
+            got.append(back.messages.get(timeout=1).payload)
+        except queue.Empty:
+            pass
+    expected = {b"unacked", b"queued 0", b"queued 1", b"queued 2"}
+    if set(got) != expected:
+        fail("resumed session got %r, expected %r" % (got, sorted(expected)))
+    if got.index(b"queued 0") > got.index(b"queued 2"):
+        fail("queued messages out of order: %r" % got)
+    back.disconnect()
+    # The DISCONNECT above kept the session; a clean start discards it.
+    fresh = Client(port, client_id, 5, clean=True)
+    if fresh.session_present:
+        fail("session present after a clean start")
+    fresh.disconnect()
+    again = Client(other_port, client_id, 5, clean=False, expiry=300)
+    if again.session_present:
+        fail("the discarded session came back")
+    again.disconnect()
+
+
+def session_expires(port, bootstrap):
+    """A session whose expiry interval passed is not resumed."""
+    client_id = unique("brief")
+    topic = unique("brief") + "/t"
+    first = Client(port, client_id, 5, clean=False, expiry=2)
+    first.subscribe(topic, 1)
+    first.disconnect()
+    kept = Client(port, client_id, 5, clean=False, expiry=2)
+    if not kept.session_present:
+        fail("session not present within its expiry")
+    kept.disconnect()
+    time.sleep(4)
+    late = Client(port, client_id, 5, clean=False, expiry=2)
+    if late.session_present:
+        fail("session present after its expiry")
+    late.disconnect()
+
+
+def will_of_killed(port, bootstrap, other_port, go_file):
+    """Connects to the first gateway with a will, prints `connected`, waits for `go_file`
+    (written once that gateway is killed) and expects the will exactly once through the
+    other gateway."""
+    will_topic = unique("orphan") + "/will"
+    watcher = Client(other_port, unique("watch"), 5)
+    watcher.subscribe(will_topic, 1)
+    Client(port, unique("doomed"), 5, will=(will_topic, b"orphaned", 1, False))
+    print("connected", flush=True)
+    while not os.path.exists(go_file):
+        time.sleep(0.05)
+    try:
+        message = watcher.messages.get(timeout=60)
+    except queue.Empty:
+        fail("the will of the killed gateway's client was not published")
+    if message.payload != b"orphaned":
+        fail("got %r" % message.payload)
+    nothing_more(watcher, 5, "the will was published twice")
+    watcher.disconnect()
+
+
+def qos2_resent(port, bootstrap):
+    """A QoS 2 PUBLISH sent again after a reconnection (its PUBREC came, its PUBREL did not)
+    is acknowledged without being written to Kafka a second time."""
+    import socket
+    import struct
+    from common import string, varint
+
+    client_id = unique("exactly")
+    topic = unique("exactly") + "/once"
+
+    def connect():
+        sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        # clean start 0, session expiry 300
+        body = string("MQTT") + bytes([5, 0x00]) + struct.pack(">H", 30)
+        body += bytes([5, 0x11]) + struct.pack(">I", 300)
+        body += string(client_id)
+        sock.sendall(b"\x10" + varint(len(body)) + body)
+        return sock, read_packet(sock)
+
+    def read_packet(sock):
+        header = sock.recv(1)
+        if not header:
+            fail("connection closed")
+        length, shift = 0, 0
+        while True:
+            byte = sock.recv(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        body = b""
+        while len(body) < length:
+            chunk = sock.recv(length - len(body))
+            if not chunk:
+                fail("connection closed")
+            body += chunk
+        return header[0], body
+
+    def publish(sock, dup):
+        body = string(topic) + struct.pack(">H", 7) + b"\x00" + b"once"
+        sock.sendall(bytes([0x34 | (0x08 if dup else 0)]) + varint(len(body)) + body)
+        kind, reply = read_packet(sock)
+        if kind != 0x50 or reply[:2] != struct.pack(">H", 7):
+            fail("expected PUBREC for 7, got %#x %r" % (kind, reply))
+        if len(reply) > 2 and reply[2] >= 0x80:
+            fail("PUBREC reason %#x" % reply[2])
+
+    sock, (kind, connack) = connect()
+    if kind != 0x20 or connack[1] != 0:
+        fail("CONNACK %#x %r" % (kind, connack))
+    publish(sock, False)
+    # Gone before PUBREL.
+    sock.close()
+    sock, (kind, connack) = connect()
+    if kind != 0x20 or connack[0] & 1 != 1:
+        fail("session not present: %r" % connack)
+    publish(sock, True)
+    sock.sendall(b"\x62\x02" + struct.pack(">H", 7))
+    kind, reply = read_packet(sock)
+    if kind != 0x70 or (len(reply) > 2 and reply[2] != 0):
+        fail("expected PUBCOMP success, got %#x %r" % (kind, reply))
+    sock.sendall(b"\xe0\x00")
+    sock.close()
+    records = keys_count(bootstrap, "mqtt-messages", topic, 8)
+    if records != 1:
+        fail("%d records of the QoS 2 message in Kafka, expected 1" % records)
+
+
+def keys_count(bootstrap, topic, key, seconds):
+    """How many records of `topic` have the key `key`, read for `seconds`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    count = 0
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error() and message.key() == key.encode():
+            count += 1
+    consumer.close()
+    return count
+
+
+def overlapping(port, bootstrap):
+    """Two subscriptions of one session matching a message deliver one copy each, with
+    their subscription identifiers (MQTT 5 §4.8.1, as a broker that does not merge them)."""
+    root = unique("overlap")
+    client = Client(port, unique("both"), 5)
+    for identifier, pattern in ((1, root + "/+"), (2, root + "/#")):
+        properties = Properties(PacketTypes.SUBSCRIBE)
+        properties.SubscriptionIdentifier = identifier
+        result, mid = client.client.subscribe(pattern, qos=1, properties=properties)
+        client.acks.get(timeout=WAIT)
+    client.publish(root + "/x", b"one", 1)
+    identifiers = set()
+    for _ in range(2):
+        message = client.expect(root + "/x", b"one")
+        identifiers.update(message.properties.SubscriptionIdentifier)
+    if identifiers != {1, 2}:
+        fail("subscription identifiers %r" % identifiers)
+    nothing_more(client, 1, "a third copy")
+    client.disconnect()
+
+
 SCENARIOS = {
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
@@ -235,12 +426,19 @@ SCENARIOS = {
     "no_local": no_local,
     "publish_blocked": publish_blocked,
     "takeover_other": takeover_other,
+    "session_moves": session_moves,
+    "session_expires": session_expires,
+    "will_of_killed": will_of_killed,
+    "qos2_resent": qos2_resent,
+    "overlapping": overlapping,
 }
 
 if __name__ == "__main__":
     name, port, bootstrap = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     extra = sys.argv[4:]
-    if name == "takeover_other":
+    if name in ("takeover_other", "session_moves"):
         extra = [int(extra[0])]
+    if name == "will_of_killed":
+        extra = [int(extra[0]), extra[1]]
     SCENARIOS[name](port, bootstrap, *extra)
     print("ok " + name, flush=True)

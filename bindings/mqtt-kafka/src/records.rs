@@ -1,0 +1,308 @@
+//! The records the proxy keeps in the sessions topic, under Zilla's keys:
+//!
+//! | key | value |
+//! |---|---|
+//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged on each, QoS 2 packet identifiers awaiting PUBREL |
+//! | `<clientId>#will` | will signal (header `type: will-signal`): owning gateway instance, delay, deliver-at, lifetime and will ids |
+//! | `<clientId>#will-<lifetimeId>` | the will message: value = payload, header `will` = its topic, QoS, retain flag and properties |
+//! | `<clientId>#expiry` | expiry signal (header `type: expiry-signal`): owning instance, delay, expire-at |
+//! | `<clientId>#migrate` | takeover record (header `sender-id`) |
+//! | `#instance-<instanceId>` | liveness of a gateway instance (header `type: instance`), rewritten every few seconds |
+//!
+//! Values are JSON documents of this binding, not Zilla's binary encodings: a sessions topic
+//! is shared between gateways of this implementation only (messages and retained topics are
+//! shared with Zilla). A signal is cancelled by a record with the same key and `type` header
+//! and no value (a tombstone the signal readers still see).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use zilla_binding_kafka::kind::{Header, PartitionOffset};
+use zilla_binding_mqtt::codec::{Properties, QoS, RetainHandling, SubscriptionOptions};
+use zilla_binding_mqtt::kind::Message;
+
+/// The header naming a signal's type.
+pub(crate) const TYPE: &str = "type";
+/// `type` of will signals.
+pub(crate) const WILL_SIGNAL: &str = "will-signal";
+/// `type` of expiry signals.
+pub(crate) const EXPIRY_SIGNAL: &str = "expiry-signal";
+/// `type` of instance liveness records.
+pub(crate) const INSTANCE: &str = "instance";
+/// The header of a will message record holding everything but the payload.
+pub(crate) const WILL: &str = "will";
+
+/// The key of a client's session state.
+pub(crate) fn state_key(client_id: &str) -> Bytes {
+    Bytes::from(client_id.to_owned())
+}
+
+/// The key of a client's will signal.
+pub(crate) fn will_signal_key(client_id: &str) -> Bytes {
+    Bytes::from(format!("{client_id}#will"))
+}
+
+/// The key of one will message of a client.
+pub(crate) fn will_message_key(client_id: &str, lifetime_id: &str) -> Bytes {
+    Bytes::from(format!("{client_id}#will-{lifetime_id}"))
+}
+
+/// The key of a client's expiry signal.
+pub(crate) fn expiry_signal_key(client_id: &str) -> Bytes {
+    Bytes::from(format!("{client_id}#expiry"))
+}
+
+/// The key of a gateway instance's liveness record.
+pub(crate) fn instance_key(instance_id: &str) -> Bytes {
+    Bytes::from(format!("#instance-{instance_id}"))
+}
+
+/// The `type` header of a signal.
+pub(crate) fn type_header(kind: &'static str) -> Header {
+    Header::new(
+        Bytes::from_static(TYPE.as_bytes()),
+        Bytes::from_static(kind.as_bytes()),
+    )
+}
+
+/// Milliseconds since the epoch.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// What outlives a connection of a client whose session does not end with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SessionState {
+    /// Session expiry interval, seconds (`u32::MAX`: never).
+    pub expiry: u32,
+    /// The subscriptions.
+    pub subscriptions: Vec<SavedSubscription>,
+    /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
+    #[serde(default)]
+    pub awaiting_release: Vec<u16>,
+}
+
+/// One subscription and how far its subscriber acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SavedSubscription {
+    pub filter: String,
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    pub subscription_id: Option<u32>,
+    /// The Kafka topic read.
+    pub topic: String,
+    /// Next offset per partition: everything before was acknowledged by the subscriber.
+    pub offsets: Vec<(i32, i64)>,
+}
+
+impl SavedSubscription {
+    pub(crate) fn new(
+        filter: &str,
+        options: &SubscriptionOptions,
+        subscription_id: Option<u32>,
+        topic: &str,
+        offsets: &[PartitionOffset],
+    ) -> Self {
+        Self {
+            filter: filter.to_owned(),
+            qos: options.qos as u8,
+            no_local: options.no_local,
+            retain_as_published: options.retain_as_published,
+            retain_handling: options.retain_handling as u8,
+            subscription_id,
+            topic: topic.to_owned(),
+            offsets: offsets.iter().map(|p| (p.partition, p.offset)).collect(),
+        }
+    }
+
+    pub(crate) fn options(&self) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos: QoS::from_bits(self.qos).unwrap_or(QoS::AtMostOnce),
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
+            retain_handling: match self.retain_handling {
+                0 => RetainHandling::OnSubscribe,
+                1 => RetainHandling::OnNewSubscribe,
+                _ => RetainHandling::Never,
+            },
+        }
+    }
+
+    pub(crate) fn partition_offsets(&self) -> Vec<PartitionOffset> {
+        self.offsets
+            .iter()
+            .map(|&(partition, offset)| PartitionOffset { partition, offset })
+            .collect()
+    }
+}
+
+/// A will waiting for its session to end: live (`deliver_at` -1) or due at `deliver_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WillSignal {
+    /// The gateway instance that delivers it.
+    pub instance_id: String,
+    pub client_id: String,
+    /// Seconds between the end of the session and the will.
+    pub delay: u32,
+    /// Milliseconds since the epoch; -1 while the session is connected.
+    pub deliver_at: i64,
+    pub lifetime_id: String,
+    pub will_id: String,
+}
+
+/// A session that expires `delay` seconds after it ended (`expire_at` -1 while connected).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExpirySignal {
+    pub instance_id: String,
+    pub client_id: String,
+    pub delay: u32,
+    pub expire_at: i64,
+}
+
+/// A gateway instance saying it is alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InstanceAlive {
+    pub instance_id: String,
+    pub at: i64,
+}
+
+/// Everything of a will message but its payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WillHeader {
+    pub will_id: String,
+    pub topic: String,
+    pub qos: u8,
+    pub retain: bool,
+    /// Whether the session's authorization allowed publishing to `topic`: a gateway that
+    /// delivers the will of a session it does not hold has no guard session to ask.
+    pub authorized: bool,
+    pub payload_format: Option<u8>,
+    pub message_expiry: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user: Vec<(String, String)>,
+}
+
+impl WillHeader {
+    pub(crate) fn of(message: &Message, will_id: &str, authorized: bool) -> Self {
+        let properties = &message.properties;
+        Self {
+            will_id: will_id.to_owned(),
+            topic: message.topic.clone(),
+            qos: message.qos as u8,
+            retain: message.retain,
+            authorized,
+            payload_format: properties.payload_format,
+            message_expiry: properties.message_expiry,
+            content_type: properties.content_type.clone(),
+            response_topic: properties.response_topic.clone(),
+            correlation_data: properties
+                .correlation_data
+                .as_ref()
+                .map(|data| data.to_vec()),
+            user: properties.user.clone(),
+        }
+    }
+
+    pub(crate) fn message(&self, payload: Bytes) -> Message {
+        Message {
+            topic: self.topic.clone(),
+            qos: QoS::from_bits(self.qos).unwrap_or(QoS::AtMostOnce),
+            retain: self.retain,
+            payload,
+            properties: Properties {
+                payload_format: self.payload_format,
+                message_expiry: self.message_expiry,
+                content_type: self.content_type.clone(),
+                response_topic: self.response_topic.clone(),
+                correlation_data: self.correlation_data.clone().map(Bytes::from),
+                user: self.user.clone(),
+                ..Properties::default()
+            },
+        }
+    }
+}
+
+/// JSON of a record value.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these plain structs cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A record value, if it is one of ours.
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(value: &[u8]) -> Option<T> {
+    serde_json::from_slice(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let state = SessionState {
+            expiry: 300,
+            subscriptions: vec![SavedSubscription::new(
+                "a/+/c",
+                &SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: true,
+                    retain_as_published: false,
+                    retain_handling: RetainHandling::Never,
+                },
+                Some(7),
+                "mqtt-messages",
+                &[PartitionOffset {
+                    partition: 1,
+                    offset: 42,
+                }],
+            )],
+            awaiting_release: vec![3],
+        };
+        let decoded: SessionState = decode(&encode(&state)).unwrap();
+        assert_eq!(decoded, state);
+        let options = decoded.subscriptions[0].options();
+        assert_eq!(options.qos, QoS::AtLeastOnce);
+        assert!(options.no_local);
+        assert_eq!(options.retain_handling, RetainHandling::Never);
+        assert_eq!(decoded.subscriptions[0].partition_offsets()[0].offset, 42);
+        let message = Message {
+            topic: "x/y".into(),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            payload: Bytes::from_static(b"bye"),
+            properties: Properties {
+                correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+                user: vec![("k".into(), "v".into())],
+                message_expiry: Some(9),
+                ..Properties::default()
+            },
+        };
+        let header: WillHeader = decode(&encode(&WillHeader::of(&message, "w", true))).unwrap();
+        assert_eq!(header.message(message.payload.clone()), message);
+        assert!(decode::<WillSignal>(b"not json").is_none());
+    }
+
+    #[test]
+    fn keys_are_zillas() {
+        assert_eq!(state_key("c1"), Bytes::from_static(b"c1"));
+        assert_eq!(will_signal_key("c1"), Bytes::from_static(b"c1#will"));
+        assert_eq!(
+            will_message_key("c1", "l"),
+            Bytes::from_static(b"c1#will-l")
+        );
+        assert_eq!(expiry_signal_key("c1"), Bytes::from_static(b"c1#expiry"));
+    }
+}
