@@ -1,8 +1,9 @@
 //! The namespaces an openapi binding generates.
 //!
 //! `server` (entry `tcp_server`, which takes the composite's name):
-//! - `tcp_server`: listens on the host and ports of the selected server URLs (or the
-//!   `zilla.binding.composite.listen.host` property), exits to `http_server`;
+//! - `tcp_server`: listens on the ports of the selected server URLs, on every interface as
+//!   Zilla does (`0.0.0.0`; the `zilla.binding.composite.listen.host` property sets the
+//!   host), exits to `http_server`;
 //! - `http_server`: one route per operation (`:method` and the server's base path + the path
 //!   template), each exiting where the composite's routes and `exit` send that operation and
 //!   guarded by the guards bound to the operation's security schemes; `requests` checking
@@ -149,7 +150,6 @@ pub fn server(
 ) -> Result<Generated, BuildError> {
     let config = context.config();
     let mut ports = BTreeSet::new();
-    let mut spec_host = None;
     let mut requests = Vec::new();
     let mut routes = Vec::new();
     let mut subjects = Map::new();
@@ -183,7 +183,6 @@ pub fn server(
         let endpoints = endpoints(spec)?;
         for endpoint in &endpoints {
             ports.insert(endpoint.port);
-            spec_host.get_or_insert_with(|| endpoint.host.clone());
         }
         let bases: BTreeSet<&str> = endpoints.iter().map(|e| e.base.as_str()).collect();
         // Literal paths before templated ones, as OpenAPI matches them.
@@ -242,7 +241,7 @@ pub fn server(
                 "type": "tcp",
                 "kind": "server",
                 "options": {
-                    "host": context.listen_host(spec_host.as_deref()),
+                    "host": context.listen_host(None),
                     "port": if ports.len() == 1 { json!(ports[0]) } else { json!(ports) },
                 },
                 "exit": "http_server",

@@ -3,9 +3,9 @@
 //! binding expands into a namespace `<namespace>.<binding>` of ordinary bindings, and its
 //! name passes to the first of them, so `zilla validate -v` prints exactly what runs.
 //!
-//! - `server`: a `tcp` server on the host and port of the document's server URLs (the
-//!   `zilla.binding.composite.listen.host` property overrides the host, e.g. `127.0.0.1`
-//!   for a loopback-only gateway) in front of an `http` server that routes each operation
+//! - `server`: a `tcp` server on the ports of the document's server URLs, on every interface
+//!   (`0.0.0.0`) as Zilla does; the `zilla.binding.composite.listen.host` property sets the
+//!   host, e.g. `127.0.0.1` for a loopback-only gateway. It is in front of an `http` server that routes each operation
 //!   (`:method` and the server's base path followed by the path template) to where the
 //!   binding's routes (`when: [{spec, operation, tag}]`, operations by `operationId` with
 //!   `*`) or `exit` send it. Paths and methods the document does not describe are answered

@@ -37,9 +37,10 @@
 //! change, so a changed spec rebuilds only the bindings generated from it. Composites do not
 //! nest: a generated namespace naming a composite type is an error.
 //!
-//! Servers a composite generates listen on the host its spec names, or on the host set with
-//! the `zilla.binding.composite.listen.host` property (`-P zilla.binding.composite.listen.host=127.0.0.1`
-//! to keep a spec-driven gateway on loopback), see [`CompositeContext::listen_host`].
+//! Servers a composite generates listen on the host set with the
+//! `zilla.binding.composite.listen.host` property when there is one
+//! (`-P zilla.binding.composite.listen.host=127.0.0.1` keeps a spec-driven gateway on
+//! loopback), see [`CompositeContext::listen_host`].
 //!
 //! A composite type registers like any component:
 //!
