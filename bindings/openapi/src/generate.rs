@@ -36,6 +36,9 @@ pub struct Spec {
     pub document: Document,
 }
 
+/// A route of the composite (its binding-level `exit` last): conditions, guards, exit.
+type CompositeRoute = (Vec<OpenapiCondition>, Vec<(String, Vec<String>)>, String);
+
 /// One selected server URL.
 struct Endpoint {
     host: String,
@@ -157,7 +160,7 @@ pub fn server(
         .http
         .as_ref()
         .and_then(|http| http.authorization.clone());
-    let composite_routes: Vec<(Vec<OpenapiCondition>, Vec<(String, Vec<String>)>, String)> = config
+    let composite_routes: Vec<CompositeRoute> = config
         .routes
         .iter()
         .enumerate()

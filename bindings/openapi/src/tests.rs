@@ -90,7 +90,7 @@ fn engine() -> Engine {
 
 fn load(engine: &Engine, text: &str) -> Result<zilla_engine::config::Config, Vec<String>> {
     engine
-        .load(Path::new("zilla.yaml"), &text)
+        .load(Path::new("zilla.yaml"), text)
         .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
 }
 
