@@ -66,7 +66,7 @@
 //!   is the only one and the scheme is `http` `bearer`, `oauth2` or `openIdConnect`; an
 //!   operation requiring a scheme no guard checks fails the load.
 //! - `tls`, `overlay` and routing by `servers` are refused at load: not supported yet; so
-//!   are `https` server URLs.
+//!   are `https` server URLs, and `telemetry` or `vault` on an openapi binding.
 //!
 //! Documents: YAML or JSON, OpenAPI 3.0.x or 3.1.x, read with a serde model of our own
 //! (the parts used: servers, paths, operations, parameters, request bodies, security), since

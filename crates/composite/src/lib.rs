@@ -346,6 +346,19 @@ fn expand(
     let mut errors = Vec::new();
     let mut expansions = Vec::new();
     for (name, binding, composite) in &composites {
+        // Nothing generated would carry these: refuse rather than drop them.
+        let unsupported = ["telemetry", "vault", "catalog"]
+            .into_iter()
+            .filter(|key| binding.json.get(*key).is_some());
+        for key in unsupported {
+            errors.push(config.error(
+                &binding.origin.child(key),
+                format!(
+                    "`{key}` is not supported yet on composite bindings ({})",
+                    binding.type_name
+                ),
+            ));
+        }
         let context = CompositeContext {
             name,
             config: binding,

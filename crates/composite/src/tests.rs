@@ -214,3 +214,22 @@ fn a_generated_namespace_of_another_name_is_refused() {
         "{errors}"
     );
 }
+
+#[test]
+fn keys_nothing_generated_would_carry_are_refused() {
+    let text = CONFIG
+        .replace(
+            "    kind: client\n",
+            "    kind: client\n    telemetry:\n      metrics: [stream.*]\n",
+        )
+        .replace(
+            "name: example\n",
+            "name: example\ntelemetry:\n  metrics: [stream.opens.received]\n",
+        );
+    let errors = expanded(&text, &Properties::default()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("bindings.south.telemetry: `telemetry` is not supported yet on composite bindings (relay)"),
+        "{errors:?}"
+    );
+}
