@@ -41,6 +41,11 @@ pub trait BindingFactory: Send + Sync + 'static {
     fn catalog_schema(&self, _kind: BindingKind) -> Option<serde_json::Value> {
         None
     }
+    /// What an [`crate::registry::Expander`] recognises a composite binding type by (its own
+    /// factory type, to downcast); `None` (the default) for every other type.
+    fn composite(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
     /// Builds one binding. Must not start serving: that happens in [`Binding::start`], once the
     /// whole config has been built.
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError>;

@@ -166,9 +166,14 @@ impl Engine {
         &self.metrics
     }
 
-    /// Loads and checks `text` as the config file `path`, substituting `${{env.X}}`.
+    /// Loads and checks `text` as the config file `path`, substituting `${{env.X}}`, then
+    /// runs the registry's expanders (composite bindings).
     pub fn load(&self, path: &Path, text: &str) -> Result<Config, ConfigErrors> {
-        load_config(&self.registry, path, text)
+        let mut config = load_config(&self.registry, path, text)?;
+        for expander in self.registry.expanders() {
+            config = expander.expand(&self.registry, &self.properties, config)?;
+        }
+        Ok(config)
     }
 
     /// Builds `config` and swaps it in for the running one. On error nothing changes.

@@ -64,5 +64,5 @@ pub mod vault;
 pub use binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError, StartContext};
 pub use config::{BindingKind, ConfigError, ConfigErrors, QualifiedName};
 pub use engine::{ApplyReport, Engine};
-pub use registry::Registry;
+pub use registry::{Expander, Registry};
 pub use stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo, StreamKind};

@@ -37,6 +37,19 @@ pub struct Registry {
     /// Metric groups the configs this distribution reads may name (Zilla's).
     known_metric_groups: Vec<&'static str>,
     properties: BTreeSet<&'static str>,
+    expanders: Vec<(std::any::TypeId, Arc<dyn Expander>)>,
+}
+
+/// Rewrites a config after it loaded and before it is built: how composite bindings become
+/// the bindings they generate (`zilla-composite`). Errors point into the config as written.
+pub trait Expander: Send + Sync + 'static {
+    /// `config` with this expander's work done.
+    fn expand(
+        &self,
+        registry: &Registry,
+        properties: &Properties,
+        config: Config,
+    ) -> Result<Config, crate::config::ConfigErrors>;
 }
 
 /// The properties the engine itself reads.
@@ -96,6 +109,20 @@ impl Registry {
     pub fn binding(&mut self, factory: impl BindingFactory) -> &mut Self {
         self.bindings.insert(factory.type_name(), Arc::new(factory));
         self
+    }
+
+    /// Adds an expander, once per type however often it is added.
+    pub fn expander<E: Expander>(&mut self, expander: E) -> &mut Self {
+        let id = std::any::TypeId::of::<E>();
+        if !self.expanders.iter().any(|(known, _)| *known == id) {
+            self.expanders.push((id, Arc::new(expander)));
+        }
+        self
+    }
+
+    /// The expanders, in the order added.
+    pub fn expanders(&self) -> impl Iterator<Item = &Arc<dyn Expander>> {
+        self.expanders.iter().map(|(_, expander)| expander)
     }
 
     /// Adds a vault type.

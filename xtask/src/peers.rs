@@ -21,9 +21,23 @@ pub enum Group {
     Tansu,
     /// The websocat WebSocket client and server (cargo install).
     Websocat,
+    /// npm packages under `.peers/node`: the Prism OpenAPI mock server.
+    Npm,
 }
 
-const ALL: [Group; 4] = [Group::Apt, Group::Python, Group::Tansu, Group::Websocat];
+const ALL: [Group; 5] = [
+    Group::Apt,
+    Group::Python,
+    Group::Tansu,
+    Group::Websocat,
+    Group::Npm,
+];
+
+/// npm names and the program each puts in `.peers/node/node_modules/.bin`.
+const NPM_PACKAGES: &[(&str, &str)] = &[
+    // A real OpenAPI origin: mocks the operations of a spec (tests of the openapi binding).
+    ("@stoplight/prism-cli@5", "prism"),
+];
 
 /// The peers themselves, then what building tansu and websocat needs.
 const APT_PACKAGES: &[&str] = &[
@@ -89,6 +103,7 @@ pub fn install(only: &[Group]) -> Result<()> {
             Group::Python => python()?,
             Group::Tansu => tansu()?,
             Group::Websocat => websocat()?,
+            Group::Npm => npm()?,
         }
     }
     Ok(())
@@ -253,6 +268,28 @@ fn websocat() -> Result<()> {
     println!("websocat: installing with `cargo install` (about a minute)");
     run(cargo().args(["install", "websocat", "--locked"]))?;
     check_on_path("websocat")
+}
+
+fn npm() -> Result<()> {
+    let prefix = zilla_tests::peers_dir().join("node");
+    let bin = prefix.join("node_modules").join(".bin");
+    let missing: Vec<&str> = NPM_PACKAGES
+        .iter()
+        .filter(|(_, program)| !bin.join(program).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("npm: skipping, {} already has them", prefix.display());
+        return Ok(());
+    }
+    if find_program("npm").is_none() {
+        bail!("npm is not installed (apt-get install nodejs npm); needed for {missing:?}");
+    }
+    std::fs::create_dir_all(&prefix)?;
+    println!("npm: installing {}", missing.join(" "));
+    let mut install = cmd("npm", ["install", "--no-audit", "--no-fund", "--prefix"]);
+    install.arg(&prefix).args(&missing);
+    run(&mut install)
 }
 
 fn check_on_path(program: &str) -> Result<()> {

@@ -25,6 +25,7 @@ pub fn load(source: Source, registry: &dyn Types) -> Result<Config, ConfigErrors
         documents,
         namespaces: Vec::new(),
         base_dir: std::path::PathBuf::from("."),
+        expanded: None,
     };
     let mut errors = Vec::new();
     let base = jsonschema::validator_for(&namespace_schema()).map_err(|error| {

@@ -164,6 +164,10 @@ pub struct Config {
     pub namespaces: Vec<Namespace>,
     /// The directory of the config file: relative paths in options resolve against it.
     pub base_dir: std::path::PathBuf,
+    /// The whole config as a `zilla.yaml` text once composite bindings were expanded into the
+    /// namespaces they generate (`None` when there was nothing to expand). Errors still point
+    /// at `source`, the file as written.
+    pub expanded: Option<String>,
 }
 
 impl Config {

@@ -33,6 +33,11 @@ enum Command {
         /// The config file.
         #[arg(short = 'c', long = "config", default_value = "zilla.yaml")]
         config: PathBuf,
+        /// Prints the config as it runs, composite bindings (openapi, ...) expanded into the
+        /// namespaces they generate: a zilla.yaml that loads as it is. The verdict goes to
+        /// stderr.
+        #[arg(short = 'v', long = "verbose")]
+        verbose: bool,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -89,7 +94,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(args) => start(args),
-        Command::Validate { config, engine } => validate(&config, &engine),
+        Command::Validate {
+            config,
+            verbose,
+            engine,
+        } => validate(&config, verbose, &engine),
         Command::Schema => print(&format!("{:#}", zilla::registry().schema())),
         Command::Version => print(&format!("zilla {}", zilla::VERSION)),
         Command::Stop(engine) => stop(&engine),
@@ -141,7 +150,7 @@ fn known_properties(properties: &Properties) -> bool {
     unknown.is_empty()
 }
 
-fn validate(path: &Path, args: &EngineArgs) -> Result<ExitCode> {
+fn validate(path: &Path, verbose: bool, args: &EngineArgs) -> Result<ExitCode> {
     let properties = properties(args)?;
     if !known_properties(&properties) {
         return Ok(ExitCode::FAILURE);
@@ -152,7 +161,13 @@ fn validate(path: &Path, args: &EngineArgs) -> Result<ExitCode> {
     match engine.load(path, &text) {
         Ok(config) => {
             let bindings = config.bindings().count();
-            print(&format!("{}: valid ({bindings} bindings)", path.display()))
+            let verdict = format!("{}: valid ({bindings} bindings)", path.display());
+            if verbose {
+                eprintln!("{verdict}");
+                print(config.expanded.as_deref().unwrap_or(&config.source.text))
+            } else {
+                print(&verdict)
+            }
         }
         Err(errors) => {
             report(&errors);

@@ -1,0 +1,221 @@
+use std::path::Path;
+
+use zilla_engine::Engine;
+use zilla_engine::properties::Properties;
+
+use super::*;
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    zilla_binding_tcp::register(&mut registry);
+    zilla_binding_http::register(&mut registry);
+    zilla_catalog_inline::register(&mut registry);
+    zilla_validator_json::register(&mut registry);
+    zilla_validator_core::register(&mut registry);
+    register(&mut registry);
+    registry
+}
+
+/// A config with an inline spec, server and client, `{spec}` standing for the spec's lines.
+fn config(spec: &str) -> String {
+    let spec: String = spec
+        .lines()
+        .map(|line| format!("            {line}\n"))
+        .collect();
+    format!(
+        "name: example
+catalogs:
+  specs:
+    type: inline
+    options:
+      subjects:
+        shelf:
+          schema: |
+{spec}bindings:
+  north:
+    type: openapi
+    kind: server
+    options:
+      specs:
+        shelf:
+          servers: ['http://localhost:0']
+          catalog:
+            specs:
+              subject: shelf
+    routes:
+      - when:
+          - operation: find*
+        exit: south
+  south:
+    type: openapi
+    kind: client
+    options:
+      specs:
+        shelf:
+          servers: ['http://origin:*']
+          catalog:
+            specs:
+              subject: shelf
+"
+    )
+}
+
+const SPEC: &str = r#"openapi: 3.1.0
+info: {title: shelf, version: "1"}
+servers:
+  - url: http://localhost:0
+  - url: http://origin:4010/api
+paths:
+  /books/{isbn}:
+    get:
+      operationId: findBook
+      parameters:
+        - {name: isbn, in: path, schema: {type: string, maxLength: 13}}
+  /books:
+    post:
+      operationId: shelveBook
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Book'}
+components:
+  schemas:
+    Book: {type: object, required: [title]}
+"#;
+
+fn engine() -> Engine {
+    let loopback = Properties::from_assignments(["zilla.binding.composite.listen.host=127.0.0.1"]);
+    Engine::new(registry(), loopback)
+}
+
+fn load(engine: &Engine, text: &str) -> Result<zilla_engine::config::Config, Vec<String>> {
+    engine
+        .load(Path::new("zilla.yaml"), text)
+        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+}
+
+fn binding<'a>(
+    config: &'a zilla_engine::config::Config,
+    name: &str,
+) -> &'a zilla_engine::config::BindingConfig {
+    config
+        .bindings()
+        .find(|(qualified, _)| qualified.to_string() == name)
+        .map(|(_, binding)| binding)
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn a_server_and_a_client_expand_into_http_pipelines() {
+    let config = load(&engine(), &config(SPEC)).unwrap();
+    let names: Vec<String> = config.bindings().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "example:north",
+            "example:south",
+            "example.north:http_server",
+            "example.south:tcp_client"
+        ]
+    );
+    let north = binding(&config, "example:north");
+    assert_eq!(north.type_name, "tcp");
+    assert_eq!(north.exit.as_deref(), Some("example.north:http_server"));
+    let http = binding(&config, "example.north:http_server");
+    // Only the operation the route takes is routed, to the client, by method and template.
+    assert_eq!(http.routes.len(), 1);
+    assert_eq!(http.routes[0].exit, "example:south");
+    assert_eq!(
+        http.routes[0].when[0],
+        serde_json::json!({"headers": {":method": "GET", ":path": "/books/{isbn}"}})
+    );
+    let requests = &http.options.as_ref().unwrap()["requests"];
+    // Literal paths first: the body of shelveBook (by content type, then whatever it says
+    // it is), then the path parameter of findBook.
+    assert_eq!(
+        requests[0]["content-type"],
+        serde_json::json!(["application/json"])
+    );
+    assert_eq!(
+        requests[0]["content"]["catalog"]["catalog"][0]["subject"],
+        "shelf.shelveBook"
+    );
+    assert_eq!(requests[1]["content"], requests[0]["content"]);
+    assert!(requests[1].get("content-type").is_none());
+    assert_eq!(
+        requests[2]["params"]["path"]["isbn"],
+        serde_json::json!({"model": "string", "maxLength": 13})
+    );
+    let south = binding(&config, "example:south");
+    assert_eq!(
+        (south.type_name.as_str(), south.kind),
+        ("http", BindingKind::Client)
+    );
+    let tcp = binding(&config, "example.south:tcp_client");
+    assert_eq!(
+        tcp.options.as_ref().unwrap(),
+        &serde_json::json!({"host": "origin", "port": 4010})
+    );
+    // What `zilla validate -v` prints loads to the same bindings.
+    let printed = load(&engine(), config.expanded.as_deref().unwrap()).unwrap();
+    let again: Vec<String> = printed.bindings().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(again, names);
+}
+
+#[tokio::test]
+async fn a_changed_spec_rebuilds_only_what_was_generated_from_it() {
+    let engine = engine();
+    let first = engine.apply(load(&engine, &config(SPEC)).unwrap()).unwrap();
+    assert_eq!(first.built, 4);
+    let changed = SPEC.replace("maxLength: 13", "maxLength: 10");
+    let second = engine
+        .apply(load(&engine, &config(&changed)).unwrap())
+        .unwrap();
+    // The http server checks the parameter, and the listener in front of it exits there:
+    // both are rebuilt; the client side, generated from the same spec, is unchanged.
+    assert_eq!((second.built, second.kept, second.retired), (2, 2, 2));
+    engine.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[test]
+fn problems_in_the_document_fail_the_load_at_their_place() {
+    let broken = SPEC.replace("{type: string, maxLength: 13}", "{type: array}");
+    let errors = load(&engine(), &config(&broken)).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("zilla.yaml:37:11: bindings.north.options.specs.shelf: specs/shelf:11:42: paths./books/{isbn}.get.parameters[0].schema: parameters of type `array`"),
+        "{errors:?}"
+    );
+    let broken = SPEC.replace("$ref: '#/components/schemas/Book'", "$ref: 'x.yaml#/Book'");
+    let errors = load(&engine(), &config(&broken)).unwrap_err();
+    assert!(
+        errors[0].starts_with("zilla.yaml:37:11: bindings.north.options.specs.shelf: specs/shelf:18:28: paths./books.post.requestBody.content.application/json.schema.$ref: `x.yaml#/Book` refers to another document"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn security_schemes_need_a_guard() {
+    let secured = SPEC.replace(
+        "      operationId: findBook\n",
+        "      operationId: findBook\n      security: [{bearer: []}]\n",
+    ) + "  securitySchemes:\n    bearer: {type: http, scheme: bearer}\n";
+    let errors = load(&engine(), &config(&secured)).unwrap_err();
+    assert!(
+        errors[0].contains("security scheme `bearer` is checked by no guard"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn unsupported_keys_are_refused() {
+    let text = config(SPEC).replace(
+        "          servers: ['http://localhost:0']\n",
+        "          servers: ['http://localhost:0']\n          overlay: {specs: {subject: x}}\n",
+    );
+    let errors = load(&engine(), &text).unwrap_err();
+    assert!(
+        errors[0].contains("options.specs.shelf.overlay: `overlay` is not supported yet"),
+        "{errors:?}"
+    );
+}
