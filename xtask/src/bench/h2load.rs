@@ -1,6 +1,7 @@
 //! Running `h2load` (nghttp2's HTTP/2 load generator) and reading its report.
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -75,10 +76,11 @@ pub fn run(
         Load::Requests(requests) => arguments.extend(["-n".to_owned(), requests.to_string()]),
     }
     arguments.push(url.to_owned());
-    let output = cmd("h2load", &arguments)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run h2load (install it with `cargo xtask peers --only apt`)")?;
+    let limit = match load {
+        Load::Duration(duration) => duration + OVERRUN,
+        Load::Requests(_) => OVERRUN,
+    };
+    let output = output_within(&arguments, limit)?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -89,6 +91,40 @@ pub fn run(
         );
     }
     parse(&stdout).with_context(|| format!("unexpected h2load report:\n{stdout}"))
+}
+
+/// How long an h2load run may take beyond its duration before it is stopped as stalled.
+const OVERRUN: Duration = Duration::from_secs(120);
+
+/// Runs h2load with `arguments`; an error when it has not exited within `limit`. A client
+/// whose connection completes only after a timing-based run's duration has ended is never
+/// told to stop (h2load 1.52) and keeps sending: that happens when the proxy cannot complete
+/// the handshakes within the duration, and the run is then no measurement.
+fn output_within(arguments: &[String], limit: Duration) -> Result<Output> {
+    let child = cmd("h2load", arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run h2load (install it with `cargo xtask peers --only apt`)")?;
+    let pid = child.id().to_string();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        // The receiver is gone only once the run has been given up.
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(limit) {
+        Ok(output) => output.context("h2load did not finish"),
+        Err(_) => {
+            // Best effort: h2load may exit on its own meanwhile.
+            let _ = cmd("kill", ["-KILL", &pid]).status();
+            bail!(
+                "h2load {} was still running after {limit:?}: the proxy stalled, or did not \
+                 complete its clients' handshakes within the duration",
+                arguments.join(" ")
+            )
+        }
+    }
 }
 
 /// How much one h2load run sends.

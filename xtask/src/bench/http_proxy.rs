@@ -70,18 +70,9 @@ pub fn run(options: &Options) -> Result<()> {
     let ticks = ticks_per_second();
     let machine_before = MachineCpu::now()?;
     let own_before = own_cpu_with_children(ticks)?;
-    let shape = if options.quick {
-        Shape::QUICK
-    } else {
-        Shape::FULL
-    };
+    let shape = Shape::of(options);
 
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-http-proxy-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
-    // nginx workers drop root privileges and still need their temporary directories.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let dir = nginx_dir("zilla-bench-http-proxy-")?;
     let body = response_body();
     let origin_port = free_port()?;
     let origin = Nginx::start(
@@ -195,6 +186,26 @@ impl Shape {
         duration: Duration::from_secs(5),
         warm_up: Duration::from_secs(1),
     };
+
+    /// [`Self::QUICK`] with `--quick`, else [`Self::FULL`].
+    pub(super) fn of(options: &Options) -> Self {
+        if options.quick {
+            Self::QUICK
+        } else {
+            Self::FULL
+        }
+    }
+}
+
+/// A temporary directory, named `<prefix>...`, for nginx prefix directories.
+pub(super) fn nginx_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create the benchmark directory")?;
+    // nginx workers drop root privileges and still need their temporary directories.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
 }
 
 /// How the proxies are placed on the machine for S1.

@@ -32,7 +32,6 @@
 //! negotiate the same cipher and key exchange.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
@@ -42,8 +41,8 @@ use zilla_tests::{Gateway, free_port, python, rss_kib, workspace_dir};
 
 use super::h2load::{self, Load};
 use super::http_proxy::{
-    BODY_LENGTH, Nginx, PATH, Shape, cores, origin_config, others_share, rate, response_body,
-    reverse_proxy_config,
+    BODY_LENGTH, Nginx, PATH, Shape, cores, nginx_dir, origin_config, others_share, rate,
+    response_body, reverse_proxy_config,
 };
 use super::options::Options;
 use super::usage::{
@@ -97,7 +96,7 @@ def read_exact(connection, length):
 
 def open_one():
     connection = context.wrap_socket(
-        socket.create_connection(('127.0.0.1', port), timeout=60), server_hostname='localhost')
+        socket.create_connection(('127.0.0.1', port), timeout=600), server_hostname='localhost')
     if connection.version() != 'TLSv1.3' or connection.selected_alpn_protocol() != 'h2':
         raise ConnectionError('negotiated %s and %s' % (connection.version(),
             connection.selected_alpn_protocol()))
@@ -150,17 +149,8 @@ pub fn run(options: &Options) -> Result<()> {
     let ticks = ticks_per_second();
     let machine_before = MachineCpu::now()?;
     let own_before = own_cpu_with_children(ticks)?;
-    let shape = if options.quick {
-        Shape::QUICK
-    } else {
-        Shape::FULL
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-tls-h2-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
-    // nginx workers drop root privileges and still need their temporary directories.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let shape = Shape::of(options);
+    let dir = nginx_dir("zilla-bench-tls-h2-")?;
     generate_keystore(dir.path(), KEYSTORE_PASSWORD)?;
     let setup = Setup {
         dir: dir.path().to_owned(),
@@ -516,7 +506,9 @@ impl IdleClient {
     /// Reads the client's next line, `{"<key>": N}`.
     fn count(&mut self, key: &str) -> Result<usize> {
         let mut line = String::new();
-        self.stdout.read_line(&mut line)?;
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the idle client exited before reporting `{key}` (its error is above)");
+        }
         let value: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("the idle client printed `{}`", line.trim()))?;
         value[key]
@@ -764,8 +756,7 @@ mod tests {
     /// generated certificate, in front of the origin (no gateway involved).
     #[test]
     fn the_nginx_reference_serves_the_origin_over_http2_and_tls_1_3() -> Result<()> {
-        let dir = tempfile::tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let dir = nginx_dir("zilla-test-tls-h2-")?;
         generate_keystore(dir.path(), KEYSTORE_PASSWORD)?;
         let setup = Setup {
             dir: dir.path().to_owned(),
