@@ -81,13 +81,7 @@ fn startup() -> Result<()> {
         let started_in = gateway.started_in();
         std::thread::sleep(IDLE_SETTLE);
         let rss_kib = gateway.rss_kib()?;
-        let status = gateway.terminate()?;
-        if !status.success() {
-            bail!(
-                "zilla exited with {status} on SIGTERM; stderr:\n{}",
-                gateway.stderr()
-            );
-        }
+        stop_gateway(&mut gateway)?;
         Ok((started_in, rss_kib))
     };
     measure().context("warm-up run")?;
@@ -119,6 +113,19 @@ fn startup() -> Result<()> {
         memory.max
     );
     record("startup", &table)
+}
+
+/// Stops `gateway` with `SIGTERM`; an error, with what it printed on stderr, unless it exits
+/// cleanly.
+fn stop_gateway(gateway: &mut Gateway) -> Result<()> {
+    let status = gateway.terminate()?;
+    if !status.success() {
+        bail!(
+            "zilla exited with {status} on SIGTERM; stderr:\n{}",
+            gateway.stderr()
+        );
+    }
+    Ok(())
 }
 
 /// The `zilla` to measure: `--binary`, or a release build of the working tree.

@@ -32,7 +32,7 @@ use super::usage::{
     ticks_per_second, tree_cpu_time,
 };
 use super::wrk;
-use super::{Spread, commit, record, today, zilla_binary};
+use super::{Spread, commit, record, stop_gateway, today, zilla_binary};
 use crate::shell::cmd;
 
 /// The path every request asks for.
@@ -143,13 +143,7 @@ pub fn run(options: &Options) -> Result<()> {
     };
 
     for mut pair in pairs {
-        let status = pair.gateway.terminate()?;
-        if !status.success() {
-            bail!(
-                "zilla exited with {status} on SIGTERM; stderr:\n{}",
-                pair.gateway.stderr()
-            );
-        }
+        stop_gateway(&mut pair.gateway)?;
         drop(pair.nginx);
     }
     drop(origin);

@@ -48,7 +48,7 @@ use super::options::Options;
 use super::usage::{
     MachineCpu, Measured, Meter, ProxyCost, children, own_cpu_with_children, ticks_per_second,
 };
-use super::{Spread, commit, record, today, zilla_binary};
+use super::{Spread, commit, record, stop_gateway, today, zilla_binary};
 use crate::demo::generate_keystore;
 use crate::shell::cmd;
 
@@ -300,13 +300,7 @@ impl Proxies {
     }
 
     fn stop(mut self) -> Result<()> {
-        let status = self.gateway.terminate()?;
-        if !status.success() {
-            bail!(
-                "zilla exited with {status} on SIGTERM; stderr:\n{}",
-                self.gateway.stderr()
-            );
-        }
+        stop_gateway(&mut self.gateway)?;
         drop(self.nginx);
         Ok(())
     }
