@@ -620,10 +620,10 @@ impl Rates {
         self.gateway.median / self.nginx.median
     }
 
-    /// `0.93 (0.88 to 0.97)`.
-    fn ratio_with_range(&self) -> String {
+    /// `0.93 (0.88 to 0.97)`, the median ratio between `emphasis` (`**` for Markdown bold).
+    fn ratio_with_range(&self, emphasis: &str) -> String {
         format!(
-            "{:.2} ({:.2} to {:.2})",
+            "{emphasis}{:.2}{emphasis} ({:.2} to {:.2})",
             self.ratio(),
             self.round_ratios.min,
             self.round_ratios.max
@@ -688,12 +688,12 @@ impl Figures {
             self.workers,
             rate(&self.keep_alive.gateway),
             rate(&self.keep_alive.nginx),
-            self.keep_alive.ratio_with_range(),
+            self.keep_alive.ratio_with_range(""),
             self.keep_alive.gateway_cost.describe(),
             self.keep_alive.nginx_cost.describe(),
             rate(&self.handshakes.gateway),
             rate(&self.handshakes.nginx),
-            self.handshakes.ratio_with_range(),
+            self.handshakes.ratio_with_range(""),
             self.handshakes.gateway_cost.describe(),
             self.handshakes.nginx_cost.describe(),
             self.gateway_idle.median,
@@ -715,7 +715,7 @@ impl Figures {
              (c) {IDLE_CONNECTIONS} idle connections on fresh proxies; CPU is user + system time from `/proc/<pid>/stat` (nginx: master and workers), in µs:\n\n\
              | date | commit | (a) gateway req/s | (a) nginx req/s | (a) gateway ÷ nginx | (a) CPU per request, gateway / nginx | (b) gateway new connections/s | (b) nginx new connections/s | (b) gateway ÷ nginx | (b) CPU per connection, gateway / nginx | (c) memory per idle TLS connection, gateway / nginx |\n\
              |---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | **{}** | {} / {} | {} | {} | **{}** | {} / {} | {} / {} KiB |\n\n\
+             | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} / {} | {} / {} KiB |\n\n\
              Other work on the {}-core machine took {:.0} % of its CPU time during the run.\n",
             self.negotiated,
             self.workers,
@@ -726,12 +726,12 @@ impl Figures {
             commit(),
             rate(&self.keep_alive.gateway),
             rate(&self.keep_alive.nginx),
-            self.keep_alive.ratio_with_range(),
+            self.keep_alive.ratio_with_range("**"),
             self.keep_alive.gateway_cost.per_request(),
             self.keep_alive.nginx_cost.per_request(),
             rate(&self.handshakes.gateway),
             rate(&self.handshakes.nginx),
-            self.handshakes.ratio_with_range(),
+            self.handshakes.ratio_with_range("**"),
             self.handshakes.gateway_cost.per_request(),
             self.handshakes.nginx_cost.per_request(),
             kib(&self.gateway_idle),
@@ -745,6 +745,67 @@ impl Figures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::usage::Usage;
+
+    fn run(rate: f64, completed: u64, cpu_millis: u64) -> Run {
+        Run {
+            rate,
+            completed,
+            measured: Measured {
+                usage: Usage {
+                    user: Duration::from_millis(cpu_millis),
+                    system: Duration::from_millis(cpu_millis / 2),
+                    context_switches: completed,
+                },
+                wall: Duration::from_secs(10),
+                machine_idle: 0.25,
+            },
+            negotiated: "TLS_AES_128_GCM_SHA256, X25519 253 bits".to_owned(),
+        }
+    }
+
+    /// Medians and per-round ratios over the rounds, and a table row with a cell for every
+    /// column of its header.
+    #[test]
+    fn rounds_become_one_table_row() -> Result<()> {
+        let rounds: Vec<Round> = [1.0, 2.0, 3.0]
+            .into_iter()
+            .map(|scale| Round {
+                keep_alive: [
+                    run(20_000.0 * scale, 200_000, 2_000),
+                    run(10_000.0 * scale, 100_000, 2_000),
+                ],
+                handshakes: [run(4_000.0, 40_000, 4_000), run(5_000.0, 50_000, 4_000)],
+                idle_kib: [20.0 * scale, 10.0 * scale],
+            })
+            .collect();
+        let setup = Setup {
+            dir: PathBuf::new(),
+            binary: PathBuf::new(),
+            origin_port: 0,
+            workers: 2,
+            ticks_per_second: 100,
+        };
+        let figures = Figures::of(&rounds, &setup, Shape::FULL)?;
+        assert_eq!(figures.keep_alive.gateway.median, 20_000.0);
+        assert_eq!(figures.keep_alive.ratio(), 0.5);
+        assert_eq!(figures.handshakes.ratio(), 1.25);
+        // 2 s user + 1 s system over 100 000 requests.
+        let per_request = figures.keep_alive.gateway_cost.total_per_request.median;
+        assert!((per_request - 30.0).abs() < 1e-9, "{per_request}");
+        assert_eq!(
+            (figures.gateway_idle.median, figures.nginx_idle.median),
+            (20.0, 40.0)
+        );
+        let table = figures.table(0.1);
+        let lines: Vec<&str> = table.lines().filter(|line| line.starts_with('|')).collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        let cells = |line: &str| line.matches('|').count();
+        assert_eq!(cells(lines[0]), cells(lines[2]), "{table}");
+        assert!(lines[2].contains("| **0.50** (0.50 to 0.50) |"), "{table}");
+        assert!(table.contains("TLS_AES_128_GCM_SHA256, X25519 253 bits"));
+        Ok(())
+    }
 
     /// The nginx reference accepts its TLS configuration: HTTP/2 over TLS 1.3 only, with the
     /// generated certificate, in front of the origin (no gateway involved).
