@@ -2,6 +2,7 @@
 //! summary line per scenario and records the figures, with the date and commit, in
 //! `docs/benchmarks.md`.
 
+mod h2load;
 mod http_proxy;
 mod kafka_produce;
 mod kafka_proxy;
@@ -11,12 +12,13 @@ mod options;
 pub mod soak;
 mod sse_fanout;
 mod tansu;
+mod tls_h2;
 mod usage;
 mod wrk;
 
 pub use options::Options;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +35,10 @@ pub enum Scenario {
     /// S1 and S2 on examples/http.proxy: reverse-proxy throughput against nginx (wrk), and the
     /// latency added at a fixed rate, against nginx and a direct client.
     HttpProxy,
+    /// S3 on examples/http.proxy.tls: TLS 1.3 and HTTP/2 terminated in front of an HTTP/1.1
+    /// origin, against nginx with the same certificate (h2load): keep-alive req/s, new TLS
+    /// connections/s and memory per idle TLS connection.
+    TlsH2,
     /// S4 on examples/sse.kafka.fanout.bench: one Kafka topic fanned out to `--clients` SSE
     /// subscribers while the producer steps from 1 to 25 msg/s; deliveries, loss, latency and
     /// the gateway's broker sockets with 1 and with all subscribers.
@@ -50,6 +56,7 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
     match scenario {
         Scenario::Startup => startup(),
         Scenario::HttpProxy => http_proxy::run(options),
+        Scenario::TlsH2 => tls_h2::run(options),
         Scenario::SseFanout => sse_fanout::run(options),
         Scenario::KafkaProduce => kafka_produce::run(options),
         Scenario::KafkaProxy => kafka_proxy::run(options),
@@ -64,8 +71,7 @@ const STARTUP_RUNS: usize = 10;
 const IDLE_SETTLE: Duration = Duration::from_millis(200);
 
 fn startup() -> Result<()> {
-    run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
-    let binary = zilla_tests::build_zilla(true, false)?;
+    let binary = zilla_binary(&Options::default())?;
     let config = workspace_dir().join("examples/tcp.echo/zilla.yaml");
     let measure = || -> Result<(Duration, u64)> {
         let mut gateway = Gateway::from_file(&config)
@@ -75,13 +81,7 @@ fn startup() -> Result<()> {
         let started_in = gateway.started_in();
         std::thread::sleep(IDLE_SETTLE);
         let rss_kib = gateway.rss_kib()?;
-        let status = gateway.terminate()?;
-        if !status.success() {
-            bail!(
-                "zilla exited with {status} on SIGTERM; stderr:\n{}",
-                gateway.stderr()
-            );
-        }
+        stop_gateway(&mut gateway)?;
         Ok((started_in, rss_kib))
     };
     measure().context("warm-up run")?;
@@ -113,6 +113,30 @@ fn startup() -> Result<()> {
         memory.max
     );
     record("startup", &table)
+}
+
+/// Stops `gateway` with `SIGTERM`; an error, with what it printed on stderr, unless it exits
+/// cleanly.
+fn stop_gateway(gateway: &mut Gateway) -> Result<()> {
+    let status = gateway.terminate()?;
+    if !status.success() {
+        bail!(
+            "zilla exited with {status} on SIGTERM; stderr:\n{}",
+            gateway.stderr()
+        );
+    }
+    Ok(())
+}
+
+/// The `zilla` to measure: `--binary`, or a release build of the working tree.
+fn zilla_binary(options: &Options) -> Result<PathBuf> {
+    match &options.binary {
+        Some(binary) => Ok(binary.clone()),
+        None => {
+            run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
+            zilla_tests::build_zilla(true, false)
+        }
+    }
 }
 
 /// Median, minimum and maximum of a sample.

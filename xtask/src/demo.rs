@@ -314,7 +314,7 @@ fn nc(address: SocketAddr) -> Peer {
 const KEYSTORE_PASSWORD: &str = "demo-only";
 
 fn tls_echo(setup: &mut Setup) -> Result<Example> {
-    generate_keystore(setup.dir.path())?;
+    generate_keystore(setup.dir.path(), KEYSTORE_PASSWORD)?;
     Ok(Example {
         name: "tls.echo",
         env: vec![
@@ -353,8 +353,10 @@ fn s_client(address: SocketAddr, ca_file: &Path) -> Peer {
         .arg(ca_file)
 }
 
-/// A self-signed `localhost` certificate and its key, as PEM and as a PKCS#12 keystore.
-fn generate_keystore(dir: &Path) -> Result<()> {
+/// A self-signed `localhost` certificate and its key, as PEM (`localhost.crt`, `localhost.key`)
+/// and as a PKCS#12 keystore (`localhost.p12`, alias `localhost`, locked with `password`), in
+/// `dir`.
+pub(crate) fn generate_keystore(dir: &Path, password: &str) -> Result<()> {
     let openssl = |args: &[&str]| -> Result<()> {
         let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
         success(&output).with_context(|| format!("openssl {}", args.join(" ")))
@@ -390,7 +392,7 @@ fn generate_keystore(dir: &Path) -> Result<()> {
         "-out",
         "localhost.p12",
         "-passout",
-        &format!("pass:{KEYSTORE_PASSWORD}"),
+        &format!("pass:{password}"),
     ])
 }
 

@@ -28,16 +28,17 @@ use super::load::{self, Plan};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::usage::{
-    MachineCpu, Usage, children, cpu_time, own_cpu_with_children, ticks_per_second, tree_cpu_time,
+    MachineCpu, Measured, Meter, ProxyCost, children, cpu_time, own_cpu_with_children,
+    ticks_per_second, tree_cpu_time,
 };
 use super::wrk;
-use super::{Spread, commit, record, today};
-use crate::shell::{cargo, cmd, run as run_command};
+use super::{Spread, commit, record, stop_gateway, today, zilla_binary};
+use crate::shell::cmd;
 
 /// The path every request asks for.
-const PATH: &str = "/x";
+pub(super) const PATH: &str = "/x";
 /// The origin's response body length.
-const BODY_LENGTH: usize = 1024;
+pub(super) const BODY_LENGTH: usize = 1024;
 /// Measured runs per target, in each scenario.
 const ROUNDS: usize = 5;
 const WRK_THREADS: usize = 2;
@@ -65,28 +66,13 @@ pub fn run(options: &Options) -> Result<()> {
     if rerun_optimized()? {
         return Ok(());
     }
-    let binary = match &options.binary {
-        Some(binary) => binary.clone(),
-        None => {
-            run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
-            zilla_tests::build_zilla(true, false)?
-        }
-    };
+    let binary = zilla_binary(options)?;
     let ticks = ticks_per_second();
     let machine_before = MachineCpu::now()?;
     let own_before = own_cpu_with_children(ticks)?;
-    let shape = if options.quick {
-        Shape::QUICK
-    } else {
-        Shape::FULL
-    };
+    let shape = Shape::of(options);
 
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-http-proxy-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
-    // nginx workers drop root privileges and still need their temporary directories.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let dir = nginx_dir("zilla-bench-http-proxy-")?;
     let body = response_body();
     let origin_port = free_port()?;
     let origin = Nginx::start(
@@ -157,13 +143,7 @@ pub fn run(options: &Options) -> Result<()> {
     };
 
     for mut pair in pairs {
-        let status = pair.gateway.terminate()?;
-        if !status.success() {
-            bail!(
-                "zilla exited with {status} on SIGTERM; stderr:\n{}",
-                pair.gateway.stderr()
-            );
-        }
+        stop_gateway(&mut pair.gateway)?;
         drop(pair.nginx);
     }
     drop(origin);
@@ -181,25 +161,45 @@ pub fn run(options: &Options) -> Result<()> {
     record("http-proxy", &figures.table())
 }
 
-/// How long and how often S1 measures.
+/// How long and how often S1 (and S3) measure.
 #[derive(Debug, Clone, Copy)]
-struct Shape {
-    rounds: usize,
-    duration: Duration,
-    warm_up: Duration,
+pub(super) struct Shape {
+    pub(super) rounds: usize,
+    pub(super) duration: Duration,
+    pub(super) warm_up: Duration,
 }
 
 impl Shape {
-    const FULL: Self = Self {
+    pub(super) const FULL: Self = Self {
         rounds: ROUNDS,
         duration: WRK_DURATION,
         warm_up: WRK_WARM_UP,
     };
-    const QUICK: Self = Self {
+    pub(super) const QUICK: Self = Self {
         rounds: 3,
         duration: Duration::from_secs(5),
         warm_up: Duration::from_secs(1),
     };
+
+    /// [`Self::QUICK`] with `--quick`, else [`Self::FULL`].
+    pub(super) fn of(options: &Options) -> Self {
+        if options.quick {
+            Self::QUICK
+        } else {
+            Self::FULL
+        }
+    }
+}
+
+/// A temporary directory, named `<prefix>...`, for nginx prefix directories.
+pub(super) fn nginx_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create the benchmark directory")?;
+    // nginx workers drop root privileges and still need their temporary directories.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(dir)
 }
 
 /// How the proxies are placed on the machine for S1.
@@ -265,7 +265,7 @@ impl Mode {
 /// The CPU a pinned proxy runs on in mode B.
 const PROXY_CPU: usize = 0;
 
-fn cores() -> usize {
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
@@ -345,48 +345,6 @@ struct Throughput {
     nginx: ProxyCost,
 }
 
-/// What one proxy cost over the rounds of one mode.
-struct ProxyCost {
-    /// CPU time over wall time, in % of one core.
-    cpu_percent: Spread,
-    /// User and system CPU time per completed request, in µs.
-    user_per_request: Spread,
-    system_per_request: Spread,
-    total_per_request: Spread,
-    /// Context switches of all the proxy's threads per completed request.
-    switches_per_request: Spread,
-    /// The share of the machine's CPU time left idle during the run.
-    machine_idle: Spread,
-}
-
-impl ProxyCost {
-    fn of(runs: &[WrkRun]) -> Self {
-        let spread =
-            |figure: fn(&WrkRun) -> f64| Spread::of(&runs.iter().map(figure).collect::<Vec<_>>());
-        Self {
-            cpu_percent: spread(WrkRun::cpu_percent),
-            user_per_request: spread(|run| run.per_request(run.usage.user.as_secs_f64() * 1e6)),
-            system_per_request: spread(|run| run.per_request(run.usage.system.as_secs_f64() * 1e6)),
-            total_per_request: spread(|run| run.per_request(run.usage.total().as_secs_f64() * 1e6)),
-            switches_per_request: spread(|run| run.per_request(run.usage.context_switches as f64)),
-            machine_idle: spread(|run| run.machine_idle * 100.0),
-        }
-    }
-
-    /// `13.1 (9.0 + 4.1) µs, 0.52 cs, 3 % idle`.
-    fn describe(&self) -> String {
-        format!(
-            "{:.1} µs/request ({:.1} user + {:.1} system), {:.2} context switches/request, {:.0} % CPU, machine {:.0} % idle",
-            self.total_per_request.median,
-            self.user_per_request.median,
-            self.system_per_request.median,
-            self.switches_per_request.median,
-            self.cpu_percent.median,
-            self.machine_idle.median
-        )
-    }
-}
-
 impl Throughput {
     fn ratio(&self) -> f64 {
         self.gateway_rate.median / self.nginx_rate.median
@@ -410,14 +368,6 @@ impl Throughput {
     }
 
     fn row(&self, date: &str, commit: &str) -> String {
-        let cost = |cost: &ProxyCost| {
-            format!(
-                "{:.1} ({:.1} + {:.1})",
-                cost.total_per_request.median,
-                cost.user_per_request.median,
-                cost.system_per_request.median
-            )
-        };
         format!(
             "| {date} | {commit} | {} | {} | {} | {} | **{:.2}** ({:.2} to {:.2}) | {} / {} µs | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} % | {:.1} / {:.1} MiB |\n",
             self.mode.name,
@@ -427,8 +377,8 @@ impl Throughput {
             self.ratio(),
             self.round_ratios.min,
             self.round_ratios.max,
-            cost(&self.gateway),
-            cost(&self.nginx),
+            self.gateway.per_request(),
+            self.nginx.per_request(),
             self.gateway.switches_per_request.median,
             self.nginx.switches_per_request.median,
             self.gateway.cpu_percent.median,
@@ -444,19 +394,18 @@ impl Throughput {
 /// One wrk run against one proxy.
 struct WrkRun {
     report: wrk::Report,
-    usage: Usage,
-    wall: Duration,
-    machine_idle: f64,
+    measured: Measured,
     peak_rss_kib: u64,
 }
 
 impl WrkRun {
-    fn cpu_percent(&self) -> f64 {
-        100.0 * self.usage.total().as_secs_f64() / self.wall.as_secs_f64()
+    /// CPU µs per completed request.
+    fn cpu_per_request(&self) -> f64 {
+        self.measured.usage.total().as_secs_f64() * 1e6 / self.report.requests.max(1) as f64
     }
 
-    fn per_request(&self, figure: f64) -> f64 {
-        figure / self.report.requests.max(1) as f64
+    fn cost(runs: &[Self]) -> ProxyCost {
+        ProxyCost::of(runs.iter().map(|run| (&run.measured, run.report.requests)))
     }
 }
 
@@ -496,9 +445,9 @@ fn throughput(pairs: &[Pair], origin: u32, shape: Shape) -> Result<Vec<Throughpu
                 "  round {round} mode {}: nginx {:.0} req/s ({:.1} µs/request), gateway {:.0} req/s ({:.1} µs/request, {:.1} MiB)",
                 pair.mode.name,
                 by_nginx.report.requests_per_second,
-                by_nginx.per_request(by_nginx.usage.total().as_secs_f64() * 1e6),
+                by_nginx.cpu_per_request(),
                 by_gateway.report.requests_per_second,
-                by_gateway.per_request(by_gateway.usage.total().as_secs_f64() * 1e6),
+                by_gateway.cpu_per_request(),
                 by_gateway.peak_rss_kib as f64 / 1024.0
             );
             nginx[index].push(by_nginx);
@@ -525,8 +474,8 @@ fn throughput(pairs: &[Pair], origin: u32, shape: Shape) -> Result<Vec<Throughpu
             round_ratios: Spread::of(&ratios),
             gateway_idle_rss_mib: pair.idle_rss_kib as f64 / 1024.0,
             gateway_peak_rss_mib: spread(&gateway, |run| run.peak_rss_kib as f64 / 1024.0),
-            gateway: ProxyCost::of(&gateway),
-            nginx: ProxyCost::of(&nginx),
+            gateway: WrkRun::cost(&gateway),
+            nginx: WrkRun::cost(&nginx),
         });
     }
     Ok(modes)
@@ -539,10 +488,7 @@ fn wrk_run(pair: &Pair, by_nginx: bool, shape: Shape) -> Result<WrkRun> {
     } else {
         (pair.targets.gateway, pair.processes.gateway)
     };
-    let ticks = pair.processes.ticks_per_second;
-    let usage_before = Usage::of(pid, by_nginx, ticks)?;
-    let machine_before = MachineCpu::now()?;
-    let started = Instant::now();
+    let meter = Meter::start(pid, by_nginx, pair.processes.ticks_per_second)?;
     let mut child = wrk::spawn(
         pair.mode.pinned.then(|| pair.mode.load_cpus()).as_deref(),
         target,
@@ -560,9 +506,7 @@ fn wrk_run(pair: &Pair, by_nginx: bool, shape: Shape) -> Result<WrkRun> {
             return Err(error);
         }
     };
-    let wall = started.elapsed();
-    let machine_idle = MachineCpu::now()?.idle_share_since(&machine_before);
-    let usage = Usage::of(pid, by_nginx, ticks)?.since(&usage_before);
+    let measured = meter.stop()?;
     let report = wrk::finish(child)?;
     if report.non_success > 0 || report.socket_errors > 0 {
         bail!(
@@ -574,9 +518,7 @@ fn wrk_run(pair: &Pair, by_nginx: bool, shape: Shape) -> Result<WrkRun> {
     }
     Ok(WrkRun {
         report,
-        usage,
-        wall,
-        machine_idle,
+        measured,
         peak_rss_kib,
     })
 }
@@ -857,7 +799,7 @@ impl Figures {
 }
 
 /// `12345 (12001 to 12888)`.
-fn rate(spread: &Spread) -> String {
+pub(super) fn rate(spread: &Spread) -> String {
     format!(
         "{:.0} ({:.0} to {:.0})",
         spread.median, spread.min, spread.max
@@ -874,7 +816,11 @@ fn micros(spread: &Spread) -> String {
 
 /// The share of the machine's CPU time since `machine_before` that went to processes other
 /// than this one and the children it has waited for (wrk, both nginx, the gateway).
-fn others_share(machine_before: MachineCpu, own_before: Duration, ticks: u64) -> Result<f64> {
+pub(super) fn others_share(
+    machine_before: MachineCpu,
+    own_before: Duration,
+    ticks: u64,
+) -> Result<f64> {
     let machine = MachineCpu::now()?;
     let own = own_cpu_with_children(ticks)?.saturating_sub(own_before);
     let tick = 1.0 / ticks.max(1) as f64;
@@ -887,7 +833,7 @@ fn others_share(machine_before: MachineCpu, own_before: Duration, ticks: u64) ->
 }
 
 /// The origin's 1 KB body: printable, and free of what an nginx string would interpret.
-fn response_body() -> String {
+pub(super) fn response_body() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     (0..BODY_LENGTH)
         .map(|index| char::from(ALPHABET[index % ALPHABET.len()]))
@@ -917,7 +863,7 @@ fn nginx_config(http: &str, workers: &str) -> String {
 }
 
 /// The origin: `GET /x` answers 200 with `body`, on as many workers as cores.
-fn origin_config(port: u16, body: &str) -> String {
+pub(super) fn origin_config(port: u16, body: &str) -> String {
     nginx_config(
         &format!(
             "    server {{\n\
@@ -934,6 +880,17 @@ fn origin_config(port: u16, body: &str) -> String {
 /// The reference proxy: every request to the origin over a pool of keep-alive connections.
 /// Stock otherwise: default buffering, no `reuseport`, `workers` worker processes.
 fn proxy_config(port: u16, origin_port: u16, workers: usize) -> String {
+    reverse_proxy_config(&format!("127.0.0.1:{port}"), "", origin_port, workers)
+}
+
+/// [`proxy_config`] listening on `listen` (an nginx `listen` directive's parameters), with
+/// `server` (whole lines) added to its `server` block, e.g. TLS directives.
+pub(super) fn reverse_proxy_config(
+    listen: &str,
+    server: &str,
+    origin_port: u16,
+    workers: usize,
+) -> String {
     nginx_config(
         &format!(
             "    upstream origin {{\n\
@@ -942,7 +899,8 @@ fn proxy_config(port: u16, origin_port: u16, workers: usize) -> String {
          \x20       keepalive_requests 10000000;\n\
          \x20   }}\n\
          \x20   server {{\n\
-         \x20       listen 127.0.0.1:{port};\n\
+         \x20       listen {listen};\n\
+         {server}\
          \x20       location / {{\n\
          \x20           proxy_pass http://origin;\n\
          \x20           proxy_http_version 1.1;\n\
@@ -956,13 +914,13 @@ fn proxy_config(port: u16, origin_port: u16, workers: usize) -> String {
 
 /// An nginx running in the foreground on a config in its own prefix directory; stopped with
 /// `SIGTERM` when dropped (killing only the master would leave its workers listening).
-struct Nginx {
+pub(super) struct Nginx {
     process: Process,
     port: u16,
 }
 
 impl Nginx {
-    fn start(prefix: &Path, config: &str, port: u16) -> Result<Self> {
+    pub(super) fn start(prefix: &Path, config: &str, port: u16) -> Result<Self> {
         std::fs::create_dir_all(prefix)?;
         std::fs::set_permissions(prefix, std::fs::Permissions::from_mode(0o755))?;
         let config_path = prefix.join("nginx.conf");
@@ -1008,11 +966,11 @@ impl Nginx {
         }
     }
 
-    fn address(&self) -> SocketAddr {
+    pub(super) fn address(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.process.pid()
     }
 }

@@ -1,9 +1,10 @@
 //! CPU time and resident memory of running processes, from `/proc`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::Spread;
 use crate::shell::{cmd, stdout_of};
 
 /// The user and system CPU time a process has used so far, as counted in `/proc/<pid>/stat`.
@@ -75,6 +76,127 @@ impl Usage {
 
     pub fn total(&self) -> Duration {
         self.user + self.system
+    }
+}
+
+/// Reads what a process (with its direct children when `tree`) and the machine used from
+/// [`Meter::start`] to [`Meter::stop`]: one measured run of a load generator.
+pub struct Meter {
+    pid: u32,
+    tree: bool,
+    ticks_per_second: u64,
+    usage: Usage,
+    machine: MachineCpu,
+    started: Instant,
+}
+
+impl Meter {
+    pub fn start(pid: u32, tree: bool, ticks_per_second: u64) -> Result<Self> {
+        Ok(Self {
+            pid,
+            tree,
+            ticks_per_second,
+            usage: Usage::of(pid, tree, ticks_per_second)?,
+            machine: MachineCpu::now()?,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn stop(&self) -> Result<Measured> {
+        let wall = self.started.elapsed();
+        let machine_idle = MachineCpu::now()?.idle_share_since(&self.machine);
+        let usage = Usage::of(self.pid, self.tree, self.ticks_per_second)?.since(&self.usage);
+        Ok(Measured {
+            usage,
+            wall,
+            machine_idle,
+        })
+    }
+}
+
+/// What a process used over one measured run.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub usage: Usage,
+    pub wall: Duration,
+    /// The share of the machine's CPU time left idle during the run.
+    pub machine_idle: f64,
+}
+
+impl Measured {
+    /// CPU time over wall time, in % of one core.
+    pub fn cpu_percent(&self) -> f64 {
+        100.0 * self.usage.total().as_secs_f64() / self.wall.as_secs_f64()
+    }
+}
+
+/// What one proxy cost over several measured runs, each with the requests it completed.
+pub struct ProxyCost {
+    /// CPU time over wall time, in % of one core.
+    pub cpu_percent: Spread,
+    /// User and system CPU time per completed request, in µs.
+    pub user_per_request: Spread,
+    pub system_per_request: Spread,
+    pub total_per_request: Spread,
+    /// Context switches of all the proxy's threads per completed request.
+    pub switches_per_request: Spread,
+    /// The share of the machine's CPU time left idle during the run, in %.
+    pub machine_idle: Spread,
+}
+
+impl ProxyCost {
+    /// The spreads over `runs`: what each used, and how many requests it completed.
+    pub fn of<'a>(runs: impl IntoIterator<Item = (&'a Measured, u64)>) -> Self {
+        let runs: Vec<(&Measured, f64)> = runs
+            .into_iter()
+            .map(|(measured, requests)| (measured, requests.max(1) as f64))
+            .collect();
+        let spread = |figure: &dyn Fn(&Measured, f64) -> f64| {
+            Spread::of(
+                &runs
+                    .iter()
+                    .map(|(measured, requests)| figure(measured, *requests))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let micros = |time: Duration, requests: f64| time.as_secs_f64() * 1e6 / requests;
+        Self {
+            cpu_percent: spread(&|measured, _| measured.cpu_percent()),
+            user_per_request: spread(&|measured, requests| micros(measured.usage.user, requests)),
+            system_per_request: spread(&|measured, requests| {
+                micros(measured.usage.system, requests)
+            }),
+            total_per_request: spread(&|measured, requests| {
+                micros(measured.usage.total(), requests)
+            }),
+            switches_per_request: spread(&|measured, requests| {
+                measured.usage.context_switches as f64 / requests
+            }),
+            machine_idle: spread(&|measured, _| measured.machine_idle * 100.0),
+        }
+    }
+
+    /// `13.1 µs/request (9.0 user + 4.1 system), 0.52 context switches/request, ...`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.1} µs/request ({:.1} user + {:.1} system), {:.2} context switches/request, {:.0} % CPU, machine {:.0} % idle",
+            self.total_per_request.median,
+            self.user_per_request.median,
+            self.system_per_request.median,
+            self.switches_per_request.median,
+            self.cpu_percent.median,
+            self.machine_idle.median
+        )
+    }
+
+    /// `13.1 (9.0 + 4.1)`: µs per request, total (user + system).
+    pub fn per_request(&self) -> String {
+        format!(
+            "{:.1} ({:.1} + {:.1})",
+            self.total_per_request.median,
+            self.user_per_request.median,
+            self.system_per_request.median
+        )
     }
 }
 

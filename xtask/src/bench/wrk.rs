@@ -106,7 +106,7 @@ pub fn parse(report: &str) -> Result<Report> {
 }
 
 /// A wrk duration: a number with the unit `us`, `ms`, `s`, `m` or `h`.
-fn parse_duration(text: &str) -> Result<Duration> {
+pub fn parse_duration(text: &str) -> Result<Duration> {
     let split = text
         .find(|c: char| c.is_ascii_alphabetic())
         .with_context(|| format!("`{text}` has no unit"))?;
