@@ -29,7 +29,7 @@ use zilla_engine::pattern::Captures;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
-use crate::correlation::CorrelationHash;
+use zilla_binding_kafka::correlation::CorrelationHash;
 use crate::etag;
 use crate::headers::{Preferences, first, insert, reply_head, request_headers};
 use crate::route::{Condition, FetchTarget, ProduceTarget, Scope, Target};
