@@ -1,11 +1,9 @@
 //! Options and route parameters of the grpc-kafka binding, spelled as in Zilla's `zilla.yaml`.
 //! Route conditions are the `grpc` binding's (`method`, `metadata`).
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
-use zilla_binding_kafka::mapping::{OrderedStrings, ProduceAcks};
+use zilla_binding_kafka::mapping::{FetchFilter, OrderedStrings, ProduceAcks};
 
 /// `options` of a grpc-kafka `proxy`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -162,16 +160,6 @@ pub struct FetchWith {
     pub filters: Option<Vec<FetchFilter>>,
 }
 
-/// One fetch filter: all its conditions must hold.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FetchFilter {
-    /// The record key; may use guard values.
-    pub key: Option<String>,
-    /// Header values the record must carry; values may use guard values.
-    pub headers: Option<BTreeMap<String, String>>,
-}
-
 /// `with` of a `produce` route.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -223,7 +211,13 @@ mod tests {
             "key": "k", "overrides": {"zilla:identity": "x"}, "reply-to": "responses"
         }))
         .unwrap();
-        assert!(matches!(produce, GrpcKafkaWith::Produce(ProduceWith { acks: ProduceAcks::LeaderOnly, .. })));
+        assert!(matches!(
+            produce,
+            GrpcKafkaWith::Produce(ProduceWith {
+                acks: ProduceAcks::LeaderOnly,
+                ..
+            })
+        ));
         let fetch: GrpcKafkaWith = serde_json::from_value(json!({
             "capability": "fetch", "topic": "messages",
             "filters": [{"key": "k", "headers": {"h": "v"}}]
@@ -235,7 +229,10 @@ mod tests {
             json!({"capability": "produce", "topic": "t", "filters": []}),
             json!({"capability": "merge", "topic": "t"}),
         ] {
-            assert!(serde_json::from_value::<GrpcKafkaWith>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<GrpcKafkaWith>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -145,7 +145,10 @@ impl BindingFactory for GrpcKafkaFactory {
         }
         let routes = context.routes::<Kafka, _, _, Target>(MethodCondition::compile)?;
         if routes.is_empty() {
-            return Err(BuildError::at("routes", "a grpc-kafka proxy needs `routes`"));
+            return Err(BuildError::at(
+                "routes",
+                "a grpc-kafka proxy needs `routes`",
+            ));
         }
         if let Some(index) = routes.iter().position(|route| route.with.is_none()) {
             return Err(BuildError::at(

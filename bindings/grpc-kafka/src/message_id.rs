@@ -70,15 +70,18 @@ mod tests {
                 offset: 1,
             },
         ];
-        // `0a 0b "Hello World"`, then field 32767 (key 0xfa 0xff 0x0f), length 5, the id.
+        // `0a 0b "Hello World"`, then field 32767 (key 0xfa 0xff 0x0f), length 6, the id.
         let message = b"\x0a\x0bHello World";
         let appended = append(32767, message, &progress);
         assert_eq!(
             &appended[message.len()..],
-            b"\xfa\xff\x0f\x05\x01\x04\x00\x04\x02\x02"
+            b"\xfa\xff\x0f\x06\x01\x04\x00\x04\x02\x02"
         );
         assert_eq!(resume_offsets(Ok("AQQABAIC")), progress);
-        assert_eq!(resume_offsets(Err(&b"\x01\x04\x00\x04\x02\x02"[..])), progress);
+        assert_eq!(
+            resume_offsets(Err(&b"\x01\x04\x00\x04\x02\x02"[..])),
+            progress
+        );
         assert!(resume_offsets(Ok("not an id!")).is_empty());
     }
 

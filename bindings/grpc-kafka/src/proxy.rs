@@ -7,8 +7,8 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use zilla_binding_grpc::config::MethodCondition;
-use zilla_binding_grpc::metadata::encode_binary;
 use zilla_binding_grpc::kind::{ResponseSender, response_channel};
+use zilla_binding_grpc::metadata::encode_binary;
 use zilla_binding_grpc::{
     Code, GrpcHandler, GrpcRequest, GrpcResponse, MessageStream, Metadata, MetadataValue,
     ResponseItem, Status,
@@ -32,6 +32,9 @@ pub const META_PREFIX: &str = "meta:";
 pub const STATUS_HEADER: &[u8] = b"zilla:status";
 /// The reply header holding the final grpc-message.
 pub const MESSAGE_HEADER: &[u8] = b"zilla:message";
+
+/// gRPC routes capture no `{param}`.
+static NO_CAPTURES: zilla_engine::pattern::Captures = Vec::new();
 
 /// Response items held for a client that has not read them yet.
 const RESPONSE_CAPACITY: usize = 16;
@@ -114,6 +117,15 @@ impl GrpcKafkaProxy {
         }
     }
 
+    /// What a call's expressions read: its guard sessions (gRPC routes capture nothing).
+    fn scope<'a>(&'a self, request: &'a GrpcRequest) -> RouteScope<'a> {
+        RouteScope {
+            captures: &NO_CAPTURES,
+            authorization: request.authorization(),
+            namespace: &self.namespace,
+        }
+    }
+
     fn evaluate(
         &self,
         expression: &Expression,
@@ -132,12 +144,7 @@ impl GrpcKafkaProxy {
         target: &FetchTarget,
         request: GrpcRequest,
     ) -> Result<GrpcResponse, Status> {
-        let captures = Vec::new();
-        let context = RouteScope {
-            captures: &captures,
-            authorization: request.authorization(),
-            namespace: &self.namespace,
-        };
+        let context = self.scope(&request);
         let topic = self.evaluate(&target.topic, &context)?;
         let filters = target
             .filters
@@ -198,12 +205,7 @@ impl GrpcKafkaProxy {
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         let replayable = given_key.is_some();
         let idempotency_key = given_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let captures = Vec::new();
-        let context = RouteScope {
-            captures: &captures,
-            authorization: request.authorization(),
-            namespace: &self.namespace,
-        };
+        let context = self.scope(&request);
         let topic = self.evaluate(&target.topic, &context)?;
         let key = target
             .key
@@ -235,7 +237,8 @@ impl GrpcKafkaProxy {
         };
         let Some(reply_to) = reply_to else {
             records.send_all(exit.as_ref(), request.messages).await?;
-            let reply: MessageStream = Box::pin(futures_util::stream::once(async { Ok(Bytes::new()) }));
+            let reply: MessageStream =
+                Box::pin(futures_util::stream::once(async { Ok(Bytes::new()) }));
             return Ok(GrpcResponse::from_messages(reply));
         };
 
@@ -551,5 +554,127 @@ impl Records {
             Some(status) => Err(status),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn names() -> HeaderNames {
+        HeaderNames {
+            service: Bytes::from_static(b"zilla:service"),
+            method: Bytes::from_static(b"zilla:method"),
+            correlation_id: Bytes::from_static(b"zilla:correlation-id"),
+            reply_to: Bytes::from_static(b"zilla:reply-to"),
+        }
+    }
+
+    fn text(headers: &[Header]) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|header| {
+                (
+                    String::from_utf8_lossy(&header.name).into_owned(),
+                    String::from_utf8_lossy(header.value.as_deref().unwrap_or_default())
+                        .into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The records Zilla's conformance scripts expect for the same calls.
+    #[test]
+    fn records_match_zilla() {
+        let key = "59410e57-3e0f-4b61-9328-f645a7968ac8";
+        for (method, digest) in [
+            ("EchoUnary", "479f2c3fb58bc3f04bbe15440a657670"),
+            ("EchoClientStream", "97e816c79fb6624b7d221026cc36107c"),
+        ] {
+            let mut request = GrpcRequest::new(
+                "example.EchoService",
+                method,
+                Box::pin(futures_util::stream::empty()),
+            );
+            request.metadata.push_text("custom", "test");
+            request.metadata.push_text("idempotency-key", key);
+            request.metadata.push_binary("raw-bin", Bytes::from_static(b"\x00\xff"));
+            let draft = Draft::new(
+                &names(),
+                &request,
+                vec![(
+                    Bytes::from_static(b"zilla:identity"),
+                    Bytes::from_static(b"test"),
+                )],
+                Some("responses"),
+                key,
+            );
+            let correlation_id = format!("{key}-{digest}");
+            assert_eq!(draft.correlation_id, correlation_id);
+            assert!(draft.replying);
+            let expected: Vec<(String, String)> = [
+                ("zilla:identity", "test"),
+                ("zilla:service", "example.EchoService"),
+                ("zilla:method", method),
+                ("zilla:reply-to", "responses"),
+                ("zilla:correlation-id", correlation_id.as_str()),
+            ]
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+            assert_eq!(text(&draft.headers), expected);
+            assert_eq!(
+                text(&draft.meta),
+                [
+                    ("meta:custom".to_owned(), "test".to_owned()),
+                    ("meta:idempotency-key".to_owned(), key.to_owned()),
+                    ("meta:raw-bin".to_owned(), "AP8".to_owned()),
+                ]
+            );
+        }
+        // One-way: only the overrides, and the id still covers them.
+        let request = GrpcRequest::new(
+            "example.EchoService",
+            "EchoUnary",
+            Box::pin(futures_util::stream::empty()),
+        );
+        let draft = Draft::new(&names(), &request, Vec::new(), None, "k");
+        assert!(!draft.replying);
+        assert!(draft.headers.is_empty());
+        assert_eq!(draft.correlation_id, "k-d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    #[test]
+    fn replies_give_metadata_and_status() {
+        let reply = Message {
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: vec![
+                Header::new("meta:x-echo", "v1"),
+                Header::new("meta:x-raw-bin", "AP8"),
+                Header::new("zilla:status", "5"),
+                Header::new("zilla:message", "no such thing"),
+            ],
+        };
+        let metadata = metadata_of(&reply);
+        assert_eq!(
+            metadata.get("x-echo"),
+            Some(&MetadataValue::Text("v1".into()))
+        );
+        assert_eq!(
+            metadata.get("x-raw-bin"),
+            Some(&MetadataValue::Binary(Bytes::from_static(b"\x00\xff")))
+        );
+        assert_eq!(status_of(&reply), Status::new(Code::NotFound, "no such thing"));
+        let ok = Message {
+            headers: Vec::new(),
+            ..reply
+        };
+        assert_eq!(status_of(&ok), Status::ok());
     }
 }

@@ -44,13 +44,7 @@ impl TryFrom<GrpcKafkaWith> for Target {
                 filters: filters
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|filter| {
-                        FilterTemplate::compile(
-                            filter.key.as_deref(),
-                            filter.headers.unwrap_or_default(),
-                            &[],
-                        )
-                    })
+                    .map(|filter| FilterTemplate::of(filter, &[]))
                     .collect::<Result<_, String>>()?,
             }),
             GrpcKafkaWith::Produce(ProduceWith {

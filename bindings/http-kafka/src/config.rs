@@ -1,12 +1,10 @@
 //! Options, route conditions and route parameters of the http-kafka binding, spelled as in
 //! Zilla's `zilla.yaml`.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use zilla_binding_kafka::mapping::{OrderedStrings, ProduceAcks};
+pub use zilla_binding_kafka::mapping::{FetchFilter, OrderedStrings, ProduceAcks};
 
 /// `options` of an http-kafka `proxy`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -116,16 +114,6 @@ pub struct FetchWith {
     pub filters: Option<Vec<FetchFilter>>,
     /// Answer with every latest value merged into one document.
     pub merge: Option<Merge>,
-}
-
-/// One fetch filter: all its conditions must hold.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FetchFilter {
-    /// The record key; may use `${params.name}` and guard values.
-    pub key: Option<String>,
-    /// Header values the record must carry; values may use expressions.
-    pub headers: Option<BTreeMap<String, String>>,
 }
 
 /// `with.merge` of a `fetch` route.

@@ -93,8 +93,6 @@ mod tests {
         .unwrap();
         assert_eq!(when.reply_to, "responses");
         assert!(serde_json::from_value::<KafkaGrpcCondition>(json!({"topic": "t"})).is_err());
-        assert!(
-            serde_json::from_value::<KafkaGrpcWith>(json!({"scheme": "http"})).is_err()
-        );
+        assert!(serde_json::from_value::<KafkaGrpcWith>(json!({"scheme": "http"})).is_err());
     }
 }

@@ -57,7 +57,8 @@
 //! ```
 //!
 //! `entry` and `routes` are required; every route needs a `with`; the binding takes no
-//! binding-level `exit`.
+//! binding-level `exit`, and `guarded` routes are refused (requests read from Kafka carry no
+//! credentials).
 
 pub mod config;
 
@@ -138,14 +139,21 @@ impl BindingFactory for KafkaGrpcFactory {
             correlation_id: Bytes::from(headers.correlation_id),
             reply_to: Bytes::from(headers.reply_to),
         };
-        let routes = context
-            .routes::<Grpc, KafkaGrpcCondition, Subscription, KafkaGrpcWith>(|raw| {
+        let routes =
+            context.routes::<Grpc, KafkaGrpcCondition, Subscription, KafkaGrpcWith>(|raw| {
                 Subscription::compile(raw, &names)
             })?;
         if routes.is_empty() {
             return Err(BuildError::at(
                 "routes",
                 "a kafka-grpc remote_server needs `routes`",
+            ));
+        }
+        // Requests read from Kafka carry no guard session to check roles against.
+        if let Some(index) = routes.iter().position(|route| !route.guarded.is_empty()) {
+            return Err(BuildError::at(
+                format!("routes[{index}].guarded"),
+                "kafka-grpc `guarded` routes are not supported: requests read from Kafka carry no credentials",
             ));
         }
         if let Some(index) = routes

@@ -129,12 +129,7 @@ impl Server {
 
     /// Reads the requests of one `when` entry for as long as the binding runs, reopening the
     /// read where it stopped after a failure.
-    async fn read(
-        &self,
-        route_index: usize,
-        when_index: usize,
-        tasks: &TaskTracker,
-    ) {
+    async fn read(&self, route_index: usize, when_index: usize, tasks: &TaskTracker) {
         let Some(route) = self.routes.iter().nth(route_index) else {
             return;
         };
@@ -261,10 +256,7 @@ impl Server {
         }
         let mut metadata = metadata_of(message);
         if metadata.get(&self.idempotency).is_none() {
-            metadata.push_text(
-                self.idempotency.clone(),
-                idempotency_key(&correlation_id),
-            );
+            metadata.push_text(self.idempotency.clone(), idempotency_key(&correlation_id));
         }
         let call = Call {
             exit: exit.clone(),
@@ -404,7 +396,9 @@ impl Call {
             request.authority = self.authority.clone();
             request.metadata = self.metadata.clone();
             match self.exit.call(request).await {
-                Err(status) if status.code == Code::Unavailable && !taken.load(Ordering::Acquire) => {
+                Err(status)
+                    if status.code == Code::Unavailable && !taken.load(Ordering::Acquire) =>
+                {
                     tracing::debug!(%status, service = %self.service, "service unavailable; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAXIMUM_BACKOFF);
@@ -435,7 +429,9 @@ impl Call {
 /// call that failed before taking any can be tried again with the same messages.
 fn lend(shared: Arc<Mutex<MessageStream>>, taken: Arc<AtomicBool>) -> MessageStream {
     Box::pin(futures_util::stream::poll_fn(move |context| {
-        let mut stream = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stream = shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let polled = stream.as_mut().poll_next(context);
         if matches!(polled, std::task::Poll::Ready(Some(_))) {
             taken.store(true, Ordering::Release);
@@ -467,8 +463,8 @@ mod tests {
         let subscription = Subscription::compile(
             KafkaGrpcCondition {
                 topic: "requests".into(),
-                key: None,
-                headers: None,
+                key: Some("k".into()),
+                headers: Some([("h".to_owned(), "v".to_owned())].into()),
                 reply_to: "responses".into(),
                 method: Some("example.EchoService/*".into()),
             },
@@ -483,6 +479,11 @@ mod tests {
         assert_eq!(
             subscription.filter.conditions,
             vec![
+                Condition::Key(Bytes::from_static(b"k")),
+                Condition::Header {
+                    name: Bytes::from_static(b"h"),
+                    value: Bytes::from_static(b"v"),
+                },
                 Condition::Header {
                     name: Bytes::from_static(b"r"),
                     value: Bytes::from_static(b"responses"),
@@ -493,7 +494,13 @@ mod tests {
                 },
             ]
         );
-        assert!(subscription.method.as_ref().unwrap().matches("example.EchoService/EchoUnary"));
+        assert!(
+            subscription
+                .method
+                .as_ref()
+                .unwrap()
+                .matches("example.EchoService/EchoUnary")
+        );
     }
 
     #[tokio::test]

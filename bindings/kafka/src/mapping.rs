@@ -76,6 +76,16 @@ impl JsonSchema for OrderedStrings {
     }
 }
 
+/// One fetch filter: all its conditions must hold.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchFilter {
+    /// The record key; may use `${params.name}` and guard values.
+    pub key: Option<String>,
+    /// Header values the record must carry; values may use expressions.
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
 /// One fetch filter of a route's `with` (`{key, headers: {name: value}}`), its expressions
 /// compiled: every condition must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +95,17 @@ pub struct FilterTemplate {
 }
 
 impl FilterTemplate {
-    /// Compiles a filter's `key` and `headers`; `variables` are the plain variables the
-    /// binding supplies besides `params` and `guarded`.
+    /// Compiles a [`FetchFilter`]; `variables` are the plain variables the binding supplies
+    /// besides `params` and `guarded`.
+    pub fn of(filter: FetchFilter, variables: &[&str]) -> Result<Self, String> {
+        Self::compile(
+            filter.key.as_deref(),
+            filter.headers.unwrap_or_default(),
+            variables,
+        )
+    }
+
+    /// Compiles a filter's `key` and `headers`.
     pub fn compile(
         key: Option<&str>,
         headers: impl IntoIterator<Item = (String, String)>,
@@ -154,8 +173,7 @@ mod tests {
                 ]
             })
         );
-        let guarded =
-            FilterTemplate::compile(Some("${guarded['jwt'].identity}"), [], &[]).unwrap();
+        let guarded = FilterTemplate::compile(Some("${guarded['jwt'].identity}"), [], &[]).unwrap();
         assert_eq!(guarded.evaluate(&Params), None);
         assert!(FilterTemplate::compile(Some("${nope}"), [], &[]).is_err());
     }

@@ -61,13 +61,7 @@ impl TryFrom<SseKafkaWith> for Subscription {
             .filters
             .unwrap_or_default()
             .into_iter()
-            .map(|filter| {
-                FilterTemplate::compile(
-                    filter.key.as_deref(),
-                    filter.headers.unwrap_or_default(),
-                    &[],
-                )
-            })
+            .map(|filter| FilterTemplate::of(filter, &[]))
             .collect::<Result<_, String>>()?;
         Ok(Self {
             topic: compile(&with.topic)?,
