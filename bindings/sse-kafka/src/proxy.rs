@@ -206,6 +206,7 @@ pub(crate) fn event(
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use zilla_binding_kafka::kind::{Condition, Filter};
     use zilla_binding_kafka::kind::Header;
     use zilla_engine::guard::{Authorization, GuardSession};
 
