@@ -384,7 +384,10 @@ fn event_mesh_calls_a_grpc_service_through_kafka_and_back() -> Result<()> {
     // first reply record.
     assert_eq!(
         headers(call[0]),
-        pairs(&[("zilla:correlation-id", &correlation_id), ("meta:x-echo", "")])
+        pairs(&[
+            ("zilla:correlation-id", &correlation_id),
+            ("meta:x-echo", "")
+        ])
     );
     assert_eq!(call[1]["v"], Value::Null);
     assert_eq!(

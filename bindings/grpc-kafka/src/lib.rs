@@ -88,7 +88,6 @@ mod route;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use zilla_binding_grpc::Grpc;
 use zilla_binding_grpc::config::{GrpcCondition, MethodCondition};
 use zilla_binding_kafka::kind::Kafka;
@@ -156,7 +155,6 @@ impl BindingFactory for GrpcKafkaFactory {
                 "every grpc-kafka route needs a `with` (capability fetch or produce)",
             ));
         }
-        let headers = options.headers();
         let proxy = Arc::new(GrpcKafkaProxy {
             name: context.name().to_string(),
             namespace: context.name().namespace.clone(),
@@ -164,12 +162,7 @@ impl BindingFactory for GrpcKafkaFactory {
             field: options.field(),
             last_message_id: options.last_message_id(),
             idempotency: options.idempotency(),
-            headers: HeaderNames {
-                service: Bytes::from(headers.service),
-                method: Bytes::from(headers.method),
-                correlation_id: Bytes::from(headers.correlation_id),
-                reply_to: Bytes::from(headers.reply_to),
-            },
+            headers: HeaderNames::from(options.headers()),
             stopping: tokio_util::sync::CancellationToken::new(),
             retired: tokio_util::sync::CancellationToken::new(),
         });

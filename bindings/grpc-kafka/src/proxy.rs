@@ -39,13 +39,28 @@ static NO_CAPTURES: zilla_engine::pattern::Captures = Vec::new();
 /// Response items held for a client that has not read them yet.
 const RESPONSE_CAPACITY: usize = 16;
 
-/// The Kafka header names of `options.correlation.headers`.
+/// The Kafka header names of `options.correlation.headers` (shared with `kafka-grpc`).
 #[derive(Debug, Clone)]
-pub(crate) struct HeaderNames {
-    pub(crate) service: Bytes,
-    pub(crate) method: Bytes,
-    pub(crate) correlation_id: Bytes,
-    pub(crate) reply_to: Bytes,
+pub struct HeaderNames {
+    /// Names the gRPC service.
+    pub service: Bytes,
+    /// Names the gRPC method.
+    pub method: Bytes,
+    /// Carries the correlation id.
+    pub correlation_id: Bytes,
+    /// Names the reply topic.
+    pub reply_to: Bytes,
+}
+
+impl From<crate::config::CorrelationHeaders> for HeaderNames {
+    fn from(headers: crate::config::CorrelationHeaders) -> Self {
+        Self {
+            service: Bytes::from(headers.service),
+            method: Bytes::from(headers.method),
+            correlation_id: Bytes::from(headers.correlation_id),
+            reply_to: Bytes::from(headers.reply_to),
+        }
+    }
 }
 
 /// A built grpc-kafka proxy.
@@ -600,7 +615,9 @@ mod tests {
             );
             request.metadata.push_text("custom", "test");
             request.metadata.push_text("idempotency-key", key);
-            request.metadata.push_binary("raw-bin", Bytes::from_static(b"\x00\xff"));
+            request
+                .metadata
+                .push_binary("raw-bin", Bytes::from_static(b"\x00\xff"));
             let draft = Draft::new(
                 &names(),
                 &request,
@@ -670,7 +687,10 @@ mod tests {
             metadata.get("x-raw-bin"),
             Some(&MetadataValue::Binary(Bytes::from_static(b"\x00\xff")))
         );
-        assert_eq!(status_of(&reply), Status::new(Code::NotFound, "no such thing"));
+        assert_eq!(
+            status_of(&reply),
+            Status::new(Code::NotFound, "no such thing")
+        );
         let ok = Message {
             headers: Vec::new(),
             ..reply

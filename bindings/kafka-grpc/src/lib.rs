@@ -66,7 +66,6 @@ mod server;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use zilla_binding_grpc::Grpc;
@@ -76,7 +75,8 @@ use zilla_engine::stream::StreamKind;
 use zilla_engine::{BindingKind, BuildError, Registry};
 
 use config::{KafkaGrpcCondition, KafkaGrpcOptions, KafkaGrpcWith};
-use server::{HeaderNames, MAXIMUM_CALLS, Server, Subscription};
+use server::{MAXIMUM_CALLS, Server, Subscription};
+use zilla_binding_grpc_kafka::proxy::HeaderNames;
 
 /// Registers the `kafka-grpc` binding type.
 pub fn register(registry: &mut Registry) {
@@ -132,13 +132,7 @@ impl BindingFactory for KafkaGrpcFactory {
             ));
         };
         let kafka = context.exit::<Kafka>(&entry)?;
-        let headers = options.headers();
-        let names = HeaderNames {
-            service: Bytes::from(headers.service),
-            method: Bytes::from(headers.method),
-            correlation_id: Bytes::from(headers.correlation_id),
-            reply_to: Bytes::from(headers.reply_to),
-        };
+        let names = HeaderNames::from(options.headers());
         let routes =
             context.routes::<Grpc, KafkaGrpcCondition, Subscription, KafkaGrpcWith>(|raw| {
                 Subscription::compile(raw, &names)

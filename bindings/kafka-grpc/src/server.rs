@@ -15,7 +15,9 @@ use zilla_binding_grpc::kind::{MessageSender, message_channel};
 use zilla_binding_grpc::{
     Code, GrpcHandler, GrpcRequest, MessageStream, Metadata, ResponseItem, Status,
 };
-use zilla_binding_grpc_kafka::proxy::{MESSAGE_HEADER, STATUS_HEADER, meta_headers, metadata_of};
+use zilla_binding_grpc_kafka::proxy::{
+    HeaderNames, MESSAGE_HEADER, STATUS_HEADER, meta_headers, metadata_of,
+};
 use zilla_binding_kafka::kind::{
     Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, Message,
     PartitionOffset, ProduceRequest, Start,
@@ -33,15 +35,6 @@ const REQUEST_CAPACITY: usize = 16;
 /// [`MAXIMUM_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAXIMUM_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The Kafka header names of `options.correlation.headers`.
-#[derive(Debug, Clone)]
-pub(crate) struct HeaderNames {
-    pub(crate) service: Bytes,
-    pub(crate) method: Bytes,
-    pub(crate) correlation_id: Bytes,
-    pub(crate) reply_to: Bytes,
-}
 
 /// A compiled `when` entry: the merged read it opens and the methods it serves.
 #[derive(Debug)]

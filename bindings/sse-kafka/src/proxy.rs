@@ -206,8 +206,8 @@ pub(crate) fn event(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use zilla_binding_kafka::kind::{Condition, Filter};
     use zilla_binding_kafka::kind::Header;
+    use zilla_binding_kafka::kind::{Condition, Filter};
     use zilla_engine::guard::{Authorization, GuardSession};
 
     fn message(key: Option<&str>, value: Option<&str>, headers: &[(&str, &str)]) -> Message {
