@@ -33,6 +33,11 @@ pub trait BindingFactory: Send + Sync + 'static {
     fn accepts(&self, kind: BindingKind) -> &'static [&'static str];
     /// The stream kind a binding of `kind` opens on its exits, `None` when it has no exit.
     fn emits(&self, kind: BindingKind) -> Option<&'static str>;
+    /// The stream kind a binding of `kind` opens into its `entry` (remote kinds); by default
+    /// the kind it opens on its exits.
+    fn entry_emits(&self, kind: BindingKind) -> Option<&'static str> {
+        self.emits(kind)
+    }
     /// The option, `when` and `with` schemas for `kind`.
     fn schema(&self, kind: BindingKind) -> BindingSchema;
     /// The schema of the binding-level `catalog` of a binding of `kind`; `None` (the default)

@@ -458,6 +458,9 @@ impl BindingType for FactoryType<'_> {
     fn emits(&self, kind: BindingKind) -> Option<&'static str> {
         self.0.emits(kind)
     }
+    fn entry_emits(&self, kind: BindingKind) -> Option<&'static str> {
+        self.0.entry_emits(kind)
+    }
     fn schema(&self, kind: BindingKind) -> BindingSchema {
         self.0.schema(kind)
     }

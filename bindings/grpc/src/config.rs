@@ -57,15 +57,17 @@ pub enum MetadataCondition {
     },
 }
 
-/// A compiled route condition.
+/// A compiled route condition (`method` pattern and `metadata` values), also used by the
+/// bindings that take `grpc` calls with the same `when` shape (`grpc-kafka`).
 #[derive(Debug)]
-pub(crate) struct MethodCondition {
+pub struct MethodCondition {
     method: Option<Pattern>,
     metadata: Vec<(String, Bytes)>,
 }
 
 impl MethodCondition {
-    pub(crate) fn compile(raw: GrpcCondition) -> Result<Self, String> {
+    /// Compiles a `when` entry.
+    pub fn compile(raw: GrpcCondition) -> Result<Self, String> {
         let method = raw
             .method
             .map(|method| Pattern::compile(&method, Some('/')))
@@ -84,7 +86,8 @@ impl MethodCondition {
         Ok(Self { method, metadata })
     }
 
-    pub(crate) fn matches(&self, request: &GrpcRequest) -> bool {
+    /// Whether `request` calls a matching method with the metadata asked for.
+    pub fn matches(&self, request: &GrpcRequest) -> bool {
         if let Some(method) = &self.method
             && !method.matches(&request.full_method())
         {

@@ -1,13 +1,10 @@
 //! Options, route conditions and route parameters of the http-kafka binding, spelled as in
 //! Zilla's `zilla.yaml`.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt;
+use schemars::JsonSchema;
+use serde::Deserialize;
 
-use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+pub use zilla_binding_kafka::mapping::{FetchFilter, OrderedStrings, ProduceAcks};
 
 /// `options` of an http-kafka `proxy`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -119,16 +116,6 @@ pub struct FetchWith {
     pub merge: Option<Merge>,
 }
 
-/// One fetch filter: all its conditions must hold.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FetchFilter {
-    /// The record key; may use `${params.name}` and guard values.
-    pub key: Option<String>,
-    /// Header values the record must carry; values may use expressions.
-    pub headers: Option<BTreeMap<String, String>>,
-}
-
 /// `with.merge` of a `fetch` route.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -201,58 +188,6 @@ pub struct ProduceWith {
     /// `location: /items/${params.id};cid=${correlationId}`.
     #[serde(rename = "async")]
     pub async_headers: Option<OrderedStrings>,
-}
-
-/// `with.acks`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProduceAcks {
-    /// No acknowledgement: the response does not wait for Kafka.
-    None,
-    /// The partition leader has the record.
-    LeaderOnly,
-    /// Every in-sync replica has the record.
-    #[default]
-    InSyncReplicas,
-}
-
-/// A map of strings that keeps the order it was written in (header order is part of the
-/// correlation id).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrderedStrings(pub Vec<(String, String)>);
-
-impl<'de> Deserialize<'de> for OrderedStrings {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Entries;
-
-        impl<'de> Visitor<'de> for Entries {
-            type Value = OrderedStrings;
-
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a map of strings")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, String>()? {
-                    entries.push(entry);
-                }
-                Ok(OrderedStrings(entries))
-            }
-        }
-
-        deserializer.deserialize_map(Entries)
-    }
-}
-
-impl JsonSchema for OrderedStrings {
-    fn schema_name() -> Cow<'static, str> {
-        "OrderedStrings".into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        <BTreeMap<String, String>>::json_schema(generator)
-    }
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@
 //! `with`; the binding takes no binding-level `exit`.
 
 pub mod config;
-pub mod correlation;
+pub use zilla_binding_kafka::correlation;
 pub mod etag;
 mod headers;
 mod proxy;

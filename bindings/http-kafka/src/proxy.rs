@@ -29,10 +29,10 @@ use zilla_engine::pattern::Captures;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
-use crate::correlation::CorrelationHash;
 use crate::etag;
 use crate::headers::{Preferences, first, insert, reply_head, request_headers};
 use crate::route::{Condition, FetchTarget, ProduceTarget, Scope, Target};
+use zilla_binding_kafka::correlation::CorrelationHash;
 
 /// How long a topic's `max.message.bytes` is trusted before it is asked again.
 const TOPIC_CONFIG_TTL: Duration = Duration::from_secs(60);

@@ -11,7 +11,7 @@ use zilla_engine::expr::{Expression, Segment};
 use zilla_engine::guard::Authorization;
 use zilla_engine::pattern::{Captures, Pattern};
 
-use crate::config::{FetchWith, HttpKafkaCondition, HttpKafkaWith, ProduceAcks, ProduceWith};
+use crate::config::{FetchWith, HttpKafkaCondition, HttpKafkaWith, ProduceWith};
 
 /// The variable an async location template puts the correlation id in.
 pub(crate) const CORRELATION_ID: &str = "correlationId";
@@ -198,11 +198,7 @@ impl ProduceTarget {
             .collect::<Result<_, String>>()?;
         Ok(Self {
             topic: Expression::compile(&produce.topic, &[])?,
-            acks: match produce.acks {
-                ProduceAcks::None => Acks::None,
-                ProduceAcks::LeaderOnly => Acks::Leader,
-                ProduceAcks::InSyncReplicas => Acks::All,
-            },
+            acks: produce.acks.into(),
             key: produce
                 .key
                 .as_deref()

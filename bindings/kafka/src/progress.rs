@@ -32,6 +32,17 @@ pub struct InvalidProgress(pub &'static str);
 /// The token of `progress`, then `/` and `suffix` (the record's `etag` header) when given.
 /// Partitions with a negative id are left out, as Zilla does.
 pub fn encode(progress: &[PartitionOffset], suffix: Option<&[u8]>) -> String {
+    let mut token = URL_SAFE.encode(encode_raw(progress));
+    if let Some(suffix) = suffix {
+        token.push('/');
+        token.push_str(&String::from_utf8_lossy(suffix));
+    }
+    token
+}
+
+/// The bytes of the token of `progress` before base64: what `grpc-kafka` puts in each
+/// message's reliability field, and what its clients send back base64url-encoded.
+pub fn encode_raw(progress: &[PartitionOffset]) -> Vec<u8> {
     let partitions = progress.iter().filter(|entry| entry.partition >= 0);
     let count = i32::try_from(partitions.clone().count()).unwrap_or(i32::MAX);
     let mut raw = Vec::with_capacity(2 + progress.len() * 4);
@@ -41,12 +52,7 @@ pub fn encode(progress: &[PartitionOffset], suffix: Option<&[u8]>) -> String {
         put_varint(&mut raw, zigzag32(entry.partition).into());
         put_varint(&mut raw, zigzag64(entry.offset));
     }
-    let mut token = URL_SAFE.encode(&raw);
-    if let Some(suffix) = suffix {
-        token.push('/');
-        token.push_str(&String::from_utf8_lossy(suffix));
-    }
-    token
+    raw
 }
 
 /// The offsets a token (its part before any `/`) carries, sorted by partition.
@@ -64,7 +70,12 @@ pub fn decode(token: &str) -> Result<Vec<PartitionOffset>, InvalidProgress> {
     let raw = URL_SAFE_PAD_INDIFFERENT
         .decode(base64)
         .map_err(|_| InvalidProgress("not base64url"))?;
-    let mut reader = Reader { raw: &raw };
+    decode_raw(&raw)
+}
+
+/// The offsets of a token's bytes before base64 ([`encode_raw`]), sorted by partition.
+pub fn decode_raw(raw: &[u8]) -> Result<Vec<PartitionOffset>, InvalidProgress> {
+    let mut reader = Reader { raw };
     if reader.byte()? != VERSION {
         return Err(InvalidProgress("unknown version"));
     }

@@ -1,8 +1,6 @@
 //! Typed route config of the sse-kafka binding, in Zilla's YAML shape. The binding has no
 //! `options`.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -27,16 +25,8 @@ pub struct SseKafkaWith {
     pub event: Option<SseKafkaEvent>,
 }
 
-/// A filter: all of its conditions must hold.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SseKafkaFilter {
-    /// The record key must equal this; may use `${params.<name>}` and guard values.
-    pub key: Option<String>,
-    /// Header name → the value some header of that name must have; values may use
-    /// `${params.<name>}` and guard values.
-    pub headers: Option<BTreeMap<String, String>>,
-}
+/// A filter: all of its conditions must hold (the shape every Kafka mapping shares).
+pub use zilla_binding_kafka::mapping::FetchFilter as SseKafkaFilter;
 
 /// `with.event`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

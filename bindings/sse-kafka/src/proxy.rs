@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use zilla_binding_kafka::kind::{
-    Condition, Filter, KafkaHandler, MergedItem, MergedRequest, Message, PartitionOffset, Start,
+    KafkaHandler, MergedItem, MergedRequest, Message, PartitionOffset, Start,
 };
+use zilla_binding_kafka::mapping::FilterTemplate;
 use zilla_binding_sse::{SseEvent, SseHandler, SseItem, SseRequest, SseStream};
 use zilla_engine::expr::{Expression, RouteScope};
 use zilla_engine::pattern::{Captures, Pattern};
@@ -52,12 +52,6 @@ pub(crate) struct Subscription {
     event_id: EventIdFormat,
 }
 
-#[derive(Debug, Clone)]
-struct FilterTemplate {
-    key: Option<Expression>,
-    headers: Vec<(Bytes, Expression)>,
-}
-
 impl TryFrom<SseKafkaWith> for Subscription {
     type Error = String;
 
@@ -67,17 +61,7 @@ impl TryFrom<SseKafkaWith> for Subscription {
             .filters
             .unwrap_or_default()
             .into_iter()
-            .map(|filter| {
-                Ok(FilterTemplate {
-                    key: filter.key.as_deref().map(compile).transpose()?,
-                    headers: filter
-                        .headers
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(name, value)| Ok((Bytes::from(name), compile(&value)?)))
-                        .collect::<Result<_, String>>()?,
-                })
-            })
+            .map(|filter| FilterTemplate::of(filter, &[]))
             .collect::<Result<_, String>>()?;
         Ok(Self {
             topic: compile(&with.topic)?,
@@ -103,19 +87,7 @@ impl Subscription {
         let filters = self
             .filters
             .iter()
-            .map(|template| {
-                let mut conditions = Vec::with_capacity(template.headers.len() + 1);
-                if let Some(key) = &template.key {
-                    conditions.push(Condition::Key(Bytes::from(evaluate(key)?)));
-                }
-                for (name, value) in &template.headers {
-                    conditions.push(Condition::Header {
-                        name: name.clone(),
-                        value: Bytes::from(evaluate(value)?),
-                    });
-                }
-                Ok(Filter { conditions })
-            })
+            .map(|template| template.evaluate(context).ok_or(StreamError::Unauthorized))
             .collect::<Result<_, StreamError>>()?;
         let (start, offsets) = match last_event_id.filter(|id| !id.is_empty()) {
             // Partitions the id does not name are read from the start, so none is skipped.
@@ -233,7 +205,9 @@ pub(crate) fn event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use zilla_binding_kafka::kind::Header;
+    use zilla_binding_kafka::kind::{Condition, Filter};
     use zilla_engine::guard::{Authorization, GuardSession};
 
     fn message(key: Option<&str>, value: Option<&str>, headers: &[(&str, &str)]) -> Message {

@@ -744,12 +744,20 @@ fn check_pipeline(config: &Config, registry: &dyn Types) -> Vec<ConfigError> {
                 ));
             }
         }
-        for (exit, origin) in exits_of(binding) {
+        let exits = exits_of(binding);
+        // `exits_of` lists the entry last.
+        let entry_index = binding.entry.as_ref().map(|_| exits.len() - 1);
+        for (index, (exit, origin)) in exits.into_iter().enumerate() {
             let target_name = name.resolve(&exit);
             let Some(target) = by_name.get(&target_name) else {
                 continue;
             };
-            let Some(kind) = emits else {
+            let emitted = if Some(index) == entry_index {
+                factory.entry_emits(binding.kind)
+            } else {
+                emits
+            };
+            let Some(kind) = emitted else {
                 errors.push(config.error(
                     &origin,
                     format!("a {} binding has no exit", describe(binding)),

@@ -70,6 +70,12 @@ pub trait BindingType {
     fn accepts(&self, kind: BindingKind) -> &'static [&'static str];
     /// The stream kind a binding of `kind` opens on its exits, `None` when it has no exit.
     fn emits(&self, kind: BindingKind) -> Option<&'static str>;
+    /// The stream kind a binding of `kind` opens into its `entry` (remote kinds, e.g. a
+    /// `kafka-grpc` `remote_server` reads `kafka` from its entry and calls `grpc` exits); by
+    /// default the kind it opens on its exits.
+    fn entry_emits(&self, kind: BindingKind) -> Option<&'static str> {
+        self.emits(kind)
+    }
     /// The option, `when` and `with` schemas for `kind`.
     fn schema(&self, kind: BindingKind) -> BindingSchema;
     /// The schema of the binding-level `catalog` of a binding of `kind`; `None` (the default)

@@ -56,6 +56,10 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_binding_mqtt_kafka::register(registry);
     #[cfg(feature = "binding-grpc")]
     zilla_binding_grpc::register(registry);
+    #[cfg(feature = "binding-grpc-kafka")]
+    zilla_binding_grpc_kafka::register(registry);
+    #[cfg(feature = "binding-kafka-grpc")]
+    zilla_binding_kafka_grpc::register(registry);
     #[cfg(feature = "binding-sse-kafka")]
     zilla_binding_sse_kafka::register(registry);
     #[cfg(feature = "binding-http-kafka")]

@@ -1,4 +1,6 @@
-# Generates the EchoService stubs with grpcio-tools into a temporary directory and imports them.
+# Generates the stubs of `<name>.proto` (EchoService by default) with grpcio-tools into a
+# temporary directory and imports them.
+import importlib
 import os
 import sys
 import tempfile
@@ -6,13 +8,11 @@ import tempfile
 from grpc_tools import protoc
 
 
-def load(proto_dir):
+def load(proto_dir, name="echo"):
     out = tempfile.mkdtemp()
     args = ["protoc", f"-I{proto_dir}", f"--python_out={out}", f"--grpc_python_out={out}",
-            os.path.join(proto_dir, "echo.proto")]
+            os.path.join(proto_dir, f"{name}.proto")]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     sys.path.insert(0, out)
-    import echo_pb2
-    import echo_pb2_grpc
-    return echo_pb2, echo_pb2_grpc
+    return importlib.import_module(f"{name}_pb2"), importlib.import_module(f"{name}_pb2_grpc")

@@ -1,7 +1,9 @@
-//! The correlation id of a produced request: `<idempotency key>-<md5 hex>`, where the MD5
-//! covers, in this order, the record key, each copied header's name and value, the reply-to
-//! header, each override, then the body. The same request therefore always gets the same id,
-//! here and on a Zilla node, so a retried request finds the reply to its first attempt.
+//! The correlation id of a produced request: `<idempotency key>-<md5 hex>`, as Zilla makes
+//! it, so the same request always gets the same id, here and on a Zilla node, and a retried
+//! request finds the reply to its first attempt. What the MD5 covers depends on the mapping:
+//! `http-kafka` hashes the record key, each copied header's name and value, the reply-to
+//! header, each override, then the body; `grpc-kafka` hashes the service, method and reply-to
+//! headers (names and values), then each override's value.
 
 use md5::{Digest, Md5};
 

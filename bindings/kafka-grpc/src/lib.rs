@@ -1,0 +1,198 @@
+//! The `kafka-grpc` binding: a `remote_server` that reads gRPC requests from Kafka topics
+//! through its `entry` (a kafka `cache_client` or `client`), calls the service through its
+//! route's exit (a `grpc` client) and produces the replies back to Kafka: the other half of
+//! `grpc-kafka`'s produce, so gRPC services can call each other over Kafka (an event mesh).
+//!
+//! Each route `when` entry is one read of `topic`, from its end when the gateway starts,
+//! filtered on `key`, `headers`, the `zilla:reply-to` header (which must name `reply-to`) and,
+//! when `method` names one service, the `zilla:service` header; `method` (`pkg.Service/Method`,
+//! `*` wildcards) selects the calls. The records of one request share a
+//! `zilla:correlation-id`: the first starts the call (service and method from `zilla:service`
+//! and `zilla:method`, request metadata from the `meta:*` headers, plus the `idempotency`
+//! metadata holding the request's idempotency key, the correlation id without its `-<md5>`
+//! suffix, when the request carries none), each value is one request message, and the record
+//! without value ends the request (with a `zilla:status` other than `0`, it is broken off and
+//! the call is cancelled). Records without correlation id, service, method or reply topic
+//! are skipped.
+//!
+//! Calls go to the route's exit with the route's `with.scheme` and `with.authority`. While
+//! the service is `UNAVAILABLE` before it took a request message, the call is tried again
+//! after a backoff (100 ms doubling up to 5 s). Each response message is produced to the
+//! request's reply topic, keyed like the request, with `zilla:correlation-id` (the response
+//! metadata as `meta:*` headers on the first record); then a record without value carries the
+//! final `zilla:status` and, when not empty, `zilla:message`. Acks: `options.acks` (default
+//! `in_sync_replicas`).
+//!
+//! At most 256 calls run at once per binding; further requests wait in Kafka. Each call holds
+//! at most 16 request messages the service has not taken yet.
+//!
+//! Not built: reading as a Kafka consumer group with committed offsets. The read starts at
+//! the topic's end each time the gateway starts, so requests produced while no gateway reads
+//! the topic are not answered.
+//!
+//! ```yaml
+//! name: example
+//! bindings:
+//!   kafka_grpc:
+//!     type: kafka-grpc
+//!     kind: remote_server
+//!     entry: kafka_cache_client
+//!     options:
+//!       acks: leader_only
+//!       correlation:
+//!         headers:
+//!           service: zilla:service
+//!           method: zilla:method
+//!           correlation-id: zilla:correlation-id
+//!           reply-to: zilla:reply-to
+//!     routes:
+//!       - when:
+//!           - topic: echo-requests
+//!             reply-to: echo-responses
+//!             method: example.EchoService/*
+//!         exit: grpc_client
+//!         with:
+//!           scheme: http
+//!           authority: localhost:50051
+//! ```
+//!
+//! `entry` and `routes` are required; every route needs a `with`; the binding takes no
+//! binding-level `exit`, and `guarded` routes are refused (requests read from Kafka carry no
+//! credentials).
+
+pub mod config;
+
+mod server;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use zilla_binding_grpc::Grpc;
+use zilla_binding_kafka::kind::Kafka;
+use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
+use zilla_engine::stream::StreamKind;
+use zilla_engine::{BindingKind, BuildError, Registry};
+
+use config::{KafkaGrpcCondition, KafkaGrpcOptions, KafkaGrpcWith};
+use server::{MAXIMUM_CALLS, Server, Subscription};
+use zilla_binding_grpc_kafka::proxy::HeaderNames;
+
+/// Registers the `kafka-grpc` binding type.
+pub fn register(registry: &mut Registry) {
+    registry.binding(KafkaGrpcFactory);
+}
+
+/// Builds kafka-grpc bindings.
+#[derive(Debug)]
+pub struct KafkaGrpcFactory;
+
+impl BindingFactory for KafkaGrpcFactory {
+    fn type_name(&self) -> &'static str {
+        "kafka-grpc"
+    }
+
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::RemoteServer]
+    }
+
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        Some(Grpc::NAME)
+    }
+
+    fn entry_emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        Some(Kafka::NAME)
+    }
+
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema {
+            options: Some(BindingSchema::of::<KafkaGrpcOptions>()),
+            options_required: false,
+            when: Some(BindingSchema::of::<KafkaGrpcCondition>()),
+            with: Some(BindingSchema::of::<KafkaGrpcWith>()),
+        }
+    }
+
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let options: KafkaGrpcOptions = context.options()?;
+        if context.config().exit.is_some() {
+            return Err(BuildError::at(
+                "exit",
+                "a kafka-grpc remote_server takes no binding-level `exit`: each route names its exit and its `with`",
+            ));
+        }
+        let Some(entry) = context.config().entry.clone() else {
+            return Err(BuildError::at(
+                "",
+                "a kafka-grpc remote_server needs an `entry`: the kafka binding requests are read from",
+            ));
+        };
+        let kafka = context.exit::<Kafka>(&entry)?;
+        let names = HeaderNames::from(options.headers());
+        let routes =
+            context.routes::<Grpc, KafkaGrpcCondition, Subscription, KafkaGrpcWith>(|raw| {
+                Subscription::compile(raw, &names)
+            })?;
+        if routes.is_empty() {
+            return Err(BuildError::at(
+                "routes",
+                "a kafka-grpc remote_server needs `routes`",
+            ));
+        }
+        // Requests read from Kafka carry no guard session to check roles against.
+        if let Some(index) = routes.iter().position(|route| !route.guarded.is_empty()) {
+            return Err(BuildError::at(
+                format!("routes[{index}].guarded"),
+                "kafka-grpc `guarded` routes are not supported: requests read from Kafka carry no credentials",
+            ));
+        }
+        if let Some(index) = routes
+            .iter()
+            .position(|route| route.with.is_none() || route.when.is_empty())
+        {
+            return Err(BuildError::at(
+                format!("routes[{index}]"),
+                "every kafka-grpc route needs `when` (the topic to read) and `with` (scheme and authority)",
+            ));
+        }
+        Ok(Arc::new(Built {
+            server: Arc::new(Server {
+                name: context.name().to_string(),
+                kafka,
+                routes,
+                headers: names,
+                idempotency: options.idempotency(),
+                acks: options.acks.into(),
+                calls: Arc::new(Semaphore::new(MAXIMUM_CALLS)),
+                stopping: CancellationToken::new(),
+                retired: CancellationToken::new(),
+            }),
+        }))
+    }
+}
+
+/// A built remote server: its readers start with the binding.
+struct Built {
+    server: Arc<Server>,
+}
+
+impl Binding for Built {
+    fn start(&self, context: &StartContext) {
+        self.server.start(&context.tasks);
+        let stopping = self.server.stopping.clone();
+        let retired = self.server.retired.clone();
+        let (shutdown, cut) = (context.shutdown.clone(), context.retired.clone());
+        tokio::spawn(async move {
+            // Stop reading new requests at once; calls in progress go on until the drain
+            // is over.
+            shutdown.cancelled().await;
+            stopping.cancel();
+            cut.cancelled().await;
+            retired.cancel();
+        });
+    }
+}

@@ -1,0 +1,192 @@
+//! Pieces shared by the bindings that map a protocol onto Kafka (`http-kafka`, `sse-kafka`,
+//! `grpc-kafka`, `kafka-grpc`): the config shapes their routes have in common (`acks`,
+//! ordered `overrides`) and fetch filters compiled once at load and evaluated per stream.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use zilla_engine::expr::{Expression, ExpressionContext};
+
+use crate::kind::{Acks, Condition, Filter};
+
+/// `with.acks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProduceAcks {
+    /// No acknowledgement: the response does not wait for Kafka.
+    None,
+    /// The partition leader has the record.
+    LeaderOnly,
+    /// Every in-sync replica has the record.
+    #[default]
+    InSyncReplicas,
+}
+
+impl From<ProduceAcks> for Acks {
+    fn from(acks: ProduceAcks) -> Self {
+        match acks {
+            ProduceAcks::None => Acks::None,
+            ProduceAcks::LeaderOnly => Acks::Leader,
+            ProduceAcks::InSyncReplicas => Acks::All,
+        }
+    }
+}
+
+/// A map of strings that keeps the order it was written in (header order is part of the
+/// correlation id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderedStrings(pub Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for OrderedStrings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+
+        impl<'de> Visitor<'de> for Entries {
+            type Value = OrderedStrings;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a map of strings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(OrderedStrings(entries))
+            }
+        }
+
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+impl JsonSchema for OrderedStrings {
+    fn schema_name() -> Cow<'static, str> {
+        "OrderedStrings".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        <BTreeMap<String, String>>::json_schema(generator)
+    }
+}
+
+/// One fetch filter: all its conditions must hold.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchFilter {
+    /// The record key; may use `${params.name}` and guard values.
+    pub key: Option<String>,
+    /// Header values the record must carry; values may use expressions.
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+/// One fetch filter of a route's `with` (`{key, headers: {name: value}}`), its expressions
+/// compiled: every condition must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterTemplate {
+    key: Option<Expression>,
+    headers: Vec<(Bytes, Expression)>,
+}
+
+impl FilterTemplate {
+    /// Compiles a [`FetchFilter`]; `variables` are the plain variables the binding supplies
+    /// besides `params` and `guarded`.
+    pub fn of(filter: FetchFilter, variables: &[&str]) -> Result<Self, String> {
+        Self::compile(
+            filter.key.as_deref(),
+            filter.headers.unwrap_or_default(),
+            variables,
+        )
+    }
+
+    /// Compiles a filter's `key` and `headers`.
+    pub fn compile(
+        key: Option<&str>,
+        headers: impl IntoIterator<Item = (String, String)>,
+        variables: &[&str],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            key: key
+                .map(|key| Expression::compile(key, variables))
+                .transpose()?,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| {
+                    Ok((Bytes::from(name), Expression::compile(&value, variables)?))
+                })
+                .collect::<Result<_, String>>()?,
+        })
+    }
+
+    /// The Kafka filter for one stream; `None` when a value has nothing behind it in
+    /// `context` (a guard without a session), which must neither widen nor blank a filter.
+    pub fn evaluate(&self, context: &dyn ExpressionContext) -> Option<Filter> {
+        let mut conditions = Vec::with_capacity(self.headers.len() + 1);
+        if let Some(key) = &self.key {
+            conditions.push(Condition::Key(Bytes::from(key.evaluate(context)?)));
+        }
+        for (name, value) in &self.headers {
+            conditions.push(Condition::Header {
+                name: name.clone(),
+                value: Bytes::from(value.evaluate(context)?),
+            });
+        }
+        Some(Filter { conditions })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Params;
+
+    impl ExpressionContext for Params {
+        fn param(&self, name: &str) -> Option<&str> {
+            (name == "id").then_some("42")
+        }
+    }
+
+    #[test]
+    fn filters_evaluate_per_stream() {
+        let template = FilterTemplate::compile(
+            Some("${params.id}"),
+            [("tag".to_owned(), "t-${params.id}".to_owned())],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            template.evaluate(&Params),
+            Some(Filter {
+                conditions: vec![
+                    Condition::Key(Bytes::from_static(b"42")),
+                    Condition::Header {
+                        name: Bytes::from_static(b"tag"),
+                        value: Bytes::from_static(b"t-42"),
+                    },
+                ]
+            })
+        );
+        let guarded = FilterTemplate::compile(Some("${guarded['jwt'].identity}"), [], &[]).unwrap();
+        assert_eq!(guarded.evaluate(&Params), None);
+        assert!(FilterTemplate::compile(Some("${nope}"), [], &[]).is_err());
+    }
+
+    #[test]
+    fn overrides_keep_their_order_and_acks_map() {
+        let overrides: OrderedStrings =
+            serde_json::from_value(serde_json::json!({"b": "1", "a": "2"})).unwrap();
+        assert_eq!(
+            overrides.0,
+            [("b".into(), "1".into()), ("a".into(), "2".into())]
+        );
+        assert_eq!(Acks::from(ProduceAcks::default()), Acks::All);
+        assert_eq!(Acks::from(ProduceAcks::LeaderOnly), Acks::Leader);
+    }
+}
