@@ -21,9 +21,27 @@ pub enum Group {
     Tansu,
     /// The websocat WebSocket client and server (cargo install).
     Websocat,
+    /// npm packages under `.peers/node` (`@asyncapi/parser`), and the public AsyncAPI
+    /// documents the `@asyncapi/cli` package ships, under `.peers/node/corpus/cli-examples`.
+    Npm,
 }
 
-const ALL: [Group; 4] = [Group::Apt, Group::Python, Group::Tansu, Group::Websocat];
+const ALL: [Group; 5] = [
+    Group::Apt,
+    Group::Python,
+    Group::Tansu,
+    Group::Websocat,
+    Group::Npm,
+];
+
+/// npm packages (pinned) and a file that shows each is installed.
+const NPM_PACKAGES: &[(&str, &str)] = &[(
+    "@asyncapi/parser@3.6.6",
+    "node_modules/@asyncapi/parser/package.json",
+)];
+
+/// The package whose `assets/examples` are the AsyncAPI corpus of the parser cross-check.
+const ASYNCAPI_EXAMPLES: &str = "@asyncapi/cli@6.2.0";
 
 /// The peers themselves, then what building tansu and websocat needs.
 const APT_PACKAGES: &[&str] = &[
@@ -48,6 +66,9 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The load balancer in front of the gateway replicas in `cargo xtask soak`.
     "haproxy",
+    // node and npm: `@asyncapi/parser`, the reference reader of AsyncAPI documents.
+    "nodejs",
+    "npm",
 ];
 
 /// pip names and the modules that show each is importable.
@@ -89,6 +110,7 @@ pub fn install(only: &[Group]) -> Result<()> {
             Group::Python => python()?,
             Group::Tansu => tansu()?,
             Group::Websocat => websocat()?,
+            Group::Npm => npm()?,
         }
     }
     Ok(())
@@ -207,6 +229,43 @@ fn link_librdkafka(python: &Path) -> Result<()> {
     std::os::unix::fs::symlink(&library, &link)
         .with_context(|| format!("cannot link {} to {library}", link.display()))?;
     println!("python: linked {} -> {library}", link.display());
+    Ok(())
+}
+
+fn npm() -> Result<()> {
+    let prefix = zilla_tests::peers_dir().join("node");
+    std::fs::create_dir_all(&prefix)?;
+    let missing: Vec<&str> = NPM_PACKAGES
+        .iter()
+        .filter(|(_, marker)| !prefix.join(marker).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("npm: skipping, {} already has them", prefix.display());
+    } else {
+        println!("npm: installing {}", missing.join(" "));
+        let mut install = cmd("npm", ["install", "--no-audit", "--no-fund", "--prefix"]);
+        install.arg(&prefix).args(&missing);
+        run(&mut install)?;
+    }
+    let corpus = prefix.join("corpus");
+    let examples = corpus.join("cli-examples");
+    if examples.exists() {
+        println!("npm: skipping, {} exists", examples.display());
+        return Ok(());
+    }
+    // Only the example documents of the CLI are wanted: fetch its tarball, not its install.
+    std::fs::create_dir_all(&corpus)?;
+    let mut pack = cmd("npm", ["pack", "--silent", ASYNCAPI_EXAMPLES]);
+    pack.current_dir(&corpus);
+    let tarball = stdout_of(&mut pack).context("npm pack of the AsyncAPI examples failed")?;
+    let mut extract = cmd("tar", ["xzf", tarball.trim(), "package/assets/examples"]);
+    extract.current_dir(&corpus);
+    run(&mut extract)?;
+    std::fs::rename(corpus.join("package/assets/examples"), &examples)?;
+    std::fs::remove_dir_all(corpus.join("package"))?;
+    std::fs::remove_file(corpus.join(tarball.trim()))?;
+    println!("npm: AsyncAPI examples in {}", examples.display());
     Ok(())
 }
 

@@ -1,0 +1,28 @@
+// Validates every file of a directory with @asyncapi/parser and prints, as JSON, each file's
+// name with whether the parser found it valid and its first error messages.
+//   node validate.cjs DIR      (NODE_PATH holds the node_modules with @asyncapi/parser)
+const fs = require('fs');
+const path = require('path');
+const { Parser } = require('@asyncapi/parser');
+
+async function main() {
+  const dir = process.argv[2];
+  const parser = new Parser();
+  const results = {};
+  for (const name of fs.readdirSync(dir).sort()) {
+    const text = fs.readFileSync(path.join(dir, name), 'utf8');
+    try {
+      const { document, diagnostics } = await parser.parse(text);
+      const errors = diagnostics.filter((d) => d.severity === 0).map((d) => d.message);
+      results[name] = { valid: document !== undefined && errors.length === 0, errors: errors.slice(0, 3) };
+    } catch (error) {
+      results[name] = { valid: false, errors: [String(error)] };
+    }
+  }
+  process.stdout.write(JSON.stringify(results));
+}
+
+main().catch((error) => {
+  process.stderr.write(String(error));
+  process.exit(1);
+});
