@@ -12,14 +12,17 @@ async function main() {
   for (const name of fs.readdirSync(dir).sort()) {
     const text = fs.readFileSync(path.join(dir, name), 'utf8');
     try {
-      const { document, diagnostics } = await parser.parse(text);
+      // A document that refers to other files makes the parser fetch them: no network here,
+      // so such a document gets a verdict of "invalid" after a few seconds.
+      const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('timed out')), 5000));
+      const { document, diagnostics } = await Promise.race([parser.parse(text), timeout]);
       const errors = diagnostics.filter((d) => d.severity === 0).map((d) => d.message);
       results[name] = { valid: document !== undefined && errors.length === 0, errors: errors.slice(0, 3) };
     } catch (error) {
       results[name] = { valid: false, errors: [String(error)] };
     }
   }
-  process.stdout.write(JSON.stringify(results));
+  process.stdout.write(JSON.stringify(results), () => process.exit(0));
 }
 
 main().catch((error) => {
