@@ -538,10 +538,10 @@ fn http_server(
             continue;
         };
         http_operations = true;
-        if operation.action == Action::Send {
-            if let Some(content) = content_model(spec, id, operation, subjects)? {
-                requests.push(json!({"path": address, "method": method, "content": content}));
-            }
+        if operation.action == Action::Send
+            && let Some(content) = content_model(spec, id, operation, subjects)?
+        {
+            requests.push(json!({"path": address, "method": method, "content": content}));
         }
     }
     let mut http = json!({"type": "http", "kind": "server"});
@@ -1101,7 +1101,7 @@ fn http_kafka_route(
                         let method = http_method(operation)?;
                         address
                             .contains("{correlationId}")
-                            .then(|| (method, address))
+                            .then_some((method, address))
                     });
                 if let Some((method, correlated)) = correlated {
                     when.push(json!({"method": method, "path": correlated}));
@@ -1186,21 +1186,20 @@ fn client(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Ge
     // subscriber is served from the cache; the MQTT broker's messages and retained topics too.
     let mut bootstrap = Vec::new();
     for operation in spec.operations.values() {
-        if operation.action == Action::Receive {
-            if let Some(topic) = spec
+        if operation.action == Action::Receive
+            && let Some(topic) = spec
                 .channels
                 .get(&operation.channel)
                 .and_then(|c| c.topic())
-            {
-                push_unique(&mut bootstrap, topic);
-            }
+        {
+            push_unique(&mut bootstrap, topic);
         }
     }
     for channel in spec.channels.values() {
-        if let (Some(extension), Some(topic)) = (channel.mqtt_kafka, channel.topic()) {
-            if extension.role != crate::model::MqttKafkaRole::Sessions {
-                push_unique(&mut bootstrap, topic);
-            }
+        if let (Some(extension), Some(topic)) = (channel.mqtt_kafka, channel.topic())
+            && extension.role != crate::model::MqttKafkaRole::Sessions
+        {
+            push_unique(&mut bootstrap, topic);
         }
     }
     namespace.bindings.insert(

@@ -611,11 +611,11 @@ fn substitute(text: &str, variables: &[(String, String)]) -> String {
 /// `host:port` → host and port; `[::1]:80` too. A port that is not a number (an unresolved
 /// variable) is left in the host.
 fn split_host_port(host: &str) -> (String, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((address, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|port| port.parse().ok());
-            return (address.to_owned(), port);
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((address, after)) = rest.split_once(']')
+    {
+        let port = after.strip_prefix(':').and_then(|port| port.parse().ok());
+        return (address.to_owned(), port);
     }
     match host.rsplit_once(':') {
         Some((name, port)) if !name.contains(':') => match port.parse::<u16>() {

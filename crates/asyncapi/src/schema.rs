@@ -25,15 +25,15 @@ pub(crate) fn bundle(document: &Document<'_>, located: Located<'_>) -> Result<Va
     let mut schema = bundler.value(&located, 0)?;
     // A schema that is only a reference becomes its target, so validators that ignore
     // siblings of `$ref` (draft-07) still see a schema at the root.
-    if let Some(key) = only_reference(&schema) {
-        if let Some(target) = bundler.defs.get(&key) {
-            schema = target.clone();
-        }
+    if let Some(key) = only_reference(&schema)
+        && let Some(target) = bundler.defs.get(&key)
+    {
+        schema = target.clone();
     }
-    if !bundler.defs.is_empty() {
-        if let Value::Object(object) = &mut schema {
-            object.insert("$defs".to_owned(), Value::Object(bundler.defs));
-        }
+    if !bundler.defs.is_empty()
+        && let Value::Object(object) = &mut schema
+    {
+        object.insert("$defs".to_owned(), Value::Object(bundler.defs));
     }
     Ok(schema)
 }

@@ -1,6 +1,8 @@
 //! The pipelines generated from the test documents load as the gateway loads a `zilla.yaml`
 //! (schema, references, stream kinds), and say what the documents say.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use zilla_asyncapi::{Overrides, Spec, expand, parse};

@@ -1,6 +1,8 @@
 //! Documents as the parser reads them: both major versions, YAML and JSON, `$ref`s resolved,
 //! and every refusal located in the file. Arbitrary input never panics.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failure is the test failing
+
 use proptest::prelude::*;
 use zilla_asyncapi::{Action, SchemaFormat, parse};
 
