@@ -21,7 +21,9 @@ pub enum Group {
     Tansu,
     /// The websocat WebSocket client and server (cargo install).
     Websocat,
-    /// npm packages under `.peers/node`: the Prism OpenAPI mock server.
+    /// npm packages under `.peers/node` (the Prism OpenAPI mock server, `@asyncapi/parser`),
+    /// and the public AsyncAPI documents the `@asyncapi/cli` package ships, under
+    /// `.peers/node/corpus/cli-examples`.
     Npm,
 }
 
@@ -33,11 +35,19 @@ const ALL: [Group; 5] = [
     Group::Npm,
 ];
 
-/// npm names and the program each puts in `.peers/node/node_modules/.bin`.
+/// npm packages (pinned) and a file under `.peers/node` that shows each is installed.
 const NPM_PACKAGES: &[(&str, &str)] = &[
     // A real OpenAPI origin: mocks the operations of a spec (tests of the openapi binding).
-    ("@stoplight/prism-cli@5", "prism"),
+    ("@stoplight/prism-cli@5", "node_modules/.bin/prism"),
+    // The reference reader of AsyncAPI documents (the asyncapi parser cross-check).
+    (
+        "@asyncapi/parser@3.6.6",
+        "node_modules/@asyncapi/parser/package.json",
+    ),
 ];
+
+/// The package whose `assets/examples` are the AsyncAPI corpus of the parser cross-check.
+const ASYNCAPI_EXAMPLES: &str = "@asyncapi/cli@6.2.0";
 
 /// The peers themselves, then what building tansu and websocat needs.
 const APT_PACKAGES: &[&str] = &[
@@ -62,6 +72,9 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The load balancer in front of the gateway replicas in `cargo xtask soak`.
     "haproxy",
+    // node and npm: `@asyncapi/parser`, the reference reader of AsyncAPI documents.
+    "nodejs",
+    "npm",
 ];
 
 /// pip names and the modules that show each is importable.
@@ -225,6 +238,46 @@ fn link_librdkafka(python: &Path) -> Result<()> {
     Ok(())
 }
 
+fn npm() -> Result<()> {
+    let prefix = zilla_tests::peers_dir().join("node");
+    std::fs::create_dir_all(&prefix)?;
+    let missing: Vec<&str> = NPM_PACKAGES
+        .iter()
+        .filter(|(_, marker)| !prefix.join(marker).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("npm: skipping, {} already has them", prefix.display());
+    } else {
+        if find_program("npm").is_none() {
+            bail!("npm is not installed (apt-get install nodejs npm); needed for {missing:?}");
+        }
+        println!("npm: installing {}", missing.join(" "));
+        let mut install = cmd("npm", ["install", "--no-audit", "--no-fund", "--prefix"]);
+        install.arg(&prefix).args(&missing);
+        run(&mut install)?;
+    }
+    let corpus = prefix.join("corpus");
+    let examples = corpus.join("cli-examples");
+    if examples.exists() {
+        println!("npm: skipping, {} exists", examples.display());
+        return Ok(());
+    }
+    // Only the example documents of the CLI are wanted: fetch its tarball, not its install.
+    std::fs::create_dir_all(&corpus)?;
+    let mut pack = cmd("npm", ["pack", "--silent", ASYNCAPI_EXAMPLES]);
+    pack.current_dir(&corpus);
+    let tarball = stdout_of(&mut pack).context("npm pack of the AsyncAPI examples failed")?;
+    let mut extract = cmd("tar", ["xzf", tarball.trim(), "package/assets/examples"]);
+    extract.current_dir(&corpus);
+    run(&mut extract)?;
+    std::fs::rename(corpus.join("package/assets/examples"), &examples)?;
+    std::fs::remove_dir_all(corpus.join("package"))?;
+    std::fs::remove_file(corpus.join(tarball.trim()))?;
+    println!("npm: AsyncAPI examples in {}", examples.display());
+    Ok(())
+}
+
 fn tansu() -> Result<()> {
     let installed = || {
         find_program("tansu")
@@ -268,28 +321,6 @@ fn websocat() -> Result<()> {
     println!("websocat: installing with `cargo install` (about a minute)");
     run(cargo().args(["install", "websocat", "--locked"]))?;
     check_on_path("websocat")
-}
-
-fn npm() -> Result<()> {
-    let prefix = zilla_tests::peers_dir().join("node");
-    let bin = prefix.join("node_modules").join(".bin");
-    let missing: Vec<&str> = NPM_PACKAGES
-        .iter()
-        .filter(|(_, program)| !bin.join(program).exists())
-        .map(|(package, _)| *package)
-        .collect();
-    if missing.is_empty() {
-        println!("npm: skipping, {} already has them", prefix.display());
-        return Ok(());
-    }
-    if find_program("npm").is_none() {
-        bail!("npm is not installed (apt-get install nodejs npm); needed for {missing:?}");
-    }
-    std::fs::create_dir_all(&prefix)?;
-    println!("npm: installing {}", missing.join(" "));
-    let mut install = cmd("npm", ["install", "--no-audit", "--no-fund", "--prefix"]);
-    install.arg(&prefix).args(&missing);
-    run(&mut install)
 }
 
 fn check_on_path(program: &str) -> Result<()> {

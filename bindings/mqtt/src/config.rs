@@ -13,6 +13,20 @@ pub struct MqttOptions {
     pub versions: Option<Vec<MqttVersionName>>,
     /// One guard, by name, and where CONNECT carries its credentials.
     pub authorization: Option<BTreeMap<String, MqttAuthorization>>,
+    /// Topics whose publications are checked by a model: the first entry whose `name` (`+`
+    /// and `#` wildcards) matches a PUBLISH topic applies.
+    pub topics: Option<Vec<MqttTopicConfig>>,
+}
+
+/// One entry of `options.topics`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTopicConfig {
+    /// The topic filter.
+    pub name: String,
+    /// The model the payload must pass (`json`, `{model: json, catalog: ...}`, ...); a
+    /// publication that fails it is refused with 0x99 (payload format invalid).
+    pub content: Option<serde_json::Value>,
 }
 
 /// A protocol version as written in config.

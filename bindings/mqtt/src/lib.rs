@@ -66,7 +66,11 @@
 //!
 //! Server options: `versions` (`[v3.1.1, v5]`), `authorization.<guard>.credentials.connect`
 //! with one of `username`/`password`, a pattern with a `{credentials}` capture
-//! (`Bearer {credentials}`); the field that carried the credentials is not passed on. Route
+//! (`Bearer {credentials}`); the field that carried the credentials is not passed on;
+//! `topics: [{name, content}]`: a PUBLISH to a topic the first matching `name` filter covers
+//! must pass its `content` model, or the connection is closed with 0x99 (payload format
+//! invalid: DISCONNECT in MQTT 5, as Zilla does; a plain close in 3.1.1) and nothing is
+//! passed on. Route
 //! conditions: `session: [{client-id}]` (`*` wildcards), `publish: [{topic}]` and
 //! `subscribe: [{topic}]` (`+` and `#` wildcards; a subscribe condition is matched against
 //! the filter's text). A route with no `session` condition takes every session; one with no
@@ -285,9 +289,25 @@ impl BindingFactory for MqttFactory {
                     inflight_maximum: clamp16(number("inflight.maximum", 256)).max(1),
                     queue_capacity,
                 };
+                let mut topics = Vec::new();
+                for (index, entry) in options.topics.iter().flatten().enumerate() {
+                    let path = format!("options.topics[{index}]");
+                    if !codec::topic::valid_filter(&entry.name) {
+                        return Err(BuildError::at(format!("{path}.name"), "not a topic filter"));
+                    }
+                    let validator = match &entry.content {
+                        Some(content) => Some(context.model(content, &format!("{path}.content"))?),
+                        None => None,
+                    };
+                    topics.push(server::TopicContent {
+                        filter: entry.name.clone(),
+                        validator,
+                    });
+                }
                 let routes = context.routes::<Mqtt, _, _, ()>(server::Condition::compile)?;
                 let shared = Arc::new(server::Shared {
                     routes,
+                    topics,
                     settings,
                     credentials,
                     lifecycle: lifecycle.clone(),

@@ -151,6 +151,8 @@ pub(crate) struct Settings {
 /// The state shared by every connection of one server.
 pub(crate) struct Shared {
     pub routes: Routes<Condition, (), Arc<dyn MqttHandler>>,
+    /// `options.topics`: the model each publication to a matching topic must pass.
+    pub topics: Vec<TopicContent>,
     pub settings: Settings,
     pub credentials: Option<Credentials>,
     pub lifecycle: Lifecycle,
@@ -160,7 +162,28 @@ pub(crate) struct Shared {
     pub next_connection: AtomicU64,
 }
 
+/// One entry of `options.topics`, its model built.
+pub(crate) struct TopicContent {
+    pub filter: String,
+    pub validator: Option<Arc<dyn zilla_engine::components::Validator>>,
+}
+
 impl Shared {
+    /// Refuses a payload that the model of the first topic entry matching `topic` refuses.
+    fn check_content(&self, topic_name: &str, payload: &[u8]) -> Result<(), Close> {
+        let entry = self
+            .topics
+            .iter()
+            .find(|entry| topic::matches(&entry.filter, topic_name));
+        if let Some(validator) = entry.and_then(|entry| entry.validator.as_ref())
+            && let Err(reason) = validator.validate(payload)
+        {
+            tracing::debug!(topic = topic_name, %reason, "mqtt publication refused by its model");
+            return Err(close(ReasonCode::PAYLOAD_FORMAT_INVALID));
+        }
+        Ok(())
+    }
+
     /// Registers a connection for `client_id`, telling the one it replaces to end.
     fn take_over(&self, client_id: &str) -> (u64, CancellationToken) {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
@@ -841,6 +864,8 @@ impl Connection {
         if publish.retain && !self.capabilities.retain_available {
             return Err(close(ReasonCode::RETAIN_NOT_SUPPORTED));
         }
+        self.shared
+            .check_content(&publish.topic, &publish.payload)?;
         let packet_id = publish.packet_id.unwrap_or(0);
         if publish.qos != QoS::AtMostOnce {
             if publish.qos == QoS::ExactlyOnce && self.released.contains(&packet_id) {

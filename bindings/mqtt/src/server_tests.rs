@@ -20,7 +20,7 @@ use crate::kind::{
     Acknowledgement, Message, MqttHandler, MqttSession, OpenedSession, SessionAccepted,
     SessionBegin, SessionEnd, SessionRefused, SubscribeRequest,
 };
-use crate::server::{Condition, Credentials, CredentialsField, Settings, Shared};
+use crate::server::{Condition, Credentials, CredentialsField, Settings, Shared, TopicContent};
 
 /// Accepts the token `good`.
 struct TokenGuard;
@@ -184,6 +184,10 @@ fn shared(recorder: Recorder, credentials: bool) -> Arc<Shared> {
     });
     Arc::new(Shared {
         routes,
+        topics: vec![TopicContent {
+            filter: "sensors/+/count".into(),
+            validator: Some(Arc::new(Digits)),
+        }],
         settings: settings(),
         credentials,
         lifecycle: Lifecycle::default(),
@@ -390,4 +394,72 @@ async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
         other => panic!("expected DISCONNECT, got {other:?}"),
     }
     assert!(started.elapsed() >= Duration::from_millis(2900));
+}
+
+/// A model that takes ASCII digits only.
+struct Digits;
+
+impl zilla_engine::components::Validator for Digits {
+    fn validate(&self, data: &[u8]) -> Result<(), String> {
+        if !data.is_empty() && data.iter().all(u8::is_ascii_digit) {
+            Ok(())
+        } else {
+            Err("not digits".into())
+        }
+    }
+}
+
+#[tokio::test]
+async fn publications_a_topic_model_refuses_are_closed_with_0x99_and_not_passed_on() {
+    let recorder = Recorder::default();
+    let shared = shared(recorder.clone(), false);
+    let counted = |payload: &'static [u8], id: u16| {
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "sensors/a/count".into(),
+            packet_id: Some(id),
+            payload: Bytes::from_static(payload),
+            ..Publish::default()
+        })
+    };
+    let mut io = connect(shared.clone());
+    send(&mut io, connect_packet(Version::V5, None, 0), Version::V5).await;
+    connack(&mut io, Version::V5).await;
+    send(&mut io, counted(b"42", 1), Version::V5).await;
+    match receive(&mut io, Version::V5).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // Topics no entry covers are not checked.
+    send(
+        &mut io,
+        publish("sensors/a", QoS::AtLeastOnce, 2),
+        Version::V5,
+    )
+    .await;
+    match receive(&mut io, Version::V5).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    send(&mut io, counted(b"forty-two", 3), Version::V5).await;
+    match receive(&mut io, Version::V5).await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason, ReasonCode::PAYLOAD_FORMAT_INVALID)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert_eq!(receive(&mut io, Version::V5).await, None);
+    let mut io = connect(shared);
+    send(
+        &mut io,
+        connect_packet(Version::V3_1_1, None, 0),
+        Version::V3_1_1,
+    )
+    .await;
+    connack(&mut io, Version::V3_1_1).await;
+    send(&mut io, counted(b"x", 4), Version::V3_1_1).await;
+    assert_eq!(receive(&mut io, Version::V3_1_1).await, None);
+    let published = &recorder.seen.lock().unwrap().published;
+    let payloads: Vec<&[u8]> = published.iter().map(|m| m.payload.as_ref()).collect();
+    assert_eq!(payloads, vec![b"42".as_slice(), b"x".as_slice()]);
 }
