@@ -63,6 +63,10 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("paho-mqtt", "paho.mqtt"),
     ("grpcio", "grpc"),
     ("grpcio-tools", "grpc_tools"),
+    // Google's Protobuf runtime, under confluent-kafka's Protobuf serializers: the
+    // third-party check of registry-framed Protobuf the protobuf model writes and reads
+    // (grpcio-tools' `protoc` generates the message classes and encodes test bodies).
+    ("protobuf", "google.protobuf"),
     ("websockets", "websockets"),
     ("pyjwt", "jwt"),
     ("cryptography", "cryptography"),
