@@ -80,6 +80,7 @@ mod nginx;
 mod peer;
 mod process;
 pub mod ready;
+mod registry;
 mod socket;
 
 pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
@@ -92,4 +93,5 @@ pub use peer::{
 };
 pub use process::{Process, TERMINATE_TIMEOUT, rss_kib};
 pub use ready::Listener;
+pub use registry::SchemaRegistry;
 pub use socket::{connect, echo};

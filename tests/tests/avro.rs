@@ -2,76 +2,17 @@
 //! (tansu), driven by `curl`, with confluent-kafka's schema registry client and its
 //! `AvroSerializer` / `AvroDeserializer` (fastavro underneath) on the other side of the topic.
 //!
-//! No schema registry server ships as a package we can run here, so the test runs a small one
-//! (Python's `http.server`) that implements the documented REST subset the peers use:
-//! `POST /subjects/{subject}/versions` (register), `GET /subjects/{subject}/versions/{version}`
-//! and `GET /schemas/ids/{id}`. It only stores and hands out schema text; the bytes the
-//! gateway writes and reads are checked by confluent-kafka's own Avro serializers, which
-//! fetch the schemas from it exactly as they would from Confluent's registry.
+//! No schema registry server ships as a package we can run here, so the test runs the harness's
+//! small one ([`zilla_tests::SchemaRegistry`]), which implements the documented REST subset the
+//! peers use. It only stores and hands out schema text; the bytes the gateway writes and reads
+//! are checked by confluent-kafka's own Avro serializers, which fetch the schemas from it
+//! exactly as they would from Confluent's registry.
 
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
-use zilla_tests::{Broker, Gateway, Peer, Process, free_port, workspace_dir};
-
-/// The registry: schemas by id (from 1) and, per subject, the ids of its versions.
-const REGISTRY: &str = r#"
-import json, re, sys
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import unquote
-schemas, subjects = [], {}
-class Registry(BaseHTTPRequestHandler):
-    def reply(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/vnd.schemaregistry.v1+json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def missing(self, what):
-        self.reply(404, {"error_code": 40401, "message": what + " not found"})
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        found = re.fullmatch(r"/schemas/ids/(\d+)", path)
-        if found:
-            index = int(found[1])
-            if 0 < index <= len(schemas):
-                return self.reply(200, {"schema": schemas[index - 1]})
-            return self.missing("Schema")
-        found = re.fullmatch(r"/subjects/([^/]+)/versions/([^/]+)", path)
-        if found:
-            subject, version = unquote(found[1]), unquote(found[2])
-            versions = subjects.get(subject)
-            if not versions:
-                return self.missing("Subject")
-            number = len(versions) if version == "latest" else int(version)
-            if not 0 < number <= len(versions):
-                return self.missing("Version")
-            schema_id = versions[number - 1]
-            return self.reply(200, {"subject": subject, "version": number, "id": schema_id,
-                                    "schema": schemas[schema_id - 1]})
-        self.missing("Path")
-    def do_POST(self):
-        path = self.path.split("?")[0]
-        found = re.fullmatch(r"/subjects/([^/]+)/versions", path)
-        if not found:
-            return self.missing("Path")
-        subject = unquote(found[1])
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-        if body["schema"] not in schemas:
-            schemas.append(body["schema"])
-        schema_id = schemas.index(body["schema"]) + 1
-        versions = subjects.setdefault(subject, [])
-        if schema_id not in versions:
-            versions.append(schema_id)
-        self.reply(200, {"id": schema_id})
-    def log_message(self, *args):
-        pass
-server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Registry)
-print("listening", flush=True)
-server.serve_forever()
-"#;
+use zilla_tests::{Broker, Gateway, Peer, SchemaRegistry, free_port, workspace_dir};
 
 const ITEM_SCHEMA: &str = r#"{"type":"record","name":"Item","namespace":"example","fields":[{"name":"id","type":"string"},{"name":"status","type":"string"}]}"#;
 
@@ -126,7 +67,7 @@ producer.flush(20)
 
 struct Setup {
     broker: Broker,
-    _registry: Process,
+    _registry: SchemaRegistry,
     registry_url: String,
     gateway: Gateway,
 }
@@ -134,27 +75,10 @@ struct Setup {
 fn setup() -> Result<Setup> {
     let broker = Broker::start()?;
     broker.create_topic("items-snapshots", 1, true)?;
-    let port = free_port()?;
-    let registry = Peer::python(REGISTRY).arg(port.to_string()).spawn()?;
-    registry.wait_for_stdout("listening", Duration::from_secs(20))?;
-    let registry_url = format!("http://127.0.0.1:{port}");
-    let registered = Peer::new("curl")
-        .args([
-            "-sS",
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/vnd.schemaregistry.v1+json",
-            "-d",
-            &json!({ "schema": ITEM_SCHEMA }).to_string(),
-            &format!("{registry_url}/subjects/items-snapshots-value/versions"),
-        ])
-        .run()?;
-    ensure!(
-        String::from_utf8_lossy(&registered.stdout).contains("\"id\": 1"),
-        "schema not registered: {}",
-        String::from_utf8_lossy(&registered.stdout)
-    );
+    let registry = SchemaRegistry::start()?;
+    let registry_url = registry.url().to_owned();
+    let id = registry.register("items-snapshots-value", "AVRO", ITEM_SCHEMA)?;
+    ensure!(id == 1, "schema registered as {id}");
     let gateway =
         Gateway::from_file(workspace_dir().join("examples/http.kafka.avro.json/zilla.yaml"))
             .env("HTTP_PORT", "0")

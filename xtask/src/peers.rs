@@ -90,6 +90,13 @@ const PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("paho-mqtt", "paho.mqtt"),
     ("grpcio", "grpc"),
     ("grpcio-tools", "grpc_tools"),
+    // The Protobuf serializers (Google's protobuf and googleapis-common-protos): the
+    // third-party check of registry-framed Protobuf the protobuf model writes and reads
+    // (grpcio-tools' `protoc` generates the message classes and encodes test bodies).
+    (
+        "confluent-kafka[protobuf]",
+        "confluent_kafka.schema_registry.protobuf, google.protobuf",
+    ),
     ("websockets", "websockets"),
     ("pyjwt", "jwt"),
     ("cryptography", "cryptography"),

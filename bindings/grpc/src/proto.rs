@@ -1,51 +1,12 @@
-//! Services from `.proto` text: compiled at load with `protox`, messages checked with
-//! `prost-reflect`, so any service works at run time without generated code.
+//! Services from `.proto` text: compiled at load with `protox` (the protobuf model's
+//! [`zilla_validator_protobuf::schema`]), messages checked with `prost-reflect`, so any service
+//! works at run time without generated code.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
-use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-/// `.proto` sources by file name, as imports name them.
-struct Sources(BTreeMap<String, String>);
-
-impl FileResolver for Sources {
-    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        match self.0.get(name) {
-            Some(source) => File::from_source(name, source),
-            None => Err(protox::Error::file_not_found(name)),
-        }
-    }
-}
-
-/// The file name a catalog subject is compiled under: the subject itself when it ends in
-/// `.proto`, else the subject with `.proto` added (so `import "echo.proto"` finds subject
-/// `echo`).
-pub fn file_name(subject: &str) -> String {
-    if subject.ends_with(".proto") {
-        subject.to_owned()
-    } else {
-        format!("{subject}.proto")
-    }
-}
-
-/// Compiles `sources` (file name, `.proto` text) into one pool; the well-known
-/// `google/protobuf/*.proto` files are available to import. The error names the file and
-/// position protox reports.
-pub fn compile(sources: &[(String, String)]) -> Result<DescriptorPool, String> {
-    let mut resolver = ChainFileResolver::new();
-    resolver.add(Sources(sources.iter().cloned().collect()));
-    resolver.add(GoogleFileResolver::new());
-    let mut compiler = protox::Compiler::with_file_resolver(resolver);
-    compiler.include_imports(true);
-    compiler
-        .open_files(sources.iter().map(|(name, _)| name.as_str()))
-        .map_err(|error| match error.file() {
-            Some(file) => format!("{file}: {error}"),
-            None => error.to_string(),
-        })?;
-    Ok(compiler.descriptor_pool())
-}
+pub use zilla_validator_protobuf::schema::{compile, file_name};
 
 /// One method of a service.
 #[derive(Debug, Clone)]
@@ -169,15 +130,5 @@ mod tests {
         // field 1 with the varint wire type
         assert!(unary.check_input(b"\x08\x01").is_err());
         assert_eq!(unary.input_name(), "example.EchoMessage");
-    }
-
-    #[test]
-    fn a_syntax_error_names_the_file() {
-        let error = compile(&[(
-            file_name("bad"),
-            "syntax = \"proto3\"; message {".to_owned(),
-        )])
-        .unwrap_err();
-        assert!(error.contains("bad.proto"), "{error}");
     }
 }

@@ -117,6 +117,32 @@ pub fn resolve(
     })
 }
 
+/// The subject and version a model asks its catalog about each time it writes a message, so
+/// a newer version of the subject is picked up without a reload: the reference's `subject`,
+/// or the message topic's subject for `strategy: topic`. `None` for an `id` reference, whose
+/// schema never changes.
+pub fn write_subject(
+    reference: &SchemaReference,
+    topic_subject: Option<&str>,
+) -> Option<(String, String)> {
+    let subject = match reference {
+        SchemaReference {
+            subject: Some(subject),
+            ..
+        } => subject.clone(),
+        SchemaReference {
+            strategy: Some(Strategy::Topic),
+            ..
+        } => topic_subject?.to_owned(),
+        _ => return None,
+    };
+    let version = reference
+        .version
+        .clone()
+        .unwrap_or_else(|| "latest".to_owned());
+    Some((subject, version))
+}
+
 /// The id of the schema `reference` names in `catalog`.
 fn schema_id(
     reference: &SchemaReference,

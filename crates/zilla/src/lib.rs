@@ -86,6 +86,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_validator_core::register(registry);
     #[cfg(feature = "validator-avro")]
     zilla_validator_avro::register(registry);
+    #[cfg(feature = "model-protobuf")]
+    zilla_validator_protobuf::register(registry);
     #[cfg(feature = "catalog-schema-registry")]
     zilla_catalog_schema_registry::register(registry);
     #[cfg(feature = "catalog-filesystem")]

@@ -64,7 +64,7 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema as AvroNames};
 use apache_avro::writer::datum::GenericDatumWriter;
-use zilla_cataloged::{ResolvedSchema, SchemaReference, Strategy};
+use zilla_cataloged::ResolvedSchema;
 use zilla_engine::components::{Catalog, ModelContext, ModelFactory, ValidateMode, Validator};
 use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
@@ -120,22 +120,7 @@ impl ModelFactory for AvroModelFactory {
             .values()
             .next()
             .and_then(|references| references.first())
-            .and_then(|reference: &SchemaReference| match reference {
-                SchemaReference {
-                    subject: Some(subject),
-                    version,
-                    ..
-                } => Some((subject.clone(), version.clone())),
-                SchemaReference {
-                    strategy: Some(Strategy::Topic),
-                    version,
-                    ..
-                } => context
-                    .topic_subject
-                    .map(|subject| (subject.to_owned(), version.clone())),
-                _ => None,
-            })
-            .map(|(subject, version)| (subject, version.unwrap_or_else(|| "latest".to_owned())));
+            .and_then(|reference| zilla_cataloged::write_subject(reference, context.topic_subject));
         let lenient = |mode: fn(zilla_engine::components::ValidateConfig) -> ValidateMode| {
             config
                 .validate
