@@ -181,6 +181,18 @@ impl Composite for OpenapiComposite {
                 }
             }
         }
+        if context.config().kind == BindingKind::Client
+            && let Some(name) = options
+                .specs
+                .iter()
+                .find_map(|(name, spec)| spec.security.is_some().then_some(name))
+        {
+            // A client sends no credentials, so a scheme→guard binding would do nothing.
+            return Err(BuildError::at(
+                format!("options.specs.{name}.security"),
+                "a client injects no credentials: not supported yet",
+            ));
+        }
         match context.config().kind {
             BindingKind::Client => generate::client(context, &specs),
             _ => generate::server(context, &options, &specs),

@@ -219,3 +219,28 @@ fn unsupported_keys_are_refused() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_client_refuses_credentials_it_would_not_send() {
+    let spec = SPEC.to_owned() + "  securitySchemes:\n    bearer: {type: http, scheme: bearer}\n";
+    let with_security = config(&spec).replace(
+        "          servers: ['http://origin:*']\n",
+        "          servers: ['http://origin:*']\n          security: {bearer: jwt0}\n",
+    );
+    let errors = load(&engine(), &with_security).unwrap_err();
+    assert!(
+        errors[0].contains("options.specs.shelf.security: a client injects no credentials"),
+        "{errors:?}"
+    );
+    let with_authorization = config(SPEC).replace(
+        "    kind: client\n    options:\n",
+        "    kind: client\n    options:\n      http:\n        authorization:\n          jwt0:\n            credentials:\n              headers:\n                authorization: Bearer {credentials}\n",
+    );
+    let errors = load(&engine(), &with_authorization).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.contains("options.http.authorization")),
+        "{errors:?}"
+    );
+}
