@@ -19,8 +19,8 @@ pub struct Options {
     /// recorded.
     #[arg(long)]
     pub quick: bool,
-    /// http-proxy: measure this zilla executable instead of building one (to compare builds,
-    /// e.g. one kept from an earlier commit).
+    /// http-proxy, kafka-proxy: measure this zilla executable instead of building one (to
+    /// compare builds, e.g. one kept from an earlier commit).
     #[arg(long)]
     pub binary: Option<std::path::PathBuf>,
 }
