@@ -443,24 +443,9 @@ mod tests {
     }
 
     fn request<M: Encodable>(api_key: i16, version: i16, message: &M) -> (RequestHeader, Bytes) {
-        let key = kp::ApiKey::try_from(api_key).unwrap();
-        let mut header = kp::RequestHeader::default();
-        header.request_api_key = api_key;
-        header.request_api_version = version;
-        header.correlation_id = 9;
-        let mut buf = bytes::BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        let frame = super::super::message::frame_with(&buf, message, version).unwrap();
-        (
-            RequestHeader {
-                api_key,
-                api_version: version,
-                correlation_id: 9,
-            },
-            frame,
-        )
+        let frame = super::super::message::request_frame(api_key, version, message);
+        let header = super::super::frame::request_header(&frame).unwrap();
+        (header, frame)
     }
 
     fn handshake(exchange: &mut Exchange<'_>, mechanism: &'static str) -> Step {

@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages as kp;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use super::frame::unsigned_varint;
+use super::frame::skip_tagged_fields;
 use crate::wire;
 
 /// Where the body of a request frame (size prefix included) starts: after api key, version,
@@ -23,12 +23,7 @@ pub(crate) fn request_body_offset(api_key: i16, version: i16, frame: &[u8]) -> O
         rest = rest.get(client_id as usize..)?;
     }
     if key.request_header_version(version) >= 2 {
-        let count = unsigned_varint(&mut rest)?;
-        for _ in 0..count {
-            unsigned_varint(&mut rest)?;
-            let size = unsigned_varint(&mut rest)? as usize;
-            rest = rest.get(size..)?;
-        }
+        skip_tagged_fields(&mut rest)?;
     }
     Some(12 + before - rest.len())
 }
@@ -82,25 +77,31 @@ pub(crate) fn response_frame<M: Encodable>(
     frame_with(&header, message, version)
 }
 
+/// A request frame of `message` with correlation id 7 and client id `client`, for tests.
+#[cfg(test)]
+pub(crate) fn request_frame<M: Encodable>(api_key: i16, version: i16, message: &M) -> Bytes {
+    let key = kp::ApiKey::try_from(api_key).unwrap();
+    let mut header = kp::RequestHeader::default();
+    header.request_api_key = api_key;
+    header.request_api_version = version;
+    header.correlation_id = 7;
+    header.client_id = Some(kafka_protocol::protocol::StrBytes::from_static_str(
+        "client",
+    ));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    frame_with(&buf, message, version).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
 
-    fn request<M: Encodable>(api_key: i16, version: i16, message: &M) -> Bytes {
-        let key = kp::ApiKey::try_from(api_key).unwrap();
-        let mut header = kp::RequestHeader::default();
-        header.request_api_key = api_key;
-        header.request_api_version = version;
-        header.correlation_id = 7;
-        header.client_id = Some(StrBytes::from_static_str("client"));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        frame_with(&buf, message, version).unwrap()
-    }
+    use super::request_frame as request;
 
     #[test]
     fn requests_decode_after_their_header_at_old_and_flexible_versions() {

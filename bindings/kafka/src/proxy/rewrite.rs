@@ -13,7 +13,7 @@ use kafka_protocol::messages as kp;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
 
 use super::brokers::{BrokerAddress, Brokers};
-use super::frame::unsigned_varint;
+use super::frame::{skip_tagged_fields, unsigned_varint};
 use crate::wire;
 
 /// Why a response that must be rewritten could not be.
@@ -71,12 +71,7 @@ pub(crate) fn body_offset(api_key: i16, version: i16, frame: &[u8]) -> Option<us
     if key.response_header_version(version) >= 1 {
         let mut rest = frame.get(8..)?;
         let before = rest.len();
-        let count = unsigned_varint(&mut rest)?;
-        for _ in 0..count {
-            unsigned_varint(&mut rest)?;
-            let size = unsigned_varint(&mut rest)? as usize;
-            rest = rest.get(size..)?;
-        }
+        skip_tagged_fields(&mut rest)?;
         Some(8 + before - rest.len())
     } else {
         (frame.len() >= 8).then_some(8)

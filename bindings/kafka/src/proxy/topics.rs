@@ -454,19 +454,7 @@ mod tests {
     use bytes::{BufMut, BytesMut};
     use kafka_protocol::protocol::{Decodable, Encodable};
 
-    fn request<M: Encodable>(api_key: i16, version: i16, message: &M) -> Bytes {
-        let key = kp::ApiKey::try_from(api_key).unwrap();
-        let mut header = kp::RequestHeader::default();
-        header.request_api_key = api_key;
-        header.request_api_version = version;
-        header.correlation_id = 3;
-        header.client_id = Some(StrBytes::from_static_str("test"));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        frame_with(&buf, message, version).unwrap()
-    }
+    use super::super::message::request_frame as request;
 
     fn response<M: Encodable>(api_key: i16, version: i16, message: &M) -> (Bytes, usize) {
         let key = kp::ApiKey::try_from(api_key).unwrap();
