@@ -494,6 +494,44 @@ mod tests {
         ));
     }
 
+    /// A guard that checks tokens (as `jwt` does): `good` is valid, anything else is not.
+    struct Tokens(Arc<User>);
+
+    impl Guard for Tokens {
+        fn reauthorize(&self, credentials: &str) -> Option<Arc<dyn GuardSession>> {
+            (credentials == "good").then(|| self.0.clone() as Arc<dyn GuardSession>)
+        }
+    }
+
+    #[test]
+    fn plain_hands_the_password_to_a_token_guard() {
+        let auth = EdgeAuth {
+            mechanisms: vec![SaslMechanism::Plain],
+            guards: vec![EdgeGuard {
+                name: "test:tokens".into(),
+                guard: Arc::new(Tokens(Arc::new(User("carol", "")))),
+                user: None,
+            }],
+        };
+        let mut exchange = Exchange::new(&auth);
+        handshake(&mut exchange, "PLAIN");
+        match authenticate(&mut exchange, 1, b"\0anyone\0good") {
+            Step::Done(_, who) => {
+                assert_eq!(who.guard, "test:tokens");
+                assert_eq!(who.session.identity(), Some("carol"));
+            }
+            _ => panic!("refused a valid token"),
+        }
+        let mut exchange = Exchange::new(&auth);
+        handshake(&mut exchange, "PLAIN");
+        assert!(matches!(
+            authenticate(&mut exchange, 1, b"\0anyone\0bad"),
+            Step::Fail(..)
+        ));
+        // No guard holds a secret to derive SCRAM keys from.
+        assert!(auth.scram(SaslMechanism::ScramSha256, "carol").is_none());
+    }
+
     #[test]
     fn scram_runs_both_rounds_and_checks_the_proof() {
         for (mechanism, name) in [
