@@ -81,6 +81,7 @@ telemetry:
     - kafka.produce.size
     - kafka.fetch.size
     - kafka.active.connections
+    - kafka.duration
   exporters:
     prometheus:
       type: prometheus
@@ -530,8 +531,32 @@ fn kafka_metrics_count_a_known_workload() -> Result<()> {
         0.0,
         "no ApiVersions answer carried an error: {text}"
     );
-    assert!(
-        sample(&text, &format!("kafka_requests_total{}", api("Produce"))).unwrap_or(0.0) >= 1.0
+    // Every answered request is timed: the Heartbeat once, each ApiVersions once.
+    assert_eq!(
+        sample(
+            &text,
+            &format!("kafka_duration_milliseconds_count{}", api("Heartbeat"))
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("kafka_duration_milliseconds_count{}", api("ApiVersions"))
+        ),
+        Some(versions),
+        "{text}"
+    );
+    let produces = sample(&text, &format!("kafka_requests_total{}", api("Produce"))).unwrap_or(0.0);
+    assert!(produces >= 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            &format!("kafka_duration_milliseconds_count{}", api("Produce"))
+        ),
+        Some(produces),
+        "acks=all produces are all answered and timed: {text}"
     );
     assert!(
         sample(&text, &format!("kafka_requests_total{}", api("Metadata"))).unwrap_or(0.0) >= 1.0
@@ -676,7 +701,7 @@ fn kcat_lists_produces_and_consumes_through_the_proxy() -> Result<()> {
 }
 
 #[test]
-fn routes_on_a_proxy_are_refused_at_start() -> Result<()> {
+fn routes_leading_to_different_exits_are_refused_at_load() -> Result<()> {
     let refused = Gateway::start(
         r#"
 name: test
@@ -699,20 +724,308 @@ bindings:
         port: 9092
         ports: "9100-9103"
     routes:
-      - exit: tcp_client
-    exit: tcp_client
+      - when:
+          - topic: orders
+        exit: tcp_client
+      - when:
+          - topic: audit
+        exit: other_client
   tcp_client:
+    type: tcp
+    kind: client
+  other_client:
     type: tcp
     kind: client
 "#,
     );
     let Err(error) = refused else {
-        anyhow::bail!("a kafka proxy with routes started");
+        anyhow::bail!("a kafka proxy routing to two exits started");
     };
     let message = format!("{error:#}");
+    // file:line:col of the second route's exit.
     assert!(
-        message.contains("routes are not supported on a kafka proxy"),
+        message.contains("routes[1].exit") && message.contains("same exit"),
         "{message}"
     );
+    assert!(message.contains(":27:"), "{message}");
     Ok(())
+}
+
+/// A gateway in front of a broker requiring SCRAM-SHA-512 of its own user `zilla`: clients
+/// authenticate to the gateway as `alice` (who may use `orders`) or `bob` (who may use
+/// `ledger`), and the gateway to the broker as `zilla`.
+fn secured_gateway(broker: &Broker) -> Result<(Gateway, String)> {
+    let base = port_block()?;
+    let yaml = format!(
+        r#"
+name: test
+guards:
+  alice:
+    type: inline
+    options:
+      identity: alice
+      credentials: alice-secret
+  bob:
+    type: inline
+    options:
+      identity: bob
+      credentials: bob-secret
+  gateway:
+    type: inline
+    options:
+      identity: zilla
+      credentials: broker-secret
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port:
+        - {base}
+        - "{low}-{high}"
+    exit: kafka_proxy
+  kafka_proxy:
+    type: kafka
+    kind: proxy
+    options:
+      servers:
+        - 127.0.0.1:{broker}
+      external:
+        host: 127.0.0.1
+        port: {base}
+        ports: "{low}-{high}"
+      authentication:
+        mechanisms: [scram-sha-256, scram-sha-512, plain]
+        guards: [alice, bob]
+      authorization:
+        gateway:
+          credentials:
+            mechanism: scram-sha-512
+            username: "{{identity}}"
+            password: "{{credentials}}"
+    routes:
+      - when:
+          - topic: orders
+        guarded:
+          alice: []
+        exit: tcp_client
+      - when:
+          - topic: ledger
+        guarded:
+          bob: []
+        exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+"#,
+        low = base + 1,
+        high = base + BROKER_PORTS,
+        broker = broker.port(),
+    );
+    let gateway = Gateway::start(&yaml)?;
+    Ok((gateway, format!("127.0.0.1:{base}")))
+}
+
+const EDGE_CLIENT: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+bootstrap, mechanism, user, secret, allowed, forbidden = sys.argv[1:7]
+errors = []
+auth = {'bootstrap.servers': bootstrap, 'security.protocol': 'SASL_PLAINTEXT',
+    'sasl.mechanism': mechanism, 'sasl.username': user, 'sasl.password': secret,
+    'error_cb': lambda e: errors.append(e.name()), 'log_level': 0}
+producer = Producer(dict(auth, **{'message.timeout.ms': 8000}))
+reports = {}
+for topic in (allowed, forbidden):
+    for i in range(3):
+        producer.produce(topic, value=b'%s-%d' % (topic.encode(), i),
+            on_delivery=lambda e, m, t=topic: reports.setdefault(t, []).append(e.name() if e else None))
+producer.flush(20)
+result = {'reports': reports}
+if all(r is None for r in reports.get(allowed, [None])):
+    admin = AdminClient(auth)
+    listed = admin.list_topics(timeout=15)
+    result['listed'] = sorted(listed.topics)
+    named = admin.list_topics(topic=forbidden, timeout=15).topics[forbidden]
+    result['named_error'] = named.error.name() if named.error else None
+    # A consumer group on the allowed topic: join, consume, commit.
+    consumer = Consumer(dict(auth, **{'group.id': 'edge-' + user, 'auto.offset.reset': 'earliest',
+        'enable.auto.commit': False}))
+    consumer.subscribe([allowed])
+    seen, deadline = [], time.time() + 30
+    while len(seen) < 3 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            seen.append(m.value().decode())
+    consumer.commit(asynchronous=False)
+    committed = consumer.committed([TopicPartition(allowed, 0)], timeout=15)
+    consumer.close()
+    result['consumed'] = sorted(seen)
+    result['committed'] = committed[0].offset
+    # A consumer assigned the forbidden topic gets none of its records.
+    reader = Consumer(dict(auth, **{'group.id': 'edge-forbidden-' + user}))
+    reader.assign([TopicPartition(forbidden, 0, 0)])
+    refused, deadline = None, time.time() + 20
+    while refused is None and time.time() < deadline:
+        m = reader.poll(0.5)
+        if m is not None and m.error():
+            refused = m.error().name()
+        elif m is not None:
+            refused = 'consumed ' + m.value().decode()
+    reader.close()
+    result['fetch_error'] = refused
+result['errors'] = sorted(set(errors))
+print(json.dumps(result))
+"#;
+
+#[test]
+fn clients_authenticate_at_the_gateway_and_reach_only_their_topics() -> Result<()> {
+    let mut broker = Broker::start()?;
+    broker.create_topic("orders", 1, false)?;
+    broker.create_topic("ledger", 1, false)?;
+    broker.require_authentication(&[("zilla", "broker-secret")])?;
+    let (mut gateway, bootstrap) = secured_gateway(&broker)?;
+
+    // alice with SCRAM-SHA-256 (which the broker does not even offer): orders only.
+    let alice = python_json(
+        EDGE_CLIENT,
+        &[
+            &bootstrap,
+            "SCRAM-SHA-256",
+            "alice",
+            "alice-secret",
+            "orders",
+            "ledger",
+        ],
+        "",
+    )?;
+    assert_eq!(
+        alice["reports"]["orders"],
+        serde_json::json!([null, null, null]),
+        "{alice}"
+    );
+    assert_eq!(
+        alice["reports"]["ledger"],
+        serde_json::json!([
+            "TOPIC_AUTHORIZATION_FAILED",
+            "TOPIC_AUTHORIZATION_FAILED",
+            "TOPIC_AUTHORIZATION_FAILED"
+        ]),
+        "{alice}"
+    );
+    assert_eq!(alice["listed"], serde_json::json!(["orders"]), "{alice}");
+    assert_eq!(
+        alice["named_error"], "TOPIC_AUTHORIZATION_FAILED",
+        "{alice}"
+    );
+    assert_eq!(
+        alice["consumed"],
+        serde_json::json!(["orders-0", "orders-1", "orders-2"]),
+        "{alice}"
+    );
+    assert_eq!(alice["committed"], 3, "{alice}");
+    // librdkafka does not fetch a partition whose topic metadata is refused (it raises no
+    // error either): nothing of `ledger` reaches alice.
+    assert!(
+        !alice["fetch_error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("consumed"),
+        "{alice}"
+    );
+
+    // bob with PLAIN: ledger only.
+    let bob = python_json(
+        EDGE_CLIENT,
+        &[&bootstrap, "PLAIN", "bob", "bob-secret", "ledger", "orders"],
+        "",
+    )?;
+    assert_eq!(
+        bob["reports"]["ledger"],
+        serde_json::json!([null, null, null]),
+        "{bob}"
+    );
+    assert_eq!(
+        bob["reports"]["orders"],
+        serde_json::json!([
+            "TOPIC_AUTHORIZATION_FAILED",
+            "TOPIC_AUTHORIZATION_FAILED",
+            "TOPIC_AUTHORIZATION_FAILED"
+        ]),
+        "{bob}"
+    );
+    assert_eq!(bob["listed"], serde_json::json!(["ledger"]), "{bob}");
+
+    // A wrong password, with either mechanism, delivers nothing.
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"] {
+        let refused = python_json(
+            EDGE_CLIENT,
+            &[&bootstrap, mechanism, "alice", "wrong", "orders", "ledger"],
+            "",
+        )?;
+        let reports = refused["reports"]["orders"].as_array().context("reports")?;
+        assert!(
+            reports.len() == 3 && reports.iter().all(|r| !r.is_null()),
+            "{refused}"
+        );
+        assert!(
+            refused["errors"].to_string().contains("_AUTHENTICATION"),
+            "{refused}"
+        );
+    }
+
+    // Straight to the broker, the clients' own credentials are nobody's there.
+    let direct = python_json(
+        EDGE_CLIENT,
+        &[
+            &broker.address(),
+            "SCRAM-SHA-512",
+            "alice",
+            "alice-secret",
+            "orders",
+            "ledger",
+        ],
+        "",
+    )?;
+    let reports = direct["reports"]["orders"].as_array().context("reports")?;
+    assert!(
+        reports.len() == 3 && reports.iter().all(|r| !r.is_null()),
+        "{direct}"
+    );
+
+    // The gateway has kept only what alice and bob were allowed to produce.
+    let consumed = kcat_sasl(&broker, "orders")?;
+    assert_eq!(consumed, "orders-0\norders-1\norders-2\n");
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// Everything in `topic`, read straight from the broker as its own user `zilla`.
+fn kcat_sasl(broker: &Broker, topic: &str) -> Result<String> {
+    kcat(
+        &[
+            "-b",
+            &broker.address(),
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "-X",
+            "sasl.username=zilla",
+            "-X",
+            "sasl.password=broker-secret",
+            "-t",
+            topic,
+            "-C",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        "",
+    )
 }

@@ -57,7 +57,8 @@ impl BindingFactory for KafkaFactory {
             return BindingSchema {
                 options: Some(BindingSchema::of::<crate::proxy::KafkaProxyOptions>()),
                 options_required: true,
-                when: None,
+                // Routes are the topic allow-list: `when` topics, `guarded` identities.
+                when: Some(BindingSchema::of::<KafkaCondition>()),
                 with: None,
             };
         }
@@ -157,6 +158,59 @@ fn sasl_from_guard(
     })
 }
 
+/// The SASL credentials a connection to the brokers authenticates with: the 1.x `sasl` form or
+/// the 2.x `authorization` form (one guard's secrets), never both; scram-sha-1 is refused.
+pub(crate) fn sasl_config(
+    context: &BuildContext<'_>,
+    sasl: Option<&SaslOptions>,
+    authorization: Option<&std::collections::BTreeMap<String, crate::config::KafkaAuthorization>>,
+) -> Result<Option<wire::SaslConfig>, BuildError> {
+    let sasl_options = match (sasl, authorization) {
+        (Some(_), Some(_)) => {
+            return Err(BuildError::at(
+                "options.authorization",
+                "give SASL credentials as `sasl` or as `authorization`, not both",
+            ));
+        }
+        (Some(sasl), None) => Some(sasl.clone()),
+        (None, Some(authorization)) => Some(sasl_from_guard(context, authorization)?),
+        (None, None) => None,
+    };
+    if sasl_options
+        .as_ref()
+        .is_some_and(|sasl| sasl.mechanism == SaslMechanism::ScramSha1)
+    {
+        let path = if sasl.is_some() {
+            "options.sasl.mechanism".to_owned()
+        } else {
+            let guard = authorization
+                .into_iter()
+                .flatten()
+                .next()
+                .map(|(g, _)| g.as_str());
+            format!(
+                "options.authorization.{}.credentials.mechanism",
+                guard.unwrap_or_default()
+            )
+        };
+        return Err(BuildError::at(
+            path,
+            "scram-sha-1 is not supported; use scram-sha-256 or scram-sha-512",
+        ));
+    }
+    Ok(sasl_options.map(|sasl| wire::SaslConfig {
+        mechanism: match sasl.mechanism {
+            SaslMechanism::Plain => wire::SaslMechanism::Plain,
+            SaslMechanism::ScramSha256 => wire::SaslMechanism::ScramSha256,
+            SaslMechanism::ScramSha512 | SaslMechanism::ScramSha1 => {
+                wire::SaslMechanism::ScramSha512
+            }
+        },
+        username: sasl.username,
+        password: sasl.password,
+    }))
+}
+
 /// A binding whose handler is all there is.
 struct Passive;
 
@@ -173,52 +227,12 @@ fn build_client(
         ));
     };
     let connector = context.exit::<Bytes>(&exit)?;
-    let sasl_options = match (&options.sasl, &options.authorization) {
-        (Some(_), Some(_)) => {
-            return Err(BuildError::at(
-                "options.authorization",
-                "give SASL credentials as `sasl` or as `authorization`, not both",
-            ));
-        }
-        (Some(sasl), None) => Some(sasl.clone()),
-        (None, Some(authorization)) => Some(sasl_from_guard(context, authorization)?),
-        (None, None) => None,
-    };
+    let sasl = sasl_config(
+        context,
+        options.sasl.as_ref(),
+        options.authorization.as_ref(),
+    )?;
     let properties = context.properties();
-    let sasl = sasl_options.as_ref().map(|sasl| wire::SaslConfig {
-        mechanism: match sasl.mechanism {
-            SaslMechanism::Plain => wire::SaslMechanism::Plain,
-            SaslMechanism::ScramSha256 => wire::SaslMechanism::ScramSha256,
-            SaslMechanism::ScramSha512 | SaslMechanism::ScramSha1 => {
-                wire::SaslMechanism::ScramSha512
-            }
-        },
-        username: sasl.username.clone(),
-        password: sasl.password.clone(),
-    });
-    if sasl_options
-        .as_ref()
-        .is_some_and(|sasl| sasl.mechanism == SaslMechanism::ScramSha1)
-    {
-        let path = if options.sasl.is_some() {
-            "options.sasl.mechanism".to_owned()
-        } else {
-            let guard = options
-                .authorization
-                .iter()
-                .flatten()
-                .next()
-                .map(|(g, _)| g.as_str());
-            format!(
-                "options.authorization.{}.credentials.mechanism",
-                guard.unwrap_or_default()
-            )
-        };
-        return Err(BuildError::at(
-            path,
-            "scram-sha-1 is not supported; use scram-sha-256 or scram-sha-512",
-        ));
-    }
     // Without `servers`, brokers are reached through the exit's own host and port.
     let bootstrap = options
         .servers

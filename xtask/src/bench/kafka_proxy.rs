@@ -182,8 +182,13 @@ struct Samples {
 pub fn run(options: &Options) -> Result<()> {
     let rounds = options.rounds.unwrap_or(DEFAULT_ROUNDS).max(1);
     let latency_seconds = options.seconds.unwrap_or(DEFAULT_LATENCY_SECONDS).max(1);
-    run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
-    let binary = zilla_tests::build_zilla(true, false)?;
+    let binary = match &options.binary {
+        Some(binary) => binary.clone(),
+        None => {
+            run_command(cargo().args(["build", "--release", "-p", "zilla", "--bin", "zilla"]))?;
+            zilla_tests::build_zilla(true, false)?
+        }
+    };
     let broker = Broker::start()?;
     broker.create_topic(TOPIC, 1)?;
     let base = port_block()?;

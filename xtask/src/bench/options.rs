@@ -19,8 +19,8 @@ pub struct Options {
     /// printed and not recorded.
     #[arg(long)]
     pub quick: bool,
-    /// http-proxy, tls-h2: measure this zilla executable instead of building one (to compare builds,
-    /// e.g. one kept from an earlier commit).
+    /// http-proxy, tls-h2, kafka-proxy: measure this zilla executable instead of building one
+    /// (to compare builds, e.g. one kept from an earlier commit).
     #[arg(long)]
     pub binary: Option<std::path::PathBuf>,
 }

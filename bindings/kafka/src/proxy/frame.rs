@@ -143,7 +143,8 @@ pub(crate) fn produce_acks(frame: &[u8], version: i16) -> Option<i16> {
     body.try_get_i16().ok()
 }
 
-fn skip_tagged_fields(body: &mut &[u8]) -> Option<()> {
+/// Skips the tagged fields that end a flexible header.
+pub(crate) fn skip_tagged_fields(body: &mut &[u8]) -> Option<()> {
     let count = unsigned_varint(body)?;
     for _ in 0..count {
         unsigned_varint(body)?;

@@ -44,36 +44,103 @@
 //! included. ApiVersions answers are narrowed only for the three rewritten APIs, to the
 //! versions decoded here.
 //!
-//! Clients' own SASL exchanges (SaslHandshake v1, SaslAuthenticate) pass through to the
-//! broker like any other request. Not supported yet: SNI-based broker routing, `routes`
-//! (refused when the binding starts), client authentication at the gateway, broker-side
-//! credentials of the gateway's own and topic allow-lists; a client using SaslHandshake v0
-//! (raw SASL frames) is not understood.
+//! # Authentication and topic allow-lists
+//!
+//! ```yaml
+//! guards:
+//!   alice:
+//!     type: inline
+//!     options:
+//!       identity: alice
+//!       credentials: ${{env.ALICE_PASSWORD}}
+//!   gateway:
+//!     type: inline
+//!     options:
+//!       identity: zilla
+//!       credentials: ${{env.BROKER_PASSWORD}}
+//! bindings:
+//!   kafka_proxy:
+//!     type: kafka
+//!     kind: proxy
+//!     options:
+//!       servers: [kafka.internal:9092]
+//!       external: {host: kafka.example.com, port: 9092, ports: 9100-9109}
+//!       authentication:                 # clients authenticate to the gateway
+//!         mechanisms: [scram-sha-512, plain]
+//!         guards: [alice]
+//!       authorization:                  # the gateway authenticates to the brokers
+//!         gateway:
+//!           credentials:
+//!             mechanism: scram-sha-512
+//!             username: "{identity}"
+//!             password: "{credentials}"
+//!     routes:                           # the topics each identity may use
+//!       - when:
+//!           - topic: orders.*
+//!         guarded:
+//!           alice: []
+//!         exit: tcp_client
+//! ```
+//!
+//! - `options.authentication`: clients authenticate with SASL (`plain`, `scram-sha-256`,
+//!   `scram-sha-512`) checked against `guards` ([`auth`]): an `inline` guard holds one user
+//!   and its password; a `jwt` guard takes a token as the PLAIN password. Until a client has
+//!   authenticated only ApiVersions is forwarded; a wrong password is answered with
+//!   SASL_AUTHENTICATION_FAILED and the connection closed. With `mutual` TLS in a `tls` server
+//!   in front, the client certificate's `x509` guard session counts for `guarded` as well.
+//!   Without `authentication`, clients' own SASL exchanges (SaslHandshake v1,
+//!   SaslAuthenticate) pass through to the broker like any other request.
+//! - `options.authorization`: the gateway's own SASL credentials toward the brokers, from one
+//!   guard's configured identity and secret, exactly as a kafka `client`'s. Every broker
+//!   connection is authenticated with them before a client request reaches it.
+//! - `routes`: a topic allow-list ([`topics`]): a client may use a topic when a route's `when`
+//!   matches it (`*` wildcards; no `when` matches every topic) and the client holds the
+//!   route's `guarded` guards and roles. The binding-level `exit`, when given, allows every
+//!   topic, as the last route of any binding does. Every route names the same exit. Forbidden
+//!   topics get TOPIC_AUTHORIZATION_FAILED in Metadata, Produce and Fetch answers; other
+//!   requests naming one close the connection, and APIs whose topics are not read here (for
+//!   example transactions and ACLs) are left out of ApiVersions and refused.
+//!
+//! Not supported yet: SNI-based broker routing (one TLS listener, the broker chosen by the
+//! server name), OAUTHBEARER at the edge, re-authentication on an open connection (clients
+//! are told a session lifetime of 0; the connection closes when the guard session expires),
+//! and SaslHandshake v0 (unframed SASL).
 
+mod auth;
 mod brokers;
 mod frame;
+mod message;
 mod rewrite;
 pub mod telemetry;
+mod topics;
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::Semaphore;
 use zilla_engine::BuildError;
 use zilla_engine::binding::{Binding, BuildContext};
+use zilla_engine::guard::Authorization;
+use zilla_engine::pattern::Pattern;
 use zilla_engine::stream::{
     AsyncIo, BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo,
 };
 
+pub use auth::{AuthenticationOptions, EdgeMechanism};
+use auth::{EdgeAuth, Exchange, Step};
 use brokers::{BrokerAddress, Brokers};
 use frame::{FrameError, FrameReader};
 use telemetry::ProxyMetrics;
+use topics::{Checked, Fixup, TopicAccess};
+
+use crate::config::{KafkaAuthorization, KafkaCondition};
+use crate::wire;
 
 /// `options` of a kafka `proxy`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -85,6 +152,14 @@ pub struct KafkaProxyOptions {
     pub servers: Vec<String>,
     /// Where clients reach the gateway.
     pub external: ExternalOptions,
+    /// The gateway's own SASL credentials toward the brokers, from one guard (as a kafka
+    /// `client`'s): `{<guard>: {credentials: {mechanism, username, password}}}`, where
+    /// `{identity}` and `{credentials}` are the guard's configured identity and secret.
+    #[schemars(extend("maxProperties" = 1))]
+    pub authorization: Option<std::collections::BTreeMap<String, KafkaAuthorization>>,
+    /// How clients authenticate to the gateway (SASL, checked against guards). Without it,
+    /// clients' own SASL exchanges pass through to the brokers.
+    pub authentication: Option<AuthenticationOptions>,
 }
 
 /// How clients reach the brokers through the gateway.
@@ -121,21 +196,29 @@ impl Binding for Passive {}
 /// Builds a kafka `proxy`.
 pub(crate) fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
     let options: KafkaProxyOptions = context.options()?;
-    let Some(exit) = context.config().exit.clone() else {
-        return Err(BuildError::at(
-            "",
-            "a kafka proxy needs an `exit` (a tcp or tls client)",
-        ));
-    };
-    if !context.config().routes.is_empty() {
-        // Routing by topic or identity (`when`, `guarded`) is not built: refuse rather than
-        // forward everything to `exit` regardless.
-        return Err(BuildError::at(
-            "routes",
-            "routes are not supported on a kafka proxy yet; give only `exit`",
-        ));
-    }
+    let exit = proxy_exit(context)?;
     let connector = context.exit::<Bytes>(&exit)?;
+    let access = if context.config().routes.is_empty() {
+        None
+    } else {
+        let routes = zilla_engine::route::Routes::build(
+            context.config(),
+            |_| Ok(()),
+            |condition: KafkaCondition| {
+                condition
+                    .topic
+                    .map(|topic| Pattern::compile(&topic, None))
+                    .transpose()
+            },
+        )?;
+        Some(TopicAccess::new(routes))
+    };
+    let broker_sasl = crate::binding::sasl_config(context, None, options.authorization.as_ref())?;
+    let edge = options
+        .authentication
+        .as_ref()
+        .map(|authentication| EdgeAuth::build(context, authentication))
+        .transpose()?;
     let Some(ports) = parse_ports(&options.external.ports) else {
         return Err(BuildError::at(
             "options.external.ports",
@@ -181,6 +264,9 @@ pub(crate) fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, 
     let metrics = ProxyMetrics::new(&context.metrics(), &context.config().telemetry_attributes);
     let proxy = Arc::new(Proxy {
         connector,
+        access,
+        edge,
+        broker_sasl,
         servers,
         next_server: AtomicUsize::new(0),
         external_host: options.external.host.clone(),
@@ -194,8 +280,36 @@ pub(crate) fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, 
     Ok(Arc::new(Passive))
 }
 
+/// The one exit every request leaves by: the binding's `exit` and every route's, which must
+/// name the same one (a proxy reaches one cluster; routes only say which topics may be used).
+fn proxy_exit(context: &BuildContext<'_>) -> Result<String, BuildError> {
+    let config = context.config();
+    let mut exit = config.exit.clone();
+    for (index, route) in config.routes.iter().enumerate() {
+        match &exit {
+            None => exit = Some(route.exit.clone()),
+            Some(known) if *known != route.exit => {
+                return Err(BuildError::at(
+                    format!("routes[{index}].exit"),
+                    format!(
+                        "every route of a kafka proxy leads to the same exit (`{known}`): routes choose topics, not clusters"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    exit.ok_or_else(|| BuildError::at("", "a kafka proxy needs an `exit` (a tcp or tls client)"))
+}
+
 struct Proxy {
     connector: Arc<dyn BytesHandler>,
+    /// The topic allow-list, when the binding has routes.
+    access: Option<TopicAccess>,
+    /// Client authentication at the gateway.
+    edge: Option<EdgeAuth>,
+    /// The gateway's own credentials toward the brokers.
+    broker_sasl: Option<wire::SaslConfig>,
     servers: Vec<BrokerAddress>,
     next_server: AtomicUsize,
     external_host: String,
@@ -221,14 +335,24 @@ impl BytesHandler for ProxyHandler {
 }
 
 /// One request waiting for its answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     correlation_id: i32,
     api_key: i16,
     api_version: i16,
     /// False for Produce with acks=0, which Kafka does not answer (some brokers do).
     answered: bool,
+    /// When it left for the broker.
+    sent: Instant,
+    /// How the answer is fixed up for topics the request was stripped of.
+    fixup: Option<Box<Fixup>>,
 }
+
+/// The ApiVersions key, whose answer the proxy rewrites.
+const API_VERSIONS: i16 = 18;
+
+type ClientReader = FrameReader<ReadHalf<Box<dyn AsyncIo>>>;
+type Writer = WriteHalf<Box<dyn AsyncIo>>;
 
 /// Counts an open client connection for as long as it lives.
 struct ConnectionGauge<'a>(&'a ProxyMetrics);
@@ -263,7 +387,31 @@ impl Proxy {
             }
             _ => self.open_bootstrap().await?,
         };
-        let result = self.relay(stream.io, upstream.io).await;
+        let mut broker = upstream.io;
+        if let Some(sasl) = &self.broker_sasl {
+            // The gateway's own credentials: the broker connection is authenticated before
+            // any of the client's requests reach it.
+            let channel = wire::StreamChannel::new(broker, self.max_response);
+            let authenticated =
+                tokio::time::timeout(CONNECT_TIMEOUT, wire::sasl_authenticate(&channel, sasl))
+                    .await;
+            match authenticated {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "kafka proxy cannot authenticate to the broker");
+                    return Err(StreamError::Upstream(error.to_string()));
+                }
+                Err(_) => {
+                    return Err(StreamError::Upstream(
+                        "authenticating to the broker timed out".into(),
+                    ));
+                }
+            }
+            broker = channel.into_inner();
+        }
+        let result = self
+            .relay(stream.io, broker, stream.info.authorization.clone())
+            .await;
         if let Err(error) = &result {
             tracing::debug!(%error, "kafka proxy connection closed");
         }
@@ -301,21 +449,151 @@ impl Proxy {
         Err(last.unwrap_or_else(|| StreamError::Upstream("no bootstrap server".into())))
     }
 
+    /// The version range the proxy offers for an API, given the broker's: narrowed to what the
+    /// topic allow-list reads and to the SASL exchange the proxy answers itself.
+    fn api_range(&self, api_key: i16, min: i16, max: i16) -> Option<(i16, i16)> {
+        let (mut min, mut max) = (min, max);
+        // With topic routes, an API not forwarded is left out (`?`).
+        if self.access.is_some()
+            && let Some(highest) = topics::forwarded(api_key)?
+        {
+            max = max.min(highest);
+        }
+        if self.edge.is_some() && Exchange::handles(api_key) {
+            // The proxy's own SASL: framed SaslHandshake (v1) and the SaslAuthenticate
+            // versions it decodes, whatever the broker speaks.
+            let (low, high) = wire::request_schema_versions(api_key)?;
+            min = if api_key == 17 { 1 } else { low };
+            max = high;
+        }
+        Some((min, max))
+    }
+
+    /// Answers the client's SASL exchange; ApiVersions goes to the broker meanwhile. `None`
+    /// when the client left before authenticating.
+    async fn authenticate(
+        &self,
+        edge: &EdgeAuth,
+        client: &mut ClientReader,
+        client_write: &mut Writer,
+        broker: &mut ClientReader,
+        broker_write: &mut Writer,
+        authorization: &Authorization,
+    ) -> Result<Option<auth::Authenticated>, StreamError> {
+        let mut exchange = Exchange::new(edge);
+        while let Some(frame) = client.next().await.map_err(protocol)? {
+            let header = frame::request_header(&frame).map_err(protocol)?;
+            self.metrics.request(header.api_key, frame.len());
+            if header.api_key == API_VERSIONS {
+                let request = Pending {
+                    correlation_id: header.correlation_id,
+                    api_key: header.api_key,
+                    api_version: header.api_version,
+                    answered: true,
+                    sent: Instant::now(),
+                    fixup: None,
+                };
+                write_frame(broker_write, &frame).await?;
+                let Some(answer) = broker.next().await.map_err(protocol)? else {
+                    return Err(StreamError::Upstream("the broker closed".into()));
+                };
+                if frame::response_correlation_id(&answer).map_err(protocol)?
+                    != header.correlation_id
+                {
+                    return Err(StreamError::Protocol(
+                        "the broker answered another request".into(),
+                    ));
+                }
+                let out = self.answer(&request, answer, authorization)?;
+                write_frame(client_write, &out).await?;
+                continue;
+            }
+            let step = exchange
+                .answer(header, &frame)
+                .map_err(StreamError::Protocol)?;
+            let (reply, outcome) = match step {
+                Step::Continue(reply) => (reply, None),
+                Step::Done(reply, who) => (reply, Some(Ok(who))),
+                Step::Fail(reply, reason) => (reply, Some(Err(reason))),
+            };
+            if let Some(offset) = rewrite::body_offset(header.api_key, header.api_version, &reply) {
+                self.metrics.response(
+                    header.api_key,
+                    header.api_version,
+                    reply.len(),
+                    &reply[offset..],
+                );
+            }
+            write_frame(client_write, &reply).await?;
+            match outcome {
+                None => {}
+                Some(Ok(who)) => {
+                    tracing::debug!(guard = %who.guard, identity = who.session.identity().unwrap_or_default(), "kafka client authenticated");
+                    return Ok(Some(who));
+                }
+                Some(Err(reason)) => {
+                    tracing::info!(%reason, "kafka client authentication failed");
+                    return Err(StreamError::Protocol(reason));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Forwards requests and answers until either side closes or misbehaves.
     async fn relay(
         &self,
         client: Box<dyn AsyncIo>,
         broker: Box<dyn AsyncIo>,
+        mut authorization: Authorization,
     ) -> Result<(), StreamError> {
         let (client_read, mut client_write) = tokio::io::split(client);
         let (broker_read, mut broker_write) = tokio::io::split(broker);
+        let mut client_frames = FrameReader::new(client_read, self.max_request);
+        let mut broker_frames = FrameReader::new(broker_read, self.max_response);
+        let mut expires = None;
+        if let Some(edge) = &self.edge {
+            let Some(who) = self
+                .authenticate(
+                    edge,
+                    &mut client_frames,
+                    &mut client_write,
+                    &mut broker_frames,
+                    &mut broker_write,
+                    &authorization,
+                )
+                .await?
+            else {
+                return Ok(());
+            };
+            expires = who.session.expires_at();
+            authorization.insert(who.guard, who.session);
+        }
+        let authorization = authorization;
         let pending = Mutex::new(VecDeque::<Pending>::new());
         let permits = Semaphore::new(MAX_IN_FLIGHT);
 
         let requests = async {
-            let mut frames = FrameReader::new(client_read, self.max_request);
-            while let Some(frame) = frames.next().await.map_err(protocol)? {
+            while let Some(frame) = client_frames.next().await.map_err(protocol)? {
                 let header = frame::request_header(&frame).map_err(protocol)?;
+                if self.edge.is_some() && Exchange::handles(header.api_key) {
+                    return Err(StreamError::Protocol(
+                        "re-authentication on an open connection is not supported".into(),
+                    ));
+                }
+                let (frame, fixup) = match &self.access {
+                    None => (frame, None),
+                    Some(access) => match topics::check(access, &authorization, header, &frame) {
+                        Checked::Forward {
+                            frame: rewritten,
+                            fixup,
+                        } => (rewritten.unwrap_or(frame), fixup.map(Box::new)),
+                        Checked::Refuse(reason) => {
+                            tracing::info!(%reason, "kafka request refused; closing the connection");
+                            return Err(StreamError::Protocol(reason));
+                        }
+                    },
+                };
                 let answered = header.api_key != 0
                     || frame::produce_acks(&frame, header.api_version) != Some(0);
                 if answered {
@@ -338,6 +616,8 @@ impl Proxy {
                         api_key: header.api_key,
                         api_version: header.api_version,
                         answered,
+                        sent: Instant::now(),
+                        fixup,
                     });
                 }
                 self.metrics.request(header.api_key, frame.len());
@@ -348,8 +628,7 @@ impl Proxy {
         };
 
         let responses = async {
-            let mut frames = FrameReader::new(broker_read, self.max_response);
-            while let Some(frame) = frames.next().await.map_err(protocol)? {
+            while let Some(frame) = broker_frames.next().await.map_err(protocol)? {
                 let correlation_id = frame::response_correlation_id(&frame).map_err(protocol)?;
                 let request = take_pending(&pending, correlation_id)?;
                 let Some(request) = request else {
@@ -360,20 +639,41 @@ impl Proxy {
                 if request.answered {
                     permits.add_permits(1);
                 }
-                let out = self.answer(request, frame)?;
+                let out = self.answer(&request, frame, &authorization)?;
                 write_frame(&mut client_write, &out).await?;
             }
             Ok::<(), StreamError>(())
         };
 
+        let expiry = async {
+            match expires {
+                Some(at) => {
+                    let left = at
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+
         tokio::select! {
             result = requests => result,
             result = responses => result,
+            () = expiry => Err(StreamError::Protocol("the client's session expired".into())),
         }
     }
 
-    /// The response to hand the client: rewritten when it names brokers.
-    fn answer(&self, request: Pending, frame: bytes::Bytes) -> Result<bytes::Bytes, StreamError> {
+    /// The response to hand the client: rewritten when it names brokers or must name the
+    /// topics its request was stripped of.
+    fn answer(
+        &self,
+        request: &Pending,
+        frame: bytes::Bytes,
+        authorization: &Authorization,
+    ) -> Result<bytes::Bytes, StreamError> {
+        self.metrics
+            .duration(request.api_key, request.sent.elapsed());
         let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, &frame)
         else {
             return Ok(frame);
@@ -384,9 +684,32 @@ impl Proxy {
             frame.len(),
             &frame[offset..],
         );
+        if let Some(fixup) = request.fixup.as_deref()
+            && !matches!(fixup, Fixup::Metadata { .. })
+        {
+            return topics::fix_records(fixup, request.api_version, &frame, offset).map_err(
+                |error| {
+                    tracing::warn!(%error, "kafka proxy cannot name refused topics in an answer; closing the connection");
+                    StreamError::Upstream(error)
+                },
+            );
+        }
         if !rewrite::rewrites(request.api_key) {
             return Ok(frame);
         }
+        let allows = |topic: &str| {
+            self.access
+                .as_ref()
+                .is_none_or(|access| access.allows(topic, authorization))
+        };
+        let fix = |topics: &mut Vec<
+            kafka_protocol::messages::metadata_response::MetadataResponseTopic,
+        >| {
+            if let Some(fixup) = request.fixup.as_deref() {
+                topics::fix_metadata(fixup, topics, &allows);
+            }
+        };
+        let api_range = |api_key: i16, min: i16, max: i16| self.api_range(api_key, min, max);
         match rewrite::rewrite(
             request.api_key,
             request.api_version,
@@ -394,11 +717,13 @@ impl Proxy {
             offset,
             &self.external_host,
             &self.brokers,
+            &api_range,
+            Some(&fix),
         ) {
             Ok(out) => Ok(out),
             // An ApiVersions answer the client's version cannot decode names no broker (a
             // broker answers an unsupported ApiVersions version in v0's shape).
-            Err(error) if request.api_key == 18 => {
+            Err(error) if request.api_key == API_VERSIONS => {
                 tracing::debug!(%error, "ApiVersions answer passed on unchanged");
                 Ok(frame)
             }
@@ -411,7 +736,8 @@ impl Proxy {
 }
 
 /// Inspects one frame of untrusted bytes the way a proxy does, for fuzzing: the request
-/// header and Produce `acks` of `frame` read as a request, and `frame` read as the response of
+/// header and Produce `acks` of `frame` read as a request (and, for the APIs the topic
+/// allow-list and the SASL exchange read, decoded), and `frame` read as the response of
 /// `api_key` at `version`, rewritten when that API names brokers (gateway host `proxy`,
 /// broker ports 9100-9103). Malformed input is an error, never a panic.
 pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result<(), String> {
@@ -419,6 +745,21 @@ pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result
         && header.api_key == 0
     {
         let _ = frame::produce_acks(frame, header.api_version);
+    }
+    if let Ok(header) = frame::request_header(frame) {
+        let version = header.api_version;
+        use kafka_protocol::messages as kp;
+        let _ = match header.api_key {
+            0 => message::decode_request::<kp::ProduceRequest>(0, version, frame).map(|_| ()),
+            1 => message::decode_request::<kp::FetchRequest>(1, version, frame).map(|_| ()),
+            3 => message::decode_request::<kp::MetadataRequest>(3, version, frame).map(|_| ()),
+            17 => {
+                message::decode_request::<kp::SaslHandshakeRequest>(17, version, frame).map(|_| ())
+            }
+            36 => message::decode_request::<kp::SaslAuthenticateRequest>(36, version, frame)
+                .map(|_| ()),
+            _ => Ok(()),
+        };
     }
     frame::response_correlation_id(frame).map_err(|error| error.to_string())?;
     let offset = rewrite::body_offset(api_key, version, frame).ok_or("no response body")?;
@@ -430,6 +771,8 @@ pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result
             offset,
             "proxy",
             &Brokers::new(9100..=9103),
+            &rewrite::as_broker_offers,
+            None,
         )
         .map_err(|error| error.to_string())?;
     }
@@ -491,6 +834,8 @@ mod tests {
                     api_key: 0,
                     api_version: 9,
                     answered,
+                    sent: Instant::now(),
+                    fixup: None,
                 })
                 .collect(),
         )

@@ -8,12 +8,12 @@
 //! protocol library decodes it, so a count announcing more than the bytes left is refused
 //! before anything is allocated from it.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages as kp;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, StrBytes};
 
 use super::brokers::{BrokerAddress, Brokers};
-use super::frame::unsigned_varint;
+use super::frame::{skip_tagged_fields, unsigned_varint};
 use crate::wire;
 
 /// Why a response that must be rewritten could not be.
@@ -36,6 +36,8 @@ const METADATA: i16 = 3;
 const FIND_COORDINATOR: i16 = 10;
 const API_VERSIONS: i16 = 18;
 const DESCRIBE_CLUSTER: i16 = 60;
+const SASL_HANDSHAKE: i16 = 17;
+const SASL_AUTHENTICATE: i16 = 36;
 
 /// Whether responses of `api_key` are rewritten (and so read whole and decoded).
 pub(crate) fn rewrites(api_key: i16) -> bool {
@@ -69,19 +71,29 @@ pub(crate) fn body_offset(api_key: i16, version: i16, frame: &[u8]) -> Option<us
     if key.response_header_version(version) >= 1 {
         let mut rest = frame.get(8..)?;
         let before = rest.len();
-        let count = unsigned_varint(&mut rest)?;
-        for _ in 0..count {
-            unsigned_varint(&mut rest)?;
-            let size = unsigned_varint(&mut rest)? as usize;
-            rest = rest.get(size..)?;
-        }
+        skip_tagged_fields(&mut rest)?;
         Some(8 + before - rest.len())
     } else {
         (frame.len() >= 8).then_some(8)
     }
 }
 
-/// Rewrites one response frame of `api_key` at `version`, whose body starts at `offset`.
+/// The version range a proxy offers for an API in ApiVersions, from the broker's (key, min,
+/// max); `None` leaves the API out.
+pub(crate) type ApiRange<'a> = &'a dyn Fn(i16, i16, i16) -> Option<(i16, i16)>;
+
+/// A change to the topics of a Metadata response (the topic allow-list's).
+pub(crate) type TopicsFix<'a> = &'a dyn Fn(&mut Vec<kp::metadata_response::MetadataResponseTopic>);
+
+/// The broker's own ranges, narrowed only where a rewritten API needs it.
+pub(crate) fn as_broker_offers(_api_key: i16, min: i16, max: i16) -> Option<(i16, i16)> {
+    Some((min, max))
+}
+
+/// Rewrites one response frame of `api_key` at `version`, whose body starts at `offset`:
+/// broker addresses name `host` and the gateway ports of `brokers`, ApiVersions offers what
+/// `api_range` gives, and Metadata's topics go through `topics`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn rewrite(
     api_key: i16,
     version: i16,
@@ -89,6 +101,8 @@ pub(crate) fn rewrite(
     offset: usize,
     host: &str,
     brokers: &Brokers,
+    api_range: ApiRange<'_>,
+    topics: Option<TopicsFix<'_>>,
 ) -> Result<Bytes, RewriteError> {
     if highest_version(api_key).is_some_and(|highest| version > highest) || version < 0 {
         return Err(RewriteError::Malformed {
@@ -118,9 +132,32 @@ pub(crate) fn rewrite(
         API_VERSIONS => {
             let mut response: kp::ApiVersionsResponse =
                 decode("ApiVersions", api_key, version, body)?;
-            for api in &mut response.api_keys {
+            response.api_keys.retain_mut(|api| {
+                let mut max = api.max_version;
                 if let Some(highest) = highest_version(api.api_key) {
-                    api.max_version = api.max_version.min(highest);
+                    max = max.min(highest);
+                }
+                match api_range(api.api_key, api.min_version, max) {
+                    Some((min, max)) if min <= max => {
+                        api.min_version = min;
+                        api.max_version = max;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            // The SASL APIs a proxy answers itself are offered even by a broker without SASL:
+            // asked with the empty range, `api_range` gives one only for those.
+            for api_key in [SASL_HANDSHAKE, SASL_AUTHENTICATE] {
+                if response.api_keys.iter().all(|api| api.api_key != api_key)
+                    && let Some((min, max)) = api_range(api_key, 1, 0)
+                    && min <= max
+                {
+                    let mut api = kp::api_versions_response::ApiVersion::default();
+                    api.api_key = api_key;
+                    api.min_version = min;
+                    api.max_version = max;
+                    response.api_keys.push(api);
                 }
             }
             encode("ApiVersions", header, &response, version)
@@ -130,6 +167,9 @@ pub(crate) fn rewrite(
             for broker in &mut response.brokers {
                 broker.port = map(broker.node_id.0, &broker.host, broker.port)?;
                 broker.host = external.clone();
+            }
+            if let Some(topics) = topics {
+                topics(&mut response.topics);
             }
             encode("Metadata", header, &response, version)
         }
@@ -195,23 +235,11 @@ fn encode<M: Encodable>(
     message: &M,
     version: i16,
 ) -> Result<Bytes, RewriteError> {
-    let mut out = BytesMut::with_capacity(256);
-    out.put_i32(0);
-    out.put_slice(header);
-    message
-        .encode(&mut out, version)
-        .map_err(|error| RewriteError::Malformed {
-            api,
-            version,
-            reason: error.to_string(),
-        })?;
-    let size = i32::try_from(out.len() - 4).map_err(|_| RewriteError::Malformed {
+    super::message::frame_with(header, message, version).map_err(|reason| RewriteError::Malformed {
         api,
         version,
-        reason: "larger than 2 GiB".into(),
-    })?;
-    out[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(out.freeze())
+        reason,
+    })
 }
 
 /// Walks a DescribeCluster body up to its broker array (the wire module has no schema for
@@ -246,6 +274,7 @@ fn check_describe_cluster(version: i16, body: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
     use proptest::prelude::*;
 
     fn frame_of<M: Encodable>(api_key: i16, version: i16, message: &M) -> Bytes {
@@ -264,7 +293,17 @@ mod tests {
 
     fn run(api_key: i16, version: i16, frame: &Bytes, brokers: &Brokers) -> Bytes {
         let offset = body_offset(api_key, version, frame).unwrap();
-        rewrite(api_key, version, frame, offset, "gateway.example", brokers).unwrap()
+        rewrite(
+            api_key,
+            version,
+            frame,
+            offset,
+            "gateway.example",
+            brokers,
+            &as_broker_offers,
+            None,
+        )
+        .unwrap()
     }
 
     fn metadata(version: i16) -> kp::MetadataResponse {
@@ -394,7 +433,16 @@ mod tests {
         let frame = frame_of(METADATA, 12, &metadata(12));
         let offset = body_offset(METADATA, 12, &frame).unwrap();
         assert!(matches!(
-            rewrite(METADATA, 12, &frame, offset, "g", &brokers),
+            rewrite(
+                METADATA,
+                12,
+                &frame,
+                offset,
+                "g",
+                &brokers,
+                &as_broker_offers,
+                None
+            ),
             Err(RewriteError::NoPort(2))
         ));
     }
@@ -413,7 +461,7 @@ mod tests {
             frame.put_slice(&body);
             let frame = frame.freeze();
             if let Some(offset) = body_offset(api, version, &frame) {
-                let _ = rewrite(api, version, &frame, offset, "g", &brokers);
+                let _ = rewrite(api, version, &frame, offset, "g", &brokers, &as_broker_offers, None);
             }
         }
     }

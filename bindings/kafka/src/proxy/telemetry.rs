@@ -9,8 +9,11 @@
 //!   produced through the proxy, record sets and headers included).
 //! - `kafka.fetch.size` (histogram, bytes): sizes of Fetch responses.
 //! - `kafka.active.connections` (gauge): client connections open through the proxy.
+//! - `kafka.duration` (histogram, exported in milliseconds): from a request leaving for the
+//!   broker to its answer coming back, for every answered request.
 //!
-//! `telemetry.attributes` may label `kafka.requests` and `kafka.errors` by API with the
+//! `telemetry.attributes` may label `kafka.requests`, `kafka.errors` and `kafka.duration` by
+//! API with the
 //! expression `${kafka.request.api}` (the API's name, e.g. `Produce`, or its key when the
 //! API is unknown here).
 
@@ -55,6 +58,12 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
             description: "Size of Kafka Fetch responses",
         },
         MetricDescriptor {
+            name: "kafka.duration",
+            kind: MetricKind::Histogram,
+            unit: Unit::Nanoseconds,
+            description: "Time from forwarding a Kafka request to its answer",
+        },
+        MetricDescriptor {
             name: "kafka.active.connections",
             kind: MetricKind::Gauge,
             unit: Unit::Count,
@@ -79,6 +88,7 @@ const CACHED_KEYS: usize = 128;
 struct ApiCounters {
     requests: Option<Counter>,
     errors: Option<Counter>,
+    duration: Option<HistogramHandle>,
 }
 
 /// The handles one proxy binding records with; all empty when no metric is enabled.
@@ -86,6 +96,7 @@ struct ApiCounters {
 pub(crate) struct ProxyMetrics {
     requests: Option<Family>,
     errors: Option<Family>,
+    duration: Option<Family>,
     produce_size: Option<HistogramHandle>,
     fetch_size: Option<HistogramHandle>,
     active: Option<Gauge>,
@@ -100,6 +111,7 @@ impl ProxyMetrics {
         Self {
             requests: metrics.family("kafka.requests"),
             errors: metrics.family("kafka.errors"),
+            duration: metrics.family("kafka.duration"),
             produce_size: metrics.histogram("kafka.produce.size"),
             fetch_size: metrics.histogram("kafka.fetch.size"),
             active: metrics.gauge("kafka.active.connections"),
@@ -113,7 +125,7 @@ impl ProxyMetrics {
     }
 
     fn counters(&self, api_key: i16) -> Option<ApiCounters> {
-        if self.requests.is_none() && self.errors.is_none() {
+        if self.requests.is_none() && self.errors.is_none() && self.duration.is_none() {
             return None;
         }
         let make = || {
@@ -131,7 +143,11 @@ impl ProxyMetrics {
                 errors: self
                     .errors
                     .as_ref()
-                    .and_then(|family| family.counter(attributes)),
+                    .and_then(|family| family.counter(attributes.clone())),
+                duration: self
+                    .duration
+                    .as_ref()
+                    .and_then(|family| family.histogram(attributes)),
             }
         };
         match usize::try_from(api_key)
@@ -143,6 +159,7 @@ impl ProxyMetrics {
                 Some(ApiCounters {
                     requests: counters.requests.clone(),
                     errors: counters.errors.clone(),
+                    duration: counters.duration.clone(),
                 })
             }
             None => Some(make()),
@@ -174,6 +191,15 @@ impl ProxyMetrics {
             && let Some(counter) = self.counters(api_key).and_then(|c| c.errors)
         {
             counter.add(1);
+        }
+    }
+
+    /// A request of `api_key` was answered `elapsed` after it was forwarded.
+    pub(crate) fn duration(&self, api_key: i16, elapsed: std::time::Duration) {
+        if self.duration.is_some()
+            && let Some(histogram) = self.counters(api_key).and_then(|c| c.duration)
+        {
+            histogram.record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
         }
     }
 

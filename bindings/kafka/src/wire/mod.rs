@@ -92,10 +92,24 @@ pub use connection::{ApiVersions, Connection, ConnectionConfig};
 pub use error::{ErrorCode, KafkaError};
 pub use partitioner::{Partitioner, murmur2, partition_for_key};
 pub use records::*;
+#[cfg(test)]
+pub(crate) use sasl::Scram;
 pub use sasl::{SaslConfig, SaslMechanism};
+pub(crate) use sasl::{
+    ScramCredential, ScramServer, StreamChannel, authenticate as sasl_authenticate, same_bytes,
+    scram_client_first,
+};
 pub use types::*;
 
 pub(crate) use schema::check as check_response_schema;
+pub(crate) use schema::check_request as check_request_schema;
+
+/// The versions of `api_key`'s request that the schema check knows, if it has its schema.
+pub(crate) fn request_schema_versions(api_key: i16) -> Option<(i16, i16)> {
+    schema::request_schema(api_key)
+        .ok()
+        .map(|schema| (schema.valid.min, schema.valid.max))
+}
 
 /// The versions of `api_key`'s response that the schema check knows, if it has its schema.
 pub(crate) fn response_schema_versions(api_key: i16) -> Option<(i16, i16)> {

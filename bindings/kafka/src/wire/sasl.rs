@@ -117,6 +117,78 @@ pub(crate) async fn authenticate(
     Ok(())
 }
 
+/// A connection no other request uses yet, driven one request at a time: how the kafka proxy
+/// authenticates its own broker connections before it relays a client's requests on them.
+pub(crate) struct StreamChannel<S> {
+    stream: tokio::sync::Mutex<S>,
+    correlation: std::sync::atomic::AtomicI32,
+    max_frame: usize,
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> StreamChannel<S> {
+    /// Drives `stream`, refusing response frames over `max_frame` bytes.
+    pub(crate) fn new(stream: S, max_frame: usize) -> Self {
+        Self {
+            stream: tokio::sync::Mutex::new(stream),
+            correlation: std::sync::atomic::AtomicI32::new(1),
+            max_frame,
+        }
+    }
+
+    /// The stream back, once the exchange is over.
+    pub(crate) fn into_inner(self) -> S {
+        self.stream.into_inner()
+    }
+
+    async fn call<R: super::codec::Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, KafkaError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let correlation = self
+            .correlation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = super::codec::encode_request(request, version, correlation, "zilla")?;
+        let mut stream = self.stream.lock().await;
+        stream.write_all(&frame).await?;
+        stream.flush().await?;
+        let size = stream.read_i32().await?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|size| (4..=self.max_frame).contains(size))
+            .ok_or_else(|| KafkaError::malformed(R::API.name(), "response size out of range"))?;
+        let mut body = vec![0u8; size];
+        stream.read_exact(&mut body).await?;
+        let mut body = Bytes::from(body);
+        let answered = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        if answered != correlation {
+            return Err(KafkaError::malformed(
+                R::API.name(),
+                "answer to another request",
+            ));
+        }
+        let _ = body.split_to(4);
+        super::codec::decode_response::<R>(version, body)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> SaslChannel for StreamChannel<S> {
+    async fn handshake(
+        &self,
+        request: &SaslHandshakeRequest,
+    ) -> Result<SaslHandshakeResponse, KafkaError> {
+        self.call(request, 1).await
+    }
+
+    async fn authenticate(
+        &self,
+        request: &SaslAuthenticateRequest,
+    ) -> Result<SaslAuthenticateResponse, KafkaError> {
+        self.call(request, 1).await
+    }
+}
+
 async fn exchange(connection: &impl SaslChannel, auth_bytes: Bytes) -> Result<Bytes, KafkaError> {
     let response = connection
         .authenticate(&SaslAuthenticateRequest { auth_bytes })
@@ -231,13 +303,7 @@ impl ServerVerifier {
         let signature = BASE64
             .decode(signature)
             .map_err(|_| fail("verifier is not base64"))?;
-        let differs = signature.len() != self.expected.len()
-            || signature
-                .iter()
-                .zip(&self.expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                != 0;
-        if differs {
+        if !same_bytes(&signature, &self.expected) {
             return Err(fail(
                 "the server signature does not match: not the real server",
             ));
@@ -253,6 +319,40 @@ fn hmac<D: EagerHash>(key: &[u8], data: &[u8]) -> Result<Vec<u8>, KafkaError> {
     Ok(mac.finalize().into_bytes().to_vec())
 }
 
+/// The keys derived from a password (RFC 5802 section 3): the client key, its hash (the
+/// stored key) and the server key.
+struct DerivedKeys {
+    client_key: Vec<u8>,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+fn derive_keys<D: EagerHash>(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Result<DerivedKeys, KafkaError> {
+    let mut salted = vec![0u8; <D as Digest>::output_size()];
+    pbkdf2::pbkdf2_hmac::<D>(password, salt, iterations, &mut salted);
+    let client_key = hmac::<D>(&salted, b"Client Key")?;
+    let stored_key = <D as Digest>::digest(&client_key).to_vec();
+    let server_key = hmac::<D>(&salted, b"Server Key")?;
+    Ok(DerivedKeys {
+        client_key,
+        stored_key,
+        server_key,
+    })
+}
+
+fn xor(a: &[u8], b: &[u8]) -> Vec<u8> {
+    a.iter().zip(b).map(|(x, y)| x ^ y).collect()
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of a secret.
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The client proof and the server signature the client expects (RFC 5802 section 3).
 fn proofs<D: EagerHash>(
     password: &[u8],
@@ -260,24 +360,231 @@ fn proofs<D: EagerHash>(
     iterations: u32,
     auth_message: &str,
 ) -> Result<(Vec<u8>, Vec<u8>), KafkaError> {
-    let mut salted = vec![0u8; <D as Digest>::output_size()];
-    pbkdf2::pbkdf2_hmac::<D>(password, salt, iterations, &mut salted);
-    let client_key = hmac::<D>(&salted, b"Client Key")?;
-    let stored_key = <D as Digest>::digest(&client_key).to_vec();
-    let client_signature = hmac::<D>(&stored_key, auth_message.as_bytes())?;
-    let proof = client_key
-        .iter()
-        .zip(&client_signature)
-        .map(|(k, s)| k ^ s)
-        .collect();
-    let server_key = hmac::<D>(&salted, b"Server Key")?;
-    let server_signature = hmac::<D>(&server_key, auth_message.as_bytes())?;
+    let keys = derive_keys::<D>(password, salt, iterations)?;
+    let client_signature = hmac::<D>(&keys.stored_key, auth_message.as_bytes())?;
+    let proof = xor(&keys.client_key, &client_signature);
+    let server_signature = hmac::<D>(&keys.server_key, auth_message.as_bytes())?;
     Ok((proof, server_signature))
+}
+
+/// What the server side of SCRAM keeps of one user's password: salt, iteration count, stored
+/// key and server key (RFC 5802 section 3), never the password itself.
+#[derive(Clone)]
+pub(crate) struct ScramCredential {
+    mechanism: SaslMechanism,
+    salt: Vec<u8>,
+    iterations: u32,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ScramCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramCredential")
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The iteration count of credentials the proxy derives (Kafka's minimum for SCRAM users).
+pub(crate) const SERVER_ITERATIONS: u32 = 4096;
+
+impl ScramCredential {
+    /// The credential of `password` for a SCRAM `mechanism`, with a random salt.
+    pub(crate) fn new(mechanism: SaslMechanism, password: &str) -> Result<Self, KafkaError> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt)
+            .map_err(|e| KafkaError::Authentication(format!("no randomness for salt: {e}")))?;
+        let keys = match mechanism {
+            SaslMechanism::ScramSha256 => {
+                derive_keys::<Sha256>(password.as_bytes(), &salt, SERVER_ITERATIONS)
+            }
+            SaslMechanism::ScramSha512 => {
+                derive_keys::<Sha512>(password.as_bytes(), &salt, SERVER_ITERATIONS)
+            }
+            SaslMechanism::Plain => {
+                return Err(KafkaError::Authentication("PLAIN is not SCRAM".into()));
+            }
+        }?;
+        Ok(Self {
+            mechanism,
+            salt: salt.to_vec(),
+            iterations: SERVER_ITERATIONS,
+            stored_key: keys.stored_key,
+            server_key: keys.server_key,
+        })
+    }
+}
+
+/// The client-first message of a SCRAM exchange, as a server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientFirst {
+    /// The user name, unescaped.
+    pub user: String,
+    bare: String,
+    nonce: String,
+}
+
+/// Reads a client-first message: `n,,n=<user>,r=<nonce>` (channel binding is refused, as
+/// Kafka refuses it).
+pub(crate) fn scram_client_first(message: &[u8]) -> Result<ClientFirst, String> {
+    let message = std::str::from_utf8(message).map_err(|_| "not UTF-8".to_owned())?;
+    let (gs2, bare) = if let Some(rest) = message.strip_prefix("n,") {
+        ("n", rest)
+    } else if let Some(rest) = message.strip_prefix("y,") {
+        ("y", rest)
+    } else {
+        return Err("channel binding is not supported".into());
+    };
+    let _ = gs2;
+    // An authorization identity, if any, comes before the second comma.
+    let (authzid, bare) = bare.split_once(',').ok_or("no client-first-bare")?;
+    let mut user = None;
+    let mut nonce = None;
+    for attribute in bare.split(',') {
+        match attribute.split_once('=') {
+            Some(("n", value)) => user = Some(value),
+            Some(("r", value)) => nonce = Some(value),
+            Some(("m", _)) => return Err("mandatory extension not supported".into()),
+            _ => {}
+        }
+    }
+    let user = user.ok_or("no user name")?;
+    let user = user.replace("=2C", ",").replace("=3D", "=");
+    if let Some(authzid) = authzid.strip_prefix("a=")
+        && authzid.replace("=2C", ",").replace("=3D", "=") != user
+    {
+        return Err("an authorization identity other than the user is not supported".into());
+    }
+    let nonce = nonce.filter(|n| !n.is_empty()).ok_or("no nonce")?;
+    Ok(ClientFirst {
+        user,
+        bare: bare.to_owned(),
+        nonce: nonce.to_owned(),
+    })
+}
+
+/// The server side of a SCRAM exchange after the client-first message.
+pub(crate) struct ScramServer {
+    credential: ScramCredential,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
+}
+
+impl ScramServer {
+    /// Answers `client` with a server-first message for `credential`.
+    pub(crate) fn start(client: &ClientFirst, credential: ScramCredential) -> Result<Self, String> {
+        let mut random = [0u8; 18];
+        getrandom::fill(&mut random).map_err(|e| format!("no randomness for nonce: {e}"))?;
+        let nonce = format!("{}{}", client.nonce, BASE64.encode(random));
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            BASE64.encode(&credential.salt),
+            credential.iterations
+        );
+        Ok(Self {
+            credential,
+            client_first_bare: client.bare.clone(),
+            server_first,
+            nonce,
+        })
+    }
+
+    /// The server-first message.
+    pub(crate) fn server_first(&self) -> &str {
+        &self.server_first
+    }
+
+    /// Checks the client-final message's proof; the server-final message when it holds.
+    pub(crate) fn finish(&self, client_final: &[u8]) -> Result<String, String> {
+        let client_final = std::str::from_utf8(client_final).map_err(|_| "not UTF-8".to_owned())?;
+        let (without_proof, proof) = client_final
+            .rsplit_once(",p=")
+            .ok_or("no proof in client-final")?;
+        let mut channel = None;
+        let mut nonce = None;
+        for attribute in without_proof.split(',') {
+            match attribute.split_once('=') {
+                Some(("c", value)) => channel = Some(value),
+                Some(("r", value)) => nonce = Some(value),
+                _ => {}
+            }
+        }
+        // "biws" is base64 of "n,,"; "eSws" of "y,,".
+        if !matches!(channel, Some("biws" | "eSws")) {
+            return Err("unexpected channel binding".into());
+        }
+        if nonce != Some(self.nonce.as_str()) {
+            return Err("the nonce does not match".into());
+        }
+        let proof = BASE64
+            .decode(proof)
+            .map_err(|_| "proof is not base64".to_owned())?;
+        let auth_message = format!(
+            "{},{},{without_proof}",
+            self.client_first_bare, self.server_first
+        );
+        let credential = &self.credential;
+        let fail = |e: KafkaError| e.to_string();
+        let (client_key_hash, server_signature) = match credential.mechanism {
+            SaslMechanism::ScramSha256 => check_proof::<Sha256>(credential, &proof, &auth_message),
+            _ => check_proof::<Sha512>(credential, &proof, &auth_message),
+        }
+        .map_err(fail)?;
+        if !same_bytes(&client_key_hash, &credential.stored_key) {
+            return Err("authentication failed: invalid credentials".into());
+        }
+        Ok(format!("v={}", BASE64.encode(server_signature)))
+    }
+}
+
+/// The hash of the client key the proof carries, and the server signature.
+fn check_proof<D: EagerHash>(
+    credential: &ScramCredential,
+    proof: &[u8],
+    auth_message: &str,
+) -> Result<(Vec<u8>, Vec<u8>), KafkaError> {
+    let client_signature = hmac::<D>(&credential.stored_key, auth_message.as_bytes())?;
+    if proof.len() != client_signature.len() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let client_key = xor(proof, &client_signature);
+    let hash = <D as Digest>::digest(&client_key).to_vec();
+    let server_signature = hmac::<D>(&credential.server_key, auth_message.as_bytes())?;
+    Ok((hash, server_signature))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Our client against our server, for both hashes; a wrong password fails the proof.
+    #[test]
+    fn scram_server_accepts_the_right_password_only() {
+        for mechanism in [SaslMechanism::ScramSha256, SaslMechanism::ScramSha512] {
+            let credential = ScramCredential::new(mechanism, "s3cret").unwrap();
+            for (password, accepted) in [("s3cret", true), ("wrong", false)] {
+                let client = Scram::new(mechanism, "al,ice", password, "nonce123".into());
+                let first = scram_client_first(client.client_first().as_bytes()).unwrap();
+                assert_eq!(first.user, "al,ice");
+                let server = ScramServer::start(&first, credential.clone()).unwrap();
+                let (client_final, verifier) = client
+                    .client_final(server.server_first().as_bytes())
+                    .unwrap();
+                match server.finish(client_final.as_bytes()) {
+                    Ok(server_final) => {
+                        assert!(accepted, "{mechanism:?} accepted {password}");
+                        verifier.verify(server_final.as_bytes()).unwrap();
+                    }
+                    Err(_) => assert!(!accepted, "{mechanism:?} refused {password}"),
+                }
+            }
+        }
+        assert!(scram_client_first(b"p=tls-unique,,n=a,r=b").is_err());
+        assert!(scram_client_first(b"n,,n=a").is_err());
+    }
 
     #[test]
     fn rfc7677_scram_sha256_exchange() {

@@ -1,5 +1,5 @@
-//! A structural check of response bytes against Kafka's own message schemas, run before the
-//! typed decoder sees them.
+//! A structural check of response (and, for the proxy, request) bytes against Kafka's own
+//! message schemas, run before the typed decoder sees them.
 //!
 //! The typed decoder reserves `Vec` capacity from array counts read off the wire before it
 //! decodes any element, so a few hostile or corrupt bytes announcing two billion elements make
@@ -157,27 +157,99 @@ const SOURCES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The requests the kafka proxy looks into: the SASL exchange it answers itself, and the ones
+/// naming topics it checks against a topic allow-list.
+const REQUEST_SOURCES: &[(&str, &str)] = &[
+    ("Metadata", include_str!("schemas/MetadataRequest.json")),
+    ("Produce", include_str!("schemas/ProduceRequest.json")),
+    ("Fetch", include_str!("schemas/FetchRequest.json")),
+    (
+        "ListOffsets",
+        include_str!("schemas/ListOffsetsRequest.json"),
+    ),
+    (
+        "OffsetCommit",
+        include_str!("schemas/OffsetCommitRequest.json"),
+    ),
+    (
+        "OffsetFetch",
+        include_str!("schemas/OffsetFetchRequest.json"),
+    ),
+    (
+        "OffsetForLeaderEpoch",
+        include_str!("schemas/OffsetForLeaderEpochRequest.json"),
+    ),
+    (
+        "CreateTopics",
+        include_str!("schemas/CreateTopicsRequest.json"),
+    ),
+    (
+        "DeleteTopics",
+        include_str!("schemas/DeleteTopicsRequest.json"),
+    ),
+    (
+        "DeleteRecords",
+        include_str!("schemas/DeleteRecordsRequest.json"),
+    ),
+    (
+        "CreatePartitions",
+        include_str!("schemas/CreatePartitionsRequest.json"),
+    ),
+    (
+        "DescribeConfigs",
+        include_str!("schemas/DescribeConfigsRequest.json"),
+    ),
+    (
+        "SaslHandshake",
+        include_str!("schemas/SaslHandshakeRequest.json"),
+    ),
+    (
+        "SaslAuthenticate",
+        include_str!("schemas/SaslAuthenticateRequest.json"),
+    ),
+];
+
 type Schemas = Result<HashMap<i16, MessageSchema>, String>;
+
+fn parse_all(sources: &[(&str, &str)]) -> Schemas {
+    let mut schemas = HashMap::new();
+    for (name, source) in sources {
+        let schema = parse_message(source).map_err(|e| format!("{name} schema: {e}"))?;
+        schemas.insert(schema.api_key, schema);
+    }
+    Ok(schemas)
+}
 
 fn schemas() -> &'static Schemas {
     static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        let mut schemas = HashMap::new();
-        for (name, source) in SOURCES {
-            let schema = parse_message(source).map_err(|e| format!("{name} schema: {e}"))?;
-            schemas.insert(schema.api_key, schema);
-        }
-        Ok(schemas)
-    })
+    SCHEMAS.get_or_init(|| parse_all(SOURCES))
+}
+
+fn request_schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| parse_all(REQUEST_SOURCES))
+}
+
+fn lookup(
+    schemas: &'static Schemas,
+    api_key: i16,
+    what: &str,
+) -> Result<&'static MessageSchema, String> {
+    schemas
+        .as_ref()
+        .map_err(Clone::clone)?
+        .get(&api_key)
+        .ok_or_else(|| format!("no {what} schema for API key {api_key}"))
 }
 
 /// The response schema of an API key.
 pub(crate) fn schema(api_key: i16) -> Result<&'static MessageSchema, String> {
-    schemas()
-        .as_ref()
-        .map_err(Clone::clone)?
-        .get(&api_key)
-        .ok_or_else(|| format!("no response schema for API key {api_key}"))
+    lookup(schemas(), api_key, "response")
+}
+
+/// The request schema of an API key, for the requests the proxy looks into.
+pub(crate) fn request_schema(api_key: i16) -> Result<&'static MessageSchema, String> {
+    lookup(request_schemas(), api_key, "request")
 }
 
 fn parse_message(source: &str) -> Result<MessageSchema, String> {
@@ -270,7 +342,15 @@ fn parse_type(type_name: &str, value: &Value) -> Result<Type, String> {
 
 /// Checks a response body (after the response header) of `api_key` at `version`.
 pub(crate) fn check(api_key: i16, version: i16, body: &[u8]) -> Result<(), String> {
-    let schema = schema(api_key)?;
+    walk_message(schema(api_key)?, version, body)
+}
+
+/// Checks a request body (after the request header) of `api_key` at `version`.
+pub(crate) fn check_request(api_key: i16, version: i16, body: &[u8]) -> Result<(), String> {
+    walk_message(request_schema(api_key)?, version, body)
+}
+
+fn walk_message(schema: &MessageSchema, version: i16, body: &[u8]) -> Result<(), String> {
     if !schema.valid.contains(version) {
         return Err(format!("version {version} is not known"));
     }
@@ -466,6 +546,8 @@ mod tests {
         for schema in schemas.values() {
             assert!(schema.valid.min <= schema.valid.max);
         }
+        let requests = request_schemas().as_ref().expect("request schemas parse");
+        assert_eq!(requests.len(), REQUEST_SOURCES.len());
     }
 
     #[test]
