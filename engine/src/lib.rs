@@ -40,10 +40,10 @@ pub mod components;
 /// The config pipeline, in its own crate (`zilla-config`) and re-exported here.
 pub use zilla_config as config;
 pub mod engine;
-/// Metrics, events and the telemetry checks, in their own crate (`zilla-telemetry`).
-pub use zilla_telemetry::{events, metrics, telemetry};
 /// Connection workers and shared-signal waits, in their own crate (`zilla-runtime`).
 pub use zilla_runtime::{signal, workers};
+/// Metrics, events and the telemetry checks, in their own crate (`zilla-telemetry`).
+pub use zilla_telemetry::{events, metrics, telemetry};
 pub mod expr;
 pub mod guard;
 pub mod idle;

@@ -396,9 +396,7 @@ impl Connector {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = authority
-            .port_u16()
-            .unwrap_or(if https { 443 } else { 80 });
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let info = StreamInfo {
             authority: Some(host.to_owned()),
             port: Some(port),

@@ -94,8 +94,7 @@ impl DirectOrigins {
     /// Sends `request` (with an absolute URI, as the pooled client takes it) to its origin.
     pub async fn send(self: &Arc<Self>, request: Request) -> Result<Outcome, StreamError> {
         let uri = request.uri();
-        let (Some(authority), Some(path)) = (uri.authority().cloned(), uri.path_and_query())
-        else {
+        let (Some(authority), Some(path)) = (uri.authority().cloned(), uri.path_and_query()) else {
             return Ok(Outcome::Elsewhere(request));
         };
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -196,7 +195,10 @@ impl DirectOrigins {
                     origins: self.clone(),
                     key: key.clone(),
                 };
-                Ok(Sent::Answered(Response::from_parts(parts, kind::boxed(body))))
+                Ok(Sent::Answered(Response::from_parts(
+                    parts,
+                    kind::boxed(body),
+                )))
             }
             Err(mut error) => match error.take_message() {
                 Some(unsent) => Ok(Sent::Unsent(unsent)),

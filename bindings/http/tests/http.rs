@@ -1236,7 +1236,10 @@ async fn origin_connections_closed_while_idle_are_replaced_unseen() -> Result<()
         "{second} {}",
         output.stderr
     );
-    ensure!(second != first, "the closed connection {first} was used again");
+    ensure!(
+        second != first,
+        "the closed connection {first} was used again"
+    );
     for _ in 0..5 {
         let output = curl(&[&gateway.url("/x")]).await?;
         ensure!(output.text() == "hello from nginx", "{}", output.stderr);

@@ -206,7 +206,11 @@ pub fn server(
                         continue;
                     }
                     for required in &guards {
-                        let mut all: BTreeMap<String, Vec<String>> = required.clone();
+                        // The guards live in the composite's namespace, not the generated one.
+                        let mut all: BTreeMap<String, Vec<String>> = required
+                            .iter()
+                            .map(|(guard, roles)| (context.qualify(guard), roles.clone()))
+                            .collect();
                         for (guard, roles) in guarded {
                             all.entry(context.qualify(guard))
                                 .or_default()

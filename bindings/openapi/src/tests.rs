@@ -244,3 +244,66 @@ fn a_client_refuses_credentials_it_would_not_send() {
         "{errors:?}"
     );
 }
+
+/// The RSA key of `guards/jwt/tests/keys/jwks.json`: the guard needs a key to build.
+const JWK_N: &str = "vhJj7rDxK-Yp68a4iD-Im8sxTVkvihOmgfIRrMlQnj9MBM9Et1FKEOKR-NP5i6L8tkDOPGLjseIrU6x6FQ-CdTCio8dF1KhN6p3x6YxwTRtKG9MOo9izEkLF6u-rV2z_A-_nfu7m8xqzavqoIP5lT9zyfSJKrAL2a35LPjDGF_V33iU1u4ZfTCPQO9hfYCkphHAnbOUW1dcQW2Ivf1YXczwLeEPhWa2BMlzkeWrqJ3FXClyTc9pDXDU-XUszOEvGwqXPIc-X7YaU8iI8ij-4fkcb_hXm1geJueg6WzyOcuLkYPapgoccbt1AfPcBhzHwFnwlpZy0LZIQG9SDnMFQSw";
+
+#[test]
+fn routes_pick_operations_by_spec_and_tag_and_secured_ones_are_guarded() {
+    let spec = SPEC
+        .replace(
+            "      operationId: findBook\n",
+            "      operationId: findBook\n      tags: [books]\n      security: [{bearer: [read]}]\n",
+        )
+        .replace(
+            "      operationId: shelveBook\n",
+            "      operationId: shelveBook\n      tags: [admin]\n",
+        )
+        + "  securitySchemes:\n    bearer: {type: http, scheme: bearer}\n";
+    let guard = format!(
+        "guards:\n  jwt0:\n    type: jwt\n    options:\n      issuer: https://auth.example.com\n      \
+         audience: https://api.example.com\n      keys:\n        - {{kty: RSA, kid: rsa1, alg: RS256, \
+         e: AQAB, n: {JWK_N}}}\n"
+    );
+    let text = config(&spec)
+        .replace("bindings:\n", &format!("{guard}bindings:\n"))
+        .replace(
+            "          servers: ['http://localhost:0']\n",
+            "          servers: ['http://localhost:0']\n          security: {bearer: jwt0}\n",
+        )
+        .replace(
+            "    kind: server\n    options:\n",
+            "    kind: server\n    options:\n      http:\n        authorization:\n          jwt0:\n            \
+             credentials:\n              headers:\n                authorization: Bearer {credentials}\n",
+        )
+        .replace(
+            "          - operation: find*\n",
+            "          - spec: shelf\n            tag: books\n",
+        );
+    let mut registry = registry();
+    zilla_guard_jwt::register(&mut registry);
+    let engine = Engine::new(
+        registry,
+        Properties::from_assignments(["zilla.binding.composite.listen.host=127.0.0.1"]),
+    );
+    let config = load(&engine, &text).unwrap();
+    let http = binding(&config, "example.north:http_server");
+    // Only findBook carries the tag the route names; it is routed for holders of `read`.
+    assert_eq!(http.routes.len(), 1, "{:?}", http.routes);
+    assert_eq!(
+        http.routes[0].when[0],
+        serde_json::json!({"headers": {":method": "GET", ":path": "/books/{isbn}"}})
+    );
+    let guarded = serde_json::to_value(&http.routes[0].guarded).unwrap();
+    assert_eq!(guarded, serde_json::json!([["example:jwt0", ["read"]]]));
+    let options = http.options.as_ref().unwrap();
+    assert!(
+        options["authorization"].get("example:jwt0").is_some(),
+        "{options}"
+    );
+    // A tag no operation has routes nothing: a spec with no route is refused, not opened.
+    let untagged = text.replace("tag: books", "tag: nothing");
+    let errors = load(&engine, &untagged);
+    let routes = errors.map(|config| binding(&config, "example.north:http_server").routes.len());
+    assert!(routes.is_err() || routes == Ok(0), "{routes:?}");
+}
