@@ -72,9 +72,6 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The load balancer in front of the gateway replicas in `cargo xtask soak`.
     "haproxy",
-    // node and npm: `@asyncapi/parser`, the reference reader of AsyncAPI documents.
-    "nodejs",
-    "npm",
 ];
 
 /// pip names and the modules that show each is importable.
@@ -257,7 +254,11 @@ fn npm() -> Result<()> {
         println!("npm: skipping, {} already has them", prefix.display());
     } else {
         if find_program("npm").is_none() {
-            bail!("npm is not installed (apt-get install nodejs npm); needed for {missing:?}");
+            // Node (with npm) is part of the machine, like Rust and Python: Debian's own `npm`
+            // package conflicts with the usual Node distributions, so it is not installed here.
+            bail!(
+                "npm is not installed (install Node.js, which brings npm); needed for {missing:?}"
+            );
         }
         println!("npm: installing {}", missing.join(" "));
         let mut install = cmd("npm", ["install", "--no-audit", "--no-fund", "--prefix"]);
