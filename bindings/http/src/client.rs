@@ -1,6 +1,9 @@
 //! The http `client`: sends each exchange to its origin through the exit's byte streams,
 //! keeping a pool of open connections per origin and worker.
 
+/// HTTP/1.1 exchanges driven in the request's own task: part of the client.
+mod origin;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
@@ -24,8 +27,8 @@ use crate::body::HttpMetrics;
 use crate::config::{HttpClientOptions, HttpVersion};
 use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header};
 use crate::limits::Limits;
-use crate::origin::{DirectOrigins, Outcome};
 use crate::route::{Miss, Overrides, Router};
+use origin::{DirectOrigins, Outcome};
 
 type OriginClient = Client<Connector, kind::Body>;
 

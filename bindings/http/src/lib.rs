@@ -103,7 +103,6 @@ pub mod io;
 pub mod kind;
 pub mod limits;
 pub mod messages;
-mod origin;
 pub mod requests;
 pub mod route;
 pub mod server;

@@ -46,6 +46,7 @@ mod cache_log;
 pub mod client;
 pub mod config;
 pub mod correlation;
+mod credentials;
 mod follow;
 pub mod kind;
 pub mod mapping;

@@ -157,7 +157,6 @@ pub mod headers;
 
 mod proxy;
 mod records;
-mod signals;
 
 use std::sync::{Arc, Mutex};
 
@@ -234,7 +233,7 @@ impl BindingFactory for MqttKafkaFactory {
             Some(QosName::AtLeastOnce) => QoS::AtLeastOnce,
             Some(QosName::ExactlyOnce) | None => QoS::ExactlyOnce,
         };
-        let instance_id = signals::instance_id(&context.name().to_string());
+        let instance_id = proxy::signals::instance_id(&context.name().to_string());
         let proxy = Arc::new(MqttKafkaProxy {
             name: context.name().to_string(),
             topics: Topics {
@@ -249,7 +248,7 @@ impl BindingFactory for MqttKafkaFactory {
             events: context.events().clone(),
             sessions_compacted: Mutex::new(false),
             instance_id: instance_id.clone(),
-            signals: Mutex::new(signals::Signals::new(instance_id)),
+            signals: Mutex::new(proxy::signals::Signals::new(instance_id)),
         });
         context.publish::<Mqtt>(Arc::new(ProxyHandler(proxy.clone())));
         Ok(Arc::new(Built(proxy)))
@@ -263,6 +262,9 @@ impl Binding for Built {
     fn start(&self, context: &StartContext) {
         // Wills and expiries are due whether or not this gateway holds sessions: it may
         // have to deliver those of a gateway that stopped.
-        tokio::spawn(signals::run(self.0.clone(), context.shutdown.clone()));
+        tokio::spawn(proxy::signals::run(
+            self.0.clone(),
+            context.shutdown.clone(),
+        ));
     }
 }

@@ -1,5 +1,8 @@
 //! The `proxy` kind: MQTT sessions, publications and subscriptions served by Kafka topics.
 
+/// Will and expiry signals, and the liveness of gateways: part of the proxy, which they act for.
+pub(crate) mod signals;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +31,7 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 use crate::config::{MqttKafkaCondition, MqttKafkaTopicCondition, MqttKafkaWith};
 use crate::headers;
 use crate::records::{self, ExpirySignal, SavedSubscription, SessionState, WillHeader, WillSignal};
-use crate::signals::{Signals, signal_record};
+use signals::{Signals, signal_record};
 
 /// The event raised when the sessions topic is not log-compacted (Zilla's name).
 pub const NON_COMPACT_SESSIONS_TOPIC: &str = "BINDING_MQTT_KAFKA_NON_COMPACT_SESSIONS_TOPIC";
@@ -809,7 +812,7 @@ pub(crate) async fn publish_will(
 /// identifier starts (here or on another gateway sharing the cluster: the takeover record
 /// in the sessions topic), and once it ended writes what outlives it: its last state, its
 /// expiry signal, and its will signal due after the will delay when it ended abnormally
-/// (delivered by the signal readers, see [`crate::signals`]). A session taken over writes
+/// (delivered by the signal readers, see [`signals`]). A session taken over writes
 /// none of these (the new session's replace them) and publishes a will without delay itself.
 async fn lifetime(
     context: Arc<SessionContext>,

@@ -213,7 +213,8 @@ pub(crate) fn build(context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, 
         )?;
         Some(TopicAccess::new(routes))
     };
-    let broker_sasl = crate::binding::sasl_config(context, None, options.authorization.as_ref())?;
+    let broker_sasl =
+        crate::credentials::sasl_config(context, None, options.authorization.as_ref())?;
     let edge = options
         .authentication
         .as_ref()
