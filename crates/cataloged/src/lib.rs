@@ -226,3 +226,68 @@ pub fn binding_catalog_schemas(
     }
     Ok(resolved)
 }
+
+/// A model's schemas by catalog id, each turned from the catalog's text into the model's own
+/// form once. Bounded: past `capacity` entries all but the configured schema are forgotten,
+/// and are turned again as messages need them.
+pub struct SchemaCache<T> {
+    entries: std::sync::Mutex<std::collections::HashMap<u32, Arc<T>>>,
+    capacity: usize,
+    configured_id: u32,
+}
+
+impl<T> SchemaCache<T> {
+    /// A cache holding `configured`, the schema with `configured_id`, which it never forgets.
+    pub fn new(capacity: usize, configured_id: u32, configured: T) -> Self {
+        SchemaCache {
+            entries: std::sync::Mutex::new(std::collections::HashMap::from([(
+                configured_id,
+                Arc::new(configured),
+            )])),
+            capacity,
+            configured_id,
+        }
+    }
+
+    /// The schema with `id`: cached, or read from `catalog` and turned by `turn` (whose error
+    /// is prefixed with the id).
+    pub fn get(
+        &self,
+        catalog: &dyn Catalog,
+        id: u32,
+        turn: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Arc<T>, String> {
+        if let Some(schema) = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|entries| entries.get(&id).cloned())
+        {
+            return Ok(schema);
+        }
+        let text = catalog.schema(id)?;
+        let schema = Arc::new(turn(&text).map_err(|error| format!("schema {id}: {error}"))?);
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= self.capacity {
+                entries.retain(|known, _| *known == self.configured_id);
+            }
+            entries.insert(id, schema.clone());
+        }
+        Ok(schema)
+    }
+}
+
+/// The id a model writes messages with now: the subject's current version when the model
+/// names one (`configured_id` while the catalog cannot say), else `configured_id`.
+pub fn write_id(
+    catalog: &dyn Catalog,
+    subject: Option<&(String, String)>,
+    configured_id: u32,
+) -> u32 {
+    match subject {
+        Some((subject, version)) => catalog
+            .resolve_subject(subject, version)
+            .unwrap_or(configured_id),
+        None => configured_id,
+    }
+}

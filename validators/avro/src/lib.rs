@@ -58,13 +58,13 @@ pub mod config;
 pub mod json;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema as AvroNames};
 use apache_avro::writer::datum::GenericDatumWriter;
-use zilla_cataloged::ResolvedSchema;
+use zilla_cataloged::{ResolvedSchema, SchemaCache};
 use zilla_engine::components::{Catalog, ModelContext, ModelFactory, ValidateMode, Validator};
 use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
@@ -133,7 +133,7 @@ impl ModelFactory for AvroModelFactory {
             configured_id: id,
             json_view: config.view == Some(View::Json),
             lenient: lenient(|validate| validate.decode()),
-            parsed: Mutex::new(HashMap::from([(id, Arc::new(parsed))])),
+            parsed: SchemaCache::new(MAX_PARSED_SCHEMAS, id, parsed),
             events: context.events.clone(),
         }))
     }
@@ -174,7 +174,7 @@ pub struct AvroValidator {
     configured_id: u32,
     json_view: bool,
     lenient: bool,
-    parsed: Mutex<HashMap<u32, Arc<Parsed>>>,
+    parsed: SchemaCache<Parsed>,
     events: Events,
 }
 
@@ -191,35 +191,16 @@ impl std::fmt::Debug for AvroValidator {
 impl AvroValidator {
     /// The parsed schema with `id`, from the catalog if not yet parsed.
     fn schema(&self, id: u32) -> Result<Arc<Parsed>, String> {
-        if let Some(parsed) = self
-            .parsed
-            .lock()
-            .ok()
-            .and_then(|parsed| parsed.get(&id).cloned())
-        {
-            return Ok(parsed);
-        }
-        let text = self.catalog.schema(id)?;
-        let parsed = Arc::new(parse(&text).map_err(|error| format!("schema {id}: {error}"))?);
-        if let Ok(mut cache) = self.parsed.lock() {
-            if cache.len() >= MAX_PARSED_SCHEMAS {
-                // Forget all but the configured schema; the rest are parsed again as needed.
-                cache.retain(|known, _| *known == self.configured_id);
-            }
-            cache.insert(id, parsed.clone());
-        }
-        Ok(parsed)
+        self.parsed.get(self.catalog.as_ref(), id, parse)
     }
 
     /// The id messages are written with now.
     fn write_id(&self) -> u32 {
-        match &self.subject {
-            Some((subject, version)) => self
-                .catalog
-                .resolve_subject(subject, version)
-                .unwrap_or(self.configured_id),
-            None => self.configured_id,
-        }
+        zilla_cataloged::write_id(
+            self.catalog.as_ref(),
+            self.subject.as_ref(),
+            self.configured_id,
+        )
     }
 
     fn refuse(&self, reason: String) -> String {

@@ -76,15 +76,14 @@ pub mod config;
 pub mod indexes;
 pub mod schema;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prost::Message as _;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FileDescriptor, MessageDescriptor, ReflectMessage as _,
     SerializeOptions, Value,
 };
-use zilla_cataloged::ResolvedSchema;
+use zilla_cataloged::{ResolvedSchema, SchemaCache};
 use zilla_engine::components::{
     Catalog, ModelContext, ModelFactory, ValidateConfig, ValidateMode, Validator,
 };
@@ -157,7 +156,7 @@ impl ModelFactory for ProtobufModelFactory {
             json_view: config.view == Some(View::Json),
             decode_lenient: lenient(ValidateConfig::decode),
             encode_lenient: lenient(ValidateConfig::encode),
-            compiled: Mutex::new(HashMap::from([(id, Arc::new(compiled))])),
+            compiled: SchemaCache::new(MAX_COMPILED_SCHEMAS, id, compiled),
             events: context.events.clone(),
         }))
     }
@@ -197,7 +196,7 @@ pub struct ProtobufValidator {
     json_view: bool,
     decode_lenient: bool,
     encode_lenient: bool,
-    compiled: Mutex<HashMap<u32, Arc<Compiled>>>,
+    compiled: SchemaCache<Compiled>,
     events: Events,
 }
 
@@ -223,27 +222,9 @@ enum Refusal {
 impl ProtobufValidator {
     /// The compiled schema with `id`, from the catalog if not yet compiled.
     fn compiled(&self, id: u32) -> Result<Arc<Compiled>, String> {
-        if let Some(compiled) = self
-            .compiled
-            .lock()
-            .ok()
-            .and_then(|compiled| compiled.get(&id).cloned())
-        {
-            return Ok(compiled);
-        }
-        let text = self.catalog.schema(id)?;
-        let compiled = Arc::new(
-            Compiled::new(id, &text, &self.record)
-                .map_err(|error| format!("schema {id}: {error}"))?,
-        );
-        if let Ok(mut cache) = self.compiled.lock() {
-            if cache.len() >= MAX_COMPILED_SCHEMAS {
-                // Forget all but the configured schema; the rest are compiled again as needed.
-                cache.retain(|known, _| *known == self.configured_id);
-            }
-            cache.insert(id, compiled.clone());
-        }
-        Ok(compiled)
+        self.compiled.get(self.catalog.as_ref(), id, |text| {
+            Compiled::new(id, text, &self.record)
+        })
     }
 
     /// The record of `compiled`, schema `id`.
@@ -256,13 +237,11 @@ impl ProtobufValidator {
 
     /// The id messages are written with now.
     fn write_id(&self) -> u32 {
-        match &self.subject {
-            Some((subject, version)) => self
-                .catalog
-                .resolve_subject(subject, version)
-                .unwrap_or(self.configured_id),
-            None => self.configured_id,
-        }
+        zilla_cataloged::write_id(
+            self.catalog.as_ref(),
+            self.subject.as_ref(),
+            self.configured_id,
+        )
     }
 
     fn refuse(&self, reason: String) -> String {
