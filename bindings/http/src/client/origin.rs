@@ -30,6 +30,10 @@ use zilla_engine::workers;
 use crate::client::{Connector, OriginIo, describe};
 use crate::kind::{self, Body, BodyError, Request, Response};
 
+/// Origins a worker keeps idle connections to, and remembers as HTTP/2, at most: without an
+/// `:authority` override the origin comes from the client's `host`, so the lists are bounded.
+const MAX_ORIGINS: usize = 64;
+
 /// An origin, as a pool key: its scheme (https or not) and authority.
 type OriginKey = (bool, Authority);
 
@@ -122,7 +126,12 @@ impl DirectOrigins {
         }
         let io = self.connector.connect(https, &key.1).await?;
         if io.is_h2() {
-            self.pool().h2.push(key.clone());
+            {
+                let mut pool = self.pool();
+                if pool.h2.len() < MAX_ORIGINS {
+                    pool.h2.push(key.clone());
+                }
+            }
             return Ok(Outcome::Elsewhere(absolute(request, &key)?));
         }
         let (sender, connection) = http1::Builder::new()
@@ -213,6 +222,11 @@ impl DirectOrigins {
         let index = match pool.idle.iter().position(|(origin, _)| *origin == key) {
             Some(index) => index,
             None => {
+                pool.idle.retain(|(_, list)| !list.is_empty());
+                if pool.idle.len() >= MAX_ORIGINS {
+                    // Full of other origins: this connection closes instead of waiting.
+                    return;
+                }
                 pool.idle.push((key, Vec::new()));
                 pool.idle.len() - 1
             }
