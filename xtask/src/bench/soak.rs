@@ -701,8 +701,8 @@ impl Report<'_> {
         let c = self.comparison;
         format!(
             "S10 soak ({} mode, {} s, {} subscribers, {} values/s): acknowledged {} of {}, in the topic {}, \
-             acknowledged-but-missing {}; delivered ÷ expected {:.4} (lowest subscriber {:.4}); duplicates {}; \
-             reconnects {}; first event after each fault (median/max): {}; longest stall after the schedule {:.2} s; \
+             acknowledged-but-missing {}; delivered ÷ expected {:.4} (lowest subscriber {:.4}); duplicates {} \
+             (written twice in the topic {}, received again as written {}); reconnects {}; first event after each fault (median/max): {}; longest stall after the schedule {:.2} s; \
              drift after {} s: {}",
             self.plan.mode,
             self.plan.load.as_secs(),
@@ -715,6 +715,8 @@ impl Report<'_> {
             c.overall_ratio,
             c.lowest_ratio,
             c.duplicates,
+            c.topic_duplicates,
+            c.topic_repeats,
             c.reconnects,
             self.first_events(),
             c.longest_stall.as_secs_f64(),
@@ -831,7 +833,7 @@ impl Report<'_> {
         }
         table.push_str(&format!(
             "\n- Subscribing took {:.1} s, warming up {:.1} s; {} reconnects, {} failed attempts{}; \
-             {} produce requests failed{}, {} of them written anyway; {} malformed events; {} duplicates in the topic.\n\
+             {} produce requests failed{}, {} of them written anyway; {} malformed events; {} duplicates in the topic ({} repeats by subscribers of values written twice, not counted as duplicates).\n\
              - Samples every {} s: [{}](soak/{}){}\n",
             o.subscribe_time.as_secs_f64(),
             o.warm_up_time.as_secs_f64(),
@@ -848,6 +850,7 @@ impl Report<'_> {
             c.unacknowledged_written,
             c.malformed,
             c.topic_duplicates,
+            c.topic_repeats,
             SAMPLE_INTERVAL.as_secs(),
             name(&csv),
             name(&csv),

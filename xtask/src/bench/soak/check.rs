@@ -2,6 +2,7 @@
 //! producers had acknowledged and every subscriber received; and the process samples taken
 //! every 10 s reduced to drift per hour.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -53,9 +54,12 @@ pub struct Comparison {
     pub subscribers: usize,
     /// Subscribers that never received a warm-up value (so were never known to be live).
     pub never_live: usize,
-    /// Repeats over all subscribers, and the most any one saw.
+    /// Repeats beyond what the topic holds (a value written twice is received twice by an
+    /// exact subscriber), over all subscribers, and the most any one saw.
     pub duplicates: u64,
     pub most_duplicates: u64,
+    /// Repeats of values the topic holds more than once: not the subscribers' doing.
+    pub topic_repeats: u64,
     /// Values in the topic a subscriber did not receive, over all subscribers.
     pub missed: u64,
     /// Values received that are not in the topic.
@@ -89,6 +93,8 @@ impl Comparison {
     ) -> Self {
         let mut in_topic = Seen::new(total);
         let (mut count, mut topic_duplicates) = (0, 0);
+        // How many more times than once the topic holds a value.
+        let mut written_again: HashMap<u64, u64> = HashMap::new();
         for value in topic {
             if let Some(Value::Sample(seq)) = Value::parse(value.as_bytes())
                 && seq < total
@@ -97,6 +103,7 @@ impl Comparison {
                     count += 1;
                 } else {
                     topic_duplicates += 1;
+                    *written_again.entry(seq).or_default() += 1;
                 }
             }
         }
@@ -118,6 +125,7 @@ impl Comparison {
             never_live: 0,
             duplicates: 0,
             most_duplicates: 0,
+            topic_repeats: 0,
             missed: 0,
             phantom: 0,
             malformed: 0,
@@ -139,8 +147,15 @@ impl Comparison {
             let ratio = delivered as f64 / count.max(1) as f64;
             comparison.lowest_ratio = comparison.lowest_ratio.min(ratio);
             comparison.never_live += usize::from(!subscription.warmed);
-            comparison.duplicates += subscription.duplicates;
-            comparison.most_duplicates = comparison.most_duplicates.max(subscription.duplicates);
+            let (mut duplicates, mut topic_repeats) = (0, 0);
+            for (seq, repeats) in &subscription.repeats {
+                let allowed = written_again.get(seq).copied().unwrap_or(0);
+                duplicates += repeats.saturating_sub(allowed);
+                topic_repeats += (*repeats).min(allowed);
+            }
+            comparison.duplicates += duplicates;
+            comparison.most_duplicates = comparison.most_duplicates.max(duplicates);
+            comparison.topic_repeats += topic_repeats;
             comparison.malformed += subscription.malformed;
             comparison.reconnects += subscription.reconnects;
             comparison.failed_attempts += subscription.failed_attempts;
@@ -364,24 +379,30 @@ mod tests {
         for value in ["warm-0", "soak-0", "soak-1", "soak-2"] {
             whole.event(&shared, None, value.as_bytes(), now);
         }
-        for value in ["warm-0", "soak-0", "soak-0", "soak-3"] {
+        for value in [
+            "warm-0", "soak-0", "soak-0", "soak-3", "soak-2", "soak-2", "soak-2",
+        ] {
             partial.event(&shared, None, value.as_bytes(), now);
         }
-        let topic: Vec<String> = ["soak-0", "soak-1", "soak-2"].map(str::to_owned).to_vec();
+        // soak-2 written twice: receiving it twice is exact, a third time is a duplicate.
+        let topic: Vec<String> = ["soak-0", "soak-1", "soak-2", "soak-2"]
+            .map(str::to_owned)
+            .to_vec();
         let comparison = Comparison::new(&topic, 4, &produced(&[0, 1, 2], 4), &[whole, partial], 0);
         assert_eq!(comparison.acknowledged_missing, 0);
-        assert_eq!(comparison.missed, 2);
-        assert_eq!((comparison.duplicates, comparison.most_duplicates), (1, 1));
+        assert_eq!(comparison.missed, 1);
+        assert_eq!((comparison.duplicates, comparison.most_duplicates), (2, 2));
+        assert_eq!(comparison.topic_repeats, 1);
         assert_eq!(comparison.phantom, 1, "soak-3 was never written");
-        assert!((comparison.lowest_ratio - 1.0 / 3.0).abs() < 1e-9);
-        assert!((comparison.overall_ratio - 4.0 / 6.0).abs() < 1e-9);
+        assert!((comparison.lowest_ratio - 2.0 / 3.0).abs() < 1e-9);
+        assert!((comparison.overall_ratio - 5.0 / 6.0).abs() < 1e-9);
         let error = comparison
             .verdict()
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(error.contains("missed 2 deliveries"), "{error}");
-        assert!(error.contains("1 duplicates"), "{error}");
+        assert!(error.contains("missed 1 deliveries"), "{error}");
+        assert!(error.contains("2 duplicates"), "{error}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! balancer and resume with `Last-Event-ID` whenever their stream ends, and producers that
 //! `POST` unique values at a fixed rate and note which ones were acknowledged (`204`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -115,7 +116,13 @@ pub struct Subscription {
     /// Measured sequence numbers received (each once).
     pub seen: Seen,
     pub received: u64,
+    /// Values received again, over all values.
     pub duplicates: u64,
+    /// How many times each value received more than once was received again: the checker
+    /// compares this with how often the topic holds the value (a produce retried after a lost
+    /// acknowledgement writes it twice, and then an exact subscriber receives it twice too).
+    /// At most one entry per value of the run.
+    pub repeats: HashMap<u64, u64>,
     /// Events that were neither a measured nor a warm-up value, or past the line bound.
     pub malformed: u64,
     pub warmed: bool,
@@ -137,6 +144,7 @@ impl Subscription {
             seen: Seen::new(total),
             received: 0,
             duplicates: 0,
+            repeats: HashMap::new(),
             malformed: 0,
             warmed: false,
             reconnects: 0,
@@ -176,6 +184,7 @@ impl Subscription {
                         .fetch_max(seq + 1, Ordering::Relaxed);
                 } else if seq < shared.total {
                     self.duplicates += 1;
+                    *self.repeats.entry(seq).or_default() += 1;
                 } else {
                     self.malformed += 1;
                 }
@@ -562,6 +571,7 @@ mod tests {
         subscription.event(&shared, None, b"soak-99", start + Duration::from_secs(2));
         subscription.event(&shared, None, b"warm-0", start + Duration::from_secs(2));
         assert_eq!((subscription.received, subscription.duplicates), (1, 1));
+        assert_eq!(subscription.repeats, HashMap::from([(1, 1)]));
         assert_eq!(subscription.malformed, 1);
         assert!(subscription.warmed);
         assert_eq!(subscription.last_id.as_deref(), Some("i1"));
