@@ -560,3 +560,137 @@ fn a_replica_killed_mid_produce_left_no_acknowledged_record_behind() -> Result<(
     drop(gateway);
     Ok(())
 }
+
+/// POSTs `n-<i>` for `i` in `0..count`, one new connection each, `interval` seconds apart,
+/// printing `acked <i>` for each 204 and `failed <i>` otherwise, then `done`.
+const POST_THROUGH_FAULTS: &str = r#"
+import http.client, sys, time
+host, port, count, interval = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+for i in range(count):
+    started = time.time()
+    try:
+        connection = http.client.HTTPConnection(host, port, timeout=20)
+        connection.request("POST", "/events", body=f"n-{i}")
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        print(f"{'acked' if response.status == 204 else 'failed'} {i}", flush=True)
+    except Exception:
+        print(f"failed {i}", flush=True)
+    time.sleep(max(0.0, interval - (time.time() - started)))
+print("done", flush=True)
+"#;
+
+/// POSTs `value` until it is acknowledged.
+fn post_until_acknowledged(base: &str, value: &str) -> Result<()> {
+    for _ in 0..60 {
+        if curl(&["-X", "POST", "-d", value, &format!("{base}/events")])?.status == 204 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    anyhow::bail!("{value} was never acknowledged")
+}
+
+/// The broker restarts (same port and data) while records are produced through the gateway
+/// and an SSE client follows the topic through the cache: every acknowledged record is in
+/// Kafka, the follower receives exactly the records Kafka holds, in order, each as often as
+/// Kafka holds it (a produce retried after its acknowledgement was lost is written twice),
+/// and a client resuming after the restart with an event id from before it gets exactly the
+/// records after that event.
+#[test]
+fn sse_follows_the_topic_exactly_across_a_broker_restart() -> Result<()> {
+    let mut broker = Broker::start()?;
+    broker.create_topic("events", 1, false)?;
+    let mut gateway = gateway("sse.kafka.fanout", &broker)?;
+    let address = gateway.address("web_tcp");
+    let base = format!("http://{address}");
+    let follower = Peer::new("curl")
+        .args(["-sN", "--max-time", "120", &format!("{base}/events")])
+        .spawn()?;
+    // Live once it has received a value published after it subscribed.
+    for attempt in 0.. {
+        post_until_acknowledged(&base, "warm")?;
+        if follower
+            .wait_for_stdout("warm", Duration::from_secs(2))
+            .is_ok()
+        {
+            break;
+        }
+        ensure!(attempt < 10, "the follower never received a value");
+    }
+    let load = Peer::python(POST_THROUGH_FAULTS)
+        .args([
+            address.ip().to_string(),
+            address.port().to_string(),
+            "200".to_owned(),
+            "0.03".to_owned(),
+        ])
+        .timeout(Duration::from_secs(120))
+        .spawn()?;
+    load.wait_for_stdout("acked 50", Duration::from_secs(60))?;
+    broker.restart()?;
+    load.wait_for_stdout("done", Duration::from_secs(110))?;
+    post_until_acknowledged(&base, "last")?;
+    follower.wait_for_stdout("data:last", Duration::from_secs(60))?;
+
+    let acked: Vec<String> = load
+        .stdout()
+        .lines()
+        .filter_map(|line| line.strip_prefix("acked "))
+        .map(|i| format!("n-{i}"))
+        .collect();
+    ensure!(acked.len() >= 100, "{} acknowledged", acked.len());
+    let written = end_offset(&broker, "events")?;
+    let records = consume(&broker, "events", written)?;
+    let in_kafka: Vec<String> = records
+        .iter()
+        .filter_map(|record| record["v"].as_str())
+        .filter(|value| value.starts_with("n-") || *value == "last")
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|v| !in_kafka.contains(v)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged, not in Kafka: {missing:?}"
+    );
+
+    let seen = events(&follower.stdout());
+    let delivered: Vec<String> = seen
+        .iter()
+        .map(|(_, data)| data.clone())
+        .filter(|value| value.starts_with("n-") || value == "last")
+        .collect();
+    assert_eq!(
+        delivered, in_kafka,
+        "the follower saw exactly what Kafka holds"
+    );
+
+    // A client resuming after the restart from an event before it.
+    let (resume_id, _) = seen
+        .iter()
+        .find(|(_, data)| data == "n-10")
+        .context("n-10 was not delivered")?;
+    let resumed = Peer::new("curl")
+        .args(["-sN", "--max-time", "60", "-H"])
+        .arg(format!("last-event-id: {resume_id}"))
+        .arg(format!("{base}/events"))
+        .spawn()?;
+    resumed.wait_for_stdout("data:last", Duration::from_secs(60))?;
+    let after: Vec<String> = events(&resumed.stdout())
+        .into_iter()
+        .map(|(_, data)| data)
+        .collect();
+    let from = in_kafka
+        .iter()
+        .position(|value| value == "n-10")
+        .context("n-10 is not in Kafka")?;
+    assert_eq!(
+        after,
+        in_kafka[from + 1..],
+        "exactly the records after n-10"
+    );
+    drop((follower, resumed, load));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the whole suite as CI runs it. Peers and the build must succeed; then the
-//! tests, clippy and rustfmt all run, and any failure among them fails the command.
+//! tests, clippy, rustfmt and the short soak (two replicas under load and faults, checked for
+//! loss) all run, and any failure among them fails the command.
 
 use anyhow::{Result, bail};
 
@@ -43,8 +44,13 @@ pub fn run_all(cargo_test_args: &[String]) -> Result<()> {
             failed.push(name);
         }
     }
+    // After the tests, so its load does not slow them down (about 3 minutes).
+    if let Err(error) = crate::bench::soak::run_short(&binary) {
+        eprintln!("soak failed: {error:#}");
+        failed.push("soak");
+    }
     if failed.is_empty() {
-        println!("all passed: tests, clippy, rustfmt");
+        println!("all passed: tests, clippy, rustfmt, soak");
         Ok(())
     } else {
         bail!("failed: {}", failed.join(", "))

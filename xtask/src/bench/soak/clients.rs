@@ -2,7 +2,7 @@
 //! balancer and resume with `Last-Event-ID` whenever their stream ends, and producers that
 //! `POST` unique values at a fixed rate and note which ones were acknowledged (`204`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -56,6 +56,9 @@ pub struct Shared {
     pub subscribed: AtomicUsize,
     /// The highest sequence number received by anyone, plus one.
     pub received_through: AtomicU64,
+    /// How many subscribers have received how many measured values: the drain waits for the
+    /// one that received least.
+    received_by: Mutex<BTreeMap<u64, usize>>,
     pub first_error: Mutex<Option<String>>,
     opening: Semaphore,
 }
@@ -72,6 +75,7 @@ impl Shared {
             warmed: AtomicUsize::new(0),
             subscribed: AtomicUsize::new(0),
             received_through: AtomicU64::new(0),
+            received_by: Mutex::new(BTreeMap::new()),
             first_error: Mutex::new(None),
             opening: Semaphore::new(OPENING_AT_ONCE),
         }
@@ -90,6 +94,28 @@ impl Shared {
 
     pub fn end_producing(&self, at: Instant) {
         *lock(&self.producing_ended) = Some(at);
+    }
+
+    /// The fewest measured values any subscriber has received.
+    pub fn least_received(&self) -> u64 {
+        lock(&self.received_by).keys().next().copied().unwrap_or(0)
+    }
+
+    /// A subscriber starts, having received nothing.
+    fn note_subscriber(&self) {
+        *lock(&self.received_by).entry(0).or_default() += 1;
+    }
+
+    /// A subscriber that had received `before` values received one more.
+    fn note_received(&self, before: u64) {
+        let mut received_by = lock(&self.received_by);
+        if let Some(count) = received_by.get_mut(&before) {
+            *count -= 1;
+            if *count == 0 {
+                received_by.remove(&before);
+            }
+        }
+        *received_by.entry(before + 1).or_default() += 1;
     }
 
     pub fn end_schedule(&self) {
@@ -177,6 +203,7 @@ impl Subscription {
         match Value::parse(data) {
             Some(Value::Sample(seq)) => {
                 if seq < shared.total && self.seen.insert(seq) {
+                    shared.note_received(self.received);
                     self.received += 1;
                     shared.deliveries.fetch_add(1, Ordering::Relaxed);
                     shared
@@ -315,6 +342,7 @@ pub async fn subscriber(
     mut stop: watch::Receiver<bool>,
 ) -> Subscription {
     let mut subscription = Subscription::new(shared.total);
+    shared.note_subscriber();
     let mut opened_once = false;
     let mut backoff = BACKOFF_FIRST;
     loop {
@@ -579,5 +607,26 @@ mod tests {
         assert_eq!(shared.caught_up(), 1);
         assert!(subscription.first_event_after[0] > Duration::from_millis(900));
         assert_eq!(shared.received_through.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn the_drain_waits_for_the_subscriber_that_received_least() {
+        let shared = Shared::new(SocketAddr::from(([127, 0, 0, 1], 1)), 10);
+        let now = Instant::now();
+        let (mut first, mut second) = (Subscription::new(10), Subscription::new(10));
+        shared.note_subscriber();
+        shared.note_subscriber();
+        first.event(&shared, None, b"soak-1", now);
+        first.event(&shared, None, b"soak-2", now);
+        first.event(&shared, None, b"soak-2", now);
+        assert_eq!(
+            shared.least_received(),
+            0,
+            "the second has received nothing"
+        );
+        second.event(&shared, None, b"soak-2", now);
+        assert_eq!(shared.least_received(), 1);
+        second.event(&shared, None, b"soak-1", now);
+        assert_eq!(shared.least_received(), 2, "a repeat counts once");
     }
 }
