@@ -150,7 +150,10 @@ impl PartitionCache {
     }
     /// The partition's end as the broker knows it now. Concurrent callers share one probe,
     /// as long as it was sent after they asked, so a burst of readers costs one or two
-    /// requests, not one each.
+    /// requests, not one each. A probe that failed (the broker away for longer than the
+    /// client retries) is shared the same way, with the end of the last fetch: otherwise the
+    /// callers queued behind it would each wait out a failing probe of their own, one after
+    /// the other, and a burst of resuming subscribers would wait for minutes.
     async fn end_now(&self, upstream: &dyn KafkaHandler, topic: &str) -> i64 {
         let asked = Instant::now();
         let mut probe = self.end_probe.lock().await;
@@ -170,7 +173,9 @@ impl PartitionCache {
             }
             Err(error) => {
                 tracing::debug!(%topic, partition = self.id, %error, "end probe failed");
-                self.fetched.borrow().high_watermark
+                let end = self.fetched.borrow().high_watermark;
+                *probe = Some((sent, end));
+                end
             }
         }
     }
@@ -1000,6 +1005,10 @@ mod tests {
         compacted: bool,
         gate: i64,
         open: watch::Sender<bool>,
+        /// While set, probes of the end fail after a pause (a broker away for longer than the
+        /// client retries).
+        end_fails: std::sync::atomic::AtomicBool,
+        end_probes: AtomicUsize,
     }
 
     impl Partition {
@@ -1014,6 +1023,8 @@ mod tests {
                 compacted,
                 gate,
                 open: watch::channel(gate <= 1).0,
+                end_fails: std::sync::atomic::AtomicBool::new(false),
+                end_probes: AtomicUsize::new(0),
             })
         }
 
@@ -1088,7 +1099,15 @@ mod tests {
             spec: OffsetSpec,
         ) -> BoxFuture<'_, Result<i64, StreamError>> {
             let end = self.end();
+            let fails = spec == OffsetSpec::Latest && self.end_fails.load(Ordering::Relaxed);
+            if spec == OffsetSpec::Latest {
+                self.end_probes.fetch_add(1, Ordering::Relaxed);
+            }
             Box::pin(async move {
+                if fails {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return Err(StreamError::Upstream("broker unreachable".into()));
+                }
                 Ok(match spec {
                     OffsetSpec::Earliest => 0,
                     OffsetSpec::Latest => end,
@@ -1168,6 +1187,37 @@ mod tests {
         })
         .await
         .expect("the tail retires");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn resuming_readers_share_a_failing_end_probe() {
+        let upstream = Partition::new(vec![("k", Some("v")); 10], false, 0);
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        // The topic is cached and its first fetch answered before the broker goes away.
+        let mut first = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let _ = messages(&mut first, 10).await;
+        upstream.end_fails.store(true, Ordering::Relaxed);
+        upstream.end_probes.store(0, Ordering::Relaxed);
+        let resume = || MergedRequest {
+            offsets: vec![PartitionOffset {
+                partition: 0,
+                offset: 5,
+            }],
+            ..request(Start::Historical, Vec::new())
+        };
+        let readers = futures_util::future::join_all((0..20).map(|_| cache.merged(resume()))).await;
+        // Every reader resumed from the cache, at the offset it gave.
+        for reader in readers {
+            let mut reader = reader.unwrap();
+            assert_eq!(messages(&mut reader, 1).await, [(5, "k".to_owned())]);
+        }
+        // One failing probe for the burst (a second for any reader that asked after it was
+        // sent), not one each.
+        let probes = upstream.end_probes.load(Ordering::Relaxed);
+        assert!(probes <= 2, "{probes} probes for 20 resuming readers");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
