@@ -525,12 +525,7 @@ fn a_replica_killed_mid_produce_left_no_acknowledged_record_behind() -> Result<(
     load.wait_for_stdout("acked 200", Duration::from_secs(60))?;
     gateway.signal("KILL")?;
     load.wait_for_stdout("done", Duration::from_secs(30))?;
-    let acked: Vec<String> = load
-        .stdout()
-        .lines()
-        .filter_map(|line| line.strip_prefix("acked "))
-        .map(|i| format!("n-{i}"))
-        .collect();
+    let acked = acknowledged(&load);
     // Acknowledgements come back out of order across the connections.
     ensure!(acked.len() >= 150, "{} acknowledged", acked.len());
 
@@ -559,6 +554,15 @@ fn a_replica_killed_mid_produce_left_no_acknowledged_record_behind() -> Result<(
     );
     drop(gateway);
     Ok(())
+}
+
+/// The values `n-<i>` a load script printed `acked <i>` for.
+fn acknowledged(load: &zilla_tests::Process) -> Vec<String> {
+    load.stdout()
+        .lines()
+        .filter_map(|line| line.strip_prefix("acked "))
+        .map(|i| format!("n-{i}"))
+        .collect()
 }
 
 /// POSTs `n-<i>` for `i` in `0..count`, one new connection each, `interval` seconds apart,
@@ -634,12 +638,7 @@ fn sse_follows_the_topic_exactly_across_a_broker_restart() -> Result<()> {
     post_until_acknowledged(&base, "last")?;
     follower.wait_for_stdout("data:last", Duration::from_secs(60))?;
 
-    let acked: Vec<String> = load
-        .stdout()
-        .lines()
-        .filter_map(|line| line.strip_prefix("acked "))
-        .map(|i| format!("n-{i}"))
-        .collect();
+    let acked = acknowledged(&load);
     ensure!(acked.len() >= 100, "{} acknowledged", acked.len());
     let written = end_offset(&broker, "events")?;
     let records = consume(&broker, "events", written)?;
