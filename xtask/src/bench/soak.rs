@@ -662,6 +662,11 @@ figure.tight_layout()
 figure.savefig(sys.argv[2], dpi=80)
 "#;
 
+/// ` (first: <error>)` when there was one.
+fn first_error(error: Option<&String>) -> String {
+    error.map_or_else(String::new, |e| format!(" (first: {e})"))
+}
+
 struct Report<'a> {
     plan: &'a Plan,
     comparison: &'a Comparison,
@@ -720,8 +725,9 @@ impl Report<'_> {
         format!(
             "S10 soak ({} mode, {} s, {} subscribers, {} values/s): acknowledged {} of {}, in the topic {}, \
              acknowledged-but-missing {}; delivered ÷ expected {:.4} (lowest subscriber {:.4}); duplicates {} \
-             (written twice in the topic {}, received again as written {}); reconnects {}; first event after each fault (median/max): {}; longest stall after the schedule {:.2} s; \
-             drift after {} s: {}",
+             (written twice in the topic {}, received again as written {}); reconnects {}, failed attempts {}{}; \
+             produce requests failed {}{}; first event after each fault (median/max): {}; longest stall after the schedule {:.2} s; \
+             after {} s: {}",
             self.plan.mode,
             self.plan.load.as_secs(),
             c.subscribers,
@@ -736,10 +742,14 @@ impl Report<'_> {
             c.topic_duplicates,
             c.topic_repeats,
             c.reconnects,
+            c.failed_attempts,
+            first_error(self.outcome.first_error.as_ref()),
+            self.outcome.produced.failed,
+            first_error(self.outcome.produced.first_error.as_ref()),
             self.first_events(),
             c.longest_stall.as_secs_f64(),
             self.plan.drift_from.as_secs(),
-            ["gateway-a", "gateway-b"]
+            ["gateway-a", "gateway-b", "tansu", "haproxy"]
                 .map(|process| self.drift_text(process))
                 .join("; "),
         )
@@ -857,14 +867,9 @@ impl Report<'_> {
             o.warm_up_time.as_secs_f64(),
             c.reconnects,
             c.failed_attempts,
-            o.first_error
-                .as_ref()
-                .map_or_else(String::new, |e| format!(" (first: {e})")),
+            first_error(o.first_error.as_ref()),
             o.produced.failed,
-            o.produced
-                .first_error
-                .as_ref()
-                .map_or_else(String::new, |e| format!(" (first: {e})")),
+            first_error(o.produced.first_error.as_ref()),
             c.unacknowledged_written,
             c.malformed,
             c.topic_duplicates,
