@@ -353,6 +353,16 @@ claims = {"iss": "https://auth.example.com", "aud": "https://api.example.com",
 print(jwt.encode(claims, open(f"{d}/ec1.pem").read(), algorithm="ES256", headers={"kid": "ec1"}))
 "#;
 
+/// curl's status for a text `body` POSTed to `url` with `token` as a bearer token.
+fn post_text(url: &str, token: &str, body: &str) -> Result<u16> {
+    let output = Peer::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .args(["-H", "content-type: text/plain", "-d", body, url])
+        .run()?;
+    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
+}
+
 #[test]
 fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -376,14 +386,7 @@ fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
         .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
         .start()?;
     let url = format!("http://{}/events", gateway.address("tcp_server"));
-    let post = |token: &str, body: &str| -> Result<u16> {
-        let output = Peer::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-            .args(["-H", &format!("authorization: Bearer {token}")])
-            .args(["-H", "content-type: text/plain", "-d", body, &url])
-            .run()?;
-        Ok(String::from_utf8(output.stdout)?.trim().parse()?)
-    };
+    let post = |token: &str, body: &str| post_text(&url, token, body);
     for (token, body) in [
         (&alice, "for alice 1"),
         (&bob, "for bob"),
@@ -531,14 +534,7 @@ fn claims_become_session_attributes_and_encryption_keys_verify_nothing() -> Resu
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
         .start()?;
     let url = format!("http://{}/orders", gateway.address("tcp_server"));
-    let post = |token: &str, body: &str| -> Result<u16> {
-        let output = Peer::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-            .args(["-H", &format!("authorization: Bearer {token}")])
-            .args(["-H", "content-type: text/plain", "-d", body, &url])
-            .run()?;
-        Ok(String::from_utf8(output.stdout)?.trim().parse()?)
-    };
+    let post = |token: &str, body: &str| post_text(&url, token, body);
     for (sub, tenant, body) in [("alice", "acme", "one"), ("bob", "globex", "two")] {
         let status = post(&token("sig", sub, tenant)?, body)?;
         ensure!(

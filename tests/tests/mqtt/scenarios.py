@@ -2,13 +2,11 @@
 
 Each exits non-zero with FAIL: ... on stderr when the gateway does not behave.
 """
-import socket
-import struct
 import sys
 import time
 import uuid
 
-from common import Client, HOST, fail, raw_connect, read_disconnect, string, varint, WAIT
+from common import Client, fail, raw_connect, read_disconnect, send_connect, string, varint, WAIT
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -284,12 +282,7 @@ def quiet(port, seconds):
 
 def connack(port, version, client_id):
     """The bytes of the CONNACK answering a raw CONNECT of protocol level `version`."""
-    sock = socket.create_connection((HOST, port), timeout=WAIT)
-    body = string("MQTT") + bytes([version, 0x02]) + struct.pack(">H", 30)
-    if version == 5:
-        body += b"\x00"
-    body += string(client_id)
-    sock.sendall(b"\x10" + varint(len(body)) + body)
+    sock = send_connect(port, client_id, version)
     data = b""
     while len(data) < 2 or len(data) < 2 + data[1]:
         chunk = sock.recv(64)
