@@ -60,6 +60,9 @@ pub struct ComponentContext<'a> {
     pub properties: &'a Properties,
     /// The metric registry (exporters read it).
     pub metrics: &'a Metrics,
+    /// The namespace's `telemetry.attributes`: the resource attributes exporters send with
+    /// what they push (Zilla's `otlp` exporter does).
+    pub telemetry_attributes: &'a [(String, String)],
     /// Where the component raises its events (named after it).
     pub events: crate::events::Events,
 }

@@ -465,7 +465,7 @@ impl Engine {
 
     fn component_context<'a>(
         &'a self,
-        config: &Config,
+        config: &'a Config,
         name: &'a QualifiedName,
         component: &'a crate::config::model::ComponentConfig,
     ) -> ComponentContext<'a> {
@@ -475,6 +475,11 @@ impl Engine {
             base_dir: config.base_dir.clone(),
             properties: &self.properties,
             metrics: &self.metrics,
+            telemetry_attributes: config
+                .namespaces
+                .iter()
+                .find(|namespace| namespace.name == name.namespace)
+                .map_or(&[], |namespace| namespace.telemetry.attributes.as_slice()),
             events: self.events.named(qname(name)),
         }
     }

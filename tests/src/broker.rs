@@ -246,3 +246,20 @@ impl Drop for Broker {
         self.stop();
     }
 }
+
+/// Runs kcat with `args`, feeding it `stdin`, and returns what it printed. It loads the current
+/// librdkafka of the peers directory (Debian's cannot parse tansu's ApiVersions answer).
+pub fn kcat(args: &[&str], stdin: &str) -> Result<String> {
+    let output = crate::peer::Peer::new("kcat")
+        .env("LD_LIBRARY_PATH", crate::peer::peers_dir().join("lib"))
+        .args(args)
+        .stdin(stdin)
+        .timeout(Duration::from_secs(40))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "kcat {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -57,3 +57,20 @@ pub fn curl(args: &[&str]) -> Result<CurlResponse> {
         body: body.to_owned(),
     })
 }
+
+/// The events of a `text/event-stream` body as `(id, data)` pairs, in order (a field's value
+/// with its leading space trimmed, as the SSE format allows either spelling).
+pub fn sse_events(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (mut id, mut data) = (String::new(), String::new());
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().to_owned();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data = value.trim().to_owned();
+        } else if line.is_empty() && !data.is_empty() {
+            out.push((std::mem::take(&mut id), std::mem::take(&mut data)));
+        }
+    }
+    out
+}

@@ -84,8 +84,8 @@ mod registry;
 mod socket;
 
 pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
-pub use broker::Broker;
-pub use curl::{CurlResponse, curl};
+pub use broker::{Broker, kcat};
+pub use curl::{CurlResponse, curl, sse_events};
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
 pub use nginx::{nginx, nginx_with};
 pub use peer::{

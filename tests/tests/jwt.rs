@@ -353,6 +353,16 @@ claims = {"iss": "https://auth.example.com", "aud": "https://api.example.com",
 print(jwt.encode(claims, open(f"{d}/ec1.pem").read(), algorithm="ES256", headers={"kid": "ec1"}))
 "#;
 
+/// curl's status for a text `body` POSTed to `url` with `token` as a bearer token.
+fn post_text(url: &str, token: &str, body: &str) -> Result<u16> {
+    let output = Peer::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("authorization: Bearer {token}")])
+        .args(["-H", "content-type: text/plain", "-d", body, url])
+        .run()?;
+    Ok(String::from_utf8(output.stdout)?.trim().parse()?)
+}
+
 #[test]
 fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -376,14 +386,7 @@ fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
         .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
         .start()?;
     let url = format!("http://{}/events", gateway.address("tcp_server"));
-    let post = |token: &str, body: &str| -> Result<u16> {
-        let output = Peer::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-            .args(["-H", &format!("authorization: Bearer {token}")])
-            .args(["-H", "content-type: text/plain", "-d", body, &url])
-            .run()?;
-        Ok(String::from_utf8(output.stdout)?.trim().parse()?)
-    };
+    let post = |token: &str, body: &str| post_text(&url, token, body);
     for (token, body) in [
         (&alice, "for alice 1"),
         (&bob, "for bob"),
@@ -421,5 +424,174 @@ fn sse_kafka_fanout_jwt_streams_each_user_their_own_records() -> Result<()> {
     assert!(!seen.contains("data:"), "{seen}");
     assert_eq!(status(&url, None)?.0, 401);
     assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+/// Writes `dir/sig.pem` and `dir/enc.pem` (ES256 keys) and `dir/jwks.json` holding both public
+/// keys, `sig` marked `use: sig` and `enc` marked `use: enc`; prints the `enc` JWK.
+const SIG_AND_ENC_KEYS: &str = r#"
+import json, sys
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+d = sys.argv[1]
+keys = []
+for kid in ["sig", "enc"]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    open(f"{d}/{kid}.pem", "wb").write(pem)
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid=kid, alg="ES256", use=kid)
+    keys.append(jwk)
+json.dump({"keys": keys}, open(f"{d}/jwks.json", "w"))
+print(json.dumps(keys[1]))
+"#;
+
+/// A token for `sub` with the nested claim `org.tenant`, signed by key `argv[2]`.
+const MINT_TENANT: &str = r#"
+import sys, time, jwt
+d, kid, sub, tenant = sys.argv[1:5]
+claims = {"iss": "https://auth.example.com", "aud": "https://api.example.com", "sub": sub,
+          "scope": "write:orders", "org": {"tenant": tenant}, "exp": int(time.time()) + 300}
+print(jwt.encode(claims, open(f"{d}/{kid}.pem").read(), algorithm="ES256", headers={"kid": kid}))
+"#;
+
+/// POST /orders produces to `orders`, keyed by the token's `org.tenant` claim through the
+/// guard's `attributes`, with the identity as a header.
+const TENANT_KEYED: &str = "name: test
+guards:
+  jwt0:
+    type: jwt
+    options:
+      issuer: https://auth.example.com
+      audience: https://api.example.com
+      keys: jwks.json
+      attributes:
+        tenant: org.tenant
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      authorization:
+        jwt0:
+          credentials:
+            headers:
+              authorization: Bearer {credentials}
+    routes:
+      - guarded:
+          jwt0:
+            - write:orders
+        exit: http_kafka
+  http_kafka:
+    type: http-kafka
+    kind: proxy
+    routes:
+      - when:
+          - method: POST
+            path: /orders
+        exit: kafka_client
+        with:
+          capability: produce
+          topic: orders
+          key: ${guarded['jwt0'].attributes.tenant}
+          overrides:
+            user: ${guarded['jwt0'].identity}
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers:
+        - ${{env.KAFKA_BOOTSTRAP_SERVER}}
+    exit: kafka_tcp
+  kafka_tcp:
+    type: tcp
+    kind: client
+";
+
+#[test]
+fn claims_become_session_attributes_and_encryption_keys_verify_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let keys = dir.path().display().to_string();
+    let enc_jwk: Value = serde_json::from_str(&python(SIG_AND_ENC_KEYS, &[&keys])?)?;
+    let token = |kid: &str, sub: &str, tenant: &str| -> Result<String> {
+        Ok(python(MINT_TENANT, &[&keys, kid, sub, tenant])?
+            .trim()
+            .to_owned())
+    };
+    let broker = zilla_tests::Broker::start()?;
+    broker.create_topic("orders", 1, false)?;
+    let mut gateway = Gateway::builder(TENANT_KEYED)
+        .file("jwks.json", std::fs::read(dir.path().join("jwks.json"))?)
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .start()?;
+    let url = format!("http://{}/orders", gateway.address("tcp_server"));
+    let post = |token: &str, body: &str| post_text(&url, token, body);
+    for (sub, tenant, body) in [("alice", "acme", "one"), ("bob", "globex", "two")] {
+        let status = post(&token("sig", sub, tenant)?, body)?;
+        ensure!(
+            status / 100 == 2,
+            "produce for {sub} answered {status}: {}",
+            gateway.stderr()
+        );
+    }
+    // A key published for encryption verifies no signature: the token is refused as one
+    // signed by an unknown key is (403, as Zilla), and nothing is produced.
+    assert_eq!(post(&token("enc", "mallory", "acme")?, "three")?, 403);
+
+    let consumed = zilla_tests::kcat(
+        &[
+            "-b",
+            &broker.address(),
+            "-t",
+            "orders",
+            "-C",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%k|%h|%s\n",
+        ],
+        "",
+    )?;
+    let records: Vec<Vec<&str>> = consumed
+        .lines()
+        .map(|line| line.split('|').collect())
+        .collect();
+    ensure!(records.len() == 2, "{consumed}");
+    for (record, (tenant, user, body)) in records
+        .iter()
+        .zip([("acme", "user=alice", "one"), ("globex", "user=bob", "two")])
+    {
+        ensure!(
+            record.len() == 3
+                && record[0] == tenant
+                && record[1].split(',').any(|header| header == user)
+                && record[2] == body,
+            "{consumed}"
+        );
+    }
+    assert!(gateway.terminate()?.success());
+
+    // Given inline, such a key fails the start.
+    let inline = TENANT_KEYED.replace("keys: jwks.json", &format!("keys:\n        - {enc_jwk}"));
+    let refused = Gateway::builder(&inline)
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .start()
+        .err()
+        .map(|error| format!("{error:#}"))
+        .unwrap_or_default();
+    ensure!(
+        refused.contains("guards.jwt0.options.keys[0]: key `enc`: `use` must be `sig`"),
+        "an inline encryption key was not refused: {refused}"
+    );
     Ok(())
 }

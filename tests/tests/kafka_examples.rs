@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use zilla_tests::{Broker, Gateway, Peer, curl, workspace_dir};
+use zilla_tests::{Broker, Gateway, Peer, curl, sse_events, workspace_dir};
 
 fn example(name: &str) -> PathBuf {
     workspace_dir()
@@ -272,22 +272,6 @@ fn async_request_reply() -> Result<()> {
     Ok(())
 }
 
-/// The `data:` lines and ids of an event stream, in order.
-fn events(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let (mut id, mut data) = (String::new(), String::new());
-    for line in text.lines() {
-        if let Some(value) = line.strip_prefix("id:") {
-            id = value.trim().to_owned();
-        } else if let Some(value) = line.strip_prefix("data:") {
-            data = value.trim().to_owned();
-        } else if line.is_empty() && !data.is_empty() {
-            out.push((std::mem::take(&mut id), std::mem::take(&mut data)));
-        }
-    }
-    out
-}
-
 #[test]
 fn sse_fanout_with_resume_on_another_replica() -> Result<()> {
     let broker = Broker::start()?;
@@ -310,7 +294,7 @@ fn sse_fanout_with_resume_on_another_replica() -> Result<()> {
     watcher
         .wait_for_stdout("data:two", Duration::from_secs(20))
         .or_else(|_| watcher.wait_for_stdout("data: two", Duration::from_secs(1)))?;
-    let seen = events(&watcher.stdout());
+    let seen = sse_events(&watcher.stdout());
     let data: Vec<&str> = seen.iter().map(|(_, d)| d.as_str()).collect();
     assert_eq!(data, ["one", "two"]);
     let last_id = seen[0].0.clone();
@@ -327,7 +311,7 @@ fn sse_fanout_with_resume_on_another_replica() -> Result<()> {
         .arg(format!("http://{}/events", second.address("web_tcp")))
         .spawn()?;
     resumed.wait_for_stdout("three", Duration::from_secs(20))?;
-    let data: Vec<String> = events(&resumed.stdout())
+    let data: Vec<String> = sse_events(&resumed.stdout())
         .into_iter()
         .map(|(_, d)| d)
         .collect();

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Broker, Gateway, Peer, free_port, python_json};
+use zilla_tests::{Broker, Gateway, Peer, free_port, kcat, python_json};
 
 /// Ports the gateway listens on: the bootstrap port, then `BROKER_PORTS` for brokers.
 const BROKER_PORTS: u16 = 4;
@@ -646,22 +646,6 @@ fn tls_clients_reach_every_broker_through_the_proxy() -> Result<()> {
     assert_eq!(result["consumed"].as_array().map(Vec::len), Some(10));
     assert!(gateway.terminate()?.success());
     Ok(())
-}
-
-/// kcat with the current librdkafka of the peers (Debian's cannot parse tansu's ApiVersions).
-fn kcat(args: &[&str], stdin: &str) -> Result<String> {
-    let output = Peer::new("kcat")
-        .env("LD_LIBRARY_PATH", zilla_tests::peers_dir().join("lib"))
-        .args(args)
-        .stdin(stdin)
-        .timeout(Duration::from_secs(40))
-        .run()?;
-    ensure!(
-        output.status.success(),
-        "kcat {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[test]

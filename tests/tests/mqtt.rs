@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use zilla_tests::{Gateway, Peer, Process, free_port, python, success, workspace_dir};
 
 const PROXY: &str = "name: test
@@ -281,4 +281,114 @@ fn a_keep_alive_longer_than_the_tcp_idle_timeout_keeps_the_client_connected() ->
     );
     assert!(gateway.terminate()?.success());
     Ok(())
+}
+
+/// Two mqtt servers, one taking only v5 and one only v3.1.1; the v5 one routes sessions by
+/// client id: `north-*` to the north broker, `south-*` to the south broker, nothing else (a
+/// session's will goes where its session goes; publishes route by topic, as in Zilla).
+const BY_VERSION_AND_CLIENT_ID: &str = "name: test
+bindings:
+  v5_tcp:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: v5_mqtt
+  v5_mqtt:
+    type: mqtt
+    kind: server
+    options:
+      versions:
+        - v5
+    routes:
+      - when:
+          - session:
+              - client-id: north-*
+        exit: north_mqtt
+      - when:
+          - session:
+              - client-id: south-*
+        exit: south_mqtt
+  v311_tcp:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: v311_mqtt
+  v311_mqtt:
+    type: mqtt
+    kind: server
+    options:
+      versions:
+        - v3.1.1
+    exit: north_mqtt
+  north_mqtt:
+    type: mqtt
+    kind: client
+    exit: north_tcp
+  north_tcp:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.NORTH_PORT}}
+  south_mqtt:
+    type: mqtt
+    kind: client
+    exit: south_tcp
+  south_tcp:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.SOUTH_PORT}}
+";
+
+/// The retained message of `topic` on a broker (or the next one published), read by
+/// mosquitto_sub straight from it.
+fn retained_on(broker: &Mosquitto, topic: &str) -> Result<String> {
+    let output = Peer::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", topic, "-C", "1", "-W", "10"])
+        .run()?;
+    success(&output).with_context(|| format!("no retained message on port {}", broker.port))?;
+    Ok(String::from_utf8(output.stdout)?.trim_end().to_owned())
+}
+
+#[test]
+fn versions_refuse_other_protocol_levels_and_client_ids_choose_the_exit() -> Result<()> {
+    let north = Mosquitto::start()?;
+    let south = Mosquitto::start()?;
+    let mut gateway = Gateway::builder(BY_VERSION_AND_CLIENT_ID)
+        .env("NORTH_PORT", north.port.to_string())
+        .env("SOUTH_PORT", south.port.to_string())
+        .start()?;
+    let v5 = gateway.address("v5_tcp").port();
+    let v311 = gateway.address("v311_tcp").port();
+    let result = (|| -> Result<()> {
+        scenario("versions", v5, v311)?;
+        // mosquitto's own client is told why, too.
+        let refused = Peer::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &v5.to_string(), "-V", "mqttv311"])
+            .args(["-i", "north-cli", "-t", "t", "-m", "m"])
+            .run()?;
+        let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+        ensure!(
+            !refused.status.success() && said.contains("unacceptable protocol version"),
+            "mosquitto_pub v3.1.1 against a v5-only server: {said}"
+        );
+        scenario("client_ids", v5, 0)?;
+        let north_will = retained_on(&north, "routing/will")?;
+        let south_will = retained_on(&south, "routing/will")?;
+        ensure!(
+            (north_will.as_str(), south_will.as_str()) == ("north will", "south will"),
+            "wills: north broker {north_will:?}, south broker {south_will:?}"
+        );
+        Ok(())
+    })()
+    .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
+    assert!(gateway.terminate()?.success());
+    result
 }

@@ -1,9 +1,10 @@
 //! The `otlp` exporter through the real binary: a receiver built on Python's `http.server`
 //! decodes every push with the official OpenTelemetry protobuf messages
 //! (`opentelemetry-proto`, parsed strictly by `google.protobuf.json_format`), and the test
-//! checks metric names, units, attributes and values, and log records, after a known number
-//! of requests sent by curl. The receiver is down at first and then answers 503 a few times:
-//! requests are served meanwhile and no event is lost.
+//! checks metric names, units, attributes and values, the resource attributes (the
+//! namespace's `telemetry.attributes`), and log records, after a known number of requests sent
+//! by curl. The receiver is down at first and then answers 503 a few times: requests are
+//! served meanwhile and no event is lost.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -57,6 +58,9 @@ ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 const CONFIG: &str = "name: test
 telemetry:
+  attributes:
+    service.namespace: example
+    deployment.environment: \"it's \\\"quoted\\\"\"
   metrics:
     - http.request.size
     - http.response.size
@@ -93,6 +97,8 @@ bindings:
     telemetry:
       metrics:
         - http.*
+      attributes:
+        method: ${http.request.method}
     routes:
       - when:
           - headers:
@@ -217,10 +223,23 @@ fn metrics_and_events_reach_a_collector_that_was_down_and_then_refused() -> Resu
         std::thread::sleep(Duration::from_millis(200));
     };
 
-    // Every pushed body parsed as the official messages, sent as JSON with the credentials.
+    // Every pushed body parsed as the official messages, sent as JSON with the credentials,
+    // its resource carrying the namespace's telemetry attributes in the order written.
     for push in pushes(&out)? {
         ensure!(push["contentType"] == "application/json", "{push}");
         ensure!(push["authorization"] == "Bearer otlp-token", "{push}");
+        let message = &push["message"];
+        let resource = match push["path"].as_str() {
+            Some("/v1/metrics") => &message["resourceMetrics"][0]["resource"],
+            _ => &message["resourceLogs"][0]["resource"],
+        };
+        ensure!(
+            attribute(resource, "service.namespace").as_deref() == Some("example")
+                && attribute(resource, "deployment.environment").as_deref()
+                    == Some("it's \"quoted\"")
+                && resource["attributes"].as_array().map(Vec::len) == Some(2),
+            "{push}"
+        );
     }
 
     let request = metric(&metrics, "http.server.request.size").context("request size")?;
@@ -237,6 +256,11 @@ fn metrics_and_events_reach_a_collector_that_was_down_and_then_refused() -> Resu
     );
     ensure!(
         attribute(point, "binding").as_deref() == Some("http_server"),
+        "{point}"
+    );
+    // The binding's telemetry attributes label the point.
+    ensure!(
+        attribute(point, "method").as_deref() == Some("POST"),
         "{point}"
     );
     let sum = point["sum"].as_f64().context("sum")?;

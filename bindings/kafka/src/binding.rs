@@ -169,7 +169,9 @@ fn build_client(
             ClientTuning::default().produce_timeout,
         ),
     };
-    context.publish::<Kafka>(Arc::new(KafkaClient::new(cluster, tuning)));
+    context.publish::<Kafka>(Arc::new(
+        KafkaClient::new(cluster, tuning).with_default_offsets(defaults(options)),
+    ));
     Ok(Arc::new(Passive))
 }
 
@@ -329,11 +331,9 @@ impl KafkaHandler for CacheClient {
         mut request: MergedRequest,
     ) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
         Box::pin(async move {
-            if request.start == Start::Default
-                && let Some(start) = self.defaults.get(&request.topic)
-            {
-                request.start = *start;
-            }
+            request.start = request
+                .start
+                .or_topic_default(&request.topic, &self.defaults);
             self.route(&request.topic)?.merged(request).await
         })
     }

@@ -380,13 +380,12 @@ impl Cache {
     /// A merged read served from the cache.
     pub async fn merged(&self, request: MergedRequest) -> Result<MergedStream, StreamError> {
         let topic = self.topic(&request.topic).await?;
-        let start = match request.start {
-            Start::Default => self
-                .defaults
-                .get(&request.topic)
-                .copied()
-                .unwrap_or(Start::Historical),
-            other => other,
+        let start = match request
+            .start
+            .or_topic_default(&request.topic, &self.defaults)
+        {
+            Start::Default => Start::Historical,
+            given => given,
         };
         // Every partition is waited for at once: a reader starts after the slowest
         // partition's first fetch, not after the sum of them.
@@ -1254,6 +1253,18 @@ mod tests {
             0,
         );
         let cache = cache_of(upstream, 64 * 1024 * 1024);
+        // A replay skips the records the cache knows to be superseded, so the cache must
+        // first hold the whole partition: a reader that keeps every record gets the last one
+        // only once the cache's fetch has reached it (and it reads from the cache alone).
+        let mut every = cache
+            .merged(MergedRequest {
+                latest_per_key: false,
+                ..request(Start::Historical, Vec::new())
+            })
+            .await
+            .unwrap();
+        assert_eq!(messages(&mut every, 4).await.len(), 4);
+        drop(every);
         let mut all = cache
             .merged(request(Start::Historical, Vec::new()))
             .await

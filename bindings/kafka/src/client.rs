@@ -16,7 +16,7 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 use crate::follow::{FollowTuning, Followed, Follower, fetch_once};
 use crate::kind::{
     Acks, FetchBatch, FetchRequest, FollowStream, KafkaHandler, MergedRequest, MergedStream,
-    OffsetSpec, ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
+    OffsetSpec, ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
 };
 use crate::merged::{self, PartitionReader};
 use crate::wire::{self, Cluster, KafkaError};
@@ -57,6 +57,8 @@ type Pending = (
 /// The `kafka` handler of a `client` binding.
 pub struct KafkaClient {
     inner: Arc<Inner>,
+    /// Each topic's `defaultOffset`: where a merged read without offsets starts.
+    default_offsets: HashMap<String, Start>,
 }
 
 struct Inner {
@@ -103,7 +105,15 @@ impl KafkaClient {
                 tuning,
                 queues: Mutex::new(HashMap::new()),
             }),
+            default_offsets: HashMap::new(),
         }
+    }
+
+    /// The same client with each topic's `defaultOffset` (topic name → start), applied to
+    /// merged reads that give no offsets, as Zilla's client does.
+    pub fn with_default_offsets(mut self, default_offsets: HashMap<String, Start>) -> Self {
+        self.default_offsets = default_offsets;
+        self
     }
 
     /// The cluster this client talks to.
@@ -261,7 +271,13 @@ impl PartitionReader for Inner {
 }
 
 impl KafkaHandler for KafkaClient {
-    fn merged(&self, request: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+    fn merged(
+        &self,
+        mut request: MergedRequest,
+    ) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+        request.start = request
+            .start
+            .or_topic_default(&request.topic, &self.default_offsets);
         Box::pin(merged::open(self.inner.clone(), request))
     }
 

@@ -59,6 +59,21 @@ pub enum Start {
     Historical,
 }
 
+impl Start {
+    /// `self`, or the topic's `defaultOffset` from `defaults` (by topic name) when `self` is
+    /// [`Start::Default`] and the topic has one.
+    pub fn or_topic_default(
+        self,
+        topic: &str,
+        defaults: &std::collections::HashMap<String, Start>,
+    ) -> Start {
+        match self {
+            Start::Default => defaults.get(topic).copied().unwrap_or(Start::Default),
+            given => given,
+        }
+    }
+}
+
 /// A partition and an offset: the next record to read there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionOffset {

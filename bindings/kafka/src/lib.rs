@@ -33,6 +33,12 @@
 //! addresses so every broker is reached through the gateway, and records `kafka.*` metrics
 //! ([`proxy`]).
 //!
+//! `topics[].defaultOffset` (`client`, `cache_client`, `cache_server`): where a merged read
+//! that gives no offsets (an SSE client without `last-event-id`, a gRPC fetch without a
+//! message id, ...) starts on that topic: `live` (only records produced from then on) or
+//! `historical` (everything retained, then live; the default). A `cache_client`'s setting wins
+//! over its `cache_server`'s.
+//!
 //! `topics[].key` and `topics[].value` of the cache kinds are model references (`avro`,
 //! `json`, `string`, ...): a `cache_client` validates and converts what it produces, a
 //! `cache_server` what it reads ([`models`]).

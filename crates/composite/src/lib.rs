@@ -246,6 +246,7 @@ impl Catalogs<'_> {
             base_dir: self.config.base_dir.clone(),
             properties: self.properties,
             metrics: &metrics,
+            telemetry_attributes: &[],
             events: Default::default(),
         };
         let built = factory

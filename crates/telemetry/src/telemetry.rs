@@ -6,8 +6,10 @@
 //!   metric the namespace lists and the binding's type records.
 //! - Binding `telemetry.attributes` are label names Prometheus accepts, with values the
 //!   binding's enabled metric groups resolve (e.g. `${http.request.method}` on `http.*`).
-//! - Namespace `telemetry.attributes` (resource attributes of Zilla's OTLP exporter) are
-//!   refused: no exporter here sends resource attributes.
+//!
+//! Namespace `telemetry.attributes` need no check: they are literal resource attributes, which
+//! the `otlp` exporter sends with every push as Zilla's does (the engine hands them to
+//! exporters through their build context).
 
 use std::collections::BTreeSet;
 
@@ -32,12 +34,6 @@ pub fn check_telemetry(
             document: index,
             path: vec!["telemetry".to_owned()],
         };
-        if let Some((name, _)) = namespace.telemetry.attributes.first() {
-            errors.push(config.error(
-                &telemetry.child("attributes").child(name.clone()),
-                "namespace telemetry attributes are not supported: they are resource attributes of the otlp exporter, which sends none in this distribution",
-            ));
-        }
         let mut listed = BTreeSet::new();
         for (position, metric) in namespace.telemetry.metrics.iter().enumerate() {
             let origin = telemetry.child("metrics").child(position.to_string());

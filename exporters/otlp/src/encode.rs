@@ -8,6 +8,9 @@
 //! counts with an empty unit. The `http.*` metrics take the OpenTelemetry names by binding
 //! kind, as in Zilla (`http.server.request.size`, `http.client.duration`, ...).
 //!
+//! Both carry the namespace's `telemetry.attributes` as the attributes of their one resource,
+//! as Zilla's do (e.g. `service.namespace`).
+//!
 //! Logs: each event is one log record: `timeUnixNano` and `observedTimeUnixNano`, the body
 //! `<qname> <message>`, and the attribute `event.name`. Every string goes through
 //! `serde_json`, so quotes and control characters in messages are escaped.
@@ -131,11 +134,21 @@ pub fn metric(series: &Series, kind: Option<&str>, now: u64) -> Value {
     Value::Object(metric)
 }
 
-/// The body posted to the metrics endpoint.
-pub fn metrics_body(metrics: Vec<Value>) -> String {
+/// The resource of every push: the namespace's `telemetry.attributes` as string attributes,
+/// in the order written.
+fn resource(attributes: &[(String, String)]) -> Value {
+    let attributes: Vec<Value> = attributes
+        .iter()
+        .map(|(key, value)| attribute(key, value))
+        .collect();
+    json!({"attributes": attributes})
+}
+
+/// The body posted to the metrics endpoint; `attributes` are the resource's.
+pub fn metrics_body(attributes: &[(String, String)], metrics: Vec<Value>) -> String {
     json!({
         "resourceMetrics": [{
-            "resource": {"attributes": []},
+            "resource": resource(attributes),
             "scopeMetrics": [{
                 "scope": {"name": METRICS_SCOPE, "version": SCOPE_VERSION},
                 "metrics": metrics,
@@ -157,11 +170,15 @@ pub fn log_record(event: &Event) -> String {
     .to_string()
 }
 
-/// The body posted to the logs endpoint for encoded `records`.
-pub fn logs_body<'a>(records: impl Iterator<Item = &'a str>) -> String {
+/// The body posted to the logs endpoint for encoded `records`; `attributes` are the
+/// resource's.
+pub fn logs_body<'a>(
+    attributes: &[(String, String)],
+    records: impl Iterator<Item = &'a str>,
+) -> String {
     let mut body = json!({
         "resourceLogs": [{
-            "resource": {"attributes": []},
+            "resource": resource(attributes),
             "scopeLogs": [{
                 "scope": {"name": LOGS_SCOPE, "version": SCOPE_VERSION},
                 "logRecords": [],
@@ -170,6 +187,7 @@ pub fn logs_body<'a>(records: impl Iterator<Item = &'a str>) -> String {
     })
     .to_string();
     // The records are encoded once, when they are raised; splice them into the empty list.
+    // A resource value cannot hold the marker: its quotes are escaped.
     let joined: Vec<&str> = records.collect();
     let marker = "\"logRecords\":[]";
     if let Some(at) = body.find(marker) {
@@ -218,8 +236,16 @@ mod tests {
             message: "said \"hi\"\n\\ back".into(),
         };
         let one = log_record(&event);
-        let body = logs_body([one.as_str(), one.as_str()].into_iter());
+        let resource = [(
+            "service.namespace".to_owned(),
+            "\"logRecords\":[]".to_owned(),
+        )];
+        let body = logs_body(&resource, [one.as_str(), one.as_str()].into_iter());
         let parsed: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            parsed["resourceLogs"][0]["resource"]["attributes"][0],
+            json!({"key": "service.namespace", "value": {"stringValue": "\"logRecords\":[]"}})
+        );
         let records = &parsed["resourceLogs"][0]["scopeLogs"][0]["logRecords"];
         assert_eq!(records.as_array().unwrap().len(), 2);
         assert_eq!(
@@ -231,7 +257,7 @@ mod tests {
             records[0]["attributes"][0]["value"]["stringValue"],
             "BINDING_HTTP_REQUEST_ACCEPTED"
         );
-        let empty: Value = serde_json::from_str(&logs_body(std::iter::empty())).unwrap();
+        let empty: Value = serde_json::from_str(&logs_body(&[], std::iter::empty())).unwrap();
         assert!(
             empty["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
                 .as_array()

@@ -32,8 +32,14 @@
 //! - `credentials.headers.authorization`: sent as the `authorization` header of every push.
 //! - `tls`: refused at load (not supported); so is an exporter `vault`.
 //!
-//! Namespace `telemetry.attributes` (Zilla's resource attributes) stay refused at load by the
-//! engine's telemetry checks, so every push carries an empty resource.
+//! The namespace's `telemetry.attributes` are the resource attributes of every push, metrics
+//! and logs alike, as in Zilla:
+//!
+//! ```yaml
+//! telemetry:
+//!   attributes:
+//!     service.namespace: example
+//! ```
 //!
 //! What is sent is described in [`encode`]: every recorded series (the same values
 //! `zilla metrics` and the `prometheus` exporter show) each interval, and every event as a log
@@ -168,7 +174,8 @@ impl ComponentFactory<dyn Exporter> for OtlpExporterFactory {
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Exporter>, BuildError> {
         let options: OtlpOptions = context.options()?;
-        let target = target(&options)?;
+        let mut target = target(&options)?;
+        target.resource = context.telemetry_attributes.to_vec();
         Ok(Arc::new(OtlpExporter {
             logs: target
                 .logs
@@ -239,6 +246,7 @@ fn target(options: &OtlpOptions) -> Result<Target, BuildError> {
         logs,
         authorization,
         interval: Duration::from_secs_f64(seconds),
+        resource: Vec::new(),
     })
 }
 

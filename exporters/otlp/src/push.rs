@@ -36,6 +36,8 @@ pub struct Target {
     pub authorization: Option<HeaderValue>,
     /// `interval`.
     pub interval: Duration,
+    /// The namespace's `telemetry.attributes`, sent as resource attributes.
+    pub resource: Vec<(String, String)>,
 }
 
 struct Pusher {
@@ -115,11 +117,15 @@ impl Pusher {
                     encode::metric(series, kind.as_deref(), now)
                 })
                 .collect();
-            self.post(uri, encode::metrics_body(metrics)).await?;
+            self.post(uri, encode::metrics_body(&self.target.resource, metrics))
+                .await?;
         }
         if let Some(uri) = &self.target.logs {
             while let Some(batch) = self.logs.batch() {
-                let body = encode::logs_body(batch.records.iter().map(String::as_str));
+                let body = encode::logs_body(
+                    &self.target.resource,
+                    batch.records.iter().map(String::as_str),
+                );
                 self.post(uri, body).await?;
                 self.logs.acknowledge(batch.last);
             }

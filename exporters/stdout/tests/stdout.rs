@@ -93,6 +93,7 @@ fn built_exporter() -> Arc<dyn Exporter> {
         base_dir: ".".into(),
         properties: &properties,
         metrics: &metrics,
+        telemetry_attributes: &[],
         events: Default::default(),
     };
     StdoutExporterFactory.build(&context).unwrap()

@@ -120,14 +120,20 @@ def string(text):
     return struct.pack(">H", len(data)) + data
 
 
-def raw_connect(port, client_id, version=5):
-    """A raw socket after CONNECT/CONNACK, to send what no client library would."""
+def send_connect(port, client_id, version=5):
+    """A raw socket that has sent a clean-start CONNECT of protocol level `version`."""
     sock = socket.create_connection((HOST, port), timeout=WAIT)
     body = string("MQTT") + bytes([version, 0x02]) + struct.pack(">H", 30)
     if version == 5:
         body += b"\x00"
     body += string(client_id)
     sock.sendall(b"\x10" + varint(len(body)) + body)
+    return sock
+
+
+def raw_connect(port, client_id, version=5):
+    """A raw socket after CONNECT/CONNACK, to send what no client library would."""
+    sock = send_connect(port, client_id, version)
     connack = sock.recv(64)
     if not connack or connack[0] != 0x20:
         fail("no CONNACK on the raw connection: %r" % connack)

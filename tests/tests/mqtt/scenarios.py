@@ -6,7 +6,7 @@ import sys
 import time
 import uuid
 
-from common import Client, fail, raw_connect, read_disconnect, string, varint, WAIT
+from common import Client, fail, raw_connect, read_disconnect, send_connect, string, varint, WAIT
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -280,7 +280,53 @@ def quiet(port, seconds):
     publisher.disconnect()
 
 
+def connack(port, version, client_id):
+    """The bytes of the CONNACK answering a raw CONNECT of protocol level `version`."""
+    sock = send_connect(port, client_id, version)
+    data = b""
+    while len(data) < 2 or len(data) < 2 + data[1]:
+        chunk = sock.recv(64)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    return data
+
+
+def versions(v5_port, v311_port):
+    """Against a server taking only v5 and one taking only v3.1.1 (both routing north-*)."""
+    answered = connack(v5_port, 4, unique("north"))
+    if answered != b"\x20\x02\x00\x01":
+        fail("v3.1.1 CONNECT to a v5-only server answered %r, expected return code 1" % answered)
+    answered = connack(v311_port, 5, unique("north"))
+    if answered[:1] != b"\x20" or answered[2:4] != b"\x00\x84":
+        fail("v5 CONNECT to a v3.1.1-only server answered %r, expected reason 0x84" % answered)
+    for port, version in [(v5_port, 5), (v311_port, 311)]:
+        client = Client(port, unique("north"), version)
+        if client.reason.value != 0:
+            fail("v%s CONNECT to a server taking it answered %s" % (version, client.reason))
+        client.disconnect()
+
+
+def client_ids(port, _):
+    """Sessions are routed by client id: north-* and south-* to different brokers. Each
+    session's retained will, published when its connection drops, lands on its own broker; any
+    other client id is not authorized (0x87)."""
+    for prefix in ["north", "south"]:
+        will = ("routing/will", ("%s will" % prefix).encode(), 1, True)
+        Client(port, unique(prefix), 5, will=will).drop()
+    outsider = Client(port, unique("west"), 5)
+    outsider.client.loop_stop()
+    if outsider.reason.value != 0x87:
+        fail("an unrouted client id answered %s" % outsider.reason)
+    answered = connack(port, 5, unique("west"))
+    if answered[:1] != b"\x20" or answered[2:4] != b"\x00\x87":
+        fail("an unrouted client id answered %r" % answered)
+
+
 SCENARIOS = {
+    "versions": versions,
+    "client_ids": client_ids,
     "quiet": quiet,
     "refused": refused,
     "pubsub": pubsub,
