@@ -23,10 +23,11 @@ use zilla_engine::guard::Authorization;
 use zilla_engine::stream::{AsyncIo, BoxFuture, Bytes, BytesHandler, StreamError, StreamInfo};
 use zilla_engine::workers;
 
-use crate::body::HttpMetrics;
+use crate::body::{HttpMetrics, read_bounded, replay};
 use crate::config::{HttpClientOptions, HttpVersion};
-use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header};
+use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header, status_response};
 use crate::limits::Limits;
+use crate::requests::{RequestType, RequestTypes, ResponseType, validate_whole};
 use crate::route::{Miss, Overrides, Router};
 use origin::{DirectOrigins, Outcome};
 
@@ -68,6 +69,10 @@ impl OriginClients {
 /// A built http client.
 pub struct HttpClient {
     router: Router<OriginClients>,
+    /// `options.requests`: the responses' models.
+    requests: RequestTypes,
+    /// The most of a response body read to validate it.
+    max_validated_body_size: u64,
     user_agent: Option<http::HeaderValue>,
     metrics: Arc<HttpMetrics>,
 }
@@ -86,14 +91,15 @@ impl HttpClient {
                 "injecting guard credentials into client requests is not supported by this build",
             ));
         }
-        if options
-            .requests
-            .as_ref()
-            .is_some_and(|requests| !requests.is_empty())
-        {
+        let requests = RequestTypes::build(
+            options.requests.as_deref().unwrap_or_default(),
+            &|reference, path| context.model(reference, path),
+        )?;
+        // Zilla's client applies only `responses`; request models belong on a server.
+        if let Some(index) = requests.entries().position(RequestType::checks_requests) {
             return Err(BuildError::at(
-                "options.requests",
-                "response validation with models is not supported by this build",
+                format!("options.requests[{index}]"),
+                "a client validates responses only: put request `headers`, `params` and `content` models on an http server",
             ));
         }
         let versions = options.versions.clone().unwrap_or_default();
@@ -153,6 +159,8 @@ impl HttpClient {
         }
         let client = Arc::new(HttpClient {
             router,
+            requests,
+            max_validated_body_size: limits.max_validated_body_size,
             user_agent: limits.user_agent_header.clone(),
             metrics: Arc::new(HttpMetrics::new(
                 &context.metrics(),
@@ -182,6 +190,7 @@ impl HttpClient {
                 .map_err(StreamError::Protocol)?;
         }
         let upgrade = is_upgrade(request.headers());
+        let request_type = self.requests.resolve(&request);
         // An upgrade coming from a server binding: this binding joins the two upgraded
         // connections once the origin switches protocols.
         let inbound = if upgrade {
@@ -208,8 +217,19 @@ impl HttpClient {
             let outbound = hyper::upgrade::on(&mut response);
             tokio::spawn(join_upgraded(inbound, outbound));
         }
-        let (mut parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, switched);
+        if let Some(expected) = request_type
+            .and_then(|request_type| request_type.response(parts.status, &parts.headers))
+        {
+            match self.validate_response(expected, &parts.headers, body).await {
+                Ok(validated) => body = validated,
+                Err(reason) => {
+                    tracing::warn!(status = %parts.status, %reason, "origin response rejected by its model");
+                    (parts, body) = status_response(StatusCode::BAD_GATEWAY).into_parts();
+                }
+            }
+        }
         let body = match record {
             Some(mut record) => {
                 record.respond(parts.status, &parts.headers);
@@ -218,6 +238,31 @@ impl HttpClient {
             None => body,
         };
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+impl HttpClient {
+    /// Checks a response's headers and body (read whole, bounded) against `expected`; the
+    /// body to pass on, or why the response is rejected.
+    async fn validate_response(
+        &self,
+        expected: &ResponseType,
+        headers: &HeaderMap,
+        body: kind::Body,
+    ) -> Result<kind::Body, String> {
+        expected.check_head(headers)?;
+        let Some(content) = expected.content() else {
+            return Ok(body);
+        };
+        let (data, trailers) = read_bounded(body, self.max_validated_body_size)
+            .await
+            .map_err(|error| format!("body not validated: {error}"))?;
+        if !data.is_empty() {
+            validate_whole(content, &data)
+                .await
+                .map_err(|reason| format!("content: {reason}"))?;
+        }
+        Ok(replay(data, trailers))
     }
 }
 

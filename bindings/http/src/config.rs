@@ -43,8 +43,7 @@ pub struct HttpClientOptions {
     /// Request headers set (or replaced) on every request sent, by name. Pseudo-headers
     /// `:method`, `:scheme`, `:authority` and `:path` are allowed.
     pub overrides: Option<BTreeMap<String, String>>,
-    /// Response validation with models. Refused at load: not supported yet.
-    #[schemars(extend("x-unsupported" = "validating responses with models is not supported yet"))]
+    /// Response validation with models: each entry's `responses` (see [`crate::requests`]).
     pub requests: Option<Vec<HttpRequestConfig>>,
 }
 
@@ -74,8 +73,8 @@ pub struct HttpRequestConfig {
     pub params: Option<HttpParamsConfig>,
     /// The model for the request body.
     pub content: Option<ModelReference>,
-    /// Responses, by status and content type (checked at load; an http server does not
-    /// validate responses).
+    /// Responses, by status and content type: a client validates them; a server checks
+    /// their models at load only, as Zilla's does.
     pub responses: Option<Vec<HttpResponseConfig>>,
 }
 

@@ -86,7 +86,14 @@
 //!   first entry matching a routed request applies; a value its model rejects gets `400`
 //!   with an empty body, before the exit sees the request. A validated body is read whole
 //!   first (bounded: see [`limits`]). `responses` are checked at load but not applied, as
-//!   in Zilla's server. A client refuses `requests`.
+//!   in Zilla's server.
+//! - `requests` (client): response validation. The entry matching the request (by `path`,
+//!   `method`, `content-type`) picks, among its `responses`, the last one whose `status` and
+//!   `content-type` (media type, parameters aside) match; its `headers` models and
+//!   `content` model (body read whole, bounded by the validated body limit) must pass, or
+//!   the response becomes `502 Bad Gateway` (Zilla cuts the body short instead). Request
+//!   models (`headers`, `params`, `content`) on a client are refused, as Zilla's client
+//!   ignores them.
 //!
 //! Routes: `when: [{headers: {name: pattern}}]` (pseudo-headers allowed, `*` and `{param}`
 //! wildcards), `guarded` (roles may use `${method}` and `${path}`), and

@@ -1,18 +1,26 @@
-//! `options.requests`: request validation with models. The first entry whose `path`, `method`
-//! and `content-type` match a request applies: header values, path and query parameter
-//! values and the body must each pass their model, or the request is answered `400`.
+//! `options.requests`: validation with models. The first entry whose `path`, `method` and
+//! `content-type` match a request applies.
+//!
+//! - On a server, header values, path and query parameter values and the body must each pass
+//!   their model, or the request is answered `400`.
+//! - On a client, the response is checked against the entry's `responses`: the last one whose
+//!   `status` and `content-type` match (as Zilla picks it) applies, its header values and body
+//!   must pass their models, or the response is replaced by `502 Bad Gateway`. A response
+//!   `content-type` matches on its media type, parameters such as `charset` aside, so that a
+//!   parameter cannot carry a response past its model.
 //!
 //! As in Zilla: values are checked as they arrive (query values are not percent-decoded), a
 //! header or parameter that is absent is not checked, and neither is an empty body.
 
 use std::sync::Arc;
 
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode};
 use regex::Regex;
 use zilla_engine::binding::BuildError;
 use zilla_engine::components::Validator;
 
-use crate::config::{HttpMethod, HttpRequestConfig, ModelReference};
+use crate::config::{HttpMethod, HttpRequestConfig, HttpStatuses, ModelReference};
 use crate::kind::pseudo_header;
 
 /// Builds a validator from a model reference written at a config path.
@@ -40,9 +48,18 @@ pub struct RequestType {
     params: Vec<String>,
     method: Option<HttpMethod>,
     content_types: Option<Vec<String>>,
-    headers: Vec<(HeaderName, Arc<dyn Validator>)>,
+    headers: HeaderModels,
     path_params: Vec<(usize, Arc<dyn Validator>)>,
     query_params: Vec<(String, Arc<dyn Validator>)>,
+    content: Option<Arc<dyn Validator>>,
+    responses: Vec<ResponseType>,
+}
+
+/// One compiled entry of `requests[].responses`.
+pub struct ResponseType {
+    statuses: Option<Vec<u16>>,
+    content_types: Option<Vec<String>>,
+    headers: HeaderModels,
     content: Option<Arc<dyn Validator>>,
 }
 
@@ -58,6 +75,11 @@ impl RequestTypes {
             types.push(RequestType::build(request, &at, model)?);
         }
         Ok(Self { types })
+    }
+
+    /// The entries, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &RequestType> {
+        self.types.iter()
     }
 
     /// Whether there is no entry.
@@ -99,17 +121,7 @@ impl RequestType {
         let (path, params) = compile_path(&request.path)
             .map_err(|message| BuildError::at(format!("{at}.path"), message))?;
         let build = |reference: &ModelReference, path: String| model(&reference.0, &path);
-        let mut headers = Vec::new();
-        for (name, reference) in request.headers.iter().flatten() {
-            let header =
-                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                    BuildError::at(
-                        format!("{at}.headers.{name}"),
-                        format!("`{name}` is not a header name"),
-                    )
-                })?;
-            headers.push((header, build(reference, format!("{at}.headers.{name}"))?));
-        }
+        let headers = compile_headers(request.headers.as_ref(), at, model)?;
         let params_config = request.params.as_ref();
         let mut path_params = Vec::new();
         for (name, reference) in params_config
@@ -140,16 +152,24 @@ impl RequestType {
             .as_ref()
             .map(|reference| build(reference, format!("{at}.content")))
             .transpose()?;
-        // Responses are not validated by a server (nor by Zilla's), but their models must
-        // still name what exists.
+        // A server does not validate responses (nor does Zilla's), but their models must
+        // still name what exists; a client does.
+        let mut responses = Vec::new();
         for (index, response) in request.responses.iter().flatten().enumerate() {
             let at = format!("{at}.responses[{index}]");
-            for (name, reference) in response.headers.iter().flatten() {
-                build(reference, format!("{at}.headers.{name}"))?;
-            }
-            if let Some(reference) = &response.content {
-                build(reference, format!("{at}.content"))?;
-            }
+            responses.push(ResponseType {
+                statuses: response.status.as_ref().map(|statuses| match statuses {
+                    HttpStatuses::One(status) => vec![*status],
+                    HttpStatuses::Many(statuses) => statuses.clone(),
+                }),
+                content_types: response.content_type.clone(),
+                headers: compile_headers(response.headers.as_ref(), &at, model)?,
+                content: response
+                    .content
+                    .as_ref()
+                    .map(|reference| build(reference, format!("{at}.content")))
+                    .transpose()?,
+            });
         }
         Ok(Self {
             path,
@@ -160,19 +180,43 @@ impl RequestType {
             path_params,
             query_params,
             content,
+            responses,
+        })
+    }
+
+    /// Whether the entry has models for the request itself (headers, parameters or body).
+    pub fn checks_requests(&self) -> bool {
+        !self.headers.is_empty()
+            || !self.path_params.is_empty()
+            || !self.query_params.is_empty()
+            || self.content.is_some()
+    }
+
+    /// The `responses` entry that applies to a response: the last whose `status` and
+    /// `content-type` match, as Zilla picks it.
+    pub fn response(&self, status: StatusCode, headers: &HeaderMap) -> Option<&ResponseType> {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(media_type);
+        self.responses.iter().rev().find(|candidate| {
+            candidate
+                .statuses
+                .as_ref()
+                .is_none_or(|statuses| statuses.contains(&status.as_u16()))
+                && match (&candidate.content_types, content_type) {
+                    (Some(accepted), Some(content_type)) => accepted
+                        .iter()
+                        .any(|accepted| media_type(accepted).eq_ignore_ascii_case(content_type)),
+                    _ => true,
+                }
         })
     }
 
     /// Checks the header, path parameter and query parameter values; the error says which
     /// value failed and why.
     pub fn check_head<B>(&self, request: &http::Request<B>) -> Result<(), String> {
-        for (name, validator) in &self.headers {
-            for value in request.headers().get_all(name) {
-                validator
-                    .validate(value.as_bytes())
-                    .map_err(|reason| format!("header `{name}`: {reason}"))?;
-            }
-        }
+        check_headers(&self.headers, request.headers())?;
         if self.path_params.is_empty() && self.query_params.is_empty() {
             return Ok(());
         }
@@ -212,6 +256,71 @@ impl RequestType {
     pub fn content(&self) -> Option<&Arc<dyn Validator>> {
         self.content.as_ref()
     }
+}
+
+impl ResponseType {
+    /// Checks the response header values; the error says which failed and why.
+    pub fn check_head(&self, headers: &HeaderMap) -> Result<(), String> {
+        check_headers(&self.headers, headers)
+    }
+
+    /// The model for the body, if any.
+    pub fn content(&self) -> Option<&Arc<dyn Validator>> {
+        self.content.as_ref()
+    }
+}
+
+/// Header models: the header, and the model its values must pass.
+type HeaderModels = Vec<(HeaderName, Arc<dyn Validator>)>;
+
+/// Compiles the header models of `headers` (at `<at>.headers`).
+fn compile_headers(
+    headers: Option<&std::collections::BTreeMap<String, ModelReference>>,
+    at: &str,
+    model: &ModelBuilder<'_>,
+) -> Result<HeaderModels, BuildError> {
+    let mut compiled = Vec::new();
+    for (name, reference) in headers.into_iter().flatten() {
+        let where_ = format!("{at}.headers.{name}");
+        let header = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| BuildError::at(&where_, format!("`{name}` is not a header name")))?;
+        compiled.push((header, model(&reference.0, &where_)?));
+    }
+    Ok(compiled)
+}
+
+fn check_headers(models: &HeaderModels, headers: &HeaderMap) -> Result<(), String> {
+    for (name, validator) in models {
+        for value in headers.get_all(name) {
+            validator
+                .validate(value.as_bytes())
+                .map_err(|reason| format!("header `{name}`: {reason}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A content type without its parameters, trimmed.
+fn media_type(content_type: &str) -> &str {
+    content_type
+        .split_once(';')
+        .map_or(content_type, |(media, _)| media)
+        .trim()
+}
+
+/// Bodies up to this size are validated on the connection's task.
+const VALIDATE_INLINE_MAX: usize = 64 * 1024;
+
+/// Checks a whole body with `content`; a large one on a blocking thread, since parsing
+/// megabytes would hold up the other connections of this worker.
+pub async fn validate_whole(content: &Arc<dyn Validator>, data: &Bytes) -> Result<(), String> {
+    if data.len() <= VALIDATE_INLINE_MAX {
+        return content.validate(data);
+    }
+    let (content, data) = (content.clone(), data.clone());
+    tokio::task::spawn_blocking(move || content.validate(&data))
+        .await
+        .unwrap_or_else(|error| Err(error.to_string()))
 }
 
 /// The regex a `path` compiles to: literal text, `{name}` for one or more characters, then an

@@ -36,7 +36,7 @@ use crate::expiry;
 use crate::io::{Rewind, Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
 use crate::limits::Limits;
-use crate::requests::RequestTypes;
+use crate::requests::{RequestTypes, validate_whole};
 use crate::route::{Miss, Overrides, Router};
 
 /// Raised for every request the server routes, as Zilla does.
@@ -562,21 +562,11 @@ impl Shared {
                 });
             }
         };
-        if !data.is_empty() {
-            let verdict = if data.len() <= VALIDATE_INLINE_MAX {
-                content.validate(&data)
-            } else {
-                // Parsing megabytes would hold up the other connections of this worker.
-                let content = content.clone();
-                let data = data.clone();
-                tokio::task::spawn_blocking(move || content.validate(&data))
-                    .await
-                    .unwrap_or_else(|error| Err(error.to_string()))
-            };
-            if let Err(reason) = verdict {
-                tracing::debug!(binding = %self.qname, %reason, "request content rejected by its model");
-                return Err(StatusCode::BAD_REQUEST);
-            }
+        if !data.is_empty()
+            && let Err(reason) = validate_whole(content, &data).await
+        {
+            tracing::debug!(binding = %self.qname, %reason, "request content rejected by its model");
+            return Err(StatusCode::BAD_REQUEST);
         }
         Ok(kind::Request::from_parts(parts, replay(data, trailers)))
     }
@@ -661,9 +651,6 @@ impl Activity {
 
 /// The most of a rejected request's body read before answering.
 const DRAIN_MAX: u64 = 64 * 1024;
-
-/// Bodies up to this size are validated on the connection's task.
-const VALIDATE_INLINE_MAX: usize = 64 * 1024;
 
 /// `scheme method authority path`, as Zilla's request accepted event reads.
 fn accepted_message<B>(request: &http::Request<B>) -> String {

@@ -1745,3 +1745,40 @@ async fn bad_model_references_are_load_errors() -> Result<()> {
     ensure!(error.to_string().contains("inline"), "{error}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_refuses_request_models() -> Result<()> {
+    // Zilla's client applies only `responses`; a request model there would be ignored.
+    let yaml = format!(
+        "{VALIDATED_YAML}  http_client:
+    type: http
+    kind: client
+    options:
+      requests:
+        - path: /items
+          content-type: [application/json]
+          content:
+            model: json
+            catalog:
+              catalog0:
+                - subject: item
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: 9
+"
+    );
+    let Err(error) = Gateway::start_in(validating_registry(), &yaml, &[]) else {
+        bail!("accepted a request model on a client");
+    };
+    let message = error.to_string();
+    ensure!(
+        message.contains("bindings.http_client.options.requests[0]")
+            && message.contains("a client validates responses only"),
+        "{message}"
+    );
+    Ok(())
+}

@@ -34,9 +34,9 @@ pub struct HttpOptions {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecConfig {
-    /// The server URLs of the document to serve (server) or call (client), as the document
-    /// writes them with variables at their defaults, `*` matching any characters; all of the
-    /// document's servers when absent.
+    /// The base URLs to serve (server) or call (client): a URL is used as it is; one with `*`
+    /// (matching any characters) selects the document's servers it matches, as the document
+    /// writes them with variables at their defaults; all of the document's servers when absent.
     #[schemars(extend("minItems" = 1))]
     pub servers: Option<Vec<String>>,
     /// The guard each security scheme of the document is checked by, by scheme name.

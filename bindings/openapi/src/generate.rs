@@ -49,17 +49,7 @@ struct Endpoint {
 
 fn endpoints(spec: &Spec) -> Result<Vec<Endpoint>, BuildError> {
     let at = format!("options.specs.{}", spec.name);
-    let patterns = spec.config.servers.clone();
-    let selected: Vec<&String> = spec
-        .document
-        .servers
-        .iter()
-        .filter(|url| {
-            patterns
-                .as_ref()
-                .is_none_or(|patterns| patterns.iter().any(|p| glob(p, url)))
-        })
-        .collect();
+    let selected = server_urls(&spec.config.servers, &spec.document.servers);
     if selected.is_empty() {
         return Err(BuildError::at(
             format!("{at}.servers"),
@@ -70,7 +60,7 @@ fn endpoints(spec: &Spec) -> Result<Vec<Endpoint>, BuildError> {
         ));
     }
     selected
-        .into_iter()
+        .iter()
         .map(|url| {
             let uri: http::Uri = url
                 .parse()
@@ -97,6 +87,31 @@ fn endpoints(spec: &Spec) -> Result<Vec<Endpoint>, BuildError> {
             })
         })
         .collect()
+}
+
+/// The base URLs a spec serves or calls. A configured URL with `*` selects the document's
+/// servers it matches (older Zilla configs filter the document's servers this way); one
+/// without is used as it is, whether or not the document lists it, as current Zilla does (a
+/// client calling a mock at another address than the document's). Without `servers`, every
+/// server of the document.
+pub(crate) fn server_urls(configured: &Option<Vec<String>>, document: &[String]) -> Vec<String> {
+    let Some(configured) = configured else {
+        return document.to_vec();
+    };
+    let mut urls: Vec<String> = Vec::new();
+    for entry in configured {
+        let matched: Vec<&String> = if entry.contains('*') {
+            document.iter().filter(|url| glob(entry, url)).collect()
+        } else {
+            vec![entry]
+        };
+        for url in matched {
+            if !urls.contains(url) {
+                urls.push(url.clone());
+            }
+        }
+    }
+    urls
 }
 
 /// Whether `text` matches the `*` pattern `pattern` whole.

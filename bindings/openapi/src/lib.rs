@@ -58,8 +58,9 @@
 //!
 //! Options (both kinds):
 //! - `specs.<name>`: `catalog: {<catalog>: {subject, version}}` (one catalog of the
-//!   namespace, any type; `version` defaults to `latest`), `servers` (URLs as the document
-//!   writes them, variables at their defaults, `*` wildcards; all when absent), `security`
+//!   namespace, any type; `version` defaults to `latest`), `servers` (base URLs, used as
+//!   they are; with `*` wildcards they select the document's servers, as the document writes
+//!   them with variables at their defaults; all of the document's servers when absent), `security`
 //!   (security scheme name → guard).
 //! - `http.authorization.<guard>.credentials` (server): where requests carry credentials, as
 //!   for an http server. A scheme that `security` does not bind goes to this guard when it

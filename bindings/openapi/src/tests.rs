@@ -162,6 +162,41 @@ fn a_server_and_a_client_expand_into_http_pipelines() {
     assert_eq!(again, names);
 }
 
+#[test]
+fn a_server_url_without_wildcards_is_used_as_it_is() {
+    // The client calls a mock the document does not list, as Zilla's current examples do.
+    let text = config(SPEC).replace("['http://origin:*']", "['http://mock:5000/v2']");
+    let config = load(&engine(), &text).unwrap();
+    let tcp = binding(&config, "example.south:tcp_client");
+    assert_eq!(
+        tcp.options.as_ref().unwrap(),
+        &serde_json::json!({"host": "mock", "port": 5000})
+    );
+    // A wildcard that matches none of the document's servers still fails the load.
+    let text = config_text_with_servers("['http://elsewhere:*']");
+    let errors = load(&engine(), &text).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|error| error.contains("selects none of the document's servers")),
+        "{errors:?}"
+    );
+    assert_eq!(
+        crate::generate::server_urls(
+            &Some(vec![
+                "http://origin:*".into(),
+                "http://origin:4010/api".into()
+            ]),
+            &["http://origin:4010/api".into()]
+        ),
+        ["http://origin:4010/api"]
+    );
+}
+
+fn config_text_with_servers(servers: &str) -> String {
+    config(SPEC).replace("['http://origin:*']", servers)
+}
+
 #[tokio::test]
 async fn a_changed_spec_rebuilds_only_what_was_generated_from_it() {
     let engine = engine();

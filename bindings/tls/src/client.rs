@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::ServerCertVerifier;
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 use zilla_engine::BuildError;
 use zilla_engine::binding::Binding;
@@ -19,6 +17,7 @@ use zilla_engine::vault::Vault;
 use crate::config::TlsOptions;
 use crate::events;
 use crate::material::{self, NamedKey};
+use crate::pkix::JavaCompatibleVerifier;
 use crate::route::{Settings, TlsRoutes};
 
 /// A built tls client.
@@ -54,6 +53,15 @@ impl TlsClient {
             )
         };
         let nothing_named = options.keys.is_none() && options.trust.is_none();
+        // The vault certificates this client trusts, for the cases Java accepts beyond webpki.
+        let trusted: Vec<Vec<u8>> = match (&options.trust, vault) {
+            (Some(aliases), Some(vault)) => aliases
+                .iter()
+                .filter_map(|alias| vault.certificate(alias))
+                .collect(),
+            (None, Some(vault)) if nothing_named => vault.certificates(),
+            _ => Vec::new(),
+        };
         let mut roots = match (&options.trust, vault) {
             (Some(aliases), Some(vault)) => material::trust_anchors(vault, aliases)
                 .map_err(|error| BuildError::at("options.trust", error.to_string()))?,
@@ -76,7 +84,9 @@ impl TlsClient {
         }
         let mut webpki =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-        if let Some(lists) = material::revocation_lists(vault) {
+        let revocation = material::revocation_lists(vault);
+        let checks_revocation = revocation.is_some();
+        if let Some(lists) = revocation {
             // A server certificate revoked by, or whose issuer has no, revocation list is
             // refused: rustls' default for an unknown status, and Zilla's.
             webpki = webpki.with_crls(lists);
@@ -84,11 +94,13 @@ impl TlsClient {
         let webpki = webpki
             .build()
             .map_err(|error| BuildError::at("options.trust", error.to_string()))?;
-        let verifier: Arc<dyn ServerCertVerifier> = if settings.https_identification {
-            webpki
-        } else {
-            Arc::new(AnyServerName(webpki))
-        };
+        let verifier: Arc<dyn ServerCertVerifier> = Arc::new(JavaCompatibleVerifier::new(
+            webpki,
+            trusted,
+            settings.https_identification,
+            checks_revocation,
+            &provider,
+        ));
         let keys = match (&options.keys, vault) {
             (Some(aliases), Some(vault)) => aliases
                 .iter()
@@ -210,54 +222,5 @@ impl ResolvesClientCert for ClientKeys {
 
     fn has_certs(&self) -> bool {
         !self.0.is_empty()
-    }
-}
-
-/// Verifies the server's chain but not that it names the host
-/// (`zilla.binding.tls.client.https.identification=false`).
-#[derive(Debug)]
-struct AnyServerName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyServerName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // The chain is checked before the name, so a name error means the chain is trusted.
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            verified => verified,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }

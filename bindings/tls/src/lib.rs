@@ -64,6 +64,12 @@
 //!   `revocation: crl`, the peer's certificate chain is also checked against the vault's
 //!   certificate revocation lists: a revoked certificate, or one whose issuer has no list, is
 //!   refused with a TLS alert (`certificate_revoked` for a revoked one).
+//!   Beyond what webpki accepts, the client accepts what Java's default trust manager does
+//!   for Zilla's own stores, nothing looser: an X.509 v1 server certificate that is trusted or
+//!   signed directly by a trusted certificate, a trusted certificate presented as the server's
+//!   own even when it is marked as a CA, and the common name as host name when a certificate
+//!   has no DNS subject alternative name. A server key whose certificate is v1 is served. With
+//!   `revocation: crl` only webpki's checks apply.
 //! - `trustcacerts`: client only; also trust the system CA certificates.
 //! - `sni`: server: the accepted SNI host names; client: the SNI to send.
 //! - `alpn`: server: the protocols that may be negotiated (default: those routes name);
@@ -90,6 +96,7 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod material;
+mod pkix;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -74,6 +74,7 @@ fn certified_key(
         return Err(MaterialError::EmptyChain(alias.to_owned()));
     };
     let names = dns_names(leaf);
+    let v1 = crate::pkix::is_v1(leaf);
     let chain: Vec<CertificateDer<'static>> =
         entry.chain.into_iter().map(CertificateDer::from).collect();
     let key: PrivateKeyDer<'static> = match entry.format {
@@ -81,11 +82,16 @@ fn certified_key(
         PrivateKeyFormat::Pkcs1 => PrivatePkcs1KeyDer::from(entry.key).into(),
         PrivateKeyFormat::Sec1 => PrivateSec1KeyDer::from(entry.key).into(),
     };
-    let key =
-        CertifiedKey::from_der(chain, key, provider).map_err(|source| MaterialError::BadKey {
-            alias: alias.to_owned(),
-            source,
-        })?;
+    // rustls cannot parse a v1 certificate to check the key against; Java serves them.
+    let key = if v1 {
+        crate::pkix::certified_v1_key(chain, key, provider)
+    } else {
+        CertifiedKey::from_der(chain, key, provider)
+    }
+    .map_err(|source| MaterialError::BadKey {
+        alias: alias.to_owned(),
+        source,
+    })?;
     Ok(NamedKey {
         names,
         key: Arc::new(key),

@@ -90,6 +90,37 @@ static PKI: LazyLock<Pki> = LazyLock::new(|| {
         "/O=Zilla/CN=client",
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     );
+    // What Java's trust manager accepts and webpki alone does not (see `pkix.rs`): a v1
+    // certificate (no `-extfile`) signed by the CA, a v3 one naming its host only in the
+    // common name, a trusted self-signed CA certificate presented as the server's own, and a
+    // v1 certificate from a CA nobody trusts.
+    let v1 = |name: &str, subject: &str, ca: &str| {
+        openssl(&format!(
+            "req -new {ec} -keyout {name}.key -subj {subject} -out {name}.csr"
+        ));
+        openssl(&format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 2 \
+             -out {name}.pem"
+        ));
+        openssl(&format!(
+            "pkcs8 -topk8 -nocrypt -in {name}.key -outform DER -out {name}.key.der"
+        ));
+        openssl(&format!(
+            "x509 -in {name}.pem -outform DER -out {name}.crt.der"
+        ));
+    };
+    v1("v1", "/CN=localhost", "ca");
+    leaf("cnonly", "/CN=localhost", server);
+    openssl(&format!(
+        "req -x509 {ec} -keyout pinned.key -subj /CN=localhost -days 2 -out pinned.pem \
+         -addext basicConstraints=critical,CA:TRUE -addext subjectAltName=DNS:localhost"
+    ));
+    openssl("x509 -in pinned.pem -outform DER -out pinned.crt.der");
+    openssl(&format!(
+        "req -x509 {ec} -keyout otherca.key -subj /CN=OtherCA -days 2 -out otherca.pem \
+         -addext basicConstraints=critical,CA:TRUE"
+    ));
+    v1("stranger", "/CN=localhost", "otherca");
     Pki { dir }
 });
 
@@ -708,10 +739,9 @@ async fn server_requires_a_client_certificate() {
     );
 }
 
-#[tokio::test]
-async fn client_talks_to_openssl_server() {
-    let gateway = Gateway::start(MUTUAL, &[]).unwrap();
-    // `-rev` answers each line reversed; `-Verify` requires our client certificate.
+/// Starts `openssl s_server` presenting `<certificate>.pem`, answering each line reversed
+/// (`-rev`); returns it with its port.
+async fn s_server(certificate: &str, args: &[&str]) -> (tokio::process::Child, u16) {
     let mut server = Command::new("openssl")
         .args([
             "s_server",
@@ -723,11 +753,11 @@ async fn client_talks_to_openssl_server() {
         ])
         .args([
             "-cert",
-            &PKI.path("localhost.pem"),
+            &PKI.path(&format!("{certificate}.pem")),
             "-key",
-            &PKI.path("localhost.key"),
+            &PKI.path(&format!("{certificate}.key")),
         ])
-        .args(["-Verify", "1", "-CAfile", &PKI.path("ca.pem")])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -749,6 +779,19 @@ async fn client_talks_to_openssl_server() {
             break line.rsplit(':').next().unwrap().parse::<u16>().unwrap();
         }
     };
+    server.stdout = Some(stdout);
+    (server, port)
+}
+
+#[tokio::test]
+async fn client_talks_to_openssl_server() {
+    let gateway = Gateway::start(MUTUAL, &[]).unwrap();
+    // `-Verify` requires our client certificate.
+    let (mut server, port) = s_server(
+        "localhost",
+        &["-Verify", "1", "-CAfile", &PKI.path("ca.pem")],
+    )
+    .await;
 
     let mut stream = gateway
         .entry("app")
@@ -769,6 +812,108 @@ async fn client_talks_to_openssl_server() {
         .unwrap();
     assert_eq!(&reversed, b"olleh\n");
     let _ = server.start_kill();
+}
+
+/// A tls client trusting `trust`, dialing what the stream names.
+fn trusting(trust: &str) -> String {
+    format!(
+        r#"
+  app:
+    type: socket
+    kind: server
+    exit: tls_client
+  tls_client:
+    type: tls
+    kind: client
+    vault: pki
+    options:
+      trust: [{trust}]
+      alpn: [echo]
+    exit: dial
+  dial:
+    type: dial
+    kind: client
+"#
+    )
+}
+
+/// Whether the client trusting `trust` completes a handshake with `openssl s_server` presenting
+/// `certificate` for the host `authority`, and the bytes then flow both ways.
+async fn handshake(trust: &str, certificate: &str, authority: &str, properties: &[&str]) -> bool {
+    let gateway = Gateway::start(&trusting(trust), properties).unwrap();
+    let (mut server, port) = s_server(certificate, &[]).await;
+    let connected = gateway
+        .entry("app")
+        .connect(StreamInfo {
+            destination: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            authority: Some(authority.into()),
+            alpn: vec!["echo".into()],
+            ..StreamInfo::default()
+        })
+        .await;
+    let flowed = match connected {
+        Ok(mut stream) => {
+            stream.io.write_all(b"java\n").await.unwrap();
+            let mut reversed = [0u8; 5];
+            timeout(WAIT, stream.io.read_exact(&mut reversed))
+                .await
+                .is_ok_and(|read| read.is_ok() && &reversed == b"avaj\n")
+        }
+        Err(_) => false,
+    };
+    let _ = server.start_kill();
+    flowed
+}
+
+#[tokio::test]
+async fn client_accepts_the_certificates_java_trusts_and_no_others() {
+    // A v1 certificate signed by a trusted CA, checked against its common name.
+    assert!(handshake("ca", "v1", "localhost", &[]).await);
+    assert!(!handshake("ca", "v1", "other.example", &[]).await);
+    // A v1 certificate from a CA that is not trusted.
+    assert!(!handshake("ca", "stranger", "localhost", &[]).await);
+    // A v3 certificate without subject alternative names: the common name is the host.
+    assert!(handshake("ca", "cnonly", "localhost", &[]).await);
+    assert!(!handshake("ca", "cnonly", "other.example", &[]).await);
+    // A self-signed CA certificate presented as the server's own: only when it is trusted.
+    assert!(handshake("pinned", "pinned", "localhost", &[]).await);
+    assert!(!handshake("ca", "pinned", "localhost", &[]).await);
+    assert!(!handshake("pinned", "pinned", "other.example", &[]).await);
+    // Without host identification only the name check goes.
+    let anyname = ["zilla.binding.tls.client.https.identification=false"];
+    assert!(handshake("ca", "v1", "other.example", &anyname).await);
+    assert!(!handshake("ca", "stranger", "localhost", &anyname).await);
+}
+
+const V1_SERVER: &str = r#"
+  front:
+    type: socket
+    kind: server
+    exit: tls_server
+  tls_server:
+    type: tls
+    kind: server
+    vault: pki
+    options:
+      keys: [v1]
+    exit: echo
+  echo:
+    type: echo
+    kind: server
+"#;
+
+#[tokio::test]
+async fn server_presents_a_v1_certificate() {
+    let gateway = Gateway::start(V1_SERVER, &[]).unwrap();
+    let (address, _results) = listen(gateway.entry("front")).await;
+    let peer = s_client(
+        address,
+        &["-servername", "localhost", "-verify_hostname", "localhost"],
+        b"hello\n",
+        b"hello\n",
+    )
+    .await;
+    assert_eq!(peer.stdout, b"hello\n", "{}", peer.stderr);
 }
 
 const PROXY: &str = r#"

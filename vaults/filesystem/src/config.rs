@@ -38,7 +38,8 @@ pub struct StoreOptions {
     #[serde(default, rename = "type")]
     pub store_type: StoreType,
     /// The store password. For `pkcs12` it checks integrity and decrypts the contents (an absent
-    /// password is the empty one); for `pem` it decrypts `ENCRYPTED PRIVATE KEY` sections.
+    /// password is the empty one); for `jks` it checks integrity and decrypts keys (absent: no
+    /// check and no keys, as in Java); for `pem` it decrypts `ENCRYPTED PRIVATE KEY` sections.
     #[serde(default)]
     #[schemars(with = "String")]
     pub password: Option<String>,
@@ -50,13 +51,15 @@ pub struct StoreOptions {
 }
 
 /// The format of a store file: `pkcs12` (PKCS#12 as written by `openssl pkcs12 -export` or
-/// `keytool`, modern or legacy encryption) or `pem` (PEM files, each file one entry named by its
+/// `keytool`, modern or legacy encryption), `jks` (Java KeyStore, `keytool -storetype JKS`;
+/// either of the two reads both formats, as Java's do) or `pem` (PEM files, each file one entry named by its
 /// file name without the extension).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreType {
     #[default]
     Pkcs12,
+    Jks,
     Pem,
 }
 
@@ -65,6 +68,7 @@ impl StoreType {
     pub fn as_str(self) -> &'static str {
         match self {
             StoreType::Pkcs12 => "pkcs12",
+            StoreType::Jks => "jks",
             StoreType::Pem => "pem",
         }
     }

@@ -13,11 +13,13 @@ pub enum VaultError {
         /// Why.
         source: std::io::Error,
     },
-    /// The PKCS#12 integrity check failed: the password is wrong or the file was altered.
-    #[error("wrong password for PKCS#12 store `{path}` (integrity check failed)")]
+    /// The store's integrity check failed: the password is wrong or the file was altered.
+    #[error("wrong password for {format} store `{path}` (integrity check failed)")]
     WrongPassword {
         /// The store path.
         path: PathBuf,
+        /// `PKCS#12` or `JKS`.
+        format: &'static str,
     },
     /// Encrypted content did not decrypt.
     #[error(
@@ -36,7 +38,7 @@ pub enum VaultError {
     Format {
         /// The store path.
         path: PathBuf,
-        /// `pkcs12` or `pem`.
+        /// `pkcs12`, `jks` or `pem`.
         format: &'static str,
         /// The decoder's message.
         reason: String,

@@ -1,4 +1,4 @@
-//! The filesystem vault: PKCS#12 and PEM key and trust stores.
+//! The filesystem vault: PKCS#12, JKS and PEM key and trust stores.
 //!
 //! A `filesystem` vault reads up to three stores from disk when the config is built and hands
 //! their contents to TLS bindings by alias:
@@ -41,8 +41,8 @@
 //! | option | meaning |
 //! |---|---|
 //! | `store` | path of the store, relative to the config file's directory |
-//! | `type` | `pkcs12` (default) or `pem` |
-//! | `password` | PKCS#12: the store password (absent means the empty password); PEM: decrypts `ENCRYPTED PRIVATE KEY` sections |
+//! | `type` | `pkcs12` (default), `jks` or `pem`; `pkcs12` and `jks` each read both formats, as Java's key stores do |
+//! | `password` | PKCS#12: the store password (absent means the empty password); JKS: checks the store's integrity and decrypts its keys (absent: no check, certificates only, as in Java); PEM: decrypts `ENCRYPTED PRIVATE KEY` sections |
 //! | `entries` | only these aliases are visible; each must be in the store |
 //!
 //! `revocation: crl` makes TLS bindings using the vault check peer certificates against the
@@ -72,6 +72,13 @@
 //! tied to a key is a trusted certificate, with or without Java's trusted-usage attribute. As in
 //! Java, an alias that matches no entry exactly matches one that differs only in ASCII case.
 //!
+//! # JKS
+//!
+//! Java KeyStore files (`keytool -storetype JKS`, the default before Java 9): private key
+//! entries (Sun's key protector, decrypted with the store password as Zilla does) and trusted
+//! certificate entries. JCEKS stores and secret key entries are refused with their name. The
+//! reader is this crate's own (see `jks.rs` for why).
+//!
 //! # PEM (`type: pem`)
 //!
 //! `store` is a file or a directory. Each file is one entry named by its file name without the
@@ -85,6 +92,7 @@
 
 mod config;
 mod error;
+mod jks;
 mod pem;
 mod pkcs12;
 mod store;
@@ -299,6 +307,21 @@ fn store(store: &Option<Store>, role: Role) -> Result<&Store, VaultError> {
     })
 }
 
+/// A `pkcs12` or `jks` store. Either type reads either format, told apart by the file's first
+/// bytes, as Java's key stores do since Java 9 (`keystore.type.compat`), so a Zilla
+/// configuration that names one type for a file of the other keeps working.
+fn java_store(path: &std::path::Path, password: Option<&str>) -> Result<Store, VaultError> {
+    let data = std::fs::read(path).map_err(|source| VaultError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if jks::is_java_store(&data) {
+        jks::load(path, &data, password)
+    } else {
+        pkcs12::load(path, &data, password)
+    }
+}
+
 fn load_store(
     role: Role,
     options: &StoreOptions,
@@ -308,7 +331,7 @@ fn load_store(
     let path = resolve(&options.store);
     let password = options.password.as_deref();
     let mut store = match options.store_type {
-        StoreType::Pkcs12 => pkcs12::load(&path, password),
+        StoreType::Pkcs12 | StoreType::Jks => java_store(&path, password),
         StoreType::Pem => pem::load(&path, password),
     }
     .map_err(|error| BuildError::at(format!("options.{option}.store"), error.to_string()))?;

@@ -24,13 +24,10 @@ struct Certificate<'a> {
     names: CertificateNames,
 }
 
-/// Reads and decrypts the PKCS#12 store at `path`; an absent password is the empty one.
-pub(crate) fn load(path: &Path, password: Option<&str>) -> Result<Store, VaultError> {
-    let data = std::fs::read(path).map_err(|source| VaultError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let archive = Pkcs12Archive::from_pkcs12(&data, password.unwrap_or(""))
+/// Decrypts the PKCS#12 store at `path` from its bytes `data`; an absent password is the empty
+/// one.
+pub(crate) fn load(path: &Path, data: &[u8], password: Option<&str>) -> Result<Store, VaultError> {
+    let archive = Pkcs12Archive::from_pkcs12(data, password.unwrap_or(""))
         .map_err(|error| classify(path, error))?;
 
     let mut certificates = Vec::with_capacity(archive.certs.len());
@@ -129,6 +126,7 @@ fn classify(path: &Path, error: Pkcs12Error) -> VaultError {
     match error {
         Pkcs12Error::MacError(_) => VaultError::WrongPassword {
             path: path.to_owned(),
+            format: "PKCS#12",
         },
         Pkcs12Error::UnpadError | Pkcs12Error::Pkcs5Error(_) | Pkcs12Error::InvalidPrivateKey => {
             VaultError::Decrypt {

@@ -478,6 +478,186 @@ fn keytool_stores() -> Result<()> {
 }
 
 #[test]
+fn jks_stores_from_keytool() -> Result<()> {
+    let dir = TempDir::new()?;
+    let dir = dir.path();
+    ca(dir, "clientca", Algorithm::Rsa)?;
+    let jks = ["-storetype", "JKS", "-storepass", PASSWORD];
+
+    // A JKS trust store and a JKS key store holding an EC and an RSA key, the second one
+    // issued by a CA whose certificate keytool puts in its chain.
+    let mut args = vec![
+        "-importcert",
+        "-noprompt",
+        "-alias",
+        "clientca",
+        "-file",
+        "clientca.pem",
+        "-keystore",
+        "trust.jks",
+    ];
+    args.extend_from_slice(&jks);
+    keytool(dir, &args)?;
+    for (alias, algorithm) in [("ec", "EC"), ("rsa", "RSA")] {
+        let dname = format!("CN={alias}.localhost");
+        let mut args = vec![
+            "-genkeypair",
+            "-alias",
+            alias,
+            "-keyalg",
+            algorithm,
+            "-dname",
+            &dname,
+            "-validity",
+            "2",
+            "-keystore",
+            "keys.jks",
+        ];
+        args.extend_from_slice(&jks);
+        keytool(dir, &args)?;
+    }
+    let mut args = vec![
+        "-certreq",
+        "-alias",
+        "rsa",
+        "-file",
+        "rsa.csr",
+        "-keystore",
+        "keys.jks",
+    ];
+    args.extend_from_slice(&jks);
+    keytool(dir, &args)?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "rsa.csr",
+            "-CA",
+            "clientca.pem",
+            "-CAkey",
+            "clientca.key",
+            "-CAcreateserial",
+            "-out",
+            "rsa.pem",
+            "-days",
+            "2",
+        ],
+    )?;
+    for (alias, file) in [("clientca", "clientca.pem"), ("rsa", "rsa.pem")] {
+        let mut args = vec![
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            alias,
+            "-file",
+            file,
+            "-keystore",
+            "keys.jks",
+        ];
+        args.extend_from_slice(&jks);
+        keytool(dir, &args)?;
+    }
+    let mut args = vec![
+        "-exportcert",
+        "-rfc",
+        "-alias",
+        "ec",
+        "-keystore",
+        "keys.jks",
+        "-file",
+        "ec.pem",
+    ];
+    args.extend_from_slice(&jks);
+    keytool(dir, &args)?;
+    ensure!(
+        keytool(
+            dir,
+            &["-list", "-keystore", "keys.jks", "-storepass", PASSWORD]
+        )?
+        .contains("Keystore type: JKS"),
+        "keytool did not write a JKS store"
+    );
+
+    for store_type in ["jks", "pkcs12"] {
+        let vault = load(
+            dir,
+            &options(serde_json::json!({
+                "keys": {"store": "keys.jks", "type": store_type, "password": PASSWORD},
+                "trust": {"store": "trust.jks", "type": store_type, "password": PASSWORD},
+            })),
+        )
+        .map_err(|error| anyhow::anyhow!("{store_type}: {error:?}"))?;
+        let ec = vault.key("ec").context("ec")?;
+        assert_eq!(ec.format, PrivateKeyFormat::Pkcs8);
+        assert_key_matches(dir, &ec, "ec.pem")?;
+        let rsa = vault.key("RSA").context("aliases ignore case")?;
+        assert_key_matches(dir, &rsa, "rsa.pem")?;
+        assert_eq!(rsa.chain.len(), 2, "keytool keeps the issuer in the chain");
+        assert_eq!(rsa.chain[1], der(dir, "clientca.pem")?);
+        assert_eq!(
+            vault.certificate("clientca"),
+            Some(der(dir, "clientca.pem")?)
+        );
+    }
+
+    // A PKCS#12 store read with `type: jks`, as Java's compatible key stores do.
+    export_pkcs12(dir, "clientca", &[])?;
+    let vault = load(
+        dir,
+        &options(serde_json::json!({
+            "keys": {"store": "clientca.p12", "type": "jks", "password": PASSWORD},
+        })),
+    )
+    .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    assert!(vault.key("clientca").is_some());
+
+    // The store digest catches a wrong password; without a password only certificates load.
+    let error = load(
+        dir,
+        &options(serde_json::json!({
+            "keys": {"store": "keys.jks", "type": "jks", "password": "wrong"},
+        })),
+    )
+    .expect_err("wrong password")
+    .to_string();
+    assert!(error.contains("wrong password for JKS store"), "{error}");
+    let vault = load(
+        dir,
+        &options(serde_json::json!({"trust": {"store": "trust.jks", "type": "jks"}})),
+    )
+    .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    assert_eq!(
+        vault.certificate("clientca"),
+        Some(der(dir, "clientca.pem")?)
+    );
+    let error = load(
+        dir,
+        &options(serde_json::json!({"keys": {"store": "keys.jks", "type": "jks"}})),
+    )
+    .expect_err("keys without a password")
+    .to_string();
+    assert!(error.contains("needs the store `password`"), "{error}");
+
+    // A flipped byte inside the store is caught by the digest, not read as data.
+    let mut bytes = std::fs::read(dir.join("keys.jks"))?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(dir.join("altered.jks"), bytes)?;
+    let error = load(
+        dir,
+        &options(serde_json::json!({
+            "keys": {"store": "altered.jks", "type": "jks", "password": PASSWORD},
+        })),
+    )
+    .expect_err("altered")
+    .to_string();
+    assert!(error.contains("integrity check failed"), "{error}");
+    Ok(())
+}
+
+#[test]
 fn signers_pick_the_keys_they_issued() -> Result<()> {
     let dir = TempDir::new()?;
     let dir = dir.path();
@@ -849,13 +1029,13 @@ fn engine_builds_the_vault_from_zilla_yaml() -> Result<()> {
     );
 
     // Zilla's option names only; a type the vault cannot read is named in the error.
-    let unknown = config(PASSWORD).replace("type: pkcs12", "type: jks");
+    let unknown = config(PASSWORD).replace("type: pkcs12", "type: jceks");
     let errors = engine
         .load(&file, &unknown)
         .and_then(|loaded| engine.apply(loaded))
-        .expect_err("jks")
+        .expect_err("jceks")
         .to_string();
-    assert!(errors.contains("jks"), "{errors}");
+    assert!(errors.contains("jceks"), "{errors}");
     let unknown = format!("{}      secrets: {{}}\n", config(PASSWORD));
     let errors = engine
         .load(&file, &unknown)
