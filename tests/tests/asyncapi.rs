@@ -14,7 +14,11 @@ use anyhow::{Context, Result, ensure};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use zilla_asyncapi::{Overrides, Spec, expand, parse};
-use zilla_tests::{Broker, Gateway, Peer, curl, peers_dir, python, success, workspace_dir};
+use zilla_tests::{
+    Broker, Gateway, Peer, curl, free_port, peers_dir, python, success, workspace_dir,
+};
+
+const LOOPBACK: (&str, &str) = ("zilla.binding.composite.listen.host", "127.0.0.1");
 
 fn specs_dir() -> PathBuf {
     workspace_dir().join("crates/asyncapi/tests/specs")
@@ -117,10 +121,7 @@ fn with_gateway(gateway: &mut Gateway, run: impl FnOnce(&Gateway) -> Result<()>)
 #[test]
 fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("lighting-events", 1, false)?;
-    broker.create_topic("mqtt-messages", 1, false)?;
-    broker.create_topic("mqtt-retained", 1, true)?;
-    broker.create_topic("mqtt-sessions", 1, true)?;
+    lighting_topics(&broker)?;
     let routes = json!([
         {"when": [{"spec": "mqtt_api", "operation": "reportMeasurement"},
                   {"spec": "mqtt_api", "operation": "switchLamp"}],
@@ -139,10 +140,17 @@ fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut gateway = start(dir.path(), &yaml)?;
     with_gateway(&mut gateway, |gateway| {
-        let port = gateway
-            .address("lighting.north_server:tcp_server0")
-            .port()
-            .to_string();
+        let port = gateway.address("lighting.north_server:tcp_server0").port();
+        lighting_behaves_as_documented(gateway, &broker, port)
+    })
+}
+
+/// What the lighting documents promise, through the gateway's MQTT port: a measurement
+/// published reaches a subscriber and Kafka, keyed by its topic; payloads that break the
+/// schemas are refused with DISCONNECT 0x99 and reach no topic.
+fn lighting_behaves_as_documented(gateway: &Gateway, broker: &Broker, port: u16) -> Result<()> {
+    {
+        let port = port.to_string();
         let mqtt = ["-h", "127.0.0.1", "-p", port.as_str(), "-V", "5"];
         let subscriber = Peer::new("mosquitto_sub")
             .args(mqtt)
@@ -208,7 +216,7 @@ fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
             .run()?;
         success(&switched)?;
 
-        let records = records(&broker, "lighting-events", 1000, 10)?;
+        let records = records(broker, "lighting-events", 1000, 10)?;
         let values: Vec<&str> = records.iter().filter_map(|r| r["value"].as_str()).collect();
         ensure!(values.contains(&valid), "{values:?}");
         ensure!(values.contains(&r#"{"state":"on"}"#), "{values:?}");
@@ -226,7 +234,117 @@ fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
         );
         gateway.wait_for_stdout("MODEL_JSON_VALIDATION_FAILED", Duration::from_secs(10))?;
         Ok(())
+    }
+}
+
+/// The lighting topics, created on `broker`.
+fn lighting_topics(broker: &Broker) -> Result<()> {
+    broker.create_topic("lighting-events", 1, false)?;
+    broker.create_topic("mqtt-messages", 1, false)?;
+    broker.create_topic("mqtt-retained", 1, true)?;
+    broker.create_topic("mqtt-sessions", 1, true)
+}
+
+/// `examples/asyncapi.mqtt.kafka.proxy` copied into `dir`, listening on `port` and
+/// bootstrapping from `broker`; returns the config's path.
+fn mqtt_kafka_example(dir: &Path, port: u16, broker: &Broker) -> Result<PathBuf> {
+    let example = workspace_dir().join("examples/asyncapi.mqtt.kafka.proxy");
+    for file in ["zilla.yaml", "mqtt-asyncapi.yaml", "kafka-asyncapi.yaml"] {
+        let text = std::fs::read_to_string(example.join(file))?
+            .replace("7183", &port.to_string())
+            .replace("localhost:9092", &broker.address());
+        std::fs::write(dir.join(file), text)?;
+    }
+    Ok(dir.join("zilla.yaml"))
+}
+
+/// The example's `type: asyncapi` bindings, run as composites by the gateway, and then the
+/// config `zilla validate -v` prints for it, composites expanded: both behave as documented.
+#[test]
+fn asyncapi_mqtt_kafka_proxy_example_and_its_expansion_behave_the_same() -> Result<()> {
+    let broker = Broker::start()?;
+    lighting_topics(&broker)?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = mqtt_kafka_example(dir.path(), port, &broker)?;
+    let mut gateway = Gateway::from_file(&config)
+        .property(LOOPBACK.0, LOOPBACK.1)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        ensure!(
+            gateway.address("lighting:north_mqtt_server").port() == port,
+            "the server listens on the document's port"
+        );
+        lighting_behaves_as_documented(gateway, &broker, port)
+    })?;
+
+    let validated = zilla_tests::zilla(["validate", "-v", "-c"])?
+        .arg(&config)
+        .args(["-P", &format!("{}={}", LOOPBACK.0, LOOPBACK.1)])
+        .output()?;
+    success(&validated)?;
+    let expanded = String::from_utf8(validated.stdout)?;
+    ensure!(
+        expanded.contains("type: mqtt-kafka") && !expanded.contains("type: asyncapi"),
+        "{expanded}"
+    );
+    // Beside the documents: the expanded config still reads them through its catalog.
+    let expanded_path = dir.path().join("expanded.yaml");
+    std::fs::write(&expanded_path, &expanded)?;
+    let mut gateway = Gateway::from_file(&expanded_path)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        lighting_behaves_as_documented(gateway, &broker, port)
     })
+}
+
+/// Keys of the asyncapi binding this gateway does not build are refused at load, with the
+/// position of the key and "not supported".
+#[test]
+fn asyncapi_keys_not_built_are_refused_at_their_position() -> Result<()> {
+    let broker = Broker::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = mqtt_kafka_example(dir.path(), free_port()?, &broker)?;
+    let text = std::fs::read_to_string(&config)?;
+    let cases = [
+        (
+            "    options:\n      specs:\n        mqtt_api:\n          server:",
+            "    options:\n      tls: {}\n      specs:\n        mqtt_api:\n          server:",
+            "options.tls",
+        ),
+        (
+            "          server: mqtt://",
+            "          security: {}\n          server: mqtt://",
+            "options.specs.mqtt_api.security",
+        ),
+        (
+            "              subject: kafka\ntelemetry",
+            "              subject: kafka\n              overlay: x\ntelemetry",
+            "overlay",
+        ),
+        (
+            "            operation: watchMeasurements\n",
+            "            operation: watchMeasurements\n            tag: lights\n",
+            "tag",
+        ),
+    ];
+    for (from, to, key) in cases {
+        ensure!(text.contains(from), "the example changed: {from}");
+        std::fs::write(&config, text.replacen(from, to, 1))?;
+        let validated = zilla_tests::zilla(["validate", "-c"])?
+            .arg(&config)
+            .output()?;
+        let said = String::from_utf8_lossy(&validated.stderr).into_owned()
+            + &String::from_utf8_lossy(&validated.stdout);
+        ensure!(!validated.status.success(), "{key} was accepted");
+        ensure!(
+            said.contains("zilla.yaml:") && said.contains(key) && said.contains("not supported"),
+            "{key}: {said}"
+        );
+    }
+    Ok(())
 }
 
 #[test]
