@@ -1,9 +1,12 @@
-//! The pipelines generated from AsyncAPI documents (`zilla-asyncapi`), in the shapes of Zilla's
-//! `asyncapi.mqtt.kafka.proxy` and `asyncapi.http.kafka.proxy` examples: the generated
-//! `zilla.yaml` is written to a file and run by the real gateway against tansu, driven the way
-//! those examples' READMEs drive them (mosquitto's clients, curl) with confluent-kafka reading
-//! and writing the topics. A payload that breaks the document's schema is refused the
-//! protocol's way (MQTT DISCONNECT 0x99, HTTP 400) and reaches no topic.
+//! The pipelines generated from AsyncAPI documents, in the shapes of Zilla's
+//! `asyncapi.mqtt.kafka.proxy` and `asyncapi.http.kafka.proxy` examples, run by the real
+//! gateway against tansu and driven the way those examples' READMEs drive them (mosquitto's
+//! clients, curl, SSE with `curl -N`) with confluent-kafka reading and writing the topics: as
+//! `zilla-asyncapi` generates them, as our `examples/asyncapi.*` configs of `type: asyncapi`
+//! bindings (composites expanded at load), and as the config `zilla validate -v` prints for
+//! those. A payload that breaks the document's schema is refused the protocol's way (MQTT
+//! DISCONNECT 0x99, HTTP 400) and reaches no topic; keys the gateway does not build are
+//! refused at load with their position.
 //!
 //! The parser is also checked against `@asyncapi/parser` on a corpus of public documents.
 
@@ -350,9 +353,7 @@ fn asyncapi_keys_not_built_are_refused_at_their_position() -> Result<()> {
 #[test]
 fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("shelter-pets", 1, true)?;
-    broker.create_topic("shelter-adopters", 1, false)?;
-    broker.create_topic("shelter-verified-adopters", 1, false)?;
+    shelter_topics(&broker)?;
     let routes = json!([
         {"when": [{"spec": "http_api", "operation": "createPet"}],
          "exit": "south_client", "with": {"spec": "kafka_api"}},
@@ -374,10 +375,24 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut gateway = start(dir.path(), &yaml)?;
     with_gateway(&mut gateway, |gateway| {
-        let base = format!(
-            "http://{}",
-            gateway.address("shelter.north_server:tcp_server0")
-        );
+        let port = gateway.address("shelter.north_server:tcp_server0").port();
+        shelter_behaves_as_documented(gateway, &broker, port)
+    })
+}
+
+/// The shelter topics, created on `broker`.
+fn shelter_topics(broker: &Broker) -> Result<()> {
+    broker.create_topic("shelter-pets", 1, true)?;
+    broker.create_topic("shelter-adopters", 1, false)?;
+    broker.create_topic("shelter-verified-adopters", 1, false)
+}
+
+/// What the shelter documents promise, through the gateway's HTTP port: pets created, listed
+/// and read back from Kafka, an invalid pet answered 400 and kept out of Kafka, and an adopter
+/// registered asynchronously, answered through the reply topic.
+fn shelter_behaves_as_documented(gateway: &Gateway, broker: &Broker, port: u16) -> Result<()> {
+    {
+        let base = format!("http://127.0.0.1:{port}");
         let json_body = ["--header", "Content-Type: application/json"];
         let created = curl(&[
             json_body[0],
@@ -405,6 +420,22 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
         ensure!(listed.status == 200, "list: {listed:?}");
         let pets: Value = serde_json::from_str(&listed.body)?;
         ensure!(pets == json!([{"name": "Rocky", "id": 1}]), "{pets}");
+        // The pets as server-sent events, for as long as curl listens.
+        let events = Peer::new("curl")
+            .args([
+                "-sS",
+                "-N",
+                "--max-time",
+                "3",
+                &format!("{base}/pets/events"),
+            ])
+            .timeout(Duration::from_secs(20))
+            .run()?;
+        let events = String::from_utf8_lossy(&events.stdout);
+        ensure!(
+            events.contains("data:") && events.contains("Rocky"),
+            "events: {events}"
+        );
         let one = curl(&[&format!("{base}/pets/rocky")])?;
         ensure!(one.status == 200, "get: {one:?}");
         ensure!(serde_json::from_str::<Value>(&one.body)?["name"] == "Rocky");
@@ -429,13 +460,13 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
             .strip_prefix("/adopters;cid=")
             .with_context(|| format!("location {location}"))?
             .to_owned();
-        let requests = records(&broker, "shelter-adopters", 1, 30)?;
+        let requests = records(broker, "shelter-adopters", 1, 30)?;
         ensure!(
             requests[0]["headers"]["zilla:correlation-id"] == correlation.as_str(),
             "{requests:?}"
         );
         produce(
-            &broker,
+            broker,
             "shelter-verified-adopters",
             "ada",
             r#"{"name":"Ada","status":"approved"}"#,
@@ -445,10 +476,63 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
         ensure!(answered.status == 200, "answer: {answered:?}");
         ensure!(answered.body.contains("approved"), "{answered:?}");
 
-        let pets = records(&broker, "shelter-pets", 1000, 5)?;
+        let pets = records(broker, "shelter-pets", 1000, 5)?;
         ensure!(pets.len() == 1, "only the valid pet is in Kafka: {pets:?}");
         gateway.wait_for_stdout("MODEL_JSON_VALIDATION_FAILED", Duration::from_secs(10))?;
         Ok(())
+    }
+}
+
+/// `examples/asyncapi.http.kafka.proxy` as composites, then its expansion (`zilla validate
+/// -v`) on a fresh broker: both behave as the shelter documents say.
+#[test]
+fn asyncapi_http_kafka_proxy_example_and_its_expansion_behave_the_same() -> Result<()> {
+    let example = workspace_dir().join("examples/asyncapi.http.kafka.proxy");
+    let broker = Broker::start()?;
+    shelter_topics(&broker)?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    for file in ["zilla.yaml", "http-asyncapi.yaml", "kafka-asyncapi.yaml"] {
+        let text = std::fs::read_to_string(example.join(file))?
+            .replace("7114", &port.to_string())
+            .replace("localhost:9092", &broker.address());
+        std::fs::write(dir.path().join(file), text)?;
+    }
+    let config = dir.path().join("zilla.yaml");
+    let validated = zilla_tests::zilla(["validate", "-v", "-c"])?
+        .arg(&config)
+        .args(["-P", &format!("{}={}", LOOPBACK.0, LOOPBACK.1)])
+        .output()?;
+    success(&validated)?;
+    let expanded = String::from_utf8(validated.stdout)?;
+    ensure!(
+        expanded.contains("type: http-kafka")
+            && expanded.contains("type: sse-kafka")
+            && !expanded.contains("type: asyncapi"),
+        "{expanded}"
+    );
+    let mut gateway = Gateway::from_file(&config)
+        .property(LOOPBACK.0, LOOPBACK.1)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        shelter_behaves_as_documented(gateway, &broker, port)
+    })?;
+
+    // The expansion, on a fresh broker and port (the checks count records).
+    let fresh = Broker::start()?;
+    shelter_topics(&fresh)?;
+    let fresh_port = free_port()?;
+    let expanded = expanded
+        .replace(&broker.address(), &fresh.address())
+        .replace(&format!("port: {port}"), &format!("port: {fresh_port}"));
+    let path = dir.path().join("expanded.yaml");
+    std::fs::write(&path, expanded)?;
+    let mut gateway = Gateway::from_file(&path)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        shelter_behaves_as_documented(gateway, &fresh, fresh_port)
     })
 }
 
