@@ -1,9 +1,12 @@
-//! The pipelines generated from AsyncAPI documents (`zilla-asyncapi`), in the shapes of Zilla's
-//! `asyncapi.mqtt.kafka.proxy` and `asyncapi.http.kafka.proxy` examples: the generated
-//! `zilla.yaml` is written to a file and run by the real gateway against tansu, driven the way
-//! those examples' READMEs drive them (mosquitto's clients, curl) with confluent-kafka reading
-//! and writing the topics. A payload that breaks the document's schema is refused the
-//! protocol's way (MQTT DISCONNECT 0x99, HTTP 400) and reaches no topic.
+//! The pipelines generated from AsyncAPI documents, in the shapes of Zilla's
+//! `asyncapi.mqtt.kafka.proxy` and `asyncapi.http.kafka.proxy` examples, run by the real
+//! gateway against tansu and driven the way those examples' READMEs drive them (mosquitto's
+//! clients, curl, SSE with `curl -N`) with confluent-kafka reading and writing the topics: as
+//! `zilla-asyncapi` generates them, as our `examples/asyncapi.*` configs of `type: asyncapi`
+//! bindings (composites expanded at load), and as the config `zilla validate -v` prints for
+//! those. A payload that breaks the document's schema is refused the protocol's way (MQTT
+//! DISCONNECT 0x99, HTTP 400) and reaches no topic; keys the gateway does not build are
+//! refused at load with their position.
 //!
 //! The parser is also checked against `@asyncapi/parser` on a corpus of public documents.
 
@@ -14,7 +17,11 @@ use anyhow::{Context, Result, ensure};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use zilla_asyncapi::{Overrides, Spec, expand, parse};
-use zilla_tests::{Broker, Gateway, Peer, curl, peers_dir, python, success, workspace_dir};
+use zilla_tests::{
+    Broker, Gateway, Peer, curl, free_port, peers_dir, python, success, workspace_dir,
+};
+
+const LOOPBACK: (&str, &str) = ("zilla.binding.composite.listen.host", "127.0.0.1");
 
 fn specs_dir() -> PathBuf {
     workspace_dir().join("crates/asyncapi/tests/specs")
@@ -117,10 +124,7 @@ fn with_gateway(gateway: &mut Gateway, run: impl FnOnce(&Gateway) -> Result<()>)
 #[test]
 fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("lighting-events", 1, false)?;
-    broker.create_topic("mqtt-messages", 1, false)?;
-    broker.create_topic("mqtt-retained", 1, true)?;
-    broker.create_topic("mqtt-sessions", 1, true)?;
+    lighting_topics(&broker)?;
     let routes = json!([
         {"when": [{"spec": "mqtt_api", "operation": "reportMeasurement"},
                   {"spec": "mqtt_api", "operation": "switchLamp"}],
@@ -139,10 +143,17 @@ fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut gateway = start(dir.path(), &yaml)?;
     with_gateway(&mut gateway, |gateway| {
-        let port = gateway
-            .address("lighting.north_server:tcp_server0")
-            .port()
-            .to_string();
+        let port = gateway.address("lighting.north_server:tcp_server0").port();
+        lighting_behaves_as_documented(gateway, &broker, port)
+    })
+}
+
+/// What the lighting documents promise, through the gateway's MQTT port: a measurement
+/// published reaches a subscriber and Kafka, keyed by its topic; payloads that break the
+/// schemas are refused with DISCONNECT 0x99 and reach no topic.
+fn lighting_behaves_as_documented(gateway: &Gateway, broker: &Broker, port: u16) -> Result<()> {
+    {
+        let port = port.to_string();
         let mqtt = ["-h", "127.0.0.1", "-p", port.as_str(), "-V", "5"];
         let subscriber = Peer::new("mosquitto_sub")
             .args(mqtt)
@@ -208,7 +219,7 @@ fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
             .run()?;
         success(&switched)?;
 
-        let records = records(&broker, "lighting-events", 1000, 10)?;
+        let records = records(broker, "lighting-events", 1000, 10)?;
         let values: Vec<&str> = records.iter().filter_map(|r| r["value"].as_str()).collect();
         ensure!(values.contains(&valid), "{values:?}");
         ensure!(values.contains(&r#"{"state":"on"}"#), "{values:?}");
@@ -226,15 +237,123 @@ fn mqtt_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
         );
         gateway.wait_for_stdout("MODEL_JSON_VALIDATION_FAILED", Duration::from_secs(10))?;
         Ok(())
+    }
+}
+
+/// The lighting topics, created on `broker`.
+fn lighting_topics(broker: &Broker) -> Result<()> {
+    broker.create_topic("lighting-events", 1, false)?;
+    broker.create_topic("mqtt-messages", 1, false)?;
+    broker.create_topic("mqtt-retained", 1, true)?;
+    broker.create_topic("mqtt-sessions", 1, true)
+}
+
+/// `examples/asyncapi.mqtt.kafka.proxy` copied into `dir`, listening on `port` and
+/// bootstrapping from `broker`; returns the config's path.
+fn mqtt_kafka_example(dir: &Path, port: u16, broker: &Broker) -> Result<PathBuf> {
+    let example = workspace_dir().join("examples/asyncapi.mqtt.kafka.proxy");
+    for file in ["zilla.yaml", "mqtt-asyncapi.yaml", "kafka-asyncapi.yaml"] {
+        let text = std::fs::read_to_string(example.join(file))?
+            .replace("7183", &port.to_string())
+            .replace("localhost:9092", &broker.address());
+        std::fs::write(dir.join(file), text)?;
+    }
+    Ok(dir.join("zilla.yaml"))
+}
+
+/// The example's `type: asyncapi` bindings, run as composites by the gateway, and then the
+/// config `zilla validate -v` prints for it, composites expanded: both behave as documented.
+#[test]
+fn asyncapi_mqtt_kafka_proxy_example_and_its_expansion_behave_the_same() -> Result<()> {
+    let broker = Broker::start()?;
+    lighting_topics(&broker)?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = mqtt_kafka_example(dir.path(), port, &broker)?;
+    let mut gateway = Gateway::from_file(&config)
+        .property(LOOPBACK.0, LOOPBACK.1)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        ensure!(
+            gateway.address("lighting:north_mqtt_server").port() == port,
+            "the server listens on the document's port"
+        );
+        lighting_behaves_as_documented(gateway, &broker, port)
+    })?;
+
+    let validated = zilla_tests::zilla(["validate", "-v", "-c"])?
+        .arg(&config)
+        .args(["-P", &format!("{}={}", LOOPBACK.0, LOOPBACK.1)])
+        .output()?;
+    success(&validated)?;
+    let expanded = String::from_utf8(validated.stdout)?;
+    ensure!(
+        expanded.contains("type: mqtt-kafka") && !expanded.contains("type: asyncapi"),
+        "{expanded}"
+    );
+    // Beside the documents: the expanded config still reads them through its catalog.
+    let expanded_path = dir.path().join("expanded.yaml");
+    std::fs::write(&expanded_path, &expanded)?;
+    let mut gateway = Gateway::from_file(&expanded_path)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        lighting_behaves_as_documented(gateway, &broker, port)
     })
+}
+
+/// Keys of the asyncapi binding this gateway does not build are refused at load, with the
+/// position of the key and "not supported".
+#[test]
+fn asyncapi_keys_not_built_are_refused_at_their_position() -> Result<()> {
+    let broker = Broker::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = mqtt_kafka_example(dir.path(), free_port()?, &broker)?;
+    let text = std::fs::read_to_string(&config)?;
+    let cases = [
+        (
+            "    options:\n      specs:\n        mqtt_api:\n          server:",
+            "    options:\n      tls: {}\n      specs:\n        mqtt_api:\n          server:",
+            "options.tls",
+        ),
+        (
+            "          server: mqtt://",
+            "          security: {}\n          server: mqtt://",
+            "options.specs.mqtt_api.security",
+        ),
+        (
+            "              subject: kafka\ntelemetry",
+            "              subject: kafka\n              overlay: x\ntelemetry",
+            "overlay",
+        ),
+        (
+            "            operation: watchMeasurements\n",
+            "            operation: watchMeasurements\n            tag: lights\n",
+            "tag",
+        ),
+    ];
+    for (from, to, key) in cases {
+        ensure!(text.contains(from), "the example changed: {from}");
+        std::fs::write(&config, text.replacen(from, to, 1))?;
+        let validated = zilla_tests::zilla(["validate", "-c"])?
+            .arg(&config)
+            .output()?;
+        let said = String::from_utf8_lossy(&validated.stderr).into_owned()
+            + &String::from_utf8_lossy(&validated.stdout);
+        ensure!(!validated.status.success(), "{key} was accepted");
+        ensure!(
+            said.contains("zilla.yaml:") && said.contains(key) && said.contains("not supported"),
+            "{key}: {said}"
+        );
+    }
+    Ok(())
 }
 
 #[test]
 fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let broker = Broker::start()?;
-    broker.create_topic("shelter-pets", 1, true)?;
-    broker.create_topic("shelter-adopters", 1, false)?;
-    broker.create_topic("shelter-verified-adopters", 1, false)?;
+    shelter_topics(&broker)?;
     let routes = json!([
         {"when": [{"spec": "http_api", "operation": "createPet"}],
          "exit": "south_client", "with": {"spec": "kafka_api"}},
@@ -256,10 +375,24 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut gateway = start(dir.path(), &yaml)?;
     with_gateway(&mut gateway, |gateway| {
-        let base = format!(
-            "http://{}",
-            gateway.address("shelter.north_server:tcp_server0")
-        );
+        let port = gateway.address("shelter.north_server:tcp_server0").port();
+        shelter_behaves_as_documented(gateway, &broker, port)
+    })
+}
+
+/// The shelter topics, created on `broker`.
+fn shelter_topics(broker: &Broker) -> Result<()> {
+    broker.create_topic("shelter-pets", 1, true)?;
+    broker.create_topic("shelter-adopters", 1, false)?;
+    broker.create_topic("shelter-verified-adopters", 1, false)
+}
+
+/// What the shelter documents promise, through the gateway's HTTP port: pets created, listed
+/// and read back from Kafka, an invalid pet answered 400 and kept out of Kafka, and an adopter
+/// registered asynchronously, answered through the reply topic.
+fn shelter_behaves_as_documented(gateway: &Gateway, broker: &Broker, port: u16) -> Result<()> {
+    {
+        let base = format!("http://127.0.0.1:{port}");
         let json_body = ["--header", "Content-Type: application/json"];
         let created = curl(&[
             json_body[0],
@@ -287,6 +420,22 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
         ensure!(listed.status == 200, "list: {listed:?}");
         let pets: Value = serde_json::from_str(&listed.body)?;
         ensure!(pets == json!([{"name": "Rocky", "id": 1}]), "{pets}");
+        // The pets as server-sent events, for as long as curl listens.
+        let events = Peer::new("curl")
+            .args([
+                "-sS",
+                "-N",
+                "--max-time",
+                "3",
+                &format!("{base}/pets/events"),
+            ])
+            .timeout(Duration::from_secs(20))
+            .run()?;
+        let events = String::from_utf8_lossy(&events.stdout);
+        ensure!(
+            events.contains("data:") && events.contains("Rocky"),
+            "events: {events}"
+        );
         let one = curl(&[&format!("{base}/pets/rocky")])?;
         ensure!(one.status == 200, "get: {one:?}");
         ensure!(serde_json::from_str::<Value>(&one.body)?["name"] == "Rocky");
@@ -311,13 +460,13 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
             .strip_prefix("/adopters;cid=")
             .with_context(|| format!("location {location}"))?
             .to_owned();
-        let requests = records(&broker, "shelter-adopters", 1, 30)?;
+        let requests = records(broker, "shelter-adopters", 1, 30)?;
         ensure!(
             requests[0]["headers"]["zilla:correlation-id"] == correlation.as_str(),
             "{requests:?}"
         );
         produce(
-            &broker,
+            broker,
             "shelter-verified-adopters",
             "ada",
             r#"{"name":"Ada","status":"approved"}"#,
@@ -327,10 +476,63 @@ fn http_kafka_proxy_generated_from_asyncapi_documents() -> Result<()> {
         ensure!(answered.status == 200, "answer: {answered:?}");
         ensure!(answered.body.contains("approved"), "{answered:?}");
 
-        let pets = records(&broker, "shelter-pets", 1000, 5)?;
+        let pets = records(broker, "shelter-pets", 1000, 5)?;
         ensure!(pets.len() == 1, "only the valid pet is in Kafka: {pets:?}");
         gateway.wait_for_stdout("MODEL_JSON_VALIDATION_FAILED", Duration::from_secs(10))?;
         Ok(())
+    }
+}
+
+/// `examples/asyncapi.http.kafka.proxy` as composites, then its expansion (`zilla validate
+/// -v`) on a fresh broker: both behave as the shelter documents say.
+#[test]
+fn asyncapi_http_kafka_proxy_example_and_its_expansion_behave_the_same() -> Result<()> {
+    let example = workspace_dir().join("examples/asyncapi.http.kafka.proxy");
+    let broker = Broker::start()?;
+    shelter_topics(&broker)?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    for file in ["zilla.yaml", "http-asyncapi.yaml", "kafka-asyncapi.yaml"] {
+        let text = std::fs::read_to_string(example.join(file))?
+            .replace("7114", &port.to_string())
+            .replace("localhost:9092", &broker.address());
+        std::fs::write(dir.path().join(file), text)?;
+    }
+    let config = dir.path().join("zilla.yaml");
+    let validated = zilla_tests::zilla(["validate", "-v", "-c"])?
+        .arg(&config)
+        .args(["-P", &format!("{}={}", LOOPBACK.0, LOOPBACK.1)])
+        .output()?;
+    success(&validated)?;
+    let expanded = String::from_utf8(validated.stdout)?;
+    ensure!(
+        expanded.contains("type: http-kafka")
+            && expanded.contains("type: sse-kafka")
+            && !expanded.contains("type: asyncapi"),
+        "{expanded}"
+    );
+    let mut gateway = Gateway::from_file(&config)
+        .property(LOOPBACK.0, LOOPBACK.1)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        shelter_behaves_as_documented(gateway, &broker, port)
+    })?;
+
+    // The expansion, on a fresh broker and port (the checks count records).
+    let fresh = Broker::start()?;
+    shelter_topics(&fresh)?;
+    let fresh_port = free_port()?;
+    let expanded = expanded
+        .replace(&broker.address(), &fresh.address())
+        .replace(&format!("port: {port}"), &format!("port: {fresh_port}"));
+    let path = dir.path().join("expanded.yaml");
+    std::fs::write(&path, expanded)?;
+    let mut gateway = Gateway::from_file(&path)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    with_gateway(&mut gateway, |gateway| {
+        shelter_behaves_as_documented(gateway, &fresh, fresh_port)
     })
 }
 

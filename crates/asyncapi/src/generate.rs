@@ -75,10 +75,51 @@ pub struct Composite<'a> {
     pub specs: &'a IndexMap<String, Spec>,
     /// The binding's `exit` (server), as written.
     pub exit: Option<&'a str>,
-    /// The namespace generated for each `asyncapi` binding its `exit` or route exits name.
-    pub namespaces: &'a BTreeMap<String, String>,
+    /// How each binding its `exit` or route exits name is reached.
+    pub exits: &'a BTreeMap<String, ExitTarget>,
     /// Deployment overrides of what the documents say.
     pub overrides: &'a Overrides,
+}
+
+/// How the binding an `exit` names is reached from a generated namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitTarget {
+    /// An `asyncapi` binding whose generated bindings all stay in `namespace` ([`expand`]).
+    Generated {
+        /// The namespace generated for it.
+        namespace: String,
+    },
+    /// An `asyncapi` binding expanded as a composite binding: its entry binding takes its name
+    /// and place, reached as `reference`; the rest of what it generated is in `namespace`. The
+    /// entry of a client is its [`KAFKA_CACHE_CLIENT`]; that of a proxy the first it generates
+    /// of [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`] and [`SSE_KAFKA_PROXY`] ([`entry`]).
+    Composite {
+        /// The namespace generated for it.
+        namespace: String,
+        /// `<namespace>:<name>` of the binding itself.
+        reference: String,
+    },
+    /// A binding of another type, reached as `reference` whatever the stream kind.
+    Plain {
+        /// `<namespace>:<name>` of the binding.
+        reference: String,
+    },
+}
+
+/// The binding of a generated namespace that takes the place of the `asyncapi` binding it was
+/// generated for, when expanded as a composite: a server's [`TCP_SERVER`], a client's
+/// [`KAFKA_CACHE_CLIENT`], a proxy's first of [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`] and
+/// [`SSE_KAFKA_PROXY`] (servers exit to the one their own first protocol maps onto).
+pub fn entry(kind: CompositeKind, namespace: &Namespace) -> Option<&'static str> {
+    let candidates: &[&'static str] = match kind {
+        CompositeKind::Server => &[TCP_SERVER],
+        CompositeKind::Client => &[KAFKA_CACHE_CLIENT],
+        CompositeKind::Proxy => &[MQTT_KAFKA_PROXY, HTTP_KAFKA_PROXY, SSE_KAFKA_PROXY],
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|name| namespace.bindings.contains_key(*name))
 }
 
 /// What a deployment overrides of the documents' servers.
@@ -173,6 +214,23 @@ pub fn generate(name: &str, composite: &Composite<'_>) -> Result<Namespace, Gene
         catalogs: Map::new(),
         bindings: Map::new(),
     };
+    if composite.kind != CompositeKind::Proxy && composite.options.mqtt_kafka.is_some() {
+        return Err(config_error(
+            "options.mqtt-kafka",
+            "only an asyncapi proxy maps MQTT onto Kafka",
+        ));
+    }
+    if let Some(key) = composite.options.unsupported().into_iter().next() {
+        return Err(config_error(key, "not supported by asyncapi bindings"));
+    }
+    for (index, route) in composite.routes.iter().enumerate() {
+        if let Some(entry) = route.when.iter().position(|when| when.tag.is_some()) {
+            return Err(config_error(
+                format!("routes[{index}].when[{entry}].tag"),
+                "routing by tag is not supported by asyncapi bindings",
+            ));
+        }
+    }
     for label in composite.options.specs.keys() {
         if !composite.specs.contains_key(label) {
             return Err(config_error(
@@ -281,19 +339,27 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// `<namespace>:<binding>` for the `asyncapi` binding named `exit`.
+/// The reference to `binding`, generated for the binding named `exit`; `is_entry` when
+/// `binding` is the entry of what `exit` generated (see [`ExitTarget::Composite`]).
 fn exit_to(
     composite: &Composite<'_>,
     path: &str,
     exit: &str,
     binding: &str,
+    is_entry: bool,
 ) -> Result<String, GenerateError> {
-    match composite.namespaces.get(exit) {
-        Some(namespace) => Ok(format!("{namespace}:{binding}")),
-        None => Err(config_error(
-            path,
-            format!("`{exit}` is not an asyncapi binding whose namespace was generated"),
-        )),
+    match composite.exits.get(exit) {
+        Some(ExitTarget::Generated { namespace }) => Ok(format!("{namespace}:{binding}")),
+        Some(ExitTarget::Composite {
+            namespace,
+            reference,
+        }) => Ok(if is_entry {
+            reference.clone()
+        } else {
+            format!("{namespace}:{binding}")
+        }),
+        Some(ExitTarget::Plain { reference }) => Ok(reference.clone()),
+        None => Err(config_error(path, format!("unknown exit `{exit}`"))),
     }
 }
 
@@ -320,6 +386,15 @@ pub fn expand(
     let namespaces: BTreeMap<String, String> = composites
         .iter()
         .map(|(name, _)| ((*name).clone(), namespace_name(namespace, name)))
+        .collect();
+    let exits: BTreeMap<String, ExitTarget> = namespaces
+        .iter()
+        .map(|(name, namespace)| {
+            let target = ExitTarget::Generated {
+                namespace: namespace.clone(),
+            };
+            (name.clone(), target)
+        })
         .collect();
     let mut generated = Vec::new();
     for (name, binding) in composites {
@@ -367,7 +442,7 @@ pub fn expand(
             routes: &routes,
             specs: &used,
             exit: binding.get("exit").and_then(Value::as_str),
-            namespaces: &namespaces,
+            exits: &exits,
             overrides,
         };
         let Some(own) = namespaces.get(name) else {
@@ -497,7 +572,7 @@ fn mqtt_server(
     let mut server = json!({
         "type": "mqtt",
         "kind": "server",
-        "exit": exit_to(composite, "exit", exit, MQTT_KAFKA_PROXY)?,
+        "exit": exit_to(composite, "exit", exit, MQTT_KAFKA_PROXY, true)?,
     });
     if !topics.is_empty() {
         server["options"] = json!({"topics": topics});
@@ -553,7 +628,7 @@ fn http_server(
         let mut sse = json!({
             "type": "sse",
             "kind": "server",
-            "exit": exit_to(composite, "exit", exit, SSE_KAFKA_PROXY)?,
+            "exit": exit_to(composite, "exit", exit, SSE_KAFKA_PROXY, !http_operations)?,
         });
         if !sse_requests.is_empty() {
             sse["options"] = json!({"requests": sse_requests});
@@ -562,7 +637,7 @@ fn http_server(
         namespace.bindings.insert(SSE_SERVER.into(), sse);
     }
     if http_operations {
-        http["exit"] = json!(exit_to(composite, "exit", exit, HTTP_KAFKA_PROXY)?);
+        http["exit"] = json!(exit_to(composite, "exit", exit, HTTP_KAFKA_PROXY, true)?);
     } else if sse_routes.is_empty() {
         return Err(spec_error(
             spec,
@@ -750,6 +825,11 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
     if composite.routes.is_empty() {
         return Err(config_error("routes", "an asyncapi proxy needs `routes`"));
     }
+    // The operations are mapped whatever server carries them; a selection must still name
+    // servers the document has.
+    for (label, spec) in composite.specs {
+        selected_servers(composite, label, spec)?;
+    }
     let mut mappings = Vec::new();
     for (index, route) in composite.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
@@ -758,6 +838,7 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
             &format!("{path}.exit"),
             &route.exit,
             KAFKA_CACHE_CLIENT,
+            true,
         )?;
         let Some(kafka_spec) = composite.specs.get(&route.with.spec) else {
             return Err(config_error(
@@ -880,6 +961,12 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
                 "exit": exit,
             }),
         );
+    }
+    if composite.options.mqtt_kafka.is_some() && !first_exit.contains_key("mqtt") {
+        return Err(config_error(
+            "options.mqtt-kafka",
+            "no route maps an MQTT operation: the channels would not be used",
+        ));
     }
     if first_exit.contains_key("http") {
         namespace.bindings.insert(

@@ -43,7 +43,7 @@
 //!     routes: &[],
 //!     specs: &specs,
 //!     exit: None,
-//!     namespaces: &BTreeMap::new(),
+//!     exits: &BTreeMap::new(),
 //!     overrides: &Overrides::default(),
 //! }).unwrap();
 //! let yaml = namespace.to_yaml().unwrap();
@@ -104,7 +104,8 @@ mod resolve;
 mod schema;
 
 pub use generate::{
-    Composite, CompositeKind, GenerateError, Namespace, Overrides, expand, generate, namespace_name,
+    Composite, CompositeKind, ExitTarget, GenerateError, Namespace, Overrides, entry, expand,
+    generate, namespace_name,
 };
 pub use model::{Action, Channel, Message, Operation, Payload, SchemaFormat, Server, Spec};
 pub use options::{AsyncapiOptions, AsyncapiRoute};

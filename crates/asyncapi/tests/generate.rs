@@ -297,7 +297,7 @@ fn what_cannot_be_generated_is_refused_with_its_path() {
     assert!(
         error
             .to_string()
-            .starts_with("bindings.north_server.options: unknown field `security`"),
+            .starts_with("bindings.north_server.options.specs.mqtt_api.security: not supported"),
         "{error}"
     );
     let mut selected = bindings("mqtt_api", route("switchLamp"), json!({}));

@@ -178,6 +178,18 @@ impl CompositeContext<'_> {
         self.name.resolve(reference).to_string()
     }
 
+    /// The config of the binding `reference` names (resolved in the composite's namespace),
+    /// if the config has one: a composite whose exits are composites of its own type reaches
+    /// what they generate.
+    pub fn binding(&self, reference: &str) -> Option<(QualifiedName, &BindingConfig)> {
+        let name = self.name.resolve(reference);
+        self.catalogs
+            .config
+            .bindings()
+            .find(|(found, _)| *found == name)
+            .map(|(_, binding)| (name, binding))
+    }
+
     /// The text of the document `subject` (at `version`, `latest` allowed) in the catalog
     /// named `catalog` in the composite's namespace.
     pub fn document(

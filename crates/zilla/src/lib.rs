@@ -94,6 +94,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_catalog_filesystem::register(registry);
     #[cfg(feature = "binding-openapi")]
     zilla_binding_openapi::register(registry);
+    #[cfg(feature = "binding-asyncapi")]
+    zilla_binding_asyncapi::register(registry);
 }
 
 /// The version of this build.

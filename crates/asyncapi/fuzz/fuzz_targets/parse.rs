@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use zilla_asyncapi::{AsyncapiOptions, Composite, CompositeKind, Overrides, generate, parse};
+use zilla_asyncapi::{
+    AsyncapiOptions, Composite, CompositeKind, ExitTarget, Overrides, generate, parse,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -17,7 +19,12 @@ fuzz_target!(|data: &[u8]| {
     let mut options = AsyncapiOptions::default();
     options.specs.insert("api".into(), Default::default());
     let specs = [("api".to_owned(), spec)].into_iter().collect();
-    let namespaces = BTreeMap::from([("next".to_owned(), "next".to_owned())]);
+    let exits = BTreeMap::from([(
+        "next".to_owned(),
+        ExitTarget::Generated {
+            namespace: "next".to_owned(),
+        },
+    )]);
     for kind in [CompositeKind::Server, CompositeKind::Client] {
         let composite = Composite {
             kind,
@@ -25,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             routes: &[],
             specs: &specs,
             exit: Some("next"),
-            namespaces: &namespaces,
+            exits: &exits,
             overrides: &Overrides::default(),
         };
         if let Ok(namespace) = generate("fuzzed", &composite) {
