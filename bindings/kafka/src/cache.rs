@@ -2,7 +2,9 @@
 //! records in memory; every subscriber reads that shared log with its own cursor, so any
 //! number of subscribers cost one fetch per partition, and a slow subscriber only slows itself
 //! (the log is shared, never copied per subscriber). Filters are evaluated on the shared
-//! records; on compacted topics a replay skips records a later one with the same key replaced.
+//! records; a filter on a header value (or a key, on topics that are not compacted) is looked
+//! up in the partition's record index, so the reader reads only records that can pass. On
+//! compacted topics a replay skips records a later one with the same key replaced.
 //!
 //! Memory is bounded for the whole gateway (`zilla.binding.kafka.cache.memory.bytes`, default
 //! 256 MiB, shared by every `cache_server`; see [`MemoryBudget`]) and per partition
@@ -657,6 +659,16 @@ async fn fetch_tail(
     }
 }
 
+/// The next records of `log` from `offset` for a reader with `filters`: through the record
+/// index when the filters can be looked up there (then with the offset where the next read
+/// can start, past what cannot pass), else every record.
+fn read_log(log: &Log, offset: i64, filters: &[Filter], skip_holes: bool) -> (Chunk, Option<i64>) {
+    match log.read_matching(offset, filters, skip_holes) {
+        Some((chunk, scanned)) => (chunk, Some(scanned)),
+        None => (log.read_from(offset, skip_holes), None),
+    }
+}
+
 /// The key of `filters` when they are one filter naming a key.
 fn single_key(filters: &[Filter]) -> Option<&Bytes> {
     match filters {
@@ -750,11 +762,12 @@ impl Reader {
                 if cursor < log.start {
                     continue;
                 }
-                let Chunk::Records(chunk) = log.read_from(cursor, true) else {
+                let (Chunk::Records(chunk), scanned) = read_log(&log, cursor, &self.filters, true)
+                else {
                     continue;
                 };
                 if chunk.is_empty() {
-                    let next = tail.next.load(Ordering::Acquire);
+                    let next = scanned.unwrap_or_else(|| tail.next.load(Ordering::Acquire));
                     if next > cursor {
                         self.cursors[index] = next;
                         self.next_partition = (index + 1) % count;
@@ -794,7 +807,8 @@ impl Reader {
                 self.next_partition = (index + 1) % count;
                 return Fill::ReadThrough(index, *cursor);
             }
-            let chunk = match log.read_from(*cursor, self.latest_per_key) {
+            let (chunk, scanned) = read_log(&log, *cursor, &self.filters, self.latest_per_key);
+            let chunk = match chunk {
                 Chunk::Records(chunk) => chunk,
                 Chunk::Hole(offset) => {
                     // A record dropped from the middle (superseded, so only latest-per-key
@@ -805,9 +819,11 @@ impl Reader {
                 }
             };
             if chunk.is_empty() {
-                // Nothing cached past the cursor: move over gaps up to what was fetched.
-                if fetched.next > *cursor {
-                    *cursor = fetched.next;
+                // Nothing cached past the cursor (that can pass the filters): move over gaps
+                // up to what was fetched.
+                let next = scanned.unwrap_or(fetched.next);
+                if next > *cursor {
+                    *cursor = next;
                     self.next_partition = (index + 1) % count;
                     return Fill::Filled;
                 }

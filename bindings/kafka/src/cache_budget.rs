@@ -1,5 +1,5 @@
 //! The cache's memory budget: one count of the bytes every cached partition holds (records,
-//! their slots and the key index), shared by every `cache_server` of the gateway
+//! their slots, the record index and the key index), shared by every `cache_server` of the gateway
 //! (`zilla.binding.kafka.cache.memory.bytes`), and the eviction that keeps the count under
 //! it.
 //!

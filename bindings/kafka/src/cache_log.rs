@@ -14,6 +14,9 @@
 //! records are evicted. The hash is keyed per process (`RandomState`), so producers cannot
 //! make two keys collide on purpose; an accidental 64-bit collision would hide the older key's
 //! records from latest-per-key reads.
+//!
+//! A [`RecordIndex`] of header values (and of keys, on topics without the key index) lets
+//! filtered readers read only the records that can match.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -23,7 +26,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::cache_budget::MemoryBudget;
-use crate::kind::{Header, Message};
+use crate::cache_index::RecordIndex;
+use crate::kind::{Filter, Header, Message};
 
 /// Records read from the log per lock acquisition.
 pub(crate) const READ_CHUNK: usize = 256;
@@ -45,6 +49,9 @@ pub(crate) enum Chunk {
 struct Slot {
     offset: i64,
     message: Option<Arc<Message>>,
+    /// The hashes the record is indexed under: its entries leave the index with the slot
+    /// (a record dropped from the middle stays a candidate, a hole to read from Kafka).
+    terms: Box<[u64]>,
 }
 
 /// The records of one partition that the cache holds, counted against a [`MemoryBudget`].
@@ -58,6 +65,10 @@ pub(crate) struct Log {
     /// Key hash → latest offset (compacted topics only).
     keys: HashMap<u64, i64>,
     hasher: RandomState,
+    /// Header values (and keys, without the key index) → records held.
+    index: RecordIndex,
+    /// Whether keys are in `index` (topics that are not compacted).
+    keys_in_index: bool,
     /// Offsets of records held that a later record of the same key replaced, oldest first:
     /// what goes first over a budget.
     superseded: VecDeque<i64>,
@@ -139,6 +150,8 @@ impl Log {
             structure_bytes: 0,
             keys: HashMap::new(),
             hasher: RandomState::new(),
+            index: RecordIndex::default(),
+            keys_in_index: false,
             superseded: VecDeque::new(),
             start,
             kafka_start: start,
@@ -183,7 +196,8 @@ impl Log {
     fn recount_structure(&mut self) {
         let bytes = self.slots.capacity() * size_of::<Slot>()
             + self.keys.capacity() * (size_of::<(u64, i64)>() + 1)
-            + self.superseded.capacity() * size_of::<i64>();
+            + self.superseded.capacity() * size_of::<i64>()
+            + self.index.bytes();
         if bytes > self.structure_bytes {
             self.budget.charge(bytes - self.structure_bytes);
         } else {
@@ -196,6 +210,7 @@ impl Log {
     /// `next` is the offset the fetch reached.
     pub(crate) fn append(&mut self, messages: Vec<Message>, next: i64, compacted: bool) {
         let mut added = 0;
+        self.keys_in_index = !compacted;
         for message in messages {
             if self
                 .slots
@@ -216,9 +231,12 @@ impl Log {
             let message = compact(message);
             added += size_of_message(&message);
             self.next = self.next.max(message.offset + 1);
+            let terms = self.index.terms_of(&message, self.keys_in_index);
+            self.index.insert(&terms, message.offset);
             self.slots.push_back(Slot {
                 offset: message.offset,
                 message: Some(Arc::new(message)),
+                terms,
             });
         }
         self.next = self.next.max(next);
@@ -238,15 +256,10 @@ impl Log {
             freed += self.clear(offset);
         }
         while freed < want && self.record_bytes > keep {
-            let Some(slot) = self.slots.pop_front() else {
+            let Some(size) = self.pop_front() else {
                 break;
             };
-            self.start = self.start.max(slot.offset + 1);
-            if let Some(message) = slot.message {
-                let size = size_of_message(&message);
-                self.record_bytes -= size;
-                freed += size;
-            }
+            freed += size;
         }
         self.drop_empty_front();
         self.budget.release(freed);
@@ -265,15 +278,24 @@ impl Log {
         size
     }
 
+    /// Drops the first slot and its index entries; returns the bytes of its record (not yet
+    /// released), `None` when the log is empty.
+    fn pop_front(&mut self) -> Option<usize> {
+        let slot = self.slots.pop_front()?;
+        self.start = self.start.max(slot.offset + 1);
+        self.index.remove_oldest(&slot.terms, slot.offset);
+        let size = slot.message.map_or(0, |message| size_of_message(&message));
+        self.record_bytes -= size;
+        Some(size)
+    }
+
     fn drop_empty_front(&mut self) {
         while self
             .slots
             .front()
             .is_some_and(|slot| slot.message.is_none())
         {
-            if let Some(slot) = self.slots.pop_front() {
-                self.start = self.start.max(slot.offset + 1);
-            }
+            self.pop_front();
         }
     }
 
@@ -291,13 +313,10 @@ impl Log {
             if !expired {
                 break;
             }
-            if let Some(slot) = self.slots.pop_front() {
-                self.start = self.start.max(slot.offset + 1);
-                freed += slot.message.map_or(0, |m| size_of_message(&m));
-            }
+            freed += self.pop_front().unwrap_or(0);
         }
-        self.record_bytes -= freed;
         self.budget.release(freed);
+        self.recount_structure();
     }
 
     /// Up to [`READ_CHUNK`] records at or after `offset`. Unless `skip_holes`, the chunk ends
@@ -322,6 +341,56 @@ impl Log {
         Chunk::Records(records)
     }
 
+    /// Like [`Log::read_from`], for a reader with `filters`, through the record index: up to
+    /// [`READ_CHUNK`] records that may pass them (the reader still applies the filters), and
+    /// where the next read can start, past records that cannot pass. A dropped record only
+    /// stops the chunk when it may have passed. `None` when the filters cannot be looked up
+    /// in the index: the reader reads with [`Log::read_from`].
+    pub(crate) fn read_matching(
+        &self,
+        offset: i64,
+        filters: &[Filter],
+        skip_holes: bool,
+    ) -> Option<(Chunk, i64)> {
+        let (candidates, scanned) =
+            self.index
+                .candidates(filters, self.keys_in_index, offset, READ_CHUNK)?;
+        let mut scanned = scanned.unwrap_or(self.next).max(offset);
+        let mut records = Vec::new();
+        for candidate in candidates {
+            let index = self.slots.partition_point(|slot| slot.offset < candidate);
+            let Some(slot) = self.slots.get(index).filter(|s| s.offset == candidate) else {
+                continue;
+            };
+            match &slot.message {
+                Some(message) => records.push(message.clone()),
+                None if skip_holes => {}
+                None if records.is_empty() => return Some((Chunk::Hole(candidate), candidate)),
+                None => {
+                    scanned = candidate;
+                    break;
+                }
+            }
+        }
+        Some((Chunk::Records(records), scanned))
+    }
+
+    /// Values in the record index.
+    #[cfg(test)]
+    pub(crate) fn indexed_values(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Every slot from `offset` on: its offset and its record, if still held.
+    #[cfg(test)]
+    fn slots_from(&self, offset: i64) -> Vec<(i64, Option<Arc<Message>>)> {
+        self.slots
+            .iter()
+            .filter(|slot| slot.offset >= offset)
+            .map(|slot| (slot.offset, slot.message.clone()))
+            .collect()
+    }
+
     /// The offsets of the records held, in order.
     #[cfg(test)]
     pub(crate) fn offsets(&self) -> Vec<i64> {
@@ -336,6 +405,8 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::{Condition, passes};
+    use proptest::prelude::*;
 
     fn message(offset: i64, key: &str, value: Option<&str>) -> Message {
         Message {
@@ -450,5 +521,257 @@ mod tests {
         drop(record);
         // The frame is the only owner left: the copy does not reference it.
         assert!(frame.is_unique());
+    }
+
+    /// What a filtered read of the log gives: a record that passes, or a dropped record that
+    /// may have (to read from Kafka).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Read {
+        Record(i64),
+        Hole(i64),
+    }
+
+    fn bytes_of(name: &str, byte: u8) -> Bytes {
+        Bytes::from(format!("{name}{byte}"))
+    }
+
+    fn record(offset: i64, key: Option<u8>, headers: &[(u8, Option<u8>)]) -> Message {
+        Message {
+            partition: 0,
+            offset,
+            timestamp: 0,
+            key: key.map(|k| bytes_of("k", k)),
+            value: Some(Bytes::from_static(b"v")),
+            headers: headers
+                .iter()
+                .map(|&(name, value)| Header {
+                    name: bytes_of("n", name),
+                    value: value.map(|v| bytes_of("v", v)),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the log from `from` on through the record index, as a reader does (a hole is
+    /// read from Kafka, then the reader goes on past it); `None` when the index cannot serve
+    /// the filters.
+    fn read_indexed(
+        log: &Log,
+        from: i64,
+        filters: &[Filter],
+        skip_holes: bool,
+    ) -> Option<Vec<Read>> {
+        let mut got = Vec::new();
+        let mut cursor = from;
+        for _ in 0..100_000 {
+            match log.read_matching(cursor, filters, skip_holes)? {
+                (Chunk::Hole(offset), _) => {
+                    assert!(offset >= cursor);
+                    got.push(Read::Hole(offset));
+                    cursor = offset + 1;
+                }
+                (Chunk::Records(records), scanned) => {
+                    assert!(scanned >= cursor, "the read never goes back");
+                    if records.is_empty() {
+                        if scanned <= cursor || scanned >= log.next {
+                            return Some(got);
+                        }
+                        cursor = scanned;
+                        continue;
+                    }
+                    for record in records {
+                        assert!(record.offset >= cursor, "records come in order");
+                        if passes(filters, &record) {
+                            got.push(Read::Record(record.offset));
+                        }
+                        cursor = record.offset + 1;
+                    }
+                }
+            }
+        }
+        panic!("the read does not end");
+    }
+
+    fn condition_strategy() -> impl Strategy<Value = Condition> {
+        prop_oneof![
+            (0u8..4).prop_map(|k| Condition::Key(bytes_of("k", k))),
+            (0u8..3, 0u8..3).prop_map(|(n, v)| Condition::Header {
+                name: bytes_of("n", n),
+                value: bytes_of("v", v),
+            }),
+            (0u8..3, 0u8..3).prop_map(|(n, v)| Condition::Not(Box::new(Condition::Header {
+                name: bytes_of("n", n),
+                value: bytes_of("v", v),
+            }))),
+        ]
+    }
+
+    /// A batch: records (offset step, key, headers), then an eviction (bytes wanted, bytes
+    /// kept) or none.
+    type Batch = (
+        Vec<(i64, Option<u8>, Vec<(u8, Option<u8>)>)>,
+        Option<(usize, usize)>,
+    );
+
+    fn batch_strategy() -> impl Strategy<Value = Batch> {
+        (
+            proptest::collection::vec(
+                (
+                    1i64..3,
+                    proptest::option::of(0u8..4),
+                    proptest::collection::vec((0u8..3, proptest::option::of(0u8..3)), 0..4),
+                ),
+                0..120,
+            ),
+            proptest::option::of((0usize..20_000, 0usize..40_000)),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Filtered reads through the index give what a scan of every record held gives,
+        /// after any appends and evictions, and the index's bytes are counted.
+        #[test]
+        fn indexed_reads_equal_a_scan(
+            compacted in any::<bool>(),
+            batches in proptest::collection::vec(batch_strategy(), 1..8),
+            filters in proptest::collection::vec(
+                proptest::collection::vec(condition_strategy(), 1..4)
+                    .prop_map(|conditions| Filter { conditions }),
+                1..4,
+            ),
+            from_fraction in 0.0f64..1.1,
+            skip_holes in any::<bool>(),
+        ) {
+            let budget = MemoryBudget::new(usize::MAX);
+            let mut log = Log::new(budget.clone(), 0);
+            let mut originals: HashMap<i64, Message> = HashMap::new();
+            let mut next = 0;
+            for (records, eviction) in batches {
+                let mut messages = Vec::new();
+                for (step, key, headers) in records {
+                    next += step;
+                    let message = record(next, key, &headers);
+                    originals.insert(next, message.clone());
+                    messages.push(message);
+                }
+                log.append(messages, next + 1, compacted);
+                if let Some((want, keep)) = eviction {
+                    log.evict(want, keep);
+                }
+                prop_assert_eq!(budget.held(), log.bytes());
+            }
+            let from = (next as f64 * from_fraction) as i64;
+            let indexable = filters.iter().all(|filter| {
+                filter.conditions.iter().any(|condition| match condition {
+                    Condition::Header { .. } => true,
+                    Condition::Key(_) => !compacted,
+                    _ => false,
+                })
+            });
+            let got = read_indexed(&log, from, &filters, skip_holes);
+            prop_assert_eq!(got.is_some(), indexable);
+            let Some(got) = got else {
+                return Ok(());
+            };
+            let mut holes = Vec::new();
+            let mut scanned = Vec::new();
+            for (offset, message) in log.slots_from(from) {
+                match message {
+                    Some(message) if passes(&filters, &message) => {
+                        scanned.push(Read::Record(offset));
+                    }
+                    Some(_) => {}
+                    None => holes.push(offset),
+                }
+            }
+            let records: Vec<Read> = got
+                .iter()
+                .copied()
+                .filter(|read| matches!(read, Read::Record(_)))
+                .collect();
+            prop_assert_eq!(&records, &scanned);
+            let mut sorted = got.clone();
+            sorted.sort_by_key(|read| match read {
+                Read::Record(offset) | Read::Hole(offset) => *offset,
+            });
+            prop_assert_eq!(&sorted, &got, "in offset order");
+            let got_holes: Vec<i64> = got
+                .iter()
+                .filter_map(|read| match read {
+                    Read::Hole(offset) => Some(*offset),
+                    Read::Record(_) => None,
+                })
+                .collect();
+            if skip_holes {
+                prop_assert!(got_holes.is_empty());
+            } else {
+                // Every hole given is a dropped record, and every dropped record that would
+                // have passed is given.
+                for offset in &got_holes {
+                    prop_assert!(holes.contains(offset));
+                }
+                for offset in holes {
+                    if passes(&filters, &originals[&offset]) {
+                        prop_assert!(got_holes.contains(&offset), "hole {} missed", offset);
+                    }
+                }
+            }
+            log.evict(usize::MAX, 0);
+            prop_assert_eq!(log.indexed_values(), 0, "evicted records leave the index");
+            prop_assert_eq!(budget.held(), log.bytes());
+            drop(log);
+            prop_assert_eq!(budget.held(), 0);
+        }
+    }
+
+    #[test]
+    fn a_header_filter_reads_only_matching_records() {
+        let mut log = Log::default();
+        let records = (0..10_000)
+            .map(|i| {
+                record(
+                    i,
+                    Some((i % 4) as u8),
+                    &[(0, Some(u8::from(i % 1000 == 0)))],
+                )
+            })
+            .collect();
+        log.append(records, 10_000, false);
+        let filters = [Filter {
+            conditions: vec![Condition::Header {
+                name: bytes_of("n", 0),
+                value: bytes_of("v", 1),
+            }],
+        }];
+        let Some((Chunk::Records(chunk), scanned)) = log.read_matching(0, &filters, false) else {
+            panic!("the header filter is served by the index");
+        };
+        let offsets: Vec<i64> = chunk.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, (0..10).map(|i| i * 1000).collect::<Vec<_>>());
+        assert_eq!(scanned, 10_000, "nothing else can match");
+        let unindexed = [Filter {
+            conditions: vec![Condition::Not(Box::new(Condition::Key(bytes_of("k", 0))))],
+        }];
+        assert!(log.read_matching(0, &unindexed, false).is_none());
+    }
+
+    #[test]
+    fn the_index_is_counted() {
+        let plain = {
+            let mut log = Log::default();
+            log.append(vec![record(0, None, &[])], 1, false);
+            log.bytes()
+        };
+        let mut log = Log::default();
+        let headers: Vec<(u8, Option<u8>)> = (0..3).map(|n| (n, Some(n))).collect();
+        log.append(vec![record(0, Some(1), &headers)], 1, false);
+        assert_eq!(log.indexed_values(), 4, "three headers and the key");
+        assert!(
+            log.bytes() >= plain + 4 * (size_of::<(u64, VecDeque<i64>)>() + size_of::<i64>()),
+            "{} against {plain}",
+            log.bytes()
+        );
     }
 }

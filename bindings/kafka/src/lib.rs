@@ -48,6 +48,7 @@ pub mod wire;
 pub mod binding;
 pub mod cache;
 mod cache_budget;
+mod cache_index;
 mod cache_log;
 pub mod client;
 pub mod config;

@@ -682,3 +682,88 @@ async fn idle_topics_are_evicted_and_bootstrap_topics_stay() -> Result<()> {
     assert_eq!(cache.cached_topics(), ["passing", "pinned"]);
     Ok(())
 }
+
+/// Produces `count` records `k<i>` = `v<i>` with a `tenant: t<i % 10>` header, and
+/// `flag: on` on every seventh.
+const PRODUCE_WITH_HEADERS: &str = r#"
+import sys
+from confluent_kafka import Producer
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+for i in range(count):
+    headers = [("tenant", b"t%d" % (i % 10))]
+    if i % 7 == 0:
+        headers.append(("flag", b"on"))
+    producer.produce(topic, key=b"k%d" % i, value=b"v%d" % i, headers=headers)
+    if i % 1000 == 0:
+        producer.poll(0)
+producer.flush(60)
+print("[]")
+"#;
+
+/// Header and key filters are answered through the cache's record index: a reader gets
+/// exactly the records that pass, in order, from a cache that holds everything and from one
+/// that keeps almost nothing (then read through from Kafka).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_filters_get_exactly_the_matching_records() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(client.cluster(), "tenants", 1, &[]).await?;
+    let count = 3000;
+    run_python(
+        PRODUCE_WITH_HEADERS,
+        &[&broker.address(), "tenants", &count.to_string()],
+        "",
+    )?;
+    let header = |name: &'static str, value: &'static str| Condition::Header {
+        name: Bytes::from_static(name.as_bytes()),
+        value: Bytes::from_static(value.as_bytes()),
+    };
+    let filters = vec![
+        Filter {
+            conditions: vec![header("tenant", "t3")],
+        },
+        Filter {
+            conditions: vec![header("flag", "on"), header("tenant", "t5")],
+        },
+        Filter {
+            conditions: vec![Condition::Key(Bytes::from_static(b"k42"))],
+        },
+    ];
+    let expected: Vec<(String, Option<String>)> = (0..count)
+        .filter(|i| i % 10 == 3 || (i % 7 == 0 && i % 10 == 5) || *i == 42)
+        .map(|i| (format!("k{i}"), Some(format!("v{i}"))))
+        .collect();
+    let filtered = MergedRequest {
+        filters: filters.clone(),
+        ..request("tenants", Start::Historical)
+    };
+    for partition_bytes in [64 * 1024 * 1024, 1] {
+        let tuning = CacheTuning {
+            fetch_max_wait_ms: 20,
+            partition_bytes,
+            ..CacheTuning::default()
+        };
+        let cache = CacheHandler::new(Arc::new(Cache::new(client.clone(), HashMap::new(), tuning)));
+        // The first reader makes the cache fetch the whole topic.
+        let mut all = cache.merged(request("tenants", Start::Historical)).await?;
+        assert_eq!(take(&mut all, count).await?.len(), count);
+        let mut reader = cache.merged(filtered.clone()).await?;
+        assert_eq!(
+            take(&mut reader, expected.len()).await?,
+            expected,
+            "partition bytes {partition_bytes}"
+        );
+        let extra = tokio::time::timeout(Duration::from_millis(300), async {
+            loop {
+                match reader.next().await {
+                    Some(Ok(MergedItem::Synced(_))) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        assert!(extra.is_err(), "a record that does not pass: {extra:?}");
+    }
+    Ok(())
+}

@@ -1,0 +1,451 @@
+//! The Kafka cache at production size, run by the real binary against a real broker (tansu),
+//! with the independent Python confluent-kafka client producing and `curl` as the HTTP
+//! client.
+//!
+//! - A compacted topic of many distinct keys, several times the cache's memory budget: every
+//!   key `GET /items/{id}` asks for answers its latest value, whether the cache still holds
+//!   its record or must fetch it from Kafka by the offset its key index keeps, and the
+//!   gateway's RSS stays within the budget plus a stated overhead.
+//! - Fifty topics opened by SSE clients through `topic: ${params.topic}` with a budget smaller
+//!   than what they hold together: every client gets every record of its topic, in order, and
+//!   topics whose clients left are evicted.
+//!
+//! Sizes are chosen so each test runs in well under two minutes on a busy machine;
+//! `CACHE_SCALE_KEYS=1000000 CACHE_SCALE_MIB=64` runs the first at the size `cargo xtask
+//! bench` records in `docs/benchmarks.md`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use zilla_tests::{Broker, Gateway, GatewayBuilder, Peer, curl, rss_kib};
+
+const MIB: u64 = 1024 * 1024;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Produces records `item-<i>` = `{"id":<i>,"v":"<tag><padding>"}` for `i` in
+/// `first..first + count`, in large batches.
+const PRODUCE: &str = r#"
+import sys
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+first, count, size, tag = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 50,
+                     "batch.size": 1000000, "queue.buffering.max.messages": 1000000,
+                     "compression.type": "lz4"})
+pad = "x" * size
+for i in range(first, first + count):
+    while True:
+        try:
+            producer.produce(topic, key=b"item-%d" % i,
+                             value=b'{"id":%d,"v":"%s%s"}' % (i, tag.encode(), pad.encode()))
+            break
+        except BufferError:
+            producer.poll(0.05)
+left = producer.flush(600)
+if left:
+    sys.exit("%d records not acknowledged" % left)
+"#;
+
+/// What [`PRODUCE`] writes for key `i`.
+fn item(i: u64, tag: &str, size: usize) -> String {
+    format!("{{\"id\":{i},\"v\":\"{tag}{}\"}}", "x".repeat(size))
+}
+
+fn produce(
+    broker: &Broker,
+    topic: &str,
+    first: u64,
+    count: u64,
+    size: usize,
+    tag: &str,
+) -> Result<()> {
+    let output = Peer::python(PRODUCE)
+        .args([
+            broker.address(),
+            topic.to_owned(),
+            first.to_string(),
+            count.to_string(),
+            size.to_string(),
+            tag.to_owned(),
+        ])
+        .timeout(Duration::from_secs(1800))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// The resident set of process `pid`, in bytes (0 once it is gone).
+fn rss(pid: u32) -> u64 {
+    rss_kib(pid).map_or(0, |kib| kib * 1024)
+}
+
+/// Samples the RSS of `pid` until dropped; keeps the peak.
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let (peak, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let thread = {
+            let (peak, stop) = (peak.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+const ITEMS: &str = r#"
+name: items
+bindings:
+  web_tcp:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: web_http
+  web_http:
+    type: http
+    kind: server
+    exit: items_mapping
+  items_mapping:
+    type: http-kafka
+    kind: proxy
+    routes:
+      - when:
+          - method: GET
+            path: /items/{id}
+        exit: items_cache
+        with:
+          capability: fetch
+          topic: items
+          filters:
+            - key: ${params.id}
+  items_cache:
+    type: kafka
+    kind: cache_client
+    exit: items_cache_server
+  items_cache_server:
+    type: kafka
+    kind: cache_server
+    options:
+      bootstrap:
+        - items
+    exit: kafka_client
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers:
+        - ${{env.KAFKA_BOOTSTRAP_SERVER}}
+    exit: kafka_tcp
+  kafka_tcp:
+    type: tcp
+    kind: client
+"#;
+
+/// A gateway on `yaml` in front of `broker`, with a cache budget of `budget` bytes.
+fn gateway(yaml: &str, broker: &Broker, budget: u64) -> GatewayBuilder {
+    Gateway::builder(yaml)
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .property(
+            "zilla.binding.kafka.cache.memory.bytes",
+            &budget.to_string(),
+        )
+}
+
+/// `GET /items/{id}` of `item-<i>`: its status and body.
+fn get_item(base: &str, i: u64) -> Result<(u16, String)> {
+    let response = curl(&[&format!("{base}/items/item-{i}")])?;
+    Ok((response.status, response.body))
+}
+
+#[test]
+fn every_key_of_a_compacted_topic_beyond_the_budget_answers_its_latest_value() -> Result<()> {
+    let keys = setting("CACHE_SCALE_KEYS", 20_000);
+    let budget = setting("CACHE_SCALE_MIB", 2) * MIB;
+    let size = 100;
+    let broker = Broker::start()?;
+    broker.create_topic("items", 2, true)?;
+    let started = Instant::now();
+    produce(&broker, "items", 0, keys, size, "a")?;
+    let produced = started.elapsed();
+
+    let gateway = gateway(ITEMS, &broker, budget)
+        // Answered 504 before curl gives up, while the cache is still fetching the topic.
+        .property("zilla.binding.http.kafka.request.timeout.millis", "20000")
+        .start()?;
+    let baseline = rss(gateway.pid());
+    let sampler = RssSampler::start(gateway.pid());
+    let base = format!("http://{}", gateway.address("web_tcp"));
+
+    // The newest key is answered once the cache has fetched the topic (it is bootstrapped);
+    // until then the GET times out with 504.
+    let started = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = get_item(&base, keys - 1)?;
+        if status != 504 || started.elapsed() > Duration::from_secs(300) {
+            break (status, body);
+        }
+    };
+    ensure!(status == 200, "newest key: {status} {body}");
+    ensure!(body == item(keys - 1, "a", size), "newest key: {body}");
+    let filled = started.elapsed();
+
+    // Keys from the whole range, most long evicted from memory: each is fetched from Kafka
+    // by the offset the key index keeps, never a 404.
+    let started = Instant::now();
+    let sample: Vec<u64> = (0..keys)
+        .step_by((keys / 10).max(1) as usize)
+        .chain(keys - 5..keys)
+        .collect();
+    let mut times = Vec::new();
+    for &i in &sample {
+        let asked = Instant::now();
+        let (status, body) = get_item(&base, i)?;
+        times.push(asked.elapsed());
+        ensure!(status == 200, "item-{i}: {status} {body}");
+        ensure!(body == item(i, "a", size), "item-{i}: {body}");
+    }
+    let looked_up = started.elapsed();
+    let slowest = times.iter().max().copied().unwrap_or_default();
+
+    // Old keys updated and new keys added while the gateway runs: the latest values.
+    produce(&broker, "items", 0, 5, size, "b")?;
+    produce(&broker, "items", keys, 5, size, "c")?;
+    for i in (0..5).chain(keys..keys + 5) {
+        let tag = if i < keys { "b" } else { "c" };
+        let (status, body) = get_item(&base, i)?;
+        ensure!(status == 200, "item-{i}: {status} {body}");
+        ensure!(
+            body == item(i, tag, size),
+            "item-{i} is not the latest: {body}"
+        );
+    }
+    let (status, _) = get_item(&base, keys + 1000)?;
+    ensure!(status == 404, "a key never produced: {status}");
+
+    let peak = sampler.peak();
+    drop(sampler);
+    println!(
+        "{keys} keys of {} B ({} MiB produced in {produced:?}); budget {} MiB; first GET after \
+         {filled:?}; {} GETs across the key range in {looked_up:?} (slowest {slowest:?}); gateway RSS {} MiB at \
+         start, at most {} MiB (+{} MiB)",
+        size + 20,
+        keys * (size as u64 + 30) / MIB,
+        budget / MIB,
+        sample.len(),
+        baseline / MIB,
+        peak / MIB,
+        peak.saturating_sub(baseline) / MIB,
+    );
+    // The fixed overhead: fetch responses in flight (up to the client's fetch.max.bytes per
+    // broker session), decoded batches queued per partition, and the allocator's retained
+    // memory.
+    let overhead = 96 * MIB;
+    ensure!(
+        peak.saturating_sub(baseline) <= budget + overhead,
+        "RSS grew by {} MiB with a {} MiB budget",
+        peak.saturating_sub(baseline) / MIB,
+        budget / MIB
+    );
+    Ok(())
+}
+
+/// Produces `count` records `<topic>-<i>:<padding>` to each topic named on the command line.
+const PRODUCE_TOPICS: &str = r#"
+import sys
+from confluent_kafka import Producer
+bootstrap, count, size, topics = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
+for topic in topics:
+    for i in range(count):
+        producer.produce(topic, value=b"%s-%d:%s" % (topic.encode(), i, b"x" * size))
+    producer.poll(0)
+left = producer.flush(120)
+if left:
+    sys.exit("%d records not acknowledged" % left)
+"#;
+
+const FANOUT: &str = r#"
+name: fanout
+bindings:
+  web_tcp:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: web_http
+  web_http:
+    type: http
+    kind: server
+    exit: events_sse
+  events_sse:
+    type: sse
+    kind: server
+    exit: events_mapping
+  events_mapping:
+    type: sse-kafka
+    kind: proxy
+    routes:
+      - when:
+          - path: /events/{topic}
+        exit: events_cache
+        with:
+          topic: ${params.topic}
+  events_cache:
+    type: kafka
+    kind: cache_client
+    exit: events_cache_server
+  events_cache_server:
+    type: kafka
+    kind: cache_server
+    exit: kafka_client
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers:
+        - ${{env.KAFKA_BOOTSTRAP_SERVER}}
+    exit: kafka_tcp
+  kafka_tcp:
+    type: tcp
+    kind: client
+"#;
+
+/// The `data` of each event in an SSE stream's text.
+fn event_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| data.trim().to_owned())
+        .collect()
+}
+
+/// One SSE client per topic, all at once: each must receive every record of its topic, in
+/// order, and nothing else.
+fn read_every_topic(base: &str, topics: &[String], count: usize, size: usize) -> Result<()> {
+    let clients = topics
+        .iter()
+        .map(|topic| {
+            Peer::new("curl")
+                .args(["-sN", "--max-time", "90", &format!("{base}/events/{topic}")])
+                .spawn()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (topic, client) in topics.iter().zip(&clients) {
+        let last = format!("{topic}-{}:", count - 1);
+        client
+            .wait_for_stdout(&last, Duration::from_secs(90))
+            .with_context(|| format!("{topic}: {}", client.stdout()))?;
+        // The last record may still be arriving; the whole event ends with a blank line.
+        std::thread::sleep(Duration::from_millis(50));
+        let expected: Vec<String> = (0..count)
+            .map(|i| format!("{topic}-{i}:{}", "x".repeat(size)))
+            .collect();
+        let got = event_data(&client.stdout());
+        ensure!(
+            got == expected,
+            "{topic}: {} events, first {:?}",
+            got.len(),
+            got.first().map(|data| &data[..data.len().min(20)])
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn fifty_topics_through_params_share_a_small_budget_and_are_evicted_when_left() -> Result<()> {
+    let (topic_count, count, size) = (50, 40, 1000);
+    let broker = Broker::start()?;
+    let topics: Vec<String> = (0..topic_count).map(|i| format!("topic{i}")).collect();
+    for topic in &topics {
+        broker.create_topic(topic, 1, false)?;
+    }
+    let output = Peer::python(PRODUCE_TOPICS)
+        .args([broker.address(), count.to_string(), size.to_string()])
+        .args(topics.iter().cloned())
+        .timeout(Duration::from_secs(180))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // 2 MB of records against a 512 KiB budget: the topics evict each other's records.
+    let budget = 512 * 1024u64;
+    let gateway = gateway(FANOUT, &broker, budget)
+        .env("RUST_LOG", "info,zilla_binding_kafka::cache=debug")
+        .property("zilla.binding.kafka.cache.idle.evict.millis", "1000")
+        .start()?;
+    let base = format!("http://{}", gateway.address("web_tcp"));
+    read_every_topic(&base, &topics, count, size)?;
+
+    // The clients left: every topic is evicted after the idle timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = gateway.stderr();
+        let evicted: Vec<&String> = topics
+            .iter()
+            .filter(|topic| {
+                log.lines()
+                    .filter(|line| line.contains("evicted idle topics"))
+                    .any(|line| line.contains(&format!("\"{topic}\"")))
+            })
+            .collect();
+        if evicted.len() == topics.len() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{} of {} topics evicted",
+            evicted.len(),
+            topics.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Readers coming back after the eviction get every record again.
+    read_every_topic(&base, &topics, count, size)?;
+    Ok(())
+}
