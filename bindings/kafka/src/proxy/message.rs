@@ -60,13 +60,13 @@ pub(crate) fn frame_with<M: Encodable>(
     Ok(out.freeze())
 }
 
-/// A response frame answering `correlation_id`, for a request of `api_key` at `version`.
-pub(crate) fn response_frame<M: Encodable>(
+/// The header of a response answering `correlation_id`, for a request of `api_key` at
+/// `version` (size prefix excluded).
+pub(crate) fn response_header(
     api_key: i16,
     version: i16,
     correlation_id: i32,
-    message: &M,
-) -> Result<Bytes, String> {
+) -> Result<BytesMut, String> {
     let key = kp::ApiKey::try_from(api_key).map_err(|()| format!("API key {api_key}"))?;
     let mut header = BytesMut::with_capacity(5);
     header.put_i32(correlation_id);
@@ -74,6 +74,17 @@ pub(crate) fn response_frame<M: Encodable>(
         // No tagged fields.
         header.put_u8(0);
     }
+    Ok(header)
+}
+
+/// A response frame answering `correlation_id`, for a request of `api_key` at `version`.
+pub(crate) fn response_frame<M: Encodable>(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    message: &M,
+) -> Result<Bytes, String> {
+    let header = response_header(api_key, version, correlation_id)?;
     frame_with(&header, message, version)
 }
 
