@@ -137,6 +137,52 @@ fn finish<M: kafka_protocol::protocol::Encodable>(
 
 /// Splits a request of one of the [`SPLIT`] APIs into what the broker may see and what is
 /// answered here. A malformed request is an error.
+/// Splits a request whose `topics` each name a topic in `$name`, with partitions numbered by
+/// `$partitions.$index` when the API names partitions.
+macro_rules! split_topics {
+    (@partitions $t:ident) => {
+        Vec::<i32>::new()
+    };
+    (@partitions $t:ident, $partitions:ident . $index:ident) => {
+        $t.$partitions.iter().map(|p| p.$index).collect::<Vec<i32>>()
+    };
+    ($api_key:expr, $version:expr, $frame:expr, $allowed:expr, $request:ty, $name:ident
+        $(, $partitions:ident . $index:ident)?) => {{
+        let (offset, mut r): (_, $request) = decode_request($api_key, $version, $frame)?;
+        let denied = strip(
+            &mut r.topics,
+            |t| $allowed(&t.$name),
+            |t| {
+                let partitions = split_topics!(@partitions t $(, $partitions . $index)?);
+                Denied::topic(name(&t.$name), partitions)
+            },
+        );
+        let empty = r.topics.is_empty();
+        finish($frame, offset, &r, $version, denied, empty)
+    }};
+}
+
+/// Splits an AlterConfigs or IncrementalAlterConfigs request: only allowed topics' resources
+/// reach the broker.
+macro_rules! split_alter {
+    ($api_key:expr, $version:expr, $frame:expr, $allows:expr, $request:ty) => {{
+        let (offset, mut r): (_, $request) = decode_request($api_key, $version, $frame)?;
+        let denied = strip(
+            &mut r.resources,
+            |c| c.resource_type == TOPIC_RESOURCE && $allows(c.resource_name.as_str()),
+            |c| {
+                Denied::resource(
+                    c.resource_type,
+                    &c.resource_name,
+                    alter_error(c.resource_type),
+                )
+            },
+        );
+        let empty = r.resources.is_empty();
+        finish($frame, offset, &r, $version, denied, empty)
+    }};
+}
+
 pub(crate) fn split(
     api_key: i16,
     version: i16,
@@ -145,38 +191,24 @@ pub(crate) fn split(
 ) -> Result<Split, String> {
     let topic_allowed = |topic: &kp::TopicName| allows(name(topic));
     match api_key {
-        2 => {
-            let (offset, mut r): (_, kp::ListOffsetsRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.name),
-                |t| {
-                    Denied::topic(
-                        name(&t.name),
-                        t.partitions.iter().map(|p| p.partition_index),
-                    )
-                },
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
-        8 => {
-            let (offset, mut r): (_, kp::OffsetCommitRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.name),
-                |t| {
-                    Denied::topic(
-                        name(&t.name),
-                        t.partitions.iter().map(|p| p.partition_index),
-                    )
-                },
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
+        2 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::ListOffsetsRequest,
+            name,
+            partitions.partition_index
+        ),
+        8 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::OffsetCommitRequest,
+            name,
+            partitions.partition_index
+        ),
         9 => {
             let (offset, mut r): (_, kp::OffsetFetchRequest) =
                 decode_request(api_key, version, frame)?;
@@ -214,17 +246,14 @@ pub(crate) fn split(
             };
             finish(frame, offset, &r, version, denied, empty)
         }
-        19 => {
-            let (offset, mut r): (_, kp::CreateTopicsRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.name),
-                |t| Denied::topic(name(&t.name), []),
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
+        19 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::CreateTopicsRequest,
+            name
+        ),
         20 => {
             let (offset, mut r): (_, kp::DeleteTopicsRequest) =
                 decode_request(api_key, version, frame)?;
@@ -245,33 +274,24 @@ pub(crate) fn split(
             let empty = r.topic_names.is_empty() && r.topics.is_empty();
             finish(frame, offset, &r, version, denied, empty)
         }
-        21 => {
-            let (offset, mut r): (_, kp::DeleteRecordsRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.name),
-                |t| {
-                    Denied::topic(
-                        name(&t.name),
-                        t.partitions.iter().map(|p| p.partition_index),
-                    )
-                },
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
-        23 => {
-            let (offset, mut r): (_, kp::OffsetForLeaderEpochRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.topic),
-                |t| Denied::topic(name(&t.topic), t.partitions.iter().map(|p| p.partition)),
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
+        21 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::DeleteRecordsRequest,
+            name,
+            partitions.partition_index
+        ),
+        23 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::OffsetForLeaderEpochRequest,
+            topic,
+            partitions.partition
+        ),
         24 => {
             // A transaction takes all its partitions or none: one forbidden topic refuses the
             // request, the allowed partitions answered OPERATION_NOT_ATTEMPTED, as Kafka does.
@@ -294,22 +314,15 @@ pub(crate) fn split(
                 .collect();
             Ok(Split::Refused { denied })
         }
-        28 => {
-            let (offset, mut r): (_, kp::TxnOffsetCommitRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.name),
-                |t| {
-                    Denied::topic(
-                        name(&t.name),
-                        t.partitions.iter().map(|p| p.partition_index),
-                    )
-                },
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
+        28 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::TxnOffsetCommitRequest,
+            name,
+            partitions.partition_index
+        ),
         32 => {
             // Broker and logger configurations name no topic and may be read.
             let (offset, mut r): (_, kp::DescribeConfigsRequest) =
@@ -328,51 +341,22 @@ pub(crate) fn split(
             let empty = r.resources.is_empty();
             finish(frame, offset, &r, version, denied, empty)
         }
-        33 => {
-            let (offset, mut r): (_, kp::AlterConfigsRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.resources,
-                |c| c.resource_type == TOPIC_RESOURCE && allows(c.resource_name.as_str()),
-                |c| {
-                    Denied::resource(
-                        c.resource_type,
-                        &c.resource_name,
-                        alter_error(c.resource_type),
-                    )
-                },
-            );
-            let empty = r.resources.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
-        44 => {
-            let (offset, mut r): (_, kp::IncrementalAlterConfigsRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.resources,
-                |c| c.resource_type == TOPIC_RESOURCE && allows(c.resource_name.as_str()),
-                |c| {
-                    Denied::resource(
-                        c.resource_type,
-                        &c.resource_name,
-                        alter_error(c.resource_type),
-                    )
-                },
-            );
-            let empty = r.resources.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
-        37 => {
-            let (offset, mut r): (_, kp::CreatePartitionsRequest) =
-                decode_request(api_key, version, frame)?;
-            let denied = strip(
-                &mut r.topics,
-                |t| topic_allowed(&t.name),
-                |t| Denied::topic(name(&t.name), []),
-            );
-            let empty = r.topics.is_empty();
-            finish(frame, offset, &r, version, denied, empty)
-        }
+        33 => split_alter!(api_key, version, frame, allows, kp::AlterConfigsRequest),
+        44 => split_alter!(
+            api_key,
+            version,
+            frame,
+            allows,
+            kp::IncrementalAlterConfigsRequest
+        ),
+        37 => split_topics!(
+            api_key,
+            version,
+            frame,
+            topic_allowed,
+            kp::CreatePartitionsRequest,
+            name
+        ),
         _ => Err(format!("API key {api_key} is not split here")),
     }
 }
@@ -385,6 +369,24 @@ fn alter_error(resource_type: i8) -> i16 {
     } else {
         CLUSTER_AUTHORIZATION_FAILED
     }
+}
+
+/// An AlterConfigs or IncrementalAlterConfigs answer with the refused resources added.
+macro_rules! merge_alter {
+    ($api_key:expr, $version:expr, $header:expr, $body:expr, $denied:expr, $response:ty,
+        $entry:ty) => {{
+        let mut r: $response = decoded($api_key, $version, $body)?;
+        for d in $denied {
+            r.responses.push(
+                <$entry>::default()
+                    .with_error_code(d.error)
+                    .with_error_message(d.message())
+                    .with_resource_type(d.resource_type)
+                    .with_resource_name(StrBytes::from_string(d.name().to_owned())),
+            );
+        }
+        frame_with($header, &r, $version)
+    }};
 }
 
 /// The broker's answer `body` (or, when `None`, an empty answer made here) with the `denied`
@@ -598,32 +600,24 @@ pub(crate) fn merge(
             }
             frame_with(header, &r, version)
         }
-        33 => {
-            let mut r: kp::AlterConfigsResponse = decoded(api_key, version, body)?;
-            for d in denied {
-                r.responses.push(
-                    kp::alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_error_code(d.error)
-                        .with_error_message(d.message())
-                        .with_resource_type(d.resource_type)
-                        .with_resource_name(StrBytes::from_string(d.name().to_owned())),
-                );
-            }
-            frame_with(header, &r, version)
-        }
-        44 => {
-            let mut r: kp::IncrementalAlterConfigsResponse = decoded(api_key, version, body)?;
-            for d in denied {
-                r.responses.push(
-                    kp::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_error_code(d.error)
-                        .with_error_message(d.message())
-                        .with_resource_type(d.resource_type)
-                        .with_resource_name(StrBytes::from_string(d.name().to_owned())),
-                );
-            }
-            frame_with(header, &r, version)
-        }
+        33 => merge_alter!(
+            api_key,
+            version,
+            header,
+            body,
+            denied,
+            kp::AlterConfigsResponse,
+            kp::alter_configs_response::AlterConfigsResourceResponse
+        ),
+        44 => merge_alter!(
+            api_key,
+            version,
+            header,
+            body,
+            denied,
+            kp::IncrementalAlterConfigsResponse,
+            kp::incremental_alter_configs_response::AlterConfigsResourceResponse
+        ),
         37 => {
             let mut r: kp::CreatePartitionsResponse = decoded(api_key, version, body)?;
             for d in denied {
@@ -671,9 +665,7 @@ mod tests {
 
     /// A response frame of `message` and where its body starts.
     fn response<M: Encodable>(api_key: i16, version: i16, message: &M) -> (Bytes, usize) {
-        let header = super::super::message::response_header(api_key, version, 7).unwrap();
-        let offset = 4 + header.len();
-        (frame_with(&header, message, version).unwrap(), offset)
+        super::super::message::response_for_test(api_key, version, message)
     }
 
     fn commit(topics: &[&str]) -> kp::OffsetCommitRequest {
@@ -940,14 +932,8 @@ mod tests {
         ) {
             let body = Bytes::from(body);
             let _ = merge(api, version, &[0, 0, 0, 7], Some(&body), &[], &only_orders);
-            let mut frame = BytesMut::new();
-            frame.put_i32(body.len() as i32 + 10);
-            frame.put_i16(api);
-            frame.put_i16(version);
-            frame.put_i32(1);
-            frame.put_i16(-1);
-            frame.put_slice(&body);
-            let _ = split(api, version, &frame.freeze(), &only_orders);
+            let frame = super::super::message::raw_request(api, version, &body);
+            let _ = split(api, version, &frame, &only_orders);
         }
     }
 }

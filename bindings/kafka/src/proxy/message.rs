@@ -88,6 +88,33 @@ pub(crate) fn response_frame<M: Encodable>(
     frame_with(&header, message, version)
 }
 
+/// A response frame of `message` answering correlation id 7, and where its body starts, for
+/// tests.
+#[cfg(test)]
+pub(crate) fn response_for_test<M: Encodable>(
+    api_key: i16,
+    version: i16,
+    message: &M,
+) -> (Bytes, usize) {
+    let header = response_header(api_key, version, 7).unwrap();
+    let offset = 4 + header.len();
+    (frame_with(&header, message, version).unwrap(), offset)
+}
+
+/// A request frame with header fields `api_key`, `version`, correlation id 1, no client id,
+/// then `body` as it is, for tests of malformed requests.
+#[cfg(test)]
+pub(crate) fn raw_request(api_key: i16, version: i16, body: &[u8]) -> Bytes {
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32 + 10);
+    frame.put_i16(api_key);
+    frame.put_i16(version);
+    frame.put_i32(1);
+    frame.put_i16(-1);
+    frame.put_slice(body);
+    frame.freeze()
+}
+
 /// A request frame of `message` with correlation id 7 and client id `client`, for tests.
 #[cfg(test)]
 pub(crate) fn request_frame<M: Encodable>(api_key: i16, version: i16, message: &M) -> Bytes {
@@ -157,14 +184,7 @@ mod tests {
             version in 0i16..13,
             body in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
-            let mut frame = BytesMut::new();
-            frame.put_i32(body.len() as i32 + 10);
-            frame.put_i16(api);
-            frame.put_i16(version);
-            frame.put_i32(1);
-            frame.put_i16(-1);
-            frame.put_slice(&body);
-            let frame = frame.freeze();
+            let frame = raw_request(api, version, &body);
             let _ = request_body_offset(api, version, &frame);
             let _: Result<(usize, kp::ProduceRequest), _> = decode_request(0, version, &frame);
             let _: Result<(usize, kp::FetchRequest), _> = decode_request(1, version, &frame);

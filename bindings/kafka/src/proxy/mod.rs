@@ -647,15 +647,8 @@ impl Proxy {
 
         let responses = async {
             loop {
-                for local in take_local(&pending) {
-                    permits.add_permits(1);
-                    self.answer_here(&local);
-                    write_frame(
-                        &mut client_write,
-                        local.local.as_deref().unwrap_or_default(),
-                    )
+                self.send_here(&mut client_write, &permits, take_local(&pending))
                     .await?;
-                }
                 // Answers made here come first: any of them waiting was sent before the
                 // broker's next answer was asked for.
                 let next = tokio::select! {
@@ -668,15 +661,7 @@ impl Proxy {
                 };
                 let correlation_id = frame::response_correlation_id(&frame).map_err(protocol)?;
                 let (earlier, request) = take_pending(&pending, correlation_id)?;
-                for local in earlier {
-                    permits.add_permits(1);
-                    self.answer_here(&local);
-                    write_frame(
-                        &mut client_write,
-                        local.local.as_deref().unwrap_or_default(),
-                    )
-                    .await?;
-                }
+                self.send_here(&mut client_write, &permits, earlier).await?;
                 let Some(request) = request else {
                     // An answer to an acks=0 produce already forgotten: pass it on as is.
                     write_frame(&mut client_write, &frame).await?;
@@ -805,21 +790,33 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Counts an answer made here as the broker's answers are counted.
-    fn answer_here(&self, request: &Pending) {
-        let Some(local) = request.local.as_deref() else {
-            return;
-        };
-        self.metrics
-            .duration(request.api_key, request.sent.elapsed());
-        if let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, local) {
-            self.metrics.response(
-                request.api_key,
-                request.api_version,
-                local.len(),
-                &local[offset..],
-            );
+    /// Sends the answers made here to the client, counted as the broker's answers are, and
+    /// frees their places in the queue.
+    async fn send_here(
+        &self,
+        client_write: &mut Writer,
+        permits: &Semaphore,
+        answers: Vec<Pending>,
+    ) -> Result<(), StreamError> {
+        for request in answers {
+            let Some(local) = request.local.as_deref() else {
+                continue;
+            };
+            permits.add_permits(1);
+            self.metrics
+                .duration(request.api_key, request.sent.elapsed());
+            if let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, local)
+            {
+                self.metrics.response(
+                    request.api_key,
+                    request.api_version,
+                    local.len(),
+                    &local[offset..],
+                );
+            }
+            write_frame(client_write, local).await?;
         }
+        Ok(())
     }
 }
 

@@ -458,20 +458,12 @@ pub(crate) fn fix_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{BufMut, BytesMut};
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     use super::super::message::request_frame as request;
 
     fn response<M: Encodable>(api_key: i16, version: i16, message: &M) -> (Bytes, usize) {
-        let key = kp::ApiKey::try_from(api_key).unwrap();
-        let mut header = BytesMut::new();
-        header.put_i32(3);
-        if key.response_header_version(version) >= 1 {
-            header.put_u8(0);
-        }
-        let offset = 4 + header.len();
-        (frame_with(&header, message, version).unwrap(), offset)
+        super::super::message::response_for_test(api_key, version, message)
     }
 
     fn only_orders(topic: &str) -> bool {
