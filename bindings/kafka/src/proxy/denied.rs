@@ -14,9 +14,10 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use uuid::Uuid;
 
 use super::message::{decode_request, frame_with};
-use super::topics::TOPIC_AUTHORIZATION_FAILED;
 use crate::wire;
 
+/// Kafka's TOPIC_AUTHORIZATION_FAILED.
+pub(crate) const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 /// Kafka's CLUSTER_AUTHORIZATION_FAILED: altering a broker's (or any non-topic) configuration.
 pub(crate) const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 /// Kafka's OPERATION_NOT_ATTEMPTED: the allowed partitions of a transaction request refused

@@ -54,12 +54,9 @@ use zilla_engine::guard::Authorization;
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
 
-use super::denied::{self, Denied, Split};
+use super::denied::{self, Denied, Split, TOPIC_AUTHORIZATION_FAILED};
 use super::frame::RequestHeader;
 use super::message::{decode_request, frame_with, response_header};
-
-/// Kafka's TOPIC_AUTHORIZATION_FAILED.
-pub(crate) const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 
 /// Fetch names topics by id from v13; the allow-list reads names, so Fetch stops at v12.
 const FETCH_BY_NAME: i16 = 12;
