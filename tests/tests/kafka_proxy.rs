@@ -1006,28 +1006,26 @@ fn clients_authenticate_at_the_gateway_and_reach_only_their_topics() -> Result<(
 
 /// Everything in `topic`, read straight from the broker as its own user `zilla`.
 fn kcat_sasl(broker: &Broker, topic: &str) -> Result<String> {
-    kcat(
-        &[
-            "-b",
-            &broker.address(),
-            "-X",
-            "security.protocol=SASL_PLAINTEXT",
-            "-X",
-            "sasl.mechanism=SCRAM-SHA-512",
-            "-X",
-            "sasl.username=zilla",
-            "-X",
-            "sasl.password=broker-secret",
-            "-t",
-            topic,
-            "-C",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
-        ],
-        "",
-    )
+    kcat_as_zilla(broker, &["-t", topic, "-C", "-o", "beginning", "-e", "-q"])
+}
+
+/// kcat straight to the broker as its own user `zilla`, with `args`.
+fn kcat_as_zilla(broker: &Broker, args: &[&str]) -> Result<String> {
+    let address = broker.address();
+    let mut all = vec![
+        "-b",
+        &address,
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        "sasl.mechanism=SCRAM-SHA-512",
+        "-X",
+        "sasl.username=zilla",
+        "-X",
+        "sasl.password=broker-secret",
+    ];
+    all.extend_from_slice(args);
+    kcat(&all, "")
 }
 
 const GROUP_ADMIN: &str = r#"
@@ -1203,23 +1201,7 @@ fn group_offsets_and_admin_requests_reach_only_allowed_topics() -> Result<()> {
         kcat_topics(&bootstrap, "bob", "bob-secret")?,
         vec!["ledger"]
     );
-    let everything = kcat(
-        &[
-            "-b",
-            &broker.address(),
-            "-X",
-            "security.protocol=SASL_PLAINTEXT",
-            "-X",
-            "sasl.mechanism=SCRAM-SHA-512",
-            "-X",
-            "sasl.username=zilla",
-            "-X",
-            "sasl.password=broker-secret",
-            "-L",
-            "-J",
-        ],
-        "",
-    )?;
+    let everything = kcat_as_zilla(&broker, &["-L", "-J"])?;
     let everything: serde_json::Value = serde_json::from_str(&everything)?;
     let mut names: Vec<&str> = everything["topics"]
         .as_array()
