@@ -990,26 +990,211 @@ fn clients_authenticate_at_the_gateway_and_reach_only_their_topics() -> Result<(
 
 /// Everything in `topic`, read straight from the broker as its own user `zilla`.
 fn kcat_sasl(broker: &Broker, topic: &str) -> Result<String> {
-    kcat(
+    kcat_as_zilla(broker, &["-t", topic, "-C", "-o", "beginning", "-e", "-q"])
+}
+
+/// kcat straight to the broker as its own user `zilla`, with `args`.
+fn kcat_as_zilla(broker: &Broker, args: &[&str]) -> Result<String> {
+    let address = broker.address();
+    let mut all = vec![
+        "-b",
+        &address,
+        "-X",
+        "security.protocol=SASL_PLAINTEXT",
+        "-X",
+        "sasl.mechanism=SCRAM-SHA-512",
+        "-X",
+        "sasl.username=zilla",
+        "-X",
+        "sasl.password=broker-secret",
+    ];
+    all.extend_from_slice(args);
+    kcat(&all, "")
+}
+
+const GROUP_ADMIN: &str = r#"
+import json, sys
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+bootstrap, user, secret, mode = sys.argv[1:5]
+errors = []
+auth = {'bootstrap.servers': bootstrap, 'security.protocol': 'SASL_PLAINTEXT',
+    'sasl.mechanism': 'PLAIN', 'sasl.username': user, 'sasl.password': secret,
+    'error_cb': lambda e: errors.append(e.name()), 'log_level': 0}
+def outcome(future):
+    try:
+        future.result(timeout=20)
+        return None
+    except KafkaException as e:
+        return e.args[0].name()
+def commit(consumer, topic, offset):
+    try:
+        parts = consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+        failed = [p.error.name() for p in parts if p.error]
+        return failed[0] if failed else None
+    except KafkaException as e:
+        return e.args[0].name()
+result = {}
+if mode == 'commit':
+    # Commits to the group `shared`, in turn, each `topic=offset` given.
+    consumer = Consumer(dict(auth, **{'group.id': 'shared', 'enable.auto.commit': False}))
+    result['commits'] = []
+    for spec in sys.argv[5:]:
+        topic, offset = spec.split('=')
+        result['commits'].append(commit(consumer, topic, int(offset)))
+    last = sys.argv[-1].split('=')[0]
+    result['committed'] = consumer.committed([TopicPartition(last, 0)], timeout=15)[0].offset
+    consumer.close()
+else:
+    allowed, forbidden = sys.argv[5:7]
+    admin = AdminClient(auth)
+    listed = admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions('shared')])['shared'].result(timeout=20)
+    result['group_offsets'] = sorted('%s:%d:%d' % (p.topic, p.partition, p.offset)
+        for p in listed.topic_partitions)
+    result['create'] = outcome(admin.create_topics(
+        [NewTopic(forbidden + '-new', num_partitions=1, replication_factor=1)])[forbidden + '-new'])
+    result['delete'] = outcome(admin.delete_topics([forbidden])[forbidden])
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, allowed),
+        ConfigResource(ResourceType.TOPIC, forbidden)])
+    result['describe'] = {}
+    for resource, future in described.items():
+        try:
+            result['describe'][resource.name] = len(future.result(timeout=20))
+        except KafkaException as e:
+            result['describe'][resource.name] = e.args[0].name()
+result['errors'] = sorted(set(errors))
+print(json.dumps(result))
+"#;
+
+/// Topics kcat lists through the secured gateway as `user`.
+fn kcat_topics(bootstrap: &str, user: &str, secret: &str) -> Result<Vec<String>> {
+    let listing = kcat(
         &[
             "-b",
-            &broker.address(),
+            bootstrap,
             "-X",
             "security.protocol=SASL_PLAINTEXT",
             "-X",
-            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.mechanism=PLAIN",
             "-X",
-            "sasl.username=zilla",
+            &format!("sasl.username={user}"),
             "-X",
-            "sasl.password=broker-secret",
-            "-t",
-            topic,
-            "-C",
-            "-o",
-            "beginning",
-            "-e",
-            "-q",
+            &format!("sasl.password={secret}"),
+            "-L",
+            "-J",
         ],
         "",
-    )
+    )?;
+    let listing: serde_json::Value = serde_json::from_str(&listing)?;
+    let mut topics: Vec<String> = listing["topics"]
+        .as_array()
+        .context("topics")?
+        .iter()
+        .filter_map(|t| t["topic"].as_str().map(str::to_owned))
+        .collect();
+    topics.sort();
+    Ok(topics)
+}
+
+#[test]
+fn group_offsets_and_admin_requests_reach_only_allowed_topics() -> Result<()> {
+    let mut broker = Broker::start()?;
+    broker.create_topic("orders", 1, false)?;
+    broker.create_topic("ledger", 1, false)?;
+    broker.require_authentication(&[("zilla", "broker-secret")])?;
+    let (mut gateway, bootstrap) = secured_gateway(&broker)?;
+
+    // bob commits ledger in the group `shared`; alice's commit of ledger is refused with the
+    // topic's error code, and her next commit on the same connection goes through.
+    let bob = python_json(
+        GROUP_ADMIN,
+        &[&bootstrap, "bob", "bob-secret", "commit", "ledger=2"],
+        "",
+    )?;
+    assert_eq!(bob["commits"], serde_json::json!([null]), "{bob}");
+    let alice = python_json(
+        GROUP_ADMIN,
+        &[
+            &bootstrap,
+            "alice",
+            "alice-secret",
+            "commit",
+            "ledger=1",
+            "orders=3",
+        ],
+        "",
+    )?;
+    assert_eq!(
+        alice["commits"],
+        serde_json::json!(["TOPIC_AUTHORIZATION_FAILED", null]),
+        "{alice}"
+    );
+    assert_eq!(alice["committed"], 3, "{alice}");
+    assert!(
+        !alice["errors"].to_string().contains("TRANSPORT"),
+        "the connection stayed open: {alice}"
+    );
+
+    // The group's offsets for every topic: each sees only its own topic's.
+    let alice = python_json(
+        GROUP_ADMIN,
+        &[
+            &bootstrap,
+            "alice",
+            "alice-secret",
+            "admin",
+            "orders",
+            "ledger",
+        ],
+        "",
+    )?;
+    assert_eq!(
+        alice["group_offsets"],
+        serde_json::json!(["orders:0:3"]),
+        "{alice}"
+    );
+    assert_eq!(alice["create"], "TOPIC_AUTHORIZATION_FAILED", "{alice}");
+    assert_eq!(alice["delete"], "TOPIC_AUTHORIZATION_FAILED", "{alice}");
+    assert_eq!(
+        alice["describe"]["ledger"], "TOPIC_AUTHORIZATION_FAILED",
+        "{alice}"
+    );
+    // In the same request, orders is described by the broker (tansu lists no entries).
+    assert!(
+        alice["describe"]["orders"].is_u64(),
+        "orders is described: {alice}"
+    );
+    let bob = python_json(
+        GROUP_ADMIN,
+        &[&bootstrap, "bob", "bob-secret", "admin", "ledger", "orders"],
+        "",
+    )?;
+    assert_eq!(
+        bob["group_offsets"],
+        serde_json::json!(["ledger:0:2"]),
+        "{bob}"
+    );
+
+    // kcat lists each one's own topic; nothing was created or deleted.
+    assert_eq!(
+        kcat_topics(&bootstrap, "alice", "alice-secret")?,
+        vec!["orders"]
+    );
+    assert_eq!(
+        kcat_topics(&bootstrap, "bob", "bob-secret")?,
+        vec!["ledger"]
+    );
+    let everything = kcat_as_zilla(&broker, &["-L", "-J"])?;
+    let everything: serde_json::Value = serde_json::from_str(&everything)?;
+    let mut names: Vec<&str> = everything["topics"]
+        .as_array()
+        .context("topics")?
+        .iter()
+        .filter_map(|t| t["topic"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, vec!["ledger", "orders"], "{everything}");
+    assert!(gateway.terminate()?.success());
+    Ok(())
 }

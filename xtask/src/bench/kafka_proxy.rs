@@ -23,6 +23,8 @@ use crate::shell::{cargo, run as run_command};
 
 const TOPIC: &str = "proxied";
 const RECORDS: usize = 200_000;
+/// Records per produce and consume run with `--quick`.
+const QUICK_RECORDS: usize = 20_000;
 const RECORD_SIZE: usize = 100;
 const DEFAULT_ROUNDS: usize = 5;
 /// Records per second of the latency runs.
@@ -101,14 +103,14 @@ fn port_block() -> Result<u16> {
 }
 
 /// Records per second of one produce run, checking every record was acknowledged.
-fn produce(bootstrap: &str) -> Result<f64> {
+fn produce(bootstrap: &str, records: usize) -> Result<f64> {
     let report = python_json(
         LOAD_CLIENT,
         &[
             "produce",
             bootstrap,
             TOPIC,
-            &RECORDS.to_string(),
+            &records.to_string(),
             &RECORD_SIZE.to_string(),
         ],
         "",
@@ -118,17 +120,17 @@ fn produce(bootstrap: &str) -> Result<f64> {
             .as_f64()
             .with_context(|| format!("no `{key}` in {report}"))
     };
-    if number("delivered")? as usize != RECORDS {
+    if number("delivered")? as usize != records {
         bail!("not every record was acknowledged: {report}");
     }
-    Ok(RECORDS as f64 / number("seconds")?)
+    Ok(records as f64 / number("seconds")?)
 }
 
 /// Records per second of one consume run.
-fn consume(bootstrap: &str) -> Result<f64> {
+fn consume(bootstrap: &str, records: usize) -> Result<f64> {
     let report = python_json(
         LOAD_CLIENT,
-        &["consume", bootstrap, TOPIC, &RECORDS.to_string()],
+        &["consume", bootstrap, TOPIC, &records.to_string()],
         "",
     )?;
     let number = |key: &str| {
@@ -136,10 +138,10 @@ fn consume(bootstrap: &str) -> Result<f64> {
             .as_f64()
             .with_context(|| format!("no `{key}` in {report}"))
     };
-    if (number("consumed")? as usize) < RECORDS {
+    if (number("consumed")? as usize) < records {
         bail!("not every record was read: {report}");
     }
-    Ok(RECORDS as f64 / number("seconds")?)
+    Ok(records as f64 / number("seconds")?)
 }
 
 /// p50 and p99 in µs of one fixed-rate run.
@@ -178,10 +180,18 @@ struct Samples {
     p99_proxy: Vec<f64>,
 }
 
-/// Runs S8 and records its figures.
+/// Runs S8 and records its figures; with `--quick`, one short round ([`QUICK_RECORDS`]
+/// records, 3 s of latency) whose figures are printed, not recorded.
 pub fn run(options: &Options) -> Result<()> {
-    let rounds = options.rounds.unwrap_or(DEFAULT_ROUNDS).max(1);
-    let latency_seconds = options.seconds.unwrap_or(DEFAULT_LATENCY_SECONDS).max(1);
+    let quick = options.quick;
+    let rounds = if quick {
+        1
+    } else {
+        options.rounds.unwrap_or(DEFAULT_ROUNDS).max(1)
+    };
+    let default_seconds = if quick { 3 } else { DEFAULT_LATENCY_SECONDS };
+    let latency_seconds = options.seconds.unwrap_or(default_seconds).max(1);
+    let records = if quick { QUICK_RECORDS } else { RECORDS };
     let binary = match &options.binary {
         Some(binary) => binary.clone(),
         None => {
@@ -229,23 +239,23 @@ bindings:
     let proxied = format!("127.0.0.1:{base}");
 
     // Warm-up: fills the topic the consume runs read, both ways.
-    produce(&direct).context("warm-up produce, direct")?;
-    produce(&proxied).context("warm-up produce, proxied")?;
+    produce(&direct, records).context("warm-up produce, direct")?;
+    produce(&proxied, records).context("warm-up produce, proxied")?;
     let mut samples = Samples::default();
     for round in 1..=rounds {
         let context = || format!("round {round}");
         samples
             .produce_direct
-            .push(produce(&direct).with_context(context)?);
+            .push(produce(&direct, records).with_context(context)?);
         samples
             .produce_proxy
-            .push(produce(&proxied).with_context(context)?);
+            .push(produce(&proxied, records).with_context(context)?);
         samples
             .consume_direct
-            .push(consume(&direct).with_context(context)?);
+            .push(consume(&direct, records).with_context(context)?);
         samples
             .consume_proxy
-            .push(consume(&proxied).with_context(context)?);
+            .push(consume(&proxied, records).with_context(context)?);
         let (p50, p99) = latency(&direct, latency_seconds).with_context(context)?;
         samples.p50_direct.push(p50);
         samples.p99_direct.push(p99);
@@ -282,7 +292,7 @@ bindings:
         "| date | commit | produce rec/s proxy | direct | ratio | consume rec/s proxy | direct | ratio | p99 µs proxy | direct | added p50 µs | added p99 µs |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n\
          | {} | {} | {:.0} | {:.0} | {produce_ratio:.3} | {:.0} | {:.0} | {consume_ratio:.3} | {:.0} | {:.0} | {added_p50:.0} | {added_p99:.0} |\n\n\
-         {RECORDS} records of {RECORD_SIZE} bytes per produce and consume run (librdkafka, leader acks, one partition); \
+         {records} records of {RECORD_SIZE} bytes per produce and consume run (librdkafka, leader acks, one partition); \
          latency at {LATENCY_RATE} records/s for {latency_seconds} s; medians of {rounds} rounds.\n",
         today(),
         commit(),
@@ -293,6 +303,10 @@ bindings:
         median(&samples.p99_proxy),
         median(&samples.p99_direct),
     );
+    if quick {
+        println!("--quick: not recorded");
+        return Ok(());
+    }
     record("kafka-proxy", &table)?;
     Ok(())
 }

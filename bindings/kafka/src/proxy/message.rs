@@ -60,13 +60,13 @@ pub(crate) fn frame_with<M: Encodable>(
     Ok(out.freeze())
 }
 
-/// A response frame answering `correlation_id`, for a request of `api_key` at `version`.
-pub(crate) fn response_frame<M: Encodable>(
+/// The header of a response answering `correlation_id`, for a request of `api_key` at
+/// `version` (size prefix excluded).
+pub(crate) fn response_header(
     api_key: i16,
     version: i16,
     correlation_id: i32,
-    message: &M,
-) -> Result<Bytes, String> {
+) -> Result<BytesMut, String> {
     let key = kp::ApiKey::try_from(api_key).map_err(|()| format!("API key {api_key}"))?;
     let mut header = BytesMut::with_capacity(5);
     header.put_i32(correlation_id);
@@ -74,7 +74,45 @@ pub(crate) fn response_frame<M: Encodable>(
         // No tagged fields.
         header.put_u8(0);
     }
+    Ok(header)
+}
+
+/// A response frame answering `correlation_id`, for a request of `api_key` at `version`.
+pub(crate) fn response_frame<M: Encodable>(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    message: &M,
+) -> Result<Bytes, String> {
+    let header = response_header(api_key, version, correlation_id)?;
     frame_with(&header, message, version)
+}
+
+/// A response frame of `message` answering correlation id 7, and where its body starts, for
+/// tests.
+#[cfg(test)]
+pub(crate) fn response_for_test<M: Encodable>(
+    api_key: i16,
+    version: i16,
+    message: &M,
+) -> (Bytes, usize) {
+    let header = response_header(api_key, version, 7).unwrap();
+    let offset = 4 + header.len();
+    (frame_with(&header, message, version).unwrap(), offset)
+}
+
+/// A request frame with header fields `api_key`, `version`, correlation id 1, no client id,
+/// then `body` as it is, for tests of malformed requests.
+#[cfg(test)]
+pub(crate) fn raw_request(api_key: i16, version: i16, body: &[u8]) -> Bytes {
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32 + 10);
+    frame.put_i16(api_key);
+    frame.put_i16(version);
+    frame.put_i32(1);
+    frame.put_i16(-1);
+    frame.put_slice(body);
+    frame.freeze()
 }
 
 /// A request frame of `message` with correlation id 7 and client id `client`, for tests.
@@ -146,14 +184,7 @@ mod tests {
             version in 0i16..13,
             body in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
-            let mut frame = BytesMut::new();
-            frame.put_i32(body.len() as i32 + 10);
-            frame.put_i16(api);
-            frame.put_i16(version);
-            frame.put_i32(1);
-            frame.put_i16(-1);
-            frame.put_slice(&body);
-            let frame = frame.freeze();
+            let frame = raw_request(api, version, &body);
             let _ = request_body_offset(api, version, &frame);
             let _: Result<(usize, kp::ProduceRequest), _> = decode_request(0, version, &frame);
             let _: Result<(usize, kp::FetchRequest), _> = decode_request(1, version, &frame);

@@ -96,10 +96,12 @@
 //! - `routes`: a topic allow-list ([`topics`]): a client may use a topic when a route's `when`
 //!   matches it (`*` wildcards; no `when` matches every topic) and the client holds the
 //!   route's `guarded` guards and roles. The binding-level `exit`, when given, allows every
-//!   topic, as the last route of any binding does. Every route names the same exit. Forbidden
-//!   topics get TOPIC_AUTHORIZATION_FAILED in Metadata, Produce and Fetch answers; other
-//!   requests naming one close the connection, and APIs whose topics are not read here (for
-//!   example transactions and ACLs) are left out of ApiVersions and refused.
+//!   topic, as the last route of any binding does. Every route names the same exit. A
+//!   forbidden topic gets Kafka's per-topic error (TOPIC_AUTHORIZATION_FAILED) in the answer
+//!   and the connection stays open; answers listing topics nobody named (OffsetFetch for a
+//!   whole group, Metadata for every topic, group members' subscriptions and assignments)
+//!   keep only the allowed ones. [`topics`] has the table of every API forwarded and what
+//!   happens to its topics; any other API is left out of ApiVersions and refused.
 //!
 //! Not supported yet: SNI-based broker routing (one TLS listener, the broker chosen by the
 //! server name), OAUTHBEARER at the edge, re-authentication on an open connection (clients
@@ -108,7 +110,9 @@
 
 mod auth;
 mod brokers;
+mod denied;
 mod frame;
+mod members;
 mod message;
 mod rewrite;
 pub mod telemetry;
@@ -123,7 +127,7 @@ use std::time::{Duration, Instant, SystemTime};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use zilla_engine::BuildError;
 use zilla_engine::binding::{Binding, BuildContext};
 use zilla_engine::guard::Authorization;
@@ -347,6 +351,9 @@ struct Pending {
     sent: Instant,
     /// How the answer is fixed up for topics the request was stripped of.
     fixup: Option<Box<Fixup>>,
+    /// The answer made here for a request never sent to the broker (every topic it names
+    /// is forbidden); it goes to the client once every earlier request is answered.
+    local: Option<bytes::Bytes>,
 }
 
 /// The ApiVersions key, whose answer the proxy rewrites.
@@ -493,6 +500,7 @@ impl Proxy {
                     answered: true,
                     sent: Instant::now(),
                     fixup: None,
+                    local: None,
                 };
                 write_frame(broker_write, &frame).await?;
                 let Some(answer) = broker.next().await.map_err(protocol)? else {
@@ -573,6 +581,7 @@ impl Proxy {
         let authorization = authorization;
         let pending = Mutex::new(VecDeque::<Pending>::new());
         let permits = Semaphore::new(MAX_IN_FLIGHT);
+        let answered_here = Notify::new();
 
         let requests = async {
             while let Some(frame) = client_frames.next().await.map_err(protocol)? {
@@ -582,20 +591,22 @@ impl Proxy {
                         "re-authentication on an open connection is not supported".into(),
                     ));
                 }
-                let (frame, fixup) = match &self.access {
-                    None => (frame, None),
+                let (frame, fixup, local) = match &self.access {
+                    None => (frame, None, None),
                     Some(access) => match topics::check(access, &authorization, header, &frame) {
                         Checked::Forward {
                             frame: rewritten,
                             fixup,
-                        } => (rewritten.unwrap_or(frame), fixup.map(Box::new)),
+                        } => (rewritten.unwrap_or(frame), fixup.map(Box::new), None),
+                        Checked::Answer(answer) => (frame, None, Some(answer)),
                         Checked::Refuse(reason) => {
                             tracing::info!(%reason, "kafka request refused; closing the connection");
                             return Err(StreamError::Protocol(reason));
                         }
                     },
                 };
-                let answered = header.api_key != 0
+                let answered = local.is_some()
+                    || header.api_key != 0
                     || frame::produce_acks(&frame, header.api_version) != Some(0);
                 if answered {
                     permits
@@ -604,6 +615,7 @@ impl Proxy {
                         .map_err(|_| StreamError::Stopped)?
                         .forget();
                 }
+                let forward = local.is_none();
                 {
                     let mut pending = lock(&pending);
                     // Unanswered acks=0 produces are forgotten once the queue is full.
@@ -619,19 +631,37 @@ impl Proxy {
                         answered,
                         sent: Instant::now(),
                         fixup,
+                        local,
                     });
                 }
                 self.metrics.request(header.api_key, frame.len());
-                broker_write.write_all(&frame).await?;
-                broker_write.flush().await?;
+                if forward {
+                    broker_write.write_all(&frame).await?;
+                    broker_write.flush().await?;
+                } else {
+                    answered_here.notify_one();
+                }
             }
             Ok::<(), StreamError>(())
         };
 
         let responses = async {
-            while let Some(frame) = broker_frames.next().await.map_err(protocol)? {
+            loop {
+                self.send_here(&mut client_write, &permits, take_local(&pending))
+                    .await?;
+                // Answers made here come first: any of them waiting was sent before the
+                // broker's next answer was asked for.
+                let next = tokio::select! {
+                    biased;
+                    () = answered_here.notified() => continue,
+                    next = broker_frames.next() => next,
+                };
+                let Some(frame) = next.map_err(protocol)? else {
+                    break;
+                };
                 let correlation_id = frame::response_correlation_id(&frame).map_err(protocol)?;
-                let request = take_pending(&pending, correlation_id)?;
+                let (earlier, request) = take_pending(&pending, correlation_id)?;
+                self.send_here(&mut client_write, &permits, earlier).await?;
                 let Some(request) = request else {
                     // An answer to an acks=0 produce already forgotten: pass it on as is.
                     write_frame(&mut client_write, &frame).await?;
@@ -685,6 +715,34 @@ impl Proxy {
             frame.len(),
             &frame[offset..],
         );
+        let allows = |topic: &str| {
+            self.access
+                .as_ref()
+                .is_none_or(|access| access.allows(topic, authorization))
+        };
+        if let Some(Fixup::Denied { api_key, denied }) = request.fixup.as_deref() {
+            let body = frame.slice(offset..);
+            return denied::merge(
+                *api_key,
+                request.api_version,
+                &frame[4..offset],
+                Some(&body),
+                denied,
+                &allows,
+            )
+            .map_err(|error| {
+                tracing::warn!(%error, "kafka proxy cannot name refused topics in an answer; closing the connection");
+                StreamError::Upstream(error)
+            });
+        }
+        if let Some(Fixup::Members { api_key }) = request.fixup.as_deref() {
+            let body = frame.slice(offset..);
+            return members::narrow(*api_key, request.api_version, &frame[4..offset], &body, &allows)
+                .map_err(|error| {
+                    tracing::warn!(%error, "kafka proxy cannot read a group's members; closing the connection");
+                    StreamError::Upstream(error)
+                });
+        }
         if let Some(fixup) = request.fixup.as_deref()
             && !matches!(fixup, Fixup::Metadata { .. })
         {
@@ -698,11 +756,6 @@ impl Proxy {
         if !rewrite::rewrites(request.api_key) {
             return Ok(frame);
         }
-        let allows = |topic: &str| {
-            self.access
-                .as_ref()
-                .is_none_or(|access| access.allows(topic, authorization))
-        };
         let fix = |topics: &mut Vec<
             kafka_protocol::messages::metadata_response::MetadataResponseTopic,
         >| {
@@ -736,11 +789,43 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Sends the answers made here to the client, counted as the broker's answers are, and
+    /// frees their places in the queue.
+    async fn send_here(
+        &self,
+        client_write: &mut Writer,
+        permits: &Semaphore,
+        answers: Vec<Pending>,
+    ) -> Result<(), StreamError> {
+        for request in answers {
+            let Some(local) = request.local.as_deref() else {
+                continue;
+            };
+            permits.add_permits(1);
+            self.metrics
+                .duration(request.api_key, request.sent.elapsed());
+            if let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, local)
+            {
+                self.metrics.response(
+                    request.api_key,
+                    request.api_version,
+                    local.len(),
+                    &local[offset..],
+                );
+            }
+            write_frame(client_write, local).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Inspects one frame of untrusted bytes the way a proxy does, for fuzzing: the request
 /// header and Produce `acks` of `frame` read as a request (and, for the APIs the topic
-/// allow-list and the SASL exchange read, decoded), and `frame` read as the response of
-/// `api_key` at `version`, rewritten when that API names brokers (gateway host `proxy`,
-/// broker ports 9100-9103). Malformed input is an error, never a panic.
+/// allow-list and the SASL exchange read, decoded and split as for a client allowed the topic
+/// `orders`), and `frame` read as the response of `api_key` at `version`, rewritten when that
+/// API names brokers (gateway host `proxy`, broker ports 9100-9103) or topics (narrowed to
+/// `orders`). Malformed input is an error, never a panic.
 pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result<(), String> {
     if let Ok(header) = frame::request_header(frame)
         && header.api_key == 0
@@ -759,11 +844,29 @@ pub fn inspect_frame(api_key: i16, version: i16, frame: &bytes::Bytes) -> Result
             }
             36 => message::decode_request::<kp::SaslAuthenticateRequest>(36, version, frame)
                 .map(|_| ()),
+            key if denied::SPLIT.contains(&key) => {
+                denied::split(key, version, frame, &|topic| topic == "orders").map(|_| ())
+            }
             _ => Ok(()),
         };
     }
     frame::response_correlation_id(frame).map_err(|error| error.to_string())?;
     let offset = rewrite::body_offset(api_key, version, frame).ok_or("no response body")?;
+    let body = frame.slice(offset..);
+    let only_orders = |topic: &str| topic == "orders";
+    if denied::SPLIT.contains(&api_key) && api_key != 24 {
+        denied::merge(
+            api_key,
+            version,
+            &frame[4..offset],
+            Some(&body),
+            &[],
+            &only_orders,
+        )?;
+    }
+    if matches!(api_key, 11 | 14 | 15) {
+        members::narrow(api_key, version, &frame[4..offset], &body, &only_orders)?;
+    }
     if rewrite::rewrites(api_key) {
         rewrite::rewrite(
             api_key,
@@ -784,33 +887,53 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
-/// The request `correlation_id` answers, dropping acks=0 produces the broker skipped. `None`
-/// when it answers nothing waiting (an acks=0 produce forgotten earlier); an error when the
-/// broker skipped a request it must answer.
+/// The answers made here that are next in line (no request still waiting for the broker
+/// before them).
+fn take_local(pending: &Mutex<VecDeque<Pending>>) -> Vec<Pending> {
+    let mut pending = lock(pending);
+    let mut ready = Vec::new();
+    while pending.front().is_some_and(|p| p.local.is_some()) {
+        ready.extend(pending.pop_front());
+    }
+    ready
+}
+
+/// The request `correlation_id` answers, after the answers made here that come before it,
+/// dropping acks=0 produces the broker skipped. `None` when it answers nothing waiting (an
+/// acks=0 produce forgotten earlier); an error when the broker skipped a request it must
+/// answer.
 fn take_pending(
     pending: &Mutex<VecDeque<Pending>>,
     correlation_id: i32,
-) -> Result<Option<Pending>, StreamError> {
+) -> Result<(Vec<Pending>, Option<Pending>), StreamError> {
     let mut pending = lock(pending);
+    let from_broker = |p: &Pending| p.local.is_none();
     let Some(index) = pending
         .iter()
-        .position(|p| p.correlation_id == correlation_id)
+        .position(|p| from_broker(p) && p.correlation_id == correlation_id)
     else {
-        return if pending.iter().any(|p| p.answered) {
+        return if pending.iter().any(|p| p.answered && from_broker(p)) {
             Err(StreamError::Protocol(format!(
                 "broker answered correlation id {correlation_id}, which no request carries"
             )))
         } else {
-            Ok(None)
+            Ok((Vec::new(), None))
         };
     };
-    if pending.iter().take(index).any(|p| p.answered) {
+    if pending
+        .iter()
+        .take(index)
+        .any(|p| p.answered && from_broker(p))
+    {
         return Err(StreamError::Protocol(format!(
             "broker answered correlation id {correlation_id} out of order"
         )));
     }
-    pending.drain(..index);
-    Ok(pending.pop_front())
+    let earlier = pending
+        .drain(..index)
+        .filter(|p| p.local.is_some())
+        .collect();
+    Ok((earlier, pending.pop_front()))
 }
 
 async fn write_frame(
@@ -837,6 +960,7 @@ mod tests {
                     answered,
                     sent: Instant::now(),
                     fixup: None,
+                    local: None,
                 })
                 .collect(),
         )
@@ -846,7 +970,7 @@ mod tests {
     fn answers_match_in_order_and_skip_unanswered_produces() {
         let pending = waiting(&[(1, false), (2, true), (3, true)]);
         assert_eq!(
-            take_pending(&pending, 2).unwrap().unwrap().correlation_id,
+            take_pending(&pending, 2).unwrap().1.unwrap().correlation_id,
             2
         );
         assert!(
@@ -857,10 +981,10 @@ mod tests {
         assert!(take_pending(&pending, 2).is_err(), "1 skipped");
         let pending = waiting(&[(1, false)]);
         assert_eq!(
-            take_pending(&pending, 1).unwrap().unwrap().correlation_id,
+            take_pending(&pending, 1).unwrap().1.unwrap().correlation_id,
             1
         );
-        assert!(take_pending(&pending, 5).unwrap().is_none());
+        assert!(take_pending(&pending, 5).unwrap().1.is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `kafka.*` metrics the `proxy` kind records, in Zilla's naming style.
 //!
-//! - `kafka.requests` (counter): requests forwarded to the brokers.
+//! - `kafka.requests` (counter): client requests, forwarded to the brokers or (naming only
+//!   topics the client may not use) answered by the proxy.
 //! - `kafka.errors` (counter): responses whose top-level error code is not 0. Only APIs with
 //!   a top-level error code count (ApiVersions, FindCoordinator v0-3, JoinGroup, Heartbeat,
 //!   LeaveGroup, SyncGroup, ListGroups, SaslHandshake, SaslAuthenticate, InitProducerId,
@@ -10,7 +11,8 @@
 //! - `kafka.fetch.size` (histogram, bytes): sizes of Fetch responses.
 //! - `kafka.active.connections` (gauge): client connections open through the proxy.
 //! - `kafka.duration` (histogram, exported in milliseconds): from a request leaving for the
-//!   broker to its answer coming back, for every answered request.
+//!   broker (or reaching a proxy that answers it itself) to its answer going back, for every
+//!   answered request.
 //!
 //! `telemetry.attributes` may label `kafka.requests`, `kafka.errors` and `kafka.duration` by
 //! API with the
@@ -37,7 +39,7 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
             name: "kafka.requests",
             kind: MetricKind::Counter,
             unit: Unit::Count,
-            description: "Kafka requests forwarded by the proxy",
+            description: "Kafka requests from clients of the proxy",
         },
         MetricDescriptor {
             name: "kafka.errors",

@@ -3,14 +3,47 @@
 //! (`guarded`) allows. The binding-level `exit`, as in every binding, is a last route that
 //! allows every topic.
 //!
-//! Metadata, Produce and Fetch name forbidden topics back with TOPIC_AUTHORIZATION_FAILED, as a
-//! broker enforcing ACLs does: the request goes to the broker without them, and the answer gets
-//! them back with the error (a Metadata request for every topic gets the forbidden ones left
-//! out). Produce and Fetch requests naming only allowed topics pass as the same bytes. Other
-//! requests naming a forbidden topic (ListOffsets, OffsetCommit, OffsetFetch,
-//! OffsetForLeaderEpoch, CreateTopics, DeleteTopics, DeleteRecords, CreatePartitions,
-//! DescribeConfigs) close the connection. Every other API is left out of the ApiVersions
-//! answer and closes the connection when sent, since its topics, if any, are not checked here.
+//! A forbidden topic is answered as a broker enforcing ACLs answers it: the request goes to
+//! the broker without it, the answer gets it back with TOPIC_AUTHORIZATION_FAILED, and the
+//! connection stays open. A request naming only forbidden topics is answered by the proxy
+//! without reaching the broker. Requests naming only allowed topics pass as the same bytes.
+//! Every API key a proxy with routes forwards, and what it does with topics:
+//!
+//! | Key | API | Versions | Topics |
+//! |----:|-----|----------|--------|
+//! | 0 | Produce | broker's | forbidden topics' partitions answered TOPIC_AUTHORIZATION_FAILED |
+//! | 1 | Fetch | up to v12 (v13 names topics by id) | same |
+//! | 2 | ListOffsets | up to the schema's | same |
+//! | 3 | Metadata | up to the schema's | named forbidden topics answered TOPIC_AUTHORIZATION_FAILED, never sent (no auto-creation); every-topic answers keep the allowed ones |
+//! | 8 | OffsetCommit | same | forbidden partitions answered TOPIC_AUTHORIZATION_FAILED |
+//! | 9 | OffsetFetch | same | same; every topic of a group (null list): the allowed ones only |
+//! | 10 | FindCoordinator | broker's | none (brokers rewritten) |
+//! | 11 | JoinGroup | up to the answer schema's | members' subscriptions keep allowed topics |
+//! | 12, 13 | Heartbeat, LeaveGroup | broker's | none |
+//! | 14 | SyncGroup | up to the answer schema's | the assignment keeps allowed topics |
+//! | 15 | DescribeGroups | up to the answer schema's | members' subscriptions and assignments keep allowed topics |
+//! | 16 | ListGroups | broker's | none |
+//! | 17, 36 | SaslHandshake, SaslAuthenticate | see [`super::auth`] | none |
+//! | 18 | ApiVersions | any | lists only this table's keys and versions |
+//! | 19 | CreateTopics | up to the schema's | forbidden names answered TOPIC_AUTHORIZATION_FAILED |
+//! | 20 | DeleteTopics | same | forbidden names, and topics named by id only, answered TOPIC_AUTHORIZATION_FAILED |
+//! | 21 | DeleteRecords | same | forbidden partitions answered TOPIC_AUTHORIZATION_FAILED |
+//! | 22 | InitProducerId | broker's | none |
+//! | 23 | OffsetForLeaderEpoch | up to the schema's | forbidden partitions answered TOPIC_AUTHORIZATION_FAILED |
+//! | 24 | AddPartitionsToTxn | up to v3 (v4 is for brokers) | one forbidden topic refuses the whole request: TOPIC_AUTHORIZATION_FAILED, the others OPERATION_NOT_ATTEMPTED |
+//! | 25, 26 | AddOffsetsToTxn, EndTxn | broker's | none |
+//! | 28 | TxnOffsetCommit | up to the schema's | forbidden partitions answered TOPIC_AUTHORIZATION_FAILED |
+//! | 32 | DescribeConfigs | same | forbidden topic resources answered TOPIC_AUTHORIZATION_FAILED; broker resources pass |
+//! | 33, 44 | AlterConfigs, IncrementalAlterConfigs | same | forbidden topic resources TOPIC_AUTHORIZATION_FAILED; any other resource (a broker's) CLUSTER_AUTHORIZATION_FAILED |
+//! | 37 | CreatePartitions | same | forbidden topics answered TOPIC_AUTHORIZATION_FAILED |
+//! | 42 | DeleteGroups | broker's | none |
+//! | 60 | DescribeCluster | broker's | none (brokers rewritten) |
+//!
+//! Every other API key (ACLs, quotas, partition reassignment, the KIP-848 consumer group
+//! protocol (ConsumerGroupHeartbeat, ConsumerGroupDescribe), whose assignments name topics by
+//! id, inter-broker APIs, unknown keys) is left out of the ApiVersions answer, so clients never
+//! use it, and closes the connection when sent anyway, as a broker does with an API it does not
+//! offer; so does a version above the ones in this table.
 
 use std::collections::HashSet;
 
@@ -21,14 +54,18 @@ use zilla_engine::guard::Authorization;
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
 
+use super::denied::{self, Denied, Split, TOPIC_AUTHORIZATION_FAILED};
 use super::frame::RequestHeader;
-use super::message::{decode_request, frame_with};
-
-/// Kafka's TOPIC_AUTHORIZATION_FAILED.
-pub(crate) const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+use super::message::{decode_request, frame_with, response_header};
 
 /// Fetch names topics by id from v13; the allow-list reads names, so Fetch stops at v12.
 const FETCH_BY_NAME: i16 = 12;
+
+/// AddPartitionsToTxn from v4 batches transactions for brokers; clients use v3 and below.
+const ADD_PARTITIONS_BY_CLIENT: i16 = 3;
+
+/// JoinGroup, SyncGroup and DescribeGroups: their answers name topics in members' data.
+const MEMBERS: &[i16] = &[11, 14, 15];
 
 /// The APIs a proxy with topic routes forwards: those without topics, and those whose topics
 /// are checked here.
@@ -53,10 +90,16 @@ const FORWARDED: &[i16] = &[
     21, // DeleteRecords
     22, // InitProducerId
     23, // OffsetForLeaderEpoch
+    24, // AddPartitionsToTxn (v3 and below: v4 and up are for brokers)
+    25, // AddOffsetsToTxn (names a group, no topic)
+    26, // EndTxn
+    28, // TxnOffsetCommit
     32, // DescribeConfigs
+    33, // AlterConfigs
     36, // SaslAuthenticate
     37, // CreatePartitions
     42, // DeleteGroups
+    44, // IncrementalAlterConfigs
     60, // DescribeCluster
 ];
 
@@ -68,7 +111,12 @@ pub(crate) fn forwarded(api_key: i16) -> Option<Option<i16>> {
     }
     Some(match crate::wire::request_schema_versions(api_key) {
         Some((_, max)) if api_key == 1 => Some(max.min(FETCH_BY_NAME)),
+        Some((_, max)) if api_key == 24 => Some(max.min(ADD_PARTITIONS_BY_CLIENT)),
         Some((_, max)) => Some(max),
+        // Answers naming group members are decoded: up to their schema's versions.
+        None if MEMBERS.contains(&api_key) => {
+            crate::wire::response_schema_versions(api_key).map(|(_, max)| max)
+        }
         None => None,
     })
 }
@@ -107,6 +155,9 @@ pub(crate) enum Checked {
         frame: Option<Bytes>,
         fixup: Option<Fixup>,
     },
+    /// Answer with this response frame without asking the broker: every topic the request
+    /// names is forbidden.
+    Answer(Bytes),
     /// Close the connection, for this reason.
     Refuse(String),
 }
@@ -133,6 +184,10 @@ pub(crate) enum Fixup {
     Produce { denied: Vec<(String, Vec<i32>)> },
     /// Fetch: these topics' partitions get TOPIC_AUTHORIZATION_FAILED.
     Fetch { denied: Vec<(String, Vec<i32>)> },
+    /// JoinGroup, SyncGroup, DescribeGroups: members' topics narrowed to the allowed ones.
+    Members { api_key: i16 },
+    /// Another API: the `denied` entries are added to the answer ([`denied::merge`]).
+    Denied { api_key: i16, denied: Vec<Denied> },
 }
 
 fn name(topic: &kp::TopicName) -> &str {
@@ -169,23 +224,32 @@ pub(crate) fn check(
         3 => metadata(frame, version, &allows),
         0 => produce(frame, version, &allows),
         1 => fetch(frame, version, &allows),
-        2 | 8 | 9 | 19 | 20 | 21 | 23 | 32 | 37 => named_topics(header.api_key, version, frame)
-            .map(|topics| {
-                match topics.into_iter().find(|topic| match topic {
-                    Some(topic) => !allows(topic),
-                    None => true,
-                }) {
-                    Some(Some(topic)) => Checked::Refuse(format!(
-                        "API key {} names the forbidden topic {topic}",
-                        header.api_key
-                    )),
-                    Some(None) => Checked::Refuse(format!(
-                        "API key {} names a topic by id only",
-                        header.api_key
-                    )),
-                    None => Checked::unchanged(),
+        api_key if denied::SPLIT.contains(&api_key) => {
+            denied::split(api_key, version, frame, &allows).and_then(|split| match split {
+                // OffsetFetch answers may list topics nobody named (every topic of a group).
+                Split::Unchanged if api_key == 9 => Ok(Checked::Forward {
+                    frame: None,
+                    fixup: Some(Fixup::Denied {
+                        api_key,
+                        denied: Vec::new(),
+                    }),
+                }),
+                Split::Unchanged => Ok(Checked::unchanged()),
+                Split::Stripped { frame, denied } => Ok(Checked::Forward {
+                    frame: Some(frame),
+                    fixup: Some(Fixup::Denied { api_key, denied }),
+                }),
+                Split::Refused { denied } => {
+                    let header = response_header(api_key, version, header.correlation_id)?;
+                    denied::merge(api_key, version, &header, None, &denied, &allows)
+                        .map(Checked::Answer)
                 }
-            }),
+            })
+        }
+        api_key if MEMBERS.contains(&api_key) => Ok(Checked::Forward {
+            frame: None,
+            fixup: Some(Fixup::Members { api_key }),
+        }),
         _ => Ok(Checked::unchanged()),
     };
     result.unwrap_or_else(Checked::Refuse)
@@ -296,66 +360,6 @@ fn fetch(frame: &Bytes, version: i16, allows: &dyn Fn(&str) -> bool) -> Result<C
     })
 }
 
-/// The topics a request of one of the other checked APIs names; `None` for one named by id.
-fn named_topics(api_key: i16, version: i16, frame: &Bytes) -> Result<Vec<Option<String>>, String> {
-    let owned = |topic: &kp::TopicName| Some(name(topic).to_owned());
-    Ok(match api_key {
-        2 => {
-            let (_, r): (_, kp::ListOffsetsRequest) = decode_request(api_key, version, frame)?;
-            r.topics.iter().map(|t| owned(&t.name)).collect()
-        }
-        8 => {
-            let (_, r): (_, kp::OffsetCommitRequest) = decode_request(api_key, version, frame)?;
-            r.topics.iter().map(|t| owned(&t.name)).collect()
-        }
-        9 => {
-            let (_, r): (_, kp::OffsetFetchRequest) = decode_request(api_key, version, frame)?;
-            let mut topics: Vec<_> = r.topics.iter().flatten().map(|t| owned(&t.name)).collect();
-            for group in &r.groups {
-                topics.extend(group.topics.iter().flatten().map(|t| owned(&t.name)));
-            }
-            topics
-        }
-        19 => {
-            let (_, r): (_, kp::CreateTopicsRequest) = decode_request(api_key, version, frame)?;
-            r.topics.iter().map(|t| owned(&t.name)).collect()
-        }
-        20 => {
-            let (_, r): (_, kp::DeleteTopicsRequest) = decode_request(api_key, version, frame)?;
-            let mut topics: Vec<_> = r.topic_names.iter().map(owned).collect();
-            topics.extend(
-                r.topics
-                    .iter()
-                    .map(|t| t.name.as_ref().map(|n| name(n).to_owned())),
-            );
-            topics
-        }
-        21 => {
-            let (_, r): (_, kp::DeleteRecordsRequest) = decode_request(api_key, version, frame)?;
-            r.topics.iter().map(|t| owned(&t.name)).collect()
-        }
-        23 => {
-            let (_, r): (_, kp::OffsetForLeaderEpochRequest) =
-                decode_request(api_key, version, frame)?;
-            r.topics.iter().map(|t| owned(&t.topic)).collect()
-        }
-        32 => {
-            let (_, r): (_, kp::DescribeConfigsRequest) = decode_request(api_key, version, frame)?;
-            // Resource type 2 is a topic; brokers and loggers name no topic.
-            r.resources
-                .iter()
-                .filter(|resource| resource.resource_type == 2)
-                .map(|resource| Some(resource.resource_name.as_str().to_owned()))
-                .collect()
-        }
-        37 => {
-            let (_, r): (_, kp::CreatePartitionsRequest) = decode_request(api_key, version, frame)?;
-            r.topics.iter().map(|t| owned(&t.name)).collect()
-        }
-        _ => Vec::new(),
-    })
-}
-
 /// Applies a Metadata fixup to the topics of a response about to be encoded.
 pub(crate) fn fix_metadata(
     fixup: &Fixup,
@@ -444,27 +448,19 @@ pub(crate) fn fix_records(
             }
             frame_with(header, &response, version)
         }
-        Fixup::Metadata { .. } => Ok(frame.clone()),
+        Fixup::Metadata { .. } | Fixup::Denied { .. } | Fixup::Members { .. } => Ok(frame.clone()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{BufMut, BytesMut};
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     use super::super::message::request_frame as request;
 
     fn response<M: Encodable>(api_key: i16, version: i16, message: &M) -> (Bytes, usize) {
-        let key = kp::ApiKey::try_from(api_key).unwrap();
-        let mut header = BytesMut::new();
-        header.put_i32(3);
-        if key.response_header_version(version) >= 1 {
-            header.put_u8(0);
-        }
-        let offset = 4 + header.len();
-        (frame_with(&header, message, version).unwrap(), offset)
+        super::super::message::response_for_test(api_key, version, message)
     }
 
     fn only_orders(topic: &str) -> bool {
@@ -654,8 +650,10 @@ mod tests {
 
     #[test]
     fn apis_without_checked_topics_are_not_forwarded() {
-        assert_eq!(forwarded(24), None, "AddPartitionsToTxn");
         assert_eq!(forwarded(29), None, "DescribeAcls");
+        assert_eq!(forwarded(27), None, "WriteTxnMarkers");
+        assert_eq!(forwarded(68), None, "ConsumerGroupHeartbeat");
+        assert_eq!(forwarded(24), Some(Some(3)), "AddPartitionsToTxn");
         assert_eq!(forwarded(1), Some(Some(FETCH_BY_NAME)));
         assert_eq!(forwarded(12), Some(None), "Heartbeat names no topic");
     }

@@ -155,6 +155,34 @@ const SOURCES: &[(&str, &str)] = &[
         "SaslAuthenticate",
         include_str!("schemas/SaslAuthenticateResponse.json"),
     ),
+    (
+        "DeleteRecords",
+        include_str!("schemas/DeleteRecordsResponse.json"),
+    ),
+    (
+        "CreatePartitions",
+        include_str!("schemas/CreatePartitionsResponse.json"),
+    ),
+    (
+        "OffsetForLeaderEpoch",
+        include_str!("schemas/OffsetForLeaderEpochResponse.json"),
+    ),
+    (
+        "DescribeGroups",
+        include_str!("schemas/DescribeGroupsResponse.json"),
+    ),
+    (
+        "TxnOffsetCommit",
+        include_str!("schemas/TxnOffsetCommitResponse.json"),
+    ),
+    (
+        "AlterConfigs",
+        include_str!("schemas/AlterConfigsResponse.json"),
+    ),
+    (
+        "IncrementalAlterConfigs",
+        include_str!("schemas/IncrementalAlterConfigsResponse.json"),
+    ),
 ];
 
 /// The requests the kafka proxy looks into: the SASL exchange it answers itself, and the ones
@@ -198,6 +226,22 @@ const REQUEST_SOURCES: &[(&str, &str)] = &[
     (
         "DescribeConfigs",
         include_str!("schemas/DescribeConfigsRequest.json"),
+    ),
+    (
+        "TxnOffsetCommit",
+        include_str!("schemas/TxnOffsetCommitRequest.json"),
+    ),
+    (
+        "AddPartitionsToTxn",
+        include_str!("schemas/AddPartitionsToTxnRequest.json"),
+    ),
+    (
+        "AlterConfigs",
+        include_str!("schemas/AlterConfigsRequest.json"),
+    ),
+    (
+        "IncrementalAlterConfigs",
+        include_str!("schemas/IncrementalAlterConfigsRequest.json"),
     ),
     (
         "SaslHandshake",
@@ -267,7 +311,9 @@ fn parse_message(source: &str) -> Result<MessageSchema, String> {
         .ok_or("missing apiKey")?;
     let valid = Versions::parse(string_of(&value, "validVersions")?)?;
     let flexible = Versions::parse(string_of(&value, "flexibleVersions")?)?;
-    let fields = parse_fields(&value)?;
+    // Structs several fields share are named once, under `commonStructs`.
+    let common = value.get("commonStructs").cloned().unwrap_or(Value::Null);
+    let fields = parse_fields(&value, &common)?;
     Ok(MessageSchema {
         api_key,
         valid,
@@ -283,15 +329,18 @@ fn string_of<'a>(value: &'a Value, key: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("missing {key}"))
 }
 
-fn parse_fields(value: &Value) -> Result<Vec<Field>, String> {
+fn parse_fields(value: &Value, common: &Value) -> Result<Vec<Field>, String> {
     let Some(fields) = value.get("fields") else {
         return Ok(Vec::new());
     };
     let fields = fields.as_array().ok_or("fields is not an array")?;
-    fields.iter().map(parse_field).collect()
+    fields
+        .iter()
+        .map(|field| parse_field(field, common))
+        .collect()
 }
 
-fn parse_field(value: &Value) -> Result<Field, String> {
+fn parse_field(value: &Value, common: &Value) -> Result<Field, String> {
     let name = string_of(value, "name")?.to_owned();
     let type_name = string_of(value, "type")?;
     let versions = Versions::parse(string_of(value, "versions")?)?;
@@ -309,7 +358,7 @@ fn parse_field(value: &Value) -> Result<Field, String> {
         }
         None => None,
     };
-    let ty = parse_type(type_name, value).map_err(|e| format!("{name}: {e}"))?;
+    let ty = parse_type(type_name, value, common).map_err(|e| format!("{name}: {e}"))?;
     Ok(Field {
         name,
         ty,
@@ -319,10 +368,16 @@ fn parse_field(value: &Value) -> Result<Field, String> {
     })
 }
 
-fn parse_type(type_name: &str, value: &Value) -> Result<Type, String> {
+fn parse_type(type_name: &str, value: &Value, common: &Value) -> Result<Type, String> {
     if let Some(element) = type_name.strip_prefix("[]") {
-        return Ok(Type::Array(Box::new(parse_type(element, value)?)));
+        return Ok(Type::Array(Box::new(parse_type(element, value, common)?)));
     }
+    let shared = || {
+        common
+            .as_array()?
+            .iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(type_name))
+    };
     Ok(match type_name {
         "bool" => Type::Bool,
         "int8" => Type::Int8,
@@ -335,8 +390,11 @@ fn parse_type(type_name: &str, value: &Value) -> Result<Type, String> {
         "string" => Type::String,
         "bytes" => Type::Bytes,
         "records" => Type::Records,
-        _ if value.get("fields").is_some() => Type::Struct(parse_fields(value)?),
-        other => return Err(format!("unsupported type {other}")),
+        _ if value.get("fields").is_some() => Type::Struct(parse_fields(value, common)?),
+        other => match shared() {
+            Some(shared) => Type::Struct(parse_fields(shared, common)?),
+            None => return Err(format!("unsupported type {other}")),
+        },
     })
 }
 
