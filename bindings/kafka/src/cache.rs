@@ -46,7 +46,7 @@ use crate::cache_log::{Chunk, Log, compact};
 use crate::kind::{
     Condition, FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem,
     MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
-    Start, TopicConfig, TopicMetadata, passes,
+    ProducerIdentity, Start, TopicConfig, TopicMetadata, passes,
 };
 
 /// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
@@ -945,6 +945,10 @@ impl KafkaHandler for CacheHandler {
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
         self.cache.upstream.metadata(topic)
+    }
+
+    fn init_producer(&self, topic: &str) -> BoxFuture<'_, Result<ProducerIdentity, StreamError>> {
+        self.cache.upstream.init_producer(topic)
     }
 
     fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {

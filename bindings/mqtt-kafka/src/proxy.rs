@@ -15,7 +15,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zilla_binding_kafka::kind::{
     Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    Message as KafkaRecord, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
+    Message as KafkaRecord, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
+    ProducerIdentity, ProducerSequence, Start,
 };
 use zilla_binding_mqtt::codec::topic;
 use zilla_binding_mqtt::codec::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
@@ -30,7 +31,10 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::config::{MqttKafkaCondition, MqttKafkaTopicCondition, MqttKafkaWith};
 use crate::headers;
-use crate::records::{self, ExpirySignal, SavedSubscription, SessionState, WillHeader, WillSignal};
+use crate::records::{
+    self, ExpirySignal, InFlight, PlacedRecord, SavedSubscription, SessionState, WillHeader,
+    WillSignal,
+};
 use signals::{Signals, signal_record};
 
 /// The event raised when the sessions topic is not log-compacted (Zilla's name).
@@ -401,6 +405,16 @@ impl MqttKafkaProxy {
             .as_ref()
             .map(|state| state.awaiting_release.iter().copied().collect())
             .unwrap_or_default();
+        let in_flight = resumed
+            .as_ref()
+            .map(|state| {
+                state
+                    .in_flight
+                    .iter()
+                    .map(|entry| (entry.packet_id, entry.records.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let context = Arc::new(SessionContext {
             proxy: self.clone(),
             client_id: client_id.clone(),
@@ -411,6 +425,8 @@ impl MqttKafkaProxy {
             expiry: AtomicU32::new(begin.session_expiry),
             subscriptions: Mutex::new(HashMap::new()),
             awaiting_release: Mutex::new(awaiting_release),
+            in_flight: Mutex::new(in_flight),
+            producers: tokio::sync::Mutex::new(Producers::default()),
             changed: Notify::new(),
             version: AtomicU64::new(0),
             written: watch::channel(0).0,
@@ -532,6 +548,11 @@ struct SessionContext {
     subscriptions: Mutex<HashMap<String, ActiveSubscription>>,
     /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
     awaiting_release: Mutex<BTreeSet<u16>>,
+    /// QoS 2 publications being written, by packet identifier: where each record goes.
+    in_flight: Mutex<BTreeMap<u16, Vec<PlacedRecord>>>,
+    /// The idempotent producers of the session's QoS 2 publications; held while one is
+    /// written, so that each producer's records reach a partition in sequence order.
+    producers: tokio::sync::Mutex<Producers>,
     /// Notified when the state to save changed.
     changed: Notify,
     /// Counts the changes of the state to save.
@@ -574,6 +595,19 @@ impl SessionContext {
                 .awaiting_release
                 .lock()
                 .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+            in_flight: self
+                .in_flight
+                .lock()
+                .map(|in_flight| {
+                    in_flight
+                        .iter()
+                        .map(|(&packet_id, records)| InFlight {
+                            packet_id,
+                            records: records.clone(),
+                        })
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -746,6 +780,126 @@ async fn publish_records(exit: Arc<dyn KafkaHandler>, records: Vec<ProduceReques
     for record in records {
         if let Err(error) = produce_reliably(exit.clone(), record).await {
             tracing::debug!(%error, "publication refused");
+            return publish_reason(&error);
+        }
+    }
+    ReasonCode::SUCCESS
+}
+
+/// The idempotent producers of one session's QoS 2 publications: one per Kafka topic, and
+/// the next sequence number of each partition.
+#[derive(Default)]
+struct Producers {
+    identities: HashMap<String, ProducerIdentity>,
+    next: HashMap<(String, i32), i32>,
+}
+
+impl Producers {
+    /// Chooses where `record` goes: its partition (as the Kafka client would for its key)
+    /// and the next sequence of the topic's producer there (a new producer at first use).
+    async fn place(
+        &mut self,
+        exit: &Arc<dyn KafkaHandler>,
+        record: &ProduceRequest,
+    ) -> Result<PlacedRecord, StreamError> {
+        let topic = &record.topic;
+        let producer = match self.identities.get(topic) {
+            Some(&producer) => producer,
+            None => {
+                let producer = exit.init_producer(topic).await?;
+                self.identities.insert(topic.clone(), producer);
+                self.next.retain(|(known, _), _| known != topic);
+                producer
+            }
+        };
+        let metadata = exit.metadata(topic).await?;
+        let count = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
+        let partition = record
+            .hash_key
+            .as_ref()
+            .or(record.key.as_ref())
+            .and_then(|key| zilla_binding_kafka::wire::partition_for_key(key, count))
+            .and_then(|index| {
+                metadata
+                    .partitions
+                    .get(usize::try_from(index).ok()?)
+                    .copied()
+            })
+            .ok_or_else(|| StreamError::Upstream(format!("no partition of `{topic}`")))?;
+        let next = self.next.entry((topic.clone(), partition)).or_insert(0);
+        let sequence = *next;
+        // Kafka's sequences wrap to 0 after i32::MAX.
+        *next = sequence.checked_add(1).unwrap_or(0);
+        Ok(PlacedRecord {
+            topic: topic.clone(),
+            partition,
+            sequence: ProducerSequence { producer, sequence },
+        })
+    }
+
+    /// Forgets the producer of `topic`: one of its sequences was spent without a known
+    /// outcome, so what follows needs a new producer.
+    fn forget(&mut self, topic: &str) {
+        self.identities.remove(topic);
+        self.next.retain(|(known, _), _| known != topic);
+    }
+}
+
+/// Writes the records of a QoS 2 publication of a persistent session exactly once: each
+/// record gets a partition and an idempotent producer sequence, kept in the session state
+/// under the packet identifier before the record is written. A resend of the same packet
+/// identifier (after a reconnection, on this gateway or another) writes the records with
+/// the kept sequences: the broker keeps one copy whether or not the first write reached it.
+async fn publish_exactly_once(
+    context: Arc<SessionContext>,
+    exit: Arc<dyn KafkaHandler>,
+    packet_id: u16,
+    mut records: Vec<ProduceRequest>,
+) -> ReasonCode {
+    let mut producers = context.producers.lock().await;
+    let kept = context
+        .in_flight
+        .lock()
+        .ok()
+        .and_then(|in_flight| in_flight.get(&packet_id).cloned())
+        .filter(|placed| {
+            placed.len() == records.len()
+                && placed.iter().zip(&records).all(|(p, r)| p.topic == r.topic)
+        });
+    let placed = match kept {
+        Some(placed) => placed,
+        None => {
+            let mut placed = Vec::with_capacity(records.len());
+            for record in &records {
+                match producers.place(&exit, record).await {
+                    Ok(place) => placed.push(place),
+                    Err(error) => {
+                        tracing::debug!(%error, "no idempotent producer for a QoS 2 publication");
+                        return publish_reason(&error);
+                    }
+                }
+            }
+            if let Ok(mut in_flight) = context.in_flight.lock() {
+                in_flight.insert(packet_id, placed.clone());
+            }
+            let version = context.change();
+            context.saved(version).await;
+            placed
+        }
+    };
+    for (record, place) in records.iter_mut().zip(&placed) {
+        record.partition = Some(place.partition);
+        record.idempotent = Some(place.sequence);
+    }
+    for record in records {
+        let topic = record.topic.clone();
+        if let Err(error) = produce_reliably(exit.clone(), record).await {
+            tracing::debug!(%error, "QoS 2 publication refused");
+            producers.forget(&topic);
+            if let Ok(mut in_flight) = context.in_flight.lock() {
+                in_flight.remove(&packet_id);
+            }
+            context.change();
             return publish_reason(&error);
         }
     }
@@ -1284,8 +1438,19 @@ async fn subscribe_filters(
     reasons
 }
 
-impl MqttSession for KafkaSession {
-    fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+impl KafkaSession {
+    /// Queues a publication: `produce` makes its records from the destination's exit and
+    /// records; a topic no route takes is refused.
+    fn queue_publication(
+        &self,
+        message: Message,
+        produce: impl FnOnce(
+            Arc<dyn KafkaHandler>,
+            Vec<ProduceRequest>,
+        ) -> BoxFuture<'static, ReasonCode>
+        + Send
+        + 'static,
+    ) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
         Box::pin(async move {
             let context = &self.context;
             let proxy = &context.proxy;
@@ -1298,7 +1463,7 @@ impl MqttSession for KafkaSession {
                             &destination.topic,
                             &message,
                         );
-                        Box::pin(publish_records(destination.exit, records))
+                        produce(destination.exit, records)
                     }
                     None => Box::pin(async { ReasonCode::NOT_AUTHORIZED }),
                 };
@@ -1310,6 +1475,29 @@ impl MqttSession for KafkaSession {
             let acknowledgement: Acknowledgement =
                 Box::pin(async move { reason.await.map_err(|_| StreamError::Stopped) });
             Ok(acknowledgement)
+        })
+    }
+}
+
+impl MqttSession for KafkaSession {
+    fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        self.queue_publication(message, |exit, records| {
+            Box::pin(publish_records(exit, records))
+        })
+    }
+
+    fn publish_exactly_once(
+        &self,
+        packet_id: u16,
+        message: Message,
+    ) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        if !self.context.persistent {
+            // Nothing outlives the connection: a resend cannot come from a new one.
+            return self.publish(message);
+        }
+        let context = self.context.clone();
+        self.queue_publication(message, move |exit, records| {
+            Box::pin(publish_exactly_once(context, exit, packet_id, records))
         })
     }
 
@@ -1364,6 +1552,9 @@ impl MqttSession for KafkaSession {
             }
             if let Ok(mut ids) = context.awaiting_release.lock() {
                 ids.insert(packet_id);
+            }
+            if let Ok(mut in_flight) = context.in_flight.lock() {
+                in_flight.remove(&packet_id);
             }
             let version = context.change();
             context.saved(version).await;

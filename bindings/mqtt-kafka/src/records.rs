@@ -2,7 +2,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged on each, QoS 2 packet identifiers awaiting PUBREL |
+//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged on each, QoS 2 packet identifiers awaiting PUBREL, QoS 2 publications being written (partition and idempotent producer sequence of each record) |
 //! | `<clientId>#will` | will signal (header `type: will-signal`): owning gateway instance, delay, deliver-at, lifetime and will ids |
 //! | `<clientId>#will-<lifetimeId>` | the will message: value = payload, header `will` = its topic, QoS, retain flag and properties |
 //! | `<clientId>#expiry` | expiry signal (header `type: expiry-signal`): owning instance, delay, expire-at |
@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use zilla_binding_kafka::kind::{Header, PartitionOffset};
+use zilla_binding_kafka::kind::{Header, PartitionOffset, ProducerSequence};
 use zilla_binding_mqtt::codec::{Properties, QoS, RetainHandling, SubscriptionOptions};
 use zilla_binding_mqtt::kind::Message;
 
@@ -84,6 +84,28 @@ pub(crate) struct SessionState {
     /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
     #[serde(default)]
     pub awaiting_release: Vec<u16>,
+    /// QoS 2 publications taken whose records may or may not be in Kafka yet: kept before
+    /// the records are written, so that a resend writes them with the same idempotent
+    /// producer sequences, which the broker writes once.
+    #[serde(default)]
+    pub in_flight: Vec<InFlight>,
+}
+
+/// A QoS 2 publication on its way to Kafka, and where each of its records goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InFlight {
+    pub packet_id: u16,
+    pub records: Vec<PlacedRecord>,
+}
+
+/// Where one record of a QoS 2 publication goes: its partition and producer sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PlacedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub sequence: ProducerSequence,
 }
 
 /// One subscription and how far its subscriber acknowledged.
@@ -270,6 +292,17 @@ mod tests {
                 }],
             )],
             awaiting_release: vec![3],
+            in_flight: vec![InFlight {
+                packet_id: 9,
+                records: vec![PlacedRecord {
+                    topic: "mqtt-messages".into(),
+                    partition: 1,
+                    sequence: ProducerSequence {
+                        producer: zilla_binding_kafka::kind::ProducerIdentity { id: 4, epoch: 0 },
+                        sequence: 17,
+                    },
+                }],
+            }],
         };
         let decoded: SessionState = decode(&encode(&state)).unwrap();
         assert_eq!(decoded, state);

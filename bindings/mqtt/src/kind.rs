@@ -198,6 +198,19 @@ pub trait MqttSession: Send + Sync + 'static {
     /// Publishes `message` (its acknowledgement is immediate at QoS 0).
     fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>>;
 
+    /// Publishes a QoS 2 `message` the client sent with `packet_id`. An exit whose sessions
+    /// outlive their connections uses the identifier to take the message once, even when the
+    /// client sends it again after a reconnection (to this gateway or another) because it
+    /// never got PUBREC; by default, [`Self::publish`].
+    fn publish_exactly_once(
+        &self,
+        packet_id: u16,
+        message: Message,
+    ) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        let _ = packet_id;
+        self.publish(message)
+    }
+
     /// Subscribes.
     fn subscribe(
         &self,

@@ -899,7 +899,12 @@ impl Connection {
                     payload: publish.payload,
                     properties: publish.properties,
                 };
-                match session.publish(message).await {
+                let published = if message.qos == QoS::ExactlyOnce {
+                    session.publish_exactly_once(packet_id, message).await
+                } else {
+                    session.publish(message).await
+                };
+                match published {
                     Ok(acknowledgement) => acknowledgement,
                     Err(error) => Box::pin(async move { Err(error) }),
                 }

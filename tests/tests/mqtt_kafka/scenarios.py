@@ -418,6 +418,109 @@ def overlapping(port, bootstrap):
     client.disconnect()
 
 
+def shared_refused(port, bootstrap):
+    """Shared subscriptions are not offered: CONNACK says so (Shared Subscription Available
+    0) and a `$share/` filter is refused with 0x9E, while a plain filter in the same SUBSCRIBE
+    is granted and still delivers."""
+    client = Client(port, unique("sharer"), 5)
+    available = getattr(client.connack_properties, "SharedSubscriptionAvailable", None)
+    if available != 0:
+        fail("CONNACK Shared Subscription Available is %r, expected 0" % available)
+    topic = unique("shared") + "/t"
+    result, mid = client.client.subscribe([("$share/group/" + topic, mqtt_options(1)),
+                                           (topic, mqtt_options(1))])
+    kind, acked, codes = client.acks.get(timeout=WAIT)
+    values = [code.value for code in codes]
+    if values != [0x9E, 1]:
+        fail("SUBACK reason codes %r, expected [0x9e, 1]" % values)
+    client.publish(topic, b"plain", 1)
+    client.expect(topic, b"plain")
+    nothing_more(client, 1, "a copy for the refused shared subscription")
+    client.disconnect()
+
+
+def mqtt_options(qos):
+    import paho.mqtt.client as mqtt
+    return mqtt.SubscribeOptions(qos=qos)
+
+
+def qos2_across_a_kill(port, bootstrap, other_port, go_file):
+    """QoS 2 publications in flight when their gateway is killed reach Kafka exactly once:
+    a paho v5 client with a persistent session publishes a stream of QoS 2 messages, prints
+    `publishing` once some are complete, waits for `go_file` (written once the gateway is
+    killed), resumes its session on the other gateway, where it sends again what had no
+    PUBREC (PUBLISH with DUP) or no PUBCOMP (PUBREL), and then every message is in the
+    messages topic once."""
+    import paho.mqtt.client as mqtt
+
+    total = 400
+    client_id = unique("exactly")
+    topic = unique("exactly") + "/killed"
+    completed = set()
+    gone = queue.Queue()
+    connacks = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(32)
+    client.max_queued_messages_set(0)
+    client.on_publish = lambda c, u, mid, code, p: completed.add(mid)
+    client.on_disconnect = lambda c, u, flags, code, p: gone.put(code)
+    client.on_connect = lambda c, u, flags, code, p: connacks.put((flags, code))
+
+    def connect(to):
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 300
+        client.connect("127.0.0.1", to, keepalive=30, clean_start=False,
+                       properties=properties)
+        client.loop_start()
+        flags, code = connacks.get(timeout=WAIT)
+        if code != 0:
+            fail("CONNACK %r" % code)
+        return flags.session_present
+
+    connect(port)
+    mids = []
+    for index in range(total):
+        info = client.publish(topic, b"m-%d" % index, qos=2)
+        mids.append(info.mid)
+    deadline = time.time() + 60
+    while len(completed) < total // 4 and time.time() < deadline:
+        time.sleep(0.001)
+    print("publishing", flush=True)
+    while not os.path.exists(go_file):
+        time.sleep(0.01)
+    gone.get(timeout=30)
+    client.loop_stop()
+    at_kill = len(completed)
+    if at_kill >= total:
+        fail("every message was complete before the kill: nothing was in flight")
+    if not connect(other_port):
+        fail("the session is not present on the other gateway")
+    deadline = time.time() + 90
+    while len(completed) < total and time.time() < deadline:
+        time.sleep(0.05)
+    client.disconnect()
+    client.loop_stop()
+    if len(completed) < total:
+        fail("%d of %d QoS 2 publications complete" % (len(completed), total))
+    counts = {}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["mqtt-messages"])
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error() and message.key() == topic.encode():
+            counts[message.value()] = counts.get(message.value(), 0) + 1
+    consumer.close()
+    missing = [i for i in range(total) if b"m-%d" % i not in counts]
+    twice = sorted(value for value, count in counts.items() if count > 1)
+    if missing or twice:
+        fail("%d complete at the kill; missing %r, written more than once %r"
+             % (at_kill, missing, twice))
+    print("complete at the kill: %d of %d" % (at_kill, total), flush=True)
+
+
 SCENARIOS = {
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
@@ -431,6 +534,8 @@ SCENARIOS = {
     "will_of_killed": will_of_killed,
     "qos2_resent": qos2_resent,
     "overlapping": overlapping,
+    "shared_refused": shared_refused,
+    "qos2_across_a_kill": qos2_across_a_kill,
 }
 
 if __name__ == "__main__":
@@ -438,7 +543,7 @@ if __name__ == "__main__":
     extra = sys.argv[4:]
     if name in ("takeover_other", "session_moves"):
         extra = [int(extra[0])]
-    if name == "will_of_killed":
+    if name in ("will_of_killed", "qos2_across_a_kill"):
         extra = [int(extra[0]), extra[1]]
     SCENARIOS[name](port, bootstrap, *extra)
     print("ok " + name, flush=True)
