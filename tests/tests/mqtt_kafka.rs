@@ -102,6 +102,11 @@ fn a_session_moves_to_another_gateway_with_its_queued_messages() -> Result<()> {
 }
 
 #[test]
+fn unacknowledged_deliveries_come_again_with_dup_on_another_gateway() -> Result<()> {
+    two_gateway_scenario("redelivered_with_dup")
+}
+
+#[test]
 fn the_will_of_a_killed_gateways_client_is_published_once_by_another() -> Result<()> {
     killed_gateway_scenario("will_of_killed", "connected")
 }

@@ -620,6 +620,24 @@ impl SessionContext {
         )
     }
 
+    /// Records that the subscription of `filter` delivered the QoS 1 or 2 message at
+    /// `offset` of `partition`, so that a later connection sends it again with DUP.
+    fn delivered(&self, filter: &str, partition: i32, offset: i64) {
+        let moved = self
+            .subscriptions
+            .lock()
+            .ok()
+            .and_then(|mut subscriptions| {
+                subscriptions
+                    .get_mut(filter)
+                    .map(|subscription| subscription.saved.note_delivered(partition, offset))
+            })
+            .unwrap_or(false);
+        if moved && self.persistent {
+            self.change();
+        }
+    }
+
     /// Records how far the subscriber acknowledged the subscription of `filter`.
     fn acknowledged(&self, filter: &str, progress: &[PartitionOffset]) {
         if let Ok(mut subscriptions) = self.subscriptions.lock()
@@ -1067,6 +1085,9 @@ struct SubscriptionSpec {
     options: SubscriptionOptions,
     subscription_id: Option<u32>,
     deliver_retained: bool,
+    /// How far the subscription delivered QoS 1 and 2 messages over earlier connections
+    /// (next offset per partition): messages below are delivered again with DUP.
+    delivered: Vec<(i32, i64)>,
 }
 
 /// The filters of a subscription's reads.
@@ -1182,7 +1203,7 @@ async fn subscription(
             Ok(retained) => {
                 for message in retained.values() {
                     if let Some(message) = headers::message_of(message)
-                        && !deliveries.deliver(message, true, None).await
+                        && !deliveries.deliver(message, true, None, None).await
                     {
                         return;
                     }
@@ -1199,8 +1220,11 @@ async fn subscription(
             Some(progress) = deliveries.unacknowledged.next() => deliveries.settled(progress),
             item = live.next() => match item {
                 Some(Ok(MergedItem::Message { message, progress })) => {
+                    let place = (message.partition, message.offset);
                     let delivered = match headers::message_of(&message) {
-                        Some(message) => deliveries.deliver(message, false, Some(progress)).await,
+                        Some(message) => {
+                            deliveries.deliver(message, false, Some(progress), Some(place)).await
+                        }
                         // Nothing to deliver: acknowledged as far as the subscriber is.
                         None => {
                             if deliveries.unacknowledged.is_empty() {
@@ -1245,12 +1269,14 @@ impl Deliveries<'_> {
         }
     }
 
-    /// Delivers one message; false once the session is gone.
+    /// Delivers one message (`place`: its partition and offset in the messages topic);
+    /// false once the session is gone.
     async fn deliver(
         &mut self,
         mut message: Message,
         replayed: bool,
         progress: Option<Arc<[PartitionOffset]>>,
+        place: Option<(i32, i64)>,
     ) -> bool {
         // A full window waits for the subscriber: the Kafka read does not run ahead of
         // what the subscriber acknowledges by more than the window.
@@ -1269,6 +1295,13 @@ impl Deliveries<'_> {
         // message read from the messages topic never had.
         message.retain = replayed;
         message.properties.subscription_ids = self.spec.subscription_id.into_iter().collect();
+        let mut dup = false;
+        if let Some((partition, offset)) = place
+            && message.qos != QoS::AtMostOnce
+        {
+            dup = records::delivered_before(&self.spec.delivered, partition, offset);
+            self.context.delivered(&self.spec.filter, partition, offset);
+        }
         let acknowledged = if message.qos == QoS::AtMostOnce {
             self.unacknowledged
                 .push_back(Box::pin(std::future::ready(progress)));
@@ -1284,6 +1317,7 @@ impl Deliveries<'_> {
         let delivery = SessionEvent::Deliver(Box::new(Delivery {
             message,
             acknowledged,
+            dup,
         }));
         tokio::select! {
             sent = self.context.events.send(delivery) => sent.is_ok(),
@@ -1310,13 +1344,14 @@ async fn start_subscription(
     )
     .await?;
     let cancel = context.closed.child_token();
-    let saved = SavedSubscription::new(
+    let mut saved = SavedSubscription::new(
         &spec.filter,
         &spec.options,
         spec.subscription_id,
         &destination.topic,
         &starts,
     );
+    saved.delivered = spec.delivered.clone();
     let previous = context
         .subscriptions
         .lock()
@@ -1371,6 +1406,11 @@ async fn restore_subscriptions(context: &Arc<SessionContext>, saved: Vec<SavedSu
             options: subscription.options(),
             subscription_id: subscription.subscription_id,
             deliver_retained: false,
+            delivered: if destination.topic == subscription.topic {
+                subscription.delivered.clone()
+            } else {
+                Vec::new()
+            },
         };
         if let Err(error) = start_subscription(context, destination, spec, &resume, None).await {
             tracing::debug!(%error, filter = %subscription.filter, "subscription not restored");
@@ -1404,10 +1444,11 @@ async fn subscribe_filters(
             },
             subscription_id: request.subscription_id,
             deliver_retained: false,
+            delivered: Vec::new(),
         };
         // A subscription replacing one with the same filter goes on from where the
         // subscriber acknowledged the replaced one: no message is lost to the replacement.
-        let resume = context
+        let (resume, delivered) = context
             .subscriptions
             .lock()
             .ok()
@@ -1415,9 +1456,15 @@ async fn subscribe_filters(
                 subscriptions
                     .get(&spec.filter)
                     .filter(|existing| existing.saved.topic == destination.topic)
-                    .map(|existing| existing.saved.partition_offsets())
+                    .map(|existing| {
+                        (
+                            existing.saved.partition_offsets(),
+                            existing.saved.delivered.clone(),
+                        )
+                    })
             })
             .unwrap_or_default();
+        let spec = SubscriptionSpec { delivered, ..spec };
         let topic = destination.topic.clone();
         match start_subscription(
             &context,

@@ -122,6 +122,10 @@ pub(crate) struct SavedSubscription {
     pub topic: String,
     /// Next offset per partition: everything before was acknowledged by the subscriber.
     pub offsets: Vec<(i32, i64)>,
+    /// Next offset per partition past the last QoS 1 or 2 message delivered: what is
+    /// delivered again below it goes with the DUP flag.
+    #[serde(default)]
+    pub delivered: Vec<(i32, i64)>,
 }
 
 impl SavedSubscription {
@@ -141,6 +145,26 @@ impl SavedSubscription {
             subscription_id,
             topic: topic.to_owned(),
             offsets: offsets.iter().map(|p| (p.partition, p.offset)).collect(),
+            delivered: Vec::new(),
+        }
+    }
+
+    /// Notes the record at `offset` of `partition` delivered; whether that moved the mark.
+    pub(crate) fn note_delivered(&mut self, partition: i32, offset: i64) -> bool {
+        match self
+            .delivered
+            .iter_mut()
+            .find(|(known, _)| *known == partition)
+        {
+            Some((_, next)) if *next > offset => false,
+            Some((_, next)) => {
+                *next = offset + 1;
+                true
+            }
+            None => {
+                self.delivered.push((partition, offset + 1));
+                true
+            }
         }
     }
 
@@ -163,6 +187,14 @@ impl SavedSubscription {
             .map(|&(partition, offset)| PartitionOffset { partition, offset })
             .collect()
     }
+}
+
+/// Whether the record at `offset` of `partition` is below the `delivered` marks (next offset
+/// per partition past the last message delivered).
+pub(crate) fn delivered_before(delivered: &[(i32, i64)], partition: i32, offset: i64) -> bool {
+    delivered
+        .iter()
+        .any(|&(known, next)| known == partition && offset < next)
 }
 
 /// A will waiting for its session to end: live (`deliver_at` -1) or due at `deliver_at`.
@@ -311,6 +343,15 @@ mod tests {
         assert!(options.no_local);
         assert_eq!(options.retain_handling, RetainHandling::Never);
         assert_eq!(decoded.subscriptions[0].partition_offsets()[0].offset, 42);
+        let mut subscription = decoded.subscriptions[0].clone();
+        let before = |s: &SavedSubscription, p, o| delivered_before(&s.delivered, p, o);
+        assert!(!before(&subscription, 1, 42));
+        assert!(subscription.note_delivered(1, 44));
+        assert!(!subscription.note_delivered(1, 43));
+        assert!(before(&subscription, 1, 43) && before(&subscription, 1, 44));
+        assert!(!before(&subscription, 1, 45) && !before(&subscription, 0, 1));
+        let decoded: SavedSubscription = decode(&encode(&subscription)).unwrap();
+        assert_eq!(decoded, subscription);
         let message = Message {
             topic: "x/y".into(),
             qos: QoS::ExactlyOnce,

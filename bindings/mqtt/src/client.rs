@@ -415,7 +415,9 @@ impl Upstream {
                         receiver.await.ok().map(|()| (packet_id, qos))
                     }));
                 }
+                let dup = publish.dup;
                 let event = SessionEvent::Deliver(Box::new(Delivery {
+                    dup,
                     message: Message {
                         topic: publish.topic,
                         qos: publish.qos,

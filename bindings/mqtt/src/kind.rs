@@ -168,6 +168,9 @@ pub struct Delivery {
     /// Fired when the subscriber has acknowledged it (PUBACK, or PUBREC for QoS 2); `None`
     /// at QoS 0.
     pub acknowledged: Option<oneshot::Sender<()>>,
+    /// Whether the session delivered it before without its acknowledgement (over an earlier
+    /// connection): it is sent with the DUP flag.
+    pub dup: bool,
 }
 
 /// What an exit tells its session.

@@ -7,7 +7,8 @@
 //!   route chooses and answers CONNACK with what server and exit support together. It then
 //!   runs the connection: keep alive (the client's, clamped for MQTT 5, enforced at 1.5×;
 //!   it also replaces the transport's idle timeout, which a keep-alive of 0 turns off),
-//!   QoS 0, 1 and 2 with their acknowledgement flows in both directions, receive maximum
+//!   QoS 0, 1 and 2 with their acknowledgement flows in both directions (a delivery its
+//!   exit says was delivered before goes with the DUP flag), receive maximum
 //!   both ways, topic aliases from the client, SUBSCRIBE options and subscription
 //!   identifiers, UNSUBSCRIBE, PINGREQ, DISCONNECT (with session expiry and "with will").
 //!   CONNACK says session present when the exit resumed one; the QoS 2 publications such a

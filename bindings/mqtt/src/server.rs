@@ -1146,6 +1146,7 @@ impl Connection {
         let Delivery {
             message,
             acknowledged,
+            dup,
         } = match event {
             SessionEvent::Deliver(delivery) => *delivery,
             SessionEvent::Ended {
@@ -1163,7 +1164,8 @@ impl Connection {
         let mut properties = message.properties;
         properties.topic_alias = None;
         let mut publish = Publish {
-            dup: false,
+            // DUP is for QoS 1 and 2 only (MQTT 5 §3.3.1.1).
+            dup: dup && message.qos != QoS::AtMostOnce,
             qos: message.qos,
             retain: message.retain,
             topic: message.topic,

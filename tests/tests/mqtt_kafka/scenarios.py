@@ -521,6 +521,46 @@ def qos2_across_a_kill(port, bootstrap, other_port, go_file):
     print("complete at the kill: %d of %d" % (at_kill, total), flush=True)
 
 
+def redelivered_with_dup(port, bootstrap, other_port):
+    """QoS 1 messages delivered and not acknowledged come again with DUP once the session
+    resumes on the other gateway, messages never delivered come without it, and once
+    acknowledged nothing comes a second time (back on the first gateway)."""
+    client_id = unique("dupped")
+    topic = unique("dupped") + "/jobs"
+    first = Client(port, client_id, 5, clean=False, expiry=300)
+    first.client.manual_ack_set(True)
+    first.subscribe(topic, 1)
+    publisher = Client(port, unique("pub"), 5)
+    publisher.publish(topic, b"acked", 1)
+    publisher.publish(topic, b"unacked", 1)
+    acked = first.expect(topic, b"acked")
+    unacked = first.expect(topic, b"unacked")
+    if acked.dup or unacked.dup:
+        fail("first deliveries carry DUP")
+    first.client.ack(acked.mid, acked.qos)
+    # Gone a moment after acknowledging the first only, without DISCONNECT.
+    time.sleep(1)
+    first.drop()
+    publisher.publish(topic, b"new", 1)
+    publisher.disconnect()
+    back = Client(other_port, client_id, 5, clean=False, expiry=300)
+    if not back.session_present:
+        fail("session not present on the other gateway")
+    again = back.expect(topic, b"unacked")
+    if not again.dup:
+        fail("the unacknowledged message came again without DUP")
+    fresh = back.expect(topic, b"new")
+    if fresh.dup:
+        fail("a message delivered for the first time carries DUP")
+    nothing_more(back, 2, "delivered again after its acknowledgement")
+    back.disconnect()
+    last = Client(port, client_id, 5, clean=False, expiry=300)
+    if not last.session_present:
+        fail("session not present back on the first gateway")
+    nothing_more(last, 3, "acknowledged message delivered a second time")
+    last.disconnect()
+
+
 SCENARIOS = {
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
@@ -536,12 +576,13 @@ SCENARIOS = {
     "overlapping": overlapping,
     "shared_refused": shared_refused,
     "qos2_across_a_kill": qos2_across_a_kill,
+    "redelivered_with_dup": redelivered_with_dup,
 }
 
 if __name__ == "__main__":
     name, port, bootstrap = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     extra = sys.argv[4:]
-    if name in ("takeover_other", "session_moves"):
+    if name in ("takeover_other", "session_moves", "redelivered_with_dup"):
         extra = [int(extra[0])]
     if name in ("will_of_killed", "qos2_across_a_kill"):
         extra = [int(extra[0]), extra[1]]
