@@ -107,6 +107,11 @@ fn unacknowledged_deliveries_come_again_with_dup_on_another_gateway() -> Result<
 }
 
 #[test]
+fn qos2_deliveries_awaiting_pubrel_are_released_on_another_gateway() -> Result<()> {
+    two_gateway_scenario("qos2_released_again")
+}
+
+#[test]
 fn the_will_of_a_killed_gateways_client_is_published_once_by_another() -> Result<()> {
     killed_gateway_scenario("will_of_killed", "connected")
 }

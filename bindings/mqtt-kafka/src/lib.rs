@@ -58,8 +58,12 @@
 //!     and 2 messages published while the client was away, and those it received but never
 //!     acknowledged, are delivered (with new packet identifiers, retained messages not
 //!     replayed; those delivered before go with the DUP flag: the state also keeps how far
-//!     each subscription delivered QoS 1 and 2 messages), and a QoS 2 PUBLISH sent again with an identifier awaiting PUBREL is
-//!     answered PUBREC without a second record. The PUBREC of a QoS 2 publication of such a
+//!     each subscription delivered QoS 1 and 2 messages). A QoS 2 delivery the subscriber
+//!     answered with PUBREC counts as acknowledged; its packet identifier stays in the state
+//!     until PUBCOMP, and a resumed session sends PUBREL for it again (MQTT 5 §4.4), so a
+//!     client that hands QoS 2 messages over on PUBREL (paho) gets it once. A QoS 2 PUBLISH
+//!     sent again with an identifier awaiting PUBREL is answered PUBREC without a second
+//!     record. The PUBREC of a QoS 2 publication of such a
 //!     session is sent once that identifier is in Kafka too. A clean start deletes the state.
 //!   - *Exactly once.* The QoS 2 publications of such a session are written by idempotent
 //!     producers (InitProducerId, one per session and Kafka topic), one after the other:
@@ -95,9 +99,7 @@
 //! MQTT requires): a broker refuses a producer sequence out of order, and the publication is
 //! then answered with 0x80. Sessions that end with their connection (no session expiry, or
 //! clean session in 3.1.1) write QoS 2 publications with leader acks only. Messages
-//! delivered again carry new packet identifiers (a QoS 2 message the subscriber answered
-//! with PUBREC counts as acknowledged: if the gateway dies before PUBCOMP, the new one does
-//! not send PUBREL for it). A will published by a
+//! delivered again carry new packet identifiers. A will published by a
 //! gateway that did not hold the session goes through the first route matching its topic,
 //! without guards, and only if the session's own authorization allowed that topic at
 //! CONNECT.

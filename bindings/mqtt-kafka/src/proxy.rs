@@ -405,6 +405,10 @@ impl MqttKafkaProxy {
             .as_ref()
             .map(|state| state.awaiting_release.iter().copied().collect())
             .unwrap_or_default();
+        let awaiting_completion: BTreeSet<u16> = resumed
+            .as_ref()
+            .map(|state| state.awaiting_completion.iter().copied().collect())
+            .unwrap_or_default();
         let in_flight = resumed
             .as_ref()
             .map(|state| {
@@ -426,6 +430,7 @@ impl MqttKafkaProxy {
             subscriptions: Mutex::new(HashMap::new()),
             awaiting_release: Mutex::new(awaiting_release),
             in_flight: Mutex::new(in_flight),
+            awaiting_completion: Mutex::new(awaiting_completion.clone()),
             producers: tokio::sync::Mutex::new(Producers::default()),
             changed: Notify::new(),
             version: AtomicU64::new(0),
@@ -461,6 +466,7 @@ impl MqttKafkaProxy {
             shared_available: false,
             session_expiry: None,
             awaiting_release,
+            awaiting_completion: awaiting_completion.into_iter().collect(),
         };
         let session = KafkaSession {
             context,
@@ -550,6 +556,8 @@ struct SessionContext {
     awaiting_release: Mutex<BTreeSet<u16>>,
     /// QoS 2 publications being written, by packet identifier: where each record goes.
     in_flight: Mutex<BTreeMap<u16, Vec<PlacedRecord>>>,
+    /// QoS 2 deliveries answered with PUBREC and not completed.
+    awaiting_completion: Mutex<BTreeSet<u16>>,
     /// The idempotent producers of the session's QoS 2 publications; held while one is
     /// written, so that each producer's records reach a partition in sequence order.
     producers: tokio::sync::Mutex<Producers>,
@@ -593,6 +601,11 @@ impl SessionContext {
                 .unwrap_or_default(),
             awaiting_release: self
                 .awaiting_release
+                .lock()
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+            awaiting_completion: self
+                .awaiting_completion
                 .lock()
                 .map(|ids| ids.iter().copied().collect())
                 .unwrap_or_default(),
@@ -1606,6 +1619,28 @@ impl MqttSession for KafkaSession {
             let version = context.change();
             context.saved(version).await;
         })
+    }
+
+    fn delivery_received(&self, packet_id: u16) {
+        let inserted = self
+            .context
+            .awaiting_completion
+            .lock()
+            .is_ok_and(|mut ids| ids.insert(packet_id));
+        if inserted && self.context.persistent {
+            self.context.change();
+        }
+    }
+
+    fn delivery_completed(&self, packet_id: u16) {
+        let removed = self
+            .context
+            .awaiting_completion
+            .lock()
+            .is_ok_and(|mut ids| ids.remove(&packet_id));
+        if removed && self.context.persistent {
+            self.context.change();
+        }
     }
 
     fn released(&self, packet_id: u16) {

@@ -2,7 +2,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged on each, QoS 2 packet identifiers awaiting PUBREL, QoS 2 publications being written (partition and idempotent producer sequence of each record) |
+//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged and delivered on each, QoS 2 packet identifiers awaiting PUBREL and deliveries awaiting PUBCOMP, QoS 2 publications being written (partition and idempotent producer sequence of each record) |
 //! | `<clientId>#will` | will signal (header `type: will-signal`): owning gateway instance, delay, deliver-at, lifetime and will ids |
 //! | `<clientId>#will-<lifetimeId>` | the will message: value = payload, header `will` = its topic, QoS, retain flag and properties |
 //! | `<clientId>#expiry` | expiry signal (header `type: expiry-signal`): owning instance, delay, expire-at |
@@ -89,6 +89,10 @@ pub(crate) struct SessionState {
     /// producer sequences, which the broker writes once.
     #[serde(default)]
     pub in_flight: Vec<InFlight>,
+    /// QoS 2 deliveries the subscriber answered with PUBREC and has not completed: PUBREL
+    /// is sent for them again when the session resumes.
+    #[serde(default)]
+    pub awaiting_completion: Vec<u16>,
 }
 
 /// A QoS 2 publication on its way to Kafka, and where each of its records goes.
@@ -324,6 +328,7 @@ mod tests {
                 }],
             )],
             awaiting_release: vec![3],
+            awaiting_completion: vec![5],
             in_flight: vec![InFlight {
                 packet_id: 9,
                 records: vec![PlacedRecord {

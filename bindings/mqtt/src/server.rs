@@ -506,6 +506,20 @@ impl Shared {
             properties,
         };
         write_packet(writer, &Packet::ConnAck(connack), version).await?;
+        // A resumed session's QoS 2 deliveries waiting for PUBCOMP are released again.
+        let mut outbound = HashMap::new();
+        if !connect.clean_start {
+            for &packet_id in &accepted.awaiting_completion {
+                write_packet(writer, &Packet::PubRel(Ack::success(packet_id)), version).await?;
+                outbound.insert(
+                    packet_id,
+                    Outbound {
+                        acknowledged: None,
+                        released: true,
+                    },
+                );
+            }
+        }
         let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         // A resumed session's QoS 2 publications waiting for PUBREL stay in flight.
         let released: HashSet<u16> = if connect.clean_start {
@@ -539,7 +553,7 @@ impl Shared {
             pending: FuturesOrdered::new(),
             inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
             released,
-            outbound: HashMap::new(),
+            outbound,
             next_packet_id: 1,
             outbound_maximum: client_receive_maximum
                 .min(self.settings.inflight_maximum)
@@ -754,6 +768,11 @@ impl Connection {
                     };
                     return self.write(writer, Packet::PubRel(rel)).await;
                 };
+                if !ack.reason.is_error() {
+                    for session in self.sessions.values() {
+                        session.delivery_received(ack.packet_id);
+                    }
+                }
                 if let Some(acknowledged) = outbound.acknowledged.take() {
                     let _ = acknowledged.send(());
                 }
@@ -772,6 +791,9 @@ impl Connection {
                     .is_some_and(|outbound| outbound.released)
                 {
                     self.outbound.remove(&ack.packet_id);
+                    for session in self.sessions.values() {
+                        session.delivery_completed(ack.packet_id);
+                    }
                 }
                 Ok(())
             }

@@ -561,6 +561,74 @@ def redelivered_with_dup(port, bootstrap, other_port):
     last.disconnect()
 
 
+def qos2_released_again(port, bootstrap, other_port):
+    """A QoS 2 delivery the subscriber answered with PUBREC and never saw released (its
+    connection went away before PUBREL) is released again by the other gateway when the
+    session resumes there: paho hands the message to the application then, once."""
+    import paho.mqtt.client as mqtt
+
+    client_id = unique("released")
+    topic = unique("released") + "/t"
+    got = queue.Queue()
+    connacks = queue.Queue()
+    subacks = queue.Queue()
+    swallowed = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: got.put(m)
+    client.on_connect = lambda c, u, flags, code, p: connacks.put((flags, code))
+    client.on_subscribe = lambda c, u, mid, codes, p: subacks.put(codes)
+    handle_pubrel = client._handle_pubrel
+
+    def swallow_pubrel():
+        # The first connection never sees PUBREL: paho keeps the message unreleased.
+        swallowed.put(True)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def connect(to):
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 300
+        client.connect("127.0.0.1", to, keepalive=30, clean_start=False,
+                       properties=properties)
+        client.loop_start()
+        flags, code = connacks.get(timeout=WAIT)
+        if code != 0:
+            fail("CONNACK %r" % code)
+        return flags.session_present
+
+    client._handle_pubrel = swallow_pubrel
+    connect(port)
+    client.subscribe(topic, options=mqtt.SubscribeOptions(qos=2))
+    codes = subacks.get(timeout=WAIT)
+    if [code.value for code in codes] != [2]:
+        fail("SUBACK %r" % codes)
+    publisher = Client(port, unique("pub"), 5)
+    publisher.publish(topic, b"exactly", 2)
+    publisher.disconnect()
+    swallowed.get(timeout=WAIT)
+    if not got.empty():
+        fail("delivered before PUBREL")
+    # Gone without DISCONNECT, the message received and not released.
+    client.loop_stop()
+    client.socket().close()
+    client._handle_pubrel = handle_pubrel
+    if not connect(other_port):
+        fail("session not present on the other gateway")
+    try:
+        message = got.get(timeout=WAIT)
+    except queue.Empty:
+        fail("the received QoS 2 message was never released")
+    if message.payload != b"exactly":
+        fail("got %r" % message.payload)
+    try:
+        extra = got.get(timeout=3)
+        fail("delivered twice: %r" % extra.payload)
+    except queue.Empty:
+        pass
+    client.disconnect()
+    client.loop_stop()
+
+
 SCENARIOS = {
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
@@ -577,12 +645,14 @@ SCENARIOS = {
     "shared_refused": shared_refused,
     "qos2_across_a_kill": qos2_across_a_kill,
     "redelivered_with_dup": redelivered_with_dup,
+    "qos2_released_again": qos2_released_again,
 }
 
 if __name__ == "__main__":
     name, port, bootstrap = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     extra = sys.argv[4:]
-    if name in ("takeover_other", "session_moves", "redelivered_with_dup"):
+    if name in ("takeover_other", "session_moves", "redelivered_with_dup",
+                "qos2_released_again"):
         extra = [int(extra[0])]
     if name in ("will_of_killed", "qos2_across_a_kill"):
         extra = [int(extra[0]), extra[1]]
