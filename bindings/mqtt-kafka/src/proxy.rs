@@ -633,6 +633,18 @@ impl SessionContext {
         )
     }
 
+    /// Applies `update` to one of the kept sets of packet identifiers; a change is saved.
+    fn update_ids(
+        &self,
+        ids: &Mutex<BTreeSet<u16>>,
+        update: impl FnOnce(&mut BTreeSet<u16>) -> bool,
+    ) {
+        let changed = ids.lock().is_ok_and(|mut ids| update(&mut ids));
+        if changed && self.persistent {
+            self.change();
+        }
+    }
+
     /// Records that the subscription of `filter` delivered the QoS 1 or 2 message at
     /// `offset` of `partition`, so that a later connection sends it again with DUP.
     fn delivered(&self, filter: &str, partition: i32, offset: i64) {
@@ -1622,36 +1634,22 @@ impl MqttSession for KafkaSession {
     }
 
     fn delivery_received(&self, packet_id: u16) {
-        let inserted = self
-            .context
-            .awaiting_completion
-            .lock()
-            .is_ok_and(|mut ids| ids.insert(packet_id));
-        if inserted && self.context.persistent {
-            self.context.change();
-        }
+        self.context
+            .update_ids(&self.context.awaiting_completion, |ids| {
+                ids.insert(packet_id)
+            });
     }
 
     fn delivery_completed(&self, packet_id: u16) {
-        let removed = self
-            .context
-            .awaiting_completion
-            .lock()
-            .is_ok_and(|mut ids| ids.remove(&packet_id));
-        if removed && self.context.persistent {
-            self.context.change();
-        }
+        self.context
+            .update_ids(&self.context.awaiting_completion, |ids| {
+                ids.remove(&packet_id)
+            });
     }
 
     fn released(&self, packet_id: u16) {
-        let removed = self
-            .context
-            .awaiting_release
-            .lock()
-            .is_ok_and(|mut ids| ids.remove(&packet_id));
-        if removed && self.context.persistent {
-            self.context.change();
-        }
+        self.context
+            .update_ids(&self.context.awaiting_release, |ids| ids.remove(&packet_id));
     }
 
     fn end(&self, end: SessionEnd) {

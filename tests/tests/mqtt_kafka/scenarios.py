@@ -231,16 +231,22 @@ def qos_max(port, bootstrap):
     client.disconnect()
 
 
+def unacknowledging_subscriber(port, client_id, topic):
+    """A QoS 1 subscriber of `topic` with a persistent session that acknowledges only what
+    the scenario acknowledges, and a publisher, both on `port`."""
+    subscriber = Client(port, client_id, 5, clean=False, expiry=300)
+    subscriber.client.manual_ack_set(True)
+    subscriber.subscribe(topic, 1)
+    return subscriber, Client(port, unique("pub"), 5)
+
+
 def session_moves(port, bootstrap, other_port):
     """A persistent session left on one gateway resumes on the other: CONNACK says session
     present, its subscription is served again, the QoS 1 messages published while it was
     away arrive, and so does one it received but never acknowledged."""
     client_id = unique("mover")
     topic = unique("moving") + "/jobs"
-    first = Client(port, client_id, 5, clean=False, expiry=300)
-    first.client.manual_ack_set(True)
-    first.subscribe(topic, 1)
-    publisher = Client(port, unique("pub"), 5)
+    first, publisher = unacknowledging_subscriber(port, client_id, topic)
     publisher.publish(topic, b"unacked", 1)
     first.expect(topic, b"unacked")
     # Gone without acknowledging it, nor saying goodbye.
@@ -444,6 +450,19 @@ def mqtt_options(qos):
     return mqtt.SubscribeOptions(qos=qos)
 
 
+def connect_persistent(client, connacks, port):
+    """Connects the paho v5 `client` (whose on_connect feeds `connacks`) to `port` without
+    clean start, with a session expiry of 300 s; whether the session was present."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 300
+    client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=properties)
+    client.loop_start()
+    flags, code = connacks.get(timeout=WAIT)
+    if code != 0:
+        fail("CONNACK %r" % code)
+    return flags.session_present
+
+
 def qos2_across_a_kill(port, bootstrap, other_port, go_file):
     """QoS 2 publications in flight when their gateway is killed reach Kafka exactly once:
     a paho v5 client with a persistent session publishes a stream of QoS 2 messages, prints
@@ -468,15 +487,7 @@ def qos2_across_a_kill(port, bootstrap, other_port, go_file):
     client.on_connect = lambda c, u, flags, code, p: connacks.put((flags, code))
 
     def connect(to):
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 300
-        client.connect("127.0.0.1", to, keepalive=30, clean_start=False,
-                       properties=properties)
-        client.loop_start()
-        flags, code = connacks.get(timeout=WAIT)
-        if code != 0:
-            fail("CONNACK %r" % code)
-        return flags.session_present
+        return connect_persistent(client, connacks, to)
 
     connect(port)
     mids = []
@@ -527,10 +538,7 @@ def redelivered_with_dup(port, bootstrap, other_port):
     acknowledged nothing comes a second time (back on the first gateway)."""
     client_id = unique("dupped")
     topic = unique("dupped") + "/jobs"
-    first = Client(port, client_id, 5, clean=False, expiry=300)
-    first.client.manual_ack_set(True)
-    first.subscribe(topic, 1)
-    publisher = Client(port, unique("pub"), 5)
+    first, publisher = unacknowledging_subscriber(port, client_id, topic)
     publisher.publish(topic, b"acked", 1)
     publisher.publish(topic, b"unacked", 1)
     acked = first.expect(topic, b"acked")
@@ -586,15 +594,7 @@ def qos2_released_again(port, bootstrap, other_port):
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def connect(to):
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = 300
-        client.connect("127.0.0.1", to, keepalive=30, clean_start=False,
-                       properties=properties)
-        client.loop_start()
-        flags, code = connacks.get(timeout=WAIT)
-        if code != 0:
-            fail("CONNACK %r" % code)
-        return flags.session_present
+        return connect_persistent(client, connacks, to)
 
     client._handle_pubrel = swallow_pubrel
     connect(port)
