@@ -102,7 +102,28 @@ fn a_session_moves_to_another_gateway_with_its_queued_messages() -> Result<()> {
 }
 
 #[test]
+fn unacknowledged_deliveries_come_again_with_dup_on_another_gateway() -> Result<()> {
+    two_gateway_scenario("redelivered_with_dup")
+}
+
+#[test]
+fn qos2_deliveries_awaiting_pubrel_are_released_on_another_gateway() -> Result<()> {
+    two_gateway_scenario("qos2_released_again")
+}
+
+#[test]
 fn the_will_of_a_killed_gateways_client_is_published_once_by_another() -> Result<()> {
+    killed_gateway_scenario("will_of_killed", "connected")
+}
+
+#[test]
+fn qos2_publications_in_flight_at_a_kill_reach_kafka_exactly_once() -> Result<()> {
+    killed_gateway_scenario("qos2_across_a_kill", "publishing")
+}
+
+/// Runs a scenario with two gateways on one broker: once it prints `ready`, the first
+/// gateway is killed (SIGKILL) and the scenario told so through its last argument, a file.
+fn killed_gateway_scenario(name: &str, ready: &str) -> Result<()> {
     let broker = broker(true)?;
     let mut doomed = gateway(&broker)?;
     let mut survivor = gateway(&broker)?;
@@ -113,20 +134,26 @@ fn the_will_of_a_killed_gateways_client_is_published_once_by_another() -> Result
             .current_dir(workspace_dir().join("tests/tests/mqtt_kafka"))
             .args([
                 "scenarios.py",
-                "will_of_killed",
+                name,
                 &mqtt_port(&doomed).to_string(),
                 &broker.address(),
                 &mqtt_port(&survivor).to_string(),
             ])
             .arg(&go)
-            .timeout(Duration::from_secs(120))
+            .timeout(Duration::from_secs(180))
             .spawn()?;
-        scenario.wait_for_stdout("connected", Duration::from_secs(30))?;
+        scenario.wait_for_stdout(ready, Duration::from_secs(60))?;
         doomed.signal("KILL")?;
         doomed.wait(Duration::from_secs(10))?;
         std::fs::write(&go, b"")?;
-        let status = scenario.wait(Duration::from_secs(100))?;
-        ensure!(status.success(), "scenario failed: {}", scenario.stderr());
+        let status = scenario.wait(Duration::from_secs(170))?;
+        ensure!(
+            status.success(),
+            "scenario failed: {}\n{}",
+            scenario.stdout(),
+            scenario.stderr()
+        );
+        eprintln!("{}", scenario.stdout());
         Ok(())
     })();
     let result = result.with_context(|| format!("survivor log:\n{}", survivor.stderr()));
@@ -142,11 +169,12 @@ fn records_carry_zillas_key_and_headers() -> Result<()> {
 }
 
 #[test]
-fn kafka_records_reach_mqtt_subscribers_and_no_local_holds() -> Result<()> {
+fn kafka_records_reach_mqtt_subscribers_no_local_holds_and_shared_is_refused() -> Result<()> {
     with_gateway(|gateway, broker| {
         let port = mqtt_port(gateway);
         kafka_scenario("from_kafka", port, broker, &[])?;
-        kafka_scenario("no_local", port, broker, &[])
+        kafka_scenario("no_local", port, broker, &[])?;
+        kafka_scenario("shared_refused", port, broker, &[])
     })
 }
 

@@ -15,7 +15,7 @@ use crate::client::{ClientTuning, KafkaClient};
 use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions};
 use crate::kind::{
     FetchBatch, FetchRequest, FollowStream, Kafka, KafkaHandler, MergedRequest, MergedStream,
-    OffsetSpec, ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
+    OffsetSpec, ProduceAck, ProduceRequest, ProducerIdentity, Start, TopicConfig, TopicMetadata,
 };
 use crate::models::{self, TopicModels};
 use crate::wire;
@@ -345,6 +345,11 @@ impl KafkaHandler for CacheClient {
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
         let topic = topic.to_owned();
         Box::pin(async move { self.route(&topic)?.metadata(&topic).await })
+    }
+
+    fn init_producer(&self, topic: &str) -> BoxFuture<'_, Result<ProducerIdentity, StreamError>> {
+        let topic = topic.to_owned();
+        Box::pin(async move { self.route(&topic)?.init_producer(&topic).await })
     }
 
     fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {

@@ -48,7 +48,7 @@ use crate::cache_log::{Chunk, Log, compact};
 use crate::kind::{
     Condition, FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem,
     MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
-    Start, TopicConfig, TopicMetadata, passes,
+    ProducerIdentity, Start, TopicConfig, TopicMetadata, passes,
 };
 
 /// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
@@ -965,6 +965,10 @@ impl KafkaHandler for CacheHandler {
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
         self.cache.upstream.metadata(topic)
+    }
+
+    fn init_producer(&self, topic: &str) -> BoxFuture<'_, Result<ProducerIdentity, StreamError>> {
+        self.cache.upstream.init_producer(topic)
     }
 
     fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {

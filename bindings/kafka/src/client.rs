@@ -1,7 +1,8 @@
 //! The `client` kind: the `kafka` stream kind answered by talking to brokers through
 //! [`crate::wire::Cluster`], whose connections go through the binding's exit (a tcp or tls
 //! client). Produces to one partition are batched: records that arrive while a request is in
-//! flight go out together in the next one. Reads follow partitions through one fetch session
+//! flight go out together in the next one, except idempotent records (with a producer
+//! sequence), each sent in a batch of its own. Reads follow partitions through one fetch session
 //! per broker ([`crate::follow`]), on a connection of their own, so produce and metadata never
 //! wait behind a fetch parked at the log end.
 
@@ -16,7 +17,8 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 use crate::follow::{FollowTuning, Followed, Follower, fetch_once};
 use crate::kind::{
     Acks, FetchBatch, FetchRequest, FollowStream, KafkaHandler, MergedRequest, MergedStream,
-    OffsetSpec, ProduceAck, ProduceRequest, Start, TopicConfig, TopicMetadata,
+    OffsetSpec, ProduceAck, ProduceRequest, ProducerIdentity, ProducerSequence, Start,
+    TopicConfig, TopicMetadata,
 };
 use crate::merged::{self, PartitionReader};
 use crate::wire::{self, Cluster, KafkaError};
@@ -119,6 +121,47 @@ impl KafkaClient {
     /// The cluster this client talks to.
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster
+    }
+
+    /// An idempotent record goes out in a batch of its own: its producer and sequence are
+    /// the batch's, so it cannot share one with other producers' records.
+    async fn produce_idempotent(
+        &self,
+        request: ProduceRequest,
+        idempotent: ProducerSequence,
+    ) -> Result<ProduceAck, StreamError> {
+        let Some(partition) = request.partition else {
+            return Err(StreamError::Protocol(
+                "an idempotent record needs an explicit partition".to_owned(),
+            ));
+        };
+        let record = wire::Record {
+            timestamp: request.timestamp.unwrap_or_else(now_millis),
+            key: request.key,
+            value: request.value,
+            headers: request.headers,
+        };
+        let options = wire::ProduceOptions {
+            acks: match request.acks {
+                // The broker must answer for a duplicate to be told from a write.
+                Acks::None | Acks::Leader => wire::Acks::Leader,
+                Acks::All => wire::Acks::All,
+            },
+            timeout: self.inner.tuning.produce_timeout,
+            idempotent: Some((
+                idempotent.producer.id,
+                idempotent.producer.epoch,
+                idempotent.sequence,
+            )),
+            ..wire::ProduceOptions::default()
+        };
+        let offset = self
+            .inner
+            .cluster
+            .produce(&request.topic, partition, &[record], &options)
+            .await
+            .map_err(upstream)?;
+        Ok(ProduceAck { partition, offset })
     }
 }
 
@@ -283,6 +326,9 @@ impl KafkaHandler for KafkaClient {
 
     fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
         Box::pin(async move {
+            if let Some(idempotent) = request.idempotent {
+                return self.produce_idempotent(request, idempotent).await;
+            }
             let partition = match request.partition {
                 Some(partition) => partition,
                 None => {
@@ -313,6 +359,21 @@ impl KafkaHandler for KafkaClient {
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
         self.inner.metadata(topic)
+    }
+
+    fn init_producer(&self, _topic: &str) -> BoxFuture<'_, Result<ProducerIdentity, StreamError>> {
+        Box::pin(async move {
+            let identity = self
+                .inner
+                .cluster
+                .init_producer_id(None, Duration::from_secs(60))
+                .await
+                .map_err(upstream)?;
+            Ok(ProducerIdentity {
+                id: identity.producer_id,
+                epoch: identity.producer_epoch,
+            })
+        })
     }
 
     fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {

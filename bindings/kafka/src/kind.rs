@@ -248,6 +248,28 @@ pub struct ProduceRequest {
     pub timestamp: Option<i64>,
     /// Acknowledgement level.
     pub acks: Acks,
+    /// Written as Kafka's idempotent producer would (needs an explicit `partition`): the
+    /// broker writes a record sent again with the same producer and sequence only once.
+    pub idempotent: Option<ProducerSequence>,
+}
+
+/// An idempotent producer's identity (from [`KafkaHandler::init_producer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ProducerIdentity {
+    /// The producer id.
+    pub id: i64,
+    /// The producer epoch.
+    pub epoch: i16,
+}
+
+/// Where one record stands in an idempotent producer's sequence of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ProducerSequence {
+    /// The producer.
+    pub producer: ProducerIdentity,
+    /// The record's sequence number in the partition (0 for the producer's first record
+    /// there, then one more per record, sent in that order).
+    pub sequence: i32,
 }
 
 /// Where a produced record landed.
@@ -255,7 +277,8 @@ pub struct ProduceRequest {
 pub struct ProduceAck {
     /// Partition.
     pub partition: i32,
-    /// Offset, when the broker acknowledged it (`None` with [`Acks::None`]).
+    /// Offset, when the broker acknowledged it (`None` with [`Acks::None`], and for an
+    /// idempotent record the broker already had).
     pub offset: Option<i64>,
 }
 
@@ -344,6 +367,15 @@ pub trait KafkaHandler: Send + Sync + 'static {
 
     /// The topic's partitions.
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>>;
+
+    /// A new idempotent producer identity (InitProducerId without a transactional id), for
+    /// records of `topic`. Handlers that do not reach a broker refuse it.
+    fn init_producer(&self, topic: &str) -> BoxFuture<'_, Result<ProducerIdentity, StreamError>> {
+        let _ = topic;
+        Box::pin(std::future::ready(Err(StreamError::Upstream(
+            "idempotent producers are not supported here".to_owned(),
+        ))))
+    }
 
     /// The topic's configs, Kafka's defaults filled in.
     fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>>;

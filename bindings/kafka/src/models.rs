@@ -25,7 +25,7 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 use crate::config::KafkaOptions;
 use crate::kind::{
     FetchBatch, FetchRequest, KafkaHandler, MergedItem, MergedRequest, MergedStream, Message,
-    OffsetSpec, ProduceAck, ProduceRequest, TopicConfig, TopicMetadata,
+    OffsetSpec, ProduceAck, ProduceRequest, ProducerIdentity, TopicConfig, TopicMetadata,
 };
 
 /// The models of one topic.
@@ -208,6 +208,10 @@ impl KafkaHandler for Modeled {
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
         self.inner.metadata(topic)
+    }
+
+    fn init_producer(&self, topic: &str) -> BoxFuture<'_, Result<ProducerIdentity, StreamError>> {
+        self.inner.init_producer(topic)
     }
 
     fn describe(&self, topic: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {

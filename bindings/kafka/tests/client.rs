@@ -593,6 +593,40 @@ async fn init_producer_id_and_topic_admin() -> Result<()> {
 }
 
 #[tokio::test]
+async fn an_idempotent_batch_sent_again_is_written_once() -> Result<()> {
+    let broker = Broker::start()?;
+    let cluster = broker.cluster()?;
+    create_topic(&cluster, "once", 1, &[]).await?;
+    let identity = cluster
+        .init_producer_id(None, Duration::from_secs(60))
+        .await?;
+    let options = |sequence| ProduceOptions {
+        acks: Acks::Leader,
+        idempotent: Some((identity.producer_id, identity.producer_epoch, sequence)),
+        ..ProduceOptions::default()
+    };
+    let records = sample_records("once");
+    let first = &records[..1];
+    assert_eq!(
+        cluster.produce("once", 0, first, &options(0)).await?,
+        Some(0)
+    );
+    // The same producer sequence again: acknowledged, not written.
+    assert_eq!(cluster.produce("once", 0, first, &options(0)).await?, None);
+    assert_eq!(
+        cluster.produce("once", 0, first, &options(1)).await?,
+        Some(1)
+    );
+    let fetched = fetch_all(&cluster, "once", &[0], 2).await?;
+    assert_eq!(fetched.len(), 2);
+    let end = cluster
+        .list_offsets("once", 0, OffsetSpec::Latest, Isolation::ReadUncommitted)
+        .await?;
+    assert_eq!(end.offset, 2);
+    Ok(())
+}
+
+#[tokio::test]
 async fn fetch_at_log_end_returns_after_max_wait() -> Result<()> {
     let broker = Broker::start()?;
     let cluster = broker.cluster()?;

@@ -57,9 +57,22 @@
 //!     says session present, the subscriptions are served again from those offsets, so QoS 1
 //!     and 2 messages published while the client was away, and those it received but never
 //!     acknowledged, are delivered (with new packet identifiers, retained messages not
-//!     replayed), and a QoS 2 PUBLISH sent again with an identifier awaiting PUBREL is
-//!     answered PUBREC without a second record. The PUBREC of a QoS 2 publication of such a
+//!     replayed; those delivered before go with the DUP flag: the state also keeps how far
+//!     each subscription delivered QoS 1 and 2 messages). A QoS 2 delivery the subscriber
+//!     answered with PUBREC counts as acknowledged; its packet identifier stays in the state
+//!     until PUBCOMP, and a resumed session sends PUBREL for it again (MQTT 5 §4.4), so a
+//!     client that hands QoS 2 messages over on PUBREL (paho) gets it once. A QoS 2 PUBLISH
+//!     sent again with an identifier awaiting PUBREL is answered PUBREC without a second
+//!     record. The PUBREC of a QoS 2 publication of such a
 //!     session is sent once that identifier is in Kafka too. A clean start deletes the state.
+//!   - *Exactly once.* The QoS 2 publications of such a session are written by idempotent
+//!     producers (InitProducerId, one per session and Kafka topic), one after the other:
+//!     before a publication's records are written, their partitions and producer sequences
+//!     are kept in the state under its packet identifier. A client that sends the PUBLISH
+//!     again because the gateway died before PUBREC (to this gateway or another) has its
+//!     records written again with the same producer sequences, and the broker, which keeps
+//!     one record per producer sequence, keeps one copy whether or not the first write
+//!     reached it. This costs two state writes per QoS 2 publication.
 //!   - *Expiry.* While a session is connected its expiry signal (`<clientId>#expiry`) says
 //!     "not yet"; when it ends, its gateway makes the signal due the session expiry interval
 //!     later, and deletes the state then (a session expiry of 0 deletes it at once; 3.1.1
@@ -81,10 +94,12 @@
 //! documents of this binding, not Zilla's binary encodings, and delivery progress is kept in
 //! the session state instead of a consumer group `zilla:<ns>-<binding>-<clientId>` (the
 //! `kafka` stream kind has no consumer-group operations yet), so a sessions topic is not
-//! shared with Java Zilla gateways (messages and retained topics are). QoS 2 publications are
-//! written with leader acks, not an idempotent producer: a gateway killed after Kafka took a
-//! QoS 2 message but before the packet identifier was written lets a resend write it twice.
-//! Redelivered messages carry new packet identifiers and no DUP flag. A will published by a
+//! shared with Java Zilla gateways (messages and retained topics are). A QoS 2 publication
+//! sent again after the gateway died is written once only if it is sent again in order (as
+//! MQTT requires): a broker refuses a producer sequence out of order, and the publication is
+//! then answered with 0x80. Sessions that end with their connection (no session expiry, or
+//! clean session in 3.1.1) write QoS 2 publications with leader acks only. Messages
+//! delivered again carry new packet identifiers. A will published by a
 //! gateway that did not hold the session goes through the first route matching its topic,
 //! without guards, and only if the session's own authorization allowed that topic at
 //! CONNECT.

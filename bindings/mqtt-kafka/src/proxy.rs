@@ -15,7 +15,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use zilla_binding_kafka::kind::{
     Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    Message as KafkaRecord, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest, Start,
+    Message as KafkaRecord, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
+    ProducerIdentity, ProducerSequence, Start,
 };
 use zilla_binding_mqtt::codec::topic;
 use zilla_binding_mqtt::codec::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
@@ -30,7 +31,10 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::config::{MqttKafkaCondition, MqttKafkaTopicCondition, MqttKafkaWith};
 use crate::headers;
-use crate::records::{self, ExpirySignal, SavedSubscription, SessionState, WillHeader, WillSignal};
+use crate::records::{
+    self, ExpirySignal, InFlight, PlacedRecord, SavedSubscription, SessionState, WillHeader,
+    WillSignal,
+};
 use signals::{Signals, signal_record};
 
 /// The event raised when the sessions topic is not log-compacted (Zilla's name).
@@ -401,6 +405,20 @@ impl MqttKafkaProxy {
             .as_ref()
             .map(|state| state.awaiting_release.iter().copied().collect())
             .unwrap_or_default();
+        let awaiting_completion: BTreeSet<u16> = resumed
+            .as_ref()
+            .map(|state| state.awaiting_completion.iter().copied().collect())
+            .unwrap_or_default();
+        let in_flight = resumed
+            .as_ref()
+            .map(|state| {
+                state
+                    .in_flight
+                    .iter()
+                    .map(|entry| (entry.packet_id, entry.records.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let context = Arc::new(SessionContext {
             proxy: self.clone(),
             client_id: client_id.clone(),
@@ -411,6 +429,9 @@ impl MqttKafkaProxy {
             expiry: AtomicU32::new(begin.session_expiry),
             subscriptions: Mutex::new(HashMap::new()),
             awaiting_release: Mutex::new(awaiting_release),
+            in_flight: Mutex::new(in_flight),
+            awaiting_completion: Mutex::new(awaiting_completion.clone()),
+            producers: tokio::sync::Mutex::new(Producers::default()),
             changed: Notify::new(),
             version: AtomicU64::new(0),
             written: watch::channel(0).0,
@@ -445,6 +466,7 @@ impl MqttKafkaProxy {
             shared_available: false,
             session_expiry: None,
             awaiting_release,
+            awaiting_completion: awaiting_completion.into_iter().collect(),
         };
         let session = KafkaSession {
             context,
@@ -532,6 +554,13 @@ struct SessionContext {
     subscriptions: Mutex<HashMap<String, ActiveSubscription>>,
     /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
     awaiting_release: Mutex<BTreeSet<u16>>,
+    /// QoS 2 publications being written, by packet identifier: where each record goes.
+    in_flight: Mutex<BTreeMap<u16, Vec<PlacedRecord>>>,
+    /// QoS 2 deliveries answered with PUBREC and not completed.
+    awaiting_completion: Mutex<BTreeSet<u16>>,
+    /// The idempotent producers of the session's QoS 2 publications; held while one is
+    /// written, so that each producer's records reach a partition in sequence order.
+    producers: tokio::sync::Mutex<Producers>,
     /// Notified when the state to save changed.
     changed: Notify,
     /// Counts the changes of the state to save.
@@ -575,6 +604,24 @@ impl SessionContext {
                 .lock()
                 .map(|ids| ids.iter().copied().collect())
                 .unwrap_or_default(),
+            awaiting_completion: self
+                .awaiting_completion
+                .lock()
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+            in_flight: self
+                .in_flight
+                .lock()
+                .map(|in_flight| {
+                    in_flight
+                        .iter()
+                        .map(|(&packet_id, records)| InFlight {
+                            packet_id,
+                            records: records.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -584,6 +631,36 @@ impl SessionContext {
             records::state_key(&self.client_id),
             Some(records::encode(&self.state())),
         )
+    }
+
+    /// Applies `update` to one of the kept sets of packet identifiers; a change is saved.
+    fn update_ids(
+        &self,
+        ids: &Mutex<BTreeSet<u16>>,
+        update: impl FnOnce(&mut BTreeSet<u16>) -> bool,
+    ) {
+        let changed = ids.lock().is_ok_and(|mut ids| update(&mut ids));
+        if changed && self.persistent {
+            self.change();
+        }
+    }
+
+    /// Records that the subscription of `filter` delivered the QoS 1 or 2 message at
+    /// `offset` of `partition`, so that a later connection sends it again with DUP.
+    fn delivered(&self, filter: &str, partition: i32, offset: i64) {
+        let moved = self
+            .subscriptions
+            .lock()
+            .ok()
+            .and_then(|mut subscriptions| {
+                subscriptions
+                    .get_mut(filter)
+                    .map(|subscription| subscription.saved.note_delivered(partition, offset))
+            })
+            .unwrap_or(false);
+        if moved && self.persistent {
+            self.change();
+        }
     }
 
     /// Records how far the subscriber acknowledged the subscription of `filter`.
@@ -752,6 +829,126 @@ async fn publish_records(exit: Arc<dyn KafkaHandler>, records: Vec<ProduceReques
     ReasonCode::SUCCESS
 }
 
+/// The idempotent producers of one session's QoS 2 publications: one per Kafka topic, and
+/// the next sequence number of each partition.
+#[derive(Default)]
+struct Producers {
+    identities: HashMap<String, ProducerIdentity>,
+    next: HashMap<(String, i32), i32>,
+}
+
+impl Producers {
+    /// Chooses where `record` goes: its partition (as the Kafka client would for its key)
+    /// and the next sequence of the topic's producer there (a new producer at first use).
+    async fn place(
+        &mut self,
+        exit: &Arc<dyn KafkaHandler>,
+        record: &ProduceRequest,
+    ) -> Result<PlacedRecord, StreamError> {
+        let topic = &record.topic;
+        let producer = match self.identities.get(topic) {
+            Some(&producer) => producer,
+            None => {
+                let producer = exit.init_producer(topic).await?;
+                self.identities.insert(topic.clone(), producer);
+                self.next.retain(|(known, _), _| known != topic);
+                producer
+            }
+        };
+        let metadata = exit.metadata(topic).await?;
+        let count = u32::try_from(metadata.partitions.len()).unwrap_or(u32::MAX);
+        let partition = record
+            .hash_key
+            .as_ref()
+            .or(record.key.as_ref())
+            .and_then(|key| zilla_binding_kafka::wire::partition_for_key(key, count))
+            .and_then(|index| {
+                metadata
+                    .partitions
+                    .get(usize::try_from(index).ok()?)
+                    .copied()
+            })
+            .ok_or_else(|| StreamError::Upstream(format!("no partition of `{topic}`")))?;
+        let next = self.next.entry((topic.clone(), partition)).or_insert(0);
+        let sequence = *next;
+        // Kafka's sequences wrap to 0 after i32::MAX.
+        *next = sequence.checked_add(1).unwrap_or(0);
+        Ok(PlacedRecord {
+            topic: topic.clone(),
+            partition,
+            sequence: ProducerSequence { producer, sequence },
+        })
+    }
+
+    /// Forgets the producer of `topic`: one of its sequences was spent without a known
+    /// outcome, so what follows needs a new producer.
+    fn forget(&mut self, topic: &str) {
+        self.identities.remove(topic);
+        self.next.retain(|(known, _), _| known != topic);
+    }
+}
+
+/// Writes the records of a QoS 2 publication of a persistent session exactly once: each
+/// record gets a partition and an idempotent producer sequence, kept in the session state
+/// under the packet identifier before the record is written. A resend of the same packet
+/// identifier (after a reconnection, on this gateway or another) writes the records with
+/// the kept sequences: the broker keeps one copy whether or not the first write reached it.
+async fn publish_exactly_once(
+    context: Arc<SessionContext>,
+    exit: Arc<dyn KafkaHandler>,
+    packet_id: u16,
+    mut records: Vec<ProduceRequest>,
+) -> ReasonCode {
+    let mut producers = context.producers.lock().await;
+    let kept = context
+        .in_flight
+        .lock()
+        .ok()
+        .and_then(|in_flight| in_flight.get(&packet_id).cloned())
+        .filter(|placed| {
+            placed.len() == records.len()
+                && placed.iter().zip(&records).all(|(p, r)| p.topic == r.topic)
+        });
+    let placed = match kept {
+        Some(placed) => placed,
+        None => {
+            let mut placed = Vec::with_capacity(records.len());
+            for record in &records {
+                match producers.place(&exit, record).await {
+                    Ok(place) => placed.push(place),
+                    Err(error) => {
+                        tracing::debug!(%error, "no idempotent producer for a QoS 2 publication");
+                        return publish_reason(&error);
+                    }
+                }
+            }
+            if let Ok(mut in_flight) = context.in_flight.lock() {
+                in_flight.insert(packet_id, placed.clone());
+            }
+            let version = context.change();
+            context.saved(version).await;
+            placed
+        }
+    };
+    for (record, place) in records.iter_mut().zip(&placed) {
+        record.partition = Some(place.partition);
+        record.idempotent = Some(place.sequence);
+    }
+    for record in records {
+        let topic = record.topic.clone();
+        if let Err(error) = produce_reliably(exit.clone(), record).await {
+            tracing::debug!(%error, "QoS 2 publication refused");
+            producers.forget(&topic);
+            if let Ok(mut in_flight) = context.in_flight.lock() {
+                in_flight.remove(&packet_id);
+            }
+            context.change();
+            return publish_reason(&error);
+        }
+    }
+    ReasonCode::SUCCESS
+}
+
 /// Sends a session's publications to Kafka in order, up to [`PUBLISH_WINDOW`] waiting for
 /// their acks at once, and reports each outcome in order.
 async fn publish_loop(mut queue: mpsc::Receiver<Publication>) {
@@ -913,6 +1110,9 @@ struct SubscriptionSpec {
     options: SubscriptionOptions,
     subscription_id: Option<u32>,
     deliver_retained: bool,
+    /// How far the subscription delivered QoS 1 and 2 messages over earlier connections
+    /// (next offset per partition): messages below are delivered again with DUP.
+    delivered: Vec<(i32, i64)>,
 }
 
 /// The filters of a subscription's reads.
@@ -1028,7 +1228,7 @@ async fn subscription(
             Ok(retained) => {
                 for message in retained.values() {
                     if let Some(message) = headers::message_of(message)
-                        && !deliveries.deliver(message, true, None).await
+                        && !deliveries.deliver(message, true, None, None).await
                     {
                         return;
                     }
@@ -1045,8 +1245,11 @@ async fn subscription(
             Some(progress) = deliveries.unacknowledged.next() => deliveries.settled(progress),
             item = live.next() => match item {
                 Some(Ok(MergedItem::Message { message, progress })) => {
+                    let place = (message.partition, message.offset);
                     let delivered = match headers::message_of(&message) {
-                        Some(message) => deliveries.deliver(message, false, Some(progress)).await,
+                        Some(message) => {
+                            deliveries.deliver(message, false, Some(progress), Some(place)).await
+                        }
                         // Nothing to deliver: acknowledged as far as the subscriber is.
                         None => {
                             if deliveries.unacknowledged.is_empty() {
@@ -1091,12 +1294,14 @@ impl Deliveries<'_> {
         }
     }
 
-    /// Delivers one message; false once the session is gone.
+    /// Delivers one message (`place`: its partition and offset in the messages topic);
+    /// false once the session is gone.
     async fn deliver(
         &mut self,
         mut message: Message,
         replayed: bool,
         progress: Option<Arc<[PartitionOffset]>>,
+        place: Option<(i32, i64)>,
     ) -> bool {
         // A full window waits for the subscriber: the Kafka read does not run ahead of
         // what the subscriber acknowledges by more than the window.
@@ -1115,6 +1320,13 @@ impl Deliveries<'_> {
         // message read from the messages topic never had.
         message.retain = replayed;
         message.properties.subscription_ids = self.spec.subscription_id.into_iter().collect();
+        let mut dup = false;
+        if let Some((partition, offset)) = place
+            && message.qos != QoS::AtMostOnce
+        {
+            dup = records::delivered_before(&self.spec.delivered, partition, offset);
+            self.context.delivered(&self.spec.filter, partition, offset);
+        }
         let acknowledged = if message.qos == QoS::AtMostOnce {
             self.unacknowledged
                 .push_back(Box::pin(std::future::ready(progress)));
@@ -1130,6 +1342,7 @@ impl Deliveries<'_> {
         let delivery = SessionEvent::Deliver(Box::new(Delivery {
             message,
             acknowledged,
+            dup,
         }));
         tokio::select! {
             sent = self.context.events.send(delivery) => sent.is_ok(),
@@ -1156,13 +1369,14 @@ async fn start_subscription(
     )
     .await?;
     let cancel = context.closed.child_token();
-    let saved = SavedSubscription::new(
+    let mut saved = SavedSubscription::new(
         &spec.filter,
         &spec.options,
         spec.subscription_id,
         &destination.topic,
         &starts,
     );
+    saved.delivered = spec.delivered.clone();
     let previous = context
         .subscriptions
         .lock()
@@ -1217,6 +1431,11 @@ async fn restore_subscriptions(context: &Arc<SessionContext>, saved: Vec<SavedSu
             options: subscription.options(),
             subscription_id: subscription.subscription_id,
             deliver_retained: false,
+            delivered: if destination.topic == subscription.topic {
+                subscription.delivered.clone()
+            } else {
+                Vec::new()
+            },
         };
         if let Err(error) = start_subscription(context, destination, spec, &resume, None).await {
             tracing::debug!(%error, filter = %subscription.filter, "subscription not restored");
@@ -1250,10 +1469,11 @@ async fn subscribe_filters(
             },
             subscription_id: request.subscription_id,
             deliver_retained: false,
+            delivered: Vec::new(),
         };
         // A subscription replacing one with the same filter goes on from where the
         // subscriber acknowledged the replaced one: no message is lost to the replacement.
-        let resume = context
+        let (resume, delivered) = context
             .subscriptions
             .lock()
             .ok()
@@ -1261,9 +1481,15 @@ async fn subscribe_filters(
                 subscriptions
                     .get(&spec.filter)
                     .filter(|existing| existing.saved.topic == destination.topic)
-                    .map(|existing| existing.saved.partition_offsets())
+                    .map(|existing| {
+                        (
+                            existing.saved.partition_offsets(),
+                            existing.saved.delivered.clone(),
+                        )
+                    })
             })
             .unwrap_or_default();
+        let spec = SubscriptionSpec { delivered, ..spec };
         let topic = destination.topic.clone();
         match start_subscription(
             &context,
@@ -1284,8 +1510,19 @@ async fn subscribe_filters(
     reasons
 }
 
-impl MqttSession for KafkaSession {
-    fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+impl KafkaSession {
+    /// Queues a publication: `produce` makes its records from the destination's exit and
+    /// records; a topic no route takes is refused.
+    fn queue_publication(
+        &self,
+        message: Message,
+        produce: impl FnOnce(
+            Arc<dyn KafkaHandler>,
+            Vec<ProduceRequest>,
+        ) -> BoxFuture<'static, ReasonCode>
+        + Send
+        + 'static,
+    ) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
         Box::pin(async move {
             let context = &self.context;
             let proxy = &context.proxy;
@@ -1298,7 +1535,7 @@ impl MqttSession for KafkaSession {
                             &destination.topic,
                             &message,
                         );
-                        Box::pin(publish_records(destination.exit, records))
+                        produce(destination.exit, records)
                     }
                     None => Box::pin(async { ReasonCode::NOT_AUTHORIZED }),
                 };
@@ -1310,6 +1547,29 @@ impl MqttSession for KafkaSession {
             let acknowledgement: Acknowledgement =
                 Box::pin(async move { reason.await.map_err(|_| StreamError::Stopped) });
             Ok(acknowledgement)
+        })
+    }
+}
+
+impl MqttSession for KafkaSession {
+    fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        self.queue_publication(message, |exit, records| {
+            Box::pin(publish_records(exit, records))
+        })
+    }
+
+    fn publish_exactly_once(
+        &self,
+        packet_id: u16,
+        message: Message,
+    ) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        if !self.context.persistent {
+            // Nothing outlives the connection: a resend cannot come from a new one.
+            return self.publish(message);
+        }
+        let context = self.context.clone();
+        self.queue_publication(message, move |exit, records| {
+            Box::pin(publish_exactly_once(context, exit, packet_id, records))
         })
     }
 
@@ -1365,20 +1625,31 @@ impl MqttSession for KafkaSession {
             if let Ok(mut ids) = context.awaiting_release.lock() {
                 ids.insert(packet_id);
             }
+            if let Ok(mut in_flight) = context.in_flight.lock() {
+                in_flight.remove(&packet_id);
+            }
             let version = context.change();
             context.saved(version).await;
         })
     }
 
+    fn delivery_received(&self, packet_id: u16) {
+        self.context
+            .update_ids(&self.context.awaiting_completion, |ids| {
+                ids.insert(packet_id)
+            });
+    }
+
+    fn delivery_completed(&self, packet_id: u16) {
+        self.context
+            .update_ids(&self.context.awaiting_completion, |ids| {
+                ids.remove(&packet_id)
+            });
+    }
+
     fn released(&self, packet_id: u16) {
-        let removed = self
-            .context
-            .awaiting_release
-            .lock()
-            .is_ok_and(|mut ids| ids.remove(&packet_id));
-        if removed && self.context.persistent {
-            self.context.change();
-        }
+        self.context
+            .update_ids(&self.context.awaiting_release, |ids| ids.remove(&packet_id));
     }
 
     fn end(&self, end: SessionEnd) {

@@ -2,7 +2,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged on each, QoS 2 packet identifiers awaiting PUBREL |
+//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged and delivered on each, QoS 2 packet identifiers awaiting PUBREL and deliveries awaiting PUBCOMP, QoS 2 publications being written (partition and idempotent producer sequence of each record) |
 //! | `<clientId>#will` | will signal (header `type: will-signal`): owning gateway instance, delay, deliver-at, lifetime and will ids |
 //! | `<clientId>#will-<lifetimeId>` | the will message: value = payload, header `will` = its topic, QoS, retain flag and properties |
 //! | `<clientId>#expiry` | expiry signal (header `type: expiry-signal`): owning instance, delay, expire-at |
@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use zilla_binding_kafka::kind::{Header, PartitionOffset};
+use zilla_binding_kafka::kind::{Header, PartitionOffset, ProducerSequence};
 use zilla_binding_mqtt::codec::{Properties, QoS, RetainHandling, SubscriptionOptions};
 use zilla_binding_mqtt::kind::Message;
 
@@ -84,6 +84,32 @@ pub(crate) struct SessionState {
     /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
     #[serde(default)]
     pub awaiting_release: Vec<u16>,
+    /// QoS 2 publications taken whose records may or may not be in Kafka yet: kept before
+    /// the records are written, so that a resend writes them with the same idempotent
+    /// producer sequences, which the broker writes once.
+    #[serde(default)]
+    pub in_flight: Vec<InFlight>,
+    /// QoS 2 deliveries the subscriber answered with PUBREC and has not completed: PUBREL
+    /// is sent for them again when the session resumes.
+    #[serde(default)]
+    pub awaiting_completion: Vec<u16>,
+}
+
+/// A QoS 2 publication on its way to Kafka, and where each of its records goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InFlight {
+    pub packet_id: u16,
+    pub records: Vec<PlacedRecord>,
+}
+
+/// Where one record of a QoS 2 publication goes: its partition and producer sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PlacedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub sequence: ProducerSequence,
 }
 
 /// One subscription and how far its subscriber acknowledged.
@@ -100,6 +126,10 @@ pub(crate) struct SavedSubscription {
     pub topic: String,
     /// Next offset per partition: everything before was acknowledged by the subscriber.
     pub offsets: Vec<(i32, i64)>,
+    /// Next offset per partition past the last QoS 1 or 2 message delivered: what is
+    /// delivered again below it goes with the DUP flag.
+    #[serde(default)]
+    pub delivered: Vec<(i32, i64)>,
 }
 
 impl SavedSubscription {
@@ -119,6 +149,26 @@ impl SavedSubscription {
             subscription_id,
             topic: topic.to_owned(),
             offsets: offsets.iter().map(|p| (p.partition, p.offset)).collect(),
+            delivered: Vec::new(),
+        }
+    }
+
+    /// Notes the record at `offset` of `partition` delivered; whether that moved the mark.
+    pub(crate) fn note_delivered(&mut self, partition: i32, offset: i64) -> bool {
+        match self
+            .delivered
+            .iter_mut()
+            .find(|(known, _)| *known == partition)
+        {
+            Some((_, next)) if *next > offset => false,
+            Some((_, next)) => {
+                *next = offset + 1;
+                true
+            }
+            None => {
+                self.delivered.push((partition, offset + 1));
+                true
+            }
         }
     }
 
@@ -141,6 +191,14 @@ impl SavedSubscription {
             .map(|&(partition, offset)| PartitionOffset { partition, offset })
             .collect()
     }
+}
+
+/// Whether the record at `offset` of `partition` is below the `delivered` marks (next offset
+/// per partition past the last message delivered).
+pub(crate) fn delivered_before(delivered: &[(i32, i64)], partition: i32, offset: i64) -> bool {
+    delivered
+        .iter()
+        .any(|&(known, next)| known == partition && offset < next)
 }
 
 /// A will waiting for its session to end: live (`deliver_at` -1) or due at `deliver_at`.
@@ -270,6 +328,18 @@ mod tests {
                 }],
             )],
             awaiting_release: vec![3],
+            awaiting_completion: vec![5],
+            in_flight: vec![InFlight {
+                packet_id: 9,
+                records: vec![PlacedRecord {
+                    topic: "mqtt-messages".into(),
+                    partition: 1,
+                    sequence: ProducerSequence {
+                        producer: zilla_binding_kafka::kind::ProducerIdentity { id: 4, epoch: 0 },
+                        sequence: 17,
+                    },
+                }],
+            }],
         };
         let decoded: SessionState = decode(&encode(&state)).unwrap();
         assert_eq!(decoded, state);
@@ -278,6 +348,15 @@ mod tests {
         assert!(options.no_local);
         assert_eq!(options.retain_handling, RetainHandling::Never);
         assert_eq!(decoded.subscriptions[0].partition_offsets()[0].offset, 42);
+        let mut subscription = decoded.subscriptions[0].clone();
+        let before = |s: &SavedSubscription, p, o| delivered_before(&s.delivered, p, o);
+        assert!(!before(&subscription, 1, 42));
+        assert!(subscription.note_delivered(1, 44));
+        assert!(!subscription.note_delivered(1, 43));
+        assert!(before(&subscription, 1, 43) && before(&subscription, 1, 44));
+        assert!(!before(&subscription, 1, 45) && !before(&subscription, 0, 1));
+        let decoded: SavedSubscription = decode(&encode(&subscription)).unwrap();
+        assert_eq!(decoded, subscription);
         let message = Message {
             topic: "x/y".into(),
             qos: QoS::ExactlyOnce,

@@ -146,8 +146,10 @@ impl MqttHandler for MqttClient {
                 subscription_ids_available: available(properties.subscription_ids_available),
                 shared_available: available(properties.shared_available),
                 session_expiry: properties.session_expiry,
-                // The broker keeps its QoS 2 state: a publication sent again reaches it.
+                // The broker keeps its QoS 2 state: a publication sent again reaches it,
+                // and it sends PUBREL again itself.
                 awaiting_release: Vec::new(),
+                awaiting_completion: Vec::new(),
             };
             let keep_alive = properties.server_keep_alive.unwrap_or(begin.keep_alive);
             let (commands, receiver) = mpsc::channel(self.settings.queue_capacity.max(1));
@@ -415,7 +417,9 @@ impl Upstream {
                         receiver.await.ok().map(|()| (packet_id, qos))
                     }));
                 }
+                let dup = publish.dup;
                 let event = SessionEvent::Deliver(Box::new(Delivery {
+                    dup,
                     message: Message {
                         topic: publish.topic,
                         qos: publish.qos,

@@ -97,6 +97,10 @@ pub struct SessionAccepted {
     /// whose PUBREL has not come (see [`MqttSession::received`]), so that a client sending
     /// one of them again gets PUBREC without a second publication.
     pub awaiting_release: Vec<u16>,
+    /// Of a resumed session: the QoS 2 deliveries the subscriber answered with PUBREC and
+    /// whose PUBCOMP has not come (see [`MqttSession::delivery_received`]); the server sends
+    /// PUBREL for each again, as MQTT asks of a resumed session.
+    pub awaiting_completion: Vec<u16>,
 }
 
 impl Default for SessionAccepted {
@@ -110,6 +114,7 @@ impl Default for SessionAccepted {
             shared_available: true,
             session_expiry: None,
             awaiting_release: Vec::new(),
+            awaiting_completion: Vec::new(),
         }
     }
 }
@@ -165,9 +170,13 @@ pub struct SessionEnd {
 pub struct Delivery {
     /// The message, at the QoS it is delivered at.
     pub message: Message,
-    /// Fired when the subscriber has acknowledged it (PUBACK, or PUBREC for QoS 2); `None`
+    /// Fired when the subscriber has acknowledged it (PUBACK, or PUBREC for QoS 2, after
+    /// [`MqttSession::delivery_received`]); `None`
     /// at QoS 0.
     pub acknowledged: Option<oneshot::Sender<()>>,
+    /// Whether the session delivered it before without its acknowledgement (over an earlier
+    /// connection): it is sent with the DUP flag.
+    pub dup: bool,
 }
 
 /// What an exit tells its session.
@@ -198,6 +207,19 @@ pub trait MqttSession: Send + Sync + 'static {
     /// Publishes `message` (its acknowledgement is immediate at QoS 0).
     fn publish(&self, message: Message) -> BoxFuture<'_, Result<Acknowledgement, StreamError>>;
 
+    /// Publishes a QoS 2 `message` the client sent with `packet_id`. An exit whose sessions
+    /// outlive their connections uses the identifier to take the message once, even when the
+    /// client sends it again after a reconnection (to this gateway or another) because it
+    /// never got PUBREC; by default, [`Self::publish`].
+    fn publish_exactly_once(
+        &self,
+        packet_id: u16,
+        message: Message,
+    ) -> BoxFuture<'_, Result<Acknowledgement, StreamError>> {
+        let _ = packet_id;
+        self.publish(message)
+    }
+
     /// Subscribes.
     fn subscribe(
         &self,
@@ -220,6 +242,15 @@ pub trait MqttSession: Send + Sync + 'static {
 
     /// The client released the QoS 2 publication `packet_id` (PUBREL).
     fn released(&self, _packet_id: u16) {}
+
+    /// The subscriber answered the QoS 2 delivery `packet_id` with PUBREC: called before
+    /// the delivery's acknowledgement fires, so an exit whose sessions outlive their
+    /// connections can keep the identifier (and give it back in
+    /// [`SessionAccepted::awaiting_completion`]) until [`Self::delivery_completed`].
+    fn delivery_received(&self, _packet_id: u16) {}
+
+    /// The subscriber completed the QoS 2 delivery `packet_id` (PUBCOMP).
+    fn delivery_completed(&self, _packet_id: u16) {}
 
     /// Ends the session normally (the client sent DISCONNECT), or, with reason 0x8E, because
     /// another connection with the same client identifier took it over (the session goes on

@@ -7,12 +7,14 @@
 //!   route chooses and answers CONNACK with what server and exit support together. It then
 //!   runs the connection: keep alive (the client's, clamped for MQTT 5, enforced at 1.5×;
 //!   it also replaces the transport's idle timeout, which a keep-alive of 0 turns off),
-//!   QoS 0, 1 and 2 with their acknowledgement flows in both directions, receive maximum
+//!   QoS 0, 1 and 2 with their acknowledgement flows in both directions (a delivery its
+//!   exit says was delivered before goes with the DUP flag), receive maximum
 //!   both ways, topic aliases from the client, SUBSCRIBE options and subscription
 //!   identifiers, UNSUBSCRIBE, PINGREQ, DISCONNECT (with session expiry and "with will").
 //!   CONNACK says session present when the exit resumed one; the QoS 2 publications such a
 //!   session had taken and not seen released are answered PUBREC again, not published again,
-//!   when the client sends them anew. A connection taken over by another with the same client
+//!   when the client sends them anew, and the QoS 2 deliveries its subscriber had answered
+//!   with PUBREC and not completed are released again (PUBREL after CONNACK). A connection taken over by another with the same client
 //!   identifier ends its sessions with 0x8E, not as an abnormal close.
 //!   Publications and subscriptions are routed per topic by `publish`/`subscribe` routes;
 //!   one that no route takes is refused with 0x87 (MQTT 5) or by closing (3.1.1, which has

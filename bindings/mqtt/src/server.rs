@@ -506,6 +506,20 @@ impl Shared {
             properties,
         };
         write_packet(writer, &Packet::ConnAck(connack), version).await?;
+        // A resumed session's QoS 2 deliveries waiting for PUBCOMP are released again.
+        let mut outbound = HashMap::new();
+        if !connect.clean_start {
+            for &packet_id in &accepted.awaiting_completion {
+                write_packet(writer, &Packet::PubRel(Ack::success(packet_id)), version).await?;
+                outbound.insert(
+                    packet_id,
+                    Outbound {
+                        acknowledged: None,
+                        released: true,
+                    },
+                );
+            }
+        }
         let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         // A resumed session's QoS 2 publications waiting for PUBREL stay in flight.
         let released: HashSet<u16> = if connect.clean_start {
@@ -539,7 +553,7 @@ impl Shared {
             pending: FuturesOrdered::new(),
             inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
             released,
-            outbound: HashMap::new(),
+            outbound,
             next_packet_id: 1,
             outbound_maximum: client_receive_maximum
                 .min(self.settings.inflight_maximum)
@@ -754,6 +768,11 @@ impl Connection {
                     };
                     return self.write(writer, Packet::PubRel(rel)).await;
                 };
+                if !ack.reason.is_error() {
+                    for session in self.sessions.values() {
+                        session.delivery_received(ack.packet_id);
+                    }
+                }
                 if let Some(acknowledged) = outbound.acknowledged.take() {
                     let _ = acknowledged.send(());
                 }
@@ -772,6 +791,9 @@ impl Connection {
                     .is_some_and(|outbound| outbound.released)
                 {
                     self.outbound.remove(&ack.packet_id);
+                    for session in self.sessions.values() {
+                        session.delivery_completed(ack.packet_id);
+                    }
                 }
                 Ok(())
             }
@@ -899,7 +921,12 @@ impl Connection {
                     payload: publish.payload,
                     properties: publish.properties,
                 };
-                match session.publish(message).await {
+                let published = if message.qos == QoS::ExactlyOnce {
+                    session.publish_exactly_once(packet_id, message).await
+                } else {
+                    session.publish(message).await
+                };
+                match published {
                     Ok(acknowledgement) => acknowledgement,
                     Err(error) => Box::pin(async move { Err(error) }),
                 }
@@ -1141,6 +1168,7 @@ impl Connection {
         let Delivery {
             message,
             acknowledged,
+            dup,
         } = match event {
             SessionEvent::Deliver(delivery) => *delivery,
             SessionEvent::Ended {
@@ -1158,7 +1186,8 @@ impl Connection {
         let mut properties = message.properties;
         properties.topic_alias = None;
         let mut publish = Publish {
-            dup: false,
+            // DUP is for QoS 1 and 2 only (MQTT 5 §3.3.1.1).
+            dup: dup && message.qos != QoS::AtMostOnce,
             qos: message.qos,
             retain: message.retain,
             topic: message.topic,

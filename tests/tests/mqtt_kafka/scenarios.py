@@ -231,16 +231,22 @@ def qos_max(port, bootstrap):
     client.disconnect()
 
 
+def unacknowledging_subscriber(port, client_id, topic):
+    """A QoS 1 subscriber of `topic` with a persistent session that acknowledges only what
+    the scenario acknowledges, and a publisher, both on `port`."""
+    subscriber = Client(port, client_id, 5, clean=False, expiry=300)
+    subscriber.client.manual_ack_set(True)
+    subscriber.subscribe(topic, 1)
+    return subscriber, Client(port, unique("pub"), 5)
+
+
 def session_moves(port, bootstrap, other_port):
     """A persistent session left on one gateway resumes on the other: CONNACK says session
     present, its subscription is served again, the QoS 1 messages published while it was
     away arrive, and so does one it received but never acknowledged."""
     client_id = unique("mover")
     topic = unique("moving") + "/jobs"
-    first = Client(port, client_id, 5, clean=False, expiry=300)
-    first.client.manual_ack_set(True)
-    first.subscribe(topic, 1)
-    publisher = Client(port, unique("pub"), 5)
+    first, publisher = unacknowledging_subscriber(port, client_id, topic)
     publisher.publish(topic, b"unacked", 1)
     first.expect(topic, b"unacked")
     # Gone without acknowledging it, nor saying goodbye.
@@ -418,6 +424,211 @@ def overlapping(port, bootstrap):
     client.disconnect()
 
 
+def shared_refused(port, bootstrap):
+    """Shared subscriptions are not offered: CONNACK says so (Shared Subscription Available
+    0) and a `$share/` filter is refused with 0x9E, while a plain filter in the same SUBSCRIBE
+    is granted and still delivers."""
+    client = Client(port, unique("sharer"), 5)
+    available = getattr(client.connack_properties, "SharedSubscriptionAvailable", None)
+    if available != 0:
+        fail("CONNACK Shared Subscription Available is %r, expected 0" % available)
+    topic = unique("shared") + "/t"
+    result, mid = client.client.subscribe([("$share/group/" + topic, mqtt_options(1)),
+                                           (topic, mqtt_options(1))])
+    kind, acked, codes = client.acks.get(timeout=WAIT)
+    values = [code.value for code in codes]
+    if values != [0x9E, 1]:
+        fail("SUBACK reason codes %r, expected [0x9e, 1]" % values)
+    client.publish(topic, b"plain", 1)
+    client.expect(topic, b"plain")
+    nothing_more(client, 1, "a copy for the refused shared subscription")
+    client.disconnect()
+
+
+def mqtt_options(qos):
+    import paho.mqtt.client as mqtt
+    return mqtt.SubscribeOptions(qos=qos)
+
+
+def connect_persistent(client, connacks, port):
+    """Connects the paho v5 `client` (whose on_connect feeds `connacks`) to `port` without
+    clean start, with a session expiry of 300 s; whether the session was present."""
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 300
+    client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=properties)
+    client.loop_start()
+    flags, code = connacks.get(timeout=WAIT)
+    if code != 0:
+        fail("CONNACK %r" % code)
+    return flags.session_present
+
+
+def qos2_across_a_kill(port, bootstrap, other_port, go_file):
+    """QoS 2 publications in flight when their gateway is killed reach Kafka exactly once:
+    a paho v5 client with a persistent session publishes a stream of QoS 2 messages, prints
+    `publishing` once some are complete, waits for `go_file` (written once the gateway is
+    killed), resumes its session on the other gateway, where it sends again what had no
+    PUBREC (PUBLISH with DUP) or no PUBCOMP (PUBREL), and then every message is in the
+    messages topic once."""
+    import paho.mqtt.client as mqtt
+
+    total = 400
+    client_id = unique("exactly")
+    topic = unique("exactly") + "/killed"
+    completed = set()
+    gone = queue.Queue()
+    connacks = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(32)
+    client.max_queued_messages_set(0)
+    client.on_publish = lambda c, u, mid, code, p: completed.add(mid)
+    client.on_disconnect = lambda c, u, flags, code, p: gone.put(code)
+    client.on_connect = lambda c, u, flags, code, p: connacks.put((flags, code))
+
+    def connect(to):
+        return connect_persistent(client, connacks, to)
+
+    connect(port)
+    mids = []
+    for index in range(total):
+        info = client.publish(topic, b"m-%d" % index, qos=2)
+        mids.append(info.mid)
+    deadline = time.time() + 60
+    while len(completed) < total // 4 and time.time() < deadline:
+        time.sleep(0.001)
+    print("publishing", flush=True)
+    while not os.path.exists(go_file):
+        time.sleep(0.01)
+    gone.get(timeout=30)
+    client.loop_stop()
+    at_kill = len(completed)
+    if at_kill >= total:
+        fail("every message was complete before the kill: nothing was in flight")
+    if not connect(other_port):
+        fail("the session is not present on the other gateway")
+    deadline = time.time() + 90
+    while len(completed) < total and time.time() < deadline:
+        time.sleep(0.05)
+    client.disconnect()
+    client.loop_stop()
+    if len(completed) < total:
+        fail("%d of %d QoS 2 publications complete" % (len(completed), total))
+    counts = {}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(["mqtt-messages"])
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error() and message.key() == topic.encode():
+            counts[message.value()] = counts.get(message.value(), 0) + 1
+    consumer.close()
+    missing = [i for i in range(total) if b"m-%d" % i not in counts]
+    twice = sorted(value for value, count in counts.items() if count > 1)
+    if missing or twice:
+        fail("%d complete at the kill; missing %r, written more than once %r"
+             % (at_kill, missing, twice))
+    print("complete at the kill: %d of %d" % (at_kill, total), flush=True)
+
+
+def redelivered_with_dup(port, bootstrap, other_port):
+    """QoS 1 messages delivered and not acknowledged come again with DUP once the session
+    resumes on the other gateway, messages never delivered come without it, and once
+    acknowledged nothing comes a second time (back on the first gateway)."""
+    client_id = unique("dupped")
+    topic = unique("dupped") + "/jobs"
+    first, publisher = unacknowledging_subscriber(port, client_id, topic)
+    publisher.publish(topic, b"acked", 1)
+    publisher.publish(topic, b"unacked", 1)
+    acked = first.expect(topic, b"acked")
+    unacked = first.expect(topic, b"unacked")
+    if acked.dup or unacked.dup:
+        fail("first deliveries carry DUP")
+    first.client.ack(acked.mid, acked.qos)
+    # Gone a moment after acknowledging the first only, without DISCONNECT.
+    time.sleep(1)
+    first.drop()
+    publisher.publish(topic, b"new", 1)
+    publisher.disconnect()
+    back = Client(other_port, client_id, 5, clean=False, expiry=300)
+    if not back.session_present:
+        fail("session not present on the other gateway")
+    again = back.expect(topic, b"unacked")
+    if not again.dup:
+        fail("the unacknowledged message came again without DUP")
+    fresh = back.expect(topic, b"new")
+    if fresh.dup:
+        fail("a message delivered for the first time carries DUP")
+    nothing_more(back, 2, "delivered again after its acknowledgement")
+    back.disconnect()
+    last = Client(port, client_id, 5, clean=False, expiry=300)
+    if not last.session_present:
+        fail("session not present back on the first gateway")
+    nothing_more(last, 3, "acknowledged message delivered a second time")
+    last.disconnect()
+
+
+def qos2_released_again(port, bootstrap, other_port):
+    """A QoS 2 delivery the subscriber answered with PUBREC and never saw released (its
+    connection went away before PUBREL) is released again by the other gateway when the
+    session resumes there: paho hands the message to the application then, once."""
+    import paho.mqtt.client as mqtt
+
+    client_id = unique("released")
+    topic = unique("released") + "/t"
+    got = queue.Queue()
+    connacks = queue.Queue()
+    subacks = queue.Queue()
+    swallowed = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, m: got.put(m)
+    client.on_connect = lambda c, u, flags, code, p: connacks.put((flags, code))
+    client.on_subscribe = lambda c, u, mid, codes, p: subacks.put(codes)
+    handle_pubrel = client._handle_pubrel
+
+    def swallow_pubrel():
+        # The first connection never sees PUBREL: paho keeps the message unreleased.
+        swallowed.put(True)
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def connect(to):
+        return connect_persistent(client, connacks, to)
+
+    client._handle_pubrel = swallow_pubrel
+    connect(port)
+    client.subscribe(topic, options=mqtt.SubscribeOptions(qos=2))
+    codes = subacks.get(timeout=WAIT)
+    if [code.value for code in codes] != [2]:
+        fail("SUBACK %r" % codes)
+    publisher = Client(port, unique("pub"), 5)
+    publisher.publish(topic, b"exactly", 2)
+    publisher.disconnect()
+    swallowed.get(timeout=WAIT)
+    if not got.empty():
+        fail("delivered before PUBREL")
+    # Gone without DISCONNECT, the message received and not released.
+    client.loop_stop()
+    client.socket().close()
+    client._handle_pubrel = handle_pubrel
+    if not connect(other_port):
+        fail("session not present on the other gateway")
+    try:
+        message = got.get(timeout=WAIT)
+    except queue.Empty:
+        fail("the received QoS 2 message was never released")
+    if message.payload != b"exactly":
+        fail("got %r" % message.payload)
+    try:
+        extra = got.get(timeout=3)
+        fail("delivered twice: %r" % extra.payload)
+    except queue.Empty:
+        pass
+    client.disconnect()
+    client.loop_stop()
+
+
 SCENARIOS = {
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
@@ -431,14 +642,19 @@ SCENARIOS = {
     "will_of_killed": will_of_killed,
     "qos2_resent": qos2_resent,
     "overlapping": overlapping,
+    "shared_refused": shared_refused,
+    "qos2_across_a_kill": qos2_across_a_kill,
+    "redelivered_with_dup": redelivered_with_dup,
+    "qos2_released_again": qos2_released_again,
 }
 
 if __name__ == "__main__":
     name, port, bootstrap = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     extra = sys.argv[4:]
-    if name in ("takeover_other", "session_moves"):
+    if name in ("takeover_other", "session_moves", "redelivered_with_dup",
+                "qos2_released_again"):
         extra = [int(extra[0])]
-    if name == "will_of_killed":
+    if name in ("will_of_killed", "qos2_across_a_kill"):
         extra = [int(extra[0]), extra[1]]
     SCENARIOS[name](port, bootstrap, *extra)
     print("ok " + name, flush=True)

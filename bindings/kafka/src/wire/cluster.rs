@@ -68,6 +68,9 @@ pub struct ProduceOptions {
     pub timeout: Duration,
     /// Compression of the batch.
     pub compression: Compression,
+    /// An idempotent producer's id, epoch and the sequence of the batch's first record:
+    /// a batch the broker already has is acknowledged without being written again.
+    pub idempotent: Option<(i64, i16, i32)>,
 }
 
 impl Default for ProduceOptions {
@@ -76,6 +79,7 @@ impl Default for ProduceOptions {
             acks: Acks::All,
             timeout: Duration::from_secs(30),
             compression: Compression::None,
+            idempotent: None,
         }
     }
 }
@@ -479,10 +483,11 @@ impl Cluster {
     }
 
     /// Produces `records` as one batch to `topic`/`partition`. Returns the base offset, or
-    /// `None` with [`Acks::None`], where the broker does not answer.
+    /// `None` with [`Acks::None`], where the broker does not answer, and for an idempotent
+    /// batch the broker already had.
     ///
     /// Lost connections and leader moves are retried, so a batch whose acknowledgement was
-    /// lost may be written twice (at-least-once).
+    /// lost may be written twice (at-least-once), unless it is idempotent.
     pub async fn produce(
         &self,
         topic: &str,
@@ -490,13 +495,16 @@ impl Cluster {
         records: &[Record],
         options: &ProduceOptions,
     ) -> Result<Option<i64>, KafkaError> {
-        let batch = encode_batch(
-            records,
-            &BatchOptions {
-                compression: options.compression,
-                ..BatchOptions::default()
-            },
-        )?;
+        let mut batch_options = BatchOptions {
+            compression: options.compression,
+            ..BatchOptions::default()
+        };
+        if let Some((producer_id, producer_epoch, base_sequence)) = options.idempotent {
+            batch_options.producer_id = producer_id;
+            batch_options.producer_epoch = producer_epoch;
+            batch_options.base_sequence = base_sequence;
+        }
+        let batch = encode_batch(records, &batch_options)?;
         let mut retry = self.retry();
         loop {
             let attempt = async {
@@ -519,6 +527,11 @@ impl Cluster {
                     .await?;
                 if response.error.is_ok() {
                     Ok(Some(response.base_offset))
+                } else if options.idempotent.is_some()
+                    && response.error == ErrorCode::DUPLICATE_SEQUENCE_NUMBER
+                {
+                    // Written before (a retry whose first answer was lost, or a resend).
+                    Ok(None)
                 } else {
                     Err(KafkaError::Broker {
                         api: "Produce",

@@ -42,6 +42,8 @@ impl ErrorCode {
     pub const REBALANCE_IN_PROGRESS: Self = Self(27);
     /// The SASL mechanism is not enabled on the broker.
     pub const UNSUPPORTED_SASL_MECHANISM: Self = Self(33);
+    /// The broker already has an idempotent batch with this producer and sequence.
+    pub const DUPLICATE_SEQUENCE_NUMBER: Self = Self(46);
     /// The request version is not supported by the broker.
     pub const UNSUPPORTED_VERSION: Self = Self(35);
     /// The topic already exists.
