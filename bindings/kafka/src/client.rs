@@ -17,8 +17,8 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 use crate::follow::{FollowTuning, Followed, Follower, fetch_once};
 use crate::kind::{
     Acks, FetchBatch, FetchRequest, FollowStream, KafkaHandler, MergedRequest, MergedStream,
-    OffsetSpec, ProduceAck, ProduceRequest, ProducerIdentity, ProducerSequence, Start,
-    TopicConfig, TopicMetadata,
+    OffsetSpec, ProduceAck, ProduceRequest, ProducerIdentity, ProducerSequence, Start, TopicConfig,
+    TopicMetadata,
 };
 use crate::merged::{self, PartitionReader};
 use crate::wire::{self, Cluster, KafkaError};
