@@ -538,3 +538,70 @@ fn requests_produced_while_the_service_gateway_is_down_are_answered_once_after_i
     }
     Ok(())
 }
+
+#[test]
+fn a_deadline_or_a_cancel_ends_the_request_in_kafka_and_the_service_call() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("echo-requests", 1, false)?;
+    broker.create_topic("echo-responses", 1, false)?;
+    let records = tempfile::tempdir()?;
+    let (_server, port) = echo_server(records.path())?;
+    let gateway = gateway(
+        "grpc.kafka.proxy",
+        &broker,
+        &[
+            ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
+            ("ECHO_SERVICE_PORT", port.to_string()),
+            ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
+        ],
+    )?;
+    let target = gateway.address("tcp_server").to_string();
+    let results = echo_client(&target, &["ready", "stream_deadline", "stream_cancel"])?;
+    assert_eq!(
+        results["stream_deadline"]["error"]["code"], "DEADLINE_EXCEEDED",
+        "{results}"
+    );
+    assert_eq!(results["stream_cancel"]["ok"], "cancelled", "{results}");
+
+    let digest = md5_hex(&[
+        "zilla:service",
+        "example.EchoService",
+        "zilla:method",
+        "EchoClientStream",
+        "zilla:reply-to",
+        "echo-responses",
+    ])?;
+    let ids: Vec<String> = ["deadline-key", "cancel-key"]
+        .iter()
+        .map(|key| format!("{key}-{digest}"))
+        .collect();
+    let args = |topic: &str| vec![broker.address(), topic.to_owned(), json!(ids).to_string()];
+    // Each request got its first message, then an end broken off as ABORTED (10), although
+    // the client never ended its stream.
+    let requests: Vec<Value> =
+        serde_json::from_slice(&run_python(READ_REPLIES, args("echo-requests"))?)?;
+    let early = hex(b"\x0a\x05early");
+    for id in &ids {
+        let of_request: Vec<&Value> = requests.iter().filter(|r| r["id"] == json!(id)).collect();
+        assert_eq!(
+            of_request,
+            [
+                &json!({"v": early, "id": id, "status": null}),
+                &json!({"v": null, "id": id, "status": "10"}),
+            ],
+            "{requests:?}"
+        );
+    }
+    // The service side let go of each call: its final status is in the reply topic.
+    let replies: Vec<Value> =
+        serde_json::from_slice(&run_python(READ_REPLIES, args("echo-responses"))?)?;
+    for id in &ids {
+        let finals: Vec<&Value> = replies
+            .iter()
+            .filter(|r| r["id"] == json!(id) && r["status"].is_string())
+            .collect();
+        assert_eq!(finals.len(), 1, "{id}: {replies:?}");
+        assert_ne!(finals[0]["status"], "0", "{id}: {replies:?}");
+    }
+    Ok(())
+}
