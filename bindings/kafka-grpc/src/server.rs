@@ -18,9 +18,10 @@ use zilla_binding_grpc::{
 use zilla_binding_grpc_kafka::proxy::{
     HeaderNames, MESSAGE_HEADER, STATUS_HEADER, meta_headers, metadata_of,
 };
+use zilla_binding_kafka::group::CommitTracker;
 use zilla_binding_kafka::kind::{
-    Acks, CommitTracker, Condition, Filter, GroupJoin, GroupMembership, Header, KafkaHandler,
-    MergedItem, MergedRequest, Message, OffsetSpec, PartitionOffset, ProduceRequest, Start,
+    Acks, Condition, Filter, GroupJoin, GroupMembership, Header, KafkaHandler, MergedItem,
+    MergedRequest, Message, OffsetSpec, PartitionOffset, ProduceRequest, Start,
 };
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::{Route, Routes};

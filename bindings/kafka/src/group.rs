@@ -9,11 +9,10 @@
 //! subscribed to it, sorted by member id.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::kind::PartitionOffset;
+use crate::kind::{GroupJoin, GroupMembership, PartitionOffset};
 use crate::wire::{
     Cluster, HeartbeatRequest, JoinGroupRequest, KafkaError, LeaveGroupRequest,
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
@@ -25,36 +24,6 @@ const PROTOCOL_TYPE: &str = "consumer";
 const ASSIGNOR: &str = "range";
 /// Version of the subscription and assignment encodings.
 const CONSUMER_PROTOCOL_VERSION: i16 = 0;
-
-/// How a member joins a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupJoin {
-    /// The group id.
-    pub group_id: String,
-    /// The one topic this member reads.
-    pub topic: String,
-    /// The member id of a previous generation, empty on the first join.
-    pub member_id: String,
-    /// How long the coordinator keeps a member that sends no heartbeat.
-    pub session_timeout: Duration,
-    /// How long the coordinator waits for the members to rejoin in a rebalance.
-    pub rebalance_timeout: Duration,
-}
-
-/// A member's place in one generation of a group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMembership {
-    /// The group id.
-    pub group_id: String,
-    /// The topic the member reads.
-    pub topic: String,
-    /// The generation.
-    pub generation_id: i32,
-    /// This member's id.
-    pub member_id: String,
-    /// The partitions of `topic` assigned to this member, sorted.
-    pub partitions: Vec<i32>,
-}
 
 /// What a member may commit when the records it reads are done out of order: per assigned
 /// partition, the next offset read, held back to the first record still being processed.

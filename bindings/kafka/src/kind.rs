@@ -13,12 +13,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use zilla_engine::stream::{BoxFuture, StreamError, StreamKind};
 
-pub use crate::group::{CommitTracker, GroupJoin, GroupMembership};
 pub use crate::wire::Header;
 
 /// One record of a partition, as delivered to readers.
@@ -318,6 +318,36 @@ pub enum OffsetSpec {
     Earliest,
     /// The high watermark.
     Latest,
+}
+
+/// How a member joins a consumer group ([`KafkaHandler::join_group`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupJoin {
+    /// The group id.
+    pub group_id: String,
+    /// The one topic this member reads.
+    pub topic: String,
+    /// The member id of a previous generation, empty on the first join.
+    pub member_id: String,
+    /// How long the coordinator keeps a member that sends no heartbeat.
+    pub session_timeout: Duration,
+    /// How long the coordinator waits for the members to rejoin in a rebalance.
+    pub rebalance_timeout: Duration,
+}
+
+/// A member's place in one generation of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    /// The group id.
+    pub group_id: String,
+    /// The topic the member reads.
+    pub topic: String,
+    /// The generation.
+    pub generation_id: i32,
+    /// This member's id.
+    pub member_id: String,
+    /// The partitions of `topic` assigned to this member, sorted.
+    pub partitions: Vec<i32>,
 }
 
 /// Handler of the `kafka` stream kind.
