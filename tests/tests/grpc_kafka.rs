@@ -324,6 +324,15 @@ fn echo_server(records: &Path) -> Result<(Process, u16)> {
     Ok((process, port))
 }
 
+/// The `grpc.kafka.proxy` example's variables for the service listening on `port`.
+fn service_env(port: u16) -> [(&'static str, String); 3] {
+    [
+        ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
+        ("ECHO_SERVICE_PORT", port.to_string()),
+        ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
+    ]
+}
+
 #[test]
 fn event_mesh_calls_a_grpc_service_through_kafka_and_back() -> Result<()> {
     let broker = Broker::start()?;
@@ -331,15 +340,7 @@ fn event_mesh_calls_a_grpc_service_through_kafka_and_back() -> Result<()> {
     broker.create_topic("echo-responses", 1, false)?;
     let records = tempfile::tempdir()?;
     let (_server, port) = echo_server(records.path())?;
-    let gateway = gateway(
-        "grpc.kafka.proxy",
-        &broker,
-        &[
-            ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
-            ("ECHO_SERVICE_PORT", port.to_string()),
-            ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
-        ],
-    )?;
+    let gateway = gateway("grpc.kafka.proxy", &broker, &service_env(port))?;
     let target = gateway.address("tcp_server").to_string();
     let results = echo_client(
         &target,
@@ -488,11 +489,7 @@ fn requests_produced_while_the_service_gateway_is_down_are_answered_once_after_i
     broker.create_topic("echo-responses", 1, false)?;
     let records = tempfile::tempdir()?;
     let (_server, port) = echo_server(records.path())?;
-    let env = [
-        ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
-        ("ECHO_SERVICE_PORT", port.to_string()),
-        ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
-    ];
+    let env = service_env(port);
     // A first run answers a call, so the group reads the request topic, then stops cleanly.
     let mut first = gateway("grpc.kafka.proxy", &broker, &env)?;
     let results = echo_client(&first.address("tcp_server").to_string(), &["ready"])?;
@@ -546,15 +543,7 @@ fn a_deadline_or_a_cancel_ends_the_request_in_kafka_and_the_service_call() -> Re
     broker.create_topic("echo-responses", 1, false)?;
     let records = tempfile::tempdir()?;
     let (_server, port) = echo_server(records.path())?;
-    let gateway = gateway(
-        "grpc.kafka.proxy",
-        &broker,
-        &[
-            ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
-            ("ECHO_SERVICE_PORT", port.to_string()),
-            ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
-        ],
-    )?;
+    let gateway = gateway("grpc.kafka.proxy", &broker, &service_env(port))?;
     let target = gateway.address("tcp_server").to_string();
     let results = echo_client(&target, &["ready", "stream_deadline", "stream_cancel"])?;
     assert_eq!(
