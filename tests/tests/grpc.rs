@@ -372,3 +372,56 @@ bindings:
     );
     Ok(())
 }
+
+/// The grpc.echo example with its proto, the `grpc.*` metrics on `grpc_server` and a
+/// Prometheus exporter on `metrics_port`.
+fn echo_with_metrics(metrics_port: u16) -> Result<Gateway> {
+    let text = std::fs::read_to_string(example("grpc.echo"))?;
+    let exporter = format!(
+        "name: grpc-echo\ntelemetry:\n  metrics:\n    - grpc.active.requests\n    - grpc.duration\n    - grpc.request.size\n    - grpc.response.size\n    - grpc.requests.per.rpc\n    - grpc.responses.per.rpc\n  exporters:\n    prometheus0:\n      type: prometheus\n      options:\n        endpoints:\n          - scheme: http\n            port: {metrics_port}\n            path: /metrics\n"
+    );
+    let server = "  grpc_server:\n    type: grpc\n    kind: server\n";
+    ensure!(text.contains("name: grpc-echo\n") && text.contains(server));
+    let yaml = text.replacen("name: grpc-echo\n", &exporter, 1).replacen(
+        server,
+        &format!("{server}    telemetry:\n      metrics:\n        - grpc.*\n"),
+        1,
+    );
+    Gateway::builder(&yaml)
+        .file(
+            "proto/echo.proto",
+            std::fs::read(proto_dir().join("echo.proto"))?,
+        )
+        .env("GRPC_ECHO_PORT", "0")
+        .start()
+}
+
+#[test]
+fn grpc_metrics_are_scraped_from_the_prometheus_exporter() -> Result<()> {
+    let metrics_port = free_port()?;
+    let gateway = echo_with_metrics(metrics_port)?;
+    let target = gateway.address("tcp_server").to_string();
+    let results = client(&target, &["unary", "bidi"], None)?;
+    assert_eq!(results["unary"]["ok"]["message"], "hello", "{results}");
+    let output = Peer::new("curl")
+        .args(["-sS", "--fail", "--max-time", "20"])
+        .arg(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .run()?;
+    ensure!(output.status.success(), "curl failed");
+    let text = String::from_utf8(output.stdout)?;
+    let labels = "{namespace=\"grpc-echo\",binding=\"grpc_server\"}";
+    // Two calls: unary ("hello", 7 bytes each way) and bidi ("one", "two", "three": 17
+    // bytes each way, three messages each way), both over.
+    for line in [
+        format!("grpc_active_requests{labels} 0"),
+        format!("grpc_requests_per_rpc_count{labels} 2"),
+        format!("grpc_requests_per_rpc_sum{labels} 4"),
+        format!("grpc_responses_per_rpc_sum{labels} 4"),
+        format!("grpc_request_size_bytes_sum{labels} 24"),
+        format!("grpc_response_size_bytes_sum{labels} 24"),
+        format!("grpc_duration_milliseconds_count{labels} 2"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    Ok(())
+}

@@ -324,6 +324,15 @@ fn echo_server(records: &Path) -> Result<(Process, u16)> {
     Ok((process, port))
 }
 
+/// The `grpc.kafka.proxy` example's variables for the service listening on `port`.
+fn service_env(port: u16) -> [(&'static str, String); 3] {
+    [
+        ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
+        ("ECHO_SERVICE_PORT", port.to_string()),
+        ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
+    ]
+}
+
 #[test]
 fn event_mesh_calls_a_grpc_service_through_kafka_and_back() -> Result<()> {
     let broker = Broker::start()?;
@@ -331,15 +340,7 @@ fn event_mesh_calls_a_grpc_service_through_kafka_and_back() -> Result<()> {
     broker.create_topic("echo-responses", 1, false)?;
     let records = tempfile::tempdir()?;
     let (_server, port) = echo_server(records.path())?;
-    let gateway = gateway(
-        "grpc.kafka.proxy",
-        &broker,
-        &[
-            ("ECHO_SERVICE_HOST", "127.0.0.1".to_owned()),
-            ("ECHO_SERVICE_PORT", port.to_string()),
-            ("ECHO_SERVICE_AUTHORITY", format!("127.0.0.1:{port}")),
-        ],
-    )?;
+    let gateway = gateway("grpc.kafka.proxy", &broker, &service_env(port))?;
     let target = gateway.address("tcp_server").to_string();
     let results = echo_client(
         &target,
@@ -413,5 +414,183 @@ fn event_mesh_calls_a_grpc_service_through_kafka_and_back() -> Result<()> {
             ("zilla:correlation-id", &correlation_id),
         ])
     );
+    Ok(())
+}
+
+/// Produces EchoUnary requests the way grpc-kafka writes them (one record per message, then
+/// a record without value ending the request), each keyed and correlated by its text.
+const PRODUCE_REQUESTS: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+for text in json.loads(sys.argv[3]):
+    data = text.encode()
+    headers = [("zilla:service", b"example.EchoService"), ("zilla:method", b"EchoUnary"),
+               ("zilla:reply-to", b"echo-responses"), ("zilla:correlation-id", data)]
+    producer.produce(topic, key=data, value=bytes([0x0a, len(data)]) + data, headers=headers)
+    producer.produce(topic, key=data, value=None, headers=headers)
+producer.flush(20)
+"#;
+
+/// Reads a topic from the start: once every correlation id in argv[3] has its
+/// `zilla:status` record (or after 60 s), goes on to the topic's end and prints the records.
+const READ_REPLIES: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, TopicPartition
+bootstrap, topic, wanted = sys.argv[1], sys.argv[2], set(json.loads(sys.argv[3]))
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "replies-reader",
+                     "enable.auto.commit": False})
+partitions = consumer.list_topics(topic, timeout=20).topics[topic].partitions
+records, deadline = [], time.time() + 60
+while True:
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=20)[1]
+            for p in partitions}
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    records, left = [], {p: end for p, end in ends.items() if end > 0}
+    while left:
+        message = consumer.poll(10)
+        if message is None:
+            break
+        if message.error():
+            continue
+        if message.offset() + 1 >= left.get(message.partition(), 0):
+            left.pop(message.partition(), None)
+        headers = dict((n, v.decode()) for n, v in (message.headers() or []))
+        records.append({"v": None if message.value() is None else message.value().hex(),
+                        "id": headers.get("zilla:correlation-id"),
+                        "status": headers.get("zilla:status")})
+    answered = {r["id"] for r in records if r["status"] is not None}
+    if wanted <= answered or time.time() > deadline:
+        break
+    time.sleep(0.2)
+consumer.close()
+print(json.dumps(records))
+"#;
+
+fn run_python(script: &str, args: Vec<String>) -> Result<Vec<u8>> {
+    let output = Peer::python(script)
+        .args(args)
+        .timeout(Duration::from_secs(120))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "python peer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(output.stdout)
+}
+
+#[test]
+fn requests_produced_while_the_service_gateway_is_down_are_answered_once_after_it_starts()
+-> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("echo-requests", 2, false)?;
+    broker.create_topic("echo-responses", 1, false)?;
+    let records = tempfile::tempdir()?;
+    let (_server, port) = echo_server(records.path())?;
+    let env = service_env(port);
+    // A first run answers a call, so the group reads the request topic, then stops cleanly.
+    let mut first = gateway("grpc.kafka.proxy", &broker, &env)?;
+    let results = echo_client(&first.address("tcp_server").to_string(), &["ready"])?;
+    assert_eq!(results["ready"]["ok"], "ready", "{results}");
+    ensure!(first.terminate()?.success(), "{}", first.stderr());
+
+    // Requests arrive while no gateway reads them.
+    let texts: Vec<String> = (0..6).map(|index| format!("missed-{index}")).collect();
+    run_python(
+        PRODUCE_REQUESTS,
+        vec![
+            broker.address(),
+            "echo-requests".to_owned(),
+            json!(texts).to_string(),
+        ],
+    )?;
+
+    let mut second = gateway("grpc.kafka.proxy", &broker, &env)?;
+    let reply_args = vec![
+        broker.address(),
+        "echo-responses".to_owned(),
+        json!(texts).to_string(),
+    ];
+    run_python(READ_REPLIES, reply_args.clone())?;
+    // Everything the second gateway answers is in Kafka once it has stopped.
+    ensure!(second.terminate()?.success(), "{}", second.stderr());
+    let replies: Vec<Value> = serde_json::from_slice(&run_python(READ_REPLIES, reply_args)?)?;
+    for text in &texts {
+        let of_request: Vec<&Value> = replies
+            .iter()
+            .filter(|reply| reply["id"] == json!(text))
+            .collect();
+        let mut expected = vec![0x0a, text.len() as u8];
+        expected.extend_from_slice(text.as_bytes());
+        assert_eq!(
+            of_request,
+            [
+                &json!({"v": hex(&expected), "id": text, "status": null}),
+                &json!({"v": null, "id": text, "status": "0"}),
+            ],
+            "exactly one reply to {text}: {replies:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_deadline_or_a_cancel_ends_the_request_in_kafka_and_the_service_call() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("echo-requests", 1, false)?;
+    broker.create_topic("echo-responses", 1, false)?;
+    let records = tempfile::tempdir()?;
+    let (_server, port) = echo_server(records.path())?;
+    let gateway = gateway("grpc.kafka.proxy", &broker, &service_env(port))?;
+    let target = gateway.address("tcp_server").to_string();
+    let results = echo_client(&target, &["ready", "stream_deadline", "stream_cancel"])?;
+    assert_eq!(
+        results["stream_deadline"]["error"]["code"], "DEADLINE_EXCEEDED",
+        "{results}"
+    );
+    assert_eq!(results["stream_cancel"]["ok"], "cancelled", "{results}");
+
+    let digest = md5_hex(&[
+        "zilla:service",
+        "example.EchoService",
+        "zilla:method",
+        "EchoClientStream",
+        "zilla:reply-to",
+        "echo-responses",
+    ])?;
+    let ids: Vec<String> = ["deadline-key", "cancel-key"]
+        .iter()
+        .map(|key| format!("{key}-{digest}"))
+        .collect();
+    let args = |topic: &str| vec![broker.address(), topic.to_owned(), json!(ids).to_string()];
+    // Each request got its first message, then an end broken off as ABORTED (10), although
+    // the client never ended its stream.
+    let requests: Vec<Value> =
+        serde_json::from_slice(&run_python(READ_REPLIES, args("echo-requests"))?)?;
+    let early = hex(b"\x0a\x05early");
+    for id in &ids {
+        let of_request: Vec<&Value> = requests.iter().filter(|r| r["id"] == json!(id)).collect();
+        assert_eq!(
+            of_request,
+            [
+                &json!({"v": early, "id": id, "status": null}),
+                &json!({"v": null, "id": id, "status": "10"}),
+            ],
+            "{requests:?}"
+        );
+    }
+    // The service side let go of each call: its final status is in the reply topic.
+    let replies: Vec<Value> =
+        serde_json::from_slice(&run_python(READ_REPLIES, args("echo-responses"))?)?;
+    for id in &ids {
+        let finals: Vec<&Value> = replies
+            .iter()
+            .filter(|r| r["id"] == json!(id) && r["status"].is_string())
+            .collect();
+        assert_eq!(finals.len(), 1, "{id}: {replies:?}");
+        assert_ne!(finals[0]["status"], "0", "{id}: {replies:?}");
+    }
     Ok(())
 }

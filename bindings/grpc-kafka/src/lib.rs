@@ -21,7 +21,11 @@
 //!   replies), filtered on `zilla:correlation-id`. Each reply value is a response message; the
 //!   first reply's `meta:*` headers are the response metadata; the reply without value ends
 //!   the call with its `zilla:status` (default `0`) and `zilla:message`. A non-OK status before
-//!   any message is answered trailers-only.
+//!   any message is answered trailers-only. The replies are waited for until the call's
+//!   deadline (`grpc-timeout`), then it ends `DEADLINE_EXCEEDED`; without a deadline, until
+//!   the client cancels or the gateway stops. A call that ends (deadline, cancel, stop) before
+//!   its request was all produced still ends the request in Kafka, broken off (`ABORTED`), so
+//!   the service side cancels its call too.
 //! - Without `reply-to` the call is one-way: answered with one empty message and `OK` once
 //!   Kafka acknowledged every message.
 //!

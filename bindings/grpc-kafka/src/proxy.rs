@@ -251,7 +251,9 @@ impl GrpcKafkaProxy {
             draft,
         };
         let Some(reply_to) = reply_to else {
-            records.send_all(exit.as_ref(), request.messages).await?;
+            records
+                .send_all(exit.as_ref(), request.messages, &CancellationToken::new())
+                .await?;
             let reply: MessageStream =
                 Box::pin(futures_util::stream::once(async { Ok(Bytes::new()) }));
             return Ok(GrpcResponse::from_messages(reply));
@@ -285,10 +287,21 @@ impl GrpcKafkaProxy {
         let (head_sender, head) = oneshot::channel();
         let (items, response) = response_channel(RESPONSE_CAPACITY);
         let messages = request.messages;
+        let deadline = request.deadline;
         let retired = self.retired.clone();
+        // The request is produced by a task of its own, so a call that ends early (the client
+        // cancelled, the deadline passed, the gateway stops) still ends its request in Kafka,
+        // as broken off, and the service side lets go of it.
+        let abandoned = CancellationToken::new();
+        let producer = {
+            let abandoned = abandoned.clone();
+            tokio::spawn(async move { records.send_all(exit.as_ref(), messages, &abandoned).await })
+        };
         tokio::spawn(async move {
             let producing = async {
-                let result = records.send_all(exit.as_ref(), messages).await;
+                let result = producer.await.unwrap_or_else(|_| {
+                    Err(Status::new(Code::Internal, "the request producer failed"))
+                });
                 // Once everything is produced, only the replies are left to wait for.
                 if result.is_ok() {
                     std::future::pending::<()>().await;
@@ -298,10 +311,14 @@ impl GrpcKafkaProxy {
             tokio::select! {
                 () = relay(replies, head_sender, &items, producing) => {}
                 () = items.closed() => {}
+                () = until(deadline) => {
+                    let _ = items.send(ResponseItem::Status(Status::new(Code::DeadlineExceeded, "deadline exceeded"))).await;
+                }
                 () = retired.cancelled() => {
                     let _ = items.send(ResponseItem::Status(Status::new(Code::Unavailable, "the gateway is stopping"))).await;
                 }
             }
+            abandoned.cancel();
         });
         match head.await {
             Ok(Ok(metadata)) => Ok(GrpcResponse {
@@ -311,6 +328,14 @@ impl GrpcKafkaProxy {
             Ok(Err(status)) => Err(status),
             Err(_) => Err(Status::new(Code::Unavailable, "the gateway is stopping")),
         }
+    }
+}
+
+/// Waits until `deadline`; forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -537,10 +562,15 @@ impl Records {
         &self,
         exit: &dyn KafkaHandler,
         messages: impl Stream<Item = Result<Bytes, Status>>,
+        abandoned: &CancellationToken,
     ) -> Result<(), Status> {
         let mut messages = std::pin::pin!(messages);
         let broken = loop {
-            match messages.next().await {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = abandoned.cancelled() => Some(Err(Status::new(Code::Cancelled, "the call ended before its request"))),
+            };
+            match next {
                 Some(Ok(message)) => {
                     let mut headers = self.draft.headers.clone();
                     headers.extend(self.draft.meta.iter().cloned());

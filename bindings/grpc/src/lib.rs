@@ -14,7 +14,8 @@
 //!   `grpc-timeout` becomes the call's deadline, enforced here (`DEADLINE_EXCEEDED`, and the
 //!   exit's call is dropped) and passed on. No route: `UNIMPLEMENTED`. Statuses the server
 //!   decides before the exit answers are sent trailers-only. Other methods get HTTP 405, other
-//!   content types 415 (gRPC-Web is not served).
+//!   content types 415 (gRPC-Web is not served). The server records Zilla's `grpc.*` metrics
+//!   for each call when the binding's `telemetry.metrics` select them ([`telemetry`]).
 //! - `client` (accepts `grpc`, emits `http`): sends each call as an HTTP/2 `POST` through its
 //!   exit (an `http` client with `versions: [h2]`, or over TLS with ALPN `h2`), with the
 //!   metadata, `te: trailers` and the time left as `grpc-timeout`. A trailers-only answer, an
@@ -99,6 +100,7 @@ pub mod kind;
 pub mod messages;
 pub mod metadata;
 pub mod proto;
+pub mod telemetry;
 
 mod client;
 mod server;
@@ -124,6 +126,7 @@ pub fn register(registry: &mut Registry) {
         .binding(GrpcFactory)
         .properties(&["zilla.binding.grpc.maximum.message.size"]);
     registry.adapter::<zilla_engine::messages::Messages, Grpc>(messages::grpc_over_messages);
+    registry.metric_group(&telemetry::GRPC_METRICS);
 }
 
 /// Builds grpc bindings.
@@ -193,10 +196,12 @@ impl BindingFactory for GrpcFactory {
         match context.kind() {
             BindingKind::Server => {
                 let routes = context.routes::<Grpc, _, _, ()>(MethodCondition::compile)?;
+                let metrics = Arc::new(telemetry::GrpcMetrics::new(&context.metrics()));
                 context.publish::<Http>(Arc::new(server::GrpcServer {
                     routes,
                     services,
                     maximum_message_size,
+                    metrics,
                 }));
             }
             _ => {

@@ -22,6 +22,7 @@ use crate::kind::{
 };
 use crate::metadata;
 use crate::proto::{Method as ProtoMethod, Services};
+use crate::telemetry::{CallRecord, GrpcMetrics};
 
 /// The `grpc` server binding's `http` handler.
 pub(crate) struct GrpcServer {
@@ -31,6 +32,8 @@ pub(crate) struct GrpcServer {
     pub services: Option<Arc<Services>>,
     /// The most a request message may hold.
     pub maximum_message_size: usize,
+    /// The `grpc.*` metrics the binding records.
+    pub metrics: Arc<GrpcMetrics>,
 }
 
 impl HttpHandler for GrpcServer {
@@ -83,6 +86,8 @@ impl GrpcServer {
             )));
         };
         let (service, method) = (service.to_owned(), method.to_owned());
+        // Dropped with the response body, or at any earlier answer.
+        let record = self.metrics.start();
         let header = |name: &str| {
             parts
                 .headers
@@ -124,12 +129,15 @@ impl GrpcServer {
         // A request the server refuses itself (a malformed frame, an oversized or invalid
         // message) is answered with that status, whatever the exit is doing.
         let (failed, failure) = watch::channel(None);
-        let messages = request_messages(
+        let mut messages = request_messages(
             body,
             Decoder::new(self.maximum_message_size, encoding),
             proto_method,
             failed,
         );
+        if let Some(record) = &record {
+            messages = record.requests(messages);
+        }
         let call = GrpcRequest {
             scheme: scheme.unwrap_or_else(|| "http".to_owned()),
             authority: authority.unwrap_or_default(),
@@ -162,10 +170,15 @@ impl GrpcServer {
             Ok(response) => response,
             Err(status) => return Ok(trailers_only(&prefer_local(&failure, status))),
         };
+        let items = match &record {
+            Some(record) => record.responses(response.items),
+            None => response.items,
+        };
         let mut http_response = Response::new(response_body(ResponseBody {
-            items: Some(response.items),
+            items: Some(items),
             failure,
             deadline,
+            record,
         }));
         let headers = http_response.headers_mut();
         grpc_headers(headers);
@@ -320,6 +333,8 @@ struct ResponseBody {
     items: Option<ResponseStream>,
     failure: watch::Receiver<Option<Status>>,
     deadline: Option<Instant>,
+    /// The call's metrics, recorded once the final status is sent.
+    record: Option<CallRecord>,
 }
 
 fn response_body(body: ResponseBody) -> Body {
@@ -341,6 +356,7 @@ fn response_body(body: ResponseBody) -> Body {
         };
         // Dropping the exit's response here cancels what is still running behind it.
         body.items = None;
+        body.record = None;
         let mut trailers = HeaderMap::new();
         write_status(&status, &mut trailers);
         Some((Ok(Frame::trailers(trailers)), body))

@@ -3,10 +3,20 @@
 //! route's exit (a `grpc` client) and produces the replies back to Kafka: the other half of
 //! `grpc-kafka`'s produce, so gRPC services can call each other over Kafka (an event mesh).
 //!
-//! Each route `when` entry is one read of `topic`, from its end when the gateway starts,
-//! filtered on `key`, `headers`, the `zilla:reply-to` header (which must name `reply-to`) and,
-//! when `method` names one service, the `zilla:service` header; `method` (`pkg.Service/Method`,
-//! `*` wildcards) selects the calls. The records of one request share a
+//! Requests are read as the consumer group `zilla:<namespace>-<binding>`: one member per
+//! topic the routes name, which gets its share of the topic's partitions (gateways running
+//! the same binding split them) and reads them from the group's committed offsets. The first
+//! time the group reads a partition it starts at its end and commits that at once, so from
+//! then on requests produced while no gateway reads the topic are answered when one starts.
+//! A request is committed only once its last reply record is produced; a request whose
+//! replies could not be produced, or whose call was cut when the gateway stopped, stays
+//! uncommitted and is called again after the next start (at least once: a request answered
+//! after the last commit of a gateway that crashed is answered again).
+//!
+//! Each route `when` entry takes the records of its `topic` filtered on `key`, `headers`, the
+//! `zilla:reply-to` header (which must name `reply-to`) and, when `method` names one service,
+//! the `zilla:service` header; `method` (`pkg.Service/Method`, `*` wildcards) selects the
+//! calls. A request goes to the first route with an entry that takes it. The records of one request share a
 //! `zilla:correlation-id`: the first starts the call (service and method from `zilla:service`
 //! and `zilla:method`, request metadata from the `meta:*` headers, plus the `idempotency`
 //! metadata holding the request's idempotency key, the correlation id without its `-<md5>`
@@ -26,9 +36,9 @@
 //! At most 256 calls run at once per binding; further requests wait in Kafka. Each call holds
 //! at most 16 request messages the service has not taken yet.
 //!
-//! Not built: reading as a Kafka consumer group with committed offsets. The read starts at
-//! the topic's end each time the gateway starts, so requests produced while no gateway reads
-//! the topic are not answered.
+//! When the gateway stops, reading ends at once, calls whose request was read to its end
+//! go on until the drain is over, the offsets they allow are committed and the member leaves
+//! the group.
 //!
 //! ```yaml
 //! name: example
@@ -162,6 +172,7 @@ impl BindingFactory for KafkaGrpcFactory {
         Ok(Arc::new(Built {
             server: Arc::new(Server {
                 name: context.name().to_string(),
+                group_id: format!("zilla:{}-{}", context.name().namespace, context.name().name),
                 kafka,
                 routes,
                 headers: names,

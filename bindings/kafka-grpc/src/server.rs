@@ -1,14 +1,14 @@
 //! The `remote_server` kind: reads request records, calls the service for each request and
 //! produces its replies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zilla_binding_grpc::kind::{MessageSender, message_channel};
@@ -18,12 +18,14 @@ use zilla_binding_grpc::{
 use zilla_binding_grpc_kafka::proxy::{
     HeaderNames, MESSAGE_HEADER, STATUS_HEADER, meta_headers, metadata_of,
 };
+use zilla_binding_kafka::group::CommitTracker;
 use zilla_binding_kafka::kind::{
-    Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, Message,
-    PartitionOffset, ProduceRequest, Start,
+    Acks, Condition, Filter, GroupJoin, GroupMembership, Header, KafkaHandler, MergedItem,
+    MergedRequest, Message, OffsetSpec, PartitionOffset, ProduceRequest, Start,
 };
 use zilla_engine::pattern::Pattern;
-use zilla_engine::route::Routes;
+use zilla_engine::route::{Route, Routes};
+use zilla_engine::stream::StreamError;
 
 use crate::config::{KafkaGrpcCondition, KafkaGrpcWith};
 
@@ -35,6 +37,14 @@ const REQUEST_CAPACITY: usize = 16;
 /// [`MAXIMUM_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAXIMUM_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the group coordinator keeps a member that stopped without leaving.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the coordinator waits for the members to join again in a rebalance.
+const REBALANCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeats go out well within the session timeout.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// The last commit and the leave when the binding stops get this long each.
+const FINAL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A compiled `when` entry: the merged read it opens and the methods it serves.
 #[derive(Debug)]
@@ -87,9 +97,14 @@ impl Subscription {
     }
 }
 
+/// A route to the service that answers the requests it takes.
+type ServiceRoute = Route<Subscription, KafkaGrpcWith, Arc<dyn GrpcHandler>>;
+
 /// What every reader of one binding shares.
 pub(crate) struct Server {
     pub(crate) name: String,
+    /// The consumer group requests are read as: `zilla:<namespace>-<binding>`.
+    pub(crate) group_id: String,
     pub(crate) kafka: Arc<dyn KafkaHandler>,
     pub(crate) routes: Routes<Subscription, KafkaGrpcWith, Arc<dyn GrpcHandler>>,
     pub(crate) headers: HeaderNames,
@@ -103,47 +118,227 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Starts one reader per route `when` entry, tracked by `tasks`, until the binding stops.
+    /// Starts one group member per topic the routes read, tracked by `tasks`, until the
+    /// binding stops.
     pub(crate) fn start(self: &Arc<Self>, tasks: &TaskTracker) {
+        let mut topics: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
         for (route_index, route) in self.routes.iter().enumerate() {
-            for when_index in 0..route.when.len() {
-                let server = self.clone();
-                let calls = tasks.clone();
-                tasks.spawn(async move {
-                    let stopping = server.stopping.clone();
-                    tokio::select! {
-                        () = server.read(route_index, when_index, &calls) => {}
-                        () = stopping.cancelled() => {}
-                    }
-                });
+            for (when_index, subscription) in route.when.iter().enumerate() {
+                topics
+                    .entry(subscription.topic.as_str())
+                    .or_default()
+                    .push((route_index, when_index));
+            }
+        }
+        for (topic, entries) in topics {
+            let server = self.clone();
+            let topic = topic.to_owned();
+            let calls = tasks.clone();
+            tasks.spawn(async move { server.consume(topic, entries, &calls).await });
+        }
+    }
+
+    /// Reads the requests of one topic as a member of the binding's consumer group for as
+    /// long as the binding runs, joining again whenever the group rebalances.
+    async fn consume(&self, topic: String, entries: Vec<(usize, usize)>, tasks: &TaskTracker) {
+        let mut member_id = String::new();
+        let mut backoff = FIRST_BACKOFF;
+        while !self.stopping.is_cancelled() {
+            let join = GroupJoin {
+                group_id: self.group_id.clone(),
+                topic: topic.clone(),
+                member_id: member_id.clone(),
+                session_timeout: SESSION_TIMEOUT,
+                rebalance_timeout: REBALANCE_TIMEOUT,
+            };
+            let joined = tokio::select! {
+                joined = self.kafka.join_group(join) => joined,
+                () = self.stopping.cancelled() => return,
+            };
+            let membership = match joined {
+                Ok(membership) => membership,
+                Err(error) => {
+                    tracing::debug!(binding = %self.name, %topic, %error, "group join failed; retrying");
+                    // A member id the coordinator forgot is no use for the next try.
+                    member_id.clear();
+                    self.pause(&mut backoff).await;
+                    continue;
+                }
+            };
+            backoff = FIRST_BACKOFF;
+            member_id = membership.member_id.clone();
+            tracing::debug!(binding = %self.name, %topic, generation = membership.generation_id, partitions = ?membership.partitions, "joined the group");
+            if let Err(error) = self.serve(&membership, &entries, tasks).await {
+                tracing::debug!(binding = %self.name, %topic, %error, "group membership lost; joining again");
             }
         }
     }
 
-    /// Reads the requests of one `when` entry for as long as the binding runs, reopening the
-    /// read where it stopped after a failure.
-    async fn read(&self, route_index: usize, when_index: usize, tasks: &TaskTracker) {
-        let Some(route) = self.routes.iter().nth(route_index) else {
-            return;
+    /// Waits `backoff` (or until the binding stops) and doubles it.
+    async fn pause(&self, backoff: &mut Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(*backoff) => {}
+            () = self.stopping.cancelled() => {}
+        }
+        *backoff = (*backoff * 2).min(MAXIMUM_BACKOFF);
+    }
+
+    /// Serves one generation: reads the assigned partitions from the committed offsets,
+    /// commits each request once its replies are produced, and keeps the membership alive.
+    /// Returns `Ok` when the binding stopped (after the calls in progress ended and the
+    /// member left the group), an error when the membership was lost.
+    async fn serve(
+        &self,
+        membership: &GroupMembership,
+        entries: &[(usize, usize)],
+        tasks: &TaskTracker,
+    ) -> Result<(), StreamError> {
+        let start = self.start_offsets(membership).await?;
+        let tracker = Arc::new(Mutex::new(CommitTracker::new(&start)));
+        let finished = Arc::new(Notify::new());
+        let progress = Progress {
+            tracker: tracker.clone(),
+            finished: finished.clone(),
         };
-        let subscription = &route.when[when_index];
-        let mut progress: Vec<PartitionOffset> = Vec::new();
-        let mut open: HashMap<Bytes, MessageSender> = HashMap::new();
+        let mut open = HashMap::new();
+        let outcome = tokio::select! {
+            () = self.read(membership, entries, &mut open, &progress, tasks) => Ok(()),
+            lost = self.maintain(membership, &progress) => lost,
+            () = self.stopping.cancelled() => Ok(()),
+        };
+        // Requests whose last record was not read yet cannot be finished: their calls are
+        // cut without a reply and stay uncommitted, to be answered after the next start.
+        for request in open.into_values() {
+            request.abandoned.cancel();
+        }
+        if outcome.is_ok() {
+            // Stopping: let the calls in progress end (until the drain is over) while the
+            // membership is kept, so their requests are committed.
+            let drained = async {
+                while !lock(&tracker).is_idle() {
+                    let notified = finished.notified();
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep(HEARTBEAT_INTERVAL) => {
+                            self.kafka.heartbeat(membership).await?;
+                        }
+                    }
+                    self.commit(membership, &tracker).await?;
+                }
+                Ok::<(), StreamError>(())
+            };
+            tokio::select! {
+                result = drained => result?,
+                () = self.retired.cancelled() => {}
+            }
+        }
+        let committed = tokio::time::timeout(FINAL_CALL_TIMEOUT, self.commit(membership, &tracker))
+            .await
+            .map_err(|_| StreamError::Upstream("final offset commit timed out".to_owned()))
+            .and_then(|result| result);
+        if outcome.is_ok() {
+            let _ =
+                tokio::time::timeout(FINAL_CALL_TIMEOUT, self.kafka.leave_group(membership)).await;
+        }
+        committed.and(outcome)
+    }
+
+    /// Where the member starts in each assigned partition: the group's committed offset, or
+    /// (the first time the group reads a partition) its end, committed at once so that
+    /// requests produced while no gateway runs are answered when one starts.
+    async fn start_offsets(
+        &self,
+        membership: &GroupMembership,
+    ) -> Result<Vec<PartitionOffset>, StreamError> {
+        let mut start = self
+            .kafka
+            .committed_offsets(
+                &membership.group_id,
+                &membership.topic,
+                &membership.partitions,
+            )
+            .await?;
+        let mut fresh = Vec::new();
+        for &partition in &membership.partitions {
+            if start.iter().all(|offset| offset.partition != partition) {
+                let offset = self
+                    .kafka
+                    .list_offset(&membership.topic, partition, OffsetSpec::Latest)
+                    .await?;
+                fresh.push(PartitionOffset { partition, offset });
+            }
+        }
+        self.kafka.commit_offsets(membership, &fresh).await?;
+        start.extend(fresh);
+        start.sort_unstable();
+        Ok(start)
+    }
+
+    /// Commits what the tracker allows.
+    async fn commit(
+        &self,
+        membership: &GroupMembership,
+        tracker: &Mutex<CommitTracker>,
+    ) -> Result<(), StreamError> {
+        let offsets = lock(tracker).committable();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.kafka.commit_offsets(membership, &offsets).await?;
+        lock(tracker).committed(&offsets);
+        Ok(())
+    }
+
+    /// Heartbeats, and commits whenever a request was answered; returns when the
+    /// membership is lost.
+    async fn maintain(
+        &self,
+        membership: &GroupMembership,
+        progress: &Progress,
+    ) -> Result<(), StreamError> {
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+        loop {
+            let notified = progress.finished.notified();
+            tokio::select! {
+                _ = heartbeat.tick() => self.kafka.heartbeat(membership).await?,
+                () = notified => {}
+            }
+            self.commit(membership, &progress.tracker).await?;
+        }
+    }
+
+    /// Reads the requests of the assigned partitions, reopening the read where it stopped
+    /// after a failure; with no partition assigned, reads nothing.
+    async fn read(
+        &self,
+        membership: &GroupMembership,
+        entries: &[(usize, usize)],
+        open: &mut HashMap<Bytes, OpenRequest>,
+        progress: &Progress,
+        tasks: &TaskTracker,
+    ) {
+        if membership.partitions.is_empty() {
+            return std::future::pending().await;
+        }
+        let filters: Vec<Filter> = entries
+            .iter()
+            .filter_map(|&(route, when)| self.subscription(route, when))
+            .map(|(_, subscription)| subscription.filter.clone())
+            .collect();
         let mut backoff = FIRST_BACKOFF;
         loop {
             let request = MergedRequest {
-                topic: subscription.topic.clone(),
+                topic: membership.topic.clone(),
                 start: Start::Live,
-                offsets: progress.clone(),
-                filters: vec![subscription.filter.clone()],
+                offsets: lock(&progress.tracker).positions(),
+                filters: filters.clone(),
                 latest_per_key: false,
             };
             let mut records = match self.kafka.merged(request).await {
                 Ok(records) => records,
                 Err(error) => {
-                    tracing::debug!(binding = %self.name, topic = %subscription.topic, %error, "request read failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAXIMUM_BACKOFF);
+                    tracing::debug!(binding = %self.name, topic = %membership.topic, %error, "request read failed; retrying");
+                    self.pause(&mut backoff).await;
                     continue;
                 }
             };
@@ -154,44 +349,52 @@ impl Server {
                         progress: after,
                     }) => {
                         backoff = FIRST_BACKOFF;
-                        progress = after.to_vec();
-                        self.dispatch(
-                            subscription,
-                            &route.exit,
-                            route.with.as_ref(),
-                            &message,
-                            &mut open,
-                            tasks,
-                        )
-                        .await;
+                        if membership
+                            .partitions
+                            .binary_search(&message.partition)
+                            .is_ok()
+                        {
+                            self.dispatch(entries, &message, open, progress, tasks)
+                                .await;
+                        }
+                        lock(&progress.tracker).read(&after);
                     }
-                    Ok(MergedItem::Synced(at)) => progress = at.to_vec(),
+                    Ok(MergedItem::Synced(at)) => lock(&progress.tracker).read(&at),
                     Err(error) => {
                         tracing::debug!(binding = %self.name, %error, "request read broke; reopening");
                         break;
                     }
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAXIMUM_BACKOFF);
+            self.pause(&mut backoff).await;
         }
     }
 
-    /// Hands one request record to its call, starting the call on its first record.
+    /// The route and the `when` entry at these indexes.
+    fn subscription(
+        &self,
+        route_index: usize,
+        when_index: usize,
+    ) -> Option<(&ServiceRoute, &Subscription)> {
+        let route = self.routes.iter().nth(route_index)?;
+        Some((route, route.when.get(when_index)?))
+    }
+
+    /// Hands one request record to its call, starting the call on its first record with the
+    /// first route whose `when` entry takes it.
     async fn dispatch(
         &self,
-        subscription: &Subscription,
-        exit: &Arc<dyn GrpcHandler>,
-        with: Option<&KafkaGrpcWith>,
+        entries: &[(usize, usize)],
         message: &Message,
-        open: &mut HashMap<Bytes, MessageSender>,
+        open: &mut HashMap<Bytes, OpenRequest>,
+        progress: &Progress,
         tasks: &TaskTracker,
     ) {
         let Some(correlation_id) = message.header(&self.headers.correlation_id).cloned() else {
             tracing::debug!(binding = %self.name, offset = message.offset, "request without correlation id; skipped");
             return;
         };
-        if let Some(sender) = open.get(&correlation_id) {
+        if let Some(OpenRequest { sender, .. }) = open.get(&correlation_id) {
             let delivered = match &message.value {
                 Some(value) => sender.send(Ok(value.clone())).await.is_ok(),
                 None => {
@@ -215,18 +418,25 @@ impl Server {
             tracing::debug!(binding = %self.name, offset = message.offset, "request without service, method or reply-to; skipped");
             return;
         };
-        if subscription
-            .method
-            .as_ref()
-            .is_some_and(|pattern| !pattern.matches(&format!("{service}/{method}")))
-        {
+        let full_method = format!("{service}/{method}");
+        let Some((route, _)) = entries
+            .iter()
+            .filter_map(|&(route, when)| self.subscription(route, when))
+            .find(|(_, subscription)| {
+                subscription.filter.matches(message)
+                    && subscription
+                        .method
+                        .as_ref()
+                        .is_none_or(|pattern| pattern.matches(&full_method))
+            })
+        else {
             return;
-        }
-        let Some(with) = with else {
+        };
+        let Some(with) = route.with.as_ref() else {
             return;
         };
         // Calls that ended leave their senders closed.
-        open.retain(|_, sender| !sender.is_closed());
+        open.retain(|_, request| !request.sender.is_closed());
         let permit = tokio::select! {
             permit = self.calls.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -235,10 +445,17 @@ impl Server {
             () = self.stopping.cancelled() => return,
         };
         let (sender, messages) = message_channel(REQUEST_CAPACITY);
+        let abandoned = CancellationToken::new();
         match &message.value {
             Some(value) => {
                 let _ = sender.send(Ok(value.clone())).await;
-                open.insert(correlation_id.clone(), sender);
+                open.insert(
+                    correlation_id.clone(),
+                    OpenRequest {
+                        sender,
+                        abandoned: abandoned.clone(),
+                    },
+                );
             }
             None => {
                 if let Some(status) = broken_off(message) {
@@ -252,7 +469,7 @@ impl Server {
             metadata.push_text(self.idempotency.clone(), idempotency_key(&correlation_id));
         }
         let call = Call {
-            exit: exit.clone(),
+            exit: route.exit.clone(),
             scheme: with.scheme.clone(),
             authority: with.authority.clone(),
             service: service.to_owned(),
@@ -267,20 +484,49 @@ impl Server {
                 acks: self.acks,
             },
         };
+        let (partition, offset) = (message.partition, message.offset);
+        lock(&progress.tracker).begin(partition, offset);
+        let progress = progress.clone();
         let retired = self.retired.clone();
         let name = self.name.clone();
         tasks.spawn(async move {
             let _permit = permit;
             tokio::select! {
-                result = call.run(messages) => {
-                    if let Err(error) = result {
-                        tracing::debug!(binding = %name, %error, "reply not produced");
+                result = call.run(messages) => match result {
+                    Ok(()) => {
+                        lock(&progress.tracker).finish(partition, offset);
+                        progress.finished.notify_one();
                     }
-                }
+                    // Not committed: the request is answered again after a restart.
+                    Err(error) => tracing::warn!(binding = %name, partition, offset, %error, "reply not produced; the request stays uncommitted"),
+                },
                 () = retired.cancelled() => {}
+                () = abandoned.cancelled() => {}
             }
         });
     }
+}
+
+/// A request whose call started and whose last record is still to be read.
+struct OpenRequest {
+    sender: MessageSender,
+    /// Cancelled to cut the call without a reply when the rest of the request will not be
+    /// read.
+    abandoned: CancellationToken,
+}
+
+/// The commit state of one generation, shared with its calls.
+#[derive(Clone)]
+struct Progress {
+    tracker: Arc<Mutex<CommitTracker>>,
+    /// Notified when a call's replies are all produced.
+    finished: Arc<Notify>,
+}
+
+fn lock(tracker: &Mutex<CommitTracker>) -> std::sync::MutexGuard<'_, CommitTracker> {
+    tracker
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The status an end-of-request record carries when the caller broke off.
@@ -324,7 +570,7 @@ impl Reply {
         &self,
         value: Option<Bytes>,
         extra: impl IntoIterator<Item = Header>,
-    ) -> Result<(), zilla_engine::stream::StreamError> {
+    ) -> Result<(), StreamError> {
         let mut headers = vec![Header::new(
             self.correlation_header.clone(),
             self.correlation_id.clone(),
@@ -344,11 +590,7 @@ impl Reply {
     }
 
     /// The record that ends the replies: no value, `zilla:status` and `zilla:message`.
-    async fn finish(
-        &self,
-        status: &Status,
-        extra: Vec<Header>,
-    ) -> Result<(), zilla_engine::stream::StreamError> {
+    async fn finish(&self, status: &Status, extra: Vec<Header>) -> Result<(), StreamError> {
         let mut headers = extra;
         headers.push(Header::new(
             Bytes::from_static(STATUS_HEADER),
@@ -378,7 +620,7 @@ struct Call {
 impl Call {
     /// Calls the service, again after a backoff while it is `UNAVAILABLE` before it took any
     /// request message, and produces what it answers.
-    async fn run(self, messages: MessageStream) -> Result<(), zilla_engine::stream::StreamError> {
+    async fn run(self, messages: MessageStream) -> Result<(), StreamError> {
         let messages = Arc::new(Mutex::new(messages));
         let mut backoff = FIRST_BACKOFF;
         let response = loop {

@@ -381,6 +381,8 @@ impl KafkaHandler for CacheClient {
                 .await
         })
     }
+
+    crate::kind::forward_group_calls!(self, topic => self.route(topic));
 }
 
 fn build_cache_client(

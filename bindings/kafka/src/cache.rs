@@ -991,6 +991,8 @@ impl KafkaHandler for CacheHandler {
     ) -> BoxFuture<'_, Result<i64, StreamError>> {
         self.cache.upstream.list_offset(topic, partition, spec)
     }
+
+    crate::kind::forward_group_calls!(self, _topic => Ok::<_, StreamError>(&self.cache.upstream));
 }
 
 fn now_millis() -> i64 {

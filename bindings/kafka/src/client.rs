@@ -15,10 +15,11 @@ use tokio::sync::{mpsc, oneshot};
 use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::follow::{FollowTuning, Followed, Follower, fetch_once};
+use crate::group;
 use crate::kind::{
-    Acks, FetchBatch, FetchRequest, FollowStream, KafkaHandler, MergedRequest, MergedStream,
-    OffsetSpec, ProduceAck, ProduceRequest, ProducerIdentity, ProducerSequence, Start, TopicConfig,
-    TopicMetadata,
+    Acks, FetchBatch, FetchRequest, FollowStream, GroupJoin, GroupMembership, KafkaHandler,
+    MergedRequest, MergedStream, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
+    ProducerIdentity, ProducerSequence, Start, TopicConfig, TopicMetadata,
 };
 use crate::merged::{self, PartitionReader};
 use crate::wire::{self, Cluster, KafkaError};
@@ -409,6 +410,63 @@ impl KafkaHandler for KafkaClient {
         spec: OffsetSpec,
     ) -> BoxFuture<'_, Result<i64, StreamError>> {
         self.inner.list_offset(topic, partition, spec)
+    }
+
+    fn join_group(
+        &self,
+        request: GroupJoin,
+    ) -> BoxFuture<'_, Result<GroupMembership, StreamError>> {
+        Box::pin(async move {
+            group::join(&self.inner.cluster, &request)
+                .await
+                .map_err(upstream)
+        })
+    }
+
+    fn heartbeat(&self, membership: &GroupMembership) -> BoxFuture<'_, Result<(), StreamError>> {
+        let membership = membership.clone();
+        Box::pin(async move {
+            group::heartbeat(&self.inner.cluster, &membership)
+                .await
+                .map_err(upstream)
+        })
+    }
+
+    fn leave_group(&self, membership: &GroupMembership) -> BoxFuture<'_, Result<(), StreamError>> {
+        let membership = membership.clone();
+        Box::pin(async move {
+            group::leave(&self.inner.cluster, &membership)
+                .await
+                .map_err(upstream)
+        })
+    }
+
+    fn committed_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StreamError>> {
+        let (group_id, topic, partitions) =
+            (group_id.to_owned(), topic.to_owned(), partitions.to_vec());
+        Box::pin(async move {
+            group::committed(&self.inner.cluster, &group_id, &topic, &partitions)
+                .await
+                .map_err(upstream)
+        })
+    }
+
+    fn commit_offsets(
+        &self,
+        membership: &GroupMembership,
+        offsets: &[PartitionOffset],
+    ) -> BoxFuture<'_, Result<(), StreamError>> {
+        let (membership, offsets) = (membership.clone(), offsets.to_vec());
+        Box::pin(async move {
+            group::commit(&self.inner.cluster, &membership, &offsets)
+                .await
+                .map_err(upstream)
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -357,6 +358,36 @@ pub enum OffsetSpec {
     Latest,
 }
 
+/// How a member joins a consumer group ([`KafkaHandler::join_group`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupJoin {
+    /// The group id.
+    pub group_id: String,
+    /// The one topic this member reads.
+    pub topic: String,
+    /// The member id of a previous generation, empty on the first join.
+    pub member_id: String,
+    /// How long the coordinator keeps a member that sends no heartbeat.
+    pub session_timeout: Duration,
+    /// How long the coordinator waits for the members to rejoin in a rebalance.
+    pub rebalance_timeout: Duration,
+}
+
+/// A member's place in one generation of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    /// The group id.
+    pub group_id: String,
+    /// The topic the member reads.
+    pub topic: String,
+    /// The generation.
+    pub generation_id: i32,
+    /// This member's id.
+    pub member_id: String,
+    /// The partitions of `topic` assigned to this member, sorted.
+    pub partitions: Vec<i32>,
+}
+
 /// Handler of the `kafka` stream kind.
 pub trait KafkaHandler: Send + Sync + 'static {
     /// Reads `request.topic` across all partitions.
@@ -412,6 +443,130 @@ pub trait KafkaHandler: Send + Sync + 'static {
         partition: i32,
         spec: OffsetSpec,
     ) -> BoxFuture<'_, Result<i64, StreamError>>;
+
+    /// Joins a consumer group for one topic and returns this member's share of its
+    /// partitions ([`crate::group`]).
+    fn join_group(
+        &self,
+        request: GroupJoin,
+    ) -> BoxFuture<'_, Result<GroupMembership, StreamError>> {
+        let _ = request;
+        Box::pin(async { Err(groups_not_offered()) })
+    }
+
+    /// Keeps a member in its group; an error means it must join again.
+    fn heartbeat(&self, membership: &GroupMembership) -> BoxFuture<'_, Result<(), StreamError>> {
+        let _ = membership;
+        Box::pin(async { Err(groups_not_offered()) })
+    }
+
+    /// Leaves a group.
+    fn leave_group(&self, membership: &GroupMembership) -> BoxFuture<'_, Result<(), StreamError>> {
+        let _ = membership;
+        Box::pin(async { Err(groups_not_offered()) })
+    }
+
+    /// The group's committed next offsets for `partitions` of `topic` (partitions without a
+    /// committed offset left out).
+    fn committed_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> BoxFuture<'_, Result<Vec<PartitionOffset>, StreamError>> {
+        let _ = (group_id, topic, partitions);
+        Box::pin(async { Err(groups_not_offered()) })
+    }
+
+    /// Commits the next offsets to read of the member's topic, within its generation.
+    fn commit_offsets(
+        &self,
+        membership: &GroupMembership,
+        offsets: &[PartitionOffset],
+    ) -> BoxFuture<'_, Result<(), StreamError>> {
+        let _ = (membership, offsets);
+        Box::pin(async { Err(groups_not_offered()) })
+    }
+}
+
+/// The consumer group calls of a [`KafkaHandler`] that hands them to another: `$route` maps
+/// the group's topic (`$topic`, a `&str`) to `Result<&Arc<dyn KafkaHandler>, StreamError>`.
+macro_rules! forward_group_calls {
+    ($self:ident, $topic:ident => $route:expr) => {
+        fn join_group(
+            &$self,
+            request: $crate::kind::GroupJoin,
+        ) -> zilla_engine::stream::BoxFuture<
+            '_,
+            Result<$crate::kind::GroupMembership, zilla_engine::stream::StreamError>,
+        > {
+            Box::pin(async move {
+                let $topic = request.topic.as_str();
+                let handler = $route?.clone();
+                handler.join_group(request).await
+            })
+        }
+
+        fn heartbeat(
+            &$self,
+            membership: &$crate::kind::GroupMembership,
+        ) -> zilla_engine::stream::BoxFuture<'_, Result<(), zilla_engine::stream::StreamError>> {
+            let membership = membership.clone();
+            Box::pin(async move {
+                let $topic = membership.topic.as_str();
+                let handler = $route?.clone();
+                handler.heartbeat(&membership).await
+            })
+        }
+
+        fn leave_group(
+            &$self,
+            membership: &$crate::kind::GroupMembership,
+        ) -> zilla_engine::stream::BoxFuture<'_, Result<(), zilla_engine::stream::StreamError>> {
+            let membership = membership.clone();
+            Box::pin(async move {
+                let $topic = membership.topic.as_str();
+                let handler = $route?.clone();
+                handler.leave_group(&membership).await
+            })
+        }
+
+        fn committed_offsets(
+            &$self,
+            group_id: &str,
+            topic: &str,
+            partitions: &[i32],
+        ) -> zilla_engine::stream::BoxFuture<
+            '_,
+            Result<Vec<$crate::kind::PartitionOffset>, zilla_engine::stream::StreamError>,
+        > {
+            let (group_id, topic, partitions) =
+                (group_id.to_owned(), topic.to_owned(), partitions.to_vec());
+            Box::pin(async move {
+                let $topic = topic.as_str();
+                let handler = $route?.clone();
+                handler.committed_offsets(&group_id, &topic, &partitions).await
+            })
+        }
+
+        fn commit_offsets(
+            &$self,
+            membership: &$crate::kind::GroupMembership,
+            offsets: &[$crate::kind::PartitionOffset],
+        ) -> zilla_engine::stream::BoxFuture<'_, Result<(), zilla_engine::stream::StreamError>> {
+            let (membership, offsets) = (membership.clone(), offsets.to_vec());
+            Box::pin(async move {
+                let $topic = membership.topic.as_str();
+                let handler = $route?.clone();
+                handler.commit_offsets(&membership, &offsets).await
+            })
+        }
+    };
+}
+pub(crate) use forward_group_calls;
+
+fn groups_not_offered() -> StreamError {
+    StreamError::Upstream("this kafka binding offers no consumer groups".to_owned())
 }
 
 /// The `kafka` stream kind.

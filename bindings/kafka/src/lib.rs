@@ -55,6 +55,7 @@ pub mod config;
 pub mod correlation;
 mod credentials;
 mod follow;
+pub mod group;
 pub mod kind;
 pub mod mapping;
 mod merged;

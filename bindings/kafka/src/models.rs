@@ -230,4 +230,6 @@ impl KafkaHandler for Modeled {
     ) -> BoxFuture<'_, Result<i64, StreamError>> {
         self.inner.list_offset(topic, partition, spec)
     }
+
+    crate::kind::forward_group_calls!(self, _topic => Ok::<_, StreamError>(&self.inner));
 }

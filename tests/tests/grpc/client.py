@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 import grpc
 
@@ -47,6 +48,36 @@ def cancel():
     return first
 
 
+def stream_deadline():
+    # A client stream still open at its deadline.
+    def requests():
+        yield M(message="early")
+        time.sleep(3)
+        yield M(message="late")
+
+    return stub.EchoClientStream(
+        requests(), timeout=1, metadata=[("idempotency-key", "deadline-key")]).message
+
+
+def stream_cancel():
+    # A client stream the client cancels after its first message.
+    sent = threading.Event()
+    release = threading.Event()
+
+    def requests():
+        yield M(message="early")
+        sent.set()
+        release.wait(10)
+
+    call = stub.EchoClientStream.future(
+        requests(), metadata=[("idempotency-key", "cancel-key")])
+    sent.wait(10)
+    time.sleep(0.5)
+    call.cancel()
+    release.set()
+    return "cancelled" if call.cancelled() else call.result().message
+
+
 def ready():
     # Calls until one is answered: a path that starts asynchronously (a Kafka read) may drop
     # the first calls, each then failing at its deadline.
@@ -73,6 +104,8 @@ RUN = {
     "unknown": lambda: channel.unary_unary("/example.EchoService/Nope")(b"").hex(),
     "cancel": cancel,
     "ready": ready,
+    "stream_deadline": stream_deadline,
+    "stream_cancel": stream_cancel,
 }
 
 results = {}
