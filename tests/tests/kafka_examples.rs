@@ -638,7 +638,7 @@ fn sse_follows_the_topic_exactly_across_a_broker_restart() -> Result<()> {
         "acknowledged, not in Kafka: {missing:?}"
     );
 
-    let seen = events(&follower.stdout());
+    let seen = sse_events(&follower.stdout());
     let delivered: Vec<String> = seen
         .iter()
         .map(|(_, data)| data.clone())
@@ -660,7 +660,7 @@ fn sse_follows_the_topic_exactly_across_a_broker_restart() -> Result<()> {
         .arg(format!("{base}/events"))
         .spawn()?;
     resumed.wait_for_stdout("data:last", Duration::from_secs(60))?;
-    let after: Vec<String> = events(&resumed.stdout())
+    let after: Vec<String> = sse_events(&resumed.stdout())
         .into_iter()
         .map(|(_, data)| data)
         .collect();

@@ -153,7 +153,6 @@ fn killed_gateway_scenario(name: &str, ready: &str) -> Result<()> {
             scenario.stdout(),
             scenario.stderr()
         );
-        eprintln!("{}", scenario.stdout());
         Ok(())
     })();
     let result = result.with_context(|| format!("survivor log:\n{}", survivor.stderr()));
