@@ -831,6 +831,10 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
         selected_servers(composite, label, spec)?;
     }
     let mut mappings = Vec::new();
+    // An operation an earlier route maps is not mapped again: the first route that takes an
+    // operation wins, as routes do everywhere else (a route naming one operation before a
+    // route for the rest of the spec).
+    let mut mapped: std::collections::BTreeSet<(String, String)> = Default::default();
     for (index, route) in composite.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
         let exit = exit_to(
@@ -873,6 +877,9 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
                     continue;
                 }
                 matched = true;
+                if !mapped.insert((condition.spec.clone(), when_id.clone())) {
+                    continue;
+                }
                 let kafka_id = route
                     .with
                     .operation

@@ -353,3 +353,39 @@ fn sse_event_schemas_are_refused_by_the_sse_binding_not_dropped() {
         "{errors}"
     );
 }
+
+#[test]
+fn an_operation_an_earlier_route_maps_is_not_mapped_again() {
+    // A route for one operation, then a route for the rest (`*Pet*` covers createPet too), as
+    // Zilla's asyncapi.http.kafka.proxy writes them: the first route that takes an operation
+    // wins.
+    let specs = IndexMap::from([
+        ("http_api".to_owned(), spec("shelter-http.yaml")),
+        ("kafka_api".to_owned(), spec("shelter-kafka.yaml")),
+    ]);
+    let routes = json!([
+        {"when": [{"spec": "http_api", "operation": "createPet"}],
+         "exit": "south_client", "with": {"spec": "kafka_api", "operation": "createPet"}},
+        {"when": [{"spec": "http_api", "operation": "*Pet*"}],
+         "exit": "south_client", "with": {"spec": "kafka_api", "operation": "readPets"}},
+    ]);
+    let namespaces = expand(
+        "shelter",
+        &bindings("http_api", routes, json!({})),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (_, namespaces) = load(&namespaces);
+    let http = namespaces[1]["bindings"]["http_kafka_proxy0"]["routes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let posts: Vec<&Value> = http
+        .iter()
+        .filter(|route| route["when"][0]["method"] == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "{http:?}");
+    assert_eq!(posts[0]["with"]["capability"], "produce");
+    assert_eq!(http.len(), 3, "createPet, listPets, getPet: {http:?}");
+}
