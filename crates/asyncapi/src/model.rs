@@ -215,7 +215,19 @@ pub struct ZillaHttpKafka {
 /// `x-zilla-sse`: marks an operation as served over server-sent events.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ZillaSse {}
+pub struct ZillaSse {
+    /// The request method: only `GET`, the one server-sent events are served on (Zilla's
+    /// examples write it; Zilla routes `GET` whatever it says, so anything else is refused).
+    pub method: Option<SseMethod>,
+}
+
+/// The method of an `x-zilla-sse` operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SseMethod {
+    /// `GET`.
+    #[serde(rename = "GET")]
+    Get,
+}
 
 /// `x-zilla-sse-kafka`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -107,6 +107,37 @@ fn refusal(text: &str) -> String {
 }
 
 #[test]
+fn sse_operations_may_name_get_and_nothing_else() {
+    let document = |method: &str| {
+        format!(
+            "asyncapi: 3.0.0
+info: {{title: events, version: '1'}}
+channels:
+  events: {{address: /events, messages: {{event: {{payload: {{type: object}}}}}}}}
+operations:
+  receiveEvents:
+    action: receive
+    channel: {{$ref: '#/channels/events'}}
+    bindings:
+      x-zilla-sse: {{method: {method}}}
+"
+        )
+    };
+    let spec = parse("sse.yaml", &document("GET")).unwrap();
+    let sse = spec.operations["receiveEvents"].sse.as_ref().unwrap();
+    assert_eq!(sse.method, Some(zilla_asyncapi::model::SseMethod::Get));
+    let error = parse("sse.yaml", &document("POST"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("sse.yaml:10:")
+            && error.contains("operations.receiveEvents.bindings.x-zilla-sse")
+            && error.contains("GET"),
+        "{error}"
+    );
+}
+
+#[test]
 fn refusals_name_file_line_and_path() {
     let head = "asyncapi: 3.0.0\ninfo: {title: t, version: '1'}\n";
     assert_eq!(
