@@ -3,15 +3,15 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, Error, RootCertStore};
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer,
     PrivatePkcs8KeyDer, PrivateSec1KeyDer,
 };
 use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
 use zilla_engine::vault::{KeyEntry, PrivateKeyFormat, Vault};
 
 /// Why vault material could not be used.
@@ -74,7 +74,7 @@ fn certified_key(
         return Err(MaterialError::EmptyChain(alias.to_owned()));
     };
     let names = dns_names(leaf);
-    let v1 = crate::pkix::is_v1(leaf);
+    let v1 = is_v1(leaf);
     let chain: Vec<CertificateDer<'static>> =
         entry.chain.into_iter().map(CertificateDer::from).collect();
     let key: PrivateKeyDer<'static> = match entry.format {
@@ -84,7 +84,7 @@ fn certified_key(
     };
     // rustls cannot parse a v1 certificate to check the key against; Java serves them.
     let key = if v1 {
-        crate::pkix::certified_v1_key(chain, key, provider)
+        certified_v1_key(chain, key, provider)
     } else {
         CertifiedKey::from_der(chain, key, provider)
     }
@@ -96,6 +96,33 @@ fn certified_key(
         names,
         key: Arc::new(key),
     })
+}
+
+/// Whether `der` parses as an X.509 version 1 certificate.
+pub(crate) fn is_v1(der: &[u8]) -> bool {
+    X509Certificate::from_der(der)
+        .is_ok_and(|(_, certificate)| certificate.version() == X509Version::V1)
+}
+
+/// A key whose certificate is v1, which rustls cannot parse to check the key against: the
+/// certificate's public key is compared with the private key's here instead.
+fn certified_v1_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, Error> {
+    let signing = provider.key_provider.load_private_key(key)?;
+    let leaf = chain.first().ok_or(Error::NoCertificatesPresented)?;
+    let (_, certificate) = X509Certificate::from_der(leaf)
+        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    if let Some(public) = signing.public_key()
+        && public.as_ref() != certificate.public_key().raw
+    {
+        return Err(Error::InconsistentKeys(
+            rustls::InconsistentKeys::KeyMismatch,
+        ));
+    }
+    Ok(CertifiedKey::new(chain, signing))
 }
 
 /// Trust anchors from the trusted certificates under `aliases`.

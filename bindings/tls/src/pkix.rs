@@ -19,43 +19,13 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, Error, PeerMisbehaved, SignatureScheme};
-use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, ServerName, SubjectPublicKeyInfoDer, UnixTime,
-};
+use rustls_pki_types::{CertificateDer, ServerName, SubjectPublicKeyInfoDer, UnixTime};
 use x509_parser::asn1_rs::Any;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate, X509Version};
 
-use crate::material;
-
-/// Whether `der` parses as an X.509 version 1 certificate.
-pub(crate) fn is_v1(der: &[u8]) -> bool {
-    X509Certificate::from_der(der)
-        .is_ok_and(|(_, certificate)| certificate.version() == X509Version::V1)
-}
-
-/// A key whose certificate is v1, which rustls cannot parse to check the key against: the
-/// certificate's public key is compared with the private key's here instead.
-pub(crate) fn certified_v1_key(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    provider: &CryptoProvider,
-) -> Result<CertifiedKey, Error> {
-    let signing = provider.key_provider.load_private_key(key)?;
-    let leaf = chain.first().ok_or(Error::NoCertificatesPresented)?;
-    let (_, certificate) = X509Certificate::from_der(leaf)
-        .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    if let Some(public) = signing.public_key()
-        && public.as_ref() != certificate.public_key().raw
-    {
-        return Err(Error::InconsistentKeys(
-            rustls::InconsistentKeys::KeyMismatch,
-        ));
-    }
-    Ok(CertifiedKey::new(chain, signing))
-}
+use crate::material::{self, is_v1};
 
 /// A server certificate verifier: webpki first, then the cases in the module docs.
 #[derive(Debug)]
