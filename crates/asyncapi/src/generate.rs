@@ -877,7 +877,8 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
                     continue;
                 }
                 matched = true;
-                if !mapped.insert((condition.spec.clone(), when_id.clone())) {
+                let key = (condition.spec.clone(), when_id.clone());
+                if mapped.contains(&key) {
                     continue;
                 }
                 let kafka_id = route
@@ -886,11 +887,18 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
                     .clone()
                     .unwrap_or_else(|| when_id.clone());
                 let Some(kafka) = kafka_spec.operations.get(&kafka_id) else {
+                    // Without `with.operation` each operation maps to the Kafka operation of
+                    // the same name; one that has none is not mapped, as in Zilla (a route
+                    // for "the rest of the spec" after routes naming operations).
+                    if route.with.operation.is_none() {
+                        continue;
+                    }
                     return Err(config_error(
                         format!("{path}.with.operation"),
                         format!("spec `{}` has no operation `{kafka_id}`", route.with.spec),
                     ));
                 };
+                mapped.insert(key);
                 mappings.push(Mapping {
                     when_id,
                     when,

@@ -389,3 +389,55 @@ fn an_operation_an_earlier_route_maps_is_not_mapped_again() {
     assert_eq!(posts[0]["with"]["capability"], "produce");
     assert_eq!(http.len(), 3, "createPet, listPets, getPet: {http:?}");
 }
+
+#[test]
+fn without_a_named_operation_only_same_named_operations_are_mapped() {
+    // `with` names no operation: each operation maps to the Kafka operation of its own name,
+    // and one without such a counterpart (createPet, registerAdopter are the only shared
+    // names) is left unmapped rather than failing the load, as in Zilla.
+    let specs = IndexMap::from([
+        ("http_api".to_owned(), spec("shelter-http.yaml")),
+        ("kafka_api".to_owned(), spec("shelter-kafka.yaml")),
+    ]);
+    let routes = json!([
+        {"when": [{"spec": "http_api", "operation": "*Pet*"}],
+         "exit": "south_client", "with": {"spec": "kafka_api", "operation": "readPets"}},
+        {"when": [{"spec": "http_api"}],
+         "exit": "south_client", "with": {"spec": "kafka_api"}},
+    ]);
+    let namespaces = expand(
+        "shelter",
+        &bindings("http_api", routes, json!({})),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (_, namespaces) = load(&namespaces);
+    let http = namespaces[1]["bindings"]["http_kafka_proxy0"]["routes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let adopters: Vec<&Value> = http
+        .iter()
+        .filter(|route| route["with"]["reply-to"] == "shelter-verified-adopters")
+        .collect();
+    assert_eq!(
+        adopters.len(),
+        1,
+        "registerAdopter maps by its name: {http:?}"
+    );
+    // An explicitly named operation the Kafka spec lacks is still an error.
+    let routes = json!([
+        {"when": [{"spec": "http_api"}],
+         "exit": "south_client", "with": {"spec": "kafka_api", "operation": "noSuchOperation"}},
+    ]);
+    let error = expand(
+        "shelter",
+        &bindings("http_api", routes, json!({})),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("no operation `noSuchOperation`"), "{error}");
+}
