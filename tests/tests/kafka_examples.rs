@@ -677,3 +677,105 @@ fn sse_follows_the_topic_exactly_across_a_broker_restart() -> Result<()> {
     assert!(gateway.terminate()?.success());
     Ok(())
 }
+
+/// An sse server's `requests` model in the shape of Zilla's `asyncapi.sse.kafka.proxy`:
+/// records produced by confluent-kafka reach curl's event stream only when their value passes
+/// the inline JSON schema; the others are dropped and the stream goes on.
+#[test]
+fn sse_events_failing_their_model_are_dropped() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("events", 1, false)?;
+    let config = format!(
+        r#"
+name: checked
+catalogs:
+  schemas:
+    type: inline
+    options:
+      subjects:
+        event:
+          schema: |
+            {{"type": "object", "properties": {{"id": {{"type": "integer", "minimum": 0}}}},
+             "required": ["id"]}}
+bindings:
+  web_tcp:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: web_http
+  web_http:
+    type: http
+    kind: server
+    exit: web_sse
+  web_sse:
+    type: sse
+    kind: server
+    options:
+      requests:
+        - path: /events
+          content:
+            model: json
+            catalog:
+              schemas:
+                - subject: event
+    exit: sse_kafka
+  sse_kafka:
+    type: sse-kafka
+    kind: proxy
+    routes:
+      - when:
+          - path: /events
+        exit: kafka_cache
+        with:
+          topic: events
+  kafka_cache:
+    type: kafka
+    kind: cache_client
+    exit: kafka_cache_server
+  kafka_cache_server:
+    type: kafka
+    kind: cache_server
+    exit: kafka_client
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers: ["{bootstrap}"]
+    exit: kafka_tcp
+  kafka_tcp:
+    type: tcp
+    kind: client
+"#,
+        bootstrap = broker.address()
+    );
+    let mut gateway = Gateway::builder(&config)
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()?;
+    let watcher = Peer::new("curl")
+        .args(["-sN", "--max-time", "30"])
+        .arg(format!("http://{}/events", gateway.address("web_tcp")))
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    produce(
+        &broker,
+        "events",
+        serde_json::json!([
+            ["a", r#"{"id": 1}"#],
+            ["b", r#"{"id": -1}"#],
+            ["c", "not json"],
+            ["d", r#"{"name": "no id"}"#],
+            ["e", r#"{"id": 2}"#]
+        ]),
+    )?;
+    watcher.wait_for_stdout(r#"{"id": 2}"#, Duration::from_secs(20))?;
+    let data: Vec<String> = sse_events(&watcher.stdout())
+        .into_iter()
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(data, [r#"{"id": 1}"#, r#"{"id": 2}"#]);
+    drop(watcher);
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}

@@ -13,9 +13,8 @@ pub struct SseOptions {
     /// Server: the reconnection time sent to subscribers (`retry:` field), in milliseconds
     /// (default 2000).
     pub retry: Option<u64>,
-    /// Models that the data of events sent on a path must satisfy. Refused at load: not
-    /// supported yet.
-    #[schemars(extend("x-unsupported" = "sse `requests` models are not supported yet"))]
+    /// Server: the models that the data of events sent on a path must satisfy; an event that
+    /// fails is dropped.
     pub requests: Option<Vec<SseRequestConfig>>,
 }
 

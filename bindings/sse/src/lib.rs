@@ -39,9 +39,11 @@
 //!     exit: http_client
 //! ```
 //!
-//! Options: `retry` (milliseconds, default 2000) and `requests[{path, content}]` (a model
-//! for the events of a path; refused at load: not supported yet). Routes: `when: [{path}]` with `*`
-//! and `{name}` wildcards, on both kinds.
+//! Options: `retry` (milliseconds, default 2000) and, on a server, `requests[{path,
+//! content}]`: the model of the events sent on a path (`*` and `{name}` wildcards, first
+//! match applies). An event whose data the model refuses is dropped, as in Zilla, and the
+//! others are sent in the model's view (e.g. Avro converted to JSON). Routes: `when:
+//! [{path}]` with `*` and `{name}` wildcards, on both kinds.
 //!
 //! Properties: `zilla.binding.sse.initial.comment.enabled` (false) writes an empty comment
 //! right after `retry:`; `zilla.binding.sse.challenge.event.type` (`challenge`);
@@ -61,6 +63,7 @@ use std::time::Duration;
 
 use zilla_binding_http::kind::Http;
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext};
+use zilla_engine::pattern::Pattern;
 use zilla_engine::stream::StreamKind;
 use zilla_engine::{BindingKind, BuildError, Registry};
 
@@ -119,10 +122,20 @@ impl BindingFactory for SseFactory {
 
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
         let options: SseOptions = context.options()?;
-        if options.requests.as_ref().is_some_and(|r| !r.is_empty()) {
-            return Err(BuildError::at(
-                "options.requests",
-                "sse `requests` models are not supported yet",
+        let mut models = Vec::new();
+        for (index, request) in options.requests.iter().flatten().enumerate() {
+            let at = format!("options.requests[{index}]");
+            if context.kind() != BindingKind::Server {
+                return Err(BuildError::at(
+                    &at,
+                    "`requests` models apply to the events an sse server sends; a client has none",
+                ));
+            }
+            let pattern = Pattern::compile(&request.path, Some('/'))
+                .map_err(|message| BuildError::at(format!("{at}.path"), message))?;
+            models.push((
+                pattern,
+                context.model(&request.content, &format!("{at}.content"))?,
             ));
         }
         if context.config().exit.is_none() && context.config().routes.is_empty() {
@@ -148,6 +161,7 @@ impl BindingFactory for SseFactory {
                             .into(),
                         idle: (!idle.is_zero()).then_some(idle),
                     },
+                    models,
                 });
                 context.publish::<Http>(server);
             }

@@ -11,6 +11,7 @@ use http::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame};
 use zilla_binding_http::kind::{self, BodyError, HttpHandler, Request, Response};
+use zilla_engine::components::Validator;
 use zilla_engine::guard::{Authorization, GuardSession};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
@@ -65,6 +66,8 @@ pub(crate) struct Writing {
 pub(crate) struct SseServer {
     pub routes: Routes<PathCondition, (), Arc<dyn SseHandler>>,
     pub writing: Writing,
+    /// `options.requests`: the model of the events of each path, first match applies.
+    pub models: Vec<(Pattern, Arc<dyn Validator>)>,
 }
 
 impl HttpHandler for SseServer {
@@ -133,7 +136,14 @@ impl SseServer {
             last_event_id,
             extensions: parts.extensions,
         };
-        let events = route.exit.handle(subscription).await?;
+        let mut events = route.exit.handle(subscription).await?;
+        if let Some((_, model)) = self
+            .models
+            .iter()
+            .find(|(pattern, _)| pattern.matches(path))
+        {
+            events = checked(events, model.clone());
+        }
         let content_type = if timestamps {
             "text/event-stream;ext=timestamp"
         } else {
@@ -152,6 +162,30 @@ impl SseServer {
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         Ok(response)
     }
+}
+
+/// Events whose data their model refuses are dropped, as Zilla drops them; the rest go on in
+/// the model's view (a stored form converted for clients). Challenges are not checked.
+fn checked(events: SseStream, model: Arc<dyn Validator>) -> SseStream {
+    use futures_util::StreamExt;
+    Box::pin(events.filter_map(move |item| {
+        let item = match item {
+            Ok(SseItem::Event(mut event)) => match model.decode(&event.data) {
+                Ok(converted) => {
+                    if let Some(converted) = converted {
+                        event.data = Bytes::from(converted);
+                    }
+                    Some(Ok(SseItem::Event(event)))
+                }
+                Err(reason) => {
+                    tracing::debug!(id = ?event.id, %reason, "event dropped: its data fails the model");
+                    None
+                }
+            },
+            other => Some(other),
+        };
+        std::future::ready(item)
+    }))
 }
 
 /// The value of the `lastEventId` query parameter, percent-decoded.

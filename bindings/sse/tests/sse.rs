@@ -544,3 +544,43 @@ impl BindingFactory for CaptureFactory {
         Ok(Arc::new(Built))
     }
 }
+
+#[test]
+fn a_client_refuses_requests_models() {
+    // Models check the events a server sends; on a client they would check nothing.
+    let mut registry = Registry::new();
+    zilla_binding_tcp::register(&mut registry);
+    zilla_binding_http::register(&mut registry);
+    zilla_binding_sse::register(&mut registry);
+    let engine = Engine::new(registry, Properties::default());
+    let text = r#"name: test
+bindings:
+  sse_client:
+    type: sse
+    kind: client
+    options:
+      requests:
+        - path: /events
+          content: string
+    exit: http_client
+  http_client:
+    type: http
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: 9
+"#;
+    let errors = engine
+        .load(Path::new("zilla.yaml"), text)
+        .and_then(|config| engine.apply(config).map(|_| ()))
+        .expect_err("a client with requests models")
+        .to_string();
+    assert!(
+        errors.contains("sse_client.options.requests[0]") && errors.contains("a client has none"),
+        "{errors}"
+    );
+}
