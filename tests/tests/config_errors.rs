@@ -150,8 +150,8 @@ catalogs:
       url: http://localhost:8080
 bindings:
   spec_server:
-    type: asyncapi
-    kind: server
+    type: openapi-asyncapi
+    kind: proxy
 ",
         env: &[],
     },
@@ -163,7 +163,7 @@ telemetry:
     service: gateway
   metrics:
     - http.request.size
-    - grpc.duration
+    - mcp.initialize.duration
     - stream.bogus
 bindings:
   tcp_server:
