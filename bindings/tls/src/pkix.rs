@@ -210,10 +210,14 @@ impl ServerCertVerifier for JavaCompatibleVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        if is_v1(cert) {
-            return self.verify_with_v1_key(message, cert, dss, false);
+        // webpki first: a v1 certificate is parsed a second time only when webpki cannot
+        // read it, not on every handshake.
+        match self.webpki.verify_tls12_signature(message, cert, dss) {
+            Err(Error::InvalidCertificate(_)) if is_v1(cert) => {
+                self.verify_with_v1_key(message, cert, dss, false)
+            }
+            verified => verified,
         }
-        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -222,10 +226,14 @@ impl ServerCertVerifier for JavaCompatibleVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        if is_v1(cert) {
-            return self.verify_with_v1_key(message, cert, dss, true);
+        // webpki first: a v1 certificate is parsed a second time only when webpki cannot
+        // read it, not on every handshake.
+        match self.webpki.verify_tls13_signature(message, cert, dss) {
+            Err(Error::InvalidCertificate(_)) if is_v1(cert) => {
+                self.verify_with_v1_key(message, cert, dss, true)
+            }
+            verified => verified,
         }
-        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
