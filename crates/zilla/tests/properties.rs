@@ -4,7 +4,7 @@
 //! named outside the declaration, where it is read (one declared through a `const` counts as
 //! read: the compiler warns about an unused one). The names are the string literals of the production code (each `src/` file up to
 //! its `#[cfg(test)]` module); the binary's own properties (`crates/zilla/src`) are declared by
-//! the binary and checked by its own start.
+//! the binary and checked by its own start. Every one of them is listed in `README.md` or `docs/*.md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -160,5 +160,26 @@ fn every_property_declared_by_name_is_named_where_it_is_read() {
     assert!(
         unread.is_empty(),
         "properties declared (so `-P` accepts them) that no code reads: {unread:#?}"
+    );
+}
+
+#[test]
+fn every_property_the_code_names_is_documented() {
+    let names = named_properties();
+    let mut docs = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    for entry in std::fs::read_dir(workspace().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "md") {
+            docs.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    let undocumented: Vec<String> = names
+        .iter()
+        .filter(|(name, _)| !docs.contains(&format!("`{name}`")))
+        .map(|(name, file)| format!("{name} (named in {})", file.display()))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "properties the code reads that neither README.md nor docs/*.md lists: {undocumented:#?}"
     );
 }
