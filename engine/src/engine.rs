@@ -127,6 +127,21 @@ impl Engine {
         }
     }
 
+    /// An engine that checks configs and never serves them: [`Self::check`] builds every
+    /// component, so what only a build finds (a key that does not parse, a file that cannot be
+    /// read) fails the check as it would fail a start, and no configured port is bound.
+    pub fn checking(registry: Registry, properties: Properties) -> Self {
+        Self {
+            listeners: ListenerPool::dry_run(),
+            ..Self::new(registry, properties)
+        }
+    }
+
+    /// Builds `config` without starting or swapping in anything.
+    pub fn check(&self, config: &Config) -> Result<(), ConfigErrors> {
+        self.build(config, None).map(drop)
+    }
+
     /// The files the running config's components read (key stores, ...): a change to one
     /// calls for a reload even when the config text is unchanged.
     pub fn dependencies(&self) -> Vec<PathBuf> {

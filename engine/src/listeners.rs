@@ -25,9 +25,20 @@ type BoundListener = (String, Weak<TcpListener>);
 pub struct ListenerPool {
     sockets: Arc<Mutex<HashMap<ListenKey, Weak<TcpListener>>>>,
     bound: Arc<Mutex<Vec<BoundListener>>>,
+    /// Checking a config, not serving it: every claim gets an ephemeral loopback socket, so a
+    /// check neither needs the configured ports free nor takes them from a running gateway.
+    dry_run: bool,
 }
 
 impl ListenerPool {
+    /// A pool that binds no configured address (see `dry_run`).
+    pub fn dry_run() -> Self {
+        Self {
+            dry_run: true,
+            ..Self::default()
+        }
+    }
+
     /// The socket listening on `address` (binding it if no live binding holds one), for
     /// `owner` (a binding's qualified name, used for port 0 and for [`Self::bound`]).
     pub fn claim(
@@ -36,6 +47,11 @@ impl ListenerPool {
         address: SocketAddr,
         backlog: u32,
     ) -> io::Result<Arc<TcpListener>> {
+        let address = if self.dry_run {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0)
+        } else {
+            address
+        };
         let key = if address.port() == 0 {
             ListenKey::Ephemeral(owner.to_owned(), address)
         } else {

@@ -196,6 +196,36 @@ bindings:
 ",
         env: &[],
     },
+    Case {
+        // Found only when the guard is built: `validate` builds every component, as `start`.
+        name: "error_found_when_building",
+        yaml: "name: test
+guards:
+  authn:
+    type: jwt
+    options:
+      keys:
+        - kty: EC
+          kid: encryption
+          alg: ES256
+          use: enc
+          crv: P-256
+          x: f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU
+          y: x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
 ];
 
 fn stderr(output: &Output) -> String {
@@ -325,5 +355,17 @@ fn properties_no_component_reads_fail_validate_and_start_naming_them() -> Result
     ];
     let output = with_properties("validate", &known)?;
     assert!(output.status.success(), "{}", stderr(&output));
+    Ok(())
+}
+
+#[test]
+fn validate_binds_no_configured_port() -> Result<()> {
+    // A running gateway holds its ports; checking its config must neither need them nor take them.
+    let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = held.local_addr()?.port();
+    let yaml = ECHO.replace("port: 0", &format!("port: {port}"));
+    let validated = validate_with_env(&yaml, &[])?;
+    assert!(validated.status.success(), "{}", stderr(&validated));
+    assert_eq!(held.local_addr()?.port(), port);
     Ok(())
 }

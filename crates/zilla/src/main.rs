@@ -157,8 +157,18 @@ fn validate(path: &Path, verbose: bool, args: &EngineArgs) -> Result<ExitCode> {
     }
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let engine = Engine::new(zilla::registry(), properties);
-    match engine.load(path, &text) {
+    let engine = Engine::checking(zilla::registry(), properties);
+    // Components may register sockets and timers while they build.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let checked = runtime.block_on(async {
+        let config = engine.load(path, &text)?;
+        engine.check(&config)?;
+        Ok::<_, ConfigErrors>(config)
+    });
+    match checked {
         Ok(config) => {
             let bindings = config.bindings().count();
             let verdict = format!("{}: valid ({bindings} bindings)", path.display());

@@ -57,10 +57,31 @@ pub fn key(config: &KeyConfig) -> Result<VerificationKey, KeyError> {
     if config.usage.as_deref().is_some_and(|usage| usage != "sig") {
         return Err(fail("`use` must be `sig`".into()));
     }
-    let value = serde_json::to_value(config).map_err(|e| fail(e.to_string()))?;
+    // Key material written in standard base64 (`+`, `/`, `=` padding), as some published
+    // JWKs and Zilla's own examples are, is read as the base64url RFC 7517 asks for, as
+    // lenient decoders (Zilla's among them) read it: the two alphabets differ in two symbols.
+    let mut config = config.clone();
+    for member in [&mut config.n, &mut config.e, &mut config.x, &mut config.y] {
+        if let Some(text) = member.as_mut() {
+            *text = base64url(text);
+        }
+    }
+    let value = serde_json::to_value(&config).map_err(|e| fail(e.to_string()))?;
     let jwk: Jwk = serde_json::from_value(value).map_err(|e| fail(e.to_string()))?;
     let key = DecodingKey::from_jwk(&jwk).map_err(|e| fail(e.to_string()))?;
     Ok(VerificationKey { algorithm, key })
+}
+
+/// `text` in the base64url alphabet without padding.
+fn base64url(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != '=')
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect()
 }
 
 /// The usable keys of a JWKS document (`{"keys": [...]}`); keys this guard cannot use (no

@@ -98,6 +98,49 @@ fn valid_tokens_of_every_key_type_are_admitted() {
 }
 
 #[test]
+fn key_material_in_standard_base64_is_read_as_base64url() {
+    let mut document: Value = serde_json::from_slice(JWKS).unwrap();
+    let mut rewritten = 0;
+    for key in document["keys"].as_array_mut().unwrap() {
+        for member in ["n", "x", "y"] {
+            if let Some(Value::String(text)) = key.get_mut(member) {
+                let mut standard = text.replace('-', "+").replace('_', "/");
+                while standard.len() % 4 != 0 {
+                    standard.push('=');
+                }
+                rewritten += usize::from(standard != *text);
+                *text = standard;
+            }
+        }
+    }
+    assert_eq!(
+        rewritten, 4,
+        "every rewritten member differs from its base64url form"
+    );
+    let text = serde_json::to_vec(&document).unwrap();
+    let guard = JwtGuard::new(
+        Claims {
+            issuer: None,
+            audience: None,
+            roles: "scope".into(),
+            identity: "sub".into(),
+            attributes: BTreeMap::new(),
+            challenge: None,
+        },
+        parse_jwks(&text).unwrap(),
+        Events::default(),
+    );
+    for (alg, kid) in [
+        (Algorithm::RS256, "rsa1"),
+        (Algorithm::ES256, "ec1"),
+        (Algorithm::EdDSA, "ed1"),
+    ] {
+        let session = guard.authorize(&sign(alg, kid, &claims()), SystemTime::now());
+        assert!(session.is_ok(), "{alg:?}: {session:?}");
+    }
+}
+
+#[test]
 fn each_failed_check_is_refused_for_its_reason() {
     let t = now();
     let cases: Vec<(String, Rejection)> = vec![
