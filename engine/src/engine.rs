@@ -11,7 +11,7 @@
 //! config that fails to build leaves the running one untouched.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -387,10 +387,20 @@ impl Engine {
         let mut built: HashMap<QualifiedName, Arc<Built>> = HashMap::new();
         let mut published: HashMap<QualifiedName, Arc<Published>> = HashMap::new();
         let mut report = ApplyReport::default();
+        // A binding whose exit failed to build is not built: its own error would only repeat
+        // that its exit accepts no streams.
+        let mut failed: HashSet<QualifiedName> = HashSet::new();
         for name in order {
             let Some(binding) = by_name.get(&name) else {
                 continue;
             };
+            if exits_of(binding)
+                .iter()
+                .any(|(exit, _)| failed.contains(&name.resolve(exit)))
+            {
+                failed.insert(name);
+                continue;
+            }
             let mut hasher = DefaultHasher::new();
             json_text(&Some(binding.json.clone())).hash(&mut hasher);
             binding
@@ -462,7 +472,8 @@ impl Engine {
                     report.built += 1;
                 }
                 Err(error) => {
-                    errors.push(config.error(&binding.origin.relative(&error.path), error.message))
+                    errors.push(config.error(&binding.origin.relative(&error.path), error.message));
+                    failed.insert(name);
                 }
             }
         }

@@ -226,6 +226,32 @@ bindings:
 ",
         env: &[],
     },
+    Case {
+        // Only the tls server's own error: the tcp server in front of it is not built, rather
+        // than reported for exiting to a binding that accepts no streams.
+        name: "exit_that_failed_to_build",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: tls_server
+  tls_server:
+    type: tls
+    kind: server
+    options:
+      keys:
+        - localhost
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
 ];
 
 fn stderr(output: &Output) -> String {
