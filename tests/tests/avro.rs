@@ -67,7 +67,7 @@ producer.flush(20)
 
 struct Setup {
     broker: Broker,
-    _registry: SchemaRegistry,
+    registry: SchemaRegistry,
     registry_url: String,
     gateway: Gateway,
 }
@@ -88,7 +88,7 @@ fn setup() -> Result<Setup> {
             .start()?;
     Ok(Setup {
         broker,
-        _registry: registry,
+        registry,
         registry_url,
         gateway,
     })
@@ -249,5 +249,103 @@ fn an_unreachable_registry_fails_the_start_naming_it() -> Result<()> {
     assert!(log.contains(&url), "{log}");
     assert!(log.contains("avro:registry"), "{log}");
     assert!(log.contains("options.topics[0].value"), "{log}");
+    Ok(())
+}
+
+/// Serializes each record with `AvroSerializer` (registry framing) into the files named.
+const SERIALIZE_AVRO: &str = r#"
+import json, sys
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+registry, subject = sys.argv[1], sys.argv[2]
+client = SchemaRegistryClient({"url": registry})
+schema = client.get_latest_version(subject).schema
+serialize = AvroSerializer(client, schema.schema_str,
+                           conf={"auto.register.schemas": False, "use.latest.version": True})
+for path, record in json.loads(sys.argv[3]):
+    with open(path, "wb") as out:
+        out.write(serialize(record, SerializationContext("events", MessageField.VALUE)))
+"#;
+
+#[test]
+fn framed_avro_is_checked_against_the_schema_its_id_names_and_produced_as_it_came() -> Result<()> {
+    let mut setup = setup()?;
+    setup.broker.create_topic("events", 1, false)?;
+    let id = u32::try_from(
+        setup
+            .registry
+            .register("events-value", "AVRO", ITEM_SCHEMA)?,
+    )?;
+    let dir = tempfile::tempdir()?;
+    let valid = dir.path().join("valid.avro");
+    let output = Peer::python(SERIALIZE_AVRO)
+        .args([
+            setup.registry_url.clone(),
+            "events-value".to_owned(),
+            json!([[valid, {"id": "e1", "status": "OK"}]]).to_string(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "serializer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let framed = std::fs::read(&valid)?;
+    ensure!(
+        framed[0] == 0 && framed[1..5] == id.to_be_bytes(),
+        "framed with id {id}: {framed:?}"
+    );
+    // The same datum naming a schema the registry does not hold, and with no frame at all.
+    let unknown = dir.path().join("unknown.avro");
+    let mut renamed = framed.clone();
+    renamed[1..5].copy_from_slice(&(id + 100).to_be_bytes());
+    std::fs::write(&unknown, renamed)?;
+    let bare = dir.path().join("bare.avro");
+    std::fs::write(&bare, &framed[5..])?;
+
+    let base = format!("http://{}", setup.gateway.address("web_tcp"));
+    let send = |path: &std::path::Path, key: &str| -> Result<u16> {
+        Ok(curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/avro-binary",
+            "-H",
+            &format!("idempotency-key: {key}"),
+            "--data-binary",
+            &format!("@{}", path.display()),
+            &format!("{base}/events"),
+        ])?
+        .0)
+    };
+    assert_eq!(send(&unknown, "u")?, 400);
+    assert_eq!(send(&bare, "b")?, 400);
+    assert_eq!(send(&valid, "v")?, 204);
+
+    // confluent-kafka's deserializer reads the one record that landed, byte for byte as sent.
+    let output = Peer::python(CONSUME_AVRO)
+        .args([
+            setup.broker.address(),
+            setup.registry_url.clone(),
+            "events".to_owned(),
+            "1".to_owned(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "consumer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(
+        seen["records"],
+        json!([{"k": "v", "v": {"id": "e1", "status": "OK"}}]),
+        "{seen}"
+    );
+    assert_eq!(seen["end"], 1, "{seen}");
+    assert!(setup.gateway.terminate()?.success());
     Ok(())
 }

@@ -79,13 +79,74 @@ impl std::fmt::Debug for ResolvedSchema {
     }
 }
 
-/// Resolves `catalog:` to one schema, at load: an unknown catalog, subject or id, or an
-/// unreachable registry, is a load error at the reference's path (relative to the model
-/// reference).
-pub fn resolve(
+/// What a model reference names: one schema, or whichever schema each message names.
+pub enum Resolution {
+    /// One schema, found at load.
+    Schema(ResolvedSchema),
+    /// `strategy: encoded`: each message starts with the catalog's prefix naming its schema's
+    /// id (for a schema registry, magic byte 0 and a 4-byte id), and is checked against that.
+    Encoded {
+        /// The catalog's name as the reference wrote it.
+        catalog_name: String,
+        /// The catalog.
+        catalog: Arc<dyn Catalog>,
+    },
+}
+
+impl std::fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resolution::Schema(schema) => schema.fmt(f),
+            Resolution::Encoded { catalog_name, .. } => f
+                .debug_struct("Encoded")
+                .field("catalog", catalog_name)
+                .finish(),
+        }
+    }
+}
+
+/// Resolves `catalog:` as [`resolve`] does, and also accepts `strategy: encoded`, for the
+/// models that read a schema id from each message.
+pub fn resolve_or_encoded(
     references: &CatalogReferences,
     context: &ModelContext<'_>,
-) -> Result<ResolvedSchema, BuildError> {
+) -> Result<Resolution, BuildError> {
+    let (name, catalog, reference, _) = first_reference(references, context)?;
+    match reference {
+        SchemaReference {
+            id: None,
+            subject: None,
+            strategy: Some(Strategy::Encoded),
+            version: None,
+        } if catalog.prefix(0).is_empty() => Err(BuildError::at(
+            format!("catalog.{name}[0]"),
+            format!(
+                "catalog `{name}` puts no schema id before its messages, so `strategy: encoded` \
+                 would find none; name a `subject` or an `id`"
+            ),
+        )),
+        SchemaReference {
+            id: None,
+            subject: None,
+            strategy: Some(Strategy::Encoded),
+            version: None,
+        } => Ok(Resolution::Encoded {
+            catalog_name: name.clone(),
+            catalog,
+        }),
+        _ => resolve(references, context).map(Resolution::Schema),
+    }
+}
+
+/// The one catalog a model reference names (its name and the catalog), its first schema
+/// reference, and that reference's path.
+type FirstReference<'r> = (&'r String, Arc<dyn Catalog>, &'r SchemaReference, String);
+
+/// The one catalog `references` names, its first schema reference, and that reference's path.
+fn first_reference<'r>(
+    references: &'r CatalogReferences,
+    context: &ModelContext<'_>,
+) -> Result<FirstReference<'r>, BuildError> {
     let mut entries = references.iter();
     let (Some((name, list)), None) = (entries.next(), entries.next()) else {
         return Err(BuildError::at("catalog", "name exactly one catalog"));
@@ -103,7 +164,17 @@ pub fn resolve(
             "name the schema: `{subject: ...}` or `{id: ...}`",
         ));
     };
-    let path = format!("{path}[0]");
+    Ok((name, catalog, reference, format!("{path}[0]")))
+}
+
+/// Resolves `catalog:` to one schema, at load: an unknown catalog, subject or id, or an
+/// unreachable registry, is a load error at the reference's path (relative to the model
+/// reference).
+pub fn resolve(
+    references: &CatalogReferences,
+    context: &ModelContext<'_>,
+) -> Result<ResolvedSchema, BuildError> {
+    let (name, catalog, reference, path) = first_reference(references, context)?;
     let id = schema_id(reference, catalog.as_ref(), context.topic_subject)
         .map_err(|message| BuildError::at(&path, format!("catalog `{name}`: {message}")))?;
     let text = catalog
@@ -186,7 +257,7 @@ fn schema_id(
             strategy: Some(strategy @ (Strategy::Encoded | Strategy::Tool)),
             ..
         } => Err(format!(
-            "`strategy: {}` is not supported by this build; name a `subject` or an `id`",
+            "`strategy: {}` is not supported by this model; name a `subject` or an `id`",
             match strategy {
                 Strategy::Encoded => "encoded",
                 _ => "tool",
@@ -233,7 +304,7 @@ pub fn binding_catalog_schemas(
 pub struct SchemaCache<T> {
     entries: std::sync::Mutex<std::collections::HashMap<u32, Arc<T>>>,
     capacity: usize,
-    configured_id: u32,
+    configured_id: Option<u32>,
 }
 
 impl<T> SchemaCache<T> {
@@ -245,7 +316,16 @@ impl<T> SchemaCache<T> {
                 Arc::new(configured),
             )])),
             capacity,
-            configured_id,
+            configured_id: Some(configured_id),
+        }
+    }
+
+    /// A cache with no configured schema (`strategy: encoded`).
+    pub fn empty(capacity: usize) -> Self {
+        SchemaCache {
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            capacity,
+            configured_id: None,
         }
     }
 
@@ -269,7 +349,7 @@ impl<T> SchemaCache<T> {
         let schema = Arc::new(turn(&text).map_err(|error| format!("schema {id}: {error}"))?);
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= self.capacity {
-                entries.retain(|known, _| *known == self.configured_id);
+                entries.retain(|known, _| Some(*known) == self.configured_id);
             }
             entries.insert(id, schema.clone());
         }

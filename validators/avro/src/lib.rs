@@ -43,7 +43,11 @@
 //! - `model`: `avro`.
 //! - `catalog` (required): one catalog, with a list whose first entry names the schema:
 //!   `{subject, version}`, `{id}` or `{strategy: topic, version}` (the topic's
-//!   `<topic>-value` or `<topic>-key` subject; only where messages have a topic).
+//!   `<topic>-value` or `<topic>-key` subject; only where messages have a topic), or
+//!   `{strategy: encoded}`: no schema is named, each message starts with the catalog's prefix
+//!   and is checked against the schema its id names, then stored or read as it came (without
+//!   a view only, since JSON carries no id; not with a catalog that writes no prefix, such as
+//!   `inline`). A message that names no schema, or one the catalog does not hold, is refused.
 //! - `view`: `json`.
 //! - `validate`: `strict` (default) or `lenient`, or `{decode, encode}`. Conversion cannot
 //!   be lenient: a message that does not fit the schema cannot be converted and is always
@@ -64,7 +68,7 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema as AvroNames};
 use apache_avro::writer::datum::GenericDatumWriter;
-use zilla_cataloged::{ResolvedSchema, SchemaCache};
+use zilla_cataloged::{Resolution, ResolvedSchema, SchemaCache};
 use zilla_engine::components::{Catalog, ModelContext, ModelFactory, ValidateMode, Validator};
 use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
@@ -111,9 +115,32 @@ impl ModelFactory for AvroModelFactory {
                 format!("`{}` is not the avro model", config.model),
             ));
         }
-        let resolved = zilla_cataloged::resolve(&config.catalog, context)?;
-        let path = format!("catalog.{}[0]", resolved.catalog_name);
-        let parsed = parse(&resolved.text).map_err(|message| BuildError::at(&path, message))?;
+        let json_view = config.view == Some(View::Json);
+        let (catalog, configured_id, parsed) =
+            match zilla_cataloged::resolve_or_encoded(&config.catalog, context)? {
+                Resolution::Schema(ResolvedSchema {
+                    catalog_name,
+                    catalog,
+                    id,
+                    text,
+                }) => {
+                    let parsed = parse(&text).map_err(|message| {
+                        BuildError::at(format!("catalog.{catalog_name}[0]"), message)
+                    })?;
+                    let cache = SchemaCache::new(MAX_PARSED_SCHEMAS, id, parsed);
+                    (catalog, Some(id), cache)
+                }
+                Resolution::Encoded { catalog_name, .. } if json_view => {
+                    return Err(BuildError::at(
+                        format!("catalog.{catalog_name}[0]"),
+                        "`strategy: encoded` reads the schema id from each Avro message, and a \
+                         message in the JSON `view` carries none; name a `subject` or an `id`",
+                    ));
+                }
+                Resolution::Encoded { catalog, .. } => {
+                    (catalog, None, SchemaCache::empty(MAX_PARSED_SCHEMAS))
+                }
+            };
         // Which subject to ask the catalog about on each encode, if the reference names one.
         let subject = config
             .catalog
@@ -126,14 +153,13 @@ impl ModelFactory for AvroModelFactory {
                 .validate
                 .is_some_and(|validate| mode(validate) == ValidateMode::Lenient)
         };
-        let ResolvedSchema { catalog, id, .. } = resolved;
         Ok(Arc::new(AvroValidator {
             catalog,
             subject,
-            configured_id: id,
-            json_view: config.view == Some(View::Json),
+            configured_id,
+            json_view,
             lenient: lenient(|validate| validate.decode()),
-            parsed: SchemaCache::new(MAX_PARSED_SCHEMAS, id, parsed),
+            parsed,
             events: context.events.clone(),
         }))
     }
@@ -171,7 +197,8 @@ fn parse(text: &str) -> Result<Parsed, String> {
 pub struct AvroValidator {
     catalog: Arc<dyn Catalog>,
     subject: Option<(String, String)>,
-    configured_id: u32,
+    /// `None` for `strategy: encoded`: each message names its schema.
+    configured_id: Option<u32>,
     json_view: bool,
     lenient: bool,
     parsed: SchemaCache<Parsed>,
@@ -194,13 +221,38 @@ impl AvroValidator {
         self.parsed.get(self.catalog.as_ref(), id, parse)
     }
 
-    /// The id messages are written with now.
-    fn write_id(&self) -> u32 {
-        zilla_cataloged::write_id(
+    /// The id messages are written with now (`None` for `strategy: encoded`).
+    fn write_id(&self) -> Option<u32> {
+        let configured_id = self.configured_id?;
+        Some(zilla_cataloged::write_id(
             self.catalog.as_ref(),
             self.subject.as_ref(),
-            self.configured_id,
-        )
+            configured_id,
+        ))
+    }
+
+    /// The schema id a message is read with, and its Avro binary: the id its catalog prefix
+    /// names, else the configured one. `prefixed` says whether a prefix is looked for at all
+    /// (a client's Avro binary may start with the prefix's magic byte).
+    fn message_schema<'a>(
+        &self,
+        data: &'a [u8],
+        prefixed: bool,
+    ) -> Result<(u32, &'a [u8]), String> {
+        let named = if prefixed {
+            self.catalog.unprefix(data)?
+        } else {
+            None
+        };
+        match (named, self.configured_id) {
+            (Some(named), _) => Ok(named),
+            (None, Some(id)) => Ok((id, data)),
+            (None, None) => Err(
+                "the message names no schema: `strategy: encoded` expects it to start with the \
+                 catalog's prefix"
+                    .to_owned(),
+            ),
+        }
     }
 
     fn refuse(&self, reason: String) -> String {
@@ -254,9 +306,10 @@ fn read_datum(schema: &Parsed, data: &[u8]) -> Result<apache_avro::types::Value,
 
 impl Validator for AvroValidator {
     fn validate(&self, data: &[u8]) -> Result<(), String> {
-        let schema = self
-            .schema(self.configured_id)
+        let (id, data) = self
+            .message_schema(data, self.configured_id.is_none())
             .map_err(|error| self.refuse(error))?;
+        let schema = self.schema(id).map_err(|error| self.refuse(error))?;
         match self.to_binary(&schema, data) {
             Ok(_) => Ok(()),
             Err(Refusal::Mismatch(reason)) if self.lenient => {
@@ -269,7 +322,10 @@ impl Validator for AvroValidator {
     }
 
     fn encode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let id = self.write_id();
+        // An encoded message already names its schema: checked, and stored as it came.
+        let Some(id) = self.write_id() else {
+            return self.validate(data).map(|()| None);
+        };
         let schema = self.schema(id).map_err(|error| self.refuse(error))?;
         let binary = self.to_binary(&schema, data).map_err(
             |(Refusal::Malformed(reason) | Refusal::Mismatch(reason))| self.refuse(reason),
@@ -280,14 +336,9 @@ impl Validator for AvroValidator {
     }
 
     fn decode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let (id, binary) = match self
-            .catalog
-            .unprefix(data)
-            .map_err(|error| self.refuse(error))?
-        {
-            Some((id, binary)) => (id, binary),
-            None => (self.configured_id, data),
-        };
+        let (id, binary) = self
+            .message_schema(data, true)
+            .map_err(|error| self.refuse(error))?;
         let schema = self.schema(id).map_err(|error| self.refuse(error))?;
         let value = read_datum(&schema, binary).map_err(|error| self.refuse(error))?;
         if !self.json_view {

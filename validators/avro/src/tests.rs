@@ -296,6 +296,44 @@ fn lenient_applies_to_checks_not_conversions() {
 }
 
 #[test]
+fn strategy_encoded_checks_each_message_against_the_schema_its_prefix_names() {
+    let catalogs = catalogs(true);
+    let writer = build_in(
+        json!({"model": "avro", "view": "json", "catalog": {"catalog0": [{"subject": "items-value"}]}}),
+        &catalogs,
+        None,
+    )
+    .unwrap();
+    let event = serde_json::to_vec(&json!({"id": "e1", "status": "open"})).unwrap();
+    let framed = writer.encode(&event).unwrap().unwrap();
+    let simple_id = catalogs.0.resolve_subject("items-value", "latest").unwrap();
+    let item_id = catalogs.0.resolve_subject("item", "latest").unwrap();
+    assert_ne!(simple_id, item_id);
+    assert_eq!(framed[1..5], simple_id.to_be_bytes());
+
+    let encoded = build_in(
+        json!({"model": "avro", "catalog": {"catalog0": [{"strategy": "encoded"}]}}),
+        &catalogs,
+        None,
+    )
+    .unwrap();
+    encoded.validate(&framed).unwrap();
+    assert_eq!(encoded.encode(&framed).unwrap(), None, "stored as it came");
+    assert_eq!(encoded.decode(&framed).unwrap().unwrap(), framed[5..]);
+
+    // The same datum under the prefix of another schema does not fit it.
+    let mut misnamed = framed.clone();
+    misnamed[1..5].copy_from_slice(&item_id.to_be_bytes());
+    assert!(encoded.validate(&misnamed).is_err());
+    assert!(encoded.encode(&misnamed).is_err());
+    // A bare datum names no schema; an unknown id is no schema.
+    assert!(encoded.validate(&framed[5..]).is_err());
+    let mut unknown = framed.clone();
+    unknown[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(encoded.validate(&unknown).is_err());
+}
+
+#[test]
 fn bad_references_are_load_errors() {
     let cases = [
         (json!({"model": "avro"}), "", "missing field `catalog`"),
@@ -315,9 +353,9 @@ fn bad_references_are_load_errors() {
             "unknown variant",
         ),
         (
-            json!({"model": "avro", "catalog": {"catalog0": [{"strategy": "encoded"}]}}),
+            json!({"model": "avro", "view": "json", "catalog": {"catalog0": [{"strategy": "encoded"}]}}),
             "catalog.catalog0[0]",
-            "not supported",
+            "a message in the JSON `view` carries none",
         ),
     ];
     for (reference, path, message) in cases {
@@ -327,6 +365,11 @@ fn bad_references_are_load_errors() {
         assert_eq!(error.path, path, "{reference}: {error}");
         assert!(error.message.contains(message), "{reference}: {error}");
     }
+    let encoded = json!({"model": "avro", "catalog": {"catalog0": [{"strategy": "encoded"}]}});
+    let Err(error) = build_in(encoded, &catalogs(false), None) else {
+        panic!("`strategy: encoded` was accepted on a catalog that frames nothing");
+    };
+    assert!(error.message.contains("puts no schema id"), "{error}");
 }
 
 fn arbitrary_item() -> impl PropStrategy<Value = serde_json::Value> {
