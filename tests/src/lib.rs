@@ -78,6 +78,7 @@ mod curl;
 mod gateway;
 mod nginx;
 mod peer;
+pub mod pki;
 mod process;
 pub mod ready;
 mod registry;

@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use zilla_tests::{Gateway, Peer, free_port};
 
-/// Accepts `POST /v1/metrics` and `/v1/logs`, answering 503 to the first `argv[3]` pushes;
+/// Accepts `POST /v1/metrics` and `/v1/logs` (over TLS with the certificate and key files
+/// `argv[4]` and `argv[5]` when given), answering 503 to the first `argv[3]` pushes;
 /// appends each accepted push, decoded and re-encoded by `json_format`, as a JSON line to
 /// `argv[2]`. A body the official messages do not parse is answered 400 and not kept.
 const RECEIVER: &str = r#"
@@ -53,7 +54,13 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200)
     def log_message(self, *args):
         pass
-ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+if len(sys.argv) > 5:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
 "#;
 
 const CONFIG: &str = "name: test
@@ -341,15 +348,64 @@ telemetry:
         "{error}"
     );
     let error = start(config(
-        "        endpoint:\n          location: https://127.0.0.1:4318\n",
-    ))?;
-    ensure!(error.contains("options.endpoint.location"), "{error}");
-    let error = start(config(
         "        endpoint:\n          location: http://127.0.0.1:4318\n        credentials:\n          headers:\n            authorization: \"bad\\nvalue\"\n",
     ))?;
     ensure!(
         error.contains("options.credentials.headers.authorization"),
         "{error}"
     );
+    Ok(())
+}
+
+#[test]
+fn an_https_collector_is_verified_against_the_trust_store_the_environment_names() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    zilla_tests::pki::certificate(dir.path(), "ca", "/CN=Test CA", None, &[])?;
+    zilla_tests::pki::server_certificate(dir.path(), "collector", "ca", "127.0.0.1")?;
+    let out = dir.path().join("pushes.jsonl");
+    let otlp_port = free_port()?;
+    let _receiver = Peer::python(RECEIVER)
+        .args([
+            otlp_port.to_string(),
+            out.display().to_string(),
+            "0".to_owned(),
+            dir.path().join("collector.pem").display().to_string(),
+            dir.path().join("collector.key").display().to_string(),
+        ])
+        .spawn()?;
+    let yaml = CONFIG.replace(
+        "location: http://127.0.0.1:${{env.OTLP_PORT}}",
+        "location: https://127.0.0.1:${{env.OTLP_PORT}}",
+    );
+    ensure!(yaml != CONFIG, "the config changed");
+    let mut gateway = Gateway::builder(&yaml)
+        .env("OTLP_PORT", otlp_port.to_string())
+        .env("SSL_CERT_FILE", dir.path().join("ca.pem"))
+        .start()?;
+    let url = format!("http://{}/echo", gateway.address("tcp_server"));
+    let output = Peer::new("curl")
+        .args(["-sS", "--max-time", "5", "--data-binary", BODY, &url])
+        .run()?;
+    ensure!(output.status.success(), "request failed");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pushes = pushes(&out)?;
+        let counted = metric(&latest_metrics(&pushes), "http.server.request.size")
+            .and_then(|m| int(&m["histogram"]["dataPoints"][0]["count"]));
+        if counted == Some(1) {
+            ensure!(
+                pushes[0]["authorization"] == "Bearer otlp-token",
+                "{pushes:?}"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no push over TLS counted the request: {pushes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gateway.terminate()?.success());
     Ok(())
 }

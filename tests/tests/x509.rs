@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use zilla_tests::pki::{certificate, client_certificate};
 use zilla_tests::{Gateway, Peer, nginx_with};
 
 const CONFIG: &str = "name: test
@@ -95,67 +96,6 @@ bindings:
       port: ${{env.ORIGIN_PORT}}
 ";
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
-    ensure!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
-const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-
-/// A certificate `<name>.pem` with its key `<name>.key`: issued by `<ca>.pem` when `ca` is
-/// given, else self-signed; `extensions` are `-addext` values.
-fn certificate(
-    dir: &Path,
-    name: &str,
-    subject: &str,
-    ca: Option<&str>,
-    extensions: &[&str],
-) -> Result<()> {
-    let (key, certificate) = (format!("{name}.key"), format!("{name}.pem"));
-    let issuer = ca.map(|ca| (format!("{ca}.pem"), format!("{ca}.key")));
-    let mut args = vec!["req", "-x509"];
-    args.extend(EC);
-    args.extend([
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &certificate,
-        "-days",
-        "2",
-        "-subj",
-        subject,
-    ]);
-    if let Some((ca_certificate, ca_key)) = &issuer {
-        args.extend(["-CA", ca_certificate, "-CAkey", ca_key]);
-    }
-    for extension in extensions {
-        args.extend(["-addext", extension]);
-    }
-    openssl(dir, &args)
-}
-
-/// A client certificate issued by `ca`, with one subject alternative name.
-fn client(dir: &Path, name: &str, ca: &str, subject: &str, san: &str) -> Result<()> {
-    let san = format!("subjectAltName={san}");
-    certificate(
-        dir,
-        name,
-        subject,
-        Some(ca),
-        &[
-            &san,
-            "basicConstraints=CA:FALSE",
-            "extendedKeyUsage=clientAuth",
-        ],
-    )
-}
-
 /// Two CAs; the server key; `alice` (OU Platform) and `bob` (OU Sales) from the trusted CA;
 /// `mallory` from the other one.
 fn make_pki(dir: &Path) -> Result<()> {
@@ -170,21 +110,21 @@ fn make_pki(dir: &Path) -> Result<()> {
         None,
         &["subjectAltName=DNS:localhost"],
     )?;
-    client(
+    client_certificate(
         dir,
         "alice",
         "ca",
         "/O=Example Inc/OU=Platform/CN=alice",
         "URI:spiffe://example.com/alice",
     )?;
-    client(
+    client_certificate(
         dir,
         "bob",
         "ca",
         "/O=Example Inc/OU=Sales/CN=bob",
         "DNS:bob.example.com",
     )?;
-    client(
+    client_certificate(
         dir,
         "mallory",
         "other",

@@ -27,10 +27,13 @@
 //! Options:
 //! - `interval`: seconds between pushes (default 30; fractions allowed).
 //! - `signals`: `metrics` and/or `logs` (default both).
-//! - `endpoint`: `protocol` (`http`), `location` (an `http://` URL; `https://` needs `tls`,
-//!   which is refused), `overrides.metrics` and `overrides.logs` resolved against `location`.
+//! - `endpoint`: `protocol` (`http`), `location` (an `http://` or `https://` URL),
+//!   `overrides.metrics` and `overrides.logs` resolved against `location`. An `https://`
+//!   collector is verified against the system's trust store (`SSL_CERT_FILE` /
+//!   `SSL_CERT_DIR` name another), as Zilla's exporter uses the JVM's default trust.
 //! - `credentials.headers.authorization`: sent as the `authorization` header of every push.
-//! - `tls`: refused at load (not supported); so is an exporter `vault`.
+//! - `tls` (trust and client keys from a vault): refused at load (not supported); so is an
+//!   exporter `vault`.
 //!
 //! The namespace's `telemetry.attributes` are the resource attributes of every push, metrics
 //! and logs alike, as in Zilla:
@@ -91,8 +94,9 @@ pub struct OtlpOptions {
     pub signals: Option<Vec<Signal>>,
     /// Where to push.
     pub endpoint: OtlpEndpoint,
-    /// TLS toward an `https` endpoint. Refused at load: not supported.
-    #[schemars(extend("x-unsupported" = "`tls` is not supported by this otlp exporter; push to an `http://` endpoint"))]
+    /// Trust and client keys from a vault toward an `https` endpoint. Refused at load: not
+    /// supported (an `https` endpoint is verified against the system's trust store).
+    #[schemars(extend("x-unsupported" = "`tls` (trust and keys from a vault) is not supported by this otlp exporter; an `https://` endpoint is verified against the system's trust store"))]
     pub tls: Option<serde_json::Value>,
     /// Credentials sent with every push.
     pub credentials: Option<OtlpCredentials>,
@@ -198,10 +202,10 @@ fn target(options: &OtlpOptions) -> Result<Target, BuildError> {
         ));
     }
     let location = &options.endpoint.location;
-    if !location.starts_with("http://") {
+    if !(location.starts_with("http://") || location.starts_with("https://")) {
         return Err(BuildError::at(
             "options.endpoint.location",
-            "only `http://` endpoints are supported: `https://` needs `tls`, which this exporter does not implement",
+            "an `http://` or `https://` URL",
         ));
     }
     let location: Uri = location.parse().map_err(|error| {
@@ -250,13 +254,11 @@ fn target(options: &OtlpOptions) -> Result<Target, BuildError> {
     })
 }
 
-/// `reference` resolved against `base` as a URI reference: an absolute `http://` URL as is,
-/// an absolute path on `base`'s authority, a relative path next to `base`'s path.
+/// `reference` resolved against `base` as a URI reference: an absolute `http://` or
+/// `https://` URL as is, an absolute path on `base`'s scheme and authority, a relative path
+/// next to `base`'s path.
 fn resolve(base: &Uri, reference: &str) -> Result<Uri, String> {
-    if reference.starts_with("https://") {
-        return Err("`https://` needs `tls`, which this exporter does not implement".into());
-    }
-    if reference.starts_with("http://") {
+    if reference.starts_with("http://") || reference.starts_with("https://") {
         return reference
             .parse()
             .map_err(|error| format!("not a URL: {error}"));
@@ -272,7 +274,8 @@ fn resolve(base: &Uri, reference: &str) -> Result<Uri, String> {
         let directory = if directory.is_empty() { "/" } else { directory };
         format!("{directory}{reference}")
     };
-    format!("http://{authority}{path}")
+    let scheme = base.scheme_str().unwrap_or("http");
+    format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|error| format!("not a URL: {error}"))
 }
@@ -354,10 +357,26 @@ mod tests {
     }
 
     #[test]
+    fn https_locations_keep_their_scheme_for_relative_overrides() {
+        let configured = target(&options(serde_json::json!({
+            "endpoint": {"location": "https://collector:4318/base/", "overrides": {"logs": "otlp/logs"}}
+        })))
+        .unwrap();
+        assert_eq!(
+            configured.metrics.unwrap().to_string(),
+            "https://collector:4318/v1/metrics"
+        );
+        assert_eq!(
+            configured.logs.unwrap().to_string(),
+            "https://collector:4318/base/otlp/logs"
+        );
+    }
+
+    #[test]
     fn what_cannot_work_is_refused_at_its_path() {
         let error = |json| target(&options(json)).unwrap_err().path;
         assert_eq!(
-            error(serde_json::json!({"endpoint": {"location": "https://collector:4318"}})),
+            error(serde_json::json!({"endpoint": {"location": "ftp://collector:4318"}})),
             "options.endpoint.location"
         );
         assert_eq!(
@@ -366,7 +385,7 @@ mod tests {
         );
         assert_eq!(
             error(
-                serde_json::json!({"endpoint": {"location": "http://c", "overrides": {"metrics": "https://x/v1/metrics"}}})
+                serde_json::json!({"endpoint": {"location": "http://c", "overrides": {"metrics": "http://exa mple/v1/metrics"}}})
             ),
             "options.endpoint.overrides.metrics"
         );
