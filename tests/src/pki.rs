@@ -94,3 +94,34 @@ pub fn client_certificate(
         ],
     )
 }
+
+/// `<name>.pem` and its key `<name>.key` in a PKCS#12 store `<name>.p12` under the alias
+/// `name`, protected by `password` (with `legacy`, the RC2/3DES encryption of older Java
+/// stores); the store's bytes.
+pub fn pkcs12(dir: &Path, name: &str, password: &str, legacy: bool) -> Result<Vec<u8>> {
+    let (certificate, key, store) = (
+        format!("{name}.pem"),
+        format!("{name}.key"),
+        format!("{name}.p12"),
+    );
+    let pass = format!("pass:{password}");
+    let mut export = vec![
+        "pkcs12",
+        "-export",
+        "-in",
+        &certificate,
+        "-inkey",
+        &key,
+        "-name",
+        name,
+        "-out",
+        &store,
+        "-passout",
+        &pass,
+    ];
+    if legacy {
+        export.push("-legacy");
+    }
+    openssl(dir, &export)?;
+    Ok(std::fs::read(dir.join(&store))?)
+}

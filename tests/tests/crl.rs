@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use zilla_tests::pki::{self, openssl};
 use zilla_tests::{Gateway, Peer};
 
 const CONFIG: &str = "name: test
@@ -66,16 +67,6 @@ keyUsage = digitalSignature
 extendedKeyUsage = clientAuth
 ";
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
-    ensure!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
 const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
 /// A CA, a server key, a client certificate `good`, a revoked client certificate `revoked`,
@@ -87,37 +78,15 @@ fn make_pki(dir: &Path) -> Result<()> {
     std::fs::write(dir.join("crlnumber"), "01\n")?;
     std::fs::create_dir_all(dir.join("keys"))?;
     std::fs::create_dir_all(dir.join("trust"))?;
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(EC);
-    ca.extend([
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "trust/ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-    ]);
-    openssl(dir, &ca)?;
-    std::fs::copy(dir.join("trust/ca.pem"), dir.join("ca.pem"))?;
-    let mut server = vec!["req", "-x509"];
-    server.extend(EC);
-    server.extend([
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-subj",
+    pki::certificate(dir, "ca", "/CN=test-ca", None, &[])?;
+    std::fs::copy(dir.join("ca.pem"), dir.join("trust/ca.pem"))?;
+    pki::certificate(
+        dir,
+        "server",
         "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost",
-    ]);
-    openssl(dir, &server)?;
+        None,
+        &["subjectAltName=DNS:localhost"],
+    )?;
     let mut pem = std::fs::read(dir.join("server.key"))?;
     pem.extend(std::fs::read(dir.join("server.pem"))?);
     std::fs::write(dir.join("keys/localhost.pem"), pem)?;

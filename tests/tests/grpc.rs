@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use zilla_tests::{Gateway, Peer, Process, free_port, python, workspace_dir};
+use zilla_tests::{Gateway, Peer, Process, free_port, pki, python, workspace_dir};
 
 fn example(name: &str) -> PathBuf {
     workspace_dir()
@@ -78,51 +78,17 @@ fn record(records: &Path, name: &str) -> Result<String> {
     anyhow::bail!("the server recorded no `{name}`")
 }
 
-/// A self-signed `localhost` certificate in a PKCS#12 store, made by openssl, in `dir`.
+/// A self-signed `localhost` certificate (`localhost.pem`) in a PKCS#12 store, made by
+/// openssl, in `dir`.
 fn keystore(dir: &Path) -> Result<()> {
-    for args in [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ][..],
-        &[
-            "pkcs12",
-            "-export",
-            "-in",
-            "cert.pem",
-            "-inkey",
-            "key.pem",
-            "-name",
-            "localhost",
-            "-out",
-            "localhost.p12",
-            "-passout",
-            "pass:changeit",
-        ][..],
-    ] {
-        let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
-        ensure!(
-            output.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
+    pki::certificate(
+        dir,
+        "localhost",
+        "/CN=localhost",
+        None,
+        &["subjectAltName=DNS:localhost"],
+    )?;
+    pki::pkcs12(dir, "localhost", "changeit", false).map(drop)
 }
 
 #[test]
@@ -187,7 +153,7 @@ fn grpc_proxy_relays_every_call_shape_over_h2c_and_tls() -> Result<()> {
     ];
     let h2c = gateway.address("tcp_server").to_string();
     let tls = format!("localhost:{}", gateway.address("tcp_tls_server").port());
-    let ca = keys.path().join("cert.pem");
+    let ca = keys.path().join("localhost.pem");
     for (target, ca) in [(h2c.as_str(), None), (tls.as_str(), Some(ca.as_path()))] {
         let results = client(target, &scenarios, ca)?;
         let unary = &results["unary"]["ok"];

@@ -5,76 +5,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer, free_port, nginx};
+use zilla_tests::{Gateway, Peer, free_port, nginx, pki};
 
 /// A test CA (`ca.pem`) and a `localhost` leaf it signed: `key.pem`, `leaf.pem` (leaf then CA)
 /// and `localhost.pem` (key, leaf and CA, for the vault).
 fn certificates(dir: &Path) -> Result<()> {
-    let run = |args: &[&str]| -> Result<()> {
-        let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
-        ensure!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"],
-        &ec[..],
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ],
-    ]
-    .concat())?;
-    run(&[
-        &["req"],
-        &ec[..],
-        &[
-            "-keyout",
-            "key.pem",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat())?;
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf-only.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ])?;
+    pki::certificate(dir, "ca", "/CN=test-ca", None, &[])?;
+    pki::server_certificate(dir, "leaf-only", "ca", "localhost")?;
+    std::fs::rename(dir.join("leaf-only.key"), dir.join("key.pem"))?;
     let read = |name: &str| std::fs::read(dir.join(name));
     let chain = [read("leaf-only.pem")?, read("ca.pem")?].concat();
     std::fs::write(dir.join("leaf.pem"), &chain)?;

@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer, connect, echo, free_port, nginx};
+use zilla_tests::{Gateway, Peer, connect, echo, free_port, nginx, pki};
 
 const RELOADED: Duration = Duration::from_secs(10);
 
@@ -208,34 +208,14 @@ bindings:
 /// key, to `keys/localhost.pem` in `dir`.
 fn write_key(dir: &Path, organisation: &str) -> Result<()> {
     std::fs::create_dir_all(dir.join("keys"))?;
-    let output = Peer::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/O={organisation}/CN=localhost"),
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .current_dir(dir)
-        .run()?;
-    ensure!(
-        output.status.success(),
-        "openssl req: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut pem = std::fs::read(dir.join("key.pem"))?;
+    pki::certificate(
+        dir,
+        "cert",
+        &format!("/O={organisation}/CN=localhost"),
+        None,
+        &["subjectAltName=DNS:localhost"],
+    )?;
+    let mut pem = std::fs::read(dir.join("cert.key"))?;
     pem.extend(std::fs::read(dir.join("cert.pem"))?);
     // Written next to the store and renamed into it, as a deployment replaces a key file.
     std::fs::write(dir.join("localhost.pem.new"), pem)?;

@@ -5,8 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer};
+use anyhow::Result;
+use zilla_tests::{Gateway, Peer, pki};
 
 const ECHO: &str = "name: test
 telemetry:
@@ -81,54 +81,30 @@ bindings:
     kind: server
 ";
 
-/// A self-signed `localhost` key and certificate in a PKCS#12 store, made by openssl.
+/// A self-signed `localhost` key and certificate (`localhost.pem`) in a PKCS#12 store, made
+/// by openssl.
 fn keystore(dir: &Path, password: &str, legacy: bool) -> Result<Vec<u8>> {
-    let run = |args: &[&str]| -> Result<()> {
-        let output = Peer::new("openssl").args(args).current_dir(dir).run()?;
-        ensure!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok(())
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost",
-    ])?;
-    let pass = format!("pass:{password}");
-    let mut export = vec![
-        "pkcs12",
-        "-export",
-        "-in",
-        "cert.pem",
-        "-inkey",
-        "key.pem",
-        "-name",
-        "localhost",
-        "-out",
-        "localhost.p12",
-        "-passout",
-        &pass,
-    ];
-    if legacy {
-        export.push("-legacy");
-    }
-    run(&export)?;
-    std::fs::read(dir.join("localhost.p12")).context("no keystore")
+    pki::openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "localhost.key",
+            "-out",
+            "localhost.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+    )?;
+    pki::pkcs12(dir, "localhost", password, legacy)
 }
 
 /// Runs `openssl s_client` against `address` with `input`; returns what it printed.
@@ -166,7 +142,7 @@ fn tls_echo_with_pkcs12_keys_and_alpn_routing() -> Result<()> {
             .env("KEYSTORE_PASSWORD", "generated-secret")
             .start()?;
         let address = gateway.address("tcp_server");
-        let ca = certs.path().join("cert.pem");
+        let ca = certs.path().join("localhost.pem");
 
         let echoed = s_client(address, "localhost", "echo", "over tls\n", &ca)?;
         assert_eq!(echoed, "over tls\n", "legacy store: {legacy}");
