@@ -11,6 +11,7 @@
 //! parser. It only stores and hands out schemas; the bytes the gateway writes and reads are
 //! checked by confluent-kafka's own serializers, which are the real third-party peer.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -108,6 +109,11 @@ class Registry(BaseHTTPRequestHandler):
         pass
 
 server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Registry)
+if len(sys.argv) > 3:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("listening", flush=True)
 server.serve_forever()
 "#;
@@ -117,6 +123,8 @@ server.serve_forever()
 pub struct SchemaRegistry {
     process: Process,
     url: String,
+    /// The CA that issued an https registry's certificate, for `curl`.
+    ca: Option<PathBuf>,
 }
 
 impl SchemaRegistry {
@@ -128,6 +136,24 @@ impl SchemaRegistry {
         Ok(Self {
             process,
             url: format!("http://127.0.0.1:{port}"),
+            ca: None,
+        })
+    }
+
+    /// Starts a registry serving https on a free loopback port with `certificate` and `key`
+    /// (PEM files; the certificate names `127.0.0.1`), issued by the CA in `ca`.
+    pub fn start_tls(certificate: &Path, key: &Path, ca: &Path) -> Result<Self> {
+        let port = free_port()?;
+        let process = Peer::python(REGISTRY)
+            .arg(port.to_string())
+            .arg(certificate)
+            .arg(key)
+            .spawn()?;
+        process.wait_for_stdout("listening", Duration::from_secs(20))?;
+        Ok(Self {
+            process,
+            url: format!("https://127.0.0.1:{port}"),
+            ca: Some(ca.to_owned()),
         })
     }
 
@@ -144,7 +170,11 @@ impl SchemaRegistry {
     /// Registers `schema` of `schema_type` (`AVRO`, `PROTOBUF`) under `subject` with `curl`,
     /// as an operator would; returns the schema id.
     pub fn register(&self, subject: &str, schema_type: &str, schema: &str) -> Result<u64> {
-        let registered = Peer::new("curl")
+        let mut curl = Peer::new("curl");
+        if let Some(ca) = &self.ca {
+            curl = curl.arg("--cacert").arg(ca);
+        }
+        let registered = curl
             .args([
                 "-sS",
                 "-X",

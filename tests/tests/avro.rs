@@ -349,3 +349,72 @@ fn framed_avro_is_checked_against_the_schema_its_id_names_and_produced_as_it_cam
     assert!(setup.gateway.terminate()?.success());
     Ok(())
 }
+
+#[test]
+fn an_https_registry_is_verified_against_the_trust_store_the_environment_names() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    zilla_tests::pki::certificate(dir.path(), "ca", "/CN=Registry CA", None, &[])?;
+    zilla_tests::pki::server_certificate(dir.path(), "registry", "ca", "127.0.0.1")?;
+    let ca = dir.path().join("ca.pem");
+    let registry = SchemaRegistry::start_tls(
+        &dir.path().join("registry.pem"),
+        &dir.path().join("registry.key"),
+        &ca,
+    )?;
+    registry.register("items-value", "AVRO", ITEM_SCHEMA)?;
+    // `validate` builds the model, which resolves its subject from the registry.
+    let yaml = format!(
+        "name: test
+catalogs:
+  registry:
+    type: schema-registry
+    options:
+      url: {}
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      requests:
+        - path: /items
+          method: POST
+          content:
+            model: avro
+            catalog:
+              registry:
+                - subject: items-value
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        registry.url()
+    );
+    ensure!(registry.url().starts_with("https://"), "{}", registry.url());
+    let ca = ca.display().to_string();
+    let trusted = zilla_tests::validate_with_env(&yaml, &[("SSL_CERT_FILE", ca.as_str())])?;
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    // Without the CA the registry's certificate is not trusted, and the load says so.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "")?;
+    let empty = empty.display().to_string();
+    let untrusted = zilla_tests::validate_with_env(&yaml, &[("SSL_CERT_FILE", empty.as_str())])?;
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(!untrusted.status.success(), "{said}");
+    assert!(
+        said.contains("TLS") && said.contains("items-value"),
+        "{said}"
+    );
+    Ok(())
+}

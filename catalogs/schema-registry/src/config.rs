@@ -17,7 +17,8 @@ pub struct SchemaRegistryOptions {
     /// (default 300). Schemas by id never change and stay cached.
     #[serde(rename = "max-age")]
     pub max_age: Option<u64>,
-    /// TLS to the registry (not supported by this build: the load fails).
+    /// Trust and keys from a vault for TLS to the registry (not supported by this build: the
+    /// load fails; an https registry is verified against the system trust store).
     pub tls: Option<serde_json::Value>,
     /// Credentials sent with every request.
     pub credentials: Option<Credentials>,

@@ -1,15 +1,13 @@
-//! The registry's HTTP client: one thread of its own running hyper, single-flight requests
-//! keyed by path, and bounded waits for callers on any thread.
+//! The registry's HTTP client: one thread of its own running the requests (`zilla-fetch`, so
+//! `https` is verified against the system's trust store), single-flight requests keyed by
+//! path, and bounded waits for callers on any thread. Each request opens its own connection:
+//! answers are cached, so requests are rare.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::MAX_RESPONSE_BYTES;
 
@@ -32,29 +30,22 @@ pub(crate) struct Fetcher {
     handle: tokio::runtime::Handle,
     /// Dropping it ends the client's thread (and its runtime, on that thread).
     _stop: tokio::sync::oneshot::Sender<()>,
-    client: Client<HttpConnector, Empty<Bytes>>,
     base: String,
     authorization: Option<http::HeaderValue>,
     flights: Arc<Mutex<HashMap<String, Arc<Flight>>>>,
 }
 
 impl Fetcher {
-    /// A client for the registry at `url` (`http://host:port[/prefix]`).
+    /// A client for the registry at `url` (`http[s]://host:port[/prefix]`).
     pub(crate) fn new(url: &str, authorization: Option<http::HeaderValue>) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|error| format!("`{url}` is not a URL: {error}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "`{url}`: TLS to the registry is not supported by this build"
-                ));
-            }
-            _ => return Err(format!("`{url}` is not an http:// URL")),
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(format!("`{url}` is not an http:// or https:// URL"));
         }
         if uri.authority().is_none() || uri.query().is_some() {
-            return Err(format!("`{url}` must be http://host[:port][/path]"));
+            return Err(format!("`{url}` must be http[s]://host[:port][/path]"));
         }
         let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -80,11 +71,9 @@ impl Fetcher {
         let handle = handle_rx
             .recv()
             .map_err(|_| "the registry client's thread did not start".to_owned())??;
-        let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(Self {
             handle,
             _stop: stop,
-            client,
             base: url.trim_end_matches('/').to_owned(),
             authorization,
             flights: Arc::default(),
@@ -178,7 +167,6 @@ impl Fetcher {
     }
 
     fn request(&self, path: &str) -> impl Future<Output = Answer> + Send + 'static {
-        let client = self.client.clone();
         let url = format!("{}{path}", self.base);
         let authorization = self.authorization.clone();
         let path = path.to_owned();
@@ -191,42 +179,27 @@ impl Fetcher {
                 request = request.header(http::header::AUTHORIZATION, authorization);
             }
             let request = request
-                .body(Empty::<Bytes>::new())
+                .body(Bytes::new())
                 .map_err(|error| error.to_string())?;
-            let response = client
-                .request(request)
+            let limits = zilla_fetch::Limits {
+                timeout: REQUEST_TIMEOUT,
+                max_body_bytes: MAX_RESPONSE_BYTES,
+            };
+            let response = zilla_fetch::send(request, limits)
                 .await
-                .map_err(|error| format!("GET {path}: {}", source_chain(&error)))?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|error| format!("GET {path}: {error}"))?
-                .to_bytes();
-            let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-            if !status.is_success() {
+                .map_err(|error| format!("GET {path}: {error}"))?;
+            let json: Option<serde_json::Value> = serde_json::from_slice(&response.body).ok();
+            if !response.status.is_success() {
                 let message = json
                     .as_ref()
                     .and_then(|json| json.get("message"))
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or_default();
-                return Err(format!("GET {path}: {status} {message}")
+                return Err(format!("GET {path}: {} {message}", response.status)
                     .trim_end()
                     .to_owned());
             }
             json.ok_or_else(|| format!("GET {path}: the answer is not JSON"))
         }
     }
-}
-
-/// An error with its causes, which hyper keeps apart (`connection refused` is a cause).
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

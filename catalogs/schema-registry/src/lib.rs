@@ -18,8 +18,8 @@
 //! [`MAX_CACHED_SCHEMA_BYTES`] bytes of text, [`MAX_CACHED_SUBJECTS`] subject resolutions,
 //! and no response body above [`MAX_RESPONSE_BYTES`] is read.
 //!
-//! The HTTP client (hyper) runs on one thread of its own per catalog, so lookups work from
-//! any thread, with or without a runtime.
+//! The HTTP client (`zilla-fetch`) runs on one thread of its own per catalog, so lookups work
+//! from any thread, with or without a runtime.
 //!
 //! ```yaml
 //! name: example
@@ -48,8 +48,10 @@
 //! ```
 //!
 //! Options:
-//! - `url` (required): the registry's base URL; `http` only (`https` fails the load: TLS to
-//!   the registry is not supported by this build, and neither is `tls`).
+//! - `url` (required): the registry's base URL, `http://` or `https://`. An `https` registry
+//!   is verified against the system's trust store (`SSL_CERT_FILE` or `SSL_CERT_DIR` name
+//!   another); `tls` and a catalog `vault` (trust and client keys from a vault) fail the load:
+//!   not supported by this build.
 //! - `context`: the schema context (default `default`); other contexts qualify subjects as
 //!   `:.<context>:<subject>`, Confluent's spelling.
 //! - `max-age`: seconds a subject's resolution is trusted (default 300).
@@ -124,7 +126,7 @@ impl ComponentFactory<dyn Catalog> for SchemaRegistryCatalogFactory {
         if context.config.vault.is_some() {
             return Err(BuildError::at(
                 "vault",
-                "`vault` (TLS to the registry) is not supported by this build",
+                "`vault` (trust and keys for TLS to the registry) is not supported by this build; an https registry is verified against the system's trust store",
             ));
         }
         let options: SchemaRegistryOptions = context.options()?;
@@ -256,7 +258,7 @@ impl SchemaRegistryCatalog {
         if options.tls.is_some() {
             return Err(BuildError::at(
                 "options.tls",
-                "TLS to the registry is not supported by this build",
+                "`tls` (trust and keys from a vault) is not supported by this build; an https registry is verified against the system's trust store",
             ));
         }
         let mut authorization = None;

@@ -208,8 +208,7 @@ fn bad_options_are_load_errors() {
         let options: SchemaRegistryOptions = serde_json::from_value(options).unwrap();
         SchemaRegistryCatalog::new("test:registry0", &options).map(|_| ())
     };
-    let error = build(serde_json::json!({"url": "https://registry:8081"})).unwrap_err();
-    assert!(error.message.contains("not supported"), "{error}");
+    assert!(build(serde_json::json!({"url": "https://registry:8081"})).is_ok());
     let error = build(serde_json::json!({"url": "http://h:1", "tls": {}})).unwrap_err();
     assert_eq!(error.path, "options.tls");
     let error = build(serde_json::json!({"url": "ftp://h"})).unwrap_err();
