@@ -214,6 +214,11 @@ impl Registry {
         self.guards.get(type_name)
     }
 
+    /// The store factory for `type_name`.
+    pub fn store_factory(&self, type_name: &str) -> Option<&Arc<dyn ComponentFactory<dyn Store>>> {
+        self.stores.get(type_name)
+    }
+
     /// The exporter factory for `type_name`.
     pub fn exporter_factory(
         &self,
