@@ -63,6 +63,9 @@ struct Generation {
     files: Vec<(PathBuf, u64)>,
 }
 
+/// How the registry looks up the factory of one category's types.
+type FactoryOf<T> = for<'r> fn(&'r Registry, &str) -> Option<&'r Arc<dyn ComponentFactory<T>>>;
+
 /// What building a config's components gathers besides the components themselves.
 struct Components<'a> {
     config: &'a Config,
@@ -418,7 +421,7 @@ impl Engine {
         &self,
         b: &mut Components<'_>,
         category: Category,
-        factory: for<'r> fn(&'r Registry, &str) -> Option<&'r Arc<dyn ComponentFactory<T>>>,
+        factory: FactoryOf<T>,
     ) -> HashMap<QualifiedName, Arc<T>> {
         let mut built = HashMap::new();
         for namespace in &b.config.namespaces {
