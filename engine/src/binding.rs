@@ -81,7 +81,7 @@ pub struct StartContext {
     pub events: Events,
 }
 
-/// A vault, guard or catalog: its section (`vault`, `guard`, `catalog`) and qualified name.
+/// A vault, guard, catalog or store: its category's noun (`vault`, ...) and qualified name.
 pub(crate) type ComponentName = (&'static str, QualifiedName);
 
 /// Catalogs as one binding's config names them.
@@ -108,6 +108,7 @@ pub struct BuildContext<'a> {
     pub(crate) vaults: &'a HashMap<QualifiedName, Arc<dyn Vault>>,
     pub(crate) guards: &'a HashMap<QualifiedName, Arc<dyn crate::guard::Guard>>,
     pub(crate) catalogs: &'a HashMap<QualifiedName, Arc<dyn crate::components::Catalog>>,
+    pub(crate) stores: &'a HashMap<QualifiedName, Arc<dyn crate::components::Store>>,
     pub(crate) models: &'a dyn ModelLookup,
     pub(crate) kinds: &'a Kinds,
     pub(crate) published: Published,
@@ -116,7 +117,7 @@ pub struct BuildContext<'a> {
     pub(crate) metrics: &'a Metrics,
     pub(crate) properties: &'a Properties,
     pub(crate) events: Events,
-    /// The vaults, guards and catalogs the factory looked up: the binding's signature covers
+    /// The vaults, guards, catalogs and stores the factory looked up: the binding's signature covers
     /// exactly these, so a reload that changes another component keeps the binding.
     pub(crate) used: RefCell<BTreeSet<ComponentName>>,
 }
@@ -218,6 +219,15 @@ impl<'a> BuildContext<'a> {
             .cloned()
             .map(|found| (name.to_string(), found))
             .ok_or_else(|| BuildError::at("", format!("unknown guard `{name}`")))
+    }
+
+    /// The store named `store` (relative to this binding's namespace), shared with every
+    /// binding that names it.
+    pub fn store(&self, store: &str) -> Result<Arc<dyn crate::components::Store>, BuildError> {
+        let name = self.name.resolve(store);
+        self.used.borrow_mut().insert(("store", name.clone()));
+        let found = self.stores.get(&name).cloned();
+        found.ok_or_else(|| BuildError::at("", format!("unknown store `{name}`")))
     }
 
     /// A validator for a model reference in this binding's options (`json`, or

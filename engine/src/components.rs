@@ -237,14 +237,36 @@ pub trait CatalogLookup {
     fn catalog(&self, name: &str) -> Option<Arc<dyn Catalog>>;
 }
 
-/// A key/value store (`stores:`).
+/// A value held in a [`Store`]; `None` where a key is absent.
+pub type StoreValue = Option<Arc<[u8]>>;
+
+/// A key/value store (`stores:`), shared by the bindings that name it (`BuildContext::store`):
+/// state a binding keeps about its clients, such as which connection owns an MQTT client
+/// identifier. Keys are text, values opaque bytes. A store holds a bounded number of bytes and
+/// refuses a write that would take it past its bound.
 pub trait Store: Send + Sync + 'static {
     /// The value under `key`.
-    fn get(&self, key: &str) -> Option<Vec<u8>>;
-    /// Sets `key`.
-    fn put(&self, key: &str, value: Vec<u8>);
-    /// Removes `key`.
-    fn delete(&self, key: &str);
+    fn get(&self, key: &str) -> StoreValue;
+    /// Sets `key`, returning the value it replaced.
+    fn put(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull>;
+    /// Sets `key` only where it is absent: `None` when set, else the value it holds.
+    fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull>;
+    /// Removes `key` if it holds `expected` (whatever it holds when `None`); whether it did.
+    fn delete(&self, key: &str, expected: Option<&[u8]>) -> bool;
+    /// Follows `key`: the receiver holds its value now and is told of every change.
+    fn watch(&self, key: &str) -> Result<tokio::sync::watch::Receiver<StoreValue>, StoreFull>;
+}
+
+/// A store refused a write: holding it would take the store past its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("store full: {held} of {maximum} bytes held, {needed} more needed")]
+pub struct StoreFull {
+    /// Bytes held now.
+    pub held: usize,
+    /// The bound.
+    pub maximum: usize,
+    /// What the refused write needed.
+    pub needed: usize,
 }
 
 pub use crate::events::Exporter;

@@ -2,7 +2,7 @@
 //! drains on shutdown.
 //!
 //! Reload keeps what did not change: a binding is reused (same instance, same listening
-//! sockets, same connections) when its own config, the vaults, guards and catalogs it uses
+//! sockets, same connections) when its own config, the vaults, guards, catalogs and stores it uses
 //! (their config and the files they read) and the bindings it exits to are unchanged.
 //! Everything else is rebuilt; a rebuilt listener takes over the socket of the one it
 //! replaces, so the port stays open. A replaced binding stops accepting, and the connections it
@@ -22,23 +22,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::binding::{Binding, BuildContext, ComponentName, Published, StartContext};
-use crate::components::{ComponentContext, Exporter, files};
+use crate::components::{ComponentContext, ComponentFactory, Exporter, files};
 use crate::config::load::{build_order, exits_of};
-use crate::config::model::{Config, QualifiedName};
+use crate::config::model::{ComponentConfig, Config, QualifiedName};
+use crate::config::types::Category;
 use crate::config::{ConfigError, ConfigErrors, EnvResolver, Source};
 use crate::events::Events;
 use crate::listeners::ListenerPool;
 use crate::metrics::{Direction, Metrics};
 use crate::properties::Properties;
 use crate::registry::Registry;
-use crate::vault::Vault;
 
 struct Built {
     /// `own` with the signatures of the components in `uses`.
     signature: u64,
     /// The binding's own config, telemetry settings and the signatures of its exits.
     own: u64,
-    /// The vaults, guards and catalogs the binding looked up while building.
+    /// The vaults, guards, catalogs and stores the binding looked up while building.
     uses: Vec<ComponentName>,
     binding: Arc<dyn Binding>,
     published: Arc<Published>,
@@ -61,6 +61,19 @@ struct Generation {
     exporters_stopped: CancellationToken,
     /// Files the components read, with their digests when read.
     files: Vec<(PathBuf, u64)>,
+}
+
+/// How the registry looks up the factory of one category's types.
+type FactoryOf<T> = for<'r> fn(&'r Registry, &str) -> Option<&'r Arc<dyn ComponentFactory<T>>>;
+
+/// What building a config's components gathers besides the components themselves.
+struct Components<'a> {
+    config: &'a Config,
+    /// Each built component's config and the contents of the files it read.
+    signatures: HashMap<ComponentName, u64>,
+    /// Every file a component read, with its digest.
+    files: Vec<(PathBuf, u64)>,
+    errors: Vec<ConfigError>,
 }
 
 /// What `build` produced.
@@ -296,86 +309,24 @@ impl Engine {
     }
 
     fn build(&self, config: &Config, previous: Option<&Generation>) -> Result<Build, ConfigErrors> {
-        let mut errors = Vec::new();
-        let mut vaults: HashMap<QualifiedName, Arc<dyn Vault>> = HashMap::new();
-        // Each component's config and the contents of the files it read.
-        let mut component_signatures: HashMap<ComponentName, u64> = HashMap::new();
-        let mut all_files: Vec<(PathBuf, u64)> = Vec::new();
-        let mut signed = |section: &'static str,
-                          qualified: &QualifiedName,
-                          component: &crate::config::model::ComponentConfig,
-                          files: Vec<(PathBuf, u64)>| {
-            let signature = hash(&(
-                component.type_name.as_str(),
-                json_text(&component.options),
-                &files,
-            ));
-            all_files.extend(files);
-            component_signatures.insert((section, qualified.clone()), signature);
+        let mut b = Components {
+            config,
+            signatures: HashMap::new(),
+            files: Vec::new(),
+            errors: Vec::new(),
         };
-        let mut exporters: Vec<Arc<dyn Exporter>> = Vec::new();
-        let mut guards: HashMap<QualifiedName, Arc<dyn crate::guard::Guard>> = HashMap::new();
-        let mut catalogs: HashMap<QualifiedName, Arc<dyn crate::components::Catalog>> =
-            HashMap::new();
-        for namespace in &config.namespaces {
-            for (name, catalog) in &namespace.catalogs {
-                let qualified = QualifiedName::new(&namespace.name, name);
-                let Some(factory) = self.registry.catalog_factory(&catalog.type_name) else {
-                    continue;
-                };
-                let context = self.component_context(config, &qualified, catalog);
-                match files::recording(|| factory.build(&context)) {
-                    (Ok(built), files) => {
-                        signed("catalog", &qualified, catalog, files);
-                        catalogs.insert(qualified, built);
-                    }
-                    (Err(error), _) => errors
-                        .push(config.error(&catalog.origin.relative(&error.path), error.message)),
-                }
-            }
-            for (name, guard) in &namespace.guards {
-                let qualified = QualifiedName::new(&namespace.name, name);
-                let Some(factory) = self.registry.guard_factory(&guard.type_name) else {
-                    continue;
-                };
-                let context = self.component_context(config, &qualified, guard);
-                match files::recording(|| factory.build(&context)) {
-                    (Ok(built), files) => {
-                        signed("guard", &qualified, guard, files);
-                        guards.insert(qualified, built);
-                    }
-                    (Err(error), _) => errors
-                        .push(config.error(&guard.origin.relative(&error.path), error.message)),
-                }
-            }
-            for (name, vault) in &namespace.vaults {
-                let qualified = QualifiedName::new(&namespace.name, name);
-                let Some(factory) = self.registry.vault_factory(&vault.type_name) else {
-                    continue;
-                };
-                let context = self.component_context(config, &qualified, vault);
-                match files::recording(|| factory.build(&context)) {
-                    (Ok(built), files) => {
-                        signed("vault", &qualified, vault, files);
-                        vaults.insert(qualified, built);
-                    }
-                    (Err(error), _) => errors
-                        .push(config.error(&vault.origin.relative(&error.path), error.message)),
-                }
-            }
-            for (name, exporter) in &namespace.telemetry.exporters {
-                let qualified = QualifiedName::new(&namespace.name, name);
-                let Some(factory) = self.registry.exporter_factory(&exporter.type_name) else {
-                    continue;
-                };
-                let context = self.component_context(config, &qualified, exporter);
-                match factory.build(&context) {
-                    Ok(built) => exporters.push(built),
-                    Err(error) => errors
-                        .push(config.error(&exporter.origin.relative(&error.path), error.message)),
-                }
-            }
-        }
+        let catalogs = self.components(&mut b, Category::Catalog, Registry::catalog_factory);
+        let guards = self.components(&mut b, Category::Guard, Registry::guard_factory);
+        let vaults = self.components(&mut b, Category::Vault, Registry::vault_factory);
+        let stores = self.components(&mut b, Category::Store, Registry::store_factory);
+        let exporters = self.components(&mut b, Category::Exporter, Registry::exporter_factory);
+        let exporters: Vec<Arc<dyn Exporter>> = exporters.into_values().collect();
+        let Components {
+            signatures: component_signatures,
+            files: all_files,
+            mut errors,
+            ..
+        } = b;
         if !errors.is_empty() {
             return Err(errors.into());
         }
@@ -437,6 +388,7 @@ impl Engine {
                 vaults: &vaults,
                 guards: &guards,
                 catalogs: &catalogs,
+                stores: &stores,
                 models: self.registry.as_ref(),
                 kinds: self.registry.kinds(),
                 published: Published {
@@ -489,11 +441,46 @@ impl Engine {
         }
     }
 
+    /// Builds the components of `category` in every namespace, signing each with its config
+    /// and the files it read. A type that is not registered was refused at load.
+    fn components<T: ?Sized + 'static>(
+        &self,
+        b: &mut Components<'_>,
+        category: Category,
+        factory: FactoryOf<T>,
+    ) -> HashMap<QualifiedName, Arc<T>> {
+        let mut built = HashMap::new();
+        for namespace in &b.config.namespaces {
+            for (name, component) in category.declared(namespace) {
+                let qualified = QualifiedName::new(&namespace.name, name);
+                let Some(factory) = factory(&self.registry, &component.type_name) else {
+                    continue;
+                };
+                let context = self.component_context(b.config, &qualified, component);
+                match files::recording(|| factory.build(&context)) {
+                    (Ok(instance), files) => {
+                        let options = json_text(&component.options);
+                        let signature = hash(&(component.type_name.as_str(), options, &files));
+                        b.files.extend(files);
+                        b.signatures
+                            .insert((category.noun(), qualified.clone()), signature);
+                        built.insert(qualified, instance);
+                    }
+                    (Err(error), _) => b.errors.push(
+                        b.config
+                            .error(&component.origin.relative(&error.path), error.message),
+                    ),
+                }
+            }
+        }
+        built
+    }
+
     fn component_context<'a>(
         &'a self,
         config: &'a Config,
         name: &'a QualifiedName,
-        component: &'a crate::config::model::ComponentConfig,
+        component: &'a ComponentConfig,
     ) -> ComponentContext<'a> {
         ComponentContext {
             name,

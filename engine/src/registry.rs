@@ -214,6 +214,11 @@ impl Registry {
         self.guards.get(type_name)
     }
 
+    /// The store factory for `type_name`.
+    pub fn store_factory(&self, type_name: &str) -> Option<&Arc<dyn ComponentFactory<dyn Store>>> {
+        self.stores.get(type_name)
+    }
+
     /// The exporter factory for `type_name`.
     pub fn exporter_factory(
         &self,
@@ -241,38 +246,40 @@ impl Registry {
         category: Category,
         type_name: &str,
     ) -> Option<(Option<Value>, bool)> {
-        fn of<T: ?Sized + 'static>(
-            map: &BTreeMap<&'static str, Arc<dyn ComponentFactory<T>>>,
-            type_name: &str,
-        ) -> Option<(Option<Value>, bool)> {
-            map.get(type_name)
-                .map(|factory| (factory.options_schema(), factory.options_required()))
+        if category == Category::Model {
+            let factory = self.models.get(type_name)?;
+            return Some((Some(factory.schema()), false));
         }
-        match category {
-            Category::Binding => None,
-            Category::Vault => of(&self.vaults, type_name),
-            Category::Guard => of(&self.guards, type_name),
-            Category::Catalog => of(&self.catalogs, type_name),
-            Category::Store => of(&self.stores, type_name),
-            Category::Exporter => of(&self.exporters, type_name),
-            Category::Model => self
-                .models
-                .get(type_name)
-                .map(|factory| (Some(factory.schema()), false)),
-        }
+        self.component_facts(category, type_name)
+            .map(|(schema, required, _)| (schema, required))
     }
 
     /// Whether a non-binding component type uses its component-level `vault` key.
     pub fn component_uses_vault(&self, category: Category, type_name: &str) -> bool {
+        self.component_facts(category, type_name)
+            .is_some_and(|(_, _, uses_vault)| uses_vault)
+    }
+
+    /// What the config pipeline asks of a vault, guard, catalog, store or exporter type:
+    /// its options schema, whether options are required, whether it uses `vault`.
+    fn component_facts(
+        &self,
+        category: Category,
+        type_name: &str,
+    ) -> Option<(Option<Value>, bool, bool)> {
         fn of<T: ?Sized + 'static>(
             map: &BTreeMap<&'static str, Arc<dyn ComponentFactory<T>>>,
             type_name: &str,
-        ) -> bool {
-            map.get(type_name)
-                .is_some_and(|factory| factory.uses_vault())
+        ) -> Option<(Option<Value>, bool, bool)> {
+            let factory = map.get(type_name)?;
+            Some((
+                factory.options_schema(),
+                factory.options_required(),
+                factory.uses_vault(),
+            ))
         }
         match category {
-            Category::Binding | Category::Model => false,
+            Category::Binding | Category::Model => None,
             Category::Vault => of(&self.vaults, type_name),
             Category::Guard => of(&self.guards, type_name),
             Category::Catalog => of(&self.catalogs, type_name),

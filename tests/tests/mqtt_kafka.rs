@@ -394,3 +394,59 @@ fn a_sessions_topic_that_is_not_compacted_refuses_sessions() -> Result<()> {
     assert!(gateway.terminate()?.success());
     Ok(())
 }
+
+/// The example's `memory0` store keeps which connection owns each client identifier: a
+/// second connection with the same identifier takes the first over (paho, 5 and 3.1.1), and
+/// the store's bound (`zilla.store.memory.maximum.bytes`, here room for one client) refuses
+/// a client it cannot record with CONNACK 0x89 (server busy) until the first leaves.
+#[test]
+fn client_ids_are_owned_through_the_memory_store() -> Result<()> {
+    let broker = broker(true)?;
+    let mut gateway = Gateway::from_file(example())
+        .env("MQTT_PORT", "0")
+        .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+        .property("zilla.store.memory.maximum.bytes", "400")
+        .start()?;
+    let result = (|| -> Result<()> {
+        let port = mqtt_port(&gateway);
+        broker_scenario("takeover", port, 5)?;
+        broker_scenario("takeover", port, 311)?;
+        let port = port.to_string();
+        let mut holder = Peer::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "5", "-d"])
+            .args(["-i", "holder", "-t", "devices/+/held", "-W", "90"])
+            .spawn()?;
+        holder.wait_for_stdout("received CONNACK (0)", Duration::from_secs(30))?;
+        let publish = || {
+            Peer::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-V", "5", "-d"])
+                .args(["-i", "other", "-t", "devices/d1/held", "-m", "x"])
+                .run()
+        };
+        let refused = publish()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&refused.stdout),
+            String::from_utf8_lossy(&refused.stderr)
+        );
+        ensure!(
+            !refused.status.success() && text.contains("CONNACK (137)"),
+            "a client past the store's bound was not refused as busy: {text}"
+        );
+        holder.terminate()?;
+        // Once the holder's record is gone, the other client fits.
+        let mut accepted = false;
+        for _ in 0..50 {
+            if publish()?.status.success() {
+                accepted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ensure!(accepted, "the store kept the holder's record after it left");
+        Ok(())
+    })()
+    .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
+    assert!(gateway.terminate()?.success());
+    result
+}

@@ -11,6 +11,9 @@ use serde::Deserialize;
 pub struct MqttOptions {
     /// Protocol versions accepted (`v3.1.1`, `v5`); all when absent.
     pub versions: Option<Vec<MqttVersionName>>,
+    /// The store (top-level `stores`) that records which connection owns each client
+    /// identifier; a store of the server's own when absent.
+    pub store: Option<String>,
     /// One guard, by name, and where CONNECT carries its credentials.
     pub authorization: Option<BTreeMap<String, MqttAuthorization>>,
     /// Topics whose publications are checked by a model: the first entry whose `name` (`+`

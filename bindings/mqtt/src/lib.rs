@@ -36,6 +36,9 @@
 //!
 //! ```yaml
 //! name: example
+//! stores:
+//!   memory0:
+//!     type: memory
 //! bindings:
 //!   tcp_server:
 //!     type: tcp
@@ -47,6 +50,8 @@
 //!   mqtt_server:
 //!     type: mqtt
 //!     kind: server
+//!     options:
+//!       store: memory0
 //!     routes:
 //!       - when:
 //!           - publish:
@@ -66,7 +71,15 @@
 //!       port: 1884
 //! ```
 //!
-//! Server options: `versions` (`[v3.1.1, v5]`), `authorization.<guard>.credentials.connect`
+//! Server options: `store`, the store (top-level `stores`, e.g. `type: memory`) that keeps
+//! which connection owns each client identifier, under `<client-id>#owner` as Zilla keys it:
+//! a connection claims its identifier after CONNECT passed its checks, the connection that
+//! held it sees the claim and ends with 0x8E, and a connection removes its claim when it ends
+//! unless another took it. Zilla requires `store` on every mqtt server; configs without it
+//! still load here, and the server then keeps the claims in a memory store of its own
+//! (bounded by `zilla.store.memory.maximum.bytes` like a named one). A claim the store
+//! refuses (full) is answered CONNACK 0x89 (server busy; 3 "server unavailable" in 3.1.1);
+//! `versions` (`[v3.1.1, v5]`), `authorization.<guard>.credentials.connect`
 //! with one of `username`/`password`, a pattern with a `{credentials}` capture
 //! (`Bearer {credentials}`); the field that carried the credentials is not passed on;
 //! `topics: [{name, content}]`: a PUBLISH to a topic the first matching `name` filter covers
@@ -101,6 +114,7 @@ pub mod config;
 pub mod kind;
 
 mod client;
+mod ownership;
 mod server;
 #[cfg(test)]
 mod server_tests;
@@ -124,6 +138,7 @@ use zilla_engine::stream::{
     BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo, StreamKind,
 };
 use zilla_engine::{BindingKind, BuildError, Registry};
+use zilla_store_memory::MemoryStore;
 
 pub use kind::{Mqtt, MqttHandler, MqttSession};
 
@@ -306,6 +321,14 @@ impl BindingFactory for MqttFactory {
                         validator,
                     });
                 }
+                let store = match &options.store {
+                    Some(name) => context
+                        .store(name)
+                        .map_err(|error| BuildError::at("options.store", error.message))?,
+                    None => Arc::new(MemoryStore::new(zilla_store_memory::maximum_bytes(
+                        context.properties(),
+                    ))),
+                };
                 let routes = context.routes::<Mqtt, _, _, ()>(server::Condition::compile)?;
                 let shared = Arc::new(server::Shared {
                     routes,
@@ -313,8 +336,7 @@ impl BindingFactory for MqttFactory {
                     settings,
                     credentials,
                     lifecycle: lifecycle.clone(),
-                    connected: Default::default(),
-                    next_connection: Default::default(),
+                    store,
                 });
                 context.publish::<Bytes>(Arc::new(ServerHandler {
                     shared: shared.clone(),

@@ -3,8 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,7 +12,7 @@ use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use zilla_engine::components::Store;
 use zilla_engine::guard::{Authorization, Guard};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
@@ -29,6 +28,7 @@ use crate::kind::{
     Acknowledgement, Delivery, Message, MqttHandler, MqttSession, SessionBegin, SessionEnd,
     SessionEvent, SubscribeRequest, WillMessage,
 };
+use crate::ownership::Ownership;
 
 /// A compiled route condition.
 #[derive(Debug)]
@@ -156,10 +156,10 @@ pub(crate) struct Shared {
     pub settings: Settings,
     pub credentials: Option<Credentials>,
     pub lifecycle: Lifecycle,
-    /// The connected clients by client identifier, so that a second connection with the same
-    /// identifier takes the session over from the first (MQTT 5 §3.1.4-3).
-    pub connected: Mutex<HashMap<String, (u64, CancellationToken)>>,
-    pub next_connection: AtomicU64,
+    /// Which connection owns each client identifier (`options.store`, or a store of the
+    /// server's own), so that a second connection with the same identifier takes the session
+    /// over from the first (MQTT 5 §3.1.4-3).
+    pub store: Arc<dyn Store>,
 }
 
 /// One entry of `options.topics`, its model built.
@@ -182,18 +182,6 @@ impl Shared {
             return Err(close(ReasonCode::PAYLOAD_FORMAT_INVALID));
         }
         Ok(())
-    }
-
-    /// Registers a connection for `client_id`, telling the one it replaces to end.
-    fn take_over(&self, client_id: &str) -> (u64, CancellationToken) {
-        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        if let Ok(mut connected) = self.connected.lock()
-            && let Some((_, previous)) = connected.insert(client_id.to_owned(), (id, token.clone()))
-        {
-            previous.cancel();
-        }
-        (id, token)
     }
 }
 
@@ -439,7 +427,10 @@ impl Shared {
                 refuse!(ReasonCode::RETAIN_NOT_SUPPORTED);
             }
         }
-        let (connection_id, taken_over) = self.take_over(&client_id);
+        let Ok(ownership) = Ownership::claim(self.store.clone(), &client_id) else {
+            tracing::debug!(%client_id, "mqtt store full: connection refused as busy");
+            refuse!(ReasonCode::SERVER_BUSY);
+        };
         let capacity = settings.queue_capacity.max(EVENTS_CAPACITY_MINIMUM);
         let (events, receiver) = mpsc::channel(capacity);
         let begin = SessionBegin {
@@ -531,8 +522,7 @@ impl Shared {
         sessions.insert(exit_name, Arc::<dyn MqttSession>::from(session));
         Ok(Some(Connection {
             shared: self.clone(),
-            connection_id,
-            taken_over,
+            ownership,
             version,
             client_id,
             clean_start: connect.clean_start,
@@ -576,9 +566,9 @@ struct Capabilities {
 /// One connected client.
 struct Connection {
     shared: Arc<Shared>,
-    connection_id: u64,
-    /// Cancelled when another connection takes this client's session over.
-    taken_over: CancellationToken,
+    /// This connection's claim on its client identifier: lost when another connection takes
+    /// the session over.
+    ownership: Ownership,
     version: Version,
     client_id: String,
     clean_start: bool,
@@ -610,18 +600,6 @@ struct Connection {
     next_packet_id: u16,
     outbound_maximum: u16,
     client_maximum_packet_size: u32,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if let Ok(mut connected) = self.shared.connected.lock()
-            && connected
-                .get(&self.client_id)
-                .is_some_and(|(id, _)| *id == self.connection_id)
-        {
-            connected.remove(&self.client_id);
-        }
-    }
 }
 
 /// Reads until one packet is decoded; `Ok(None)` at the end of the stream.
@@ -672,7 +650,7 @@ impl Connection {
         loop {
             let reading = self.pending.len() < pending_limit;
             let delivering = self.outbound.len() < usize::from(self.outbound_maximum);
-            if self.taken_over.is_cancelled() {
+            if self.ownership.is_lost() {
                 return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
             }
             tokio::select! {
@@ -700,7 +678,7 @@ impl Connection {
                 }
                 _ = sleep_until(deadline) => return close(ReasonCode::KEEP_ALIVE_TIMEOUT),
                 _ = retired.cancelled() => return close(ReasonCode::SERVER_SHUTTING_DOWN),
-                _ = self.taken_over.cancelled() => {
+                _ = self.ownership.lost() => {
                     return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
                 }
             }
@@ -1177,7 +1155,7 @@ impl Connection {
             } => {
                 // A broker may close the replaced connection before this one sees the
                 // takeover.
-                if self.taken_over.is_cancelled() {
+                if self.ownership.is_lost() {
                     return Err(Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None));
                 }
                 return Err(Close::Ended(reason, reason_string));

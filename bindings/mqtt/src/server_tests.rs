@@ -191,8 +191,7 @@ fn shared(recorder: Recorder, credentials: bool) -> Arc<Shared> {
         settings: settings(),
         credentials,
         lifecycle: Lifecycle::default(),
-        connected: Default::default(),
-        next_connection: Default::default(),
+        store: Arc::new(zilla_store_memory::MemoryStore::new(1 << 20)),
     })
 }
 
@@ -462,4 +461,77 @@ async fn publications_a_topic_model_refuses_are_closed_with_0x99_and_not_passed_
     let published = &recorder.seen.lock().unwrap().published;
     let payloads: Vec<&[u8]> = published.iter().map(|m| m.payload.as_ref()).collect();
     assert_eq!(payloads, vec![b"42".as_slice(), b"x".as_slice()]);
+}
+
+/// A server over `store`, the way `options.store` hands it one.
+fn shared_over(recorder: Recorder, store: Arc<zilla_store_memory::MemoryStore>) -> Arc<Shared> {
+    let mut shared = Arc::try_unwrap(shared(recorder, false))
+        .ok()
+        .expect("a fresh server state has one owner");
+    shared.store = store;
+    Arc::new(shared)
+}
+
+#[tokio::test]
+async fn a_second_connection_takes_over_through_the_store() {
+    use zilla_engine::components::Store;
+    let store = Arc::new(zilla_store_memory::MemoryStore::new(1 << 20));
+    let shared = shared_over(Recorder::default(), store.clone());
+    let version = Version::V5;
+    let mut first = connect(shared.clone());
+    send(&mut first, connect_packet(version, None, 0), version).await;
+    assert_eq!(connack(&mut first, version).await, ReasonCode::SUCCESS);
+    let first_record = store
+        .get("c1#owner")
+        .expect("the first connection's record");
+    let mut second = connect(shared.clone());
+    send(&mut second, connect_packet(version, None, 0), version).await;
+    assert_eq!(connack(&mut second, version).await, ReasonCode::SUCCESS);
+    let told = tokio::time::timeout(Duration::from_secs(5), receive(&mut first, version));
+    match told.await.expect("the first connection is told within 5 s") {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason, ReasonCode::SESSION_TAKEN_OVER)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert_eq!(receive(&mut first, version).await, None);
+    let second_record = store
+        .get("c1#owner")
+        .expect("the second connection's record");
+    assert_ne!(first_record, second_record);
+    // The replaced connection ending leaves the new owner's record alone; the owner ending
+    // removes it.
+    send(
+        &mut second,
+        Packet::Disconnect(codec::Disconnect::with_reason(ReasonCode::SUCCESS)),
+        version,
+    )
+    .await;
+    assert_eq!(receive(&mut second, version).await, None);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !store.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the store emptied once both connections ended");
+    assert_eq!(store.held(), 0);
+}
+
+#[tokio::test]
+async fn a_full_store_refuses_the_connection_as_busy() {
+    let store = Arc::new(zilla_store_memory::MemoryStore::new(16));
+    let shared = shared_over(Recorder::default(), store.clone());
+    for version in [Version::V5, Version::V3_1_1] {
+        let mut io = connect(shared.clone());
+        send(&mut io, connect_packet(version, None, 0), version).await;
+        let expected = match version {
+            Version::V5 => ReasonCode::SERVER_BUSY,
+            // 3.1.1 has no "busy": its closest return code is "server unavailable".
+            Version::V3_1_1 => ReasonCode::SERVER_UNAVAILABLE,
+        };
+        assert_eq!(connack(&mut io, version).await, expected);
+        assert_eq!(receive(&mut io, version).await, None);
+    }
+    assert!(store.is_empty());
 }

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::error::ConfigError;
-use super::model::{BindingKind, Config};
+use super::model::{BindingKind, ComponentConfig, Config, Namespace};
 
 /// The component categories, as named in `zilla.yaml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,6 +37,19 @@ impl Category {
             Category::Store => "store",
             Category::Exporter => "exporter",
             Category::Model => "model",
+        }
+    }
+
+    /// The components of this category a namespace declares; none for bindings and models,
+    /// which are not components declared by name.
+    pub fn declared(self, namespace: &Namespace) -> &[(String, ComponentConfig)] {
+        match self {
+            Category::Vault => &namespace.vaults,
+            Category::Guard => &namespace.guards,
+            Category::Catalog => &namespace.catalogs,
+            Category::Store => &namespace.stores,
+            Category::Exporter => &namespace.telemetry.exporters,
+            Category::Binding | Category::Model => &[],
         }
     }
 }

@@ -92,6 +92,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_catalog_schema_registry::register(registry);
     #[cfg(feature = "catalog-filesystem")]
     zilla_catalog_filesystem::register(registry);
+    #[cfg(feature = "store-memory")]
+    zilla_store_memory::register(registry);
     #[cfg(feature = "binding-openapi")]
     zilla_binding_openapi::register(registry);
     #[cfg(feature = "binding-asyncapi")]

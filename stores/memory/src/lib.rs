@@ -1,0 +1,304 @@
+//! The `memory` store: a key/value store held in the gateway process, as Zilla's `memory`
+//! store. Bindings that name it share it; the mqtt server keeps which connection owns each
+//! client identifier in it (`options.store`). Its contents live as long as the process and are
+//! seen by no other process.
+//!
+//! ```yaml
+//! name: example
+//! stores:
+//!   memory0:
+//!     type: memory
+//! bindings:
+//!   tcp_server:
+//!     type: tcp
+//!     kind: server
+//!     options:
+//!       host: 0.0.0.0
+//!       port: 1883
+//!     exit: mqtt_server
+//!   mqtt_server:
+//!     type: mqtt
+//!     kind: server
+//!     options:
+//!       store: memory0
+//!     exit: mqtt_client
+//!   mqtt_client:
+//!     type: mqtt
+//!     kind: client
+//!     exit: tcp_client
+//!   tcp_client:
+//!     type: tcp
+//!     kind: client
+//!     options:
+//!       host: localhost
+//!       port: 1884
+//! ```
+//!
+//! # Options
+//!
+//! None, as in Zilla: `options` is refused. The bound on what one store holds is the property
+//! `zilla.store.memory.maximum.bytes` (default 64 MiB). Each entry counts its key, its value
+//! and a fixed allowance for the map slot and allocations around them; a key being watched
+//! counts another allowance for its channel. A write that would take the store past the bound
+//! is refused ([`StoreFull`]) and changes nothing.
+//!
+//! A `HashMap` behind one mutex is all this needs: every operation is a short map update, and
+//! no maintained crate offers a byte-bounded map with change notification per key.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::watch;
+use zilla_engine::Registry;
+use zilla_engine::components::{
+    BuildError, ComponentContext, ComponentFactory, Store, StoreFull, StoreValue,
+};
+use zilla_engine::properties::Properties;
+
+/// The property bounding the bytes one memory store holds.
+pub const MAXIMUM_BYTES_PROPERTY: &str = "zilla.store.memory.maximum.bytes";
+
+/// What one store holds at most unless `zilla.store.memory.maximum.bytes` says otherwise.
+pub const DEFAULT_MAXIMUM_BYTES: usize = 64 << 20;
+
+/// What an entry costs beyond its key and value: the map slot, the key's and value's heap
+/// headers.
+const ENTRY_ALLOWANCE: usize = 64;
+
+/// What a watched key costs beyond its entry: the watch channel's shared state.
+const WATCH_ALLOWANCE: usize = 128;
+
+/// Registers the `memory` store type and its property.
+pub fn register(registry: &mut Registry) {
+    registry
+        .store(MemoryStoreFactory)
+        .properties(&[MAXIMUM_BYTES_PROPERTY]);
+}
+
+/// The bound `properties` set for memory stores.
+pub fn maximum_bytes(properties: &Properties) -> usize {
+    let maximum = properties.u64(MAXIMUM_BYTES_PROPERTY, DEFAULT_MAXIMUM_BYTES as u64);
+    usize::try_from(maximum).unwrap_or(usize::MAX)
+}
+
+struct MemoryStoreFactory;
+
+impl ComponentFactory<dyn Store> for MemoryStoreFactory {
+    fn type_name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn options_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Store>, BuildError> {
+        if context.config.store.is_some() {
+            return Err(BuildError::at("store", "a memory store takes no `store`"));
+        }
+        Ok(Arc::new(MemoryStore::new(maximum_bytes(
+            context.properties,
+        ))))
+    }
+}
+
+/// One key: its value, and the channel telling watchers of changes while any watch.
+#[derive(Default)]
+struct Entry {
+    value: StoreValue,
+    watchers: Option<watch::Sender<StoreValue>>,
+}
+
+impl Entry {
+    fn cost(&self, key: &str) -> usize {
+        if self.value.is_none() && self.watchers.is_none() {
+            return 0;
+        }
+        let value = self.value.as_ref().map_or(0, |value| value.len());
+        let watch = if self.watchers.is_some() {
+            WATCH_ALLOWANCE
+        } else {
+            0
+        };
+        key.len() + value + ENTRY_ALLOWANCE + watch
+    }
+
+    /// Drops the channel once nobody watches.
+    fn prune(&mut self) {
+        if self
+            .watchers
+            .as_ref()
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            self.watchers = None;
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    /// The sum of the entries' costs.
+    held: usize,
+}
+
+/// A bounded key/value store in process memory.
+pub struct MemoryStore {
+    maximum: usize,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("maximum", &self.maximum)
+            .field("held", &self.held())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store holding at most `maximum` bytes.
+    pub fn new(maximum: usize) -> Self {
+        Self {
+            maximum,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The bytes held now, as counted against the bound.
+    pub fn held(&self) -> usize {
+        self.lock().held
+    }
+
+    /// The number of keys held or watched.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether the store holds and watches nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update leaves the state whole before anything that could panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `change` to the entry of `key` if the result fits the bound; returns what
+    /// `change` returned, or why it did not fit (and the entry is left as it was).
+    fn update<R>(&self, key: &str, change: impl FnOnce(&mut Entry) -> R) -> Result<R, StoreFull> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut entry = state.entries.remove(key).unwrap_or_default();
+        let held = state.held - entry.cost(key);
+        entry.prune();
+        let before = entry.cost(key);
+        let previous_value = entry.value.clone();
+        let had_watchers = entry.watchers.is_some();
+        let result = change(&mut entry);
+        let after = entry.cost(key);
+        let fits = held
+            .checked_add(after)
+            .is_some_and(|total| total <= self.maximum);
+        if !fits && after > before {
+            entry.value = previous_value;
+            if !had_watchers {
+                entry.watchers = None;
+            }
+            let restored = entry.cost(key);
+            state.held = held + restored;
+            if restored > 0 {
+                state.entries.insert(key.to_owned(), entry);
+            }
+            return Err(StoreFull {
+                held: state.held,
+                maximum: self.maximum,
+                needed: after - restored,
+            });
+        }
+        state.held = held + after;
+        if after > 0 {
+            state.entries.insert(key.to_owned(), entry);
+        }
+        Ok(result)
+    }
+}
+
+/// Sets the entry's value, telling its watchers.
+fn set(entry: &mut Entry, value: StoreValue) -> StoreValue {
+    if let Some(watchers) = &entry.watchers {
+        watchers.send_replace(value.clone());
+    }
+    std::mem::replace(&mut entry.value, value)
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> StoreValue {
+        self.lock()
+            .entries
+            .get(key)
+            .and_then(|entry| entry.value.clone())
+    }
+
+    fn put(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull> {
+        let value: Arc<[u8]> = value.into();
+        let (result, watchers) = self.update(key, |entry| {
+            let previous = entry.value.replace(value.clone());
+            (previous, entry.watchers.clone())
+        })?;
+        // Told only once the write is known to fit.
+        if let Some(watchers) = watchers {
+            watchers.send_replace(Some(value));
+        }
+        Ok(result)
+    }
+
+    fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull> {
+        if let Some(existing) = self.get(key) {
+            return Ok(Some(existing));
+        }
+        let value: Arc<[u8]> = value.into();
+        let (existing, watchers) = self.update(key, |entry| match &entry.value {
+            Some(existing) => (Some(existing.clone()), None),
+            None => {
+                entry.value = Some(value.clone());
+                (None, entry.watchers.clone())
+            }
+        })?;
+        if let Some(watchers) = watchers {
+            watchers.send_replace(Some(value));
+        }
+        Ok(existing)
+    }
+
+    fn delete(&self, key: &str, expected: Option<&[u8]>) -> bool {
+        // Removing never grows the store, so it always fits.
+        self.update(key, |entry| {
+            let matches = entry
+                .value
+                .as_deref()
+                .is_some_and(|value| expected.is_none_or(|expected| value == expected));
+            if matches {
+                set(entry, None);
+            }
+            matches
+        })
+        .unwrap_or(false)
+    }
+
+    fn watch(&self, key: &str) -> Result<watch::Receiver<StoreValue>, StoreFull> {
+        self.update(key, |entry| match &entry.watchers {
+            Some(watchers) => watchers.subscribe(),
+            None => {
+                let (sender, receiver) = watch::channel(entry.value.clone());
+                entry.watchers = Some(sender);
+                receiver
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
