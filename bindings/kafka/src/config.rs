@@ -18,8 +18,9 @@ pub struct KafkaOptions {
     /// client: SASL credentials (Zilla 1.x form).
     pub sasl: Option<SaslOptions>,
     /// client: SASL credentials from a guard (Zilla 2.x form): `{<guard>: {credentials:
-    /// {mechanism, username, password}}}`, where `{identity}` and `{credentials}` in `username`
-    /// and `password` are the guard's configured identity and secret.
+    /// {mechanism, username, password}}}`, or `{mechanism: oauthbearer, token}`, where
+    /// `{identity}` and `{credentials}` in `username`, `password` and `token` are the guard's
+    /// configured identity and secret.
     #[schemars(extend("maxProperties" = 1))]
     pub authorization: Option<std::collections::BTreeMap<String, KafkaAuthorization>>,
     /// Deprecated in Zilla; accepted and ignored.
@@ -77,7 +78,23 @@ pub enum DeltaType {
 #[serde(deny_unknown_fields)]
 pub struct KafkaAuthorization {
     /// The SASL credentials, with `{identity}` / `{credentials}` templates.
-    pub credentials: SaslOptions,
+    pub credentials: KafkaCredentials,
+}
+
+/// The SASL credentials of `authorization`: `username` and `password` for `plain` and the
+/// SCRAM mechanisms, `token` for `oauthbearer` (as Zilla's schema, one shape or the other; a
+/// mix is refused at load).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaCredentials {
+    /// `plain`, `scram-sha-1`, `scram-sha-256`, `scram-sha-512` or `oauthbearer`.
+    pub mechanism: SaslMechanism,
+    /// The user (not with `oauthbearer`).
+    pub username: Option<String>,
+    /// The password (not with `oauthbearer`).
+    pub password: Option<String>,
+    /// The bearer token (`oauthbearer` only).
+    pub token: Option<String>,
 }
 
 /// SASL credentials.
@@ -107,6 +124,9 @@ pub enum SaslMechanism {
     /// SCRAM-SHA-512.
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
+    /// OAUTHBEARER (RFC 7628): a bearer token, in `authorization` only.
+    #[serde(rename = "oauthbearer")]
+    OauthBearer,
 }
 
 /// A route condition of the cache kinds.

@@ -27,7 +27,35 @@
 //! ```
 //!
 //! Options of the `client` kind: `servers` (bootstrap `host:port` list) and `authorization`
-//! (SASL `plain`, `scram-sha-256` or `scram-sha-512` credentials).
+//! (SASL credentials from one guard: `plain`, `scram-sha-256` or `scram-sha-512` with
+//! `username` and `password`, or `oauthbearer` with a `token`; `{identity}` and
+//! `{credentials}` in them are the guard's configured identity and secret). A mechanism given
+//! keys that are not its own (a `token` with `plain`, a `password` with `oauthbearer`) is
+//! refused at load, as is a token that is not an RFC 6750 bearer token:
+//!
+//! ```yaml
+//! guards:
+//!   authn_kafka:
+//!     type: inline
+//!     options:
+//!       credentials: ${{env.KAFKA_SASL_TOKEN}}
+//! bindings:
+//!   kafka_client:
+//!     type: kafka
+//!     kind: client
+//!     options:
+//!       servers: [localhost:9092]
+//!       authorization:
+//!         authn_kafka:
+//!           credentials:
+//!             mechanism: oauthbearer
+//!             token: "{credentials}"
+//!     exit: tcp_client
+//! ```
+//!
+//! OAUTHBEARER (RFC 7628, [`wire`]) is tested against this crate's own `proxy` kind, which
+//! verifies the token with a `jwt` guard: no broker available to the tests (tansu) implements
+//! OAUTHBEARER. That edge is in turn checked with librdkafka as the client.
 //!
 //! The `proxy` kind forwards Kafka clients' connections to a cluster, rewriting broker
 //! addresses so every broker is reached through the gateway, and records `kafka.*` metrics

@@ -8,6 +8,13 @@
 //! - `scram-sha-256`, `scram-sha-512`: the user must be the identity of a guard with
 //!   credentials of its own; the proxy derives SCRAM keys from that secret when it starts
 //!   (random salt, 4096 iterations) and never keeps the password in a session.
+//! - `oauthbearer` (RFC 7628): the bearer token of the client's message is given to the guards
+//!   that verify presented credentials (`jwt`: signature, `iss`, `aud`, `exp`, `nbf`; its
+//!   roles claim, `scope` by default, gives the roles routes' `guarded` check). Guards holding
+//!   a secret of their own (`inline`) never accept a token. A refused token is answered as a
+//!   Kafka broker does: the error JSON `{"status":"invalid_token"}` first, then, once the
+//!   client acknowledges it with `\x01`, SASL_AUTHENTICATION_FAILED with that JSON as its
+//!   message.
 //!
 //! A failed authentication is answered with SASL_AUTHENTICATION_FAILED and the connection is
 //! closed, as a broker does. The session lasts as long as the guard's: the connection is
@@ -34,6 +41,9 @@ use crate::wire::{self, SaslMechanism, ScramCredential, ScramServer};
 const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 const ILLEGAL_SASL_STATE: i16 = 34;
 const SASL_AUTHENTICATION_FAILED: i16 = 58;
+
+/// The error JSON a refused OAUTHBEARER token is answered with (RFC 7628 section 3.2.2).
+const OAUTH_BEARER_INVALID_TOKEN: &[u8] = br#"{"status":"invalid_token"}"#;
 
 const SASL_HANDSHAKE: i16 = 17;
 const SASL_AUTHENTICATE: i16 = 36;
@@ -63,6 +73,9 @@ pub enum EdgeMechanism {
     /// SCRAM-SHA-512.
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
+    /// OAUTHBEARER: a bearer token checked by a guard that verifies tokens (`jwt`).
+    #[serde(rename = "oauthbearer")]
+    OauthBearer,
 }
 
 impl EdgeMechanism {
@@ -71,6 +84,7 @@ impl EdgeMechanism {
             Self::Plain => SaslMechanism::Plain,
             Self::ScramSha256 => SaslMechanism::ScramSha256,
             Self::ScramSha512 => SaslMechanism::ScramSha512,
+            Self::OauthBearer => SaslMechanism::OauthBearer,
         }
     }
 }
@@ -87,6 +101,8 @@ struct EdgeGuard {
     /// The qualified name sessions are kept under.
     name: String,
     guard: Arc<dyn Guard>,
+    /// The user of a guard holding a secret of its own (`inline`); `None` for a guard that
+    /// verifies presented tokens (`jwt`).
     user: Option<StaticUser>,
 }
 
@@ -129,7 +145,7 @@ impl EdgeAuth {
         let scram: Vec<SaslMechanism> = mechanisms
             .iter()
             .copied()
-            .filter(|m| *m != SaslMechanism::Plain)
+            .filter(|m| m.is_scram())
             .collect();
         let mut guards = Vec::new();
         for (index, name) in options.guards.iter().enumerate() {
@@ -155,7 +171,16 @@ impl EdgeAuth {
                             session,
                         })
                     }
-                    _ => None,
+                    // Such a guard accepts whatever is presented to it: it cannot
+                    // authenticate anyone.
+                    _ => {
+                        return Err(BuildError::at(
+                            path,
+                            format!(
+                                "guard `{name}` holds a secret without an identity (or an identity without a secret): give it both, or use a guard that verifies tokens (`jwt`)"
+                            ),
+                        ));
+                    }
                 },
                 None => None,
             };
@@ -169,6 +194,14 @@ impl EdgeAuth {
             return Err(BuildError::at(
                 "options.authentication.mechanisms",
                 "SCRAM needs a guard holding a user's secret (an `inline` guard with `identity` and `credentials`)",
+            ));
+        }
+        if mechanisms.contains(&SaslMechanism::OauthBearer)
+            && guards.iter().all(|guard| guard.user.is_some())
+        {
+            return Err(BuildError::at(
+                "options.authentication.mechanisms",
+                "oauthbearer needs a guard that verifies tokens (a `jwt` guard)",
             ));
         }
         Ok(Self { mechanisms, guards })
@@ -201,19 +234,35 @@ impl EdgeAuth {
                 guard: guard.name.clone(),
                 session: known.session.clone(),
             }),
-            None => guard
-                .guard
-                .reauthorize(password)
-                .filter(|session| {
-                    session
-                        .expires_at()
-                        .is_none_or(|expiry| expiry > SystemTime::now())
-                })
-                .map(|session| Authenticated {
-                    guard: guard.name.clone(),
-                    session,
-                }),
+            None => Self::token_session(guard, password),
         })
+    }
+
+    /// The session of a guard that verifies tokens (`jwt`) for `token`, if it accepts it and
+    /// the session has not expired.
+    fn token_session(guard: &EdgeGuard, token: &str) -> Option<Authenticated> {
+        guard
+            .guard
+            .reauthorize(token)
+            .filter(|session| {
+                session
+                    .expires_at()
+                    .is_none_or(|expiry| expiry > SystemTime::now())
+            })
+            .map(|session| Authenticated {
+                guard: guard.name.clone(),
+                session,
+            })
+    }
+
+    /// Checks an OAUTHBEARER client message's token with the guards that verify tokens.
+    fn bearer(&self, message: &[u8]) -> Result<Authenticated, String> {
+        let token = wire::oauth_bearer_token(message)?;
+        self.guards
+            .iter()
+            .filter(|guard| guard.user.is_none())
+            .find_map(|guard| Self::token_session(guard, token))
+            .ok_or_else(|| "OAUTHBEARER token refused".to_owned())
     }
 
     /// The SCRAM credential of `user` for `mechanism`, with the guard that holds it.
@@ -225,7 +274,7 @@ impl EdgeAuth {
         let slot = self
             .mechanisms
             .iter()
-            .filter(|m| **m != SaslMechanism::Plain)
+            .filter(|m| m.is_scram())
             .position(|m| *m == mechanism)?;
         self.guards
             .iter()
@@ -260,6 +309,9 @@ pub(crate) struct Exchange<'a> {
     auth: &'a EdgeAuth,
     mechanism: Option<SaslMechanism>,
     scram: Option<(ScramServer, Authenticated)>,
+    /// Why an OAUTHBEARER token was refused, once its error JSON is sent: the client's
+    /// acknowledgement is answered with SASL_AUTHENTICATION_FAILED.
+    refused_bearer: Option<String>,
 }
 
 impl<'a> Exchange<'a> {
@@ -268,6 +320,7 @@ impl<'a> Exchange<'a> {
             auth,
             mechanism: None,
             scram: None,
+            refused_bearer: None,
         }
     }
 
@@ -303,6 +356,7 @@ impl<'a> Exchange<'a> {
                 };
                 self.mechanism = chosen;
                 self.scram = None;
+                self.refused_bearer = None;
                 let frame = response_frame(SASL_HANDSHAKE, version, correlation, &response)?;
                 Ok(match chosen {
                     Some(_) => Step::Continue(frame),
@@ -344,6 +398,30 @@ impl<'a> Exchange<'a> {
                     ));
                 };
                 match mechanism {
+                    SaslMechanism::OauthBearer => match self.refused_bearer.take() {
+                        // The client's acknowledgement of the error JSON (or anything else
+                        // sent after it) ends the exchange; the error message is the JSON
+                        // again, as a Kafka broker's.
+                        Some(reason) => Ok(Step::Fail(
+                            reply(
+                                SASL_AUTHENTICATION_FAILED,
+                                std::str::from_utf8(OAUTH_BEARER_INVALID_TOKEN).ok(),
+                                Bytes::new(),
+                            )?,
+                            reason,
+                        )),
+                        None => match self.auth.bearer(&request.auth_bytes) {
+                            Ok(who) => Ok(Step::Done(reply(0, None, Bytes::new())?, who)),
+                            Err(reason) => {
+                                self.refused_bearer = Some(reason);
+                                Ok(Step::Continue(reply(
+                                    0,
+                                    None,
+                                    Bytes::from_static(OAUTH_BEARER_INVALID_TOKEN),
+                                )?))
+                            }
+                        },
+                    },
                     SaslMechanism::Plain => match self.auth.plain(&request.auth_bytes) {
                         Some(who) => Ok(Step::Done(reply(0, None, Bytes::new())?, who)),
                         None => failed("PLAIN credentials refused".into()),
@@ -424,7 +502,7 @@ mod tests {
         let user = Arc::new(User("alice", "s3cret"));
         let scram = mechanisms
             .iter()
-            .filter(|m| **m != SaslMechanism::Plain)
+            .filter(|m| m.is_scram())
             .map(|m| ScramCredential::new(*m, "s3cret").unwrap())
             .collect();
         EdgeAuth {
@@ -530,6 +608,90 @@ mod tests {
         ));
         // No guard holds a secret to derive SCRAM keys from.
         assert!(auth.scram(SaslMechanism::ScramSha256, "carol").is_none());
+    }
+
+    /// A valid token is accepted in one round; a refused one gets the error JSON, and the
+    /// client's `\x01` acknowledgement gets SASL_AUTHENTICATION_FAILED.
+    #[test]
+    fn oauth_bearer_checks_the_token_with_a_token_guard_only() {
+        let user = Arc::new(User("alice", "good"));
+        let auth = EdgeAuth {
+            mechanisms: vec![SaslMechanism::OauthBearer],
+            guards: vec![
+                // Holds `good` as its own secret: must not accept it as a token.
+                EdgeGuard {
+                    name: "test:alice".into(),
+                    guard: Arc::new(Holder(user.clone())),
+                    user: Some(StaticUser {
+                        identity: "alice".into(),
+                        password: "good".into(),
+                        scram: Vec::new(),
+                        session: user,
+                    }),
+                },
+                EdgeGuard {
+                    name: "test:tokens".into(),
+                    guard: Arc::new(Tokens(Arc::new(User("carol", "")))),
+                    user: None,
+                },
+            ],
+        };
+        let mut exchange = Exchange::new(&auth);
+        assert!(matches!(
+            handshake(&mut exchange, "OAUTHBEARER"),
+            Step::Continue(_)
+        ));
+        match authenticate(&mut exchange, 1, &wire::oauth_bearer_client_first("good")) {
+            Step::Done(reply, who) => {
+                assert_eq!(who.guard, "test:tokens");
+                assert_eq!(who.session.identity(), Some("carol"));
+                assert_eq!(decoded(&reply, 1).error_code, 0);
+            }
+            _ => panic!("refused a valid token"),
+        }
+
+        for version in [1, 2] {
+            let mut exchange = Exchange::new(&auth);
+            handshake(&mut exchange, "OAUTHBEARER");
+            let Step::Continue(challenge) = authenticate(
+                &mut exchange,
+                version,
+                &wire::oauth_bearer_client_first("bad"),
+            ) else {
+                panic!("no error JSON");
+            };
+            let challenge = decoded(&challenge, version);
+            assert_eq!(challenge.error_code, 0);
+            assert_eq!(
+                challenge.auth_bytes.as_ref(),
+                br#"{"status":"invalid_token"}"#
+            );
+            let Step::Fail(last, _) = authenticate(
+                &mut exchange,
+                version,
+                wire::OAUTH_BEARER_ERROR_ACKNOWLEDGEMENT,
+            ) else {
+                panic!("the acknowledgement did not end the exchange");
+            };
+            let last = decoded(&last, version);
+            assert_eq!(last.error_code, SASL_AUTHENTICATION_FAILED);
+            assert_eq!(
+                last.error_message.as_deref(),
+                Some(r#"{"status":"invalid_token"}"#)
+            );
+        }
+
+        // A message that is not OAUTHBEARER's is refused the same way.
+        let mut exchange = Exchange::new(&auth);
+        handshake(&mut exchange, "OAUTHBEARER");
+        assert!(matches!(
+            authenticate(&mut exchange, 1, b"\0alice\0good"),
+            Step::Continue(_)
+        ));
+        assert!(matches!(
+            authenticate(&mut exchange, 1, b"\x01"),
+            Step::Fail(..)
+        ));
     }
 
     #[test]

@@ -83,8 +83,10 @@
 //! ```
 //!
 //! - `options.authentication`: clients authenticate with SASL (`plain`, `scram-sha-256`,
-//!   `scram-sha-512`) checked against `guards` ([`auth`]): an `inline` guard holds one user
-//!   and its password; a `jwt` guard takes a token as the PLAIN password. Until a client has
+//!   `scram-sha-512`, `oauthbearer`) checked against `guards` ([`auth`]): an `inline` guard
+//!   holds one user and its password; a `jwt` guard verifies a bearer token, sent with
+//!   `oauthbearer` (RFC 7628) or as the PLAIN password, and its roles claim (`scope` by
+//!   default) gives the roles routes' `guarded` check. Until a client has
 //!   authenticated only ApiVersions is forwarded; a wrong password is answered with
 //!   SASL_AUTHENTICATION_FAILED and the connection closed. With `mutual` TLS in a `tls` server
 //!   in front, the client certificate's `x509` guard session counts for `guarded` as well.
@@ -103,8 +105,12 @@
 //!   keep only the allowed ones. [`topics`] has the table of every API forwarded and what
 //!   happens to its topics; any other API is left out of ApiVersions and refused.
 //!
+//! OAUTHBEARER at the edge is checked with librdkafka (confluent-kafka's `oauth_cb` handing
+//! pyjwt-signed tokens), and the kafka `client`'s OAUTHBEARER is tested against this edge:
+//! no broker available to the tests (tansu) implements OAUTHBEARER.
+//!
 //! Not supported yet: SNI-based broker routing (one TLS listener, the broker chosen by the
-//! server name), OAUTHBEARER at the edge, re-authentication on an open connection (clients
+//! server name), re-authentication on an open connection (clients
 //! are told a session lifetime of 0; the connection closes when the guard session expires),
 //! and SaslHandshake v0 (unframed SASL).
 

@@ -93,11 +93,11 @@ pub use error::{ErrorCode, KafkaError};
 pub use partitioner::{Partitioner, murmur2, partition_for_key};
 pub use records::*;
 #[cfg(test)]
-pub(crate) use sasl::Scram;
-pub use sasl::{SaslConfig, SaslMechanism};
+pub(crate) use sasl::{OAUTH_BEARER_ERROR_ACKNOWLEDGEMENT, Scram};
+pub use sasl::{SaslConfig, SaslMechanism, oauth_bearer_client_first, oauth_bearer_token};
 pub(crate) use sasl::{
-    ScramCredential, ScramServer, StreamChannel, authenticate as sasl_authenticate, same_bytes,
-    scram_client_first,
+    ScramCredential, ScramServer, StreamChannel, authenticate as sasl_authenticate,
+    check_bearer_token, same_bytes, scram_client_first,
 };
 pub use types::*;
 

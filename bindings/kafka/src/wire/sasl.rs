@@ -1,5 +1,11 @@
-//! SASL authentication of a broker connection: PLAIN and SCRAM-SHA-256/512 (RFC 5802, 7677)
-//! over SaslHandshake v1 and SaslAuthenticate.
+//! SASL authentication of a broker connection: PLAIN, SCRAM-SHA-256/512 (RFC 5802, 7677) and
+//! OAUTHBEARER (RFC 7628) over SaslHandshake v1 and SaslAuthenticate.
+//!
+//! OAUTHBEARER sends one client message, `n,,\x01auth=Bearer <token>\x01\x01`. A broker that
+//! refuses the token answers it, without an error code, with an error JSON
+//! (`{"status":"invalid_token",...}`); the client then sends the single byte `\x01`, as RFC
+//! 7628 section 3.2.3 and Kafka's own client do, and the broker ends the exchange with
+//! SASL_AUTHENTICATION_FAILED. The connection fails with both the JSON and that error.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -40,6 +46,8 @@ pub enum SaslMechanism {
     ScramSha256,
     /// `SCRAM-SHA-512`.
     ScramSha512,
+    /// `OAUTHBEARER` (RFC 7628): [`SaslConfig::password`] holds the bearer token.
+    OauthBearer,
 }
 
 impl SaslMechanism {
@@ -49,7 +57,13 @@ impl SaslMechanism {
             Self::Plain => "PLAIN",
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OauthBearer => "OAUTHBEARER",
         }
+    }
+
+    /// Whether this is one of the SCRAM mechanisms.
+    pub fn is_scram(self) -> bool {
+        matches!(self, Self::ScramSha256 | Self::ScramSha512)
     }
 }
 
@@ -58,9 +72,9 @@ impl SaslMechanism {
 pub struct SaslConfig {
     /// Mechanism.
     pub mechanism: SaslMechanism,
-    /// User name.
+    /// User name (empty for OAUTHBEARER).
     pub username: String,
-    /// Password.
+    /// Password, or the bearer token for OAUTHBEARER.
     pub password: String,
 }
 
@@ -73,8 +87,21 @@ impl std::fmt::Debug for SaslConfig {
     }
 }
 
-/// Runs the SASL exchange on a connection that has negotiated versions.
+/// Runs the SASL exchange on a connection that has negotiated versions. A refusal is logged
+/// as a warning with the broker's reason, since the requests that waited on the connection
+/// only see that it failed.
 pub(crate) async fn authenticate(
+    connection: &impl SaslChannel,
+    config: &SaslConfig,
+) -> Result<(), KafkaError> {
+    let result = run_exchange(connection, config).await;
+    if let Err(error @ KafkaError::Authentication(_)) = &result {
+        tracing::warn!(mechanism = config.mechanism.name(), %error, "SASL authentication failed");
+    }
+    result
+}
+
+async fn run_exchange(
     connection: &impl SaslChannel,
     config: &SaslConfig,
 ) -> Result<(), KafkaError> {
@@ -111,6 +138,35 @@ pub(crate) async fn authenticate(
             let (client_final, verifier) = scram.client_final(&server_first)?;
             let server_final = exchange(connection, Bytes::from(client_final)).await?;
             verifier.verify(&server_final)?;
+        }
+        SaslMechanism::OauthBearer => {
+            check_bearer_token(&config.password).map_err(KafkaError::Authentication)?;
+            let response = connection
+                .authenticate(&SaslAuthenticateRequest {
+                    auth_bytes: oauth_bearer_client_first(&config.password),
+                })
+                .await?;
+            if !response.error.is_ok() {
+                return Err(refused(response));
+            }
+            if !response.auth_bytes.is_empty() {
+                // The broker's error JSON: acknowledge it so the broker ends the exchange with
+                // its error, and report both.
+                let challenge = String::from_utf8_lossy(&response.auth_bytes).into_owned();
+                let last = connection
+                    .authenticate(&SaslAuthenticateRequest {
+                        auth_bytes: Bytes::from_static(OAUTH_BEARER_ERROR_ACKNOWLEDGEMENT),
+                    })
+                    .await?;
+                let detail = if last.error.is_ok() {
+                    "the broker did not end the exchange".to_owned()
+                } else {
+                    last.message.unwrap_or_else(|| last.error.to_string())
+                };
+                return Err(KafkaError::Authentication(format!(
+                    "the broker refused the OAUTHBEARER token: {challenge} ({detail})"
+                )));
+            }
         }
     }
     tracing::debug!(mechanism, user = %config.username, "authenticated");
@@ -194,13 +250,84 @@ async fn exchange(connection: &impl SaslChannel, auth_bytes: Bytes) -> Result<By
         .authenticate(&SaslAuthenticateRequest { auth_bytes })
         .await?;
     if !response.error.is_ok() {
-        return Err(KafkaError::Authentication(
-            response
-                .message
-                .unwrap_or_else(|| response.error.to_string()),
-        ));
+        return Err(refused(response));
     }
     Ok(response.auth_bytes)
+}
+
+/// The error of a SaslAuthenticate answer that carries one: the broker's message, or the
+/// error code's name.
+fn refused(response: SaslAuthenticateResponse) -> KafkaError {
+    KafkaError::Authentication(
+        response
+            .message
+            .unwrap_or_else(|| response.error.to_string()),
+    )
+}
+
+/// What a client sends after a server's OAUTHBEARER error JSON (RFC 7628 section 3.2.3).
+pub(crate) const OAUTH_BEARER_ERROR_ACKNOWLEDGEMENT: &[u8] = b"\x01";
+
+/// Checks that `token` is an RFC 6750 `b64token` (`[A-Za-z0-9-._~+/]+=*`), as Kafka's client
+/// requires: anything else could not be framed in an OAUTHBEARER message.
+pub(crate) fn check_bearer_token(token: &str) -> Result<(), String> {
+    let body = token.trim_end_matches('=');
+    if body.is_empty()
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+    {
+        return Err("the OAUTHBEARER token is not a bearer token (RFC 6750 b64token: letters, digits, `-._~+/`, then `=` padding)".into());
+    }
+    Ok(())
+}
+
+/// The OAUTHBEARER client message (RFC 7628 section 3.1) for `token`, without an
+/// authorization identity or extensions.
+pub fn oauth_bearer_client_first(token: &str) -> Bytes {
+    Bytes::from(format!("n,,\x01auth=Bearer {token}\x01\x01"))
+}
+
+/// Reads an OAUTHBEARER client message as a server: the bearer token of its `auth` key.
+/// Extensions and `host`/`port` keys are allowed and not used; an authorization identity is
+/// refused, as the identity comes from the token. Channel binding is refused (`p=`); `y` is
+/// read as `n`.
+pub fn oauth_bearer_token(message: &[u8]) -> Result<&str, String> {
+    let message = std::str::from_utf8(message).map_err(|_| "not UTF-8".to_owned())?;
+    let (gs2, rest) = message
+        .split_once('\x01')
+        .ok_or("no key-value pairs after the GS2 header")?;
+    let mut gs2 = gs2.split(',');
+    match (gs2.next(), gs2.next(), gs2.next(), gs2.next()) {
+        (Some("n" | "y"), Some(""), Some(""), None) => {}
+        (Some("n" | "y"), Some(authzid), Some(""), None) if authzid.starts_with("a=") => {
+            return Err("an authorization identity is not supported".into());
+        }
+        (Some(flag), ..) if flag.starts_with("p=") => {
+            return Err("channel binding is not supported".into());
+        }
+        _ => return Err("malformed GS2 header".into()),
+    }
+    let pairs = rest
+        .strip_suffix("\x01\x01")
+        .ok_or("the message does not end with two ^A")?;
+    let mut token = None;
+    for pair in pairs.split('\x01') {
+        let (key, value) = pair.split_once('=').ok_or("a key without a value")?;
+        if key == "auth" {
+            if token.is_some() {
+                return Err("two auth keys".into());
+            }
+            let (scheme, credentials) = value.split_once(' ').ok_or("no auth scheme")?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(format!("auth scheme {scheme} is not Bearer"));
+            }
+            token = Some(credentials.trim_matches(' '));
+        }
+    }
+    let token = token.ok_or("no auth key")?;
+    check_bearer_token(token)?;
+    Ok(token)
 }
 
 /// The client side of a SCRAM exchange.
@@ -276,7 +403,7 @@ impl Scram {
             SaslMechanism::ScramSha256 => {
                 proofs::<Sha256>(self.password.as_bytes(), &salt, iterations, &auth_message)
             }
-            SaslMechanism::ScramSha512 | SaslMechanism::Plain => {
+            SaslMechanism::ScramSha512 | SaslMechanism::Plain | SaslMechanism::OauthBearer => {
                 proofs::<Sha512>(self.password.as_bytes(), &salt, iterations, &auth_message)
             }
         }?;
@@ -403,8 +530,11 @@ impl ScramCredential {
             SaslMechanism::ScramSha512 => {
                 derive_keys::<Sha512>(password.as_bytes(), &salt, SERVER_ITERATIONS)
             }
-            SaslMechanism::Plain => {
-                return Err(KafkaError::Authentication("PLAIN is not SCRAM".into()));
+            SaslMechanism::Plain | SaslMechanism::OauthBearer => {
+                return Err(KafkaError::Authentication(format!(
+                    "{} is not SCRAM",
+                    mechanism.name()
+                )));
             }
         }?;
         Ok(Self {
@@ -619,6 +749,154 @@ mod tests {
         assert!(scram.client_final(b"r=abc,s=AAAA,i=4096").is_err());
         assert!(scram.client_final(b"r=abcd,s=AAAA,i=999999999").is_err());
         assert!(scram.client_final(b"r=abcd,s=AAAA,i=4096").is_ok());
+    }
+
+    /// A broker scripted with its SaslAuthenticate answers, recording what it is sent.
+    struct ScriptedBroker {
+        answers: std::sync::Mutex<Vec<SaslAuthenticateResponse>>,
+        sent: std::sync::Mutex<Vec<Bytes>>,
+    }
+
+    impl ScriptedBroker {
+        fn new(answers: Vec<SaslAuthenticateResponse>) -> Self {
+            Self {
+                answers: std::sync::Mutex::new(answers),
+                sent: std::sync::Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl SaslChannel for ScriptedBroker {
+        async fn handshake(
+            &self,
+            request: &SaslHandshakeRequest,
+        ) -> Result<SaslHandshakeResponse, KafkaError> {
+            assert_eq!(request.mechanism, "OAUTHBEARER");
+            Ok(SaslHandshakeResponse {
+                error: ErrorCode::NONE,
+                mechanisms: vec!["OAUTHBEARER".into()],
+            })
+        }
+
+        async fn authenticate(
+            &self,
+            request: &SaslAuthenticateRequest,
+        ) -> Result<SaslAuthenticateResponse, KafkaError> {
+            self.sent.lock().unwrap().push(request.auth_bytes.clone());
+            Ok(self.answers.lock().unwrap().remove(0))
+        }
+    }
+
+    fn answer(
+        error: ErrorCode,
+        message: Option<&str>,
+        bytes: &'static [u8],
+    ) -> SaslAuthenticateResponse {
+        SaslAuthenticateResponse {
+            error,
+            message: message.map(str::to_owned),
+            auth_bytes: Bytes::from_static(bytes),
+        }
+    }
+
+    fn bearer(token: &str) -> SaslConfig {
+        SaslConfig {
+            mechanism: SaslMechanism::OauthBearer,
+            username: String::new(),
+            password: token.into(),
+        }
+    }
+
+    fn run<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn oauth_bearer_sends_the_rfc7628_message_once() {
+        let broker = ScriptedBroker::new(vec![answer(ErrorCode::NONE, None, b"")]);
+        run(authenticate(&broker, &bearer("eyJ.abc-_.x~+/=="))).unwrap();
+        assert_eq!(
+            broker.sent.lock().unwrap().as_slice(),
+            [Bytes::from_static(
+                b"n,,\x01auth=Bearer eyJ.abc-_.x~+/==\x01\x01"
+            )]
+        );
+    }
+
+    /// The broker's error JSON is acknowledged with `\x01` and the failure names both it and
+    /// the broker's final error.
+    #[test]
+    fn an_oauth_bearer_error_challenge_is_acknowledged_then_fails() {
+        let broker = ScriptedBroker::new(vec![
+            answer(ErrorCode::NONE, None, br#"{"status":"invalid_token"}"#),
+            answer(
+                ErrorCode::SASL_AUTHENTICATION_FAILED,
+                Some("Authentication failed: token expired"),
+                b"",
+            ),
+        ]);
+        let error = run(authenticate(&broker, &bearer("t0ken"))).unwrap_err();
+        let KafkaError::Authentication(text) = &error else {
+            panic!("{error}");
+        };
+        assert!(
+            text.contains("invalid_token") && text.contains("token expired"),
+            "{text}"
+        );
+        let sent = broker.sent.lock().unwrap();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].as_ref(), OAUTH_BEARER_ERROR_ACKNOWLEDGEMENT);
+
+        let broker = ScriptedBroker::new(vec![answer(
+            ErrorCode::SASL_AUTHENTICATION_FAILED,
+            Some("no"),
+            b"",
+        )]);
+        assert!(run(authenticate(&broker, &bearer("t0ken"))).is_err());
+        // A token that cannot be framed is not sent at all.
+        let broker = ScriptedBroker::new(Vec::new());
+        assert!(run(authenticate(&broker, &bearer("a\x01b"))).is_err());
+        assert!(broker.sent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn oauth_bearer_server_reads_what_clients_send() {
+        assert_eq!(
+            oauth_bearer_token(&oauth_bearer_client_first("abc.def")),
+            Ok("abc.def")
+        );
+        // librdkafka and the Java client may add extensions and host/port keys.
+        assert_eq!(
+            oauth_bearer_token(b"n,,\x01host=h\x01auth=bearer tok\x01ext=1\x01\x01"),
+            Ok("tok")
+        );
+        for bad in [
+            &b"n,,\x01auth=Bearer tok\x01"[..],
+            b"n,a=bob,\x01auth=Bearer tok\x01\x01",
+            b"p=tls-unique,,\x01auth=Bearer tok\x01\x01",
+            b"n,,\x01auth=Basic dG9r\x01\x01",
+            b"n,,\x01host=h\x01\x01",
+            b"n,,\x01auth=Bearer a b\x01\x01",
+            b"n,,\x01auth=Bearer t\x01auth=Bearer u\x01\x01",
+            b"\xff",
+        ] {
+            assert!(oauth_bearer_token(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, reading it ends in a token or an error, and every token
+        /// read back frames again to the same message's token.
+        #[test]
+        fn oauth_bearer_reader_never_panics(message in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            if let Ok(token) = oauth_bearer_token(&message) {
+                let framed = oauth_bearer_client_first(token);
+                proptest::prop_assert_eq!(oauth_bearer_token(&framed), Ok(token));
+            }
+        }
     }
 
     #[test]
