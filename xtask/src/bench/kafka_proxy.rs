@@ -11,14 +11,18 @@
 //!   measured from the time it was due until its acknowledgement (no coordinated omission).
 //!
 //! Each measured round runs each kind of run direct and through the proxy back to back, direct
-//! first in odd rounds and the proxy first in even ones; the figures are the medians over the
-//! rounds, with throughput as proxy ÷ direct and the p99 the proxy adds.
+//! first in odd rounds and the proxy first in even ones, each once the broker has finished
+//! the previous run's work ([`settle`]); the figures are the medians over the rounds, with
+//! throughput as proxy ÷ direct and the p99 the proxy adds.
 
 use anyhow::{Context, Result, bail};
 use zilla_tests::{Gateway, python_json};
 
+use std::time::{Duration, Instant};
+
 use super::options::Options;
 use super::tansu::Broker;
+use super::usage::{cpu_time, ticks_per_second};
 use super::{Spread, commit, record, today};
 use crate::shell::{cargo, run as run_command};
 
@@ -97,6 +101,33 @@ else:
     pick = lambda p: latencies[max(0, int(len(latencies) * p / 100.0 + 0.999999) - 1)] * 1e6
     print(json.dumps({'sent': sent, 'failed': failed[0], 'p50_us': pick(50), 'p99_us': pick(99)}))
 "#;
+
+/// A broker using less than this share of one core is done with the previous run's work.
+const SETTLED_SHARE: f64 = 0.6;
+/// Over how long the broker's share is taken.
+const SETTLE_WINDOW: Duration = Duration::from_secs(1);
+/// The longest wait for the broker to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the broker has finished the work an earlier run left it: a consumer that
+/// closes once it has its records leaves a fetch behind it (tansu answers the first fetch from
+/// offset 0 with some 50 000 records and keeps building the next one for seconds), and the
+/// next run, whichever target it measures, would meet a busy broker. Settled is a share of
+/// one core under [`SETTLED_SHARE`] over [`SETTLE_WINDOW`]: tansu's periodic maintenance
+/// keeps it from ever being idle.
+fn settle(broker: &Broker) -> Result<()> {
+    let ticks = ticks_per_second();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let before = cpu_time(broker.pid(), ticks)?;
+        std::thread::sleep(SETTLE_WINDOW);
+        let used = cpu_time(broker.pid(), ticks)?.saturating_sub(before);
+        let share = used.as_secs_f64() / SETTLE_WINDOW.as_secs_f64();
+        if share < SETTLED_SHARE || Instant::now() >= deadline {
+            return Ok(());
+        }
+    }
+}
 
 /// `1 + BROKER_PORTS` consecutive free ports (bootstrap, then brokers); the first.
 fn port_block() -> Result<u16> {
@@ -262,18 +293,21 @@ bindings:
         };
         for target in order {
             let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
+            settle(&broker)?;
             figures
                 .produce
                 .push(produce(address, records).with_context(context)?);
         }
         for target in order {
             let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
+            settle(&broker)?;
             figures
                 .consume
                 .push(consume(address, records).with_context(context)?);
         }
         for target in order {
             let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
+            settle(&broker)?;
             let (p50, p99) = latency(address, latency_seconds).with_context(context)?;
             figures.p50.push(p50);
             figures.p99.push(p99);
