@@ -207,8 +207,7 @@ struct ServerShared {
     qname: String,
     host: String,
     routes: Routes<Condition, (), Arc<dyn BytesHandler>>,
-    nodelay: bool,
-    keepalive: bool,
+    socket: SocketOptions,
     /// This server's connections.
     connections: Arc<ConnectionGate>,
     /// Every connection of the process.
@@ -300,8 +299,7 @@ impl TcpServer {
                 qname: owner,
                 host,
                 routes,
-                nodelay: options.nodelay.unwrap_or(true),
-                keepalive: options.keepalive.unwrap_or(false),
+                socket: SocketOptions::of(&options),
                 connections: ConnectionGate::new(
                     usize::try_from(context.properties().u64(MAXIMUM_CONNECTIONS_PROPERTY, 0))
                         .unwrap_or(usize::MAX),
@@ -362,7 +360,7 @@ fn serve(
     context: &StartContext,
 ) {
     let local = socket.local_addr().ok();
-    if let Err(error) = configure(&socket, shared.nodelay, shared.keepalive) {
+    if let Err(error) = shared.socket.apply(&socket) {
         tracing::debug!(%error, "socket options not applied");
     }
     let route = shared.routes.resolve(None, |condition| {
@@ -423,12 +421,31 @@ fn serve(
     workers::spawn(connection);
 }
 
-fn configure(socket: &TcpStream, nodelay: bool, keepalive: bool) -> std::io::Result<()> {
-    socket.set_nodelay(nodelay)?;
-    if keepalive {
-        socket2::SockRef::from(socket).set_keepalive(true)?;
+/// The options every connection gets, accepted or opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketOptions {
+    /// On by default: Kafka, HTTP and MQTT peers write whole messages and wait for answers, and
+    /// Nagle's algorithm would hold a small message back until the previous one is
+    /// acknowledged, which the peer's delayed acknowledgement can put off by 40 ms.
+    nodelay: bool,
+    keepalive: bool,
+}
+
+impl SocketOptions {
+    fn of(options: &TcpOptions) -> Self {
+        Self {
+            nodelay: options.nodelay.unwrap_or(true),
+            keepalive: options.keepalive.unwrap_or(false),
+        }
     }
-    Ok(())
+
+    fn apply(&self, socket: &TcpStream) -> std::io::Result<()> {
+        socket.set_nodelay(self.nodelay)?;
+        if self.keepalive {
+            socket2::SockRef::from(socket).set_keepalive(true)?;
+        }
+        Ok(())
+    }
 }
 
 /// Connects to origins.
@@ -436,8 +453,7 @@ struct TcpClient {
     host: Option<String>,
     port: Option<u16>,
     routes: Routes<Condition, (), ()>,
-    nodelay: bool,
-    keepalive: bool,
+    socket: SocketOptions,
     connect_timeout: Duration,
 }
 
@@ -447,12 +463,12 @@ impl TcpClient {
         options: TcpOptions,
     ) -> Result<Arc<dyn Binding>, BuildError> {
         let routes = Routes::build(context.config(), |_| Ok(()), Condition::compile)?;
+        let socket = SocketOptions::of(&options);
         let client = Arc::new(TcpClient {
             host: options.host,
             port: options.port.and_then(|ports| ports.iter().next()),
             routes,
-            nodelay: options.nodelay.unwrap_or(true),
-            keepalive: options.keepalive.unwrap_or(false),
+            socket,
             connect_timeout: context
                 .properties()
                 .millis(CONNECT_TIMEOUT_PROPERTY, Duration::from_secs(10)),
@@ -498,6 +514,20 @@ impl TcpClient {
     }
 }
 
+/// A connection to `address` with `options` applied.
+async fn open(
+    address: SocketAddr,
+    options: SocketOptions,
+    timeout: Duration,
+) -> Result<TcpStream, StreamError> {
+    let socket = tokio::time::timeout(timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| StreamError::Upstream(format!("connect to {address} timed out")))?
+        .map_err(|error| StreamError::Upstream(format!("connect to {address}: {error}")))?;
+    options.apply(&socket)?;
+    Ok(socket)
+}
+
 impl Binding for TcpClient {}
 
 impl BytesHandler for TcpClient {
@@ -514,11 +544,7 @@ impl BytesHandler for TcpClient {
             {
                 return Err(StreamError::NoRoute);
             }
-            let socket = tokio::time::timeout(self.connect_timeout, TcpStream::connect(address))
-                .await
-                .map_err(|_| StreamError::Upstream(format!("connect to {address} timed out")))?
-                .map_err(|error| StreamError::Upstream(format!("connect to {address}: {error}")))?;
-            configure(&socket, self.nodelay, self.keepalive)?;
+            let socket = open(address, self.socket, self.connect_timeout).await?;
             let info = StreamInfo {
                 source: socket.local_addr().ok(),
                 destination: Some(address),
@@ -552,6 +578,39 @@ mod tests {
         assert!(!condition.matches(Some("a.example.com"), Some(local), Some(9000)));
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(condition.matches(Some("a.example.com"), Some(mapped), Some(8080)));
+    }
+
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Nagle's algorithm is off on both ends a gateway holds, unless a config turns it back
+    /// on: checked on the sockets themselves (`getsockopt`).
+    #[tokio::test]
+    async fn connections_have_nodelay_unless_configured_otherwise() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        for (nodelay, expected) in [(None, true), (Some(false), false), (Some(true), true)] {
+            let options = TcpOptions {
+                nodelay,
+                ..TcpOptions::default()
+            };
+            let opened = open(address, SocketOptions::of(&options), CONNECT_TIMEOUT)
+                .await
+                .unwrap();
+            assert_eq!(opened.nodelay().unwrap(), expected, "client, {nodelay:?}");
+            let (accepted, _) = listener.accept().await.unwrap();
+            assert!(!accepted.nodelay().unwrap(), "the kernel's default");
+            SocketOptions::of(&options).apply(&accepted).unwrap();
+            assert_eq!(accepted.nodelay().unwrap(), expected, "server, {nodelay:?}");
+        }
+        let keepalive = TcpOptions {
+            keepalive: Some(true),
+            ..TcpOptions::default()
+        };
+        let opened = open(address, SocketOptions::of(&keepalive), CONNECT_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(socket2::SockRef::from(&opened).keepalive().unwrap());
+        assert!(opened.nodelay().unwrap());
     }
 
     #[test]

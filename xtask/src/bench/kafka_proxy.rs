@@ -10,14 +10,19 @@
 //! - **latency**: one record every `1 / LATENCY_RATE` seconds (no batching wait), each
 //!   measured from the time it was due until its acknowledgement (no coordinated omission).
 //!
-//! Each measured round runs direct, then through the proxy; the figures are the medians over
-//! the rounds, with throughput as proxy ÷ direct and the p99 the proxy adds.
+//! Each measured round runs each kind of run direct and through the proxy back to back, direct
+//! first in odd rounds and the proxy first in even ones, each once the broker has finished
+//! the previous run's work ([`settle`]); the figures are the medians over the rounds, with
+//! throughput as proxy ÷ direct and the p99 the proxy adds.
 
 use anyhow::{Context, Result, bail};
 use zilla_tests::{Gateway, python_json};
 
+use std::time::{Duration, Instant};
+
 use super::options::Options;
 use super::tansu::Broker;
+use super::usage::{cpu_time, ticks_per_second};
 use super::{Spread, commit, record, today};
 use crate::shell::{cargo, run as run_command};
 
@@ -97,6 +102,33 @@ else:
     print(json.dumps({'sent': sent, 'failed': failed[0], 'p50_us': pick(50), 'p99_us': pick(99)}))
 "#;
 
+/// A broker using less than this share of one core is done with the previous run's work.
+const SETTLED_SHARE: f64 = 0.6;
+/// Over how long the broker's share is taken.
+const SETTLE_WINDOW: Duration = Duration::from_secs(1);
+/// The longest wait for the broker to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the broker has finished the work an earlier run left it: a consumer that
+/// closes once it has its records leaves a fetch behind it (tansu answers the first fetch from
+/// offset 0 with some 50 000 records and keeps building the next one for seconds), and the
+/// next run, whichever target it measures, would meet a busy broker. Settled is a share of
+/// one core under [`SETTLED_SHARE`] over [`SETTLE_WINDOW`]: tansu's periodic maintenance
+/// keeps it from ever being idle.
+fn settle(broker: &Broker) -> Result<()> {
+    let ticks = ticks_per_second();
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let before = cpu_time(broker.pid(), ticks)?;
+        std::thread::sleep(SETTLE_WINDOW);
+        let used = cpu_time(broker.pid(), ticks)?.saturating_sub(before);
+        let share = used.as_secs_f64() / SETTLE_WINDOW.as_secs_f64();
+        if share < SETTLED_SHARE || Instant::now() >= deadline {
+            return Ok(());
+        }
+    }
+}
+
 /// `1 + BROKER_PORTS` consecutive free ports (bootstrap, then brokers); the first.
 fn port_block() -> Result<u16> {
     zilla_tests::free_port_block(1 + BROKER_PORTS)
@@ -168,16 +200,20 @@ fn latency(bootstrap: &str, seconds: u64) -> Result<(f64, f64)> {
     Ok((number("p50_us")?, number("p99_us")?))
 }
 
+/// One target's figures, a sample per round.
 #[derive(Debug, Default)]
 struct Samples {
-    produce_direct: Vec<f64>,
-    produce_proxy: Vec<f64>,
-    consume_direct: Vec<f64>,
-    consume_proxy: Vec<f64>,
-    p50_direct: Vec<f64>,
-    p50_proxy: Vec<f64>,
-    p99_direct: Vec<f64>,
-    p99_proxy: Vec<f64>,
+    produce: Vec<f64>,
+    consume: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+/// Where a run's client connects.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Direct = 0,
+    Proxy = 1,
 }
 
 /// Runs S8 and records its figures; with `--quick`, one short round ([`QUICK_RECORDS`]
@@ -241,27 +277,41 @@ bindings:
     // Warm-up: fills the topic the consume runs read, both ways.
     produce(&direct, records).context("warm-up produce, direct")?;
     produce(&proxied, records).context("warm-up produce, proxied")?;
-    let mut samples = Samples::default();
+    // Indexed by `Target`.
+    let addresses = [direct.as_str(), proxied.as_str()];
+    let mut samples = [Samples::default(), Samples::default()];
     for round in 1..=rounds {
         let context = || format!("round {round}");
-        samples
-            .produce_direct
-            .push(produce(&direct, records).with_context(context)?);
-        samples
-            .produce_proxy
-            .push(produce(&proxied, records).with_context(context)?);
-        samples
-            .consume_direct
-            .push(consume(&direct, records).with_context(context)?);
-        samples
-            .consume_proxy
-            .push(consume(&proxied, records).with_context(context)?);
-        let (p50, p99) = latency(&direct, latency_seconds).with_context(context)?;
-        samples.p50_direct.push(p50);
-        samples.p99_direct.push(p99);
-        let (p50, p99) = latency(&proxied, latency_seconds).with_context(context)?;
-        samples.p50_proxy.push(p50);
-        samples.p99_proxy.push(p99);
+        // The broker's speed drifts within a run (its log grows; it stalls for tens of
+        // milliseconds now and then, direct clients as much as proxied ones): whichever
+        // target always ran second would carry the drift. Odd rounds go direct first, even
+        // rounds through the proxy first.
+        let order = if round % 2 == 1 {
+            [Target::Direct, Target::Proxy]
+        } else {
+            [Target::Proxy, Target::Direct]
+        };
+        for target in order {
+            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
+            settle(&broker)?;
+            figures
+                .produce
+                .push(produce(address, records).with_context(context)?);
+        }
+        for target in order {
+            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
+            settle(&broker)?;
+            figures
+                .consume
+                .push(consume(address, records).with_context(context)?);
+        }
+        for target in order {
+            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
+            settle(&broker)?;
+            let (p50, p99) = latency(address, latency_seconds).with_context(context)?;
+            figures.p50.push(p50);
+            figures.p99.push(p99);
+        }
     }
     let status = gateway.terminate()?;
     if !status.success() {
@@ -272,21 +322,22 @@ bindings:
     }
     drop(broker);
 
+    let [direct_samples, proxy_samples] = samples;
     let median = |sample: &[f64]| Spread::of(sample).median;
-    let produce_ratio = median(&samples.produce_proxy) / median(&samples.produce_direct);
-    let consume_ratio = median(&samples.consume_proxy) / median(&samples.consume_direct);
-    let added_p50 = median(&samples.p50_proxy) - median(&samples.p50_direct);
-    let added_p99 = median(&samples.p99_proxy) - median(&samples.p99_direct);
+    let produce_ratio = median(&proxy_samples.produce) / median(&direct_samples.produce);
+    let consume_ratio = median(&proxy_samples.consume) / median(&direct_samples.consume);
+    let added_p50 = median(&proxy_samples.p50) - median(&direct_samples.p50);
+    let added_p99 = median(&proxy_samples.p99) - median(&direct_samples.p99);
     println!(
         "kafka-proxy: produce {:.0} rec/s through the proxy, {:.0} direct (ratio {produce_ratio:.3}); \
          consume {:.0} vs {:.0} (ratio {consume_ratio:.3}); at {LATENCY_RATE} rec/s p99 {:.0} µs vs {:.0} µs \
          (added p50 {added_p50:.0} µs, p99 {added_p99:.0} µs); medians of {rounds} rounds",
-        median(&samples.produce_proxy),
-        median(&samples.produce_direct),
-        median(&samples.consume_proxy),
-        median(&samples.consume_direct),
-        median(&samples.p99_proxy),
-        median(&samples.p99_direct),
+        median(&proxy_samples.produce),
+        median(&direct_samples.produce),
+        median(&proxy_samples.consume),
+        median(&direct_samples.consume),
+        median(&proxy_samples.p99),
+        median(&direct_samples.p99),
     );
     let table = format!(
         "| date | commit | produce rec/s proxy | direct | ratio | consume rec/s proxy | direct | ratio | p99 µs proxy | direct | added p50 µs | added p99 µs |\n\
@@ -296,12 +347,12 @@ bindings:
          latency at {LATENCY_RATE} records/s for {latency_seconds} s; medians of {rounds} rounds.\n",
         today(),
         commit(),
-        median(&samples.produce_proxy),
-        median(&samples.produce_direct),
-        median(&samples.consume_proxy),
-        median(&samples.consume_direct),
-        median(&samples.p99_proxy),
-        median(&samples.p99_direct),
+        median(&proxy_samples.produce),
+        median(&direct_samples.produce),
+        median(&proxy_samples.consume),
+        median(&direct_samples.consume),
+        median(&proxy_samples.p99),
+        median(&direct_samples.p99),
     );
     if quick {
         println!("--quick: not recorded");

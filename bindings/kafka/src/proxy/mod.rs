@@ -39,10 +39,11 @@
 //! `socket.request.max.bytes` default of 100 MiB each); an oversized or malformed frame closes
 //! that connection only. Requests go out as they came, with their correlation ids; responses
 //! are matched to them in order, at most 4096 waiting per connection (the client's reads stop
-//! until answers come back). Only responses that name brokers are decoded: every other API,
-//! version and record set (Produce, Fetch) passes through as the same bytes, unknown API keys
-//! included. ApiVersions answers are narrowed only for the three rewritten APIs, to the
-//! versions decoded here.
+//! until answers come back). Frames that arrive together (a client pipelining requests, a
+//! broker answering several at once) leave together in one write, never waiting for more.
+//! Only responses that name brokers are decoded: every other API, version and record set
+//! (Produce, Fetch) passes through as the same bytes, unknown API keys included. ApiVersions
+//! answers are narrowed only for the three rewritten APIs, to the versions decoded here.
 //!
 //! # Authentication and topic allow-lists
 //!
@@ -145,7 +146,7 @@ use zilla_engine::stream::{
 pub use auth::{AuthenticationOptions, EdgeMechanism};
 use auth::{EdgeAuth, Exchange, Step};
 use brokers::{BrokerAddress, Brokers};
-use frame::{FrameError, FrameReader};
+use frame::{FrameError, FrameReader, Outbox};
 use telemetry::ProxyMetrics;
 use topics::{Checked, Fixup, TopicAccess};
 
@@ -590,7 +591,23 @@ impl Proxy {
         let answered_here = Notify::new();
 
         let requests = async {
-            while let Some(frame) = client_frames.next().await.map_err(protocol)? {
+            let mut to_broker = Outbox::default();
+            loop {
+                // Requests that came in together go to the broker in one write; the write
+                // happens before waiting for more, so none waits behind a quiet client.
+                let frame = match client_frames.buffered().map_err(protocol)? {
+                    Some(frame) if !to_broker.full() => frame,
+                    buffered => {
+                        to_broker.flush(&mut broker_write).await?;
+                        match buffered {
+                            Some(frame) => frame,
+                            None => match client_frames.next().await.map_err(protocol)? {
+                                Some(frame) => frame,
+                                None => break,
+                            },
+                        }
+                    }
+                };
                 let header = frame::request_header(&frame).map_err(protocol)?;
                 if self.edge.is_some() && Exchange::handles(header.api_key) {
                     return Err(StreamError::Protocol(
@@ -615,11 +632,18 @@ impl Proxy {
                     || header.api_key != 0
                     || frame::produce_acks(&frame, header.api_version) != Some(0);
                 if answered {
-                    permits
-                        .acquire()
-                        .await
-                        .map_err(|_| StreamError::Stopped)?
-                        .forget();
+                    match permits.try_acquire() {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => {
+                            // The broker answers only what it was sent.
+                            to_broker.flush(&mut broker_write).await?;
+                            permits
+                                .acquire()
+                                .await
+                                .map_err(|_| StreamError::Stopped)?
+                                .forget();
+                        }
+                    }
                 }
                 let forward = local.is_none();
                 {
@@ -642,43 +666,58 @@ impl Proxy {
                 }
                 self.metrics.request(header.api_key, frame.len());
                 if forward {
-                    broker_write.write_all(&frame).await?;
-                    broker_write.flush().await?;
+                    to_broker.push(frame);
                 } else {
+                    to_broker.flush(&mut broker_write).await?;
                     answered_here.notify_one();
                 }
             }
+            to_broker.flush(&mut broker_write).await?;
             Ok::<(), StreamError>(())
         };
 
         let responses = async {
+            let mut to_client = Outbox::default();
             loop {
-                self.send_here(&mut client_write, &permits, take_local(&pending))
-                    .await?;
-                // Answers made here come first: any of them waiting was sent before the
-                // broker's next answer was asked for.
-                let next = tokio::select! {
-                    biased;
-                    () = answered_here.notified() => continue,
-                    next = broker_frames.next() => next,
+                self.send_here(&mut to_client, &permits, take_local(&pending));
+                // Answers that came in together go to the client in one write.
+                let buffered = match broker_frames.buffered().map_err(protocol)? {
+                    Some(frame) if !to_client.full() => Some(frame),
+                    buffered => {
+                        to_client.flush(&mut client_write).await?;
+                        buffered
+                    }
                 };
-                let Some(frame) = next.map_err(protocol)? else {
-                    break;
+                let frame = match buffered {
+                    Some(frame) => frame,
+                    None => {
+                        // Answers made here come first: any of them waiting was sent before
+                        // the broker's next answer was asked for.
+                        let next = tokio::select! {
+                            biased;
+                            () = answered_here.notified() => continue,
+                            next = broker_frames.next() => next,
+                        };
+                        match next.map_err(protocol)? {
+                            Some(frame) => frame,
+                            None => break,
+                        }
+                    }
                 };
                 let correlation_id = frame::response_correlation_id(&frame).map_err(protocol)?;
                 let (earlier, request) = take_pending(&pending, correlation_id)?;
-                self.send_here(&mut client_write, &permits, earlier).await?;
+                self.send_here(&mut to_client, &permits, earlier);
                 let Some(request) = request else {
                     // An answer to an acks=0 produce already forgotten: pass it on as is.
-                    write_frame(&mut client_write, &frame).await?;
+                    to_client.push(frame);
                     continue;
                 };
                 if request.answered {
                     permits.add_permits(1);
                 }
-                let out = self.answer(&request, frame, &authorization)?;
-                write_frame(&mut client_write, &out).await?;
+                to_client.push(self.answer(&request, frame, &authorization)?);
             }
+            to_client.flush(&mut client_write).await?;
             Ok::<(), StreamError>(())
         };
 
@@ -796,22 +835,17 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// Sends the answers made here to the client, counted as the broker's answers are, and
+    /// Queues the answers made here for the client, counted as the broker's answers are, and
     /// frees their places in the queue.
-    async fn send_here(
-        &self,
-        client_write: &mut Writer,
-        permits: &Semaphore,
-        answers: Vec<Pending>,
-    ) -> Result<(), StreamError> {
+    fn send_here(&self, to_client: &mut Outbox, permits: &Semaphore, answers: Vec<Pending>) {
         for request in answers {
-            let Some(local) = request.local.as_deref() else {
+            let Some(local) = request.local else {
                 continue;
             };
             permits.add_permits(1);
             self.metrics
                 .duration(request.api_key, request.sent.elapsed());
-            if let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, local)
+            if let Some(offset) = rewrite::body_offset(request.api_key, request.api_version, &local)
             {
                 self.metrics.response(
                     request.api_key,
@@ -820,9 +854,8 @@ impl Proxy {
                     &local[offset..],
                 );
             }
-            write_frame(client_write, local).await?;
+            to_client.push(local);
         }
-        Ok(())
     }
 }
 
