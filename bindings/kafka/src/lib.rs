@@ -29,6 +29,11 @@
 //! Options of the `client` kind: `servers` (bootstrap `host:port` list) and `authorization`
 //! (SASL `plain`, `scram-sha-256` or `scram-sha-512` credentials).
 //!
+//! The `client` kind produces as Kafka's idempotent producer does (property
+//! `zilla.binding.kafka.client.produce.idempotent`, default true): each partition's batches
+//! carry a producer id and a running sequence, so a batch sent again after a lost connection,
+//! a broker restart or a leader move is written once.
+//!
 //! The `proxy` kind forwards Kafka clients' connections to a cluster, rewriting broker
 //! addresses so every broker is reached through the gateway, and records `kafka.*` metrics
 //! ([`proxy`]).
@@ -56,6 +61,7 @@ pub mod correlation;
 mod credentials;
 mod follow;
 pub mod group;
+mod idempotence;
 pub mod kind;
 pub mod mapping;
 mod merged;
@@ -77,6 +83,7 @@ pub fn register(registry: &mut zilla_engine::Registry) {
         "zilla.binding.kafka.client.fetch.max.wait.millis",
         "zilla.binding.kafka.client.id",
         "zilla.binding.kafka.client.meta.max.age.ms",
+        "zilla.binding.kafka.client.produce.idempotent",
         "zilla.binding.kafka.client.produce.request.timeout.millis",
         "zilla.binding.kafka.proxy.request.max.bytes",
         "zilla.binding.kafka.proxy.response.max.bytes",
