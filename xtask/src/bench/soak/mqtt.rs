@@ -94,13 +94,20 @@ class Subscriber:
 class Publisher:
     def __init__(self, qos, index):
         self.qos, self.sent, self.acked_mids = qos, {}, []
+        self.connects, self.sessions_lost = 0, 0
         self.connected = threading.Event()
         self.client = new_client(f"soak-pub-{qos}-{index}")
         self.client.max_queued_messages_set(0)
-        self.client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else self.connected.set()
+        self.client.on_connect = self.on_connect
         self.client.on_publish = lambda c, u, mid, rc, p: self.acked_mids.append(mid)
         self.client.connect_async(host, port, keepalive=20)
         self.client.loop_start()
+    def on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            return
+        self.connects += 1
+        self.sessions_lost += int(self.connects > 1 and not flags.session_present)
+        self.connected.set()
     def publish(self, payload):
         # Packet ids are unique per client for up to 65535 messages: more than a run sends.
         self.sent[self.client.publish(TOPIC, payload, qos=self.qos).mid] = payload
@@ -145,6 +152,8 @@ print("result " + json.dumps({
     "published": total, "published_in": published_in, "acked": acked,
     "subscribers": [{"qos": s.qos, "received": s.received, "connects": s.connects,
                      "sessions_lost": s.sessions_lost} for s in subscribers],
+    "publishers": [{"qos": p.qos, "connects": p.connects, "sessions_lost": p.sessions_lost}
+                   for p in publishers],
 }), flush=True)
 os._exit(0)
 "#;
@@ -238,6 +247,15 @@ pub struct MqttOutcome {
     /// Payloads acknowledged (PUBACK at QoS 1, PUBCOMP at QoS 2).
     pub acked: Vec<String>,
     pub subscribers: Vec<MqttSubscriber>,
+    pub publishers: Vec<MqttPublisher>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttPublisher {
+    pub qos: u8,
+    pub connects: u64,
+    /// Reconnections that found no session: the gateway lost it.
+    pub sessions_lost: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +303,11 @@ pub struct MqttComparison {
     pub lowest_ratio: f64,
     pub reconnects: u64,
     pub sessions_lost: u64,
+    /// Publishers' reconnections, and those that found no session.
+    pub publisher_reconnects: u64,
+    pub publisher_sessions_lost: u64,
+    /// The first few QoS 2 payloads written more than once (`m-2-<n>`: due n ÷ rate s into the load).
+    pub qos2_written_again_examples: Vec<String>,
     pub published_in: f64,
 }
 
@@ -322,6 +345,27 @@ impl MqttComparison {
             lowest_ratio: 1.0,
             reconnects: 0,
             sessions_lost: 0,
+            publisher_reconnects: outcome
+                .publishers
+                .iter()
+                .map(|p| p.connects.saturating_sub(1))
+                .sum(),
+            publisher_sessions_lost: outcome.publishers.iter().map(|p| p.sessions_lost).sum(),
+            qos2_written_again_examples: {
+                let mut twice: Vec<(u64, &str)> = copies
+                    .iter()
+                    .filter(|(payload, n)| **n > 1 && published_qos(payload) == Some(2))
+                    .filter_map(|(payload, _)| {
+                        Some((payload.rsplit('-').next()?.parse().ok()?, *payload))
+                    })
+                    .collect();
+                twice.sort_unstable();
+                twice
+                    .iter()
+                    .take(10)
+                    .map(|(_, p)| (*p).to_owned())
+                    .collect()
+            },
             published_in: outcome.published_in,
         };
         for subscriber in &outcome.subscribers {
@@ -360,8 +404,9 @@ impl MqttComparison {
         }
         if self.qos2_written_again > 0 {
             broken.push(format!(
-                "{} QoS 2 MQTT messages were written more than once",
-                self.qos2_written_again
+                "{} QoS 2 MQTT messages were written more than once (first: {})",
+                self.qos2_written_again,
+                self.qos2_written_again_examples.join(", ")
             ));
         }
         if self.qos2_duplicates > 0 {
@@ -380,7 +425,8 @@ impl MqttComparison {
         format!(
             "MQTT: acknowledged {} of {} (published in {:.0} s), in the topic {}, acknowledged-but-missing {}; \
              QoS 2 written again {}, QoS 2 duplicates {}; QoS 1 written again {}, QoS 1 duplicates {} (allowed); \
-             {} subscribers, delivered ÷ expected lowest {:.4}, missed {}, not in the topic {}; reconnects {}, sessions lost {}",
+             {} subscribers, delivered ÷ expected lowest {:.4}, missed {}, not in the topic {}; reconnects {}, sessions lost {}; \
+             publishers' reconnects {}, sessions lost {}",
             self.acknowledged,
             self.published,
             self.published_in,
@@ -396,6 +442,8 @@ impl MqttComparison {
             self.phantom,
             self.reconnects,
             self.sessions_lost,
+            self.publisher_reconnects,
+            self.publisher_sessions_lost,
         )
     }
 }
@@ -421,6 +469,11 @@ mod tests {
                     sessions_lost: 0,
                 })
                 .collect(),
+            publishers: vec![MqttPublisher {
+                qos: 2,
+                connects: 3,
+                sessions_lost: 1,
+            }],
         }
     }
 
@@ -450,6 +503,14 @@ mod tests {
         let c = MqttComparison::new(&topic, &twice);
         assert_eq!(c.qos2_duplicates, 1);
         assert_eq!(c.broken().len(), 1, "{:?}", c.broken());
+        assert_eq!((c.publisher_reconnects, c.publisher_sessions_lost), (2, 1));
+
+        let written_twice = MqttComparison::new(
+            &["m-2-7".to_owned(), "m-2-7".to_owned()],
+            &outcome(&["m-2-7"], &[(2, &[("m-2-7", 2)])]),
+        );
+        assert_eq!(written_twice.qos2_written_again_examples, ["m-2-7"]);
+        assert_eq!(written_twice.broken().len(), 1);
     }
 
     #[test]
