@@ -41,6 +41,16 @@
 //!   on such a location (it must match one of the route's `when`) answers with the reply, or
 //!   waits up to `prefer: wait=N` for it, or answers `202` with the location again.
 //!
+//! **Duplicates.** The `kafka` client writes each produced batch once even when it sends it
+//! again after a lost connection, a broker restart or a leader move (its batches carry an
+//! idempotent producer id and sequence), so a request answered `2xx` is in Kafka exactly once
+//! and a failed one (`503`, `504`, or a connection lost before the answer) at most once. A
+//! client's own retry is a new request and writes a new record, as in Zilla: the
+//! `idempotency-key` header names the request in `${idempotencyKey}` and the correlation id
+//! and lets a retried `reply-to` request find the earlier reply, but the gateway keeps no
+//! record of the keys it has produced, so it does not refuse or merge a repeated one.
+//! Consumers that must see a retried request once deduplicate on the key or correlation id.
+//!
 //! A body larger than the topic's `max.message.bytes` is `413`. Kafka failing is `503`, and
 //! Kafka not answering within `zilla.binding.http.kafka.request.timeout.millis` (default 30000)
 //! is `504`, both with an empty body; a produce is never answered `2xx` before Kafka

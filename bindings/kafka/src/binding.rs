@@ -168,6 +168,10 @@ fn build_client(
             "zilla.binding.kafka.client.produce.request.timeout.millis",
             ClientTuning::default().produce_timeout,
         ),
+        produce_idempotent: properties.bool(
+            "zilla.binding.kafka.client.produce.idempotent",
+            ClientTuning::default().produce_idempotent,
+        ),
     };
     context.publish::<Kafka>(Arc::new(
         KafkaClient::new(cluster, tuning).with_default_offsets(defaults(options)),

@@ -2,7 +2,9 @@
 //! [`crate::wire::Cluster`], whose connections go through the binding's exit (a tcp or tls
 //! client). Produces to one partition are batched: records that arrive while a request is in
 //! flight go out together in the next one, except idempotent records (with a producer
-//! sequence), each sent in a batch of its own. Reads follow partitions through one fetch session
+//! sequence), each sent in a batch of its own. Batches carry a producer id and sequence of
+//! their own ([`crate::idempotence`]), so one sent again after a lost connection or a broker
+//! restart is written once. Reads follow partitions through one fetch session
 //! per broker ([`crate::follow`]), on a connection of their own, so produce and metadata never
 //! wait behind a fetch parked at the log end.
 
@@ -16,6 +18,7 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::follow::{FollowTuning, Followed, Follower, fetch_once};
 use crate::group;
+use crate::idempotence::PartitionProducer;
 use crate::kind::{
     Acks, FetchBatch, FetchRequest, FollowStream, GroupJoin, GroupMembership, KafkaHandler,
     MergedRequest, MergedStream, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
@@ -40,6 +43,10 @@ pub struct ClientTuning {
     pub fetch_max_bytes: i32,
     /// `zilla.binding.kafka.client.produce.request.timeout.millis` (default 30 s).
     pub produce_timeout: Duration,
+    /// `zilla.binding.kafka.client.produce.idempotent` (default true): batches carry an
+    /// idempotent producer id and sequence ([`crate::idempotence`]), so a batch sent again
+    /// after a lost connection is written once.
+    pub produce_idempotent: bool,
 }
 
 impl Default for ClientTuning {
@@ -48,6 +55,7 @@ impl Default for ClientTuning {
             fetch_max_wait: Duration::from_millis(500),
             fetch_max_bytes: 50 * 1024 * 1024,
             produce_timeout: Duration::from_secs(30),
+            produce_idempotent: true,
         }
     }
 }
@@ -196,6 +204,10 @@ async fn produce_loop(
     acks: Acks,
     mut receiver: mpsc::Receiver<Pending>,
 ) {
+    let mut producer = match inner.upgrade() {
+        Some(inner) => PartitionProducer::new(inner.tuning.produce_idempotent),
+        None => return,
+    };
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         let mut bytes = batch_bytes(&batch[0].0);
@@ -221,9 +233,8 @@ async fn produce_loop(
             timeout: inner.tuning.produce_timeout,
             ..wire::ProduceOptions::default()
         };
-        let result = inner
-            .cluster
-            .produce(&topic, partition, &records, &options)
+        let result = producer
+            .produce(&inner.cluster, &topic, partition, &records, options)
             .await;
         match result {
             Ok(base) => {

@@ -57,6 +57,11 @@
 //! verifies the token with a `jwt` guard: no broker available to the tests (tansu) implements
 //! OAUTHBEARER. That edge is in turn checked with librdkafka as the client.
 //!
+//! The `client` kind produces as Kafka's idempotent producer does (property
+//! `zilla.binding.kafka.client.produce.idempotent`, default true): each partition's batches
+//! carry a producer id and a running sequence, so a batch sent again after a lost connection,
+//! a broker restart or a leader move is written once.
+//!
 //! The `proxy` kind forwards Kafka clients' connections to a cluster, rewriting broker
 //! addresses so every broker is reached through the gateway, and records `kafka.*` metrics
 //! ([`proxy`]).
@@ -84,6 +89,7 @@ pub mod correlation;
 mod credentials;
 mod follow;
 pub mod group;
+mod idempotence;
 pub mod kind;
 pub mod mapping;
 mod merged;
@@ -105,6 +111,7 @@ pub fn register(registry: &mut zilla_engine::Registry) {
         "zilla.binding.kafka.client.fetch.max.wait.millis",
         "zilla.binding.kafka.client.id",
         "zilla.binding.kafka.client.meta.max.age.ms",
+        "zilla.binding.kafka.client.produce.idempotent",
         "zilla.binding.kafka.client.produce.request.timeout.millis",
         "zilla.binding.kafka.proxy.request.max.bytes",
         "zilla.binding.kafka.proxy.response.max.bytes",

@@ -6,11 +6,15 @@
 //! rate, each acknowledged value noted. While it runs, a fault schedule kills one replica
 //! (`SIGKILL`) and restarts it, rewrites the other's config (a hot reload), restarts the broker
 //! on the same port and data, and makes every subscriber reconnect at once. Every 10 s the
-//! gateways', tansu's and haproxy's RSS, open files and CPU are sampled.
+//! gateways', tansu's and haproxy's RSS, open files and CPU are sampled. Each replica also
+//! serves `examples/mqtt.kafka.proxy` behind a second haproxy frontend, where paho-mqtt
+//! publishers (QoS 1 and 2) and subscribers (QoS 1 and 2, persistent sessions) run through
+//! the same faults ([`mqtt`]).
 //!
 //! Afterwards [`check`] reads the topic back with confluent-kafka and compares: an
 //! acknowledged value missing from the topic, a subscriber missing a value of the topic,
-//! receiving one twice or one that is not there fails the run. It prints a summary line, writes
+//! receiving one twice or one that is not there fails the run; so does an acknowledged MQTT
+//! message missing from the MQTT messages topic, or a QoS 2 one written or delivered twice. It prints a summary line, writes
 //! the samples as CSV (and a PNG plot when matplotlib is in the peers' virtualenv) under
 //! `docs/soak/`, and records the figures in `docs/benchmarks.md`.
 //!
@@ -20,6 +24,7 @@
 
 mod check;
 mod clients;
+mod mqtt;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,7 @@ use super::{commit, record, today};
 use crate::shell::find_program;
 use check::{Comparison, Drift, Sample};
 use clients::Shared;
+use mqtt::{MqttComparison, MqttLoad, MqttPlan};
 
 const TOPIC: &str = "events";
 const EXAMPLE: &str = "examples/sse.kafka.fanout";
@@ -93,6 +99,8 @@ struct Plan {
     /// Samples from here on count for drift: one fault spacing after the schedule.
     drift_from: Duration,
     release: bool,
+    /// The MQTT clients, publishing for the whole load.
+    mqtt: MqttPlan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +162,13 @@ impl Plan {
             faults,
             drift_from: spacing * (Fault::ALL.len() as u32 + 1),
             release: !options.short,
+            mqtt: MqttPlan {
+                qos1_publishers: 4,
+                qos2_publishers: 2,
+                qos1_subscribers: if options.short { 3 } else { 10 },
+                qos2_subscribers: if options.short { 3 } else { 10 },
+                rate,
+            },
         }
     }
 }
@@ -213,6 +228,9 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
 
     let mut broker = Broker::start()?;
     broker.create_topic(TOPIC, 1, false)?;
+    for (topic, compacted) in mqtt::TOPICS {
+        broker.create_topic(topic, 1, compacted)?;
+    }
     let mut replicas = [
         Replica::start("gateway-a", &binary, &broker)?,
         Replica::start("gateway-b", &binary, &broker)?,
@@ -223,6 +241,10 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         .as_ref()
         .ok()
         .map(|_| check::read_back(&broker.address(), TOPIC));
+    let mqtt_values = outcome
+        .as_ref()
+        .ok()
+        .map(|_| check::read_back(&broker.address(), mqtt::MESSAGES_TOPIC));
     // How a replica stops says nothing about the run's outcome, which must not be hidden.
     for replica in &mut replicas {
         match replica.gateway.terminate() {
@@ -235,6 +257,8 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
     drop(broker);
     let outcome = outcome?;
     let values = values.context("no read-back")??;
+    let mqtt_values = mqtt_values.context("no MQTT read-back")??;
+    let mqtt_comparison = MqttComparison::new(&mqtt_values, &outcome.mqtt);
 
     let comparison = Comparison::new(
         &values,
@@ -246,6 +270,7 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
     let report = Report {
         plan: &plan,
         comparison: &comparison,
+        mqtt: &mqtt_comparison,
         outcome: &outcome,
     };
     println!("{}", report.summary());
@@ -253,7 +278,12 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         report.write_files()?;
         record(&format!("soak-{}", plan.mode), &report.table())?;
     }
-    comparison.verdict()
+    let mqtt_broken = mqtt_comparison.broken();
+    match comparison.verdict() {
+        Err(error) if !mqtt_broken.is_empty() => bail!("{error:#}; {}", mqtt_broken.join("; ")),
+        Ok(()) if !mqtt_broken.is_empty() => bail!("{}", mqtt_broken.join("; ")),
+        verdict => verdict,
+    }
 }
 
 /// One gateway replica on a port of its own, which it keeps across restarts (haproxy's
@@ -261,6 +291,7 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
 struct Replica {
     name: &'static str,
     port: u16,
+    mqtt_port: u16,
     yaml: String,
     reloads: usize,
     gateway: Gateway,
@@ -271,11 +302,14 @@ impl Replica {
         let path = workspace_dir().join(EXAMPLE).join("zilla.yaml");
         let yaml = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        let yaml = mqtt::with_mqtt_bindings(&yaml)?;
         let port = free_port()?;
-        let gateway = launch(binary, &yaml, port, broker)?;
+        let mqtt_port = free_port()?;
+        let gateway = launch(binary, &yaml, (port, mqtt_port), broker)?;
         Ok(Self {
             name,
             port,
+            mqtt_port,
             yaml,
             reloads: 0,
             gateway,
@@ -289,7 +323,7 @@ impl Replica {
         let mut attempt = 0;
         self.gateway = loop {
             attempt += 1;
-            match launch(binary, &self.yaml, self.port, broker) {
+            match launch(binary, &self.yaml, (self.port, self.mqtt_port), broker) {
                 Ok(gateway) => break gateway,
                 Err(error) if attempt >= 5 => return Err(error),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
@@ -318,10 +352,12 @@ impl Replica {
     }
 }
 
-fn launch(binary: &Path, yaml: &str, port: u16, broker: &Broker) -> Result<Gateway> {
+/// Starts a replica with its HTTP and MQTT ports.
+fn launch(binary: &Path, yaml: &str, ports: (u16, u16), broker: &Broker) -> Result<Gateway> {
     Gateway::builder(yaml)
         .binary(binary)
-        .env("HTTP_PORT", port.to_string())
+        .env("HTTP_PORT", ports.0.to_string())
+        .env("MQTT_PORT", ports.1.to_string())
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
         .env("WWW_DIR", workspace_dir().join(EXAMPLE).join("www"))
         .property(
@@ -338,6 +374,8 @@ fn launch(binary: &Path, yaml: &str, port: u16, broker: &Broker) -> Result<Gatew
 struct LoadBalancer {
     process: Process,
     address: SocketAddr,
+    /// The MQTT frontend.
+    mqtt_address: SocketAddr,
     // Last: the config goes once the process is gone.
     _dir: tempfile::TempDir,
 }
@@ -346,8 +384,9 @@ impl LoadBalancer {
     fn start(haproxy: &Path, replicas: &[Replica]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("zilla-soak-").tempdir()?;
         let port = free_port()?;
+        let mqtt_port = free_port()?;
         let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, haproxy_config(port, replicas))?;
+        std::fs::write(&path, haproxy_config((port, mqtt_port), replicas))?;
         let process = Peer::new(haproxy).args(["-db", "-f"]).arg(&path).spawn()?;
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -360,28 +399,39 @@ impl LoadBalancer {
         Ok(Self {
             process,
             address,
+            mqtt_address: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
             _dir: dir,
         })
     }
 }
 
-fn haproxy_config(port: u16, replicas: &[Replica]) -> String {
-    let servers: String = replicas
-        .iter()
-        .map(|replica| {
-            format!(
-                "  server {} 127.0.0.1:{} check inter 1s fall 1 rise 1\n",
-                replica.name, replica.port
-            )
-        })
-        .collect();
+/// HTTP on `ports.0` and MQTT on `ports.1`, each balanced over the replicas' own port.
+fn haproxy_config(ports: (u16, u16), replicas: &[Replica]) -> String {
+    let servers = |port: fn(&Replica) -> u16| -> String {
+        replicas
+            .iter()
+            .map(|replica| {
+                format!(
+                    "  server {} 127.0.0.1:{} check inter 1s fall 1 rise 1\n",
+                    replica.name,
+                    port(replica)
+                )
+            })
+            .collect()
+    };
     // haproxy holds two descriptors per connection: 9000 fits under a 20000 hard limit.
     format!(
         "global\n  maxconn 9000\n\n\
          defaults\n  mode tcp\n  retries 3\n  option redispatch\n  timeout connect 2s\n  \
          timeout client 1h\n  timeout server 1h\n\n\
-         frontend soak\n  bind 127.0.0.1:{port}\n  default_backend replicas\n\n\
-         backend replicas\n  balance roundrobin\n{servers}"
+         frontend soak\n  bind 127.0.0.1:{}\n  default_backend replicas\n\n\
+         backend replicas\n  balance roundrobin\n{}\n\
+         frontend soak_mqtt\n  bind 127.0.0.1:{}\n  default_backend mqtt_replicas\n\n\
+         backend mqtt_replicas\n  balance roundrobin\n{}",
+        ports.0,
+        servers(|replica| replica.port),
+        ports.1,
+        servers(|replica| replica.mqtt_port),
     )
 }
 
@@ -399,6 +449,7 @@ struct Outcome {
     subscribe_time: Duration,
     warm_up_time: Duration,
     first_error: Option<String>,
+    mqtt: mqtt::MqttOutcome,
 }
 
 fn soak(
@@ -414,6 +465,15 @@ fn soak(
         .build()
         .context("cannot start the load's runtime")?;
     let schedule = Schedule::new(plan.rate, plan.load);
+    // The MQTT clients connect first: they are few and ready while the SSE ones subscribe.
+    let mqtt_load = MqttLoad::start(balancer.mqtt_address, &plan.mqtt, plan.load)?;
+    println!(
+        "  MQTT: {} + {} publishers (QoS 1 + QoS 2), {} + {} subscribers live",
+        plan.mqtt.qos1_publishers,
+        plan.mqtt.qos2_publishers,
+        plan.mqtt.qos1_subscribers,
+        plan.mqtt.qos2_subscribers
+    );
     let shared = Arc::new(Shared::new(balancer.address, schedule.total));
     let (storm, storm_signal) = watch::channel(0u64);
     let (stop, stop_signal) = watch::channel(false);
@@ -467,6 +527,7 @@ fn soak(
     );
 
     let load_start = Instant::now();
+    mqtt_load.go()?;
     let producer = runtime.spawn(clients::produce(
         balancer.address,
         schedule,
@@ -541,6 +602,7 @@ fn soak(
         anyhow::Ok(done)
     })?;
     let first_error = shared.first_error.lock().ok().and_then(|e| e.clone());
+    let mqtt = mqtt_load.finish()?;
     Ok(Outcome {
         total: schedule.total,
         produced,
@@ -551,6 +613,7 @@ fn soak(
         subscribe_time,
         warm_up_time,
         first_error,
+        mqtt,
     })
 }
 
@@ -670,6 +733,7 @@ fn first_error(error: Option<&String>) -> String {
 struct Report<'a> {
     plan: &'a Plan,
     comparison: &'a Comparison,
+    mqtt: &'a MqttComparison,
     outcome: &'a Outcome,
 }
 
@@ -722,7 +786,7 @@ impl Report<'_> {
 
     fn summary(&self) -> String {
         let c = self.comparison;
-        format!(
+        let sse = format!(
             "S10 soak ({} mode, {} s, {} subscribers, {} values/s): acknowledged {} of {}, in the topic {}, \
              acknowledged-but-missing {}; delivered ÷ expected {:.4} (lowest subscriber {:.4}); duplicates {} \
              (written twice in the topic {}, received again as written {}); reconnects {}, failed attempts {}{}; \
@@ -752,7 +816,8 @@ impl Report<'_> {
             ["gateway-a", "gateway-b", "tansu", "haproxy"]
                 .map(|process| self.drift_text(process))
                 .join("; "),
-        )
+        );
+        format!("{sse}; {}", self.mqtt.summary())
     }
 
     fn files(&self) -> (PathBuf, PathBuf) {
@@ -883,6 +948,14 @@ impl Report<'_> {
                 ".".to_owned()
             },
         ));
+        table.push_str(&format!(
+            "- {} ({} QoS 1 and {} QoS 2 publishers, {} QoS 1 and {} QoS 2 subscribers with persistent sessions, through haproxy's MQTT frontend).\n",
+            self.mqtt.summary(),
+            self.plan.mqtt.qos1_publishers,
+            self.plan.mqtt.qos2_publishers,
+            self.plan.mqtt.qos1_subscribers,
+            self.plan.mqtt.qos2_subscribers,
+        ));
         table
     }
 }
@@ -920,9 +993,10 @@ mod tests {
 
     #[test]
     fn haproxy_balances_every_replica_in_tcp_mode() {
-        let config = haproxy_config(8080, &[]);
+        let config = haproxy_config((8080, 1883), &[]);
         assert!(config.contains("mode tcp"));
         assert!(config.contains("bind 127.0.0.1:8080"));
+        assert!(config.contains("bind 127.0.0.1:1883"));
         assert!(config.contains("option redispatch"));
     }
 }
