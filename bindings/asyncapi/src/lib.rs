@@ -105,7 +105,8 @@ use zilla_asyncapi::{
     AsyncapiOptions, Composite as Generation, CompositeKind, ExitTarget, GenerateError, Overrides,
 };
 use zilla_composite::{Composite, CompositeContext, Generated};
-use zilla_engine::{BindingKind, BindingSchema, BuildError, Registry};
+use zilla_engine::config::model::BindingConfig;
+use zilla_engine::{BindingKind, BindingSchema, BuildError, QualifiedName, Registry};
 
 /// Registers the `asyncapi` binding type.
 pub fn register(registry: &mut Registry) {
@@ -131,7 +132,7 @@ impl Composite for AsyncapiComposite {
     fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
         match kind {
             BindingKind::Proxy => &["mqtt", "http", "sse"],
-            BindingKind::Client => &["kafka"],
+            BindingKind::Client => &["kafka", "mqtt", "sse", "http"],
             _ => &[],
         }
     }
@@ -158,43 +159,17 @@ impl Composite for AsyncapiComposite {
     }
 
     fn generate(&self, context: &CompositeContext<'_>) -> Result<Generated, BuildError> {
-        let options: AsyncapiOptions = context.options()?;
         let config = context.config();
-        let kind = match config.kind {
-            BindingKind::Server => CompositeKind::Server,
-            BindingKind::Proxy => CompositeKind::Proxy,
-            BindingKind::Client => CompositeKind::Client,
-            other => {
-                return Err(BuildError::at(
-                    "kind",
-                    format!("`{other}` is not a kind of asyncapi"),
-                ));
-            }
-        };
-        let routes = routes(context, kind)?;
+        let kind = composite_kind(config)?;
         if kind == CompositeKind::Proxy && config.exit.is_some() {
             return Err(BuildError::at(
                 "exit",
                 "an asyncapi proxy maps operations by `routes`: a binding-level `exit` is not supported",
             ));
         }
-        let specs = documents(context, &options)?;
+        let routes = routes(config, kind)?;
         let exits = exits(context, kind, &routes)?;
-        let overrides = Overrides {
-            listen_host: Some(context.listen_host(None)),
-            ..Overrides::default()
-        };
-        let generation = Generation {
-            kind,
-            options: &options,
-            routes: &routes,
-            specs: &specs,
-            exit: config.exit.as_deref(),
-            exits: &exits,
-            overrides: &overrides,
-        };
-        let namespace =
-            zilla_asyncapi::generate(context.namespace(), &generation).map_err(located)?;
+        let namespace = generate_namespace(context, config, context.namespace(), &exits)?;
         let Some(entry) = zilla_asyncapi::entry(kind, &namespace) else {
             return Err(BuildError::at("routes", "no binding was generated"));
         };
@@ -204,6 +179,51 @@ impl Composite for AsyncapiComposite {
             entry: entry.to_owned(),
         })
     }
+}
+
+/// The kind of an asyncapi binding's config.
+fn composite_kind(config: &BindingConfig) -> Result<CompositeKind, BuildError> {
+    match config.kind {
+        BindingKind::Server => Ok(CompositeKind::Server),
+        BindingKind::Proxy => Ok(CompositeKind::Proxy),
+        BindingKind::Client => Ok(CompositeKind::Client),
+        other => Err(BuildError::at(
+            "kind",
+            format!("`{other}` is not a kind of asyncapi"),
+        )),
+    }
+}
+
+/// The namespace `name` generated for the asyncapi binding `config` (the context's own, or
+/// one it exits to), with its exits reached as `exits` say.
+fn generate_namespace(
+    context: &CompositeContext<'_>,
+    config: &BindingConfig,
+    name: &str,
+    exits: &BTreeMap<String, ExitTarget>,
+) -> Result<zilla_asyncapi::Namespace, BuildError> {
+    let kind = composite_kind(config)?;
+    let options: AsyncapiOptions = match &config.options {
+        None => AsyncapiOptions::default(),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|error| BuildError::at("options", error.to_string()))?,
+    };
+    let routes = routes(config, kind)?;
+    let specs = documents(context, &options)?;
+    let overrides = Overrides {
+        listen_host: Some(context.listen_host(None)),
+        ..Overrides::default()
+    };
+    let generation = Generation {
+        kind,
+        options: &options,
+        routes: &routes,
+        specs: &specs,
+        exit: config.exit.as_deref(),
+        exits,
+        overrides: &overrides,
+    };
+    zilla_asyncapi::generate(name, &generation).map_err(located)
 }
 
 /// A generation error at its place: config paths relative to the binding, document paths in
@@ -216,11 +236,7 @@ fn located(error: GenerateError) -> BuildError {
 }
 
 /// The routes of a proxy, as the generator reads them.
-fn routes(
-    context: &CompositeContext<'_>,
-    kind: CompositeKind,
-) -> Result<Vec<AsyncapiRoute>, BuildError> {
-    let config = context.config();
+fn routes(config: &BindingConfig, kind: CompositeKind) -> Result<Vec<AsyncapiRoute>, BuildError> {
     if kind == CompositeKind::Server && !config.routes.is_empty() {
         return Err(BuildError::at(
             "routes",
@@ -304,6 +320,8 @@ fn exits(
             ExitTarget::Composite {
                 namespace: format!("{}.{}", name.namespace, name.name),
                 reference: name.to_string(),
+                bindings: target_bindings(context, &name, binding)
+                    .map_err(|error| BuildError::at(&path, format!("`{exit}`: {error}")))?,
             }
         } else if kind == CompositeKind::Server {
             return Err(BuildError::at(
@@ -321,4 +339,25 @@ fn exits(
         exits.insert(exit.clone(), target);
     }
     Ok(exits)
+}
+
+/// The names of the bindings the asyncapi binding `binding` generates: which streams it takes
+/// depends on what it maps. Its own exits are left unresolved (any name does), so this does
+/// not reach further along the pipeline.
+fn target_bindings(
+    context: &CompositeContext<'_>,
+    name: &QualifiedName,
+    binding: &BindingConfig,
+) -> Result<Vec<String>, BuildError> {
+    let placeholders: BTreeMap<String, ExitTarget> = binding
+        .exit
+        .iter()
+        .chain(binding.routes.iter().map(|route| &route.exit))
+        .map(|exit| {
+            let reference = name.resolve(exit).to_string();
+            (exit.clone(), ExitTarget::Plain { reference })
+        })
+        .collect();
+    let namespace = generate_namespace(context, binding, &name.to_string(), &placeholders)?;
+    Ok(zilla_asyncapi::generated_bindings(&namespace))
 }

@@ -96,6 +96,7 @@
 //! raw JSON, which is most of what the gateway reads. This crate reads the document through
 //! `zilla-config`'s positioned YAML tree, so every error points into the file.
 
+mod client;
 pub mod generate;
 pub mod model;
 pub mod options;
@@ -105,7 +106,7 @@ mod schema;
 
 pub use generate::{
     Composite, CompositeKind, ExitTarget, GenerateError, Namespace, Overrides, entry, expand,
-    generate, namespace_name,
+    generate, generated_bindings, namespace_name,
 };
 pub use model::{Action, Channel, Message, Operation, Payload, SchemaFormat, Server, Spec};
 pub use options::{AsyncapiOptions, AsyncapiRoute};
