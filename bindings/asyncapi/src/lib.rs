@@ -24,17 +24,32 @@
 //!   Kafka document) or else from the Kafka channels marked `x-zilla-mqtt-kafka`.
 //! - `client`: the document's `kafka` servers become Zilla's Kafka client chain: `kafka`
 //!   `cache_client` → `cache_server` → `client` → `tcp` client to the server URLs (the topics
-//!   clients read are bootstrapped into the cache).
+//!   clients read are bootstrapped into the cache); `mqtt` servers an `mqtt` client → `tcp`
+//!   client to the broker; `http` servers an `http` client (HTTP/1.1, `:authority` set to the
+//!   server's `host:port`) → `tcp` client, with an `sse` client in front when an operation is
+//!   marked `x-zilla-sse` (or the server speaks `sse`). The tcp client connects to the first
+//!   selected server. A `servers` URL that is none of the document's servers (and has no `*`)
+//!   is connected to as written, `protocol://host:port`, as the openapi client does: the
+//!   document says where the API runs, the deployment where it runs here
+//!   (`mqtt://${{env.BROKER_HOST}}:1883`).
+//!
+//! A server exits to an asyncapi proxy or straight to an asyncapi client (Zilla's
+//! `asyncapi.mqtt.proxy` and `asyncapi.sse.proxy` shapes: the gateway in front of an MQTT
+//! broker or an SSE origin, checking payloads against the document). Each of its protocols
+//! exits only where the binding it names takes it: an http server whose proxy maps only the
+//! SSE operations routes those to its sse server and answers the other exchanges `404`
+//! itself.
 //!
 //! Generated names (metrics and events carry them): a server's `tcp_server0` takes the
 //! composite's own name; `<namespace>.<binding>:mqtt_server0`, `http_server0`,
 //! `sse_server0`, and the inline catalog `catalog0` with one subject per operation id. A
-//! client's `kafka_cache_client0` takes its name; `kafka_cache_server0`, `kafka_client0` and
-//! `tcp_client0` follow. A proxy's first of `mqtt_kafka_proxy0`, `http_kafka_proxy0` and
-//! `sse_kafka_proxy0` takes its name, the others stay in its namespace; a server exits to the
-//! proxy's name for its own first protocol in that order and to the generated names for the
-//! others, so a server and its proxy must map the same protocols (else the load fails with
-//! the kind mismatch, naming both bindings).
+//! client's first of `kafka_cache_client0`, `mqtt_client0`, `sse_client0` and `http_client0`
+//! takes its name; `kafka_cache_server0`, `kafka_client0`, `http_client0` and `tcp_client0`
+//! follow. A proxy's first of `mqtt_kafka_proxy0`, `http_kafka_proxy0` and
+//! `sse_kafka_proxy0` takes its name, the others stay in its namespace. A server exits to the
+//! name of the binding it names for the protocol that binding's entry takes, and to the
+//! generated names for the others; a server whose exit takes none of its protocols fails to
+//! load, naming the exit.
 //!
 //! ```yaml
 //! name: lighting
@@ -79,6 +94,29 @@
 //!           catalog: {specs: {subject: kafka}}
 //! ```
 //!
+//! In front of an MQTT broker, checking publications against the document (the client's
+//! URL is where the broker runs here, not the document's server):
+//!
+//! ```yaml
+//! bindings:
+//!   north_mqtt_server:
+//!     type: asyncapi
+//!     kind: server
+//!     options:
+//!       specs:
+//!         mqtt_api:
+//!           catalog: {specs: {subject: mqtt}}
+//!     exit: south_mqtt_client
+//!   south_mqtt_client:
+//!     type: asyncapi
+//!     kind: client
+//!     options:
+//!       specs:
+//!         mqtt_api:
+//!           servers: ['mqtt://broker.internal:1883']
+//!           catalog: {specs: {subject: mqtt}}
+//! ```
+//!
 //! Options (every kind):
 //! - `specs.<label>`: `catalog: {<catalog>: {subject, version}}` (one catalog of the
 //!   namespace, any type; `version` defaults to `latest`), `servers` (URLs as the document
@@ -91,8 +129,8 @@
 //! server protocols such as `mqtts`, `https`, `kafka-secure`), `http`, `mqtt`, `kafka`,
 //! `specs.<label>.security`, `catalog.<catalog>.overlay`, routing by `tag`, `guarded` proxy
 //! routes, `routes` on a server and `exit` on a proxy, an exit of a server that is not an
-//! asyncapi proxy, servers speaking other protocols than mqtt, http and sse (server) or kafka
-//! (client), and `{identity}` filters of `x-zilla-*` extensions (they need a guard).
+//! asyncapi proxy or client, servers speaking other protocols than mqtt, http and sse
+//! (server) or kafka, mqtt, http and sse (client), and `{identity}` filters of `x-zilla-*` extensions (they need a guard).
 //! Documents that reference other documents are refused with the document's line and column
 //! (see `zilla-asyncapi`).
 

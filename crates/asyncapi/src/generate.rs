@@ -11,6 +11,15 @@
 //! | `server` | `sse` | [`TCP_SERVER`] → [`HTTP_SERVER`] → [`SSE_SERVER`] → `<exit>:`[`SSE_KAFKA_PROXY`] |
 //! | `proxy` | mqtt/http/sse → kafka | [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`], [`SSE_KAFKA_PROXY`] → `<route exit>:`[`KAFKA_CACHE_CLIENT`] |
 //! | `client` | `kafka` | [`KAFKA_CACHE_CLIENT`] → [`KAFKA_CACHE_SERVER`] → [`KAFKA_CLIENT`] → [`TCP_CLIENT`] |
+//! | `client` | `mqtt` | [`MQTT_CLIENT`] → [`TCP_CLIENT`] |
+//! | `client` | `http`, `sse` | [`SSE_CLIENT`] (SSE operations) → [`HTTP_CLIENT`] → [`TCP_CLIENT`] |
+//!
+//! A server's exit may also be a client of its own document: its `mqtt_server0` then exits
+//! to [`MQTT_CLIENT`], its `http_server0` to [`HTTP_CLIENT`] and its `sse_server0` to
+//! [`SSE_CLIENT`]. Each protocol of a server exits only to a binding its exit generated
+//! ([`ExitTarget`] lists them): an HTTP operation its proxy does not map is answered by the
+//! http server (404), not sent to an http-kafka proxy that does not exist. A client connects
+//! to a `servers` URL that is none of the document's as written.
 //!
 //! Message payload schemas of operations clients send (MQTT publish, HTTP request bodies) and
 //! of SSE events become content models: each schema is a subject of the inline catalog

@@ -83,7 +83,8 @@
 //! ```
 //!
 //! Options ([`AsyncapiOptions`]): `specs.<label>` with `catalog` (read by the caller),
-//! `servers` (URLs with `*` wildcards, or server names) or `server`; proxy `mqtt-kafka.channels`
+//! `servers` (URLs with `*` wildcards, or server names; a client also takes a
+//! `protocol://host:port` URL the document does not list, as written) or `server`; proxy `mqtt-kafka.channels`
 //! `{sessions, messages, retained}` (channel ids of the Kafka document, when its channels carry
 //! no `x-zilla-mqtt-kafka` role). Routes ([`AsyncapiRoute`]): `when: [{spec, operation}]`
 //! (`api-id`/`operation-id` accepted), `with: {spec, operation}`, `exit`. Anything else
