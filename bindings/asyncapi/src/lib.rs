@@ -365,7 +365,7 @@ fn exits(
             return Err(BuildError::at(
                 path,
                 format!(
-                    "an asyncapi server exits to an asyncapi proxy, not to a `{}` binding: not supported",
+                    "an asyncapi server exits to an asyncapi proxy or client, not to a `{}` binding: not supported",
                     binding.type_name
                 ),
             ));
