@@ -24,17 +24,32 @@
 //!   Kafka document) or else from the Kafka channels marked `x-zilla-mqtt-kafka`.
 //! - `client`: the document's `kafka` servers become Zilla's Kafka client chain: `kafka`
 //!   `cache_client` → `cache_server` → `client` → `tcp` client to the server URLs (the topics
-//!   clients read are bootstrapped into the cache).
+//!   clients read are bootstrapped into the cache); `mqtt` servers an `mqtt` client → `tcp`
+//!   client to the broker; `http` servers an `http` client (HTTP/1.1, `:authority` set to the
+//!   server's `host:port`) → `tcp` client, with an `sse` client in front when an operation is
+//!   marked `x-zilla-sse` (or the server speaks `sse`). The tcp client connects to the first
+//!   selected server. A `servers` URL that is none of the document's servers (and has no `*`)
+//!   is connected to as written, `protocol://host:port`, as the openapi client does: the
+//!   document says where the API runs, the deployment where it runs here
+//!   (`mqtt://${{env.BROKER_HOST}}:1883`).
+//!
+//! A server exits to an asyncapi proxy or straight to an asyncapi client (Zilla's
+//! `asyncapi.mqtt.proxy` and `asyncapi.sse.proxy` shapes: the gateway in front of an MQTT
+//! broker or an SSE origin, checking payloads against the document). Each of its protocols
+//! exits only where the binding it names takes it: an http server whose proxy maps only the
+//! SSE operations routes those to its sse server and answers the other exchanges `404`
+//! itself.
 //!
 //! Generated names (metrics and events carry them): a server's `tcp_server0` takes the
 //! composite's own name; `<namespace>.<binding>:mqtt_server0`, `http_server0`,
 //! `sse_server0`, and the inline catalog `catalog0` with one subject per operation id. A
-//! client's `kafka_cache_client0` takes its name; `kafka_cache_server0`, `kafka_client0` and
-//! `tcp_client0` follow. A proxy's first of `mqtt_kafka_proxy0`, `http_kafka_proxy0` and
-//! `sse_kafka_proxy0` takes its name, the others stay in its namespace; a server exits to the
-//! proxy's name for its own first protocol in that order and to the generated names for the
-//! others, so a server and its proxy must map the same protocols (else the load fails with
-//! the kind mismatch, naming both bindings).
+//! client's first of `kafka_cache_client0`, `mqtt_client0`, `sse_client0` and `http_client0`
+//! takes its name; `kafka_cache_server0`, `kafka_client0`, `http_client0` and `tcp_client0`
+//! follow. A proxy's first of `mqtt_kafka_proxy0`, `http_kafka_proxy0` and
+//! `sse_kafka_proxy0` takes its name, the others stay in its namespace. A server exits to the
+//! name of the binding it names for the protocol that binding's entry takes, and to the
+//! generated names for the others; a server whose exit takes none of its protocols fails to
+//! load, naming the exit.
 //!
 //! ```yaml
 //! name: lighting
@@ -79,6 +94,29 @@
 //!           catalog: {specs: {subject: kafka}}
 //! ```
 //!
+//! In front of an MQTT broker, checking publications against the document (the client's
+//! URL is where the broker runs here, not the document's server):
+//!
+//! ```yaml
+//! bindings:
+//!   north_mqtt_server:
+//!     type: asyncapi
+//!     kind: server
+//!     options:
+//!       specs:
+//!         mqtt_api:
+//!           catalog: {specs: {subject: mqtt}}
+//!     exit: south_mqtt_client
+//!   south_mqtt_client:
+//!     type: asyncapi
+//!     kind: client
+//!     options:
+//!       specs:
+//!         mqtt_api:
+//!           servers: ['mqtt://broker.internal:1883']
+//!           catalog: {specs: {subject: mqtt}}
+//! ```
+//!
 //! Options (every kind):
 //! - `specs.<label>`: `catalog: {<catalog>: {subject, version}}` (one catalog of the
 //!   namespace, any type; `version` defaults to `latest`), `servers` (URLs as the document
@@ -91,8 +129,8 @@
 //! server protocols such as `mqtts`, `https`, `kafka-secure`), `http`, `mqtt`, `kafka`,
 //! `specs.<label>.security`, `catalog.<catalog>.overlay`, routing by `tag`, `guarded` proxy
 //! routes, `routes` on a server and `exit` on a proxy, an exit of a server that is not an
-//! asyncapi proxy, servers speaking other protocols than mqtt, http and sse (server) or kafka
-//! (client), and `{identity}` filters of `x-zilla-*` extensions (they need a guard).
+//! asyncapi proxy or client, servers speaking other protocols than mqtt, http and sse
+//! (server) or kafka, mqtt, http and sse (client), and `{identity}` filters of `x-zilla-*` extensions (they need a guard).
 //! Documents that reference other documents are refused with the document's line and column
 //! (see `zilla-asyncapi`).
 
@@ -105,7 +143,8 @@ use zilla_asyncapi::{
     AsyncapiOptions, Composite as Generation, CompositeKind, ExitTarget, GenerateError, Overrides,
 };
 use zilla_composite::{Composite, CompositeContext, Generated};
-use zilla_engine::{BindingKind, BindingSchema, BuildError, Registry};
+use zilla_engine::config::model::BindingConfig;
+use zilla_engine::{BindingKind, BindingSchema, BuildError, QualifiedName, Registry};
 
 /// Registers the `asyncapi` binding type.
 pub fn register(registry: &mut Registry) {
@@ -131,7 +170,7 @@ impl Composite for AsyncapiComposite {
     fn accepts(&self, kind: BindingKind) -> &'static [&'static str] {
         match kind {
             BindingKind::Proxy => &["mqtt", "http", "sse"],
-            BindingKind::Client => &["kafka"],
+            BindingKind::Client => &["kafka", "mqtt", "sse", "http"],
             _ => &[],
         }
     }
@@ -158,43 +197,17 @@ impl Composite for AsyncapiComposite {
     }
 
     fn generate(&self, context: &CompositeContext<'_>) -> Result<Generated, BuildError> {
-        let options: AsyncapiOptions = context.options()?;
         let config = context.config();
-        let kind = match config.kind {
-            BindingKind::Server => CompositeKind::Server,
-            BindingKind::Proxy => CompositeKind::Proxy,
-            BindingKind::Client => CompositeKind::Client,
-            other => {
-                return Err(BuildError::at(
-                    "kind",
-                    format!("`{other}` is not a kind of asyncapi"),
-                ));
-            }
-        };
-        let routes = routes(context, kind)?;
+        let kind = composite_kind(config)?;
         if kind == CompositeKind::Proxy && config.exit.is_some() {
             return Err(BuildError::at(
                 "exit",
                 "an asyncapi proxy maps operations by `routes`: a binding-level `exit` is not supported",
             ));
         }
-        let specs = documents(context, &options)?;
+        let routes = routes(config, kind)?;
         let exits = exits(context, kind, &routes)?;
-        let overrides = Overrides {
-            listen_host: Some(context.listen_host(None)),
-            ..Overrides::default()
-        };
-        let generation = Generation {
-            kind,
-            options: &options,
-            routes: &routes,
-            specs: &specs,
-            exit: config.exit.as_deref(),
-            exits: &exits,
-            overrides: &overrides,
-        };
-        let namespace =
-            zilla_asyncapi::generate(context.namespace(), &generation).map_err(located)?;
+        let namespace = generate_namespace(context, config, context.namespace(), &exits)?;
         let Some(entry) = zilla_asyncapi::entry(kind, &namespace) else {
             return Err(BuildError::at("routes", "no binding was generated"));
         };
@@ -204,6 +217,51 @@ impl Composite for AsyncapiComposite {
             entry: entry.to_owned(),
         })
     }
+}
+
+/// The kind of an asyncapi binding's config.
+fn composite_kind(config: &BindingConfig) -> Result<CompositeKind, BuildError> {
+    match config.kind {
+        BindingKind::Server => Ok(CompositeKind::Server),
+        BindingKind::Proxy => Ok(CompositeKind::Proxy),
+        BindingKind::Client => Ok(CompositeKind::Client),
+        other => Err(BuildError::at(
+            "kind",
+            format!("`{other}` is not a kind of asyncapi"),
+        )),
+    }
+}
+
+/// The namespace `name` generated for the asyncapi binding `config` (the context's own, or
+/// one it exits to), with its exits reached as `exits` say.
+fn generate_namespace(
+    context: &CompositeContext<'_>,
+    config: &BindingConfig,
+    name: &str,
+    exits: &BTreeMap<String, ExitTarget>,
+) -> Result<zilla_asyncapi::Namespace, BuildError> {
+    let kind = composite_kind(config)?;
+    let options: AsyncapiOptions = match &config.options {
+        None => AsyncapiOptions::default(),
+        Some(value) => serde_json::from_value(value.clone())
+            .map_err(|error| BuildError::at("options", error.to_string()))?,
+    };
+    let routes = routes(config, kind)?;
+    let specs = documents(context, &options)?;
+    let overrides = Overrides {
+        listen_host: Some(context.listen_host(None)),
+        ..Overrides::default()
+    };
+    let generation = Generation {
+        kind,
+        options: &options,
+        routes: &routes,
+        specs: &specs,
+        exit: config.exit.as_deref(),
+        exits,
+        overrides: &overrides,
+    };
+    zilla_asyncapi::generate(name, &generation).map_err(located)
 }
 
 /// A generation error at its place: config paths relative to the binding, document paths in
@@ -216,11 +274,7 @@ fn located(error: GenerateError) -> BuildError {
 }
 
 /// The routes of a proxy, as the generator reads them.
-fn routes(
-    context: &CompositeContext<'_>,
-    kind: CompositeKind,
-) -> Result<Vec<AsyncapiRoute>, BuildError> {
-    let config = context.config();
+fn routes(config: &BindingConfig, kind: CompositeKind) -> Result<Vec<AsyncapiRoute>, BuildError> {
     if kind == CompositeKind::Server && !config.routes.is_empty() {
         return Err(BuildError::at(
             "routes",
@@ -304,12 +358,14 @@ fn exits(
             ExitTarget::Composite {
                 namespace: format!("{}.{}", name.namespace, name.name),
                 reference: name.to_string(),
+                bindings: target_bindings(context, &name, binding)
+                    .map_err(|error| BuildError::at(&path, format!("`{exit}`: {error}")))?,
             }
         } else if kind == CompositeKind::Server {
             return Err(BuildError::at(
                 path,
                 format!(
-                    "an asyncapi server exits to an asyncapi proxy, not to a `{}` binding: not supported",
+                    "an asyncapi server exits to an asyncapi proxy or client, not to a `{}` binding: not supported",
                     binding.type_name
                 ),
             ));
@@ -321,4 +377,25 @@ fn exits(
         exits.insert(exit.clone(), target);
     }
     Ok(exits)
+}
+
+/// The names of the bindings the asyncapi binding `binding` generates: which streams it takes
+/// depends on what it maps. Its own exits are left unresolved (any name does), so this does
+/// not reach further along the pipeline.
+fn target_bindings(
+    context: &CompositeContext<'_>,
+    name: &QualifiedName,
+    binding: &BindingConfig,
+) -> Result<Vec<String>, BuildError> {
+    let placeholders: BTreeMap<String, ExitTarget> = binding
+        .exit
+        .iter()
+        .chain(binding.routes.iter().map(|route| &route.exit))
+        .map(|exit| {
+            let reference = name.resolve(exit).to_string();
+            (exit.clone(), ExitTarget::Plain { reference })
+        })
+        .collect();
+    let namespace = generate_namespace(context, binding, &name.to_string(), &placeholders)?;
+    Ok(zilla_asyncapi::generated_bindings(&namespace))
 }

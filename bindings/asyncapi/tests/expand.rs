@@ -224,3 +224,156 @@ fn what_is_not_built_is_refused_with_its_place() {
         assert!(error.starts_with("zilla.yaml:"), "{error}");
     }
 }
+
+const FEED: &str = "asyncapi: 3.0.0
+info: {title: feed, version: 1.0.0}
+servers:
+  plain: {host: 'localhost:7114', protocol: http}
+channels:
+  items:
+    address: /items
+    messages: {item: {payload: {type: object}}}
+  feed:
+    address: '/feed/{id}'
+    parameters: {id: {}}
+    messages: {item: {payload: {type: object}}}
+operations:
+  postItem:
+    action: send
+    channel: {$ref: '#/channels/items'}
+    bindings: {http: {method: POST}}
+  follow:
+    action: receive
+    channel: {$ref: '#/channels/feed'}
+    bindings: {x-zilla-sse: {method: GET}}
+";
+
+/// The inline catalog `specs` holding `documents` (subject, text), then `bindings`.
+fn with_documents(documents: &[(&str, &str)], bindings: &str) -> String {
+    let subjects: String = documents
+        .iter()
+        .map(|(subject, text)| format!("        {subject}:\n          schema: |\n{}", indent(text)))
+        .collect();
+    format!(
+        "name: t\ncatalogs:\n  specs:\n    type: inline\n    options:\n      subjects:\n{subjects}bindings:\n{bindings}"
+    )
+}
+
+/// A server of `subject` exiting straight to a client of it connecting to `url`.
+fn server_to_client(subject: &str, document: &str, url: &str) -> String {
+    with_documents(
+        &[(subject, document)],
+        &format!(
+            "  north:
+    type: asyncapi
+    kind: server
+    options:
+      specs:
+        api: {{catalog: {{specs: {{subject: {subject}}}}}}}
+    exit: client
+  client:
+    type: asyncapi
+    kind: client
+    options:
+      specs:
+        api:
+          servers: ['{url}']
+          catalog: {{specs: {{subject: {subject}}}}}
+"
+        ),
+    )
+}
+
+#[test]
+fn a_server_exits_to_an_mqtt_client_connecting_where_the_config_says() {
+    let config = load(&server_to_client(
+        "mqtt",
+        MQTT,
+        "mqtt://broker.example:1884",
+    ))
+    .unwrap();
+    let mqtt = binding(&config, "t.north:mqtt_server0");
+    assert_eq!(mqtt.exit.as_deref(), Some("t:client"));
+    let client = binding(&config, "t:client");
+    assert_eq!(
+        (client.type_name.as_str(), client.kind.to_string()),
+        ("mqtt", "client".into())
+    );
+    assert_eq!(client.exit.as_deref(), Some("t.client:tcp_client0"));
+    let tcp = binding(&config, "t.client:tcp_client0");
+    assert_eq!(
+        tcp.options.as_ref().unwrap(),
+        &serde_json::json!({"host": "broker.example", "port": 1884})
+    );
+}
+
+#[test]
+fn a_server_exits_to_sse_and_http_clients_of_the_origin() {
+    let config = load(&server_to_client(
+        "feed",
+        FEED,
+        "http://origin.example:8001",
+    ))
+    .unwrap();
+    // The sse client is the client's entry: it takes the composite's name.
+    assert_eq!(
+        binding(&config, "t.north:sse_server0").exit.as_deref(),
+        Some("t:client")
+    );
+    assert_eq!(binding(&config, "t:client").type_name, "sse");
+    assert_eq!(
+        binding(&config, "t.north:http_server0").exit.as_deref(),
+        Some("t.client:http_client0")
+    );
+    let http = binding(&config, "t.client:http_client0");
+    assert_eq!(
+        http.options.as_ref().unwrap()["overrides"][":authority"],
+        "origin.example:8001"
+    );
+}
+
+#[test]
+fn a_server_exits_only_to_what_its_proxy_maps() {
+    // The proxy maps the SSE operation only: its entry is the sse-kafka proxy, so the http
+    // server must not send HTTP exchanges there (nor to an http-kafka proxy that does not
+    // exist): it answers them itself.
+    let text = with_documents(
+        &[("feed", FEED), ("kafka", KAFKA)],
+        "  north:
+    type: asyncapi
+    kind: server
+    options:
+      specs:
+        api: {catalog: {specs: {subject: feed}}}
+    exit: south
+  south:
+    type: asyncapi
+    kind: proxy
+    options:
+      specs:
+        api: {catalog: {specs: {subject: feed}}}
+        kafka_api: {catalog: {specs: {subject: kafka}}}
+    routes:
+      - when:
+          - {spec: api, operation: follow}
+        exit: client
+        with: {spec: kafka_api, operation: consumeReadings}
+  client:
+    type: asyncapi
+    kind: client
+    options:
+      specs:
+        kafka_api: {catalog: {specs: {subject: kafka}}}
+",
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(binding(&config, "t:south").type_name, "sse-kafka");
+    assert_eq!(
+        binding(&config, "t.north:sse_server0").exit.as_deref(),
+        Some("t:south")
+    );
+    let http = binding(&config, "t.north:http_server0");
+    assert_eq!(http.exit, None);
+    assert_eq!(http.routes.len(), 1);
+    assert_eq!(http.routes[0].exit, "sse_server0");
+}

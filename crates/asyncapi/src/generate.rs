@@ -11,6 +11,15 @@
 //! | `server` | `sse` | [`TCP_SERVER`] → [`HTTP_SERVER`] → [`SSE_SERVER`] → `<exit>:`[`SSE_KAFKA_PROXY`] |
 //! | `proxy` | mqtt/http/sse → kafka | [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`], [`SSE_KAFKA_PROXY`] → `<route exit>:`[`KAFKA_CACHE_CLIENT`] |
 //! | `client` | `kafka` | [`KAFKA_CACHE_CLIENT`] → [`KAFKA_CACHE_SERVER`] → [`KAFKA_CLIENT`] → [`TCP_CLIENT`] |
+//! | `client` | `mqtt` | [`MQTT_CLIENT`] → [`TCP_CLIENT`] |
+//! | `client` | `http`, `sse` | [`SSE_CLIENT`] (SSE operations) → [`HTTP_CLIENT`] → [`TCP_CLIENT`] |
+//!
+//! A server's exit may also be a client of its own document: its `mqtt_server0` then exits
+//! to [`MQTT_CLIENT`], its `http_server0` to [`HTTP_CLIENT`] and its `sse_server0` to
+//! [`SSE_CLIENT`]. Each protocol of a server exits only to a binding its exit generated
+//! ([`ExitTarget`] lists them): an HTTP operation its proxy does not map is answered by the
+//! http server (404), not sent to an http-kafka proxy that does not exist. A client connects
+//! to a `servers` URL that is none of the document's as written.
 //!
 //! Message payload schemas of operations clients send (MQTT publish, HTTP request bodies) and
 //! of SSE events become content models: each schema is a subject of the inline catalog
@@ -50,6 +59,12 @@ pub const KAFKA_CACHE_SERVER: &str = "kafka_cache_server0";
 pub const KAFKA_CLIENT: &str = "kafka_client0";
 /// The tcp client of a client namespace.
 pub const TCP_CLIENT: &str = "tcp_client0";
+/// The mqtt client of a client namespace for an MQTT broker: the entry of MQTT sessions.
+pub const MQTT_CLIENT: &str = "mqtt_client0";
+/// The sse client of a client namespace for an HTTP server: the entry of SSE streams.
+pub const SSE_CLIENT: &str = "sse_client0";
+/// The http client of a client namespace for an HTTP server: the entry of HTTP exchanges.
+pub const HTTP_CLIENT: &str = "http_client0";
 
 /// The kind of an `asyncapi` binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,16 +103,23 @@ pub enum ExitTarget {
     Generated {
         /// The namespace generated for it.
         namespace: String,
+        /// The names of the bindings generated for it: what it maps decides which streams
+        /// of the exiting binding it takes (a proxy mapping only SSE operations takes no
+        /// HTTP exchanges), see [`generated_bindings`].
+        bindings: Vec<String>,
     },
     /// An `asyncapi` binding expanded as a composite binding: its entry binding takes its name
     /// and place, reached as `reference`; the rest of what it generated is in `namespace`. The
-    /// entry of a client is its [`KAFKA_CACHE_CLIENT`]; that of a proxy the first it generates
-    /// of [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`] and [`SSE_KAFKA_PROXY`] ([`entry`]).
+    /// entry of a client is the first of its [`KAFKA_CACHE_CLIENT`], [`MQTT_CLIENT`],
+    /// [`SSE_CLIENT`] and [`HTTP_CLIENT`]; that of a proxy the first it generates of
+    /// [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`] and [`SSE_KAFKA_PROXY`] ([`entry`]).
     Composite {
         /// The namespace generated for it.
         namespace: String,
         /// `<namespace>:<name>` of the binding itself.
         reference: String,
+        /// The names of the bindings generated for it, as for [`ExitTarget::Generated`].
+        bindings: Vec<String>,
     },
     /// A binding of another type, reached as `reference` whatever the stream kind.
     Plain {
@@ -106,20 +128,29 @@ pub enum ExitTarget {
     },
 }
 
+/// The names of the bindings `namespace` holds, as [`ExitTarget`] wants them.
+pub fn generated_bindings(namespace: &Namespace) -> Vec<String> {
+    namespace.bindings.keys().cloned().collect()
+}
+
 /// The binding of a generated namespace that takes the place of the `asyncapi` binding it was
-/// generated for, when expanded as a composite: a server's [`TCP_SERVER`], a client's
-/// [`KAFKA_CACHE_CLIENT`], a proxy's first of [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`] and
-/// [`SSE_KAFKA_PROXY`] (servers exit to the one their own first protocol maps onto).
+/// generated for, when expanded as a composite: a server's [`TCP_SERVER`], a client's first of
+/// [`KAFKA_CACHE_CLIENT`], [`MQTT_CLIENT`], [`SSE_CLIENT`] and [`HTTP_CLIENT`], a proxy's
+/// first of [`MQTT_KAFKA_PROXY`], [`HTTP_KAFKA_PROXY`] and [`SSE_KAFKA_PROXY`].
 pub fn entry(kind: CompositeKind, namespace: &Namespace) -> Option<&'static str> {
+    entry_of(kind, &generated_bindings(namespace))
+}
+
+fn entry_of(kind: CompositeKind, bindings: &[String]) -> Option<&'static str> {
     let candidates: &[&'static str] = match kind {
         CompositeKind::Server => &[TCP_SERVER],
-        CompositeKind::Client => &[KAFKA_CACHE_CLIENT],
+        CompositeKind::Client => &[KAFKA_CACHE_CLIENT, MQTT_CLIENT, SSE_CLIENT, HTTP_CLIENT],
         CompositeKind::Proxy => &[MQTT_KAFKA_PROXY, HTTP_KAFKA_PROXY, SSE_KAFKA_PROXY],
     };
     candidates
         .iter()
         .copied()
-        .find(|name| namespace.bindings.contains_key(*name))
+        .find(|name| bindings.iter().any(|binding| binding == name))
 }
 
 /// What a deployment overrides of the documents' servers.
@@ -248,9 +279,9 @@ pub fn generate(name: &str, composite: &Composite<'_>) -> Result<Namespace, Gene
 }
 
 /// The one spec of a server or client binding, with its selected servers.
-fn single_spec<'a>(
+pub(crate) fn single_spec<'a>(
     composite: &Composite<'a>,
-) -> Result<(&'a str, &'a Spec, Vec<&'a Server>), GenerateError> {
+) -> Result<(&'a str, &'a Spec, Vec<Server>), GenerateError> {
     let specs = &composite.options.specs;
     if specs.len() != 1 {
         return Err(config_error(
@@ -274,12 +305,15 @@ fn single_spec<'a>(
     Ok((label, spec, servers))
 }
 
-/// The servers `options.specs.<label>.servers` (or `server`) selects; all when neither.
-fn selected_servers<'a>(
-    composite: &Composite<'a>,
+/// The servers `options.specs.<label>.servers` (or `server`) selects; all when neither. A
+/// client also connects to a URL without `*` that names no server of the document, as it is
+/// written (the document says where the API runs in general, the deployment where it runs
+/// here), as the openapi client does.
+fn selected_servers(
+    composite: &Composite<'_>,
     label: &str,
-    spec: &'a Spec,
-) -> Result<Vec<&'a Server>, GenerateError> {
+    spec: &Spec,
+) -> Result<Vec<Server>, GenerateError> {
     let path = format!("options.specs.{label}");
     let Some(options) = composite.options.specs.get(label) else {
         return Err(config_error(path, "no such spec"));
@@ -290,8 +324,8 @@ fn selected_servers<'a>(
         .flatten()
         .chain(options.server.iter())
         .collect();
-    let servers: Vec<&Server> = if selectors.is_empty() {
-        spec.servers.values().collect()
+    let mut servers: Vec<Server> = if selectors.is_empty() {
+        spec.servers.values().cloned().collect()
     } else {
         spec.servers
             .iter()
@@ -300,23 +334,48 @@ fn selected_servers<'a>(
                     .iter()
                     .any(|selector| *selector == *name || glob(selector, &server.url()))
             })
-            .map(|(_, server)| server)
+            .map(|(_, server)| server.clone())
             .collect()
     };
+    if composite.kind == CompositeKind::Client {
+        for selector in &selectors {
+            let known = spec
+                .servers
+                .iter()
+                .any(|(name, server)| *selector == name || glob(selector, &server.url()));
+            if !known && !selector.contains('*') {
+                let server = crate::client::server_of_url(selector).ok_or_else(|| {
+                    config_error(
+                        &path,
+                        format!(
+                            "no server of the document is selected by `{selector}` (it has: {}), and it is not a `protocol://host:port` URL to connect to",
+                            server_urls(spec)
+                        ),
+                    )
+                })?;
+                servers.push(server);
+            }
+        }
+    }
     if servers.is_empty() {
         return Err(config_error(
             path,
             format!(
                 "no server of the document is selected (it has: {})",
-                spec.servers
-                    .values()
-                    .map(Server::url)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                server_urls(spec)
             ),
         ));
     }
     Ok(servers)
+}
+
+/// The URLs of the document's servers, for messages.
+fn server_urls(spec: &Spec) -> String {
+    spec.servers
+        .values()
+        .map(Server::url)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether `text` matches `pattern`, where `*` stands for any run of characters.
@@ -339,26 +398,45 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-/// The reference to `binding`, generated for the binding named `exit`; `is_entry` when
-/// `binding` is the entry of what `exit` generated (see [`ExitTarget::Composite`]).
+/// The reference to the first of `candidates` that the binding named `exit` generated, or
+/// to that binding itself when it is of another type; `None` when it generated none of them
+/// (it maps none of the operations those bindings would carry).
 fn exit_to(
     composite: &Composite<'_>,
     path: &str,
     exit: &str,
-    binding: &str,
-    is_entry: bool,
-) -> Result<String, GenerateError> {
+    candidates: &[&str],
+) -> Result<Option<String>, GenerateError> {
+    let found = |bindings: &[String]| {
+        candidates
+            .iter()
+            .copied()
+            .find(|candidate| bindings.iter().any(|binding| binding == candidate))
+    };
     match composite.exits.get(exit) {
-        Some(ExitTarget::Generated { namespace }) => Ok(format!("{namespace}:{binding}")),
+        Some(ExitTarget::Generated {
+            namespace,
+            bindings,
+        }) => Ok(found(bindings).map(|binding| format!("{namespace}:{binding}"))),
         Some(ExitTarget::Composite {
             namespace,
             reference,
-        }) => Ok(if is_entry {
-            reference.clone()
-        } else {
-            format!("{namespace}:{binding}")
-        }),
-        Some(ExitTarget::Plain { reference }) => Ok(reference.clone()),
+            bindings,
+        }) => {
+            let Some(binding) = found(bindings) else {
+                return Ok(None);
+            };
+            // The entry left the namespace and took the composite's name.
+            let is_entry = [CompositeKind::Client, CompositeKind::Proxy]
+                .into_iter()
+                .any(|kind| entry_of(kind, bindings) == Some(binding));
+            Ok(Some(if is_entry {
+                reference.clone()
+            } else {
+                format!("{namespace}:{binding}")
+            }))
+        }
+        Some(ExitTarget::Plain { reference }) => Ok(Some(reference.clone())),
         None => Err(config_error(path, format!("unknown exit `{exit}`"))),
     }
 }
@@ -387,70 +465,116 @@ pub fn expand(
         .iter()
         .map(|(name, _)| ((*name).clone(), namespace_name(namespace, name)))
         .collect();
-    let exits: BTreeMap<String, ExitTarget> = namespaces
-        .iter()
-        .map(|(name, namespace)| {
-            let target = ExitTarget::Generated {
-                namespace: namespace.clone(),
-            };
-            (name.clone(), target)
-        })
-        .collect();
+    // What each binding generates decides which streams reach it, so every binding is
+    // generated once with its own exits unresolved (failing there if it cannot be generated
+    // at all), then again wired to the others.
+    let mut placeholders = BTreeMap::new();
+    for (_, binding) in &composites {
+        let routes = binding.get("routes").and_then(Value::as_array);
+        let names = binding
+            .get("exit")
+            .into_iter()
+            .chain(
+                routes
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|route| route.get("exit")),
+            )
+            .filter_map(Value::as_str);
+        for exit in names {
+            let reference = format!("{namespace}:{exit}");
+            placeholders.insert(exit.to_owned(), ExitTarget::Plain { reference });
+        }
+    }
+    let mut exits = BTreeMap::new();
+    for (name, namespace) in &namespaces {
+        let bindings = match composites.iter().find(|(own, _)| *own == name) {
+            Some((_, binding)) => generated_bindings(&generate_one(
+                name,
+                binding,
+                namespace,
+                specs,
+                &placeholders,
+                overrides,
+            )?),
+            None => Vec::new(),
+        };
+        let target = ExitTarget::Generated {
+            namespace: namespace.clone(),
+            bindings,
+        };
+        exits.insert(name.clone(), target);
+    }
     let mut generated = Vec::new();
     for (name, binding) in composites {
-        let at = |path: &str| format!("bindings.{name}.{path}");
-        let located = |error: GenerateError| match error {
-            GenerateError::Config { path, message } => config_error(at(&path), message),
-            other => other,
-        };
-        for key in binding.keys() {
-            if !matches!(
-                key.as_str(),
-                "type" | "kind" | "options" | "routes" | "exit"
-            ) {
-                return Err(config_error(
-                    at(key),
-                    "not supported on an asyncapi binding",
-                ));
-            }
-        }
-        let kind = match binding.get("kind").and_then(Value::as_str) {
-            Some("server") => CompositeKind::Server,
-            Some("proxy") => CompositeKind::Proxy,
-            Some("client") => CompositeKind::Client,
-            _ => return Err(config_error(at("kind"), "`server`, `proxy` or `client`")),
-        };
-        let options: AsyncapiOptions =
-            serde_json::from_value(binding.get("options").cloned().unwrap_or(Value::Null))
-                .map_err(|error| config_error(at("options"), error.to_string()))?;
-        let routes: Vec<AsyncapiRoute> =
-            serde_json::from_value(binding.get("routes").cloned().unwrap_or(json!([])))
-                .map_err(|error| config_error(at("routes"), error.to_string()))?;
-        let mut used = IndexMap::new();
-        for label in options.specs.keys() {
-            let Some(spec) = specs.get(label) else {
-                return Err(config_error(
-                    at(&format!("options.specs.{label}")),
-                    "the document of this spec was not given",
-                ));
-            };
-            used.insert(label.clone(), spec.clone());
-        }
-        let composite = Composite {
-            kind,
-            options: &options,
-            routes: &routes,
-            specs: &used,
-            exit: binding.get("exit").and_then(Value::as_str),
-            exits: &exits,
-            overrides,
-        };
         let Some(own) = namespaces.get(name) else {
-            return Err(config_error(at(""), "no namespace name"));
+            return Err(config_error(
+                format!("bindings.{name}"),
+                "no namespace name",
+            ));
         };
-        generated.push(generate(own, &composite).map_err(located)?);
+        generated.push(generate_one(name, binding, own, specs, &exits, overrides)?);
     }
     Ok(generated)
+}
+
+/// Generates the `asyncapi` binding `name` of a namespace's `bindings` into `own`.
+fn generate_one(
+    name: &str,
+    binding: &Map<String, Value>,
+    own: &str,
+    specs: &IndexMap<String, Spec>,
+    exits: &BTreeMap<String, ExitTarget>,
+    overrides: &Overrides,
+) -> Result<Namespace, GenerateError> {
+    let at = |path: &str| format!("bindings.{name}.{path}");
+    let located = |error: GenerateError| match error {
+        GenerateError::Config { path, message } => config_error(at(&path), message),
+        other => other,
+    };
+    for key in binding.keys() {
+        if !matches!(
+            key.as_str(),
+            "type" | "kind" | "options" | "routes" | "exit"
+        ) {
+            return Err(config_error(
+                at(key),
+                "not supported on an asyncapi binding",
+            ));
+        }
+    }
+    let kind = match binding.get("kind").and_then(Value::as_str) {
+        Some("server") => CompositeKind::Server,
+        Some("proxy") => CompositeKind::Proxy,
+        Some("client") => CompositeKind::Client,
+        _ => return Err(config_error(at("kind"), "`server`, `proxy` or `client`")),
+    };
+    let options: AsyncapiOptions =
+        serde_json::from_value(binding.get("options").cloned().unwrap_or(Value::Null))
+            .map_err(|error| config_error(at("options"), error.to_string()))?;
+    let routes: Vec<AsyncapiRoute> =
+        serde_json::from_value(binding.get("routes").cloned().unwrap_or(json!([])))
+            .map_err(|error| config_error(at("routes"), error.to_string()))?;
+    let mut used = IndexMap::new();
+    for label in options.specs.keys() {
+        let Some(spec) = specs.get(label) else {
+            return Err(config_error(
+                at(&format!("options.specs.{label}")),
+                "the document of this spec was not given",
+            ));
+        };
+        used.insert(label.clone(), spec.clone());
+    }
+    let composite = Composite {
+        kind,
+        options: &options,
+        routes: &routes,
+        specs: &used,
+        exit: binding.get("exit").and_then(Value::as_str),
+        exits,
+        overrides,
+    };
+    generate(own, &composite).map_err(located)
 }
 
 // ---- server ----
@@ -569,11 +693,13 @@ fn mqtt_server(
             topics.push(json!({"name": mqtt_topic(address), "content": content}));
         }
     }
-    let mut server = json!({
-        "type": "mqtt",
-        "kind": "server",
-        "exit": exit_to(composite, "exit", exit, MQTT_KAFKA_PROXY, true)?,
-    });
+    let Some(target) = exit_to(composite, "exit", exit, &[MQTT_KAFKA_PROXY, MQTT_CLIENT])? else {
+        return Err(config_error(
+            "exit",
+            format!("`{exit}` takes no MQTT sessions: it maps no operation of an mqtt server"),
+        ));
+    };
+    let mut server = json!({"type": "mqtt", "kind": "server", "exit": target});
     if !topics.is_empty() {
         server["options"] = json!({"topics": topics});
     }
@@ -619,33 +745,51 @@ fn http_server(
             requests.push(json!({"path": address, "method": method, "content": content}));
         }
     }
+    // Only the streams the exit takes get an exit: a proxy mapping only the SSE operations
+    // takes no HTTP exchanges, which the http server then answers 404 as unrouted.
+    let http_exit = if http_operations {
+        exit_to(composite, "exit", exit, &[HTTP_KAFKA_PROXY, HTTP_CLIENT])?
+    } else {
+        None
+    };
+    let sse_exit = if sse_routes.is_empty() {
+        None
+    } else {
+        exit_to(composite, "exit", exit, &[SSE_KAFKA_PROXY, SSE_CLIENT])?
+    };
+    if http_exit.is_none() && sse_exit.is_none() {
+        return Err(if http_operations || !sse_routes.is_empty() {
+            config_error(
+                "exit",
+                format!("`{exit}` maps none of the HTTP or SSE operations of this server"),
+            )
+        } else {
+            spec_error(
+                spec,
+                "operations",
+                "no operation has `bindings.http` or `bindings.x-zilla-sse`: nothing to serve",
+            )
+        });
+    }
     let mut http = json!({"type": "http", "kind": "server"});
-    if !requests.is_empty() {
+    if !requests.is_empty() && http_exit.is_some() {
         http["options"] = json!({"requests": requests});
     }
-    if !sse_routes.is_empty() {
+    if let Some(sse_exit) = sse_exit {
         http["routes"] = json!([{"when": sse_routes, "exit": SSE_SERVER}]);
-        let mut sse = json!({
-            "type": "sse",
-            "kind": "server",
-            "exit": exit_to(composite, "exit", exit, SSE_KAFKA_PROXY, !http_operations)?,
-        });
+        let mut sse = json!({"type": "sse", "kind": "server", "exit": sse_exit});
         if !sse_requests.is_empty() {
             sse["options"] = json!({"requests": sse_requests});
         }
-        namespace.bindings.insert(HTTP_SERVER.into(), http.clone());
+        if let Some(http_exit) = http_exit {
+            http["exit"] = json!(http_exit);
+        }
+        namespace.bindings.insert(HTTP_SERVER.into(), http);
         namespace.bindings.insert(SSE_SERVER.into(), sse);
+    } else {
+        http["exit"] = json!(http_exit);
+        namespace.bindings.insert(HTTP_SERVER.into(), http);
     }
-    if http_operations {
-        http["exit"] = json!(exit_to(composite, "exit", exit, HTTP_KAFKA_PROXY, true)?);
-    } else if sse_routes.is_empty() {
-        return Err(spec_error(
-            spec,
-            "operations",
-            "no operation has `bindings.http` or `bindings.x-zilla-sse`: nothing to serve",
-        ));
-    }
-    namespace.bindings.insert(HTTP_SERVER.into(), http);
     Ok(())
 }
 
@@ -837,13 +981,16 @@ fn proxy(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), Gen
     let mut mapped: std::collections::BTreeSet<(String, String)> = Default::default();
     for (index, route) in composite.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
-        let exit = exit_to(
-            composite,
-            &format!("{path}.exit"),
-            &route.exit,
-            KAFKA_CACHE_CLIENT,
-            true,
-        )?;
+        let exit_path = format!("{path}.exit");
+        let Some(exit) = exit_to(composite, &exit_path, &route.exit, &[KAFKA_CACHE_CLIENT])? else {
+            return Err(config_error(
+                exit_path,
+                format!(
+                    "`{}` is not an asyncapi client of a Kafka document",
+                    route.exit
+                ),
+            ));
+        };
         let Some(kafka_spec) = composite.specs.get(&route.with.spec) else {
             return Err(config_error(
                 format!("{path}.with.spec"),
@@ -1260,27 +1407,30 @@ fn sse_kafka_route(
 
 fn client(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), GenerateError> {
     let (label, spec, servers) = single_spec(composite)?;
-    let mut bootstrap_servers = Vec::new();
-    for server in &servers {
-        if !server.speaks("kafka") {
-            return Err(config_error(
-                format!("options.specs.{label}"),
-                format!(
-                    "server `{}`: an asyncapi client speaks kafka, not `{}`",
-                    server.url(),
-                    server.protocol
-                ),
-            ));
+    match crate::client::protocol(label, &servers)? {
+        crate::client::ClientProtocol::Kafka => kafka_client(composite, spec, &servers, namespace),
+        crate::client::ClientProtocol::Mqtt => {
+            crate::client::mqtt_client(&servers, namespace);
+            Ok(())
         }
-        if server.secure() {
-            return Err(config_error(
-                format!("options.specs.{label}"),
-                format!("server `{}`: TLS to Kafka is not supported", server.url()),
-            ));
+        crate::client::ClientProtocol::Http => {
+            crate::client::http_client(spec, &servers, namespace);
+            Ok(())
         }
-        let port = server.port.unwrap_or(9092);
-        bootstrap_servers.push(format!("{}:{port}", server.host));
     }
+}
+
+/// Zilla's Kafka client chain to the document's Kafka servers.
+fn kafka_client(
+    composite: &Composite<'_>,
+    spec: &Spec,
+    servers: &[Server],
+    namespace: &mut Namespace,
+) -> Result<(), GenerateError> {
+    let mut bootstrap_servers: Vec<String> = servers
+        .iter()
+        .map(|server| format!("{}:{}", server.host, server.port.unwrap_or(9092)))
+        .collect();
     if let Some(bootstrap) = &composite.overrides.bootstrap {
         bootstrap_servers = bootstrap.clone();
     }

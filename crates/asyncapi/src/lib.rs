@@ -83,7 +83,8 @@
 //! ```
 //!
 //! Options ([`AsyncapiOptions`]): `specs.<label>` with `catalog` (read by the caller),
-//! `servers` (URLs with `*` wildcards, or server names) or `server`; proxy `mqtt-kafka.channels`
+//! `servers` (URLs with `*` wildcards, or server names; a client also takes a
+//! `protocol://host:port` URL the document does not list, as written) or `server`; proxy `mqtt-kafka.channels`
 //! `{sessions, messages, retained}` (channel ids of the Kafka document, when its channels carry
 //! no `x-zilla-mqtt-kafka` role). Routes ([`AsyncapiRoute`]): `when: [{spec, operation}]`
 //! (`api-id`/`operation-id` accepted), `with: {spec, operation}`, `exit`. Anything else
@@ -96,6 +97,7 @@
 //! raw JSON, which is most of what the gateway reads. This crate reads the document through
 //! `zilla-config`'s positioned YAML tree, so every error points into the file.
 
+mod client;
 pub mod generate;
 pub mod model;
 pub mod options;
@@ -105,7 +107,7 @@ mod schema;
 
 pub use generate::{
     Composite, CompositeKind, ExitTarget, GenerateError, Namespace, Overrides, entry, expand,
-    generate, namespace_name,
+    generate, generated_bindings, namespace_name,
 };
 pub use model::{Action, Channel, Message, Operation, Payload, SchemaFormat, Server, Spec};
 pub use options::{AsyncapiOptions, AsyncapiRoute};

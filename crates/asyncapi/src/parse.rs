@@ -610,7 +610,7 @@ fn substitute(text: &str, variables: &[(String, String)]) -> String {
 
 /// `host:port` → host and port; `[::1]:80` too. A port that is not a number (an unresolved
 /// variable) is left in the host.
-fn split_host_port(host: &str) -> (String, Option<u16>) {
+pub(crate) fn split_host_port(host: &str) -> (String, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[')
         && let Some((address, after)) = rest.split_once(']')
     {

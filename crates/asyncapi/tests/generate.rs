@@ -440,3 +440,209 @@ fn without_a_named_operation_only_same_named_operations_are_mapped() {
     .to_string();
     assert!(error.contains("no operation `noSuchOperation`"), "{error}");
 }
+
+/// A server exiting straight to a client of the same document, the client connecting to
+/// `url` (not a server of the document: used as written).
+fn server_to_client(label: &str, url: &str) -> serde_json::Map<String, Value> {
+    json!({
+        "north_server": {
+            "type": "asyncapi",
+            "kind": "server",
+            "options": {"specs": {label: {}}},
+            "exit": "south_client",
+        },
+        "south_client": {
+            "type": "asyncapi",
+            "kind": "client",
+            "options": {"specs": {label: {"servers": [url]}}},
+        },
+    })
+    .as_object()
+    .cloned()
+    .unwrap()
+}
+
+#[test]
+fn an_mqtt_server_exits_to_an_mqtt_client_of_the_broker() {
+    let specs = IndexMap::from([("mqtt_api".to_owned(), spec("lighting-mqtt.yaml"))]);
+    let namespaces = expand(
+        "lighting",
+        &server_to_client("mqtt_api", "mqtt://broker.example:1884"),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (_, namespaces) = load(&namespaces);
+    let server = &namespaces[0]["bindings"];
+    assert_eq!(
+        server["mqtt_server0"]["exit"],
+        "lighting.south_client:mqtt_client0"
+    );
+    // Publications are still checked against the document's schemas.
+    assert_eq!(
+        server["mqtt_server0"]["options"]["topics"][0]["name"],
+        "lighting/+/measured"
+    );
+    assert_eq!(
+        namespaces[1]["bindings"],
+        json!({
+            "mqtt_client0": {"type": "mqtt", "kind": "client", "exit": "tcp_client0"},
+            "tcp_client0": {"type": "tcp", "kind": "client",
+                            "options": {"host": "broker.example", "port": 1884}},
+        })
+    );
+}
+
+#[test]
+fn an_http_server_exits_to_http_and_sse_clients_of_the_origin() {
+    let specs = IndexMap::from([("feed".to_owned(), spec("newsroom-sse.yaml"))]);
+    let namespaces = expand(
+        "news",
+        &server_to_client("feed", "http://origin.example:8001"),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (_, namespaces) = load(&namespaces);
+    let server = &namespaces[0]["bindings"];
+    assert_eq!(
+        server["http_server0"]["exit"],
+        "news.south_client:http_client0"
+    );
+    assert_eq!(
+        server["http_server0"]["routes"][0]["when"],
+        json!([{"headers": {":method": "GET", ":path": "/desks/*"}}])
+    );
+    assert_eq!(
+        server["sse_server0"]["exit"],
+        "news.south_client:sse_client0"
+    );
+    assert_eq!(
+        server["sse_server0"]["options"]["requests"][0]["path"],
+        "/desks/{desk}"
+    );
+    let client = &namespaces[1]["bindings"];
+    assert_eq!(
+        client,
+        &json!({
+            "sse_client0": {"type": "sse", "kind": "client", "exit": "http_client0"},
+            "http_client0": {"type": "http", "kind": "client", "exit": "tcp_client0",
+                "options": {"versions": ["http/1.1"],
+                            "overrides": {":authority": "origin.example:8001"}}},
+            "tcp_client0": {"type": "tcp", "kind": "client",
+                            "options": {"host": "origin.example", "port": 8001}},
+        })
+    );
+    // The document's own server when the client selects none.
+    let mut own = server_to_client("feed", "unused");
+    own["south_client"]["options"]["specs"]["feed"] = json!({});
+    let namespaces = expand("news", &own, &specs, &Overrides::default()).unwrap();
+    assert_eq!(
+        namespaces[1].to_value()["bindings"]["tcp_client0"]["options"],
+        json!({"host": "localhost", "port": 7114})
+    );
+}
+
+#[test]
+fn a_server_exits_only_with_the_protocols_its_proxy_maps() {
+    // The proxy maps only the SSE operation: the http server answers the HTTP operations
+    // itself (404, unrouted) instead of exiting to an http-kafka proxy that was not generated.
+    let specs = IndexMap::from([
+        ("http_api".to_owned(), spec("shelter-http.yaml")),
+        ("kafka_api".to_owned(), spec("shelter-kafka.yaml")),
+    ]);
+    let routes = json!([
+        {"when": [{"spec": "http_api", "operation": "streamPets"}],
+         "exit": "south_client", "with": {"spec": "kafka_api", "operation": "readPets"}},
+    ]);
+    let namespaces = expand(
+        "shelter",
+        &bindings("http_api", routes, json!({})),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (_, namespaces) = load(&namespaces);
+    let server = &namespaces[0]["bindings"];
+    assert_eq!(server["http_server0"].get("exit"), None, "{server}");
+    assert_eq!(
+        server["http_server0"].get("options"),
+        None,
+        "no request models for exchanges that are not served"
+    );
+    assert_eq!(
+        server["sse_server0"]["exit"],
+        "shelter.south_proxy:sse_kafka_proxy0"
+    );
+    assert_eq!(namespaces[1]["bindings"].get("http_kafka_proxy0"), None);
+
+    // And the other way round: only HTTP operations mapped, no sse server.
+    let routes = json!([
+        {"when": [{"spec": "http_api", "operation": "createPet"}],
+         "exit": "south_client", "with": {"spec": "kafka_api"}},
+    ]);
+    let namespaces = expand(
+        "shelter",
+        &bindings("http_api", routes, json!({})),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap();
+    let (_, namespaces) = load(&namespaces);
+    let server = &namespaces[0]["bindings"];
+    assert_eq!(
+        server["http_server0"]["exit"],
+        "shelter.south_proxy:http_kafka_proxy0"
+    );
+    assert_eq!(server.get("sse_server0"), None);
+    assert_eq!(server["http_server0"].get("routes"), None);
+}
+
+#[test]
+fn clients_refuse_what_they_cannot_connect_to() {
+    let specs = IndexMap::from([("mqtt_api".to_owned(), spec("lighting-mqtt.yaml"))]);
+    let error = expand(
+        "n",
+        &server_to_client("mqtt_api", "not-a-url"),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "bindings.south_client.options.specs.mqtt_api: no server of the document is selected by `not-a-url`"
+        ),
+        "{error}"
+    );
+    for (url, expected) in [
+        (
+            "secure-mqtt://broker:8883",
+            "TLS to the server (`secure-mqtt`) is not supported",
+        ),
+        (
+            "amqp://broker:5672",
+            "an asyncapi client speaks kafka, mqtt, http or sse, not `amqp`",
+        ),
+    ] {
+        let error = expand(
+            "n",
+            &server_to_client("mqtt_api", url),
+            &specs,
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+    // A client of another protocol than the server's: the server finds nothing to exit to.
+    let error = expand(
+        "n",
+        &server_to_client("mqtt_api", "http://origin:80"),
+        &specs,
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "bindings.north_server.exit: `south_client` takes no MQTT sessions: it maps no operation of an mqtt server"
+    );
+}

@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
     let specs = [("api".to_owned(), spec)].into_iter().collect();
     let exits = BTreeMap::from([(
         "next".to_owned(),
-        ExitTarget::Generated {
-            namespace: "next".to_owned(),
+        ExitTarget::Plain {
+            reference: "next:next".to_owned(),
         },
     )]);
     for kind in [CompositeKind::Server, CompositeKind::Client] {
