@@ -120,6 +120,10 @@ pub fn namespace(name: &str, routes: &[Route], documents: &Documents) -> Result<
         }
         generated.push(route.value);
     }
+    // The http-kafka proxy takes the first route that matches, and `{name}` matches any run
+    // of characters: as OpenAPI matches paths, literal paths go first, then the templates
+    // with the most literal text (`/pets/{id};cid={correlationId}` before `/pets/{id}`).
+    generated.sort_by_key(|route| std::cmp::Reverse(specificity(route)));
     if generated.is_empty() {
         return Err(BuildError::at(
             "routes",
@@ -527,6 +531,29 @@ fn is_json(content_type: &str) -> bool {
     content_type
         .strip_prefix("application/")
         .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// How specific a generated route's most specific path is: literal paths first, then by
+/// the length of their literal text.
+fn specificity(route: &Value) -> (bool, usize) {
+    route["when"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|when| when["path"].as_str())
+        .map(|path| {
+            let literal: usize = path
+                .split('{')
+                .enumerate()
+                .map(|(index, part)| match index {
+                    0 => part.len(),
+                    _ => part.split_once('}').map_or(0, |(_, rest)| rest.len()),
+                })
+                .sum();
+            (!path.contains('{'), literal)
+        })
+        .max()
+        .unwrap_or_default()
 }
 
 /// The `{name}` parameters of a path template, in order.

@@ -9,8 +9,10 @@ use zilla::engine::Engine;
 use zilla::engine::config::{BindingConfig, Config};
 use zilla::engine::properties::Properties;
 
-const OPENAPI: &str = include_str!("specs/pets-openapi.yaml");
-const ASYNCAPI: &str = include_str!("specs/pets-asyncapi.yaml");
+const OPENAPI: &str =
+    include_str!("../../../examples/openapi.asyncapi.kafka.proxy/pets-openapi.yaml");
+const ASYNCAPI: &str =
+    include_str!("../../../examples/openapi.asyncapi.kafka.proxy/pets-asyncapi.yaml");
 
 fn indent(text: &str) -> String {
     text.lines()
@@ -145,11 +147,6 @@ fn each_operation_maps_onto_the_kafka_operation_of_its_id() {
                        "acks": "in_sync_replicas", "key": "${idempotencyKey}"}),
             ),
             (
-                json!([{"method": "GET", "path": "/pets/{id}"}]),
-                json!({"capability": "fetch", "topic": "shelter-pets",
-                       "filters": [{"key": "${params.id}"}]}),
-            ),
-            (
                 json!([{"method": "PUT", "path": "/pets/{id}"},
                        {"method": "GET", "path": "/pets/{id};cid={correlationId}"}]),
                 json!({"capability": "produce", "topic": "shelter-pet-updates",
@@ -157,6 +154,11 @@ fn each_operation_maps_onto_the_kafka_operation_of_its_id() {
                        "reply-to": "shelter-pet-answers",
                        "correlation-id": "zilla:correlation-id",
                        "async": {"Location": "/pets/${params.id};cid=${correlationId}"}}),
+            ),
+            (
+                json!([{"method": "GET", "path": "/pets/{id}"}]),
+                json!({"capability": "fetch", "topic": "shelter-pets",
+                       "filters": [{"key": "${params.id}"}]}),
             ),
             (
                 json!([{"method": "DELETE", "path": "/pets/{id}"}]),
