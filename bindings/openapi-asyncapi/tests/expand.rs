@@ -68,7 +68,7 @@ const BULK: &str = "    options:
             catalog: {specs: {subject: http, version: latest}}
         asyncapi:
           kafka_api:
-            catalog: {specs: {subject: kafka}}
+            catalog: {specs: {subject: kafka, version: latest}}
     routes:
       - when:
           - spec: pets
