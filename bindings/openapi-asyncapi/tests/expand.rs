@@ -2,6 +2,8 @@
 //! routes each OpenAPI operation becomes, how the openapi server, the proxy and the asyncapi
 //! client reach each other, and what is refused with its place.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use serde_json::{Value, json};
