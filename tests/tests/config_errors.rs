@@ -150,7 +150,7 @@ catalogs:
       url: http://localhost:8080
 bindings:
   spec_server:
-    type: openapi-asyncapi
+    type: mcp-openapi
     kind: proxy
 ",
         env: &[],

@@ -83,8 +83,23 @@ pub struct Operation {
     /// The security requirements (alternatives; each needs all its schemes), the document's
     /// when the operation has none of its own.
     pub security: Vec<BTreeMap<String, Vec<String>>>,
+    /// The responses, in document order.
+    pub responses: Vec<Response>,
+    /// The operation's `x-` extension keys with their values as written.
+    pub extensions: BTreeMap<String, Value>,
     /// Where it is written, for errors.
     pub pointer: Vec<String>,
+}
+
+/// One response of an operation, as far as mappings onto other protocols read it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code as written (`200`, `2XX`, `default`).
+    pub status: String,
+    /// The media types with their schemas, each `$ref` followed at its top.
+    pub content: Vec<(String, Option<Value>)>,
+    /// The headers by name, with the `format` of their schema (`$ref`s followed).
+    pub headers: Vec<(String, Option<String>)>,
 }
 
 /// One parameter.
@@ -281,6 +296,14 @@ fn read(root: &Value, located: &Located) -> Result<Document, SpecError> {
                 parameters,
                 body: body(root, operation, &at, version)?,
                 security,
+                responses: responses(root, operation, &at)?,
+                extensions: operation
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(key, _)| key.starts_with("x-"))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
                 pointer: at.iter().map(|s| (*s).to_owned()).collect(),
             });
         }
@@ -441,6 +464,54 @@ fn body(
         media.push((content_type.clone(), schema));
     }
     Ok(media)
+}
+
+/// `responses` of an operation: status, media types with schemas, header formats.
+fn responses(root: &Value, operation: &Value, at: &[&str]) -> Result<Vec<Response>, SpecError> {
+    let Some(responses) = operation.get("responses") else {
+        return Ok(Vec::new());
+    };
+    let at = [at, &["responses"]].concat();
+    let Value::Object(responses) = responses else {
+        return Err(SpecError::at(&at, "expected an object"));
+    };
+    let mut read = Vec::new();
+    for (status, response) in responses {
+        let at = [&at[..], &[status.as_str()]].concat();
+        let response = resolve(root, response, &at)?;
+        let mut content = Vec::new();
+        if let Some(Value::Object(media)) = response.get("content") {
+            for (content_type, media_type) in media {
+                let at = [&at[..], &["content", content_type.as_str(), "schema"]].concat();
+                let schema = match media_type.get("schema") {
+                    Some(schema) => Some(resolve(root, schema, &at)?.clone()),
+                    None => None,
+                };
+                content.push((content_type.clone(), schema));
+            }
+        }
+        let mut headers = Vec::new();
+        if let Some(Value::Object(declared)) = response.get("headers") {
+            for (name, header) in declared {
+                let at = [&at[..], &["headers", name.as_str()]].concat();
+                let header = resolve(root, header, &at)?;
+                let format = match header.get("schema") {
+                    Some(schema) => resolve(root, schema, &[&at[..], &["schema"]].concat())?
+                        .get("format")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    None => None,
+                };
+                headers.push((name.clone(), format));
+            }
+        }
+        read.push(Response {
+            status: status.clone(),
+            content,
+            headers,
+        });
+    }
+    Ok(read)
 }
 
 fn security(

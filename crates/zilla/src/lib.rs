@@ -98,6 +98,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_binding_openapi::register(registry);
     #[cfg(feature = "binding-asyncapi")]
     zilla_binding_asyncapi::register(registry);
+    #[cfg(feature = "binding-openapi-asyncapi")]
+    zilla_binding_openapi_asyncapi::register(registry);
 }
 
 /// The version of this build.
