@@ -180,6 +180,7 @@ impl GrpcKafkaProxy {
                 offsets,
                 filters,
                 latest_per_key: false,
+                partitions: Vec::new(),
             })
             .await
             .map_err(|error| kafka_status(&error))?;
@@ -278,6 +279,7 @@ impl GrpcKafkaProxy {
                     }],
                 }],
                 latest_per_key: false,
+                partitions: Vec::new(),
             })
             .await
             .map_err(|error| kafka_status(&error))?;

@@ -201,6 +201,7 @@ impl HttpKafkaProxy {
             offsets,
             filters,
             latest_per_key: true,
+            partitions: Vec::new(),
         };
         self.open(exit, request).await
     }
@@ -507,6 +508,7 @@ impl HttpKafkaProxy {
                     offsets: Vec::new(),
                     filters: vec![self.correlated(&correlation_id)],
                     latest_per_key: false,
+                    partitions: Vec::new(),
                 },
             )
             .await?;
@@ -568,6 +570,7 @@ impl HttpKafkaProxy {
                     offsets: Vec::new(),
                     filters: vec![self.correlated(correlation_id)],
                     latest_per_key: false,
+                    partitions: Vec::new(),
                 },
             )
             .await?;

@@ -333,6 +333,7 @@ impl Server {
                 offsets: lock(&progress.tracker).positions(),
                 filters: filters.clone(),
                 latest_per_key: false,
+                partitions: membership.partitions.clone(),
             };
             let mut records = match self.kafka.merged(request).await {
                 Ok(records) => records,
@@ -349,14 +350,8 @@ impl Server {
                         progress: after,
                     }) => {
                         backoff = FIRST_BACKOFF;
-                        if membership
-                            .partitions
-                            .binary_search(&message.partition)
-                            .is_ok()
-                        {
-                            self.dispatch(entries, &message, open, progress, tasks)
-                                .await;
-                        }
+                        self.dispatch(entries, &message, open, progress, tasks)
+                            .await;
                         lock(&progress.tracker).read(&after);
                     }
                     Ok(MergedItem::Synced(at)) => lock(&progress.tracker).read(&at),

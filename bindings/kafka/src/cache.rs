@@ -389,9 +389,15 @@ impl Cache {
             Start::Default => Start::Historical,
             given => given,
         };
+        let partitions: Vec<Arc<PartitionCache>> = topic
+            .partitions
+            .iter()
+            .filter(|partition| request.reads(partition.id))
+            .cloned()
+            .collect();
         // Every partition is waited for at once: a reader starts after the slowest
         // partition's first fetch, not after the sum of them.
-        let starts = topic.partitions.iter().map(|partition| {
+        let starts = partitions.iter().map(|partition| {
             let request = &request;
             let topic = &topic;
             async move {
@@ -443,7 +449,7 @@ impl Cache {
         let key = single_key(&request.filters)
             .filter(|_| latest_per_key)
             .cloned();
-        for partition in &topic.partitions {
+        for partition in &partitions {
             partition.readers.fetch_add(1, Ordering::Relaxed);
         }
         // Read-through fetches land in the reader's own buffer: an item lookup needs only the
@@ -460,6 +466,7 @@ impl Cache {
             key,
             latest_per_key,
             topic,
+            partitions,
             cursors,
             targets,
             receivers,
@@ -703,6 +710,8 @@ struct Reader {
     /// The most a read-through fetch asks for (the cache's own fetch size).
     fetch_max_bytes: i32,
     topic: Arc<TopicCache>,
+    /// The partitions read, in the order of `cursors`, `targets` and `receivers`.
+    partitions: Vec<Arc<PartitionCache>>,
     cursors: Vec<i64>,
     targets: Vec<i64>,
     receivers: Vec<watch::Receiver<Fetched>>,
@@ -717,7 +726,7 @@ struct Reader {
 
 impl Drop for Reader {
     fn drop(&mut self) {
-        for partition in &self.topic.partitions {
+        for partition in &self.partitions {
             partition.readers.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -725,8 +734,7 @@ impl Drop for Reader {
 
 impl Reader {
     fn progress(&self) -> Arc<[PartitionOffset]> {
-        self.topic
-            .partitions
+        self.partitions
             .iter()
             .zip(&self.cursors)
             .map(|(partition, offset)| PartitionOffset {
@@ -745,10 +753,10 @@ impl Reader {
 
     /// Reads the next chunk of some partition into the buffer.
     fn fill(&mut self) -> Fill {
-        let count = self.topic.partitions.len();
+        let count = self.partitions.len();
         for step in 0..count {
             let index = (self.next_partition + step) % count;
-            let partition = &self.topic.partitions[index];
+            let partition = &self.partitions[index];
             let fetched = *self.receivers[index].borrow_and_update();
             let cursor = self.cursors[index];
             if cursor >= fetched.next
@@ -850,7 +858,7 @@ impl Reader {
     /// when Kafka no longer has `offset` either (retention) does the cursor move on, to
     /// Kafka's log start.
     async fn read_through(&mut self, index: usize, offset: i64) -> Result<(), StreamError> {
-        let partition = &self.topic.partitions[index];
+        let partition = &self.partitions[index];
         let mut batch = self
             .upstream
             .fetch(FetchRequest {

@@ -197,6 +197,16 @@ pub struct MergedRequest {
     /// On a compacted topic, skip records superseded by a later record with the same key
     /// during the historical part (Zilla's cache replay).
     pub latest_per_key: bool,
+    /// The partitions to read, sorted; empty reads every partition of the topic (a member of
+    /// a consumer group reads only the partitions assigned to it).
+    pub partitions: Vec<i32>,
+}
+
+impl MergedRequest {
+    /// Whether the read covers `partition`.
+    pub fn reads(&self, partition: i32) -> bool {
+        self.partitions.is_empty() || self.partitions.binary_search(&partition).is_ok()
+    }
 }
 
 /// What a merged read yields.

@@ -80,7 +80,7 @@ pub(crate) async fn open<R: PartitionReader>(
     let (sender, events) = mpsc::channel(64);
     let mut progress = Vec::new();
     let mut targets = Vec::new();
-    for &partition in &metadata.partitions {
+    for &partition in metadata.partitions.iter().filter(|&&p| request.reads(p)) {
         let end = reader
             .list_offset(&request.topic, partition, OffsetSpec::Latest)
             .await?;

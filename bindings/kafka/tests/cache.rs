@@ -767,3 +767,65 @@ async fn header_filters_get_exactly_the_matching_records() -> Result<()> {
     }
     Ok(())
 }
+
+/// Every message and the partitions of the last progress, until the read is synced.
+async fn until_synced(stream: &mut MergedStream) -> Result<(Vec<(i32, String)>, Vec<i32>)> {
+    let mut messages = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .context("no sync")?
+        {
+            Some(Ok(MergedItem::Message { message, .. })) => messages.push((
+                message.partition,
+                String::from_utf8_lossy(message.value.as_deref().unwrap_or_default()).into_owned(),
+            )),
+            Some(Ok(MergedItem::Synced(progress))) => {
+                return Ok((messages, progress.iter().map(|p| p.partition).collect()));
+            }
+            Some(Err(error)) => return Err(error.into()),
+            None => anyhow::bail!("stream ended"),
+        }
+    }
+}
+
+/// A consumer group member reads only the partitions assigned to it: a merged read naming
+/// partitions neither yields nor tracks the others, from the client and from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_chosen_partitions_reads_only_those() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(client.cluster(), "requests", 3, &[]).await?;
+    for partition in 0..3 {
+        for i in 0..4 {
+            client
+                .produce(ProduceRequest {
+                    topic: "requests".into(),
+                    partition: Some(partition),
+                    value: Some(Bytes::from(format!("p{partition}-{i}"))),
+                    ..ProduceRequest::default()
+                })
+                .await?;
+        }
+    }
+    let chosen = MergedRequest {
+        topic: "requests".into(),
+        start: Start::Historical,
+        partitions: vec![0, 2],
+        ..MergedRequest::default()
+    };
+    let cache = cache(client.clone());
+    let handlers: [(&str, &dyn KafkaHandler); 2] = [("client", client.as_ref()), ("cache", &cache)];
+    for (name, handler) in handlers {
+        let mut stream = handler.merged(chosen.clone()).await?;
+        let (mut messages, progress) = until_synced(&mut stream).await?;
+        messages.sort();
+        let expected: Vec<(i32, String)> = [0, 2]
+            .into_iter()
+            .flat_map(|p| (0..4).map(move |i| (p, format!("p{p}-{i}"))))
+            .collect();
+        assert_eq!(messages, expected, "{name}");
+        assert_eq!(progress, vec![0, 2], "{name}");
+    }
+    Ok(())
+}

@@ -85,6 +85,7 @@ async fn read_from(
             offsets: starts.clone(),
             filters,
             latest_per_key: false,
+            partitions: Vec::new(),
         })
         .await?;
     Ok((stream, starts))
@@ -1170,6 +1171,7 @@ pub(crate) async fn latest_records(
                 Vec::new()
             },
             latest_per_key: true,
+            partitions: Vec::new(),
         })
         .await?;
     loop {

@@ -108,6 +108,7 @@ impl Subscription {
             offsets,
             filters,
             latest_per_key: false,
+            partitions: Vec::new(),
         })
     }
 }

@@ -382,6 +382,7 @@ pub(crate) async fn run(proxy: Arc<MqttKafkaProxy>, shutdown: CancellationToken)
             offsets: Vec::new(),
             filters: signal_filters(),
             latest_per_key: true,
+            partitions: Vec::new(),
         };
         let mut read = match proxy.sessions_exit.merged(request).await {
             Ok(read) => read,
