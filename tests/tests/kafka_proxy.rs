@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Broker, Gateway, Peer, free_port, kcat, python_json};
+use zilla_tests::{Broker, Gateway, Peer, free_port, kcat, pki, python_json};
 
 /// Ports the gateway listens on: the bootstrap port, then `BROKER_PORTS` for brokers.
 const BROKER_PORTS: u16 = 4;
@@ -32,30 +32,16 @@ fn gateway(broker: &Broker, metrics_port: Option<u16>) -> Result<(Gateway, Strin
 }
 
 /// The same gateway terminating TLS in front of the proxy with a self-signed `localhost`
-/// certificate made by openssl; returns the directory holding it (`localhost.crt`).
+/// certificate made by openssl; returns the directory holding it (`localhost.pem`).
 fn tls_gateway(broker: &Broker) -> Result<(Gateway, String, tempfile::TempDir)> {
     let certs = tempfile::tempdir()?;
-    let output = Peer::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-keyout",
-            "localhost.key",
-            "-out",
-            "localhost.crt",
-        ])
-        .current_dir(certs.path())
-        .run()?;
-    ensure!(output.status.success(), "openssl failed");
+    pki::certificate(
+        certs.path(),
+        "localhost",
+        "/CN=localhost",
+        None,
+        &["subjectAltName=DNS:localhost"],
+    )?;
     let base = port_block()?;
     let gateway = Gateway::builder(&config(broker, base, None, true))
         .file(
@@ -64,7 +50,7 @@ fn tls_gateway(broker: &Broker) -> Result<(Gateway, String, tempfile::TempDir)> 
         )
         .file(
             "tls/localhost.crt",
-            std::fs::read(certs.path().join("localhost.crt"))?,
+            std::fs::read(certs.path().join("localhost.pem"))?,
         )
         .start()?;
     Ok((gateway, format!("localhost:{base}"), certs))
@@ -633,7 +619,7 @@ fn tls_clients_reach_every_broker_through_the_proxy() -> Result<()> {
     let broker = Broker::start_advertising_host(PRIVATE_HOST, &[])?;
     broker.create_topic("sealed", 2, false)?;
     let (mut gateway, bootstrap, certs) = tls_gateway(&broker)?;
-    let ca = certs.path().join("localhost.crt");
+    let ca = certs.path().join("localhost.pem");
     let ca = ca.to_str().context("path")?;
     let result = python_json(PRODUCE_CONSUME, &[&bootstrap, "sealed", "10", ca], "")?;
     let base: u16 = bootstrap.rsplit(':').next().context("port")?.parse()?;
