@@ -12,10 +12,11 @@
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
 //! - [`metrics`], [`events`], [`telemetry`]: Zilla's metric names and event stream, read by
 //!   exporters, and the checks of `telemetry` sections: the `zilla-telemetry` crate, re-exported.
-//! - [`limits`], [`idle`]: connection caps, idle timeouts (owned by the protocol on top of a
-//!   connection) and clamping of client-supplied numbers, shared by every listener.
+//! - [`limits`]: connection caps and clamping of client-supplied numbers, shared by every
+//!   listener.
 //! - [`workers`]: thread-per-core connection workers (one single-threaded runtime each);
-//!   [`signal`]: waiting on shared signals without touching their locks on every poll: the
+//!   [`signal`]: waiting on shared signals without touching their locks on every poll;
+//!   [`idle`]: idle timeouts, owned by the protocol on top of a connection: the
 //!   `zilla-runtime` crate, re-exported.
 //!
 //! A minimal config the engine loads (with the `tcp` and `echo` bindings registered):
@@ -40,13 +41,13 @@ pub mod components;
 /// The config pipeline, in its own crate (`zilla-config`) and re-exported here.
 pub use zilla_config as config;
 pub mod engine;
-/// Connection workers and shared-signal waits, in their own crate (`zilla-runtime`).
-pub use zilla_runtime::{signal, workers};
+/// Connection workers, shared-signal waits and connection idleness, in their own crate
+/// (`zilla-runtime`).
+pub use zilla_runtime::{idle, signal, workers};
 /// Metrics, events and the telemetry checks, in their own crate (`zilla-telemetry`).
 pub use zilla_telemetry::{events, metrics, telemetry};
 pub mod expr;
 pub mod guard;
-pub mod idle;
 pub mod kinds;
 pub mod limits;
 pub mod listeners;

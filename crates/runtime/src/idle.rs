@@ -2,7 +2,7 @@
 //!
 //! A transport (the `tcp` server) wraps each connection in an [`IdleTimeout`] with its default
 //! timeout, and hands the connection's [`IdleControl`] up in the stream's
-//! [`StreamInfo`](crate::stream::StreamInfo). Only the protocol on top knows how long its
+//! `StreamInfo` (the engine's `zilla_engine::stream`). Only the protocol on top knows how long its
 //! connection may rightly stay silent, so once past its handshake it says so through that handle:
 //!
 //! - MQTT replaces the timeout by 1.5 times the negotiated keep-alive (turning it off for a
@@ -27,7 +27,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::limits::deadline_after;
+use crate::time::deadline_after;
 
 /// How a protocol changes the idle timeout of the connection it runs on. Cheap to clone; a
 /// detached handle (the default, for streams no transport times out) does nothing.
