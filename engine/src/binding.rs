@@ -221,6 +221,26 @@ impl<'a> BuildContext<'a> {
             .ok_or_else(|| BuildError::at("", format!("unknown guard `{name}`")))
     }
 
+    /// The guard named `guard`, for credentials a client presents (a header, an MQTT password,
+    /// a SASL exchange): a guard that trusts what it is handed
+    /// ([`crate::guard::Guard::trusts_credentials`]) is refused, since anyone could present a
+    /// public certificate.
+    pub fn presented_guard(
+        &self,
+        guard: &str,
+    ) -> Result<(String, Arc<dyn crate::guard::Guard>), BuildError> {
+        let (name, found) = self.guard(guard)?;
+        if found.trusts_credentials() {
+            return Err(BuildError::at(
+                "",
+                format!(
+                    "guard `{name}` trusts the certificate chain a `tls` server verified and proves nothing itself: it cannot authorize credentials a client presents"
+                ),
+            ));
+        }
+        Ok((name, found))
+    }
+
     /// The store named `store` (relative to this binding's namespace), shared with every
     /// binding that names it.
     pub fn store(&self, store: &str) -> Result<Arc<dyn crate::components::Store>, BuildError> {

@@ -51,6 +51,13 @@ pub trait Guard: Send + Sync + 'static {
     fn configured(&self) -> Option<Arc<dyn GuardSession>> {
         None
     }
+    /// Whether the guard trusts the credentials it is handed instead of proving them: an
+    /// `x509` guard takes a chain the tls handshake already verified, so credentials a client
+    /// merely presents (a header, a password) must never reach it
+    /// ([`crate::binding::BuildContext::presented_guard`]).
+    fn trusts_credentials(&self) -> bool {
+        false
+    }
 }
 
 /// The sessions a stream holds, by guard name (qualified).

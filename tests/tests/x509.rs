@@ -387,3 +387,93 @@ guards:
     );
     Ok(())
 }
+
+/// An `x509` guard proves nothing itself (it trusts the chain a tls server verified), so a
+/// binding whose credentials a client merely presents must not hand them to it: anyone could
+/// present a public certificate. `zilla validate` refuses each such binding where it names
+/// the guard.
+#[test]
+fn bindings_taking_presented_credentials_refuse_an_x509_guard() -> Result<()> {
+    let guards = "guards:\n  x509_0:\n    type: x509\n";
+    let cases = [
+        (
+            "http",
+            "  http_server:
+    type: http
+    kind: server
+    options:
+      authorization:
+        x509_0:
+          credentials:
+            headers:
+              authorization: Bearer {credentials}
+    exit: http_client
+  http_client:
+    type: http
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options: { host: 127.0.0.1, port: 8080 }
+",
+            "options.authorization.x509_0",
+        ),
+        (
+            "mqtt",
+            "  mqtt_server:
+    type: mqtt
+    kind: server
+    options:
+      authorization:
+        x509_0:
+          credentials:
+            connect:
+              password: '{credentials}'
+    exit: mqtt_client
+  mqtt_client:
+    type: mqtt
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options: { host: 127.0.0.1, port: 1883 }
+",
+            "options.authorization",
+        ),
+        (
+            "kafka proxy",
+            "  kafka_proxy:
+    type: kafka
+    kind: proxy
+    options:
+      servers: [127.0.0.1:9092]
+      external:
+        host: 127.0.0.1
+        port: 19092
+        ports: 19093-19095
+      authentication:
+        mechanisms: [plain]
+        guards: [x509_0]
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options: { host: 127.0.0.1, port: 9092 }
+",
+            "options.authentication.guards[0]",
+        ),
+    ];
+    for (binding, bindings, path) in cases {
+        let yaml = format!("name: test\n{guards}bindings:\n{bindings}");
+        let output = zilla_tests::validate(&yaml)?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        ensure!(!output.status.success(), "{binding}: validated\n{yaml}");
+        ensure!(
+            stderr.contains(path) && stderr.contains("cannot authorize credentials a client presents"),
+            "{binding}: {stderr}"
+        );
+    }
+    Ok(())
+}

@@ -50,6 +50,10 @@
 //! and lets a retried `reply-to` request find the earlier reply, but the gateway keeps no
 //! record of the keys it has produced, so it does not refuse or merge a repeated one.
 //! Consumers that must see a retried request once deduplicate on the key or correlation id.
+//! Two cases fall outside "exactly once": a broker that grants the client no producer id
+//! (no InitProducerId, or CLUSTER_AUTHORIZATION_FAILED for the principal) gets plain batches,
+//! with a warning in the log; and a resend the broker answers UNKNOWN_PRODUCER_ID (it dropped
+//! the producer's state after writing the first attempt) goes again under a new producer id.
 //!
 //! A body larger than the topic's `max.message.bytes` is `413`. Kafka failing is `503`, and
 //! Kafka not answering within `zilla.binding.http.kafka.request.timeout.millis` (default 30000)

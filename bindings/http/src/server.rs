@@ -131,7 +131,7 @@ impl HttpServer {
         let guard = match options.authorization.as_ref().and_then(|a| a.iter().next()) {
             None => None,
             Some((name, authorization)) => {
-                let (qualified, guard) = context.guard(name).map_err(|mut error| {
+                let (qualified, guard) = context.presented_guard(name).map_err(|mut error| {
                     error.path = format!("options.authorization.{name}");
                     error
                 })?;

@@ -24,6 +24,10 @@ const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
 /// Another producer with the same id and a newer epoch exists.
 const PRODUCER_FENCED: ErrorCode = ErrorCode(90);
 
+/// The principal may not write idempotently (Kafka before 2.8 asks IDEMPOTENT_WRITE on the
+/// cluster).
+const CLUSTER_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(31);
+
 /// How long the broker keeps a producer id without a transaction: unused for an idempotent
 /// producer, which has none.
 const NO_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,11 +93,14 @@ impl PartitionProducer {
                     return Ok(offset);
                 }
                 Err(error) => {
-                    if idempotent.is_none() {
+                    if idempotent.is_none() || refused_outright(&error) {
+                        // The batch is not in the log and the broker's sequence did not move:
+                        // the next batch takes the same sequence under the same producer id.
                         return Err(error);
                     }
-                    // Whether the batch is in the log is unknown (or, refused, it is not):
-                    // what follows needs a producer id of its own.
+                    // Whether the batch is in the log is unknown (or, refused for the
+                    // producer's state, it is not): what follows needs a producer id of its
+                    // own.
                     self.state = State::Unidentified;
                     if refused_for_producer_state(&error) && !refused_once {
                         tracing::debug!(%topic, partition, %error, "idempotent batch refused; sending it under a new producer id");
@@ -118,12 +125,13 @@ impl PartitionProducer {
                         next: 0,
                     };
                 }
-                // The broker is away: the batch could not be produced now either.
-                Err(error) if error.is_retriable() => return Err(error),
-                Err(error) => {
+                Err(error) if grants_no_producer_id(&error) => {
                     tracing::warn!(%error, "the broker grants no idempotent producer id: produce batches may be written twice when a connection is lost");
                     self.state = State::Plain;
                 }
+                // The broker is away, or refused for a passing reason (credentials not yet
+                // valid): the batch is not produced now, and the next one asks again.
+                Err(error) => return Err(error),
             }
         }
         Ok(match self.state {
@@ -154,6 +162,28 @@ fn next_sequence(sequence: i32, records: usize) -> i32 {
 }
 
 /// Whether the broker refused the batch for the producer's state, so did not write it.
+/// Whether the broker said, for good, that it hands out no producer id to this client: it
+/// speaks no InitProducerId, or the principal may not write idempotently.
+fn grants_no_producer_id(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::UnsupportedVersion { .. })
+        || matches!(
+            error.code(),
+            Some(CLUSTER_AUTHORIZATION_FAILED | ErrorCode::UNSUPPORTED_VERSION)
+        )
+}
+
+/// Whether the broker refused the batch for what it holds (its size, its records, the topic's
+/// policy or authorization), so that it certainly wrote nothing and kept the producer's
+/// sequence where it was.
+fn refused_outright(error: &KafkaError) -> bool {
+    matches!(
+        error.code(),
+        // CORRUPT_MESSAGE, MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE, INVALID_REQUIRED_ACKS,
+        // TOPIC_AUTHORIZATION_FAILED, INVALID_TIMESTAMP, POLICY_VIOLATION, INVALID_RECORD
+        Some(ErrorCode(2 | 10 | 18 | 21 | 29 | 32 | 44 | 87))
+    )
+}
+
 fn refused_for_producer_state(error: &KafkaError) -> bool {
     matches!(
         error.code(),
@@ -197,6 +227,29 @@ mod tests {
             ErrorCode::NOT_LEADER_OR_FOLLOWER
         )));
         assert!(!refused_for_producer_state(&KafkaError::ConnectionClosed));
+    }
+
+    #[test]
+    fn only_a_lasting_refusal_turns_the_producer_plain_and_only_outright_ones_keep_the_id() {
+        let refused = |code| KafkaError::Broker {
+            api: "InitProducerId",
+            code,
+            message: None,
+        };
+        assert!(grants_no_producer_id(&refused(CLUSTER_AUTHORIZATION_FAILED)));
+        assert!(grants_no_producer_id(&KafkaError::UnsupportedVersion {
+            api: "InitProducerId"
+        }));
+        // Credentials that fail now may work later: the next batch asks again.
+        assert!(!grants_no_producer_id(&KafkaError::Authentication(
+            "expired".into()
+        )));
+        assert!(!grants_no_producer_id(&KafkaError::ConnectionClosed));
+        // MESSAGE_TOO_LARGE wrote nothing; a lost answer or a leader move may have.
+        assert!(refused_outright(&refused(ErrorCode(10))));
+        assert!(!refused_outright(&refused(ErrorCode::NOT_LEADER_OR_FOLLOWER)));
+        assert!(!refused_outright(&KafkaError::ConnectionClosed));
+        assert!(!refused_outright(&refused(OUT_OF_ORDER_SEQUENCE_NUMBER)));
     }
 
     #[test]

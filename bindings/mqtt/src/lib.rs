@@ -147,7 +147,12 @@ use config::{MqttCondition, MqttOptions, MqttVersionName};
 
 /// Registers the `mqtt` binding type.
 pub fn register(registry: &mut Registry) {
-    registry.binding(MqttFactory).properties(PROPERTIES);
+    registry
+        .binding(MqttFactory)
+        .properties(PROPERTIES)
+        // A server naming no store keeps its own memory store, bounded by this property even
+        // in a distribution built without the `memory` store type.
+        .properties(&[zilla_store_memory::MAXIMUM_BYTES_PROPERTY]);
 }
 
 /// Every `zilla.binding.mqtt.*` property the binding reads, declared to the registry.
@@ -275,7 +280,7 @@ impl BindingFactory for MqttFactory {
                                 "the pattern needs a `{credentials}` capture",
                             ));
                         }
-                        let (guard_name, guard) = context.guard(name).map_err(|error| {
+                        let (guard_name, guard) = context.presented_guard(name).map_err(|error| {
                             BuildError::at("options.authorization", error.message)
                         })?;
                         Some(server::Credentials {

@@ -21,6 +21,7 @@ const ROOTS: &[&str] = &[
     "engine",
     "exporters",
     "guards",
+    "stores",
     "validators",
     "vaults",
 ];
@@ -33,6 +34,7 @@ const FAMILIES: &[&str] = &[
     "zilla.catalog.",
     "zilla.exporter.",
     "zilla.vault.",
+    "zilla.store.",
 ];
 
 fn workspace() -> PathBuf {

@@ -54,7 +54,8 @@
 //! nothing, a field name this guard cannot resolve is refused at load: it can only be a typo.
 //!
 //! The guard trusts the chain it is given: verifying it is the tls server's job (`trust`,
-//! `revocation`). Credentials that are not a PEM chain are refused with the event
+//! `revocation`). So only a `tls` server's `authorization` may name it: an `http`, `mqtt` or
+//! kafka `proxy` binding, whose credentials a client merely presents, refuses it at load. Credentials that are not a PEM chain are refused with the event
 //! `GUARD_X509_AUTHORIZATION_FAILED`, as in Zilla. Certificates are parsed with `x509-parser`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -239,6 +240,10 @@ impl Guard for X509Guard {
                 None
             }
         }
+    }
+
+    fn trusts_credentials(&self) -> bool {
+        true
     }
 }
 

@@ -218,20 +218,19 @@ impl MemoryStore {
                 needed: after - restored,
             });
         }
+        // Watchers are told under the lock, in the order the writes happened: told after it,
+        // two racing writes could leave them believing the one the store did not keep.
+        if entry.value != previous_value
+            && let Some(watchers) = &entry.watchers
+        {
+            watchers.send_replace(entry.value.clone());
+        }
         state.held = held + after;
         if after > 0 {
             state.entries.insert(key.to_owned(), entry);
         }
         Ok(result)
     }
-}
-
-/// Sets the entry's value, telling its watchers.
-fn set(entry: &mut Entry, value: StoreValue) -> StoreValue {
-    if let Some(watchers) = &entry.watchers {
-        watchers.send_replace(value.clone());
-    }
-    std::mem::replace(&mut entry.value, value)
 }
 
 impl Store for MemoryStore {
@@ -244,15 +243,7 @@ impl Store for MemoryStore {
 
     fn put(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull> {
         let value: Arc<[u8]> = value.into();
-        let (result, watchers) = self.update(key, |entry| {
-            let previous = entry.value.replace(value.clone());
-            (previous, entry.watchers.clone())
-        })?;
-        // Told only once the write is known to fit.
-        if let Some(watchers) = watchers {
-            watchers.send_replace(Some(value));
-        }
-        Ok(result)
+        self.update(key, |entry| entry.value.replace(value))
     }
 
     fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull> {
@@ -260,17 +251,13 @@ impl Store for MemoryStore {
             return Ok(Some(existing));
         }
         let value: Arc<[u8]> = value.into();
-        let (existing, watchers) = self.update(key, |entry| match &entry.value {
-            Some(existing) => (Some(existing.clone()), None),
+        self.update(key, |entry| match &entry.value {
+            Some(existing) => Some(existing.clone()),
             None => {
-                entry.value = Some(value.clone());
-                (None, entry.watchers.clone())
+                entry.value = Some(value);
+                None
             }
-        })?;
-        if let Some(watchers) = watchers {
-            watchers.send_replace(Some(value));
-        }
-        Ok(existing)
+        })
     }
 
     fn delete(&self, key: &str, expected: Option<&[u8]>) -> bool {
@@ -281,7 +268,7 @@ impl Store for MemoryStore {
                 .as_deref()
                 .is_some_and(|value| expected.is_none_or(|expected| value == expected));
             if matches {
-                set(entry, None);
+                entry.value = None;
             }
             matches
         })

@@ -17,7 +17,8 @@
 //!   message.
 //!
 //! A failed authentication is answered with SASL_AUTHENTICATION_FAILED and the connection is
-//! closed, as a broker does. The session lasts as long as the guard's: the connection is
+//! closed, as a broker does; so is a second SaslHandshake on one connection (ILLEGAL_SASL_STATE),
+//! so that each connection gets one try. The session lasts as long as the guard's: the connection is
 //! closed when it expires (the client is told a session lifetime of 0, so it does not try to
 //! re-authenticate on the same connection).
 
@@ -150,7 +151,7 @@ impl EdgeAuth {
         let mut guards = Vec::new();
         for (index, name) in options.guards.iter().enumerate() {
             let path = format!("options.authentication.guards[{index}]");
-            let (qualified, guard) = context.guard(name).map_err(|mut error| {
+            let (qualified, guard) = context.presented_guard(name).map_err(|mut error| {
                 error.path = path.clone();
                 error
             })?;
@@ -341,6 +342,17 @@ impl<'a> Exchange<'a> {
                 }
                 let (_, request): (_, kp::SaslHandshakeRequest) =
                     decode_request(SASL_HANDSHAKE, version, frame)?;
+                if self.mechanism.is_some() {
+                    // One exchange per connection, as a broker allows: starting over would
+                    // give a client unlimited guesses on one connection.
+                    let mut response = kp::SaslHandshakeResponse::default();
+                    response.mechanisms = self.auth.names();
+                    response.error_code = ILLEGAL_SASL_STATE;
+                    return Ok(Step::Fail(
+                        response_frame(SASL_HANDSHAKE, version, correlation, &response)?,
+                        "a second SaslHandshake on one connection".into(),
+                    ));
+                }
                 let chosen = self
                     .auth
                     .mechanisms
@@ -355,8 +367,6 @@ impl<'a> Exchange<'a> {
                     UNSUPPORTED_SASL_MECHANISM
                 };
                 self.mechanism = chosen;
-                self.scram = None;
-                self.refused_bearer = None;
                 let frame = response_frame(SASL_HANDSHAKE, version, correlation, &response)?;
                 Ok(match chosen {
                     Some(_) => Step::Continue(frame),
@@ -739,5 +749,22 @@ mod tests {
         );
         let (header, frame) = request(3, 4, &kp::MetadataRequest::default());
         assert!(exchange.answer(header, &frame).is_err());
+    }
+
+    #[test]
+    fn a_second_handshake_ends_the_connection() {
+        let auth = edge(&[SaslMechanism::Plain, SaslMechanism::ScramSha256]);
+        let mut exchange = Exchange::new(&auth);
+        assert!(matches!(
+            handshake(&mut exchange, "SCRAM-SHA-256"),
+            Step::Continue(_)
+        ));
+        // Starting over would be another guess on the same connection.
+        let Step::Fail(answer, _) = handshake(&mut exchange, "PLAIN") else {
+            panic!("a second exchange was started");
+        };
+        use kafka_protocol::protocol::Decodable;
+        let response = kp::SaslHandshakeResponse::decode(&mut answer.slice(8..), 1).unwrap();
+        assert_eq!(response.error_code, ILLEGAL_SASL_STATE);
     }
 }

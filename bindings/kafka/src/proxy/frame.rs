@@ -46,6 +46,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the limit for the frames still to come.
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// The next frame, size prefix included; `None` when the peer closed between frames.
     pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
         loop {

@@ -186,6 +186,9 @@ pub struct ExternalOptions {
     pub ports: String,
 }
 
+/// The largest frame an unauthenticated client may send: Kafka's default
+/// `sasl.server.max.receive.size`.
+const MAX_SASL_RECEIVE: usize = 512 * 1024;
 /// The most requests waiting for an answer on one connection.
 const MAX_IN_FLIGHT: usize = 4096;
 /// Kafka's `socket.request.max.bytes` default.
@@ -565,7 +568,14 @@ impl Proxy {
     ) -> Result<(), StreamError> {
         let (client_read, mut client_write) = tokio::io::split(client);
         let (broker_read, mut broker_write) = tokio::io::split(broker);
-        let mut client_frames = FrameReader::new(client_read, self.max_request);
+        // Until the client is authenticated its frames are SASL messages: bounded as a broker
+        // bounds them (`sasl.server.max.receive.size`), not by what an authenticated client may
+        // produce.
+        let first_limit = match self.edge {
+            Some(_) => self.max_request.min(MAX_SASL_RECEIVE),
+            None => self.max_request,
+        };
+        let mut client_frames = FrameReader::new(client_read, first_limit);
         let mut broker_frames = FrameReader::new(broker_read, self.max_response);
         let mut expires = None;
         if let Some(edge) = &self.edge {
@@ -584,6 +594,7 @@ impl Proxy {
             };
             expires = who.session.expires_at();
             authorization.insert(who.guard, who.session);
+            client_frames.set_max(self.max_request);
         }
         let authorization = authorization;
         let pending = Mutex::new(VecDeque::<Pending>::new());
