@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::binding::{Binding, BuildContext, ComponentName, Published, StartContext};
-use crate::components::{ComponentContext, ComponentFactory, Exporter, files};
+use crate::components::{ComponentContext, ComponentFactory, Exporter, Store, files};
 use crate::config::load::{build_order, exits_of};
 use crate::config::model::{ComponentConfig, Config, QualifiedName};
 use crate::config::types::Category;
@@ -61,6 +61,8 @@ struct Generation {
     exporters_stopped: CancellationToken,
     /// Files the components read, with their digests when read.
     files: Vec<(PathBuf, u64)>,
+    /// The stores, with their signatures (see [`Engine::build`]).
+    stores: HashMap<QualifiedName, (u64, Arc<dyn Store>)>,
 }
 
 /// How the registry looks up the factory of one category's types.
@@ -81,6 +83,7 @@ struct Build {
     bindings: HashMap<QualifiedName, Arc<Built>>,
     exporters: Vec<Arc<dyn Exporter>>,
     files: Vec<(PathBuf, u64)>,
+    stores: HashMap<QualifiedName, (u64, Arc<dyn Store>)>,
     report: ApplyReport,
 }
 
@@ -218,6 +221,7 @@ impl Engine {
             bindings,
             exporters,
             files,
+            stores,
             report,
         } = match result {
             Ok(built) => built,
@@ -269,6 +273,7 @@ impl Engine {
             bindings,
             exporters_stopped,
             files,
+            stores,
         });
         Ok(report)
     }
@@ -318,7 +323,26 @@ impl Engine {
         let catalogs = self.components(&mut b, Category::Catalog, Registry::catalog_factory);
         let guards = self.components(&mut b, Category::Guard, Registry::guard_factory);
         let vaults = self.components(&mut b, Category::Vault, Registry::vault_factory);
-        let stores = self.components(&mut b, Category::Store, Registry::store_factory);
+        // A store holds state the bindings naming it share: while its config is unchanged the
+        // running one is kept, so a binding this reload rebuilds shares it with those kept.
+        let stores: HashMap<QualifiedName, (u64, Arc<dyn Store>)> = self
+            .components(&mut b, Category::Store, Registry::store_factory)
+            .into_iter()
+            .map(|(name, store)| {
+                let key = (Category::Store.noun(), name.clone());
+                let signature = b.signatures.get(&key).copied().unwrap_or_default();
+                let running = previous.and_then(|g| g.stores.get(&name));
+                let store = match running {
+                    Some((old, running)) if *old == signature => running.clone(),
+                    _ => store,
+                };
+                (name, (signature, store))
+            })
+            .collect();
+        let store_of: HashMap<QualifiedName, Arc<dyn Store>> = stores
+            .iter()
+            .map(|(name, (_, store))| (name.clone(), store.clone()))
+            .collect();
         let exporters = self.components(&mut b, Category::Exporter, Registry::exporter_factory);
         let exporters: Vec<Arc<dyn Exporter>> = exporters.into_values().collect();
         let Components {
@@ -388,7 +412,7 @@ impl Engine {
                 vaults: &vaults,
                 guards: &guards,
                 catalogs: &catalogs,
-                stores: &stores,
+                stores: &store_of,
                 models: self.registry.as_ref(),
                 kinds: self.registry.kinds(),
                 published: Published {
@@ -434,6 +458,7 @@ impl Engine {
                 bindings: built,
                 exporters,
                 files: all_files,
+                stores,
                 report,
             })
         } else {

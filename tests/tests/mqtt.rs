@@ -392,3 +392,88 @@ fn versions_refuse_other_protocol_levels_and_client_ids_choose_the_exit() -> Res
     assert!(gateway.terminate()?.success());
     result
 }
+
+/// Two mqtt servers sharing the `memory0` store; `SECOND` is the second server's options and
+/// `THIRD` an optional third listener in front of it.
+fn shared_store_config(first: u16, second_options: &str, third: Option<u16>) -> String {
+    let third = third
+        .map(|port| {
+            format!(
+                "  tcp_third:\n    type: tcp\n    kind: server\n    options:\n      host: 127.0.0.1\n      port: {port}\n    exit: mqtt_second\n"
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "name: test
+stores:
+  memory0:
+    type: memory
+bindings:
+  tcp_first:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: {first}
+    exit: mqtt_first
+{third}  mqtt_first:
+    type: mqtt
+    kind: server
+    options:
+      store: memory0
+    exit: mqtt_client
+  mqtt_second:
+    type: mqtt
+    kind: server
+    options:
+      store: memory0
+{second_options}    exit: mqtt_client
+  mqtt_client:
+    type: mqtt
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{{{env.BROKER_PORT}}}}
+"
+    )
+}
+
+/// A reload that rebuilds one of two mqtt servers sharing a store keeps the running store:
+/// a client of the rebuilt server takes over a connection the kept server holds with the
+/// same client id (0x8E), as before the reload. A new empty store would let both stay.
+#[test]
+fn a_reload_keeps_the_store_bindings_share() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let (first, third) = (free_port()?, free_port()?);
+    let mut gateway = Gateway::builder(&shared_store_config(first, "", None))
+        .env("BROKER_PORT", broker.port.to_string())
+        .start()?;
+    let result = (|| -> Result<()> {
+        let reloaded = tempfile::NamedTempFile::new()?;
+        std::fs::write(
+            reloaded.path(),
+            shared_store_config(first, "      versions: [v5]\n", Some(third)),
+        )?;
+        let output = Peer::new(python())
+            .current_dir(scripts())
+            .args(["scenarios.py", "takeover_after_reload"])
+            .arg(first.to_string())
+            .arg("5")
+            .arg(gateway.config_path())
+            .arg(reloaded.path())
+            .arg(third.to_string())
+            .timeout(Duration::from_secs(60))
+            .run()?;
+        success(&output)?;
+        let log = gateway.stderr();
+        ensure!(log.contains("config reloaded"), "no reload: {log}");
+        Ok(())
+    })()
+    .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
+    assert!(gateway.terminate()?.success());
+    result
+}

@@ -2,11 +2,13 @@
 
 Each exits non-zero with FAIL: ... on stderr when the gateway does not behave.
 """
+import queue
+import socket
 import sys
 import time
 import uuid
 
-from common import Client, fail, raw_connect, read_disconnect, send_connect, string, varint, WAIT
+from common import HOST, Client, fail, raw_connect, read_disconnect, send_connect, string, varint, WAIT
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -136,6 +138,35 @@ def takeover(port, version):
     second.subscribe(topic, 1)
     second.publish(topic, b"alive", 1)
     second.expect(topic, b"alive")
+    second.disconnect()
+
+
+def takeover_after_reload(port, version, config, reloaded, new_port):
+    """A client on one mqtt server, then a reload that rebuilds another server naming the same
+    store: the rebuilt server's connection with the same client id takes the first over, as it
+    did before the reload (the store is the running one, not a new empty one)."""
+    new_port = int(new_port)
+    client_id = unique("kept")
+    first = Client(port, client_id, version)
+    with open(reloaded) as source, open(config, "w") as target:
+        target.write(source.read())
+    # The new listener accepting means the reload is in place.
+    deadline = time.time() + WAIT
+    while True:
+        try:
+            socket.create_connection((HOST, new_port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                fail("the reloaded config's listener never opened")
+            time.sleep(0.1)
+    second = Client(new_port, client_id, version)
+    try:
+        code = first.disconnects.get(timeout=WAIT)
+    except queue.Empty:
+        fail("the first connection was not taken over across the reload")
+    if code.value != 0x8E:
+        fail("first connection ended with %s, expected session taken over (0x8E)" % code)
     second.disconnect()
 
 
@@ -335,6 +366,7 @@ SCENARIOS = {
     "resume": resume,
     "will_delay": will_delay,
     "takeover": takeover,
+    "takeover_after_reload": takeover_after_reload,
     "alias": alias,
     "properties": properties,
     "malformed": malformed,
@@ -343,5 +375,5 @@ SCENARIOS = {
 
 if __name__ == "__main__":
     name, port, extra = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    SCENARIOS[name](port, extra)
+    SCENARIOS[name](port, extra, *sys.argv[4:])
     print("ok " + name)
