@@ -61,12 +61,21 @@ pub const MAXIMUM_BYTES_PROPERTY: &str = "zilla.store.memory.maximum.bytes";
 /// What one store holds at most unless `zilla.store.memory.maximum.bytes` says otherwise.
 pub const DEFAULT_MAXIMUM_BYTES: usize = 64 << 20;
 
-/// What an entry costs beyond its key and value: the map slot, the key's and value's heap
-/// headers.
-const ENTRY_ALLOWANCE: usize = 64;
+/// What the allocator adds to each allocation (its header and rounding), on average.
+const ALLOCATION_OVERHEAD: usize = 16;
 
-/// What a watched key costs beyond its entry: the watch channel's shared state.
-const WATCH_ALLOWANCE: usize = 128;
+/// What an entry costs beyond its key and value: its map slot (and control byte) at the
+/// lowest load the map keeps after growing (7/16), the key's allocation and the value's
+/// (with the `Arc`'s two counts). Checked against a counting allocator in
+/// `tests/accounting.rs`.
+const ENTRY_ALLOWANCE: usize = (std::mem::size_of::<(String, Entry)>() + 1) * 16 / 7
+    + 2 * ALLOCATION_OVERHEAD
+    + 2 * std::mem::size_of::<usize>();
+
+/// What a watched key costs beyond its entry: the watch channel's shared state (its value
+/// lock, version, receiver count and the notifiers for senders and receivers), measured with
+/// tokio 1.5x in `tests/accounting.rs`.
+const WATCH_ALLOWANCE: usize = 512;
 
 /// Registers the `memory` store type and its property.
 pub fn register(registry: &mut Registry) {

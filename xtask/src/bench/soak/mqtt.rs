@@ -252,7 +252,6 @@ pub struct MqttOutcome {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MqttPublisher {
-    pub qos: u8,
     pub connects: u64,
     /// Reconnections that found no session: the gateway lost it.
     pub sessions_lost: u64,
