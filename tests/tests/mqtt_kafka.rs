@@ -405,7 +405,7 @@ fn client_ids_are_owned_through_the_memory_store() -> Result<()> {
     let mut gateway = Gateway::from_file(example())
         .env("MQTT_PORT", "0")
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
-        .property("zilla.store.memory.maximum.bytes", "400")
+        .property("zilla.store.memory.maximum.bytes", "800")
         .start()?;
     let result = (|| -> Result<()> {
         let port = mqtt_port(&gateway);

@@ -471,7 +471,8 @@ fn bindings_taking_presented_credentials_refuse_an_x509_guard() -> Result<()> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         ensure!(!output.status.success(), "{binding}: validated\n{yaml}");
         ensure!(
-            stderr.contains(path) && stderr.contains("cannot authorize credentials a client presents"),
+            stderr.contains(path)
+                && stderr.contains("cannot authorize credentials a client presents"),
             "{binding}: {stderr}"
         );
     }

@@ -236,7 +236,9 @@ mod tests {
             code,
             message: None,
         };
-        assert!(grants_no_producer_id(&refused(CLUSTER_AUTHORIZATION_FAILED)));
+        assert!(grants_no_producer_id(&refused(
+            CLUSTER_AUTHORIZATION_FAILED
+        )));
         assert!(grants_no_producer_id(&KafkaError::UnsupportedVersion {
             api: "InitProducerId"
         }));
@@ -247,7 +249,9 @@ mod tests {
         assert!(!grants_no_producer_id(&KafkaError::ConnectionClosed));
         // MESSAGE_TOO_LARGE wrote nothing; a lost answer or a leader move may have.
         assert!(refused_outright(&refused(ErrorCode(10))));
-        assert!(!refused_outright(&refused(ErrorCode::NOT_LEADER_OR_FOLLOWER)));
+        assert!(!refused_outright(&refused(
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        )));
         assert!(!refused_outright(&KafkaError::ConnectionClosed));
         assert!(!refused_outright(&refused(OUT_OF_ORDER_SEQUENCE_NUMBER)));
     }

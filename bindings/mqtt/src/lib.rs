@@ -280,9 +280,10 @@ impl BindingFactory for MqttFactory {
                                 "the pattern needs a `{credentials}` capture",
                             ));
                         }
-                        let (guard_name, guard) = context.presented_guard(name).map_err(|error| {
-                            BuildError::at("options.authorization", error.message)
-                        })?;
+                        let (guard_name, guard) =
+                            context.presented_guard(name).map_err(|error| {
+                                BuildError::at("options.authorization", error.message)
+                            })?;
                         Some(server::Credentials {
                             guard_name,
                             guard,

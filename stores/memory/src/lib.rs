@@ -75,7 +75,7 @@ const ENTRY_ALLOWANCE: usize = (std::mem::size_of::<(String, Entry)>() + 1) * 16
 /// What a watched key costs beyond its entry: the watch channel's shared state (its value
 /// lock, version, receiver count and the notifiers for senders and receivers), measured with
 /// tokio 1.5x in `tests/accounting.rs`.
-const WATCH_ALLOWANCE: usize = 512;
+const WATCH_ALLOWANCE: usize = 352 + ALLOCATION_OVERHEAD;
 
 /// Registers the `memory` store type and its property.
 pub fn register(registry: &mut Registry) {
