@@ -302,8 +302,27 @@ fn route(entry: &Selected<'_>, kafka: &KafkaOperation<'_>) -> Result<Generated, 
         .map(|path| json!({"method": operation.method, "path": path}))
         .collect();
     let mut locations = Vec::new();
+    // What the extension says for the other capability would be left unused: refused.
+    let unused = |keys: &str, action: &str| {
+        BuildError::at(
+            &spec_at,
+            document.at(
+                &[&operation.pointer[..], &[HTTP_KAFKA_EXTENSION.to_owned()]].concat(),
+                &format!(
+                    "{keys}: the AsyncAPI operation `{}` this operation maps onto {action}",
+                    kafka.id
+                ),
+            ),
+        )
+    };
     let with = match kafka.operation.action {
         Action::Receive => {
+            if extension.key.is_some() || extension.overrides.is_some() {
+                return Err(unused(
+                    "`key` and `overrides` are for producing",
+                    "receives",
+                ));
+            }
             let mut with = json!({"capability": "fetch", "topic": topic});
             let merged = operation.responses.iter().any(|response| {
                 response.content.iter().any(|(content_type, schema)| {
@@ -341,6 +360,9 @@ fn route(entry: &Selected<'_>, kafka: &KafkaOperation<'_>) -> Result<Generated, 
             with
         }
         Action::Send => {
+            if extension.filters.is_some() {
+                return Err(unused("`filters` are for fetching", "sends"));
+            }
             let key = match (&extension.key, params.last()) {
                 (Some(key), _) => key.clone(),
                 (None, Some(last)) => format!("${{params.{last}}}"),

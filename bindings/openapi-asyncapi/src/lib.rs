@@ -78,8 +78,10 @@
 //! (the `openapi` server already checks the document's security schemes with its guards),
 //! `overlay`, routing by `when.servers`, `guarded` routes, a binding-level `exit` (routes
 //! name the client), and in the documents `x-zilla-*` operation extensions other than
-//! `x-zilla-http-kafka`, `{identity}` in it (it needs a guard), and a `202` answer with a
-//! `{correlationId}` location mapped onto an AsyncAPI operation without `reply`.
+//! `x-zilla-http-kafka`, `{identity}` in it (it needs a guard), its `key` or `overrides` on an
+//! operation mapped onto a `receive` and its `filters` on one mapped onto a `send` (they would
+//! do nothing there), and a `202` answer with a `{correlationId}` location mapped onto an
+//! AsyncAPI operation without `reply`.
 //!
 //! Documents are read with the `openapi` binding's model (OpenAPI 3.0 and 3.1) and
 //! `zilla-asyncapi` (AsyncAPI 2.x and 3.0); their errors carry the document's line and

@@ -226,6 +226,14 @@ fn what_is_not_built_is_refused_with_its_place() {
         "      operationId: deletePet",
         "      operationId: deletePet\n      x-zilla-http-kafka: {key: '{identity}'}",
     );
+    let key_on_fetch = OPENAPI.replace(
+        "      operationId: getPet",
+        "      operationId: getPet\n      x-zilla-http-kafka: {key: '${params.id}'}",
+    );
+    let filters_on_produce = OPENAPI.replace(
+        "      operationId: deletePet",
+        "      operationId: deletePet\n      x-zilla-http-kafka: {filters: [{key: a}]}",
+    );
     let no_reply = ASYNCAPI.replace("    reply:\n", "    x-reply:\n");
     let cases = [
         (
@@ -276,6 +284,16 @@ fn what_is_not_built_is_refused_with_its_place() {
             config_with(&identity, ASYNCAPI, BULK),
             "x-zilla-http-kafka",
             "`{identity}` needs a guard",
+        ),
+        (
+            config_with(&key_on_fetch, ASYNCAPI, BULK),
+            "x-zilla-http-kafka",
+            "`key` and `overrides` are for producing",
+        ),
+        (
+            config_with(&filters_on_produce, ASYNCAPI, BULK),
+            "x-zilla-http-kafka",
+            "`filters` are for fetching",
         ),
         (
             config_with(OPENAPI, &no_reply, BULK),
