@@ -9,7 +9,8 @@
 //!
 //! The tcp client connects to the first selected server (as Zilla does); the http client
 //! speaks HTTP/1.1 and sends that server's `host:port` as `:authority`, so the origin sees its
-//! own name rather than the gateway's.
+//! own name rather than the gateway's. Requests keep their path, so a server with a base path
+//! (`pathname`, or a path in its URL) is refused rather than reached without it.
 
 use serde_json::json;
 
@@ -58,6 +59,18 @@ pub(crate) fn protocol(label: &str, servers: &[Server]) -> Result<ClientProtocol
                 ),
             });
         };
+        // Requests keep the path they came with: a base path on the server would be dropped.
+        if protocol != ClientProtocol::Kafka
+            && let Some(pathname) = server.pathname.as_deref().filter(|p| !p.is_empty() && *p != "/")
+        {
+            return Err(GenerateError::Config {
+                path,
+                message: format!(
+                    "server `{}`: a path on the server (`{pathname}`) is not supported: requests reach it with the path they came with",
+                    server.url()
+                ),
+            });
+        }
         match found {
             None => found = Some(protocol),
             Some(previous) if previous == protocol => {}
@@ -176,5 +189,20 @@ mod tests {
         assert!(server_of_url("://host").is_none());
         assert!(server_of_url("mqtt://").is_none());
         assert!(server_of_url("mqtt://user@host").is_none());
+    }
+
+    #[test]
+    fn a_server_path_the_client_would_drop_is_refused() {
+        let server = |url| server_of_url(url).unwrap_or_else(|| panic!("a URL"));
+        for url in ["http://origin/base", "mqtt://broker/x"] {
+            let refused = protocol("south", &[server(url)]);
+            assert!(
+                matches!(&refused, Err(GenerateError::Config { message, .. }) if message.contains("a path on the server")),
+                "{url}: {refused:?}"
+            );
+        }
+        for url in ["http://origin/", "http://origin:8080", "mqtt://broker"] {
+            assert!(protocol("south", &[server(url)]).is_ok(), "{url}");
+        }
     }
 }
