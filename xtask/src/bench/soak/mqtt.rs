@@ -469,7 +469,6 @@ mod tests {
                 })
                 .collect(),
             publishers: vec![MqttPublisher {
-                qos: 2,
                 connects: 3,
                 sessions_lost: 1,
             }],
