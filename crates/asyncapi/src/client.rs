@@ -61,7 +61,10 @@ pub(crate) fn protocol(label: &str, servers: &[Server]) -> Result<ClientProtocol
         };
         // Requests keep the path they came with: a base path on the server would be dropped.
         if protocol != ClientProtocol::Kafka
-            && let Some(pathname) = server.pathname.as_deref().filter(|p| !p.is_empty() && *p != "/")
+            && let Some(pathname) = server
+                .pathname
+                .as_deref()
+                .filter(|p| !p.is_empty() && *p != "/")
         {
             return Err(GenerateError::Config {
                 path,

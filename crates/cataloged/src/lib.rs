@@ -303,9 +303,16 @@ pub fn binding_catalog_schemas(
 /// and are turned again as messages need them.
 pub struct SchemaCache<T> {
     entries: std::sync::Mutex<std::collections::HashMap<u32, Arc<T>>>,
+    /// Ids the catalog could not give (or that did not turn), with when and why: a message
+    /// naming one is refused without asking again until [`REFUSAL_KEPT`] has passed, so
+    /// clients naming ids at will cannot make every message a registry round trip.
+    refused: std::sync::Mutex<std::collections::HashMap<u32, (std::time::Instant, String)>>,
     capacity: usize,
     configured_id: Option<u32>,
 }
+
+/// How long an id the catalog could not give is refused without asking again.
+pub const REFUSAL_KEPT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl<T> SchemaCache<T> {
     /// A cache holding `configured`, the schema with `configured_id`, which it never forgets.
@@ -315,6 +322,7 @@ impl<T> SchemaCache<T> {
                 configured_id,
                 Arc::new(configured),
             )])),
+            refused: std::sync::Mutex::default(),
             capacity,
             configured_id: Some(configured_id),
         }
@@ -324,6 +332,7 @@ impl<T> SchemaCache<T> {
     pub fn empty(capacity: usize) -> Self {
         SchemaCache {
             entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            refused: std::sync::Mutex::default(),
             capacity,
             configured_id: None,
         }
@@ -345,8 +354,32 @@ impl<T> SchemaCache<T> {
         {
             return Ok(schema);
         }
-        let text = catalog.schema(id)?;
-        let schema = Arc::new(turn(&text).map_err(|error| format!("schema {id}: {error}"))?);
+        let now = std::time::Instant::now();
+        if let Some((_, reason)) = self.refused.lock().ok().and_then(|refused| {
+            refused
+                .get(&id)
+                .filter(|(at, _)| now.duration_since(*at) < REFUSAL_KEPT)
+                .cloned()
+        }) {
+            return Err(reason);
+        }
+        let turned = catalog
+            .schema(id)
+            .and_then(|text| turn(&text).map_err(|error| format!("schema {id}: {error}")));
+        let schema = match turned {
+            Ok(schema) => Arc::new(schema),
+            Err(reason) => {
+                if let Ok(mut refused) = self.refused.lock() {
+                    if refused.len() >= self.capacity {
+                        refused.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_KEPT);
+                    }
+                    if refused.len() < self.capacity {
+                        refused.insert(id, (now, reason.clone()));
+                    }
+                }
+                return Err(reason);
+            }
+        };
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= self.capacity {
                 entries.retain(|known, _| Some(*known) == self.configured_id);
@@ -369,5 +402,66 @@ pub fn write_id(
             .resolve_subject(subject, version)
             .unwrap_or(configured_id),
         None => configured_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A catalog holding schema 1 only, counting how often it is asked.
+    #[derive(Default)]
+    struct Counted {
+        asked: AtomicUsize,
+    }
+
+    impl Catalog for Counted {
+        fn resolve_subject(&self, _subject: &str, _version: &str) -> Result<u32, String> {
+            Ok(1)
+        }
+        fn schema(&self, id: u32) -> Result<Arc<str>, String> {
+            self.asked.fetch_add(1, Ordering::Relaxed);
+            match id {
+                1 => Ok("one".into()),
+                _ => Err(format!("no schema {id}")),
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_the_catalog_cannot_give_is_refused_without_asking_again() {
+        let catalog = Counted::default();
+        let cache: SchemaCache<String> = SchemaCache::empty(4);
+        let turn = |text: &str| Ok(text.to_owned());
+        for _ in 0..100 {
+            assert_eq!(cache.get(&catalog, 7, turn), Err("no schema 7".to_owned()));
+        }
+        assert_eq!(catalog.asked.load(Ordering::Relaxed), 1);
+        // A schema that does not turn is remembered as refused too.
+        for _ in 0..10 {
+            assert!(
+                cache
+                    .get(&catalog, 1, |_| Err::<String, _>("bad".into()))
+                    .is_err()
+            );
+        }
+        assert_eq!(catalog.asked.load(Ordering::Relaxed), 2);
+        // Known ids are asked for once and kept.
+        let other: SchemaCache<String> = SchemaCache::empty(4);
+        for _ in 0..10 {
+            assert_eq!(
+                other.get(&catalog, 1, turn).as_deref(),
+                Ok(&"one".to_owned())
+            );
+        }
+        assert_eq!(catalog.asked.load(Ordering::Relaxed), 3);
+        // Past its capacity, refusals still recorded are kept and new ones are asked each time.
+        let small: SchemaCache<String> = SchemaCache::empty(2);
+        for id in [10, 11, 12, 12] {
+            assert!(small.get(&catalog, id, turn).is_err());
+        }
+        assert_eq!(catalog.asked.load(Ordering::Relaxed), 7);
     }
 }
