@@ -227,8 +227,8 @@ fn what_is_not_built_is_refused_with_its_place() {
         "      operationId: deletePet\n      x-zilla-http-kafka: {key: '{identity}'}",
     );
     let key_on_fetch = OPENAPI.replace(
-        "      operationId: getPet",
-        "      operationId: getPet\n      x-zilla-http-kafka: {key: '${params.id}'}",
+        "      operationId: getPet\n",
+        "      operationId: getPet\n      x-zilla-http-kafka: {key: '${params.id}'}\n",
     );
     let filters_on_produce = OPENAPI.replace(
         "      operationId: deletePet",

@@ -32,6 +32,8 @@ use std::collections::BTreeMap;
 use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
+mod client;
+
 use crate::model::{Action, Message, Operation, SchemaFormat, Server, Spec};
 use crate::options::{AsyncapiOptions, AsyncapiRoute};
 
@@ -344,7 +346,7 @@ fn selected_servers(
                 .iter()
                 .any(|(name, server)| *selector == name || glob(selector, &server.url()));
             if !known && !selector.contains('*') {
-                let server = crate::client::server_of_url(selector).ok_or_else(|| {
+                let server = client::server_of_url(selector).ok_or_else(|| {
                     config_error(
                         &path,
                         format!(
@@ -1407,14 +1409,14 @@ fn sse_kafka_route(
 
 fn client(composite: &Composite<'_>, namespace: &mut Namespace) -> Result<(), GenerateError> {
     let (label, spec, servers) = single_spec(composite)?;
-    match crate::client::protocol(label, &servers)? {
-        crate::client::ClientProtocol::Kafka => kafka_client(composite, spec, &servers, namespace),
-        crate::client::ClientProtocol::Mqtt => {
-            crate::client::mqtt_client(&servers, namespace);
+    match client::protocol(label, &servers)? {
+        client::ClientProtocol::Kafka => kafka_client(composite, spec, &servers, namespace),
+        client::ClientProtocol::Mqtt => {
+            client::mqtt_client(&servers, namespace);
             Ok(())
         }
-        crate::client::ClientProtocol::Http => {
-            crate::client::http_client(spec, &servers, namespace);
+        client::ClientProtocol::Http => {
+            client::http_client(spec, &servers, namespace);
             Ok(())
         }
     }

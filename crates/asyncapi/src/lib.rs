@@ -97,7 +97,6 @@
 //! raw JSON, which is most of what the gateway reads. This crate reads the document through
 //! `zilla-config`'s positioned YAML tree, so every error points into the file.
 
-mod client;
 pub mod generate;
 pub mod model;
 pub mod options;

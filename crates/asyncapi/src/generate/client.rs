@@ -14,7 +14,7 @@
 
 use serde_json::json;
 
-use crate::generate::{GenerateError, HTTP_CLIENT, MQTT_CLIENT, Namespace, SSE_CLIENT, TCP_CLIENT};
+use super::{GenerateError, HTTP_CLIENT, MQTT_CLIENT, Namespace, SSE_CLIENT, TCP_CLIENT};
 use crate::model::{Server, Spec};
 
 /// What an `asyncapi` client speaks to its servers.
