@@ -10,8 +10,9 @@
 //! - [`route`], [`pattern`], [`expr`]: Zilla's routing rules, wildcard patterns and runtime
 //!   expressions, compiled once at load.
 //! - [`engine`]: the running gateway, reload that keeps unchanged bindings, drain on shutdown.
-//! - [`metrics`], [`events`], [`telemetry`]: Zilla's metric names and event stream, read by
-//!   exporters, and the checks of `telemetry` sections: the `zilla-telemetry` crate, re-exported.
+//! - [`metrics`], [`events`], [`traces`], [`telemetry`]: Zilla's metric names and event stream
+//!   and request spans, read by exporters, and the checks of `telemetry` sections: the
+//!   `zilla-telemetry` crate, re-exported.
 //! - [`limits`]: connection caps and clamping of client-supplied numbers, shared by every
 //!   listener.
 //! - [`workers`]: thread-per-core connection workers (one single-threaded runtime each);
@@ -44,8 +45,8 @@ pub mod engine;
 /// Connection workers, shared-signal waits and connection idleness, in their own crate
 /// (`zilla-runtime`).
 pub use zilla_runtime::{idle, signal, workers};
-/// Metrics, events and the telemetry checks, in their own crate (`zilla-telemetry`).
-pub use zilla_telemetry::{events, metrics, telemetry};
+/// Metrics, events, spans and the telemetry checks, in their own crate (`zilla-telemetry`).
+pub use zilla_telemetry::{events, metrics, telemetry, traces};
 pub mod expr;
 pub mod guard;
 pub mod kinds;

@@ -36,6 +36,8 @@ use zilla_binding_kafka::correlation::CorrelationHash;
 
 /// How long a topic's `max.message.bytes` is trusted before it is asked again.
 const TOPIC_CONFIG_TTL: Duration = Duration::from_secs(60);
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
 /// Bytes a record needs besides its key, value and headers (batch and record framing).
 const RECORD_OVERHEAD: usize = 128;
 
@@ -451,6 +453,10 @@ impl HttpKafkaProxy {
         let preferences = Preferences::of(request.headers(), self.maximum_wait);
         let deleting = request.method() == Method::DELETE;
         let content_type = request.headers().get(CONTENT_TYPE).cloned();
+        let traceparent = request
+            .headers()
+            .get(TRACEPARENT)
+            .map(|value| Bytes::copy_from_slice(value.as_bytes()));
 
         let limit = self.max_message_bytes(exit, &topic).await?;
         let declared = first(request.headers(), CONTENT_LENGTH.as_str())
@@ -468,6 +474,7 @@ impl HttpKafkaProxy {
                 .clone()
                 .map(|topic| (self.reply_to_header.clone(), topic)),
             content_type: content_type.map(|value| Bytes::copy_from_slice(value.as_bytes())),
+            traceparent,
             overrides,
             body,
             deleting,
@@ -700,6 +707,9 @@ struct Draft {
     /// The reply-to header name and the reply topic.
     reply_to: Option<(Bytes, String)>,
     content_type: Option<Bytes>,
+    /// The request's W3C trace context, carried on to the record so that consumers join the
+    /// trace.
+    traceparent: Option<Bytes>,
     overrides: Vec<(Bytes, Bytes)>,
     body: Bytes,
     deleting: bool,
@@ -710,7 +720,9 @@ struct Draft {
 impl Draft {
     /// The record and its correlation id. With a reply topic, the record carries the request
     /// headers, the reply topic, the overrides and, last, the correlation id; without, only
-    /// the content type and the overrides, and a `DELETE` is a tombstone.
+    /// the content type, the `traceparent` and the overrides, and a `DELETE` is a tombstone.
+    /// Trace context headers are not part of the correlation id: each attempt of a request
+    /// has its own span, and a retry must still find the first attempt's reply.
     fn into_record(self, idempotency_key: &str) -> (ProduceRequest, String) {
         let mut hash = CorrelationHash::default();
         if let Some(key) = &self.key {
@@ -736,7 +748,9 @@ impl Draft {
                         },
                         _ => value,
                     };
-                    hash.header(&name, &value);
+                    if !matches!(name.as_ref(), b"traceparent" | b"tracestate") {
+                        hash.header(&name, &value);
+                    }
                     headers.push(Header::new(name, value));
                 }
                 hash.header(reply_to_header, reply_to.as_bytes());
@@ -748,6 +762,9 @@ impl Draft {
                         Bytes::from_static(b"content-type"),
                         content_type,
                     ));
+                }
+                if let Some(traceparent) = self.traceparent {
+                    headers.push(Header::new(Bytes::from_static(b"traceparent"), traceparent));
                 }
             }
         }
@@ -923,6 +940,10 @@ mod tests {
                 .headers()
                 .get(CONTENT_TYPE)
                 .map(|value| Bytes::copy_from_slice(value.as_bytes())),
+            traceparent: request
+                .headers()
+                .get(TRACEPARENT)
+                .map(|value| Bytes::copy_from_slice(value.as_bytes())),
             overrides: vec![(
                 Bytes::from_static(b"zilla:identity"),
                 Bytes::from_static(b"test"),
@@ -946,6 +967,44 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A request's `traceparent` reaches the record, and two attempts of one request (each
+    /// with its own span) still share their correlation id.
+    #[test]
+    fn trace_context_goes_to_the_record_but_not_into_the_correlation_id() {
+        let request = |span: &str| {
+            http::Request::builder()
+                .method("POST")
+                .uri("http://example.com/items")
+                .header("content-type", "application/json")
+                .header("idempotency-key", "k-1")
+                .header(
+                    "traceparent",
+                    format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01"),
+                )
+                .body(())
+                .unwrap()
+        };
+        let first = request("00f067aa0ba902b7");
+        let second = request("b7ad6b7169203331");
+        for replying in [false, true] {
+            let (record, first_id) = draft(&first, "{}", false, replying).into_record("k-1");
+            let (_, second_id) = draft(&second, "{}", false, replying).into_record("k-1");
+            assert_eq!(first_id, second_id, "replying: {replying}");
+            let traced: Vec<_> = names(&record)
+                .into_iter()
+                .filter(|(name, _)| name == "traceparent")
+                .collect();
+            assert_eq!(
+                traced,
+                vec![(
+                    "traceparent".to_owned(),
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()
+                )],
+                "replying: {replying}"
+            );
+        }
     }
 
     /// The records Zilla's conformance scripts expect for the same requests (HTTP/2 heads).

@@ -9,9 +9,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use zilla_engine::events::Events;
 use zilla_engine::metrics::{Attributes, BindingMetrics, Family, Gauge, HistogramHandle};
+use zilla_engine::traces::{Span, SpanKind, TraceContext, random_ids};
 
 use crate::kind::{Body, BodyError};
 use crate::telemetry::AttributeSources;
@@ -24,7 +26,12 @@ pub struct HttpMetrics {
     active: Option<Family>,
     duration: Option<Family>,
     attributes: AttributeSources,
+    /// Where a server's request spans go, while an exporter sends traces.
+    spans: Option<Events>,
 }
+
+/// The W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
 
 impl HttpMetrics {
     /// The handles `metrics` enables, labelled by the binding's `telemetry.attributes`.
@@ -35,6 +42,16 @@ impl HttpMetrics {
             active: metrics.family("http.active.requests"),
             duration: metrics.family("http.duration"),
             attributes: AttributeSources::new(attributes),
+            spans: None,
+        }
+    }
+
+    /// Also records a span per request (a server's), sent through `events` while an exporter
+    /// sends traces.
+    pub fn with_spans(self, events: Events) -> Self {
+        Self {
+            spans: Some(events),
+            ..self
         }
     }
 
@@ -53,7 +70,12 @@ impl HttpMetrics {
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Option<ExchangeRecord> {
-        if self.is_empty() {
+        let span = self
+            .spans
+            .as_ref()
+            .filter(|events| events.traced())
+            .and_then(|events| OpenSpan::start(events, method, uri, headers));
+        if self.is_empty() && span.is_none() {
             return None;
         }
         let request_attributes = if self.attributes.is_empty() {
@@ -74,7 +96,72 @@ impl HttpMetrics {
             active,
             request_attributes,
             response_attributes: Attributes::new(),
+            span,
         })
+    }
+}
+
+/// The span of one request, from its arrival to the end of its response.
+#[derive(Debug)]
+struct OpenSpan {
+    events: Events,
+    context: TraceContext,
+    span_id: [u8; 8],
+    /// The caller's span, when the request's `traceparent` named one.
+    parent_id: Option<[u8; 8]>,
+    method: String,
+    path: String,
+    start: std::time::SystemTime,
+    status: Option<StatusCode>,
+}
+
+impl OpenSpan {
+    /// A span in the trace the request's `traceparent` names (a child of the caller's span),
+    /// or in a new trace.
+    fn start(events: &Events, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Self> {
+        let (new_trace, span_id) = random_ids()?;
+        let caller = headers
+            .get(TRACEPARENT)
+            .and_then(|value| TraceContext::parse(value.as_bytes()));
+        let context = caller.unwrap_or(TraceContext {
+            trace_id: new_trace,
+            parent_id: span_id,
+            // Sampled: every span is sent.
+            flags: 1,
+        });
+        Some(Self {
+            events: events.clone(),
+            context,
+            span_id,
+            parent_id: caller.map(|caller| caller.parent_id),
+            method: method.as_str().to_owned(),
+            path: uri.path().to_owned(),
+            start: std::time::SystemTime::now(),
+            status: None,
+        })
+    }
+
+    fn finish(self) {
+        let mut attributes = vec![
+            ("http.request.method", self.method.clone()),
+            ("url.path", self.path.clone()),
+        ];
+        if let Some(status) = self.status {
+            attributes.push(("http.response.status_code", status.as_u16().to_string()));
+        }
+        self.events.span(&Span {
+            qname: self.events.qname().clone(),
+            trace_id: self.context.trace_id,
+            span_id: self.span_id,
+            parent_id: self.parent_id,
+            name: format!("{} {}", self.method, self.path),
+            kind: SpanKind::Server,
+            start: self.start,
+            end: std::time::SystemTime::now(),
+            attributes,
+            // OpenTelemetry's HTTP conventions: a server span fails on a 5xx (or no answer).
+            error: self.status.is_none_or(|status| status.is_server_error()),
+        });
     }
 }
 
@@ -87,9 +174,16 @@ pub struct ExchangeRecord {
     active: Option<Gauge>,
     request_attributes: Attributes,
     response_attributes: Attributes,
+    span: Option<OpenSpan>,
 }
 
 impl ExchangeRecord {
+    /// The `traceparent` the request goes on with: this exchange's span as the parent.
+    pub fn traceparent(&self) -> Option<HeaderValue> {
+        let span = self.span.as_ref()?;
+        HeaderValue::from_str(&span.context.header(span.span_id)).ok()
+    }
+
     /// Wraps the request body to record its size.
     pub fn request_body(&self, body: Body) -> Body {
         let histogram = self
@@ -110,6 +204,9 @@ impl ExchangeRecord {
 
     /// Takes the response attributes from its head.
     pub fn respond(&mut self, status: StatusCode, headers: &HeaderMap) {
+        if let Some(span) = &mut self.span {
+            span.status = Some(status);
+        }
         if !self.metrics.attributes.is_empty() {
             self.response_attributes = self.metrics.attributes.of_response(status, headers);
         }
@@ -156,6 +253,9 @@ impl OnEnd for ExchangeRecord {
         }
         if let Some(active) = &self.active {
             active.add(-1);
+        }
+        if let Some(span) = self.span {
+            span.finish();
         }
     }
 }

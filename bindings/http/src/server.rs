@@ -26,8 +26,8 @@ use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
-    ExchangeRecord, HttpMetrics, ReadError, drain, limited, prepend, read_bounded, read_timeout,
-    replay,
+    ExchangeRecord, HttpMetrics, ReadError, TRACEPARENT, drain, limited, prepend, read_bounded,
+    read_timeout, replay,
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
@@ -161,10 +161,10 @@ impl HttpServer {
             connections: ConnectionGate::new(limits.maximum_connections),
             refusals: Throttle::new(Duration::from_secs(1)),
             limits,
-            metrics: Arc::new(HttpMetrics::new(
-                &context.metrics(),
-                &context.config().telemetry_attributes,
-            )),
+            metrics: Arc::new(
+                HttpMetrics::new(&context.metrics(), &context.config().telemetry_attributes)
+                    .with_spans(context.events().clone()),
+            ),
             events: context.events().clone(),
             lifecycle: OnceLock::new(),
         });
@@ -347,6 +347,14 @@ impl Shared {
         let record = self
             .metrics
             .start(request.method(), request.uri(), request.headers());
+        let mut request = request;
+        // The request goes on as a child of this exchange's span.
+        if let Some(traceparent) = record.as_ref().and_then(ExchangeRecord::traceparent) {
+            request.headers_mut().insert(
+                http::header::HeaderName::from_static(TRACEPARENT),
+                traceparent,
+            );
+        }
         let (mut response, decoration) =
             self.answer(request, info, sessions, record.as_ref()).await;
         if let Some(decoration) = decoration {

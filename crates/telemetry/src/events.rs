@@ -2,9 +2,12 @@
 //! the configured exporters. With no exporter configured they still reach the process log.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+
+use crate::traces::Span;
 
 /// One event.
 #[derive(Debug, Clone)]
@@ -26,6 +29,8 @@ pub struct Event {
 #[derive(Clone, Default)]
 pub struct Events {
     exporters: Arc<ArcSwap<Vec<Arc<dyn Exporter>>>>,
+    /// Whether any exporter takes spans: read on every request, so one atomic load.
+    traced: Arc<AtomicBool>,
     qname: Arc<str>,
 }
 
@@ -42,13 +47,35 @@ impl Events {
     pub fn named(&self, qname: impl Into<Arc<str>>) -> Self {
         Self {
             exporters: self.exporters.clone(),
+            traced: self.traced.clone(),
             qname: qname.into(),
         }
     }
 
     /// Replaces the exporters (on load and reload).
     pub fn set_exporters(&self, exporters: Vec<Arc<dyn Exporter>>) {
+        let traced = exporters.iter().any(|exporter| exporter.traces());
         self.exporters.store(Arc::new(exporters));
+        self.traced.store(traced, Ordering::Relaxed);
+    }
+
+    /// The name events and spans are raised under.
+    pub fn qname(&self) -> &Arc<str> {
+        &self.qname
+    }
+
+    /// Whether a span would go anywhere: an exporter sends traces.
+    pub fn traced(&self) -> bool {
+        self.traced.load(Ordering::Relaxed)
+    }
+
+    /// Hands a finished span to the exporters that send traces.
+    pub fn span(&self, span: &Span) {
+        for exporter in self.exporters.load().iter() {
+            if exporter.traces() {
+                exporter.span(span);
+            }
+        }
     }
 
     /// Whether an event would go anywhere: an exporter is configured or debug logging is on.
@@ -86,4 +113,10 @@ pub trait Exporter: Send + Sync + 'static {
     fn event(&self, event: &Event);
     /// Starts background work (endpoints, push intervals); stops when `stopped` is cancelled.
     fn start(&self, _stopped: tokio_util::sync::CancellationToken) {}
+    /// Whether it sends traces: bindings record spans only while one does.
+    fn traces(&self) -> bool {
+        false
+    }
+    /// Handles one finished span. Called on the thread that recorded it: must not block.
+    fn span(&self, _span: &Span) {}
 }

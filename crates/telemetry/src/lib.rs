@@ -4,7 +4,8 @@
 //! - [`metrics`]: the metric registry with Zilla's names, kinds and units, the groups components
 //!   declare, lock-free recording and bounded labelled series;
 //! - [`events`]: Zilla's named events, routed to the configured exporters and the process log;
-//! - [`telemetry`]: the checks of a config's `telemetry` sections against the declared metrics.
+//! - [`telemetry`]: the checks of a config's `telemetry` sections against the declared metrics;
+//! - [`traces`]: W3C trace context and the spans bindings record for exporters that send traces.
 //!
 //! A namespace enabling metrics, recorded for the bindings whose patterns match:
 //!
@@ -31,6 +32,7 @@
 pub mod events;
 pub mod metrics;
 pub mod telemetry;
+pub mod traces;
 
 /// The config model the checks read, under the name the modules use.
 use zilla_config as config;
