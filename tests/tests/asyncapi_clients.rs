@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use zilla_tests::{Gateway, Peer, Process, free_port, python, success, workspace_dir};
+use zilla_tests::{Gateway, Peer, free_port, mosquitto, python, success, workspace_dir};
 
 const LOOPBACK: (&str, &str) = ("zilla.binding.composite.listen.host", "127.0.0.1");
 
@@ -88,23 +88,6 @@ fn run(gateway: &mut Gateway, scenario: &impl Fn(&Gateway) -> Result<()>) -> Res
         "the gateway did not stop cleanly"
     );
     result
-}
-
-/// A mosquitto broker on a free loopback port, stopped when dropped.
-fn mosquitto(dir: &Path) -> Result<(Process, u16)> {
-    let port = free_port()?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )?;
-    let process = Peer::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .spawn()
-        .context("mosquitto")?;
-    wait_listening("mosquitto", port)?;
-    Ok((process, port))
 }
 
 /// What the parking document promises through the gateway: an occupancy report published

@@ -1,15 +1,19 @@
 //! The `x509` guard through the real binary: a tls server with `mutual: required` hands each
 //! verified client certificate chain to the guard (`options.authorization`), and the http
 //! server inward routes on the session's roles and writes its identity and attributes into
-//! headers the origin sees. Certificates are made with `openssl`, requests sent by `curl` with
-//! client certificates, and the origin is nginx answering with the headers it received.
+//! headers the origin sees; an mqtt server inward, with no guard of its own, authorizes
+//! sessions on those roles in front of a mosquitto broker; with `mutual: requested`, the tls
+//! server's own guarded route takes certificates holding the role and a later route everyone
+//! else. Certificates are made with `openssl`, requests sent by `curl` and mosquitto's
+//! clients with client certificates, and the origins are nginx answering with the headers it
+//! received or saying which of them answered.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use zilla_tests::pki::{certificate, client_certificate};
-use zilla_tests::{Gateway, Peer, nginx_with};
+use zilla_tests::{Gateway, Peer, mosquitto, nginx_with, success};
 
 const CONFIG: &str = "name: test
 vaults:
@@ -152,6 +156,17 @@ fn request(
     path: &str,
     client: Option<&str>,
 ) -> Result<(bool, String, String)> {
+    request_with(dir, port, path, client, &[])
+}
+
+/// Like [`request`], with more curl arguments.
+fn request_with(
+    dir: &Path,
+    port: u16,
+    path: &str,
+    client: Option<&str>,
+    extra: &[&str],
+) -> Result<(bool, String, String)> {
     let url = format!("https://localhost:{port}{path}");
     let resolve = format!("localhost:{port}:127.0.0.1");
     let mut peer = Peer::new("curl")
@@ -163,6 +178,7 @@ fn request(
             "-w",
             "status=%{http_code}\n",
         ])
+        .args(extra)
         .args(["--resolve", &resolve, &url])
         .current_dir(dir)
         .timeout(Duration::from_secs(20));
@@ -277,6 +293,305 @@ fn certificate_identity_roles_and_attributes_reach_the_http_routes() -> Result<(
 
     assert!(gateway.terminate()?.success());
     Ok(())
+}
+
+/// The mqtt server has no guard of its own: its route is `guarded` by the role the tls
+/// server's `x509` guard gave the client certificate.
+const MQTT: &str = "name: test
+vaults:
+  server:
+    type: filesystem
+    options:
+      keys:
+        store: keys
+        type: pem
+      trust:
+        store: trust
+        type: pem
+guards:
+  x509_0:
+    type: x509
+    options:
+      identity: subject.cn
+      roles:
+        internal:
+          - issuer.cn: internal ca
+            subject.ou: Platform
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: tls_server
+  tls_server:
+    type: tls
+    kind: server
+    vault: server
+    options:
+      keys:
+        - localhost
+      trust:
+        - ca
+      mutual: required
+      authorization:
+        x509_0:
+          credentials:
+            certificates: pem
+    exit: mqtt_server
+  mqtt_server:
+    type: mqtt
+    kind: server
+    routes:
+      - when:
+          - publish:
+              - topic: '#'
+          - subscribe:
+              - topic: '#'
+        guarded:
+          x509_0:
+            - internal
+        exit: mqtt_client
+  mqtt_client:
+    type: mqtt
+    kind: client
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.BROKER_PORT}}
+";
+
+/// A mosquitto client (`mosquitto_pub` or `mosquitto_sub`) to the gateway over TLS, trusting
+/// the gateway's certificate and presenting `client`'s.
+fn mosquitto_client(program: &str, dir: &Path, port: u16, client: &str, version: &str) -> Peer {
+    Peer::new(program)
+        .current_dir(dir)
+        .args(["-h", "localhost", "-p", &port.to_string(), "-V", version])
+        .args(["--cafile", "server.pem"])
+        .args(["--cert", &format!("{client}.pem")])
+        .args(["--key", &format!("{client}.key")])
+        .timeout(Duration::from_secs(20))
+}
+
+#[test]
+fn certificate_roles_authorize_mqtt_sessions_behind_tls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path();
+    make_pki(pki)?;
+    std::fs::create_dir_all(pki.join("broker"))?;
+    let (_broker, broker_port) = mosquitto(&pki.join("broker"))?;
+    let mut builder = Gateway::builder(MQTT).env("BROKER_PORT", broker_port.to_string());
+    for file in ["keys/localhost.pem", "trust/ca.pem"] {
+        builder = builder.file(file, std::fs::read(pki.join(file))?);
+    }
+    let mut gateway = builder.start()?;
+    let port = gateway.address("tcp_server").port();
+    let result = (|| -> Result<()> {
+        // How mosquitto's clients name the CONNACK refusal: code 5 of 3.1.1, reason 0x87 of 5.
+        for (version, not_authorized) in [
+            ("mqttv311", "connection refused: not authorised"),
+            ("mqttv5", "connection error: not authorized"),
+        ] {
+            // alice holds the role: what she publishes reaches her subscriber through the
+            // broker.
+            let topic = format!("x509/{version}");
+            let payload = format!("hello {version}");
+            let mut subscriber = mosquitto_client("mosquitto_sub", pki, port, "alice", version)
+                .args(["-t", "x509/#", "-q", "1", "-C", "1", "-W", "20", "-v"])
+                .spawn()?;
+            // The subscriber has no ready signal: publish until it has received one message.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while subscriber.try_status()?.is_none() {
+                ensure!(
+                    Instant::now() < deadline,
+                    "alice's subscriber received nothing: {}",
+                    subscriber.stderr()
+                );
+                let published = mosquitto_client("mosquitto_pub", pki, port, "alice", version)
+                    .args(["-t", &topic, "-q", "1", "-m", &payload])
+                    .run()?;
+                success(&published).context("alice publishes")?;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            ensure!(
+                subscriber.stdout() == format!("{topic} {payload}\n"),
+                "alice's subscriber: {}",
+                subscriber.stdout()
+            );
+
+            // bob's certificate is from the trusted CA but lacks the role: CONNACK refuses
+            // him (5 in 3.1.1, 0x87 in MQTT 5), and neither his publication nor his
+            // subscription goes through.
+            let refused = mosquitto_client("mosquitto_pub", pki, port, "bob", version)
+                .args(["-t", &topic, "-q", "1", "-m", "from bob"])
+                .run()?;
+            let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+            ensure!(
+                !refused.status.success() && said.contains(not_authorized),
+                "bob's publication ({version}): {said}"
+            );
+            let refused = mosquitto_client("mosquitto_sub", pki, port, "bob", version)
+                .args(["-t", "x509/#", "-C", "1", "-W", "10"])
+                .run()?;
+            let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+            ensure!(
+                !refused.status.success() && said.contains(not_authorized),
+                "bob's subscription ({version}): {said}"
+            );
+
+            // mallory's certificate is from another CA: the handshake fails, so no CONNECT
+            // is ever answered.
+            let failed = mosquitto_client("mosquitto_pub", pki, port, "mallory", version)
+                .args(["-t", &topic, "-q", "1", "-m", "from mallory"])
+                .run()?;
+            let said = String::from_utf8_lossy(&failed.stderr).to_lowercase();
+            ensure!(
+                !failed.status.success() && !said.contains("not authori"),
+                "mallory ({version}): {said}"
+            );
+        }
+        let (_, stderr) = handshake(pki, port, Some("mallory"))?;
+        ensure!(
+            stderr.contains("alert unknown ca"),
+            "mallory: no unknown-CA alert: {stderr}"
+        );
+        Ok(())
+    })();
+    let result = result.with_context(|| format!("gateway log:\n{}", gateway.stderr()));
+    assert!(gateway.terminate()?.success());
+    result
+}
+
+/// With `mutual: requested`, a client may present no certificate: the guarded route takes
+/// those whose certificate holds the role, and the later unguarded route everyone else.
+const REQUESTED: &str = "name: test
+vaults:
+  server:
+    type: filesystem
+    options:
+      keys:
+        store: keys
+        type: pem
+      trust:
+        store: trust
+        type: pem
+guards:
+  x509_0:
+    type: x509
+    options:
+      identity: subject.cn
+      roles:
+        internal:
+          - issuer.cn: internal ca
+            subject.ou: Platform
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: tls_server
+  tls_server:
+    type: tls
+    kind: server
+    vault: server
+    options:
+      keys:
+        - localhost
+      trust:
+        - ca
+      mutual: requested
+      authorization:
+        x509_0:
+          credentials:
+            certificates: pem
+    routes:
+      - guarded:
+          x509_0:
+            - internal
+        exit: internal_client
+      - exit: public_client
+  internal_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.INTERNAL_PORT}}
+  public_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.PUBLIC_PORT}}
+";
+
+#[test]
+fn requested_certificates_choose_between_a_guarded_route_and_its_fallback() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = dir.path();
+    make_pki(pki)?;
+    let mut origins = Vec::new();
+    for name in ["internal", "public"] {
+        let root = pki.join(format!("{name}-www"));
+        std::fs::create_dir_all(&root)?;
+        let answer = format!(
+            "default_type text/plain;\n        location / {{ return 200 \"exit={name}\\n\"; }}"
+        );
+        origins.push(nginx_with(
+            &pki.join(format!("{name}-nginx")),
+            &root,
+            &answer,
+        )?);
+    }
+    let mut builder = Gateway::builder(REQUESTED)
+        .env("INTERNAL_PORT", origins[0].1.to_string())
+        .env("PUBLIC_PORT", origins[1].1.to_string());
+    for file in ["keys/localhost.pem", "trust/ca.pem"] {
+        builder = builder.file(file, std::fs::read(pki.join(file))?);
+    }
+    let mut gateway = builder.start()?;
+    let port = gateway.address("tcp_server").port();
+    let result = (|| -> Result<()> {
+        // alice's certificate holds the role; bob's is trusted but lacks it; the last client
+        // presents none. The exits are plain nginx over HTTP/1.1.
+        for (client, exit) in [
+            (Some("alice"), "internal"),
+            (Some("bob"), "public"),
+            (None, "public"),
+        ] {
+            let (ok, stdout, stderr) = request_http1(pki, port, client)?;
+            ensure!(
+                ok && stdout.contains(&format!("exit={exit}\n")) && stdout.contains("status=200"),
+                "{client:?} should reach {exit}: {stdout}{stderr}"
+            );
+        }
+        // A certificate from another CA is refused even though one is only requested.
+        let (ok, stdout, _) = request_http1(pki, port, Some("mallory"))?;
+        ensure!(
+            !ok && !stdout.contains("exit="),
+            "mallory was served: {stdout}"
+        );
+        let (stdout, stderr) = handshake(pki, port, Some("mallory"))?;
+        ensure!(
+            !stdout.contains("exit=") && stderr.contains("alert unknown ca"),
+            "mallory: no unknown-CA alert: {stdout}\n{stderr}"
+        );
+        Ok(())
+    })();
+    let result = result.with_context(|| format!("gateway log:\n{}", gateway.stderr()));
+    assert!(gateway.terminate()?.success());
+    result
+}
+
+/// Like [`request`] for `/`, over HTTP/1.1 (the exits are nginx without TLS, so the
+/// protocol the tls server negotiates must be one nginx speaks in plaintext).
+fn request_http1(dir: &Path, port: u16, client: Option<&str>) -> Result<(bool, String, String)> {
+    request_with(dir, port, "/", client, &["--http1.1"])
 }
 
 /// What a failed start said; `key` is the vault's `keys/localhost.pem`.

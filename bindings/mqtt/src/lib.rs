@@ -4,7 +4,12 @@
 //! - `server` (accepts `bytes`, or `ws` for MQTT over WebSocket; opens `mqtt`): accepts
 //!   CONNECT (3.1.1 or 5, limited by `options.versions`), checks credentials with the guard
 //!   named in `options.authorization`, opens the client's session on the exit its `session`
-//!   route chooses and answers CONNACK with what server and exit support together. It then
+//!   route chooses and answers CONNACK with what server and exit support together. Routes'
+//!   `guarded` roles are checked against the sessions the connection holds: with
+//!   `authorization`, that guard's session (over WebSocket, with those of the guards before
+//!   it); without, the sessions its incoming stream carries, such as the one a `tls`
+//!   server's `x509` guard made from the client certificate. A CONNECT whose sessions no
+//!   route takes is refused with CONNACK 0x87 not authorized (5 in 3.1.1). It then
 //!   runs the connection: keep alive (the client's, clamped for MQTT 5, enforced at 1.5×;
 //!   it also replaces the transport's idle timeout, which a keep-alive of 0 turns off),
 //!   QoS 0, 1 and 2 with their acknowledgement flows in both directions (a delivery its
@@ -419,7 +424,13 @@ struct ServerHandler {
 
 impl BytesHandler for ServerHandler {
     fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
-        let authorization = Authorization::default();
+        // A server with a guard of its own authorizes with that guard's verdict alone; one
+        // without authorizes with the sessions established on the path (a tls server's
+        // `x509` guard), as Zilla's stream authorization travels inward.
+        let authorization = match &self.shared.credentials {
+            Some(_) => Authorization::default(),
+            None => stream.info.authorization.clone(),
+        };
         Box::pin(
             self.shared
                 .clone()

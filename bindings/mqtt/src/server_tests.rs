@@ -12,7 +12,7 @@ use zilla_engine::config::model::{BindingConfig, Origin, RouteConfig};
 use zilla_engine::guard::{Guard, GuardSession};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
-use zilla_engine::stream::{BoxFuture, StreamError};
+use zilla_engine::stream::{BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
 
 use crate::Lifecycle;
 use crate::codec::{self, Connect, Decoder, Packet, Properties, Publish, QoS, ReasonCode, Version};
@@ -152,6 +152,15 @@ fn settings() -> Settings {
 }
 
 fn shared(recorder: Recorder, credentials: bool) -> Arc<Shared> {
+    shared_guarded(recorder, credentials, Vec::new())
+}
+
+/// Like [`shared`], its route `guarded` by `guarded`.
+fn shared_guarded(
+    recorder: Recorder,
+    credentials: bool,
+    guarded: Vec<(String, Vec<String>)>,
+) -> Arc<Shared> {
     let config = BindingConfig {
         type_name: "mqtt".into(),
         kind: zilla_engine::BindingKind::Server,
@@ -162,7 +171,7 @@ fn shared(recorder: Recorder, credentials: bool) -> Arc<Shared> {
         exit: None,
         routes: vec![RouteConfig {
             when: vec![json!({"publish": [{"topic": "sensors/#"}]})],
-            guarded: Vec::new(),
+            guarded,
             exit: "exit".into(),
             with: None,
             origin: Origin::default(),
@@ -282,6 +291,69 @@ async fn credentials_are_checked_by_the_guard_and_not_passed_on() {
     let seen = recorder.seen.lock().unwrap();
     assert_eq!(seen.usernames, vec![None, None]);
     assert_eq!(seen.identities, vec![Some("alice".to_owned()); 2]);
+}
+
+/// A session holding `roles`, as a tls server's `x509` guard makes one.
+struct RolesSession(Vec<String>);
+
+impl GuardSession for RolesSession {
+    fn identity(&self) -> Option<&str> {
+        Some("bob")
+    }
+    fn verify(&self, roles: &[String]) -> bool {
+        roles.iter().all(|role| self.0.contains(role))
+    }
+    fn attribute(&self, _name: &str) -> Option<String> {
+        None
+    }
+    fn expires_at(&self) -> Option<SystemTime> {
+        None
+    }
+}
+
+/// A client end of a byte stream handed to the server's handler, carrying a `test:x509`
+/// session holding `roles` (none when `None`).
+fn connect_carrying(shared: Arc<Shared>, roles: Option<&[&str]>) -> DuplexStream {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let mut info = StreamInfo::default();
+    if let Some(roles) = roles {
+        let roles = roles.iter().map(|role| (*role).to_owned()).collect();
+        info.authorization
+            .insert("test:x509", Arc::new(RolesSession(roles)));
+    }
+    let handler = crate::ServerHandler { shared };
+    tokio::spawn(async move { handler.accept(ByteStream::new(server, info)).await });
+    client
+}
+
+#[tokio::test]
+async fn without_a_guard_routes_are_guarded_by_the_sessions_the_stream_carries() {
+    let guarded = vec![("x509".to_owned(), vec!["internal".to_owned()])];
+    let shared = shared_guarded(Recorder::default(), false, guarded.clone());
+    for version in [Version::V5, Version::V3_1_1] {
+        let mut io = connect_carrying(shared.clone(), Some(&["internal"]));
+        send(&mut io, connect_packet(version, None, 0), version).await;
+        assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+        for roles in [Some(&["other"][..]), None] {
+            let mut io = connect_carrying(shared.clone(), roles);
+            send(&mut io, connect_packet(version, None, 0), version).await;
+            assert_eq!(connack(&mut io, version).await, ReasonCode::NOT_AUTHORIZED);
+        }
+    }
+    // A server with a guard of its own decides with that guard alone: the session the
+    // stream carries does not satisfy the route.
+    let shared = shared_guarded(Recorder::default(), true, guarded);
+    let mut io = connect_carrying(shared, Some(&["internal"]));
+    send(
+        &mut io,
+        connect_packet(Version::V5, Some("Bearer good"), 0),
+        Version::V5,
+    )
+    .await;
+    assert_eq!(
+        connack(&mut io, Version::V5).await,
+        ReasonCode::NOT_AUTHORIZED
+    );
 }
 
 fn publish(topic: &str, qos: QoS, packet_id: u16) -> Packet {

@@ -12,7 +12,12 @@
 //!   `authorization`, the verified client certificate chain (PEM, leaf first) goes to that
 //!   guard (an `x509` guard) once the handshake completes; its session decides `guarded`
 //!   routes here, is carried inward on the stream (an http server's `guarded` routes and
-//!   `${guarded[...]}` expressions see it), and a connection no route then takes is closed.
+//!   `${guarded[...]}` expressions see it, and so do an mqtt server's `guarded` routes when it
+//!   has no `authorization` of its own), and a connection no route then takes is closed.
+//!   With `mutual: requested`, a client may present no certificate: it gets no session, so
+//!   a guarded route passes it by and a later unguarded route (or the binding's `exit`)
+//!   takes it, as it takes a certificate the guard gives none of the roles asked for; a
+//!   certificate that is presented must still verify.
 //!   Routes' `guarded` is ignored while choosing the ALPN protocol, before any guard has run.
 //! - **client** opens a stream through the route matching the wanted authority, ALPN and port
 //!   (its exit, typically a tcp client) and runs the client handshake: SNI from `sni` or the

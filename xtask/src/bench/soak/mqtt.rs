@@ -159,20 +159,29 @@ os._exit(0)
 "#;
 
 /// The replica config: the SSE example's bindings plus the MQTT example's (their names do not
-/// overlap), both before the SSE example's `telemetry`.
+/// overlap), both before the SSE example's `telemetry`, and the MQTT example's `stores` (the
+/// SSE example has none) before the bindings.
 pub fn with_mqtt_bindings(sse_yaml: &str) -> Result<String> {
     let path = workspace_dir().join(EXAMPLE).join("zilla.yaml");
     let mqtt_yaml = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let bindings = between(&mqtt_yaml, "\nbindings:\n", "\ntelemetry:")
         .with_context(|| format!("{}: no bindings before telemetry", path.display()))?;
-    let at = sse_yaml
+    let stores = between(&mqtt_yaml, "\nstores:\n", "\nbindings:\n")
+        .map(|stores| format!("\nstores:\n{stores}"))
+        .unwrap_or_default();
+    let bindings_at = sse_yaml
+        .find("\nbindings:\n")
+        .context("the SSE example has no bindings section")?;
+    let telemetry_at = sse_yaml
         .find("\ntelemetry:")
-        .context("the SSE example has no telemetry section")?;
+        .filter(|&at| at > bindings_at)
+        .context("the SSE example has no telemetry section after its bindings")?;
     Ok(format!(
-        "{}\n{bindings}{}",
-        &sse_yaml[..at],
-        &sse_yaml[at..]
+        "{}{stores}{}\n{bindings}{}",
+        &sse_yaml[..bindings_at],
+        &sse_yaml[bindings_at..telemetry_at],
+        &sse_yaml[telemetry_at..]
     ))
 }
 
@@ -532,6 +541,9 @@ mod tests {
             assert!(at < telemetry, "{binding} after telemetry:\n{yaml}");
         }
         assert_eq!(yaml.matches("\nbindings:").count(), 1, "{yaml}");
+        // The MQTT server's store comes along, before the bindings.
+        let stores = yaml.find("\nstores:\n  memory0:").context("no stores")?;
+        assert!(stores < yaml.find("\nbindings:").context("no bindings")?);
         Ok(())
     }
 }
