@@ -193,6 +193,21 @@ impl Broker {
         self.cli(&args).map(|_| ())
     }
 
+    /// Reads up to `count` records of `topic` from its start with confluent-kafka (20 s without
+    /// a record ends the read): `[{"k", "v", "h": [[name, value]...]}]`, text decoded as UTF-8.
+    pub fn consume(&self, topic: &str, count: usize) -> Result<Vec<serde_json::Value>> {
+        let output = crate::Peer::python(CONSUME)
+            .args([self.address(), topic.to_owned(), count.to_string()])
+            .timeout(Duration::from_secs(60))
+            .run()?;
+        ensure!(
+            output.status.success(),
+            "consumer: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
     /// Runs the tansu CLI against this broker (e.g. `["user", "create", "alice", "s3cret"]`)
     /// and returns what it printed.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
@@ -263,3 +278,25 @@ pub fn kcat(args: &[&str], stdin: &str) -> Result<String> {
     );
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// Reads `count` records of a topic from the start: `[{"k", "v", "h": [[name, value]...]}]`.
+const CONSUME: &str = r#"
+import json, sys, uuid
+from confluent_kafka import Consumer
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe([topic])
+records = []
+while len(records) < count:
+    message = consumer.poll(20)
+    if message is None:
+        break
+    if message.error():
+        continue
+    text = lambda b: None if b is None else b.decode()
+    records.append({"k": text(message.key()), "v": text(message.value()),
+                    "h": [[n, text(v)] for n, v in (message.headers() or [])]})
+consumer.close()
+print(json.dumps(records))
+"#;

@@ -30,39 +30,8 @@ fn gateway(name: &str, broker: &Broker) -> Result<Gateway> {
         .start()
 }
 
-/// Reads `count` records of a topic from the start: `[{"k", "v", "h": [[name, value]...]}]`.
-const CONSUME: &str = r#"
-import json, sys, uuid
-from confluent_kafka import Consumer
-bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
-consumer.subscribe([topic])
-records = []
-while len(records) < count:
-    message = consumer.poll(20)
-    if message is None:
-        break
-    if message.error():
-        continue
-    text = lambda b: None if b is None else b.decode()
-    records.append({"k": text(message.key()), "v": text(message.value()),
-                    "h": [[n, text(v)] for n, v in (message.headers() or [])]})
-consumer.close()
-print(json.dumps(records))
-"#;
-
 fn consume(broker: &Broker, topic: &str, count: usize) -> Result<Vec<Value>> {
-    let output = Peer::python(CONSUME)
-        .args([broker.address(), topic.to_owned(), count.to_string()])
-        .timeout(Duration::from_secs(60))
-        .run()?;
-    ensure!(
-        output.status.success(),
-        "consumer: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice::<Vec<Value>>(&output.stdout)?)
+    broker.consume(topic, count)
 }
 
 /// Produces `[key, value]` pairs (value may be null) to a topic.

@@ -414,7 +414,17 @@ fn client_ids_are_owned_through_the_memory_store() -> Result<()> {
         let port = port.to_string();
         // Line-buffered: its debug lines (the CONNACK) are not flushed otherwise.
         let mut holder = Peer::new("stdbuf")
-            .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port, "-V", "5", "-d"])
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "5",
+                "-d",
+            ])
             .args(["-i", "holder", "-t", "devices/+/held", "-W", "90"])
             .spawn()?;
         holder.wait_for_stdout("received CONNACK (0)", Duration::from_secs(30))?;

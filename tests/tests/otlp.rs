@@ -11,22 +11,35 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use zilla_tests::{Gateway, Peer, free_port};
+use zilla_tests::{Broker, Gateway, Peer, free_port};
 
-/// Accepts `POST /v1/metrics` and `/v1/logs` (over TLS with the certificate and key files
+/// Accepts `POST /v1/metrics`, `/v1/logs` and `/v1/traces` (over TLS with the certificate and key files
 /// `argv[4]` and `argv[5]` when given), answering 503 to the first `argv[3]` pushes;
 /// appends each accepted push, decoded and re-encoded by `json_format`, as a JSON line to
 /// `argv[2]`. A body the official messages do not parse is answered 400 and not kept.
 const RECEIVER: &str = r#"
-import json, sys, threading
+import base64, json, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 port, out, failures = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 lock = threading.Lock()
 state = {"failures": failures}
-kinds = {"/v1/metrics": ExportMetricsServiceRequest, "/v1/logs": ExportLogsServiceRequest}
+kinds = {"/v1/metrics": ExportMetricsServiceRequest, "/v1/logs": ExportLogsServiceRequest,
+         "/v1/traces": ExportTraceServiceRequest}
+IDS = ("traceId", "spanId", "parentSpanId")
+def ids(value, convert):
+    # OTLP/JSON writes trace and span ids in hex; protobuf's JSON mapping of bytes is base64.
+    if isinstance(value, dict):
+        return {key: convert(item) if key in IDS and isinstance(item, str) else ids(item, convert)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [ids(item, convert) for item in value]
+    return value
+to_base64 = lambda text: base64.b64encode(bytes.fromhex(text)).decode()
+to_hex = lambda text: base64.b64decode(text).hex()
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def answer(self, status):
@@ -40,6 +53,8 @@ class Handler(BaseHTTPRequestHandler):
                 state["failures"] -= 1
                 return self.answer(503)
             try:
+                if self.path == "/v1/traces":
+                    body = json.dumps(ids(json.loads(body), to_base64))
                 message = json_format.Parse(body, kinds[self.path]())
             except Exception as error:
                 print(f"rejected {self.path}: {error}", file=sys.stderr, flush=True)
@@ -49,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
                     "path": self.path,
                     "contentType": self.headers.get("content-type"),
                     "authorization": self.headers.get("authorization"),
-                    "message": json_format.MessageToDict(message),
+                    "message": ids(json_format.MessageToDict(message), to_hex),
                 }) + "\n")
         self.answer(200)
     def log_message(self, *args):
@@ -406,6 +421,190 @@ fn an_https_collector_is_verified_against_the_trust_store_the_environment_names(
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+const TRACED: &str = "name: test
+telemetry:
+  exporters:
+    otlp0:
+      type: otlp
+      options:
+        interval: 0.5
+        signals: [traces]
+        endpoint:
+          location: http://127.0.0.1:${{env.OTLP_PORT}}
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      versions: [http/1.1]
+    exit: http_kafka
+  http_kafka:
+    type: http-kafka
+    kind: proxy
+    routes:
+      - when:
+          - method: POST
+            path: /events
+        exit: kafka_client
+        with:
+          capability: produce
+          topic: events
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers:
+        - ${{env.KAFKA_BROKER}}
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+";
+
+/// Every accepted span (the receiver writes its ids back in hex).
+fn spans(pushes: &[Value]) -> Vec<Value> {
+    pushes
+        .iter()
+        .filter(|push| push["path"] == "/v1/traces")
+        .flat_map(|push| {
+            push["message"]["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A trace started by curl's `traceparent` reaches both ends: the collector gets the http
+/// server's span in that trace, a child of curl's span, and the record produced to Kafka
+/// carries a `traceparent` in the same trace naming the server's span as its parent (read
+/// back with confluent-kafka). A request without a `traceparent` gets a trace of its own.
+#[test]
+fn a_traceparent_reaches_the_exported_span_and_the_kafka_record() -> Result<()> {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
+    let broker = Broker::start()?;
+    broker.create_topic("events", 1, false)?;
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("pushes.jsonl");
+    let otlp_port = free_port()?;
+    let receiver = Peer::python(RECEIVER)
+        .args([
+            otlp_port.to_string(),
+            out.display().to_string(),
+            "0".to_owned(),
+        ])
+        .spawn()?;
+    let mut gateway = Gateway::builder(TRACED)
+        .env("OTLP_PORT", otlp_port.to_string())
+        .env("KAFKA_BROKER", broker.address())
+        .start()?;
+    let url = format!("http://{}/events", gateway.address("tcp_server"));
+    let traceparent = format!("traceparent: 00-{TRACE}-{CALLER}-01");
+    for headers in [vec!["-H", traceparent.as_str()], vec![]] {
+        let output = Peer::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-H", "content-type: application/json"])
+            .args(headers)
+            .args(["--data-binary", "{}", &url])
+            .run()?;
+        ensure!(
+            output.stdout == b"204",
+            "produce answered {}: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let spans = spans(&pushes(&out)?);
+        if spans.len() >= 2 {
+            break spans;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "receiver has {} spans; stderr:\n{}\ngateway:\n{}",
+                spans.len(),
+                receiver.stderr(),
+                gateway.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let traced = spans
+        .iter()
+        .find(|span| span["traceId"] == TRACE)
+        .with_context(|| format!("no span in the caller's trace: {spans:?}"))?;
+    assert_eq!(traced["parentSpanId"], CALLER, "{traced}");
+    assert_eq!(traced["name"], "POST /events");
+    assert_eq!(traced["kind"], "SPAN_KIND_SERVER");
+    assert_eq!(
+        attribute(traced, "http.request.method").as_deref(),
+        Some("POST")
+    );
+    assert_eq!(attribute(traced, "url.path").as_deref(), Some("/events"));
+    assert_eq!(
+        attribute(traced, "http.response.status_code").as_deref(),
+        Some("204")
+    );
+    assert_eq!(
+        attribute(traced, "zilla.binding").as_deref(),
+        Some("test:http_server")
+    );
+    ensure!(
+        int(&traced["endTimeUnixNano"]) >= int(&traced["startTimeUnixNano"]),
+        "{traced}"
+    );
+    let span_id = traced["spanId"].as_str().context("span id")?.to_owned();
+    let own = spans
+        .iter()
+        .find(|span| span["traceId"] != TRACE)
+        .with_context(|| format!("no span for the untraced request: {spans:?}"))?;
+    assert!(own.get("parentSpanId").is_none(), "{own}");
+
+    let records = broker.consume("events", 2)?;
+    let traceparents: Vec<String> = records
+        .iter()
+        .filter_map(|record| {
+            record["h"]
+                .as_array()?
+                .iter()
+                .find(|header| header[0] == "traceparent")
+                .and_then(|header| header[1].as_str())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(traceparents.len(), 2, "{records:?}");
+    assert!(
+        traceparents.contains(&format!("00-{TRACE}-{span_id}-01")),
+        "{traceparents:?} lacks the server span {span_id}"
+    );
+    let own_id = own["spanId"].as_str().context("span id")?;
+    let own_trace = own["traceId"].as_str().context("trace id")?;
+    assert!(
+        traceparents.contains(&format!("00-{own_trace}-{own_id}-01")),
+        "{traceparents:?}"
+    );
     assert!(gateway.terminate()?.success());
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! The bounded retry buffer of encoded log records: events are added from the thread that
-//! raised them (a short lock, no I/O), the push task sends them in batches and removes only
-//! what the receiver accepted. When the buffer is full the oldest records make room and are
-//! counted as dropped.
+//! The bounded retry buffer of encoded records (log records, spans): each is added from the
+//! thread that raised it (a short lock, no I/O), the push task sends them in batches and
+//! removes only what the receiver accepted. When the buffer is full the oldest records make
+//! room and are counted as dropped. Logs and spans have a buffer each.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -22,15 +22,15 @@ struct State {
     dropped: u64,
 }
 
-/// Encoded log records waiting to be sent.
+/// Encoded records waiting to be sent.
 #[derive(Default)]
-pub struct LogBuffer {
+pub struct RecordBuffer {
     state: Mutex<State>,
 }
 
-impl std::fmt::Debug for LogBuffer {
+impl std::fmt::Debug for RecordBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogBuffer").finish_non_exhaustive()
+        f.debug_struct("RecordBuffer").finish_non_exhaustive()
     }
 }
 
@@ -43,7 +43,7 @@ pub struct Batch {
     pub last: u64,
 }
 
-impl LogBuffer {
+impl RecordBuffer {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -71,7 +71,7 @@ impl LogBuffer {
     }
 
     /// The oldest records, up to [`MAX_BATCH_BYTES`], left in place until
-    /// [`LogBuffer::acknowledge`]; `None` when empty.
+    /// [`RecordBuffer::acknowledge`]; `None` when empty.
     pub fn batch(&self) -> Option<Batch> {
         let state = self.lock();
         let mut bytes = 0;
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn only_acknowledged_records_leave_and_overflow_drops_the_oldest() {
-        let buffer = LogBuffer::default();
+        let buffer = RecordBuffer::default();
         for index in 0..3 {
             buffer.push(format!("r{index}"));
         }

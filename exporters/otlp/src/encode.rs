@@ -14,6 +14,11 @@
 //! Logs: each event is one log record: `timeUnixNano` and `observedTimeUnixNano`, the body
 //! `<qname> <message>`, and the attribute `event.name`. Every string goes through
 //! `serde_json`, so quotes and control characters in messages are escaped.
+//!
+//! Traces: each span a binding recorded, with its trace, span and parent ids in hex, kind,
+//! start and end, the recording binding (`zilla.binding`) and the binding's attributes
+//! (`http.request.method`, `url.path`, `http.response.status_code`), and status ERROR when
+//! it failed.
 
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,11 +26,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use zilla_engine::events::Event;
 use zilla_engine::metrics::{Metric, MetricDescriptor, Series, Unit};
+use zilla_engine::traces::{Span, SpanKind, to_hex};
 use zilla_exporter_prometheus::exposition::{EXPOSED_BUCKETS, NANOS_PER_MILLI, exposed_buckets};
 
 /// Zilla's scope names.
 const METRICS_SCOPE: &str = "OtlpMetricsSerializer";
 const LOGS_SCOPE: &str = "OtlpLogsSerializer";
+/// Zilla has no traces; the scope is named in the same way.
+const TRACES_SCOPE: &str = "OtlpTracesSerializer";
+/// OpenTelemetry's `SpanKind` values.
+const SPAN_KIND_SERVER: u8 = 2;
+const SPAN_KIND_CLIENT: u8 = 3;
+const SPAN_KIND_PRODUCER: u8 = 4;
+/// `Status.StatusCode` ERROR.
+const STATUS_CODE_ERROR: u8 = 2;
 const SCOPE_VERSION: &str = "1.0.0";
 /// `AggregationTemporality` CUMULATIVE.
 const CUMULATIVE: u8 = 2;
@@ -176,25 +190,86 @@ pub fn logs_body<'a>(
     attributes: &[(String, String)],
     records: impl Iterator<Item = &'a str>,
 ) -> String {
-    let mut body = json!({
-        "resourceLogs": [{
-            "resource": resource(attributes),
-            "scopeLogs": [{
-                "scope": {"name": LOGS_SCOPE, "version": SCOPE_VERSION},
-                "logRecords": [],
+    spliced(
+        json!({
+            "resourceLogs": [{
+                "resource": resource(attributes),
+                "scopeLogs": [{
+                    "scope": {"name": LOGS_SCOPE, "version": SCOPE_VERSION},
+                    "logRecords": [],
+                }],
             }],
-        }],
-    })
-    .to_string();
+        }),
+        "logRecords",
+        records,
+    )
+}
+
+/// `body` with the encoded `records` in its one empty list named `key`.
+fn spliced<'a>(body: Value, key: &str, records: impl Iterator<Item = &'a str>) -> String {
+    let mut body = body.to_string();
     // The records are encoded once, when they are raised; splice them into the empty list.
     // A resource value cannot hold the marker: its quotes are escaped.
     let joined: Vec<&str> = records.collect();
-    let marker = "\"logRecords\":[]";
-    if let Some(at) = body.find(marker) {
+    let marker = format!("\"{key}\":[]");
+    if let Some(at) = body.find(&marker) {
         let insert_at = at + marker.len() - 1;
         body.insert_str(insert_at, &joined.join(","));
     }
     body
+}
+
+/// One span, encoded when it ends. Ids are lower-case hex, as OTLP/JSON writes them (unlike
+/// protobuf's JSON mapping of bytes); the recording binding is the attribute
+/// `zilla.binding`.
+pub fn span_record(span: &Span) -> String {
+    let mut attributes = vec![attribute("zilla.binding", &span.qname)];
+    attributes.extend(
+        span.attributes
+            .iter()
+            .map(|(key, value)| attribute(key, value)),
+    );
+    let mut record = json!({
+        "traceId": to_hex(&span.trace_id),
+        "spanId": to_hex(&span.span_id),
+        "name": span.name,
+        "kind": match span.kind {
+            SpanKind::Server => SPAN_KIND_SERVER,
+            SpanKind::Client => SPAN_KIND_CLIENT,
+            SpanKind::Producer => SPAN_KIND_PRODUCER,
+        },
+        "startTimeUnixNano": unix_nanos(span.start),
+        "endTimeUnixNano": unix_nanos(span.end),
+        "attributes": attributes,
+    });
+    if let Some(parent) = &span.parent_id {
+        record["parentSpanId"] = json!(to_hex(parent));
+    }
+    if span.error {
+        record["status"] = json!({"code": STATUS_CODE_ERROR});
+    }
+    record.to_string()
+}
+
+/// The body posted to the traces endpoint for encoded span `records`; `attributes` are the
+/// resource's.
+pub fn traces_body<'a>(
+    attributes: &[(String, String)],
+    records: impl Iterator<Item = &'a str>,
+) -> String {
+    spliced(
+        json!({
+            "resourceSpans": [{
+                "resource": resource(attributes),
+                "scopeSpans": [{
+                    "scope": {"name": TRACES_SCOPE, "version": SCOPE_VERSION},
+                    "spans": [],
+                }],
+            }],
+        }),
+        "spans",
+        records,
+    )
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@
 //!       type: otlp
 //!       options:
 //!         interval: 30                    # seconds, the default
-//!         signals: [metrics, logs]        # the default
+//!         signals: [metrics, logs]        # the default; `traces` adds spans
 //!         endpoint:
 //!           protocol: http                # the only one, the default
 //!           location: http://localhost:4318
 //!           overrides:                    # paths (or absolute URLs) per signal
 //!             metrics: /v1/metrics        # the default
 //!             logs: /v1/logs              # the default
+//!             traces: /v1/traces          # the default
 //!         credentials:
 //!           headers:
 //!             authorization: Bearer ${{env.OTLP_TOKEN}}
@@ -26,9 +27,10 @@
 //!
 //! Options:
 //! - `interval`: seconds between pushes (default 30; fractions allowed).
-//! - `signals`: `metrics` and/or `logs` (default both).
+//! - `signals`: `metrics`, `logs` and `traces` (default `metrics` and `logs`, as in Zilla,
+//!   which has no traces).
 //! - `endpoint`: `protocol` (`http`), `location` (an `http://` or `https://` URL),
-//!   `overrides.metrics` and `overrides.logs` resolved against `location`. An `https://`
+//!   `overrides.metrics`, `overrides.logs` and `overrides.traces` resolved against `location`. An `https://`
 //!   collector is verified against the system's trust store (`SSL_CERT_FILE` /
 //!   `SSL_CERT_DIR` name another), as Zilla's exporter uses the JVM's default trust.
 //! - `credentials.headers.authorization`: sent as the `authorization` header of every push.
@@ -45,8 +47,11 @@
 //! ```
 //!
 //! What is sent is described in [`encode`]: every recorded series (the same values
-//! `zilla metrics` and the `prometheus` exporter show) each interval, and every event as a log
-//! record. Delivery is at least once: metrics are cumulative, so a push that fails is simply
+//! `zilla metrics` and the `prometheus` exporter show) each interval, every event as a log
+//! record and, with `traces`, every request span the bindings record (an `http` server records
+//! one per request, in the trace its `traceparent` names, and passes the request on as a child
+//! of it: see `zilla_engine::traces`). Bindings record spans only while an exporter sends
+//! traces. Spans wait in a retry buffer of their own, like events. Delivery is at least once: metrics are cumulative, so a push that fails is simply
 //! superseded; events wait in a bounded retry buffer ([`buffer`]: 4 MiB, 16 384 records, the
 //! oldest dropped first with a warning) until the receiver answers 2xx. A receiver that is
 //! down or answers 503 is retried after 1 s, doubling up to `interval`; bindings never wait
@@ -73,9 +78,10 @@ use tokio_util::sync::CancellationToken;
 use zilla_engine::components::{ComponentContext, ComponentFactory, Exporter};
 use zilla_engine::events::Event;
 use zilla_engine::metrics::Metrics;
+use zilla_engine::traces::Span;
 use zilla_engine::{BuildError, Registry};
 
-use crate::buffer::LogBuffer;
+use crate::buffer::RecordBuffer;
 use crate::push::Target;
 
 /// Registers the `otlp` exporter type.
@@ -110,6 +116,8 @@ pub enum Signal {
     Metrics,
     /// Events, as log records.
     Logs,
+    /// Request spans.
+    Traces,
 }
 
 /// `endpoint`.
@@ -141,6 +149,8 @@ pub struct OtlpOverrides {
     pub metrics: Option<String>,
     /// Default `/v1/logs`.
     pub logs: Option<String>,
+    /// Default `/v1/traces`.
+    pub traces: Option<String>,
 }
 
 /// `credentials`.
@@ -184,7 +194,11 @@ impl ComponentFactory<dyn Exporter> for OtlpExporterFactory {
             logs: target
                 .logs
                 .is_some()
-                .then(|| Arc::new(LogBuffer::default())),
+                .then(|| Arc::new(RecordBuffer::default())),
+            spans: target
+                .traces
+                .is_some()
+                .then(|| Arc::new(RecordBuffer::default())),
             target,
             metrics: context.metrics.clone(),
             started: Mutex::new(false),
@@ -231,6 +245,12 @@ fn target(options: &OtlpOptions) -> Result<Target, BuildError> {
         "metrics",
     )?;
     let logs = endpoint(Signal::Logs, overrides.logs.as_ref(), "/v1/logs", "logs")?;
+    let traces = endpoint(
+        Signal::Traces,
+        overrides.traces.as_ref(),
+        "/v1/traces",
+        "traces",
+    )?;
     let authorization = options
         .credentials
         .as_ref()
@@ -248,6 +268,7 @@ fn target(options: &OtlpOptions) -> Result<Target, BuildError> {
     Ok(Target {
         metrics,
         logs,
+        traces,
         authorization,
         interval: Duration::from_secs_f64(seconds),
         resource: Vec::new(),
@@ -286,7 +307,9 @@ pub struct OtlpExporter {
     target: Target,
     metrics: Metrics,
     /// Encoded events waiting to be pushed; `None` when `signals` lacks `logs`.
-    logs: Option<Arc<LogBuffer>>,
+    logs: Option<Arc<RecordBuffer>>,
+    /// Encoded spans waiting to be pushed; `None` when `signals` lacks `traces`.
+    spans: Option<Arc<RecordBuffer>>,
     started: Mutex<bool>,
 }
 
@@ -294,6 +317,16 @@ impl Exporter for OtlpExporter {
     fn event(&self, event: &Event) {
         if let Some(logs) = &self.logs {
             logs.push(encode::log_record(event));
+        }
+    }
+
+    fn traces(&self) -> bool {
+        self.spans.is_some()
+    }
+
+    fn span(&self, span: &Span) {
+        if let Some(spans) = &self.spans {
+            spans.push(encode::span_record(span));
         }
     }
 
@@ -308,10 +341,12 @@ impl Exporter for OtlpExporter {
         };
         *started = true;
         let logs = self.logs.clone().unwrap_or_default();
+        let spans = self.spans.clone().unwrap_or_default();
         runtime.spawn(push::run(
             self.target.clone(),
             self.metrics.clone(),
             logs,
+            spans,
             stopped,
         ));
     }

@@ -1,5 +1,6 @@
 //! The push task: every `interval`, the metrics (cumulative, so a failed push loses nothing:
-//! the next one carries the same totals) and the buffered log records, each POSTed as JSON.
+//! the next one carries the same totals), the buffered log records and the buffered spans,
+//! each POSTed as JSON.
 //! A failure is retried sooner, backing off from one second up to `interval`; log records
 //! leave the buffer only once the receiver answered 2xx. The task never touches the data
 //! path: bindings only append to the buffer.
@@ -13,7 +14,7 @@ use http::{HeaderValue, Method, Request, Uri};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::metrics::Metrics;
 
-use crate::buffer::LogBuffer;
+use crate::buffer::RecordBuffer;
 use crate::encode;
 
 /// How long one request may take.
@@ -32,6 +33,8 @@ pub struct Target {
     pub metrics: Option<Uri>,
     /// The logs endpoint, when `signals` has `logs`.
     pub logs: Option<Uri>,
+    /// The traces endpoint, when `signals` has `traces`.
+    pub traces: Option<Uri>,
     /// `credentials.headers.authorization`.
     pub authorization: Option<HeaderValue>,
     /// `interval`.
@@ -43,20 +46,23 @@ pub struct Target {
 struct Pusher {
     target: Target,
     metrics: Metrics,
-    logs: Arc<LogBuffer>,
+    logs: Arc<RecordBuffer>,
+    spans: Arc<RecordBuffer>,
 }
 
 /// Runs until `stopped`, then pushes once more.
 pub async fn run(
     target: Target,
     metrics: Metrics,
-    logs: Arc<LogBuffer>,
+    logs: Arc<RecordBuffer>,
+    spans: Arc<RecordBuffer>,
     stopped: CancellationToken,
 ) {
     let pusher = Pusher {
         target,
         metrics,
         logs,
+        spans,
     };
     let mut delay = pusher.target.interval;
     let mut failing = false;
@@ -76,6 +82,13 @@ pub async fn run(
             tracing::warn!(
                 dropped,
                 "otlp: events dropped: the retry buffer was full while the receiver did not accept them"
+            );
+        }
+        let dropped = pusher.spans.take_dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "otlp: spans dropped: the retry buffer was full while the receiver did not accept them"
             );
         }
         match pushed {
@@ -128,6 +141,16 @@ impl Pusher {
                 );
                 self.post(uri, body).await?;
                 self.logs.acknowledge(batch.last);
+            }
+        }
+        if let Some(uri) = &self.target.traces {
+            while let Some(batch) = self.spans.batch() {
+                let body = encode::traces_body(
+                    &self.target.resource,
+                    batch.records.iter().map(String::as_str),
+                );
+                self.post(uri, body).await?;
+                self.spans.acknowledge(batch.last);
             }
         }
         Ok(())
