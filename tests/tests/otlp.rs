@@ -434,7 +434,9 @@ telemetry:
         interval: 0.5
         signals: [traces]
         endpoint:
-          location: http://127.0.0.1:${{env.OTLP_PORT}}
+          location: http://127.0.0.1:${{env.OTLP_PORT}}/otlp/
+          overrides:
+            traces: /v1/traces
 bindings:
   tcp_server:
     type: tcp
