@@ -37,9 +37,9 @@ pub enum KeysConfig {
     Location(String),
 }
 
-/// One JSON Web Key (RFC 7517) with the members Zilla reads.
+/// One JSON Web Key (RFC 7517) with the members Zilla reads. Other members (`x5c`, `x5t`,
+/// `ext`, ...) are accepted and carry no meaning here, as in Zilla, whose schema allows them.
 #[derive(Debug, Clone, Deserialize, JsonSchema, serde::Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// `RSA`, `EC` or `OKP`.
     pub kty: String,
@@ -60,4 +60,7 @@ pub struct KeyConfig {
     /// `sig` when given.
     #[serde(rename = "use")]
     pub usage: Option<String>,
+    /// The operations the key is for: when given, it must allow `verify`.
+    #[serde(default, skip_serializing)]
+    pub key_ops: Option<Vec<String>>,
 }

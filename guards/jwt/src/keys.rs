@@ -57,6 +57,13 @@ pub fn key(config: &KeyConfig) -> Result<VerificationKey, KeyError> {
     if config.usage.as_deref().is_some_and(|usage| usage != "sig") {
         return Err(fail("`use` must be `sig`".into()));
     }
+    if config
+        .key_ops
+        .as_ref()
+        .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+    {
+        return Err(fail("`key_ops` must allow `verify`".into()));
+    }
     // Key material written in standard base64 (`+`, `/`, `=` padding), as some published
     // JWKs and Zilla's own examples are, is read as the base64url RFC 7517 asks for, as
     // lenient decoders (Zilla's among them) read it: the two alphabets differ in two symbols.
@@ -111,6 +118,12 @@ pub fn parse_jwks(text: &[u8]) -> Result<KeyMap, KeyError> {
             x: field("x"),
             y: field("y"),
             usage: field("use"),
+            key_ops: object.get("key_ops").and_then(Value::as_array).map(|ops| {
+                ops.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            }),
         };
         match key(&config) {
             Ok(key) => {

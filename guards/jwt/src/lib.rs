@@ -45,7 +45,7 @@
 //! | `roles` | the claim listing roles: a JSON array or a space-separated string; `scope` by default. Routes' `guarded` roles must all be in it; a token without it is admitted by no guarded route |
 //! | `identity` | the claim naming the identity (`${guarded['jwt0'].identity}`); `sub` by default |
 //! | `attributes` | `name: claim.path` pairs for `${guarded['jwt0'].attributes.name}` |
-//! | `keys` | a list of JWKs (`kty` `RSA` / `EC` / `OKP`, `kid`, `alg`, `n` `e` / `crv` `x` `y`, `use`: only a `sig` key verifies signatures, so an inline key with another `use` fails the start and one in a JWKS is skipped), or a string: an `http://` or `https://` URL of a JWKS, or a JWKS file path relative to the config. Absent: `<issuer>/.well-known/jwks.json` |
+//! | `keys` | a list of JWKs (`kty` `RSA` / `EC` / `OKP`, `kid`, `alg`, `n` `e` / `crv` `x` `y`, `use`: only a `sig` key verifies signatures, and `key_ops`: when given it must list `verify`; an inline key that may not verify fails the start and one in a JWKS is skipped; other JWK members such as `x5c` are accepted and not used, as in Zilla), or a string: an `http://` or `https://` URL of a JWKS, or a JWKS file path relative to the config. Absent: `<issuer>/.well-known/jwks.json` |
 //! | `challenge` | seconds before a session expires at which an SSE subscriber is sent a `challenge` event |
 //!
 //! # Verification

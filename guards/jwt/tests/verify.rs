@@ -97,6 +97,57 @@ fn valid_tokens_of_every_key_type_are_admitted() {
     }
 }
 
+/// Members Zilla's schema lets through are accepted; `key_ops` is honoured: a key whose
+/// operations leave out `verify` verifies nothing.
+#[test]
+fn other_jwk_members_are_accepted_and_key_ops_must_allow_verify() {
+    let mut document: Value = serde_json::from_slice(JWKS).unwrap();
+    for key in document["keys"].as_array_mut().unwrap() {
+        let kid = key["kid"].as_str().unwrap().to_owned();
+        key["x5t"] = json!("not-checked");
+        key["key_ops"] = if kid == "rsa1" {
+            json!(["sign"])
+        } else {
+            json!(["verify"])
+        };
+    }
+    let text = serde_json::to_vec(&document).unwrap();
+    let keys = parse_jwks(&text).unwrap();
+    let guard = JwtGuard::new(
+        Claims {
+            issuer: None,
+            audience: None,
+            roles: "scope".into(),
+            identity: "sub".into(),
+            attributes: BTreeMap::new(),
+            challenge: None,
+        },
+        keys,
+        Events::default(),
+    );
+    for (alg, kid, admitted) in [
+        (Algorithm::RS256, "rsa1", false),
+        (Algorithm::ES256, "ec1", true),
+        (Algorithm::EdDSA, "ed1", true),
+    ] {
+        let session = guard.authorize(&sign(alg, kid, &claims()), SystemTime::now());
+        assert_eq!(session.is_ok(), admitted, "{kid}: {session:?}");
+    }
+    // Inline, the same members load, and a key that may not verify fails the load.
+    let mut inline: zilla_guard_jwt::config::KeyConfig =
+        serde_json::from_value(document["keys"][1].clone()).unwrap();
+    assert!(zilla_guard_jwt::keys::key(&inline).is_ok());
+    inline.key_ops = Some(vec!["sign".into()]);
+    let refused = zilla_guard_jwt::keys::key(&inline)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refused.contains("`key_ops` must allow `verify`"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn key_material_in_standard_base64_is_read_as_base64url() {
     let mut document: Value = serde_json::from_slice(JWKS).unwrap();
