@@ -310,6 +310,9 @@ if left:
 
 const FANOUT: &str = r#"
 name: fanout
+telemetry:
+  metrics:
+    - kafka.cache.size
 bindings:
   web_tcp:
     type: tcp
@@ -342,6 +345,9 @@ bindings:
   events_cache_server:
     type: kafka
     kind: cache_server
+    telemetry:
+      metrics:
+        - kafka.cache.*
     exit: kafka_client
   kafka_client:
     type: kafka
@@ -421,6 +427,9 @@ fn fifty_topics_through_params_share_a_small_budget_and_are_evicted_when_left() 
         .start()?;
     let base = format!("http://{}", gateway.address("web_tcp"));
     read_every_topic(&base, &topics, count, size)?;
+    // What the cache holds is within its budget, and it held something.
+    let held = cache_size(&gateway)?;
+    ensure!(held > 0 && held <= budget, "kafka.cache.size {held}");
 
     // The clients left: every topic is evicted after the idle timeout.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -445,7 +454,28 @@ fn fifty_topics_through_params_share_a_small_budget_and_are_evicted_when_left() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Nothing is held once every topic is gone (the gauge is sampled every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache_size(&gateway)? != 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "kafka.cache.size {} after every topic was evicted",
+            cache_size(&gateway)?
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Readers coming back after the eviction get every record again.
     read_every_topic(&base, &topics, count, size)?;
     Ok(())
+}
+
+/// `kafka.cache.size` of the cache server, as `zilla metrics` prints it.
+fn cache_size(gateway: &Gateway) -> Result<u64> {
+    let output = gateway.command(["metrics"])?.output()?;
+    let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    table
+        .lines()
+        .find_map(|line| line.strip_prefix("fanout events_cache_server kafka.cache.size "))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no kafka.cache.size in:\n{table}"))
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
+use zilla_engine::metrics::Gauge;
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, Bytes, StreamError};
@@ -210,7 +211,12 @@ struct CacheServer {
     bootstrap: Vec<String>,
     /// How long a topic without readers stays cached.
     idle: Duration,
+    /// `kafka.cache.size`, when enabled.
+    size: Option<Gauge>,
 }
+
+/// How often `kafka.cache.size` is sampled.
+const CACHE_SIZE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Binding for CacheServer {
     fn start(&self, context: &StartContext) {
@@ -231,18 +237,25 @@ impl Binding for CacheServer {
         let retired = context.retired.clone();
         let shutdown = context.shutdown.clone();
         let idle = self.idle;
+        let size = self.size.clone();
         tokio::spawn(async move {
             // Topics nobody reads are evicted once idle for `idle`, checked a few times as
             // often.
             let mut sweep = tokio::time::interval(
                 (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)),
             );
+            let mut sample = tokio::time::interval(CACHE_SIZE_INTERVAL);
             loop {
                 tokio::select! {
                     _ = retired.cancelled() => break,
                     _ = shutdown.cancelled() => break,
                     _ = sweep.tick() => {
                         cache.evict_idle(idle);
+                    }
+                    _ = sample.tick(), if size.is_some() => {
+                        if let Some(size) = &size {
+                            size.set(i64::try_from(cache.budget().held()).unwrap_or(i64::MAX));
+                        }
                     }
                 }
             }
@@ -307,6 +320,7 @@ fn build_cache_server(
         cache,
         bootstrap: options.bootstrap.clone().unwrap_or_default(),
         idle,
+        size: context.metrics().gauge("kafka.cache.size"),
     }))
 }
 

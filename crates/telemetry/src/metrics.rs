@@ -286,6 +286,13 @@ impl Gauge {
             gauge.fetch_add(delta, Ordering::Relaxed);
         }
     }
+
+    /// Sets the value: for a gauge sampled from a level kept elsewhere.
+    pub fn set(&self, value: i64) {
+        if let Metric::Gauge(gauge) = &*self.0 {
+            gauge.store(value, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A handle to a histogram.

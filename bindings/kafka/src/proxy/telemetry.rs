@@ -1,4 +1,5 @@
-//! The `kafka.*` metrics the `proxy` kind records, in Zilla's naming style.
+//! The `kafka.*` metrics the `proxy` kind records (and the cache size `cache_server` records),
+//! in Zilla's naming style.
 //!
 //! - `kafka.requests` (counter): client requests, forwarded to the brokers or (naming only
 //!   topics the client may not use) answered by the proxy.
@@ -10,6 +11,10 @@
 //!   produced through the proxy, record sets and headers included).
 //! - `kafka.fetch.size` (histogram, bytes): sizes of Fetch responses.
 //! - `kafka.active.connections` (gauge): client connections open through the proxy.
+//! - `kafka.cache.size` (gauge, bytes; recorded by `cache_server` bindings, not the proxy):
+//!   the bytes the gateway's cache holds, as counted against its memory budget
+//!   (`zilla.binding.kafka.cache.memory.bytes`), sampled every second. The budget is the
+//!   gateway's, so every `cache_server` reports the same total.
 //! - `kafka.duration` (histogram, exported in milliseconds): from a request leaving for the
 //!   broker (or reaching a proxy that answers it itself) to its answer going back, for every
 //!   answered request.
@@ -70,6 +75,12 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
             kind: MetricKind::Gauge,
             unit: Unit::Count,
             description: "Kafka client connections open through the proxy",
+        },
+        MetricDescriptor {
+            name: "kafka.cache.size",
+            kind: MetricKind::Gauge,
+            unit: Unit::Bytes,
+            description: "Bytes the gateway's Kafka cache holds, as counted against its budget",
         },
     ],
     attribute: Some(check_attribute),
