@@ -64,6 +64,18 @@ impl BindingFactory for KafkaFactory {
             };
         }
         let mut options = BindingSchema::of::<KafkaOptions>();
+        if kind != BindingKind::CacheServer
+            && let Some(schema) = options.pointer_mut("/$defs/TopicOptions/properties/transforms")
+        {
+            let name = if kind == BindingKind::Client {
+                "client"
+            } else {
+                "cache_client"
+            };
+            schema["x-unsupported"] = serde_json::Value::from(format!(
+                "topic `transforms` are not supported on a kafka `{name}`: they apply where records enter the cache, so give them on the `cache_server`"
+            ));
+        }
         if kind == BindingKind::Client {
             // Topic models apply where records enter and leave the cache (cache_client and
             // cache_server); a client passes records through as they are.
@@ -305,12 +317,11 @@ fn build_cache_server(
     );
     // One budget for every cache_server of the gateway.
     let budget = MemoryBudget::shared(tuning.memory_bytes);
-    let cache = Arc::new(Cache::with_budget(
-        upstream,
-        defaults(options),
-        tuning,
-        budget,
-    ));
+    let transforms = crate::transforms::build(options)
+        .map_err(|(path, message)| BuildError::at(path, message))?;
+    let cache = Arc::new(
+        Cache::with_budget(upstream, defaults(options), tuning, budget).transforming(transforms),
+    );
     let topic_models = TopicModels::build(context, options)?;
     let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
         cache: cache.clone(),

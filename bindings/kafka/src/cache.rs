@@ -50,6 +50,7 @@ use crate::kind::{
     MergedRequest, MergedStream, Message, OffsetSpec, PartitionOffset, ProduceAck, ProduceRequest,
     ProducerIdentity, Start, TopicConfig, TopicMetadata, passes,
 };
+use crate::transforms::Transform;
 
 /// Cache tuning, from `zilla.binding.kafka.cache.*` properties.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +104,8 @@ struct PartitionCache {
     /// When it was last read, on the budget's clock.
     last_read: AtomicU64,
     budget: Arc<MemoryBudget>,
+    /// The topic's `transforms`, applied to every record entering the cache.
+    transform: Option<Arc<Transform>>,
 }
 
 impl Evictable for PartitionCache {
@@ -203,6 +206,8 @@ pub struct Cache {
     stopped: CancellationToken,
     /// `bootstrap` topics: never evicted.
     pinned: Mutex<std::collections::HashSet<String>>,
+    /// `topics[].transforms`, by topic.
+    transforms: HashMap<String, Arc<Transform>>,
 }
 
 impl Cache {
@@ -231,7 +236,17 @@ impl Cache {
             tuning,
             stopped: CancellationToken::new(),
             pinned: Mutex::new(Default::default()),
+            transforms: HashMap::new(),
         }
+    }
+
+    /// The same cache applying `transforms` (by topic) to records as they enter it.
+    pub fn transforming(mut self, transforms: HashMap<String, Transform>) -> Self {
+        self.transforms = transforms
+            .into_iter()
+            .map(|(topic, transform)| (topic, Arc::new(transform)))
+            .collect();
+        self
     }
 
     /// The memory budget the cache counts against.
@@ -342,6 +357,7 @@ impl Cache {
                         readers: AtomicUsize::new(0),
                         last_read: AtomicU64::new(self.budget.now()),
                         budget: self.budget.clone(),
+                        transform: self.transforms.get(topic).cloned(),
                     });
                     let evictable: Arc<dyn Evictable> = partition.clone();
                     self.budget.register(Arc::downgrade(&evictable));
@@ -539,7 +555,7 @@ async fn fetch_partition(
                 Followed::Batch(batch) => batch,
             };
             let (next_offset, high_watermark) = (batch.next_offset, batch.high_watermark);
-            store(&partition.log, batch, &config, &tuning, &partition.budget);
+            store(&partition.log, batch, &config, &tuning, &partition);
             offset = next_offset.max(offset);
             partition.retire_tail(offset);
             // Readers wake only when there is something new: an empty fetch (every max-wait
@@ -596,14 +612,19 @@ async fn next_batch(
     }
 }
 
-/// Adds fetched records to `log` and trims it to the budget.
+/// Adds fetched records of `partition` to `log` (its own or its tail's), transformed, and
+/// trims it to the budget.
 fn store(
     log: &RwLock<Log>,
-    batch: FetchBatch,
+    mut batch: FetchBatch,
     config: &TopicConfig,
     tuning: &CacheTuning,
-    budget: &MemoryBudget,
+    partition: &PartitionCache,
 ) {
+    if let Some(transform) = &partition.transform {
+        batch.messages.iter_mut().for_each(|m| transform.apply(m));
+    }
+    let budget = &partition.budget;
     if let Ok(mut log) = log.write() {
         if log.is_empty() && batch.log_start_offset > log.start {
             log.start = batch.log_start_offset;
@@ -656,7 +677,7 @@ async fn fetch_tail(
             log_start_offset: -1,
             ..batch
         };
-        store(&tail.log, batch, &config, &tuning, &partition.budget);
+        store(&tail.log, batch, &config, &tuning, &partition);
         tail.next.fetch_max(next, Ordering::AcqRel);
         if news {
             partition
@@ -873,9 +894,12 @@ impl Reader {
         let mut next = batch.next_offset.max(offset);
         {
             let log = partition.log.read().map_err(|_| StreamError::Stopped)?;
-            for message in std::mem::take(&mut batch.messages) {
+            for mut message in std::mem::take(&mut batch.messages) {
                 if message.offset < offset {
                     continue;
+                }
+                if let Some(transform) = &partition.transform {
+                    transform.apply(&mut message);
                 }
                 let skip = self.latest_per_key
                     && message.offset < historical_end

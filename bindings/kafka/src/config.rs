@@ -48,9 +48,23 @@ pub struct TopicOptions {
     pub key: Option<serde_json::Value>,
     /// The value's model, applied as the key's.
     pub value: Option<serde_json::Value>,
-    /// Record transforms (extract-key, extract-headers). Refused at load: not supported yet.
-    #[schemars(extend("x-unsupported" = "kafka topic `transforms` are not supported yet"))]
-    pub transforms: Option<Vec<serde_json::Value>>,
+    /// cache_server: record transforms (`extract-key`, `extract-headers`) applied as records
+    /// enter the cache (see [`crate::transforms`]).
+    #[schemars(length(min = 1, max = 2))]
+    pub transforms: Option<Vec<TransformConfig>>,
+}
+
+/// One entry of `transforms`: exactly one of its two members.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// `${message.key.<field>}` or `${message.value.<field>}`: the record's new key.
+    #[serde(rename = "extract-key")]
+    #[schemars(regex(pattern = r"^\$\{message\.(key|value)\.([A-Za-z_][A-Za-z0-9_]*)\}$"))]
+    pub extract_key: Option<String>,
+    /// Header name → `${message.key.<field>}` or `${message.value.<field>}`: headers added.
+    #[serde(rename = "extract-headers")]
+    pub extract_headers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `defaultOffset`.

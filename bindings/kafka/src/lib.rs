@@ -74,7 +74,9 @@
 //!
 //! `topics[].key` and `topics[].value` of the cache kinds are model references (`avro`,
 //! `json`, `string`, ...): a `cache_client` validates and converts what it produces, a
-//! `cache_server` what it reads ([`models`]).
+//! `cache_server` what it reads ([`models`]). A `cache_server` topic's `transforms`
+//! (`extract-key`, `extract-headers`) lift fields of a record's JSON key or value into its key
+//! and headers as it enters the cache ([`transforms`]).
 
 pub mod wire;
 
@@ -96,6 +98,7 @@ mod merged;
 pub mod models;
 pub mod progress;
 pub mod proxy;
+pub mod transforms;
 
 pub use binding::KafkaFactory;
 pub use kind::{Kafka, KafkaHandler};

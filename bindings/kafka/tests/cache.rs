@@ -829,3 +829,119 @@ async fn a_read_of_chosen_partitions_reads_only_those() -> Result<()> {
     }
     Ok(())
 }
+
+/// A compacted topic whose records come without keys: with `extract-key` the cache keys them
+/// by a field of their JSON value, so an item lookup finds the latest record of an id, and
+/// `extract-headers` makes another field a header that filters match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_key_and_label_keyless_json_records_as_they_enter_the_cache() -> Result<()> {
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(
+        client.cluster(),
+        "items",
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
+    for value in [
+        r#"{"id":"a","v":1}"#,
+        r#"{"id":"b","v":1}"#,
+        r#"{"id":"a","v":2}"#,
+        "not json",
+    ] {
+        client
+            .produce(ProduceRequest {
+                topic: "items".into(),
+                value: Some(Bytes::from(value)),
+                ..ProduceRequest::default()
+            })
+            .await?;
+    }
+    let options: zilla_binding_kafka::config::KafkaOptions =
+        serde_json::from_value(serde_json::json!({
+            "topics": [{
+                "name": "items",
+                "transforms": [
+                    {"extract-key": "${message.value.id}"},
+                    {"extract-headers": {"version": "${message.value.v}"}}
+                ]
+            }]
+        }))?;
+    let transforms = zilla_binding_kafka::transforms::build(&options)
+        .map_err(|(path, message)| anyhow::anyhow!("{path}: {message}"))?;
+    let cache = CacheHandler::new(Arc::new(
+        Cache::new(
+            client.clone(),
+            HashMap::new(),
+            CacheTuning {
+                fetch_max_wait_ms: 20,
+                ..CacheTuning::default()
+            },
+        )
+        .transforming(transforms),
+    ));
+
+    // The latest record of `a`, found by its extracted key.
+    let mut lookup = cache
+        .merged(MergedRequest {
+            topic: "items".into(),
+            start: Start::Historical,
+            latest_per_key: true,
+            filters: vec![Filter {
+                conditions: vec![Condition::Key(Bytes::from_static(b"a"))],
+            }],
+            ..MergedRequest::default()
+        })
+        .await?;
+    let found = take(&mut lookup, 1).await?;
+    assert_eq!(
+        found,
+        vec![("a".to_owned(), Some(r#"{"id":"a","v":2}"#.to_owned()))]
+    );
+
+    // Every record with `version: 1` (an extracted header), and the one that is not JSON left
+    // without a key.
+    let mut all = cache
+        .merged(MergedRequest {
+            topic: "items".into(),
+            start: Start::Historical,
+            ..MergedRequest::default()
+        })
+        .await?;
+    let mut records = Vec::new();
+    while records.len() < 4 {
+        match tokio::time::timeout(Duration::from_secs(20), all.next())
+            .await
+            .context("records")?
+        {
+            Some(Ok(MergedItem::Message { message, .. })) => records.push(message),
+            Some(Ok(MergedItem::Synced(_))) => {}
+            Some(Err(error)) => return Err(error.into()),
+            None => anyhow::bail!("stream ended"),
+        }
+    }
+    let versions: Vec<(Option<Bytes>, Option<Bytes>)> = records
+        .iter()
+        .map(|message| (message.key.clone(), message.header(b"version").cloned()))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (
+                Some(Bytes::from_static(b"a")),
+                Some(Bytes::from_static(b"1"))
+            ),
+            (
+                Some(Bytes::from_static(b"b")),
+                Some(Bytes::from_static(b"1"))
+            ),
+            (
+                Some(Bytes::from_static(b"a")),
+                Some(Bytes::from_static(b"2"))
+            ),
+            (None, None),
+        ]
+    );
+    Ok(())
+}

@@ -6,8 +6,8 @@
 //! In a component's typed options (schemars):
 //!
 //! ```ignore
-//! #[schemars(extend("x-unsupported" = "kafka topic `transforms` are not supported yet"))]
-//! pub transforms: Option<serde_json::Value>,
+//! #[schemars(extend("x-unsupported" = "kafka topic `deltaType` is not supported yet"))]
+//! pub delta_type: Option<serde_json::Value>,
 //! ```
 
 use serde_json::Value;
