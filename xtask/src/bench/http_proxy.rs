@@ -365,26 +365,13 @@ impl Throughput {
     }
 
     fn row(&self, date: &str, commit: &str) -> String {
-        let versus = &self.versus;
         format!(
-            "| {date} | {commit} | {} | {} | {} | {} | **{:.2}** ({:.2} to {:.2}) | {} / {} µs | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} % | {:.1} / {:.1} MiB |\n",
+            "| {date} | {commit} | {} | {} | {} | {:.1} / {:.1} MiB |\n",
             self.mode.name,
             self.mode.workers,
-            rate(&versus.candidate_rate),
-            rate(&versus.reference_rate),
-            versus.ratio(),
-            versus.round_ratios.min,
-            versus.round_ratios.max,
-            versus.candidate.per_request(),
-            versus.reference.per_request(),
-            versus.candidate.switches_per_request.median,
-            versus.reference.switches_per_request.median,
-            versus.candidate.cpu_percent.median,
-            versus.reference.cpu_percent.median,
-            versus.candidate.machine_idle.median,
-            versus.reference.machine_idle.median,
+            self.versus.cells(2),
             self.gateway_idle_rss_mib,
-            versus.candidate_peak_rss_mib.median,
+            self.versus.candidate_peak_rss_mib.median,
         )
     }
 }
@@ -425,6 +412,28 @@ impl Versus {
     /// The candidate's median req/s ÷ the reference's.
     pub(super) fn ratio(&self) -> f64 {
         self.candidate_rate.median / self.reference_rate.median
+    }
+
+    /// The table cells S1 and the policy scenarios share, each candidate then reference: req/s,
+    /// the ratio in bold (to `decimals`, with the rounds' range), CPU per request, context
+    /// switches per request, CPU share and the machine's idle share.
+    pub(super) fn cells(&self, decimals: usize) -> String {
+        format!(
+            "{} | {} | **{:.decimals$}** ({:.decimals$} to {:.decimals$}) | {} / {} µs | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} %",
+            rate(&self.candidate_rate),
+            rate(&self.reference_rate),
+            self.ratio(),
+            self.round_ratios.min,
+            self.round_ratios.max,
+            self.candidate.per_request(),
+            self.reference.per_request(),
+            self.candidate.switches_per_request.median,
+            self.reference.switches_per_request.median,
+            self.candidate.cpu_percent.median,
+            self.reference.cpu_percent.median,
+            self.candidate.machine_idle.median,
+            self.reference.machine_idle.median,
+        )
     }
 
     fn of(reference: &[WrkRun], candidate: &[WrkRun]) -> Self {

@@ -427,7 +427,7 @@ impl Figures {
         let commit = commit();
         let mut table = format!(
             "`wrk -t2 -c64 -d{}s`, {name} and plain gateway in turn, median (min to max) of {} rounds; \
-             CPU per request is user + system time from `/proc/<pid>/stat`, in µs:\n\n\
+             CPU per request is user + system time from `/proc/<pid>/stat`:\n\n\
              | date | commit | mode | workers each | {name} req/s | plain req/s | {name} ÷ plain | CPU per request (user + system), {name} / plain | context switches per request, {name} / plain | CPU, {name} / plain | machine idle, {name} / plain run | peak RSS, {name} / plain |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|\n",
             self.shape.duration.as_secs(),
@@ -435,22 +435,10 @@ impl Figures {
         );
         for (mode, versus) in &self.modes {
             table.push_str(&format!(
-                "| {date} | {commit} | {} | {} | {} | {} | **{:.3}** ({:.3} to {:.3}) | {} / {} | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} % | {:.1} / {:.1} MiB |\n",
+                "| {date} | {commit} | {} | {} | {} | {:.1} / {:.1} MiB |\n",
                 mode.name,
                 mode.workers,
-                rate(&versus.candidate_rate),
-                rate(&versus.reference_rate),
-                versus.ratio(),
-                versus.round_ratios.min,
-                versus.round_ratios.max,
-                versus.candidate.per_request(),
-                versus.reference.per_request(),
-                versus.candidate.switches_per_request.median,
-                versus.reference.switches_per_request.median,
-                versus.candidate.cpu_percent.median,
-                versus.reference.cpu_percent.median,
-                versus.candidate.machine_idle.median,
-                versus.reference.machine_idle.median,
+                versus.cells(3),
                 versus.candidate_peak_rss_mib.median,
                 versus.reference_peak_rss_mib.median,
             ));
