@@ -67,16 +67,17 @@ const SCOPE: &str = "read:items";
 /// Long enough to outlast any run: a token expiring mid-run would turn every request into 403.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 3600);
 
-/// Generates an RSA 2048 key and prints its public JWK (`kid`, `alg` RS256, `use` sig) and one
-/// token signed with it for `argv[1]` issuer, `argv[2]` audience, `argv[3]` scope and
-/// `argv[4]` seconds of lifetime.
+/// Generates an RSA 2048 key and prints its public JWK (`n`, `e`, and `kid`, `alg` RS256, `use`
+/// sig; PyJWT's `key_ops` left out, as the guard takes none) and one token signed with it for
+/// `argv[1]` issuer, `argv[2]` audience, `argv[3]` scope and `argv[4]` seconds of lifetime.
 const MINT: &str = r#"
 import json, sys, time, jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 issuer, audience, scope, lifetime = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 key = rsa.generate_private_key(65537, 2048)
-jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+jwk = {k: v for k, v in json.loads(RSAAlgorithm.to_jwk(key.public_key())).items() if k in ("n", "e")}
+jwk.update(kty="RSA")
 jwk.update(kid="bench", alg="RS256", use="sig")
 now = int(time.time())
 claims = {"iss": issuer, "aud": audience, "sub": "bench", "scope": scope, "iat": now,
