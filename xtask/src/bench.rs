@@ -9,6 +9,7 @@ mod kafka_proxy;
 mod load;
 mod optimized;
 mod options;
+mod policy;
 pub mod soak;
 mod sse_fanout;
 mod tansu;
@@ -49,6 +50,12 @@ pub enum Scenario {
     /// S8: librdkafka producing, consuming and at a fixed rate through the kafka `proxy`
     /// against straight to the broker; throughput ratios and added latency.
     KafkaProxy,
+    /// S9, JWT: S1's gateway with a `jwt` guard on its http server (inline RS256 key, one
+    /// token as `authorization: Bearer` on every request) against the same gateway without it.
+    Jwt,
+    /// S1's gateway recording every `http.*` metric (and `stream.*` on its tcp server) with a
+    /// prometheus exporter, against the same gateway without telemetry.
+    MetricsOverhead,
 }
 
 /// Runs `scenario`.
@@ -60,6 +67,8 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
         Scenario::SseFanout => sse_fanout::run(options),
         Scenario::KafkaProduce => kafka_produce::run(options),
         Scenario::KafkaProxy => kafka_proxy::run(options),
+        Scenario::Jwt => policy::run(policy::Policy::Jwt, options),
+        Scenario::MetricsOverhead => policy::run(policy::Policy::Metrics, options),
     }
 }
 

@@ -109,7 +109,7 @@ pub fn run(options: &Options) -> Result<()> {
             ("nginx", targets.nginx),
             ("gateway", targets.gateway),
         ] {
-            check_target(name, address, &body)?;
+            check_target(name, address, &body, None)?;
         }
         let idle_rss_kib = gateway.rss_kib()?;
         pairs.push(Pair {
@@ -136,7 +136,7 @@ pub fn run(options: &Options) -> Result<()> {
         // S2 runs on mode A's pair: the equal default worker counts, nothing pinned.
         let shared = &pairs[0];
         pin(origin.pid(), true, &all_cpus())?;
-        let rate = (throughput[0].nginx_rate.median * LATENCY_LOAD)
+        let rate = (throughput[0].versus.reference_rate.median * LATENCY_LOAD)
             .round()
             .max(1.0) as u64;
         Some(latency(&shared.targets, &shared.processes, rate)?)
@@ -204,18 +204,18 @@ pub(super) fn nginx_dir(prefix: &str) -> Result<tempfile::TempDir> {
 
 /// How the proxies are placed on the machine for S1.
 #[derive(Debug, Clone, Copy)]
-struct Mode {
-    name: &'static str,
+pub(super) struct Mode {
+    pub(super) name: &'static str,
     /// `zilla start -w` and nginx's `worker_processes`, equal.
-    workers: usize,
+    pub(super) workers: usize,
     /// Each proxy alone on CPU 0, wrk and the origin on the other CPUs.
-    pinned: bool,
+    pub(super) pinned: bool,
 }
 
 impl Mode {
     /// A: everything shares every core, as many workers as cores. B (on two cores or more):
     /// each proxy with one worker pinned alone to CPU 0, wrk and the origin on the others.
-    fn all() -> Vec<Self> {
+    pub(super) fn all() -> Vec<Self> {
         let cores = cores();
         let mut modes = vec![Self {
             name: "A",
@@ -232,7 +232,7 @@ impl Mode {
         modes
     }
 
-    fn proxy_cpus(&self) -> Option<String> {
+    pub(super) fn proxy_cpus(&self) -> Option<String> {
         self.pinned.then(|| PROXY_CPU.to_string())
     }
 
@@ -245,7 +245,7 @@ impl Mode {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         if self.pinned {
             format!(
                 "B: {} worker each, each proxy alone on CPU {PROXY_CPU}, wrk and origin on CPUs {}",
@@ -274,7 +274,7 @@ fn all_cpus() -> String {
 }
 
 /// Sets the CPU affinity of every thread of `pid` (and of its children when `tree`).
-fn pin(pid: u32, tree: bool, cpus: &str) -> Result<()> {
+pub(super) fn pin(pid: u32, tree: bool, cpus: &str) -> Result<()> {
     let mut pids = vec![pid];
     if tree {
         pids.extend(children(pid));
@@ -318,10 +318,16 @@ struct Processes {
     ticks_per_second: u64,
 }
 
-/// One `GET` through `address` returns the origin's body.
-fn check_target(name: &str, address: SocketAddr, body: &str) -> Result<()> {
-    let (status, received) =
-        load::probe(address, PATH).with_context(|| format!("cannot GET {PATH} from {name}"))?;
+/// One `GET` through `address` (with `header`, `name: value`, when given) returns the origin's
+/// body.
+pub(super) fn check_target(
+    name: &str,
+    address: SocketAddr,
+    body: &str,
+    header: Option<&str>,
+) -> Result<()> {
+    let (status, received) = load::probe(address, PATH, header)
+        .with_context(|| format!("cannot GET {PATH} from {name}"))?;
     if status != 200 || received != body.as_bytes() {
         bail!(
             "{name} at {address} answered {status} with {} bytes instead of the origin's {BODY_LENGTH}",
@@ -331,63 +337,127 @@ fn check_target(name: &str, address: SocketAddr, body: &str) -> Result<()> {
     Ok(())
 }
 
-/// S1's results in one mode.
+/// S1's results in one mode: the gateway the candidate, nginx the reference.
 struct Throughput {
     mode: Mode,
     shape: Shape,
-    nginx_rate: Spread,
-    gateway_rate: Spread,
-    /// Each round's gateway req/s ÷ nginx req/s.
-    round_ratios: Spread,
+    versus: Versus,
     gateway_idle_rss_mib: f64,
-    gateway_peak_rss_mib: Spread,
-    gateway: ProxyCost,
-    nginx: ProxyCost,
 }
 
 impl Throughput {
-    fn ratio(&self) -> f64 {
-        self.gateway_rate.median / self.nginx_rate.median
-    }
-
     fn summary(&self) -> String {
+        let versus = &self.versus;
         format!(
             "S1 mode {}: gateway {} req/s, nginx {} req/s; gateway ÷ nginx {:.2} (rounds {:.2} to {:.2}); \
              gateway {}; nginx {}; gateway RSS {:.1} MiB idle, {:.1} MiB peak",
             self.mode.describe(),
-            rate(&self.gateway_rate),
-            rate(&self.nginx_rate),
-            self.ratio(),
-            self.round_ratios.min,
-            self.round_ratios.max,
-            self.gateway.describe(),
-            self.nginx.describe(),
+            rate(&versus.candidate_rate),
+            rate(&versus.reference_rate),
+            versus.ratio(),
+            versus.round_ratios.min,
+            versus.round_ratios.max,
+            versus.candidate.describe(),
+            versus.reference.describe(),
             self.gateway_idle_rss_mib,
-            self.gateway_peak_rss_mib.median,
+            versus.candidate_peak_rss_mib.median,
         )
     }
 
     fn row(&self, date: &str, commit: &str) -> String {
         format!(
-            "| {date} | {commit} | {} | {} | {} | {} | **{:.2}** ({:.2} to {:.2}) | {} / {} µs | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} % | {:.1} / {:.1} MiB |\n",
+            "| {date} | {commit} | {} | {} | {} | {:.1} / {:.1} MiB |\n",
             self.mode.name,
             self.mode.workers,
-            rate(&self.gateway_rate),
-            rate(&self.nginx_rate),
+            self.versus.cells(2),
+            self.gateway_idle_rss_mib,
+            self.versus.candidate_peak_rss_mib.median,
+        )
+    }
+}
+
+/// A proxy wrk loads in an interleaved comparison, and whose CPU time is read.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Side<'a> {
+    pub(super) target: SocketAddr,
+    pub(super) pid: u32,
+    /// Whether its direct children count too (nginx's master and workers).
+    pub(super) tree: bool,
+    /// A header line (`name: value`) wrk sends with every request.
+    pub(super) header: Option<&'a str>,
+}
+
+/// Two proxies compared in one mode: the candidate's rate is divided by the reference's.
+pub(super) struct Contest<'a> {
+    pub(super) mode: Mode,
+    pub(super) reference: Side<'a>,
+    pub(super) candidate: Side<'a>,
+}
+
+/// What one [`Contest`] measured over the rounds.
+pub(super) struct Versus {
+    pub(super) reference_rate: Spread,
+    pub(super) candidate_rate: Spread,
+    /// Each round's candidate req/s ÷ reference req/s.
+    pub(super) round_ratios: Spread,
+    pub(super) reference: ProxyCost,
+    pub(super) candidate: ProxyCost,
+    pub(super) reference_peak_rss_mib: Spread,
+    pub(super) candidate_peak_rss_mib: Spread,
+    /// Requests the candidate completed in the measured runs.
+    pub(super) candidate_requests: u64,
+}
+
+impl Versus {
+    /// The candidate's median req/s ÷ the reference's.
+    pub(super) fn ratio(&self) -> f64 {
+        self.candidate_rate.median / self.reference_rate.median
+    }
+
+    /// The table cells S1 and the policy scenarios share, each candidate then reference: req/s,
+    /// the ratio in bold (to `decimals`, with the rounds' range), CPU per request, context
+    /// switches per request, CPU share and the machine's idle share.
+    pub(super) fn cells(&self, decimals: usize) -> String {
+        format!(
+            "{} | {} | **{:.decimals$}** ({:.decimals$} to {:.decimals$}) | {} / {} µs | {:.2} / {:.2} | {:.0} % / {:.0} % | {:.0} % / {:.0} %",
+            rate(&self.candidate_rate),
+            rate(&self.reference_rate),
             self.ratio(),
             self.round_ratios.min,
             self.round_ratios.max,
-            self.gateway.per_request(),
-            self.nginx.per_request(),
-            self.gateway.switches_per_request.median,
-            self.nginx.switches_per_request.median,
-            self.gateway.cpu_percent.median,
-            self.nginx.cpu_percent.median,
-            self.gateway.machine_idle.median,
-            self.nginx.machine_idle.median,
-            self.gateway_idle_rss_mib,
-            self.gateway_peak_rss_mib.median,
+            self.candidate.per_request(),
+            self.reference.per_request(),
+            self.candidate.switches_per_request.median,
+            self.reference.switches_per_request.median,
+            self.candidate.cpu_percent.median,
+            self.reference.cpu_percent.median,
+            self.candidate.machine_idle.median,
+            self.reference.machine_idle.median,
         )
+    }
+
+    fn of(reference: &[WrkRun], candidate: &[WrkRun]) -> Self {
+        let spread = |runs: &[WrkRun], figure: fn(&WrkRun) -> f64| {
+            Spread::of(&runs.iter().map(figure).collect::<Vec<_>>())
+        };
+        let ratios: Vec<f64> = reference
+            .iter()
+            .zip(candidate)
+            .map(|(reference, candidate)| {
+                candidate.report.requests_per_second / reference.report.requests_per_second
+            })
+            .collect();
+        let peak_mib = |run: &WrkRun| run.peak_rss_kib as f64 / 1024.0;
+        Self {
+            reference_rate: spread(reference, |run| run.report.requests_per_second),
+            candidate_rate: spread(candidate, |run| run.report.requests_per_second),
+            round_ratios: Spread::of(&ratios),
+            reference: WrkRun::cost(reference),
+            candidate: WrkRun::cost(candidate),
+            reference_peak_rss_mib: spread(reference, peak_mib),
+            candidate_peak_rss_mib: spread(candidate, peak_mib),
+            candidate_requests: candidate.iter().map(|run| run.report.requests).sum(),
+        }
     }
 }
 
@@ -409,95 +479,116 @@ impl WrkRun {
     }
 }
 
-/// S1 in every mode: in each round, nginx then the gateway of mode A, then of mode B, with the
-/// origin's CPUs set for the mode before its runs.
+/// S1 in every mode: nginx the reference, the gateway the candidate.
 fn throughput(pairs: &[Pair], origin: u32, shape: Shape) -> Result<Vec<Throughput>> {
+    let contests: Vec<Contest<'_>> = pairs
+        .iter()
+        .map(|pair| Contest {
+            mode: pair.mode,
+            reference: Side {
+                target: pair.targets.nginx,
+                pid: pair.processes.nginx,
+                tree: true,
+                header: None,
+            },
+            candidate: Side {
+                target: pair.targets.gateway,
+                pid: pair.processes.gateway,
+                tree: false,
+                header: None,
+            },
+        })
+        .collect();
+    let ticks = pairs
+        .first()
+        .map_or_else(ticks_per_second, |pair| pair.processes.ticks_per_second);
+    let measured = interleaved(&contests, ["nginx", "gateway"], origin, shape, ticks)?;
+    Ok(pairs
+        .iter()
+        .zip(measured)
+        .map(|(pair, versus)| Throughput {
+            mode: pair.mode,
+            shape,
+            versus,
+            gateway_idle_rss_mib: pair.idle_rss_kib as f64 / 1024.0,
+        })
+        .collect())
+}
+
+/// Runs `wrk -t2 -c64` against both sides of every contest: in each round, for each contest in
+/// turn, the reference then the candidate, with the origin's CPUs set for the contest's mode
+/// before its runs; `shape.rounds` rounds after a warm-up of each. `names` are the reference's
+/// and the candidate's, for the progress lines; `ticks_per_second` as [`ticks_per_second`]
+/// reads it.
+pub(super) fn interleaved(
+    contests: &[Contest<'_>],
+    names: [&str; 2],
+    origin: u32,
+    shape: Shape,
+    ticks_per_second: u64,
+) -> Result<Vec<Versus>> {
+    let [reference_name, candidate_name] = names;
     println!(
-        "S1: wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{}s, nginx and gateway in turn in each mode, {} rounds after a warm-up",
+        "wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{}s, {reference_name} and {candidate_name} in turn in each mode, {} rounds after a warm-up",
         shape.duration.as_secs(),
         shape.rounds
     );
-    for pair in pairs {
-        println!("  mode {}", pair.mode.describe());
-        pin(origin, true, &pair.mode.load_cpus())?;
-        for target in [pair.targets.nginx, pair.targets.gateway] {
-            let child = wrk::spawn(
-                pair.mode.pinned.then(|| pair.mode.load_cpus()).as_deref(),
-                target,
-                PATH,
-                WRK_THREADS,
-                WRK_CONNECTIONS,
-                shape.warm_up,
-            )?;
+    for contest in contests {
+        println!("  mode {}", contest.mode.describe());
+        pin(origin, true, &contest.mode.load_cpus())?;
+        for side in [&contest.reference, &contest.candidate] {
+            let child = spawn_wrk(side, &contest.mode, shape.warm_up)?;
             wrk::finish(child).context("warm-up")?;
         }
     }
-    let mut nginx: Vec<Vec<WrkRun>> = pairs.iter().map(|_| Vec::new()).collect();
-    let mut gateway: Vec<Vec<WrkRun>> = pairs.iter().map(|_| Vec::new()).collect();
+    let mut reference: Vec<Vec<WrkRun>> = contests.iter().map(|_| Vec::new()).collect();
+    let mut candidate: Vec<Vec<WrkRun>> = contests.iter().map(|_| Vec::new()).collect();
     for round in 1..=shape.rounds {
-        for (index, pair) in pairs.iter().enumerate() {
-            pin(origin, true, &pair.mode.load_cpus())?;
-            let by_nginx = wrk_run(pair, true, shape)
-                .with_context(|| format!("round {round}, mode {}, nginx", pair.mode.name))?;
-            let by_gateway = wrk_run(pair, false, shape)
-                .with_context(|| format!("round {round}, mode {}, gateway", pair.mode.name))?;
+        for (index, contest) in contests.iter().enumerate() {
+            let mode = &contest.mode;
+            pin(origin, true, &mode.load_cpus())?;
+            let by_reference = wrk_run(&contest.reference, mode, shape, ticks_per_second)
+                .with_context(|| format!("round {round}, mode {}, {reference_name}", mode.name))?;
+            let by_candidate = wrk_run(&contest.candidate, mode, shape, ticks_per_second)
+                .with_context(|| format!("round {round}, mode {}, {candidate_name}", mode.name))?;
             println!(
-                "  round {round} mode {}: nginx {:.0} req/s ({:.1} µs/request), gateway {:.0} req/s ({:.1} µs/request, {:.1} MiB)",
-                pair.mode.name,
-                by_nginx.report.requests_per_second,
-                by_nginx.cpu_per_request(),
-                by_gateway.report.requests_per_second,
-                by_gateway.cpu_per_request(),
-                by_gateway.peak_rss_kib as f64 / 1024.0
+                "  round {round} mode {}: {reference_name} {:.0} req/s ({:.1} µs/request), {candidate_name} {:.0} req/s ({:.1} µs/request, {:.1} MiB)",
+                mode.name,
+                by_reference.report.requests_per_second,
+                by_reference.cpu_per_request(),
+                by_candidate.report.requests_per_second,
+                by_candidate.cpu_per_request(),
+                by_candidate.peak_rss_kib as f64 / 1024.0
             );
-            nginx[index].push(by_nginx);
-            gateway[index].push(by_gateway);
+            reference[index].push(by_reference);
+            candidate[index].push(by_candidate);
         }
     }
-    let mut modes = Vec::new();
-    for ((pair, nginx), gateway) in pairs.iter().zip(nginx).zip(gateway) {
-        let spread = |runs: &[WrkRun], figure: fn(&WrkRun) -> f64| {
-            Spread::of(&runs.iter().map(figure).collect::<Vec<_>>())
-        };
-        let ratios: Vec<f64> = nginx
-            .iter()
-            .zip(&gateway)
-            .map(|(nginx, gateway)| {
-                gateway.report.requests_per_second / nginx.report.requests_per_second
-            })
-            .collect();
-        modes.push(Throughput {
-            mode: pair.mode,
-            shape,
-            nginx_rate: spread(&nginx, |run| run.report.requests_per_second),
-            gateway_rate: spread(&gateway, |run| run.report.requests_per_second),
-            round_ratios: Spread::of(&ratios),
-            gateway_idle_rss_mib: pair.idle_rss_kib as f64 / 1024.0,
-            gateway_peak_rss_mib: spread(&gateway, |run| run.peak_rss_kib as f64 / 1024.0),
-            gateway: WrkRun::cost(&gateway),
-            nginx: WrkRun::cost(&nginx),
-        });
-    }
-    Ok(modes)
+    Ok(reference
+        .iter()
+        .zip(&candidate)
+        .map(|(reference, candidate)| Versus::of(reference, candidate))
+        .collect())
 }
 
-/// One measured wrk run against the nginx (`by_nginx`) or the gateway of `pair`.
-fn wrk_run(pair: &Pair, by_nginx: bool, shape: Shape) -> Result<WrkRun> {
-    let (target, pid) = if by_nginx {
-        (pair.targets.nginx, pair.processes.nginx)
-    } else {
-        (pair.targets.gateway, pair.processes.gateway)
-    };
-    let meter = Meter::start(pid, by_nginx, pair.processes.ticks_per_second)?;
-    let mut child = wrk::spawn(
-        pair.mode.pinned.then(|| pair.mode.load_cpus()).as_deref(),
-        target,
+/// wrk against `side` for `duration`, on the load CPUs of `mode` when it is pinned.
+fn spawn_wrk(side: &Side<'_>, mode: &Mode, duration: Duration) -> Result<Child> {
+    wrk::spawn(
+        mode.pinned.then(|| mode.load_cpus()).as_deref(),
+        side.target,
         PATH,
+        side.header,
         WRK_THREADS,
         WRK_CONNECTIONS,
-        shape.duration,
-    )?;
-    let peak_rss_kib = match sample_rss_until_exit(&mut child, pid) {
+        duration,
+    )
+}
+
+/// One measured wrk run against `side`.
+fn wrk_run(side: &Side<'_>, mode: &Mode, shape: Shape, ticks_per_second: u64) -> Result<WrkRun> {
+    let meter = Meter::start(side.pid, side.tree, ticks_per_second)?;
+    let mut child = spawn_wrk(side, mode, shape.duration)?;
+    let peak_rss_kib = match sample_rss_until_exit(&mut child, side.pid) {
         Ok(peak) => peak,
         Err(error) => {
             // Best effort: wrk may already be gone, and the error says what went wrong.
@@ -510,7 +601,8 @@ fn wrk_run(pair: &Pair, by_nginx: bool, shape: Shape) -> Result<WrkRun> {
     let report = wrk::finish(child)?;
     if report.non_success > 0 || report.socket_errors > 0 {
         bail!(
-            "{target}: {} responses outside 2xx/3xx and {} socket errors in {} requests",
+            "{}: {} responses outside 2xx/3xx and {} socket errors in {} requests",
+            side.target,
             report.non_success,
             report.socket_errors,
             report.requests
@@ -1020,7 +1112,7 @@ mod tests {
             proxy_port,
         )?;
         for address in [origin.address(), proxy.address()] {
-            check_target("nginx", address, &body)?;
+            check_target("nginx", address, &body, None)?;
             let outcome = load::run(&Plan {
                 target: address,
                 path: PATH.to_owned(),
@@ -1033,7 +1125,7 @@ mod tests {
             assert_eq!(outcome.latencies.len(), 100);
             assert!(outcome.latencies.is_sorted());
         }
-        let (status, _) = load::probe(proxy.address(), "/missing")?;
+        let (status, _) = load::probe(proxy.address(), "/missing", None)?;
         assert_eq!(status, 404);
         Ok(())
     }

@@ -42,7 +42,7 @@ use super::load::{Schedule, percentile};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
-use super::usage::{cpu_time, ticks_per_second};
+use super::usage::{cpu_time, load_average, ticks_per_second};
 use super::wrk;
 use super::{Spread, commit, record, today};
 use crate::shell::{cargo, cmd, run as run_command};
@@ -1041,16 +1041,6 @@ fn hundredths(spread: &Spread) -> String {
         "{:.2} ({:.2} to {:.2})",
         spread.median, spread.min, spread.max
     )
-}
-
-/// The 1-minute load average.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// A loopback nginx answering every request `204`, run in the foreground from its own prefix

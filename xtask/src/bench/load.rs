@@ -272,17 +272,23 @@ async fn exchange(
     Ok(())
 }
 
-/// A single `GET` on a new connection: the status and body, to check a target before loading it.
-pub fn probe(target: SocketAddr, path: &str) -> Result<(u16, Bytes)> {
+/// A single `GET` on a new connection, with `header` (`name: value`) when given: the status and
+/// body, to check a target before loading it.
+pub fn probe(target: SocketAddr, path: &str, header: Option<&str>) -> Result<(u16, Bytes)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let mut sender = connect(target).await?;
         sender.ready().await?;
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, target.to_string())
-            .body(Empty::new())?;
+        let mut request = hyper::Request::get(path).header(hyper::header::HOST, target.to_string());
+        if let Some(header) = header {
+            let (name, value) = header
+                .split_once(':')
+                .with_context(|| format!("`{header}` is not `name: value`"))?;
+            request = request.header(name.trim(), value.trim());
+        }
+        let request = request.body(Empty::new())?;
         let response =
             tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await??;
         let status = response.status().as_u16();

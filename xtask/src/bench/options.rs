@@ -15,11 +15,12 @@ pub struct Options {
     /// kafka-proxy: seconds per fixed-rate latency run (default 10).
     #[arg(long)]
     pub seconds: Option<u64>,
-    /// http-proxy: a short S1 for iterating (3 rounds of 5 s, no S2); tls-h2: 3 rounds of 5 s;
+    /// http-proxy: a short S1 for iterating (3 rounds of 5 s, no S2); tls-h2, jwt,
+    /// metrics-overhead: 3 rounds of 5 s;
     /// kafka-proxy: one round of 20000 records and 3 s of latency; printed and not recorded.
     #[arg(long)]
     pub quick: bool,
-    /// http-proxy, tls-h2, kafka-proxy: measure this zilla executable instead of building one
+    /// http-proxy, tls-h2, kafka-proxy, jwt, metrics-overhead: measure this zilla executable instead of building one
     /// (to compare builds, e.g. one kept from an earlier commit).
     #[arg(long)]
     pub binary: Option<std::path::PathBuf>,

@@ -37,7 +37,7 @@ use super::load::Schedule;
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
-use super::usage::{cpu_time, ticks_per_second};
+use super::usage::{cpu_time, load_average, ticks_per_second};
 use super::{Spread, commit, record, today};
 use crate::shell::{cargo, run as run_command};
 use histogram::Histogram;
@@ -1100,16 +1100,6 @@ fn tenths(spread: &Spread) -> String {
         "{:.1} ({:.1} to {:.1})",
         spread.median, spread.min, spread.max
     )
-}
-
-/// The 1-minute load average.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

@@ -295,6 +295,16 @@ pub fn own_cpu_with_children(ticks_per_second: u64) -> Result<Duration> {
     ))
 }
 
+/// The 1-minute load average, from `/proc/loadavg`.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The clock ticks per second that `/proc/<pid>/stat` counts in (`getconf CLK_TCK`; 100 on
 /// every common Linux).
 pub fn ticks_per_second() -> u64 {

@@ -27,11 +27,13 @@ pub struct Report {
 
 /// `wrk -t<threads> -c<connections> -d<seconds>s --latency http://<target><path>`, started in
 /// the background with its output captured; [`finish`] waits for it and reads the report.
-/// Run by `taskset -c <cpus>` when `cpus` is given (a CPU list such as `1`).
+/// Run by `taskset -c <cpus>` when `cpus` is given (a CPU list such as `1`); every request
+/// carries `header` (`name: value`, wrk's `-H`) when given.
 pub fn spawn(
     cpus: Option<&str>,
     target: SocketAddr,
     path: &str,
+    header: Option<&str>,
     threads: usize,
     connections: usize,
     duration: Duration,
@@ -45,8 +47,11 @@ pub fn spawn(
         format!("-c{connections}"),
         format!("-d{}s", duration.as_secs().max(1)),
         "--latency".to_owned(),
-        format!("http://{target}{path}"),
     ]);
+    if let Some(header) = header {
+        arguments.extend(["-H".to_owned(), header.to_owned()]);
+    }
+    arguments.push(format!("http://{target}{path}"));
     let program = if cpus.is_some() { "taskset" } else { "wrk" };
     cmd(program, arguments)
         .stdin(Stdio::null())
