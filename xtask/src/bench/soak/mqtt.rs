@@ -35,6 +35,8 @@ pub const TOPICS: [(&str, bool); 4] = [
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// The script's own drain (at most 60 s of waiting for acks, 60 s for deliveries) and more.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the result line may take to arrive whole once it has begun.
+const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many MQTT clients of each kind, and the publish rate over all publishers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,12 +240,25 @@ impl MqttLoad {
         self.process
             .wait_for_stdout("result ", FINISH_TIMEOUT)
             .with_context(|| format!("MQTT clients: {}", self.process.stderr()))?;
-        let stdout = self.process.stdout();
-        let json = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("result "))
-            .context("no MQTT result")?;
-        serde_json::from_str(json).context("the MQTT result is not what the script prints")
+        // The line is longer than one read of the pipe: wait for its end, not just its start.
+        let deadline = std::time::Instant::now() + LINE_TIMEOUT;
+        let json = loop {
+            let stdout = self.process.stdout();
+            let line = stdout
+                .split_inclusive('\n')
+                .find_map(|line| line.strip_prefix("result "))
+                .filter(|line| line.ends_with('\n'))
+                .map(str::to_owned);
+            if let Some(line) = line {
+                break line;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("the MQTT result line did not end: {stdout}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        serde_json::from_str(json.trim_end())
+            .context("the MQTT result is not what the script prints")
     }
 }
 
