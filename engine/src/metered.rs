@@ -65,6 +65,7 @@ impl BytesHandler for MeteredBytes {
                 io: Box::new(CountingIo {
                     inner: stream.io,
                     metrics: self.metrics.clone(),
+                    closes: false,
                 }),
                 info: stream.info,
             };
@@ -81,11 +82,10 @@ impl BytesHandler for MeteredBytes {
                 Ok(stream) => {
                     self.metrics.each(StreamMetrics::opened);
                     Ok(ByteStream {
-                        io: Box::new(ClosingIo {
-                            inner: CountingIo {
-                                inner: stream.io,
-                                metrics: self.metrics.clone(),
-                            },
+                        io: Box::new(CountingIo {
+                            inner: stream.io,
+                            metrics: self.metrics.clone(),
+                            closes: true,
                         }),
                         info: stream.info,
                     })
@@ -105,6 +105,17 @@ impl BytesHandler for MeteredBytes {
 struct CountingIo {
     inner: Box<dyn AsyncIo>,
     metrics: HopMetrics,
+    /// Whether dropping it records the close: a connected stream closes when the caller
+    /// drops it, an accepted one when `accept` returns.
+    closes: bool,
+}
+
+impl Drop for CountingIo {
+    fn drop(&mut self) {
+        if self.closes {
+            self.metrics.each(|m| m.closed(false));
+        }
+    }
 }
 
 impl AsyncRead for CountingIo {
@@ -124,45 +135,6 @@ impl AsyncRead for CountingIo {
 }
 
 impl AsyncWrite for CountingIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Records the close of a connected stream when the caller drops it.
-struct ClosingIo {
-    inner: CountingIo,
-}
-
-impl Drop for ClosingIo {
-    fn drop(&mut self) {
-        self.inner.metrics.each(|m| m.closed(false));
-    }
-}
-
-impl AsyncRead for ClosingIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClosingIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
