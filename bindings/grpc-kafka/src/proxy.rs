@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use zilla_binding_grpc::config::MethodCondition;
+use zilla_binding_grpc::config::{MethodCondition, route_of};
 use zilla_binding_grpc::kind::{ResponseSender, response_channel};
 use zilla_binding_grpc::metadata::encode_binary;
 use zilla_binding_grpc::{
@@ -84,14 +84,7 @@ pub(crate) struct GrpcKafkaProxy {
 
 impl Binding for GrpcKafkaProxy {
     fn start(&self, context: &StartContext) {
-        let (stopping, retired) = (self.stopping.clone(), self.retired.clone());
-        let (shutdown, cut) = (context.shutdown.clone(), context.retired.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            stopping.cancel();
-            cut.cancelled().await;
-            retired.cancel();
-        });
+        context.forward_to(self.stopping.clone(), self.retired.clone());
     }
 }
 
@@ -113,17 +106,7 @@ fn denied() -> Status {
 
 impl GrpcKafkaProxy {
     async fn serve(&self, request: GrpcRequest) -> Result<GrpcResponse, Status> {
-        let route = self
-            .routes
-            .resolve(request.authorization(), |condition| {
-                condition.matches(&request)
-            })
-            .ok_or_else(|| {
-                Status::new(
-                    Code::Unimplemented,
-                    format!("no route for {}", request.full_method()),
-                )
-            })?;
+        let route = route_of(&self.routes, &request)?;
         let exit = route.exit.clone();
         match &route.with {
             Some(Target::Fetch(target)) => self.fetch(exit, target, request).await,
