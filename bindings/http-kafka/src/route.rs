@@ -280,13 +280,8 @@ impl Scope<'_> {
     }
 
     fn session(&self, guard: &str) -> Option<&dyn zilla_engine::guard::GuardSession> {
-        let qualified = if guard.contains(':') {
-            guard.to_owned()
-        } else {
-            format!("{}:{guard}", self.namespace)
-        };
         self.authorization?
-            .session(&qualified)
+            .session_in(self.namespace, guard)
             .map(|session| &**session as &dyn zilla_engine::guard::GuardSession)
     }
 }
