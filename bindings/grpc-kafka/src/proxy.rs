@@ -15,8 +15,8 @@ use zilla_binding_grpc::{
 };
 use zilla_binding_kafka::correlation::CorrelationHash;
 use zilla_binding_kafka::kind::{
-    Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    Message, ProduceRequest, Start,
+    Acks, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream, Message, ProduceRequest,
+    Start,
 };
 use zilla_engine::binding::{Binding, StartContext};
 use zilla_engine::expr::{Expression, ExpressionContext, RouteScope};
@@ -247,23 +247,12 @@ impl GrpcKafkaProxy {
         // idempotency key may be a retry, whose replies are already there.
         let correlation_id = records.draft.correlation_id.clone();
         let mut replies = exit
-            .merged(MergedRequest {
-                topic: reply_to,
-                start: if replayable {
-                    Start::Historical
-                } else {
-                    Start::Live
-                },
-                offsets: Vec::new(),
-                filters: vec![Filter {
-                    conditions: vec![Condition::Header {
-                        name: self.headers.correlation_id.clone(),
-                        value: Bytes::from(correlation_id),
-                    }],
-                }],
-                latest_per_key: false,
-                partitions: Vec::new(),
-            })
+            .merged(MergedRequest::replies(
+                reply_to,
+                self.headers.correlation_id.clone(),
+                Bytes::from(correlation_id),
+                replayable,
+            ))
             .await
             .map_err(|error| kafka_status(&error))?;
         if !replayable {
