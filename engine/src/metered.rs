@@ -151,3 +151,59 @@ impl AsyncWrite for CountingIo {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::model::QualifiedName;
+    use crate::metrics::{Direction, Metrics};
+
+    /// Opens a pipe whose far end answers with what it reads.
+    struct Echo;
+
+    impl BytesHandler for Echo {
+        fn connect(&self, _info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+            Box::pin(async {
+                let (near, far) = tokio::io::duplex(1024);
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = tokio::io::split(far);
+                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                });
+                Ok(ByteStream::new(near, StreamInfo::default()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connected_stream_counts_what_it_reads_and_closes_when_dropped() {
+        let metrics = Metrics::new([]);
+        let names = ["opens", "active", "data", "closes"].map(|m| format!("stream.{m}.sent"));
+        metrics.set_namespace_metrics(BTreeMap::from([("ns".to_owned(), names.to_vec())]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["stream.*".to_owned()]);
+        let handler = meter_bytes(Arc::new(Echo), binding.streams(Direction::Sent), None);
+
+        let mut stream = handler.connect(StreamInfo::default()).await.unwrap();
+        stream.io.write_all(b"hello").await.unwrap();
+        let mut read = [0; 5];
+        stream.io.read_exact(&mut read).await.unwrap();
+        let table = metrics.table();
+        for line in [
+            "ns b stream.opens.sent 1",
+            "ns b stream.active.sent 1",
+            "ns b stream.data.sent 5",
+        ] {
+            assert!(table.contains(line), "{line} in {table}");
+        }
+        assert!(!table.contains("stream.closes.sent 1"), "{table}");
+
+        drop(stream);
+        let table = metrics.table();
+        for line in ["ns b stream.active.sent 0", "ns b stream.closes.sent 1"] {
+            assert!(table.contains(line), "{line} in {table}");
+        }
+    }
+}
