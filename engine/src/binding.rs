@@ -81,6 +81,20 @@ pub struct StartContext {
     pub events: Events,
 }
 
+impl StartContext {
+    /// Cancels `stopping` with [`Self::shutdown`] and then `retired` with [`Self::retired`]:
+    /// for a binding whose work watches tokens of its own, made when it was built.
+    pub fn forward_to(&self, stopping: CancellationToken, retired: CancellationToken) {
+        let (shutdown, cut) = (self.shutdown.clone(), self.retired.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopping.cancel();
+            cut.cancelled().await;
+            retired.cancel();
+        });
+    }
+}
+
 /// A vault, guard, catalog or store: its category's noun (`vault`, ...) and qualified name.
 pub(crate) type ComponentName = (&'static str, QualifiedName);
 

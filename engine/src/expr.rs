@@ -66,13 +66,8 @@ impl ExpressionContext for RouteScope<'_> {
     }
 
     fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
-        let qualified = if guard.contains(':') {
-            guard.to_owned()
-        } else {
-            format!("{}:{guard}", self.namespace)
-        };
         self.authorization?
-            .session(&qualified)
+            .session_in(self.namespace, guard)
             .map(|session| session.as_ref() as &dyn GuardSession)
     }
 }

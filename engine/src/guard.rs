@@ -115,6 +115,21 @@ impl Authorization {
             .find(|(name, _)| name == guard)
             .map(|(_, session)| session)
     }
+
+    /// The session for `guard` as a binding of `namespace` names it in config.
+    pub fn session_in(&self, namespace: &str, guard: &str) -> Option<&Arc<dyn GuardSession>> {
+        self.session(&qualified(namespace, guard))
+    }
+}
+
+/// A guard name as written in config (`name` or `namespace:name`), qualified by the
+/// `namespace` of the binding writing it.
+pub fn qualified(namespace: &str, guard: &str) -> String {
+    if guard.contains(':') {
+        guard.to_owned()
+    } else {
+        format!("{namespace}:{guard}")
+    }
 }
 
 /// Tokens remembered per connection: a client resending the same token is not verified again.

@@ -65,6 +65,7 @@ impl BytesHandler for MeteredBytes {
                 io: Box::new(CountingIo {
                     inner: stream.io,
                     metrics: self.metrics.clone(),
+                    closes: false,
                 }),
                 info: stream.info,
             };
@@ -81,11 +82,10 @@ impl BytesHandler for MeteredBytes {
                 Ok(stream) => {
                     self.metrics.each(StreamMetrics::opened);
                     Ok(ByteStream {
-                        io: Box::new(ClosingIo {
-                            inner: CountingIo {
-                                inner: stream.io,
-                                metrics: self.metrics.clone(),
-                            },
+                        io: Box::new(CountingIo {
+                            inner: stream.io,
+                            metrics: self.metrics.clone(),
+                            closes: true,
                         }),
                         info: stream.info,
                     })
@@ -105,6 +105,17 @@ impl BytesHandler for MeteredBytes {
 struct CountingIo {
     inner: Box<dyn AsyncIo>,
     metrics: HopMetrics,
+    /// Whether dropping it records the close: a connected stream closes when the caller
+    /// drops it, an accepted one when `accept` returns.
+    closes: bool,
+}
+
+impl Drop for CountingIo {
+    fn drop(&mut self) {
+        if self.closes {
+            self.metrics.each(|m| m.closed(false));
+        }
+    }
 }
 
 impl AsyncRead for CountingIo {
@@ -141,41 +152,58 @@ impl AsyncWrite for CountingIo {
     }
 }
 
-/// Records the close of a connected stream when the caller drops it.
-struct ClosingIo {
-    inner: CountingIo,
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
 
-impl Drop for ClosingIo {
-    fn drop(&mut self) {
-        self.inner.metrics.each(|m| m.closed(false));
-    }
-}
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-impl AsyncRead for ClosingIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
+    use super::*;
+    use crate::config::model::QualifiedName;
+    use crate::metrics::{Direction, Metrics};
 
-impl AsyncWrite for ClosingIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+    /// Opens a pipe whose far end answers with what it reads.
+    struct Echo;
+
+    impl BytesHandler for Echo {
+        fn connect(&self, _info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+            Box::pin(async {
+                let (near, far) = tokio::io::duplex(1024);
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = tokio::io::split(far);
+                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                });
+                Ok(ByteStream::new(near, StreamInfo::default()))
+            })
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
+    #[tokio::test]
+    async fn a_connected_stream_counts_what_it_reads_and_closes_when_dropped() {
+        let metrics = Metrics::new([]);
+        let names = ["opens", "active", "data", "closes"].map(|m| format!("stream.{m}.sent"));
+        metrics.set_namespace_metrics(BTreeMap::from([("ns".to_owned(), names.to_vec())]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["stream.*".to_owned()]);
+        let handler = meter_bytes(Arc::new(Echo), binding.streams(Direction::Sent), None);
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let mut stream = handler.connect(StreamInfo::default()).await.unwrap();
+        stream.io.write_all(b"hello").await.unwrap();
+        let mut read = [0; 5];
+        stream.io.read_exact(&mut read).await.unwrap();
+        let table = metrics.table();
+        for line in [
+            "ns b stream.opens.sent 1",
+            "ns b stream.active.sent 1",
+            "ns b stream.data.sent 5",
+        ] {
+            assert!(table.contains(line), "{line} in {table}");
+        }
+        assert!(!table.contains("stream.closes.sent 1"), "{table}");
+
+        drop(stream);
+        let table = metrics.table();
+        for line in ["ns b stream.active.sent 0", "ns b stream.closes.sent 1"] {
+            assert!(table.contains(line), "{line} in {table}");
+        }
     }
 }

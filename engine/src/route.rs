@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::components::BuildError;
 use crate::config::model::BindingConfig;
-use crate::guard::Authorization;
+use crate::guard::{Authorization, qualified};
 
 /// One compiled route.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl<C, W, E> Routes<C, W, E> {
                 guarded: route
                     .guarded
                     .iter()
-                    .map(|(guard, roles)| (qualify(&namespace, guard), roles.clone()))
+                    .map(|(guard, roles)| (qualified(&namespace, guard), roles.clone()))
                     .collect(),
                 exit_name: route.exit.clone(),
                 exit: handler,
@@ -136,14 +136,6 @@ impl<C, W, E> Route<C, W, E> {
                 .and_then(|authorization| authorization.session(guard))
                 .is_some_and(|session| session.verify(roles))
         })
-    }
-}
-
-fn qualify(namespace: &str, reference: &str) -> String {
-    if reference.contains(':') {
-        reference.to_owned()
-    } else {
-        format!("{namespace}:{reference}")
     }
 }
 

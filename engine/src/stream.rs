@@ -13,8 +13,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::Buf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::guard::Authorization;
 use crate::idle::IdleControl;
@@ -59,6 +61,70 @@ impl ByteStream {
 /// Anything that reads and writes bytes asynchronously.
 pub trait AsyncIo: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncIo for T {}
+
+/// An IO whose first reads return `prefix`, then read on from `inner`; writes go straight
+/// through. For a binding that read the first bytes of a stream to decide where it goes (a
+/// TLS ClientHello, an HTTP/2 preface) and hands the whole stream on.
+pub struct Rewind {
+    prefix: bytes::Bytes,
+    inner: Box<dyn AsyncIo>,
+}
+
+impl Rewind {
+    /// `inner`, with `prefix` read first.
+    pub fn new(prefix: impl Into<bytes::Bytes>, inner: Box<dyn AsyncIo>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let length = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..length]);
+            self.prefix.advance(length);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// What a byte stream carries besides bytes (Zilla's proxy begin extension).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -159,4 +225,25 @@ pub fn connect_via_accept(
         }
     });
     Ok(ByteStream::new(near, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn rewind_reads_the_prefix_then_the_rest() {
+        let (mut near, far) = tokio::io::duplex(1024);
+        near.write_all(b" world").await.unwrap();
+        drop(near);
+        let mut rewound = Rewind::new(b"hello".to_vec(), Box::new(far));
+        let mut first = [0; 3];
+        rewound.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"hel");
+        let mut rest = String::new();
+        rewound.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "lo world");
+    }
 }

@@ -125,18 +125,30 @@ impl GrpcKafkaOptions {
 
     /// The metadata name of the idempotency key, lower case.
     pub fn idempotency(&self) -> String {
-        self.idempotency
-            .as_ref()
-            .map_or_else(default_idempotency, |i| i.metadata.clone())
-            .to_ascii_lowercase()
+        Idempotency::metadata_of(self.idempotency.as_ref())
     }
 
     /// The correlation header names.
     pub fn headers(&self) -> CorrelationHeaders {
-        self.correlation
-            .as_ref()
-            .map(|c| c.headers.clone())
-            .unwrap_or_default()
+        Correlation::headers_of(self.correlation.as_ref())
+    }
+}
+
+impl Idempotency {
+    /// The metadata name of the idempotency key `idempotency` gives (the default when
+    /// absent), lower case. Shared with `kafka-grpc`.
+    pub fn metadata_of(idempotency: Option<&Self>) -> String {
+        idempotency
+            .map_or_else(default_idempotency, |i| i.metadata.clone())
+            .to_ascii_lowercase()
+    }
+}
+
+impl Correlation {
+    /// The header names `correlation` gives (the defaults when absent). Shared with
+    /// `kafka-grpc`.
+    pub fn headers_of(correlation: Option<&Self>) -> CorrelationHeaders {
+        correlation.map(|c| c.headers.clone()).unwrap_or_default()
     }
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use zilla_binding_grpc::config::MethodCondition;
+use zilla_binding_grpc::config::{MethodCondition, route_of};
 use zilla_binding_grpc::kind::{ResponseSender, response_channel};
 use zilla_binding_grpc::metadata::encode_binary;
 use zilla_binding_grpc::{
@@ -15,8 +15,8 @@ use zilla_binding_grpc::{
 };
 use zilla_binding_kafka::correlation::CorrelationHash;
 use zilla_binding_kafka::kind::{
-    Acks, Condition, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream,
-    Message, ProduceRequest, Start,
+    Acks, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream, Message, ProduceRequest,
+    Start,
 };
 use zilla_engine::binding::{Binding, StartContext};
 use zilla_engine::expr::{Expression, ExpressionContext, RouteScope};
@@ -84,14 +84,7 @@ pub(crate) struct GrpcKafkaProxy {
 
 impl Binding for GrpcKafkaProxy {
     fn start(&self, context: &StartContext) {
-        let (stopping, retired) = (self.stopping.clone(), self.retired.clone());
-        let (shutdown, cut) = (context.shutdown.clone(), context.retired.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            stopping.cancel();
-            cut.cancelled().await;
-            retired.cancel();
-        });
+        context.forward_to(self.stopping.clone(), self.retired.clone());
     }
 }
 
@@ -113,17 +106,7 @@ fn denied() -> Status {
 
 impl GrpcKafkaProxy {
     async fn serve(&self, request: GrpcRequest) -> Result<GrpcResponse, Status> {
-        let route = self
-            .routes
-            .resolve(request.authorization(), |condition| {
-                condition.matches(&request)
-            })
-            .ok_or_else(|| {
-                Status::new(
-                    Code::Unimplemented,
-                    format!("no route for {}", request.full_method()),
-                )
-            })?;
+        let route = route_of(&self.routes, &request)?;
         let exit = route.exit.clone();
         match &route.with {
             Some(Target::Fetch(target)) => self.fetch(exit, target, request).await,
@@ -264,23 +247,12 @@ impl GrpcKafkaProxy {
         // idempotency key may be a retry, whose replies are already there.
         let correlation_id = records.draft.correlation_id.clone();
         let mut replies = exit
-            .merged(MergedRequest {
-                topic: reply_to,
-                start: if replayable {
-                    Start::Historical
-                } else {
-                    Start::Live
-                },
-                offsets: Vec::new(),
-                filters: vec![Filter {
-                    conditions: vec![Condition::Header {
-                        name: self.headers.correlation_id.clone(),
-                        value: Bytes::from(correlation_id),
-                    }],
-                }],
-                latest_per_key: false,
-                partitions: Vec::new(),
-            })
+            .merged(MergedRequest::replies(
+                reply_to,
+                self.headers.correlation_id.clone(),
+                Bytes::from(correlation_id),
+                replayable,
+            ))
             .await
             .map_err(|error| kafka_status(&error))?;
         if !replayable {

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 use zilla_binding_kafka::kind::Acks;
-use zilla_binding_kafka::mapping::FilterTemplate;
+use zilla_binding_kafka::mapping::{FilterTemplate, compile_headers};
 use zilla_engine::expr::Expression;
 
 use crate::config::{FetchWith, GrpcKafkaWith, ProduceWith};
@@ -57,12 +57,7 @@ impl TryFrom<GrpcKafkaWith> for Target {
                 topic: compile(&topic)?,
                 acks: acks.into(),
                 key: key.as_deref().map(compile).transpose()?,
-                overrides: overrides
-                    .unwrap_or_default()
-                    .0
-                    .into_iter()
-                    .map(|(name, value)| Ok((Bytes::from(name), compile(&value)?)))
-                    .collect::<Result<_, String>>()?,
+                overrides: compile_headers(overrides.unwrap_or_default().0, &[])?,
                 reply_to: reply_to.as_deref().map(compile).transpose()?,
             }),
         })

@@ -8,7 +8,6 @@ use http::header::{CONTENT_TYPE, TE};
 use http::{HeaderMap, Method, StatusCode};
 use http_body::Frame;
 use zilla_binding_http::kind::{self, Body, BodyError, HttpHandler};
-use zilla_engine::guard::Authorization;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::BoxFuture;
 
@@ -34,17 +33,7 @@ impl GrpcHandler for GrpcClient {
 
 impl GrpcClient {
     async fn send(&self, request: GrpcRequest) -> Result<GrpcResponse, Status> {
-        let route = self
-            .routes
-            .resolve(request.extensions.get::<Authorization>(), |condition| {
-                condition.matches(&request)
-            })
-            .ok_or_else(|| {
-                Status::new(
-                    Code::Unimplemented,
-                    format!("no route for {}", request.full_method()),
-                )
-            })?;
+        let route = crate::config::route_of(&self.routes, &request)?;
         let timeout = request.timeout();
         if timeout.is_some_and(|left| left.is_zero()) {
             return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use zilla_engine::pattern::Pattern;
+use zilla_engine::route::{Route, Routes};
 
-use crate::kind::{GrpcRequest, MetadataValue};
+use crate::kind::{Code, GrpcRequest, MetadataValue, Status};
 
 /// `options` of a grpc binding.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -63,6 +64,24 @@ pub enum MetadataCondition {
 pub struct MethodCondition {
     method: Option<Pattern>,
     metadata: Vec<(String, Bytes)>,
+}
+
+/// The route `request` takes among `routes` (matched by method and metadata, under the
+/// call's guard sessions), or the `UNIMPLEMENTED` status gRPC answers a call no route takes.
+pub fn route_of<'a, W, E>(
+    routes: &'a Routes<MethodCondition, W, E>,
+    request: &GrpcRequest,
+) -> Result<&'a Route<MethodCondition, W, E>, Status> {
+    routes
+        .resolve(request.authorization(), |condition| {
+            condition.matches(request)
+        })
+        .ok_or_else(|| {
+            Status::new(
+                Code::Unimplemented,
+                format!("no route for {}", request.full_method()),
+            )
+        })
 }
 
 impl MethodCondition {

@@ -54,20 +54,6 @@ mod tests {
     use super::*;
     use crate::kind::{Code, MessageStream, ResponseItem};
     use bytes::Bytes;
-    use zilla_engine::stream::StreamInfo;
-
-    /// A messages handler that answers with what it received.
-    struct Identity;
-
-    impl MessageHandler for Identity {
-        fn handle(
-            &self,
-            _info: StreamInfo,
-            incoming: Session,
-        ) -> BoxFuture<'_, Result<Session, StreamError>> {
-            Box::pin(async move { Ok(incoming) })
-        }
-    }
 
     #[tokio::test]
     async fn a_call_is_answered_with_the_returned_messages_and_metadata() {
@@ -80,7 +66,7 @@ mod tests {
         request
             .metadata
             .push_binary("x-raw-bin", Bytes::from_static(&[0, 255]));
-        let response = grpc_over_messages(Arc::new(Identity))
+        let response = grpc_over_messages(Arc::new(zilla_binding_echo::Echo))
             .call(request)
             .await
             .unwrap();
@@ -110,7 +96,7 @@ mod tests {
             "bad frame",
         ))]));
         let request = GrpcRequest::new("example.Echo", "Stream", messages);
-        let response = grpc_over_messages(Arc::new(Identity))
+        let response = grpc_over_messages(Arc::new(zilla_binding_echo::Echo))
             .call(request)
             .await
             .unwrap();

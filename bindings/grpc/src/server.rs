@@ -11,7 +11,6 @@ use http_body::Frame;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use zilla_binding_http::kind::{self, Body, BodyError, HttpHandler, Request, Response};
-use zilla_engine::guard::Authorization;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
 
@@ -148,16 +147,9 @@ impl GrpcServer {
             messages,
             extensions: parts.extensions,
         };
-        let Some(route) = self
-            .routes
-            .resolve(call.extensions.get::<Authorization>(), |condition| {
-                condition.matches(&call)
-            })
-        else {
-            return Ok(trailers_only(&Status::new(
-                Code::Unimplemented,
-                format!("no route for {}", call.full_method()),
-            )));
+        let route = match crate::config::route_of(&self.routes, &call) {
+            Ok(route) => route,
+            Err(status) => return Ok(trailers_only(&status)),
         };
         let mut failure_watch = failure.clone();
         let answer = tokio::select! {

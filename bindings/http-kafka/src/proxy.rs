@@ -18,8 +18,8 @@ use zilla_binding_http::kind::{
     status_response,
 };
 use zilla_binding_kafka::kind::{
-    Acks, Condition as KafkaCondition, Filter, Header, KafkaHandler, MergedItem, MergedRequest,
-    MergedStream, Message, PartitionOffset, ProduceRequest, Start, TopicConfig,
+    Acks, Filter, Header, KafkaHandler, MergedItem, MergedRequest, MergedStream, Message,
+    PartitionOffset, ProduceRequest, Start, TopicConfig,
 };
 use zilla_binding_kafka::progress;
 use zilla_engine::binding::{Binding, StartContext};
@@ -505,18 +505,12 @@ impl HttpKafkaProxy {
         let mut replies = self
             .open(
                 exit,
-                MergedRequest {
-                    topic: reply_to,
-                    start: if replayable {
-                        Start::Historical
-                    } else {
-                        Start::Live
-                    },
-                    offsets: Vec::new(),
-                    filters: vec![self.correlated(&correlation_id)],
-                    latest_per_key: false,
-                    partitions: Vec::new(),
-                },
+                MergedRequest::replies(
+                    reply_to,
+                    self.correlation_header.clone(),
+                    Bytes::copy_from_slice(correlation_id.as_bytes()),
+                    replayable,
+                ),
             )
             .await?;
         let mut reply = None;
@@ -571,14 +565,12 @@ impl HttpKafkaProxy {
         let mut replies = self
             .open(
                 exit,
-                MergedRequest {
-                    topic: reply_to,
-                    start: Start::Historical,
-                    offsets: Vec::new(),
-                    filters: vec![self.correlated(correlation_id)],
-                    latest_per_key: false,
-                    partitions: Vec::new(),
-                },
+                MergedRequest::replies(
+                    reply_to,
+                    self.correlation_header.clone(),
+                    Bytes::copy_from_slice(correlation_id.as_bytes()),
+                    true,
+                ),
             )
             .await?;
         let wait = preferences.wait.map(|wait| deadline_after(opened, wait));
@@ -606,15 +598,6 @@ impl HttpKafkaProxy {
             }
         }
         Ok(self.accepted(target, &scope))
-    }
-
-    fn correlated(&self, correlation_id: &str) -> Filter {
-        Filter {
-            conditions: vec![KafkaCondition::Header {
-                name: self.correlation_header.clone(),
-                value: Bytes::copy_from_slice(correlation_id.as_bytes()),
-            }],
-        }
     }
 
     /// `202 Accepted` with the route's async headers.

@@ -7,6 +7,7 @@ use http::HeaderName;
 use regex::Regex;
 use serde::Deserialize;
 use zilla_binding_kafka::kind::{Acks, Condition as KafkaCondition, Filter};
+use zilla_binding_kafka::mapping::compile_headers;
 use zilla_engine::expr::{Expression, Segment};
 use zilla_engine::guard::Authorization;
 use zilla_engine::pattern::{Captures, Pattern};
@@ -105,14 +106,7 @@ impl FetchTarget {
                         .as_deref()
                         .map(|key| Expression::compile(key, &[]))
                         .transpose()?,
-                    headers: filter
-                        .headers
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(name, value)| {
-                            Ok((Bytes::from(name), Expression::compile(&value, &[])?))
-                        })
-                        .collect::<Result<_, String>>()?,
+                    headers: compile_headers(filter.headers.unwrap_or_default(), &[])?,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -166,13 +160,7 @@ pub(crate) struct ProduceTarget {
 impl ProduceTarget {
     fn compile(produce: ProduceWith) -> Result<Self, String> {
         let with_key = [IDEMPOTENCY_KEY];
-        let overrides = produce
-            .overrides
-            .unwrap_or_default()
-            .0
-            .into_iter()
-            .map(|(name, value)| Ok((Bytes::from(name), Expression::compile(&value, &with_key)?)))
-            .collect::<Result<_, String>>()?;
+        let overrides = compile_headers(produce.overrides.unwrap_or_default().0, &with_key)?;
         let async_headers: Vec<(HeaderName, Expression)> = produce
             .async_headers
             .unwrap_or_default()
@@ -292,13 +280,8 @@ impl Scope<'_> {
     }
 
     fn session(&self, guard: &str) -> Option<&dyn zilla_engine::guard::GuardSession> {
-        let qualified = if guard.contains(':') {
-            guard.to_owned()
-        } else {
-            format!("{}:{guard}", self.namespace)
-        };
         self.authorization?
-            .session(&qualified)
+            .session_in(self.namespace, guard)
             .map(|session| &**session as &dyn zilla_engine::guard::GuardSession)
     }
 }

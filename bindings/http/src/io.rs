@@ -2,11 +2,9 @@
 //! handing those bytes back to the protocol that serves it.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
 use zilla_engine::stream::AsyncIo;
 
 /// The connection preface an HTTP/2 client starts with (RFC 9113 §3.4).
@@ -46,69 +44,11 @@ pub async fn sniff(io: &mut Box<dyn AsyncIo>) -> io::Result<(Sniffed, Bytes)> {
     }
 }
 
-/// An IO whose first reads return `prefix`.
-pub struct Rewind {
-    prefix: Bytes,
-    inner: Box<dyn AsyncIo>,
-}
-
-impl Rewind {
-    /// `inner`, with `prefix` read first.
-    pub fn new(prefix: Bytes, inner: Box<dyn AsyncIo>) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let length = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..length]);
-            self.prefix.advance(length);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+    use zilla_engine::stream::Rewind;
 
     async fn sniffed(chunks: &[&[u8]]) -> (Sniffed, Vec<u8>) {
         let (mut near, far) = tokio::io::duplex(1024);

@@ -33,11 +33,12 @@ use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
 use crate::credentials::Credentials;
 use crate::expiry;
-use crate::io::{Rewind, Sniffed, sniff};
+use crate::io::{Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
 use crate::limits::Limits;
 use crate::requests::{RequestTypes, validate_whole};
 use crate::route::{Miss, Overrides, Router};
+use zilla_engine::stream::Rewind;
 
 /// Raised for every request the server routes, as Zilla does.
 pub const REQUEST_ACCEPTED: &str = "BINDING_HTTP_REQUEST_ACCEPTED";

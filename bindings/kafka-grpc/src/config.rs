@@ -24,18 +24,12 @@ pub struct KafkaGrpcOptions {
 impl KafkaGrpcOptions {
     /// The metadata name of the idempotency key, lower case.
     pub fn idempotency(&self) -> String {
-        self.idempotency
-            .as_ref()
-            .map_or_else(|| "idempotency-key".to_owned(), |i| i.metadata.clone())
-            .to_ascii_lowercase()
+        Idempotency::metadata_of(self.idempotency.as_ref())
     }
 
     /// The correlation header names.
     pub fn headers(&self) -> CorrelationHeaders {
-        self.correlation
-            .as_ref()
-            .map(|c| c.headers.clone())
-            .unwrap_or_default()
+        Correlation::headers_of(self.correlation.as_ref())
     }
 }
 

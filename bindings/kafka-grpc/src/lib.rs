@@ -194,16 +194,7 @@ struct Built {
 impl Binding for Built {
     fn start(&self, context: &StartContext) {
         self.server.start(&context.tasks);
-        let stopping = self.server.stopping.clone();
-        let retired = self.server.retired.clone();
-        let (shutdown, cut) = (context.shutdown.clone(), context.retired.clone());
-        tokio::spawn(async move {
-            // Stop reading new requests at once; calls in progress go on until the drain
-            // is over.
-            shutdown.cancelled().await;
-            stopping.cancel();
-            cut.cancelled().await;
-            retired.cancel();
-        });
+        // Stop reading new requests at once; calls in progress go on until the drain is over.
+        context.forward_to(self.server.stopping.clone(), self.server.retired.clone());
     }
 }

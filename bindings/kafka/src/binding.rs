@@ -124,16 +124,23 @@ struct Passive;
 
 impl Binding for Passive {}
 
+/// The binding's `exit`, or the load error `missing` saying what it must name.
+fn exit_of(context: &BuildContext<'_>, missing: &'static str) -> Result<String, BuildError> {
+    context
+        .config()
+        .exit
+        .clone()
+        .ok_or_else(|| BuildError::at("", missing))
+}
+
 fn build_client(
     context: &mut BuildContext<'_>,
     options: &KafkaOptions,
 ) -> Result<Arc<dyn Binding>, BuildError> {
-    let Some(exit) = context.config().exit.clone() else {
-        return Err(BuildError::at(
-            "",
-            "a kafka client needs an `exit` (a tcp or tls client)",
-        ));
-    };
+    let exit = exit_of(
+        context,
+        "a kafka client needs an `exit` (a tcp or tls client)",
+    )?;
     let connector = context.exit::<Bytes>(&exit)?;
     let sasl = crate::credentials::sasl_config(
         context,
@@ -280,12 +287,10 @@ fn build_cache_server(
     context: &mut BuildContext<'_>,
     options: &KafkaOptions,
 ) -> Result<Arc<dyn Binding>, BuildError> {
-    let Some(exit) = context.config().exit.clone() else {
-        return Err(BuildError::at(
-            "",
-            "a kafka cache_server needs an `exit` (a kafka client)",
-        ));
-    };
+    let exit = exit_of(
+        context,
+        "a kafka cache_server needs an `exit` (a kafka client)",
+    )?;
     let upstream = context.exit::<Kafka>(&exit)?;
     let properties = context.properties();
     let tuning = CacheTuning {

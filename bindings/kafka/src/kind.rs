@@ -203,6 +203,27 @@ pub struct MergedRequest {
 }
 
 impl MergedRequest {
+    /// The replies to one request: the records of `topic` whose `header` holds
+    /// `correlation_id`, from the oldest when some may be there already (a retried request,
+    /// or a later look for the reply), else from now.
+    pub fn replies(topic: String, header: Bytes, correlation_id: Bytes, from_oldest: bool) -> Self {
+        Self {
+            topic,
+            start: if from_oldest {
+                Start::Historical
+            } else {
+                Start::Live
+            },
+            filters: vec![Filter {
+                conditions: vec![Condition::Header {
+                    name: header,
+                    value: correlation_id,
+                }],
+            }],
+            ..Self::default()
+        }
+    }
+
     /// Whether the read covers `partition`.
     pub fn reads(&self, partition: i32) -> bool {
         self.partitions.is_empty() || self.partitions.binary_search(&partition).is_ok()

@@ -76,6 +76,18 @@ impl JsonSchema for OrderedStrings {
     }
 }
 
+/// Compiles Kafka header templates, `name: value` (a filter's `headers`, a produce's
+/// `overrides`); `variables` as for [`Expression::compile`].
+pub fn compile_headers(
+    headers: impl IntoIterator<Item = (String, String)>,
+    variables: &[&str],
+) -> Result<Vec<(Bytes, Expression)>, String> {
+    headers
+        .into_iter()
+        .map(|(name, value)| Ok((Bytes::from(name), Expression::compile(&value, variables)?)))
+        .collect()
+}
+
 /// One fetch filter: all its conditions must hold.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,12 +127,7 @@ impl FilterTemplate {
             key: key
                 .map(|key| Expression::compile(key, variables))
                 .transpose()?,
-            headers: headers
-                .into_iter()
-                .map(|(name, value)| {
-                    Ok((Bytes::from(name), Expression::compile(&value, variables)?))
-                })
-                .collect::<Result<_, String>>()?,
+            headers: compile_headers(headers, variables)?,
         })
     }
 

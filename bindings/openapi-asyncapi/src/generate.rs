@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use zilla_asyncapi::generate::glob;
+use zilla_asyncapi::generate::{glob, parameters, with_params};
 use zilla_asyncapi::{Action, Spec};
 use zilla_binding_openapi::document::{Document, Operation};
 use zilla_engine::BuildError;
@@ -400,7 +400,7 @@ fn route(entry: &Selected<'_>, kafka: &KafkaOperation<'_>) -> Result<Generated, 
                 }
                 let mut written = Map::new();
                 for (name, format) in &headers {
-                    written.insert(name.clone(), json!(expression(format)));
+                    written.insert(name.clone(), json!(with_params(format)));
                     if format.contains("{correlationId}") {
                         locations.push(format.clone());
                     }
@@ -578,37 +578,6 @@ fn specificity(route: &Value) -> (bool, usize) {
         .unwrap_or_default()
 }
 
-/// The `{name}` parameters of a path template, in order.
-fn parameters(path: &str) -> Vec<&str> {
-    path.split('{')
-        .skip(1)
-        .filter_map(|part| part.split_once('}').map(|(name, _)| name))
-        .filter(|name| *name != "correlationId")
-        .collect()
-}
-
-/// A header `format` as an http-kafka expression: `{correlationId}` → `${correlationId}`,
-/// `{name}` → `${params.name}`.
-fn expression(format: &str) -> String {
-    let mut out = String::new();
-    let mut rest = format;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let Some(end) = rest[start..].find('}') else {
-            break;
-        };
-        let name = &rest[start + 1..start + end];
-        if name == "correlationId" {
-            out.push_str("${correlationId}");
-        } else {
-            out.push_str(&format!("${{params.{name}}}"));
-        }
-        rest = &rest[start + end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,7 +589,7 @@ mod tests {
         assert_eq!(base_path("/api"), "/api");
         assert_eq!(parameters("/pets/{id};cid={correlationId}"), vec!["id"]);
         assert_eq!(
-            expression("/pets/{id};cid={correlationId}"),
+            with_params("/pets/{id};cid={correlationId}"),
             "/pets/${params.id};cid=${correlationId}"
         );
         assert!(is_json("application/json") && is_json("application/problem+json"));

@@ -2,14 +2,12 @@
 //! terminating it; the exit gets the untouched bytes, the ClientHello included.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use rustls::server::Acceptor;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use zilla_engine::binding::Binding;
 use zilla_engine::events::Events;
-use zilla_engine::stream::{AsyncIo, BoxFuture, ByteStream, BytesHandler, StreamError, StreamInfo};
+use zilla_engine::stream::{BoxFuture, ByteStream, BytesHandler, Rewind, StreamError, StreamInfo};
 
 use crate::events;
 use crate::route::{Settings, TlsRoutes, routable_on_port};
@@ -76,7 +74,7 @@ impl TlsProxy {
             alpn: hello.alpn,
             ..info
         };
-        exit.accept(ByteStream::new(Replay::new(hello.bytes, io), info))
+        exit.accept(ByteStream::new(Rewind::new(hello.bytes, io), info))
             .await
     }
 }
@@ -176,76 +174,6 @@ pub async fn read_client_hello<R: AsyncRead + Unpin>(
     }
 }
 
-/// A stream that yields `prefix` before reading on from `inner`; writes go straight through.
-pub struct Replay {
-    prefix: Vec<u8>,
-    replayed: usize,
-    inner: Box<dyn AsyncIo>,
-}
-
-impl Replay {
-    /// Replays `prefix`, then reads `inner`.
-    pub fn new(prefix: Vec<u8>, inner: Box<dyn AsyncIo>) -> Self {
-        Self {
-            prefix,
-            replayed: 0,
-            inner,
-        }
-    }
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let pending = &this.prefix[this.replayed..];
-        if pending.is_empty() {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
-        let take = pending.len().min(buf.remaining());
-        buf.put_slice(&pending[..take]);
-        this.replayed += take;
-        if this.replayed == this.prefix.len() {
-            this.prefix = Vec::new();
-            this.replayed = 0;
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Replay {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -317,16 +245,5 @@ mod tests {
         let mut endless = vec![0x16, 3, 1, 0x40, 0, 1, 0xff, 0xff, 0xff];
         endless.resize(70_000, 0);
         assert!(read_client_hello(&mut &endless[..], 65_536).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn replay_yields_the_prefix_then_the_rest() {
-        let (mut near, far) = tokio::io::duplex(1024);
-        near.write_all(b" world").await.unwrap();
-        drop(near);
-        let mut replay = Replay::new(b"hello".to_vec(), Box::new(far));
-        let mut read = String::new();
-        replay.read_to_string(&mut read).await.unwrap();
-        assert_eq!(read, "hello world");
     }
 }

@@ -184,19 +184,6 @@ fn to_ws(message: Message) -> Result<WsMessage, StreamError> {
 mod tests {
     use super::*;
 
-    /// A messages handler that answers with what it received.
-    struct Identity;
-
-    impl MessageHandler for Identity {
-        fn handle(
-            &self,
-            _info: StreamInfo,
-            incoming: Session,
-        ) -> BoxFuture<'_, Result<Session, StreamError>> {
-            Box::pin(async move { Ok(incoming) })
-        }
-    }
-
     #[tokio::test]
     async fn messages_and_the_close_code_come_back_through_a_generic_handler() {
         let sent = vec![
@@ -209,7 +196,7 @@ mod tests {
             Ok(WsMessage::text("after close: never read")),
         ];
         let incoming: WsStream = Box::pin(futures_util::stream::iter(sent));
-        let outgoing = ws_over_messages(Arc::new(Identity))
+        let outgoing = ws_over_messages(Arc::new(zilla_binding_echo::Echo))
             .handle(WsRequest::default(), incoming)
             .await
             .unwrap();

@@ -1212,8 +1212,9 @@ fn mqtt_kafka_topics(composite: &Composite<'_>, kafka: &Spec) -> Result<Value, G
     }))
 }
 
-/// `${params.x}` for each `{x}` of a channel address.
-fn with_params(address: &str) -> String {
+/// `${params.x}` for each `{x}` of a channel address or path format, `${correlationId}` for
+/// `{correlationId}`: the address as a Zilla expression.
+pub fn with_params(address: &str) -> String {
     let mut out = String::new();
     let mut rest = address;
     while let Some(start) = rest.find('{') {
@@ -1235,8 +1236,9 @@ fn with_params(address: &str) -> String {
     out
 }
 
-/// The names of the `{parameters}` of an address, except `correlationId`.
-fn parameters(address: &str) -> Vec<&str> {
+/// The names of the `{parameters}` of an address or path template, in order, except
+/// `correlationId`.
+pub fn parameters(address: &str) -> Vec<&str> {
     address
         .split('{')
         .skip(1)

@@ -355,17 +355,27 @@ impl Cluster {
             topics: topics.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
             allow_auto_topic_creation: false,
         };
+        let metadata = self.call_any(&request, Ok).await?;
+        self.remember(&metadata);
+        Ok(metadata)
+    }
+
+    /// Sends `request` to any broker, retrying what [`Retry`] retries; `accept` turns the
+    /// response into the result, its error failing the attempt (and so retried when
+    /// retriable).
+    async fn call_any<R: super::codec::Request, T>(
+        &self,
+        request: &R,
+        accept: impl Fn(R::Response) -> Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
         let mut retry = self.retry();
         loop {
             let attempt = async {
                 let connection = self.any_connection().await?;
-                connection.call(&request).await
+                accept(connection.call(request).await?)
             };
             match attempt.await {
-                Ok(metadata) => {
-                    self.remember(&metadata);
-                    return Ok(metadata);
-                }
+                Ok(accepted) => return Ok(accepted),
                 Err(error) => retry.after(error).await?,
             }
         }
@@ -803,28 +813,16 @@ impl Cluster {
         let request = DescribeConfigsRequest {
             topic: topic.to_owned(),
         };
-        let mut retry = self.retry();
-        loop {
-            let attempt = async {
-                let connection = self.any_connection().await?;
-                let response = connection.call(&request).await?;
-                if !response.error.is_ok() {
-                    return Err(KafkaError::Broker {
-                        api: "DescribeConfigs",
-                        code: response.error,
-                        message: response.message,
-                    });
-                }
+        let mut configs = self
+            .call_any(&request, |response| {
+                response
+                    .error
+                    .check_with("DescribeConfigs", response.message)?;
                 Ok(response.configs)
-            };
-            match attempt.await {
-                Ok(mut configs) => {
-                    fill_topic_defaults(&mut configs);
-                    return Ok(configs);
-                }
-                Err(error) => retry.after(error).await?,
-            }
-        }
+            })
+            .await?;
+        fill_topic_defaults(&mut configs);
+        Ok(configs)
     }
 
     /// Creates topics (through the controller when known). Per-topic errors are in the
@@ -838,14 +836,8 @@ impl Cluster {
             topics: topics.to_vec(),
             timeout,
         };
-        let connection = self.controller_connection().await?;
-        let results = connection
-            .call_within(&request, self.request_timeout() + timeout)
-            .await?;
-        for topic in topics {
-            self.invalidate(&topic.name);
-        }
-        Ok(results)
+        self.topics_call(&request, timeout, topics.iter().map(|t| t.name.as_str()))
+            .await
     }
 
     /// Deletes topics (through the controller when known). Per-topic errors are in the
@@ -859,11 +851,23 @@ impl Cluster {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             timeout,
         };
+        self.topics_call(&request, timeout, topics.iter().copied())
+            .await
+    }
+
+    /// Sends a topic admin request (given `timeout` on the broker) to the controller, then
+    /// forgets the cached metadata of the `changed` topics.
+    async fn topics_call<'a, R: super::codec::Request>(
+        &self,
+        request: &R,
+        timeout: Duration,
+        changed: impl IntoIterator<Item = &'a str>,
+    ) -> Result<R::Response, KafkaError> {
         let connection = self.controller_connection().await?;
         let results = connection
-            .call_within(&request, self.request_timeout() + timeout)
+            .call_within(request, self.request_timeout() + timeout)
             .await?;
-        for topic in topics {
+        for topic in changed {
             self.invalidate(topic);
         }
         Ok(results)
@@ -925,31 +929,19 @@ impl Cluster {
             key: key.to_owned(),
             key_type,
         };
-        let mut retry = self.retry();
-        loop {
-            let attempt = async {
-                let connection = self.any_connection().await?;
-                let response = connection.call(&request).await?;
-                if !response.error.is_ok() {
-                    return Err(KafkaError::Broker {
-                        api: "FindCoordinator",
-                        code: response.error,
-                        message: response.error_message,
-                    });
-                }
+        let coordinator = self
+            .call_any(&request, |response| {
+                response
+                    .error
+                    .check_with("FindCoordinator", response.error_message)?;
                 Ok(response.coordinator)
-            };
-            match attempt.await {
-                Ok(coordinator) => {
-                    self.state().coordinators.insert(
-                        coordinator_key(key, key_type),
-                        (coordinator.host.clone(), coordinator.port),
-                    );
-                    return Ok(coordinator);
-                }
-                Err(error) => retry.after(error).await?,
-            }
-        }
+            })
+            .await?;
+        self.state().coordinators.insert(
+            coordinator_key(key, key_type),
+            (coordinator.host.clone(), coordinator.port),
+        );
+        Ok(coordinator)
     }
 
     async fn coordinator_connection(

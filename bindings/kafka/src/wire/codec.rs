@@ -534,41 +534,42 @@ impl FindCoordinatorRequest {
         wire: kp::FindCoordinatorResponse,
     ) -> Result<FindCoordinatorResponse, KafkaError> {
         let api = ApiKey::FindCoordinator;
-        if version >= 4 {
+        // Version 4 answers in a list (one entry per key asked), earlier ones at the top.
+        let (error_code, error_message, node_id, host, port_number) = if version >= 4 {
             let found =
                 wire.coordinators.into_iter().next().ok_or_else(|| {
                     KafkaError::malformed(api.name(), "no coordinator in response")
                 })?;
-            let error = ErrorCode(found.error_code);
-            Ok(FindCoordinatorResponse {
-                error,
-                error_message: owned_opt(found.error_message),
-                coordinator: Coordinator {
-                    node_id: found.node_id.0,
-                    host: owned(found.host),
-                    port: if error.is_ok() {
-                        port(api, found.port)?
-                    } else {
-                        0
-                    },
-                },
-            })
+            (
+                found.error_code,
+                found.error_message,
+                found.node_id,
+                found.host,
+                found.port,
+            )
         } else {
-            let error = ErrorCode(wire.error_code);
-            Ok(FindCoordinatorResponse {
-                error,
-                error_message: owned_opt(wire.error_message),
-                coordinator: Coordinator {
-                    node_id: wire.node_id.0,
-                    host: owned(wire.host),
-                    port: if error.is_ok() {
-                        port(api, wire.port)?
-                    } else {
-                        0
-                    },
+            (
+                wire.error_code,
+                wire.error_message,
+                wire.node_id,
+                wire.host,
+                wire.port,
+            )
+        };
+        let error = ErrorCode(error_code);
+        Ok(FindCoordinatorResponse {
+            error,
+            error_message: owned_opt(error_message),
+            coordinator: Coordinator {
+                node_id: node_id.0,
+                host: owned(host),
+                port: if error.is_ok() {
+                    port(api, port_number)?
+                } else {
+                    0
                 },
-            })
-        }
+            },
+        })
     }
 }
 

@@ -91,13 +91,18 @@ impl ErrorCode {
 
     /// `Ok` for no error, else the code as a broker error of `api`.
     pub fn check(self, api: &'static str) -> Result<(), KafkaError> {
+        self.check_with(api, None)
+    }
+
+    /// [`Self::check`], the error carrying the broker's `message`.
+    pub fn check_with(self, api: &'static str, message: Option<String>) -> Result<(), KafkaError> {
         if self.is_ok() {
             Ok(())
         } else {
             Err(KafkaError::Broker {
                 api,
                 code: self,
-                message: None,
+                message,
             })
         }
     }
