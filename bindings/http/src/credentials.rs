@@ -20,8 +20,9 @@ pub struct Credentials {
 
 #[derive(Debug, Clone)]
 enum HeaderPattern {
-    /// The whole value matches; group 1 is the credential.
-    Template(Regex),
+    /// The whole value is `before`, the credential (no white space), then `after`: read by
+    /// stripping, since it runs on every request.
+    Template { before: String, after: String },
     /// `Basic` followed by base64 of a text that matches this.
     Basic(Regex),
 }
@@ -79,8 +80,11 @@ impl Credentials {
             request.headers().get_all(name).iter().find_map(|value| {
                 let value = value.to_str().ok()?.trim();
                 match pattern {
-                    HeaderPattern::Template(regex) => {
-                        Some(regex.captures(value)?.get(1)?.as_str().to_owned())
+                    HeaderPattern::Template { before, after } => {
+                        let credential = value.strip_prefix(before.as_str())?;
+                        let credential = credential.strip_suffix(after.as_str())?;
+                        (!credential.is_empty() && !credential.contains(char::is_whitespace))
+                            .then(|| credential.to_owned())
                     }
                     HeaderPattern::Basic(format) => {
                         let (scheme, encoded) = value.split_once(char::is_whitespace)?;
@@ -137,9 +141,13 @@ fn header_pattern(pattern: &str) -> Result<HeaderPattern, String> {
         let regex = Regex::new(&format!("^{regex}$")).map_err(|e| e.to_string())?;
         return Ok(HeaderPattern::Basic(regex));
     }
-    let regex = Regex::new(&format!("^{}$", template(pattern, "\\S+")?))
-        .map_err(|error| error.to_string())?;
-    Ok(HeaderPattern::Template(regex))
+    // Checked as the other templates are: one `{credentials}`.
+    template(pattern, "")?;
+    let (before, after) = pattern.split_once(PLACEHOLDER).unwrap_or((pattern, ""));
+    Ok(HeaderPattern::Template {
+        before: before.to_owned(),
+        after: after.to_owned(),
+    })
 }
 
 /// Standard base64 (with or without padding); `None` when `text` is not base64.

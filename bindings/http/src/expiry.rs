@@ -47,7 +47,9 @@ pub fn unrouted(
 }
 
 /// `response`, ended when `session` expires (re-read then: a challenge response may have
-/// extended it). A session without expiry leaves the response as it is.
+/// extended it). A session without expiry leaves the response as it is. The timer is armed
+/// only once the body waits: a response whose frames are ready (most exchanges) is checked
+/// against the clock and never touches the timer wheel.
 pub fn expire_with(response: Response, session: Arc<dyn GuardSession>) -> Response {
     let Some(expires_at) = session.expires_at() else {
         return response;
@@ -55,7 +57,8 @@ pub fn expire_with(response: Response, session: Arc<dyn GuardSession>) -> Respon
     response.map(|body| {
         boxed(ExpiringBody {
             inner: body,
-            deadline: Box::pin(tokio::time::sleep_until(instant(expires_at))),
+            expires_at,
+            deadline: None,
             session,
         })
     })
@@ -72,8 +75,28 @@ pub fn instant(at: SystemTime) -> Instant {
 
 struct ExpiringBody {
     inner: Body,
-    deadline: Pin<Box<Sleep>>,
+    /// When the session expired last time it was read.
+    expires_at: SystemTime,
+    /// Armed at `expires_at` once the body waited.
+    deadline: Option<Pin<Box<Sleep>>>,
     session: Arc<dyn GuardSession>,
+}
+
+impl ExpiringBody {
+    /// Whether the session has expired, reading it again once its last known expiry passed
+    /// (a challenge response may have extended it).
+    fn expired(&mut self) -> bool {
+        if SystemTime::now() < self.expires_at {
+            return false;
+        }
+        match self.session.expires_at() {
+            Some(at) if at > SystemTime::now() => {
+                self.expires_at = at;
+                false
+            }
+            _ => true,
+        }
+    }
 }
 
 impl HttpBody for ExpiringBody {
@@ -84,17 +107,33 @@ impl HttpBody for ExpiringBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        while self.deadline.as_mut().poll(cx).is_ready() {
-            match self.session.expires_at() {
-                Some(at) if at > SystemTime::now() => {
-                    let next = instant(at);
-                    self.deadline.as_mut().reset(next);
+        // Expired: the response ends here, cleanly.
+        if self.expired() {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            // Waiting: wake at the expiry to end the response then.
+            let at = instant(self.expires_at);
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if deadline.as_mut().poll(cx).is_ready() {
+                if self.expired() {
+                    return Poll::Ready(None);
                 }
-                // Expired: the response ends here, cleanly.
-                _ => return Poll::Ready(None),
+                // Not yet (extended, or the clocks disagree): wait for the expiry now known;
+                // due at once on the timer's clock, look again on the next poll.
+                let at = instant(self.expires_at);
+                if let Some(next) = self.deadline.as_mut() {
+                    next.as_mut().reset(at);
+                    if next.as_mut().poll(cx).is_ready() {
+                        cx.waker().wake_by_ref();
+                    }
+                }
             }
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
