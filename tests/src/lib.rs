@@ -89,7 +89,7 @@ pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::{Broker, kcat};
 pub use curl::{CurlResponse, curl, sse_events};
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
-pub use mosquitto::mosquitto;
+pub use mosquitto::{mosquitto, mosquitto_with};
 pub use nginx::{nginx, nginx_with};
 pub use peer::{
     DEFAULT_PEER_TIMEOUT, Peer, free_port, free_port_block, peers_dir, python, python_json, success,

@@ -11,11 +11,18 @@ use crate::{Peer, Process, free_port};
 /// A mosquitto broker on a free loopback port, its config in `dir`; stopped when the process
 /// is dropped. Returns once it accepts connections.
 pub fn mosquitto(dir: &Path) -> Result<(Process, u16)> {
+    mosquitto_with(dir, "")
+}
+
+/// [`mosquitto`] with more lines of `mosquitto.conf` (e.g. `max_queued_messages 1000\n`).
+pub fn mosquitto_with(dir: &Path, extra_config: &str) -> Result<(Process, u16)> {
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}"
+        ),
     )?;
     let process = Peer::new("mosquitto")
         .arg("-c")

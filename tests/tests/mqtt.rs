@@ -69,27 +69,8 @@ struct Mosquitto {
 impl Mosquitto {
     fn start() -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 1000\n"
-            ),
-        )?;
-        let process = Peer::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .spawn()
-            .context("mosquitto")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("mosquitto did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (process, port) =
+            zilla_tests::mosquitto_with(dir.path(), "max_queued_messages 1000\n")?;
         Ok(Self {
             port,
             _process: process,
