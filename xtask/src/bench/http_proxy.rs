@@ -72,14 +72,8 @@ pub fn run(options: &Options) -> Result<()> {
     let own_before = own_cpu_with_children(ticks)?;
     let shape = Shape::of(options);
 
-    let dir = nginx_dir("zilla-bench-http-proxy-")?;
-    let body = response_body();
-    let origin_port = free_port()?;
-    let origin = Nginx::start(
-        &dir.path().join("origin"),
-        &origin_config(origin_port, &body),
-        origin_port,
-    )?;
+    let (dir, body, origin) = start_origin("zilla-bench-http-proxy-")?;
+    let origin_port = origin.address().port();
     let config = workspace_dir().join("examples/http.proxy/zilla.yaml");
     let mut pairs = Vec::new();
     for mode in Mode::all() {
@@ -955,6 +949,21 @@ fn nginx_config(http: &str, workers: &str) -> String {
 }
 
 /// The origin: `GET /x` answers 200 with `body`, on as many workers as cores.
+/// S1's loopback nginx origin serving [`response_body`], in a new directory named from
+/// `prefix` (where other nginx instances of the run go too): the directory, the body and the
+/// origin.
+pub(super) fn start_origin(prefix: &str) -> Result<(tempfile::TempDir, String, Nginx)> {
+    let dir = nginx_dir(prefix)?;
+    let body = response_body();
+    let port = free_port()?;
+    let origin = Nginx::start(
+        &dir.path().join("origin"),
+        &origin_config(port, &body),
+        port,
+    )?;
+    Ok((dir, body, origin))
+}
+
 pub(super) fn origin_config(port: u16, body: &str) -> String {
     nginx_config(
         &format!(

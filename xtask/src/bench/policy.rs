@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail, ensure};
 use zilla_tests::{Gateway, GatewayBuilder, free_port, python_json, workspace_dir};
 
 use super::http_proxy::{
-    Contest, Mode, Nginx, PATH, Shape, Side, Versus, check_target, interleaved, nginx_dir,
-    origin_config, others_share, pin, rate, response_body,
+    Contest, Mode, PATH, Shape, Side, Versus, check_target, interleaved, others_share, pin, rate,
+    start_origin,
 };
 use super::load;
 use super::options::Options;
@@ -237,14 +237,8 @@ pub fn run(policy: Policy, options: &Options) -> Result<()> {
     let setup = Setup::of(policy)?;
     let header = setup.header();
 
-    let dir = nginx_dir("zilla-bench-policy-")?;
-    let body = response_body();
-    let origin_port = free_port()?;
-    let origin = Nginx::start(
-        &dir.path().join("origin"),
-        &origin_config(origin_port, &body),
-        origin_port,
-    )?;
+    let (_dir, body, origin) = start_origin("zilla-bench-policy-")?;
+    let origin_port = origin.address().port();
     let plain_path = workspace_dir().join("examples/http.proxy/zilla.yaml");
     let plain_config = std::fs::read_to_string(&plain_path)
         .with_context(|| format!("cannot read {}", plain_path.display()))?;
