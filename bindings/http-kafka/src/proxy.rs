@@ -28,6 +28,7 @@ use zilla_engine::limits::deadline_after;
 use zilla_engine::pattern::Captures;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, StreamError};
+use zilla_engine::traces::TraceContext;
 
 use crate::etag;
 use crate::headers::{Preferences, first, insert, reply_head, request_headers};
@@ -453,10 +454,7 @@ impl HttpKafkaProxy {
         let preferences = Preferences::of(request.headers(), self.maximum_wait);
         let deleting = request.method() == Method::DELETE;
         let content_type = request.headers().get(CONTENT_TYPE).cloned();
-        let traceparent = request
-            .headers()
-            .get(TRACEPARENT)
-            .map(|value| Bytes::copy_from_slice(value.as_bytes()));
+        let traceparent = trace_context(request.headers());
 
         let limit = self.max_message_bytes(exit, &topic).await?;
         let declared = first(request.headers(), CONTENT_LENGTH.as_str())
@@ -679,6 +677,15 @@ struct FetchQuery {
     filters: Vec<Filter>,
     if_none_match: Option<(String, Option<String>)>,
     preferences: Preferences,
+}
+
+/// The request's `traceparent`, when it is a valid W3C trace context: whatever else a client
+/// sends under the name is left out of the record.
+fn trace_context(headers: &http::HeaderMap) -> Option<Bytes> {
+    headers
+        .get(TRACEPARENT)
+        .filter(|value| TraceContext::parse(value.as_bytes()).is_some())
+        .map(|value| Bytes::copy_from_slice(value.as_bytes()))
 }
 
 /// What a produced record is made of, before the correlation id is known.
@@ -923,10 +930,7 @@ mod tests {
                 .headers()
                 .get(CONTENT_TYPE)
                 .map(|value| Bytes::copy_from_slice(value.as_bytes())),
-            traceparent: request
-                .headers()
-                .get(TRACEPARENT)
-                .map(|value| Bytes::copy_from_slice(value.as_bytes())),
+            traceparent: trace_context(request.headers()),
             overrides: vec![(
                 Bytes::from_static(b"zilla:identity"),
                 Bytes::from_static(b"test"),
@@ -986,6 +990,27 @@ mod tests {
                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()
                 )],
                 "replying: {replying}"
+            );
+        }
+    }
+
+    /// A `traceparent` that is not a W3C trace context is not written to the record.
+    #[test]
+    fn an_invalid_traceparent_stays_out_of_the_record() {
+        for value in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            let request = http::Request::builder()
+                .method("POST")
+                .uri("http://example.com/items")
+                .header("traceparent", value)
+                .body(())
+                .unwrap();
+            let (record, _) = draft(&request, "{}", false, false).into_record("k-1");
+            assert!(
+                names(&record).iter().all(|(name, _)| name != "traceparent"),
+                "{value}"
             );
         }
     }
