@@ -15,8 +15,9 @@
 //! The field is read from the key or value as JSON text: a string gives its text, any other
 //! JSON value its JSON form (`42`, `true`, `{"a":1}`), and `null` a null key or header value.
 //! A record whose key or value is not a JSON object, or lacks the field, keeps its key and gets
-//! no such header. Transforms on a topic that also has `key` or `value` models are refused at
-//! load: the field would have to be read after the model's conversion.
+//! no such header. Header names follow Zilla's rule (a letter or `:`, then letters, digits,
+//! `.`, `_`, `-`, `:`). Transforms on a topic that also has `key` or `value` models are refused
+//! at load: the field would have to be read after the model's conversion.
 
 use std::collections::HashMap;
 
@@ -174,6 +175,21 @@ pub fn build(options: &KafkaOptions) -> Result<HashMap<String, Transform>, (Stri
                         return Err((at, "`extract-headers` is given twice".into()));
                     }
                     for (name, expression) in headers {
+                        // Zilla's header name rule: a letter or `:` first, then letters,
+                        // digits, `.`, `_`, `-` or `:`.
+                        let valid = name
+                            .chars()
+                            .next()
+                            .is_some_and(|first| first.is_ascii_alphabetic() || first == ':')
+                            && name
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || ".:_-".contains(c));
+                        if !valid {
+                            return Err((
+                                format!("{at}.extract-headers"),
+                                format!("`{name}` is not a header name a transform may add"),
+                            ));
+                        }
                         let field = Field::parse(expression)
                             .map_err(|e| (format!("{at}.extract-headers.{name}"), e))?;
                         transform
@@ -262,6 +278,25 @@ mod tests {
         let mut record = message(Some("k"), Some(r#"{"id":null}"#));
         transform.apply(&mut record);
         assert_eq!(record.key, None);
+    }
+
+    #[test]
+    fn header_names_are_checked() {
+        let options = |name: &str| -> KafkaOptions {
+            serde_json::from_value(serde_json::json!({"topics": [{
+                "name": "t",
+                "transforms": [{"extract-headers": {name: "${message.value.id}"}}]
+            }]}))
+            .unwrap()
+        };
+        assert!(build(&options("zilla:tenant")).is_ok());
+        for bad in ["9x", "a b", "x/y", ""] {
+            let (path, _) = build(&options(bad)).unwrap_err();
+            assert_eq!(
+                path, "options.topics[0].transforms[0].extract-headers",
+                "{bad}"
+            );
+        }
     }
 
     #[test]
