@@ -121,6 +121,16 @@ fn qos2_publications_in_flight_at_a_kill_reach_kafka_exactly_once() -> Result<()
     killed_gateway_scenario("qos2_across_a_kill", "publishing")
 }
 
+#[test]
+fn qos2_deliveries_outstanding_at_a_kill_keep_their_packet_ids_v5() -> Result<()> {
+    killed_gateway_scenario("qos2_outstanding_v5", "outstanding")
+}
+
+#[test]
+fn qos2_deliveries_outstanding_at_a_kill_keep_their_packet_ids_v311() -> Result<()> {
+    killed_gateway_scenario("qos2_outstanding_v311", "outstanding")
+}
+
 /// Runs a scenario with two gateways on one broker: once it prints `ready`, the first
 /// gateway is killed (SIGKILL) and the scenario told so through its last argument, a file.
 fn killed_gateway_scenario(name: &str, ready: &str) -> Result<()> {

@@ -56,12 +56,21 @@
 //!     packet identifiers awaiting PUBREL. A CONNECT without clean start reads it back: CONNACK
 //!     says session present, the subscriptions are served again from those offsets, so QoS 1
 //!     and 2 messages published while the client was away, and those it received but never
-//!     acknowledged, are delivered (with new packet identifiers, retained messages not
-//!     replayed; those delivered before go with the DUP flag: the state also keeps how far
-//!     each subscription delivered QoS 1 and 2 messages). A QoS 2 delivery the subscriber
-//!     answered with PUBREC counts as acknowledged; its packet identifier stays in the state
-//!     until PUBCOMP, and a resumed session sends PUBREL for it again (MQTT 5 §4.4), so a
-//!     client that hands QoS 2 messages over on PUBREL (paho) gets it once. A QoS 2 PUBLISH
+//!     acknowledged, are delivered (retained messages not replayed; those delivered before go
+//!     with the DUP flag: the state also keeps how far each subscription delivered QoS 1 and
+//!     2 messages). The state keeps the packet identifier of each QoS 1 and 2 delivery past
+//!     what the subscriber acknowledged in order (up to 128 per subscription, twice the
+//!     delivery window) and its stage: a delivery without PUBACK or PUBREC is sent again
+//!     with its packet identifier and DUP (MQTT 5 §4.4), and one answered with PUBACK or
+//!     PUBREC is not sent again, even while an earlier one is unacknowledged. A QoS 2 delivery
+//!     answered with PUBREC keeps its packet identifier until PUBCOMP, and a resumed session
+//!     sends PUBREL for it again instead of the PUBLISH, so a client that hands QoS 2
+//!     messages over on PUBREL (paho) gets each once. PUBREL is sent only once the state
+//!     holding the PUBREC is in Kafka; the identifier of a PUBLISH is written with the next
+//!     state write (within about 20 ms and a Kafka write): a delivery sent just before its
+//!     gateway is killed may come again under a new identifier, which a client receiving QoS
+//!     2 messages on PUBREL still hands over once. While a resumed session has deliveries to
+//!     send again, their identifiers go to no other delivery. A QoS 2 PUBLISH
 //!     sent again with an identifier awaiting PUBREL is answered PUBREC without a second
 //!     record. The PUBREC of a QoS 2 publication of such a
 //!     session is sent once that identifier is in Kafka too. A clean start deletes the state.
@@ -98,8 +107,7 @@
 //! sent again after the gateway died is written once only if it is sent again in order (as
 //! MQTT requires): a broker refuses a producer sequence out of order, and the publication is
 //! then answered with 0x80. Sessions that end with their connection (no session expiry, or
-//! clean session in 3.1.1) write QoS 2 publications with leader acks only. Messages
-//! delivered again carry new packet identifiers. A will published by a
+//! clean session in 3.1.1) write QoS 2 publications with leader acks only. A will published by a
 //! gateway that did not hold the session goes through the first route matching its topic,
 //! without guards, and only if the session's own authorization allowed that topic at
 //! CONNECT.

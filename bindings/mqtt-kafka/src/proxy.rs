@@ -21,8 +21,8 @@ use zilla_binding_kafka::kind::{
 use zilla_binding_mqtt::codec::topic;
 use zilla_binding_mqtt::codec::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
 use zilla_binding_mqtt::kind::{
-    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OpenedSession, SessionAccepted,
-    SessionBegin, SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
+    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OnSent, OpenedSession,
+    SessionAccepted, SessionBegin, SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
 };
 use zilla_engine::events::Events;
 use zilla_engine::guard::Authorization;
@@ -32,8 +32,8 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 use crate::config::{MqttKafkaCondition, MqttKafkaTopicCondition, MqttKafkaWith};
 use crate::headers;
 use crate::records::{
-    self, ExpirySignal, InFlight, PlacedRecord, SavedSubscription, SessionState, WillHeader,
-    WillSignal,
+    self, ExpirySignal, InFlight, Outstanding, PlacedRecord, SavedSubscription, SessionState,
+    Stage, WillHeader, WillSignal,
 };
 use signals::{Signals, signal_record};
 
@@ -48,6 +48,10 @@ const MIGRATE_SUFFIX: &str = "#migrate";
 const PUBLISH_WINDOW: usize = 64;
 /// Deliveries of one subscription the subscriber has not acknowledged yet.
 const DELIVERY_WINDOW: usize = 64;
+/// Deliveries of one subscription past its acknowledged offsets whose packet identifier and
+/// stage the session state keeps (the window's, and as many done with behind an
+/// unacknowledged one).
+const OUTSTANDING_MAXIMUM: usize = 2 * DELIVERY_WINDOW;
 /// How long a publication is retried while Kafka is unreachable before it is refused.
 const PUBLISH_RETRY_LIMIT: Duration = Duration::from_secs(60);
 const RETRY_BACKOFF_MAXIMUM: Duration = Duration::from_secs(2);
@@ -440,6 +444,18 @@ impl MqttKafkaProxy {
         if let Some(state) = resumed {
             restore_subscriptions(&context, state.subscriptions).await;
         }
+        let awaiting_acknowledgement = context
+            .subscriptions
+            .lock()
+            .map(|subscriptions| {
+                subscriptions
+                    .values()
+                    .flat_map(|s| s.saved.outstanding.iter())
+                    .filter(|o| o.stage == Stage::Sent)
+                    .map(|o| o.packet_id)
+                    .collect()
+            })
+            .unwrap_or_default();
         let awaiting_release = context
             .awaiting_release
             .lock()
@@ -468,6 +484,7 @@ impl MqttKafkaProxy {
             session_expiry: None,
             awaiting_release,
             awaiting_completion: awaiting_completion.into_iter().collect(),
+            awaiting_acknowledgement,
         };
         let session = KafkaSession {
             context,
@@ -664,12 +681,70 @@ impl SessionContext {
         }
     }
 
+    /// Applies `update` to the saved state of the subscription of `filter`; the change is
+    /// saved.
+    fn update_subscription(&self, filter: &str, update: impl FnOnce(&mut SavedSubscription)) {
+        if let Ok(mut subscriptions) = self.subscriptions.lock()
+            && let Some(subscription) = subscriptions.get_mut(filter)
+        {
+            update(&mut subscription.saved);
+        }
+        if self.persistent {
+            self.change();
+        }
+    }
+
+    /// Notes the record at `offset` of `partition` sent by the subscription of `filter` with
+    /// `packet_id`. A delivery of any subscription that held the identifier before is done
+    /// with it: the server gives an identifier again only once it is acknowledged.
+    fn note_sent(&self, filter: &str, partition: i32, offset: i64, packet_id: u16) {
+        if let Ok(mut subscriptions) = self.subscriptions.lock() {
+            for subscription in subscriptions.values_mut() {
+                subscription
+                    .saved
+                    .advance(packet_id, Stage::Sent, Stage::Done);
+            }
+            if let Some(subscription) = subscriptions.get_mut(filter) {
+                subscription
+                    .saved
+                    .note_sent(partition, offset, packet_id, OUTSTANDING_MAXIMUM);
+            }
+        }
+        if self.persistent {
+            self.change();
+        }
+    }
+
+    /// The delivery of the record at `offset` of `partition` by the subscription of `filter`
+    /// outstanding from an earlier connection.
+    fn outstanding_at(&self, filter: &str, partition: i32, offset: i64) -> Option<Outstanding> {
+        self.subscriptions.lock().ok().and_then(|subscriptions| {
+            subscriptions
+                .get(filter)
+                .and_then(|s| s.saved.outstanding_at(partition, offset))
+        })
+    }
+
+    /// Moves the delivery sent with `packet_id` from stage `from` to `to`, whichever
+    /// subscription sent it.
+    fn advance_delivery(&self, packet_id: u16, from: Stage, to: Stage) {
+        let moved = self.subscriptions.lock().is_ok_and(|mut subscriptions| {
+            subscriptions
+                .values_mut()
+                .any(|s| s.saved.advance(packet_id, from, to))
+        });
+        if moved && self.persistent {
+            self.change();
+        }
+    }
+
     /// Records how far the subscriber acknowledged the subscription of `filter`.
     fn acknowledged(&self, filter: &str, progress: &[PartitionOffset]) {
         if let Ok(mut subscriptions) = self.subscriptions.lock()
             && let Some(subscription) = subscriptions.get_mut(filter)
         {
             subscription.saved.offsets = progress.iter().map(|p| (p.partition, p.offset)).collect();
+            subscription.saved.forget_acknowledged();
         }
         if self.persistent {
             self.change();
@@ -1114,6 +1189,8 @@ struct SubscriptionSpec {
     /// How far the subscription delivered QoS 1 and 2 messages over earlier connections
     /// (next offset per partition): messages below are delivered again with DUP.
     delivered: Vec<(i32, i64)>,
+    /// Its deliveries outstanding over earlier connections.
+    outstanding: Vec<Outstanding>,
 }
 
 /// The filters of a subscription's reads.
@@ -1282,7 +1359,7 @@ type Settled = BoxFuture<'static, Option<Arc<[PartitionOffset]>>>;
 
 /// Deliveries of one subscription not yet acknowledged by the subscriber.
 struct Deliveries<'a> {
-    context: &'a SessionContext,
+    context: &'a Arc<SessionContext>,
     spec: &'a SubscriptionSpec,
     unacknowledged: FuturesOrdered<Settled>,
 }
@@ -1323,11 +1400,46 @@ impl Deliveries<'_> {
         message.retain = replayed;
         message.properties.subscription_ids = self.spec.subscription_id.into_iter().collect();
         let mut dup = false;
+        let mut packet_id = None;
+        let mut on_sent = None;
+        let mut done_on_acknowledgement = None;
         if let Some((partition, offset)) = place
             && message.qos != QoS::AtMostOnce
         {
-            dup = records::delivered_before(&self.spec.delivered, partition, offset);
+            match self
+                .context
+                .outstanding_at(&self.spec.filter, partition, offset)
+                .map(|o| (o.stage, o.packet_id))
+            {
+                // The subscriber has it (PUBREC: its PUBREL is sent again at CONNACK).
+                Some((Stage::Received | Stage::Done, _)) => {
+                    self.unacknowledged
+                        .push_back(Box::pin(std::future::ready(progress)));
+                    return true;
+                }
+                // Sent over an earlier connection: again with its identifier (MQTT 5 §4.4).
+                Some((Stage::Sent, id)) => {
+                    dup = true;
+                    packet_id = Some(id);
+                }
+                None => dup = records::delivered_before(&self.spec.delivered, partition, offset),
+            }
             self.context.delivered(&self.spec.filter, partition, offset);
+            if self.context.persistent {
+                let context = Arc::clone(self.context);
+                let filter = self.spec.filter.clone();
+                on_sent = Some(OnSent(Box::new(move |id| {
+                    context.note_sent(&filter, partition, offset, id);
+                })));
+                if message.qos == QoS::AtLeastOnce {
+                    done_on_acknowledgement = Some((
+                        Arc::clone(self.context),
+                        self.spec.filter.clone(),
+                        partition,
+                        offset,
+                    ));
+                }
+            }
         }
         let acknowledged = if message.qos == QoS::AtMostOnce {
             self.unacknowledged
@@ -1337,7 +1449,14 @@ impl Deliveries<'_> {
             let (sender, receiver) = oneshot::channel::<()>();
             self.unacknowledged.push_back(Box::pin(async move {
                 // A delivery the session dropped unacknowledged settles nothing.
-                receiver.await.ok().and(progress)
+                let acknowledged = receiver.await.ok();
+                // PUBACK: not sent again, though an earlier one is not acknowledged yet.
+                if acknowledged.is_some()
+                    && let Some((context, filter, partition, offset)) = done_on_acknowledgement
+                {
+                    context.update_subscription(&filter, |saved| saved.done_at(partition, offset));
+                }
+                acknowledged.and(progress)
             }));
             Some(sender)
         };
@@ -1345,6 +1464,8 @@ impl Deliveries<'_> {
             message,
             acknowledged,
             dup,
+            packet_id,
+            on_sent,
         }));
         tokio::select! {
             sent = self.context.events.send(delivery) => sent.is_ok(),
@@ -1379,6 +1500,7 @@ async fn start_subscription(
         &starts,
     );
     saved.delivered = spec.delivered.clone();
+    saved.outstanding = spec.outstanding.clone();
     let previous = context
         .subscriptions
         .lock()
@@ -1438,6 +1560,11 @@ async fn restore_subscriptions(context: &Arc<SessionContext>, saved: Vec<SavedSu
             } else {
                 Vec::new()
             },
+            outstanding: if destination.topic == subscription.topic {
+                subscription.outstanding.clone()
+            } else {
+                Vec::new()
+            },
         };
         if let Err(error) = start_subscription(context, destination, spec, &resume, None).await {
             tracing::debug!(%error, filter = %subscription.filter, "subscription not restored");
@@ -1472,10 +1599,11 @@ async fn subscribe_filters(
             subscription_id: request.subscription_id,
             deliver_retained: false,
             delivered: Vec::new(),
+            outstanding: Vec::new(),
         };
         // A subscription replacing one with the same filter goes on from where the
         // subscriber acknowledged the replaced one: no message is lost to the replacement.
-        let (resume, delivered) = context
+        let (resume, delivered, outstanding) = context
             .subscriptions
             .lock()
             .ok()
@@ -1487,11 +1615,16 @@ async fn subscribe_filters(
                         (
                             existing.saved.partition_offsets(),
                             existing.saved.delivered.clone(),
+                            existing.saved.outstanding.clone(),
                         )
                     })
             })
             .unwrap_or_default();
-        let spec = SubscriptionSpec { delivered, ..spec };
+        let spec = SubscriptionSpec {
+            delivered,
+            outstanding,
+            ..spec
+        };
         let topic = destination.topic.clone();
         match start_subscription(
             &context,
@@ -1635,11 +1768,15 @@ impl MqttSession for KafkaSession {
         })
     }
 
-    fn delivery_received(&self, packet_id: u16) {
-        self.context
-            .update_ids(&self.context.awaiting_completion, |ids| {
-                ids.insert(packet_id)
-            });
+    fn delivery_received(&self, packet_id: u16) -> BoxFuture<'static, ()> {
+        let context = self.context.clone();
+        if !context.persistent {
+            return Box::pin(std::future::ready(()));
+        }
+        context.update_ids(&context.awaiting_completion, |ids| ids.insert(packet_id));
+        context.advance_delivery(packet_id, Stage::Sent, Stage::Received);
+        let version = context.change();
+        Box::pin(async move { context.saved(version).await })
     }
 
     fn delivery_completed(&self, packet_id: u16) {
@@ -1647,6 +1784,8 @@ impl MqttSession for KafkaSession {
             .update_ids(&self.context.awaiting_completion, |ids| {
                 ids.remove(&packet_id)
             });
+        self.context
+            .advance_delivery(packet_id, Stage::Received, Stage::Done);
     }
 
     fn released(&self, packet_id: u16) {

@@ -2,7 +2,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged and delivered on each, QoS 2 packet identifiers awaiting PUBREL and deliveries awaiting PUBCOMP, QoS 2 publications being written (partition and idempotent producer sequence of each record) |
+//! | `<clientId>` | session state: expiry, subscriptions with the delivery progress acknowledged and delivered on each and the packet identifier and stage (sent, received, done) of each QoS 1 and 2 delivery past the acknowledged progress, QoS 2 packet identifiers awaiting PUBREL and deliveries awaiting PUBCOMP, QoS 2 publications being written (partition and idempotent producer sequence of each record) |
 //! | `<clientId>#will` | will signal (header `type: will-signal`): owning gateway instance, delay, deliver-at, lifetime and will ids |
 //! | `<clientId>#will-<lifetimeId>` | the will message: value = payload, header `will` = its topic, QoS, retain flag and properties |
 //! | `<clientId>#expiry` | expiry signal (header `type: expiry-signal`): owning instance, delay, expire-at |
@@ -130,6 +130,34 @@ pub(crate) struct SavedSubscription {
     /// delivered again below it goes with the DUP flag.
     #[serde(default)]
     pub delivered: Vec<(i32, i64)>,
+    /// QoS 1 and 2 deliveries past `offsets` not yet done with: the packet identifier each
+    /// was sent with and how far the subscriber went, so that a resumed session sends again
+    /// only what the subscriber has not received, with the same identifier.
+    #[serde(default)]
+    pub outstanding: Vec<Outstanding>,
+}
+
+/// One QoS 1 or 2 delivery past the acknowledged offsets of its subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Outstanding {
+    pub partition: i32,
+    pub offset: i64,
+    /// The packet identifier it was last sent with.
+    pub packet_id: u16,
+    pub stage: Stage,
+}
+
+/// How far a delivery went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) enum Stage {
+    /// PUBLISH sent, no PUBACK or PUBREC yet: sent again with its identifier and DUP.
+    Sent,
+    /// QoS 2 answered with PUBREC, PUBCOMP not yet come: only PUBREL is sent again.
+    Received,
+    /// PUBACK or PUBCOMP came: not sent again.
+    Done,
 }
 
 impl SavedSubscription {
@@ -150,7 +178,79 @@ impl SavedSubscription {
             topic: topic.to_owned(),
             offsets: offsets.iter().map(|p| (p.partition, p.offset)).collect(),
             delivered: Vec::new(),
+            outstanding: Vec::new(),
         }
+    }
+
+    /// The outstanding delivery of the record at `offset` of `partition`.
+    pub(crate) fn outstanding_at(&self, partition: i32, offset: i64) -> Option<Outstanding> {
+        self.outstanding
+            .iter()
+            .find(|o| o.partition == partition && o.offset == offset)
+            .copied()
+    }
+
+    /// Notes the record at `offset` of `partition` sent with `packet_id`, unless `maximum`
+    /// deliveries are outstanding already.
+    pub(crate) fn note_sent(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        packet_id: u16,
+        maximum: usize,
+    ) {
+        let sent = Outstanding {
+            partition,
+            offset,
+            packet_id,
+            stage: Stage::Sent,
+        };
+        let count = self.outstanding.len();
+        match self
+            .outstanding
+            .iter_mut()
+            .find(|o| o.partition == partition && o.offset == offset)
+        {
+            Some(known) => *known = sent,
+            None if count < maximum => self.outstanding.push(sent),
+            None => {}
+        }
+    }
+
+    /// Moves the delivery of `packet_id` at stage `from` to stage `to`; whether one was.
+    pub(crate) fn advance(&mut self, packet_id: u16, from: Stage, to: Stage) -> bool {
+        match self
+            .outstanding
+            .iter_mut()
+            .find(|o| o.packet_id == packet_id && o.stage == from)
+        {
+            Some(known) => {
+                known.stage = to;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the delivery of the record at `offset` of `partition` from `Sent` to `Done`.
+    pub(crate) fn done_at(&mut self, partition: i32, offset: i64) {
+        if let Some(known) = self
+            .outstanding
+            .iter_mut()
+            .find(|o| o.partition == partition && o.offset == offset && o.stage == Stage::Sent)
+        {
+            known.stage = Stage::Done;
+        }
+    }
+
+    /// Forgets the deliveries below the acknowledged offsets: they are not read again.
+    pub(crate) fn forget_acknowledged(&mut self) {
+        let offsets = &self.offsets;
+        self.outstanding.retain(|o| {
+            offsets
+                .iter()
+                .all(|&(partition, next)| partition != o.partition || o.offset >= next)
+        });
     }
 
     /// Notes the record at `offset` of `partition` delivered; whether that moved the mark.
@@ -372,6 +472,51 @@ mod tests {
         let header: WillHeader = decode(&encode(&WillHeader::of(&message, "w", true))).unwrap();
         assert_eq!(header.message(message.payload.clone()), message);
         assert!(decode::<WillSignal>(b"not json").is_none());
+    }
+
+    #[test]
+    fn outstanding_deliveries_keep_their_ids_until_acknowledged_past() {
+        let mut subscription = SavedSubscription::new(
+            "a/#",
+            &SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                ..SubscriptionOptions::default()
+            },
+            None,
+            "mqtt-messages",
+            &[PartitionOffset {
+                partition: 0,
+                offset: 10,
+            }],
+        );
+        subscription.note_sent(0, 10, 7, 3);
+        subscription.note_sent(0, 11, 8, 3);
+        subscription.note_sent(1, 4, 9, 3);
+        // Over the bound: not kept (it would come again under a new identifier).
+        subscription.note_sent(0, 12, 10, 3);
+        assert_eq!(subscription.outstanding.len(), 3);
+        assert!(subscription.outstanding_at(0, 12).is_none());
+        // Sent again (a resumed session) with the same identifier: one entry.
+        subscription.note_sent(0, 10, 7, 3);
+        assert_eq!(subscription.outstanding.len(), 3);
+        assert!(subscription.advance(8, Stage::Sent, Stage::Received));
+        assert!(!subscription.advance(8, Stage::Sent, Stage::Received));
+        subscription.done_at(1, 4);
+        let stage = |s: &SavedSubscription, p, o| s.outstanding_at(p, o).map(|o| o.stage);
+        assert_eq!(stage(&subscription, 0, 10), Some(Stage::Sent));
+        assert_eq!(stage(&subscription, 0, 11), Some(Stage::Received));
+        assert_eq!(stage(&subscription, 1, 4), Some(Stage::Done));
+        let decoded: SavedSubscription = decode(&encode(&subscription)).unwrap();
+        assert_eq!(decoded, subscription);
+        // Acknowledged past offset 10 of partition 0: that delivery is not read again.
+        subscription.offsets = vec![(0, 11), (1, 4)];
+        subscription.forget_acknowledged();
+        assert!(subscription.outstanding_at(0, 10).is_none());
+        assert_eq!(subscription.outstanding.len(), 2);
+        // State written before outstanding deliveries were kept still reads.
+        let older = br#"{"filter":"a","qos":1,"noLocal":false,"retainAsPublished":false,
+            "retainHandling":0,"subscriptionId":null,"topic":"t","offsets":[[0,1]]}"#;
+        assert!(decode::<SavedSubscription>(older).is_some_and(|s| s.outstanding.is_empty()));
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl MqttHandler for MqttClient {
                 // and it sends PUBREL again itself.
                 awaiting_release: Vec::new(),
                 awaiting_completion: Vec::new(),
+                awaiting_acknowledgement: Vec::new(),
             };
             let keep_alive = properties.server_keep_alive.unwrap_or(begin.keep_alive);
             let (commands, receiver) = mpsc::channel(self.settings.queue_capacity.max(1));
@@ -428,6 +429,7 @@ impl Upstream {
                         properties: publish.properties,
                     },
                     acknowledged,
+                    ..Delivery::default()
                 }));
                 match self.events.try_send(event) {
                     Ok(()) => {}

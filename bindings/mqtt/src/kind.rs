@@ -101,6 +101,10 @@ pub struct SessionAccepted {
     /// whose PUBCOMP has not come (see [`MqttSession::delivery_received`]); the server sends
     /// PUBREL for each again, as MQTT asks of a resumed session.
     pub awaiting_completion: Vec<u16>,
+    /// Of a resumed session: the packet identifiers of QoS 1 and 2 deliveries sent over an
+    /// earlier connection and not acknowledged, which the exit delivers again with them
+    /// ([`Delivery::packet_id`]); the server gives them to no other delivery meanwhile.
+    pub awaiting_acknowledgement: Vec<u16>,
 }
 
 impl Default for SessionAccepted {
@@ -115,6 +119,7 @@ impl Default for SessionAccepted {
             session_expiry: None,
             awaiting_release: Vec::new(),
             awaiting_completion: Vec::new(),
+            awaiting_acknowledgement: Vec::new(),
         }
     }
 }
@@ -165,8 +170,19 @@ pub struct SessionEnd {
     pub session_expiry: Option<u32>,
 }
 
+/// Told the packet identifier a QoS 1 or 2 delivery goes with, just before the server writes
+/// it: an exit whose sessions outlive their connections keeps it, to send the message again
+/// with it (see [`Delivery::packet_id`]).
+pub struct OnSent(pub Box<dyn FnOnce(u16) + Send>);
+
+impl std::fmt::Debug for OnSent {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("OnSent")
+    }
+}
+
 /// A message delivered to the session.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Delivery {
     /// The message, at the QoS it is delivered at.
     pub message: Message,
@@ -177,6 +193,13 @@ pub struct Delivery {
     /// Whether the session delivered it before without its acknowledgement (over an earlier
     /// connection): it is sent with the DUP flag.
     pub dup: bool,
+    /// The packet identifier it was sent with over an earlier connection, one of
+    /// [`SessionAccepted::awaiting_acknowledgement`]: it is sent again with it (MQTT 5
+    /// §4.4), unless a delivery of this connection holds that identifier. `None`: the
+    /// server picks one.
+    pub packet_id: Option<u16>,
+    /// Called with the packet identifier it is sent with (QoS 1 and 2).
+    pub on_sent: Option<OnSent>,
 }
 
 /// What an exit tells its session.
@@ -246,8 +269,12 @@ pub trait MqttSession: Send + Sync + 'static {
     /// The subscriber answered the QoS 2 delivery `packet_id` with PUBREC: called before
     /// the delivery's acknowledgement fires, so an exit whose sessions outlive their
     /// connections can keep the identifier (and give it back in
-    /// [`SessionAccepted::awaiting_completion`]) until [`Self::delivery_completed`].
-    fn delivery_received(&self, _packet_id: u16) {}
+    /// [`SessionAccepted::awaiting_completion`]) until [`Self::delivery_completed`]. The
+    /// server sends PUBREL once the returned future completes: once the subscriber may have
+    /// handed the message over, a resumed session must not send it again.
+    fn delivery_received(&self, _packet_id: u16) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// The subscriber completed the QoS 2 delivery `packet_id` (PUBCOMP).
     fn delivery_completed(&self, _packet_id: u16) {}

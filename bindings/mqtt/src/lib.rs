@@ -19,7 +19,10 @@
 //!   CONNACK says session present when the exit resumed one; the QoS 2 publications such a
 //!   session had taken and not seen released are answered PUBREC again, not published again,
 //!   when the client sends them anew, and the QoS 2 deliveries its subscriber had answered
-//!   with PUBREC and not completed are released again (PUBREL after CONNACK). A connection taken over by another with the same client
+//!   with PUBREC and not completed are released again (PUBREL after CONNACK; PUBREL goes
+//!   once the exit has kept the PUBREC). The deliveries the session had sent and not seen
+//!   acknowledged come again with their packet identifiers when the exit gives them, and no
+//!   other delivery takes one of those meanwhile. A connection taken over by another with the same client
 //!   identifier ends its sessions with 0x8E, not as an abnormal close.
 //!   Publications and subscriptions are routed per topic by `publish`/`subscribe` routes;
 //!   one that no route takes is refused with 0x87 (MQTT 5) or by closing (3.1.1, which has

@@ -25,7 +25,7 @@ use crate::codec::{
     topic,
 };
 use crate::kind::{
-    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, SessionBegin, SessionEnd,
+    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OnSent, SessionBegin, SessionEnd,
     SessionEvent, SubscribeRequest, WillMessage,
 };
 use crate::ownership::Ownership;
@@ -193,6 +193,8 @@ enum Pending {
     PubRec(u16, Result<ReasonCode, StreamError>),
     SubAck(u16, Vec<ReasonCode>),
     UnsubAck(u16, Vec<ReasonCode>),
+    /// The subscriber's PUBREC of a delivery is kept by the exits: PUBREL may go.
+    PubRel(u16),
 }
 
 /// The filters of one SUBSCRIBE routed to one exit, with their places in the SUBSCRIBE.
@@ -512,6 +514,19 @@ impl Shared {
             }
         }
         let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
+        // A resumed session's unacknowledged deliveries come again with their identifiers:
+        // no other delivery takes one meanwhile. As many as deliveries may be in flight.
+        let reserved: HashSet<u16> = if connect.clean_start {
+            HashSet::new()
+        } else {
+            accepted
+                .awaiting_acknowledgement
+                .iter()
+                .copied()
+                .filter(|&id| id != 0 && !outbound.contains_key(&id))
+                .take(usize::from(self.settings.inflight_maximum))
+                .collect()
+        };
         // A resumed session's QoS 2 publications waiting for PUBREL stay in flight.
         let released: HashSet<u16> = if connect.clean_start {
             HashSet::new()
@@ -544,6 +559,7 @@ impl Shared {
             inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
             released,
             outbound,
+            reserved,
             next_packet_id: 1,
             outbound_maximum: client_receive_maximum
                 .min(self.settings.inflight_maximum)
@@ -597,6 +613,8 @@ struct Connection {
     released: HashSet<u16>,
     /// Deliveries in flight toward the client.
     outbound: HashMap<u16, Outbound>,
+    /// Identifiers of a resumed session's deliveries that are to come again with them.
+    reserved: HashSet<u16>,
     next_packet_id: u16,
     outbound_maximum: u16,
     client_maximum_packet_size: u32,
@@ -746,11 +764,14 @@ impl Connection {
                     };
                     return self.write(writer, Packet::PubRel(rel)).await;
                 };
-                if !ack.reason.is_error() {
-                    for session in self.sessions.values() {
-                        session.delivery_received(ack.packet_id);
-                    }
-                }
+                let kept: Vec<_> = if ack.reason.is_error() {
+                    Vec::new()
+                } else {
+                    self.sessions
+                        .values()
+                        .map(|session| session.delivery_received(ack.packet_id))
+                        .collect()
+                };
                 if let Some(acknowledged) = outbound.acknowledged.take() {
                     let _ = acknowledged.send(());
                 }
@@ -759,8 +780,14 @@ impl Connection {
                     return Ok(());
                 }
                 outbound.released = true;
-                self.write(writer, Packet::PubRel(Ack::success(ack.packet_id)))
-                    .await
+                // PUBREL lets the subscriber hand the message over: it goes once the exits
+                // keep the PUBREC, so that a resumed session does not send the message again.
+                let packet_id = ack.packet_id;
+                self.pending.push_back(Box::pin(async move {
+                    futures_util::future::join_all(kept).await;
+                    Pending::PubRel(packet_id)
+                }));
+                Ok(())
             }
             Packet::PubComp(ack) => {
                 if self
@@ -1114,6 +1141,7 @@ impl Connection {
                     ..Ack::success(id)
                 })
             }
+            Pending::PubRel(id) => Packet::PubRel(Ack::success(id)),
             Pending::SubAck(id, reasons) => Packet::SubAck(SubAck {
                 packet_id: id,
                 properties: Properties::default(),
@@ -1129,10 +1157,14 @@ impl Connection {
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
+        if self.outbound.len() + self.reserved.len() >= usize::from(u16::MAX) {
+            // Every identifier taken: the reservations give way.
+            self.reserved.clear();
+        }
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.outbound.contains_key(&id) {
+            if !self.outbound.contains_key(&id) && !self.reserved.contains(&id) {
                 return id;
             }
         }
@@ -1147,6 +1179,8 @@ impl Connection {
             message,
             acknowledged,
             dup,
+            packet_id,
+            on_sent,
         } = match event {
             SessionEvent::Deliver(delivery) => *delivery,
             SessionEvent::Ended {
@@ -1174,7 +1208,16 @@ impl Connection {
             payload: message.payload,
         };
         if publish.qos != QoS::AtMostOnce {
-            publish.packet_id = Some(self.allocate_packet_id());
+            // A delivery of an earlier connection goes again with its identifier, unless
+            // this connection holds that one.
+            let id = match packet_id {
+                Some(id) if id != 0 && !self.outbound.contains_key(&id) => {
+                    self.reserved.remove(&id);
+                    id
+                }
+                _ => self.allocate_packet_id(),
+            };
+            publish.packet_id = Some(id);
         }
         let mut out = BytesMut::new();
         if let Err(error) = codec::encode(&Packet::Publish(publish.clone()), self.version, &mut out)
@@ -1190,6 +1233,9 @@ impl Connection {
             return Ok(());
         }
         if let Some(id) = publish.packet_id {
+            if let Some(OnSent(on_sent)) = on_sent {
+                on_sent(id);
+            }
             self.outbound.insert(
                 id,
                 Outbound {

@@ -629,6 +629,186 @@ def qos2_released_again(port, bootstrap, other_port):
     client.loop_stop()
 
 
+class RawSession:
+    """A subscriber on a raw socket with a persistent session (MQTT `version` 5 or 4, i.e.
+    3.1.1), which sees the bytes of every packet and answers only what the scenario says."""
+
+    def __init__(self, port, client_id, version):
+        import socket
+        import struct
+        from common import string, varint
+        self.version = version
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        # clean start / clean session 0; v5: session expiry 300
+        body = string("MQTT") + bytes([version, 0x00]) + struct.pack(">H", 30)
+        if version == 5:
+            body += bytes([5, 0x11]) + struct.pack(">I", 300)
+        body += string(client_id)
+        self.sock.sendall(b"\x10" + varint(len(body)) + body)
+        kind, connack = self.read()
+        if kind != 0x20 or connack[1] != 0:
+            fail("CONNACK %#x %r" % (kind, connack))
+        self.session_present = connack[0] & 1 == 1
+
+    def read(self, timeout=WAIT):
+        """The next packet: (first byte, body); None when nothing comes within `timeout`."""
+        import socket
+        self.sock.settimeout(timeout)
+        try:
+            header = self.sock.recv(1)
+        except socket.timeout:
+            return None
+        finally:
+            self.sock.settimeout(WAIT)
+        if not header:
+            fail("connection closed")
+        length, shift = 0, 0
+        while True:
+            byte = self.sock.recv(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        body = b""
+        while len(body) < length:
+            chunk = self.sock.recv(length - len(body))
+            if not chunk:
+                fail("connection closed")
+            body += chunk
+        return header[0], body
+
+    def publish_of(self, first, body):
+        """(packet id, DUP, QoS, payload) of a PUBLISH."""
+        import struct
+        (length,) = struct.unpack(">H", body[:2])
+        at = 2 + length
+        (packet_id,) = struct.unpack(">H", body[at:at + 2])
+        at += 2
+        if self.version == 5:
+            size, shift = 0, 0
+            while True:
+                byte = body[at]
+                at += 1
+                size |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            at += size
+        return packet_id, bool(first & 0x08), (first >> 1) & 3, body[at:]
+
+    def subscribe(self, topic, qos):
+        import struct
+        from common import string, varint
+        body = struct.pack(">H", 1) + (b"\x00" if self.version == 5 else b"")
+        body += string(topic) + bytes([qos])
+        self.sock.sendall(b"\x82" + varint(len(body)) + body)
+        kind, suback = self.read()
+        if kind != 0x90 or suback[-1] != qos:
+            fail("SUBACK %#x %r" % (kind, suback))
+
+    def ack(self, kind, packet_id):
+        import struct
+        self.sock.sendall(bytes([kind, 2]) + struct.pack(">H", packet_id))
+
+    def expect_publish(self):
+        got = self.read()
+        if got is None or got[0] & 0xF0 != 0x30:
+            fail("expected PUBLISH, got %r" % (got,))
+        return self.publish_of(*got)
+
+    def expect_pubrel(self, packet_id):
+        import struct
+        got = self.read()
+        if got is None or got[0] != 0x62 or got[1][:2] != struct.pack(">H", packet_id):
+            fail("expected PUBREL %d, got %r" % (packet_id, got))
+
+    def close(self):
+        self.sock.close()
+
+
+def qos2_outstanding_across_a_kill(port, bootstrap, other_port, go_file, version):
+    """QoS 2 deliveries outstanding when their gateway is killed go on, on the other gateway,
+    with their packet identifiers: a raw subscriber with a persistent session completes two
+    messages, then gets three and answers the first with nothing, the second with PUBREC only
+    (it gets PUBREL and withholds PUBCOMP), the third completely. Prints `outstanding`; once
+    `go_file` says the gateway was killed, it resumes on the other gateway and must get
+    exactly PUBREL for the second with its identifier and the first again with its
+    identifier and DUP, then nothing more, also on a later connection."""
+    client_id = unique("outstanding")
+    topic = unique("outstanding") + "/q2"
+    subscriber = RawSession(port, client_id, version)
+    subscriber.subscribe(topic, 2)
+    publisher = Client(port, unique("pub"), 5)
+
+    def complete(packet_id):
+        subscriber.ack(0x50, packet_id)
+        subscriber.expect_pubrel(packet_id)
+        subscriber.ack(0x70, packet_id)
+
+    # Completed deliveries first, so the outstanding ones do not hold identifiers a new
+    # connection would pick first.
+    for index in range(2):
+        publisher.publish(topic, b"warm-%d" % index, 2)
+        packet_id, dup, qos, payload = subscriber.expect_publish()
+        if payload != b"warm-%d" % index or dup or qos != 2:
+            fail("got %r dup %r qos %d" % (payload, dup, qos))
+        complete(packet_id)
+    for payload in (b"unreceived", b"received", b"completed"):
+        publisher.publish(topic, payload, 2)
+    publisher.disconnect()
+    sent = {}
+    for _ in range(3):
+        packet_id, dup, qos, payload = subscriber.expect_publish()
+        if dup or qos != 2:
+            fail("first delivery of %r: dup %r qos %d" % (payload, dup, qos))
+        sent[payload] = packet_id
+    if sorted(sent) != [b"completed", b"received", b"unreceived"]:
+        fail("delivered %r" % sent)
+    subscriber.ack(0x50, sent[b"received"])
+    subscriber.expect_pubrel(sent[b"received"])
+    complete(sent[b"completed"])
+    # What the gateway keeps is written within moments.
+    time.sleep(1.5)
+    print("outstanding %r" % sent, flush=True)
+    while not os.path.exists(go_file):
+        time.sleep(0.01)
+    subscriber.close()
+    back = RawSession(other_port, client_id, version)
+    if not back.session_present:
+        fail("session not present on the other gateway")
+    subscriber = back
+    got = []
+    while True:
+        packet = back.read(timeout=3)
+        if packet is None:
+            break
+        got.append(packet)
+    pubrels = [p for p in got if p[0] == 0x62]
+    publishes = [back.publish_of(*p) for p in got if p[0] & 0xF0 == 0x30]
+    others = [p for p in got if p[0] != 0x62 and p[0] & 0xF0 != 0x30]
+    import struct
+    if pubrels != [(0x62, struct.pack(">H", sent[b"received"]))]:
+        fail("PUBRELs after the resume %r, expected one for %d" % (pubrels, sent[b"received"]))
+    if publishes != [(sent[b"unreceived"], True, 2, b"unreceived")]:
+        fail("PUBLISHes after the resume %r, expected the unreceived one again with id %d and "
+             "DUP" % (publishes, sent[b"unreceived"]))
+    if others:
+        fail("unexpected packets %r" % others)
+    back.ack(0x70, sent[b"received"])
+    complete(sent[b"unreceived"])
+    time.sleep(1)
+    back.sock.sendall(b"\xe0\x00")
+    back.close()
+    last = RawSession(other_port, client_id, version)
+    if not last.session_present:
+        fail("session not present after the resume")
+    extra = last.read(timeout=3)
+    if extra is not None:
+        fail("after every delivery completed, got %r" % (extra,))
+    last.sock.sendall(b"\xe0\x00")
+    last.close()
+
+
 SCENARIOS = {
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
@@ -646,6 +826,8 @@ SCENARIOS = {
     "qos2_across_a_kill": qos2_across_a_kill,
     "redelivered_with_dup": redelivered_with_dup,
     "qos2_released_again": qos2_released_again,
+    "qos2_outstanding_v5": lambda *a: qos2_outstanding_across_a_kill(*a, version=5),
+    "qos2_outstanding_v311": lambda *a: qos2_outstanding_across_a_kill(*a, version=4),
 }
 
 if __name__ == "__main__":
@@ -654,7 +836,8 @@ if __name__ == "__main__":
     if name in ("takeover_other", "session_moves", "redelivered_with_dup",
                 "qos2_released_again"):
         extra = [int(extra[0])]
-    if name in ("will_of_killed", "qos2_across_a_kill"):
+    if name in ("will_of_killed", "qos2_across_a_kill", "qos2_outstanding_v5",
+                "qos2_outstanding_v311"):
         extra = [int(extra[0]), extra[1]]
     SCENARIOS[name](port, bootstrap, *extra)
     print("ok " + name, flush=True)
