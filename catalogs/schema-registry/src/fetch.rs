@@ -9,22 +9,51 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::MAX_RESPONSE_BYTES;
+use crate::{MAX_FLIGHTS, MAX_RESPONSE_BYTES};
 
 /// The longest one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Answer = Result<serde_json::Value, String>;
+pub(crate) type Answer = Result<serde_json::Value, String>;
 
 /// One request in flight, which every caller asking for the same path waits on.
 #[derive(Default)]
 struct Flight {
     answer: Mutex<Option<Answer>>,
+    /// Wakes threads waiting for the answer.
     done: Condvar,
+    /// Wakes tasks waiting for the answer.
+    landed: tokio::sync::Notify,
+}
+
+impl Flight {
+    /// The answer, once it has landed.
+    async fn landed(&self) -> Answer {
+        loop {
+            // Registered before the answer is looked at, so a landing in between wakes it.
+            let notified = self.landed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.answer.lock() {
+                Ok(answer) => {
+                    if let Some(answer) = answer.as_ref() {
+                        return answer.clone();
+                    }
+                }
+                Err(_) => return Err("the registry client failed".to_owned()),
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Why a wait of `wait` ended without an answer.
+fn no_answer(wait: Duration) -> String {
+    format!("no answer within {} ms", wait.as_millis())
 }
 
 /// What to do with an answer besides handing it to waiters.
-type AfterAnswer = Box<dyn FnOnce(&Answer) + Send>;
+pub(crate) type AfterAnswer = Box<dyn FnOnce(&Answer) + Send>;
 
 pub(crate) struct Fetcher {
     handle: tokio::runtime::Handle,
@@ -80,11 +109,15 @@ impl Fetcher {
         })
     }
 
-    /// The JSON answer for `path`, waiting at most `wait`.
-    pub(crate) fn get_json(&self, path: &str, wait: Duration) -> Answer {
-        let flight = self
-            .join_or_start(path, None)
-            .unwrap_or_else(|joined| joined);
+    /// The JSON answer for `path`, waiting at most `wait`; `after` gets the answer if this
+    /// call starts the request.
+    pub(crate) fn get_json(
+        &self,
+        path: &str,
+        wait: Duration,
+        after: Option<AfterAnswer>,
+    ) -> Answer {
+        let flight = self.flight(path, after)?;
         let deadline = Instant::now() + wait;
         let wait_for = || -> Answer {
             let Ok(mut answer) = flight.answer.lock() else {
@@ -96,7 +129,7 @@ impl Fetcher {
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(format!("no answer within {} ms", wait.as_millis()));
+                    return Err(no_answer(wait));
                 }
                 answer = match flight.done.wait_timeout(answer, left) {
                     Ok((answer, _)) => answer,
@@ -116,28 +149,44 @@ impl Fetcher {
         }
     }
 
+    /// Waits asynchronously, at most `wait`, for the answer for `path`, starting the request
+    /// unless it is in flight (`after` gets the answer if this call starts it).
+    pub(crate) fn fetch_json(
+        &self,
+        path: &str,
+        wait: Duration,
+        after: Option<AfterAnswer>,
+    ) -> impl Future<Output = Answer> + Send + 'static {
+        let flight = self.flight(path, after);
+        async move {
+            let flight = flight?;
+            match tokio::time::timeout(wait, flight.landed()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(no_answer(wait)),
+            }
+        }
+    }
+
     /// Starts fetching `path` in the background unless it is already in flight; `after` gets
     /// the answer.
     pub(crate) fn refresh(&self, path: &str, after: AfterAnswer) {
-        let _ = self.join_or_start(path, Some(after));
+        let _ = self.flight(path, Some(after));
     }
 
-    /// The flight for `path`: `Ok` when this call started it, `Err` when it joined one.
-    fn join_or_start(
-        &self,
-        path: &str,
-        after: Option<AfterAnswer>,
-    ) -> Result<Arc<Flight>, Arc<Flight>> {
+    /// The flight for `path`, joined or started (with `after`); an error when
+    /// [`MAX_FLIGHTS`] requests are in flight already.
+    fn flight(&self, path: &str, after: Option<AfterAnswer>) -> Result<Arc<Flight>, String> {
         let flight = {
             let Ok(mut flights) = self.flights.lock() else {
-                let failed = Arc::new(Flight::default());
-                if let Ok(mut answer) = failed.answer.lock() {
-                    *answer = Some(Err("the registry client failed".to_owned()));
-                }
-                return Err(failed);
+                return Err("the registry client failed".to_owned());
             };
             if let Some(flight) = flights.get(path) {
-                return Err(flight.clone());
+                return Ok(flight.clone());
+            }
+            if flights.len() >= MAX_FLIGHTS {
+                return Err(format!(
+                    "{MAX_FLIGHTS} requests to the registry are in flight already"
+                ));
             }
             let flight = Arc::new(Flight::default());
             flights.insert(path.to_owned(), flight.clone());
@@ -162,6 +211,7 @@ impl Fetcher {
                 *slot = Some(answer);
             }
             landed.done.notify_all();
+            landed.landed.notify_waiters();
         });
         Ok(flight)
     }

@@ -12,10 +12,20 @@
 //!   registry that is down later leaves the cached answers in service.
 //! - Schemas by id never change and stay cached. An id first seen on the wire is fetched
 //!   once however many messages ask for it at the same time (single flight), and each asker
-//!   waits at most [`WIRE_WAIT`] for it (its message is then refused, not held).
+//!   waits at most [`WIRE_WAIT`] for it (its message is then refused, not held). The data
+//!   paths (http request and response content, sse events, kafka records produced and read)
+//!   wait asynchronously ([`Catalog::fetch`]), so a registry that stops answering holds up
+//!   only the messages naming a new id, never the other requests on the same thread.
+//! - An id the registry could not give (no answer within [`WIRE_WAIT`], an error, a schema
+//!   it does not know) raises [`UNRETRIEVABLE_SCHEMA_ID`] once, naming the catalog and the
+//!   registry's URL, and messages naming it are refused at once for [`RETRY_AFTER`] before
+//!   the registry is asked again. A failed refresh of a subject raises
+//!   [`UNRETRIEVABLE_SCHEMA_SUBJECT_VERSION_STALE_SCHEMA`] and keeps the cached answer.
+//!   (As `karapace`, the events are named `CATALOG_KARAPACE_SCHEMA_REGISTRY_...`.)
 //!
 //! Caches are bounded: [`MAX_CACHED_SCHEMAS`] schemas holding at most
 //! [`MAX_CACHED_SCHEMA_BYTES`] bytes of text, [`MAX_CACHED_SUBJECTS`] subject resolutions,
+//! [`MAX_CACHED_SUBJECTS`] unretrievable ids, at most [`MAX_FLIGHTS`] requests in flight,
 //! and no response body above [`MAX_RESPONSE_BYTES`] is read.
 //!
 //! The HTTP client (`zilla-fetch`) runs on one thread of its own per catalog, so lookups work
@@ -64,7 +74,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zilla_engine::components::{Catalog, ComponentContext, ComponentFactory};
+use zilla_engine::components::{Catalog, ComponentContext, ComponentFactory, Fetching};
+use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
 
 use config::SchemaRegistryOptions;
@@ -82,6 +93,41 @@ pub const MAX_CACHED_SCHEMA_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_CACHED_SUBJECTS: usize = 4096;
 /// The largest registry response read, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// The most requests in flight at once: messages naming ever new ids cannot pile up
+/// requests to a registry that does not answer.
+pub const MAX_FLIGHTS: usize = 64;
+/// How long an id the registry could not give is refused without asking again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Raised when the registry cannot give a schema by id (Zilla's
+/// `catalog.schema.registry.unretrievable.schema.id`).
+pub const UNRETRIEVABLE_SCHEMA_ID: &str = "CATALOG_SCHEMA_REGISTRY_UNRETRIEVABLE_SCHEMA_ID";
+/// Raised when a subject's refresh fails and its cached schema stays in use (Zilla's
+/// `catalog.schema.registry.unretrievable.schema.subject.version.stale.schema`).
+pub const UNRETRIEVABLE_SCHEMA_SUBJECT_VERSION_STALE_SCHEMA: &str =
+    "CATALOG_SCHEMA_REGISTRY_UNRETRIEVABLE_SCHEMA_SUBJECT_VERSION_STALE_SCHEMA";
+
+/// The events of one catalog type, named after the type as Zilla names them.
+#[derive(Debug, Clone, Copy)]
+struct EventNames {
+    unretrievable_id: &'static str,
+    stale: &'static str,
+}
+
+impl EventNames {
+    fn of(type_name: &str) -> Self {
+        match type_name {
+            "karapace" | "karapace-schema-registry" => EventNames {
+                unretrievable_id: "CATALOG_KARAPACE_SCHEMA_REGISTRY_UNRETRIEVABLE_SCHEMA_ID",
+                stale: "CATALOG_KARAPACE_SCHEMA_REGISTRY_UNRETRIEVABLE_SCHEMA_SUBJECT_VERSION_STALE_SCHEMA",
+            },
+            _ => EventNames {
+                unretrievable_id: UNRETRIEVABLE_SCHEMA_ID,
+                stale: UNRETRIEVABLE_SCHEMA_SUBJECT_VERSION_STALE_SCHEMA,
+            },
+        }
+    }
+}
 
 /// What a subject or version must escape to be one URL path segment: everything but
 /// RFC 3986's unreserved characters.
@@ -130,7 +176,8 @@ impl ComponentFactory<dyn Catalog> for SchemaRegistryCatalogFactory {
             ));
         }
         let options: SchemaRegistryOptions = context.options()?;
-        let catalog = SchemaRegistryCatalog::new(&context.name.to_string(), &options)?;
+        let catalog = SchemaRegistryCatalog::new(&context.name.to_string(), &options)?
+            .with_events(context.events.clone(), self.type_name);
         Ok(Arc::new(catalog))
     }
 }
@@ -155,6 +202,10 @@ struct Learnt {
     url: String,
     schemas: Mutex<Schemas>,
     subjects: Mutex<HashMap<(String, String), Resolution>>,
+    /// Ids the registry could not give, with when and why.
+    unretrievable: Mutex<HashMap<u32, (Instant, String)>>,
+    events: Events,
+    event_names: EventNames,
 }
 
 impl Learnt {
@@ -185,6 +236,64 @@ impl Learnt {
         }
         schemas.bytes += text.len();
         schemas.by_id.insert(id, text);
+    }
+
+    /// Why `id` could not be had, if that was less than [`RETRY_AFTER`] ago.
+    fn unretrievable(&self, id: u32) -> Option<String> {
+        self.unretrievable.lock().ok().and_then(|unretrievable| {
+            unretrievable
+                .get(&id)
+                .filter(|(at, _)| at.elapsed() < RETRY_AFTER)
+                .map(|(_, reason)| reason.clone())
+        })
+    }
+
+    /// Records that `id` could not be had (`reason` names the registry), raising the event
+    /// the first time in [`RETRY_AFTER`].
+    fn record_unretrievable(&self, id: u32, reason: &str) {
+        let Ok(mut unretrievable) = self.unretrievable.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if unretrievable
+            .get(&id)
+            .is_some_and(|(at, _)| now.duration_since(*at) < RETRY_AFTER)
+        {
+            return;
+        }
+        if unretrievable.len() >= MAX_CACHED_SUBJECTS {
+            unretrievable.retain(|_, (at, _)| now.duration_since(*at) < RETRY_AFTER);
+        }
+        if unretrievable.len() < MAX_CACHED_SUBJECTS {
+            unretrievable.insert(id, (now, reason.to_owned()));
+        }
+        drop(unretrievable);
+        self.events
+            .emit_with(self.event_names.unretrievable_id, 0, || {
+                format!("Unable to fetch schema id {id}: {reason}")
+            });
+    }
+
+    /// Takes an answer for `/schemas/ids/{id}`: its schema cached, or the failure recorded.
+    fn learn_schema(&self, id: u32, answer: &fetch::Answer) {
+        let learnt: Result<Arc<str>, String> = answer
+            .as_ref()
+            .map_err(|message| self.failure(message))
+            .and_then(|body| {
+                body.get("schema")
+                    .and_then(serde_json::Value::as_str)
+                    .map(Arc::from)
+                    .ok_or_else(|| self.failure(format!("the answer for id {id} has no `schema`")))
+            });
+        match &learnt {
+            Ok(text) => {
+                self.cache_schema(id, text.clone());
+                if let Ok(mut unretrievable) = self.unretrievable.lock() {
+                    unretrievable.remove(&id);
+                }
+            }
+            Err(reason) => self.record_unretrievable(id, reason),
+        }
     }
 
     fn cached_schema(&self, id: u32) -> Option<Arc<str>> {
@@ -294,7 +403,27 @@ impl SchemaRegistryCatalog {
                 url: options.url.clone(),
                 schemas: Mutex::new(Schemas::default()),
                 subjects: Mutex::new(HashMap::new()),
+                unretrievable: Mutex::new(HashMap::new()),
+                events: Events::default(),
+                event_names: EventNames::of("schema-registry"),
             }),
+        })
+    }
+
+    /// The catalog raising its events on `events`, named as for `type_name`.
+    pub fn with_events(mut self, events: Events, type_name: &str) -> Self {
+        if let Some(learnt) = Arc::get_mut(&mut self.learnt) {
+            learnt.events = events;
+            learnt.event_names = EventNames::of(type_name);
+        }
+        self
+    }
+
+    /// What to do with an answer for schema `id`, whoever waits for it.
+    fn learn_schema_after(&self, id: u32) -> fetch::AfterAnswer {
+        let learnt = self.learnt.clone();
+        Box::new(move |answer| {
+            learnt.learn_schema(id, answer);
         })
     }
 
@@ -340,6 +469,12 @@ impl Catalog for SchemaRegistryCatalog {
                         Err(error) => {
                             let error = learnt.failure(error);
                             tracing::warn!(%error, "subject not refreshed; the cached schema stays in use");
+                            learnt.events.emit_with(learnt.event_names.stale, 0, || {
+                                format!(
+                                    "Unable to fetch schema for subject {} with version {}; using stale schema with id {}: {error}",
+                                    key.0, key.1, resolution.id
+                                )
+                            });
                         }
                     }),
                 );
@@ -348,7 +483,7 @@ impl Catalog for SchemaRegistryCatalog {
             None => {
                 let body = self
                     .fetcher
-                    .get_json(&path, LOAD_WAIT)
+                    .get_json(&path, LOAD_WAIT, None)
                     .map_err(|message| self.learnt.failure(message))?;
                 self.learnt.learn_subject(key, &body)
             }
@@ -359,20 +494,44 @@ impl Catalog for SchemaRegistryCatalog {
         if let Some(text) = self.learnt.cached_schema(id) {
             return Ok(text);
         }
-        let body = self
-            .fetcher
-            .get_json(&format!("/schemas/ids/{id}"), WIRE_WAIT)
-            .map_err(|message| self.learnt.failure(message))?;
-        let text: Arc<str> = body
-            .get("schema")
-            .and_then(serde_json::Value::as_str)
-            .map(Arc::from)
-            .ok_or_else(|| {
+        if let Some(reason) = self.learnt.unretrievable(id) {
+            return Err(reason);
+        }
+        let answer = self.fetcher.get_json(
+            &format!("/schemas/ids/{id}"),
+            WIRE_WAIT,
+            Some(self.learn_schema_after(id)),
+        );
+        // A landed answer was learnt by the request itself; what is left is a wait that ran
+        // out, or a request that could not start.
+        match answer {
+            Ok(_) => self.learnt.cached_schema(id).ok_or_else(|| {
                 self.learnt
                     .failure(format!("the answer for id {id} has no `schema`"))
-            })?;
-        self.learnt.cache_schema(id, text.clone());
-        Ok(text)
+            }),
+            Err(message) => {
+                let reason = self.learnt.failure(message);
+                self.learnt.record_unretrievable(id, &reason);
+                Err(self.learnt.unretrievable(id).unwrap_or(reason))
+            }
+        }
+    }
+
+    fn fetch(&self, id: u32) -> Option<Fetching> {
+        if self.learnt.cached_schema(id).is_some() || self.learnt.unretrievable(id).is_some() {
+            return None;
+        }
+        let answer = self.fetcher.fetch_json(
+            &format!("/schemas/ids/{id}"),
+            WIRE_WAIT,
+            Some(self.learn_schema_after(id)),
+        );
+        let learnt = self.learnt.clone();
+        Some(Box::pin(async move {
+            if let Err(message) = answer.await {
+                learnt.record_unretrievable(id, &learnt.failure(message));
+            }
+        }))
     }
 
     fn prefix(&self, id: u32) -> Vec<u8> {
