@@ -14,7 +14,16 @@ use crate::{MAX_FLIGHTS, MAX_RESPONSE_BYTES};
 /// The longest one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) type Answer = Result<serde_json::Value, String>;
+pub(crate) type Answer = Result<Fetched, String>;
+
+/// A registry's successful answer: its body as text, and as JSON when it is JSON.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body.
+    pub text: Arc<str>,
+    /// The body parsed as JSON, if it is JSON.
+    pub json: Option<serde_json::Value>,
+}
 
 /// One request in flight, which every caller asking for the same path waits on.
 #[derive(Default)]
@@ -61,12 +70,17 @@ pub(crate) struct Fetcher {
     _stop: tokio::sync::oneshot::Sender<()>,
     base: String,
     authorization: Option<http::HeaderValue>,
+    accept: &'static str,
     flights: Arc<Mutex<HashMap<String, Arc<Flight>>>>,
 }
 
 impl Fetcher {
     /// A client for the registry at `url` (`http[s]://host:port[/prefix]`).
-    pub(crate) fn new(url: &str, authorization: Option<http::HeaderValue>) -> Result<Self, String> {
+    pub(crate) fn new(
+        url: &str,
+        authorization: Option<http::HeaderValue>,
+        accept: &'static str,
+    ) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|error| format!("`{url}` is not a URL: {error}"))?;
@@ -105,6 +119,7 @@ impl Fetcher {
             _stop: stop,
             base: url.trim_end_matches('/').to_owned(),
             authorization,
+            accept,
             flights: Arc::default(),
         })
     }
@@ -219,12 +234,10 @@ impl Fetcher {
     fn request(&self, path: &str) -> impl Future<Output = Answer> + Send + 'static {
         let url = format!("{}{path}", self.base);
         let authorization = self.authorization.clone();
+        let accept = self.accept;
         let path = path.to_owned();
         async move {
-            let mut request = http::Request::get(&url).header(
-                http::header::ACCEPT,
-                "application/vnd.schemaregistry.v1+json, application/json",
-            );
+            let mut request = http::Request::get(&url).header(http::header::ACCEPT, accept);
             if let Some(authorization) = authorization {
                 request = request.header(http::header::AUTHORIZATION, authorization);
             }
@@ -249,7 +262,12 @@ impl Fetcher {
                     .trim_end()
                     .to_owned());
             }
-            json.ok_or_else(|| format!("GET {path}: the answer is not JSON"))
+            let text = String::from_utf8(response.body.to_vec())
+                .map_err(|_| format!("GET {path}: the answer is not UTF-8 text"))?;
+            Ok(Fetched {
+                text: Arc::from(text),
+                json,
+            })
         }
     }
 }

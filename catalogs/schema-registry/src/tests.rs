@@ -194,7 +194,7 @@ fn with_events(catalog: SchemaRegistryCatalog) -> (SchemaRegistryCatalog, Arc<Co
     let collected = Arc::new(Collected::default());
     let events = Events::default().named("test:registry0");
     events.set_exporters(vec![collected.clone()]);
-    (catalog.with_events(events, "schema-registry"), collected)
+    (catalog.with_events(events), collected)
 }
 
 #[test]
