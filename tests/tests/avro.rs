@@ -589,3 +589,92 @@ fn a_registry_that_stops_answering_later_holds_up_only_messages_naming_new_ids()
     assert!(setup.gateway.terminate()?.success());
     Ok(())
 }
+
+/// A record in Kafka naming a schema id the gateway has not seen, read while the registry does
+/// not answer: the read waits for the registry a bounded time, then skips the record (the
+/// catalog's event says why), and reads of other records on the same worker are not held up.
+#[test]
+fn a_record_naming_a_new_id_is_skipped_after_a_bounded_wait_while_the_registry_is_down()
+-> Result<()> {
+    let mut setup = setup_with_workers(Some(1))?;
+    let base = format!("http://{}", setup.gateway.address("web_tcp"));
+    assert_eq!(post(&base, "a", r#"{"id": "a", "status": "OK"}"#)?.0, 204);
+    // A second version, which the gateway's cached subject does not know yet, written by
+    // confluent-kafka's serializer.
+    let new_id = setup
+        .registry
+        .register("items-snapshots-value", "AVRO", ITEM_SCHEMA_V2)?;
+    let output = Peer::python(PRODUCE_AVRO)
+        .args([
+            setup.broker.address(),
+            setup.registry_url.clone(),
+            "items-snapshots".to_owned(),
+            json!([["n", {"id": "n", "status": "NEW", "note": "v2"}]]).to_string(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        curl(&[&format!("{base}/items/a")])?,
+        (200, r#"{"id":"a","status":"OK"}"#.to_owned())
+    );
+    setup.registry.pause()?;
+
+    let started = std::time::Instant::now();
+    let mut waiting = Peer::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/items/n"),
+        ])
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let other = std::time::Instant::now();
+    assert_eq!(
+        curl(&[&format!("{base}/items/a")])?,
+        (200, r#"{"id":"a","status":"OK"}"#.to_owned())
+    );
+    let other = other.elapsed();
+    ensure!(
+        waiting.try_status()?.is_none(),
+        "the read of the record naming the new id was answered before the other"
+    );
+    assert!(other < Duration::from_millis(1000), "held up for {other:?}");
+    assert!(waiting.wait(Duration::from_secs(20))?.success());
+    let waited = started.elapsed();
+    assert_eq!(waiting.stdout(), "404");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
+        "answered after {waited:?}"
+    );
+    setup.gateway.wait_for_stdout(
+        &format!("Unable to fetch schema id {new_id}"),
+        Duration::from_secs(5),
+    )?;
+
+    // Once the registry answers again, the record reads as JSON.
+    setup.registry.resume()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = curl(&[&format!("{base}/items/n")])?;
+        if status == 200 {
+            // Avro's JSON encoding: a union's value is named by its branch.
+            assert_eq!(body, r#"{"id":"n","status":"NEW","note":{"string":"v2"}}"#);
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the record never read: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(setup.gateway.terminate()?.success());
+    Ok(())
+}
