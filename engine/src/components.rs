@@ -156,6 +156,14 @@ pub trait Catalog: Send + Sync + 'static {
     fn resolve_subject(&self, subject: &str, version: &str) -> Result<u32, String>;
     /// The schema text for `id`.
     fn schema(&self, id: u32) -> Result<Arc<str>, String>;
+    /// Starts fetching the schema with `id` unless [`schema`](Self::schema) would answer
+    /// without waiting (it is held, or is known to be unavailable right now). The future
+    /// completes once the fetch has landed or failed, or after a bounded wait; `schema` then
+    /// answers at once. Async paths await it first, so a slow catalog holds up only the
+    /// message that names a new id, never the thread it runs on.
+    fn fetch(&self, _id: u32) -> Option<Fetching> {
+        None
+    }
     /// The bytes put before an encoded message to name its schema (a schema registry's
     /// magic byte and id); empty for catalogs whose messages carry no prefix.
     fn prefix(&self, _id: u32) -> Vec<u8> {
@@ -187,7 +195,18 @@ pub trait Validator: Send + Sync + 'static {
     fn decode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
         self.validate(data).map(|()| None)
     }
+
+    /// What `data` needs fetched before `validate`, `encode` or `decode` can answer it
+    /// without waiting (a schema its prefix names that is not cached yet), as
+    /// [`Catalog::fetch`]; `None` when nothing is.
+    fn fetch(&self, _data: &[u8]) -> Option<Fetching> {
+        None
+    }
 }
+
+/// A fetch in progress (a catalog's schema), awaited before the synchronous call that needs
+/// it.
+pub type Fetching = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// What a model factory gets besides the reference itself.
 pub struct ModelContext<'a> {

@@ -72,6 +72,7 @@
 //! listening socket: `<namespace>:<binding> <ip>:<port>` (see [`ready`]). It logs a line
 //! containing `started` on stderr at the same time, and exits 0 after draining on `SIGTERM`.
 
+mod apicurio;
 mod binary;
 mod broker;
 mod curl;
@@ -85,6 +86,7 @@ pub mod ready;
 mod registry;
 mod socket;
 
+pub use apicurio::{ApicurioRegistry, ArtifactIds};
 pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::{Broker, kcat};
 pub use curl::{CurlResponse, curl, sse_events};

@@ -162,6 +162,17 @@ impl SchemaRegistry {
         self.process.kill();
     }
 
+    /// Stops answering, as a registry that hangs would (`SIGSTOP`): its port still accepts
+    /// connections, but no request gets an answer until [`resume`](Self::resume).
+    pub fn pause(&self) -> Result<()> {
+        self.process.signal("STOP")
+    }
+
+    /// Answers again after [`pause`](Self::pause).
+    pub fn resume(&self) -> Result<()> {
+        self.process.signal("CONT")
+    }
+
     /// The registry's base URL.
     pub fn url(&self) -> &str {
         &self.url

@@ -73,19 +73,27 @@ struct Setup {
 }
 
 fn setup() -> Result<Setup> {
+    setup_with_workers(None)
+}
+
+/// [`setup`], with the gateway running `workers` connection workers when given.
+fn setup_with_workers(workers: Option<usize>) -> Result<Setup> {
     let broker = Broker::start()?;
     broker.create_topic("items-snapshots", 1, true)?;
     let registry = SchemaRegistry::start()?;
     let registry_url = registry.url().to_owned();
     let id = registry.register("items-snapshots-value", "AVRO", ITEM_SCHEMA)?;
     ensure!(id == 1, "schema registered as {id}");
-    let gateway =
+    let mut gateway =
         Gateway::from_file(workspace_dir().join("examples/http.kafka.avro.json/zilla.yaml"))
             .env("HTTP_PORT", "0")
             .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
             .env("SCHEMA_REGISTRY_URL", &registry_url)
-            .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
-            .start()?;
+            .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20");
+    if let Some(workers) = workers {
+        gateway = gateway.workers(workers);
+    }
+    let gateway = gateway.start()?;
     Ok(Setup {
         broker,
         registry,
@@ -416,5 +424,257 @@ bindings:
         said.contains("TLS") && said.contains("items-value"),
         "{said}"
     );
+    Ok(())
+}
+
+/// The items schema with one more field, as a second version of a subject.
+const ITEM_SCHEMA_V2: &str = r#"{"type":"record","name":"Item","namespace":"example","fields":[{"name":"id","type":"string"},{"name":"status","type":"string"},{"name":"note","type":["null","string"],"default":null}]}"#;
+
+/// Writes `record` serialized by `AvroSerializer` with the subject's latest schema to `path`.
+fn serialize(setup: &Setup, subject: &str, path: &std::path::Path, record: Value) -> Result<()> {
+    let output = Peer::python(SERIALIZE_AVRO)
+        .args([
+            setup.registry_url.clone(),
+            subject.to_owned(),
+            json!([[path, record]]).to_string(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "serializer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// A registry that stops answering after the start (paused: its port still accepts
+/// connections, nothing answers). Schemas the gateway holds keep serving; a message naming an
+/// id it has not seen is refused with 400 after a bounded wait, and the catalog's event names
+/// the catalog and the registry; requests that need nothing from the registry are not held
+/// up meanwhile. The gateway runs one worker, so a wait holding the worker's thread would
+/// hold every request.
+#[test]
+fn a_registry_that_stops_answering_later_holds_up_only_messages_naming_new_ids() -> Result<()> {
+    let mut setup = setup_with_workers(Some(1))?;
+    setup.broker.create_topic("events", 1, false)?;
+    setup
+        .registry
+        .register("events-value", "AVRO", ITEM_SCHEMA)?;
+    let dir = tempfile::tempdir()?;
+    let known = dir.path().join("known.avro");
+    serialize(
+        &setup,
+        "events-value",
+        &known,
+        json!({"id": "e1", "status": "OK"}),
+    )?;
+    let base = format!("http://{}", setup.gateway.address("web_tcp"));
+    let send = |path: &std::path::Path, key: &str| -> Result<u16> {
+        Ok(curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/avro-binary",
+            "-H",
+            &format!("idempotency-key: {key}"),
+            "--data-binary",
+            &format!("@{}", path.display()),
+            &format!("{base}/events"),
+        ])?
+        .0)
+    };
+    // The gateway learns the id of `known` from the registry on its first use.
+    assert_eq!(send(&known, "k1")?, 204);
+    assert_eq!(post(&base, "a", r#"{"id": "a", "status": "OK"}"#)?.0, 204);
+
+    // A second version the gateway has not seen, then the registry stops answering.
+    let new_id = setup
+        .registry
+        .register("events-value", "AVRO", ITEM_SCHEMA_V2)?;
+    let new = dir.path().join("new.avro");
+    serialize(
+        &setup,
+        "events-value",
+        &new,
+        json!({"id": "e2", "status": "OK", "note": "n"}),
+    )?;
+    ensure!(std::fs::read(&new)?[1..5] == u32::try_from(new_id)?.to_be_bytes());
+    setup.registry.pause()?;
+
+    // Cached schemas keep serving: framed Avro of a known id, JSON converted with the
+    // subject's cached schema, and a record read back as JSON.
+    assert_eq!(send(&known, "k2")?, 204);
+    assert_eq!(post(&base, "b", r#"{"id": "b", "status": "DONE"}"#)?.0, 204);
+    assert_eq!(
+        curl(&[&format!("{base}/items/a")])?,
+        (200, r#"{"id":"a","status":"OK"}"#.to_owned())
+    );
+
+    // A message naming the new id waits for the registry, in the background...
+    let started = std::time::Instant::now();
+    let mut waiting = Peer::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/avro-binary",
+            "-H",
+            "idempotency-key: n1",
+            "--data-binary",
+            &format!("@{}", new.display()),
+            &format!("{base}/events"),
+        ])
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    // ...while other requests on the same worker are answered at once.
+    let other = std::time::Instant::now();
+    assert_eq!(
+        curl(&[&format!("{base}/items/a")])?,
+        (200, r#"{"id":"a","status":"OK"}"#.to_owned())
+    );
+    assert_eq!(send(&known, "k3")?, 204);
+    let other = other.elapsed();
+    ensure!(
+        waiting.try_status()?.is_none(),
+        "the request naming the new id was answered before the others"
+    );
+    assert!(other < Duration::from_millis(1000), "held up for {other:?}");
+
+    // The message naming the new id is refused after the bounded wait, and the catalog says
+    // why, naming itself and the registry.
+    assert!(waiting.wait(Duration::from_secs(20))?.success());
+    let waited = started.elapsed();
+    assert_eq!(waiting.stdout(), "400");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
+        "refused after {waited:?}"
+    );
+    setup.gateway.wait_for_stdout(
+        "CATALOG_SCHEMA_REGISTRY_UNRETRIEVABLE_SCHEMA_ID",
+        Duration::from_secs(5),
+    )?;
+    let stdout = setup.gateway.stdout();
+    let line = stdout
+        .lines()
+        .find(|line| line.contains("CATALOG_SCHEMA_REGISTRY_UNRETRIEVABLE_SCHEMA_ID"))
+        .unwrap_or_default();
+    assert!(line.contains(&format!("schema id {new_id}")), "{line}");
+    assert!(line.contains("avro:registry"), "{line}");
+    assert!(line.contains(&setup.registry_url), "{line}");
+    // Asked again at once, it is refused without another wait.
+    let again = std::time::Instant::now();
+    assert_eq!(send(&new, "n2")?, 400);
+    assert!(
+        again.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        again.elapsed()
+    );
+
+    // Once the registry answers again, the new id is fetched and the message accepted.
+    setup.registry.resume()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while send(&new, "n3")? != 204 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the new id was never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(setup.gateway.terminate()?.success());
+    Ok(())
+}
+
+/// A record in Kafka naming a schema id the gateway has not seen, read while the registry does
+/// not answer: the read waits for the registry a bounded time, then skips the record (the
+/// catalog's event says why), and reads of other records on the same worker are not held up.
+#[test]
+fn a_record_naming_a_new_id_is_skipped_after_a_bounded_wait_while_the_registry_is_down()
+-> Result<()> {
+    let mut setup = setup_with_workers(Some(1))?;
+    let base = format!("http://{}", setup.gateway.address("web_tcp"));
+    assert_eq!(post(&base, "a", r#"{"id": "a", "status": "OK"}"#)?.0, 204);
+    // A second version, which the gateway's cached subject does not know yet, written by
+    // confluent-kafka's serializer.
+    let new_id = setup
+        .registry
+        .register("items-snapshots-value", "AVRO", ITEM_SCHEMA_V2)?;
+    let output = Peer::python(PRODUCE_AVRO)
+        .args([
+            setup.broker.address(),
+            setup.registry_url.clone(),
+            "items-snapshots".to_owned(),
+            json!([["n", {"id": "n", "status": "NEW", "note": "v2"}]]).to_string(),
+        ])
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    ensure!(
+        output.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        curl(&[&format!("{base}/items/a")])?,
+        (200, r#"{"id":"a","status":"OK"}"#.to_owned())
+    );
+    setup.registry.pause()?;
+
+    let started = std::time::Instant::now();
+    let mut waiting = Peer::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/items/n"),
+        ])
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let other = std::time::Instant::now();
+    assert_eq!(
+        curl(&[&format!("{base}/items/a")])?,
+        (200, r#"{"id":"a","status":"OK"}"#.to_owned())
+    );
+    let other = other.elapsed();
+    ensure!(
+        waiting.try_status()?.is_none(),
+        "the read of the record naming the new id was answered before the other"
+    );
+    assert!(other < Duration::from_millis(1000), "held up for {other:?}");
+    assert!(waiting.wait(Duration::from_secs(20))?.success());
+    let waited = started.elapsed();
+    assert_eq!(waiting.stdout(), "404");
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
+        "answered after {waited:?}"
+    );
+    setup.gateway.wait_for_stdout(
+        &format!("Unable to fetch schema id {new_id}"),
+        Duration::from_secs(5),
+    )?;
+
+    // Once the registry answers again, the record reads as JSON.
+    setup.registry.resume()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = curl(&[&format!("{base}/items/n")])?;
+        if status == 200 {
+            // Avro's JSON encoding: a union's value is named by its branch.
+            assert_eq!(body, r#"{"id":"n","status":"NEW","note":{"string":"v2"}}"#);
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the record never read: {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(setup.gateway.terminate()?.success());
     Ok(())
 }

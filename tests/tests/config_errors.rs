@@ -143,12 +143,10 @@ bindings:
     Case {
         name: "type_not_built_in",
         yaml: "name: test
-catalogs:
-  registry0:
-    type: apicurio
-    options:
-      url: http://localhost:8080
 bindings:
+  pgsql_server:
+    type: pgsql
+    kind: server
   spec_server:
     type: mcp-openapi
     kind: proxy

@@ -15,6 +15,7 @@ mod sse_fanout;
 mod tansu;
 mod tls_h2;
 mod usage;
+mod validation;
 mod wrk;
 
 pub use options::Options;
@@ -53,6 +54,10 @@ pub enum Scenario {
     /// S9, JWT: S1's gateway with a `jwt` guard on its http server (inline RS256 key, one
     /// token as `authorization: Bearer` on every request) against the same gateway without it.
     Jwt,
+    /// S9, validation: S7's gateway with a JSON Schema model on its request content, and
+    /// with JSON converted to registry-framed Avro on the way into Kafka, against the same
+    /// gateway without a model (wrk -c64, in turn).
+    Validation,
     /// S1's gateway recording every `http.*` metric (and `stream.*` on its tcp server) with a
     /// prometheus exporter, against the same gateway without telemetry.
     MetricsOverhead,
@@ -69,6 +74,7 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
         Scenario::KafkaProxy => kafka_proxy::run(options),
         Scenario::Jwt => policy::run(policy::Policy::Jwt, options),
         Scenario::MetricsOverhead => policy::run(policy::Policy::Metrics, options),
+        Scenario::Validation => validation::run(options),
     }
 }
 

@@ -314,6 +314,11 @@ const VALIDATE_INLINE_MAX: usize = 64 * 1024;
 /// Checks a whole body with `content`; a large one on a blocking thread, since parsing
 /// megabytes would hold up the other connections of this worker.
 pub async fn validate_whole(content: &Arc<dyn Validator>, data: &Bytes) -> Result<(), String> {
+    // A schema the body names that is not cached yet is fetched here, off the worker's
+    // thread, so a slow registry holds up this request only.
+    if let Some(fetching) = content.fetch(data) {
+        fetching.await;
+    }
     if data.len() <= VALIDATE_INLINE_MAX {
         return content.validate(data);
     }

@@ -80,6 +80,14 @@ impl TopicModels {
         self.by_topic.is_empty()
     }
 
+    /// Waits for whatever the models need fetched to encode `request` (a schema its prefix
+    /// names that is not cached yet), so [`encode`](Self::encode) does not wait.
+    pub async fn fetch_for(&self, request: &ProduceRequest) {
+        if let Some(models) = self.by_topic.get(&request.topic) {
+            fetch_parts(models, &request.key, &request.value).await;
+        }
+    }
+
     /// Validates and converts a record about to be produced; the error says which part
     /// failed and why.
     pub fn encode(&self, request: &mut ProduceRequest) -> Result<(), StreamError> {
@@ -137,18 +145,34 @@ impl TopicModels {
             return stream;
         };
         Box::pin(stream.filter_map(move |item| {
-            let item = match item {
-                Ok(MergedItem::Message { message, progress }) => Self::decode(&models, &message)
-                    .map(|message| {
-                        Ok(MergedItem::Message {
-                            message: Arc::new(message),
-                            progress,
+            let models = models.clone();
+            async move {
+                match item {
+                    Ok(MergedItem::Message { message, progress }) => {
+                        fetch_parts(&models, &message.key, &message.value).await;
+                        Self::decode(&models, &message).map(|message| {
+                            Ok(MergedItem::Message {
+                                message: Arc::new(message),
+                                progress,
+                            })
                         })
-                    }),
-                other => Some(other),
-            };
-            std::future::ready(item)
+                    }
+                    other => Some(other),
+                }
+            }
         }))
+    }
+}
+
+/// Awaits the fetches `models` need for a record's `key` and `value`: a slow catalog holds up
+/// this record's stream, not the worker's thread.
+async fn fetch_parts(models: &Models, key: &Option<Bytes>, value: &Option<Bytes>) {
+    for (model, data) in [(&models.key, key), (&models.value, value)] {
+        if let (Some(model), Some(bytes)) = (model, data)
+            && let Some(fetching) = model.fetch(bytes)
+        {
+            fetching.await;
+        }
     }
 }
 
@@ -200,6 +224,7 @@ impl KafkaHandler for Modeled {
     ) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
         Box::pin(async move {
             if self.encode_produced {
+                self.models.fetch_for(&request).await;
                 self.models.encode(&mut request)?;
             }
             self.inner.produce(request).await

@@ -169,22 +169,31 @@ impl SseServer {
 fn checked(events: SseStream, model: Arc<dyn Validator>) -> SseStream {
     use futures_util::StreamExt;
     Box::pin(events.filter_map(move |item| {
-        let item = match item {
-            Ok(SseItem::Event(mut event)) => match model.decode(&event.data) {
-                Ok(converted) => {
-                    if let Some(converted) = converted {
-                        event.data = Bytes::from(converted);
+        let model = model.clone();
+        async move {
+            match item {
+                Ok(SseItem::Event(mut event)) => {
+                    // A schema the data names that is not cached yet is awaited here, off the
+                    // worker's thread.
+                    if let Some(fetching) = model.fetch(&event.data) {
+                        fetching.await;
                     }
-                    Some(Ok(SseItem::Event(event)))
+                    match model.decode(&event.data) {
+                        Ok(converted) => {
+                            if let Some(converted) = converted {
+                                event.data = Bytes::from(converted);
+                            }
+                            Some(Ok(SseItem::Event(event)))
+                        }
+                        Err(reason) => {
+                            tracing::debug!(id = ?event.id, %reason, "event dropped: its data fails the model");
+                            None
+                        }
+                    }
                 }
-                Err(reason) => {
-                    tracing::debug!(id = ?event.id, %reason, "event dropped: its data fails the model");
-                    None
-                }
-            },
-            other => Some(other),
-        };
-        std::future::ready(item)
+                other => Some(other),
+            }
+        }
     }))
 }
 

@@ -9,22 +9,60 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::MAX_RESPONSE_BYTES;
+use crate::{MAX_FLIGHTS, MAX_RESPONSE_BYTES};
 
 /// The longest one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Answer = Result<serde_json::Value, String>;
+pub(crate) type Answer = Result<Fetched, String>;
+
+/// A registry's successful answer: its body as text, and as JSON when it is JSON.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The body.
+    pub text: Arc<str>,
+    /// The body parsed as JSON, if it is JSON.
+    pub json: Option<serde_json::Value>,
+}
 
 /// One request in flight, which every caller asking for the same path waits on.
 #[derive(Default)]
 struct Flight {
     answer: Mutex<Option<Answer>>,
+    /// Wakes threads waiting for the answer.
     done: Condvar,
+    /// Wakes tasks waiting for the answer.
+    landed: tokio::sync::Notify,
+}
+
+impl Flight {
+    /// The answer, once it has landed.
+    async fn landed(&self) -> Answer {
+        loop {
+            // Registered before the answer is looked at, so a landing in between wakes it.
+            let notified = self.landed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.answer.lock() {
+                Ok(answer) => {
+                    if let Some(answer) = answer.as_ref() {
+                        return answer.clone();
+                    }
+                }
+                Err(_) => return Err("the registry client failed".to_owned()),
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Why a wait of `wait` ended without an answer.
+fn no_answer(wait: Duration) -> String {
+    format!("no answer within {} ms", wait.as_millis())
 }
 
 /// What to do with an answer besides handing it to waiters.
-type AfterAnswer = Box<dyn FnOnce(&Answer) + Send>;
+pub(crate) type AfterAnswer = Box<dyn FnOnce(&Answer) + Send>;
 
 pub(crate) struct Fetcher {
     handle: tokio::runtime::Handle,
@@ -32,12 +70,17 @@ pub(crate) struct Fetcher {
     _stop: tokio::sync::oneshot::Sender<()>,
     base: String,
     authorization: Option<http::HeaderValue>,
+    accept: &'static str,
     flights: Arc<Mutex<HashMap<String, Arc<Flight>>>>,
 }
 
 impl Fetcher {
     /// A client for the registry at `url` (`http[s]://host:port[/prefix]`).
-    pub(crate) fn new(url: &str, authorization: Option<http::HeaderValue>) -> Result<Self, String> {
+    pub(crate) fn new(
+        url: &str,
+        authorization: Option<http::HeaderValue>,
+        accept: &'static str,
+    ) -> Result<Self, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|error| format!("`{url}` is not a URL: {error}"))?;
@@ -76,15 +119,20 @@ impl Fetcher {
             _stop: stop,
             base: url.trim_end_matches('/').to_owned(),
             authorization,
+            accept,
             flights: Arc::default(),
         })
     }
 
-    /// The JSON answer for `path`, waiting at most `wait`.
-    pub(crate) fn get_json(&self, path: &str, wait: Duration) -> Answer {
-        let flight = self
-            .join_or_start(path, None)
-            .unwrap_or_else(|joined| joined);
+    /// The JSON answer for `path`, waiting at most `wait`; `after` gets the answer if this
+    /// call starts the request.
+    pub(crate) fn get_json(
+        &self,
+        path: &str,
+        wait: Duration,
+        after: Option<AfterAnswer>,
+    ) -> Answer {
+        let flight = self.flight(path, after)?;
         let deadline = Instant::now() + wait;
         let wait_for = || -> Answer {
             let Ok(mut answer) = flight.answer.lock() else {
@@ -96,7 +144,7 @@ impl Fetcher {
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(format!("no answer within {} ms", wait.as_millis()));
+                    return Err(no_answer(wait));
                 }
                 answer = match flight.done.wait_timeout(answer, left) {
                     Ok((answer, _)) => answer,
@@ -116,28 +164,44 @@ impl Fetcher {
         }
     }
 
+    /// Waits asynchronously, at most `wait`, for the answer for `path`, starting the request
+    /// unless it is in flight (`after` gets the answer if this call starts it).
+    pub(crate) fn fetch_json(
+        &self,
+        path: &str,
+        wait: Duration,
+        after: Option<AfterAnswer>,
+    ) -> impl Future<Output = Answer> + Send + 'static {
+        let flight = self.flight(path, after);
+        async move {
+            let flight = flight?;
+            match tokio::time::timeout(wait, flight.landed()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(no_answer(wait)),
+            }
+        }
+    }
+
     /// Starts fetching `path` in the background unless it is already in flight; `after` gets
     /// the answer.
     pub(crate) fn refresh(&self, path: &str, after: AfterAnswer) {
-        let _ = self.join_or_start(path, Some(after));
+        let _ = self.flight(path, Some(after));
     }
 
-    /// The flight for `path`: `Ok` when this call started it, `Err` when it joined one.
-    fn join_or_start(
-        &self,
-        path: &str,
-        after: Option<AfterAnswer>,
-    ) -> Result<Arc<Flight>, Arc<Flight>> {
+    /// The flight for `path`, joined or started (with `after`); an error when
+    /// [`MAX_FLIGHTS`] requests are in flight already.
+    fn flight(&self, path: &str, after: Option<AfterAnswer>) -> Result<Arc<Flight>, String> {
         let flight = {
             let Ok(mut flights) = self.flights.lock() else {
-                let failed = Arc::new(Flight::default());
-                if let Ok(mut answer) = failed.answer.lock() {
-                    *answer = Some(Err("the registry client failed".to_owned()));
-                }
-                return Err(failed);
+                return Err("the registry client failed".to_owned());
             };
             if let Some(flight) = flights.get(path) {
-                return Err(flight.clone());
+                return Ok(flight.clone());
+            }
+            if flights.len() >= MAX_FLIGHTS {
+                return Err(format!(
+                    "{MAX_FLIGHTS} requests to the registry are in flight already"
+                ));
             }
             let flight = Arc::new(Flight::default());
             flights.insert(path.to_owned(), flight.clone());
@@ -162,6 +226,7 @@ impl Fetcher {
                 *slot = Some(answer);
             }
             landed.done.notify_all();
+            landed.landed.notify_waiters();
         });
         Ok(flight)
     }
@@ -169,12 +234,10 @@ impl Fetcher {
     fn request(&self, path: &str) -> impl Future<Output = Answer> + Send + 'static {
         let url = format!("{}{path}", self.base);
         let authorization = self.authorization.clone();
+        let accept = self.accept;
         let path = path.to_owned();
         async move {
-            let mut request = http::Request::get(&url).header(
-                http::header::ACCEPT,
-                "application/vnd.schemaregistry.v1+json, application/json",
-            );
+            let mut request = http::Request::get(&url).header(http::header::ACCEPT, accept);
             if let Some(authorization) = authorization {
                 request = request.header(http::header::AUTHORIZATION, authorization);
             }
@@ -199,7 +262,12 @@ impl Fetcher {
                     .trim_end()
                     .to_owned());
             }
-            json.ok_or_else(|| format!("GET {path}: the answer is not JSON"))
+            let text = String::from_utf8(response.body.to_vec())
+                .map_err(|_| format!("GET {path}: the answer is not UTF-8 text"))?;
+            Ok(Fetched {
+                text: Arc::from(text),
+                json,
+            })
         }
     }
 }

@@ -177,6 +177,104 @@ fn stale_subjects_keep_serving_while_refreshed_and_when_the_registry_is_down() {
     assert_eq!(catalog.schema(2).unwrap().as_ref(), SCHEMA_2);
 }
 
+/// Events raised, by name and message.
+#[derive(Default)]
+struct Collected(Mutex<Vec<(&'static str, String)>>);
+
+impl zilla_engine::events::Exporter for Collected {
+    fn event(&self, event: &zilla_engine::events::Event) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((event.name, event.message.clone()));
+    }
+}
+
+fn with_events(catalog: SchemaRegistryCatalog) -> (SchemaRegistryCatalog, Arc<Collected>) {
+    let collected = Arc::new(Collected::default());
+    let events = Events::default().named("test:registry0");
+    events.set_exporters(vec![collected.clone()]);
+    (catalog.with_events(events), collected)
+}
+
+#[test]
+fn an_unretrievable_id_raises_one_event_and_is_refused_at_once_until_retried() {
+    let registry = registry(Duration::ZERO);
+    let (catalog, events) = with_events(catalog(&registry.url, 300, None));
+    assert_eq!(catalog.schema(1).unwrap().as_ref(), SCHEMA_1);
+    registry.up.store(false, Ordering::SeqCst);
+    let error = catalog.schema(2).unwrap_err();
+    assert!(error.contains(&registry.url), "{error}");
+    // Asked again within `RETRY_AFTER`: refused at once, no second event.
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(catalog.schema(2).unwrap_err(), error);
+        assert!(catalog.fetch(2).is_none());
+    }
+    assert!(started.elapsed() < Duration::from_millis(100));
+    let raised = events.0.lock().unwrap().clone();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].0, UNRETRIEVABLE_SCHEMA_ID);
+    assert!(
+        raised[0].1.starts_with("Unable to fetch schema id 2"),
+        "{raised:?}"
+    );
+    assert!(raised[0].1.contains(&registry.url), "{raised:?}");
+    assert!(raised[0].1.contains("test:registry0"), "{raised:?}");
+    // The cached schema keeps serving.
+    assert_eq!(catalog.schema(1).unwrap().as_ref(), SCHEMA_1);
+}
+
+#[test]
+fn a_fetch_is_awaited_without_holding_the_thread() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A registry slower than the wait: the fetch gives up after `WIRE_WAIT`, and the
+    // thread runs other tasks all the while.
+    let slow = registry(WIRE_WAIT + Duration::from_secs(1));
+    let (catalog, events) = with_events(catalog(&slow.url, 300, None));
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let counting = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                counting.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        catalog.fetch(2).expect("not cached").await;
+        ticker.abort();
+    });
+    let waited = started.elapsed();
+    assert!(
+        waited >= WIRE_WAIT && waited < WIRE_WAIT + Duration::from_millis(500),
+        "{waited:?}"
+    );
+    assert!(ticks.load(Ordering::SeqCst) > 100, "the thread was held");
+    let started = Instant::now();
+    let error = catalog.schema(2).unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(error.contains("no answer within"), "{error}");
+    assert_eq!(events.0.lock().unwrap().len(), 1);
+
+    // From a registry that answers, the fetched schema is cached: one request in all.
+    let fast = registry(Duration::ZERO);
+    let catalog = self::catalog(&fast.url, 300, None);
+    runtime.block_on(async {
+        let fetches: Vec<_> = (0..4).filter_map(|_| catalog.fetch(2)).collect();
+        assert_eq!(fetches.len(), 4);
+        for fetch in fetches {
+            fetch.await;
+        }
+    });
+    assert!(catalog.fetch(2).is_none());
+    assert_eq!(catalog.schema(2).unwrap().as_ref(), SCHEMA_2);
+    assert_eq!(fast.requests.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn an_unreachable_registry_is_named_in_the_error() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -20,7 +20,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use zilla_engine::binding::BuildError;
-use zilla_engine::components::{Catalog, ModelContext};
+use zilla_engine::components::{Catalog, Fetching, ModelContext};
 
 /// `catalog:` of a model reference: one catalog, with the list naming the schema (the first
 /// entry is used).
@@ -336,6 +336,27 @@ impl<T> SchemaCache<T> {
             capacity,
             configured_id: None,
         }
+    }
+
+    /// What to await before [`get`](Self::get) answers `id` without waiting: the catalog's
+    /// fetch of a schema neither cached here nor recently refused.
+    pub fn fetch(&self, catalog: &dyn Catalog, id: u32) -> Option<Fetching> {
+        if self
+            .entries
+            .lock()
+            .is_ok_and(|entries| entries.contains_key(&id))
+        {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        if self.refused.lock().is_ok_and(|refused| {
+            refused
+                .get(&id)
+                .is_some_and(|(at, _)| now.duration_since(*at) < REFUSAL_KEPT)
+        }) {
+            return None;
+        }
+        catalog.fetch(id)
     }
 
     /// The schema with `id`: cached, or read from `catalog` and turned by `turn` (whose error

@@ -90,6 +90,8 @@ pub fn register_all(registry: &mut zilla_engine::Registry) {
     zilla_validator_protobuf::register(registry);
     #[cfg(feature = "catalog-schema-registry")]
     zilla_catalog_schema_registry::register(registry);
+    #[cfg(feature = "catalog-apicurio")]
+    zilla_catalog_apicurio::register(registry);
     #[cfg(feature = "catalog-filesystem")]
     zilla_catalog_filesystem::register(registry);
     #[cfg(feature = "store-memory")]

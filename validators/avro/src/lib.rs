@@ -69,7 +69,9 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, ResolvedSchema as AvroNames};
 use apache_avro::writer::datum::GenericDatumWriter;
 use zilla_cataloged::{Resolution, ResolvedSchema, SchemaCache};
-use zilla_engine::components::{Catalog, ModelContext, ModelFactory, ValidateMode, Validator};
+use zilla_engine::components::{
+    Catalog, Fetching, ModelContext, ModelFactory, ValidateMode, Validator,
+};
 use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
 
@@ -305,6 +307,13 @@ fn read_datum(schema: &Parsed, data: &[u8]) -> Result<apache_avro::types::Value,
 }
 
 impl Validator for AvroValidator {
+    fn fetch(&self, data: &[u8]) -> Option<Fetching> {
+        // Only a message's prefix can name a schema not cached yet: the configured one was
+        // fetched at load.
+        let (id, _) = self.catalog.unprefix(data).ok().flatten()?;
+        self.parsed.fetch(self.catalog.as_ref(), id)
+    }
+
     fn validate(&self, data: &[u8]) -> Result<(), String> {
         let (id, data) = self
             .message_schema(data, self.configured_id.is_none())

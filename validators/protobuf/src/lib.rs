@@ -85,7 +85,7 @@ use prost_reflect::{
 };
 use zilla_cataloged::{ResolvedSchema, SchemaCache};
 use zilla_engine::components::{
-    Catalog, ModelContext, ModelFactory, ValidateConfig, ValidateMode, Validator,
+    Catalog, Fetching, ModelContext, ModelFactory, ValidateConfig, ValidateMode, Validator,
 };
 use zilla_engine::events::Events;
 use zilla_engine::{BuildError, Registry};
@@ -352,6 +352,13 @@ fn to_json(message: &DynamicMessage) -> Result<Vec<u8>, String> {
 }
 
 impl Validator for ProtobufValidator {
+    fn fetch(&self, data: &[u8]) -> Option<Fetching> {
+        // Only a message's prefix can name a schema not cached yet: the configured one was
+        // fetched at load.
+        let (id, _) = self.catalog.unprefix(data).ok().flatten()?;
+        self.compiled.fetch(self.catalog.as_ref(), id)
+    }
+
     fn validate(&self, data: &[u8]) -> Result<(), String> {
         let compiled = self
             .compiled(self.configured_id)

@@ -48,16 +48,16 @@ use super::{Spread, commit, record, today};
 use crate::shell::{cargo, cmd, run as run_command};
 
 const TOPIC: &str = "events";
-const PATH: &str = "/events";
-const BODY_LENGTH: usize = 1024;
+pub(super) const PATH: &str = "/events";
+pub(super) const BODY_LENGTH: usize = 1024;
 /// Requests (wrk connections) or produces in flight at once in the throughput runs.
-const CONCURRENCY: usize = 64;
-const WRK_THREADS: usize = 2;
+pub(super) const CONCURRENCY: usize = 64;
+pub(super) const WRK_THREADS: usize = 2;
 /// wrk counts a request unanswered for this long as a timeout error (its default is 2 s).
 const WRK_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ROUNDS: usize = 5;
 const DEFAULT_RUN: Duration = Duration::from_secs(10);
-const WARM_UP: Duration = Duration::from_secs(3);
+pub(super) const WARM_UP: Duration = Duration::from_secs(3);
 /// The fixed rate of the latency runs, as a share of the gateway's median throughput.
 const LATENCY_LOAD: f64 = 0.5;
 const LATENCY_RUN: Duration = Duration::from_secs(5);
@@ -65,7 +65,7 @@ const LATENCY_WARM_UP: Duration = Duration::from_secs(2);
 /// Connections (or produce workers) of the fixed-rate runs, each with one request in flight.
 const LATENCY_CONNECTIONS: usize = 32;
 /// A fixed-rate run with more failed requests than this share is not a measurement.
-const MAX_ERROR_SHARE: f64 = 0.001;
+pub(super) const MAX_ERROR_SHARE: f64 = 0.001;
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,7 +180,7 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 /// A 1 KB JSON object, the same for every request.
-fn json_body() -> String {
+pub(super) fn json_body() -> String {
     let head =
         "{\"id\":\"8c1e6f3a-5b2d-4e7f-9a10-3c4d5e6f7a8b\",\"type\":\"reading\",\"payload\":\"";
     let tail = "\"}";
@@ -192,7 +192,7 @@ fn json_body() -> String {
 }
 
 /// wrk's Lua script: every request a `POST` of `body` (a long bracket string: no escapes).
-fn wrk_script(body: &str) -> String {
+pub(super) fn wrk_script(body: &str) -> String {
     format!(
         "wrk.method = \"POST\"\n\
          wrk.headers[\"Content-Type\"] = \"application/json\"\n\
@@ -403,7 +403,7 @@ fn rate_run(bench: &Bench, target: Target, duration: Duration) -> Result<RateRun
 }
 
 /// `wrk -t2 -c64 -d<seconds>s --latency -s <script> http://<target>/events`.
-fn spawn_wrk(target: SocketAddr, script: &Path, duration: Duration) -> Result<Child> {
+pub(super) fn spawn_wrk(target: SocketAddr, script: &Path, duration: Duration) -> Result<Child> {
     let mut command = cmd(
         "wrk",
         [
@@ -427,7 +427,7 @@ fn spawn_wrk(target: SocketAddr, script: &Path, duration: Duration) -> Result<Ch
 }
 
 /// The largest resident memory of `pid` seen while `child` runs.
-fn peak_rss_until_exit(child: &mut Child, pid: u32) -> Result<u64> {
+pub(super) fn peak_rss_until_exit(child: &mut Child, pid: u32) -> Result<u64> {
     let mut peak = rss_kib(pid)?;
     while child.try_wait()?.is_none() {
         std::thread::sleep(RSS_SAMPLE_INTERVAL);
@@ -802,7 +802,7 @@ async fn post(
 }
 
 /// One `POST` on a new connection must be answered `204` in time.
-async fn check_post(target: SocketAddr, body: &Bytes) -> Result<()> {
+pub(super) async fn check_post(target: SocketAddr, body: &Bytes) -> Result<()> {
     tokio::time::timeout(ANSWER_TIMEOUT, async {
         let mut sender = http_connection(target).await?;
         post(&mut sender, target, body.clone()).await
@@ -1028,7 +1028,7 @@ impl Figures {
 }
 
 /// `12345 (12001 to 12888)`.
-fn whole(spread: &Spread) -> String {
+pub(super) fn whole(spread: &Spread) -> String {
     format!(
         "{:.0} ({:.0} to {:.0})",
         spread.median, spread.min, spread.max

@@ -7,20 +7,20 @@ pub struct Options {
     /// sse-fanout: SSE subscribers held open at once (default 10000).
     #[arg(long)]
     pub clients: Option<usize>,
-    /// sse-fanout, kafka-produce, kafka-proxy: measured rounds (default 5); figures are
-    /// medians over them.
+    /// sse-fanout, kafka-produce, kafka-proxy, validation: measured rounds (default 5);
+    /// figures are medians over them.
     #[arg(long)]
     pub rounds: Option<usize>,
-    /// sse-fanout: seconds per producer rate step; kafka-produce: seconds per throughput run;
-    /// kafka-proxy: seconds per fixed-rate latency run (default 10).
+    /// sse-fanout: seconds per producer rate step; kafka-produce, validation: seconds per
+    /// throughput run; kafka-proxy: seconds per fixed-rate latency run (default 10).
     #[arg(long)]
     pub seconds: Option<u64>,
     /// http-proxy: a short S1 for iterating (3 rounds of 5 s, no S2); tls-h2, jwt,
-    /// metrics-overhead: 3 rounds of 5 s;
+    /// metrics-overhead, validation: 3 rounds of 5 s;
     /// kafka-proxy: one round of 20000 records and 3 s of latency; printed and not recorded.
     #[arg(long)]
     pub quick: bool,
-    /// http-proxy, tls-h2, kafka-proxy, jwt, metrics-overhead: measure this zilla executable instead of building one
+    /// http-proxy, tls-h2, kafka-proxy, jwt, metrics-overhead, validation: measure this zilla executable instead of building one
     /// (to compare builds, e.g. one kept from an earlier commit).
     #[arg(long)]
     pub binary: Option<std::path::PathBuf>,
