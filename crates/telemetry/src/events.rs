@@ -31,6 +31,8 @@ pub struct Events {
     exporters: Arc<ArcSwap<Vec<Arc<dyn Exporter>>>>,
     /// Whether any exporter takes spans: read on every request, so one atomic load.
     traced: Arc<AtomicBool>,
+    /// Whether any exporter takes events: read on every request, so one atomic load.
+    logged: Arc<AtomicBool>,
     qname: Arc<str>,
 }
 
@@ -48,6 +50,7 @@ impl Events {
         Self {
             exporters: self.exporters.clone(),
             traced: self.traced.clone(),
+            logged: self.logged.clone(),
             qname: qname.into(),
         }
     }
@@ -55,8 +58,10 @@ impl Events {
     /// Replaces the exporters (on load and reload).
     pub fn set_exporters(&self, exporters: Vec<Arc<dyn Exporter>>) {
         let traced = exporters.iter().any(|exporter| exporter.traces());
+        let logged = exporters.iter().any(|exporter| exporter.events());
         self.exporters.store(Arc::new(exporters));
         self.traced.store(traced, Ordering::Relaxed);
+        self.logged.store(logged, Ordering::Relaxed);
     }
 
     /// The name events and spans are raised under.
@@ -78,10 +83,10 @@ impl Events {
         }
     }
 
-    /// Whether an event would go anywhere: an exporter is configured or debug logging is on.
+    /// Whether an event would go anywhere: an exporter takes events or debug logging is on.
     /// Lets a hot path skip building a message nobody reads.
     pub fn enabled(&self) -> bool {
-        !self.exporters.load().is_empty() || tracing::enabled!(tracing::Level::DEBUG)
+        self.logged.load(Ordering::Relaxed) || tracing::enabled!(tracing::Level::DEBUG)
     }
 
     /// Raises an event whose message is built only if it goes anywhere.
@@ -101,8 +106,12 @@ impl Events {
             message: message.into(),
         };
         tracing::debug!(qname = %event.qname, event = event.name, "{}", event.message);
-        for exporter in self.exporters.load().iter() {
-            exporter.event(&event);
+        if self.logged.load(Ordering::Relaxed) {
+            for exporter in self.exporters.load().iter() {
+                if exporter.events() {
+                    exporter.event(&event);
+                }
+            }
         }
     }
 }
@@ -113,10 +122,69 @@ pub trait Exporter: Send + Sync + 'static {
     fn event(&self, event: &Event);
     /// Starts background work (endpoints, push intervals); stops when `stopped` is cancelled.
     fn start(&self, _stopped: tokio_util::sync::CancellationToken) {}
+    /// Whether it takes events: a hot path builds an event's message only while one does
+    /// (or debug logging is on).
+    fn events(&self) -> bool {
+        true
+    }
     /// Whether it sends traces: bindings record spans only while one does.
     fn traces(&self) -> bool {
         false
     }
     /// Handles one finished span. Called on the thread that recorded it: must not block.
     fn span(&self, _span: &Span) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Keeps the names of the events it is handed; takes events or not as told.
+    struct Recorder {
+        takes_events: bool,
+        seen: Mutex<Vec<&'static str>>,
+    }
+
+    impl Exporter for Recorder {
+        fn event(&self, event: &Event) {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.push(event.name);
+            }
+        }
+
+        fn events(&self) -> bool {
+            self.takes_events
+        }
+    }
+
+    fn recorder(takes_events: bool) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            takes_events,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    #[test]
+    fn messages_are_built_only_for_exporters_that_take_events() {
+        let events = Events::default().named("ns:b");
+        let metrics_only = recorder(false);
+        events.set_exporters(vec![metrics_only.clone()]);
+        let mut built = false;
+        events.emit_with("TEST_EVENT", 0, || {
+            built = true;
+            String::new()
+        });
+        // Debug logging (no subscriber in unit tests) is off: nothing asks for the message.
+        assert!(!built);
+        assert!(!events.enabled());
+
+        let logs = recorder(true);
+        events.set_exporters(vec![metrics_only.clone(), logs.clone()]);
+        assert!(events.enabled());
+        events.emit_with("TEST_EVENT", 0, String::new);
+        assert_eq!(*logs.seen.lock().unwrap(), vec!["TEST_EVENT"]);
+        assert!(metrics_only.seen.lock().unwrap().is_empty());
+    }
 }

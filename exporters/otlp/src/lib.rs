@@ -320,6 +320,10 @@ impl Exporter for OtlpExporter {
         }
     }
 
+    fn events(&self) -> bool {
+        self.logs.is_some()
+    }
+
     fn traces(&self) -> bool {
         self.spans.is_some()
     }

@@ -140,4 +140,8 @@ impl Exporter for PrometheusExporter {
     fn event(&self, _event: &Event) {
         // Prometheus scrapes metrics only; events go to the other exporters.
     }
+
+    fn events(&self) -> bool {
+        false
+    }
 }
