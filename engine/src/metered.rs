@@ -143,6 +143,20 @@ impl AsyncWrite for CountingIo {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    // Forwarded so a writer over it (hyper) keeps writing head and body in one `writev`
+    // instead of copying them into one buffer first.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -205,5 +219,41 @@ mod tests {
         for line in ["ns b stream.active.sent 0", "ns b stream.closes.sent 1"] {
             assert!(table.contains(line), "{line} in {table}");
         }
+    }
+
+    /// Opens a loopback TCP connection, whose writes are vectored.
+    struct Loopback(tokio::net::TcpListener);
+
+    impl BytesHandler for Loopback {
+        fn connect(&self, _info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+            Box::pin(async {
+                let address = self.0.local_addr().map_err(StreamError::Io)?;
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(StreamError::Io)?;
+                Ok(ByteStream::new(stream, StreamInfo::default()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_metered_stream_keeps_vectored_writes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = Metrics::new([]);
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            vec!["stream.data.sent".to_owned()],
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["stream.*".to_owned()]);
+        let handler = meter_bytes(
+            Arc::new(Loopback(listener)),
+            binding.streams(Direction::Sent),
+            None,
+        );
+        let mut stream = handler.connect(StreamInfo::default()).await.unwrap();
+        assert!(stream.io.is_write_vectored());
+        let slices = [io::IoSlice::new(b"head"), io::IoSlice::new(b"body")];
+        let written = stream.io.write_vectored(&slices).await.unwrap();
+        assert_eq!(written, 8);
     }
 }
