@@ -3,6 +3,8 @@
 //! `Basic {username}:{password}` in a header (the decoded `username:password` is the
 //! credential then).
 
+use std::borrow::Cow;
+
 use http::header::{COOKIE, HeaderName};
 use regex::Regex;
 
@@ -53,11 +55,13 @@ impl Credentials {
         Ok(credentials)
     }
 
-    /// The first credential found: in cookies, then headers, then query parameters.
-    pub fn extract<B>(&self, request: &http::Request<B>) -> Option<String> {
+    /// The first credential found: in cookies, then headers, then query parameters. A token
+    /// in a header is borrowed from the request: it runs on every guarded request.
+    pub fn extract<'r, B>(&self, request: &'r http::Request<B>) -> Option<Cow<'r, str>> {
         self.in_cookies(request)
+            .map(Cow::Owned)
             .or_else(|| self.in_headers(request))
-            .or_else(|| self.in_query(request))
+            .or_else(|| self.in_query(request).map(Cow::Owned))
     }
 
     fn in_cookies<B>(&self, request: &http::Request<B>) -> Option<String> {
@@ -75,25 +79,28 @@ impl Credentials {
         })
     }
 
-    fn in_headers<B>(&self, request: &http::Request<B>) -> Option<String> {
+    fn in_headers<'r, B>(&self, request: &'r http::Request<B>) -> Option<Cow<'r, str>> {
         self.headers.iter().find_map(|(name, pattern)| {
             request.headers().get_all(name).iter().find_map(|value| {
-                let value = value.to_str().ok()?.trim();
+                let value = value.as_bytes().trim_ascii();
                 match pattern {
                     HeaderPattern::Template { before, after } => {
-                        let credential = value.strip_prefix(before.as_str())?;
-                        let credential = credential.strip_suffix(after.as_str())?;
-                        (!credential.is_empty() && !credential.contains(char::is_whitespace))
-                            .then(|| credential.to_owned())
+                        let credential = value.strip_prefix(before.as_bytes())?;
+                        let credential = credential.strip_suffix(after.as_bytes())?;
+                        if credential.is_empty() || !visible_ascii(credential) {
+                            return None;
+                        }
+                        std::str::from_utf8(credential).ok().map(Cow::Borrowed)
                     }
                     HeaderPattern::Basic(format) => {
+                        let value = std::str::from_utf8(value).ok()?;
                         let (scheme, encoded) = value.split_once(char::is_whitespace)?;
                         if !scheme.eq_ignore_ascii_case("basic") {
                             return None;
                         }
                         let decoded = decode_base64(encoded.trim())?;
                         let decoded = String::from_utf8(decoded).ok()?;
-                        format.is_match(&decoded).then_some(decoded)
+                        format.is_match(&decoded).then_some(Cow::Owned(decoded))
                     }
                 }
             })
@@ -112,6 +119,15 @@ impl Credentials {
             })
         })
     }
+}
+
+/// Whether `bytes` are all visible ASCII (no white space), as `HeaderValue::to_str` reads a
+/// value. Folded without an early exit so that it compiles to vector instructions: a bearer
+/// token is hundreds of bytes, read on every guarded request.
+fn visible_ascii(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |visible, &byte| {
+        visible & (byte.wrapping_sub(0x21) < 0x5e)
+    })
 }
 
 /// A regex (unanchored) for `pattern`, its one `{credentials}` becoming group 1 of `value`.
@@ -206,17 +222,26 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let found = credentials.extract(&request("/", &[("authorization", "Bearer abc.def")]));
+        let found = credentials
+            .extract(&request("/", &[("authorization", "Bearer abc.def")]))
+            .map(Cow::into_owned);
         assert_eq!(found.as_deref(), Some("abc.def"));
         assert_eq!(
-            credentials.extract(&request("/", &[("authorization", "Basic abc")])),
+            credentials
+                .extract(&request("/", &[("authorization", "Basic abc")]))
+                .map(Cow::into_owned),
             None
         );
         assert_eq!(
-            credentials.extract(&request("/", &[("authorization", "Bearer ")])),
+            credentials
+                .extract(&request("/", &[("authorization", "Bearer ")]))
+                .map(Cow::into_owned),
             None
         );
-        assert_eq!(credentials.extract(&request("/", &[])), None);
+        assert_eq!(
+            credentials.extract(&request("/", &[])).map(Cow::into_owned),
+            None
+        );
     }
 
     #[test]
@@ -264,14 +289,20 @@ mod tests {
         })
         .unwrap();
         // "user:pa:ss"
-        let found = credentials.extract(&request(
-            "/",
-            &[("authorization", "Basic dXNlcjpwYTpzcw==")],
-        ));
+        let found = credentials
+            .extract(&request(
+                "/",
+                &[("authorization", "Basic dXNlcjpwYTpzcw==")],
+            ))
+            .map(Cow::into_owned);
         assert_eq!(found.as_deref(), Some("user:pa:ss"));
-        let no_colon = credentials.extract(&request("/", &[("authorization", "Basic dXNlcg==")]));
+        let no_colon = credentials
+            .extract(&request("/", &[("authorization", "Basic dXNlcg==")]))
+            .map(Cow::into_owned);
         assert_eq!(no_colon, None);
-        let garbage = credentials.extract(&request("/", &[("authorization", "Basic ***")]));
+        let garbage = credentials
+            .extract(&request("/", &[("authorization", "Basic ***")]))
+            .map(Cow::into_owned);
         assert_eq!(garbage, None);
     }
 
@@ -293,6 +324,25 @@ mod tests {
         ] {
             assert!(Credentials::compile(&config).is_err());
         }
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii_without_white_space() {
+        assert!(visible_ascii(b"eyJhbGciOi.J9-_~!"));
+        for bad in [&b"a b"[..], b"a\tb", b"\x7f", b"caf\xc3\xa9", b"\x20"] {
+            assert!(!visible_ascii(bad), "{bad:?}");
+        }
+        let credentials = Credentials::compile(&CredentialsConfig {
+            headers: map(&[("authorization", "Bearer {credentials}")]),
+            ..Default::default()
+        })
+        .unwrap();
+        let value = http::HeaderValue::from_bytes(b"Bearer caf\xc3\xa9").unwrap();
+        let request = http::Request::builder()
+            .header("authorization", value)
+            .body(())
+            .unwrap();
+        assert_eq!(credentials.extract(&request), None);
     }
 
     #[test]
