@@ -1,10 +1,11 @@
 //! Body wrappers: the request body limit (413), the body read timeout (408) and the `http.*`
 //! metrics, recorded as bodies stream through without buffering.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -62,10 +63,12 @@ impl HttpMetrics {
             && self.duration.is_none()
     }
 
-    /// Starts recording one exchange; `None` when nothing is enabled. The series are looked
-    /// up once here and at the response; recording itself is atomic adds.
+    /// Starts recording one exchange; `None` when nothing is enabled. The series are found
+    /// in `cache` (the connection's) when these attribute values were seen recently, and
+    /// looked up once otherwise; recording itself is atomic adds.
     pub fn start(
         self: &Arc<Self>,
+        cache: &SeriesCache,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -78,27 +81,138 @@ impl HttpMetrics {
         if self.is_empty() && span.is_none() {
             return None;
         }
-        let request_attributes = if self.attributes.is_empty() {
-            Attributes::new()
-        } else {
-            self.attributes.of_request(method, uri, headers)
-        };
-        let active = self
-            .active
-            .as_ref()
-            .and_then(|family| family.gauge(request_attributes.clone()));
-        if let Some(active) = &active {
+        let series = self.request_series(cache, method, uri, headers);
+        if let Some(active) = &series.active {
             active.add(1);
         }
         Some(ExchangeRecord {
             metrics: self.clone(),
             started: Instant::now(),
-            active,
-            request_attributes,
-            response_attributes: Attributes::new(),
+            series,
+            response: None,
             span,
         })
     }
+
+    /// The series of this request's attribute values: the cached ones, or resolved now.
+    fn request_series(
+        &self,
+        cache: &SeriesCache,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Arc<RequestSeries> {
+        let attributes = &self.attributes;
+        let found = recent(&cache.recent, |series| {
+            attributes.request_matches(&series.values, method, uri, headers)
+        });
+        if let Some(series) = found {
+            return series;
+        }
+        let values = attributes.request_values(method, uri, headers);
+        let labels = attributes.request_labels(&values);
+        let series = Arc::new(RequestSeries {
+            active: self
+                .active
+                .as_ref()
+                .and_then(|family| family.gauge(labels.clone())),
+            request_size: self
+                .request_size
+                .as_ref()
+                .and_then(|family| family.histogram(labels.clone())),
+            values,
+            labels,
+            responses: Mutex::new(VecDeque::new()),
+        });
+        remember(&cache.recent, series.clone(), RECENT_REQUEST_SERIES);
+        series
+    }
+
+    /// The series of a response's attribute values (`None`: no response head was seen) for
+    /// a request of `request`.
+    fn response_series(
+        &self,
+        request: &RequestSeries,
+        response: Option<(StatusCode, &HeaderMap)>,
+    ) -> Arc<ResponseSeries> {
+        let attributes = &self.attributes;
+        let found = recent(&request.responses, |series| match response {
+            Some((status, headers)) => attributes.response_matches(&series.values, status, headers),
+            None => series.values.iter().all(Option::is_none),
+        });
+        if let Some(series) = found {
+            return series;
+        }
+        let values = match response {
+            Some((status, headers)) => attributes.response_values(status, headers),
+            None => vec![None; attributes.response_count()],
+        };
+        let labels = attributes.response_labels(&values);
+        let series = Arc::new(ResponseSeries {
+            response_size: self
+                .response_size
+                .as_ref()
+                .and_then(|family| family.histogram(labels.clone())),
+            duration: self.duration.as_ref().and_then(|family| {
+                let mut both = request.labels.clone();
+                both.extend(labels);
+                family.histogram(both)
+            }),
+            values,
+        });
+        remember(&request.responses, series.clone(), RECENT_RESPONSE_SERIES);
+        series
+    }
+}
+
+/// Request series kept per connection, and response series per request series: enough for
+/// the few routes one connection uses, bounded against one that uses thousands.
+const RECENT_REQUEST_SERIES: usize = 8;
+const RECENT_RESPONSE_SERIES: usize = 8;
+
+/// The series one connection recorded into recently, by attribute values: a request whose
+/// values were seen before records without building labels or looking series up.
+#[derive(Debug, Default)]
+pub struct SeriesCache {
+    recent: Mutex<VecDeque<Arc<RequestSeries>>>,
+}
+
+/// The series of one combination of request attribute values.
+#[derive(Debug)]
+struct RequestSeries {
+    values: Vec<Option<String>>,
+    labels: Attributes,
+    active: Option<Gauge>,
+    request_size: Option<HistogramHandle>,
+    responses: Mutex<VecDeque<Arc<ResponseSeries>>>,
+}
+
+/// The series of one combination of response attribute values, for one request series.
+#[derive(Debug)]
+struct ResponseSeries {
+    values: Vec<Option<String>>,
+    response_size: Option<HistogramHandle>,
+    duration: Option<HistogramHandle>,
+}
+
+/// The entry of `recent` that `matches`, moved to the back (most recent).
+fn recent<T>(recent: &Mutex<VecDeque<Arc<T>>>, matches: impl Fn(&T) -> bool) -> Option<Arc<T>> {
+    let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+    let index = recent.iter().rposition(|entry| matches(entry))?;
+    if index + 1 != recent.len() {
+        let entry = recent.remove(index)?;
+        recent.push_back(entry);
+    }
+    recent.back().cloned()
+}
+
+/// Adds `entry` as the most recent, forgetting the least recent past `bound`.
+fn remember<T>(recent: &Mutex<VecDeque<Arc<T>>>, entry: Arc<T>, bound: usize) {
+    let mut recent = recent.lock().unwrap_or_else(|e| e.into_inner());
+    if recent.len() >= bound {
+        recent.pop_front();
+    }
+    recent.push_back(entry);
 }
 
 /// The span of one request, from its arrival to the end of its response.
@@ -171,9 +285,9 @@ impl OpenSpan {
 pub struct ExchangeRecord {
     metrics: Arc<HttpMetrics>,
     started: Instant,
-    active: Option<Gauge>,
-    request_attributes: Attributes,
-    response_attributes: Attributes,
+    series: Arc<RequestSeries>,
+    /// Set by [`Self::respond`].
+    response: Option<Arc<ResponseSeries>>,
     span: Option<OpenSpan>,
 }
 
@@ -184,19 +298,19 @@ impl ExchangeRecord {
         HeaderValue::from_str(&span.context.header(span.span_id)).ok()
     }
 
-    /// Wraps the request body to record its size.
+    /// Wraps the request body to record its size; a body that is already over (most GETs)
+    /// is recorded at once, unwrapped.
     pub fn request_body(&self, body: Body) -> Body {
-        let histogram = self
-            .metrics
-            .request_size
-            .as_ref()
-            .and_then(|family| family.histogram(self.request_attributes.clone()));
-        match histogram {
+        match &self.series.request_size {
             None => body,
+            Some(histogram) if body.is_end_stream() => {
+                histogram.record(0);
+                body
+            }
             Some(histogram) => Counted {
                 inner: body,
                 bytes: 0,
-                on_end: Some(RecordSize(histogram)),
+                on_end: Some(RecordSize(histogram.clone())),
             }
             .boxed(),
         }
@@ -207,8 +321,11 @@ impl ExchangeRecord {
         if let Some(span) = &mut self.span {
             span.status = Some(status);
         }
-        if !self.metrics.attributes.is_empty() {
-            self.response_attributes = self.metrics.attributes.of_response(status, headers);
+        if self.metrics.response_size.is_some() || self.metrics.duration.is_some() {
+            self.response = Some(
+                self.metrics
+                    .response_series(&self.series, Some((status, headers))),
+            );
         }
     }
 
@@ -238,20 +355,19 @@ impl OnEnd for RecordSize {
 
 impl OnEnd for ExchangeRecord {
     fn end(self, bytes: u64) {
-        if let Some(size) = &self.metrics.response_size
-            && let Some(size) = size.histogram(self.response_attributes.clone())
-        {
-            size.record(bytes);
-        }
-        if let Some(duration) = &self.metrics.duration {
-            let mut attributes = self.request_attributes;
-            attributes.extend(self.response_attributes);
-            if let Some(duration) = duration.histogram(attributes) {
+        if self.metrics.response_size.is_some() || self.metrics.duration.is_some() {
+            let response = self
+                .response
+                .unwrap_or_else(|| self.metrics.response_series(&self.series, None));
+            if let Some(size) = &response.response_size {
+                size.record(bytes);
+            }
+            if let Some(duration) = &response.duration {
                 duration
                     .record(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX));
             }
         }
-        if let Some(active) = &self.active {
+        if let Some(active) = &self.series.active {
             active.add(-1);
         }
         if let Some(span) = self.span {
@@ -622,9 +738,15 @@ mod tests {
         )]));
         let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
         let http = Arc::new(HttpMetrics::new(&binding, &[]));
+        let cache = SeriesCache::default();
         let start = || {
-            http.start(&Method::GET, &Uri::from_static("/"), &HeaderMap::new())
-                .unwrap()
+            http.start(
+                &cache,
+                &Method::GET,
+                &Uri::from_static("/"),
+                &HeaderMap::new(),
+            )
+            .unwrap()
         };
         let record = start();
         let request = record.request_body(stream(&[b"abc", b"de"]));
@@ -677,13 +799,19 @@ mod tests {
             ("status".to_owned(), "${http.response.status}".to_owned()),
         ];
         let http = Arc::new(HttpMetrics::new(&binding, &attributes));
+        let cache = SeriesCache::default();
         for (method, status) in [
             (Method::GET, StatusCode::OK),
             (Method::GET, StatusCode::OK),
             (Method::POST, StatusCode::NOT_FOUND),
         ] {
             let mut record = http
-                .start(&method, &Uri::from_static("/items"), &HeaderMap::new())
+                .start(
+                    &cache,
+                    &method,
+                    &Uri::from_static("/items"),
+                    &HeaderMap::new(),
+                )
                 .unwrap();
             let request = record.request_body(stream(&[b"abc"]));
             request.collect().await.unwrap();
@@ -704,6 +832,84 @@ mod tests {
             "ns http0 http.active.requests{method=POST} 0",
             "ns http0 http.duration{method=GET,status=200} count=2",
             "ns http0 http.duration{method=POST,status=404} count=1",
+        ] {
+            assert!(table.contains(expected), "{expected} missing from\n{table}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_resolves_series_once_per_recent_attribute_values() {
+        let metrics = Metrics::new([&crate::telemetry::HTTP_METRICS]);
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            crate::telemetry::HTTP_METRICS
+                .metrics
+                .iter()
+                .map(|m| m.name.to_owned())
+                .collect(),
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
+        let attributes = [
+            ("path".to_owned(), "${http.request.path}".to_owned()),
+            ("agent".to_owned(), "${http.request.user-agent}".to_owned()),
+            ("status".to_owned(), "${http.response.status}".to_owned()),
+        ];
+        let http = Arc::new(HttpMetrics::new(&binding, &attributes));
+        let cache = SeriesCache::default();
+        let exchange = |path: &str, status: StatusCode| {
+            let uri: Uri = path.parse().unwrap();
+            let mut record = http
+                .start(&cache, &Method::GET, &uri, &HeaderMap::new())
+                .unwrap();
+            record.respond(status, &HeaderMap::new());
+            record
+        };
+        let first = exchange("/a", StatusCode::OK);
+        let again = exchange("/a", StatusCode::OK);
+        assert!(Arc::ptr_eq(&first.series, &again.series));
+        assert!(Arc::ptr_eq(
+            first.response.as_ref().unwrap(),
+            again.response.as_ref().unwrap()
+        ));
+        let other_status = exchange("/a", StatusCode::NOT_FOUND);
+        assert!(Arc::ptr_eq(&first.series, &other_status.series));
+        assert!(!Arc::ptr_eq(
+            first.response.as_ref().unwrap(),
+            other_status.response.as_ref().unwrap()
+        ));
+        for record in [first, again, other_status] {
+            record
+                .response_body(crate::kind::empty())
+                .collect()
+                .await
+                .unwrap();
+        }
+        // More paths than the cache keeps: each still records into its own series.
+        for round in 0..2 {
+            for index in 0..(RECENT_REQUEST_SERIES + 4) {
+                let record = exchange(&format!("/p{index}"), StatusCode::OK);
+                record
+                    .request_body(stream(&[b"ab"]))
+                    .collect()
+                    .await
+                    .unwrap();
+                record
+                    .response_body(stream(&[b"xyz"]))
+                    .collect()
+                    .await
+                    .unwrap();
+                assert!(cache.recent.lock().unwrap().len() <= RECENT_REQUEST_SERIES);
+                let _ = round;
+            }
+        }
+        let table = metrics.table();
+        for expected in [
+            "ns http0 http.duration{path=/a,status=200} count=2",
+            "ns http0 http.duration{path=/a,status=404} count=1",
+            "ns http0 http.request.size{path=/p0} count=2 sum=4",
+            "ns http0 http.request.size{path=/p11} count=2 sum=4",
+            "ns http0 http.response.size{status=200} count=26 sum=72",
+            "ns http0 http.active.requests{path=/p11} 0",
         ] {
             assert!(table.contains(expected), "{expected} missing from\n{table}");
         }
@@ -770,7 +976,12 @@ mod tests {
     fn nothing_enabled_records_nothing() {
         assert!(
             Arc::new(HttpMetrics::default())
-                .start(&Method::GET, &Uri::from_static("/"), &HeaderMap::new())
+                .start(
+                    &SeriesCache::default(),
+                    &Method::GET,
+                    &Uri::from_static("/"),
+                    &HeaderMap::new()
+                )
                 .is_none()
         );
     }

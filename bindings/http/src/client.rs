@@ -23,7 +23,7 @@ use zilla_engine::guard::Authorization;
 use zilla_engine::stream::{AsyncIo, BoxFuture, Bytes, BytesHandler, StreamError, StreamInfo};
 use zilla_engine::workers;
 
-use crate::body::{HttpMetrics, read_bounded, replay};
+use crate::body::{HttpMetrics, SeriesCache, read_bounded, replay};
 use crate::config::{HttpClientOptions, HttpVersion};
 use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header, status_response};
 use crate::limits::Limits;
@@ -75,6 +75,9 @@ pub struct HttpClient {
     max_validated_body_size: u64,
     user_agent: Option<http::HeaderValue>,
     metrics: Arc<HttpMetrics>,
+    /// The series its requests recorded into recently; shared by all of them, since
+    /// requests are not tied to one origin connection here.
+    series: SeriesCache,
 }
 
 impl HttpClient {
@@ -166,6 +169,7 @@ impl HttpClient {
                 &context.metrics(),
                 &context.config().telemetry_attributes,
             )),
+            series: SeriesCache::default(),
         });
         context.publish::<Http>(client.clone());
         Ok(client)
@@ -205,9 +209,12 @@ impl HttpClient {
                 .entry(USER_AGENT)
                 .or_insert_with(|| user_agent.clone());
         }
-        let record = self
-            .metrics
-            .start(request.method(), request.uri(), request.headers());
+        let record = self.metrics.start(
+            &self.series,
+            request.method(),
+            request.uri(),
+            request.headers(),
+        );
         if let Some(record) = &record {
             request = request.map(|body| record.request_body(body));
         }

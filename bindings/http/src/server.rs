@@ -26,8 +26,8 @@ use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
-    ExchangeRecord, HttpMetrics, ReadError, TRACEPARENT, drain, limited, prepend, read_bounded,
-    read_timeout, replay,
+    ExchangeRecord, HttpMetrics, ReadError, SeriesCache, TRACEPARENT, drain, limited, prepend,
+    read_bounded, read_timeout, replay,
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
@@ -248,6 +248,8 @@ impl Shared {
         let track = matches!(protocol, Protocol::H2) && !self.limits.idle_timeout.is_zero();
         // Guard sessions are per connection, as in Zilla (see `ConnectionSessions`).
         let sessions = Arc::new(ConnectionSessions::default());
+        // Metric series are resolved per connection too (see `SeriesCache`).
+        let series = Arc::new(SeriesCache::default());
         let service = {
             let closing = closing.clone();
             let activity = activity.clone();
@@ -257,6 +259,7 @@ impl Shared {
                 let closing = closing.clone();
                 let activity = activity.clone();
                 let sessions = sessions.clone();
+                let series = series.clone();
                 async move {
                     if refused {
                         closing.cancel();
@@ -266,7 +269,7 @@ impl Shared {
                     // connection from timing out as idle underneath.
                     let held = info.idle.hold();
                     let open = track.then(|| activity.open());
-                    let response = shared.exchange(request, &info, &sessions).await;
+                    let response = shared.exchange(request, &info, &sessions, &series).await;
                     // The exchange stays open until its response body is done with.
                     Ok(response.map(move |body| {
                         kind::boxed(body.map_frame(move |frame| {
@@ -344,10 +347,11 @@ impl Shared {
         request: hyper::Request<Incoming>,
         info: &StreamInfo,
         sessions: &ConnectionSessions,
+        series: &SeriesCache,
     ) -> Response {
         let record = self
             .metrics
-            .start(request.method(), request.uri(), request.headers());
+            .start(series, request.method(), request.uri(), request.headers());
         let mut request = request;
         // The request goes on as a child of this exchange's span.
         if let Some(traceparent) = record.as_ref().and_then(ExchangeRecord::traceparent) {

@@ -7,6 +7,8 @@
 //! attribute labels `http.response.size`; `http.duration` carries both. An attribute whose
 //! header is absent is left off the series.
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName, Method, StatusCode, Uri};
 use zilla_engine::metrics::{MetricDescriptor, MetricGroup, MetricKind, Unit};
 
@@ -130,50 +132,134 @@ impl AttributeSources {
         self.request.is_empty() && self.response.is_empty()
     }
 
-    /// The request attributes' values.
+    /// The request attributes' values, labelled.
     pub fn of_request(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Vec<(String, String)> {
+        labelled(&self.request, &self.request_values(method, uri, headers))
+    }
+
+    /// The response attributes' values, labelled.
+    pub fn of_response(&self, status: StatusCode, headers: &HeaderMap) -> Vec<(String, String)> {
+        labelled(&self.response, &self.response_values(status, headers))
+    }
+
+    /// The request attributes' values in configured order; `None` for an absent header.
+    pub fn request_values(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Vec<Option<String>> {
         self.request
             .iter()
-            .filter_map(|(label, source)| {
-                let value = match source {
-                    AttributeSource::RequestMethod => method.as_str().to_owned(),
-                    AttributeSource::RequestPath => uri
-                        .path_and_query()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_else(|| uri.path().to_owned()),
-                    AttributeSource::RequestHeader(name) => header_value(headers, name)?,
-                    _ => return None,
-                };
-                Some((label.clone(), value))
-            })
+            .map(|(_, source)| request_value(source, method, uri, headers).map(Cow::into_owned))
             .collect()
     }
 
-    /// The response attributes' values.
-    pub fn of_response(&self, status: StatusCode, headers: &HeaderMap) -> Vec<(String, String)> {
+    /// Whether `values` ([`Self::request_values`]) are this request's; compares without
+    /// copying, as it runs on every request.
+    pub fn request_matches(
+        &self,
+        values: &[Option<String>],
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> bool {
+        values.len() == self.request.len()
+            && self.request.iter().zip(values).all(|((_, source), value)| {
+                request_value(source, method, uri, headers).as_deref() == value.as_deref()
+            })
+    }
+
+    /// The response attributes' values in configured order; `None` for an absent header.
+    pub fn response_values(&self, status: StatusCode, headers: &HeaderMap) -> Vec<Option<String>> {
         self.response
             .iter()
-            .filter_map(|(label, source)| {
-                let value = match source {
-                    AttributeSource::ResponseStatus => status.as_u16().to_string(),
-                    AttributeSource::ResponseHeader(name) => header_value(headers, name)?,
-                    _ => return None,
-                };
-                Some((label.clone(), value))
-            })
+            .map(|(_, source)| response_value(source, &status, headers).map(Cow::into_owned))
             .collect()
+    }
+
+    /// Whether `values` ([`Self::response_values`]) are this response's.
+    pub fn response_matches(
+        &self,
+        values: &[Option<String>],
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> bool {
+        values.len() == self.response.len()
+            && self
+                .response
+                .iter()
+                .zip(values)
+                .all(|((_, source), value)| {
+                    response_value(source, &status, headers).as_deref() == value.as_deref()
+                })
+    }
+
+    /// The labels of request `values`, absent ones left off.
+    pub fn request_labels(&self, values: &[Option<String>]) -> Vec<(String, String)> {
+        labelled(&self.request, values)
+    }
+
+    /// The labels of response `values`, absent ones left off.
+    pub fn response_labels(&self, values: &[Option<String>]) -> Vec<(String, String)> {
+        labelled(&self.response, values)
+    }
+
+    /// How many response attributes are configured.
+    pub fn response_count(&self) -> usize {
+        self.response.len()
     }
 }
 
-fn header_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+fn labelled(
+    sources: &[(String, AttributeSource)],
+    values: &[Option<String>],
+) -> Vec<(String, String)> {
+    sources
+        .iter()
+        .zip(values)
+        .filter_map(|((label, _), value)| Some((label.clone(), value.clone()?)))
+        .collect()
+}
+
+fn request_value<'r>(
+    source: &AttributeSource,
+    method: &'r Method,
+    uri: &'r Uri,
+    headers: &'r HeaderMap,
+) -> Option<Cow<'r, str>> {
+    match source {
+        AttributeSource::RequestMethod => Some(Cow::Borrowed(method.as_str())),
+        AttributeSource::RequestPath => Some(Cow::Borrowed(
+            uri.path_and_query()
+                .map_or_else(|| uri.path(), |path| path.as_str()),
+        )),
+        AttributeSource::RequestHeader(name) => header_value(headers, name),
+        _ => None,
+    }
+}
+
+fn response_value<'r>(
+    source: &AttributeSource,
+    status: &'r StatusCode,
+    headers: &'r HeaderMap,
+) -> Option<Cow<'r, str>> {
+    match source {
+        AttributeSource::ResponseStatus => Some(Cow::Borrowed(status.as_str())),
+        AttributeSource::ResponseHeader(name) => header_value(headers, name),
+        _ => None,
+    }
+}
+
+fn header_value<'r>(headers: &'r HeaderMap, name: &HeaderName) -> Option<Cow<'r, str>> {
     headers
         .get(name)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .map(|value| String::from_utf8_lossy(value.as_bytes()))
 }
 
 #[cfg(test)]
