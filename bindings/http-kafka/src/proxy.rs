@@ -23,6 +23,7 @@ use zilla_binding_kafka::kind::{
 };
 use zilla_binding_kafka::progress;
 use zilla_engine::binding::{Binding, StartContext};
+use zilla_engine::expr::RouteScope;
 use zilla_engine::guard::Authorization;
 use zilla_engine::limits::deadline_after;
 use zilla_engine::pattern::Captures;
@@ -161,9 +162,11 @@ impl HttpKafkaProxy {
         correlation_id: Option<&'a str>,
     ) -> Scope<'a> {
         Scope {
-            captures,
-            authorization,
-            namespace: &self.namespace,
+            route: RouteScope {
+                captures,
+                authorization,
+                namespace: &self.namespace,
+            },
             idempotency_key,
             correlation_id,
         }
