@@ -21,7 +21,7 @@
 //! Every record the gateway and the native producer had acknowledged must be in the topic at
 //! the end: the partition's end offset is compared with the acknowledgements.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -36,8 +36,9 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 use zilla_binding_kafka::wire::{Cluster, Isolation, OffsetSpec};
-use zilla_tests::{Gateway, Peer, Process, free_port, rss_kib, success, workspace_dir};
+use zilla_tests::{Gateway, Peer, free_port, rss_kib, success, workspace_dir};
 
+use super::http_proxy::Nginx;
 use super::load::{Schedule, percentile};
 use super::optimized::rerun_optimized;
 use super::options::Options;
@@ -67,7 +68,6 @@ const LATENCY_CONNECTIONS: usize = 32;
 /// A fixed-rate run with more failed requests than this share is not a measurement.
 const MAX_ERROR_SHARE: f64 = 0.001;
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the native producer may take beyond its run (start-up, the final flush).
 const NATIVE_GRACE: Duration = Duration::from_secs(60);
@@ -95,13 +95,13 @@ pub fn run(options: &Options) -> Result<()> {
     let body = json_body();
     let script = dir.path().join("post.lua");
     std::fs::write(&script, wrk_script(&body))?;
-    let origin = Nginx::start(&dir.path().join("origin"))?;
+    let origin = start_nginx(&dir.path().join("origin"))?;
     let broker = Broker::start()?;
     broker.create_topic(TOPIC, 1)?;
     let mut proxy = Gateway::from_file(workspace_dir().join("examples/http.proxy/zilla.yaml"))
         .binary(&binary)
         .env("PROXY_PORT", "0")
-        .env("ORIGIN_PORT", origin.port.to_string())
+        .env("ORIGIN_PORT", origin.address().port().to_string())
         .start()?;
     let mut gateway =
         Gateway::from_file(workspace_dir().join("examples/http.kafka.produce/zilla.yaml"))
@@ -1045,59 +1045,9 @@ fn hundredths(spread: &Spread) -> String {
 
 /// A loopback nginx answering every request `204`, run in the foreground from its own prefix
 /// directory; stopped when dropped.
-struct Nginx {
-    process: Process,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(prefix: &Path) -> Result<Self> {
-        std::fs::create_dir_all(prefix)?;
-        std::fs::set_permissions(prefix, std::fs::Permissions::from_mode(0o755))?;
-        let port = free_port()?;
-        let config_path = prefix.join("nginx.conf");
-        std::fs::write(&config_path, nginx_config(port))
-            .with_context(|| format!("cannot write {}", config_path.display()))?;
-        let mut prefix_arg = prefix.as_os_str().to_owned();
-        prefix_arg.push("/");
-        let process = Peer::new("nginx")
-            .arg("-p")
-            .arg(prefix_arg)
-            .arg("-c")
-            .arg(&config_path)
-            .arg("-e")
-            .arg(prefix.join("error.log"))
-            .args(["-g", "daemon off;"])
-            .spawn()
-            .context("cannot run nginx (install it with `cargo xtask peers --only apt`)")?;
-        let mut nginx = Self { process, port };
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = nginx.process.try_status()? {
-                bail!(
-                    "nginx exited with {status}: {}\n{}",
-                    nginx.process.stderr(),
-                    std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() >= deadline {
-                nginx.process.kill();
-                bail!("nginx did not listen on {address} within {READY_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // Terminating kills the master if it ignores SIGTERM; nothing more can be done here.
-        let _ = self.process.terminate();
-    }
+fn start_nginx(prefix: &Path) -> Result<Nginx> {
+    let port = free_port()?;
+    Nginx::start(prefix, &nginx_config(port), port)
 }
 
 /// The origin: every request answered `204` on keep-alive connections that never run out of
@@ -1149,8 +1099,8 @@ mod tests {
     fn wrk_and_the_fixed_rate_driver_post_to_nginx() -> Result<()> {
         let dir = tempfile::tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let nginx = Nginx::start(&dir.path().join("origin"))?;
-        let target = SocketAddr::from(([127, 0, 0, 1], nginx.port));
+        let nginx = start_nginx(&dir.path().join("origin"))?;
+        let target = nginx.address();
         let script = dir.path().join("post.lua");
         let body = json_body();
         std::fs::write(&script, wrk_script(&body))?;
