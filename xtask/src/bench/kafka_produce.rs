@@ -32,14 +32,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Semaphore;
 use zilla_binding_kafka::wire::{Cluster, Isolation, OffsetSpec};
 use zilla_tests::{Gateway, Peer, free_port, rss_kib, success, workspace_dir};
 
 use super::http_proxy::Nginx;
-use super::load::{Schedule, percentile};
+use super::load::{Schedule, connect, percentile};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
@@ -754,7 +753,7 @@ impl HttpPost {
     async fn connect(target: SocketAddr, body: Bytes) -> Result<Self> {
         Ok(Self {
             target,
-            sender: http_connection(target).await?,
+            sender: connect(target).await?,
             body,
         })
     }
@@ -763,23 +762,10 @@ impl HttpPost {
 impl HttpPost {
     async fn exchange(&mut self) -> Result<()> {
         if self.sender.is_closed() {
-            self.sender = http_connection(self.target).await?;
+            self.sender = connect(self.target).await?;
         }
         post(&mut self.sender, self.target, self.body.clone()).await
     }
-}
-
-async fn http_connection(target: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(target)
-        .await
-        .with_context(|| format!("cannot connect to {target}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        // The connection ends with the run, or fails and the next request reports it.
-        let _ = connection.await;
-    });
-    Ok(sender)
 }
 
 async fn post(
@@ -804,7 +790,7 @@ async fn post(
 /// One `POST` on a new connection must be answered `204` in time.
 async fn check_post(target: SocketAddr, body: &Bytes) -> Result<()> {
     tokio::time::timeout(ANSWER_TIMEOUT, async {
-        let mut sender = http_connection(target).await?;
+        let mut sender = connect(target).await?;
         post(&mut sender, target, body.clone()).await
     })
     .await

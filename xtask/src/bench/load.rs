@@ -239,7 +239,13 @@ async fn connection(
     }
 }
 
-async fn connect(target: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
+/// An HTTP/1.1 connection to `target` (no Nagle delay), driven in the background.
+pub(super) async fn connect<B>(target: SocketAddr) -> Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(target)
         .await
         .with_context(|| format!("cannot connect to {target}"))?;
@@ -279,7 +285,7 @@ pub fn probe(target: SocketAddr, path: &str, header: Option<&str>) -> Result<(u1
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut sender = connect(target).await?;
+        let mut sender = connect::<Empty<Bytes>>(target).await?;
         sender.ready().await?;
         let mut request = hyper::Request::get(path).header(hyper::header::HOST, target.to_string());
         if let Some(header) = header {
