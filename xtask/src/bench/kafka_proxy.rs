@@ -216,6 +216,14 @@ enum Target {
     Proxy = 1,
 }
 
+/// What a round measures on each target in turn.
+#[derive(Debug, Clone, Copy)]
+enum Measure {
+    Produce,
+    Consume,
+    Latency,
+}
+
 /// Runs S8 and records its figures; with `--quick`, one short round ([`QUICK_RECORDS`]
 /// records, 3 s of latency) whose figures are printed, not recorded.
 pub fn run(options: &Options) -> Result<()> {
@@ -291,26 +299,26 @@ bindings:
         } else {
             [Target::Proxy, Target::Direct]
         };
-        for target in order {
-            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
-            settle(&broker)?;
-            figures
-                .produce
-                .push(produce(address, records).with_context(context)?);
-        }
-        for target in order {
-            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
-            settle(&broker)?;
-            figures
-                .consume
-                .push(consume(address, records).with_context(context)?);
-        }
-        for target in order {
-            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
-            settle(&broker)?;
-            let (p50, p99) = latency(address, latency_seconds).with_context(context)?;
-            figures.p50.push(p50);
-            figures.p99.push(p99);
+        // Each measure runs on both targets before the next begins.
+        for measure in [Measure::Produce, Measure::Consume, Measure::Latency] {
+            for target in order {
+                let (address, figures) =
+                    (addresses[target as usize], &mut samples[target as usize]);
+                settle(&broker)?;
+                match measure {
+                    Measure::Produce => figures
+                        .produce
+                        .push(produce(address, records).with_context(context)?),
+                    Measure::Consume => figures
+                        .consume
+                        .push(consume(address, records).with_context(context)?),
+                    Measure::Latency => {
+                        let (p50, p99) = latency(address, latency_seconds).with_context(context)?;
+                        figures.p50.push(p50);
+                        figures.p99.push(p99);
+                    }
+                }
+            }
         }
     }
     let status = gateway.terminate()?;
