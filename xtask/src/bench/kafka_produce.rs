@@ -35,14 +35,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Semaphore;
 use zilla_binding_kafka::wire::{Cluster, Isolation, OffsetSpec};
-use zilla_tests::{Gateway, Peer, free_port, rss_kib, success, workspace_dir};
+use zilla_tests::{Gateway, Peer, free_port, success, workspace_dir};
 
 use super::http_proxy::Nginx;
 use super::load::{Schedule, connect, percentile};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
-use super::usage::{cpu_time, load_average, ticks_per_second};
+use super::usage::{cpu_time, load_average, peak_rss_until_exit, ticks_per_second};
 use super::wrk;
 use super::{Spread, commit, record, today};
 use crate::shell::{cargo, cmd, run as run_command};
@@ -66,7 +66,6 @@ const LATENCY_WARM_UP: Duration = Duration::from_secs(2);
 const LATENCY_CONNECTIONS: usize = 32;
 /// A fixed-rate run with more failed requests than this share is not a measurement.
 const MAX_ERROR_SHARE: f64 = 0.001;
-const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the native producer may take beyond its run (start-up, the final flush).
 const NATIVE_GRACE: Duration = Duration::from_secs(60);
@@ -423,16 +422,6 @@ fn spawn_wrk(target: SocketAddr, script: &Path, duration: Duration) -> Result<Ch
     command
         .spawn()
         .context("cannot run wrk (install it with `cargo xtask peers --only apt`)")
-}
-
-/// The largest resident memory of `pid` seen while `child` runs.
-fn peak_rss_until_exit(child: &mut Child, pid: u32) -> Result<u64> {
-    let mut peak = rss_kib(pid)?;
-    while child.try_wait()?.is_none() {
-        std::thread::sleep(RSS_SAMPLE_INTERVAL);
-        peak = peak.max(rss_kib(pid)?);
-    }
-    Ok(peak)
 }
 
 /// S7 latency at a fixed rate, in ms.
