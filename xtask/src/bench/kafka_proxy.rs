@@ -147,15 +147,18 @@ fn produce(bootstrap: &str, records: usize) -> Result<f64> {
         ],
         "",
     )?;
-    let number = |key: &str| {
-        report[key]
-            .as_f64()
-            .with_context(|| format!("no `{key}` in {report}"))
-    };
+    let number = |key: &str| number(&report, key);
     if number("delivered")? as usize != records {
         bail!("not every record was acknowledged: {report}");
     }
     Ok(records as f64 / number("seconds")?)
+}
+
+/// The number `key` of a load client's JSON report.
+fn number(report: &serde_json::Value, key: &str) -> Result<f64> {
+    report[key]
+        .as_f64()
+        .with_context(|| format!("no `{key}` in {report}"))
 }
 
 /// Records per second of one consume run.
@@ -165,11 +168,7 @@ fn consume(bootstrap: &str, records: usize) -> Result<f64> {
         &["consume", bootstrap, TOPIC, &records.to_string()],
         "",
     )?;
-    let number = |key: &str| {
-        report[key]
-            .as_f64()
-            .with_context(|| format!("no `{key}` in {report}"))
-    };
+    let number = |key: &str| number(&report, key);
     if (number("consumed")? as usize) < records {
         bail!("not every record was read: {report}");
     }
@@ -189,11 +188,7 @@ fn latency(bootstrap: &str, seconds: u64) -> Result<(f64, f64)> {
         ],
         "",
     )?;
-    let number = |key: &str| {
-        report[key]
-            .as_f64()
-            .with_context(|| format!("no `{key}` in {report}"))
-    };
+    let number = |key: &str| number(&report, key);
     if number("failed")? > 0.0 {
         bail!("records failed: {report}");
     }
