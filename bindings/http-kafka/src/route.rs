@@ -89,15 +89,9 @@ pub(crate) struct FetchTarget {
 
 impl FetchTarget {
     fn compile(fetch: FetchWith) -> Result<Self, String> {
-        let filters = fetch
-            .filters
-            .unwrap_or_default()
-            .into_iter()
-            .map(|filter| FilterTemplate::of(filter, &[]))
-            .collect::<Result<_, String>>()?;
         Ok(Self {
             topic: Expression::compile(&fetch.topic, &[])?,
-            filters,
+            filters: FilterTemplate::all(fetch.filters, &[])?,
             merge: fetch.merge.is_some(),
         })
     }

@@ -118,6 +118,15 @@ impl FilterTemplate {
         )
     }
 
+    /// Compiles a route's `filters` (none when absent), as [`FilterTemplate::of`].
+    pub fn all(filters: Option<Vec<FetchFilter>>, variables: &[&str]) -> Result<Vec<Self>, String> {
+        filters
+            .unwrap_or_default()
+            .into_iter()
+            .map(|filter| Self::of(filter, variables))
+            .collect()
+    }
+
     /// Compiles a filter's `key` and `headers`.
     pub fn compile(
         key: Option<&str>,
