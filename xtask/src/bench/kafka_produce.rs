@@ -44,7 +44,7 @@ use super::options::Options;
 use super::tansu::{Broker, sockets_to};
 use super::usage::{cpu_time, load_average, peak_rss_until_exit, ticks_per_second};
 use super::wrk;
-use super::{Spread, commit, record, today};
+use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, cmd, run as run_command};
 
 const TOPIC: &str = "events";
@@ -145,13 +145,7 @@ pub fn run(options: &Options) -> Result<()> {
     let offset_after = bench.end_offset()?;
 
     for (name, process) in [("proxy", &mut proxy), ("gateway", &mut gateway)] {
-        let status = process.terminate()?;
-        if !status.success() {
-            bail!(
-                "the {name} zilla exited with {status} on SIGTERM; stderr:\n{}",
-                process.stderr()
-            );
-        }
+        stop_gateway(process).with_context(|| format!("the {name} zilla"))?;
     }
     let acknowledged = bench.acknowledged.load(Ordering::Relaxed);
     let written = u64::try_from(offset_after - offset_before).unwrap_or(0);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::options::Options;
 use super::tansu::Broker;
 use super::usage::{cpu_time, ticks_per_second};
-use super::{Spread, commit, record, today};
+use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, run as run_command};
 
 const TOPIC: &str = "proxied";
@@ -316,13 +316,7 @@ bindings:
             }
         }
     }
-    let status = gateway.terminate()?;
-    if !status.success() {
-        bail!(
-            "zilla exited with {status} on SIGTERM; stderr:\n{}",
-            gateway.stderr()
-        );
-    }
+    stop_gateway(&mut gateway)?;
     drop(broker);
 
     let [direct_samples, proxy_samples] = samples;

@@ -38,7 +38,7 @@ use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
 use super::usage::{RSS_SAMPLE_INTERVAL, cpu_time, load_average, ticks_per_second};
-use super::{Spread, commit, record, today};
+use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, run as run_command};
 use histogram::Histogram;
 use reader::SseReader;
@@ -142,13 +142,7 @@ pub fn run(options: &Options) -> Result<()> {
         .context("the fan-out phase")?;
     drop(runtime);
 
-    let status = gateway.terminate()?;
-    if !status.success() {
-        bail!(
-            "zilla exited with {status} on SIGTERM; stderr:\n{}",
-            gateway.stderr()
-        );
-    }
+    stop_gateway(&mut gateway)?;
     drop(broker);
     let figures = Figures {
         clients,
