@@ -45,7 +45,6 @@ const WRK_THREADS: usize = 2;
 const WRK_CONNECTIONS: usize = 64;
 const WRK_DURATION: Duration = Duration::from_secs(10);
 const WRK_WARM_UP: Duration = Duration::from_secs(3);
-/// How often the gateway's resident memory is read while wrk runs.
 /// The fixed rate of S2 as a share of the nginx median of S1.
 const LATENCY_LOAD: f64 = 0.5;
 const LATENCY_DURATION: Duration = Duration::from_secs(10);
