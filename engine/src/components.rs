@@ -77,6 +77,28 @@ impl ComponentContext<'_> {
         }
     }
 
+    /// Refuses a `store` on a component that takes none; `component` names it ("a jwt guard").
+    pub fn refuse_store(&self, component: &str) -> Result<(), BuildError> {
+        match self.config.store {
+            Some(_) => Err(BuildError::at(
+                "store",
+                format!("{component} takes no `store`"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a `vault` on a component that takes none; `component` names it.
+    pub fn refuse_vault(&self, component: &str) -> Result<(), BuildError> {
+        match self.config.vault {
+            Some(_) => Err(BuildError::at(
+                "vault",
+                format!("{component} takes no `vault`"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A path from options, resolved against the config file's directory. The file is a
     /// dependency of the component: the engine rebuilds the component, and the bindings that
     /// use it, when the file's contents change, and the binary watches it.
