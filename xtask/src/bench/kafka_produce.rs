@@ -25,7 +25,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -33,12 +32,11 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use tokio::sync::Semaphore;
 use zilla_binding_kafka::wire::{Cluster, Isolation, OffsetSpec};
 use zilla_tests::{Gateway, Peer, free_port, success, workspace_dir};
 
 use super::http_proxy::Nginx;
-use super::load::{Schedule, connect, percentile};
+use super::load::{Due, Schedule, connect, percentile};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
@@ -787,45 +785,18 @@ struct Outcome {
     errors: u64,
 }
 
-struct Due {
-    schedule: Schedule,
-    start: Instant,
-    next: AtomicU64,
-    permits: Semaphore,
-}
-
-/// Exchanges fall due at exact intervals of `schedule`, whatever the answers do; idle
-/// workers take them in turn, and each latency runs from the exchange's due time, so a stall
-/// counts against every exchange it delays. A thread on an OS timer releases them (finer than
-/// tokio's millisecond timer wheel).
+/// Exchanges fall due at exact intervals of `schedule` ([`Due`]); each latency runs from the
+/// exchange's due time, so a stall counts against every exchange it delays.
 async fn fixed_rate(workers: Vec<HttpPost>, schedule: Schedule) -> Result<Outcome> {
-    let due = Arc::new(Due {
-        schedule,
-        start: Instant::now() + Duration::from_millis(20),
-        next: AtomicU64::new(0),
-        permits: Semaphore::new(0),
-    });
-    let dispatcher = {
-        let due = due.clone();
-        let workers = workers.len();
-        std::thread::spawn(move || release_when_due(&due, workers))
-    };
+    let due = Due::new(schedule);
+    let dispatcher = due.dispatch(workers.len());
     let mut tasks = tokio::task::JoinSet::new();
     for mut worker in workers {
         let due = due.clone();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
-            loop {
-                let Ok(permit) = due.permits.acquire().await else {
-                    break;
-                };
-                permit.forget();
-                let index = due.next.fetch_add(1, Ordering::Relaxed);
-                if index >= due.schedule.total {
-                    break;
-                }
-                let due_at = due.start + due.schedule.due_at(index);
+            while let Some(due_at) = due.next().await {
                 match worker.exchange().await {
                     Ok(()) => latencies.push(due_at.elapsed()),
                     Err(_) => errors += 1,
@@ -835,7 +806,7 @@ async fn fixed_rate(workers: Vec<HttpPost>, schedule: Schedule) -> Result<Outcom
         });
     }
     let mut outcome = Outcome {
-        latencies: Vec::with_capacity(usize::try_from(schedule.total).unwrap_or(0)),
+        latencies: Vec::with_capacity(usize::try_from(due.total()).unwrap_or(0)),
         errors: 0,
     };
     while let Some(joined) = tasks.join_next().await {
@@ -848,30 +819,6 @@ async fn fixed_rate(workers: Vec<HttpPost>, schedule: Schedule) -> Result<Outcom
     }
     outcome.latencies.sort_unstable();
     Ok(outcome)
-}
-
-/// Releases one permit per exchange as it falls due, then one per worker so that each learns
-/// the run is over.
-fn release_when_due(due: &Due, workers: usize) {
-    let mut released = 0;
-    while released < due.schedule.total {
-        let now = Instant::now();
-        if now < due.start {
-            std::thread::sleep(due.start - now);
-            continue;
-        }
-        let owed = due.schedule.due_by(now - due.start);
-        if owed > released {
-            due.permits
-                .add_permits(usize::try_from(owed - released).unwrap_or(Semaphore::MAX_PERMITS));
-            released = owed;
-        }
-        if released < due.schedule.total {
-            let next = due.start + due.schedule.due_at(released);
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-    }
-    due.permits.add_permits(workers);
 }
 
 /// Everything recorded.
