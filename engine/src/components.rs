@@ -79,24 +79,12 @@ impl ComponentContext<'_> {
 
     /// Refuses a `store` on a component that takes none; `component` names it ("a jwt guard").
     pub fn refuse_store(&self, component: &str) -> Result<(), BuildError> {
-        match self.config.store {
-            Some(_) => Err(BuildError::at(
-                "store",
-                format!("{component} takes no `store`"),
-            )),
-            None => Ok(()),
-        }
+        refuse("store", self.config.store.is_some(), component)
     }
 
     /// Refuses a `vault` on a component that takes none; `component` names it.
     pub fn refuse_vault(&self, component: &str) -> Result<(), BuildError> {
-        match self.config.vault {
-            Some(_) => Err(BuildError::at(
-                "vault",
-                format!("{component} takes no `vault`"),
-            )),
-            None => Ok(()),
-        }
+        refuse("vault", self.config.vault.is_some(), component)
     }
 
     /// A path from options, resolved against the config file's directory. The file is a
@@ -348,4 +336,12 @@ pub enum ValidateMode {
     /// Let it through, raising the validation failed event. Malformed messages (which
     /// cannot be read as the model's type at all) are still rejected.
     Lenient,
+}
+
+/// `key`, when `given`, refused at its place: `component` takes none.
+fn refuse(key: &str, given: bool, component: &str) -> Result<(), BuildError> {
+    if given {
+        return Err(BuildError::at(key, format!("{component} takes no `{key}`")));
+    }
+    Ok(())
 }
