@@ -23,7 +23,6 @@ use zilla_binding_kafka::kind::{
 };
 use zilla_binding_kafka::progress;
 use zilla_engine::binding::{Binding, StartContext};
-use zilla_engine::expr::RouteScope;
 use zilla_engine::guard::Authorization;
 use zilla_engine::limits::deadline_after;
 use zilla_engine::pattern::Captures;
@@ -161,15 +160,13 @@ impl HttpKafkaProxy {
         idempotency_key: Option<&'a str>,
         correlation_id: Option<&'a str>,
     ) -> Scope<'a> {
-        Scope {
-            route: RouteScope {
-                captures,
-                authorization,
-                namespace: &self.namespace,
-            },
+        Scope::new(
+            captures,
+            authorization,
+            &self.namespace,
             idempotency_key,
             correlation_id,
-        }
+        )
     }
 
     /// Opens a merged read, waiting at most the Kafka timeout.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use zilla_binding_kafka::kind::{Acks, Filter};
 use zilla_binding_kafka::mapping::{FilterTemplate, compile_headers};
 use zilla_engine::expr::{Expression, ExpressionContext, RouteScope, Segment};
-use zilla_engine::guard::GuardSession;
+use zilla_engine::guard::{Authorization, GuardSession};
 use zilla_engine::pattern::{Captures, Pattern};
 
 use crate::config::{FetchWith, HttpKafkaCondition, HttpKafkaWith, ProduceWith};
@@ -226,7 +226,25 @@ impl ExpressionContext for Scope<'_> {
     }
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    pub(crate) fn new(
+        captures: &'a Captures,
+        authorization: Option<&'a Authorization>,
+        namespace: &'a str,
+        idempotency_key: Option<&'a str>,
+        correlation_id: Option<&'a str>,
+    ) -> Self {
+        Self {
+            route: RouteScope {
+                captures,
+                authorization,
+                namespace,
+            },
+            idempotency_key,
+            correlation_id,
+        }
+    }
+
     /// The value of `expression`; as in Zilla, a value that is missing (a parameter another
     /// `when` entry captures, a guard the request has no session of) is empty.
     pub(crate) fn render(&self, expression: &Expression) -> String {
@@ -247,6 +265,13 @@ mod tests {
             Target::Produce(produce) => produce,
             Target::Fetch(_) => panic!("not produce"),
         }
+    }
+
+    /// A request signed in to guard `test0` as `alice`.
+    fn signed_in() -> Authorization {
+        let mut authorization = Authorization::default();
+        authorization.insert("test:test0", std::sync::Arc::new(Session));
+        authorization
     }
 
     #[test]
@@ -290,15 +315,7 @@ mod tests {
         );
         assert_eq!(target.async_correlation_id("/items/42"), None);
         let captures = vec![("id".to_owned(), "42".to_owned())];
-        let scope = Scope {
-            route: RouteScope {
-                captures: &captures,
-                authorization: None,
-                namespace: "test",
-            },
-            idempotency_key: Some("k"),
-            correlation_id: Some("k-0123abcd"),
-        };
+        let scope = Scope::new(&captures, None, "test", Some("k"), Some("k-0123abcd"));
         assert_eq!(
             scope.render(&target.async_headers[0].1),
             "/items/42;cid=k-0123abcd"
@@ -320,15 +337,8 @@ mod tests {
             "capability": "produce", "topic": "t", "key": "${idempotencyKey}",
             "overrides": {"zilla:identity": "${guarded['jwt0'].identity}", "id": "${params.missing}"}
         }));
-        let scope = Scope {
-            route: RouteScope {
-                captures: &Vec::new(),
-                authorization: None,
-                namespace: "test",
-            },
-            idempotency_key: Some("abc"),
-            correlation_id: None,
-        };
+        let captures = Vec::new();
+        let scope = Scope::new(&captures, None, "test", Some("abc"), None);
         assert_eq!(scope.render(target.key.as_ref().unwrap()), "abc");
         assert_eq!(scope.render(&target.overrides[0].1), "");
         assert_eq!(scope.render(&target.overrides[1].1), "");
@@ -358,18 +368,9 @@ mod tests {
             "topic": "${guarded['test0'].identity}/${guarded['test0'].attributes.topic}",
             "overrides": {"zilla:identity": "${guarded['test0'].identity}"}
         }));
-        let mut authorization = zilla_engine::guard::Authorization::default();
-        authorization.insert("test:test0", std::sync::Arc::new(Session));
+        let authorization = signed_in();
         let captures = Vec::new();
-        let mut scope = Scope {
-            route: RouteScope {
-                captures: &captures,
-                authorization: Some(&authorization),
-                namespace: "test",
-            },
-            idempotency_key: None,
-            correlation_id: None,
-        };
+        let mut scope = Scope::new(&captures, Some(&authorization), "test", None, None);
         assert_eq!(scope.render(&target.topic), "alice/items");
         assert_eq!(scope.render(&target.overrides[0].1), "alice");
         // A session of another namespace's guard of the same name does not count.
@@ -391,15 +392,7 @@ mod tests {
             ("item".to_owned(), "i1".to_owned()),
             ("child".to_owned(), "c1".to_owned()),
         ];
-        let scope = Scope {
-            route: RouteScope {
-                captures: &captures,
-                authorization: None,
-                namespace: "test",
-            },
-            idempotency_key: None,
-            correlation_id: None,
-        };
+        let scope = Scope::new(&captures, None, "test", None, None);
         assert_eq!(
             target.filters(&scope),
             vec![Filter {
@@ -435,18 +428,9 @@ mod tests {
                 },
             ],
         };
-        let mut authorization = zilla_engine::guard::Authorization::default();
-        authorization.insert("test:test0", std::sync::Arc::new(Session));
+        let authorization = signed_in();
         let captures = Vec::new();
-        let mut scope = Scope {
-            route: RouteScope {
-                captures: &captures,
-                authorization: Some(&authorization),
-                namespace: "test",
-            },
-            idempotency_key: None,
-            correlation_id: None,
-        };
+        let mut scope = Scope::new(&captures, Some(&authorization), "test", None, None);
         assert_eq!(target.filters(&scope), vec![filter(b"alice", b"items")]);
         // As in Zilla: no session, empty values; the conditions stay, so the filter matches
         // only records whose key and header are empty, never every record.
