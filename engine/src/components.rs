@@ -77,6 +77,16 @@ impl ComponentContext<'_> {
         }
     }
 
+    /// Refuses a `store` on a component that takes none; `component` names it ("a jwt guard").
+    pub fn refuse_store(&self, component: &str) -> Result<(), BuildError> {
+        refuse("store", self.config.store.is_some(), component)
+    }
+
+    /// Refuses a `vault` on a component that takes none; `component` names it.
+    pub fn refuse_vault(&self, component: &str) -> Result<(), BuildError> {
+        refuse("vault", self.config.vault.is_some(), component)
+    }
+
     /// A path from options, resolved against the config file's directory. The file is a
     /// dependency of the component: the engine rebuilds the component, and the bindings that
     /// use it, when the file's contents change, and the binary watches it.
@@ -345,4 +355,12 @@ pub enum ValidateMode {
     /// Let it through, raising the validation failed event. Malformed messages (which
     /// cannot be read as the model's type at all) are still rejected.
     Lenient,
+}
+
+/// `key`, when `given`, refused at its place: `component` takes none.
+fn refuse(key: &str, given: bool, component: &str) -> Result<(), BuildError> {
+    if given {
+        return Err(BuildError::at(key, format!("{component} takes no `{key}`")));
+    }
+    Ok(())
 }

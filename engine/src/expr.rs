@@ -2,6 +2,8 @@
 //! `${idempotencyKey}`, compiled at load into segment lists and evaluated per stream without
 //! parsing. (`${{env.X}}` is different: it is substituted as text before YAML parsing.)
 
+use std::borrow::Cow;
+
 use crate::guard::{Authorization, GuardSession};
 use crate::pattern::Captures;
 
@@ -156,19 +158,33 @@ impl Expression {
     pub fn evaluate(&self, context: &dyn ExpressionContext) -> Option<String> {
         let mut out = String::new();
         for segment in &self.segments {
-            match segment {
-                Segment::Literal(text) => out.push_str(text),
-                Segment::Param(name) => out.push_str(context.param(name)?),
-                Segment::GuardedIdentity(guard) => {
-                    out.push_str(context.guarded(guard)?.identity()?)
-                }
-                Segment::GuardedAttribute(guard, attribute) => {
-                    out.push_str(&context.guarded(guard)?.attribute(attribute)?)
-                }
-                Segment::Variable(name) => out.push_str(&context.variable(name)?),
-            }
+            out.push_str(&Self::value(segment, context)?);
         }
         Some(out)
+    }
+
+    /// The value with every variable that has no value in `context` (a guard without a
+    /// session, say) written as nothing: how Zilla's `http-kafka` fills its templates.
+    pub fn render(&self, context: &dyn ExpressionContext) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            if let Some(value) = Self::value(segment, context) {
+                out.push_str(&value);
+            }
+        }
+        out
+    }
+
+    fn value<'a>(segment: &'a Segment, context: &'a dyn ExpressionContext) -> Option<Cow<'a, str>> {
+        Some(match segment {
+            Segment::Literal(text) => Cow::Borrowed(text.as_str()),
+            Segment::Param(name) => Cow::Borrowed(context.param(name)?),
+            Segment::GuardedIdentity(guard) => Cow::Borrowed(context.guarded(guard)?.identity()?),
+            Segment::GuardedAttribute(guard, attribute) => {
+                Cow::Owned(context.guarded(guard)?.attribute(attribute)?)
+            }
+            Segment::Variable(name) => Cow::Owned(context.variable(name)?),
+        })
     }
 }
 
@@ -220,5 +236,9 @@ mod tests {
         assert!(Expression::compile("${params.id", &[]).is_err());
         let missing = Expression::compile("${params.other}", &[]).unwrap();
         assert_eq!(missing.evaluate(&Context), None);
+        let partly =
+            Expression::compile("a-${params.id}-${guarded['jwt0'].identity}", &[]).unwrap();
+        assert_eq!(partly.evaluate(&Context), None);
+        assert_eq!(partly.render(&Context), "a-42-");
     }
 }

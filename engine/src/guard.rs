@@ -132,6 +132,24 @@ pub fn qualified(namespace: &str, guard: &str) -> String {
     }
 }
 
+/// A distinguished name's attribute value with the characters RFC 2253 section 2.4 (and
+/// RFC 4514) reserves escaped: the subject names the `tls` binding reports and the names
+/// `x509` guards compare are written alike.
+pub fn escape_dn_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (index, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (index == 0 && (c == '#' || c == ' '))
+            || (index == last && c == ' ');
+        if special {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Tokens remembered per connection: a client resending the same token is not verified again.
 const CACHED_TOKENS: usize = 8;
 /// Identities shared per connection; beyond this a new identity gets an unshared session.
@@ -322,5 +340,18 @@ impl GuardSession for SharedSession {
             state.challenged = Some(expiring_at);
         }
         due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dn_values_are_escaped() {
+        assert_eq!(escape_dn_value("Example, Inc."), "Example\\, Inc.");
+        assert_eq!(escape_dn_value("#1 "), "\\#1\\ ");
+        assert_eq!(escape_dn_value(" a+b "), "\\ a\\+b\\ ");
+        assert_eq!(escape_dn_value("plain"), "plain");
     }
 }

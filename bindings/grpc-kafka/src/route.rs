@@ -41,11 +41,7 @@ impl TryFrom<GrpcKafkaWith> for Target {
         Ok(match with {
             GrpcKafkaWith::Fetch(FetchWith { topic, filters }) => Target::Fetch(FetchTarget {
                 topic: compile(&topic)?,
-                filters: filters
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|filter| FilterTemplate::of(filter, &[]))
-                    .collect::<Result<_, String>>()?,
+                filters: FilterTemplate::all(filters, &[])?,
             }),
             GrpcKafkaWith::Produce(ProduceWith {
                 topic,

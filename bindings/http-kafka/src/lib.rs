@@ -25,6 +25,9 @@
 //! `overrides`, `reply-to` and filters are compiled at load: `${params.name}`,
 //! `${guarded['guard'].identity}`, `${guarded['guard'].attributes.name}`, and in `key` and
 //! `overrides` `${idempotencyKey}` (the request's `idempotency-key` header, or a random UUID).
+//! As in Zilla, a value with nothing behind it (a guard the request has no session of, a
+//! parameter another `when` entry captures) is empty: a fetch filter keeps its condition, so
+//! it then matches only records whose key or header is empty.
 //! - Without `reply-to`, the record carries the request's `content-type` and the `overrides` as
 //!   headers, a `DELETE` produces a delete (tombstone), and the answer is `204` once Kafka has
 //!   acknowledged the record (at once with `acks: none`).

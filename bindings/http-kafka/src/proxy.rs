@@ -160,13 +160,13 @@ impl HttpKafkaProxy {
         idempotency_key: Option<&'a str>,
         correlation_id: Option<&'a str>,
     ) -> Scope<'a> {
-        Scope {
+        Scope::new(
             captures,
             authorization,
-            namespace: &self.namespace,
+            &self.namespace,
             idempotency_key,
             correlation_id,
-        }
+        )
     }
 
     /// Opens a merged read, waiting at most the Kafka timeout.
@@ -177,6 +177,24 @@ impl HttpKafkaProxy {
     ) -> Result<MergedStream, StatusCode> {
         let topic = request.topic.clone();
         self.within("fetch", &topic, exit.merged(request)).await
+    }
+
+    /// Opens the read of `reply_to` for the replies carrying `correlation_id`; `replayable`
+    /// reads from the topic's start, so an earlier reply to a retried request is found.
+    async fn open_replies(
+        &self,
+        exit: &dyn KafkaHandler,
+        reply_to: String,
+        correlation_id: &str,
+        replayable: bool,
+    ) -> Result<MergedStream, StatusCode> {
+        let request = MergedRequest::replies(
+            reply_to,
+            self.correlation_header.clone(),
+            Bytes::copy_from_slice(correlation_id.as_bytes()),
+            replayable,
+        );
+        self.open(exit, request).await
     }
 
     /// The next item of `stream`, waiting at most the Kafka timeout counted from `opened`.
@@ -501,15 +519,7 @@ impl HttpKafkaProxy {
         // client-chosen idempotency key may be a retry, whose reply is already there.
         let opened = Instant::now();
         let mut replies = self
-            .open(
-                exit,
-                MergedRequest::replies(
-                    reply_to,
-                    self.correlation_header.clone(),
-                    Bytes::copy_from_slice(correlation_id.as_bytes()),
-                    replayable,
-                ),
-            )
+            .open_replies(exit, reply_to, &correlation_id, replayable)
             .await?;
         let mut reply = None;
         loop {
@@ -561,15 +571,7 @@ impl HttpKafkaProxy {
         let preferences = Preferences::of(request.headers(), self.maximum_wait);
         let opened = Instant::now();
         let mut replies = self
-            .open(
-                exit,
-                MergedRequest::replies(
-                    reply_to,
-                    self.correlation_header.clone(),
-                    Bytes::copy_from_slice(correlation_id.as_bytes()),
-                    true,
-                ),
-            )
+            .open_replies(exit, reply_to, correlation_id, true)
             .await?;
         let wait = preferences.wait.map(|wait| deadline_after(opened, wait));
         let mut synced = false;

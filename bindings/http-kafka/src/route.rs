@@ -6,10 +6,10 @@ use bytes::Bytes;
 use http::HeaderName;
 use regex::Regex;
 use serde::Deserialize;
-use zilla_binding_kafka::kind::{Acks, Condition as KafkaCondition, Filter};
-use zilla_binding_kafka::mapping::compile_headers;
-use zilla_engine::expr::{Expression, Segment};
-use zilla_engine::guard::Authorization;
+use zilla_binding_kafka::kind::{Acks, Filter};
+use zilla_binding_kafka::mapping::{FilterTemplate, compile_headers};
+use zilla_engine::expr::{Expression, ExpressionContext, RouteScope, Segment};
+use zilla_engine::guard::{Authorization, GuardSession};
 use zilla_engine::pattern::{Captures, Pattern};
 
 use crate::config::{FetchWith, HttpKafkaCondition, HttpKafkaWith, ProduceWith};
@@ -82,61 +82,26 @@ impl TryFrom<HttpKafkaWith> for Target {
 #[derive(Debug)]
 pub(crate) struct FetchTarget {
     pub(crate) topic: Expression,
-    filters: Vec<FilterTarget>,
+    filters: Vec<FilterTemplate>,
     /// Whether every latest value is answered as one JSON array.
     pub(crate) merge: bool,
 }
 
-#[derive(Debug)]
-struct FilterTarget {
-    key: Option<Expression>,
-    headers: Vec<(Bytes, Expression)>,
-}
-
 impl FetchTarget {
     fn compile(fetch: FetchWith) -> Result<Self, String> {
-        let filters = fetch
-            .filters
-            .unwrap_or_default()
-            .into_iter()
-            .map(|filter| {
-                Ok(FilterTarget {
-                    key: filter
-                        .key
-                        .as_deref()
-                        .map(|key| Expression::compile(key, &[]))
-                        .transpose()?,
-                    headers: compile_headers(filter.headers.unwrap_or_default(), &[])?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
         Ok(Self {
             topic: Expression::compile(&fetch.topic, &[])?,
-            filters,
+            filters: FilterTemplate::all(fetch.filters, &[])?,
             merge: fetch.merge.is_some(),
         })
     }
 
-    /// The Kafka filters for one request.
+    /// The Kafka filters for one request; as in Zilla, a value with nothing behind it (a guard
+    /// the request has no session of) is empty rather than a refusal.
     pub(crate) fn filters(&self, scope: &Scope<'_>) -> Vec<Filter> {
         self.filters
             .iter()
-            .map(|filter| {
-                let key = filter
-                    .key
-                    .iter()
-                    .map(|key| KafkaCondition::Key(Bytes::from(scope.render(key))));
-                let headers = filter
-                    .headers
-                    .iter()
-                    .map(|(name, value)| KafkaCondition::Header {
-                        name: name.clone(),
-                        value: Bytes::from(scope.render(value)),
-                    });
-                Filter {
-                    conditions: key.chain(headers).collect(),
-                }
-            })
+            .map(|filter| filter.render(scope))
             .collect()
     }
 }
@@ -234,55 +199,56 @@ fn location_matcher(template: &Expression) -> Result<Regex, String> {
     Regex::new(&regex).map_err(|error| error.to_string())
 }
 
-/// What a request's expressions are evaluated against.
+/// What a request's expressions are evaluated against: the route's captures and the
+/// request's sessions, and the request's idempotency key and correlation id.
 pub(crate) struct Scope<'a> {
-    pub(crate) captures: &'a Captures,
-    pub(crate) authorization: Option<&'a Authorization>,
-    pub(crate) namespace: &'a str,
+    pub(crate) route: RouteScope<'a>,
     pub(crate) idempotency_key: Option<&'a str>,
     pub(crate) correlation_id: Option<&'a str>,
 }
 
-impl Scope<'_> {
+impl ExpressionContext for Scope<'_> {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.route.param(name)
+    }
+
+    fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
+        self.route.guarded(guard)
+    }
+
+    fn variable(&self, name: &str) -> Option<String> {
+        match name {
+            IDEMPOTENCY_KEY => self.idempotency_key,
+            CORRELATION_ID => self.correlation_id,
+            _ => None,
+        }
+        .map(str::to_owned)
+    }
+}
+
+impl<'a> Scope<'a> {
+    pub(crate) fn new(
+        captures: &'a Captures,
+        authorization: Option<&'a Authorization>,
+        namespace: &'a str,
+        idempotency_key: Option<&'a str>,
+        correlation_id: Option<&'a str>,
+    ) -> Self {
+        Self {
+            route: RouteScope {
+                captures,
+                authorization,
+                namespace,
+            },
+            idempotency_key,
+            correlation_id,
+        }
+    }
+
     /// The value of `expression`; as in Zilla, a value that is missing (a parameter another
     /// `when` entry captures, a guard the request has no session of) is empty.
     pub(crate) fn render(&self, expression: &Expression) -> String {
-        let mut out = String::new();
-        for segment in expression.segments() {
-            match segment {
-                Segment::Literal(text) => out.push_str(text),
-                Segment::Param(name) => {
-                    if let Some((_, value)) = self.captures.iter().find(|(n, _)| n == name) {
-                        out.push_str(value);
-                    }
-                }
-                Segment::GuardedIdentity(guard) => {
-                    if let Some(identity) = self.session(guard).and_then(|s| s.identity()) {
-                        out.push_str(identity);
-                    }
-                }
-                Segment::GuardedAttribute(guard, attribute) => {
-                    if let Some(value) = self.session(guard).and_then(|s| s.attribute(attribute)) {
-                        out.push_str(&value);
-                    }
-                }
-                Segment::Variable(name) => {
-                    let value = match name.as_str() {
-                        IDEMPOTENCY_KEY => self.idempotency_key,
-                        CORRELATION_ID => self.correlation_id,
-                        _ => None,
-                    };
-                    out.push_str(value.unwrap_or_default());
-                }
-            }
-        }
-        out
-    }
-
-    fn session(&self, guard: &str) -> Option<&dyn zilla_engine::guard::GuardSession> {
-        self.authorization?
-            .session_in(self.namespace, guard)
-            .map(|session| &**session as &dyn zilla_engine::guard::GuardSession)
+        expression.render(self)
     }
 }
 
@@ -292,12 +258,20 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+    use zilla_binding_kafka::kind::Condition as KafkaCondition;
 
     fn produce(with: serde_json::Value) -> ProduceTarget {
         match serde_json::from_value::<Target>(with).unwrap() {
             Target::Produce(produce) => produce,
             Target::Fetch(_) => panic!("not produce"),
         }
+    }
+
+    /// A request signed in to guard `test0` as `alice`.
+    fn signed_in() -> Authorization {
+        let mut authorization = Authorization::default();
+        authorization.insert("test:test0", std::sync::Arc::new(Session));
+        authorization
     }
 
     #[test]
@@ -341,13 +315,7 @@ mod tests {
         );
         assert_eq!(target.async_correlation_id("/items/42"), None);
         let captures = vec![("id".to_owned(), "42".to_owned())];
-        let scope = Scope {
-            captures: &captures,
-            authorization: None,
-            namespace: "test",
-            idempotency_key: Some("k"),
-            correlation_id: Some("k-0123abcd"),
-        };
+        let scope = Scope::new(&captures, None, "test", Some("k"), Some("k-0123abcd"));
         assert_eq!(
             scope.render(&target.async_headers[0].1),
             "/items/42;cid=k-0123abcd"
@@ -369,13 +337,8 @@ mod tests {
             "capability": "produce", "topic": "t", "key": "${idempotencyKey}",
             "overrides": {"zilla:identity": "${guarded['jwt0'].identity}", "id": "${params.missing}"}
         }));
-        let scope = Scope {
-            captures: &Vec::new(),
-            authorization: None,
-            namespace: "test",
-            idempotency_key: Some("abc"),
-            correlation_id: None,
-        };
+        let captures = Vec::new();
+        let scope = Scope::new(&captures, None, "test", Some("abc"), None);
         assert_eq!(scope.render(target.key.as_ref().unwrap()), "abc");
         assert_eq!(scope.render(&target.overrides[0].1), "");
         assert_eq!(scope.render(&target.overrides[1].1), "");
@@ -405,20 +368,13 @@ mod tests {
             "topic": "${guarded['test0'].identity}/${guarded['test0'].attributes.topic}",
             "overrides": {"zilla:identity": "${guarded['test0'].identity}"}
         }));
-        let mut authorization = Authorization::default();
-        authorization.insert("test:test0", std::sync::Arc::new(Session));
+        let authorization = signed_in();
         let captures = Vec::new();
-        let mut scope = Scope {
-            captures: &captures,
-            authorization: Some(&authorization),
-            namespace: "test",
-            idempotency_key: None,
-            correlation_id: None,
-        };
+        let mut scope = Scope::new(&captures, Some(&authorization), "test", None, None);
         assert_eq!(scope.render(&target.topic), "alice/items");
         assert_eq!(scope.render(&target.overrides[0].1), "alice");
         // A session of another namespace's guard of the same name does not count.
-        scope.namespace = "other";
+        scope.route.namespace = "other";
         assert_eq!(scope.render(&target.topic), "/");
     }
 
@@ -436,13 +392,7 @@ mod tests {
             ("item".to_owned(), "i1".to_owned()),
             ("child".to_owned(), "c1".to_owned()),
         ];
-        let scope = Scope {
-            captures: &captures,
-            authorization: None,
-            namespace: "test",
-            idempotency_key: None,
-            correlation_id: None,
-        };
+        let scope = Scope::new(&captures, None, "test", None, None);
         assert_eq!(
             target.filters(&scope),
             vec![Filter {
@@ -456,5 +406,35 @@ mod tests {
             }]
         );
         assert!(!target.merge);
+    }
+
+    #[test]
+    fn guarded_fetch_filters_are_empty_without_a_session() {
+        let Target::Fetch(target) = serde_json::from_value::<Target>(json!({
+            "capability": "fetch",
+            "topic": "items",
+            "filters": [{"key": "${guarded['test0'].identity}",
+                         "headers": {"topic": "${guarded['test0'].attributes.topic}"}}]
+        }))
+        .unwrap() else {
+            panic!("not fetch")
+        };
+        let filter = |key: &'static [u8], topic: &'static [u8]| Filter {
+            conditions: vec![
+                KafkaCondition::Key(Bytes::from_static(key)),
+                KafkaCondition::Header {
+                    name: Bytes::from_static(b"topic"),
+                    value: Bytes::from_static(topic),
+                },
+            ],
+        };
+        let authorization = signed_in();
+        let captures = Vec::new();
+        let mut scope = Scope::new(&captures, Some(&authorization), "test", None, None);
+        assert_eq!(target.filters(&scope), vec![filter(b"alice", b"items")]);
+        // As in Zilla: no session, empty values; the conditions stay, so the filter matches
+        // only records whose key and header are empty, never every record.
+        scope.route.authorization = None;
+        assert_eq!(target.filters(&scope), vec![filter(b"", b"")]);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt;
 
 use bytes::Bytes;
@@ -117,6 +118,15 @@ impl FilterTemplate {
         )
     }
 
+    /// Compiles a route's `filters` (none when absent), as [`FilterTemplate::of`].
+    pub fn all(filters: Option<Vec<FetchFilter>>, variables: &[&str]) -> Result<Vec<Self>, String> {
+        filters
+            .unwrap_or_default()
+            .into_iter()
+            .map(|filter| Self::of(filter, variables))
+            .collect()
+    }
+
     /// Compiles a filter's `key` and `headers`.
     pub fn compile(
         key: Option<&str>,
@@ -134,23 +144,40 @@ impl FilterTemplate {
     /// The Kafka filter for one stream; `None` when a value has nothing behind it in
     /// `context` (a guard without a session), which must neither widen nor blank a filter.
     pub fn evaluate(&self, context: &dyn ExpressionContext) -> Option<Filter> {
+        self.fill(|expression| expression.evaluate(context).ok_or(()))
+            .ok()
+    }
+
+    /// The Kafka filter for one request with a value that has nothing behind it in `context`
+    /// written as empty ([`Expression::render`]): Zilla's `http-kafka` fills its filters so,
+    /// and a guard value without a session then matches only records whose key or header is
+    /// empty.
+    pub fn render(&self, context: &dyn ExpressionContext) -> Filter {
+        match self.fill(|expression| Ok::<_, Infallible>(expression.render(context))) {
+            Ok(filter) => filter,
+            Err(never) => match never {},
+        }
+    }
+
+    fn fill<E>(&self, value: impl Fn(&Expression) -> Result<String, E>) -> Result<Filter, E> {
         let mut conditions = Vec::with_capacity(self.headers.len() + 1);
         if let Some(key) = &self.key {
-            conditions.push(Condition::Key(Bytes::from(key.evaluate(context)?)));
+            conditions.push(Condition::Key(Bytes::from(value(key)?)));
         }
-        for (name, value) in &self.headers {
+        for (name, header) in &self.headers {
             conditions.push(Condition::Header {
                 name: name.clone(),
-                value: Bytes::from(value.evaluate(context)?),
+                value: Bytes::from(value(header)?),
             });
         }
-        Some(Filter { conditions })
+        Ok(Filter { conditions })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zilla_engine::guard::GuardSession;
 
     struct Params;
 
@@ -180,8 +207,71 @@ mod tests {
                 ]
             })
         );
-        let guarded = FilterTemplate::compile(Some("${guarded['jwt'].identity}"), [], &[]).unwrap();
-        assert_eq!(guarded.evaluate(&Params), None);
+        assert!(FilterTemplate::compile(Some("${nope}"), [], &[]).is_err());
+    }
+
+    struct Session;
+
+    impl GuardSession for Session {
+        fn identity(&self) -> Option<&str> {
+            Some("alice")
+        }
+        fn verify(&self, _roles: &[String]) -> bool {
+            true
+        }
+        fn attribute(&self, name: &str) -> Option<String> {
+            (name == "tenant").then(|| "t1".to_owned())
+        }
+        fn expires_at(&self) -> Option<std::time::SystemTime> {
+            None
+        }
+    }
+
+    struct Signed;
+
+    impl ExpressionContext for Signed {
+        fn guarded(&self, guard: &str) -> Option<&dyn GuardSession> {
+            (guard == "jwt").then_some(&Session as &dyn GuardSession)
+        }
+    }
+
+    #[test]
+    fn guarded_filters_with_and_without_a_session() {
+        let template = FilterTemplate::compile(
+            Some("${guarded['jwt'].identity}"),
+            [(
+                "tenant".to_owned(),
+                "${guarded['jwt'].attributes.tenant}".to_owned(),
+            )],
+            &[],
+        )
+        .unwrap();
+        let filled = Filter {
+            conditions: vec![
+                Condition::Key(Bytes::from_static(b"alice")),
+                Condition::Header {
+                    name: Bytes::from_static(b"tenant"),
+                    value: Bytes::from_static(b"t1"),
+                },
+            ],
+        };
+        assert_eq!(template.evaluate(&Signed), Some(filled.clone()));
+        assert_eq!(template.render(&Signed), filled);
+        // Without the session: refused by `evaluate`, empty values (never no condition) by
+        // `render`.
+        assert_eq!(template.evaluate(&Params), None);
+        assert_eq!(
+            template.render(&Params),
+            Filter {
+                conditions: vec![
+                    Condition::Key(Bytes::new()),
+                    Condition::Header {
+                        name: Bytes::from_static(b"tenant"),
+                        value: Bytes::new(),
+                    },
+                ]
+            }
+        );
         assert!(FilterTemplate::compile(Some("${nope}"), [], &[]).is_err());
     }
 

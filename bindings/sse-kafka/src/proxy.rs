@@ -57,12 +57,7 @@ impl TryFrom<SseKafkaWith> for Subscription {
 
     fn try_from(with: SseKafkaWith) -> Result<Self, String> {
         let compile = |text: &str| Expression::compile(text, &[]);
-        let filters = with
-            .filters
-            .unwrap_or_default()
-            .into_iter()
-            .map(|filter| FilterTemplate::of(filter, &[]))
-            .collect::<Result<_, String>>()?;
+        let filters = FilterTemplate::all(with.filters, &[])?;
         Ok(Self {
             topic: compile(&with.topic)?,
             filters,

@@ -12,6 +12,7 @@ use rustls_pki_types::{
 };
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate, X509Version};
+use zilla_engine::guard::escape_dn_value;
 use zilla_engine::vault::{KeyEntry, PrivateKeyFormat, Vault};
 
 /// Why vault material could not be used.
@@ -280,21 +281,6 @@ pub fn subject_dn(certificate: &[u8]) -> Option<String> {
     Some(rdns.into_iter().rev().collect::<Vec<_>>().join(","))
 }
 
-fn escape_dn_value(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (index, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (index == 0 && (c == '#' || c == ' '))
-            || (index == last && c == ' ');
-        if special {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -311,12 +297,5 @@ mod tests {
         assert!(!names_host(&names, "example.com"));
         assert!(!names_host(&names, "a.b.example.com"));
         assert!(!names_host(&names, ".example.com"));
-    }
-
-    #[test]
-    fn dn_values_are_escaped() {
-        assert_eq!(escape_dn_value("Example, Inc."), "Example\\, Inc.");
-        assert_eq!(escape_dn_value("#1 "), "\\#1\\ ");
-        assert_eq!(escape_dn_value("plain"), "plain");
     }
 }

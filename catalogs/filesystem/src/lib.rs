@@ -96,12 +96,7 @@ impl ComponentFactory<dyn Catalog> for FilesystemCatalogFactory {
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Catalog>, BuildError> {
-        if context.config.vault.is_some() {
-            return Err(BuildError::at(
-                "vault",
-                "a filesystem catalog takes no `vault`",
-            ));
-        }
+        context.refuse_vault("a filesystem catalog")?;
         let options: FilesystemOptions = context.options()?;
         let files = options
             .subjects

@@ -84,12 +84,7 @@ impl ComponentFactory<dyn Catalog> for InlineCatalogFactory {
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Catalog>, BuildError> {
-        if context.config.vault.is_some() {
-            return Err(BuildError::at(
-                "vault",
-                "an inline catalog takes no `vault`",
-            ));
-        }
+        context.refuse_vault("an inline catalog")?;
         let options: InlineOptions = context.options()?;
         let catalog = InlineCatalog::new(&options)?;
         tracing::debug!(catalog = %context.name, subjects = catalog.len(), "inline catalog built");

@@ -90,30 +90,12 @@ impl Fetcher {
         if uri.authority().is_none() || uri.query().is_some() {
             return Err(format!("`{url}` must be http[s]://host[:port][/path]"));
         }
-        let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("schema-registry".to_owned())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = handle_tx.send(Err(error.to_string()));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(runtime.handle().clone()));
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
+        let handle =
+            zilla_engine::workers::thread_runtime("schema-registry".to_owned(), || {}, async {
+                let _ = stopped.await;
             })
             .map_err(|error| format!("no thread for the registry client: {error}"))?;
-        let handle = handle_rx
-            .recv()
-            .map_err(|_| "the registry client's thread did not start".to_owned())??;
         Ok(Self {
             handle,
             _stop: stop,

@@ -22,6 +22,24 @@ use serde::Deserialize;
 use zilla_engine::binding::BuildError;
 use zilla_engine::components::{Catalog, Fetching, ModelContext};
 
+/// A model reference read as `T`, whose `model` (read by `model_of`) must name `model`.
+pub fn model_config<T: serde::de::DeserializeOwned>(
+    reference: &serde_json::Value,
+    model: &str,
+    model_of: impl Fn(&T) -> &str,
+) -> Result<T, BuildError> {
+    let config: T = serde_json::from_value(reference.clone())
+        .map_err(|error| BuildError::at("", error.to_string()))?;
+    let named = model_of(&config);
+    if named != model {
+        return Err(BuildError::at(
+            "model",
+            format!("`{named}` is not the {model} model"),
+        ));
+    }
+    Ok(config)
+}
+
 /// `catalog:` of a model reference: one catalog, with the list naming the schema (the first
 /// entry is used).
 pub type CatalogReferences = BTreeMap<String, Vec<SchemaReference>>;
@@ -484,5 +502,28 @@ mod tests {
             assert!(small.get(&catalog, id, turn).is_err());
         }
         assert_eq!(catalog.asked.load(Ordering::Relaxed), 7);
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Named {
+        model: String,
+    }
+
+    #[test]
+    fn a_model_config_must_name_its_model() {
+        fn model(config: &Named) -> &str {
+            &config.model
+        }
+        let config: Named =
+            model_config(&serde_json::json!({"model": "json"}), "json", model).unwrap();
+        assert_eq!(config.model, "json");
+        let other = model_config(&serde_json::json!({"model": "avro"}), "json", model);
+        assert!(
+            other
+                .unwrap_err()
+                .to_string()
+                .contains("`avro` is not the json model")
+        );
+        assert!(model_config(&serde_json::json!({"model": 1}), "json", model).is_err());
     }
 }

@@ -82,15 +82,8 @@ fn walk(
             depth + 1,
         );
     }
-    for keyword in ["anyOf", "oneOf", "allOf"] {
-        for branch in object
-            .get(keyword)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            walk(root, branch, instance, path, found, depth + 1);
-        }
+    for branch in alternatives(object) {
+        walk(root, branch, instance, path, found, depth + 1);
     }
     for keyword in ["then", "else"] {
         if let Some(branch) = object.get(keyword) {
@@ -147,6 +140,14 @@ pub fn refused_keys(schema: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The branches of a schema's `anyOf`, `oneOf` and `allOf`.
+fn alternatives(object: &serde_json::Map<String, Value>) -> impl Iterator<Item = &Value> {
+    ["anyOf", "oneOf", "allOf"]
+        .into_iter()
+        .filter_map(|keyword| object.get(keyword).and_then(Value::as_array))
+        .flatten()
+}
+
 fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
     schema
         .get("$ref")
@@ -172,28 +173,21 @@ fn collect(
     if object.contains_key("$ref") {
         collect(root, resolve(root, schema), path, keys, depth + 1);
     }
-    for keyword in ["anyOf", "oneOf", "allOf"] {
-        for branch in object
-            .get(keyword)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            // A branch that applies to one `type` or `kind` qualifies the path.
-            let mut branch_path = path.to_owned();
-            let condition = branch.get("if").and_then(|c| c.get("properties"));
-            for discriminator in ["type", "kind"] {
-                if let Some(value) = condition
-                    .and_then(|c| c.get(discriminator))
-                    .and_then(|d| d.get("const"))
-                    .and_then(Value::as_str)
-                {
-                    branch_path.push_str(&format!("[{value}]"));
-                }
+    for branch in alternatives(object) {
+        // A branch that applies to one `type` or `kind` qualifies the path.
+        let mut branch_path = path.to_owned();
+        let condition = branch.get("if").and_then(|c| c.get("properties"));
+        for discriminator in ["type", "kind"] {
+            if let Some(value) = condition
+                .and_then(|c| c.get(discriminator))
+                .and_then(|d| d.get("const"))
+                .and_then(Value::as_str)
+            {
+                branch_path.push_str(&format!("[{value}]"));
             }
-            let branch = branch.get("then").unwrap_or(branch);
-            collect(root, branch, &branch_path, keys, depth + 1);
         }
+        let branch = branch.get("then").unwrap_or(branch);
+        collect(root, branch, &branch_path, keys, depth + 1);
     }
     for (key, child) in object
         .get("properties")

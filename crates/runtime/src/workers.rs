@@ -49,28 +49,12 @@ pub fn start(count: usize) -> io::Result<()> {
     let count = count.max(1);
     let mut handles = Vec::with_capacity(count);
     for index in 0..count {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name(format!("zilla-worker-{index}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        let _ = sender.send(Err(error));
-                        return;
-                    }
-                };
-                CURRENT.with(|current| current.set(Some(index)));
-                let _ = sender.send(Ok(runtime.handle().clone()));
-                // Drives the tasks spawned onto this worker for the life of the process.
-                runtime.block_on(std::future::pending::<()>());
-            })?;
-        let handle = receiver
-            .recv()
-            .map_err(|_| io::Error::other("a worker thread ended while starting"))??;
+        // Drives the tasks spawned onto this worker for the life of the process.
+        let handle = thread_runtime(
+            format!("zilla-worker-{index}"),
+            move || CURRENT.with(|current| current.set(Some(index))),
+            std::future::pending::<()>(),
+        )?;
         handles.push(handle);
     }
     // A concurrent first call may have won; its workers serve, these threads stay parked.
@@ -79,6 +63,35 @@ pub fn start(count: usize) -> io::Result<()> {
         next: AtomicUsize::new(0),
     });
     Ok(())
+}
+
+/// Starts an OS thread named `name` driving its own `current_thread` runtime until `run`
+/// ends, and returns that runtime's handle once it runs. `setup` runs on the thread first, so
+/// nothing spawned through the handle runs before it.
+pub fn thread_runtime(
+    name: String,
+    setup: impl FnOnce() + Send + 'static,
+    run: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<Handle> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = sender.send(Err(error));
+                return;
+            }
+        };
+        setup();
+        let _ = sender.send(Ok(runtime.handle().clone()));
+        runtime.block_on(run);
+    })?;
+    receiver
+        .recv()
+        .map_err(|_| io::Error::other("a runtime thread ended while starting"))?
 }
 
 /// How many workers run: at least one (the current runtime, when none were started).

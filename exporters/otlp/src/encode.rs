@@ -160,16 +160,33 @@ fn resource(attributes: &[(String, String)]) -> Value {
 
 /// The body posted to the metrics endpoint; `attributes` are the resource's.
 pub fn metrics_body(attributes: &[(String, String)], metrics: Vec<Value>) -> String {
+    envelope(
+        attributes,
+        "Metrics",
+        METRICS_SCOPE,
+        "metrics",
+        Value::Array(metrics),
+    )
+    .to_string()
+}
+
+/// An OTLP export request of one `signal` (`Metrics`, `Logs`, `Spans`): one resource with
+/// `attributes`, one scope named `scope`, and its `records` under `key`.
+fn envelope(
+    attributes: &[(String, String)],
+    signal: &str,
+    scope: &str,
+    key: &str,
+    records: Value,
+) -> Value {
+    let mut scoped = json!({"scope": {"name": scope, "version": SCOPE_VERSION}});
+    scoped[key] = records;
     json!({
-        "resourceMetrics": [{
+        format!("resource{signal}"): [{
             "resource": resource(attributes),
-            "scopeMetrics": [{
-                "scope": {"name": METRICS_SCOPE, "version": SCOPE_VERSION},
-                "metrics": metrics,
-            }],
+            format!("scope{signal}"): [scoped],
         }],
     })
-    .to_string()
 }
 
 /// One event as a log record, already encoded.
@@ -191,15 +208,7 @@ pub fn logs_body<'a>(
     records: impl Iterator<Item = &'a str>,
 ) -> String {
     spliced(
-        json!({
-            "resourceLogs": [{
-                "resource": resource(attributes),
-                "scopeLogs": [{
-                    "scope": {"name": LOGS_SCOPE, "version": SCOPE_VERSION},
-                    "logRecords": [],
-                }],
-            }],
-        }),
+        envelope(attributes, "Logs", LOGS_SCOPE, "logRecords", json!([])),
         "logRecords",
         records,
     )
@@ -258,15 +267,7 @@ pub fn traces_body<'a>(
     records: impl Iterator<Item = &'a str>,
 ) -> String {
     spliced(
-        json!({
-            "resourceSpans": [{
-                "resource": resource(attributes),
-                "scopeSpans": [{
-                    "scope": {"name": TRACES_SCOPE, "version": SCOPE_VERSION},
-                    "spans": [],
-                }],
-            }],
-        }),
+        envelope(attributes, "Spans", TRACES_SCOPE, "spans", json!([])),
         "spans",
         records,
     )
@@ -339,5 +340,25 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn each_signal_has_its_own_envelope_and_scope() {
+        let resource = [("service.name".to_owned(), "zilla".to_owned())];
+        let metrics: Value =
+            serde_json::from_str(&metrics_body(&resource, vec![json!({"name": "m"})])).unwrap();
+        let scoped = &metrics["resourceMetrics"][0]["scopeMetrics"][0];
+        assert_eq!(scoped["scope"]["name"], METRICS_SCOPE);
+        assert_eq!(scoped["metrics"], json!([{"name": "m"}]));
+        assert_eq!(
+            metrics["resourceMetrics"][0]["resource"]["attributes"][0]["key"],
+            "service.name"
+        );
+        let spans: Value =
+            serde_json::from_str(&traces_body(&resource, ["{\"name\":\"s\"}"].into_iter()))
+                .unwrap();
+        let scoped = &spans["resourceSpans"][0]["scopeSpans"][0];
+        assert_eq!(scoped["scope"]["name"], TRACES_SCOPE);
+        assert_eq!(scoped["spans"], json!([{"name": "s"}]));
     }
 }

@@ -133,25 +133,33 @@ impl Pusher {
             self.post(uri, encode::metrics_body(&self.target.resource, metrics))
                 .await?;
         }
+        let resource = &self.target.resource;
         if let Some(uri) = &self.target.logs {
-            while let Some(batch) = self.logs.batch() {
-                let body = encode::logs_body(
-                    &self.target.resource,
-                    batch.records.iter().map(String::as_str),
-                );
-                self.post(uri, body).await?;
-                self.logs.acknowledge(batch.last);
-            }
+            self.drain(uri, &self.logs, |records| {
+                encode::logs_body(resource, records.iter().map(String::as_str))
+            })
+            .await?;
         }
         if let Some(uri) = &self.target.traces {
-            while let Some(batch) = self.spans.batch() {
-                let body = encode::traces_body(
-                    &self.target.resource,
-                    batch.records.iter().map(String::as_str),
-                );
-                self.post(uri, body).await?;
-                self.spans.acknowledge(batch.last);
-            }
+            self.drain(uri, &self.spans, |records| {
+                encode::traces_body(resource, records.iter().map(String::as_str))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Posts every batch of `buffer` to `uri` in the body `body` makes of its records,
+    /// acknowledging each once posted.
+    async fn drain(
+        &self,
+        uri: &Uri,
+        buffer: &RecordBuffer,
+        body: impl Fn(&[String]) -> String,
+    ) -> Result<(), String> {
+        while let Some(batch) = buffer.batch() {
+            self.post(uri, body(&batch.records)).await?;
+            buffer.acknowledge(batch.last);
         }
         Ok(())
     }

@@ -82,12 +82,8 @@ impl ComponentFactory<dyn Guard> for InlineGuardFactory {
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {
-        if context.config.store.is_some() {
-            return Err(BuildError::at("store", "an inline guard takes no `store`"));
-        }
-        if context.config.vault.is_some() {
-            return Err(BuildError::at("vault", "an inline guard takes no `vault`"));
-        }
+        context.refuse_store("an inline guard")?;
+        context.refuse_vault("an inline guard")?;
         let options: InlineOptions = context.options()?;
         Ok(Arc::new(InlineGuard::new(options)))
     }

@@ -115,12 +115,8 @@ impl ComponentFactory<dyn Guard> for JwtGuardFactory {
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {
-        if context.config.store.is_some() {
-            return Err(BuildError::at("store", "a jwt guard takes no `store`"));
-        }
-        if context.config.vault.is_some() {
-            return Err(BuildError::at("vault", "a jwt guard takes no `vault`"));
-        }
+        context.refuse_store("a jwt guard")?;
+        context.refuse_vault("a jwt guard")?;
         let options: JwtOptions = context.options()?;
         let keys = match &options.keys {
             Some(KeysConfig::Inline(list)) => {

@@ -18,6 +18,7 @@ use sha2::Digest;
 use x509_parser::der_parser::asn1_rs::{Any, Tag};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{X509Certificate, X509Name};
+use zilla_engine::guard::escape_dn_value;
 
 /// The name attributes RFC 2253 writes as keywords (with their OIDs); the only ones with
 /// relative fields (`subject.cn`), as Java writes any other attribute's value in hex.
@@ -147,7 +148,7 @@ fn canonical_value(value: &Any<'_>) -> String {
         _ => None,
     };
     match text {
-        Some(text) => escape(&text.split_whitespace().collect::<Vec<_>>().join(" ")),
+        Some(text) => escape_dn_value(&text.split_whitespace().collect::<Vec<_>>().join(" ")),
         None => {
             // The DER encoding of the value: its tag, length and content.
             let mut encoded = vec![u8::try_from(value.tag().0).unwrap_or(0)];
@@ -168,22 +169,6 @@ fn canonical_value(value: &Any<'_>) -> String {
             format!("#{hex}")
         }
     }
-}
-
-/// Escapes what RFC 2253 section 2.4 says must be escaped.
-fn escape(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (index, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (index == 0 && (c == '#' || c == ' '))
-            || (index == last && c == ' ');
-        if special {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 /// An IP address as Java writes it: dotted IPv4, or eight hex groups without zero compression.
@@ -231,9 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn values_are_escaped_and_addresses_written_as_java_does() {
-        assert_eq!(escape("Example, Inc."), "Example\\, Inc.");
-        assert_eq!(escape("#1 "), "\\#1\\ ");
+    fn addresses_written_as_java_does() {
         assert_eq!(ip_text(&[127, 0, 0, 1]).as_deref(), Some("127.0.0.1"));
         let mut v6 = [0u8; 16];
         v6[15] = 1;

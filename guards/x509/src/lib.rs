@@ -115,12 +115,8 @@ impl ComponentFactory<dyn Guard> for X509GuardFactory {
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Guard>, BuildError> {
-        if context.config.store.is_some() {
-            return Err(BuildError::at("store", "an x509 guard takes no `store`"));
-        }
-        if context.config.vault.is_some() {
-            return Err(BuildError::at("vault", "an x509 guard takes no `vault`"));
-        }
+        context.refuse_store("an x509 guard")?;
+        context.refuse_vault("an x509 guard")?;
         let options: X509Options = context.options()?;
         X509Guard::new(options, context.events.clone()).map(|guard| Arc::new(guard) as _)
     }

@@ -102,9 +102,7 @@ impl ComponentFactory<dyn Store> for MemoryStoreFactory {
     }
 
     fn build(&self, context: &ComponentContext<'_>) -> Result<Arc<dyn Store>, BuildError> {
-        if context.config.store.is_some() {
-            return Err(BuildError::at("store", "a memory store takes no `store`"));
-        }
+        context.refuse_store("a memory store")?;
         Ok(Arc::new(MemoryStore::new(maximum_bytes(
             context.properties,
         ))))

@@ -109,14 +109,10 @@ impl ModelFactory for AvroModelFactory {
         context: &ModelContext<'_>,
     ) -> Result<Arc<dyn Validator>, BuildError> {
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
-        let config: AvroModelConfig = serde_json::from_value(reference.clone())
-            .map_err(|error| BuildError::at("", error.to_string()))?;
-        if config.model != "avro" {
-            return Err(BuildError::at(
-                "model",
-                format!("`{}` is not the avro model", config.model),
-            ));
-        }
+        let config: AvroModelConfig =
+            zilla_cataloged::model_config(reference, "avro", |config: &AvroModelConfig| {
+                &config.model
+            })?;
         let json_view = config.view == Some(View::Json);
         let (catalog, configured_id, parsed) =
             match zilla_cataloged::resolve_or_encoded(&config.catalog, context)? {

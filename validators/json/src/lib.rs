@@ -88,14 +88,10 @@ impl ModelFactory for JsonModelFactory {
         reference: &serde_json::Value,
         context: &ModelContext<'_>,
     ) -> Result<Arc<dyn Validator>, BuildError> {
-        let config: JsonModelConfig = serde_json::from_value(reference.clone())
-            .map_err(|error| BuildError::at("", error.to_string()))?;
-        if config.model != "json" {
-            return Err(BuildError::at(
-                "model",
-                format!("`{}` is not the json model", config.model),
-            ));
-        }
+        let config: JsonModelConfig =
+            zilla_cataloged::model_config(reference, "json", |config: &JsonModelConfig| {
+                &config.model
+            })?;
         let lenient = config
             .validate
             .is_some_and(|validate| validate.decode() == ValidateMode::Lenient);

@@ -120,14 +120,11 @@ impl ModelFactory for ProtobufModelFactory {
         reference: &serde_json::Value,
         context: &ModelContext<'_>,
     ) -> Result<Arc<dyn Validator>, BuildError> {
-        let config: ProtobufModelConfig = serde_json::from_value(reference.clone())
-            .map_err(|error| BuildError::at("", error.to_string()))?;
-        if config.model != "protobuf" {
-            return Err(BuildError::at(
-                "model",
-                format!("`{}` is not the protobuf model", config.model),
-            ));
-        }
+        let config: ProtobufModelConfig = zilla_cataloged::model_config(
+            reference,
+            "protobuf",
+            |config: &ProtobufModelConfig| &config.model,
+        )?;
         let references = config.schema_references();
         let resolved = zilla_cataloged::resolve(&references, context)?;
         let path = format!("catalog.{}[0]", resolved.catalog_name);

@@ -22,14 +22,14 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use zilla_tests::{Gateway, Peer, Process, free_port, rss_kib, workspace_dir};
+use zilla_tests::{Gateway, Peer, Process, free_port, workspace_dir};
 
 use super::load::{self, Plan};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::usage::{
     MachineCpu, Measured, Meter, ProxyCost, children, cpu_time, own_cpu_with_children,
-    ticks_per_second, tree_cpu_time,
+    peak_rss_until_exit, ticks_per_second, tree_cpu_time,
 };
 use super::wrk;
 use super::{Spread, commit, record, stop_gateway, today, zilla_binary};
@@ -45,8 +45,6 @@ const WRK_THREADS: usize = 2;
 const WRK_CONNECTIONS: usize = 64;
 const WRK_DURATION: Duration = Duration::from_secs(10);
 const WRK_WARM_UP: Duration = Duration::from_secs(3);
-/// How often the gateway's resident memory is read while wrk runs.
-const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 /// The fixed rate of S2 as a share of the nginx median of S1.
 const LATENCY_LOAD: f64 = 0.5;
 const LATENCY_DURATION: Duration = Duration::from_secs(10);
@@ -582,7 +580,7 @@ fn spawn_wrk(side: &Side<'_>, mode: &Mode, duration: Duration) -> Result<Child> 
 fn wrk_run(side: &Side<'_>, mode: &Mode, shape: Shape, ticks_per_second: u64) -> Result<WrkRun> {
     let meter = Meter::start(side.pid, side.tree, ticks_per_second)?;
     let mut child = spawn_wrk(side, mode, shape.duration)?;
-    let peak_rss_kib = match sample_rss_until_exit(&mut child, side.pid) {
+    let peak_rss_kib = match peak_rss_until_exit(&mut child, side.pid) {
         Ok(peak) => peak,
         Err(error) => {
             // Best effort: wrk may already be gone, and the error says what went wrong.
@@ -607,16 +605,6 @@ fn wrk_run(side: &Side<'_>, mode: &Mode, shape: Shape, ticks_per_second: u64) ->
         measured,
         peak_rss_kib,
     })
-}
-
-/// The largest resident memory of `pid` seen while `child` runs.
-fn sample_rss_until_exit(child: &mut Child, pid: u32) -> Result<u64> {
-    let mut peak = rss_kib(pid)?;
-    while child.try_wait()?.is_none() {
-        std::thread::sleep(RSS_SAMPLE_INTERVAL);
-        peak = peak.max(rss_kib(pid)?);
-    }
-    Ok(peak)
 }
 
 /// S2's results, in µs.

@@ -21,30 +21,28 @@
 //! Every record the gateway and the native producer had acknowledged must be in the topic at
 //! the end: the partition's end offset is compared with the acknowledgements.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::sync::Semaphore;
+use hyper::client::conn::http1::SendRequest;
 use zilla_binding_kafka::wire::{Cluster, Isolation, OffsetSpec};
-use zilla_tests::{Gateway, Peer, Process, free_port, rss_kib, success, workspace_dir};
+use zilla_tests::{Gateway, Peer, free_port, success, workspace_dir};
 
-use super::load::{Schedule, percentile};
+use super::http_proxy::Nginx;
+use super::load::{Due, Schedule, connect, percentile};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
-use super::usage::{cpu_time, load_average, ticks_per_second};
+use super::usage::{cpu_time, load_average, peak_rss_until_exit, ticks_per_second};
 use super::wrk;
-use super::{Spread, commit, record, today};
+use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, cmd, run as run_command};
 
 const TOPIC: &str = "events";
@@ -66,8 +64,6 @@ const LATENCY_WARM_UP: Duration = Duration::from_secs(2);
 const LATENCY_CONNECTIONS: usize = 32;
 /// A fixed-rate run with more failed requests than this share is not a measurement.
 pub(super) const MAX_ERROR_SHARE: f64 = 0.001;
-const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the native producer may take beyond its run (start-up, the final flush).
 const NATIVE_GRACE: Duration = Duration::from_secs(60);
@@ -95,13 +91,13 @@ pub fn run(options: &Options) -> Result<()> {
     let body = json_body();
     let script = dir.path().join("post.lua");
     std::fs::write(&script, wrk_script(&body))?;
-    let origin = Nginx::start(&dir.path().join("origin"))?;
+    let origin = start_nginx(&dir.path().join("origin"))?;
     let broker = Broker::start()?;
     broker.create_topic(TOPIC, 1)?;
     let mut proxy = Gateway::from_file(workspace_dir().join("examples/http.proxy/zilla.yaml"))
         .binary(&binary)
         .env("PROXY_PORT", "0")
-        .env("ORIGIN_PORT", origin.port.to_string())
+        .env("ORIGIN_PORT", origin.address().port().to_string())
         .start()?;
     let mut gateway =
         Gateway::from_file(workspace_dir().join("examples/http.kafka.produce/zilla.yaml"))
@@ -147,13 +143,7 @@ pub fn run(options: &Options) -> Result<()> {
     let offset_after = bench.end_offset()?;
 
     for (name, process) in [("proxy", &mut proxy), ("gateway", &mut gateway)] {
-        let status = process.terminate()?;
-        if !status.success() {
-            bail!(
-                "the {name} zilla exited with {status} on SIGTERM; stderr:\n{}",
-                process.stderr()
-            );
-        }
+        stop_gateway(process).with_context(|| format!("the {name} zilla"))?;
     }
     let acknowledged = bench.acknowledged.load(Ordering::Relaxed);
     let written = u64::try_from(offset_after - offset_before).unwrap_or(0);
@@ -424,16 +414,6 @@ pub(super) fn spawn_wrk(target: SocketAddr, script: &Path, duration: Duration) -
     command
         .spawn()
         .context("cannot run wrk (install it with `cargo xtask peers --only apt`)")
-}
-
-/// The largest resident memory of `pid` seen while `child` runs.
-pub(super) fn peak_rss_until_exit(child: &mut Child, pid: u32) -> Result<u64> {
-    let mut peak = rss_kib(pid)?;
-    while child.try_wait()?.is_none() {
-        std::thread::sleep(RSS_SAMPLE_INTERVAL);
-        peak = peak.max(rss_kib(pid)?);
-    }
-    Ok(peak)
 }
 
 /// S7 latency at a fixed rate, in ms.
@@ -754,7 +734,7 @@ impl HttpPost {
     async fn connect(target: SocketAddr, body: Bytes) -> Result<Self> {
         Ok(Self {
             target,
-            sender: http_connection(target).await?,
+            sender: connect(target).await?,
             body,
         })
     }
@@ -763,23 +743,10 @@ impl HttpPost {
 impl HttpPost {
     async fn exchange(&mut self) -> Result<()> {
         if self.sender.is_closed() {
-            self.sender = http_connection(self.target).await?;
+            self.sender = connect(self.target).await?;
         }
         post(&mut self.sender, self.target, self.body.clone()).await
     }
-}
-
-async fn http_connection(target: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(target)
-        .await
-        .with_context(|| format!("cannot connect to {target}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        // The connection ends with the run, or fails and the next request reports it.
-        let _ = connection.await;
-    });
-    Ok(sender)
 }
 
 async fn post(
@@ -804,7 +771,7 @@ async fn post(
 /// One `POST` on a new connection must be answered `204` in time.
 pub(super) async fn check_post(target: SocketAddr, body: &Bytes) -> Result<()> {
     tokio::time::timeout(ANSWER_TIMEOUT, async {
-        let mut sender = http_connection(target).await?;
+        let mut sender = connect(target).await?;
         post(&mut sender, target, body.clone()).await
     })
     .await
@@ -818,45 +785,18 @@ struct Outcome {
     errors: u64,
 }
 
-struct Due {
-    schedule: Schedule,
-    start: Instant,
-    next: AtomicU64,
-    permits: Semaphore,
-}
-
-/// Exchanges fall due at exact intervals of `schedule`, whatever the answers do; idle
-/// workers take them in turn, and each latency runs from the exchange's due time, so a stall
-/// counts against every exchange it delays. A thread on an OS timer releases them (finer than
-/// tokio's millisecond timer wheel).
+/// Exchanges fall due at exact intervals of `schedule` ([`Due`]); each latency runs from the
+/// exchange's due time, so a stall counts against every exchange it delays.
 async fn fixed_rate(workers: Vec<HttpPost>, schedule: Schedule) -> Result<Outcome> {
-    let due = Arc::new(Due {
-        schedule,
-        start: Instant::now() + Duration::from_millis(20),
-        next: AtomicU64::new(0),
-        permits: Semaphore::new(0),
-    });
-    let dispatcher = {
-        let due = due.clone();
-        let workers = workers.len();
-        std::thread::spawn(move || release_when_due(&due, workers))
-    };
+    let due = Due::new(schedule);
+    let dispatcher = due.dispatch(workers.len());
     let mut tasks = tokio::task::JoinSet::new();
     for mut worker in workers {
         let due = due.clone();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
-            loop {
-                let Ok(permit) = due.permits.acquire().await else {
-                    break;
-                };
-                permit.forget();
-                let index = due.next.fetch_add(1, Ordering::Relaxed);
-                if index >= due.schedule.total {
-                    break;
-                }
-                let due_at = due.start + due.schedule.due_at(index);
+            while let Some(due_at) = due.next().await {
                 match worker.exchange().await {
                     Ok(()) => latencies.push(due_at.elapsed()),
                     Err(_) => errors += 1,
@@ -866,7 +806,7 @@ async fn fixed_rate(workers: Vec<HttpPost>, schedule: Schedule) -> Result<Outcom
         });
     }
     let mut outcome = Outcome {
-        latencies: Vec::with_capacity(usize::try_from(schedule.total).unwrap_or(0)),
+        latencies: Vec::with_capacity(usize::try_from(due.total()).unwrap_or(0)),
         errors: 0,
     };
     while let Some(joined) = tasks.join_next().await {
@@ -879,30 +819,6 @@ async fn fixed_rate(workers: Vec<HttpPost>, schedule: Schedule) -> Result<Outcom
     }
     outcome.latencies.sort_unstable();
     Ok(outcome)
-}
-
-/// Releases one permit per exchange as it falls due, then one per worker so that each learns
-/// the run is over.
-fn release_when_due(due: &Due, workers: usize) {
-    let mut released = 0;
-    while released < due.schedule.total {
-        let now = Instant::now();
-        if now < due.start {
-            std::thread::sleep(due.start - now);
-            continue;
-        }
-        let owed = due.schedule.due_by(now - due.start);
-        if owed > released {
-            due.permits
-                .add_permits(usize::try_from(owed - released).unwrap_or(Semaphore::MAX_PERMITS));
-            released = owed;
-        }
-        if released < due.schedule.total {
-            let next = due.start + due.schedule.due_at(released);
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-    }
-    due.permits.add_permits(workers);
 }
 
 /// Everything recorded.
@@ -1045,59 +961,9 @@ fn hundredths(spread: &Spread) -> String {
 
 /// A loopback nginx answering every request `204`, run in the foreground from its own prefix
 /// directory; stopped when dropped.
-struct Nginx {
-    process: Process,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(prefix: &Path) -> Result<Self> {
-        std::fs::create_dir_all(prefix)?;
-        std::fs::set_permissions(prefix, std::fs::Permissions::from_mode(0o755))?;
-        let port = free_port()?;
-        let config_path = prefix.join("nginx.conf");
-        std::fs::write(&config_path, nginx_config(port))
-            .with_context(|| format!("cannot write {}", config_path.display()))?;
-        let mut prefix_arg = prefix.as_os_str().to_owned();
-        prefix_arg.push("/");
-        let process = Peer::new("nginx")
-            .arg("-p")
-            .arg(prefix_arg)
-            .arg("-c")
-            .arg(&config_path)
-            .arg("-e")
-            .arg(prefix.join("error.log"))
-            .args(["-g", "daemon off;"])
-            .spawn()
-            .context("cannot run nginx (install it with `cargo xtask peers --only apt`)")?;
-        let mut nginx = Self { process, port };
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = nginx.process.try_status()? {
-                bail!(
-                    "nginx exited with {status}: {}\n{}",
-                    nginx.process.stderr(),
-                    std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default()
-                );
-            }
-            if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() >= deadline {
-                nginx.process.kill();
-                bail!("nginx did not listen on {address} within {READY_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // Terminating kills the master if it ignores SIGTERM; nothing more can be done here.
-        let _ = self.process.terminate();
-    }
+fn start_nginx(prefix: &Path) -> Result<Nginx> {
+    let port = free_port()?;
+    Nginx::start(prefix, &nginx_config(port), port)
 }
 
 /// The origin: every request answered `204` on keep-alive connections that never run out of
@@ -1149,8 +1015,8 @@ mod tests {
     fn wrk_and_the_fixed_rate_driver_post_to_nginx() -> Result<()> {
         let dir = tempfile::tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let nginx = Nginx::start(&dir.path().join("origin"))?;
-        let target = SocketAddr::from(([127, 0, 0, 1], nginx.port));
+        let nginx = start_nginx(&dir.path().join("origin"))?;
+        let target = nginx.address();
         let script = dir.path().join("post.lua");
         let body = json_body();
         std::fs::write(&script, wrk_script(&body))?;

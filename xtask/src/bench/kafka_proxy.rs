@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use super::options::Options;
 use super::tansu::Broker;
 use super::usage::{cpu_time, ticks_per_second};
-use super::{Spread, commit, record, today};
+use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, run as run_command};
 
 const TOPIC: &str = "proxied";
@@ -147,15 +147,18 @@ fn produce(bootstrap: &str, records: usize) -> Result<f64> {
         ],
         "",
     )?;
-    let number = |key: &str| {
-        report[key]
-            .as_f64()
-            .with_context(|| format!("no `{key}` in {report}"))
-    };
+    let number = |key: &str| number(&report, key);
     if number("delivered")? as usize != records {
         bail!("not every record was acknowledged: {report}");
     }
     Ok(records as f64 / number("seconds")?)
+}
+
+/// The number `key` of a load client's JSON report.
+fn number(report: &serde_json::Value, key: &str) -> Result<f64> {
+    report[key]
+        .as_f64()
+        .with_context(|| format!("no `{key}` in {report}"))
 }
 
 /// Records per second of one consume run.
@@ -165,11 +168,7 @@ fn consume(bootstrap: &str, records: usize) -> Result<f64> {
         &["consume", bootstrap, TOPIC, &records.to_string()],
         "",
     )?;
-    let number = |key: &str| {
-        report[key]
-            .as_f64()
-            .with_context(|| format!("no `{key}` in {report}"))
-    };
+    let number = |key: &str| number(&report, key);
     if (number("consumed")? as usize) < records {
         bail!("not every record was read: {report}");
     }
@@ -189,11 +188,7 @@ fn latency(bootstrap: &str, seconds: u64) -> Result<(f64, f64)> {
         ],
         "",
     )?;
-    let number = |key: &str| {
-        report[key]
-            .as_f64()
-            .with_context(|| format!("no `{key}` in {report}"))
-    };
+    let number = |key: &str| number(&report, key);
     if number("failed")? > 0.0 {
         bail!("records failed: {report}");
     }
@@ -214,6 +209,14 @@ struct Samples {
 enum Target {
     Direct = 0,
     Proxy = 1,
+}
+
+/// What a round measures on each target in turn.
+#[derive(Debug, Clone, Copy)]
+enum Measure {
+    Produce,
+    Consume,
+    Latency,
 }
 
 /// Runs S8 and records its figures; with `--quick`, one short round ([`QUICK_RECORDS`]
@@ -291,35 +294,29 @@ bindings:
         } else {
             [Target::Proxy, Target::Direct]
         };
-        for target in order {
-            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
-            settle(&broker)?;
-            figures
-                .produce
-                .push(produce(address, records).with_context(context)?);
-        }
-        for target in order {
-            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
-            settle(&broker)?;
-            figures
-                .consume
-                .push(consume(address, records).with_context(context)?);
-        }
-        for target in order {
-            let (address, figures) = (addresses[target as usize], &mut samples[target as usize]);
-            settle(&broker)?;
-            let (p50, p99) = latency(address, latency_seconds).with_context(context)?;
-            figures.p50.push(p50);
-            figures.p99.push(p99);
+        // Each measure runs on both targets before the next begins.
+        for measure in [Measure::Produce, Measure::Consume, Measure::Latency] {
+            for target in order {
+                let (address, figures) =
+                    (addresses[target as usize], &mut samples[target as usize]);
+                settle(&broker)?;
+                match measure {
+                    Measure::Produce => figures
+                        .produce
+                        .push(produce(address, records).with_context(context)?),
+                    Measure::Consume => figures
+                        .consume
+                        .push(consume(address, records).with_context(context)?),
+                    Measure::Latency => {
+                        let (p50, p99) = latency(address, latency_seconds).with_context(context)?;
+                        figures.p50.push(p50);
+                        figures.p99.push(p99);
+                    }
+                }
+            }
         }
     }
-    let status = gateway.terminate()?;
-    if !status.success() {
-        bail!(
-            "zilla exited with {status} on SIGTERM; stderr:\n{}",
-            gateway.stderr()
-        );
-    }
+    stop_gateway(&mut gateway)?;
     drop(broker);
 
     let [direct_samples, proxy_samples] = samples;

@@ -125,11 +125,69 @@ pub fn run(plan: &Plan) -> Result<Outcome> {
     runtime.block_on(run_async(plan))
 }
 
-struct Shared {
+/// The requests of a fixed-rate run, falling due at the instants of a [`Schedule`] whatever
+/// the answers do: a thread on an OS timer (finer than tokio's millisecond timer wheel)
+/// releases them as permits, and idle workers take them in turn.
+pub(super) struct Due {
     schedule: Schedule,
     start: Instant,
     next: AtomicU64,
     permits: Semaphore,
+}
+
+impl Due {
+    /// The run of `schedule`, starting shortly (so that workers are idle before the first
+    /// request is due).
+    pub(super) fn new(schedule: Schedule) -> Arc<Self> {
+        Arc::new(Self {
+            schedule,
+            start: Instant::now() + Duration::from_millis(20),
+            next: AtomicU64::new(0),
+            permits: Semaphore::new(0),
+        })
+    }
+
+    /// Starts the thread that releases the requests for `workers` workers.
+    pub(super) fn dispatch(self: &Arc<Self>, workers: usize) -> std::thread::JoinHandle<()> {
+        let due = self.clone();
+        std::thread::spawn(move || due.release(workers))
+    }
+
+    /// Waits for the next request: the instant it fell due, or `None` once the run is over.
+    pub(super) async fn next(&self) -> Option<Instant> {
+        self.permits.acquire().await.ok()?.forget();
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        (index < self.schedule.total).then(|| self.start + self.schedule.due_at(index))
+    }
+
+    /// How many requests the run has.
+    pub(super) fn total(&self) -> u64 {
+        self.schedule.total
+    }
+
+    /// Releases one permit per request when it falls due, then one per worker so that every
+    /// worker learns that the run is over.
+    fn release(&self, workers: usize) {
+        let mut released = 0;
+        while released < self.schedule.total {
+            let now = Instant::now();
+            if now < self.start {
+                std::thread::sleep(self.start - now);
+                continue;
+            }
+            let due = self.schedule.due_by(now - self.start);
+            if due > released {
+                self.permits
+                    .add_permits(usize::try_from(due - released).unwrap_or(Semaphore::MAX_PERMITS));
+                released = due;
+            }
+            if released < self.schedule.total {
+                let next = self.start + self.schedule.due_at(released);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        }
+        self.permits.add_permits(workers);
+    }
 }
 
 async fn run_async(plan: &Plan) -> Result<Outcome> {
@@ -138,18 +196,9 @@ async fn run_async(plan: &Plan) -> Result<Outcome> {
         senders.push(connect(plan.target).await?);
     }
     // Connections are open and idle before the first request is due.
-    let start = Instant::now() + Duration::from_millis(20);
-    let shared = Arc::new(Shared {
-        schedule: Schedule::new(plan.rate, plan.duration),
-        start,
-        next: AtomicU64::new(0),
-        permits: Semaphore::new(0),
-    });
-    let dispatcher = {
-        let shared = shared.clone();
-        let extra = senders.len();
-        std::thread::spawn(move || dispatch(&shared, extra))
-    };
+    let shared = Due::new(Schedule::new(plan.rate, plan.duration));
+    let start = shared.start;
+    let dispatcher = shared.dispatch(senders.len());
     let mut tasks = Vec::with_capacity(senders.len());
     for sender in senders {
         let shared = shared.clone();
@@ -158,7 +207,7 @@ async fn run_async(plan: &Plan) -> Result<Outcome> {
             connection(sender, &shared, &plan).await
         }));
     }
-    let mut latencies = Vec::with_capacity(usize::try_from(shared.schedule.total).unwrap_or(0));
+    let mut latencies = Vec::with_capacity(usize::try_from(shared.total()).unwrap_or(0));
     let mut errors = 0;
     let mut failure = None;
     for task in tasks {
@@ -186,47 +235,18 @@ async fn run_async(plan: &Plan) -> Result<Outcome> {
     })
 }
 
-/// Releases one permit per request when it falls due, then one per connection so that every
-/// connection learns that the run is over.
-fn dispatch(shared: &Shared, connections: usize) {
-    let mut released = 0;
-    while released < shared.schedule.total {
-        let now = Instant::now();
-        if now < shared.start {
-            std::thread::sleep(shared.start - now);
-            continue;
-        }
-        let due = shared.schedule.due_by(now - shared.start);
-        if due > released {
-            shared
-                .permits
-                .add_permits(usize::try_from(due - released).unwrap_or(Semaphore::MAX_PERMITS));
-            released = due;
-        }
-        if released < shared.schedule.total {
-            let next = shared.start + shared.schedule.due_at(released);
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-    }
-    shared.permits.add_permits(connections);
-}
-
 async fn connection(
     mut sender: SendRequest<Empty<Bytes>>,
-    shared: &Shared,
+    shared: &Due,
     plan: &Plan,
 ) -> Result<(Vec<Duration>, u64)> {
     let host = plan.target.to_string();
     let mut latencies = Vec::new();
     let mut errors = 0;
     loop {
-        let permit = shared.permits.acquire().await?;
-        permit.forget();
-        let index = shared.next.fetch_add(1, Ordering::Relaxed);
-        if index >= shared.schedule.total {
+        let Some(due) = shared.next().await else {
             return Ok((latencies, errors));
-        }
-        let due = shared.start + shared.schedule.due_at(index);
+        };
         match exchange(&mut sender, &plan.path, &host, plan.body_length).await {
             Ok(()) => latencies.push(due.elapsed()),
             Err(_) => {
@@ -239,7 +259,13 @@ async fn connection(
     }
 }
 
-async fn connect(target: SocketAddr) -> Result<SendRequest<Empty<Bytes>>> {
+/// An HTTP/1.1 connection to `target` (no Nagle delay), driven in the background.
+pub(super) async fn connect<B>(target: SocketAddr) -> Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(target)
         .await
         .with_context(|| format!("cannot connect to {target}"))?;
@@ -279,7 +305,7 @@ pub fn probe(target: SocketAddr, path: &str, header: Option<&str>) -> Result<(u1
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut sender = connect(target).await?;
+        let mut sender = connect::<Empty<Bytes>>(target).await?;
         sender.ready().await?;
         let mut request = hyper::Request::get(path).header(hyper::header::HOST, target.to_string());
         if let Some(header) = header {

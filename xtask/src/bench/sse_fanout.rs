@@ -37,8 +37,8 @@ use super::load::Schedule;
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::tansu::{Broker, sockets_to};
-use super::usage::{cpu_time, load_average, ticks_per_second};
-use super::{Spread, commit, record, today};
+use super::usage::{RSS_SAMPLE_INTERVAL, cpu_time, load_average, ticks_per_second};
+use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, run as run_command};
 use histogram::Histogram;
 use reader::SseReader;
@@ -72,7 +72,6 @@ const DRAIN_MAX: Duration = Duration::from_secs(30);
 /// How long the gateway's CPU is measured with every subscriber live and nothing produced.
 const IDLE_MEASURE: Duration = Duration::from_secs(3);
 const READ_BUFFER: usize = 4096;
-const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 /// File descriptors this process keeps beyond one per subscriber.
 const SPARE_FDS: u64 = 256;
 
@@ -143,13 +142,7 @@ pub fn run(options: &Options) -> Result<()> {
         .context("the fan-out phase")?;
     drop(runtime);
 
-    let status = gateway.terminate()?;
-    if !status.success() {
-        bail!(
-            "zilla exited with {status} on SIGTERM; stderr:\n{}",
-            gateway.stderr()
-        );
-    }
+    stop_gateway(&mut gateway)?;
     drop(broker);
     let figures = Figures {
         clients,

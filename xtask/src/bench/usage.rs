@@ -7,6 +7,19 @@ use anyhow::{Context, Result};
 use super::Spread;
 use crate::shell::{cmd, stdout_of};
 
+/// How often a run samples a process's resident memory.
+pub const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The largest resident memory of `pid`, in KiB, seen while `child` runs.
+pub fn peak_rss_until_exit(child: &mut std::process::Child, pid: u32) -> Result<u64> {
+    let mut peak = zilla_tests::rss_kib(pid)?;
+    while child.try_wait()?.is_none() {
+        std::thread::sleep(RSS_SAMPLE_INTERVAL);
+        peak = peak.max(zilla_tests::rss_kib(pid)?);
+    }
+    Ok(peak)
+}
+
 /// The user and system CPU time a process has used so far, as counted in `/proc/<pid>/stat`.
 pub fn cpu_time(pid: u32, ticks_per_second: u64) -> Result<Duration> {
     let path = format!("/proc/{pid}/stat");

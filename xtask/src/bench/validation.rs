@@ -29,10 +29,11 @@ use zilla_tests::{Gateway, SchemaRegistry, workspace_dir};
 
 use super::kafka_produce::{
     BODY_LENGTH, CONCURRENCY, MAX_ERROR_SHARE, PATH, WARM_UP, WRK_THREADS, check_post, json_body,
-    peak_rss_until_exit, spawn_wrk, whole, wrk_script,
+    spawn_wrk, whole, wrk_script,
 };
 use super::options::Options;
 use super::tansu::Broker;
+use super::usage::peak_rss_until_exit;
 use super::usage::{cpu_time, load_average, ticks_per_second};
 use super::{Spread, commit, record, stop_gateway, today, wrk, zilla_binary};
 

@@ -306,26 +306,36 @@ fn metadata(frame: &Bytes, version: i16, allows: &dyn Fn(&str) -> bool) -> Resul
     })
 }
 
-fn produce(frame: &Bytes, version: i16, allows: &dyn Fn(&str) -> bool) -> Result<Checked, String> {
-    let (offset, mut request): (usize, kp::ProduceRequest) = decode_request(0, version, frame)?;
-    if request
-        .topic_data
-        .iter()
-        .all(|topic| allows(name(&topic.name)))
-    {
-        return Ok(Checked::unchanged());
-    }
+/// Removes the topics `allows` refuses from a request's `topics`, and returns each removed
+/// topic's name and partitions (nothing when every topic is allowed).
+fn retain_allowed<T>(
+    topics: &mut Vec<T>,
+    allows: &dyn Fn(&str) -> bool,
+    topic_name: impl Fn(&T) -> &str,
+    partitions: impl Fn(&T) -> Vec<i32>,
+) -> Vec<(String, Vec<i32>)> {
     let mut denied = Vec::new();
-    request.topic_data.retain(|topic| {
-        let allowed = allows(name(&topic.name));
+    topics.retain(|topic| {
+        let allowed = allows(topic_name(topic));
         if !allowed {
-            denied.push((
-                name(&topic.name).to_owned(),
-                topic.partition_data.iter().map(|p| p.index).collect(),
-            ));
+            denied.push((topic_name(topic).to_owned(), partitions(topic)));
         }
         allowed
     });
+    denied
+}
+
+fn produce(frame: &Bytes, version: i16, allows: &dyn Fn(&str) -> bool) -> Result<Checked, String> {
+    let (offset, mut request): (usize, kp::ProduceRequest) = decode_request(0, version, frame)?;
+    let denied = retain_allowed(
+        &mut request.topic_data,
+        allows,
+        |topic| name(&topic.name),
+        |topic| topic.partition_data.iter().map(|p| p.index).collect(),
+    );
+    if denied.is_empty() {
+        return Ok(Checked::unchanged());
+    }
     let frame = frame_with(&frame[4..offset], &request, version)?;
     Ok(Checked::Forward {
         frame: Some(frame),
@@ -335,24 +345,15 @@ fn produce(frame: &Bytes, version: i16, allows: &dyn Fn(&str) -> bool) -> Result
 
 fn fetch(frame: &Bytes, version: i16, allows: &dyn Fn(&str) -> bool) -> Result<Checked, String> {
     let (offset, mut request): (usize, kp::FetchRequest) = decode_request(1, version, frame)?;
-    if request
-        .topics
-        .iter()
-        .all(|topic| allows(name(&topic.topic)))
-    {
+    let denied = retain_allowed(
+        &mut request.topics,
+        allows,
+        |topic| name(&topic.topic),
+        |topic| topic.partitions.iter().map(|p| p.partition).collect(),
+    );
+    if denied.is_empty() {
         return Ok(Checked::unchanged());
     }
-    let mut denied = Vec::new();
-    request.topics.retain(|topic| {
-        let allowed = allows(name(&topic.topic));
-        if !allowed {
-            denied.push((
-                name(&topic.topic).to_owned(),
-                topic.partitions.iter().map(|p| p.partition).collect(),
-            ));
-        }
-        allowed
-    });
     let frame = frame_with(&frame[4..offset], &request, version)?;
     Ok(Checked::Forward {
         frame: Some(frame),

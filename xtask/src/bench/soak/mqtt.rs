@@ -67,24 +67,33 @@ def new_client(client_id):
     client.reconnect_delay_set(0.05, 2)
     return client
 
-class Subscriber:
-    def __init__(self, qos, index):
-        self.qos, self.received, self.warm = qos, {}, False
-        self.connects, self.sessions_lost = 0, 0
-        self.subscribed = threading.Event()
-        self.client = new_client(f"soak-sub-{qos}-{index}")
+class Client:
+    """A persistent-session client counting its connects and the sessions the gateway lost."""
+    def __init__(self, qos, client_id):
+        self.qos, self.connects, self.sessions_lost = qos, 0, 0
+        self.client = new_client(client_id)
         self.client.on_connect = self.on_connect
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
-        self.client.on_message = self.on_message
+    def start(self):
         self.client.connect_async(host, port, keepalive=20)
         self.client.loop_start()
     def on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             return
         self.connects += 1
-        if not flags.session_present:
-            # A session the gateway should have kept: what it held is counted as missed.
-            self.sessions_lost += int(self.connects > 1)
+        # A session the gateway should have kept: what it held is counted as missed.
+        self.sessions_lost += int(self.connects > 1 and not flags.session_present)
+        self.on_session(client, flags.session_present)
+
+class Subscriber(Client):
+    def __init__(self, qos, index):
+        super().__init__(qos, f"soak-sub-{qos}-{index}")
+        self.received, self.warm = {}, False
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
+        self.client.on_message = self.on_message
+        self.start()
+    def on_session(self, client, present):
+        if not present:
             client.subscribe(TOPIC, qos=self.qos)
     def on_message(self, client, userdata, message):
         payload = message.payload.decode("utf-8", "replace")
@@ -93,22 +102,15 @@ class Subscriber:
         else:
             self.received[payload] = self.received.get(payload, 0) + 1
 
-class Publisher:
+class Publisher(Client):
     def __init__(self, qos, index):
-        self.qos, self.sent, self.acked_mids = qos, {}, []
-        self.connects, self.sessions_lost = 0, 0
+        super().__init__(qos, f"soak-pub-{qos}-{index}")
+        self.sent, self.acked_mids = {}, []
         self.connected = threading.Event()
-        self.client = new_client(f"soak-pub-{qos}-{index}")
         self.client.max_queued_messages_set(0)
-        self.client.on_connect = self.on_connect
         self.client.on_publish = lambda c, u, mid, rc, p: self.acked_mids.append(mid)
-        self.client.connect_async(host, port, keepalive=20)
-        self.client.loop_start()
-    def on_connect(self, client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            return
-        self.connects += 1
-        self.sessions_lost += int(self.connects > 1 and not flags.session_present)
+        self.start()
+    def on_session(self, client, present):
         self.connected.set()
     def publish(self, payload):
         # Packet ids are unique per client for up to 65535 messages: more than a run sends.
