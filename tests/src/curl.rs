@@ -27,6 +27,29 @@ impl CurlResponse {
     }
 }
 
+/// `curl <args>` as (status, body).
+pub fn curl_status_body(args: &[&str]) -> Result<(u16, String)> {
+    let response = curl(args)?;
+    Ok((response.status, response.body))
+}
+
+/// A `POST` to `url` of `content_type` with `idempotency-key: key` (the http-kafka examples'
+/// key for a produce), its body given by curl's `data` arguments (`["-d", text]` or
+/// `["--data-binary", "@file"]`): (status, body).
+pub fn post_keyed(
+    url: &str,
+    content_type: &str,
+    key: &str,
+    data: &[&str],
+) -> Result<(u16, String)> {
+    let content_type = format!("content-type: {content_type}");
+    let key = format!("idempotency-key: {key}");
+    let mut args = vec!["-X", "POST", "-H", &content_type, "-H", &key];
+    args.extend_from_slice(data);
+    args.push(url);
+    curl_status_body(&args)
+}
+
 /// Runs `curl -sS -i --max-time 30 <args>` and parses what it printed.
 pub fn curl(args: &[&str]) -> Result<CurlResponse> {
     let output = Peer::new("curl")

@@ -89,7 +89,7 @@ mod socket;
 pub use apicurio::{ApicurioRegistry, ArtifactIds};
 pub use binary::{build_zilla, workspace_dir, zilla, zilla_binary};
 pub use broker::{Broker, kcat};
-pub use curl::{CurlResponse, curl, sse_events};
+pub use curl::{CurlResponse, curl, curl_status_body, post_keyed, sse_events};
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
 pub use mosquitto::{mosquitto, mosquitto_with};
 pub use nginx::{nginx, nginx_with};

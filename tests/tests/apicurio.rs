@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
+use zilla_tests::curl_status_body as curl;
 use zilla_tests::{ApicurioRegistry, Broker, Gateway, Peer, free_port, workspace_dir};
 
 const ITEM_SCHEMA: &str = r#"{"type":"record","name":"Item","namespace":"example","fields":[{"name":"id","type":"string"},{"name":"status","type":"string"}]}"#;
@@ -65,24 +66,13 @@ fn config(options: &str) -> Result<String> {
     ))
 }
 
-/// `curl -i` output as (status, body).
-fn curl(args: &[&str]) -> Result<(u16, String)> {
-    let response = zilla_tests::curl(args)?;
-    Ok((response.status, response.body))
-}
-
 fn post(base: &str, key: &str, body: &str) -> Result<(u16, String)> {
-    curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("idempotency-key: {key}"),
-        "-d",
-        body,
+    zilla_tests::post_keyed(
         &format!("{base}/items"),
-    ])
+        "application/json",
+        key,
+        &["-d", body],
+    )
 }
 
 /// One configuration end to end: JSON posted lands framed with `id` in `id_bytes` bytes and

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
+use zilla_tests::curl_status_body as curl;
 use zilla_tests::{Broker, Gateway, Peer, SchemaRegistry, free_port, workspace_dir};
 
 const ITEM_SCHEMA: &str = r#"{"type":"record","name":"Item","namespace":"example","fields":[{"name":"id","type":"string"},{"name":"status","type":"string"}]}"#;
@@ -102,24 +103,25 @@ fn setup_with_workers(workers: Option<usize>) -> Result<Setup> {
     })
 }
 
-/// `curl -i` output as (status, body).
-fn curl(args: &[&str]) -> Result<(u16, String)> {
-    let response = zilla_tests::curl(args)?;
-    Ok((response.status, response.body))
+fn post(base: &str, key: &str, body: &str) -> Result<(u16, String)> {
+    zilla_tests::post_keyed(
+        &format!("{base}/items"),
+        "application/json",
+        key,
+        &["-d", body],
+    )
 }
 
-fn post(base: &str, key: &str, body: &str) -> Result<(u16, String)> {
-    curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("idempotency-key: {key}"),
-        "-d",
-        body,
-        &format!("{base}/items"),
-    ])
+/// Posts the Avro datum in `path` (registry-framed or not) to `/events`: the status.
+fn post_avro(base: &str, path: &std::path::Path, key: &str) -> Result<u16> {
+    let data = format!("@{}", path.display());
+    Ok(zilla_tests::post_keyed(
+        &format!("{base}/events"),
+        "application/avro-binary",
+        key,
+        &["--data-binary", &data],
+    )?
+    .0)
 }
 
 fn consume(setup: &Setup, count: usize) -> Result<Value> {
@@ -314,20 +316,7 @@ fn framed_avro_is_checked_against_the_schema_its_id_names_and_produced_as_it_cam
     std::fs::write(&bare, &framed[5..])?;
 
     let base = format!("http://{}", setup.gateway.address("web_tcp"));
-    let send = |path: &std::path::Path, key: &str| -> Result<u16> {
-        Ok(curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/avro-binary",
-            "-H",
-            &format!("idempotency-key: {key}"),
-            "--data-binary",
-            &format!("@{}", path.display()),
-            &format!("{base}/events"),
-        ])?
-        .0)
-    };
+    let send = |path: &std::path::Path, key: &str| post_avro(&base, path, key);
     assert_eq!(send(&unknown, "u")?, 400);
     assert_eq!(send(&bare, "b")?, 400);
     assert_eq!(send(&valid, "v")?, 204);
@@ -470,20 +459,7 @@ fn a_registry_that_stops_answering_later_holds_up_only_messages_naming_new_ids()
         json!({"id": "e1", "status": "OK"}),
     )?;
     let base = format!("http://{}", setup.gateway.address("web_tcp"));
-    let send = |path: &std::path::Path, key: &str| -> Result<u16> {
-        Ok(curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/avro-binary",
-            "-H",
-            &format!("idempotency-key: {key}"),
-            "--data-binary",
-            &format!("@{}", path.display()),
-            &format!("{base}/events"),
-        ])?
-        .0)
-    };
+    let send = |path: &std::path::Path, key: &str| post_avro(&base, path, key);
     // The gateway learns the id of `known` from the registry on its first use.
     assert_eq!(send(&known, "k1")?, 204);
     assert_eq!(post(&base, "a", r#"{"id": "a", "status": "OK"}"#)?.0, 204);

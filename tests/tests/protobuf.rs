@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
+use zilla_tests::curl_status_body as curl;
 use zilla_tests::{Broker, Gateway, Peer, SchemaRegistry, free_port, python, workspace_dir};
 
 /// Compiles a `.proto` file into a Python module with `protoc` and imports it.
@@ -131,25 +132,9 @@ fn setup(example_name: &str) -> Result<Setup> {
     })
 }
 
-/// `curl -i` output as (status, body).
-fn curl(args: &[&str]) -> Result<(u16, String)> {
-    let response = zilla_tests::curl(args)?;
-    Ok((response.status, response.body))
-}
-
 fn post_json(base: &str, key: &str, body: &str) -> Result<u16> {
-    Ok(curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "-H",
-        &format!("idempotency-key: {key}"),
-        "-d",
-        body,
-        &format!("{base}/requests"),
-    ])?
-    .0)
+    let url = format!("{base}/requests");
+    Ok(zilla_tests::post_keyed(&url, "application/json", key, &["-d", body])?.0)
 }
 
 fn consume(setup: &Setup, count: usize) -> Result<Value> {
@@ -326,18 +311,12 @@ fn protobuf_posted_one_way_is_checked_and_lands_framed() -> Result<()> {
     let post = |key: &str, body: &[u8]| -> Result<u16> {
         let file = tempfile::NamedTempFile::new()?;
         std::fs::write(file.path(), body)?;
-        Ok(curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/protobuf",
-            "-H",
-            &format!("idempotency-key: {key}"),
-            "--data-binary",
-            &format!("@{}", file.path().display()),
-            &format!("{base}/requests"),
-        ])?
-        .0)
+        let data = format!("@{}", file.path().display());
+        let url = format!("{base}/requests");
+        Ok(
+            zilla_tests::post_keyed(&url, "application/protobuf", key, &["--data-binary", &data])?
+                .0,
+        )
     };
     let valid = protoc_encode(&setup.proto, "message: 'hello world' count: 10")?;
     assert_eq!(post("1", &valid)?, 204);

@@ -782,8 +782,8 @@ mod tests {
         assert!(value("http.response.size").ends_with("count=2 sum=10"));
     }
 
-    #[tokio::test]
-    async fn attributes_label_each_metric_as_zilla_does() {
+    /// A registry with every `http.*` metric enabled for binding `ns:http0`.
+    fn every_http_metric() -> (Metrics, BindingMetrics) {
         let metrics = Metrics::new([&crate::telemetry::HTTP_METRICS]);
         metrics.set_namespace_metrics(BTreeMap::from([(
             "ns".to_owned(),
@@ -794,6 +794,12 @@ mod tests {
                 .collect(),
         )]));
         let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
+        (metrics, binding)
+    }
+
+    #[tokio::test]
+    async fn attributes_label_each_metric_as_zilla_does() {
+        let (metrics, binding) = every_http_metric();
         let attributes = [
             ("method".to_owned(), "${http.request.method}".to_owned()),
             ("status".to_owned(), "${http.response.status}".to_owned()),
@@ -839,16 +845,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_resolves_series_once_per_recent_attribute_values() {
-        let metrics = Metrics::new([&crate::telemetry::HTTP_METRICS]);
-        metrics.set_namespace_metrics(BTreeMap::from([(
-            "ns".to_owned(),
-            crate::telemetry::HTTP_METRICS
-                .metrics
-                .iter()
-                .map(|m| m.name.to_owned())
-                .collect(),
-        )]));
-        let binding = metrics.binding(&QualifiedName::new("ns", "http0"), &["http.*".to_owned()]);
+        let (metrics, binding) = every_http_metric();
         let attributes = [
             ("path".to_owned(), "${http.request.path}".to_owned()),
             ("agent".to_owned(), "${http.request.user-agent}".to_owned()),
