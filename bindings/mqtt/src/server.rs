@@ -169,15 +169,21 @@ pub(crate) struct TopicContent {
 }
 
 impl Shared {
-    /// Refuses a payload that the model of the first topic entry matching `topic` refuses.
-    fn check_content(&self, topic_name: &str, payload: &[u8]) -> Result<(), Close> {
+    /// Refuses a payload that the model of the first topic entry matching `topic` refuses. A
+    /// schema the payload names that the catalog has not fetched yet is awaited first, so a
+    /// slow registry holds up this publication only, not the worker's other connections.
+    async fn check_content(&self, topic_name: &str, payload: &[u8]) -> Result<(), Close> {
         let entry = self
             .topics
             .iter()
             .find(|entry| topic::matches(&entry.filter, topic_name));
-        if let Some(validator) = entry.and_then(|entry| entry.validator.as_ref())
-            && let Err(reason) = validator.validate(payload)
-        {
+        let Some(validator) = entry.and_then(|entry| entry.validator.as_ref()) else {
+            return Ok(());
+        };
+        if let Some(fetching) = validator.fetch(payload) {
+            fetching.await;
+        }
+        if let Err(reason) = validator.validate(payload) {
             tracing::debug!(topic = topic_name, %reason, "mqtt publication refused by its model");
             return Err(close(ReasonCode::PAYLOAD_FORMAT_INVALID));
         }
@@ -892,7 +898,8 @@ impl Connection {
             return Err(close(ReasonCode::RETAIN_NOT_SUPPORTED));
         }
         self.shared
-            .check_content(&publish.topic, &publish.payload)?;
+            .check_content(&publish.topic, &publish.payload)
+            .await?;
         let packet_id = publish.packet_id.unwrap_or(0);
         if publish.qos != QoS::AtMostOnce {
             if publish.qos == QoS::ExactlyOnce && self.released.contains(&packet_id) {

@@ -607,3 +607,87 @@ async fn a_full_store_refuses_the_connection_as_busy() {
     }
     assert!(store.is_empty());
 }
+
+/// [`Digits`], whose payloads starting with `F` name a schema it must fetch first: the fetch
+/// lands when `landed` is notified.
+struct FetchingDigits {
+    landed: Arc<tokio::sync::Notify>,
+}
+
+impl zilla_engine::components::Validator for FetchingDigits {
+    fn validate(&self, data: &[u8]) -> Result<(), String> {
+        Digits.validate(data.strip_prefix(b"F").unwrap_or(data))
+    }
+
+    fn fetch(&self, data: &[u8]) -> Option<zilla_engine::components::Fetching> {
+        let landed = self.landed.clone();
+        data.starts_with(b"F")
+            .then(|| Box::pin(async move { landed.notified().await }) as _)
+    }
+}
+
+#[tokio::test]
+async fn a_publication_waiting_for_its_schema_holds_up_no_other_connection() {
+    let recorder = Recorder::default();
+    let landed = Arc::new(tokio::sync::Notify::new());
+    let mut state = Arc::try_unwrap(shared(recorder.clone(), false))
+        .ok()
+        .expect("a fresh server state has one owner");
+    state.topics = vec![TopicContent {
+        filter: "sensors/+/count".into(),
+        validator: Some(Arc::new(FetchingDigits {
+            landed: landed.clone(),
+        })),
+    }];
+    let state = Arc::new(state);
+    let counted = |payload: &'static [u8], id: u16| {
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "sensors/a/count".into(),
+            packet_id: Some(id),
+            payload: Bytes::from_static(payload),
+            ..Publish::default()
+        })
+    };
+    let mut waiting = connect(state.clone());
+    send(
+        &mut waiting,
+        connect_packet(Version::V5, None, 0),
+        Version::V5,
+    )
+    .await;
+    connack(&mut waiting, Version::V5).await;
+    send(&mut waiting, counted(b"F42", 1), Version::V5).await;
+
+    // The test runs on one thread, as a worker does: the other client is answered meanwhile.
+    let mut other = connect(state);
+    let mut other_connect = connect_packet(Version::V5, None, 0);
+    if let Packet::Connect(connect) = &mut other_connect {
+        connect.client_id = "c2".into();
+    }
+    send(&mut other, other_connect, Version::V5).await;
+    connack(&mut other, Version::V5).await;
+    send(&mut other, counted(b"7", 1), Version::V5).await;
+    match receive(&mut other, Version::V5).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            receive(&mut waiting, Version::V5)
+        )
+        .await
+        .is_err(),
+        "answered before its schema was fetched"
+    );
+
+    landed.notify_one();
+    match receive(&mut waiting, Version::V5).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason, ReasonCode::SUCCESS),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let published = &recorder.seen.lock().unwrap().published;
+    let payloads: Vec<&[u8]> = published.iter().map(|m| m.payload.as_ref()).collect();
+    assert_eq!(payloads, vec![b"7".as_slice(), b"F42".as_slice()]);
+}
