@@ -594,3 +594,445 @@ fn a_deadline_or_a_cancel_ends_the_request_in_kafka_and_the_service_call() -> Re
     }
     Ok(())
 }
+
+/// The calling half of an event mesh on its own gateway: grpc_kafka produces EchoService
+/// calls to `echo-requests` and reads their replies from `echo-responses`.
+fn mesh_client_gateway(broker: &Broker) -> Result<Gateway> {
+    let yaml = format!(
+        r#"
+name: mesh-client
+catalogs:
+  host_filesystem:
+    type: filesystem
+    options:
+      subjects:
+        echo:
+          path: echo.proto
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      versions:
+        - h2
+    exit: grpc_server
+  grpc_server:
+    type: grpc
+    kind: server
+    catalog:
+      host_filesystem:
+        - subject: echo
+    routes:
+      - when:
+          - method: example.EchoService/*
+        exit: grpc_kafka
+  grpc_kafka:
+    type: grpc-kafka
+    kind: proxy
+    options:
+      idempotency:
+        metadata: idempotency-key
+    routes:
+      - when:
+          - method: example.EchoService/*
+        exit: kafka_cache_client
+        with:
+          capability: produce
+          topic: echo-requests
+          acks: leader_only
+          reply-to: echo-responses
+{kafka}"#,
+        kafka = mesh_kafka(broker)
+    );
+    Gateway::builder(&yaml)
+        .file(
+            "echo.proto",
+            std::fs::read(echo_proto().join("echo.proto"))?,
+        )
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()
+}
+
+/// The serving half of an event mesh on its own gateway: kafka_grpc reads `echo-requests` as
+/// the group `zilla:mesh-service-kafka_grpc` and calls the EchoService on `port`.
+fn mesh_service_gateway(broker: &Broker, port: u16) -> Result<Gateway> {
+    let yaml = format!(
+        r#"
+name: mesh-service
+bindings:
+  kafka_grpc:
+    type: kafka-grpc
+    kind: remote_server
+    entry: kafka_cache_client
+    options:
+      acks: leader_only
+    routes:
+      - when:
+          - topic: echo-requests
+            reply-to: echo-responses
+            method: example.EchoService/*
+        exit: grpc_client
+        with:
+          scheme: http
+          authority: 127.0.0.1:{port}
+  grpc_client:
+    type: grpc
+    kind: client
+    exit: http_client
+  http_client:
+    type: http
+    kind: client
+    options:
+      versions:
+        - h2
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: {port}
+{kafka}"#,
+        kafka = mesh_kafka(broker)
+    );
+    Gateway::builder(&yaml)
+        .env(
+            "RUST_LOG",
+            "zilla_binding_kafka_grpc=debug,zilla_binding_kafka::group=debug",
+        )
+        .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        .start()
+}
+
+/// The Kafka bindings both halves of the mesh use.
+fn mesh_kafka(broker: &Broker) -> String {
+    format!(
+        r#"  kafka_cache_client:
+    type: kafka
+    kind: cache_client
+    exit: kafka_cache_server
+  kafka_cache_server:
+    type: kafka
+    kind: cache_server
+    options:
+      bootstrap:
+        - echo-requests
+        - echo-responses
+    exit: kafka_client
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      servers:
+        - {}
+    exit: kafka_tcp
+  kafka_tcp:
+    type: tcp
+    kind: client
+"#,
+        broker.address()
+    )
+}
+
+/// Starts `count` unary calls `<prefix>-<i>`, 16 at a time, through `target` in the background
+/// (`grpc_kafka/mesh_client.py`).
+fn start_calls(target: &str, prefix: &str, count: usize) -> Result<Process> {
+    Peer::new(python())
+        .arg(workspace_dir().join("tests/tests/grpc_kafka/mesh_client.py"))
+        .arg(echo_proto())
+        .arg(target)
+        .arg(prefix)
+        .arg(count.to_string())
+        .arg("16")
+        .spawn()
+}
+
+/// Waits for the calls of [`start_calls`] to end and returns what each got.
+fn finish_calls(mut calls: Process) -> Result<serde_json::Map<String, Value>> {
+    let status = calls.wait(Duration::from_secs(80))?;
+    ensure!(status.success(), "mesh client failed: {}", calls.stderr());
+    let results: Value = serde_json::from_str(calls.stdout().trim())
+        .with_context(|| format!("mesh client output: {}", calls.stdout()))?;
+    results
+        .as_object()
+        .cloned()
+        .context("mesh client output is not an object")
+}
+
+/// How many times the echo server recording in `records` executed each EchoUnary payload.
+fn executions(records: &Path) -> Result<std::collections::HashMap<String, usize>> {
+    let mut counts = std::collections::HashMap::new();
+    let log = match std::fs::read_to_string(records.join("unary.log")) {
+        Ok(log) => log,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(error.into()),
+    };
+    for line in log.lines() {
+        *counts.entry(line.to_owned()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// How many of the payloads starting with `prefix` the echo server executed.
+fn executed_with(records: &Path, prefix: &str) -> Result<usize> {
+    Ok(executions(records)?
+        .iter()
+        .filter(|(payload, _)| payload.starts_with(prefix))
+        .map(|(_, count)| count)
+        .sum())
+}
+
+/// Polls `condition` every 20 ms until it holds, or fails after `timeout`.
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition()? {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The final reply records (those carrying `zilla:status`) on `echo-responses`, counted per
+/// idempotency key (the correlation id without its last `-` and what follows: its `-<md5>`).
+fn final_replies(broker: &Broker) -> Result<std::collections::HashMap<String, usize>> {
+    let replies: Vec<Value> = serde_json::from_slice(&run_python(
+        READ_REPLIES,
+        vec![
+            broker.address(),
+            "echo-responses".to_owned(),
+            "[]".to_owned(),
+        ],
+    )?)?;
+    let mut counts = std::collections::HashMap::new();
+    for reply in replies.iter().filter(|reply| !reply["status"].is_null()) {
+        let id = reply["id"].as_str().unwrap_or_default();
+        let key = id.rsplit_once('-').map_or(id, |(key, _)| key);
+        *counts.entry(key.to_owned()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// Checks a stream of mesh calls: every call answered with its own payload, every payload
+/// executed at least once, and exactly one final reply in Kafka per call. Returns how many
+/// payloads the service executed more than once (calls cut before their final reply).
+fn check_mesh_calls(
+    results: &serde_json::Map<String, Value>,
+    count: usize,
+    executed: &std::collections::HashMap<String, usize>,
+    finals: &std::collections::HashMap<String, usize>,
+) -> Result<usize> {
+    ensure!(results.len() == count, "{} results", results.len());
+    let mut again = 0;
+    for index in 0..count {
+        let payload = format!("mesh-{index}");
+        let result = &results[&payload];
+        ensure!(result["reply"] == json!(payload), "{payload}: {result}");
+        let times = executed.get(&payload).copied().unwrap_or(0);
+        ensure!(times >= 1, "{payload} never reached the service");
+        if times > 1 {
+            again += 1;
+        }
+        // A retried call is a new request (the same correlation id produced again after the
+        // first was read), which the service side answers again.
+        let attempts = result["attempts"].as_u64().unwrap_or(0) as usize;
+        let answers = finals.get(&payload).copied().unwrap_or(0);
+        ensure!(
+            answers == 1 || (attempts > 1 && answers <= attempts),
+            "{payload} answered {answers} times in Kafka after {attempts} attempts"
+        );
+    }
+    Ok(again)
+}
+
+#[test]
+fn killing_the_service_gateway_mid_stream_loses_no_call_and_answers_none_twice() -> Result<()> {
+    const CALLS: usize = 200;
+    let broker = Broker::start()?;
+    broker.create_topic("echo-requests", 2, false)?;
+    broker.create_topic("echo-responses", 1, false)?;
+    let records = tempfile::tempdir()?;
+    let (_server, port) = echo_server(records.path())?;
+    let mut service = mesh_service_gateway(&broker, port)?;
+    let client = mesh_client_gateway(&broker)?;
+    let target = client.address("tcp_server").to_string();
+    // Answered once the group reads the request topic (from its end, the first time).
+    let results = echo_client(&target, &["ready"])?;
+    assert_eq!(results["ready"]["ok"], "ready", "{results}");
+
+    let calls = start_calls(&target, "mesh", CALLS)?;
+    wait_until(
+        "a quarter of the calls ran",
+        Duration::from_secs(40),
+        || Ok(executed_with(records.path(), "mesh-")? >= CALLS / 4),
+    )?;
+    service.signal("KILL")?;
+    service.wait(Duration::from_secs(5))?;
+    let before_kill = executed_with(records.path(), "mesh-")?;
+    ensure!(
+        before_kill < CALLS,
+        "every call ran before the kill: nothing was in flight"
+    );
+    // tansu (without DescribeGroups to poll) hands a new member's join the assignment of a
+    // killed member that is still in the group: the restart waits out its 10 s session.
+    std::thread::sleep(Duration::from_secs(11));
+    let mut service = mesh_service_gateway(&broker, port)?;
+    let results = finish_calls(calls)?;
+    // Everything the restarted gateway answers is in Kafka once it has stopped.
+    ensure!(service.terminate()?.success(), "{}", service.stderr());
+    let executed = executions(records.path())?;
+    let finals = final_replies(&broker)?;
+    let again = check_mesh_calls(&results, CALLS, &executed, &finals)?;
+    // Only calls in progress at the kill may run twice: at most the client's 16.
+    assert!(again <= 16, "{again} payloads executed twice");
+    eprintln!("killed after {before_kill} executions; {again} executed again");
+    Ok(())
+}
+
+/// Produces one EchoUnary request `text` (keyed and correlated by `text`) and, when
+/// `answered`, its replies as a service gateway makes them, as if that gateway answered it and
+/// died before committing it.
+const PRODUCE_ANSWERED: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+bootstrap, text = sys.argv[1], sys.argv[2]
+producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+data = text.encode()
+message = bytes([0x0a, len(data)]) + data
+headers = [("zilla:service", b"example.EchoService"), ("zilla:method", b"EchoUnary"),
+           ("zilla:reply-to", b"echo-responses"), ("zilla:correlation-id", data)]
+producer.produce("echo-requests", key=data, value=message, headers=headers)
+producer.produce("echo-requests", key=data, value=None, headers=headers)
+if sys.argv[3] == "answered":
+    producer.produce("echo-responses", key=data, value=message,
+                     headers=[("zilla:correlation-id", data)])
+    producer.produce("echo-responses", key=data, value=None,
+                     headers=[("zilla:correlation-id", data), ("zilla:status", b"0")])
+producer.flush(20)
+"#;
+
+#[test]
+fn a_request_answered_but_not_committed_is_not_called_again() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("echo-requests", 1, false)?;
+    broker.create_topic("echo-responses", 1, false)?;
+    let records = tempfile::tempdir()?;
+    let (_server, port) = echo_server(records.path())?;
+    let client = mesh_client_gateway(&broker)?;
+    let target = client.address("tcp_server").to_string();
+    // A first run reads the request topic once (so the group has offsets), then stops.
+    let mut service = mesh_service_gateway(&broker, port)?;
+    let results = echo_client(&target, &["ready"])?;
+    assert_eq!(results["ready"]["ok"], "ready", "{results}");
+    ensure!(service.terminate()?.success(), "{}", service.stderr());
+
+    // A request whose replies are in Kafka but which the group has not committed (what a
+    // gateway killed between producing the final reply and committing leaves), then one
+    // nobody answered.
+    let answered = "answered_before";
+    let pending = "pending_after";
+    run_python(
+        PRODUCE_ANSWERED,
+        vec![broker.address(), answered.to_owned(), "answered".to_owned()],
+    )?;
+    run_python(
+        PRODUCE_ANSWERED,
+        vec![broker.address(), pending.to_owned(), "pending".to_owned()],
+    )?;
+
+    let mut service = mesh_service_gateway(&broker, port)?;
+    run_python(
+        READ_REPLIES,
+        vec![
+            broker.address(),
+            "echo-responses".to_owned(),
+            json!([pending]).to_string(),
+        ],
+    )?;
+    ensure!(service.terminate()?.success(), "{}", service.stderr());
+    let executed = executions(records.path())?;
+    assert_eq!(executed.get(pending), Some(&1), "{executed:?}");
+    assert_eq!(executed.get(answered), None, "called again: {executed:?}");
+    let finals = final_replies(&broker)?;
+    assert_eq!(finals.get(pending), Some(&1), "{finals:?}");
+    assert_eq!(finals.get(answered), Some(&1), "{finals:?}");
+    Ok(())
+}
+
+#[test]
+fn two_service_gateways_share_the_requests_and_one_dying_loses_none() -> Result<()> {
+    const CALLS: usize = 200;
+    let broker = Broker::start()?;
+    broker.create_topic("echo-requests", 4, false)?;
+    broker.create_topic("echo-responses", 1, false)?;
+    // Each service gateway calls its own echo server, so the servers tell who served what.
+    let (first_records, second_records) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (_first_server, first_port) = echo_server(first_records.path())?;
+    let (_second_server, second_port) = echo_server(second_records.path())?;
+    let mut first = mesh_service_gateway(&broker, first_port)?;
+    let client = mesh_client_gateway(&broker)?;
+    let target = client.address("tcp_server").to_string();
+    let results = echo_client(&target, &["ready"])?;
+    assert_eq!(results["ready"]["ok"], "ready", "{results}");
+    // The second member joins; calls reach its service once the group has rebalanced.
+    let mut second = mesh_service_gateway(&broker, second_port)?;
+    let mut round = 0;
+    wait_until(
+        "the second gateway serves calls",
+        Duration::from_secs(60),
+        || {
+            round += 1;
+            let warm = start_calls(&target, &format!("warm{round}"), 16)?;
+            finish_calls(warm)?;
+            Ok(executed_with(second_records.path(), "warm")? > 0)
+        },
+    )?;
+
+    let calls = start_calls(&target, "mesh", CALLS)?;
+    wait_until(
+        "both gateways served calls",
+        Duration::from_secs(40),
+        || {
+            Ok(executed_with(first_records.path(), "mesh-")? >= 20
+                && executed_with(second_records.path(), "mesh-")? >= 20)
+        },
+    )?;
+    first.signal("KILL")?;
+    first.wait(Duration::from_secs(5))?;
+    // As above: tansu keeps a killed member in the group's assignments; a restart once its
+    // session is over takes its place.
+    std::thread::sleep(Duration::from_secs(11));
+    let mut first = mesh_service_gateway(&broker, first_port)?;
+    let results = finish_calls(calls)?;
+    ensure!(first.terminate()?.success(), "{}", first.stderr());
+    ensure!(second.terminate()?.success(), "{}", second.stderr());
+    let mut executed = executions(first_records.path())?;
+    let by_first = executed_with(first_records.path(), "mesh-")?;
+    let by_second = executed_with(second_records.path(), "mesh-")?;
+    for (payload, count) in executions(second_records.path())? {
+        *executed.entry(payload).or_insert(0) += count;
+    }
+    let finals = final_replies(&broker)?;
+    // The warm-up calls too: every request answered once.
+    ensure!(
+        finals.values().all(|&count| count == 1),
+        "answered twice: {finals:?}"
+    );
+    let again = check_mesh_calls(&results, CALLS, &executed, &finals)?;
+    assert!(again <= 16, "{again} payloads executed twice");
+    eprintln!("first gateway executed {by_first}, second {by_second}; {again} executed again");
+    Ok(())
+}

@@ -10,8 +10,15 @@
 //! then on requests produced while no gateway reads the topic are answered when one starts.
 //! A request is committed only once its last reply record is produced; a request whose
 //! replies could not be produced, or whose call was cut when the gateway stopped, stays
-//! uncommitted and is called again after the next start (at least once: a request answered
-//! after the last commit of a gateway that crashed is answered again).
+//! uncommitted and is called again after the next start. The guarantee is at least once to
+//! the service, with answered requests recognised: a request that was already in the topic
+//! when a member started reading its partition (after a start or a rebalance) is first looked
+//! up on its reply topic by correlation id, and when its final reply (the record carrying
+//! `zilla:status`) is there, because a member that crashed or lost the partition produced it
+//! but did not commit it, the service is not called again and the request is committed. A
+//! request is therefore executed twice only when its call was cut before its final reply was
+//! produced (its partial replies are then followed by the replies of the second call), or
+//! when the search of the reply topic fails or takes over 30 s.
 //!
 //! Each route `when` entry takes the records of its `topic` filtered on `key`, `headers`, the
 //! `zilla:reply-to` header (which must name `reply-to`) and, when `method` names one service,
@@ -23,7 +30,9 @@
 //! suffix, when the request carries none), each value is one request message, and the record
 //! without value ends the request (with a `zilla:status` other than `0`, it is broken off and
 //! the call is cancelled). Records without correlation id, service, method or reply topic
-//! are skipped.
+//! are skipped, and so is a record without value whose request is not in progress (its call
+//! ended, or another member read the request's first records), as Zilla does: a request
+//! starts with a message.
 //!
 //! Calls go to the route's exit with the route's `with.scheme` and `with.authority`. While
 //! the service is `UNAVAILABLE` before it took a request message, the call is tried again
@@ -35,6 +44,11 @@
 //!
 //! At most 256 calls run at once per binding; further requests wait in Kafka. Each call holds
 //! at most 16 request messages the service has not taken yet.
+//!
+//! When the group rebalances, the member stops reading, gives the calls in progress up to 5 s
+//! to finish and commits them, then cuts the rest without a reply and joins again; the
+//! member that gets a partition next looks up the uncommitted requests as above, so a request
+//! is not answered by two members.
 //!
 //! When the gateway stops, reading ends at once, calls whose request was read to its end
 //! go on until the drain is over, the offsets they allow are committed and the member leaves

@@ -41,10 +41,17 @@ const MAXIMUM_BACKOFF: Duration = Duration::from_secs(5);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the coordinator waits for the members to join again in a rebalance.
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a member that lost its partitions lets the calls in progress finish (and
+/// commits them) before it cuts the rest and joins again: well within the rebalance
+/// timeout, after up to a heartbeat interval spent noticing the rebalance.
+const REBALANCE_DRAIN: Duration = Duration::from_secs(5);
 /// Heartbeats go out well within the session timeout.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// The last commit and the leave when the binding stops get this long each.
 const FINAL_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the reply topic is searched for the final reply of a request that may have been
+/// answered already; past it, the request is called again (at least once).
+const ANSWER_SEARCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A compiled `when` entry: the merged read it opens and the methods it serves.
 #[derive(Debug)]
@@ -193,12 +200,14 @@ impl Server {
         entries: &[(usize, usize)],
         tasks: &TaskTracker,
     ) -> Result<(), StreamError> {
-        let start = self.start_offsets(membership).await?;
+        let (start, ends) = self.start_offsets(membership).await?;
         let tracker = Arc::new(Mutex::new(CommitTracker::new(&start)));
         let finished = Arc::new(Notify::new());
         let progress = Progress {
             tracker: tracker.clone(),
             finished: finished.clone(),
+            ends: ends.into(),
+            cut: self.retired.child_token(),
         };
         let mut open = HashMap::new();
         let outcome = tokio::select! {
@@ -210,6 +219,19 @@ impl Server {
         // cut without a reply and stay uncommitted, to be answered after the next start.
         for request in open.into_values() {
             request.abandoned.cancel();
+        }
+        if outcome.is_err() {
+            // The partitions go to other members, which call again what is not committed or
+            // answered: the calls in progress get a moment to finish and be committed, then
+            // the rest are cut so that no request is answered by two members at once.
+            let drained = async {
+                while !lock(&tracker).is_idle() {
+                    finished.notified().await;
+                    let _ = self.commit(membership, &tracker).await;
+                }
+            };
+            let _ = tokio::time::timeout(REBALANCE_DRAIN, drained).await;
+            progress.cut.cancel();
         }
         if outcome.is_ok() {
             // Stopping: let the calls in progress end (until the drain is over) while the
@@ -245,11 +267,13 @@ impl Server {
 
     /// Where the member starts in each assigned partition: the group's committed offset, or
     /// (the first time the group reads a partition) its end, committed at once so that
-    /// requests produced while no gateway runs are answered when one starts.
+    /// requests produced while no gateway runs are answered when one starts. Also returns
+    /// each partition's end at that moment: the requests before it may have been answered by
+    /// a member that stopped before committing them.
     async fn start_offsets(
         &self,
         membership: &GroupMembership,
-    ) -> Result<Vec<PartitionOffset>, StreamError> {
+    ) -> Result<(Vec<PartitionOffset>, Vec<PartitionOffset>), StreamError> {
         let mut start = self
             .kafka
             .committed_offsets(
@@ -259,19 +283,21 @@ impl Server {
             )
             .await?;
         let mut fresh = Vec::new();
+        let mut ends = Vec::new();
         for &partition in &membership.partitions {
+            let offset = self
+                .kafka
+                .list_offset(&membership.topic, partition, OffsetSpec::Latest)
+                .await?;
             if start.iter().all(|offset| offset.partition != partition) {
-                let offset = self
-                    .kafka
-                    .list_offset(&membership.topic, partition, OffsetSpec::Latest)
-                    .await?;
                 fresh.push(PartitionOffset { partition, offset });
             }
+            ends.push(PartitionOffset { partition, offset });
         }
         self.kafka.commit_offsets(membership, &fresh).await?;
         start.extend(fresh);
         start.sort_unstable();
-        Ok(start)
+        Ok((start, ends))
     }
 
     /// Commits what the tracker allows.
@@ -405,6 +431,12 @@ impl Server {
             }
             return;
         }
+        let Some(value) = message.value.clone() else {
+            // The end of a request whose call is over (it ended early, it was answered
+            // already, or its first records were read by another member): not a new request.
+            tracing::debug!(binding = %self.name, offset = message.offset, "end of a request not in progress; skipped");
+            return;
+        };
         let (Some(service), Some(method), Some(reply_to)) = (
             text(message.header(&self.headers.service)),
             text(message.header(&self.headers.method)),
@@ -441,29 +473,21 @@ impl Server {
         };
         let (sender, messages) = message_channel(REQUEST_CAPACITY);
         let abandoned = CancellationToken::new();
-        match &message.value {
-            Some(value) => {
-                let _ = sender.send(Ok(value.clone())).await;
-                open.insert(
-                    correlation_id.clone(),
-                    OpenRequest {
-                        sender,
-                        abandoned: abandoned.clone(),
-                    },
-                );
-            }
-            None => {
-                if let Some(status) = broken_off(message) {
-                    let _ = sender.send(Err(status)).await;
-                }
-                drop(sender);
-            }
-        }
+        let _ = sender.send(Ok(value)).await;
+        open.insert(
+            correlation_id.clone(),
+            OpenRequest {
+                sender,
+                abandoned: abandoned.clone(),
+            },
+        );
         let mut metadata = metadata_of(message);
         if metadata.get(&self.idempotency).is_none() {
             metadata.push_text(self.idempotency.clone(), idempotency_key(&correlation_id));
         }
+        let (partition, offset) = (message.partition, message.offset);
         let call = Call {
+            recheck: progress.may_be_answered(partition, offset),
             exit: route.exit.clone(),
             scheme: with.scheme.clone(),
             authority: with.authority.clone(),
@@ -479,10 +503,9 @@ impl Server {
                 acks: self.acks,
             },
         };
-        let (partition, offset) = (message.partition, message.offset);
         lock(&progress.tracker).begin(partition, offset);
         let progress = progress.clone();
-        let retired = self.retired.clone();
+        let cut = progress.cut.clone();
         let name = self.name.clone();
         tasks.spawn(async move {
             let _permit = permit;
@@ -495,7 +518,7 @@ impl Server {
                     // Not committed: the request is answered again after a restart.
                     Err(error) => tracing::warn!(binding = %name, partition, offset, %error, "reply not produced; the request stays uncommitted"),
                 },
-                () = retired.cancelled() => {}
+                () = cut.cancelled() => {}
                 () = abandoned.cancelled() => {}
             }
         });
@@ -516,6 +539,21 @@ struct Progress {
     tracker: Arc<Mutex<CommitTracker>>,
     /// Notified when a call's replies are all produced.
     finished: Arc<Notify>,
+    /// The end of each partition when the generation started.
+    ends: Arc<[PartitionOffset]>,
+    /// Cancelled when the calls of this generation must end: the binding retired, or the
+    /// member lost its partitions.
+    cut: CancellationToken,
+}
+
+impl Progress {
+    /// Whether the request at `offset` was in the topic before this member started reading
+    /// it, so a member that stopped without committing it may have answered it already.
+    fn may_be_answered(&self, partition: i32, offset: i64) -> bool {
+        self.ends
+            .iter()
+            .any(|end| end.partition == partition && offset < end.offset)
+    }
 }
 
 fn lock(tracker: &Mutex<CommitTracker>) -> std::sync::MutexGuard<'_, CommitTracker> {
@@ -584,6 +622,49 @@ impl Reply {
             .map(|_| ())
     }
 
+    /// Whether the reply topic already holds this request's final reply (a record without
+    /// value carrying `zilla:status`). A search that fails or takes too long counts as no.
+    async fn answered(&self) -> bool {
+        let request = MergedRequest {
+            topic: self.topic.clone(),
+            start: Start::Historical,
+            offsets: Vec::new(),
+            filters: vec![Filter {
+                conditions: vec![Condition::Header {
+                    name: self.correlation_header.clone(),
+                    value: self.correlation_id.clone(),
+                }],
+            }],
+            latest_per_key: false,
+            partitions: Vec::new(),
+        };
+        let search = async {
+            let mut records = self.kafka.merged(request).await?;
+            while let Some(item) = records.next().await {
+                match item? {
+                    MergedItem::Message { message, .. } => {
+                        if message.value.is_none() && message.header(STATUS_HEADER).is_some() {
+                            return Ok(true);
+                        }
+                    }
+                    MergedItem::Synced(_) => return Ok(false),
+                }
+            }
+            Ok::<bool, StreamError>(false)
+        };
+        match tokio::time::timeout(ANSWER_SEARCH_TIMEOUT, search).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::warn!(topic = %self.topic, %error, "reply search failed; calling the service again");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(topic = %self.topic, "reply search timed out; calling the service again");
+                false
+            }
+        }
+    }
+
     /// The record that ends the replies: no value, `zilla:status` and `zilla:message`.
     async fn finish(&self, status: &Status, extra: Vec<Header>) -> Result<(), StreamError> {
         let mut headers = extra;
@@ -603,6 +684,9 @@ impl Reply {
 
 /// One request, called and answered.
 struct Call {
+    /// Whether to look for the request's final reply before calling: a member that stopped
+    /// before committing the request may have answered it.
+    recheck: bool,
     exit: Arc<dyn GrpcHandler>,
     scheme: String,
     authority: String,
@@ -616,6 +700,10 @@ impl Call {
     /// Calls the service, again after a backoff while it is `UNAVAILABLE` before it took any
     /// request message, and produces what it answers.
     async fn run(self, messages: MessageStream) -> Result<(), StreamError> {
+        if self.recheck && self.reply.answered().await {
+            tracing::debug!(service = %self.service, "request already answered; not called again");
+            return Ok(());
+        }
         let messages = Arc::new(Mutex::new(messages));
         let mut backoff = FIRST_BACKOFF;
         let response = loop {

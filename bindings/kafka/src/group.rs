@@ -14,7 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::kind::{GroupJoin, GroupMembership, PartitionOffset};
 use crate::wire::{
-    Cluster, HeartbeatRequest, JoinGroupRequest, KafkaError, LeaveGroupRequest,
+    Cluster, ErrorCode, HeartbeatRequest, JoinGroupRequest, KafkaError, LeaveGroupRequest,
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 
@@ -119,12 +119,57 @@ impl CommitTracker {
     }
 }
 
+/// How many times [`join`] joins again, with the member id it was given, when the group
+/// starts another rebalance between its JoinGroup and its SyncGroup.
+const SYNC_REBALANCE_ATTEMPTS: usize = 5;
+
 /// Joins the group, assigns the partitions when this member leads, and returns this
-/// member's share.
+/// member's share. A SyncGroup answered `REBALANCE_IN_PROGRESS` joins again with the member
+/// id the coordinator gave: a new id would leave the old one in the group until its session
+/// times out, and a member left that way may lead the next generation without ever
+/// assigning it.
 pub(crate) async fn join(
     cluster: &Cluster,
     request: &GroupJoin,
 ) -> Result<GroupMembership, KafkaError> {
+    let mut request = request.clone();
+    let mut attempt = 1;
+    loop {
+        match join_once(cluster, &request).await {
+            Err(JoinError {
+                member_id,
+                error:
+                    KafkaError::Broker {
+                        code: ErrorCode::REBALANCE_IN_PROGRESS,
+                        ..
+                    },
+            }) if attempt < SYNC_REBALANCE_ATTEMPTS && !member_id.is_empty() => {
+                request.member_id = member_id;
+                attempt += 1;
+            }
+            result => return result.map_err(|failed| failed.error),
+        }
+    }
+}
+
+/// A failed [`join_once`], with the member id the coordinator gave (empty when JoinGroup
+/// failed).
+struct JoinError {
+    member_id: String,
+    error: KafkaError,
+}
+
+impl From<KafkaError> for JoinError {
+    fn from(error: KafkaError) -> Self {
+        Self {
+            member_id: String::new(),
+            error,
+        }
+    }
+}
+
+/// One JoinGroup and SyncGroup.
+async fn join_once(cluster: &Cluster, request: &GroupJoin) -> Result<GroupMembership, JoinError> {
     let joined = cluster
         .join_group(&JoinGroupRequest {
             group_id: request.group_id.clone(),
@@ -171,7 +216,11 @@ pub(crate) async fn join(
             protocol_name: joined.protocol_name.clone(),
             assignments,
         })
-        .await?;
+        .await
+        .map_err(|error| JoinError {
+            member_id: joined.member_id.clone(),
+            error,
+        })?;
     let mut partitions: Vec<i32> = decode_assignment(assignment)?
         .into_iter()
         .filter(|(topic, _)| *topic == request.topic)

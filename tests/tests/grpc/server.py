@@ -1,6 +1,7 @@
 # A grpcio EchoService server: argv = proto_dir, record_dir. Prints "listening <port>".
 import os
 import sys
+import threading
 import time
 from concurrent import futures
 
@@ -18,9 +19,22 @@ def record(name, text):
         f.write(text)
 
 
+log_lock = threading.Lock()
+
+
+def log_call(text):
+    # One line per execution, so tests can count how often each request was executed.
+    with log_lock, open(os.path.join(record_dir, "unary.log"), "a") as f:
+        f.write(text + "\n")
+
+
 class Echo(rpc.EchoServiceServicer):
     def EchoUnary(self, request, context):
         metadata = dict(context.invocation_metadata())
+        log_call(request.message)
+        if request.message.startswith("mesh-"):
+            # Long enough for calls to be in progress in the service when a gateway dies.
+            time.sleep(0.02)
         if request.message == "fail":
             context.set_trailing_metadata([("x-reason", "missing")])
             context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
