@@ -124,7 +124,9 @@ impl HttpMetrics {
             labels,
             responses: Mutex::new(VecDeque::new()),
         });
-        remember(&cache.recent, series.clone(), RECENT_REQUEST_SERIES);
+        if cacheable(&series.values) {
+            remember(&cache.recent, series.clone(), RECENT_REQUEST_SERIES);
+        }
         series
     }
 
@@ -160,7 +162,9 @@ impl HttpMetrics {
             }),
             values,
         });
-        remember(&request.responses, series.clone(), RECENT_RESPONSE_SERIES);
+        if cacheable(&series.values) {
+            remember(&request.responses, series.clone(), RECENT_RESPONSE_SERIES);
+        }
         series
     }
 }
@@ -168,7 +172,16 @@ impl HttpMetrics {
 /// Request series kept per connection, and response series per request series: enough for
 /// the few routes one connection uses, bounded against one that uses thousands.
 const RECENT_REQUEST_SERIES: usize = 8;
-const RECENT_RESPONSE_SERIES: usize = 8;
+const RECENT_RESPONSE_SERIES: usize = 4;
+/// Attribute values longer than this together are looked up every time instead of kept: a
+/// connection holds at most 8 × (1 + 4) entries of about twice this many bytes, so a client
+/// sending long paths cannot make each connection hold much.
+const MAX_CACHED_VALUE_BYTES: usize = 128;
+
+/// Whether series for `values` may be kept in a connection's cache.
+fn cacheable(values: &[Option<String>]) -> bool {
+    values.iter().flatten().map(String::len).sum::<usize>() <= MAX_CACHED_VALUE_BYTES
+}
 
 /// The series one connection recorded into recently, by attribute values: a request whose
 /// values were seen before records without building labels or looking series up.
@@ -899,13 +912,37 @@ mod tests {
                 let _ = round;
             }
         }
+        // A long path records into its series without being kept.
+        let long = format!("/{}", "x".repeat(MAX_CACHED_VALUE_BYTES));
+        let kept = cache.recent.lock().unwrap().len();
+        for _ in 0..2 {
+            let record = exchange(&long, StatusCode::OK);
+            record
+                .response_body(crate::kind::empty())
+                .collect()
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.recent.lock().unwrap().len(), kept);
+        assert!(
+            cache
+                .recent
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|series| series.values[0].as_deref() != Some(long.as_str()))
+        );
         let table = metrics.table();
+        assert!(
+            table.contains(&format!("http.duration{{path={long},status=200}} count=2")),
+            "{table}"
+        );
         for expected in [
             "ns http0 http.duration{path=/a,status=200} count=2",
             "ns http0 http.duration{path=/a,status=404} count=1",
             "ns http0 http.request.size{path=/p0} count=2 sum=4",
             "ns http0 http.request.size{path=/p11} count=2 sum=4",
-            "ns http0 http.response.size{status=200} count=26 sum=72",
+            "ns http0 http.response.size{status=200} count=28 sum=72",
             "ns http0 http.active.requests{path=/p11} 0",
         ] {
             assert!(table.contains(expected), "{expected} missing from\n{table}");
