@@ -162,6 +162,13 @@ async fn one_fetch_serves_a_thousand_subscribers() -> Result<()> {
     };
     let mut first = live(cache.clone()).await?;
     synced(&mut first).await?;
+    // A live subscriber is in sync once the log end is known, which can be before the
+    // partition's parked fetch has its connection: a record received proves it has.
+    produce_with_python(&broker, "events", &[("warm", Some("up"))])?;
+    assert_eq!(
+        take(&mut first, 1).await?,
+        vec![("warm".to_owned(), Some("up".to_owned()))]
+    );
     let with_one = broker_sockets(broker.port())?;
     let mut subscribers = vec![first];
     for _ in 1..1000 {
