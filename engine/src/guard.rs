@@ -60,16 +60,19 @@ pub trait Guard: Send + Sync + 'static {
     }
 }
 
-/// The sessions a stream holds, by guard name (qualified).
+/// The sessions a stream holds, by guard name (qualified). Cloned per request, so a clone is one
+/// reference count: [`ConnectionSessions::authorize`] hands every request carrying a token seen
+/// before on the connection the same one.
 #[derive(Clone, Default)]
 pub struct Authorization {
-    sessions: Vec<(String, Arc<dyn GuardSession>)>,
+    /// `None` when no session is held, so that an empty one allocates nothing.
+    sessions: Option<Arc<[(Arc<str>, Arc<dyn GuardSession>)]>>,
 }
 
 impl std::fmt::Debug for Authorization {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.sessions.iter().map(|(guard, _)| guard))
+            .entries(self.entries().iter().map(|(guard, _)| guard))
             .finish()
     }
 }
@@ -77,11 +80,11 @@ impl std::fmt::Debug for Authorization {
 /// Equal when the same sessions are held under the same guard names.
 impl PartialEq for Authorization {
     fn eq(&self, other: &Self) -> bool {
-        self.sessions.len() == other.sessions.len()
-            && self
-                .sessions
+        let (mine, theirs) = (self.entries(), other.entries());
+        mine.len() == theirs.len()
+            && mine
                 .iter()
-                .zip(&other.sessions)
+                .zip(theirs)
                 .all(|((a, x), (b, y))| a == b && Arc::ptr_eq(x, y))
     }
 }
@@ -89,30 +92,47 @@ impl PartialEq for Authorization {
 impl Eq for Authorization {}
 
 impl Authorization {
+    /// An authorization holding `session` of `guard` only.
+    pub fn single(guard: impl Into<Arc<str>>, session: Arc<dyn GuardSession>) -> Self {
+        Self {
+            sessions: Some(Arc::from([(guard.into(), session)])),
+        }
+    }
+
+    fn entries(&self) -> &[(Arc<str>, Arc<dyn GuardSession>)] {
+        self.sessions.as_deref().unwrap_or_default()
+    }
+
     /// Whether no session is held.
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.entries().is_empty()
     }
 
     /// Adds or replaces the session for `guard`.
-    pub fn insert(&mut self, guard: impl Into<String>, session: Arc<dyn GuardSession>) {
+    pub fn insert(&mut self, guard: impl Into<Arc<str>>, session: Arc<dyn GuardSession>) {
         let guard = guard.into();
-        self.sessions.retain(|(name, _)| name != &guard);
-        self.sessions.push((guard, session));
+        let mut sessions: Vec<_> = self
+            .entries()
+            .iter()
+            .filter(|(name, _)| *name != guard)
+            .cloned()
+            .collect();
+        sessions.push((guard, session));
+        self.sessions = Some(sessions.into());
     }
 
     /// Every session held, by qualified guard name.
     pub fn sessions(&self) -> impl Iterator<Item = (&str, &Arc<dyn GuardSession>)> {
-        self.sessions
+        self.entries()
             .iter()
-            .map(|(guard, session)| (guard.as_str(), session))
+            .map(|(guard, session)| (&**guard, session))
     }
 
     /// The session for `guard`.
     pub fn session(&self, guard: &str) -> Option<&Arc<dyn GuardSession>> {
-        self.sessions
+        self.entries()
             .iter()
-            .find(|(name, _)| name == guard)
+            .find(|(name, _)| &**name == guard)
             .map(|(_, session)| session)
     }
 
@@ -169,11 +189,12 @@ impl std::fmt::Debug for ConnectionSessions {
 }
 
 struct CachedToken {
-    guard: String,
+    guard: Arc<str>,
     token: String,
     /// The token's own expiry: past it the token is verified (and refused) again.
     expires_at: Option<SystemTime>,
-    session: Arc<SharedSession>,
+    /// The shared session under `guard`, built once for every request carrying the token.
+    authorization: Authorization,
 }
 
 #[derive(Default)]
@@ -194,16 +215,29 @@ impl ConnectionSessions {
         guard: &dyn Guard,
         credentials: &str,
     ) -> Option<Arc<dyn GuardSession>> {
+        self.authorize(guard_name, guard, credentials)?
+            .session(guard_name)
+            .cloned()
+    }
+
+    /// [`Self::reauthorize`]'s session as an [`Authorization`] holding it alone: for a token
+    /// seen before, a clone of the one built when it was verified.
+    pub fn authorize(
+        &self,
+        guard_name: &str,
+        guard: &dyn Guard,
+        credentials: &str,
+    ) -> Option<Authorization> {
         let now = SystemTime::now();
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(index) = state
             .tokens
             .iter()
-            .position(|cached| cached.guard == guard_name && cached.token == credentials)
+            .position(|cached| &*cached.guard == guard_name && cached.token == credentials)
         {
             let cached = &state.tokens[index];
             if cached.expires_at.is_none_or(|at| now <= at) {
-                return Some(cached.session.clone());
+                return Some(cached.authorization.clone());
             }
             state.tokens.remove(index);
         }
@@ -236,13 +270,15 @@ impl ConnectionSessions {
         if state.tokens.len() >= CACHED_TOKENS {
             state.tokens.pop_front();
         }
+        let guard: Arc<str> = guard_name.into();
+        let authorization = Authorization::single(guard.clone(), shared);
         state.tokens.push_back(CachedToken {
-            guard: guard_name.to_owned(),
+            guard,
             token: credentials.to_owned(),
             expires_at: token_expires_at,
-            session: shared.clone(),
+            authorization: authorization.clone(),
         });
-        Some(shared)
+        Some(authorization)
     }
 }
 

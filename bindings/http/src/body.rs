@@ -16,6 +16,7 @@ use zilla_engine::events::Events;
 use zilla_engine::metrics::{Attributes, BindingMetrics, Family, Gauge, HistogramHandle};
 use zilla_engine::traces::{Span, SpanKind, TraceContext, random_ids};
 
+use crate::expiry::ExpiryWatch;
 use crate::kind::{Body, BodyError};
 use crate::telemetry::AttributeSources;
 
@@ -431,6 +432,96 @@ impl<E: OnEnd> HttpBody for Counted<E> {
             }
             Poll::Ready(None) => self.finish(),
             _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A server's response body, with all the exchange still has to do on its way out: end
+/// `record` with the bytes sent, end the response when `expiry`'s session expires, and hold
+/// `held` (what keeps the exchange counted as open) until the body is done with. One wrapper
+/// (one allocation per response) however many of these apply.
+pub struct ExchangeBody<H> {
+    inner: Body,
+    bytes: u64,
+    record: Option<ExchangeRecord>,
+    expiry: Option<ExpiryWatch>,
+    _held: H,
+}
+
+impl<H: Send + Unpin + 'static> ExchangeBody<H> {
+    /// `inner` with `record`, `expiry` and `held`, boxed.
+    pub fn boxed(
+        inner: Body,
+        record: Option<ExchangeRecord>,
+        expiry: Option<ExpiryWatch>,
+        held: H,
+    ) -> Body {
+        crate::kind::boxed(Self {
+            inner,
+            bytes: 0,
+            record,
+            expiry,
+            _held: held,
+        })
+    }
+}
+
+impl<H> ExchangeBody<H> {
+    fn finish(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.end(self.bytes);
+        }
+    }
+
+    fn expired(&mut self) -> bool {
+        self.expiry.as_mut().is_some_and(ExpiryWatch::expired)
+    }
+}
+
+impl<H> Drop for ExchangeBody<H> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<H: Send + Unpin + 'static> HttpBody for ExchangeBody<H> {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // Expired: the response ends here, cleanly (Zilla resets it then).
+        if self.expired() {
+            self.finish();
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => {}
+            Poll::Pending => {
+                // Waiting: wake at the expiry to end the response then.
+                if self.expiry.as_mut().is_some_and(|expiry| expiry.wait(cx)) {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+            }
         }
         polled
     }

@@ -3,16 +3,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 use std::time::SystemTime;
 
 use http::StatusCode;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http_body::{Body as HttpBody, Frame};
 use tokio::time::{Instant, Sleep};
 use zilla_engine::guard::{Authorization, GuardSession};
-
-use crate::kind::{Body, BodyError, Response, boxed};
 
 /// The content type of the request a subscriber answers a challenge with.
 pub const CHALLENGE_RESPONSE_CONTENT_TYPE: &str = "application/x-challenge-response";
@@ -46,35 +43,10 @@ pub fn unrouted(
     }
 }
 
-/// `response`, ended when `session` expires (re-read then: a challenge response may have
-/// extended it). A session without expiry leaves the response as it is. The timer is armed
-/// only once the body waits: a response whose frames are ready (most exchanges) is checked
-/// against the clock and never touches the timer wheel.
-pub fn expire_with(response: Response, session: Arc<dyn GuardSession>) -> Response {
-    let Some(expires_at) = session.expires_at() else {
-        return response;
-    };
-    response.map(|body| {
-        boxed(ExpiringBody {
-            inner: body,
-            expires_at,
-            deadline: None,
-            session,
-        })
-    })
-}
-
-/// The tokio instant of `at`.
-pub fn instant(at: SystemTime) -> Instant {
-    let now = SystemTime::now();
-    match at.duration_since(now) {
-        Ok(ahead) => Instant::now() + ahead,
-        Err(_) => Instant::now(),
-    }
-}
-
-struct ExpiringBody {
-    inner: Body,
+/// Ends a guarded response when its session expires (re-read then: a challenge response may
+/// have extended it). The timer is armed only once the body waits: a response whose frames are
+/// ready (most exchanges) is checked against the clock and never touches the timer wheel.
+pub struct ExpiryWatch {
     /// When the session expired last time it was read.
     expires_at: SystemTime,
     /// Armed at `expires_at` once the body waited.
@@ -82,10 +54,20 @@ struct ExpiringBody {
     session: Arc<dyn GuardSession>,
 }
 
-impl ExpiringBody {
+impl ExpiryWatch {
+    /// A watch on `session`; `None` for a session that does not expire.
+    pub fn new(session: Arc<dyn GuardSession>) -> Option<Self> {
+        let expires_at = session.expires_at()?;
+        Some(Self {
+            expires_at,
+            deadline: None,
+            session,
+        })
+    }
+
     /// Whether the session has expired, reading it again once its last known expiry passed
     /// (a challenge response may have extended it).
-    fn expired(&mut self) -> bool {
+    pub fn expired(&mut self) -> bool {
         if SystemTime::now() < self.expires_at {
             return false;
         }
@@ -97,50 +79,37 @@ impl ExpiringBody {
             _ => true,
         }
     }
-}
 
-impl HttpBody for ExpiringBody {
-    type Data = bytes::Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        // Expired: the response ends here, cleanly.
-        if self.expired() {
-            return Poll::Ready(None);
-        }
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if polled.is_pending() {
-            // Waiting: wake at the expiry to end the response then.
+    /// Called when the body waits: arranges for `cx` to be woken at the expiry; `true` when
+    /// the session has expired already.
+    pub fn wait(&mut self, cx: &mut Context<'_>) -> bool {
+        let expires_at = self.expires_at;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(instant(expires_at))));
+        if deadline.as_mut().poll(cx).is_ready() {
+            if self.expired() {
+                return true;
+            }
+            // Not yet (extended, or the clocks disagree): wait for the expiry now known;
+            // due at once on the timer's clock, look again on the next poll.
             let at = instant(self.expires_at);
-            let deadline = self
-                .deadline
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            if deadline.as_mut().poll(cx).is_ready() {
-                if self.expired() {
-                    return Poll::Ready(None);
-                }
-                // Not yet (extended, or the clocks disagree): wait for the expiry now known;
-                // due at once on the timer's clock, look again on the next poll.
-                let at = instant(self.expires_at);
-                if let Some(next) = self.deadline.as_mut() {
-                    next.as_mut().reset(at);
-                    if next.as_mut().poll(cx).is_ready() {
-                        cx.waker().wake_by_ref();
-                    }
+            if let Some(next) = self.deadline.as_mut() {
+                next.as_mut().reset(at);
+                if next.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
                 }
             }
         }
-        polled
+        false
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+/// The tokio instant of `at`.
+pub fn instant(at: SystemTime) -> Instant {
+    let now = SystemTime::now();
+    match at.duration_since(now) {
+        Ok(ahead) => Instant::now() + ahead,
+        Err(_) => Instant::now(),
     }
 }

@@ -26,13 +26,13 @@ use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
-    ExchangeRecord, HttpMetrics, ReadError, SeriesCache, TRACEPARENT, drain, limited, prepend,
-    read_bounded, read_timeout, replay,
+    ExchangeBody, ExchangeRecord, HttpMetrics, ReadError, SeriesCache, TRACEPARENT, drain, limited,
+    prepend, read_bounded, read_timeout, replay,
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
 use crate::credentials::Credentials;
-use crate::expiry;
+use crate::expiry::{self, ExpiryWatch};
 use crate::io::{Sniffed, sniff};
 use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, status_response};
 use crate::limits::Limits;
@@ -269,14 +269,11 @@ impl Shared {
                     // connection from timing out as idle underneath.
                     let held = info.idle.hold();
                     let open = track.then(|| activity.open());
-                    let response = shared.exchange(request, &info, &sessions, &series).await;
+                    let (response, record, expiry) =
+                        shared.exchange(request, &info, &sessions, &series).await;
                     // The exchange stays open until its response body is done with.
-                    Ok(response.map(move |body| {
-                        kind::boxed(body.map_frame(move |frame| {
-                            let _open = (&open, &held);
-                            frame
-                        }))
-                    }))
+                    Ok(response
+                        .map(move |body| ExchangeBody::boxed(body, record, expiry, (open, held))))
                 }
             })
         };
@@ -348,7 +345,7 @@ impl Shared {
         info: &StreamInfo,
         sessions: &ConnectionSessions,
         series: &SeriesCache,
-    ) -> Response {
+    ) -> (Response, Option<ExchangeRecord>, Option<ExpiryWatch>) {
         let record = self
             .metrics
             .start(series, request.method(), request.uri(), request.headers());
@@ -360,8 +357,10 @@ impl Shared {
                 traceparent,
             );
         }
-        let (mut response, decoration) =
-            self.answer(request, info, sessions, record.as_ref()).await;
+        let mut expiry = None;
+        let (mut response, decoration) = self
+            .answer(request, info, sessions, record.as_ref(), &mut expiry)
+            .await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
         }
@@ -371,13 +370,11 @@ impl Shared {
                 .entry(SERVER)
                 .or_insert_with(|| server.clone());
         }
-        match record {
-            Some(mut record) => {
-                record.respond(response.status(), response.headers());
-                response.map(|body| record.response_body(body))
-            }
-            None => response,
-        }
+        let record = record.map(|mut record| {
+            record.respond(response.status(), response.headers());
+            record
+        });
+        (response, record, expiry)
     }
 
     async fn answer(
@@ -386,6 +383,7 @@ impl Shared {
         info: &StreamInfo,
         sessions: &ConnectionSessions,
         record: Option<&ExchangeRecord>,
+        expiry: &mut Option<ExpiryWatch>,
     ) -> (Response, Option<Decoration>) {
         let limit = self.limits.max_request_body_size;
         // A request that has no body (most GETs) needs neither a limit nor a read timer.
@@ -449,19 +447,26 @@ impl Shared {
             }
             if let Some(credentials) = credentials {
                 carried_credentials = true;
-                if let Some(session) =
-                    sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials)
+                if let Some(authorized) =
+                    sessions.authorize(&hook.name, hook.guard.as_ref(), &credentials)
                 {
-                    authorization
-                        .get_or_insert_with(Authorization::default)
-                        .insert(hook.name.clone(), session);
+                    authorization = Some(match authorization {
+                        // The common case: the connection's own, shared by its requests.
+                        None => authorized,
+                        Some(mut transport) => {
+                            for (guard, session) in authorized.sessions() {
+                                transport.insert(guard, session.clone());
+                            }
+                            transport
+                        }
+                    });
                 }
             }
         }
-        let expiring = self.guard.as_ref().and_then(|hook| {
-            let session = authorization.as_ref()?.session(&hook.name)?;
-            session.expires_at().map(|_| session.clone())
-        });
+        let expiring = self
+            .guard
+            .as_ref()
+            .and_then(|hook| authorization.as_ref()?.session(&hook.name).cloned());
         let routed = match self.router.resolve(&request, authorization.as_ref()) {
             Ok(routed) => routed,
             Err(Miss::NoRoute | Miss::Guarded) => {
@@ -534,10 +539,10 @@ impl Shared {
                 cut(&exceeded, &stalled).unwrap_or(response)
             }
             // A guarded response ends when its session expires (Zilla resets it then).
-            Ok(response) => match expiring {
-                Some(session) => expiry::expire_with(response, session),
-                None => response,
-            },
+            Ok(response) => {
+                *expiry = expiring.and_then(ExpiryWatch::new);
+                response
+            }
             Err(error) => {
                 tracing::debug!(binding = %self.qname, %error, "exchange failed");
                 cut(&exceeded, &stalled).unwrap_or_else(|| status_response(status_of(&error)))
