@@ -66,8 +66,11 @@ pub trait Guard: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Authorization {
     /// `None` when no session is held, so that an empty one allocates nothing.
-    sessions: Option<Arc<[(Arc<str>, Arc<dyn GuardSession>)]>>,
+    sessions: Option<Arc<[Held]>>,
 }
+
+/// One session held, under its qualified guard name.
+type Held = (Arc<str>, Arc<dyn GuardSession>);
 
 impl std::fmt::Debug for Authorization {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +102,7 @@ impl Authorization {
         }
     }
 
-    fn entries(&self) -> &[(Arc<str>, Arc<dyn GuardSession>)] {
+    fn entries(&self) -> &[Held] {
         self.sessions.as_deref().unwrap_or_default()
     }
 
