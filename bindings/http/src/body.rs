@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -87,7 +87,6 @@ impl HttpMetrics {
             active.add(1);
         }
         Some(ExchangeRecord {
-            metrics: self.clone(),
             started: Instant::now(),
             series,
             response: None,
@@ -97,7 +96,7 @@ impl HttpMetrics {
 
     /// The series of this request's attribute values: the cached ones, or resolved now.
     fn request_series(
-        &self,
+        self: &Arc<Self>,
         cache: &SeriesCache,
         method: &Method,
         uri: &Uri,
@@ -124,6 +123,8 @@ impl HttpMetrics {
             values,
             labels,
             responses: Mutex::new(VecDeque::new()),
+            only_response: OnceLock::new(),
+            metrics: self.clone(),
         });
         if cacheable(&series.values) {
             remember(&cache.recent, series.clone(), RECENT_REQUEST_SERIES);
@@ -139,6 +140,14 @@ impl HttpMetrics {
         response: Option<(StatusCode, &HeaderMap)>,
     ) -> Arc<ResponseSeries> {
         let attributes = &self.attributes;
+        if attributes.response_count() == 0 {
+            // No response attribute: every response of the request series records into the
+            // same series, found without a lock.
+            return request
+                .only_response
+                .get_or_init(|| self.new_response_series(request, Vec::new()))
+                .clone();
+        }
         let found = recent(&request.responses, |series| match response {
             Some((status, headers)) => attributes.response_matches(&series.values, status, headers),
             None => series.values.iter().all(Option::is_none),
@@ -150,8 +159,21 @@ impl HttpMetrics {
             Some((status, headers)) => attributes.response_values(status, headers),
             None => vec![None; attributes.response_count()],
         };
-        let labels = attributes.response_labels(&values);
-        let series = Arc::new(ResponseSeries {
+        let series = self.new_response_series(request, values);
+        if cacheable(&series.values) {
+            remember(&request.responses, series.clone(), RECENT_RESPONSE_SERIES);
+        }
+        series
+    }
+
+    /// The series of response attribute `values` for a request of `request`, looked up.
+    fn new_response_series(
+        &self,
+        request: &RequestSeries,
+        values: Vec<Option<String>>,
+    ) -> Arc<ResponseSeries> {
+        let labels = self.attributes.response_labels(&values);
+        Arc::new(ResponseSeries {
             response_size: self
                 .response_size
                 .as_ref()
@@ -162,11 +184,7 @@ impl HttpMetrics {
                 family.histogram(both)
             }),
             values,
-        });
-        if cacheable(&series.values) {
-            remember(&request.responses, series.clone(), RECENT_RESPONSE_SERIES);
-        }
-        series
+        })
     }
 }
 
@@ -199,6 +217,9 @@ struct RequestSeries {
     active: Option<Gauge>,
     request_size: Option<HistogramHandle>,
     responses: Mutex<VecDeque<Arc<ResponseSeries>>>,
+    /// The one response series when no response attribute is configured.
+    only_response: OnceLock<Arc<ResponseSeries>>,
+    metrics: Arc<HttpMetrics>,
 }
 
 /// The series of one combination of response attribute values, for one request series.
@@ -297,7 +318,6 @@ impl OpenSpan {
 /// the duration and ends the active request.
 #[derive(Debug)]
 pub struct ExchangeRecord {
-    metrics: Arc<HttpMetrics>,
     started: Instant,
     series: Arc<RequestSeries>,
     /// Set by [`Self::respond`].
@@ -335,11 +355,9 @@ impl ExchangeRecord {
         if let Some(span) = &mut self.span {
             span.status = Some(status);
         }
-        if self.metrics.response_size.is_some() || self.metrics.duration.is_some() {
-            self.response = Some(
-                self.metrics
-                    .response_series(&self.series, Some((status, headers))),
-            );
+        let metrics = &self.series.metrics;
+        if metrics.response_size.is_some() || metrics.duration.is_some() {
+            self.response = Some(metrics.response_series(&self.series, Some((status, headers))));
         }
     }
 
@@ -369,10 +387,11 @@ impl OnEnd for RecordSize {
 
 impl OnEnd for ExchangeRecord {
     fn end(self, bytes: u64) {
-        if self.metrics.response_size.is_some() || self.metrics.duration.is_some() {
+        let metrics = &self.series.metrics;
+        if metrics.response_size.is_some() || metrics.duration.is_some() {
             let response = self
                 .response
-                .unwrap_or_else(|| self.metrics.response_series(&self.series, None));
+                .unwrap_or_else(|| metrics.response_series(&self.series, None));
             if let Some(size) = &response.response_size {
                 size.record(bytes);
             }
@@ -877,7 +896,7 @@ mod tests {
         let Metric::Histogram(histogram) = &*duration.value else {
             panic!("a histogram")
         };
-        assert_eq!(histogram.count.load(Ordering::Relaxed), 1);
+        assert_eq!(histogram.count(), 1);
 
         // A response dropped unread still ends the request.
         let record = start();

@@ -220,8 +220,6 @@ pub struct Histogram {
     pub buckets: [AtomicU64; HISTOGRAM_BUCKETS],
     /// Sum of recorded values.
     pub sum: AtomicU64,
-    /// Number of recorded values.
-    pub count: AtomicU64,
 }
 
 impl Histogram {
@@ -229,24 +227,32 @@ impl Histogram {
         Self {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum: AtomicU64::new(0),
-            count: AtomicU64::new(0),
         }
     }
 
-    /// Records one value.
+    /// Records one value: two atomic adds (the count is the buckets' sum, read when read).
     pub fn record(&self, value: u64) {
         let bucket = (63 - value.max(1).leading_zeros()) as usize;
         self.buckets[bucket.min(HISTOGRAM_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(value, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.buckets
+            .iter()
+            .map(|bucket| bucket.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The bucket counts, sum and count, read now.
     pub fn read(&self) -> HistogramValues {
+        let buckets: [u64; HISTOGRAM_BUCKETS] =
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
         HistogramValues {
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: buckets.iter().sum(),
+            buckets,
             sum: self.sum.load(Ordering::Relaxed),
-            count: self.count.load(Ordering::Relaxed),
         }
     }
 }
@@ -514,7 +520,7 @@ impl Metrics {
                 Metric::Counter(counter) => counter.load(Ordering::Relaxed).to_string(),
                 Metric::Gauge(gauge) => gauge.load(Ordering::Relaxed).to_string(),
                 Metric::Histogram(histogram) => {
-                    let count = histogram.count.load(Ordering::Relaxed);
+                    let count = histogram.count();
                     let sum = histogram.sum.load(Ordering::Relaxed);
                     format!("count={count} sum={sum}")
                 }
@@ -872,7 +878,7 @@ mod tests {
         let Metric::Histogram(histogram) = &*overflow.value else {
             panic!("a histogram")
         };
-        assert_eq!(histogram.count.load(Ordering::Relaxed), 50);
+        assert_eq!(histogram.count(), 50);
         assert!(family.cache.load().len() <= MAX_SERIES_PER_METRIC + 1);
     }
 
