@@ -20,7 +20,6 @@
 //! (`http.request.method`, `url.path`, `http.response.status_code`), and status ERROR when
 //! it failed.
 
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -107,7 +106,7 @@ pub fn metric(series: &Series, kind: Option<&str>, now: u64) -> Value {
     point.insert("attributes".into(), Value::Array(point_attributes(series)));
     let data = match &*series.value {
         Metric::Counter(counter) => {
-            let value = i64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            let value = i64::try_from(counter.get()).unwrap_or(i64::MAX);
             let (field, value) = scalar(value, descriptor.unit);
             point.insert(field.into(), value);
             (
@@ -116,7 +115,7 @@ pub fn metric(series: &Series, kind: Option<&str>, now: u64) -> Value {
             )
         }
         Metric::Gauge(gauge) => {
-            let (field, value) = scalar(gauge.load(Ordering::Relaxed), descriptor.unit);
+            let (field, value) = scalar(gauge.get(), descriptor.unit);
             point.insert(field.into(), value);
             ("gauge", json!({"dataPoints": [point]}))
         }

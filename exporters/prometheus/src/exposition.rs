@@ -18,7 +18,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use zilla_engine::metrics::{
     HISTOGRAM_BUCKETS, Metric, MetricDescriptor, MetricKind, Series, Unit,
@@ -206,11 +205,11 @@ fn write_series(out: &mut String, sample: &str, series: &Series, format: Format)
     let unit = series.descriptor.unit;
     match &*series.value {
         Metric::Counter(counter) => {
-            let value = counter.load(Ordering::Relaxed);
+            let value = counter.get();
             let _ = writeln!(out, "{sample}{{{labels}}} {}", scalar(value as i128, unit));
         }
         Metric::Gauge(gauge) => {
-            let value = gauge.load(Ordering::Relaxed);
+            let value = gauge.get();
             let _ = writeln!(out, "{sample}{{{labels}}} {}", scalar(value as i128, unit));
         }
         Metric::Histogram(histogram) => {
