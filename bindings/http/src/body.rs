@@ -103,15 +103,18 @@ impl HttpMetrics {
         headers: &HeaderMap,
     ) -> Arc<RequestSeries> {
         let attributes = &self.attributes;
-        let found = recent(&cache.recent, |series| {
-            attributes.request_matches(&series.values, method, uri, headers)
-        });
-        if let Some(series) = found {
-            return series;
-        }
-        let values = attributes.request_values(method, uri, headers);
-        let labels = attributes.request_labels(&values);
-        let series = Arc::new(RequestSeries {
+        recent_or_new(
+            &cache.recent,
+            RECENT_REQUEST_SERIES,
+            |series| attributes.request_matches(&series.values, method, uri, headers),
+            || self.new_request_series(attributes.request_values(method, uri, headers)),
+        )
+    }
+
+    /// The series of request attribute `values`, looked up.
+    fn new_request_series(self: &Arc<Self>, values: Vec<Option<String>>) -> Arc<RequestSeries> {
+        let labels = self.attributes.request_labels(&values);
+        Arc::new(RequestSeries {
             active: self
                 .active
                 .as_ref()
@@ -125,11 +128,7 @@ impl HttpMetrics {
             responses: Mutex::new(VecDeque::new()),
             only_response: OnceLock::new(),
             metrics: self.clone(),
-        });
-        if cacheable(&series.values) {
-            remember(&cache.recent, series.clone(), RECENT_REQUEST_SERIES);
-        }
-        series
+        })
     }
 
     /// The series of a response's attribute values (`None`: no response head was seen) for
@@ -148,22 +147,23 @@ impl HttpMetrics {
                 .get_or_init(|| self.new_response_series(request, Vec::new()))
                 .clone();
         }
-        let found = recent(&request.responses, |series| match response {
-            Some((status, headers)) => attributes.response_matches(&series.values, status, headers),
-            None => series.values.iter().all(Option::is_none),
-        });
-        if let Some(series) = found {
-            return series;
-        }
-        let values = match response {
-            Some((status, headers)) => attributes.response_values(status, headers),
-            None => vec![None; attributes.response_count()],
-        };
-        let series = self.new_response_series(request, values);
-        if cacheable(&series.values) {
-            remember(&request.responses, series.clone(), RECENT_RESPONSE_SERIES);
-        }
-        series
+        recent_or_new(
+            &request.responses,
+            RECENT_RESPONSE_SERIES,
+            |series| match response {
+                Some((status, headers)) => {
+                    attributes.response_matches(&series.values, status, headers)
+                }
+                None => series.values.iter().all(Option::is_none),
+            },
+            || {
+                let values = match response {
+                    Some((status, headers)) => attributes.response_values(status, headers),
+                    None => vec![None; attributes.response_count()],
+                };
+                self.new_response_series(request, values)
+            },
+        )
     }
 
     /// The series of response attribute `values` for a request of `request`, looked up.
@@ -228,6 +228,42 @@ struct ResponseSeries {
     values: Vec<Option<String>>,
     response_size: Option<HistogramHandle>,
     duration: Option<HistogramHandle>,
+}
+
+/// Series kept in a connection's recent lists.
+trait Valued {
+    /// The attribute values the series is for.
+    fn values(&self) -> &[Option<String>];
+}
+
+impl Valued for RequestSeries {
+    fn values(&self) -> &[Option<String>] {
+        &self.values
+    }
+}
+
+impl Valued for ResponseSeries {
+    fn values(&self) -> &[Option<String>] {
+        &self.values
+    }
+}
+
+/// The entry of `recent` that `matches`; else `new`'s, kept as the most recent (up to `bound`)
+/// when its values are short enough.
+fn recent_or_new<T: Valued>(
+    recent: &Mutex<VecDeque<Arc<T>>>,
+    bound: usize,
+    matches: impl Fn(&T) -> bool,
+    new: impl FnOnce() -> Arc<T>,
+) -> Arc<T> {
+    if let Some(found) = self::recent(recent, matches) {
+        return found;
+    }
+    let entry = new();
+    if cacheable(entry.values()) {
+        remember(recent, entry.clone(), bound);
+    }
+    entry
 }
 
 /// The entry of `recent` that `matches`, moved to the back (most recent).
@@ -341,12 +377,7 @@ impl ExchangeRecord {
                 histogram.record(0);
                 body
             }
-            Some(histogram) => Counted {
-                inner: body,
-                bytes: 0,
-                on_end: Some(RecordSize(histogram.clone())),
-            }
-            .boxed(),
+            Some(histogram) => Counted::boxed(body, RecordSize(histogram.clone())),
         }
     }
 
@@ -363,12 +394,7 @@ impl ExchangeRecord {
 
     /// Wraps the response body so that its end finishes this record.
     pub fn response_body(self, body: Body) -> Body {
-        Counted {
-            inner: body,
-            bytes: 0,
-            on_end: Some(self),
-        }
-        .boxed()
+        Counted::boxed(body, self)
     }
 }
 
@@ -409,95 +435,53 @@ impl OnEnd for ExchangeRecord {
     }
 }
 
-/// Counts data bytes and reports them once, at the end of the body or when it is dropped.
-struct Counted<E: OnEnd> {
+/// Counts data bytes and reports them once to `on_end`, at the end of the body or when it is
+/// dropped. A server's response also ends when `expiry`'s session expires, and holds `held`
+/// (what keeps the exchange counted as open) until it is done with: one wrapper, one
+/// allocation per body, however many of these apply.
+struct Counted<E: OnEnd, H = ()> {
     inner: Body,
     bytes: u64,
     on_end: Option<E>,
-}
-
-impl<E: OnEnd> Counted<E> {
-    fn boxed(self) -> Body {
-        crate::kind::boxed(self)
-    }
-
-    fn finish(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end.end(self.bytes);
-        }
-    }
-}
-
-impl<E: OnEnd> Drop for Counted<E> {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-impl<E: OnEnd> HttpBody for Counted<E> {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
-                }
-            }
-            Poll::Ready(None) => self.finish(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A server's response body, with all the exchange still has to do on its way out: end
-/// `record` with the bytes sent, end the response when `expiry`'s session expires, and hold
-/// `held` (what keeps the exchange counted as open) until the body is done with. One wrapper
-/// (one allocation per response) however many of these apply.
-pub struct ExchangeBody<H> {
-    inner: Body,
-    bytes: u64,
-    record: Option<ExchangeRecord>,
     expiry: Option<ExpiryWatch>,
     _held: H,
 }
 
-impl<H: Send + Unpin + 'static> ExchangeBody<H> {
-    /// `inner` with `record`, `expiry` and `held`, boxed.
-    pub fn boxed(
-        inner: Body,
-        record: Option<ExchangeRecord>,
-        expiry: Option<ExpiryWatch>,
-        held: H,
-    ) -> Body {
-        crate::kind::boxed(Self {
+impl<E: OnEnd> Counted<E> {
+    /// `inner`, counted for `on_end`.
+    fn boxed(inner: Body, on_end: E) -> Body {
+        crate::kind::boxed(Counted {
             inner,
             bytes: 0,
-            record,
-            expiry,
-            _held: held,
+            on_end: Some(on_end),
+            expiry: None,
+            _held: (),
         })
     }
 }
 
-impl<H> ExchangeBody<H> {
+/// A server's response body, with what its exchange still has to do: end `record` with the
+/// bytes sent, end the response when `expiry`'s session expires, and hold `held` until the
+/// body is done with.
+pub fn exchange_body<H: Send + Unpin + 'static>(
+    inner: Body,
+    record: Option<ExchangeRecord>,
+    expiry: Option<ExpiryWatch>,
+    held: H,
+) -> Body {
+    crate::kind::boxed(Counted {
+        inner,
+        bytes: 0,
+        on_end: record,
+        expiry,
+        _held: held,
+    })
+}
+
+impl<E: OnEnd, H> Counted<E, H> {
     fn finish(&mut self) {
-        if let Some(record) = self.record.take() {
-            record.end(self.bytes);
+        if let Some(on_end) = self.on_end.take() {
+            on_end.end(self.bytes);
         }
     }
 
@@ -506,13 +490,13 @@ impl<H> ExchangeBody<H> {
     }
 }
 
-impl<H> Drop for ExchangeBody<H> {
+impl<E: OnEnd, H> Drop for Counted<E, H> {
     fn drop(&mut self) {
         self.finish();
     }
 }
 
-impl<H: Send + Unpin + 'static> HttpBody for ExchangeBody<H> {
+impl<E: OnEnd, H: Send + Unpin + 'static> HttpBody for Counted<E, H> {
     type Data = Bytes;
     type Error = BodyError;
 

@@ -26,8 +26,8 @@ use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 
 use crate::body::{
-    ExchangeBody, ExchangeRecord, HttpMetrics, ReadError, SeriesCache, TRACEPARENT, drain, limited,
-    prepend, read_bounded, read_timeout, replay,
+    ExchangeRecord, HttpMetrics, ReadError, SeriesCache, TRACEPARENT, drain, exchange_body,
+    limited, prepend, read_bounded, read_timeout, replay,
 };
 use crate::config::{HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
@@ -272,8 +272,7 @@ impl Shared {
                     let (response, record, expiry) =
                         shared.exchange(request, &info, &sessions, &series).await;
                     // The exchange stays open until its response body is done with.
-                    Ok(response
-                        .map(move |body| ExchangeBody::boxed(body, record, expiry, (open, held))))
+                    Ok(response.map(move |body| exchange_body(body, record, expiry, (open, held))))
                 }
             })
         };
