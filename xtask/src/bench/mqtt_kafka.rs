@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use tokio::runtime::Runtime;
 use zilla_binding_mqtt::codec::{Packet, QoS};
-use zilla_tests::{Broker, Gateway, workspace_dir};
+use zilla_tests::{Broker, Gateway, Process, workspace_dir};
 
 use super::mqtt_client::Connection;
 use super::optimized::rerun_optimized;
@@ -123,40 +123,57 @@ pub fn run(options: &Options) -> Result<()> {
         .build()
         .context("cannot start the load clients' runtime")?;
 
-    let broker = start_broker()?;
     let dir = tempfile::Builder::new()
         .prefix("zilla-bench-mqtt-")
         .tempdir()
         .context("cannot create the benchmark directory")?;
     let (mosquitto, mosquitto_port) = zilla_tests::mosquitto(dir.path())?;
-    let mut gateway = start_gateway(&binary, &broker, FETCH_MAX_WAIT_MILLIS)?;
-    let targets = [
-        Target {
-            name: "mosquitto",
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, mosquitto_port)),
-            pid: mosquitto.pid(),
-        },
-        Target {
-            name: "gateway",
-            address: gateway.address(LISTENER),
-            pid: gateway.pid(),
-        },
-    ];
+    let mosquitto = Target {
+        name: "mosquitto",
+        address: SocketAddr::from((Ipv4Addr::LOCALHOST, mosquitto_port)),
+        pid: mosquitto.pid(),
+        _process: Some(mosquitto),
+    };
     let ticks = ticks_per_second();
-    let fan_in = fan_in(&runtime, &targets, broker.pid(), ticks, rounds, duration)?;
+
+    // (a) and (b) each on a fresh broker: tansu reads a topic of records with headers (as
+    // the gateway writes them) the slower the more it holds, so (b) must not follow (a)'s.
+    let broker = start_broker()?;
+    let mut gateway = start_gateway(&binary, &broker, FETCH_MAX_WAIT_MILLIS)?;
+    let fan_in = fan_in(
+        &runtime,
+        [&mosquitto, &Target::gateway(&gateway)],
+        broker.pid(),
+        ticks,
+        rounds,
+        duration,
+    )?;
+    // Stopped first, so its cache's fetches do not compete with the read-back.
+    stop_gateway(&mut gateway)?;
     let topic: HashSet<String> = read_back(&broker.address(), MESSAGES_TOPIC)?
         .into_iter()
         .filter_map(|value| payload_id(&value).map(str::to_owned))
         .collect();
+    drop(broker);
     let acked_missing = fan_in
         .gateway_acked
         .iter()
         .filter(|id| !topic.contains(id.as_str()))
         .count() as u64;
-    let fan_out = fan_out(&runtime, &targets, ticks, rounds, subscribers, burst)?;
+
+    let broker = start_broker()?;
+    let mut gateway = start_gateway(&binary, &broker, FETCH_MAX_WAIT_MILLIS)?;
+    let fan_out = fan_out(
+        &runtime,
+        [&mosquitto, &Target::gateway(&gateway)],
+        ticks,
+        rounds,
+        subscribers,
+        burst,
+    )?;
     stop_gateway(&mut gateway)?;
-    drop(mosquitto);
     drop(broker);
+    drop(mosquitto);
     let exactly_once = exactly_once(&binary, quick)?;
 
     let figures = Figures {
@@ -215,11 +232,23 @@ pub(super) fn start_gateway(
 }
 
 /// An MQTT server measured: mosquitto or the gateway.
-#[derive(Debug, Clone, Copy)]
 struct Target {
     name: &'static str,
     address: SocketAddr,
     pid: u32,
+    /// mosquitto's process, stopped when the target is dropped.
+    _process: Option<Process>,
+}
+
+impl Target {
+    fn gateway(gateway: &Gateway) -> Self {
+        Self {
+            name: "gateway",
+            address: gateway.address(LISTENER),
+            pid: gateway.pid(),
+            _process: None,
+        }
+    }
 }
 
 /// `<id>` padded with `.` to [`PAYLOAD_LENGTH`] bytes.
@@ -262,7 +291,7 @@ struct FanIn {
 
 fn fan_in(
     runtime: &Runtime,
-    targets: &[Target; 2],
+    targets: [&Target; 2],
     broker_pid: u32,
     ticks: u64,
     rounds: usize,
@@ -284,7 +313,7 @@ fn fan_in(
     let mut runs = Vec::with_capacity(rounds);
     let mut gateway_acked = Vec::new();
     for round in 1..=rounds {
-        let [mosquitto, gateway] = [&targets[0], &targets[1]].map(|target| {
+        let [mosquitto, gateway] = targets.map(|target| {
             fan_in_run(runtime, target, broker_pid, ticks, next_run(), duration)
                 .with_context(|| format!("round {round}, {}", target.name))
         });
@@ -460,7 +489,7 @@ struct FanOut {
 
 fn fan_out(
     runtime: &Runtime,
-    targets: &[Target; 2],
+    targets: [&Target; 2],
     ticks: u64,
     rounds: usize,
     subscribers: usize,
@@ -536,7 +565,7 @@ fn fan_out(
     let mut burst_id = 0;
     for round in 1..=rounds {
         let mut pair = Vec::with_capacity(2);
-        for (target, state) in targets.iter().zip(&shared) {
+        for (target, state) in targets.into_iter().zip(&shared) {
             burst_id += 1;
             let run = fan_out_run(runtime, target, state, ticks, burst_id, burst, subscribers)
                 .with_context(|| format!("round {round}, {}", target.name))?;
