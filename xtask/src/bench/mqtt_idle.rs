@@ -5,7 +5,8 @@
 //! ports. Memory per connection = (resident memory with every connection open − resident
 //! memory before) ÷ connections, where "before" is after one connection has come and gone, so
 //! what the first connection sets up once (the gateway's Kafka connections) is not counted.
-//! Every connection must still answer PINGREQ after the measurement.
+//! Every connection must still answer PINGREQ after the measurement. The gateway's cap on
+//! connections (by default half its open-files limit) is raised to the connections measured.
 //!
 //! Every connection holds a descriptor in this process and one in the server; the container's
 //! hard limit on open files bounds how many one run can hold.
@@ -20,7 +21,7 @@ use tokio::sync::Semaphore;
 use zilla_tests::rss_kib;
 
 use super::mqtt_client::Connection;
-use super::mqtt_kafka::{LISTENER, start_broker, start_gateway};
+use super::mqtt_kafka::{LISTENER, gateway_builder, start_broker};
 use super::optimized::rerun_optimized;
 use super::options::Options;
 use super::usage::load_average;
@@ -92,14 +93,29 @@ pub fn run(options: &Options) -> Result<()> {
         run
     };
     let broker = start_broker()?;
-    let mut gateway = start_gateway(&binary, &broker, FETCH_MAX_WAIT_MILLIS)?;
+    // By default the gateway accepts connections up to half its open-files limit (a proxied
+    // connection takes two files); one here takes one, and the measurement needs them all.
+    let mut gateway = gateway_builder(&binary, &broker, FETCH_MAX_WAIT_MILLIS)
+        .property(
+            "zilla.engine.maximum.connections",
+            &(connections as u64 + SPARE_FDS).to_string(),
+        )
+        .start()?;
     let gateway_run = idle(
         &runtime,
         "gateway",
         gateway.address(LISTENER),
         gateway.pid(),
         connections,
-    )?;
+    )
+    .with_context(|| {
+        let stderr = gateway.stderr();
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        format!(
+            "the gateway's last lines on stderr:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    })?;
     stop_gateway(&mut gateway)?;
     drop(broker);
 

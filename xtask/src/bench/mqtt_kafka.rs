@@ -32,7 +32,7 @@ use bytes::Bytes;
 use tokio::runtime::Runtime;
 use zilla_binding_kafka::wire::{Isolation, OffsetSpec};
 use zilla_binding_mqtt::codec::{Packet, QoS};
-use zilla_tests::{Broker, Gateway, Process, workspace_dir};
+use zilla_tests::{Broker, Gateway, GatewayBuilder, Process, workspace_dir};
 
 use super::mqtt_client::Connection;
 use super::optimized::rerun_optimized;
@@ -241,6 +241,15 @@ pub(super) fn start_gateway(
     broker: &Broker,
     fetch_max_wait_millis: &str,
 ) -> Result<Gateway> {
+    gateway_builder(binary, broker, fetch_max_wait_millis).start()
+}
+
+/// [`start_gateway`], to be started.
+pub(super) fn gateway_builder(
+    binary: &std::path::Path,
+    broker: &Broker,
+    fetch_max_wait_millis: &str,
+) -> GatewayBuilder {
     Gateway::from_file(workspace_dir().join(EXAMPLE).join("zilla.yaml"))
         .binary(binary)
         .env("MQTT_PORT", "0")
@@ -249,7 +258,6 @@ pub(super) fn start_gateway(
             "zilla.binding.kafka.client.fetch.max.wait.millis",
             fetch_max_wait_millis,
         )
-        .start()
 }
 
 /// An MQTT server measured: mosquitto or the gateway.
