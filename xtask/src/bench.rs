@@ -7,6 +7,9 @@ mod http_proxy;
 mod kafka_produce;
 mod kafka_proxy;
 mod load;
+mod mqtt_client;
+mod mqtt_idle;
+mod mqtt_kafka;
 mod optimized;
 mod options;
 mod policy;
@@ -61,6 +64,13 @@ pub enum Scenario {
     /// S1's gateway recording every `http.*` metric (and `stream.*` on its tcp server) with a
     /// prometheus exporter, against the same gateway without telemetry.
     MetricsOverhead,
+    /// S5, MQTT: `--clients` idle MQTT connections (default 18000) to mosquitto and to the
+    /// gateway on examples/mqtt.kafka.proxy; resident memory per connection.
+    MqttIdle,
+    /// S6 on examples/mqtt.kafka.proxy against mosquitto: (a) QoS 1 fan-in from 32
+    /// publishers to Kafka, (b) QoS 0 fan-out of one publisher to `--clients` subscribers
+    /// (default 1000), (c) QoS 2 publishers and subscribers across a tansu restart.
+    MqttKafka,
 }
 
 /// Runs `scenario`.
@@ -75,6 +85,8 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
         Scenario::Jwt => policy::run(policy::Policy::Jwt, options),
         Scenario::MetricsOverhead => policy::run(policy::Policy::Metrics, options),
         Scenario::Validation => validation::run(options),
+        Scenario::MqttIdle => mqtt_idle::run(options),
+        Scenario::MqttKafka => mqtt_kafka::run(options),
     }
 }
 

@@ -22,9 +22,9 @@
 //! of load, 300 subscribers, about 3 minutes in all) uses the debug build (`ZILLA_BIN` when
 //! set); `cargo xtask test` runs it ([`run_short`]) and fails on any loss.
 
-mod check;
+pub(super) mod check;
 mod clients;
-mod mqtt;
+pub(super) mod mqtt;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -116,16 +116,21 @@ impl Broker {
 
     /// Our own Kafka client, connected straight to the broker over plain TCP.
     pub fn cluster(&self) -> Result<Cluster> {
-        let config = ClusterConfig {
-            bootstrap: vec![self.address()],
-            connection: ConnectionConfig {
-                client_id: "zilla-bench".to_owned(),
-                ..ConnectionConfig::default()
-            },
-            ..ClusterConfig::default()
-        };
-        Ok(Cluster::new(Arc::new(TcpConnector), config)?)
+        cluster(&self.address())
     }
+}
+
+/// Our own Kafka client, connected over plain TCP to the broker at `bootstrap`.
+pub fn cluster(bootstrap: &str) -> Result<Cluster> {
+    let config = ClusterConfig {
+        bootstrap: vec![bootstrap.to_owned()],
+        connection: ConnectionConfig {
+            client_id: "zilla-bench".to_owned(),
+            ..ConnectionConfig::default()
+        },
+        ..ClusterConfig::default()
+    };
+    Ok(Cluster::new(Arc::new(TcpConnector), config)?)
 }
 
 impl Drop for Broker {
