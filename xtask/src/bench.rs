@@ -245,6 +245,15 @@ fn with_figures(document: &str, scenario: &str, figures: &str) -> String {
     document
 }
 
+/// The runtime the load clients of a scenario run on: two threads.
+fn load_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the load clients' runtime")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,11 +106,7 @@ pub fn run(options: &Options) -> Result<()> {
             .env("KAFKA_BROKER", broker.address())
             .start()?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the load generator's runtime")?;
+    let runtime = super::load_runtime()?;
     let cluster = broker.cluster()?;
     let bench = Bench {
         proxy: proxy.address("tcp_server"),

@@ -72,11 +72,7 @@ pub fn run(options: &Options) -> Result<()> {
     }
     let binary = zilla_binary(options)?;
     let load_before = load_average();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the load clients' runtime")?;
+    let runtime = super::load_runtime()?;
 
     let dir = tempfile::Builder::new()
         .prefix("zilla-bench-mqtt-idle-")

@@ -459,11 +459,7 @@ fn soak(
     balancer: &LoadBalancer,
     binary: &Path,
 ) -> Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the load's runtime")?;
+    let runtime = super::load_runtime()?;
     let schedule = Schedule::new(plan.rate, plan.load);
     // The MQTT clients connect first: they are few and ready while the SSE ones subscribe.
     let mqtt_load = MqttLoad::start(balancer.mqtt_address, &plan.mqtt, plan.load)?;

@@ -108,11 +108,7 @@ pub fn run(options: &Options) -> Result<()> {
         bail!("the gateway may open only {gateway_fds} files, too few for {clients} subscribers");
     }
     let idle_rss_kib = gateway.rss_kib()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the load generator's runtime")?;
+    let runtime = super::load_runtime()?;
     let setup = Setup {
         target: gateway.address("tcp_server"),
         cluster: broker.cluster()?,
