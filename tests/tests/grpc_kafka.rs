@@ -904,9 +904,10 @@ fn killing_the_service_gateway_mid_stream_loses_no_call_and_answers_none_twice()
 
 /// Produces one EchoUnary request `text` (keyed and correlated by `text`) and, when
 /// `answered`, its replies as a service gateway makes them, as if that gateway answered it and
-/// died before committing it.
+/// died before committing it; when `retried`, also the same request again after its replies,
+/// as a caller that gave up before the answer came sends it.
 const PRODUCE_ANSWERED: &str = r#"
-import json, sys
+import json, sys, time
 from confluent_kafka import Producer
 bootstrap, text = sys.argv[1], sys.argv[2]
 producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
@@ -916,16 +917,21 @@ headers = [("zilla:service", b"example.EchoService"), ("zilla:method", b"EchoUna
            ("zilla:reply-to", b"echo-responses"), ("zilla:correlation-id", data)]
 producer.produce("echo-requests", key=data, value=message, headers=headers)
 producer.produce("echo-requests", key=data, value=None, headers=headers)
-if sys.argv[3] == "answered":
+if sys.argv[3] in ("answered", "retried"):
     producer.produce("echo-responses", key=data, value=message,
                      headers=[("zilla:correlation-id", data)])
     producer.produce("echo-responses", key=data, value=None,
                      headers=[("zilla:correlation-id", data), ("zilla:status", b"0")])
 producer.flush(20)
+if sys.argv[3] == "retried":
+    time.sleep(0.05)
+    producer.produce("echo-requests", key=data, value=message, headers=headers)
+    producer.produce("echo-requests", key=data, value=None, headers=headers)
+    producer.flush(20)
 "#;
 
 #[test]
-fn a_request_answered_but_not_committed_is_not_called_again() -> Result<()> {
+fn a_request_answered_but_not_committed_is_not_called_again_and_a_later_retry_is() -> Result<()> {
     let broker = Broker::start()?;
     broker.create_topic("echo-requests", 1, false)?;
     broker.create_topic("echo-responses", 1, false)?;
@@ -944,9 +950,16 @@ fn a_request_answered_but_not_committed_is_not_called_again() -> Result<()> {
     // nobody answered.
     let answered = "answered_before";
     let pending = "pending_after";
+    let retried = "retried_after_its_answer";
     run_python(
         PRODUCE_ANSWERED,
         vec![broker.address(), answered.to_owned(), "answered".to_owned()],
+    )?;
+    // An earlier attempt answered, then retried by a caller that had given up on it: the
+    // retry is a new request and gets its own answer.
+    run_python(
+        PRODUCE_ANSWERED,
+        vec![broker.address(), retried.to_owned(), "retried".to_owned()],
     )?;
     run_python(
         PRODUCE_ANSWERED,
@@ -965,9 +978,11 @@ fn a_request_answered_but_not_committed_is_not_called_again() -> Result<()> {
     ensure!(service.terminate()?.success(), "{}", service.stderr());
     let executed = executions(records.path())?;
     assert_eq!(executed.get(pending), Some(&1), "{executed:?}");
+    assert_eq!(executed.get(retried), Some(&1), "{executed:?}");
     assert_eq!(executed.get(answered), None, "called again: {executed:?}");
     let finals = final_replies(&broker)?;
     assert_eq!(finals.get(pending), Some(&1), "{finals:?}");
     assert_eq!(finals.get(answered), Some(&1), "{finals:?}");
+    assert_eq!(finals.get(retried), Some(&2), "{finals:?}");
     Ok(())
 }

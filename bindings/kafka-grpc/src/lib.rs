@@ -14,11 +14,14 @@
 //! the service, with answered requests recognised: a request that was already in the topic
 //! when a member started reading its partition (after a start or a rebalance) is first looked
 //! up on its reply topic by correlation id, and when its final reply (the record carrying
-//! `zilla:status`) is there, because a member that crashed or lost the partition produced it
-//! but did not commit it, the service is not called again and the request is committed. A
-//! request is therefore executed twice only when its call was cut before its final reply was
-//! produced (its partial replies are then followed by the replies of the second call), or
-//! when the search of the reply topic fails or takes over 30 s.
+//! `zilla:status`, with a timestamp no earlier than the request's) is there, because a member
+//! that crashed or lost the partition produced it but did not commit it, the service is not
+//! called again and the request is committed. A final reply older than the request answered an
+//! earlier attempt of the same call, which the caller gave up on before the answer came: the
+//! retry is called and answered again. A request is therefore executed twice only when its
+//! call was cut before its final reply was produced (its partial replies are then followed by
+//! the replies of the second call), when the caller retried it, or when the search of the
+//! reply topic fails or takes over 30 s.
 //!
 //! Each route `when` entry takes the records of its `topic` filtered on `key`, `headers`, the
 //! `zilla:reply-to` header (which must name `reply-to`) and, when `method` names one service,

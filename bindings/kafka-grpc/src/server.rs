@@ -501,6 +501,7 @@ impl Server {
                 correlation_header: self.headers.correlation_id.clone(),
                 correlation_id,
                 acks: self.acks,
+                requested_at: message.timestamp,
             },
         };
         lock(&progress.tracker).begin(partition, offset);
@@ -596,6 +597,8 @@ struct Reply {
     correlation_header: Bytes,
     correlation_id: Bytes,
     acks: Acks,
+    /// The request record's timestamp: only a final reply written since answers it.
+    requested_at: i64,
 }
 
 impl Reply {
@@ -623,7 +626,10 @@ impl Reply {
     }
 
     /// Whether the reply topic already holds this request's final reply (a record without
-    /// value carrying `zilla:status`). A search that fails or takes too long counts as no.
+    /// value carrying `zilla:status`, written no earlier than the request). A final reply
+    /// older than the request answered an earlier attempt of the same call, which the caller
+    /// gave up on before it came; the retry is called again. A search that fails or takes
+    /// too long counts as no.
     async fn answered(&self) -> bool {
         let request = MergedRequest {
             topic: self.topic.clone(),
@@ -643,7 +649,10 @@ impl Reply {
             while let Some(item) = records.next().await {
                 match item? {
                     MergedItem::Message { message, .. } => {
-                        if message.value.is_none() && message.header(STATUS_HEADER).is_some() {
+                        if message.value.is_none()
+                            && message.header(STATUS_HEADER).is_some()
+                            && message.timestamp >= self.requested_at
+                        {
                             return Ok(true);
                         }
                     }
