@@ -245,6 +245,14 @@ fn with_figures(document: &str, scenario: &str, figures: &str) -> String {
     document
 }
 
+/// A temporary directory for one scenario's files, named `<prefix>...`.
+fn bench_dir(prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("cannot create the benchmark directory")
+}
+
 /// The runtime the load clients of a scenario run on: two threads.
 fn load_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

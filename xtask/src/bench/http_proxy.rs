@@ -185,10 +185,7 @@ impl Shape {
 
 /// A temporary directory, named `<prefix>...`, for nginx prefix directories.
 pub(super) fn nginx_dir(prefix: &str) -> Result<tempfile::TempDir> {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
+    let dir = super::bench_dir(prefix)?;
     // nginx workers drop root privileges and still need their temporary directories.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     Ok(dir)

@@ -82,10 +82,7 @@ pub fn run(options: &Options) -> Result<()> {
     let binary = zilla_tests::build_zilla(true, false)?;
     let load_before = load_average();
 
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-kafka-produce-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
+    let dir = super::bench_dir("zilla-bench-kafka-produce-")?;
     // nginx workers drop root privileges and still need their directory.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let body = json_body();

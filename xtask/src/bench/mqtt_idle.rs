@@ -74,10 +74,7 @@ pub fn run(options: &Options) -> Result<()> {
     let load_before = load_average();
     let runtime = super::load_runtime()?;
 
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-mqtt-idle-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
+    let dir = super::bench_dir("zilla-bench-mqtt-idle-")?;
     println!(
         "S5 mqtt-idle: {connections} idle MQTT 3.1.1 connections, to mosquitto, then to the gateway"
     );

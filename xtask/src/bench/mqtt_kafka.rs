@@ -120,10 +120,7 @@ pub fn run(options: &Options) -> Result<()> {
     let load_before = load_average();
     let runtime = super::load_runtime()?;
 
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-mqtt-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
+    let dir = super::bench_dir("zilla-bench-mqtt-")?;
     let (mosquitto, mosquitto_port) = zilla_tests::mosquitto(dir.path())?;
     let mosquitto = Target {
         name: "mosquitto",

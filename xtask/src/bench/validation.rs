@@ -170,10 +170,7 @@ pub fn run(options: &Options) -> Result<()> {
     let ticks = ticks_per_second();
     let load_before = load_average();
 
-    let dir = tempfile::Builder::new()
-        .prefix("zilla-bench-validation-")
-        .tempdir()
-        .context("cannot create the benchmark directory")?;
+    let dir = super::bench_dir("zilla-bench-validation-")?;
     let body = json_body();
     let script = dir.path().join("post.lua");
     std::fs::write(&script, wrk_script(&body))?;
