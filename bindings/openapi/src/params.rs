@@ -169,6 +169,7 @@ fn string(
         }
         // JSON Schema patterns match anywhere in the text; the string model's whole text.
         (Some(Value::String(pattern)), None) => {
+            let pattern = ecma_pattern(pattern)?;
             model["pattern"] = Value::String(format!(".*(?:{pattern}).*"));
         }
         (Some(_), None) => return Err("`pattern` must be a string".to_owned()),
@@ -178,6 +179,84 @@ fn string(
         (None, None) => {}
     }
     Ok((model.as_object().map(Map::len) > Some(1)).then_some(model))
+}
+
+/// A JSON Schema `pattern` (an ECMA-262 regular expression) in the syntax of the `regex`
+/// crate the string model compiles. ECMA-262 reads a brace that does not make a quantifier
+/// (`{n}`, `{n,}`, `{n,m}`) as a literal, as in `^{[0-9a-f]{8}}$`, where the `regex` crate
+/// refuses it: such braces are escaped. A pattern that still does not compile (lookaround
+/// and backreferences, which the `regex` crate does not have) is refused here, so the
+/// refusal is located at the parameter in the document rather than in the generated config.
+fn ecma_pattern(pattern: &str) -> Result<String, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut translated = String::with_capacity(pattern.len());
+    let mut in_class = false;
+    let mut index = 0;
+    while index < chars.len() {
+        let c = chars[index];
+        match c {
+            '\\' => {
+                translated.push(c);
+                if let Some(next) = chars.get(index + 1) {
+                    translated.push(*next);
+                }
+                index += 2;
+                continue;
+            }
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '{' if !in_class => {
+                let quantifier = quantifier_len(&chars[index..]);
+                if quantifier > 0 {
+                    translated.extend(&chars[index..index + quantifier]);
+                    index += quantifier;
+                } else {
+                    translated.push_str("\\{");
+                    index += 1;
+                }
+                continue;
+            }
+            '}' if !in_class => {
+                // A quantifier's closing brace was copied with it: this one is a literal.
+                translated.push_str("\\}");
+                index += 1;
+                continue;
+            }
+            _ => {}
+        }
+        translated.push(c);
+        index += 1;
+    }
+    regex::Regex::new(&translated).map_err(|error| {
+        let error = error.to_string();
+        let reason = error.lines().last().unwrap_or_default().trim();
+        format!("`pattern` `{pattern}` is not supported: {reason}")
+    })?;
+    Ok(translated)
+}
+
+/// The length of the quantifier `{n}`, `{n,}` or `{n,m}` that `chars` starts with, 0 when
+/// it starts with none.
+fn quantifier_len(chars: &[char]) -> usize {
+    let digits = |from: usize| {
+        chars[from..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
+    let low = digits(1);
+    if low == 0 {
+        return 0;
+    }
+    let mut at = 1 + low;
+    if chars.get(at) == Some(&',') {
+        at += 1 + digits(at + 1);
+    }
+    if chars.get(at) == Some(&'}') {
+        at + 1
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +296,37 @@ mod tests {
             model(&json!({"type": "string", "maxLength": 4, "pattern": "^x"})).unwrap(),
             Some(json!({"model": "string", "maxLength": 4, "pattern": ".*(?:^x).*"}))
         );
+    }
+
+    #[test]
+    fn ecma_literal_braces_are_escaped_and_quantifiers_kept() {
+        // From the `schema-validation` example of `@readme/oas-examples`.
+        let pattern =
+            "^(?:{[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}}|[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7})$";
+        let model = model(&json!({"type": "string", "pattern": pattern})).unwrap();
+        let translated = model.unwrap()["pattern"].as_str().unwrap().to_owned();
+        assert_eq!(
+            translated,
+            ".*(?:^(?:\\{[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}\\}|[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7})$).*"
+        );
+        let whole = regex::Regex::new(&format!("^(?:{translated})$")).unwrap();
+        assert!(whole.is_match("{0123-4567-89ab-cdef-0123-4567-89ab-cdef}"));
+        assert!(whole.is_match("0123456789abcdef0123456789abcdef"));
+        assert!(!whole.is_match("{0123}"));
+        assert_eq!(
+            ecma_pattern("a{2,}b{1,3}[{}]\\{x{,2}").unwrap(),
+            "a{2,}b{1,3}[{}]\\{x\\{,2\\}"
+        );
+    }
+
+    #[test]
+    fn patterns_the_regex_crate_cannot_run_are_refused() {
+        let error = model(&json!({"type": "string", "pattern": "^(?!admin)"})).unwrap_err();
+        assert!(
+            error.starts_with("`pattern` `^(?!admin)` is not supported: "),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "{error}");
     }
 
     #[test]
