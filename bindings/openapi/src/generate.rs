@@ -207,6 +207,7 @@ pub fn server(
         let mut operations: Vec<&Operation> = spec.document.operations.iter().collect();
         operations.sort_by_key(|operation| operation.path.contains('{'));
         for operation in operations {
+            twice_templated(spec, operation)?;
             let guards = security_guards(spec, operation, authorization.as_ref())?;
             let request = request_checks(spec, operation, &mut subjects)?;
             for base in &bases {
@@ -243,6 +244,27 @@ pub fn server(
                 }
             }
         }
+    }
+    // An http server refuses to have no route, with a message about its own config the
+    // composite's author did not write: say why none was generated instead.
+    if routes.is_empty() {
+        if let Some(spec) = specs
+            .iter()
+            .find(|spec| spec.document.operations.is_empty())
+        {
+            return Err(BuildError::at(
+                format!("options.specs.{}", spec.name),
+                spec.document.at(
+                    &["paths".to_owned()],
+                    "the document describes no operations for a server to serve (`webhooks` \
+                     are not served)",
+                ),
+            ));
+        }
+        return Err(BuildError::at(
+            "routes",
+            "the routes select none of the documents' operations",
+        ));
     }
     let mut http_options = Map::new();
     if let Some(authorization) = authorization {
@@ -285,6 +307,28 @@ pub fn server(
         namespace: text(&namespace)?,
         entry: "tcp_server".into(),
     })
+}
+
+/// Refuses a path template naming a parameter twice (`/a/{id}/b/{id}`): one parameter cannot
+/// check two segments, and the http server would refuse the generated path, located in
+/// config the composite's author did not write.
+fn twice_templated(spec: &Spec, operation: &Operation) -> Result<(), BuildError> {
+    let mut seen = BTreeSet::new();
+    for segment in operation.path.split('{').skip(1) {
+        let Some((name, _)) = segment.split_once('}') else {
+            continue;
+        };
+        if !seen.insert(name) {
+            return Err(BuildError::at(
+                format!("options.specs.{}", spec.name),
+                spec.document.at(
+                    &["paths".to_owned(), operation.path.clone()],
+                    &format!("parameter `{name}` appears twice in the path; not supported"),
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a composite route condition takes `operation` of spec `spec`.

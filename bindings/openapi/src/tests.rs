@@ -230,6 +230,50 @@ fn problems_in_the_document_fail_the_load_at_their_place() {
 }
 
 #[test]
+fn a_server_of_a_document_without_operations_is_refused_at_its_paths() {
+    let webhooks_only = "openapi: 3.1.0\ninfo: {title: hooks, version: \"1\"}\nwebhooks:\n  \
+                         newBook:\n    post:\n      responses: {'200': {description: ok}}\n";
+    let errors = load(&engine(), &config(webhooks_only)).unwrap_err();
+    assert!(
+        errors[0].starts_with(
+            "zilla.yaml:22:11: bindings.north.options.specs.shelf: specs/shelf:1:1: paths: the \
+             document describes no operations"
+        ),
+        "{errors:?}"
+    );
+    let empty_paths = webhooks_only.replace("webhooks:", "paths: {}\nwebhooks:");
+    let errors = load(&engine(), &config(&empty_paths)).unwrap_err();
+    assert!(
+        errors[0].contains("specs/shelf:3:8: paths: the document describes no operations"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_path_naming_a_parameter_twice_is_refused_at_the_path() {
+    let twice = SPEC.replace("  /books:\n", "  /books/{isbn}/copies/{isbn}:\n");
+    let errors = load(&engine(), &config(&twice)).unwrap_err();
+    assert!(
+        errors[0].contains(
+            "specs/shelf:13:5: paths./books/{isbn}/copies/{isbn}: parameter `isbn` appears twice \
+             in the path; not supported"
+        ),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn routes_selecting_no_operation_are_refused() {
+    let text = config(SPEC).replace("operation: find*", "operation: lend*");
+    let errors = load(&engine(), &text).unwrap_err();
+    assert!(
+        errors[0]
+            .contains("bindings.north.routes: the routes select none of the documents' operations"),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn security_schemes_need_a_guard() {
     let secured = SPEC.replace(
         "      operationId: findBook\n",
