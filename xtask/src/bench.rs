@@ -2,6 +2,7 @@
 //! summary line per scenario and records the figures, with the date and commit, in
 //! `docs/benchmarks.md`.
 
+mod grpc;
 mod h2load;
 mod http_proxy;
 mod kafka_produce;
@@ -67,6 +68,12 @@ pub enum Scenario {
     /// S5, MQTT: `--clients` idle MQTT connections (default 18000) to mosquitto and to the
     /// gateway on examples/mqtt.kafka.proxy; resident memory per connection.
     MqttIdle,
+    /// gRPC proxy: unary echo calls (h2load, pre-framed body) through the gateway in the shape
+    /// of examples/grpc.proxy against straight to a tonic echo server, in S1's modes.
+    GrpcProxy,
+    /// grpc-kafka produce: one-way unary calls of 1 KB to Kafka against S7's http-kafka
+    /// gateway given S7's POST, both loaded by h2load with 64 requests in flight.
+    GrpcKafka,
     /// S6 on examples/mqtt.kafka.proxy against mosquitto: (a) QoS 1 fan-in from 32
     /// publishers to Kafka, (b) QoS 0 fan-out of one publisher to `--clients` subscribers
     /// (default 1000), (c) QoS 2 publishers and subscribers across a tansu restart.
@@ -87,6 +94,8 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
         Scenario::Validation => validation::run(options),
         Scenario::MqttIdle => mqtt_idle::run(options),
         Scenario::MqttKafka => mqtt_kafka::run(options),
+        Scenario::GrpcProxy => grpc::run_proxy(options),
+        Scenario::GrpcKafka => grpc::run_kafka(options),
     }
 }
 

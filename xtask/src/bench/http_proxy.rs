@@ -226,7 +226,7 @@ impl Mode {
     }
 
     /// Where wrk and the origin run in this mode.
-    fn load_cpus(&self) -> String {
+    pub(super) fn load_cpus(&self) -> String {
         if self.pinned {
             format!("{}-{}", PROXY_CPU + 1, cores() - 1)
         } else {
