@@ -312,23 +312,8 @@ impl Shared {
                 session.end(end.clone());
             }
         }
-        let disconnect = match &close {
-            Close::Reason(reason) if version == Version::V5 => {
-                Some(Disconnect::with_reason(*reason))
-            }
-            Close::Ended(reason, reason_string) if version == Version::V5 => Some(Disconnect {
-                reason: *reason,
-                properties: Properties {
-                    reason_string: reason_string.clone(),
-                    ..Properties::default()
-                },
-            }),
-            _ => None,
-        };
-        if let Some(disconnect) = disconnect {
-            let _ = write_packet(&mut writer, &Packet::Disconnect(disconnect), version).await;
-        }
-        let _ = writer.shutdown().await;
+        // Boxed for the same reason as CONNECT: a DISCONNECT with its properties is large.
+        Box::pin(say_goodbye(&mut writer, &close, version)).await;
         // Sessions dropped here without `end` end abnormally: their wills are published.
         drop(connection);
         Ok(())
@@ -630,6 +615,26 @@ struct Connection {
     next_packet_id: u16,
     outbound_maximum: u16,
     client_maximum_packet_size: u32,
+}
+
+/// Tells an MQTT 5 client why its connection ends, when it is not its own DISCONNECT or a
+/// broken connection, and shuts the connection down.
+async fn say_goodbye<W: AsyncWrite + Unpin>(writer: &mut W, close: &Close, version: Version) {
+    let disconnect = match close {
+        Close::Reason(reason) if version == Version::V5 => Some(Disconnect::with_reason(*reason)),
+        Close::Ended(reason, reason_string) if version == Version::V5 => Some(Disconnect {
+            reason: *reason,
+            properties: Properties {
+                reason_string: reason_string.clone(),
+                ..Properties::default()
+            },
+        }),
+        _ => None,
+    };
+    if let Some(disconnect) = disconnect {
+        let _ = write_packet(writer, &Packet::Disconnect(disconnect), version).await;
+    }
+    let _ = writer.shutdown().await;
 }
 
 /// Reads until one packet is decoded; `Ok(None)` at the end of the stream.
