@@ -46,9 +46,13 @@
 //!   partitioned by it, so any gateway sharing
 //!   the cluster can resume it:
 //!   - *Takeover.* Each new session writes a takeover record (`<clientId>#migrate`, header
-//!     `sender-id` naming the session) and follows that key from the broker's end before it
-//!     writes: a record from another session, on this gateway or any other, ends this one
-//!     with DISCONNECT 0x8E.
+//!     `sender-id` naming the session); a later record of that key (a higher offset of its
+//!     partition) from another session, on this gateway or any other, ends this one with
+//!     DISCONNECT 0x8E. One reader per gateway follows the takeover records for all its
+//!     sessions, from the broker's end when the binding starts (a session waits for it to
+//!     start, up to 30 s, else CONNACK 0x88); an idle session holds no read of its own, no
+//!     task and no publication queue until it publishes. Of two sessions of one client
+//!     connecting at once, the one whose record Kafka placed last stays.
 //!   - *State.* A session with a session expiry (MQTT 5) or without clean session (3.1.1)
 //!     writes its state under `<clientId>` whenever it changes: its subscriptions, how far
 //!     the subscriber acknowledged each (the next offset per partition of the messages topic
@@ -272,13 +276,15 @@ impl BindingFactory for MqttKafkaFactory {
             sessions_compacted: Mutex::new(false),
             instance_id: instance_id.clone(),
             signals: Mutex::new(proxy::signals::Signals::new(instance_id)),
+            takeovers: proxy::takeovers::Takeovers::default(),
         });
         context.publish::<Mqtt>(Arc::new(ProxyHandler(proxy.clone())));
         Ok(Arc::new(Built(proxy)))
     }
 }
 
-/// A built proxy: its handler, and the follower of the sessions topic's signals.
+/// A built proxy: its handler, the follower of the sessions topic's signals and the reader
+/// of its takeover records.
 struct Built(Arc<MqttKafkaProxy>);
 
 impl Binding for Built {
@@ -286,6 +292,11 @@ impl Binding for Built {
         // Wills and expiries are due whether or not this gateway holds sessions: it may
         // have to deliver those of a gateway that stopped.
         tokio::spawn(proxy::signals::run(
+            self.0.clone(),
+            context.shutdown.clone(),
+        ));
+        // Sessions open once it reads: started with the binding, not by the first CONNECT.
+        tokio::spawn(proxy::takeovers::run(
             self.0.clone(),
             context.shutdown.clone(),
         ));

@@ -2,10 +2,12 @@
 
 /// Will and expiry signals, and the liveness of gateways: part of the proxy, which they act for.
 pub(crate) mod signals;
+/// The one reader of takeover records that serves every session of the gateway.
+pub(crate) mod takeovers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -36,6 +38,7 @@ use crate::records::{
     Stage, WillHeader, WillSignal,
 };
 use signals::{Signals, signal_record};
+use takeovers::Takeovers;
 
 /// The event raised when the sessions topic is not log-compacted (Zilla's name).
 pub const NON_COMPACT_SESSIONS_TOPIC: &str = "BINDING_MQTT_KAFKA_NON_COMPACT_SESSIONS_TOPIC";
@@ -196,6 +199,8 @@ pub(crate) struct MqttKafkaProxy {
     pub instance_id: String,
     /// The will and expiry signals of the sessions topic, as last read.
     pub signals: Mutex<Signals>,
+    /// The sessions a takeover record can end, followed by one reader for all of them.
+    pub takeovers: Takeovers,
 }
 
 /// Where a topic's messages go: the Kafka topic and the exit.
@@ -321,27 +326,39 @@ impl MqttKafkaProxy {
         let client_id = begin.client_id.clone();
         let session_id = uuid::Uuid::new_v4().to_string();
         let migrate_key = format!("{client_id}{MIGRATE_SUFFIX}");
-        // Read before writing, so no later takeover record can be missed.
-        let (takeovers, _) = read_from(
-            &self.sessions_exit,
-            &self.topics.sessions,
-            vec![Filter {
-                conditions: vec![Condition::Key(Bytes::from(migrate_key.clone()))],
-            }],
-            &[],
-        )
-        .await
-        .map_err(SessionRefused::from)?;
+        // Followed before writing, by the gateway's reader of takeover records, which reads
+        // from before this write: no later takeover record can be missed.
+        if !self.takeovers.ready().await {
+            return Err(SessionRefused::from(StreamError::Upstream(
+                "the sessions topic cannot be read".to_owned(),
+            )));
+        }
+        let closed = CancellationToken::new();
+        self.takeovers.follow(
+            &client_id,
+            &session_id,
+            closed.clone(),
+            begin.events.clone(),
+        );
+        let mut following = Following {
+            takeovers: &self.takeovers,
+            client_id: &client_id,
+            session_id: &session_id,
+            open: false,
+        };
         let mut migrate =
             self.session_record(&client_id, Bytes::from(migrate_key), Some(Bytes::new()));
         migrate.headers = vec![Header::new(
             Bytes::from_static(SENDER_ID.as_bytes()),
             Bytes::from(session_id.clone()),
         )];
-        self.sessions_exit
+        let written = self
+            .sessions_exit
             .produce(migrate)
             .await
             .map_err(SessionRefused::from)?;
+        self.takeovers
+            .written(&client_id, &session_id, written.partition, written.offset);
         let resumed = if begin.clean_start {
             None
         } else {
@@ -404,8 +421,6 @@ impl MqttKafkaProxy {
         )
         .await
         .map_err(SessionRefused::from)?;
-        let (published, queue) = mpsc::channel(PUBLISH_WINDOW);
-        let (ending, ended) = oneshot::channel();
         let awaiting_release = resumed
             .as_ref()
             .map(|state| state.awaiting_release.iter().copied().collect())
@@ -429,7 +444,7 @@ impl MqttKafkaProxy {
             client_id: client_id.clone(),
             authorization: begin.authorization.clone(),
             events: begin.events.clone(),
-            closed: CancellationToken::new(),
+            closed,
             persistent,
             expiry: AtomicU32::new(begin.session_expiry),
             subscriptions: Mutex::new(HashMap::new()),
@@ -439,7 +454,7 @@ impl MqttKafkaProxy {
             producers: tokio::sync::Mutex::new(Producers::default()),
             changed: Notify::new(),
             version: AtomicU64::new(0),
-            written: watch::channel(0).0,
+            written: persistent.then(|| watch::channel(0).0),
         });
         if let Some(state) = resumed {
             restore_subscriptions(&context, state.subscriptions).await;
@@ -465,14 +480,6 @@ impl MqttKafkaProxy {
             context.change();
             tokio::spawn(state_writer(context.clone()));
         }
-        tokio::spawn(publish_loop(queue));
-        tokio::spawn(lifetime(
-            context.clone(),
-            session_id,
-            takeovers,
-            will,
-            ended,
-        ));
         tracing::debug!(binding = %self.name, %client_id, session_present, "session opened");
         let accepted = SessionAccepted {
             session_present,
@@ -486,10 +493,16 @@ impl MqttKafkaProxy {
             awaiting_completion: awaiting_completion.into_iter().collect(),
             awaiting_acknowledgement,
         };
+        // From here the session unfollows itself when it finishes.
+        following.open = true;
+        drop(following);
         let session = KafkaSession {
             context,
-            published,
-            ending: Mutex::new(Some(ending)),
+            published: OnceLock::new(),
+            finishing: Mutex::new(Some(Finishing {
+                session_id,
+                will: will.map(Box::new),
+            })),
         };
         Ok((accepted, Box::new(session)))
     }
@@ -527,6 +540,22 @@ impl MqttKafkaProxy {
             })
         });
         signal_record(self, records::EXPIRY_SIGNAL, key, Some(client_id), value)
+    }
+}
+
+/// A session being opened: unfollowed unless it opens.
+struct Following<'a> {
+    takeovers: &'a Takeovers,
+    client_id: &'a str,
+    session_id: &'a str,
+    open: bool,
+}
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            self.takeovers.unfollow(self.client_id, self.session_id);
+        }
     }
 }
 
@@ -583,8 +612,9 @@ struct SessionContext {
     changed: Notify,
     /// Counts the changes of the state to save.
     version: AtomicU64,
-    /// The version last written to Kafka.
-    written: watch::Sender<u64>,
+    /// The version last written to Kafka; only sessions that outlive their connection
+    /// write their state.
+    written: Option<watch::Sender<u64>>,
 }
 
 impl SessionContext {
@@ -597,7 +627,10 @@ impl SessionContext {
 
     /// Waits until the state as of `version` is in Kafka (or the session is over).
     async fn saved(&self, version: u64) {
-        let mut written = self.written.subscribe();
+        let Some(written) = &self.written else {
+            return;
+        };
+        let mut written = written.subscribe();
         tokio::select! {
             _ = written.wait_for(|written| *written >= version) => {}
             () = self.closed.cancelled() => {}
@@ -756,7 +789,7 @@ impl SessionContext {
 const STATE_WRITE_DELAY: Duration = Duration::from_millis(20);
 
 /// Writes the session's state whenever it changes, one write at a time, until the session
-/// is over (its last state is written when it ends, see [`lifetime`]).
+/// is over (its last state is written when it ends, see [`conclude`]).
 async fn state_writer(context: Arc<SessionContext>) {
     loop {
         tokio::select! {
@@ -771,7 +804,9 @@ async fn state_writer(context: Arc<SessionContext>) {
         let record = context.state_record();
         match produce_reliably(context.proxy.sessions_exit.clone(), record).await {
             Ok(_) => {
-                context.written.send_replace(version);
+                if let Some(written) = &context.written {
+                    written.send_replace(version);
+                }
             }
             Err(error) => {
                 tracing::debug!(%error, client_id = %context.client_id, "session state not written");
@@ -798,19 +833,50 @@ struct Publication {
     outcome: oneshot::Sender<ReasonCode>,
 }
 
+/// What a session needs once it ends.
+struct Finishing {
+    session_id: String,
+    /// Boxed: a will carries a whole message, and most sessions have none.
+    will: Option<Box<SessionWill>>,
+}
+
 /// An open session.
 struct KafkaSession {
     context: Arc<SessionContext>,
-    published: mpsc::Sender<Publication>,
-    ending: Mutex<Option<oneshot::Sender<Ending>>>,
+    /// The queue toward [`publish_loop`], started by the first publication: most sessions
+    /// of an idle fleet never publish.
+    published: OnceLock<mpsc::Sender<Publication>>,
+    /// Taken when the session finishes.
+    finishing: Mutex<Option<Finishing>>,
 }
 
 impl KafkaSession {
     fn finish(&self, ending: Ending) {
-        if let Some(sender) = self.ending.lock().ok().and_then(|mut e| e.take()) {
-            let _ = sender.send(ending);
+        let Some(Finishing { session_id, will }) =
+            self.finishing.lock().ok().and_then(|mut f| f.take())
+        else {
+            return;
+        };
+        let context = &self.context;
+        // A session a takeover record ended finishes as taken over, whatever the server says.
+        let ending = if context
+            .proxy
+            .takeovers
+            .unfollow(&context.client_id, &session_id)
+        {
+            Ending::TakenOver
+        } else {
+            ending
+        };
+        context.closed.cancel();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(conclude(context.clone(), will, ending));
+            }
+            Err(_) => {
+                tracing::debug!(client_id = %context.client_id, "session end not written: no runtime");
+            }
         }
-        self.context.closed.cancel();
     }
 }
 
@@ -1081,54 +1147,12 @@ pub(crate) async fn publish_will(
     tracing::debug!(client_id, topic = %message.topic, reason = reason.0, "will published");
 }
 
-/// Follows a session from open to end: ends it when another session with the same client
-/// identifier starts (here or on another gateway sharing the cluster: the takeover record
-/// in the sessions topic), and once it ended writes what outlives it: its last state, its
-/// expiry signal, and its will signal due after the will delay when it ended abnormally
-/// (delivered by the signal readers, see [`signals`]). A session taken over writes
-/// none of these (the new session's replace them) and publishes a will without delay itself.
-async fn lifetime(
-    context: Arc<SessionContext>,
-    session_id: String,
-    mut takeovers: MergedStream,
-    will: Option<SessionWill>,
-    ended: oneshot::Receiver<Ending>,
-) {
-    let is_takeover = |item: Option<Result<MergedItem, StreamError>>| -> Option<bool> {
-        match item? {
-            Ok(MergedItem::Message { message, .. }) => Some(
-                message
-                    .header(SENDER_ID.as_bytes())
-                    .is_some_and(|sender| sender.as_ref() != session_id.as_bytes()),
-            ),
-            Ok(MergedItem::Synced(_)) => Some(false),
-            // The read retries on its own; an error is no takeover.
-            Err(_) => Some(false),
-        }
-    };
-    let mut ended = ended;
-    let ending = loop {
-        tokio::select! {
-            ending = &mut ended => break ending.unwrap_or(Ending::Abnormal),
-            item = takeovers.next() => match is_takeover(item) {
-                Some(true) => {
-                    tracing::debug!(client_id = %context.client_id, "session taken over");
-                    context.closed.cancel();
-                    let taken_over = SessionEvent::Ended {
-                        reason: ReasonCode::SESSION_TAKEN_OVER,
-                        reason_string: None,
-                    };
-                    let _ = context.events.send(taken_over).await;
-                    // The server drops the session once it has told the client.
-                    let _ = ended.await;
-                    break Ending::TakenOver;
-                }
-                Some(false) => {}
-                None => break ended.await.unwrap_or(Ending::Abnormal),
-            },
-        }
-    };
-    drop(takeovers);
+/// Writes what outlives a session once it ended: its last state, its expiry signal, and its
+/// will signal due after the will delay when it ended abnormally (delivered by the signal
+/// readers, see [`signals`]). A session taken over (by another connection on this gateway or
+/// a takeover record of another gateway, see [`takeovers`]) writes none of these (the new
+/// session's replace them) and publishes a will without delay itself.
+async fn conclude(context: Arc<SessionContext>, will: Option<Box<SessionWill>>, ending: Ending) {
     let proxy = &context.proxy;
     let client_id = &context.client_id;
     let publish = match ending {
@@ -1675,7 +1699,12 @@ impl KafkaSession {
                     None => Box::pin(async { ReasonCode::NOT_AUTHORIZED }),
                 };
             let (outcome, reason) = oneshot::channel();
-            self.published
+            let published = self.published.get_or_init(|| {
+                let (published, queue) = mpsc::channel(PUBLISH_WINDOW);
+                tokio::spawn(publish_loop(queue));
+                published
+            });
+            published
                 .send(Publication { produce, outcome })
                 .await
                 .map_err(|_| StreamError::Stopped)?;

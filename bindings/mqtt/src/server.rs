@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -241,6 +242,10 @@ impl From<DecodeError> for Close {
 }
 
 const EVENTS_CAPACITY_MINIMUM: usize = 1;
+/// Bytes a connection reads at once. The buffer is reserved when a read is attempted and
+/// given back whenever the read has to wait with nothing buffered, so an idle connection
+/// (most of an MQTT server's) holds no read buffer.
+const READ_CAPACITY: usize = 4096;
 
 impl Shared {
     /// Serves one client connection until it ends.
@@ -255,7 +260,7 @@ impl Shared {
     {
         let (mut reader, mut writer) = tokio::io::split(io);
         let mut decoder = Decoder::new(self.settings.maximum_packet_size);
-        let mut buffer = BytesMut::with_capacity(4096);
+        let mut buffer = BytesMut::new();
         let first = tokio::time::timeout(
             self.settings.connect_timeout,
             read_packet(&mut reader, &mut decoder, &mut buffer),
@@ -279,14 +284,13 @@ impl Shared {
             _ => return Ok(()),
         };
         let version = connect.version;
-        let mut connection = match self
-            .clone()
-            .open(*connect, info, authorization, &mut writer)
-            .await?
-        {
-            Some(connection) => connection,
-            None => return Ok(()),
-        };
+        // Boxed: CONNECT's work is large and done once; the future of a connection waiting
+        // for its next packet keeps only what the loop needs.
+        let mut connection =
+            match Box::pin(self.clone().open(connect, info, authorization, &mut writer)).await? {
+                Some(connection) => connection,
+                None => return Ok(()),
+            };
         // Past CONNECT, MQTT owns the connection's idleness: 1.5 times the keep-alive, as it
         // specifies, and none for a keep-alive of 0.
         if let Some(info) = &connection.info {
@@ -308,23 +312,8 @@ impl Shared {
                 session.end(end.clone());
             }
         }
-        let disconnect = match &close {
-            Close::Reason(reason) if version == Version::V5 => {
-                Some(Disconnect::with_reason(*reason))
-            }
-            Close::Ended(reason, reason_string) if version == Version::V5 => Some(Disconnect {
-                reason: *reason,
-                properties: Properties {
-                    reason_string: reason_string.clone(),
-                    ..Properties::default()
-                },
-            }),
-            _ => None,
-        };
-        if let Some(disconnect) = disconnect {
-            let _ = write_packet(&mut writer, &Packet::Disconnect(disconnect), version).await;
-        }
-        let _ = writer.shutdown().await;
+        // Boxed for the same reason as CONNECT: a DISCONNECT with its properties is large.
+        Box::pin(say_goodbye(&mut writer, &close, version)).await;
         // Sessions dropped here without `end` end abnormally: their wills are published.
         drop(connection);
         Ok(())
@@ -338,11 +327,13 @@ impl Shared {
     /// Checks CONNECT, opens the session and answers CONNACK; `None` when refused.
     async fn open<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        connect: Connect,
+        connect: Box<Connect>,
         info: Option<StreamInfo>,
         mut authorization: Authorization,
         writer: &mut W,
     ) -> Result<Option<Connection>, StreamError> {
+        // Unboxed here, so that the decoded packet's allocation is not held by the connection.
+        let connect = *connect;
         let version = connect.version;
         let settings = &self.settings;
         let refuse = |reason: ReasonCode| {
@@ -626,6 +617,26 @@ struct Connection {
     client_maximum_packet_size: u32,
 }
 
+/// Tells an MQTT 5 client why its connection ends, when it is not its own DISCONNECT or a
+/// broken connection, and shuts the connection down.
+async fn say_goodbye<W: AsyncWrite + Unpin>(writer: &mut W, close: &Close, version: Version) {
+    let disconnect = match close {
+        Close::Reason(reason) if version == Version::V5 => Some(Disconnect::with_reason(*reason)),
+        Close::Ended(reason, reason_string) if version == Version::V5 => Some(Disconnect {
+            reason: *reason,
+            properties: Properties {
+                reason_string: reason_string.clone(),
+                ..Properties::default()
+            },
+        }),
+        _ => None,
+    };
+    if let Some(disconnect) = disconnect {
+        let _ = write_packet(writer, &Packet::Disconnect(disconnect), version).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
 /// Reads until one packet is decoded; `Ok(None)` at the end of the stream.
 async fn read_packet<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -636,11 +647,30 @@ async fn read_packet<R: AsyncRead + Unpin>(
         if let Some(packet) = decoder.decode(buffer)? {
             return Ok(Some(packet));
         }
-        match reader.read_buf(buffer).await {
+        match read_idle(reader, buffer).await {
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
     }
+}
+
+/// Reads into `buffer` as `read_buf` does, with room for [`READ_CAPACITY`] bytes, but gives
+/// an empty buffer's memory back while the read waits: the next attempt reserves it again.
+async fn read_idle<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        if buffer.capacity() == buffer.len() {
+            buffer.reserve(READ_CAPACITY);
+        }
+        let polled = pin!(reader.read_buf(&mut *buffer)).poll(cx);
+        if polled.is_pending() && buffer.is_empty() {
+            *buffer = BytesMut::new();
+        }
+        polled
+    })
+    .await
 }
 
 async fn write_packet<W: AsyncWrite + Unpin>(
@@ -668,7 +698,7 @@ impl Connection {
         let pending_limit = usize::from(self.shared.settings.receive_maximum) + 64;
         let retired = self.shared.lifecycle.retired();
         // Packets already buffered behind CONNECT.
-        if let Err(close) = self.drain(writer).await {
+        if let Err(close) = Box::pin(self.drain(writer)).await {
             return close;
         }
         loop {
@@ -678,7 +708,7 @@ impl Connection {
                 return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
             }
             tokio::select! {
-                read = reader.read_buf(&mut self.buffer), if reading => {
+                read = read_idle(reader, &mut self.buffer), if reading => {
                     match read {
                         Ok(0) | Err(_) => return Close::Gone,
                         Ok(_) => {}
@@ -686,17 +716,20 @@ impl Connection {
                     if let Some(period) = keep_alive {
                         deadline = Some(Instant::now() + period);
                     }
-                    if let Err(close) = self.drain(writer).await {
+                    // Handling a packet, a response or a delivery is boxed while it runs: its
+                    // future is many times the size of the loop's, which idle connections
+                    // would otherwise all hold.
+                    if let Err(close) = Box::pin(self.drain(writer)).await {
                         return close;
                     }
                 }
                 Some(pending) = self.pending.next() => {
-                    if let Err(close) = self.respond(pending, writer).await {
+                    if let Err(close) = Box::pin(self.respond(pending, writer)).await {
                         return close;
                     }
                 }
                 Some(event) = self.receiver.recv(), if delivering => {
-                    if let Err(close) = self.deliver(event, writer).await {
+                    if let Err(close) = Box::pin(self.deliver(event, writer)).await {
                         return close;
                     }
                 }
