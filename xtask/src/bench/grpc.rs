@@ -215,11 +215,11 @@ impl Drop for Tonic {
     }
 }
 
-/// The grpc-proxy gateway's config: `examples/grpc.proxy` without its TLS listener, the proto
-/// beside the config, the tonic server as the exit.
-fn proxy_config(tonic: SocketAddr) -> String {
+/// The part of both gateways' configs up to the grpc server, whose calls of `EchoService` go
+/// to `exit`: a cleartext HTTP/2 listener and the proto beside the config.
+fn grpc_server(name: &str, exit: &str) -> String {
     format!(
-        "name: grpc-proxy-bench
+        "name: {name}
 catalogs:
   host_filesystem:
     type: filesystem
@@ -250,8 +250,17 @@ bindings:
     routes:
       - when:
           - method: example.EchoService/*
-        exit: grpc_client
-  grpc_client:
+        exit: {exit}
+"
+    )
+}
+
+/// The grpc-proxy gateway's config: `examples/grpc.proxy` without its TLS listener, the tonic
+/// server as the exit.
+fn proxy_config(tonic: SocketAddr) -> String {
+    grpc_server("grpc-proxy-bench", "grpc_client")
+        + &format!(
+            "  grpc_client:
     type: grpc
     kind: client
     exit: http_client
@@ -268,48 +277,17 @@ bindings:
       host: {}
       port: {}
 ",
-        tonic.ip(),
-        tonic.port()
-    )
+            tonic.ip(),
+            tonic.port()
+        )
 }
 
 /// The grpc-kafka gateway's config: the calls of `EchoService` produced one way to
 /// [`TOPIC`] through S7's kafka chain.
 fn kafka_config(bootstrap: &str) -> String {
-    format!(
-        "name: grpc-kafka-bench
-catalogs:
-  host_filesystem:
-    type: filesystem
-    options:
-      subjects:
-        echo:
-          path: echo.proto
-bindings:
-  tcp_server:
-    type: tcp
-    kind: server
-    options:
-      host: 127.0.0.1
-      port: 0
-    exit: http_server
-  http_server:
-    type: http
-    kind: server
-    options:
-      versions: [h2]
-    exit: grpc_server
-  grpc_server:
-    type: grpc
-    kind: server
-    catalog:
-      host_filesystem:
-        - subject: echo
-    routes:
-      - when:
-          - method: example.EchoService/*
-        exit: grpc_kafka
-  grpc_kafka:
+    grpc_server("grpc-kafka-bench", "grpc_kafka")
+        + &format!(
+            "  grpc_kafka:
     type: grpc-kafka
     kind: proxy
     routes:
@@ -339,7 +317,7 @@ bindings:
     type: tcp
     kind: client
 "
-    )
+        )
 }
 
 /// Rounds and durations: S1's (`--quick`: 3 rounds of 5 s, printed only).
