@@ -804,7 +804,7 @@ fn exactly_once(binary: &std::path::Path, quick: bool) -> Result<ExactlyOnce> {
     broker.restart()?;
     let restart_took = restarting.elapsed();
     let outcome = clients.finish()?;
-    let values = read_back(&broker.address(), MESSAGES_TOPIC)?;
+    let values = read_back(&broker, MESSAGES_TOPIC)?;
     stop_gateway(&mut gateway)?;
     let comparison = MqttComparison::new(&values, &outcome);
     println!("  {}", comparison.summary());

@@ -240,11 +240,11 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
     let values = outcome
         .as_ref()
         .ok()
-        .map(|_| check::read_back(&broker.address(), TOPIC));
+        .map(|_| check::read_back(&broker, TOPIC));
     let mqtt_values = outcome
         .as_ref()
         .ok()
-        .map(|_| check::read_back(&broker.address(), mqtt::MESSAGES_TOPIC));
+        .map(|_| check::read_back(&broker, mqtt::MESSAGES_TOPIC));
     // How a replica stops says nothing about the run's outcome, which must not be hidden.
     for replica in &mut replicas {
         match replica.gateway.terminate() {

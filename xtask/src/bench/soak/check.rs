@@ -6,38 +6,75 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use zilla_tests::Broker;
 
 use super::super::sse_fanout::Seen;
 use super::clients::{Produced, Subscription, Value};
 
 /// Reads partition 0 of the topic from the start to its end offset and prints the values as a
-/// JSON list of strings.
+/// JSON list of strings. A consumer that makes no progress for `STALLED` seconds is replaced by
+/// a fresh one assigned at the next offset (new connections, new fetch session): after an hour
+/// of load the broker once left a consumer's fetches unanswered for minutes while answering
+/// other connections. Progress and every replacement go to standard error.
 const READ_BACK: &str = r#"
 import json, sys, time, uuid
 from confluent_kafka import Consumer, TopicPartition
-consumer = Consumer({"bootstrap.servers": sys.argv[1], "group.id": str(uuid.uuid4()),
-                     "enable.auto.commit": False})
-low, high = consumer.get_watermark_offsets(TopicPartition(sys.argv[2], 0), timeout=30)
-consumer.assign([TopicPartition(sys.argv[2], 0, low)])
-values, next_offset, deadline = [], low, time.time() + 300
+STALLED, DEADLINE = 30, 900
+bootstrap, topic = sys.argv[1], sys.argv[2]
+def consumer_at(offset):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4()),
+                         "enable.auto.commit": False, "isolation.level": "read_uncommitted",
+                         "fetch.max.bytes": 1048576, "max.partition.fetch.bytes": 262144,
+                         "fetch.wait.max.ms": 100, "socket.timeout.ms": 20000})
+    consumer.assign([TopicPartition(topic, 0, offset)])
+    return consumer
+watermarks = Consumer({"bootstrap.servers": bootstrap, "group.id": str(uuid.uuid4())})
+low, high = watermarks.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+watermarks.close()
+started = time.time()
+values, next_offset, replaced = [], low, 0
+consumer, progressed = consumer_at(low), time.time()
 while next_offset < high:
-    if time.time() > deadline:
-        sys.exit(f"read {next_offset - low} of {high - low} records in time")
-    for message in consumer.consume(1000, timeout=5):
+    if time.time() - started > DEADLINE:
+        sys.exit(f"read {next_offset - low} of {high - low} records of {topic} in {DEADLINE} s "
+                 f"({replaced} stalled consumers replaced)")
+    if time.time() - progressed > STALLED:
+        replaced += 1
+        print(f"{topic}: no record for {STALLED} s at offset {next_offset} of {high}; "
+              f"replacing the consumer", file=sys.stderr, flush=True)
+        consumer.close()
+        consumer, progressed = consumer_at(next_offset), time.time()
+    for message in consumer.consume(1000, timeout=1):
         if message.error():
             sys.exit(str(message.error()))
+        if message.offset() < next_offset:
+            continue
         values.append((message.value() or b"").decode("utf-8", "replace"))
-        next_offset = message.offset() + 1
+        next_offset, progressed = message.offset() + 1, time.time()
 consumer.close()
+print(f"{topic}: read {high - low} records in {time.time() - started:.1f} s, "
+      f"{replaced} stalled consumers replaced", file=sys.stderr, flush=True)
 print(json.dumps(values))
 "#;
 
-/// Every value on partition 0 of `topic`, read by confluent-kafka.
-pub fn read_back(bootstrap: &str, topic: &str) -> Result<Vec<String>> {
-    let values = zilla_tests::python_json(READ_BACK, &[bootstrap, topic], "")
-        .context("reading the topic back with confluent-kafka")?;
+/// Every value on partition 0 of `topic`, read by confluent-kafka. On failure the error carries
+/// the end of the broker's log, since the read-back runs after the broker has been through the
+/// whole fault schedule.
+pub fn read_back(broker: &Broker, topic: &str) -> Result<Vec<String>> {
+    let values = zilla_tests::python_json(READ_BACK, &[&broker.address(), topic], "")
+        .with_context(|| {
+            let log = broker.log();
+            let tail: Vec<&str> = log.lines().rev().take(BROKER_LOG_LINES).collect();
+            format!(
+                "reading {topic} back with confluent-kafka; the broker log ends with:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })?;
     serde_json::from_value(values).context("the read-back is not a list of strings")
 }
+
+/// How much of the broker's log a failed read-back shows.
+const BROKER_LOG_LINES: usize = 40;
 
 /// The comparison of the topic with the producers and subscribers.
 #[derive(Debug, Clone, PartialEq)]
