@@ -1,4 +1,4 @@
-//! After the run: the topic read back with confluent-kafka and compared with what the
+//! After the run: the topics read back with confluent-kafka and compared with what the
 //! producers had acknowledged and every subscriber received; and the process samples taken
 //! every 10 s reduced to drift per hour.
 
@@ -11,7 +11,7 @@ use super::super::sse_fanout::Seen;
 use super::clients::{Produced, Subscription, Value};
 
 /// Reads partition 0 of the topic from the start to its end offset and prints the values as a
-/// JSON list of strings.
+/// JSON list of hex strings (a value need not be text).
 const READ_BACK: &str = r#"
 import json, sys, time, uuid
 from confluent_kafka import Consumer, TopicPartition
@@ -26,17 +26,50 @@ while next_offset < high:
     for message in consumer.consume(1000, timeout=5):
         if message.error():
             sys.exit(str(message.error()))
-        values.append((message.value() or b"").decode("utf-8", "replace"))
+        values.append((message.value() or b"").hex())
         next_offset = message.offset() + 1
 consumer.close()
 print(json.dumps(values))
 "#;
 
-/// Every value on partition 0 of `topic`, read by confluent-kafka.
+/// Every value on partition 0 of `topic`, read by confluent-kafka, as text (invalid UTF-8
+/// replaced).
 pub fn read_back(bootstrap: &str, topic: &str) -> Result<Vec<String>> {
+    Ok(read_back_bytes(bootstrap, topic)?
+        .iter()
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+        .collect())
+}
+
+/// The `message` of every `FanoutMessage` on partition 0 of `topic`; a record that is none is
+/// an empty string (not a value of the run).
+pub fn read_back_messages(bootstrap: &str, topic: &str) -> Result<Vec<String>> {
+    Ok(read_back_bytes(bootstrap, topic)?
+        .iter()
+        .map(|value| super::grpc::decode_value(value).unwrap_or_default())
+        .collect())
+}
+
+fn read_back_bytes(bootstrap: &str, topic: &str) -> Result<Vec<Vec<u8>>> {
     let values = zilla_tests::python_json(READ_BACK, &[bootstrap, topic], "")
         .context("reading the topic back with confluent-kafka")?;
-    serde_json::from_value(values).context("the read-back is not a list of strings")
+    let values: Vec<String> =
+        serde_json::from_value(values).context("the read-back is not a list of strings")?;
+    values.iter().map(|value| from_hex(value)).collect()
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        bail!("odd-length hex {text:?}");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| {
+            text.get(at..at + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .with_context(|| format!("not hex: {text:?}"))
+        })
+        .collect()
 }
 
 /// The comparison of the topic with the producers and subscribers.
@@ -403,6 +436,15 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("missed 1 deliveries"), "{error}");
         assert!(error.contains("2 duplicates"), "{error}");
+    }
+
+    #[test]
+    fn hex_values_decode_to_their_bytes() -> Result<()> {
+        assert_eq!(from_hex("0a06736f616b2d37")?, b"\x0a\x06soak-7");
+        assert_eq!(from_hex("")?, b"");
+        assert!(from_hex("abc").is_err());
+        assert!(from_hex("zz").is_err());
+        Ok(())
     }
 
     #[test]
