@@ -9,21 +9,26 @@
 //! gateways', tansu's and haproxy's RSS, open files and CPU are sampled. Each replica also
 //! serves `examples/mqtt.kafka.proxy` behind a second haproxy frontend, where paho-mqtt
 //! publishers (QoS 1 and 2) and subscribers (QoS 1 and 2, persistent sessions) run through
-//! the same faults ([`mqtt`]).
+//! the same faults ([`mqtt`]). And each serves `examples/grpc.kafka.fanout` behind a third
+//! frontend ([`grpc`]): tonic subscribers stream the `messages` topic, resuming with
+//! `last-message-id` whenever a stream ends, while a second producer `POST`s the same values,
+//! protobuf-encoded, to `messages` through the replicas.
 //!
-//! Afterwards [`check`] reads the topic back with confluent-kafka and compares: an
-//! acknowledged value missing from the topic, a subscriber missing a value of the topic,
-//! receiving one twice or one that is not there fails the run; so does an acknowledged MQTT
-//! message missing from the MQTT messages topic, or a QoS 2 one written or delivered twice. It prints a summary line, writes
+//! Afterwards [`check`] reads the topics back with confluent-kafka and compares: an
+//! acknowledged value missing from its topic, an SSE or gRPC subscriber missing a value of
+//! its topic, receiving one twice or one that is not there fails the run; so does an
+//! acknowledged MQTT message missing from the MQTT messages topic, or a QoS 2 one written or
+//! delivered twice. It prints a summary line, writes
 //! the samples as CSV (and a PNG plot when matplotlib is in the peers' virtualenv) under
 //! `docs/soak/`, and records the figures in `docs/benchmarks.md`.
 //!
-//! The long mode (default 60 minutes, 5000 subscribers) uses release builds; `--short` (100 s
-//! of load, 300 subscribers, about 3 minutes in all) uses the debug build (`ZILLA_BIN` when
+//! The long mode (default 60 minutes, 5000 SSE and 100 gRPC subscribers) uses release builds; `--short` (100 s
+//! of load, 300 SSE and 10 gRPC subscribers, about 3 minutes in all) uses the debug build (`ZILLA_BIN` when
 //! set); `cargo xtask test` runs it ([`run_short`]) and fails on any loss.
 
 pub(super) mod check;
 mod clients;
+mod grpc;
 pub(super) mod mqtt;
 
 use std::net::SocketAddr;
@@ -73,7 +78,7 @@ pub struct Options {
     /// Minutes of load in the long mode.
     #[arg(long, default_value_t = 60)]
     pub minutes: u64,
-    /// The short mode (the one `cargo xtask test` runs): 100 s of load and 300 subscribers on the debug build.
+    /// The short mode (the one `cargo xtask test` runs): 100 s of load, 300 SSE and 10 gRPC subscribers, on the debug build.
     #[arg(long)]
     pub short: bool,
     /// SSE subscribers (default 5000; 300 with --short).
@@ -101,6 +106,8 @@ struct Plan {
     release: bool,
     /// The MQTT clients, publishing for the whole load.
     mqtt: MqttPlan,
+    /// gRPC fan-out subscribers.
+    grpc_clients: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +118,8 @@ enum Fault {
     Reload,
     /// tansu killed and started again on the same port and data.
     BrokerRestart,
-    /// Every subscriber drops its stream and resumes at once with `Last-Event-ID`.
+    /// Every subscriber drops its stream and resumes at once (`Last-Event-ID`,
+    /// `last-message-id`).
     ReconnectStorm,
 }
 
@@ -169,6 +177,7 @@ impl Plan {
                 qos2_subscribers: if options.short { 3 } else { 10 },
                 rate,
             },
+            grpc_clients: if options.short { 10 } else { 100 },
         }
     }
 }
@@ -201,11 +210,11 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         .context("haproxy is not installed: run `cargo xtask peers --only apt`")?;
     let limit =
         rlimit::increase_nofile_limit(u64::MAX).context("cannot raise the open-files limit")?;
-    if limit < plan.clients as u64 + SPARE_FDS {
+    let subscribers = (plan.clients + plan.grpc_clients) as u64;
+    if limit < subscribers + SPARE_FDS {
         bail!(
-            "{} subscribers need {} open files; the hard limit allows {limit}",
-            plan.clients,
-            plan.clients as u64 + SPARE_FDS
+            "{subscribers} subscribers need {} open files; the hard limit allows {limit}",
+            subscribers + SPARE_FDS
         );
     }
     let binary = match binary {
@@ -214,9 +223,10 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         None => zilla_tests::zilla_binary()?,
     };
     println!(
-        "S10 soak ({} mode): {} subscribers, {} values/s for {} s; faults: {}",
+        "S10 soak ({} mode): {} SSE and {} gRPC subscribers, {} values/s for {} s; faults: {}",
         plan.mode,
         plan.clients,
+        plan.grpc_clients,
         plan.rate,
         plan.load.as_secs(),
         plan.faults
@@ -228,6 +238,7 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
 
     let mut broker = Broker::start()?;
     broker.create_topic(TOPIC, 1, false)?;
+    broker.create_topic(grpc::TOPIC, 1, false)?;
     for (topic, compacted) in mqtt::TOPICS {
         broker.create_topic(topic, 1, compacted)?;
     }
@@ -245,6 +256,10 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         .as_ref()
         .ok()
         .map(|_| check::read_back(&broker, mqtt::MESSAGES_TOPIC));
+    let grpc_values = outcome
+        .as_ref()
+        .ok()
+        .map(|_| check::read_back_messages(&broker, grpc::TOPIC));
     // How a replica stops says nothing about the run's outcome, which must not be hidden.
     for replica in &mut replicas {
         match replica.gateway.terminate() {
@@ -258,6 +273,7 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
     let outcome = outcome?;
     let values = values.context("no read-back")??;
     let mqtt_values = mqtt_values.context("no MQTT read-back")??;
+    let grpc_values = grpc_values.context("no gRPC read-back")??;
     let mqtt_comparison = MqttComparison::new(&mqtt_values, &outcome.mqtt);
 
     let comparison = Comparison::new(
@@ -267,9 +283,17 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         &outcome.subscriptions,
         plan.faults.len(),
     );
+    let grpc_comparison = Comparison::new(
+        &grpc_values,
+        outcome.total,
+        &outcome.grpc.produced,
+        &outcome.grpc.subscriptions,
+        plan.faults.len(),
+    );
     let report = Report {
         plan: &plan,
         comparison: &comparison,
+        grpc: &grpc_comparison,
         mqtt: &mqtt_comparison,
         outcome: &outcome,
     };
@@ -278,11 +302,41 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         report.write_files()?;
         record(&format!("soak-{}", plan.mode), &report.table())?;
     }
-    let mqtt_broken = mqtt_comparison.broken();
-    match comparison.verdict() {
-        Err(error) if !mqtt_broken.is_empty() => bail!("{error:#}; {}", mqtt_broken.join("; ")),
-        Ok(()) if !mqtt_broken.is_empty() => bail!("{}", mqtt_broken.join("; ")),
-        verdict => verdict,
+    let mut broken: Vec<String> = comparison
+        .verdict()
+        .err()
+        .map(|error| format!("{error:#}"))
+        .into_iter()
+        .collect();
+    broken.extend(
+        grpc_comparison
+            .verdict()
+            .err()
+            .map(|error| format!("gRPC: {error:#}")),
+    );
+    broken.extend(mqtt_comparison.broken());
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", broken.join("; "))
+    }
+}
+
+/// The ports a replica listens on.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    http: u16,
+    mqtt: u16,
+    grpc: u16,
+}
+
+impl Ports {
+    fn free() -> Result<Self> {
+        Ok(Self {
+            http: free_port()?,
+            mqtt: free_port()?,
+            grpc: free_port()?,
+        })
     }
 }
 
@@ -290,9 +344,10 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
 /// backends are fixed).
 struct Replica {
     name: &'static str,
-    port: u16,
-    mqtt_port: u16,
+    ports: Ports,
     yaml: String,
+    /// The gRPC example's proto, written beside the config at each start.
+    proto: String,
     reloads: usize,
     gateway: Gateway,
 }
@@ -302,15 +357,15 @@ impl Replica {
         let path = workspace_dir().join(EXAMPLE).join("zilla.yaml");
         let yaml = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let yaml = mqtt::with_mqtt_bindings(&yaml)?;
-        let port = free_port()?;
-        let mqtt_port = free_port()?;
-        let gateway = launch(binary, &yaml, (port, mqtt_port), broker)?;
+        let yaml = grpc::with_grpc_bindings(&mqtt::with_mqtt_bindings(&yaml)?)?;
+        let proto = grpc::proto()?;
+        let ports = Ports::free()?;
+        let gateway = launch(binary, &yaml, &proto, ports, broker)?;
         Ok(Self {
             name,
-            port,
-            mqtt_port,
+            ports,
             yaml,
+            proto,
             reloads: 0,
             gateway,
         })
@@ -323,7 +378,7 @@ impl Replica {
         let mut attempt = 0;
         self.gateway = loop {
             attempt += 1;
-            match launch(binary, &self.yaml, (self.port, self.mqtt_port), broker) {
+            match launch(binary, &self.yaml, &self.proto, self.ports, broker) {
                 Ok(gateway) => break gateway,
                 Err(error) if attempt >= 5 => return Err(error),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
@@ -352,12 +407,21 @@ impl Replica {
     }
 }
 
-/// Starts a replica with its HTTP and MQTT ports.
-fn launch(binary: &Path, yaml: &str, ports: (u16, u16), broker: &Broker) -> Result<Gateway> {
+/// Starts a replica with its HTTP, MQTT and gRPC ports, and the gRPC example's proto where its
+/// catalog finds it (relative to the config).
+fn launch(
+    binary: &Path,
+    yaml: &str,
+    proto: &str,
+    ports: Ports,
+    broker: &Broker,
+) -> Result<Gateway> {
     Gateway::builder(yaml)
         .binary(binary)
-        .env("HTTP_PORT", ports.0.to_string())
-        .env("MQTT_PORT", ports.1.to_string())
+        .file(grpc::PROTO, proto)
+        .env("HTTP_PORT", ports.http.to_string())
+        .env("MQTT_PORT", ports.mqtt.to_string())
+        .env("GRPC_PORT", ports.grpc.to_string())
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
         .env("WWW_DIR", workspace_dir().join(EXAMPLE).join("www"))
         .property(
@@ -376,6 +440,8 @@ struct LoadBalancer {
     address: SocketAddr,
     /// The MQTT frontend.
     mqtt_address: SocketAddr,
+    /// The gRPC frontend.
+    grpc_address: SocketAddr,
     // Last: the config goes once the process is gone.
     _dir: tempfile::TempDir,
 }
@@ -383,12 +449,11 @@ struct LoadBalancer {
 impl LoadBalancer {
     fn start(haproxy: &Path, replicas: &[Replica]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("zilla-soak-").tempdir()?;
-        let port = free_port()?;
-        let mqtt_port = free_port()?;
+        let ports = Ports::free()?;
         let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, haproxy_config((port, mqtt_port), replicas))?;
+        std::fs::write(&path, haproxy_config(ports, replicas))?;
         let process = Peer::new(haproxy).args(["-db", "-f"]).arg(&path).spawn()?;
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let address = SocketAddr::from(([127, 0, 0, 1], ports.http));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(address).is_err() {
             if Instant::now() > deadline {
@@ -399,14 +464,15 @@ impl LoadBalancer {
         Ok(Self {
             process,
             address,
-            mqtt_address: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+            mqtt_address: SocketAddr::from(([127, 0, 0, 1], ports.mqtt)),
+            grpc_address: SocketAddr::from(([127, 0, 0, 1], ports.grpc)),
             _dir: dir,
         })
     }
 }
 
-/// HTTP on `ports.0` and MQTT on `ports.1`, each balanced over the replicas' own port.
-fn haproxy_config(ports: (u16, u16), replicas: &[Replica]) -> String {
+/// HTTP, MQTT and gRPC on `ports`, each balanced over the replicas' own port.
+fn haproxy_config(ports: Ports, replicas: &[Replica]) -> String {
     let servers = |port: fn(&Replica) -> u16| -> String {
         replicas
             .iter()
@@ -427,11 +493,15 @@ fn haproxy_config(ports: (u16, u16), replicas: &[Replica]) -> String {
          frontend soak\n  bind 127.0.0.1:{}\n  default_backend replicas\n\n\
          backend replicas\n  balance roundrobin\n{}\n\
          frontend soak_mqtt\n  bind 127.0.0.1:{}\n  default_backend mqtt_replicas\n\n\
-         backend mqtt_replicas\n  balance roundrobin\n{}",
-        ports.0,
-        servers(|replica| replica.port),
-        ports.1,
-        servers(|replica| replica.mqtt_port),
+         backend mqtt_replicas\n  balance roundrobin\n{}\n\
+         frontend soak_grpc\n  bind 127.0.0.1:{}\n  default_backend grpc_replicas\n\n\
+         backend grpc_replicas\n  balance roundrobin\n{}",
+        ports.http,
+        servers(|replica| replica.ports.http),
+        ports.mqtt,
+        servers(|replica| replica.ports.mqtt),
+        ports.grpc,
+        servers(|replica| replica.ports.grpc),
     )
 }
 
@@ -450,6 +520,14 @@ struct Outcome {
     warm_up_time: Duration,
     first_error: Option<String>,
     mqtt: mqtt::MqttOutcome,
+    grpc: GrpcOutcome,
+}
+
+/// What the gRPC producer and subscribers saw.
+struct GrpcOutcome {
+    produced: clients::Produced,
+    subscriptions: Vec<clients::Subscription>,
+    first_error: Option<String>,
 }
 
 fn soak(
@@ -471,12 +549,30 @@ fn soak(
         plan.mqtt.qos2_subscribers
     );
     let shared = Arc::new(Shared::new(balancer.address, schedule.total));
+    let grpc_shared = Arc::new(Shared::new(balancer.grpc_address, schedule.total));
+    // Each kind of subscriber with its own bookkeeping, its count and the route its values
+    // are produced on.
+    let kinds = [
+        ("SSE", &shared, plan.clients, clients::EVENTS),
+        ("gRPC", &grpc_shared, plan.grpc_clients, grpc::MESSAGES),
+    ];
     let (storm, storm_signal) = watch::channel(0u64);
     let (stop, stop_signal) = watch::channel(false);
     let subscribers: Vec<_> = (0..plan.clients)
         .map(|_| {
             runtime.spawn(clients::subscriber(
+                clients::Sse,
                 shared.clone(),
+                storm_signal.clone(),
+                stop_signal.clone(),
+            ))
+        })
+        .collect();
+    let grpc_subscribers: Vec<_> = (0..plan.grpc_clients)
+        .map(|_| {
+            runtime.spawn(clients::subscriber(
+                grpc::Grpc,
+                grpc_shared.clone(),
                 storm_signal.clone(),
                 stop_signal.clone(),
             ))
@@ -484,35 +580,54 @@ fn soak(
         .collect();
 
     let started = Instant::now();
-    while shared.subscribed.load(Ordering::Relaxed) < plan.clients {
-        if started.elapsed() > SUBSCRIBE_TIMEOUT {
-            bail!(
-                "only {} of {} subscribed within {SUBSCRIBE_TIMEOUT:?}: {:?}",
-                shared.subscribed.load(Ordering::Relaxed),
-                plan.clients,
-                shared.first_error.lock().map(|e| e.clone()).ok().flatten()
-            );
+    for (transport, shared, count, _) in &kinds {
+        while shared.subscribed.load(Ordering::Relaxed) < *count {
+            if started.elapsed() > SUBSCRIBE_TIMEOUT {
+                bail!(
+                    "only {} of {count} {transport} subscribers subscribed within {SUBSCRIBE_TIMEOUT:?}: {:?}",
+                    shared.subscribed.load(Ordering::Relaxed),
+                    shared.first_error.lock().map(|e| e.clone()).ok().flatten()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     let subscribe_time = started.elapsed();
     println!(
-        "  {} subscribed in {:.1} s",
+        "  {} SSE and {} gRPC subscribed in {:.1} s",
         plan.clients,
+        plan.grpc_clients,
         subscribe_time.as_secs_f64()
     );
     // Live once each has received a value produced after it subscribed.
     let started = Instant::now();
     let mut sent = 0;
-    while shared.warmed.load(Ordering::Relaxed) < plan.clients {
+    let cold = || {
+        kinds
+            .iter()
+            .filter(|(_, shared, count, _)| shared.warmed.load(Ordering::Relaxed) < *count)
+            .collect::<Vec<_>>()
+    };
+    loop {
+        let cold = cold();
+        if cold.is_empty() {
+            break;
+        }
         if started.elapsed() > WARM_UP_TIMEOUT {
             bail!(
-                "only {} of {} received a warm-up value within {WARM_UP_TIMEOUT:?}",
-                shared.warmed.load(Ordering::Relaxed),
-                plan.clients
+                "not every subscriber received a warm-up value within {WARM_UP_TIMEOUT:?}: {}",
+                cold.iter()
+                    .map(|(transport, shared, count, _)| format!(
+                        "{} of {count} {transport}",
+                        shared.warmed.load(Ordering::Relaxed)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
-        let _ = runtime.block_on(clients::warm_up(balancer.address, sent));
+        for (_, _, _, route) in cold {
+            let _ = runtime.block_on(clients::warm_up(balancer.address, *route, sent));
+        }
         sent += 1;
         std::thread::sleep(WARM_UP_INTERVAL);
     }
@@ -526,6 +641,13 @@ fn soak(
     mqtt_load.go()?;
     let producer = runtime.spawn(clients::produce(
         balancer.address,
+        clients::EVENTS,
+        schedule,
+        tokio::time::Instant::from_std(load_start),
+    ));
+    let grpc_producer = runtime.spawn(clients::produce(
+        balancer.address,
+        grpc::MESSAGES,
         schedule,
         tokio::time::Instant::from_std(load_start),
     ));
@@ -540,6 +662,7 @@ fn soak(
             fault.name()
         );
         shared.note_fault();
+        grpc_shared.note_fault();
         match fault {
             Fault::KillReplica => replicas[0].kill_and_restart(binary, broker)?,
             Fault::Reload => replicas[1].reload()?,
@@ -555,7 +678,12 @@ fn soak(
         ));
     }
     let recovering = Instant::now();
-    while shared.caught_up() < plan.clients && recovering.elapsed() < RECOVERY_MAX {
+    let caught_up = || {
+        kinds
+            .iter()
+            .all(|(_, shared, count, _)| shared.caught_up() >= *count)
+    };
+    while !caught_up() && recovering.elapsed() < RECOVERY_MAX {
         sampler.until(
             Instant::now() + Duration::from_millis(20),
             broker,
@@ -564,40 +692,55 @@ fn soak(
         )?;
     }
     shared.end_schedule();
+    grpc_shared.end_schedule();
     let schedule_end = load_start.elapsed().as_secs_f64();
     println!(
-        "  {schedule_end:>5.0} s: schedule over, {} of {} subscribers had an event since the last fault",
+        "  {schedule_end:>5.0} s: schedule over, {} of {} SSE and {} of {} gRPC subscribers had an event since the last fault",
         shared.caught_up(),
-        plan.clients
+        plan.clients,
+        grpc_shared.caught_up(),
+        plan.grpc_clients
     );
 
     let load_end = load_start + schedule.due_at(schedule.total - 1);
     sampler.until(load_end, broker, replicas, balancer)?;
     shared.end_producing(tokio::time::Instant::from_std(load_end));
+    grpc_shared.end_producing(tokio::time::Instant::from_std(load_end));
     let produced = runtime.block_on(producer)?;
+    let grpc_produced = runtime.block_on(grpc_producer)?;
     let draining = Instant::now();
-    let mut last = (shared.deliveries.load(Ordering::Relaxed), Instant::now());
+    let deliveries = || {
+        shared.deliveries.load(Ordering::Relaxed) + grpc_shared.deliveries.load(Ordering::Relaxed)
+    };
+    let behind = || {
+        shared.least_received() < produced.acknowledged_count
+            || grpc_shared.least_received() < grpc_produced.acknowledged_count
+    };
+    let mut last = (deliveries(), Instant::now());
     // A subscriber still resuming on a loaded machine has not missed anything yet: wait until
     // each has received at least as many values as were acknowledged, then for quiet.
-    while (shared.least_received() < produced.acknowledged_count || last.1.elapsed() < DRAIN_QUIET)
-        && draining.elapsed() < DRAIN_MAX
-    {
+    while (behind() || last.1.elapsed() < DRAIN_QUIET) && draining.elapsed() < DRAIN_MAX {
         std::thread::sleep(Duration::from_millis(100));
-        let now = shared.deliveries.load(Ordering::Relaxed);
+        let now = deliveries();
         if now != last.0 {
             last = (now, Instant::now());
         }
     }
     sampler.sample(broker, replicas, balancer)?;
     let _ = stop.send(true);
-    let subscriptions = runtime.block_on(async {
-        let mut done = Vec::with_capacity(subscribers.len());
-        for subscriber in subscribers {
-            done.push(subscriber.await?);
-        }
-        anyhow::Ok(done)
-    })?;
+    let finished = |subscribers: Vec<tokio::task::JoinHandle<clients::Subscription>>| {
+        runtime.block_on(async {
+            let mut done = Vec::with_capacity(subscribers.len());
+            for subscriber in subscribers {
+                done.push(subscriber.await?);
+            }
+            anyhow::Ok(done)
+        })
+    };
+    let subscriptions = finished(subscribers)?;
+    let grpc_subscriptions = finished(grpc_subscribers)?;
     let first_error = shared.first_error.lock().ok().and_then(|e| e.clone());
+    let grpc_first_error = grpc_shared.first_error.lock().ok().and_then(|e| e.clone());
     let mqtt = mqtt_load.finish()?;
     Ok(Outcome {
         total: schedule.total,
@@ -610,6 +753,11 @@ fn soak(
         warm_up_time,
         first_error,
         mqtt,
+        grpc: GrpcOutcome {
+            produced: grpc_produced,
+            subscriptions: grpc_subscriptions,
+            first_error: grpc_first_error,
+        },
     })
 }
 
@@ -729,6 +877,7 @@ fn first_error(error: Option<&String>) -> String {
 struct Report<'a> {
     plan: &'a Plan,
     comparison: &'a Comparison,
+    grpc: &'a Comparison,
     mqtt: &'a MqttComparison,
     outcome: &'a Outcome,
 }
@@ -758,11 +907,12 @@ impl Report<'_> {
         )
     }
 
-    fn first_events(&self) -> String {
+    /// The first event (message) after each fault, median/max, of `comparison`'s subscribers.
+    fn first_events(&self, comparison: &Comparison) -> String {
         self.outcome
             .faults
             .iter()
-            .zip(&self.comparison.first_event)
+            .zip(&comparison.first_event)
             .map(|((fault, _, _), first)| {
                 format!(
                     "{} {:.2}/{:.2} s{}",
@@ -806,14 +956,44 @@ impl Report<'_> {
             first_error(self.outcome.first_error.as_ref()),
             self.outcome.produced.failed,
             first_error(self.outcome.produced.first_error.as_ref()),
-            self.first_events(),
+            self.first_events(c),
             c.longest_stall.as_secs_f64(),
             self.plan.drift_from.as_secs(),
             ["gateway-a", "gateway-b", "tansu", "haproxy"]
                 .map(|process| self.drift_text(process))
                 .join("; "),
         );
-        format!("{sse}; {}", self.mqtt.summary())
+        format!("{sse}; {}; {}", self.grpc_summary(), self.mqtt.summary())
+    }
+
+    fn grpc_summary(&self) -> String {
+        let g = self.grpc;
+        let o = &self.outcome.grpc;
+        format!(
+            "gRPC: acknowledged {} of {}, in the topic {}, acknowledged-but-missing {}; {} subscribers, \
+             delivered ÷ expected {:.4} (lowest subscriber {:.4}), missed {}, not in the topic {}; duplicates {} \
+             (written twice in the topic {}, received again as written {}); reconnects {}, failed attempts {}{}; \
+             produce requests failed {}{}; first message after each fault (median/max): {}; longest stall after the schedule {:.2} s",
+            g.acknowledged,
+            self.outcome.total,
+            g.in_topic,
+            g.acknowledged_missing,
+            g.subscribers,
+            g.overall_ratio,
+            g.lowest_ratio,
+            g.missed,
+            g.phantom,
+            g.duplicates,
+            g.topic_duplicates,
+            g.topic_repeats,
+            g.reconnects,
+            g.failed_attempts,
+            first_error(o.first_error.as_ref()),
+            o.produced.failed,
+            first_error(o.produced.first_error.as_ref()),
+            self.first_events(g),
+            g.longest_stall.as_secs_f64(),
+        )
     }
 
     fn files(&self) -> (PathBuf, PathBuf) {
@@ -945,6 +1125,10 @@ impl Report<'_> {
             },
         ));
         table.push_str(&format!(
+            "- {} (`example.FanoutService/FanoutServerStream` of `messages`, through haproxy's gRPC frontend; the values `POST`ed to `messages` through the replicas at the same rate).\n",
+            self.grpc_summary(),
+        ));
+        table.push_str(&format!(
             "- {} ({} QoS 1 and {} QoS 2 publishers, {} QoS 1 and {} QoS 2 subscribers with persistent sessions, through haproxy's MQTT frontend).\n",
             self.mqtt.summary(),
             self.plan.mqtt.qos1_publishers,
@@ -989,10 +1173,18 @@ mod tests {
 
     #[test]
     fn haproxy_balances_every_replica_in_tcp_mode() {
-        let config = haproxy_config((8080, 1883), &[]);
+        let config = haproxy_config(
+            Ports {
+                http: 8080,
+                mqtt: 1883,
+                grpc: 9090,
+            },
+            &[],
+        );
         assert!(config.contains("mode tcp"));
         assert!(config.contains("bind 127.0.0.1:8080"));
         assert!(config.contains("bind 127.0.0.1:1883"));
+        assert!(config.contains("bind 127.0.0.1:9090"));
         assert!(config.contains("option redispatch"));
     }
 }

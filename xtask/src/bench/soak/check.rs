@@ -1,4 +1,4 @@
-//! After the run: the topic read back with confluent-kafka and compared with what the
+//! After the run: the topics read back with confluent-kafka and compared with what the
 //! producers had acknowledged and every subscriber received; and the process samples taken
 //! every 10 s reduced to drift per hour.
 
@@ -12,10 +12,11 @@ use super::super::sse_fanout::Seen;
 use super::clients::{Produced, Subscription, Value};
 
 /// Reads partition 0 of the topic from the start to its end offset and prints the values as a
-/// JSON list of strings. A consumer that makes no progress for `STALLED` seconds is replaced by
-/// a fresh one assigned at the next offset (new connections, new fetch session): after an hour
-/// of load the broker once left a consumer's fetches unanswered for minutes while answering
-/// other connections. Progress and every replacement go to standard error.
+/// JSON list of hex strings (a value need not be text). A consumer that makes no progress for
+/// `STALLED` seconds is replaced by a fresh one assigned at the next offset (new connections,
+/// new fetch session): after an hour of load the broker once left a consumer's fetches
+/// unanswered for minutes while answering other connections. Progress and every replacement
+/// go to standard error.
 const READ_BACK: &str = r#"
 import json, sys, time, uuid
 from confluent_kafka import Consumer, TopicPartition
@@ -49,7 +50,7 @@ while next_offset < high:
             sys.exit(str(message.error()))
         if message.offset() < next_offset:
             continue
-        values.append((message.value() or b"").decode("utf-8", "replace"))
+        values.append((message.value() or b"").hex())
         next_offset, progressed = message.offset() + 1, time.time()
 consumer.close()
 print(f"{topic}: read {high - low} records in {time.time() - started:.1f} s, "
@@ -57,10 +58,27 @@ print(f"{topic}: read {high - low} records in {time.time() - started:.1f} s, "
 print(json.dumps(values))
 "#;
 
-/// Every value on partition 0 of `topic`, read by confluent-kafka. On failure the error carries
-/// the end of the broker's log, since the read-back runs after the broker has been through the
-/// whole fault schedule.
+/// Every value on partition 0 of `topic`, read by confluent-kafka, as text (invalid UTF-8
+/// replaced).
 pub fn read_back(broker: &Broker, topic: &str) -> Result<Vec<String>> {
+    Ok(read_back_bytes(broker, topic)?
+        .iter()
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+        .collect())
+}
+
+/// The `message` of every `FanoutMessage` on partition 0 of `topic`; a record that is none is
+/// an empty string (not a value of the run).
+pub fn read_back_messages(broker: &Broker, topic: &str) -> Result<Vec<String>> {
+    Ok(read_back_bytes(broker, topic)?
+        .iter()
+        .map(|value| super::grpc::decode_value(value).unwrap_or_default())
+        .collect())
+}
+
+/// On failure the error carries the end of the broker's log, since the read-back runs after
+/// the broker has been through the whole fault schedule.
+fn read_back_bytes(broker: &Broker, topic: &str) -> Result<Vec<Vec<u8>>> {
     let values = zilla_tests::python_json(READ_BACK, &[&broker.address(), topic], "")
         .with_context(|| {
             let log = broker.log();
@@ -70,7 +88,23 @@ pub fn read_back(broker: &Broker, topic: &str) -> Result<Vec<String>> {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             )
         })?;
-    serde_json::from_value(values).context("the read-back is not a list of strings")
+    let values: Vec<String> =
+        serde_json::from_value(values).context("the read-back is not a list of strings")?;
+    values.iter().map(|value| from_hex(value)).collect()
+}
+
+fn from_hex(text: &str) -> Result<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        bail!("odd-length hex {text:?}");
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| {
+            text.get(at..at + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .with_context(|| format!("not hex: {text:?}"))
+        })
+        .collect()
 }
 
 /// How much of the broker's log a failed read-back shows.
@@ -440,6 +474,15 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("missed 1 deliveries"), "{error}");
         assert!(error.contains("2 duplicates"), "{error}");
+    }
+
+    #[test]
+    fn hex_values_decode_to_their_bytes() -> Result<()> {
+        assert_eq!(from_hex("0a06736f616b2d37")?, b"\x0a\x06soak-7");
+        assert_eq!(from_hex("")?, b"");
+        assert!(from_hex("abc").is_err());
+        assert!(from_hex("zz").is_err());
+        Ok(())
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The soak's load, inside this process: SSE subscribers that follow the topic through the load
-//! balancer and resume with `Last-Event-ID` whenever their stream ends, and producers that
-//! `POST` unique values at a fixed rate and note which ones were acknowledged (`204`).
+//! balancer and resume with `Last-Event-ID` whenever their stream ends (gRPC subscribers, in
+//! [`super::grpc`], share their bookkeeping and reconnection), and producers that `POST` unique
+//! values at a fixed rate and note which ones were acknowledged (`204`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,6 +23,12 @@ use super::super::load::Schedule;
 use super::super::sse_fanout::Seen;
 
 pub const PATH: &str = "/events";
+/// Where the SSE subscribers' values are `POST`ed: the text itself, to `events`.
+pub const EVENTS: Route = Route {
+    path: PATH,
+    content_type: "text/plain",
+    encode: Bytes::from,
+};
 /// Measured values are `soak-<seq>`; warm-up values `warm-<n>`.
 const SAMPLE_PREFIX: &str = "soak-";
 const WARM_UP_PREFIX: &str = "warm-";
@@ -29,7 +36,7 @@ const WARM_UP_PREFIX: &str = "warm-";
 const MAX_LINE: usize = 4 * 1024;
 /// Subscriptions being opened at once at the start (the storm opens them all together).
 const OPENING_AT_ONCE: usize = 256;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Produce requests in flight at most; a due request waits for a free slot.
 const PRODUCING_AT_ONCE: usize = 256;
 /// Reconnection back-off after a failed attempt: doubles from the first up to the last.
@@ -156,7 +163,9 @@ pub struct Subscription {
     pub reconnects: u64,
     /// Attempts that failed (refused, not 200, broken before the head).
     pub failed_attempts: u64,
-    last_id: Option<String>,
+    /// What resumes after the last value received: the SSE event id, or the gRPC message id
+    /// base64url-encoded.
+    pub(super) last_id: Option<String>,
     last_event: Option<Instant>,
     /// For each fault in order: how long after it the first event arrived.
     pub first_event_after: Vec<Duration>,
@@ -223,6 +232,17 @@ impl Subscription {
                 }
             }
             None => self.malformed += 1,
+        }
+    }
+
+    /// A stream opened: the first one makes this subscriber subscribed, later ones are
+    /// reconnects.
+    pub(super) fn opened(&mut self, shared: &Shared, opened_once: &mut bool) {
+        if *opened_once {
+            self.reconnects += 1;
+        } else {
+            *opened_once = true;
+            shared.subscribed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -326,7 +346,7 @@ impl EventParser {
 }
 
 /// Why a stream stopped being read.
-enum Ended {
+pub(super) enum Ended {
     /// The server ended it or the connection broke.
     Closed,
     /// The reconnect storm: drop it and resume at once.
@@ -335,8 +355,44 @@ enum Ended {
     Stop,
 }
 
+/// The reconnect storm's and the end of the run's signals, as a stream watches them.
+pub type Signals<'a> = (&'a mut watch::Receiver<u64>, &'a mut watch::Receiver<bool>);
+
+/// How a subscriber follows its topic: one stream at a time, opened resuming after
+/// [`Subscription::last_id`] and read until it ends.
+pub trait Transport: Copy {
+    /// Opens one stream and reads it until it ends; returns whether it opened, and why it
+    /// ended.
+    fn stream<'a>(
+        self,
+        shared: &'a Shared,
+        subscription: &'a mut Subscription,
+        opened_once: &'a mut bool,
+        signals: Signals<'a>,
+        permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    ) -> impl Future<Output = Result<(bool, Ended)>> + Send + 'a;
+}
+
+/// `GET /events` as `text/event-stream`, resuming with `Last-Event-ID`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sse;
+
+impl Transport for Sse {
+    fn stream<'a>(
+        self,
+        shared: &'a Shared,
+        subscription: &'a mut Subscription,
+        opened_once: &'a mut bool,
+        signals: Signals<'a>,
+        permit: Option<tokio::sync::SemaphorePermit<'a>>,
+    ) -> impl Future<Output = Result<(bool, Ended)>> + Send + 'a {
+        stream(shared, subscription, opened_once, signals, permit)
+    }
+}
+
 /// One subscriber until `stop` says the run is over; returns what it saw.
 pub async fn subscriber(
+    transport: impl Transport,
     shared: Arc<Shared>,
     mut storm: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
@@ -351,14 +407,15 @@ pub async fn subscriber(
         } else {
             shared.opening.acquire().await.ok()
         };
-        let ended = stream(
-            &shared,
-            &mut subscription,
-            &mut opened_once,
-            (&mut storm, &mut stop),
-            permit,
-        )
-        .await;
+        let ended = transport
+            .stream(
+                &shared,
+                &mut subscription,
+                &mut opened_once,
+                (&mut storm, &mut stop),
+                permit,
+            )
+            .await;
         match ended {
             Ok((opened, ended)) => {
                 if opened {
@@ -393,7 +450,7 @@ async fn stream(
     shared: &Shared,
     subscription: &mut Subscription,
     opened_once: &mut bool,
-    (storm, stop): (&mut watch::Receiver<u64>, &mut watch::Receiver<bool>),
+    (storm, stop): Signals<'_>,
     permit: Option<tokio::sync::SemaphorePermit<'_>>,
 ) -> Result<(bool, Ended)> {
     if *stop.borrow() {
@@ -422,12 +479,7 @@ async fn stream(
         connection.abort();
         bail!("GET {PATH} answered {}", response.status());
     }
-    if *opened_once {
-        subscription.reconnects += 1;
-    } else {
-        *opened_once = true;
-        shared.subscribed.fetch_add(1, Ordering::Relaxed);
-    }
+    subscription.opened(shared, opened_once);
     storm.mark_unchanged();
     let mut body = response.into_body();
     let mut parser = EventParser::default();
@@ -462,9 +514,23 @@ pub struct Produced {
     pub first_error: Option<String>,
 }
 
-/// `POST`s `soak-<seq>` for every sequence number of `schedule` at its due time from `start`,
-/// each on a connection of its own (so a failure says nothing about the others).
-pub async fn produce(target: SocketAddr, schedule: Schedule, start: Instant) -> Produced {
+/// Where and how values are `POST`ed.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub path: &'static str,
+    pub content_type: &'static str,
+    /// The request body carrying a value.
+    pub encode: fn(String) -> Bytes,
+}
+
+/// `POST`s `soak-<seq>` on `route` for every sequence number of `schedule` at its due time
+/// from `start`, each on a connection of its own (so a failure says nothing about the others).
+pub async fn produce(
+    target: SocketAddr,
+    route: Route,
+    schedule: Schedule,
+    start: Instant,
+) -> Produced {
     let acknowledged = Arc::new(Mutex::new((Seen::new(schedule.total), 0u64)));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(Mutex::new(None::<String>));
@@ -479,7 +545,7 @@ pub async fn produce(target: SocketAddr, schedule: Schedule, start: Instant) -> 
             (acknowledged.clone(), failed.clone(), first_error.clone());
         requests.spawn(async move {
             let value = format!("{SAMPLE_PREFIX}{seq}");
-            match post(target, value).await {
+            match post(target, route, value).await {
                 Ok(()) => {
                     let mut acknowledged = lock(&acknowledged);
                     acknowledged.0.insert(seq);
@@ -505,23 +571,23 @@ pub async fn produce(target: SocketAddr, schedule: Schedule, start: Instant) -> 
     }
 }
 
-/// `POST`s warm-up value `n`; whether it was acknowledged does not matter.
-pub async fn warm_up(target: SocketAddr, n: u64) -> Result<()> {
-    post(target, format!("{WARM_UP_PREFIX}{n}")).await
+/// `POST`s warm-up value `n` on `route`; whether it was acknowledged does not matter.
+pub async fn warm_up(target: SocketAddr, route: Route, n: u64) -> Result<()> {
+    post(target, route, format!("{WARM_UP_PREFIX}{n}")).await
 }
 
-/// One `POST /events` on a new connection; an error unless answered `204`.
-async fn post(target: SocketAddr, value: String) -> Result<()> {
+/// One `POST` of `value` on `route` on a new connection; an error unless answered `204`.
+async fn post(target: SocketAddr, route: Route, value: String) -> Result<()> {
     tokio::time::timeout(REQUEST_TIMEOUT, async move {
         let socket = TcpStream::connect(target).await?;
         socket.set_nodelay(true)?;
         let (mut sender, connection) = http1::handshake(TokioIo::new(socket)).await?;
         let connection = tokio::spawn(connection);
-        let body = Full::new(Bytes::from(value));
+        let body = Full::new((route.encode)(value));
         let length = body.size_hint().exact().unwrap_or(0);
-        let request = hyper::Request::post(PATH)
+        let request = hyper::Request::post(route.path)
             .header(hyper::header::HOST, target.to_string())
-            .header(hyper::header::CONTENT_TYPE, "text/plain")
+            .header(hyper::header::CONTENT_TYPE, route.content_type)
             .header(hyper::header::CONTENT_LENGTH, length)
             .body(body)?;
         let response = sender.send_request(request).await?;
@@ -529,7 +595,7 @@ async fn post(target: SocketAddr, value: String) -> Result<()> {
         let _ = response.into_body().collect().await;
         connection.abort();
         if status != hyper::StatusCode::NO_CONTENT {
-            bail!("POST {PATH} answered {status}");
+            bail!("POST {} answered {status}", route.path);
         }
         Ok(())
     })
