@@ -67,6 +67,10 @@ const RECOVERY_MAX: Duration = Duration::from_secs(60);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// tansu answers a fetch parked at the log end only when its max-wait passes.
 const FETCH_MAX_WAIT_MILLIS: &str = "50";
+/// The replicas' cache budget: small enough to be full before the drift is measured (the
+/// run's topics grow by about 15 records a second), so that a rising RSS after that is not
+/// the cache doing its job but memory the budget does not bound.
+const CACHE_BUDGET_BYTES: &str = "8388608";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PLOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// File descriptors this process keeps beyond one per subscriber.
@@ -238,6 +242,8 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
 
     let mut broker = Broker::start()?;
     broker.create_topic(TOPIC, 1, false)?;
+    // Without it tansu's fetches slow down as the run's records accumulate; see the method.
+    broker.index_headers()?;
     broker.create_topic(grpc::TOPIC, 1, false)?;
     for (topic, compacted) in mqtt::TOPICS {
         broker.create_topic(topic, 1, compacted)?;
@@ -428,6 +434,7 @@ fn launch(
             "zilla.binding.kafka.client.fetch.max.wait.millis",
             FETCH_MAX_WAIT_MILLIS,
         )
+        .property("zilla.binding.kafka.cache.memory.bytes", CACHE_BUDGET_BYTES)
         // A restart under load on a busy machine may take longer than the default.
         .ready_timeout(READY_TIMEOUT)
         .start()
