@@ -92,7 +92,7 @@ pub use broker::{Broker, kcat};
 pub use curl::{CurlResponse, curl, curl_status_body, post_keyed, sse_events};
 pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, validate_with_env};
 pub use mosquitto::{mosquitto, mosquitto_with};
-pub use nginx::{nginx, nginx_with};
+pub use nginx::{nginx, nginx_h2c, nginx_with};
 pub use peer::{
     DEFAULT_PEER_TIMEOUT, Peer, free_port, free_port_block, peers_dir, python, python_json, success,
 };

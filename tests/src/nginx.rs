@@ -17,6 +17,15 @@ pub fn nginx(dir: &Path, root: &Path) -> Result<(Process, u16)> {
 /// Like [`nginx`], with `server` directives added to its one `server` block (e.g. a
 /// `location` answering with the request headers it received).
 pub fn nginx_with(dir: &Path, root: &Path, server: &str) -> Result<(Process, u16)> {
+    start(dir, root, "", server)
+}
+
+/// Like [`nginx_with`], speaking HTTP/2 in cleartext only (prior knowledge, no upgrade).
+pub fn nginx_h2c(dir: &Path, root: &Path, server: &str) -> Result<(Process, u16)> {
+    start(dir, root, " http2", server)
+}
+
+fn start(dir: &Path, root: &Path, listen: &str, server: &str) -> Result<(Process, u16)> {
     let port = free_port()?;
     std::fs::create_dir_all(dir.join("logs"))?;
     let config = format!(
@@ -36,7 +45,7 @@ http {{
     keepalive_requests 10000000;
     open_file_cache off;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen};
         root {root};
         types {{ application/json json; text/plain txt; }}
         {server}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Gateway, Peer, free_port, nginx, pki};
+use zilla_tests::{Gateway, Peer, free_port, nginx, nginx_h2c, pki};
 
 /// A test CA (`ca.pem`) and a `localhost` leaf it signed: `key.pem`, `leaf.pem` (leaf then CA)
 /// and `localhost.pem` (key, leaf and CA, for the vault).
@@ -140,6 +140,99 @@ fn http1_and_h2_over_tls_to_nginx_are_byte_identical() -> Result<()> {
         .run()?;
     assert_eq!(String::from_utf8_lossy(&output.stdout), "404");
     assert!(gateway.terminate()?.success());
+    Ok(())
+}
+
+const H2C_ORIGIN_PROXY: &str = "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      versions:
+        - http/1.1
+    exit: http_client
+  http_client:
+    type: http
+    kind: client
+    options:
+      versions:
+        - h2
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: ${{env.ORIGIN_PORT}}
+";
+
+/// An HTTP/2-only client to an nginx origin in cleartext that ends each connection after three
+/// requests (`GOAWAY`): every request is answered, over HTTP/2, on new connections as needed;
+/// large responses read in parallel arrive whole (the client gives flow-control credit back as
+/// it reads).
+#[test]
+fn an_h2_only_client_reconnects_after_goaway_and_streams_large_bodies() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("files"))?;
+    let small = b"small file\n".to_vec();
+    std::fs::write(root.join("files/small.txt"), &small)?;
+    let big: Vec<u8> = (0..12 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    std::fs::write(root.join("files/big.bin"), &big)?;
+    let nginx_dir = dir.path().join("nginx");
+    let (_nginx, origin) = nginx_h2c(&nginx_dir, &root, "keepalive_requests 3;")?;
+    let gateway = Gateway::builder(H2C_ORIGIN_PROXY)
+        .env("ORIGIN_PORT", origin.to_string())
+        .start()?;
+    let base = format!("http://{}", gateway.address("tcp_server"));
+
+    const SMALL_REQUESTS: usize = 10;
+    for attempt in 0..SMALL_REQUESTS {
+        let output = Peer::new("curl")
+            .args(["-sS", "-w", " %{http_code}"])
+            .arg(format!("{base}/files/small.txt"))
+            .run()?;
+        let written = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(written, "small file\n 200", "request {attempt}");
+    }
+    let downloads: Vec<_> = (0..4)
+        .map(|index| {
+            let out = dir.path().join(format!("big-{index}.bin"));
+            let process = Peer::new("curl")
+                .args(["-sS", "-o"])
+                .arg(&out)
+                .args(["-w", "%{http_code}"])
+                .arg(format!("{base}/files/big.bin"))
+                .spawn();
+            process.map(|process| (process, out))
+        })
+        .collect::<Result<_>>()?;
+    for (mut process, out) in downloads {
+        let status = process.wait(Duration::from_secs(60))?;
+        ensure!(status.success(), "curl failed: {}", process.stderr());
+        assert_eq!(process.stdout(), "200");
+        assert_eq!(sha256(&out)?, sha256(&root.join("files/big.bin"))?);
+    }
+    // nginx logged every request as HTTP/2, on as many connections as its limit makes.
+    let log = std::fs::read_to_string(nginx_dir.join("logs/access.log"))?;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), SMALL_REQUESTS + 4, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.starts_with("200 GET /files/") && line.ends_with(" HTTP/2.0")),
+        "{log}"
+    );
     Ok(())
 }
 

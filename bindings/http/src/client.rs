@@ -3,6 +3,8 @@
 
 /// HTTP/1.1 exchanges driven in the request's own task: part of the client.
 mod origin;
+/// HTTP/2 exchanges sent from the request's own task: part of the client.
+mod h2origin;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,17 +31,20 @@ use crate::kind::{self, Http, HttpHandler, Request, Response, pseudo_header, sta
 use crate::limits::Limits;
 use crate::requests::{RequestType, RequestTypes, ResponseType, validate_whole};
 use crate::route::{Miss, Overrides, Router};
+use h2origin::{H2Origins, H2Settings};
 use origin::{DirectOrigins, Outcome};
 
 type OriginClient = Client<Connector, kind::Body>;
 
 /// The connections of one exit. HTTP/1.1 exchanges run in the request's task on connections
-/// of its own worker ([`DirectOrigins`]); upgrades and HTTP/2 go through a pooled client, one
+/// of its own worker ([`DirectOrigins`]), and so do the exchanges of an HTTP/2-only client
+/// ([`H2Origins`]); upgrades, and HTTP/2 found by negotiation, go through a pooled client, one
 /// per worker, so neither a pool's lock nor a connection's task is shared between threads.
 #[derive(Clone)]
 struct OriginClients {
     pooled: Arc<[OriginClient]>,
     direct: Option<Arc<DirectOrigins>>,
+    h2: Option<Arc<H2Origins>>,
 }
 
 impl OriginClients {
@@ -57,6 +62,11 @@ impl OriginClients {
             },
             _ => request,
         };
+        if let Some(h2) = &self.h2
+            && !upgrade
+        {
+            return h2.send(request).await;
+        }
         let response = self
             .current()
             .request(request)
@@ -146,6 +156,15 @@ impl HttpClient {
                             connector.clone(),
                             limits.client_idle_timeout,
                             limits.client_max_idle_connections,
+                        ))
+                    }),
+                    h2: (h2 && !h1).then(|| {
+                        Arc::new(H2Origins::new(
+                            connector.clone(),
+                            H2Settings {
+                                max_header_list_size: limits.max_header_list_size,
+                                idle_timeout: limits.client_idle_timeout,
+                            },
                         ))
                     }),
                 };
@@ -475,6 +494,11 @@ pub struct OriginIo {
 }
 
 impl OriginIo {
+    /// The connection's byte stream, for a client that is not hyper's.
+    pub(crate) fn into_inner(self) -> Box<dyn AsyncIo> {
+        self.io.into_inner()
+    }
+
     /// Whether the connection negotiated HTTP/2.
     pub(crate) fn is_h2(&self) -> bool {
         self.h2
