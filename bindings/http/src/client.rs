@@ -1,10 +1,10 @@
 //! The http `client`: sends each exchange to its origin through the exit's byte streams,
 //! keeping a pool of open connections per origin and worker.
 
-/// HTTP/1.1 exchanges driven in the request's own task: part of the client.
-mod origin;
 /// HTTP/2 exchanges sent from the request's own task: part of the client.
 mod h2origin;
+/// HTTP/1.1 exchanges driven in the request's own task: part of the client.
+mod origin;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -131,12 +131,10 @@ impl H2Origins {
                 }
             }
         };
-        let (response, stream) = sender
-            .send_request(head, end_of_stream)
-            .map_err(|error| {
-                self.forget(&key, handle.id);
-                StreamError::Upstream(describe(&error))
-            })?;
+        let (response, stream) = sender.send_request(head, end_of_stream).map_err(|error| {
+            self.forget(&key, handle.id);
+            StreamError::Upstream(describe(&error))
+        })?;
         let mut exchange = Exchange {
             pipe: (!end_of_stream).then(|| BodyPipe {
                 body,
