@@ -45,6 +45,9 @@ const MAX_ORIGINS: usize = 64;
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
+/// The shortest period between two idle checks of a connection.
+const MIN_IDLE_CHECK: Duration = Duration::from_millis(100);
+
 /// An origin: whether it is reached over TLS, and its authority.
 type OriginKey = (bool, Authority);
 
@@ -244,8 +247,10 @@ struct IdleWatch {
 impl IdleWatch {
     async fn idle(&self) {
         let mut idle_checks = 0;
+        // A zero timeout would make this loop spin: check at most ten times a second.
+        let period = self.timeout.max(MIN_IDLE_CHECK);
         loop {
-            tokio::time::sleep(self.timeout).await;
+            tokio::time::sleep(period).await;
             if self.in_flight.load(Ordering::Relaxed) == 0 {
                 idle_checks += 1;
             } else {
