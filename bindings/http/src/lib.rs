@@ -16,7 +16,10 @@
 //! - `client` (accepts `http`, emits `bytes`) sends each exchange to the origin its
 //!   `:scheme`/`:authority` name, over connections opened through its exit (a `tcp` client,
 //!   or a `tls` client for https) and kept in a pool per origin. It speaks HTTP/2 when
-//!   `versions` is `[h2]` (prior knowledge) or when TLS negotiated `h2`, else HTTP/1.1.
+//!   `versions` is `[h2]` (prior knowledge) or when TLS negotiated `h2`, else HTTP/1.1. An
+//!   HTTP/2-only client keeps one connection per worker and origin; the origin's `GOAWAY` or
+//!   close sends the next request on a new one, and a connection idle for
+//!   `zilla.binding.http.client.idle.timeout.millis` is closed.
 //!   Bodies and trailers stream both ways with backpressure. An upgrade (`connection:
 //!   upgrade`) is passed to the origin; when the request came from an http server, the two
 //!   upgraded connections are joined (WebSocket proxying), otherwise the `101` response keeps
