@@ -258,6 +258,7 @@ impl GrpcKafkaProxy {
         if !replayable {
             wait_synced(&mut replies).await?;
         }
+        let unary = request.server_streaming == Some(false);
         let (head_sender, head) = oneshot::channel();
         let (items, response) = response_channel(RESPONSE_CAPACITY);
         let messages = request.messages;
@@ -283,7 +284,7 @@ impl GrpcKafkaProxy {
                 result
             };
             tokio::select! {
-                () = relay(replies, head_sender, &items, producing) => {}
+                () = relay(replies, head_sender, &items, producing, unary) => {}
                 () = items.closed() => {}
                 () = until(deadline) => {
                     let _ = items.send(ResponseItem::Status(Status::new(Code::DeadlineExceeded, "deadline exceeded"))).await;
@@ -328,14 +329,22 @@ async fn wait_synced(replies: &mut MergedStream) -> Result<(), Status> {
 /// Relays the replies to the client: the first reply's `meta:*` headers become the response
 /// metadata (sent through `head`), each value a message, and the record without a value ends
 /// the call with its `zilla:status`. A failed produce ends the call with its status.
+///
+/// For a method known to answer with one message (`unary`), the value is held until the final
+/// record and only the last one is sent: a service gateway that died after producing a reply
+/// but before its final record leaves that reply in the topic, and the member that calls the
+/// service again produces a complete answer after it. Sending both would give the caller two
+/// messages, which gRPC clients refuse (grpcio waits until its deadline), on every retry.
 async fn relay(
     mut replies: MergedStream,
     head: oneshot::Sender<Result<Metadata, Status>>,
     items: &ResponseSender,
     producing: impl Future<Output = Result<(), Status>>,
+    unary: bool,
 ) {
     let mut head = Some(head);
     let mut producing = std::pin::pin!(producing);
+    let mut held: Option<Arc<Message>> = None;
     loop {
         let reply = tokio::select! {
             result = &mut producing => match result {
@@ -357,6 +366,14 @@ async fn relay(
             }
         };
         match &message.value {
+            Some(_) if unary => {
+                if held.is_some() {
+                    tracing::debug!(
+                        "a later reply replaces one not sent: the call was answered again"
+                    );
+                }
+                held = Some(message);
+            }
             Some(value) => {
                 if let Some(head) = head.take() {
                     let _ = head.send(Ok(metadata_of(&message)));
@@ -370,7 +387,22 @@ async fn relay(
                 }
             }
             None => {
-                finish(&mut head, items, status_of(&message)).await;
+                let status = status_of(&message);
+                if let Some(reply) = held.take().filter(|_| status.code == Code::Ok)
+                    && let Some(value) = &reply.value
+                {
+                    if let Some(head) = head.take() {
+                        let _ = head.send(Ok(metadata_of(&reply)));
+                    }
+                    if items
+                        .send(ResponseItem::Message(value.clone()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                finish(&mut head, items, status).await;
                 return;
             }
         }
@@ -700,5 +732,64 @@ mod tests {
             ..reply
         };
         assert_eq!(status_of(&ok), Status::ok());
+    }
+
+    /// Replies as a service gateway that died after its first reply, and the member that
+    /// called the service again, leave them: a value, then a complete answer.
+    async fn relayed(unary: bool) -> (Metadata, Vec<ResponseItem>) {
+        let record = |value: Option<&'static str>, meta: &'static str, status: bool| {
+            let mut headers = vec![Header::new("meta:x-run", meta)];
+            if status {
+                headers.push(Header::new("zilla:status", "0"));
+            }
+            MergedItem::Message {
+                message: Arc::new(Message {
+                    partition: 0,
+                    offset: 0,
+                    timestamp: 0,
+                    key: None,
+                    value: value.map(|value: &'static str| Bytes::from_static(value.as_bytes())),
+                    headers,
+                }),
+                progress: Arc::from(Vec::new()),
+            }
+        };
+        let replies: MergedStream = Box::pin(futures_util::stream::iter(vec![
+            Ok(record(Some("cut"), "first", false)),
+            Ok(record(Some("answer"), "second", false)),
+            Ok(record(None, "second", true)),
+        ]));
+        let (head_sender, head) = oneshot::channel();
+        let (items, stream) = response_channel(8);
+        relay(
+            replies,
+            head_sender,
+            &items,
+            std::future::pending::<Result<(), Status>>(),
+            unary,
+        )
+        .await;
+        drop(items);
+        let metadata = head.await.unwrap().unwrap();
+        (metadata, stream.collect().await)
+    }
+
+    #[tokio::test]
+    async fn a_unary_call_answered_again_gets_only_the_last_answer() {
+        let (metadata, items) = relayed(true).await;
+        assert_eq!(
+            metadata.get("x-run"),
+            Some(&MetadataValue::Text("second".into()))
+        );
+        assert_eq!(
+            items,
+            vec![
+                ResponseItem::Message(Bytes::from_static(b"answer")),
+                ResponseItem::Status(Status::ok())
+            ]
+        );
+        // A stream of messages is relayed as it comes.
+        let (_, items) = relayed(false).await;
+        assert_eq!(items.len(), 3, "{items:?}");
     }
 }

@@ -263,6 +263,9 @@ pub struct GrpcRequest {
     pub messages: MessageStream,
     /// What the transport and guards knew: [`StreamInfo`], [`Authorization`].
     pub extensions: http::Extensions,
+    /// Whether the method answers with a stream of messages, when the server knows it from
+    /// its catalog; `None` when it does not.
+    pub server_streaming: Option<bool>,
 }
 
 impl GrpcRequest {
@@ -281,6 +284,7 @@ impl GrpcRequest {
             deadline: None,
             messages,
             extensions: http::Extensions::new(),
+            server_streaming: None,
         }
     }
 

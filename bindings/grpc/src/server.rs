@@ -127,6 +127,7 @@ impl GrpcServer {
         };
         // A request the server refuses itself (a malformed frame, an oversized or invalid
         // message) is answered with that status, whatever the exit is doing.
+        let server_streaming = proto_method.as_ref().map(ProtoMethod::server_streaming);
         let (failed, failure) = watch::channel(None);
         let mut messages = request_messages(
             body,
@@ -146,6 +147,7 @@ impl GrpcServer {
             deadline,
             messages,
             extensions: parts.extensions,
+            server_streaming,
         };
         let route = match crate::config::route_of(&self.routes, &call) {
             Ok(route) => route,
