@@ -20,8 +20,11 @@
 //!   from its start when the client chose the idempotency key, so a retried call finds its
 //!   replies), filtered on `zilla:correlation-id`. Each reply value is a response message; the
 //!   first reply's `meta:*` headers are the response metadata; the reply without value ends
-//!   the call with its `zilla:status` (default `0`) and `zilla:message`. A non-OK status before
-//!   any message is answered trailers-only. The replies are waited for until the call's
+//!   the call with its `zilla:status` (default `0`) and `zilla:message`. For a method the grpc
+//!   server knows (from its catalog) to answer with one message, only the last reply before the
+//!   final one is sent, with its metadata: a service gateway that died between a reply and its
+//!   final record leaves that reply ahead of the complete answer of the member that called the
+//!   service again. A non-OK status before any message is answered trailers-only. The replies are waited for until the call's
 //!   deadline (`grpc-timeout`), then it ends `DEADLINE_EXCEEDED`; without a deadline, until
 //!   the client cancels or the gateway stops. A call that ends (deadline, cancel, stop) before
 //!   its request was all produced still ends the request in Kafka, broken off (`ABORTED`), so
