@@ -67,10 +67,6 @@ const RECOVERY_MAX: Duration = Duration::from_secs(60);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// tansu answers a fetch parked at the log end only when its max-wait passes.
 const FETCH_MAX_WAIT_MILLIS: &str = "50";
-/// The replicas' cache budget: small enough to be full before the drift is measured (the
-/// run's topics grow by about 15 records a second), so that a rising RSS after that is not
-/// the cache doing its job but memory the budget does not bound.
-const CACHE_BUDGET_BYTES: &str = "8388608";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PLOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// File descriptors this process keeps beyond one per subscriber.
@@ -434,7 +430,6 @@ fn launch(
             "zilla.binding.kafka.client.fetch.max.wait.millis",
             FETCH_MAX_WAIT_MILLIS,
         )
-        .property("zilla.binding.kafka.cache.memory.bytes", CACHE_BUDGET_BYTES)
         // A restart under load on a busy machine may take longer than the default.
         .ready_timeout(READY_TIMEOUT)
         .start()
