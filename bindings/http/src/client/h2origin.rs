@@ -115,18 +115,22 @@ impl H2Origins {
         // A connection the origin has closed is found not ready before anything is sent: the
         // request then goes out on a new connection.
         let mut fresh = false;
-        let (handle, mut sender) = loop {
-            let handle = match self.current(&key) {
+        let (in_flight, mut sender) = loop {
+            let Handle {
+                sender,
+                in_flight,
+                id,
+            } = match self.current(&key) {
                 Some(handle) if !fresh => handle,
                 _ => {
                     fresh = true;
                     self.connect(&key).await?
                 }
             };
-            match handle.sender.clone().ready().await {
-                Ok(sender) => break (handle, sender),
+            match sender.ready().await {
+                Ok(sender) => break (in_flight, sender),
                 Err(error) => {
-                    self.forget(&key, handle.id);
+                    self.forget(&key, id);
                     if fresh {
                         return Err(StreamError::Upstream(describe(&error)));
                     }
@@ -134,17 +138,18 @@ impl H2Origins {
                 }
             }
         };
-        let (response, stream) = sender.send_request(head, end_of_stream).map_err(|error| {
-            self.forget(&key, handle.id);
-            StreamError::Upstream(describe(&error))
-        })?;
+        // A refusal here is of this request (e.g. a header HTTP/2 does not allow), not of the
+        // connection: a dead connection is found by the next request's `ready`.
+        let (response, stream) = sender
+            .send_request(head, end_of_stream)
+            .map_err(|error| StreamError::Upstream(describe(&error)))?;
         let mut exchange = Exchange {
             pipe: (!end_of_stream).then(|| BodyPipe {
                 body,
                 stream,
                 pending: None,
             }),
-            _in_flight: InFlight::new(handle.in_flight),
+            _in_flight: InFlight::new(in_flight),
         };
         let mut response = response;
         let answered = poll_fn(|cx| {
@@ -219,15 +224,19 @@ impl H2Origins {
             timeout: self.settings.idle_timeout,
         };
         tokio::spawn(async move {
-            tokio::select! {
-                ended = connection => {
-                    if let Err(error) = ended {
-                        tracing::debug!(error = %describe(&error), "HTTP/2 origin connection ended");
-                    }
-                    watch.forget();
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = &mut connection => ended,
+                () = watch.idle() => {
+                    // Out of the worker's list: no new exchange takes it, and the connection
+                    // ends (GOAWAY) once a request that took its handle just before is done.
+                    connection.await
                 }
-                () = watch.idle() => {}
+            };
+            if let Err(error) = ended {
+                tracing::debug!(error = %describe(&error), "HTTP/2 origin connection ended");
             }
+            watch.forget();
         });
         Ok(handle)
     }
