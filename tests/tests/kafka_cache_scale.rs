@@ -250,6 +250,13 @@ fn every_key_of_a_compacted_topic_beyond_the_budget_answers_its_latest_value() -
     }
     let looked_up = started.elapsed();
     let slowest = times.iter().max().copied().unwrap_or_default();
+    // What memory let go of is in the cache's segment files: the partitions hold every
+    // record produced (about 130 bytes each on disk).
+    let on_disk = segment_bytes(&gateway.engine_dir().join("cache/items.items_cache_server"));
+    ensure!(
+        on_disk >= keys * (size as u64 + 20),
+        "{on_disk} bytes of segment files for {keys} records"
+    );
 
     // Old keys updated and new keys added while the gateway runs: the latest values.
     produce(&broker, "items", 0, 5, size, "b")?;
@@ -464,9 +471,35 @@ fn fifty_topics_through_params_share_a_small_budget_and_are_evicted_when_left() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // An evicted topic's segment files go with it.
+    let left = segment_bytes(
+        &gateway
+            .engine_dir()
+            .join("cache/fanout.events_cache_server"),
+    );
+    ensure!(
+        left == 0,
+        "{left} bytes of segment files after every topic was evicted"
+    );
     // Readers coming back after the eviction get every record again.
     read_every_topic(&base, &topics, count, size)?;
     Ok(())
+}
+
+/// Bytes of `.log` segment files under `directory`'s partition directories.
+fn segment_bytes(directory: &std::path::Path) -> u64 {
+    let partitions = std::fs::read_dir(directory).into_iter().flatten().flatten();
+    partitions
+        .flat_map(|partition| {
+            std::fs::read_dir(partition.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|file| file.path().extension().is_some_and(|e| e == "log"))
+        .filter_map(|file| file.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
 }
 
 /// `kafka.cache.size` of the cache server, as `zilla metrics` prints it.

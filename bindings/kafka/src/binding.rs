@@ -1,17 +1,20 @@
 //! The kafka binding factory: `client`, `cache_client`, `cache_server` and `proxy` kinds.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
 use zilla_engine::metrics::Gauge;
 use zilla_engine::pattern::Pattern;
+use zilla_engine::properties::Properties;
 use zilla_engine::route::Routes;
 use zilla_engine::stream::{BoxFuture, Bytes, StreamError};
-use zilla_engine::{BindingKind, BuildError};
+use zilla_engine::{BindingKind, BuildError, QualifiedName};
 
-use crate::cache::{Cache, CacheHandler, CacheTuning, MemoryBudget};
+use crate::cache::{Cache, CacheHandler, CacheTuning, DiskBudget, DiskTuning, MemoryBudget};
+use crate::cache_disk::path_component;
 use crate::client::{ClientTuning, KafkaClient};
 use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions};
 use crate::kind::{
@@ -324,9 +327,12 @@ fn build_cache_server(
     let budget = MemoryBudget::shared(tuning.memory_bytes);
     let transforms = crate::transforms::build(options)
         .map_err(|(path, message)| BuildError::at(path, message))?;
-    let cache = Arc::new(
-        Cache::with_budget(upstream, defaults(options), tuning, budget).transforming(transforms),
-    );
+    let mut cache =
+        Cache::with_budget(upstream, defaults(options), tuning, budget).transforming(transforms);
+    if let Some(disk) = disk_tuning(properties, context.name()) {
+        cache = cache.with_disk(disk);
+    }
+    let cache = Arc::new(cache);
     let topic_models = TopicModels::build(context, options)?;
     let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
         cache: cache.clone(),
@@ -339,6 +345,46 @@ fn build_cache_server(
         size: context.metrics().gauge("kafka.cache.size"),
     }))
 }
+
+/// Where and how much a `cache_server` named `name` keeps on disk: `None` when
+/// `zilla.binding.kafka.cache.disk.bytes` is 0.
+fn disk_tuning(properties: &Properties, name: &QualifiedName) -> Option<DiskTuning> {
+    let limit = properties.u64(
+        "zilla.binding.kafka.cache.disk.bytes",
+        DEFAULT_CACHE_DISK_BYTES,
+    );
+    if limit == 0 {
+        return None;
+    }
+    let engine = PathBuf::from(
+        properties
+            .get("zilla.engine.directory")
+            .unwrap_or(".zilla/engine"),
+    );
+    // An absolute cache directory replaces the engine directory, as `Path::join` does.
+    let cache = engine.join(
+        properties
+            .get("zilla.engine.cache.directory")
+            .unwrap_or("cache"),
+    );
+    Some(DiskTuning {
+        directory: cache.join(format!(
+            "{}.{}",
+            path_component(&name.namespace),
+            path_component(&name.name)
+        )),
+        segment_bytes: properties.u64(
+            "zilla.binding.kafka.cache.segment.bytes",
+            DEFAULT_CACHE_SEGMENT_BYTES,
+        ),
+        budget: DiskBudget::shared(limit),
+    })
+}
+
+/// The gateway's default disk budget for cached records.
+const DEFAULT_CACHE_DISK_BYTES: u64 = 4 << 30;
+/// The default size of a cache segment file.
+const DEFAULT_CACHE_SEGMENT_BYTES: u64 = 64 << 20;
 
 struct Topic(Option<Pattern>);
 

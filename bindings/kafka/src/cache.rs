@@ -12,12 +12,17 @@
 //! really held: records are copied out of their fetch response, so none keeps a fetch frame
 //! or a decompressed batch alive. Past a bound, superseded records of compacted topics go
 //! first, then the oldest records of the coldest partitions (unread ones, then the least
-//! recently read). Records older than the topic's `retention.ms` are dropped as well. A
-//! subscriber whose cursor is before what the cache holds, or at a record dropped from the
-//! middle, is served by read-through fetches from Kafka until it reaches the cache; only when
-//! Kafka no longer has its offset either does it move on, to Kafka's log start. What a
-//! reader reads through is copied into its own buffer, at most 1 MiB per fetch (more only
-//! for a single batch larger than that).
+//! recently read). Records older than the topic's `retention.ms` are dropped as well.
+//!
+//! With a disk tier ([`Cache::with_disk`], as every `cache_server` has unless
+//! `zilla.binding.kafka.cache.disk.bytes` is 0) every record fetched for a partition's history
+//! is also written to its segment files ([`crate::cache_disk`]). A subscriber whose cursor is
+//! before what memory holds, or at a record dropped from the middle, reads from those files a
+//! block at a time; readers at the same place share the decoded block, counted in the memory
+//! budget while held. Only what the disk does not hold either is read through from Kafka;
+//! only when Kafka no longer has the offset does the reader move on, to Kafka's log start.
+//! What a reader reads through is copied into its own buffer, at most 1 MiB per fetch (more
+//! only for a single batch larger than that).
 //!
 //! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
 //! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
@@ -44,6 +49,8 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::cache_budget::Evictable;
 pub use crate::cache_budget::MemoryBudget;
+use crate::cache_disk::{BlockError, BlockMeta, DiskBlock, DiskEvictable, DiskLog, Located};
+pub use crate::cache_disk::{DiskBudget, DiskTuning};
 use crate::cache_log::{Chunk, Log, compact};
 use crate::kind::{
     Condition, FetchBatch, FetchRequest, Filter, FollowStream, KafkaHandler, MergedItem,
@@ -106,6 +113,33 @@ struct PartitionCache {
     budget: Arc<MemoryBudget>,
     /// The topic's `transforms`, applied to every record entering the cache.
     transform: Option<Arc<Transform>>,
+    /// The partition's segment files (none without a disk tier, or when another cache
+    /// still holds its directory).
+    disk: Option<Mutex<DiskLog>>,
+    /// Blocks read from disk that some reader still holds, by first offset: readers at the
+    /// same place share one copy.
+    decoded: Mutex<DecodedBlocks>,
+}
+
+#[derive(Default)]
+struct DecodedBlocks {
+    blocks: HashMap<i64, std::sync::Weak<DiskBlock>>,
+    /// The size at which dropped entries are swept out.
+    sweep_at: usize,
+}
+
+impl DiskEvictable for PartitionCache {
+    fn temperature(&self) -> (bool, u64) {
+        Evictable::temperature(self)
+    }
+
+    fn drop_oldest_segment(&self, all: bool) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| {
+            disk.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drop_oldest(all)
+        })
+    }
 }
 
 impl Evictable for PartitionCache {
@@ -138,6 +172,41 @@ struct Tail {
 }
 
 impl PartitionCache {
+    /// The block `meta` of the partition's segment `file`, decoded, shared with every other
+    /// reader holding it.
+    fn disk_block(
+        &self,
+        file: &std::fs::File,
+        meta: &BlockMeta,
+    ) -> Result<Arc<DiskBlock>, BlockError> {
+        let held = |decoded: &DecodedBlocks| {
+            decoded
+                .blocks
+                .get(&meta.first)
+                .and_then(std::sync::Weak::upgrade)
+        };
+        if let Some(block) = held(&self.decoded.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(block);
+        }
+        // Read and decoded outside the lock: another reader may do the same meanwhile, and
+        // then the first one stored is kept.
+        let messages = crate::cache_disk::read_block(file, meta, self.id)?;
+        let block = Arc::new(DiskBlock::new(messages, self.budget.clone()));
+        {
+            let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(existing) = held(&decoded) {
+                return Ok(existing);
+            }
+            if decoded.blocks.len() >= decoded.sweep_at {
+                decoded.blocks.retain(|_, block| block.strong_count() > 0);
+                decoded.sweep_at = (decoded.blocks.len() * 2).max(64);
+            }
+            decoded.blocks.insert(meta.first, Arc::downgrade(&block));
+        }
+        self.budget.enforce();
+        Ok(block)
+    }
+
     fn tail(&self) -> Option<Arc<Tail>> {
         self.tail.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -208,6 +277,10 @@ pub struct Cache {
     pinned: Mutex<std::collections::HashSet<String>>,
     /// `topics[].transforms`, by topic.
     transforms: HashMap<String, Arc<Transform>>,
+    /// Where partitions keep their segment files, if anywhere.
+    disk: Option<DiskTuning>,
+    /// Whether directories left by a gateway that ended were removed.
+    swept: std::sync::Once,
 }
 
 impl Cache {
@@ -237,6 +310,33 @@ impl Cache {
             stopped: CancellationToken::new(),
             pinned: Mutex::new(Default::default()),
             transforms: HashMap::new(),
+            disk: None,
+            swept: std::sync::Once::new(),
+        }
+    }
+
+    /// The same cache keeping partitions' records in segment files too (see
+    /// [`crate::cache_disk`]).
+    pub fn with_disk(mut self, disk: DiskTuning) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// The segment files of `topic`-`partition` from `start`, if the cache has a disk tier.
+    fn open_disk(&self, topic: &str, partition: i32, start: i64) -> Option<Mutex<DiskLog>> {
+        let disk = self.disk.as_ref()?;
+        self.swept
+            .call_once(|| crate::cache_disk::sweep(&disk.directory));
+        match DiskLog::open(disk, self.budget.clone(), topic, partition, start) {
+            Ok(Some(log)) => Some(Mutex::new(log)),
+            Ok(None) => {
+                tracing::debug!(%topic, partition, "cache directory held by another cache; caching in memory only");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%topic, partition, directory = %disk.directory.display(), %error, "cannot open the cache's segment files; caching in memory only");
+                None
+            }
         }
     }
 
@@ -358,9 +458,17 @@ impl Cache {
                         last_read: AtomicU64::new(self.budget.now()),
                         budget: self.budget.clone(),
                         transform: self.transforms.get(topic).cloned(),
+                        disk: self.open_disk(topic, id, start),
+                        decoded: Mutex::new(DecodedBlocks::default()),
                     });
                     let evictable: Arc<dyn Evictable> = partition.clone();
                     self.budget.register(Arc::downgrade(&evictable));
+                    if let Some(disk) = &self.disk
+                        && partition.disk.is_some()
+                    {
+                        let evictable: Arc<dyn DiskEvictable> = partition.clone();
+                        disk.budget.register(Arc::downgrade(&evictable));
+                    }
                     tokio::spawn(fetch_partition(
                         self.upstream.clone(),
                         topic.to_owned(),
@@ -489,6 +597,7 @@ impl Cache {
             filters: request.filters,
             synced: false,
             buffer: VecDeque::new(),
+            disk_block: None,
             next_partition: 0,
         };
         Ok(Box::pin(stream::unfold(reader, Reader::next)))
@@ -555,7 +664,7 @@ async fn fetch_partition(
                 Followed::Batch(batch) => batch,
             };
             let (next_offset, high_watermark) = (batch.next_offset, batch.high_watermark);
-            store(&partition.log, batch, &config, &tuning, &partition);
+            store(&partition.log, batch, &config, &tuning, &partition, true);
             offset = next_offset.max(offset);
             partition.retire_tail(offset);
             // Readers wake only when there is something new: an empty fetch (every max-wait
@@ -613,16 +722,29 @@ async fn next_batch(
 }
 
 /// Adds fetched records of `partition` to `log` (its own or its tail's), transformed, and
-/// trims it to the budget.
+/// trims it to the budget; `to_disk` writes them to the partition's segment files too.
 fn store(
     log: &RwLock<Log>,
     mut batch: FetchBatch,
     config: &TopicConfig,
     tuning: &CacheTuning,
     partition: &PartitionCache,
+    to_disk: bool,
 ) {
     if let Some(transform) = &partition.transform {
         batch.messages.iter_mut().for_each(|m| transform.apply(m));
+    }
+    let mut disk_budget = None;
+    if to_disk && let Some(disk) = &partition.disk {
+        let mut disk = disk.lock().unwrap_or_else(|e| e.into_inner());
+        disk_budget = Some(disk.budget().clone());
+        if let Err(error) = disk.append(&batch.messages, batch.next_offset, batch.log_start_offset)
+        {
+            tracing::warn!(partition = partition.id, %error, "cannot write the cache's segment files; reading older records from Kafka");
+        }
+        if !config.compacted {
+            disk.expire(config.retention_ms, now_millis());
+        }
     }
     let budget = &partition.budget;
     if let Ok(mut log) = log.write() {
@@ -641,6 +763,9 @@ fn store(
     }
     // Outside the lock: eviction may take this partition's lock too.
     budget.enforce();
+    if let Some(disk_budget) = disk_budget {
+        disk_budget.enforce();
+    }
 }
 
 /// Follows a partition's end into its [`Tail`] until the tail is retired.
@@ -677,7 +802,7 @@ async fn fetch_tail(
             log_start_offset: -1,
             ..batch
         };
-        store(&tail.log, batch, &config, &tuning, &partition);
+        store(&tail.log, batch, &config, &tuning, &partition, false);
         tail.next.fetch_max(next, Ordering::AcqRel);
         if news {
             partition
@@ -714,6 +839,10 @@ fn single_key(filters: &[Filter]) -> Option<&Bytes> {
 /// Bytes per read-through fetch of a replay: what one reader buffers from Kafka at most.
 const READ_THROUGH_BYTES: i32 = 1024 * 1024;
 
+/// Blocks a filtered reader looks at on disk before it yields: a long run of blocks that
+/// cannot match must not hold the partition's disk lock for long.
+const DISK_BLOCKS_PER_LOOK: usize = 4096;
+
 /// What [`Reader::fill`] found.
 enum Fill {
     /// Records (or a gap to step over) were taken from the cache.
@@ -742,6 +871,9 @@ struct Reader {
     latest_per_key: bool,
     synced: bool,
     buffer: VecDeque<(usize, Arc<Message>)>,
+    /// The disk block the buffer's records came from, held (and counted) until they are
+    /// read.
+    disk_block: Option<Arc<DiskBlock>>,
     next_partition: usize,
 }
 
@@ -875,6 +1007,61 @@ impl Reader {
         Fill::Nothing
     }
 
+    /// Reads partition `index` from `offset` on from the cache's segment files into the
+    /// buffer, a block at a time (blocks that cannot hold a record passing the filters are
+    /// stepped over unread). `false` when the disk does not have `offset`: then Kafka must
+    /// be asked.
+    fn read_disk(&mut self, index: usize, offset: i64) -> bool {
+        let partition = self.partitions[index].clone();
+        let Some(disk) = &partition.disk else {
+            return false;
+        };
+        let located = {
+            let disk = disk.lock().unwrap_or_else(|e| e.into_inner());
+            let terms = disk.filter_terms(&self.filters);
+            disk.locate(offset, terms.as_deref(), DISK_BLOCKS_PER_LOOK)
+        };
+        let (file, meta) = match located {
+            Located::Missing => return false,
+            Located::Skip(next) => {
+                self.cursors[index] = next.max(offset);
+                return true;
+            }
+            Located::Block(file, meta) => (file, meta),
+        };
+        let block = match partition.disk_block(&file, &meta) {
+            Ok(block) => block,
+            Err(error) => {
+                tracing::warn!(topic = %self.topic.name, partition = partition.id, from = meta.first, %error, "dropping the cache's segment files up to a block that cannot be read; reading those records from Kafka");
+                disk.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drop_through(meta.first);
+                return false;
+            }
+        };
+        let historical_end = self.targets[index];
+        let mut taken = false;
+        {
+            let Ok(log) = partition.log.read() else {
+                return false;
+            };
+            for message in block.messages.iter().filter(|m| m.offset >= offset) {
+                let skip = self.latest_per_key
+                    && message.offset < historical_end
+                    && log.superseded(message);
+                if !skip {
+                    self.buffer.push_back((index, message.clone()));
+                    taken = true;
+                }
+            }
+        }
+        if !taken {
+            self.cursors[index] = meta.next;
+        }
+        self.disk_block = Some(block);
+        true
+    }
+
     /// Reads partition `index` from `offset` on straight from Kafka into the buffer. Only
     /// when Kafka no longer has `offset` either (retention) does the cursor move on, to
     /// Kafka's log start.
@@ -947,9 +1134,13 @@ impl Reader {
                 let progress = self.progress();
                 return Some((Ok(MergedItem::Synced(progress)), self));
             }
+            self.disk_block = None;
             match self.fill() {
                 Fill::Filled => continue,
                 Fill::ReadThrough(index, offset) => {
+                    if self.read_disk(index, offset) {
+                        continue;
+                    }
                     if let Err(error) = self.read_through(index, offset).await {
                         tracing::debug!(topic = %self.topic.name, %error, "read-through fetch failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1062,6 +1253,8 @@ mod tests {
         /// client retries).
         end_fails: std::sync::atomic::AtomicBool,
         end_probes: AtomicUsize,
+        /// Fetches that do not wait (a reader's read-through, not the cache's own fetch).
+        read_throughs: AtomicUsize,
     }
 
     impl Partition {
@@ -1078,6 +1271,7 @@ mod tests {
                 open: watch::channel(gate <= 1).0,
                 end_fails: std::sync::atomic::AtomicBool::new(false),
                 end_probes: AtomicUsize::new(0),
+                read_throughs: AtomicUsize::new(0),
             })
         }
 
@@ -1121,6 +1315,9 @@ mod tests {
 
         /// One record per fetch.
         fn fetch(&self, request: FetchRequest) -> BoxFuture<'_, Result<FetchBatch, StreamError>> {
+            if request.max_wait_ms == 0 {
+                self.read_throughs.fetch_add(1, Ordering::Relaxed);
+            }
             Box::pin(async move {
                 if (1..self.gate).contains(&request.offset) {
                     let mut open = self.open.subscribe();
@@ -1176,6 +1373,24 @@ mod tests {
             ..CacheTuning::default()
         };
         Arc::new(Cache::new(upstream, HashMap::new(), tuning))
+    }
+
+    fn disk_cache_of(upstream: Arc<Partition>, directory: &std::path::Path) -> Arc<Cache> {
+        let tuning = CacheTuning {
+            partition_bytes: 1,
+            fetch_max_wait_ms: 10,
+            ..CacheTuning::default()
+        };
+        let disk = DiskTuning {
+            directory: directory.to_owned(),
+            segment_bytes: 64 * 1024,
+            budget: DiskBudget::new(u64::MAX),
+        };
+        Arc::new(Cache::new(upstream, HashMap::new(), tuning).with_disk(disk))
+    }
+
+    fn offsets_of(messages: Vec<(i64, String)>) -> Vec<i64> {
+        messages.into_iter().map(|(offset, _)| offset).collect()
     }
 
     fn request(start: Start, filters: Vec<Filter>) -> MergedRequest {
@@ -1345,5 +1560,103 @@ mod tests {
         drop((all, lookup));
         assert_eq!(cache.evict_idle(Duration::ZERO), ["t"]);
         assert!(cache.cached_topics().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_behind_memory_share_the_disk_and_never_ask_kafka() {
+        let directory = tempfile::tempdir().unwrap();
+        let records: Vec<(String, Option<&str>)> =
+            (0..200).map(|i| (format!("k{i}"), Some("v"))).collect();
+        let upstream = Partition::new(
+            records.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            false,
+            0,
+        );
+        // Memory keeps nothing past each fetch: every record a reader gets comes from disk.
+        let cache = disk_cache_of(upstream.clone(), directory.path());
+        let mut first = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets_of(messages(&mut first, 200).await),
+            (0..200).collect::<Vec<_>>()
+        );
+        let readers = futures_util::future::join_all(
+            (0..20).map(|_| cache.merged(request(Start::Historical, Vec::new()))),
+        )
+        .await;
+        for reader in readers {
+            let mut reader = reader.unwrap();
+            assert_eq!(
+                offsets_of(messages(&mut reader, 200).await),
+                (0..200).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(
+            upstream.read_throughs.load(Ordering::Relaxed),
+            0,
+            "no reader asked Kafka"
+        );
+        let filtered = vec![Filter {
+            conditions: vec![Condition::Key(Bytes::from_static(b"k150"))],
+        }];
+        let mut lookup = cache
+            .merged(MergedRequest {
+                latest_per_key: false,
+                ..request(Start::Historical, filtered)
+            })
+            .await
+            .unwrap();
+        assert_eq!(messages(&mut lookup, 1).await, [(150, "k150".to_owned())]);
+        let segments = directory.path().join("t-0");
+        assert!(
+            std::fs::read_dir(&segments).unwrap().count() > 1,
+            "segment files are there"
+        );
+        drop((first, lookup));
+        assert_eq!(cache.evict_idle(Duration::ZERO), ["t"]);
+        // The fetch task lets go of the partition once it sees the eviction.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while segments.exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("an evicted partition's files are removed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_segment_is_read_from_kafka_instead() {
+        let directory = tempfile::tempdir().unwrap();
+        let upstream = Partition::new(vec![("k", Some("value")); 50], false, 0);
+        let cache = disk_cache_of(upstream.clone(), directory.path());
+        let mut first = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let _ = messages(&mut first, 50).await;
+        for entry in std::fs::read_dir(directory.path().join("t-0")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                for byte in bytes.iter_mut().skip(20).step_by(7) {
+                    *byte ^= 0x5a;
+                }
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
+        let mut second = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets_of(messages(&mut second, 50).await),
+            (0..50).collect::<Vec<_>>()
+        );
+        assert!(
+            upstream.read_throughs.load(Ordering::Relaxed) > 0,
+            "Kafka answered instead"
+        );
     }
 }

@@ -83,6 +83,7 @@ pub mod wire;
 pub mod binding;
 pub mod cache;
 mod cache_budget;
+mod cache_disk;
 mod cache_index;
 mod cache_log;
 pub mod client;
@@ -106,9 +107,11 @@ pub use kind::{Kafka, KafkaHandler};
 /// Registers the `kafka` binding type.
 pub fn register(registry: &mut zilla_engine::Registry) {
     registry.binding(KafkaFactory).properties(&[
+        "zilla.binding.kafka.cache.disk.bytes",
         "zilla.binding.kafka.cache.idle.evict.millis",
         "zilla.binding.kafka.cache.memory.bytes",
         "zilla.binding.kafka.cache.partition.bytes",
+        "zilla.binding.kafka.cache.segment.bytes",
         "zilla.binding.kafka.client.decompress.max.bytes",
         "zilla.binding.kafka.client.fetch.max.bytes",
         "zilla.binding.kafka.client.fetch.max.wait.millis",
@@ -118,6 +121,7 @@ pub fn register(registry: &mut zilla_engine::Registry) {
         "zilla.binding.kafka.client.produce.request.timeout.millis",
         "zilla.binding.kafka.proxy.request.max.bytes",
         "zilla.binding.kafka.proxy.response.max.bytes",
+        "zilla.engine.cache.directory",
     ]);
     registry.metric_group(&proxy::telemetry::KAFKA_METRICS);
 }
