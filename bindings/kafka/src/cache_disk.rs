@@ -49,9 +49,9 @@ use crate::cache_log::size_of_message;
 use crate::kind::{Condition, Filter, Header, Message};
 
 /// The tag that starts every block.
-const MAGIC: &[u8; 4] = b"ZKC1";
+pub const MAGIC: &[u8; 4] = b"ZKC1";
 /// Magic, payload length, CRC-32C of the payload, record count.
-const BLOCK_HEADER: usize = 16;
+pub const BLOCK_HEADER: usize = 16;
 /// Payload bytes a block is cut at (a single larger record makes a block of its own).
 pub(crate) const BLOCK_BYTES: usize = 32 * 1024;
 
@@ -235,7 +235,7 @@ pub(crate) struct DiskLog {
 
 /// Why a block could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum BlockError {
+pub enum BlockError {
     #[error("cannot read cache block: {0}")]
     Io(#[from] io::Error),
     #[error("corrupt cache block: {0}")]
@@ -669,7 +669,7 @@ fn take_optional(buffer: &mut Bytes) -> Result<Option<Bytes>, BlockError> {
 
 /// Decodes a block covering `first..next`: every record checked, so corrupt bytes give an
 /// error, never a panic or a record out of place. Records share the block's one allocation.
-pub(crate) fn decode_block(
+pub fn decode_block(
     mut bytes: Bytes,
     first: i64,
     next: i64,

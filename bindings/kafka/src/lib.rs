@@ -83,7 +83,7 @@ pub mod wire;
 pub mod binding;
 pub mod cache;
 mod cache_budget;
-mod cache_disk;
+pub mod cache_disk;
 mod cache_index;
 mod cache_log;
 pub mod client;

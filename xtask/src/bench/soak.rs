@@ -90,6 +90,10 @@ pub struct Options {
     /// Do not write the figures into docs/ (the check still fails on any loss).
     #[arg(long)]
     pub no_record: bool,
+    /// The replicas' Kafka cache memory budget in bytes
+    /// (`zilla.binding.kafka.cache.memory.bytes`; the gateway's default when absent).
+    #[arg(long)]
+    pub cache_bytes: Option<u64>,
 }
 
 /// What one run does, derived from the options.
@@ -195,6 +199,7 @@ pub fn run_short(binary: &Path) -> Result<()> {
         clients: None,
         rate: None,
         no_record: true,
+        cache_bytes: None,
     };
     run_on(&options, Some(binary))
 }
@@ -245,8 +250,8 @@ pub fn run_on(options: &Options, binary: Option<&Path>) -> Result<()> {
         broker.create_topic(topic, 1, compacted)?;
     }
     let mut replicas = [
-        Replica::start("gateway-a", &binary, &broker)?,
-        Replica::start("gateway-b", &binary, &broker)?,
+        Replica::start("gateway-a", &binary, &broker, options.cache_bytes)?,
+        Replica::start("gateway-b", &binary, &broker, options.cache_bytes)?,
     ];
     let balancer = LoadBalancer::start(&haproxy, &replicas)?;
     let outcome = soak(&plan, &mut broker, &mut replicas, &balancer, &binary);
@@ -351,24 +356,32 @@ struct Replica {
     /// The gRPC example's proto, written beside the config at each start.
     proto: String,
     reloads: usize,
+    /// The cache memory budget it runs with, if not the default.
+    cache_bytes: Option<u64>,
     gateway: Gateway,
 }
 
 impl Replica {
-    fn start(name: &'static str, binary: &Path, broker: &Broker) -> Result<Self> {
+    fn start(
+        name: &'static str,
+        binary: &Path,
+        broker: &Broker,
+        cache_bytes: Option<u64>,
+    ) -> Result<Self> {
         let path = workspace_dir().join(EXAMPLE).join("zilla.yaml");
         let yaml = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let yaml = grpc::with_grpc_bindings(&mqtt::with_mqtt_bindings(&yaml)?)?;
         let proto = grpc::proto()?;
         let ports = Ports::free()?;
-        let gateway = launch(binary, &yaml, &proto, ports, broker)?;
+        let gateway = launch(binary, &yaml, &proto, ports, broker, cache_bytes)?;
         Ok(Self {
             name,
             ports,
             yaml,
             proto,
             reloads: 0,
+            cache_bytes,
             gateway,
         })
     }
@@ -380,7 +393,14 @@ impl Replica {
         let mut attempt = 0;
         self.gateway = loop {
             attempt += 1;
-            match launch(binary, &self.yaml, &self.proto, self.ports, broker) {
+            match launch(
+                binary,
+                &self.yaml,
+                &self.proto,
+                self.ports,
+                broker,
+                self.cache_bytes,
+            ) {
                 Ok(gateway) => break gateway,
                 Err(error) if attempt >= 5 => return Err(error),
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
@@ -417,8 +437,13 @@ fn launch(
     proto: &str,
     ports: Ports,
     broker: &Broker,
+    cache_bytes: Option<u64>,
 ) -> Result<Gateway> {
-    Gateway::builder(yaml)
+    let mut builder = Gateway::builder(yaml);
+    if let Some(bytes) = cache_bytes {
+        builder = builder.property("zilla.binding.kafka.cache.memory.bytes", &bytes.to_string());
+    }
+    builder
         .binary(binary)
         .file(grpc::PROTO, proto)
         .env("HTTP_PORT", ports.http.to_string())
@@ -1153,6 +1178,7 @@ mod tests {
             clients: None,
             rate: None,
             no_record: true,
+            cache_bytes: None,
         }
     }
 
