@@ -154,7 +154,8 @@ impl MemoryBudget {
                 held = self.held(),
                 limit,
                 "kafka cache over its memory budget after evicting every record: the key \
-                 indexes alone exceed it (raise zilla.binding.kafka.cache.memory.bytes)"
+                 indexes and the disk blocks readers hold exceed it (raise \
+                 zilla.binding.kafka.cache.memory.bytes)"
             );
         }
     }
