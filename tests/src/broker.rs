@@ -21,6 +21,8 @@ pub struct Broker {
     advertised_host: String,
     advertised: u16,
     args: Vec<String>,
+    /// How often tansu runs its retention and compaction queries.
+    maintenance: Duration,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -56,6 +58,18 @@ impl Broker {
         Self::start_with(&[])
     }
 
+    /// Starts a broker that runs its retention and compaction queries every `interval`
+    /// rather than every 2 s. tansu 0.6.0's compaction groups every stored record of a
+    /// compacted topic by key, sorting the whole table; at a million records a pass takes
+    /// longer than the interval and the broker answers nothing else.
+    pub fn start_maintained_every(interval: Duration) -> Result<Self> {
+        let port = free_port()?;
+        let mut broker = Self::launch_new_stopped("127.0.0.1", port, port, &[])?;
+        broker.maintenance = interval;
+        broker.launch()?;
+        Ok(broker)
+    }
+
     /// Starts a broker with extra `tansu broker` arguments (e.g. `--authentication`).
     pub fn start_with(args: &[&str]) -> Result<Self> {
         let port = free_port()?;
@@ -77,6 +91,17 @@ impl Broker {
     }
 
     fn launch_new(host: &str, port: u16, advertised: u16, args: &[&str]) -> Result<Self> {
+        let mut broker = Self::launch_new_stopped(host, port, advertised, args)?;
+        broker.launch()?;
+        Ok(broker)
+    }
+
+    fn launch_new_stopped(
+        host: &str,
+        port: u16,
+        advertised: u16,
+        args: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("zilla-test-broker-")
             .tempdir_in("/dev/shm")
@@ -85,16 +110,15 @@ impl Broker {
                     .prefix("zilla-test-broker-")
                     .tempdir()
             })?;
-        let mut broker = Self {
+        Ok(Self {
             port,
             advertised_host: host.to_owned(),
             advertised,
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            maintenance: Duration::from_secs(2),
             dir,
             child: None,
-        };
-        broker.launch()?;
-        Ok(broker)
+        })
     }
 
     fn launch(&mut self) -> Result<()> {
@@ -112,7 +136,10 @@ impl Broker {
             ])
             .args([
                 "--storage-engine",
-                "sqlite://tansu.db?maintenance_interval=2s",
+                &format!(
+                    "sqlite://tansu.db?maintenance_interval={}s",
+                    self.maintenance.as_secs().max(1)
+                ),
             ])
             .args(&self.args)
             .stdin(Stdio::null())
@@ -190,26 +217,6 @@ print("{}")
         let database = self.dir.path().join("tansu.db");
         crate::python_json(INDEX, &[&database.to_string_lossy()], "")
             .context("indexing tansu's header table")?;
-        Ok(())
-    }
-
-    /// Adds an index on the keys of the broker's `record` table. tansu 0.6.0 compacts
-    /// compacted topics every maintenance interval (2 s here) with a query grouping every
-    /// stored record by key; without this index that is a sort of the whole table, values
-    /// included, which at a million records keeps the broker from answering anything else
-    /// for minutes. Kafka semantics are unchanged. Done by the peers' Python, as
-    /// [`Broker::index_headers`].
-    pub fn index_record_keys(&self) -> Result<()> {
-        const INDEX: &str = r#"
-import sqlite3, sys
-connection = sqlite3.connect(sys.argv[1], timeout=60)
-connection.execute("create index if not exists record_key on record (topition, k, offset_id)")
-connection.commit()
-print("{}")
-"#;
-        let database = self.dir.path().join("tansu.db");
-        crate::python_json(INDEX, &[&database.to_string_lossy()], "")
-            .context("indexing tansu's record keys")?;
         Ok(())
     }
 

@@ -213,9 +213,10 @@ fn every_key_of_a_compacted_topic_beyond_the_budget_answers_its_latest_value() -
     let keys = setting("CACHE_SCALE_KEYS", 20_000);
     let budget = setting("CACHE_SCALE_MIB", 2) * MIB;
     let size = setting("CACHE_SCALE_VALUE_BYTES", 100) as usize;
-    let broker = Broker::start()?;
+    // Compaction has nothing to do here (every key is written once, then five again), and
+    // tansu's would keep it from answering at a million records.
+    let broker = Broker::start_maintained_every(Duration::from_secs(3600))?;
     broker.create_topic("items", 2, true)?;
-    broker.index_record_keys()?;
     let started = Instant::now();
     produce(&broker, "items", 0, keys, size, "a")?;
     let produced = started.elapsed();
