@@ -96,12 +96,7 @@ impl Broker {
         Ok(broker)
     }
 
-    fn launch_new_stopped(
-        host: &str,
-        port: u16,
-        advertised: u16,
-        args: &[&str],
-    ) -> Result<Self> {
+    fn launch_new_stopped(host: &str, port: u16, advertised: u16, args: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("zilla-test-broker-")
             .tempdir_in("/dev/shm")

@@ -14,7 +14,7 @@ use zilla_engine::stream::{BoxFuture, Bytes, StreamError};
 use zilla_engine::{BindingKind, BuildError, QualifiedName};
 
 use crate::cache::{Cache, CacheHandler, CacheTuning, DiskBudget, DiskTuning, MemoryBudget};
-use crate::cache_disk::path_component;
+use crate::cache_disk::name_component;
 use crate::client::{ClientTuning, KafkaClient};
 use crate::config::{DefaultOffset, KafkaCondition, KafkaOptions};
 use crate::kind::{
@@ -370,8 +370,8 @@ fn disk_tuning(properties: &Properties, name: &QualifiedName) -> Option<DiskTuni
     Some(DiskTuning {
         directory: cache.join(format!(
             "{}.{}",
-            path_component(&name.namespace),
-            path_component(&name.name)
+            name_component(&name.namespace),
+            name_component(&name.name)
         )),
         segment_bytes: properties.u64(
             "zilla.binding.kafka.cache.segment.bytes",

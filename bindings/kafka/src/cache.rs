@@ -113,13 +113,48 @@ struct PartitionCache {
     budget: Arc<MemoryBudget>,
     /// The topic's `transforms`, applied to every record entering the cache.
     transform: Option<Arc<Transform>>,
-    /// The partition's segment files (none without a disk tier, or when another cache
+    /// The partition's segment files (none without a disk tier, or while another cache
     /// still holds its directory).
-    disk: Option<Mutex<DiskLog>>,
+    disk: Mutex<Option<DiskLog>>,
+    /// Where its segment files go, to open them later when another cache held them.
+    disk_place: Option<DiskPlace>,
     /// Blocks read from disk that some reader still holds, by first offset: readers at the
     /// same place share one copy.
     decoded: Mutex<DecodedBlocks>,
 }
+
+/// Where a partition's segment files go.
+struct DiskPlace {
+    tuning: DiskTuning,
+    topic: String,
+    /// When to try opening them again (on the budget's clock).
+    retry_at: AtomicU64,
+}
+
+/// The segment files of `place`'s topic, partition `partition`, from `start`; `None` while
+/// another cache holds them, or when they cannot be opened (reported).
+fn open_disk(
+    place: &DiskPlace,
+    budget: &Arc<MemoryBudget>,
+    partition: i32,
+    start: i64,
+) -> Option<DiskLog> {
+    let topic = &place.topic;
+    match DiskLog::open(&place.tuning, budget.clone(), topic, partition, start) {
+        Ok(Some(log)) => Some(log),
+        Ok(None) => {
+            tracing::debug!(%topic, partition, "cache directory held by another cache; trying again later");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%topic, partition, directory = %place.tuning.directory.display(), %error, "cannot open the cache's segment files; caching in memory only for now");
+            None
+        }
+    }
+}
+
+/// How long a partition whose directory another cache held waits before trying again.
+const DISK_RETRY_MILLIS: u64 = 5_000;
 
 #[derive(Default)]
 struct DecodedBlocks {
@@ -134,11 +169,11 @@ impl DiskEvictable for PartitionCache {
     }
 
     fn drop_oldest_segment(&self, all: bool) -> u64 {
-        self.disk.as_ref().map_or(0, |disk| {
-            disk.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .drop_oldest(all)
-        })
+        self.disk
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map_or(0, |disk| disk.drop_oldest(all))
     }
 }
 
@@ -191,7 +226,7 @@ impl PartitionCache {
         // Read and decoded outside the lock: another reader may do the same meanwhile, and
         // then the first one stored is kept.
         let messages = crate::cache_disk::read_block(file, meta, self.id)?;
-        let block = Arc::new(DiskBlock::new(messages, self.budget.clone()));
+        let block = Arc::new(DiskBlock::new(meta, messages, self.budget.clone()));
         {
             let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(existing) = held(&decoded) {
@@ -205,6 +240,47 @@ impl PartitionCache {
         }
         self.budget.enforce();
         Ok(block)
+    }
+
+    /// Opens the partition's segment files from `start` if it has none yet because another
+    /// cache held them, at most every [`DISK_RETRY_MILLIS`].
+    fn reopen_disk(&self, disk: &mut Option<DiskLog>, start: i64) {
+        let Some(place) = &self.disk_place else {
+            return;
+        };
+        let now = self.budget.now();
+        if disk.is_some() || now < place.retry_at.load(Ordering::Relaxed) {
+            return;
+        }
+        place
+            .retry_at
+            .store(now + DISK_RETRY_MILLIS, Ordering::Relaxed);
+        *disk = open_disk(place, &self.budget, self.id, start);
+    }
+
+    /// Appends `batch` to the partition's segment files (opening them if another cache held
+    /// them until now, from where `log` has reached); the disk budget to enforce once no lock
+    /// is held.
+    fn write_disk(
+        &self,
+        batch: &FetchBatch,
+        config: &TopicConfig,
+        log: &RwLock<Log>,
+    ) -> Option<Arc<DiskBudget>> {
+        let mut disk = self.disk.lock().unwrap_or_else(|e| e.into_inner());
+        if disk.is_none() {
+            let from = log.read().map(|log| log.next).unwrap_or_default();
+            self.reopen_disk(&mut disk, from);
+        }
+        let disk = disk.as_mut()?;
+        if let Err(error) = disk.append(&batch.messages, batch.next_offset, batch.log_start_offset)
+        {
+            tracing::warn!(partition = self.id, %error, "cannot write the cache's segment files; reading older records from Kafka");
+        }
+        if !config.compacted {
+            disk.expire(config.retention_ms, now_millis());
+        }
+        Some(disk.budget().clone())
     }
 
     fn tail(&self) -> Option<Arc<Tail>> {
@@ -322,22 +398,16 @@ impl Cache {
         self
     }
 
-    /// The segment files of `topic`-`partition` from `start`, if the cache has a disk tier.
-    fn open_disk(&self, topic: &str, partition: i32, start: i64) -> Option<Mutex<DiskLog>> {
-        let disk = self.disk.as_ref()?;
+    /// Where `topic`'s segment files go, if the cache has a disk tier.
+    fn disk_place(&self, topic: &str) -> Option<DiskPlace> {
+        let tuning = self.disk.as_ref()?;
         self.swept
-            .call_once(|| crate::cache_disk::sweep(&disk.directory));
-        match DiskLog::open(disk, self.budget.clone(), topic, partition, start) {
-            Ok(Some(log)) => Some(Mutex::new(log)),
-            Ok(None) => {
-                tracing::debug!(%topic, partition, "cache directory held by another cache; caching in memory only");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(%topic, partition, directory = %disk.directory.display(), %error, "cannot open the cache's segment files; caching in memory only");
-                None
-            }
-        }
+            .call_once(|| crate::cache_disk::sweep(&tuning.directory));
+        Some(DiskPlace {
+            tuning: tuning.clone(),
+            topic: topic.to_owned(),
+            retry_at: AtomicU64::new(0),
+        })
     }
 
     /// The same cache applying `transforms` (by topic) to records as they enter it.
@@ -458,14 +528,17 @@ impl Cache {
                         last_read: AtomicU64::new(self.budget.now()),
                         budget: self.budget.clone(),
                         transform: self.transforms.get(topic).cloned(),
-                        disk: self.open_disk(topic, id, start),
+                        disk: Mutex::new(None),
+                        disk_place: self.disk_place(topic),
                         decoded: Mutex::new(DecodedBlocks::default()),
                     });
+                    partition.reopen_disk(
+                        &mut partition.disk.lock().unwrap_or_else(|e| e.into_inner()),
+                        start,
+                    );
                     let evictable: Arc<dyn Evictable> = partition.clone();
                     self.budget.register(Arc::downgrade(&evictable));
-                    if let Some(disk) = &self.disk
-                        && partition.disk.is_some()
-                    {
+                    if let Some(disk) = &self.disk {
                         let evictable: Arc<dyn DiskEvictable> = partition.clone();
                         disk.budget.register(Arc::downgrade(&evictable));
                     }
@@ -734,18 +807,11 @@ fn store(
     if let Some(transform) = &partition.transform {
         batch.messages.iter_mut().for_each(|m| transform.apply(m));
     }
-    let mut disk_budget = None;
-    if to_disk && let Some(disk) = &partition.disk {
-        let mut disk = disk.lock().unwrap_or_else(|e| e.into_inner());
-        disk_budget = Some(disk.budget().clone());
-        if let Err(error) = disk.append(&batch.messages, batch.next_offset, batch.log_start_offset)
-        {
-            tracing::warn!(partition = partition.id, %error, "cannot write the cache's segment files; reading older records from Kafka");
-        }
-        if !config.compacted {
-            disk.expire(config.retention_ms, now_millis());
-        }
-    }
+    let disk_budget = if to_disk {
+        partition.write_disk(&batch, config, log)
+    } else {
+        None
+    };
     let budget = &partition.budget;
     if let Ok(mut log) = log.write() {
         if log.is_empty() && batch.log_start_offset > log.start {
@@ -839,8 +905,8 @@ fn single_key(filters: &[Filter]) -> Option<&Bytes> {
 /// Bytes per read-through fetch of a replay: what one reader buffers from Kafka at most.
 const READ_THROUGH_BYTES: i32 = 1024 * 1024;
 
-/// Blocks a filtered reader looks at on disk before it yields: a long run of blocks that
-/// cannot match must not hold the partition's disk lock for long.
+/// Blocks a filtered reader looks at on disk per lookup: a long run of blocks that cannot
+/// match must not hold the partition's disk lock for long.
 const DISK_BLOCKS_PER_LOOK: usize = 4096;
 
 /// What [`Reader::fill`] found.
@@ -871,9 +937,9 @@ struct Reader {
     latest_per_key: bool,
     synced: bool,
     buffer: VecDeque<(usize, Arc<Message>)>,
-    /// The disk block the buffer's records came from, held (and counted) until they are
-    /// read.
-    disk_block: Option<Arc<DiskBlock>>,
+    /// The disk block (of partition `.0`) the buffer's records came from, held (and counted)
+    /// until the reader is past it.
+    disk_block: Option<(usize, Arc<DiskBlock>)>,
     next_partition: usize,
 }
 
@@ -1013,30 +1079,50 @@ impl Reader {
     /// be asked.
     fn read_disk(&mut self, index: usize, offset: i64) -> bool {
         let partition = self.partitions[index].clone();
-        let Some(disk) = &partition.disk else {
-            return false;
-        };
-        let located = {
-            let disk = disk.lock().unwrap_or_else(|e| e.into_inner());
-            let terms = disk.filter_terms(&self.filters);
-            disk.locate(offset, terms.as_deref(), DISK_BLOCKS_PER_LOOK)
-        };
-        let (file, meta) = match located {
-            Located::Missing => return false,
-            Located::Skip(next) => {
-                self.cursors[index] = next.max(offset);
-                return true;
+        let held = self
+            .disk_block
+            .as_ref()
+            .filter(|(held, block)| *held == index && block.covers(offset))
+            .map(|(_, block)| block.clone());
+        let (block, block_next) = match held {
+            Some(block) => {
+                let next = block.next;
+                (block, next)
             }
-            Located::Block(file, meta) => (file, meta),
-        };
-        let block = match partition.disk_block(&file, &meta) {
-            Ok(block) => block,
-            Err(error) => {
-                tracing::warn!(topic = %self.topic.name, partition = partition.id, from = meta.first, %error, "dropping the cache's segment files up to a block that cannot be read; reading those records from Kafka");
-                disk.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .drop_through(meta.first);
-                return false;
+            None => {
+                let located = {
+                    let disk = partition.disk.lock().unwrap_or_else(|e| e.into_inner());
+                    let Some(disk) = disk.as_ref() else {
+                        return false;
+                    };
+                    let terms = disk.filter_terms(&self.filters);
+                    disk.locate(offset, terms.as_deref(), DISK_BLOCKS_PER_LOOK)
+                };
+                let (file, meta) = match located {
+                    Located::Missing => return false,
+                    Located::Skip(next) => {
+                        self.cursors[index] = next.max(offset);
+                        return true;
+                    }
+                    Located::Block(file, meta) => (file, meta),
+                };
+                match partition.disk_block(&file, &meta) {
+                    // The last block's end moves on over a gap with no record after it was
+                    // decoded: the block table knows the newer end.
+                    Ok(block) => (block, meta.next),
+                    Err(error) => {
+                        tracing::warn!(topic = %self.topic.name, partition = partition.id, from = meta.first, %error, "dropping the cache's segment files up to a block that cannot be read; reading those records from Kafka");
+                        if let Some(disk) = partition
+                            .disk
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .as_mut()
+                        {
+                            disk.drop_through(meta.first);
+                        }
+                        return false;
+                    }
+                }
             }
         };
         let historical_end = self.targets[index];
@@ -1056,9 +1142,9 @@ impl Reader {
             }
         }
         if !taken {
-            self.cursors[index] = meta.next;
+            self.cursors[index] = block_next.max(offset + 1);
         }
-        self.disk_block = Some(block);
+        self.disk_block = Some((index, block));
         true
     }
 
@@ -1134,11 +1220,18 @@ impl Reader {
                 let progress = self.progress();
                 return Some((Ok(MergedItem::Synced(progress)), self));
             }
-            self.disk_block = None;
+            if let Some((index, block)) = &self.disk_block
+                && self.cursors[*index] >= block.next
+            {
+                self.disk_block = None;
+            }
             match self.fill() {
                 Fill::Filled => continue,
                 Fill::ReadThrough(index, offset) => {
                     if self.read_disk(index, offset) {
+                        // A replay from disk reads one block after another without waiting
+                        // for anything: let the worker's other tasks run.
+                        tokio::task::consume_budget().await;
                         continue;
                     }
                     if let Err(error) = self.read_through(index, offset).await {
@@ -1658,5 +1751,47 @@ mod tests {
             upstream.read_throughs.load(Ordering::Relaxed) > 0,
             "Kafka answered instead"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_whose_directory_was_held_opens_it_once_free() {
+        let directory = tempfile::tempdir().unwrap();
+        let upstream = Partition::new(vec![("k", Some("v")); 5], false, 0);
+        let first = disk_cache_of(upstream.clone(), directory.path());
+        let second = disk_cache_of(upstream.clone(), directory.path());
+        let mut reader = first
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let _ = messages(&mut reader, 5).await;
+        let mut other = second
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let _ = messages(&mut other, 5).await;
+        let held = |cache: &Arc<Cache>| {
+            let cache = cache.clone();
+            async move {
+                cache.topic("t").await.unwrap().partitions[0]
+                    .disk
+                    .lock()
+                    .unwrap()
+                    .is_some()
+            }
+        };
+        assert!(held(&first).await);
+        assert!(!held(&second).await, "the directory is the first cache's");
+        // The first cache lets go (as a binding replaced on reload does).
+        drop(reader);
+        first.stop();
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !held(&second).await {
+                upstream.append("k", "more");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the second cache takes the directory once it is free");
     }
 }

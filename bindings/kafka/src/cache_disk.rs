@@ -15,8 +15,9 @@
 //! faults on a mapping would be: from the page cache they take microseconds.
 //!
 //! What stays in memory per block is its offset range, position and a 256-bit filter of the
-//! hashes of its keys and header values: a filtered reader skips blocks that cannot hold a
-//! match without reading them. That table is counted in the memory budget.
+//! hashes of its keys and header values (a block is cut at 32 KiB or 64 such hashes, so the
+//! filter stays selective): a filtered reader skips blocks that cannot hold a match without
+//! reading them. That table is counted in the memory budget.
 //!
 //! Each block carries a CRC-32C of its bytes. A block that fails the check or does not
 //! decode is reported and its segment dropped, with every older one: readers then get those
@@ -24,7 +25,9 @@
 //! the process that wrote them: a partition directory is locked (`.lock`) while in use,
 //! emptied when a new owner takes it, and removed with its partition; a directory whose
 //! lock nobody holds (left by a killed gateway) is removed when the binding next starts
-//! caching.
+//! caching. A write that fails (a full disk) drops the partition's files, and the disk
+//! starts again after that fetch. File work is synchronous on the worker doing it, as the
+//! reads and writes are.
 //!
 //! Disk use is bounded for the whole gateway (`zilla.binding.kafka.cache.disk.bytes`,
 //! default 4 GiB): past it the oldest segments of the coldest partitions are deleted, and
@@ -37,7 +40,7 @@ use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::mem::size_of;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -45,7 +48,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::cache_budget::MemoryBudget;
-use crate::cache_log::size_of_message;
+use crate::cache_log::{compact, size_of_message};
 use crate::kind::{Condition, Filter, Header, Message};
 
 /// The tag that starts every block.
@@ -54,6 +57,9 @@ pub const MAGIC: &[u8; 4] = b"ZKC1";
 pub const BLOCK_HEADER: usize = 16;
 /// Payload bytes a block is cut at (a single larger record makes a block of its own).
 pub(crate) const BLOCK_BYTES: usize = 32 * 1024;
+/// Key and header hashes a block is cut at, so its 256-bit filter stays selective (about
+/// one false match in seven for a filter of one value).
+const BLOCK_TERMS: usize = 64;
 
 /// Disk-tier settings, from `zilla.binding.kafka.cache.*` properties.
 #[derive(Debug, Clone)]
@@ -256,6 +262,12 @@ pub(crate) fn path_component(topic: &str) -> String {
     escaped
 }
 
+/// A namespace or binding name as part of a directory name: `path_component` with dots
+/// escaped as well, so `<namespace>.<binding>` names one pair only.
+pub(crate) fn name_component(name: &str) -> String {
+    path_component(name).replace('.', "%2E")
+}
+
 /// Removes the partition directories under `directory` that no live gateway holds.
 pub(crate) fn sweep(directory: &Path) {
     let Ok(entries) = fs::read_dir(directory) else {
@@ -297,6 +309,13 @@ impl DiskLog {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Ok(None),
             Err(fs::TryLockError::Error(error)) => return Err(error),
+        }
+        // An owner that ended unlinks the lock file while still holding it: a lock taken on
+        // that file, opened just before, is not the directory's.
+        let current = fs::metadata(directory.join(".lock"))?;
+        let locked = lock.metadata()?;
+        if (current.dev(), current.ino()) != (locked.dev(), locked.ino()) {
+            return Ok(None);
         }
         for entry in fs::read_dir(&directory)?.flatten() {
             if entry.file_name() != ".lock" {
@@ -384,10 +403,15 @@ impl DiskLog {
             let mut newest = i64::MIN;
             let first = self.next;
             let mut count = 0u32;
-            while at < fresh.len() && (count == 0 || payload.len() < BLOCK_BYTES) {
+            let mut term_count = 0;
+            while at < fresh.len()
+                && (count == 0 || (payload.len() < BLOCK_BYTES && term_count < BLOCK_TERMS))
+            {
                 let message = fresh[at];
                 encode(&mut payload, message);
-                for term in self.terms_of(message) {
+                let message_terms = self.terms_of(message);
+                term_count += message_terms.len();
+                for term in message_terms {
                     set(&mut terms, term);
                 }
                 newest = newest.max(message.timestamp);
@@ -401,7 +425,12 @@ impl DiskLog {
             };
             if let Err(error) = self.write_block(first, block_next, &payload, count, terms, newest)
             {
+                // Nothing before the end of this fetch is on disk any more: the disk starts
+                // after it, so readers of those offsets go to Kafka.
                 self.clear();
+                let after = fresh.last().map_or(next, |last| next.max(last.offset + 1));
+                self.start = after;
+                self.next = after;
                 return Err(error);
             }
         }
@@ -736,22 +765,35 @@ pub fn decode_block(
 }
 
 /// A decoded block, shared by the readers reading it; its bytes are counted in the memory
-/// budget while any of them holds it.
+/// budget while any of them holds it. Its records are copied out of the block's bytes, as
+/// the memory log's are out of fetches, so a record kept by a reader keeps only its own
+/// bytes alive.
 pub(crate) struct DiskBlock {
+    pub(crate) first: i64,
+    pub(crate) next: i64,
     pub(crate) messages: Vec<Arc<Message>>,
     bytes: usize,
     budget: Arc<MemoryBudget>,
 }
 
 impl DiskBlock {
-    pub(crate) fn new(messages: Vec<Message>, budget: Arc<MemoryBudget>) -> Self {
-        let bytes = messages.iter().map(size_of_message).sum();
+    pub(crate) fn new(meta: &BlockMeta, messages: Vec<Message>, budget: Arc<MemoryBudget>) -> Self {
+        let messages: Vec<Arc<Message>> =
+            messages.into_iter().map(|m| Arc::new(compact(m))).collect();
+        let bytes = messages.iter().map(|m| size_of_message(m)).sum();
         budget.charge(bytes);
         Self {
-            messages: messages.into_iter().map(Arc::new).collect(),
+            first: meta.first,
+            next: meta.next,
+            messages,
             bytes,
             budget,
         }
+    }
+
+    /// Whether `offset` is in the range the block covers.
+    pub(crate) fn covers(&self, offset: i64) -> bool {
+        (self.first..self.next).contains(&offset)
     }
 }
 
@@ -966,6 +1008,42 @@ mod tests {
             "the partition with readers keeps its segments"
         );
         assert!(unread.start > 0, "the unread one lost its oldest");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_disk_starting_after_the_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every block rolls a new segment file, so a write needs the directory.
+        let tuning = tuning(dir.path(), 1, u64::MAX);
+        let mut log = DiskLog::open(&tuning, MemoryBudget::new(usize::MAX), "t", 0, 0)
+            .unwrap()
+            .unwrap();
+        let value = "v".repeat(BLOCK_BYTES);
+        let first: Vec<Message> = (0..3)
+            .map(|o| message(o, "k", Some(&value), None))
+            .collect();
+        log.append(&first, 3, 0).unwrap();
+        fs::remove_dir_all(dir.path().join("t-0")).unwrap();
+        let second: Vec<Message> = (3..8)
+            .map(|o| message(o, "k", Some(&value), None))
+            .collect();
+        assert!(log.append(&second, 10, 0).is_err());
+        assert_eq!((log.start, log.next), (10, 10));
+        for offset in 0..10 {
+            assert!(
+                matches!(log.locate(offset, None, 10), Located::Missing),
+                "{offset}"
+            );
+        }
+        assert_eq!(tuning.budget.used(), 0);
+    }
+
+    #[test]
+    fn names_map_to_one_directory_each() {
+        assert_ne!(
+            format!("{}.{}", name_component("a.b"), name_component("c")),
+            format!("{}.{}", name_component("a"), name_component("b.c"))
+        );
     }
 
     #[test]
