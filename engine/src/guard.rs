@@ -8,8 +8,9 @@
 //! verified again.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An authorized session.
 pub trait GuardSession: Send + Sync + 'static {
@@ -286,8 +287,13 @@ impl ConnectionSessions {
 }
 
 /// A session shared by the streams of one identity on one connection.
+///
+/// Its expiry is read for every response it authorizes and written only when a newer token
+/// joins, so it is kept in an atomic as well and read without the lock.
 pub struct SharedSession {
     identity: Option<String>,
+    /// [`SharedState::expires_at`], encoded by [`encode_expiry`].
+    expires_at: AtomicU64,
     state: Mutex<SharedState>,
 }
 
@@ -302,11 +308,30 @@ struct SharedState {
     challenged: Option<SystemTime>,
 }
 
+/// [`SharedSession::expires_at`] for a session that does not expire.
+const NEVER: u64 = u64::MAX;
+/// For an expiry before the epoch or past what nanoseconds in a `u64` reach (the year 2554):
+/// read under the lock instead.
+const UNENCODED: u64 = u64::MAX - 1;
+
+/// An expiry as nanoseconds since the epoch, or one of [`NEVER`] and [`UNENCODED`].
+fn encode_expiry(expires_at: Option<SystemTime>) -> u64 {
+    let Some(at) = expires_at else {
+        return NEVER;
+    };
+    at.duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|since| u64::try_from(since.as_nanos()).ok())
+        .filter(|nanos| *nanos < UNENCODED)
+        .unwrap_or(UNENCODED)
+}
+
 impl SharedSession {
     fn new(session: Arc<dyn GuardSession>) -> Self {
         let expires_at = session.expires_at();
         Self {
             identity: session.identity().map(str::to_owned),
+            expires_at: AtomicU64::new(encode_expiry(expires_at)),
             state: Mutex::new(SharedState {
                 lead: lead(session.as_ref()),
                 current: session,
@@ -329,6 +354,8 @@ impl SharedSession {
         };
         state.lead = lead(session.as_ref());
         state.current = session;
+        self.expires_at
+            .store(encode_expiry(state.expires_at), Ordering::Release);
     }
 }
 
@@ -353,7 +380,11 @@ impl GuardSession for SharedSession {
     }
 
     fn expires_at(&self) -> Option<SystemTime> {
-        self.lock().expires_at
+        match self.expires_at.load(Ordering::Acquire) {
+            NEVER => None,
+            UNENCODED => self.lock().expires_at,
+            nanos => Some(UNIX_EPOCH + Duration::from_nanos(nanos)),
+        }
     }
 
     fn roles(&self) -> Vec<String> {
@@ -392,5 +423,93 @@ mod tests {
         assert_eq!(escape_dn_value("#1 "), "\\#1\\ ");
         assert_eq!(escape_dn_value(" a+b "), "\\ a\\+b\\ ");
         assert_eq!(escape_dn_value("plain"), "plain");
+    }
+
+    struct Token {
+        identity: &'static str,
+        roles: Vec<String>,
+        expires_at: Option<SystemTime>,
+    }
+
+    impl GuardSession for Token {
+        fn identity(&self) -> Option<&str> {
+            Some(self.identity)
+        }
+        fn verify(&self, roles: &[String]) -> bool {
+            roles.iter().all(|role| self.roles.contains(role))
+        }
+        fn attribute(&self, _name: &str) -> Option<String> {
+            None
+        }
+        fn expires_at(&self) -> Option<SystemTime> {
+            self.expires_at
+        }
+        fn roles(&self) -> Vec<String> {
+            self.roles.clone()
+        }
+    }
+
+    /// Admits a token named by its text: `identity expiry-seconds-since-epoch` or
+    /// `identity never`.
+    struct Tokens;
+
+    impl Guard for Tokens {
+        fn reauthorize(&self, credentials: &str) -> Option<Arc<dyn GuardSession>> {
+            let (identity, expiry) = credentials.split_once(' ')?;
+            let identity: &'static str = if identity == "alice" { "alice" } else { "bob" };
+            let expires_at = match expiry {
+                "never" => None,
+                seconds => Some(UNIX_EPOCH + Duration::from_secs_f64(seconds.parse().ok()?)),
+            };
+            Some(Arc::new(Token {
+                identity,
+                roles: vec!["read".to_owned()],
+                expires_at,
+            }))
+        }
+    }
+
+    #[test]
+    fn a_newer_token_extends_the_shared_session() {
+        let sessions = ConnectionSessions::default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let first = sessions
+            .reauthorize("ns:jwt", &Tokens, &format!("alice {}", now + 60.5))
+            .unwrap();
+        let expected = UNIX_EPOCH + Duration::from_secs_f64(now + 60.5);
+        assert_eq!(first.expires_at(), Some(expected));
+        let second = sessions
+            .reauthorize("ns:jwt", &Tokens, &format!("alice {}", now + 120.25))
+            .unwrap();
+        let extended = UNIX_EPOCH + Duration::from_secs_f64(now + 120.25);
+        assert_eq!(first.expires_at(), Some(extended));
+        assert_eq!(second.expires_at(), Some(extended));
+        // An earlier expiry does not shorten it.
+        sessions
+            .reauthorize("ns:jwt", &Tokens, &format!("alice {}", now + 90.0))
+            .unwrap();
+        assert_eq!(first.expires_at(), Some(extended));
+        // A token that never expires makes the session never expire.
+        sessions
+            .reauthorize("ns:jwt", &Tokens, "alice never")
+            .unwrap();
+        assert_eq!(first.expires_at(), None);
+    }
+
+    #[test]
+    fn expiries_past_what_nanoseconds_reach_are_kept_exactly() {
+        let sessions = ConnectionSessions::default();
+        // The year 33658: past the year 2554 that nanoseconds in a u64 reach.
+        let far = UNIX_EPOCH + Duration::from_secs(1_000_000_000_000);
+        let session = sessions
+            .reauthorize("ns:jwt", &Tokens, "bob 1000000000000")
+            .unwrap();
+        assert_eq!(session.expires_at(), Some(far));
+        assert_eq!(encode_expiry(Some(far)), UNENCODED);
+        assert_eq!(encode_expiry(None), NEVER);
+        assert_eq!(encode_expiry(Some(UNIX_EPOCH)), 0);
     }
 }
