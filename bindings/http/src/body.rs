@@ -137,17 +137,15 @@ impl HttpMetrics {
         &self,
         request: &RequestSeries,
         response: Option<(StatusCode, &HeaderMap)>,
-    ) -> Arc<ResponseSeries> {
+    ) -> ResponseSeriesRef {
         let attributes = &self.attributes;
         if attributes.response_count() == 0 {
             // No response attribute: every response of the request series records into the
-            // same series, found without a lock.
-            return request
-                .only_response
-                .get_or_init(|| self.new_response_series(request, Vec::new()))
-                .clone();
+            // same series, found without a lock and reached through the request series.
+            self.only_response_series(request);
+            return ResponseSeriesRef::Only;
         }
-        recent_or_new(
+        ResponseSeriesRef::Listed(recent_or_new(
             &request.responses,
             RECENT_RESPONSE_SERIES,
             |series| match response {
@@ -161,9 +159,16 @@ impl HttpMetrics {
                     Some((status, headers)) => attributes.response_values(status, headers),
                     None => vec![None; attributes.response_count()],
                 };
-                self.new_response_series(request, values)
+                Arc::new(self.new_response_series(request, values))
             },
-        )
+        ))
+    }
+
+    /// The one response series of `request` when no response attribute is configured.
+    fn only_response_series<'r>(&self, request: &'r RequestSeries) -> &'r ResponseSeries {
+        request
+            .only_response
+            .get_or_init(|| self.new_response_series(request, Vec::new()))
     }
 
     /// The series of response attribute `values` for a request of `request`, looked up.
@@ -171,9 +176,9 @@ impl HttpMetrics {
         &self,
         request: &RequestSeries,
         values: Vec<Option<String>>,
-    ) -> Arc<ResponseSeries> {
+    ) -> ResponseSeries {
         let labels = self.attributes.response_labels(&values);
-        Arc::new(ResponseSeries {
+        ResponseSeries {
             response_size: self
                 .response_size
                 .as_ref()
@@ -184,7 +189,7 @@ impl HttpMetrics {
                 family.histogram(both)
             }),
             values,
-        })
+        }
     }
 }
 
@@ -218,7 +223,7 @@ struct RequestSeries {
     request_size: Option<HistogramHandle>,
     responses: Mutex<VecDeque<Arc<ResponseSeries>>>,
     /// The one response series when no response attribute is configured.
-    only_response: OnceLock<Arc<ResponseSeries>>,
+    only_response: OnceLock<ResponseSeries>,
     metrics: Arc<HttpMetrics>,
 }
 
@@ -228,6 +233,15 @@ struct ResponseSeries {
     values: Vec<Option<String>>,
     response_size: Option<HistogramHandle>,
     duration: Option<HistogramHandle>,
+}
+
+/// The response series an exchange records into: its request series' only one (no response
+/// attribute is configured), reached through the request series without a reference count of
+/// its own, or one of the request series' recent ones.
+#[derive(Debug)]
+enum ResponseSeriesRef {
+    Only,
+    Listed(Arc<ResponseSeries>),
 }
 
 /// Series kept in a connection's recent lists.
@@ -357,7 +371,7 @@ pub struct ExchangeRecord {
     started: Instant,
     series: Arc<RequestSeries>,
     /// Set by [`Self::respond`].
-    response: Option<Arc<ResponseSeries>>,
+    response: Option<ResponseSeriesRef>,
     span: Option<OpenSpan>,
 }
 
@@ -418,6 +432,10 @@ impl OnEnd for ExchangeRecord {
             let response = self
                 .response
                 .unwrap_or_else(|| metrics.response_series(&self.series, None));
+            let response = match &response {
+                ResponseSeriesRef::Only => metrics.only_response_series(&self.series),
+                ResponseSeriesRef::Listed(series) => series,
+            };
             if let Some(size) = &response.response_size {
                 size.record(bytes);
             }
@@ -968,19 +986,17 @@ mod tests {
             record.respond(status, &HeaderMap::new());
             record
         };
+        let listed = |record: &ExchangeRecord| match record.response.as_ref().unwrap() {
+            ResponseSeriesRef::Listed(series) => series.clone(),
+            ResponseSeriesRef::Only => panic!("a response attribute is configured"),
+        };
         let first = exchange("/a", StatusCode::OK);
         let again = exchange("/a", StatusCode::OK);
         assert!(Arc::ptr_eq(&first.series, &again.series));
-        assert!(Arc::ptr_eq(
-            first.response.as_ref().unwrap(),
-            again.response.as_ref().unwrap()
-        ));
+        assert!(Arc::ptr_eq(&listed(&first), &listed(&again)));
         let other_status = exchange("/a", StatusCode::NOT_FOUND);
         assert!(Arc::ptr_eq(&first.series, &other_status.series));
-        assert!(!Arc::ptr_eq(
-            first.response.as_ref().unwrap(),
-            other_status.response.as_ref().unwrap()
-        ));
+        assert!(!Arc::ptr_eq(&listed(&first), &listed(&other_status)));
         for record in [first, again, other_status] {
             record
                 .response_body(crate::kind::empty())
