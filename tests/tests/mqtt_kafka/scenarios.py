@@ -285,15 +285,17 @@ def session_expires(port, bootstrap):
     """A session whose expiry interval passed is not resumed."""
     client_id = unique("brief")
     topic = unique("brief") + "/t"
-    first = Client(port, client_id, 5, clean=False, expiry=2)
+    # Long enough for the reconnect on a loaded machine, short enough to wait out.
+    expiry = 5
+    first = Client(port, client_id, 5, clean=False, expiry=expiry)
     first.subscribe(topic, 1)
     first.disconnect()
-    kept = Client(port, client_id, 5, clean=False, expiry=2)
+    kept = Client(port, client_id, 5, clean=False, expiry=expiry)
     if not kept.session_present:
         fail("session not present within its expiry")
     kept.disconnect()
-    time.sleep(4)
-    late = Client(port, client_id, 5, clean=False, expiry=2)
+    time.sleep(expiry + 2)
+    late = Client(port, client_id, 5, clean=False, expiry=expiry)
     if late.session_present:
         fail("session present after its expiry")
     late.disconnect()
