@@ -335,6 +335,7 @@ name: fanout
 telemetry:
   metrics:
     - kafka.cache.size
+    - kafka.cache.disk.size
 bindings:
   web_tcp:
     type: tcp
@@ -452,6 +453,12 @@ fn fifty_topics_through_params_share_a_small_budget_and_are_evicted_when_left() 
     // What the cache holds is within its budget, and it held something.
     let held = cache_size(&gateway)?;
     ensure!(held > 0 && held <= budget, "kafka.cache.size {held}");
+    // Every record read is in the segment files too (2 MB produced).
+    let on_disk = gauge(&gateway, "kafka.cache.disk.size")?;
+    ensure!(
+        on_disk >= (topic_count * count * size) as u64,
+        "kafka.cache.disk.size {on_disk}"
+    );
 
     // The clients left: every topic is evicted after the idle timeout.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -496,6 +503,14 @@ fn fifty_topics_through_params_share_a_small_budget_and_are_evicted_when_left() 
         left == 0,
         "{left} bytes of segment files after every topic was evicted"
     );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(&gateway, "kafka.cache.disk.size")? != 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "kafka.cache.disk.size not 0 once every topic went"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // Readers coming back after the eviction get every record again.
     read_every_topic(&base, &topics, count, size)?;
     Ok(())
@@ -519,11 +534,17 @@ fn segment_bytes(directory: &std::path::Path) -> u64 {
 
 /// `kafka.cache.size` of the cache server, as `zilla metrics` prints it.
 fn cache_size(gateway: &Gateway) -> Result<u64> {
+    gauge(gateway, "kafka.cache.size")
+}
+
+/// Gauge `name` of the cache server, as `zilla metrics` prints it.
+fn gauge(gateway: &Gateway, name: &str) -> Result<u64> {
     let output = gateway.command(["metrics"])?.output()?;
     let table = String::from_utf8_lossy(&output.stdout).into_owned();
+    let prefix = format!("fanout events_cache_server {name} ");
     table
         .lines()
-        .find_map(|line| line.strip_prefix("fanout events_cache_server kafka.cache.size "))
+        .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|value| value.trim().parse().ok())
-        .with_context(|| format!("no kafka.cache.size in:\n{table}"))
+        .with_context(|| format!("no {name} in:\n{table}"))
 }

@@ -235,9 +235,11 @@ struct CacheServer {
     idle: Duration,
     /// `kafka.cache.size`, when enabled.
     size: Option<Gauge>,
+    /// `kafka.cache.disk.size`, when enabled.
+    disk_size: Option<Gauge>,
 }
 
-/// How often `kafka.cache.size` is sampled.
+/// How often `kafka.cache.size` and `kafka.cache.disk.size` are sampled.
 const CACHE_SIZE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Binding for CacheServer {
@@ -260,6 +262,8 @@ impl Binding for CacheServer {
         let shutdown = context.shutdown.clone();
         let idle = self.idle;
         let size = self.size.clone();
+        let disk_size = self.disk_size.clone();
+        let sampled = size.is_some() || disk_size.is_some();
         tokio::spawn(async move {
             // Topics nobody reads are evicted once idle for `idle`, checked a few times as
             // often.
@@ -274,9 +278,12 @@ impl Binding for CacheServer {
                     _ = sweep.tick() => {
                         cache.evict_idle(idle);
                     }
-                    _ = sample.tick(), if size.is_some() => {
+                    _ = sample.tick(), if sampled => {
                         if let Some(size) = &size {
                             size.set(i64::try_from(cache.budget().held()).unwrap_or(i64::MAX));
+                        }
+                        if let Some(disk_size) = &disk_size {
+                            disk_size.set(i64::try_from(cache.disk_used()).unwrap_or(i64::MAX));
                         }
                     }
                 }
@@ -343,6 +350,7 @@ fn build_cache_server(
         bootstrap: options.bootstrap.clone().unwrap_or_default(),
         idle,
         size: context.metrics().gauge("kafka.cache.size"),
+        disk_size: context.metrics().gauge("kafka.cache.disk.size"),
     }))
 }
 

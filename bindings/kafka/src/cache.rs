@@ -424,6 +424,11 @@ impl Cache {
         &self.budget
     }
 
+    /// Bytes of segment files the gateway's caches keep now (0 without a disk tier).
+    pub fn disk_used(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| disk.budget.used())
+    }
+
     /// The topics cached now.
     pub fn cached_topics(&self) -> Vec<String> {
         let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());

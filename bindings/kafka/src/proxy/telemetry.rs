@@ -15,6 +15,9 @@
 //!   the bytes the gateway's cache holds, as counted against its memory budget
 //!   (`zilla.binding.kafka.cache.memory.bytes`), sampled every second. The budget is the
 //!   gateway's, so every `cache_server` reports the same total.
+//! - `kafka.cache.disk.size` (gauge, bytes; `cache_server` bindings): the bytes of the
+//!   gateway's cache segment files, against `zilla.binding.kafka.cache.disk.bytes`, sampled
+//!   every second (the same total from every `cache_server`).
 //! - `kafka.duration` (histogram, exported in milliseconds): from a request leaving for the
 //!   broker (or reaching a proxy that answers it itself) to its answer going back, for every
 //!   answered request.
@@ -81,6 +84,12 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
             kind: MetricKind::Gauge,
             unit: Unit::Bytes,
             description: "Bytes the gateway's Kafka cache holds, as counted against its budget",
+        },
+        MetricDescriptor {
+            name: "kafka.cache.disk.size",
+            kind: MetricKind::Gauge,
+            unit: Unit::Bytes,
+            description: "Bytes of the gateway's Kafka cache segment files",
         },
     ],
     attribute: Some(check_attribute),
