@@ -23,6 +23,60 @@ pub(crate) trait Evictable: Send + Sync {
     fn evict(&self, want: usize, keep: usize) -> usize;
 }
 
+/// The cached partitions a budget evicts from.
+pub(crate) struct Members<T: ?Sized>(Mutex<Vec<Weak<T>>>);
+
+impl<T: ?Sized> Members<T> {
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    pub(crate) fn register(&self, member: Weak<T>) {
+        let mut members = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        members.retain(|member| member.strong_count() > 0);
+        members.push(member);
+    }
+
+    /// The members alive, with their `temperature`, coldest first: unread ones, then the
+    /// least recently read.
+    pub(crate) fn coldest_first(
+        &self,
+        temperature: impl Fn(&T) -> (bool, u64),
+    ) -> Vec<((bool, u64), Arc<T>)> {
+        let mut members: Vec<_> = {
+            let mut members = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            members.retain(|member| member.strong_count() > 0);
+            members
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|member| (temperature(&member), member))
+                .collect()
+        };
+        members.sort_by_key(|(temperature, _)| *temperature);
+        members
+    }
+}
+
+/// The budget alive in `slot`, shared by every `cache_server` built while another one is
+/// alive: `update` gives it the newest configured limit; `make` makes one when none is.
+pub(crate) fn shared<T>(
+    slot: &OnceLock<Mutex<Weak<T>>>,
+    make: impl FnOnce() -> Arc<T>,
+    update: impl FnOnce(&T),
+) -> Arc<T> {
+    let mut shared = slot
+        .get_or_init(|| Mutex::new(Weak::new()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(budget) = shared.upgrade() {
+        update(&budget);
+        return budget;
+    }
+    let budget = make();
+    *shared = Arc::downgrade(&budget);
+    budget
+}
+
 /// Bytes a partition with readers keeps when eviction first reaches it: the records its live
 /// readers are about to read.
 const READ_TAIL_BYTES: usize = 256 * 1024;
@@ -31,7 +85,7 @@ const READ_TAIL_BYTES: usize = 256 * 1024;
 pub struct MemoryBudget {
     limit: AtomicUsize,
     held: AtomicUsize,
-    members: Mutex<Vec<Weak<dyn Evictable>>>,
+    members: Members<dyn Evictable>,
     /// One eviction at a time; a fetch that finds one running does not wait for it.
     evicting: Mutex<()>,
     clock: std::time::Instant,
@@ -52,7 +106,7 @@ impl MemoryBudget {
         Arc::new(Self {
             limit: AtomicUsize::new(limit),
             held: AtomicUsize::new(0),
-            members: Mutex::new(Vec::new()),
+            members: Members::new(),
             evicting: Mutex::new(()),
             clock: std::time::Instant::now(),
         })
@@ -62,17 +116,11 @@ impl MemoryBudget {
     /// it (the newest configured limit applies).
     pub fn shared(limit: usize) -> Arc<Self> {
         static SHARED: OnceLock<Mutex<Weak<MemoryBudget>>> = OnceLock::new();
-        let mut shared = SHARED
-            .get_or_init(|| Mutex::new(Weak::new()))
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(budget) = shared.upgrade() {
-            budget.limit.store(limit, Ordering::Relaxed);
-            return budget;
-        }
-        let budget = Self::new(limit);
-        *shared = Arc::downgrade(&budget);
-        budget
+        shared(
+            &SHARED,
+            || Self::new(limit),
+            |budget| budget.limit.store(limit, Ordering::Relaxed),
+        )
     }
 
     /// The budget in bytes.
@@ -104,9 +152,7 @@ impl MemoryBudget {
     }
 
     pub(crate) fn register(&self, member: Weak<dyn Evictable>) {
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        members.retain(|member| member.strong_count() > 0);
-        members.push(member);
+        self.members.register(member);
     }
 
     /// Evicts until the cache holds at most nine tenths of the budget, when it holds more
@@ -120,23 +166,10 @@ impl MemoryBudget {
             return;
         };
         let target = limit - limit / 10;
-        let mut members: Vec<(bool, u64, Arc<dyn Evictable>)> = {
-            let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-            members.retain(|member| member.strong_count() > 0);
-            members
-                .iter()
-                .filter_map(Weak::upgrade)
-                .map(|member| {
-                    let (read, last) = member.temperature();
-                    (read, last, member)
-                })
-                .collect()
-        };
-        // Unread partitions first, then the least recently read.
-        members.sort_by_key(|(read, last, _)| (*read, *last));
+        let members = self.members.coldest_first(|member| member.temperature());
         let read_tail = READ_TAIL_BYTES.min(limit / 64);
         for pass in 0..3 {
-            for (read, _, member) in &members {
+            for ((read, _), member) in &members {
                 let held = self.held();
                 if held <= target {
                     return;

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::cache_budget::MemoryBudget;
+use crate::cache_budget::{Members, MemoryBudget, shared};
 use crate::cache_log::{compact, size_of_message};
 use crate::kind::{Condition, Filter, Header, Message};
 
@@ -85,7 +85,7 @@ pub(crate) trait DiskEvictable: Send + Sync {
 pub struct DiskBudget {
     limit: AtomicU64,
     used: AtomicU64,
-    members: Mutex<Vec<Weak<dyn DiskEvictable>>>,
+    members: Members<dyn DiskEvictable>,
     /// One enforcement at a time.
     enforcing: Mutex<()>,
 }
@@ -105,7 +105,7 @@ impl DiskBudget {
         Arc::new(Self {
             limit: AtomicU64::new(limit),
             used: AtomicU64::new(0),
-            members: Mutex::new(Vec::new()),
+            members: Members::new(),
             enforcing: Mutex::new(()),
         })
     }
@@ -113,17 +113,11 @@ impl DiskBudget {
     /// The gateway's budget, shared by every `cache_server` alive (the newest limit applies).
     pub fn shared(limit: u64) -> Arc<Self> {
         static SHARED: OnceLock<Mutex<Weak<DiskBudget>>> = OnceLock::new();
-        let mut shared = SHARED
-            .get_or_init(|| Mutex::new(Weak::new()))
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(budget) = shared.upgrade() {
-            budget.limit.store(limit, Ordering::Relaxed);
-            return budget;
-        }
-        let budget = Self::new(limit);
-        *shared = Arc::downgrade(&budget);
-        budget
+        shared(
+            &SHARED,
+            || Self::new(limit),
+            |budget| budget.limit.store(limit, Ordering::Relaxed),
+        )
     }
 
     /// Bytes in segment files now.
@@ -144,9 +138,7 @@ impl DiskBudget {
     }
 
     pub(crate) fn register(&self, member: Weak<dyn DiskEvictable>) {
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        members.retain(|member| member.strong_count() > 0);
-        members.push(member);
+        self.members.register(member);
     }
 
     /// Deletes segments, oldest first from the coldest partitions, until the files fit the
@@ -159,21 +151,9 @@ impl DiskBudget {
         let Ok(_enforcing) = self.enforcing.try_lock() else {
             return;
         };
-        let mut members: Vec<(bool, u64, Arc<dyn DiskEvictable>)> = {
-            let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-            members.retain(|member| member.strong_count() > 0);
-            members
-                .iter()
-                .filter_map(Weak::upgrade)
-                .map(|member| {
-                    let (read, last) = member.temperature();
-                    (read, last, member)
-                })
-                .collect()
-        };
-        members.sort_by_key(|(read, last, _)| (*read, *last));
+        let members = self.members.coldest_first(|member| member.temperature());
         for all in [false, true] {
-            for (_, _, member) in &members {
+            for (_, member) in &members {
                 while self.used() > limit {
                     if member.drop_oldest_segment(all) == 0 {
                         break;
