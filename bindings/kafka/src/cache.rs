@@ -1018,6 +1018,15 @@ impl Reader {
             let Ok(log) = partition.log.read() else {
                 continue;
             };
+            if self.latest_per_key
+                && self.cursors[index] < self.targets[index]
+                && log.next < self.targets[index]
+            {
+                // A replay of the latest value per key (a collection or an item lookup):
+                // which records later ones replaced is known only once the cache has fetched
+                // up to where the replay ends, so it waits for that.
+                continue;
+            }
             let cursor = &mut self.cursors[index];
             if let Some(key) = &self.key {
                 // An item lookup: the key index knows every record of the key below
@@ -1798,5 +1807,40 @@ mod tests {
         })
         .await
         .expect("the second cache takes the directory once it is free");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_latest_per_key_replay_waits_for_the_records_that_replace_others() {
+        // The history fetch stops at offset 1 until the gate opens: a@0 is all the cache has,
+        // and only a@2 tells it a@0 was replaced.
+        let upstream = Partition::new(
+            vec![
+                ("a", Some("1")),
+                ("b", Some("1")),
+                ("a", Some("2")),
+                ("c", Some("1")),
+            ],
+            true,
+            2,
+        );
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let mut all = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), all.next()).await;
+        assert!(
+            early.is_err(),
+            "nothing before the replaced record is known: {early:?}"
+        );
+        upstream.open.send_replace(true);
+        assert_eq!(
+            messages(&mut all, 3).await,
+            [
+                (1, "b".to_owned()),
+                (2, "a".to_owned()),
+                (3, "c".to_owned())
+            ]
+        );
     }
 }
