@@ -4,7 +4,8 @@
 //! (the log is shared, never copied per subscriber). Filters are evaluated on the shared
 //! records; a filter on a header value (or a key, on topics that are not compacted) is looked
 //! up in the partition's record index, so the reader reads only records that can pass. On
-//! compacted topics a replay skips records a later one with the same key replaced.
+//! compacted topics a replay skips records a later one with the same key replaced; it starts
+//! once the cache has fetched up to the replay's end, since only then is that known.
 //!
 //! Memory is bounded for the whole gateway (`zilla.binding.kafka.cache.memory.bytes`, default
 //! 256 MiB, shared by every `cache_server`; see [`MemoryBudget`]) and per partition
