@@ -359,7 +359,7 @@ fn properties_no_component_reads_fail_validate_and_start_naming_them() -> Result
             "{command}: {message}"
         );
         assert!(
-            message.contains("unknown property `zilla.engine.drain.timeout`; the `zilla.engine.*` properties are: zilla.engine.config.poll.interval.seconds, zilla.engine.config.url, zilla.engine.config.watch, zilla.engine.directory, zilla.engine.drain.timeout.millis, zilla.engine.maximum.connections, zilla.engine.workers"),
+            message.contains("unknown property `zilla.engine.drain.timeout`; the `zilla.engine.*` properties are: zilla.engine.cache.directory, zilla.engine.config.poll.interval.seconds, zilla.engine.config.url, zilla.engine.config.watch, zilla.engine.directory, zilla.engine.drain.timeout.millis, zilla.engine.maximum.connections, zilla.engine.workers"),
             "{command}: {message}"
         );
         assert!(

@@ -122,6 +122,8 @@ pub fn register(registry: &mut zilla_engine::Registry) {
         "zilla.binding.kafka.proxy.request.max.bytes",
         "zilla.binding.kafka.proxy.response.max.bytes",
         "zilla.engine.cache.directory",
+        // Read by the program running the engine too; the cache keeps its files under it.
+        "zilla.engine.directory",
     ]);
     registry.metric_group(&proxy::telemetry::KAFKA_METRICS);
 }
