@@ -378,17 +378,20 @@ impl DiskLog {
             .collect();
         let mut at = 0;
         while at < fresh.len() {
-            let mut payload = BytesMut::new();
+            // The header's place comes first, filled in once the records are in: the block is
+            // written as it was built, without a copy.
+            let mut block = BytesMut::zeroed(BLOCK_HEADER);
             let mut terms = [0u64; 4];
             let mut newest = i64::MIN;
             let first = self.next;
             let mut count = 0u32;
             let mut term_count = 0;
             while at < fresh.len()
-                && (count == 0 || (payload.len() < BLOCK_BYTES && term_count < BLOCK_TERMS))
+                && (count == 0
+                    || (block.len() - BLOCK_HEADER < BLOCK_BYTES && term_count < BLOCK_TERMS))
             {
                 let message = fresh[at];
-                encode(&mut payload, message);
+                encode(&mut block, message);
                 let message_terms = self.terms_of(message);
                 term_count += message_terms.len();
                 for term in message_terms {
@@ -403,8 +406,8 @@ impl DiskLog {
             } else {
                 fresh[at].offset
             };
-            if let Err(error) = self.write_block(first, block_next, &payload, count, terms, newest)
-            {
+            seal(&mut block, count);
+            if let Err(error) = self.write_block(first, block_next, &block, terms, newest) {
                 // Nothing before the end of this fetch is on disk any more: the disk starts
                 // after it, so readers of those offsets go to Kafka.
                 self.clear();
@@ -446,12 +449,11 @@ impl DiskLog {
         &mut self,
         first: i64,
         next: i64,
-        payload: &[u8],
-        count: u32,
+        block: &[u8],
         terms: [u64; 4],
         newest: i64,
     ) -> io::Result<()> {
-        let len = BLOCK_HEADER + payload.len();
+        let len = block.len();
         let Ok(len32) = u32::try_from(len) else {
             return Err(io::Error::other("cache block over 4 GiB"));
         };
@@ -479,13 +481,7 @@ impl DiskLog {
         let Some(segment) = self.segments.back_mut() else {
             return Err(io::Error::other("no segment to write to"));
         };
-        let mut block = Vec::with_capacity(len);
-        block.extend_from_slice(MAGIC);
-        block.put_u32(payload.len() as u32);
-        block.put_u32(crc32c::crc32c(payload));
-        block.put_u32(count);
-        block.extend_from_slice(payload);
-        segment.file.write_all_at(&block, segment.len)?;
+        segment.file.write_all_at(block, segment.len)?;
         segment.blocks.push(BlockMeta {
             first,
             next,
@@ -626,6 +622,16 @@ fn has(terms: &[u64; 4], term: u64) -> bool {
     bit(term)
         .iter()
         .all(|(word, mask)| terms[*word] & mask != 0)
+}
+
+/// Fills in the header of `block` (its first [`BLOCK_HEADER`] bytes) for the `count` records
+/// after it.
+fn seal(block: &mut [u8], count: u32) {
+    let (header, payload) = block.split_at_mut(BLOCK_HEADER);
+    header[..4].copy_from_slice(MAGIC);
+    header[4..8].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    header[8..12].copy_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    header[12..16].copy_from_slice(&count.to_be_bytes());
 }
 
 fn put_optional(buffer: &mut BytesMut, bytes: Option<&Bytes>) {
@@ -1030,14 +1036,9 @@ mod tests {
 
     #[test]
     fn corrupt_blocks_are_errors() {
-        let mut payload = BytesMut::new();
-        encode(&mut payload, &message(5, "k", Some("v"), Some("x")));
-        let mut block = BytesMut::new();
-        block.extend_from_slice(MAGIC);
-        block.put_u32(payload.len() as u32);
-        block.put_u32(crc32c::crc32c(&payload));
-        block.put_u32(1);
-        block.extend_from_slice(&payload);
+        let mut block = BytesMut::zeroed(BLOCK_HEADER);
+        encode(&mut block, &message(5, "k", Some("v"), Some("x")));
+        seal(&mut block, 1);
         let good = block.freeze();
         assert_eq!(decode_block(good.clone(), 5, 6, 0).unwrap().len(), 1);
         assert!(
