@@ -1497,6 +1497,14 @@ mod tests {
         Arc::new(Cache::new(upstream, HashMap::new(), tuning).with_disk(disk))
     }
 
+    /// A compacted partition where `a@2` replaces `a@0`.
+    const A_REPLACED: &[(&str, Option<&str>)] = &[
+        ("a", Some("1")),
+        ("b", Some("1")),
+        ("a", Some("2")),
+        ("c", Some("1")),
+    ];
+
     fn offsets_of(messages: Vec<(i64, String)>) -> Vec<i64> {
         messages.into_iter().map(|(offset, _)| offset).collect()
     }
@@ -1609,26 +1617,15 @@ mod tests {
             .merged(request(Start::Historical, Vec::new()))
             .await
             .unwrap();
-        let offsets: Vec<i64> = messages(&mut second, 40)
-            .await
-            .into_iter()
-            .map(|(offset, _)| offset)
-            .collect();
-        assert_eq!(offsets, (0..40).collect::<Vec<_>>());
+        assert_eq!(
+            offsets_of(messages(&mut second, 40).await),
+            (0..40).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_key_reads_start_at_the_keys_latest_record_and_idle_topics_go() {
-        let upstream = Partition::new(
-            vec![
-                ("a", Some("1")),
-                ("b", Some("1")),
-                ("a", Some("2")),
-                ("c", Some("1")),
-            ],
-            true,
-            0,
-        );
+        let upstream = Partition::new(A_REPLACED.to_vec(), true, 0);
         let cache = cache_of(upstream, 64 * 1024 * 1024);
         // A replay skips the records the cache knows to be superseded, so the cache must
         // first hold the whole partition: a reader that keeps every record gets the last one
@@ -1814,16 +1811,7 @@ mod tests {
     async fn a_latest_per_key_replay_waits_for_the_records_that_replace_others() {
         // The history fetch stops at offset 1 until the gate opens: a@0 is all the cache has,
         // and only a@2 tells it a@0 was replaced.
-        let upstream = Partition::new(
-            vec![
-                ("a", Some("1")),
-                ("b", Some("1")),
-                ("a", Some("2")),
-                ("c", Some("1")),
-            ],
-            true,
-            2,
-        );
+        let upstream = Partition::new(A_REPLACED.to_vec(), true, 2);
         let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
         let mut all = cache
             .merged(request(Start::Historical, Vec::new()))
