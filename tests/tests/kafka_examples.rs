@@ -161,6 +161,42 @@ fn cache_etags_and_not_modified() -> Result<()> {
     ])?;
     assert_eq!((changed.status, changed.body.as_str()), (200, "{\"v\":2}"));
     assert_ne!(changed.header("etag"), Some(etag.as_str()));
+
+    // The collection, streamed from the cache's replay: the same tags, 304 and wait.
+    let all = curl(&[&format!("{base}/items")])?;
+    assert_eq!((all.status, all.body.as_str()), (200, "[{\"v\":2}]"));
+    let tag = all.header("etag").context("no collection etag")?.to_owned();
+    let unchanged = curl(&[
+        "-H",
+        &format!("if-none-match: {tag}"),
+        &format!("{base}/items"),
+    ])?;
+    assert_eq!(unchanged.status, 304);
+    assert_eq!(unchanged.header("etag"), Some(tag.as_str()));
+    let waiting = {
+        let (url, tag) = (format!("{base}/items"), tag.clone());
+        std::thread::spawn(move || {
+            curl(&[
+                "-H",
+                &format!("if-none-match: {tag}"),
+                "-H",
+                "prefer: wait=20",
+                &url,
+            ])
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    produce(
+        &broker,
+        "items-snapshots",
+        serde_json::json!([["b", "{\"v\":3}"]]),
+    )?;
+    let changed = waiting.join().expect("the waiting curl")?;
+    assert_eq!(
+        (changed.status, changed.body.as_str()),
+        (200, "[{\"v\":2},{\"v\":3}]")
+    );
+    assert_ne!(changed.header("etag"), Some(tag.as_str()));
     assert!(gateway.terminate()?.success());
     Ok(())
 }

@@ -176,7 +176,7 @@ impl GrpcKafkaProxy {
                         let value = message.value.as_deref().unwrap_or_default();
                         Some(Ok(message_id::append(field, value, &progress)))
                     }
-                    Ok(MergedItem::Synced(_)) => None,
+                    Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_)) => None,
                     Err(error) => Some(Err(kafka_status(&error))),
                 })
             })
@@ -319,7 +319,7 @@ async fn wait_synced(replies: &mut MergedStream) -> Result<(), Status> {
     loop {
         match replies.next().await {
             Some(Ok(MergedItem::Synced(_))) => return Ok(()),
-            Some(Ok(MergedItem::Message { .. })) => {}
+            Some(Ok(MergedItem::Message { .. } | MergedItem::Snapshot(_))) => {}
             Some(Err(error)) => return Err(kafka_status(&error)),
             None => return Err(Status::new(Code::Unavailable, "the reply topic read ended")),
         }
@@ -353,7 +353,7 @@ async fn relay(
             },
             item = replies.next() => match item {
                 Some(Ok(MergedItem::Message { message, .. })) => Ok(message),
-                Some(Ok(MergedItem::Synced(_))) => continue,
+                Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => continue,
                 Some(Err(error)) => Err(kafka_status(&error)),
                 None => Err(Status::new(Code::Unavailable, "the reply topic read ended")),
             },

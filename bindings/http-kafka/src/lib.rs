@@ -16,9 +16,15 @@
 //!   such a tag, only records after it count: nothing new is `304`. `prefer: wait=N` waits up
 //!   to N seconds for a record to arrive before answering `304` (or `404`).
 //! - a collection (`merge: {content-type: application/json}`): every latest value as one JSON
-//!   array, `[` value `,` value … `]`, deletes and empty values left out, sent as a stream of the
-//!   cached values; the `etag` is the progress the array reflects. `if-none-match` with that tag
-//!   is `304`, and with `prefer: wait=N` the answer waits up to N seconds for a change.
+//!   array, `[` value `,` value … `]`, deletes and empty values left out. Through a `kafka`
+//!   cache on a compacted topic the array is streamed as the cache replays it (the cached
+//!   bytes, never the whole collection in memory), and its `etag` is the end of every
+//!   partition the replay reads to; a key replaced while the array streams may appear twice,
+//!   the newer value last. Otherwise (a `client` exit, a topic that is not compacted) the
+//!   latest value per key is collected first and the `etag` is the progress the array
+//!   reflects. `if-none-match` with that tag is `304`, and with `prefer: wait=N` the answer
+//!   waits up to N seconds for a change. A streamed array that the cache stops feeding for
+//!   the request timeout is cut, so the client sees an incomplete response, not a short array.
 //!
 //! **produce** routes write the request body as one record on `topic`, with `key` and `acks`
 //! (`none`, `leader_only`, `in_sync_replicas`, the default). Expressions in `topic`, `key`,

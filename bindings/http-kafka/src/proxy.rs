@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zilla_binding_http::kind::{
-    Body, HttpHandler, Request, Response, authorization, boxed, empty, full, status_of,
+    Body, BodyError, HttpHandler, Request, Response, authorization, boxed, empty, full, status_of,
     status_response,
 };
 use zilla_binding_kafka::kind::{
@@ -314,6 +314,7 @@ impl HttpKafkaProxy {
                         break;
                     }
                 }
+                Next::Item(MergedItem::Snapshot(_)) => {}
                 Next::Ended => break,
                 Next::TimedOut if synced => break,
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
@@ -334,7 +335,8 @@ impl HttpKafkaProxy {
     }
 
     /// Every latest value passing the filters, as one JSON array whose tag is the progress
-    /// it reflects.
+    /// it reflects. Streamed as the cache replays it when the read deduplicates by key
+    /// ([`MergedItem::Snapshot`]), else collected first.
     async fn fetch_all(
         &self,
         exit: &dyn KafkaHandler,
@@ -342,22 +344,119 @@ impl HttpKafkaProxy {
     ) -> Result<Response, StatusCode> {
         let opened = Instant::now();
         let mut stream = self
-            .open_latest(exit, query.topic, Vec::new(), query.filters)
+            .open_latest(exit, query.topic.clone(), Vec::new(), query.filters.clone())
             .await?;
+        match self.next_in_time(&mut stream, opened).await {
+            Next::Item(MergedItem::Snapshot(ends)) => {
+                self.stream_all(exit, query, stream, ends, opened).await
+            }
+            first => self.collect_all(stream, first, query, opened).await,
+        }
+    }
+
+    /// A collection from a read that brings each key once: the tag is the replay's ends,
+    /// known before the first value, so the array is sent as it is read and never held.
+    async fn stream_all(
+        &self,
+        exit: &dyn KafkaHandler,
+        query: FetchQuery,
+        mut stream: MergedStream,
+        mut ends: Arc<[PartitionOffset]>,
+        opened: Instant,
+    ) -> Result<Response, StatusCode> {
+        let known = query
+            .if_none_match
+            .as_ref()
+            .and_then(|(tag, _)| progress::decode(tag).ok())
+            .is_some_and(|known| *known == *ends);
+        if known {
+            let Some(wait) = query.preferences.wait else {
+                return Ok(collection_not_modified(&ends));
+            };
+            // The client holds this collection: it is answered again only once a record
+            // past the ends arrives within the wait, and then from a replay of its own.
+            let deadline = deadline_after(opened, wait);
+            loop {
+                match next(&mut stream, Some(deadline), &self.stopping).await {
+                    Next::Item(MergedItem::Message { message, .. }) if beyond(&ends, &message) => {
+                        break;
+                    }
+                    Next::Item(_) => {}
+                    Next::TimedOut | Next::Ended => return Ok(collection_not_modified(&ends)),
+                    Next::Failed(error) => return Err(status_of(&error)),
+                }
+            }
+            drop(stream);
+            let reopened = Instant::now();
+            stream = self
+                .open_latest(exit, query.topic, Vec::new(), query.filters)
+                .await?;
+            match self.next_in_time(&mut stream, reopened).await {
+                Next::Item(MergedItem::Snapshot(now)) => ends = now,
+                Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
+                Next::Failed(error) => return Err(status_of(&error)),
+                Next::Item(_) | Next::Ended => return Err(StatusCode::SERVICE_UNAVAILABLE),
+            }
+        }
+        // The first value is waited for before the head goes out, so a cache still fetching
+        // the topic's history past the request timeout is a 504, not a cut 200.
+        let first = loop {
+            match self.next_in_time(&mut stream, opened).await {
+                Next::Item(MergedItem::Message { message, .. }) => {
+                    if let Some(value) = collected_value(&message) {
+                        break Some(value);
+                    }
+                }
+                Next::Item(MergedItem::Synced(_)) => break None,
+                Next::Item(MergedItem::Snapshot(_)) => {}
+                Next::Ended => return Err(StatusCode::SERVICE_UNAVAILABLE),
+                Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
+                Next::Failed(error) => return Err(status_of(&error)),
+            }
+        };
+        let body = CollectionBody {
+            stream,
+            gap: self.timeout,
+            stopping: self.stopping.clone(),
+            state: match first {
+                Some(value) => CollectionState::Value(Bytes::from_static(b"["), value),
+                None => CollectionState::Last(Bytes::from_static(b"[]")),
+            },
+        };
+        let mut response = Response::new(body.into_body());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        insert(headers, ETAG, progress::encode(&ends, None).as_bytes());
+        Ok(response)
+    }
+
+    /// A collection from a read that may bring a key more than once (the `client` kind,
+    /// topics that are not compacted): the latest value per key is collected until synced,
+    /// then sent.
+    async fn collect_all(
+        &self,
+        mut stream: MergedStream,
+        first: Next,
+        query: FetchQuery,
+        opened: Instant,
+    ) -> Result<Response, StatusCode> {
         let (if_none_match, preferences) = (query.if_none_match, query.preferences);
         let mut items = Latest::default();
         let mut progress: Arc<[PartitionOffset]> = Arc::new([]);
+        let mut item = first;
         loop {
-            match self.next_in_time(&mut stream, opened).await {
+            match item {
                 Next::Item(MergedItem::Message { message, .. }) => items.add(message),
                 Next::Item(MergedItem::Synced(synced)) => {
                     progress = synced;
                     break;
                 }
+                Next::Item(MergedItem::Snapshot(_)) => {}
                 Next::Ended => break,
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
                 Next::Failed(error) => return Err(status_of(&error)),
             }
+            item = self.next_in_time(&mut stream, opened).await;
         }
         let known = if_none_match
             .as_ref()
@@ -397,14 +496,12 @@ impl HttpKafkaProxy {
                     }
                 }
                 Next::Failed(error) => return Err(status_of(&error)),
-                Next::Item(MergedItem::Synced(_)) | Next::Ended | Next::TimedOut => {}
+                Next::Item(MergedItem::Synced(_) | MergedItem::Snapshot(_))
+                | Next::Ended
+                | Next::TimedOut => {}
             }
             if !changed {
-                let mut response = status_response(StatusCode::NOT_MODIFIED);
-                let headers = response.headers_mut();
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                insert(headers, ETAG, progress::encode(&progress, None).as_bytes());
-                return Ok(response);
+                return Ok(collection_not_modified(&progress));
             }
         }
         let mut response = Response::new(items.into_json_array());
@@ -528,6 +625,7 @@ impl HttpKafkaProxy {
                     reply.get_or_insert(message);
                 }
                 Next::Item(MergedItem::Synced(_)) => break,
+                Next::Item(MergedItem::Snapshot(_)) => {}
                 Next::Ended => return Err(StatusCode::SERVICE_UNAVAILABLE),
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
                 Next::Failed(error) => return Err(status_of(&error)),
@@ -541,7 +639,7 @@ impl HttpKafkaProxy {
                 let deadline = deadline_after(produced, self.reply_timeout);
                 match next(&mut replies, Some(deadline), &self.stopping).await {
                     Next::Item(MergedItem::Message { message, .. }) => break message,
-                    Next::Item(MergedItem::Synced(_)) => {}
+                    Next::Item(MergedItem::Synced(_) | MergedItem::Snapshot(_)) => {}
                     Next::TimedOut => {
                         tracing::debug!(binding = %self.qname, "no reply in time: 504");
                         return Err(StatusCode::GATEWAY_TIMEOUT);
@@ -591,6 +689,7 @@ impl HttpKafkaProxy {
                         break;
                     }
                 }
+                Next::Item(MergedItem::Snapshot(_)) => {}
                 Next::Ended => break,
                 Next::TimedOut if synced => break,
                 Next::TimedOut => return Err(StatusCode::GATEWAY_TIMEOUT),
@@ -842,6 +941,107 @@ fn item(message: &Message, progress: &[PartitionOffset]) -> Response {
     response
 }
 
+/// `304` for a collection whose tag is `progress`.
+fn collection_not_modified(progress: &[PartitionOffset]) -> Response {
+    let mut response = status_response(StatusCode::NOT_MODIFIED);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    insert(headers, ETAG, progress::encode(progress, None).as_bytes());
+    response
+}
+
+/// Whether `message` lies past the `ends` a replay reads up to: a change since the replay
+/// began.
+fn beyond(ends: &[PartitionOffset], message: &Message) -> bool {
+    ends.iter()
+        .find(|end| end.partition == message.partition)
+        .is_none_or(|end| message.offset >= end.offset)
+}
+
+/// The value a record adds to a collection: none for deletes (tombstones) and empty values.
+fn collected_value(message: &Message) -> Option<Bytes> {
+    message.value.clone().filter(|value| !value.is_empty())
+}
+
+/// What a streamed collection sends next.
+enum CollectionState {
+    /// A separator (`[` or `,`), then a value.
+    Value(Bytes, Bytes),
+    /// A value whose separator went out.
+    Pending(Bytes),
+    /// Waiting for the replay's next record.
+    Reading,
+    /// The closing bytes, then the end.
+    Last(Bytes),
+    Done,
+}
+
+/// The body of a streamed collection: `[` value `,` value … `]`, each value sent as the
+/// replay brings it (the cached bytes, not copied). A replay that fails, ends early or brings
+/// nothing for the request timeout cuts the body, so the client sees an incomplete response
+/// rather than a short array.
+struct CollectionBody {
+    stream: MergedStream,
+    /// The longest wait for the replay's next record.
+    gap: Duration,
+    stopping: CancellationToken,
+    state: CollectionState,
+}
+
+impl CollectionBody {
+    fn into_body(self) -> Body {
+        let frames = futures_util::stream::unfold(self, |mut body| async move {
+            let chunk = body.advance().await?;
+            Some((chunk.map(Frame::data), body))
+        });
+        boxed(http_body_util::StreamBody::new(frames))
+    }
+
+    async fn advance(&mut self) -> Option<Result<Bytes, BodyError>> {
+        loop {
+            match std::mem::replace(&mut self.state, CollectionState::Reading) {
+                CollectionState::Value(separator, value) => {
+                    self.state = CollectionState::Pending(value);
+                    return Some(Ok(separator));
+                }
+                CollectionState::Pending(value) => return Some(Ok(value)),
+                CollectionState::Last(bytes) => {
+                    self.state = CollectionState::Done;
+                    return Some(Ok(bytes));
+                }
+                CollectionState::Done => {
+                    self.state = CollectionState::Done;
+                    return None;
+                }
+                CollectionState::Reading => {}
+            }
+            let deadline = Instant::now() + self.gap;
+            let error: BodyError =
+                match next(&mut self.stream, Some(deadline), &self.stopping).await {
+                    Next::Item(MergedItem::Message { message, .. }) => {
+                        if let Some(value) = collected_value(&message) {
+                            self.state = CollectionState::Value(Bytes::from_static(b","), value);
+                        }
+                        continue;
+                    }
+                    Next::Item(MergedItem::Synced(_)) => {
+                        self.state = CollectionState::Last(Bytes::from_static(b"]"));
+                        continue;
+                    }
+                    Next::Item(MergedItem::Snapshot(_)) => continue,
+                    Next::Ended => "the collection's read ended before it was complete".into(),
+                    Next::TimedOut => {
+                        format!("no record of the collection within {:?}", self.gap).into()
+                    }
+                    Next::Failed(error) => Box::new(error),
+                };
+            tracing::debug!(%error, "collection cut");
+            self.state = CollectionState::Done;
+            return Some(Err(error));
+        }
+    }
+}
+
 /// The latest value per key, in the order the latest values arrived; deletes (tombstones) and
 /// empty values leave nothing.
 #[derive(Default)]
@@ -857,11 +1057,7 @@ impl Latest {
         {
             self.entries[index] = None;
         }
-        if message
-            .value
-            .as_ref()
-            .is_some_and(|value| !value.is_empty())
-        {
+        if collected_value(&message).is_some() {
             if let Some(key) = &message.key {
                 self.by_key.insert(key.clone(), self.entries.len());
             }

@@ -381,6 +381,8 @@ impl Server {
                         lock(&progress.tracker).read(&after);
                     }
                     Ok(MergedItem::Synced(at)) => lock(&progress.tracker).read(&at),
+                    // Requests are read whole, not per key.
+                    Ok(MergedItem::Snapshot(_)) => {}
                     Err(error) => {
                         tracing::debug!(binding = %self.name, %error, "request read broke; reopening");
                         break;
@@ -657,6 +659,7 @@ impl Reply {
                         }
                     }
                     MergedItem::Synced(_) => return Ok(false),
+                    MergedItem::Snapshot(_) => {}
                 }
             }
             Ok::<bool, StreamError>(false)

@@ -662,7 +662,18 @@ impl Cache {
         } else {
             self.tuning.fetch_max_bytes.min(READ_THROUGH_BYTES)
         };
+        let snapshot = latest_per_key.then(|| {
+            partitions
+                .iter()
+                .zip(&targets)
+                .map(|(partition, &offset)| PartitionOffset {
+                    partition: partition.id,
+                    offset,
+                })
+                .collect()
+        });
         let reader = Reader {
+            snapshot,
             upstream: self.upstream.clone(),
             read_through_bytes,
             fetch_max_bytes: self.tuning.fetch_max_bytes,
@@ -941,6 +952,8 @@ struct Reader {
     /// The one key of an item lookup on a compacted topic.
     key: Option<Bytes>,
     latest_per_key: bool,
+    /// The ends a latest-per-key replay announces before its first record.
+    snapshot: Option<Arc<[PartitionOffset]>>,
     synced: bool,
     buffer: VecDeque<(usize, Arc<Message>)>,
     /// The disk block (of partition `.0`) the buffer's records came from, held (and counted)
@@ -954,6 +967,23 @@ impl Drop for Reader {
         for partition in &self.partitions {
             partition.readers.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Whether a latest-per-key replay steps over `message` because a later record of its key
+/// replaced it. When that record lies at or past the replay's `end` (it arrived while the
+/// replay ran), the end moves past it: the replay then still brings the key's latest record
+/// before it is synced, rather than leaving the key out.
+fn replaced(log: &Log, message: &Message, end: &mut i64) -> bool {
+    if message.offset >= *end {
+        return false;
+    }
+    match log.replaced_at(message) {
+        Some(latest) => {
+            *end = (*end).max(latest + 1);
+            true
+        }
+        None => false,
     }
 }
 
@@ -1071,11 +1101,9 @@ impl Reader {
                 }
                 continue;
             }
-            let historical_end = self.targets[index];
+            let historical_end = &mut self.targets[index];
             for message in chunk {
-                let skip = self.latest_per_key
-                    && message.offset < historical_end
-                    && log.superseded(&message);
+                let skip = self.latest_per_key && replaced(&log, &message, historical_end);
                 if skip {
                     *cursor = message.offset + 1;
                 } else {
@@ -1140,16 +1168,14 @@ impl Reader {
                 }
             }
         };
-        let historical_end = self.targets[index];
         let mut taken = false;
         {
             let Ok(log) = partition.log.read() else {
                 return false;
             };
+            let historical_end = &mut self.targets[index];
             for message in block.messages.iter().filter(|m| m.offset >= offset) {
-                let skip = self.latest_per_key
-                    && message.offset < historical_end
-                    && log.superseded(message);
+                let skip = self.latest_per_key && replaced(&log, message, historical_end);
                 if !skip {
                     self.buffer.push_back((index, message.clone()));
                     taken = true;
@@ -1178,10 +1204,10 @@ impl Reader {
                 max_bytes: self.read_through_bytes,
             })
             .await?;
-        let historical_end = self.targets[index];
         let mut next = batch.next_offset.max(offset);
         {
             let log = partition.log.read().map_err(|_| StreamError::Stopped)?;
+            let historical_end = &mut self.targets[index];
             for mut message in std::mem::take(&mut batch.messages) {
                 if message.offset < offset {
                     continue;
@@ -1189,9 +1215,7 @@ impl Reader {
                 if let Some(transform) = &partition.transform {
                     transform.apply(&mut message);
                 }
-                let skip = self.latest_per_key
-                    && message.offset < historical_end
-                    && log.superseded(&message);
+                let skip = self.latest_per_key && replaced(&log, &message, historical_end);
                 if skip {
                     next = next.max(message.offset + 1);
                 } else {
@@ -1221,6 +1245,9 @@ impl Reader {
     }
 
     async fn next(mut self) -> Option<(Result<MergedItem, StreamError>, Self)> {
+        if let Some(ends) = self.snapshot.take() {
+            return Some((Ok(MergedItem::Snapshot(ends)), self));
+        }
         loop {
             if let Some((index, message)) = self.buffer.pop_front() {
                 self.cursors[index] = self.cursors[index].max(message.offset + 1);
@@ -1336,6 +1363,7 @@ fn now_millis() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache_log::READ_CHUNK;
     use crate::kind::{MergedItem, MergedStream};
 
     fn message(offset: i64, key: &str, value: Option<&str>) -> Message {
@@ -1532,11 +1560,36 @@ mod tests {
                     String::from_utf8_lossy(message.key.as_deref().unwrap_or_default())
                         .into_owned(),
                 )),
-                Some(Ok(MergedItem::Synced(_))) => {}
+                Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
         got
+    }
+
+    /// Every item of `stream` up to its sync: `(offset, key)` per record, the snapshot's ends
+    /// and the progress at the sync.
+    async fn until_synced(stream: &mut MergedStream) -> (Vec<(i64, String)>, Vec<i64>, Vec<i64>) {
+        let (mut got, mut ends) = (Vec::new(), Vec::new());
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("the sync within 10 s after {got:?}"));
+            match item {
+                Some(Ok(MergedItem::Message { message, .. })) => got.push((
+                    message.offset,
+                    String::from_utf8_lossy(message.key.as_deref().unwrap_or_default())
+                        .into_owned(),
+                )),
+                Some(Ok(MergedItem::Snapshot(snapshot))) => {
+                    ends = snapshot.iter().map(|end| end.offset).collect();
+                }
+                Some(Ok(MergedItem::Synced(progress))) => {
+                    return (got, ends, progress.iter().map(|p| p.offset).collect());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1808,6 +1861,51 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_replaced_after_the_replay_began_still_comes_before_the_sync() {
+        // One read chunk's worth of records, so the replay's first chunk ends exactly at its
+        // end: a@0, then k1..k255.
+        let keys: Vec<String> = std::iter::once("a".to_owned())
+            .chain((1..READ_CHUNK).map(|i| format!("k{i}")))
+            .collect();
+        let upstream = Partition::new(
+            keys.iter().map(|key| (key.as_str(), Some("1"))).collect(),
+            true,
+            0,
+        );
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let mut warm = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(until_synced(&mut warm).await.0.len(), READ_CHUNK);
+        // The replay's end is fixed when it opens (256); `a` is replaced at 256 before the
+        // replay reads a@0, and the cache has fetched the replacement.
+        let mut replay = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        upstream.append("a", "2");
+        let mut every = cache
+            .merged(MergedRequest {
+                latest_per_key: false,
+                ..request(Start::Historical, Vec::new())
+            })
+            .await
+            .unwrap();
+        messages(&mut every, READ_CHUNK + 1).await;
+        let (records, ends, synced) = until_synced(&mut replay).await;
+        let end = READ_CHUNK as i64;
+        assert_eq!(ends, [end]);
+        assert_eq!(records.len(), READ_CHUNK, "every key once: {records:?}");
+        assert_eq!(
+            records.last(),
+            Some(&(end, "a".to_owned())),
+            "a@0 is stepped over for a@256, which still comes before the sync"
+        );
+        assert_eq!(synced, [end + 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_latest_per_key_replay_waits_for_the_records_that_replace_others() {
         // The history fetch stops at offset 1 until the gate opens: a@0 is all the cache has,
         // and only a@2 tells it a@0 was replaced.
@@ -1817,6 +1915,11 @@ mod tests {
             .merged(request(Start::Historical, Vec::new()))
             .await
             .unwrap();
+        let snapshot = tokio::time::timeout(Duration::from_secs(10), all.next()).await;
+        assert!(
+            matches!(&snapshot, Ok(Some(Ok(MergedItem::Snapshot(ends)))) if ends[0].offset == 4),
+            "the replay names its end first: {snapshot:?}"
+        );
         let early = tokio::time::timeout(Duration::from_millis(300), all.next()).await;
         assert!(
             early.is_err(),

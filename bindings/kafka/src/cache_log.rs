@@ -184,13 +184,14 @@ impl Log {
         self.keys.get(&self.hash(key)).copied()
     }
 
-    /// Whether a later record of the same key replaced `message` (compacted topics).
-    pub(crate) fn superseded(&self, message: &Message) -> bool {
+    /// The offset of the later record of the same key that replaced `message`, if one did
+    /// (compacted topics).
+    pub(crate) fn replaced_at(&self, message: &Message) -> Option<i64> {
         message
             .key
             .as_ref()
             .and_then(|key| self.latest_of(key))
-            .is_some_and(|latest| latest > message.offset)
+            .filter(|&latest| latest > message.offset)
     }
 
     fn recount_structure(&mut self) {
@@ -435,8 +436,8 @@ mod tests {
         );
         assert_eq!(budget.held(), log.bytes());
         let one = size_of_message(&message(0, "a", Some("1")));
-        assert!(log.superseded(&message(0, "a", Some("1"))));
-        assert!(!log.superseded(&message(2, "a", Some("2"))));
+        assert_eq!(log.replaced_at(&message(0, "a", Some("1"))), Some(2));
+        assert_eq!(log.replaced_at(&message(2, "a", Some("2"))), None);
         assert_eq!(log.latest_of(b"a"), Some(2));
         assert_eq!(log.latest_of(b"z"), None);
         assert_eq!(log.evict(1, 0), one, "the superseded record goes first");

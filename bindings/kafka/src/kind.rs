@@ -243,6 +243,13 @@ pub enum MergedItem {
     /// Every partition has reached the end it had when the read began: what follows is live.
     /// Carries the progress at that point.
     Synced(Arc<[PartitionOffset]>),
+    /// The first item of a read that replays only the latest record per key (`latest_per_key`
+    /// on a compacted topic, read through the cache): the end of each partition the replay
+    /// reads up to. Until [`MergedItem::Synced`] each key then comes once, with its latest
+    /// record (a key replaced while the replay runs may come again, the newer record last),
+    /// so a reader can pass the records on as they come instead of collecting them first.
+    /// Reads that do not deduplicate (the `client` kind, other topics) never send it.
+    Snapshot(Arc<[PartitionOffset]>),
 }
 
 /// A merged read in progress. Dropping it ends the read.

@@ -61,7 +61,7 @@ async fn synced(stream: &mut MergedStream) -> Result<()> {
             .context("no sync")?
         {
             Some(Ok(MergedItem::Synced(_))) => return Ok(()),
-            Some(Ok(MergedItem::Message { .. })) => {}
+            Some(Ok(MergedItem::Message { .. } | MergedItem::Snapshot(_))) => {}
             Some(Err(error)) => return Err(error.into()),
             None => anyhow::bail!("stream ended"),
         }
@@ -83,7 +83,7 @@ async fn take(stream: &mut MergedStream, count: usize) -> Result<Vec<(String, Op
                     .as_ref()
                     .map(|v| String::from_utf8_lossy(v).into_owned()),
             )),
-            Some(Ok(MergedItem::Synced(_))) => {}
+            Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => {}
             Some(Err(error)) => return Err(error.into()),
             None => anyhow::bail!("stream ended"),
         }
@@ -225,6 +225,18 @@ async fn compacted_topic_replays_latest_value_per_key_with_deletes() -> Result<(
             ..MergedRequest::default()
         })
         .await?;
+    // The replay first names the end it reads to (all five records), so a reader can pass on
+    // each record as it comes.
+    let first = within("snapshot", stream.next()).await?;
+    match first {
+        Some(Ok(MergedItem::Snapshot(ends))) => assert_eq!(
+            ends.iter()
+                .map(|end| (end.partition, end.offset))
+                .collect::<Vec<_>>(),
+            [(0, 5)]
+        ),
+        other => anyhow::bail!("a replay began with {other:?}"),
+    }
     let mut replay = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(20), stream.next()).await? {
@@ -278,6 +290,10 @@ async fn compacted_topic_replays_latest_value_per_key_with_deletes() -> Result<(
             ..MergedRequest::default()
         })
         .await?;
+    assert!(matches!(
+        within("missing snapshot", missing.next()).await?,
+        Some(Ok(MergedItem::Snapshot(_)))
+    ));
     let first = within("missing sync", missing.next()).await?;
     assert!(
         matches!(first, Some(Ok(MergedItem::Synced(_)))),
@@ -446,7 +462,7 @@ async fn first_message(stream: &mut MergedStream) -> Result<(String, Option<Stri
                         .as_ref()
                         .map(|v| String::from_utf8_lossy(v).into_owned()),
                 )),
-                Some(Ok(MergedItem::Synced(_))) => {}
+                Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => {}
                 Some(Err(error)) => return Err(anyhow::Error::from(error)),
                 None => anyhow::bail!("stream ended"),
             }
@@ -598,7 +614,7 @@ async fn readers_behind_the_cache_read_through_from_kafka() -> Result<()> {
     let extra = tokio::time::timeout(Duration::from_millis(300), async {
         loop {
             match second.next().await {
-                Some(Ok(MergedItem::Synced(_))) => continue,
+                Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => continue,
                 other => return other,
             }
         }
@@ -764,7 +780,7 @@ async fn header_filters_get_exactly_the_matching_records() -> Result<()> {
         let extra = tokio::time::timeout(Duration::from_millis(300), async {
             loop {
                 match reader.next().await {
-                    Some(Ok(MergedItem::Synced(_))) => continue,
+                    Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => continue,
                     other => return other,
                 }
             }
@@ -787,6 +803,7 @@ async fn until_synced(stream: &mut MergedStream) -> Result<(Vec<(i32, String)>, 
                 message.partition,
                 String::from_utf8_lossy(message.value.as_deref().unwrap_or_default()).into_owned(),
             )),
+            Some(Ok(MergedItem::Snapshot(_))) => {}
             Some(Ok(MergedItem::Synced(progress))) => {
                 return Ok((messages, progress.iter().map(|p| p.partition).collect()));
             }
@@ -923,7 +940,7 @@ async fn transforms_key_and_label_keyless_json_records_as_they_enter_the_cache()
             .context("records")?
         {
             Some(Ok(MergedItem::Message { message, .. })) => records.push(message),
-            Some(Ok(MergedItem::Synced(_))) => {}
+            Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => {}
             Some(Err(error)) => return Err(error.into()),
             None => anyhow::bail!("stream ended"),
         }

@@ -83,6 +83,7 @@ async fn until_synced(stream: &mut MergedStream) -> Result<Vec<(Bytes, Option<By
             .context("no sync within 30 s")?
         {
             Some(Ok(MergedItem::Synced(_))) => return Ok(out),
+            Some(Ok(MergedItem::Snapshot(_))) => {}
             Some(Ok(MergedItem::Message { message, .. })) => out.push((
                 message.key.clone().unwrap_or_default(),
                 message.value.clone(),
@@ -105,7 +106,7 @@ async fn read_everything(stream: &mut MergedStream, count: usize, size: usize) -
             .with_context(|| format!("only {read} of {count} records"))?;
         let message = match item {
             Some(Ok(MergedItem::Message { message, .. })) => message,
-            Some(Ok(MergedItem::Synced(_))) => continue,
+            Some(Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_))) => continue,
             Some(Err(error)) => return Err(error.into()),
             None => bail!("stream ended after {read}"),
         };

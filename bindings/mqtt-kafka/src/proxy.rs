@@ -1298,6 +1298,8 @@ pub(crate) async fn latest_records(
                 progress
             }
             Some(Ok(MergedItem::Synced(progress))) => progress,
+            // The latest record per key is kept above whether or not the read deduplicates.
+            Some(Ok(MergedItem::Snapshot(_))) => continue,
             Some(Err(error)) => return Err(error),
             None => break,
         };
@@ -1370,6 +1372,7 @@ async fn subscription(
                         deliveries.settled(Some(progress));
                     }
                 }
+                Some(Ok(MergedItem::Snapshot(_))) => {}
                 Some(Err(error)) => tracing::debug!(%error, "subscription read failed; retrying"),
                 None => return,
             },

@@ -160,7 +160,7 @@ impl SseKafkaProxy {
                 Ok(MergedItem::Message { message, progress }) => {
                     Some(Ok(SseItem::Event(event(format, &message, &progress))))
                 }
-                Ok(MergedItem::Synced(_)) => None,
+                Ok(MergedItem::Synced(_) | MergedItem::Snapshot(_)) => None,
                 Err(error) => Some(Err(error)),
             })
         })))

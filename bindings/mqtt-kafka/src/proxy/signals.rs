@@ -412,6 +412,7 @@ pub(crate) async fn run(proxy: Arc<MqttKafkaProxy>, shutdown: CancellationToken)
                             signals.synced = true;
                         }
                     }
+                    Some(Ok(MergedItem::Snapshot(_))) => {}
                     Some(Err(error)) => tracing::debug!(%error, "sessions topic read failed"),
                     None => break,
                 },

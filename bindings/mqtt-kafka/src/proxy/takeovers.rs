@@ -249,6 +249,7 @@ pub(crate) async fn run(proxy: Arc<MqttKafkaProxy>, shutdown: CancellationToken)
                     resume = progress.to_vec();
                 }
                 Some(Ok(MergedItem::Synced(progress))) => resume = progress.to_vec(),
+                Some(Ok(MergedItem::Snapshot(_))) => {}
                 // The read retries on its own.
                 Some(Err(error)) => tracing::debug!(%error, "takeover records read failed"),
                 None => break,
