@@ -102,8 +102,10 @@ struct PartitionCache {
     id: i32,
     log: RwLock<Log>,
     fetched: watch::Sender<Fetched>,
-    /// The last probe of the broker's end: when it was sent, and what it answered.
-    end_probe: tokio::sync::Mutex<Option<(Instant, i64)>>,
+    /// The end of the records produced to the partition through this cache and acknowledged
+    /// with their offset: a reader of the past reads up to here even before the cache has
+    /// fetched them, so a client reads its own writes at once.
+    produced: AtomicI64,
     /// The partition's end, followed for live readers while the history is still being
     /// fetched.
     tail: Mutex<Option<Arc<Tail>>>,
@@ -299,37 +301,6 @@ impl PartitionCache {
             tail.stop.cancel();
         }
     }
-    /// The partition's end as the broker knows it now. Concurrent callers share one probe,
-    /// as long as it was sent after they asked, so a burst of readers costs one or two
-    /// requests, not one each. A probe that failed (the broker away for longer than the
-    /// client retries) is shared the same way, with the end of the last fetch: otherwise the
-    /// callers queued behind it would each wait out a failing probe of their own, one after
-    /// the other, and a burst of resuming subscribers would wait for minutes.
-    async fn end_now(&self, upstream: &dyn KafkaHandler, topic: &str) -> i64 {
-        let asked = Instant::now();
-        let mut probe = self.end_probe.lock().await;
-        if let Some((sent, end)) = *probe
-            && sent >= asked
-        {
-            return end;
-        }
-        let sent = Instant::now();
-        match upstream
-            .list_offset(topic, self.id, OffsetSpec::Latest)
-            .await
-        {
-            Ok(end) => {
-                *probe = Some((sent, end));
-                end
-            }
-            Err(error) => {
-                tracing::debug!(%topic, partition = self.id, %error, "end probe failed");
-                let end = self.fetched.borrow().high_watermark;
-                *probe = Some((sent, end));
-                end
-            }
-        }
-    }
 }
 
 struct TopicCache {
@@ -487,6 +458,26 @@ impl Cache {
         self.topic(topic).await.map(|_| ())
     }
 
+    /// Notes a record produced through this cache at `offset`, for readers of a cached topic
+    /// to read up to it.
+    fn produced(&self, topic: &str, partition: i32, offset: i64) {
+        let cached = self
+            .topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .and_then(|cell| cell.get().cloned());
+        if let Some(partition) = cached.and_then(|topic| {
+            topic
+                .partitions
+                .iter()
+                .find(|cached| cached.id == partition)
+                .cloned()
+        }) {
+            partition.produced.fetch_max(offset + 1, Ordering::AcqRel);
+        }
+    }
+
     async fn topic(&self, topic: &str) -> Result<Arc<TopicCache>, StreamError> {
         loop {
             let cell = {
@@ -528,7 +519,7 @@ impl Cache {
                         id,
                         log: RwLock::new(Log::new(self.budget.clone(), start)),
                         fetched,
-                        end_probe: tokio::sync::Mutex::new(None),
+                        produced: AtomicI64::new(0),
                         tail: Mutex::new(None),
                         readers: AtomicUsize::new(0),
                         last_read: AtomicU64::new(self.budget.now()),
@@ -614,15 +605,18 @@ impl Cache {
                     .read()
                     .map(|log| log.kafka_start)
                     .unwrap_or_default();
-                // A reader of the past must see every record acknowledged before it started
-                // (read your writes), so its end is the broker's end now, not the cache's last
-                // fetch. A live reader only needs what comes next.
+                // A reader of the past ends where the cache's last fetch saw the partition
+                // end, or past the records produced through this cache, whichever is later:
+                // a client reads its own writes at once, and a record written by another
+                // client or gateway once the cache has fetched it (the broker is not asked
+                // per reader: that would be a request per partition for every `GET`). A
+                // live reader only needs what comes next.
                 let end = if start == Start::Live && request.offsets.is_empty() {
                     fetched.high_watermark
                 } else {
                     partition
-                        .end_now(self.upstream.as_ref(), &request.topic)
-                        .await
+                        .produced
+                        .load(Ordering::Acquire)
                         .max(fetched.high_watermark)
                 };
                 let given = request
@@ -1318,7 +1312,14 @@ impl KafkaHandler for CacheHandler {
     }
 
     fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
-        self.cache.upstream.produce(request)
+        Box::pin(async move {
+            let topic = request.topic.clone();
+            let ack = self.cache.upstream.produce(request).await?;
+            if let Some(offset) = ack.offset {
+                self.cache.produced(&topic, ack.partition, offset);
+            }
+            Ok(ack)
+        })
     }
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
@@ -1427,8 +1428,26 @@ mod tests {
             Box::pin(async { Err(StreamError::NoRoute) })
         }
 
-        fn produce(&self, _: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
-            Box::pin(async { Err(StreamError::NoRoute) })
+        fn produce(
+            &self,
+            request: ProduceRequest,
+        ) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+            let mut records = self.records.lock().unwrap();
+            let offset = records.len() as i64;
+            records.push(Message {
+                offset,
+                ..message(offset, "", None)
+            });
+            if let Some(last) = records.last_mut() {
+                last.key = request.key;
+                last.value = request.value;
+            }
+            Box::pin(async move {
+                Ok(ProduceAck {
+                    partition: 0,
+                    offset: Some(offset),
+                })
+            })
         }
 
         fn metadata(&self, _: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
@@ -1627,15 +1646,15 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn resuming_readers_share_a_failing_end_probe() {
+    async fn readers_never_ask_the_broker_for_the_end() {
         let upstream = Partition::new(vec![("k", Some("v")); 10], false, 0);
         let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
-        // The topic is cached and its first fetch answered before the broker goes away.
         let mut first = cache
             .merged(request(Start::Historical, Vec::new()))
             .await
             .unwrap();
         let _ = messages(&mut first, 10).await;
+        // A broker that could not answer would hold every reader that asked it.
         upstream.end_fails.store(true, Ordering::Relaxed);
         upstream.end_probes.store(0, Ordering::Relaxed);
         let resume = || MergedRequest {
@@ -1646,15 +1665,53 @@ mod tests {
             ..request(Start::Historical, Vec::new())
         };
         let readers = futures_util::future::join_all((0..20).map(|_| cache.merged(resume()))).await;
-        // Every reader resumed from the cache, at the offset it gave.
         for reader in readers {
             let mut reader = reader.unwrap();
             assert_eq!(messages(&mut reader, 1).await, [(5, "k".to_owned())]);
         }
-        // One failing probe for the burst (a second for any reader that asked after it was
-        // sent), not one each.
-        let probes = upstream.end_probes.load(Ordering::Relaxed);
-        assert!(probes <= 2, "{probes} probes for 20 resuming readers");
+        assert_eq!(upstream.end_probes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_reads_its_own_write_before_the_cache_has_fetched_it() {
+        // The cache's fetch of offset 1 on waits at the gate.
+        let upstream = Partition::new(vec![("a", Some("1"))], false, 2);
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let handler = CacheHandler::new(cache.clone());
+        let mut first = handler
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(until_synced(&mut first).await.0, [(0, "a".to_owned())]);
+        let ack = handler
+            .produce(ProduceRequest {
+                topic: "t".into(),
+                key: Some(Bytes::from_static(b"b")),
+                value: Some(Bytes::from_static(b"1")),
+                ..ProduceRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ack.offset, Some(1));
+        let mut reader = handler
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let opener = {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                upstream.open.send_replace(true);
+            })
+        };
+        let (records, _, synced) = until_synced(&mut reader).await;
+        assert_eq!(
+            records,
+            [(0, "a".to_owned()), (1, "b".to_owned())],
+            "the acknowledged write comes before the sync"
+        );
+        assert_eq!(synced, [2]);
+        opener.await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
