@@ -260,6 +260,7 @@ impl Lookups {
 fn lookups(binary: &Path, keys: u64, dir: &Path) -> Result<Lookups> {
     let broker = Broker::start_maintained_every(MAINTENANCE)?;
     broker.create_topic_with("items", PARTITIONS as u32, &["cleanup.policy=compact"])?;
+    progress(&format!("producing {keys} keys"));
     let started = Instant::now();
     produce_items(&broker, 0, keys, "a")?;
     let produced = started.elapsed();
@@ -283,6 +284,7 @@ fn lookups(binary: &Path, keys: u64, dir: &Path) -> Result<Lookups> {
 
     // The cache fetches the whole topic from start-up (bootstrap); the newest key answers once
     // its partition is fetched to the end, until then the GET is held and answered 504.
+    progress("waiting for the newest key");
     let started = Instant::now();
     let fill_deadline = Duration::from_secs(600 + keys / 1000);
     let newest = keys - 1;
@@ -308,6 +310,7 @@ fn lookups(binary: &Path, keys: u64, dir: &Path) -> Result<Lookups> {
     }
     let filled = started.elapsed();
 
+    progress(&format!("looking up every key ({CURLS} curls)"));
     let started = Instant::now();
     let outcome = look_up_every_key(&base, keys, dir)?;
     let lookup_time = started.elapsed();
@@ -353,6 +356,7 @@ fn lookups(binary: &Path, keys: u64, dir: &Path) -> Result<Lookups> {
     }
     let updates_seen = started.elapsed();
 
+    progress("GET /items");
     let collection_sampler = RssSampler::start(pid);
     let started = Instant::now();
     let (collection_values, collection_bytes) = stream_collection(&base)?;
@@ -484,6 +488,10 @@ fn look_up_range(
         }
         std::fs::write(&config, urls).with_context(|| format!("cannot write {config:?}"))?;
         look_up_chunk(&config, first..last, &mut outcome)?;
+        progress(&format!(
+            "curl {worker}: looked up item-{first}..item-{last} ({} mismatches so far)",
+            outcome.mismatches
+        ));
         first = last;
     }
     Ok(outcome)
@@ -755,6 +763,7 @@ impl History {
 fn history(binary: &Path, records: u64) -> Result<History> {
     let broker = Broker::start_maintained_every(MAINTENANCE)?;
     broker.create_topic("events", PARTITIONS as u32)?;
+    progress(&format!("producing {records} records"));
     let started = Instant::now();
     let output = Peer::python(PRODUCE_EVENTS)
         .args([
@@ -783,6 +792,7 @@ fn history(binary: &Path, records: u64) -> Result<History> {
 
     // Right after start-up the cache server is fetching the whole topic (bootstrap): a live
     // subscriber must not wait for that history.
+    progress(&format!("{TRIES} live subscriptions"));
     let mut latencies = Vec::new();
     let mut headers_max_ms: f64 = 0.0;
     for k in 0..TRIES {
@@ -799,6 +809,7 @@ fn history(binary: &Path, records: u64) -> Result<History> {
         latencies.last().copied().unwrap_or(f64::NAN),
     ];
 
+    progress("resuming the history after its first event");
     let (id, first) = first_history_event(&base)?;
     let started = Instant::now();
     let resumed = resume_history(&base, &id, first, records)?;
@@ -1041,6 +1052,11 @@ fn resume_history(base: &str, id: &str, first: u64, records: u64) -> Result<u64>
 
 // ---------------------------------------------------------------------------------------------
 // Shared
+
+/// Says where a run is (a full run takes a long while), on stderr, apart from the summary.
+fn progress(message: &str) {
+    eprintln!("cache-scale: {message}");
+}
 
 /// The resident set of process `pid`, in bytes (0 once it is gone).
 fn rss(pid: u32) -> u64 {
