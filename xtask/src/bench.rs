@@ -2,6 +2,7 @@
 //! summary line per scenario and records the figures, with the date and commit, in
 //! `docs/benchmarks.md`.
 
+mod cache_scale;
 mod grpc;
 mod h2load;
 mod http_proxy;
@@ -78,6 +79,14 @@ pub enum Scenario {
     /// publishers to Kafka, (b) QoS 0 fan-out of one publisher to `--clients` subscribers
     /// (default 1000), (c) QoS 2 publishers and subscribers across a tansu restart.
     MqttKafka,
+    /// S11: the Kafka cache at production size. (1) Every key of a compacted topic of 1 GB
+    /// (1 000 000 keys of ~1 KB; `--quick` 100 000) looked up once by curl through
+    /// http-kafka with a 64 MiB memory budget: lookups/s, latency, mismatches (none allowed),
+    /// RSS against the budget, and the merged `GET /items` streamed. (2) A 2 GB delete-policy
+    /// topic (`--quick` 200 MB) cached from start-up: produce-to-SSE latency of `live`
+    /// subscribers meanwhile, and a `historical` subscriber resumed with `Last-Event-ID`
+    /// getting every record once, in order per partition.
+    CacheScale,
 }
 
 /// Runs `scenario`.
@@ -96,6 +105,7 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<()> {
         Scenario::MqttKafka => mqtt_kafka::run(options),
         Scenario::GrpcProxy => grpc::run_proxy(options),
         Scenario::GrpcKafka => grpc::run_kafka(options),
+        Scenario::CacheScale => cache_scale::run(options),
     }
 }
 

@@ -25,11 +25,12 @@ pub struct Options {
     /// printed and not recorded;
     /// kafka-proxy: one round of 20000 records and 3 s of latency; printed and not recorded;
     /// mqtt-idle: 2000 connections; mqtt-kafka: one round, 3 s fan-in runs, bursts of 200 and
-    /// 12 s of QoS 2; both printed and not recorded.
+    /// 12 s of QoS 2; both printed and not recorded; cache-scale: 100 000 keys and 200 000
+    /// records, printed and not recorded.
     #[arg(long)]
     pub quick: bool,
     /// http-proxy, tls-h2, kafka-proxy, jwt, metrics-overhead, validation, mqtt-idle,
-    /// mqtt-kafka, grpc-proxy, grpc-kafka: measure this zilla executable instead of building one
+    /// mqtt-kafka, grpc-proxy, grpc-kafka, cache-scale: measure this zilla executable instead of building one
     /// (to compare builds, e.g. one kept from an earlier commit).
     #[arg(long)]
     pub binary: Option<std::path::PathBuf>,
