@@ -106,6 +106,9 @@ struct PartitionCache {
     /// with their offset: a reader of the past reads up to here even before the cache has
     /// fetched them, so a client reads its own writes at once.
     produced: AtomicI64,
+    /// The last probe of the broker's end for a live reader: when it was sent, and what it
+    /// answered.
+    end_probe: tokio::sync::Mutex<Option<(Instant, i64)>>,
     /// The partition's end, followed for live readers while the history is still being
     /// fetched.
     tail: Mutex<Option<Arc<Tail>>>,
@@ -288,6 +291,37 @@ impl PartitionCache {
 
     fn tail(&self) -> Option<Arc<Tail>> {
         self.tail.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Where a live reader starts while the history's first fetch is still out: where the
+    /// tail following the end has got to, or else the broker's end. Concurrent callers share
+    /// one probe, as long as it was sent after they asked. `None` when the broker cannot say
+    /// (the reader then waits for the first fetch).
+    async fn live_end(&self, upstream: &dyn KafkaHandler, topic: &TopicCache) -> Option<i64> {
+        if let Some(tail) = self.tail() {
+            return Some(tail.next.load(Ordering::Acquire));
+        }
+        let asked = Instant::now();
+        let mut probe = self.end_probe.lock().await;
+        if let Some((sent, end)) = *probe
+            && sent >= asked
+        {
+            return Some(end);
+        }
+        let sent = Instant::now();
+        match upstream
+            .list_offset(&topic.name, self.id, OffsetSpec::Latest)
+            .await
+        {
+            Ok(end) => {
+                *probe = Some((sent, end));
+                Some(end)
+            }
+            Err(error) => {
+                tracing::debug!(topic = %topic.name, partition = self.id, %error, "end probe failed");
+                None
+            }
+        }
     }
 
     /// Ends the tail once the history fetch reached `next`, where the tail has been.
@@ -520,6 +554,7 @@ impl Cache {
                         log: RwLock::new(Log::new(self.budget.clone(), start)),
                         fetched,
                         produced: AtomicI64::new(0),
+                        end_probe: tokio::sync::Mutex::new(None),
                         tail: Mutex::new(None),
                         readers: AtomicUsize::new(0),
                         last_read: AtomicU64::new(self.budget.now()),
@@ -596,6 +631,17 @@ impl Cache {
             let topic = &topic;
             async move {
                 let mut receiver = partition.fetched.subscribe();
+                let live = start == Start::Live && request.offsets.is_empty();
+                if live
+                    && !receiver.borrow_and_update().ready
+                    && let Some(end) = partition.live_end(self.upstream.as_ref(), topic).await
+                {
+                    // A live reader needs only where the partition ends now, not the first
+                    // fetch of its history (seconds on a big topic): it joins the tail that
+                    // follows the end, or starts one there.
+                    self.start_tail(topic, partition, end);
+                    return Ok::<_, StreamError>((end, end, receiver));
+                }
                 let fetched = *receiver
                     .wait_for(|fetched| fetched.ready)
                     .await
@@ -611,7 +657,7 @@ impl Cache {
                 // client or gateway once the cache has fetched it (the broker is not asked
                 // per reader: that would be a request per partition for every `GET`). A
                 // live reader only needs what comes next.
-                let end = if start == Start::Live && request.offsets.is_empty() {
+                let end = if live {
                     fetched.high_watermark
                 } else {
                     partition
@@ -1392,6 +1438,9 @@ mod tests {
         end_probes: AtomicUsize,
         /// Fetches that do not wait (a reader's read-through, not the cache's own fetch).
         read_throughs: AtomicUsize,
+        /// While set, the fetch of offset 0 waits at the gate too (the history's first fetch
+        /// held back).
+        first_held: std::sync::atomic::AtomicBool,
     }
 
     impl Partition {
@@ -1409,6 +1458,7 @@ mod tests {
                 end_fails: std::sync::atomic::AtomicBool::new(false),
                 end_probes: AtomicUsize::new(0),
                 read_throughs: AtomicUsize::new(0),
+                first_held: std::sync::atomic::AtomicBool::new(false),
             })
         }
 
@@ -1474,7 +1524,9 @@ mod tests {
                 self.read_throughs.fetch_add(1, Ordering::Relaxed);
             }
             Box::pin(async move {
-                if (1..self.gate).contains(&request.offset) {
+                let held = (1..self.gate).contains(&request.offset)
+                    || (request.offset == 0 && self.first_held.load(Ordering::Relaxed));
+                if held {
                     let mut open = self.open.subscribe();
                     let _ = open.wait_for(|open| *open).await;
                 }
@@ -1643,6 +1695,31 @@ mod tests {
         })
         .await
         .expect("the tail retires");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_reader_does_not_wait_for_the_historys_first_fetch() {
+        let upstream = Partition::new(vec![("h", Some("v")); 50], false, 50);
+        upstream.first_held.store(true, Ordering::Relaxed);
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let open_live = || {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                cache.merged(request(Start::Live, Vec::new())),
+            )
+        };
+        let mut live = open_live()
+            .await
+            .expect("opened while the first fetch is held")
+            .unwrap();
+        upstream.append("live", "now");
+        assert_eq!(messages(&mut live, 1).await, [(50, "live".to_owned())]);
+        // A second live reader joins the tail where it has got to.
+        let mut second = open_live().await.expect("opened again").unwrap();
+        upstream.append("more", "x");
+        assert_eq!(messages(&mut second, 1).await, [(51, "more".to_owned())]);
+        assert_eq!(messages(&mut live, 1).await, [(51, "more".to_owned())]);
+        upstream.open.send_replace(true);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
