@@ -4,7 +4,11 @@
 //!
 //! A partition that starts being followed first gets one fetch that does not park (on the
 //! fetch lane), so its first records never wait for the broker's parked fetch to come back;
-//! then it joins its leader's session. A partition whose reader is slow (its queue full) is
+//! then it joins its leader's session. A broker has two sessions: partitions still behind
+//! their end (a history being cached) are fetched together on a connection of their own
+//! ([`wire::Lane::CatchUp`]), without parking, and join the parked session once they reach
+//! the end; a partition that falls behind again goes back. So a live record waits neither for
+//! another partition's history nor for a response holding it. A partition whose reader is slow (its queue full) is
 //! left out of the session's requests until the reader catches up. When the leader moves or
 //! its connection fails, the metadata is refreshed and the partition joins the new leader's
 //! session at the offset it had reached, so readers see no gap and no duplicate.
@@ -78,11 +82,32 @@ impl Session {
     }
 }
 
-/// Follows partitions of a cluster, one session per broker.
+/// Where a followed partition is against its end, which decides its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Phase {
+    /// Behind the end: fetched without parking, on [`wire::Lane::CatchUp`].
+    CatchingUp,
+    /// At the end: fetched in the parked fetch, on [`wire::Lane::Parked`].
+    AtEnd,
+}
+
+impl Phase {
+    fn of(member: &Member) -> Self {
+        if member.high_watermark >= 0 && member.offset < member.high_watermark {
+            Self::CatchingUp
+        } else {
+            Self::AtEnd
+        }
+    }
+}
+
+type SessionKey = (Endpoint, Phase);
+
+/// Follows partitions of a cluster, two sessions per broker (see [`Phase`]).
 pub(crate) struct Follower {
     cluster: Cluster,
     tuning: FollowTuning,
-    sessions: Mutex<HashMap<Endpoint, Arc<Session>>>,
+    sessions: Mutex<HashMap<SessionKey, Arc<Session>>>,
     next_member: std::sync::atomic::AtomicU64,
 }
 
@@ -96,7 +121,7 @@ impl Follower {
         }
     }
 
-    fn sessions(&self) -> MutexGuard<'_, HashMap<Endpoint, Arc<Session>>> {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<SessionKey, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -173,10 +198,11 @@ impl Follower {
             }
             match self.cluster.leader(&topic, partition).await {
                 Ok(endpoint) => {
+                    let key = (endpoint, Phase::of(&member));
                     let mut sessions = self.sessions();
-                    let session = sessions.entry(endpoint.clone()).or_insert_with(|| {
+                    let session = sessions.entry(key.clone()).or_insert_with(|| {
                         let session = Arc::new(Session::default());
-                        tokio::spawn(self.clone().run(endpoint, session.clone()));
+                        tokio::spawn(self.clone().run(key, session.clone()));
                         session
                     });
                     let id = self
@@ -203,24 +229,37 @@ impl Follower {
         }
     }
 
+    /// Moves member `id` of `session` to the session of the phase it is now in (same
+    /// leader).
+    fn rephase(self: &Arc<Self>, session: &Session, id: MemberId) {
+        if let Some(member) = session.members().remove(&id) {
+            tokio::spawn(self.clone().place(member));
+        }
+    }
+
     /// Ends the session when it has no member left; members are added under the sessions
     /// lock, so none can arrive between the check and the removal.
-    fn retire(&self, endpoint: &Endpoint, session: &Arc<Session>) -> bool {
+    fn retire(&self, key: &SessionKey, session: &Arc<Session>) -> bool {
         let mut sessions = self.sessions();
         if !session.members().is_empty() {
             return false;
         }
         if sessions
-            .get(endpoint)
+            .get(key)
             .is_some_and(|current| Arc::ptr_eq(current, session))
         {
-            sessions.remove(endpoint);
+            sessions.remove(key);
         }
         true
     }
 
     /// The session's fetch loop: one Fetch for every partition with room for more.
-    async fn run(self: Arc<Self>, endpoint: Endpoint, session: Arc<Session>) {
+    async fn run(self: Arc<Self>, key: SessionKey, session: Arc<Session>) {
+        let (endpoint, phase) = (key.0.clone(), key.1);
+        let (lane, max_wait) = match phase {
+            Phase::AtEnd => (wire::Lane::Parked, self.tuning.max_wait),
+            Phase::CatchingUp => (wire::Lane::CatchUp, Duration::ZERO),
+        };
         let mut backoff = BACKOFF_START;
         loop {
             let wanted: Vec<(MemberId, PartitionKey, i64, i32)> = {
@@ -255,7 +294,7 @@ impl Follower {
                     .collect()
             };
             if wanted.is_empty() {
-                if self.retire(&endpoint, &session) {
+                if self.retire(&key, &session) {
                     return;
                 }
                 tokio::time::sleep(PAUSED_POLL).await;
@@ -291,14 +330,14 @@ impl Follower {
                 continue;
             }
             let options = wire::FetchOptions {
-                max_wait: self.tuning.max_wait,
+                max_wait,
                 max_bytes: self.tuning.max_bytes,
                 partition_max_bytes,
                 ..wire::FetchOptions::default()
             };
             let response = match self
                 .cluster
-                .fetch_parked(&endpoint, topics.clone(), &options)
+                .fetch_on(&endpoint, lane, topics.clone(), &options)
                 .await
             {
                 Ok(response) => {
@@ -369,6 +408,10 @@ impl Follower {
                             if member.sender.try_send(Ok(batch)).is_ok() {
                                 member.offset = next.max(member.offset);
                                 member.high_watermark = high_watermark;
+                                if Phase::of(member) != phase {
+                                    drop(members);
+                                    self.rephase(&session, id);
+                                }
                             }
                         }
                         Err(error) => {

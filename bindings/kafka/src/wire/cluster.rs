@@ -119,6 +119,10 @@ pub enum Lane {
     /// The fetch that parks at the log end for `max_wait`, shared by every partition followed
     /// on the broker.
     Parked,
+    /// The fetch of partitions followed from behind their end (a history being cached): large
+    /// answers that take the broker a while, which must not hold back the parked fetch's new
+    /// records.
+    CatchUp,
 }
 
 #[derive(Default)]
@@ -687,7 +691,19 @@ impl Cluster {
         topics: Vec<FetchTopic>,
         options: &FetchOptions,
     ) -> Result<FetchResponse, KafkaError> {
-        let connection = self.connection_on(endpoint, Lane::Parked).await?;
+        self.fetch_on(endpoint, Lane::Parked, topics, options).await
+    }
+
+    /// Sends one Fetch of `topics` to the broker at `endpoint` on `lane`'s connection
+    /// ([`Lane::Parked`] or [`Lane::CatchUp`]). The records are left undecoded.
+    pub async fn fetch_on(
+        &self,
+        endpoint: &Endpoint,
+        lane: Lane,
+        topics: Vec<FetchTopic>,
+        options: &FetchOptions,
+    ) -> Result<FetchResponse, KafkaError> {
+        let connection = self.connection_on(endpoint, lane).await?;
         let request = FetchRequest {
             options: *options,
             topics,
