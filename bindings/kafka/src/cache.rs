@@ -785,6 +785,7 @@ async fn fetch_partition(
             offset,
             max_wait_ms: tuning.fetch_max_wait_ms,
             max_bytes: tuning.fetch_max_bytes,
+            from_end: false,
         };
         let mut batches = upstream.follow(request);
         loop {
@@ -911,6 +912,7 @@ async fn fetch_tail(
         offset: tail.start,
         max_wait_ms: tuning.fetch_max_wait_ms,
         max_bytes: tuning.fetch_max_bytes,
+        from_end: true,
     };
     let mut batches = upstream.follow(request);
     loop {
@@ -1242,6 +1244,7 @@ impl Reader {
                 offset,
                 max_wait_ms: 0,
                 max_bytes: self.read_through_bytes,
+                from_end: false,
             })
             .await?;
         let mut next = batch.next_offset.max(offset);

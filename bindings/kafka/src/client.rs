@@ -289,7 +289,7 @@ impl Inner {
 impl PartitionReader for Inner {
     fn follow(&self, topic: &str, partition: i32, offset: i64) -> Followed {
         self.follower
-            .follow(topic, partition, offset, self.tuning.fetch_max_bytes)
+            .follow(topic, partition, offset, self.tuning.fetch_max_bytes, false)
     }
 
     fn metadata(&self, topic: &str) -> BoxFuture<'_, Result<TopicMetadata, StreamError>> {
@@ -411,6 +411,7 @@ impl KafkaHandler for KafkaClient {
             request.partition,
             request.offset,
             request.max_bytes.min(self.inner.tuning.fetch_max_bytes),
+            request.from_end,
         )
     }
 

@@ -126,13 +126,17 @@ impl Follower {
     }
 
     /// Follows `topic`/`partition` from `offset`, asking for up to `max_bytes` of it per
-    /// fetch. Dropping the stream stops following.
+    /// fetch; `from_end` when `offset` is the partition's end, so the follow joins the parked
+    /// fetch at once (its first fetch of its own would queue behind other partitions' first
+    /// fetches, which on a topic being cached carry their histories). Dropping the stream
+    /// stops following.
     pub(crate) fn follow(
         self: &Arc<Self>,
         topic: &str,
         partition: i32,
         offset: i64,
         max_bytes: i32,
+        from_end: bool,
     ) -> Followed {
         let (sender, receiver) = mpsc::channel(FOLLOW_QUEUE);
         let member = Member {
@@ -146,7 +150,11 @@ impl Follower {
             failures: 0,
             retry_at: None,
         };
-        tokio::spawn(self.clone().start(member));
+        if from_end {
+            tokio::spawn(self.clone().place(member));
+        } else {
+            tokio::spawn(self.clone().start(member));
+        }
         Box::pin(stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
         }))

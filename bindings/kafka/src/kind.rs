@@ -366,6 +366,10 @@ pub struct FetchRequest {
     pub max_wait_ms: i32,
     /// How many bytes to ask for at most.
     pub max_bytes: i32,
+    /// `offset` is the partition's end (a follow of what comes next): a follow joins the
+    /// broker's parked fetch at once, rather than first fetching on its own behind other
+    /// partitions' first fetches.
+    pub from_end: bool,
 }
 
 /// What a partition-level fetch returns.
