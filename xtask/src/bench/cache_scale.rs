@@ -375,7 +375,9 @@ fn lookups(binary: &Path, keys: u64, dir: &Path) -> Result<Lookups> {
         keys + 5
     );
 
-    let rss_peak = sampler.peak();
+    // Each sampler reads every 20 ms at its own instants: a spike one of them caught is the
+    // peak of both.
+    let rss_peak = sampler.peak().max(collection_peak);
     drop(sampler);
     let segment_bytes = segment_bytes(&gateway.engine_dir().join("cache"));
     stop_gateway(&mut gateway)?;
