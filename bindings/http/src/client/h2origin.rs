@@ -10,8 +10,11 @@
 //! Nothing else is spawned per request and no lock is shared between workers.
 //!
 //! A connection the origin closed (or sent `GOAWAY` on) is found when the next request asks it
-//! for a stream; the request, not yet sent, goes out on a new connection. A connection with no
-//! exchange for the client's idle timeout is closed.
+//! for a stream; the request, not yet sent, goes out on a new connection. A request without a
+//! body that crossed the origin's `GOAWAY` on the wire (or was reset with REFUSED_STREAM) was
+//! not processed, and goes out once more on a new connection; one with a body is answered
+//! `503`, as its body has been read. A connection with no exchange for the client's idle
+//! timeout is closed.
 //!
 //! Only HTTP/2-only clients (`versions: [h2]`) run this way: a client that may speak either
 //! version learns which one from each connection and stays with the pooled client.
@@ -113,51 +116,67 @@ impl H2Origins {
         let end_of_stream = body.is_end_stream();
         let head = http::Request::from_parts(head, ());
         // A connection the origin has closed is found not ready before anything is sent: the
-        // request then goes out on a new connection.
+        // request then goes out on a new connection. So does a request without a body that the
+        // origin refused unprocessed: its stream was past the last one a `GOAWAY` let through
+        // (the GOAWAY crossed the request on the wire), or it was reset with REFUSED_STREAM.
         let mut fresh = false;
-        let (in_flight, mut sender) = loop {
-            let Handle {
-                sender,
-                in_flight,
-                id,
-            } = match self.current(&key) {
-                Some(handle) if !fresh => handle,
-                _ => {
-                    fresh = true;
-                    self.connect(&key).await?
+        let mut body = Some(body);
+        let (response, exchange) = loop {
+            let (in_flight, mut sender, id) = loop {
+                let Handle {
+                    sender,
+                    in_flight,
+                    id,
+                } = match self.current(&key) {
+                    Some(handle) if !fresh => handle,
+                    _ => {
+                        fresh = true;
+                        self.connect(&key).await?
+                    }
+                };
+                match sender.ready().await {
+                    Ok(sender) => break (in_flight, sender, id),
+                    Err(error) => {
+                        self.forget(&key, id);
+                        if fresh {
+                            return Err(StreamError::Upstream(describe(&error)));
+                        }
+                        fresh = true;
+                    }
                 }
             };
-            match sender.ready().await {
-                Ok(sender) => break (in_flight, sender),
-                Err(error) => {
+            // A refusal here is of this request (e.g. a header HTTP/2 does not allow), not of
+            // the connection: a dead connection is found by the next request's `ready`.
+            let (response, stream) = sender
+                .send_request(head.clone(), end_of_stream)
+                .map_err(|error| StreamError::Upstream(describe(&error)))?;
+            let mut exchange = Exchange {
+                pipe: (!end_of_stream)
+                    .then(|| body.take())
+                    .flatten()
+                    .map(|body| BodyPipe {
+                        body,
+                        stream,
+                        pending: None,
+                    }),
+                _in_flight: InFlight::new(in_flight),
+            };
+            let mut response = response;
+            let answered = poll_fn(|cx| {
+                exchange.poll_pipe(cx);
+                Pin::new(&mut response).poll(cx)
+            })
+            .await;
+            match answered {
+                Ok(response) => break (response, exchange),
+                Err(error) if end_of_stream && !fresh && refused_unprocessed(&error) => {
+                    tracing::debug!(error = %describe(&error), "request refused unprocessed; sending it on a new connection");
                     self.forget(&key, id);
-                    if fresh {
-                        return Err(StreamError::Upstream(describe(&error)));
-                    }
                     fresh = true;
                 }
+                Err(error) => return Err(StreamError::Upstream(describe(&error))),
             }
         };
-        // A refusal here is of this request (e.g. a header HTTP/2 does not allow), not of the
-        // connection: a dead connection is found by the next request's `ready`.
-        let (response, stream) = sender
-            .send_request(head, end_of_stream)
-            .map_err(|error| StreamError::Upstream(describe(&error)))?;
-        let mut exchange = Exchange {
-            pipe: (!end_of_stream).then(|| BodyPipe {
-                body,
-                stream,
-                pending: None,
-            }),
-            _in_flight: InFlight::new(in_flight),
-        };
-        let mut response = response;
-        let answered = poll_fn(|cx| {
-            exchange.poll_pipe(cx);
-            Pin::new(&mut response).poll(cx)
-        })
-        .await;
-        let response = answered.map_err(|error| StreamError::Upstream(describe(&error)))?;
         let (parts, recv) = response.into_parts();
         let body = ResponseBody {
             recv,
@@ -240,6 +259,17 @@ impl H2Origins {
         });
         Ok(handle)
     }
+}
+
+/// Whether the origin refused a stream without processing it, so it may be sent again: a
+/// graceful `GOAWAY` that came before the stream was let through (h2 fails only the streams
+/// past the GOAWAY's last stream id this way), or a `RST_STREAM` with REFUSED_STREAM.
+fn refused_unprocessed(error: &h2::Error) -> bool {
+    error.is_remote()
+        && matches!(
+            (error.is_go_away(), error.reason()),
+            (true, Some(h2::Reason::NO_ERROR)) | (false, Some(h2::Reason::REFUSED_STREAM))
+        )
 }
 
 /// Closes an idle connection: once it has had no exchange for the idle timeout, it leaves its
