@@ -96,7 +96,7 @@ pub use nginx::{nginx, nginx_h2c, nginx_with};
 pub use peer::{
     DEFAULT_PEER_TIMEOUT, Peer, free_port, free_port_block, peers_dir, python, python_json, success,
 };
-pub use process::{Process, TERMINATE_TIMEOUT, rss_kib};
+pub use process::{Process, RssSampler, TERMINATE_TIMEOUT, rss_bytes, rss_kib};
 pub use ready::Listener;
 pub use registry::SchemaRegistry;
 pub use socket::{connect, echo};

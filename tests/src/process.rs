@@ -303,6 +303,59 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
     parse_vm_rss(&status).with_context(|| format!("no VmRSS line in {path}"))
 }
 
+/// Resident memory of process `pid` in bytes (0 once it is gone).
+pub fn rss_bytes(pid: u32) -> u64 {
+    rss_kib(pid).map_or(0, |kib| kib * 1024)
+}
+
+/// Samples the resident memory of a process every 20 ms until dropped and keeps the peak: a
+/// peak between coarser samples would be missed, and a memory bound is about what a process
+/// holds at worst.
+pub struct RssSampler {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    /// Starts sampling process `pid`.
+    pub fn start(pid: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let (peak, stop) = (
+            std::sync::Arc::new(AtomicU64::new(rss_bytes(pid))),
+            std::sync::Arc::new(AtomicBool::new(false)),
+        );
+        let thread = {
+            let (peak, stop) = (peak.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_bytes(pid), Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The highest resident memory seen so far, in bytes.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     status
         .lines()

@@ -16,12 +16,10 @@
 //! CACHE_SCALE_PARTITIONS=8` runs the first at the size recorded in `docs/benchmarks.md`
 //! (about 1 GB; tansu does not answer a fetch of a partition of 500 000 such records).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use zilla_tests::{Broker, Gateway, GatewayBuilder, Peer, curl, rss_kib};
+use zilla_tests::{Broker, Gateway, GatewayBuilder, Peer, RssSampler, curl, rss_bytes};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -86,54 +84,6 @@ fn produce(
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
-}
-
-/// The resident set of process `pid`, in bytes (0 once it is gone).
-fn rss(pid: u32) -> u64 {
-    rss_kib(pid).map_or(0, |kib| kib * 1024)
-}
-
-/// Samples the RSS of `pid` until dropped; keeps the peak.
-struct RssSampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> Self {
-        let (peak, stop) = (
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let thread = {
-            let (peak, stop) = (peak.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(rss(pid), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
-        Self {
-            peak,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 const ITEMS: &str = r#"
@@ -239,7 +189,7 @@ fn every_key_of_a_compacted_topic_beyond_the_budget_answers_its_latest_value() -
         gateway = gateway.property("zilla.binding.kafka.cache.disk.bytes", &disk);
     }
     let gateway = gateway.start()?;
-    let baseline = rss(gateway.pid());
+    let baseline = rss_bytes(gateway.pid());
     let sampler = RssSampler::start(gateway.pid());
     let base = format!("http://{}", gateway.address("web_tcp"));
 

@@ -20,13 +20,11 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use sha2::{Digest, Sha256};
-use zilla_tests::{Gateway, Peer, python, rss_kib};
+use zilla_tests::{Gateway, Peer, RssSampler, python, rss_bytes};
 
 use super::optimized::rerun_optimized;
 use super::options::Options;
@@ -284,7 +282,7 @@ fn lookups(binary: &Path, keys: u64, dir: &Path) -> Result<Lookups> {
         )
         .start()?;
     let pid = gateway.pid();
-    let rss_start = rss(pid);
+    let rss_start = rss_bytes(pid);
     let sampler = RssSampler::start(pid);
     let base = format!("http://{}", gateway.address("web_tcp"));
 
@@ -1075,55 +1073,6 @@ fn resume_history(base: &str, id: &str, first: u64, records: u64) -> Result<u64>
 /// Says where a run is (a full run takes a long while), on stderr, apart from the summary.
 fn progress(message: &str) {
     eprintln!("cache-scale: {message}");
-}
-
-/// The resident set of process `pid`, in bytes (0 once it is gone).
-fn rss(pid: u32) -> u64 {
-    rss_kib(pid).map_or(0, |kib| kib * 1024)
-}
-
-/// Samples the RSS of `pid` every 20 ms until dropped and keeps the peak: a peak between
-/// coarser samples would be missed, and the budget is about what the gateway holds at worst.
-struct RssSampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> Self {
-        let (peak, stop) = (
-            Arc::new(AtomicU64::new(rss(pid))),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let thread = {
-            let (peak, stop) = (peak.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(rss(pid), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-        };
-        Self {
-            peak,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn peak(&self) -> u64 {
-        self.peak.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Bytes of the `.log` segment files anywhere under `directory` (the cache keeps one
