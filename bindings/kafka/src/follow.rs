@@ -4,7 +4,7 @@
 //!
 //! A partition that starts being followed first gets one fetch that does not park (on the
 //! fetch lane), so its first records never wait for the broker's parked fetch to come back;
-//! then it joins its leader's session. A broker has two sessions: partitions still behind
+//! then it joins its leader's session. A broker has two sessions: partitions far behind
 //! their end (a history being cached) are fetched together on a connection of their own
 //! ([`wire::Lane::CatchUp`]), without parking, and join the parked session once they reach
 //! the end; a partition that falls behind again goes back. So a live record waits neither for
@@ -63,6 +63,8 @@ struct Member {
     high_watermark: i64,
     partition_max_bytes: i32,
     sender: mpsc::Sender<Result<FetchBatch, StreamError>>,
+    /// The session's phase it was last in (`None` before its first session).
+    phase: Option<Phase>,
     /// Failed fetches of this member in a row, and when it may be fetched again: a partition
     /// whose records cannot be decoded (a batch over the decompression limit, a corrupt
     /// batch) is asked for again after a growing pause, not in every round.
@@ -91,12 +93,23 @@ enum Phase {
     AtEnd,
 }
 
+/// How many records a partition at its end may fall behind before it leaves the parked
+/// session: a few records produced while a fetch was out are fetched with the others, and
+/// only a history (or a burst the parked fetch cannot carry) gets the catch-up connection.
+const CATCH_UP_LAG: i64 = 1000;
+
 impl Phase {
-    fn of(member: &Member) -> Self {
-        if member.high_watermark >= 0 && member.offset < member.high_watermark {
-            Self::CatchingUp
+    /// The phase of `member`, coming from `current` (`None`: just placed).
+    fn of(member: &Member, current: Option<Self>) -> Self {
+        let lag = if member.high_watermark >= 0 {
+            member.high_watermark - member.offset
         } else {
-            Self::AtEnd
+            0
+        };
+        match current {
+            Some(Self::CatchingUp) if lag > 0 => Self::CatchingUp,
+            _ if lag > CATCH_UP_LAG => Self::CatchingUp,
+            _ => Self::AtEnd,
         }
     }
 }
@@ -147,6 +160,7 @@ impl Follower {
             high_watermark: -1,
             partition_max_bytes: max_bytes.clamp(1, self.tuning.max_bytes.max(1)),
             sender,
+            phase: None,
             failures: 0,
             retry_at: None,
         };
@@ -206,7 +220,7 @@ impl Follower {
             }
             match self.cluster.leader(&topic, partition).await {
                 Ok(endpoint) => {
-                    let key = (endpoint, Phase::of(&member));
+                    let key = (endpoint, Phase::of(&member, member.phase));
                     let mut sessions = self.sessions();
                     let session = sessions.entry(key.clone()).or_insert_with(|| {
                         let session = Arc::new(Session::default());
@@ -416,7 +430,8 @@ impl Follower {
                             if member.sender.try_send(Ok(batch)).is_ok() {
                                 member.offset = next.max(member.offset);
                                 member.high_watermark = high_watermark;
-                                if Phase::of(member) != phase {
+                                if Phase::of(member, Some(phase)) != phase {
+                                    member.phase = Some(phase);
                                     drop(members);
                                     self.rephase(&session, id);
                                 }
