@@ -107,8 +107,8 @@ struct PartitionCache {
     /// fetched them, so a client reads its own writes at once.
     produced: AtomicI64,
     /// The last probe of the broker's end for a live reader: when it was sent, and what it
-    /// answered.
-    end_probe: tokio::sync::Mutex<Option<(Instant, i64)>>,
+    /// answered (`None`: it failed).
+    end_probe: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
     /// The partition's end, followed for live readers while the history is still being
     /// fetched.
     tail: Mutex<Option<Arc<Tail>>>,
@@ -303,10 +303,12 @@ impl PartitionCache {
         }
         let asked = Instant::now();
         let mut probe = self.end_probe.lock().await;
+        // A failed probe is shared too: otherwise each caller queued behind it would wait
+        // out a failing probe of its own, one after the other.
         if let Some((sent, end)) = *probe
             && sent >= asked
         {
-            return Some(end);
+            return end;
         }
         let sent = Instant::now();
         match upstream
@@ -314,11 +316,12 @@ impl PartitionCache {
             .await
         {
             Ok(end) => {
-                *probe = Some((sent, end));
+                *probe = Some((sent, Some(end)));
                 Some(end)
             }
             Err(error) => {
                 tracing::debug!(topic = %topic.name, partition = self.id, %error, "end probe failed");
+                *probe = Some((sent, None));
                 None
             }
         }
