@@ -121,6 +121,8 @@ impl H2Origins {
         // (the GOAWAY crossed the request on the wire), or it was reset with REFUSED_STREAM.
         let mut fresh = false;
         let mut body = Some(body);
+        // Kept for a second attempt only where one can happen (no body, reused connection).
+        let mut head = Some(head);
         let (response, exchange) = loop {
             let (in_flight, mut sender, id) = loop {
                 let Handle {
@@ -147,8 +149,14 @@ impl H2Origins {
             };
             // A refusal here is of this request (e.g. a header HTTP/2 does not allow), not of
             // the connection: a dead connection is found by the next request's `ready`.
+            let this_head = if end_of_stream && !fresh {
+                head.clone()
+            } else {
+                head.take()
+            }
+            .ok_or_else(|| StreamError::Upstream("the request was already sent".into()))?;
             let (response, stream) = sender
-                .send_request(head.clone(), end_of_stream)
+                .send_request(this_head, end_of_stream)
                 .map_err(|error| StreamError::Upstream(describe(&error)))?;
             let mut exchange = Exchange {
                 pipe: (!end_of_stream)
