@@ -6,7 +6,8 @@
 //!
 //! - **produce**: [`RECORDS`] records of [`RECORD_SIZE`] bytes as fast as the producer
 //!   takes them (leader acks, `linger.ms` 5), timed until every one is acknowledged;
-//! - **consume**: the first [`RECORDS`] records of the partition, from offset 0;
+//! - **consume**: the [`RECORDS`] records of a topic written once before the rounds
+//!   ([`CONSUME_TOPIC`]), from offset 0;
 //! - **latency**: one record every `1 / LATENCY_RATE` seconds (no batching wait), each
 //!   measured from the time it was due until its acknowledgement (no coordinated omission).
 //!
@@ -26,7 +27,12 @@ use super::usage::{cpu_time, ticks_per_second};
 use super::{Spread, commit, record, stop_gateway, today};
 use crate::shell::{cargo, run as run_command};
 
+/// What produce and latency runs write to.
 const TOPIC: &str = "proxied";
+/// What consume runs read: written once, so every consume run reads the same partition.
+/// tansu's fetch works through the rest of the partition from the fetched offset on, so a
+/// consume of a partition that grows with every produce run gets slower round by round.
+const CONSUME_TOPIC: &str = "consumed";
 const RECORDS: usize = 200_000;
 /// Records per produce and consume run with `--quick`.
 const QUICK_RECORDS: usize = 20_000;
@@ -135,13 +141,13 @@ fn port_block() -> Result<u16> {
 }
 
 /// Records per second of one produce run, checking every record was acknowledged.
-fn produce(bootstrap: &str, records: usize) -> Result<f64> {
+fn produce(bootstrap: &str, topic: &str, records: usize) -> Result<f64> {
     let report = python_json(
         LOAD_CLIENT,
         &[
             "produce",
             bootstrap,
-            TOPIC,
+            topic,
             &records.to_string(),
             &RECORD_SIZE.to_string(),
         ],
@@ -165,7 +171,7 @@ fn number(report: &serde_json::Value, key: &str) -> Result<f64> {
 fn consume(bootstrap: &str, records: usize) -> Result<f64> {
     let report = python_json(
         LOAD_CLIENT,
-        &["consume", bootstrap, TOPIC, &records.to_string()],
+        &["consume", bootstrap, CONSUME_TOPIC, &records.to_string()],
         "",
     )?;
     let number = |key: &str| number(&report, key);
@@ -240,6 +246,7 @@ pub fn run(options: &Options) -> Result<()> {
     };
     let broker = Broker::start()?;
     broker.create_topic(TOPIC, 1)?;
+    broker.create_topic(CONSUME_TOPIC, 1)?;
     let base = port_block()?;
     let yaml = format!(
         r#"
@@ -277,9 +284,9 @@ bindings:
     let direct = broker.address();
     let proxied = format!("127.0.0.1:{base}");
 
-    // Warm-up: fills the topic the consume runs read, both ways.
-    produce(&direct, records).context("warm-up produce, direct")?;
-    produce(&proxied, records).context("warm-up produce, proxied")?;
+    // Warm-up, both ways; the proxied one fills the topic the consume runs read.
+    produce(&direct, TOPIC, records).context("warm-up produce, direct")?;
+    produce(&proxied, CONSUME_TOPIC, records).context("warm-up produce, proxied")?;
     // Indexed by `Target`.
     let addresses = [direct.as_str(), proxied.as_str()];
     let mut samples = [Samples::default(), Samples::default()];
@@ -303,7 +310,7 @@ bindings:
                 match measure {
                     Measure::Produce => figures
                         .produce
-                        .push(produce(address, records).with_context(context)?),
+                        .push(produce(address, TOPIC, records).with_context(context)?),
                     Measure::Consume => figures
                         .consume
                         .push(consume(address, records).with_context(context)?),
