@@ -2,6 +2,7 @@
 //! Only wrapped in when a metric is enabled for either side, so there is no cost otherwise.
 //! Data is counted in the initial direction: bytes the routed binding reads.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,20 +60,18 @@ pub(crate) struct MeteredBytes {
 
 impl BytesHandler for MeteredBytes {
     fn accept(&self, stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
-        Box::pin(async move {
-            self.metrics.each(StreamMetrics::opened);
-            let stream = ByteStream {
-                io: Box::new(CountingIo {
-                    inner: stream.io,
-                    metrics: self.metrics.clone(),
-                    closes: false,
-                }),
-                info: stream.info,
-            };
-            let result = self.inner.accept(stream).await;
-            let failed = result.is_err();
-            self.metrics.each(|m| m.closed(failed));
-            result
+        self.metrics.each(StreamMetrics::opened);
+        let stream = ByteStream {
+            io: Box::new(CountingIo {
+                inner: stream.io,
+                metrics: self.metrics.clone(),
+                closes: false,
+            }),
+            info: stream.info,
+        };
+        Box::pin(Accepted {
+            serving: self.inner.accept(stream),
+            metrics: Some(&self.metrics),
         })
     }
 
@@ -99,6 +98,37 @@ impl BytesHandler for MeteredBytes {
                 }
             }
         })
+    }
+}
+
+/// An accepted stream being served, recording its close when the serving ends (as an error
+/// when it fails, or when dropped first). A future of its own rather than an `async` block,
+/// because the connection's task polls it every time it wakes, for the connection's whole
+/// life, and this adds no state machine of its own to each poll.
+struct Accepted<'a> {
+    serving: BoxFuture<'a, Result<(), StreamError>>,
+    /// Taken when the close is recorded.
+    metrics: Option<&'a HopMetrics>,
+}
+
+impl Future for Accepted<'_> {
+    type Output = Result<(), StreamError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.serving.as_mut().poll(cx));
+        if let Some(metrics) = self.metrics.take() {
+            let failed = result.is_err();
+            metrics.each(|m| m.closed(failed));
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for Accepted<'_> {
+    fn drop(&mut self) {
+        if let Some(metrics) = self.metrics.take() {
+            metrics.each(|m| m.closed(false));
+        }
     }
 }
 
@@ -218,6 +248,94 @@ mod tests {
         let table = metrics.table();
         for line in ["ns b stream.active.sent 0", "ns b stream.closes.sent 1"] {
             assert!(table.contains(line), "{line} in {table}");
+        }
+    }
+
+    /// Serves an accepted stream by reading it to its end; fails on `fail` in the data.
+    struct Reader;
+
+    impl BytesHandler for Reader {
+        fn accept(&self, mut stream: ByteStream) -> BoxFuture<'_, Result<(), StreamError>> {
+            Box::pin(async move {
+                let mut read = Vec::new();
+                stream
+                    .io
+                    .read_to_end(&mut read)
+                    .await
+                    .map_err(StreamError::Io)?;
+                if read.windows(4).any(|window| window == b"fail") {
+                    return Err(StreamError::Io(io::Error::other("failed")));
+                }
+                Ok(())
+            })
+        }
+
+        fn connect(&self, _info: StreamInfo) -> BoxFuture<'_, Result<ByteStream, StreamError>> {
+            Box::pin(async { Err(StreamError::Io(io::Error::other("accepts only"))) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_accepted_stream_closes_when_served_failed_or_dropped() {
+        let metrics = Metrics::new([]);
+        let names =
+            ["opens", "active", "data", "closes", "errors"].map(|m| format!("stream.{m}.received"));
+        metrics.set_namespace_metrics(BTreeMap::from([("ns".to_owned(), names.to_vec())]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "b"), &["stream.*".to_owned()]);
+        let handler = meter_bytes(Arc::new(Reader), None, binding.streams(Direction::Received));
+        let table = || metrics.table();
+
+        // Served to its end.
+        let (mut near, far) = tokio::io::duplex(64);
+        let serving = handler.accept(ByteStream::new(far, StreamInfo::default()));
+        assert!(
+            table().contains("ns b stream.active.received 1"),
+            "{}",
+            table()
+        );
+        near.write_all(b"hello").await.unwrap();
+        drop(near);
+        serving.await.unwrap();
+        for line in [
+            "ns b stream.data.received 5",
+            "ns b stream.closes.received 1",
+            "ns b stream.active.received 0",
+        ] {
+            assert!(table().contains(line), "{line} in {}", table());
+        }
+
+        // Failed: an error, not a close.
+        let (mut near, far) = tokio::io::duplex(64);
+        let serving = handler.accept(ByteStream::new(far, StreamInfo::default()));
+        near.write_all(b"fail").await.unwrap();
+        drop(near);
+        assert!(serving.await.is_err());
+        assert!(
+            table().contains("ns b stream.errors.received 1"),
+            "{}",
+            table()
+        );
+
+        // Dropped while serving (a connection's task cancelled): closed, once.
+        let (_near, far) = tokio::io::duplex(64);
+        let mut serving = handler.accept(ByteStream::new(far, StreamInfo::default()));
+        assert!(
+            futures_util::poll!(serving.as_mut()).is_pending(),
+            "still serving"
+        );
+        assert!(
+            table().contains("ns b stream.active.received 1"),
+            "{}",
+            table()
+        );
+        drop(serving);
+        for line in [
+            "ns b stream.opens.received 3",
+            "ns b stream.closes.received 2",
+            "ns b stream.errors.received 1",
+            "ns b stream.active.received 0",
+        ] {
+            assert!(table().contains(line), "{line} in {}", table());
         }
     }
 

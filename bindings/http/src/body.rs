@@ -78,7 +78,8 @@ impl HttpMetrics {
             .spans
             .as_ref()
             .filter(|events| events.traced())
-            .and_then(|events| OpenSpan::start(events, method, uri, headers));
+            .and_then(|events| OpenSpan::start(events, method, uri, headers))
+            .map(Box::new);
         if self.is_empty() && span.is_none() {
             return None;
         }
@@ -372,7 +373,9 @@ pub struct ExchangeRecord {
     series: Arc<RequestSeries>,
     /// Set by [`Self::respond`].
     response: Option<ResponseSeriesRef>,
-    span: Option<OpenSpan>,
+    /// Boxed: only traced requests have one, and the record is moved with every response
+    /// body, so it stays a few words long without it.
+    span: Option<Box<OpenSpan>>,
 }
 
 impl ExchangeRecord {

@@ -18,6 +18,7 @@
 //! whose attribute values are all [`OVERFLOW_VALUE`], and a warning is logged once. Attribute
 //! values longer than [`MAX_ATTRIBUTE_VALUE_BYTES`] are cut to that length.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -205,10 +206,20 @@ struct Padded<T>(T);
 /// This thread's shard: threads are numbered in the order they first record.
 fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Not yet numbered. A constant initial value makes every later read a plain load of the
+    // thread's slot, with no lazy-initialisation check on the recording path.
+    const UNNUMBERED: usize = usize::MAX;
     thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        static SHARD: Cell<usize> = const { Cell::new(UNNUMBERED) };
     }
-    SHARD.with(|shard| *shard)
+    SHARD.with(|shard| match shard.get() {
+        UNNUMBERED => {
+            let numbered = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            shard.set(numbered);
+            numbered
+        }
+        numbered => numbered,
+    })
 }
 
 /// One metric's storage.
