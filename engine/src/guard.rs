@@ -209,7 +209,34 @@ struct ConnectionState {
     identities: HashMap<(String, String), Weak<SharedSession>>,
 }
 
+impl ConnectionState {
+    /// The cached authorization of `credentials` under `guard_name`, forgetting it once the
+    /// token has expired (it is then verified, and refused, again).
+    fn cached(&mut self, guard_name: &str, credentials: &[u8]) -> Option<Authorization> {
+        let index = self.tokens.iter().position(|cached| {
+            cached.token.as_bytes() == credentials && &*cached.guard == guard_name
+        })?;
+        let cached = &self.tokens[index];
+        if cached.expires_at.is_none_or(|at| SystemTime::now() <= at) {
+            return Some(cached.authorization.clone());
+        }
+        self.tokens.remove(index);
+        None
+    }
+}
+
 impl ConnectionSessions {
+    /// The [`Authorization`] of a token this connection has verified under `guard_name` and
+    /// that has not expired, found by the bytes the request carries: a protocol looks a
+    /// repeated token up before checking its characters, since only tokens that passed
+    /// those checks are ever cached. `None` for any other bytes.
+    pub fn cached(&self, guard_name: &str, credentials: &[u8]) -> Option<Authorization> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cached(guard_name, credentials)
+    }
+
     /// A session of `guard` (named `guard_name`) for `credentials` on this connection: the
     /// cached one for a token seen before (while it has not expired), else the guard's verdict,
     /// joined with the identity's existing session when the new roles include its roles.
@@ -232,18 +259,9 @@ impl ConnectionSessions {
         guard: &dyn Guard,
         credentials: &str,
     ) -> Option<Authorization> {
-        let now = SystemTime::now();
         let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(index) = state
-            .tokens
-            .iter()
-            .position(|cached| &*cached.guard == guard_name && cached.token == credentials)
-        {
-            let cached = &state.tokens[index];
-            if cached.expires_at.is_none_or(|at| now <= at) {
-                return Some(cached.authorization.clone());
-            }
-            state.tokens.remove(index);
+        if let Some(cached) = state.cached(guard_name, credentials.as_bytes()) {
+            return Some(cached);
         }
         // Verified under the lock: one connection's requests verify a token once.
         let verified = guard.reauthorize(credentials)?;
@@ -467,6 +485,30 @@ mod tests {
                 expires_at,
             }))
         }
+    }
+
+    #[test]
+    fn a_verified_token_is_found_by_its_bytes_until_it_expires() {
+        let sessions = ConnectionSessions::default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let live = format!("alice {}", now + 60.0);
+        let expired = format!("bob {}", now - 1.0);
+        assert!(sessions.cached("ns:jwt", live.as_bytes()).is_none());
+        let verified = sessions.authorize("ns:jwt", &Tokens, &live).unwrap();
+        let found = sessions.cached("ns:jwt", live.as_bytes()).unwrap();
+        assert!(Arc::ptr_eq(
+            found.session("ns:jwt").unwrap(),
+            verified.session("ns:jwt").unwrap()
+        ));
+        // Only the same bytes under the same guard.
+        assert!(sessions.cached("ns:other", live.as_bytes()).is_none());
+        assert!(sessions.cached("ns:jwt", &live.as_bytes()[1..]).is_none());
+        // A token cached while live is not found once expired.
+        sessions.authorize("ns:jwt", &Tokens, &expired).unwrap();
+        assert!(sessions.cached("ns:jwt", expired.as_bytes()).is_none());
     }
 
     #[test]

@@ -64,6 +64,25 @@ impl Credentials {
             .or_else(|| self.in_query(request).map(Cow::Owned))
     }
 
+    /// What [`Self::extract`] would find first when that is a header's token, before its
+    /// characters are checked: the bytes to look up among the tokens a connection has already
+    /// verified ([`zilla_engine::guard::ConnectionSessions::cached`]), so a token resent on
+    /// every request is not scanned again. `None` when cookies come first or no header
+    /// template matches.
+    pub fn header_candidate<'r, B>(&self, request: &'r http::Request<B>) -> Option<&'r [u8]> {
+        if !self.cookies.is_empty() {
+            return None;
+        }
+        let (name, pattern) = self.headers.first()?;
+        let HeaderPattern::Template { before, after } = pattern else {
+            return None;
+        };
+        let value = request.headers().get(name)?.as_bytes().trim_ascii();
+        value
+            .strip_prefix(before.as_bytes())?
+            .strip_suffix(after.as_bytes())
+    }
+
     fn in_cookies<B>(&self, request: &http::Request<B>) -> Option<String> {
         if self.cookies.is_empty() {
             return None;
@@ -213,6 +232,35 @@ mod tests {
             builder = builder.header(*name, *value);
         }
         builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_header_candidate_is_the_first_header_token_unchecked() {
+        let bearer = CredentialsConfig {
+            headers: map(&[("authorization", "Bearer {credentials}")]),
+            ..Default::default()
+        };
+        let credentials = Credentials::compile(&bearer).unwrap();
+        let candidate = |value: &str| {
+            let request = request("/", &[("authorization", value)]);
+            credentials.header_candidate(&request).map(<[u8]>::to_vec)
+        };
+        assert_eq!(
+            candidate("Bearer abc.def").as_deref(),
+            Some(&b"abc.def"[..])
+        );
+        // Not checked: a token with a space is a candidate that extract refuses.
+        assert_eq!(candidate("Bearer a b").as_deref(), Some(&b"a b"[..]));
+        assert_eq!(candidate("Basic abc"), None);
+        assert_eq!(credentials.header_candidate(&request("/", &[])), None);
+        // Cookies come before headers, so there is no header candidate.
+        let with_cookies = Credentials::compile(&CredentialsConfig {
+            cookies: map(&[("access_token", "{credentials}")]),
+            ..bearer
+        })
+        .unwrap();
+        let request = request("/", &[("authorization", "Bearer abc.def")]);
+        assert_eq!(with_cookies.header_candidate(&request), None);
     }
 
     #[test]

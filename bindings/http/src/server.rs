@@ -436,30 +436,45 @@ impl Shared {
             .remove::<Authorization>()
             .or_else(|| (!info.authorization.is_empty()).then(|| info.authorization.clone()));
         if let Some(hook) = &self.guard {
-            let credentials = hook.credentials.extract(&request);
-            if expiry::is_challenge_response(&request) {
-                // Joins the connection's session for the identity, extending its streams.
-                if let Some(credentials) = credentials {
-                    sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials);
+            let challenge_response = expiry::is_challenge_response(&request);
+            // A token this connection verified before is found by its bytes, unchecked.
+            let repeated = hook
+                .credentials
+                .header_candidate(&request)
+                .filter(|_| !challenge_response)
+                .and_then(|candidate| sessions.cached(&hook.name, candidate));
+            let authorized = match repeated {
+                Some(authorized) => {
+                    carried_credentials = true;
+                    Some(authorized)
                 }
-                return (status_response(StatusCode::NO_CONTENT), Some(decoration));
-            }
-            if let Some(credentials) = credentials {
-                carried_credentials = true;
-                if let Some(authorized) =
-                    sessions.authorize(&hook.name, hook.guard.as_ref(), &credentials)
-                {
-                    authorization = Some(match authorization {
-                        // The common case: the connection's own, shared by its requests.
-                        None => authorized,
-                        Some(mut transport) => {
-                            for (guard, session) in authorized.sessions() {
-                                transport.insert(guard, session.clone());
-                            }
-                            transport
+                None => {
+                    let credentials = hook.credentials.extract(&request);
+                    if challenge_response {
+                        // Joins the connection's session for the identity, extending its
+                        // streams.
+                        if let Some(credentials) = credentials {
+                            sessions.reauthorize(&hook.name, hook.guard.as_ref(), &credentials);
                         }
-                    });
+                        return (status_response(StatusCode::NO_CONTENT), Some(decoration));
+                    }
+                    credentials.and_then(|credentials| {
+                        carried_credentials = true;
+                        sessions.authorize(&hook.name, hook.guard.as_ref(), &credentials)
+                    })
                 }
+            };
+            if let Some(authorized) = authorized {
+                authorization = Some(match authorization {
+                    // The common case: the connection's own, shared by its requests.
+                    None => authorized,
+                    Some(mut transport) => {
+                        for (guard, session) in authorized.sessions() {
+                            transport.insert(guard, session.clone());
+                        }
+                        transport
+                    }
+                });
             }
         }
         let expiring = self
