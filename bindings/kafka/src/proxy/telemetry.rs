@@ -399,10 +399,8 @@ impl ProxyMetrics {
         let Some(records) = &self.records else {
             return;
         };
-        if !records.fetch.enabled()
-            || version < kp::FetchResponse::VERSIONS.min
-            || version > kp::FetchResponse::VERSIONS.max
-        {
+        let decoded = kp::FetchResponse::VERSIONS;
+        if !records.fetch.enabled() || !(decoded.min..=decoded.max).contains(&version) {
             return;
         }
         if offset > frame.len() {
