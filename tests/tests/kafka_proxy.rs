@@ -537,13 +537,17 @@ fn kafka_metrics_count_a_known_workload() -> Result<()> {
         Some(1.0),
         "{text}"
     );
-    assert_eq!(
-        sample(
-            &text,
-            &format!("kafka_duration_milliseconds_count{}", api("ApiVersions"))
-        ),
-        Some(versions),
-        "{text}"
+    // A client shutting down may close a connection before its ApiVersions answer comes
+    // back (librdkafka does, now and then): that request is counted but never timed. The raw
+    // connection's four are.
+    let timed = sample(
+        &text,
+        &format!("kafka_duration_milliseconds_count{}", api("ApiVersions")),
+    )
+    .context("no ApiVersions durations")?;
+    assert!(
+        (4.0..=versions).contains(&timed),
+        "{timed} of {versions}\n{text}"
     );
     let produces = sample(&text, &format!("kafka_requests_total{}", api("Produce"))).unwrap_or(0.0);
     assert!(produces >= 1.0);
