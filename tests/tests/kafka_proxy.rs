@@ -68,6 +68,10 @@ telemetry:
     - kafka.fetch.size
     - kafka.active.connections
     - kafka.duration
+    - kafka.produce.records
+    - kafka.produce.bytes
+    - kafka.fetch.records
+    - kafka.fetch.bytes
   exporters:
     prometheus:
       type: prometheus
@@ -86,7 +90,8 @@ telemetry:
       metrics:
         - kafka.*
       attributes:
-        api: ${kafka.request.api}"
+        api: ${kafka.request.api}
+        topic: ${kafka.topic}"
     } else {
         ""
     };
@@ -461,6 +466,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn kafka_metrics_count_a_known_workload() -> Result<()> {
     let broker = Broker::start()?;
     broker.create_topic("counted", 1, false)?;
+    broker.create_topic("tallied", 2, false)?;
     let metrics_port = free_port()?;
     let (mut gateway, bootstrap) = gateway(&broker, Some(metrics_port))?;
     let labels = r#"namespace="test",binding="kafka_proxy""#;
@@ -477,9 +483,14 @@ fn kafka_metrics_count_a_known_workload() -> Result<()> {
     let (id, body) = read_response(&mut raw)?;
     assert_eq!((id, &body[..2]), (5, &25i16.to_be_bytes()[..]));
 
-    // A producer and a consumer: three records of 100 bytes each.
+    // A producer and a consumer per topic: three records to `counted`, five to `tallied`.
     let result = python_json(PRODUCE_CONSUME, &[&bootstrap, "counted", "3"], "")?;
     assert_eq!(result["consumed"], serde_json::json!(["v0", "v1", "v2"]));
+    let result = python_json(PRODUCE_CONSUME, &[&bootstrap, "tallied", "5"], "")?;
+    assert_eq!(
+        result["consumed"],
+        serde_json::json!(["v0", "v1", "v2", "v3", "v4"])
+    );
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let text = loop {
@@ -526,13 +537,17 @@ fn kafka_metrics_count_a_known_workload() -> Result<()> {
         Some(1.0),
         "{text}"
     );
-    assert_eq!(
-        sample(
-            &text,
-            &format!("kafka_duration_milliseconds_count{}", api("ApiVersions"))
-        ),
-        Some(versions),
-        "{text}"
+    // A client shutting down may close a connection before its ApiVersions answer comes
+    // back (librdkafka does, now and then): that request is counted but never timed. The raw
+    // connection's four are.
+    let timed = sample(
+        &text,
+        &format!("kafka_duration_milliseconds_count{}", api("ApiVersions")),
+    )
+    .context("no ApiVersions durations")?;
+    assert!(
+        (4.0..=versions).contains(&timed),
+        "{timed} of {versions}\n{text}"
     );
     let produces = sample(&text, &format!("kafka_requests_total{}", api("Produce"))).unwrap_or(0.0);
     assert!(produces >= 1.0);
@@ -553,6 +568,49 @@ fn kafka_metrics_count_a_known_workload() -> Result<()> {
     let fetches = sample(&text, &format!("kafka_fetch_size_bytes_count{{{labels}}}"))
         .context("no fetch sizes")?;
     assert!(fetches >= 1.0);
+
+    // Records per topic, as produced and as consumed (each consumer read its topic once from
+    // offset 0, and every record was there before it started).
+    let topic = |name: &str| format!(r#"{{{labels},topic="{name}"}}"#);
+    let mut record_bytes = 0.0;
+    for (name, count) in [("counted", 3.0), ("tallied", 5.0)] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!("kafka_produce_records_total{}", topic(name))
+            ),
+            Some(count),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, &format!("kafka_fetch_records_total{}", topic(name))),
+            Some(count),
+            "{text}"
+        );
+        // A batch header alone is 61 bytes.
+        let produced_bytes = sample(&text, &format!("kafka_produce_bytes_total{}", topic(name)))
+            .context("no produce bytes")?;
+        assert!(
+            produced_bytes >= 61.0 + count * 4.0,
+            "{produced_bytes}\n{text}"
+        );
+        let fetched_bytes = sample(&text, &format!("kafka_fetch_bytes_total{}", topic(name)))
+            .context("no fetch bytes")?;
+        assert!(
+            fetched_bytes >= 61.0 + count * 4.0,
+            "{fetched_bytes}\n{text}"
+        );
+        record_bytes += produced_bytes;
+    }
+    // Record sets are part of the Produce requests they came in.
+    assert!(record_bytes <= produced, "{record_bytes} > {produced}");
+    // Only topics label the record metrics.
+    assert!(
+        !text.contains(
+            "kafka_produce_records_total{namespace=\"test\",binding=\"kafka_proxy\",api="
+        ),
+        "{text}"
+    );
 
     drop(raw);
     let deadline = Instant::now() + Duration::from_secs(30);

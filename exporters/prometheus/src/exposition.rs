@@ -4,6 +4,8 @@
 //! Names and values follow Zilla's Prometheus exporter:
 //! - the metric name with dots turned into underscores, then `_bytes` for byte units or
 //!   `_milliseconds` for nanosecond units (values converted), then `_total` for counters;
+//!   a name already ending in its unit (`kafka.produce.bytes`) does not take it twice, as
+//!   OpenTelemetry's Prometheus exporter does (`kafka_produce_bytes_total`);
 //! - labels `namespace`, `binding`, then the series' attributes sorted by name;
 //! - histograms as 63 cumulative `_bucket{le=…}` lines with upper limits 2, 4, … 2^62 and
 //!   `+Inf`, then `_sum` and `_count`; nanosecond histograms are re-bucketed into
@@ -96,7 +98,9 @@ pub fn name(descriptor: &MetricDescriptor) -> String {
 /// The name without the counter suffix: the family name in OpenMetrics.
 fn family(descriptor: &MetricDescriptor) -> String {
     let mut name = descriptor.name.replace('.', "_");
-    if let Some(unit) = unit(descriptor) {
+    if let Some(unit) = unit(descriptor)
+        && !name.ends_with(&format!("_{unit}"))
+    {
         name.push('_');
         name.push_str(unit);
     }
@@ -349,6 +353,14 @@ mod tests {
                 Unit::Bytes
             )),
             "stream_data_sent_bytes_total"
+        );
+        assert_eq!(
+            name(&descriptor(
+                "kafka.produce.bytes",
+                MetricKind::Counter,
+                Unit::Bytes
+            )),
+            "kafka_produce_bytes_total"
         );
         assert_eq!(
             name(&descriptor(

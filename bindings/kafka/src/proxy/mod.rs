@@ -116,6 +116,7 @@
 //! and SaslHandshake v0 (unframed SASL).
 
 mod auth;
+mod batches;
 mod brokers;
 mod denied;
 mod frame;
@@ -677,6 +678,11 @@ impl Proxy {
                 }
                 self.metrics.request(header.api_key, frame.len());
                 if forward {
+                    if header.api_key == 0 {
+                        // What the broker gets: a request stripped of forbidden topics counts
+                        // only the allowed ones.
+                        self.metrics.produced(header.api_version, &frame);
+                    }
                     to_broker.push(frame);
                 } else {
                     to_broker.flush(&mut broker_write).await?;
@@ -771,6 +777,9 @@ impl Proxy {
             frame.len(),
             &frame[offset..],
         );
+        if request.api_key == 1 {
+            self.metrics.fetched(request.api_version, &frame, offset);
+        }
         let allows = |topic: &str| {
             self.access
                 .as_ref()
@@ -815,6 +824,7 @@ impl Proxy {
         let fix = |topics: &mut Vec<
             kafka_protocol::messages::metadata_response::MetadataResponseTopic,
         >| {
+            self.metrics.metadata(topics);
             if let Some(fixup) = request.fixup.as_deref() {
                 topics::fix_metadata(fixup, topics, &allows);
             }

@@ -22,21 +22,63 @@
 //!   broker (or reaching a proxy that answers it itself) to its answer going back, for every
 //!   answered request.
 //!
+//! - `kafka.produce.records` (counter, count): records in the Produce requests forwarded to
+//!   the brokers (a request answered by the proxy itself, naming only forbidden topics, counts
+//!   nothing).
+//! - `kafka.produce.bytes` (counter, bytes): the bytes of those requests' record sets.
+//! - `kafka.fetch.records` (counter, count): records in the Fetch responses passed to clients.
+//! - `kafka.fetch.bytes` (counter, bytes): the bytes of those responses' record sets, a
+//!   partial batch at the end of a partition's records included.
+//!
+//! Records are counted from the record batches' headers, never decoded ([`super::batches`]):
+//! a RecordBatch counts its records, a legacy message set its messages (a compressed legacy
+//! message counts as one), and a batch cut short at the end of a Fetch response counts only
+//! its bytes. The record-set metrics decode Produce requests (v3-v11) and Fetch responses
+//! (v4-v17) with the protocol library, only when one of them is enabled; other versions are
+//! not counted, and a message that does not decode is passed on as it is, uncounted.
+//!
 //! `telemetry.attributes` may label `kafka.requests`, `kafka.errors` and `kafka.duration` by
 //! API with the
 //! expression `${kafka.request.api}` (the API's name, e.g. `Produce`, or its key when the
-//! API is unknown here).
+//! API is unknown here), and the four record-set metrics by topic with `${kafka.topic}`; each
+//! expression labels only the metrics it applies to. Without `${kafka.topic}` the record-set
+//! metrics are one series per binding. As for every labelled metric, a binding holds at most
+//! 1000 series of one metric (further topics go to the `_overflow` series), so clients naming
+//! ever new topics cannot grow the registry without bound.
+//!
+//! Fetch responses from v13 on name topics by id only. The proxy keeps the ids it sees in
+//! Metadata responses (v10 on; at most 100 000 of them, per binding and forgotten on reload),
+//! which every client asks for before fetching, and labels such a topic by its name; an id
+//! it has not seen yet (say a client connected before a reload, until its next metadata
+//! refresh) labels the topic by the id's text, e.g. `8c3e63a2-5d1e-4f7b-9a3c-1f2d3e4f5a6b`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
+use bytes::Bytes;
 use kafka_protocol::messages as kp;
+use kafka_protocol::protocol::{Decodable, Message};
+use uuid::Uuid;
 use zilla_engine::metrics::{
     BindingMetrics, Counter, Family, Gauge, HistogramHandle, MetricDescriptor, MetricGroup,
     MetricKind, Unit,
 };
 
+use super::batches::{self, RecordSetCount};
+use super::message;
+use crate::wire;
+
 /// The expression that resolves to the request's API name.
 const API_ATTRIBUTE: &str = "${kafka.request.api}";
+/// The expression that resolves to the topic a record set belongs to.
+const TOPIC_ATTRIBUTE: &str = "${kafka.topic}";
+
+const PRODUCE: i16 = 0;
+const FETCH: i16 = 1;
+
+/// The most topic ids remembered from Metadata responses: they come from the brokers, so
+/// this only guards against a cluster (or a broker misbehaving) with very many topics.
+const MAX_TOPIC_IDS: usize = 100_000;
 
 /// The `kafka.*` metrics.
 pub static KAFKA_METRICS: MetricGroup = MetricGroup {
@@ -68,6 +110,30 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
             description: "Size of Kafka Fetch responses",
         },
         MetricDescriptor {
+            name: "kafka.produce.records",
+            kind: MetricKind::Counter,
+            unit: Unit::Count,
+            description: "Records in Kafka Produce requests forwarded by the proxy",
+        },
+        MetricDescriptor {
+            name: "kafka.produce.bytes",
+            kind: MetricKind::Counter,
+            unit: Unit::Bytes,
+            description: "Bytes of the record sets of Kafka Produce requests forwarded by the proxy",
+        },
+        MetricDescriptor {
+            name: "kafka.fetch.records",
+            kind: MetricKind::Counter,
+            unit: Unit::Count,
+            description: "Records in Kafka Fetch responses passed on by the proxy",
+        },
+        MetricDescriptor {
+            name: "kafka.fetch.bytes",
+            kind: MetricKind::Counter,
+            unit: Unit::Bytes,
+            description: "Bytes of the record sets of Kafka Fetch responses passed on by the proxy",
+        },
+        MetricDescriptor {
             name: "kafka.duration",
             kind: MetricKind::Histogram,
             unit: Unit::Nanoseconds,
@@ -96,10 +162,12 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
 };
 
 fn check_attribute(value: &str) -> Result<(), String> {
-    if value.trim() == API_ATTRIBUTE {
+    if [API_ATTRIBUTE, TOPIC_ATTRIBUTE].contains(&value.trim()) {
         Ok(())
     } else {
-        Err(format!("a kafka attribute is `{API_ATTRIBUTE}`"))
+        Err(format!(
+            "a kafka attribute is `{API_ATTRIBUTE}` or `{TOPIC_ATTRIBUTE}`"
+        ))
     }
 }
 
@@ -125,6 +193,160 @@ pub(crate) struct ProxyMetrics {
     /// Names of the attributes that carry the API name.
     api_labels: Vec<String>,
     per_api: Vec<OnceLock<ApiCounters>>,
+    /// The record-set metrics; `None` when none is enabled, so Produce requests and Fetch
+    /// responses are never decoded.
+    records: Option<RecordMetrics>,
+}
+
+/// One counter of each record-set metric, for one topic (or the binding).
+#[derive(Debug, Default)]
+struct RecordCounters {
+    records: Option<Counter>,
+    bytes: Option<Counter>,
+}
+
+impl RecordCounters {
+    fn add(&self, count: RecordSetCount) {
+        // A fetch that found nothing (most of a caught-up consumer's) adds nothing, and does
+        // not make a series for its topic either.
+        if let Some(counter) = &self.records
+            && count.records > 0
+        {
+            counter.add(count.records);
+        }
+        if let Some(counter) = &self.bytes
+            && count.bytes > 0
+        {
+            counter.add(count.bytes);
+        }
+    }
+}
+
+/// The record-set metrics of one direction.
+#[derive(Debug)]
+struct RecordFamilies {
+    records: Option<Family>,
+    bytes: Option<Family>,
+    /// The series when the metrics are not labelled by topic.
+    unlabelled: RecordCounters,
+}
+
+impl RecordFamilies {
+    fn new(metrics: &BindingMetrics, records: &str, bytes: &str, labelled: bool) -> Self {
+        let records = metrics.family(records);
+        let bytes = metrics.family(bytes);
+        let unlabelled = if labelled {
+            RecordCounters::default()
+        } else {
+            RecordCounters {
+                records: records.as_ref().and_then(|f| f.counter(Vec::new())),
+                bytes: bytes.as_ref().and_then(|f| f.counter(Vec::new())),
+            }
+        };
+        Self {
+            records,
+            bytes,
+            unlabelled,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.records.is_some() || self.bytes.is_some()
+    }
+}
+
+#[derive(Debug)]
+struct RecordMetrics {
+    produce: RecordFamilies,
+    fetch: RecordFamilies,
+    /// Names of the attributes that carry the topic.
+    topic_labels: Vec<String>,
+    /// Topic names by id, from Metadata responses, for Fetch responses that name topics by
+    /// id only; kept only when topics label the metrics.
+    topic_ids: RwLock<HashMap<Uuid, String>>,
+}
+
+impl RecordMetrics {
+    fn new(metrics: &BindingMetrics, topic_labels: Vec<String>) -> Option<Self> {
+        let labelled = !topic_labels.is_empty();
+        let produce = RecordFamilies::new(
+            metrics,
+            "kafka.produce.records",
+            "kafka.produce.bytes",
+            labelled,
+        );
+        let fetch = RecordFamilies::new(
+            metrics,
+            "kafka.fetch.records",
+            "kafka.fetch.bytes",
+            labelled,
+        );
+        (produce.enabled() || fetch.enabled()).then(|| Self {
+            produce,
+            fetch,
+            topic_labels,
+            topic_ids: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Adds what `topics` (topic, id, count) carried to the metrics of `families`.
+    fn add(&self, families: &RecordFamilies, topics: Vec<(Option<String>, Uuid, RecordSetCount)>) {
+        if self.topic_labels.is_empty() {
+            let mut total = RecordSetCount::default();
+            for (_, _, count) in topics {
+                total += count;
+            }
+            families.unlabelled.add(total);
+            return;
+        }
+        for (name, id, count) in topics {
+            if count == RecordSetCount::default() {
+                continue;
+            }
+            let topic = match name.filter(|name| !name.is_empty()) {
+                Some(name) => name,
+                None => self.topic_name(id),
+            };
+            let attributes: Vec<(String, String)> = self
+                .topic_labels
+                .iter()
+                .map(|label| (label.clone(), topic.clone()))
+                .collect();
+            // The family caps the series and truncates long names, as for every label.
+            RecordCounters {
+                records: families
+                    .records
+                    .as_ref()
+                    .and_then(|family| family.counter(attributes.clone())),
+                bytes: families
+                    .bytes
+                    .as_ref()
+                    .and_then(|family| family.counter(attributes)),
+            }
+            .add(count);
+        }
+    }
+
+    /// The name Metadata gave topic `id`, or the id's text.
+    fn topic_name(&self, id: Uuid) -> String {
+        let ids = self
+            .topic_ids
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        match ids.get(&id) {
+            Some(name) => name.clone(),
+            None => id.to_string(),
+        }
+    }
+}
+
+/// Sums the record sets of one topic's partitions.
+fn sum<'a>(sets: impl Iterator<Item = Option<&'a Bytes>>) -> RecordSetCount {
+    let mut total = RecordSetCount::default();
+    for set in sets.flatten() {
+        total += batches::count(set);
+    }
+    total
 }
 
 impl ProxyMetrics {
@@ -137,12 +359,119 @@ impl ProxyMetrics {
             produce_size: metrics.histogram("kafka.produce.size"),
             fetch_size: metrics.histogram("kafka.fetch.size"),
             active: metrics.gauge("kafka.active.connections"),
-            api_labels: attributes
-                .iter()
-                .filter(|(_, value)| value.trim() == API_ATTRIBUTE)
-                .map(|(name, _)| name.clone())
-                .collect(),
+            api_labels: labels(attributes, API_ATTRIBUTE),
             per_api: (0..CACHED_KEYS).map(|_| OnceLock::new()).collect(),
+            records: RecordMetrics::new(metrics, labels(attributes, TOPIC_ATTRIBUTE)),
+        }
+    }
+
+    /// A Produce request at `version` (`frame`, size prefix included) goes to the broker:
+    /// counts its records per topic, when a record-set metric is enabled.
+    pub(crate) fn produced(&self, version: i16, frame: &Bytes) {
+        let Some(records) = &self.records else {
+            return;
+        };
+        if !records.produce.enabled() {
+            return;
+        }
+        let request = match message::decode_request::<kp::ProduceRequest>(PRODUCE, version, frame) {
+            Ok((_, request)) => request,
+            Err(error) => {
+                // The broker answers it as it sees fit; it is only left uncounted here.
+                tracing::debug!(%error, version, "Produce request not counted");
+                return;
+            }
+        };
+        let topics = request
+            .topic_data
+            .iter()
+            .map(|topic| {
+                let count = sum(topic.partition_data.iter().map(|p| p.records.as_ref()));
+                (Some(topic.name.0.to_string()), topic.topic_id, count)
+            })
+            .collect();
+        records.add(&records.produce, topics);
+    }
+
+    /// A Fetch response at `version` whose body is `frame[offset..]` goes to the client:
+    /// counts its records per topic, when a record-set metric is enabled.
+    pub(crate) fn fetched(&self, version: i16, frame: &Bytes, offset: usize) {
+        let Some(records) = &self.records else {
+            return;
+        };
+        let decoded = kp::FetchResponse::VERSIONS;
+        if !records.fetch.enabled() || !(decoded.min..=decoded.max).contains(&version) {
+            return;
+        }
+        if offset > frame.len() {
+            return;
+        }
+        let body = frame.slice(offset..);
+        // The schema walk refuses counts larger than the bytes left before the library
+        // allocates anything from them; records stay slices of the frame.
+        let response = wire::check_response_schema(FETCH, version, &body).and_then(|()| {
+            kp::FetchResponse::decode(&mut body.clone(), version).map_err(|e| e.to_string())
+        });
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%error, version, "Fetch response not counted");
+                return;
+            }
+        };
+        let topics = response
+            .responses
+            .iter()
+            .map(|topic| {
+                let count = sum(topic.partitions.iter().map(|p| p.records.as_ref()));
+                // From v13 on the name is empty and the id names the topic.
+                let name = (version < 13).then(|| topic.topic.0.to_string());
+                (name, topic.topic_id, count)
+            })
+            .collect();
+        records.add(&records.fetch, topics);
+    }
+
+    /// A Metadata response lists `topics`: remembers their ids, for Fetch responses that
+    /// name topics by id, when the record-set metrics are labelled by topic.
+    pub(crate) fn metadata(&self, topics: &[kp::metadata_response::MetadataResponseTopic]) {
+        let Some(records) = &self.records else {
+            return;
+        };
+        if records.topic_labels.is_empty() {
+            return;
+        }
+        let named = |topic: &&kp::metadata_response::MetadataResponseTopic| {
+            !topic.topic_id.is_nil() && topic.name.is_some()
+        };
+        // Most Metadata responses repeat what is known: look before taking the write lock.
+        let known = {
+            let ids = records
+                .topic_ids
+                .read()
+                .unwrap_or_else(|poison| poison.into_inner());
+            topics
+                .iter()
+                .filter(named)
+                .all(|topic| match ids.get(&topic.topic_id) {
+                    Some(name) => Some(name.as_str()) == topic.name.as_ref().map(|n| n.0.as_str()),
+                    None => ids.len() >= MAX_TOPIC_IDS,
+                })
+        };
+        if known {
+            return;
+        }
+        let mut ids = records
+            .topic_ids
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for topic in topics.iter().filter(named) {
+            let Some(name) = &topic.name else {
+                continue;
+            };
+            if ids.len() < MAX_TOPIC_IDS || ids.contains_key(&topic.topic_id) {
+                ids.insert(topic.topic_id, name.0.to_string());
+            }
         }
     }
 
@@ -233,6 +562,15 @@ impl ProxyMetrics {
     }
 }
 
+/// Names of the attributes whose value is `expression`.
+fn labels(attributes: &[(String, String)], expression: &str) -> Vec<String> {
+    attributes
+        .iter()
+        .filter(|(_, value)| value.trim() == expression)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The API's name as Kafka spells it, or its key.
 fn api_name(api_key: i16) -> String {
     match kp::ApiKey::try_from(api_key) {
@@ -268,6 +606,184 @@ mod tests {
         assert_eq!(api_name(0), "Produce");
         assert_eq!(api_name(999), "999");
         assert!(check_attribute("${kafka.request.api}").is_ok());
+        assert!(check_attribute(" ${kafka.topic}").is_ok());
         assert!(check_attribute("${http.request.method}").is_err());
+    }
+
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::protocol::StrBytes;
+    use zilla_engine::config::model::QualifiedName;
+    use zilla_engine::metrics::Metrics;
+
+    use crate::wire::{BatchOptions, Record, encode_batch};
+
+    /// A registry with every `kafka.*` metric enabled for binding `ns:proxy`, and the proxy's
+    /// handles labelled by `attributes`.
+    fn proxy_metrics(attributes: &[(&str, &str)]) -> (Metrics, ProxyMetrics) {
+        let metrics = Metrics::new([&KAFKA_METRICS]);
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            KAFKA_METRICS
+                .metrics
+                .iter()
+                .map(|m| m.name.to_owned())
+                .collect(),
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "proxy"), &["kafka.*".to_owned()]);
+        let attributes: Vec<(String, String)> = attributes
+            .iter()
+            .map(|(label, value)| ((*label).to_owned(), (*value).to_owned()))
+            .collect();
+        let proxy = ProxyMetrics::new(&binding, &attributes);
+        (metrics, proxy)
+    }
+
+    fn batch(records: usize) -> Bytes {
+        let records: Vec<Record> = (0..records)
+            .map(|i| Record {
+                value: Some(Bytes::from(format!("v{i}"))),
+                ..Record::default()
+            })
+            .collect();
+        encode_batch(&records, &BatchOptions::default()).unwrap()
+    }
+
+    fn produce(version: i16, topics: &[(&'static str, Vec<Bytes>)]) -> Bytes {
+        let mut request = kp::ProduceRequest::default();
+        request.acks = -1;
+        for (name, sets) in topics {
+            let mut topic = kp::produce_request::TopicProduceData::default();
+            topic.name = kp::TopicName(StrBytes::from_static_str(name));
+            for (index, set) in sets.iter().enumerate() {
+                let mut partition = kp::produce_request::PartitionProduceData::default();
+                partition.index = index as i32;
+                partition.records = Some(set.clone());
+                topic.partition_data.push(partition);
+            }
+            request.topic_data.push(topic);
+        }
+        message::request_frame(PRODUCE, version, &request)
+    }
+
+    fn fetch(version: i16, topics: &[(&'static str, Uuid, Vec<Bytes>)]) -> (Bytes, usize) {
+        let mut response = kp::FetchResponse::default();
+        for (name, id, sets) in topics {
+            let mut topic = kp::fetch_response::FetchableTopicResponse::default();
+            if version < 13 {
+                topic.topic = kp::TopicName(StrBytes::from_static_str(name));
+            } else {
+                topic.topic_id = *id;
+            }
+            for (index, set) in sets.iter().enumerate() {
+                let mut partition = kp::fetch_response::PartitionData::default();
+                partition.partition_index = index as i32;
+                partition.records = Some(set.clone());
+                topic.partitions.push(partition);
+            }
+            response.responses.push(topic);
+        }
+        message::response_for_test(FETCH, version, &response)
+    }
+
+    fn metadata_topic(
+        name: &'static str,
+        id: Uuid,
+    ) -> kp::metadata_response::MetadataResponseTopic {
+        let mut topic = kp::metadata_response::MetadataResponseTopic::default();
+        topic.name = Some(kp::TopicName(StrBytes::from_static_str(name)));
+        topic.topic_id = id;
+        topic
+    }
+
+    #[test]
+    fn records_are_counted_per_topic_with_ids_named_by_metadata() {
+        let (metrics, proxy) =
+            proxy_metrics(&[("api", "${kafka.request.api}"), ("topic", "${kafka.topic}")]);
+        let (orders, audit) = (batch(3), batch(2));
+        let mut cut = batch(4).to_vec();
+        cut.truncate(cut.len() - 5);
+        let cut = Bytes::from(cut);
+        proxy.produced(
+            9,
+            &produce(
+                9,
+                &[
+                    ("orders", vec![orders.clone(), orders.clone()]),
+                    ("audit", vec![audit.clone()]),
+                ],
+            ),
+        );
+        let orders_id = Uuid::from_u128(1);
+        let unknown_id = Uuid::from_u128(2);
+        proxy.metadata(&[metadata_topic("orders", orders_id)]);
+        let (frame, offset) = fetch(
+            13,
+            &[
+                ("orders", orders_id, vec![orders.clone(), cut.clone()]),
+                ("audit", unknown_id, vec![audit.clone()]),
+            ],
+        );
+        proxy.fetched(13, &frame, offset);
+        let (frame, offset) = fetch(12, &[("audit", Uuid::nil(), vec![Bytes::new()])]);
+        proxy.fetched(12, &frame, offset);
+        let table = metrics.table();
+        let o = orders.len();
+        let a = audit.len();
+        for expected in [
+            "ns proxy kafka.produce.records{topic=orders} 6".to_owned(),
+            format!("ns proxy kafka.produce.bytes{{topic=orders}} {}", 2 * o),
+            "ns proxy kafka.produce.records{topic=audit} 2".to_owned(),
+            format!("ns proxy kafka.produce.bytes{{topic=audit}} {a}"),
+            "ns proxy kafka.fetch.records{topic=orders} 3".to_owned(),
+            format!(
+                "ns proxy kafka.fetch.bytes{{topic=orders}} {}",
+                o + cut.len()
+            ),
+            format!("ns proxy kafka.fetch.records{{topic={unknown_id}}} 2"),
+        ] {
+            assert!(table.contains(&expected), "{expected} in\n{table}");
+        }
+        // The empty fetch of `audit` by name made no series.
+        assert!(
+            !table.contains("kafka.fetch.records{topic=audit}"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn without_a_topic_attribute_records_are_one_series() {
+        let (metrics, proxy) = proxy_metrics(&[("api", "${kafka.request.api}")]);
+        let set = batch(5);
+        proxy.produced(
+            3,
+            &produce(3, &[("a", vec![set.clone()]), ("b", vec![set.clone()])]),
+        );
+        let (frame, offset) = fetch(11, &[("a", Uuid::nil(), vec![set.clone()])]);
+        proxy.fetched(11, &frame, offset);
+        // Not decodable: not counted, no panic.
+        proxy.fetched(11, &frame.slice(..frame.len() - 3), offset);
+        proxy.fetched(11, &frame, frame.len() + 1);
+        let table = metrics.table();
+        for expected in [
+            "ns proxy kafka.produce.records 10".to_owned(),
+            format!("ns proxy kafka.produce.bytes {}", 2 * set.len()),
+            "ns proxy kafka.fetch.records 5".to_owned(),
+            format!("ns proxy kafka.fetch.bytes {}", set.len()),
+        ] {
+            assert!(table.contains(&expected), "{expected} in\n{table}");
+        }
+    }
+
+    #[test]
+    fn with_no_record_metric_enabled_nothing_is_decoded() {
+        let metrics = Metrics::new([&KAFKA_METRICS]);
+        metrics.set_namespace_metrics(BTreeMap::from([(
+            "ns".to_owned(),
+            vec!["kafka.requests".to_owned()],
+        )]));
+        let binding = metrics.binding(&QualifiedName::new("ns", "proxy"), &["kafka.*".to_owned()]);
+        let proxy = ProxyMetrics::new(&binding, &[]);
+        assert!(proxy.records.is_none());
     }
 }
