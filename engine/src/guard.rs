@@ -227,9 +227,10 @@ impl ConnectionState {
 
 impl ConnectionSessions {
     /// The [`Authorization`] of a token this connection has verified under `guard_name` and
-    /// that has not expired, found by the bytes the request carries: a protocol looks a
-    /// repeated token up before checking its characters, since only tokens that passed
-    /// those checks are ever cached. `None` for any other bytes.
+    /// that has not expired, found by the bytes the request carries. A protocol may look a
+    /// repeated token up before checking its characters only where every token it caches
+    /// for this guard passed the same checks (one source of credentials), since equal bytes
+    /// pass them too. `None` for any other bytes.
     pub fn cached(&self, guard_name: &str, credentials: &[u8]) -> Option<Authorization> {
         self.inner
             .lock()

@@ -595,3 +595,142 @@ fn claims_become_session_attributes_and_encryption_keys_verify_nothing() -> Resu
     );
     Ok(())
 }
+
+/// `key DIR`: writes an RS256 private key to `DIR/k1.pem` and prints its JWK. `tokens DIR
+/// SECONDS`: prints two tokens signed with it, `short` expiring SECONDS from now, and `long`.
+const MINT_INLINE: &str = r#"
+import json, sys, time, jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+mode, d = sys.argv[1], sys.argv[2]
+if mode == "key":
+    key = rsa.generate_private_key(65537, 2048)
+    open(f"{d}/k1.pem", "wb").write(key.private_bytes(serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="k1", alg="RS256", use="sig")
+    print(json.dumps(jwk))
+else:
+    key = open(f"{d}/k1.pem").read()
+    now = int(time.time())
+    claims = {"iss": "https://auth.example.com", "aud": "https://api.example.com",
+              "sub": "alice", "scope": "read:items"}
+    token = lambda exp: jwt.encode({**claims, "exp": exp}, key, algorithm="RS256",
+                                   headers={"kid": "k1"})
+    print(json.dumps({"short": token(now + int(sys.argv[3])), "long": token(now + 300)}))
+"#;
+
+/// Sends `GET /index.html` with each of `argv[2..]` as a bearer token (`-`: none) over one
+/// keep-alive connection to port `argv[1]`, sleeping where an argument is `sleep:<seconds>`;
+/// prints the statuses.
+const ONE_CONNECTION: &str = r#"
+import http.client, sys, time
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+statuses = []
+for token in sys.argv[2:]:
+    if token.startswith("sleep:"):
+        time.sleep(float(token[6:]))
+        continue
+    headers = {} if token == "-" else {"authorization": f"Bearer {token}"}
+    connection.request("GET", "/index.html", headers=headers)
+    response = connection.getresponse()
+    response.read()
+    statuses.append(str(response.status))
+    if response.getheader("connection", "").lower() == "close":
+        raise SystemExit("the gateway closed the connection")
+print(" ".join(statuses))
+"#;
+
+/// A guard whose credentials come from one header only: a token resent on a connection is
+/// found among the ones it verified by its bytes; it is still refused once expired, and
+/// other tokens on the same connection are verified as usual.
+#[test]
+fn a_token_resent_on_one_connection_is_admitted_until_it_expires() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "hello from the origin\n")?;
+    let (_origin, origin_port) = nginx(&dir.path().join("nginx-www"), &www)?;
+    let keys = dir.path().display().to_string();
+    let jwk = python(MINT_INLINE, &["key", &keys])?;
+    let yaml = format!(
+        r#"
+name: jwt-one-header
+guards:
+  jwt0:
+    type: jwt
+    options:
+      issuer: https://auth.example.com
+      audience: https://api.example.com
+      roles: scope
+      keys:
+        - {jwk}
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      versions: [http/1.1]
+      authorization:
+        jwt0:
+          credentials:
+            headers:
+              authorization: Bearer {{credentials}}
+    routes:
+      - guarded:
+          jwt0: [read:items]
+        exit: http_client
+  http_client:
+    type: http
+    kind: client
+    options:
+      versions: [http/1.1]
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+    options:
+      host: 127.0.0.1
+      port: {origin_port}
+"#,
+        jwk = jwk.trim(),
+    );
+    let mut gateway = Gateway::builder(&yaml).start()?;
+    let port = gateway.address("tcp_server").port().to_string();
+    // Minted once the gateway listens, so the short token's 5 s cover the first requests.
+    let minted: Value = serde_json::from_str(&python(MINT_INLINE, &["tokens", &keys, "5"])?)?;
+    let token = |name: &str| {
+        minted[name]
+            .as_str()
+            .map(str::to_owned)
+            .context(name.to_owned())
+    };
+    let (short, long) = (token("short")?, token("long")?);
+    let statuses = python(
+        ONE_CONNECTION,
+        &[
+            &port,
+            &short,
+            &short,
+            "-",
+            &short,
+            // Past the short token's expiry (whole seconds: 4 to 5 s after minting).
+            "sleep:5.5",
+            &short,
+            &long,
+            &long,
+            &short,
+        ],
+    )?;
+    assert_eq!(statuses.trim(), "200 200 401 200 403 200 200 403");
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}

@@ -64,17 +64,19 @@ impl Credentials {
             .or_else(|| self.in_query(request).map(Cow::Owned))
     }
 
-    /// What [`Self::extract`] would find first when that is a header's token, before its
-    /// characters are checked: the bytes to look up among the tokens a connection has already
-    /// verified ([`zilla_engine::guard::ConnectionSessions::cached`]), so a token resent on
-    /// every request is not scanned again. `None` when cookies come first or no header
-    /// template matches.
+    /// What [`Self::extract`] would find when credentials come from one header template and
+    /// nowhere else, before its characters are checked: the bytes to look up among the tokens
+    /// a connection has already verified
+    /// ([`zilla_engine::guard::ConnectionSessions::cached`]), so a token resent on every
+    /// request is not scanned again. With a single source every cached token came through the
+    /// same template and passed the same checks, so equal bytes would pass them too; with
+    /// several (cookies, query parameters, a `Basic` header, a second header), a token cached
+    /// from one could match bytes another would refuse, so there is no candidate.
     pub fn header_candidate<'r, B>(&self, request: &'r http::Request<B>) -> Option<&'r [u8]> {
-        if !self.cookies.is_empty() {
+        if !self.cookies.is_empty() || !self.query.is_empty() {
             return None;
         }
-        let (name, pattern) = self.headers.first()?;
-        let HeaderPattern::Template { before, after } = pattern else {
+        let [(name, HeaderPattern::Template { before, after })] = self.headers.as_slice() else {
             return None;
         };
         let value = request.headers().get(name)?.as_bytes().trim_ascii();
@@ -253,14 +255,29 @@ mod tests {
         assert_eq!(candidate("Bearer a b").as_deref(), Some(&b"a b"[..]));
         assert_eq!(candidate("Basic abc"), None);
         assert_eq!(credentials.header_candidate(&request("/", &[])), None);
-        // Cookies come before headers, so there is no header candidate.
-        let with_cookies = Credentials::compile(&CredentialsConfig {
-            cookies: map(&[("access_token", "{credentials}")]),
-            ..bearer
-        })
-        .unwrap();
+        // With a second source of credentials a token cached from it could match bytes the
+        // header template refuses, so there is no candidate.
         let request = request("/", &[("authorization", "Bearer abc.def")]);
-        assert_eq!(with_cookies.header_candidate(&request), None);
+        for other in [
+            CredentialsConfig {
+                cookies: map(&[("access_token", "{credentials}")]),
+                ..bearer.clone()
+            },
+            CredentialsConfig {
+                query: map(&[("access_token", "{credentials}")]),
+                ..bearer.clone()
+            },
+            CredentialsConfig {
+                headers: map(&[
+                    ("authorization", "Bearer {credentials}"),
+                    ("x-token", "{credentials}"),
+                ]),
+                ..Default::default()
+            },
+        ] {
+            let credentials = Credentials::compile(&other).unwrap();
+            assert_eq!(credentials.header_candidate(&request), None);
+        }
     }
 
     #[test]
