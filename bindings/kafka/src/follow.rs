@@ -63,7 +63,8 @@ struct Member {
     high_watermark: i64,
     partition_max_bytes: i32,
     sender: mpsc::Sender<Result<FetchBatch, StreamError>>,
-    /// The session's phase it was last in (`None` before its first session).
+    /// The phase of the session it was last placed in (`None` before its first), from which
+    /// its next phase is decided: a re-placed member (a leader move) keeps its hysteresis.
     phase: Option<Phase>,
     /// Failed fetches of this member in a row, and when it may be fetched again: a partition
     /// whose records cannot be decoded (a batch over the decompression limit, a corrupt
@@ -211,7 +212,7 @@ impl Follower {
 
     /// Adds the partition to its leader's session, refreshing metadata until a leader is
     /// known.
-    async fn place(self: Arc<Self>, member: Member) {
+    async fn place(self: Arc<Self>, mut member: Member) {
         let (topic, partition) = (member.topic.clone(), member.partition);
         let mut backoff = BACKOFF_START;
         loop {
@@ -221,6 +222,7 @@ impl Follower {
             match self.cluster.leader(&topic, partition).await {
                 Ok(endpoint) => {
                     let key = (endpoint, Phase::of(&member, member.phase));
+                    member.phase = Some(key.1);
                     let mut sessions = self.sessions();
                     let session = sessions.entry(key.clone()).or_insert_with(|| {
                         let session = Arc::new(Session::default());
@@ -431,7 +433,6 @@ impl Follower {
                                 member.offset = next.max(member.offset);
                                 member.high_watermark = high_watermark;
                                 if Phase::of(member, Some(phase)) != phase {
-                                    member.phase = Some(phase);
                                     drop(members);
                                     self.rephase(&session, id);
                                 }
@@ -544,5 +545,41 @@ mod tests {
         assert_eq!(retry_pause(3), BACKOFF_START * 4);
         assert_eq!(retry_pause(40), BACKOFF_MAX);
         assert_eq!(retry_pause(u32::MAX), BACKOFF_MAX);
+    }
+
+    fn member(offset: i64, high_watermark: i64, phase: Option<Phase>) -> Member {
+        let (sender, _) = mpsc::channel(1);
+        Member {
+            topic: "t".to_owned(),
+            partition: 0,
+            waited: 0,
+            offset,
+            high_watermark,
+            partition_max_bytes: 1,
+            sender,
+            phase,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    #[test]
+    fn a_partition_catches_up_only_far_behind_and_leaves_only_at_its_end() {
+        use Phase::{AtEnd, CatchingUp};
+        let phase = |offset, phase| {
+            let member = member(offset, 5000, phase);
+            Phase::of(&member, member.phase)
+        };
+        // Just placed: far behind catches up, a little behind or unknown joins the end.
+        assert_eq!(phase(0, None), CatchingUp);
+        assert_eq!(phase(4500, None), AtEnd);
+        assert_eq!(Phase::of(&member(0, -1, None), None), AtEnd);
+        // Catching up: stays until the end is reached.
+        assert_eq!(phase(4999, Some(CatchingUp)), CatchingUp);
+        assert_eq!(phase(5000, Some(CatchingUp)), AtEnd);
+        // At the end (also when placed again after a leader move): a few records behind
+        // stay in the parked session.
+        assert_eq!(phase(4500, Some(AtEnd)), AtEnd);
+        assert_eq!(phase(3999, Some(AtEnd)), CatchingUp);
     }
 }
