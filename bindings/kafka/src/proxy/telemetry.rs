@@ -290,7 +290,7 @@ impl RecordMetrics {
     }
 
     /// Adds what `topics` (topic, id, count) carried to the metrics of `families`.
-    fn add(&self, families: &RecordFamilies, topics: Vec<(Option<String>, Uuid, RecordSetCount)>) {
+    fn add(&self, families: &RecordFamilies, topics: Vec<(Option<&str>, Uuid, RecordSetCount)>) {
         if self.topic_labels.is_empty() {
             let mut total = RecordSetCount::default();
             for (_, _, count) in topics {
@@ -304,7 +304,7 @@ impl RecordMetrics {
                 continue;
             }
             let topic = match name.filter(|name| !name.is_empty()) {
-                Some(name) => name,
+                Some(name) => name.to_owned(),
                 None => self.topic_name(id),
             };
             let attributes: Vec<(String, String)> = self
@@ -387,7 +387,7 @@ impl ProxyMetrics {
             .iter()
             .map(|topic| {
                 let count = sum(topic.partition_data.iter().map(|p| p.records.as_ref()));
-                (Some(topic.name.0.to_string()), topic.topic_id, count)
+                (Some(topic.name.0.as_str()), topic.topic_id, count)
             })
             .collect();
         records.add(&records.produce, topics);
@@ -425,7 +425,7 @@ impl ProxyMetrics {
             .map(|topic| {
                 let count = sum(topic.partitions.iter().map(|p| p.records.as_ref()));
                 // From v13 on the name is empty and the id names the topic.
-                let name = (version < 13).then(|| topic.topic.0.to_string());
+                let name = (version < 13).then(|| topic.topic.0.as_str());
                 (name, topic.topic_id, count)
             })
             .collect();
