@@ -13,7 +13,23 @@
 //! really held: records are copied out of their fetch response, so none keeps a fetch frame
 //! or a decompressed batch alive. Past a bound, superseded records of compacted topics go
 //! first, then the oldest records of the coldest partitions (unread ones, then the least
-//! recently read). Records older than the topic's `retention.ms` are dropped as well.
+//! recently read).
+//!
+//! The topic configs that make Kafka drop records are honoured, checked each time a fetch of
+//! the partition brings something and, between fetches, every tenth of the age that applies
+//! (within 1 s to 60 s). Records older than `retention.ms` are dropped (topics that are not
+//! compacted). On topics whose `cleanup.policy` has `delete`, a partition keeps at most
+//! `retention.bytes` (`-1`: no limit): in memory the smaller of it and the partition bound,
+//! counted as above, and in segment files, where the oldest whole segments go but never the
+//! one being written ([`DiskLog::retain_bytes`]). Both count records uncompressed, memory with
+//! each record's overhead too, so for the same records the cache counts more bytes than Kafka
+//! and drops them sooner: a reader then gets them from Kafka. On compacted topics a tombstone more than
+//! `delete.retention.ms` old is removed (see [`crate::cache_log`]): latest-per-key replays no
+//! longer yield it nor the records of its key before it, and an item lookup of its key finds
+//! nothing without a fetch, as for a key never written. Ages are record timestamps against the
+//! gateway's clock; a record without one is kept. A reader of an offset dropped by any of
+//! these rules is served as for any offset the cache no longer holds: from disk if there, else
+//! read through from Kafka.
 //!
 //! With a disk tier ([`Cache::with_disk`], as every `cache_server` has unless
 //! `zilla.binding.kafka.cache.disk.bytes` is 0) every record fetched for a partition's history
@@ -286,7 +302,24 @@ impl PartitionCache {
         if !config.compacted {
             disk.expire(config.retention_ms, now_millis());
         }
+        if config.deleting {
+            disk.retain_bytes(config.retention_bytes);
+        }
         Some(disk.budget().clone())
+    }
+
+    /// Drops what has aged out under the topic's configs from memory and the segment files
+    /// (when no fetch arrived to do it).
+    fn expire(&self, config: &TopicConfig) {
+        let now = now_millis();
+        if let Ok(mut log) = self.log.write() {
+            expire_log(&mut log, config, now);
+        }
+        if !config.compacted
+            && let Some(disk) = self.disk.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+        {
+            disk.expire(config.retention_ms, now);
+        }
     }
 
     fn tail(&self) -> Option<Arc<Tail>> {
@@ -781,6 +814,10 @@ async fn fetch_partition(
     tuning: CacheTuning,
     stopped: CancellationToken,
 ) {
+    // A quiet partition brings no fetch to check ages at: a timer does.
+    let period = expiry_period(&config);
+    let mut expiry = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let request = FetchRequest {
             topic: topic.clone(),
@@ -792,7 +829,14 @@ async fn fetch_partition(
         };
         let mut batches = upstream.follow(request);
         loop {
-            let batch = match next_batch(&mut batches, &stopped, &topic, partition.id).await {
+            let followed = tokio::select! {
+                followed = next_batch(&mut batches, &stopped, &topic, partition.id) => followed,
+                _ = expiry.tick() => {
+                    partition.expire(&config);
+                    continue;
+                }
+            };
+            let batch = match followed {
                 Followed::Stopped => return,
                 Followed::Ended => break,
                 Followed::Batch(batch) => batch,
@@ -880,10 +924,10 @@ fn store(
         }
         log.kafka_start = log.kafka_start.max(batch.log_start_offset);
         log.append(batch.messages, batch.next_offset, config.compacted);
-        if !config.compacted {
-            log.expire(config.retention_ms, now_millis());
-        }
-        let over = log.record_bytes().saturating_sub(tuning.partition_bytes);
+        expire_log(&mut log, config, now_millis());
+        let over = log
+            .record_bytes()
+            .saturating_sub(partition_limit(config, tuning));
         if over > 0 {
             log.evict(over, 0);
         }
@@ -892,6 +936,37 @@ fn store(
     budget.enforce();
     if let Some(disk_budget) = disk_budget {
         disk_budget.enforce();
+    }
+}
+
+/// Drops from `log` what has aged out under the topic's configs: records older than
+/// `retention.ms` or, on compacted topics, tombstones older than `delete.retention.ms`.
+fn expire_log(log: &mut Log, config: &TopicConfig, now_ms: i64) {
+    if config.compacted {
+        log.expire_tombstones(config.delete_retention_ms, now_ms);
+    } else {
+        log.expire(config.retention_ms, now_ms);
+    }
+}
+
+/// How often a partition's ages are checked between fetches: a tenth of the shortest age
+/// that applies, within 1 s to 60 s (checks that find nothing cost a look at the front).
+fn expiry_period(config: &TopicConfig) -> Duration {
+    let age = if config.compacted {
+        config.delete_retention_ms
+    } else {
+        config.retention_ms
+    };
+    let millis = u64::try_from(age / 10).unwrap_or(u64::MAX);
+    Duration::from_millis(millis.clamp(1_000, 60_000))
+}
+
+/// The record bytes a partition keeps in memory: `zilla.binding.kafka.cache.partition.bytes`,
+/// or the topic's `retention.bytes` when that is smaller and the topic deletes.
+fn partition_limit(config: &TopicConfig, tuning: &CacheTuning) -> usize {
+    match usize::try_from(config.retention_bytes) {
+        Ok(retention) if config.deleting => tuning.partition_bytes.min(retention),
+        _ => tuning.partition_bytes,
     }
 }
 
@@ -1447,6 +1522,8 @@ mod tests {
         /// While set, the fetch of offset 0 waits at the gate too (the history's first fetch
         /// held back).
         first_held: std::sync::atomic::AtomicBool,
+        /// What `describe` answers, when not the defaults (with `compacted`).
+        config: Mutex<Option<TopicConfig>>,
     }
 
     impl Partition {
@@ -1465,6 +1542,7 @@ mod tests {
                 end_probes: AtomicUsize::new(0),
                 read_throughs: AtomicUsize::new(0),
                 first_held: std::sync::atomic::AtomicBool::new(false),
+                config: Mutex::new(None),
             })
         }
 
@@ -1515,13 +1593,11 @@ mod tests {
         }
 
         fn describe(&self, _: &str) -> BoxFuture<'_, Result<TopicConfig, StreamError>> {
-            let compacted = self.compacted;
-            Box::pin(async move {
-                Ok(TopicConfig {
-                    compacted,
-                    ..TopicConfig::default()
-                })
-            })
+            let config = self.config.lock().unwrap().clone().unwrap_or(TopicConfig {
+                compacted: self.compacted,
+                ..TopicConfig::default()
+            });
+            Box::pin(async move { Ok(config) })
         }
 
         /// One record per fetch.
@@ -2074,5 +2150,118 @@ mod tests {
                 (3, "c".to_owned())
             ]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_bytes_bounds_memory_and_older_offsets_are_read_from_kafka() {
+        let upstream = Partition::new(vec![("k", Some("v")); 40], false, 0);
+        let one = crate::cache_log::size_of_message(&message(0, "k", Some("v")));
+        *upstream.config.lock().unwrap() = Some(TopicConfig {
+            retention_bytes: (one * 5) as i64,
+            ..TopicConfig::default()
+        });
+        let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
+        let mut first = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets_of(messages(&mut first, 40).await),
+            (0..40).collect::<Vec<_>>()
+        );
+        {
+            let topic = cache.topic("t").await.unwrap();
+            let log = topic.partitions[0].log.read().unwrap();
+            assert_eq!(
+                log.offsets(),
+                (35..40).collect::<Vec<_>>(),
+                "the newest stay"
+            );
+            assert_eq!(log.start, 35);
+        }
+        let asked = upstream.read_throughs.load(Ordering::Relaxed);
+        let mut second = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        assert_eq!(
+            offsets_of(messages(&mut second, 40).await),
+            (0..40).collect::<Vec<_>>(),
+            "no offset is skipped"
+        );
+        assert!(
+            upstream.read_throughs.load(Ordering::Relaxed) > asked,
+            "what the cache dropped came from Kafka"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tombstones_older_than_delete_retention_are_gone_from_replays_and_lookups() {
+        let directory = tempfile::tempdir().unwrap();
+        let now = now_millis();
+        let hour_ago = now - 3_600_000;
+        let upstream = || {
+            let upstream = Partition::new(
+                vec![
+                    ("a", Some("1")),
+                    ("b", Some("1")),
+                    ("a", None),
+                    ("c", None),
+                    ("d", Some("1")),
+                ],
+                true,
+                0,
+            );
+            for record in upstream.records.lock().unwrap().iter_mut() {
+                record.timestamp = if record.offset < 3 { hour_ago } else { now };
+            }
+            *upstream.config.lock().unwrap() = Some(TopicConfig {
+                compacted: true,
+                delete_retention_ms: 60_000,
+                ..TopicConfig::default()
+            });
+            upstream
+        };
+        let in_memory = upstream();
+        let on_disk = upstream();
+        // The second cache keeps nothing in memory: its replays come from the segment files.
+        for (upstream, cache) in [
+            (in_memory.clone(), cache_of(in_memory, 64 * 1024 * 1024)),
+            (on_disk.clone(), disk_cache_of(on_disk, directory.path())),
+        ] {
+            let mut replay = cache
+                .merged(request(Start::Historical, Vec::new()))
+                .await
+                .unwrap();
+            let (records, _, synced) = until_synced(&mut replay).await;
+            assert_eq!(
+                records,
+                [
+                    (1, "b".to_owned()),
+                    (3, "c".to_owned()),
+                    (4, "d".to_owned())
+                ],
+                "a's old tombstone and the record it deleted are gone, c's young one stays"
+            );
+            assert_eq!(synced, [5]);
+            let key = |key: &'static str| {
+                request(
+                    Start::Historical,
+                    vec![Filter {
+                        conditions: vec![Condition::Key(Bytes::from_static(key.as_bytes()))],
+                    }],
+                )
+            };
+            let asked = upstream.read_throughs.load(Ordering::Relaxed);
+            let mut lookup = cache.merged(key("a")).await.unwrap();
+            assert_eq!(until_synced(&mut lookup).await.0, [], "a is not found");
+            assert_eq!(
+                upstream.read_throughs.load(Ordering::Relaxed),
+                asked,
+                "without asking Kafka"
+            );
+            let mut lookup = cache.merged(key("c")).await.unwrap();
+            assert_eq!(until_synced(&mut lookup).await.0, [(3, "c".to_owned())]);
+        }
     }
 }

@@ -31,7 +31,9 @@
 //!
 //! Disk use is bounded for the whole gateway (`zilla.binding.kafka.cache.disk.bytes`,
 //! default 4 GiB): past it the oldest segments of the coldest partitions are deleted, and
-//! readers needing them read from Kafka again. Segments roll at
+//! readers needing them read from Kafka again. A partition of a topic whose `cleanup.policy`
+//! has `delete` is bounded by its `retention.bytes` too, as in Kafka: its oldest segments go
+//! while its files hold more, except the one being written ([`DiskLog::retain_bytes`]). Segments roll at
 //! `zilla.binding.kafka.cache.segment.bytes` (default 64 MiB, smaller than Zilla's 1 GiB
 //! because a segment is also what the disk budget deletes at once).
 
@@ -317,7 +319,6 @@ impl DiskLog {
     }
 
     /// Bytes of segment files.
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> u64 {
         self.segments.iter().map(|segment| segment.len).sum()
     }
@@ -581,6 +582,23 @@ impl DiskLog {
                 .is_some_and(|s| s.newest > 0 && now_ms - s.newest > retention_ms)
         {
             self.drop_oldest(false);
+        }
+    }
+
+    /// Drops whole segments, oldest first, while the files hold more than `retention_bytes`
+    /// (a topic's `retention.bytes`; negative: no limit). The segment being written stays, as
+    /// Kafka keeps its active segment.
+    pub(crate) fn retain_bytes(&mut self, retention_bytes: i64) {
+        let Ok(limit) = u64::try_from(retention_bytes) else {
+            return;
+        };
+        let mut bytes = self.bytes();
+        while bytes > limit {
+            let freed = self.drop_oldest(false);
+            if freed == 0 {
+                break;
+            }
+            bytes -= freed;
         }
     }
 
@@ -996,6 +1014,49 @@ mod tests {
             "the partition with readers keeps its segments"
         );
         assert!(unread.start > 0, "the unread one lost its oldest");
+    }
+
+    #[test]
+    fn retention_bytes_drops_the_oldest_segments_but_never_the_one_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = tuning(dir.path(), 64 * 1024, u64::MAX);
+        let memory = MemoryBudget::new(usize::MAX);
+        let mut log = DiskLog::open(&tuning, memory.clone(), "t", 0, 0)
+            .unwrap()
+            .unwrap();
+        let value = "v".repeat(4000);
+        let records: Vec<Message> = (0..100)
+            .map(|o| message(o, "k", Some(&value), None))
+            .collect();
+        log.append(&records, 100, 0).unwrap();
+        let segments = log.segments.len();
+        assert!(segments > 4, "{segments} segments");
+        let held = log.bytes();
+
+        log.retain_bytes(-1);
+        assert_eq!(log.bytes(), held, "-1 is no limit");
+        log.retain_bytes(held as i64);
+        assert_eq!(log.bytes(), held, "at the limit nothing goes");
+
+        let limit = 150 * 1024;
+        log.retain_bytes(limit);
+        assert!(log.bytes() <= limit as u64, "{} bytes left", log.bytes());
+        assert!(log.segments.len() < segments);
+        assert!(log.start > 0, "the oldest records are gone");
+        assert_eq!(tuning.budget.used(), log.bytes());
+        assert!(matches!(log.locate(0, None, 10), Located::Missing));
+        assert!(matches!(
+            log.locate(log.start - 1, None, 10),
+            Located::Missing
+        ));
+        let kept = read_all(&log, log.start, None);
+        assert_eq!(kept.first().map(|m| m.offset), Some(log.start));
+        assert_eq!(kept.last(), records.last(), "the newest stay");
+
+        // Smaller than the segment being written: that one stays whole.
+        log.retain_bytes(0);
+        assert_eq!(log.segments.len(), 1);
+        assert_eq!(read_all(&log, log.start, None).last(), records.last());
     }
 
     #[test]

@@ -17,6 +17,14 @@
 //!
 //! A [`RecordIndex`] of header values (and of keys, on topics without the key index) lets
 //! filtered readers read only the records that can match.
+//!
+//! A tombstone (a record with a null value) whose timestamp is more than the topic's
+//! `delete.retention.ms` old is removed as Kafka's cleaner removes it ([`Log::expire_tombstones`]):
+//! its record leaves memory, and its key leaves the key index, so an item lookup of the key
+//! finds nothing, as for a key never written. What the key index kept for it becomes a marker
+//! of the tombstone's offset (costing what the entry did), which keeps hiding the tombstone and
+//! every older record of the key from latest-per-key reads wherever they come from (memory,
+//! segment files or Kafka). A tombstone without a timestamp is kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -45,6 +53,13 @@ pub(crate) enum Chunk {
     Hole(i64),
 }
 
+/// A tombstone known to the key index.
+struct Tombstone {
+    offset: i64,
+    timestamp: i64,
+    key: u64,
+}
+
 /// One offset of the log: a record, or a record dropped from the middle.
 struct Slot {
     offset: i64,
@@ -64,6 +79,12 @@ pub(crate) struct Log {
     structure_bytes: usize,
     /// Key hash → latest offset (compacted topics only).
     keys: HashMap<u64, i64>,
+    /// Tombstones the key index still answers with, in offset order: what
+    /// [`Log::expire_tombstones`] looks at.
+    tombstones: VecDeque<Tombstone>,
+    /// Key hash → offset of its tombstone, for keys whose tombstone was removed after
+    /// `delete.retention.ms`: records of the key up to it are hidden from latest-per-key reads.
+    removed: HashMap<u64, i64>,
     hasher: RandomState,
     /// Header values (and keys, without the key index) → records held.
     index: RecordIndex,
@@ -149,6 +170,8 @@ impl Log {
             record_bytes: 0,
             structure_bytes: 0,
             keys: HashMap::new(),
+            tombstones: VecDeque::new(),
+            removed: HashMap::new(),
             hasher: RandomState::new(),
             index: RecordIndex::default(),
             keys_in_index: false,
@@ -184,19 +207,25 @@ impl Log {
         self.keys.get(&self.hash(key)).copied()
     }
 
-    /// The offset of the later record of the same key that replaced `message`, if one did
-    /// (compacted topics).
+    /// The offset of the later record of the same key that replaced `message`, if one did,
+    /// or of the tombstone of its key removed after `delete.retention.ms` when `message` is
+    /// that tombstone or older (compacted topics): a latest-per-key read steps over it.
     pub(crate) fn replaced_at(&self, message: &Message) -> Option<i64> {
-        message
-            .key
-            .as_ref()
-            .and_then(|key| self.latest_of(key))
-            .filter(|&latest| latest > message.offset)
+        let hash = self.hash(message.key.as_ref()?);
+        match self.keys.get(&hash) {
+            Some(&latest) => (latest > message.offset).then_some(latest),
+            None => self
+                .removed
+                .get(&hash)
+                .copied()
+                .filter(|&tombstone| tombstone >= message.offset),
+        }
     }
 
     fn recount_structure(&mut self) {
         let bytes = self.slots.capacity() * size_of::<Slot>()
-            + self.keys.capacity() * (size_of::<(u64, i64)>() + 1)
+            + (self.keys.capacity() + self.removed.capacity()) * (size_of::<(u64, i64)>() + 1)
+            + self.tombstones.capacity() * size_of::<Tombstone>()
             + self.superseded.capacity() * size_of::<i64>()
             + self.index.bytes();
         if bytes > self.structure_bytes {
@@ -227,6 +256,15 @@ impl Log {
                     && previous >= self.start
                 {
                     self.superseded.push_back(previous);
+                }
+                // The new record hides every older one of the key by itself.
+                self.removed.remove(&hash);
+                if message.value.is_none() {
+                    self.tombstones.push_back(Tombstone {
+                        offset: message.offset,
+                        timestamp: message.timestamp,
+                        key: hash,
+                    });
                 }
             }
             let message = compact(message);
@@ -316,6 +354,35 @@ impl Log {
             }
             freed += self.pop_front().unwrap_or(0);
         }
+        self.budget.release(freed);
+        self.recount_structure();
+    }
+
+    /// Removes the tombstones timestamped before `now_ms - delete_retention_ms` that are still
+    /// their key's latest record (compacted topics): the record leaves memory, the key the
+    /// key index (see the module docs). Tombstones are looked at in offset order and the
+    /// first one not yet old enough stops the pass, as [`Log::expire`] stops at the first
+    /// record to keep; one without a timestamp is kept and looked at no more.
+    pub(crate) fn expire_tombstones(&mut self, delete_retention_ms: i64, now_ms: i64) {
+        if delete_retention_ms < 0 {
+            return;
+        }
+        let mut freed = 0;
+        while let Some(tombstone) = self.tombstones.front() {
+            let latest = self.keys.get(&tombstone.key) == Some(&tombstone.offset);
+            if latest && tombstone.timestamp > 0 {
+                if now_ms - tombstone.timestamp <= delete_retention_ms {
+                    break;
+                }
+                let (key, offset) = (tombstone.key, tombstone.offset);
+                self.keys.remove(&key);
+                self.removed.insert(key, offset);
+                freed += self.clear(offset);
+            }
+            // A tombstone a later record replaced is an ordinary superseded record now.
+            self.tombstones.pop_front();
+        }
+        self.drop_empty_front();
         self.budget.release(freed);
         self.recount_structure();
     }
@@ -487,6 +554,118 @@ mod tests {
         );
         drop(log);
         assert_eq!(budget.held(), 0, "a dropped log gives its bytes back");
+    }
+
+    fn at(message: Message, timestamp: i64) -> Message {
+        Message {
+            timestamp,
+            ..message
+        }
+    }
+
+    /// What a latest-per-key replay of the log from its start reads from memory: the records
+    /// held that no later record of their key replaced.
+    fn replay(log: &Log) -> Vec<i64> {
+        let Chunk::Records(records) = log.read_from(log.start, true) else {
+            panic!("latest-per-key reads skip holes");
+        };
+        records
+            .iter()
+            .filter(|record| log.replaced_at(record).is_none())
+            .map(|record| record.offset)
+            .collect()
+    }
+
+    #[test]
+    fn tombstones_older_than_delete_retention_leave_the_log_and_the_key_index() {
+        const DAY: i64 = 86_400_000;
+        let now = 10 * DAY;
+        let old = now - 2 * DAY;
+        let young = now - DAY / 2;
+        let budget = MemoryBudget::new(usize::MAX);
+        let mut log = Log::new(budget.clone(), 0);
+        log.append(
+            vec![
+                at(message(0, "a", Some("1")), old),
+                at(message(1, "b", Some("1")), old),
+                at(message(2, "a", None), old),
+                at(message(3, "d", None), old),
+                at(message(4, "d", Some("2")), old),
+                at(message(5, "e", None), 0),
+                at(message(6, "c", Some("1")), young),
+                at(message(7, "c", None), young),
+            ],
+            8,
+            true,
+        );
+        assert_eq!(
+            replay(&log),
+            [1, 2, 4, 5, 7],
+            "every tombstone is young enough"
+        );
+
+        log.expire_tombstones(DAY, now);
+        assert_eq!(log.latest_of(b"a"), None, "the key index forgot a");
+        assert_eq!(log.replaced_at(&message(2, "a", None)), Some(2));
+        assert_eq!(
+            log.replaced_at(&message(0, "a", Some("1"))),
+            Some(2),
+            "what a's tombstone replaced stays hidden"
+        );
+        assert_eq!(log.latest_of(b"c"), Some(7), "a younger tombstone stays");
+        assert_eq!(
+            log.latest_of(b"d"),
+            Some(4),
+            "a replaced tombstone changes nothing"
+        );
+        assert_eq!(
+            log.latest_of(b"e"),
+            Some(5),
+            "one without a timestamp stays"
+        );
+        assert!(!log.offsets().contains(&2), "a's tombstone left memory");
+        assert_eq!(replay(&log), [1, 4, 5, 7]);
+        assert_eq!(budget.held(), log.bytes());
+
+        log.expire_tombstones(DAY, now + DAY);
+        assert_eq!(log.latest_of(b"c"), None);
+        assert_eq!(replay(&log), [1, 4, 5]);
+        assert_eq!(log.latest_of(b"e"), Some(5));
+
+        // A key written again is an ordinary key, whose new record hides the old ones.
+        log.append(vec![at(message(8, "a", Some("3")), now)], 9, true);
+        assert_eq!(log.latest_of(b"a"), Some(8));
+        assert_eq!(log.replaced_at(&message(0, "a", Some("1"))), Some(8));
+        assert_eq!(log.replaced_at(&message(8, "a", Some("3"))), None);
+        assert_eq!(replay(&log), [1, 4, 5, 8]);
+
+        // A negative delete.retention.ms keeps tombstones.
+        log.append(vec![at(message(9, "b", None), old)], 10, true);
+        log.expire_tombstones(-1, now);
+        assert_eq!(log.latest_of(b"b"), Some(9));
+        assert_eq!(budget.held(), log.bytes());
+        drop(log);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn an_expired_tombstone_at_the_front_moves_the_start() {
+        let mut log = Log::default();
+        log.append(
+            vec![
+                at(message(0, "a", None), 1_000),
+                at(message(1, "b", Some("1")), 1_000),
+            ],
+            2,
+            true,
+        );
+        log.expire_tombstones(10, 2_000);
+        assert_eq!(log.offsets(), [1]);
+        assert_eq!(
+            log.start, 1,
+            "the offset is not held: a reader of it asks Kafka"
+        );
+        assert_eq!(log.latest_of(b"a"), None);
     }
 
     #[test]

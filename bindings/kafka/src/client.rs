@@ -493,6 +493,12 @@ pub(crate) fn topic_config(configs: &wire::TopicConfigs) -> TopicConfig {
         retention_ms: value("retention.ms")
             .and_then(|v| v.parse().ok())
             .unwrap_or(defaults.retention_ms),
+        retention_bytes: value("retention.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.retention_bytes),
+        delete_retention_ms: value("delete.retention.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.delete_retention_ms),
         max_message_bytes: value("max.message.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(defaults.max_message_bytes),
@@ -504,4 +510,44 @@ fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ConfigEntry, ConfigSource, TopicConfigs, fill_topic_defaults};
+
+    fn configs(set: &[(&str, &str)]) -> TopicConfigs {
+        let mut configs: TopicConfigs = set
+            .iter()
+            .map(|(name, value)| {
+                (
+                    (*name).to_owned(),
+                    ConfigEntry {
+                        value: Some((*value).to_owned()),
+                        source: ConfigSource::Topic,
+                        read_only: false,
+                        sensitive: false,
+                    },
+                )
+            })
+            .collect();
+        fill_topic_defaults(&mut configs);
+        configs
+    }
+
+    #[test]
+    fn topic_configs_are_read_with_kafkas_defaults() {
+        assert_eq!(topic_config(&configs(&[])), TopicConfig::default());
+        let config = topic_config(&configs(&[
+            ("cleanup.policy", "compact,delete"),
+            ("retention.bytes", "1048576"),
+            ("delete.retention.ms", "5000"),
+        ]));
+        assert!(config.compacted && config.deleting);
+        assert_eq!(config.retention_bytes, 1_048_576);
+        assert_eq!(config.delete_retention_ms, 5_000);
+        assert_eq!(TopicConfig::default().retention_bytes, -1);
+        assert_eq!(TopicConfig::default().delete_retention_ms, 86_400_000);
+    }
 }

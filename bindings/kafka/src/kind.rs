@@ -337,6 +337,11 @@ pub struct TopicConfig {
     pub deleting: bool,
     /// `retention.ms`, `-1` for forever.
     pub retention_ms: i64,
+    /// `retention.bytes`: what one partition keeps at most (when `deleting`), `-1` for no
+    /// limit.
+    pub retention_bytes: i64,
+    /// `delete.retention.ms`: how long a tombstone is kept (when `compacted`).
+    pub delete_retention_ms: i64,
     /// `max.message.bytes`.
     pub max_message_bytes: i64,
 }
@@ -348,6 +353,8 @@ impl Default for TopicConfig {
             compacted: false,
             deleting: true,
             retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            delete_retention_ms: 24 * 3600 * 1000,
             max_message_bytes: 1_048_588,
         }
     }
