@@ -969,3 +969,126 @@ async fn transforms_key_and_label_keyless_json_records_as_they_enter_the_cache()
     );
     Ok(())
 }
+
+/// Every message of a latest-per-key replay of `topic` (or of one `key`) up to its sync.
+async fn replay(
+    cache: &CacheHandler,
+    topic: &str,
+    key: Option<&str>,
+) -> Result<Vec<(String, Option<String>)>> {
+    let filters = key
+        .map(|key| Filter {
+            conditions: vec![Condition::Key(Bytes::from(key.to_owned()))],
+        })
+        .into_iter()
+        .collect();
+    let mut stream = cache
+        .merged(MergedRequest {
+            topic: topic.into(),
+            start: Start::Historical,
+            latest_per_key: true,
+            filters,
+            ..MergedRequest::default()
+        })
+        .await?;
+    let mut got = Vec::new();
+    loop {
+        match within("replay", stream.next()).await? {
+            Some(Ok(MergedItem::Message { message, .. })) => got.push((
+                String::from_utf8_lossy(message.key.as_deref().unwrap_or_default()).into_owned(),
+                message
+                    .value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned()),
+            )),
+            Some(Ok(MergedItem::Snapshot(_))) => {}
+            Some(Ok(MergedItem::Synced(_))) => return Ok(got),
+            Some(Err(error)) => return Err(error.into()),
+            None => anyhow::bail!("stream ended"),
+        }
+    }
+}
+
+/// The broker returns `retention.bytes` and `delete.retention.ms` set on a topic through
+/// DescribeConfigs, and the cache removes a tombstone once it is older than
+/// `delete.retention.ms`, with nothing new fetched meanwhile: from replays, and from item
+/// lookups of its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_leave_the_cache_after_delete_retention() -> Result<()> {
+    const DELETE_RETENTION_MS: u64 = 10_000;
+    let broker = Broker::start()?;
+    let client = client(&broker)?;
+    create_topic(
+        client.cluster(),
+        "bounded",
+        1,
+        &[("cleanup.policy", "delete"), ("retention.bytes", "65536")],
+    )
+    .await?;
+    let bounded = client.describe("bounded").await?;
+    assert!(bounded.deleting);
+    assert_eq!(bounded.retention_bytes, 65_536);
+    let retention = DELETE_RETENTION_MS.to_string();
+    create_topic(
+        client.cluster(),
+        "expiring",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", &retention),
+        ],
+    )
+    .await?;
+    let expiring = client.describe("expiring").await?;
+    assert!(expiring.compacted);
+    assert_eq!(expiring.delete_retention_ms, DELETE_RETENTION_MS as i64);
+    assert_eq!(expiring.retention_bytes, -1, "Kafka's default");
+
+    let produced = Instant::now();
+    produce_with_python(
+        &broker,
+        "expiring",
+        &[("a", Some("a1")), ("b", Some("b1")), ("a", None)],
+    )?;
+    let cache = cache(client);
+    let young = replay(&cache, "expiring", None).await?;
+    anyhow::ensure!(
+        produced.elapsed() < Duration::from_millis(DELETE_RETENTION_MS),
+        "the first replay came too late to see the tombstone young"
+    );
+    assert_eq!(
+        young,
+        [
+            ("b".to_owned(), Some("b1".to_owned())),
+            ("a".to_owned(), None)
+        ]
+    );
+    assert_eq!(
+        replay(&cache, "expiring", Some("a")).await?,
+        [("a".to_owned(), None)]
+    );
+
+    tokio::time::sleep(
+        Duration::from_millis(DELETE_RETENTION_MS).saturating_sub(produced.elapsed()),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let replayed = replay(&cache, "expiring", None).await?;
+        if replayed.len() == 1 {
+            assert_eq!(replayed, [("b".to_owned(), Some("b1".to_owned()))]);
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the tombstone is still replayed: {replayed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        replay(&cache, "expiring", Some("a")).await?,
+        [],
+        "the key is not found"
+    );
+    Ok(())
+}
