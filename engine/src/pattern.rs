@@ -10,6 +10,19 @@ pub struct Pattern {
     source: String,
     regex: Regex,
     names: Vec<String>,
+    shape: Shape,
+}
+
+/// The shapes most route patterns take, matched without the regex: a route is resolved for
+/// every request, and a regex search costs tens of times a comparison.
+#[derive(Debug, Clone)]
+enum Shape {
+    /// No wildcard: the text must equal the pattern.
+    Literal,
+    /// One `*`, at the end: the text must start with what precedes it.
+    Prefix(String),
+    /// Anything else.
+    General,
 }
 
 /// Captured `{name}` values.
@@ -55,10 +68,18 @@ impl Pattern {
         regex.push_str(&regex::escape(rest));
         regex.push('$');
         let regex = Regex::new(&regex).map_err(|error| error.to_string())?;
+        let shape = match pattern.find(['*', '{']) {
+            None => Shape::Literal,
+            Some(index) if index + 1 == pattern.len() && pattern.ends_with('*') => {
+                Shape::Prefix(pattern[..index].to_owned())
+            }
+            Some(_) => Shape::General,
+        };
         Ok(Self {
             source: pattern.to_owned(),
             regex,
             names,
+            shape,
         })
     }
 
@@ -69,7 +90,14 @@ impl Pattern {
 
     /// Whether `text` matches.
     pub fn matches(&self, text: &str) -> bool {
-        self.regex.is_match(text)
+        match &self.shape {
+            Shape::Literal => text == self.source,
+            // As the regex's `.*`, which does not cross a line feed.
+            Shape::Prefix(prefix) => text
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| !rest.contains('\n')),
+            Shape::General => self.regex.is_match(text),
+        }
     }
 
     /// The `{name}` captures if `text` matches.
@@ -125,6 +153,25 @@ mod tests {
     }
 
     proptest! {
+        /// Every shape matched without the regex answers as the regex does.
+        #[test]
+        fn shortcuts_agree_with_the_regex(
+            prefix in "[a-z./?+()]{0,8}",
+            star in proptest::bool::ANY,
+            text in "[a-z./?+()\n]{0,16}",
+        ) {
+            let source = if star { format!("{prefix}*") } else { prefix.clone() };
+            let pattern = Pattern::compile(&source, Some('/')).unwrap();
+            let candidates = [text.clone(), format!("{prefix}{text}"), prefix.clone()];
+            for candidate in candidates {
+                prop_assert_eq!(
+                    pattern.matches(&candidate),
+                    pattern.regex.is_match(&candidate),
+                    "{:?} against {:?}", candidate, source
+                );
+            }
+        }
+
         #[test]
         fn literal_patterns_match_only_themselves(text in "[a-z./?+()\\[\\]]{0,20}", other in "[a-z./]{0,20}") {
             let pattern = Pattern::compile(&text, Some('/')).unwrap();
