@@ -12,7 +12,8 @@
 //!   403 with credentials rejected or roles missing. A failed exchange is answered with the
 //!   status of its error class ([`kind::status_of`]). Protocol upgrades are handed over
 //!   (hyper's `OnUpgrade` stays in the request's extensions), and HTTP/2 extended CONNECT is
-//!   enabled, so a `ws` server can sit behind it in both versions.
+//!   enabled, so a `ws` server can sit behind it in both versions. An HTTP/2 connection's
+//!   streams are polled by the connection's own task rather than spawned one task each.
 //! - `client` (accepts `http`, emits `bytes`) sends each exchange to the origin its
 //!   `:scheme`/`:authority` name, over connections opened through its exit (a `tcp` client,
 //!   or a `tls` client for https) and kept in a pool per origin. It speaks HTTP/2 when
@@ -116,6 +117,7 @@ pub mod messages;
 pub mod requests;
 pub mod route;
 pub mod server;
+mod streams;
 pub mod telemetry;
 
 use std::sync::Arc;

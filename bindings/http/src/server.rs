@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::binding::{Binding, BuildContext, BuildError, StartContext};
 use zilla_engine::components::Validator;
@@ -38,6 +38,7 @@ use crate::kind::{self, Http, HttpHandler, Response, pseudo_header, status_of, s
 use crate::limits::Limits;
 use crate::requests::{RequestTypes, validate_whole};
 use crate::route::{Miss, Overrides, Router};
+use crate::streams::{StreamExecutor, WithStreams};
 use zilla_engine::stream::Rewind;
 
 /// Raised for every request the server routes, as Zilla does.
@@ -289,10 +290,12 @@ impl Shared {
                     // request.
                     .keep_alive(!refused);
                 let connection = builder.serve_connection(io, service).with_upgrades();
+                tokio::pin!(connection);
                 drive(connection, &lifecycle, closing.cancelled()).await
             }
             Protocol::H2 => {
-                let mut builder = http2::Builder::new(TokioExecutor::new());
+                let executor = StreamExecutor::default();
+                let mut builder = http2::Builder::new(executor.clone());
                 // Extended CONNECT (RFC 8441) lets a `ws` binding behind serve HTTP/2.
                 builder
                     .timer(TokioTimer::new())
@@ -307,7 +310,8 @@ impl Shared {
                         .keep_alive_interval(limits.keep_alive_interval)
                         .keep_alive_timeout(limits.keep_alive_timeout);
                 }
-                let connection = builder.serve_connection(io, service);
+                let mut connection =
+                    WithStreams::new(builder.serve_connection(io, service), executor);
                 let idle = limits.idle_timeout;
                 let stop = async {
                     tokio::select! {
@@ -317,7 +321,9 @@ impl Shared {
                         }
                     }
                 };
-                drive(connection, &lifecycle, stop).await
+                let result = drive(Pin::new(&mut connection), &lifecycle, stop).await;
+                connection.release();
+                result
             }
         };
         drop(permit);
@@ -760,14 +766,19 @@ where
     }
 }
 
+impl<C: Graceful> Graceful for WithStreams<C> {
+    fn graceful(self: Pin<&mut Self>) {
+        self.get_mut().connection().graceful();
+    }
+}
+
 /// Runs `connection` until it ends; a shutdown or `stop` lets open exchanges finish, a
 /// retirement cuts them.
 async fn drive<C: Graceful>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     lifecycle: &Lifecycle,
     stop: impl Future<Output = ()>,
 ) -> Result<(), hyper::Error> {
-    tokio::pin!(connection);
     // The signals are shared by every connection of the binding (or the process): polled only
     // once they fire, not on every wake of the connection.
     let mut retired = OnWake::new(lifecycle.retired.clone().cancelled_owned());
