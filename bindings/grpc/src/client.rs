@@ -43,18 +43,21 @@ impl GrpcClient {
         } else {
             request.authority.as_str()
         };
-        let uri = format!(
-            "{}://{authority}/{}/{}",
-            request.scheme, request.service, request.method
-        );
+        // Pushed rather than `format!`ed: this runs for every call.
+        let full_method = request.full_method();
+        let mut uri =
+            String::with_capacity(request.scheme.len() + authority.len() + full_method.len() + 4);
+        for part in [request.scheme.as_str(), "://", authority, "/", full_method] {
+            uri.push_str(part);
+        }
         let mut builder = http::Request::builder()
             .method(Method::POST)
             .uri(uri)
             .header(CONTENT_TYPE, "application/grpc")
             .header(TE, "trailers")
-            .header("grpc-accept-encoding", codec::ACCEPT_ENCODING);
+            .header(codec::names::ACCEPT_ENCODING, codec::ACCEPT_ENCODING);
         if let Some(timeout) = timeout {
-            builder = builder.header("grpc-timeout", codec::format_timeout(timeout));
+            builder = builder.header(codec::names::TIMEOUT, codec::format_timeout(timeout));
         }
         let mut http_request = builder
             .body(request_body(request.messages))

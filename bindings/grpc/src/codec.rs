@@ -44,6 +44,21 @@ impl Encoding {
 /// What `grpc-accept-encoding` says this side decodes.
 pub const ACCEPT_ENCODING: &str = "identity,gzip";
 
+/// gRPC's own header names, built once: a name not among HTTP's standard ones is otherwise
+/// allocated each time it is inserted.
+pub mod names {
+    use http::HeaderName;
+
+    /// `grpc-status`.
+    pub const STATUS: HeaderName = HeaderName::from_static("grpc-status");
+    /// `grpc-message`.
+    pub const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    /// `grpc-timeout`.
+    pub const TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    /// `grpc-accept-encoding`.
+    pub const ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+}
+
 /// Appends `message`, uncompressed, with its prefix.
 pub fn encode(message: &[u8], out: &mut BytesMut) {
     out.reserve(PREFIX + message.len());

@@ -108,7 +108,7 @@ impl MethodCondition {
     /// Whether `request` calls a matching method with the metadata asked for.
     pub fn matches(&self, request: &GrpcRequest) -> bool {
         if let Some(method) = &self.method
-            && !method.matches(&request.full_method())
+            && !method.matches(request.full_method())
         {
             return false;
         }

@@ -31,6 +31,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -266,6 +267,8 @@ pub struct GrpcRequest {
     /// Whether the method answers with a stream of messages, when the server knows it from
     /// its catalog; `None` when it does not.
     pub server_streaming: Option<bool>,
+    /// `service/method`, built once: each binding the call passes matches its routes on it.
+    pub(crate) full_method: OnceLock<String>,
 }
 
 impl GrpcRequest {
@@ -285,12 +288,20 @@ impl GrpcRequest {
             messages,
             extensions: http::Extensions::new(),
             server_streaming: None,
+            full_method: OnceLock::new(),
         }
     }
 
-    /// `pkg.Service/Method`, as routes match it.
-    pub fn full_method(&self) -> String {
-        format!("{}/{}", self.service, self.method)
+    /// `pkg.Service/Method`, as routes match it (built on first use; `service` and `method`
+    /// are not to change once the call is routed).
+    pub fn full_method(&self) -> &str {
+        self.full_method.get_or_init(|| {
+            let mut full = String::with_capacity(self.service.len() + 1 + self.method.len());
+            full.push_str(&self.service);
+            full.push('/');
+            full.push_str(&self.method);
+            full
+        })
     }
 
     /// The time left before the deadline (zero once passed); `None` without a deadline.

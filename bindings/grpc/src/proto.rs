@@ -54,17 +54,19 @@ pub fn check(descriptor: &MessageDescriptor, message: &[u8]) -> Result<(), Strin
 /// Every method of every service in a pool, by `pkg.Service` and method name.
 #[derive(Debug, Default)]
 pub struct Services {
-    methods: HashMap<String, Method>,
+    /// By service, then method: looked up per call without building a `service/method` key.
+    methods: HashMap<String, HashMap<String, Method>>,
 }
 
 impl Services {
     /// The services declared in `pool`.
     pub fn new(pool: &DescriptorPool) -> Self {
-        let mut methods = HashMap::new();
+        let mut methods: HashMap<String, HashMap<String, Method>> = HashMap::new();
         for service in pool.services() {
+            let of_service = methods.entry(service.full_name().to_owned()).or_default();
             for method in service.methods() {
-                methods.insert(
-                    format!("{}/{}", service.full_name(), method.name()),
+                of_service.insert(
+                    method.name().to_owned(),
                     Method {
                         input: method.input(),
                         output: method.output(),
@@ -79,17 +81,17 @@ impl Services {
 
     /// `service`/`method`, if declared.
     pub fn method(&self, service: &str, method: &str) -> Option<&Method> {
-        self.methods.get(&format!("{service}/{method}"))
+        self.methods.get(service)?.get(method)
     }
 
     /// How many methods there are.
     pub fn len(&self) -> usize {
-        self.methods.len()
+        self.methods.values().map(HashMap::len).sum()
     }
 
     /// Whether no service declares a method.
     pub fn is_empty(&self) -> bool {
-        self.methods.is_empty()
+        self.len() == 0
     }
 }
 

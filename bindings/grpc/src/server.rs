@@ -148,6 +148,7 @@ impl GrpcServer {
             messages,
             extensions: parts.extensions,
             server_streaming,
+            full_method: std::sync::OnceLock::new(),
         };
         let route = match crate::config::route_of(&self.routes, &call) {
             Ok(route) => route,
@@ -218,18 +219,23 @@ fn prefer_local(failure: &watch::Receiver<Option<Status>>, status: Status) -> St
 fn grpc_headers(headers: &mut HeaderMap) {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(
-        "grpc-accept-encoding",
+        codec::names::ACCEPT_ENCODING,
         HeaderValue::from_static(codec::ACCEPT_ENCODING),
     );
 }
 
 /// Writes `status` as `grpc-status`, `grpc-message` and trailing metadata.
 pub(crate) fn write_status(status: &Status, headers: &mut HeaderMap) {
-    headers.insert("grpc-status", HeaderValue::from(status.code.as_u32()));
+    let code = match status.code {
+        // The status of nearly every call, without formatting a number.
+        Code::Ok => HeaderValue::from_static("0"),
+        code => HeaderValue::from(code.as_u32()),
+    };
+    headers.insert(codec::names::STATUS, code);
     if !status.message.is_empty()
         && let Ok(message) = HeaderValue::from_str(&codec::encode_message(&status.message))
     {
-        headers.insert("grpc-message", message);
+        headers.insert(codec::names::MESSAGE, message);
     }
     metadata::to_headers(&status.trailers, headers);
 }
