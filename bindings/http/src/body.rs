@@ -620,16 +620,15 @@ pub struct Stalled(pub std::time::Duration);
 
 /// Fails a body when no frame arrives for `timeout`, and says so in `stalled`, so that the
 /// exchange can be answered with 408 and a client trickling its body (slowloris) does not hold
-/// the connection. Arrivals only store the time; the timer is re-armed when it fires.
+/// the connection. Arrivals only store the time; the timer is re-armed when it fires, and made
+/// only once the body first has to wait (the body of a small request mostly arrives with its
+/// head and never does).
 pub fn read_timeout(body: Body, timeout: std::time::Duration, stalled: Arc<AtomicBool>) -> Body {
-    let now = tokio::time::Instant::now();
     crate::kind::boxed(ReadTimeout {
         inner: body,
         timeout,
-        last_frame: now,
-        timer: Box::pin(tokio::time::sleep_until(
-            zilla_engine::limits::deadline_after(now, timeout),
-        )),
+        last_frame: tokio::time::Instant::now(),
+        timer: None,
         stalled,
     })
 }
@@ -638,7 +637,7 @@ struct ReadTimeout {
     inner: Body,
     timeout: std::time::Duration,
     last_frame: tokio::time::Instant,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     stalled: Arc<AtomicBool>,
 }
 
@@ -655,8 +654,14 @@ impl HttpBody for ReadTimeout {
             this.last_frame = tokio::time::Instant::now();
             return Poll::Ready(polled);
         }
+        let (last_frame, timeout) = (this.last_frame, this.timeout);
+        let timer = this.timer.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(
+                zilla_engine::limits::deadline_after(last_frame, timeout),
+            ))
+        });
         loop {
-            if this.timer.as_mut().poll(cx).is_pending() {
+            if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             let due = zilla_engine::limits::deadline_after(this.last_frame, this.timeout);
@@ -664,7 +669,7 @@ impl HttpBody for ReadTimeout {
                 this.stalled.store(true, Ordering::Release);
                 return Poll::Ready(Some(Err(Box::new(Stalled(this.timeout)))));
             }
-            this.timer.as_mut().reset(due);
+            timer.as_mut().reset(due);
         }
     }
 
