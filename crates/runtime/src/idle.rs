@@ -44,7 +44,9 @@ struct IdleShared {
     /// Milliseconds after `origin` at which the last hold was released.
     released_millis: AtomicU64,
     origin: Instant,
-    /// Bumped on every change, so the timer re-reads the settings.
+    /// Milliseconds after `origin` at which the stream's timer is armed; `u64::MAX`: never.
+    armed_millis: AtomicU64,
+    /// Bumped on every change the timer must see before it fires, so it re-reads the settings.
     generation: AtomicU64,
     waker: AtomicWaker,
 }
@@ -61,6 +63,18 @@ impl IdleShared {
 
     fn released_at(&self) -> Instant {
         self.origin + Duration::from_millis(self.released_millis.load(Ordering::Acquire))
+    }
+
+    /// The last hold was released at `released` (milliseconds after `origin`): the stream's
+    /// timer must be re-armed only if it is armed past the deadline counted from then (armed
+    /// while the stream was held). A timer that fires early re-reads the deadline and
+    /// re-arms on its own, so every other release costs no wake of the connection's task:
+    /// an HTTP/1.1 connection takes a hold and releases it for each request.
+    fn released(&self, released: u64) {
+        let due = released.saturating_add(self.timeout_millis.load(Ordering::Acquire));
+        if self.armed_millis.load(Ordering::Acquire) > due {
+            self.changed();
+        }
     }
 }
 
@@ -111,8 +125,9 @@ impl IdleControl {
     /// Keeps the connection from timing out while silent until the hold is dropped.
     pub fn hold(&self) -> IdleHold {
         if let Some(shared) = &self.shared {
+            // The deadline only moves later (to none): the timer, when it fires, finds the
+            // stream held and re-arms, so the connection's task is not woken for it.
             shared.holds.fetch_add(1, Ordering::AcqRel);
-            shared.changed();
         }
         IdleHold {
             shared: self.shared.clone(),
@@ -131,8 +146,9 @@ impl Drop for IdleHold {
         if let Some(shared) = &self.shared {
             let elapsed = u64::try_from(shared.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
             shared.released_millis.fetch_max(elapsed, Ordering::AcqRel);
-            shared.holds.fetch_sub(1, Ordering::AcqRel);
-            shared.changed();
+            if shared.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.released(elapsed);
+            }
         }
     }
 }
@@ -171,6 +187,7 @@ impl<T> IdleTimeout<T> {
             holds: AtomicUsize::new(0),
             released_millis: AtomicU64::new(0),
             origin: now,
+            armed_millis: AtomicU64::new(u64::MAX),
             generation: AtomicU64::new(0),
             waker: AtomicWaker::new(),
         });
@@ -210,10 +227,27 @@ impl<T> IdleTimeout<T> {
     }
 
     fn rearm(&mut self) {
-        let due = self
-            .deadline()
-            .unwrap_or_else(|| deadline_after(Instant::now(), Duration::MAX));
+        let mut due = self.deadline();
+        self.note_armed(due);
+        if due.is_none() && self.shared.holds.load(Ordering::Acquire) == 0 {
+            // The last hold went between the two reads above (another thread), seeing the
+            // timer armed before: read again now that `armed_millis` says never.
+            due = self.deadline();
+            self.note_armed(due);
+        }
+        let due = due.unwrap_or_else(|| deadline_after(Instant::now(), Duration::MAX));
         self.timer.as_mut().reset(due);
+    }
+
+    fn note_armed(&self, due: Option<Instant>) {
+        let millis = due.map_or(u64::MAX, |due| {
+            u64::try_from(
+                due.saturating_duration_since(self.shared.origin)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX)
+        });
+        self.shared.armed_millis.store(millis, Ordering::Release);
     }
 
     /// Ready with an error once the stream has been idle for the timeout.
@@ -371,6 +405,46 @@ mod tests {
         let (kind, ()) = tokio::join!(read_error(&mut idle), release);
         assert_eq!(kind, io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), Duration::from_secs(70));
+    }
+
+    /// Counts the wakes of a task.
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_wakes_the_reader_only_when_its_timer_must_move() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut byte = [0; 1];
+        let mut poll = |idle: &mut IdleTimeout<_>| {
+            let mut buf = ReadBuf::new(&mut byte);
+            Pin::new(idle).poll_read(&mut cx, &mut buf).is_pending()
+        };
+        assert!(poll(&mut idle));
+        let control = idle.control();
+        // An exchange shorter than the timeout: its hold and release leave the timer as it is.
+        drop(control.hold());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        // A hold outlasting the timeout: the timer fires, finds the stream held and waits
+        // for nothing more; the release must then wake the reader to count from it.
+        let hold = control.hold();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let fired = wakes.0.load(Ordering::SeqCst);
+        assert_eq!(fired, 1, "the timer fired");
+        assert!(poll(&mut idle));
+        drop(hold);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), fired + 1);
+        let released = Instant::now();
+        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
+        assert_eq!(released.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
