@@ -364,58 +364,126 @@ fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
 /// keeping `te: trailers`, which HTTP/2 allows and gRPC needs, and, for an upgrade,
 /// `connection: upgrade` and `upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none: one pass over the names instead of a lookup per name.
-    if !upgrade && !headers.keys().any(is_hop_by_hop) {
+    // Every message passes here, and most carry no hop-by-hop header or only `connection:
+    // keep-alive`: one pass over the names finds which are present, and only those are
+    // looked up again.
+    let present = headers
+        .keys()
+        .fold(HopByHop::NONE, |present, name| present | HopByHop::of(name));
+    if !upgrade && present == HopByHop::NONE {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // `te` named by `connection` goes, even `te: trailers`.
+    let mut te_named = false;
+    if present.has(HopByHop::CONNECTION) {
+        // Headers the `connection` header names, other than the ones removed anyway; kept
+        // in a vector only when one is present (`connection: close` names none).
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+        {
+            let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
+                continue;
+            };
+            match HopByHop::of(&name) {
+                HopByHop::NONE if headers.contains_key(&name) => named.push(name),
+                HopByHop::TE => te_named = true,
+                _ => {}
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in [
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
+    for (bit, name) in [
+        (HopByHop::TRANSFER_ENCODING, header::TRANSFER_ENCODING),
+        (HopByHop::PROXY_AUTHENTICATE, header::PROXY_AUTHENTICATE),
+        (HopByHop::PROXY_AUTHORIZATION, header::PROXY_AUTHORIZATION),
+        (HopByHop::KEEP_ALIVE, KEEP_ALIVE),
+        (HopByHop::PROXY_CONNECTION, PROXY_CONNECTION),
     ] {
-        headers.remove(name);
+        if present.has(bit) {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+        if present.has(HopByHop::CONNECTION) {
+            headers.remove(header::CONNECTION);
+        }
+        if present.has(HopByHop::UPGRADE) {
+            headers.remove(header::UPGRADE);
+        }
     }
-    let trailers_only = headers
-        .get_all(header::TE)
-        .iter()
-        .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !trailers_only {
+    if present.has(HopByHop::TE)
+        && (te_named
+            || !headers
+                .get_all(header::TE)
+                .iter()
+                .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers")))
+    {
         headers.remove(header::TE);
     }
 }
 
-/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::UPGRADE,
-        header::TE,
-    ]
-    .contains(name)
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+/// `keep-alive`, not among `http`'s standard names.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `proxy-connection`, not among `http`'s standard names.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Which of the headers [`strip_hop_by_hop`] may remove a message carries, one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HopByHop(u8);
+
+impl HopByHop {
+    const NONE: Self = Self(0);
+    const CONNECTION: Self = Self(1);
+    const TRANSFER_ENCODING: Self = Self(1 << 1);
+    const PROXY_AUTHENTICATE: Self = Self(1 << 2);
+    const PROXY_AUTHORIZATION: Self = Self(1 << 3);
+    const UPGRADE: Self = Self(1 << 4);
+    const TE: Self = Self(1 << 5);
+    const KEEP_ALIVE: Self = Self(1 << 6);
+    const PROXY_CONNECTION: Self = Self(1 << 7);
+
+    fn of(name: &HeaderName) -> Self {
+        if *name == header::CONNECTION {
+            Self::CONNECTION
+        } else if *name == header::TRANSFER_ENCODING {
+            Self::TRANSFER_ENCODING
+        } else if *name == header::PROXY_AUTHENTICATE {
+            Self::PROXY_AUTHENTICATE
+        } else if *name == header::PROXY_AUTHORIZATION {
+            Self::PROXY_AUTHORIZATION
+        } else if *name == header::UPGRADE {
+            Self::UPGRADE
+        } else if *name == header::TE {
+            Self::TE
+        } else if *name == KEEP_ALIVE {
+            Self::KEEP_ALIVE
+        } else if *name == PROXY_CONNECTION {
+            Self::PROXY_CONNECTION
+        } else {
+            Self::NONE
+        }
+    }
+
+    fn has(self, bit: Self) -> bool {
+        self.0 & bit.0 != 0
+    }
+}
+
+impl std::ops::BitOr for HopByHop {
+    type Output = Self;
+
+    fn bitor(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
 }
 
 /// An error with its causes, which hyper keeps in its source chain.
@@ -605,5 +673,73 @@ mod tests {
         let sent = outgoing(upgrade, true).unwrap();
         assert_eq!(sent.headers()["connection"], "upgrade");
         assert_eq!(sent.headers()["upgrade"], "websocket");
+    }
+
+    /// RFC 9110 §7.6.1 as plainly as it reads, for [`strip_hop_by_hop`] to agree with: every
+    /// header `connection` names goes (but `upgrade` in an upgrade), and the fixed ones.
+    fn strip_by_the_rule(headers: &mut HeaderMap, upgrade: bool) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        for name in [
+            header::TRANSFER_ENCODING,
+            header::PROXY_AUTHENTICATE,
+            header::PROXY_AUTHORIZATION,
+            KEEP_ALIVE,
+            PROXY_CONNECTION,
+        ] {
+            headers.remove(name);
+        }
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        } else {
+            headers.remove(header::CONNECTION);
+            headers.remove(header::UPGRADE);
+        }
+        let trailers_only = headers
+            .get_all(header::TE)
+            .iter()
+            .all(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !trailers_only {
+            headers.remove(header::TE);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hop_by_hop_stripping_follows_the_rule(
+            entries in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "connection", "transfer-encoding", "proxy-authenticate",
+                        "proxy-authorization", "upgrade", "te", "keep-alive",
+                        "proxy-connection", "x-private", "close", "host", "x-kept",
+                    ]),
+                    proptest::sample::select(vec![
+                        "keep-alive", "close", "Upgrade, keep-alive", "te", "trailers",
+                        "x-private, TE", "gzip", "websocket", "x-kept , close", "1",
+                    ]),
+                ),
+                0..8,
+            ),
+            upgrade in proptest::bool::ANY,
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in entries {
+                headers.append(name, HeaderValue::from_static(value));
+            }
+            let mut expected = headers.clone();
+            strip_by_the_rule(&mut expected, upgrade);
+            strip_hop_by_hop(&mut headers, upgrade);
+            proptest::prop_assert_eq!(headers, expected);
+        }
     }
 }
