@@ -41,6 +41,18 @@
 //! What a reader reads through is copied into its own buffer, at most 1 MiB per fetch (more
 //! only for a single batch larger than that).
 //!
+//! The segment files are never read or written on a worker: a worker serves thousands of
+//! connections, and a read that misses the OS page cache or a slow disk would stall them all
+//! (see [`crate::cache_disk`] for how the partition's lock stays clear of the disk). A fetch
+//! is written, and the segments that retention, `retention.bytes` and the disk budget no
+//! longer keep are deleted, on tokio's blocking pool; the partition's fetch task awaits the
+//! write before its records enter memory (a reader that no longer finds a record in memory
+//! finds it on disk) and before the next fetch is written (the files keep the partition's
+//! order). A reader needing a block that no reader holds looks it up in the in-memory block
+//! table on its worker, then waits while the blocking pool reads and decodes it; readers
+//! needing the same block meanwhile wait for that same read. A block that cannot be read
+//! drops the segment files through it, there too.
+//!
 //! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
 //! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
 //! While a partition's history is still being fetched, live readers are served from a second
@@ -59,6 +71,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::{FutureExt, Shared};
 use futures_util::{StreamExt, stream};
 use tokio::sync::{OnceCell, watch};
 use tokio_util::sync::CancellationToken;
@@ -66,7 +79,9 @@ use zilla_engine::stream::{BoxFuture, StreamError};
 
 use crate::cache_budget::Evictable;
 pub use crate::cache_budget::MemoryBudget;
-use crate::cache_disk::{BlockError, BlockMeta, DiskBlock, DiskEvictable, DiskLog, Located};
+use crate::cache_disk::{
+    BlockError, BlockMeta, DiskBlock, DiskEvictable, DiskLog, Located, Removed,
+};
 pub use crate::cache_disk::{DiskBudget, DiskTuning};
 use crate::cache_log::{Chunk, Log, compact};
 use crate::kind::{
@@ -135,14 +150,29 @@ struct PartitionCache {
     budget: Arc<MemoryBudget>,
     /// The topic's `transforms`, applied to every record entering the cache.
     transform: Option<Arc<Transform>>,
-    /// The partition's segment files (none without a disk tier, or while another cache
-    /// still holds its directory).
+    /// The partition's segment files (none without a disk tier, before the first fetch is
+    /// written, or while another cache still holds its directory).
     disk: Mutex<Option<DiskLog>>,
     /// Where its segment files go, to open them later when another cache held them.
     disk_place: Option<DiskPlace>,
-    /// Blocks read from disk that some reader still holds, by first offset: readers at the
-    /// same place share one copy.
+    /// Blocks read from disk that some reader still holds or waits for, by first offset:
+    /// readers at the same place share one read and one copy.
     decoded: Mutex<DecodedBlocks>,
+    /// Runs on the blocking pool before a block is read or a fetch written (tests hold file
+    /// work back with it).
+    #[cfg(test)]
+    file_hook: Mutex<Option<FileHook>>,
+}
+
+#[cfg(test)]
+type FileHook = Arc<dyn Fn(FileWork) + Send + Sync>;
+
+/// What [`PartitionCache::file_hook`] is called for.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileWork {
+    Read,
+    Write,
 }
 
 /// Where a partition's segment files go.
@@ -178,11 +208,41 @@ fn open_disk(
 /// How long a partition whose directory another cache held waits before trying again.
 const DISK_RETRY_MILLIS: u64 = 5_000;
 
+/// Runs `work` (file work) on tokio's blocking pool, off the worker (see the module docs);
+/// `None` when it did not finish (it panicked, or the runtime is shutting down).
+async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work).await.ok()
+}
+
+/// A block being read from disk, for every reader waiting for it.
+type ReadingBlock = Shared<BoxFuture<'static, Result<Arc<DiskBlock>, Arc<BlockError>>>>;
+
+/// A block of [`DecodedBlocks`].
+enum Decoded {
+    /// Read; alive while some reader holds it.
+    Held(std::sync::Weak<DiskBlock>),
+    /// Being read on the blocking pool.
+    Reading(ReadingBlock),
+}
+
 #[derive(Default)]
 struct DecodedBlocks {
-    blocks: HashMap<i64, std::sync::Weak<DiskBlock>>,
+    blocks: HashMap<i64, Decoded>,
     /// The size at which dropped entries are swept out.
     sweep_at: usize,
+}
+
+impl DecodedBlocks {
+    fn insert(&mut self, first: i64, block: Decoded) {
+        if self.blocks.len() >= self.sweep_at {
+            self.blocks.retain(|_, block| match block {
+                Decoded::Held(block) => block.strong_count() > 0,
+                Decoded::Reading(_) => true,
+            });
+            self.sweep_at = (self.blocks.len() * 2).max(64);
+        }
+        self.blocks.insert(first, block);
+    }
 }
 
 impl DiskEvictable for PartitionCache {
@@ -190,12 +250,15 @@ impl DiskEvictable for PartitionCache {
         Evictable::temperature(self)
     }
 
+    /// Called by the disk budget's enforcement, which runs on the blocking pool: the file is
+    /// deleted there, once the lock is released.
     fn drop_oldest_segment(&self, all: bool) -> u64 {
-        self.disk
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let (freed, removed) = self
+            .lock_disk()
             .as_mut()
-            .map_or(0, |disk| disk.drop_oldest(all))
+            .map_or((0, Removed::default()), |disk| disk.drop_oldest(all));
+        drop(removed);
+        freed
     }
 }
 
@@ -229,96 +292,214 @@ struct Tail {
 }
 
 impl PartitionCache {
+    fn lock_disk(&self) -> std::sync::MutexGuard<'_, Option<DiskLog>> {
+        self.disk.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_decoded(&self) -> std::sync::MutexGuard<'_, DecodedBlocks> {
+        self.decoded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(test)]
+    fn before_file_work(&self, work: FileWork) {
+        let hook = self
+            .file_hook
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(work);
+        }
+    }
+
     /// The block `meta` of the partition's segment `file`, decoded, shared with every other
-    /// reader holding it.
-    fn disk_block(
+    /// reader holding it or waiting for it. A block no reader holds is read on the blocking
+    /// pool, so a read from a cold page cache or a slow disk stalls only its readers.
+    async fn disk_block(
+        self: &Arc<Self>,
+        file: Arc<std::fs::File>,
+        meta: BlockMeta,
+    ) -> Result<Arc<DiskBlock>, Arc<BlockError>> {
+        let reading = {
+            let mut decoded = self.lock_decoded();
+            if let Some(Decoded::Held(block)) = decoded.blocks.get(&meta.first)
+                && let Some(block) = block.upgrade()
+            {
+                return Ok(block);
+            }
+            match decoded.blocks.get(&meta.first) {
+                Some(Decoded::Reading(reading)) => reading.clone(),
+                _ => {
+                    let partition = self.clone();
+                    let read = off_worker(move || partition.read_block(&file, &meta));
+                    let reading = read
+                        .map(|read| read.unwrap_or_else(|| Err(Arc::new(BlockError::Unfinished))))
+                        .boxed()
+                        .shared();
+                    decoded.insert(meta.first, Decoded::Reading(reading.clone()));
+                    reading
+                }
+            }
+        };
+        let block = reading.clone().await;
+        if let Err(error) = &block
+            && matches!(**error, BlockError::Unfinished)
+        {
+            // The read ended without entering its block: the next reader reads again.
+            let mut decoded = self.lock_decoded();
+            if let Some(Decoded::Reading(current)) = decoded.blocks.get(&meta.first)
+                && current.ptr_eq(&reading)
+            {
+                decoded.blocks.remove(&meta.first);
+            }
+        }
+        block
+    }
+
+    /// Reads and decodes the block `meta` of `file`, and enters it for the readers that come
+    /// while some reader holds it. A block that cannot be read drops the segment files through
+    /// it. Blocking: runs on the blocking pool.
+    fn read_block(
         &self,
         file: &std::fs::File,
         meta: &BlockMeta,
-    ) -> Result<Arc<DiskBlock>, BlockError> {
-        let held = |decoded: &DecodedBlocks| {
-            decoded
-                .blocks
-                .get(&meta.first)
-                .and_then(std::sync::Weak::upgrade)
-        };
-        if let Some(block) = held(&self.decoded.lock().unwrap_or_else(|e| e.into_inner())) {
-            return Ok(block);
-        }
-        // Read and decoded outside the lock: another reader may do the same meanwhile, and
-        // then the first one stored is kept.
-        let messages = crate::cache_disk::read_block(file, meta, self.id)?;
-        let block = Arc::new(DiskBlock::new(meta, messages, self.budget.clone()));
+    ) -> Result<Arc<DiskBlock>, Arc<BlockError>> {
+        #[cfg(test)]
+        self.before_file_work(FileWork::Read);
+        let read = crate::cache_disk::read_block(file, meta, self.id)
+            .map(|messages| Arc::new(DiskBlock::new(meta, messages, self.budget.clone())));
         {
-            let mut decoded = self.decoded.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(existing) = held(&decoded) {
-                return Ok(existing);
+            let mut decoded = self.lock_decoded();
+            match &read {
+                Ok(block) => decoded.insert(meta.first, Decoded::Held(Arc::downgrade(block))),
+                Err(_) => {
+                    decoded.blocks.remove(&meta.first);
+                }
             }
-            if decoded.blocks.len() >= decoded.sweep_at {
-                decoded.blocks.retain(|_, block| block.strong_count() > 0);
-                decoded.sweep_at = (decoded.blocks.len() * 2).max(64);
-            }
-            decoded.blocks.insert(meta.first, Arc::downgrade(&block));
         }
-        self.budget.enforce();
-        Ok(block)
+        match read {
+            Ok(block) => {
+                self.budget.enforce();
+                Ok(block)
+            }
+            Err(error) => {
+                let removed = self
+                    .lock_disk()
+                    .as_mut()
+                    .map(|disk| disk.drop_through(meta.first));
+                drop(removed);
+                Err(Arc::new(error))
+            }
+        }
     }
 
-    /// Opens the partition's segment files from `start` if it has none yet because another
-    /// cache held them, at most every [`DISK_RETRY_MILLIS`].
-    fn reopen_disk(&self, disk: &mut Option<DiskLog>, start: i64) {
+    /// Opens the partition's segment files from `start` if it has none yet (none opened yet,
+    /// or another cache held them), at most every [`DISK_RETRY_MILLIS`]; whether it has them
+    /// now. Blocking: runs on the blocking pool.
+    fn reopen_disk(&self, start: i64) -> bool {
         let Some(place) = &self.disk_place else {
-            return;
+            return false;
         };
         let now = self.budget.now();
-        if disk.is_some() || now < place.retry_at.load(Ordering::Relaxed) {
-            return;
+        if now < place.retry_at.load(Ordering::Relaxed) {
+            return false;
         }
         place
             .retry_at
             .store(now + DISK_RETRY_MILLIS, Ordering::Relaxed);
-        *disk = open_disk(place, &self.budget, self.id, start);
+        let Some(opened) = open_disk(place, &self.budget, self.id, start) else {
+            return false;
+        };
+        // Only the partition's fetch opens its files: nothing else has meanwhile.
+        self.lock_disk().get_or_insert(opened);
+        true
     }
 
-    /// Appends `batch` to the partition's segment files (opening them if another cache held
-    /// them until now, from where `log` has reached); the disk budget to enforce once no lock
-    /// is held.
-    fn write_disk(
-        &self,
-        batch: &FetchBatch,
-        config: &TopicConfig,
-        log: &RwLock<Log>,
-    ) -> Option<Arc<DiskBudget>> {
-        let mut disk = self.disk.lock().unwrap_or_else(|e| e.into_inner());
-        if disk.is_none() {
-            let from = log.read().map(|log| log.next).unwrap_or_default();
-            self.reopen_disk(&mut disk, from);
+    /// `batch` with the topic's `transforms` applied to its records.
+    fn transformed(&self, mut batch: FetchBatch) -> FetchBatch {
+        if let Some(transform) = &self.transform {
+            batch.messages.iter_mut().for_each(|m| transform.apply(m));
         }
-        let disk = disk.as_mut()?;
-        if let Err(error) = disk.append(&batch.messages, batch.next_offset, batch.log_start_offset)
-        {
+        batch
+    }
+
+    /// Writes `batch` to the partition's segment files (when the cache has a disk tier) on
+    /// the blocking pool, and gives it back once written; `None` when the write did not
+    /// finish (it panicked, or the runtime is shutting down).
+    async fn write_disk(
+        self: &Arc<Self>,
+        batch: FetchBatch,
+        config: &TopicConfig,
+    ) -> Option<FetchBatch> {
+        if self.disk_place.is_none() {
+            return Some(batch);
+        }
+        let from = self.log.read().map(|log| log.next).unwrap_or_default();
+        let partition = self.clone();
+        let config = config.clone();
+        off_worker(move || {
+            partition.append_disk(&batch, &config, from);
+            batch
+        })
+        .await
+    }
+
+    /// Appends `batch` to the partition's segment files (opening them if none are open yet,
+    /// from `from`, where the memory log has reached), drops the segments the topic's configs
+    /// and the disk budget no longer keep. The lock is held only to look at and update the
+    /// block table, never while a file is written or deleted: readers looking up blocks on
+    /// a worker do not wait for the disk. Blocking: runs on the blocking pool.
+    fn append_disk(&self, batch: &FetchBatch, config: &TopicConfig, from: i64) {
+        let writer = || {
+            self.lock_disk()
+                .as_mut()
+                .map(|disk| disk.writer(batch.log_start_offset))
+        };
+        let Some(writer) = writer().or_else(|| self.reopen_disk(from).then(writer).flatten())
+        else {
+            return;
+        };
+        #[cfg(test)]
+        self.before_file_work(FileWork::Write);
+        let written = writer.write(&batch.messages, batch.next_offset);
+        let now = now_millis();
+        let (result, removed, budget) = {
+            let mut disk = self.lock_disk();
+            let Some(disk) = disk.as_mut() else {
+                return;
+            };
+            let (result, mut removed) = disk.commit(written);
+            if !config.compacted {
+                removed.absorb(disk.expire(config.retention_ms, now));
+            }
+            if config.deleting {
+                removed.absorb(disk.retain_bytes(config.retention_bytes));
+            }
+            (result, removed, disk.budget().clone())
+        };
+        drop(removed);
+        if let Err(error) = result {
             tracing::warn!(partition = self.id, %error, "cannot write the cache's segment files; reading older records from Kafka");
         }
-        if !config.compacted {
-            disk.expire(config.retention_ms, now_millis());
-        }
-        if config.deleting {
-            disk.retain_bytes(config.retention_bytes);
-        }
-        Some(disk.budget().clone())
+        budget.enforce();
     }
 
     /// Drops what has aged out under the topic's configs from memory and the segment files
-    /// (when no fetch arrived to do it).
-    fn expire(&self, config: &TopicConfig) {
+    /// (when no fetch arrived to do it); segment files are deleted on the blocking pool.
+    async fn expire(&self, config: &TopicConfig) {
         let now = now_millis();
         if let Ok(mut log) = self.log.write() {
             expire_log(&mut log, config, now);
         }
-        if !config.compacted
-            && let Some(disk) = self.disk.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
-        {
-            disk.expire(config.retention_ms, now);
+        if config.compacted {
+            return;
+        }
+        let removed = self
+            .lock_disk()
+            .as_mut()
+            .map(|disk| disk.expire(config.retention_ms, now));
+        if let Some(removed) = removed.filter(|removed| !removed.is_empty()) {
+            off_worker(move || drop(removed)).await;
         }
     }
 
@@ -397,8 +578,8 @@ pub struct Cache {
     transforms: HashMap<String, Arc<Transform>>,
     /// Where partitions keep their segment files, if anywhere.
     disk: Option<DiskTuning>,
-    /// Whether directories left by a gateway that ended were removed.
-    swept: std::sync::Once,
+    /// Set once directories left by a gateway that ended were removed.
+    swept: OnceCell<()>,
 }
 
 impl Cache {
@@ -429,7 +610,7 @@ impl Cache {
             pinned: Mutex::new(Default::default()),
             transforms: HashMap::new(),
             disk: None,
-            swept: std::sync::Once::new(),
+            swept: OnceCell::new(),
         }
     }
 
@@ -443,8 +624,6 @@ impl Cache {
     /// Where `topic`'s segment files go, if the cache has a disk tier.
     fn disk_place(&self, topic: &str) -> Option<DiskPlace> {
         let tuning = self.disk.as_ref()?;
-        self.swept
-            .call_once(|| crate::cache_disk::sweep(&tuning.directory));
         Some(DiskPlace {
             tuning: tuning.clone(),
             topic: topic.to_owned(),
@@ -581,6 +760,14 @@ impl Cache {
                     |&id| self.upstream.list_offset(topic, id, OffsetSpec::Earliest),
                 ))
                 .await?;
+                if let Some(tuning) = &self.disk {
+                    let directory = tuning.directory.clone();
+                    self.swept
+                        .get_or_init(|| async move {
+                            off_worker(move || crate::cache_disk::sweep(&directory)).await;
+                        })
+                        .await;
+                }
                 let stopped = self.stopped.child_token();
                 let mut partitions = Vec::new();
                 for (&id, start) in metadata.partitions.iter().zip(starts) {
@@ -599,11 +786,9 @@ impl Cache {
                         disk: Mutex::new(None),
                         disk_place: self.disk_place(topic),
                         decoded: Mutex::new(DecodedBlocks::default()),
+                        #[cfg(test)]
+                        file_hook: Mutex::new(None),
                     });
-                    partition.reopen_disk(
-                        &mut partition.disk.lock().unwrap_or_else(|e| e.into_inner()),
-                        start,
-                    );
                     let evictable: Arc<dyn Evictable> = partition.clone();
                     self.budget.register(Arc::downgrade(&evictable));
                     if let Some(disk) = &self.disk {
@@ -832,7 +1017,7 @@ async fn fetch_partition(
             let followed = tokio::select! {
                 followed = next_batch(&mut batches, &stopped, &topic, partition.id) => followed,
                 _ = expiry.tick() => {
-                    partition.expire(&config);
+                    partition.expire(&config).await;
                     continue;
                 }
             };
@@ -842,7 +1027,14 @@ async fn fetch_partition(
                 Followed::Batch(batch) => batch,
             };
             let (next_offset, high_watermark) = (batch.next_offset, batch.high_watermark);
-            store(&partition.log, batch, &config, &tuning, &partition, true);
+            let batch = partition.transformed(batch);
+            // On disk before in memory: a reader that no longer finds a record in memory
+            // finds it on disk. Awaited, so fetches are written in order.
+            let Some(batch) = partition.write_disk(batch, &config).await else {
+                // The write did not finish: the batch is fetched again.
+                break;
+            };
+            store(&partition.log, batch, &config, &tuning, &partition);
             offset = next_offset.max(offset);
             partition.retire_tail(offset);
             // Readers wake only when there is something new: an empty fetch (every max-wait
@@ -899,24 +1091,15 @@ async fn next_batch(
     }
 }
 
-/// Adds fetched records of `partition` to `log` (its own or its tail's), transformed, and
-/// trims it to the budget; `to_disk` writes them to the partition's segment files too.
+/// Adds fetched records of `partition` (transformed) to `log` (its own or its tail's), and
+/// trims it to the budget.
 fn store(
     log: &RwLock<Log>,
-    mut batch: FetchBatch,
+    batch: FetchBatch,
     config: &TopicConfig,
     tuning: &CacheTuning,
     partition: &PartitionCache,
-    to_disk: bool,
 ) {
-    if let Some(transform) = &partition.transform {
-        batch.messages.iter_mut().for_each(|m| transform.apply(m));
-    }
-    let disk_budget = if to_disk {
-        partition.write_disk(&batch, config, log)
-    } else {
-        None
-    };
     let budget = &partition.budget;
     if let Ok(mut log) = log.write() {
         if log.is_empty() && batch.log_start_offset > log.start {
@@ -934,9 +1117,6 @@ fn store(
     }
     // Outside the lock: eviction may take this partition's lock too.
     budget.enforce();
-    if let Some(disk_budget) = disk_budget {
-        disk_budget.enforce();
-    }
 }
 
 /// Drops from `log` what has aged out under the topic's configs: records older than
@@ -1005,7 +1185,13 @@ async fn fetch_tail(
             log_start_offset: -1,
             ..batch
         };
-        store(&tail.log, batch, &config, &tuning, &partition, false);
+        store(
+            &tail.log,
+            partition.transformed(batch),
+            &config,
+            &tuning,
+            &partition,
+        );
         tail.next.fetch_max(next, Ordering::AcqRel);
         if news {
             partition
@@ -1240,7 +1426,7 @@ impl Reader {
     /// buffer, a block at a time (blocks that cannot hold a record passing the filters are
     /// stepped over unread). `false` when the disk does not have `offset`: then Kafka must
     /// be asked.
-    fn read_disk(&mut self, index: usize, offset: i64) -> bool {
+    async fn read_disk(&mut self, index: usize, offset: i64) -> bool {
         let partition = self.partitions[index].clone();
         let held = self
             .disk_block
@@ -1253,8 +1439,10 @@ impl Reader {
                 (block, next)
             }
             None => {
+                // Under the lock only the block table is looked at; the block is read on the
+                // blocking pool.
                 let located = {
-                    let disk = partition.disk.lock().unwrap_or_else(|e| e.into_inner());
+                    let disk = partition.lock_disk();
                     let Some(disk) = disk.as_ref() else {
                         return false;
                     };
@@ -1269,19 +1457,13 @@ impl Reader {
                     }
                     Located::Block(file, meta) => (file, meta),
                 };
-                match partition.disk_block(&file, &meta) {
+                match partition.disk_block(file, meta).await {
                     // The last block's end moves on over a gap with no record after it was
                     // decoded: the block table knows the newer end.
                     Ok(block) => (block, meta.next),
                     Err(error) => {
-                        tracing::warn!(topic = %self.topic.name, partition = partition.id, from = meta.first, %error, "dropping the cache's segment files up to a block that cannot be read; reading those records from Kafka");
-                        if let Some(disk) = partition
-                            .disk
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .as_mut()
-                        {
-                            disk.drop_through(meta.first);
+                        if !matches!(*error, BlockError::Unfinished) {
+                            tracing::warn!(topic = %self.topic.name, partition = partition.id, from = meta.first, %error, "dropped the cache's segment files up to a block that cannot be read; reading those records from Kafka");
                         }
                         return false;
                     }
@@ -1391,7 +1573,7 @@ impl Reader {
             match self.fill() {
                 Fill::Filled => continue,
                 Fill::ReadThrough(index, offset) => {
-                    if self.read_disk(index, offset) {
+                    if self.read_disk(index, offset).await {
                         // A replay from disk reads one block after another without waiting
                         // for anything: let the worker's other tasks run.
                         tokio::task::consume_budget().await;
@@ -1782,6 +1964,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_live_reader_does_not_wait_for_the_historys_first_fetch() {
         let upstream = Partition::new(vec![("h", Some("v")); 50], false, 50);
+        // The first fetch waits until the hook is in place.
+        upstream.open.send_replace(false);
         upstream.first_held.store(true, Ordering::Relaxed);
         let cache = cache_of(upstream.clone(), 64 * 1024 * 1024);
         let open_live = || {
@@ -1998,6 +2182,87 @@ mod tests {
         })
         .await
         .expect("an evicted partition's files are removed");
+    }
+
+    /// Holds the partition's next file work of kind `held` back until another task of the
+    /// test's runtime releases it: on a `current_thread` runtime that task runs only while
+    /// the file work is off the worker. Set once the work waited in vain (it goes on after
+    /// 5 s, so a regression fails rather than hangs).
+    fn hold_next(partition: &PartitionCache, held: FileWork) -> Arc<std::sync::atomic::AtomicBool> {
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(Some(released));
+        let hook = {
+            let (stalled, started) = (stalled.clone(), started.clone());
+            move |work: FileWork| {
+                let Some(released) = released.lock().unwrap().take_if(|_| work == held) else {
+                    return;
+                };
+                started.notify_one();
+                if released.recv_timeout(Duration::from_secs(5)).is_err() {
+                    stalled.store(true, Ordering::SeqCst);
+                }
+            }
+        };
+        *partition.file_hook.lock().unwrap() = Some(Arc::new(hook));
+        tokio::spawn(async move {
+            started.notified().await;
+            let _ = release.send(());
+        });
+        stalled
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_block_read_from_disk_leaves_the_worker_to_its_other_tasks() {
+        let directory = tempfile::tempdir().unwrap();
+        let upstream = Partition::new(vec![("k", Some("v")); 50], false, 0);
+        // Memory keeps nothing past each fetch: the reader reads from disk.
+        let cache = disk_cache_of(upstream.clone(), directory.path());
+        let topic = cache.topic("t").await.unwrap();
+        let partition = topic.partitions[0].clone();
+        partition
+            .fetched
+            .subscribe()
+            .wait_for(|fetched| fetched.next == 50)
+            .await
+            .unwrap();
+        let stalled = hold_next(&partition, FileWork::Read);
+        let mut reader = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let got = offsets_of(messages(&mut reader, 50).await);
+        assert!(
+            !stalled.load(Ordering::SeqCst),
+            "the block was read on the worker: the task releasing it could not run"
+        );
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
+        assert_eq!(upstream.read_throughs.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_fetch_is_written_to_disk_off_the_worker() {
+        let directory = tempfile::tempdir().unwrap();
+        let upstream = Partition::new(vec![("k", Some("v")); 20], false, 0);
+        // The first fetch waits until the hook is in place.
+        upstream.open.send_replace(false);
+        upstream.first_held.store(true, Ordering::Relaxed);
+        let cache = disk_cache_of(upstream.clone(), directory.path());
+        let topic = cache.topic("t").await.unwrap();
+        let stalled = hold_next(&topic.partitions[0], FileWork::Write);
+        upstream.open.send_replace(true);
+        let mut reader = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let got = offsets_of(messages(&mut reader, 20).await);
+        assert!(
+            !stalled.load(Ordering::SeqCst),
+            "the fetch was written on the worker: the task releasing it could not run"
+        );
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        assert_eq!(upstream.read_throughs.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,10 +9,21 @@
 //! Why plain files read with `pread` rather than `mmap` or an embedded store: the cache is
 //! append-only and read by offset, which needs no more than a block table; `pread` of one
 //! block (a few tens of KiB) reads through the OS page cache like a mapping does, without
-//! `unsafe` and without a mapping's SIGBUS when a file shrinks under it; an embedded
-//! key-value store would add write amplification and a second copy of what Kafka already
-//! orders. Writes and reads are synchronous calls on the worker that makes them, as page
-//! faults on a mapping would be: from the page cache they take microseconds.
+//! `unsafe`, without a mapping's SIGBUS when a file shrinks under it, and, unlike a page
+//! fault, as a call that can be made on another thread; an embedded key-value store would
+//! add write amplification and a second copy of what Kafka already orders.
+//!
+//! Where the work runs: each of the gateway's few single-threaded workers serves thousands of
+//! connections, and one read that misses the page cache, or a write or deletion on a slow
+//! disk, would stall them all. So every file operation (reading and decoding a block,
+//! writing a fetch's blocks, creating, rolling and deleting segments, opening, emptying and
+//! sweeping directories) runs on tokio's blocking pool, awaited by the task that needs it
+//! (see `cache`). The workers only look things up in memory: the block table
+//! ([`DiskLog::locate`], [`DiskLog::filter_terms`]). The partition's lock covers that table
+//! and nothing else: a write is prepared under it ([`DiskLog::writer`]), written without it
+//! ([`Writer::write`]) and entered under it again ([`DiskLog::commit`]), and segments taken
+//! out of the table are deleted once it is released ([`Removed`]), so a worker looking up a
+//! block never waits on the lock for the disk.
 //!
 //! What stays in memory per block is its offset range, position and a 256-bit filter of the
 //! hashes of its keys and header values (a block is cut at 32 KiB or 64 such hashes, so the
@@ -26,8 +37,7 @@
 //! emptied when a new owner takes it, and removed with its partition; a directory whose
 //! lock nobody holds (left by a killed gateway) is removed when the binding next starts
 //! caching. A write that fails (a full disk) drops the partition's files, and the disk
-//! starts again after that fetch. File work is synchronous on the worker doing it, as the
-//! reads and writes are.
+//! starts again after that fetch.
 //!
 //! Disk use is bounded for the whole gateway (`zilla.binding.kafka.cache.disk.bytes`,
 //! default 4 GiB): past it the oldest segments of the coldest partitions are deleted, and
@@ -206,8 +216,8 @@ pub(crate) enum Located {
 /// One partition's segment files.
 pub(crate) struct DiskLog {
     directory: PathBuf,
-    /// Held (locked) while the files are this log's.
-    _lock: File,
+    /// Held (locked) while the files are this log's (taken only when the log is dropped).
+    lock: Option<File>,
     segments: VecDeque<Segment>,
     /// The first offset on disk.
     pub(crate) start: i64,
@@ -218,7 +228,7 @@ pub(crate) struct DiskLog {
     memory: Arc<MemoryBudget>,
     /// Bytes of the block table counted in the memory budget.
     counted: usize,
-    hasher: RandomState,
+    hashes: Hashes,
 }
 
 /// Why a block could not be read.
@@ -228,6 +238,10 @@ pub enum BlockError {
     Io(#[from] io::Error),
     #[error("corrupt cache block: {0}")]
     Corrupt(&'static str),
+    /// The read ended before the block was read (the runtime shut down, or the read
+    /// panicked): the block is not at fault.
+    #[error("cache block read did not finish")]
+    Unfinished,
 }
 
 /// `topic` as a path component: Kafka's own topic characters stay, anything else (which
@@ -306,7 +320,7 @@ impl DiskLog {
         }
         Ok(Some(Self {
             directory,
-            _lock: lock,
+            lock: Some(lock),
             segments: VecDeque::new(),
             start,
             next: start,
@@ -314,25 +328,13 @@ impl DiskLog {
             budget: tuning.budget.clone(),
             memory,
             counted: 0,
-            hasher: RandomState::new(),
+            hashes: Hashes(RandomState::new()),
         }))
     }
 
     /// Bytes of segment files.
     pub(crate) fn bytes(&self) -> u64 {
         self.segments.iter().map(|segment| segment.len).sum()
-    }
-
-    fn term(&self, tag: u8, name: &[u8], value: &[u8]) -> u64 {
-        self.hasher.hash_one((tag, name, value))
-    }
-
-    fn key_term(&self, key: &[u8]) -> u64 {
-        self.term(0, b"", key)
-    }
-
-    fn header_term(&self, name: &[u8], value: &[u8]) -> u64 {
-        self.term(1, name, value)
     }
 
     /// For each filter (ORed), the terms all of which a block must have to hold a match;
@@ -347,8 +349,8 @@ impl DiskLog {
                 .conditions
                 .iter()
                 .filter_map(|condition| match condition {
-                    Condition::Key(key) => Some(self.key_term(key)),
-                    Condition::Header { name, value } => Some(self.header_term(name, value)),
+                    Condition::Key(key) => Some(self.hashes.key(key)),
+                    Condition::Header { name, value } => Some(self.hashes.header(name, value)),
                     _ => None,
                 })
                 .collect();
@@ -360,141 +362,89 @@ impl DiskLog {
         Some(all)
     }
 
-    /// Appends the records of a fetch at or after [`DiskLog::next`], in blocks; `next` is
-    /// where the fetch reached and `log_start` the partition's first offset in Kafka. On an
-    /// I/O error everything on disk is dropped (readers go to Kafka) and the error returned.
+    /// Where the next blocks of a fetch whose partition starts at `log_start` in Kafka go:
+    /// taken under the log's lock, so that [`Writer::write`] writes them without it and
+    /// [`DiskLog::commit`] enters them in the block table.
+    pub(crate) fn writer(&mut self, log_start: i64) -> Writer {
+        if self.segments.is_empty() && log_start > self.next {
+            self.start = log_start;
+            self.next = log_start;
+        }
+        Writer {
+            directory: self.directory.clone(),
+            segment_bytes: self.segment_bytes,
+            hashes: self.hashes.clone(),
+            next: self.next,
+            segment: self.segments.back().map(|s| (s.file.clone(), s.len)),
+        }
+    }
+
+    /// Enters what `written` wrote in the block table. Blocks written to a segment deleted
+    /// meanwhile (by the disk budget or an unreadable block) are lost: the disk then starts
+    /// after them. After a failed write everything on disk is dropped (readers go to Kafka)
+    /// and the error returned. The files to delete are returned, for after the lock.
+    pub(crate) fn commit(&mut self, written: Written) -> (io::Result<()>, Removed) {
+        for block in written.blocks {
+            if let Some(path) = block.created {
+                if self.segments.is_empty() {
+                    self.start = block.meta.first;
+                }
+                self.segments.push_back(Segment {
+                    base: block.meta.first,
+                    path,
+                    file: block.file.clone(),
+                    len: 0,
+                    blocks: Vec::new(),
+                    newest: i64::MIN,
+                });
+            }
+            match self.segments.back_mut() {
+                Some(segment) if Arc::ptr_eq(&segment.file, &block.file) => {
+                    segment.blocks.push(block.meta);
+                    segment.len += u64::from(block.meta.len);
+                    segment.newest = segment.newest.max(block.newest);
+                    self.budget.charge(u64::from(block.meta.len));
+                }
+                // The segment was dropped while the block was written to it (the disk budget
+                // or an unreadable block dropped every segment): the disk starts after it.
+                _ => self.start = block.meta.next,
+            }
+            self.next = block.meta.next;
+        }
+        if let Some((error, created)) = written.failed {
+            // Nothing before the end of this fetch is on disk any more: the disk starts
+            // after it, so readers of those offsets go to Kafka.
+            let mut removed = self.clear();
+            removed.0.extend(created);
+            self.start = written.end;
+            self.next = written.end;
+            self.recount();
+            return (Err(error), removed);
+        }
+        if written.end > self.next {
+            // A gap with no record (compacted away, or transaction markers): the last block
+            // covers it, or the disk starts past it.
+            match self.segments.back_mut().and_then(|s| s.blocks.last_mut()) {
+                Some(last) => last.next = written.end,
+                None => self.start = written.end,
+            }
+            self.next = written.end;
+        }
+        self.recount();
+        (Ok(()), Removed::default())
+    }
+
+    /// Appends the records of a fetch at or after [`DiskLog::next`], in blocks, all under
+    /// `&mut self` (the cache writes without holding its log: see [`DiskLog::writer`]).
+    #[cfg(test)]
     pub(crate) fn append(
         &mut self,
         messages: &[Message],
         next: i64,
         log_start: i64,
     ) -> io::Result<()> {
-        if self.segments.is_empty() && log_start > self.next {
-            self.start = log_start;
-            self.next = log_start;
-        }
-        let fresh: Vec<&Message> = messages
-            .iter()
-            .filter(|message| message.offset >= self.next)
-            .collect();
-        let mut at = 0;
-        while at < fresh.len() {
-            // The header's place comes first, filled in once the records are in: the block is
-            // written as it was built, without a copy.
-            let mut block = BytesMut::zeroed(BLOCK_HEADER);
-            let mut terms = [0u64; 4];
-            let mut newest = i64::MIN;
-            let first = self.next;
-            let mut count = 0u32;
-            let mut term_count = 0;
-            while at < fresh.len()
-                && (count == 0
-                    || (block.len() - BLOCK_HEADER < BLOCK_BYTES && term_count < BLOCK_TERMS))
-            {
-                let message = fresh[at];
-                encode(&mut block, message);
-                let message_terms = self.terms_of(message);
-                term_count += message_terms.len();
-                for term in message_terms {
-                    set(&mut terms, term);
-                }
-                newest = newest.max(message.timestamp);
-                count += 1;
-                at += 1;
-            }
-            let block_next = if at == fresh.len() {
-                next.max(fresh[at - 1].offset + 1)
-            } else {
-                fresh[at].offset
-            };
-            seal(&mut block, count);
-            if let Err(error) = self.write_block(first, block_next, &block, terms, newest) {
-                // Nothing before the end of this fetch is on disk any more: the disk starts
-                // after it, so readers of those offsets go to Kafka.
-                self.clear();
-                let after = fresh.last().map_or(next, |last| next.max(last.offset + 1));
-                self.start = after;
-                self.next = after;
-                return Err(error);
-            }
-        }
-        if next > self.next {
-            // A gap with no record (compacted away, or transaction markers): the last block
-            // covers it, or the disk starts past it.
-            match self.segments.back_mut().and_then(|s| s.blocks.last_mut()) {
-                Some(last) => last.next = next,
-                None => self.start = next,
-            }
-            self.next = next;
-        }
-        self.recount();
-        Ok(())
-    }
-
-    fn terms_of(&self, message: &Message) -> Vec<u64> {
-        let mut terms: Vec<u64> = message
-            .headers
-            .iter()
-            .filter_map(|header| {
-                let value = header.value.as_ref()?;
-                Some(self.header_term(&header.name, value))
-            })
-            .collect();
-        if let Some(key) = &message.key {
-            terms.push(self.key_term(key));
-        }
-        terms
-    }
-
-    fn write_block(
-        &mut self,
-        first: i64,
-        next: i64,
-        block: &[u8],
-        terms: [u64; 4],
-        newest: i64,
-    ) -> io::Result<()> {
-        let len = block.len();
-        let Ok(len32) = u32::try_from(len) else {
-            return Err(io::Error::other("cache block over 4 GiB"));
-        };
-        let roll = self
-            .segments
-            .back()
-            .is_none_or(|segment| segment.len + len as u64 > self.segment_bytes && segment.len > 0);
-        if roll {
-            let path = self.directory.join(format!("{first:019}.log"));
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .open(&path)?;
-            self.segments.push_back(Segment {
-                base: first,
-                path,
-                file: Arc::new(file),
-                len: 0,
-                blocks: Vec::new(),
-                newest: i64::MIN,
-            });
-        }
-        let Some(segment) = self.segments.back_mut() else {
-            return Err(io::Error::other("no segment to write to"));
-        };
-        segment.file.write_all_at(block, segment.len)?;
-        segment.blocks.push(BlockMeta {
-            first,
-            next,
-            position: segment.len,
-            len: len32,
-            terms,
-        });
-        segment.len += len as u64;
-        segment.newest = segment.newest.max(newest);
-        self.budget.charge(len as u64);
-        self.next = next;
-        Ok(())
+        let written = self.writer(log_start).write(messages, next);
+        self.commit(written).0
     }
 
     /// Counts the block table in the memory budget.
@@ -545,35 +495,38 @@ impl DiskLog {
         Located::Skip(self.next)
     }
 
-    /// Deletes the oldest segment (not the one being written unless `all`); bytes freed.
-    pub(crate) fn drop_oldest(&mut self, all: bool) -> u64 {
+    /// Drops the oldest segment (not the one being written unless `all`): the bytes freed,
+    /// and its file to delete.
+    pub(crate) fn drop_oldest(&mut self, all: bool) -> (u64, Removed) {
         if self.segments.len() < 2 && !all {
-            return 0;
+            return (0, Removed::default());
         }
         let Some(segment) = self.segments.pop_front() else {
-            return 0;
+            return (0, Removed::default());
         };
         self.start = self.segments.front().map_or(self.next, |next| {
             next.blocks.first().map_or(self.next, |b| b.first)
         });
-        let _ = fs::remove_file(&segment.path);
         self.budget.release(segment.len);
         self.recount();
-        segment.len
+        (segment.len, Removed(vec![segment.path]))
     }
 
     /// Drops every segment up to the one holding `offset`, inclusive (a corrupt block).
-    pub(crate) fn drop_through(&mut self, offset: i64) {
+    pub(crate) fn drop_through(&mut self, offset: i64) -> Removed {
+        let mut removed = Removed::default();
         while self.segments.front().is_some_and(|s| s.base <= offset) {
-            self.drop_oldest(true);
+            removed.absorb(self.drop_oldest(true).1);
         }
+        removed
     }
 
     /// Drops whole segments whose every record is older than `retention_ms` (not the one
     /// being written).
-    pub(crate) fn expire(&mut self, retention_ms: i64, now_ms: i64) {
+    pub(crate) fn expire(&mut self, retention_ms: i64, now_ms: i64) -> Removed {
+        let mut removed = Removed::default();
         if retention_ms < 0 {
-            return;
+            return removed;
         }
         while self.segments.len() > 1
             && self
@@ -581,31 +534,37 @@ impl DiskLog {
                 .front()
                 .is_some_and(|s| s.newest > 0 && now_ms - s.newest > retention_ms)
         {
-            self.drop_oldest(false);
+            removed.absorb(self.drop_oldest(false).1);
         }
+        removed
     }
 
     /// Drops whole segments, oldest first, while the files hold more than `retention_bytes`
     /// (a topic's `retention.bytes`; negative: no limit). The segment being written stays, as
     /// Kafka keeps its active segment.
-    pub(crate) fn retain_bytes(&mut self, retention_bytes: i64) {
+    pub(crate) fn retain_bytes(&mut self, retention_bytes: i64) -> Removed {
+        let mut removed = Removed::default();
         let Ok(limit) = u64::try_from(retention_bytes) else {
-            return;
+            return removed;
         };
         let mut bytes = self.bytes();
         while bytes > limit {
-            let freed = self.drop_oldest(false);
+            let (freed, files) = self.drop_oldest(false);
+            removed.absorb(files);
             if freed == 0 {
                 break;
             }
             bytes -= freed;
         }
+        removed
     }
 
-    fn clear(&mut self) {
+    fn clear(&mut self) -> Removed {
+        let mut removed = Removed::default();
         while !self.segments.is_empty() {
-            self.drop_oldest(true);
+            removed.absorb(self.drop_oldest(true).1);
         }
+        removed
     }
 
     /// The disk budget the files count against.
@@ -616,10 +575,234 @@ impl DiskLog {
 
 impl Drop for DiskLog {
     fn drop(&mut self) {
-        self.clear();
+        let leftover = Leftover {
+            removed: self.clear(),
+            _lock: self.lock.take(),
+            directory: std::mem::take(&mut self.directory),
+        };
         self.memory.release(self.counted);
+        // The last holder of a partition may be a worker (the last reader of an evicted
+        // topic): the files are deleted on the blocking pool when there is one. A task the
+        // runtime drops unrun (at shutdown) deletes them as it is dropped.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || drop(leftover));
+        }
+    }
+}
+
+/// Segment files taken out of a log's block table, deleted when this is dropped: after the
+/// partition's lock is released, so no reader waits on the lock for a deletion.
+#[must_use]
+#[derive(Default)]
+pub(crate) struct Removed(Vec<PathBuf>);
+
+impl Removed {
+    pub(crate) fn absorb(&mut self, mut other: Removed) {
+        self.0.append(&mut other.0);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        for path in self.0.drain(..) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// What a dropped log leaves to delete: its segment files, then its lock file and directory.
+/// The lock is released last (as the field drops), so no other cache takes the directory
+/// before it is gone.
+struct Leftover {
+    removed: Removed,
+    _lock: Option<File>,
+    directory: PathBuf,
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        drop(std::mem::take(&mut self.removed));
         let _ = fs::remove_file(self.directory.join(".lock"));
         let _ = fs::remove_dir(&self.directory);
+    }
+}
+
+/// The keyed hashes of keys and header values that blocks' filters hold (keyed per log).
+#[derive(Clone)]
+struct Hashes(RandomState);
+
+impl Hashes {
+    fn term(&self, tag: u8, name: &[u8], value: &[u8]) -> u64 {
+        self.0.hash_one((tag, name, value))
+    }
+
+    fn key(&self, key: &[u8]) -> u64 {
+        self.term(0, b"", key)
+    }
+
+    fn header(&self, name: &[u8], value: &[u8]) -> u64 {
+        self.term(1, name, value)
+    }
+
+    fn of(&self, message: &Message) -> Vec<u64> {
+        let mut terms: Vec<u64> = message
+            .headers
+            .iter()
+            .filter_map(|header| {
+                let value = header.value.as_ref()?;
+                Some(self.header(&header.name, value))
+            })
+            .collect();
+        if let Some(key) = &message.key {
+            terms.push(self.key(key));
+        }
+        terms
+    }
+}
+
+/// Writes a fetch's blocks to a partition's segment files without holding the partition's
+/// lock (made by [`DiskLog::writer`], entered by [`DiskLog::commit`]). One at a time per
+/// log: the cache writes a partition's fetches one after the other.
+pub(crate) struct Writer {
+    directory: PathBuf,
+    segment_bytes: u64,
+    hashes: Hashes,
+    /// The offset the next block starts at.
+    next: i64,
+    /// The segment being written: its file and length.
+    segment: Option<(Arc<File>, u64)>,
+}
+
+/// What a [`Writer`] wrote, for [`DiskLog::commit`].
+pub(crate) struct Written {
+    blocks: Vec<WrittenBlock>,
+    /// Where the fetch reached: the log's next offset once committed.
+    end: i64,
+    /// The write that failed, if one did.
+    failed: Option<FailedWrite>,
+}
+
+struct WrittenBlock {
+    /// The segment file it went to.
+    file: Arc<File>,
+    /// The file's path, when the block started it.
+    created: Option<PathBuf>,
+    meta: BlockMeta,
+    /// The newest record timestamp in it.
+    newest: i64,
+}
+
+/// A block write that failed, with the segment file created for it if any.
+type FailedWrite = (io::Error, Option<PathBuf>);
+
+impl Writer {
+    /// Writes the records of a fetch at or after where the log had reached, in blocks;
+    /// `next` is where the fetch reached. Stops at the first failed write.
+    pub(crate) fn write(mut self, messages: &[Message], next: i64) -> Written {
+        let fresh: Vec<&Message> = messages
+            .iter()
+            .filter(|message| message.offset >= self.next)
+            .collect();
+        let end = fresh
+            .last()
+            .map_or(next, |last| next.max(last.offset + 1))
+            .max(self.next);
+        let mut written = Written {
+            blocks: Vec::new(),
+            end,
+            failed: None,
+        };
+        let mut at = 0;
+        while at < fresh.len() {
+            // The header's place comes first, filled in once the records are in: the block is
+            // written as it was built, without a copy.
+            let mut block = BytesMut::zeroed(BLOCK_HEADER);
+            let mut terms = [0u64; 4];
+            let mut newest = i64::MIN;
+            let first = self.next;
+            let mut count = 0u32;
+            let mut term_count = 0;
+            while at < fresh.len()
+                && (count == 0
+                    || (block.len() - BLOCK_HEADER < BLOCK_BYTES && term_count < BLOCK_TERMS))
+            {
+                let message = fresh[at];
+                encode(&mut block, message);
+                let message_terms = self.hashes.of(message);
+                term_count += message_terms.len();
+                for term in message_terms {
+                    set(&mut terms, term);
+                }
+                newest = newest.max(message.timestamp);
+                count += 1;
+                at += 1;
+            }
+            let block_next = if at == fresh.len() {
+                next.max(fresh[at - 1].offset + 1)
+            } else {
+                fresh[at].offset
+            };
+            seal(&mut block, count);
+            let meta = BlockMeta {
+                first,
+                next: block_next,
+                position: 0,
+                len: 0,
+                terms,
+            };
+            match self.write_block(meta, &block) {
+                Ok(block) => written.blocks.push(WrittenBlock { newest, ..block }),
+                Err(failed) => {
+                    written.failed = Some(failed);
+                    break;
+                }
+            }
+        }
+        written
+    }
+
+    /// Writes `block` at the end of the segment being written, or starts a new one when it
+    /// would grow past the segment size; `meta` gets the block's place.
+    fn write_block(&mut self, meta: BlockMeta, block: &[u8]) -> Result<WrittenBlock, FailedWrite> {
+        let len = block.len() as u64;
+        let Ok(len32) = u32::try_from(len) else {
+            return Err((io::Error::other("cache block over 4 GiB"), None));
+        };
+        let (file, position, created) = match &self.segment {
+            Some((file, position)) if *position == 0 || position + len <= self.segment_bytes => {
+                (file.clone(), *position, None)
+            }
+            _ => {
+                let path = self.directory.join(format!("{:019}.log", meta.first));
+                let file = OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|error| (error, None))?;
+                (Arc::new(file), 0, Some(path))
+            }
+        };
+        if let Err(error) = file.write_all_at(block, position) {
+            return Err((error, created));
+        }
+        self.segment = Some((file.clone(), position + len));
+        self.next = meta.next;
+        Ok(WrittenBlock {
+            file,
+            created,
+            meta: BlockMeta {
+                position,
+                len: len32,
+                ..meta
+            },
+            newest: i64::MIN,
+        })
     }
 }
 
@@ -923,7 +1106,7 @@ mod tests {
         assert!(matches!(log.locate(420, None, 10), Located::Missing));
 
         // The budget deletes the oldest segments.
-        let freed = log.drop_oldest(false);
+        let freed = log.drop_oldest(false).0;
         assert!(freed > 0);
         assert!(log.start > 10);
         assert_eq!(read_all(&log, log.start, None).last(), records.last());
@@ -979,7 +1162,7 @@ mod tests {
                 (self.1, 0)
             }
             fn drop_oldest_segment(&self, all: bool) -> u64 {
-                self.0.lock().unwrap().drop_oldest(all)
+                self.0.lock().unwrap().drop_oldest(all).0
             }
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1033,13 +1216,13 @@ mod tests {
         assert!(segments > 4, "{segments} segments");
         let held = log.bytes();
 
-        log.retain_bytes(-1);
+        drop(log.retain_bytes(-1));
         assert_eq!(log.bytes(), held, "-1 is no limit");
-        log.retain_bytes(held as i64);
+        drop(log.retain_bytes(held as i64));
         assert_eq!(log.bytes(), held, "at the limit nothing goes");
 
         let limit = 150 * 1024;
-        log.retain_bytes(limit);
+        drop(log.retain_bytes(limit));
         assert!(log.bytes() <= limit as u64, "{} bytes left", log.bytes());
         assert!(log.segments.len() < segments);
         assert!(log.start > 0, "the oldest records are gone");
@@ -1054,7 +1237,7 @@ mod tests {
         assert_eq!(kept.last(), records.last(), "the newest stay");
 
         // Smaller than the segment being written: that one stays whole.
-        log.retain_bytes(0);
+        drop(log.retain_bytes(0));
         assert_eq!(log.segments.len(), 1);
         assert_eq!(read_all(&log, log.start, None).last(), records.last());
     }
