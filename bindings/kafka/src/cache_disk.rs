@@ -857,7 +857,7 @@ fn encode(buffer: &mut BytesMut, message: &Message) {
     }
 }
 
-/// Reads the block `meta` of `file`.
+/// Reads the block `meta` of `file`. Blocking: the cache calls it on the blocking pool.
 pub(crate) fn read_block(
     file: &File,
     meta: &BlockMeta,
