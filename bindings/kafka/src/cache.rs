@@ -171,7 +171,8 @@ type FileHook = Arc<dyn Fn(FileWork) + Send + Sync>;
 #[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileWork {
-    Read,
+    /// The read of the block starting at this offset.
+    Read(i64),
     Write,
 }
 
@@ -365,7 +366,7 @@ impl PartitionCache {
         meta: &BlockMeta,
     ) -> Result<Arc<DiskBlock>, Arc<BlockError>> {
         #[cfg(test)]
-        self.before_file_work(FileWork::Read);
+        self.before_file_work(FileWork::Read(meta.first));
         let read = crate::cache_disk::read_block(file, meta, self.id)
             .map(|messages| Arc::new(DiskBlock::new(meta, messages, self.budget.clone())));
         {
@@ -2234,7 +2235,7 @@ mod tests {
             .wait_for(|fetched| fetched.next == 50)
             .await
             .unwrap();
-        let stalled = hold_next(&partition, FileWork::Read);
+        let stalled = hold_next(&partition, FileWork::Read(0));
         let mut reader = cache
             .merged(request(Start::Historical, Vec::new()))
             .await
@@ -2246,6 +2247,57 @@ mod tests {
         );
         assert_eq!(got, (0..50).collect::<Vec<_>>());
         assert_eq!(upstream.read_throughs.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn readers_of_a_block_being_read_wait_for_that_read() {
+        let directory = tempfile::tempdir().unwrap();
+        let upstream = Partition::new(vec![("k", Some("v")); 10], false, 0);
+        let cache = disk_cache_of(upstream.clone(), directory.path());
+        let topic = cache.topic("t").await.unwrap();
+        let partition = topic.partitions[0].clone();
+        partition
+            .fetched
+            .subscribe()
+            .wait_for(|fetched| fetched.next == 10)
+            .await
+            .unwrap();
+        let first_reads = Arc::new(AtomicUsize::new(0));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let hook = {
+            let first_reads = first_reads.clone();
+            move |work: FileWork| {
+                if work == FileWork::Read(0) {
+                    first_reads.fetch_add(1, Ordering::SeqCst);
+                    let _ = released
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(5));
+                }
+            }
+        };
+        *partition.file_hook.lock().unwrap() = Some(Arc::new(hook));
+        // The first block's read is held until every reader has asked for it.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = release.send(());
+        });
+        let readers = (0..5).map(|_| async {
+            let mut reader = cache
+                .merged(request(Start::Historical, Vec::new()))
+                .await
+                .unwrap();
+            offsets_of(messages(&mut reader, 10).await)
+        });
+        for got in futures_util::future::join_all(readers).await {
+            assert_eq!(got, (0..10).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            first_reads.load(Ordering::SeqCst),
+            1,
+            "the readers waited for one read"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
