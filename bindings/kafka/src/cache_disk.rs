@@ -1271,6 +1271,43 @@ mod tests {
     }
 
     #[test]
+    fn blocks_written_to_a_segment_dropped_meanwhile_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = tuning(dir.path(), 1 << 20, u64::MAX);
+        let mut log = DiskLog::open(&tuning, MemoryBudget::new(usize::MAX), "t", 0, 0)
+            .unwrap()
+            .unwrap();
+        log.append(&[message(0, "a", Some("1"), None)], 1, 0)
+            .unwrap();
+        let writer = log.writer(0);
+        // The disk budget drops the segment being written while a fetch is written to it.
+        let (freed, removed) = log.drop_oldest(true);
+        assert!(freed > 0);
+        drop(removed);
+        let written = writer.write(
+            &[
+                message(1, "b", Some("2"), None),
+                message(2, "c", Some("3"), None),
+            ],
+            3,
+        );
+        let (result, removed) = log.commit(written);
+        result.unwrap();
+        drop(removed);
+        assert_eq!((log.start, log.next), (3, 3));
+        assert!(matches!(log.locate(1, None, 10), Located::Missing));
+        assert_eq!(tuning.budget.used(), 0);
+        log.append(&[message(3, "d", Some("4"), None)], 4, 0)
+            .unwrap();
+        let offsets: Vec<i64> = read_all(&log, log.start, None)
+            .iter()
+            .map(|m| m.offset)
+            .collect();
+        assert_eq!(offsets, [3]);
+        assert_eq!(tuning.budget.used(), log.bytes());
+    }
+
+    #[test]
     fn names_map_to_one_directory_each() {
         assert_ne!(
             format!("{}.{}", name_component("a.b"), name_component("c")),
