@@ -14,7 +14,10 @@
 //! runtime, as `tokio::spawn` does.
 //!
 //! A worker blocks only its own connections: code on a worker must not block the thread
-//! (`block_in_place` is unavailable there; `spawn_blocking` works).
+//! (`block_in_place` is unavailable there; `spawn_blocking` works). Each worker's blocking pool
+//! (file reads of the Kafka cache, validation of large bodies) has at most
+//! [`BLOCKING_THREADS_PER_WORKER`] threads; more work waits for one, so a burst of cold disk
+//! reads cannot start hundreds of threads.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -24,6 +27,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+/// The most threads a worker's blocking pool runs at once (tokio's default is 512).
+pub const BLOCKING_THREADS_PER_WORKER: usize = 32;
 
 /// The running workers: set once per process.
 static WORKERS: OnceLock<Workers> = OnceLock::new();
@@ -77,6 +83,7 @@ pub fn thread_runtime(
     std::thread::Builder::new().name(name).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
             .build()
         {
             Ok(runtime) => runtime,
