@@ -23,8 +23,9 @@ use zilla_binding_kafka::kind::{
 use zilla_binding_mqtt::codec::topic;
 use zilla_binding_mqtt::codec::{QoS, ReasonCode, RetainHandling, SubscriptionOptions};
 use zilla_binding_mqtt::kind::{
-    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OnSent, OpenedSession,
-    SessionAccepted, SessionBegin, SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
+    Acknowledgement, Delivery, EventSender, Message, MqttHandler, MqttSession, OnSent,
+    OpenedSession, SessionAccepted, SessionBegin, SessionEnd, SessionEvent, SessionRefused,
+    SubscribeRequest,
 };
 use zilla_engine::events::Events;
 use zilla_engine::guard::Authorization;
@@ -590,7 +591,7 @@ struct SessionContext {
     proxy: Arc<MqttKafkaProxy>,
     client_id: String,
     authorization: Authorization,
-    events: mpsc::Sender<SessionEvent>,
+    events: EventSender,
     /// Cancelled when the session is over (ended, dropped or taken over).
     closed: CancellationToken,
     /// Whether the session outlives its connection (its state is written to Kafka).

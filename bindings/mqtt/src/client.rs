@@ -17,9 +17,10 @@ use crate::codec::{
     self, Ack, Connect, Decoder, Disconnect, Packet, Properties, PropertyContext, Publish, QoS,
     ReasonCode, Subscribe, Unsubscribe, Version, Will,
 };
+use crate::kind::events::TrySendError;
 use crate::kind::{
-    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OpenedSession, SessionAccepted,
-    SessionBegin, SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
+    Acknowledgement, Delivery, EventSender, Message, MqttHandler, MqttSession, OpenedSession,
+    SessionAccepted, SessionBegin, SessionEnd, SessionEvent, SessionRefused, SubscribeRequest,
 };
 
 /// Limits of a client.
@@ -258,7 +259,7 @@ struct Upstream {
     writer: WriteHalf<Io>,
     decoder: Decoder,
     buffer: BytesMut,
-    events: mpsc::Sender<SessionEvent>,
+    events: EventSender,
     /// A delivery waiting for room in the events channel; nothing more is read meanwhile.
     held: Option<SessionEvent>,
     pending: HashMap<u16, Waiting>,
@@ -307,10 +308,15 @@ impl Upstream {
                     Ok(0) | Err(_) => break Stop::Ended(ReasonCode::SERVER_UNAVAILABLE, None),
                     Ok(_) => {}
                 },
-                permit = events.reserve(), if !reading => match permit {
-                    Ok(permit) => {
+                ready = events.ready(), if !reading => match ready {
+                    Ok(()) => {
                         if let Some(event) = self.held.take() {
-                            permit.send(event);
+                            match events.try_send(event) {
+                                Ok(()) => {}
+                                // Another sender took the room: wait for the next.
+                                Err(TrySendError::Full(event)) => self.held = Some(event),
+                                Err(TrySendError::Closed(_)) => break Stop::Quiet,
+                            }
                         }
                     }
                     Err(_) => break Stop::Quiet,
@@ -433,8 +439,8 @@ impl Upstream {
                 }));
                 match self.events.try_send(event) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(event)) => self.held = Some(event),
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(Stop::Quiet),
+                    Err(TrySendError::Full(event)) => self.held = Some(event),
+                    Err(TrySendError::Closed(_)) => return Err(Stop::Quiet),
                 }
                 Ok(())
             }

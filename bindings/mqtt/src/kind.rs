@@ -4,8 +4,8 @@
 //! client's CONNECT; the exit answers with what it supports ([`SessionAccepted`]) and a
 //! [`MqttSession`] through which the server publishes, subscribes and unsubscribes. What the
 //! exit delivers (messages matching the session's subscriptions, or the end of the session)
-//! comes back on the [`SessionBegin::events`] channel the server gave it; that channel is
-//! bounded, so a slow subscriber slows the exit down rather than growing a queue.
+//! comes back on the [`SessionBegin::events`] channel the server gave it ([`events`]); that
+//! channel is bounded, so a slow subscriber slows the exit down rather than growing a queue.
 //!
 //! Acknowledgements are end to end: [`MqttSession::publish`] completes when the exit has
 //! taken responsibility for the message at its QoS (a broker's PUBACK or PUBREC), and a
@@ -16,12 +16,16 @@
 //! The kind is version-neutral: messages carry MQTT 5 properties, and a 3.1.1 server side
 //! simply leaves them empty.
 
+pub mod events;
+
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use zilla_engine::guard::Authorization;
 use zilla_engine::stream::{BoxFuture, StreamError, StreamInfo, StreamKind};
 
 use crate::codec::{Properties, QoS, ReasonCode, SubscriptionOptions};
+
+pub use events::{EventReceiver, EventSender, event_channel};
 
 /// An application message, as published or delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -73,7 +77,7 @@ pub struct SessionBegin {
     /// The transport's addresses and identity, if the session came over one.
     pub info: Option<StreamInfo>,
     /// Where the exit sends deliveries and the end of the session.
-    pub events: mpsc::Sender<SessionEvent>,
+    pub events: EventSender,
 }
 
 /// What the exit supports, for CONNACK.

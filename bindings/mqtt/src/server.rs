@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use zilla_engine::components::Store;
 use zilla_engine::guard::{Authorization, Guard};
@@ -26,8 +26,8 @@ use crate::codec::{
     topic,
 };
 use crate::kind::{
-    Acknowledgement, Delivery, Message, MqttHandler, MqttSession, OnSent, SessionBegin, SessionEnd,
-    SessionEvent, SubscribeRequest, WillMessage,
+    Acknowledgement, Delivery, EventReceiver, EventSender, Message, MqttHandler, MqttSession,
+    OnSent, SessionBegin, SessionEnd, SessionEvent, SubscribeRequest, WillMessage, event_channel,
 };
 use crate::ownership::Ownership;
 
@@ -241,7 +241,6 @@ impl From<DecodeError> for Close {
     }
 }
 
-const EVENTS_CAPACITY_MINIMUM: usize = 1;
 /// Bytes a connection reads at once. The buffer is reserved when a read is attempted and
 /// given back whenever the read has to wait with nothing buffered, so an idle connection
 /// (most of an MQTT server's) holds no read buffer.
@@ -430,8 +429,7 @@ impl Shared {
             tracing::debug!(%client_id, "mqtt store full: connection refused as busy");
             refuse!(ReasonCode::SERVER_BUSY);
         };
-        let capacity = settings.queue_capacity.max(EVENTS_CAPACITY_MINIMUM);
-        let (events, receiver) = mpsc::channel(capacity);
+        let (events, receiver) = event_channel(settings.queue_capacity);
         let begin = SessionBegin {
             client_id: client_id.clone(),
             clean_start: connect.clean_start,
@@ -593,8 +591,8 @@ struct Connection {
     authorization: Authorization,
     info: Option<StreamInfo>,
     capabilities: Capabilities,
-    events: mpsc::Sender<SessionEvent>,
-    receiver: mpsc::Receiver<SessionEvent>,
+    events: EventSender,
+    receiver: EventReceiver,
     /// Open sessions by exit name: the session route's exit first, others opened when a
     /// publish or subscribe is routed to them.
     sessions: HashMap<String, Arc<dyn MqttSession>>,

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zilla_binding_kafka::kind::{
     Condition, Filter, HeaderMatch, MergedItem, Message as Record, PartitionOffset,
 };
 use zilla_binding_mqtt::codec::ReasonCode;
-use zilla_binding_mqtt::kind::SessionEvent;
+use zilla_binding_mqtt::kind::events::TrySendError;
+use zilla_binding_mqtt::kind::{EventSender, SessionEvent};
 
 use super::{MIGRATE_SUFFIX, MqttKafkaProxy, SENDER_ID, read_from};
 
@@ -28,7 +29,7 @@ struct Followed {
     /// Cancelled on takeover: the session's subscriptions and state writes stop.
     closed: CancellationToken,
     /// Where the server hears that the session was taken over.
-    events: mpsc::Sender<SessionEvent>,
+    events: EventSender,
 }
 
 impl Followed {
@@ -59,7 +60,7 @@ impl Followed {
             reason_string: None,
         };
         // The reader must not wait on one session's full queue.
-        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(taken_over) {
+        if let Err(TrySendError::Full(event)) = self.events.try_send(taken_over) {
             let events = self.events.clone();
             tokio::spawn(async move {
                 let _ = events.send(event).await;
@@ -102,7 +103,7 @@ impl Takeovers {
         client_id: &str,
         session_id: &str,
         closed: CancellationToken,
-        events: mpsc::Sender<SessionEvent>,
+        events: EventSender,
     ) {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions
@@ -279,9 +280,9 @@ mod tests {
     fn follow(
         takeovers: &Takeovers,
         session_id: &str,
-    ) -> (CancellationToken, mpsc::Receiver<SessionEvent>) {
+    ) -> (CancellationToken, zilla_binding_mqtt::kind::EventReceiver) {
         let closed = CancellationToken::new();
-        let (events, receiver) = mpsc::channel(1);
+        let (events, receiver) = zilla_binding_mqtt::kind::event_channel(1);
         takeovers.follow("client", session_id, closed.clone(), events);
         (closed, receiver)
     }
@@ -296,12 +297,12 @@ mod tests {
         takeovers.read(&takeover("client", "b", 11));
         takeovers.read(&takeover("other", "c", 12));
         assert!(!closed.is_cancelled());
-        assert!(events.try_recv().is_err());
+        assert!(events.try_recv().is_none());
         takeovers.read(&takeover("client", "c", 13));
         assert!(closed.is_cancelled());
         assert!(matches!(
             events.try_recv(),
-            Ok(SessionEvent::Ended { reason, .. }) if reason == ReasonCode::SESSION_TAKEN_OVER
+            Some(SessionEvent::Ended { reason, .. }) if reason == ReasonCode::SESSION_TAKEN_OVER
         ));
         assert!(takeovers.unfollow("client", "b"));
         assert!(takeovers.sessions.lock().is_ok_and(|s| s.is_empty()));
