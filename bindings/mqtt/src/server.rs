@@ -1,10 +1,11 @@
 //! The `mqtt` server: speaks MQTT 3.1.1 and 5 to clients and opens `mqtt` sessions on its
 //! routed exits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -248,16 +249,44 @@ const READ_CAPACITY: usize = 4096;
 
 impl Shared {
     /// Serves one client connection until it ends.
-    pub(crate) async fn serve<IO>(
+    ///
+    /// Not an `async fn`: its arguments would stay in its future for the connection's whole
+    /// life. CONNECT is read and answered in a boxed future of its own, freed once the
+    /// connection is open, so the future an idle connection holds keeps only the loop's state.
+    pub(crate) fn serve<IO>(
         self: Arc<Self>,
         io: IO,
         info: Option<StreamInfo>,
         authorization: Authorization,
-    ) -> Result<(), StreamError>
+    ) -> impl Future<Output = Result<(), StreamError>> + Send
     where
         IO: AsyncRead + AsyncWrite + Send + Unpin,
     {
-        let (mut reader, mut writer) = tokio::io::split(io);
+        let (reader, writer) = tokio::io::split(io);
+        let connecting = Box::pin(self.connect(reader, writer, info, authorization));
+        async move {
+            let Some((mut connection, mut reader, mut writer)) = connecting.await? else {
+                return Ok(());
+            };
+            let close = connection.run(&mut reader, &mut writer).await;
+            // Boxed for the same reason as CONNECT: a DISCONNECT with its properties is large.
+            Box::pin(connection.close(close, &mut writer)).await;
+            Ok(())
+        }
+    }
+
+    /// Reads CONNECT and opens the connection; `None` when it is refused or never comes.
+    async fn connect<R, W>(
+        self: Arc<Self>,
+        mut reader: R,
+        mut writer: W,
+        info: Option<StreamInfo>,
+        authorization: Authorization,
+    ) -> Result<Option<(Connection, R, W)>, StreamError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let mut decoder = Decoder::new(self.settings.maximum_packet_size);
         let mut buffer = BytesMut::new();
         let first = tokio::time::timeout(
@@ -274,22 +303,20 @@ impl Shared {
                     ..ConnAck::default()
                 });
                 let _ = write_packet(&mut writer, &refusal, Version::V3_1_1).await;
-                return Ok(());
+                return Ok(None);
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "mqtt CONNECT refused");
-                return Ok(());
+                return Ok(None);
             }
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
-        let version = connect.version;
-        // Boxed: CONNECT's work is large and done once; the future of a connection waiting
-        // for its next packet keeps only what the loop needs.
-        let mut connection =
-            match Box::pin(self.clone().open(connect, info, authorization, &mut writer)).await? {
-                Some(connection) => connection,
-                None => return Ok(()),
-            };
+        // Boxed: checking CONNECT and opening the session is large work, done once.
+        let Some(mut connection) =
+            Box::pin(self.open(connect, info, authorization, &mut writer)).await?
+        else {
+            return Ok(None);
+        };
         // Past CONNECT, MQTT owns the connection's idleness: 1.5 times the keep-alive, as it
         // specifies, and none for a keep-alive of 0.
         if let Some(info) = &connection.info {
@@ -299,23 +326,7 @@ impl Shared {
         }
         connection.decoder = decoder;
         connection.buffer = buffer;
-        let close = connection.run(&mut reader, &mut writer).await;
-        if let Close::Ended(ReasonCode::SESSION_TAKEN_OVER, _) = close {
-            // The session goes on in the connection that took it over: its exits must not
-            // end it as an abnormal close would (no will with a delay, no expiry).
-            let end = SessionEnd {
-                reason: ReasonCode::SESSION_TAKEN_OVER,
-                session_expiry: None,
-            };
-            for session in connection.sessions.values() {
-                session.end(end.clone());
-            }
-        }
-        // Boxed for the same reason as CONNECT: a DISCONNECT with its properties is large.
-        Box::pin(say_goodbye(&mut writer, &close, version)).await;
-        // Sessions dropped here without `end` end abnormally: their wills are published.
-        drop(connection);
-        Ok(())
+        Ok(Some((connection, reader, writer)))
     }
 
     fn route_session(&self, authorization: &Authorization, client_id: &str) -> Option<Route<'_>> {
@@ -495,7 +506,7 @@ impl Shared {
         };
         write_packet(writer, &Packet::ConnAck(connack), version).await?;
         // A resumed session's QoS 2 deliveries waiting for PUBCOMP are released again.
-        let mut outbound = HashMap::new();
+        let mut outbound = BTreeMap::new();
         if !connect.clean_start {
             for &packet_id in &accepted.awaiting_completion {
                 write_packet(writer, &Packet::PubRel(Ack::success(packet_id)), version).await?;
@@ -511,8 +522,8 @@ impl Shared {
         let client_receive_maximum = connect.properties.receive_maximum.unwrap_or(u16::MAX);
         // A resumed session's unacknowledged deliveries come again with their identifiers:
         // no other delivery takes one meanwhile. As many as deliveries may be in flight.
-        let reserved: HashSet<u16> = if connect.clean_start {
-            HashSet::new()
+        let reserved: BTreeSet<u16> = if connect.clean_start {
+            BTreeSet::new()
         } else {
             accepted
                 .awaiting_acknowledgement
@@ -523,12 +534,12 @@ impl Shared {
                 .collect()
         };
         // A resumed session's QoS 2 publications waiting for PUBREL stay in flight.
-        let released: HashSet<u16> = if connect.clean_start {
-            HashSet::new()
+        let released: BTreeSet<u16> = if connect.clean_start {
+            BTreeSet::new()
         } else {
             accepted.awaiting_release.iter().copied().collect()
         };
-        let mut sessions = HashMap::new();
+        let mut sessions = Sessions::default();
         sessions.insert(exit_name, Arc::<dyn MqttSession>::from(session));
         Ok(Some(Connection {
             shared: self.clone(),
@@ -549,8 +560,8 @@ impl Shared {
             sessions,
             decoder: Decoder::new(self.settings.maximum_packet_size),
             buffer: BytesMut::new(),
-            aliases: HashMap::new(),
-            pending: FuturesOrdered::new(),
+            aliases: BTreeMap::new(),
+            pending: Responses::default(),
             inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
             released,
             outbound,
@@ -574,6 +585,63 @@ struct Capabilities {
     shared_available: bool,
 }
 
+/// The sessions of a connection by exit name: usually one, so a list, which costs less
+/// than a hash map's table.
+#[derive(Default)]
+struct Sessions(Vec<(String, Arc<dyn MqttSession>)>);
+
+impl Sessions {
+    fn get(&self, exit_name: &str) -> Option<&Arc<dyn MqttSession>> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == exit_name)
+            .map(|(_, session)| session)
+    }
+
+    fn insert(&mut self, exit_name: String, session: Arc<dyn MqttSession>) {
+        self.0.push((exit_name, session));
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<dyn MqttSession>> {
+        self.0.iter().map(|(_, session)| session)
+    }
+}
+
+/// Responses waiting for exits, in request order. The queue, whose creation allocates, exists
+/// only while a response waits: most connections of an idle fleet have none.
+#[derive(Default)]
+struct Responses(Option<FuturesOrdered<BoxFuture<'static, Pending>>>);
+
+impl Responses {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn push_back(&mut self, response: BoxFuture<'static, Pending>) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(response);
+    }
+
+    /// The next response once it is ready; never, while none waits (the connection's loop
+    /// asks again after each packet it handles).
+    fn next(&mut self) -> impl Future<Output = Pending> + '_ {
+        std::future::poll_fn(move |cx| {
+            let Some(queue) = self.0.as_mut() else {
+                return Poll::Pending;
+            };
+            let polled = queue.poll_next_unpin(cx);
+            if queue.is_empty() {
+                self.0 = None;
+            }
+            match polled {
+                Poll::Ready(Some(response)) => Poll::Ready(response),
+                Poll::Ready(None) | Poll::Pending => Poll::Pending,
+            }
+        })
+    }
+}
+
 /// One connected client.
 struct Connection {
     shared: Arc<Shared>,
@@ -595,21 +663,23 @@ struct Connection {
     receiver: EventReceiver,
     /// Open sessions by exit name: the session route's exit first, others opened when a
     /// publish or subscribe is routed to them.
-    sessions: HashMap<String, Arc<dyn MqttSession>>,
+    sessions: Sessions,
     decoder: Decoder,
     buffer: BytesMut,
+    // The maps and sets below are B-trees: half the size of a hash map when empty, which
+    // they are on most connections.
     /// Topic aliases the client set.
-    aliases: HashMap<u16, String>,
+    aliases: BTreeMap<u16, String>,
     /// Responses waiting for exits, in request order.
-    pending: FuturesOrdered<BoxFuture<'static, Pending>>,
+    pending: Responses,
     /// QoS 1 and 2 publications received and not fully acknowledged.
     inbound_inflight: u16,
     /// QoS 2 packet identifiers answered with PUBREC and waiting for PUBREL.
-    released: HashSet<u16>,
+    released: BTreeSet<u16>,
     /// Deliveries in flight toward the client.
-    outbound: HashMap<u16, Outbound>,
+    outbound: BTreeMap<u16, Outbound>,
     /// Identifiers of a resumed session's deliveries that are to come again with them.
-    reserved: HashSet<u16>,
+    reserved: BTreeSet<u16>,
     next_packet_id: u16,
     outbound_maximum: u16,
     client_maximum_packet_size: u32,
@@ -721,7 +791,7 @@ impl Connection {
                         return close;
                     }
                 }
-                Some(pending) = self.pending.next() => {
+                pending = self.pending.next() => {
                     if let Err(close) = Box::pin(self.respond(pending, writer)).await {
                         return close;
                     }
@@ -738,6 +808,24 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Ends the connection for `close`: tells an MQTT 5 client why, and ends the sessions.
+    async fn close<W: AsyncWrite + Unpin>(self, close: Close, writer: &mut W) {
+        if let Close::Ended(ReasonCode::SESSION_TAKEN_OVER, _) = close {
+            // The session goes on in the connection that took it over: its exits must not
+            // end it as an abnormal close would (no will with a delay, no expiry).
+            let end = SessionEnd {
+                reason: ReasonCode::SESSION_TAKEN_OVER,
+                session_expiry: None,
+            };
+            for session in self.sessions.all() {
+                session.end(end.clone());
+            }
+        }
+        say_goodbye(writer, &close, self.version).await;
+        // Sessions dropped here without `end` end abnormally: their wills are published.
+        drop(self);
     }
 
     /// Writes `packet`; borrows only the writer, so a connection need not be `Sync`.
@@ -772,7 +860,7 @@ impl Connection {
             Packet::PubRel(ack) => {
                 let reason = if self.released.remove(&ack.packet_id) {
                     self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
-                    for session in self.sessions.values() {
+                    for session in self.sessions.all() {
                         session.released(ack.packet_id);
                     }
                     ReasonCode::SUCCESS
@@ -805,7 +893,7 @@ impl Connection {
                     Vec::new()
                 } else {
                     self.sessions
-                        .values()
+                        .all()
                         .map(|session| session.delivery_received(ack.packet_id))
                         .collect()
                 };
@@ -833,7 +921,7 @@ impl Connection {
                     .is_some_and(|outbound| outbound.released)
                 {
                     self.outbound.remove(&ack.packet_id);
-                    for session in self.sessions.values() {
+                    for session in self.sessions.all() {
                         session.delivery_completed(ack.packet_id);
                     }
                 }
@@ -852,7 +940,7 @@ impl Connection {
                     reason: disconnect.reason,
                     session_expiry: disconnect.properties.session_expiry,
                 };
-                for session in self.sessions.values() {
+                for session in self.sessions.all() {
                     session.end(end.clone());
                 }
                 Err(Close::Normal)

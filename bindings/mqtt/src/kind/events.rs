@@ -7,8 +7,10 @@
 //! its cache-padded state when created (about 1.5 KiB).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
@@ -24,8 +26,8 @@ pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
             queue: VecDeque::new(),
             senders: 1,
             receiving: true,
+            receiver: None,
         }),
-        readable: Notify::new(),
         writable: Notify::new(),
         capacity: capacity.max(1),
     });
@@ -39,8 +41,6 @@ pub fn event_channel(capacity: usize) -> (EventSender, EventReceiver) {
 
 struct Shared {
     state: Mutex<State>,
-    /// The receiver waits here for an event, or for the last sender to go.
-    readable: Notify,
     /// Senders wait here for room, or for the receiver to go.
     writable: Notify,
     capacity: usize,
@@ -51,6 +51,9 @@ struct State {
     senders: usize,
     /// Whether the receiver is still there.
     receiving: bool,
+    /// The waiting receiver, woken by an event or the last sender's going. A waker rather
+    /// than a `Notify`: the future of a connection waiting for events stays small.
+    receiver: Option<Waker>,
 }
 
 impl Shared {
@@ -59,19 +62,26 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Wakes the receiver, if it waits; outside the lock.
+    fn wake_receiver(&self, mut state: MutexGuard<'_, State>) {
+        let receiver = state.receiver.take();
+        drop(state);
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+    }
+
     /// Queues `event` if there is room.
     fn try_send(&self, event: SessionEvent) -> Result<(), TrySendError> {
-        {
-            let mut state = self.state();
-            if !state.receiving {
-                return Err(TrySendError::Closed(event));
-            }
-            if state.queue.len() >= self.capacity {
-                return Err(TrySendError::Full(event));
-            }
-            state.queue.push_back(event);
+        let mut state = self.state();
+        if !state.receiving {
+            return Err(TrySendError::Closed(event));
         }
-        self.readable.notify_one();
+        if state.queue.len() >= self.capacity {
+            return Err(TrySendError::Full(event));
+        }
+        state.queue.push_back(event);
+        self.wake_receiver(state);
         Ok(())
     }
 
@@ -118,13 +128,10 @@ impl Clone for EventSender {
 
 impl Drop for EventSender {
     fn drop(&mut self) {
-        let last = {
-            let mut state = self.shared.state();
-            state.senders -= 1;
-            state.senders == 0
-        };
-        if last {
-            self.shared.readable.notify_one();
+        let mut state = self.shared.state();
+        state.senders -= 1;
+        if state.senders == 0 {
+            self.shared.wake_receiver(state);
         }
     }
 }
@@ -173,34 +180,43 @@ impl std::fmt::Debug for EventReceiver {
 impl EventReceiver {
     /// The next event; `None` once every sender is gone and the queue is empty. Cancel-safe:
     /// an event is taken only when this resolves with it.
-    pub async fn recv(&mut self) -> Option<SessionEvent> {
-        loop {
-            // One receiver: a notification with nobody waiting is kept for the next wait.
-            let notified = self.shared.readable.notified();
-            match self.take() {
-                Taken::Event(event) => return Some(event),
-                Taken::Ended => return None,
-                Taken::Empty => notified.await,
-            }
+    pub fn recv(&mut self) -> impl Future<Output = Option<SessionEvent>> + '_ {
+        std::future::poll_fn(|context| self.poll_recv(context))
+    }
+
+    /// Polls for the next event, as [`Self::recv`].
+    pub fn poll_recv(&mut self, context: &mut Context<'_>) -> Poll<Option<SessionEvent>> {
+        match self.take(Some(context.waker())) {
+            Taken::Event(event) => Poll::Ready(Some(event)),
+            Taken::Ended => Poll::Ready(None),
+            Taken::Empty => Poll::Pending,
         }
     }
 
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Option<SessionEvent> {
-        match self.take() {
+        match self.take(None) {
             Taken::Event(event) => Some(event),
             Taken::Empty | Taken::Ended => None,
         }
     }
 
-    fn take(&self) -> Taken {
+    /// Takes the next event; with nothing to take, `waker` waits for one.
+    fn take(&self, waker: Option<&Waker>) -> Taken {
         let mut state = self.shared.state();
         let Some(event) = state.queue.pop_front() else {
-            return if state.senders == 0 {
-                Taken::Ended
-            } else {
-                Taken::Empty
-            };
+            if state.senders == 0 {
+                return Taken::Ended;
+            }
+            if let Some(waker) = waker
+                && !state
+                    .receiver
+                    .as_ref()
+                    .is_some_and(|kept| kept.will_wake(waker))
+            {
+                state.receiver = Some(waker.clone());
+            }
+            return Taken::Empty;
         };
         if state.queue.is_empty() && state.queue.capacity() > KEPT_CAPACITY {
             // A burst is over: an idle connection holds no large queue.
