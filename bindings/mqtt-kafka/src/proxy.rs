@@ -325,7 +325,7 @@ impl MqttKafkaProxy {
     async fn open(self: Arc<Self>, begin: SessionBegin) -> Result<OpenedSession, SessionRefused> {
         self.check_sessions_topic().await?;
         let client_id = begin.client_id.clone();
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let session_id = uuid::Uuid::new_v4();
         let migrate_key = format!("{client_id}{MIGRATE_SUFFIX}");
         // Followed before writing, by the gateway's reader of takeover records, which reads
         // from before this write: no later takeover record can be missed.
@@ -335,23 +335,19 @@ impl MqttKafkaProxy {
             )));
         }
         let closed = CancellationToken::new();
-        self.takeovers.follow(
-            &client_id,
-            &session_id,
-            closed.clone(),
-            begin.events.clone(),
-        );
+        self.takeovers
+            .follow(&client_id, session_id, closed.clone(), begin.events.clone());
         let mut following = Following {
             takeovers: &self.takeovers,
             client_id: &client_id,
-            session_id: &session_id,
+            session_id,
             open: false,
         };
         let mut migrate =
             self.session_record(&client_id, Bytes::from(migrate_key), Some(Bytes::new()));
         migrate.headers = vec![Header::new(
             Bytes::from_static(SENDER_ID.as_bytes()),
-            Bytes::from(session_id.clone()),
+            Bytes::from(session_id.to_string()),
         )];
         let written = self
             .sessions_exit
@@ -359,7 +355,7 @@ impl MqttKafkaProxy {
             .await
             .map_err(SessionRefused::from)?;
         self.takeovers
-            .written(&client_id, &session_id, written.partition, written.offset);
+            .written(&client_id, session_id, written.partition, written.offset);
         let resumed = if begin.clean_start {
             None
         } else {
@@ -448,11 +444,11 @@ impl MqttKafkaProxy {
             closed,
             persistent,
             expiry: AtomicU32::new(begin.session_expiry),
-            subscriptions: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(BTreeMap::new()),
             awaiting_release: Mutex::new(awaiting_release),
             in_flight: Mutex::new(in_flight),
             awaiting_completion: Mutex::new(awaiting_completion.clone()),
-            producers: tokio::sync::Mutex::new(Producers::default()),
+            producers: OnceLock::new(),
             changed: Notify::new(),
             version: AtomicU64::new(0),
             written: persistent.then(|| watch::channel(0).0),
@@ -548,7 +544,7 @@ impl MqttKafkaProxy {
 struct Following<'a> {
     takeovers: &'a Takeovers,
     client_id: &'a str,
-    session_id: &'a str,
+    session_id: uuid::Uuid,
     open: bool,
 }
 
@@ -599,7 +595,7 @@ struct SessionContext {
     /// Session expiry interval, seconds (DISCONNECT may change it).
     expiry: AtomicU32,
     /// Subscriptions by topic filter.
-    subscriptions: Mutex<HashMap<String, ActiveSubscription>>,
+    subscriptions: Mutex<BTreeMap<String, ActiveSubscription>>,
     /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
     awaiting_release: Mutex<BTreeSet<u16>>,
     /// QoS 2 publications being written, by packet identifier: where each record goes.
@@ -607,8 +603,9 @@ struct SessionContext {
     /// QoS 2 deliveries answered with PUBREC and not completed.
     awaiting_completion: Mutex<BTreeSet<u16>>,
     /// The idempotent producers of the session's QoS 2 publications; held while one is
-    /// written, so that each producer's records reach a partition in sequence order.
-    producers: tokio::sync::Mutex<Producers>,
+    /// written, so that each producer's records reach a partition in sequence order. Made
+    /// with the first, and boxed: most sessions never publish at QoS 2.
+    producers: OnceLock<Box<tokio::sync::Mutex<Producers>>>,
     /// Notified when the state to save changed.
     changed: Notify,
     /// Counts the changes of the state to save.
@@ -836,7 +833,7 @@ struct Publication {
 
 /// What a session needs once it ends.
 struct Finishing {
-    session_id: String,
+    session_id: uuid::Uuid,
     /// Boxed: a will carries a whole message, and most sessions have none.
     will: Option<Box<SessionWill>>,
 }
@@ -863,7 +860,7 @@ impl KafkaSession {
         let ending = if context
             .proxy
             .takeovers
-            .unfollow(&context.client_id, &session_id)
+            .unfollow(&context.client_id, session_id)
         {
             Ending::TakenOver
         } else {
@@ -1042,7 +1039,7 @@ async fn publish_exactly_once(
     packet_id: u16,
     mut records: Vec<ProduceRequest>,
 ) -> ReasonCode {
-    let mut producers = context.producers.lock().await;
+    let mut producers = context.producers.get_or_init(Box::default).lock().await;
     let kept = context
         .in_flight
         .lock()

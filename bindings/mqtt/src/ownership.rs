@@ -11,12 +11,15 @@ use zilla_engine::components::{Store, StoreFull, StoreValue};
 
 /// What Zilla appends to a client identifier to name its owner record.
 const OWNER_KEY_SUFFIX: &str = "#owner";
+/// A record is a UUID's 32 hexadecimal digits.
+const RECORD_LENGTH: usize = 32;
 
 /// One connection's claim on its client identifier.
 pub(crate) struct Ownership {
     store: Arc<dyn Store>,
     key: String,
-    record: Vec<u8>,
+    /// Kept inline: one allocation less per connection.
+    record: [u8; RECORD_LENGTH],
     owner: Option<watch::Receiver<StoreValue>>,
 }
 
@@ -25,7 +28,8 @@ impl Ownership {
     pub(crate) fn claim(store: Arc<dyn Store>, client_id: &str) -> Result<Self, StoreFull> {
         let key = format!("{client_id}{OWNER_KEY_SUFFIX}");
         // Unique across processes, should the store be shared by more than one.
-        let record = uuid::Uuid::new_v4().simple().to_string().into_bytes();
+        let mut record = [0; RECORD_LENGTH];
+        uuid::Uuid::new_v4().simple().encode_lower(&mut record);
         store.put(&key, &record)?;
         let owner = match store.watch(&key) {
             Ok(owner) => owner,
