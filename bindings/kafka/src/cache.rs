@@ -41,17 +41,20 @@
 //! What a reader reads through is copied into its own buffer, at most 1 MiB per fetch (more
 //! only for a single batch larger than that).
 //!
-//! The segment files are never read or written on a worker: a worker serves thousands of
-//! connections, and a read that misses the OS page cache or a slow disk would stall them all
-//! (see [`crate::cache_disk`] for how the partition's lock stays clear of the disk). A fetch
+//! The segment files are never written on a worker, nor read there but for blocks already
+//! in the OS page cache: a worker serves thousands of connections, and a read that misses
+//! the page cache or a slow disk would stall them all (see [`crate::cache_disk`] for how the
+//! partition's lock stays clear of the disk). A fetch
 //! is written, and the segments that retention, `retention.bytes` and the disk budget no
 //! longer keep are deleted, on tokio's blocking pool; the partition's fetch task awaits the
 //! write before its records enter memory (a reader that no longer finds a record in memory
 //! finds it on disk) and before the next fetch is written (the files keep the partition's
 //! order). A reader needing a block that no reader holds looks it up in the in-memory block
-//! table on its worker, then waits while the blocking pool reads and decodes it; readers
-//! needing the same block meanwhile wait for that same read. A block that cannot be read
-//! drops the segment files through it, there too.
+//! table on its worker; on Linux it reads the block there if its bytes are all in the page
+//! cache (`RWF_NOWAIT`: a trip to the blocking pool would cost more than the read), else it
+//! waits while the blocking pool reads and decodes it, and readers needing the same block
+//! meanwhile wait for that same read. A block that cannot be read drops the segment files
+//! through it, on the pool too.
 //!
 //! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
 //! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
@@ -162,6 +165,13 @@ struct PartitionCache {
     /// work back with it).
     #[cfg(test)]
     file_hook: Mutex<Option<FileHook>>,
+    /// Sends every block read to the blocking pool, as when its bytes are not in the page
+    /// cache (tests of the pool path set it: the blocks they read were just written).
+    #[cfg(test)]
+    cold_reads: std::sync::atomic::AtomicBool,
+    /// Blocks read on the blocking pool.
+    #[cfg(test)]
+    pool_reads: AtomicUsize,
 }
 
 #[cfg(test)]
@@ -314,13 +324,21 @@ impl PartitionCache {
     }
 
     /// The block `meta` of the partition's segment `file`, decoded, shared with every other
-    /// reader holding it or waiting for it. A block no reader holds is read on the blocking
-    /// pool, so a read from a cold page cache or a slow disk stalls only its readers.
+    /// reader holding it or waiting for it. A block no reader holds is read on the worker if
+    /// its bytes are all in the page cache (a trip to the blocking pool would cost more than
+    /// that read), else on the blocking pool, so a read from a cold page cache or a slow disk
+    /// stalls only its readers.
     async fn disk_block(
         self: &Arc<Self>,
         file: Arc<std::fs::File>,
         meta: BlockMeta,
     ) -> Result<Arc<DiskBlock>, Arc<BlockError>> {
+        #[cfg(target_os = "linux")]
+        if !self.entered(meta.first)
+            && let Some(block) = self.read_cached_block(&file, &meta)
+        {
+            return Ok(block);
+        }
         let reading = {
             let mut decoded = self.lock_decoded();
             if let Some(Decoded::Held(block)) = decoded.blocks.get(&meta.first)
@@ -357,6 +375,45 @@ impl PartitionCache {
         block
     }
 
+    /// Whether some reader holds the block starting at `first`, or waits for its read.
+    #[cfg(target_os = "linux")]
+    fn entered(&self, first: i64) -> bool {
+        match self.lock_decoded().blocks.get(&first) {
+            Some(Decoded::Held(block)) => block.strong_count() > 0,
+            Some(Decoded::Reading(_)) => true,
+            None => false,
+        }
+    }
+
+    /// The block `meta` of `file` if its bytes are all in the page cache, read and decoded
+    /// on the worker without waiting for the disk, and entered for the readers that come
+    /// while some reader holds it; `None` otherwise (any error included: the blocking pool
+    /// then reads it again, and reports what it finds).
+    #[cfg(target_os = "linux")]
+    fn read_cached_block(&self, file: &std::fs::File, meta: &BlockMeta) -> Option<Arc<DiskBlock>> {
+        #[cfg(test)]
+        if self.cold_reads.load(Ordering::Relaxed) {
+            return None;
+        }
+        let messages = crate::cache_disk::read_cached_block(file, meta, self.id)?;
+        let block = Arc::new(DiskBlock::new(meta, messages, self.budget.clone()));
+        {
+            let mut decoded = self.lock_decoded();
+            // Another reader entered the block meanwhile: its copy is shared, not this one.
+            if let Some(Decoded::Held(held)) = decoded.blocks.get(&meta.first)
+                && let Some(held) = held.upgrade()
+            {
+                return Some(held);
+            }
+            // A read on the pool keeps its entry: its readers get its copy when it ends.
+            if !matches!(decoded.blocks.get(&meta.first), Some(Decoded::Reading(_))) {
+                decoded.insert(meta.first, Decoded::Held(Arc::downgrade(&block)));
+            }
+        }
+        self.budget.enforce();
+        Some(block)
+    }
+
     /// Reads and decodes the block `meta` of `file`, and enters it for the readers that come
     /// while some reader holds it. A block that cannot be read drops the segment files through
     /// it. Blocking: runs on the blocking pool.
@@ -366,7 +423,10 @@ impl PartitionCache {
         meta: &BlockMeta,
     ) -> Result<Arc<DiskBlock>, Arc<BlockError>> {
         #[cfg(test)]
-        self.before_file_work(FileWork::Read(meta.first));
+        {
+            self.pool_reads.fetch_add(1, Ordering::Relaxed);
+            self.before_file_work(FileWork::Read(meta.first));
+        }
         let read = crate::cache_disk::read_block(file, meta, self.id)
             .map(|messages| Arc::new(DiskBlock::new(meta, messages, self.budget.clone())));
         {
@@ -796,6 +856,10 @@ impl Cache {
                         decoded: Mutex::new(DecodedBlocks::default()),
                         #[cfg(test)]
                         file_hook: Mutex::new(None),
+                        #[cfg(test)]
+                        cold_reads: std::sync::atomic::AtomicBool::new(false),
+                        #[cfg(test)]
+                        pool_reads: AtomicUsize::new(0),
                     });
                     let evictable: Arc<dyn Evictable> = partition.clone();
                     self.budget.register(Arc::downgrade(&evictable));
@@ -2235,6 +2299,8 @@ mod tests {
             .wait_for(|fetched| fetched.next == 50)
             .await
             .unwrap();
+        // As if the blocks had left the page cache: they are read on the pool.
+        partition.cold_reads.store(true, Ordering::Relaxed);
         let stalled = hold_next(&partition, FileWork::Read(0));
         let mut reader = cache
             .merged(request(Start::Historical, Vec::new()))
@@ -2247,6 +2313,41 @@ mod tests {
         );
         assert_eq!(got, (0..50).collect::<Vec<_>>());
         assert_eq!(upstream.read_throughs.load(Ordering::Relaxed), 0);
+        assert!(partition.pool_reads.load(Ordering::Relaxed) > 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_block_in_the_page_cache_is_read_on_the_worker() {
+        let directory = tempfile::tempdir().unwrap();
+        let upstream = Partition::new(vec![("k", Some("v")); 50], false, 0);
+        // Memory keeps nothing past each fetch: the reader reads from disk.
+        let cache = disk_cache_of(upstream.clone(), directory.path());
+        let topic = cache.topic("t").await.unwrap();
+        let partition = topic.partitions[0].clone();
+        partition
+            .fetched
+            .subscribe()
+            .wait_for(|fetched| fetched.next == 50)
+            .await
+            .unwrap();
+        // The blocks were just written: their bytes are in the page cache.
+        let mut reader = cache
+            .merged(request(Start::Historical, Vec::new()))
+            .await
+            .unwrap();
+        let got = offsets_of(messages(&mut reader, 50).await);
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
+        assert_eq!(upstream.read_throughs.load(Ordering::Relaxed), 0);
+        if crate::cache_disk::nowait_supported() {
+            assert_eq!(
+                partition.pool_reads.load(Ordering::Relaxed),
+                0,
+                "a block in the page cache went to the blocking pool"
+            );
+        } else {
+            eprintln!("RWF_NOWAIT reads unsupported here: every block went to the pool");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -2278,6 +2379,8 @@ mod tests {
             }
         };
         *partition.file_hook.lock().unwrap() = Some(Arc::new(hook));
+        // As if the block had left the page cache: it is read on the pool.
+        partition.cold_reads.store(true, Ordering::Relaxed);
         // The first block's read is held until every reader has asked for it.
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -18,7 +18,11 @@
 //! disk, would stall them all. So every file operation (reading and decoding a block,
 //! writing a fetch's blocks, creating, rolling and deleting segments, opening, emptying and
 //! sweeping directories) runs on tokio's blocking pool, awaited by the task that needs it
-//! (see `cache`). The workers only look things up in memory: the block table
+//! (see `cache`), but one: on Linux a block whose bytes are all in the OS page cache is read
+//! and decoded on the worker ([`read_cached_block`], `preadv2` with `RWF_NOWAIT`, which
+//! fails rather than wait for the disk), since the trip to the pool costs more than such a
+//! read; any other block, and every block where `RWF_NOWAIT` is not supported, goes to the
+//! pool. The workers otherwise only look things up in memory: the block table
 //! ([`DiskLog::locate`], [`DiskLog::filter_terms`]). The partition's lock covers that table
 //! and nothing else: a write is prepared under it ([`DiskLog::writer`]), written without it
 //! ([`Writer::write`]) and entered under it again ([`DiskLog::commit`]), and segments taken
@@ -866,6 +870,53 @@ pub(crate) fn read_block(
     let mut bytes = vec![0u8; meta.len as usize];
     file.read_exact_at(&mut bytes, meta.position)?;
     decode_block(Bytes::from(bytes), meta.first, meta.next, partition)
+}
+
+/// Set once `RWF_NOWAIT` reads are found unsupported (a kernel before 4.14, or a filesystem
+/// without them): every block then goes to the blocking pool without trying again. For the
+/// whole process, since the cache's directories are normally on one filesystem.
+#[cfg(target_os = "linux")]
+static NOWAIT_UNSUPPORTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The block `meta` of `file`, decoded, if all its bytes are in the OS page cache: read with
+/// `preadv2(RWF_NOWAIT)`, which fails instead of waiting for the disk, so the worker can
+/// call it. `None` when any byte would need the disk, or on any error (a block that does not
+/// decode included): the caller then reads it on the blocking pool, which reports errors.
+#[cfg(target_os = "linux")]
+pub(crate) fn read_cached_block(
+    file: &File,
+    meta: &BlockMeta,
+    partition: i32,
+) -> Option<Vec<Message>> {
+    use rustix::io::{Errno, IoSliceMut, ReadWriteFlags, preadv2};
+    if NOWAIT_UNSUPPORTED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut bytes = vec![0u8; meta.len as usize];
+    let read = preadv2(
+        file,
+        &mut [IoSliceMut::new(&mut bytes)],
+        meta.position,
+        ReadWriteFlags::NOWAIT,
+    );
+    match read {
+        // A short read means part of the block was not cached (or the file is shorter).
+        Ok(read) if read == bytes.len() => {
+            decode_block(Bytes::from(bytes), meta.first, meta.next, partition).ok()
+        }
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => {
+            NOWAIT_UNSUPPORTED.store(true, Ordering::Relaxed);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Whether [`read_cached_block`] is still tried (tests skip what needs it where it is not).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn nowait_supported() -> bool {
+    !NOWAIT_UNSUPPORTED.load(Ordering::Relaxed)
 }
 
 fn take_optional(buffer: &mut Bytes) -> Result<Option<Bytes>, BlockError> {
