@@ -1918,6 +1918,26 @@ mod tests {
         Arc::new(Cache::new(upstream, HashMap::new(), tuning))
     }
 
+    /// A cache on disk of a partition of `records` records, once it has fetched them all:
+    /// memory keeps nothing past each fetch, so readers read from the segment files.
+    async fn fetched_to_disk(
+        records: usize,
+        directory: &std::path::Path,
+    ) -> (Arc<Partition>, Arc<Cache>, Arc<PartitionCache>) {
+        let upstream = Partition::new(vec![("k", Some("v")); records], false, 0);
+        let cache = disk_cache_of(upstream.clone(), directory);
+        let topic = cache.topic("t").await.unwrap();
+        let partition = topic.partitions[0].clone();
+        let end = i64::try_from(records).unwrap();
+        partition
+            .fetched
+            .subscribe()
+            .wait_for(|fetched| fetched.next == end)
+            .await
+            .unwrap();
+        (upstream, cache, partition)
+    }
+
     fn disk_cache_of(upstream: Arc<Partition>, directory: &std::path::Path) -> Arc<Cache> {
         let tuning = CacheTuning {
             partition_bytes: 1,
@@ -2288,17 +2308,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_block_read_from_disk_leaves_the_worker_to_its_other_tasks() {
         let directory = tempfile::tempdir().unwrap();
-        let upstream = Partition::new(vec![("k", Some("v")); 50], false, 0);
-        // Memory keeps nothing past each fetch: the reader reads from disk.
-        let cache = disk_cache_of(upstream.clone(), directory.path());
-        let topic = cache.topic("t").await.unwrap();
-        let partition = topic.partitions[0].clone();
-        partition
-            .fetched
-            .subscribe()
-            .wait_for(|fetched| fetched.next == 50)
-            .await
-            .unwrap();
+        let (upstream, cache, partition) = fetched_to_disk(50, directory.path()).await;
         // As if the blocks had left the page cache: they are read on the pool.
         partition.cold_reads.store(true, Ordering::Relaxed);
         let stalled = hold_next(&partition, FileWork::Read(0));
@@ -2320,17 +2330,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_block_in_the_page_cache_is_read_on_the_worker() {
         let directory = tempfile::tempdir().unwrap();
-        let upstream = Partition::new(vec![("k", Some("v")); 50], false, 0);
-        // Memory keeps nothing past each fetch: the reader reads from disk.
-        let cache = disk_cache_of(upstream.clone(), directory.path());
-        let topic = cache.topic("t").await.unwrap();
-        let partition = topic.partitions[0].clone();
-        partition
-            .fetched
-            .subscribe()
-            .wait_for(|fetched| fetched.next == 50)
-            .await
-            .unwrap();
+        let (upstream, cache, partition) = fetched_to_disk(50, directory.path()).await;
         // The blocks were just written: their bytes are in the page cache.
         let mut reader = cache
             .merged(request(Start::Historical, Vec::new()))
@@ -2353,16 +2353,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn readers_of_a_block_being_read_wait_for_that_read() {
         let directory = tempfile::tempdir().unwrap();
-        let upstream = Partition::new(vec![("k", Some("v")); 10], false, 0);
-        let cache = disk_cache_of(upstream.clone(), directory.path());
-        let topic = cache.topic("t").await.unwrap();
-        let partition = topic.partitions[0].clone();
-        partition
-            .fetched
-            .subscribe()
-            .wait_for(|fetched| fetched.next == 10)
-            .await
-            .unwrap();
+        let (_, cache, partition) = fetched_to_disk(10, directory.path()).await;
         let first_reads = Arc::new(AtomicUsize::new(0));
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Mutex::new(released);
