@@ -10,13 +10,16 @@
 //!
 //! When the connection ends, streams still running are moved to a task of their own
 //! ([`WithStreams::release`]), as spawned streams would go on: an exchange whose client went
-//! away still finishes what it started upstream.
+//! away still finishes what it started upstream. A stream that panics ends alone, as a task
+//! of its own would.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -48,6 +51,8 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
+        // A stream that panics ends alone, as a task of its own would, not its connection.
+        let stream = AssertUnwindSafe(stream).catch_unwind().map(drop);
         let mut handed = self.handed();
         handed.streams.push(Box::pin(stream));
         if let Some(waker) = handed.waker.take() {
@@ -121,5 +126,37 @@ impl<C: Future> Future for WithStreams<C> {
             cx.waker().wake_by_ref();
             Poll::Pending
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Executor;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn streams_run_in_the_connection_task_and_a_panicking_one_ends_alone() {
+        let executor = StreamExecutor::default();
+        let finished = Arc::new(AtomicBool::new(false));
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        // A connection that hands over two streams, then ends when told.
+        let connection = {
+            let executor = executor.clone();
+            let finished = finished.clone();
+            async move {
+                executor.execute(async { panic!("a stream's bug") });
+                executor.execute(async move {
+                    tokio::task::yield_now().await;
+                    finished.store(true, Ordering::SeqCst);
+                    let _ = end.send(());
+                });
+                let _ = ended.await;
+                "closed"
+            }
+        };
+        let with_streams = WithStreams::new(connection, executor);
+        assert_eq!(with_streams.await, "closed");
+        assert!(finished.load(Ordering::SeqCst));
     }
 }
