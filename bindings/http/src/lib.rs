@@ -110,6 +110,7 @@ pub mod config;
 pub mod cors;
 pub mod credentials;
 pub mod expiry;
+pub mod h1;
 pub mod io;
 pub mod kind;
 pub mod limits;

@@ -1782,3 +1782,76 @@ async fn a_client_refuses_request_models() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_cross_an_http11_origin_leg() -> Result<()> {
+    // The origin is a second gateway that echoes over HTTP/1.1: it answers before it has read
+    // the request body, so the rest of the upload is written while the response is read.
+    let limits = ["zilla.binding.http.max.request.body.size=0"];
+    let origin = Gateway::start_with(&echo_yaml("    exit: echo_server"), &limits)?;
+    let gateway = Gateway::start_with(
+        &proxy_yaml(origin.address().port(), "", "    exit: http_client"),
+        &limits,
+    )?;
+    let dir = tempfile::tempdir()?;
+    for (name, size) in [
+        ("empty.bin", 0),
+        ("1k.bin", 1024),
+        ("20m.bin", 20 * 1024 * 1024),
+    ] {
+        let input = random_file(dir.path(), name, size)?;
+        let expected = sha256(&input).await?;
+        let data = format!("@{}", input.display());
+        for (framing, extra) in [
+            ("length", None),
+            ("chunked", Some("Transfer-Encoding: chunked")),
+        ] {
+            let output_path = dir.path().join(format!("{name}.{framing}.out"));
+            let url = gateway.url("/upload");
+            let mut args = vec![
+                "--http1.1",
+                "--data-binary",
+                &data,
+                "-o",
+                output_path.to_str().unwrap(),
+            ];
+            if let Some(header) = extra {
+                args.extend(["-H", header]);
+            }
+            args.push(&url);
+            let (code, _, output) = curl_status(&args).await?;
+            ensure!(code == 200, "{name} {framing}: {code} {}", output.stderr);
+            ensure!(
+                sha256(&output_path).await? == expected,
+                "{name} {framing}: echoed body differs"
+            );
+        }
+    }
+    // A body with trailers goes out in the chunked coding, trailers last; the origin's
+    // HTTP/1.1 server sends no trailers back undeclared, so the body is what returns.
+    let stream = TcpStream::connect(gateway.address()).await?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(connection);
+    for round in 0..3 {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
+        let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"first "))),
+            Ok(http_body::Frame::data(Bytes::from_static(b"second"))),
+            Ok(http_body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let request = http::Request::post(format!("http://{}/", gateway.address()))
+            .header("content-type", "text/plain")
+            .body(body)?;
+        let response = sender.send_request(request).await?;
+        ensure!(response.status() == 200, "round {round}");
+        let collected = response.into_body().collect().await?;
+        ensure!(collected.to_bytes() == "first second", "round {round}");
+    }
+    Ok(())
+}

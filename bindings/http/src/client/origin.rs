@@ -1,51 +1,66 @@
 //! HTTP/1.1 exchanges with an origin, run inside the request's own task.
 //!
 //! A general-purpose pooled client (hyper-util's) gives every origin connection its own task and
-//! reaches it through a channel: each request crosses tasks twice and takes the pool's lock. A
-//! proxy's request already has a task, and each worker has its own connections, so here the
-//! request drives its connection itself: the request future polls the connection until the
-//! response head arrives, then the response body polls it while the downstream side reads, and
-//! at the end of the body the connection goes back to its worker's idle list. A connection that
-//! is not in an exchange is not polled at all; one the origin closed meanwhile is found closed
-//! when it is next taken, and the request, not yet sent, goes out on a new connection.
+//! reaches it through a channel: each request crosses tasks twice and takes the pool's lock.
+//! Even hyper's single-connection client reaches the connection's state through a channel and
+//! a oneshot, which wake the request's task again for each hand-over. A proxy's request
+//! already has a task, and each worker has its own connections, so here the request drives
+//! its connection itself, with the framing of [`h1`](crate::h1): the request future writes
+//! the head (and the body, as the downstream side gives it) and reads until the response head
+//! is complete; the response body then reads the connection as the downstream side asks for
+//! more (and writes what is left of the request body), and at the end of the body the
+//! connection goes back to its worker's idle list. A connection that is not in an exchange is
+//! not polled at all; one the origin closed meanwhile is found closed when it is next taken,
+//! and the request goes out on a new connection.
 //!
 //! Only HTTP/1.1 runs this way. Upgrades and HTTP/2 origins (which multiplex one connection
 //! between requests, and so need a task of their own) stay with the pooled client.
 
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Uri};
+use bytes::{Bytes, BytesMut};
+use http::request;
+use http::uri::Authority;
+use http::{Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use zilla_engine::stream::StreamError;
+use tokio::io::AsyncWrite;
+use tokio_util::io::{poll_read_buf, poll_write_buf};
+use zilla_engine::stream::{AsyncIo, StreamError};
 use zilla_engine::workers;
 
-use crate::client::{Connector, OriginIo, describe};
+use crate::client::Connector;
+use crate::h1::{self, BodyFraming, ChunkedDecoder, Decoded, FramingError, RequestFraming};
 use crate::kind::{self, Body, BodyError, Request, Response};
 
 /// Origins a worker keeps idle connections to, and remembers as HTTP/2, at most: without an
 /// `:authority` override the origin comes from the client's `host`, so the lists are bounded.
 const MAX_ORIGINS: usize = 64;
 
+/// Room made in a connection's read buffer before each read.
+const READ_RESERVE: usize = 8 * 1024;
+
+/// Request body bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// An origin, as a pool key: its scheme (https or not) and authority.
 type OriginKey = (bool, Authority);
 
-/// A connection between exchanges: the handle requests are sent through, and the connection
-/// itself, polled only by the exchange using it.
-struct Driven {
-    sender: http1::SendRequest<Body>,
-    connection: Pin<Box<http1::Connection<OriginIo, Body>>>,
+/// An HTTP/1.1 connection to an origin and its buffers.
+struct Connection {
+    io: Box<dyn AsyncIo>,
+    /// Bytes read and not yet taken by a response.
+    read: BytesMut,
+    /// Bytes to write.
+    write: BytesMut,
 }
 
 struct Idle {
-    driven: Driven,
+    connection: Connection,
     since: Instant,
 }
 
@@ -74,6 +89,25 @@ pub struct DirectOrigins {
     max_idle: usize,
 }
 
+/// The request body still to be written, and how.
+struct Upload {
+    body: Body,
+    framing: RequestFraming,
+    /// Bytes a `content-length` framing still expects.
+    remaining: u64,
+    /// Whether any of the body has been taken: a request whose body has not is still whole.
+    started: bool,
+    done: bool,
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// Before the origin could have acted on the request (a reused connection found closed):
+    /// the body, untouched, to send again on a new one.
+    Unsent(Body),
+    Failed(String),
+}
+
 impl DirectOrigins {
     /// Connections through `connector`; at most `max_idle` idle ones per worker and origin, each
     /// kept for `idle_timeout` at most.
@@ -98,7 +132,7 @@ impl DirectOrigins {
     /// Sends `request` (with an absolute URI, as the pooled client takes it) to its origin.
     pub async fn send(self: &Arc<Self>, request: Request) -> Result<Outcome, StreamError> {
         let uri = request.uri();
-        let (Some(authority), Some(path)) = (uri.authority().cloned(), uri.path_and_query()) else {
+        let Some(authority) = uri.authority().cloned() else {
             return Ok(Outcome::Elsewhere(request));
         };
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
@@ -106,22 +140,13 @@ impl DirectOrigins {
         if self.pool().h2.contains(&key) {
             return Ok(Outcome::Elsewhere(request));
         }
-        // HTTP/1.1 sends the origin form and `host`.
-        let path = path.clone();
-        let (mut parts, body) = request.into_parts();
-        parts.uri = Uri::from(path);
-        let host = HeaderValue::from_str(key.1.as_str())
-            .map_err(|_| StreamError::Protocol("the request's :authority is not valid".into()))?;
-        parts.headers.insert(header::HOST, host);
-        let mut request = Request::from_parts(parts, body);
-        // Idle connections first; each one found closed hands the request back unsent.
-        loop {
-            let Some(driven) = self.take(&key).await else {
-                break;
-            };
-            match self.exchange(driven, request, &key).await? {
-                Sent::Answered(response) => return Ok(Outcome::Response(response)),
-                Sent::Unsent(unsent) => request = unsent,
+        let (parts, mut body) = request.into_parts();
+        // Idle connections first; each one found closed hands the body back unsent.
+        while let Some(connection) = self.take(&key) {
+            match self.exchange(connection, true, &parts, body, &key).await {
+                Ok(response) => return Ok(Outcome::Response(response)),
+                Err(Failure::Unsent(unsent)) => body = unsent,
+                Err(Failure::Failed(error)) => return Err(StreamError::Upstream(error)),
             }
         }
         let io = self.connector.connect(https, &key.1).await?;
@@ -132,26 +157,24 @@ impl DirectOrigins {
                     pool.h2.push(key.clone());
                 }
             }
-            return Ok(Outcome::Elsewhere(absolute(request, &key)?));
+            return Ok(Outcome::Elsewhere(Request::from_parts(parts, body)));
         }
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|error| StreamError::Upstream(describe(&error)))?;
-        let driven = Driven {
-            sender,
-            connection: Box::pin(connection),
+        let connection = Connection {
+            io: io.into_inner(),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
         };
-        match self.exchange(driven, request, &key).await? {
-            Sent::Answered(response) => Ok(Outcome::Response(response)),
-            Sent::Unsent(_) => Err(StreamError::Upstream(
+        match self.exchange(connection, false, &parts, body, &key).await {
+            Ok(response) => Ok(Outcome::Response(response)),
+            Err(Failure::Unsent(_)) => Err(StreamError::Upstream(
                 "the origin closed a new connection before the request was sent".into(),
             )),
+            Err(Failure::Failed(error)) => Err(StreamError::Upstream(error)),
         }
     }
 
-    /// An idle connection to `key` that is ready for a request, if this worker has one.
-    async fn take(&self, key: &OriginKey) -> Option<Driven> {
+    /// An idle connection to `key` that the origin has not closed, if this worker has one.
+    fn take(&self, key: &OriginKey) -> Option<Connection> {
         loop {
             let idle = {
                 let mut pool = self.pool();
@@ -161,62 +184,116 @@ impl DirectOrigins {
             if idle.since.elapsed() >= self.idle_timeout {
                 continue;
             }
-            let mut driven = idle.driven;
-            // The connection finishes the last exchange (and reads a close, if the origin sent
-            // one) before it takes the next request.
-            let ready = poll_fn(|cx| {
-                if driven.connection.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(false);
-                }
-                driven.sender.poll_ready(cx).map(|ready| ready.is_ok())
-            })
-            .await;
-            if ready {
-                return Some(driven);
+            let mut connection = idle.connection;
+            // An idle connection has nothing to read: a close, an error or stray bytes all
+            // mean it cannot carry a request. Polled without a waker, as nobody waits here.
+            let mut context = Context::from_waker(Waker::noop());
+            if connection.poll_read(&mut context).is_pending() {
+                return Some(connection);
             }
         }
     }
 
-    /// Sends `request` on `driven`, driving the connection until the response head arrives.
+    /// Sends the request on `connection`, driving it until the response head arrives.
     async fn exchange(
         self: &Arc<Self>,
-        mut driven: Driven,
-        request: Request,
+        mut connection: Connection,
+        reused: bool,
+        parts: &request::Parts,
+        body: Body,
         key: &OriginKey,
-    ) -> Result<Sent, StreamError> {
-        let mut connection_ended = false;
-        let answer = {
-            let mut sending = pin!(driven.sender.try_send_request(request));
-            poll_fn(|cx| {
-                if !connection_ended && driven.connection.as_mut().poll(cx).is_ready() {
-                    connection_ended = true;
-                }
-                sending.as_mut().poll(cx)
-            })
-            .await
-        };
-        match answer {
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                let body = DrivenBody {
-                    body,
-                    driven: (!connection_ended).then_some(driven),
-                    origins: self.clone(),
-                    key: key.clone(),
-                };
-                Ok(Sent::Answered(Response::from_parts(
-                    parts,
-                    kind::boxed(body),
-                )))
-            }
-            Err(mut error) => match error.take_message() {
-                Some(unsent) => Ok(Sent::Unsent(unsent)),
-                None => Err(StreamError::Upstream(describe(error.error()))),
+    ) -> Result<Response, Failure> {
+        let target = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        let exact = body.size_hint().exact();
+        let framing = RequestFraming::choose(
+            &parts.method,
+            exact,
+            exact
+                .is_none()
+                .then(|| h1::declared_length(&parts.headers))
+                .flatten(),
+        );
+        h1::encode_request_head(
+            &parts.method,
+            target,
+            key.1.as_str(),
+            &parts.headers,
+            framing,
+            &mut connection.write,
+        );
+        let mut upload = Upload {
+            done: body.is_end_stream() && framing != RequestFraming::Chunked,
+            remaining: match framing {
+                RequestFraming::Length(length) => length,
+                _ => 0,
             },
+            body,
+            framing,
+            started: false,
+        };
+        let mut received = false;
+        let head = poll_fn(|cx| {
+            if !upload.done
+                && let Poll::Ready(Err(error)) = connection.poll_upload(&mut upload, cx)
+            {
+                return Poll::Ready(Err(error));
+            }
+            // The head may be written but not yet flushed: flush it before waiting to read.
+            if upload.done
+                && !connection.write.is_empty()
+                && let Poll::Ready(Err(error)) = connection.poll_flush_write(cx)
+            {
+                return Poll::Ready(Err(error));
+            }
+            connection.poll_head(&parts.method, &mut received, cx)
+        })
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                // A reused connection the origin closed before answering anything: the
+                // origin dropped it while idle, so the request can go again, if it can be
+                // sent whole again and repeating it is harmless.
+                let retry = reused
+                    && !received
+                    && !upload.started
+                    && parts.method.is_idempotent()
+                    && error.is_closed();
+                return Err(if retry {
+                    Failure::Unsent(upload.body)
+                } else {
+                    Failure::Failed(error.to_string())
+                });
+            }
+        };
+        let mut response = http::Response::new(());
+        *response.status_mut() = head.status;
+        *response.version_mut() = head.version;
+        *response.headers_mut() = head.headers;
+        if let Some(reason) = head.reason
+            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
+        {
+            response.extensions_mut().insert(reason);
         }
+        let decoder = match head.framing {
+            BodyFraming::Empty => Decoder::Length(0),
+            BodyFraming::Length(length) => Decoder::Length(length),
+            BodyFraming::Chunked => Decoder::Chunked(ChunkedDecoder::default()),
+            BodyFraming::UntilClose => Decoder::UntilClose,
+        };
+        let body = DrivenBody {
+            connection: Some(connection),
+            upload: (!upload.done).then_some(upload),
+            decoder,
+            keep_alive: head.keep_alive,
+            origins: self.clone(),
+            key: key.clone(),
+        };
+        let (parts, ()) = response.into_parts();
+        Ok(Response::from_parts(parts, kind::boxed(body)))
     }
 
-    fn put_back(&self, key: OriginKey, driven: Driven) {
+    fn put_back(&self, key: OriginKey, connection: Connection) {
         let now = Instant::now();
         let mut pool = self.pool();
         let index = match pool.idle.iter().position(|(origin, _)| *origin == key) {
@@ -234,50 +311,238 @@ impl DirectOrigins {
         let list = &mut pool.idle[index].1;
         list.retain(|idle| now.duration_since(idle.since) < self.idle_timeout);
         if list.len() < self.max_idle {
-            list.push(Idle { driven, since: now });
+            list.push(Idle {
+                connection,
+                since: now,
+            });
         }
     }
 }
 
-enum Sent {
-    Answered(Response),
-    Unsent(Request),
+/// Why reading or writing a connection failed.
+#[derive(Debug, thiserror::Error)]
+enum ExchangeError {
+    #[error("the origin closed the connection{0}")]
+    Closed(&'static str),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Framing(#[from] FramingError),
+    #[error("{0}")]
+    Body(String),
 }
 
-/// Back to the absolute form the pooled client takes.
-fn absolute(request: Request, key: &OriginKey) -> Result<Request, StreamError> {
-    let (mut parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(if key.0 { "https" } else { "http" })
-        .authority(key.1.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|error| StreamError::Protocol(error.to_string()))?;
-    parts.headers.remove(header::HOST);
-    Ok(Request::from_parts(parts, body))
+impl ExchangeError {
+    fn is_closed(&self) -> bool {
+        match self {
+            ExchangeError::Closed(_) => true,
+            ExchangeError::Io(error) => matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
 }
 
-/// A response body that drives its connection while it is read, and gives the connection back
-/// to its worker's idle list once the body has ended. Dropped before the end, it closes the
-/// connection with it (the rest of the response would otherwise be read by the next request).
+impl Connection {
+    /// Reads more into the read buffer: `Ready(Ok(0))` at the origin's close.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_RESERVE / 2 {
+            self.read.reserve(READ_RESERVE);
+        }
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Writes the write buffer out, then flushes the transport.
+    fn poll_flush_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+        while !self.write.is_empty() {
+            match poll_write_buf(Pin::new(&mut self.io), cx, &mut self.write) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(ExchangeError::Io(io::ErrorKind::WriteZero.into())));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut self.io).poll_flush(cx).map_err(Into::into)
+    }
+
+    /// Writes the request body as the downstream side gives it, until it has ended.
+    fn poll_upload(
+        &mut self,
+        upload: &mut Upload,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        loop {
+            if !self.write.is_empty() {
+                if self.write.len() < WRITE_BATCH && !upload.done {
+                    // Small pieces are gathered while the body has more at hand.
+                } else {
+                    std::task::ready!(self.poll_flush_write(cx))?;
+                }
+            }
+            if upload.done {
+                if self.write.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            let frame = match Pin::new(&mut upload.body).poll_frame(cx) {
+                Poll::Pending => {
+                    if self.write.is_empty() {
+                        return Poll::Pending;
+                    }
+                    // Nothing more at hand: what was gathered goes out now.
+                    std::task::ready!(self.poll_flush_write(cx))?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
+            };
+            upload.started = true;
+            match frame {
+                None => {
+                    match upload.framing {
+                        RequestFraming::Chunked => h1::encode_last_chunk(None, &mut self.write),
+                        RequestFraming::Length(_) if upload.remaining > 0 => {
+                            return Poll::Ready(Err(ExchangeError::Body(
+                                "the request body ended before its content-length".into(),
+                            )));
+                        }
+                        _ => {}
+                    }
+                    upload.done = true;
+                }
+                Some(Err(error)) => {
+                    return Poll::Ready(Err(ExchangeError::Body(error.to_string())));
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        match upload.framing {
+                            RequestFraming::Chunked => {
+                                h1::encode_chunk_start(data.len(), &mut self.write);
+                                self.write.extend_from_slice(&data);
+                                self.write.extend_from_slice(b"\r\n");
+                            }
+                            _ => {
+                                let length = data.len() as u64;
+                                if length > upload.remaining {
+                                    return Poll::Ready(Err(ExchangeError::Body(
+                                        "the request body is longer than its content-length".into(),
+                                    )));
+                                }
+                                upload.remaining -= length;
+                                self.write.extend_from_slice(&data);
+                            }
+                        }
+                    }
+                    Err(frame) => {
+                        // Trailers end the body; only the chunked coding can carry them.
+                        if upload.framing == RequestFraming::Chunked {
+                            h1::encode_last_chunk(frame.trailers_ref(), &mut self.write);
+                            upload.done = true;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads until a final response head is complete; interim (`1xx`) ones are skipped.
+    fn poll_head(
+        &mut self,
+        method: &Method,
+        received: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<h1::ResponseHead, ExchangeError>> {
+        loop {
+            if !self.read.is_empty() {
+                *received = true;
+                if let Some(head) = h1::parse_response_head(&mut self.read, method)? {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                        return Poll::Ready(Err(ExchangeError::Body(
+                            "the origin switched protocols unasked".into(),
+                        )));
+                    }
+                    if head.status.is_informational() {
+                        continue;
+                    }
+                    return Poll::Ready(Ok(head));
+                }
+            }
+            match std::task::ready!(self.poll_read(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(ExchangeError::Closed(if *received {
+                        " in the middle of the response head"
+                    } else {
+                        " before answering"
+                    })));
+                }
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Err(error.into())),
+            }
+        }
+    }
+}
+
+/// How the rest of a response body is read.
+enum Decoder {
+    /// This many bytes more.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the origin closes.
+    UntilClose,
+    /// Read whole.
+    Done,
+}
+
+/// A response body that reads its connection as the downstream side asks for more, and gives
+/// the connection back to its worker's idle list once the body has ended. Dropped before the
+/// end, it closes the connection with it (the rest of the response would otherwise be read by
+/// the next request).
 struct DrivenBody {
-    body: Incoming,
-    driven: Option<Driven>,
+    connection: Option<Connection>,
+    /// What is left of the request body to write, when the origin answered before all of it.
+    upload: Option<Upload>,
+    decoder: Decoder,
+    /// Whether the response lets the connection carry another exchange.
+    keep_alive: bool,
     origins: Arc<DirectOrigins>,
     key: OriginKey,
 }
 
 impl DrivenBody {
-    /// Gives the connection back to its worker's idle list: the response has been read whole.
+    fn ended(&self) -> bool {
+        matches!(self.decoder, Decoder::Done | Decoder::Length(0))
+    }
+
+    /// The body has been read whole: the connection goes back to its worker's idle list if
+    /// both messages ended cleanly and nothing else came.
     fn release(&mut self) {
-        if let Some(driven) = self.driven.take() {
-            self.origins.put_back(self.key.clone(), driven);
+        self.decoder = Decoder::Done;
+        if let Some(connection) = self.connection.take()
+            && self.keep_alive
+            && self.upload.is_none()
+            && connection.read.is_empty()
+            && connection.write.is_empty()
+        {
+            self.origins.put_back(self.key.clone(), connection);
         }
+    }
+
+    fn fail(
+        &mut self,
+        error: impl Into<BodyError>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.connection = None;
+        self.decoder = Decoder::Done;
+        Poll::Ready(Some(Err(error.into())))
     }
 }
 
@@ -285,7 +550,7 @@ impl Drop for DrivenBody {
     fn drop(&mut self) {
         // Dropped once all its bytes were read, the connection is still good for the next
         // request; dropped earlier, it goes with the body.
-        if self.body.is_end_stream() {
+        if self.ended() {
             self.release();
         }
     }
@@ -300,37 +565,93 @@ impl http_body::Body for DrivenBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        // Twice at most: reading the body may ask the connection for more, which it reads at
-        // once rather than after another wake-up.
-        for _ in 0..2 {
-            if let Some(driven) = &mut this.driven
-                && driven.connection.as_mut().poll(cx).is_ready()
-            {
-                this.driven = None;
+        if this.ended() {
+            this.release();
+            return Poll::Ready(None);
+        }
+        let Some(connection) = &mut this.connection else {
+            return Poll::Ready(None);
+        };
+        // The origin answered before the whole request was written: write on as it is read.
+        if let Some(upload) = &mut this.upload {
+            match connection.poll_upload(upload, cx) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                // The origin stopped reading; its answer may still be whole. The connection
+                // is not reused (`upload` stays).
+                Poll::Ready(Err(_)) => this.keep_alive = false,
+                Poll::Pending => {}
             }
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Pending => continue,
-                Poll::Ready(None) => {
+        }
+        loop {
+            let decoded = match &mut this.decoder {
+                Decoder::Length(remaining) => {
+                    if connection.read.is_empty() {
+                        Decoded::NeedMore
+                    } else {
+                        let take = usize::try_from(*remaining)
+                            .unwrap_or(usize::MAX)
+                            .min(connection.read.len());
+                        *remaining -= take as u64;
+                        Decoded::Data(connection.read.split_to(take).freeze())
+                    }
+                }
+                Decoder::Chunked(decoder) => match decoder.decode(&mut connection.read) {
+                    Ok(decoded) => decoded,
+                    Err(error) => return this.fail(error),
+                },
+                Decoder::UntilClose => {
+                    if connection.read.is_empty() {
+                        Decoded::NeedMore
+                    } else {
+                        Decoded::Data(connection.read.split().freeze())
+                    }
+                }
+                Decoder::Done => Decoded::End,
+            };
+            match decoded {
+                Decoded::Data(data) => {
+                    // The downstream side may stop polling once it has all the bytes a length
+                    // announced: the connection goes back now.
+                    if this.ended() {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoded::Trailers(trailers) => {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Decoded::End => {
                     this.release();
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(frame)) => {
-                    // The downstream side may stop polling once it has all the bytes a length
-                    // announced: the connection goes back now.
-                    if this.body.is_end_stream() {
-                        this.release();
+                Decoded::NeedMore => {}
+            }
+            match connection.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if matches!(this.decoder, Decoder::UntilClose) {
+                        this.connection = None;
+                        this.decoder = Decoder::Done;
+                        return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(frame.map_err(Into::into)));
+                    return this.fail(ExchangeError::Closed(
+                        " before the end of the response body",
+                    ));
                 }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return this.fail(error),
             }
         }
-        Poll::Pending
     }
 
     // `is_end_stream` stays false: the downstream side then polls an empty body to its end
     // too, which is when the connection goes back to the idle list.
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.decoder {
+            Decoder::Length(remaining) => SizeHint::with_exact(remaining),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }

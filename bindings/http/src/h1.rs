@@ -1,0 +1,880 @@
+//! HTTP/1.1 message framing for the client's origin leg (RFC 9112): the request head it
+//! writes, the response head it reads, and the chunked coding both ways.
+//!
+//! `httparse` parses the response head and trailer fields; what is here is what no crate
+//! offers apart from a whole client: how a response's body is delimited (§6.3), whether its
+//! connection can carry another exchange (§9.3), and the chunked coding (§7.1). hyper's client
+//! has all of it, but reaches its connection through a task and channels of its own, which a
+//! proxy whose request already has a task pays for on every exchange (see
+//! [`client`](crate::client)). The functions here do no I/O: they read from and write to
+//! buffers, so they are tested, property-tested and fuzzed on bytes alone.
+//!
+//! Framing is strict where laxness lets two parties disagree on where a message ends
+//! (request smuggling, response splitting): `content-length` values must all be the same
+//! decimal number; `transfer-encoding` wins over `content-length`, which is then removed and
+//! the connection not reused; a chunk-size line must end with CRLF and hold no more than 16
+//! hex digits; a chunk's data must be followed by CRLF.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Header fields a response head may have, as hyper's client allows.
+pub const MAX_HEADERS: usize = 100;
+
+/// The longest response head read, in bytes: what hyper's client reads at most before it
+/// gives up on a head (its default buffer bound).
+pub const MAX_HEAD_SIZE: usize = 8192 + 4096 * 100;
+
+/// The longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Why a response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// The head did not end within [`MAX_HEAD_SIZE`] bytes.
+    #[error("the response head is longer than {MAX_HEAD_SIZE} bytes")]
+    HeadTooLarge,
+    /// The head is not HTTP/1.x.
+    #[error("malformed response head: {0}")]
+    Head(httparse::Error),
+    /// A field name httparse let through that `http` refuses.
+    #[error("malformed response head: invalid header name")]
+    HeaderName,
+    /// A field value `http` refuses.
+    #[error("malformed response head: invalid header value")]
+    HeaderValue,
+    /// `content-length` is not one decimal number.
+    #[error("the response's content-length is not valid")]
+    ContentLength,
+    /// The chunked coding is broken.
+    #[error("malformed chunked body: {0}")]
+    Chunk(&'static str),
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: a response to `HEAD`, a `1xx`, `204` or `304`.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// The chunked coding.
+    Chunked,
+    /// Everything until the origin closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    /// The reason phrase when it is not the status code's canonical one.
+    pub reason: Option<Bytes>,
+    pub headers: HeaderMap,
+    pub framing: BodyFraming,
+    /// Whether the connection may carry another exchange once this one has ended.
+    pub keep_alive: bool,
+}
+
+/// Where a field's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct FieldIndices {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn range((start, end): (usize, usize)) -> Range<usize> {
+    start..end
+}
+
+/// Parses the response head at the start of `buffer`, answering `request_method`. Complete,
+/// the head is taken off `buffer` and its values share its bytes; incomplete, `buffer` is
+/// left as it was and `None` comes back. An interim (`1xx`) response is returned as any other:
+/// the caller skips it and parses again.
+pub fn parse_response_head(
+    buffer: &mut BytesMut,
+    request_method: &Method,
+) -> Result<Option<ResponseHead>, FramingError> {
+    let mut fields = [FieldIndices::default(); MAX_HEADERS];
+    let (length, code, version, reason, count) = {
+        let mut uninit = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let base = buffer.as_ptr() as usize;
+        let status = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut response, buffer, &mut uninit)
+            .map_err(FramingError::Head)?;
+        let length = match status {
+            httparse::Status::Complete(length) => length,
+            httparse::Status::Partial if buffer.len() >= MAX_HEAD_SIZE => {
+                return Err(FramingError::HeadTooLarge);
+            }
+            httparse::Status::Partial => return Ok(None),
+        };
+        if length > MAX_HEAD_SIZE {
+            return Err(FramingError::HeadTooLarge);
+        }
+        let offsets = |bytes: &[u8]| {
+            let start = bytes.as_ptr() as usize - base;
+            (start, start + bytes.len())
+        };
+        for (indices, field) in fields.iter_mut().zip(response.headers.iter()) {
+            indices.name = offsets(field.name.as_bytes());
+            indices.value = offsets(field.value);
+        }
+        let code = response.code.unwrap_or_default();
+        let reason = response.reason.map(|reason| offsets(reason.as_bytes()));
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        (length, code, version, reason, response.headers.len())
+    };
+    let status =
+        StatusCode::from_u16(code).map_err(|_| FramingError::Head(httparse::Error::Status))?;
+    let head = buffer.split_to(length).freeze();
+    let reason = reason
+        .map(range)
+        .filter(|reason| {
+            status.canonical_reason().map(str::as_bytes) != Some(&head[reason.clone()])
+        })
+        .map(|reason| head.slice(reason));
+    let mut headers = HeaderMap::with_capacity(count);
+    for field in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[range(field.name)])
+            .map_err(|_| FramingError::HeaderName)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(range(field.value)))
+            .map_err(|_| FramingError::HeaderValue)?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = connection_persists(&headers, version);
+    let framing = if *request_method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        BodyFraming::Empty
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Both framings at once may be an attempt to split the response: the chunked coding
+        // is what delimits it, the length goes, and so does the connection (§6.3 item 3).
+        if headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+            keep_alive = false;
+        }
+        if ends_chunked(&headers) {
+            BodyFraming::Chunked
+        } else {
+            keep_alive = false;
+            BodyFraming::UntilClose
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        BodyFraming::Length(content_length(&headers)?)
+    } else {
+        keep_alive = false;
+        BodyFraming::UntilClose
+    };
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        reason,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The comma-separated tokens of every `name` field.
+fn tokens<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
+/// HTTP/1.1 persists unless `close` is said; HTTP/1.0 only when `keep-alive` is (§9.3).
+fn connection_persists(headers: &HeaderMap, version: Version) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for token in tokens(headers, &header::CONNECTION) {
+        close |= token.eq_ignore_ascii_case(b"close");
+        keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+    }
+    !close && (version == Version::HTTP_11 || keep_alive)
+}
+
+/// Whether the last transfer coding is `chunked`.
+fn ends_chunked(headers: &HeaderMap) -> bool {
+    tokens(headers, &header::TRANSFER_ENCODING)
+        .filter(|token| !token.is_empty())
+        .last()
+        .is_some_and(|token| token.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The one length every `content-length` value states (§8.6: a list of equal values counts
+/// as that value; anything else is an error).
+fn content_length(headers: &HeaderMap) -> Result<u64, FramingError> {
+    let mut length = None;
+    for token in tokens(headers, &header::CONTENT_LENGTH) {
+        let value = parse_decimal(token).ok_or(FramingError::ContentLength)?;
+        if length.is_some_and(|length| length != value) {
+            return Err(FramingError::ContentLength);
+        }
+        length = Some(value);
+    }
+    length.ok_or(FramingError::ContentLength)
+}
+
+/// A non-empty run of decimal digits that fits a `u64`; no sign, no spaces.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &digit| {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
+}
+
+/// What the chunked decoder found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer section (only when it has fields).
+    Trailers(HeaderMap),
+    /// The body has ended; what follows in the buffer is not this response's.
+    End,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// Decodes the chunked coding (RFC 9112 §7.1) from a buffer the caller fills.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Whether the last chunk and the trailer section have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// The next piece of the body from the start of `buffer`, taking the bytes it used.
+    pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, FramingError> {
+        loop {
+            match self.state {
+                ChunkState::Size => {
+                    let Some(end) = buffer.iter().position(|&byte| byte == b'\n') else {
+                        if buffer.len() > MAX_CHUNK_LINE {
+                            return Err(FramingError::Chunk("chunk-size line too long"));
+                        }
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if end > MAX_CHUNK_LINE {
+                        return Err(FramingError::Chunk("chunk-size line too long"));
+                    }
+                    let size = chunk_size(&buffer[..end])?;
+                    let _ = buffer.split_to(end + 1);
+                    self.state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(remaining) => {
+                    if buffer.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buffer.len());
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    return Ok(Decoded::Data(buffer.split_to(take).freeze()));
+                }
+                ChunkState::DataEnd => {
+                    if buffer.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buffer[..2] != b"\r\n" {
+                        return Err(FramingError::Chunk("chunk data not followed by CRLF"));
+                    }
+                    let _ = buffer.split_to(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => return self.trailers(buffer),
+                ChunkState::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+
+    fn trailers(&mut self, buffer: &mut BytesMut) -> Result<Decoded, FramingError> {
+        if buffer.len() < 2 {
+            return Ok(Decoded::NeedMore);
+        }
+        if buffer.starts_with(b"\r\n") {
+            let _ = buffer.split_to(2);
+            self.state = ChunkState::Done;
+            return Ok(Decoded::End);
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match httparse::parse_headers(buffer, &mut fields) {
+            Ok(httparse::Status::Complete((length, fields))) => {
+                let mut trailers = HeaderMap::with_capacity(fields.len());
+                for field in fields {
+                    let name = HeaderName::from_bytes(field.name.as_bytes())
+                        .map_err(|_| FramingError::HeaderName)?;
+                    let value = HeaderValue::from_bytes(field.value)
+                        .map_err(|_| FramingError::HeaderValue)?;
+                    trailers.append(name, value);
+                }
+                let _ = buffer.split_to(length);
+                self.state = ChunkState::Done;
+                Ok(if trailers.is_empty() {
+                    Decoded::End
+                } else {
+                    Decoded::Trailers(trailers)
+                })
+            }
+            Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD_SIZE => {
+                Err(FramingError::Chunk("trailer section too long"))
+            }
+            Ok(httparse::Status::Partial) => Ok(Decoded::NeedMore),
+            Err(_) => Err(FramingError::Chunk("malformed trailer section")),
+        }
+    }
+}
+
+/// The size of a chunk-size line (without its `\n`): hex digits, then optional extensions
+/// (`;name[=value]`, which carry nothing a proxy needs), then `\r`.
+fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
+    let Some(line) = line.strip_suffix(b"\r") else {
+        return Err(FramingError::Chunk("chunk-size line not ended by CRLF"));
+    };
+    let digits = line
+        .iter()
+        .take_while(|byte| byte.is_ascii_hexdigit())
+        .count();
+    if digits == 0 {
+        return Err(FramingError::Chunk("chunk size is not hexadecimal"));
+    }
+    let (size, rest) = line.split_at(digits);
+    // Leading zeros aside, 16 hex digits fill a u64.
+    let significant = size.iter().skip_while(|&&byte| byte == b'0').count();
+    if significant > 16 {
+        return Err(FramingError::Chunk("chunk size too large"));
+    }
+    let size = size.iter().fold(0u64, |value, &digit| {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => digit - b'A' + 10,
+        };
+        (value << 4) | u64::from(nibble)
+    });
+    // Extensions: optional whitespace, then `;` and field characters; nothing else.
+    let rest = rest.trim_ascii_start();
+    if !rest.is_empty()
+        && (rest[0] != b';'
+            || rest
+                .iter()
+                .any(|&byte| byte != b'\t' && (byte < 0x20 || byte == 0x7f)))
+    {
+        return Err(FramingError::Chunk("invalid chunk extension"));
+    }
+    Ok(size)
+}
+
+/// How a request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body, no framing field.
+    None,
+    /// `content-length`.
+    Length(u64),
+    /// `transfer-encoding: chunked`.
+    Chunked,
+}
+
+impl RequestFraming {
+    /// The framing for a request whose body is known to be `exact` bytes long, if known, and
+    /// which carried `content-length: declared`, if it did.
+    pub fn choose(method: &Method, exact: Option<u64>, declared: Option<u64>) -> Self {
+        match (exact, declared) {
+            (Some(0), None) if !method_has_body(method) => RequestFraming::None,
+            (Some(length), _) => RequestFraming::Length(length),
+            (None, Some(length)) => RequestFraming::Length(length),
+            (None, None) => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// Methods whose requests are expected to carry content, and so say when it is empty.
+fn method_has_body(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET
+            | Method::HEAD
+            | Method::DELETE
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::CONNECT
+    )
+}
+
+/// The declared `content-length` of a request, if it has exactly one valid one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        content_length(headers).ok()
+    } else {
+        None
+    }
+}
+
+/// Writes a request head: the request line with `target`, `host: authority`, the fields
+/// (but `host` and the framing ones, which this writes itself), the framing, and the blank
+/// line.
+pub fn encode_request_head(
+    method: &Method,
+    target: &str,
+    authority: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+    out: &mut BytesMut,
+) {
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + target.len() + authority.len() + fields + 64);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\nhost: ");
+    out.put_slice(authority.as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(length) => {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Writes a chunk's size line; its data and `\r\n` follow.
+pub fn encode_chunk_start(length: usize, out: &mut BytesMut) {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(18);
+    let _ = write!(line, "{length:x}\r\n");
+    out.put_slice(line.as_bytes());
+}
+
+/// Writes the last chunk and the trailer section, without the fields a trailer may not carry
+/// (RFC 9110 §6.5.1: framing, routing, authentication and content fields).
+pub fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut BytesMut) {
+    out.put_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        if !may_trail(name) {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn may_trail(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn head(bytes: &[u8], method: &Method) -> Result<Option<ResponseHead>, FramingError> {
+        parse_response_head(&mut BytesMut::from(bytes), method)
+    }
+
+    fn framing(bytes: &str) -> (BodyFraming, bool) {
+        let head = head(bytes.as_bytes(), &Method::GET)
+            .expect("parses")
+            .expect("complete");
+        (head.framing, head.keep_alive)
+    }
+
+    #[test]
+    fn a_complete_head_is_taken_off_the_buffer_and_its_values_kept() {
+        let mut buffer = BytesMut::from(
+            &b"HTTP/1.1 200 Fine\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"[..],
+        );
+        let head = parse_response_head(&mut buffer, &Method::GET)
+            .expect("parses")
+            .expect("complete");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.reason.as_deref(), Some(&b"Fine"[..]));
+        assert_eq!(head.framing, BodyFraming::Length(5));
+        assert!(head.keep_alive);
+        let values: Vec<_> = head.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(&buffer[..], b"hello");
+        let canonical = head_of("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(canonical.reason, None);
+    }
+
+    fn head_of(text: &str) -> ResponseHead {
+        head(text.as_bytes(), &Method::GET)
+            .expect("parses")
+            .expect("complete")
+    }
+
+    #[test]
+    fn an_incomplete_head_leaves_the_buffer_alone() {
+        let mut buffer = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-len"[..]);
+        assert!(
+            parse_response_head(&mut buffer, &Method::GET)
+                .expect("parses")
+                .is_none()
+        );
+        assert_eq!(buffer.len(), 28);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n"),
+            (BodyFraming::Length(7), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\ncontent-length: 7\r\n\r\n"),
+            (BodyFraming::Length(7), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, Chunked\r\n\r\n"),
+            (BodyFraming::Chunked, true)
+        );
+        // Both framings: chunked wins, the length is dropped and the connection not reused.
+        let both =
+            head_of("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(
+            (both.framing, both.keep_alive),
+            (BodyFraming::Chunked, false)
+        );
+        assert!(!both.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n"),
+            (BodyFraming::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n"),
+            (BodyFraming::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n"),
+            (BodyFraming::Empty, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n"),
+            (BodyFraming::Empty, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 100 Continue\r\n\r\n"),
+            (BodyFraming::Empty, true)
+        );
+        let to_head = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n",
+            &Method::HEAD,
+        )
+        .expect("parses")
+        .expect("complete");
+        assert_eq!(to_head.framing, BodyFraming::Empty);
+        // Persistence: HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
+        assert!(!framing("HTTP/1.1 200 OK\r\nconnection: x, Close\r\ncontent-length: 1\r\n\r\n").1);
+        assert!(!framing("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").1);
+        assert!(
+            framing("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n").1
+        );
+        assert!(
+            !framing(
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            .1
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_errors() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nfolded: a\r\n b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nbad name: a\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx: a\0b\r\n\r\n",
+        ] {
+            assert!(
+                head(bad, &Method::GET).is_err(),
+                "{:?} parsed",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let text = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(head(text.as_bytes(), &Method::GET).is_err());
+    }
+
+    #[test]
+    fn a_head_longer_than_the_bound_is_an_error_even_before_its_end() {
+        let mut text = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        text.resize(MAX_HEAD_SIZE + 1, b'a');
+        assert_eq!(
+            head(&text, &Method::GET).err(),
+            Some(FramingError::HeadTooLarge)
+        );
+    }
+
+    /// The body, the trailers and what followed the body.
+    type DecodedBody = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+    fn decode_all(encoded: &[u8], pieces: &[usize]) -> Result<DecodedBody, FramingError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buffer = BytesMut::new();
+        let mut body = Vec::new();
+        let mut trailers = None;
+        let mut fed = 0;
+        let mut piece = pieces.iter().cycle();
+        loop {
+            match decoder.decode(&mut buffer)? {
+                Decoded::Data(data) => {
+                    assert!(!data.is_empty());
+                    body.extend_from_slice(&data);
+                }
+                Decoded::Trailers(map) => trailers = Some(map),
+                Decoded::End => {
+                    buffer.extend_from_slice(&encoded[fed..]);
+                    return Ok((body, trailers, buffer.to_vec()));
+                }
+                Decoded::NeedMore => {
+                    if fed == encoded.len() {
+                        return Err(FramingError::Chunk("input ended"));
+                    }
+                    let take = piece
+                        .next()
+                        .copied()
+                        .unwrap_or(1)
+                        .clamp(1, encoded.len() - fed);
+                    buffer.extend_from_slice(&encoded[fed..fed + take]);
+                    fed += take;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let encoded = b"5;name=value\r\nhello\r\n1 ; ext\r\n \r\n00000a\r\n0123456789\r\n0\r\nx-sum: abc\r\n\r\nNEXT";
+        let (body, trailers, rest) = decode_all(encoded, &[3]).expect("decodes");
+        assert_eq!(body, b"hello 0123456789");
+        assert_eq!(trailers.expect("trailers")["x-sum"], "abc");
+        assert_eq!(rest, b"NEXT");
+        let (body, trailers, _) = decode_all(b"0\r\n\r\n", &[1]).expect("decodes");
+        assert!(body.is_empty() && trailers.is_none());
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_errors() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"fffffffffffffffffffff\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5;a\x01\r\nhello\r\n0\r\n\r\n",
+            b"-5\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    decode_all(bad, &[64]),
+                    Err(FramingError::Chunk(_) | FramingError::HeaderName)
+                ),
+                "{:?} decoded",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // 16 significant digits fit; leading zeros do not count.
+        let (body, _, _) =
+            decode_all(b"00000000000000000001\r\nx\r\n0\r\n\r\n", &[64]).expect("decodes");
+        assert_eq!(body, b"x");
+        let long = vec![b'1'; MAX_CHUNK_LINE + 2];
+        assert!(decode_all(&long, &[long.len()]).is_err());
+    }
+
+    #[test]
+    fn request_heads_carry_host_and_one_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("client.test"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.append("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let mut out = BytesMut::new();
+        encode_request_head(
+            &Method::POST,
+            "/p?q=1",
+            "origin:80",
+            &headers,
+            RequestFraming::Length(3),
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"POST /p?q=1 HTTP/1.1\r\nhost: origin:80\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 3\r\n\r\n"
+        );
+        assert_eq!(
+            RequestFraming::choose(&Method::GET, Some(0), None),
+            RequestFraming::None
+        );
+        assert_eq!(
+            RequestFraming::choose(&Method::GET, Some(0), Some(0)),
+            RequestFraming::Length(0)
+        );
+        assert_eq!(
+            RequestFraming::choose(&Method::POST, Some(0), None),
+            RequestFraming::Length(0)
+        );
+        assert_eq!(
+            RequestFraming::choose(&Method::PUT, None, Some(9)),
+            RequestFraming::Length(9)
+        );
+        assert_eq!(
+            RequestFraming::choose(&Method::PUT, None, None),
+            RequestFraming::Chunked
+        );
+    }
+
+    fn encode_chunked(body: &[u8], sizes: &[usize], trailers: Option<&HeaderMap>) -> BytesMut {
+        let mut out = BytesMut::new();
+        let mut rest = body;
+        let mut size = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let take = size.next().copied().unwrap_or(1).clamp(1, rest.len());
+            encode_chunk_start(take, &mut out);
+            out.put_slice(&rest[..take]);
+            out.put_slice(b"\r\n");
+            rest = &rest[take..];
+        }
+        encode_last_chunk(trailers, &mut out);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn chunked_coding_round_trips_however_the_bytes_arrive(
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+            sizes in proptest::collection::vec(1usize..700, 1..8),
+            pieces in proptest::collection::vec(1usize..300, 1..8),
+            with_trailers in any::<bool>(),
+        ) {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+            let encoded = encode_chunked(&body, &sizes, with_trailers.then_some(&trailers));
+            let (decoded, got, rest) = decode_all(&encoded, &pieces).expect("decodes");
+            prop_assert_eq!(decoded, body);
+            prop_assert_eq!(got, with_trailers.then_some(trailers));
+            prop_assert!(rest.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_progress(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = head(&bytes, &Method::GET);
+            let _ = decode_all(&bytes, &[7]);
+        }
+
+        #[test]
+        fn a_response_split_anywhere_parses_the_same(split in 0usize..60) {
+            let text = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-y: z\r\n\r\nhello";
+            let mut buffer = BytesMut::from(&text[..split.min(text.len())]);
+            let first = parse_response_head(&mut buffer, &Method::GET).expect("parses");
+            if first.is_none() {
+                buffer.extend_from_slice(&text[split.min(text.len())..]);
+            }
+            let head = match first {
+                Some(head) => head,
+                None => parse_response_head(&mut buffer, &Method::GET).expect("parses").expect("complete"),
+            };
+            prop_assert_eq!(head.framing, BodyFraming::Length(5));
+            prop_assert_eq!(&head.headers["x-y"], "z");
+        }
+    }
+}
