@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, BuildError};
 use zilla_engine::components::{ComponentContext, ComponentFactory};
@@ -1396,6 +1397,836 @@ async fn upgrades_are_proxied_to_a_websocket_origin() -> Result<()> {
         String::from_utf8_lossy(&output.stdout) == "hello\nagain\n",
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Client: how the HTTP/1.1 origin leg frames what an origin sends back (RFC 9112 §6.3)
+
+/// What a scripted origin does with a connection once it has written a response.
+#[derive(Clone, Copy)]
+enum After {
+    /// Waits for the next request on it, whatever the response said: a client that must
+    /// not reuse the connection is then caught reusing it.
+    KeepOpen,
+    /// Closes it: the end of a body delimited by close.
+    Close,
+    /// Closes it a while later, as an origin whose keep-alive timeout runs out.
+    CloseLater(Duration),
+    /// Answers before reading the request body, then stops sending and reads what still
+    /// comes until the peer stops, as nginx's lingering close: the unread upload is not
+    /// answered with a reset that could destroy the response in flight.
+    Linger,
+}
+
+/// A request as the scripted origin received it.
+#[derive(Clone, Debug)]
+struct Received {
+    /// The origin connection it came on, numbered from 1 in accept order.
+    connection: usize,
+    method: String,
+    path: String,
+}
+
+/// The response bytes for a request, and what follows them.
+fn scripted(path: &str) -> (Vec<u8>, After) {
+    const CL: &str =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\nhello, world";
+    let (response, after): (String, After) = match path {
+        "/cl" => (CL.into(), After::KeepOpen),
+        // Chunk extensions, quoted ones too, and a trailer section.
+        "/chunked" => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n\
+             5;name=value\r\nhello\r\n\
+             2;a=1;b=\"two words\"\r\n, \r\n\
+             5\r\nworld\r\n\
+             0;last\r\nx-checksum: abc123\r\nx-other: 1\r\n\r\n"
+                .into(),
+            After::KeepOpen,
+        ),
+        "/chunked-no-trailers" => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+             5;name=value\r\nhello\r\n\
+             2;a=1;b=\"two words\"\r\n, \r\n\
+             5\r\nworld\r\n\
+             0\r\n\r\n"
+                .into(),
+            After::KeepOpen,
+        ),
+        "/eof" => (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nread until the origin closes"
+                .into(),
+            After::Close,
+        ),
+        // Answered to HEAD: the length of what GET would send, and no body.
+        "/head" => (
+            "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".into(),
+            After::KeepOpen,
+        ),
+        "/204" => (
+            "HTTP/1.1 204 No Content\r\nx-origin: yes\r\n\r\n".into(),
+            After::KeepOpen,
+        ),
+        "/304" => (
+            "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n".into(),
+            After::KeepOpen,
+        ),
+        // RFC 9110 §8.6: the length of the representation a 200 would have carried.
+        "/304-with-length" => (
+            "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: 50\r\n\r\n".into(),
+            After::KeepOpen,
+        ),
+        "/interim" => (
+            "HTTP/1.1 100 Continue\r\n\r\n\
+             HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n\r\n\
+             HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal"
+                .into(),
+            After::KeepOpen,
+        ),
+        "/http10" => (
+            "HTTP/1.0 200 OK\r\ncontent-length: 9\r\n\r\nfrom 1.0!".into(),
+            After::KeepOpen,
+        ),
+        "/close" => (
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 7\r\n\r\nclosing".into(),
+            After::KeepOpen,
+        ),
+        "/bad-length" => (
+            "HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\nhello".into(),
+            After::KeepOpen,
+        ),
+        "/two-lengths" => (
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!".into(),
+            After::KeepOpen,
+        ),
+        "/bad-status" => (
+            "HTTP/1.1 abc OK\r\ncontent-length: 5\r\n\r\nhello".into(),
+            After::KeepOpen,
+        ),
+        // A good chunk first, so the head and some bytes may already be on their way down.
+        "/bad-chunk" => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n"
+                .into(),
+            After::KeepOpen,
+        ),
+        "/overflowing-chunk" => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nhello\r\nfffffffffffffffffffff\r\nworld\r\n0\r\n\r\n"
+                .into(),
+            After::KeepOpen,
+        ),
+        "/te-and-cl" => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 100\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\n"
+                .into(),
+            After::KeepOpen,
+        ),
+        "/brief" => (CL.into(), After::CloseLater(Duration::from_millis(200))),
+        "/early" => (
+            "HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!"
+                .into(),
+            After::Linger,
+        ),
+        // `/huge-head/{bytes}`: one header of that many bytes.
+        _ if path.starts_with("/huge-head/") => {
+            let size = path["/huge-head/".len()..].parse().unwrap_or(0);
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\nx-huge: {}\r\ncontent-length: 2\r\n\r\nok",
+                    "h".repeat(size)
+                ),
+                After::KeepOpen,
+            )
+        }
+        _ => (
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".into(),
+            After::KeepOpen,
+        ),
+    };
+    (response.into_bytes(), after)
+}
+
+/// A raw HTTP/1.1 origin on loopback that answers each request with the bytes [`scripted`]
+/// gives for its path, so the client binding meets responses no well-behaved server sends.
+struct ScriptedOrigin {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedOrigin {
+    async fn start() -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let accepted = accepted.clone();
+            let received = received.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let connection = accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                    let received = received.clone();
+                    tokio::spawn(async move {
+                        // A peer that goes away mid-exchange ends only its connection.
+                        let _ = serve_scripted(stream, connection, received).await;
+                    });
+                }
+            }
+        });
+        Ok(Self {
+            port,
+            accepted,
+            received,
+            task,
+        })
+    }
+
+    /// Connections accepted so far.
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// The connection each request came on, in arrival order.
+    fn connection_per_request(&self) -> Vec<usize> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|received| received.connection)
+            .collect()
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// A gateway proxying every request to this origin.
+    fn gateway(&self) -> Result<Gateway> {
+        Gateway::start(&proxy_yaml(self.port, "", "    exit: http_client"))
+    }
+}
+
+impl Drop for ScriptedOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves requests on one origin connection until the peer closes it or the script does.
+async fn serve_scripted(
+    mut stream: TcpStream,
+    connection: usize,
+    received: Arc<std::sync::Mutex<Vec<Received>>>,
+) -> Result<()> {
+    let mut buffer = Vec::new();
+    loop {
+        let Some(head) = read_until(&mut stream, &mut buffer, b"\r\n\r\n").await? else {
+            return Ok(());
+        };
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or_default().split(' ');
+        let method = request_line.next().unwrap_or_default().to_owned();
+        let path = request_line.next().unwrap_or_default().to_owned();
+        let mut length = 0;
+        let mut chunked = false;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse()?;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.to_ascii_lowercase().ends_with("chunked");
+            }
+        }
+        let (response, after) = scripted(&path);
+        if !matches!(after, After::Linger) {
+            read_request_body(&mut stream, &mut buffer, length, chunked).await?;
+        }
+        // Recorded before answering: once curl has its answer, the test sees the request.
+        received.lock().unwrap().push(Received {
+            connection,
+            method,
+            path,
+        });
+        stream.write_all(&response).await?;
+        match after {
+            After::KeepOpen => {}
+            After::Close => {
+                stream.shutdown().await?;
+                return Ok(());
+            }
+            After::CloseLater(delay) => {
+                tokio::time::sleep(delay).await;
+                return Ok(());
+            }
+            After::Linger => {
+                stream.shutdown().await?;
+                let mut sink = vec![0; 64 * 1024];
+                let _ = tokio::time::timeout(WAIT, async {
+                    while stream.read(&mut sink).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                })
+                .await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads a request body announced by `content-length` or sent chunked, and drops it.
+async fn read_request_body(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    length: usize,
+    chunked: bool,
+) -> Result<()> {
+    if !chunked {
+        return read_exact_buffered(stream, buffer, length).await;
+    }
+    loop {
+        let line = read_until(stream, buffer, b"\r\n")
+            .await?
+            .context("the connection closed in a chunked body")?;
+        let line = String::from_utf8_lossy(&line);
+        let size = line.trim_end().split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size, 16)?;
+        if size == 0 {
+            // Trailer fields, up to an empty line.
+            while read_until(stream, buffer, b"\r\n")
+                .await?
+                .context("the connection closed in trailers")?
+                .len()
+                > 2
+            {}
+            return Ok(());
+        }
+        read_exact_buffered(stream, buffer, size + 2).await?;
+    }
+}
+
+/// Takes bytes up to and including `delimiter` from `buffer`, reading more as needed; `None`
+/// when the peer closes before any byte of it.
+async fn read_until(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    delimiter: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    loop {
+        if let Some(at) = buffer
+            .windows(delimiter.len())
+            .position(|window| window == delimiter)
+        {
+            return Ok(Some(buffer.drain(..at + delimiter.len()).collect()));
+        }
+        let mut chunk = [0; 16 * 1024];
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            ensure!(buffer.is_empty(), "the connection closed mid-message");
+            return Ok(None);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+async fn read_exact_buffered(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    length: usize,
+) -> Result<()> {
+    while buffer.len() < length {
+        let mut chunk = [0; 16 * 1024];
+        let read = stream.read(&mut chunk).await?;
+        ensure!(read > 0, "the connection closed mid-body");
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    buffer.drain(..length);
+    Ok(())
+}
+
+/// One `curl` exchange through the gateway.
+struct Fetched {
+    /// The status curl saw, 0 when none.
+    code: u16,
+    /// Body bytes curl counted.
+    size: u64,
+    body: Vec<u8>,
+    /// The response head(s) curl received.
+    head: String,
+    /// curl's exit code: 0 for a complete transfer.
+    exit: Option<i32>,
+    stderr: String,
+}
+
+impl Fetched {
+    fn body(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `curl` `url` with `extra` arguments; a stalled exchange gives up after 20 s rather than
+/// curl's 50 (a later `--max-time` wins).
+async fn fetch(url: &str, extra: &[&str]) -> Result<Fetched> {
+    let dir = tempfile::tempdir()?;
+    let body = dir.path().join("body");
+    let head = dir.path().join("head");
+    let (body_arg, head_arg) = (body.display().to_string(), head.display().to_string());
+    let mut args = vec![
+        "--max-time",
+        "20",
+        "-o",
+        &body_arg,
+        "-D",
+        &head_arg,
+        "-w",
+        "%{http_code} %{size_download}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let output = curl(&args).await?;
+    let text = output.text();
+    let (code, size) = text.split_once(' ').unwrap_or_default();
+    Ok(Fetched {
+        code: code.parse().unwrap_or(0),
+        size: size.trim().parse().unwrap_or(0),
+        // curl creates the files only when it has something to put in them.
+        body: std::fs::read(&body).unwrap_or_default(),
+        head: std::fs::read_to_string(&head).unwrap_or_default(),
+        exit: output.status.code(),
+        stderr: output.stderr,
+    })
+}
+
+/// `GET /cl` through `gateway` answers the whole `content-length` body.
+async fn fetch_good(gateway: &Gateway, after: &str) -> Result<()> {
+    let good = fetch(&gateway.url("/cl"), &[]).await?;
+    ensure!(
+        good.code == 200 && good.exit == Some(0) && good.body() == "hello, world",
+        "a good request after {after}: {} exit {:?} {:?} {}",
+        good.code,
+        good.exit,
+        good.body(),
+        good.stderr
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_content_length_bodies_share_one_connection() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    for round in 0..10 {
+        let fetched = fetch(&gateway.url("/cl"), &[]).await?;
+        ensure!(
+            fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "hello, world",
+            "request {round}: {} exit {:?} {:?} {}",
+            fetched.code,
+            fetched.exit,
+            fetched.body(),
+            fetched.stderr
+        );
+    }
+    ensure!(
+        origin.connections() == 1,
+        "10 sequential requests took {} origin connections: {:?}",
+        origin.connections(),
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_chunked_bodies_with_extensions_and_trailers() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    for path in ["/chunked", "/chunked-no-trailers"] {
+        let fetched = fetch(&gateway.url(path), &[]).await?;
+        ensure!(
+            fetched.code == 200 && fetched.exit == Some(0),
+            "{path}: {} exit {:?} {}",
+            fetched.code,
+            fetched.exit,
+            fetched.stderr
+        );
+        ensure!(
+            fetched.body() == "hello, world",
+            "{path}: the dechunked body, without extensions or trailers: {:?}",
+            fetched.body()
+        );
+    }
+    fetch_good(&gateway, "chunked bodies").await?;
+    // The last chunk without trailers leaves the connection ready for the next request
+    // (after a trailer section: see the test below).
+    let connections = origin.connection_per_request();
+    ensure!(
+        connections.len() == 3 && connections[1] == connections[2],
+        "the connection is reused after a chunked body: {connections:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "today the origin connection is closed after a chunked body that ends with a \
+            trailer section: the downstream side stops polling at the trailers, before the \
+            body reports its end, and the connection goes with the dropped body"]
+async fn h1_origin_connection_is_reused_after_a_trailer_section() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/chunked"), &[]).await?;
+    ensure!(
+        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "hello, world",
+        "chunked with trailers: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    fetch_good(&gateway, "a trailer section").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 1],
+        "the connection is reused after the trailer section: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_body_delimited_by_close() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/eof"), &[]).await?;
+    ensure!(
+        fetched.code == 200
+            && fetched.exit == Some(0)
+            && fetched.body() == "read until the origin closes",
+        "a body delimited by close: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    fetch_good(&gateway, "a body delimited by close").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 2],
+        "the next request goes out on a new connection: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_head_response_has_no_body() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    // Waiting for the 100 bytes the header announces would stall this until curl gives up.
+    let fetched = fetch(&gateway.url("/head"), &["--head"]).await?;
+    ensure!(
+        fetched.code == 200 && fetched.exit == Some(0) && fetched.size == 0,
+        "HEAD: {} exit {:?} {} body bytes {}",
+        fetched.code,
+        fetched.exit,
+        fetched.size,
+        fetched.stderr
+    );
+    fetch_good(&gateway, "HEAD").await?;
+    let received = origin.received();
+    ensure!(
+        received
+            .first()
+            .is_some_and(|received| received.method == "HEAD" && received.path == "/head"),
+        "the origin got {received:?}"
+    );
+    ensure!(
+        origin.connection_per_request() == [1, 1],
+        "the connection is reused after a HEAD answer without a body: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_204_and_304_have_no_body() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    for (path, status) in [("/204", 204), ("/304", 304)] {
+        let fetched = fetch(&gateway.url(path), &[]).await?;
+        ensure!(
+            fetched.code == status && fetched.exit == Some(0) && fetched.size == 0,
+            "{path}: {} exit {:?} {} body bytes {}",
+            fetched.code,
+            fetched.exit,
+            fetched.size,
+            fetched.stderr
+        );
+    }
+    fetch_good(&gateway, "204 and 304").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 1, 1],
+        "one connection for 204, 304 and the next GET: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "today a 304 with content-length: 50 is passed down with that header and a body \
+            whose size hint is exactly 0; the downstream hyper server's debug assertion \
+            (proto/h1/role.rs) panics on the mismatch in debug builds, and curl gets an \
+            empty reply (exit 52)"]
+async fn h1_origin_304_with_content_length_has_no_body() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/304-with-length"), &[]).await?;
+    ensure!(
+        fetched.code == 304 && fetched.exit == Some(0) && fetched.size == 0,
+        "304 with content-length: {} exit {:?} {} body bytes {}",
+        fetched.code,
+        fetched.exit,
+        fetched.size,
+        fetched.stderr
+    );
+    fetch_good(&gateway, "304 with content-length").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 1],
+        "the connection is reused after a 304 with content-length: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_interim_responses_precede_the_final_one() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/interim"), &[]).await?;
+    ensure!(
+        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "final",
+        "100 and 103 then 200: {} exit {:?} {:?} {} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.head,
+        fetched.stderr
+    );
+    fetch_good(&gateway, "interim responses").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 1],
+        "the connection is reused after interim responses: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_http10_response_is_not_reused() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/http10"), &[]).await?;
+    ensure!(
+        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "from 1.0!",
+        "HTTP/1.0: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    fetch_good(&gateway, "an HTTP/1.0 response").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 2],
+        "an HTTP/1.0 response without keep-alive ends its connection: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_connection_close_is_not_reused() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/close"), &[]).await?;
+    ensure!(
+        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "closing",
+        "connection: close: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    fetch_good(&gateway, "connection: close").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 2],
+        "a response with connection: close ends its connection: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_malformed_heads_are_answered_5xx() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    // Beyond any head limit: hyper's read buffer is about 400 KiB.
+    let huge = format!("/huge-head/{}", 1024 * 1024);
+    for path in ["/bad-length", "/two-lengths", "/bad-status", huge.as_str()] {
+        let fetched = fetch(&gateway.url(path), &[]).await?;
+        ensure!(
+            (500..600).contains(&fetched.code) && fetched.exit == Some(0),
+            "{path}: {} exit {:?} {:?} {}",
+            fetched.code,
+            fetched.exit,
+            fetched.body(),
+            fetched.stderr
+        );
+        let before = origin.connection_per_request();
+        fetch_good(&gateway, path).await?;
+        let after = origin.connection_per_request();
+        ensure!(
+            after.len() == before.len() + 1 && after.last() != before.last(),
+            "{path}: the connection of a malformed response is not reused: {after:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_head_over_64k_is_passed_whole_or_refused() -> Result<()> {
+    // No RFC sets this limit: a head a little over 64 KiB is either passed on whole (as
+    // today, hyper reading heads up to about 400 KiB) or refused with a 5xx, and either way
+    // the next request is served.
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let size = 70 * 1024;
+    let fetched = fetch(&gateway.url(&format!("/huge-head/{size}")), &[]).await?;
+    let whole = fetched.code == 200
+        && fetched.exit == Some(0)
+        && fetched.body() == "ok"
+        && fetched
+            .head
+            .contains(&format!("x-huge: {}\r\n", "h".repeat(size)));
+    let refused = (500..600).contains(&fetched.code) && fetched.exit == Some(0);
+    ensure!(
+        whole || refused,
+        "a 70 KiB header: {} exit {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.stderr
+    );
+    fetch_good(&gateway, "a 70 KiB header").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_malformed_chunks_fail_the_transfer() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    for path in ["/bad-chunk", "/overflowing-chunk"] {
+        let fetched = fetch(&gateway.url(path), &[]).await?;
+        // The head may already be on its way down: the status is then 200, and only a
+        // failed transfer tells the client the body is not whole.
+        ensure!(
+            fetched.exit.is_some_and(|exit| exit != 0) || (500..600).contains(&fetched.code),
+            "{path}: a broken chunked body passed as a complete response: {} exit {:?} {:?}",
+            fetched.code,
+            fetched.exit,
+            fetched.body()
+        );
+        ensure!(
+            fetched.body() != "helloworld",
+            "{path}: the bytes after the bad chunk size were passed on"
+        );
+        let before = origin.connection_per_request();
+        fetch_good(&gateway, path).await?;
+        let after = origin.connection_per_request();
+        ensure!(
+            after.len() == before.len() + 1 && after.last() != before.last(),
+            "{path}: the connection of a malformed body is not reused: {after:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "today the origin's content-length: 100 is passed down with the 5 dechunked bytes \
+            (only transfer-encoding is removed as hop-by-hop); the downstream server gives up \
+            on the short body and curl gets an empty reply (exit 52)"]
+async fn h1_origin_chunked_framing_wins_over_content_length() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let fetched = fetch(&gateway.url("/te-and-cl"), &[]).await?;
+    // RFC 9112 §6.3: transfer-encoding overrides content-length, and an intermediary that
+    // forwards the message removes the content-length first.
+    ensure!(
+        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "hello",
+        "transfer-encoding and content-length: {} exit {:?} {:?} {} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.head,
+        fetched.stderr
+    );
+    ensure!(
+        !fetched
+            .head
+            .to_ascii_lowercase()
+            .contains("content-length: 100"),
+        "the origin's content-length was passed on: {}",
+        fetched.head
+    );
+    // Whether the connection is reused after such a response is left open (today it is,
+    // the chunked body having been read to its end): only that the next request is served.
+    fetch_good(&gateway, "transfer-encoding and content-length").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_closing_an_idle_connection_is_replaced_unseen() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    // The origin closes this connection 200 ms after its answer, while the gateway holds it.
+    let fetched = fetch(&gateway.url("/brief"), &[]).await?;
+    ensure!(
+        fetched.code == 200 && fetched.body() == "hello, world",
+        "{} {:?}",
+        fetched.code,
+        fetched.body()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fetch_good(&gateway, "the origin closed the idle connection").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 2],
+        "the request after the close goes out on a new connection: {:?}",
+        origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_final_response_before_the_upload_ends() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let dir = tempfile::tempdir()?;
+    let upload = random_file(dir.path(), "1m.bin", 1024 * 1024)?;
+    let data = format!("@{}", upload.display());
+    let fetched = fetch(&gateway.url("/early"), &["--data-binary", &data]).await?;
+    ensure!(
+        fetched.code == 413,
+        "413 before the 1 MiB upload was read: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    fetch_good(&gateway, "an early 413 with connection: close").await?;
+    ensure!(
+        origin.connection_per_request() == [1, 2],
+        "the connection the origin closed is not reused: {:?}",
+        origin.connection_per_request()
     );
     Ok(())
 }
