@@ -276,7 +276,7 @@ impl DirectOrigins {
             response.extensions_mut().insert(reason);
         }
         let decoder = match head.framing {
-            BodyFraming::Empty => Decoder::Length(0),
+            BodyFraming::Empty => Decoder::Empty,
             BodyFraming::Length(length) => Decoder::Length(length),
             BodyFraming::Chunked => Decoder::Chunked(ChunkedDecoder::default()),
             BodyFraming::UntilClose => Decoder::UntilClose,
@@ -493,6 +493,8 @@ impl Connection {
 
 /// How the rest of a response body is read.
 enum Decoder {
+    /// None at all, whatever the head says (a `HEAD` request's, a `204`'s or a `304`'s).
+    Empty,
     /// This many bytes more.
     Length(u64),
     Chunked(ChunkedDecoder),
@@ -519,7 +521,11 @@ struct DrivenBody {
 
 impl DrivenBody {
     fn ended(&self) -> bool {
-        matches!(self.decoder, Decoder::Done | Decoder::Length(0))
+        match &self.decoder {
+            Decoder::Empty | Decoder::Done | Decoder::Length(0) => true,
+            Decoder::Chunked(decoder) => decoder.is_done(),
+            Decoder::Length(_) | Decoder::UntilClose => false,
+        }
     }
 
     /// The body has been read whole: the connection goes back to its worker's idle list if
@@ -606,7 +612,7 @@ impl http_body::Body for DrivenBody {
                         Decoded::Data(connection.read.split().freeze())
                     }
                 }
-                Decoder::Done => Decoded::End,
+                Decoder::Empty | Decoder::Done => Decoded::End,
             };
             match decoded {
                 Decoded::Data(data) => {
@@ -651,7 +657,9 @@ impl http_body::Body for DrivenBody {
         match self.decoder {
             Decoder::Length(remaining) => SizeHint::with_exact(remaining),
             Decoder::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
+            // Unknown rather than zero: the downstream side then keeps the head's
+            // `content-length` of a `HEAD` or `304` answer, and sends no body for it anyway.
+            Decoder::Empty | Decoder::Chunked(_) | Decoder::UntilClose => SizeHint::default(),
         }
     }
 }
