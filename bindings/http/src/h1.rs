@@ -82,7 +82,7 @@ pub struct ResponseHead {
 }
 
 /// Where a field's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct FieldIndices {
     name: (usize, usize),
     value: (usize, usize),
@@ -100,8 +100,10 @@ pub fn parse_response_head(
     buffer: &mut BytesMut,
     request_method: &Method,
 ) -> Result<Option<ResponseHead>, FramingError> {
-    let mut fields = [FieldIndices::default(); MAX_HEADERS];
-    let (length, code, version, reason, count) = {
+    // Where the fields lie, kept past the parse's borrow of `buffer`. A vector rather than a
+    // stack array, which would be zeroed whole for every response.
+    let mut fields: Vec<FieldIndices> = Vec::new();
+    let (length, code, version, reason) = {
         let mut uninit = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let base = buffer.as_ptr() as usize;
@@ -122,10 +124,10 @@ pub fn parse_response_head(
             let start = bytes.as_ptr() as usize - base;
             (start, start + bytes.len())
         };
-        for (indices, field) in fields.iter_mut().zip(response.headers.iter()) {
-            indices.name = offsets(field.name.as_bytes());
-            indices.value = offsets(field.value);
-        }
+        fields.extend(response.headers.iter().map(|field| FieldIndices {
+            name: offsets(field.name.as_bytes()),
+            value: offsets(field.value),
+        }));
         let code = response.code.unwrap_or_default();
         let reason = response.reason.map(|reason| offsets(reason.as_bytes()));
         let version = if response.version == Some(0) {
@@ -133,7 +135,7 @@ pub fn parse_response_head(
         } else {
             Version::HTTP_11
         };
-        (length, code, version, reason, response.headers.len())
+        (length, code, version, reason)
     };
     let status =
         StatusCode::from_u16(code).map_err(|_| FramingError::Head(httparse::Error::Status))?;
@@ -144,8 +146,8 @@ pub fn parse_response_head(
             status.canonical_reason().map(str::as_bytes) != Some(&head[reason.clone()])
         })
         .map(|reason| head.slice(reason));
-    let mut headers = HeaderMap::with_capacity(count);
-    for field in &fields[..count] {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in &fields {
         let name = HeaderName::from_bytes(&head[range(field.name)])
             .map_err(|_| FramingError::HeaderName)?;
         let value = HeaderValue::from_maybe_shared(head.slice(range(field.value)))
