@@ -335,10 +335,15 @@ fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
         Some("https") => Scheme::HTTPS,
         _ => Scheme::HTTP,
     };
-    let authority: Authority = pseudo_header(&request, ":authority")
-        .ok_or_else(|| StreamError::Protocol("the request names no :authority".into()))?
-        .parse()
-        .map_err(|_| StreamError::Protocol("the request's :authority is not valid".into()))?;
+    // An authority already in the URI (an override's, parsed at load, or HTTP/2's) is taken
+    // as it is; only a `host` header is parsed.
+    let authority: Authority = match request.uri().authority() {
+        Some(authority) => authority.clone(),
+        None => pseudo_header(&request, ":authority")
+            .ok_or_else(|| StreamError::Protocol("the request names no :authority".into()))?
+            .parse()
+            .map_err(|_| StreamError::Protocol("the request's :authority is not valid".into()))?,
+    };
     let path = request
         .uri()
         .path_and_query()

@@ -146,35 +146,82 @@ pub fn parse_response_head(
             status.canonical_reason().map(str::as_bytes) != Some(&head[reason.clone()])
         })
         .map(|reason| head.slice(reason));
+    // The fields that frame the message or describe the connection are read as the head is.
+    // `transfer-encoding`, and `connection` and `keep-alive` when they name nothing else,
+    // describe only the origin connection, which this module handles: they stay out of the
+    // message's header map, the part a proxy passes on (RFC 9110 §7.6.1).
     let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    let mut length: Option<Result<u64, ()>> = None;
+    let (mut close, mut keep_alive_token) = (false, false);
     for field in &fields {
         let name = HeaderName::from_bytes(&head[range(field.name)])
             .map_err(|_| FramingError::HeaderName)?;
+        let bytes = &head[range(field.value)];
+        if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+            if let Some(last) = value_tokens(bytes).filter(|token| !token.is_empty()).last() {
+                chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            }
+            continue;
+        }
+        if name == header::CONNECTION {
+            let mut names_others = false;
+            for token in value_tokens(bytes) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else {
+                    names_others |= !token.is_empty();
+                }
+            }
+            // Naming other fields, it stays for the proxy to remove them with it.
+            if !names_others {
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            continue;
+        } else if name == header::CONTENT_LENGTH {
+            for token in value_tokens(bytes) {
+                length = match (length, parse_decimal(token)) {
+                    (_, None) | (Some(Err(())), _) => Some(Err(())),
+                    (Some(Ok(known)), Some(value)) if known != value => Some(Err(())),
+                    (_, Some(value)) => Some(Ok(value)),
+                };
+            }
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(range(field.value)))
             .map_err(|_| FramingError::HeaderValue)?;
         headers.append(name, value);
     }
-    let mut keep_alive = connection_persists(&headers, version);
+    // HTTP/1.1 persists unless `close` is said; HTTP/1.0 only when `keep-alive` is (§9.3).
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
     let framing = if *request_method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         BodyFraming::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if transfer_encoding {
         // Both framings at once may be an attempt to split the response: the chunked coding
         // is what delimits it, the length goes, and so does the connection (§6.3 item 3).
-        if headers.remove(header::CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+        if length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
-        if ends_chunked(&headers) {
+        if version == Version::HTTP_10 {
+            keep_alive = false;
+        }
+        if chunked_last {
             BodyFraming::Chunked
         } else {
             keep_alive = false;
             BodyFraming::UntilClose
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        BodyFraming::Length(content_length(&headers)?)
+    } else if let Some(length) = length {
+        BodyFraming::Length(length.map_err(|()| FramingError::ContentLength)?)
     } else {
         keep_alive = false;
         BodyFraming::UntilClose
@@ -189,32 +236,20 @@ pub fn parse_response_head(
     }))
 }
 
+/// `keep-alive`, not among `http`'s standard names.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// The comma-separated tokens of one field value, without the spaces around them.
+fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii)
+}
+
 /// The comma-separated tokens of every `name` field.
 fn tokens<'a>(headers: &'a HeaderMap, name: &header::HeaderName) -> impl Iterator<Item = &'a [u8]> {
     headers
         .get_all(name)
         .into_iter()
-        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
-        .map(<[u8]>::trim_ascii)
-}
-
-/// HTTP/1.1 persists unless `close` is said; HTTP/1.0 only when `keep-alive` is (§9.3).
-fn connection_persists(headers: &HeaderMap, version: Version) -> bool {
-    let mut close = false;
-    let mut keep_alive = false;
-    for token in tokens(headers, &header::CONNECTION) {
-        close |= token.eq_ignore_ascii_case(b"close");
-        keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-    }
-    !close && (version == Version::HTTP_11 || keep_alive)
-}
-
-/// Whether the last transfer coding is `chunked`.
-fn ends_chunked(headers: &HeaderMap) -> bool {
-    tokens(headers, &header::TRANSFER_ENCODING)
-        .filter(|token| !token.is_empty())
-        .last()
-        .is_some_and(|token| token.eq_ignore_ascii_case(b"chunked"))
+        .flat_map(|value| value_tokens(value.as_bytes()))
 }
 
 /// The one length every `content-length` value states (§8.6: a list of equal values counts
@@ -590,6 +625,26 @@ mod tests {
         head(text.as_bytes(), &Method::GET)
             .expect("parses")
             .expect("complete")
+    }
+
+    #[test]
+    fn fields_of_the_origin_connection_stay_out_of_the_header_map() {
+        let head = head_of(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\n\
+             transfer-encoding: chunked\r\nx-kept: 1\r\n\r\n",
+        );
+        assert_eq!(head.headers.len(), 1, "{:?}", head.headers);
+        assert_eq!(head.headers["x-kept"], "1");
+        assert_eq!(
+            (head.framing, head.keep_alive),
+            (BodyFraming::Chunked, true)
+        );
+        // A `connection` naming another field stays, for the proxy to remove both.
+        let head = head_of(
+            "HTTP/1.1 200 OK\r\nconnection: close, x-private\r\nx-private: 1\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert_eq!(head.headers["connection"], "close, x-private");
+        assert!(!head.keep_alive);
     }
 
     #[test]
