@@ -17,11 +17,11 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     set -eu; \
-    flags="--release --locked -p zilla --bin zilla"; \
+    flags="--profile production --locked -p zilla --bin zilla"; \
     if [ "$DEFAULT_FEATURES" = "false" ]; then flags="$flags --no-default-features"; fi; \
     if [ -n "$FEATURES" ]; then flags="$flags --features $FEATURES"; fi; \
     cargo build $flags; \
-    install -D -m 0755 target/release/zilla /out/zilla
+    install -D -m 0755 target/production/zilla /out/zilla
 
 FROM debian:bookworm-slim
 # ca-certificates: `trustcacerts` and JWKS/registry origins over https use the system store.
