@@ -599,6 +599,9 @@ impl Sessions {
     }
 
     fn insert(&mut self, exit_name: String, session: Arc<dyn MqttSession>) {
+        // Room for one more only: a first push would make room for four, and most
+        // connections never have a second session.
+        self.0.reserve_exact(1);
         self.0.push((exit_name, session));
     }
 

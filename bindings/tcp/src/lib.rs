@@ -204,7 +204,8 @@ fn resolve_host(host: &str, port: u16) -> Result<SocketAddr, String> {
 }
 
 struct ServerShared {
-    qname: String,
+    /// Shared, not copied, by every connection's task (for its log lines).
+    qname: Arc<str>,
     host: String,
     routes: Routes<Condition, (), Arc<dyn BytesHandler>>,
     socket: SocketOptions,
@@ -296,7 +297,7 @@ impl TcpServer {
         }
         Ok(Arc::new(TcpServer {
             shared: Arc::new(ServerShared {
-                qname: owner,
+                qname: Arc::from(owner.as_str()),
                 host,
                 routes,
                 socket: SocketOptions::of(&options),

@@ -198,13 +198,19 @@ impl MemoryStore {
     fn update<R>(&self, key: &str, change: impl FnOnce(&mut Entry) -> R) -> Result<R, StoreFull> {
         let mut state = self.lock();
         let state = &mut *state;
-        let mut entry = state.entries.remove(key).unwrap_or_default();
+        // The entry is changed where it is: taking it out and putting it back would copy its
+        // key into a new allocation on every write, and free the old one, which scatters
+        // short-lived holes among the entries a store of many keys keeps.
+        let existing = state.entries.get_mut(key);
+        let present = existing.is_some();
+        let mut absent = Entry::default();
+        let entry = existing.unwrap_or(&mut absent);
         let held = state.held - entry.cost(key);
         entry.prune();
         let before = entry.cost(key);
         let previous_value = entry.value.clone();
         let had_watchers = entry.watchers.is_some();
-        let result = change(&mut entry);
+        let result = change(entry);
         let after = entry.cost(key);
         let fits = held
             .checked_add(after)
@@ -216,8 +222,8 @@ impl MemoryStore {
             }
             let restored = entry.cost(key);
             state.held = held + restored;
-            if restored > 0 {
-                state.entries.insert(key.to_owned(), entry);
+            if restored == 0 && present {
+                state.entries.remove(key);
             }
             return Err(StoreFull {
                 held: state.held,
@@ -233,8 +239,12 @@ impl MemoryStore {
             watchers.send_replace(entry.value.clone());
         }
         state.held = held + after;
-        if after > 0 {
-            state.entries.insert(key.to_owned(), entry);
+        if after == 0 {
+            if present {
+                state.entries.remove(key);
+            }
+        } else if !present {
+            state.entries.insert(key.to_owned(), absent);
         }
         Ok(result)
     }
