@@ -222,9 +222,7 @@ impl MemoryStore {
             }
             let restored = entry.cost(key);
             state.held = held + restored;
-            if restored == 0 && present {
-                state.entries.remove(key);
-            }
+            settle(&mut state.entries, key, present, restored, absent);
             return Err(StoreFull {
                 held: state.held,
                 maximum: self.maximum,
@@ -239,14 +237,26 @@ impl MemoryStore {
             watchers.send_replace(entry.value.clone());
         }
         state.held = held + after;
-        if after == 0 {
-            if present {
-                state.entries.remove(key);
-            }
-        } else if !present {
-            state.entries.insert(key.to_owned(), absent);
-        }
+        settle(&mut state.entries, key, present, after, absent);
         Ok(result)
+    }
+}
+
+/// Keeps the entry of `key` in `entries` while it costs anything: removes one that no longer
+/// does, and puts in `absent`, the entry made for a key not there before, if it now does.
+fn settle(
+    entries: &mut HashMap<String, Entry>,
+    key: &str,
+    present: bool,
+    cost: usize,
+    absent: Entry,
+) {
+    if cost == 0 {
+        if present {
+            entries.remove(key);
+        }
+    } else if !present {
+        entries.insert(key.to_owned(), absent);
     }
 }
 
