@@ -339,7 +339,9 @@ impl KafkaHandler for KafkaClient {
     fn produce(&self, request: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
         Box::pin(async move {
             if let Some(idempotent) = request.idempotent {
-                return self.produce_idempotent(request, idempotent).await;
+                // Boxed: inline, its state would size every produce's future, idempotent or
+                // not, and a session's CONNECT alone has four in flight.
+                return Box::pin(self.produce_idempotent(request, idempotent)).await;
             }
             let partition = match request.partition {
                 Some(partition) => partition,
