@@ -1806,14 +1806,47 @@ async fn fetch(url: &str, extra: &[&str]) -> Result<Fetched> {
 /// `GET /cl` through `gateway` answers the whole `content-length` body.
 async fn fetch_good(gateway: &Gateway, after: &str) -> Result<()> {
     let good = fetch(&gateway.url("/cl"), &[]).await?;
+    ensure_served(
+        &good,
+        200,
+        "hello, world",
+        &format!("a good request after {after}"),
+    )
+}
+
+/// A good request after one whose connection must not be reused goes out on a new one.
+async fn fetch_good_on_a_new_connection(
+    origin: &ScriptedOrigin,
+    gateway: &Gateway,
+    what: &str,
+) -> Result<()> {
+    let before = origin.connection_per_request();
+    fetch_good(gateway, what).await?;
+    let after = origin.connection_per_request();
     ensure!(
-        good.code == 200 && good.exit == Some(0) && good.body() == "hello, world",
-        "a good request after {after}: {} exit {:?} {:?} {}",
-        good.code,
-        good.exit,
-        good.body(),
-        good.stderr
+        after.len() == before.len() + 1 && after.last() != before.last(),
+        "{what}: {after:?}"
     );
+    Ok(())
+}
+
+/// The response was `code` with `body`, and curl's transfer ended cleanly.
+fn ensure_served(fetched: &Fetched, code: u16, body: &str, what: &str) -> Result<()> {
+    ensure!(
+        fetched.code == code && fetched.exit == Some(0) && fetched.body() == body,
+        "{what}: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    Ok(())
+}
+
+/// The origin connections the requests so far came on, in order, must be `expected`.
+fn ensure_connections(origin: &ScriptedOrigin, expected: &[usize], what: &str) -> Result<()> {
+    let seen = origin.connection_per_request();
+    ensure!(seen == expected, "{what}: {seen:?}");
     Ok(())
 }
 
@@ -1876,20 +1909,13 @@ async fn h1_origin_connection_is_reused_after_a_trailer_section() -> Result<()> 
     let origin = ScriptedOrigin::start().await?;
     let gateway = origin.gateway()?;
     let fetched = fetch(&gateway.url("/chunked"), &[]).await?;
-    ensure!(
-        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "hello, world",
-        "chunked with trailers: {} exit {:?} {:?} {}",
-        fetched.code,
-        fetched.exit,
-        fetched.body(),
-        fetched.stderr
-    );
+    ensure_served(&fetched, 200, "hello, world", "chunked with trailers")?;
     fetch_good(&gateway, "a trailer section").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 1],
-        "the connection is reused after the trailer section: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 1],
+        "the connection is reused after the trailer section",
+    )?;
     // The trailer fields reach a client that can receive them (HTTP/2), on the same
     // origin connection again.
     let stream = TcpStream::connect(gateway.address()).await?;
@@ -1910,11 +1936,11 @@ async fn h1_origin_connection_is_reused_after_a_trailer_section() -> Result<()> 
     let trailers = collected.trailers().cloned().context("response trailers")?;
     ensure!(trailers["x-checksum"] == "abc123" && trailers["x-other"] == "1");
     ensure!(collected.to_bytes() == "hello, world");
-    ensure!(
-        origin.connection_per_request() == [1, 1, 1],
-        "the connection is reused after the trailer section: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 1, 1],
+        "the connection is reused after the trailer section",
+    )?;
     Ok(())
 }
 
@@ -1923,22 +1949,18 @@ async fn h1_origin_body_delimited_by_close() -> Result<()> {
     let origin = ScriptedOrigin::start().await?;
     let gateway = origin.gateway()?;
     let fetched = fetch(&gateway.url("/eof"), &[]).await?;
-    ensure!(
-        fetched.code == 200
-            && fetched.exit == Some(0)
-            && fetched.body() == "read until the origin closes",
-        "a body delimited by close: {} exit {:?} {:?} {}",
-        fetched.code,
-        fetched.exit,
-        fetched.body(),
-        fetched.stderr
-    );
+    ensure_served(
+        &fetched,
+        200,
+        "read until the origin closes",
+        "a body delimited by close",
+    )?;
     fetch_good(&gateway, "a body delimited by close").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 2],
-        "the next request goes out on a new connection: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 2],
+        "the next request goes out on a new connection",
+    )?;
     Ok(())
 }
 
@@ -1964,11 +1986,11 @@ async fn h1_origin_head_response_has_no_body() -> Result<()> {
             .is_some_and(|received| received.method == "HEAD" && received.path == "/head"),
         "the origin got {received:?}"
     );
-    ensure!(
-        origin.connection_per_request() == [1, 1],
-        "the connection is reused after a HEAD answer without a body: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 1],
+        "the connection is reused after a HEAD answer without a body",
+    )?;
     Ok(())
 }
 
@@ -1988,11 +2010,11 @@ async fn h1_origin_204_and_304_have_no_body() -> Result<()> {
         );
     }
     fetch_good(&gateway, "204 and 304").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 1, 1],
-        "one connection for 204, 304 and the next GET: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 1, 1],
+        "one connection for 204, 304 and the next GET",
+    )?;
     Ok(())
 }
 
@@ -2010,11 +2032,11 @@ async fn h1_origin_304_with_content_length_has_no_body() -> Result<()> {
         fetched.stderr
     );
     fetch_good(&gateway, "304 with content-length").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 1],
-        "the connection is reused after a 304 with content-length: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 1],
+        "the connection is reused after a 304 with content-length",
+    )?;
     Ok(())
 }
 
@@ -2033,11 +2055,11 @@ async fn h1_origin_interim_responses_precede_the_final_one() -> Result<()> {
         fetched.stderr
     );
     fetch_good(&gateway, "interim responses").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 1],
-        "the connection is reused after interim responses: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 1],
+        "the connection is reused after interim responses",
+    )?;
     Ok(())
 }
 
@@ -2046,20 +2068,13 @@ async fn h1_origin_http10_response_is_not_reused() -> Result<()> {
     let origin = ScriptedOrigin::start().await?;
     let gateway = origin.gateway()?;
     let fetched = fetch(&gateway.url("/http10"), &[]).await?;
-    ensure!(
-        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "from 1.0!",
-        "HTTP/1.0: {} exit {:?} {:?} {}",
-        fetched.code,
-        fetched.exit,
-        fetched.body(),
-        fetched.stderr
-    );
+    ensure_served(&fetched, 200, "from 1.0!", "HTTP/1.0")?;
     fetch_good(&gateway, "an HTTP/1.0 response").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 2],
-        "an HTTP/1.0 response without keep-alive ends its connection: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 2],
+        "an HTTP/1.0 response without keep-alive ends its connection",
+    )?;
     Ok(())
 }
 
@@ -2068,20 +2083,13 @@ async fn h1_origin_connection_close_is_not_reused() -> Result<()> {
     let origin = ScriptedOrigin::start().await?;
     let gateway = origin.gateway()?;
     let fetched = fetch(&gateway.url("/close"), &[]).await?;
-    ensure!(
-        fetched.code == 200 && fetched.exit == Some(0) && fetched.body() == "closing",
-        "connection: close: {} exit {:?} {:?} {}",
-        fetched.code,
-        fetched.exit,
-        fetched.body(),
-        fetched.stderr
-    );
+    ensure_served(&fetched, 200, "closing", "connection: close")?;
     fetch_good(&gateway, "connection: close").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 2],
-        "a response with connection: close ends its connection: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 2],
+        "a response with connection: close ends its connection",
+    )?;
     Ok(())
 }
 
@@ -2101,13 +2109,12 @@ async fn h1_origin_malformed_heads_are_answered_5xx() -> Result<()> {
             fetched.body(),
             fetched.stderr
         );
-        let before = origin.connection_per_request();
-        fetch_good(&gateway, path).await?;
-        let after = origin.connection_per_request();
-        ensure!(
-            after.len() == before.len() + 1 && after.last() != before.last(),
-            "{path}: the connection of a malformed response is not reused: {after:?}"
-        );
+        fetch_good_on_a_new_connection(
+            &origin,
+            &gateway,
+            &format!("{path}: the connection of a malformed response is not reused"),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -2157,13 +2164,12 @@ async fn h1_origin_malformed_chunks_fail_the_transfer() -> Result<()> {
             fetched.body() != "helloworld",
             "{path}: the bytes after the bad chunk size were passed on"
         );
-        let before = origin.connection_per_request();
-        fetch_good(&gateway, path).await?;
-        let after = origin.connection_per_request();
-        ensure!(
-            after.len() == before.len() + 1 && after.last() != before.last(),
-            "{path}: the connection of a malformed body is not reused: {after:?}"
-        );
+        fetch_good_on_a_new_connection(
+            &origin,
+            &gateway,
+            &format!("{path}: the connection of a malformed body is not reused"),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -2193,13 +2199,12 @@ async fn h1_origin_chunked_framing_wins_over_content_length() -> Result<()> {
         fetched.head
     );
     // Such a response may be an attempt to split it: its connection is not reused.
-    let before = origin.connection_per_request();
-    fetch_good(&gateway, "transfer-encoding and content-length").await?;
-    let after = origin.connection_per_request();
-    ensure!(
-        after.len() == before.len() + 1 && after.last() != before.last(),
-        "the connection of a response with both framings was reused: {after:?}"
-    );
+    fetch_good_on_a_new_connection(
+        &origin,
+        &gateway,
+        "the connection of a response with both framings was reused",
+    )
+    .await?;
     Ok(())
 }
 
@@ -2217,11 +2222,11 @@ async fn h1_origin_closing_an_idle_connection_is_replaced_unseen() -> Result<()>
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     fetch_good(&gateway, "the origin closed the idle connection").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 2],
-        "the request after the close goes out on a new connection: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 2],
+        "the request after the close goes out on a new connection",
+    )?;
     Ok(())
 }
 
@@ -2242,11 +2247,11 @@ async fn h1_origin_final_response_before_the_upload_ends() -> Result<()> {
         fetched.stderr
     );
     fetch_good(&gateway, "an early 413 with connection: close").await?;
-    ensure!(
-        origin.connection_per_request() == [1, 2],
-        "the connection the origin closed is not reused: {:?}",
-        origin.connection_per_request()
-    );
+    ensure_connections(
+        &origin,
+        &[1, 2],
+        "the connection the origin closed is not reused",
+    )?;
     Ok(())
 }
 
