@@ -546,9 +546,9 @@ pub fn encode_request_head(
 /// Writes a chunk's size line; its data and `\r\n` follow.
 pub fn encode_chunk_start(length: usize, out: &mut BytesMut) {
     use std::fmt::Write as _;
-    let mut line = String::with_capacity(18);
-    let _ = write!(line, "{length:x}\r\n");
-    out.put_slice(line.as_bytes());
+    // Formatted into the buffer itself: no allocation per chunk. Writing to a `BytesMut`
+    // cannot fail.
+    let _ = write!(out, "{length:x}\r\n");
 }
 
 /// Writes the last chunk and the trailer section, without the fields a trailer may not carry

@@ -1418,6 +1418,9 @@ enum After {
     /// comes until the peer stops, as nginx's lingering close: the unread upload is not
     /// answered with a reset that could destroy the response in flight.
     Linger,
+    /// Closes it at once with a reset (`SO_LINGER` 0), the request body unread: the
+    /// client's writes then fail while the response is on its way.
+    Reset,
 }
 
 /// A request as the scripted origin received it.
@@ -1528,6 +1531,11 @@ fn scripted(path: &str) -> (Vec<u8>, After) {
             "HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!"
                 .into(),
             After::Linger,
+        ),
+        "/early-reset" => (
+            "HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!"
+                .into(),
+            After::Reset,
         ),
         // `/huge-head/{bytes}`: one header of that many bytes.
         _ if path.starts_with("/huge-head/") => {
@@ -1646,7 +1654,7 @@ async fn serve_scripted(
             }
         }
         let (response, after) = scripted(&path);
-        if !matches!(after, After::Linger) {
+        if !matches!(after, After::Linger | After::Reset) {
             read_request_body(&mut stream, &mut buffer, length, chunked).await?;
         }
         // Recorded before answering: once curl has its answer, the test sees the request.
@@ -1655,6 +1663,11 @@ async fn serve_scripted(
             method,
             path,
         });
+        if matches!(after, After::Reset) {
+            // Long enough for the client's unread upload to fill the socket buffers, so its
+            // writes are waiting when the answer and the reset come together.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         stream.write_all(&response).await?;
         match after {
             After::KeepOpen => {}
@@ -1664,6 +1677,10 @@ async fn serve_scripted(
             }
             After::CloseLater(delay) => {
                 tokio::time::sleep(delay).await;
+                return Ok(());
+            }
+            After::Reset => {
+                stream.set_zero_linger()?;
                 return Ok(());
             }
             After::Linger => {
@@ -2252,6 +2269,24 @@ async fn h1_origin_final_response_before_the_upload_ends() -> Result<()> {
         &[1, 2],
         "the connection the origin closed is not reused",
     )?;
+    // An origin that resets the connection after its answer, the upload unread: the
+    // gateway's writes fail, and the answer already sent is still what the client gets.
+    // Without `Expect: 100-continue` the body is at hand at once, so the gateway is writing
+    // it when the reset comes.
+    let fetched = fetch(
+        &gateway.url("/early-reset"),
+        &["--data-binary", &data, "-H", "Expect:"],
+    )
+    .await?;
+    ensure!(
+        fetched.code == 413,
+        "413, then a reset, before the 1 MiB upload was read: {} exit {:?} {:?} {}",
+        fetched.code,
+        fetched.exit,
+        fetched.body(),
+        fetched.stderr
+    );
+    fetch_good_on_a_new_connection(&origin, &gateway, "a reset after an early 413").await?;
     Ok(())
 }
 

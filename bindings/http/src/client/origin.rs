@@ -232,25 +232,46 @@ impl DirectOrigins {
             started: false,
         };
         let mut received = false;
+        // A failed write ends the upload but not the exchange: an origin that answers early
+        // (a `413` before the body) may stop reading and close, and its answer is still to
+        // be read.
+        let mut write_failed: Option<ExchangeError> = None;
         let head = poll_fn(|cx| {
-            if !upload.done
-                && let Poll::Ready(Err(error)) = connection.poll_upload(&mut upload, cx)
-            {
-                return Poll::Ready(Err(error));
-            }
-            // The head may be written but not yet flushed: flush it before waiting to read.
-            if upload.done
-                && !connection.write.is_empty()
-                && let Poll::Ready(Err(error)) = connection.poll_flush_write(cx)
-            {
-                return Poll::Ready(Err(error));
+            if write_failed.is_none() {
+                let written = if upload.done {
+                    // The head may be written but not yet flushed.
+                    if connection.write.is_empty() {
+                        Poll::Ready(Ok(()))
+                    } else {
+                        connection.poll_flush_write(cx)
+                    }
+                } else {
+                    connection.poll_upload(&mut upload, cx)
+                };
+                match written {
+                    // The request body itself failed: nothing more can be sent or awaited.
+                    Poll::Ready(Err(error @ ExchangeError::Body(_))) => {
+                        return Poll::Ready(Err(error));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        connection.write.clear();
+                        write_failed = Some(error);
+                    }
+                    _ => {}
+                }
             }
             connection.poll_head(&parts.method, &mut received, cx)
         })
         .await;
-        let head = match head {
-            Ok(head) => head,
-            Err(error) => {
+        let head = match (head, write_failed.take()) {
+            (Ok(head), None) => head,
+            (Ok(head), Some(_)) => {
+                // Answered, with the request not sent whole: the connection is not reused.
+                return Ok(self.respond(connection, None, head, false, key));
+            }
+            (Err(error), write_failed) => {
+                // Why the write failed says more than the close it led to.
+                let error = write_failed.unwrap_or(error);
                 // A reused connection the origin closed before answering anything: the
                 // origin dropped it while idle, so the request can go again, if it can be
                 // sent whole again and repeating it is harmless.
@@ -266,6 +287,21 @@ impl DirectOrigins {
                 });
             }
         };
+        let upload = (!upload.done).then_some(upload);
+        let keep_alive = head.keep_alive;
+        Ok(self.respond(connection, upload, head, keep_alive, key))
+    }
+
+    /// The response of `head`, its body read from `connection` (which also writes what is
+    /// left of `upload`).
+    fn respond(
+        self: &Arc<Self>,
+        connection: Connection,
+        upload: Option<Upload>,
+        head: h1::ResponseHead,
+        keep_alive: bool,
+        key: &OriginKey,
+    ) -> Response {
         let mut response = http::Response::new(());
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
@@ -283,14 +319,14 @@ impl DirectOrigins {
         };
         let body = DrivenBody {
             connection: Some(connection),
-            upload: (!upload.done).then_some(upload),
+            upload,
             decoder,
-            keep_alive: head.keep_alive,
+            keep_alive,
             origins: self.clone(),
             key: key.clone(),
         };
         let (parts, ()) = response.into_parts();
-        Ok(Response::from_parts(parts, kind::boxed(body)))
+        Response::from_parts(parts, kind::boxed(body))
     }
 
     fn put_back(&self, key: OriginKey, connection: Connection) {
@@ -328,8 +364,11 @@ enum ExchangeError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Framing(#[from] FramingError),
+    /// The request body failed, or did not match its length.
     #[error("{0}")]
     Body(String),
+    #[error("the origin switched protocols unasked")]
+    SwitchedUnasked,
 }
 
 impl ExchangeError {
@@ -466,9 +505,7 @@ impl Connection {
                 *received = true;
                 if let Some(head) = h1::parse_response_head(&mut self.read, method)? {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                        return Poll::Ready(Err(ExchangeError::Body(
-                            "the origin switched protocols unasked".into(),
-                        )));
+                        return Poll::Ready(Err(ExchangeError::SwitchedUnasked));
                     }
                     if head.status.is_informational() {
                         continue;
@@ -582,9 +619,14 @@ impl http_body::Body for DrivenBody {
         if let Some(upload) = &mut this.upload {
             match connection.poll_upload(upload, cx) {
                 Poll::Ready(Ok(())) => this.upload = None,
-                // The origin stopped reading; its answer may still be whole. The connection
-                // is not reused (`upload` stays).
-                Poll::Ready(Err(_)) => this.keep_alive = false,
+                // The origin stopped reading, or the request body failed: its answer may
+                // still be whole, but the connection is not reused, and the request body is
+                // not polled again after its error.
+                Poll::Ready(Err(_)) => {
+                    this.keep_alive = false;
+                    this.upload = None;
+                    connection.write.clear();
+                }
                 Poll::Pending => {}
             }
         }
