@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::peer::free_port;
+use crate::peer::{accepts_connections, free_port};
 
 /// A running tansu broker.
 pub struct Broker {
@@ -149,7 +149,7 @@ impl Broker {
     /// Waits until the broker accepts connections (it may be restarting).
     pub fn wait_until_listening(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !accepts_connections(self.port) {
             if let Some(child) = &mut self.child
                 && let Some(status) = child.try_wait()?
             {

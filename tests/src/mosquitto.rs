@@ -1,6 +1,5 @@
 //! mosquitto as a broker: anonymous, without persistence, on a free loopback port.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ pub fn mosquitto_with(dir: &Path, extra_config: &str) -> Result<(Process, u16)> 
         .spawn()
         .context("mosquitto")?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !crate::peer::accepts_connections(port) {
         if Instant::now() > deadline {
             bail!("mosquitto did not listen on {port}");
         }

@@ -64,7 +64,7 @@ http {{
         .args(["-g", "daemon off;"])
         .spawn()?;
     for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if crate::peer::accepts_connections(port) {
             return Ok((process, port));
         }
         std::thread::sleep(Duration::from_millis(50));

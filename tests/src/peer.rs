@@ -204,6 +204,16 @@ pub fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Whether a server accepts connections on `127.0.0.1:port`. A connection whose local
+/// address is its own peer is not a server: while nothing listens on a port of the kernel's
+/// ephemeral range, a connect to it can be given that same port as its source and complete
+/// by simultaneous open, connected to itself, and a wait loop would take the peer for ready
+/// before it has bound its port.
+pub fn accepts_connections(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .is_ok_and(|stream| stream.local_addr().ok() != stream.peer_addr().ok())
+}
+
 /// The first of `count` consecutive ports free on 127.0.0.1 (for a server listening on a
 /// port range, such as a Kafka proxy's one port per broker). They are picked below the
 /// kernel's ephemeral range, so neither [`free_port`] nor an outgoing connection takes one of

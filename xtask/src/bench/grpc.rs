@@ -188,7 +188,7 @@ impl Tonic {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(address).is_err() {
+        while !zilla_tests::accepts_connections(address.port()) {
             ensure!(
                 std::time::Instant::now() < deadline,
                 "the tonic echo server is not listening on {address}"

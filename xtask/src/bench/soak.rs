@@ -482,7 +482,7 @@ impl LoadBalancer {
         let process = Peer::new(haproxy).args(["-db", "-f"]).arg(&path).spawn()?;
         let address = SocketAddr::from(([127, 0, 0, 1], ports.http));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(address).is_err() {
+        while !zilla_tests::accepts_connections(address.port()) {
             if Instant::now() > deadline {
                 bail!("haproxy did not listen on {address}: {}", process.stderr());
             }
