@@ -1,19 +1,22 @@
-//! HTTP/1.1 message framing for the client's origin leg (RFC 9112): the request head it
-//! writes, the response head it reads, and the chunked coding both ways.
+//! HTTP/1.1 message framing (RFC 9112), for both sides of the binding: the origin leg's
+//! request head, response head and chunked coding, and the server's simple request heads and
+//! response heads.
 //!
-//! `httparse` parses the response head and trailer fields; what is here is what no crate
-//! offers apart from a whole client: how a response's body is delimited (§6.3), whether its
-//! connection can carry another exchange (§9.3), and the chunked coding (§7.1). hyper's client
-//! has all of it, but reaches its connection through a task and channels of its own, which a
-//! proxy whose request already has a task pays for on every exchange (see
-//! [`client`](crate::client)). The functions here do no I/O: they read from and write to
-//! buffers, so they are tested, property-tested and fuzzed on bytes alone.
+//! `httparse` parses heads and trailer fields; what is here is what no crate offers apart from
+//! a whole client or server: how a body is delimited (§6.3), whether a connection can carry
+//! another exchange (§9.3), and the chunked coding (§7.1). hyper has all of it, but reaches
+//! its connections through a task and channels of its own, which a proxy whose request already
+//! has a task pays for on every exchange (see [`client`](crate::client)). The functions here
+//! do no I/O: they read from and write to buffers, so they are tested, property-tested and
+//! fuzzed on bytes alone.
 //!
 //! Framing is strict where laxness lets two parties disagree on where a message ends
 //! (request smuggling, response splitting): `content-length` values must all be the same
 //! decimal number; `transfer-encoding` wins over `content-length`, which is then removed and
 //! the connection not reused; a chunk-size line must end with CRLF and hold no more than 16
-//! hex digits; a chunk's data must be followed by CRLF.
+//! hex digits; a chunk's data must be followed by CRLF. On the server side the parser here
+//! takes only requests that carry no body at all (see [`parse_request_head`]); every request
+//! with a framing field is left to hyper's server.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -82,7 +85,7 @@ pub struct ResponseHead {
 }
 
 /// Where a field's name and value lie in the head.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct FieldIndices {
     name: (usize, usize),
     value: (usize, usize),
@@ -585,6 +588,307 @@ fn may_trail(name: &HeaderName) -> bool {
     )
 }
 
+/// Where the fields of a head lie, kept from one request to the next so that parsing a head
+/// allocates nothing for them.
+#[derive(Debug, Default)]
+pub struct HeadScratch {
+    fields: Vec<FieldIndices>,
+}
+
+/// What [`parse_request_head`] found at the start of a buffer.
+#[derive(Debug)]
+pub enum RequestHead {
+    /// A complete HTTP/1.1 request that carries no body and asks for nothing but an answer,
+    /// taken off the buffer; its values share the buffer's bytes.
+    Simple {
+        request: http::Request<()>,
+        /// Whether the client lets the connection carry another exchange afterwards.
+        keep_alive: bool,
+    },
+    /// The head has not ended yet (and is shorter than the limit).
+    Partial,
+    /// Anything else: a request with a body (`content-length` other than a single `0`, or
+    /// `transfer-encoding`), `expect`, an upgrade, `CONNECT`, HTTP/1.0, a head longer than
+    /// the limit or one this parser refuses. The bytes of the head already taken off the
+    /// buffer (none, or all of it) come back, to go first before the rest.
+    Other(Bytes),
+}
+
+/// Parses the request head at the start of `buffer` if it is a simple one (see
+/// [`RequestHead::Simple`]): what a server can answer without reading anything more of the
+/// connection. Anything else is left to a full HTTP/1.1 server, which answers malformed
+/// heads the protocol's way; nothing here decides such an answer.
+pub fn parse_request_head(
+    buffer: &mut BytesMut,
+    max_head: usize,
+    scratch: &mut HeadScratch,
+) -> RequestHead {
+    let fields = &mut scratch.fields;
+    fields.clear();
+    let (length, method, path) = {
+        let mut uninit = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let base = buffer.as_ptr() as usize;
+        let status = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut request,
+            buffer,
+            &mut uninit,
+        );
+        let length = match status {
+            Ok(httparse::Status::Complete(length)) if length <= max_head => length,
+            Ok(httparse::Status::Partial) if buffer.len() < max_head => {
+                return RequestHead::Partial;
+            }
+            _ => return RequestHead::Other(Bytes::new()),
+        };
+        if request.version != Some(1) {
+            return RequestHead::Other(Bytes::new());
+        }
+        let Some(method) = request
+            .method
+            .and_then(|method| Method::from_bytes(method.as_bytes()).ok())
+            .filter(|method| *method != Method::CONNECT)
+        else {
+            return RequestHead::Other(Bytes::new());
+        };
+        let offsets = |bytes: &[u8]| {
+            let start = bytes.as_ptr() as usize - base;
+            (start, start + bytes.len())
+        };
+        let mut lengths = 0;
+        for field in request.headers.iter() {
+            let name = field.name.as_bytes();
+            let simple = if name.eq_ignore_ascii_case(b"content-length") {
+                lengths += 1;
+                field.value == b"0" && lengths == 1
+            } else {
+                !(name.eq_ignore_ascii_case(b"transfer-encoding")
+                    || name.eq_ignore_ascii_case(b"expect")
+                    || name.eq_ignore_ascii_case(b"upgrade")
+                    || name.eq_ignore_ascii_case(b"connection")
+                        && value_tokens(field.value)
+                            .any(|token| token.eq_ignore_ascii_case(b"upgrade")))
+            };
+            if !simple {
+                return RequestHead::Other(Bytes::new());
+            }
+            fields.push(FieldIndices {
+                name: offsets(name),
+                value: offsets(field.value),
+            });
+        }
+        let path = request.path.map(|path| offsets(path.as_bytes()));
+        (length, method, path)
+    };
+    let head = buffer.split_to(length).freeze();
+    let Some(uri) =
+        path.and_then(|path| http::Uri::from_maybe_shared(head.slice(range(path))).ok())
+    else {
+        return RequestHead::Other(head);
+    };
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut keep_alive = true;
+    for field in fields.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[range(field.name)]),
+            HeaderValue::from_maybe_shared(head.slice(range(field.value))),
+        ) else {
+            return RequestHead::Other(head);
+        };
+        if name == header::CONNECTION
+            && value_tokens(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"close"))
+        {
+            keep_alive = false;
+        }
+        headers.append(name, value);
+    }
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    RequestHead::Simple {
+        request,
+        keep_alive,
+    }
+}
+
+/// What a response body is known to be before it is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodySize {
+    /// It has ended already.
+    Empty,
+    /// Exactly this many bytes.
+    Known(u64),
+    /// Unknown until it ends.
+    Unknown,
+}
+
+/// How a response body goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body is sent (a response to `HEAD`, a `204`, a `304`, or an empty body).
+    None,
+    /// `content-length`: exactly this many bytes.
+    Length(u64),
+    /// The chunked coding; the trailer fields the response announced in `trailer`, if any,
+    /// go in its trailer section.
+    Chunked(Option<Vec<HeaderName>>),
+}
+
+/// A response head as written by [`encode_response_head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedHead {
+    pub framing: ResponseFraming,
+    /// Whether the connection closes after this response.
+    pub close: bool,
+}
+
+/// Writes the head of an HTTP/1.1 response to a request with `request_method`: the status
+/// line (with `reason`, else the canonical one), the fields but the framing ones, the
+/// framing chosen for `body` (the response's `content-length` when its body's size is not
+/// known), `connection: close` when `keep_alive` is false, and `date` unless the response has
+/// one. These are hyper's server rules, which clients of the binding already see.
+pub fn encode_response_head(
+    response: &http::response::Parts,
+    reason: Option<&[u8]>,
+    request_method: &Method,
+    body: BodySize,
+    keep_alive: bool,
+    date: &[u8],
+    out: &mut BytesMut,
+) -> EncodedHead {
+    let status = response.status;
+    let headers = &response.headers;
+    let can_have_length = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    let can_have_body = can_have_length && *request_method != Method::HEAD;
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    out.reserve(fields + 128);
+    if status == StatusCode::OK && reason.is_none() {
+        out.put_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.put_slice(b"HTTP/1.1 ");
+        out.put_slice(status.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(reason.unwrap_or(status.canonical_reason().unwrap_or("").as_bytes()));
+        out.put_slice(b"\r\n");
+    }
+    let mut declared: Option<&HeaderValue> = None;
+    let mut close = !keep_alive;
+    let mut said_close = false;
+    let mut has_date = false;
+    let mut announced: Option<Vec<HeaderName>> = None;
+    for (name, value) in headers {
+        match *name {
+            header::CONTENT_LENGTH => {
+                declared = declared.or(Some(value));
+                continue;
+            }
+            header::TRANSFER_ENCODING => continue,
+            header::TRAILER => {
+                if !can_have_body {
+                    continue;
+                }
+                let names = value_tokens(value.as_bytes())
+                    .filter_map(|token| HeaderName::from_bytes(token).ok());
+                announced.get_or_insert_with(Vec::new).extend(names);
+            }
+            header::CONNECTION
+                if value_tokens(value.as_bytes())
+                    .any(|token| token.eq_ignore_ascii_case(b"close")) =>
+            {
+                said_close = true;
+                close = true;
+            }
+            header::DATE => has_date = true,
+            _ => {}
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    let declared = declared.and_then(|value| parse_decimal(value.as_bytes()));
+    let length = |out: &mut BytesMut, length: u64| {
+        out.put_slice(b"content-length: ");
+        out.put_slice(itoa::Buffer::new().format(length).as_bytes());
+        out.put_slice(b"\r\n");
+    };
+    let framing = match body {
+        BodySize::Empty => {
+            if *request_method == Method::HEAD {
+                // A `HEAD` answer tells the length a `GET` would have had.
+                if let (Some(declared), true) = (declared, can_have_length) {
+                    length(out, declared);
+                }
+            } else if can_have_length {
+                length(out, 0);
+            }
+            ResponseFraming::None
+        }
+        BodySize::Known(known) => {
+            if can_have_length {
+                length(out, known);
+            }
+            if can_have_body {
+                ResponseFraming::Length(known)
+            } else {
+                ResponseFraming::None
+            }
+        }
+        BodySize::Unknown => match declared {
+            Some(declared) if can_have_length => {
+                length(out, declared);
+                if can_have_body {
+                    ResponseFraming::Length(declared)
+                } else {
+                    ResponseFraming::None
+                }
+            }
+            _ if can_have_body => {
+                out.put_slice(b"transfer-encoding: chunked\r\n");
+                ResponseFraming::Chunked(announced)
+            }
+            _ => ResponseFraming::None,
+        },
+    };
+    if close && !said_close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    if !has_date {
+        out.put_slice(b"date: ");
+        out.put_slice(date);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    EncodedHead { framing, close }
+}
+
+/// Writes the last chunk with the trailer fields of `trailers` that the response announced
+/// in `announced` (hyper's rule: unannounced trailer fields are not sent).
+pub fn encode_announced_trailers(
+    trailers: Option<&HeaderMap>,
+    announced: Option<&[HeaderName]>,
+    out: &mut BytesMut,
+) {
+    match (trailers, announced) {
+        (Some(trailers), Some(announced)) => {
+            let mut sent = HeaderMap::new();
+            for (name, value) in trailers {
+                if announced.contains(name) {
+                    sent.append(name.clone(), value.clone());
+                }
+            }
+            encode_last_chunk(Some(&sent), out);
+        }
+        _ => encode_last_chunk(None, out),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,6 +1199,255 @@ mod tests {
         out
     }
 
+    fn parse_request(bytes: &[u8]) -> (RequestHead, BytesMut) {
+        let mut buffer = BytesMut::from(bytes);
+        let parsed = parse_request_head(&mut buffer, 8192, &mut HeadScratch::default());
+        (parsed, buffer)
+    }
+
+    #[test]
+    fn simple_requests_are_taken_off_the_buffer_one_at_a_time() {
+        let (parsed, rest) = parse_request(
+            b"GET /items/1?x=y HTTP/1.1\r\nHost: example.com\r\nX-Many: a\r\nx-many: b\r\ncontent-length: 0\r\n\r\nDELETE /items/2 HTTP/1.1\r\n",
+        );
+        let RequestHead::Simple {
+            request,
+            keep_alive,
+        } = parsed
+        else {
+            panic!("simple: {parsed:?}");
+        };
+        assert!(keep_alive);
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri(), "/items/1?x=y");
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()["host"], "example.com");
+        let many: Vec<_> = request.headers().get_all("x-many").iter().collect();
+        assert_eq!(many, ["a", "b"]);
+        assert_eq!(&rest[..], b"DELETE /items/2 HTTP/1.1\r\n");
+        let (parsed, rest) = parse_request(&rest);
+        assert!(matches!(parsed, RequestHead::Partial), "{parsed:?}");
+        assert_eq!(&rest[..], b"DELETE /items/2 HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn connection_close_ends_keep_alive() {
+        let (parsed, _) = parse_request(b"GET / HTTP/1.1\r\nconnection: keep-alive, Close\r\n\r\n");
+        assert!(matches!(
+            parsed,
+            RequestHead::Simple {
+                keep_alive: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn requests_with_a_body_or_more_to_negotiate_are_left_whole() {
+        for head in [
+            &b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: 0\r\ncontent-length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: 0\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: +0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nconnection: Upgrade\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            b"GET / HTTP/1.1\r\nfolded: a\r\n b\r\n\r\n",
+            b"\x16\x03\x01\x02\x00",
+        ] {
+            let (parsed, rest) = parse_request(head);
+            match parsed {
+                RequestHead::Other(taken) => {
+                    assert!(taken.is_empty());
+                    assert_eq!(&rest[..], head, "{}", String::from_utf8_lossy(head));
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(head)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_refused_after_it_was_taken_comes_back_whole() {
+        let head = b"GET /a\x7fb HTTP/1.1\r\nx: y\r\n\r\nrest";
+        let (parsed, rest) = parse_request(head);
+        let RequestHead::Other(taken) = parsed else {
+            panic!("other: {parsed:?}");
+        };
+        let mut whole = taken.to_vec();
+        whole.extend_from_slice(&rest);
+        assert_eq!(whole, head);
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_left_to_the_full_server() {
+        let mut long = b"GET / HTTP/1.1\r\nx: ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 200));
+        let mut buffer = BytesMut::from(&long[..]);
+        let parsed = parse_request_head(&mut buffer, 100, &mut HeadScratch::default());
+        assert!(matches!(&parsed, RequestHead::Other(taken) if taken.is_empty()));
+        assert_eq!(buffer.len(), long.len());
+        long.extend_from_slice(b"\r\n\r\n");
+        let mut buffer = BytesMut::from(&long[..]);
+        let parsed = parse_request_head(&mut buffer, 100, &mut HeadScratch::default());
+        assert!(matches!(&parsed, RequestHead::Other(taken) if taken.is_empty()));
+    }
+
+    fn response_head(
+        status: u16,
+        headers: &[(&str, &str)],
+        method: &Method,
+        body: BodySize,
+        keep_alive: bool,
+    ) -> (String, EncodedHead) {
+        let mut response = http::Response::new(());
+        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+        for (name, value) in headers {
+            response.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        let (parts, ()) = response.into_parts();
+        let mut out = BytesMut::new();
+        let encoded = encode_response_head(
+            &parts,
+            None,
+            method,
+            body,
+            keep_alive,
+            b"Mon, 07 Dec 2026 04:00:00 GMT",
+            &mut out,
+        );
+        (String::from_utf8(out.to_vec()).expect("text"), encoded)
+    }
+
+    #[test]
+    fn response_heads_follow_the_body_and_the_request() {
+        let date = "date: Mon, 07 Dec 2026 04:00:00 GMT\r\n";
+        let (text, encoded) = response_head(
+            200,
+            &[("content-type", "text/plain")],
+            &Method::GET,
+            BodySize::Known(5),
+            true,
+        );
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n{date}\r\n"
+            )
+        );
+        assert_eq!(encoded.framing, ResponseFraming::Length(5));
+        assert!(!encoded.close);
+        // Unknown size: the response's own length, else chunked.
+        let (text, encoded) = response_head(
+            200,
+            &[("content-length", "7"), ("transfer-encoding", "chunked")],
+            &Method::GET,
+            BodySize::Unknown,
+            true,
+        );
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n{date}\r\n")
+        );
+        assert_eq!(encoded.framing, ResponseFraming::Length(7));
+        let (text, encoded) = response_head(
+            404,
+            &[("trailer", "x-sum, grpc-status")],
+            &Method::GET,
+            BodySize::Unknown,
+            false,
+        );
+        assert_eq!(
+            text,
+            format!(
+                "HTTP/1.1 404 Not Found\r\ntrailer: x-sum, grpc-status\r\ntransfer-encoding: chunked\r\nconnection: close\r\n{date}\r\n"
+            )
+        );
+        assert_eq!(
+            encoded.framing,
+            ResponseFraming::Chunked(Some(vec![
+                HeaderName::from_static("x-sum"),
+                HeaderName::from_static("grpc-status")
+            ]))
+        );
+        assert!(encoded.close);
+        // An empty body says so, but not to HEAD, which keeps the length a GET would get.
+        let (text, encoded) = response_head(200, &[], &Method::GET, BodySize::Empty, true);
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n{date}\r\n")
+        );
+        assert_eq!(encoded.framing, ResponseFraming::None);
+        let (text, encoded) = response_head(
+            200,
+            &[("content-length", "42")],
+            &Method::HEAD,
+            BodySize::Empty,
+            true,
+        );
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 42\r\n{date}\r\n")
+        );
+        assert_eq!(encoded.framing, ResponseFraming::None);
+        let (_, encoded) = response_head(200, &[], &Method::HEAD, BodySize::Known(9), true);
+        assert_eq!(encoded.framing, ResponseFraming::None);
+        // 204 and 304 carry neither a body nor a length.
+        for status in [204, 304] {
+            let (text, encoded) = response_head(
+                status,
+                &[("content-length", "3")],
+                &Method::GET,
+                BodySize::Known(3),
+                true,
+            );
+            assert!(!text.contains("content-length"), "{text}");
+            assert!(!text.contains("transfer-encoding"), "{text}");
+            assert_eq!(encoded.framing, ResponseFraming::None);
+        }
+        // The response's own `connection: close` and `date` are kept, not doubled.
+        let (text, encoded) = response_head(
+            503,
+            &[
+                ("connection", "close"),
+                ("date", "Sun, 06 Dec 2026 00:00:00 GMT"),
+            ],
+            &Method::GET,
+            BodySize::Empty,
+            false,
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ndate: Sun, 06 Dec 2026 00:00:00 GMT\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert!(encoded.close);
+        let (text, _) = response_head(599, &[], &Method::GET, BodySize::Empty, true);
+        assert!(text.starts_with("HTTP/1.1 599 \r\n"), "{text}");
+    }
+
+    #[test]
+    fn only_announced_trailers_are_sent() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", HeaderValue::from_static("12"));
+        trailers.insert("x-other", HeaderValue::from_static("no"));
+        let mut out = BytesMut::new();
+        encode_announced_trailers(
+            Some(&trailers),
+            Some(&[HeaderName::from_static("x-sum")]),
+            &mut out,
+        );
+        assert_eq!(&out[..], b"0\r\nx-sum: 12\r\n\r\n");
+        out.clear();
+        encode_announced_trailers(Some(&trailers), None, &mut out);
+        assert_eq!(&out[..], b"0\r\n\r\n");
+    }
+
     proptest! {
         #[test]
         fn chunked_coding_round_trips_however_the_bytes_arrive(
@@ -916,6 +1469,47 @@ mod tests {
         fn arbitrary_bytes_never_panic_and_progress(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = head(&bytes, &Method::GET);
             let _ = decode_all(&bytes, &[7]);
+        }
+
+        #[test]
+        fn arbitrary_request_bytes_never_panic_and_keep_every_byte(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let (parsed, rest) = parse_request(&bytes);
+            match parsed {
+                RequestHead::Simple { request, .. } => {
+                    prop_assert!(request.method() != Method::CONNECT);
+                    prop_assert!(!request.headers().contains_key(header::TRANSFER_ENCODING));
+                    prop_assert!(bytes.ends_with(&rest));
+                }
+                RequestHead::Partial => prop_assert_eq!(&rest[..], &bytes[..]),
+                RequestHead::Other(taken) => {
+                    let mut whole = taken.to_vec();
+                    whole.extend_from_slice(&rest);
+                    prop_assert_eq!(whole, bytes);
+                }
+            }
+        }
+
+        #[test]
+        fn a_request_split_anywhere_parses_the_same(split in 0usize..50) {
+            let text = b"GET /a?b=c HTTP/1.1\r\nhost: h\r\nx-y: z\r\n\r\n";
+            let split = split.min(text.len());
+            let mut buffer = BytesMut::from(&text[..split]);
+            let mut scratch = HeadScratch::default();
+            let mut parsed = parse_request_head(&mut buffer, 8192, &mut scratch);
+            if split < text.len() {
+                prop_assert!(matches!(parsed, RequestHead::Partial));
+                buffer.extend_from_slice(&text[split..]);
+                parsed = parse_request_head(&mut buffer, 8192, &mut scratch);
+            }
+            let RequestHead::Simple { request, keep_alive } = parsed else {
+                return Err(TestCaseError::fail("not simple"));
+            };
+            prop_assert!(keep_alive);
+            prop_assert_eq!(request.uri(), "/a?b=c");
+            prop_assert_eq!(&request.headers()["x-y"], "z");
+            prop_assert!(buffer.is_empty());
         }
 
         #[test]

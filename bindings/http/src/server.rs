@@ -41,6 +41,8 @@ use crate::route::{Miss, Overrides, Router};
 use crate::streams::{StreamExecutor, WithStreams};
 use zilla_engine::stream::Rewind;
 
+mod h1;
+
 /// Raised for every request the server routes, as Zilla does.
 pub const REQUEST_ACCEPTED: &str = "BINDING_HTTP_REQUEST_ACCEPTED";
 
@@ -234,7 +236,6 @@ impl Shared {
             }
         };
         let lifecycle = self.lifecycle.get().cloned().unwrap_or_default();
-        let io = TokioIo::new(Rewind::new(prefix, io));
         let info = Arc::new(info);
         // Held until the connection ends; `None` over the cap: every request is answered 503.
         let permit = self.connections.try_acquire();
@@ -242,15 +243,35 @@ impl Shared {
         if refused {
             self.note_refusal(&info);
         }
+        // Guard sessions are per connection, as in Zilla (see `ConnectionSessions`).
+        let sessions = Arc::new(ConnectionSessions::default());
+        // Metric series are resolved per connection too (see `SeriesCache`).
+        let series = Arc::new(SeriesCache::default());
+        // HTTP/1.1 requests without a body are served here; hyper's server takes the
+        // connection from the first request that is anything else (see `h1`).
+        let (io, prefix) = if matches!(protocol, Protocol::H1) && !refused {
+            let mut io = io;
+            let connection = h1::Connection {
+                shared: &self,
+                io: &mut io,
+                info: &info,
+                sessions: &sessions,
+                series: &series,
+            };
+            match connection.serve(prefix, &lifecycle).await {
+                Ok(h1::Served::Closed) => return Ok(()),
+                Ok(h1::Served::HandOver(rest)) => (io, rest),
+                Err(error) => return Err(StreamError::Io(error)),
+            }
+        } else {
+            (io, prefix)
+        };
+        let io = TokioIo::new(Rewind::new(prefix, io));
         // Asks the connection to finish its exchanges and close.
         let closing = CancellationToken::new();
         let activity = Arc::new(Activity::new());
         let shared = self.clone();
         let track = matches!(protocol, Protocol::H2) && !self.limits.idle_timeout.is_zero();
-        // Guard sessions are per connection, as in Zilla (see `ConnectionSessions`).
-        let sessions = Arc::new(ConnectionSessions::default());
-        // Metric series are resolved per connection too (see `SeriesCache`).
-        let series = Arc::new(SeriesCache::default());
         let service = {
             let closing = closing.clone();
             let activity = activity.clone();
@@ -270,10 +291,10 @@ impl Shared {
                     // connection from timing out as idle underneath.
                     let held = info.idle.hold();
                     let open = track.then(|| activity.open());
-                    let (response, record, expiry) =
-                        shared.exchange(request, &info, &sessions, &series).await;
-                    // The exchange stays open until its response body is done with.
-                    Ok(response.map(move |body| exchange_body(body, record, expiry, (open, held))))
+                    let request = request.map(kind::boxed);
+                    Ok(shared
+                        .respond(request, &info, &sessions, &series, (open, held))
+                        .await)
                 }
             })
         };
@@ -344,9 +365,23 @@ impl Shared {
         }
     }
 
+    /// Answers `request`; the exchange, and `held`, stay open until the response body is
+    /// done with.
+    async fn respond<H: Send + Unpin + 'static>(
+        &self,
+        request: kind::Request,
+        info: &StreamInfo,
+        sessions: &ConnectionSessions,
+        series: &SeriesCache,
+        held: H,
+    ) -> Response {
+        let (response, record, expiry) = self.exchange(request, info, sessions, series).await;
+        response.map(move |body| exchange_body(body, record, expiry, held))
+    }
+
     async fn exchange(
         &self,
-        request: hyper::Request<Incoming>,
+        request: kind::Request,
         info: &StreamInfo,
         sessions: &ConnectionSessions,
         series: &SeriesCache,
@@ -384,7 +419,7 @@ impl Shared {
 
     async fn answer(
         &self,
-        request: hyper::Request<Incoming>,
+        request: kind::Request,
         info: &StreamInfo,
         sessions: &ConnectionSessions,
         record: Option<&ExchangeRecord>,
@@ -401,8 +436,7 @@ impl Shared {
             && !self.limits.body_read_timeout.is_zero()
             && request.method() != Method::CONNECT)
             .then(|| Arc::new(AtomicBool::new(false)));
-        let mut request = request.map(|body| {
-            let mut body = kind::boxed(body);
+        let mut request = request.map(|mut body| {
             if let Some(stalled) = &stalled {
                 body = read_timeout(body, self.limits.body_read_timeout, stalled.clone());
             }

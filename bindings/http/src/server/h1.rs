@@ -1,0 +1,340 @@
+//! The server's HTTP/1.1 connections, read and written by the connection's own task.
+//!
+//! Most requests a gateway serves carry no body: `GET`, `HEAD`, `DELETE`, `OPTIONS`, an SSE
+//! subscription. For those the whole exchange is simple: read the head, answer it, write the
+//! response. Here the connection's task does exactly that, with the head parsed by `httparse`
+//! into values that share the read buffer and the response written from one buffer reused for
+//! every exchange. hyper's server would hand each request from its connection to a service
+//! future, its body through a channel, and the response through its dispatcher's state
+//! machine and its own buffers.
+//!
+//! The first request that is anything else (one with a body, `expect`, an upgrade, HTTP/1.0, a
+//! malformed or oversized head) is handed to hyper's HTTP/1.1 server together with every byte
+//! read after the last answered request, and hyper serves the rest of the connection. So
+//! request bodies, `100 Continue`, upgrades and the protocol's error answers (400, 431) are
+//! hyper's, as before, and what is here never has to decide them.
+//!
+//! The behaviour clients see is hyper's (see [`encode_response_head`]): the same framing
+//! rules, `date`, `connection: close` when the connection will close, the header read
+//! timeout from the moment a head is awaited, and a connection closed when the client hangs
+//! up while its exchange is in progress.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use zilla_engine::guard::ConnectionSessions;
+use zilla_engine::signal::OnWake;
+use zilla_engine::stream::{AsyncIo, StreamInfo};
+
+use super::{Lifecycle, Shared};
+use crate::body::SeriesCache;
+use crate::h1::{
+    BodySize, HeadScratch, RequestHead, ResponseFraming, encode_announced_trailers,
+    encode_chunk_start, encode_response_head, parse_request_head,
+};
+use crate::kind;
+
+/// How a connection served here ended.
+pub(super) enum Served {
+    /// It is done with.
+    Closed,
+    /// A request only a full server takes starts with these bytes; what follows them is
+    /// still on the connection.
+    HandOver(Bytes),
+}
+
+/// How much is read from the connection at a time.
+const READ_SIZE: usize = 8 * 1024;
+
+/// Response body data up to this size is copied beside its framing and written with it;
+/// larger data is written from its own buffer.
+const COPY_MAX: usize = 16 * 1024;
+
+/// Why an exchange stopped before its response was complete.
+enum Cut {
+    /// The binding was retired, or the client hung up: the connection closes now.
+    Closed,
+    /// The connection failed.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for Cut {
+    fn from(error: io::Error) -> Self {
+        Cut::Failed(error)
+    }
+}
+
+/// One HTTP/1.1 connection served here.
+pub(super) struct Connection<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub io: &'a mut Box<dyn AsyncIo>,
+    pub info: &'a Arc<StreamInfo>,
+    pub sessions: &'a ConnectionSessions,
+    pub series: &'a SeriesCache,
+}
+
+/// The signals that end or wind down a connection, polled only once they fire.
+struct Signals {
+    retired: OnWake<tokio_util::sync::WaitForCancellationFutureOwned>,
+    shutdown: OnWake<tokio_util::sync::WaitForCancellationFutureOwned>,
+    /// A shutdown asked the connection to close once its exchange in progress has ended.
+    stopping: bool,
+}
+
+impl Connection<'_> {
+    /// Serves requests until the connection closes or a request needs hyper's server.
+    pub(super) async fn serve(self, prefix: Bytes, lifecycle: &Lifecycle) -> io::Result<Served> {
+        let Connection {
+            shared,
+            io,
+            info,
+            sessions,
+            series,
+        } = self;
+        let mut read = prefix
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut write = BytesMut::new();
+        let mut scratch = HeadScratch::default();
+        let mut signals = Signals {
+            retired: OnWake::new(lifecycle.retired.clone().cancelled_owned()),
+            shutdown: OnWake::new(lifecycle.shutdown.clone().cancelled_owned()),
+            stopping: false,
+        };
+        let max_head = shared.limits.max_header_list_size as usize;
+        let header_timeout = shared.limits.header_read_timeout;
+        // One timer for the connection's life, moved only when it fires before the deadline
+        // of the head then awaited: awaiting a head costs no timer update.
+        let timer = tokio::time::sleep(header_timeout);
+        tokio::pin!(timer);
+        loop {
+            // The head.
+            let mut deadline = None;
+            let (request, keep_alive) = loop {
+                match parse_request_head(&mut read, max_head, &mut scratch) {
+                    RequestHead::Simple {
+                        request,
+                        keep_alive,
+                    } => break (request, keep_alive),
+                    RequestHead::Other(taken) => {
+                        return Ok(Served::HandOver(join(taken, read)));
+                    }
+                    RequestHead::Partial => {}
+                }
+                if signals.stopping && read.is_empty() {
+                    return Ok(Served::Closed);
+                }
+                let due = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                read.reserve(READ_SIZE);
+                tokio::select! {
+                    biased;
+                    read = io.read_buf(&mut read) => {
+                        if read? == 0 {
+                            return Ok(Served::Closed);
+                        }
+                    }
+                    _ = &mut signals.retired => return Ok(Served::Closed),
+                    _ = &mut signals.shutdown, if !signals.stopping => signals.stopping = true,
+                    () = &mut timer, if !header_timeout.is_zero() => {
+                        if Instant::now() >= due {
+                            tracing::debug!(binding = %shared.qname, "no request head in time: closing");
+                            return Ok(Served::Closed);
+                        }
+                        timer.as_mut().reset(due);
+                    }
+                }
+            };
+            // The exchange.
+            let method = request.method().clone();
+            let held = info.idle.hold();
+            let exchange = shared.respond(
+                request.map(|()| kind::empty()),
+                info,
+                sessions,
+                series,
+                held,
+            );
+            tokio::pin!(exchange);
+            read.reserve(READ_SIZE);
+            let response = loop {
+                tokio::select! {
+                    biased;
+                    response = &mut exchange => break response,
+                    _ = &mut signals.retired => return Ok(Served::Closed),
+                    _ = &mut signals.shutdown, if !signals.stopping => signals.stopping = true,
+                    // Watches for the client hanging up; a pipelined request waits in `read`.
+                    read = io.read_buf(&mut read), if read.is_empty() => {
+                        if read? == 0 {
+                            return Ok(Served::Closed);
+                        }
+                    }
+                }
+            };
+            // The response.
+            let keep_alive = keep_alive && !signals.stopping;
+            let (parts, mut body) = response.into_parts();
+            let size = if body.is_end_stream() {
+                BodySize::Empty
+            } else {
+                body.size_hint()
+                    .exact()
+                    .map_or(BodySize::Unknown, BodySize::Known)
+            };
+            let reason = parts
+                .extensions
+                .get::<hyper::ext::ReasonPhrase>()
+                .map(hyper::ext::ReasonPhrase::as_bytes);
+            let head = with_date(|date| {
+                encode_response_head(&parts, reason, &method, size, keep_alive, date, &mut write)
+            });
+            drop(parts);
+            let complete = match head.framing {
+                ResponseFraming::None => true,
+                framing => {
+                    match send_body(io, &mut read, &mut write, &mut body, framing, &mut signals)
+                        .await
+                    {
+                        Ok(complete) => complete,
+                        Err(Cut::Closed) => return Ok(Served::Closed),
+                        Err(Cut::Failed(error)) => return Err(error),
+                    }
+                }
+            };
+            drop(body);
+            flush(io, &mut write).await?;
+            if head.close || !complete || signals.stopping {
+                let _ = io.shutdown().await;
+                return Ok(Served::Closed);
+            }
+        }
+    }
+}
+
+/// Writes `body` in `framing`, after the head already in `write`; `false` when the body
+/// ended short of or past its length, which leaves the connection unusable.
+async fn send_body(
+    io: &mut Box<dyn AsyncIo>,
+    read: &mut BytesMut,
+    write: &mut BytesMut,
+    body: &mut kind::Body,
+    framing: ResponseFraming,
+    signals: &mut Signals,
+) -> Result<bool, Cut> {
+    let mut sent: u64 = 0;
+    let mut trailers = None;
+    loop {
+        // A frame at hand goes into the buffer; waiting for one, what is buffered goes out.
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                flush(io, write).await?;
+                loop {
+                    tokio::select! {
+                        biased;
+                        frame = body.frame() => break frame,
+                        _ = &mut signals.retired => return Err(Cut::Closed),
+                        _ = &mut signals.shutdown, if !signals.stopping => signals.stopping = true,
+                        read = io.read_buf(read), if read.is_empty() => {
+                            if read? == 0 {
+                                return Err(Cut::Closed);
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let frame = match frame {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => {
+                tracing::debug!(%error, "response body failed: closing");
+                return Err(Cut::Closed);
+            }
+        };
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match &framing {
+            ResponseFraming::Length(length) if sent > *length => {
+                tracing::debug!(length, "response body longer than its length: closing");
+                return Err(Cut::Closed);
+            }
+            ResponseFraming::Chunked(_) => encode_chunk_start(data.len(), write),
+            _ => {}
+        }
+        if data.len() <= COPY_MAX {
+            write.extend_from_slice(&data);
+        } else {
+            io.write_all_buf(&mut (&mut *write).chain(&mut data))
+                .await?;
+            write.clear();
+        }
+        if matches!(framing, ResponseFraming::Chunked(_)) {
+            write.extend_from_slice(b"\r\n");
+        }
+    }
+    Ok(match framing {
+        ResponseFraming::Chunked(announced) => {
+            encode_announced_trailers(trailers.as_ref(), announced.as_deref(), write);
+            true
+        }
+        ResponseFraming::Length(length) => sent == length,
+        ResponseFraming::None => true,
+    })
+}
+
+/// Writes out what `write` holds.
+async fn flush(io: &mut Box<dyn AsyncIo>, write: &mut BytesMut) -> io::Result<()> {
+    if !write.is_empty() {
+        io.write_all(write).await?;
+        write.clear();
+    }
+    io.flush().await
+}
+
+/// `taken`, then `rest`.
+fn join(taken: Bytes, rest: BytesMut) -> Bytes {
+    if taken.is_empty() {
+        return rest.freeze();
+    }
+    let mut joined = BytesMut::with_capacity(taken.len() + rest.len());
+    joined.extend_from_slice(&taken);
+    joined.extend_from_slice(&rest);
+    joined.freeze()
+}
+
+/// Calls `with` with the `date` value (RFC 9110 §5.6.7) of a response sent now, formatted
+/// once a second per thread.
+fn with_date<R>(with: impl FnOnce(&[u8]) -> R) -> R {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    DATE.with_borrow_mut(|(cached, date)| {
+        if *cached != second {
+            *cached = second;
+            *date = httpdate::fmt_http_date(now);
+        }
+        with(date.as_bytes())
+    })
+}
