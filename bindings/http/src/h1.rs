@@ -832,7 +832,9 @@ pub fn encode_response_head(
         }
         BodySize::Known(known) => {
             if can_have_length {
-                length(out, known);
+                // A `HEAD` answer's body is not the representation: its length is declared.
+                let head_length = declared.filter(|_| *request_method == Method::HEAD);
+                length(out, head_length.unwrap_or(known));
             }
             if can_have_body {
                 ResponseFraming::Length(known)
@@ -1396,8 +1398,23 @@ mod tests {
             format!("HTTP/1.1 200 OK\r\ncontent-length: 42\r\n{date}\r\n")
         );
         assert_eq!(encoded.framing, ResponseFraming::None);
-        let (_, encoded) = response_head(200, &[], &Method::HEAD, BodySize::Known(9), true);
+        let (text, encoded) = response_head(200, &[], &Method::HEAD, BodySize::Known(9), true);
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n{date}\r\n")
+        );
         assert_eq!(encoded.framing, ResponseFraming::None);
+        let (text, _) = response_head(
+            200,
+            &[("content-length", "42")],
+            &Method::HEAD,
+            BodySize::Known(0),
+            true,
+        );
+        assert_eq!(
+            text,
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 42\r\n{date}\r\n")
+        );
         // 204 and 304 carry neither a body nor a length.
         for status in [204, 304] {
             let (text, encoded) = response_head(

@@ -1018,6 +1018,13 @@ async fn shutdown_closes_idle_keep_alive_connections_and_drains() -> Result<()> 
     let mut buffer = vec![0; 1024];
     let read = idle.read(&mut buffer).await?;
     ensure!(String::from_utf8_lossy(&buffer[..read]).ends_with("ok"));
+    // A connection that only had bodiless requests is served by the server's own loop.
+    let mut idle_simple = TcpStream::connect(gateway.address()).await?;
+    idle_simple
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let read = idle_simple.read(&mut buffer).await?;
+    ensure!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 200 OK\r\n"));
     let started = Instant::now();
     ensure!(
         gateway.engine.shutdown(Duration::from_secs(10)).await,
@@ -1028,9 +1035,11 @@ async fn shutdown_closes_idle_keep_alive_connections_and_drains() -> Result<()> 
         "{:?}",
         started.elapsed()
     );
-    let mut rest = Vec::new();
-    tokio::time::timeout(WAIT, idle.read_to_end(&mut rest)).await??;
-    ensure!(rest.is_empty());
+    for mut connection in [idle, idle_simple] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, connection.read_to_end(&mut rest)).await??;
+        ensure!(rest.is_empty());
+    }
     Ok(())
 }
 
@@ -1067,6 +1076,23 @@ async fn idle_and_slow_connections_are_closed_after_the_header_timeout() -> Resu
     ensure!(
         response.starts_with("HTTP/1.1 200") && response.ends_with("ok"),
         "{response}"
+    );
+    // The same after a bodiless request, which the server's own loop answers.
+    let mut idle = TcpStream::connect(gateway.address()).await?;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let (elapsed, response) = closed_within(idle).await?;
+    ensure!(
+        response.starts_with("HTTP/1.1 200") && elapsed < Duration::from_secs(5),
+        "{elapsed:?} {response}"
+    );
+    // A head that stops half-way after a bodiless request.
+    let mut slow = TcpStream::connect(gateway.address()).await?;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n")
+        .await?;
+    let (elapsed, response) = closed_within(slow).await?;
+    ensure!(
+        response.matches("HTTP/1.1 200").count() == 1 && elapsed < Duration::from_secs(5),
+        "{elapsed:?} {response}"
     );
     Ok(())
 }
@@ -1527,6 +1553,11 @@ fn scripted(path: &str) -> (Vec<u8>, After) {
             After::KeepOpen,
         ),
         "/brief" => (CL.into(), After::CloseLater(Duration::from_millis(200))),
+        // A body that starts and never ends.
+        "/hold" => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n".into(),
+            After::KeepOpen,
+        ),
         "/early" => (
             "HTTP/1.1 413 Content Too Large\r\nconnection: close\r\ncontent-length: 8\r\n\r\ntoo big!"
                 .into(),
@@ -1561,6 +1592,8 @@ fn scripted(path: &str) -> (Vec<u8>, After) {
 struct ScriptedOrigin {
     port: u16,
     accepted: Arc<AtomicUsize>,
+    /// Connections the gateway has closed or the script ended.
+    ended: Arc<AtomicUsize>,
     received: Arc<std::sync::Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -1570,17 +1603,21 @@ impl ScriptedOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let ended = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let accepted = accepted.clone();
+            let ended = ended.clone();
             let received = received.clone();
             async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let connection = accepted.fetch_add(1, Ordering::SeqCst) + 1;
                     let received = received.clone();
+                    let ended = ended.clone();
                     tokio::spawn(async move {
                         // A peer that goes away mid-exchange ends only its connection.
                         let _ = serve_scripted(stream, connection, received).await;
+                        ended.fetch_add(1, Ordering::SeqCst);
                     });
                 }
             }
@@ -1588,6 +1625,7 @@ impl ScriptedOrigin {
         Ok(Self {
             port,
             accepted,
+            ended,
             received,
             task,
         })
@@ -1864,6 +1902,197 @@ fn ensure_served(fetched: &Fetched, code: u16, body: &str, what: &str) -> Result
 fn ensure_connections(origin: &ScriptedOrigin, expected: &[usize], what: &str) -> Result<()> {
     let seen = origin.connection_per_request();
     ensure!(seen == expected, "{what}: {seen:?}");
+    Ok(())
+}
+
+/// Requests on one connection through Python's `http.client`, which reads each response by
+/// its framing: prints, per request, the status, the fields, the body and the local port the
+/// connection had (`null` once closed).
+const SEQUENCE_CLIENT: &str = r#"
+import http.client, json, sys
+connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=20)
+out = []
+for method, path, body, headers in json.loads(sys.argv[2]):
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    port = connection.sock.getsockname()[1] if connection.sock else None
+    out.append({"status": response.status,
+                "headers": {k.lower(): v for k, v in response.getheaders()},
+                "body": data.decode("latin-1"), "port": port})
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_requests_and_then_a_body_share_one_client_connection() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    // Bodiless requests first, answered by the server's own HTTP/1.1 loop; the POST hands the
+    // connection to hyper's server, which answers the rest.
+    let requests = serde_json::json!([
+        ["GET", "/cl", null, {}],
+        ["HEAD", "/head", null, {}],
+        ["GET", "/chunked", null, {}],
+        ["GET", "/eof", null, {}],
+        ["GET", "/204", null, {}],
+        ["GET", "/304", null, {}],
+        ["DELETE", "/cl", null, {"content-length": "0"}],
+        ["POST", "/cl", "abc", {}],
+        ["GET", "/cl", null, {}],
+        ["GET", "/cl", null, {"connection": "close"}],
+    ]);
+    let output = Command::new(python())
+        .args(["-c", SEQUENCE_CLIENT])
+        .arg(gateway.address().port().to_string())
+        .arg(requests.to_string())
+        .output()
+        .await?;
+    ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let responses: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)?;
+    let summary: Vec<(u64, &str)> = responses
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_u64().unwrap_or(0),
+                r["body"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    ensure!(
+        summary
+            == [
+                (200, "hello, world"),
+                (200, ""),
+                (200, "hello, world"),
+                (200, "read until the origin closes"),
+                (204, ""),
+                (304, ""),
+                (200, "hello, world"),
+                (200, "hello, world"),
+                (200, "hello, world"),
+                (200, "hello, world"),
+            ],
+        "{summary:?}"
+    );
+    let header = |index: usize, name: &str| responses[index]["headers"][name].as_str();
+    ensure!(header(0, "content-length") == Some("12"));
+    ensure!(
+        header(1, "content-length") == Some("100"),
+        "HEAD keeps the length"
+    );
+    ensure!(header(2, "transfer-encoding") == Some("chunked"));
+    ensure!(header(3, "transfer-encoding") == Some("chunked"));
+    ensure!(header(4, "x-origin") == Some("yes") && header(4, "content-length").is_none());
+    ensure!(header(5, "etag") == Some("\"v1\""));
+    ensure!(header(9, "connection") == Some("close"));
+    for (index, response) in responses.iter().enumerate() {
+        let date = response["headers"]["date"].as_str().unwrap_or_default();
+        ensure!(
+            httpdate_like(date),
+            "response {index} has no date: {response}"
+        );
+    }
+    // One connection all along, closed after the request that asked for it.
+    let ports: Vec<_> = responses.iter().map(|r| r["port"].as_u64()).collect();
+    ensure!(
+        ports[..9]
+            .iter()
+            .all(|port| port.is_some() && *port == ports[0])
+            && ports[9].is_none(),
+        "{ports:?}"
+    );
+    Ok(())
+}
+
+/// `Mon, 07 Dec 2026 04:00:00 GMT`.
+fn httpdate_like(date: &str) -> bool {
+    date.len() == 29 && date.ends_with(" GMT") && date.as_bytes()[3] == b','
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_simple_requests_are_answered_in_order() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let response = raw_exchange(
+        gateway.address(),
+        b"GET /cl HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /204 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /cl HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /cl HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    let statuses: Vec<&str> = response
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &response[at + 9..at + 12])
+        .collect();
+    ensure!(
+        statuses == ["200", "200", "204", "200", "200"],
+        "{response}"
+    );
+    // The chunked answer carries the trailer field its response announced, not the other.
+    ensure!(
+        response.contains("\r\n5\r\nworld\r\n0\r\nx-checksum: abc123\r\n\r\n")
+            && !response.contains("x-other"),
+        "{response}"
+    );
+    ensure!(response.matches("hello, world").count() == 3, "{response}");
+    ensure!(
+        origin
+            .received()
+            .iter()
+            .map(|r| r.path.as_str())
+            .collect::<Vec<_>>()
+            == ["/cl", "/chunked", "/204", "/cl", "/cl"]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_mid_response_ends_its_exchange() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let mut client = TcpStream::connect(gateway.address()).await?;
+    client
+        .write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut seen = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        let mut buffer = [0; 1024];
+        while !String::from_utf8_lossy(&seen).contains("hello") {
+            let read = client.read(&mut buffer).await?;
+            ensure!(read > 0, "closed early");
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        Ok(())
+    })
+    .await??;
+    ensure!(origin.ended.load(Ordering::SeqCst) == 0);
+    drop(client);
+    // The gateway lets go of the origin's unfinished response (and so its connection).
+    let deadline = Instant::now() + WAIT;
+    while origin.ended.load(Ordering::SeqCst) == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the origin connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_requests_are_answered_in_http10_and_closed() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let started = Instant::now();
+    let response = raw_exchange(gateway.address(), b"GET /cl HTTP/1.0\r\nHost: x\r\n\r\n").await?;
+    ensure!(
+        response.starts_with("HTTP/1.0 200 OK\r\n") && response.ends_with("\r\n\r\nhello, world"),
+        "{response}"
+    );
+    ensure!(started.elapsed() < Duration::from_secs(5), "not closed");
     Ok(())
 }
 
