@@ -103,6 +103,17 @@ pub fn parse_response_head(
     buffer: &mut BytesMut,
     request_method: &Method,
 ) -> Result<Option<ResponseHead>, FramingError> {
+    parse_response_head_into(buffer, request_method, &mut HeaderMap::new())
+}
+
+/// [`parse_response_head`], with the fields put in `spare` (cleared first) once the head is
+/// complete: a map a connection has done with (its request's, say), so that its allocation
+/// serves again.
+pub fn parse_response_head_into(
+    buffer: &mut BytesMut,
+    request_method: &Method,
+    spare: &mut HeaderMap,
+) -> Result<Option<ResponseHead>, FramingError> {
     // Where the fields lie, kept past the parse's borrow of `buffer`. A vector rather than a
     // stack array, which would be zeroed whole for every response.
     let mut fields: Vec<FieldIndices> = Vec::new();
@@ -153,7 +164,9 @@ pub fn parse_response_head(
     // `transfer-encoding`, and `connection` and `keep-alive` when they name nothing else,
     // describe only the origin connection, which this module handles: they stay out of the
     // message's header map, the part a proxy passes on (RFC 9110 §7.6.1).
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = std::mem::take(spare);
+    headers.clear();
+    headers.reserve(fields.len());
     let mut transfer_encoding = false;
     let mut chunked_last = false;
     let mut length: Option<Result<u64, ()>> = None;
@@ -593,6 +606,16 @@ fn may_trail(name: &HeaderName) -> bool {
 #[derive(Debug, Default)]
 pub struct HeadScratch {
     fields: Vec<FieldIndices>,
+    /// A header map done with, whose allocation the next head's fields go in.
+    spare: HeaderMap,
+}
+
+impl HeadScratch {
+    /// Keeps `headers` (cleared) for the next head.
+    pub fn recycle(&mut self, mut headers: HeaderMap) {
+        headers.clear();
+        self.spare = headers;
+    }
 }
 
 /// What [`parse_request_head`] found at the start of a buffer.
@@ -686,7 +709,10 @@ pub fn parse_request_head(
     else {
         return RequestHead::Other(head);
     };
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = std::mem::take(&mut scratch.spare);
+    // Room for what routes add on the way (`host` from an override, `traceparent`) without
+    // growing the map.
+    headers.reserve(fields.len() + 2);
     let mut keep_alive = true;
     for field in fields.iter() {
         let (Ok(name), Ok(value)) = (

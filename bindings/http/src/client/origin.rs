@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::request;
 use http::uri::Authority;
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio_util::io::{poll_read_buf, poll_write_buf};
@@ -140,10 +140,10 @@ impl DirectOrigins {
         if self.pool().h2.contains(&key) {
             return Ok(Outcome::Elsewhere(request));
         }
-        let (parts, mut body) = request.into_parts();
+        let (mut parts, mut body) = request.into_parts();
         // Idle connections first; each one found closed hands the body back unsent.
         while let Some(connection) = self.take(&key) {
-            match self.exchange(connection, true, &parts, body, &key).await {
+            match self.exchange(connection, true, &mut parts, body, &key).await {
                 Ok(response) => return Ok(Outcome::Response(response)),
                 Err(Failure::Unsent(unsent)) => body = unsent,
                 Err(Failure::Failed(error)) => return Err(StreamError::Upstream(error)),
@@ -164,7 +164,7 @@ impl DirectOrigins {
             read: BytesMut::new(),
             write: BytesMut::new(),
         };
-        match self.exchange(connection, false, &parts, body, &key).await {
+        match self.exchange(connection, false, &mut parts, body, &key).await {
             Ok(response) => Ok(Outcome::Response(response)),
             Err(Failure::Unsent(_)) => Err(StreamError::Upstream(
                 "the origin closed a new connection before the request was sent".into(),
@@ -199,7 +199,7 @@ impl DirectOrigins {
         self: &Arc<Self>,
         mut connection: Connection,
         reused: bool,
-        parts: &request::Parts,
+        parts: &mut request::Parts,
         body: Body,
         key: &OriginKey,
     ) -> Result<Response, Failure> {
@@ -260,7 +260,9 @@ impl DirectOrigins {
                     _ => {}
                 }
             }
-            connection.poll_head(&parts.method, &mut received, cx)
+            // Once the response head is complete the request's fields are done with (no retry
+            // follows): the response's go in their map.
+            connection.poll_head(&parts.method, &mut parts.headers, &mut received, cx)
         })
         .await;
         let head = match (head, write_failed.take()) {
@@ -497,17 +499,19 @@ impl Connection {
     fn poll_head(
         &mut self,
         method: &Method,
+        spare: &mut HeaderMap,
         received: &mut bool,
         cx: &mut Context<'_>,
     ) -> Poll<Result<h1::ResponseHead, ExchangeError>> {
         loop {
             if !self.read.is_empty() {
                 *received = true;
-                if let Some(head) = h1::parse_response_head(&mut self.read, method)? {
+                if let Some(head) = h1::parse_response_head_into(&mut self.read, method, spare)? {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Poll::Ready(Err(ExchangeError::SwitchedUnasked));
                     }
                     if head.status.is_informational() {
+                        *spare = head.headers;
                         continue;
                     }
                     return Poll::Ready(Ok(head));

@@ -163,7 +163,12 @@ impl Connection<'_> {
                 held,
             );
             tokio::pin!(exchange);
-            read.reserve(READ_SIZE);
+            // Room to notice the client hanging up. What is left after the head usually has
+            // it; reserving more now, while the request still shares the buffer, would mean a
+            // new one.
+            if read.capacity() == read.len() {
+                read.reserve(1024);
+            }
             let response = loop {
                 tokio::select! {
                     biased;
@@ -195,7 +200,8 @@ impl Connection<'_> {
             let head = with_date(|date| {
                 encode_response_head(&parts, reason, &method, size, keep_alive, date, &mut write)
             });
-            drop(parts);
+            // The response's fields are done with: the next request's go in their map.
+            scratch.recycle(parts.headers);
             let complete = match head.framing {
                 ResponseFraming::None => true,
                 framing => {
