@@ -94,7 +94,8 @@ pub use gateway::{DEFAULT_READY_TIMEOUT, Gateway, GatewayBuilder, validate, vali
 pub use mosquitto::{mosquitto, mosquitto_with};
 pub use nginx::{nginx, nginx_h2c, nginx_with};
 pub use peer::{
-    DEFAULT_PEER_TIMEOUT, Peer, accepts_connections, free_port, free_port_block, peers_dir, python, python_json, success,
+    DEFAULT_PEER_TIMEOUT, Peer, accepts_connections, free_port, free_port_block, peers_dir, python,
+    python_json, success,
 };
 pub use process::{Process, RssSampler, TERMINATE_TIMEOUT, rss_bytes, rss_kib};
 pub use ready::Listener;

@@ -143,7 +143,10 @@ impl DirectOrigins {
         let (mut parts, mut body) = request.into_parts();
         // Idle connections first; each one found closed hands the body back unsent.
         while let Some(connection) = self.take(&key) {
-            match self.exchange(connection, true, &mut parts, body, &key).await {
+            match self
+                .exchange(connection, true, &mut parts, body, &key)
+                .await
+            {
                 Ok(response) => return Ok(Outcome::Response(response)),
                 Err(Failure::Unsent(unsent)) => body = unsent,
                 Err(Failure::Failed(error)) => return Err(StreamError::Upstream(error)),
@@ -164,7 +167,10 @@ impl DirectOrigins {
             read: BytesMut::new(),
             write: BytesMut::new(),
         };
-        match self.exchange(connection, false, &mut parts, body, &key).await {
+        match self
+            .exchange(connection, false, &mut parts, body, &key)
+            .await
+        {
             Ok(response) => Ok(Outcome::Response(response)),
             Err(Failure::Unsent(_)) => Err(StreamError::Upstream(
                 "the origin closed a new connection before the request was sent".into(),
