@@ -14,6 +14,10 @@
 //!   (hyper's `OnUpgrade` stays in the request's extensions), and HTTP/2 extended CONNECT is
 //!   enabled, so a `ws` server can sit behind it in both versions. An HTTP/2 connection's
 //!   streams are polled by the connection's own task rather than spawned one task each.
+//!   HTTP/1.1 requests without a body (`GET`, `HEAD`, an SSE subscription...) are read and
+//!   answered by the connection's own task with the framing of [`h1`]; from the first request
+//!   that is anything else (a body, `expect`, an upgrade, HTTP/1.0, a malformed head), hyper's
+//!   HTTP/1.1 server serves the rest of the connection, starting with the bytes already read.
 //! - `client` (accepts `http`, emits `bytes`) sends each exchange to the origin its
 //!   `:scheme`/`:authority` name, over connections opened through its exit (a `tcp` client,
 //!   or a `tls` client for https) and kept in a pool per origin. It speaks HTTP/2 when
