@@ -312,7 +312,9 @@ impl GrpcRequest {
 
     /// The connection's [`StreamInfo`], if the call came through a transport.
     pub fn stream_info(&self) -> Option<&StreamInfo> {
-        self.extensions.get::<StreamInfo>()
+        self.extensions
+            .get::<std::sync::Arc<StreamInfo>>()
+            .map(std::sync::Arc::as_ref)
     }
 
     /// The guard sessions the call holds.

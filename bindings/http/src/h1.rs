@@ -103,16 +103,22 @@ pub fn parse_response_head(
     buffer: &mut BytesMut,
     request_method: &Method,
 ) -> Result<Option<ResponseHead>, FramingError> {
-    parse_response_head_into(buffer, request_method, &mut HeaderMap::new())
+    parse_response_head_into(
+        buffer,
+        request_method,
+        &mut HeaderMap::new(),
+        &mut FieldNames::default(),
+    )
 }
 
 /// [`parse_response_head`], with the fields put in `spare` (cleared first) once the head is
 /// complete: a map a connection has done with (its request's, say), so that its allocation
-/// serves again.
+/// serves again; `names` are the connection's last field names.
 pub fn parse_response_head_into(
     buffer: &mut BytesMut,
     request_method: &Method,
     spare: &mut HeaderMap,
+    names: &mut FieldNames,
 ) -> Result<Option<ResponseHead>, FramingError> {
     // Where the fields lie, kept past the parse's borrow of `buffer`. A vector rather than a
     // stack array, which would be zeroed whole for every response.
@@ -171,9 +177,8 @@ pub fn parse_response_head_into(
     let mut chunked_last = false;
     let mut length: Option<Result<u64, ()>> = None;
     let (mut close, mut keep_alive_token) = (false, false);
-    for field in &fields {
-        let name = HeaderName::from_bytes(&head[range(field.name)])
-            .map_err(|_| FramingError::HeaderName)?;
+    for (index, field) in fields.iter().enumerate() {
+        let name = names.name(index, &head[range(field.name)])?;
         let bytes = &head[range(field.value)];
         if name == header::TRANSFER_ENCODING {
             transfer_encoding = true;
@@ -601,11 +606,46 @@ fn may_trail(name: &HeaderName) -> bool {
     )
 }
 
+/// The field names of the last head read on a connection, in order, each with its parsed
+/// [`HeaderName`]. A peer sends the same names in the same order head after head (a client its
+/// `host`, `user-agent`, `accept`; an origin its `server`, `date`, `content-type`), and
+/// comparing a name's bytes costs a fraction of parsing it again (lower-casing it, looking it up
+/// among the standard names). At most [`NAMES_KEPT`] names are kept.
+#[derive(Debug, Default)]
+pub struct FieldNames {
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+/// How many field names a [`FieldNames`] keeps.
+pub const NAMES_KEPT: usize = 32;
+
+impl FieldNames {
+    /// The name of field `index` of a head, whose bytes are `raw`.
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, FramingError> {
+        if let Some((kept, name)) = self.names.get(index)
+            && **kept == *raw
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| FramingError::HeaderName)?;
+        if index < NAMES_KEPT {
+            let entry = (Box::from(raw), name.clone());
+            if index < self.names.len() {
+                self.names[index] = entry;
+            } else if index == self.names.len() {
+                self.names.push(entry);
+            }
+        }
+        Ok(name)
+    }
+}
+
 /// Where the fields of a head lie, kept from one request to the next so that parsing a head
 /// allocates nothing for them.
 #[derive(Debug, Default)]
 pub struct HeadScratch {
     fields: Vec<FieldIndices>,
+    names: FieldNames,
     /// A header map done with, whose allocation the next head's fields go in.
     spare: HeaderMap,
 }
@@ -714,9 +754,9 @@ pub fn parse_request_head(
     // growing the map.
     headers.reserve(fields.len() + 2);
     let mut keep_alive = true;
-    for field in fields.iter() {
+    for (index, field) in fields.iter().enumerate() {
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[range(field.name)]),
+            scratch.names.name(index, &head[range(field.name)]),
             HeaderValue::from_maybe_shared(head.slice(range(field.value))),
         ) else {
             return RequestHead::Other(head);
@@ -1256,6 +1296,62 @@ mod tests {
         let (parsed, rest) = parse_request(&rest);
         assert!(matches!(parsed, RequestHead::Partial), "{parsed:?}");
         assert_eq!(&rest[..], b"DELETE /items/2 HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn field_names_of_the_last_head_serve_only_where_they_match() {
+        let mut scratch = HeadScratch::default();
+        for (head, expected) in [
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nX-One: 1\r\n\r\n",
+                ["host", "x-one"],
+            ),
+            (
+                "GET / HTTP/1.1\r\nX-One: 1\r\nHost: a\r\n\r\n",
+                ["x-one", "host"],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHOST: a\r\nX-Two: 2\r\n\r\n",
+                ["host", "x-two"],
+            ),
+            (
+                "GET / HTTP/1.1\r\nHOST: a\r\nX-Two: 2\r\n\r\n",
+                ["host", "x-two"],
+            ),
+        ] {
+            let mut buffer = BytesMut::from(head.as_bytes());
+            let RequestHead::Simple { request, .. } =
+                parse_request_head(&mut buffer, 8192, &mut scratch)
+            else {
+                panic!("simple: {head}");
+            };
+            let names: Vec<&str> = request.headers().keys().map(HeaderName::as_str).collect();
+            assert_eq!(names, expected, "{head}");
+        }
+        let mut names = FieldNames::default();
+        for (head, expected) in [
+            (
+                "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n",
+                ["server", "content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: x\r\n\r\n",
+                ["content-length", "server"],
+            ),
+        ] {
+            let mut buffer = BytesMut::from(head.as_bytes());
+            let parsed = parse_response_head_into(
+                &mut buffer,
+                &Method::GET,
+                &mut HeaderMap::new(),
+                &mut names,
+            )
+            .expect("parses")
+            .expect("complete");
+            let got: Vec<&str> = parsed.headers.keys().map(HeaderName::as_str).collect();
+            assert_eq!(got, expected, "{head}");
+            assert_eq!(parsed.framing, BodyFraming::Length(0));
+        }
     }
 
     #[test]

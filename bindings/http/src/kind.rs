@@ -5,7 +5,8 @@
 //! [`http_body::Body`]s, so bodies stream through every hop without copies and with
 //! backpressure (a body yields its next frame only when polled). What the transport knew
 //! travels in the request's extensions: the [`StreamInfo`] of the connection (addresses,
-//! TLS SNI/ALPN, identity) and, once a guard has authorized it, the [`Authorization`].
+//! TLS SNI/ALPN, identity), as an `Arc<StreamInfo>` its requests share (read it with
+//! [`stream_info`]), and, once a guard has authorized it, the [`Authorization`].
 //!
 //! Pseudo-headers (`:method`, `:scheme`, `:authority`, `:path`, `:status`) are not stored as
 //! headers: they are the request's method and URI and the response's status, read through
@@ -98,7 +99,10 @@ pub fn status_of(error: &StreamError) -> http::StatusCode {
 
 /// The connection's [`StreamInfo`], if the request came through a transport.
 pub fn stream_info<B>(request: &http::Request<B>) -> Option<&StreamInfo> {
-    request.extensions().get::<StreamInfo>()
+    request
+        .extensions()
+        .get::<std::sync::Arc<StreamInfo>>()
+        .map(std::sync::Arc::as_ref)
 }
 
 /// The guard sessions the request holds.
@@ -180,10 +184,12 @@ mod tests {
         );
         assert_eq!(pseudo_header(&request, ":scheme").as_deref(), Some("http"));
         assert_eq!(pseudo_header(&request, "accept").as_deref(), Some("a, b"));
-        request.extensions_mut().insert(StreamInfo {
-            secure: true,
-            ..StreamInfo::default()
-        });
+        request
+            .extensions_mut()
+            .insert(std::sync::Arc::new(StreamInfo {
+                secure: true,
+                ..StreamInfo::default()
+            }));
         assert_eq!(pseudo_header(&request, ":scheme").as_deref(), Some("https"));
         let h2 = http::Request::builder()
             .uri("https://example.org/x")

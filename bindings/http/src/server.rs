@@ -370,7 +370,7 @@ impl Shared {
     async fn respond<H: Send + Unpin + 'static>(
         &self,
         request: kind::Request,
-        info: &StreamInfo,
+        info: &Arc<StreamInfo>,
         sessions: &ConnectionSessions,
         series: &SeriesCache,
         held: H,
@@ -382,7 +382,7 @@ impl Shared {
     async fn exchange(
         &self,
         request: kind::Request,
-        info: &StreamInfo,
+        info: &Arc<StreamInfo>,
         sessions: &ConnectionSessions,
         series: &SeriesCache,
     ) -> (Response, Option<ExchangeRecord>, Option<ExpiryWatch>) {
@@ -420,7 +420,7 @@ impl Shared {
     async fn answer(
         &self,
         request: kind::Request,
-        info: &StreamInfo,
+        info: &Arc<StreamInfo>,
         sessions: &ConnectionSessions,
         record: Option<&ExchangeRecord>,
         expiry: &mut Option<ExpiryWatch>,
@@ -468,6 +468,7 @@ impl Shared {
             Verdict::Answer(response) => return (response, None),
             Verdict::Pass(decoration) => decoration,
         };
+        // Shared, not copied: every request of the connection carries the same one.
         request.extensions_mut().insert(info.clone());
         let mut carried_credentials = false;
         // Sessions of the transport (a tls server's `x509` guard) authorize routes too.

@@ -46,7 +46,9 @@ impl SseRequest {
 
     /// The connection's [`StreamInfo`], if the subscription came through a transport.
     pub fn stream_info(&self) -> Option<&StreamInfo> {
-        self.extensions.get::<StreamInfo>()
+        self.extensions
+            .get::<std::sync::Arc<StreamInfo>>()
+            .map(std::sync::Arc::as_ref)
     }
 
     /// The guard sessions the subscription holds.

@@ -47,7 +47,9 @@ pub struct WsRequest {
 impl WsRequest {
     /// The connection's [`StreamInfo`], if the session came through a transport.
     pub fn stream_info(&self) -> Option<&StreamInfo> {
-        self.extensions.get::<StreamInfo>()
+        self.extensions
+            .get::<std::sync::Arc<StreamInfo>>()
+            .map(std::sync::Arc::as_ref)
     }
 
     /// The guard sessions the session holds.

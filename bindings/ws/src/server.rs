@@ -231,7 +231,7 @@ impl WsServer {
         // as idle underneath for as long as it lasts.
         let held = parts
             .extensions
-            .get::<StreamInfo>()
+            .get::<Arc<StreamInfo>>()
             .map(|info| info.idle.hold());
         let failure: FailureCode = Arc::new(AtomicU16::new(0));
         let (deliver, wire) = oneshot::channel();

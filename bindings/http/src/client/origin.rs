@@ -57,6 +57,8 @@ struct Connection {
     read: BytesMut,
     /// Bytes to write.
     write: BytesMut,
+    /// The field names of the origin's last response head.
+    names: h1::FieldNames,
 }
 
 struct Idle {
@@ -166,6 +168,7 @@ impl DirectOrigins {
             io: io.into_inner(),
             read: BytesMut::new(),
             write: BytesMut::new(),
+            names: h1::FieldNames::default(),
         };
         match self
             .exchange(connection, false, &mut parts, body, &key)
@@ -512,7 +515,9 @@ impl Connection {
         loop {
             if !self.read.is_empty() {
                 *received = true;
-                if let Some(head) = h1::parse_response_head_into(&mut self.read, method, spare)? {
+                if let Some(head) =
+                    h1::parse_response_head_into(&mut self.read, method, spare, &mut self.names)?
+                {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Poll::Ready(Err(ExchangeError::SwitchedUnasked));
                     }
