@@ -344,19 +344,24 @@ fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
             .parse()
             .map_err(|_| StreamError::Protocol("the request's :authority is not valid".into()))?,
     };
-    let path = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .map_err(|error| StreamError::Protocol(error.to_string()))?;
     let (mut parts, body) = request.into_parts();
-    parts.uri = uri;
+    // Already absolute with the same scheme (an override's authority): kept as it is.
+    if parts.uri.scheme() != Some(&scheme)
+        || parts.uri.authority() != Some(&authority)
+        || parts.uri.path_and_query().is_none()
+    {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .map_err(|error| StreamError::Protocol(error.to_string()))?;
+    }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // The authority travels in the URI: HTTP/1.1 writes it as `host`, HTTP/2 as `:authority`

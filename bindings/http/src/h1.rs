@@ -107,22 +107,23 @@ pub fn parse_response_head(
         buffer,
         request_method,
         &mut HeaderMap::new(),
-        &mut FieldNames::default(),
+        &mut HeadScratch::default(),
     )
 }
 
 /// [`parse_response_head`], with the fields put in `spare` (cleared first) once the head is
 /// complete: a map a connection has done with (its request's, say), so that its allocation
-/// serves again; `names` are the connection's last field names.
+/// serves again; `scratch` is the connection's, kept from one head to the next.
 pub fn parse_response_head_into(
     buffer: &mut BytesMut,
     request_method: &Method,
     spare: &mut HeaderMap,
-    names: &mut FieldNames,
+    scratch: &mut HeadScratch,
 ) -> Result<Option<ResponseHead>, FramingError> {
     // Where the fields lie, kept past the parse's borrow of `buffer`. A vector rather than a
     // stack array, which would be zeroed whole for every response.
-    let mut fields: Vec<FieldIndices> = Vec::new();
+    let HeadScratch { fields, names, .. } = scratch;
+    fields.clear();
     let (length, code, version, reason) = {
         let mut uninit = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
@@ -612,12 +613,12 @@ fn may_trail(name: &HeaderName) -> bool {
 /// comparing a name's bytes costs a fraction of parsing it again (lower-casing it, looking it up
 /// among the standard names). At most [`NAMES_KEPT`] names are kept.
 #[derive(Debug, Default)]
-pub struct FieldNames {
+struct FieldNames {
     names: Vec<(Box<[u8]>, HeaderName)>,
 }
 
 /// How many field names a [`FieldNames`] keeps.
-pub const NAMES_KEPT: usize = 32;
+const NAMES_KEPT: usize = 32;
 
 impl FieldNames {
     /// The name of field `index` of a head, whose bytes are `raw`.
@@ -1328,7 +1329,7 @@ mod tests {
             let names: Vec<&str> = request.headers().keys().map(HeaderName::as_str).collect();
             assert_eq!(names, expected, "{head}");
         }
-        let mut names = FieldNames::default();
+        let mut scratch = HeadScratch::default();
         for (head, expected) in [
             (
                 "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n",
@@ -1344,7 +1345,7 @@ mod tests {
                 &mut buffer,
                 &Method::GET,
                 &mut HeaderMap::new(),
-                &mut names,
+                &mut scratch,
             )
             .expect("parses")
             .expect("complete");

@@ -13,7 +13,7 @@ use zilla_engine::pattern::{Captures, Pattern};
 use zilla_engine::route::{Route, Routes};
 
 use crate::config::{HttpCondition, HttpWith};
-use crate::kind::pseudo_header;
+use crate::kind::{pseudo_header, stream_info};
 
 /// A compiled `when` entry: every header must match.
 #[derive(Debug, Clone)]
@@ -219,10 +219,17 @@ fn set_authority<B>(
     if request.headers().contains_key(HOST) || request.uri().authority().is_none() {
         request.headers_mut().insert(HOST, host()?);
     }
-    if request.uri().authority().is_some() {
-        set_uri(request, None, Some(authority), None)?;
-    }
-    Ok(())
+    // The URI carries the authority too, already parsed, so what reads it next (the http
+    // client) need not parse the `host` field again; a URI in origin form gets the scheme
+    // the request came with, the one `:scheme` reads.
+    let scheme = request.uri().scheme().is_none().then(|| {
+        if stream_info(request).is_some_and(|info| info.secure) {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        }
+    });
+    set_uri(request, scheme, Some(authority), None)
 }
 
 fn set_uri<B>(

@@ -57,8 +57,8 @@ struct Connection {
     read: BytesMut,
     /// Bytes to write.
     write: BytesMut,
-    /// The field names of the origin's last response head.
-    names: h1::FieldNames,
+    /// Kept from one response head to the next (where fields lie, their names).
+    scratch: h1::HeadScratch,
 }
 
 struct Idle {
@@ -168,7 +168,7 @@ impl DirectOrigins {
             io: io.into_inner(),
             read: BytesMut::new(),
             write: BytesMut::new(),
-            names: h1::FieldNames::default(),
+            scratch: h1::HeadScratch::default(),
         };
         match self
             .exchange(connection, false, &mut parts, body, &key)
@@ -516,7 +516,7 @@ impl Connection {
             if !self.read.is_empty() {
                 *received = true;
                 if let Some(head) =
-                    h1::parse_response_head_into(&mut self.read, method, spare, &mut self.names)?
+                    h1::parse_response_head_into(&mut self.read, method, spare, &mut self.scratch)?
                 {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Poll::Ready(Err(ExchangeError::SwitchedUnasked));
