@@ -58,6 +58,10 @@ const READ_SIZE: usize = 8 * 1024;
 /// larger data is written from its own buffer.
 const COPY_MAX: usize = 16 * 1024;
 
+/// The most response bytes buffered before they are written out, and the largest write
+/// buffer an idle connection keeps.
+const WRITE_MAX: usize = 64 * 1024;
+
 /// Why an exchange stopped before its response was complete.
 enum Cut {
     /// The binding was retired, or the client hung up: the connection closes now.
@@ -154,6 +158,17 @@ impl Connection<'_> {
             };
             // The exchange.
             let method = request.method().clone();
+            // hyper's rule: a trailer section carries fields only for a client that said it
+            // takes them.
+            let wants_trailers = request
+                .headers()
+                .get_all(http::header::TE)
+                .iter()
+                .any(|te| {
+                    te.as_bytes()
+                        .split(|&byte| byte == b',')
+                        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+                });
             let held = info.idle.hold();
             let exchange = shared.respond(
                 request.map(|()| kind::empty()),
@@ -185,7 +200,16 @@ impl Connection<'_> {
             };
             // The response.
             let keep_alive = keep_alive && !signals.stopping;
-            let (parts, mut body) = response.into_parts();
+            let (mut parts, mut body) = response.into_parts();
+            if parts.status.is_informational() {
+                // Only a final response may end an exchange; hyper answers 500 for one that
+                // is not, and so does this.
+                tracing::debug!(status = %parts.status, "an interim status as the final response: 500");
+                parts = kind::status_response(http::StatusCode::INTERNAL_SERVER_ERROR)
+                    .into_parts()
+                    .0;
+                body = kind::empty();
+            }
             let size = if body.is_end_stream() {
                 BodySize::Empty
             } else {
@@ -202,116 +226,198 @@ impl Connection<'_> {
             });
             // The response's fields are done with: the next request's go in their map.
             scratch.recycle(parts.headers);
-            let complete = match head.framing {
-                ResponseFraming::None => true,
+            let sent = match head.framing {
+                ResponseFraming::None => Ok(true),
                 framing => {
-                    match send_body(io, &mut read, &mut write, &mut body, framing, &mut signals)
+                    let mut out = Output {
+                        io: &mut *io,
+                        write: &mut write,
+                        signals: &mut signals,
+                    };
+                    out.send_body(&mut read, &mut body, framing, wants_trailers)
                         .await
-                    {
-                        Ok(complete) => complete,
-                        Err(Cut::Closed) => return Ok(Served::Closed),
-                        Err(Cut::Failed(error)) => return Err(error),
-                    }
                 }
             };
             drop(body);
-            flush(io, &mut write).await?;
+            let mut out = Output {
+                io: &mut *io,
+                write: &mut write,
+                signals: &mut signals,
+            };
+            let complete = match sent {
+                Ok(complete) => complete,
+                // Retired, or the client hung up, or the body failed: nothing more is sent.
+                Err(Cut::Closed) => return Ok(Served::Closed),
+                Err(Cut::Failed(error)) => return Err(error),
+            };
+            let flushed = out.flush().await;
+            // A response far larger than most leaves no large buffer behind on an idle
+            // connection.
+            if write.capacity() > WRITE_MAX {
+                write = BytesMut::new();
+            }
+            match flushed {
+                Ok(()) => {}
+                Err(Cut::Closed) => return Ok(Served::Closed),
+                Err(Cut::Failed(error)) => return Err(error),
+            }
             if head.close || !complete || signals.stopping {
-                let _ = io.shutdown().await;
+                let mut out = Output {
+                    io: &mut *io,
+                    write: &mut write,
+                    signals: &mut signals,
+                };
+                out.shutdown().await;
                 return Ok(Served::Closed);
             }
         }
     }
 }
 
-/// Writes `body` in `framing`, after the head already in `write`; `false` when the body
-/// ended short of or past its length, which leaves the connection unusable.
-async fn send_body(
-    io: &mut Box<dyn AsyncIo>,
-    read: &mut BytesMut,
-    write: &mut BytesMut,
-    body: &mut kind::Body,
-    framing: ResponseFraming,
-    signals: &mut Signals,
-) -> Result<bool, Cut> {
-    let mut sent: u64 = 0;
-    let mut trailers = None;
-    loop {
-        // A frame at hand goes into the buffer; waiting for one, what is buffered goes out.
-        let frame = match body.frame().now_or_never() {
-            Some(frame) => frame,
-            None => {
-                flush(io, write).await?;
-                loop {
-                    tokio::select! {
-                        biased;
-                        frame = body.frame() => break frame,
-                        _ = &mut signals.retired => return Err(Cut::Closed),
-                        _ = &mut signals.shutdown, if !signals.stopping => signals.stopping = true,
-                        read = io.read_buf(read), if read.is_empty() => {
-                            if read? == 0 {
-                                return Err(Cut::Closed);
+/// Where a response goes: the connection, the bytes buffered for it, and the signals that cut
+/// a write that waits on a client that stopped reading.
+struct Output<'a> {
+    io: &'a mut Box<dyn AsyncIo>,
+    write: &'a mut BytesMut,
+    signals: &'a mut Signals,
+}
+
+impl Output<'_> {
+    /// Writes `body` in `framing`, after the head already in `write`; `false` when the body
+    /// ended short of its length or past it, which leaves the connection unusable. The
+    /// trailer section carries fields only for a client that asked for them (`te: trailers`).
+    async fn send_body(
+        &mut self,
+        read: &mut BytesMut,
+        body: &mut kind::Body,
+        framing: ResponseFraming,
+        wants_trailers: bool,
+    ) -> Result<bool, Cut> {
+        let mut sent: u64 = 0;
+        let mut trailers = None;
+        loop {
+            if let ResponseFraming::Length(length) = framing
+                && sent == length
+            {
+                // All the length announced is out: the message ends here, as hyper ends it,
+                // whether or not the body would say so.
+                return Ok(true);
+            }
+            // A frame at hand goes into the buffer (up to a bound); waiting for one, what is
+            // buffered goes out.
+            let ready = if self.write.len() < WRITE_MAX {
+                body.frame().now_or_never()
+            } else {
+                None
+            };
+            let frame = match ready {
+                Some(frame) => frame,
+                None => {
+                    self.flush().await?;
+                    loop {
+                        let signals = &mut *self.signals;
+                        tokio::select! {
+                            biased;
+                            frame = body.frame() => break frame,
+                            _ = &mut signals.retired => return Err(Cut::Closed),
+                            _ = &mut signals.shutdown, if !signals.stopping => signals.stopping = true,
+                            read = self.io.read_buf(read), if read.is_empty() => {
+                                if read? == 0 {
+                                    return Err(Cut::Closed);
+                                }
                             }
                         }
                     }
                 }
-            }
-        };
-        let frame = match frame {
-            None => break,
-            Some(Ok(frame)) => frame,
-            Some(Err(error)) => {
-                tracing::debug!(%error, "response body failed: closing");
-                return Err(Cut::Closed);
-            }
-        };
-        let mut data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
+            };
+            let frame = match frame {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "response body failed: closing");
+                    return Err(Cut::Closed);
+                }
+            };
+            let mut data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    continue;
+                }
+            };
+            if data.is_empty() {
                 continue;
             }
-        };
-        if data.is_empty() {
-            continue;
-        }
-        sent += data.len() as u64;
-        match &framing {
-            ResponseFraming::Length(length) if sent > *length => {
-                tracing::debug!(length, "response body longer than its length: closing");
-                return Err(Cut::Closed);
+            if let ResponseFraming::Length(length) = framing {
+                let room = length - sent;
+                if data.len() as u64 > room {
+                    // What fits is sent; the client sees the rest missing and the close.
+                    tracing::debug!(length, "response body longer than its length: closing");
+                    data.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+                    self.write.extend_from_slice(&data);
+                    self.flush().await?;
+                    return Ok(false);
+                }
             }
-            ResponseFraming::Chunked(_) => encode_chunk_start(data.len(), write),
-            _ => {}
+            sent += data.len() as u64;
+            if let ResponseFraming::Chunked(_) = framing {
+                encode_chunk_start(data.len(), self.write);
+            }
+            if data.len() <= COPY_MAX {
+                self.write.extend_from_slice(&data);
+            } else {
+                let signals = &mut *self.signals;
+                let mut both = (&mut *self.write).chain(&mut data);
+                tokio::select! {
+                    biased;
+                    _ = &mut signals.retired => return Err(Cut::Closed),
+                    written = self.io.write_all_buf(&mut both) => written?,
+                }
+                self.write.clear();
+            }
+            if let ResponseFraming::Chunked(_) = framing {
+                self.write.extend_from_slice(b"\r\n");
+            }
         }
-        if data.len() <= COPY_MAX {
-            write.extend_from_slice(&data);
-        } else {
-            io.write_all_buf(&mut (&mut *write).chain(&mut data))
-                .await?;
-            write.clear();
-        }
-        if matches!(framing, ResponseFraming::Chunked(_)) {
-            write.extend_from_slice(b"\r\n");
-        }
+        Ok(match framing {
+            ResponseFraming::Chunked(announced) => {
+                let trailers = trailers.as_ref().filter(|_| wants_trailers);
+                encode_announced_trailers(trailers, announced.as_deref(), self.write);
+                true
+            }
+            ResponseFraming::Length(length) => sent == length,
+            ResponseFraming::None => true,
+        })
     }
-    Ok(match framing {
-        ResponseFraming::Chunked(announced) => {
-            encode_announced_trailers(trailers.as_ref(), announced.as_deref(), write);
-            true
-        }
-        ResponseFraming::Length(length) => sent == length,
-        ResponseFraming::None => true,
-    })
-}
 
-/// Writes out what `write` holds.
-async fn flush(io: &mut Box<dyn AsyncIo>, write: &mut BytesMut) -> io::Result<()> {
-    if !write.is_empty() {
-        io.write_all(write).await?;
-        write.clear();
+    /// Writes out what `write` holds; a retirement cuts a write the client keeps waiting.
+    async fn flush(&mut self) -> Result<(), Cut> {
+        let signals = &mut *self.signals;
+        let write = &mut *self.write;
+        let io = &mut *self.io;
+        tokio::select! {
+            biased;
+            _ = &mut signals.retired => Err(Cut::Closed),
+            written = async {
+                if !write.is_empty() {
+                    io.write_all(write).await?;
+                    write.clear();
+                }
+                io.flush().await
+            } => written.map_err(Cut::Failed),
+        }
     }
-    io.flush().await
+
+    /// Ends the connection's sending side, unless the binding is retired first.
+    async fn shutdown(&mut self) {
+        let signals = &mut *self.signals;
+        let io = &mut *self.io;
+        tokio::select! {
+            biased;
+            _ = &mut signals.retired => {}
+            _ = io.shutdown() => {}
+        }
+    }
 }
 
 /// `taken`, then `rest`.
