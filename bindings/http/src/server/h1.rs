@@ -31,6 +31,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use zilla_engine::guard::ConnectionSessions;
+use zilla_engine::limits::deadline_after;
 use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{AsyncIo, StreamInfo};
 
@@ -136,7 +137,8 @@ impl Connection<'_> {
                 if signals.stopping && read.is_empty() {
                     return Ok(Served::Closed);
                 }
-                let due = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                let due =
+                    *deadline.get_or_insert_with(|| deadline_after(Instant::now(), header_timeout));
                 read.reserve(READ_SIZE);
                 tokio::select! {
                     biased;
