@@ -117,10 +117,37 @@ impl BindingFactory for CaptureFactory {
     }
 }
 
+/// A server binding of type `name` answering `http` exchanges with the handler `make` gives.
+struct HandlerFactory<H> {
+    name: &'static str,
+    make: fn() -> H,
+}
+
+impl<H: zilla_binding_http::HttpHandler + Binding> BindingFactory for HandlerFactory<H> {
+    fn type_name(&self) -> &'static str {
+        self.name
+    }
+    fn kinds(&self) -> &'static [BindingKind] {
+        &[BindingKind::Server]
+    }
+    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
+        &["http"]
+    }
+    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
+        None
+    }
+    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+        BindingSchema::default()
+    }
+    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
+        let handler = Arc::new((self.make)());
+        context.publish::<zilla_binding_http::Http>(handler.clone());
+        Ok(handler)
+    }
+}
+
 /// An `http` handler that reads the whole request body before answering with its length, as
 /// a service that parses its input does; a body it cannot read fails the exchange.
-struct CollectFactory;
-
 struct Collect;
 impl Binding for Collect {}
 
@@ -144,33 +171,9 @@ impl zilla_binding_http::HttpHandler for Collect {
     }
 }
 
-impl BindingFactory for CollectFactory {
-    fn type_name(&self) -> &'static str {
-        "collect"
-    }
-    fn kinds(&self) -> &'static [BindingKind] {
-        &[BindingKind::Server]
-    }
-    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
-        &["http"]
-    }
-    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
-        None
-    }
-    fn schema(&self, _kind: BindingKind) -> BindingSchema {
-        BindingSchema::default()
-    }
-    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
-        context.publish::<zilla_binding_http::Http>(Arc::new(Collect));
-        Ok(Arc::new(Collect))
-    }
-}
-
 /// An `http` handler whose answer depends on the path, for responses no origin gives:
 /// `/stalled`, `content-length: 5` and a body that sends `hello` and then never ends;
 /// `/interim`, a `103` as the final response; anything else, `200` with no body.
-struct AnswersFactory;
-
 struct Answers;
 impl Binding for Answers {}
 
@@ -204,28 +207,6 @@ impl zilla_binding_http::HttpHandler for Answers {
             }
             Ok(response)
         })
-    }
-}
-
-impl BindingFactory for AnswersFactory {
-    fn type_name(&self) -> &'static str {
-        "answers"
-    }
-    fn kinds(&self) -> &'static [BindingKind] {
-        &[BindingKind::Server]
-    }
-    fn accepts(&self, _kind: BindingKind) -> &'static [&'static str] {
-        &["http"]
-    }
-    fn emits(&self, _kind: BindingKind) -> Option<&'static str> {
-        None
-    }
-    fn schema(&self, _kind: BindingKind) -> BindingSchema {
-        BindingSchema::default()
-    }
-    fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
-        context.publish::<zilla_binding_http::Http>(Arc::new(Answers));
-        Ok(Arc::new(Answers))
     }
 }
 
@@ -1012,7 +993,10 @@ async fn malformed_and_oversized_requests() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_bodies_over_the_limit_are_refused_with_413() -> Result<()> {
     let mut registry = Registry::new();
-    registry.binding(CollectFactory);
+    registry.binding(HandlerFactory {
+        name: "collect",
+        make: || Collect,
+    });
     let gateway = Gateway::start_in(
         registry,
         &echo_yaml("    exit: collect0").replace(
@@ -2118,7 +2102,10 @@ async fn pipelined_simple_requests_are_answered_in_order() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_ends_with_its_length_and_an_interim_final_status_is_a_500() -> Result<()> {
     let mut registry = Registry::new();
-    registry.binding(AnswersFactory);
+    registry.binding(HandlerFactory {
+        name: "answers",
+        make: || Answers,
+    });
     let gateway = Gateway::start_in(
         registry,
         &echo_yaml("    exit: answers0").replace(
