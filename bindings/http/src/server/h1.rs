@@ -59,9 +59,12 @@ const READ_SIZE: usize = 8 * 1024;
 /// larger data is written from its own buffer.
 const COPY_MAX: usize = 16 * 1024;
 
-/// The most response bytes buffered before they are written out, and the largest write
-/// buffer an idle connection keeps.
+/// The most response bytes buffered before they are written out.
 const WRITE_MAX: usize = 64 * 1024;
+
+/// The largest write buffer a connection keeps between responses: thousands of idle
+/// keep-alive connections each holding the largest response they once sent would add up.
+const WRITE_KEPT: usize = 8 * 1024;
 
 /// Why an exchange stopped before its response was complete.
 enum Cut {
@@ -253,9 +256,8 @@ impl Connection<'_> {
                 Err(Cut::Failed(error)) => return Err(error),
             };
             let flushed = out.flush().await;
-            // A response far larger than most leaves no large buffer behind on an idle
-            // connection.
-            if write.capacity() > WRITE_MAX {
+            // A large response leaves no large buffer behind on an idle connection.
+            if write.capacity() > WRITE_KEPT {
                 write = BytesMut::new();
             }
             match flushed {
