@@ -261,6 +261,11 @@ pub fn parse_response_head_into(
 /// `keep-alive`, not among `http`'s standard names.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
+/// Whether the client takes trailer fields (`te: trailers`, RFC 9110 §10.1.4).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    tokens(headers, &header::TE).any(|token| token.eq_ignore_ascii_case(b"trailers"))
+}
+
 /// The comma-separated tokens of one field value, without the spaces around them.
 fn value_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii)
@@ -620,6 +625,15 @@ struct FieldNames {
 /// How many field names a [`FieldNames`] keeps.
 const NAMES_KEPT: usize = 32;
 
+/// The longest field name a [`FieldNames`] keeps: the standard names and most others are
+/// shorter, and a peer sending long names at changing positions cannot make a connection hold
+/// more than `NAMES_KEPT` of them.
+const NAME_KEPT_MAX: usize = 64;
+
+/// The most fields a header map kept for the next head may have room for: one that grew for an
+/// unusual head is let go rather than held by an idle connection.
+const SPARE_FIELDS_MAX: usize = 32;
+
 impl FieldNames {
     /// The name of field `index` of a head, whose bytes are `raw`.
     fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, FramingError> {
@@ -629,7 +643,7 @@ impl FieldNames {
             return Ok(name.clone());
         }
         let name = HeaderName::from_bytes(raw).map_err(|_| FramingError::HeaderName)?;
-        if index < NAMES_KEPT {
+        if index < NAMES_KEPT && raw.len() <= NAME_KEPT_MAX {
             let entry = (Box::from(raw), name.clone());
             if index < self.names.len() {
                 self.names[index] = entry;
@@ -652,10 +666,13 @@ pub struct HeadScratch {
 }
 
 impl HeadScratch {
-    /// Keeps `headers` (cleared) for the next head.
+    /// Keeps `headers` (cleared) for the next head, unless it grew larger than heads usually
+    /// need.
     pub fn recycle(&mut self, mut headers: HeaderMap) {
-        headers.clear();
-        self.spare = headers;
+        if headers.capacity() <= SPARE_FIELDS_MAX {
+            headers.clear();
+            self.spare = headers;
+        }
     }
 }
 
@@ -1353,6 +1370,35 @@ mod tests {
             assert_eq!(got, expected, "{head}");
             assert_eq!(parsed.framing, BodyFraming::Length(0));
         }
+    }
+
+    #[test]
+    fn what_a_connection_keeps_between_heads_is_bounded() {
+        let mut scratch = HeadScratch::default();
+        let long = "x".repeat(NAME_KEPT_MAX + 1);
+        let head = format!("GET / HTTP/1.1\r\nhost: a\r\n{long}: 1\r\n\r\n");
+        let mut buffer = BytesMut::from(head.as_bytes());
+        let RequestHead::Simple { request, .. } =
+            parse_request_head(&mut buffer, 8192, &mut scratch)
+        else {
+            panic!("simple");
+        };
+        assert!(request.headers().contains_key(long.as_str()));
+        assert_eq!(scratch.names.names.len(), 1, "only the short name is kept");
+        let mut large = HeaderMap::with_capacity(SPARE_FIELDS_MAX * 2);
+        large.insert("x-a", HeaderValue::from_static("1"));
+        scratch.recycle(large);
+        assert_eq!(scratch.spare.capacity(), 0, "a grown map is let go");
+        scratch.recycle(request.into_parts().0.headers);
+        assert!(scratch.spare.is_empty() && scratch.spare.capacity() > 0);
+    }
+
+    #[test]
+    fn trailers_are_taken_when_te_says_so() {
+        let mut headers = HeaderMap::new();
+        assert!(!accepts_trailers(&headers));
+        headers.append(header::TE, HeaderValue::from_static("gzip, Trailers"));
+        assert!(accepts_trailers(&headers));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes as Chunk;
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, RETRY_AFTER, SERVER};
+use http::header::{CONNECTION, EXPECT, HOST, RETRY_AFTER, SERVER};
 use http::{HeaderValue, Method, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -460,7 +460,7 @@ impl Shared {
             return (status_response(StatusCode::BAD_REQUEST), None);
         }
         if let Some(limit) = limit
-            && declared_length(&request).is_some_and(|length| length > limit)
+            && crate::h1::declared_length(request.headers()).is_some_and(|length| length > limit)
         {
             return (status_response(StatusCode::PAYLOAD_TOO_LARGE), None);
         }
@@ -756,17 +756,6 @@ async fn read_first_frame(request: kind::Request) -> kind::Request {
         Some(first) => prepend(first, body),
     };
     kind::Request::from_parts(parts, body)
-}
-
-fn declared_length<B>(request: &http::Request<B>) -> Option<u64> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// A served connection that can be asked to finish its exchanges and close.

@@ -242,6 +242,21 @@ impl Gateway {
         Ok(Self { engine })
     }
 
+    /// `tcp server → http server → {name}0`, a binding of `factory`'s type.
+    fn serving<H: zilla_binding_http::HttpHandler + Binding>(
+        factory: HandlerFactory<H>,
+        properties: &[&str],
+    ) -> Result<Self> {
+        let name = factory.name;
+        let mut registry = Registry::new();
+        registry.binding(factory);
+        let yaml = echo_yaml(&format!("    exit: {name}0")).replace(
+            "  echo_server:\n    type: echo",
+            &format!("  {name}0:\n    type: {name}"),
+        );
+        Self::start_in(registry, &yaml, properties)
+    }
+
     fn address(&self) -> SocketAddr {
         self.engine
             .listening()
@@ -992,17 +1007,11 @@ async fn malformed_and_oversized_requests() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_bodies_over_the_limit_are_refused_with_413() -> Result<()> {
-    let mut registry = Registry::new();
-    registry.binding(HandlerFactory {
-        name: "collect",
-        make: || Collect,
-    });
-    let gateway = Gateway::start_in(
-        registry,
-        &echo_yaml("    exit: collect0").replace(
-            "  echo_server:\n    type: echo",
-            "  collect0:\n    type: collect",
-        ),
+    let gateway = Gateway::serving(
+        HandlerFactory {
+            name: "collect",
+            make: || Collect,
+        },
         &["zilla.binding.http.max.request.body.size=1000"],
     )?;
     let dir = tempfile::tempdir()?;
@@ -2101,17 +2110,11 @@ async fn pipelined_simple_requests_are_answered_in_order() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_ends_with_its_length_and_an_interim_final_status_is_a_500() -> Result<()> {
-    let mut registry = Registry::new();
-    registry.binding(HandlerFactory {
-        name: "answers",
-        make: || Answers,
-    });
-    let gateway = Gateway::start_in(
-        registry,
-        &echo_yaml("    exit: answers0").replace(
-            "  echo_server:\n    type: echo",
-            "  answers0:\n    type: answers",
-        ),
+    let gateway = Gateway::serving(
+        HandlerFactory {
+            name: "answers",
+            make: || Answers,
+        },
         &[],
     )?;
     // The body never ends, but its length is out: the next request on the connection is

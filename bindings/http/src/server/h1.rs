@@ -38,8 +38,8 @@ use zilla_engine::stream::{AsyncIo, StreamInfo};
 use super::{Lifecycle, Shared};
 use crate::body::SeriesCache;
 use crate::h1::{
-    BodySize, HeadScratch, RequestHead, ResponseFraming, encode_announced_trailers,
-    encode_chunk_start, encode_response_head, parse_request_head,
+    BodySize, HeadScratch, RequestHead, ResponseFraming, accepts_trailers,
+    encode_announced_trailers, encode_chunk_start, encode_response_head, parse_request_head,
 };
 use crate::kind;
 
@@ -165,15 +165,7 @@ impl Connection<'_> {
             let method = request.method().clone();
             // hyper's rule: a trailer section carries fields only for a client that said it
             // takes them.
-            let wants_trailers = request
-                .headers()
-                .get_all(http::header::TE)
-                .iter()
-                .any(|te| {
-                    te.as_bytes()
-                        .split(|&byte| byte == b',')
-                        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-                });
+            let wants_trailers = accepts_trailers(request.headers());
             let held = info.idle.hold();
             let exchange = shared.respond(
                 request.map(|()| kind::empty()),
@@ -231,24 +223,19 @@ impl Connection<'_> {
             });
             // The response's fields are done with: the next request's go in their map.
             scratch.recycle(parts.headers);
-            let sent = match head.framing {
-                ResponseFraming::None => Ok(true),
-                framing => {
-                    let mut out = Output {
-                        io: &mut *io,
-                        write: &mut write,
-                        signals: &mut signals,
-                    };
-                    out.send_body(&mut read, &mut body, framing, wants_trailers)
-                        .await
-                }
-            };
-            drop(body);
             let mut out = Output {
                 io: &mut *io,
                 write: &mut write,
                 signals: &mut signals,
             };
+            let sent = match head.framing {
+                ResponseFraming::None => Ok(true),
+                framing => {
+                    out.send_body(&mut read, &mut body, framing, wants_trailers)
+                        .await
+                }
+            };
+            drop(body);
             let complete = match sent {
                 Ok(complete) => complete,
                 // Retired, or the client hung up, or the body failed: nothing more is sent.
@@ -257,20 +244,15 @@ impl Connection<'_> {
             };
             let flushed = out.flush().await;
             // A large response leaves no large buffer behind on an idle connection.
-            if write.capacity() > WRITE_KEPT {
-                write = BytesMut::new();
+            if out.write.capacity() > WRITE_KEPT {
+                *out.write = BytesMut::new();
             }
             match flushed {
                 Ok(()) => {}
                 Err(Cut::Closed) => return Ok(Served::Closed),
                 Err(Cut::Failed(error)) => return Err(error),
             }
-            if head.close || !complete || signals.stopping {
-                let mut out = Output {
-                    io: &mut *io,
-                    write: &mut write,
-                    signals: &mut signals,
-                };
+            if head.close || !complete || out.signals.stopping {
                 out.shutdown().await;
                 return Ok(Served::Closed);
             }
