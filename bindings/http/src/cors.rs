@@ -272,7 +272,12 @@ impl AccessControl {
     /// Adds the CORS headers of `decoration` to `headers` (a response's), unless the
     /// response already carries its own `access-control-allow-origin`.
     pub fn decorate(&self, decoration: &Decoration, headers: &mut HeaderMap) {
-        if headers.contains_key(ALLOW_ORIGIN) {
+        // Without CORS (or for a request without `origin`) there is nothing to add: every
+        // response passes here.
+        let adds = decoration.allow_origin.is_some()
+            || decoration.credentials
+            || decoration.expose.is_some();
+        if !adds || headers.contains_key(ALLOW_ORIGIN) {
             return;
         }
         match decoration.expose {

@@ -634,6 +634,11 @@ const NAME_KEPT_MAX: usize = 64;
 /// unusual head is let go rather than held by an idle connection.
 const SPARE_FIELDS_MAX: usize = 32;
 
+/// The most entries an extensions map kept for the next request may have held: a request
+/// carries a few (the connection's info, its guard sessions), and one that gathered more is
+/// let go rather than held by an idle connection.
+const SPARE_EXTENSIONS_MAX: usize = 8;
+
 impl FieldNames {
     /// The name of field `index` of a head, whose bytes are `raw`.
     fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, FramingError> {
@@ -663,6 +668,9 @@ pub struct HeadScratch {
     names: FieldNames,
     /// A header map done with, whose allocation the next head's fields go in.
     spare: HeaderMap,
+    /// An extensions map done with (emptied), given to the next request: a request's first
+    /// extension would otherwise allocate the map and its table anew.
+    spare_extensions: http::Extensions,
 }
 
 impl HeadScratch {
@@ -674,6 +682,20 @@ impl HeadScratch {
             self.spare = headers;
         }
     }
+
+    /// Keeps `extensions`, emptied, for the next request, unless it held more than requests
+    /// usually carry.
+    pub fn recycle_extensions(&mut self, extensions: http::Extensions) {
+        if extensions.len() <= SPARE_EXTENSIONS_MAX {
+            self.spare_extensions = emptied(extensions);
+        }
+    }
+}
+
+/// `extensions` with every entry dropped and its allocation kept.
+pub fn emptied(mut extensions: http::Extensions) -> http::Extensions {
+    extensions.clear();
+    extensions
 }
 
 /// What [`parse_request_head`] found at the start of a buffer.
@@ -790,6 +812,7 @@ pub fn parse_request_head(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
+    *request.extensions_mut() = std::mem::take(&mut scratch.spare_extensions);
     RequestHead::Simple {
         request,
         keep_alive,
@@ -1391,6 +1414,45 @@ mod tests {
         assert_eq!(scratch.spare.capacity(), 0, "a grown map is let go");
         scratch.recycle(request.into_parts().0.headers);
         assert!(scratch.spare.is_empty() && scratch.spare.capacity() > 0);
+    }
+
+    #[test]
+    fn a_recycled_extensions_map_carries_nothing_into_the_next_request() {
+        let held = std::sync::Arc::new(());
+        let mut scratch = HeadScratch::default();
+        let mut extensions = http::Extensions::new();
+        extensions.insert(held.clone());
+        extensions.insert(7_u32);
+        scratch.recycle_extensions(extensions);
+        assert_eq!(
+            std::sync::Arc::strong_count(&held),
+            1,
+            "entries are dropped"
+        );
+        let mut buffer = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\n\r\n"[..]);
+        let RequestHead::Simple { request, .. } =
+            parse_request_head(&mut buffer, 8192, &mut scratch)
+        else {
+            panic!("simple");
+        };
+        assert!(request.extensions().is_empty());
+        assert!(request.extensions().get::<std::sync::Arc<()>>().is_none());
+        assert!(request.extensions().get::<u32>().is_none());
+        // One that held more than requests carry is let go, and is empty all the same.
+        let mut many = http::Extensions::new();
+        many.insert(1_u8);
+        many.insert(2_u16);
+        many.insert(3_u32);
+        many.insert(4_u64);
+        many.insert(5_i8);
+        many.insert(6_i16);
+        many.insert(7_i32);
+        many.insert(8_i64);
+        many.insert(held.clone());
+        scratch.recycle_extensions(many);
+        assert_eq!(std::sync::Arc::strong_count(&held), 1);
+        assert!(scratch.spare_extensions.is_empty());
+        assert!(emptied(request.into_parts().0.extensions).is_empty());
     }
 
     #[test]

@@ -280,6 +280,9 @@ pub struct Router<E> {
     routes: Routes<Condition, HttpWith, E>,
     /// Binding overrides followed by each route's, by route position.
     overrides: Vec<Overrides>,
+    /// Whether a route's `guarded` roles name `${method}` or `${path}`, by route position:
+    /// found once here rather than on every guarded request.
+    templated_roles: Vec<bool>,
     namespace: String,
 }
 
@@ -304,9 +307,19 @@ impl<E> Router<E> {
             })?;
             overrides.push(binding.then(&own));
         }
+        let templated_roles = routes
+            .iter()
+            .map(|route| {
+                route
+                    .guarded
+                    .iter()
+                    .any(|(_, roles)| roles.iter().any(|role| role.contains("${")))
+            })
+            .collect();
         Ok(Self {
             routes,
             overrides,
+            templated_roles,
             namespace: config.namespace.clone(),
         })
     }
@@ -332,7 +345,7 @@ impl<E> Router<E> {
             let Some(captures) = captures else {
                 continue;
             };
-            if !authorized(route, request, authorization) {
+            if !authorized(route, self.templated_roles[index], request, authorization) {
                 miss = Miss::Guarded;
                 continue;
             }
@@ -361,17 +374,21 @@ impl<E> Router<E> {
 }
 
 /// Whether `authorization` holds the route's roles; `${method}` and `${path}` in a role
-/// stand for the request's.
+/// stand for the request's (`templated`: some role of the route names one).
 fn authorized<C, W, E, B>(
     route: &Route<C, W, E>,
+    templated: bool,
     request: &http::Request<B>,
     authorization: Option<&Authorization>,
 ) -> bool {
+    if route.guarded.is_empty() {
+        return true;
+    }
     route.guarded.iter().all(|(guard, roles)| {
         let Some(session) = authorization.and_then(|a| a.session(guard)) else {
             return false;
         };
-        if roles.iter().any(|role| role.contains("${")) {
+        if templated && roles.iter().any(|role| role.contains("${")) {
             let method = request.method().as_str();
             let path = request.uri().path();
             let roles: Vec<String> = roles

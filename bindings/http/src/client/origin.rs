@@ -278,7 +278,8 @@ impl DirectOrigins {
             (Ok(head), None) => head,
             (Ok(head), Some(_)) => {
                 // Answered, with the request not sent whole: the connection is not reused.
-                return Ok(self.respond(connection, None, head, false, key));
+                let extensions = h1::emptied(std::mem::take(&mut parts.extensions));
+                return Ok(self.respond(connection, None, head, extensions, false, key));
             }
             (Err(error), write_failed) => {
                 // Why the write failed says more than the close it led to.
@@ -300,16 +301,21 @@ impl DirectOrigins {
         };
         let upload = (!upload.done).then_some(upload);
         let keep_alive = head.keep_alive;
-        Ok(self.respond(connection, upload, head, keep_alive, key))
+        // The request's extensions map, emptied, becomes the response's: the server that
+        // answers its client hands it to the next request, whose first extension then
+        // allocates no map.
+        let extensions = h1::emptied(std::mem::take(&mut parts.extensions));
+        Ok(self.respond(connection, upload, head, extensions, keep_alive, key))
     }
 
     /// The response of `head`, its body read from `connection` (which also writes what is
-    /// left of `upload`).
+    /// left of `upload`), with `extensions` (empty) as its extensions map.
     fn respond(
         self: &Arc<Self>,
         connection: Connection,
         upload: Option<Upload>,
         head: h1::ResponseHead,
+        extensions: http::Extensions,
         keep_alive: bool,
         key: &OriginKey,
     ) -> Response {
@@ -317,6 +323,7 @@ impl DirectOrigins {
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
+        *response.extensions_mut() = extensions;
         if let Some(reason) = head.reason
             && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
         {

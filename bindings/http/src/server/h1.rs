@@ -221,8 +221,10 @@ impl Connection<'_> {
             let head = with_date(|date| {
                 encode_response_head(&parts, reason, &method, size, keep_alive, date, &mut write)
             });
-            // The response's fields are done with: the next request's go in their map.
+            // The response's fields and extensions are done with: the next request's go in
+            // their maps.
             scratch.recycle(parts.headers);
+            scratch.recycle_extensions(parts.extensions);
             let mut out = Output {
                 io: &mut *io,
                 write: &mut write,
