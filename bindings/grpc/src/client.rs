@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use http::header::{CONTENT_TYPE, TE};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use http_body::Frame;
 use zilla_binding_http::kind::{self, Body, BodyError, HttpHandler};
 use zilla_engine::route::Routes;
@@ -50,19 +50,27 @@ impl GrpcClient {
         for part in [request.scheme.as_str(), "://", authority, "/", full_method] {
             uri.push_str(part);
         }
-        let mut builder = http::Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(CONTENT_TYPE, "application/grpc")
-            .header(TE, "trailers")
-            .header(codec::names::ACCEPT_ENCODING, codec::ACCEPT_ENCODING);
-        if let Some(timeout) = timeout {
-            builder = builder.header(codec::names::TIMEOUT, codec::format_timeout(timeout));
-        }
-        let mut http_request = builder
-            .body(request_body(request.messages))
+        let uri = http::Uri::try_from(uri)
             .map_err(|error| Status::new(Code::Internal, error.to_string()))?;
-        metadata::to_headers(&request.metadata, http_request.headers_mut());
+        // Built in place with constant names and values, not through `http`'s builder, which
+        // parses each name and value given as text: this runs for every call.
+        let mut http_request = http::Request::new(request_body(request.messages));
+        *http_request.method_mut() = Method::POST;
+        *http_request.uri_mut() = uri;
+        let headers = http_request.headers_mut();
+        headers.reserve(4 + request.metadata.0.len());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            codec::names::ACCEPT_ENCODING,
+            HeaderValue::from_static(codec::ACCEPT_ENCODING),
+        );
+        if let Some(timeout) = timeout {
+            let value = HeaderValue::try_from(codec::format_timeout(timeout))
+                .map_err(|error| Status::new(Code::Internal, error.to_string()))?;
+            headers.insert(codec::names::TIMEOUT, value);
+        }
+        metadata::to_headers(&request.metadata, headers);
         *http_request.extensions_mut() = request.extensions;
         let response = route
             .exit
@@ -76,7 +84,7 @@ impl GrpcClient {
                 format!("upstream answered HTTP {}", parts.status),
             ));
         }
-        if parts.headers.contains_key("grpc-status") {
+        if parts.headers.contains_key(codec::names::STATUS) {
             return Err(read_status(&parts.headers));
         }
         let content_type = parts
@@ -92,7 +100,7 @@ impl GrpcClient {
         }
         let header = parts
             .headers
-            .get("grpc-encoding")
+            .get(codec::names::ENCODING)
             .and_then(|value| value.to_str().ok());
         let encoding = Encoding::parse(header).map_err(|mut status| {
             status.code = Code::Internal;
@@ -124,14 +132,14 @@ fn status_of_http(status: StatusCode) -> Code {
 /// The status of trailers (or of a trailers-only response's headers).
 fn read_status(headers: &HeaderMap) -> Status {
     let code = headers
-        .get("grpc-status")
+        .get(codec::names::STATUS)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u32>().ok());
     let Some(code) = code else {
         return Status::new(Code::Internal, "upstream sent no valid grpc-status");
     };
     let message = headers
-        .get("grpc-message")
+        .get(codec::names::MESSAGE)
         .map(|value| codec::decode_message(value.as_bytes()))
         .unwrap_or_default();
     Status {

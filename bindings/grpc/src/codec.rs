@@ -53,6 +53,8 @@ pub mod names {
     pub const STATUS: HeaderName = HeaderName::from_static("grpc-status");
     /// `grpc-message`.
     pub const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+    /// `grpc-encoding`.
+    pub const ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
     /// `grpc-timeout`.
     pub const TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
     /// `grpc-accept-encoding`.

@@ -87,17 +87,18 @@ impl GrpcServer {
         let (service, method) = (service.to_owned(), method.to_owned());
         // Dropped with the response body, or at any earlier answer.
         let record = self.metrics.start();
-        let header = |name: &str| {
+        // Looked up by their constant names: a name given as text is parsed on every lookup.
+        let header = |name: &http::HeaderName| {
             parts
                 .headers
                 .get(name)
                 .and_then(|value| value.to_str().ok())
         };
-        let encoding = match Encoding::parse(header("grpc-encoding")) {
+        let encoding = match Encoding::parse(header(&codec::names::ENCODING)) {
             Ok(encoding) => encoding,
             Err(status) => return Ok(trailers_only(&status)),
         };
-        let deadline = match header("grpc-timeout") {
+        let deadline = match header(&codec::names::TIMEOUT) {
             None => None,
             Some(value) => match codec::parse_timeout(value) {
                 Some(timeout) => Some(Instant::now() + timeout),
