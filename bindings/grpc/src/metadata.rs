@@ -55,7 +55,9 @@ pub fn from_headers(headers: &HeaderMap) -> Result<Metadata, String> {
     Ok(metadata)
 }
 
-/// Appends `metadata` to `headers`, skipping reserved names and values HTTP cannot carry.
+/// Appends `metadata` to `headers`, skipping reserved names and values HTTP cannot carry, and
+/// what no longer fits once the map holds as many names as a header map may (metadata can come
+/// from a Kafka record's headers, which nothing bounds).
 pub fn to_headers(metadata: &Metadata, headers: &mut HeaderMap) {
     for (name, value) in metadata.iter() {
         if is_reserved(name) {
@@ -68,8 +70,11 @@ pub fn to_headers(metadata: &Metadata, headers: &mut HeaderMap) {
             MetadataValue::Text(text) => HeaderValue::from_str(text),
             MetadataValue::Binary(bytes) => HeaderValue::from_str(&encode_binary(bytes)),
         };
-        if let Ok(value) = value {
-            headers.append(header, value);
+        if let Ok(value) = value
+            && headers.try_append(header, value).is_err()
+        {
+            tracing::debug!("metadata past a header map's size left out");
+            return;
         }
     }
 }
@@ -129,6 +134,19 @@ mod tests {
         assert_eq!(back["x-trace"], "abc");
         assert_eq!(back["x-key-bin"], "AAEC");
         assert_eq!(from_pairs(&to_pairs(&metadata)), metadata);
+    }
+
+    #[test]
+    fn metadata_past_what_a_header_map_holds_is_left_out_without_a_panic() {
+        let mut metadata = Metadata::new();
+        for index in 0..40_000 {
+            metadata.push_text(format!("x-{index}"), "v");
+        }
+        let mut headers = HeaderMap::new();
+        to_headers(&metadata, &mut headers);
+        assert!(headers.contains_key("x-0"));
+        assert!(headers.keys_len() > 20_000, "{}", headers.keys_len());
+        assert!(!headers.contains_key("x-39999"));
     }
 
     #[test]

@@ -144,7 +144,11 @@ pub(crate) fn reply_head(message: &Message, correlation_header: &[u8]) -> (Statu
         let value = header.value.as_deref().unwrap_or_default();
         match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             (Ok(name), Ok(value)) => {
-                headers.append(name, value);
+                // A record's headers are unbounded; a header map is not.
+                if headers.try_append(name, value).is_err() {
+                    tracing::debug!("reply headers past a header map's size left out");
+                    break;
+                }
             }
             _ => tracing::debug!(
                 header = %String::from_utf8_lossy(name),
@@ -276,5 +280,28 @@ mod tests {
             b"zilla:correlation-id",
         );
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn a_reply_with_more_headers_than_a_map_holds_is_answered_with_those_that_fit() {
+        let headers = (0..40_000)
+            .map(|index| Header {
+                name: Bytes::from(format!("x-{index}")),
+                value: Some(Bytes::from_static(b"v")),
+            })
+            .collect();
+        let message = Message {
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers,
+        };
+        let (status, headers) = reply_head(&message, b"zilla:correlation-id");
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.contains_key("x-0"));
+        assert!(headers.keys_len() > 20_000, "{}", headers.keys_len());
+        assert!(!headers.contains_key("x-39999"));
     }
 }

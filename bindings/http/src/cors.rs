@@ -272,8 +272,7 @@ impl AccessControl {
     /// Adds the CORS headers of `decoration` to `headers` (a response's), unless the
     /// response already carries its own `access-control-allow-origin`.
     pub fn decorate(&self, decoration: &Decoration, headers: &mut HeaderMap) {
-        // Without CORS (or for a request without `origin`) there is nothing to add: every
-        // response passes here.
+        // A decoration that adds nothing (no CORS policy applies) needs no lookup.
         let adds = decoration.allow_origin.is_some()
             || decoration.credentials
             || decoration.expose.is_some();

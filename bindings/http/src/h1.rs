@@ -1438,7 +1438,8 @@ mod tests {
         assert!(request.extensions().is_empty());
         assert!(request.extensions().get::<std::sync::Arc<()>>().is_none());
         assert!(request.extensions().get::<u32>().is_none());
-        // One that held more than requests carry is let go, and is empty all the same.
+        // One that held more than requests carry is not kept; its entries are dropped all the
+        // same.
         let mut many = http::Extensions::new();
         many.insert(1_u8);
         many.insert(2_u16);

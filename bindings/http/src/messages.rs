@@ -102,8 +102,10 @@ fn to_frame(message: Message) -> Frame<bytes::Bytes> {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(&line[..colon]),
             HeaderValue::from_bytes(value),
-        ) {
-            trailers.append(name, value);
+        ) && trailers.try_append(name, value).is_err()
+        {
+            // More fields than a header map holds: the rest are left out.
+            break;
         }
     }
     Frame::trailers(trailers)
@@ -124,6 +126,16 @@ mod tests {
         assert_eq!(message.tag, TRAILERS);
         let frame = to_frame(message);
         assert_eq!(frame.into_trailers().ok(), Some(trailers));
+    }
+
+    #[test]
+    fn a_trailers_message_with_more_fields_than_a_map_holds_keeps_those_that_fit() {
+        let lines: String = (0..40_000).map(|index| format!("x-{index}: v\n")).collect();
+        let frame = to_frame(Message::new(TRAILERS, bytes::Bytes::from(lines)));
+        let trailers = frame.into_trailers().ok().unwrap_or_default();
+        assert!(trailers.contains_key("x-0"));
+        assert!(trailers.keys_len() > 20_000, "{}", trailers.keys_len());
+        assert!(!trailers.contains_key("x-39999"));
     }
 
     /// A messages handler that answers with what it received.

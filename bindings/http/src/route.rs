@@ -280,8 +280,8 @@ pub struct Router<E> {
     routes: Routes<Condition, HttpWith, E>,
     /// Binding overrides followed by each route's, by route position.
     overrides: Vec<Overrides>,
-    /// Whether a route's `guarded` roles name `${method}` or `${path}`, by route position:
-    /// found once here rather than on every guarded request.
+    /// Whether a route's `guarded` roles hold an expression (`${method}`, `${path}`), by route
+    /// position: found once here rather than on every guarded request.
     templated_roles: Vec<bool>,
     namespace: String,
 }

@@ -301,9 +301,9 @@ impl DirectOrigins {
         };
         let upload = (!upload.done).then_some(upload);
         let keep_alive = head.keep_alive;
-        // The request's extensions map, emptied, becomes the response's: the server that
-        // answers its client hands it to the next request, whose first extension then
-        // allocates no map.
+        // The request's extensions map, emptied, becomes the response's: the server's own
+        // HTTP/1.1 loop hands it on to the next request on its connection, whose first
+        // extension then allocates no map.
         let extensions = h1::emptied(std::mem::take(&mut parts.extensions));
         Ok(self.respond(connection, upload, head, extensions, keep_alive, key))
     }
