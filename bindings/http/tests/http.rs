@@ -2108,6 +2108,56 @@ async fn pipelined_simple_requests_are_answered_in_order() -> Result<()> {
     Ok(())
 }
 
+/// An idle connection waits for its next request with a small read buffer; a head larger than
+/// it, arriving in pieces, grows it and is answered, and so is a small request after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_larger_than_an_idle_connections_buffer_is_read_whole() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let mut stream = TcpStream::connect(gateway.address()).await?;
+    let mut answered = Vec::new();
+    // Reads until one more body has arrived.
+    let read_answer = async |stream: &mut TcpStream, answered: &mut Vec<u8>| -> Result<()> {
+        let bodies = |bytes: &[u8]| {
+            String::from_utf8_lossy(bytes)
+                .matches("hello, world")
+                .count()
+        };
+        let before = bodies(answered);
+        while bodies(answered) == before {
+            let mut chunk = [0u8; 16 * 1024];
+            let read = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await??;
+            ensure!(read > 0, "closed: {}", String::from_utf8_lossy(answered));
+            answered.extend_from_slice(&chunk[..read]);
+        }
+        Ok(())
+    };
+    stream
+        .write_all(b"GET /cl HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    read_answer(&mut stream, &mut answered).await?;
+    let big = format!(
+        "GET /cl HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(6000)
+    );
+    for piece in big.as_bytes().chunks(1500) {
+        stream.write_all(piece).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    read_answer(&mut stream, &mut answered).await?;
+    stream
+        .write_all(b"GET /cl HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    read_answer(&mut stream, &mut answered).await?;
+    let response = String::from_utf8_lossy(&answered);
+    ensure!(response.matches("HTTP/1.1 200").count() == 3, "{response}");
+    ensure!(
+        origin.received().iter().filter(|r| r.path == "/cl").count() == 3,
+        "the origin saw every request"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_ends_with_its_length_and_an_interim_final_status_is_a_500() -> Result<()> {
     let gateway = Gateway::serving(

@@ -52,8 +52,14 @@ pub(super) enum Served {
     HandOver(Bytes),
 }
 
-/// How much is read from the connection at a time.
+/// How much is read from the connection at a time once a head is under way.
 const READ_SIZE: usize = 8 * 1024;
+
+/// The read buffer a connection keeps while it waits for its next request with nothing
+/// buffered: most heads fit, and thousands of idle keep-alive connections each holding
+/// [`READ_SIZE`] would add up (nginx's `client_header_buffer_size` is the same idea). A head
+/// that does not fit grows the buffer on the next pass.
+const IDLE_READ_SIZE: usize = 2 * 1024;
 
 /// Response body data up to this size is copied beside its framing and written with it;
 /// larger data is written from its own buffer.
@@ -142,7 +148,16 @@ impl Connection<'_> {
                 }
                 let due =
                     *deadline.get_or_insert_with(|| deadline_after(Instant::now(), header_timeout));
-                read.reserve(READ_SIZE);
+                if read.is_empty() {
+                    // A buffer that grew for an earlier head is let go; a small one is
+                    // reclaimed whole once the last request sharing it has been dropped.
+                    if read.capacity() > IDLE_READ_SIZE {
+                        read = BytesMut::new();
+                    }
+                    read.reserve(IDLE_READ_SIZE);
+                } else {
+                    read.reserve(READ_SIZE);
+                }
                 tokio::select! {
                     biased;
                     read = io.read_buf(&mut read) => {
