@@ -141,10 +141,7 @@ pub fn parse_response_head_into(
         if length > MAX_HEAD_SIZE {
             return Err(FramingError::HeadTooLarge);
         }
-        let offsets = |bytes: &[u8]| {
-            let start = bytes.as_ptr() as usize - base;
-            (start, start + bytes.len())
-        };
+        let offsets = |bytes: &[u8]| offsets_in(base, buffer.len(), bytes);
         fields.extend(response.headers.iter().map(|field| FieldIndices {
             name: offsets(field.name.as_bytes()),
             value: offsets(field.value),
@@ -163,6 +160,8 @@ pub fn parse_response_head_into(
     let head = buffer.split_to(length).freeze();
     let reason = reason
         .map(range)
+        // No reason phrase: the canonical one is written.
+        .filter(|reason| !reason.is_empty())
         .filter(|reason| {
             status.canonical_reason().map(str::as_bytes) != Some(&head[reason.clone()])
         })
@@ -660,6 +659,17 @@ impl FieldNames {
     }
 }
 
+/// Where `part`, a slice `httparse` returned, lies in the buffer of `length` bytes at address
+/// `base`. An empty part may be a static empty slice outside the buffer (`httparse` gives one
+/// for a status line without a reason phrase): it lies at 0.
+fn offsets_in(base: usize, length: usize, part: &[u8]) -> (usize, usize) {
+    (part.as_ptr() as usize)
+        .checked_sub(base)
+        .and_then(|start| Some((start, start.checked_add(part.len())?)))
+        .filter(|(_, end)| *end <= length)
+        .unwrap_or((0, 0))
+}
+
 /// Where the fields of a head lie, kept from one request to the next so that parsing a head
 /// allocates nothing for them.
 #[derive(Debug, Default)]
@@ -754,10 +764,7 @@ pub fn parse_request_head(
         else {
             return RequestHead::Other(Bytes::new());
         };
-        let offsets = |bytes: &[u8]| {
-            let start = bytes.as_ptr() as usize - base;
-            (start, start + bytes.len())
-        };
+        let offsets = |bytes: &[u8]| offsets_in(base, buffer.len(), bytes);
         let mut lengths = 0;
         for field in request.headers.iter() {
             let name = field.name.as_bytes();
@@ -1414,6 +1421,31 @@ mod tests {
         assert_eq!(scratch.spare.capacity(), 0, "a grown map is let go");
         scratch.recycle(request.into_parts().0.headers);
         assert!(scratch.spare.is_empty() && scratch.spare.capacity() > 0);
+    }
+
+    #[test]
+    fn a_status_line_without_a_reason_phrase_is_read_without_one() {
+        for head in [
+            &b"HTTP/1.1 200\r\ncontent-length: 0\r\n\r\n"[..],
+            &b"HTTP/1.0 204\n\n"[..],
+            &b"HTTP/1.1 404 \r\n\r\n"[..],
+        ] {
+            let mut buffer = BytesMut::from(head);
+            let mut spare = HeaderMap::new();
+            let mut scratch = HeadScratch::default();
+            let parsed =
+                parse_response_head_into(&mut buffer, &Method::GET, &mut spare, &mut scratch)
+                    .unwrap()
+                    .unwrap();
+            assert!(parsed.reason.is_none(), "{head:?}");
+        }
+        // A status the http crate refuses is an error, not a panic.
+        let mut buffer = BytesMut::from(&b"HTTP/1.0 010\n\n"[..]);
+        let mut spare = HeaderMap::new();
+        let mut scratch = HeadScratch::default();
+        assert!(
+            parse_response_head_into(&mut buffer, &Method::GET, &mut spare, &mut scratch).is_err()
+        );
     }
 
     #[test]
