@@ -282,8 +282,8 @@ pub trait Store: Send + Sync + 'static {
     fn put_if_absent(&self, key: &str, value: &[u8]) -> Result<StoreValue, StoreFull>;
     /// Removes `key` if it holds `expected` (whatever it holds when `None`); whether it did.
     fn delete(&self, key: &str, expected: Option<&[u8]>) -> bool;
-    /// Follows `key`: the receiver holds its value now and is told of every change.
-    fn watch(&self, key: &str) -> Result<tokio::sync::watch::Receiver<StoreValue>, StoreFull>;
+    /// Follows `key`: the watcher sees its value now and is told of every change.
+    fn watch(&self, key: &str) -> Result<StoreWatch, StoreFull>;
 }
 
 /// A store refused a write: holding it would take the store past its bound.
@@ -299,6 +299,7 @@ pub struct StoreFull {
 }
 
 pub use crate::events::Exporter;
+pub use crate::store_watch::{StoreWatch, StoreWatchers, WatchClosed};
 
 /// A model reference's `validate`: one mode for both directions, or one per direction
 /// (`{decode, encode}`), strict unless said otherwise. `decode` applies to messages arriving

@@ -60,6 +60,7 @@ pub use zilla_config::ports;
 pub mod properties;
 pub mod registry;
 pub mod route;
+pub mod store_watch;
 pub mod stream;
 pub mod vault;
 

@@ -415,7 +415,8 @@ fn client_ids_are_owned_through_the_memory_store() -> Result<()> {
     let mut gateway = Gateway::from_file(example())
         .env("MQTT_PORT", "0")
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
-        .property("zilla.store.memory.maximum.bytes", "800")
+        // One client's owner record and its watch fit (about 300 bytes), a second one's not.
+        .property("zilla.store.memory.maximum.bytes", "500")
         .start()?;
     let result = (|| -> Result<()> {
         let port = mqtt_port(&gateway);

@@ -4,10 +4,11 @@
 //! a record not its own and ends with 0x8E (session taken over). A connection that ends
 //! removes the key only while it still holds its own record.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
-use tokio::sync::watch;
-use zilla_engine::components::{Store, StoreFull, StoreValue};
+use zilla_engine::components::{Store, StoreFull, StoreWatch};
 
 /// What Zilla appends to a client identifier to name its owner record.
 const OWNER_KEY_SUFFIX: &str = "#owner";
@@ -17,16 +18,18 @@ const RECORD_LENGTH: usize = 32;
 /// One connection's claim on its client identifier.
 pub(crate) struct Ownership {
     store: Arc<dyn Store>,
-    key: String,
+    /// The connection's client identifier; the key is made from it again when the claim is
+    /// given up, rather than kept for the connection's whole life.
+    client_id: String,
     /// Kept inline: one allocation less per connection.
     record: [u8; RECORD_LENGTH],
-    owner: Option<watch::Receiver<StoreValue>>,
+    owner: Option<StoreWatch>,
 }
 
 impl Ownership {
     /// Claims `client_id` for a new connection, taking it from whichever connection holds it.
-    pub(crate) fn claim(store: Arc<dyn Store>, client_id: &str) -> Result<Self, StoreFull> {
-        let key = format!("{client_id}{OWNER_KEY_SUFFIX}");
+    pub(crate) fn claim(store: Arc<dyn Store>, client_id: String) -> Result<Self, StoreFull> {
+        let key = owner_key(&client_id);
         // Unique across processes, should the store be shared by more than one.
         let mut record = [0; RECORD_LENGTH];
         uuid::Uuid::new_v4().simple().encode_lower(&mut record);
@@ -40,10 +43,15 @@ impl Ownership {
         };
         Ok(Self {
             store,
-            key,
+            client_id,
             record,
             owner: Some(owner),
         })
+    }
+
+    /// The client identifier claimed.
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
     }
 
     /// Whether another connection claimed the client identifier since this one did.
@@ -53,17 +61,25 @@ impl Ownership {
             .is_some_and(|owner| owner.borrow().as_deref() != Some(self.record.as_slice()))
     }
 
-    /// Resolves once another connection claims the client identifier.
-    pub(crate) async fn lost(&mut self) {
-        while !self.is_lost() {
-            let Some(owner) = self.owner.as_mut() else {
-                break;
-            };
-            if owner.changed().await.is_err() {
-                // The store dropped the key's channel: nothing will change any more.
-                std::future::pending::<()>().await;
+    /// Resolves once another connection claims the client identifier. Polls the watch
+    /// rather than awaiting its `changed` future: an idle connection waits on this, and a
+    /// poll keeps no state of its own in the connection's future.
+    pub(crate) fn lost(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            loop {
+                if self.is_lost() {
+                    return Poll::Ready(());
+                }
+                let Some(owner) = self.owner.as_mut() else {
+                    return Poll::Ready(());
+                };
+                match owner.poll_changed(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    // The store dropped the key's channel: nothing will change any more.
+                    Poll::Ready(Err(_)) | Poll::Pending => return Poll::Pending,
+                }
             }
-        }
+        })
     }
 }
 
@@ -71,6 +87,11 @@ impl Drop for Ownership {
     fn drop(&mut self) {
         // Stop watching first, so the store can free the key's channel.
         self.owner = None;
-        self.store.delete(&self.key, Some(&self.record));
+        self.store
+            .delete(&owner_key(&self.client_id), Some(&self.record));
     }
+}
+
+fn owner_key(client_id: &str) -> String {
+    format!("{client_id}{OWNER_KEY_SUFFIX}")
 }

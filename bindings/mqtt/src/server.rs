@@ -447,13 +447,13 @@ impl Shared {
                 refuse!(ReasonCode::RETAIN_NOT_SUPPORTED);
             }
         }
-        let Ok(ownership) = Ownership::claim(self.store.clone(), &client_id) else {
+        let Ok(ownership) = Ownership::claim(self.store.clone(), client_id.clone()) else {
             tracing::debug!(%client_id, "mqtt store full: connection refused as busy");
             refuse!(ReasonCode::SERVER_BUSY);
         };
         let (events, receiver) = event_channel(settings.queue_capacity);
         let begin = SessionBegin {
-            client_id: client_id.clone(),
+            client_id,
             clean_start: connect.clean_start,
             session_expiry,
             keep_alive,
@@ -556,7 +556,6 @@ impl Shared {
             shared: self.clone(),
             ownership,
             version,
-            client_id,
             clean_start: connect.clean_start,
             session_expiry,
             keep_alive,
@@ -596,44 +595,53 @@ struct Capabilities {
     shared_available: bool,
 }
 
-/// The sessions of a connection by exit name: usually one, so a list, which costs less
-/// than a hash map's table.
+/// The sessions of a connection by exit name: nearly always one, kept inline; others, opened
+/// when a publish or subscribe is routed to another exit, in a list.
 #[derive(Default)]
-struct Sessions(Vec<(String, Arc<dyn MqttSession>)>);
+struct Sessions {
+    first: Option<(String, Arc<dyn MqttSession>)>,
+    others: Vec<(String, Arc<dyn MqttSession>)>,
+}
 
 impl Sessions {
     fn get(&self, exit_name: &str) -> Option<&Arc<dyn MqttSession>> {
-        self.0
+        self.first
             .iter()
+            .chain(&self.others)
             .find(|(name, _)| name == exit_name)
             .map(|(_, session)| session)
     }
 
     fn insert(&mut self, exit_name: String, session: Arc<dyn MqttSession>) {
-        // Room for one more only: a first push would make room for four, and most
-        // connections never have a second session.
-        self.0.reserve_exact(1);
-        self.0.push((exit_name, session));
+        if self.first.is_none() {
+            self.first = Some((exit_name, session));
+        } else {
+            self.others.push((exit_name, session));
+        }
     }
 
     fn all(&self) -> impl Iterator<Item = &Arc<dyn MqttSession>> {
-        self.0.iter().map(|(_, session)| session)
+        self.first
+            .iter()
+            .chain(&self.others)
+            .map(|(_, session)| session)
     }
 }
 
 /// Responses waiting for exits, in request order. The queue, whose creation allocates, exists
-/// only while a response waits: most connections of an idle fleet have none.
+/// only while a response waits: most connections of an idle fleet have none. Boxed, so that
+/// a connection without one holds a pointer rather than the queue's 64 bytes.
 #[derive(Default)]
-struct Responses(Option<FuturesOrdered<BoxFuture<'static, Pending>>>);
+struct Responses(Option<Box<FuturesOrdered<BoxFuture<'static, Pending>>>>);
 
 impl Responses {
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, FuturesOrdered::len)
+        self.0.as_ref().map_or(0, |queue| queue.len())
     }
 
     fn push_back(&mut self, response: BoxFuture<'static, Pending>) {
         self.0
-            .get_or_insert_with(FuturesOrdered::new)
+            .get_or_insert_with(|| Box::new(FuturesOrdered::new()))
             .push_back(response);
     }
 
@@ -663,7 +671,6 @@ struct Connection {
     /// the session over.
     ownership: Ownership,
     version: Version,
-    client_id: String,
     clean_start: bool,
     session_expiry: u32,
     keep_alive: u16,
@@ -739,12 +746,13 @@ async fn read_packet<R: AsyncRead + Unpin>(
 
 /// Reads into `buffer` as `read_buf` does, with room for `capacity` more bytes, but gives
 /// an empty buffer's memory back while the read waits: the next attempt reserves it again.
-async fn read_idle<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buffer: &mut BytesMut,
+/// Not an `async fn`, whose future would keep its arguments besides the closure's.
+fn read_idle<'a, R: AsyncRead + Unpin>(
+    reader: &'a mut R,
+    buffer: &'a mut BytesMut,
     capacity: usize,
-) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
+) -> impl Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
         if buffer.capacity() == buffer.len() {
             buffer.reserve(capacity);
         }
@@ -754,7 +762,6 @@ async fn read_idle<R: AsyncRead + Unpin>(
         }
         polled
     })
-    .await
 }
 
 async fn write_packet<W: AsyncWrite + Unpin>(
@@ -982,7 +989,7 @@ impl Connection {
             return Ok(session.clone());
         }
         let begin = SessionBegin {
-            client_id: self.client_id.clone(),
+            client_id: self.ownership.client_id().to_owned(),
             clean_start: self.clean_start,
             session_expiry: self.session_expiry,
             keep_alive: self.keep_alive,

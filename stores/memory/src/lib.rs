@@ -48,10 +48,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::watch;
 use zilla_engine::Registry;
 use zilla_engine::components::{
-    BuildError, ComponentContext, ComponentFactory, Store, StoreFull, StoreValue,
+    BuildError, ComponentContext, ComponentFactory, Store, StoreFull, StoreValue, StoreWatch,
+    StoreWatchers,
 };
 use zilla_engine::properties::Properties;
 
@@ -72,10 +72,9 @@ const ENTRY_ALLOWANCE: usize = (std::mem::size_of::<(String, Entry)>() + 1) * 16
     + 2 * ALLOCATION_OVERHEAD
     + 2 * std::mem::size_of::<usize>();
 
-/// What a watched key costs beyond its entry: the watch channel's shared state (its value
-/// lock, version, receiver count and the notifiers for senders and receivers), measured with
-/// tokio 1.5x in `tests/accounting.rs`.
-const WATCH_ALLOWANCE: usize = 352 + ALLOCATION_OVERHEAD;
+/// What a watched key costs beyond its entry: the channel's shared state (its value lock,
+/// version and notifier), checked in `tests/accounting.rs`.
+const WATCH_ALLOWANCE: usize = zilla_engine::store_watch::CHANNEL_BYTES + ALLOCATION_OVERHEAD;
 
 /// Registers the `memory` store type and its property.
 pub fn register(registry: &mut Registry) {
@@ -113,7 +112,7 @@ impl ComponentFactory<dyn Store> for MemoryStoreFactory {
 #[derive(Default)]
 struct Entry {
     value: StoreValue,
-    watchers: Option<watch::Sender<StoreValue>>,
+    watchers: Option<StoreWatchers>,
 }
 
 impl Entry {
@@ -302,14 +301,12 @@ impl Store for MemoryStore {
         .unwrap_or(false)
     }
 
-    fn watch(&self, key: &str) -> Result<watch::Receiver<StoreValue>, StoreFull> {
-        self.update(key, |entry| match &entry.watchers {
-            Some(watchers) => watchers.subscribe(),
-            None => {
-                let (sender, receiver) = watch::channel(entry.value.clone());
-                entry.watchers = Some(sender);
-                receiver
-            }
+    fn watch(&self, key: &str) -> Result<StoreWatch, StoreFull> {
+        self.update(key, |entry| {
+            entry
+                .watchers
+                .get_or_insert_with(|| StoreWatchers::new(entry.value.clone()))
+                .subscribe()
         })
     }
 }
