@@ -98,3 +98,32 @@ fn sigterm_stops_accepting_and_drains_open_connections() -> Result<()> {
     assert!(started.elapsed() < Duration::from_secs(5));
     Ok(())
 }
+
+#[test]
+fn a_reload_cuts_the_replaced_servers_connections_after_the_drain_timeout() -> Result<()> {
+    let mut gateway = Gateway::builder(&config("echo_server"))
+        .property("zilla.engine.drain.timeout.millis", "300")
+        .start()?;
+    let mut open = connect(gateway.address("second_server"))?;
+    assert_eq!(echo(&mut open, b"before")?, b"before");
+
+    // Replaces the second server: its open connection is served until the drain timeout,
+    // then cut.
+    gateway.write_config(&config("fan_server"))?;
+    gateway.wait_for_stderr("config reloaded", Duration::from_secs(10))?;
+    open.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let started = Instant::now();
+    let mut buffer = [0; 16];
+    let read = std::io::Read::read(&mut open, &mut buffer);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|error| error.kind() != std::io::ErrorKind::WouldBlock
+                    && error.kind() != std::io::ErrorKind::TimedOut),
+        "the replaced server's connection was not cut: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(gateway.terminate()?.success());
+    Ok(())
+}

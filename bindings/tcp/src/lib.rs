@@ -48,19 +48,20 @@
 
 pub mod config;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
 use zilla_engine::binding::{Binding, BindingFactory, BindingSchema, BuildContext, StartContext};
 use zilla_engine::events::Events;
 use zilla_engine::idle::IdleTimeout;
 use zilla_engine::limits::{ConnectionGate, ConnectionPermit, Throttle};
 use zilla_engine::pattern::Pattern;
 use zilla_engine::route::Routes;
-use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo};
 use zilla_engine::{BindingKind, BuildError, Registry, workers};
 
@@ -331,7 +332,95 @@ impl Binding for TcpServer {
     }
 }
 
+/// The connections one accept loop started, so that retirement can cut them: an abort
+/// handle each, in a map. Each connection's task waiting on the retirement token itself would
+/// cost it some 180 bytes more (the wait's future, boxed so that it is polled only once it
+/// fires, and its waker's state), which an idle connection holds for its whole life.
+#[derive(Default)]
+struct OpenConnections {
+    state: Mutex<OpenState>,
+}
+
+#[derive(Default)]
+struct OpenState {
+    next: u64,
+    /// The tasks of the connections open, by the id [`OpenConnections::reserve`] gave; `None`
+    /// until the task is spawned.
+    tasks: HashMap<u64, Option<AbortHandle>>,
+    /// Retired: a connection whose task is spawned from now on is cut at once.
+    cut: bool,
+}
+
+impl OpenConnections {
+    fn state(&self) -> MutexGuard<'_, OpenState> {
+        // Nothing panics while holding the lock; the map stays whole.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a connection about to be spawned; the guard, held by the connection's
+    /// task, gives it up when the task ends.
+    fn reserve(self: &Arc<Self>) -> OpenGuard {
+        let mut state = self.state();
+        let id = state.next;
+        state.next += 1;
+        state.tasks.insert(id, None);
+        OpenGuard {
+            open: self.clone(),
+            id,
+        }
+    }
+
+    /// The task of connection `id` was spawned: cut it with the others on retirement, or now
+    /// if retirement already came. A task that already ended gave its place up: nothing to
+    /// keep then.
+    fn spawned(&self, id: u64, task: AbortHandle) {
+        let mut state = self.state();
+        if state.cut {
+            drop(state);
+            task.abort();
+        } else if let Some(place) = state.tasks.get_mut(&id) {
+            *place = Some(task);
+        }
+    }
+
+    /// Cuts every connection open, and those spawned from now on.
+    fn cut(&self) {
+        let tasks = {
+            let mut state = self.state();
+            state.cut = true;
+            std::mem::take(&mut state.tasks)
+        };
+        for task in tasks.into_values().flatten() {
+            task.abort();
+        }
+    }
+}
+
+/// A connection's place in [`OpenConnections`], given up when dropped.
+struct OpenGuard {
+    open: Arc<OpenConnections>,
+    id: u64,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.state().tasks.remove(&self.id);
+    }
+}
+
 async fn accept_loop(shared: Arc<ServerShared>, listener: Arc<TcpListener>, context: StartContext) {
+    let open = Arc::new(OpenConnections::default());
+    {
+        // A reload replaced this binding and the drain timeout passed, or shutdown drained:
+        // cut what is still open. Until then a connection runs on the pipeline it was
+        // accepted by, whatever reloads happen.
+        let open = open.clone();
+        let retired = context.retired.clone();
+        tokio::spawn(async move {
+            retired.cancelled().await;
+            open.cut();
+        });
+    }
     loop {
         let accepted = tokio::select! {
             _ = context.retired.cancelled() => break,
@@ -340,7 +429,7 @@ async fn accept_loop(shared: Arc<ServerShared>, listener: Arc<TcpListener>, cont
         };
         match accepted {
             Ok((socket, peer)) => match shared.admit() {
-                Some(permits) => serve(&shared, socket, peer, permits, &context),
+                Some(permits) => serve(&shared, socket, peer, permits, &context, &open),
                 None => shared.refuse(socket, peer),
             },
             Err(error) => {
@@ -359,6 +448,7 @@ fn serve(
     peer: SocketAddr,
     permits: (ConnectionPermit, ConnectionPermit),
     context: &StartContext,
+    open: &Arc<OpenConnections>,
 ) {
     let local = socket.local_addr().ok();
     if let Err(error) = shared.socket.apply(&socket) {
@@ -372,12 +462,6 @@ fn serve(
         return;
     };
     let exit = route.exit.clone();
-    let mut info = StreamInfo {
-        source: Some(peer),
-        destination: local,
-        ..StreamInfo::default()
-    };
-    let retired = context.retired.clone();
     let qname = shared.qname.clone();
     let idle_timeout = shared.idle_timeout;
     // Handed to a worker: the socket leaves this runtime's reactor for the worker's.
@@ -388,38 +472,44 @@ fn serve(
             return;
         }
     };
+    let place = open.reserve();
+    let id = place.id;
+    // What the task keeps for the connection's whole life is what its future captures, and
+    // whatever lives across its await: the stream and its `StreamInfo` are made in a block of
+    // their own, so that only the exit's future outlives them.
     let connection = context.tasks.track_future(async move {
         // Held until the connection is done with.
         let _permits = permits;
-        let socket = match TcpStream::from_std(socket) {
-            Ok(socket) => socket,
-            Err(error) => {
-                tracing::debug!(binding = %qname, %peer, %error, "connection not registered");
-                return;
-            }
-        };
-        let stream = if idle_timeout.is_zero() {
-            ByteStream::new(socket, info)
-        } else {
-            // The protocol on top takes over the timeout once past its handshake.
-            let socket = IdleTimeout::new(socket, idle_timeout);
-            info.idle = socket.control();
-            ByteStream::new(socket, info)
-        };
-        tokio::select! {
-            biased;
-            // A reload replaced this binding and the drain timeout passed, or shutdown
-            // drained: cut what is still open. Until then the connection runs on the
-            // pipeline it was accepted by, whatever reloads happen. Polled only once it fires.
-            _ = OnWake::new(retired.cancelled_owned()) => {}
-            result = exit.accept(stream) => {
-                if let Err(error) = result {
-                    tracing::debug!(binding = %qname, %peer, %error, "connection ended");
+        let _place = place;
+        let accepted = {
+            let socket = match TcpStream::from_std(socket) {
+                Ok(socket) => socket,
+                Err(error) => {
+                    tracing::debug!(binding = %qname, %peer, %error, "connection not registered");
+                    return;
                 }
-            }
+            };
+            let mut info = StreamInfo {
+                source: Some(peer),
+                destination: local,
+                ..StreamInfo::default()
+            };
+            let stream = if idle_timeout.is_zero() {
+                ByteStream::new(socket, info)
+            } else {
+                // The protocol on top takes over the timeout once past its handshake.
+                let socket = IdleTimeout::new(socket, idle_timeout);
+                info.idle = socket.control();
+                ByteStream::new(socket, info)
+            };
+            exit.accept(stream)
+        };
+        if let Err(error) = accepted.await {
+            tracing::debug!(binding = %qname, %peer, %error, "connection ended");
         }
     });
-    workers::spawn(connection);
+    let task = workers::spawn(connection);
+    open.spawned(id, task.abort_handle());
 }
 
 /// The options every connection gets, accepted or opened.
@@ -612,6 +702,37 @@ mod tests {
             .unwrap();
         assert!(socket2::SockRef::from(&opened).keepalive().unwrap());
         assert!(opened.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn retirement_cuts_the_connections_open_and_those_spawned_after_it() {
+        let open = Arc::new(OpenConnections::default());
+        let spawn = |open: &Arc<OpenConnections>| {
+            let place = open.reserve();
+            let id = place.id;
+            let task = tokio::spawn(async move {
+                let _place = place;
+                std::future::pending::<()>().await;
+            });
+            open.spawned(id, task.abort_handle());
+            task
+        };
+        let first = spawn(&open);
+        let second = spawn(&open);
+        // A connection that ended gives its place up.
+        let place = open.reserve();
+        let id = place.id;
+        let ended = tokio::spawn(async move { drop(place) });
+        ended.await.unwrap();
+        open.spawned(id, tokio::spawn(async {}).abort_handle());
+        assert_eq!(open.state().tasks.len(), 2);
+        open.cut();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(second.await.unwrap_err().is_cancelled());
+        assert!(open.state().tasks.is_empty());
+        let late = spawn(&open);
+        assert!(late.await.unwrap_err().is_cancelled());
+        assert!(open.state().tasks.is_empty());
     }
 
     #[test]
