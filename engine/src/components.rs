@@ -266,9 +266,6 @@ pub trait CatalogLookup {
     fn catalog(&self, name: &str) -> Option<Arc<dyn Catalog>>;
 }
 
-/// A value held in a [`Store`]; `None` where a key is absent.
-pub type StoreValue = Option<Arc<[u8]>>;
-
 /// A key/value store (`stores:`), shared by the bindings that name it (`BuildContext::store`):
 /// state a binding keeps about its clients, such as which connection owns an MQTT client
 /// identifier. Keys are text, values opaque bytes. A store holds a bounded number of bytes and
@@ -299,7 +296,7 @@ pub struct StoreFull {
 }
 
 pub use crate::events::Exporter;
-pub use crate::store_watch::{StoreWatch, StoreWatchers, WatchClosed};
+pub use crate::store_watch::{StoreValue, StoreWatch, StoreWatchers, WatchClosed};
 
 /// A model reference's `validate`: one mode for both directions, or one per direction
 /// (`{decode, encode}`), strict unless said otherwise. `decode` applies to messages arriving

@@ -1,5 +1,5 @@
-//! The channel through which a [`Store`](crate::components::Store) tells watchers of a key
-//! about its changes.
+//! The channel through which a store (`components::Store`) tells watchers of a key about its
+//! changes.
 //!
 //! The mqtt server watches one key per connection (the owner record of its client
 //! identifier), so a gateway holding many idle connections holds as many channels. tokio's
@@ -13,11 +13,12 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::components::StoreValue;
-
 /// The bytes one channel allocates (its shared state and the `Arc`'s two counts), for a
 /// store that counts what it holds.
 pub const CHANNEL_BYTES: usize = 2 * std::mem::size_of::<usize>() + std::mem::size_of::<Shared>();
+
+/// A value held in a store; `None` where a key is absent.
+pub type StoreValue = Option<Arc<[u8]>>;
 
 /// The store's side of a watched key: tells every [`StoreWatch`] of each new value, and that
 /// no more will come once dropped.
@@ -25,7 +26,7 @@ pub struct StoreWatchers {
     shared: Arc<Shared>,
 }
 
-/// A watcher of one key (see [`Store::watch`](crate::components::Store::watch)).
+/// A watcher of one key (`components::Store::watch` gives one).
 pub struct StoreWatch {
     shared: Arc<Shared>,
     /// The version of the value this watcher has seen.
