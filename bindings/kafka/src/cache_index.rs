@@ -32,12 +32,58 @@ pub(crate) struct RecordIndex {
     heap_bytes: usize,
 }
 
-/// The bytes of a record's list of hashes.
-fn terms_bytes(terms: &[u64]) -> usize {
-    if terms.is_empty() {
-        0
-    } else {
-        std::mem::size_of_val(terms) + ALLOCATION_OVERHEAD
+/// The hashes one record is indexed under, once each. Most records carry one indexed value
+/// or none: one is kept inline rather than in an allocation of its own (every record the log
+/// holds keeps its terms, to drop its entries when it leaves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Terms {
+    One(u64),
+    /// None (an empty list allocates nothing), or more than one.
+    Many(Box<[u64]>),
+}
+
+impl Default for Terms {
+    fn default() -> Self {
+        Terms::Many(Box::default())
+    }
+}
+
+impl std::ops::Deref for Terms {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        match self {
+            Terms::One(term) => std::slice::from_ref(term),
+            Terms::Many(terms) => terms,
+        }
+    }
+}
+
+impl Terms {
+    /// The terms of `hashes`, sorted and once each.
+    fn of(hashes: impl IntoIterator<Item = u64>) -> Self {
+        let mut hashes = hashes.into_iter();
+        let Some(first) = hashes.next() else {
+            return Terms::default();
+        };
+        let mut more: Vec<u64> = hashes.filter(|&hash| hash != first).collect();
+        if more.is_empty() {
+            return Terms::One(first);
+        }
+        more.push(first);
+        more.sort_unstable();
+        more.dedup();
+        Terms::Many(more.into_boxed_slice())
+    }
+
+    /// The bytes of the allocation holding them, if any.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Terms::Many(terms) if !terms.is_empty() => {
+                std::mem::size_of_val(&**terms) + ALLOCATION_OVERHEAD
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -59,27 +105,23 @@ impl RecordIndex {
     }
 
     /// The hashes `message` is indexed under (its key's only when `with_key`), once each.
-    pub(crate) fn terms_of(&self, message: &Message, with_key: bool) -> Box<[u64]> {
-        let mut terms: Vec<u64> = message
-            .headers
-            .iter()
-            .filter_map(|header| {
-                let value = header.value.as_ref()?;
-                Some(self.header_hash(&header.name, value))
-            })
-            .collect();
-        if with_key && let Some(key) = &message.key {
-            terms.push(self.key_hash(key));
-        }
-        terms.sort_unstable();
-        terms.dedup();
-        terms.into_boxed_slice()
+    pub(crate) fn terms_of(&self, message: &Message, with_key: bool) -> Terms {
+        let headers = message.headers.iter().filter_map(|header| {
+            let value = header.value.as_ref()?;
+            Some(self.header_hash(&header.name, value))
+        });
+        let key = message
+            .key
+            .as_ref()
+            .filter(|_| with_key)
+            .map(|key| self.key_hash(key));
+        Terms::of(headers.chain(key))
     }
 
     /// Indexes the record at `offset` (newer than every record indexed) under `terms`.
-    pub(crate) fn insert(&mut self, terms: &[u64], offset: i64) {
-        self.heap_bytes += terms_bytes(terms);
-        for term in terms {
+    pub(crate) fn insert(&mut self, terms: &Terms, offset: i64) {
+        self.heap_bytes += terms.heap_bytes();
+        for term in terms.iter() {
             let deque = self.offsets.entry(*term).or_default();
             let before = deque_bytes(deque);
             deque.push_back(offset);
@@ -88,9 +130,9 @@ impl RecordIndex {
     }
 
     /// Drops the entries of the record at `offset` (the oldest indexed) under `terms`.
-    pub(crate) fn remove_oldest(&mut self, terms: &[u64], offset: i64) {
-        self.heap_bytes = self.heap_bytes.saturating_sub(terms_bytes(terms));
-        for term in terms {
+    pub(crate) fn remove_oldest(&mut self, terms: &Terms, offset: i64) {
+        self.heap_bytes = self.heap_bytes.saturating_sub(terms.heap_bytes());
+        for term in terms.iter() {
             let Some(deque) = self.offsets.get_mut(term) else {
                 continue;
             };
@@ -200,6 +242,18 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use proptest::prelude::*;
+
+    #[test]
+    fn terms_are_sorted_once_each_and_one_is_inline() {
+        assert!(Terms::of([]).is_empty());
+        assert_eq!(Terms::of([]).heap_bytes(), 0);
+        assert_eq!(Terms::of([7]), Terms::One(7));
+        assert_eq!(Terms::of([7, 7, 7]), Terms::One(7));
+        assert_eq!(Terms::of([7]).heap_bytes(), 0);
+        let many = Terms::of([9, 3, 9, 5, 3]);
+        assert_eq!(&*many, &[3, 5, 9]);
+        assert_eq!(many.heap_bytes(), 3 * 8 + ALLOCATION_OVERHEAD);
+    }
 
     fn header(name: u8, value: u8) -> Condition {
         Condition::Header {

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::cache_budget::MemoryBudget;
-use crate::cache_index::RecordIndex;
+use crate::cache_index::{RecordIndex, Terms};
 use crate::kind::{Filter, Header, Message};
 
 /// Records read from the log per lock acquisition.
@@ -66,7 +66,7 @@ struct Slot {
     message: Option<Arc<Message>>,
     /// The hashes the record is indexed under: its entries leave the index with the slot
     /// (a record dropped from the middle stays a candidate, a hole to read from Kafka).
-    terms: Box<[u64]>,
+    terms: Terms,
 }
 
 /// The records of one partition that the cache holds, counted against a [`MemoryBudget`].
