@@ -248,26 +248,31 @@ mod tests {
         assert_eq!(of("return=minimal"), Preferences::default());
     }
 
+    /// A reply record with `headers` and nothing else.
+    fn reply(headers: Vec<Header>) -> Message {
+        Message {
+            partition: 0,
+            offset: 0,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers,
+        }
+    }
+
     #[test]
     fn reply_status_and_headers() {
         let header = |name: &str, value: &str| Header {
             name: Bytes::copy_from_slice(name.as_bytes()),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
         };
-        let message = Message {
-            partition: 0,
-            offset: 0,
-            timestamp: 0,
-            key: None,
-            value: None,
-            headers: vec![
-                header(":status", "201"),
-                header("location", "/items/1"),
-                header("zilla:correlation-id", "k-1"),
-                header("content-length", "99"),
-                header("bad name", "x"),
-            ],
-        };
+        let message = reply(vec![
+            header(":status", "201"),
+            header("location", "/items/1"),
+            header("zilla:correlation-id", "k-1"),
+            header("content-length", "99"),
+            header("bad name", "x"),
+        ]);
         let (status, headers) = reply_head(&message, b"zilla:correlation-id");
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(headers.len(), 1);
@@ -290,15 +295,7 @@ mod tests {
                 value: Some(Bytes::from_static(b"v")),
             })
             .collect();
-        let message = Message {
-            partition: 0,
-            offset: 0,
-            timestamp: 0,
-            key: None,
-            value: None,
-            headers,
-        };
-        let (status, headers) = reply_head(&message, b"zilla:correlation-id");
+        let (status, headers) = reply_head(&reply(headers), b"zilla:correlation-id");
         assert_eq!(status, StatusCode::OK);
         assert!(headers.contains_key("x-0"));
         assert!(headers.keys_len() > 20_000, "{}", headers.keys_len());
