@@ -278,8 +278,7 @@ impl DirectOrigins {
             (Ok(head), None) => head,
             (Ok(head), Some(_)) => {
                 // Answered, with the request not sent whole: the connection is not reused.
-                let extensions = h1::emptied(std::mem::take(&mut parts.extensions));
-                return Ok(self.respond(connection, None, head, extensions, false, key));
+                return Ok(self.respond(connection, None, head, &mut parts.extensions, false, key));
             }
             (Err(error), write_failed) => {
                 // Why the write failed says more than the close it led to.
@@ -301,21 +300,26 @@ impl DirectOrigins {
         };
         let upload = (!upload.done).then_some(upload);
         let keep_alive = head.keep_alive;
-        // The request's extensions map, emptied, becomes the response's: the server's own
-        // HTTP/1.1 loop hands it on to the next request on its connection, whose first
-        // extension then allocates no map.
-        let extensions = h1::emptied(std::mem::take(&mut parts.extensions));
-        Ok(self.respond(connection, upload, head, extensions, keep_alive, key))
+        Ok(self.respond(
+            connection,
+            upload,
+            head,
+            &mut parts.extensions,
+            keep_alive,
+            key,
+        ))
     }
 
     /// The response of `head`, its body read from `connection` (which also writes what is
-    /// left of `upload`), with `extensions` (empty) as its extensions map.
+    /// left of `upload`). The request's `extensions` map, emptied, becomes the response's: the
+    /// server's own HTTP/1.1 loop hands it on to the next request on its connection, whose
+    /// first extension then allocates no map.
     fn respond(
         self: &Arc<Self>,
         connection: Connection,
         upload: Option<Upload>,
         head: h1::ResponseHead,
-        extensions: http::Extensions,
+        extensions: &mut http::Extensions,
         keep_alive: bool,
         key: &OriginKey,
     ) -> Response {
@@ -323,7 +327,7 @@ impl DirectOrigins {
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
         *response.headers_mut() = head.headers;
-        *response.extensions_mut() = extensions;
+        *response.extensions_mut() = h1::emptied(std::mem::take(extensions));
         if let Some(reason) = head.reason
             && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
         {
