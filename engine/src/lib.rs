@@ -42,9 +42,9 @@ pub mod components;
 /// The config pipeline, in its own crate (`zilla-config`) and re-exported here.
 pub use zilla_config as config;
 pub mod engine;
-/// Connection workers, shared-signal waits and connection idleness, in their own crate
-/// (`zilla-runtime`).
-pub use zilla_runtime::{idle, signal, workers};
+/// Connection workers, shared-signal waits, connection idleness and a worker's recent time, in
+/// their own crate (`zilla-runtime`).
+pub use zilla_runtime::{idle, signal, time, workers};
 /// Metrics, events, spans and the telemetry checks, in their own crate (`zilla-telemetry`).
 pub use zilla_telemetry::{events, metrics, telemetry, traces};
 pub mod expr;

@@ -627,7 +627,7 @@ pub fn read_timeout(body: Body, timeout: std::time::Duration, stalled: Arc<Atomi
     crate::kind::boxed(ReadTimeout {
         inner: body,
         timeout,
-        last_frame: tokio::time::Instant::now(),
+        last_frame: zilla_engine::time::recent(),
         timer: None,
         stalled,
     })
@@ -651,7 +651,7 @@ impl HttpBody for ReadTimeout {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         if let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.last_frame = tokio::time::Instant::now();
+            this.last_frame = zilla_engine::time::recent();
             return Poll::Ready(polled);
         }
         let (last_frame, timeout) = (this.last_frame, this.timeout);

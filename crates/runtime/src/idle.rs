@@ -27,7 +27,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::time::deadline_after;
+use crate::time::{deadline_after, recent};
 
 /// How a protocol changes the idle timeout of the connection it runs on. Cheap to clone; a
 /// detached handle (the default, for streams no transport times out) does nothing.
@@ -144,7 +144,10 @@ pub struct IdleHold {
 impl Drop for IdleHold {
     fn drop(&mut self) {
         if let Some(shared) = &self.shared {
-            let elapsed = u64::try_from(shared.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let elapsed = recent()
+                .saturating_duration_since(shared.origin)
+                .as_millis();
+            let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
             shared.released_millis.fetch_max(elapsed, Ordering::AcqRel);
             if shared.holds.fetch_sub(1, Ordering::AcqRel) == 1 {
                 shared.released(elapsed);
@@ -277,7 +280,7 @@ impl<T> IdleTimeout<T> {
     fn wrote(&mut self, result: &io::Result<usize>) {
         self.write_blocked_since = None;
         if matches!(result, Ok(written) if *written > 0) {
-            self.last_activity = Instant::now();
+            self.last_activity = recent();
         }
     }
 
@@ -302,7 +305,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    this.last_activity = Instant::now();
+                    this.last_activity = recent();
                 }
                 Poll::Ready(result)
             }

@@ -6,7 +6,7 @@
 //! - [`signal`]: waiting on a signal shared by many connections (a binding's retirement, the
 //!   process's shutdown) without touching its lock on every poll of every connection;
 //! - [`idle`]: a connection's idle timeout, set by the transport and owned by the protocol on
-//!   top of it; [`time`]: deadlines from untrusted durations.
+//!   top of it; [`time`]: deadlines from untrusted durations, and a worker's recent time.
 //!
 //! No config and no protocol here: a listening binding calls [`workers::spawn`] with each
 //! accepted connection, and `zilla start -w N` (or the `zilla.engine.workers` property) decides

@@ -84,6 +84,7 @@ pub fn thread_runtime(
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .max_blocking_threads(BLOCKING_THREADS_PER_WORKER)
+            .on_thread_unpark(crate::time::refresh_recent)
             .build()
         {
             Ok(runtime) => runtime,

@@ -21,7 +21,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::request;
@@ -31,6 +33,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio_util::io::{poll_read_buf, poll_write_buf};
 use zilla_engine::stream::{AsyncIo, StreamError};
+use zilla_engine::time::recent;
 use zilla_engine::workers;
 
 use crate::client::Connector;
@@ -190,7 +193,7 @@ impl DirectOrigins {
                 let (_, list) = pool.idle.iter_mut().find(|(origin, _)| origin == key)?;
                 list.pop()?
             };
-            if idle.since.elapsed() >= self.idle_timeout {
+            if recent().saturating_duration_since(idle.since) >= self.idle_timeout {
                 continue;
             }
             let mut connection = idle.connection;
@@ -352,7 +355,7 @@ impl DirectOrigins {
     }
 
     fn put_back(&self, key: OriginKey, connection: Connection) {
-        let now = Instant::now();
+        let now = recent();
         let mut pool = self.pool();
         let index = match pool.idle.iter().position(|(origin, _)| *origin == key) {
             Some(index) => index,

@@ -34,6 +34,7 @@ use zilla_engine::guard::ConnectionSessions;
 use zilla_engine::limits::deadline_after;
 use zilla_engine::signal::OnWake;
 use zilla_engine::stream::{AsyncIo, StreamInfo};
+use zilla_engine::time::recent;
 
 use super::{Lifecycle, Shared};
 use crate::body::SeriesCache;
@@ -146,8 +147,7 @@ impl Connection<'_> {
                 if signals.stopping && read.is_empty() {
                     return Ok(Served::Closed);
                 }
-                let due =
-                    *deadline.get_or_insert_with(|| deadline_after(Instant::now(), header_timeout));
+                let due = *deadline.get_or_insert_with(|| deadline_after(recent(), header_timeout));
                 if read.is_empty() {
                     // A buffer that grew for an earlier head is let go; a small one is
                     // reclaimed whole once the last request sharing it has been dropped.
