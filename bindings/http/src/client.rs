@@ -55,13 +55,17 @@ impl OriginClients {
 
     /// Sends `request` (with an absolute URI) to its origin.
     async fn send(&self, request: Request, upgrade: bool) -> Result<Response, StreamError> {
-        let request = match &self.direct {
+        let mut request = match &self.direct {
             Some(direct) if !upgrade => match direct.send(request).await? {
                 Outcome::Response(response) => return Ok(response),
                 Outcome::Elsewhere(request) => request,
             },
             _ => request,
         };
+        // The authority travels in the URI: HTTP/2 writes it as `:authority` (an HTTP/2
+        // origin may refuse it and `host` at once) and hyper's HTTP/1.1 client as `host`.
+        // The HTTP/1.1 leg above writes `host` from the URI and skips the field itself.
+        request.headers_mut().remove(header::HOST);
         if let Some(h2) = &self.h2
             && !upgrade
         {
@@ -209,7 +213,7 @@ impl HttpClient {
                 .context(&routed.captures, authorization.as_ref());
             routed
                 .overrides
-                .apply(&mut request, &context)
+                .apply_to_origin(&mut request, &context)
                 .map_err(StreamError::Protocol)?;
         }
         let upgrade = is_upgrade(request.headers());
@@ -364,9 +368,8 @@ fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    // The authority travels in the URI: HTTP/1.1 writes it as `host`, HTTP/2 as `:authority`
-    // (an HTTP/2 origin may refuse both at once).
-    parts.headers.remove(header::HOST);
+    // The authority travels in the URI; the `host` field the request came with is dropped
+    // by whichever leg sends it (see `OriginClients::send`).
     Ok(Request::from_parts(parts, body))
 }
 
@@ -657,7 +660,8 @@ mod tests {
         assert_eq!(sent.version(), Version::HTTP_11);
         let mut names: Vec<&str> = sent.headers().keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, vec!["te", "x-kept"]);
+        // `host` is left for the leg that sends the request to drop.
+        assert_eq!(names, vec!["host", "te", "x-kept"]);
         let h2 = http::Request::builder()
             .uri("https://origin.test/a")
             .version(Version::HTTP_2)

@@ -151,10 +151,30 @@ impl Overrides {
         request: &mut http::Request<B>,
         context: &dyn ExpressionContext,
     ) -> Result<(), String> {
+        self.apply_with(request, context, HostField::Written)
+    }
+
+    /// [`apply`](Self::apply) for a request about to leave for its origin, whose leg takes
+    /// the authority from the URI and drops the `host` field: an `:authority` override
+    /// changes only the URI, sparing a `host` value written only to be removed.
+    pub fn apply_to_origin<B>(
+        &self,
+        request: &mut http::Request<B>,
+        context: &dyn ExpressionContext,
+    ) -> Result<(), String> {
+        self.apply_with(request, context, HostField::Dropped)
+    }
+
+    fn apply_with<B>(
+        &self,
+        request: &mut http::Request<B>,
+        context: &dyn ExpressionContext,
+        host_field: HostField,
+    ) -> Result<(), String> {
         for (target, expression, literal) in &self.entries {
             match (target, literal) {
                 (Target::Authority, Some(Literal::Authority(authority, host))) => {
-                    set_authority(request, authority.clone(), || Ok(host.clone()))?;
+                    set_authority(request, authority.clone(), host_field, || Ok(host.clone()))?;
                     continue;
                 }
                 (Target::Header(name), Some(Literal::Header(value))) => {
@@ -188,7 +208,7 @@ impl Overrides {
                         .parse()
                         .map_err(|_| format!("`{value}` is not an authority"))?;
                     let host = authority.clone();
-                    set_authority(request, authority, || {
+                    set_authority(request, authority, host_field, || {
                         HeaderValue::from_str(host.as_str()).map_err(|e| e.to_string())
                     })?;
                 }
@@ -211,12 +231,24 @@ impl Overrides {
 
 /// Sets the request's authority: as `host` when the request has one or no authority in its
 /// URI, and in the URI when it has one there.
+/// Whether an `:authority` override writes the `host` field as well as the URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostField {
+    /// For the next binding, which may read `host`.
+    Written,
+    /// For the origin leg, which writes `host` from the URI and drops the field.
+    Dropped,
+}
+
 fn set_authority<B>(
     request: &mut http::Request<B>,
     authority: Authority,
+    host_field: HostField,
     host: impl FnOnce() -> Result<HeaderValue, String>,
 ) -> Result<(), String> {
-    if request.headers().contains_key(HOST) || request.uri().authority().is_none() {
+    if host_field == HostField::Written
+        && (request.headers().contains_key(HOST) || request.uri().authority().is_none())
+    {
         request.headers_mut().insert(HOST, host()?);
     }
     // The URI carries the authority too, already parsed, so what reads it next (the http
@@ -238,7 +270,8 @@ fn set_uri<B>(
     authority: Option<Authority>,
     path: Option<PathAndQuery>,
 ) -> Result<(), String> {
-    let mut parts = request.uri().clone().into_parts();
+    // Taken, not cloned: the URI is rebuilt from its parts either way.
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
     if let Some(scheme) = scheme {
         parts.scheme = Some(scheme);
     }
@@ -631,5 +664,28 @@ mod tests {
         let mut h2 = request("GET", "http://gateway/a", &[]);
         overrides.apply(&mut h2, &context).unwrap();
         assert_eq!(h2.uri().to_string(), "https://origin.test:8080/a");
+    }
+
+    #[test]
+    fn an_authority_override_for_the_origin_changes_the_uri_only() {
+        let overrides = Overrides::compile(Some(&BTreeMap::from([(
+            ":authority".into(),
+            "origin.test:8080".into(),
+        )])))
+        .unwrap();
+        let context = RouteScope {
+            captures: &Vec::new(),
+            authorization: None,
+            namespace: "ns",
+        };
+        let mut request = request("GET", "/a?b", &[("host", "gateway:80")]);
+        overrides.apply_to_origin(&mut request, &context).unwrap();
+        assert_eq!(request.uri().to_string(), "http://origin.test:8080/a?b");
+        // The origin leg writes `host` from the URI; the field is left for it to drop.
+        assert_eq!(request.headers()[HOST], "gateway:80");
+        assert_eq!(
+            pseudo_header(&request, ":authority").as_deref(),
+            Some("origin.test:8080")
+        );
     }
 }

@@ -448,16 +448,16 @@ impl Shared {
                 None => body,
             }
         });
-        if request.version() == Version::HTTP_11 && !request.headers().contains_key(HOST) {
-            return (status_response(StatusCode::BAD_REQUEST), None);
-        }
-        // The authority is routed on as text: one that is not (invalid UTF-8) is malformed.
-        if request
-            .headers()
-            .get(HOST)
-            .is_some_and(|host| host.to_str().is_err())
-        {
-            return (status_response(StatusCode::BAD_REQUEST), None);
+        match request.headers().get(HOST) {
+            None if request.version() == Version::HTTP_11 => {
+                return (status_response(StatusCode::BAD_REQUEST), None);
+            }
+            // The authority is routed on as text: one that is not (invalid UTF-8) is
+            // malformed.
+            Some(host) if host.to_str().is_err() => {
+                return (status_response(StatusCode::BAD_REQUEST), None);
+            }
+            _ => {}
         }
         if let Some(limit) = limit
             && crate::h1::declared_length(request.headers()).is_some_and(|length| length > limit)
@@ -568,7 +568,9 @@ impl Shared {
                 read_whole = true;
             }
         }
-        if !read_whole && expects_continue(&request) {
+        // A request without a body (every one the HTTP/1.1 loop reads itself) has nothing
+        // to continue.
+        if !read_whole && !bodiless && expects_continue(&request) {
             request = read_first_frame(request).await;
         }
         let cut = |exceeded: &Option<Arc<AtomicBool>>, stalled: &Option<Arc<AtomicBool>>| {

@@ -1376,6 +1376,26 @@ async fn route_overrides_reach_the_origin() -> Result<()> {
     );
     let (code, _, _) = curl_status(&[&gateway.url("/other")]).await?;
     ensure!(code == 404);
+    // The client's own overrides: the origin's `host` is the overriding authority, not the
+    // client's, over HTTP/1.1 and HTTP/2 alike.
+    let client_options = r#"    options:
+      versions: [http/1.1]
+      overrides:
+        :authority: origin.test
+        x-item-id: "9""#;
+    let gateway = Gateway::start(&proxy_yaml(
+        nginx.port,
+        client_options,
+        "    exit: http_client",
+    ))?;
+    for version in ["--http1.1", "--http2-prior-knowledge"] {
+        let output = curl(&[version, "-H", "host: gateway.test", &gateway.url("/item")]).await?;
+        ensure!(
+            output.text() == "item=9 host=origin.test",
+            "{version}: {}",
+            output.text()
+        );
+    }
     Ok(())
 }
 
