@@ -370,13 +370,23 @@ impl DirectOrigins {
             }
         };
         let list = &mut pool.idle[index].1;
-        list.retain(|idle| now.duration_since(idle.since) < self.idle_timeout);
+        drop_expired(list, now, self.idle_timeout);
         if list.len() < self.max_idle {
             list.push(Idle {
                 connection,
                 since: now,
             });
         }
+    }
+}
+
+/// Drops the connections of `list` idle for `timeout` or longer at `now`. They are put back
+/// in the order they went idle, so the oldest is first: only when it has expired is the whole
+/// list looked through (every exchange puts its connection back).
+fn drop_expired(list: &mut Vec<Idle>, now: Instant, timeout: Duration) {
+    let expired = |idle: &Idle| now.saturating_duration_since(idle.since) >= timeout;
+    if list.first().is_some_and(expired) {
+        list.retain(|idle| !expired(idle));
     }
 }
 
@@ -732,5 +742,40 @@ impl http_body::Body for DrivenBody {
             // `content-length` of a `HEAD` or `304` answer, and sends no body for it anyway.
             Decoder::Empty | Decoder::Chunked(_) | Decoder::UntilClose => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle_since(since: Instant) -> Idle {
+        let (io, _peer) = tokio::io::duplex(64);
+        Idle {
+            connection: Connection {
+                io: Box::new(io),
+                read: BytesMut::new(),
+                write: BytesMut::new(),
+                scratch: h1::HeadScratch::default(),
+            },
+            since,
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_timeout_are_dropped_oldest_first() {
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        let mut list = vec![idle_since(at(0)), idle_since(at(4)), idle_since(at(8))];
+        // Nothing expired: all kept.
+        drop_expired(&mut list, at(9), timeout);
+        assert_eq!(list.len(), 3);
+        // The two oldest expired.
+        drop_expired(&mut list, at(15), timeout);
+        let left: Vec<Instant> = list.iter().map(|idle| idle.since).collect();
+        assert_eq!(left, [at(8)]);
+        drop_expired(&mut list, at(18), timeout);
+        assert!(list.is_empty());
     }
 }
