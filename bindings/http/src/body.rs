@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use zilla_engine::events::Events;
 use zilla_engine::metrics::{Attributes, BindingMetrics, Family, Gauge, HistogramHandle};
@@ -55,6 +55,11 @@ impl HttpMetrics {
             spans: Some(events),
             ..self
         }
+    }
+
+    /// Whether an exchange's series read the request header `name`.
+    pub fn reads_request_header(&self, name: &HeaderName) -> bool {
+        !self.is_empty() && self.attributes.reads_request_header(name)
     }
 
     fn is_empty(&self) -> bool {

@@ -232,6 +232,12 @@ impl HttpClient {
                 .entry(USER_AGENT)
                 .or_insert_with(|| user_agent.clone());
         }
+        // The `host` field the request came with is dropped by the leg that sends it (see
+        // `OriginClients::send`); a telemetry attribute reading `host` must not see it, so it
+        // goes here when one does.
+        if self.metrics.reads_request_header(&header::HOST) {
+            request.headers_mut().remove(header::HOST);
+        }
         let record = self.metrics.start(
             &self.series,
             request.method(),

@@ -828,9 +828,9 @@ pub fn parse_request_head(
 
 /// A header value from a parsed head's bytes.
 ///
-/// `HeaderValue::from_maybe_shared` checks each byte with an early exit, which the compiler
-/// cannot widen, behind a type check of its argument: for short values the call costs more
-/// than the bytes, and a JWT of 600 bytes takes 600 steps. A value of visible ASCII and
+/// `HeaderValue::from_maybe_shared` costs about twice what this does on the fields of a
+/// typical head (seven values of nginx's response head: 172 against 82 to 103 ns; a 586-byte
+/// token: 51 against 37 ns), most of it a fixed cost per value. A value of visible ASCII and
 /// spaces only, nearly every value, is recognised here sixteen bytes at a time; any other goes
 /// through that constructor, which takes tabs and obs-text (0x80 to 0xFF) and refuses control
 /// characters.

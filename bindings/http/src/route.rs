@@ -229,8 +229,6 @@ impl Overrides {
     }
 }
 
-/// Sets the request's authority: as `host` when the request has one or no authority in its
-/// URI, and in the URI when it has one there.
 /// Whether an `:authority` override writes the `host` field as well as the URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HostField {
@@ -240,6 +238,8 @@ enum HostField {
     Dropped,
 }
 
+/// Sets the request's authority in its URI and, with [`HostField::Written`], as `host` when
+/// the request has one or no authority in its URI.
 fn set_authority<B>(
     request: &mut http::Request<B>,
     authority: Authority,

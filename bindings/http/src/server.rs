@@ -452,7 +452,7 @@ impl Shared {
             None if request.version() == Version::HTTP_11 => {
                 return (status_response(StatusCode::BAD_REQUEST), None);
             }
-            // The authority is routed on as text: one that is not (invalid UTF-8) is
+            // The authority is routed on as text: one that is not visible ASCII is
             // malformed.
             Some(host) if host.to_str().is_err() => {
                 return (status_response(StatusCode::BAD_REQUEST), None);

@@ -127,6 +127,13 @@ impl AttributeSources {
         sources
     }
 
+    /// Whether an attribute takes its value from the request header `name`.
+    pub fn reads_request_header(&self, name: &HeaderName) -> bool {
+        self.request.iter().any(
+            |(_, source)| matches!(source, AttributeSource::RequestHeader(read) if read == name),
+        )
+    }
+
     /// Whether any attribute is configured.
     pub fn is_empty(&self) -> bool {
         self.request.is_empty() && self.response.is_empty()
@@ -289,6 +296,17 @@ mod tests {
         assert!(AttributeSource::parse("GET").is_err());
         assert!(AttributeSource::parse("${mqtt.topic}").is_err());
         assert!(AttributeSource::parse("${http.request.bad header}").is_err());
+    }
+
+    #[test]
+    fn the_request_headers_attributes_read_are_known() {
+        let sources = AttributeSources::new(&[
+            ("host".into(), "${http.request.host}".into()),
+            ("status".into(), "${http.response.status}".into()),
+        ]);
+        assert!(sources.reads_request_header(&http::header::HOST));
+        assert!(!sources.reads_request_header(&http::header::USER_AGENT));
+        assert!(!AttributeSources::default().reads_request_header(&http::header::HOST));
     }
 
     #[test]

@@ -370,7 +370,7 @@ impl DirectOrigins {
             }
         };
         let list = &mut pool.idle[index].1;
-        drop_expired(list, now, self.idle_timeout);
+        drop_expired(list, now, self.idle_timeout, self.max_idle);
         if list.len() < self.max_idle {
             list.push(Idle {
                 connection,
@@ -380,12 +380,15 @@ impl DirectOrigins {
     }
 }
 
-/// Drops the connections of `list` idle for `timeout` or longer at `now`. They are put back
-/// in the order they went idle, so the oldest is first: only when it has expired is the whole
-/// list looked through (every exchange puts its connection back).
-fn drop_expired(list: &mut Vec<Idle>, now: Instant, timeout: Duration) {
+/// Drops the connections of `list` idle for `timeout` or longer at `now`, before one more is
+/// put back. A worker puts its connections back in the order they went idle, so the oldest is
+/// first, and the list is looked through only when that one has expired (every exchange puts
+/// its connection back), or when the list is full (`max_idle`), so that an expired connection
+/// put back out of order (by a thread other than the worker, whose clock readings differ) does
+/// not keep a live one out. [`DirectOrigins::take`] skips expired connections either way.
+fn drop_expired(list: &mut Vec<Idle>, now: Instant, timeout: Duration, max_idle: usize) {
     let expired = |idle: &Idle| now.saturating_duration_since(idle.since) >= timeout;
-    if list.first().is_some_and(expired) {
+    if list.len() >= max_idle || list.first().is_some_and(expired) {
         list.retain(|idle| !expired(idle));
     }
 }
@@ -769,13 +772,28 @@ mod tests {
         let at = |seconds| start + Duration::from_secs(seconds);
         let mut list = vec![idle_since(at(0)), idle_since(at(4)), idle_since(at(8))];
         // Nothing expired: all kept.
-        drop_expired(&mut list, at(9), timeout);
+        drop_expired(&mut list, at(9), timeout, 8);
         assert_eq!(list.len(), 3);
         // The two oldest expired.
-        drop_expired(&mut list, at(15), timeout);
+        drop_expired(&mut list, at(15), timeout, 8);
         let left: Vec<Instant> = list.iter().map(|idle| idle.since).collect();
         assert_eq!(left, [at(8)]);
-        drop_expired(&mut list, at(18), timeout);
+        drop_expired(&mut list, at(18), timeout, 8);
         assert!(list.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_idle_list_drops_an_expired_connection_out_of_order() {
+        let timeout = Duration::from_secs(10);
+        let start = Instant::now();
+        let at = |seconds| start + Duration::from_secs(seconds);
+        // The oldest is not first (put back by another thread): seen only when the list is
+        // full.
+        let mut list = vec![idle_since(at(8)), idle_since(at(0))];
+        drop_expired(&mut list, at(12), timeout, 4);
+        assert_eq!(list.len(), 2);
+        drop_expired(&mut list, at(12), timeout, 2);
+        let left: Vec<Instant> = list.iter().map(|idle| idle.since).collect();
+        assert_eq!(left, [at(8)]);
     }
 }
