@@ -717,6 +717,9 @@ pub enum RequestHead {
         request: http::Request<()>,
         /// Whether the client lets the connection carry another exchange afterwards.
         keep_alive: bool,
+        /// Whether the client takes trailer fields (`te: trailers`), found while the head
+        /// is read rather than looked up again.
+        accepts_trailers: bool,
     },
     /// The head has not ended yet (and is shorter than the limit).
     Partial,
@@ -800,7 +803,7 @@ pub fn parse_request_head(
     // Room for what routes add on the way (`host` from an override, `traceparent`) without
     // growing the map.
     headers.reserve(fields.len() + 2);
-    let mut keep_alive = true;
+    let (mut keep_alive, mut takes_trailers) = (true, false);
     for (index, field) in fields.iter().enumerate() {
         let (Ok(name), Ok(value)) = (
             scratch.names.name(index, &head[range(field.name)]),
@@ -812,6 +815,10 @@ pub fn parse_request_head(
             && value_tokens(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"close"))
         {
             keep_alive = false;
+        } else if name == header::TE
+            && value_tokens(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"trailers"))
+        {
+            takes_trailers = true;
         }
         headers.append(name, value);
     }
@@ -823,6 +830,7 @@ pub fn parse_request_head(
     RequestHead::Simple {
         request,
         keep_alive,
+        accepts_trailers: takes_trailers,
     }
 }
 
@@ -1359,11 +1367,13 @@ mod tests {
         let RequestHead::Simple {
             request,
             keep_alive,
+            accepts_trailers,
         } = parsed
         else {
             panic!("simple: {parsed:?}");
         };
         assert!(keep_alive);
+        assert!(!accepts_trailers);
         assert_eq!(request.method(), Method::GET);
         assert_eq!(request.uri(), "/items/1?x=y");
         assert_eq!(request.version(), Version::HTTP_11);
@@ -1524,6 +1534,22 @@ mod tests {
         assert!(!accepts_trailers(&headers));
         headers.append(header::TE, HeaderValue::from_static("gzip, Trailers"));
         assert!(accepts_trailers(&headers));
+        // Found as a simple request's head is read.
+        for (head, expected) in [
+            (&b"GET / HTTP/1.1\r\nte: gzip, Trailers\r\n\r\n"[..], true),
+            (b"GET / HTTP/1.1\r\nte: gzip\r\nte: trailers\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nte: gzip\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nx-te: trailers\r\n\r\n", false),
+        ] {
+            let (parsed, _) = parse_request(head);
+            let RequestHead::Simple {
+                accepts_trailers, ..
+            } = parsed
+            else {
+                panic!("not simple: {head:?}");
+            };
+            assert_eq!(accepts_trailers, expected, "{head:?}");
+        }
     }
 
     #[test]
@@ -1853,10 +1879,16 @@ mod tests {
                 buffer.extend_from_slice(&text[split..]);
                 parsed = parse_request_head(&mut buffer, 8192, &mut scratch);
             }
-            let RequestHead::Simple { request, keep_alive } = parsed else {
+            let RequestHead::Simple {
+                request,
+                keep_alive,
+                accepts_trailers: trailers,
+            } = parsed
+            else {
                 return Err(TestCaseError::fail("not simple"));
             };
             prop_assert!(keep_alive);
+            prop_assert_eq!(trailers, accepts_trailers(request.headers()));
             prop_assert_eq!(request.uri(), "/a?b=c");
             prop_assert_eq!(&request.headers()["x-y"], "z");
             prop_assert!(buffer.is_empty());

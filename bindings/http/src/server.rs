@@ -460,6 +460,7 @@ impl Shared {
             _ => {}
         }
         if let Some(limit) = limit
+            && !bodiless
             && crate::h1::declared_length(request.headers()).is_some_and(|length| length > limit)
         {
             return (status_response(StatusCode::PAYLOAD_TOO_LARGE), None);

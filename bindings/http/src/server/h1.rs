@@ -39,8 +39,8 @@ use zilla_engine::time::recent;
 use super::{Lifecycle, Shared};
 use crate::body::SeriesCache;
 use crate::h1::{
-    BodySize, HeadScratch, RequestHead, ResponseFraming, accepts_trailers,
-    encode_announced_trailers, encode_chunk_start, encode_response_head, parse_request_head,
+    BodySize, HeadScratch, RequestHead, ResponseFraming, encode_announced_trailers,
+    encode_chunk_start, encode_response_head, parse_request_head,
 };
 use crate::kind;
 
@@ -133,12 +133,15 @@ impl Connection<'_> {
         loop {
             // The head.
             let mut deadline = None;
-            let (request, keep_alive) = loop {
+            let (request, keep_alive, wants_trailers) = loop {
                 match parse_request_head(&mut read, max_head, &mut scratch) {
                     RequestHead::Simple {
                         request,
                         keep_alive,
-                    } => break (request, keep_alive),
+                        // hyper's rule: a trailer section carries fields only for a client
+                        // that said it takes them.
+                        accepts_trailers,
+                    } => break (request, keep_alive, accepts_trailers),
                     RequestHead::Other(taken) => {
                         return Ok(Served::HandOver(join(taken, read)));
                     }
@@ -178,9 +181,6 @@ impl Connection<'_> {
             };
             // The exchange.
             let method = request.method().clone();
-            // hyper's rule: a trailer section carries fields only for a client that said it
-            // takes them.
-            let wants_trailers = accepts_trailers(request.headers());
             let held = info.idle.hold();
             let exchange = shared.respond(
                 request.map(|()| kind::empty()),
