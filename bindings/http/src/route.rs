@@ -638,19 +638,29 @@ mod tests {
         assert_eq!(items.uri().path(), "/v2/items/7");
     }
 
-    #[test]
-    fn pseudo_header_overrides_rewrite_the_target() {
-        let overrides = Overrides::compile(Some(&BTreeMap::from([
-            (":authority".into(), "origin.test:8080".into()),
-            (":method".into(), "POST".into()),
-            (":scheme".into(), "https".into()),
-        ])))
-        .unwrap();
-        let context = RouteScope {
-            captures: &Vec::new(),
+    /// Overrides of literal values, and a scope with nothing captured and no authorization.
+    fn literal_overrides(entries: &[(&str, &str)]) -> (Overrides, RouteScope<'static>) {
+        static NOTHING_CAPTURED: Captures = Vec::new();
+        let entries = entries
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let overrides = Overrides::compile(Some(&entries)).unwrap();
+        let scope = RouteScope {
+            captures: &NOTHING_CAPTURED,
             authorization: None,
             namespace: "ns",
         };
+        (overrides, scope)
+    }
+
+    #[test]
+    fn pseudo_header_overrides_rewrite_the_target() {
+        let (overrides, context) = literal_overrides(&[
+            (":authority", "origin.test:8080"),
+            (":method", "POST"),
+            (":scheme", "https"),
+        ]);
         let mut h1 = request("GET", "/a?b", &[("host", "gateway:80")]);
         overrides.apply(&mut h1, &context).unwrap();
         assert_eq!(h1.method(), "POST");
@@ -668,16 +678,7 @@ mod tests {
 
     #[test]
     fn an_authority_override_for_the_origin_changes_the_uri_only() {
-        let overrides = Overrides::compile(Some(&BTreeMap::from([(
-            ":authority".into(),
-            "origin.test:8080".into(),
-        )])))
-        .unwrap();
-        let context = RouteScope {
-            captures: &Vec::new(),
-            authorization: None,
-            namespace: "ns",
-        };
+        let (overrides, context) = literal_overrides(&[(":authority", "origin.test:8080")]);
         let mut request = request("GET", "/a?b", &[("host", "gateway:80")]);
         overrides.apply_to_origin(&mut request, &context).unwrap();
         assert_eq!(request.uri().to_string(), "http://origin.test:8080/a?b");
