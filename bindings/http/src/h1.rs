@@ -1868,8 +1868,8 @@ mod tests {
         }
 
         #[test]
-        fn a_request_split_anywhere_parses_the_same(split in 0usize..50) {
-            let text = b"GET /a?b=c HTTP/1.1\r\nhost: h\r\nx-y: z\r\n\r\n";
+        fn a_request_split_anywhere_parses_the_same(split in 0usize..64) {
+            let text = b"GET /a?b=c HTTP/1.1\r\nhost: h\r\nte: trailers\r\nx-y: z\r\n\r\n";
             let split = split.min(text.len());
             let mut buffer = BytesMut::from(&text[..split]);
             let mut scratch = HeadScratch::default();
@@ -1888,7 +1888,8 @@ mod tests {
                 return Err(TestCaseError::fail("not simple"));
             };
             prop_assert!(keep_alive);
-            prop_assert_eq!(trailers, accepts_trailers(request.headers()));
+            prop_assert!(trailers);
+            prop_assert!(accepts_trailers(request.headers()));
             prop_assert_eq!(request.uri(), "/a?b=c");
             prop_assert_eq!(&request.headers()["x-y"], "z");
             prop_assert!(buffer.is_empty());
