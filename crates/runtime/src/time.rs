@@ -19,9 +19,9 @@ thread_local! {
 ///
 /// Reading the clock costs about 25 ns on x86-64 Linux (the vDSO reads the TSC), and a proxied
 /// exchange read it about seven times for such stamps (with tokio's own readings, 1 % of the
-/// gateway's CPU time in `perf`, about half of it these). A worker
-/// reads it when it wakes from waiting for events (see [`refresh_recent`]), and again after
-/// every [`READINGS_PER_CLOCK_READ`] readings, since a busy worker can run for long without
+/// gateway's CPU time in `perf`, about half of it these). A worker reads it when it wakes from
+/// waiting for events (see [`refresh_recent`]), and again after every
+/// [`READINGS_PER_CLOCK_READ`] readings, since a busy worker can run for long without
 /// waiting. A reading is never ahead of the clock, and behind it by the time the worker spent
 /// since the last read: under load, microseconds; after a long computation on the worker (a
 /// large body validated, say), as long as that took. A timeout measured from such a stamp
