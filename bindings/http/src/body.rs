@@ -62,6 +62,11 @@ impl HttpMetrics {
         !self.is_empty() && self.attributes.reads_request_header(name)
     }
 
+    /// Whether an exchange's series read the response's header fields.
+    pub fn reads_response_headers(&self) -> bool {
+        !self.is_empty() && self.attributes.reads_response_headers()
+    }
+
     fn is_empty(&self) -> bool {
         self.request_size.is_none()
             && self.response_size.is_none()

@@ -238,6 +238,12 @@ impl HttpClient {
         if self.metrics.reads_request_header(&header::HOST) {
             request.headers_mut().remove(header::HOST);
         }
+        if request_type.is_some() || self.metrics.reads_response_headers() {
+            // The response's fields are read here: they come back in its header map.
+            request
+                .extensions_mut()
+                .remove::<crate::h1::TakesForwardedFields>();
+        }
         let record = self.metrics.start(
             &self.series,
             request.method(),

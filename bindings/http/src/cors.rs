@@ -78,6 +78,14 @@ pub struct Decoration {
     expose: Option<Expose>,
 }
 
+impl Decoration {
+    /// Whether [`AccessControl::decorate`] leaves a response as it is, without reading it
+    /// (no CORS policy applies).
+    pub fn adds_nothing(&self) -> bool {
+        self.allow_origin.is_none() && !self.credentials && self.expose.is_none()
+    }
+}
+
 #[derive(Debug)]
 enum Expose {
     /// One `access-control-expose-headers` per exposable response header.
@@ -273,10 +281,7 @@ impl AccessControl {
     /// response already carries its own `access-control-allow-origin`.
     pub fn decorate(&self, decoration: &Decoration, headers: &mut HeaderMap) {
         // A decoration that adds nothing (no CORS policy applies) needs no lookup.
-        let adds = decoration.allow_origin.is_some()
-            || decoration.credentials
-            || decoration.expose.is_some();
-        if !adds || headers.contains_key(ALLOW_ORIGIN) {
+        if decoration.adds_nothing() || headers.contains_key(ALLOW_ORIGIN) {
             return;
         }
         match decoration.expose {

@@ -10,6 +10,10 @@
 //! do no I/O: they read from and write to buffers, so they are tested, property-tested and
 //! fuzzed on bytes alone.
 //!
+//! A proxy that only passes an origin's response on need not parse its fields into a header
+//! map to write them out again: [`ForwardedFields`] keeps the lines as they came, without the
+//! framing and connection ones, when the head allows it.
+//!
 //! Framing is strict where laxness lets two parties disagree on where a message ends
 //! (request smuggling, response splitting): `content-length` values must all be the same
 //! decimal number; `transfer-encoding` wins over `content-length`, which is then removed and
@@ -82,6 +86,221 @@ pub struct ResponseHead {
     pub framing: BodyFraming,
     /// Whether the connection may carry another exchange once this one has ended.
     pub keep_alive: bool,
+    /// The fields to pass on as they came, when forwarding was asked for and the head allows
+    /// it; `headers` is then empty (see [`ForwardedFields`]).
+    pub forwarded: Option<ForwardedFields>,
+}
+
+/// A request extension: whoever answers may give the response's fields as [`ForwardedFields`]
+/// (the origin's HTTP/1.1 leg does, when the head allows). The server's own HTTP/1.1 loop sets
+/// it, as it writes such fields, and removes it when something on the way back reads or adds
+/// to the response's header map (a CORS policy, a `server` field to add, a telemetry attribute
+/// of a response header); so does the http client (a response model, such an attribute).
+/// Private to the crate, so that no handler elsewhere passes it on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TakesForwardedFields;
+
+/// How many runs of consecutive lines a [`ForwardedFields`] holds at most: a head whose
+/// forwarded lines are split by more framing fields than that is read into a header map.
+const FORWARDED_RUNS: usize = 4;
+
+/// The field lines of an origin's response head that a proxy passes on, kept as the bytes the
+/// origin sent rather than parsed into a header map and written out again. They are every line
+/// of the head but the framing and connection ones (`content-length`, `transfer-encoding`,
+/// `connection`, `keep-alive`), which the response's sender writes for its own connection.
+///
+/// Only a head whose lines all end with CRLF and whose other fields are end-to-end is read this
+/// way: one with `trailer`, `upgrade`, `te`, a `proxy-*` field or a `connection` naming other
+/// fields is read into a header map, which the proxy then edits. `httparse` has checked every
+/// name (a token) and value (no control character but tab) the same way the header map's
+/// constructors would, and a property test holds the two readings to the same fields.
+#[derive(Debug, Clone)]
+pub struct ForwardedFields {
+    head: Bytes,
+    /// Byte ranges of `head` to write, in order, each a run of whole lines.
+    runs: [(u32, u32); FORWARDED_RUNS],
+    count: usize,
+    has_date: bool,
+}
+
+impl ForwardedFields {
+    /// Whether a `date` field is among them.
+    pub fn has_date(&self) -> bool {
+        self.has_date
+    }
+
+    /// Their length in bytes, as written.
+    pub fn len(&self) -> usize {
+        self.runs().map(<[u8]>::len).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the lines, each with its CRLF.
+    pub fn write(&self, out: &mut BytesMut) {
+        for run in self.runs() {
+            out.put_slice(run);
+        }
+    }
+
+    fn runs(&self) -> impl Iterator<Item = &[u8]> {
+        self.runs[..self.count]
+            .iter()
+            .map(|&(start, end)| &self.head[start as usize..end as usize])
+    }
+
+    /// Adds the line at `start..end`, joined to the last run when it follows it; `None` when
+    /// the runs are full.
+    fn push(&mut self, start: usize, end: usize) -> Option<()> {
+        let (start, end) = (u32::try_from(start).ok()?, u32::try_from(end).ok()?);
+        match self.count.checked_sub(1).map(|last| &mut self.runs[last]) {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => {
+                *self.runs.get_mut(self.count)? = (start, end);
+                self.count += 1;
+            }
+        }
+        Some(())
+    }
+}
+
+/// What a field of a response head is to this module, found from its name's bytes without
+/// building a [`HeaderName`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldRole {
+    /// End to end, passed on as it is.
+    Plain,
+    /// `date`: passed on; the sender adds none.
+    Date,
+    /// `content-length`.
+    Length,
+    /// `transfer-encoding`.
+    Encoding,
+    /// `connection`.
+    Connection,
+    /// `keep-alive`.
+    KeepAlive,
+    /// A field a proxy edits or removes (`trailer`, `upgrade`, `te`, `proxy-*`): its head is
+    /// read into a header map.
+    Edited,
+}
+
+impl FieldRole {
+    fn of(name: &[u8]) -> Self {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            2 if is(b"te") => Self::Edited,
+            4 if is(b"date") => Self::Date,
+            7 if is(b"trailer") || is(b"upgrade") => Self::Edited,
+            10 if is(b"connection") => Self::Connection,
+            10 if is(b"keep-alive") => Self::KeepAlive,
+            14 if is(b"content-length") => Self::Length,
+            16 if is(b"proxy-connection") => Self::Edited,
+            17 if is(b"transfer-encoding") => Self::Encoding,
+            18 if is(b"proxy-authenticate") => Self::Edited,
+            19 if is(b"proxy-authorization") => Self::Edited,
+            _ => Self::Plain,
+        }
+    }
+}
+
+/// What the framing and connection fields of a response head say, gathered field by field.
+#[derive(Debug, Default)]
+struct FramingFields {
+    transfer_encoding: bool,
+    chunked_last: bool,
+    length: Option<Result<u64, ()>>,
+    close: bool,
+    keep_alive_token: bool,
+}
+
+impl FramingFields {
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        self.transfer_encoding = true;
+        if let Some(last) = value_tokens(value).filter(|token| !token.is_empty()).last() {
+            self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+        }
+    }
+
+    /// Reads a `connection` value; whether it names fields other than `close` and
+    /// `keep-alive`.
+    fn connection(&mut self, value: &[u8]) -> bool {
+        let mut names_others = false;
+        for token in value_tokens(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive_token = true;
+            } else {
+                names_others |= !token.is_empty();
+            }
+        }
+        names_others
+    }
+
+    fn content_length(&mut self, value: &[u8]) {
+        for token in value_tokens(value) {
+            self.length = match (self.length, parse_decimal(token)) {
+                (_, None) | (Some(Err(())), _) => Some(Err(())),
+                (Some(Ok(known)), Some(value)) if known != value => Some(Err(())),
+                (_, Some(value)) => Some(Ok(value)),
+            };
+        }
+    }
+}
+
+/// The head's fields as [`ForwardedFields`], reading its framing fields into `framing`, or
+/// `None` when the head must be read into a header map (`framing` is then left part-read).
+fn forwarded_fields(
+    head: &Bytes,
+    fields: &[FieldIndices],
+    framing: &mut FramingFields,
+) -> Option<ForwardedFields> {
+    if !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let mut forwarded = ForwardedFields {
+        head: head.clone(),
+        runs: [(0, 0); FORWARDED_RUNS],
+        count: 0,
+        has_date: false,
+    };
+    for (index, field) in fields.iter().enumerate() {
+        let name = &head[range(field.name)];
+        // The longest name a header map takes; a longer one is refused there.
+        if name.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let start = field.name.0;
+        // A line ends where the next one starts; the last one before the blank line.
+        let end = fields
+            .get(index + 1)
+            .map_or(head.len() - 2, |next| next.name.0);
+        if end < start + 2 || head.get(end - 2..end) != Some(b"\r\n".as_slice()) {
+            return None;
+        }
+        let value = &head[range(field.value)];
+        match FieldRole::of(name) {
+            FieldRole::Plain => forwarded.push(start, end)?,
+            FieldRole::Date => {
+                forwarded.has_date = true;
+                forwarded.push(start, end)?;
+            }
+            FieldRole::Length => framing.content_length(value),
+            FieldRole::Encoding => framing.transfer_encoding(value),
+            FieldRole::Connection => {
+                if framing.connection(value) {
+                    return None;
+                }
+            }
+            FieldRole::KeepAlive => {}
+            FieldRole::Edited => return None,
+        }
+    }
+    Some(forwarded)
 }
 
 /// Where a field's name and value lie in the head.
@@ -106,6 +325,7 @@ pub fn parse_response_head(
     parse_response_head_into(
         buffer,
         request_method,
+        false,
         &mut HeaderMap::new(),
         &mut HeadScratch::default(),
     )
@@ -113,10 +333,13 @@ pub fn parse_response_head(
 
 /// [`parse_response_head`], with the fields put in `spare` (cleared first) once the head is
 /// complete: a map a connection has done with (its request's, say), so that its allocation
-/// serves again; `scratch` is the connection's, kept from one head to the next.
+/// serves again; `scratch` is the connection's, kept from one head to the next. With
+/// `forward`, a final response with a body whose head allows it comes back with its fields as
+/// [`ForwardedFields`] and `spare`'s map empty; the fields are checked the same either way.
 pub fn parse_response_head_into(
     buffer: &mut BytesMut,
     request_method: &Method,
+    forward: bool,
     spare: &mut HeaderMap,
     scratch: &mut HeadScratch,
 ) -> Result<Option<ResponseHead>, FramingError> {
@@ -172,58 +395,55 @@ pub fn parse_response_head_into(
     // message's header map, the part a proxy passes on (RFC 9110 §7.6.1).
     let mut headers = std::mem::take(spare);
     headers.clear();
-    headers.reserve(fields.len());
-    let mut transfer_encoding = false;
-    let mut chunked_last = false;
-    let mut length: Option<Result<u64, ()>> = None;
-    let (mut close, mut keep_alive_token) = (false, false);
-    for (index, field) in fields.iter().enumerate() {
-        let name = names.name(index, &head[range(field.name)])?;
-        let bytes = &head[range(field.value)];
-        if name == header::TRANSFER_ENCODING {
-            transfer_encoding = true;
-            if let Some(last) = value_tokens(bytes).filter(|token| !token.is_empty()).last() {
-                chunked_last = last.eq_ignore_ascii_case(b"chunked");
-            }
-            continue;
-        }
-        if name == header::CONNECTION {
-            let mut names_others = false;
-            for token in value_tokens(bytes) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                } else {
-                    names_others |= !token.is_empty();
-                }
-            }
-            // Naming other fields, it stays for the proxy to remove them with it.
-            if !names_others {
-                continue;
-            }
-        } else if name == KEEP_ALIVE {
-            continue;
-        } else if name == header::CONTENT_LENGTH {
-            for token in value_tokens(bytes) {
-                length = match (length, parse_decimal(token)) {
-                    (_, None) | (Some(Err(())), _) => Some(Err(())),
-                    (Some(Ok(known)), Some(value)) if known != value => Some(Err(())),
-                    (_, Some(value)) => Some(Ok(value)),
-                };
-            }
-        }
-        let value =
-            field_value(head.slice(range(field.value))).map_err(|_| FramingError::HeaderValue)?;
-        headers.append(name, value);
-    }
-    // HTTP/1.1 persists unless `close` is said; HTTP/1.0 only when `keep-alive` is (§9.3).
-    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
-    let framing = if *request_method == Method::HEAD
+    let bodiless = *request_method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+        || status == StatusCode::NOT_MODIFIED;
+    let mut framing_fields = FramingFields::default();
+    let forwarded = if forward && !bodiless {
+        let forwarded = forwarded_fields(&head, fields, &mut framing_fields);
+        if forwarded.is_none() {
+            // Read again below, into the map.
+            framing_fields = FramingFields::default();
+        }
+        forwarded
+    } else {
+        None
+    };
+    if forwarded.is_none() {
+        headers.reserve(fields.len());
+        for (index, field) in fields.iter().enumerate() {
+            let name = names.name(index, &head[range(field.name)])?;
+            let bytes = &head[range(field.value)];
+            if name == header::TRANSFER_ENCODING {
+                framing_fields.transfer_encoding(bytes);
+                continue;
+            }
+            if name == header::CONNECTION {
+                // Naming other fields, it stays for the proxy to remove them with it.
+                if !framing_fields.connection(bytes) {
+                    continue;
+                }
+            } else if name == KEEP_ALIVE {
+                continue;
+            } else if name == header::CONTENT_LENGTH {
+                framing_fields.content_length(bytes);
+            }
+            let value = field_value(head.slice(range(field.value)))
+                .map_err(|_| FramingError::HeaderValue)?;
+            headers.append(name, value);
+        }
+    }
+    let FramingFields {
+        transfer_encoding,
+        chunked_last,
+        length,
+        close,
+        keep_alive_token,
+    } = framing_fields;
+    // HTTP/1.1 persists unless `close` is said; HTTP/1.0 only when `keep-alive` is (§9.3).
+    let mut keep_alive = !close && (version == Version::HTTP_11 || keep_alive_token);
+    let framing = if bodiless {
         BodyFraming::Empty
     } else if transfer_encoding {
         // Both framings at once may be an attempt to split the response: the chunked coding
@@ -254,6 +474,7 @@ pub fn parse_response_head_into(
         headers,
         framing,
         keep_alive,
+        forwarded,
     }))
 }
 
@@ -894,13 +1115,16 @@ pub struct EncodedHead {
 }
 
 /// Writes the head of an HTTP/1.1 response to a request with `request_method`: the status
-/// line (with `reason`, else the canonical one), the fields but the framing ones, the
-/// framing chosen for `body` (the response's `content-length` when its body's size is not
-/// known), `connection: close` when `keep_alive` is false, and `date` unless the response has
-/// one. These are hyper's server rules, which clients of the binding already see.
+/// line (with `reason`, else the canonical one), the `forwarded` lines an origin sent, the
+/// fields but the framing ones, the framing chosen for `body` (the response's
+/// `content-length` when its body's size is not known), `connection: close` when
+/// `keep_alive` is false, and `date` unless the response has one. These are hyper's server
+/// rules, which clients of the binding already see.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_response_head(
     response: &http::response::Parts,
     reason: Option<&[u8]>,
+    forwarded: Option<&ForwardedFields>,
     request_method: &Method,
     body: BodySize,
     keep_alive: bool,
@@ -917,7 +1141,7 @@ pub fn encode_response_head(
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    out.reserve(fields + 128);
+    out.reserve(fields + forwarded.map_or(0, ForwardedFields::len) + 128);
     if status == StatusCode::OK && reason.is_none() {
         out.put_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
@@ -927,10 +1151,14 @@ pub fn encode_response_head(
         out.put_slice(reason.unwrap_or(status.canonical_reason().unwrap_or("").as_bytes()));
         out.put_slice(b"\r\n");
     }
+    let mut has_date = false;
+    if let Some(forwarded) = forwarded {
+        forwarded.write(out);
+        has_date = forwarded.has_date();
+    }
     let mut declared: Option<&HeaderValue> = None;
     let mut close = !keep_alive;
     let mut said_close = false;
-    let mut has_date = false;
     let mut announced: Option<Vec<HeaderName>> = None;
     for (name, value) in headers {
         match *name {
@@ -1429,6 +1657,7 @@ mod tests {
             let parsed = parse_response_head_into(
                 &mut buffer,
                 &Method::GET,
+                false,
                 &mut HeaderMap::new(),
                 &mut scratch,
             )
@@ -1471,10 +1700,15 @@ mod tests {
             let mut buffer = BytesMut::from(head);
             let mut spare = HeaderMap::new();
             let mut scratch = HeadScratch::default();
-            let parsed =
-                parse_response_head_into(&mut buffer, &Method::GET, &mut spare, &mut scratch)
-                    .unwrap()
-                    .unwrap();
+            let parsed = parse_response_head_into(
+                &mut buffer,
+                &Method::GET,
+                false,
+                &mut spare,
+                &mut scratch,
+            )
+            .unwrap()
+            .unwrap();
             assert!(parsed.reason.is_none(), "{head:?}");
         }
         // A status the http crate refuses is an error, not a panic.
@@ -1482,7 +1716,8 @@ mod tests {
         let mut spare = HeaderMap::new();
         let mut scratch = HeadScratch::default();
         assert!(
-            parse_response_head_into(&mut buffer, &Method::GET, &mut spare, &mut scratch).is_err()
+            parse_response_head_into(&mut buffer, &Method::GET, false, &mut spare, &mut scratch)
+                .is_err()
         );
     }
 
@@ -1633,6 +1868,7 @@ mod tests {
         let mut out = BytesMut::new();
         let encoded = encode_response_head(
             &parts,
+            None,
             None,
             method,
             body,
@@ -1905,6 +2141,294 @@ mod tests {
             };
             prop_assert_eq!(head.framing, BodyFraming::Length(5));
             prop_assert_eq!(&head.headers["x-y"], "z");
+        }
+    }
+
+    /// `head` parsed for a `method` request, fields forwarded when `forward`.
+    fn parsed(head: &[u8], method: &Method, forward: bool) -> Result<ResponseHead, FramingError> {
+        let mut buffer = BytesMut::from(head);
+        let parsed = parse_response_head_into(
+            &mut buffer,
+            method,
+            forward,
+            &mut HeaderMap::new(),
+            &mut HeadScratch::default(),
+        )?;
+        Ok(parsed.expect("complete"))
+    }
+
+    /// The lines of `forwarded`, as written.
+    fn forwarded_text(forwarded: &ForwardedFields) -> String {
+        let mut out = BytesMut::new();
+        forwarded.write(&mut out);
+        assert_eq!(out.len(), forwarded.len());
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn an_end_to_end_head_is_forwarded_without_its_framing_lines() {
+        let head = parsed(
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\n\
+              Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+            &Method::GET,
+            true,
+        )
+        .expect("parses");
+        let forwarded = head.forwarded.as_ref().expect("forwarded");
+        assert_eq!(
+            forwarded_text(forwarded),
+            "Server: nginx\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\nContent-Type: text/plain\r\n"
+        );
+        assert_eq!(forwarded.count, 1, "one run of lines");
+        assert!(forwarded.has_date());
+        assert!(head.headers.is_empty());
+        assert_eq!(head.framing, BodyFraming::Length(5));
+        assert!(head.keep_alive);
+        // Framing lines between others split the runs; `keep-alive` goes, `close` is read.
+        let head = parsed(
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 5\r\nB: 2\r\nKeep-Alive: timeout=5\r\n\
+              set-cookie: a=1\r\nconnection: close\r\nset-cookie: b=2\r\n\r\n",
+            &Method::GET,
+            true,
+        )
+        .expect("parses");
+        let forwarded = head.forwarded.as_ref().expect("forwarded");
+        assert_eq!(
+            forwarded_text(forwarded),
+            "A: 1\r\nB: 2\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
+        );
+        assert_eq!(forwarded.count, 4);
+        assert!(!forwarded.has_date());
+        assert!(!head.keep_alive);
+        // Chunked: the coding line goes too.
+        let head = parsed(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx: y\r\n\r\n",
+            &Method::GET,
+            true,
+        )
+        .expect("parses");
+        assert_eq!(
+            forwarded_text(head.forwarded.as_ref().expect("forwarded")),
+            "x: y\r\n"
+        );
+        assert_eq!(head.framing, BodyFraming::Chunked);
+        // Not asked for: the map, as before.
+        let head = parsed(
+            b"HTTP/1.1 200 OK\r\nx: y\r\ncontent-length: 0\r\n\r\n",
+            &Method::GET,
+            false,
+        )
+        .expect("parses");
+        assert!(head.forwarded.is_none());
+        assert_eq!(head.headers.len(), 2);
+    }
+
+    #[test]
+    fn a_head_a_proxy_edits_or_without_a_body_is_read_into_the_map() {
+        let five_runs = "HTTP/1.1 200 OK\r\na: 1\r\nkeep-alive: 1\r\nb: 1\r\nkeep-alive: 1\r\n\
+                         c: 1\r\nkeep-alive: 1\r\nd: 1\r\nkeep-alive: 1\r\ne: 1\r\n\
+                         content-length: 0\r\n\r\n";
+        for (head, method) in [
+            (
+                "HTTP/1.1 200 OK\r\ntrailer: x-sum\r\ntransfer-encoding: chunked\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTE: trailers\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nProxy-Connection: x\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nProxy-Authenticate: x\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nProxy-Authorization: x\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            // A line ending in a bare LF is not passed on as it came.
+            (
+                "HTTP/1.1 200 OK\r\nx: 1\ncontent-length: 0\r\n\r\n",
+                Method::GET,
+            ),
+            ("HTTP/1.1 200 OK\nx: 1\n\n", Method::GET),
+            (five_runs, Method::GET),
+            (
+                "HTTP/1.1 200 OK\r\nx: 1\r\ncontent-length: 5\r\n\r\n",
+                Method::HEAD,
+            ),
+            ("HTTP/1.1 204 No Content\r\nx: 1\r\n\r\n", Method::GET),
+            ("HTTP/1.1 304 Not Modified\r\nx: 1\r\n\r\n", Method::GET),
+            ("HTTP/1.1 103 Early Hints\r\nx: 1\r\n\r\n", Method::GET),
+        ] {
+            let head = parsed(head.as_bytes(), &method, true).expect(head);
+            assert!(head.forwarded.is_none(), "{head:?}");
+            assert!(!head.headers.is_empty(), "{head:?}");
+        }
+    }
+
+    /// A generated response head: fields from names a proxy treats apart (in any case) and
+    /// others, values from what each usually carries and from bytes near the edges of what a
+    /// value may hold, lines ending in CRLF or a bare LF.
+    fn generated_head() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop_oneof![
+            Just("server"),
+            Just("date"),
+            Just("content-type"),
+            Just("content-length"),
+            Just("transfer-encoding"),
+            Just("connection"),
+            Just("keep-alive"),
+            Just("set-cookie"),
+            Just("x-a"),
+            Just("trailer"),
+            Just("upgrade"),
+            Just("te"),
+            Just("proxy-connection"),
+        ];
+        let value = prop_oneof![
+            Just(b"5".to_vec()),
+            Just(b"5, 5".to_vec()),
+            Just(b"7".to_vec()),
+            Just(b"chunked".to_vec()),
+            Just(b"gzip, chunked".to_vec()),
+            Just(b"close".to_vec()),
+            Just(b"keep-alive".to_vec()),
+            Just(b"close, x-a".to_vec()),
+            proptest::collection::vec(
+                prop_oneof![0x1Fu8..=0x21, 0x7Du8..=0x81, Just(b'\t'), b'a'..=b'z'],
+                0..12,
+            ),
+        ];
+        let field = (name, any::<u32>(), value, proptest::bool::weighted(0.9));
+        (
+            prop_oneof![
+                Just("200 OK"),
+                Just("404 Not Found"),
+                Just("204 No Content"),
+                Just("200 Fine")
+            ],
+            proptest::collection::vec(field, 0..10),
+        )
+            .prop_map(|(status, fields)| {
+                let mut head = format!("HTTP/1.1 {status}\r\n").into_bytes();
+                for (name, case, value, crlf) in fields {
+                    // Each letter upper-cased or not by a bit of `case`.
+                    head.extend(name.bytes().enumerate().map(|(index, byte)| {
+                        if case >> (index % 32) & 1 == 1 {
+                            byte.to_ascii_uppercase()
+                        } else {
+                            byte
+                        }
+                    }));
+                    head.extend_from_slice(b": ");
+                    head.extend_from_slice(&value);
+                    head.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+                }
+                head.extend_from_slice(b"\r\n");
+                head
+            })
+    }
+
+    /// The fields of a head's lines, names lower-cased, each name's values in order.
+    fn fields_of(lines: &[u8]) -> std::collections::BTreeMap<String, Vec<Vec<u8>>> {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        head.extend_from_slice(lines);
+        head.extend_from_slice(b"\r\n");
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        assert!(
+            response
+                .parse(&head)
+                .expect("written lines parse")
+                .is_complete()
+        );
+        let mut map = std::collections::BTreeMap::<String, Vec<Vec<u8>>>::new();
+        for field in response.headers.iter() {
+            map.entry(field.name.to_ascii_lowercase())
+                .or_default()
+                .push(field.value.to_vec());
+        }
+        map
+    }
+
+    proptest! {
+        #[test]
+        fn forwarded_fields_are_the_fields_the_map_would_carry(
+            head in generated_head(),
+            head_request in proptest::bool::weighted(0.2),
+        ) {
+            let method = if head_request { Method::HEAD } else { Method::GET };
+            let mapped = parsed(&head, &method, false);
+            let forwarded = parsed(&head, &method, true);
+            // The same heads are refused, for the same reason.
+            let (mapped, forwarded) = match (mapped, forwarded) {
+                (Ok(mapped), Ok(forwarded)) => (mapped, forwarded),
+                (mapped, forwarded) => {
+                    prop_assert_eq!(mapped.err(), forwarded.err());
+                    return Ok(());
+                }
+            };
+            prop_assert_eq!(mapped.status, forwarded.status);
+            prop_assert_eq!(&mapped.reason, &forwarded.reason);
+            prop_assert_eq!(mapped.framing, forwarded.framing);
+            prop_assert_eq!(mapped.keep_alive, forwarded.keep_alive);
+            let Some(lines) = &forwarded.forwarded else {
+                prop_assert_eq!(&forwarded.headers, &mapped.headers);
+                return Ok(());
+            };
+            prop_assert!(forwarded.headers.is_empty());
+            // What the map would carry, but the `content-length` the sender writes itself.
+            let mut expected = mapped.headers.clone();
+            expected.remove(header::CONTENT_LENGTH);
+            let mut written = BytesMut::new();
+            for (name, value) in &expected {
+                written.put_slice(name.as_str().as_bytes());
+                written.put_slice(b": ");
+                written.put_slice(value.as_bytes());
+                written.put_slice(b"\r\n");
+            }
+            let mut out = BytesMut::new();
+            lines.write(&mut out);
+            prop_assert_eq!(fields_of(&out), fields_of(&written));
+            prop_assert_eq!(lines.has_date(), expected.contains_key(header::DATE));
+            // Written out for a client, both give the same head but for the names' case and
+            // the order of different names.
+            let body = match mapped.framing {
+                BodyFraming::Length(length) => BodySize::Known(length),
+                _ => BodySize::Unknown,
+            };
+            let encode = |head: &ResponseHead| {
+                let mut response = http::Response::new(());
+                *response.status_mut() = head.status;
+                *response.headers_mut() = head.headers.clone();
+                let (parts, ()) = response.into_parts();
+                let mut out = BytesMut::new();
+                let encoded = encode_response_head(
+                    &parts,
+                    head.reason.as_deref(),
+                    head.forwarded.as_ref(),
+                    &method,
+                    body,
+                    head.keep_alive,
+                    b"Mon, 07 Dec 2026 04:00:00 GMT",
+                    &mut out,
+                );
+                let status_line = out.iter().position(|&byte| byte == b'\n').map_or(0, |at| at + 1);
+                (encoded, out[..status_line].to_vec(), fields_of(&out[status_line..out.len() - 2]))
+            };
+            prop_assert_eq!(encode(&forwarded), encode(&mapped));
         }
     }
 }

@@ -589,6 +589,15 @@ impl Shared {
                 None
             }
         };
+        if !(decoration.adds_nothing()
+            && self.limits.server_header.is_none()
+            && !self.metrics.reads_response_headers())
+        {
+            // Something here reads or adds to the response's header map.
+            request
+                .extensions_mut()
+                .remove::<crate::h1::TakesForwardedFields>();
+        }
         let response = match routed.exit.handle(request).await {
             // A handler that failed because the body was cut answers for the cut.
             Ok(response)

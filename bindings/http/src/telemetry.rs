@@ -134,6 +134,13 @@ impl AttributeSources {
         )
     }
 
+    /// Whether an attribute takes its value from a response header.
+    pub fn reads_response_headers(&self) -> bool {
+        self.response
+            .iter()
+            .any(|(_, source)| matches!(source, AttributeSource::ResponseHeader(_)))
+    }
+
     /// Whether any attribute is configured.
     pub fn is_empty(&self) -> bool {
         self.request.is_empty() && self.response.is_empty()

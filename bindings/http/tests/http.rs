@@ -1559,6 +1559,26 @@ fn scripted(path: &str) -> (Vec<u8>, After) {
                 .into(),
             After::KeepOpen,
         ),
+        // End-to-end fields in the origin's case, a repeated one, its own date, and the
+        // fields of its connection, which go no further.
+        "/fields" => (
+            "HTTP/1.1 200 OK\r\nServer: origin\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\
+             X-Mixed-Case: Value One\r\nSet-Cookie: a=1\r\nContent-Length: 12\r\n\
+             Set-Cookie: b=2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+             Content-Type: text/plain\r\n\r\nhello, world"
+                .into(),
+            After::KeepOpen,
+        ),
+        // The same fields split by more framing lines than are forwarded as they came.
+        "/fields-split" => (
+            "HTTP/1.1 200 OK\r\nServer: origin\r\nKeep-Alive: timeout=5\r\n\
+             Date: Tue, 01 Dec 2026 00:00:00 GMT\r\nKeep-Alive: timeout=5\r\n\
+             X-Mixed-Case: Value One\r\nKeep-Alive: timeout=5\r\nSet-Cookie: a=1\r\n\
+             Content-Length: 12\r\nSet-Cookie: b=2\r\nConnection: keep-alive\r\n\
+             Content-Type: text/plain\r\n\r\nhello, world"
+                .into(),
+            After::KeepOpen,
+        ),
         "/eof" => (
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nread until the origin closes"
                 .into(),
@@ -2287,6 +2307,119 @@ async fn h1_origin_content_length_bodies_share_one_connection() -> Result<()> {
         origin.connections(),
         origin.connection_per_request()
     );
+    Ok(())
+}
+
+/// The fields of a head curl wrote, names lower-cased, in order.
+fn head_fields(head: &str) -> Vec<(String, String)> {
+    head.lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_fields_reach_the_client_as_the_origin_sent_them() -> Result<()> {
+    let origin = ScriptedOrigin::start().await?;
+    let expected = |extra: &[(&str, &str)]| {
+        let mut fields: Vec<(String, String)> = [
+            ("server", "origin"),
+            ("date", "Tue, 01 Dec 2026 00:00:00 GMT"),
+            ("x-mixed-case", "Value One"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("content-type", "text/plain"),
+            ("content-length", "12"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+        fields.sort();
+        fields
+    };
+    // Passed on as they came (in the origin's case), or read into a header map when split
+    // by more framing lines: the same fields either way, and the connection's own stay.
+    let gateway = origin.gateway()?;
+    for path in ["/fields", "/fields-split"] {
+        let fetched = fetch(&gateway.url(path), &[]).await?;
+        ensure_served(&fetched, 200, "hello, world", path)?;
+        let mut fields = head_fields(&fetched.head);
+        fields.sort();
+        ensure!(fields == expected(&[]), "{path}: {}", fetched.head);
+    }
+    let fetched = fetch(&gateway.url("/fields"), &[]).await?;
+    ensure!(
+        fetched.head.contains("\r\nX-Mixed-Case: Value One\r\n"),
+        "the origin's own line: {}",
+        fetched.head
+    );
+    // What the server adds from the response's fields still sees them: a CORS policy
+    // exposing them, and a `server` field added only when the origin sent none.
+    let cors = Gateway::start_with(
+        &proxy_yaml(
+            origin.port,
+            "",
+            "    options:
+      access-control:
+        policy: cross-origin
+        expose:
+          headers: [x-mixed-case]
+    exit: http_client",
+        ),
+        &["zilla.binding.http.server.header=gateway"],
+    )?;
+    for path in ["/fields", "/cl"] {
+        let fetched = fetch(&cors.url(path), &["-H", "Origin: https://example.net"]).await?;
+        ensure_served(&fetched, 200, "hello, world", path)?;
+        let mut fields = head_fields(&fetched.head);
+        fields.sort();
+        let mut wanted = if path == "/fields" {
+            expected(&[
+                ("access-control-allow-origin", "*"),
+                ("access-control-expose-headers", "x-mixed-case"),
+            ])
+        } else {
+            vec![
+                ("access-control-allow-origin".to_owned(), "*".to_owned()),
+                ("content-length".to_owned(), "12".to_owned()),
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                ("server".to_owned(), "gateway".to_owned()),
+            ]
+        };
+        if path == "/cl" {
+            // The gateway's own date.
+            fields.retain(|(name, _)| name != "date");
+        }
+        wanted.sort();
+        ensure!(fields == wanted, "{path}: {}", fetched.head);
+    }
+    // So does a client's telemetry attribute of a response field.
+    let yaml = proxy_yaml(
+        origin.port,
+        "    telemetry:
+      metrics: [http.response.size]
+      attributes:
+        mixed: ${http.response.x-mixed-case}",
+        "    exit: http_client",
+    )
+    .replace(
+        "name: test\n",
+        "name: test\ntelemetry:\n  metrics: [http.response.size]\n",
+    );
+    let measured = Gateway::start(&yaml)?;
+    let fetched = fetch(&measured.url("/fields"), &[]).await?;
+    ensure_served(&fetched, 200, "hello, world", "measured")?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let table = measured.engine.metrics().table();
+        if table.contains("http_client http.response.size{mixed=Value One} count=1 sum=12") {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "metrics: {table}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

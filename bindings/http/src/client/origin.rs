@@ -243,6 +243,7 @@ impl DirectOrigins {
             framing,
             started: false,
         };
+        let forward = parts.extensions.get::<h1::TakesForwardedFields>().is_some();
         let mut received = false;
         // A failed write ends the upload but not the exchange: an origin that answers early
         // (a `413` before the body) may stop reading and close, and its answer is still to
@@ -274,7 +275,13 @@ impl DirectOrigins {
             }
             // Once the response head is complete the request's fields are done with (no retry
             // follows): the response's go in their map.
-            connection.poll_head(&parts.method, &mut parts.headers, &mut received, cx)
+            connection.poll_head(
+                &parts.method,
+                forward,
+                &mut parts.headers,
+                &mut received,
+                cx,
+            )
         })
         .await;
         let head = match (head, write_failed.take()) {
@@ -335,6 +342,9 @@ impl DirectOrigins {
             && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason)
         {
             response.extensions_mut().insert(reason);
+        }
+        if let Some(forwarded) = head.forwarded {
+            response.extensions_mut().insert(forwarded);
         }
         let decoder = match head.framing {
             BodyFraming::Empty => Decoder::Empty,
@@ -535,6 +545,7 @@ impl Connection {
     fn poll_head(
         &mut self,
         method: &Method,
+        forward: bool,
         spare: &mut HeaderMap,
         received: &mut bool,
         cx: &mut Context<'_>,
@@ -542,9 +553,13 @@ impl Connection {
         loop {
             if !self.read.is_empty() {
                 *received = true;
-                if let Some(head) =
-                    h1::parse_response_head_into(&mut self.read, method, spare, &mut self.scratch)?
-                {
+                if let Some(head) = h1::parse_response_head_into(
+                    &mut self.read,
+                    method,
+                    forward,
+                    spare,
+                    &mut self.scratch,
+                )? {
                     if head.status == StatusCode::SWITCHING_PROTOCOLS {
                         return Poll::Ready(Err(ExchangeError::SwitchedUnasked));
                     }

@@ -17,7 +17,9 @@
 //! The behaviour clients see is hyper's (see [`encode_response_head`]): the same framing
 //! rules, `date`, `connection: close` when the connection will close, the header read
 //! timeout from the moment a head is awaited, and a connection closed when the client hangs
-//! up while its exchange is in progress.
+//! up while its exchange is in progress. One difference: a response whose fields an HTTP/1.1
+//! origin sent and nothing on the way read ([`ForwardedFields`]) keeps the origin's lines as
+//! they came, names in the origin's case, where hyper writes every name lower-cased.
 
 use std::cell::RefCell;
 use std::io;
@@ -39,8 +41,8 @@ use zilla_engine::time::recent;
 use super::{Lifecycle, Shared};
 use crate::body::SeriesCache;
 use crate::h1::{
-    BodySize, HeadScratch, RequestHead, ResponseFraming, encode_announced_trailers,
-    encode_chunk_start, encode_response_head, parse_request_head,
+    BodySize, ForwardedFields, HeadScratch, RequestHead, ResponseFraming, TakesForwardedFields,
+    encode_announced_trailers, encode_chunk_start, encode_response_head, parse_request_head,
 };
 use crate::kind;
 
@@ -182,13 +184,10 @@ impl Connection<'_> {
             // The exchange.
             let method = request.method().clone();
             let held = info.idle.hold();
-            let exchange = shared.respond(
-                request.map(|()| kind::empty()),
-                info,
-                sessions,
-                series,
-                held,
-            );
+            let mut request = request.map(|()| kind::empty());
+            // This loop writes forwarded fields (see below).
+            request.extensions_mut().insert(TakesForwardedFields);
+            let exchange = shared.respond(request, info, sessions, series, held);
             tokio::pin!(exchange);
             // Room to notice the client hanging up. What is left after the head usually has
             // it; reserving more now, while the request still shares the buffer, would mean a
@@ -233,8 +232,11 @@ impl Connection<'_> {
                 .extensions
                 .get::<hyper::ext::ReasonPhrase>()
                 .map(hyper::ext::ReasonPhrase::as_bytes);
+            let forwarded = parts.extensions.get::<ForwardedFields>();
             let head = with_date(|date| {
-                encode_response_head(&parts, reason, &method, size, keep_alive, date, &mut write)
+                encode_response_head(
+                    &parts, reason, forwarded, &method, size, keep_alive, date, &mut write,
+                )
             });
             // The response's fields and extensions are done with: the next request's go in
             // their maps.
