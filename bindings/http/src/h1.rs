@@ -228,6 +228,11 @@ impl FramingFields {
     /// Reads a `connection` value; whether it names fields other than `close` and
     /// `keep-alive`.
     fn connection(&mut self, value: &[u8]) -> bool {
+        // What nearly every origin sends, read without splitting it.
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive_token = true;
+            return false;
+        }
         let mut names_others = false;
         for token in value_tokens(value) {
             if token.eq_ignore_ascii_case(b"close") {

@@ -187,7 +187,8 @@ impl Connection<'_> {
             let mut request = request.map(|()| kind::empty());
             // This loop writes forwarded fields (see below).
             request.extensions_mut().insert(TakesForwardedFields);
-            let exchange = shared.respond(request, info, sessions, series, held);
+            // `held` comes back unless the body keeps it; either way it goes with the body.
+            let exchange = shared.respond_keeping(request, info, sessions, series, held);
             tokio::pin!(exchange);
             // Room to notice the client hanging up. What is left after the head usually has
             // it; reserving more now, while the request still shares the buffer, would mean a
@@ -195,7 +196,7 @@ impl Connection<'_> {
             if read.capacity() == read.len() {
                 read.reserve(1024);
             }
-            let response = loop {
+            let (response, held) = loop {
                 tokio::select! {
                     biased;
                     response = &mut exchange => break response,
@@ -255,6 +256,7 @@ impl Connection<'_> {
                 }
             };
             drop(body);
+            drop(held);
             let complete = match sent {
                 Ok(complete) => complete,
                 // Retired, or the client hung up, or the body failed: nothing more is sent.
