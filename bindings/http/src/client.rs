@@ -312,7 +312,10 @@ impl Binding for HttpClient {}
 
 impl HttpHandler for HttpClient {
     fn handle(&self, request: Request) -> BoxFuture<'_, Result<Response, StreamError>> {
-        Box::pin(self.send(request))
+        // Made in its allocation rather than moved into it: the future is sized for a whole
+        // exchange (kilobytes), of which a new one holds only its arguments.
+        let exchange = Box::write(Box::new_uninit(), self.send(request));
+        Box::into_pin(exchange)
     }
 }
 
