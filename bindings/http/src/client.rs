@@ -317,6 +317,15 @@ impl HttpHandler for HttpClient {
         let exchange = Box::write(Box::new_uninit(), self.send(request));
         Box::into_pin(exchange)
     }
+
+    fn reads_authorization(&self) -> bool {
+        // Its routes and overrides are all it reads the authorization for.
+        self.router.reads_authorization()
+    }
+
+    fn takes_forwarded_fields(&self) -> bool {
+        true
+    }
 }
 
 /// Copies between the two sides of an upgraded connection until both end.
@@ -391,7 +400,7 @@ fn outgoing(request: Request, upgrade: bool) -> Result<Request, StreamError> {
 /// Removes headers that describe one connection rather than the message (RFC 9110 §7.6.1),
 /// keeping `te: trailers`, which HTTP/2 allows and gRPC needs, and, for an upgrade,
 /// `connection: upgrade` and `upgrade`.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Every message passes here, and most carry no hop-by-hop header or only `connection:
     // keep-alive`: one pass over the names finds which are present, and only those are
     // looked up again.

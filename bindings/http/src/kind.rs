@@ -39,6 +39,20 @@ pub type Response = http::Response<Body>;
 pub trait HttpHandler: Send + Sync + 'static {
     /// Answers `request`.
     fn handle(&self, request: Request) -> BoxFuture<'_, Result<Response, StreamError>>;
+
+    /// Whether the handler reads a request's [`Authorization`] extension; a server puts none
+    /// in a request for a handler that does not.
+    fn reads_authorization(&self) -> bool {
+        true
+    }
+
+    /// Whether the handler may answer with the origin's fields forwarded as they came
+    /// ([`crate::h1::ForwardedFields`]) when the server says it writes them: only the http
+    /// client does, which reads the request's marker itself. Every other handler gets a request
+    /// without the marker, so none passes it on.
+    fn takes_forwarded_fields(&self) -> bool {
+        false
+    }
 }
 
 /// The `http` stream kind.

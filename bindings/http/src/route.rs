@@ -144,6 +144,12 @@ impl Overrides {
         self.entries.is_empty()
     }
 
+    /// Whether every value is a literal, parsed at load: none reads the request's context
+    /// (captures, `${guarded[...]}`).
+    fn all_literal(&self) -> bool {
+        self.entries.iter().all(|(_, _, literal)| literal.is_some())
+    }
+
     /// Applies the overrides to `request`. A value whose expression has no value in
     /// `context` (a parameter the route did not capture) leaves that header alone.
     pub fn apply<B>(
@@ -362,6 +368,16 @@ impl<E> Router<E> {
         self.routes.is_empty()
     }
 
+    /// Whether resolving a request or applying its overrides may read its authorization: a
+    /// route is `guarded`, or an override's value is an expression.
+    pub fn reads_authorization(&self) -> bool {
+        self.routes.iter().any(|route| !route.guarded.is_empty())
+            || self
+                .overrides
+                .iter()
+                .any(|overrides| !overrides.all_literal())
+    }
+
     /// The first route whose conditions match `request` and whose guards authorize it.
     pub fn resolve<B>(
         &self,
@@ -575,6 +591,32 @@ mod tests {
             origin: Origin::default(),
             namespace: "ns".into(),
         }
+    }
+
+    #[test]
+    fn only_guarded_routes_and_expression_overrides_read_the_authorization() {
+        let literal = Overrides::compile(Some(&BTreeMap::from([
+            (":authority".into(), "example.com:8080".into()),
+            ("x-from".into(), "gateway".into()),
+        ])))
+        .unwrap();
+        let reads = |guarded: Vec<(&str, Vec<&str>)>, with: Option<serde_json::Value>| {
+            let config = binding(vec![(
+                serde_json::json!({"headers": {":path": "/*"}}),
+                guarded,
+                with,
+                "exit",
+            )]);
+            let router: Router<String> =
+                Router::build(&config, |exit| Ok(exit.to_owned()), &literal).unwrap();
+            router.reads_authorization()
+        };
+        assert!(!reads(vec![], None), "literal overrides only");
+        assert!(reads(vec![("jwt0", vec!["read"])], None), "a guarded route");
+        let identity = serde_json::json!({"headers": {"overrides": {
+            "x-user": "${guarded['jwt0'].identity}"
+        }}});
+        assert!(reads(vec![], Some(identity)), "an expression override");
     }
 
     #[test]

@@ -566,7 +566,9 @@ impl Shared {
                 return (status_response(StatusCode::BAD_REQUEST), Some(decoration));
             }
         }
-        if let Some(authorization) = authorization {
+        if let Some(authorization) = authorization
+            && routed.exit.reads_authorization()
+        {
             request.extensions_mut().insert(authorization);
         }
         let mut read_whole = false;
@@ -610,11 +612,13 @@ impl Shared {
                 None
             }
         };
-        if !(decoration.adds_nothing()
+        if !(routed.exit.takes_forwarded_fields()
+            && decoration.adds_nothing()
             && self.limits.server_header.is_none()
             && !self.metrics.reads_response_headers())
         {
-            // Something here reads or adds to the response's header map.
+            // The exit would pass the marker on, or something here reads or adds to the
+            // response's header map.
             request
                 .extensions_mut()
                 .remove::<crate::h1::TakesForwardedFields>();

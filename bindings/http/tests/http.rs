@@ -2355,70 +2355,79 @@ async fn h1_origin_fields_reach_the_client_as_the_origin_sent_them() -> Result<(
         "the origin's own line: {}",
         fetched.head
     );
-    // What the server adds from the response's fields still sees them: a CORS policy
-    // exposing them, and a `server` field added only when the origin sent none.
-    let cors = Gateway::start_with(
-        &proxy_yaml(
-            origin.port,
-            "",
-            "    options:
+    // What the server adds from the response's fields still sees them, each alone: a CORS
+    // policy exposing them, and a `server` field added only when the origin sent none.
+    let fields_of = |fetched: &Fetched| {
+        let mut fields = head_fields(&fetched.head);
+        fields.sort();
+        fields
+    };
+    let cors = Gateway::start(&proxy_yaml(
+        origin.port,
+        "",
+        "    options:
       access-control:
         policy: cross-origin
         expose:
           headers: [x-mixed-case]
     exit: http_client",
-        ),
+    ))?;
+    let fetched = fetch(&cors.url("/fields"), &["-H", "Origin: https://example.net"]).await?;
+    ensure_served(&fetched, 200, "hello, world", "cors")?;
+    let wanted = expected(&[
+        ("access-control-allow-origin", "*"),
+        ("access-control-expose-headers", "x-mixed-case"),
+    ]);
+    ensure!(fields_of(&fetched) == wanted, "cors: {}", fetched.head);
+    let named = Gateway::start_with(
+        &proxy_yaml(origin.port, "", "    exit: http_client"),
         &["zilla.binding.http.server.header=gateway"],
     )?;
-    for path in ["/fields", "/cl"] {
-        let fetched = fetch(&cors.url(path), &["-H", "Origin: https://example.net"]).await?;
-        ensure_served(&fetched, 200, "hello, world", path)?;
-        let mut fields = head_fields(&fetched.head);
-        fields.sort();
-        let mut wanted = if path == "/fields" {
-            expected(&[
-                ("access-control-allow-origin", "*"),
-                ("access-control-expose-headers", "x-mixed-case"),
-            ])
-        } else {
-            vec![
-                ("access-control-allow-origin".to_owned(), "*".to_owned()),
-                ("content-length".to_owned(), "12".to_owned()),
-                ("content-type".to_owned(), "text/plain".to_owned()),
-                ("server".to_owned(), "gateway".to_owned()),
-            ]
-        };
-        if path == "/cl" {
-            // The gateway's own date.
-            fields.retain(|(name, _)| name != "date");
-        }
-        wanted.sort();
-        ensure!(fields == wanted, "{path}: {}", fetched.head);
-    }
-    // So does a client's telemetry attribute of a response field.
-    let yaml = proxy_yaml(
-        origin.port,
-        "    telemetry:
+    let fetched = fetch(&named.url("/fields"), &[]).await?;
+    ensure_served(&fetched, 200, "hello, world", "server field")?;
+    ensure!(
+        fields_of(&fetched) == expected(&[]),
+        "the origin's own server field, alone: {}",
+        fetched.head
+    );
+    let fetched = fetch(&named.url("/cl"), &[]).await?;
+    ensure_served(&fetched, 200, "hello, world", "server field added")?;
+    ensure!(
+        head_fields(&fetched.head).contains(&("server".to_owned(), "gateway".to_owned())),
+        "{}",
+        fetched.head
+    );
+    // So does a telemetry attribute of a response field, the server's and the client's.
+    let attribute = "    telemetry:
       metrics: [http.response.size]
       attributes:
-        mixed: ${http.response.x-mixed-case}",
-        "    exit: http_client",
-    )
-    .replace(
-        "name: test\n",
-        "name: test\ntelemetry:\n  metrics: [http.response.size]\n",
-    );
-    let measured = Gateway::start(&yaml)?;
-    let fetched = fetch(&measured.url("/fields"), &[]).await?;
-    ensure_served(&fetched, 200, "hello, world", "measured")?;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let table = measured.engine.metrics().table();
-        if table.contains("http_client http.response.size{mixed=Value One} count=1 sum=12") {
-            break;
+        mixed: ${http.response.x-mixed-case}";
+    for (client, server, series) in [
+        (attribute, "", "http_client"),
+        ("", attribute, "http_server"),
+    ] {
+        let yaml = proxy_yaml(
+            origin.port,
+            client,
+            &format!("{server}\n    exit: http_client"),
+        )
+        .replace(
+            "name: test\n",
+            "name: test\ntelemetry:\n  metrics: [http.response.size]\n",
+        );
+        let measured = Gateway::start(&yaml)?;
+        let fetched = fetch(&measured.url("/fields"), &[]).await?;
+        ensure_served(&fetched, 200, "hello, world", series)?;
+        let wanted = format!("{series} http.response.size{{mixed=Value One}} count=1");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let table = measured.engine.metrics().table();
+            if table.contains(&wanted) {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "{wanted}: {table}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        ensure!(Instant::now() < deadline, "metrics: {table}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
