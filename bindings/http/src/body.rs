@@ -500,13 +500,24 @@ pub fn exchange_body<H: Send + Unpin + 'static>(
     expiry: Option<ExpiryWatch>,
     held: H,
 ) -> Body {
-    crate::kind::boxed(Counted {
+    crate::kind::boxed(exchange_body_unboxed(inner, record, expiry, held))
+}
+
+/// [`exchange_body`] for a caller that sends the body itself: not boxed, so it costs no
+/// allocation and no dispatch through a box per frame.
+pub fn exchange_body_unboxed<H: Send + Unpin + 'static>(
+    inner: Body,
+    record: Option<ExchangeRecord>,
+    expiry: Option<ExpiryWatch>,
+    held: H,
+) -> impl HttpBody<Data = Bytes, Error = BodyError> + Send + Unpin + 'static {
+    Counted {
         inner,
         bytes: 0,
         on_end: record,
         expiry,
         _held: held,
-    })
+    }
 }
 
 impl<E: OnEnd, H> Counted<E, H> {

@@ -322,6 +322,8 @@ pub struct Router<E> {
     /// Whether a route's `guarded` roles hold an expression (`${method}`, `${path}`), by route
     /// position: found once here rather than on every guarded request.
     templated_roles: Vec<bool>,
+    /// Whether a route is `guarded` or an override's value is an expression, found once here.
+    reads_authorization: bool,
     namespace: String,
 }
 
@@ -355,10 +357,13 @@ impl<E> Router<E> {
                     .any(|(_, roles)| roles.iter().any(|role| role.contains("${")))
             })
             .collect();
+        let reads_authorization = routes.iter().any(|route| !route.guarded.is_empty())
+            || overrides.iter().any(|overrides| !overrides.all_literal());
         Ok(Self {
             routes,
             overrides,
             templated_roles,
+            reads_authorization,
             namespace: config.namespace.clone(),
         })
     }
@@ -371,11 +376,7 @@ impl<E> Router<E> {
     /// Whether resolving a request or applying its overrides may read its authorization: a
     /// route is `guarded`, or an override's value is an expression.
     pub fn reads_authorization(&self) -> bool {
-        self.routes.iter().any(|route| !route.guarded.is_empty())
-            || self
-                .overrides
-                .iter()
-                .any(|overrides| !overrides.all_literal())
+        self.reads_authorization
     }
 
     /// The first route whose conditions match `request` and whose guards authorize it.

@@ -379,27 +379,6 @@ impl Shared {
         response.map(move |body| exchange_body(body, record, expiry, held))
     }
 
-    /// Answers `request` for a caller that sends the response body itself and keeps `held`
-    /// until it has: the body is wrapped only when the exchange records metrics or expires
-    /// with a guard session, and `held` comes back otherwise.
-    async fn respond_keeping<H: Send + Unpin + 'static>(
-        &self,
-        request: kind::Request,
-        info: &Arc<StreamInfo>,
-        sessions: &ConnectionSessions,
-        series: &SeriesCache,
-        held: H,
-    ) -> (Response, Option<H>) {
-        let (response, record, expiry) = self.exchange(request, info, sessions, series).await;
-        if record.is_none() && expiry.is_none() {
-            return (response, Some(held));
-        }
-        (
-            response.map(move |body| exchange_body(body, record, expiry, held)),
-            None,
-        )
-    }
-
     async fn exchange(
         &self,
         request: kind::Request,

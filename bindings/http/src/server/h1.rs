@@ -39,7 +39,7 @@ use zilla_engine::stream::{AsyncIo, StreamInfo};
 use zilla_engine::time::recent;
 
 use super::{Lifecycle, Shared};
-use crate::body::SeriesCache;
+use crate::body::{SeriesCache, exchange_body_unboxed};
 use crate::h1::{
     BodySize, ForwardedFields, HeadScratch, RequestHead, ResponseFraming, TakesForwardedFields,
     encode_announced_trailers, encode_chunk_start, encode_response_head, parse_request_head,
@@ -187,8 +187,7 @@ impl Connection<'_> {
             let mut request = request.map(|()| kind::empty());
             // This loop writes forwarded fields (see below).
             request.extensions_mut().insert(TakesForwardedFields);
-            // `held` comes back unless the body keeps it; either way it goes with the body.
-            let exchange = shared.respond_keeping(request, info, sessions, series, held);
+            let exchange = shared.exchange(request, info, sessions, series);
             tokio::pin!(exchange);
             // Room to notice the client hanging up. What is left after the head usually has
             // it; reserving more now, while the request still shares the buffer, would mean a
@@ -196,7 +195,7 @@ impl Connection<'_> {
             if read.capacity() == read.len() {
                 read.reserve(1024);
             }
-            let (response, held) = loop {
+            let (response, record, expiry) = loop {
                 tokio::select! {
                     biased;
                     response = &mut exchange => break response,
@@ -222,6 +221,9 @@ impl Connection<'_> {
                     .0;
                 body = kind::empty();
             }
+            // Counted for the exchange's metrics, ended when its guard session expires, and
+            // holding the connection open, in place rather than in a box of its own.
+            let mut body = exchange_body_unboxed(body, record, expiry, held);
             let size = if body.is_end_stream() {
                 BodySize::Empty
             } else {
@@ -256,7 +258,6 @@ impl Connection<'_> {
                 }
             };
             drop(body);
-            drop(held);
             let complete = match sent {
                 Ok(complete) => complete,
                 // Retired, or the client hung up, or the body failed: nothing more is sent.
@@ -293,13 +294,16 @@ impl Output<'_> {
     /// Writes `body` in `framing`, after the head already in `write`; `false` when the body
     /// ended short of its length or past it, which leaves the connection unusable. The
     /// trailer section carries fields only for a client that asked for them (`te: trailers`).
-    async fn send_body(
+    async fn send_body<B>(
         &mut self,
         read: &mut BytesMut,
-        body: &mut kind::Body,
+        body: &mut B,
         framing: ResponseFraming,
         wants_trailers: bool,
-    ) -> Result<bool, Cut> {
+    ) -> Result<bool, Cut>
+    where
+        B: http_body::Body<Data = Bytes, Error = kind::BodyError> + Unpin,
+    {
         let mut sent: u64 = 0;
         let mut trailers = None;
         loop {
