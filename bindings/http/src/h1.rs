@@ -2172,52 +2172,46 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// `head` parsed for a `GET` with its fields forwarded, and the lines forwarded.
+    fn forwarded_head(head: &[u8]) -> (ResponseHead, String) {
+        let parsed = parsed(head, &Method::GET, true).expect("parses");
+        let text = forwarded_text(parsed.forwarded.as_ref().expect("forwarded"));
+        (parsed, text)
+    }
+
     #[test]
     fn an_end_to_end_head_is_forwarded_without_its_framing_lines() {
-        let head = parsed(
+        let (head, text) = forwarded_head(
             b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\n\
               Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
-            &Method::GET,
-            true,
-        )
-        .expect("parses");
-        let forwarded = head.forwarded.as_ref().expect("forwarded");
+        );
         assert_eq!(
-            forwarded_text(forwarded),
+            text,
             "Server: nginx\r\nDate: Mon, 07 Dec 2026 04:00:00 GMT\r\nContent-Type: text/plain\r\n"
         );
+        let forwarded = head.forwarded.as_ref().expect("forwarded");
         assert_eq!(forwarded.count, 1, "one run of lines");
         assert!(forwarded.has_date());
         assert!(head.headers.is_empty());
         assert_eq!(head.framing, BodyFraming::Length(5));
         assert!(head.keep_alive);
         // Framing lines between others split the runs; `keep-alive` goes, `close` is read.
-        let head = parsed(
+        let (head, text) = forwarded_head(
             b"HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 5\r\nB: 2\r\nKeep-Alive: timeout=5\r\n\
               set-cookie: a=1\r\nconnection: close\r\nset-cookie: b=2\r\n\r\n",
-            &Method::GET,
-            true,
-        )
-        .expect("parses");
-        let forwarded = head.forwarded.as_ref().expect("forwarded");
+        );
         assert_eq!(
-            forwarded_text(forwarded),
+            text,
             "A: 1\r\nB: 2\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n"
         );
+        let forwarded = head.forwarded.as_ref().expect("forwarded");
         assert_eq!(forwarded.count, 4);
         assert!(!forwarded.has_date());
         assert!(!head.keep_alive);
         // Chunked: the coding line goes too.
-        let head = parsed(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx: y\r\n\r\n",
-            &Method::GET,
-            true,
-        )
-        .expect("parses");
-        assert_eq!(
-            forwarded_text(head.forwarded.as_ref().expect("forwarded")),
-            "x: y\r\n"
-        );
+        let (head, text) =
+            forwarded_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx: y\r\n\r\n");
+        assert_eq!(text, "x: y\r\n");
         assert_eq!(head.framing, BodyFraming::Chunked);
         // Not asked for: the map, as before.
         let head = parsed(
