@@ -1579,6 +1579,14 @@ fn scripted(path: &str) -> (Vec<u8>, After) {
                 .into(),
             After::KeepOpen,
         ),
+        // A body sent after its head from a buffer of its own (see the test below).
+        "/kb" => (
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n{}",
+                "0123456789".repeat(100)
+            ),
+            After::KeepOpen,
+        ),
         "/eof" => (
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nread until the origin closes"
                 .into(),
@@ -2306,6 +2314,31 @@ async fn h1_origin_content_length_bodies_share_one_connection() -> Result<()> {
         "10 sequential requests took {} origin connections: {:?}",
         origin.connections(),
         origin.connection_per_request()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_origin_bodies_written_with_their_head_keep_the_connection_in_step() -> Result<()> {
+    // A body's last data over 512 bytes goes out with the head in one vectored write; the
+    // next exchange on the same connection follows it exactly.
+    let origin = ScriptedOrigin::start().await?;
+    let gateway = origin.gateway()?;
+    let url = gateway.url("/kb");
+    let output = curl(&["-v", &url, &url, &url]).await?;
+    ensure!(
+        output.text() == "0123456789".repeat(300),
+        "{}",
+        output.stderr
+    );
+    ensure!(
+        output
+            .stderr
+            .matches("Re-using existing connection")
+            .count()
+            == 2,
+        "one client connection: {}",
+        output.stderr
     );
     Ok(())
 }

@@ -68,6 +68,11 @@ const IDLE_READ_SIZE: usize = 2 * 1024;
 /// larger data is written from its own buffer.
 const COPY_MAX: usize = 16 * 1024;
 
+/// The last data of a body with a length, from this size up, is written from its own buffer
+/// together with what is buffered (one vectored write) rather than copied after it: nothing
+/// follows it to coalesce with, and a copy writes every cache line of it once more.
+const LAST_COPY_MAX: usize = 512;
+
 /// The most response bytes buffered before they are written out.
 const WRITE_MAX: usize = 64 * 1024;
 
@@ -374,7 +379,8 @@ impl Output<'_> {
             if let ResponseFraming::Chunked(_) = framing {
                 encode_chunk_start(data.len(), self.write);
             }
-            if data.len() <= COPY_MAX {
+            let last = matches!(framing, ResponseFraming::Length(length) if sent == length);
+            if data.len() <= COPY_MAX && !(last && data.len() > LAST_COPY_MAX) {
                 self.write.extend_from_slice(&data);
             } else {
                 let signals = &mut *self.signals;
