@@ -65,7 +65,7 @@ struct Connection {
 }
 
 struct Idle {
-    connection: Connection,
+    connection: Box<Connection>,
     since: Instant,
 }
 
@@ -167,12 +167,14 @@ impl DirectOrigins {
             }
             return Ok(Outcome::Elsewhere(Request::from_parts(parts, body)));
         }
-        let connection = Connection {
+        // Boxed once for its life: an exchange moves it from the idle list to the response
+        // body and back, and a pointer moves more cheaply than its buffers' and maps' state.
+        let connection = Box::new(Connection {
             io: io.into_inner(),
             read: BytesMut::new(),
             write: BytesMut::new(),
             scratch: h1::HeadScratch::default(),
-        };
+        });
         match self
             .exchange(connection, false, &mut parts, body, &key)
             .await
@@ -186,7 +188,7 @@ impl DirectOrigins {
     }
 
     /// An idle connection to `key` that the origin has not closed, if this worker has one.
-    fn take(&self, key: &OriginKey) -> Option<Connection> {
+    fn take(&self, key: &OriginKey) -> Option<Box<Connection>> {
         loop {
             let idle = {
                 let mut pool = self.pool();
@@ -209,7 +211,7 @@ impl DirectOrigins {
     /// Sends the request on `connection`, driving it until the response head arrives.
     async fn exchange(
         self: &Arc<Self>,
-        mut connection: Connection,
+        mut connection: Box<Connection>,
         reused: bool,
         parts: &mut request::Parts,
         body: Body,
@@ -326,7 +328,7 @@ impl DirectOrigins {
     /// first extension then allocates no map.
     fn respond(
         self: &Arc<Self>,
-        connection: Connection,
+        connection: Box<Connection>,
         upload: Option<Upload>,
         head: h1::ResponseHead,
         extensions: &mut http::Extensions,
@@ -364,7 +366,7 @@ impl DirectOrigins {
         Response::from_parts(parts, kind::boxed(body))
     }
 
-    fn put_back(&self, key: OriginKey, connection: Connection) {
+    fn put_back(&self, key: OriginKey, connection: Box<Connection>) {
         let now = recent();
         let mut pool = self.pool();
         let index = match pool.idle.iter().position(|(origin, _)| *origin == key) {
@@ -603,7 +605,7 @@ enum Decoder {
 /// end, it closes the connection with it (the rest of the response would otherwise be read by
 /// the next request).
 struct DrivenBody {
-    connection: Option<Connection>,
+    connection: Option<Box<Connection>>,
     /// What is left of the request body to write, when the origin answered before all of it.
     upload: Option<Upload>,
     decoder: Decoder,
@@ -770,12 +772,12 @@ mod tests {
     fn idle_since(since: Instant) -> Idle {
         let (io, _peer) = tokio::io::duplex(64);
         Idle {
-            connection: Connection {
+            connection: Box::new(Connection {
                 io: Box::new(io),
                 read: BytesMut::new(),
                 write: BytesMut::new(),
                 scratch: h1::HeadScratch::default(),
-            },
+            }),
             since,
         }
     }
