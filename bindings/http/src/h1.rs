@@ -92,13 +92,12 @@ pub struct ResponseHead {
 }
 
 /// A request extension: whoever answers may give the response's fields as [`ForwardedFields`]
-/// (the origin's HTTP/1.1 leg does, when the head allows). The server's own HTTP/1.1 loop sets
-/// it, as it writes such fields, and removes it when something on the way back reads or adds
-/// to the response's header map (a CORS policy, a `server` field to add, a telemetry attribute
-/// of a response header) or when the exit is not one that takes such fields
+/// (the origin's HTTP/1.1 leg does, when the head allows). The server puts it in a request its
+/// own HTTP/1.1 loop answers, which writes such fields, when the exit takes them
 /// ([`crate::HttpHandler::takes_forwarded_fields`]: only the http client, so no handler passes
-/// it on); the http client removes it too when it reads the fields (a response model, such an
-/// attribute).
+/// it on) and nothing on the way back reads or adds to the response's header map (a CORS
+/// policy, a `server` field to add, a telemetry attribute of a response header); the http
+/// client removes it when it reads the fields itself (a response model, such an attribute).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TakesForwardedFields;
 

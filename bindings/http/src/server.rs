@@ -375,7 +375,8 @@ impl Shared {
         series: &SeriesCache,
         held: H,
     ) -> Response {
-        let (response, record, expiry) = self.exchange(request, info, sessions, series).await;
+        let (response, record, expiry) =
+            self.exchange(request, info, sessions, series, false).await;
         response.map(move |body| exchange_body(body, record, expiry, held))
     }
 
@@ -385,6 +386,7 @@ impl Shared {
         info: &Arc<StreamInfo>,
         sessions: &ConnectionSessions,
         series: &SeriesCache,
+        writes_forwarded: bool,
     ) -> (Response, Option<ExchangeRecord>, Option<ExpiryWatch>) {
         let record = self
             .metrics
@@ -399,7 +401,14 @@ impl Shared {
         }
         let mut expiry = None;
         let (mut response, decoration) = self
-            .answer(request, info, sessions, record.as_ref(), &mut expiry)
+            .answer(
+                request,
+                info,
+                sessions,
+                record.as_ref(),
+                &mut expiry,
+                writes_forwarded,
+            )
             .await;
         if let Some(decoration) = decoration {
             self.access.decorate(&decoration, response.headers_mut());
@@ -424,6 +433,7 @@ impl Shared {
         sessions: &ConnectionSessions,
         record: Option<&ExchangeRecord>,
         expiry: &mut Option<ExpiryWatch>,
+        writes_forwarded: bool,
     ) -> (Response, Option<Decoration>) {
         let limit = self.limits.max_request_body_size;
         // A request that has no body (most GETs) needs neither a limit nor a read timer.
@@ -591,16 +601,17 @@ impl Shared {
                 None
             }
         };
-        if !(routed.exit.takes_forwarded_fields()
+        // The caller writes forwarded fields, the exit takes them, and nothing here reads or
+        // adds to the response's header map.
+        if writes_forwarded
+            && routed.exit.takes_forwarded_fields()
             && decoration.adds_nothing()
             && self.limits.server_header.is_none()
-            && !self.metrics.reads_response_headers())
+            && !self.metrics.reads_response_headers()
         {
-            // The exit would pass the marker on, or something here reads or adds to the
-            // response's header map.
             request
                 .extensions_mut()
-                .remove::<crate::h1::TakesForwardedFields>();
+                .insert(crate::h1::TakesForwardedFields);
         }
         let response = match routed.exit.handle(request).await {
             // A handler that failed because the body was cut answers for the cut.

@@ -41,7 +41,7 @@ use zilla_engine::time::recent;
 use super::{Lifecycle, Shared};
 use crate::body::{SeriesCache, exchange_body_unboxed};
 use crate::h1::{
-    BodySize, ForwardedFields, HeadScratch, RequestHead, ResponseFraming, TakesForwardedFields,
+    BodySize, ForwardedFields, HeadScratch, RequestHead, ResponseFraming,
     encode_announced_trailers, encode_chunk_start, encode_response_head, parse_request_head,
 };
 use crate::kind;
@@ -189,10 +189,14 @@ impl Connection<'_> {
             // The exchange.
             let method = request.method().clone();
             let held = info.idle.hold();
-            let mut request = request.map(|()| kind::empty());
             // This loop writes forwarded fields (see below).
-            request.extensions_mut().insert(TakesForwardedFields);
-            let exchange = shared.exchange(request, info, sessions, series);
+            let exchange = shared.exchange(
+                request.map(|()| kind::empty()),
+                info,
+                sessions,
+                series,
+                true,
+            );
             tokio::pin!(exchange);
             // Room to notice the client hanging up. What is left after the head usually has
             // it; reserving more now, while the request still shares the buffer, would mean a
