@@ -221,10 +221,23 @@ async fn records_in(bootstrap: &str, topic: &str) -> Result<u64> {
 
 /// tansu with the topics the example needs (one partition each).
 pub(super) fn start_broker() -> Result<Broker> {
-    let broker = Broker::start()?;
+    start_broker_maintained_every(Duration::from_secs(2))
+}
+
+/// [`start_broker`] with tansu's compaction and retention pass every `interval`: a pass sorts
+/// every record of a compacted topic, so with the tens of thousands of records that S5's
+/// connections write to `mqtt-sessions` each pass holds the broker up longer.
+///
+/// The broker's header table is indexed ([`Broker::index_headers`]), as the soak does: without
+/// the index tansu 0.6.0 reads every header row stored for each record it fetches, and the
+/// gateway's reads of `mqtt-sessions` (every record there has headers) and its fetches parked
+/// at each log end then cost the broker more with every record written.
+pub(super) fn start_broker_maintained_every(interval: Duration) -> Result<Broker> {
+    let broker = Broker::start_maintained_every(interval)?;
     for (topic, compacted) in TOPICS {
         broker.create_topic(topic, 1, compacted)?;
     }
+    broker.index_headers()?;
     Ok(broker)
 }
 
