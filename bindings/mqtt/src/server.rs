@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use zilla_engine::components::Store;
 use zilla_engine::guard::{Authorization, Guard};
 use zilla_engine::pattern::Pattern;
@@ -329,12 +329,14 @@ impl Shared {
             return Ok(None);
         };
         // Past CONNECT, MQTT owns the connection's idleness: 1.5 times the keep-alive, as it
-        // specifies, and none for a keep-alive of 0.
-        if let Some(info) = &connection.info {
-            info.idle.set_timeout(Duration::from_millis(
+        // specifies, and none for a keep-alive of 0. Counted on what the client sends, the
+        // transport's timer is the keep-alive timer; the connection times the client itself
+        // only where that timer does not run (no transport, or one held by a WebSocket).
+        connection.transport_keeps_alive = connection.info.as_ref().is_some_and(|info| {
+            info.idle.set_read_timeout(Duration::from_millis(
                 u64::from(connection.keep_alive) * 1500,
-            ));
-        }
+            ))
+        });
         connection.decoder = decoder;
         connection.buffer = buffer;
         Ok(Some((connection, reader, writer)))
@@ -559,6 +561,7 @@ impl Shared {
             clean_start: connect.clean_start,
             session_expiry,
             keep_alive,
+            transport_keeps_alive: false,
             username,
             password,
             user_properties: connect.properties.user.clone(),
@@ -674,6 +677,9 @@ struct Connection {
     clean_start: bool,
     session_expiry: u32,
     keep_alive: u16,
+    /// Whether the transport's idle timer times the keep-alive (see `connect`); a read that
+    /// times out then means the keep-alive passed.
+    transport_keeps_alive: bool,
     username: Option<String>,
     password: Option<bytes::Bytes>,
     user_properties: Vec<(String, String)>,
@@ -785,7 +791,11 @@ impl Connection {
     {
         let keep_alive =
             (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
-        let mut deadline = keep_alive.map(|period| Instant::now() + period);
+        // Only where the transport does not time the keep-alive; boxed, so that connections
+        // whose transport does (nearly all) do not carry a timer in their future.
+        let mut own_timer = keep_alive
+            .filter(|_| !self.transport_keeps_alive)
+            .map(|period| Box::pin(tokio::time::sleep(period)));
         let pending_limit = usize::from(self.shared.settings.receive_maximum) + 64;
         let retired = self.shared.lifecycle.retired();
         // Packets already buffered behind CONNECT.
@@ -801,11 +811,17 @@ impl Connection {
             tokio::select! {
                 read = read_idle(reader, &mut self.buffer, READ_CAPACITY), if reading => {
                     match read {
+                        Err(error)
+                            if self.transport_keeps_alive
+                                && error.kind() == std::io::ErrorKind::TimedOut =>
+                        {
+                            return close(ReasonCode::KEEP_ALIVE_TIMEOUT);
+                        }
                         Ok(0) | Err(_) => return Close::Gone,
                         Ok(_) => {}
                     }
-                    if let Some(period) = keep_alive {
-                        deadline = Some(Instant::now() + period);
+                    if let (Some(timer), Some(period)) = (own_timer.as_mut(), keep_alive) {
+                        timer.as_mut().reset(Instant::now() + period);
                     }
                     // Handling a packet, a response or a delivery is boxed while it runs: its
                     // future is many times the size of the loop's, which idle connections
@@ -824,7 +840,7 @@ impl Connection {
                         return close;
                     }
                 }
-                _ = sleep_until(deadline) => return close(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                () = poll_timer(&mut own_timer) => return close(ReasonCode::KEEP_ALIVE_TIMEOUT),
                 _ = retired.cancelled() => return close(ReasonCode::SERVER_SHUTTING_DOWN),
                 _ = self.ownership.lost() => {
                     return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
@@ -1398,9 +1414,10 @@ impl Connection {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
+/// Ready when `timer` fires; never without one.
+fn poll_timer(timer: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match timer {
+        Some(timer) => timer.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
 }

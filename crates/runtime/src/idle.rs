@@ -6,7 +6,9 @@
 //! connection may rightly stay silent, so once past its handshake it says so through that handle:
 //!
 //! - MQTT replaces the timeout by 1.5 times the negotiated keep-alive (turning it off for a
-//!   keep-alive of 0, as MQTT specifies);
+//!   keep-alive of 0, as MQTT specifies), counting only what the client sends
+//!   ([`IdleControl::set_read_timeout`]): the transport's timer is then MQTT's keep-alive timer,
+//!   and a read that times out tells the connection to end with MQTT's reason;
 //! - an HTTP exchange in progress (an SSE stream, a long poll, an HTTP/2 stream) and a WebSocket
 //!   session hold the connection ([`IdleControl::hold`]) until they end, after which the timeout
 //!   counts again from that moment.
@@ -19,7 +21,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ struct IdleShared {
     armed_millis: AtomicU64,
     /// Bumped on every change the timer must see before it fires, so it re-reads the settings.
     generation: AtomicU64,
+    /// Whether only reads count as activity (writes still time out when blocked).
+    reads_only: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -112,6 +116,27 @@ impl IdleControl {
             shared.timeout_millis.store(millis, Ordering::Release);
             shared.changed();
         }
+    }
+
+    /// Replaces the connection's idle timeout as [`IdleControl::set_timeout`] does, and from
+    /// now on counts only what is read as activity: a peer that only receives, without a word
+    /// of its own for `timeout`, is idle. For a protocol whose keep-alive is a promise of the
+    /// peer's (MQTT's), so that the transport's timer is the protocol's and the protocol keeps
+    /// none of its own.
+    ///
+    /// Changes nothing and returns false for a detached handle or a connection that is held
+    /// (by a WebSocket session under the protocol, say), where the timer would not run: the
+    /// protocol must then time its peer itself.
+    pub fn set_read_timeout(&self, timeout: Duration) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        if shared.holds.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        shared.reads_only.store(true, Ordering::Release);
+        self.set_timeout(timeout);
+        true
     }
 
     /// The connection's idle timeout, `None` for a detached handle or when it is off.
@@ -192,6 +217,7 @@ impl<T> IdleTimeout<T> {
             origin: now,
             armed_millis: AtomicU64::new(u64::MAX),
             generation: AtomicU64::new(0),
+            reads_only: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         });
         let mut idle = Self {
@@ -279,7 +305,9 @@ impl<T> IdleTimeout<T> {
 
     fn wrote(&mut self, result: &io::Result<usize>) {
         self.write_blocked_since = None;
-        if matches!(result, Ok(written) if *written > 0) {
+        if matches!(result, Ok(written) if *written > 0)
+            && !self.shared.reads_only.load(Ordering::Relaxed)
+        {
             self.last_activity = recent();
         }
     }
@@ -491,6 +519,59 @@ mod tests {
         let mut byte = [0; 1];
         let waited = tokio::time::timeout(Duration::from_secs(86_400), idle.read(&mut byte)).await;
         assert!(waited.is_err(), "a stream with the timeout off timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_timeout_counts_reads_and_not_writes() {
+        let (near, mut far) = tokio::io::duplex(4096);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
+        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        let started = Instant::now();
+        // Writes every 4 s, which the peer reads: activity for a plain timeout, not here.
+        let writes = async {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                if idle.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        };
+        let drain = async {
+            let mut sink = [0; 16];
+            let _ = tokio::time::timeout(Duration::from_secs(30), far.read(&mut sink)).await;
+        };
+        tokio::join!(writes, drain);
+        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
+        assert_eq!(idle.control().timeout(), Some(Duration::from_secs(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_timeout_resets_with_every_read() {
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
+        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        for _ in 0..3 {
+            tokio::time::advance(Duration::from_secs(8)).await;
+            far.write_all(b"x").await.unwrap();
+            let mut byte = [0; 1];
+            idle.read_exact(&mut byte).await.unwrap();
+        }
+        let started = Instant::now();
+        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_or_detached_connection_takes_no_read_timeout() {
+        assert!(!IdleControl::default().set_read_timeout(Duration::from_secs(1)));
+        let (near, _far) = tokio::io::duplex(64);
+        let idle = IdleTimeout::new(near, Duration::from_secs(60));
+        let hold = idle.control().hold();
+        assert!(!idle.control().set_read_timeout(Duration::from_secs(1)));
+        assert_eq!(idle.control().timeout(), Some(Duration::from_secs(60)));
+        drop(hold);
+        assert!(idle.control().set_read_timeout(Duration::from_secs(1)));
     }
 
     #[test]

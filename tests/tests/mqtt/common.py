@@ -120,10 +120,10 @@ def string(text):
     return struct.pack(">H", len(data)) + data
 
 
-def send_connect(port, client_id, version=5):
+def send_connect(port, client_id, version=5, keepalive=30):
     """A raw socket that has sent a clean-start CONNECT of protocol level `version`."""
     sock = socket.create_connection((HOST, port), timeout=WAIT)
-    body = string("MQTT") + bytes([version, 0x02]) + struct.pack(">H", 30)
+    body = string("MQTT") + bytes([version, 0x02]) + struct.pack(">H", keepalive)
     if version == 5:
         body += b"\x00"
     body += string(client_id)
@@ -131,9 +131,9 @@ def send_connect(port, client_id, version=5):
     return sock
 
 
-def raw_connect(port, client_id, version=5):
+def raw_connect(port, client_id, version=5, keepalive=30):
     """A raw socket after CONNECT/CONNACK, to send what no client library would."""
-    sock = send_connect(port, client_id, version)
+    sock = send_connect(port, client_id, version, keepalive)
     connack = sock.recv(64)
     if not connack or connack[0] != 0x20:
         fail("no CONNACK on the raw connection: %r" % connack)
@@ -152,3 +152,30 @@ def read_disconnect(sock):
     if not data or data[0] != 0xE0:
         fail("expected DISCONNECT, got %r" % data[:16])
     return data[2] if data[1] > 0 else 0
+
+
+def read_packet(sock):
+    """One whole packet from a raw socket: (first byte, body), or None at the end."""
+    def exactly(count):
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    first = exactly(1)
+    if first is None:
+        return None
+    length, shift = 0, 0
+    while True:
+        byte = exactly(1)
+        if byte is None:
+            return None
+        length |= (byte[0] & 0x7F) << shift
+        shift += 7
+        if not byte[0] & 0x80:
+            break
+    body = exactly(length)
+    return None if body is None else (first[0], body)

@@ -4,11 +4,15 @@ Each exits non-zero with FAIL: ... on stderr when the gateway does not behave.
 """
 import queue
 import socket
+import struct
 import sys
+import threading
 import time
 import uuid
 
-from common import HOST, Client, fail, raw_connect, read_disconnect, send_connect, string, varint, WAIT
+from common import (
+    HOST, Client, fail, raw_connect, read_disconnect, read_packet, send_connect, string, varint, WAIT
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -311,6 +315,53 @@ def quiet(port, seconds):
     publisher.disconnect()
 
 
+def silent_subscriber(port, _):
+    """A raw MQTT 5 subscriber with a 2 s keep-alive that receives a message every 0.3 s for
+    12 s and never sends a packet of its own: deliveries do not keep it alive, so it is sent
+    DISCONNECT with reason 0x8d (keep alive timeout) once 3 s pass without a word from it,
+    long before the publishing stops."""
+    topic = unique("silent/t")
+    sock = raw_connect(port, unique("silent"), keepalive=2)
+    connected = time.time()
+    body = struct.pack(">H", 1) + b"\x00" + string(topic) + b"\x00"
+    sock.sendall(b"\x82" + varint(len(body)) + body)
+    publishing = threading.Event()
+    publishing.set()
+
+    def publish():
+        publisher = Client(port, unique("pub"), 5)
+        deadline = time.time() + 12
+        while publishing.is_set() and time.time() < deadline:
+            publisher.publish(topic, b"tick", 0)
+            time.sleep(0.3)
+        publisher.disconnect()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    deliveries, reason = 0, None
+    sock.settimeout(20)
+    try:
+        while True:
+            packet = read_packet(sock)
+            if packet is None:
+                break
+            kind, body = packet
+            if kind >> 4 == 3:
+                deliveries += 1
+            elif kind == 0xE0:
+                reason = body[0] if body else 0
+    finally:
+        publishing.clear()
+        thread.join()
+    ended = time.time() - connected
+    if deliveries == 0:
+        fail("the silent subscriber received nothing")
+    if reason != 0x8D:
+        fail("the silent subscriber was not sent DISCONNECT 0x8d (got %r)" % reason)
+    if ended > 8:
+        fail("the silent subscriber was ended after %.1f s: deliveries kept it alive" % ended)
+
+
 def connack(port, version, client_id):
     """The bytes of the CONNACK answering a raw CONNECT of protocol level `version`."""
     sock = send_connect(port, client_id, version)
@@ -359,6 +410,7 @@ SCENARIOS = {
     "versions": versions,
     "client_ids": client_ids,
     "quiet": quiet,
+    "silent_subscriber": silent_subscriber,
     "refused": refused,
     "pubsub": pubsub,
     "retained": retained,
