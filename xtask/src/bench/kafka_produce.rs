@@ -516,9 +516,25 @@ fn latency_run(bench: &Bench, target: Target, rate: u64, duration: Duration) -> 
     })
 }
 
+/// What the native producer writes besides its body: where, with which key and headers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NativeRecords<'a> {
+    pub topic: &'a str,
+    /// No key when `None`.
+    pub key: Option<&'a str>,
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// S7's records: to [`TOPIC`], no key, the `content-type` the gateway's route adds.
+const S7_RECORDS: NativeRecords<'static> = NativeRecords {
+    topic: TOPIC,
+    key: None,
+    headers: &[("content-type", "application/json")],
+};
+
 /// How the native producer sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// As fast as acknowledgements come back, with a bounded number outstanding.
     Throughput,
     /// At this many records per second, each due at an exact time.
@@ -531,13 +547,14 @@ enum Mode {
 /// generator's connections amount to). In [`Mode::Rate`] each latency runs from the record's
 /// due time to its delivery report.
 const NATIVE_PRODUCER: &str = r#"
-import resource, sys, time
+import json, resource, sys, time
 from confluent_kafka import Producer
 
-bootstrap, topic, mode, in_flight, seconds, rate = sys.argv[1:7]
+bootstrap, topic, mode, in_flight, seconds, rate, key, headers = sys.argv[1:9]
 in_flight, seconds, rate = int(in_flight), float(seconds), int(rate)
 body = sys.stdin.buffer.read()
-headers = [("content-type", b"application/json")]
+key = key.encode() if key else None
+headers = [(name, value.encode()) for name, value in json.loads(headers)]
 producer = Producer({
     "bootstrap.servers": bootstrap,
     "acks": "1",
@@ -570,7 +587,7 @@ def timed(due):
 def send(on_delivery):
     while state["outstanding"] >= in_flight:
         producer.poll(0.001)
-    producer.produce(topic, body, headers=headers, on_delivery=on_delivery)
+    producer.produce(topic, body, key=key, headers=headers, on_delivery=on_delivery)
     state["outstanding"] += 1
     producer.poll(0)
 
@@ -613,18 +630,18 @@ for name, value in [("in_time", in_time), ("seconds", elapsed), ("acknowledged",
 
 /// What one native producer run reports.
 #[derive(Debug, Clone, PartialEq)]
-struct NativeReport {
+pub(super) struct NativeReport {
     /// Records acknowledged within the run's time (throughput mode).
-    in_time: u64,
+    pub in_time: u64,
     /// How long the run sent, in seconds.
-    seconds: f64,
+    pub seconds: f64,
     /// Records acknowledged, including those awaited after the run.
-    acknowledged: u64,
+    pub acknowledged: u64,
     errors: u64,
     /// Records without a delivery report after the final flush.
     unsettled: u64,
     /// The producer process's CPU time in seconds (librdkafka's threads included).
-    cpu_seconds: f64,
+    pub cpu_seconds: f64,
     p50_us: Option<f64>,
     p99_us: Option<f64>,
     first_error: String,
@@ -671,7 +688,14 @@ impl NativeReport {
 
 /// Runs the native producer and counts what it had acknowledged.
 fn native(bench: &Bench, mode: Mode, in_flight: usize, duration: Duration) -> Result<NativeReport> {
-    let report = run_native(&bench.bootstrap, &bench.body, mode, in_flight, duration)?;
+    let report = run_native(
+        &bench.bootstrap,
+        &S7_RECORDS,
+        &bench.body,
+        mode,
+        in_flight,
+        duration,
+    )?;
     bench
         .acknowledged
         .fetch_add(report.acknowledged, Ordering::Relaxed);
@@ -679,8 +703,9 @@ fn native(bench: &Bench, mode: Mode, in_flight: usize, duration: Duration) -> Re
 }
 
 /// Runs the native producer against `bootstrap`; every record must be acknowledged.
-fn run_native(
+pub(super) fn run_native(
     bootstrap: &str,
+    records: &NativeRecords<'_>,
     body: &Bytes,
     mode: Mode,
     in_flight: usize,
@@ -693,11 +718,13 @@ fn run_native(
     let output = Peer::python(NATIVE_PRODUCER)
         .args([
             bootstrap.to_owned(),
-            TOPIC.to_owned(),
+            records.topic.to_owned(),
             mode_arg.to_owned(),
             in_flight.to_string(),
             duration.as_secs_f64().to_string(),
             rate.to_string(),
+            records.key.unwrap_or_default().to_owned(),
+            serde_json::to_string(records.headers)?,
         ])
         .stdin(body.to_vec())
         .timeout(duration + NATIVE_GRACE)
@@ -1044,11 +1071,29 @@ mod tests {
         broker.create_topic(TOPIC, 1)?;
         let body = Bytes::from(json_body());
         let second = Duration::from_secs(1);
-        let throughput = run_native(&broker.address(), &body, Mode::Throughput, 8, second)?;
+        let records = NativeRecords {
+            key: Some("k"),
+            ..S7_RECORDS
+        };
+        let throughput = run_native(
+            &broker.address(),
+            &records,
+            &body,
+            Mode::Throughput,
+            8,
+            second,
+        )?;
         assert!(throughput.in_time > 0);
         assert!(throughput.acknowledged >= throughput.in_time);
         assert_eq!(throughput.p99_us, None);
-        let rate = run_native(&broker.address(), &body, Mode::Rate(50), 4, second)?;
+        let rate = run_native(
+            &broker.address(),
+            &S7_RECORDS,
+            &body,
+            Mode::Rate(50),
+            4,
+            second,
+        )?;
         assert_eq!(rate.acknowledged, 50);
         assert!(rate.p50_us.is_some() && rate.p99_us >= rate.p50_us);
 

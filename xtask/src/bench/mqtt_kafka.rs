@@ -8,7 +8,10 @@
 //!   back; mosquitto, then the gateway, in each round. The gateway acknowledges a QoS 1 PUBLISH
 //!   only once Kafka has (leader acks). Afterwards the messages topic must hold exactly as
 //!   many records as the gateway acknowledged messages (no publisher resends, so fewer is
-//!   loss and more a message written twice), counted from its offsets.
+//!   loss and more a message written twice), counted from its offsets. Last in each round,
+//!   librdkafka (the peers' confluent-kafka) writes the records the gateway writes (key and
+//!   `zilla:*` headers) straight to the broker with as many in flight, to a topic of its own:
+//!   what the broker takes from a native producer, the ceiling behind the gateway.
 //! - **(b) QoS 0 fan-out**: `--clients` subscribers (default [`SUBSCRIBERS`]) to each target
 //!   at QoS 0, and one publisher sending a burst of QoS 0 messages as fast as its socket takes
 //!   them; deliveries/s run from the first publish to the last delivery. Through the gateway
@@ -34,6 +37,7 @@ use zilla_binding_kafka::wire::{Isolation, OffsetSpec};
 use zilla_binding_mqtt::codec::{Packet, QoS};
 use zilla_tests::{Broker, Gateway, GatewayBuilder, Process, workspace_dir};
 
+use super::kafka_produce::{Mode, NativeRecords, run_native};
 use super::mqtt_client::Connection;
 use super::optimized::rerun_optimized;
 use super::options::Options;
@@ -134,10 +138,11 @@ pub fn run(options: &Options) -> Result<()> {
     // the gateway writes them) the slower the more it holds, so (b) must not follow (a)'s.
     let broker = start_broker()?;
     let mut gateway = start_gateway(&binary, &broker, FETCH_MAX_WAIT_MILLIS)?;
+    broker.create_topic(NATIVE_TOPIC, 1, false)?;
     let fan_in = fan_in(
         &runtime,
         [&mosquitto, &Target::gateway(&gateway)],
-        broker.pid(),
+        &broker,
         ticks,
         rounds,
         duration,
@@ -315,6 +320,11 @@ struct FanIn {
     mosquitto: Spread,
     gateway: Spread,
     ratio: Spread,
+    /// The same records from librdkafka straight to the broker: what the broker takes.
+    native: Spread,
+    gateway_to_native: Spread,
+    /// The broker's CPU per record of the native producer, µs.
+    broker_cpu_per_native_record: Spread,
     /// CPU time per acknowledged message, µs.
     mosquitto_cpu_per_message: Spread,
     gateway_cpu_per_message: Spread,
@@ -323,18 +333,54 @@ struct FanIn {
     gateway_acked: u64,
 }
 
+/// Where the native producer of (a) writes: a topic of its own, so that the messages topic
+/// holds only what the gateway wrote.
+const NATIVE_TOPIC: &str = "bench-native";
+/// The records the gateway writes for a 3.1.1 QoS 1 PUBLISH to [`FAN_IN_TOPIC`]: its topic as
+/// the key, a `zilla:filter` per level, the publisher's client identifier, the QoS.
+const NATIVE_RECORDS: NativeRecords<'static> = NativeRecords {
+    topic: NATIVE_TOPIC,
+    key: Some(FAN_IN_TOPIC),
+    headers: &[
+        ("zilla:filter", "bench"),
+        ("zilla:filter", "in"),
+        ("zilla:local", "bench-pub-1-0"),
+        ("zilla:qos", "1"),
+    ],
+};
+
+/// One run of the native producer: its rate and the broker's CPU per record.
+fn native_run(broker: &Broker, ticks: u64, duration: Duration) -> Result<(f64, f64)> {
+    let before = Usage::of(broker.pid(), false, ticks)?;
+    let report = run_native(
+        &broker.address(),
+        &NATIVE_RECORDS,
+        &payload("native"),
+        Mode::Throughput,
+        PUBLISHERS * WINDOW,
+        duration,
+    )?;
+    let broker_cpu = Usage::of(broker.pid(), false, ticks)?.since(&before);
+    Ok((
+        report.in_time as f64 / report.seconds,
+        per_message(&broker_cpu, report.acknowledged),
+    ))
+}
+
 fn fan_in(
     runtime: &Runtime,
     targets: [&Target; 2],
-    broker_pid: u32,
+    broker: &Broker,
     ticks: u64,
     rounds: usize,
     duration: Duration,
 ) -> Result<FanIn> {
     println!(
-        "S6 (a): {PUBLISHERS} publishers, QoS 1, {PAYLOAD_LENGTH} B, {WINDOW} unacknowledged each, {} s per run, mosquitto then the gateway, {rounds} rounds after a warm-up",
-        duration.as_secs()
+        "S6 (a): {PUBLISHERS} publishers, QoS 1, {PAYLOAD_LENGTH} B, {WINDOW} unacknowledged each, {} s per run, mosquitto, the gateway, then the same records from librdkafka straight to tansu ({} in flight), {rounds} rounds after a warm-up",
+        duration.as_secs(),
+        PUBLISHERS * WINDOW
     );
+    let broker_pid = broker.pid();
     let mut run_id = 0;
     let mut next_run = || {
         run_id += 1;
@@ -348,31 +394,49 @@ fn fan_in(
             gateway_acked += run.acked;
         }
     }
+    native_run(broker, ticks, WARM_UP).context("warm-up of the native producer")?;
     let mut runs = Vec::with_capacity(rounds);
+    let mut natives = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let [mosquitto, gateway] = targets.map(|target| {
             fan_in_run(runtime, target, broker_pid, ticks, next_run(), duration)
                 .with_context(|| format!("round {round}, {}", target.name))
         });
         let (mosquitto, gateway) = (mosquitto?, gateway?);
+        let native = native_run(broker, ticks, duration)
+            .with_context(|| format!("round {round}, the native producer"))?;
         println!(
-            "  round {round}: mosquitto {:.0} msg/s ({:.1} µs CPU/msg), gateway {:.0} msg/s ({:.1} µs CPU/msg, tansu {:.1})",
+            "  round {round}: mosquitto {:.0} msg/s ({:.1} µs CPU/msg), gateway {:.0} msg/s ({:.1} µs CPU/msg, tansu {:.1}), native {:.0} records/s (tansu {:.1} µs/record)",
             mosquitto.rate,
             per_message(&mosquitto.cpu, mosquitto.acked),
             gateway.rate,
             per_message(&gateway.cpu, gateway.acked),
             per_message(&gateway.broker_cpu, gateway.acked),
+            native.0,
+            native.1,
         );
         gateway_acked += gateway.acked;
+        natives.push((native, gateway.rate));
         runs.push((mosquitto, gateway));
     }
     let spread = |figure: &dyn Fn(&FanInRun, &FanInRun) -> f64| {
         Spread::of(&runs.iter().map(|(m, g)| figure(m, g)).collect::<Vec<_>>())
     };
+    let native_spread = |figure: &dyn Fn((f64, f64), f64) -> f64| {
+        Spread::of(
+            &natives
+                .iter()
+                .map(|&(native, gateway)| figure(native, gateway))
+                .collect::<Vec<_>>(),
+        )
+    };
     Ok(FanIn {
         mosquitto: spread(&|m, _| m.rate),
         gateway: spread(&|_, g| g.rate),
         ratio: spread(&|m, g| g.rate / m.rate),
+        native: native_spread(&|(rate, _), _| rate),
+        gateway_to_native: native_spread(&|(rate, _), gateway| gateway / rate),
+        broker_cpu_per_native_record: native_spread(&|(_, cpu), _| cpu),
         mosquitto_cpu_per_message: spread(&|m, _| per_message(&m.cpu, m.acked)),
         gateway_cpu_per_message: spread(&|_, g| per_message(&g.cpu, g.acked)),
         broker_cpu_per_message: spread(&|_, g| per_message(&g.broker_cpu, g.acked)),
@@ -860,7 +924,7 @@ impl Figures {
     fn summary(&self) -> String {
         let c = &self.exactly_once.comparison;
         format!(
-            "S6 mqtt-kafka: (a) QoS 1 fan-in {:.0} msg/s gateway, {:.0} mosquitto, ratio {:.3}; CPU {:.1} µs/msg gateway (+ {:.1} tansu), {:.1} mosquitto; {} records in the topic for {} acknowledged. \
+            "S6 mqtt-kafka: (a) QoS 1 fan-in {:.0} msg/s gateway, {:.0} mosquitto, ratio {:.3}; CPU {:.1} µs/msg gateway (+ {:.1} tansu), {:.1} mosquitto; {} records in the topic for {} acknowledged; the same records from librdkafka {:.0}/s (tansu {:.1} µs each), gateway ÷ native {:.3}. \
              (b) QoS 0 fan-out to {}: {:.0} deliveries/s gateway, {:.0} mosquitto, ratio {:.3}; delivered ÷ expected {:.4} gateway, {:.4} mosquitto. \
              (c) QoS 2 across a tansu restart: {} of {} acknowledged, {} missing, {} written twice, {} delivered twice",
             self.fan_in.gateway.median,
@@ -871,6 +935,9 @@ impl Figures {
             self.fan_in.mosquitto_cpu_per_message.median,
             self.written,
             self.fan_in.gateway_acked,
+            self.fan_in.native.median,
+            self.fan_in.broker_cpu_per_native_record.median,
+            self.fan_in.gateway_to_native.median,
             self.subscribers,
             self.fan_out.gateway.median,
             self.fan_out.mosquitto.median,
@@ -895,6 +962,7 @@ impl Figures {
             "| date | commit | part | gateway | mosquitto | gateway ÷ mosquitto | gateway CPU | mosquitto CPU | check |\n\
              |---|---|---|---|---|---|---|---|---|\n\
              | {date} | {commit} | (a) QoS 1 fan-in, msg/s | {} | {} | {} | {:.1} µs/msg (+ tansu {:.1}) | {:.1} µs/msg | {} records in Kafka for {} acknowledged (warm-up included): {} missing, {} extra |\n\
+             | {date} | {commit} | (a) the same records from librdkafka straight to tansu, records/s | {} | | gateway ÷ native {} | | | tansu {:.1} µs per record ({:.1} per gateway message) |\n\
              | {date} | {commit} | (b) QoS 0 fan-out 1 → {}, deliveries/s | {} | {} | {} | {:.2} µs/delivery | {:.2} µs/delivery | delivered ÷ expected, lowest round: gateway {:.4}, mosquitto {:.4} |\n\
              | {date} | {commit} | (c) QoS 2 across a tansu restart | {} of {} acknowledged | | | | | {} missing, {} written twice, {} received twice by {} QoS 2 subscribers ({} missed) |\n\
              \n\
@@ -910,6 +978,10 @@ impl Figures {
             a.gateway_acked,
             self.acked_missing,
             self.written_twice,
+            range(&a.native, 0),
+            range(&a.gateway_to_native, 3),
+            a.broker_cpu_per_native_record.median,
+            a.broker_cpu_per_message.median,
             self.subscribers,
             range(&b.gateway, 0),
             range(&b.mosquitto, 0),
