@@ -11,9 +11,10 @@
 //!   server's `x509` guard made from the client certificate. A CONNECT whose sessions no
 //!   route takes is refused with CONNACK 0x87 not authorized (5 in 3.1.1). It then
 //!   runs the connection: keep alive (the client's, clamped for MQTT 5, enforced at 1.5× on
-//!   what the client sends, deliveries to it not counting; it replaces the transport's idle
-//!   timeout, which a keep-alive of 0 turns off, and that timer enforces it: the connection
-//!   keeps a timer of its own only where the transport's does not run, under a WebSocket),
+//!   what the client sends, deliveries to it not counting; over tcp or tls it replaces the
+//!   transport's idle timeout, which a keep-alive of 0 turns off, and that timer enforces it;
+//!   under a WebSocket, which holds the transport, the connection times its client itself
+//!   and the transport's timeout stays as it is),
 //!   QoS 0, 1 and 2 with their acknowledgement flows in both directions (a delivery its
 //!   exit says was delivered before goes with the DUP flag), receive maximum
 //!   both ways, topic aliases from the client, SUBSCRIBE options and subscription

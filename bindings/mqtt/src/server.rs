@@ -813,7 +813,7 @@ impl Connection {
                     match read {
                         Err(error)
                             if self.transport_keeps_alive
-                                && error.kind() == std::io::ErrorKind::TimedOut =>
+                                && zilla_engine::idle::is_idle_timeout(&error) =>
                         {
                             return close(ReasonCode::KEEP_ALIVE_TIMEOUT);
                         }

@@ -467,6 +467,36 @@ async fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     assert!(started.elapsed() >= Duration::from_millis(2900));
 }
 
+/// Over a transport with an idle timeout, the transport's timer is the keep-alive timer: the
+/// server sets it to 1.5 × the keep-alive on reads only, and its expiry ends the connection
+/// with DISCONNECT 0x8d, not as a broken connection.
+#[tokio::test(start_paused = true)]
+async fn over_a_transport_its_idle_timer_times_the_keep_alive() {
+    let (mut io, server) = tokio::io::duplex(64 * 1024);
+    let server = zilla_engine::idle::IdleTimeout::new(server, Duration::from_secs(300));
+    let control = server.control();
+    let info = StreamInfo {
+        idle: control.clone(),
+        ..StreamInfo::default()
+    };
+    tokio::spawn(shared(Recorder::default(), false).serve(server, Some(info), Default::default()));
+    send(&mut io, connect_packet(Version::V5, None, 2), Version::V5).await;
+    connack(&mut io, Version::V5).await;
+    assert_eq!(control.timeout(), Some(Duration::from_secs(3)));
+    tokio::time::sleep(Duration::from_millis(2900)).await;
+    send(&mut io, Packet::PingReq, Version::V5).await;
+    assert_eq!(receive(&mut io, Version::V5).await, Some(Packet::PingResp));
+    let started = tokio::time::Instant::now();
+    match receive(&mut io, Version::V5).await {
+        Some(Packet::Disconnect(disconnect)) => {
+            assert_eq!(disconnect.reason, ReasonCode::KEEP_ALIVE_TIMEOUT)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(2900));
+    assert!(started.elapsed() <= Duration::from_millis(3100));
+}
+
 /// A model that takes ASCII digits only.
 struct Digits;
 

@@ -36,7 +36,7 @@
 //! |---|---|---|
 //! | `zilla.binding.tcp.maximum.connections` | 0 (none) | connections one tcp server holds open at once, over all its ports |
 //! | `zilla.engine.maximum.connections` | 0 (none) | connections the whole process holds open at once, over every tcp server |
-//! | `zilla.binding.tcp.idle.timeout.millis` | 300000 | a server connection on which nothing was read or written for this long is closed; 0 turns it off. The protocol on top owns the timeout once past its handshake: an HTTP exchange in progress (SSE, long polls, HTTP/2 streams) and a WebSocket session hold the connection, MQTT sets 1.5 times the client's keep-alive, counting only what the client sends |
+//! | `zilla.binding.tcp.idle.timeout.millis` | 300000 | a server connection on which nothing was read or written for this long is closed; 0 turns it off. The protocol on top owns the timeout once past its handshake: an HTTP exchange in progress (SSE, long polls, HTTP/2 streams) and a WebSocket session hold the connection, MQTT (directly over tcp or tls) sets 1.5 times the client's keep-alive, counting only what the client sends |
 //! | `zilla.binding.tcp.client.connect.timeout.millis` | 10000 | how long a client waits for a connection to an origin |
 //!
 //! At a cap the server keeps accepting, and closes each connection over the cap at once with a

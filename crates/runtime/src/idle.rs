@@ -8,14 +8,17 @@
 //! - MQTT replaces the timeout by 1.5 times the negotiated keep-alive (turning it off for a
 //!   keep-alive of 0, as MQTT specifies), counting only what the client sends
 //!   ([`IdleControl::set_read_timeout`]): the transport's timer is then MQTT's keep-alive timer,
-//!   and a read that times out tells the connection to end with MQTT's reason;
+//!   and a read that times out ([`is_idle_timeout`]) tells the connection to end with MQTT's
+//!   reason. Under a WebSocket, which holds the connection, MQTT times its client itself and
+//!   leaves the transport's timeout as it is;
 //! - an HTTP exchange in progress (an SSE stream, a long poll, an HTTP/2 stream) and a WebSocket
 //!   session hold the connection ([`IdleControl::hold`]) until they end, after which the timeout
 //!   counts again from that moment.
 //!
 //! A connection that never gets past a protocol's handshake keeps the transport's timeout. Held
 //! or not, a connection whose peer stops reading is still closed once a write has waited for
-//! the timeout, so a hold never pins a dead peer's buffers.
+//! the timeout (unless the protocol turned the timeout off), so a hold never pins a dead
+//! peer's buffers.
 
 use std::future::Future;
 use std::io;
@@ -126,7 +129,9 @@ impl IdleControl {
     ///
     /// Changes nothing and returns false for a detached handle or a connection that is held
     /// (by a WebSocket session under the protocol, say), where the timer would not run: the
-    /// protocol must then time its peer itself.
+    /// protocol must then time its peer itself. Only the protocol that owns the connection
+    /// calls it, once it owns it: a hold taken afterwards would stop the timer it now relies
+    /// on. The connection stays in this mode for its life.
     pub fn set_read_timeout(&self, timeout: Duration) -> bool {
         let Some(shared) = &self.shared else {
             return false;
@@ -158,6 +163,31 @@ impl IdleControl {
             shared: self.shared.clone(),
         }
     }
+}
+
+/// What an [`IdleTimeout`] fails a read or write with once the stream was idle for its timeout,
+/// inside an [`io::Error`] of kind [`io::ErrorKind::TimedOut`]; [`is_idle_timeout`] tells it
+/// from the kernel's own timeouts (a TCP keep-alive or retransmission giving up).
+#[derive(Debug)]
+struct IdleElapsed {
+    millis: u128,
+}
+
+impl std::fmt::Display for IdleElapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "idle for {} ms", self.millis)
+    }
+}
+
+impl std::error::Error for IdleElapsed {}
+
+/// Whether `error` is a stream's idle timeout (see [`IdleTimeout`]), rather than another
+/// failure, a kernel timeout among them.
+pub fn is_idle_timeout(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::TimedOut
+        && error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<IdleElapsed>())
 }
 
 /// A protocol's claim that its connection is rightly silent (see [`IdleControl::hold`]).
@@ -245,14 +275,19 @@ impl<T> IdleTimeout<T> {
         if timeout.is_zero() {
             return None;
         }
-        if let Some(blocked) = self.write_blocked_since {
-            return Some(deadline_after(blocked.max(self.last_activity), timeout));
+        let silent = (self.shared.holds.load(Ordering::Acquire) == 0)
+            .then(|| deadline_after(self.last_activity.max(self.shared.released_at()), timeout));
+        let Some(blocked) = self.write_blocked_since else {
+            return silent;
+        };
+        let blocked = deadline_after(blocked.max(self.last_activity), timeout);
+        if self.shared.reads_only.load(Ordering::Relaxed) {
+            // The peer's silence counts from its last word whatever the writes do: a write
+            // that blocks can only bring the deadline earlier, or a peer that reads slowly
+            // and never speaks would be kept by every write it makes wait.
+            return Some(silent.map_or(blocked, |silent| silent.min(blocked)));
         }
-        if self.shared.holds.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = self.last_activity.max(self.shared.released_at());
-        Some(deadline_after(since, timeout))
+        Some(blocked)
     }
 
     fn rearm(&mut self) {
@@ -295,7 +330,9 @@ impl<T> IdleTimeout<T> {
                 Some(due) if due <= Instant::now() => {
                     return Poll::Ready(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("idle for {} ms", self.shared.timeout().as_millis()),
+                        IdleElapsed {
+                            millis: self.shared.timeout().as_millis(),
+                        },
                     ));
                 }
                 _ => self.rearm(),
@@ -565,13 +602,73 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_held_or_detached_connection_takes_no_read_timeout() {
         assert!(!IdleControl::default().set_read_timeout(Duration::from_secs(1)));
-        let (near, _far) = tokio::io::duplex(64);
-        let idle = IdleTimeout::new(near, Duration::from_secs(60));
+        let (near, mut far) = tokio::io::duplex(4096);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
         let hold = idle.control().hold();
-        assert!(!idle.control().set_read_timeout(Duration::from_secs(1)));
+        assert!(!idle.control().set_read_timeout(Duration::from_secs(10)));
         assert_eq!(idle.control().timeout(), Some(Duration::from_secs(60)));
         drop(hold);
+        // Refused, the connection still counts writes: a plain 10 s timeout, written to at
+        // 4 s and 8 s, times out at 18 s.
+        idle.control().set_timeout(Duration::from_secs(10));
+        let started = Instant::now();
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            idle.write_all(b"x").await.unwrap();
+        }
+        let mut sink = [0; 4];
+        far.read_exact(&mut sink[..2]).await.unwrap();
+        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(18));
         assert!(idle.control().set_read_timeout(Duration::from_secs(1)));
+    }
+
+    /// A peer that reads slowly and never speaks: each write waits for it, and still the
+    /// stream times out 10 s after the peer's last word.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_never_speaks_times_out_in_read_timeout_mode() {
+        let (near, mut far) = tokio::io::duplex(8);
+        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
+        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        let started = Instant::now();
+        let peer = async {
+            let mut sink = [0; 8];
+            loop {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                match far.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let writes = async {
+            loop {
+                if let Err(error) = idle.write_all(&[0; 8]).await {
+                    return error;
+                }
+            }
+        };
+        let error = tokio::time::timeout(Duration::from_secs(120), async {
+            tokio::select! {
+                error = writes => error,
+                () = peer => panic!("the peer stopped first"),
+            }
+        })
+        .await
+        .expect("the writes kept the silent peer's stream open");
+        assert!(is_idle_timeout(&error));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_the_idle_timeout_is_one() {
+        let idle = io::Error::new(io::ErrorKind::TimedOut, IdleElapsed { millis: 5 });
+        assert!(is_idle_timeout(&idle));
+        assert_eq!(idle.to_string(), "idle for 5 ms");
+        assert!(!is_idle_timeout(&io::Error::from(io::ErrorKind::TimedOut)));
+        assert!(!is_idle_timeout(&io::Error::other(IdleElapsed {
+            millis: 5
+        })));
     }
 
     #[test]
