@@ -266,8 +266,10 @@ fn a_keep_alive_longer_than_the_tcp_idle_timeout_keeps_the_client_connected() ->
 
 /// MQTT's keep-alive is a promise of the client's: a subscriber that receives a message every
 /// 0.3 s and sends nothing is ended with DISCONNECT 0x8d at 1.5 times its 2 s keep-alive (by the
-/// tcp connection's idle timer, counting only what the client sends). The server's minimum
-/// keep-alive (10 s by default, which MQTT 5 lets it impose) is lowered to 1 s.
+/// tcp connection's idle timer, counting only what the client sends); so is a silent client
+/// over WebSocket (by the MQTT connection's own timer, the WebSocket holding the tcp
+/// connection). The server's minimum keep-alive (10 s by default, which MQTT 5 lets it
+/// impose) is lowered to 1 s.
 #[test]
 fn a_subscriber_that_only_receives_is_ended_at_its_keep_alive() -> Result<()> {
     let broker = Mosquitto::start()?;
@@ -276,7 +278,9 @@ fn a_subscriber_that_only_receives_is_ended_at_its_keep_alive() -> Result<()> {
         .property("zilla.binding.mqtt.keep.alive.minimum", "1")
         .start()?;
     let port = gateway.address("tcp_server").port();
+    let ws_port = gateway.address("http_server").port();
     let result = scenario("silent_subscriber", port, 0)
+        .and_then(|()| scenario("silent_over_websocket", ws_port, 0))
         .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
     assert!(gateway.terminate()?.success());
     result

@@ -362,6 +362,49 @@ def silent_subscriber(port, _):
         fail("the silent subscriber was ended after %.1f s: deliveries kept it alive" % ended)
 
 
+def silent_over_websocket(ws_port, _):
+    """A raw MQTT 5 client over WebSocket with a 2 s keep-alive that says nothing after
+    CONNECT: the WebSocket holds the tcp connection, so the MQTT connection's own timer sends
+    DISCONNECT 0x8d once 3 s pass."""
+    from websockets.sync.client import connect as ws_connect
+
+    body = string("MQTT") + bytes([5, 0x02]) + struct.pack(">H", 2) + b"\x00"
+    body += string(unique("ws-silent"))
+    started = time.time()
+    data = b""
+    with ws_connect(
+        "ws://%s:%d/mqtt" % (HOST, ws_port), subprotocols=["mqtt"], open_timeout=WAIT
+    ) as ws:
+        ws.send(b"\x10" + varint(len(body)) + body)
+        deadline = started + 20
+        while time.time() < deadline:
+            try:
+                data += ws.recv(timeout=max(deadline - time.time(), 0.1))
+            except Exception:  # closed by the server, or the deadline passed
+                break
+    ended = time.time() - started
+    packets = []
+    while len(data) >= 2:
+        length, shift, at = 0, 0, 1
+        while at < len(data):
+            length |= (data[at] & 0x7F) << shift
+            shift += 7
+            at += 1
+            if not data[at - 1] & 0x80:
+                break
+        packets.append((data[0], data[at : at + length]))
+        data = data[at + length :]
+    kinds = [first for first, _ in packets]
+    if kinds[:1] != [0x20]:
+        fail("no CONNACK over the WebSocket: %r" % kinds)
+    first, body = packets[-1]
+    reason = body[0] if first == 0xE0 and body else None
+    if reason != 0x8D:
+        fail("the silent WebSocket client was not sent DISCONNECT 0x8d (got %r)" % kinds)
+    if ended > 8:
+        fail("the silent WebSocket client was ended after %.1f s" % ended)
+
+
 def connack(port, version, client_id):
     """The bytes of the CONNACK answering a raw CONNECT of protocol level `version`."""
     sock = send_connect(port, client_id, version)
@@ -411,6 +454,7 @@ SCENARIOS = {
     "client_ids": client_ids,
     "quiet": quiet,
     "silent_subscriber": silent_subscriber,
+    "silent_over_websocket": silent_over_websocket,
     "refused": refused,
     "pubsub": pubsub,
     "retained": retained,
