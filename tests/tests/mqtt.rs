@@ -87,6 +87,14 @@ fn gateway(broker: &Mosquitto) -> Result<Gateway> {
         .start()
 }
 
+/// A gateway on [`PROXY`] in front of `broker` with one property set.
+fn proxy_with(broker: &Mosquitto, property: &str, value: &str) -> Result<Gateway> {
+    Gateway::builder(PROXY)
+        .env("BROKER_PORT", broker.port.to_string())
+        .property(property, value)
+        .start()
+}
+
 fn scripts() -> PathBuf {
     workspace_dir().join("tests/tests/mqtt")
 }
@@ -242,10 +250,7 @@ fn the_mqtt_proxy_example_routes_only_its_topics() -> Result<()> {
 #[test]
 fn a_keep_alive_longer_than_the_tcp_idle_timeout_keeps_the_client_connected() -> Result<()> {
     let broker = Mosquitto::start()?;
-    let mut gateway = Gateway::builder(PROXY)
-        .env("BROKER_PORT", broker.port.to_string())
-        .property("zilla.binding.tcp.idle.timeout.millis", "1500")
-        .start()?;
+    let mut gateway = proxy_with(&broker, "zilla.binding.tcp.idle.timeout.millis", "1500")?;
     let port = gateway.address("tcp_server").port();
     let silent = TcpStream::connect(gateway.address("tcp_server"))?;
     // Quiet for 5 s: longer than the tcp idle timeout, shorter than the keep-alive.
@@ -273,10 +278,7 @@ fn a_keep_alive_longer_than_the_tcp_idle_timeout_keeps_the_client_connected() ->
 #[test]
 fn a_subscriber_that_only_receives_is_ended_at_its_keep_alive() -> Result<()> {
     let broker = Mosquitto::start()?;
-    let mut gateway = Gateway::builder(PROXY)
-        .env("BROKER_PORT", broker.port.to_string())
-        .property("zilla.binding.mqtt.keep.alive.minimum", "1")
-        .start()?;
+    let mut gateway = proxy_with(&broker, "zilla.binding.mqtt.keep.alive.minimum", "1")?;
     let port = gateway.address("tcp_server").port();
     let ws_port = gateway.address("http_server").port();
     let result = scenario("silent_subscriber", port, 0)

@@ -441,15 +441,26 @@ mod tests {
         let (near, mut far) = tokio::io::duplex(64);
         let mut idle = IdleTimeout::new(near, Duration::from_secs(10));
         // Activity every 6 s keeps it open past the timeout.
+        let silence = read_three_then_time_out(&mut idle, &mut far, Duration::from_secs(6)).await;
+        assert_eq!(silence, Duration::from_secs(10));
+    }
+
+    /// Reads a byte from `far` three times, `every` apart; then how long until a read times
+    /// out.
+    async fn read_three_then_time_out(
+        idle: &mut IdleTimeout<tokio::io::DuplexStream>,
+        far: &mut tokio::io::DuplexStream,
+        every: Duration,
+    ) -> Duration {
         for _ in 0..3 {
-            tokio::time::advance(Duration::from_secs(6)).await;
+            tokio::time::advance(every).await;
             far.write_all(b"x").await.unwrap();
             let mut byte = [0; 1];
             idle.read_exact(&mut byte).await.unwrap();
         }
         let started = Instant::now();
-        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(read_error(idle).await, io::ErrorKind::TimedOut);
+        started.elapsed()
     }
 
     #[tokio::test(start_paused = true)]
@@ -588,15 +599,8 @@ mod tests {
         let (near, mut far) = tokio::io::duplex(64);
         let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
         assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
-        for _ in 0..3 {
-            tokio::time::advance(Duration::from_secs(8)).await;
-            far.write_all(b"x").await.unwrap();
-            let mut byte = [0; 1];
-            idle.read_exact(&mut byte).await.unwrap();
-        }
-        let started = Instant::now();
-        assert_eq!(read_error(&mut idle).await, io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        let silence = read_three_then_time_out(&mut idle, &mut far, Duration::from_secs(8)).await;
+        assert_eq!(silence, Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
