@@ -112,7 +112,11 @@ fn scenario(name: &str, port: u16, extra: u16) -> Result<()> {
 
 fn with_gateway(run: impl FnOnce(&Gateway) -> Result<()>) -> Result<()> {
     let broker = Mosquitto::start()?;
-    let mut gateway = gateway(&broker)?;
+    run_then_stop(gateway(&broker)?, run)
+}
+
+/// Runs `run` against `gateway`, then stops it; a failure carries the gateway's log.
+fn run_then_stop(mut gateway: Gateway, run: impl FnOnce(&Gateway) -> Result<()>) -> Result<()> {
     let result = run(&gateway).with_context(|| format!("gateway log:\n{}", gateway.stderr()));
     assert!(gateway.terminate()?.success());
     result
@@ -231,17 +235,15 @@ fn mosquitto_clients_through_the_gateway() -> Result<()> {
 #[test]
 fn the_mqtt_proxy_example_routes_only_its_topics() -> Result<()> {
     let broker = Mosquitto::start()?;
-    let mut gateway = Gateway::from_file(workspace_dir().join("examples/mqtt.proxy/zilla.yaml"))
+    let gateway = Gateway::from_file(workspace_dir().join("examples/mqtt.proxy/zilla.yaml"))
         .env("MQTT_PORT", "0")
         .env("MQTT_WS_PORT", "0")
         .env("BROKER_PORT", broker.port.to_string())
         .start()?;
-    let port = gateway.address("tcp_server").port();
-    let result = scenario("refused", port, 5)
-        .and_then(|()| scenario("refused", port, 311))
-        .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
-    assert!(gateway.terminate()?.success());
-    result
+    run_then_stop(gateway, |gateway| {
+        let port = gateway.address("tcp_server").port();
+        scenario("refused", port, 5).and_then(|()| scenario("refused", port, 311))
+    })
 }
 
 /// MQTT owns its connection's idleness: a client whose keep-alive (6 s) is longer than the tcp
@@ -278,14 +280,13 @@ fn a_keep_alive_longer_than_the_tcp_idle_timeout_keeps_the_client_connected() ->
 #[test]
 fn a_subscriber_that_only_receives_is_ended_at_its_keep_alive() -> Result<()> {
     let broker = Mosquitto::start()?;
-    let mut gateway = proxy_with(&broker, "zilla.binding.mqtt.keep.alive.minimum", "1")?;
-    let port = gateway.address("tcp_server").port();
-    let ws_port = gateway.address("http_server").port();
-    let result = scenario("silent_subscriber", port, 0)
-        .and_then(|()| scenario("silent_over_websocket", ws_port, 0))
-        .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
-    assert!(gateway.terminate()?.success());
-    result
+    let gateway = proxy_with(&broker, "zilla.binding.mqtt.keep.alive.minimum", "1")?;
+    run_then_stop(gateway, |gateway| {
+        let port = gateway.address("tcp_server").port();
+        let ws_port = gateway.address("http_server").port();
+        scenario("silent_subscriber", port, 0)
+            .and_then(|()| scenario("silent_over_websocket", ws_port, 0))
+    })
 }
 
 /// Two mqtt servers, one taking only v5 and one only v3.1.1; the v5 one routes sessions by
@@ -366,13 +367,13 @@ fn retained_on(broker: &Mosquitto, topic: &str) -> Result<String> {
 fn versions_refuse_other_protocol_levels_and_client_ids_choose_the_exit() -> Result<()> {
     let north = Mosquitto::start()?;
     let south = Mosquitto::start()?;
-    let mut gateway = Gateway::builder(BY_VERSION_AND_CLIENT_ID)
+    let gateway = Gateway::builder(BY_VERSION_AND_CLIENT_ID)
         .env("NORTH_PORT", north.port.to_string())
         .env("SOUTH_PORT", south.port.to_string())
         .start()?;
     let v5 = gateway.address("v5_tcp").port();
     let v311 = gateway.address("v311_tcp").port();
-    let result = (|| -> Result<()> {
+    run_then_stop(gateway, |_gateway| {
         scenario("versions", v5, v311)?;
         // mosquitto's own client is told why, too.
         let refused = Peer::new("mosquitto_pub")
@@ -392,10 +393,7 @@ fn versions_refuse_other_protocol_levels_and_client_ids_choose_the_exit() -> Res
             "wills: north broker {north_will:?}, south broker {south_will:?}"
         );
         Ok(())
-    })()
-    .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
-    assert!(gateway.terminate()?.success());
-    result
+    })
 }
 
 /// Two mqtt servers sharing the `memory0` store; `SECOND` is the second server's options and
@@ -454,10 +452,10 @@ bindings:
 fn a_reload_keeps_the_store_bindings_share() -> Result<()> {
     let broker = Mosquitto::start()?;
     let (first, third) = (free_port()?, free_port()?);
-    let mut gateway = Gateway::builder(&shared_store_config(first, "", None))
+    let gateway = Gateway::builder(&shared_store_config(first, "", None))
         .env("BROKER_PORT", broker.port.to_string())
         .start()?;
-    let result = (|| -> Result<()> {
+    run_then_stop(gateway, |gateway| {
         let reloaded = tempfile::NamedTempFile::new()?;
         std::fs::write(
             reloaded.path(),
@@ -477,8 +475,5 @@ fn a_reload_keeps_the_store_bindings_share() -> Result<()> {
         let log = gateway.stderr();
         ensure!(log.contains("config reloaded"), "no reload: {log}");
         Ok(())
-    })()
-    .with_context(|| format!("gateway log:\n{}", gateway.stderr()));
-    assert!(gateway.terminate()?.success());
-    result
+    })
 }

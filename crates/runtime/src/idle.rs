@@ -569,11 +569,23 @@ mod tests {
         assert!(waited.is_err(), "a stream with the timeout off timed out");
     }
 
+    /// A stream (with `capacity` bytes of buffer to its peer) whose protocol set a 10 s read
+    /// timeout over the transport's 60 s, and its peer's end.
+    fn read_timeout_stream(
+        capacity: usize,
+    ) -> (
+        IdleTimeout<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+    ) {
+        let (near, far) = tokio::io::duplex(capacity);
+        let idle = IdleTimeout::new(near, Duration::from_secs(60));
+        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        (idle, far)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_read_timeout_counts_reads_and_not_writes() {
-        let (near, mut far) = tokio::io::duplex(4096);
-        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
-        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        let (mut idle, mut far) = read_timeout_stream(4096);
         let started = Instant::now();
         // Writes every 4 s, which the peer reads: activity for a plain timeout, not here.
         let writes = async {
@@ -596,9 +608,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_read_timeout_resets_with_every_read() {
-        let (near, mut far) = tokio::io::duplex(64);
-        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
-        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        let (mut idle, mut far) = read_timeout_stream(64);
         let silence = read_three_then_time_out(&mut idle, &mut far, Duration::from_secs(8)).await;
         assert_eq!(silence, Duration::from_secs(10));
     }
@@ -631,9 +641,7 @@ mod tests {
     /// stream times out 10 s after the peer's last word.
     #[tokio::test(start_paused = true)]
     async fn a_slow_reader_that_never_speaks_times_out_in_read_timeout_mode() {
-        let (near, mut far) = tokio::io::duplex(8);
-        let mut idle = IdleTimeout::new(near, Duration::from_secs(60));
-        assert!(idle.control().set_read_timeout(Duration::from_secs(10)));
+        let (mut idle, mut far) = read_timeout_stream(8);
         let started = Instant::now();
         let peer = async {
             let mut sink = [0; 8];

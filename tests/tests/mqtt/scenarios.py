@@ -2,6 +2,7 @@
 
 Each exits non-zero with FAIL: ... on stderr when the gateway does not behave.
 """
+import io
 import queue
 import socket
 import struct
@@ -383,17 +384,9 @@ def silent_over_websocket(ws_port, _):
             except Exception:  # closed by the server, or the deadline passed
                 break
     ended = time.time() - started
-    packets = []
-    while len(data) >= 2:
-        length, shift, at = 0, 0, 1
-        while at < len(data):
-            length |= (data[at] & 0x7F) << shift
-            shift += 7
-            at += 1
-            if not data[at - 1] & 0x80:
-                break
-        packets.append((data[0], data[at : at + length]))
-        data = data[at + length :]
+    received = io.BytesIO(data)
+    received.recv = received.read  # read_packet reads as from a socket
+    packets = list(iter(lambda: read_packet(received), None))
     kinds = [first for first, _ in packets]
     if kinds[:1] != [0x20]:
         fail("no CONNACK over the WebSocket: %r" % kinds)
