@@ -25,6 +25,8 @@ fn broker(sessions_compacted: bool) -> Result<Broker> {
 fn gateway(broker: &Broker) -> Result<Gateway> {
     Gateway::from_file(example())
         .env("MQTT_PORT", "0")
+        // What a failing test shows of the gateway includes each session's opening and end.
+        .env("RUST_LOG", "info,zilla_binding_mqtt_kafka=debug")
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
         .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
         .start()

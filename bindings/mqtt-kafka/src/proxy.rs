@@ -1227,6 +1227,10 @@ fn subscription_filters(context: &SessionContext, spec: &SubscriptionSpec) -> Ve
 /// The most records one read of latest values keeps (retained messages replayed to one
 /// subscription).
 const LATEST_RECORDS_MAXIMUM: usize = 65_536;
+/// The first and the longest pause before a read of the latest records starts again
+/// where the cache's end stopped it.
+const LATEST_RECORDS_PAUSE_MINIMUM: Duration = Duration::from_millis(10);
+const LATEST_RECORDS_PAUSE_MAXIMUM: Duration = Duration::from_millis(200);
 
 /// The latest record of every key of the compacted `topic` matching `filters`, as of the
 /// broker's end when called. The cache's end may lag the broker's, so the read goes on
@@ -1259,53 +1263,78 @@ pub(crate) async fn latest_records(
     if reached(&[]) {
         return Ok(latest);
     }
-    let mut replay = exit
-        .merged(MergedRequest {
-            topic: topic.to_owned(),
-            start: Start::Historical,
-            offsets: Vec::new(),
-            filters: if filter_in_read {
-                filters.to_vec()
-            } else {
-                Vec::new()
-            },
-            latest_per_key: true,
-            partitions: Vec::new(),
-        })
-        .await?;
+    // Where the next read starts (empty: at the beginning), and how long to let the cache
+    // fetch before it.
+    let mut from: Vec<PartitionOffset> = Vec::new();
+    let mut pause = LATEST_RECORDS_PAUSE_MINIMUM;
     loop {
-        let item = tokio::select! {
+        let mut replay = exit
+            .merged(MergedRequest {
+                topic: topic.to_owned(),
+                start: Start::Historical,
+                offsets: from.clone(),
+                filters: if filter_in_read {
+                    filters.to_vec()
+                } else {
+                    Vec::new()
+                },
+                latest_per_key: true,
+                partitions: Vec::new(),
+            })
+            .await?;
+        loop {
+            let item = tokio::select! {
+                biased;
+                () = cancelled.cancelled() => return Ok(BTreeMap::new()),
+                item = replay.next() => item,
+            };
+            let progress = match item {
+                Some(Ok(MergedItem::Message { message, progress })) => {
+                    if let Some(key) = message.key.clone() {
+                        if message.value.is_none() {
+                            latest.remove(&key);
+                        } else if (filter_in_read
+                            || zilla_binding_kafka::kind::passes(filters, &message))
+                            && (latest.len() < LATEST_RECORDS_MAXIMUM || latest.contains_key(&key))
+                        {
+                            latest.insert(key, message);
+                        } else {
+                            latest.remove(&key);
+                        }
+                    }
+                    progress
+                }
+                Some(Ok(MergedItem::Synced(progress))) => {
+                    if reached(&progress) {
+                        return Ok(latest);
+                    }
+                    if filter_in_read {
+                        // The read reached the cache's end, short of the broker's. What the
+                        // cache fetches next and the filters skip comes as nothing at all,
+                        // so this read could wait forever for a record of another key:
+                        // read again from here once the cache fetched more.
+                        from = progress.to_vec();
+                        break;
+                    }
+                    progress
+                }
+                // The latest record per key is kept above whether or not the read deduplicates.
+                Some(Ok(MergedItem::Snapshot(_))) => continue,
+                Some(Err(error)) => return Err(error),
+                None => return Ok(latest),
+            };
+            if reached(&progress) {
+                return Ok(latest);
+            }
+        }
+        drop(replay);
+        tokio::select! {
             biased;
             () = cancelled.cancelled() => return Ok(BTreeMap::new()),
-            item = replay.next() => item,
-        };
-        let progress = match item {
-            Some(Ok(MergedItem::Message { message, progress })) => {
-                if let Some(key) = message.key.clone() {
-                    if message.value.is_none() {
-                        latest.remove(&key);
-                    } else if (filter_in_read
-                        || zilla_binding_kafka::kind::passes(filters, &message))
-                        && (latest.len() < LATEST_RECORDS_MAXIMUM || latest.contains_key(&key))
-                    {
-                        latest.insert(key, message);
-                    } else {
-                        latest.remove(&key);
-                    }
-                }
-                progress
-            }
-            Some(Ok(MergedItem::Synced(progress))) => progress,
-            // The latest record per key is kept above whether or not the read deduplicates.
-            Some(Ok(MergedItem::Snapshot(_))) => continue,
-            Some(Err(error)) => return Err(error),
-            None => break,
-        };
-        if reached(&progress) {
-            break;
+            () = tokio::time::sleep(pause) => {}
         }
+        pause = (pause * 2).min(LATEST_RECORDS_PAUSE_MAXIMUM);
     }
-    Ok(latest)
 }
 
 /// Delivers the retained messages matching a new subscription, then the messages of `live`
@@ -1874,6 +1903,161 @@ mod tests {
         assert_eq!(pattern.identity("place/x1/device/7"), Some("x1"));
         assert_eq!(pattern.identity("other/x1/device"), None);
         assert!(ClientPattern::compile("place/+/#").is_err());
+    }
+
+    /// A one-partition compacted topic whose fetches see only the records below `visible`,
+    /// while the broker's end (ListOffsets) counts them all: a cache that lags the broker.
+    struct LaggingBroker {
+        records: Mutex<Vec<KafkaRecord>>,
+        visible: watch::Sender<i64>,
+    }
+
+    impl LaggingBroker {
+        fn record(offset: i64, key: &str, value: &str) -> KafkaRecord {
+            KafkaRecord {
+                partition: 0,
+                offset,
+                timestamp: 0,
+                key: Some(Bytes::from(key.to_owned())),
+                value: Some(Bytes::from(value.to_owned())),
+                headers: Vec::new(),
+            }
+        }
+    }
+
+    impl KafkaHandler for LaggingBroker {
+        fn merged(&self, _: MergedRequest) -> BoxFuture<'_, Result<MergedStream, StreamError>> {
+            Box::pin(async { Err(StreamError::NoRoute) })
+        }
+
+        fn produce(&self, _: ProduceRequest) -> BoxFuture<'_, Result<ProduceAck, StreamError>> {
+            Box::pin(async { Err(StreamError::NoRoute) })
+        }
+
+        fn metadata(
+            &self,
+            _: &str,
+        ) -> BoxFuture<'_, Result<zilla_binding_kafka::kind::TopicMetadata, StreamError>> {
+            Box::pin(async {
+                Ok(zilla_binding_kafka::kind::TopicMetadata {
+                    partitions: vec![0],
+                })
+            })
+        }
+
+        fn describe(
+            &self,
+            _: &str,
+        ) -> BoxFuture<'_, Result<zilla_binding_kafka::kind::TopicConfig, StreamError>> {
+            Box::pin(async {
+                Ok(zilla_binding_kafka::kind::TopicConfig {
+                    compacted: true,
+                    ..zilla_binding_kafka::kind::TopicConfig::default()
+                })
+            })
+        }
+
+        fn fetch(
+            &self,
+            request: zilla_binding_kafka::kind::FetchRequest,
+        ) -> BoxFuture<'_, Result<zilla_binding_kafka::kind::FetchBatch, StreamError>> {
+            Box::pin(async move {
+                let mut visible = self.visible.subscribe();
+                // Parked at the visible end, as a broker parks a fetch at the log end.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(request.max_wait_ms.max(0) as u64),
+                    visible.wait_for(|&visible| visible > request.offset),
+                )
+                .await;
+                let visible = *visible.borrow();
+                let messages: Vec<KafkaRecord> = self
+                    .records
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.offset >= request.offset && r.offset < visible)
+                    .cloned()
+                    .collect();
+                Ok(zilla_binding_kafka::kind::FetchBatch {
+                    next_offset: messages.last().map_or(request.offset, |r| r.offset + 1),
+                    messages,
+                    high_watermark: visible,
+                    log_start_offset: 0,
+                })
+            })
+        }
+
+        fn list_offset(
+            &self,
+            _: &str,
+            _: i32,
+            spec: OffsetSpec,
+        ) -> BoxFuture<'_, Result<i64, StreamError>> {
+            let end = match spec {
+                OffsetSpec::Latest => self.records.lock().unwrap().len() as i64,
+                _ => 0,
+            };
+            Box::pin(async move { Ok(end) })
+        }
+    }
+
+    /// The broker already has a record of another key that the cache has not fetched: the
+    /// key's read reaches the cache's end short of the broker's, and the record, once
+    /// fetched, is skipped by the filter. The read must still end, with the key's record.
+    #[tokio::test]
+    async fn a_key_read_ends_when_the_cache_lags_the_broker() {
+        let broker = Arc::new(LaggingBroker {
+            records: Mutex::new(vec![
+                LaggingBroker::record(0, "client", "state"),
+                LaggingBroker::record(1, "client#expiry", "signal"),
+            ]),
+            visible: watch::channel(1).0,
+        });
+        let cache = zilla_binding_kafka::cache::Cache::new(
+            broker.clone(),
+            HashMap::new(),
+            zilla_binding_kafka::cache::CacheTuning {
+                fetch_max_wait_ms: 20,
+                ..zilla_binding_kafka::cache::CacheTuning::default()
+            },
+        );
+        let exit: Arc<dyn KafkaHandler> = Arc::new(zilla_binding_kafka::cache::CacheHandler::new(
+            Arc::new(cache),
+        ));
+        // The cache caches the topic and fetches what is visible.
+        let mut warm = exit
+            .merged(MergedRequest {
+                topic: "sessions".into(),
+                start: Start::Historical,
+                offsets: Vec::new(),
+                filters: Vec::new(),
+                latest_per_key: false,
+                partitions: Vec::new(),
+            })
+            .await
+            .unwrap();
+        while !matches!(warm.next().await, Some(Ok(MergedItem::Synced(_)))) {}
+        let key = Bytes::from_static(b"client");
+        let filters = vec![Filter {
+            conditions: vec![Condition::Key(key.clone())],
+        }];
+        let reading = tokio::spawn({
+            let exit = exit.clone();
+            let filters = filters.clone();
+            async move {
+                latest_records(&exit, "sessions", &filters, true, &CancellationToken::new()).await
+            }
+        });
+        // Let the read reach the cache's end, then let the cache fetch the rest.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        broker.visible.send_replace(2);
+        let latest = tokio::time::timeout(Duration::from_secs(10), reading)
+            .await
+            .expect("the read never ended")
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[&key].value.as_deref(), Some(&b"state"[..]));
     }
 
     #[test]
