@@ -328,18 +328,17 @@ impl Shared {
         else {
             return Ok(None);
         };
-        // Past CONNECT, MQTT owns the connection's idleness: 1.5 times the keep-alive, as it
-        // specifies, and none for a keep-alive of 0. Counted on what the client sends, the
-        // transport's timer is the keep-alive timer; the connection times the client itself
-        // only where that timer does not run (no transport, or one held by a WebSocket).
-        connection.transport_keeps_alive = connection.info.as_ref().is_some_and(|info| {
-            info.idle.set_read_timeout(Duration::from_millis(
-                u64::from(connection.keep_alive) * 1500,
-            ))
-        });
         connection.decoder = decoder;
         connection.buffer = buffer;
         Ok(Some((connection, reader, writer)))
+    }
+
+    /// Whether the routes lead to more than one exit, so that a connection may open sessions
+    /// on exits other than its session route's.
+    fn routes_many_exits(&self) -> bool {
+        let mut exits = self.routes.iter().map(|route| route.exit_name.as_str());
+        let first = exits.next();
+        exits.any(|exit| Some(exit) != first)
     }
 
     fn route_session(&self, authorization: &Authorization, client_id: &str) -> Option<Route<'_>> {
@@ -554,6 +553,22 @@ impl Shared {
         };
         let mut sessions = Sessions::default();
         sessions.insert(exit_name, Arc::<dyn MqttSession>::from(session));
+        // Past CONNECT, MQTT owns the connection's idleness: 1.5 times the keep-alive, as it
+        // specifies, and none for a keep-alive of 0. Counted on what the client sends, the
+        // transport's timer is the keep-alive timer; the connection times the client itself
+        // only where that timer does not run (no transport, or one held by a WebSocket).
+        let transport_keeps_alive = info.as_ref().is_some_and(|info| {
+            info.idle
+                .set_read_timeout(Duration::from_millis(u64::from(keep_alive) * 1500))
+        });
+        let later = self.routes_many_exits().then(|| {
+            Box::new(LaterSessions {
+                username,
+                password,
+                user_properties: connect.properties.user.clone(),
+                info,
+            })
+        });
         Ok(Some(Connection {
             shared: self.clone(),
             ownership,
@@ -561,24 +576,24 @@ impl Shared {
             clean_start: connect.clean_start,
             session_expiry,
             keep_alive,
-            transport_keeps_alive: false,
-            username,
-            password,
-            user_properties: connect.properties.user.clone(),
+            transport_keeps_alive,
+            later,
             authorization,
-            info,
             capabilities,
             events,
             receiver,
             sessions,
             decoder: Decoder::new(self.settings.maximum_packet_size),
             buffer: BytesMut::new(),
-            aliases: BTreeMap::new(),
             pending: Responses::default(),
             inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
-            released,
-            outbound,
-            reserved,
+            tracked: Some(Box::new(Tracked {
+                aliases: BTreeMap::new(),
+                released,
+                outbound,
+                reserved,
+            }))
+            .filter(|tracked| !tracked.is_empty()),
             next_packet_id: 1,
             outbound_maximum: client_receive_maximum
                 .min(self.settings.inflight_maximum)
@@ -680,11 +695,10 @@ struct Connection {
     /// Whether the transport's idle timer times the keep-alive (see `connect`); a read that
     /// times out then means the keep-alive passed.
     transport_keeps_alive: bool,
-    username: Option<String>,
-    password: Option<bytes::Bytes>,
-    user_properties: Vec<(String, String)>,
+    /// What opening a session on another exit takes from CONNECT; `None` where the routes
+    /// lead to one exit only (nearly always), so that the connection does not keep it.
+    later: Option<Box<LaterSessions>>,
     authorization: Authorization,
-    info: Option<StreamInfo>,
     capabilities: Capabilities,
     events: EventSender,
     receiver: EventReceiver,
@@ -693,23 +707,55 @@ struct Connection {
     sessions: Sessions,
     decoder: Decoder,
     buffer: BytesMut,
-    // The maps and sets below are B-trees: half the size of a hash map when empty, which
-    // they are on most connections.
-    /// Topic aliases the client set.
-    aliases: BTreeMap<u16, String>,
     /// Responses waiting for exits, in request order.
     pending: Responses,
     /// QoS 1 and 2 publications received and not fully acknowledged.
     inbound_inflight: u16,
+    /// Topic aliases and packets in flight; made when the first is, and freed once none is
+    /// left, so that the idle connections of a fleet hold none of it.
+    tracked: Option<Box<Tracked>>,
+    next_packet_id: u16,
+    outbound_maximum: u16,
+    client_maximum_packet_size: u32,
+}
+
+/// A connection's topic aliases and packets in flight. The maps and sets are B-trees: half
+/// the size of a hash map when empty, which most of them are.
+#[derive(Default)]
+struct Tracked {
+    /// Topic aliases the client set.
+    aliases: BTreeMap<u16, String>,
     /// QoS 2 packet identifiers answered with PUBREC and waiting for PUBREL.
     released: BTreeSet<u16>,
     /// Deliveries in flight toward the client.
     outbound: BTreeMap<u16, Outbound>,
     /// Identifiers of a resumed session's deliveries that are to come again with them.
     reserved: BTreeSet<u16>,
-    next_packet_id: u16,
-    outbound_maximum: u16,
-    client_maximum_packet_size: u32,
+}
+
+/// What a connection that tracks nothing reads.
+static NOTHING_TRACKED: Tracked = Tracked {
+    aliases: BTreeMap::new(),
+    released: BTreeSet::new(),
+    outbound: BTreeMap::new(),
+    reserved: BTreeSet::new(),
+};
+
+impl Tracked {
+    fn is_empty(&self) -> bool {
+        self.aliases.is_empty()
+            && self.released.is_empty()
+            && self.outbound.is_empty()
+            && self.reserved.is_empty()
+    }
+}
+
+/// What CONNECT gave that a session opened later, on another exit, is opened with.
+struct LaterSessions {
+    username: Option<String>,
+    password: Option<bytes::Bytes>,
+    user_properties: Vec<(String, String)>,
+    info: Option<StreamInfo>,
 }
 
 /// Tells an MQTT 5 client why its connection ends, when it is not its own DISCONNECT or a
@@ -784,6 +830,27 @@ async fn write_packet<W: AsyncWrite + Unpin>(
 }
 
 impl Connection {
+    /// What the connection tracks, to read.
+    fn tracked(&self) -> &Tracked {
+        self.tracked.as_deref().unwrap_or(&NOTHING_TRACKED)
+    }
+
+    /// What the connection tracks, to change: made on first use.
+    fn tracking(&mut self) -> &mut Tracked {
+        self.tracked.get_or_insert_with(Box::default)
+    }
+
+    /// Frees what the connection tracks once it is empty.
+    fn settle_tracked(&mut self) {
+        if self
+            .tracked
+            .as_ref()
+            .is_some_and(|tracked| tracked.is_empty())
+        {
+            self.tracked = None;
+        }
+    }
+
     async fn run<R, W>(&mut self, reader: &mut R, writer: &mut W) -> Close
     where
         R: AsyncRead + Unpin,
@@ -804,7 +871,8 @@ impl Connection {
         }
         loop {
             let reading = self.pending.len() < pending_limit;
-            let delivering = self.outbound.len() < usize::from(self.outbound_maximum);
+            self.settle_tracked();
+            let delivering = self.tracked().outbound.len() < usize::from(self.outbound_maximum);
             if self.ownership.is_lost() {
                 return Close::Ended(ReasonCode::SESSION_TAKEN_OVER, None);
             }
@@ -897,7 +965,7 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.publish(publish, writer).await,
             Packet::PubRel(ack) => {
-                let reason = if self.released.remove(&ack.packet_id) {
+                let reason = if self.tracking().released.remove(&ack.packet_id) {
                     self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
                     for session in self.sessions.all() {
                         session.released(ack.packet_id);
@@ -913,7 +981,7 @@ impl Connection {
                 self.write(writer, Packet::PubComp(comp)).await
             }
             Packet::PubAck(ack) => {
-                if let Some(outbound) = self.outbound.remove(&ack.packet_id)
+                if let Some(outbound) = self.tracking().outbound.remove(&ack.packet_id)
                     && let Some(acknowledged) = outbound.acknowledged
                 {
                     let _ = acknowledged.send(());
@@ -921,7 +989,11 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRec(ack) => {
-                let Some(outbound) = self.outbound.get_mut(&ack.packet_id) else {
+                let Some(outbound) = self
+                    .tracked
+                    .as_mut()
+                    .and_then(|tracked| tracked.outbound.get_mut(&ack.packet_id))
+                else {
                     let rel = Ack {
                         reason: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
                         ..Ack::success(ack.packet_id)
@@ -940,7 +1012,7 @@ impl Connection {
                     let _ = acknowledged.send(());
                 }
                 if ack.reason.is_error() {
-                    self.outbound.remove(&ack.packet_id);
+                    self.tracking().outbound.remove(&ack.packet_id);
                     return Ok(());
                 }
                 outbound.released = true;
@@ -955,11 +1027,12 @@ impl Connection {
             }
             Packet::PubComp(ack) => {
                 if self
+                    .tracked()
                     .outbound
                     .get(&ack.packet_id)
                     .is_some_and(|outbound| outbound.released)
                 {
-                    self.outbound.remove(&ack.packet_id);
+                    self.tracking().outbound.remove(&ack.packet_id);
                     for session in self.sessions.all() {
                         session.delivery_completed(ack.packet_id);
                     }
@@ -1004,17 +1077,25 @@ impl Connection {
         if let Some(session) = self.sessions.get(exit_name) {
             return Ok(session.clone());
         }
+        let Some(later) = &self.later else {
+            // The routes lead to the session route's exit only: not reached.
+            tracing::debug!(
+                exit = exit_name,
+                "mqtt route to a second exit of a one-exit server"
+            );
+            return Err(ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR);
+        };
         let begin = SessionBegin {
             client_id: self.ownership.client_id().to_owned(),
             clean_start: self.clean_start,
             session_expiry: self.session_expiry,
             keep_alive: self.keep_alive,
             will: None,
-            username: self.username.clone(),
-            password: self.password.clone(),
-            user_properties: self.user_properties.clone(),
+            username: later.username.clone(),
+            password: later.password.clone(),
+            user_properties: later.user_properties.clone(),
             authorization: self.authorization.clone(),
-            info: self.info.clone(),
+            info: later.info.clone(),
             events: self.events.clone(),
         };
         match exit.session(begin).await {
@@ -1038,12 +1119,12 @@ impl Connection {
                 return Err(close(ReasonCode::TOPIC_ALIAS_INVALID));
             }
             if publish.topic.is_empty() {
-                match self.aliases.get(&alias) {
+                match self.tracked().aliases.get(&alias) {
                     Some(topic) => publish.topic = topic.clone(),
                     None => return Err(close(ReasonCode::PROTOCOL_ERROR)),
                 }
             } else {
-                self.aliases.insert(alias, publish.topic.clone());
+                self.tracking().aliases.insert(alias, publish.topic.clone());
             }
         }
         if !publish.properties.subscription_ids.is_empty() {
@@ -1060,7 +1141,7 @@ impl Connection {
             .await?;
         let packet_id = publish.packet_id.unwrap_or(0);
         if publish.qos != QoS::AtMostOnce {
-            if publish.qos == QoS::ExactlyOnce && self.released.contains(&packet_id) {
+            if publish.qos == QoS::ExactlyOnce && self.tracked().released.contains(&packet_id) {
                 // A redelivery of a message already taken: acknowledge it again only.
                 let rec = Packet::PubRec(Ack::success(packet_id));
                 return self.write(writer, rec).await;
@@ -1299,7 +1380,7 @@ impl Connection {
                 if reason.is_error() {
                     self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
                 } else {
-                    self.released.insert(id);
+                    self.tracking().released.insert(id);
                 }
                 Packet::PubRec(Ack {
                     reason,
@@ -1322,14 +1403,16 @@ impl Connection {
     }
 
     fn allocate_packet_id(&mut self) -> u16 {
-        if self.outbound.len() + self.reserved.len() >= usize::from(u16::MAX) {
+        let tracked = self.tracking();
+        if tracked.outbound.len() + tracked.reserved.len() >= usize::from(u16::MAX) {
             // Every identifier taken: the reservations give way.
-            self.reserved.clear();
+            tracked.reserved.clear();
         }
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.outbound.contains_key(&id) && !self.reserved.contains(&id) {
+            let tracked = self.tracked();
+            if !tracked.outbound.contains_key(&id) && !tracked.reserved.contains(&id) {
                 return id;
             }
         }
@@ -1376,8 +1459,8 @@ impl Connection {
             // A delivery of an earlier connection goes again with its identifier, unless
             // this connection holds that one.
             let id = match packet_id {
-                Some(id) if id != 0 && !self.outbound.contains_key(&id) => {
-                    self.reserved.remove(&id);
+                Some(id) if id != 0 && !self.tracked().outbound.contains_key(&id) => {
+                    self.tracking().reserved.remove(&id);
                     id
                 }
                 _ => self.allocate_packet_id(),
@@ -1401,7 +1484,7 @@ impl Connection {
             if let Some(OnSent(on_sent)) = on_sent {
                 on_sent(id);
             }
-            self.outbound.insert(
+            self.tracking().outbound.insert(
                 id,
                 Outbound {
                     acknowledged,

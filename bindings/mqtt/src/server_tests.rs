@@ -366,6 +366,82 @@ fn publish(topic: &str, qos: QoS, packet_id: u16) -> Packet {
     })
 }
 
+/// A server whose `other/#` publications go to a second exit: the session there is opened
+/// with what CONNECT gave (username, user properties), as the first one was.
+#[tokio::test]
+async fn a_publication_routed_to_a_second_exit_opens_a_session_there_with_connects_fields() {
+    let first = Recorder::default();
+    let second = Recorder::default();
+    let route = |topic: &str, exit: &str| RouteConfig {
+        when: vec![json!({"publish": [{"topic": topic}]})],
+        guarded: Vec::new(),
+        exit: exit.into(),
+        with: None,
+        origin: Origin::default(),
+    };
+    let config = BindingConfig {
+        type_name: "mqtt".into(),
+        kind: zilla_engine::BindingKind::Server,
+        entry: None,
+        vault: None,
+        catalog: None,
+        options: None,
+        exit: None,
+        routes: vec![route("sensors/#", "first"), route("other/#", "second")],
+        telemetry_metrics: Vec::new(),
+        telemetry_attributes: Vec::new(),
+        json: json!({}),
+        origin: Origin::default(),
+        namespace: "test".into(),
+    };
+    let exits: [Arc<dyn MqttHandler>; 2] = [Arc::new(first.clone()), Arc::new(second.clone())];
+    let routes: Routes<Condition, (), Arc<dyn MqttHandler>> = Routes::build(
+        &config,
+        |name| Ok(exits[usize::from(name == "second")].clone()),
+        Condition::compile,
+    )
+    .unwrap();
+    let shared = Arc::new(Shared {
+        routes,
+        topics: Vec::new(),
+        settings: settings(),
+        credentials: None,
+        lifecycle: Lifecycle::default(),
+        store: Arc::new(zilla_store_memory::MemoryStore::new(1 << 20)),
+    });
+    let mut io = connect(shared);
+    send(
+        &mut io,
+        connect_packet(Version::V5, Some("dev"), 0),
+        Version::V5,
+    )
+    .await;
+    assert_eq!(connack(&mut io, Version::V5).await, ReasonCode::SUCCESS);
+    for (topic, packet_id) in [("other/a", 1), ("sensors/a", 2)] {
+        send(
+            &mut io,
+            publish(topic, QoS::AtLeastOnce, packet_id),
+            Version::V5,
+        )
+        .await;
+        match receive(&mut io, Version::V5).await {
+            Some(Packet::PubAck(ack)) => assert_eq!(
+                (ack.packet_id, ack.reason),
+                (packet_id, ReasonCode::SUCCESS)
+            ),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    let first = first.seen.lock().unwrap();
+    let second = second.seen.lock().unwrap();
+    assert_eq!(first.usernames, vec![Some("dev".to_owned())]);
+    assert_eq!(second.usernames, vec![Some("dev".to_owned())]);
+    assert_eq!(second.published.len(), 1);
+    assert_eq!(second.published[0].topic, "other/a");
+    assert_eq!(first.published.len(), 1);
+    assert_eq!(first.published[0].topic, "sensors/a");
+}
+
 #[tokio::test]
 async fn unrouted_publications_are_refused_in_5_and_closed_in_3_1_1() {
     let recorder = Recorder::default();
