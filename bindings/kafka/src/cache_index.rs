@@ -14,6 +14,7 @@
 //! record's entries when the record leaves the front of the log; its bytes (the map, the
 //! offset lists and each record's list of hashes) are counted with the log's.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::mem::size_of;
@@ -26,7 +27,7 @@ const ALLOCATION_OVERHEAD: usize = 16;
 /// Hashes of keys and header values → offsets of the records that carry them, oldest first.
 #[derive(Default)]
 pub(crate) struct RecordIndex {
-    offsets: HashMap<u64, VecDeque<i64>>,
+    offsets: HashMap<u64, Postings>,
     hasher: RandomState,
     /// Bytes of the offset lists and of the records' hash lists (not of the map itself).
     heap_bytes: usize,
@@ -87,11 +88,80 @@ impl Terms {
     }
 }
 
-fn deque_bytes(deque: &VecDeque<i64>) -> usize {
-    if deque.capacity() == 0 {
-        0
-    } else {
-        deque.capacity() * size_of::<i64>() + ALLOCATION_OVERHEAD
+/// The offsets of the records held that carry one value, oldest first. Many values are
+/// carried by one record only (identifiers, timestamps): that offset is kept in the map's
+/// entry rather than in a list of its own, an allocation less per such record.
+#[derive(Debug)]
+enum Postings {
+    One(i64),
+    Many(VecDeque<i64>),
+}
+
+impl Postings {
+    fn len(&self) -> usize {
+        match self {
+            Postings::One(_) => 1,
+            Postings::Many(offsets) => offsets.len(),
+        }
+    }
+
+    /// Adds `offset`, newer than every offset held.
+    fn push(&mut self, offset: i64) {
+        match self {
+            Postings::One(first) => {
+                *self = Postings::Many(VecDeque::from([*first, offset]));
+            }
+            Postings::Many(offsets) => offsets.push_back(offset),
+        }
+    }
+
+    /// Drops the offsets up to `offset`; whether any is left.
+    fn drop_to(&mut self, offset: i64) -> bool {
+        match self {
+            Postings::One(first) => *first > offset,
+            Postings::Many(offsets) => {
+                while offsets.front().is_some_and(|&front| front <= offset) {
+                    offsets.pop_front();
+                }
+                match offsets.len() {
+                    0 => false,
+                    1 => {
+                        let last = offsets[0];
+                        *self = Postings::One(last);
+                        true
+                    }
+                    length => {
+                        // A list that shrank to a quarter gives its memory back.
+                        if length * 4 < offsets.capacity() {
+                            offsets.shrink_to(length * 2);
+                        }
+                        true
+                    }
+                }
+            }
+        }
+    }
+
+    /// The offsets at or after `from`, in order.
+    fn from(&self, from: i64) -> impl Iterator<Item = i64> + '_ {
+        let (one, many) = match self {
+            Postings::One(offset) => ((*offset >= from).then_some(*offset), None),
+            Postings::Many(offsets) => {
+                let start = offsets.partition_point(|&offset| offset < from);
+                (None, Some(offsets.range(start..).copied()))
+            }
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+
+    /// Bytes of the list's allocation, if it has one.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Postings::Many(offsets) if offsets.capacity() > 0 => {
+                offsets.capacity() * size_of::<i64>() + ALLOCATION_OVERHEAD
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -122,10 +192,17 @@ impl RecordIndex {
     pub(crate) fn insert(&mut self, terms: &Terms, offset: i64) {
         self.heap_bytes += terms.heap_bytes();
         for term in terms.iter() {
-            let deque = self.offsets.entry(*term).or_default();
-            let before = deque_bytes(deque);
-            deque.push_back(offset);
-            self.heap_bytes = self.heap_bytes + deque_bytes(deque) - before;
+            match self.offsets.entry(*term) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(Postings::One(offset));
+                }
+                Entry::Occupied(mut occupied) => {
+                    let postings = occupied.get_mut();
+                    let before = postings.heap_bytes();
+                    postings.push(offset);
+                    self.heap_bytes = self.heap_bytes + postings.heap_bytes() - before;
+                }
+            }
         }
     }
 
@@ -133,23 +210,16 @@ impl RecordIndex {
     pub(crate) fn remove_oldest(&mut self, terms: &Terms, offset: i64) {
         self.heap_bytes = self.heap_bytes.saturating_sub(terms.heap_bytes());
         for term in terms.iter() {
-            let Some(deque) = self.offsets.get_mut(term) else {
+            let Some(postings) = self.offsets.get_mut(term) else {
                 continue;
             };
-            let before = deque_bytes(deque);
-            while deque.front().is_some_and(|&front| front <= offset) {
-                deque.pop_front();
-            }
-            if deque.is_empty() {
+            let before = postings.heap_bytes();
+            if !postings.drop_to(offset) {
                 self.offsets.remove(term);
                 self.heap_bytes = self.heap_bytes.saturating_sub(before);
                 continue;
             }
-            // A list that shrank to a quarter gives its memory back.
-            if deque.len() * 4 < deque.capacity() {
-                deque.shrink_to(deque.len() * 2);
-            }
-            self.heap_bytes = (self.heap_bytes + deque_bytes(deque)).saturating_sub(before);
+            self.heap_bytes = (self.heap_bytes + postings.heap_bytes()).saturating_sub(before);
         }
         if self.offsets.len() * 4 < self.offsets.capacity() {
             self.offsets.shrink_to(self.offsets.len() * 2);
@@ -158,7 +228,7 @@ impl RecordIndex {
 
     /// Bytes the index holds.
     pub(crate) fn bytes(&self) -> usize {
-        self.offsets.capacity() * (size_of::<(u64, VecDeque<i64>)>() + 1) + self.heap_bytes
+        self.offsets.capacity() * (size_of::<(u64, Postings)>() + 1) + self.heap_bytes
     }
 
     /// Values indexed (distinct hashes).
@@ -169,7 +239,7 @@ impl RecordIndex {
 
     /// The offsets list to look `condition` up by, when it can be looked up; `None` for a
     /// value no record held carries.
-    fn lookup(&self, condition: &Condition, with_key: bool) -> Option<Option<&VecDeque<i64>>> {
+    fn lookup(&self, condition: &Condition, with_key: bool) -> Option<Option<&Postings>> {
         let term = match condition {
             Condition::Key(key) if with_key => self.key_hash(key),
             Condition::Header { name, value } => self.header_hash(name, value),
@@ -194,10 +264,10 @@ impl RecordIndex {
         }
         let mut lists = Vec::with_capacity(filters.len());
         for filter in filters {
-            let mut best: Option<Option<&VecDeque<i64>>> = None;
+            let mut best: Option<Option<&Postings>> = None;
             for condition in &filter.conditions {
                 if let Some(list) = self.lookup(condition, with_key) {
-                    let length = |list: Option<&VecDeque<i64>>| list.map_or(0, VecDeque::len);
+                    let length = |list: Option<&Postings>| list.map_or(0, Postings::len);
                     if best.is_none_or(|best| length(list) < length(best)) {
                         best = Some(list);
                     }
@@ -213,8 +283,7 @@ impl RecordIndex {
         // Where a list was cut at `limit`: past it that list was not read.
         let mut bound: Option<i64> = None;
         for list in lists {
-            let start = list.partition_point(|&offset| offset < from);
-            let taken: Vec<i64> = list.range(start..).take(limit).copied().collect();
+            let taken: Vec<i64> = list.from(from).take(limit).collect();
             if taken.len() == limit
                 && let Some(&last) = taken.last()
             {
@@ -242,6 +311,34 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_value_of_one_record_keeps_its_offset_in_the_entry() {
+        // No larger than the list it replaces: the inline offset costs the entry nothing.
+        assert_eq!(size_of::<Postings>(), size_of::<VecDeque<i64>>());
+        let mut index = RecordIndex::default();
+        for offset in 0..3 {
+            index.insert(&Terms::One(offset as u64), offset);
+        }
+        assert_eq!(
+            index.heap_bytes, 0,
+            "three values of one record each: no list"
+        );
+        index.insert(&Terms::One(1), 3);
+        assert!(index.heap_bytes > 0, "a value of two records has a list");
+        index.remove_oldest(&Terms::One(0), 0);
+        index.remove_oldest(&Terms::One(1), 1);
+        assert_eq!(index.heap_bytes, 0, "back to one record, back in the entry");
+        let of = |term: u64| {
+            index
+                .offsets
+                .get(&term)
+                .map(|p| p.from(0).collect::<Vec<_>>())
+        };
+        assert_eq!(of(1), Some(vec![3]));
+        assert_eq!(of(2), Some(vec![2]));
+        assert_eq!(of(0), None);
+    }
 
     #[test]
     fn terms_are_sorted_once_each_and_one_is_inline() {
