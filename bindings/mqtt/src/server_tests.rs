@@ -155,12 +155,22 @@ fn shared(recorder: Recorder, credentials: bool) -> Arc<Shared> {
     shared_guarded(recorder, credentials, Vec::new())
 }
 
-/// Like [`shared`], its route `guarded` by `guarded`.
-fn shared_guarded(
-    recorder: Recorder,
-    credentials: bool,
-    guarded: Vec<(String, Vec<String>)>,
-) -> Arc<Shared> {
+/// A route of the publications to `topic`, to `exit`.
+fn publish_route(topic: &str, exit: &str, guarded: Vec<(String, Vec<String>)>) -> RouteConfig {
+    RouteConfig {
+        when: vec![json!({"publish": [{"topic": topic}]})],
+        guarded,
+        exit: exit.into(),
+        with: None,
+        origin: Origin::default(),
+    }
+}
+
+/// A server's routes, `exits` giving the handler of each exit name.
+fn routes_of(
+    routes: Vec<RouteConfig>,
+    exits: impl Fn(&str) -> Arc<dyn MqttHandler>,
+) -> Routes<Condition, (), Arc<dyn MqttHandler>> {
     let config = BindingConfig {
         type_name: "mqtt".into(),
         kind: zilla_engine::BindingKind::Server,
@@ -169,39 +179,53 @@ fn shared_guarded(
         catalog: None,
         options: None,
         exit: None,
-        routes: vec![RouteConfig {
-            when: vec![json!({"publish": [{"topic": "sensors/#"}]})],
-            guarded,
-            exit: "exit".into(),
-            with: None,
-            origin: Origin::default(),
-        }],
+        routes,
         telemetry_metrics: Vec::new(),
         telemetry_attributes: Vec::new(),
         json: json!({}),
         origin: Origin::default(),
         namespace: "test".into(),
     };
+    Routes::build(&config, |name| Ok(exits(name)), Condition::compile).unwrap()
+}
+
+/// A server on `routes`, with a memory store of its own.
+fn shared_of(
+    routes: Routes<Condition, (), Arc<dyn MqttHandler>>,
+    credentials: Option<Credentials>,
+    topics: Vec<TopicContent>,
+) -> Arc<Shared> {
+    Arc::new(Shared {
+        routes,
+        topics,
+        settings: settings(),
+        credentials,
+        lifecycle: Lifecycle::default(),
+        store: Arc::new(zilla_store_memory::MemoryStore::new(1 << 20)),
+    })
+}
+
+/// Like [`shared`], its route `guarded` by `guarded`.
+fn shared_guarded(
+    recorder: Recorder,
+    credentials: bool,
+    guarded: Vec<(String, Vec<String>)>,
+) -> Arc<Shared> {
     let exit: Arc<dyn MqttHandler> = Arc::new(recorder);
-    let routes: Routes<Condition, (), Arc<dyn MqttHandler>> =
-        Routes::build(&config, |_| Ok(exit.clone()), Condition::compile).unwrap();
+    let routes = routes_of(vec![publish_route("sensors/#", "exit", guarded)], |_| {
+        exit.clone()
+    });
     let credentials = credentials.then(|| Credentials {
         guard_name: "test:jwt".into(),
         guard: Arc::new(TokenGuard),
         field: CredentialsField::Username,
         pattern: Pattern::compile("Bearer {credentials}", None).unwrap(),
     });
-    Arc::new(Shared {
-        routes,
-        topics: vec![TopicContent {
-            filter: "sensors/+/count".into(),
-            validator: Some(Arc::new(Digits)),
-        }],
-        settings: settings(),
-        credentials,
-        lifecycle: Lifecycle::default(),
-        store: Arc::new(zilla_store_memory::MemoryStore::new(1 << 20)),
-    })
+    let topics = vec![TopicContent {
+        filter: "sensors/+/count".into(),
+        validator: Some(Arc::new(Digits)),
+    }];
+    shared_of(routes, credentials, topics)
 }
 
 /// A client end of an in-memory connection served by `shared`.
@@ -372,43 +396,15 @@ fn publish(topic: &str, qos: QoS, packet_id: u16) -> Packet {
 async fn a_publication_routed_to_a_second_exit_opens_a_session_there_with_connects_fields() {
     let first = Recorder::default();
     let second = Recorder::default();
-    let route = |topic: &str, exit: &str| RouteConfig {
-        when: vec![json!({"publish": [{"topic": topic}]})],
-        guarded: Vec::new(),
-        exit: exit.into(),
-        with: None,
-        origin: Origin::default(),
-    };
-    let config = BindingConfig {
-        type_name: "mqtt".into(),
-        kind: zilla_engine::BindingKind::Server,
-        entry: None,
-        vault: None,
-        catalog: None,
-        options: None,
-        exit: None,
-        routes: vec![route("sensors/#", "first"), route("other/#", "second")],
-        telemetry_metrics: Vec::new(),
-        telemetry_attributes: Vec::new(),
-        json: json!({}),
-        origin: Origin::default(),
-        namespace: "test".into(),
-    };
     let exits: [Arc<dyn MqttHandler>; 2] = [Arc::new(first.clone()), Arc::new(second.clone())];
-    let routes: Routes<Condition, (), Arc<dyn MqttHandler>> = Routes::build(
-        &config,
-        |name| Ok(exits[usize::from(name == "second")].clone()),
-        Condition::compile,
-    )
-    .unwrap();
-    let shared = Arc::new(Shared {
-        routes,
-        topics: Vec::new(),
-        settings: settings(),
-        credentials: None,
-        lifecycle: Lifecycle::default(),
-        store: Arc::new(zilla_store_memory::MemoryStore::new(1 << 20)),
-    });
+    let routes = routes_of(
+        vec![
+            publish_route("sensors/#", "first", Vec::new()),
+            publish_route("other/#", "second", Vec::new()),
+        ],
+        |name| exits[usize::from(name == "second")].clone(),
+    );
+    let shared = shared_of(routes, None, Vec::new());
     let mut io = connect(shared);
     send(
         &mut io,
