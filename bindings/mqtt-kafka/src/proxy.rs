@@ -1231,13 +1231,19 @@ const LATEST_RECORDS_MAXIMUM: usize = 65_536;
 /// where the cache's end stopped it.
 const LATEST_RECORDS_PAUSE_MINIMUM: Duration = Duration::from_millis(10);
 const LATEST_RECORDS_PAUSE_MAXIMUM: Duration = Duration::from_millis(200);
+/// How long a read of the latest records waits, with no partition getting closer to the
+/// broker's end, for the cache to fetch more (Kafka unreachable, or partitions the cache does
+/// not know yet) before it fails.
+const LATEST_RECORDS_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The latest record of every key of the compacted `topic` matching `filters`, as of the
 /// broker's end when called. The cache's end may lag the broker's, so the read goes on
 /// until every partition reached the broker's end: a record deleted just before is not
-/// returned. With `filter_in_read` the read itself is filtered (on keys: their tombstones
-/// match too); otherwise it reads everything and filters values (header filters: a
-/// tombstone carries no headers, yet must delete what it replaces).
+/// returned. With `filter_in_read` the read itself is filtered (only key filters: their
+/// tombstones match too, and a key's records all match or none does); otherwise it reads
+/// everything and filters values (header filters: a tombstone carries no headers, yet must
+/// delete what it replaces). An error when the cache gets no closer to the broker's end for
+/// [`LATEST_RECORDS_PATIENCE`].
 pub(crate) async fn latest_records(
     exit: &Arc<dyn KafkaHandler>,
     topic: &str,
@@ -1263,10 +1269,23 @@ pub(crate) async fn latest_records(
     if reached(&[]) {
         return Ok(latest);
     }
+    // How far each partition got toward its end: while it moves, the cache is catching up.
+    let standing = |progress: &[PartitionOffset]| -> Vec<i64> {
+        ends.iter()
+            .map(|end| {
+                progress
+                    .iter()
+                    .find(|p| p.partition == end.partition)
+                    .map_or(-1, |p| p.offset.min(end.offset))
+            })
+            .collect()
+    };
     // Where the next read starts (empty: at the beginning), and how long to let the cache
     // fetch before it.
     let mut from: Vec<PartitionOffset> = Vec::new();
     let mut pause = LATEST_RECORDS_PAUSE_MINIMUM;
+    let mut stood = standing(&[]);
+    let mut waiting_since: Option<tokio::time::Instant> = None;
     loop {
         let mut replay = exit
             .merged(MergedRequest {
@@ -1305,18 +1324,23 @@ pub(crate) async fn latest_records(
                     progress
                 }
                 Some(Ok(MergedItem::Synced(progress))) => {
-                    if reached(&progress) {
+                    // A read of no partition (the cache found none) has nothing to wait for.
+                    if reached(&progress) || progress.is_empty() {
                         return Ok(latest);
                     }
-                    if filter_in_read {
-                        // The read reached the cache's end, short of the broker's. What the
-                        // cache fetches next and the filters skip comes as nothing at all,
-                        // so this read could wait forever for a record of another key:
-                        // read again from here once the cache fetched more.
-                        from = progress.to_vec();
-                        break;
+                    // The read reached the cache's end, short of the broker's. What the cache
+                    // fetches next and yields no item (records the filters skip, control
+                    // records, records its models drop) would leave this read waiting for a
+                    // later record that may never come: read again from here once the cache
+                    // fetched more.
+                    let now = standing(&progress);
+                    if now != stood {
+                        stood = now;
+                        waiting_since = None;
+                        pause = LATEST_RECORDS_PAUSE_MINIMUM;
                     }
-                    progress
+                    from = progress.to_vec();
+                    break;
                 }
                 // The latest record per key is kept above whether or not the read deduplicates.
                 Some(Ok(MergedItem::Snapshot(_))) => continue,
@@ -1328,6 +1352,12 @@ pub(crate) async fn latest_records(
             }
         }
         drop(replay);
+        let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= LATEST_RECORDS_PATIENCE {
+            return Err(StreamError::Upstream(format!(
+                "the cache of `{topic}` did not reach the broker's end"
+            )));
+        }
         tokio::select! {
             biased;
             () = cancelled.cancelled() => return Ok(BTreeMap::new()),
@@ -2001,6 +2031,21 @@ mod tests {
         }
     }
 
+    /// The real cache in front of `broker`, parking its fetches for 20 ms.
+    fn lagging_cache(broker: Arc<LaggingBroker>) -> Arc<dyn KafkaHandler> {
+        let cache = zilla_binding_kafka::cache::Cache::new(
+            broker,
+            HashMap::new(),
+            zilla_binding_kafka::cache::CacheTuning {
+                fetch_max_wait_ms: 20,
+                ..zilla_binding_kafka::cache::CacheTuning::default()
+            },
+        );
+        Arc::new(zilla_binding_kafka::cache::CacheHandler::new(Arc::new(
+            cache,
+        )))
+    }
+
     /// The broker already has a record of another key that the cache has not fetched: the
     /// key's read reaches the cache's end short of the broker's, and the record, once
     /// fetched, is skipped by the filter. The read must still end, with the key's record.
@@ -2013,17 +2058,7 @@ mod tests {
             ]),
             visible: watch::channel(1).0,
         });
-        let cache = zilla_binding_kafka::cache::Cache::new(
-            broker.clone(),
-            HashMap::new(),
-            zilla_binding_kafka::cache::CacheTuning {
-                fetch_max_wait_ms: 20,
-                ..zilla_binding_kafka::cache::CacheTuning::default()
-            },
-        );
-        let exit: Arc<dyn KafkaHandler> = Arc::new(zilla_binding_kafka::cache::CacheHandler::new(
-            Arc::new(cache),
-        ));
+        let exit = lagging_cache(broker.clone());
         // The cache caches the topic and fetches what is visible.
         let mut warm = exit
             .merged(MergedRequest {
@@ -2058,6 +2093,34 @@ mod tests {
             .unwrap();
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[&key].value.as_deref(), Some(&b"state"[..]));
+    }
+
+    /// A cache that never fetches what the broker already has: the read fails once no
+    /// partition got closer to the broker's end for the patience, instead of waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_key_read_fails_when_the_cache_never_reaches_the_broker() {
+        let broker = Arc::new(LaggingBroker {
+            records: Mutex::new(vec![
+                LaggingBroker::record(0, "client", "state"),
+                LaggingBroker::record(1, "client#expiry", "signal"),
+            ]),
+            visible: watch::channel(1).0,
+        });
+        let exit = lagging_cache(broker);
+        let filters = vec![Filter {
+            conditions: vec![Condition::Key(Bytes::from_static(b"client"))],
+        }];
+        let started = tokio::time::Instant::now();
+        let never = CancellationToken::new();
+        let read = latest_records(&exit, "sessions", &filters, true, &never);
+        let result = tokio::time::timeout(Duration::from_secs(120), read)
+            .await
+            .expect("the read never ended");
+        assert!(
+            matches!(result, Err(StreamError::Upstream(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= LATEST_RECORDS_PATIENCE);
     }
 
     #[test]
