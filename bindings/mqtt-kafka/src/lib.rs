@@ -78,6 +78,10 @@
 //!     sent again with an identifier awaiting PUBREL is answered PUBREC without a second
 //!     record. The PUBREC of a QoS 2 publication of such a
 //!     session is sent once that identifier is in Kafka too. A clean start deletes the state.
+//!     The state is read up to the broker's end at the CONNECT (asked with ListOffsets), so
+//!     one written just before, by this gateway or another, is found whatever the cache has
+//!     fetched; a read that gets no closer to that end for 30 s (Kafka unreachable) refuses
+//!     the CONNECT with 0x88.
 //!   - *Exactly once.* The QoS 2 publications of such a session are written by idempotent
 //!     producers (InitProducerId, one per session and Kafka topic), one after the other:
 //!     before a publication's records are written, their partitions and producer sequences
