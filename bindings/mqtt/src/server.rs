@@ -692,7 +692,7 @@ struct Connection {
     clean_start: bool,
     session_expiry: u32,
     keep_alive: u16,
-    /// Whether the transport's idle timer times the keep-alive (see `connect`); a read that
+    /// Whether the transport's idle timer times the keep-alive (see `open`); a read that
     /// times out then means the keep-alive passed.
     transport_keeps_alive: bool,
     /// What opening a session on another exit takes from CONNECT; `None` where the routes
