@@ -461,27 +461,45 @@ fn serve(
         tracing::debug!(binding = %shared.qname, %peer, "no route: closing");
         return;
     };
-    let exit = route.exit.clone();
-    let qname = shared.qname.clone();
-    let idle_timeout = shared.idle_timeout;
     // Handed to a worker: the socket leaves this runtime's reactor for the worker's.
     let socket = match socket.into_std() {
         Ok(socket) => socket,
         Err(error) => {
-            tracing::debug!(binding = %qname, %peer, %error, "connection not handed over");
+            tracing::debug!(binding = %shared.qname, %peer, %error, "connection not handed over");
             return;
         }
     };
     let place = open.reserve();
     let id = place.id;
-    // What the task keeps for the connection's whole life is what its future captures, and
-    // whatever lives across its await: the stream and its `StreamInfo` are made in a block of
-    // their own, so that only the exit's future outlives them.
+    tracing::debug!(binding = %shared.qname, %peer, connection = id, "connection accepted");
+    // The task's cell is sized by everything its future captures, kept for the connection's
+    // whole life: what only starting the connection needs is boxed and freed once started,
+    // and the stream and its `StreamInfo` are made in a block of their own, so that only the
+    // exit's future outlives them.
+    let start = Box::new(Start {
+        socket,
+        peer,
+        local,
+        idle_timeout: shared.idle_timeout,
+        exit: route.exit.clone(),
+        qname: shared.qname.clone(),
+    });
     let connection = context.tasks.track_future(async move {
         // Held until the connection is done with.
         let _permits = permits;
         let _place = place;
+        // Its future borrows the exit, so the exit lives as long.
+        let exit;
         let accepted = {
+            let Start {
+                socket,
+                peer,
+                local,
+                idle_timeout,
+                exit: handler,
+                qname,
+            } = *start;
+            exit = handler;
             let socket = match TcpStream::from_std(socket) {
                 Ok(socket) => socket,
                 Err(error) => {
@@ -505,11 +523,21 @@ fn serve(
             exit.accept(stream)
         };
         if let Err(error) = accepted.await {
-            tracing::debug!(binding = %qname, %peer, %error, "connection ended");
+            tracing::debug!(connection = id, %error, "connection ended");
         }
     });
     let task = workers::spawn(connection);
     open.spawned(id, task.abort_handle());
+}
+
+/// What a connection's task needs to start it, and no longer once it runs.
+struct Start {
+    socket: std::net::TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    idle_timeout: Duration,
+    exit: Arc<dyn BytesHandler>,
+    qname: Arc<str>,
 }
 
 /// The options every connection gets, accepted or opened.
