@@ -491,6 +491,8 @@ fn serve(
         // Its future borrows the exit, so the exit lives as long.
         let exit;
         let accepted = {
+            // Moved out of the captured box in a block of its own, so the box is freed here
+            // (a box the future captured would be freed only when the connection ends).
             let Start {
                 socket,
                 peer,
@@ -498,7 +500,7 @@ fn serve(
                 idle_timeout,
                 exit: handler,
                 qname,
-            } = *start;
+            } = *{ start };
             exit = handler;
             let socket = match TcpStream::from_std(socket) {
                 Ok(socket) => socket,
