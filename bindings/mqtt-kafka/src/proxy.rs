@@ -1943,6 +1943,17 @@ mod tests {
     }
 
     impl LaggingBroker {
+        /// The client's state at offset 0, visible, and its expiry signal at 1, not yet.
+        fn one_behind() -> Arc<Self> {
+            Arc::new(LaggingBroker {
+                records: Mutex::new(vec![
+                    Self::record(0, "client", "state"),
+                    Self::record(1, "client#expiry", "signal"),
+                ]),
+                visible: watch::channel(1).0,
+            })
+        }
+
         fn record(offset: i64, key: &str, value: &str) -> KafkaRecord {
             KafkaRecord {
                 partition: 0,
@@ -2051,13 +2062,7 @@ mod tests {
     /// fetched, is skipped by the filter. The read must still end, with the key's record.
     #[tokio::test]
     async fn a_key_read_ends_when_the_cache_lags_the_broker() {
-        let broker = Arc::new(LaggingBroker {
-            records: Mutex::new(vec![
-                LaggingBroker::record(0, "client", "state"),
-                LaggingBroker::record(1, "client#expiry", "signal"),
-            ]),
-            visible: watch::channel(1).0,
-        });
+        let broker = LaggingBroker::one_behind();
         let exit = lagging_cache(broker.clone());
         // The cache caches the topic and fetches what is visible.
         let mut warm = exit
@@ -2099,13 +2104,7 @@ mod tests {
     /// partition got closer to the broker's end for the patience, instead of waiting forever.
     #[tokio::test(start_paused = true)]
     async fn a_key_read_fails_when_the_cache_never_reaches_the_broker() {
-        let broker = Arc::new(LaggingBroker {
-            records: Mutex::new(vec![
-                LaggingBroker::record(0, "client", "state"),
-                LaggingBroker::record(1, "client#expiry", "signal"),
-            ]),
-            visible: watch::channel(1).0,
-        });
+        let broker = LaggingBroker::one_behind();
         let exit = lagging_cache(broker);
         let filters = vec![Filter {
             conditions: vec![Condition::Key(Bytes::from_static(b"client"))],
