@@ -1,12 +1,13 @@
 //! The mqtt server and client in front of mosquitto, driven by paho-mqtt (3.1.1, 5, and over
-//! WebSocket) and mosquitto's own clients: tcp → mqtt server → mqtt client → tcp → mosquitto.
+//! WebSocket), MQTT.js over WebSocket and mosquitto's own clients: tcp → mqtt server → mqtt
+//! client → tcp → mosquitto.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use zilla_tests::{Gateway, Peer, Process, free_port, python, success, workspace_dir};
+use zilla_tests::{Gateway, Peer, Process, free_port, peers_dir, python, success, workspace_dir};
 
 const PROXY: &str = "name: test
 bindings:
@@ -191,6 +192,28 @@ fn mqtt_over_websocket_meets_mqtt_over_tcp() -> Result<()> {
         let port = gateway.address("tcp_server").port();
         let ws_port = gateway.address("http_server").port();
         scenario("websocket", port, ws_port)
+    })
+}
+
+/// MQTT.js, the client Node.js and browser applications use, over WebSocket through the
+/// gateway to mosquitto (`mqtt/mqttjs.js`): QoS 0, 1 and 2 between an MQTT 3.1.1 publisher and
+/// an MQTT 5 subscriber, MQTT 5 properties, and a retained message set and cleared.
+#[test]
+fn mqtt_js_over_websocket() -> Result<()> {
+    with_gateway(|gateway| {
+        let ws_port = gateway.address("http_server").port();
+        let output = Peer::new("node")
+            .current_dir(scripts())
+            .env("NODE_PATH", peers_dir().join("node/node_modules"))
+            .args(["mqttjs.js", &ws_port.to_string()])
+            .timeout(Duration::from_secs(60))
+            .run()?;
+        success(&output).context("MQTT.js over WebSocket")?;
+        ensure!(
+            String::from_utf8_lossy(&output.stdout).contains("ok mqttjs"),
+            "MQTT.js did not finish"
+        );
+        Ok(())
     })
 }
 

@@ -21,8 +21,8 @@ pub enum Group {
     Tansu,
     /// The websocat WebSocket client and server (cargo install).
     Websocat,
-    /// npm packages under `.peers/node` (the Prism OpenAPI mock server, `@asyncapi/parser`),
-    /// and corpora of public documents from npm packages under `.peers/node/corpus`: the
+    /// npm packages under `.peers/node` (the Prism OpenAPI mock server, `@asyncapi/parser`,
+    /// MQTT.js), and corpora of public documents from npm packages under `.peers/node/corpus`: the
     /// AsyncAPI examples `@asyncapi/cli` ships (`cli-examples`) and the OpenAPI 3.0 and 3.1
     /// examples of `@readme/oas-examples` (`oas-examples/3.0`, `oas-examples/3.1`).
     Npm,
@@ -40,6 +40,8 @@ const ALL: [Group; 5] = [
 const NPM_PACKAGES: &[(&str, &str)] = &[
     // A real OpenAPI origin: mocks the operations of a spec (tests of the openapi binding).
     ("@stoplight/prism-cli@5", "node_modules/.bin/prism"),
+    // MQTT.js, the MQTT client of Node.js and browser applications (MQTT over WebSocket).
+    ("mqtt@5.16.0", "node_modules/mqtt/package.json"),
     // The reference reader of AsyncAPI documents (the asyncapi parser cross-check).
     (
         "@asyncapi/parser@3.6.6",
