@@ -195,6 +195,40 @@ fn mqtt_over_websocket_meets_mqtt_over_tcp() -> Result<()> {
     })
 }
 
+/// mosquitto_rr (MQTT 5 request/response) through the gateway: its request reaches a paho
+/// responder with the response topic it waits on, and the answer comes back to it there.
+#[test]
+fn mosquitto_rr_gets_its_answer_through_the_gateway() -> Result<()> {
+    with_gateway(|gateway| {
+        let port = gateway.address("tcp_server").port().to_string();
+        let suffix = std::process::id();
+        let request = format!("rr-{suffix}/request");
+        let response = format!("rr-{suffix}/response");
+        let mut responder = Peer::new(python())
+            .current_dir(scripts())
+            .args(["scenarios.py", "responder", &port, "0", &request])
+            .timeout(Duration::from_secs(60))
+            .spawn()?;
+        responder.wait_for_stdout("ready", Duration::from_secs(20))?;
+        let output = Peer::new("mosquitto_rr")
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "5", "-q", "1"])
+            .args(["-t", &request, "-e", &response, "-m", "ping", "-W", "10"])
+            .timeout(Duration::from_secs(30))
+            .run()?;
+        success(&output).context("mosquitto_rr")?;
+        let answer = String::from_utf8_lossy(&output.stdout);
+        ensure!(answer.trim() == "pong:ping", "mosquitto_rr got {answer:?}");
+        let status = responder.wait(Duration::from_secs(20))?;
+        ensure!(
+            status.success(),
+            "responder: {}\n{}",
+            responder.stdout(),
+            responder.stderr()
+        );
+        Ok(())
+    })
+}
+
 /// MQTT.js, the client Node.js and browser applications use, over WebSocket through the
 /// gateway to mosquitto (`mqtt/mqttjs.js`): QoS 0, 1 and 2 between an MQTT 3.1.1 publisher and
 /// an MQTT 5 subscriber, MQTT 5 properties, and a retained message set and cleared.

@@ -442,6 +442,25 @@ def client_ids(port, _):
         fail("an unrouted client id answered %r" % answered)
 
 
+def responder(port, _extra, topic):
+    """Answers one MQTT 5 request on `topic`: the reply goes to the request's response topic,
+    with its correlation data, as `pong:` and the request's payload. Prints `ready` once
+    subscribed."""
+    client = Client(port, unique("responder"), 5)
+    client.subscribe(topic, 1)
+    print("ready", flush=True)
+    request = client.expect(topic)
+    asked = getattr(request.properties, "ResponseTopic", None)
+    if not asked:
+        fail("the request came without a response topic")
+    reply = Properties(PacketTypes.PUBLISH)
+    correlation = getattr(request.properties, "CorrelationData", None)
+    if correlation is not None:
+        reply.CorrelationData = correlation
+    client.publish(asked, b"pong:" + request.payload, 1, properties=reply)
+    client.disconnect()
+
+
 SCENARIOS = {
     "versions": versions,
     "client_ids": client_ids,
@@ -460,6 +479,7 @@ SCENARIOS = {
     "properties": properties,
     "malformed": malformed,
     "websocket": websocket,
+    "responder": responder,
 }
 
 if __name__ == "__main__":
