@@ -89,6 +89,13 @@ fn mqtt_clients_get_what_a_broker_gives_them() -> Result<()> {
 }
 
 #[test]
+fn messages_past_their_expiry_are_not_delivered_to_a_resumed_session() -> Result<()> {
+    with_gateway(|gateway, broker| {
+        kafka_scenario("expired_messages", mqtt_port(gateway), broker, &[])
+    })
+}
+
+#[test]
 fn sessions_expire_and_qos2_is_not_written_twice_when_resent() -> Result<()> {
     with_gateway(|gateway, broker| {
         let port = mqtt_port(gateway);

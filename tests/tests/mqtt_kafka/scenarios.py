@@ -301,6 +301,38 @@ def session_expires(port, bootstrap):
     late.disconnect()
 
 
+def expired_messages(port, bootstrap):
+    """A message whose expiry passed while its subscriber was away is not delivered when the
+    session resumes; one still within its expiry is, with what is left of its expiry."""
+    client_id = unique("away")
+    topic = unique("away") + "/t"
+    subscriber = Client(port, client_id, 5, clean=False, expiry=300)
+    subscriber.subscribe(topic, 1)
+    subscriber.disconnect()
+    publisher = Client(port, unique("pub"), 5)
+    brief = Properties(PacketTypes.PUBLISH)
+    brief.MessageExpiryInterval = 1
+    publisher.publish(topic, b"brief", 1, properties=brief)
+    lasting = Properties(PacketTypes.PUBLISH)
+    lasting.MessageExpiryInterval = 120
+    publisher.publish(topic, b"lasting", 1, properties=lasting)
+    publisher.disconnect()
+    time.sleep(3)
+    back = Client(port, client_id, 5, clean=False, expiry=300)
+    if not back.session_present:
+        fail("session not present")
+    message = back.expect(topic, b"lasting")
+    left = getattr(message.properties, "MessageExpiryInterval", None)
+    if left is None or not 0 < left <= 118:
+        fail("the lasting message came with %r seconds of expiry left" % left)
+    try:
+        extra = back.messages.get(timeout=2)
+        fail("also delivered %r" % extra.payload)
+    except queue.Empty:
+        pass
+    back.disconnect()
+
+
 def will_of_killed(port, bootstrap, other_port, go_file):
     """Connects to the first gateway with a will, prints `connected`, waits for `go_file`
     (written once that gateway is killed) and expects the will exactly once through the
@@ -821,6 +853,7 @@ SCENARIOS = {
     "takeover_other": takeover_other,
     "session_moves": session_moves,
     "session_expires": session_expires,
+    "expired_messages": expired_messages,
     "will_of_killed": will_of_killed,
     "qos2_resent": qos2_resent,
     "overlapping": overlapping,
