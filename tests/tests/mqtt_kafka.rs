@@ -29,6 +29,9 @@ fn gateway(broker: &Broker) -> Result<Gateway> {
         .env("RUST_LOG", "info,zilla_binding_mqtt_kafka=debug")
         .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
         .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+        // Topic aliases are offered (none by default), so an aliased publication is checked
+        // to reach Kafka under its full topic.
+        .property("zilla.binding.mqtt.topic.alias.maximum", "10")
         .start()
 }
 
@@ -84,7 +87,9 @@ fn mqtt_clients_get_what_a_broker_gives_them() -> Result<()> {
         broker_scenario("will_delay", port, 5)?;
         broker_scenario("takeover", port, 5)?;
         broker_scenario("resume", port, 5)?;
-        broker_scenario("resume", port, 311)
+        broker_scenario("resume", port, 311)?;
+        broker_scenario("alias", port, 5)?;
+        broker_scenario("properties", port, 5)
     })
 }
 
