@@ -32,6 +32,8 @@ fn gateway(broker: &Broker) -> Result<Gateway> {
         // Topic aliases are offered (none by default), so an aliased publication is checked
         // to reach Kafka under its full topic.
         .property("zilla.binding.mqtt.topic.alias.maximum", "10")
+        // As the broker scenarios' oversized packet expects.
+        .property("zilla.binding.mqtt.maximum.packet.size", "4096")
         .start()
 }
 
@@ -89,7 +91,8 @@ fn mqtt_clients_get_what_a_broker_gives_them() -> Result<()> {
         broker_scenario("resume", port, 5)?;
         broker_scenario("resume", port, 311)?;
         broker_scenario("alias", port, 5)?;
-        broker_scenario("properties", port, 5)
+        broker_scenario("properties", port, 5)?;
+        broker_scenario("malformed", port, 5)
     })
 }
 
