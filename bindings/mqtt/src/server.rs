@@ -835,6 +835,12 @@ impl Connection {
         self.tracked.as_deref().unwrap_or(&NOTHING_TRACKED)
     }
 
+    /// What the connection tracks, to take from: nothing is made for it (a client's PUBACK or
+    /// PUBREL of an unknown identifier must not cost an allocation).
+    fn tracked_mut(&mut self) -> Option<&mut Tracked> {
+        self.tracked.as_deref_mut()
+    }
+
     /// What the connection tracks, to change: made on first use.
     fn tracking(&mut self) -> &mut Tracked {
         self.tracked.get_or_insert_with(Box::default)
@@ -965,7 +971,10 @@ impl Connection {
         match packet {
             Packet::Publish(publish) => self.publish(publish, writer).await,
             Packet::PubRel(ack) => {
-                let reason = if self.tracking().released.remove(&ack.packet_id) {
+                let reason = if self
+                    .tracked_mut()
+                    .is_some_and(|tracked| tracked.released.remove(&ack.packet_id))
+                {
                     self.inbound_inflight = self.inbound_inflight.saturating_sub(1);
                     for session in self.sessions.all() {
                         session.released(ack.packet_id);
@@ -981,7 +990,9 @@ impl Connection {
                 self.write(writer, Packet::PubComp(comp)).await
             }
             Packet::PubAck(ack) => {
-                if let Some(outbound) = self.tracking().outbound.remove(&ack.packet_id)
+                if let Some(outbound) = self
+                    .tracked_mut()
+                    .and_then(|tracked| tracked.outbound.remove(&ack.packet_id))
                     && let Some(acknowledged) = outbound.acknowledged
                 {
                     let _ = acknowledged.send(());
@@ -1012,7 +1023,9 @@ impl Connection {
                     let _ = acknowledged.send(());
                 }
                 if ack.reason.is_error() {
-                    self.tracking().outbound.remove(&ack.packet_id);
+                    if let Some(tracked) = self.tracked_mut() {
+                        tracked.outbound.remove(&ack.packet_id);
+                    }
                     return Ok(());
                 }
                 outbound.released = true;
@@ -1032,7 +1045,9 @@ impl Connection {
                     .get(&ack.packet_id)
                     .is_some_and(|outbound| outbound.released)
                 {
-                    self.tracking().outbound.remove(&ack.packet_id);
+                    if let Some(tracked) = self.tracked_mut() {
+                        tracked.outbound.remove(&ack.packet_id);
+                    }
                     for session in self.sessions.all() {
                         session.delivery_completed(ack.packet_id);
                     }
@@ -1460,7 +1475,9 @@ impl Connection {
             // this connection holds that one.
             let id = match packet_id {
                 Some(id) if id != 0 && !self.tracked().outbound.contains_key(&id) => {
-                    self.tracking().reserved.remove(&id);
+                    if let Some(tracked) = self.tracked_mut() {
+                        tracked.reserved.remove(&id);
+                    }
                     id
                 }
                 _ => self.allocate_packet_id(),
