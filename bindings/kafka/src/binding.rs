@@ -303,11 +303,51 @@ fn build_cache_server(
     )?;
     let upstream = context.exit::<Kafka>(&exit)?;
     let properties = context.properties();
-    let tuning = CacheTuning {
-        partition_bytes: properties.u64(
-            "zilla.binding.kafka.cache.partition.bytes",
-            CacheTuning::default().partition_bytes as u64,
-        ) as usize,
+    let disk = disk_tuning(properties, context.name());
+    let tuning = cache_tuning(properties, disk.is_some());
+    let idle = properties.millis(
+        "zilla.binding.kafka.cache.idle.evict.millis",
+        Duration::from_secs(60),
+    );
+    // One budget for every cache_server of the gateway.
+    let budget = MemoryBudget::shared(tuning.memory_bytes);
+    let transforms = crate::transforms::build(options)
+        .map_err(|(path, message)| BuildError::at(path, message))?;
+    let mut cache =
+        Cache::with_budget(upstream, defaults(options), tuning, budget).transforming(transforms);
+    if let Some(disk) = disk {
+        cache = cache.with_disk(disk);
+    }
+    let cache = Arc::new(cache);
+    let topic_models = TopicModels::build(context, options)?;
+    let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
+        cache: cache.clone(),
+    });
+    context.publish::<Kafka>(models::apply(handler, topic_models, false));
+    Ok(Arc::new(CacheServer {
+        cache,
+        bootstrap: options.bootstrap.clone().unwrap_or_default(),
+        idle,
+        size: context.metrics().gauge("kafka.cache.size"),
+        disk_size: context.metrics().gauge("kafka.cache.disk.size"),
+    }))
+}
+
+/// A `cache_server`'s tuning from its properties. A partition keeps
+/// `zilla.binding.kafka.cache.partition.bytes` of its newest records in memory: by default
+/// 4 MiB where segment files hold every record fetched (`with_disk`), so memory is a hot tail
+/// and the OS page cache, which the kernel can reclaim, holds the rest; 64 MiB where memory is
+/// the only tier, since what it drops is then read from Kafka again.
+fn cache_tuning(properties: &Properties, with_disk: bool) -> CacheTuning {
+    let partition_bytes = if with_disk {
+        DEFAULT_CACHE_TAIL_BYTES
+    } else {
+        CacheTuning::default().partition_bytes as u64
+    };
+    CacheTuning {
+        partition_bytes: properties
+            .u64("zilla.binding.kafka.cache.partition.bytes", partition_bytes)
+            as usize,
         fetch_max_wait_ms: properties
             .millis(
                 "zilla.binding.kafka.client.fetch.max.wait.millis",
@@ -325,33 +365,7 @@ fn build_cache_server(
             "zilla.binding.kafka.cache.memory.bytes",
             CacheTuning::default().memory_bytes as u64,
         ) as usize,
-    };
-    let idle = properties.millis(
-        "zilla.binding.kafka.cache.idle.evict.millis",
-        Duration::from_secs(60),
-    );
-    // One budget for every cache_server of the gateway.
-    let budget = MemoryBudget::shared(tuning.memory_bytes);
-    let transforms = crate::transforms::build(options)
-        .map_err(|(path, message)| BuildError::at(path, message))?;
-    let mut cache =
-        Cache::with_budget(upstream, defaults(options), tuning, budget).transforming(transforms);
-    if let Some(disk) = disk_tuning(properties, context.name()) {
-        cache = cache.with_disk(disk);
     }
-    let cache = Arc::new(cache);
-    let topic_models = TopicModels::build(context, options)?;
-    let handler: Arc<dyn KafkaHandler> = Arc::new(CacheHandler {
-        cache: cache.clone(),
-    });
-    context.publish::<Kafka>(models::apply(handler, topic_models, false));
-    Ok(Arc::new(CacheServer {
-        cache,
-        bootstrap: options.bootstrap.clone().unwrap_or_default(),
-        idle,
-        size: context.metrics().gauge("kafka.cache.size"),
-        disk_size: context.metrics().gauge("kafka.cache.disk.size"),
-    }))
 }
 
 /// Where and how much a `cache_server` named `name` keeps on disk: `None` when
@@ -389,6 +403,8 @@ fn disk_tuning(properties: &Properties, name: &QualifiedName) -> Option<DiskTuni
     })
 }
 
+/// The default memory a partition keeps where segment files hold its records too.
+const DEFAULT_CACHE_TAIL_BYTES: u64 = 4 << 20;
 /// The gateway's default disk budget for cached records.
 const DEFAULT_CACHE_DISK_BYTES: u64 = 4 << 30;
 /// The default size of a cache segment file.
@@ -497,4 +513,49 @@ fn build_cache_client(
     });
     context.publish::<Kafka>(models::apply(handler, topic_models, true));
     Ok(Arc::new(Passive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> QualifiedName {
+        QualifiedName {
+            namespace: "test".to_owned(),
+            name: "cache0".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_partition_keeps_a_hot_tail_in_memory_where_segment_files_hold_its_records() {
+        let properties = Properties::default();
+        let disk = disk_tuning(&properties, &name());
+        assert!(disk.is_some(), "segment files are on by default");
+        let tuning = cache_tuning(&properties, disk.is_some());
+        assert_eq!(tuning.partition_bytes, 4 << 20);
+    }
+
+    #[test]
+    fn a_partition_keeps_64_mib_in_memory_without_segment_files() {
+        let properties = Properties::from_assignments(["zilla.binding.kafka.cache.disk.bytes=0"]);
+        let disk = disk_tuning(&properties, &name());
+        assert!(disk.is_none());
+        let tuning = cache_tuning(&properties, disk.is_some());
+        assert_eq!(tuning.partition_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn the_partition_bytes_property_replaces_either_default() {
+        for disk in ["0", "1073741824"] {
+            let properties = Properties::from_assignments([
+                format!("zilla.binding.kafka.cache.disk.bytes={disk}").as_str(),
+                "zilla.binding.kafka.cache.partition.bytes=1048576",
+            ]);
+            let with_disk = disk_tuning(&properties, &name()).is_some();
+            assert_eq!(
+                cache_tuning(&properties, with_disk).partition_bytes,
+                1 << 20
+            );
+        }
+    }
 }

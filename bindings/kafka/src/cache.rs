@@ -9,7 +9,9 @@
 //!
 //! Memory is bounded for the whole gateway (`zilla.binding.kafka.cache.memory.bytes`, default
 //! 256 MiB, shared by every `cache_server`; see [`MemoryBudget`]) and per partition
-//! (`zilla.binding.kafka.cache.partition.bytes`, default 64 MiB). The count is of the bytes
+//! (`zilla.binding.kafka.cache.partition.bytes`: by default 4 MiB with a disk tier, where
+//! memory is only the hot tail in front of segment files that hold every record and the OS
+//! page cache that the kernel can reclaim; 64 MiB without one). The count is of the bytes
 //! really held: records are copied out of their fetch response, so none keeps a fetch frame
 //! or a decompressed batch alive. Past a bound, superseded records of compacted topics go
 //! first, then the oldest records of the coldest partitions (unread ones, then the least
