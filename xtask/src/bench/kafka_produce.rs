@@ -11,9 +11,13 @@
 //!   records that are waiting together into one produce request; tansu commits each request on
 //!   its own, so a client sending one record per request would measure the broker's
 //!   per-request cost instead.)
+//!   In the throughput runs it also writes as an idempotent producer, as the gateway's kafka
+//!   client does by default (`zilla.binding.kafka.client.produce.idempotent`): the same
+//!   work on the broker's side (a producer id and a sequence per batch) as the gateway's.
 //!
 //! Throughput: `wrk -t2 -c64` with a Lua script for the `POST` (proxy, gateway) and the native
-//! producer in turn (proxy, native, gateway, proxy, ...), several rounds after a warm-up of each.
+//! producer in turn (proxy, native, idempotent native, gateway, proxy, ...), several rounds
+//! after a warm-up of each.
 //! Latency: an open-loop generator at a fixed rate of half the gateway's median throughput,
 //! each latency measured from the time its request was due (no coordinated omission), against
 //! the three in turn.
@@ -219,11 +223,13 @@ impl Bench {
     }
 }
 
-/// The three things measured.
+/// The things measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Proxy,
     Native,
+    /// The native producer as an idempotent producer (throughput only).
+    NativeIdempotent,
     Gateway,
 }
 
@@ -247,6 +253,9 @@ struct Throughput {
     gateway: Spread,
     gateway_to_proxy: Spread,
     gateway_to_native: Spread,
+    native_idempotent: Spread,
+    gateway_to_native_idempotent: Spread,
+    broker_cpu_native_idempotent: Spread,
     gateway_cpu_percent: Spread,
     proxy_cpu_percent: Spread,
     native_cpu_percent: Spread,
@@ -261,55 +270,74 @@ struct Throughput {
 
 fn throughput(bench: &Bench, rounds: usize, duration: Duration) -> Result<Throughput> {
     println!(
-        "S7: wrk -t{WRK_THREADS} -c{CONCURRENCY} POST {BODY_LENGTH} B, and {CONCURRENCY} native produces in flight, {}s each, proxy, native and gateway in turn, {rounds} rounds after a warm-up",
+        "S7: wrk -t{WRK_THREADS} -c{CONCURRENCY} POST {BODY_LENGTH} B, and {CONCURRENCY} native produces in flight, {}s each, proxy, native (plain, then idempotent) and gateway in turn, {rounds} rounds after a warm-up",
         duration.as_secs()
     );
-    for target in [Target::Proxy, Target::Native, Target::Gateway] {
+    for target in [
+        Target::Proxy,
+        Target::Native,
+        Target::NativeIdempotent,
+        Target::Gateway,
+    ] {
         rate_run(bench, target, WARM_UP).with_context(|| format!("warm-up of {target:?}"))?;
     }
-    let mut runs: Vec<[RateRun; 3]> = Vec::with_capacity(rounds);
+    let mut runs: Vec<[RateRun; 4]> = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let context = |target| format!("round {round}, {target:?}");
         let proxy =
             rate_run(bench, Target::Proxy, duration).with_context(|| context(Target::Proxy))?;
         let native =
             rate_run(bench, Target::Native, duration).with_context(|| context(Target::Native))?;
+        let idempotent = rate_run(bench, Target::NativeIdempotent, duration)
+            .with_context(|| context(Target::NativeIdempotent))?;
         let gateway =
             rate_run(bench, Target::Gateway, duration).with_context(|| context(Target::Gateway))?;
         println!(
-            "  round {round}: proxy {:.0} req/s, native {:.0} produces/s ({:.0} % CPU, tansu {:.0} %), gateway {:.0} req/s ({:.0} % CPU, tansu {:.0} %, {:.1} MiB)",
+            "  round {round}: proxy {:.0} req/s, native {:.0} produces/s ({:.0} % CPU, tansu {:.0} %), idempotent {:.0} produces/s (tansu {:.0} %), gateway {:.0} req/s ({:.0} % CPU, tansu {:.0} %, {:.1} MiB)",
             proxy.rate,
             native.rate,
             native.cpu_percent,
             native.broker_cpu_percent,
+            idempotent.rate,
+            idempotent.broker_cpu_percent,
             gateway.rate,
             gateway.cpu_percent,
             gateway.broker_cpu_percent,
             gateway.peak_rss_kib as f64 / 1024.0
         );
-        runs.push([proxy, native, gateway]);
+        runs.push([proxy, native, idempotent, gateway]);
     }
-    let spread = |figure: &dyn Fn(&[RateRun; 3]) -> f64| {
+    let spread = |figure: &dyn Fn(&[RateRun; 4]) -> f64| {
         Spread::of(&runs.iter().map(figure).collect::<Vec<_>>())
     };
     Ok(Throughput {
-        proxy: spread(&|[proxy, _, _]| proxy.rate),
-        native: spread(&|[_, native, _]| native.rate),
-        gateway: spread(&|[_, _, gateway]| gateway.rate),
-        gateway_to_proxy: spread(&|[proxy, _, gateway]| gateway.rate / proxy.rate),
-        gateway_to_native: spread(&|[_, native, gateway]| gateway.rate / native.rate),
-        gateway_cpu_percent: spread(&|[_, _, gateway]| gateway.cpu_percent),
-        proxy_cpu_percent: spread(&|[proxy, _, _]| proxy.cpu_percent),
-        native_cpu_percent: spread(&|[_, native, _]| native.cpu_percent),
-        broker_cpu_gateway: spread(&|[_, _, gateway]| gateway.broker_cpu_percent),
-        broker_cpu_native: spread(&|[_, native, _]| native.broker_cpu_percent),
-        gateway_peak_rss_kib: spread(&|[_, _, gateway]| gateway.peak_rss_kib as f64),
-        gateway_wrk_p99_ms: spread(&|[_, _, gateway]| gateway.p99_ms.unwrap_or(f64::NAN)),
+        proxy: spread(&|[proxy, _, _, _]| proxy.rate),
+        native: spread(&|[_, native, _, _]| native.rate),
+        gateway: spread(&|[_, _, _, gateway]| gateway.rate),
+        gateway_to_proxy: spread(&|[proxy, _, _, gateway]| gateway.rate / proxy.rate),
+        gateway_to_native: spread(&|[_, native, _, gateway]| gateway.rate / native.rate),
+        native_idempotent: spread(&|[_, _, idempotent, _]| idempotent.rate),
+        gateway_to_native_idempotent: spread(&|[_, _, idempotent, gateway]| {
+            gateway.rate / idempotent.rate
+        }),
+        broker_cpu_native_idempotent: spread(&|[_, _, idempotent, _]| {
+            idempotent.broker_cpu_percent
+        }),
+        gateway_cpu_percent: spread(&|[_, _, _, gateway]| gateway.cpu_percent),
+        proxy_cpu_percent: spread(&|[proxy, _, _, _]| proxy.cpu_percent),
+        native_cpu_percent: spread(&|[_, native, _, _]| native.cpu_percent),
+        broker_cpu_gateway: spread(&|[_, _, _, gateway]| gateway.broker_cpu_percent),
+        broker_cpu_native: spread(&|[_, native, _, _]| native.broker_cpu_percent),
+        gateway_peak_rss_kib: spread(&|[_, _, _, gateway]| gateway.peak_rss_kib as f64),
+        gateway_wrk_p99_ms: spread(&|[_, _, _, gateway]| gateway.p99_ms.unwrap_or(f64::NAN)),
         gateway_socket_errors: runs
             .iter()
-            .map(|[_, _, gateway]| gateway.socket_errors)
+            .map(|[_, _, _, gateway]| gateway.socket_errors)
             .sum(),
-        proxy_socket_errors: runs.iter().map(|[proxy, _, _]| proxy.socket_errors).sum(),
+        proxy_socket_errors: runs
+            .iter()
+            .map(|[proxy, _, _, _]| proxy.socket_errors)
+            .sum(),
     })
 }
 
@@ -318,8 +346,13 @@ fn rate_run(bench: &Bench, target: Target, duration: Duration) -> Result<RateRun
     let broker_before = bench.cpu(bench.broker_pid)?;
     let started = Instant::now();
     let (rate, cpu_percent, peak_rss_kib, p99_ms, socket_errors) = match target {
-        Target::Native => {
-            let report = native(bench, Mode::Throughput, CONCURRENCY, duration)?;
+        Target::Native | Target::NativeIdempotent => {
+            let produce = if target == Target::Native {
+                Produce::Plain
+            } else {
+                Produce::Idempotent
+            };
+            let report = native(bench, Mode::Throughput, CONCURRENCY, duration, produce)?;
             (
                 report.in_time as f64 / report.seconds,
                 100.0 * report.cpu_seconds / report.seconds,
@@ -469,7 +502,13 @@ fn latency(bench: &Bench, rounds: usize, rate: u64) -> Result<Latency> {
 
 fn latency_run(bench: &Bench, target: Target, rate: u64, duration: Duration) -> Result<LatencyRun> {
     if target == Target::Native {
-        let report = native(bench, Mode::Rate(rate), LATENCY_CONNECTIONS, duration)?;
+        let report = native(
+            bench,
+            Mode::Rate(rate),
+            LATENCY_CONNECTIONS,
+            duration,
+            Produce::Plain,
+        )?;
         let millis = |micros: Option<f64>| micros.map_or(f64::NAN, |micros| micros / 1000.0);
         return Ok(LatencyRun {
             p50: millis(report.p50_us),
@@ -542,7 +581,8 @@ pub(super) enum Mode {
 }
 
 /// The native producer: librdkafka (Python confluent-kafka) writing the 1 KB body with a
-/// `content-type` header, leader acks, no compression, `linger.ms=1`, and at most
+/// `content-type` header, leader acks (or, as an idempotent producer, every in-sync
+/// replica's, which on one broker is the leader's), no compression, `linger.ms=1`, and at most
 /// `in_flight` records awaiting their acknowledgement (what wrk's connections or the
 /// generator's connections amount to). In [`Mode::Rate`] each latency runs from the record's
 /// due time to its delivery report.
@@ -550,15 +590,18 @@ const NATIVE_PRODUCER: &str = r#"
 import json, resource, sys, time
 from confluent_kafka import Producer
 
-bootstrap, topic, mode, in_flight, seconds, rate, key, headers = sys.argv[1:9]
+bootstrap, topic, mode, in_flight, seconds, rate, key, headers, produce = sys.argv[1:10]
 in_flight, seconds, rate = int(in_flight), float(seconds), int(rate)
+idempotent = produce == "idempotent"
 body = sys.stdin.buffer.read()
 key = key.encode() if key else None
 headers = [(name, value.encode()) for name, value in json.loads(headers)]
 producer = Producer({
     "bootstrap.servers": bootstrap,
-    "acks": "1",
-    "enable.idempotence": False,
+    # librdkafka's idempotent producer asks for every in-sync replica's ack: on one broker,
+    # the leader's.
+    "acks": "all" if idempotent else "1",
+    "enable.idempotence": idempotent,
     "compression.type": "none",
     "linger.ms": 1,
     "queue.buffering.max.messages": in_flight,
@@ -628,6 +671,16 @@ for name, value in [("in_time", in_time), ("seconds", elapsed), ("acknowledged",
     print(f"{name}={value}")
 "#;
 
+/// How the native producer writes its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Produce {
+    /// Plain batches, librdkafka's default.
+    Plain,
+    /// As an idempotent producer (a producer id and a sequence per batch), as the gateway's
+    /// kafka client writes by default.
+    Idempotent,
+}
+
 /// What one native producer run reports.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct NativeReport {
@@ -687,7 +740,13 @@ impl NativeReport {
 }
 
 /// Runs the native producer and counts what it had acknowledged.
-fn native(bench: &Bench, mode: Mode, in_flight: usize, duration: Duration) -> Result<NativeReport> {
+fn native(
+    bench: &Bench,
+    mode: Mode,
+    in_flight: usize,
+    duration: Duration,
+    produce: Produce,
+) -> Result<NativeReport> {
     let report = run_native(
         &bench.bootstrap,
         &S7_RECORDS,
@@ -695,6 +754,7 @@ fn native(bench: &Bench, mode: Mode, in_flight: usize, duration: Duration) -> Re
         mode,
         in_flight,
         duration,
+        produce,
     )?;
     bench
         .acknowledged
@@ -710,6 +770,7 @@ pub(super) fn run_native(
     mode: Mode,
     in_flight: usize,
     duration: Duration,
+    produce: Produce,
 ) -> Result<NativeReport> {
     let (mode_arg, rate) = match mode {
         Mode::Throughput => ("throughput", 0),
@@ -725,6 +786,11 @@ pub(super) fn run_native(
             rate.to_string(),
             records.key.unwrap_or_default().to_owned(),
             serde_json::to_string(records.headers)?,
+            match produce {
+                Produce::Plain => "plain",
+                Produce::Idempotent => "idempotent",
+            }
+            .to_owned(),
         ])
         .stdin(body.to_vec())
         .timeout(duration + NATIVE_GRACE)
@@ -873,13 +939,14 @@ impl Figures {
         let l = &self.latency;
         format!(
             "S7 kafka-produce: gateway {:.0} req/s, proxy {:.0} req/s, native {:.0} produces/s; gateway ÷ proxy {:.2} (target ≥ 0.7), \
-             gateway ÷ native {:.2} (target ≥ 0.8); tansu CPU {:.0} % under the native producer{}; at {} req/s p99 gateway {:.2} ms, \
+             gateway ÷ native {:.2}, ÷ idempotent native {:.2} (target ≥ 0.95 where the broker bounds both); tansu CPU {:.0} % under the native producer{}; at {} req/s p99 gateway {:.2} ms, \
              native {:.2} ms, proxy {:.2} ms; gateway RSS {:.1} MiB idle, {:.1} MiB peak; {} broker sockets; {} acknowledged, {} in the topic",
             t.gateway.median,
             t.proxy.median,
             t.native.median,
             self.gateway_to_proxy(),
             self.gateway_to_native(),
+            t.gateway.median / t.native_idempotent.median,
             t.broker_cpu_native.median,
             if self.broker_bound() {
                 " (the broker is the bottleneck)"
@@ -913,6 +980,7 @@ impl Figures {
              | {date} | {commit} | {} / **{}** | {} / {} | {} / {} | {:.0} % |\n\n\
              - Gateway RSS {:.1} MiB idle, {:.1} MiB peak under wrk; gateway → broker sockets (`ss`): {}; wrk's own p99 at saturation: {:.1} ms; wrk socket errors (unanswered after {}s) over the rounds: gateway {}, proxy {}.\n\
              - Records acknowledged by the gateway and the native producer: {}; written to the topic: {} (requests in flight when a run stopped may be written without being counted).\n\
+             - The native producer as an idempotent producer too (as the gateway's kafka client writes by default; librdkafka then asks for every in-sync replica's ack, here the one broker's), in the same rounds: {} produces/s, tansu CPU {:.0} %; gateway ÷ it **{:.2}** ({:.2} to {:.2}).\n\
              - {}\n\
              - 1-minute load average of the 2-core machine: {} before, {} after.\n",
             self.duration.as_secs(),
@@ -950,6 +1018,11 @@ impl Figures {
             t.proxy_socket_errors,
             self.acknowledged,
             self.written,
+            whole(&t.native_idempotent),
+            t.broker_cpu_native_idempotent.median,
+            t.gateway.median / t.native_idempotent.median,
+            t.gateway_to_native_idempotent.min,
+            t.gateway_to_native_idempotent.max,
             if self.broker_bound() {
                 "tansu used a full core or more under the native producer: the broker bounds both rates, so gateway ÷ native is the figure that speaks for the gateway."
             } else {
@@ -1064,7 +1137,7 @@ mod tests {
     }
 
     /// The native producer's records land in a real broker, as many as it reports
-    /// acknowledged, in both modes.
+    /// acknowledged, in both modes (the throughput run as an idempotent producer).
     #[test]
     fn native_produces_are_all_written() -> Result<()> {
         let broker = Broker::start()?;
@@ -1082,6 +1155,7 @@ mod tests {
             Mode::Throughput,
             8,
             second,
+            Produce::Idempotent,
         )?;
         assert!(throughput.in_time > 0);
         assert!(throughput.acknowledged >= throughput.in_time);
@@ -1093,6 +1167,7 @@ mod tests {
             Mode::Rate(50),
             4,
             second,
+            Produce::Plain,
         )?;
         assert_eq!(rate.acknowledged, 50);
         assert!(rate.p50_us.is_some() && rate.p99_us >= rate.p50_us);

@@ -37,7 +37,7 @@ use zilla_binding_kafka::wire::{Isolation, OffsetSpec};
 use zilla_binding_mqtt::codec::{Packet, QoS};
 use zilla_tests::{Broker, Gateway, GatewayBuilder, Process, workspace_dir};
 
-use super::kafka_produce::{Mode, NativeRecords, run_native};
+use super::kafka_produce::{Mode, NativeRecords, Produce, run_native};
 use super::mqtt_client::Connection;
 use super::optimized::rerun_optimized;
 use super::options::Options;
@@ -359,6 +359,7 @@ fn native_run(broker: &Broker, ticks: u64, duration: Duration) -> Result<(f64, f
         Mode::Throughput,
         PUBLISHERS * WINDOW,
         duration,
+        Produce::Plain,
     )?;
     let broker_cpu = Usage::of(broker.pid(), false, ticks)?.since(&before);
     Ok((
