@@ -52,7 +52,10 @@
 //! - `validate`: `strict` (default) or `lenient`, or `{decode, encode}`. Conversion cannot
 //!   be lenient: a message that does not fit the schema cannot be converted and is always
 //!   refused. `lenient` applies to checking a message without converting it (a request body
-//!   with a `json` view that is well-formed JSON but does not fit the schema passes).
+//!   with a `json` view that is well-formed JSON but does not fit the schema passes; a
+//!   message stored as it came with `strategy: encoded`). In the object form `decode` applies
+//!   to messages arriving at the gateway or read back, `encode` to messages it stores; a
+//!   direction not given is strict.
 //!
 //! Every refusal raises `MODEL_AVRO_VALIDATION_FAILED` on the binding using the model.
 //! Decoding is bounded: no Avro length prefix may make the decoder allocate more than
@@ -156,7 +159,8 @@ impl ModelFactory for AvroModelFactory {
             subject,
             configured_id,
             json_view,
-            lenient: lenient(|validate| validate.decode()),
+            lenient_decode: lenient(|validate| validate.decode()),
+            lenient_encode: lenient(|validate| validate.encode()),
             parsed,
             events: context.events.clone(),
         }))
@@ -198,7 +202,11 @@ pub struct AvroValidator {
     /// `None` for `strategy: encoded`: each message names its schema.
     configured_id: Option<u32>,
     json_view: bool,
-    lenient: bool,
+    /// Whether a message that does not fit its schema is let through when checked without
+    /// conversion: arriving or read back (`validate` or its `decode`) ...
+    lenient_decode: bool,
+    /// ... or stored as it came (`validate` or its `encode`, for `strategy: encoded`).
+    lenient_encode: bool,
     parsed: SchemaCache<Parsed>,
     events: Events,
 }
@@ -214,6 +222,24 @@ impl std::fmt::Debug for AvroValidator {
 }
 
 impl AvroValidator {
+    /// Checks `data` against the schema it names (or the configured one) without converting
+    /// it; a message that does not fit is let through (and reported) when `lenient`.
+    fn check(&self, data: &[u8], lenient: bool) -> Result<(), String> {
+        let (id, data) = self
+            .message_schema(data, self.configured_id.is_none())
+            .map_err(|error| self.refuse(error))?;
+        let schema = self.schema(id).map_err(|error| self.refuse(error))?;
+        match self.to_binary(&schema, data) {
+            Ok(_) => Ok(()),
+            Err(Refusal::Mismatch(reason)) if lenient => {
+                self.refuse(reason.clone());
+                tracing::debug!(%reason, "message let through (lenient)");
+                Ok(())
+            }
+            Err(Refusal::Malformed(reason) | Refusal::Mismatch(reason)) => Err(self.refuse(reason)),
+        }
+    }
+
     /// The parsed schema with `id`, from the catalog if not yet parsed.
     fn schema(&self, id: u32) -> Result<Arc<Parsed>, String> {
         self.parsed.get(self.catalog.as_ref(), id, parse)
@@ -311,26 +337,15 @@ impl Validator for AvroValidator {
     }
 
     fn validate(&self, data: &[u8]) -> Result<(), String> {
-        let (id, data) = self
-            .message_schema(data, self.configured_id.is_none())
-            .map_err(|error| self.refuse(error))?;
-        let schema = self.schema(id).map_err(|error| self.refuse(error))?;
-        match self.to_binary(&schema, data) {
-            Ok(_) => Ok(()),
-            Err(Refusal::Mismatch(reason)) if self.lenient => {
-                self.refuse(reason.clone());
-                tracing::debug!(%reason, "message let through (lenient)");
-                Ok(())
-            }
-            Err(Refusal::Malformed(reason) | Refusal::Mismatch(reason)) => Err(self.refuse(reason)),
-        }
+        self.check(data, self.lenient_decode)
     }
 
     fn encode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
         // An encoded message already names its schema: checked, and stored as it came.
         let Some(id) = self.write_id() else {
-            return self.validate(data).map(|()| None);
+            return self.check(data, self.lenient_encode).map(|()| None);
         };
+        // Converted (or framed): a message that does not fit cannot be, lenient or not.
         let schema = self.schema(id).map_err(|error| self.refuse(error))?;
         let binary = self.to_binary(&schema, data).map_err(
             |(Refusal::Malformed(reason) | Refusal::Mismatch(reason))| self.refuse(reason),

@@ -333,6 +333,43 @@ fn strategy_encoded_checks_each_message_against_the_schema_its_prefix_names() {
     assert!(encoded.validate(&unknown).is_err());
 }
 
+/// With `strategy: encoded` a message is stored as it came, so `validate.encode` decides
+/// whether one that does not fit the schema its prefix names is stored, and
+/// `validate.decode` whether one arriving or read back passes; neither stands in for the
+/// other.
+#[test]
+fn strategy_encoded_checks_each_direction_with_its_own_mode() {
+    let catalogs = catalogs(true);
+    let writer = build_in(
+        json!({"model": "avro", "view": "json", "catalog": {"catalog0": [{"subject": "items-value"}]}}),
+        &catalogs,
+        None,
+    )
+    .unwrap();
+    let event = serde_json::to_vec(&json!({"id": "e1", "status": "open"})).unwrap();
+    let mut misnamed = writer.encode(&event).unwrap().unwrap();
+    let item_id = catalogs.0.resolve_subject("item", "latest").unwrap();
+    misnamed[1..5].copy_from_slice(&item_id.to_be_bytes());
+    let encoded = |validate: serde_json::Value| {
+        build_in(
+            json!({"model": "avro", "validate": validate, "catalog": {"catalog0": [{"strategy": "encoded"}]}}),
+            &catalogs,
+            None,
+        )
+        .unwrap()
+    };
+
+    let decode_lenient = encoded(json!({"decode": "lenient", "encode": "strict"}));
+    decode_lenient.validate(&misnamed).unwrap();
+    assert!(decode_lenient.encode(&misnamed).is_err(), "stored though strict");
+
+    let encode_lenient = encoded(json!({"encode": "lenient"}));
+    assert_eq!(encode_lenient.encode(&misnamed).unwrap(), None, "stored as it came");
+    assert!(encode_lenient.validate(&misnamed).is_err());
+    // A message naming no schema is refused whatever the mode.
+    assert!(encode_lenient.encode(&misnamed[5..]).is_err());
+}
+
 #[test]
 fn bad_references_are_load_errors() {
     let cases = [

@@ -17,7 +17,8 @@ pub struct JsonModelConfig {
     pub catalog: Option<zilla_cataloged::CatalogReferences>,
     /// What a schema violation does: `strict` (the default) rejects the message, `lenient`
     /// lets it through and logs the violation. Malformed JSON is always rejected. In the
-    /// object form, `decode` applies to messages arriving at the gateway.
+    /// object form, `decode` applies to messages arriving at the gateway or read from
+    /// storage, `encode` to messages the gateway stores.
     pub validate: Option<ValidateConfig>,
 }
 

@@ -47,7 +47,8 @@
 //! - `validate`: `strict` (default) rejects a message that violates the schema; `lenient`
 //!   lets it through and logs the violation at debug level. Malformed JSON is rejected
 //!   either way. With `{decode, encode}`, `decode` applies to messages arriving at the
-//!   gateway.
+//!   gateway and to stored messages read back, `encode` to messages the gateway stores (the
+//!   records it produces to Kafka); a direction not given is strict.
 //!
 //! A rejection says why in a few words: `malformed JSON: ...` with line and column, or the
 //! first schema violation with the JSON pointer of the offending value.
@@ -92,9 +93,12 @@ impl ModelFactory for JsonModelFactory {
             zilla_cataloged::model_config(reference, "json", |config: &JsonModelConfig| {
                 &config.model
             })?;
-        let lenient = config
+        let lenient_decode = config
             .validate
             .is_some_and(|validate| validate.decode() == ValidateMode::Lenient);
+        let lenient_encode = config
+            .validate
+            .is_some_and(|validate| validate.encode() == ValidateMode::Lenient);
         let schema = match &config.catalog {
             None => None,
             Some(catalog) => {
@@ -107,7 +111,8 @@ impl ModelFactory for JsonModelFactory {
         };
         Ok(Arc::new(JsonValidator {
             schema,
-            lenient,
+            lenient_decode,
+            lenient_encode,
             events: context.events.clone(),
         }))
     }
@@ -130,7 +135,11 @@ pub fn compile(text: &str) -> Result<jsonschema::Validator, String> {
 /// A built `json` model.
 pub struct JsonValidator {
     schema: Option<Arc<jsonschema::Validator>>,
-    lenient: bool,
+    /// Whether a schema violation is let through in messages arriving at the gateway or read
+    /// from storage (`validate` or its `decode`).
+    lenient_decode: bool,
+    /// The same for messages the gateway stores (`validate` or its `encode`).
+    lenient_encode: bool,
     events: Events,
 }
 
@@ -138,13 +147,29 @@ impl std::fmt::Debug for JsonValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonValidator")
             .field("schema", &self.schema.is_some())
-            .field("lenient", &self.lenient)
+            .field("lenient_decode", &self.lenient_decode)
+            .field("lenient_encode", &self.lenient_encode)
             .finish()
     }
 }
 
 impl Validator for JsonValidator {
     fn validate(&self, data: &[u8]) -> Result<(), String> {
+        self.check(data, self.lenient_decode)
+    }
+
+    fn encode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.check(data, self.lenient_encode).map(|()| None)
+    }
+
+    fn decode(&self, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.check(data, self.lenient_decode).map(|()| None)
+    }
+}
+
+impl JsonValidator {
+    /// Checks `data`; a schema violation is let through (and reported) when `lenient`.
+    fn check(&self, data: &[u8], lenient: bool) -> Result<(), String> {
         let value: serde_json::Value = serde_json::from_slice(data).map_err(|error| {
             let reason = format!("malformed JSON: {error}");
             self.events.emit(VALIDATION_FAILED, 0, reason.clone());
@@ -161,7 +186,7 @@ impl Validator for JsonValidator {
                 // Masked: the reason must not echo message content into logs and events.
                 let reason = format!("`{at}`: {}", error.masked());
                 self.events.emit(VALIDATION_FAILED, 0, reason.clone());
-                if self.lenient {
+                if lenient {
                     tracing::debug!(%reason, "schema violation let through (lenient)");
                     Ok(())
                 } else {
@@ -322,6 +347,43 @@ mod tests {
         }))
         .unwrap();
         assert!(strict.validate(br#"{"id": 7}"#).is_err());
+    }
+
+    /// `validate.encode` governs what the gateway stores (a Kafka record it produces), and
+    /// `validate.decode` what arrives or is read back; neither stands in for the other.
+    #[test]
+    fn each_direction_follows_its_own_mode() {
+        let invalid = br#"{"id": 7}"#;
+        let decode_lenient = build(json!({
+            "model": "json",
+            "catalog": {"catalog0": [{"subject": "item"}]},
+            "validate": {"decode": "lenient", "encode": "strict"}
+        }))
+        .unwrap();
+        decode_lenient.validate(invalid).unwrap();
+        decode_lenient.decode(invalid).unwrap();
+        assert!(decode_lenient.encode(invalid).is_err());
+
+        let encode_lenient = build(json!({
+            "model": "json",
+            "catalog": {"catalog0": [{"subject": "item"}]},
+            "validate": {"encode": "lenient"}
+        }))
+        .unwrap();
+        assert_eq!(encode_lenient.encode(invalid), Ok(None));
+        assert!(encode_lenient.validate(invalid).is_err());
+        assert!(encode_lenient.decode(invalid).is_err());
+        // Malformed JSON is refused in every direction.
+        assert!(encode_lenient.encode(b"{").is_err());
+
+        let both = build(json!({
+            "model": "json",
+            "catalog": {"catalog0": [{"subject": "item"}]},
+            "validate": "lenient"
+        }))
+        .unwrap();
+        assert_eq!(both.encode(invalid), Ok(None));
+        both.validate(invalid).unwrap();
     }
 
     #[test]
