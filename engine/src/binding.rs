@@ -46,6 +46,12 @@ pub trait BindingFactory: Send + Sync + 'static {
     fn catalog_schema(&self, _kind: BindingKind) -> Option<serde_json::Value> {
         None
     }
+    /// Whether a binding of `kind` reads the binding-level `vault` (through
+    /// [`BuildContext::vault`]); a config giving one to a binding that does not is refused at
+    /// load.
+    fn uses_vault(&self, _kind: BindingKind) -> bool {
+        false
+    }
     /// What an [`crate::registry::Expander`] recognises a composite binding type by (its own
     /// factory type, to downcast); `None` (the default) for every other type.
     fn composite(&self) -> Option<&dyn std::any::Any> {

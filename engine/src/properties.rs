@@ -47,11 +47,17 @@ impl Properties {
         }
     }
 
-    /// A boolean, or `default`.
+    /// A boolean (`true` or `false`, any case, or `1` or `0`), or `default` when unset or
+    /// unparsable (a warning is logged for the latter).
     pub fn bool(&self, name: &str, default: bool) -> bool {
         match self.get(name) {
             None => default,
-            Some(value) => value.eq_ignore_ascii_case("true"),
+            Some(value) if value.eq_ignore_ascii_case("true") || value == "1" => true,
+            Some(value) if value.eq_ignore_ascii_case("false") || value == "0" => false,
+            Some(value) => {
+                tracing::warn!(property = name, value, "not a boolean; using {default}");
+                default
+            }
         }
     }
 
@@ -104,6 +110,21 @@ fn component_of(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_are_true_false_one_or_zero_and_anything_else_keeps_the_default() {
+        let properties =
+            Properties::from_assignments(["a=true", "b=FALSE", "c=1", "d=0", "e=yes", "f"]);
+        assert!(properties.bool("a", false));
+        assert!(!properties.bool("b", true));
+        assert!(properties.bool("c", false));
+        assert!(!properties.bool("d", true));
+        assert!(properties.bool("e", true));
+        assert!(!properties.bool("e", false));
+        // A bare name means true.
+        assert!(properties.bool("f", false));
+        assert!(properties.bool("unset", true));
+    }
 
     #[test]
     fn undeclared_names_are_reported_with_their_component_siblings() {

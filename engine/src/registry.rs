@@ -474,6 +474,9 @@ impl BindingType for FactoryType<'_> {
     fn catalog_schema(&self, kind: BindingKind) -> Option<serde_json::Value> {
         self.0.catalog_schema(kind)
     }
+    fn uses_vault(&self, kind: BindingKind) -> bool {
+        self.0.uses_vault(kind)
+    }
 }
 
 impl Types for Registry {

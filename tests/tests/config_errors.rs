@@ -195,6 +195,189 @@ bindings:
         env: &[],
     },
     Case {
+        // Each kafka kind refuses the options another kind reads: the brokers and SASL
+        // credentials are the client's, `bootstrap` the cache_server's.
+        name: "kafka_options_of_another_kind",
+        yaml: "name: test
+bindings:
+  kafka_cache_client:
+    type: kafka
+    kind: cache_client
+    options:
+      bootstrap:
+        - items
+      sasl:
+        mechanism: plain
+        username: user
+        password: secret
+    exit: kafka_cache_server
+  kafka_cache_server:
+    type: kafka
+    kind: cache_server
+    options:
+      servers:
+        - localhost:9092
+    exit: kafka_client
+  kafka_client:
+    type: kafka
+    kind: client
+    options:
+      bootstrap:
+        - items
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+",
+        env: &[],
+    },
+    Case {
+        // Routes no binding of these kinds follows: a kafka client's and cache_server's, an
+        // mqtt client's (each has its one `exit`), and a guard on a kafka cache_client's,
+        // whose requests carry no credentials.
+        name: "routes_a_kind_does_not_follow",
+        yaml: "name: test
+guards:
+  inline0:
+    type: inline
+    options:
+      identity: reader
+bindings:
+  kafka_cache_client:
+    type: kafka
+    kind: cache_client
+    routes:
+      - when:
+          - topic: items
+        exit: kafka_cache_server0
+        guarded:
+          inline0: []
+  kafka_cache_server0:
+    type: kafka
+    kind: cache_server
+    exit: kafka_client0
+  kafka_cache_server:
+    type: kafka
+    kind: cache_server
+    routes:
+      - exit: kafka_client0
+  kafka_client0:
+    type: kafka
+    kind: client
+    exit: tcp_client
+  kafka_client:
+    type: kafka
+    kind: client
+    routes:
+      - exit: tcp_client
+  mqtt_client:
+    type: mqtt
+    kind: client
+    routes:
+      - exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
+",
+        env: &[],
+    },
+    Case {
+        // Metrics of a binding type that a kind of it never records: a grpc client's, a kafka
+        // client's, a cache_server's other than the cache's; and attributes where no enabled
+        // metric takes them.
+        name: "metrics_a_kind_does_not_record",
+        yaml: "name: test
+telemetry:
+  metrics:
+    - grpc.duration
+    - kafka.requests
+    - kafka.cache.size
+bindings:
+  grpc_client:
+    type: grpc
+    kind: client
+    exit: http_client
+    telemetry:
+      metrics:
+        - grpc.*
+  http_client:
+    type: http
+    kind: client
+    exit: tcp_client
+  kafka_cache_server:
+    type: kafka
+    kind: cache_server
+    exit: kafka_client
+    telemetry:
+      metrics:
+        - kafka.requests
+        - kafka.cache.size
+      attributes:
+        topic: ${kafka.topic}
+  kafka_client:
+    type: kafka
+    kind: client
+    exit: tcp_client
+    telemetry:
+      metrics:
+        - kafka.*
+  tcp_client:
+    type: tcp
+    kind: client
+",
+        env: &[],
+    },
+    Case {
+        // An inline guard `format` naming a placeholder twice matches nothing it could split.
+        name: "inline_format_refused_when_building",
+        yaml: "name: test
+guards:
+  inline0:
+    type: inline
+    options:
+      format: \"{identity}:{identity}\"
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
+        // CORS `allow` without the cross-origin policy it applies to.
+        name: "cors_refused_when_building",
+        yaml: "name: test
+bindings:
+  tcp_server:
+    type: tcp
+    kind: server
+    options:
+      host: 127.0.0.1
+      port: 0
+    exit: http_server
+  http_server:
+    type: http
+    kind: server
+    options:
+      access-control:
+        allow:
+          origins:
+            - https://example.net
+    exit: echo_server
+  echo_server:
+    type: echo
+    kind: server
+",
+        env: &[],
+    },
+    Case {
         // Found only when the guard is built: `validate` builds every component, as `start`.
         name: "error_found_when_building",
         yaml: "name: test

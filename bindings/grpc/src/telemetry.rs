@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use zilla_engine::BindingKind;
 use zilla_engine::metrics::{
-    BindingMetrics, Gauge, HistogramHandle, MetricDescriptor, MetricGroup, MetricKind, Unit,
+    BindingMetrics, Gauge, HistogramHandle, MetricDescriptor, MetricGroup, MetricKind, MetricScope,
+    Unit,
 };
 
 use crate::kind::{MessageStream, ResponseItem, ResponseStream};
@@ -58,6 +60,14 @@ pub static GRPC_METRICS: MetricGroup = MetricGroup {
         },
     ],
     attribute: None,
+    // Only the server records them: a client's calls are its server's on the other side.
+    scope: Some(|kind, _| {
+        if kind == BindingKind::Server {
+            MetricScope::Recorded
+        } else {
+            MetricScope::NotRecorded
+        }
+    }),
 };
 
 /// The `grpc.*` handles one binding's config enables.

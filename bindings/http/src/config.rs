@@ -208,6 +208,23 @@ pub struct AccessControlConfig {
     pub expose: Option<ExposeConfig>,
 }
 
+impl AccessControlConfig {
+    /// The first key that only a `cross-origin` policy reads, when the policy is
+    /// `same-origin` (as Zilla's schema, which allows them only with `cross-origin`).
+    pub fn cross_origin_key_without_the_policy(&self) -> Option<&'static str> {
+        if self.policy == Some(Policy::CrossOrigin) {
+            return None;
+        }
+        [
+            ("allow", self.allow.is_some()),
+            ("max-age", self.max_age.is_some()),
+            ("expose", self.expose.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(key, given)| given.then_some(key))
+    }
+}
+
 /// A CORS policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum Policy {

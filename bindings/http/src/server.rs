@@ -29,7 +29,7 @@ use crate::body::{
     ExchangeRecord, HttpMetrics, ReadError, SeriesCache, TRACEPARENT, drain, exchange_body,
     limited, prepend, read_bounded, read_timeout, replay,
 };
-use crate::config::{HttpServerOptions, HttpVersion};
+use crate::config::{AccessControlConfig, HttpServerOptions, HttpVersion};
 use crate::cors::{AccessControl, Decoration, Verdict};
 use crate::credentials::Credentials;
 use crate::expiry::{self, ExpiryWatch};
@@ -150,6 +150,18 @@ impl HttpServer {
                 })
             }
         };
+        if let Some(key) = options
+            .access_control
+            .as_ref()
+            .and_then(AccessControlConfig::cross_origin_key_without_the_policy)
+        {
+            return Err(BuildError::at(
+                format!("options.access-control.{key}"),
+                format!(
+                    "`{key}` is not supported with the `same-origin` policy (the default): it applies to cross-origin requests; set `policy: cross-origin`"
+                ),
+            ));
+        }
         let limits = Limits::from_properties(context.properties());
         let shared = Arc::new(Shared {
             qname: context.name().to_string(),

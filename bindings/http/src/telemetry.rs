@@ -43,6 +43,7 @@ pub static HTTP_METRICS: MetricGroup = MetricGroup {
         },
     ],
     attribute: Some(check_attribute),
+    scope: None,
 };
 
 /// Where one attribute's value comes from.

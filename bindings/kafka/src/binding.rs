@@ -91,19 +91,41 @@ impl BindingFactory for KafkaFactory {
                 }
             }
         } else {
-            // SASL credentials are the client's: the cache kinds reach Kafka through one.
-            if let Some(authorization) = options.pointer_mut("/properties/authorization") {
-                authorization["x-unsupported"] = serde_json::Value::from(
+            // Brokers and SASL credentials are the client's: the cache kinds reach Kafka
+            // through one.
+            for (key, reason) in [
+                (
+                    "authorization",
                     "`authorization` is not supported on kafka cache kinds: SASL credentials belong to the kafka `client`",
-                );
+                ),
+                (
+                    "sasl",
+                    "`sasl` is not supported on kafka cache kinds: SASL credentials belong to the kafka `client`",
+                ),
+                (
+                    "servers",
+                    "`servers` is not supported on kafka cache kinds: the kafka `client` names the brokers",
+                ),
+            ] {
+                if let Some(schema) = options.pointer_mut(&format!("/properties/{key}")) {
+                    schema["x-unsupported"] = serde_json::Value::from(reason);
+                }
             }
+        }
+        if kind != BindingKind::CacheServer
+            && let Some(bootstrap) = options.pointer_mut("/properties/bootstrap")
+        {
+            bootstrap["x-unsupported"] = serde_json::Value::from(
+                "`bootstrap` is not supported here: it names the topics a kafka `cache_server` fetches from start-up",
+            );
         }
         BindingSchema {
             options: Some(options),
             options_required: false,
+            // Only a cache_client routes by topic; a client and a cache_server have one exit.
             when: match kind {
-                BindingKind::Client => None,
-                _ => Some(BindingSchema::of::<KafkaCondition>()),
+                BindingKind::CacheClient => Some(BindingSchema::of::<KafkaCondition>()),
+                _ => None,
             },
             with: None,
         }
@@ -114,11 +136,38 @@ impl BindingFactory for KafkaFactory {
             return crate::proxy::build(context);
         }
         let options: KafkaOptions = context.options()?;
+        refuse_routes(context)?;
         match context.kind() {
             BindingKind::Client => build_client(context, &options),
             BindingKind::CacheServer => build_cache_server(context, &options),
             _ => build_cache_client(context, &options),
         }
+    }
+}
+
+/// What the routes of a kafka `client`, `cache_client` or `cache_server` cannot do: a client
+/// and a cache_server have their one `exit` (a cache_server's cache fetches every topic through
+/// it), and a cache_client's requests carry no guard session to check roles against.
+fn refuse_routes(context: &BuildContext<'_>) -> Result<(), BuildError> {
+    let routes = &context.config().routes;
+    match context.kind() {
+        BindingKind::Client | BindingKind::CacheServer if !routes.is_empty() => {
+            Err(BuildError::at(
+                "routes",
+                format!(
+                    "`routes` are not supported on a kafka `{}`: give the binding one `exit`",
+                    context.kind()
+                ),
+            ))
+        }
+        BindingKind::CacheClient => match routes.iter().position(|r| !r.guarded.is_empty()) {
+            Some(index) => Err(BuildError::at(
+                format!("routes[{index}].guarded"),
+                "kafka cache_client `guarded` routes are not supported: its requests carry no credentials; guard the binding in front of it",
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
 }
 

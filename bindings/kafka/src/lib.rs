@@ -66,6 +66,13 @@
 //! addresses so every broker is reached through the gateway, and records `kafka.*` metrics
 //! ([`proxy`]).
 //!
+//! Each kind takes only its own keys, and the load refuses the others': `servers`, `sasl`
+//! and `authorization` belong to the `client`, `bootstrap` (topics fetched from start-up) to
+//! the `cache_server`. Only a `cache_client` routes (by `topic`, to cache servers, without
+//! `guarded`: its requests carry no credentials); a `client` and a `cache_server` have one
+//! `exit`. `kafka.*` metrics are the `proxy`'s, but for `kafka.cache.size` and
+//! `kafka.cache.disk.size`, which only a `cache_server` records.
+//!
 //! `topics[].defaultOffset` (`client`, `cache_client`, `cache_server`): where a merged read
 //! that gives no offsets (an SSE client without `last-event-id`, a gRPC fetch without a
 //! message id, ...) starts on that topic: `live` (only records produced from then on) or

@@ -232,7 +232,7 @@ impl BindingFactory for MqttFactory {
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {
         let properties = context.properties();
         let number = |name: &str, default: u64| properties.u64(&format!("{PREFIX}{name}"), default);
-        let flag = |name: &str| number(name, 1) != 0;
+        let flag = |name: &str| properties.bool(&format!("{PREFIX}{name}"), true);
         let clamp16 = |value: u64| u16::try_from(value).unwrap_or(u16::MAX);
         let maximum_packet_size = u32::try_from(number("maximum.packet.size", 1 << 20))
             .unwrap_or(codec::MAX_VARINT)
@@ -361,6 +361,13 @@ impl BindingFactory for MqttFactory {
                 context.publish::<Ws>(Arc::new(ServerHandler { shared }));
             }
             _ => {
+                // The client has one way out; Zilla's mqtt client routes nothing either.
+                if !context.config().routes.is_empty() {
+                    return Err(BuildError::at(
+                        "routes",
+                        "`routes` are not supported on an mqtt client: give it one `exit`",
+                    ));
+                }
                 let Some(exit) = context.config().exit.clone() else {
                     return Err(BuildError::at("exit", "an mqtt client needs an `exit`"));
                 };

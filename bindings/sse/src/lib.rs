@@ -111,9 +111,17 @@ impl BindingFactory for SseFactory {
         }
     }
 
-    fn schema(&self, _kind: BindingKind) -> BindingSchema {
+    fn schema(&self, kind: BindingKind) -> BindingSchema {
+        let mut options = BindingSchema::of::<SseOptions>();
+        if kind == BindingKind::Client
+            && let Some(retry) = options.pointer_mut("/properties/retry")
+        {
+            retry["x-unsupported"] = serde_json::Value::from(
+                "`retry` is not supported on an sse client: it is the reconnection time an sse server sends its subscribers",
+            );
+        }
         BindingSchema {
-            options: Some(BindingSchema::of::<SseOptions>()),
+            options: Some(options),
             options_required: false,
             when: Some(BindingSchema::of::<SseCondition>()),
             with: None,

@@ -147,12 +147,35 @@ impl BindingFactory for TlsFactory {
     }
 
     fn schema(&self, kind: BindingKind) -> BindingSchema {
+        let mut options = (kind != BindingKind::Proxy).then(BindingSchema::of::<TlsOptions>);
+        // Each side reads only its own half of the shared options shape.
+        let refused = match kind {
+            BindingKind::Server => Some((
+                "trustcacerts",
+                "`trustcacerts` is not supported on a tls server: it adds the system's CA certificates to what a tls client trusts; a server trusts client certificates from `trust`",
+            )),
+            BindingKind::Client => Some((
+                "mutual",
+                "`mutual` is not supported on a tls client: a tls server asks for client certificates; a client presents the one its `keys` name",
+            )),
+            _ => None,
+        };
+        if let (Some(options), Some((key, reason))) = (options.as_mut(), refused)
+            && let Some(schema) = options.pointer_mut(&format!("/properties/{key}"))
+        {
+            schema["x-unsupported"] = reason.into();
+        }
         BindingSchema {
-            options: (kind != BindingKind::Proxy).then(BindingSchema::of::<TlsOptions>),
+            options,
             options_required: kind == BindingKind::Server,
             when: Some(BindingSchema::of::<TlsCondition>()),
             with: None,
         }
+    }
+
+    fn uses_vault(&self, kind: BindingKind) -> bool {
+        // A proxy routes by the ClientHello's names and holds no keys.
+        kind != BindingKind::Proxy
     }
 
     fn build(&self, context: &mut BuildContext<'_>) -> Result<Arc<dyn Binding>, BuildError> {

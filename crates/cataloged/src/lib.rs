@@ -182,6 +182,13 @@ fn first_reference<'r>(
             "name the schema: `{subject: ...}` or `{id: ...}`",
         ));
     };
+    // A model checks and converts with one schema; a second would be ignored.
+    if list.len() > 1 {
+        return Err(BuildError::at(
+            format!("{path}[1]"),
+            "a second schema is not supported: a model uses the one schema its catalog's entry names",
+        ));
+    }
     Ok((name, catalog, reference, format!("{path}[0]")))
 }
 

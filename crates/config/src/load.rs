@@ -149,6 +149,14 @@ fn check_types(
                     }
                 }
             }
+            if binding.get("vault").is_some() && !factory.uses_vault(*kind) {
+                errors.push(config.error(
+                    &origin.child("vault"),
+                    format!(
+                        "`vault` is not supported by {what} bindings: only tls bindings read keys and certificates from a vault"
+                    ),
+                ));
+            }
             if binding.get("entry").is_some()
                 && !matches!(kind, BindingKind::RemoteServer | BindingKind::RemoteClient)
             {
@@ -217,6 +225,17 @@ fn check_types(
                 &origin.child("options"),
                 &format!("{} type `{type_name}` takes no `options`", category.noun()),
             ));
+            // No vault, guard, catalog, store or exporter type reads a component-level
+            // `store`; bindings name their store in their own options.
+            if component.get("store").is_some() {
+                errors.push(config.error(
+                    &origin.child("store"),
+                    format!(
+                        "`store` is not supported yet by {} type `{type_name}`",
+                        category.noun()
+                    ),
+                ));
+            }
             if component.get("vault").is_some()
                 && !registry.component_uses_vault(category, type_name)
             {
@@ -1064,6 +1083,53 @@ mod tests {
             errors[0].starts_with(
                 "z.yaml:6:5: bindings.one.catalog: a binding-level `catalog` is not supported yet"
             ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_binding_vault_is_refused_unless_the_type_reads_it() {
+        // `pipe` reads no vault (the trait's default).
+        let text = "name: a\nvaults:\n  v0:\n    type: plain\nbindings:\n  one:\n    type: pipe\n    kind: client\n    vault: v0\n";
+        let errors = errors_of(text);
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "z.yaml:9:12: bindings.one.vault: `vault` is not supported by pipe client bindings"
+            )),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_component_store_is_refused() {
+        /// A catalog type `plain`, known and taking no options.
+        struct Catalogs;
+        impl Types for Catalogs {
+            fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+                PipeOnly.binding(type_name)
+            }
+            fn component_schema(
+                &self,
+                _: Category,
+                type_name: &str,
+            ) -> Option<(Option<Value>, bool)> {
+                (type_name == "plain").then_some((None, false))
+            }
+            fn unknown_type(&self, category: Category, type_name: &str) -> String {
+                PipeOnly.unknown_type(category, type_name)
+            }
+            fn carries(&self, emitted: &str, accepted: &str) -> bool {
+                emitted == accepted
+            }
+        }
+        let text = "name: a\ncatalogs:\n  c0:\n    type: plain\n    store: s0\n";
+        let errors = match load(Source::plain("z.yaml", text), &Catalogs) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        };
+        assert!(
+            errors.iter().any(|e| e
+                == "z.yaml:5:12: catalogs.c0.store: `store` is not supported yet by catalog type `plain`"),
             "{errors:?}"
         );
     }

@@ -96,6 +96,11 @@ pub trait BindingType {
     fn catalog_schema(&self, _kind: BindingKind) -> Option<Value> {
         None
     }
+    /// Whether a binding of `kind` reads the binding-level `vault`; a config giving one to a
+    /// binding that does not is refused at load rather than ignored.
+    fn uses_vault(&self, _kind: BindingKind) -> bool {
+        false
+    }
 }
 
 /// The component types a config is checked against.

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::model::QualifiedName;
+use crate::config::model::{BindingKind, QualifiedName};
 
 /// What a metric counts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,12 +88,36 @@ pub struct MetricGroup {
     /// Checks one binding `telemetry.attributes` value (an expression such as
     /// `${http.request.method}`); `None` when this group records no attributes.
     pub attribute: Option<AttributeCheck>,
+    /// What a binding of a given kind does with each metric of the group; `None` when every
+    /// kind of `binding_types` records every metric, labelled by the attributes if
+    /// `attribute` is given.
+    pub scope: Option<fn(BindingKind, &str) -> MetricScope>,
+}
+
+/// What a binding of one kind does with one metric of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricScope {
+    /// It never records the metric: enabling it is refused at load.
+    NotRecorded,
+    /// It records the metric without attributes.
+    Recorded,
+    /// It records the metric, labelled by the binding's `telemetry.attributes`.
+    Labelled,
 }
 
 impl MetricGroup {
     /// Whether a binding of `type_name` records this group.
     pub fn recorded_by(&self, type_name: &str) -> bool {
         self.binding_types.is_empty() || self.binding_types.contains(&type_name)
+    }
+
+    /// What a binding of `kind` (of one of `binding_types`) does with `metric`.
+    pub fn scope_of(&self, kind: BindingKind, metric: &str) -> MetricScope {
+        match self.scope {
+            Some(scope) => scope(kind, metric),
+            None if self.attribute.is_some() => MetricScope::Labelled,
+            None => MetricScope::Recorded,
+        }
     }
 }
 
@@ -164,6 +188,7 @@ pub static STREAM_METRICS: MetricGroup = MetricGroup {
         ),
     ],
     attribute: None,
+    scope: None,
 };
 
 const fn stream_metric(
@@ -869,6 +894,7 @@ mod tests {
             description: "Test sizes",
         }],
         attribute: None,
+        scope: None,
     };
 
     fn registry(metrics: &[&str]) -> Metrics {

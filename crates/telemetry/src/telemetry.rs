@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use crate::config::error::ConfigError;
 use crate::config::model::{BindingConfig, Config, Origin};
-use crate::metrics::{MetricGroup, metric_pattern};
+use crate::metrics::{MetricGroup, MetricScope, metric_pattern};
 
 /// Label names the exporters write themselves.
 const RESERVED_LABELS: &[&str] = &["namespace", "binding", "le"];
@@ -88,11 +88,19 @@ fn check_binding(
         .copied()
         .filter(|group| group.recorded_by(&binding.type_name))
         .collect();
-    let recordable = |metric: &str| {
+    let scope = |metric: &str| {
         groups
             .iter()
-            .any(|group| group.metrics.iter().any(|m| m.name == metric))
+            .filter(|group| group.metrics.iter().any(|m| m.name == metric))
+            .map(|group| group.scope_of(binding.kind, metric))
+            .max_by_key(|scope| match scope {
+                MetricScope::NotRecorded => 0,
+                MetricScope::Recorded => 1,
+                MetricScope::Labelled => 2,
+            })
+            .unwrap_or(MetricScope::NotRecorded)
     };
+    let recordable = |metric: &str| scope(metric) != MetricScope::NotRecorded;
     let mut enabled: BTreeSet<&str> = BTreeSet::new();
     for (position, pattern) in binding.telemetry_metrics.iter().enumerate() {
         let origin = telemetry.child("metrics").child(position.to_string());
@@ -138,8 +146,9 @@ fn check_binding(
             errors.push(config.error(
                 &origin,
                 format!(
-                    "`{pattern}` matches only metrics a {} binding does not record ({})",
+                    "`{pattern}` matches only metrics a {} {} binding does not record ({})",
                     binding.type_name,
+                    binding.kind,
                     matched.join(", ")
                 ),
             ));
@@ -150,7 +159,12 @@ fn check_binding(
         .iter()
         .copied()
         .filter(|group| group.attribute.is_some())
-        .filter(|group| group.metrics.iter().any(|m| enabled.contains(m.name)))
+        .filter(|group| {
+            group.metrics.iter().any(|m| {
+                enabled.contains(m.name)
+                    && group.scope_of(binding.kind, m.name) == MetricScope::Labelled
+            })
+        })
         .collect();
     for (label, value) in &binding.telemetry_attributes {
         let origin = telemetry.child("attributes").child(label.clone());
@@ -168,12 +182,24 @@ fn check_binding(
             let supporting: Vec<String> = groups
                 .iter()
                 .filter(|group| group.attribute.is_some())
-                .map(|group| format!("{}.*", group.name))
+                .flat_map(|group| {
+                    let labelled: Vec<&str> = group
+                        .metrics
+                        .iter()
+                        .map(|m| m.name)
+                        .filter(|&m| group.scope_of(binding.kind, m) == MetricScope::Labelled)
+                        .collect();
+                    if group.scope.is_none() {
+                        vec![format!("{}.*", group.name)]
+                    } else {
+                        labelled.into_iter().map(str::to_owned).collect()
+                    }
+                })
                 .collect();
             let message = if supporting.is_empty() {
                 format!(
-                    "telemetry attributes are not supported on a {} binding: none of its metrics records attributes",
-                    binding.type_name
+                    "telemetry attributes are not supported on a {} {} binding: none of its metrics records attributes",
+                    binding.type_name, binding.kind
                 )
             } else {
                 format!(

@@ -89,7 +89,9 @@ async fn a_memory_store_takes_no_options_and_no_store() {
     );
     assert_eq!(
         errors(&text),
-        vec!["zilla.yaml:5:12: stores.memory0.store: a memory store takes no `store`"]
+        vec![
+            "zilla.yaml:5:12: stores.memory0.store: `store` is not supported yet by store type `memory`"
+        ]
     );
 }
 

@@ -285,6 +285,7 @@ mod tests {
             },
         ],
         attribute: None,
+        scope: None,
     };
 
     fn recorded() -> Metrics {

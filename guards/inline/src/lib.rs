@@ -85,7 +85,9 @@ impl ComponentFactory<dyn Guard> for InlineGuardFactory {
         context.refuse_store("an inline guard")?;
         context.refuse_vault("an inline guard")?;
         let options: InlineOptions = context.options()?;
-        Ok(Arc::new(InlineGuard::new(options)))
+        let guard = InlineGuard::new(options)
+            .map_err(|message| BuildError::at("options.format", message))?;
+        Ok(Arc::new(guard))
     }
 }
 
@@ -98,19 +100,32 @@ pub struct InlineGuard {
 }
 
 impl InlineGuard {
-    /// The guard of `options`.
-    pub fn new(options: InlineOptions) -> Self {
-        let format = options.format.as_deref().and_then(|format| {
-            let pattern = regex::escape(format)
-                .replace("\\{identity\\}", "(?P<identity>\\S+)")
-                .replace("\\{credentials\\}", "(?P<credentials>\\S+)");
-            Regex::new(&format!("^{pattern}$")).ok()
-        });
-        Self {
+    /// The guard of `options`; an error when `format` names a placeholder more than once.
+    pub fn new(options: InlineOptions) -> Result<Self, String> {
+        let format = match options.format.as_deref() {
+            None => None,
+            Some(format) => {
+                for placeholder in ["{identity}", "{credentials}"] {
+                    if format.matches(placeholder).count() > 1 {
+                        return Err(format!(
+                            "`{placeholder}` may appear once in `format`, not {} times",
+                            format.matches(placeholder).count()
+                        ));
+                    }
+                }
+                let pattern = regex::escape(format)
+                    .replace("\\{identity\\}", "(?P<identity>\\S+)")
+                    .replace("\\{credentials\\}", "(?P<credentials>\\S+)");
+                let regex = Regex::new(&format!("^{pattern}$"))
+                    .map_err(|error| format!("`format` does not compile: {error}"))?;
+                Some(regex)
+            }
+        };
+        Ok(Self {
             identity: options.identity,
             credentials: options.credentials,
             format,
-        }
+        })
     }
 }
 
@@ -187,6 +202,22 @@ mod tests {
             credentials: Some("s3cret".into()),
             format: format.map(str::to_owned),
         })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_format_naming_a_placeholder_twice_is_refused() {
+        for format in [
+            "{identity}:{identity}",
+            "{credentials}-{identity}-{credentials}",
+        ] {
+            let error = InlineGuard::new(InlineOptions {
+                format: Some(format.to_owned()),
+                ..InlineOptions::default()
+            })
+            .unwrap_err();
+            assert!(error.contains("may appear once"), "{error}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@
 //!
 //! Reference keys:
 //! - `model`: `avro`.
-//! - `catalog` (required): one catalog, with a list whose first entry names the schema:
+//! - `catalog` (required): one catalog, with a list of one entry naming the schema:
 //!   `{subject, version}`, `{id}` or `{strategy: topic, version}` (the topic's
 //!   `<topic>-value` or `<topic>-key` subject; only where messages have a topic), or
 //!   `{strategy: encoded}`: no schema is named, each message starts with the catalog's prefix

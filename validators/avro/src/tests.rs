@@ -361,10 +361,17 @@ fn strategy_encoded_checks_each_direction_with_its_own_mode() {
 
     let decode_lenient = encoded(json!({"decode": "lenient", "encode": "strict"}));
     decode_lenient.validate(&misnamed).unwrap();
-    assert!(decode_lenient.encode(&misnamed).is_err(), "stored though strict");
+    assert!(
+        decode_lenient.encode(&misnamed).is_err(),
+        "stored though strict"
+    );
 
     let encode_lenient = encoded(json!({"encode": "lenient"}));
-    assert_eq!(encode_lenient.encode(&misnamed).unwrap(), None, "stored as it came");
+    assert_eq!(
+        encode_lenient.encode(&misnamed).unwrap(),
+        None,
+        "stored as it came"
+    );
     assert!(encode_lenient.validate(&misnamed).is_err());
     // A message naming no schema is refused whatever the mode.
     assert!(encode_lenient.encode(&misnamed[5..]).is_err());

@@ -10,8 +10,8 @@ use serde::Deserialize;
 pub struct JsonModelConfig {
     /// The model type: `json`.
     pub model: String,
-    /// The catalog (at most one) holding the JSON Schema, and which of its schemas: the first
-    /// entry of the list is used. Without a catalog, messages only need to be well-formed
+    /// The catalog (at most one) holding the JSON Schema, and which of its schemas (a list
+    /// of one entry; a second is refused). Without a catalog, messages only need to be well-formed
     /// JSON.
     #[schemars(extend("maxProperties" = 1))]
     pub catalog: Option<zilla_cataloged::CatalogReferences>,

@@ -40,7 +40,7 @@
 //!
 //! Reference keys:
 //! - `model`: `json` (a bare `json` checks well-formedness only).
-//! - `catalog`: one catalog of the namespace, with a list whose first entry names the schema:
+//! - `catalog`: one catalog of the namespace, with a list of one entry naming the schema:
 //!   `{subject, version}` (`version` defaults to `latest`) or `{id}`. `{strategy}` needs a
 //!   subject from the message's context (a Kafka topic), which bindings without one cannot
 //!   give: it is refused at load there.
@@ -441,6 +441,11 @@ mod tests {
                 json!({"model": "json", "catalog": {"catalog0": [{"id": 1}]}}),
                 "catalog.catalog0[0]",
                 "no schema with id 1",
+            ),
+            (
+                json!({"model": "json", "catalog": {"catalog0": [{"subject": "item"}, {"id": 1}]}}),
+                "catalog.catalog0[1]",
+                "a second schema is not supported",
             ),
             (
                 json!({"model": "json", "catalog": {"catalog0": [{"id": 1_i64 << 40}]}}),

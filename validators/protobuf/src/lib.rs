@@ -51,7 +51,7 @@
 //!
 //! Reference keys:
 //! - `model`: `protobuf`.
-//! - `catalog` (required): one catalog, with a list whose first entry names the schema,
+//! - `catalog` (required): one catalog, with a list of one entry naming the schema,
 //!   `{subject, version}`, `{id}` or `{strategy: topic, version}` (the topic's `<topic>-value`
 //!   or `<topic>-key` subject; only where messages have a topic), and its message type,
 //!   `record` (required): the name in the schema's package (`Request`, `Outer.Inner`) or the

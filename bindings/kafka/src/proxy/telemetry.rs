@@ -59,9 +59,10 @@ use bytes::Bytes;
 use kafka_protocol::messages as kp;
 use kafka_protocol::protocol::{Decodable, Message};
 use uuid::Uuid;
+use zilla_engine::BindingKind;
 use zilla_engine::metrics::{
     BindingMetrics, Counter, Family, Gauge, HistogramHandle, MetricDescriptor, MetricGroup,
-    MetricKind, Unit,
+    MetricKind, MetricScope, Unit,
 };
 
 use super::batches::{self, RecordSetCount};
@@ -159,7 +160,25 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
         },
     ],
     attribute: Some(check_attribute),
+    scope: Some(kafka_scope),
 };
+
+/// The proxy records every `kafka.*` metric but the cache's, labelling requests, errors and
+/// durations; a `cache_server` records only the cache's; the client and `cache_client` none.
+fn kafka_scope(kind: BindingKind, metric: &str) -> MetricScope {
+    let cache = metric.starts_with("kafka.cache.");
+    match kind {
+        BindingKind::Proxy if cache => MetricScope::NotRecorded,
+        BindingKind::Proxy
+            if matches!(metric, "kafka.requests" | "kafka.errors" | "kafka.duration") =>
+        {
+            MetricScope::Labelled
+        }
+        BindingKind::Proxy => MetricScope::Recorded,
+        BindingKind::CacheServer if cache => MetricScope::Recorded,
+        _ => MetricScope::NotRecorded,
+    }
+}
 
 fn check_attribute(value: &str) -> Result<(), String> {
     if [API_ATTRIBUTE, TOPIC_ATTRIBUTE].contains(&value.trim()) {
