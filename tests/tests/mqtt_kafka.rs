@@ -69,8 +69,16 @@ fn broker_scenario(name: &str, port: u16, version: u16) -> Result<()> {
 }
 
 fn with_gateway(run: impl FnOnce(&Gateway, &Broker) -> Result<()>) -> Result<()> {
+    with_gateway_of(gateway, run)
+}
+
+/// As [`with_gateway`], with the gateway `start` makes.
+fn with_gateway_of(
+    start: impl FnOnce(&Broker) -> Result<Gateway>,
+    run: impl FnOnce(&Gateway, &Broker) -> Result<()>,
+) -> Result<()> {
     let broker = broker(true)?;
-    let mut gateway = gateway(&broker)?;
+    let mut gateway = start(&broker)?;
     let result =
         run(&gateway, &broker).with_context(|| format!("gateway log:\n{}", gateway.stderr()));
     assert!(gateway.terminate()?.success());
@@ -191,6 +199,21 @@ fn killed_gateway_scenario(name: &str, ready: &str) -> Result<()> {
 fn records_carry_zillas_key_and_headers() -> Result<()> {
     with_gateway(|gateway, broker| {
         kafka_scenario("publish_headers", mqtt_port(gateway), broker, &[])
+    })
+}
+
+#[test]
+fn a_session_past_its_subscription_quota_is_refused_new_filters() -> Result<()> {
+    let start = |broker: &Broker| {
+        Gateway::from_file(example())
+            .env("MQTT_PORT", "0")
+            .env("KAFKA_BOOTSTRAP_SERVER", broker.address())
+            .property("zilla.binding.kafka.client.fetch.max.wait.millis", "20")
+            .property("zilla.binding.mqtt.kafka.subscriptions.maximum", "3")
+            .start()
+    };
+    with_gateway_of(start, |gateway, broker| {
+        kafka_scenario("subscription_quota", mqtt_port(gateway), broker, &[])
     })
 }
 

@@ -37,7 +37,11 @@
 //!   and `publish.qosMax`; expired messages (`zilla:expiry` past the record timestamp) are
 //!   skipped and the others carry their remaining expiry. At QoS 1 and 2 a subscription
 //!   reads no further ahead than 64 deliveries the subscriber has not acknowledged.
-//!   Subscription identifiers are carried; shared subscriptions are refused with 0x9E.
+//!   Subscription identifiers are carried; shared subscriptions are refused with 0x9E. A
+//!   session holds at most `zilla.binding.mqtt.kafka.subscriptions.maximum` subscriptions
+//!   (distinct filters; default 100), since each is a Kafka read and a task of its own: a new
+//!   filter past that is refused with 0x97 (quota exceeded; failure 0x80 in MQTT 3.1.1),
+//!   while one replacing a subscription with the same filter is not new.
 //!   Records written by other Kafka producers are delivered too (topic = key, headers not
 //!   prefixed `zilla:` as user properties).
 //! - **Sessions.** The sessions topic must be log-compacted: otherwise sessions are refused
@@ -206,7 +210,12 @@ pub use proxy::NON_COMPACT_SESSIONS_TOPIC;
 /// Registers the `mqtt-kafka` binding type.
 pub fn register(registry: &mut Registry) {
     registry.binding(MqttKafkaFactory);
+    registry.properties(&[SUBSCRIPTIONS_MAXIMUM]);
 }
+
+/// How many subscriptions (distinct topic filters) one session may hold.
+const SUBSCRIPTIONS_MAXIMUM: &str = "zilla.binding.mqtt.kafka.subscriptions.maximum";
+const DEFAULT_SUBSCRIPTIONS_MAXIMUM: u64 = 100;
 
 /// Builds mqtt-kafka bindings.
 #[derive(Debug)]
@@ -274,6 +283,13 @@ impl BindingFactory for MqttKafkaFactory {
             },
             clients,
             maximum_qos,
+            subscriptions_maximum: usize::try_from(
+                context
+                    .properties()
+                    .u64(SUBSCRIPTIONS_MAXIMUM, DEFAULT_SUBSCRIPTIONS_MAXIMUM),
+            )
+            .unwrap_or(usize::MAX)
+            .max(1),
             routes,
             sessions_exit,
             events: context.events().clone(),

@@ -190,6 +190,9 @@ pub(crate) struct MqttKafkaProxy {
     pub topics: Topics,
     pub clients: Vec<ClientPattern>,
     pub maximum_qos: QoS,
+    /// Subscriptions (distinct filters) one session may hold: each is a Kafka read and a
+    /// task of its own, and its saved state is written with every change.
+    pub subscriptions_maximum: usize,
     pub routes: KafkaRoutes,
     /// Where the sessions topic is read and written.
     pub sessions_exit: Arc<dyn KafkaHandler>,
@@ -1673,6 +1676,16 @@ async fn subscribe_filters(
             reasons.push(ReasonCode::NOT_AUTHORIZED);
             continue;
         };
+        // A new filter past the session's quota is refused; one replacing a subscription
+        // with the same filter is not new.
+        let over_quota = context.subscriptions.lock().is_ok_and(|subscriptions| {
+            subscriptions.len() >= proxy.subscriptions_maximum
+                && !subscriptions.contains_key(&filter)
+        });
+        if over_quota {
+            reasons.push(ReasonCode::QUOTA_EXCEEDED);
+            continue;
+        }
         let granted = options.qos.min(proxy.maximum_qos);
         let spec = SubscriptionSpec {
             filter,

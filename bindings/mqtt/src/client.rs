@@ -503,21 +503,30 @@ impl Upstream {
         }
     }
 
-    fn allocate_packet_id(&mut self) -> u16 {
-        loop {
-            let id = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.pending.contains_key(&id) && !self.released.contains(&id) {
-                return id;
-            }
-        }
+    /// A packet identifier no request toward the broker holds. When all 65 535 are held (a
+    /// broker answering nothing while subscribes and unsubscribes, which receive maximum does
+    /// not count, pile up), the session ends rather than search forever.
+    fn allocate_packet_id(&mut self) -> Result<u16, Stop> {
+        let (pending, released) = (&self.pending, &self.released);
+        next_free_packet_id(&mut self.next_packet_id, |id| {
+            pending.contains_key(&id) || released.contains(&id)
+        })
+        .ok_or_else(|| {
+            Stop::Ended(
+                ReasonCode::QUOTA_EXCEEDED,
+                Some("every packet identifier toward the broker is in use".to_owned()),
+            )
+        })
     }
 
     async fn command(&mut self, command: Command) -> Result<(), Stop> {
         match command {
             Command::Publish(message, reply) => {
                 let message = *message;
-                let packet_id = (message.qos != QoS::AtMostOnce).then(|| self.allocate_packet_id());
+                let packet_id = match message.qos {
+                    QoS::AtMostOnce => None,
+                    _ => Some(self.allocate_packet_id()?),
+                };
                 let publish = Packet::Publish(Publish {
                     dup: false,
                     qos: message.qos,
@@ -555,7 +564,7 @@ impl Upstream {
                     .map_err(|_| Stop::Ended(ReasonCode::SERVER_UNAVAILABLE, None))
             }
             Command::Subscribe(request, reply) => {
-                let packet_id = self.allocate_packet_id();
+                let packet_id = self.allocate_packet_id()?;
                 self.pending.insert(packet_id, Waiting::Subscribe(reply));
                 let subscribe = Subscribe {
                     packet_id,
@@ -569,7 +578,7 @@ impl Upstream {
                 self.write(Packet::Subscribe(subscribe)).await
             }
             Command::Unsubscribe(filters, user, reply) => {
-                let packet_id = self.allocate_packet_id();
+                let packet_id = self.allocate_packet_id()?;
                 self.pending.insert(packet_id, Waiting::Unsubscribe(reply));
                 let unsubscribe = Unsubscribe {
                     packet_id,
@@ -582,5 +591,36 @@ impl Upstream {
                 self.write(Packet::Unsubscribe(unsubscribe)).await
             }
         }
+    }
+}
+
+/// The first packet identifier from `next` on (1 to 65 535, wrapping) that is not `taken`,
+/// moving `next` past it; `None`, after one round, when every one is.
+fn next_free_packet_id(next: &mut u16, taken: impl Fn(u16) -> bool) -> Option<u16> {
+    for _ in 0..u16::MAX {
+        let id = (*next).max(1);
+        *next = id.checked_add(1).unwrap_or(1);
+        if !taken(id) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_ids_wrap_skip_what_is_taken_and_run_out() {
+        let mut next = u16::MAX;
+        assert_eq!(next_free_packet_id(&mut next, |_| false), Some(u16::MAX));
+        assert_eq!(next_free_packet_id(&mut next, |id| id < 3), Some(3));
+        assert_eq!(next, 4);
+        // Every identifier taken: the search ends after one round instead of spinning.
+        assert_eq!(next_free_packet_id(&mut next, |_| true), None);
+        // Zero is never an identifier.
+        let mut zero = 0;
+        assert_eq!(next_free_packet_id(&mut zero, |_| false), Some(1));
     }
 }

@@ -39,7 +39,10 @@
 //!   PUBACK/PUBREC is the broker's, and a delivery is acknowledged to the broker only once
 //!   the subscriber acknowledged it, so an unacknowledged QoS 1 or 2 message stays with the
 //!   broker's session. A session that ends without DISCONNECT closes the broker connection
-//!   without one, so the broker publishes the will (with its delay).
+//!   without one, so the broker publishes the will (with its delay). Its routes are refused:
+//!   the client has its one `exit`. A session whose broker leaves every packet identifier in
+//!   use (65 535 subscribes, unsubscribes and QoS 1/2 publications unanswered) ends with 0x97
+//!   (quota exceeded) instead of waiting for one.
 //!
 //! Retained messages, message expiry, no-local, retain-as-published, retain handling,
 //! shared subscriptions, session present and takeover (0x8E) are the broker's: the client

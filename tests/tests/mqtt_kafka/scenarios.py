@@ -479,6 +479,49 @@ def shared_refused(port, bootstrap):
     client.disconnect()
 
 
+def ack_of(client, kind):
+    """The next acknowledgement of `kind` (`sub`, `unsub`), skipping PUBACKs before it."""
+    while True:
+        got, acked, codes = client.acks.get(timeout=WAIT)
+        if got == kind:
+            return [code if isinstance(code, int) else code.value for code in codes]
+
+
+def subscription_quota(port, bootstrap):
+    """With `zilla.binding.mqtt.kafka.subscriptions.maximum` at 3, a fourth distinct filter
+    is refused with 0x97 (0x80 in 3.1.1) while the first three are granted and deliver; the
+    same filter again replaces its subscription and is granted; once one is unsubscribed, a
+    new filter fits again."""
+    topics = [unique("quota") + "/" + str(index) for index in range(5)]
+    client = Client(port, unique("quota"), 5)
+    client.client.subscribe([(topic, mqtt_options(1)) for topic in topics[:4]])
+    values = ack_of(client, "sub")
+    if values != [1, 1, 1, 0x97]:
+        fail("SUBACK reason codes %r, expected [1, 1, 1, 0x97]" % values)
+    client.client.subscribe([(topics[0], mqtt_options(0))])
+    values = ack_of(client, "sub")
+    if values != [0]:
+        fail("a filter subscribed again got %r, expected [0]" % values)
+    client.publish(topics[2], b"third", 1)
+    client.expect(topics[2], b"third")
+    client.publish(topics[3], b"refused", 1)
+    nothing_more(client, 1, "a message on the refused filter")
+    client.client.unsubscribe(topics[1])
+    ack_of(client, "unsub")
+    client.client.subscribe([(topics[4], mqtt_options(1))])
+    values = ack_of(client, "sub")
+    if values != [1]:
+        fail("a filter within the quota again got %r, expected [1]" % values)
+    client.disconnect()
+
+    old = Client(port, unique("quota311"), 4)
+    old.client.subscribe([(topic, 1) for topic in topics[:4]])
+    values = ack_of(old, "sub")
+    if values != [1, 1, 1, 0x80]:
+        fail("3.1.1 SUBACK return codes %r, expected [1, 1, 1, 0x80]" % values)
+    old.disconnect()
+
+
 def mqtt_options(qos):
     import paho.mqtt.client as mqtt
     return mqtt.SubscribeOptions(qos=qos)
@@ -844,6 +887,7 @@ def qos2_outstanding_across_a_kill(port, bootstrap, other_port, go_file, version
 
 
 SCENARIOS = {
+    "subscription_quota": subscription_quota,
     "sticky_partitions": sticky_partitions,
     "qos_max": qos_max,
     "publish_headers": publish_headers,
