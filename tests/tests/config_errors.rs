@@ -351,8 +351,9 @@ bindings:
         env: &[],
     },
     Case {
-        // CORS `allow` without the cross-origin policy it applies to.
-        name: "cors_refused_when_building",
+        // CORS `allow` without the cross-origin policy it applies to, and a second server name
+        // for a tls client, which a ClientHello cannot carry.
+        name: "options_refused_when_building",
         yaml: "name: test
 bindings:
   tcp_server:
@@ -371,6 +372,17 @@ bindings:
           origins:
             - https://example.net
     exit: echo_server
+  tls_client:
+    type: tls
+    kind: client
+    options:
+      sni:
+        - one.example.com
+        - two.example.com
+    exit: tcp_client
+  tcp_client:
+    type: tcp
+    kind: client
   echo_server:
     type: echo
     kind: server

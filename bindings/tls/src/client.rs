@@ -121,6 +121,13 @@ impl TlsClient {
             builder.with_client_cert_resolver(Arc::new(ClientKeys(keys)))
         };
         config.enable_sni = settings.server_name_indication;
+        // A ClientHello carries one host name: a second would never be sent.
+        if options.sni.as_ref().is_some_and(|names| names.len() > 1) {
+            return Err(BuildError::at(
+                "options.sni[1]",
+                "a second `sni` name is not supported on a tls client: a ClientHello names one server",
+            ));
+        }
         Ok(Self {
             config: Arc::new(config),
             routes,

@@ -76,7 +76,8 @@
 //!   has no DNS subject alternative name. A server key whose certificate is v1 is served. With
 //!   `revocation: crl` only webpki's checks apply.
 //! - `trustcacerts`: client only; also trust the system CA certificates.
-//! - `sni`: server: the accepted SNI host names; client: the SNI to send.
+//! - `sni`: server: the accepted SNI host names; client: the SNI to send (one name; a second is
+//!   refused).
 //! - `alpn`: server: the protocols that may be negotiated (default: those routes name);
 //!   client: the protocols to offer.
 //! - `mutual`: server: `required` (default when `trust` is given), `requested` or `none`.
