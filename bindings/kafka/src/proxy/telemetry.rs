@@ -163,14 +163,24 @@ pub static KAFKA_METRICS: MetricGroup = MetricGroup {
     scope: Some(kafka_scope),
 };
 
+/// The record-set metrics, which `${kafka.topic}` labels.
+const RECORD_SET_METRICS: [&str; 4] = [
+    "kafka.produce.records",
+    "kafka.produce.bytes",
+    "kafka.fetch.records",
+    "kafka.fetch.bytes",
+];
+
 /// The proxy records every `kafka.*` metric but the cache's, labelling requests, errors and
-/// durations; a `cache_server` records only the cache's; the client and `cache_client` none.
+/// durations (by API) and the record-set metrics (by topic); a `cache_server` records only
+/// the cache's; the client and `cache_client` none.
 fn kafka_scope(kind: BindingKind, metric: &str) -> MetricScope {
     let cache = metric.starts_with("kafka.cache.");
     match kind {
         BindingKind::Proxy if cache => MetricScope::NotRecorded,
         BindingKind::Proxy
-            if matches!(metric, "kafka.requests" | "kafka.errors" | "kafka.duration") =>
+            if matches!(metric, "kafka.requests" | "kafka.errors" | "kafka.duration")
+                || RECORD_SET_METRICS.contains(&metric) =>
         {
             MetricScope::Labelled
         }
@@ -614,6 +624,39 @@ fn top_level_error(api_key: i16, version: i16, body: &[u8]) -> Option<i16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_kind_records_its_own_kafka_metrics() {
+        use BindingKind::{CacheClient, CacheServer, Client, Proxy};
+        let scope = |kind, metric| KAFKA_METRICS.scope_of(kind, metric);
+        for metric in
+            RECORD_SET_METRICS
+                .iter()
+                .chain(&["kafka.requests", "kafka.errors", "kafka.duration"])
+        {
+            assert_eq!(scope(Proxy, metric), MetricScope::Labelled, "{metric}");
+        }
+        for metric in [
+            "kafka.produce.size",
+            "kafka.fetch.size",
+            "kafka.active.connections",
+        ] {
+            assert_eq!(scope(Proxy, metric), MetricScope::Recorded, "{metric}");
+        }
+        for metric in ["kafka.cache.size", "kafka.cache.disk.size"] {
+            assert_eq!(scope(Proxy, metric), MetricScope::NotRecorded);
+            assert_eq!(scope(CacheServer, metric), MetricScope::Recorded);
+        }
+        for kind in [Client, CacheClient] {
+            for metric in KAFKA_METRICS.metrics {
+                assert_eq!(scope(kind, metric.name), MetricScope::NotRecorded);
+            }
+        }
+        assert_eq!(
+            scope(CacheServer, "kafka.requests"),
+            MetricScope::NotRecorded
+        );
+    }
 
     #[test]
     fn error_codes_are_read_where_each_api_puts_them() {
