@@ -39,9 +39,11 @@
 //!   reads no further ahead than 64 deliveries the subscriber has not acknowledged.
 //!   Subscription identifiers are carried; shared subscriptions are refused with 0x9E. A
 //!   session holds at most `zilla.binding.mqtt.kafka.subscriptions.maximum` subscriptions
-//!   (distinct filters; default 100), since each is a Kafka read and a task of its own: a new
-//!   filter past that is refused with 0x97 (quota exceeded; failure 0x80 in MQTT 3.1.1),
-//!   while one replacing a subscription with the same filter is not new.
+//!   (distinct filters; default 100, at least 1), since each is a Kafka read and a task of its
+//!   own: a new filter past that is refused with 0x97 (quota exceeded; failure 0x80 in MQTT
+//!   3.1.1), while one replacing a subscription with the same filter is not new. SUBSCRIBEs
+//!   answered concurrently share the count. A resumed session keeps the subscriptions it
+//!   saved, even past a quota lowered since.
 //!   Records written by other Kafka producers are delivered too (topic = key, headers not
 //!   prefixed `zilla:` as user properties).
 //! - **Sessions.** The sessions topic must be log-compacted: otherwise sessions are refused

@@ -6,7 +6,7 @@ pub(crate) mod signals;
 pub(crate) mod takeovers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -448,6 +448,7 @@ impl MqttKafkaProxy {
             persistent,
             expiry: AtomicU32::new(begin.session_expiry),
             subscriptions: Mutex::new(BTreeMap::new()),
+            starting_subscriptions: AtomicUsize::new(0),
             awaiting_release: Mutex::new(awaiting_release),
             in_flight: Mutex::new(in_flight),
             awaiting_completion: Mutex::new(awaiting_completion.clone()),
@@ -599,6 +600,8 @@ struct SessionContext {
     expiry: AtomicU32,
     /// Subscriptions by topic filter.
     subscriptions: Mutex<BTreeMap<String, ActiveSubscription>>,
+    /// New subscriptions being started, which count against the quota already.
+    starting_subscriptions: AtomicUsize,
     /// QoS 2 packet identifiers whose message is in Kafka and whose PUBREL has not come.
     awaiting_release: Mutex<BTreeSet<u16>>,
     /// QoS 2 publications being written, by packet identifier: where each record goes.
@@ -1659,6 +1662,38 @@ async fn restore_subscriptions(context: &Arc<SessionContext>, saved: Vec<SavedSu
     }
 }
 
+/// A place in a session's subscription quota, taken for a new filter while its subscription
+/// starts (it then counts among the session's subscriptions), and given back when dropped.
+struct SubscriptionPlace<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> SubscriptionPlace<'a> {
+    /// A place for `filter`, or `None` when the session holds its maximum; a filter the session
+    /// already subscribes needs none.
+    fn take(context: &'a SessionContext, filter: &str) -> Option<Self> {
+        let subscriptions = context.subscriptions.lock().ok()?;
+        if subscriptions.contains_key(filter) {
+            return Some(Self(None));
+        }
+        // Taken under the subscriptions' lock, which every start also holds to insert.
+        let starting = context.starting_subscriptions.load(Ordering::Acquire);
+        if subscriptions.len() + starting >= context.proxy.subscriptions_maximum {
+            return None;
+        }
+        context
+            .starting_subscriptions
+            .fetch_add(1, Ordering::AcqRel);
+        Some(Self(Some(&context.starting_subscriptions)))
+    }
+}
+
+impl Drop for SubscriptionPlace<'_> {
+    fn drop(&mut self) {
+        if let Some(starting) = self.0 {
+            starting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Subscribes each filter: opens its live read, then starts delivering; the reason codes
 /// for SUBACK.
 async fn subscribe_filters(
@@ -1677,15 +1712,12 @@ async fn subscribe_filters(
             continue;
         };
         // A new filter past the session's quota is refused; one replacing a subscription
-        // with the same filter is not new.
-        let over_quota = context.subscriptions.lock().is_ok_and(|subscriptions| {
-            subscriptions.len() >= proxy.subscriptions_maximum
-                && !subscriptions.contains_key(&filter)
-        });
-        if over_quota {
+        // with the same filter is not new. Its place is taken before its read is opened, so
+        // SUBSCRIBEs sent back to back (answered concurrently) cannot all pass one count.
+        let Some(_place) = SubscriptionPlace::take(&context, &filter) else {
             reasons.push(ReasonCode::QUOTA_EXCEEDED);
             continue;
-        }
+        };
         let granted = options.qos.min(proxy.maximum_qos);
         let spec = SubscriptionSpec {
             filter,

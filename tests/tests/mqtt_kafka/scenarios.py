@@ -491,7 +491,7 @@ def subscription_quota(port, bootstrap):
     """With `zilla.binding.mqtt.kafka.subscriptions.maximum` at 3, a fourth distinct filter
     is refused with 0x97 (0x80 in 3.1.1) while the first three are granted and deliver; the
     same filter again replaces its subscription and is granted; once one is unsubscribed, a
-    new filter fits again."""
+    new filter fits again; SUBSCRIBEs sent without waiting for their SUBACKs share the quota."""
     topics = [unique("quota") + "/" + str(index) for index in range(5)]
     client = Client(port, unique("quota"), 5)
     client.client.subscribe([(topic, mqtt_options(1)) for topic in topics[:4]])
@@ -520,6 +520,15 @@ def subscription_quota(port, bootstrap):
     if values != [1, 1, 1, 0x80]:
         fail("3.1.1 SUBACK return codes %r, expected [1, 1, 1, 0x80]" % values)
     old.disconnect()
+
+    # SUBSCRIBEs sent back to back are answered concurrently: they still share one quota.
+    burst = Client(port, unique("quota_burst"), 5)
+    for topic in topics[:5]:
+        burst.client.subscribe([(topic, mqtt_options(1))])
+    values = sorted(ack_of(burst, "sub")[0] for _ in range(5))
+    if values != [1, 1, 1, 0x97, 0x97]:
+        fail("pipelined SUBACK reason codes %r, expected three 1 and two 0x97" % values)
+    burst.disconnect()
 
 
 def mqtt_options(qos):
