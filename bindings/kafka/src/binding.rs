@@ -386,7 +386,9 @@ fn build_cache_server(
 /// `zilla.binding.kafka.cache.partition.bytes` of its newest records in memory: by default
 /// 4 MiB where segment files hold every record fetched (`with_disk`), so memory is a hot tail
 /// and the OS page cache, which the kernel can reclaim, holds the rest; 64 MiB where memory is
-/// the only tier, since what it drops is then read from Kafka again.
+/// the only tier, since what it drops is then read from Kafka again. What a partition's tail
+/// fetches while its history is still fetched stays in memory only, so it keeps the property's
+/// value or 64 MiB whatever the tiers.
 fn cache_tuning(properties: &Properties, with_disk: bool) -> CacheTuning {
     let partition_bytes = if with_disk {
         DEFAULT_CACHE_TAIL_BYTES
@@ -397,6 +399,11 @@ fn cache_tuning(properties: &Properties, with_disk: bool) -> CacheTuning {
         partition_bytes: properties
             .u64("zilla.binding.kafka.cache.partition.bytes", partition_bytes)
             as usize,
+        // A tail is kept in memory only, whatever the tiers.
+        tail_bytes: properties.u64(
+            "zilla.binding.kafka.cache.partition.bytes",
+            CacheTuning::default().tail_bytes as u64,
+        ) as usize,
         fetch_max_wait_ms: properties
             .millis(
                 "zilla.binding.kafka.client.fetch.max.wait.millis",
@@ -582,6 +589,8 @@ mod tests {
         assert!(disk.is_some(), "segment files are on by default");
         let tuning = cache_tuning(&properties, disk.is_some());
         assert_eq!(tuning.partition_bytes, 4 << 20);
+        // What a partition's tail fetches while its history is fetched is in memory only.
+        assert_eq!(tuning.tail_bytes, 64 << 20);
     }
 
     #[test]
@@ -601,10 +610,9 @@ mod tests {
                 "zilla.binding.kafka.cache.partition.bytes=1048576",
             ]);
             let with_disk = disk_tuning(&properties, &name()).is_some();
-            assert_eq!(
-                cache_tuning(&properties, with_disk).partition_bytes,
-                1 << 20
-            );
+            let tuning = cache_tuning(&properties, with_disk);
+            assert_eq!(tuning.partition_bytes, 1 << 20);
+            assert_eq!(tuning.tail_bytes, 1 << 20);
         }
     }
 }

@@ -61,7 +61,9 @@
 //! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
 //! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
 //! While a partition's history is still being fetched, live readers are served from a second
-//! fetch that follows the partition's end. A read of one key of a compacted topic starts at
+//! fetch that follows the partition's end; what it brings is kept in memory only (at most
+//! `zilla.binding.kafka.cache.partition.bytes` when set, else 64 MiB, and never less than one
+//! fetch). A read of one key of a compacted topic starts at
 //! the key's latest record and then skips everything else the key index covers (the
 //! per-partition key index, which outlives eviction), so an item lookup costs one small
 //! fetch of its record whether or not the cache still holds it.
@@ -101,6 +103,11 @@ use crate::transforms::Transform;
 pub struct CacheTuning {
     /// Bytes kept per partition.
     pub partition_bytes: usize,
+    /// Bytes kept of what a partition's tail fetched while its history is still being
+    /// fetched: only in memory (segment files take a partition's records in order, from
+    /// the history), so not the smaller bound `partition_bytes` has where segment files
+    /// hold the rest; at least one fetch.
+    pub tail_bytes: usize,
     /// Fetch max-wait toward the broker, in milliseconds.
     pub fetch_max_wait_ms: i32,
     /// Bytes per fetch.
@@ -114,6 +121,7 @@ impl Default for CacheTuning {
     fn default() -> Self {
         Self {
             partition_bytes: 64 * 1024 * 1024,
+            tail_bytes: 64 * 1024 * 1024,
             fetch_max_wait_ms: 500,
             fetch_max_bytes: 8 * 1024 * 1024,
             memory_bytes: 256 * 1024 * 1024,
@@ -1237,6 +1245,12 @@ async fn fetch_tail(
     let config = TopicConfig {
         compacted: false,
         ..config
+    };
+    let tuning = CacheTuning {
+        partition_bytes: tuning
+            .tail_bytes
+            .max(usize::try_from(tuning.fetch_max_bytes).unwrap_or(usize::MAX)),
+        ..tuning
     };
     let request = FetchRequest {
         topic: topic.clone(),
