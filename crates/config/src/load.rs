@@ -942,6 +942,29 @@ mod tests {
         }
     }
 
+    /// Component types `plain` (no vault of its own) and `keyed` (uses one), in every category.
+    struct PlainAndKeyed;
+
+    impl Types for PlainAndKeyed {
+        fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
+            PipeOnly.binding(type_name)
+        }
+        fn component_schema(&self, _: Category, type_name: &str) -> Option<(Option<Value>, bool)> {
+            ["plain", "keyed"]
+                .contains(&type_name)
+                .then_some((None, false))
+        }
+        fn unknown_type(&self, category: Category, type_name: &str) -> String {
+            PipeOnly.unknown_type(category, type_name)
+        }
+        fn carries(&self, emitted: &str, accepted: &str) -> bool {
+            emitted == accepted
+        }
+        fn component_uses_vault(&self, _: Category, type_name: &str) -> bool {
+            type_name == "keyed"
+        }
+    }
+
     fn registry() -> PipeOnly {
         PipeOnly
     }
@@ -1102,28 +1125,8 @@ mod tests {
 
     #[test]
     fn a_component_store_is_refused() {
-        /// A catalog type `plain`, known and taking no options.
-        struct Catalogs;
-        impl Types for Catalogs {
-            fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
-                PipeOnly.binding(type_name)
-            }
-            fn component_schema(
-                &self,
-                _: Category,
-                type_name: &str,
-            ) -> Option<(Option<Value>, bool)> {
-                (type_name == "plain").then_some((None, false))
-            }
-            fn unknown_type(&self, category: Category, type_name: &str) -> String {
-                PipeOnly.unknown_type(category, type_name)
-            }
-            fn carries(&self, emitted: &str, accepted: &str) -> bool {
-                emitted == accepted
-            }
-        }
         let text = "name: a\ncatalogs:\n  c0:\n    type: plain\n    store: s0\n";
-        let errors = match load(Source::plain("z.yaml", text), &Catalogs) {
+        let errors = match load(Source::plain("z.yaml", text), &PlainAndKeyed) {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
         };
@@ -1136,32 +1139,7 @@ mod tests {
 
     #[test]
     fn component_vault_is_refused_unless_the_type_uses_it() {
-        /// Vault types `plain` (no vault of its own) and `keyed` (uses one).
-        struct Vaults;
-        impl Types for Vaults {
-            fn binding(&self, type_name: &str) -> Option<Box<dyn BindingType + '_>> {
-                PipeOnly.binding(type_name)
-            }
-            fn component_schema(
-                &self,
-                _: Category,
-                type_name: &str,
-            ) -> Option<(Option<Value>, bool)> {
-                ["plain", "keyed"]
-                    .contains(&type_name)
-                    .then_some((None, false))
-            }
-            fn unknown_type(&self, category: Category, type_name: &str) -> String {
-                PipeOnly.unknown_type(category, type_name)
-            }
-            fn carries(&self, emitted: &str, accepted: &str) -> bool {
-                emitted == accepted
-            }
-            fn component_uses_vault(&self, _: Category, type_name: &str) -> bool {
-                type_name == "keyed"
-            }
-        }
-        let registry = Vaults;
+        let registry = PlainAndKeyed;
         let load = |text: &str| match load(Source::plain("z.yaml", text), &registry) {
             Ok(_) => Vec::new(),
             Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
