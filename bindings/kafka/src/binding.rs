@@ -390,36 +390,32 @@ fn build_cache_server(
 /// fetches while its history is still fetched stays in memory only, so it keeps the property's
 /// value or 64 MiB whatever the tiers.
 fn cache_tuning(properties: &Properties, with_disk: bool) -> CacheTuning {
-    let partition_bytes = if with_disk {
-        DEFAULT_CACHE_TAIL_BYTES
-    } else {
-        CacheTuning::default().partition_bytes as u64
-    };
+    let default = CacheTuning::default();
+    let partition_bytes = |default: usize| properties.u64(PARTITION_BYTES, default as u64) as usize;
     CacheTuning {
-        partition_bytes: properties
-            .u64("zilla.binding.kafka.cache.partition.bytes", partition_bytes)
-            as usize,
+        partition_bytes: partition_bytes(if with_disk {
+            DEFAULT_DISK_BACKED_PARTITION_BYTES
+        } else {
+            default.partition_bytes
+        }),
         // A tail is kept in memory only, whatever the tiers.
-        tail_bytes: properties.u64(
-            "zilla.binding.kafka.cache.partition.bytes",
-            CacheTuning::default().tail_bytes as u64,
-        ) as usize,
+        tail_bytes: partition_bytes(default.tail_bytes),
         fetch_max_wait_ms: properties
             .millis(
                 "zilla.binding.kafka.client.fetch.max.wait.millis",
-                Duration::from_millis(CacheTuning::default().fetch_max_wait_ms as u64),
+                Duration::from_millis(default.fetch_max_wait_ms as u64),
             )
             .as_millis() as i32,
         // Per partition and fetch; the client caps it at its own fetch.max.bytes.
         fetch_max_bytes: properties
             .u64(
                 "zilla.binding.kafka.client.fetch.max.bytes",
-                CacheTuning::default().fetch_max_bytes as u64,
+                default.fetch_max_bytes as u64,
             )
             .min(i32::MAX as u64) as i32,
         memory_bytes: properties.u64(
             "zilla.binding.kafka.cache.memory.bytes",
-            CacheTuning::default().memory_bytes as u64,
+            default.memory_bytes as u64,
         ) as usize,
     }
 }
@@ -459,8 +455,10 @@ fn disk_tuning(properties: &Properties, name: &QualifiedName) -> Option<DiskTuni
     })
 }
 
-/// The default memory a partition keeps where segment files hold its records too.
-const DEFAULT_CACHE_TAIL_BYTES: u64 = 4 << 20;
+/// The bytes each cached partition keeps in memory.
+const PARTITION_BYTES: &str = "zilla.binding.kafka.cache.partition.bytes";
+/// The default of [`PARTITION_BYTES`] where segment files hold a partition's records too.
+const DEFAULT_DISK_BACKED_PARTITION_BYTES: usize = 4 << 20;
 /// The gateway's default disk budget for cached records.
 const DEFAULT_CACHE_DISK_BYTES: u64 = 4 << 30;
 /// The default size of a cache segment file.

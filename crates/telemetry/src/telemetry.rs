@@ -88,19 +88,12 @@ fn check_binding(
         .copied()
         .filter(|group| group.recorded_by(&binding.type_name))
         .collect();
-    let scope = |metric: &str| {
-        groups
-            .iter()
-            .filter(|group| group.metrics.iter().any(|m| m.name == metric))
-            .map(|group| group.scope_of(binding.kind, metric))
-            .max_by_key(|scope| match scope {
-                MetricScope::NotRecorded => 0,
-                MetricScope::Recorded => 1,
-                MetricScope::Labelled => 2,
-            })
-            .unwrap_or(MetricScope::NotRecorded)
+    let recordable = |metric: &str| {
+        groups.iter().any(|group| {
+            group.metrics.iter().any(|m| m.name == metric)
+                && group.scope_of(binding.kind, metric) != MetricScope::NotRecorded
+        })
     };
-    let recordable = |metric: &str| scope(metric) != MetricScope::NotRecorded;
     let mut enabled: BTreeSet<&str> = BTreeSet::new();
     for (position, pattern) in binding.telemetry_metrics.iter().enumerate() {
         let origin = telemetry.child("metrics").child(position.to_string());
@@ -182,18 +175,14 @@ fn check_binding(
             let supporting: Vec<String> = groups
                 .iter()
                 .filter(|group| group.attribute.is_some())
-                .flat_map(|group| {
-                    let labelled: Vec<&str> = group
+                .flat_map(|group| match group.scope {
+                    None => vec![format!("{}.*", group.name)],
+                    Some(_) => group
                         .metrics
                         .iter()
-                        .map(|m| m.name)
-                        .filter(|&m| group.scope_of(binding.kind, m) == MetricScope::Labelled)
-                        .collect();
-                    if group.scope.is_none() {
-                        vec![format!("{}.*", group.name)]
-                    } else {
-                        labelled.into_iter().map(str::to_owned).collect()
-                    }
+                        .filter(|m| group.scope_of(binding.kind, m.name) == MetricScope::Labelled)
+                        .map(|m| m.name.to_owned())
+                        .collect(),
                 })
                 .collect();
             let message = if supporting.is_empty() {
