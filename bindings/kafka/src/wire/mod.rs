@@ -79,7 +79,6 @@ mod codec;
 mod configs;
 mod connection;
 mod error;
-pub(crate) mod frame;
 mod partitioner;
 mod records;
 mod sasl;
