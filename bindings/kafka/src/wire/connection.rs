@@ -334,20 +334,30 @@ impl Connection {
     pub async fn send<R: Request>(&self, request: &R) -> Result<(), KafkaError> {
         let version = self.version(R::API)?;
         let (correlation, frame) = self.frame(request, version)?;
-        {
-            let mut pending = self.inner.shared.pending();
-            if let Some(reason) = &pending.closed {
-                return Err(reason.clone().into());
-            }
-            let sequence = pending.next_sequence();
-            pending.unanswered.push_back((sequence, correlation));
-            if pending.unanswered.len() > MAX_UNANSWERED {
-                pending.unanswered.pop_front();
-            }
+        let place = self.place_in_queue().await?;
+        let mut pending = self.inner.shared.pending();
+        if let Some(reason) = &pending.closed {
+            return Err(reason.clone().into());
         }
+        let sequence = pending.next_sequence();
+        pending.unanswered.push_back((sequence, correlation));
+        if pending.unanswered.len() > MAX_UNANSWERED {
+            pending.unanswered.pop_front();
+        }
+        // Queued under the lock that numbered it: see `place_in_queue`.
+        place.send(frame);
+        Ok(())
+    }
+
+    /// A place in the write queue, taken before a request is numbered. Requests are matched
+    /// with their answers by send order (a waiting request's answer means that every
+    /// fire-and-forget request sent before it will not be answered any more), so a request
+    /// goes into the queue while the lock that gave it its number is held: numbered first and
+    /// queued second, it could reach the socket after a request numbered later.
+    async fn place_in_queue(&self) -> Result<mpsc::Permit<'_, Bytes>, KafkaError> {
         self.inner
             .outbound
-            .send(frame)
+            .reserve()
             .await
             .map_err(|_| self.closed_error())
     }
@@ -376,6 +386,7 @@ impl Connection {
     ) -> Result<Bytes, KafkaError> {
         let (correlation, frame) = self.frame(request, version)?;
         let (reply, response) = oneshot::channel();
+        let place = self.place_in_queue().await?;
         {
             let mut pending = self.inner.shared.pending();
             if let Some(reason) = &pending.closed {
@@ -383,10 +394,7 @@ impl Connection {
             }
             let sequence = pending.next_sequence();
             pending.waiting.insert(correlation, (sequence, reply));
-        }
-        if self.inner.outbound.send(frame).await.is_err() {
-            self.inner.shared.pending().waiting.remove(&correlation);
-            return Err(self.closed_error());
+            place.send(frame);
         }
         match tokio::time::timeout(timeout, response).await {
             Ok(Ok(Ok(body))) => Ok(body),
@@ -739,5 +747,68 @@ mod tests {
         let metadata = call.await.unwrap().unwrap();
         assert!(metadata.brokers.is_empty());
         assert!(!connection.is_closed());
+    }
+
+    /// A broker that answers fire-and-forget requests (as tansu does) sees them in the order
+    /// their answers are matched against: requests sent from many tasks at once must reach the
+    /// socket in the order the connection registered them, or the answer to a fire-and-forget
+    /// request that overtook a waiting one arrives after it was forgotten and closes the
+    /// connection as unexpected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_fire_and_forget_and_waiting_requests_keep_the_connection() {
+        use crate::wire::types::{Acks, ProduceRequest, TopicId};
+        let (connection, far) = started_with(1 << 20, &[(0, 3, 9), (3, 0, 12)]);
+        let broker = tokio::spawn(async move {
+            let (mut read, mut write) = tokio::io::split(far);
+            loop {
+                let mut size = [0u8; 4];
+                if read.read_exact(&mut size).await.is_err() {
+                    return;
+                }
+                let mut request = vec![0u8; i32::from_be_bytes(size) as usize];
+                if read.read_exact(&mut request).await.is_err() {
+                    return;
+                }
+                let correlation =
+                    i32::from_be_bytes([request[4], request[5], request[6], request[7]]);
+                let body: &[u8] = if request[1] == 3 {
+                    &[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0]
+                } else {
+                    &[0, 0, 0, 0]
+                };
+                if write.write_all(&frame(correlation, body)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let tasks: Vec<_> = (0..16)
+            .map(|task| {
+                let connection = connection.clone();
+                tokio::spawn(async move {
+                    let produce = ProduceRequest {
+                        topic: "t".into(),
+                        topic_id: TopicId::default(),
+                        partition: 0,
+                        records: Bytes::new(),
+                        acks: Acks::None,
+                        timeout: Duration::from_secs(1),
+                        transactional_id: None,
+                    };
+                    for round in 0..500 {
+                        if (round + task) % 2 == 0 {
+                            connection.send(&produce).await?;
+                        } else {
+                            connection.call(&MetadataRequest::default()).await?;
+                        }
+                    }
+                    Ok::<_, KafkaError>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert!(!connection.is_closed());
+        broker.abort();
     }
 }
