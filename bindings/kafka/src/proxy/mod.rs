@@ -119,7 +119,6 @@ mod auth;
 mod batches;
 mod brokers;
 mod denied;
-mod frame;
 mod members;
 mod message;
 mod rewrite;
@@ -144,10 +143,10 @@ use zilla_engine::stream::{
     AsyncIo, BoxFuture, ByteStream, Bytes, BytesHandler, StreamError, StreamInfo,
 };
 
+use crate::wire::frame::{self, FrameError, FrameReader, Outbox};
 pub use auth::{AuthenticationOptions, EdgeMechanism};
 use auth::{EdgeAuth, Exchange, Step};
 use brokers::{BrokerAddress, Brokers};
-use frame::{FrameError, FrameReader, Outbox};
 use telemetry::ProxyMetrics;
 use topics::{Checked, Fixup, TopicAccess};
 

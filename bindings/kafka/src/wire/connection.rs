@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use zilla_engine::stream::{BytesHandler, StreamInfo};
 
 use super::codec::{self, ApiVersionsRequest, Request};
 use super::error::{ErrorCode, KafkaError};
+use super::frame::{FrameError, FrameReader};
 use super::sasl::{self, SaslChannel, SaslConfig};
 use super::types::{
     ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
@@ -501,34 +502,26 @@ async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Shared,
     max_frame_size: usize,
 ) -> CloseReason {
+    // A frame's buffer grows as its bytes arrive, so a size prefix alone (up to
+    // `max_frame_size`) never makes the connection allocate the whole frame.
+    let mut frames = FrameReader::new(read, max_frame_size);
     loop {
-        let mut size = [0u8; 4];
-        if let Err(error) = read.read_exact(&mut size).await {
-            return match error.kind() {
-                std::io::ErrorKind::UnexpectedEof => CloseReason::Closed,
-                _ => CloseReason::Io(error.to_string()),
-            };
+        let frame = match frames.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return CloseReason::Closed,
+            Err(FrameError::Oversized { size, max }) => {
+                return CloseReason::FrameTooLarge { size, limit: max };
+            }
+            Err(FrameError::Truncated) => {
+                return CloseReason::Malformed("connection closed inside a frame".into());
+            }
+            Err(FrameError::Short) => return CloseReason::Malformed("frame too short".into()),
+            Err(FrameError::Io(error)) => return CloseReason::Io(error.to_string()),
+        };
+        if frame.len() < 8 {
+            return CloseReason::Malformed(format!("frame size {}", frame.len() - 4));
         }
-        let size = i32::from_be_bytes(size);
-        if size < 4 {
-            return CloseReason::Malformed(format!("frame size {size}"));
-        }
-        if size as usize > max_frame_size {
-            return CloseReason::FrameTooLarge {
-                size: i64::from(size),
-                limit: max_frame_size,
-            };
-        }
-        let mut frame = BytesMut::zeroed(size as usize);
-        if let Err(error) = read.read_exact(&mut frame).await {
-            return match error.kind() {
-                std::io::ErrorKind::UnexpectedEof => {
-                    CloseReason::Malformed("connection closed inside a frame".into())
-                }
-                _ => CloseReason::Io(error.to_string()),
-            };
-        }
-        let mut frame = frame.freeze();
+        let mut frame = frame.slice(4..);
         let correlation = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
         let _ = frame.split_to(4);
         let taken = shared.pending().take(correlation);
@@ -566,6 +559,7 @@ impl SaslChannel for Connection {
 mod tests {
     use super::*;
     use crate::wire::types::MetadataRequest;
+    use tokio::io::AsyncReadExt;
 
     fn frame(correlation: i32, body: &[u8]) -> Vec<u8> {
         let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();

@@ -79,6 +79,7 @@ mod codec;
 mod configs;
 mod connection;
 mod error;
+pub(crate) mod frame;
 mod partitioner;
 mod records;
 mod sasl;

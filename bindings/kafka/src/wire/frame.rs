@@ -1,5 +1,6 @@
-//! Kafka framing for the proxy: length-prefixed frames read whole and bounded, and the few
-//! header fields the proxy looks at. Everything else in a frame is forwarded as it came.
+//! Kafka framing: length-prefixed frames read whole and bounded (by the client's connections
+//! and the proxy's), and the few header fields the proxy looks at. Everything else in a frame
+//! the proxy forwards as it came.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -303,6 +304,22 @@ mod tests {
         assert!(matches!(reader.next().await, Err(FrameError::Truncated)));
         let mut reader = FrameReader::new(&[][..], 64);
         assert!(reader.next().await.unwrap().is_none());
+    }
+
+    /// A size prefix announcing a frame near the limit costs memory only as its bytes come: a
+    /// peer that announces 64 MiB and sends 3 MiB leaves a buffer of a few MiB, not 64.
+    #[tokio::test]
+    async fn a_large_frame_is_buffered_as_it_arrives() {
+        let mut input = (64i32 << 20).to_be_bytes().to_vec();
+        input.extend(std::iter::repeat_n(7u8, 3 << 20));
+        let mut reader = FrameReader::new(&input[..], 64 << 20);
+        assert!(matches!(reader.next().await, Err(FrameError::Truncated)));
+        assert!(reader.buffer.len() >= 3 << 20);
+        assert!(
+            reader.buffer.capacity() <= 8 << 20,
+            "{} bytes reserved",
+            reader.buffer.capacity()
+        );
     }
 
     #[tokio::test]
