@@ -214,8 +214,18 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> StreamChannel<S> {
             .ok()
             .filter(|size| (4..=self.max_frame).contains(size))
             .ok_or_else(|| KafkaError::malformed(R::API.name(), "response size out of range"))?;
-        let mut body = vec![0u8; size];
-        stream.read_exact(&mut body).await?;
+        // Grown as the bytes arrive: a size prefix alone does not reserve up to `max_frame`.
+        let mut body = Vec::with_capacity(size.min(64 * 1024));
+        (&mut *stream)
+            .take(size as u64)
+            .read_to_end(&mut body)
+            .await?;
+        if body.len() < size {
+            return Err(KafkaError::malformed(
+                R::API.name(),
+                "connection closed inside a frame",
+            ));
+        }
         let mut body = Bytes::from(body);
         let answered = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
         if answered != correlation {
@@ -885,6 +895,36 @@ mod tests {
         ] {
             assert!(oauth_bearer_token(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A broker that announces a frame near the limit and closes after a few bytes gets a
+    /// malformed-frame error; the frame's buffer grew only by what arrived.
+    #[tokio::test]
+    async fn a_frame_cut_short_is_malformed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let channel = StreamChannel::new(near, 64 << 20);
+        let broker = tokio::spawn(async move {
+            let mut size = [0u8; 4];
+            far.read_exact(&mut size).await.unwrap();
+            let mut request = vec![0u8; i32::from_be_bytes(size) as usize];
+            far.read_exact(&mut request).await.unwrap();
+            let mut answer = (64i32 << 20).to_be_bytes().to_vec();
+            answer.extend_from_slice(&request[4..8]);
+            answer.extend_from_slice(&[0; 1000]);
+            far.write_all(&answer).await.unwrap();
+        });
+        let request = SaslHandshakeRequest {
+            mechanism: "PLAIN".into(),
+        };
+        let error = channel.handshake(&request).await.unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("connection closed inside a frame"),
+            "{error}"
+        );
+        broker.await.unwrap();
     }
 
     proptest::proptest! {
