@@ -108,7 +108,9 @@
 //!
 //! Properties (prefix `zilla.binding.mqtt.`): `maximum.packet.size` (1048576, bytes, also
 //! announced in CONNACK), `receive.maximum` (65535 announced; QoS 1/2 publications a client
-//! may have in flight), `topic.alias.maximum` (0), `keep.alive.minimum` (10) and
+//! may have in flight), `receive.bytes.maximum` (4194304: bytes of a client's QoS 1/2
+//! publications, SUBSCRIBEs and UNSUBSCRIBEs waiting for their exits' answers, past which the
+//! server handles nothing more from that client until answers come), `topic.alias.maximum` (0), `keep.alive.minimum` (10) and
 //! `keep.alive.maximum` (1000) seconds, `connect.timeout` (3 s: CONNECT, and the broker's
 //! CONNACK on the client), `maximum.qos` (2), `retain.available`,
 //! `wildcard.subscription.available`, `subscription.identifiers.available`,
@@ -178,6 +180,7 @@ const PROPERTIES: &[&str] = &[
     "zilla.binding.mqtt.maximum.packet.size",
     "zilla.binding.mqtt.maximum.qos",
     "zilla.binding.mqtt.queue.capacity",
+    "zilla.binding.mqtt.receive.bytes.maximum",
     "zilla.binding.mqtt.receive.maximum",
     "zilla.binding.mqtt.retain.available",
     "zilla.binding.mqtt.shared.subscription.available",
@@ -324,6 +327,12 @@ impl BindingFactory for MqttFactory {
                     subscription_ids_available: flag("subscription.identifiers.available"),
                     shared_available: flag("shared.subscription.available"),
                     inflight_maximum: clamp16(number("inflight.maximum", 256)).max(1),
+                    pending_bytes_maximum: usize::try_from(number(
+                        "receive.bytes.maximum",
+                        4 << 20,
+                    ))
+                    .unwrap_or(usize::MAX)
+                    .max(1),
                     queue_capacity,
                 };
                 let mut topics = Vec::new();

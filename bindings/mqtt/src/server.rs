@@ -1,7 +1,7 @@
 //! The `mqtt` server: speaks MQTT 3.1.1 and 5 to clients and opens `mqtt` sessions on its
 //! routed exits.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -146,6 +146,9 @@ pub(crate) struct Settings {
     pub shared_available: bool,
     /// Deliveries in flight toward one client, whatever its receive maximum.
     pub inflight_maximum: u16,
+    /// Bytes of a client's packets waiting for their exits' answers (QoS 1/2 publications,
+    /// subscriptions, unsubscriptions) past which the server stops reading from the client.
+    pub pending_bytes_maximum: usize,
     /// Deliveries queued between an exit and one client.
     pub queue_capacity: usize,
 }
@@ -648,30 +651,50 @@ impl Sessions {
 
 /// Responses waiting for exits, in request order. The queue, whose creation allocates, exists
 /// only while a response waits: most connections of an idle fleet have none. Boxed, so that
-/// a connection without one holds a pointer rather than the queue's 64 bytes.
+/// a connection without one holds a pointer rather than the queue.
 #[derive(Default)]
-struct Responses(Option<Box<FuturesOrdered<BoxFuture<'static, Pending>>>>);
+struct Responses(Option<Box<Waiting>>);
+
+#[derive(Default)]
+struct Waiting {
+    responses: FuturesOrdered<BoxFuture<'static, Pending>>,
+    /// The size of the packet each response answers, in the same order.
+    sizes: VecDeque<usize>,
+    /// Their sum: what the exits hold for this client until they answer.
+    bytes: usize,
+}
 
 impl Responses {
     fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |queue| queue.len())
+        self.0.as_ref().map_or(0, |waiting| waiting.responses.len())
     }
 
-    fn push_back(&mut self, response: BoxFuture<'static, Pending>) {
-        self.0
-            .get_or_insert_with(|| Box::new(FuturesOrdered::new()))
-            .push_back(response);
+    /// Bytes of the packets whose responses wait.
+    fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |waiting| waiting.bytes)
+    }
+
+    /// Queues the response to a packet of `size` bytes.
+    fn push_back(&mut self, size: usize, response: BoxFuture<'static, Pending>) {
+        let waiting = self.0.get_or_insert_with(Box::default);
+        waiting.responses.push_back(response);
+        waiting.sizes.push_back(size);
+        waiting.bytes += size;
     }
 
     /// The next response once it is ready; never, while none waits (the connection's loop
     /// asks again after each packet it handles).
     fn next(&mut self) -> impl Future<Output = Pending> + '_ {
         std::future::poll_fn(move |cx| {
-            let Some(queue) = self.0.as_mut() else {
+            let Some(waiting) = self.0.as_mut() else {
                 return Poll::Pending;
             };
-            let polled = queue.poll_next_unpin(cx);
-            if queue.is_empty() {
+            let polled = waiting.responses.poll_next_unpin(cx);
+            if polled.is_ready() {
+                let size = waiting.sizes.pop_front().unwrap_or(0);
+                waiting.bytes = waiting.bytes.saturating_sub(size);
+            }
+            if waiting.responses.is_empty() {
                 self.0 = None;
             }
             match polled {
@@ -869,14 +892,13 @@ impl Connection {
         let mut own_timer = keep_alive
             .filter(|_| !self.transport_keeps_alive)
             .map(|period| Box::pin(tokio::time::sleep(period)));
-        let pending_limit = usize::from(self.shared.settings.receive_maximum) + 64;
         let retired = self.shared.lifecycle.retired();
         // Packets already buffered behind CONNECT.
         if let Err(close) = Box::pin(self.drain(writer)).await {
             return close;
         }
         loop {
-            let reading = self.pending.len() < pending_limit;
+            let reading = !self.waiting_full();
             self.settle_tracked();
             let delivering = self.tracked().outbound.len() < usize::from(self.outbound_maximum);
             if self.ownership.is_lost() {
@@ -906,6 +928,12 @@ impl Connection {
                 }
                 pending = self.pending.next() => {
                     if let Err(close) = Box::pin(self.respond(pending, writer)).await {
+                        return close;
+                    }
+                    // Packets left in the buffer while the responses waiting were full.
+                    if !self.buffer.is_empty()
+                        && let Err(close) = Box::pin(self.drain(writer)).await
+                    {
                         return close;
                     }
                 }
@@ -955,21 +983,39 @@ impl Connection {
         }
     }
 
-    /// Handles every whole packet in the buffer.
-    async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {
-        while let Some(packet) = self.decoder.decode(&mut self.buffer)? {
-            self.handle(packet, writer).await?;
-        }
-        Ok(())
+    /// Whether the responses waiting for exits are as many, or hold as many bytes, as the
+    /// server allows: the connection then handles no further packet. Under the bound, one
+    /// packet of any size the server accepts is taken.
+    fn waiting_full(&self) -> bool {
+        let settings = &self.shared.settings;
+        self.pending.len() >= usize::from(settings.receive_maximum) + 64
+            || self.pending.bytes() >= settings.pending_bytes_maximum
     }
 
+    /// Handles every whole packet in the buffer, until the responses waiting are full.
+    async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {
+        loop {
+            if self.waiting_full() {
+                return Ok(());
+            }
+            let buffered = self.buffer.len();
+            let Some(packet) = self.decoder.decode(&mut self.buffer)? else {
+                return Ok(());
+            };
+            let size = buffered - self.buffer.len();
+            self.handle(packet, size, writer).await?;
+        }
+    }
+
+    /// Handles `packet`, which took `size` bytes on the wire.
     async fn handle<W: AsyncWrite + Unpin>(
         &mut self,
         packet: Packet,
+        size: usize,
         writer: &mut W,
     ) -> Result<(), Close> {
         match packet {
-            Packet::Publish(publish) => self.publish(publish, writer).await,
+            Packet::Publish(publish) => self.publish(publish, size, writer).await,
             Packet::PubRel(ack) => {
                 let reason = if self
                     .tracked_mut()
@@ -1032,10 +1078,13 @@ impl Connection {
                 // PUBREL lets the subscriber hand the message over: it goes once the exits
                 // keep the PUBREC, so that a resumed session does not send the message again.
                 let packet_id = ack.packet_id;
-                self.pending.push_back(Box::pin(async move {
-                    futures_util::future::join_all(kept).await;
-                    Pending::PubRel(packet_id)
-                }));
+                self.pending.push_back(
+                    size,
+                    Box::pin(async move {
+                        futures_util::future::join_all(kept).await;
+                        Pending::PubRel(packet_id)
+                    }),
+                );
                 Ok(())
             }
             Packet::PubComp(ack) => {
@@ -1054,8 +1103,8 @@ impl Connection {
                 }
                 Ok(())
             }
-            Packet::Subscribe(subscribe) => self.subscribe(subscribe).await,
-            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe).await,
+            Packet::Subscribe(subscribe) => self.subscribe(subscribe, size).await,
+            Packet::Unsubscribe(unsubscribe) => self.unsubscribe(unsubscribe, size).await,
             Packet::PingReq => self.write(writer, Packet::PingResp).await,
             Packet::Disconnect(disconnect) => {
                 if self.session_expiry == 0
@@ -1126,6 +1175,7 @@ impl Connection {
     async fn publish<W: AsyncWrite + Unpin>(
         &mut self,
         mut publish: Publish,
+        size: usize,
         writer: &mut W,
     ) -> Result<(), Close> {
         let v5 = self.version == Version::V5;
@@ -1207,25 +1257,29 @@ impl Connection {
         };
         match publish.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.pending.push_back(Box::pin(async move {
-                Pending::PubAck(packet_id, acknowledgement.await)
-            })),
-            QoS::ExactlyOnce => self.pending.push_back(Box::pin(async move {
-                let result = acknowledgement.await;
-                // The exit keeps the identifier before PUBREC tells the client it may
-                // release: a resend after a reconnection is then known.
-                if let (Ok(reason), Some(session)) = (&result, &keeper)
-                    && !reason.is_error()
-                {
-                    session.received(packet_id).await;
-                }
-                Pending::PubRec(packet_id, result)
-            })),
+            QoS::AtLeastOnce => self.pending.push_back(
+                size,
+                Box::pin(async move { Pending::PubAck(packet_id, acknowledgement.await) }),
+            ),
+            QoS::ExactlyOnce => self.pending.push_back(
+                size,
+                Box::pin(async move {
+                    let result = acknowledgement.await;
+                    // The exit keeps the identifier before PUBREC tells the client it may
+                    // release: a resend after a reconnection is then known.
+                    if let (Ok(reason), Some(session)) = (&result, &keeper)
+                        && !reason.is_error()
+                    {
+                        session.received(packet_id).await;
+                    }
+                    Pending::PubRec(packet_id, result)
+                }),
+            ),
         }
         Ok(())
     }
 
-    async fn subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
+    async fn subscribe(&mut self, subscribe: Subscribe, size: usize) -> Result<(), Close> {
         let subscription_id = subscribe.properties.subscription_ids.first().copied();
         if subscription_id.is_some() && !self.capabilities.subscription_ids_available {
             return Err(close(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
@@ -1297,25 +1351,28 @@ impl Connection {
             waiting.push((indexes, acknowledgement));
         }
         let packet_id = subscribe.packet_id;
-        self.pending.push_back(Box::pin(async move {
-            for (indexes, acknowledgement) in waiting {
-                let granted = match acknowledgement {
-                    Some(acknowledgement) => acknowledgement.await.ok(),
-                    None => None,
-                };
-                for (position, index) in indexes.into_iter().enumerate() {
-                    reasons[index] = granted
-                        .as_ref()
-                        .and_then(|granted| granted.get(position).copied())
-                        .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+        self.pending.push_back(
+            size,
+            Box::pin(async move {
+                for (indexes, acknowledgement) in waiting {
+                    let granted = match acknowledgement {
+                        Some(acknowledgement) => acknowledgement.await.ok(),
+                        None => None,
+                    };
+                    for (position, index) in indexes.into_iter().enumerate() {
+                        reasons[index] = granted
+                            .as_ref()
+                            .and_then(|granted| granted.get(position).copied())
+                            .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+                    }
                 }
-            }
-            Pending::SubAck(packet_id, reasons)
-        }));
+                Pending::SubAck(packet_id, reasons)
+            }),
+        );
         Ok(())
     }
 
-    async fn unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
+    async fn unsubscribe(&mut self, unsubscribe: Unsubscribe, size: usize) -> Result<(), Close> {
         let count = unsubscribe.filters.len();
         let mut reasons = vec![ReasonCode::NO_SUBSCRIPTION_EXISTED; count];
         let mut waiting = Vec::new();
@@ -1343,18 +1400,21 @@ impl Connection {
             waiting.push((index, acknowledgement));
         }
         let packet_id = unsubscribe.packet_id;
-        self.pending.push_back(Box::pin(async move {
-            for (index, acknowledgement) in waiting {
-                let answered = match acknowledgement {
-                    Some(acknowledgement) => acknowledgement.await.ok(),
-                    None => None,
-                };
-                reasons[index] = answered
-                    .and_then(|answered| answered.first().copied())
-                    .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
-            }
-            Pending::UnsubAck(packet_id, reasons)
-        }));
+        self.pending.push_back(
+            size,
+            Box::pin(async move {
+                for (index, acknowledgement) in waiting {
+                    let answered = match acknowledgement {
+                        Some(acknowledgement) => acknowledgement.await.ok(),
+                        None => None,
+                    };
+                    reasons[index] = answered
+                        .and_then(|answered| answered.first().copied())
+                        .unwrap_or(ReasonCode::UNSPECIFIED_ERROR);
+                }
+                Pending::UnsubAck(packet_id, reasons)
+            }),
+        );
         Ok(())
     }
 

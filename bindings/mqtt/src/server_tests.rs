@@ -54,6 +54,8 @@ struct Seen {
     usernames: Vec<Option<String>>,
     identities: Vec<Option<String>>,
     published: Vec<Message>,
+    /// Topic filters subscribed, in order.
+    subscribed: Vec<String>,
 }
 
 /// An exit that accepts every session and publication, and stalls QoS 1 acknowledgements
@@ -62,6 +64,8 @@ struct Seen {
 struct Recorder {
     seen: Arc<Mutex<Seen>>,
     stall: bool,
+    /// When set, SUBSCRIBE acknowledgements wait for a permit each.
+    subscribe_gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 struct RecorderSession {
@@ -113,8 +117,20 @@ impl MqttSession for RecorderSession {
             .iter()
             .map(|(_, options)| ReasonCode(options.qos as u8))
             .collect();
+        self.recorder
+            .seen
+            .lock()
+            .unwrap()
+            .subscribed
+            .extend(request.filters.iter().map(|(filter, _)| filter.clone()));
+        let gate = self.recorder.subscribe_gate.clone();
         Box::pin(async move {
-            Ok(Box::pin(async move { Ok(granted) }) as Acknowledgement<Vec<ReasonCode>>)
+            Ok(Box::pin(async move {
+                if let Some(gate) = gate {
+                    gate.acquire().await.unwrap().forget();
+                }
+                Ok(granted)
+            }) as Acknowledgement<Vec<ReasonCode>>)
         })
     }
 
@@ -147,6 +163,7 @@ fn settings() -> Settings {
         subscription_ids_available: true,
         shared_available: true,
         inflight_maximum: 16,
+        pending_bytes_maximum: 1 << 20,
         queue_capacity: 4,
     }
 }
@@ -785,4 +802,74 @@ async fn a_publication_waiting_for_its_schema_holds_up_no_other_connection() {
     let published = &recorder.seen.lock().unwrap().published;
     let payloads: Vec<&[u8]> = published.iter().map(|m| m.payload.as_ref()).collect();
     assert_eq!(payloads, vec![b"7".as_slice(), b"F42".as_slice()]);
+}
+
+/// A client whose SUBSCRIBEs wait for their exit is read no further once the waiting packets'
+/// bytes reach `pending_bytes_maximum`, however few they are: the exit sees no more of them
+/// (nor a PINGREQ behind them) until answers come, then everything in order.
+#[tokio::test]
+async fn a_client_is_read_no_further_while_its_waiting_packets_fill_the_byte_bound() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Recorder {
+        subscribe_gate: Some(gate.clone()),
+        ..Recorder::default()
+    };
+    let exit: Arc<dyn MqttHandler> = Arc::new(recorder.clone());
+    let route = RouteConfig {
+        when: vec![json!({"subscribe": [{"topic": "sensors/#"}]})],
+        guarded: Vec::new(),
+        exit: "exit".into(),
+        with: None,
+        origin: Origin::default(),
+    };
+    let shared = Arc::new(Shared {
+        routes: routes_of(vec![route], |_| exit.clone()),
+        topics: Vec::new(),
+        settings: Settings {
+            pending_bytes_maximum: 300,
+            ..settings()
+        },
+        credentials: None,
+        lifecycle: Lifecycle::default(),
+        store: Arc::new(zilla_store_memory::MemoryStore::new(1 << 20)),
+    });
+    let mut io = connect(shared);
+    send(&mut io, connect_packet(Version::V5, None, 0), Version::V5).await;
+    assert_eq!(connack(&mut io, Version::V5).await, ReasonCode::SUCCESS);
+    // Ten SUBSCRIBEs of a little over 100 bytes each, then a PINGREQ, all at once.
+    let filters: Vec<String> = (0..10)
+        .map(|index| format!("sensors/{index}/{}", "x".repeat(96)))
+        .collect();
+    for (index, filter) in filters.iter().enumerate() {
+        let subscribe = codec::Subscribe {
+            packet_id: index as u16 + 1,
+            properties: Properties::default(),
+            filters: vec![(filter.clone(), codec::SubscriptionOptions::default())],
+        };
+        send(&mut io, Packet::Subscribe(subscribe), Version::V5).await;
+    }
+    send(&mut io, Packet::PingReq, Version::V5).await;
+    let answer = tokio::time::timeout(Duration::from_millis(300), receive(&mut io, Version::V5));
+    assert!(
+        answer.await.is_err(),
+        "answered while every SUBSCRIBE waits"
+    );
+    assert_eq!(
+        recorder.seen.lock().unwrap().subscribed,
+        filters[..3],
+        "read on past the byte bound"
+    );
+    gate.add_permits(filters.len());
+    // SUBACKs in order; the PINGRESP, which waits for no exit, among them.
+    let (mut subacks, mut pings) = (Vec::new(), 0);
+    while subacks.len() < filters.len() || pings == 0 {
+        match receive(&mut io, Version::V5).await {
+            Some(Packet::SubAck(suback)) => subacks.push(suback.packet_id),
+            Some(Packet::PingResp) => pings += 1,
+            other => panic!("expected SUBACK or PINGRESP, got {other:?}"),
+        }
+    }
+    assert_eq!(subacks, (1..=10).collect::<Vec<u16>>());
+    assert_eq!(pings, 1);
+    assert_eq!(recorder.seen.lock().unwrap().subscribed, filters);
 }
