@@ -118,22 +118,12 @@ impl Drop for Log {
 
 /// The bytes a record costs in the cache.
 pub(crate) fn size_of_message(message: &Message) -> usize {
-    payload_of(message) + RECORD_OVERHEAD + message.headers.len() * size_of::<Header>()
-}
-
-fn payload_of(message: &Message) -> usize {
-    message.key.as_ref().map_or(0, Bytes::len)
-        + message.value.as_ref().map_or(0, Bytes::len)
-        + message
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
-            .sum::<usize>()
+    message.payload_bytes() + RECORD_OVERHEAD + message.headers.len() * size_of::<Header>()
 }
 
 /// `message` with its key, value and headers copied into one allocation of their own.
 pub(crate) fn compact(message: Message) -> Message {
-    let mut buffer = BytesMut::with_capacity(payload_of(&message));
+    let mut buffer = BytesMut::with_capacity(message.payload_bytes());
     let mut put = |bytes: &Bytes| {
         let at = buffer.len();
         buffer.extend_from_slice(bytes);

@@ -39,6 +39,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// The bytes of its key, value, header names and header values.
+    pub fn payload_bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self
+                .headers
+                .iter()
+                .map(|h| h.name.len() + h.value.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>()
+    }
+
     /// The value of the first header named `name`.
     pub fn header(&self, name: &[u8]) -> Option<&Bytes> {
         self.headers

@@ -27,8 +27,9 @@
 //!   and one acknowledged after it is, whatever the cache has fetched), filtered on the
 //!   `zilla:filter` header sequence (`+` = one level, `#` = any number), so through a cache
 //!   the Kafka fetches do not grow with the number of subscribers. Before live messages, the
-//!   retained messages matching the filter are read from the retained topic (latest per key)
-//!   and delivered with the retain flag, following the retain handling option (0: on every
+//!   retained messages matching the filter are read from the retained topic (latest per key;
+//!   at most 65 536 of them or 64 MiB of keys, values and headers per subscription, those past
+//!   either left out with a warning) and delivered with the retain flag, following the retain handling option (0: on every
 //!   subscribe, 1: only when the filter was not already subscribed, 2: never). Live messages
 //!   are delivered without the retain flag (retain-as-published has no flag to keep: the
 //!   messages topic holds none). No-local excludes records whose `zilla:local` is the

@@ -1231,8 +1231,10 @@ fn subscription_filters(context: &SessionContext, spec: &SubscriptionSpec) -> Ve
 }
 
 /// The most records one read of latest values keeps (retained messages replayed to one
-/// subscription).
+/// subscription), and the most bytes of keys, values and headers: keys past either are not
+/// kept (and a warning says so).
 const LATEST_RECORDS_MAXIMUM: usize = 65_536;
+const LATEST_RECORDS_BYTES_MAXIMUM: usize = 64 << 20;
 /// The first and the longest pause before a read of the latest records starts again
 /// where the cache's end stopped it.
 const LATEST_RECORDS_PAUSE_MINIMUM: Duration = Duration::from_millis(10);
@@ -1275,6 +1277,9 @@ pub(crate) async fn latest_records(
     if reached(&[]) {
         return Ok(latest);
     }
+    // Bytes of the records in `latest`, and whether a key was left out for the bounds.
+    let mut bytes = 0usize;
+    let mut left_out = false;
     // How far each partition got toward its end: while it moves, the cache is catching up.
     let standing = |progress: &[PartitionOffset]| -> Vec<i64> {
         ends.iter()
@@ -1316,15 +1321,25 @@ pub(crate) async fn latest_records(
             let progress = match item {
                 Some(Ok(MergedItem::Message { message, progress })) => {
                     if let Some(key) = message.key.clone() {
-                        if message.value.is_none() {
-                            latest.remove(&key);
-                        } else if (filter_in_read
-                            || zilla_binding_kafka::kind::passes(filters, &message))
-                            && (latest.len() < LATEST_RECORDS_MAXIMUM || latest.contains_key(&key))
-                        {
+                        let earlier = latest.remove(&key);
+                        bytes -= earlier.as_ref().map_or(0, |m| m.payload_bytes());
+                        let wanted = message.value.is_some()
+                            && (filter_in_read
+                                || zilla_binding_kafka::kind::passes(filters, &message));
+                        let size = message.payload_bytes();
+                        let room = latest.len() < LATEST_RECORDS_MAXIMUM
+                            && bytes + size <= LATEST_RECORDS_BYTES_MAXIMUM;
+                        if wanted && room {
+                            bytes += size;
                             latest.insert(key, message);
-                        } else {
-                            latest.remove(&key);
+                        } else if wanted && !left_out {
+                            left_out = true;
+                            tracing::warn!(
+                                topic,
+                                records = latest.len(),
+                                bytes,
+                                "latest records past the bounds of one read are left out"
+                            );
                         }
                     }
                     progress
@@ -2143,6 +2158,36 @@ mod tests {
             .unwrap();
         assert_eq!(latest.len(), 1);
         assert_eq!(latest[&key].value.as_deref(), Some(&b"state"[..]));
+    }
+
+    /// Latest records past the byte bound of one read are left out: 80 retained messages of
+    /// 1 MiB each give the first that fit in 64 MiB, not all 80 (nor as many as the count
+    /// bound allows).
+    #[tokio::test]
+    async fn a_read_of_latest_records_keeps_within_its_byte_bound() {
+        let value = Bytes::from(vec![b'v'; 1 << 20]);
+        let records: Vec<KafkaRecord> = (0..80)
+            .map(|offset| KafkaRecord {
+                value: Some(value.clone()),
+                ..LaggingBroker::record(offset, &format!("topic/{offset:02}"), "")
+            })
+            .collect();
+        let broker = Arc::new(LaggingBroker {
+            records: Mutex::new(records),
+            visible: watch::channel(80).0,
+        });
+        let exit = lagging_cache(broker);
+        let latest = latest_records(&exit, "retained", &[], false, &CancellationToken::new())
+            .await
+            .unwrap();
+        let bytes: usize = latest.values().map(|m| m.payload_bytes()).sum();
+        assert!(bytes <= LATEST_RECORDS_BYTES_MAXIMUM, "{bytes} bytes kept");
+        assert_eq!(latest.len(), 63);
+        let kept: Vec<_> = latest.keys().cloned().collect();
+        let first: Vec<_> = (0..63)
+            .map(|offset| Bytes::from(format!("topic/{offset:02}")))
+            .collect();
+        assert_eq!(kept, first);
     }
 
     /// A cache that never fetches what the broker already has: the read fails once no
