@@ -57,8 +57,9 @@ pub enum RecordsError {
     /// The compression codec id is unknown.
     #[error("unknown compression codec {0}")]
     UnknownCompression(i16),
-    /// Decompressed records would exceed the configured bound.
-    #[error("decompressed records exceed {limit} bytes")]
+    /// Decompressed records, or the records decoded from them, would exceed the configured
+    /// bound.
+    #[error("decompressed or decoded records exceed {limit} bytes")]
     TooLarge {
         /// The bound.
         limit: usize,
@@ -252,14 +253,26 @@ pub struct RecordBatch {
 }
 
 /// Bounds applied while decoding.
+///
+/// Decoded records cost memory of their own besides the bytes they point into: a record's
+/// fields and each header's (see [`decoded_bytes`]), many times the wire size of a record
+/// with many empty headers (a header takes two bytes on the wire). Both bounds count them
+/// with the decompressed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
-    /// Maximum decompressed size of one batch's records.
+    /// Maximum decompressed size of one batch's records, and maximum size of the records
+    /// decoded from it.
     pub max_decompressed_bytes: usize,
-    /// Maximum decompressed size of all the batches of one fetch response together
-    /// ([`DecompressBudget`]); the first compressed batch of a response is always decoded
+    /// Maximum decompressed and decoded size of all the batches of one fetch response
+    /// together ([`DecompressBudget`]); the first batch of a response is always decoded
     /// (within `max_decompressed_bytes`), so a fetch always makes progress.
     pub max_fetch_decompressed_bytes: usize,
+}
+
+/// The memory a decoded record takes besides the bytes its key, value and headers point
+/// into.
+pub fn decoded_bytes(headers: usize) -> usize {
+    std::mem::size_of::<FetchedRecord>() + headers * std::mem::size_of::<Header>()
 }
 
 impl Default for DecodeLimits {
@@ -422,12 +435,13 @@ pub fn decode_batches_within(
         }
         let limit = budget.next_limit();
         let batch = bytes.split_to(total);
-        match decode_bounded(batch, limit) {
-            Ok((batch, decompressed)) => {
-                if batch.compression != Compression::None {
-                    budget.remaining = budget.remaining.saturating_sub(decompressed);
-                    budget.first = false;
-                }
+        // The first batch's decoded records have a bound of their own, as its decompressed
+        // bytes have; later ones share what is left of the budget with them.
+        let shared = !budget.first;
+        match decode_bounded(batch, limit, shared) {
+            Ok((batch, used)) => {
+                budget.remaining = budget.remaining.saturating_sub(used);
+                budget.first = false;
                 batches.push(batch);
             }
             Err(RecordsError::TooLarge { .. }) if limit < budget.per_batch => {
@@ -441,12 +455,18 @@ pub fn decode_batches_within(
 
 /// Decodes one complete batch.
 pub fn decode_batch(batch: Bytes, limits: &DecodeLimits) -> Result<RecordBatch, RecordsError> {
-    Ok(decode_bounded(batch, limits.max_decompressed_bytes)?.0)
+    Ok(decode_bounded(batch, limits.max_decompressed_bytes, false)?.0)
 }
 
-/// Decodes one complete batch whose records may decompress to `limit` bytes; returns it with
-/// the decompressed size.
-fn decode_bounded(mut batch: Bytes, limit: usize) -> Result<(RecordBatch, usize), RecordsError> {
+/// Decodes one complete batch whose records may decompress to `limit` bytes, and decode to
+/// `limit` bytes ([`decoded_bytes`]) more, or with `shared` to what the decompressed bytes
+/// leave of `limit`. Returns it with the bytes it used: decompressed (for a compressed
+/// batch) and decoded.
+fn decode_bounded(
+    mut batch: Bytes,
+    limit: usize,
+    shared: bool,
+) -> Result<(RecordBatch, usize), RecordsError> {
     if batch.len() < BATCH_HEADER_SIZE {
         // A batch too short for its header may still be an old-format message set.
         if batch.len() > CRC_OFFSET - 1 && batch[16] != 2 {
@@ -485,12 +505,26 @@ fn decode_bounded(mut batch: Bytes, limit: usize) -> Result<(RecordBatch, usize)
         TimestampType::CreateTime
     };
     let mut body = decompress(compression, batch, limit)?;
-    let decompressed = body.len();
+    let decompressed = if compression == Compression::None {
+        0
+    } else {
+        body.len()
+    };
+    let decoded_limit = if shared {
+        limit.saturating_sub(decompressed)
+    } else {
+        limit
+    };
+    let mut decoded = 0usize;
 
     // Every record takes at least seven bytes, which bounds what an inflated count reserves.
     let mut records = Vec::with_capacity(count.min(body.len() / 7));
     for _ in 0..count {
         let record = decode_record(&mut body, base_offset, base_timestamp)?;
+        decoded += decoded_bytes(record.headers.len());
+        if decoded > decoded_limit {
+            return Err(RecordsError::TooLarge { limit });
+        }
         records.push(FetchedRecord {
             timestamp: match timestamp_type {
                 TimestampType::LogAppendTime => max_timestamp,
@@ -513,7 +547,7 @@ fn decode_bounded(mut batch: Bytes, limit: usize) -> Result<(RecordBatch, usize)
         max_timestamp,
         records,
     };
-    Ok((batch, decompressed))
+    Ok((batch, decompressed + decoded))
 }
 
 fn decode_record(
@@ -834,6 +868,52 @@ mod tests {
             let (batches, stopped) = decode_batches_within(response.freeze(), &mut budget).unwrap();
             assert_eq!((batches.len(), stopped), (1, true), "{codec}");
         }
+    }
+
+    /// Uncompressed batches of records with many empty headers (two bytes each on the wire,
+    /// a [`Header`] each decoded): what they decode to counts against the bounds, per batch
+    /// and per response, as decompressed bytes do.
+    #[test]
+    fn decoded_size_is_bounded_per_batch_and_per_fetch() {
+        let records: Vec<Record> = (0..1000)
+            .map(|_| Record {
+                headers: vec![
+                    Header {
+                        name: Bytes::new(),
+                        value: None,
+                    };
+                    100
+                ],
+                ..Record::default()
+            })
+            .collect();
+        let one = encode_batch(&records, &BatchOptions::default()).unwrap();
+        let decoded = 1000 * decoded_bytes(100);
+        assert!(
+            decoded > 25 * one.len(),
+            "{decoded} from {} bytes",
+            one.len()
+        );
+        let mut response = BytesMut::new();
+        for _ in 0..10 {
+            response.extend_from_slice(&one);
+        }
+        // A response's budget of one and a half batches' records: the first batch only.
+        let limits = DecodeLimits {
+            max_decompressed_bytes: 2 * decoded,
+            max_fetch_decompressed_bytes: decoded * 3 / 2,
+        };
+        let mut budget = DecompressBudget::new(&limits);
+        let (batches, stopped) = decode_batches_within(response.freeze(), &mut budget).unwrap();
+        assert_eq!((batches.len(), stopped), (1, true));
+        assert_eq!(batches[0].records.len(), 1000);
+        // One batch decoding to more than the per-batch bound is refused.
+        let limits = DecodeLimits {
+            max_decompressed_bytes: decoded / 2,
+            ..DecodeLimits::default()
+        };
+        let error = decode_batch(one, &limits).unwrap_err();
+        assert!(matches!(error, RecordsError::TooLarge { .. }), "{error}");
     }
 
     #[test]
