@@ -597,6 +597,20 @@ mod tests {
         (correlation, request)
     }
 
+    /// A produce with acks none, which Kafka does not answer (and tansu does).
+    fn fire_and_forget_produce() -> crate::wire::types::ProduceRequest {
+        use crate::wire::types::{Acks, ProduceRequest, TopicId};
+        ProduceRequest {
+            topic: "t".into(),
+            topic_id: TopicId::default(),
+            partition: 0,
+            records: Bytes::new(),
+            acks: Acks::None,
+            timeout: Duration::from_secs(1),
+            transactional_id: None,
+        }
+    }
+
     #[tokio::test]
     async fn oversized_response_frames_are_refused() {
         let (connection, mut far) = started(64);
@@ -710,18 +724,8 @@ mod tests {
 
     #[tokio::test]
     async fn answers_to_fire_and_forget_requests_are_dropped() {
-        use crate::wire::types::{Acks, ProduceRequest, TopicId};
         let (connection, mut far) = started_with(1 << 20, &[(0, 3, 9), (3, 0, 12)]);
-        let produce = ProduceRequest {
-            topic: "t".into(),
-            topic_id: TopicId::default(),
-            partition: 0,
-            records: Bytes::new(),
-            acks: Acks::None,
-            timeout: Duration::from_secs(1),
-            transactional_id: None,
-        };
-        connection.send(&produce).await.unwrap();
+        connection.send(&fire_and_forget_produce()).await.unwrap();
         let call = tokio::spawn({
             let connection = connection.clone();
             async move { connection.call(&MetadataRequest::default()).await }
@@ -750,7 +754,6 @@ mod tests {
     /// connection as unexpected.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_fire_and_forget_and_waiting_requests_keep_the_connection() {
-        use crate::wire::types::{Acks, ProduceRequest, TopicId};
         let (connection, far) = started_with(1 << 20, &[(0, 3, 9), (3, 0, 12)]);
         let broker = tokio::spawn(async move {
             let (mut read, mut write) = tokio::io::split(far);
@@ -779,15 +782,7 @@ mod tests {
             .map(|task| {
                 let connection = connection.clone();
                 tokio::spawn(async move {
-                    let produce = ProduceRequest {
-                        topic: "t".into(),
-                        topic_id: TopicId::default(),
-                        partition: 0,
-                        records: Bytes::new(),
-                        acks: Acks::None,
-                        timeout: Duration::from_secs(1),
-                        transactional_id: None,
-                    };
+                    let produce = fire_and_forget_produce();
                     for round in 0..500 {
                         if (round + task) % 2 == 0 {
                             connection.send(&produce).await?;
