@@ -147,7 +147,7 @@ pub(crate) struct Settings {
     /// Deliveries in flight toward one client, whatever its receive maximum.
     pub inflight_maximum: u16,
     /// Bytes of a client's packets waiting for their exits' answers (QoS 1/2 publications,
-    /// subscriptions, unsubscriptions) past which the server stops reading from the client.
+    /// subscriptions, unsubscriptions) past which the server refuses more of them.
     pub pending_bytes_maximum: usize,
     /// Deliveries queued between an exit and one client.
     pub queue_capacity: usize,
@@ -892,13 +892,14 @@ impl Connection {
         let mut own_timer = keep_alive
             .filter(|_| !self.transport_keeps_alive)
             .map(|period| Box::pin(tokio::time::sleep(period)));
+        let pending_limit = usize::from(self.shared.settings.receive_maximum) + 64;
         let retired = self.shared.lifecycle.retired();
         // Packets already buffered behind CONNECT.
         if let Err(close) = Box::pin(self.drain(writer)).await {
             return close;
         }
         loop {
-            let reading = !self.waiting_full();
+            let reading = self.pending.len() < pending_limit;
             self.settle_tracked();
             let delivering = self.tracked().outbound.len() < usize::from(self.outbound_maximum);
             if self.ownership.is_lost() {
@@ -928,12 +929,6 @@ impl Connection {
                 }
                 pending = self.pending.next() => {
                     if let Err(close) = Box::pin(self.respond(pending, writer)).await {
-                        return close;
-                    }
-                    // Packets left in the buffer while the responses waiting were full.
-                    if !self.buffer.is_empty()
-                        && let Err(close) = Box::pin(self.drain(writer)).await
-                    {
                         return close;
                     }
                 }
@@ -983,21 +978,19 @@ impl Connection {
         }
     }
 
-    /// Whether the responses waiting for exits are as many, or hold as many bytes, as the
-    /// server allows: the connection then handles no further packet. Under the bound, one
-    /// packet of any size the server accepts is taken.
-    fn waiting_full(&self) -> bool {
-        let settings = &self.shared.settings;
-        self.pending.len() >= usize::from(settings.receive_maximum) + 64
-            || self.pending.bytes() >= settings.pending_bytes_maximum
+    /// Whether a packet of `size` bytes that waits for an exit's answer fits under the byte
+    /// bound of what waits: one always does when nothing waits. The server keeps reading past
+    /// the bound (a client's acknowledgements must get through, and an exit's answer may
+    /// depend on them) and refuses such packets instead.
+    fn has_room_for(&self, size: usize) -> bool {
+        self.pending.len() == 0
+            || self.pending.bytes().saturating_add(size)
+                <= self.shared.settings.pending_bytes_maximum
     }
 
-    /// Handles every whole packet in the buffer, until the responses waiting are full.
+    /// Handles every whole packet in the buffer.
     async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {
         loop {
-            if self.waiting_full() {
-                return Ok(());
-            }
             let buffered = self.buffer.len();
             let Some(packet) = self.decoder.decode(&mut self.buffer)? else {
                 return Ok(());
@@ -1216,6 +1209,19 @@ impl Connection {
             }
             self.inbound_inflight += 1;
         }
+        if publish.qos != QoS::AtMostOnce && !self.has_room_for(size) {
+            // Answered in turn with the publications before it (PUBACKs keep their order):
+            // quota exceeded, which closes a 3.1.1 connection at that turn.
+            let refused = Ok(ReasonCode::QUOTA_EXCEEDED);
+            let response = if publish.qos == QoS::ExactlyOnce {
+                Pending::PubRec(packet_id, refused)
+            } else {
+                Pending::PubAck(packet_id, refused)
+            };
+            self.pending
+                .push_back(0, Box::pin(std::future::ready(response)));
+            return Ok(());
+        }
         let route = self
             .shared
             .routes
@@ -1285,6 +1291,15 @@ impl Connection {
             return Err(close(ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED));
         }
         let count = subscribe.filters.len();
+        let packet_id = subscribe.packet_id;
+        if !self.has_room_for(size) {
+            // Every filter refused, in turn with the SUBSCRIBEs before it (0x80 in 3.1.1).
+            let reasons = vec![ReasonCode::QUOTA_EXCEEDED; count];
+            let response = Pending::SubAck(packet_id, reasons);
+            self.pending
+                .push_back(0, Box::pin(std::future::ready(response)));
+            return Ok(());
+        }
         let mut reasons = vec![ReasonCode::UNSPECIFIED_ERROR; count];
         // Filters grouped by exit, with their index in the SUBSCRIBE.
         let mut groups: Vec<SubscribeGroup> = Vec::new();
@@ -1350,7 +1365,6 @@ impl Connection {
             };
             waiting.push((indexes, acknowledgement));
         }
-        let packet_id = subscribe.packet_id;
         self.pending.push_back(
             size,
             Box::pin(async move {
@@ -1374,6 +1388,18 @@ impl Connection {
 
     async fn unsubscribe(&mut self, unsubscribe: Unsubscribe, size: usize) -> Result<(), Close> {
         let count = unsubscribe.filters.len();
+        if !self.has_room_for(size) {
+            // 3.1.1 has no way to refuse an unsubscription but closing.
+            if self.version != Version::V5 {
+                return Err(close(ReasonCode::QUOTA_EXCEEDED));
+            }
+            let reasons = vec![ReasonCode::UNSPECIFIED_ERROR; count];
+            let packet_id = unsubscribe.packet_id;
+            let response = Pending::UnsubAck(packet_id, reasons);
+            self.pending
+                .push_back(0, Box::pin(std::future::ready(response)));
+            return Ok(());
+        }
         let mut reasons = vec![ReasonCode::NO_SUBSCRIPTION_EXISTED; count];
         let mut waiting = Vec::new();
         for (index, filter) in unsubscribe.filters.into_iter().enumerate() {
