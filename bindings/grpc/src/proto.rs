@@ -1,10 +1,10 @@
 //! Services from `.proto` text: compiled at load with `protox` (the protobuf model's
-//! [`zilla_validator_protobuf::schema`]), messages checked with `prost-reflect`, so any service
+//! [`zilla_validator_protobuf::schema`]), messages checked against their descriptors, so any service
 //! works at run time without generated code.
 
 use std::collections::HashMap;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 pub use zilla_validator_protobuf::schema::{compile, file_name};
 
@@ -44,11 +44,10 @@ impl Method {
     }
 }
 
-/// `Ok` when `message` decodes as `descriptor`.
+/// `Ok` when `message` decodes as `descriptor`: walked, not built, so that checking costs no
+/// memory however the message is made ([`zilla_validator_protobuf::wire`]).
 pub fn check(descriptor: &MessageDescriptor, message: &[u8]) -> Result<(), String> {
-    DynamicMessage::decode(descriptor.clone(), message)
-        .map(drop)
-        .map_err(|error| error.to_string())
+    zilla_validator_protobuf::wire::check(descriptor, message).map_err(|error| error.to_string())
 }
 
 /// Every method of every service in a pool, by `pkg.Service` and method name.

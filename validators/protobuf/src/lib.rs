@@ -75,6 +75,7 @@
 pub mod config;
 pub mod indexes;
 pub mod schema;
+pub mod wire;
 
 use std::sync::Arc;
 
