@@ -509,14 +509,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let frame = match frames.next().await {
             Ok(Some(frame)) => frame,
             Ok(None) => return CloseReason::Closed,
-            Err(FrameError::Oversized { size, max }) => {
-                return CloseReason::FrameTooLarge { size, limit: max };
-            }
-            Err(FrameError::Truncated) => {
-                return CloseReason::Malformed("connection closed inside a frame".into());
-            }
-            Err(FrameError::Short) => return CloseReason::Malformed("frame too short".into()),
-            Err(FrameError::Io(error)) => return CloseReason::Io(error.to_string()),
+            Err(error) => return close_reason(error, frames.buffered_len()),
         };
         if frame.len() < 8 {
             return CloseReason::Malformed(format!("frame size {}", frame.len() - 4));
@@ -536,6 +529,30 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 ));
             }
         }
+    }
+}
+
+/// Why reading frames ended, `buffered` bytes of a frame read: a close (or an end of stream
+/// without TLS's close_notify) before a frame's size prefix is whole ends the connection
+/// cleanly, and one inside a frame, a negative size, or a short frame, is malformed.
+fn close_reason(error: FrameError, buffered: usize) -> CloseReason {
+    let inside = "connection closed inside a frame";
+    match error {
+        FrameError::Oversized { size, .. } if size < 0 => {
+            CloseReason::Malformed(format!("frame size {size}"))
+        }
+        FrameError::Oversized { size, max } => CloseReason::FrameTooLarge { size, limit: max },
+        FrameError::Truncated if buffered < 4 => CloseReason::Closed,
+        FrameError::Truncated => CloseReason::Malformed(inside.into()),
+        FrameError::Io(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            if buffered < 4 {
+                CloseReason::Closed
+            } else {
+                CloseReason::Malformed(inside.into())
+            }
+        }
+        FrameError::Io(error) => CloseReason::Io(error.to_string()),
+        FrameError::Short => CloseReason::Malformed("frame too short".into()),
     }
 }
 
@@ -609,6 +626,37 @@ mod tests {
             timeout: Duration::from_secs(1),
             transactional_id: None,
         }
+    }
+
+    /// How reading ends: as the connection read its frames before it used the frame reader.
+    #[test]
+    fn reading_ends_for_the_reasons_it_did() {
+        let eof = || FrameError::Io(std::io::ErrorKind::UnexpectedEof.into());
+        assert!(matches!(
+            close_reason(FrameError::Oversized { size: -5, max: 9 }, 4),
+            CloseReason::Malformed(reason) if reason == "frame size -5"
+        ));
+        assert!(matches!(
+            close_reason(FrameError::Oversized { size: 10, max: 9 }, 4),
+            CloseReason::FrameTooLarge { size: 10, limit: 9 }
+        ));
+        assert!(matches!(
+            close_reason(FrameError::Truncated, 2),
+            CloseReason::Closed
+        ));
+        assert!(matches!(close_reason(eof(), 0), CloseReason::Closed));
+        assert!(matches!(
+            close_reason(FrameError::Truncated, 6),
+            CloseReason::Malformed(_)
+        ));
+        assert!(matches!(close_reason(eof(), 6), CloseReason::Malformed(_)));
+        assert!(matches!(
+            close_reason(
+                FrameError::Io(std::io::ErrorKind::ConnectionReset.into()),
+                0
+            ),
+            CloseReason::Io(_)
+        ));
     }
 
     #[tokio::test]

@@ -59,7 +59,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(frame));
             }
             match self.missing() {
-                Some(missing) => self.buffer.reserve(missing.min(GROWTH_STEP)),
+                Some(missing) => self.grow_for(missing),
                 None => self.buffer.reserve(READ_CHUNK),
             }
             if self.io.read_buf(&mut self.buffer).await? == 0 {
@@ -70,6 +70,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
             }
         }
+    }
+
+    /// Bytes of the frame at the front read so far.
+    pub(crate) fn buffered_len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Room for more of the frame at the front, which lacks `missing` bytes: the buffer
+    /// doubles (by at least a step) as the frame's bytes arrive, never past the frame's size,
+    /// so that a size prefix alone reserves little and a large frame ends in a buffer of its
+    /// own size (`BytesMut::reserve` would double past it).
+    fn grow_for(&mut self, missing: usize) {
+        let length = self.buffer.len();
+        let total = length + missing;
+        if self.buffer.capacity() >= total.min(length + READ_CHUNK) {
+            return;
+        }
+        let wanted = total.min((length * 2).max(length + GROWTH_STEP));
+        let mut grown = BytesMut::with_capacity(wanted);
+        grown.extend_from_slice(&self.buffer);
+        self.buffer = grown;
     }
 
     /// The next frame when it has already been read whole, without reading more: frames
@@ -318,6 +339,23 @@ mod tests {
         assert!(
             reader.buffer.capacity() <= 8 << 20,
             "{} bytes reserved",
+            reader.buffer.capacity()
+        );
+    }
+
+    /// A large frame read whole leaves no room past it: its buffer grew to its size, not by
+    /// doubling past it.
+    #[tokio::test]
+    async fn a_large_frame_ends_in_a_buffer_of_its_size() {
+        let size = (5 << 20) + 3;
+        let mut input = (size as i32).to_be_bytes().to_vec();
+        input.extend(std::iter::repeat_n(7u8, size));
+        let mut reader = FrameReader::new(&input[..], 64 << 20);
+        let frame = reader.next().await.unwrap().unwrap();
+        assert_eq!(frame.len(), 4 + size);
+        assert!(
+            reader.buffer.capacity() <= READ_CHUNK,
+            "{} bytes reserved past the frame",
             reader.buffer.capacity()
         );
     }

@@ -15,8 +15,9 @@
 //!   fetch/commit, init producer id, create/delete topics.
 //! - Records: [`encode_batch`] and [`decode_batches`] for magic v2 batches (keys, null values,
 //!   repeated headers in order, timestamps) with none, gzip, snappy (xerial-framed or raw on
-//!   read), lz4 (frame format) and zstd; the decompressed size is bounded by
-//!   [`DecodeLimits`], per batch and per fetch response ([`DecompressBudget`]).
+//!   read), lz4 (frame format) and zstd; the decompressed size, and what the records decode
+//!   to, are bounded by [`DecodeLimits`], per batch and per fetch response
+//!   ([`DecompressBudget`]).
 //! - [`Partitioner`]: Kafka's murmur2 (`toPositive(murmur2(key)) % partitions`) for keyed
 //!   records, round-robin for null keys.
 //!

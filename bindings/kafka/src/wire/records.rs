@@ -302,13 +302,10 @@ impl DecompressBudget {
         }
     }
 
-    /// The bound of the next compressed batch.
-    fn next_limit(&self) -> usize {
-        if self.first {
-            self.per_batch
-        } else {
-            self.per_batch.min(self.remaining)
-        }
+    /// What the next batch may use without stopping the response: nothing bounds the first
+    /// but the per-batch bound.
+    fn left(&self) -> Option<usize> {
+        (!self.first).then_some(self.remaining)
     }
 }
 
@@ -418,7 +415,7 @@ pub fn decode_batches(
 }
 
 /// Decodes the complete batches in `bytes` while `budget` allows, taking what their
-/// decompression used from it. Returns the batches, and whether it stopped before the end
+/// decompression and decoding used from it. Returns the batches, and whether it stopped before the end
 /// because the budget ran out (the rest is for the next fetch).
 pub fn decode_batches_within(
     mut bytes: Bytes,
@@ -433,21 +430,14 @@ pub fn decode_batches_within(
         if bytes.len() < total {
             break;
         }
-        let limit = budget.next_limit();
         let batch = bytes.split_to(total);
-        // The first batch's decoded records have a bound of their own, as its decompressed
-        // bytes have; later ones share what is left of the budget with them.
-        let shared = !budget.first;
-        match decode_bounded(batch, limit, shared) {
-            Ok((batch, used)) => {
+        match decode_bounded(batch, budget.per_batch, budget.left())? {
+            Some((batch, used)) => {
                 budget.remaining = budget.remaining.saturating_sub(used);
                 budget.first = false;
                 batches.push(batch);
             }
-            Err(RecordsError::TooLarge { .. }) if limit < budget.per_batch => {
-                return Ok((batches, true));
-            }
-            Err(error) => return Err(error),
+            None => return Ok((batches, true)),
         }
     }
     Ok((batches, false))
@@ -455,18 +445,23 @@ pub fn decode_batches_within(
 
 /// Decodes one complete batch.
 pub fn decode_batch(batch: Bytes, limits: &DecodeLimits) -> Result<RecordBatch, RecordsError> {
-    Ok(decode_bounded(batch, limits.max_decompressed_bytes, false)?.0)
+    match decode_bounded(batch, limits.max_decompressed_bytes, None)? {
+        Some((batch, _)) => Ok(batch),
+        None => Err(RecordsError::TooLarge {
+            limit: limits.max_decompressed_bytes,
+        }),
+    }
 }
 
-/// Decodes one complete batch whose records may decompress to `limit` bytes, and decode to
-/// `limit` bytes ([`decoded_bytes`]) more, or with `shared` to what the decompressed bytes
-/// leave of `limit`. Returns it with the bytes it used: decompressed (for a compressed
-/// batch) and decoded.
+/// Decodes one complete batch. Its records may decompress to `per_batch` bytes and decode to
+/// `per_batch` bytes ([`decoded_bytes`]), or it is an error; with `left`, the two together
+/// may use that much, or the batch is left for the next fetch (`None`). Returns it with the
+/// bytes it used: decompressed (for a compressed batch) and decoded.
 fn decode_bounded(
     mut batch: Bytes,
-    limit: usize,
-    shared: bool,
-) -> Result<(RecordBatch, usize), RecordsError> {
+    per_batch: usize,
+    left: Option<usize>,
+) -> Result<Option<(RecordBatch, usize)>, RecordsError> {
     if batch.len() < BATCH_HEADER_SIZE {
         // A batch too short for its header may still be an old-format message set.
         if batch.len() > CRC_OFFSET - 1 && batch[16] != 2 {
@@ -504,16 +499,17 @@ fn decode_bounded(
     } else {
         TimestampType::CreateTime
     };
-    let mut body = decompress(compression, batch, limit)?;
+    // Decompressing stops at what is left when that is less than the per-batch bound: past
+    // it the batch is for the next fetch, and decompressing it all would be wasted.
+    let cap = left.map_or(per_batch, |left| left.min(per_batch));
+    let mut body = match decompress(compression, batch, cap) {
+        Err(RecordsError::TooLarge { .. }) if cap < per_batch => return Ok(None),
+        body => body?,
+    };
     let decompressed = if compression == Compression::None {
         0
     } else {
         body.len()
-    };
-    let decoded_limit = if shared {
-        limit.saturating_sub(decompressed)
-    } else {
-        limit
     };
     let mut decoded = 0usize;
 
@@ -522,8 +518,11 @@ fn decode_bounded(
     for _ in 0..count {
         let record = decode_record(&mut body, base_offset, base_timestamp)?;
         decoded += decoded_bytes(record.headers.len());
-        if decoded > decoded_limit {
-            return Err(RecordsError::TooLarge { limit });
+        if decoded > per_batch {
+            return Err(RecordsError::TooLarge { limit: per_batch });
+        }
+        if left.is_some_and(|left| decompressed + decoded > left) {
+            return Ok(None);
         }
         records.push(FetchedRecord {
             timestamp: match timestamp_type {
@@ -547,7 +546,7 @@ fn decode_bounded(
         max_timestamp,
         records,
     };
-    Ok((batch, decompressed + decoded))
+    Ok(Some((batch, decompressed + decoded)))
 }
 
 fn decode_record(
@@ -907,6 +906,37 @@ mod tests {
         let (batches, stopped) = decode_batches_within(response.freeze(), &mut budget).unwrap();
         assert_eq!((batches.len(), stopped), (1, true));
         assert_eq!(batches[0].records.len(), 1000);
+        // A compressed batch after the first whose decompressed and decoded bytes each fit
+        // the per-batch bound, and together only the response's budget, is decoded.
+        let records: Vec<Record> = (0..100)
+            .map(|_| Record {
+                value: Some(Bytes::from(vec![0u8; 1000])),
+                headers: vec![
+                    Header {
+                        name: Bytes::new(),
+                        value: None,
+                    };
+                    10
+                ],
+                ..Record::default()
+            })
+            .collect();
+        let options = BatchOptions {
+            compression: Compression::Gzip,
+            ..BatchOptions::default()
+        };
+        let gzipped = encode_batch(&records, &options).unwrap();
+        let (inflated, decoded) = (100 * 1000, 100 * decoded_bytes(10));
+        let per_batch = inflated.max(decoded) + (16 << 10);
+        assert!(per_batch < inflated + decoded);
+        let limits = DecodeLimits {
+            max_decompressed_bytes: per_batch,
+            max_fetch_decompressed_bytes: 4 * per_batch,
+        };
+        let two = [gzipped.clone(), gzipped].concat();
+        let mut budget = DecompressBudget::new(&limits);
+        let (batches, stopped) = decode_batches_within(Bytes::from(two), &mut budget).unwrap();
+        assert_eq!((batches.len(), stopped), (2, false));
         // One batch decoding to more than the per-batch bound is refused.
         let limits = DecodeLimits {
             max_decompressed_bytes: decoded / 2,
