@@ -206,6 +206,8 @@ enum Pending {
     UnsubAck(u16, Vec<ReasonCode>),
     /// The subscriber's PUBREC of a delivery is kept by the exits: PUBREL may go.
     PubRel(u16),
+    /// The connection ends here, after the responses before (a 3.1.1 refusal).
+    Close(ReasonCode),
 }
 
 /// The filters of one SUBSCRIBE routed to one exit, with their places in the SUBSCRIBE.
@@ -590,6 +592,7 @@ impl Shared {
             buffer: BytesMut::new(),
             pending: Responses::default(),
             inbound_inflight: u16::try_from(released.len()).unwrap_or(u16::MAX),
+            closing: false,
             tracked: Some(Box::new(Tracked {
                 aliases: BTreeMap::new(),
                 released,
@@ -734,6 +737,9 @@ struct Connection {
     pending: Responses,
     /// QoS 1 and 2 publications received and not fully acknowledged.
     inbound_inflight: u16,
+    /// A 3.1.1 refusal is queued, which ends the connection in its turn: nothing the client
+    /// sends after it is read or handled, since its answer could not be sent.
+    closing: bool,
     /// Topic aliases and packets in flight; made when the first is, and freed once none is
     /// left, so that the idle connections of a fleet hold none of it.
     tracked: Option<Box<Tracked>>,
@@ -899,7 +905,7 @@ impl Connection {
             return close;
         }
         loop {
-            let reading = self.pending.len() < pending_limit;
+            let reading = !self.closing && self.pending.len() < pending_limit;
             self.settle_tracked();
             let delivering = self.tracked().outbound.len() < usize::from(self.outbound_maximum);
             if self.ownership.is_lost() {
@@ -991,6 +997,10 @@ impl Connection {
     /// Handles every whole packet in the buffer.
     async fn drain<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> Result<(), Close> {
         loop {
+            if self.closing {
+                self.buffer.clear();
+                return Ok(());
+            }
             let buffered = self.buffer.len();
             let Some(packet) = self.decoder.decode(&mut self.buffer)? else {
                 return Ok(());
@@ -1212,6 +1222,8 @@ impl Connection {
         if publish.qos != QoS::AtMostOnce && !self.has_room_for(size) {
             // Answered in turn with the publications before it (PUBACKs keep their order):
             // quota exceeded, which closes a 3.1.1 connection at that turn.
+            // 3.1.1 knows no refusal: the connection closes at this PUBACK's turn.
+            self.closing = !v5;
             let refused = Ok(ReasonCode::QUOTA_EXCEEDED);
             let response = if publish.qos == QoS::ExactlyOnce {
                 Pending::PubRec(packet_id, refused)
@@ -1389,13 +1401,14 @@ impl Connection {
     async fn unsubscribe(&mut self, unsubscribe: Unsubscribe, size: usize) -> Result<(), Close> {
         let count = unsubscribe.filters.len();
         if !self.has_room_for(size) {
-            // 3.1.1 has no way to refuse an unsubscription but closing.
-            if self.version != Version::V5 {
-                return Err(close(ReasonCode::QUOTA_EXCEEDED));
-            }
-            let reasons = vec![ReasonCode::UNSPECIFIED_ERROR; count];
-            let packet_id = unsubscribe.packet_id;
-            let response = Pending::UnsubAck(packet_id, reasons);
+            let response = if self.version == Version::V5 {
+                let reasons = vec![ReasonCode::UNSPECIFIED_ERROR; count];
+                Pending::UnsubAck(unsubscribe.packet_id, reasons)
+            } else {
+                // 3.1.1 has no way to refuse an unsubscription but closing, in its turn.
+                self.closing = true;
+                Pending::Close(ReasonCode::QUOTA_EXCEEDED)
+            };
             self.pending
                 .push_back(0, Box::pin(std::future::ready(response)));
             return Ok(());
@@ -1489,6 +1502,7 @@ impl Connection {
                 })
             }
             Pending::PubRel(id) => Packet::PubRel(Ack::success(id)),
+            Pending::Close(reason) => return Err(close(reason)),
             Pending::SubAck(id, reasons) => Packet::SubAck(SubAck {
                 packet_id: id,
                 properties: Properties::default(),

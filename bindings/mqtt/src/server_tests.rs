@@ -894,7 +894,9 @@ async fn subscribes_past_the_byte_bound_of_what_waits_are_refused() {
 
 /// QoS 1 publications past the byte bound of what waits: refused in turn with PUBACK 0x97 in
 /// MQTT 5, after the PUBACKs of those before; a 3.1.1 connection, which cannot be told, is
-/// closed at that turn. Nothing refused reaches the exit.
+/// closed at that turn, and nothing it sends after the refused one is handled (a QoS 0
+/// publication behind it does not reach the exit, a PINGREQ is not answered). Nothing
+/// refused reaches the exit.
 #[tokio::test]
 async fn publications_past_the_byte_bound_of_what_waits_are_refused() {
     for version in [Version::V5, Version::V3_1_1] {
@@ -916,12 +918,26 @@ async fn publications_past_the_byte_bound_of_what_waits_are_refused() {
             });
             send(&mut io, publish, version).await;
         }
+        send(
+            &mut io,
+            publish("sensors/late", QoS::AtMostOnce, 0),
+            version,
+        )
+        .await;
         send(&mut io, Packet::PingReq, version).await;
-        assert!(matches!(
-            receive(&mut io, version).await,
-            Some(Packet::PingResp)
-        ));
-        assert_eq!(recorder.seen.lock().unwrap().published.len(), 2);
+        let published = || recorder.seen.lock().unwrap().published.len();
+        if version == Version::V5 {
+            assert!(matches!(
+                receive(&mut io, version).await,
+                Some(Packet::PingResp)
+            ));
+            assert_eq!(published(), 3, "the first two and the QoS 0 one");
+        } else {
+            let answer =
+                tokio::time::timeout(Duration::from_millis(200), receive(&mut io, version));
+            assert!(answer.await.is_err(), "answered after the refusal");
+            assert_eq!(published(), 2, "the first two only");
+        }
         gate.add_permits(2);
         for id in 1..=2u16 {
             match receive(&mut io, version).await {
@@ -935,9 +951,55 @@ async fn publications_past_the_byte_bound_of_what_waits_are_refused() {
             (Version::V5, Some(Packet::PubAck(ack))) => {
                 assert_eq!((ack.packet_id, ack.reason), (3, ReasonCode::QUOTA_EXCEEDED));
             }
-            (Version::V3_1_1, None) => {}
+            (Version::V3_1_1, None) => assert_eq!(published(), 2),
             (_, other) => panic!("{version:?}: expected the third refused, got {other:?}"),
         }
-        assert_eq!(recorder.seen.lock().unwrap().published.len(), 2);
+    }
+}
+
+/// An UNSUBSCRIBE past the byte bound of what waits, behind two SUBSCRIBEs: refused in its
+/// turn with UNSUBACK 0x80 in MQTT 5; a 3.1.1 connection is closed in its turn, after both
+/// SUBACKs.
+#[tokio::test]
+async fn an_unsubscribe_past_the_byte_bound_is_refused_in_its_turn() {
+    for version in [Version::V5, Version::V3_1_1] {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let recorder = Recorder {
+            gate: Some(gate.clone()),
+            ..Recorder::default()
+        };
+        let mut io = connect(bounded_server(&recorder));
+        send(&mut io, connect_packet(version, None, 0), version).await;
+        assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+        let filter = |index: usize| format!("sensors/{index}/{}", "x".repeat(96));
+        for index in 1..=2u16 {
+            let subscribe = codec::Subscribe {
+                packet_id: index,
+                properties: Properties::default(),
+                filters: vec![(filter(index.into()), codec::SubscriptionOptions::default())],
+            };
+            send(&mut io, Packet::Subscribe(subscribe), version).await;
+        }
+        let unsubscribe = codec::Unsubscribe {
+            packet_id: 3,
+            properties: Properties::default(),
+            filters: vec![filter(1)],
+        };
+        send(&mut io, Packet::Unsubscribe(unsubscribe), version).await;
+        gate.add_permits(2);
+        for index in 1..=2u16 {
+            match receive(&mut io, version).await {
+                Some(Packet::SubAck(suback)) => assert_eq!(suback.packet_id, index),
+                other => panic!("expected SUBACK {index}, got {other:?}"),
+            }
+        }
+        match (version, receive(&mut io, version).await) {
+            (Version::V5, Some(Packet::UnsubAck(unsuback))) => {
+                assert_eq!(unsuback.packet_id, 3);
+                assert_eq!(unsuback.reasons, vec![ReasonCode::UNSPECIFIED_ERROR]);
+            }
+            (Version::V3_1_1, None) => {}
+            (_, other) => panic!("{version:?}: expected the UNSUBSCRIBE refused, got {other:?}"),
+        }
     }
 }
