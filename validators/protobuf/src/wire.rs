@@ -186,7 +186,7 @@ fn map_entry(entry: &MessageDescriptor, buf: &mut &[u8], depth: u32) -> Result<(
                     kind: field.kind(),
                     list: false,
                     map: false,
-                    group: false,
+                    group: field.is_group(),
                 };
                 value(&shape, wire_type, &mut inner, depth)?;
             }
