@@ -459,6 +459,81 @@ async fn list_offsets_finds_earliest_and_latest() -> Result<()> {
     Ok(())
 }
 
+/// The requests of each connection's captured bytes, by API key.
+fn requests_with_api(captured: &[Vec<u8>], api: i16) -> usize {
+    let mut count = 0;
+    for mut bytes in captured.iter().map(Vec::as_slice) {
+        while bytes.len() >= 6 {
+            let size = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            if i16::from_be_bytes([bytes[4], bytes[5]]) == api {
+                count += 1;
+            }
+            bytes = &bytes[(4 + size).min(bytes.len())..];
+        }
+    }
+    count
+}
+
+/// Offsets of every partition of a topic asked for at once (as a reader starting on all of
+/// them does) go to the broker as one ListOffsets request, and each answer is the one a
+/// request of its own gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_asked_for_together_go_in_one_request() -> Result<()> {
+    let (_broker, tap) = support::start_tapped().await?;
+    let config = ClusterConfig {
+        bootstrap: vec![tap.address()],
+        retry_timeout: Duration::from_secs(10),
+        ..ClusterConfig::default()
+    };
+    let cluster = Cluster::new(std::sync::Arc::new(TcpConnector), config)?;
+    create_topic(&cluster, "together", 16, &[]).await?;
+    for partition in [0, 5, 9] {
+        let records = sample_records("together");
+        cluster
+            .produce(
+                "together",
+                partition,
+                &records[..partition as usize % 3 + 1],
+                &ProduceOptions::default(),
+            )
+            .await?;
+    }
+    cluster.topic("together").await?;
+    // The tap records what it forwarded once the broker has it: let it catch up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = requests_with_api(&tap.captured(), 2);
+    let together = futures_util::future::try_join_all((0..16).map(|partition| {
+        cluster.list_offsets(
+            "together",
+            partition,
+            OffsetSpec::Latest,
+            Isolation::ReadUncommitted,
+        )
+    }))
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let requests = requests_with_api(&tap.captured(), 2) - before;
+    assert_eq!(
+        requests, 1,
+        "ListOffsets requests for 16 partitions asked at once"
+    );
+    for (partition, listed) in together.iter().enumerate() {
+        assert_eq!(listed.partition, partition as i32);
+        let alone = cluster
+            .list_offsets(
+                "together",
+                partition as i32,
+                OffsetSpec::Latest,
+                Isolation::ReadUncommitted,
+            )
+            .await?;
+        assert_eq!(listed.offset, alone.offset, "partition {partition}");
+    }
+    let produced: Vec<i64> = together.iter().map(|listed| listed.offset).collect();
+    assert_eq!(&produced[..10], &[1, 0, 0, 0, 0, 3, 0, 0, 0, 1]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn describe_configs_fills_in_kafka_defaults() -> Result<()> {
     let broker = Broker::start()?;

@@ -157,6 +157,23 @@ struct Inner {
     state: Mutex<State>,
     pool: Mutex<HashMap<(Endpoint, Lane), Arc<Slot>>>,
     partitioner: Partitioner,
+    offset_batches: Mutex<HashMap<OffsetBatchKey, Arc<OffsetBatch>>>,
+}
+
+/// What the partitions of one ListOffsets batch share.
+type OffsetBatchKey = (String, OffsetSpec, Isolation);
+
+/// ListOffsets calls for partitions of one topic made at the same time, answered by one
+/// request per leader: a reader starting on every partition of a topic asks once rather
+/// than once per partition (a broker that serves requests one at a time, as tansu does,
+/// answers the last of 64 single requests only after 64 turns).
+#[derive(Default)]
+struct OffsetBatch {
+    /// The partitions asked for, taken when the batch is sent.
+    partitions: Mutex<Vec<i32>>,
+    /// The answers by partition, once the requests are answered (an empty map when they
+    /// failed: each caller then asks alone, with the usual retries).
+    answers: tokio::sync::watch::Sender<Option<Arc<HashMap<i32, ListedOffset>>>>,
 }
 
 /// A Kafka client over many brokers. Clones share connections and metadata.
@@ -235,6 +252,7 @@ impl Cluster {
                 state: Mutex::new(State::default()),
                 pool: Mutex::new(HashMap::new()),
                 partitioner: Partitioner::new(),
+                offset_batches: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -793,6 +811,11 @@ impl Cluster {
         isolation: Isolation,
     ) -> Result<ListedOffset, KafkaError> {
         spec.timestamp()?;
+        if let Some(listed) = self.batched_offset(topic, partition, spec, isolation).await
+            && listed.error == ErrorCode::NONE
+        {
+            return Ok(listed);
+        }
         let request = ListOffsetsRequest {
             topic: topic.to_owned(),
             partitions: vec![(partition, spec)],
@@ -821,6 +844,92 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// `partition`'s answer from a batch of the ListOffsets calls made at the same time for
+    /// `topic` ([`OffsetBatch`]); `None` when the batch got none for it.
+    async fn batched_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+        isolation: Isolation,
+    ) -> Option<ListedOffset> {
+        let mut answers = {
+            let mut batches = self
+                .inner
+                .offset_batches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let key = (topic.to_owned(), spec, isolation);
+            let batch = match batches.get(&key) {
+                Some(batch) => batch.clone(),
+                None => {
+                    let batch = Arc::new(OffsetBatch::default());
+                    batches.insert(key.clone(), batch.clone());
+                    // Sent by a task of its own, so that no caller's cancellation strands
+                    // the others, once the callers polled with this one have joined.
+                    tokio::spawn(self.clone().send_offset_batch(key, batch.clone()));
+                    batch
+                }
+            };
+            // Joined while the batch is still open: it is taken out of the map, under the
+            // same lock, before its partitions are.
+            batch
+                .partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(partition);
+            batch.answers.subscribe()
+        };
+        let answers = answers.wait_for(Option::is_some).await.ok()?.clone()?;
+        answers.get(&partition).copied()
+    }
+
+    /// Sends `batch`: one ListOffsets request per leader of its partitions.
+    async fn send_offset_batch(self, key: OffsetBatchKey, batch: Arc<OffsetBatch>) {
+        tokio::task::yield_now().await;
+        {
+            let mut batches = self
+                .inner
+                .offset_batches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if batches
+                .get(&key)
+                .is_some_and(|open| Arc::ptr_eq(open, &batch))
+            {
+                batches.remove(&key);
+            }
+        }
+        let partitions =
+            std::mem::take(&mut *batch.partitions.lock().unwrap_or_else(|e| e.into_inner()));
+        let (topic, spec, isolation) = key;
+        let mut answers = HashMap::new();
+        if let Ok(metadata) = self.topic(&topic).await {
+            let mut by_leader: HashMap<Endpoint, Vec<(i32, OffsetSpec)>> = HashMap::new();
+            for partition in partitions {
+                if let Ok(leader) = self.leader_of(&metadata, partition) {
+                    by_leader.entry(leader).or_default().push((partition, spec));
+                }
+            }
+            let requests = by_leader.into_iter().map(|(leader, partitions)| {
+                let request = ListOffsetsRequest {
+                    topic: topic.clone(),
+                    partitions,
+                    isolation,
+                };
+                let cluster = &self;
+                async move {
+                    let connection = cluster.connection_to_endpoint(&leader).await.ok()?;
+                    connection.call(&request).await.ok()
+                }
+            });
+            for listed in join_all(requests).await.into_iter().flatten().flatten() {
+                answers.insert(listed.partition, listed);
+            }
+        }
+        batch.answers.send_replace(Some(Arc::new(answers)));
     }
 
     /// The configs of `topic`, completed with Kafka's defaults for every config the broker

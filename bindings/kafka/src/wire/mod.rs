@@ -10,8 +10,9 @@
 //!   partitions → leader, broker id → `host:port`), one pooled connection per broker shared by
 //!   all callers, leader routing, reconnects with bounded exponential backoff, and retries that
 //!   refresh metadata after NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION,
-//!   LEADER_NOT_AVAILABLE or a lost connection. Operations: produce, fetch, list offsets,
-//!   describe configs, metadata, find coordinator, join/sync/heartbeat/leave group, offset
+//!   LEADER_NOT_AVAILABLE or a lost connection. Operations: produce, fetch, list offsets
+//!   (the calls made at the same time for partitions of one topic go as one request per
+//!   leader), describe configs, metadata, find coordinator, join/sync/heartbeat/leave group, offset
 //!   fetch/commit, init producer id, create/delete topics.
 //! - Records: [`encode_batch`] and [`decode_batches`] for magic v2 batches (keys, null values,
 //!   repeated headers in order, timestamps) with none, gzip, snappy (xerial-framed or raw on

@@ -164,7 +164,7 @@ impl Acks {
 }
 
 /// Whether fetches may see records of open transactions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Isolation {
     /// Everything up to the high watermark.
     #[default]
@@ -352,7 +352,7 @@ pub struct FetchResponsePartition {
 }
 
 /// Which offset ListOffsets should find.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OffsetSpec {
     /// The log start offset (timestamp `-2`).
     Earliest,
