@@ -61,7 +61,8 @@
 //! A topic that has had no reader for `zilla.binding.kafka.cache.idle.evict.millis` (default
 //! 60 s) is evicted: its fetches stop and its records are dropped; `bootstrap` topics stay.
 //! While a partition's history is still being fetched, live readers are served from a second
-//! fetch that follows the partition's end; what it brings is kept in memory only (at most
+//! fetch that follows the partition's end (where that end is, a reader starting on many
+//! partitions asks the broker in one ListOffsets request per leader); what it brings is kept in memory only (at most
 //! `zilla.binding.kafka.cache.partition.bytes` when set, else 64 MiB, and never less than one
 //! fetch). A read of one key of a compacted topic starts at
 //! the key's latest record and then skips everything else the key index covers (the
