@@ -171,9 +171,112 @@ type OffsetBatchKey = (String, OffsetSpec, Isolation);
 struct OffsetBatch {
     /// The partitions asked for, taken when the batch is sent.
     partitions: Mutex<Vec<i32>>,
-    /// The answers by partition, once the requests are answered (an empty map when they
-    /// failed: each caller then asks alone, with the usual retries).
-    answers: tokio::sync::watch::Sender<Option<Arc<HashMap<i32, ListedOffset>>>>,
+    /// The answers so far, each leader's as it comes.
+    answers: tokio::sync::watch::Sender<OffsetAnswers>,
+}
+
+#[derive(Default)]
+struct OffsetAnswers {
+    listed: HashMap<i32, ListedOffset>,
+    /// Every leader answered or failed: a partition without an answer asks alone, with the
+    /// usual retries.
+    done: bool,
+}
+
+/// Sends an [`OffsetBatch`]; dropped unsent (its task dropped before it ran, as when the
+/// runtime stops), it takes the batch out of the map, so that no later caller joins a batch
+/// that will never be sent, and lets the callers waiting on it ask alone.
+struct OffsetBatchSender {
+    cluster: Cluster,
+    key: OffsetBatchKey,
+    batch: Arc<OffsetBatch>,
+}
+
+impl OffsetBatchSender {
+    /// Takes the batch out of the map (if still there): later callers open a batch of their
+    /// own.
+    fn close(&self) {
+        let mut batches = self
+            .cluster
+            .inner
+            .offset_batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if batches
+            .get(&self.key)
+            .is_some_and(|open| Arc::ptr_eq(open, &self.batch))
+        {
+            batches.remove(&self.key);
+        }
+    }
+
+    /// One ListOffsets request per leader of the batch's partitions (each asked once),
+    /// with the topic's cached metadata: without it, or for a partition whose leader it does
+    /// not know, the callers ask alone.
+    async fn send(self) {
+        // Let the callers polled with the first one join.
+        tokio::task::yield_now().await;
+        self.close();
+        let mut partitions = std::mem::take(
+            &mut *self
+                .batch
+                .partitions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        partitions.sort_unstable();
+        partitions.dedup();
+        let (topic, spec, isolation) = &self.key;
+        let mut by_leader: HashMap<Endpoint, Vec<(i32, OffsetSpec)>> = HashMap::new();
+        if let Some(metadata) = self.cluster.cached_topic(topic) {
+            for partition in partitions {
+                if let Ok(leader) = self.cluster.leader_of(&metadata, partition) {
+                    by_leader
+                        .entry(leader)
+                        .or_default()
+                        .push((partition, *spec));
+                }
+            }
+        }
+        let requests = by_leader.into_iter().map(|(leader, partitions)| {
+            let request = ListOffsetsRequest {
+                topic: topic.clone(),
+                partitions,
+                isolation: *isolation,
+            };
+            let this = &self;
+            async move {
+                let listed = match this.cluster.connection_to_endpoint(&leader).await {
+                    Ok(connection) => connection.call(&request).await,
+                    Err(error) => Err(error),
+                };
+                match listed {
+                    Ok(listed) => {
+                        if listed.iter().any(|l| l.error.is_stale_metadata()) {
+                            this.cluster.invalidate(topic);
+                        }
+                        this.batch.answers.send_modify(|answers| {
+                            answers
+                                .listed
+                                .extend(listed.into_iter().map(|l| (l.partition, l)));
+                        });
+                    }
+                    Err(error) if error.invalidates_metadata() => this.cluster.invalidate(topic),
+                    Err(_) => {}
+                }
+            }
+        });
+        join_all(requests).await;
+    }
+}
+
+impl Drop for OffsetBatchSender {
+    fn drop(&mut self) {
+        self.close();
+        self.batch
+            .answers
+            .send_modify(|answers| answers.done = true);
+    }
 }
 
 /// A Kafka client over many brokers. Clones share connections and metadata.
@@ -811,7 +914,14 @@ impl Cluster {
         isolation: Isolation,
     ) -> Result<ListedOffset, KafkaError> {
         spec.timestamp()?;
-        if let Some(listed) = self.batched_offset(topic, partition, spec, isolation).await
+        let mut retry = self.retry();
+        // The batch's wait counts in the retry window: a failing batch and the retries alone
+        // after it take no longer together than the retries took alone.
+        let batched = tokio::time::timeout_at(
+            retry.deadline,
+            self.batched_offset(topic, partition, spec, isolation),
+        );
+        if let Ok(Some(listed)) = batched.await
             && listed.error == ErrorCode::NONE
         {
             return Ok(listed);
@@ -821,7 +931,6 @@ impl Cluster {
             partitions: vec![(partition, spec)],
             isolation,
         };
-        let mut retry = self.retry();
         loop {
             let attempt = async {
                 let (_, connection) = self.leader_connection(topic, partition).await?;
@@ -844,6 +953,14 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The metadata of `topic` if cached, however old.
+    fn cached_topic(&self, topic: &str) -> Option<TopicMetadata> {
+        self.state()
+            .topics
+            .get(topic)
+            .map(|cached| cached.metadata.clone())
     }
 
     /// `partition`'s answer from a batch of the ListOffsets calls made at the same time for
@@ -869,7 +986,12 @@ impl Cluster {
                     batches.insert(key.clone(), batch.clone());
                     // Sent by a task of its own, so that no caller's cancellation strands
                     // the others, once the callers polled with this one have joined.
-                    tokio::spawn(self.clone().send_offset_batch(key, batch.clone()));
+                    let sender = OffsetBatchSender {
+                        cluster: self.clone(),
+                        key,
+                        batch: batch.clone(),
+                    };
+                    tokio::spawn(sender.send());
                     batch
                 }
             };
@@ -882,54 +1004,11 @@ impl Cluster {
                 .push(partition);
             batch.answers.subscribe()
         };
-        let answers = answers.wait_for(Option::is_some).await.ok()?.clone()?;
-        answers.get(&partition).copied()
-    }
-
-    /// Sends `batch`: one ListOffsets request per leader of its partitions.
-    async fn send_offset_batch(self, key: OffsetBatchKey, batch: Arc<OffsetBatch>) {
-        tokio::task::yield_now().await;
-        {
-            let mut batches = self
-                .inner
-                .offset_batches
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if batches
-                .get(&key)
-                .is_some_and(|open| Arc::ptr_eq(open, &batch))
-            {
-                batches.remove(&key);
-            }
-        }
-        let partitions =
-            std::mem::take(&mut *batch.partitions.lock().unwrap_or_else(|e| e.into_inner()));
-        let (topic, spec, isolation) = key;
-        let mut answers = HashMap::new();
-        if let Ok(metadata) = self.topic(&topic).await {
-            let mut by_leader: HashMap<Endpoint, Vec<(i32, OffsetSpec)>> = HashMap::new();
-            for partition in partitions {
-                if let Ok(leader) = self.leader_of(&metadata, partition) {
-                    by_leader.entry(leader).or_default().push((partition, spec));
-                }
-            }
-            let requests = by_leader.into_iter().map(|(leader, partitions)| {
-                let request = ListOffsetsRequest {
-                    topic: topic.clone(),
-                    partitions,
-                    isolation,
-                };
-                let cluster = &self;
-                async move {
-                    let connection = cluster.connection_to_endpoint(&leader).await.ok()?;
-                    connection.call(&request).await.ok()
-                }
-            });
-            for listed in join_all(requests).await.into_iter().flatten().flatten() {
-                answers.insert(listed.partition, listed);
-            }
-        }
-        batch.answers.send_replace(Some(Arc::new(answers)));
+        let answers = answers
+            .wait_for(|answers| answers.done || answers.listed.contains_key(&partition))
+            .await
+            .ok()?;
+        answers.listed.get(&partition).copied()
     }
 
     /// The configs of `topic`, completed with Kafka's defaults for every config the broker
@@ -1242,6 +1321,49 @@ mod tests {
             .collect();
         assert_eq!(delays, [50, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(backoff(initial, max, 1000), max);
+    }
+
+    /// A connector that never connects: the test below sends nothing.
+    struct Unreachable;
+
+    impl BytesHandler for Unreachable {
+        fn connect(
+            &self,
+            _info: zilla_engine::stream::StreamInfo,
+        ) -> zilla_engine::stream::BoxFuture<
+            '_,
+            Result<zilla_engine::stream::ByteStream, zilla_engine::stream::StreamError>,
+        > {
+            Box::pin(async { Err(zilla_engine::stream::StreamError::NoRoute) })
+        }
+    }
+
+    /// A batch whose sending task is dropped before it runs (the runtime stopping) leaves the
+    /// map, and its callers are told it is done: none waits on it, and a later call opens a
+    /// batch of its own.
+    #[test]
+    fn a_batch_never_sent_leaves_no_one_waiting() {
+        let config = ClusterConfig {
+            bootstrap: vec!["127.0.0.1:9".into()],
+            ..ClusterConfig::default()
+        };
+        let cluster = Cluster::new(Arc::new(Unreachable), config).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut answers = runtime.block_on(async {
+            let waiting = cluster.batched_offset("t", 0, OffsetSpec::Latest, Isolation::default());
+            let mut waiting = std::pin::pin!(waiting);
+            // Joined (and its sender spawned), not answered.
+            assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+            let batches = cluster.inner.offset_batches.lock().unwrap();
+            let batch = batches.values().next().unwrap();
+            batch.answers.subscribe()
+        });
+        assert_eq!(cluster.inner.offset_batches.lock().unwrap().len(), 1);
+        drop(runtime);
+        assert!(cluster.inner.offset_batches.lock().unwrap().is_empty());
+        assert!(answers.borrow_and_update().done);
     }
 
     #[test]
