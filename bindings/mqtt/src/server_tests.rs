@@ -839,20 +839,29 @@ fn bounded_server(recorder: &Recorder) -> Arc<Shared> {
     })
 }
 
+/// A connected client of [`bounded_server`] whose exit answers publications and SUBSCRIBEs
+/// only as the returned gate gives permits.
+async fn gated_connection(
+    version: Version,
+) -> (DuplexStream, Recorder, Arc<tokio::sync::Semaphore>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let recorder = Recorder {
+        gate: Some(gate.clone()),
+        ..Recorder::default()
+    };
+    let mut io = connect(bounded_server(&recorder));
+    send(&mut io, connect_packet(version, None, 0), version).await;
+    assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+    (io, recorder, gate)
+}
+
 /// SUBSCRIBEs of a little over 100 bytes each, while their exit has not answered: those past
 /// the byte bound of what waits (300) are refused in turn (0x97; 0x80 in 3.1.1) without
 /// reaching the exit, and the connection goes on reading (a PINGREQ behind them is answered).
 #[tokio::test]
 async fn subscribes_past_the_byte_bound_of_what_waits_are_refused() {
     for version in [Version::V5, Version::V3_1_1] {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let recorder = Recorder {
-            gate: Some(gate.clone()),
-            ..Recorder::default()
-        };
-        let mut io = connect(bounded_server(&recorder));
-        send(&mut io, connect_packet(version, None, 0), version).await;
-        assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+        let (mut io, recorder, gate) = gated_connection(version).await;
         let filters: Vec<String> = (0..5)
             .map(|index| format!("sensors/{index}/{}", "x".repeat(96)))
             .collect();
@@ -900,14 +909,7 @@ async fn subscribes_past_the_byte_bound_of_what_waits_are_refused() {
 #[tokio::test]
 async fn publications_past_the_byte_bound_of_what_waits_are_refused() {
     for version in [Version::V5, Version::V3_1_1] {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let recorder = Recorder {
-            gate: Some(gate.clone()),
-            ..Recorder::default()
-        };
-        let mut io = connect(bounded_server(&recorder));
-        send(&mut io, connect_packet(version, None, 0), version).await;
-        assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+        let (mut io, recorder, gate) = gated_connection(version).await;
         for id in 1..=3u16 {
             let publish = Packet::Publish(Publish {
                 qos: QoS::AtLeastOnce,
@@ -963,14 +965,7 @@ async fn publications_past_the_byte_bound_of_what_waits_are_refused() {
 #[tokio::test]
 async fn an_unsubscribe_past_the_byte_bound_is_refused_in_its_turn() {
     for version in [Version::V5, Version::V3_1_1] {
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let recorder = Recorder {
-            gate: Some(gate.clone()),
-            ..Recorder::default()
-        };
-        let mut io = connect(bounded_server(&recorder));
-        send(&mut io, connect_packet(version, None, 0), version).await;
-        assert_eq!(connack(&mut io, version).await, ReasonCode::SUCCESS);
+        let (mut io, recorder, gate) = gated_connection(version).await;
         let filter = |index: usize| format!("sensors/{index}/{}", "x".repeat(96));
         for index in 1..=2u16 {
             let subscribe = codec::Subscribe {
@@ -993,6 +988,7 @@ async fn an_unsubscribe_past_the_byte_bound_is_refused_in_its_turn() {
                 other => panic!("expected SUBACK {index}, got {other:?}"),
             }
         }
+        assert_eq!(recorder.seen.lock().unwrap().subscribed.len(), 2);
         match (version, receive(&mut io, version).await) {
             (Version::V5, Some(Packet::UnsubAck(unsuback))) => {
                 assert_eq!(unsuback.packet_id, 3);
