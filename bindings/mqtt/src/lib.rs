@@ -112,7 +112,8 @@
 //! publications, SUBSCRIBEs and UNSUBSCRIBEs waiting for their exits' answers; one that would
 //! pass it is refused in turn: PUBACK or PUBREC `0x97`, SUBACK `0x97` per filter (`0x80` in
 //! 3.1.1), UNSUBACK `0x80`; a 3.1.1 publication or unsubscription closes the connection
-//! in its turn instead, 3.1.1 having no way to refuse one, and what follows it is not handled. One is always taken when none waits), `topic.alias.maximum` (0), `keep.alive.minimum` (10) and
+//! in its turn instead, 3.1.1 having no way to refuse one, and what follows it is not handled
+//! (a DISCONNECT among it neither: the close is abnormal, will included). One is always taken when none waits), `topic.alias.maximum` (0), `keep.alive.minimum` (10) and
 //! `keep.alive.maximum` (1000) seconds, `connect.timeout` (3 s: CONNECT, and the broker's
 //! CONNACK on the client), `maximum.qos` (2), `retain.available`,
 //! `wildcard.subscription.available`, `subscription.identifiers.available`,

@@ -738,7 +738,7 @@ struct Connection {
     /// QoS 1 and 2 publications received and not fully acknowledged.
     inbound_inflight: u16,
     /// A 3.1.1 refusal is queued, which ends the connection in its turn: nothing the client
-    /// sends after it is read or handled, since its answer could not be sent.
+    /// sends after it is handled (not even DISCONNECT), since its answer could not be sent.
     closing: bool,
     /// Topic aliases and packets in flight; made when the first is, and freed once none is
     /// left, so that the idle connections of a fleet hold none of it.
@@ -905,7 +905,9 @@ impl Connection {
             return close;
         }
         loop {
-            let reading = !self.closing && self.pending.len() < pending_limit;
+            // Closing, what the client sends is read and dropped: its end of stream and the
+            // keep-alive (timed by the read) still end the connection if the turn never comes.
+            let reading = self.closing || self.pending.len() < pending_limit;
             self.settle_tracked();
             let delivering = self.tracked().outbound.len() < usize::from(self.outbound_maximum);
             if self.ownership.is_lost() {

@@ -56,6 +56,8 @@ struct Seen {
     published: Vec<Message>,
     /// Topic filters subscribed, in order.
     subscribed: Vec<String>,
+    /// Sessions dropped (their connection ended).
+    dropped: usize,
 }
 
 /// An exit that accepts every session and publication, and stalls QoS 1 acknowledgements
@@ -70,6 +72,12 @@ struct Recorder {
 
 struct RecorderSession {
     recorder: Recorder,
+}
+
+impl Drop for RecorderSession {
+    fn drop(&mut self) {
+        self.recorder.seen.lock().unwrap().dropped += 1;
+    }
 }
 
 impl MqttHandler for Recorder {
@@ -998,4 +1006,33 @@ async fn an_unsubscribe_past_the_byte_bound_is_refused_in_its_turn() {
             (_, other) => panic!("{version:?}: expected the UNSUBSCRIBE refused, got {other:?}"),
         }
     }
+}
+
+/// A 3.1.1 connection closing at a refused publication's turn, while the publications before
+/// it wait for an exit that does not answer, still ends when the client goes away: what the
+/// client sends is read (and dropped) meanwhile, so its end of stream is seen.
+#[tokio::test]
+async fn a_closing_connection_still_ends_when_its_client_goes() {
+    let (mut io, recorder, _gate) = gated_connection(Version::V3_1_1).await;
+    for id in 1..=3u16 {
+        let publish = Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "sensors/a".into(),
+            packet_id: Some(id),
+            payload: Bytes::from(vec![b'p'; 120]),
+            ..Publish::default()
+        });
+        send(&mut io, publish, Version::V3_1_1).await;
+    }
+    send(&mut io, Packet::PingReq, Version::V3_1_1).await;
+    drop(io);
+    let ended = async {
+        while recorder.seen.lock().unwrap().dropped == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the connection never ended");
+    assert_eq!(recorder.seen.lock().unwrap().published.len(), 2);
 }

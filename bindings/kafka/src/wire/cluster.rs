@@ -915,8 +915,8 @@ impl Cluster {
     ) -> Result<ListedOffset, KafkaError> {
         spec.timestamp()?;
         let mut retry = self.retry();
-        // The batch's wait counts in the retry window: a failing batch and the retries alone
-        // after it take no longer together than the retries took alone.
+        // The batch's wait counts in the retry window, which the retries alone after it share
+        // (the first of them is made even past it, as before the batch).
         let batched = tokio::time::timeout_at(
             retry.deadline,
             self.batched_offset(topic, partition, spec, isolation),
