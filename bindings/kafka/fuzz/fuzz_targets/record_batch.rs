@@ -1,5 +1,5 @@
-//! Fetched record bytes through the batch decoder, decompression included, with a small
-//! decompression bound. Odd first bytes feed the bytes as they are; even ones first make the
+//! Fetched record bytes through the batch decoder, decompression included, with small bounds
+//! on what batches decompress and decode to, per batch and per response. Odd first bytes feed the bytes as they are; even ones first make the
 //! bytes a well-formed batch header with a valid CRC, so the fuzzer reaches decompression and
 //! record parsing instead of stopping at the checksum.
 
@@ -7,7 +7,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zilla_binding_kafka::wire::{BATCH_HEADER_SIZE, DecodeLimits, decode_batches};
+use zilla_binding_kafka::wire::{
+    BATCH_HEADER_SIZE, DecodeLimits, DecompressBudget, decode_batches, decode_batches_within,
+};
 
 fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else {
@@ -23,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let limits = DecodeLimits {
         max_decompressed_bytes: 1 << 20,
+        max_fetch_decompressed_bytes: 1 << 16,
     };
-    let _ = decode_batches(Bytes::from(bytes), &limits);
+    let bytes = Bytes::from(bytes);
+    let _ = decode_batches(bytes.clone(), &limits);
+    let _ = decode_batches_within(bytes, &mut DecompressBudget::new(&limits));
 });
