@@ -1223,8 +1223,7 @@ impl Connection {
         }
         if publish.qos != QoS::AtMostOnce && !self.has_room_for(size) {
             // Answered in turn with the publications before it (PUBACKs keep their order):
-            // quota exceeded, which closes a 3.1.1 connection at that turn.
-            // 3.1.1 knows no refusal: the connection closes at this PUBACK's turn.
+            // quota exceeded; 3.1.1 knows no refusal, so its connection closes at that turn.
             self.closing = !v5;
             let refused = Ok(ReasonCode::QUOTA_EXCEEDED);
             let response = if publish.qos == QoS::ExactlyOnce {

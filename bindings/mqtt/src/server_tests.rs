@@ -863,6 +863,21 @@ async fn gated_connection(
     (io, recorder, gate)
 }
 
+/// QoS 1 publications 1 to 3 of 120 bytes each: the third passes [`bounded_server`]'s byte
+/// bound while the first two wait.
+async fn send_three_publications(io: &mut DuplexStream, version: Version) {
+    for id in 1..=3u16 {
+        let publish = Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "sensors/a".into(),
+            packet_id: Some(id),
+            payload: Bytes::from(vec![b'p'; 120]),
+            ..Publish::default()
+        });
+        send(io, publish, version).await;
+    }
+}
+
 /// SUBSCRIBEs of a little over 100 bytes each, while their exit has not answered: those past
 /// the byte bound of what waits (300) are refused in turn (0x97; 0x80 in 3.1.1) without
 /// reaching the exit, and the connection goes on reading (a PINGREQ behind them is answered).
@@ -918,16 +933,7 @@ async fn subscribes_past_the_byte_bound_of_what_waits_are_refused() {
 async fn publications_past_the_byte_bound_of_what_waits_are_refused() {
     for version in [Version::V5, Version::V3_1_1] {
         let (mut io, recorder, gate) = gated_connection(version).await;
-        for id in 1..=3u16 {
-            let publish = Packet::Publish(Publish {
-                qos: QoS::AtLeastOnce,
-                topic: "sensors/a".into(),
-                packet_id: Some(id),
-                payload: Bytes::from(vec![b'p'; 120]),
-                ..Publish::default()
-            });
-            send(&mut io, publish, version).await;
-        }
+        send_three_publications(&mut io, version).await;
         send(
             &mut io,
             publish("sensors/late", QoS::AtMostOnce, 0),
@@ -1014,16 +1020,7 @@ async fn an_unsubscribe_past_the_byte_bound_is_refused_in_its_turn() {
 #[tokio::test]
 async fn a_closing_connection_still_ends_when_its_client_goes() {
     let (mut io, recorder, _gate) = gated_connection(Version::V3_1_1).await;
-    for id in 1..=3u16 {
-        let publish = Packet::Publish(Publish {
-            qos: QoS::AtLeastOnce,
-            topic: "sensors/a".into(),
-            packet_id: Some(id),
-            payload: Bytes::from(vec![b'p'; 120]),
-            ..Publish::default()
-        });
-        send(&mut io, publish, Version::V3_1_1).await;
-    }
+    send_three_publications(&mut io, Version::V3_1_1).await;
     send(&mut io, Packet::PingReq, Version::V3_1_1).await;
     drop(io);
     let ended = async {
